@@ -1,0 +1,3 @@
+"""Alibaba Cloud OSS client: signing, credentials, typed errors, and the async `OssClient`."""
+
+from __future__ import annotations
