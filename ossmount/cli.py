@@ -1,0 +1,151 @@
+"""Command line: `ossmount BUCKET[:/PREFIX] MOUNTPOINT [-o opts] [-f]`, plus subcommands.
+
+The mount form is what `mount.fuse3` runs for an fstab line of type `fuse.ossmount`
+(`ossmount SOURCE MOUNTPOINT -o opts`), so it is the top-level form. Subcommands are recognised
+only as the first word: `emulator` (the built-in OSS emulator), `demo`, and `mount` (the
+explicit spelling, for a bucket that happens to be named like a subcommand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import trio
+
+from ossmount import __version__
+from ossmount.config import OPTIONS, Option, build_config, parse_o_options
+from ossmount.errors import EXIT_CODE_HELP, ExitCode, StartupError
+
+__all__ = ["main"]
+
+log = logging.getLogger("ossmount")
+
+SUBCOMMANDS = ("emulator", "demo", "mount")
+
+
+def _o_help(option: Option) -> str:
+    names = "/".join(option.all_o_names)
+    if option.switch:
+        return f"-o {names}"
+    return f"-o {names}=…"
+
+
+def _default_text(option: Option) -> str:
+    if option.default is None or option.default is False:
+        return ""
+    if option.name == "umask":
+        return f" (default: {option.default:03o})"
+    return f" (default: {option.default})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ossmount",
+        description="Mount an Alibaba Cloud OSS bucket (or a prefix of it) read-only at "
+        "MOUNTPOINT. Reads fetch parallel ranged GETs into a local cache file per object, "
+        "resume after a crash, and are verified against the object's CRC-64. "
+        "Other commands: `ossmount emulator --help` (a local OSS emulator), `ossmount demo`.",
+        epilog="Credentials: OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET (/ OSS_SESSION_TOKEN), "
+        "or -o passwd_file=FILE (ossfs format, mode 600), or --anonymous for public buckets.\n"
+        "Unmount with: fusermount3 -u MOUNTPOINT\n\n" + EXIT_CODE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "source",
+        metavar="BUCKET[:/PREFIX]",
+        help="bucket, optionally with a key prefix to mount instead of the whole bucket",
+    )
+    parser.add_argument("mountpoint", metavar="MOUNTPOINT", help="an empty directory")
+    parser.add_argument(
+        "-o",
+        dest="o_options",
+        action="append",
+        default=[],
+        metavar="OPT[,OPT]",
+        help="mount options, ossfs spellings accepted (see each option below); "
+        "generic ones such as _netdev, nofail, x-systemd.* are ignored",
+    )
+    parser.add_argument(
+        "-f",
+        "--foreground",
+        action="store_true",
+        help="stay in the foreground (default: detach once the mount answers)",
+    )
+    parser.add_argument("--version", action="version", version=f"ossmount {__version__}")
+    for option in OPTIONS:
+        help_text = f"{option.help}{_default_text(option)}; {_o_help(option)}"
+        if option.switch:
+            parser.add_argument(
+                option.long_flag,
+                dest=option.name,
+                action="store_const",
+                const="1",
+                default=None,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                option.long_flag,
+                dest=option.name,
+                default=None,
+                metavar=option.metavar or option.name.upper(),
+                help=help_text,
+            )
+    return parser
+
+
+def _mount_main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        raw, ignored = parse_o_options(args.o_options)
+        for option in OPTIONS:
+            value = getattr(args, option.name)
+            if value is not None:
+                raw[option.name] = value
+        config = build_config(
+            args.source, args.mountpoint, raw, foreground=args.foreground, ignored=ignored
+        )
+    except StartupError as exc:
+        parser.exit(exc.code, f"ossmount: {exc}\n")
+    from ossmount.daemon import Readiness, daemonize
+    from ossmount.log import setup_logging
+    from ossmount.mount import run_mount
+
+    def child(readiness: Readiness) -> int:
+        setup_logging(config.log_level, foreground=config.foreground, log_file=config.log_file)
+        try:
+            trio.run(run_mount, config, readiness)
+        except StartupError as exc:
+            log.error("%s", exc)
+            readiness.failed(exc.code, exc.message)
+            return exc.code
+        except KeyboardInterrupt:
+            return ExitCode.OK
+        except Exception:
+            log.exception("ossmount failed")
+            readiness.failed(ExitCode.INTERNAL, "internal error; see the log for the traceback")
+            return ExitCode.INTERNAL
+        return ExitCode.OK
+
+    if config.foreground:
+        return child(Readiness(None))
+    return daemonize(child)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        command, rest = argv[0], argv[1:]
+        if command == "emulator":
+            from ossmount.emulator.cli import main as emulator_main
+
+            return emulator_main(rest)
+        if command == "demo":
+            from ossmount.demo import main as demo_main
+
+            return demo_main(rest)
+        argv = rest
+    return _mount_main(argv)

@@ -1,0 +1,226 @@
+"""The pyfuse3 adapter: thin handlers that translate between the kernel and the plain classes.
+
+All logic lives below (tree.Namespace for names and metadata, prefetch.Prefetcher for bytes);
+each handler converts arguments, calls one of them, and converts the answer. Every handler is
+wrapped by `fuse_boundary`, the one place exceptions become errno values.
+
+Page cache policy: `keep_cache` is set on open when the previous open of the same inode saw the
+same ETag, so re-reads of an unchanged object come from the kernel's page cache; a new version
+(or a failed verification, which invalidates the inode) starts clean.
+
+Handle tables are plain dicts touched only on the trio thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import pyfuse3
+import trio
+
+from ossmount.crc64 import format_crc
+from ossmount.fs.boundary import fuse_boundary
+from ossmount.prefetch.scheduler import ObjectCorrupt, ObjectReader, Prefetcher
+from ossmount.tree.node import Node
+
+__all__ = ["Operations", "Presentation"]
+
+log = logging.getLogger(__name__)
+
+XATTR_STATE = b"user.ossmount.state"
+XATTR_ETAG = b"user.ossmount.etag"
+XATTR_KEY = b"user.ossmount.key"
+XATTR_CRC = b"user.ossmount.crc64"
+XATTRS = (XATTR_STATE, XATTR_ETAG, XATTR_KEY, XATTR_CRC)
+
+
+@dataclass(frozen=True, slots=True)
+class Presentation:
+    """Ownership, modes and kernel TTLs shared by every entry."""
+
+    uid: int
+    gid: int
+    umask: int
+    attr_timeout_s: float
+    block_size: int = 1024 * 1024
+
+
+class Operations(pyfuse3.Operations):
+    """Read-only filesystem over a `Namespace` (names) and a `Prefetcher` (bytes)."""
+
+    def __init__(
+        self, namespace: object, prefetcher: Prefetcher, look: Presentation, *, bucket: str
+    ) -> None:
+        super().__init__()
+        from ossmount.tree.namespace import Namespace
+
+        self._ns = cast(Namespace, namespace)
+        self._prefetcher = prefetcher
+        self._look = look
+        self._bucket = bucket
+        self._files: dict[int, tuple[int, ObjectReader]] = {}  # fh -> (inode, reader)
+        self._dirs: dict[int, Sequence[Node]] = {}  # fh -> snapshot of entries
+        self._next_fh = 1
+        self._last_etag: dict[int, str] = {}  # inode -> ETag of its last open
+
+    # -- attributes ------------------------------------------------------------------------
+
+    def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = pyfuse3.InodeT(node.inode)
+        attr.generation = 0
+        attr.entry_timeout = self._look.attr_timeout_s
+        attr.attr_timeout = self._look.attr_timeout_s
+        if node.is_dir:
+            attr.st_mode = pyfuse3.ModeT(stat.S_IFDIR | (0o555 & ~self._look.umask))
+            attr.st_nlink = 2
+        else:
+            attr.st_mode = pyfuse3.ModeT(stat.S_IFREG | (0o444 & ~self._look.umask))
+            attr.st_nlink = 1
+        attr.st_uid = self._look.uid
+        attr.st_gid = self._look.gid
+        attr.st_size = node.size
+        attr.st_blksize = self._look.block_size
+        attr.st_blocks = (node.size + 511) // 512
+        attr.st_mtime_ns = node.mtime_ns
+        attr.st_ctime_ns = node.mtime_ns
+        attr.st_atime_ns = node.mtime_ns
+        return attr
+
+    def _new_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    # -- names -----------------------------------------------------------------------------
+
+    @fuse_boundary
+    async def lookup(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        node = await self._ns.lookup(parent_inode, os.fsdecode(name))
+        return self._attrs(node)
+
+    @fuse_boundary
+    async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
+        for inode, count in inode_list:
+            self._ns.forget(inode, count)
+
+    @fuse_boundary
+    async def getattr(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return self._attrs(await self._ns.getattr(inode))
+
+    @fuse_boundary
+    async def opendir(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.FileHandleT:
+        snapshot = await self._ns.opendir(inode)
+        fh = self._new_fh()
+        self._dirs[fh] = snapshot.entries
+        return pyfuse3.FileHandleT(fh)
+
+    @fuse_boundary
+    async def readdir(
+        self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken
+    ) -> None:
+        entries = self._dirs[fh]
+        for index in range(start_id, len(entries)):
+            node = entries[index]
+            if not pyfuse3.readdir_reply(
+                token, os.fsencode(node.name), self._attrs(node), index + 1
+            ):
+                return
+            # readdirplus hands the kernel a reference, exactly like a lookup.
+            self._ns.remember(node.inode)
+
+    @fuse_boundary
+    async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
+        self._dirs.pop(fh, None)
+
+    # -- bytes -----------------------------------------------------------------------------
+
+    @fuse_boundary
+    async def open(
+        self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.FileInfo:
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = self._ns.get(inode)
+        if node.is_dir or node.meta is None:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        reader = self._prefetcher.open(node.meta)
+        fh = self._new_fh()
+        self._files[fh] = (inode, reader)
+        keep = self._last_etag.get(inode) == node.meta.etag
+        self._last_etag[inode] = node.meta.etag
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=keep)
+
+    @fuse_boundary
+    async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+        inode, reader = self._files[fh]
+        try:
+            return await reader.read(off, size)
+        except ObjectCorrupt:
+            # Pages of this inode may hold bytes that failed verification: drop them, and make
+            # the next open start without keep_cache.
+            self._last_etag.pop(inode, None)
+            trio.lowlevel.spawn_system_task(_invalidate, inode)
+            raise
+
+    @fuse_boundary
+    async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        entry = self._files.pop(fh, None)
+        if entry is not None:
+            await entry[1].aclose()
+
+    # -- misc ------------------------------------------------------------------------------
+
+    @fuse_boundary
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = self._look.block_size
+        data.f_frsize = self._look.block_size
+        data.f_namemax = 255
+        return data
+
+    @fuse_boundary
+    async def listxattr(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
+    ) -> Sequence[pyfuse3.XAttrNameT]:
+        node = self._ns.get(inode)
+        if node.is_dir:
+            return []
+        return [pyfuse3.XAttrNameT(name) for name in XATTRS]
+
+    @fuse_boundary
+    async def getxattr(
+        self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
+    ) -> bytes:
+        """`user.ossmount.state` tells a user (and the demo) whether a file is verified."""
+        node = self._ns.get(inode)
+        if node.is_dir or node.meta is None or name not in XATTRS:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        if name == XATTR_KEY:
+            return node.meta.key.encode()
+        if name == XATTR_ETAG:
+            return node.meta.etag.encode()
+        state = self._prefetcher.cached_state(node.meta)
+        if name == XATTR_STATE:
+            return state[0].encode()
+        return format_crc(state[1]).encode()
+
+
+async def _invalidate(inode: int) -> None:
+    # invalidate_inode blocks on the kernel, which may wait for this very request: in a thread.
+    try:
+        await trio.to_thread.run_sync(pyfuse3.invalidate_inode, pyfuse3.InodeT(inode), False)
+    except OSError as exc:
+        log.debug("invalidate_inode(%d) failed: %s", inode, exc)

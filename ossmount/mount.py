@@ -1,0 +1,242 @@
+"""Composition root: build the client, cache, tree and prefetcher, mount, serve, shut down.
+
+Order of start-up, each step failing with a StartupError (one line, an exit code):
+  1. mountpoint and /dev/fuse checks (cheap, local)
+  2. credentials, then one ListObjectsV2 of the mount's prefix (max-keys 1): proves the
+     endpoint answers, the bucket exists and we may list it, before anything is mounted
+  3. cache dir: created, locked (one mount per cache dir)
+  4. pyfuse3.init, then the service nursery runs pyfuse3.main and the downloads; readiness is
+     reported once a stat of the mountpoint is answered by us, and the mount's kernel
+     read-ahead is raised then (measurements.md §5: 1 MiB reads, several in flight).
+
+Shutdown (unmount by `fusermount3 -u`/`umount`, or SIGTERM/SIGINT → pyfuse3.terminate):
+pyfuse3.main returns, the nursery is cancelled (downloads stop mid-part; unrecorded parts are
+simply fetched again later), every checkpoint is flushed, the cache lock is released.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from ossmount.cache.errors import CacheError
+from ossmount.cache.store import CacheStore
+from ossmount.config import MountConfig
+from ossmount.daemon import Readiness
+from ossmount.errors import ExitCode, StartupError
+from ossmount.fs.ops import Operations, Presentation
+from ossmount.oss import (
+    AccessDenied,
+    ClientConfig,
+    CredentialsError,
+    InvalidAccessKeyId,
+    NoSuchBucket,
+    OssClient,
+    OssError,
+    OssTransportError,
+    SignatureDoesNotMatch,
+    resolve_credentials,
+)
+from ossmount.prefetch.scheduler import PrefetchConfig, Prefetcher
+from ossmount.tree.namespace import Namespace
+
+__all__ = ["check_mountpoint", "run_mount"]
+
+log = logging.getLogger(__name__)
+
+
+def check_mountpoint(path: Path) -> None:
+    if not path.exists():
+        raise StartupError(f"mountpoint {path} does not exist", ExitCode.MOUNTPOINT)
+    if not path.is_dir():
+        raise StartupError(f"mountpoint {path} is not a directory", ExitCode.MOUNTPOINT)
+    if os.path.ismount(path):
+        raise StartupError(
+            f"{path} is already a mountpoint (unmount it first: fusermount3 -u {path})",
+            ExitCode.MOUNTPOINT,
+        )
+    try:
+        if any(path.iterdir()):
+            raise StartupError(f"mountpoint {path} is not empty", ExitCode.MOUNTPOINT)
+    except PermissionError as exc:
+        raise StartupError(
+            f"cannot read mountpoint {path}: {exc.strerror}", ExitCode.MOUNTPOINT
+        ) from exc
+    if not os.path.exists("/dev/fuse"):
+        raise StartupError(
+            "/dev/fuse is missing: load the fuse module (modprobe fuse) or install fuse3",
+            ExitCode.FUSE,
+        )
+
+
+def _startup_error(exc: Exception, config: MountConfig) -> StartupError:
+    where = f"bucket {config.bucket!r} at {config.endpoint}"
+    if isinstance(exc, CredentialsError):
+        return StartupError(str(exc), ExitCode.CREDENTIALS)
+    if isinstance(exc, NoSuchBucket):
+        return StartupError(f"{where}: the bucket does not exist", ExitCode.BUCKET)
+    if isinstance(exc, InvalidAccessKeyId | SignatureDoesNotMatch):
+        return StartupError(
+            f"{where}: credentials refused ({exc.code}): check the key id and secret",
+            ExitCode.ACCESS,
+        )
+    if isinstance(exc, AccessDenied):
+        return StartupError(
+            f"{where}: access denied listing the bucket ({exc.message})", ExitCode.ACCESS
+        )
+    if isinstance(exc, OssTransportError):
+        return StartupError(f"cannot reach {config.endpoint}: {exc}", ExitCode.ENDPOINT)
+    if isinstance(exc, OssError):
+        return StartupError(f"{where}: {exc}", ExitCode.ACCESS)
+    return StartupError(f"{where}: {exc}", ExitCode.INTERNAL)
+
+
+def _client_config(config: MountConfig) -> ClientConfig:
+    return ClientConfig(
+        endpoint=config.endpoint,
+        bucket=config.bucket,
+        region=config.region,
+        addressing=config.addressing,
+        signature_version="anonymous" if config.anonymous else config.signature_version,
+        connect_timeout_s=config.connect_timeout,
+        stall_timeout_s=config.stall_timeout,
+        max_attempts=config.max_attempts,
+        max_connections=config.max_gets + 4,
+    )
+
+
+def _raise_readahead(mountpoint: Path, kb: int) -> None:
+    """Set the mount's bdi read_ahead_kb: the kernel then sends 1 MiB reads, several at once."""
+    dev = os.stat(mountpoint).st_dev
+    path = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+    try:
+        path.write_text(str(kb))
+    except OSError as exc:
+        log.warning(
+            "could not set %s to %d (reads stay small and slower): %s", path, kb, exc.strerror
+        )
+    else:
+        log.debug("read_ahead_kb of %s set to %d", mountpoint, kb)
+
+
+async def run_mount(config: MountConfig, readiness: Readiness) -> None:
+    """Mount and serve until unmounted. Raises StartupError before the mount is ready."""
+    check_mountpoint(config.mountpoint)
+    try:
+        credentials = resolve_credentials(
+            bucket=config.bucket, passwd_file=config.passwd_file, anonymous=config.anonymous
+        )
+    except CredentialsError as exc:
+        raise _startup_error(exc, config) from exc
+
+    async with OssClient(_client_config(config), credentials) as client:
+        try:
+            await client.list_page(config.prefix, "/", max_keys=1)
+        except (OssError, CredentialsError) as exc:
+            raise _startup_error(exc, config) from exc
+
+        max_bytes = config.max_cache_bytes
+        try:
+            config.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            store = CacheStore(config.cache_dir, bucket=config.bucket, max_bytes=max_bytes)
+            store.lock()
+        except (OSError, CacheError) as exc:
+            raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
+        try:
+            await _serve(config, client, store, readiness)
+        finally:
+            store.close()
+
+
+async def _serve(
+    config: MountConfig, client: OssClient, store: CacheStore, readiness: Readiness
+) -> None:
+    namespace = Namespace(
+        client,
+        root_prefix=config.prefix,
+        ttl_s=config.stat_cache_expire,
+        max_entries=config.max_stat_cache_size,
+    )
+    async with trio.open_nursery() as nursery:
+        prefetcher = Prefetcher(
+            client,
+            store,
+            nursery,
+            PrefetchConfig(
+                bucket=config.bucket,
+                part_size=config.part_size,
+                parallel_count=config.parallel_count,
+                max_gets=config.max_gets,
+                readahead_bytes=config.readahead_bytes,
+            ),
+        )
+        look = Presentation(
+            uid=config.uid,
+            gid=config.gid,
+            umask=config.umask,
+            attr_timeout_s=config.stat_cache_expire,
+        )
+        ops = Operations(namespace, prefetcher, look, bucket=config.bucket)
+        source = f"{config.bucket}:/{config.prefix}" if config.prefix else config.bucket
+        options = {
+            f"fsname=ossmount#{source}",
+            "subtype=ossmount",
+            "ro",
+            "default_permissions",
+            "noatime",
+        }
+        if config.allow_other:
+            options.add("allow_other")
+        try:
+            pyfuse3.init(ops, str(config.mountpoint), options)
+        except RuntimeError as exc:
+            raise StartupError(
+                f"the kernel refused to mount {config.mountpoint}: {exc}", ExitCode.FUSE
+            ) from exc
+        try:
+            nursery.start_soon(_handle_signals)
+            nursery.start_soon(_announce_ready, config, source, readiness)
+            await pyfuse3.main(min_tasks=4, max_tasks=256)
+        except BaseException:
+            pyfuse3.close(unmount=True)
+            raise
+        finally:
+            nursery.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await prefetcher.aclose()
+    pyfuse3.close(unmount=True)
+    log.info("unmounted %s from %s cleanly", source, config.mountpoint)
+
+
+async def _announce_ready(config: MountConfig, source: str, readiness: Readiness) -> None:
+    # The stat blocks until pyfuse3.main answers the kernel's first requests.
+    await trio.to_thread.run_sync(os.stat, config.mountpoint)
+    _raise_readahead(config.mountpoint, config.kernel_readahead_kb)
+    log.info(
+        "mounted %s (%s) at %s, cache %s",
+        source,
+        config.endpoint,
+        config.mountpoint,
+        config.cache_dir,
+    )
+    if config.ignored_options:
+        log.info("ignored mount options: %s", ",".join(config.ignored_options))
+    readiness.ready()
+
+
+async def _handle_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s received: unmounting", signal.Signals(signum).name)
+            try:
+                pyfuse3.terminate()
+            except OSError as exc:  # pragma: no cover - terminate does not usually fail
+                if exc.errno != errno.ENOTCONN:
+                    raise
+            return

@@ -1,0 +1,528 @@
+"""The read path: shared per-object downloads of parts into the cache, and the readers that wait.
+
+Shape
+-----
+`Prefetcher.open(meta)` returns an `ObjectReader` for one file handle. All handles of the
+same object version (bucket, key, ETag, size) share one `Download`, which owns the
+`CacheEntry` (one cache file + checkpoint) and fetches parts with ranged GETs straight into
+the cache file. Downloads run in the prefetcher's service nursery, never in a FUSE request
+task: a reader only *asks* for parts (`Download.want`) and waits for their events, so a reader
+that is interrupted (its request cancelled) never leaves other readers without data.
+
+Scheduling
+----------
+Each `Download` keeps two queues: parts readers are blocked on (demand) and parts wanted by
+read-ahead. Up to `parallel_count` worker tasks per download pop demand parts first, then
+read-ahead parts in ascending order, and every GET also holds the mount-wide
+`trio.CapacityLimiter(max_gets)`. Part bodies go from the socket to the cache file through a
+reused buffer inside the client, so memory in flight is bounded by `max_gets` buffers however
+many files are open; read-ahead costs disk, not memory.
+
+Integrity
+---------
+* Every part GET carries `If-Match: <ETag>` and its response's ETag, size and whole-object
+  CRC-64 header must match the version the download belongs to; a mismatch, a 412 or a 404
+  fails the download with `ObjectChanged` (ESTALE): two versions are never mixed in one file.
+* A part is marked done only after its bytes are in the cache file, and persisted as done in
+  the checkpoint only after an fdatasync (`CacheEntry.flush`, run in a thread).
+* When the last part lands, the per-part CRCs are combined and compared with the server's
+  `x-oss-hash-crc64ecma`. On a mismatch the entry is discarded, the download fails with
+  `ObjectCorrupt` (EIO) for every reader, and it is dropped from the registry so the next open
+  starts afresh. A whole-object reader's last read waits for this verdict (see pattern.py).
+
+Concurrency invariants (single trio thread)
+-------------------------------------------
+* `Download._in_flight`, `_done events`, queues and `failure` change only on the trio thread,
+  between awaits. `want()` is synchronous and never blocks.
+* A part index is in at most one of: done (entry.is_done), in flight, queued.
+* `CacheEntry` is only touched from the trio thread, except `flush`, which runs in a worker
+  thread while `_flushing` is set; its snapshot of the done parts is taken before it returns to
+  us (see cache.entry), so parts recorded meanwhile are simply flushed next time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from ossmount.cache.entry import CacheEntry, EntryState
+from ossmount.cache.ranges import PartLayout
+from ossmount.cache.store import CacheStore
+from ossmount.crc64 import format_crc
+from ossmount.oss import NoSuchKey, OssError, PreconditionFailed
+from ossmount.oss.models import GetResult, ObjectMeta
+from ossmount.prefetch.pattern import Coverage, ReadaheadWindow
+
+__all__ = [
+    "DownloadFailed",
+    "ObjectChanged",
+    "ObjectCorrupt",
+    "ObjectReader",
+    "Prefetcher",
+    "RangeSource",
+    "ReadError",
+]
+
+log = logging.getLogger(__name__)
+
+# Flush the checkpoint after this many newly recorded parts or seconds, whichever comes first:
+# after a crash at most this much finished work is fetched again.
+FLUSH_EVERY_PARTS = 8
+FLUSH_EVERY_S = 1.0
+
+
+class RangeSource(Protocol):
+    """What the prefetcher needs from the OSS client (a fake stands in for it in tests)."""
+
+    async def get_to_fd(
+        self,
+        key: str,
+        offset: int,
+        length: int,
+        fd: int,
+        file_offset: int,
+        *,
+        if_match: str | None = None,
+    ) -> GetResult: ...
+
+    async def head(self, key: str) -> ObjectMeta: ...
+
+
+class ReadError(Exception):
+    """A read could not be answered; names the object and the cause."""
+
+    def __init__(self, bucket: str, key: str, cause: str) -> None:
+        super().__init__(f"oss://{bucket}/{key}: {cause}")
+        self.bucket = bucket
+        self.key = key
+        self.cause = cause
+
+
+class ObjectCorrupt(ReadError):
+    """The cached bytes' CRC-64 does not match the server's: never served as good."""
+
+
+class ObjectChanged(ReadError):
+    """The object was replaced or deleted while it was being read."""
+
+
+class DownloadFailed(ReadError):
+    """A part could not be fetched (after the client's retries)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrefetchConfig:
+    bucket: str
+    part_size: int
+    parallel_count: int
+    max_gets: int
+    readahead_bytes: int
+
+
+class Download:
+    """One object version being (or already) cached; shared by every handle reading it."""
+
+    def __init__(self, prefetcher: Prefetcher, meta: ObjectMeta, entry: CacheEntry) -> None:
+        self._p = prefetcher
+        self.meta = meta
+        self.entry = entry
+        self.layout: PartLayout = entry.layout
+        self.users = 0
+        self.failure: ReadError | None = None
+        self._events: dict[int, trio.Event] = {}  # part -> set when done or failed
+        self._part_errors: dict[int, ReadError] = {}
+        self._in_flight: set[int] = set()
+        self._demand: list[int] = []  # heap
+        self._ahead: list[int] = []  # heap
+        self._workers = 0
+        self._verdict = trio.Event()
+        self._unflushed = 0
+        self._last_flush = trio.current_time()
+        self._flushing = False
+        self._server_crc: int | None = entry.meta.crc64
+        self.closed = False
+        self.discarded = False
+        self._scopes: set[trio.CancelScope] = set()  # one per worker; cancelled on failure
+        if entry.complete:
+            self._p.nursery.start_soon(self._finish)
+
+    # -- asking for parts (synchronous, never blocks) --------------------------------------
+
+    def want(self, parts: Iterable[int], *, demand: bool) -> None:
+        if self.failure is not None:
+            return
+        queue = self._demand if demand else self._ahead
+        for index in parts:
+            if self.entry.is_done(index) or index in self._in_flight:
+                continue
+            heapq.heappush(queue, index)
+        self._spawn_workers()
+
+    def _spawn_workers(self) -> None:
+        while self._workers < self._p.config.parallel_count and (self._demand or self._ahead):
+            self._workers += 1
+            self._p.nursery.start_soon(self._worker)
+
+    def _next_part(self) -> int | None:
+        for queue in (self._demand, self._ahead):
+            while queue:
+                index = heapq.heappop(queue)
+                if not self.entry.is_done(index) and index not in self._in_flight:
+                    return index
+        return None
+
+    @property
+    def idle(self) -> bool:
+        return self._workers == 0 and not self._flushing
+
+    def force_flush(self) -> None:
+        """Make the next `flush` write even if no part was recorded since the last one."""
+        self._unflushed = max(self._unflushed, 1)
+
+    def drop_readahead(self) -> None:
+        """No reader is left: finish the parts in flight, start no more."""
+        self._ahead.clear()
+        self._demand.clear()
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    async def wait_parts(self, parts: range) -> None:
+        """Return when every part in `parts` is done; raise the download's or a part's error."""
+        for index in parts:
+            while not self.entry.is_done(index):
+                if self.failure is not None:
+                    raise self.failure
+                event = self._events.get(index)
+                if event is None:
+                    event = self._events[index] = trio.Event()
+                    if index not in self._in_flight:
+                        self.want((index,), demand=True)
+                await event.wait()
+                error = self._part_errors.pop(index, None)
+                if error is not None:
+                    raise error
+        if self.failure is not None:
+            raise self.failure
+
+    async def wait_verdict(self) -> None:
+        await self._verdict.wait()
+        if self.failure is not None:
+            raise self.failure
+
+    # -- fetching (service nursery) --------------------------------------------------------
+
+    async def _worker(self) -> None:
+        scope = trio.CancelScope()
+        self._scopes.add(scope)
+        try:
+            with scope:
+                while self.failure is None:
+                    index = self._next_part()
+                    if index is None:
+                        return
+                    self._in_flight.add(index)
+                    self._part_errors.pop(index, None)  # a new attempt supersedes old failures
+                    try:
+                        async with self._p.limiter:
+                            await self._fetch(index)
+                    finally:
+                        self._in_flight.discard(index)
+                        event = self._events.pop(index, None)
+                        if event is not None:
+                            event.set()
+        finally:
+            self._scopes.discard(scope)
+            self._workers -= 1
+            if self._workers == 0 and self.users == 0:
+                self._p.nursery.start_soon(self._p.close_download, self)
+
+    async def _fetch(self, index: int) -> None:
+        start, length = self.layout.span(index)
+        key = self.meta.key
+        try:
+            result = await self._p.source.get_to_fd(
+                key, start, length, self.entry.fd, start, if_match=self.meta.etag
+            )
+        except (PreconditionFailed, NoSuchKey) as exc:
+            self._fail(
+                ObjectChanged(
+                    self._p.config.bucket, key, f"changed or deleted while reading ({exc.code})"
+                )
+            )
+            return
+        except (OssError, OSError) as exc:
+            log.warning(
+                "oss://%s/%s: part %d (bytes %d-%d) failed: %s",
+                self._p.config.bucket,
+                key,
+                index,
+                start,
+                start + length - 1,
+                exc,
+            )
+            self._part_errors[index] = DownloadFailed(
+                self._p.config.bucket, key, f"part {index} failed: {exc}"
+            )
+            return
+        except trio.Cancelled:
+            raise
+        got = result.meta
+        if got.etag != self.meta.etag or got.size != self.meta.size:
+            self._fail(
+                ObjectChanged(
+                    self._p.config.bucket,
+                    key,
+                    f"version changed while reading: expected ETag {self.meta.etag} size "
+                    f"{self.meta.size}, got ETag {got.etag} size {got.size}",
+                )
+            )
+            return
+        if got.crc64 is not None:
+            if self._server_crc is None:
+                self._server_crc = got.crc64
+                self.entry.set_server_crc64(got.crc64)
+            elif got.crc64 != self._server_crc:
+                self._fail(
+                    ObjectChanged(
+                        self._p.config.bucket,
+                        key,
+                        f"CRC-64 header changed from {self._server_crc} to {got.crc64} while "
+                        "reading",
+                    )
+                )
+                return
+        self.entry.record_part(index, result.crc64)
+        self._unflushed += 1
+        if self.entry.complete:
+            await self._finish()
+        elif (
+            self._unflushed >= FLUSH_EVERY_PARTS
+            or trio.current_time() - self._last_flush >= FLUSH_EVERY_S
+        ):
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Make recorded parts durable in the checkpoint (fdatasync + atomic rewrite)."""
+        if self._flushing or self._unflushed == 0:
+            return
+        self._flushing = True
+        self._unflushed = 0
+        self._last_flush = trio.current_time()
+        try:
+            await trio.to_thread.run_sync(self.entry.flush)
+        except OSError as exc:
+            log.warning(
+                "oss://%s/%s: could not persist the checkpoint: %s",
+                self._p.config.bucket,
+                self.meta.key,
+                exc,
+            )
+        finally:
+            self._flushing = False
+
+    async def _finish(self) -> None:
+        """All parts are in: combine CRCs, compare with the server's, and publish the verdict."""
+        if self._verdict.is_set():
+            return
+        bucket, key = self._p.config.bucket, self.meta.key
+        if (
+            self.entry.state is EntryState.PARTIAL
+            and self._server_crc is None
+            and self.meta.size > 0
+        ):
+            # Resumed with every part present but no CRC header seen in this life: ask once.
+            try:
+                head = await self._p.source.head(key)
+            except Exception as exc:
+                log.warning("oss://%s/%s: HEAD for the CRC-64 failed: %s", bucket, key, exc)
+            else:
+                if head.etag != self.meta.etag:
+                    self._fail(ObjectChanged(bucket, key, "changed while reading"))
+                    return
+                if head.crc64 is not None:
+                    self._server_crc = head.crc64
+                    self.entry.set_server_crc64(head.crc64)
+        verdict = self.entry.verify()
+        state = self.entry.state
+        if state is EntryState.CORRUPT:
+            log.error(
+                "oss://%s/%s: CRC-64 mismatch after download: server %s, cached bytes %s; "
+                "discarding %s, readers get EIO, the next open downloads again",
+                bucket,
+                key,
+                format_crc(verdict.expected),
+                format_crc(verdict.actual),
+                self.entry.path,
+            )
+            self._fail(
+                ObjectCorrupt(
+                    bucket,
+                    key,
+                    f"CRC-64 mismatch: server {format_crc(verdict.expected)}, "
+                    f"downloaded {format_crc(verdict.actual)}",
+                )
+            )
+            return
+        if state is EntryState.UNVERIFIABLE:
+            log.info(
+                "oss://%s/%s: cached (%d bytes); server sent no CRC-64, so unverifiable",
+                bucket,
+                key,
+                self.meta.size,
+            )
+        else:
+            log.info(
+                "oss://%s/%s: cached and verified (%d bytes, CRC-64 %s)",
+                bucket,
+                key,
+                self.meta.size,
+                format_crc(verdict.actual),
+            )
+        self._unflushed += 1
+        await self.flush()
+        self._verdict.set()
+
+    def _fail(self, error: ReadError) -> None:
+        """Terminal failure: wake every waiter with `error` and forget this download."""
+        if self.failure is not None:
+            return
+        self.failure = error
+        self.drop_readahead()
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
+        self._verdict.set()
+        self._p.forget(self)
+        for scope in self._scopes:
+            scope.cancel()
+        if isinstance(error, ObjectCorrupt | ObjectChanged):
+            # Unlinks the files now (a fresh download may create them again at once); our
+            # fd stays valid for workers still unwinding and is closed when we are idle.
+            self.entry.discard()
+            self.discarded = True
+
+
+class ObjectReader:
+    """One open file handle's view of a download: its read-ahead and coverage."""
+
+    def __init__(self, prefetcher: Prefetcher, download: Download) -> None:
+        self._p = prefetcher
+        self._download = download
+        size = download.meta.size
+        part = prefetcher.config.part_size
+        self._window = ReadaheadWindow(
+            initial=2 * part,
+            maximum=max(prefetcher.config.readahead_bytes, part),
+            slack=8 * 1024 * 1024,
+        )
+        self._coverage = Coverage(size)
+        self.closed = False
+
+    @property
+    def meta(self) -> ObjectMeta:
+        return self._download.meta
+
+    @property
+    def state(self) -> EntryState:
+        return self._download.entry.state
+
+    async def read(self, offset: int, size: int) -> bytes:
+        download = self._download
+        if download.failure is not None:
+            raise download.failure
+        total = download.meta.size
+        end = min(offset + size, total)
+        if offset >= end:
+            return b""
+        layout = download.layout
+        parts = layout.parts_for(offset, end - offset)
+        download.want(parts, demand=True)
+        window = self._window.observe(offset, end)
+        if window:
+            ahead_end = min(total, end + window)
+            download.want(layout.parts_for(end, ahead_end - end), demand=False)
+        await download.wait_parts(parts)
+        if self._coverage.add(offset, end):
+            await download.wait_verdict()
+        return download.entry.read(offset, end - offset)
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await self._p.release(self._download)
+
+
+class Prefetcher:
+    """Registry of downloads and the mount-wide GET limit; lives for the whole mount."""
+
+    def __init__(
+        self,
+        source: RangeSource,
+        store: CacheStore,
+        nursery: trio.Nursery,
+        config: PrefetchConfig,
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.nursery = nursery
+        self.config = config
+        self.limiter = trio.CapacityLimiter(config.max_gets)
+        self._downloads: dict[tuple[str, str, int], Download] = {}
+
+    def open(self, meta: ObjectMeta) -> ObjectReader:
+        """A reader for `meta`'s version; joins the running download for it if there is one."""
+        ident = (meta.key, meta.etag, meta.size)
+        download = self._downloads.get(ident)
+        if download is None:
+            entry = self.store.open_entry(meta, self.config.part_size)
+            download = Download(self, meta, entry)
+            self._downloads[ident] = download
+        download.users += 1
+        return ObjectReader(self, download)
+
+    def forget(self, download: Download) -> None:
+        ident = (download.meta.key, download.meta.etag, download.meta.size)
+        if self._downloads.get(ident) is download:
+            del self._downloads[ident]
+
+    async def release(self, download: Download) -> None:
+        """A handle closed. The last one stops read-ahead; the entry is closed once idle.
+
+        The download stays registered while parts are in flight, so a handle opened in the
+        meantime joins it instead of opening a second entry on the same cache file.
+        """
+        download.users -= 1
+        if download.users > 0:
+            return
+        download.drop_readahead()
+        if download.idle:
+            await self.close_download(download)
+
+    async def close_download(self, download: Download) -> None:
+        if download.users > 0 or not download.idle or download.closed:
+            return
+        download.closed = True
+        self.forget(download)
+        download.force_flush()
+        with trio.CancelScope(shield=True):
+            await download.flush()
+        if not download.discarded:
+            self.store.release(download.entry)
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "downloads": len(self._downloads),
+            "gets_in_flight": self.limiter.borrowed_tokens,
+        }
+
+    async def aclose(self) -> None:
+        """Persist every checkpoint (called at unmount, after the nursery was cancelled)."""
+        for download in list(self._downloads.values()):
+            download.force_flush()
+            with trio.CancelScope(shield=True):
+                await download.flush()
