@@ -1,0 +1,85 @@
+"""Part arithmetic against a byte-by-byte reference model."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ossmount.cache.ranges import PartLayout
+
+sizes = st.integers(min_value=0, max_value=10_000)
+part_sizes = st.integers(min_value=1, max_value=700)
+
+
+@st.composite
+def layouts(draw: st.DrawFn) -> PartLayout:
+    return PartLayout(draw(sizes), draw(part_sizes))
+
+
+@given(layouts())
+def test_parts_tile_the_object(layout: PartLayout) -> None:
+    pos = 0
+    for i in range(layout.count):
+        start, length = layout.span(i)
+        assert start == pos
+        assert 1 <= length <= layout.part_size
+        if i < layout.count - 1:
+            assert length == layout.part_size
+        pos += length
+    assert pos == layout.size
+
+
+@given(layouts(), st.integers(0, 12_000), st.integers(0, 12_000))
+def test_parts_for_matches_reference(layout: PartLayout, offset: int, length: int) -> None:
+    expected = sorted(
+        {b // layout.part_size for b in range(offset, min(offset + length, layout.size))}
+    )
+    got = layout.parts_for(offset, length)
+    assert list(got) == expected
+    assert got.step == 1
+
+
+@given(layouts(), st.sets(st.integers(0, 40)))
+def test_contiguous_offset(layout: PartLayout, done: set[int]) -> None:
+    n = 0
+    while n < layout.count and n in done:
+        n += 1
+    assert layout.contiguous_parts(done) == n
+    expected = layout.size if n == layout.count else n * layout.part_size
+    assert layout.contiguous_offset(done) == expected
+
+
+def test_examples() -> None:
+    empty = PartLayout(0, 8)
+    assert empty.count == 0
+    assert empty.parts_for(0, 100) == range(0)
+    assert empty.contiguous_offset(set()) == 0
+    one = PartLayout(1, 8)
+    assert one.count == 1
+    assert one.span(0) == (0, 1)
+    exact = PartLayout(16, 8)
+    assert exact.count == 2
+    assert exact.span(1) == (8, 8)
+    assert PartLayout(17, 8).span(2) == (16, 1)
+    assert PartLayout(15, 8).span(1) == (8, 7)
+    assert exact.parts_for(7, 2) == range(2)
+    assert exact.parts_for(8, 0) == range(0)
+    assert exact.parts_for(16, 5) == range(0)
+    assert exact.parts_for(15, 100) == range(1, 2)
+
+
+def test_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="size"):
+        PartLayout(-1, 8)
+    with pytest.raises(ValueError, match="part size"):
+        PartLayout(10, 0)
+    layout = PartLayout(10, 4)
+    with pytest.raises(IndexError):
+        layout.span(3)
+    with pytest.raises(IndexError):
+        layout.span(-1)
+    with pytest.raises(ValueError, match="negative"):
+        layout.parts_for(-1, 4)
+    with pytest.raises(ValueError, match="negative"):
+        layout.parts_for(0, -4)
