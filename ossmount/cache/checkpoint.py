@@ -1,0 +1,318 @@
+"""The checkpoint: which parts of one cached object version are on disk, and their CRC-64s.
+
+Why not the SDKs' scheme (shared/oss-protocol.md §6): they record a single contiguous offset
+and a running CRC, so parts must complete in order, and they trust a JSON file guarded by an MD5
+of re-serialized JSON. We fetch parts in parallel and out of order (a Parquet footer first), so
+we record the set of done parts, each with its own CRC-64, and combine the CRCs at the end.
+
+Record (`Checkpoint`): the version fingerprint (bucket, key, ETag, size, Last-Modified in ns,
+server CRC-64 or None), the part size, done part -> CRC-64, and the verification state.
+`contiguous_offset` is derived, not stored, so it cannot disagree with the part set.
+
+Encoding (all integers big-endian), written in one piece and never patched in place:
+
+    offset  size  field
+    0       8     magic b"OSSMCKPT"
+    8       2     format version (1)
+    10      2     reserved, 0
+    12      4     payload length P
+    16      P     payload
+    16+P    32    SHA-256 of bytes [0, 16+P)
+
+    payload: bucket, key, etag (each u32 length + UTF-8, surrogates passed through),
+             size u64, mtime_ns i64, part_size u64, has_crc u8, server_crc64 u64 (0 if none),
+             state u8, done count u32, then per done part: index u64, crc u64,
+             indices strictly increasing.
+
+Invariants enforced by `decode` (any failure -> CorruptCheckpoint, never a partial result):
+the length is exact (catches truncation at every byte and trailing junk), the digest matches
+(catches any flipped bit), every field is in range, part indices are < the part count, state is
+never CORRUPT, VERIFIED and UNVERIFIABLE only with every part done, VERIFIED only with a server
+CRC and UNVERIFIABLE only without one.
+
+Durability: `save_atomic` writes a temp file beside the target, fsyncs it, renames it over the
+target and fsyncs the directory, so a crash leaves either the old or the new checkpoint, whole.
+The caller (CacheEntry.flush) must fdatasync the data file before saving a checkpoint that
+names new parts: a checkpoint never lists a part whose bytes might not be on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hashlib
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from ossmount.cache.errors import CorruptCheckpoint, io_error
+from ossmount.cache.ranges import PartLayout
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "Checkpoint",
+    "EntryState",
+    "decode",
+    "encode",
+    "fsync_dir",
+    "load",
+    "save_atomic",
+]
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"OSSMCKPT"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct(">8sHHI")
+_FIXED = struct.Struct(">QqQBQBI")
+_PART = struct.Struct(">QQ")
+_LEN = struct.Struct(">I")
+_DIGEST_SIZE = 32
+_U64 = 1 << 64
+# A checkpoint for a 48 TB object in 1 MiB parts is ~800 MB; anything bigger is damage.
+_MAX_PAYLOAD = 1 << 30
+
+
+class EntryState(enum.Enum):
+    """Verification state of a cache entry. CORRUPT lives only in memory, never on disk."""
+
+    PARTIAL = 0  # not verified yet (possibly already complete)
+    VERIFIED = 1  # complete and the combined CRC-64 equals the server's
+    UNVERIFIABLE = 2  # complete, but the server sent no CRC-64 to compare with
+    CORRUPT = 3  # complete and the CRCs differ; the entry must be discarded
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One persisted snapshot of an entry. Frozen: the entry builds a new one per flush.
+
+    `part_crcs` is a plain dict for cheap construction; the instance owns it and nobody may
+    mutate it after construction (CacheEntry always hands over a fresh copy). Construction
+    validates the same invariants as `decode`, raising ValueError.
+    """
+
+    bucket: str
+    key: str
+    etag: str
+    size: int
+    mtime_ns: int
+    server_crc64: int | None
+    part_size: int
+    part_crcs: dict[int, int]
+    state: EntryState = EntryState.PARTIAL
+
+    def __post_init__(self) -> None:
+        layout = PartLayout(self.size, self.part_size)  # validates size and part_size
+        if not -(1 << 63) <= self.mtime_ns < 1 << 63:
+            raise ValueError(f"mtime_ns out of range: {self.mtime_ns}")
+        if self.server_crc64 is not None and not 0 <= self.server_crc64 < _U64:
+            raise ValueError(f"server CRC-64 out of range: {self.server_crc64}")
+        count = layout.count
+        for index, crc in self.part_crcs.items():
+            if not 0 <= index < count:
+                raise ValueError(f"part {index} out of range 0..{count - 1}")
+            if not 0 <= crc < _U64:
+                raise ValueError(f"CRC-64 of part {index} out of range: {crc}")
+        complete = len(self.part_crcs) == count
+        if self.state is EntryState.CORRUPT:
+            raise ValueError("a CORRUPT entry is never checkpointed")
+        if self.state is EntryState.VERIFIED and (not complete or self.server_crc64 is None):
+            raise ValueError("VERIFIED needs every part and a server CRC-64")
+        if self.state is EntryState.UNVERIFIABLE and (
+            not complete or self.server_crc64 is not None
+        ):
+            raise ValueError("UNVERIFIABLE needs every part and no server CRC-64")
+
+    @property
+    def layout(self) -> PartLayout:
+        return PartLayout(self.size, self.part_size)
+
+    @property
+    def contiguous_offset(self) -> int:
+        """Bytes [0, offset) are all in done parts: where a sequential reader can go unblocked."""
+        return self.layout.contiguous_offset(self.part_crcs)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.part_crcs) == self.layout.count
+
+
+def _pack_str(value: str) -> bytes:
+    raw = value.encode("utf-8", "surrogatepass")
+    return _LEN.pack(len(raw)) + raw
+
+
+def encode(cp: Checkpoint) -> bytes:
+    """Serialize `cp` with its header and SHA-256 trailer (see the module docstring)."""
+    has_crc = cp.server_crc64 is not None
+    parts = sorted(cp.part_crcs.items())
+    payload = b"".join(
+        [
+            _pack_str(cp.bucket),
+            _pack_str(cp.key),
+            _pack_str(cp.etag),
+            _FIXED.pack(
+                cp.size,
+                cp.mtime_ns,
+                cp.part_size,
+                1 if has_crc else 0,
+                cp.server_crc64 or 0,
+                cp.state.value,
+                len(parts),
+            ),
+            b"".join(_PART.pack(index, crc) for index, crc in parts),
+        ]
+    )
+    head = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload)) + payload
+    return head + hashlib.sha256(head).digest()
+
+
+class _Reader:
+    """Cursor over the payload that turns any overrun into CorruptCheckpoint."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+
+    def take(self, n: int) -> bytes:
+        end = self._pos + n
+        if end > len(self._data):
+            raise CorruptCheckpoint("checkpoint payload ends early")
+        chunk = self._data[self._pos : end]
+        self._pos = end
+        return chunk
+
+    def unpack(self, fmt: struct.Struct) -> tuple[int, ...]:
+        values: tuple[int, ...] = fmt.unpack(self.take(fmt.size))
+        return values
+
+    def string(self) -> str:
+        (length,) = self.unpack(_LEN)
+        try:
+            return self.take(length).decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError as exc:
+            raise CorruptCheckpoint(f"checkpoint string is not UTF-8: {exc}") from None
+
+    def at_end(self) -> bool:
+        return self._pos == len(self._data)
+
+
+def decode(data: bytes) -> Checkpoint:
+    """Parse and validate a checkpoint; raises CorruptCheckpoint on any damage at all."""
+    if len(data) < _HEADER.size + _DIGEST_SIZE:
+        raise CorruptCheckpoint(f"checkpoint too short ({len(data)} bytes)")
+    magic, version, reserved, payload_len = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CorruptCheckpoint(f"not a checkpoint (magic {magic!r})")
+    if version != FORMAT_VERSION:
+        raise CorruptCheckpoint(f"unsupported checkpoint version {version}")
+    if reserved != 0:
+        raise CorruptCheckpoint(f"reserved header field is {reserved}, not 0")
+    if payload_len > _MAX_PAYLOAD or len(data) != _HEADER.size + payload_len + _DIGEST_SIZE:
+        raise CorruptCheckpoint(
+            f"checkpoint length {len(data)} does not match its header (payload {payload_len})"
+        )
+    body_end = _HEADER.size + payload_len
+    if hashlib.sha256(data[:body_end]).digest() != data[body_end:]:
+        raise CorruptCheckpoint("checkpoint checksum mismatch")
+    reader = _Reader(data[_HEADER.size : body_end])
+    bucket = reader.string()
+    key = reader.string()
+    etag = reader.string()
+    size, mtime_ns, part_size, has_crc, crc, state_value, n_parts = reader.unpack(_FIXED)
+    if has_crc not in (0, 1) or (has_crc == 0 and crc != 0):
+        raise CorruptCheckpoint(f"bad server CRC flag {has_crc} / value {crc}")
+    try:
+        state = EntryState(state_value)
+    except ValueError:
+        raise CorruptCheckpoint(f"unknown entry state {state_value}") from None
+    part_crcs: dict[int, int] = {}
+    previous = -1
+    for _ in range(n_parts):
+        index, part_crc = reader.unpack(_PART)
+        if index <= previous:
+            raise CorruptCheckpoint(f"part indices not increasing at {index}")
+        previous = index
+        part_crcs[index] = part_crc
+    if not reader.at_end():
+        raise CorruptCheckpoint("checkpoint has trailing bytes after its parts")
+    try:
+        return Checkpoint(
+            bucket=bucket,
+            key=key,
+            etag=etag,
+            size=size,
+            mtime_ns=mtime_ns,
+            server_crc64=crc if has_crc else None,
+            part_size=part_size,
+            part_crcs=part_crcs,
+            state=state,
+        )
+    except ValueError as exc:
+        raise CorruptCheckpoint(f"inconsistent checkpoint: {exc}") from None
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames and unlinks in directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_atomic(path: Path, cp: Checkpoint) -> None:
+    """Replace the checkpoint at `path` with `cp` so a crash leaves the old or the new one whole.
+
+    Raises CacheFull (ENOSPC/EDQUOT) or CacheIOError naming bucket, key and path; on failure
+    the previous checkpoint is untouched and the temp file is removed.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    data = encode(cp)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise io_error(
+            "checkpoint save", bucket=cp.bucket, key=cp.key, path=path, cause=exc
+        ) from exc
+
+
+def load(path: Path, *, bucket: str = "?", key: str = "?") -> Checkpoint | None:
+    """The checkpoint at `path`, or None if there is none or it was damaged.
+
+    A damaged checkpoint is logged (WARNING, naming bucket, key and path: the caller passes the
+    bucket and key it expected, since the file's own are not to be believed) and deleted, so
+    the download restarts from nothing rather than trusting a single byte of it. Raises
+    CacheIOError if the file exists but cannot be read.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise io_error("checkpoint read", bucket=bucket, key=key, path=path, cause=exc) from exc
+    try:
+        return decode(data)
+    except CorruptCheckpoint as exc:
+        log.warning(
+            "discarding corrupt checkpoint for oss://%s/%r at %s: %s", bucket, key, path, exc
+        )
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return None
