@@ -1,0 +1,528 @@
+"""`Namespace`: the directory tree of a bucket (or prefix), built from ListObjectsV2 only.
+
+Requests
+    * `opendir` lists the directory with `prefix=<dir>/`, `delimiter=/`, 1000 keys a page, and
+      follows every continuation token: a directory of 10,000 keys costs 10 requests and nothing
+      else. Size and mtime of every file come from the listing (mtime = Last-Modified), so
+      `ls -l`, `find` and `rsync` never cause a HEAD (field notes §4.5).
+    * An uncached `lookup(dir, name)` costs one request: `prefix=<dir>/<base>`, `delimiter=/`,
+      `max-keys=1000`, where `base = lookup_base(name)`. Everything that decides the name lies
+      in that sorted range: the object `<base>` comes first (it equals the prefix), then siblings
+      such as `<base>-x` and `<base>.ossfile`, then the common prefix `<base>/` (every byte that
+      can follow `<base>` in a sibling and sort before `/` is one of ` !"#$%&'()*+,-.`).
+      Only when more than 1000 siblings sort between `<base>` and `<base>/` does the page end
+      before the answer is known; then the missing facts are probed with `max-keys=1` requests
+      (at most four), rather than paging through the siblings.
+
+Cache
+    What a listing or lookup learned is kept for `ttl_s` seconds (`stat_cache_expire`); a name
+    known to be absent for `negative_ttl_s` (default: `ttl_s`). A complete directory listing
+    also answers lookups of every name in that directory, present or not, so a `find` costs
+    list requests only. When a name is known from both a listing and a lookup, the more recent
+    answer wins. The cache holds at most `max_entries` names (a listing weighs its entry count);
+    the least recently used are dropped first. `invalidate()` drops all of it (SIGHUP).
+    Inode numbers are not cached data: they come from `InodeTable` and survive `invalidate()`.
+
+Readdir snapshots
+    `opendir` returns a `DirSnapshot`: the sorted entries (by name, which is UTF-8 byte order),
+    each with its inode. The kernel pages through it with `readdir(fh, start_id)`; the cookie is
+    the position in this immutable tuple, so it stays valid however the bucket changes. The
+    snapshot pins its entries' inodes in the table until `releasedir`, so a number handed out in
+    a reply cannot be reassigned before the kernel looks it up.
+
+Concurrency (trio, one thread)
+    Every state change happens in synchronous code between awaits. The only awaits are the
+    Lister calls inside `_probe` / `_list_dir` and waiting on a shared flight; after them the
+    code re-reads state instead of trusting what it saw before. In particular `_put` (assigns an
+    inode, possibly evicting idle ones) and the following `remember` / `pin` are never split by an
+    await, otherwise the new entry could be evicted in between.
+    Concurrent requests for the same thing share one Lister call (`_shared`): the first task
+    runs it, the others wait on its event. If the first task is cancelled, a waiter runs the
+    request itself; if it fails, every waiter gets the same exception. A result from before an
+    `invalidate()` is returned to its callers but not cached (generation check).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
+
+import trio
+
+from ossmount.oss.models import ObjectMeta
+from ossmount.tree.errors import NameInvalid, NameTooLong, NotADirectory, NotFound
+from ossmount.tree.inodes import ROOT_INODE, InodeTable, stable_hash
+from ossmount.tree.lister import Lister
+from ossmount.tree.names import (
+    MAX_NAME_BYTES,
+    SHADOW_SUFFIX,
+    join_path,
+    lookup_base,
+    name_problem,
+    normalize_root_prefix,
+    resolve_names,
+    split_path,
+    valid_name,
+)
+from ossmount.tree.node import Node
+
+__all__ = ["DirSnapshot", "Namespace", "Node"]
+
+log = logging.getLogger(__name__)
+
+LIST_PAGE_KEYS: Final = 1000
+LOOKUP_MAX_KEYS: Final = 1000
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Info:
+    """One displayed entry as learned from OSS; `meta` is the real object for files."""
+
+    is_dir: bool
+    meta: ObjectMeta | None
+
+
+@dataclass(slots=True)
+class _CachedName:
+    info: _Info | None  # None: known absent
+    fetched_at: float
+
+
+@dataclass(slots=True)
+class _CachedListing:
+    entries: dict[str, _Info]
+    fetched_at: float
+
+
+class _Miss:
+    pass
+
+
+_MISS: Final = _Miss()
+
+
+class _Flight(Generic[T]):
+    __slots__ = ("done", "error", "ok", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.ok = False
+        self.result: T | None = None
+        self.error: Exception | None = None
+
+
+class DirSnapshot:
+    """The entries of one open directory, frozen at `opendir` time.
+
+    `entries` are sorted by name and carry their inode numbers. How the adapter serves
+    `readdir(fh, start_id, token)` with it::
+
+        for next_id, node in snapshot.entries_from(start_id):
+            if not pyfuse3.readdir_reply(token, os.fsencode(node.name), attrs(node), next_id):
+                break
+            namespace.remember(node.inode)  # an accepted entry is a lookup (readdirplus)
+
+    pyfuse3 does not count lookups itself: its docs say that when `readdir_reply` returns True
+    the filesystem must increase the entry's lookup count by one, and must not when it returns
+    False. `.` and `..` are the adapter's business (if it emits them, it must not count them).
+    Cookies are 1..len(entries); start_id 0 means from the beginning.
+    Call `Namespace.releasedir(snapshot)` when the kernel releases the handle.
+    """
+
+    __slots__ = ("_released", "entries", "inode", "path")
+
+    def __init__(self, inode: int, path: str, entries: tuple[Node, ...]) -> None:
+        self.inode = inode
+        self.path = path
+        self.entries: Sequence[Node] = entries
+        self._released = False
+
+    def entries_from(self, start_id: int) -> Iterator[tuple[int, Node]]:
+        """(next_id, node) pairs after cookie `start_id`, to the end of the snapshot."""
+        for i in range(max(start_id, 0), len(self.entries)):
+            yield i + 1, self.entries[i]
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class Namespace:
+    """The mount's tree: lookup, getattr, opendir over a `Lister`, with caches and inodes.
+
+    Constant: the lister, `root_prefix` (normalized, e.g. "some/prefix/"), TTLs, the clock.
+    Mutable: the inode table (`table`), the metadata cache (`_names`, `_listings` and their
+    LRU `_lru` with total weight `_weight`), flights in progress, the cache generation.
+    """
+
+    def __init__(
+        self,
+        lister: Lister,
+        *,
+        root_prefix: str = "",
+        ttl_s: float = 60.0,
+        negative_ttl_s: float | None = None,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+        dir_mtime_ns: int = 0,
+        hash_fn: Callable[[bytes], int] = stable_hash,
+        max_idle_inodes: int | None = None,
+    ) -> None:
+        if ttl_s < 0 or (negative_ttl_s is not None and negative_ttl_s < 0):
+            raise ValueError("TTLs must be >= 0")
+        if max_entries < 0:
+            raise ValueError("max_entries must be >= 0")
+        self._lister = lister
+        self.root_prefix = normalize_root_prefix(root_prefix)
+        self.ttl_s = ttl_s
+        self.negative_ttl_s = ttl_s if negative_ttl_s is None else negative_ttl_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self.table = InodeTable(
+            hash_fn=hash_fn,
+            max_idle=max(max_idle_inodes if max_idle_inodes is not None else max_entries, 1),
+            dir_mtime_ns=dir_mtime_ns,
+        )
+        self.root: Node = self.table.get(ROOT_INODE)
+        self._names: dict[tuple[str, str], _CachedName] = {}
+        self._listings: dict[str, _CachedListing] = {}
+        self._lru: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+        self._weight = 0
+        self._generation = 0
+        self._flights: dict[Hashable, _Flight[object]] = {}
+
+    # -- public API --------------------------------------------------------------------------
+
+    def get(self, inode: int) -> Node:
+        """The latest known `Node` of `inode`, without any request. Raises NotFound."""
+        return self.table.get(inode)
+
+    async def lookup(self, parent: int, name: str) -> Node:
+        """Find `name` in directory `parent` and count one kernel reference to the result.
+
+        Raises:
+            NotFound: no such entry (cached negatively), or `parent` is unknown.
+            NotADirectory: `parent` is a file.
+            NameInvalid / NameTooLong: `name` can never exist here.
+        """
+        pnode = self._dir_node(parent)
+        path = join_path(pnode.path, name)
+        problem = name_problem(name)
+        if problem is not None:
+            if problem.startswith("longer"):
+                raise NameTooLong(path, problem)
+            raise NameInvalid(path, problem)
+        info = await self._resolve(pnode.path, name)
+        if info is None:
+            raise NotFound(path)
+        # no await below: the new entry must be counted before anything can evict it
+        node = self._put(path, info)
+        self.table.remember(node.inode, 1)
+        return node
+
+    def remember(self, inode: int, n: int = 1) -> None:
+        """Count `n` kernel references to `inode` (each readdir entry that was accepted)."""
+        self.table.remember(inode, n)
+
+    def forget(self, inode: int, nlookup: int) -> None:
+        """FUSE forget: drop `nlookup` references. Never raises."""
+        self.table.forget(inode, nlookup)
+
+    async def getattr(self, inode: int) -> Node:
+        """The `Node` of `inode`, re-checked against OSS once its cached metadata has expired.
+
+        Raises NotFound when the inode is unknown or its entry is gone (deleted, or turned from
+        file into directory or back: that is a different inode).
+        """
+        node = self.table.get(inode)
+        if inode == ROOT_INODE:
+            return node
+        dir_path, name = split_path(node.path)
+        info = await self._resolve(dir_path, name)
+        if info is None or info.is_dir != node.is_dir:
+            raise NotFound(node.path, "no longer exists")
+        return self._put(node.path, info)
+
+    async def opendir(self, inode: int) -> DirSnapshot:
+        """Snapshot of directory `inode`, from one complete listing (or a fresh cached one)."""
+        dnode = self._dir_node(inode)
+        entries = await self._listing(dnode.path)
+        nodes: list[Node] = []
+        # no await below: each entry is pinned right after it gets its inode
+        for name in sorted(entries):
+            node = self._put(join_path(dnode.path, name), entries[name])
+            self.table.pin(node.inode)
+            nodes.append(node)
+        return DirSnapshot(inode, dnode.path, tuple(nodes))
+
+    def releasedir(self, snapshot: DirSnapshot) -> None:
+        """Unpin the snapshot's entries. Idempotent."""
+        if snapshot._released:
+            return
+        snapshot._released = True
+        for node in snapshot.entries:
+            self.table.unpin(node.inode)
+
+    def invalidate(self) -> None:
+        """Drop all cached metadata (names, listings). Inode numbers and counts stay."""
+        self._names.clear()
+        self._listings.clear()
+        self._lru.clear()
+        self._weight = 0
+        self._generation += 1
+
+    def refresh_file(self, inode: int, meta: ObjectMeta) -> None:
+        """The read path saw newer metadata for file `inode` (a GET's headers): remember it.
+
+        Raises NotFound for an unknown inode. Directories are ignored.
+        """
+        node = self.table.get(inode)
+        if node.is_dir:
+            log.debug("refresh_file(%d) on directory %r ignored", inode, node.path)
+            return
+        info = _Info(False, meta)
+        self._put(node.path, info)
+        dir_path, name = split_path(node.path)
+        self._store_name(dir_path, name, info, self._clock())
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if the table or the cache bookkeeping is inconsistent."""
+        self.table.check_invariants()
+        weight = 0
+        for kind, a, b in self._lru:
+            if kind == "n":
+                if (a, b) not in self._names:
+                    raise AssertionError(f"LRU has name {a!r}/{b!r} not in cache")
+                weight += 1
+            else:
+                if a not in self._listings:
+                    raise AssertionError(f"LRU has listing {a!r} not in cache")
+                weight += max(1, len(self._listings[a].entries))
+        if len(self._lru) != len(self._names) + len(self._listings):
+            raise AssertionError("LRU and cache disagree")
+        if weight != self._weight or weight > self.max_entries:
+            raise AssertionError(f"cache weight {self._weight} (counted {weight})")
+
+    @property
+    def cached_entries(self) -> int:
+        """Names held by the metadata cache (the figure bounded by `max_entries`)."""
+        return self._weight
+
+    # -- resolving names ---------------------------------------------------------------------
+
+    def _dir_node(self, inode: int) -> Node:
+        node = self.table.get(inode)
+        if not node.is_dir:
+            raise NotADirectory(node.path)
+        return node
+
+    def _dir_key(self, dir_path: str) -> str:
+        return f"{self.root_prefix}{dir_path}/" if dir_path else self.root_prefix
+
+    def _put(self, path: str, info: _Info) -> Node:
+        if info.is_dir or info.meta is None:
+            return self.table.put(path, True, 0, 0, None)
+        return self.table.put(path, False, info.meta.size, info.meta.mtime_ns, info.meta)
+
+    async def _resolve(self, dir_path: str, name: str) -> _Info | None:
+        """What `name` in `dir_path` is: from the cache, else from one probe (shared)."""
+        hit = self._cached(dir_path, name, self._clock())
+        if not isinstance(hit, _Miss):
+            return hit
+        base = lookup_base(name)
+        decided = await self._shared(("probe", dir_path, base), lambda: self._probe(dir_path, base))
+        return decided[name]
+
+    def _cached(self, dir_path: str, name: str, now: float) -> _Info | _Miss | None:
+        best: _Info | _Miss | None = _MISS
+        best_at = float("-inf")
+        entry = self._names.get((dir_path, name))
+        if entry is not None and self._fresh(entry.info is not None, entry.fetched_at, now):
+            best, best_at = entry.info, entry.fetched_at
+            self._lru.move_to_end(("n", dir_path, name))
+        listing = self._listings.get(dir_path)
+        if listing is not None and listing.fetched_at > best_at:
+            info = listing.entries.get(name)
+            if self._fresh(info is not None, listing.fetched_at, now):
+                best = info
+                self._lru.move_to_end(("l", dir_path, ""))
+        return best
+
+    def _fresh(self, positive: bool, fetched_at: float, now: float) -> bool:
+        return now - fetched_at < (self.ttl_s if positive else self.negative_ttl_s)
+
+    async def _probe(self, dir_path: str, base: str) -> dict[str, _Info | None]:
+        """One ListObjectsV2 over `<dir>/<base>`; decides the names `base` and `base.ossfile`.
+
+        Returns display name → info (None = absent) for every name it decides, and caches them.
+        """
+        started = self._clock()
+        generation = self._generation
+        dir_key = self._dir_key(dir_path)
+        prefix = dir_key + base
+        raws = [r for r in (base, base + SHADOW_SUFFIX) if valid_name(r)]
+        files: dict[str, ObjectMeta] = {}
+        dirs: set[str] = set()
+        page = await self._lister.list_page(prefix, "/", None, LOOKUP_MAX_KEYS)
+        for obj in page.objects:
+            if obj.key.startswith(dir_key) and obj.key[len(dir_key) :] in raws:
+                files[obj.key[len(dir_key) :]] = obj
+        for p in page.prefixes:
+            if p.startswith(dir_key) and p.endswith("/") and p[len(dir_key) : -1] in raws:
+                dirs.add(p[len(dir_key) : -1])
+        if page.next_token is not None:
+            # The page ended before `<base>/`: probe what it did not reach, one key each.
+            last = max([o.key for o in page.objects] + list(page.prefixes), default=prefix)
+            for raw in raws:
+                key = dir_key + raw
+                if last < key:
+                    probe = await self._lister.list_page(key, "/", None, 1)
+                    if probe.objects and probe.objects[0].key == key:
+                        files[raw] = probe.objects[0]
+                if last < key + "/":
+                    probe = await self._lister.list_page(key + "/", "/", None, 1)
+                    if probe.objects or probe.prefixes:
+                        dirs.add(raw)
+        resolved = resolve_names(files, dirs)
+        decided = [base + SHADOW_SUFFIX]
+        if lookup_base(base) == base:
+            decided.append(base)
+        out: dict[str, _Info | None] = {}
+        for name in decided:
+            if not valid_name(name):
+                continue
+            if name in resolved:
+                is_dir, source = resolved[name]
+                out[name] = _Info(is_dir, None if source is None else files[source])
+            else:
+                out[name] = None
+            if generation == self._generation:
+                self._store_name(dir_path, name, out[name], started)
+        return out
+
+    # -- listings ----------------------------------------------------------------------------
+
+    async def _listing(self, dir_path: str) -> Mapping[str, _Info]:
+        now = self._clock()
+        cached = self._listings.get(dir_path)
+        if cached is not None and self._fresh(True, cached.fetched_at, now):
+            self._lru.move_to_end(("l", dir_path, ""))
+            return cached.entries
+        return await self._shared(("list", dir_path), lambda: self._list_dir(dir_path))
+
+    async def _list_dir(self, dir_path: str) -> dict[str, _Info]:
+        """Every page of `<dir>/` with delimiter `/`; resolved, validated entries. Caches them."""
+        started = self._clock()
+        generation = self._generation
+        dir_key = self._dir_key(dir_path)
+        files: dict[str, ObjectMeta] = {}
+        dirs: set[str] = set()
+        token: str | None = None
+        while True:
+            page = await self._lister.list_page(dir_key, "/", token, LIST_PAGE_KEYS)
+            for obj in page.objects:
+                name = obj.key[len(dir_key) :]
+                if not obj.key.startswith(dir_key) or name == "":
+                    continue  # "" is this directory's own marker
+                if self._usable(obj.key, name):
+                    files[name] = obj
+            for p in page.prefixes:
+                name = p[len(dir_key) : -1]
+                if p.startswith(dir_key) and p.endswith("/") and self._usable(p, name):
+                    dirs.add(name)
+            if page.next_token is None:
+                break
+            token = page.next_token
+        resolved = resolve_names(files, dirs)
+        for f in files:
+            if f in dirs and resolved.get(f + SHADOW_SUFFIX) != (False, f):
+                log.debug(
+                    "file %r hidden: directory of the same name, and %r is taken or too long",
+                    dir_key + f,
+                    f + SHADOW_SUFFIX,
+                )
+        entries = {
+            name: _Info(is_dir, None if raw is None else files[raw])
+            for name, (is_dir, raw) in resolved.items()
+        }
+        if generation == self._generation:
+            self._store_listing(dir_path, entries, started)
+        return entries
+
+    def _usable(self, key: str, name: str) -> bool:
+        problem = name_problem(name)
+        if problem is None:
+            return True
+        log.debug("skipping key %r: name %r is %s", key, name[: MAX_NAME_BYTES + 1], problem)
+        return False
+
+    # -- cache bookkeeping (all synchronous) -------------------------------------------------
+
+    def _store_name(self, dir_path: str, name: str, info: _Info | None, at: float) -> None:
+        if (self.ttl_s if info is not None else self.negative_ttl_s) <= 0:
+            return
+        lru_key = ("n", dir_path, name)
+        if lru_key in self._lru:
+            self._lru.move_to_end(lru_key)
+        else:
+            self._lru[lru_key] = 1
+            self._weight += 1
+        self._names[(dir_path, name)] = _CachedName(info, at)
+        self._shrink()
+
+    def _store_listing(self, dir_path: str, entries: dict[str, _Info], at: float) -> None:
+        weight = max(1, len(entries))
+        if self.ttl_s <= 0 or weight > self.max_entries:
+            return
+        lru_key = ("l", dir_path, "")
+        old = self._lru.pop(lru_key, None)
+        if old is not None:
+            self._weight -= old
+        self._lru[lru_key] = weight
+        self._weight += weight
+        self._listings[dir_path] = _CachedListing(entries, at)
+        self._shrink()
+
+    def _shrink(self) -> None:
+        while self._weight > self.max_entries and self._lru:
+            (kind, a, b), weight = self._lru.popitem(last=False)
+            self._weight -= weight
+            if kind == "n":
+                del self._names[(a, b)]
+            else:
+                del self._listings[a]
+
+    # -- request sharing ---------------------------------------------------------------------
+
+    async def _shared(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run `fn` once for all concurrent callers with the same `key` (see module doc)."""
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                mine: _Flight[T] = _Flight()
+                self._flights[key] = mine  # type: ignore[assignment]
+                try:
+                    mine.result = await fn()
+                    mine.ok = True
+                    return mine.result
+                except Exception as exc:
+                    mine.error = exc
+                    raise
+                finally:
+                    del self._flights[key]
+                    mine.done.set()
+            await flight.done.wait()
+            if flight.ok:
+                return flight.result  # type: ignore[return-value]
+            if flight.error is not None:
+                raise flight.error
+            # the running task was cancelled: try again, maybe as the one running it
