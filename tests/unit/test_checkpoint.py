@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -73,13 +74,9 @@ def test_contiguous_offset_and_complete() -> None:
     cp = small()
     assert cp.contiguous_offset == 10
     assert not cp.complete
-    full = Checkpoint(**{**_fields(cp), "part_crcs": {0: 1, 1: 2, 2: 3}})
+    full = replace(cp, part_crcs={0: 1, 1: 2, 2: 3})
     assert full.contiguous_offset == 25
     assert full.complete
-
-
-def _fields(cp: Checkpoint) -> dict[str, object]:
-    return {name: getattr(cp, name) for name in Checkpoint.__dataclass_fields__}
 
 
 def test_truncation_at_every_byte_is_detected() -> None:
@@ -136,15 +133,15 @@ def test_inconsistent_content_with_valid_digest_is_rejected() -> None:
 
 
 def test_invalid_states_cannot_be_built() -> None:
-    f = _fields(small())
+    base = small()
     with pytest.raises(ValueError, match="VERIFIED"):
-        Checkpoint(**{**f, "state": EntryState.VERIFIED})
+        replace(base, state=EntryState.VERIFIED)
     with pytest.raises(ValueError, match="CORRUPT"):
-        Checkpoint(**{**f, "state": EntryState.CORRUPT})
+        replace(base, state=EntryState.CORRUPT)
     with pytest.raises(ValueError, match="UNVERIFIABLE"):
-        Checkpoint(**{**f, "part_crcs": {0: 0, 1: 0, 2: 0}, "state": EntryState.UNVERIFIABLE})
+        replace(base, part_crcs={0: 0, 1: 0, 2: 0}, state=EntryState.UNVERIFIABLE)
     with pytest.raises(ValueError, match="out of range"):
-        Checkpoint(**{**f, "part_crcs": {3: 0}})
+        replace(base, part_crcs={3: 0})
 
 
 def test_save_and_load(tmp_path: Path) -> None:
@@ -153,7 +150,7 @@ def test_save_and_load(tmp_path: Path) -> None:
     save_atomic(path, small())
     assert load(path) == small()
     assert not (tmp_path / "x.ckpt.tmp").exists()
-    newer = Checkpoint(**{**_fields(small()), "part_crcs": {0: 1, 1: 5, 2: 7}})
+    newer = replace(small(), part_crcs={0: 1, 1: 5, 2: 7})
     save_atomic(path, newer)
     assert load(path) == newer
 
@@ -196,7 +193,7 @@ def test_save_on_full_disk_raises_cache_full_and_keeps_old(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "write", full)
-    newer = Checkpoint(**{**_fields(small()), "part_crcs": {0: 9}})
+    newer = replace(small(), part_crcs={0: 9})
     with pytest.raises(CacheFull) as info:
         save_atomic(path, newer)
     monkeypatch.setattr(os, "write", real_write)
