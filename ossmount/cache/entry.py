@@ -1,0 +1,550 @@
+"""One cached object version: a sparse data file plus its checkpoint.
+
+Life cycle (`state`):
+
+    PARTIAL ──(all parts recorded, verify())──> VERIFIED       (server CRC matched)
+                                           ├──> UNVERIFIABLE   (server sent no CRC)
+                                           └──> CORRUPT        (mismatch: caller discards)
+
+`complete` (every part recorded) is separate from `state`: a complete entry stays PARTIAL until
+someone calls `verify()`. VERIFIED and UNVERIFIABLE are persisted so a later open serves the
+file without re-hashing it; CORRUPT is never persisted (a crash before `discard()` leaves a
+complete PARTIAL checkpoint, which fails `verify()` again).
+
+Three sets of parts, each a subset of the one before:
+
+    recorded  record_part() was called: bytes pwritten, CRC known (in memory, `_done`)
+    durable   recorded AND covered by a successful fdatasync AND in the saved checkpoint
+              (`_durable`)
+
+Invariant: the checkpoint on disk lists exactly the durable parts. `flush()` snapshots the
+recorded parts, fdatasyncs the data file, then saves the snapshot: a part enters the
+checkpoint only after its bytes are on disk, so after kill -9 or power loss a reopen trusts
+exactly what was durable and re-fetches the rest (a torn part is never in the checkpoint).
+If fdatasync fails, the kernel may have dropped the dirty pages, so every non-durable part is
+forgotten (`missing_parts` reports it again) and the error is raised as CacheIOError/CacheFull.
+
+Threads: the owner (the trio thread) calls everything; `flush()` (and `verify()`, which
+flushes) may run in a worker thread concurrently with `record_part`, `is_done`,
+`missing_parts` and `read` on the owner thread. `_lock` guards the in-memory part maps and is
+held only for dict work, never across I/O; `_flush_lock` serializes flushes with each other
+and with close/discard/detach. Parts recorded while a flush is in its fdatasync are not in
+its snapshot and wait for the next flush.
+
+A *detached* entry has been superseded by a newer version of the same key (the store did this
+because its files were about to be replaced): readers holding it can still read its unlinked
+file through `fd`, but it never writes a checkpoint or removes a file again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ossmount.cache.checkpoint import Checkpoint, EntryState, fsync_dir, load, save_atomic
+from ossmount.cache.errors import EntryStateError, io_error
+from ossmount.cache.ranges import PartLayout
+from ossmount.crc64 import BytesLike, combine, crc64
+from ossmount.oss.models import ObjectMeta
+
+__all__ = ["CacheEntry", "EntryState", "VerifyResult", "same_version"]
+
+log = logging.getLogger(__name__)
+
+_U64 = 1 << 64
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """Outcome of `CacheEntry.verify()`. `expected` is the server's CRC-64 (None if absent)."""
+
+    state: EntryState
+    expected: int | None
+    actual: int
+
+
+def same_version(cp: Checkpoint, *, bucket: str, meta: ObjectMeta, part_size: int) -> bool:
+    """Whether `cp` describes the object version `meta` cut into `part_size` parts.
+
+    A missing CRC on either side is not a difference (listings carry no CRC), but two
+    different CRCs are.
+    """
+    return (
+        cp.bucket == bucket
+        and cp.key == meta.key
+        and cp.etag == meta.etag
+        and cp.size == meta.size
+        and cp.mtime_ns == meta.mtime_ns
+        and cp.part_size == part_size
+        and (cp.server_crc64 is None or meta.crc64 is None or cp.server_crc64 == meta.crc64)
+    )
+
+
+class CacheEntry:
+    """Data file + checkpoint of one object version. Built by `CacheEntry.open` (the store).
+
+    Constant after open: `bucket`, `meta` (with the server CRC-64 filled in from the
+    checkpoint when the caller's meta lacked it), `layout`, `path` (data file),
+    `checkpoint_path`. Mutable: the part maps, `state`, and `fd` (-1 once closed).
+    """
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        meta: ObjectMeta,
+        layout: PartLayout,
+        path: Path,
+        checkpoint_path: Path,
+        fd: int,
+        durable: dict[int, int],
+        state: EntryState,
+    ) -> None:
+        self.bucket = bucket
+        self.meta = meta
+        self.layout = layout
+        self.path = path
+        self.checkpoint_path = checkpoint_path
+        self.fd = fd
+        self._state = state
+        self._done = dict(durable)
+        self._durable = dict(durable)
+        self._persisted_state = state
+        self._closed = False
+        self._discarded = False
+        self._detached = False
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+
+    # ----------------------------------------------------------------- construction
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        bucket: str,
+        meta: ObjectMeta,
+        part_size: int,
+        path: Path,
+        checkpoint_path: Path,
+    ) -> CacheEntry:
+        """Resume the entry at `path` if its checkpoint is for this exact version, else start it.
+
+        A checkpoint for any other version (or a damaged one, or one whose data file is
+        missing or has the wrong size) is deleted together with the data file before a fresh
+        sparse file is created, so two versions never mix. The old checkpoint goes first and
+        the directory is fsynced before the new file exists: a crash in between can only leave
+        an orphan data file, which no checkpoint vouches for.
+        """
+        layout = PartLayout(meta.size, part_size)
+        cp = load(checkpoint_path, bucket=bucket, key=meta.key)
+        if cp is not None and not same_version(cp, bucket=bucket, meta=meta, part_size=part_size):
+            log.info(
+                "cached oss://%s/%r is another version (etag %s size %d part %d, now etag %s "
+                "size %d part %d): discarding it",
+                bucket,
+                meta.key,
+                cp.etag,
+                cp.size,
+                cp.part_size,
+                meta.etag,
+                meta.size,
+                part_size,
+            )
+            cp = None
+        try:
+            if cp is not None:
+                fd = cls._open_existing(bucket, meta, path)
+                if fd is not None:
+                    return cls._resumed(bucket, meta, layout, path, checkpoint_path, fd, cp)
+            with contextlib.suppress(FileNotFoundError):
+                checkpoint_path.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            fsync_dir(path.parent)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, meta.size)
+            except OSError:
+                os.close(fd)
+                raise
+        except OSError as exc:
+            raise io_error("open", bucket=bucket, key=meta.key, path=path, cause=exc) from exc
+        return cls(
+            bucket=bucket,
+            meta=meta,
+            layout=layout,
+            path=path,
+            checkpoint_path=checkpoint_path,
+            fd=fd,
+            durable={},
+            state=EntryState.PARTIAL,
+        )
+
+    @staticmethod
+    def _open_existing(bucket: str, meta: ObjectMeta, path: Path) -> int | None:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            log.warning(
+                "checkpoint for oss://%s/%r has no data file %s: starting over",
+                bucket,
+                meta.key,
+                path,
+            )
+            return None
+        size = os.fstat(fd).st_size
+        if size != meta.size:
+            os.close(fd)
+            log.warning(
+                "data file %s of oss://%s/%r has %d bytes, expected %d: starting over",
+                path,
+                bucket,
+                meta.key,
+                size,
+                meta.size,
+            )
+            return None
+        return fd
+
+    @classmethod
+    def _resumed(
+        cls,
+        bucket: str,
+        meta: ObjectMeta,
+        layout: PartLayout,
+        path: Path,
+        checkpoint_path: Path,
+        fd: int,
+        cp: Checkpoint,
+    ) -> CacheEntry:
+        if meta.crc64 is None and cp.server_crc64 is not None:
+            meta = replace(meta, crc64=cp.server_crc64)
+        state = cp.state
+        if state is EntryState.UNVERIFIABLE and meta.crc64 is not None:
+            state = EntryState.PARTIAL  # a CRC is known now: verify() can do better
+        entry = cls(
+            bucket=bucket,
+            meta=meta,
+            layout=layout,
+            path=path,
+            checkpoint_path=checkpoint_path,
+            fd=fd,
+            durable=cp.part_crcs,
+            state=state,
+        )
+        if cp.part_crcs:
+            log.info(
+                "resumed %d/%d parts of oss://%s/%r (%s)",
+                len(cp.part_crcs),
+                layout.count,
+                bucket,
+                meta.key,
+                state.name,
+            )
+        return entry
+
+    # ----------------------------------------------------------------- queries
+
+    @property
+    def state(self) -> EntryState:
+        return self._state
+
+    @property
+    def usable(self) -> bool:
+        """False once closed, discarded or detached: the store must not hand it out again."""
+        return not (self._closed or self._detached)
+
+    @property
+    def discarded(self) -> bool:
+        return self._discarded
+
+    @property
+    def complete(self) -> bool:
+        with self._lock:
+            return len(self._done) == self.layout.count
+
+    @property
+    def contiguous_offset(self) -> int:
+        """Bytes [0, offset) are in recorded parts (what a sequential reader may read now)."""
+        with self._lock:
+            return self.layout.contiguous_offset(self._done)
+
+    @property
+    def pending_parts(self) -> int:
+        """Recorded parts not yet durable: lets the prefetcher flush every N parts."""
+        with self._lock:
+            return len(self._done) - len(self._durable)
+
+    def is_done(self, index: int) -> bool:
+        with self._lock:
+            return index in self._done
+
+    def missing_parts(self, indices: Iterable[int]) -> list[int]:
+        """Those of `indices` not recorded yet, in the given order."""
+        with self._lock:
+            return [i for i in indices if i not in self._done]
+
+    def checkpoint(self) -> Checkpoint:
+        """A snapshot of the recorded (not only durable) parts, as the next flush would save."""
+        with self._lock:
+            return self._snapshot(dict(self._done), self._state)
+
+    def _snapshot(self, parts: dict[int, int], state: EntryState) -> Checkpoint:
+        if state is EntryState.CORRUPT:
+            state = EntryState.PARTIAL
+        return Checkpoint(
+            bucket=self.bucket,
+            key=self.meta.key,
+            etag=self.meta.etag,
+            size=self.meta.size,
+            mtime_ns=self.meta.mtime_ns,
+            server_crc64=self.meta.crc64,
+            part_size=self.layout.part_size,
+            part_crcs=parts,
+            state=state,
+        )
+
+    # ----------------------------------------------------------------- writing
+
+    def _check_open(self, action: str) -> None:
+        if self._closed:
+            raise EntryStateError(
+                f"{action} on closed cache entry oss://{self.bucket}/{self.meta.key!r} "
+                f"({self.path})"
+            )
+
+    def record_part(self, index: int, crc: int) -> None:
+        """Mark part `index` done with CRC-64 `crc`; its bytes must already be pwritten to `fd`.
+
+        In memory only: the part becomes durable (and survives a crash) at the next `flush()`.
+        Readers may use it at once. Recording a part again replaces its CRC, but the caller
+        must not rewrite the bytes of a durable part: a torn rewrite would only be caught by
+        `verify()`.
+        """
+        self._check_open("record_part")
+        self.layout.span(index)  # IndexError for a part that does not exist
+        if not 0 <= crc < _U64:
+            raise ValueError(f"CRC-64 out of range: {crc}")
+        with self._lock:
+            if self._state is not EntryState.PARTIAL:
+                raise EntryStateError(
+                    f"record_part({index}) on {self._state.name} cache entry "
+                    f"oss://{self.bucket}/{self.meta.key!r} ({self.path})"
+                )
+            self._done[index] = crc
+            if self._durable.get(index) != crc:
+                self._durable.pop(index, None)
+
+    def write_part(self, index: int, data: BytesLike) -> int:
+        """pwrite a whole part's bytes, record it and return its CRC-64.
+
+        For callers that hold the part in memory; the prefetcher normally pwrites to `fd`
+        itself while receiving and calls `record_part`. Raises CacheFull/CacheIOError (the part
+        then stays missing).
+        """
+        self._check_open("write_part")
+        start, length = self.layout.span(index)
+        view = memoryview(data).cast("B")
+        if len(view) != length:
+            raise ValueError(f"part {index} is {length} bytes, got {len(view)}")
+        try:
+            written = 0
+            while written < length:
+                written += os.pwrite(self.fd, view[written:], start + written)
+        except OSError as exc:
+            raise io_error(
+                f"write of part {index}",
+                bucket=self.bucket,
+                key=self.meta.key,
+                path=self.path,
+                cause=exc,
+            ) from exc
+        crc = crc64(view)
+        self.record_part(index, crc)
+        return crc
+
+    def flush(self) -> None:
+        """Make every part recorded so far durable: fdatasync the data, then save the checkpoint.
+
+        Cheap when nothing changed (no syscall). May run in a worker thread. On failure raises
+        CacheFull/CacheIOError; if the fdatasync itself failed, the non-durable parts are
+        forgotten (they must be fetched again), otherwise the state is unchanged and the next
+        flush retries.
+        """
+        with self._flush_lock:
+            if self._closed or self._detached:
+                return
+            with self._lock:
+                state = self._state
+                if state is EntryState.CORRUPT:
+                    return
+                if self._done == self._durable and state is self._persisted_state:
+                    return
+                snapshot = dict(self._done)
+            try:
+                os.fdatasync(self.fd)
+            except OSError as exc:
+                with self._lock:
+                    lost = sorted(set(self._done) - set(self._durable))
+                    for index in lost:
+                        del self._done[index]
+                log.error(
+                    "fdatasync of oss://%s/%r at %s failed (%s): %d unflushed parts dropped",
+                    self.bucket,
+                    self.meta.key,
+                    self.path,
+                    exc,
+                    len(lost),
+                )
+                raise io_error(
+                    "fdatasync", bucket=self.bucket, key=self.meta.key, path=self.path, cause=exc
+                ) from exc
+            save_atomic(self.checkpoint_path, self._snapshot(snapshot, state))
+            with self._lock:
+                self._durable = snapshot
+                self._persisted_state = state
+
+    # ----------------------------------------------------------------- reading
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset + length) clipped to the object; the parts must be done.
+
+        Raises EntryStateError if any covering part is not recorded: serving bytes of a part
+        that is missing or torn would be silent corruption, so this is checked, not trusted.
+        """
+        self._check_open("read")
+        parts = self.layout.parts_for(offset, length)
+        with self._lock:
+            missing = [i for i in parts if i not in self._done]
+        if missing:
+            raise EntryStateError(
+                f"read of [{offset}, +{length}) needs parts {missing} not yet cached for "
+                f"oss://{self.bucket}/{self.meta.key!r} ({self.path})"
+            )
+        length = max(0, min(length, self.meta.size - offset))
+        chunks: list[bytes] = []
+        got = 0
+        try:
+            while got < length:
+                chunk = os.pread(self.fd, length - got, offset + got)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        except OSError as exc:
+            raise io_error(
+                "read", bucket=self.bucket, key=self.meta.key, path=self.path, cause=exc
+            ) from exc
+        if got != length:
+            raise EntryStateError(
+                f"cache file {self.path} of oss://{self.bucket}/{self.meta.key!r} is short: "
+                f"got {got} of {length} bytes at {offset}"
+            )
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # ----------------------------------------------------------------- verification
+
+    def combined_crc(self) -> int:
+        """CRC-64 of the whole object from the per-part CRCs, without reading the file."""
+        with self._lock:
+            if len(self._done) != self.layout.count:
+                raise EntryStateError(
+                    f"cache entry oss://{self.bucket}/{self.meta.key!r} is not complete "
+                    f"({len(self._done)}/{self.layout.count} parts)"
+                )
+            parts = dict(self._done)
+        crc = 0
+        for index in range(self.layout.count):
+            crc = combine(crc, parts[index], self.layout.span(index)[1])
+        return crc
+
+    def verify(self) -> VerifyResult:
+        """Compare the combined part CRCs with the server's CRC-64, and persist the verdict.
+
+        VERIFIED / UNVERIFIABLE are flushed into the checkpoint (so this may raise
+        CacheFull/CacheIOError, with the verdict already set in memory). CORRUPT is logged at
+        ERROR with bucket, key, both CRCs and the path; the caller should `discard()`.
+        """
+        self._check_open("verify")
+        actual = self.combined_crc()
+        expected = self.meta.crc64
+        if expected is None:
+            state = EntryState.UNVERIFIABLE
+        elif expected == actual:
+            state = EntryState.VERIFIED
+        else:
+            state = EntryState.CORRUPT
+            log.error(
+                "CRC-64 mismatch for oss://%s/%r: server %d, cached parts combine to %d "
+                "(cache file %s); the entry must be discarded",
+                self.bucket,
+                self.meta.key,
+                expected,
+                actual,
+                self.path,
+            )
+        with self._lock:
+            self._state = state
+        self.flush()
+        return VerifyResult(state=state, expected=expected, actual=actual)
+
+    # ----------------------------------------------------------------- teardown
+
+    def close(self) -> None:
+        """Flush, then close the file. Idempotent. The files stay on disk for a later open.
+
+        An entry that never made a part durable leaves no checkpoint, so its data file would
+        be an orphan: it is removed here rather than left for the next startup scan.
+        """
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            with self._flush_lock:
+                self._close_fd()
+                if not self._detached and not self.checkpoint_path.exists():
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()
+
+    def discard(self) -> None:
+        """Close and delete data and checkpoint (checkpoint first); the entry is dead after."""
+        with self._flush_lock:
+            self._close_fd()
+            self._discarded = True
+            if self._detached:
+                return
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    self.checkpoint_path.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                fsync_dir(self.path.parent)
+            except OSError as exc:
+                raise io_error(
+                    "discard", bucket=self.bucket, key=self.meta.key, path=self.path, cause=exc
+                ) from exc
+            log.info("discarded cached oss://%s/%r", self.bucket, self.meta.key)
+
+    def detach(self) -> None:
+        """Stop touching the files on disk (a newer version takes them over); reads go on."""
+        with self._flush_lock:
+            self._detached = True
+
+    def _close_fd(self) -> None:
+        if not self._closed:
+            self._closed = True
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return (
+            f"<CacheEntry oss://{self.bucket}/{self.meta.key!r} {self._state.name} "
+            f"{len(self._done)}/{self.layout.count} parts {self.path}>"
+        )

@@ -1,0 +1,423 @@
+"""CacheEntry: durability order, resume after a crash, verification, disk errors."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import crcmod
+import pytest
+
+from ossmount.cache.checkpoint import EntryState, load
+from ossmount.cache.entry import CacheEntry
+from ossmount.cache.errors import CacheFull, CacheIOError, EntryStateError
+from ossmount.crc64 import crc64
+from ossmount.oss.models import ObjectMeta
+
+PART = 10
+DATA = bytes(range(256)) * 2 + b"tail"  # 516 bytes: 52 parts, the last one 6 bytes
+BUCKET = "bkt"
+KEY = "dir/some key ü"
+
+
+AUTO = -1  # meta(crc=AUTO): the true CRC-64 of the data
+
+
+def meta(data: bytes = DATA, *, etag: str = '"E1"', crc: int | None = AUTO) -> ObjectMeta:
+    return ObjectMeta(
+        key=KEY,
+        size=len(data),
+        etag=etag,
+        mtime_ns=1_700_000_000_000_000_000,
+        crc64=crc64(data) if crc == AUTO else crc,
+    )
+
+
+def open_entry(tmp_path: Path, m: ObjectMeta | None = None, part_size: int = PART) -> CacheEntry:
+    return CacheEntry.open(
+        bucket=BUCKET,
+        meta=m or meta(),
+        part_size=part_size,
+        path=tmp_path / "obj.data",
+        checkpoint_path=tmp_path / "obj.ckpt",
+    )
+
+
+def part(index: int, data: bytes = DATA) -> bytes:
+    return data[index * PART : (index + 1) * PART]
+
+
+def write_all(entry: CacheEntry, data: bytes = DATA) -> None:
+    for i in range(entry.layout.count):
+        entry.write_part(i, part(i, data))
+
+
+def test_fresh_entry_is_sparse_and_sized(tmp_path: Path) -> None:
+    big = ObjectMeta(key=KEY, size=1 << 30, etag='"B"', mtime_ns=0)
+    entry = open_entry(tmp_path, big, part_size=8 << 20)
+    st = os.fstat(entry.fd)
+    assert st.st_size == 1 << 30
+    assert st.st_blocks * 512 < 1 << 20  # sparse, not allocated
+    assert entry.state is EntryState.PARTIAL
+    assert entry.missing_parts(range(3)) == [0, 1, 2]
+    assert entry.contiguous_offset == 0
+    entry.close()
+
+
+def test_write_read_and_missing_part_is_refused(tmp_path: Path) -> None:
+    entry = open_entry(tmp_path)
+    entry.write_part(0, part(0))
+    entry.write_part(2, part(2))
+    # The prefetcher's way: pwrite to fd itself, then record with the CRC it computed.
+    os.pwrite(entry.fd, part(1), PART)
+    entry.record_part(1, crc64(part(1)))
+    assert entry.read(5, 20) == DATA[5:25]
+    assert entry.read(0, 30) == DATA[:30]
+    assert entry.contiguous_offset == 30
+    assert entry.missing_parts([3, 1, 5, 2]) == [3, 5]
+    with pytest.raises(EntryStateError, match=r"parts \[3\]"):
+        entry.read(25, 10)
+    assert entry.read(len(DATA), 100) == b""
+    entry.close()
+    with pytest.raises(EntryStateError, match="closed"):
+        entry.read(0, 1)
+
+
+def test_flush_is_durable_before_checkpoint_and_cheap_when_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = open_entry(tmp_path)
+    calls: list[str] = []
+    real_sync, real_replace = os.fdatasync, os.replace
+
+    def sync(fd: int) -> None:
+        calls.append("fdatasync")
+        real_sync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        calls.append(f"replace {Path(dst).name}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fdatasync", sync)
+    monkeypatch.setattr(os, "replace", replace)
+    entry.flush()
+    assert calls == []  # nothing recorded, nothing to do
+    entry.write_part(0, part(0))
+    assert entry.pending_parts == 1
+    entry.flush()
+    assert calls == ["fdatasync", "replace obj.ckpt"]
+    assert entry.pending_parts == 0
+    entry.flush()
+    assert calls == ["fdatasync", "replace obj.ckpt"]
+    entry.close()
+
+
+def test_resume_after_crash_keeps_exactly_the_flushed_parts(tmp_path: Path) -> None:
+    entry = open_entry(tmp_path)
+    for i in (0, 1, 5):
+        entry.write_part(i, part(i))
+    entry.flush()
+    entry.write_part(2, part(2))  # recorded, never flushed
+    os.pwrite(entry.fd, b"torn", 3 * PART)  # a part being received when the crash hit
+    # "Crash": the object is dropped without close() or flush(); only the fd goes away.
+    os.close(entry.fd)
+    del entry
+
+    again = open_entry(tmp_path)
+    assert [i for i in range(again.layout.count) if again.is_done(i)] == [0, 1, 5]
+    assert again.read(0, 20) == DATA[:20]
+    assert again.read(50, 10) == DATA[50:60]
+    assert again.contiguous_offset == 20
+    assert again.missing_parts(range(6)) == [2, 3, 4]
+    again.close()
+
+
+def test_resume_after_real_kill_9(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from ossmount.cache.entry import CacheEntry
+        from ossmount.oss.models import ObjectMeta
+        data = {DATA!r}
+        m = ObjectMeta(key={KEY!r}, size=len(data), etag='"E1"', mtime_ns=1_700_000_000_000_000_000)
+        root = Path({str(tmp_path)!r})
+        e = CacheEntry.open(bucket="bkt", meta=m, part_size={PART}, path=root / "obj.data",
+                            checkpoint_path=root / "obj.ckpt")
+        for i in (0, 1, 2, 7):
+            e.write_part(i, data[i * {PART}:(i + 1) * {PART}])
+        e.flush()
+        e.write_part(3, data[3 * {PART}:4 * {PART}])
+        os.pwrite(e.fd, b"XXXXX", 4 * {PART})
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, check=False)
+    assert proc.returncode == -9, proc.stderr.decode()
+    entry = open_entry(tmp_path, meta(crc=None))
+    assert [i for i in range(entry.layout.count) if entry.is_done(i)] == [0, 1, 2, 7]
+    assert entry.read(0, 30) == DATA[:30]
+    for i in range(entry.layout.count):
+        if not entry.is_done(i):
+            entry.write_part(i, part(i))
+    result = entry.verify()
+    assert result.state is EntryState.UNVERIFIABLE
+    assert result.actual == crc64(DATA)
+    entry.close()
+
+
+def test_verify_matches_crcmod_reference(tmp_path: Path) -> None:
+    reference = crcmod.mkCrcFun(0x142F0E1EBA9EA3693, initCrc=0, xorOut=0xFFFFFFFFFFFFFFFF, rev=True)
+    expected = reference(DATA)
+    entry = open_entry(tmp_path, meta(crc=expected))
+    for i in reversed(range(entry.layout.count)):  # out of order on purpose
+        entry.write_part(i, part(i))
+    assert entry.complete
+    assert entry.state is EntryState.PARTIAL
+    result = entry.verify()
+    assert result.state is EntryState.VERIFIED
+    assert result.expected == result.actual == expected
+    entry.close()
+    # Persisted: a later open knows without any write or hash.
+    again = open_entry(tmp_path, meta(crc=None))
+    assert again.state is EntryState.VERIFIED
+    assert again.complete
+    assert again.meta.crc64 == expected  # taken from the checkpoint
+    assert again.read(0, len(DATA)) == DATA
+    with pytest.raises(EntryStateError, match="VERIFIED"):
+        again.record_part(0, 1)
+    again.close()
+
+
+def test_verify_unverifiable_then_upgraded_when_crc_known(tmp_path: Path) -> None:
+    entry = open_entry(tmp_path, meta(crc=None))
+    write_all(entry)
+    result = entry.verify()
+    assert result == type(result)(EntryState.UNVERIFIABLE, None, crc64(DATA))
+    entry.close()
+    cp = load(tmp_path / "obj.ckpt")
+    assert cp is not None
+    assert cp.state is EntryState.UNVERIFIABLE
+    assert open_entry(tmp_path, meta(crc=None)).state is EntryState.UNVERIFIABLE
+    upgraded = open_entry(tmp_path, meta())
+    assert upgraded.state is EntryState.PARTIAL
+    assert upgraded.complete
+    assert upgraded.verify().state is EntryState.VERIFIED
+    upgraded.close()
+
+
+def test_verify_corrupt_logs_and_discard_removes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry = open_entry(tmp_path)
+    flipped = bytearray(DATA)
+    flipped[123] ^= 0x01
+    write_all(entry, bytes(flipped))
+    entry.flush()
+    with caplog.at_level(logging.ERROR):
+        result = entry.verify()
+    assert result.state is EntryState.CORRUPT
+    assert result.expected == crc64(DATA)
+    assert result.actual == crc64(bytes(flipped))
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    message = record.getMessage()
+    for word in (BUCKET, repr(KEY), str(result.expected), str(result.actual)):
+        assert word in message
+    # CORRUPT is never persisted: the checkpoint still says PARTIAL.
+    cp = load(tmp_path / "obj.ckpt")
+    assert cp is not None
+    assert cp.state is EntryState.PARTIAL
+    entry.discard()
+    assert not (tmp_path / "obj.ckpt").exists()
+    assert not (tmp_path / "obj.data").exists()
+    assert entry.fd == -1
+    with pytest.raises(EntryStateError):
+        entry.read(0, 1)
+
+
+def test_verify_before_complete_is_refused(tmp_path: Path) -> None:
+    entry = open_entry(tmp_path)
+    entry.write_part(0, part(0))
+    with pytest.raises(EntryStateError, match="not complete"):
+        entry.verify()
+    entry.close()
+
+
+def test_empty_object(tmp_path: Path) -> None:
+    entry = open_entry(tmp_path, meta(b""))
+    assert entry.layout.count == 0
+    assert entry.complete
+    assert entry.read(0, 10) == b""
+    assert entry.verify().state is EntryState.VERIFIED
+    entry.close()
+    assert open_entry(tmp_path, meta(b"")).state is EntryState.VERIFIED
+
+
+def test_other_version_is_discarded_never_mixed(tmp_path: Path) -> None:
+    entry = open_entry(tmp_path)
+    write_all(entry)
+    entry.flush()
+    entry.close()
+    for changed in (
+        meta(etag='"E2"'),
+        meta(DATA + b"x"),
+        ObjectMeta(key=KEY, size=len(DATA), etag='"E1"', mtime_ns=5, crc64=crc64(DATA)),
+        meta(crc=12345),
+    ):
+        fresh = open_entry(tmp_path, changed)
+        assert fresh.missing_parts(range(fresh.layout.count)) == list(range(fresh.layout.count))
+        assert not (tmp_path / "obj.ckpt").exists()
+        fresh.close()
+        assert not (tmp_path / "obj.data").exists()  # nothing durable: no orphan left
+    # Same version, another part size: also fresh.
+    entry = open_entry(tmp_path)
+    write_all(entry)
+    entry.close()
+    assert open_entry(tmp_path, part_size=PART * 2).missing_parts([0]) == [0]
+
+
+def test_corrupt_checkpoint_on_open_starts_fresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry = open_entry(tmp_path)
+    write_all(entry)
+    entry.close()
+    ckpt = tmp_path / "obj.ckpt"
+    raw = bytearray(ckpt.read_bytes())
+    raw[-1] ^= 0x80
+    ckpt.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING):
+        fresh = open_entry(tmp_path)
+    assert fresh.missing_parts([0, 1]) == [0, 1]
+    assert any(BUCKET in r.getMessage() and str(ckpt) in r.getMessage() for r in caplog.records)
+    fresh.close()
+
+
+def test_data_file_of_wrong_size_starts_fresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry = open_entry(tmp_path)
+    write_all(entry)
+    entry.close()
+    os.truncate(tmp_path / "obj.data", 100)
+    with caplog.at_level(logging.WARNING):
+        fresh = open_entry(tmp_path)
+    assert not fresh.is_done(0)
+    assert os.fstat(fresh.fd).st_size == len(DATA)
+    assert "100 bytes" in caplog.text
+    fresh.close()
+
+
+def test_fdatasync_failure_drops_unflushed_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry = open_entry(tmp_path)
+    entry.write_part(0, part(0))
+    entry.flush()
+    entry.write_part(1, part(1))
+    entry.write_part(2, part(2))
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with caplog.at_level(logging.ERROR), pytest.raises(CacheIOError) as info:
+        entry.flush()
+    monkeypatch.undo()
+    assert info.value.errno == errno.EIO
+    assert info.value.key == KEY
+    assert info.value.path == tmp_path / "obj.data"
+    assert KEY in str(info.value)
+    assert entry.missing_parts([0, 1, 2]) == [1, 2]  # must be fetched again
+    cp = load(tmp_path / "obj.ckpt")
+    assert cp is not None
+    assert set(cp.part_crcs) == {0}
+    entry.close()
+
+
+def test_full_disk_on_checkpoint_keeps_state_and_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = open_entry(tmp_path)
+    entry.write_part(0, part(0))
+    real_write = os.write
+
+    def full(fd: int, data: bytes | memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(CacheFull) as info:
+        entry.flush()
+    assert info.value.bucket == BUCKET
+    assert info.value.path == tmp_path / "obj.ckpt"
+    assert entry.is_done(0)  # the bytes are durable; only the checkpoint is missing
+    assert entry.pending_parts == 1
+    monkeypatch.setattr(os, "write", real_write)
+    entry.flush()
+    assert entry.pending_parts == 0
+    cp = load(tmp_path / "obj.ckpt")
+    assert cp is not None
+    assert set(cp.part_crcs) == {0}
+    entry.close()
+
+
+def test_full_disk_on_part_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = open_entry(tmp_path)
+
+    def full(fd: int, data: bytes | memoryview, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(CacheFull, match="part 3"):
+        entry.write_part(3, part(3))
+    monkeypatch.undo()
+    assert not entry.is_done(3)
+    entry.close()
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    entry = open_entry(tmp_path)
+    with pytest.raises(IndexError):
+        entry.record_part(entry.layout.count, 0)
+    with pytest.raises(ValueError, match="CRC"):
+        entry.record_part(0, 1 << 64)
+    with pytest.raises(ValueError, match="bytes"):
+        entry.write_part(0, b"short")
+    entry.close()
+    entry.close()  # idempotent
+
+
+def test_flush_in_thread_while_recording(tmp_path: Path) -> None:
+    data = os.urandom(PART * 400)
+    m = meta(data)
+    entry = open_entry(tmp_path, m)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def flusher() -> None:
+        try:
+            while not stop.is_set():
+                entry.flush()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=flusher)
+    thread.start()
+    try:
+        for i in range(entry.layout.count):
+            entry.write_part(i, part(i, data))
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert entry.verify().state is EntryState.VERIFIED
+    entry.close()
+    cp = load(tmp_path / "obj.ckpt")
+    assert cp is not None
+    assert cp.state is EntryState.VERIFIED
