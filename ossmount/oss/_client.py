@@ -1,0 +1,599 @@
+"""`OssClient`: HEAD, ranged GET into a buffer or a file, ListObjectsV2 — on httpx and trio.
+
+Request life cycle (every attempt): ask the credentials provider → sign with the current time
+(plus the clock offset learnt from a RequestTimeTooSkewed reply) → send through one shared
+`httpx.AsyncClient` → map a non-2xx reply to a typed `OssError` → `_retry` decides whether to
+sleep and go again. Re-signing on every attempt is what makes retries after a skew or a long
+backoff valid.
+
+Ranged GETs (`get_into`, `get_to_fd`) are the product's hot path:
+
+* Always `Accept-Encoding: identity` (httpx would ask for gzip and OSS would then drop ETag and
+  Content-Length), `x-oss-range-behavior: standard` (so a bad range is a 416, not a silent
+  200 of the whole object) and `Range: bytes=a-b`; `If-Match` when the caller pins a version.
+* The body is received by `_body.BodyReader` straight into the destination, the CRC-64 is
+  folded in chunk by chunk on the same memoryview (fastcrc releases the GIL and runs at
+  >12 GB/s, so inline is cheaper than a thread hop).
+* A body that stops short is re-requested from the byte reached, with the running CRC kept
+  and the ETag of the first reply pinned by If-Match (so a resume can never splice two
+  versions); a failure that made progress does not use up an attempt (bounded).
+* A 200 to a ranged request (server ignored Range) is accepted as the whole object: we read
+  past the bytes before `offset`, deliver ours, and drop the connection rather than drain it.
+* 206 replies are checked: Content-Range must start at the byte asked for and not run past
+  the end asked for; otherwise `BadResponse`.
+* Zero bytes asked (an empty object, or an empty buffer) never issue a GET: a HEAD supplies
+  the metadata.
+
+Concurrency: one OssClient is shared by all tasks. Its only mutable state is the clock offset
+(a float replaced atomically between awaits) and the scratch-buffer free list (pop/append with
+no await in between). Each GET owns its response and BodyReader from start to close.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..crc64 import crc64
+from . import signing
+from ._body import BodyError, BodyReader, BodyStalled, DiscardSink, FileSink, MemorySink, Sink
+from ._errors import (
+    BadResponse,
+    ObjectChanged,
+    OssError,
+    OssTransportError,
+    PreconditionFailed,
+    RequestTimeTooSkewed,
+    error_from_response,
+)
+from ._retry import RetryPolicy, call_with_retries, parse_retry_after
+from ._xml import MAX_ERROR_XML_BYTES, MAX_LIST_XML_BYTES, XmlError, parse_list_v2
+from .credentials import ANONYMOUS, Credentials, CredentialsProvider
+from .models import GetResult, ListPage, ObjectMeta
+
+__all__ = ["OssClient", "OssConfig"]
+
+log = logging.getLogger(__name__)
+
+Addressing = Literal["auto", "virtual", "path", "cname"]
+SignatureVersion = Literal["v4", "v1", "anonymous"]
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+_REGION_FROM_HOST = re.compile(r"^oss-([a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$")
+USER_AGENT = "ossmount/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class OssConfig:
+    """How to reach one bucket. Immutable: a client is built for one config.
+
+    `endpoint` without a scheme gets `https://`. `region` may be omitted for
+    `oss-<region>[-internal].aliyuncs.com` endpoints (it is derived), required otherwise for V4.
+    `addressing="auto"` is path-style for an IP endpoint (the emulator), virtual-hosted else.
+    Timeouts: `connect_timeout_s` to open a connection, `read_timeout_s` to wait for a reply
+    head (or a non-GET body), `stall_timeout_s` for a GET body that stops flowing.
+    """
+
+    endpoint: str
+    bucket: str
+    region: str | None = None
+    addressing: Addressing = "auto"
+    signature_version: SignatureVersion = "v4"
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    stall_timeout_s: float = 30.0
+    max_attempts: int = 5
+    pool_size: int = 16
+    chunk_size: int = 1024 * 1024
+    verify_tls: bool = True
+    product: str = "oss"
+
+    def resolved_region(self) -> str:
+        if self.region:
+            return self.region
+        host = urlsplit(self.base_url()).hostname or ""
+        match = _REGION_FROM_HOST.match(host)
+        if match:
+            return match.group(1)
+        raise ValueError(
+            f"cannot derive the OSS region from endpoint {self.endpoint!r}; pass region "
+            "(e.g. cn-hangzhou), which V4 signing needs"
+        )
+
+    def base_url(self) -> str:
+        return self.endpoint if "://" in self.endpoint else f"https://{self.endpoint}"
+
+    def resolved_addressing(self) -> Literal["virtual", "path", "cname"]:
+        if self.addressing != "auto":
+            return self.addressing
+        host = urlsplit(self.base_url()).hostname or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return "virtual"
+        return "path"
+
+
+def _meta_from_headers(key: str, headers: httpx.Headers, size: int) -> ObjectMeta:
+    mtime_ns = 0
+    last_modified = headers.get("last-modified")
+    if last_modified:
+        try:
+            mtime_ns = int(parsedate_to_datetime(last_modified).timestamp()) * 1_000_000_000
+        except (TypeError, ValueError, IndexError, OverflowError):
+            mtime_ns = 0
+    crc_header = headers.get("x-oss-hash-crc64ecma")
+    crc = int(crc_header) if crc_header and crc_header.strip().isdigit() else None
+    return ObjectMeta(
+        key=key,
+        size=size,
+        etag=headers.get("etag", ""),
+        mtime_ns=mtime_ns,
+        crc64=crc,
+        object_type=headers.get("x-oss-object-type"),
+        storage_class=headers.get("x-oss-storage-class"),
+    )
+
+
+class _GetState:
+    """Progress of one ranged GET across attempts (owned by one task)."""
+
+    def __init__(self, offset: int, length: int, if_match: str | None) -> None:
+        self.offset = offset
+        self.length = length  # may shrink once the object's real size is known
+        self.pos = 0  # bytes delivered so far
+        self.crc = 0
+        self.meta: ObjectMeta | None = None
+        self.if_match = if_match
+        self.pinned: str | None = if_match  # ETag every attempt must match
+
+
+class OssClient:
+    """Async OSS client for one bucket. Use as `async with OssClient(config, provider) as c`."""
+
+    def __init__(
+        self,
+        config: OssConfig,
+        credentials: CredentialsProvider,
+        *,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self._credentials = credentials
+        self._retry = retry or RetryPolicy(max_attempts=config.max_attempts)
+        self._addressing = config.resolved_addressing()
+        self._region = config.resolved_region() if config.signature_version == "v4" else ""
+        base = urlsplit(config.base_url())
+        self._scheme = base.scheme
+        self._host = base.netloc
+        self._clock_offset_s = 0.0
+        self._scratch: list[bytearray] = []
+        limits = httpx.Limits(
+            max_connections=config.pool_size, max_keepalive_connections=config.pool_size
+        )
+        timeout = httpx.Timeout(
+            connect=config.connect_timeout_s,
+            read=config.read_timeout_s,
+            write=config.read_timeout_s,
+            pool=None,  # callers bound concurrency themselves; waiting for a slot is not a fault
+        )
+        self._http = httpx.AsyncClient(
+            transport=transport
+            or httpx.AsyncHTTPTransport(limits=limits, verify=config.verify_tls, retries=0),
+            timeout=timeout,
+            follow_redirects=False,
+            trust_env=False,  # no proxy/netrc surprises: the endpoint is exactly what is given
+        )
+
+    async def __aenter__(self) -> OssClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return f"OssClient(oss://{self.config.bucket} via {self.config.base_url()})"
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _url(self, key: str | None, query: list[tuple[str, str]]) -> str:
+        bucket = self.config.bucket
+        path = "/" + signing.uri_encode(key or "", keep_slash=True)
+        if self._addressing == "virtual":
+            host = f"{bucket}.{self._host}"
+        else:
+            host = self._host
+            if self._addressing == "path":
+                path = f"/{bucket}{path}"
+        url = f"{self._scheme}://{host}{path}"
+        if query:
+            url += "?" + "&".join(
+                signing.uri_encode(n, keep_slash=False)
+                + ("=" + signing.uri_encode(v, keep_slash=False) if v else "")
+                for n, v in query
+            )
+        return url
+
+    async def _sign(
+        self, method: str, key: str | None, query: list[tuple[str, str]], headers: dict[str, str]
+    ) -> dict[str, str]:
+        creds: Credentials = (
+            ANONYMOUS
+            if self.config.signature_version == "anonymous"
+            else await self._credentials.get_credentials()
+        )
+        if creds.anonymous:
+            return headers
+        now = time.time() + self._clock_offset_s
+        if self.config.signature_version == "v1":
+            return signing.sign_v1_headers(
+                method,
+                self.config.bucket,
+                key,
+                query,
+                headers,
+                access_key_id=creds.access_key_id,
+                secret=creds.access_key_secret,
+                now=now,
+                security_token=creds.security_token,
+            )
+        return signing.sign_v4_headers(
+            method,
+            self.config.bucket,
+            key,
+            query,
+            headers,
+            access_key_id=creds.access_key_id,
+            secret=creds.access_key_secret,
+            region=self._region,
+            now=now,
+            security_token=creds.security_token,
+            product=self.config.product,
+        )
+
+    async def _send(
+        self,
+        method: str,
+        key: str | None,
+        query: list[tuple[str, str]],
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One signed attempt; returns a streaming 2xx response or raises a typed error."""
+        base = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        base.update(headers or {})
+        signed = await self._sign(method, key, query, base)
+        request = self._http.build_request(method, self._url(key, query), headers=signed)
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise OssTransportError(
+                f"{method} failed: {type(exc).__name__}: {exc}",
+                bucket=self.config.bucket,
+                key=key,
+            ) from exc
+        if response.status_code < 300:
+            return response
+        try:
+            body = await self._read_capped(response, MAX_ERROR_XML_BYTES, key, truncate=True)
+        except OssError:
+            body = b""
+        finally:
+            await response.aclose()
+        lower = {k.lower(): v for k, v in response.headers.items()}
+        error = error_from_response(
+            response.status_code, lower, body, bucket=self.config.bucket, key=key
+        )
+        error.retry_after_s = parse_retry_after(lower.get("retry-after"), time.time())
+        if isinstance(error, RequestTimeTooSkewed):
+            self._learn_clock_offset(lower.get("date"))
+        raise error
+
+    def _learn_clock_offset(self, date: str | None) -> None:
+        if not date:
+            return
+        try:
+            server = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        self._clock_offset_s = server - time.time()
+        log.warning(
+            "OSS says our clock is off; signing with a %.0f s correction from the server's Date",
+            self._clock_offset_s,
+        )
+
+    async def _read_capped(
+        self, response: httpx.Response, limit: int, key: str | None, *, truncate: bool = False
+    ) -> bytes:
+        out = bytearray()
+        try:
+            async for chunk in response.aiter_raw():
+                out += chunk
+                if len(out) > limit:
+                    if truncate:
+                        return bytes(out[: limit + 1])
+                    raise BadResponse(
+                        response.status_code,
+                        "ResponseTooLarge",
+                        f"reply body over {limit} bytes",
+                        request_id=response.headers.get("x-oss-request-id"),
+                        bucket=self.config.bucket,
+                        key=key,
+                    )
+        except httpx.TransportError as exc:
+            raise OssTransportError(
+                f"reading reply body failed: {type(exc).__name__}: {exc}",
+                bucket=self.config.bucket,
+                key=key,
+            ) from exc
+        return bytes(out)
+
+    # -- HEAD -------------------------------------------------------------------------------
+
+    async def head(self, key: str) -> ObjectMeta:
+        """Metadata of `key` (raises NoSuchKey & co. as typed errors)."""
+
+        async def attempt(_: int) -> ObjectMeta:
+            response = await self._send("HEAD", key, [])
+            await response.aclose()
+            length = response.headers.get("content-length", "")
+            if not length.isdigit():
+                raise BadResponse(
+                    response.status_code,
+                    "InvalidResponse",
+                    "HEAD reply has no Content-Length",
+                    bucket=self.config.bucket,
+                    key=key,
+                )
+            return _meta_from_headers(key, response.headers, int(length))
+
+        return await call_with_retries(
+            self._retry, attempt, describe=f"HEAD oss://{self.config.bucket}/{key}"
+        )
+
+    # -- ranged GET -------------------------------------------------------------------------
+
+    async def get_into(
+        self,
+        key: str,
+        offset: int,
+        buf: bytearray | memoryview,
+        *,
+        if_match: str | None = None,
+    ) -> GetResult:
+        """Fetch `len(buf)` bytes of `key` at `offset` into `buf` (fewer at the object's end:
+        see `GetResult.length`). Raises InvalidRange if `offset` is at/after the end."""
+        view = memoryview(buf).cast("B")
+        if view.readonly:
+            raise TypeError("get_into needs a writable buffer")
+        return await self._get(key, offset, len(view), MemorySink(view), if_match)
+
+    async def get_to_fd(
+        self,
+        key: str,
+        offset: int,
+        length: int,
+        fd: int,
+        file_offset: int,
+        *,
+        if_match: str | None = None,
+    ) -> GetResult:
+        """Fetch `length` bytes of `key` at `offset` and pwrite them to `fd` at `file_offset`."""
+        scratch = self._take_scratch()
+        try:
+            sink = FileSink(fd, file_offset, memoryview(scratch))
+            return await self._get(key, offset, length, sink, if_match)
+        finally:
+            self._scratch.append(scratch)  # no await between take and give back
+
+    def _take_scratch(self) -> bytearray:
+        return self._scratch.pop() if self._scratch else bytearray(self.config.chunk_size)
+
+    async def _get(
+        self, key: str, offset: int, length: int, sink: Sink, if_match: str | None
+    ) -> GetResult:
+        if offset < 0 or length < 0:
+            raise ValueError(f"bad range offset={offset} length={length}")
+        if length == 0:
+            meta = await self.head(key)
+            if if_match is not None and meta.etag != if_match:
+                raise self._changed(key, if_match, meta.etag)
+            return GetResult(meta=meta, offset=offset, length=0, crc64=0)
+        state = _GetState(offset, length, if_match)
+        where = f"GET oss://{self.config.bucket}/{key} bytes={offset}-{offset + length - 1}"
+        await call_with_retries(
+            self._retry,
+            lambda _attempt: self._get_attempt(key, state, sink),
+            describe=where,
+            progress=lambda: state.pos,
+        )
+        assert state.meta is not None
+        return GetResult(meta=state.meta, offset=offset, length=state.pos, crc64=state.crc)
+
+    def _changed(self, key: str, expected: str, got: str) -> ObjectChanged:
+        return ObjectChanged(
+            412,
+            "ObjectChanged",
+            f"ETag is {got}, expected {expected}: the object changed",
+            bucket=self.config.bucket,
+            key=key,
+        )
+
+    async def _get_attempt(self, key: str, state: _GetState, sink: Sink) -> None:
+        start = state.offset + state.pos
+        end = state.offset + state.length - 1
+        headers = {"Range": f"bytes={start}-{end}", "x-oss-range-behavior": "standard"}
+        if state.pinned is not None:
+            headers["If-Match"] = state.pinned
+        try:
+            response = await self._send("GET", key, [], headers)
+        except PreconditionFailed as exc:
+            if state.if_match is None and state.pinned is not None:
+                # Our own pin (from the first reply) failed: the object changed mid-transfer.
+                raise self._changed(key, state.pinned, "(different)") from exc
+            raise
+        reader = BodyReader(response, stall_s=self.config.stall_timeout_s)
+        try:
+            skip = self._check_get_reply(key, response, state, start, end)
+            if skip:
+                scratch = self._take_scratch()
+                try:
+                    got = await reader.readinto_sink(DiscardSink(memoryview(scratch)), 0, skip)
+                finally:
+                    self._scratch.append(scratch)
+                if got < skip:
+                    raise self._bad(key, response, "200 reply ended before the asked offset")
+            want = state.length - state.pos
+
+            def fold(view: memoryview) -> None:
+                state.crc = crc64(view, state.crc)
+                state.pos += len(view)
+
+            got = await reader.readinto_sink(sink, state.pos, want, fold)
+            if got < want:
+                raise BodyError(f"reply body ended after {got} of {want} bytes", got)
+        except BodyError as exc:
+            kind = "stalled" if isinstance(exc, BodyStalled) else "cut short"
+            raise OssTransportError(
+                f"GET body {kind} at byte {state.offset + state.pos}: {exc}",
+                bucket=self.config.bucket,
+                key=key,
+            ) from exc
+        finally:
+            await reader.aclose()
+
+    def _bad(self, key: str, response: httpx.Response, what: str) -> BadResponse:
+        return BadResponse(
+            response.status_code,
+            "InvalidResponse",
+            what,
+            request_id=response.headers.get("x-oss-request-id"),
+            bucket=self.config.bucket,
+            key=key,
+        )
+
+    def _check_get_reply(
+        self, key: str, response: httpx.Response, state: _GetState, start: int, end: int
+    ) -> int:
+        """Validate a GET reply against what we asked; set/verify state.meta; return how many
+        leading body bytes to skip (non-zero only for a 200 that ignored our Range)."""
+        headers = response.headers
+        etag = headers.get("etag", "")
+        if state.pinned is not None and etag and etag != state.pinned:
+            raise self._changed(key, state.pinned, etag)
+        skip = 0
+        if response.status_code == 206:
+            match = _CONTENT_RANGE.match(headers.get("content-range", ""))
+            if not match or match.group(3) == "*":
+                raise self._bad(key, response, "206 reply without a usable Content-Range")
+            first, last, total = int(match.group(1)), int(match.group(2)), int(match.group(3))
+            if first != start or last > end or last < first:
+                raise self._bad(
+                    key, response, f"asked bytes {start}-{end}, got Content-Range {first}-{last}"
+                )
+            length = headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) != last - first + 1:
+                raise self._bad(key, response, "Content-Length disagrees with Content-Range")
+            if last < end:  # the object ends inside our range (clamped by range-behavior)
+                state.length = last + 1 - state.offset
+        elif response.status_code == 200:
+            length = headers.get("content-length", "")
+            if not length.isdigit():
+                raise self._bad(key, response, "200 reply without Content-Length")
+            total = int(length)
+            if start >= total:
+                raise self._bad(key, response, f"object has {total} bytes, asked from {start}")
+            skip = start
+            state.length = min(state.length, total - state.offset)
+        else:
+            raise self._bad(key, response, f"unexpected status {response.status_code} for GET")
+        meta = _meta_from_headers(key, headers, total)
+        if state.meta is None:
+            state.meta = meta
+            if state.pinned is None and meta.etag:
+                state.pinned = meta.etag  # resumes must come from this same version
+        elif meta.size != state.meta.size:
+            raise self._changed(key, state.meta.etag, meta.etag)
+        return skip
+
+    # -- listing ----------------------------------------------------------------------------
+
+    async def list_page(
+        self,
+        prefix: str,
+        delimiter: str = "/",
+        continuation: str | None = None,
+        max_keys: int = 1000,
+        start_after: str | None = None,
+    ) -> ListPage:
+        """One ListObjectsV2 page (keys and prefixes already URL-decoded)."""
+        if not 1 <= max_keys <= 1000:
+            raise ValueError("max_keys must be 1..1000")
+        query = [("list-type", "2"), ("encoding-type", "url"), ("max-keys", str(max_keys))]
+        query.append(("prefix", prefix))
+        if delimiter:
+            query.append(("delimiter", delimiter))
+        if continuation:
+            query.append(("continuation-token", continuation))
+        if start_after:
+            query.append(("start-after", start_after))
+
+        async def attempt(_: int) -> ListPage:
+            response = await self._send("GET", None, query)
+            try:
+                body = await self._read_capped(response, MAX_LIST_XML_BYTES, prefix)
+            finally:
+                await response.aclose()
+            try:
+                result = parse_list_v2(body)
+            except XmlError as exc:
+                raise BadResponse(
+                    response.status_code,
+                    "InvalidResponse",
+                    f"unreadable list page: {exc}",
+                    request_id=response.headers.get("x-oss-request-id"),
+                    bucket=self.config.bucket,
+                    key=prefix,
+                ) from None
+            return ListPage(result.objects, result.prefixes, result.next_token)
+
+        return await call_with_retries(
+            self._retry, attempt, describe=f"LIST oss://{self.config.bucket}/{prefix}"
+        )
+
+    async def iter_pages(
+        self,
+        prefix: str,
+        delimiter: str = "/",
+        max_keys: int = 1000,
+        start_after: str | None = None,
+    ) -> AsyncIterator[ListPage]:
+        """All pages under `prefix`, in order. Holds no connection between pages, so an
+        abandoned iteration leaks nothing."""
+        token: str | None = None
+        while True:
+            page = await self.list_page(
+                prefix, delimiter, token, max_keys, start_after if token is None else None
+            )
+            yield page
+            if page.next_token is None:
+                return
+            token = page.next_token
