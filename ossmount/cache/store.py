@@ -1,0 +1,374 @@
+"""The cache directory: layout, one-mount lock, shared entries, space accounting, eviction.
+
+On-disk layout (format version 1, recorded in `VERSION`):
+
+    ROOT/
+      VERSION                  "1\\n": layout format; another value -> CacheLayoutError
+      lock                     flock()ed (exclusive, non-blocking) by the mount; holds its pid
+      BUCKET/                  one directory per bucket (bucket names are [a-z0-9-], 3..63)
+        ab/                    first two hex digits of the key hash, to keep directories small
+          <sha256(key)>.data   sparse file, ftruncated to the object size; parts pwritten in
+          <sha256(key)>.ckpt   checkpoint (ossmount.cache.checkpoint) naming bucket, key, etag..
+          <...>.ckpt.tmp       transient, from save_atomic; removed at startup
+
+The key is hashed (UTF-8, surrogates passed through) because keys may be 1023 bytes of
+anything. The version (ETag, size, Last-Modified, CRC) lives only in the checkpoint, so a key
+maps to at most one version on disk by construction; opening another version replaces it.
+A hash collision would look like "another version" (the checkpoint stores the full key) and
+is handled the same way: never mixed, only re-fetched.
+
+Startup (`lock()`): after taking the lock, every bucket subdirectory is scanned: temp files,
+data files without a checkpoint (a download that never flushed) and checkpoints without a data
+file are deleted; the rest are indexed for space accounting, oldest checkpoint mtime first.
+Checkpoints are not decoded at startup (that would read every one); a damaged one is found and
+deleted when its key is next opened, and until then it is evictable like any other.
+
+In memory: `_index` is an LRU (OrderedDict, oldest first) of key hash -> bytes for every entry
+on disk; `_current` maps a key hash to the open entry for its current version with a reference
+count; `_open` finds the slot of any handed-out entry (including superseded ones, which stay
+readable for the readers that hold them). Bytes are logical object sizes, an upper bound of the
+disk actually used by sparse partial files. Eviction deletes only entries with no reference,
+least recently released first; an entry in use is never touched.
+
+Not thread-safe: the store is driven from the trio thread only (entries allow a flush in a
+worker thread, see ossmount.cache.entry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from ossmount.cache.checkpoint import Checkpoint, EntryState, load
+from ossmount.cache.entry import CacheEntry, same_version
+from ossmount.cache.errors import (
+    CacheError,
+    CacheLayoutError,
+    CacheLocked,
+    EntryStateError,
+    io_error,
+)
+from ossmount.oss.models import ObjectMeta
+
+__all__ = ["LAYOUT_VERSION", "CacheStats", "CacheStore"]
+
+log = logging.getLogger(__name__)
+
+LAYOUT_VERSION = 1
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
+_DATA = ".data"
+_CKPT = ".ckpt"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """Point-in-time figures. `bytes` are logical object sizes of entries on disk."""
+
+    bytes: int
+    entries: int
+    in_use: int
+    evictions: int
+    max_bytes: int | None
+
+
+class _Slot:
+    __slots__ = ("entry", "hash", "refs")
+
+    def __init__(self, entry: CacheEntry, key_hash: str) -> None:
+        self.entry = entry
+        self.hash = key_hash
+        self.refs = 1
+
+
+def key_hash(key: str) -> str:
+    """Hex SHA-256 of the key: its file name stem."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class CacheStore:
+    """All cache entries of one bucket under `root`. Call `lock()` before anything else.
+
+    Every `open_entry` (and successful `lookup_verified`) must be paired with one `release`.
+    """
+
+    def __init__(self, root: Path, *, bucket: str, max_bytes: int | None = None) -> None:
+        if not _BUCKET_RE.fullmatch(bucket):
+            raise ValueError(f"invalid bucket name {bucket!r}")
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.root = Path(root)
+        self.bucket = bucket
+        self.max_bytes = max_bytes
+        self._bucket_dir = self.root / bucket
+        self._lock_fd: int | None = None
+        self._index: OrderedDict[str, int] = OrderedDict()
+        self._current: dict[str, _Slot] = {}
+        self._open: dict[int, _Slot] = {}
+        self._evictions = 0
+
+    # ----------------------------------------------------------------- lock and startup
+
+    def lock(self) -> None:
+        """Take the cache directory for this process, then check the layout and scan it.
+
+        Raises CacheLocked (with the holder's pid when it wrote one) if another process, or
+        another CacheStore in this process, holds it; CacheLayoutError for a foreign VERSION.
+        """
+        if self._lock_fd is not None:
+            return
+        lock_path = self.root / "lock"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise io_error("lock", bucket=self.bucket, key="", path=lock_path, cause=exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise CacheLocked(self.root, pid) from None
+        except OSError as exc:
+            os.close(fd)
+            raise io_error("lock", bucket=self.bucket, key="", path=lock_path, cause=exc) from exc
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._check_version()
+            self._bucket_dir.mkdir(exist_ok=True)
+            self._scan()
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+
+    def _check_version(self) -> None:
+        path = self.root / "VERSION"
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            path.write_text(f"{LAYOUT_VERSION}\n")
+            return
+        if text != str(LAYOUT_VERSION):
+            raise CacheLayoutError(
+                f"cache directory {self.root} has layout version {text!r}, this ossmount "
+                f"uses {LAYOUT_VERSION}: remove the directory or choose another (use_cache=DIR)"
+            )
+
+    def _scan(self) -> None:
+        found: list[tuple[int, str, int]] = []
+        for sub in sorted(self._bucket_dir.iterdir()):
+            if not sub.is_dir():
+                continue
+            names = {p.name: p for p in sub.iterdir()}
+            for name, path in names.items():
+                stem, _, ext = name.partition(".")
+                if name.endswith(".tmp"):
+                    path.unlink(missing_ok=True)
+                elif ext == "data" and stem + _CKPT not in names:
+                    log.debug("removing data file without checkpoint %s", path)
+                    path.unlink(missing_ok=True)
+                elif ext == "ckpt" and stem + _DATA not in names:
+                    log.debug("removing checkpoint without data file %s", path)
+                    path.unlink(missing_ok=True)
+                elif ext == "ckpt":
+                    mtime = path.stat().st_mtime_ns
+                    found.append((mtime, stem, (sub / (stem + _DATA)).stat().st_size))
+        for _, stem, size in sorted(found):
+            self._index[stem] = size
+
+    def _require_lock(self) -> None:
+        if self._lock_fd is None:
+            raise EntryStateError(f"cache store {self.root} used before lock() or after close()")
+
+    # ----------------------------------------------------------------- entries
+
+    def _paths(self, key: str) -> tuple[str, Path, Path]:
+        h = key_hash(key)
+        directory = self._bucket_dir / h[:2]
+        return h, directory / (h + _DATA), directory / (h + _CKPT)
+
+    def open_entry(self, meta: ObjectMeta, part_size: int) -> CacheEntry:
+        """The entry for exactly this version, shared with other users of it; resumed if cached.
+
+        If the key's current entry is another version (or was discarded), it is detached:
+        its holders keep reading their (now unlinked) file, and this version starts fresh.
+        """
+        self._require_lock()
+        h, path, ckpt = self._paths(meta.key)
+        slot = self._current.get(h)
+        if slot is not None:
+            entry = slot.entry
+            if entry.usable and _same_open_version(entry, meta, part_size):
+                slot.refs += 1
+                self._touch(h)
+                return entry
+            entry.detach()
+            del self._current[h]
+        try:
+            path.parent.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise io_error("mkdir", bucket=self.bucket, key=meta.key, path=path, cause=exc) from exc
+        entry = CacheEntry.open(
+            bucket=self.bucket, meta=meta, part_size=part_size, path=path, checkpoint_path=ckpt
+        )
+        slot = _Slot(entry, h)
+        self._current[h] = slot
+        self._open[id(entry)] = slot
+        self._index[h] = meta.size
+        self._touch(h)
+        self.evict_to_fit()
+        return entry
+
+    def cached_checkpoint(self, key: str) -> Checkpoint | None:
+        """What is on disk for `key`, for a freshness check before deciding to open it."""
+        self._require_lock()
+        h, _, ckpt = self._paths(key)
+        slot = self._current.get(h)
+        if slot is not None and slot.entry.usable:
+            return slot.entry.checkpoint()
+        cp = load(ckpt, bucket=self.bucket, key=key)
+        if cp is not None and (cp.bucket != self.bucket or cp.key != key):
+            return None
+        return cp
+
+    def lookup_verified(self, meta: ObjectMeta) -> CacheEntry | None:
+        """Open the entry for `meta` only if it is cached and VERIFIED (else None, no side effect
+        beyond deleting a damaged checkpoint)."""
+        cp = self.cached_checkpoint(meta.key)
+        if cp is None or cp.state is not EntryState.VERIFIED:
+            return None
+        if not same_version(cp, bucket=self.bucket, meta=meta, part_size=cp.part_size):
+            return None
+        entry = self.open_entry(meta, cp.part_size)
+        if entry.state is not EntryState.VERIFIED:  # pragma: no cover - lost a race with disk
+            self.release(entry)
+            return None
+        return entry
+
+    def release(self, entry: CacheEntry) -> None:
+        """One user of `entry` is done; the last one closes it and makes it evictable."""
+        slot = self._open.get(id(entry))
+        if slot is None or slot.entry is not entry:
+            raise EntryStateError(f"release of an entry this store does not hold: {entry!r}")
+        slot.refs -= 1
+        if slot.refs > 0:
+            return
+        del self._open[id(entry)]
+        is_current = self._current.get(slot.hash) is slot
+        if is_current:
+            del self._current[slot.hash]
+        try:
+            entry.close()
+        finally:
+            if is_current:
+                self._after_close(slot.hash, entry)
+        if self.max_bytes is not None:
+            self.evict_to_fit()
+
+    def _after_close(self, h: str, entry: CacheEntry) -> None:
+        if entry.discarded or not entry.checkpoint_path.exists():
+            self._index.pop(h, None)
+            return
+        self._touch(h)
+        with contextlib.suppress(OSError):
+            os.utime(entry.checkpoint_path)  # persists recency for the next startup's LRU
+
+    def _touch(self, h: str) -> None:
+        if h in self._index:
+            self._index.move_to_end(h)
+
+    # ----------------------------------------------------------------- space
+
+    def evict_to_fit(self) -> int:
+        """Delete least recently used entries not in use until under `max_bytes`.
+
+        Returns how many entries were evicted. Entries in use are skipped, so the total may
+        stay above the limit while they are open.
+        """
+        if self.max_bytes is None or self._lock_fd is None:
+            return 0
+        total = sum(self._index.values())
+        evicted = 0
+        for h in list(self._index):
+            if total <= self.max_bytes:
+                break
+            if h in self._current:
+                continue
+            directory = self._bucket_dir / h[:2]
+            try:
+                (directory / (h + _CKPT)).unlink(missing_ok=True)
+                (directory / (h + _DATA)).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot evict cache entry %s in %s: %s", h, directory, exc)
+                continue
+            total -= self._index.pop(h)
+            evicted += 1
+        if evicted:
+            self._evictions += evicted
+            log.debug("evicted %d cache entries of bucket %s", evicted, self.bucket)
+        return evicted
+
+    def statistics(self) -> CacheStats:
+        return CacheStats(
+            bytes=sum(self._index.values()),
+            entries=len(self._index),
+            in_use=len(self._open),
+            evictions=self._evictions,
+            max_bytes=self.max_bytes,
+        )
+
+    # ----------------------------------------------------------------- shutdown
+
+    def close(self) -> None:
+        """Flush and close every open entry (even ones still referenced), then unlock.
+
+        Failures to flush one entry are logged and do not stop the others; the first is
+        re-raised at the end, after the lock is released.
+        """
+        first: CacheError | None = None
+        for slot in list(self._open.values()):
+            try:
+                slot.entry.close()
+            except CacheError as exc:
+                log.error(
+                    "closing cache entry oss://%s/%r failed: %s",
+                    self.bucket,
+                    slot.entry.meta.key,
+                    exc,
+                )
+                first = first or exc
+        self._open.clear()
+        self._current.clear()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        if first is not None:
+            raise first
+
+
+def _same_open_version(entry: CacheEntry, meta: ObjectMeta, part_size: int) -> bool:
+    m = entry.meta
+    return (
+        m.key == meta.key
+        and m.etag == meta.etag
+        and m.size == meta.size
+        and m.mtime_ns == meta.mtime_ns
+        and entry.layout.part_size == part_size
+        and (m.crc64 is None or meta.crc64 is None or m.crc64 == meta.crc64)
+    )
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
