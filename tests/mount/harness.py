@@ -1,0 +1,143 @@
+"""Harness for real FUSE mounts through the real CLI, against the emulator over HTTP on 127.0.0.1.
+
+The emulator runs in a thread of the test process (tests call blocking tools such as cp and
+rsync, which would starve an emulator living on the test's own trio loop). The mount is the
+`ossmount` program in a subprocess, in the foreground so the test knows its PID; teardown
+unmounts with fusermount3 and requires the daemon to exit 0. Nothing is skipped when FUSE is
+missing: the session fails with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ossmount.emulator import Emulator
+
+AK = "test-key-id"
+SK = "test-secret-value-0123456789"
+BUCKET = "bkt"
+MiB = 1024 * 1024
+
+
+class Mount:
+    """One `ossmount` daemon in the foreground; `stop()` unmounts and checks a clean exit."""
+
+    def __init__(
+        self,
+        emulator: Emulator,
+        root: Path,
+        *,
+        source: str = BUCKET,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.emulator = emulator
+        self.path = root / "mnt"
+        self.cache = root / "cache"
+        self.log_path = root / "ossmount.log"
+        self.path.mkdir(exist_ok=True)
+        self.source = source
+        self.args = args
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "ossmount",
+            self.source,
+            str(self.path),
+            "--endpoint",
+            self.emulator.endpoint,
+            "--cache-dir",
+            str(self.cache),
+            "--log-file",
+            str(self.log_path),
+            "--log-level",
+            "DEBUG",
+            "-f",
+            *self.args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({"OSS_ACCESS_KEY_ID": AK, "OSS_ACCESS_KEY_SECRET": SK})
+        if self.env is not None:
+            env.update(self.env)
+        return env
+
+    def start(self) -> Mount:
+        self.proc = subprocess.Popen(
+            self.command(), env=self.environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                raise AssertionError(
+                    f"ossmount exited {self.proc.returncode}: {out}\nlog: {self.log()}"
+                )
+            if os.path.ismount(self.path):
+                os.stat(self.path)
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError(f"mount did not appear within 20 s; log: {self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        """Unmount like a user would and require the daemon to exit 0."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            subprocess.run(["fusermount3", "-u", str(self.path)], check=False, capture_output=True)
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            _lazy_unmount(self.path)
+            raise AssertionError(f"ossmount did not exit after unmount; log: {self.log()}")
+        finally:
+            if proc.stdout:
+                proc.stdout.close()
+        _lazy_unmount(self.path)
+        assert code == 0, f"ossmount exited {code} after unmount; log: {self.log()}"
+
+    def kill(self) -> None:
+        """kill -9: the crash case. The dead mount is detached lazily."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+        _lazy_unmount(self.path)
+
+
+def _lazy_unmount(path: Path) -> None:
+    if os.path.ismount(path):
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], check=False, capture_output=True)
+
+
+def fuse_problem() -> str | None:
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing"
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 is not installed (apt-get install fuse3)"
+    return None

@@ -1,0 +1,196 @@
+"""The read path through a real mount: exact bytes, shared downloads, resume, verification."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ossmount.emulator import Emulator
+from ossmount.emulator.faults import FaultRule
+from tests.mount.conftest import MountFactory
+from tests.mount.harness import BUCKET, SK
+
+MiB = 1024 * 1024
+SMALL_PARTS = ("--part-size-mb", "1")
+
+
+def _gets(emu: Emulator, key: str) -> list[tuple[int, int]]:
+    """(start, end) of every successful GetObject of `key`, in log order."""
+    out = []
+    for record in emu.requests:
+        if record.op == "GetObject" and record.key == key and record.status in (200, 206):
+            assert record.range is not None, "every GET must be ranged"
+            out.append((record.range[0], record.range[1]))
+    return out
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(4 * MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _synthetic_sha(emu: Emulator, key: str, size: int) -> str:
+    h = hashlib.sha256()
+    for offset in range(0, size, 16 * MiB):
+        h.update(emu.synthetic_bytes(BUCKET, key, offset, min(16 * MiB, size - offset)))
+    return h.hexdigest()
+
+
+def _xattr(path: Path, name: str) -> str:
+    return os.getxattr(path, f"user.ossmount.{name}").decode()
+
+
+def test_every_byte_for_edge_sizes_and_a_large_synthetic_object(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    sizes = {
+        "zero": 0,
+        "one": 1,
+        "part-minus-1": MiB - 1,
+        "part": MiB,
+        "part-plus-1": MiB + 1,
+        "odd": 5 * MiB + 12345,
+    }
+    blobs = {name: os.urandom(size) for name, size in sizes.items()}
+    for name, data in blobs.items():
+        emulator.put_object(BUCKET, f"sizes/{name}", data)
+    big = 300 * MiB
+    emulator.put_synthetic(BUCKET, "big.bin", big, seed=7)
+    mount = make_mount(args=SMALL_PARTS).start()
+
+    for name, data in blobs.items():
+        path = mount.path / "sizes" / name
+        assert path.read_bytes() == data, name
+        if data:
+            assert _xattr(path, "state") == "verified", name
+    assert _file_sha(mount.path / "big.bin") == _synthetic_sha(emulator, "big.bin", big)
+    assert _xattr(mount.path / "big.bin", "state") == "verified"
+    gets = _gets(emulator, "sizes/zero")
+    assert gets == [], "a zero-byte object needs no GET"
+    assert SK not in mount.log()
+
+
+def test_concurrent_readers_share_one_download(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    size = 64 * MiB
+    emulator.put_synthetic(BUCKET, "shared.bin", size, seed=3)
+    mount = make_mount().start()
+    expected = _synthetic_sha(emulator, "shared.bin", size)
+    results: list[str] = []
+
+    def reader() -> None:
+        results.append(_file_sha(mount.path / "shared.bin"))
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected] * 4
+    gets = _gets(emulator, "shared.bin")
+    assert len(gets) == len(set(gets)) == size // (8 * MiB), gets  # each part fetched once
+
+
+def test_kill_9_mid_download_then_remount_fetches_only_missing_parts(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    size = 32 * MiB
+    key = "resume.bin"
+    emulator.put_synthetic(BUCKET, key, size, seed=11)
+    args = (*SMALL_PARTS, "--parallel-count", "2", "--max-gets", "2")
+    # The first 8 part GETs go through; every later one stalls after 1000 bytes.
+    emulator.faults.add(
+        FaultRule(
+            action="stall", op="GetObject", key=key, skip=8, times=None, after=1000, seconds=60
+        )
+    )
+    mount = make_mount(args=args).start()
+    reader = subprocess.Popen(
+        ["cat", str(mount.path / key)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_gets(emulator, key)) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done_before = set(_gets(emulator, key))
+        assert len(done_before) == 8
+        time.sleep(1.0)  # the checkpoint flush after the 8th part
+        mount.kill()
+    finally:
+        reader.kill()
+        reader.wait()
+
+    emulator.faults.clear()
+    emulator.requests.clear()
+    mount = make_mount(args=args).start()
+    assert _file_sha(mount.path / key) == _synthetic_sha(emulator, key, size)
+    fetched = set(_gets(emulator, key))
+    all_parts = {(i * MiB, (i + 1) * MiB - 1) for i in range(size // MiB)}
+    assert fetched == all_parts - done_before
+    assert "resum" in mount.log().lower()
+
+
+def test_a_flipped_byte_fails_the_copy_with_eio_then_the_next_read_succeeds(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    key = "flip.bin"
+    data = os.urandom(3 * MiB + 5)
+    emulator.put_object(BUCKET, key, data)
+    emulator.faults.add(FaultRule(action="flip", op="GetObject", key=key, after=100, times=1))
+    mount = make_mount(args=SMALL_PARTS).start()
+
+    result = subprocess.run(
+        ["cp", str(mount.path / key), str(tmp_path / "out")], capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "Input/output error" in result.stderr
+    log = mount.log()
+    assert "CRC-64 mismatch" in log and key in log
+
+    result = subprocess.run(
+        ["cp", str(mount.path / key), str(tmp_path / "out2")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out2").read_bytes() == data
+    assert _xattr(mount.path / key, "state") == "verified"
+
+
+def test_an_object_without_crc_is_readable_and_marked_unverifiable(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    data = os.urandom(2 * MiB)
+    emulator.put_object(BUCKET, "nocrc.bin", data, crc64=False)
+    mount = make_mount(args=SMALL_PARTS).start()
+    assert (mount.path / "nocrc.bin").read_bytes() == data
+    assert _xattr(mount.path / "nocrc.bin", "state") == "unverifiable"
+
+
+def test_an_object_replaced_mid_read_never_yields_mixed_bytes(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    key = "changing.bin"
+    size = 8 * MiB
+    original = os.urandom(size)
+    emulator.put_object(BUCKET, key, original)
+    emulator.faults.add(FaultRule(action="replace", op="GetObject", key=key, skip=3, times=1))
+    mount = make_mount(args=(*SMALL_PARTS, "--parallel-count", "1")).start()
+    with pytest.raises(OSError) as info:
+        (mount.path / key).read_bytes()
+    assert info.value.errno == 116  # ESTALE: reopen to read the new version
+    fresh = (mount.path / key).read_bytes()
+    assert fresh != original and len(fresh) == size
+    assert _sha(fresh) == _sha(emulator.get_object(BUCKET, key))
