@@ -110,7 +110,9 @@ class Mount:
             proc.kill()
             proc.wait()
             _lazy_unmount(self.path)
-            raise AssertionError(f"ossmount did not exit after unmount; log: {self.log()}")
+            raise AssertionError(
+                f"ossmount did not exit after unmount; log: {self.log()}"
+            ) from None
         finally:
             if proc.stdout:
                 proc.stdout.close()

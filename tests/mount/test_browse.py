@@ -102,7 +102,8 @@ def test_cp_r_and_rsync_twice_second_run_fetches_nothing(
     ).stdout
     assert "Number of regular files transferred: 0" in out, out
     ops = _ops(emulator)
-    assert "GetObject" not in ops and "HeadObject" not in ops, ops
+    assert "GetObject" not in ops, ops
+    assert "HeadObject" not in ops, ops
 
 
 def test_writes_are_refused_read_only(emulator: Emulator, make_mount: MountFactory) -> None:

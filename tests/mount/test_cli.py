@@ -123,7 +123,8 @@ def test_startup_failures_are_one_line_with_the_documented_exit_code(
     assert len(lines) == 1, result.stderr
     assert needle in lines[0]
     assert "Traceback" not in result.stderr
-    assert SK not in result.stderr and "not-the-secret" not in result.stderr
+    assert SK not in result.stderr
+    assert "not-the-secret" not in result.stderr
     assert not os.path.ismount(mnt)
 
 
@@ -149,4 +150,5 @@ def test_help_and_python_m_are_the_same_program() -> None:
     )
     assert a.returncode == b.returncode == 0
     assert a.stdout == b.stdout
-    assert "exit codes:" in a.stdout and "use_cache" in a.stdout
+    assert "exit codes:" in a.stdout
+    assert "use_cache" in a.stdout
