@@ -1,0 +1,439 @@
+"""HTTP/1.1 connection loop: h11 parses request heads, responses are written by hand.
+
+Why not an ASGI server: measurements.md §4 — hypercorn costs 0.4-0.56 CPU s/GiB where a plain
+trio server with ``os.sendfile`` costs 0.20, and on a 2-core machine every emulator CPU second
+is taken from the client under test. Response bodies go out as ``os.sendfile`` for files and
+whole memoryview slices (≥ 1 MiB, zero-copy) for memory and synthetic objects.
+
+h11 is used only for parsing: each request gets a fresh ``h11.Connection`` fed with the bytes
+left over from the previous one (``trailing_data``), so pipelined requests work and h11 never
+has to know about the bytes we send ourselves.
+
+Per-connection invariants: one request at a time (HTTP/1.1 without pipelined *responses*); a
+request body not fully read by the handler closes the connection after the response, so stray
+body bytes are never parsed as a request head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import errno
+import http
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+import h11
+import trio
+
+from .shaping import Shaping, TokenBucket
+from .store import Body, FileBody, Segment
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Request", "Response", "SendPlan", "http_date", "serve_connection"]
+
+MAX_HEAD = 64 * 1024  # larger request heads get 431/400, as real servers refuse them
+_RECV = 256 * 1024
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date(t: float | None = None) -> str:
+    """RFC 1123 GMT. The current second's value is cached: it is on every response."""
+    global _date_cache
+    if t is not None:
+        return email.utils.formatdate(t, usegmt=True)
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+class ConnectionDone(Exception):
+    """Raised to end a connection on purpose (fault resets/truncations)."""
+
+
+@dataclass
+class Request:
+    method: str
+    target: str  # raw, still percent-encoded
+    path: str  # raw path part of the target
+    query_string: str
+    query: list[tuple[str, str]]  # decoded pairs in order
+    headers: dict[str, str]  # lower-case names, repeated headers joined with ","
+    peer: str
+    _conn: h11.Connection
+    _stream: trio.SocketStream
+    _expect_continue: bool = False
+    body_done: bool = False
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name, default)
+
+    def qget(self, name: str) -> str | None:
+        for k, v in self.query:
+            if k == name:
+                return v
+        return None
+
+    def has_q(self, name: str) -> bool:
+        return any(k == name for k, _ in self.query)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """Yield the request body; sends ``100 Continue`` first when the client waits for it."""
+        if self.body_done:
+            return
+        if self._expect_continue:
+            self._expect_continue = False
+            await self._stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while True:
+            ev = await _next_event(self._conn, self._stream)
+            if isinstance(ev, h11.Data):
+                yield bytes(ev.data)
+            elif isinstance(ev, h11.EndOfMessage):
+                self.body_done = True
+                return
+            else:
+                raise h11.RemoteProtocolError("unexpected event in body", 400)
+
+    async def read_all(self, limit: int = 1 << 20) -> bytes:
+        out = bytearray()
+        async for chunk in self.body():
+            out += chunk
+            if len(out) > limit:
+                raise ValueError("request body too large")
+        return bytes(out)
+
+
+@dataclass
+class SendPlan:
+    """Body-level faults: cut after N bytes (reset/truncate), stall, flip a byte."""
+
+    cut_at: int | None = None
+    cut_kind: str = "reset"  # reset | truncate
+    stall_at: int | None = None
+    stall_s: float = 0.0
+    flip_at: int | None = None
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    stream: Body | None = None  # object body; sent after the head
+    offset: int = 0
+    length: int = 0
+    head_only: bool = False  # HEAD: Content-Length describes a body we do not send
+    close: bool = False
+    plan: SendPlan = field(default_factory=SendPlan)
+    latency_s: float = 0.0
+    gzip_body: bytes | None = None  # chunked gzip answer (fault mode §8.8)
+    on_sent: Callable[[int, bool], None] | None = None  # (bytes_sent, completed)
+    error_code: str | None = None  # the OSS Code of an error response, for the log
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+ErrorResponder = Callable[[int, str, str], Response]
+
+
+async def _next_event(conn: h11.Connection, stream: trio.SocketStream) -> object:
+    while True:
+        ev = conn.next_event()
+        if ev is h11.NEED_DATA:
+            data = await stream.receive_some(_RECV)
+            conn.receive_data(bytes(data))
+            continue
+        return ev
+
+
+def _decode(v: bytes) -> str:
+    try:
+        return v.decode("utf-8")
+    except UnicodeDecodeError:
+        return v.decode("latin-1")
+
+
+async def serve_connection(
+    stream: trio.SocketStream,
+    handler: Handler,
+    bad_request: ErrorResponder,
+    shaping: Shaping,
+) -> None:
+    """Serve requests on one connection until close; never raises for client misbehaviour."""
+    leftover = b""
+    conn_bucket: TokenBucket | None = None
+    try:
+        peer = str(stream.socket.getpeername()[0])
+    except OSError:
+        peer = "?"
+    try:
+        while True:
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+            if leftover:
+                conn.receive_data(leftover)
+            try:
+                ev = await _next_event(conn, stream)
+                if isinstance(ev, h11.ConnectionClosed):
+                    return
+                assert isinstance(ev, h11.Request)
+                req = _make_request(ev, conn, stream, peer)
+                if _has_no_body(req):
+                    end = conn.next_event()  # framing says no body: EndOfMessage is ready
+                    req.body_done = isinstance(end, h11.EndOfMessage)
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                code = "RequestHeaderTooLarge" if status == 431 else "InvalidRequest"
+                resp = bad_request(400, code, str(exc) or "Bad request")
+                resp.close = True
+                await _write(stream, resp, shaping, None)
+                return
+            try:
+                resp = await handler(req)
+            except h11.RemoteProtocolError:
+                return  # body framing broken mid-upload: nothing sensible to answer
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionDone):
+                raise
+            except Exception:
+                # A bug must cost one request, not the server: answer 500 and log it.
+                log.exception("emulator: unhandled error in %s %s", req.method, req.target)
+                resp = bad_request(500, "InternalError", "internal error (see emulator log)")
+                resp.close = True
+            if not req.body_done and not resp.close:
+                await _drain(req, resp)
+            if req.headers.get("connection", "").lower() == "close" or ev.http_version == b"1.0":
+                resp.close = True
+            if shaping.conn_bps > 0 and (
+                conn_bucket is None or conn_bucket.rate != shaping.conn_bps
+            ):
+                conn_bucket = TokenBucket(shaping.conn_bps)
+            elif shaping.conn_bps <= 0:
+                conn_bucket = None
+            await _write(stream, resp, shaping, conn_bucket)
+            if resp.close:
+                return
+            leftover = conn.trailing_data[0]
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionDone):
+        return
+    except OSError as exc:
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.EBADF):
+            return
+        raise
+    finally:
+        await _close(stream)
+
+
+def _has_no_body(req: Request) -> bool:
+    return "transfer-encoding" not in req.headers and req.headers.get("content-length", "0") in (
+        "0",
+        "",
+    )
+
+
+async def _drain(req: Request, resp: Response) -> None:
+    """Read an unread request body (up to 1 MiB) so the connection can be reused; else close.
+
+    Unread body bytes must never be parsed as the next request head.
+    """
+    if req._expect_continue:
+        resp.close = True  # the client has not sent the body and will not unless told
+        return
+    total = 0
+    async for chunk in req.body():
+        total += len(chunk)
+        if total > 1 << 20:
+            resp.close = True
+            return
+
+
+async def _close(stream: trio.SocketStream) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await stream.aclose()
+
+
+def _make_request(
+    ev: h11.Request, conn: h11.Connection, stream: trio.SocketStream, peer: str
+) -> Request:
+    headers: dict[str, str] = {}
+    for name, value in ev.headers:
+        n = name.decode("latin-1")
+        v = _decode(value)
+        headers[n] = headers[n] + "," + v if n in headers else v
+    target = ev.target.decode("latin-1")
+    path, _, qs = target.partition("?")
+    query = parse_qsl(qs, keep_blank_values=True, encoding="utf-8", errors="surrogateescape")
+    return Request(
+        method=ev.method.decode("latin-1").upper(),
+        target=target,
+        path=path,
+        query_string=qs,
+        query=query,
+        headers=headers,
+        peer=peer,
+        _conn=conn,
+        _stream=stream,
+        _expect_continue=headers.get("expect", "").lower() == "100-continue",
+    )
+
+
+def _head_bytes(resp: Response, content_length: int | None) -> bytes:
+    try:
+        reason = http.HTTPStatus(resp.status).phrase
+    except ValueError:
+        reason = "Unknown"
+    lines = [f"HTTP/1.1 {resp.status} {reason}"]
+    lines += [f"{k}: {v}" for k, v in resp.headers]
+    if content_length is not None:
+        lines.append(f"Content-Length: {content_length}")
+    else:
+        lines.append("Transfer-Encoding: chunked")
+    if resp.close:
+        lines.append("Connection: close")
+    else:
+        lines.append("Connection: keep-alive")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+
+
+async def _write(
+    stream: trio.SocketStream, resp: Response, shaping: Shaping, conn_bucket: TokenBucket | None
+) -> None:
+    latency = resp.latency_s + shaping.latency_s
+    if latency > 0:
+        await trio.sleep(latency)
+    if resp.gzip_body is not None:
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(resp.gzip_body), resp.gzip_body)
+        await stream.send_all(_head_bytes(resp, None) + (b"" if resp.head_only else chunked))
+        if resp.on_sent:
+            resp.on_sent(0 if resp.head_only else len(resp.gzip_body), True)
+        return
+    if resp.stream is None:
+        await stream.send_all(_head_bytes(resp, len(resp.body)) + resp.body)
+        if resp.on_sent:
+            resp.on_sent(len(resp.body), True)
+        return
+    head = _head_bytes(resp, resp.length)
+    if resp.head_only:
+        await stream.send_all(head)
+        if resp.on_sent:
+            resp.on_sent(0, True)
+        return
+    body = resp.stream
+    fd: int | None = None
+    if isinstance(body, FileBody):
+        try:
+            body = body.opened()  # this response owns the fd; the version may be replaced
+        except FileNotFoundError:
+            resp.close = True
+            raise ConnectionDone("object file vanished") from None
+        fd = body.fd
+    sent = [0]
+    try:
+        await stream.send_all(head)
+        await _send_body(stream, body, resp, shaping, conn_bucket, sent)
+    except BaseException:
+        if resp.on_sent:
+            resp.on_sent(sent[0], False)
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if resp.on_sent:
+        resp.on_sent(sent[0], True)
+
+
+async def _send_body(
+    stream: trio.SocketStream,
+    body: Body,
+    resp: Response,
+    shaping: Shaping,
+    conn_bucket: TokenBucket | None,
+    sent: list[int],
+) -> None:
+    plan = resp.plan
+    stall_at = plan.stall_at
+    flip_at = plan.flip_at
+    total_bucket = shaping.total_bucket()
+    chunk_cap = 1 << 62
+    for b in (conn_bucket, total_bucket):
+        if b is not None:
+            chunk_cap = min(chunk_cap, b.chunk())
+    pos = 0
+    for seg in body.segments(resp.offset, resp.length):
+        seg_len = len(seg) if isinstance(seg, memoryview) else seg[2]
+        done = 0
+        while done < seg_len:
+            if stall_at is not None and stall_at == pos:
+                stall_at = None
+                await trio.sleep(plan.stall_s)
+            if plan.cut_at is not None and plan.cut_at == pos:
+                await _cut(stream, plan.cut_kind)
+            n = min(seg_len - done, chunk_cap)
+            for p in (stall_at, plan.cut_at, flip_at):
+                if p is not None and p > pos:
+                    n = min(n, p - pos)
+            if flip_at is not None and flip_at == pos:
+                flip_at = None
+                byte = _slice_bytes(seg, done, 1)
+                piece: Segment = memoryview(bytes([byte[0] ^ 0xFF]))
+                n = 1
+            else:
+                piece = _slice(seg, done, n)
+            for b in (conn_bucket, total_bucket):
+                if b is not None:
+                    await b.take(n)
+            if isinstance(piece, memoryview):
+                await stream.send_all(piece)
+            else:
+                await _sendfile(stream, piece[0], piece[1], piece[2])
+            done += n
+            pos += n
+            sent[0] = pos
+    if plan.cut_at is not None and plan.cut_at >= pos:
+        await _cut(stream, plan.cut_kind)
+
+
+def _slice(seg: Segment, start: int, n: int) -> Segment:
+    if isinstance(seg, memoryview):
+        return seg[start : start + n]
+    return (seg[0], seg[1] + start, n)
+
+
+def _slice_bytes(seg: Segment, start: int, n: int) -> bytes:
+    if isinstance(seg, memoryview):
+        return bytes(seg[start : start + n])
+    return os.pread(seg[0], n, seg[1] + start)
+
+
+async def _cut(stream: trio.SocketStream, kind: str) -> None:
+    """End the connection mid-body: RST (reset) or FIN (truncate)."""
+    sock = stream.socket
+    if kind == "reset":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    else:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+    raise ConnectionDone(kind)
+
+
+async def _sendfile(stream: trio.SocketStream, fd: int, offset: int, count: int) -> None:
+    """``os.sendfile`` on the non-blocking socket, waiting for writability on EAGAIN."""
+    sock = stream.socket
+    out = sock.fileno()
+    await trio.lowlevel.checkpoint()
+    while count > 0:
+        try:
+            n = os.sendfile(out, fd, offset, count)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            continue
+        if n == 0:
+            raise trio.BrokenResourceError("sendfile sent nothing (file shrank?)")
+        offset += n
+        count -= n
