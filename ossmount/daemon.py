@@ -55,7 +55,7 @@ def daemonize(child: Callable[[Readiness], int]) -> int:
         os.close(read_fd)
         os.setsid()
         readiness = Readiness(write_fd)
-        code = ExitCode.INTERNAL
+        code: int = ExitCode.INTERNAL
         try:
             code = child(readiness)
         finally:

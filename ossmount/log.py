@@ -38,8 +38,8 @@ def setup_logging(level: str, *, foreground: bool, log_file: Path | None = None)
     from ossmount.oss.redact import RedactingFilter
 
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler: logging.Handler
     if log_file is not None:
         handler = logging.FileHandler(log_file)

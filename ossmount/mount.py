@@ -33,11 +33,11 @@ from ossmount.errors import ExitCode, StartupError
 from ossmount.fs.ops import Operations, Presentation
 from ossmount.oss import (
     AccessDenied,
-    ClientConfig,
     CredentialsError,
     InvalidAccessKeyId,
     NoSuchBucket,
     OssClient,
+    OssConfig,
     OssError,
     OssTransportError,
     SignatureDoesNotMatch,
@@ -97,17 +97,18 @@ def _startup_error(exc: Exception, config: MountConfig) -> StartupError:
     return StartupError(f"{where}: {exc}", ExitCode.INTERNAL)
 
 
-def _client_config(config: MountConfig) -> ClientConfig:
-    return ClientConfig(
+def _client_config(config: MountConfig) -> OssConfig:
+    signature = "anonymous" if config.anonymous else config.signature_version
+    return OssConfig(
         endpoint=config.endpoint,
         bucket=config.bucket,
         region=config.region,
-        addressing=config.addressing,
-        signature_version="anonymous" if config.anonymous else config.signature_version,
+        addressing=config.addressing or "auto",  # type: ignore[arg-type]
+        signature_version=signature,  # type: ignore[arg-type]
         connect_timeout_s=config.connect_timeout,
         stall_timeout_s=config.stall_timeout,
         max_attempts=config.max_attempts,
-        max_connections=config.max_gets + 4,
+        pool_size=config.max_gets + 4,  # GETs plus listings and HEADs alongside
     )
 
 
@@ -130,7 +131,7 @@ async def run_mount(config: MountConfig, readiness: Readiness) -> None:
     check_mountpoint(config.mountpoint)
     try:
         credentials = resolve_credentials(
-            bucket=config.bucket, passwd_file=config.passwd_file, anonymous=config.anonymous
+            config.bucket, passwd_file=config.passwd_file, anonymous=config.anonymous
         )
     except CredentialsError as exc:
         raise _startup_error(exc, config) from exc

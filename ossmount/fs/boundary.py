@@ -26,8 +26,8 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
@@ -78,8 +78,8 @@ def errno_for(exc: BaseException) -> tuple[int, int]:
 
 
 def fuse_boundary(
-    handler: Callable[P, Awaitable[T]],
-) -> Callable[P, Awaitable[T]]:
+    handler: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
     """Wrap a pyfuse3 handler so only FUSEError leaves it."""
 
     @functools.wraps(handler)
