@@ -41,6 +41,7 @@ class Fault:
     stall_s: float = 0.0
     ignore_range: bool = False
     retry_after: str | None = None
+    replace_with: bytes | None = None  # after firing, the object gets these bytes (new ETag)
 
 
 @dataclass
@@ -254,6 +255,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
             self.close_connection = True
             self.connection.close()
+            if fault.replace_with is not None:
+                self.server.owner.put_object(key, fault.replace_with)
             return
         self._send(status, meta, b"", length=len(body))
         view = memoryview(body)
@@ -321,6 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     state: State
+    owner: MiniServer
 
 
 class MiniServer:
@@ -330,6 +334,7 @@ class MiniServer:
         self.state = State(bucket, ak, sk)
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.state = self.state
+        self._server.owner = self
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
