@@ -293,6 +293,10 @@ class Namespace:
         self._put(node.path, info)
         dir_path, name = split_path(node.path)
         self._store_name(dir_path, name, info, self._clock())
+        listing = self._listings.get(dir_path)
+        if listing is not None and name in listing.entries:
+            # so that a readdir within the TTL does not bring back the older size
+            listing.entries[name] = info
 
     def check_invariants(self) -> None:
         """Raise AssertionError if the table or the cache bookkeeping is inconsistent."""

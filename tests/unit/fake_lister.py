@@ -48,6 +48,7 @@ class FakeLister:
         self._sorted: list[str] = []
         self.calls: list[Call] = []
         self.gate: trio.Event | None = None
+        self.fail: Exception | None = None  # raised by every call while set
         for key in keys:
             self.put(key, (sizes or {}).get(key, len(key)))
 
@@ -78,6 +79,8 @@ class FakeLister:
         if self.gate is not None:
             await self.gate.wait()
         await trio.lowlevel.checkpoint()
+        if self.fail is not None:
+            raise self.fail
         assert 1 <= max_keys <= 1000, max_keys
         return self.list_now(prefix, delimiter, continuation, max_keys, start_after)
 

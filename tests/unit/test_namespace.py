@@ -322,6 +322,10 @@ async def test_refresh_file() -> None:
     assert fake.call_count == 1
     with pytest.raises(NotFound):
         ns.refresh_file(424242, newer)
+    assert (await listing(ns))["a"].size == 99
+    ns.refresh_file(a.inode, fake.put("a", size=100))
+    assert (await listing(ns))["a"].size == 100  # also corrects a cached listing
+    assert fake.call_count == 2
 
 
 async def test_concurrent_lookups_share_one_request() -> None:
@@ -340,6 +344,31 @@ async def test_concurrent_lookups_share_one_request() -> None:
         fake.gate.set()
     assert fake.call_count == 1
     assert len(results) == 4
+    ns.check_invariants()
+
+
+async def test_lister_errors_reach_every_waiter_and_are_not_cached() -> None:
+    fake = FakeLister(["a"])
+    ns = Namespace(fake)
+    fake.gate = trio.Event()
+    fake.fail = OSError("connection reset")
+    errors: list[BaseException] = []
+
+    async def one() -> None:
+        try:
+            await ns.lookup(ROOT_INODE, "a")
+        except OSError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        fake.gate.set()
+    assert len(errors) == 3
+    assert fake.call_count == 1
+    fake.fail = None
+    assert (await ns.lookup(ROOT_INODE, "a")).path == "a"
     ns.check_invariants()
 
 
