@@ -7,9 +7,14 @@ Life cycle (`state`):
                                            └──> CORRUPT        (mismatch: caller discards)
 
 `complete` (every part recorded) is separate from `state`: a complete entry stays PARTIAL until
-someone calls `verify()`. VERIFIED and UNVERIFIABLE are persisted so a later open serves the
-file without re-hashing it; CORRUPT is never persisted (a crash before `discard()` leaves a
-complete PARTIAL checkpoint, which fails `verify()` again).
+someone calls `verify()`. `verify()` does no I/O (it combines the per-part CRCs, a few ms even
+for thousands of parts) so it can run on the trio thread; VERIFIED and UNVERIFIABLE are
+persisted by the next `flush()`, so a later open serves the file without re-hashing it. CORRUPT
+is never persisted (a crash before `discard()` leaves a complete PARTIAL checkpoint, which
+fails `verify()` again).
+
+The server CRC-64 may be learnt after open (listings carry none; the first part GET's headers
+do): `set_server_crc64` fills it in and the next flush persists it.
 
 Three sets of parts, each a subset of the one before:
 
@@ -34,6 +39,11 @@ its snapshot and wait for the next flush.
 A *detached* entry has been superseded by a newer version of the same key (the store did this
 because its files were about to be replaced): readers holding it can still read its unlinked
 file through `fd`, but it never writes a checkpoint or removes a file again.
+
+A *discarded* entry has had its files unlinked (CORRUPT, or the object changed). Its `fd` stays
+open until `close()` (the store's last `release`), so a part download still unwinding writes
+into the unlinked inode and never into whatever file reuses the descriptor number; every other
+method refuses with EntryStateError.
 """
 
 from __future__ import annotations
@@ -88,9 +98,9 @@ def same_version(cp: Checkpoint, *, bucket: str, meta: ObjectMeta, part_size: in
 class CacheEntry:
     """Data file + checkpoint of one object version. Built by `CacheEntry.open` (the store).
 
-    Constant after open: `bucket`, `meta` (with the server CRC-64 filled in from the
-    checkpoint when the caller's meta lacked it), `layout`, `path` (data file),
-    `checkpoint_path`. Mutable: the part maps, `state`, and `fd` (-1 once closed).
+    Constant after open: `bucket`, `layout`, `path` (data file), `checkpoint_path`, and `meta`
+    except its `crc64`, which the checkpoint or `set_server_crc64` may fill in when the
+    caller's meta lacked it. Mutable: the part maps, `state`, and `fd` (-1 once closed).
     """
 
     def __init__(
@@ -115,6 +125,7 @@ class CacheEntry:
         self._done = dict(durable)
         self._durable = dict(durable)
         self._persisted_state = state
+        self._persisted_crc = meta.crc64
         self._closed = False
         self._discarded = False
         self._detached = False
@@ -258,7 +269,7 @@ class CacheEntry:
     @property
     def usable(self) -> bool:
         """False once closed, discarded or detached: the store must not hand it out again."""
-        return not (self._closed or self._detached)
+        return not (self._closed or self._detached or self._discarded)
 
     @property
     def discarded(self) -> bool:
@@ -313,11 +324,33 @@ class CacheEntry:
     # ----------------------------------------------------------------- writing
 
     def _check_open(self, action: str) -> None:
-        if self._closed:
+        if self._closed or self._discarded:
+            what = "closed" if self._closed else "discarded"
             raise EntryStateError(
-                f"{action} on closed cache entry oss://{self.bucket}/{self.meta.key!r} "
+                f"{action} on {what} cache entry oss://{self.bucket}/{self.meta.key!r} "
                 f"({self.path})"
             )
+
+    def set_server_crc64(self, crc: int) -> None:
+        """Record the server's whole-object CRC-64 when the opening meta had none.
+
+        A different CRC than one already known means another object version: ValueError
+        (the caller's version fence should have caught it first).
+        """
+        if not 0 <= crc < _U64:
+            raise ValueError(f"CRC-64 out of range: {crc}")
+        with self._lock:
+            known = self.meta.crc64
+            if known == crc:
+                return
+            if known is not None:
+                raise ValueError(
+                    f"server CRC-64 of oss://{self.bucket}/{self.meta.key!r} changed from "
+                    f"{known} to {crc}: another object version"
+                )
+            self.meta = replace(self.meta, crc64=crc)
+            if self._state is EntryState.UNVERIFIABLE:
+                self._state = EntryState.PARTIAL
 
     def record_part(self, index: int, crc: int) -> None:
         """Mark part `index` done with CRC-64 `crc`; its bytes must already be pwritten to `fd`.
@@ -378,15 +411,21 @@ class CacheEntry:
         flush retries.
         """
         with self._flush_lock:
-            if self._closed or self._detached:
+            if self._closed or self._detached or self._discarded:
                 return
             with self._lock:
                 state = self._state
+                crc = self.meta.crc64
                 if state is EntryState.CORRUPT:
                     return
-                if self._done == self._durable and state is self._persisted_state:
+                if (
+                    self._done == self._durable
+                    and state is self._persisted_state
+                    and crc == self._persisted_crc
+                ):
                     return
                 snapshot = dict(self._done)
+                cp = self._snapshot(snapshot, state)
             try:
                 os.fdatasync(self.fd)
             except OSError as exc:
@@ -405,10 +444,11 @@ class CacheEntry:
                 raise io_error(
                     "fdatasync", bucket=self.bucket, key=self.meta.key, path=self.path, cause=exc
                 ) from exc
-            save_atomic(self.checkpoint_path, self._snapshot(snapshot, state))
+            save_atomic(self.checkpoint_path, cp)
             with self._lock:
                 self._durable = snapshot
                 self._persisted_state = state
+                self._persisted_crc = crc
 
     # ----------------------------------------------------------------- reading
 
@@ -459,21 +499,35 @@ class CacheEntry:
                     f"({len(self._done)}/{self.layout.count} parts)"
                 )
             parts = dict(self._done)
+        count = self.layout.count
+        if count == 0:
+            return 0
+        # Every part but the last has the same length, so the "advance over part_size zero
+        # bytes" operator is built once (64 combines) and applied as a bit-matrix per part.
+        shift = [combine(1 << bit, 0, self.layout.part_size) for bit in range(64)]
         crc = 0
-        for index in range(self.layout.count):
-            crc = combine(crc, parts[index], self.layout.span(index)[1])
-        return crc
+        for index in range(count - 1):
+            advanced = 0
+            bit = 0
+            while crc:
+                if crc & 1:
+                    advanced ^= shift[bit]
+                crc >>= 1
+                bit += 1
+            crc = advanced ^ parts[index]
+        return combine(crc, parts[count - 1], self.layout.span(count - 1)[1])
 
     def verify(self) -> VerifyResult:
-        """Compare the combined part CRCs with the server's CRC-64, and persist the verdict.
+        """Compare the combined part CRCs with the server's CRC-64; no I/O, no second pass.
 
-        VERIFIED / UNVERIFIABLE are flushed into the checkpoint (so this may raise
-        CacheFull/CacheIOError, with the verdict already set in memory). CORRUPT is logged at
-        ERROR with bucket, key, both CRCs and the path; the caller should `discard()`.
+        VERIFIED / UNVERIFIABLE reach the checkpoint at the next `flush()` (call it right after,
+        from a worker thread). CORRUPT is logged at ERROR with bucket, key, both CRCs and the
+        path, and never persisted; the caller should `discard()`.
         """
         self._check_open("verify")
         actual = self.combined_crc()
-        expected = self.meta.crc64
+        with self._lock:
+            expected = self.meta.crc64
         if expected is None:
             state = EntryState.UNVERIFIABLE
         elif expected == actual:
@@ -491,7 +545,6 @@ class CacheEntry:
             )
         with self._lock:
             self._state = state
-        self.flush()
         return VerifyResult(state=state, expected=expected, actual=actual)
 
     # ----------------------------------------------------------------- teardown
@@ -509,14 +562,18 @@ class CacheEntry:
         finally:
             with self._flush_lock:
                 self._close_fd()
-                if not self._detached and not self.checkpoint_path.exists():
+                if not self._detached and not self._discarded and not self.checkpoint_path.exists():
                     with contextlib.suppress(FileNotFoundError):
                         self.path.unlink()
 
     def discard(self) -> None:
-        """Close and delete data and checkpoint (checkpoint first); the entry is dead after."""
+        """Delete checkpoint then data file; the entry is dead after, `fd` open until close().
+
+        Idempotent. The store still expects its `release`, which closes the descriptor.
+        """
         with self._flush_lock:
-            self._close_fd()
+            if self._discarded:
+                return
             self._discarded = True
             if self._detached:
                 return

@@ -1,7 +1,8 @@
 """Exceptions of the cache package; every one names what it concerns so a log line alone helps.
 
     CacheError
-    ├── CacheIOError        an OSError on the cache disk (bucket, key, path, cause, errno)
+    ├── CacheIOError        an OSError on the cache disk (bucket, key, path, cause, errno);
+    │                       itself an OSError subclass
     │   └── CacheFull       ENOSPC / EDQUOT: the prefetcher may fall back to serving from memory
     ├── CacheLocked         another process holds the cache directory (root, holder pid)
     ├── CacheLayoutError    the cache directory has a layout VERSION this code does not know
@@ -36,8 +37,12 @@ class CacheError(Exception):
     """Base of everything the cache raises on purpose."""
 
 
-class CacheIOError(CacheError):
-    """The cache disk failed an operation on one object's files."""
+class CacheIOError(CacheError, OSError):
+    """The cache disk failed an operation on one object's files.
+
+    Also an OSError (with the cause's `errno`), so code that already handles disk errors
+    generically keeps working; `cause` is the original exception.
+    """
 
     def __init__(
         self, action: str, *, bucket: str, key: str, path: Path | str, cause: OSError
@@ -47,11 +52,16 @@ class CacheIOError(CacheError):
         self.key = key
         self.path = Path(path)
         self.cause = cause
-        self.errno: int | None = cause.errno
-        super().__init__(
+        self.message = (
             f"cache {action} failed for oss://{bucket}/{key!r} at {self.path}: "
             f"{cause.strerror or cause} (errno {cause.errno})"
         )
+        super().__init__(self.message)
+        self.errno = cause.errno
+        self.strerror = cause.strerror
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class CacheFull(CacheIOError):

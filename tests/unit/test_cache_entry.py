@@ -13,6 +13,8 @@ from pathlib import Path
 
 import crcmod
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ossmount.cache.checkpoint import EntryState, load
 from ossmount.cache.entry import CacheEntry
@@ -183,6 +185,11 @@ def test_verify_matches_crcmod_reference(tmp_path: Path) -> None:
     result = entry.verify()
     assert result.state is EntryState.VERIFIED
     assert result.expected == result.actual == expected
+    assert load(tmp_path / "obj.ckpt") is None  # verify() does no I/O; flush persists
+    entry.flush()
+    cp = load(tmp_path / "obj.ckpt")
+    assert cp is not None
+    assert cp.state is EntryState.VERIFIED
     entry.close()
     # Persisted: a later open knows without any write or hash.
     again = open_entry(tmp_path, meta(crc=None))
@@ -236,9 +243,15 @@ def test_verify_corrupt_logs_and_discard_removes(
     entry.discard()
     assert not (tmp_path / "obj.ckpt").exists()
     assert not (tmp_path / "obj.data").exists()
-    assert entry.fd == -1
-    with pytest.raises(EntryStateError):
+    assert not entry.usable
+    with pytest.raises(EntryStateError, match="discarded"):
         entry.read(0, 1)
+    # A part download still unwinding writes into the unlinked inode, never a reused fd.
+    assert os.pwrite(entry.fd, b"late", 0) == 4
+    entry.flush()  # no-op: nothing may recreate the checkpoint
+    entry.close()
+    assert entry.fd == -1
+    assert not (tmp_path / "obj.ckpt").exists()
 
 
 def test_verify_before_complete_is_refused(tmp_path: Path) -> None:
@@ -421,3 +434,62 @@ def test_flush_in_thread_while_recording(tmp_path: Path) -> None:
     cp = load(tmp_path / "obj.ckpt")
     assert cp is not None
     assert cp.state is EntryState.VERIFIED
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=3000), st.integers(1, 700))
+def test_combined_crc_equals_whole_crc(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, part_size: int
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("combine")
+    entry = open_entry(tmp_path, meta(data), part_size=part_size)
+    for i in range(entry.layout.count):
+        start, length = entry.layout.span(i)
+        entry.write_part(i, data[start : start + length])
+    assert entry.combined_crc() == crc64(data)
+    assert entry.verify().state is EntryState.VERIFIED
+    entry.close()
+
+
+def test_server_crc_learnt_after_open_is_persisted(tmp_path: Path) -> None:
+    entry = open_entry(tmp_path, meta(crc=None))
+    entry.write_part(0, part(0))
+    entry.flush()
+    entry.set_server_crc64(crc64(DATA))
+    entry.set_server_crc64(crc64(DATA))  # same value again: fine
+    with pytest.raises(ValueError, match="another object version"):
+        entry.set_server_crc64(crc64(DATA) ^ 1)
+    assert entry.pending_parts == 0
+    entry.flush()  # no new part, but the CRC is new: written
+    cp = load(tmp_path / "obj.ckpt")
+    assert cp is not None
+    assert cp.server_crc64 == crc64(DATA)
+    write_all(entry)
+    assert entry.verify().state is EntryState.VERIFIED
+    entry.close()
+
+
+def test_unverifiable_becomes_verifiable_when_crc_learnt(tmp_path: Path) -> None:
+    entry = open_entry(tmp_path, meta(crc=None))
+    write_all(entry)
+    assert entry.verify().state is EntryState.UNVERIFIABLE
+    entry.set_server_crc64(crc64(DATA))
+    assert entry.state is EntryState.PARTIAL
+    assert entry.verify().state is EntryState.VERIFIED
+    entry.close()
+
+
+def test_cache_io_error_is_an_oserror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = open_entry(tmp_path)
+
+    def full(fd: int, data: bytes | memoryview, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(OSError, match="No space") as info:
+        entry.write_part(0, part(0))
+    monkeypatch.undo()
+    assert isinstance(info.value, CacheFull)
+    assert info.value.errno == errno.ENOSPC
+    assert str(tmp_path / "obj.data") in str(info.value)
+    entry.close()

@@ -357,3 +357,17 @@ def test_close_flushes_open_entries_and_unlocks(tmp_path: Path) -> None:
     assert e2.missing_parts(range(4)) == [1, 2, 3]
     again.release(e2)
     again.close()
+
+
+def test_discarded_but_unreleased_entry_is_closed_by_store_close(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path, bucket=BUCKET)
+    store.lock()
+    data = os.urandom(32)
+    e1 = store.open_entry(obj("k", data), PART)
+    e1.discard()
+    e2 = store.open_entry(obj("k", data), PART)
+    assert e2 is not e1
+    assert e1.fd >= 0  # stays open for stragglers until released or the store closes
+    store.release(e2)
+    store.close()
+    assert e1.fd == -1
