@@ -371,3 +371,11 @@ def test_discarded_but_unreleased_entry_is_closed_by_store_close(tmp_path: Path)
     store.release(e2)
     store.close()
     assert e1.fd == -1
+
+
+def test_package_exports() -> None:
+    import ossmount.cache as pkg
+
+    assert sorted(pkg.__all__) == pkg.__all__
+    for name in pkg.__all__:
+        assert getattr(pkg, name).__module__.startswith("ossmount.cache.")
