@@ -184,6 +184,10 @@ async def serve_connection(
                 if isinstance(ev, h11.ConnectionClosed):
                     return
                 assert isinstance(ev, h11.Request)
+                head_size = len(ev.target) + sum(len(n) + len(v) + 4 for n, v in ev.headers)
+                if head_size > MAX_HEAD:
+                    # h11 only limits heads that arrive in pieces; enforce it for whole ones too
+                    raise h11.RemoteProtocolError("request header too large", 431)
                 req = _make_request(ev, conn, stream, peer)
                 if _has_no_body(req):
                     end = conn.next_event()  # framing says no body: EndOfMessage is ready
