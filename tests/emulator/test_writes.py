@@ -1,0 +1,199 @@
+"""Write operations: Put, Copy, Append, multipart, DeleteObjects, persistence, atomicity."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from defusedxml import ElementTree
+
+from ossmount.crc64 import combine, crc64
+from ossmount.emulator import Emulator
+
+
+def _code(r: httpx.Response) -> str | None:
+    return ElementTree.fromstring(r.content).findtext("Code")
+
+
+def test_put_object_etag_crc_md5(open_emu: Emulator, http: httpx.Client) -> None:
+    r = http.put("/demo/hello", content=b"hello world")
+    assert r.status_code == 200
+    assert r.headers["etag"] == '"5EB63BBBE01EEED093CB22BB8F5ACDC3"'  # OSS2 fixture
+    assert r.headers["x-oss-hash-crc64ecma"] == str(crc64(b"hello world"))
+    md5 = base64.b64encode(hashlib.md5(b"hello world").digest()).decode()
+    assert r.headers["content-md5"] == md5
+    bad = http.put("/demo/hello2", content=b"x", headers={"Content-MD5": md5})
+    assert bad.status_code == 400
+    assert _code(bad) == "InvalidDigest"
+    assert open_emu.head("demo", "hello2") is None
+    r = http.put("/demo/hello", content=b"y", headers={"x-oss-forbid-overwrite": "true"})
+    assert r.status_code == 409
+    assert _code(r) == "FileAlreadyExists"
+    r = http.put("/demo/meta.txt", content=b"m", headers={"x-oss-meta-Author": "alice"})
+    assert http.head("/demo/meta.txt").headers["x-oss-meta-author"] == "alice"
+
+
+def test_copy_object_has_no_crc(open_emu: Emulator, http: httpx.Client) -> None:
+    open_emu.put_object("demo", "src dir/a+b", b"copied bytes")
+    r = http.put("/demo/dst", headers={"x-oss-copy-source": "/demo/src%20dir/a%2Bb"})
+    assert r.status_code == 200, r.text
+    root = ElementTree.fromstring(r.content)
+    assert root.tag == "CopyObjectResult"
+    assert root.findtext("ETag", "").startswith('"')
+    assert "x-oss-hash-crc64ecma" not in r.headers
+    g = http.get("/demo/dst")
+    assert g.content == b"copied bytes"
+    assert "x-oss-hash-crc64ecma" not in g.headers
+    r = http.put("/demo/dst2", headers={"x-oss-copy-source": "/demo/missing"})
+    assert r.status_code == 404
+
+
+def test_put_object_without_crc(open_emu: Emulator, http: httpx.Client) -> None:
+    open_emu.put_object("demo", "old", b"legacy", crc64=False)
+    r = http.get("/demo/old")
+    assert r.content == b"legacy"
+    assert "x-oss-hash-crc64ecma" not in r.headers
+
+
+def test_append_object(open_emu: Emulator, http: httpx.Client) -> None:
+    r = http.post("/demo/log?append&position=0", content=b"abc")
+    assert r.status_code == 200
+    assert r.headers["x-oss-next-append-position"] == "3"
+    etag1 = http.head("/demo/log").headers["etag"]
+    r = http.post("/demo/log?append&position=1", content=b"zzz")
+    assert r.status_code == 409
+    assert _code(r) == "PositionNotEqualToLength"
+    assert r.headers["x-oss-next-append-position"] == "3"
+    r = http.post("/demo/log?append&position=3", content=b"def")
+    assert r.headers["x-oss-hash-crc64ecma"] == str(crc64(b"abcdef"))
+    h = http.head("/demo/log")
+    assert h.headers["x-oss-object-type"] == "Appendable"
+    assert h.headers["etag"] != etag1
+    assert http.get("/demo/log").content == b"abcdef"
+    open_emu.put_object("demo", "normal", b"n")
+    r = http.post("/demo/normal?append&position=1", content=b"x")
+    assert r.status_code == 409
+    assert _code(r) == "ObjectNotAppendable"
+
+
+def test_multipart_raw(open_emu: Emulator, http: httpx.Client) -> None:
+    r = http.post("/demo/mp.bin?uploads")
+    uid = ElementTree.fromstring(r.content).findtext("UploadId")
+    parts = [os.urandom(100 * 1024), os.urandom(100 * 1024), b"tail"]
+    etags = []
+    for n, data in enumerate(parts, 1):
+        r = http.put(f"/demo/mp.bin?partNumber={n}&uploadId={uid}", content=data)
+        assert r.headers["x-oss-hash-crc64ecma"] == str(crc64(data))
+        etags.append(r.headers["etag"])
+    assert http.put(f"/demo/mp.bin?partNumber=0&uploadId={uid}", content=b"").status_code == 400
+    body = "<CompleteMultipartUpload>" + "".join(
+        f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>" for n, e in enumerate(etags, 1)
+    )
+    body += "</CompleteMultipartUpload>"
+    r = http.post(f"/demo/mp.bin?uploadId={uid}", content=b"<bad")
+    assert r.status_code == 400
+    assert _code(r) == "MalformedXML"
+    r = http.post(f"/demo/mp.bin?uploadId={uid}", content=body.encode())
+    assert r.status_code == 200, r.text
+    whole = b"".join(parts)
+    crc = 0
+    for p in parts:
+        crc = combine(crc, crc64(p), len(p))
+    assert r.headers["x-oss-hash-crc64ecma"] == str(crc) == str(crc64(whole))
+    assert r.headers["etag"].endswith('-3"')
+    g = http.get("/demo/mp.bin")
+    assert g.content == whole
+    assert g.headers["x-oss-object-type"] == "Multipart"
+    r = http.post(f"/demo/mp.bin?uploadId={uid}", content=body.encode())
+    assert r.status_code == 404
+    assert _code(r) == "NoSuchUpload"
+
+
+def test_multipart_small_part_rejected(open_emu: Emulator, http: httpx.Client) -> None:
+    uid = ElementTree.fromstring(http.post("/demo/s?uploads").content).findtext("UploadId")
+    e1 = http.put(f"/demo/s?partNumber=1&uploadId={uid}", content=b"a").headers["etag"]
+    e2 = http.put(f"/demo/s?partNumber=2&uploadId={uid}", content=b"b").headers["etag"]
+    xml = (
+        f"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{e1}</ETag></Part>"
+        f"<Part><PartNumber>2</PartNumber><ETag>{e2}</ETag></Part></CompleteMultipartUpload>"
+    )
+    r = http.post(f"/demo/s?uploadId={uid}", content=xml.encode())
+    assert r.status_code == 400
+    assert _code(r) == "EntityTooSmall"
+    assert http.delete(f"/demo/s?uploadId={uid}").status_code == 204
+
+
+def test_delete_objects(open_emu: Emulator, http: httpx.Client) -> None:
+    for k in ("a", "b c", "d"):
+        open_emu.put_object("demo", k, b"x")
+    xml = "<Delete><Quiet>false</Quiet><Object><Key>a</Key></Object>"
+    xml += "<Object><Key>b c</Key></Object><Object><Key>nope</Key></Object></Delete>"
+    r = http.post("/demo/?delete", content=xml.encode())
+    assert r.status_code == 200
+    root = ElementTree.fromstring(r.content)
+    assert [d.findtext("Key") for d in root.findall("Deleted")] == ["a", "b c", "nope"]
+    assert open_emu.head("demo", "a") is None
+    assert open_emu.head("demo", "d") is not None
+    r = http.post("/demo/?delete", content=b"<Delete><Object>")
+    assert r.status_code == 400
+    assert _code(r) == "MalformedXML"
+
+
+def test_concurrent_puts_leave_one_complete_version(open_emu: Emulator) -> None:
+    size = 2 << 20
+    bodies = [bytes([i]) * size for i in range(8)]
+
+    def put(i: int) -> None:
+        with httpx.Client(base_url=open_emu.endpoint) as c:
+            assert c.put("/demo/race", content=bodies[i]).status_code == 200
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    data = open_emu.get_bytes("demo", "race")
+    assert data in bodies
+
+
+def test_data_dir_persistence_and_traversal(tmp_path: Path) -> None:
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    data_dir = tmp_path / "data"
+    keys = ["../../etc/passwd", "../etc/x", "a//b", "./.", "dir/", "normal.txt"]
+    with (
+        Emulator(buckets=["demo"], verify_signatures=False, data_dir=str(data_dir)) as emu,
+        httpx.Client(base_url=emu.endpoint) as c,
+    ):
+        for k in keys:
+            path = "/demo/" + k.replace(".", "%2E")
+            assert c.put(path, content=k.encode()).status_code == 200, k
+        assert c.put("/demo/big", content=os.urandom(3 << 20)).status_code == 200
+        big = c.get("/demo/big").content
+    assert list(outside.iterdir()) == []
+    for p in tmp_path.rglob("*"):
+        assert p.is_relative_to(data_dir) or p == outside
+    with (
+        Emulator(buckets=["demo"], verify_signatures=False, data_dir=str(data_dir)) as emu,
+        httpx.Client(base_url=emu.endpoint) as c,
+    ):
+        for k in keys:
+            r = c.get("/demo/" + k.replace(".", "%2E"))
+            assert r.content == k.encode(), k
+        r = c.get("/demo/big")
+        assert r.content == big
+        assert r.headers["x-oss-hash-crc64ecma"] == str(crc64(big))
+        assert c.get("/demo/big", headers={"Range": "bytes=5-9"}).content == big[5:10]
+
+
+@pytest.mark.parametrize("path", ["/demo/%2e%2e/%2e%2e/etc/passwd", "/../etc/passwd"])
+def test_traversal_get_is_oss_error(open_emu: Emulator, path: str) -> None:
+    with httpx.Client(base_url=open_emu.endpoint) as c:
+        r = c.get(path)
+    assert r.status_code in (400, 404)
+    assert ElementTree.fromstring(r.content).tag == "Error"
