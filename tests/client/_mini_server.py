@@ -36,7 +36,8 @@ class Fault:
     status: int = 0
     code: str = ""
     times: int = 1
-    reset_after: int | None = None
+    reset_after: int | None = None  # close after N body bytes: FIN, or RST if `rst`
+    rst: bool = False
     stall_after: int | None = None
     stall_s: float = 0.0
     ignore_range: bool = False
@@ -250,9 +251,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             if fault.stall_after is not None:
                 time.sleep(fault.stall_s)
-            self.connection.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )
+            if fault.rst:  # RST: the kernel may drop bytes the client had not read yet
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+            else:
+                self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             self.connection.close()
             if fault.replace_with is not None:
@@ -325,6 +329,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     state: State
     owner: MiniServer
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # clients that hang up mid-reply are what the fault tests are about
 
 
 class MiniServer:

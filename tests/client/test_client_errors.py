@@ -157,6 +157,19 @@ async def test_mid_body_reset_resumes_from_byte_reached(
     assert second.headers["If-Match"] == obj.etag  # pinned to the first reply's version
 
 
+async def test_connection_reset_resumes(server: MiniServer, client: OssClient) -> None:
+    server.put_object("k", DATA)
+    server.faults.append(Fault(op="GET", key="k", reset_after=1_000_000, rst=True))
+    buf = bytearray(3_000_000)
+    res = await client.get_into("k", 500, buf)
+    assert bytes(buf) == DATA[500:3_000_500]
+    assert res.crc64 == crc64(DATA[500:3_000_500])
+    # An RST may discard bytes still in our socket buffer: resume is from what we really got.
+    assert len(server.requests) == 2
+    resumed_at = int(server.requests[1].headers["Range"].removeprefix("bytes=").split("-")[0])
+    assert 500 <= resumed_at <= 1_000_500
+
+
 async def test_mid_body_reset_to_file(server: MiniServer, client: OssClient, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import os
 
