@@ -111,7 +111,7 @@ def _mount_main(argv: list[str]) -> int:
     except StartupError as exc:
         parser.exit(exc.code, f"ossmount: {exc}\n")
     from ossmount.daemon import Readiness, daemonize
-    from ossmount.log import setup_logging
+    from ossmount.log import has_syslog, setup_logging
     from ossmount.mount import run_mount
 
     def child(readiness: Readiness) -> int:
@@ -119,7 +119,12 @@ def _mount_main(argv: list[str]) -> int:
         try:
             trio.run(run_mount, config, readiness)
         except StartupError as exc:
-            log.error("%s", exc)
+            # One line for the operator: printed by the parent (daemon) or here (foreground);
+            # also in the log only where the log is not that same terminal.
+            if config.log_file is not None or (not config.foreground and has_syslog()):
+                log.error("%s", exc)
+            if config.foreground:
+                print(f"ossmount: {exc}", file=sys.stderr)
             readiness.failed(exc.code, exc.message)
             return exc.code
         except KeyboardInterrupt:

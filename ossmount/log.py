@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["setup_logging"]
+__all__ = ["has_syslog", "setup_logging"]
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -34,6 +34,10 @@ class _JournalFormatter(logging.Formatter):
         return prefix + super().format(record).replace("\n", "\n" + prefix)
 
 
+def has_syslog() -> bool:
+    return os.path.exists("/dev/log")
+
+
 def setup_logging(level: str, *, foreground: bool, log_file: Path | None = None) -> None:
     from ossmount.oss.redact import RedactingFilter
 
@@ -46,8 +50,12 @@ def setup_logging(level: str, *, foreground: bool, log_file: Path | None = None)
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
         )
-    elif foreground or not os.path.exists("/dev/log"):
+    elif foreground or not has_syslog():
         handler = logging.StreamHandler(sys.stderr)
+        if not foreground:
+            # A daemon with nowhere else to log: until it detaches, only trouble reaches the
+            # terminal of whoever ran `mount`; the outcome itself is the parent's one line.
+            handler.setLevel(logging.WARNING)
         if os.environ.get("JOURNAL_STREAM"):
             handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
         else:

@@ -19,15 +19,14 @@ import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import pyfuse3
 import trio
 
 from ossmount.crc64 import format_crc
 from ossmount.fs.boundary import fuse_boundary
-from ossmount.prefetch.scheduler import ObjectCorrupt, ObjectReader, Prefetcher
-from ossmount.tree.node import Node
+from ossmount.prefetch.scheduler import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher
+from ossmount.tree.namespace import DirSnapshot, Namespace, Node
 
 __all__ = ["Operations", "Presentation"]
 
@@ -55,17 +54,15 @@ class Operations(pyfuse3.Operations):
     """Read-only filesystem over a `Namespace` (names) and a `Prefetcher` (bytes)."""
 
     def __init__(
-        self, namespace: object, prefetcher: Prefetcher, look: Presentation, *, bucket: str
+        self, namespace: Namespace, prefetcher: Prefetcher, look: Presentation, *, bucket: str
     ) -> None:
         super().__init__()
-        from ossmount.tree.namespace import Namespace
-
-        self._ns = cast(Namespace, namespace)
+        self._ns = namespace
         self._prefetcher = prefetcher
         self._look = look
         self._bucket = bucket
         self._files: dict[int, tuple[int, ObjectReader]] = {}  # fh -> (inode, reader)
-        self._dirs: dict[int, Sequence[Node]] = {}  # fh -> snapshot of entries
+        self._dirs: dict[int, DirSnapshot] = {}  # fh -> entries frozen at opendir
         self._next_fh = 1
         self._last_etag: dict[int, str] = {}  # inode -> ETag of its last open
 
@@ -124,26 +121,26 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.FileHandleT:
         snapshot = await self._ns.opendir(inode)
         fh = self._new_fh()
-        self._dirs[fh] = snapshot.entries
+        self._dirs[fh] = snapshot
         return pyfuse3.FileHandleT(fh)
 
     @fuse_boundary
     async def readdir(
         self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken
     ) -> None:
-        entries = self._dirs[fh]
-        for index in range(start_id, len(entries)):
-            node = entries[index]
-            if not pyfuse3.readdir_reply(
-                token, os.fsencode(node.name), self._attrs(node), index + 1
-            ):
+        snapshot = self._dirs[fh]
+        for next_id, node in snapshot.entries_from(start_id):
+            name = os.fsencode(node.name)
+            if not pyfuse3.readdir_reply(token, name, self._attrs(node), next_id):
                 return
             # readdirplus hands the kernel a reference, exactly like a lookup.
             self._ns.remember(node.inode)
 
     @fuse_boundary
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
-        self._dirs.pop(fh, None)
+        snapshot = self._dirs.pop(fh, None)
+        if snapshot is not None:
+            self._ns.releasedir(snapshot)
 
     # -- bytes -----------------------------------------------------------------------------
 
@@ -153,7 +150,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.FileInfo:
         if flags & os.O_ACCMODE != os.O_RDONLY:
             raise pyfuse3.FUSEError(errno.EROFS)
-        node = self._ns.get(inode)
+        node = await self._ns.getattr(inode)  # the freshness check (cached within the TTL)
         if node.is_dir or node.meta is None:
             raise pyfuse3.FUSEError(errno.EISDIR)
         reader = self._prefetcher.open(node.meta)
@@ -168,11 +165,13 @@ class Operations(pyfuse3.Operations):
         inode, reader = self._files[fh]
         try:
             return await reader.read(off, size)
-        except ObjectCorrupt:
-            # Pages of this inode may hold bytes that failed verification: drop them, and make
-            # the next open start without keep_cache.
+        except (ObjectCorrupt, ObjectChanged) as exc:
+            # Pages of this inode may hold bytes that failed verification, or of a version that
+            # is gone: drop them, and make the next open start without keep_cache.
             self._last_etag.pop(inode, None)
             trio.lowlevel.spawn_system_task(_invalidate, inode)
+            if isinstance(exc, ObjectChanged):
+                self._ns.invalidate()  # the next open re-lists and sees the new version
             raise
 
     @fuse_boundary

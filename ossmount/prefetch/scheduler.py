@@ -142,12 +142,11 @@ class Download:
         self._workers = 0
         self._verdict = trio.Event()
         self._unflushed = 0
-        self._last_flush = trio.current_time()
         self._flushing = False
         self._server_crc: int | None = entry.meta.crc64
         self.closed = False
-        self.discarded = False
         self._scopes: set[trio.CancelScope] = set()  # one per worker; cancelled on failure
+        self._flush_timer = False
         if entry.complete:
             self._p.nursery.start_soon(self._finish)
 
@@ -300,19 +299,26 @@ class Download:
         self._unflushed += 1
         if self.entry.complete:
             await self._finish()
-        elif (
-            self._unflushed >= FLUSH_EVERY_PARTS
-            or trio.current_time() - self._last_flush >= FLUSH_EVERY_S
-        ):
+        elif self._unflushed >= FLUSH_EVERY_PARTS:
             await self.flush()
+        elif not self._flush_timer:
+            self._flush_timer = True
+            self._p.nursery.start_soon(self._flush_later)
+
+    async def _flush_later(self) -> None:
+        """Bound the work a crash can lose in time, not only in parts (slow links)."""
+        try:
+            await trio.sleep(FLUSH_EVERY_S)
+            await self.flush()
+        finally:
+            self._flush_timer = False
 
     async def flush(self) -> None:
         """Make recorded parts durable in the checkpoint (fdatasync + atomic rewrite)."""
-        if self._flushing or self._unflushed == 0:
+        if self.closed or self._flushing or self._unflushed == 0 or self.entry.discarded:
             return
         self._flushing = True
         self._unflushed = 0
-        self._last_flush = trio.current_time()
         try:
             await trio.to_thread.run_sync(self.entry.flush)
         except OSError as exc:
@@ -404,7 +410,6 @@ class Download:
             # Unlinks the files now (a fresh download may create them again at once); our
             # fd stays valid for workers still unwinding and is closed when we are idle.
             self.entry.discard()
-            self.discarded = True
 
 
 class ObjectReader:
@@ -506,13 +511,26 @@ class Prefetcher:
     async def close_download(self, download: Download) -> None:
         if download.users > 0 or not download.idle or download.closed:
             return
-        download.closed = True
         self.forget(download)
         download.force_flush()
         with trio.CancelScope(shield=True):
             await download.flush()
-        if not download.discarded:
-            self.store.release(download.entry)
+        download.closed = True
+        self.store.release(download.entry)
+
+    def cached_state(self, meta: ObjectMeta) -> tuple[str, int | None]:
+        """(state, server CRC-64) of `meta`'s version in the cache, for `user.ossmount.state`.
+
+        state is one of verified, unverifiable, partial, corrupt or uncached.
+        """
+        download = self._downloads.get((meta.key, meta.etag, meta.size))
+        if download is not None:
+            entry = download.entry
+            return entry.state.name.lower(), entry.meta.crc64
+        cp = self.store.cached_checkpoint(meta.key)
+        if cp is None or cp.etag != meta.etag or cp.size != meta.size:
+            return "uncached", None
+        return cp.state.name.lower(), cp.server_crc64
 
     def statistics(self) -> dict[str, int]:
         return {

@@ -56,6 +56,7 @@ def test_ls_find_cat_use_listings_only_and_show_the_tree(
             "implicit/x",
             "implicit/x/y.txt",
             "empty.bin",
+            "bad",  # only "bad//name" lives under it: the directory shows, the key does not
         ]
     )
     listing = subprocess.run(
