@@ -2,8 +2,8 @@
 
 The mount form is what `mount.fuse3` runs for an fstab line of type `fuse.ossmount`
 (`ossmount SOURCE MOUNTPOINT -o opts`), so it is the top-level form. Subcommands are recognised
-only as the first word: `emulator` (the built-in OSS emulator), `demo`, and `mount` (the
-explicit spelling, for a bucket that happens to be named like a subcommand).
+only as the first word, followed by options: `emulator` (the built-in OSS emulator), `demo`,
+and `mount` (the explicit spelling). `ossmount demo /mnt` still mounts a bucket named demo.
 """
 
 from __future__ import annotations
@@ -140,9 +140,18 @@ def _mount_main(argv: list[str]) -> int:
     return daemonize(child)
 
 
+def _is_subcommand(argv: list[str]) -> bool:
+    """`ossmount demo /mnt` mounts a bucket named demo; `ossmount demo` runs the demo.
+
+    Subcommands take options (and the demo a size in MiB), never a path, so a second word
+    that is neither marks the mount form.
+    """
+    return argv[0] == "mount" or len(argv) == 1 or argv[1].startswith("-") or argv[1].isdigit()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in SUBCOMMANDS:
+    if argv and argv[0] in SUBCOMMANDS and _is_subcommand(argv):
         command, rest = argv[0], argv[1:]
         if command == "emulator":
             from ossmount.emulator.cli import main as emulator_main

@@ -22,7 +22,7 @@ from ossmount.emulator import Emulator
 
 __all__ = ["main"]
 
-BUCKET = "demo"
+BUCKET = "demo-bucket"
 BIG_KEY = "big/synthetic-1GiB.bin"
 MiB = 1024 * 1024
 
@@ -40,7 +40,10 @@ def _sha256_file(path: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
-    size_mib = int(argv[0]) if argv else 512
+    if argv and not argv[0].isdigit():
+        print("usage: ossmount demo [SIZE_MIB]", file=sys.stderr)
+        return 2
+    size_mib = int(argv[0]) if argv else 1024
     if shutil.which("fusermount3") is None or not os.path.exists("/dev/fuse"):
         print(
             "ossmount demo: FUSE is not available (install fuse3; /dev/fuse must exist)",
