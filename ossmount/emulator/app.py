@@ -243,6 +243,11 @@ class App:
                 raise OssError(400, "InvalidBucketName", extra={"BucketName": bucket})
             if key and not valid_key(key):
                 raise OssError(400, "InvalidObjectName")
+            if self.verifier.needs_body_hash(req):
+                try:
+                    await req.prebuffer(64 << 20)
+                except ValueError:
+                    raise OssError(400, "InvalidArgument", "Body too large to hash.") from None
             ctx.sig = self.verifier.verify(req, bucket, key, ctx.op, now)
             ctx.faults = self.faults.fire(ctx.op, bucket, key)
             latency = 0.0

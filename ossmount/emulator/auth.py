@@ -103,6 +103,15 @@ class Verifier:
         self.enabled = enabled
         self.skew_s = skew_s
 
+    def needs_body_hash(self, req: Request) -> bool:
+        """AWS SigV4 without x-amz-content-sha256 signs sha256(body) (curl --aws-sigv4 does)."""
+        return (
+            self.enabled
+            and req.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256")
+            and "x-amz-content-sha256" not in req.headers
+            and not req.body_done
+        )
+
     def verify(self, req: Request, bucket: str, key: str, op: str, now: float) -> str:
         """Check the request's signature; return its kind for the log or raise OssError."""
         auth = req.headers.get("authorization", "")
@@ -358,7 +367,10 @@ class Verifier:
         if t is None:
             raise OssError(403, "AccessDenied", "Missing X-Amz-Date.")
         self._check_skew(t, now)
-        payload = req.headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+        payload = (
+            req.headers.get("x-amz-content-sha256")
+            or hashlib.sha256(req.buffered or b"").hexdigest()
+        )
         if payload.startswith("STREAMING-"):
             raise OssError(501, "NotImplemented", "aws-chunked uploads are not supported.")
         self._aws4_check(

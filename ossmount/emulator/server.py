@@ -73,6 +73,7 @@ class Request:
     _stream: trio.SocketStream
     _expect_continue: bool = False
     body_done: bool = False
+    buffered: bytes | None = None  # body read ahead of the handler (AWS payload hashing)
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name, default)
@@ -88,6 +89,10 @@ class Request:
 
     async def body(self) -> AsyncIterator[bytes]:
         """Yield the request body; sends ``100 Continue`` first when the client waits for it."""
+        if self.buffered is not None:
+            data, self.buffered = self.buffered, None
+            if data:
+                yield data
         if self.body_done:
             return
         if self._expect_continue:
@@ -102,6 +107,12 @@ class Request:
                 return
             else:
                 raise h11.RemoteProtocolError("unexpected event in body", 400)
+
+    async def prebuffer(self, limit: int) -> bytes:
+        """Read the whole body now (≤ limit bytes); ``body()`` will still yield it later."""
+        data = await self.read_all(limit)
+        self.buffered = data
+        return data
 
     async def read_all(self, limit: int = 1 << 20) -> bytes:
         out = bytearray()
