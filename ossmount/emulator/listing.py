@@ -32,12 +32,13 @@ OWNER_ID = "1234567890123456"
 
 def encode_token(kind: str, value: str) -> str:
     raw = (kind + value).encode("utf-8", "surrogatepass")
-    return base64.urlsafe_b64encode(raw).decode("ascii").replace("=", "-")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
 def decode_token(token: str) -> tuple[str, str]:
     try:
-        raw = base64.urlsafe_b64decode(token.replace("-", "=").encode("ascii"))
+        padded = token + "=" * (-len(token) % 4)
+        raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
         text = raw.decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError):
         raise OssError(
