@@ -389,9 +389,11 @@ class Download:
                 self.meta.size,
                 format_crc(verdict.actual),
             )
+        # The verdict is published first: a reader must not wait for the fdatasync of the
+        # whole object (seconds for a GiB), only for the CRC comparison above.
+        self._verdict.set()
         self._unflushed += 1
         await self.flush()
-        self._verdict.set()
 
     def _fail(self, error: ReadError) -> None:
         """Terminal failure: wake every waiter with `error` and forget this download."""
