@@ -38,6 +38,7 @@ from ossmount.emulator.store import (  # noqa: E402
     Store,
     SyntheticBody,
     md5_etag,
+    segment_bytes,
 )
 
 CLK = os.sysconf("SC_CLK_TCK")
@@ -70,7 +71,9 @@ def curl_get(url: str, rng: str | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen([*cmd, url])
 
 
-def measure(url: str, size: int, parallel: int, pids: Callable[[], list[int]]) -> tuple[float, float]:
+def measure(
+    url: str, size: int, parallel: int, pids: Callable[[], list[int]]
+) -> tuple[float, float]:
     """(MB/s, server CPU s/GiB) for one transfer of the whole object in ``parallel`` ranges."""
     procs = pids()
     c0 = cpu_seconds(procs)
@@ -100,10 +103,10 @@ def make_disk_object(data_dir: Path, size: int) -> Path:
     crc = 0
     with open(tmp, "wb") as f:
         for seg in syn.segments(0, size):
-            assert isinstance(seg, memoryview)
-            f.write(seg)
-            md5.update(seg)
-            crc = crc64(seg, crc)
+            chunk = segment_bytes(seg)
+            f.write(chunk)
+            md5.update(chunk)
+            crc = crc64(chunk, crc)
     obj = ObjectVersion(
         key="disk-1GiB.bin",
         body=FileBody(tmp, size),

@@ -21,7 +21,15 @@ from ossmount.crc64 import combine
 from .listing import parse_xml
 from .objects import _user_meta, receive_body
 from .server import Response
-from .store import Body, BodyWriter, FileBody, ObjectVersion, guess_content_type, md5_etag
+from .store import (
+    Body,
+    BodyWriter,
+    FileBody,
+    ObjectVersion,
+    guess_content_type,
+    md5_etag,
+    segment_bytes,
+)
 from .xml import OssError, xml_doc, xml_text
 
 if TYPE_CHECKING:
@@ -171,10 +179,7 @@ async def complete(ctx: Ctx) -> Response:
     crc = 0
     for _, part in chosen:
         for seg in part.body.segments(0, part.size):
-            if isinstance(seg, memoryview):
-                writer.write(seg)
-            else:
-                writer.write(part.body.read(0, part.size))
+            writer.write(segment_bytes(seg))
         crc = combine(crc, part.crc, part.size)
     etag = md5_etag(hashlib.md5(b"".join(p.md5 for _, p in chosen)).digest())
     etag = etag[:-1] + f'-{len(chosen)}"'

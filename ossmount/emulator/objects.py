@@ -28,6 +28,7 @@ from .store import (
     SyntheticBody,
     guess_content_type,
     md5_etag,
+    segment_bytes,
     valid_key,
 )
 from .xml import OssError, iso8601, xml_doc, xml_text
@@ -388,7 +389,7 @@ async def append_object(ctx: Ctx) -> Response:
     writer = ctx.store.new_writer()
     if old is not None:
         for seg in old.body.segments(0, old.size):
-            writer.write(seg if isinstance(seg, memoryview) else old.body.read(0, old.size))
+            writer.write(segment_bytes(seg))
     async for chunk in ctx.req.body():
         writer.write(chunk)
     etag = md5_etag(writer.md5.digest())

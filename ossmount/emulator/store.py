@@ -81,6 +81,13 @@ def valid_key(key: str) -> bool:
 Segment = memoryview | tuple[int, int, int]
 
 
+def segment_bytes(seg: Segment) -> memoryview | bytes:
+    """The bytes of one segment (reads the fd range for sendfile segments)."""
+    if isinstance(seg, memoryview):
+        return seg
+    return os.pread(seg[0], seg[2], seg[1])
+
+
 class Body:
     """The bytes of one object version. Subclasses must be immutable."""
 
@@ -93,10 +100,7 @@ class Body:
         """Materialise a range (used for copies, flipped-byte faults and tests)."""
         out = bytearray()
         for seg in self.segments(offset, length):
-            if isinstance(seg, memoryview):
-                out += seg
-            else:
-                out += os.pread(seg[0], seg[2], seg[1])
+            out += segment_bytes(seg)
         return bytes(out)
 
 
@@ -137,11 +141,20 @@ class FileBody(Body):
 
 
 class _Pattern:
-    """Per-seed precomputation: the doubled base block and the CRC of each rotation."""
+    """Per-seed precomputation: the doubled base block and the CRC of each rotation.
+
+    The doubled block also lives in a memfd so responses can ``os.sendfile`` from it: zero
+    copies in user space, the same CPU cost per byte as an on-disk object (measured ~0.33 →
+    ~0.1 CPU s/GiB against sending memoryview slices). The fd is kept for the process's life.
+    """
 
     def __init__(self, seed: int) -> None:
         base = random.Random(seed).randbytes(BLOCK)
         self.doubled = memoryview(base + base)
+        self.fd = -1
+        if hasattr(os, "memfd_create"):
+            self.fd = os.memfd_create(f"ossmount-synthetic-{seed}", os.MFD_CLOEXEC)
+            os.write(self.fd, self.doubled)
         self.rot_crc = [
             crc64(self.doubled[r * _ROT_STEP : r * _ROT_STEP + BLOCK]) for r in range(_ROTATIONS)
         ]
@@ -176,7 +189,7 @@ class SyntheticBody(Body):
             block, within = divmod(offset, BLOCK)
             n = min(BLOCK - within, end - offset)
             start = pat.rotation(block) + within
-            yield pat.doubled[start : start + n]
+            yield (pat.fd, start, n) if pat.fd >= 0 else pat.doubled[start : start + n]
             offset += n
 
     def crc(self) -> int:
