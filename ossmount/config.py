@@ -158,7 +158,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_cache_size_mb",
         "evict closed, least recently used cache files above this many MB (0: no limit)",
-        0,
+        20480,
         int,
         metavar="MB",
     ),
