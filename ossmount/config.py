@@ -29,6 +29,7 @@ __all__ = [
     "Option",
     "build_config",
     "default_cache_dir",
+    "options_markdown",
     "parse_o_options",
 ]
 
@@ -321,6 +322,20 @@ class MountConfig:
     stall_timeout: float
     max_attempts: int
     ignored_options: tuple[str, ...] = field(default=())
+
+
+def options_markdown() -> str:
+    """The README's option table, generated from OPTIONS (a test keeps the README in sync)."""
+    rows = ["| option | -o spelling | default | meaning |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        spellings = ", ".join(
+            f"`{name}`" if option.switch else f"`{name}=`" for name in option.all_o_names
+        )
+        default = "" if option.default in (None, False) else f"`{option.default}`"
+        if option.name == "umask":
+            default = f"`{option.default:03o}`"
+        rows.append(f"| `{option.long_flag}` | {spellings} | {default} | {option.help} |")
+    return "\n".join(rows) + "\n"
 
 
 def parse_o_options(chunks: Iterable[str]) -> tuple[dict[str, str], list[str]]:

@@ -77,3 +77,14 @@ def test_help_lists_every_option_with_its_o_spelling_and_real_default() -> None:
             assert f"-o {name}" in text or f"/{name}" in text
     assert "(default: 8)" in text  # part size
     assert "exit codes:" in text
+
+
+def test_readme_option_table_is_generated_from_the_declaration() -> None:
+    from pathlib import Path
+
+    from ossmount.config import options_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    begin, end = "<!-- options:begin -->\n", "<!-- options:end -->"
+    table = readme[readme.index(begin) + len(begin) : readme.index(end)]
+    assert table == options_markdown(), "README options table is stale: regenerate it"
