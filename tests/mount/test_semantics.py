@@ -1,0 +1,105 @@
+"""Claims of SEMANTICS.md that no other mount test already proves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from ossmount.emulator import Emulator
+from ossmount.emulator.faults import FaultRule
+from tests.mount.conftest import MountFactory
+from tests.mount.harness import BUCKET
+
+MiB = 1024 * 1024
+
+
+def _ops(emu: Emulator, *ops: str) -> list[str]:
+    return [r.op for r in emu.requests if r.op in ops]
+
+
+def test_verified_object_is_served_from_the_cache_after_remount_without_requests(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    data = os.urandom(3 * MiB)
+    emulator.put_object(BUCKET, "v.bin", data)
+    mount = make_mount(args=("--part-size-mb", "1")).start()
+    assert (mount.path / "v.bin").read_bytes() == data
+    emulator.requests.clear()
+    assert (mount.path / "v.bin").read_bytes() == data  # same mount: page cache / cache file
+    assert _ops(emulator, "GetObject", "HeadObject") == []
+    mount.stop()
+
+    mount = make_mount(args=("--part-size-mb", "1")).start()
+    emulator.requests.clear()
+    assert (mount.path / "v.bin").read_bytes() == data
+    assert _ops(emulator, "GetObject", "HeadObject") == []  # the listing is the freshness check
+    assert os.getxattr(mount.path / "v.bin", "user.ossmount.state") == b"verified"
+
+
+def test_a_changed_object_is_seen_after_the_metadata_ttl(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.put_object(BUCKET, "c.txt", b"first version")
+    mount = make_mount(args=("--stat-cache-expire", "1")).start()
+    assert (mount.path / "c.txt").read_bytes() == b"first version"
+    emulator.put_object(BUCKET, "c.txt", b"second, longer version")
+    time.sleep(1.5)
+    assert (mount.path / "c.txt").read_bytes() == b"second, longer version"
+
+
+def test_a_negative_lookup_is_cached_for_the_ttl(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    mount = make_mount(args=("--stat-cache-expire", "1")).start()
+    assert not (mount.path / "late.txt").exists()
+    emulator.put_object(BUCKET, "late.txt", b"here now")
+    time.sleep(1.5)
+    assert (mount.path / "late.txt").read_bytes() == b"here now"
+
+
+def test_an_object_deleted_mid_read_fails_the_read_with_estale(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    key = "gone.bin"
+    emulator.put_object(BUCKET, key, os.urandom(4 * MiB))
+    # Part 3 stalls long enough for the test to delete the object under the reader.
+    emulator.faults.add(
+        FaultRule(action="stall", op="GetObject", key=key, skip=2, times=1, after=0, seconds=1.0)
+    )
+    mount = make_mount(args=("--part-size-mb", "1", "--parallel-count", "1")).start()
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            (mount.path / key).read_bytes()
+        except OSError as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while len(_ops(emulator, "GetObject")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    emulator.delete_object(BUCKET, key)
+    reader.join(timeout=30)
+    assert len(errors) == 1
+    assert isinstance(errors[0], OSError)
+    assert errors[0].errno == 116  # ESTALE
+
+
+@pytest.mark.parametrize("name", ["a" * 256, ".", ".."])
+def test_unrepresentable_names_are_skipped_not_fatal(
+    emulator: Emulator, make_mount: MountFactory, name: str
+) -> None:
+    emulator.put_object(BUCKET, f"dir/{name}", b"hidden")
+    emulator.put_object(BUCKET, "dir/ok.txt", b"shown")
+    mount = make_mount().start()
+    listing = subprocess.run(
+        ["ls", "-1", str(mount.path / "dir")], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert listing == ["ok.txt"]
+    assert (mount.path / "dir/ok.txt").read_bytes() == b"shown"
