@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Client throughput benchmark: is the OSS client the ceiling of the mount?
+
+Serves a >= 1 GiB object from a local server on 127.0.0.1 in a *separate process* (so the
+client's CPU figure is the client's alone) and prints, for each server, in one run:
+
+* curl's single-GET MB/s (the yardstick);
+* the client's MB/s and CPU s/GiB for 1 stream and for 4 and 8 parallel 8 MiB ranged parts,
+  CRC-64 computed on the fly, into memory (`get_into`) and into a file (`get_to_fd`, pwrite).
+
+Servers: the package emulator (`ossmount.emulator.Emulator`, signature checks off, synthetic
+object) and, where /usr/sbin/nginx exists, nginx with sendfile on and `tcp_nopush off`
+(measurements.md §1: `on` caps one stream near 1.8 GB/s).
+
+Each figure is the median of `--repeat` runs (spread shown); differences under ~20 % are noise
+on these VMs (measurements.md). `--body-path httpx` forces httpx's own body iterator for a
+side-by-side comparison with the default recv_into path. Output: one line per figure,
+`server workload parallel target MB/s CPU-s/GiB`, plus the target check.
+
+    .venv/bin/python bench/bench_client.py                     # everything, 1 GiB, 3 repeats
+    .venv/bin/python bench/bench_client.py --size-mib 2048 --repeat 5 --servers emulator
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ossmount.oss import (
+    Credentials,
+    OssClient,
+    OssConfig,
+    RetryPolicy,
+    StaticCredentialsProvider,
+    _body,
+)
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+PART = 8 * MiB
+BUCKET = "bench"
+KEY = "big.bin"
+
+EMULATOR_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from ossmount.emulator import Emulator
+    emu = Emulator(buckets=[%(bucket)r], verify_signatures=False)
+    emu.start()
+    emu.put_synthetic(%(bucket)r, %(key)r, %(size)d, seed=1)
+    print(emu.endpoint, flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        emu.stop()
+    """
+)
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush off;
+    keepalive_requests 100000;
+    client_body_temp_path {root}/tmp;
+    proxy_temp_path {root}/tmp;
+    fastcgi_temp_path {root}/tmp;
+    uwsgi_temp_path {root}/tmp;
+    scgi_temp_path {root}/tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root}/www;
+    }}
+}}
+"""
+
+
+def cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, name: str, endpoint: str, proc: subprocess.Popen[str], cleanup: Path | None):
+        self.name = name
+        self.endpoint = endpoint
+        self.proc = proc
+        self.cleanup = cleanup
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.name == "nginx":
+            # nginx's workers are in the master's process group (started as a new session)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.cleanup is not None:
+            shutil.rmtree(self.cleanup, ignore_errors=True)
+
+
+def start_emulator(size: int) -> Server:
+    code = EMULATOR_CHILD % {"bucket": BUCKET, "key": KEY, "size": size}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert proc.stdout is not None
+    endpoint = proc.stdout.readline().strip()
+    if not endpoint.startswith("http://"):
+        proc.kill()
+        raise SystemExit("emulator did not start")
+    return Server("emulator", endpoint, proc, None)
+
+
+def start_nginx(size: int, data_dir: str) -> Server | None:
+    if not os.path.exists("/usr/sbin/nginx"):
+        return None
+    root = Path(tempfile.mkdtemp(prefix="bench-nginx-", dir=data_dir))
+    root.chmod(0o755)  # nginx workers run as nobody
+    (root / "tmp").mkdir()
+    (root / "www" / BUCKET).mkdir(parents=True)
+    with open(root / "www" / BUCKET / KEY, "wb") as fh:
+        chunk = os.urandom(16 * MiB)
+        for _ in range(size // len(chunk)):
+            fh.write(chunk)
+        fh.write(chunk[: size % len(chunk)])
+    port = free_port()
+    (root / "nginx.conf").write_text(NGINX_CONF.format(root=root, port=port))
+    proc = subprocess.Popen(
+        ["/usr/sbin/nginx", "-c", str(root / "nginx.conf"), "-p", str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # its own process group, so stop() can end the workers too
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            subprocess.run(
+                ["curl", "-sf", "-o", "/dev/null", "-r", "0-0", f"{endpoint}/{BUCKET}/{KEY}"],
+                check=True,
+                timeout=5,
+            )
+            break
+        except subprocess.CalledProcessError:
+            time.sleep(0.05)
+    else:
+        Server("nginx", endpoint, proc, root).stop()
+        return None
+    # warm the page cache (the first read of a new file is 2-5x slower: measurements.md)
+    subprocess.run(["cat", str(root / "www" / BUCKET / KEY)], stdout=subprocess.DEVNULL)
+    return Server("nginx", endpoint, proc, root)
+
+
+def curl_mbps(url: str) -> float:
+    out = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout) / 1e6
+
+
+def make_client(endpoint: str, signed: bool, parallel: int) -> OssClient:
+    config = OssConfig(
+        endpoint=endpoint,
+        bucket=BUCKET,
+        region="cn-hangzhou",
+        addressing="path",
+        signature_version="v4" if signed else "anonymous",
+        pool_size=max(8, parallel),
+        read_timeout_s=60,
+        stall_timeout_s=60,
+    )
+    return OssClient(
+        config,
+        StaticCredentialsProvider(Credentials("ak", "sk")),
+        retry=RetryPolicy(max_attempts=1),
+    )
+
+
+async def run_parts(
+    client: OssClient, size: int, parallel: int, fetch: Callable[[int, int, int], Awaitable[int]]
+) -> int:
+    """`parallel` workers pull 8 MiB parts in order; returns bytes fetched."""
+    next_part = 0
+    total = 0
+
+    async def worker(slot: int) -> None:
+        nonlocal next_part, total
+        while next_part * PART < size:
+            index = next_part
+            next_part += 1  # no await between read and increment: parts are handed out once
+            offset = index * PART
+            got = await fetch(slot, offset, min(PART, size - offset))
+            total += got  # not `total += await ...`: that reads `total` before the await
+
+    async with trio.open_nursery() as nursery:
+        for slot in range(parallel):
+            nursery.start_soon(worker, slot)
+    return total
+
+
+async def one_run(
+    endpoint: str, signed: bool, size: int, parallel: int, target: str, path: Path
+) -> tuple[float, float, str]:
+    async with make_client(endpoint, signed, parallel) as client:
+        await client.head(KEY)  # opens the first connection outside the timed part
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600) if target == "file" else -1
+        try:
+            if parallel == 1:
+                buf = bytearray(size) if target == "memory" else None
+                t0, c0 = time.perf_counter(), cpu_s()
+                if buf is not None:
+                    res = await client.get_into(KEY, 0, buf)
+                else:
+                    res = await client.get_to_fd(KEY, 0, size, fd, 0)
+                got = res.length
+            else:
+                bufs = [bytearray(PART) for _ in range(parallel)]
+
+                async def fetch(slot: int, offset: int, length: int) -> int:
+                    if target == "memory":
+                        view = memoryview(bufs[slot])[:length]
+                        return (await client.get_into(KEY, offset, view)).length
+                    return (await client.get_to_fd(KEY, offset, length, fd, offset)).length
+
+                t0, c0 = time.perf_counter(), cpu_s()
+                got = await run_parts(client, size, parallel, fetch)
+            elapsed, cpu = time.perf_counter() - t0, cpu_s() - c0
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if got != size:
+            raise SystemExit(f"short transfer: {got} of {size}")
+        paths = ",".join(sorted(client.statistics()))
+    return got / elapsed / 1e6, cpu / (got / GiB), paths
+
+
+def fmt(values: list[float]) -> str:
+    med = statistics.median(values)
+    return f"{med:8.0f} ({min(values):.0f}-{max(values):.0f})"
+
+
+async def bench_server(server: Server, args: argparse.Namespace, size: int) -> None:
+    signed = server.name == "emulator"
+    url = f"{server.endpoint}/{BUCKET}/{KEY}"
+    curl = [curl_mbps(url) for _ in range(args.repeat)]
+    curl_med = statistics.median(curl)
+    print(f"{server.name:9} curl      single-GET   {'/dev/null':7} MB/s {fmt(curl)}")
+    file_path = Path(args.dir) / f"bench-client-{os.getpid()}.bin"
+    results: dict[tuple[str, int], float] = {}
+    cpu_at: dict[tuple[str, int], float] = {}
+    try:
+        for target in ("memory", "file"):
+            for parallel in (1, 4, 8):
+                speeds, cpus = [], []
+                paths = ""
+                for _ in range(args.repeat):
+                    mbps, cpu, paths = await one_run(
+                        server.endpoint, signed, size, parallel, target, file_path
+                    )
+                    speeds.append(mbps)
+                    cpus.append(cpu)
+                label = "1 stream" if parallel == 1 else f"{parallel}x8MiB"
+                results[(target, parallel)] = statistics.median(speeds)
+                cpu_at[(target, parallel)] = statistics.median(cpus)
+                print(
+                    f"{server.name:9} client    {label:12} {target:7} MB/s {fmt(speeds)}"
+                    f"  CPU s/GiB {statistics.median(cpus):.2f}  crc=on body={paths}"
+                )
+    finally:
+        file_path.unlink(missing_ok=True)
+    ratio = results[("file", 4)] / curl_med
+    cpu4 = cpu_at[("file", 4)]
+    ok = ratio >= 0.8 and cpu4 <= 0.4
+    print(
+        f"{server.name:9} target    4x8MiB file: {ratio:.2f} x curl (>= 0.8), "
+        f"{cpu4:.2f} CPU s/GiB (<= 0.4): {'MET' if ok else 'NOT MET'}"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    size = args.size_mib * MiB
+    if args.body_path == "httpx":
+        _body.FAST_PATH_ENABLED = False
+    print(
+        f"# bench_client: object {args.size_mib} MiB, median of {args.repeat}, "
+        f"body path {args.body_path}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
+    for name in args.servers.split(","):
+        server = start_emulator(size) if name == "emulator" else start_nginx(size, args.dir)
+        if server is None:
+            print(f"{name:9} skipped (not available)")
+            continue
+        try:
+            await bench_server(server, args, size)
+        finally:
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--servers", default="emulator,nginx")
+    parser.add_argument("--body-path", choices=["recv_into", "httpx"], default="recv_into")
+    parser.add_argument("--dir", default="/var/tmp", help="where the file target and nginx data go")
+    args = parser.parse_args()
+    trio.run(main_async, args)
+
+
+if __name__ == "__main__":
+    main()
