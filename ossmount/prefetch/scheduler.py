@@ -202,7 +202,9 @@ class Download:
                     if index not in self._in_flight:
                         self.want((index,), demand=True)
                 await event.wait()
-                error = self._part_errors.pop(index, None)
+                # Not popped: every waiter of the failed attempt gets the error; the next
+                # attempt (a later read's want) clears it when it starts.
+                error = self._part_errors.get(index)
                 if error is not None:
                     raise error
         if self.failure is not None:
@@ -270,6 +272,10 @@ class Download:
             return
         except trio.Cancelled:
             raise
+        if self.failure is not None:
+            # The download failed while this reply was being delivered (a task already
+            # rescheduled does not see its scope's cancel): the entry may be discarded.
+            return
         got = result.meta
         if got.etag != self.meta.etag or got.size != self.meta.size:
             self._fail(
@@ -312,6 +318,9 @@ class Download:
             await self.flush()
         finally:
             self._flush_timer = False
+            if self.users == 0 and self.idle and not self.closed:
+                # The last handle closed while this flush ran (release saw us busy): close.
+                self._p.nursery.start_soon(self._p.close_download, self)
 
     async def flush(self) -> None:
         """Make recorded parts durable in the checkpoint (fdatasync + atomic rewrite)."""
@@ -342,11 +351,17 @@ class Download:
             and self.meta.size > 0
         ):
             # Resumed with every part present but no CRC header seen in this life: ask once.
+            head: ObjectMeta | None
             try:
                 head = await self._p.source.head(key)
             except Exception as exc:
                 log.warning("oss://%s/%s: HEAD for the CRC-64 failed: %s", bucket, key, exc)
-            else:
+                head = None
+            if self.closed:
+                # Every handle closed meanwhile and the entry with them: nobody awaits this
+                # verdict, and the next open (a new Download) reaches its own.
+                return
+            if head is not None:
                 if head.etag != self.meta.etag:
                     self._fail(ObjectChanged(bucket, key, "changed while reading"))
                     return

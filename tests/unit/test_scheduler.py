@@ -1,0 +1,786 @@
+"""The read-path scheduler (prefetch/scheduler.py) against an in-memory source and a real cache.
+
+Every test runs a `Prefetcher` in a nursery over a `FakeSource` (tests/unit/fake_source.py) and
+a real, locked `CacheStore` under tmp_path. Synchronisation is by gates, events,
+`wait_all_tasks_blocked` and trio's MockClock, never by wall-clock sleeps.
+
+Reads that must not trigger read-ahead start at a non-zero offset on a fresh handle: a
+handle's first read is "sequential" only at offset 0 (pattern.ReadaheadWindow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import MockClock, wait_all_tasks_blocked
+
+from ossmount.cache.checkpoint import load
+from ossmount.cache.entry import EntryState
+from ossmount.cache.store import CacheStore, key_hash
+from ossmount.oss.models import ObjectMeta
+from ossmount.prefetch.scheduler import (
+    FLUSH_EVERY_PARTS,
+    DownloadFailed,
+    ObjectChanged,
+    ObjectCorrupt,
+    ObjectReader,
+    PrefetchConfig,
+    Prefetcher,
+)
+from tests.unit.fake_source import BUCKET, FakeSource
+
+PART = 4096
+PARTS = 9
+SIZE = (PARTS - 1) * PART + 1500  # the last part is short
+KEY = "data/file.parquet"
+
+
+def blob(size: int = SIZE, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def part_of(index: int, data: bytes) -> bytes:
+    return data[index * PART : (index + 1) * PART]
+
+
+@pytest.fixture
+def source() -> FakeSource:
+    return FakeSource(PART)
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def open_store(cache_dir: Path) -> CacheStore:
+    store = CacheStore(cache_dir, bucket=BUCKET)
+    store.lock()
+    return store
+
+
+def config(*, parallel_count: int = 4, max_gets: int = 8) -> PrefetchConfig:
+    return PrefetchConfig(
+        bucket=BUCKET,
+        part_size=PART,
+        parallel_count=parallel_count,
+        max_gets=max_gets,
+        readahead_bytes=4 * PART,
+    )
+
+
+@asynccontextmanager
+async def running(
+    source: FakeSource, cache_dir: Path, cfg: PrefetchConfig | None = None
+) -> AsyncIterator[Prefetcher]:
+    """A prefetcher over a fresh store on `cache_dir`, shut down as the mount does."""
+    store = open_store(cache_dir)
+    try:
+        async with trio.open_nursery() as nursery:
+            prefetcher = Prefetcher(source, store, nursery, cfg or config())
+            try:
+                yield prefetcher
+            finally:
+                nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await prefetcher.aclose()
+    finally:
+        store.close()
+
+
+def crash(store: CacheStore) -> None:
+    """Drop the store like a killed process: close the descriptors, flush nothing."""
+    for slot in store._open.values():
+        os.close(slot.entry.fd)
+    assert store._lock_fd is not None
+    os.close(store._lock_fd)
+
+
+async def settle(prefetcher: Prefetcher) -> None:
+    """Return once every task is blocked, no download has a worker and no thread runs.
+
+    Flushes run in worker threads (also those of downloads already forgotten, on close), so
+    "all tasks blocked" alone is not quiescence; the default thread limiter counts them.
+    """
+    threads = trio.to_thread.current_default_thread_limiter()
+    while True:
+        await wait_all_tasks_blocked()
+        if threads.borrowed_tokens == 0 and all(d.idle for d in prefetcher._downloads.values()):
+            return
+        await trio.sleep(0)  # a flush is running in a worker thread
+
+
+async def flushed(prefetcher: Prefetcher) -> None:
+    """Return once no registered download is flushing (flushes run in a worker thread)."""
+    await wait_all_tasks_blocked()
+    while any(d._flushing for d in prefetcher._downloads.values()):
+        await trio.sleep(0)
+
+
+async def read_all(reader: ObjectReader, chunk: int = 3000) -> bytes:
+    """Read the way `cp` does: sequential chunks until an empty read."""
+    out = bytearray()
+    while True:
+        data = await reader.read(len(out), chunk)
+        if not data:
+            return bytes(out)
+        out += data
+
+
+def files(cache_dir: Path, key: str = KEY) -> tuple[Path, Path]:
+    h = key_hash(key)
+    d = cache_dir / BUCKET / h[:2]
+    return d / f"{h}.data", d / f"{h}.ckpt"
+
+
+def durable_parts(cache_dir: Path, key: str = KEY) -> set[int]:
+    cp = load(files(cache_dir, key)[1], bucket=BUCKET, key=key)
+    return set() if cp is None else set(cp.part_crcs)
+
+
+def without_crc(meta: ObjectMeta) -> ObjectMeta:
+    """`meta` as a listing reports it: no CRC-64."""
+    return dataclasses.replace(meta, crc64=None)
+
+
+# --------------------------------------------------------------------- reading patterns
+
+
+async def test_sequential_read_returns_the_exact_bytes_and_fetches_each_part_once(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        assert await read_all(reader) == data
+        await settle(p)
+        assert source.part_calls(KEY) == Counter(range(PARTS))
+        assert {c.if_match for c in source.calls} == {meta.etag}
+        assert reader.state is EntryState.VERIFIED
+        assert p.cached_state(meta) == ("verified", meta.crc64)
+        await reader.aclose()
+
+
+async def test_readahead_requests_parts_beyond_the_read(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        assert await reader.read(0, 100) == data[:100]
+        await settle(p)
+        # The first sequential read opens a window of two parts past its end.
+        assert source.part_calls(KEY) == Counter({0: 1, 1: 1, 2: 1})
+        await reader.aclose()
+
+
+async def test_demand_parts_go_before_readahead_which_goes_in_ascending_order(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    gate = source.gate(KEY, 0)
+    async with running(source, cache_dir, config(parallel_count=1)) as p:
+        sequential, footer = p.open(meta), p.open(meta)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sequential.read, 0, 100)  # demands 0, read-ahead 1 and 2
+            await gate.arrived.wait()  # the only worker holds part 0
+            nursery.start_soon(footer.read, SIZE - 10, 10)  # demands the last part
+            await wait_all_tasks_blocked()
+            gate.release.set()
+        await settle(p)
+        assert [c.offset // PART for c in source.calls] == [0, PARTS - 1, 1, 2]
+        await sequential.aclose()
+        await footer.aclose()
+
+
+async def test_footer_read_fetches_only_the_last_part_without_waiting_for_the_object(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        # Nothing but the last part will ever be served: a wait for the whole object hangs.
+        for part in range(PARTS - 1):
+            source.gate(KEY, part)
+        with trio.fail_after(5):
+            assert await reader.read(SIZE - 1024, 1024) == data[-1024:]
+        await settle(p)
+        assert source.part_calls(KEY) == Counter({PARTS - 1: 1})
+        assert reader.state is EntryState.PARTIAL
+        await reader.aclose()
+
+
+async def test_reads_past_the_end_are_empty(source: FakeSource, cache_dir: Path) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        assert await reader.read(SIZE, 4096) == b""
+        assert await reader.read(SIZE + 10 * PART, 1) == b""
+        assert await reader.read(SIZE - 10, 4096) == data[-10:]
+        await reader.aclose()
+
+
+# --------------------------------------------------------------------- sharing and limits
+
+
+async def test_two_readers_of_one_version_share_one_download(
+    source: FakeSource, cache_dir: Path, autojump_clock: MockClock
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    source.delay_s = 0.01  # keep GETs in flight while both readers ask
+    results: dict[str, bytes] = {}
+    async with running(source, cache_dir) as p:
+        a, b = p.open(meta), p.open(meta)
+        assert p.statistics()["downloads"] == 1
+
+        async def run(name: str, reader: ObjectReader, chunk: int) -> None:
+            results[name] = await read_all(reader, chunk)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "a", a, 3000)
+            nursery.start_soon(run, "b", b, 5000)
+        await settle(p)
+        assert results == {"a": data, "b": data}
+        assert source.part_calls(KEY) == Counter(range(PARTS))
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_parallel_count_bounds_gets_per_object(
+    source: FakeSource, cache_dir: Path, autojump_clock: MockClock
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    source.delay_s = 0.01
+    async with running(source, cache_dir, config(parallel_count=2, max_gets=8)) as p:
+        reader = p.open(meta)
+        assert await reader.read(1, SIZE) == data[1:]
+        assert source.max_in_flight_by_key[KEY] == 2
+        await reader.aclose()
+
+
+async def test_max_gets_bounds_gets_across_objects(
+    source: FakeSource, cache_dir: Path, autojump_clock: MockClock
+) -> None:
+    keys = [f"k{i}" for i in range(3)]
+    datas = {key: blob(seed=i) for i, key in enumerate(keys)}
+    metas = {key: source.put(key, datas[key]) for key in keys}
+    source.delay_s = 0.01
+    got: dict[str, bytes] = {}
+    async with running(source, cache_dir, config(parallel_count=2, max_gets=3)) as p:
+
+        async def run(key: str) -> None:
+            reader = p.open(metas[key])
+            got[key] = await reader.read(1, SIZE)
+            await reader.aclose()
+
+        async with trio.open_nursery() as nursery:
+            for key in keys:
+                nursery.start_soon(run, key)
+    assert got == {key: datas[key][1:] for key in keys}
+    assert source.max_in_flight == 3
+    assert max(source.max_in_flight_by_key.values()) <= 2
+    for key in keys:
+        assert source.part_calls(key) == Counter(range(PARTS))
+
+
+# --------------------------------------------------------------------- part failures
+
+
+async def test_failed_part_raises_download_failed_and_the_next_read_retries(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    source.fail_once[(KEY, 3 * PART)] = None
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        with pytest.raises(DownloadFailed, match="part 3"):
+            await reader.read(3 * PART + 1, 100)
+        assert await reader.read(3 * PART + 1, 100) == data[3 * PART + 1 : 3 * PART + 101]
+        assert source.part_calls(KEY)[3] == 2
+        # Only that part failed: the download goes on, and the whole object still verifies.
+        assert await read_all(reader) == data
+        assert reader.state is EntryState.VERIFIED
+        await reader.aclose()
+
+
+async def test_every_waiter_of_a_failed_part_gets_download_failed(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    gate = source.gate(KEY, 3)
+    source.fail_once[(KEY, 3 * PART)] = None
+    outcomes: dict[str, BaseException | bytes] = {}
+    async with running(source, cache_dir) as p:
+        readers = {"a": p.open(meta), "b": p.open(meta)}
+
+        async def run(name: str) -> None:
+            try:
+                outcomes[name] = await readers[name].read(3 * PART + 1, 100)
+            except DownloadFailed as exc:
+                outcomes[name] = exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "a")
+            nursery.start_soon(run, "b")
+            await gate.arrived.wait()
+            await wait_all_tasks_blocked()
+            gate.release.set()
+        kinds = {name: type(o).__name__ for name, o in outcomes.items()}
+        assert kinds == {"a": "DownloadFailed", "b": "DownloadFailed"}
+        assert source.part_calls(KEY)[3] == 1  # no silent retry behind a reader's back
+        assert await readers["b"].read(3 * PART + 1, 100) == data[3 * PART + 1 : 3 * PART + 101]
+        for reader in readers.values():
+            await reader.aclose()
+
+
+# --------------------------------------------------------------------- object changed
+
+
+async def test_precondition_failed_is_object_changed_and_the_new_version_reads(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    old = blob(seed=1)
+    meta1 = source.put(KEY, old)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta1)
+        assert await reader.read(1, 10) == old[1:11]
+        new = blob(seed=2)
+        meta2 = source.put(KEY, new)  # replaced: If-Match on the old ETag now gets a 412
+        with pytest.raises(ObjectChanged, match="changed or deleted"):
+            await reader.read(5 * PART + 1, 10)
+        with pytest.raises(ObjectChanged):  # the download failed for good, even cached parts
+            await reader.read(1, 10)
+        assert not files(cache_dir)[1].exists()
+        fresh = p.open(meta2)
+        assert await read_all(fresh) == new
+        assert fresh.state is EntryState.VERIFIED
+        await reader.aclose()
+        await fresh.aclose()
+
+
+async def test_deleted_object_is_object_changed(source: FakeSource, cache_dir: Path) -> None:
+    meta = source.put(KEY, blob())
+    source.delete(KEY)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        with pytest.raises(ObjectChanged):
+            await reader.read(1, 10)
+        await reader.aclose()
+
+
+async def test_different_etag_in_a_response_is_object_changed(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    old = blob(seed=1)
+    meta1 = source.put(KEY, old)
+    source.honour_if_match = False  # e.g. a stale replica: only the reply's ETag tells
+    source.etag_header[(KEY, 2 * PART)] = '"another-version"'
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta1)
+        assert await reader.read(1, 10) == old[1:11]
+        with pytest.raises(ObjectChanged, match="another-version"):
+            await reader.read(2 * PART + 1, 10)
+        data_file, ckpt = files(cache_dir)
+        assert not data_file.exists()
+        assert not ckpt.exists()
+        new = blob(seed=2)
+        meta2 = source.put(KEY, new)
+        source.etag_header.clear()
+        fresh = p.open(meta2)
+        assert await read_all(fresh) == new
+        await reader.aclose()
+        await fresh.aclose()
+
+
+async def test_crc_header_changing_between_parts_is_object_changed(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    assert meta.crc64 is not None
+    source.crc_header[(KEY, 2 * PART)] = meta.crc64 ^ 1
+    async with running(source, cache_dir) as p:
+        reader = p.open(without_crc(meta))  # a listing's meta: the CRC comes from part 0
+        assert await reader.read(1, 10) == data[1:11]
+        with pytest.raises(ObjectChanged, match="CRC-64 header changed"):
+            await reader.read(2 * PART + 1, 10)
+        await reader.aclose()
+
+
+async def test_crc_header_disagreeing_with_the_opened_meta_is_object_changed(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    assert meta.crc64 is not None
+    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        with pytest.raises(ObjectChanged):
+            await reader.read(1, 10)
+        await reader.aclose()
+
+
+async def test_a_part_landing_after_the_download_failed_is_dropped(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    """Two GETs complete in the same scheduling step; the first says the object changed.
+
+    The second worker was already rescheduled, so the failure's cancellation does not reach
+    it: it must notice the failure itself instead of recording into the discarded entry
+    (which raises, and would take the whole service nursery down).
+    """
+    data = blob()
+    meta = source.put(KEY, data)
+    gate0, gate1 = source.gate(KEY, 0), source.gate(KEY, 1)
+    source.etag_header[(KEY, 0)] = '"another-version"'
+    source.honour_if_match = False
+    source.hooks[(KEY, 0)] = gate1.release.set  # part 1's reply arrives with part 0's
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        async with trio.open_nursery() as nursery:
+
+            async def read() -> None:
+                with pytest.raises(ObjectChanged):
+                    await reader.read(1, 2 * PART - 1)
+
+            nursery.start_soon(read)
+            await gate0.arrived.wait()
+            await gate1.arrived.wait()
+            gate0.release.set()
+        await settle(p)
+        assert source.part_calls(KEY) == Counter({0: 1, 1: 1})
+        assert not files(cache_dir)[0].exists()
+        await reader.aclose()
+
+
+# --------------------------------------------------------------------- integrity verdict
+
+
+async def test_crc_mismatch_fails_the_final_read_discards_and_the_next_open_refetches(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    source.flip.add((KEY, 3 * PART + 7))
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        with pytest.raises(ObjectCorrupt, match="CRC-64 mismatch"):
+            await read_all(reader)
+        data_file, ckpt = files(cache_dir)
+        assert not data_file.exists()
+        assert not ckpt.exists()
+        assert p.cached_state(meta) == ("uncached", None)
+        with pytest.raises(ObjectCorrupt):
+            await reader.read(0, 10)
+        await reader.aclose()
+
+        source.flip.clear()
+        fresh = p.open(meta)
+        assert await read_all(fresh) == data
+        assert fresh.state is EntryState.VERIFIED
+        assert source.part_calls(KEY) == Counter(dict.fromkeys(range(PARTS), 2))
+        await fresh.aclose()
+
+
+async def test_a_whole_object_read_never_returns_bytes_that_failed_verification(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    source.flip.add((KEY, SIZE - 1))
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        with pytest.raises(ObjectCorrupt):
+            await reader.read(0, SIZE)
+        await reader.aclose()
+
+
+async def test_object_without_crc_header_is_unverifiable(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data, crc=False)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        assert await read_all(reader) == data
+        assert reader.state is EntryState.UNVERIFIABLE
+        assert p.cached_state(meta) == ("unverifiable", None)
+        await reader.aclose()
+    assert durable_parts(cache_dir) == set(range(PARTS))
+
+
+# --------------------------------------------------------------------- durability
+
+
+async def test_checkpoint_is_flushed_every_eight_parts(
+    source: FakeSource, cache_dir: Path, mock_clock: MockClock
+) -> None:
+    assert FLUSH_EVERY_PARTS == 8
+    data = blob()
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir) as p:  # the clock stands still: no timed flush
+        reader = p.open(meta)
+        await reader.read(1, 7 * PART - 1)  # parts 0..6
+        await flushed(p)
+        assert durable_parts(cache_dir) == set()
+        await reader.read(7 * PART + 1, 10)  # the eighth
+        await flushed(p)
+        assert durable_parts(cache_dir) == set(range(8))
+        await reader.aclose()
+
+
+async def test_checkpoint_is_flushed_after_one_second(
+    source: FakeSource, cache_dir: Path, mock_clock: MockClock
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        await reader.read(2 * PART + 1, 10)
+        await settle(p)  # the timer task is asleep
+        mock_clock.jump(0.9)
+        await flushed(p)
+        assert durable_parts(cache_dir) == set()
+        mock_clock.jump(0.2)
+        await flushed(p)
+        assert durable_parts(cache_dir) == {2}
+        await reader.aclose()
+
+
+async def test_the_last_handle_closing_during_a_timed_flush_still_releases_the_entry(
+    source: FakeSource, cache_dir: Path, mock_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        await reader.read(2 * PART + 1, 10)
+        await settle(p)  # no worker left; the timer task is asleep
+        entry = p._downloads[(KEY, meta.etag, meta.size)].entry
+        started, proceed = threading.Event(), threading.Event()
+        real_flush = entry.flush
+
+        def slow_flush() -> None:
+            started.set()
+            proceed.wait()
+            real_flush()
+
+        monkeypatch.setattr(entry, "flush", slow_flush)
+        mock_clock.jump(1.5)
+        await trio.to_thread.run_sync(started.wait)  # the timed flush is in its thread
+        await reader.aclose()  # the last handle goes while it runs
+        proceed.set()
+        await settle(p)
+        assert p.statistics()["downloads"] == 0
+        assert p.store.statistics().in_use == 0
+        assert durable_parts(cache_dir) == {2}
+
+
+async def test_resume_after_a_crash_fetches_only_the_missing_parts(
+    source: FakeSource, cache_dir: Path, autojump_clock: MockClock
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    store = open_store(cache_dir)
+    async with trio.open_nursery() as nursery:
+        p = Prefetcher(source, store, nursery, config())
+        reader = p.open(meta)
+        await reader.read(1, 3 * PART - 1)  # parts 0..2
+        await trio.sleep(1.5)  # the timed flush
+        await flushed(p)
+        await reader.read(5 * PART + 1, 10)  # part 5: recorded, not yet durable
+        nursery.cancel_scope.cancel()
+    assert durable_parts(cache_dir) == {0, 1, 2}
+    crash(store)
+
+    source.calls.clear()
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        assert p.cached_state(meta)[0] == "partial"
+        assert await read_all(reader) == data
+        assert source.part_calls(KEY) == Counter(range(3, PARTS))
+        assert reader.state is EntryState.VERIFIED
+        await reader.aclose()
+
+
+async def test_resume_after_a_clean_shutdown_keeps_every_recorded_part(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        await reader.read(1, 2 * PART - 1)  # parts 0, 1; the reader is never closed
+    assert durable_parts(cache_dir) == {0, 1}
+    source.calls.clear()
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        assert await read_all(reader) == data
+        assert source.part_calls(KEY) == Counter(range(2, PARTS))
+        await reader.aclose()
+
+
+async def test_verified_entry_after_reopen_serves_reads_with_zero_gets(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        assert await read_all(reader) == data
+        await reader.aclose()
+    source.calls.clear()
+    async with running(source, cache_dir) as p:
+        assert p.cached_state(meta) == ("verified", meta.crc64)
+        opened = p.open(meta)  # open and close at once (`stat`-like tools, `file`)
+        await opened.aclose()
+        reader = p.open(without_crc(meta))
+        assert reader.state is EntryState.VERIFIED
+        assert await read_all(reader) == data
+        assert await reader.read(SIZE - 1024, 1024) == data[-1024:]
+        await reader.aclose()
+    assert source.calls == []
+    assert source.heads == []
+
+
+async def _complete_unverified_entry(
+    source: FakeSource, cache_dir: Path, data: bytes
+) -> ObjectMeta:
+    """A cache entry with every part durable but no CRC known: a crash before the verdict."""
+    meta = source.put(KEY, data)
+    store = open_store(cache_dir)
+    entry = store.open_entry(without_crc(meta), PART)
+    for i in range(PARTS):
+        entry.write_part(i, part_of(i, data))
+    store.release(entry)
+    store.close()
+    return meta
+
+
+async def test_resumed_complete_entry_without_crc_asks_head_once_and_verifies(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = await _complete_unverified_entry(source, cache_dir, data)
+    async with running(source, cache_dir) as p:
+        reader = p.open(without_crc(meta))
+        assert await read_all(reader) == data
+        assert reader.state is EntryState.VERIFIED
+        await reader.aclose()
+    assert source.calls == []
+    assert source.heads == [KEY]
+
+
+async def test_closing_while_the_resumed_entry_asks_head_does_not_crash(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = await _complete_unverified_entry(source, cache_dir, data)
+    source.head_gate = trio.Event()
+    async with running(source, cache_dir) as p:
+        reader = p.open(without_crc(meta))
+        await wait_all_tasks_blocked()
+        assert source.heads == [KEY]  # the verdict is waiting for HEAD
+        await reader.aclose()  # the entry is released meanwhile
+        source.head_gate.set()
+        await settle(p)
+        again = p.open(without_crc(meta))
+        source.head_gate = None
+        assert await read_all(again) == data
+        await again.aclose()
+    assert source.calls == []
+
+
+async def test_zero_byte_object_needs_no_get(source: FakeSource, cache_dir: Path) -> None:
+    meta = source.put(KEY, b"")
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        assert await reader.read(0, 4096) == b""
+        assert await reader.read(10, 4096) == b""
+        await settle(p)
+        assert reader.state is EntryState.VERIFIED
+        await reader.aclose()
+    assert source.calls == []
+    assert source.heads == []
+
+
+# --------------------------------------------------------------------- cancellation
+
+
+async def test_cancelled_read_leaves_the_download_going_for_other_readers(
+    source: FakeSource, cache_dir: Path, autojump_clock: MockClock
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    gate = source.gate(KEY, 4)
+    want = data[4 * PART + 1 : 4 * PART + 101]
+    async with running(source, cache_dir) as p:
+        a, b = p.open(meta), p.open(meta)
+        with trio.move_on_after(1) as scope:
+            await a.read(4 * PART + 1, 100)
+        assert scope.cancelled_caught
+        assert gate.arrived.is_set()
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+
+            async def read() -> None:
+                got.append(await b.read(4 * PART + 1, 100))
+
+            nursery.start_soon(read)
+            await wait_all_tasks_blocked()
+            gate.release.set()
+        assert got == [want]
+        assert await a.read(4 * PART + 1, 100) == want
+        assert source.part_calls(KEY) == Counter({4: 1})
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_handle_opened_after_the_cancelled_one_closed_joins_the_running_get(
+    source: FakeSource, cache_dir: Path, autojump_clock: MockClock
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    gate = source.gate(KEY, 4)
+    async with running(source, cache_dir) as p:
+        a = p.open(meta)
+        with trio.move_on_after(1):
+            await a.read(4 * PART + 1, 100)
+        await a.aclose()  # the last handle is gone, the GET is still in flight
+        b = p.open(meta)
+        assert p.statistics()["downloads"] == 1
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+
+            async def read() -> None:
+                got.append(await b.read(4 * PART + 1, 100))
+
+            nursery.start_soon(read)
+            await wait_all_tasks_blocked()
+            gate.release.set()
+        assert got == [data[4 * PART + 1 : 4 * PART + 101]]
+        assert source.part_calls(KEY) == Counter({4: 1})
+        await b.aclose()
+        await settle(p)
+        assert p.statistics()["downloads"] == 0
+        assert p.store.statistics().in_use == 0
