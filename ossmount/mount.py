@@ -9,6 +9,11 @@ Order of start-up, each step failing with a StartupError (one line, an exit code
      reported once a stat of the mountpoint is answered by us, and the mount's kernel
      read-ahead is raised then (measurements.md §5: 1 MiB reads, several in flight).
 
+Under systemd (`$NOTIFY_SOCKET`, see ossmount.service.notify): steps 2 and 3 extend the start
+timeout while they run, `READY=1` goes with the readiness above, a `STATUS=` line follows the
+downloads and the cache, `WATCHDOG=1` comes from this event loop, `STOPPING=1` at shutdown.
+SIGHUP drops the metadata caches and re-reads the credentials (`RELOADING=1` … `READY=1`).
+
 Shutdown (unmount by `fusermount3 -u`/`umount`, or SIGTERM/SIGINT → pyfuse3.terminate):
 pyfuse3.main returns, the nursery is cancelled (downloads stop mid-part; unrecorded parts are
 simply fetched again later), every checkpoint is flushed, the cache lock is released.
@@ -20,6 +25,7 @@ import errno
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pyfuse3
@@ -34,6 +40,7 @@ from ossmount.fs.ops import Operations, Presentation
 from ossmount.oss import (
     AccessDenied,
     CredentialsError,
+    CredentialsProvider,
     InvalidAccessKeyId,
     NoSuchBucket,
     OssClient,
@@ -44,11 +51,17 @@ from ossmount.oss import (
     resolve_credentials,
 )
 from ossmount.prefetch.scheduler import PrefetchConfig, Prefetcher
+from ossmount.service.notify import Notifier
+from ossmount.service.reload import ReloadableCredentials, describe_mount
 from ossmount.tree.namespace import Namespace
 
 __all__ = ["check_mountpoint", "run_mount"]
 
 log = logging.getLogger(__name__)
+
+# Start-up work that may take long (retried LIST, scanning a large cache) renews systemd's
+# start timeout by this much, every half of it, while it runs.
+_EXTEND_USEC = 30_000_000
 
 
 def check_mountpoint(path: Path) -> None:
@@ -128,17 +141,46 @@ def _raise_readahead(mountpoint: Path, kb: int) -> None:
 
 async def run_mount(config: MountConfig, readiness: Readiness) -> None:
     """Mount and serve until unmounted. Raises StartupError before the mount is ready."""
-    check_mountpoint(config.mountpoint)
+    notifier = Notifier()
     try:
-        credentials = resolve_credentials(
+        async with trio.open_nursery() as service:
+            service.start_soon(notifier.run)  # watchdog pings from this loop, timeout renewals
+            try:
+                await _mount(config, readiness, notifier)
+            finally:
+                service.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _sole(group) from None  # the CLI maps a bare StartupError to its exit code
+    finally:
+        notifier.close()
+
+
+def _sole(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _resolve(config: MountConfig) -> ReloadableCredentials:
+    def resolve() -> CredentialsProvider:
+        return resolve_credentials(
             config.bucket, passwd_file=config.passwd_file, anonymous=config.anonymous
         )
+
+    return ReloadableCredentials(resolve(), resolve)
+
+
+async def _mount(config: MountConfig, readiness: Readiness, notifier: Notifier) -> None:
+    check_mountpoint(config.mountpoint)
+    try:
+        credentials = _resolve(config)
     except CredentialsError as exc:
         raise _startup_error(exc, config) from exc
 
     async with OssClient(_client_config(config), credentials) as client:
         try:
-            await client.list_page(config.prefix, "/", max_keys=1)
+            with notifier.extending(_EXTEND_USEC):
+                await client.list_page(config.prefix, "/", max_keys=1)
         except (OssError, CredentialsError) as exc:
             raise _startup_error(exc, config) from exc
 
@@ -146,17 +188,26 @@ async def run_mount(config: MountConfig, readiness: Readiness) -> None:
         try:
             config.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             store = CacheStore(config.cache_dir, bucket=config.bucket, max_bytes=max_bytes)
-            store.lock()
+            with notifier.extending(_EXTEND_USEC):
+                # The scan of a large cache takes a while: in a thread, so the loop keeps
+                # renewing the start timeout and pinging the watchdog. Nothing else uses the
+                # store yet.
+                await trio.to_thread.run_sync(store.lock)
         except (OSError, CacheError) as exc:
             raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
         try:
-            await _serve(config, client, store, readiness)
+            await _serve(config, client, credentials, store, readiness, notifier)
         finally:
             store.close()
 
 
 async def _serve(
-    config: MountConfig, client: OssClient, store: CacheStore, readiness: Readiness
+    config: MountConfig,
+    client: OssClient,
+    credentials: ReloadableCredentials,
+    store: CacheStore,
+    readiness: Readiness,
+    notifier: Notifier,
 ) -> None:
     namespace = Namespace(
         client,
@@ -200,22 +251,40 @@ async def _serve(
             raise StartupError(
                 f"the kernel refused to mount {config.mountpoint}: {exc}", ExitCode.FUSE
             ) from exc
+
+        def describe() -> str:
+            downloads = prefetcher.statistics()
+            return describe_mount(
+                source,
+                str(config.mountpoint),
+                downloads["downloads"],
+                downloads["gets_in_flight"],
+                store.statistics(),
+            )
+
         try:
-            nursery.start_soon(_handle_signals)
-            nursery.start_soon(_announce_ready, config, source, readiness)
+            nursery.start_soon(_handle_signals, namespace, credentials, notifier)
+            nursery.start_soon(_announce_ready, config, source, readiness, notifier, describe)
             await pyfuse3.main(min_tasks=4, max_tasks=256)
         except BaseException:
             pyfuse3.close(unmount=True)
             raise
         finally:
             nursery.cancel_scope.cancel()
+            notifier.stopping(f"unmounting {source} from {config.mountpoint}")
             with trio.CancelScope(shield=True):
                 await prefetcher.aclose()
     pyfuse3.close(unmount=True)
     log.info("unmounted %s from %s cleanly", source, config.mountpoint)
 
 
-async def _announce_ready(config: MountConfig, source: str, readiness: Readiness) -> None:
+async def _announce_ready(
+    config: MountConfig,
+    source: str,
+    readiness: Readiness,
+    notifier: Notifier,
+    describe: Callable[[], str],
+) -> None:
     # The stat blocks until pyfuse3.main answers the kernel's first requests.
     await trio.to_thread.run_sync(os.stat, config.mountpoint)
     _raise_readahead(config.mountpoint, config.kernel_readahead_kb)
@@ -229,12 +298,42 @@ async def _announce_ready(config: MountConfig, source: str, readiness: Readiness
     if config.ignored_options:
         log.info("ignored mount options: %s", ",".join(config.ignored_options))
     readiness.ready()
+    notifier.ready(describe())
+    await notifier.status_loop(describe)  # rate-limited; the last value wins
 
 
-async def _handle_signals() -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _reload(namespace: Namespace, credentials: ReloadableCredentials) -> None:
+    dropped = namespace.cached_entries
+    namespace.invalidate()
+    try:
+        source = await credentials.reload()
+    except CredentialsError as exc:
+        log.warning(
+            "SIGHUP received: dropped %d cached metadata entries; credentials NOT re-read, "
+            "keeping the current ones: %s",
+            dropped,
+            exc,
+        )
+        return
+    log.info(
+        "SIGHUP received: dropped %d cached metadata entries; credentials re-read from %s",
+        dropped,
+        source,
+    )
+
+
+async def _handle_signals(
+    namespace: Namespace, credentials: ReloadableCredentials, notifier: Notifier
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                notifier.reloading()
+                await _reload(namespace, credentials)
+                notifier.ready()
+                continue
             log.info("%s received: unmounting", signal.Signals(signum).name)
+            notifier.stopping()
             try:
                 pyfuse3.terminate()
             except OSError as exc:  # pragma: no cover - terminate does not usually fail
