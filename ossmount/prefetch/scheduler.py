@@ -306,7 +306,8 @@ class Download:
         if self.entry.complete:
             await self._finish()
         elif self._unflushed >= FLUSH_EVERY_PARTS:
-            await self.flush()
+            # In the background: the readers of this part must not wait for an fdatasync.
+            self._p.nursery.start_soon(self._flush_in_background)
         elif not self._flush_timer:
             self._flush_timer = True
             self._p.nursery.start_soon(self._flush_later)
@@ -318,9 +319,18 @@ class Download:
             await self.flush()
         finally:
             self._flush_timer = False
-            if self.users == 0 and self.idle and not self.closed:
-                # The last handle closed while this flush ran (release saw us busy): close.
-                self._p.nursery.start_soon(self._p.close_download, self)
+            self._close_if_abandoned()
+
+    async def _flush_in_background(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            self._close_if_abandoned()
+
+    def _close_if_abandoned(self) -> None:
+        """The last handle closed while a flush ran (release saw us busy): close now."""
+        if self.users == 0 and self.idle and not self.closed:
+            self._p.nursery.start_soon(self._p.close_download, self)
 
     async def flush(self) -> None:
         """Make recorded parts durable in the checkpoint (fdatasync + atomic rewrite)."""
@@ -408,7 +418,7 @@ class Download:
         # whole object (seconds for a GiB), only for the CRC comparison above.
         self._verdict.set()
         self._unflushed += 1
-        await self.flush()
+        self._p.nursery.start_soon(self._flush_in_background)
 
     def _fail(self, error: ReadError) -> None:
         """Terminal failure: wake every waiter with `error` and forget this download."""
