@@ -251,6 +251,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             if fault.stall_after is not None:
                 time.sleep(fault.stall_s)
+            if fault.replace_with is not None:  # before the close, so the resume sees it
+                self.server.owner.put_object(key, fault.replace_with)
             if fault.rst:  # RST: the kernel may drop bytes the client had not read yet
                 self.connection.setsockopt(
                     socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
@@ -259,8 +261,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             self.connection.close()
-            if fault.replace_with is not None:
-                self.server.owner.put_object(key, fault.replace_with)
             return
         self._send(status, meta, b"", length=len(body))
         view = memoryview(body)
