@@ -375,6 +375,9 @@ def test_a_mount_works_under_the_units_privilege_limits(
     assert (mount.path / "f.bin").read_bytes() == b"x" * 3 * MiB
     status = Path(f"/proc/{mount.proc.pid}/status").read_text()
     assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
+    effective = re.search(r"^CapEff:\s+([0-9a-f]+)$", status, re.M)
+    assert effective is not None
+    assert int(effective.group(1), 16) == 1 << 21  # CAP_SYS_ADMIN, nothing else
     # ExecStop runs under the same limits.
     stop = subprocess.run(
         [*limits, "fusermount3", "-u", str(mount.path)], capture_output=True, text=True
