@@ -67,6 +67,10 @@ __all__ = [
 # `--body-path httpx`), never needed for correctness.
 FAST_PATH_ENABLED = True
 
+# On the httpx fallback path, a body abandoned with at most this much left is drained
+# rather than dropped (see BodyReader.aclose).
+_FALLBACK_DRAIN_LIMIT = 4 * 1024 * 1024
+
 # Largest single socket read; larger buys nothing on loopback (measurements.md §2, 1-4 MiB).
 MAX_READ = 4 * 1024 * 1024
 
@@ -312,4 +316,19 @@ class BodyReader:
     async def aclose(self) -> None:
         """Release the response: back to the pool if the body was read to its end (h11 DONE),
         otherwise httpcore closes the connection."""
-        await self._response.aclose()
+        try:
+            if self._raw_iter is not None:
+                # httpx's body iterator is a stack of async generators and only the outer one
+                # can be closed by us; the inner ones finish cleanly only when the body is
+                # consumed to its end. So on the fallback path drain what little is left
+                # (always the case after a complete body: its EOF is not yet seen), and close.
+                remaining = self.remaining
+                if remaining is not None and remaining <= _FALLBACK_DRAIN_LIMIT:
+                    with trio.move_on_after(self._stall_s):
+                        async for _chunk in self._raw_iter:
+                            pass
+                aclose = getattr(self._raw_iter, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        finally:
+            await self._response.aclose()

@@ -331,8 +331,9 @@ class OssClient:
         self, response: httpx.Response, limit: int, key: str | None, *, truncate: bool = False
     ) -> bytes:
         out = bytearray()
+        chunks = response.aiter_raw()
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in chunks:
                 out += chunk
                 if len(out) > limit:
                     if truncate:
@@ -351,6 +352,10 @@ class OssClient:
                 bucket=self.config.bucket,
                 key=key,
             ) from exc
+        finally:
+            aclose = getattr(chunks, "aclose", None)  # never leave the generator to the GC
+            if aclose is not None:
+                await aclose()
         return bytes(out)
 
     # -- HEAD -------------------------------------------------------------------------------
