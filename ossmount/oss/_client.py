@@ -297,6 +297,14 @@ class OssClient:
                 bucket=self.config.bucket,
                 key=key,
             ) from exc
+        log.debug(
+            "%s oss://%s/%s -> %d (request id %s)",
+            method,
+            self.config.bucket,
+            key or "",
+            response.status_code,
+            response.headers.get("x-oss-request-id", "-"),
+        )
         if response.status_code < 300:
             return response
         try:
@@ -561,7 +569,8 @@ class OssClient:
         if not 1 <= max_keys <= 1000:
             raise ValueError("max_keys must be 1..1000")
         query = [("list-type", "2"), ("encoding-type", "url"), ("max-keys", str(max_keys))]
-        query.append(("prefix", prefix))
+        if prefix:
+            query.append(("prefix", prefix))
         if delimiter:
             query.append(("delimiter", delimiter))
         if continuation:
