@@ -42,6 +42,7 @@ class Fault:
     stall_s: float = 0.0
     ignore_range: bool = False
     retry_after: str | None = None
+    date_offset_s: float = 0.0  # the server's Date header runs this far ahead of us
     replace_with: bytes | None = None  # after firing, the object gets these bytes (new ETag)
 
 
@@ -89,6 +90,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return formatdate(time.time() + getattr(self, "_date_offset", 0.0), usegmt=True)
+
     # -- plumbing ---------------------------------------------------------------------------
 
     def _parse(self) -> tuple[str | None, str | None, list[tuple[str, str]]]:
@@ -110,8 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         rid = headers.pop("x-oss-request-id", "5F0000000000000000000001")
         self.send_header("x-oss-request-id", rid)
-        self.send_header("Server", "AliyunOSS")
-        self.send_header("Date", formatdate(usegmt=True))
+        self.send_header("Server", "AliyunOSS")  # send_response already sent Date
         for k, v in headers.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body) if length is None else length))
@@ -195,6 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
         op = "LIST" if key is None else self.command
         fault = self._fault(op, key)
         if fault is not None and fault.status:
+            self._date_offset = fault.date_offset_s
             extra = {"Retry-After": fault.retry_after} if fault.retry_after else None
             self._error(fault.status, fault.code, "injected", head=head, extra=extra)
             return

@@ -235,3 +235,21 @@ async def test_fast_body_path_engaged(server: MiniServer, client: OssClient) -> 
     server.put_object("k", DATA)
     await client.get_into("k", 0, bytearray(len(DATA)))
     assert client.statistics() == {"recv_into": 1}
+
+
+async def test_clock_skew_corrected_from_server_date(server: MiniServer, client: OssClient) -> None:
+    import calendar
+    import time
+
+    server.put_object("k", DATA)
+    server.faults.append(
+        Fault(op="HEAD", key="k", status=403, code="RequestTimeTooSkewed", date_offset_s=3600)
+    )
+    await client.head("k")
+    first, second = server.requests
+    stamps = [
+        calendar.timegm(time.strptime(r.headers["x-oss-date"], "%Y%m%dT%H%M%SZ"))
+        for r in (first, second)
+    ]
+    assert abs(stamps[0] - time.time()) < 60
+    assert abs(stamps[1] - (time.time() + 3600)) < 60  # re-signed with the server's clock
