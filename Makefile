@@ -5,7 +5,7 @@
 
 SHELL := /bin/bash
 PY := .venv/bin/python
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config python3-venv python3-dev gcc rsync curl
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config python3-venv python3-dev gcc rsync curl systemd util-linux
 
 .PHONY: setup demo test lint bench clean
 

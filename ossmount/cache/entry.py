@@ -173,11 +173,16 @@ class CacheEntry:
                 fd = cls._open_existing(bucket, meta, path)
                 if fd is not None:
                     return cls._resumed(bucket, meta, layout, path, checkpoint_path, fd, cp)
+            removed_checkpoint = False
             with contextlib.suppress(FileNotFoundError):
                 checkpoint_path.unlink()
+                removed_checkpoint = True
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            fsync_dir(path.parent)
+            if removed_checkpoint:
+                # Only a removed checkpoint must be durably gone before the new file exists;
+                # a first download skips this fsync (it sits on the time to first byte).
+                fsync_dir(path.parent)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 os.ftruncate(fd, meta.size)

@@ -137,6 +137,7 @@ class Download:
         self._events: dict[int, trio.Event] = {}  # part -> set when done or failed
         self._part_errors: dict[int, ReadError] = {}
         self._in_flight: set[int] = set()
+        self._urgent: set[int] = set()  # in-flight parts a reader is blocked on
         self._demand: list[int] = []  # heap
         self._ahead: list[int] = []  # heap
         self._workers = 0
@@ -167,12 +168,21 @@ class Download:
             self._workers += 1
             self._p.nursery.start_soon(self._worker)
 
-    def _next_part(self) -> int | None:
-        for queue in (self._demand, self._ahead):
-            while queue:
-                index = heapq.heappop(queue)
-                if not self.entry.is_done(index) and index not in self._in_flight:
-                    return index
+    def _next_part(self) -> tuple[int, bool] | None:
+        """(part, urgent): demand parts first; read-ahead only while no reader is blocked.
+
+        On a 2-core machine the GETs share one event loop, so read-ahead started next to a
+        blocked reader's part slows that part down (time to first byte, a seek): read-ahead
+        waits until the urgent parts are in, then runs `parallel_count` wide.
+        """
+        while self._demand:
+            index = heapq.heappop(self._demand)
+            if not self.entry.is_done(index) and index not in self._in_flight:
+                return index, True
+        while self._ahead and not self._urgent:
+            index = heapq.heappop(self._ahead)
+            if not self.entry.is_done(index) and index not in self._in_flight:
+                return index, False
         return None
 
     @property
@@ -223,19 +233,25 @@ class Download:
         try:
             with scope:
                 while self.failure is None:
-                    index = self._next_part()
-                    if index is None:
+                    picked = self._next_part()
+                    if picked is None:
                         return
+                    index, urgent = picked
                     self._in_flight.add(index)
+                    if urgent:
+                        self._urgent.add(index)
                     self._part_errors.pop(index, None)  # a new attempt supersedes old failures
                     try:
                         async with self._p.limiter:
                             await self._fetch(index)
                     finally:
                         self._in_flight.discard(index)
+                        self._urgent.discard(index)
                         event = self._events.pop(index, None)
                         if event is not None:
                             event.set()
+                        if urgent:
+                            self._spawn_workers()  # read-ahead held back for it may go now
         finally:
             self._scopes.discard(scope)
             self._workers -= 1
