@@ -313,9 +313,25 @@ class BodyReader:
         self._pending = memoryview(chunk)[n:]
         return n
 
+    def _finish_h11(self) -> None:
+        """After a complete body, let h11 see its end (EndOfMessage) so the connection goes
+        back to the pool. Needed when the last body bytes came from h11's own buffer (small
+        bodies arrive with the head), where no raw read marked the end."""
+        conn = self._h11
+        if conn is None or self.remaining != 0:
+            return
+        try:
+            while conn.their_state is h11.SEND_BODY:
+                event = conn.next_event()
+                if event is h11.NEED_DATA or event is h11.PAUSED:
+                    break
+        except h11.RemoteProtocolError:
+            pass  # httpcore will see the state is not DONE and close the connection
+
     async def aclose(self) -> None:
         """Release the response: back to the pool if the body was read to its end (h11 DONE),
         otherwise httpcore closes the connection."""
+        self._finish_h11()
         try:
             if self._raw_iter is not None:
                 # httpx's body iterator is a stack of async generators and only the outer one

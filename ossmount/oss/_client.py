@@ -39,8 +39,9 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from http.cookiejar import CookieJar
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -146,6 +147,17 @@ def _meta_from_headers(key: str, headers: httpx.Headers, size: int) -> ObjectMet
     )
 
 
+class _NoCookies(CookieJar):
+    """OSS sets no cookies we want; httpx's per-response cookie parsing was ~10 % of a small
+    request's CPU in profiles, so the jar ignores everything."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def add_cookie_header(self, request: Any) -> None:
+        return None
+
+
 class _GetState:
     """Progress of one ranged GET across attempts (owned by one task)."""
 
@@ -195,6 +207,7 @@ class OssClient:
             or httpx.AsyncHTTPTransport(limits=limits, verify=config.verify_tls, retries=0),
             timeout=timeout,
             follow_redirects=False,
+            cookies=_NoCookies(),
             trust_env=False,  # no proxy/netrc surprises: the endpoint is exactly what is given
         )
 
