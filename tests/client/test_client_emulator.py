@@ -181,3 +181,15 @@ async def test_empty_object_not_fetched(emu: Emulator, client: OssClient) -> Non
     res = await client.get_into("empty", 0, bytearray(0))
     assert res.length == 0
     assert gets(emu) == []
+
+
+async def test_connection_reused_for_small_bodies(emu: Emulator, client: OssClient) -> None:
+    # The emulator sends head and a small body in one write, so the body sits in h11's buffer:
+    # the connection must still go back to the pool rather than be closed per request.
+    emu.put_object("bkt", "small", b"0123456789" * 10)
+    for i in range(5):
+        buf = bytearray(50)
+        await client.get_into("small", i, buf)
+        assert bytes(buf) == (b"0123456789" * 10)[i : i + 50]
+    pool = client._http._transport._pool  # type: ignore[attr-defined]
+    assert len(pool.connections) == 1
