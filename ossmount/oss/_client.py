@@ -452,12 +452,15 @@ class OssClient:
             return GetResult(meta=meta, offset=offset, length=0, crc64=0)
         state = _GetState(offset, length, if_match)
         where = f"GET oss://{self.config.bucket}/{key} bytes={offset}-{offset + length - 1}"
-        await call_with_retries(
-            self._retry,
-            lambda _attempt: self._get_attempt(key, state, sink),
-            describe=where,
-            progress=lambda: state.pos,
-        )
+        # Normally one pass; more only if a server answers with less than the asked range
+        # while the object goes on (each such reply moves `pos` forward by >= 1 byte).
+        while state.meta is None or state.pos < state.length:
+            await call_with_retries(
+                self._retry,
+                lambda _attempt: self._get_attempt(key, state, sink),
+                describe=where,
+                progress=lambda: state.pos,
+            )
         assert state.meta is not None
         return GetResult(meta=state.meta, offset=offset, length=state.pos, crc64=state.crc)
 
@@ -486,7 +489,7 @@ class OssClient:
         reader = BodyReader(response, stall_s=self.config.stall_timeout_s)
         self._body_paths[reader.fast_path] += 1
         try:
-            skip = self._check_get_reply(key, response, state, start, end)
+            skip, stop = self._check_get_reply(key, response, state, start, end)
             if skip:
                 scratch = self._take_scratch()
                 try:
@@ -495,7 +498,7 @@ class OssClient:
                     self._scratch.append(scratch)
                 if got < skip:
                     raise self._bad(key, response, "200 reply ended before the asked offset")
-            want = state.length - state.pos
+            want = min(state.length, stop - state.offset) - state.pos
 
             def fold(view: memoryview) -> None:
                 state.crc = crc64(view, state.crc)
@@ -526,9 +529,12 @@ class OssClient:
 
     def _check_get_reply(
         self, key: str, response: httpx.Response, state: _GetState, start: int, end: int
-    ) -> int:
-        """Validate a GET reply against what we asked; set/verify state.meta; return how many
-        leading body bytes to skip (non-zero only for a 200 that ignored our Range)."""
+    ) -> tuple[int, int]:
+        """Validate a GET reply against what we asked and set/verify state.meta.
+
+        Returns (skip, stop): how many leading body bytes to read past (non-zero only for a
+        200 that ignored our Range) and the object offset just after the last byte this reply
+        carries for us."""
         headers = response.headers
         etag = headers.get("etag", "")
         if state.pinned is not None and etag and etag != state.pinned:
@@ -546,8 +552,9 @@ class OssClient:
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) != last - first + 1:
                 raise self._bad(key, response, "Content-Length disagrees with Content-Range")
-            if last < end:  # the object ends inside our range (clamped by range-behavior)
-                state.length = last + 1 - state.offset
+            if last < end and last == total - 1:
+                state.length = total - state.offset  # the object ends inside our range
+            stop = last + 1
         elif response.status_code == 200:
             length = headers.get("content-length", "")
             if not length.isdigit():
@@ -557,6 +564,7 @@ class OssClient:
                 raise self._bad(key, response, f"object has {total} bytes, asked from {start}")
             skip = start
             state.length = min(state.length, total - state.offset)
+            stop = total
         else:
             raise self._bad(key, response, f"unexpected status {response.status_code} for GET")
         meta = _meta_from_headers(key, headers, total)
@@ -566,7 +574,7 @@ class OssClient:
                 state.pinned = meta.etag  # resumes must come from this same version
         elif meta.size != state.meta.size:
             raise self._changed(key, state.meta.etag, meta.etag)
-        return skip
+        return skip, stop
 
     # -- listing ----------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ class Fault:
     stall_s: float = 0.0
     ignore_range: bool = False
     retry_after: str | None = None
+    cap_range: int | None = None  # answer a Range with at most this many bytes (valid 206)
     date_offset_s: float = 0.0  # the server's Date header runs this far ahead of us
     replace_with: bytes | None = None  # after firing, the object gets these bytes (new ETag)
 
@@ -235,6 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
             a, _, b = spec.partition("-")
             first = int(a)
             last = min(int(b), size - 1) if b else size - 1
+            if fault is not None and fault.cap_range is not None:
+                last = min(last, first + fault.cap_range - 1)
             if first >= size:
                 self._error(
                     416, "InvalidRange", "The requested range cannot be satisfied", head=head

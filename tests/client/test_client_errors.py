@@ -253,3 +253,20 @@ async def test_clock_skew_corrected_from_server_date(server: MiniServer, client:
     ]
     assert abs(stamps[0] - time.time()) < 60
     assert abs(stamps[1] - (time.time() + 3600)) < 60  # re-signed with the server's clock
+
+
+async def test_short_206_continues_from_where_it_ended(
+    server: MiniServer, client: OssClient
+) -> None:
+    server.put_object("k", DATA)
+    server.faults.append(Fault(op="GET", key="k", cap_range=300_000, times=2))
+    buf = bytearray(1_000_000)
+    res = await client.get_into("k", 10, buf)
+    assert res.length == 1_000_000
+    assert bytes(buf) == DATA[10:1_000_010]
+    assert res.crc64 == crc64(DATA[10:1_000_010])
+    assert [r.headers["Range"] for r in server.requests] == [
+        "bytes=10-1000009",
+        "bytes=300010-1000009",
+        "bytes=600010-1000009",
+    ]
