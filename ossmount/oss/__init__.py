@@ -1,8 +1,14 @@
-"""Alibaba Cloud OSS client: signing, credentials, typed errors, and the async `OssClient`."""
+"""Alibaba Cloud OSS client: signing, credentials, typed errors, and the async `OssClient`.
+
+`OssClient` and `OssConfig` (and with them httpx) load on first use: the emulator imports
+`ossmount.oss.signing` for the shared canonicalization and must not load the client with it,
+so that a client bug cannot hide behind a matching emulator bug.
+"""
 
 from __future__ import annotations
 
-from ._client import OssClient, OssConfig
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     AccessDenied,
     BadResponse,
@@ -70,3 +76,14 @@ __all__ = [
     "Throttled",
     "resolve_credentials",
 ]
+
+if TYPE_CHECKING:
+    from ._client import OssClient, OssConfig
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("OssClient", "OssConfig"):
+        from . import _client
+
+        return getattr(_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
