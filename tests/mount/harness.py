@@ -143,3 +143,18 @@ def fuse_problem() -> str | None:
     if shutil.which("fusermount3") is None:
         return "fusermount3 is not installed (apt-get install fuse3)"
     return None
+
+
+def daemon_pids(mountpoint: Path) -> list[int]:
+    """PIDs of ossmount daemons serving `mountpoint` (found by their command line)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"ossmount" in arg for arg in cmdline[:2]) and str(mountpoint).encode() in cmdline:
+            pids.append(int(entry.name))
+    return pids

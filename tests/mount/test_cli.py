@@ -13,7 +13,7 @@ import pytest
 from ossmount.emulator import Emulator
 from ossmount.errors import ExitCode
 from tests.mount.conftest import MountFactory
-from tests.mount.harness import AK, BUCKET, SK
+from tests.mount.harness import AK, BUCKET, SK, daemon_pids
 
 
 def _run(
@@ -28,20 +28,6 @@ def _run(
         text=True,
         timeout=timeout,
     )
-
-
-def _daemon_pids(mountpoint: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"ossmount" in b" ".join(cmdline) and str(mountpoint).encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 CREDS = {"OSS_ACCESS_KEY_ID": AK, "OSS_ACCESS_KEY_SECRET": SK}
@@ -65,16 +51,16 @@ def test_daemon_returns_when_mounted_and_exits_on_unmount(
     try:
         assert result.returncode == 0, result.stderr
         assert (mnt / "hello.txt").read_text() == "hi\n"  # answers as soon as we return
-        pids = _daemon_pids(mnt)
+        pids = daemon_pids(mnt)
         assert len(pids) == 1
         cmdline = Path(f"/proc/{pids[0]}/cmdline").read_bytes()
         assert SK.encode() not in cmdline
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
     deadline = time.monotonic() + 20
-    while _daemon_pids(mnt) and time.monotonic() < deadline:
+    while daemon_pids(mnt) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _daemon_pids(mnt), "the daemon did not exit after unmount"
+    assert not daemon_pids(mnt), "the daemon did not exit after unmount"
     assert not os.path.ismount(mnt)
 
 

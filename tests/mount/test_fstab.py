@@ -25,7 +25,7 @@ import pytest
 
 from ossmount.emulator import Emulator
 from ossmount.errors import ExitCode
-from tests.mount.harness import AK, BUCKET, SK
+from tests.mount.harness import AK, BUCKET, SK, daemon_pids
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -83,23 +83,9 @@ class Namespace:
                 stream.close()
 
 
-def _daemon_pids(mountpoint: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(b"ossmount" in arg for arg in cmdline[:2]) and str(mountpoint).encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
 def _wait_gone(mountpoint: Path, timeout: float = 20) -> bool:
     deadline = time.monotonic() + timeout
-    while _daemon_pids(mountpoint):
+    while daemon_pids(mountpoint):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -116,7 +102,7 @@ def ns(tmp_path: Path) -> Iterator[Namespace]:
     finally:
         # Whatever a failed test left: detach the mount, stop the daemons we caused, by pid.
         namespace.run("fusermount3", "-u", "-z", str(mnt))
-        for pid in _daemon_pids(mnt):
+        for pid in daemon_pids(mnt):
             os.kill(pid, signal.SIGKILL)
         namespace.close()
 
@@ -161,7 +147,7 @@ def test_mount_t_fuse_ossmount_returns_when_the_filesystem_answers(
     assert entry[0].replace("\\043", "#").rstrip("/") == f"ossmount#{BUCKET}:/data"
     assert entry[2] == "fuse.ossmount"
     assert "ro" in entry[3].split(",")
-    [pid] = _daemon_pids(mnt)
+    [pid] = daemon_pids(mnt)
     assert os.getsid(pid) == pid  # detached: its own session, mount(8) long gone
     assert not os.path.ismount(mnt)  # private to the namespace
 
@@ -226,4 +212,4 @@ def test_mount_fails_with_one_line_and_the_exit_code(
     assert SK not in result.stderr
     assert "not-the-secret" not in result.stderr
     assert not [m for m in ns.mounts() if m[1] == str(mnt)]
-    assert not _daemon_pids(mnt)
+    assert not daemon_pids(mnt)
