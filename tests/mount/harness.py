@@ -155,6 +155,6 @@ def daemon_pids(mountpoint: Path) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(b"ossmount" in arg for arg in cmdline[:2]) and str(mountpoint).encode() in cmdline:
+        if any(b"ossmount" in arg for arg in cmdline[:3]) and str(mountpoint).encode() in cmdline:
             pids.append(int(entry.name))
     return pids
