@@ -13,6 +13,7 @@ against the table, then `build_config` converts, validates and derives defaults 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -77,6 +78,23 @@ def _log_level(text: str) -> str:
 
 def _str(text: str) -> str:
     return text
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (an IP address, `[v6]:PORT` or localhost) → (host, port); port 0: any."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host:
+        raise ValueError("must be HOST:PORT, such as 127.0.0.1:9464")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address such as 127.0.0.1") from None
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"bad port {port!r}: must be 0-65535")
+    return host, int(port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +263,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     Option("max_attempts", "tries per request, counting the first", 5, _positive_int, metavar="N"),
+    Option(
+        "metrics_addr",
+        "serve Prometheus metrics at http://HOST:PORT/metrics (unauthenticated: keep it on "
+        "127.0.0.1); default: off",
+        None,
+        _host_port,
+        metavar="HOST:PORT",
+    ),
 )
 
 OPTIONS_BY_O_NAME: dict[str, Option] = {n: o for o in OPTIONS for n in o.all_o_names}
@@ -321,6 +347,7 @@ class MountConfig:
     connect_timeout: float
     stall_timeout: float
     max_attempts: int
+    metrics_addr: tuple[str, int] | None = None
     ignored_options: tuple[str, ...] = field(default=())
 
 
@@ -466,5 +493,6 @@ def build_config(
         connect_timeout=values["connect_timeout"],
         stall_timeout=values["stall_timeout"],
         max_attempts=values["max_attempts"],
+        metrics_addr=values["metrics_addr"],
         ignored_options=tuple(ignored),
     )

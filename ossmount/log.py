@@ -7,17 +7,26 @@
 
 A redaction filter on every handler scrubs Authorization headers, signatures, tokens and known
 secret values (ossmount.oss.redact), so even a debug dump of a request cannot leak a secret.
+
+WARNINGs are recoverable trouble (a part that failed and will be fetched again, a retry), and
+trouble comes in storms: `RateLimitFilter` lets through at most `burst` WARNINGs of one message
+template per logger per `period_s`, counts the rest, and then writes one line
+`suppressed K similar messages in the last N s: <template>`. ERRORs are never suppressed.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import logging.handlers
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["has_syslog", "setup_logging"]
+__all__ = ["RateLimitFilter", "flush_suppressed", "has_syslog", "setup_logging"]
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -34,6 +43,129 @@ class _JournalFormatter(logging.Formatter):
         return prefix + super().format(record).replace("\n", "\n" + prefix)
 
 
+class _Window:
+    __slots__ = ("level", "logger", "passed", "start", "suppressed", "template")
+
+    def __init__(self, start: float, logger: str, template: str, level: int) -> None:
+        self.start = start
+        self.logger = logger
+        self.template = template
+        self.level = level
+        self.passed = 0
+        self.suppressed = 0
+
+
+class RateLimitFilter(logging.Filter):
+    """At most `burst` WARNINGs per (logger, message template) per `period_s`, then a summary.
+
+    The summary of a window is written when the window has ended and any record passes this
+    filter (so a storm that stops is still reported), or at `flush()` (at exit). It goes to
+    `emit`, normally the handler this filter sits on, so it passes the handler's other filters
+    (redaction) too. Thread-safe: records come from worker threads as well.
+    """
+
+    SUMMARY_ATTR = "ossmount_rate_summary"
+    MAX_KEYS = 1000  # templates are code constants; a bound in case one is an f-string
+
+    def __init__(
+        self,
+        *,
+        burst: int = 5,
+        period_s: float = 60.0,
+        levels: frozenset[int] = frozenset({logging.WARNING}),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.burst = burst
+        self.period_s = period_s
+        self.levels = levels
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self._next_sweep = 0.0
+        self._pending: list[logging.LogRecord] = []  # summaries of windows ended by _admit
+        self.emit: Callable[[logging.LogRecord], object] | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, self.SUMMARY_ATTR, False):
+            return True
+        now = self._clock()
+        with self._lock:
+            due = self._sweep(now) if now >= self._next_sweep else []
+            keep = True
+            if record.levelno in self.levels:
+                keep = self._admit(record, now)
+            due += self._pending
+            self._pending = []
+        for summary in due:
+            self._emit(summary)
+        return keep
+
+    def _admit(self, record: logging.LogRecord, now: float) -> bool:
+        key = (record.name, str(record.msg))
+        window = self._windows.get(key)
+        if window is None or now - window.start >= self.period_s:
+            if window is not None and window.suppressed:
+                # Reached before the sweep saw it: report it ahead of this record.
+                self._pending.append(self._summary(window, now))
+            if window is None and len(self._windows) >= self.MAX_KEYS:
+                return True
+            window = self._windows[key] = _Window(now, key[0], key[1], record.levelno)
+        if window.passed < self.burst:
+            window.passed += 1
+            return True
+        window.suppressed += 1
+        return False
+
+    def _sweep(self, now: float) -> list[logging.LogRecord]:
+        self._next_sweep = now + min(1.0, self.period_s)
+        due, self._pending = self._pending, []
+        for key, window in list(self._windows.items()):
+            if now - window.start >= self.period_s:
+                del self._windows[key]
+                if window.suppressed:
+                    due.append(self._summary(window, now))
+        return due
+
+    def _summary(self, window: _Window, now: float) -> logging.LogRecord:
+        record = logging.LogRecord(
+            window.logger,
+            window.level,
+            __file__,
+            0,
+            "suppressed %d similar messages in the last %.0f s: %s",
+            (window.suppressed, now - window.start, window.template),
+            None,
+        )
+        setattr(record, self.SUMMARY_ATTR, True)
+        return record
+
+    def _emit(self, record: logging.LogRecord) -> None:
+        if self.emit is not None:
+            self.emit(record)
+
+    def flush(self) -> None:
+        """Write the summary of every window with suppressed messages, ended or not."""
+        now = self._clock()
+        with self._lock:
+            due, self._pending = self._pending, []
+            for window in self._windows.values():
+                if window.suppressed:
+                    due.append(self._summary(window, now))
+            self._windows.clear()
+        for summary in due:
+            self._emit(summary)
+
+
+_limiter: RateLimitFilter | None = None
+
+
+def flush_suppressed() -> None:
+    """Write the pending "suppressed K similar messages" lines now (at exit, at unmount)."""
+    if _limiter is not None:
+        _limiter.flush()
+
+
 def has_syslog() -> bool:
     return os.path.exists("/dev/log")
 
@@ -41,6 +173,12 @@ def has_syslog() -> bool:
 def setup_logging(level: str, *, foreground: bool, log_file: Path | None = None) -> None:
     from ossmount.oss.redact import RedactingFilter
 
+    global _limiter
+    if _limiter is not None:
+        _limiter.flush()  # into the handler it belongs to, before that one goes
+        _limiter.emit = None
+    else:
+        atexit.register(flush_suppressed)  # runs before logging's own shutdown (registered earlier)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -67,6 +205,10 @@ def setup_logging(level: str, *, foreground: bool, log_file: Path | None = None)
         handler.setFormatter(
             logging.Formatter("ossmount[%(process)d]: %(levelname)s %(name)s: %(message)s")
         )
+    # Rate limit first: it keys on the message template, which redaction may rewrite.
+    _limiter = RateLimitFilter()
+    _limiter.emit = handler.handle
+    handler.addFilter(_limiter)
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(level)

@@ -51,6 +51,7 @@ from ossmount.oss import (
     resolve_credentials,
 )
 from ossmount.prefetch.scheduler import PrefetchConfig, Prefetcher
+from ossmount.service.metrics import MountMetrics, install, serve_metrics
 from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount
 from ossmount.tree.namespace import Namespace
@@ -142,11 +143,13 @@ def _raise_readahead(mountpoint: Path, kb: int) -> None:
 async def run_mount(config: MountConfig, readiness: Readiness) -> None:
     """Mount and serve until unmounted. Raises StartupError before the mount is ready."""
     notifier = Notifier()
+    metrics = MountMetrics(bucket=config.bucket, prefix=config.prefix)
     try:
         async with trio.open_nursery() as service:
             service.start_soon(notifier.run)  # watchdog pings from this loop, timeout renewals
             try:
-                await _mount(config, readiness, notifier)
+                with install(metrics):  # the OSS client's request/retry counts go here
+                    await _mount(config, readiness, notifier, metrics)
             finally:
                 service.cancel_scope.cancel()
     except BaseExceptionGroup as group:
@@ -170,7 +173,9 @@ def _resolve(config: MountConfig) -> ReloadableCredentials:
     return ReloadableCredentials(resolve(), resolve)
 
 
-async def _mount(config: MountConfig, readiness: Readiness, notifier: Notifier) -> None:
+async def _mount(
+    config: MountConfig, readiness: Readiness, notifier: Notifier, metrics: MountMetrics
+) -> None:
     check_mountpoint(config.mountpoint)
     try:
         credentials = _resolve(config)
@@ -196,7 +201,7 @@ async def _mount(config: MountConfig, readiness: Readiness, notifier: Notifier) 
         except (OSError, CacheError) as exc:
             raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
         try:
-            await _serve(config, client, credentials, store, readiness, notifier)
+            await _serve(config, client, credentials, store, readiness, notifier, metrics)
         finally:
             store.close()
 
@@ -208,7 +213,9 @@ async def _serve(
     store: CacheStore,
     readiness: Readiness,
     notifier: Notifier,
+    metrics: MountMetrics,
 ) -> None:
+    metrics.watch_cache(store.statistics)
     namespace = Namespace(
         client,
         root_prefix=config.prefix,
@@ -216,6 +223,15 @@ async def _serve(
         max_entries=config.max_stat_cache_size,
     )
     async with trio.open_nursery() as nursery:
+        if config.metrics_addr is not None:
+            try:
+                await nursery.start(serve_metrics, metrics, *config.metrics_addr)
+            except OSError as exc:
+                host, port = config.metrics_addr
+                raise StartupError(
+                    f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
+                    ExitCode.USAGE,
+                ) from exc
         prefetcher = Prefetcher(
             client,
             store,
@@ -227,6 +243,7 @@ async def _serve(
                 max_gets=config.max_gets,
                 readahead_bytes=config.readahead_bytes,
             ),
+            metrics,
         )
         look = Presentation(
             uid=config.uid,
@@ -234,7 +251,7 @@ async def _serve(
             umask=config.umask,
             attr_timeout_s=config.stat_cache_expire,
         )
-        ops = Operations(namespace, prefetcher, look, bucket=config.bucket)
+        ops = Operations(namespace, prefetcher, look, bucket=config.bucket, metrics=metrics)
         source = f"{config.bucket}:/{config.prefix}" if config.prefix else config.bucket
         options = {
             f"fsname=ossmount#{source}",

@@ -26,6 +26,7 @@ import trio
 from ossmount.crc64 import format_crc
 from ossmount.fs.boundary import fuse_boundary
 from ossmount.prefetch.scheduler import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher
+from ossmount.service.metrics import MountMetrics
 from ossmount.tree.namespace import DirSnapshot, Namespace, Node
 
 __all__ = ["Operations", "Presentation"]
@@ -54,13 +55,20 @@ class Operations(pyfuse3.Operations):
     """Read-only filesystem over a `Namespace` (names) and a `Prefetcher` (bytes)."""
 
     def __init__(
-        self, namespace: Namespace, prefetcher: Prefetcher, look: Presentation, *, bucket: str
+        self,
+        namespace: Namespace,
+        prefetcher: Prefetcher,
+        look: Presentation,
+        *,
+        bucket: str,
+        metrics: MountMetrics | None = None,
     ) -> None:
         super().__init__()
         self._ns = namespace
         self._prefetcher = prefetcher
         self._look = look
         self._bucket = bucket
+        self._read_seconds = (metrics or prefetcher.metrics).read_seconds
         self._files: dict[int, tuple[int, ObjectReader]] = {}  # fh -> (inode, reader)
         self._dirs: dict[int, DirSnapshot] = {}  # fh -> entries frozen at opendir
         self._next_fh = 1
@@ -162,6 +170,10 @@ class Operations(pyfuse3.Operations):
 
     @fuse_boundary
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+        with self._read_seconds.time():  # failed and interrupted reads count too
+            return await self._read(fh, off, size)
+
+    async def _read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
         inode, reader = self._files[fh]
         try:
             return await reader.read(off, size)

@@ -57,6 +57,7 @@ from ossmount.crc64 import format_crc
 from ossmount.oss import NoSuchKey, OssError, PreconditionFailed
 from ossmount.oss.models import GetResult, ObjectMeta
 from ossmount.prefetch.pattern import Coverage, ReadaheadWindow
+from ossmount.service.metrics import MountMetrics
 
 __all__ = [
     "DownloadFailed",
@@ -243,7 +244,8 @@ class Download:
                     self._part_errors.pop(index, None)  # a new attempt supersedes old failures
                     try:
                         async with self._p.limiter:
-                            await self._fetch(index)
+                            with self._p.metrics.parts_in_flight.track_inprogress():  # metrics
+                                await self._fetch(index)
                     finally:
                         self._in_flight.discard(index)
                         self._urgent.discard(index)
@@ -266,6 +268,7 @@ class Download:
                 key, start, length, self.entry.fd, start, if_match=self.meta.etag
             )
         except (PreconditionFailed, NoSuchKey) as exc:
+            self._p.metrics.parts.labels("changed").inc()  # metrics
             self._fail(
                 ObjectChanged(
                     self._p.config.bucket, key, f"changed or deleted while reading ({exc.code})"
@@ -273,6 +276,7 @@ class Download:
             )
             return
         except (OssError, OSError) as exc:
+            self._p.metrics.parts.labels("failed").inc()  # metrics
             log.warning(
                 "oss://%s/%s: part %d (bytes %d-%d) failed: %s",
                 self._p.config.bucket,
@@ -318,6 +322,8 @@ class Download:
                 )
                 return
         self.entry.record_part(index, result.crc64)
+        self._p.metrics.parts.labels("done").inc()  # metrics
+        self._p.metrics.fetched_bytes.inc(result.length)  # metrics
         self._unflushed += 1
         if self.entry.complete:
             await self._finish()
@@ -396,6 +402,7 @@ class Download:
                     self.entry.set_server_crc64(head.crc64)
         verdict = self.entry.verify()
         state = self.entry.state
+        self._p.metrics.verdicts.labels(state.name.lower()).inc()  # metrics
         if state is EntryState.CORRUPT:
             log.error(
                 "oss://%s/%s: CRC-64 mismatch after download: server %s, cached bytes %s; "
@@ -514,11 +521,14 @@ class Prefetcher:
         store: CacheStore,
         nursery: trio.Nursery,
         config: PrefetchConfig,
+        metrics: MountMetrics | None = None,
     ) -> None:
         self.source = source
         self.store = store
         self.nursery = nursery
         self.config = config
+        # metrics: the mount's, or a private registry nobody scrapes (tests, tools)
+        self.metrics = metrics or MountMetrics(bucket=config.bucket)
         self.limiter = trio.CapacityLimiter(config.max_gets)
         self._downloads: dict[tuple[str, str, int], Download] = {}
 

@@ -1,0 +1,318 @@
+"""Prometheus metrics of one mount, and the tiny HTTP server that exposes them.
+
+One `MountMetrics` per mount, each with its own `CollectorRegistry` (never the process-global
+default), so tests can build several side by side. The metric objects are prometheus_client's
+(thread-safe; the exposition format and the parser come with it). What each part of the daemon
+records:
+
+| metric                                       | recorded by                                  |
+|----------------------------------------------|----------------------------------------------|
+| ossmount_requests_total{operation,status}    | the OSS client, through `record_request`     |
+| ossmount_retries_total{operation,reason}     | the OSS client, through `record_retry`       |
+| ossmount_fetched_bytes_total                 | prefetch scheduler, per part written         |
+| ossmount_parts_total{outcome}                | prefetch scheduler, per part GET             |
+| ossmount_parts_in_flight                     | prefetch scheduler, around each part GET     |
+| ossmount_verdicts_total{verdict}             | prefetch scheduler, when a download finishes |
+| ossmount_read_duration_seconds (histogram)   | fs.ops, the FUSE read handler                |
+| ossmount_cache_{bytes,entries,...}           | a collector reading CacheStore.statistics()  |
+
+The OSS client reports through module functions (`record_request`, `record_retry`) that go to
+the metrics `install`ed for this process (the mount's), and do nothing when none is: the client
+takes no new constructor argument, and its own tests need no metrics at all.
+
+Serving: `serve_metrics` is an HTTP/1.0 responder on the mount's trio loop rather than
+prometheus_client's `start_http_server` thread. The cache collector reads `CacheStore`, whose
+dicts the trio thread mutates; read from another thread they can change size mid-iteration.
+On the loop, a scrape sees a consistent state, the listener lives and dies with the mount's
+nursery (nothing to join at unmount), and a stuck loop shows as a failed scrape — which is the
+truth. A scrape costs well under a millisecond of loop time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+import trio
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "READ_BUCKETS_S",
+    "CacheFigures",
+    "MountMetrics",
+    "install",
+    "record_request",
+    "record_retry",
+    "serve_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+# FUSE reads: ~50 µs from the page cache or a cached file, up to seconds for a cold part.
+READ_BUCKETS_S = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+_OPERATIONS = frozenset({"get", "head", "list"})
+# Error codes come from the server: a hostile or odd one must not grow the label set for ever.
+_MAX_REASONS = 32
+
+
+class CacheFigures(Protocol):
+    """What the cache collector reads (`ossmount.cache.store.CacheStats` has these)."""
+
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def entries(self) -> int: ...
+    @property
+    def in_use(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+    @property
+    def max_bytes(self) -> int | None: ...
+
+
+class _CacheCollector(Collector):
+    def __init__(self, figures: Callable[[], CacheFigures]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._figures()
+        yield GaugeMetricFamily(
+            "ossmount_cache_bytes", "Bytes of objects in the cache (logical sizes)", stats.bytes
+        )
+        yield GaugeMetricFamily("ossmount_cache_entries", "Objects in the cache", stats.entries)
+        yield GaugeMetricFamily(
+            "ossmount_cache_entries_in_use", "Cache entries open by a reader", stats.in_use
+        )
+        if stats.max_bytes is not None:
+            yield GaugeMetricFamily(
+                "ossmount_cache_max_bytes", "Cache size limit (max_cache_size_mb)", stats.max_bytes
+            )
+        yield CounterMetricFamily(
+            "ossmount_cache_evictions",
+            "Cache entries evicted to stay under the size limit",
+            stats.evictions,
+        )
+
+
+class MountMetrics:
+    """Every metric of one mount, in a registry of its own."""
+
+    def __init__(self, *, bucket: str = "", prefix: str = "") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        Info("ossmount_mount", "What this process mounts", registry=r).info(
+            {"bucket": bucket, "prefix": prefix}
+        )
+        self.requests = Counter(
+            "ossmount_requests",
+            "OSS requests (attempts) by operation and HTTP status; status=transport when no "
+            "reply came",
+            ["operation", "status"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "ossmount_retries",
+            "OSS requests retried, by operation and the error code that caused the retry",
+            ["operation", "reason"],
+            registry=r,
+        )
+        self.fetched_bytes = Counter(
+            "ossmount_fetched_bytes",
+            "Object bytes fetched from OSS into the cache (parts written)",
+            registry=r,
+        )
+        self.parts = Counter(
+            "ossmount_parts",
+            "Part GETs by outcome: done, failed (after the client's retries), changed (the "
+            "object was replaced or deleted)",
+            ["outcome"],
+            registry=r,
+        )
+        self.parts_in_flight = Gauge(
+            "ossmount_parts_in_flight", "Part GETs in progress", registry=r
+        )
+        self.verdicts = Counter(
+            "ossmount_verdicts",
+            "Whole-object CRC-64 verdicts, counted each time a download completes or a "
+            "complete cache entry is opened: verified, unverifiable (no server CRC), corrupt",
+            ["verdict"],
+            registry=r,
+        )
+        self.read_seconds = Histogram(
+            "ossmount_read_duration_seconds",
+            "Time to answer one FUSE read request",
+            buckets=READ_BUCKETS_S,
+            registry=r,
+        )
+        for outcome in ("done", "failed", "changed"):
+            self.parts.labels(outcome)
+        for verdict in ("verified", "unverifiable", "corrupt"):
+            self.verdicts.labels(verdict)
+        self._reasons: set[str] = set()
+        self._cache: _CacheCollector | None = None
+
+    # -- recording ------------------------------------------------------------------------
+
+    def request(self, operation: str, status: int | str) -> None:
+        self.requests.labels(_operation(operation), str(status)).inc()
+
+    def retry(self, operation: str, reason: str) -> None:
+        if reason not in self._reasons:
+            if len(self._reasons) >= _MAX_REASONS:
+                reason = "other"
+            else:
+                self._reasons.add(reason)
+        self.retries.labels(_operation(operation), reason).inc()
+
+    def watch_cache(self, figures: Callable[[], CacheFigures]) -> None:
+        """Report the cache through `figures()` (e.g. `store.statistics`) at every scrape."""
+        if self._cache is not None:
+            self.registry.unregister(self._cache)
+        self._cache = _CacheCollector(figures)
+        self.registry.register(self._cache)
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format 0.0.4."""
+        return generate_latest(self.registry)
+
+
+def _operation(name: str) -> str:
+    name = name.lower()
+    return name if name in _OPERATIONS else "other"
+
+
+# -- the process's metrics, for code that is not handed a MountMetrics (the OSS client) ----
+
+_installed: MountMetrics | None = None
+
+
+@contextlib.contextmanager
+def install(metrics: MountMetrics) -> Iterator[MountMetrics]:
+    """Make `record_request`/`record_retry` go to `metrics` while the block runs."""
+    global _installed
+    previous, _installed = _installed, metrics
+    try:
+        yield metrics
+    finally:
+        _installed = previous
+
+
+def record_request(operation: str, status: int | str) -> None:
+    """One OSS request attempt ended: `operation` get/head/list, `status` the HTTP status
+    or "transport" when no reply came."""
+    if _installed is not None:
+        _installed.request(operation, status)
+
+
+def record_retry(operation: str, reason: str) -> None:
+    """One OSS request will be retried because of `reason` (the error code)."""
+    if _installed is not None:
+        _installed.retry(operation, reason)
+
+
+# -- serving --------------------------------------------------------------------------------
+
+_MAX_REQUEST_HEAD = 8192
+_REQUEST_TIMEOUT_S = 10.0
+
+
+async def serve_metrics(
+    metrics: MountMetrics,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Answer `GET /metrics` on host:port until cancelled. `nursery.start` returns the bound
+    (host, port), so port 0 works; a bind failure raises OSError from `start`."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    async with contextlib.AsyncExitStack() as stack:
+        for listener in listeners:
+            stack.push_async_callback(listener.aclose)
+        sockname = listeners[0].socket.getsockname()
+        bound = (str(sockname[0]), int(sockname[1]))
+        display = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        log.info("metrics at http://%s:%d/metrics", display, bound[1])
+        task_status.started(bound)
+        await trio.serve_listeners(functools.partial(_answer, metrics), listeners)
+
+
+async def _answer(metrics: MountMetrics, stream: trio.SocketStream) -> None:
+    async with stream:
+        try:
+            with trio.fail_after(_REQUEST_TIMEOUT_S):
+                head = b""
+                while b"\r\n\r\n" not in head and b"\n\n" not in head:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        return
+                    head += chunk
+                    if len(head) > _MAX_REQUEST_HEAD:
+                        await stream.send_all(_reply(431, b"request head too large\n"))
+                        return
+                status, body, ctype = _route(metrics, head.split(b"\n", 1)[0])
+                await stream.send_all(_reply(status, body, ctype))
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+
+def _route(metrics: MountMetrics, request_line: bytes) -> tuple[int, bytes, str]:
+    parts = request_line.decode("latin-1").split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        return 400, b"bad request\n", "text/plain"
+    method, target = parts[0], parts[1].split("?", 1)[0]
+    if target not in ("/metrics", "/"):
+        return 404, b"not found: try /metrics\n", "text/plain"
+    if method != "GET":
+        return 405, b"only GET\n", "text/plain"
+    return 200, metrics.exposition(), CONTENT_TYPE_PLAIN_0_0_4
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+}
+
+
+def _reply(status: int, body: bytes, ctype: str = "text/plain") -> bytes:
+    reason = _REASONS[status]
+    head = (
+        f"HTTP/1.0 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
