@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from ossmount.emulator import Emulator
+from ossmount.emulator.faults import FaultRule
 from ossmount.errors import ExitCode
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET, SK, Mount
@@ -124,3 +125,23 @@ def test_an_address_in_use_is_a_usage_error_before_mounting(
     assert result.returncode == ExitCode.USAGE, result.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
     assert not os.path.ismount(mount.path)
+
+
+@pytest.mark.xfail(
+    reason="the OSS client does not call metrics.record_request/record_retry yet; remove this "
+    "marker when it does (strict: the test then fails until the marker goes)",
+    strict=True,
+)
+def test_requests_and_retries_are_counted(emulator: Emulator, make_mount: MountFactory) -> None:
+    data = os.urandom(2 * MiB)
+    emulator.put_object(BUCKET, "r.bin", data)
+    emulator.faults.add(
+        FaultRule(action="error", op="GetObject", key="r.bin", status=503, code="SlowDown")
+    )
+    mount = make_mount(args=ARGS).start()
+    assert (mount.path / "r.bin").read_bytes() == data
+    _, got = scrape(metrics_url(mount))
+    assert got[("ossmount_requests_total", (("operation", "list"), ("status", "200")))] >= 1
+    assert got[("ossmount_requests_total", (("operation", "get"), ("status", "206")))] == 2
+    assert got[("ossmount_requests_total", (("operation", "get"), ("status", "503")))] == 1
+    assert got[("ossmount_retries_total", (("operation", "get"), ("reason", "SlowDown")))] == 1
