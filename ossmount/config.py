@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,19 @@ def _log_level(text: str) -> str:
 
 def _str(text: str) -> str:
     return text
+
+
+def _command(text: str) -> str:
+    argv = shlex.split(text)  # ValueError (unbalanced quotes) becomes a usage error
+    if not argv:
+        raise ValueError("must name a command")
+    return text
+
+
+def _http_url(text: str) -> str:
+    if not re.match(r"^https?://[^/\s]+/?$", text):
+        raise ValueError("must be a URL such as http://100.100.100.200")
+    return text.rstrip("/")
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -164,6 +178,30 @@ OPTIONS: tuple[Option, ...] = (
         None,
         Path,
         metavar="FILE",
+    ),
+    Option(
+        "credential_process",
+        "command printing credentials as JSON (AccessKeyId, AccessKeySecret, and for "
+        "temporary keys SecurityToken and Expiration), run without a shell and again "
+        "before Expiration (in fstab, name a script that takes no arguments)",
+        None,
+        _command,
+        metavar="CMD",
+    ),
+    Option(
+        "ram_role",
+        "ECS RAM role whose temporary keys the instance metadata service hands out "
+        "(IMDSv2 first), refreshed before they expire; a role name, ossfs's "
+        ".../security-credentials/NAME URL, or empty for the instance's role",
+        None,
+        metavar="NAME",
+    ),
+    Option(
+        "ecs_metadata_endpoint",
+        "the ECS instance metadata service that ram_role= asks (change it only for tests)",
+        "http://100.100.100.200",
+        _http_url,
+        metavar="URL",
     ),
     Option(
         "cache_dir",
@@ -349,6 +387,9 @@ class MountConfig:
     max_attempts: int
     metrics_addr: tuple[str, int] | None = None
     ignored_options: tuple[str, ...] = field(default=())
+    credential_process: str | None = None
+    ram_role: str | None = None
+    ecs_metadata_endpoint: str = "http://100.100.100.200"
 
 
 def options_markdown() -> str:
@@ -495,4 +536,7 @@ def build_config(
         max_attempts=values["max_attempts"],
         metrics_addr=values["metrics_addr"],
         ignored_options=tuple(ignored),
+        credential_process=values["credential_process"],
+        ram_role=values["ram_role"],
+        ecs_metadata_endpoint=values["ecs_metadata_endpoint"],
     )

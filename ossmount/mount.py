@@ -167,7 +167,12 @@ def _sole(exc: BaseException) -> BaseException:
 def _resolve(config: MountConfig) -> ReloadableCredentials:
     def resolve() -> CredentialsProvider:
         return resolve_credentials(
-            config.bucket, passwd_file=config.passwd_file, anonymous=config.anonymous
+            config.bucket,
+            passwd_file=config.passwd_file,
+            credential_process=config.credential_process,
+            ram_role=config.ram_role,
+            ecs_metadata_endpoint=config.ecs_metadata_endpoint,
+            anonymous=config.anonymous,
         )
 
     return ReloadableCredentials(resolve(), resolve)

@@ -1,15 +1,36 @@
 """Where the access key comes from, resolved once, reported once, never printed.
 
-Resolution order (the first that yields a complete key wins; `anonymous=True` is an explicit
+Resolution order (the first source that is configured wins; `anonymous=True` is an explicit
 option and therefore wins outright):
 
 1. explicit options (`access_key_id` + `access_key_secret` [+ `security_token`]);
 2. environment `OSS_ACCESS_KEY_ID` / `OSS_ACCESS_KEY_SECRET` [/ `OSS_SESSION_TOKEN`];
-3. an ossfs-style passwd file: the `passwd_file` option, else `~/.passwd-ossfs`, else
-   `/etc/passwd-ossfs`. Lines are `bucket:id:secret` (wins for that bucket) or `id:secret`
-   (default); `#` comments and blank lines are ignored. Like ossfs, a file that group or other
-   may read is refused (`/etc/passwd-ossfs` may be group-readable, not group-writable);
-4. otherwise `CredentialsError`, naming every place tried.
+3. environment `ALIBABA_CLOUD_ACCESS_KEY_ID` / `ALIBABA_CLOUD_ACCESS_KEY_SECRET`
+   [/ `ALIBABA_CLOUD_SECURITY_TOKEN`] (the Alibaba Cloud SDKs' variables);
+4. the `passwd_file` option (an ossfs passwd file; it must have an entry for the bucket);
+5. the `credential_process` option: a command printing JSON, run again before `Expiration`;
+6. the `ram_role` option: the ECS instance's RAM role from the metadata service (IMDSv2
+   token first), refreshed before it expires;
+7. the Alibaba Cloud credentials file: `$ALIBABA_CLOUD_CREDENTIALS_FILE`, else
+   `~/.alibabacloud/credentials.ini`, profile `$ALIBABA_CLOUD_PROFILE` (default `default`),
+   `type = access_key` or `ecs_ram_role`;
+8. `~/.passwd-ossfs`, then `/etc/passwd-ossfs`;
+9. otherwise `CredentialsError`, naming every place tried.
+
+Why this order: keys handed to this one process (options, then its environment, OSS's own
+variables before the generic Alibaba Cloud ones, as the OSS SDKs and ossfs read them) come
+before what the mount options point at, and those before files found in well-known places,
+which may be shared by other tools or users. Among the mount options, a passwd file (a fixed
+key) comes first, as in ossfs. A mount option shadowed by an earlier source is reported with a
+WARNING, so a forgotten `OSS_ACCESS_KEY_ID` cannot silently override `ram_role=`. The RAM
+role is only asked for when configured (option or INI profile): probing 100.100.100.200 off
+ECS would stall every start-up.
+
+Passwd files (ossfs format): lines are `bucket:id:secret` (wins for that bucket) or
+`id:secret` (default); `#` comments and blank lines are ignored. Like ossfs, a file that group
+or other may read is refused (`/etc/passwd-ossfs` may be group-readable, not group-writable).
+The other formats are read in `credentials_sources`; keys that expire are served and
+refreshed by `credentials_refresh.RefreshingCredentialsProvider`.
 
 Secrets are registered with `redact` the moment they are read, and `Credentials.__repr__`
 shows only the key id, so neither logs nor tracebacks can carry them.
@@ -23,9 +44,12 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .redact import register_secret
+
+if TYPE_CHECKING:
+    from .credentials_refresh import RefreshingCredentialsProvider
 
 __all__ = [
     "ANONYMOUS",
@@ -161,15 +185,39 @@ def resolve_credentials(
     access_key_secret: str | None = None,
     security_token: str | None = None,
     passwd_file: str | os.PathLike[str] | None = None,
+    credential_process: str | None = None,
+    ram_role: str | None = None,
+    ecs_metadata_endpoint: str | None = None,
     anonymous: bool = False,
     environ: Mapping[str, str] | None = None,
     default_passwd_files: tuple[Path, ...] = DEFAULT_PASSWD_FILES,
-) -> StaticCredentialsProvider:
-    """Resolve credentials for `bucket` in the documented order and log the source once."""
+    default_credentials_file: Path | None = None,
+) -> StaticCredentialsProvider | RefreshingCredentialsProvider:
+    """Resolve credentials for `bucket` in the documented order and log the source once.
+
+    Returns a `StaticCredentialsProvider`, or a `RefreshingCredentialsProvider` for sources
+    whose keys expire (`credential_process`, RAM role); those fetch on first use, so their
+    errors surface as `CredentialsError` from `get_credentials()`.
+    """
+    # Imported here: those modules build on this one's types.
+    from . import credentials_sources as sources
+    from .credentials_refresh import Fetcher, RefreshingCredentialsProvider
+
     env = os.environ if environ is None else environ
     tried: list[str] = []
+    # Options the operator set for this mount that a source earlier in the order may shadow.
+    configured = {
+        "passwd_file": passwd_file is not None,
+        "credential_process": credential_process is not None,
+        "ram_role": ram_role is not None,
+    }
 
-    def found(creds: Credentials, source: str) -> StaticCredentialsProvider:
+    def shadowed(winner: str, *later: str) -> None:
+        for name in later:
+            if configured[name]:
+                log.warning("-o %s is ignored: credentials come from %s", name, winner)
+
+    def found(creds: Credentials, source: str, *later: str) -> StaticCredentialsProvider:
         register_secret(creds.access_key_secret)
         register_secret(creds.security_token)
         if creds.anonymous:
@@ -181,10 +229,20 @@ def resolve_credentials(
                 creds.access_key_id,
                 ", with session token" if creds.security_token else "",
             )
+        shadowed(source, *later)
         return StaticCredentialsProvider(creds, source)
 
+    def refreshing(fetch: Fetcher, source: str, *later: str) -> RefreshingCredentialsProvider:
+        log.info(
+            "using OSS credentials from %s (fetched when first needed, refreshed before expiry)",
+            source,
+        )
+        shadowed(source, *later)
+        return RefreshingCredentialsProvider(fetch, source)
+
+    every = ("passwd_file", "credential_process", "ram_role")
     if anonymous:
-        return found(ANONYMOUS, "the anonymous option")
+        return found(ANONYMOUS, "the anonymous option", *every)
 
     register_secret(access_key_secret)
     register_secret(security_token)
@@ -194,6 +252,7 @@ def resolve_credentials(
         return found(
             Credentials(access_key_id, access_key_secret, security_token or None),
             "explicit options",
+            *every,
         )
     tried.append("explicit options (none given)")
 
@@ -207,14 +266,46 @@ def resolve_credentials(
             raise CredentialsError(
                 "OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET must both be set (one is empty)"
             )
-        return found(Credentials(env_id, env_secret, env_token), "environment (OSS_ACCESS_KEY_*)")
+        return found(
+            Credentials(env_id, env_secret, env_token), "environment (OSS_ACCESS_KEY_*)", *every
+        )
     tried.append("environment OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET (unset)")
 
-    paths = [Path(passwd_file)] if passwd_file is not None else list(default_passwd_files)
-    for path in paths:
-        path = path.expanduser()
-        if passwd_file is not None and not path.exists():
+    alibaba = sources.load_alibaba_env(env)
+    if alibaba is not None:
+        return found(alibaba, "environment (ALIBABA_CLOUD_ACCESS_KEY_*)", *every)
+    tried.append("environment ALIBABA_CLOUD_ACCESS_KEY_ID/ALIBABA_CLOUD_ACCESS_KEY_SECRET (unset)")
+
+    if passwd_file is not None:
+        path = Path(passwd_file).expanduser()
+        if not path.exists():
             raise CredentialsError(f"passwd file {path} does not exist")
+        creds = load_passwd_file(path, bucket)
+        if creds is None:
+            raise CredentialsError(f"passwd file {path} has no entry for bucket {bucket}")
+        return found(creds, f"passwd file {path}", "credential_process", "ram_role")
+
+    metadata = ecs_metadata_endpoint or sources.DEFAULT_ECS_METADATA_ENDPOINT
+    if credential_process is not None:
+        process = sources.ProcessFetcher(credential_process)
+        return refreshing(process, process.source, "ram_role")
+
+    if ram_role is not None:
+        ecs = sources.EcsRamRoleFetcher.from_option(ram_role, metadata, env)
+        return refreshing(ecs, ecs.source)
+
+    ini = sources.load_ini_profile(
+        env, default_credentials_file or sources.DEFAULT_CREDENTIALS_FILE
+    )
+    if ini is not None and ini.credentials is not None:
+        return found(ini.credentials, ini.source)
+    if ini is not None and ini.ram_role is not None:
+        ecs = sources.EcsRamRoleFetcher.from_option(ini.ram_role, metadata, env)
+        return refreshing(ecs, f"{ini.source}: {ecs.source}")
+    tried.append("the Alibaba Cloud credentials file (absent, or no such profile)")
+
+    for path in default_passwd_files:
+        path = path.expanduser()
         creds = load_passwd_file(path, bucket)
         if creds is not None:
             return found(creds, f"passwd file {path}")
@@ -223,6 +314,6 @@ def resolve_credentials(
     raise CredentialsError(
         "no OSS credentials found; tried: "
         + "; ".join(tried)
-        + ". Pass keys explicitly, set the environment, write a passwd file, "
-        "or ask for anonymous access for a public bucket"
+        + ". Pass keys explicitly, set the environment, write a passwd file, use"
+        " credential_process= or ram_role=, or ask for anonymous access for a public bucket"
     )
