@@ -12,8 +12,9 @@ Ranged GETs (`get_into`, `get_to_fd`) are the product's hot path:
   Content-Length), `x-oss-range-behavior: standard` (so a bad range is a 416, not a silent
   200 of the whole object) and `Range: bytes=a-b`; `If-Match` when the caller pins a version.
 * The body is received by `_body.BodyReader` straight into the destination, the CRC-64 is
-  folded in chunk by chunk on the same memoryview (fastcrc releases the GIL and runs at
-  >12 GB/s, so inline is cheaper than a thread hop).
+  folded in window by window on the same memoryview. A body of >= 1 MiB is received, written
+  and CRC'd in a worker thread (`_body_threads`, one per pooled connection), so the trio
+  thread stays free for FUSE replies; see `_body` for why, the numbers and cancellation.
 * A body that stops short is re-requested from the byte reached, with the running CRC kept
   and the ETag of the first reply pinned by If-Match (so a resume can never splice two
   versions); a failure that made progress does not use up an attempt (bounded).
@@ -45,10 +46,19 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
+import trio
 
-from ..crc64 import crc64
 from . import signing
-from ._body import BodyError, BodyReader, BodyStalled, DiscardSink, FileSink, MemorySink, Sink
+from ._body import (
+    BodyError,
+    BodyReader,
+    BodyStalled,
+    DiscardSink,
+    FileSink,
+    MemorySink,
+    Progress,
+    Sink,
+)
 from ._errors import (
     BadResponse,
     ObjectChanged,
@@ -193,6 +203,8 @@ class OssClient:
         self._clock_offset_s = 0.0
         self._scratch: list[bytearray] = []
         self._body_paths: Counter[str] = Counter()
+        # Worker threads for GET bodies (see _body): at most one per pooled connection.
+        self._body_threads = trio.CapacityLimiter(config.pool_size)
         limits = httpx.Limits(
             max_connections=config.pool_size, max_keepalive_connections=config.pool_size
         )
@@ -226,7 +238,8 @@ class OssClient:
         await self._http.aclose()
 
     def statistics(self) -> dict[str, int]:
-        """GET bodies read per path ('recv_into', 'stream_read' for TLS, 'httpx' fallback):
+        """GET bodies read per path ('recv_into_thread' for large plain-HTTP bodies,
+        'recv_into' for small ones on the trio thread, 'stream_read' for TLS, 'httpx' fallback):
         lets tests and the bench see that the fast path is really in use."""
         return dict(self._body_paths)
 
@@ -486,8 +499,9 @@ class OssClient:
                 # Our own pin (from the first reply) failed: the object changed mid-transfer.
                 raise self._changed(key, state.pinned, "(different)") from exc
             raise
-        reader = BodyReader(response, stall_s=self.config.stall_timeout_s)
-        self._body_paths[reader.fast_path] += 1
+        reader = BodyReader(
+            response, stall_s=self.config.stall_timeout_s, limiter=self._body_threads
+        )
         try:
             skip, stop = self._check_get_reply(key, response, state, start, end)
             if skip:
@@ -499,12 +513,13 @@ class OssClient:
                 if got < skip:
                     raise self._bad(key, response, "200 reply ended before the asked offset")
             want = min(state.length, stop - state.offset) - state.pos
-
-            def fold(view: memoryview) -> None:
-                state.crc = crc64(view, state.crc)
-                state.pos += len(view)
-
-            got = await reader.readinto_sink(sink, state.pos, want, fold)
+            progress = Progress(state.crc)
+            try:
+                got = await reader.readinto_sink(sink, state.pos, want, progress)
+            finally:
+                # Also on failure: a resume starts after what landed, CRC continued.
+                state.pos += progress.done
+                state.crc = progress.crc
             if got < want:
                 raise BodyError(f"reply body ended after {got} of {want} bytes", got)
         except BodyError as exc:
@@ -515,6 +530,7 @@ class OssClient:
                 key=key,
             ) from exc
         finally:
+            self._body_paths[reader.path_used] += 1
             await reader.aclose()
 
     def _bad(self, key: str, response: httpx.Response, what: str) -> BadResponse:

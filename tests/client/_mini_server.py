@@ -9,6 +9,7 @@ XML (and the base64 `x-oss-err` header on HEAD), and counted faults:
     server.faults.append(Fault(op="GET", key="k", status=503, code="ServiceUnavailable"))
     server.faults.append(Fault(op="GET", key="k", reset_after=1000))   # close mid-body
     server.faults.append(Fault(op="GET", key="k", ignore_range=True))  # 200, whole object
+    server.faults.append(Fault(op="GET", key="k", drip=65536, drip_s=0.02))  # slow body
 
 Each fault fires `times` times (default once), in order of addition.
 """
@@ -45,6 +46,8 @@ class Fault:
     cap_range: int | None = None  # answer a Range with at most this many bytes (valid 206)
     date_offset_s: float = 0.0  # the server's Date header runs this far ahead of us
     replace_with: bytes | None = None  # after firing, the object gets these bytes (new ETag)
+    drip: int = 0  # send the body in writes of this many bytes...
+    drip_s: float = 0.0  # ...with this pause before each
 
 
 @dataclass
@@ -271,6 +274,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(status, meta, b"", length=len(body))
         view = memoryview(body)
+        if fault is not None and fault.drip:
+            self.wfile.flush()
+            for i in range(0, len(view), fault.drip):
+                time.sleep(fault.drip_s)
+                self.wfile.write(view[i : i + fault.drip])
+                self.wfile.flush()
+            return
         for i in range(0, len(view), 1 << 20):
             self.wfile.write(view[i : i + (1 << 20)])
 

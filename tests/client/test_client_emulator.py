@@ -74,7 +74,7 @@ async def test_head_and_ranged_get(emu: Emulator, client: OssClient) -> None:
     assert bytes(buf) == DATA[1000:2_001_000]
     assert res.crc64 == crc64(DATA[1000:2_001_000])
     assert res.meta.crc64 == crc64(DATA)
-    assert client.statistics() == {"recv_into": 1}
+    assert client.statistics() == {"recv_into_thread": 1}
 
 
 @pytest.mark.parametrize("version", ["v4", "v1"])

@@ -234,7 +234,7 @@ async def test_200_ignoring_range_is_handled(server: MiniServer, client: OssClie
 async def test_fast_body_path_engaged(server: MiniServer, client: OssClient) -> None:
     server.put_object("k", DATA)
     await client.get_into("k", 0, bytearray(len(DATA)))
-    assert client.statistics() == {"recv_into": 1}
+    assert client.statistics() == {"recv_into_thread": 1}
 
 
 async def test_clock_skew_corrected_from_server_date(server: MiniServer, client: OssClient) -> None:
