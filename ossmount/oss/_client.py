@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from ..observe import record_request
 from . import signing
 from ._body import (
     BodyError,
@@ -318,6 +319,7 @@ class OssClient:
         try:
             response = await self._http.send(request, stream=True)
         except httpx.TransportError as exc:
+            record_request("list" if key is None else method.lower(), "transport")
             raise OssTransportError(
                 f"{method} failed: {type(exc).__name__}: {exc}",
                 bucket=self.config.bucket,
@@ -331,6 +333,7 @@ class OssClient:
             response.status_code,
             response.headers.get("x-oss-request-id", "-"),
         )
+        record_request("list" if key is None else method.lower(), response.status_code)
         if response.status_code < 300:
             return response
         try:

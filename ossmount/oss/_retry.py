@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import trio
 
+from ..observe import record_retry
 from ._errors import OssError, is_retryable
 
 __all__ = ["RetryPolicy", "call_with_retries", "parse_retry_after"]
@@ -111,4 +112,5 @@ async def call_with_retries(
                 attempt,
                 delay,
             )
+            record_retry(describe.split(" ", 1)[0].lower(), exc.code)
             await trio.sleep(delay)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import trio
@@ -48,6 +48,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from ossmount.observe import install, record_request, record_retry  # re-exported
 
 __all__ = [
     "READ_BUCKETS_S",
@@ -213,33 +215,7 @@ def _operation(name: str) -> str:
     return name if name in _OPERATIONS else "other"
 
 
-# -- the process's metrics, for code that is not handed a MountMetrics (the OSS client) ----
-
-_installed: MountMetrics | None = None
-
-
-@contextlib.contextmanager
-def install(metrics: MountMetrics) -> Iterator[MountMetrics]:
-    """Make `record_request`/`record_retry` go to `metrics` while the block runs."""
-    global _installed
-    previous, _installed = _installed, metrics
-    try:
-        yield metrics
-    finally:
-        _installed = previous
-
-
-def record_request(operation: str, status: int | str) -> None:
-    """One OSS request attempt ended: `operation` get/head/list, `status` the HTTP status
-    or "transport" when no reply came."""
-    if _installed is not None:
-        _installed.request(operation, status)
-
-
-def record_retry(operation: str, reason: str) -> None:
-    """One OSS request will be retried because of `reason` (the error code)."""
-    if _installed is not None:
-        _installed.retry(operation, reason)
+# The OSS client reports through ossmount.observe (install, record_request, record_retry).
 
 
 # -- serving --------------------------------------------------------------------------------

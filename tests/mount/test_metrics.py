@@ -127,11 +127,6 @@ def test_an_address_in_use_is_a_usage_error_before_mounting(
     assert not os.path.ismount(mount.path)
 
 
-@pytest.mark.xfail(
-    reason="the OSS client does not call metrics.record_request/record_retry yet; remove this "
-    "marker when it does (strict: the test then fails until the marker goes)",
-    strict=True,
-)
 def test_requests_and_retries_are_counted(emulator: Emulator, make_mount: MountFactory) -> None:
     data = os.urandom(2 * MiB)
     emulator.put_object(BUCKET, "r.bin", data)
