@@ -404,15 +404,7 @@ class Download:
         state = self.entry.state
         self._p.metrics.verdicts.labels(state.name.lower()).inc()  # metrics
         if state is EntryState.CORRUPT:
-            log.error(
-                "oss://%s/%s: CRC-64 mismatch after download: server %s, cached bytes %s; "
-                "discarding %s, readers get EIO, the next open downloads again",
-                bucket,
-                key,
-                format_crc(verdict.expected),
-                format_crc(verdict.actual),
-                self.entry.path,
-            )
+            # entry.verify() logged the ERROR (bucket, key, both CRCs, cache path).
             self._fail(
                 ObjectCorrupt(
                     bucket,
