@@ -507,11 +507,14 @@ class CacheEntry:
         count = self.layout.count
         if count == 0:
             return 0
-        # Every part but the last has the same length, so the "advance over part_size zero
-        # bytes" operator is built once (64 combines) and applied as a bit-matrix per part.
+        # Every part between the head (part 0) and the last has the same length, so the
+        # "advance over part_size zero bytes" operator is built once (64 combines) and applied
+        # as a bit-matrix per part.
+        if count == 1:
+            return parts[0]
         shift = [combine(1 << bit, 0, self.layout.part_size) for bit in range(64)]
-        crc = 0
-        for index in range(count - 1):
+        crc = parts[0]
+        for index in range(1, count - 1):
             advanced = 0
             bit = 0
             while crc:

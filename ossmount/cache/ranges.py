@@ -1,8 +1,13 @@
-"""Pure part arithmetic: how an object of `size` bytes is cut into fixed-size parts.
+"""Pure part arithmetic: how an object of `size` bytes is cut into parts.
 
-Part `i` covers bytes [i * part_size, min((i + 1) * part_size, size)). Every part but the last
-is exactly `part_size` long; the last is 1..part_size bytes. An empty object has no parts at
-all (so it is "complete" as soon as it is opened, and its CRC is CRC("") = 0).
+Part 0 is the *head*: `head_size = min(part_size, HEAD_PART_SIZE)` bytes (1 MiB). Every later
+part `i` covers [head_size + (i - 1) * part_size, ...) and is `part_size` long, except the last,
+which is 1..part_size bytes. The small head is for the time to first byte: the first read of a
+cold object waits for one 1 MiB GET, not one 8 MiB GET, and read-ahead takes over from there.
+With part_size <= 1 MiB every part is part_size long. An empty object has no parts at all (so
+it is "complete" as soon as it is opened, and its CRC is CRC("") = 0).
+
+The layout is a pure function of (size, part_size), which is all a checkpoint records.
 
 This module knows nothing of files, checkpoints or the network, so the prefetcher, the cache
 entry and the checkpoint all agree on one definition of a part, and Hypothesis can check it
@@ -14,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass
 
-__all__ = ["PartLayout"]
+__all__ = ["HEAD_PART_SIZE", "PartLayout"]
+
+HEAD_PART_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,16 +38,35 @@ class PartLayout:
             raise ValueError(f"part size must be > 0, got {self.part_size}")
 
     @property
+    def head_size(self) -> int:
+        """Length of part 0 when the object is at least that long."""
+        return min(self.part_size, HEAD_PART_SIZE)
+
+    @property
     def count(self) -> int:
         """Number of parts; 0 for an empty object."""
-        return -(-self.size // self.part_size)
+        if self.size == 0:
+            return 0
+        return 1 + -(-max(0, self.size - self.head_size) // self.part_size)
+
+    def start(self, index: int) -> int:
+        """First byte of part `index` (index may be `count`: then it is `size`)."""
+        if index == 0:
+            return 0
+        return min(self.head_size + (index - 1) * self.part_size, self.size)
 
     def span(self, index: int) -> tuple[int, int]:
         """(start, length) of part `index`; IndexError outside 0..count-1."""
         if not 0 <= index < self.count:
             raise IndexError(f"part {index} out of range 0..{self.count - 1}")
-        start = index * self.part_size
-        return start, min(self.part_size, self.size - start)
+        start = self.start(index)
+        return start, self.start(index + 1) - start
+
+    def index_of(self, offset: int) -> int:
+        """The part holding byte `offset` (0 <= offset < size)."""
+        if offset < self.head_size:
+            return 0
+        return 1 + (offset - self.head_size) // self.part_size
 
     def parts_for(self, offset: int, length: int) -> range:
         """Parts that hold any byte of [offset, offset + length), clipped to the object.
@@ -53,7 +79,7 @@ class PartLayout:
         end = min(offset + length, self.size)
         if offset >= end:
             return range(0)
-        return range(offset // self.part_size, (end - 1) // self.part_size + 1)
+        return range(self.index_of(offset), self.index_of(end - 1) + 1)
 
     def contiguous_parts(self, done: Container[int]) -> int:
         """How many parts from part 0 on are all in `done` (the resume point, in parts)."""
@@ -65,4 +91,4 @@ class PartLayout:
 
     def contiguous_offset(self, done: Container[int]) -> int:
         """Bytes [0, result) are all in done parts; equals `size` once every part is done."""
-        return min(self.contiguous_parts(done) * self.part_size, self.size)
+        return self.start(self.contiguous_parts(done))

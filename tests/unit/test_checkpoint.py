@@ -25,6 +25,7 @@ from ossmount.cache.checkpoint import (
     save_atomic,
 )
 from ossmount.cache.errors import CacheFull, CorruptCheckpoint
+from ossmount.cache.ranges import PartLayout
 
 
 def small() -> Checkpoint:
@@ -44,7 +45,7 @@ def small() -> Checkpoint:
 def checkpoints(draw: st.DrawFn) -> Checkpoint:
     size = draw(st.integers(0, 1 << 40))
     part_size = draw(st.integers(1, 1 << 30))
-    count = -(-size // part_size)
+    count = PartLayout(size, part_size).count
     indices = draw(st.sets(st.integers(0, max(count - 1, 0)), max_size=min(count, 50)))
     crcs = {i: draw(st.integers(0, (1 << 64) - 1)) for i in indices if i < count}
     server = draw(st.none() | st.integers(0, (1 << 64) - 1))

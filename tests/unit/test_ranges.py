@@ -83,3 +83,35 @@ def test_rejects_bad_arguments() -> None:
         layout.parts_for(-1, 4)
     with pytest.raises(ValueError, match="negative"):
         layout.parts_for(0, -4)
+
+
+@given(
+    size=st.integers(0, 1 << 36),
+    part_size=st.integers(1, 64 << 20),
+    probes=st.lists(st.floats(0, 1, exclude_max=True), max_size=20),
+)
+def test_spans_tile_the_object_with_a_small_head_part(
+    size: int, part_size: int, probes: list[float]
+) -> None:
+    layout = PartLayout(size, part_size)
+    head = min(part_size, 1 << 20)
+    ends = 0
+    for index in range(min(layout.count, 50)):
+        start, length = layout.span(index)
+        assert start == ends
+        if index == 0:
+            assert length == min(size, head)
+        elif index < layout.count - 1:
+            assert length == part_size
+        assert length > 0
+        ends = start + length
+    if layout.count:
+        last_start, last_length = layout.span(layout.count - 1)
+        assert last_start + last_length == size
+    for probe in probes:
+        if size == 0:
+            break
+        offset = int(probe * size)
+        [index] = layout.parts_for(offset, 1)
+        start, length = layout.span(index)
+        assert start <= offset < start + length
