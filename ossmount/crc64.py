@@ -13,9 +13,11 @@ shift(CRC(A), len(B)) ^ CRC(B) and no fix-up term is needed.
 
 from __future__ import annotations
 
+import functools
+
 import fastcrc
 
-__all__ = ["BytesLike", "combine", "crc64", "format_crc"]
+__all__ = ["BytesLike", "combine", "crc64", "format_crc", "shift"]
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -33,7 +35,7 @@ def crc64(data: BytesLike, crc: int = 0) -> int:
     return int(fastcrc.crc64.xz(data, initial=crc))
 
 
-def _gf2_times(mat: list[int], vec: int) -> int:
+def _gf2_times(mat: list[int] | tuple[int, ...], vec: int) -> int:
     out = 0
     i = 0
     while vec:
@@ -48,40 +50,55 @@ def _gf2_square(mat: list[int]) -> list[int]:
     return [_gf2_times(mat, mat[n]) for n in range(64)]
 
 
-def _zero_operators() -> list[list[int]]:
-    """Operators that advance a CRC register over 2**k zero *bytes*, for k = 0..63."""
-    one_bit = [_POLY_REFLECTED] + [1 << n for n in range(63)]
-    two_bits = _gf2_square(one_bit)
-    four_bits = _gf2_square(two_bits)
-    ops = [_gf2_square(four_bits)]  # 8 bits = 1 byte
-    for _ in range(63):
-        ops.append(_gf2_square(ops[-1]))
-    return ops
+_ZERO_OPS: list[list[int]] = []  # _ZERO_OPS[k] advances a CRC register over 2**k zero bytes
 
 
-_ZERO_OPS: list[list[int]] | None = None
+def _zero_operator(k: int) -> list[int]:
+    """The operator for 2**k zero bytes, squaring up from the last one built.
+
+    Built lazily and only as far as needed: all 64 cost ~60 ms of pure Python, which a
+    first verification on the event loop would feel; an 8 MiB part needs 24.
+    """
+    if not _ZERO_OPS:
+        one_bit = [_POLY_REFLECTED] + [1 << n for n in range(63)]
+        _ZERO_OPS.append(_gf2_square(_gf2_square(_gf2_square(one_bit))))  # 8 bits = 1 byte
+    while len(_ZERO_OPS) <= k:
+        _ZERO_OPS.append(_gf2_square(_ZERO_OPS[-1]))
+    return _ZERO_OPS[k]
+
+
+@functools.lru_cache(maxsize=64)
+def zero_shift(length: int) -> tuple[int, ...]:
+    """Operator (64 columns) advancing a CRC register over `length` zero bytes.
+
+    Cached: an object's parts share one length, so verifying N parts costs one operator and
+    N matrix-vector products.
+    """
+    columns = [1 << n for n in range(64)]
+    k = 0
+    while length:
+        if length & 1:
+            op = _zero_operator(k)
+            columns = [_gf2_times(op, c) for c in columns]
+        length >>= 1
+        k += 1
+    return tuple(columns)
+
+
+def shift(crc: int, length: int) -> int:
+    """`crc` advanced over `length` zero bytes (the linear part of appending data)."""
+    return _gf2_times(zero_shift(length), crc) if length else crc
 
 
 def combine(crc1: int, crc2: int, len2: int) -> int:
     """CRC of A||B from crc1 = CRC(A), crc2 = CRC(B) and len2 = len(B) in bytes.
 
-    Costs O(64 * log2(len2)) small-int operations and never touches the data: the cache uses
-    it to get the whole-object CRC from per-part CRCs without a second pass over the file.
+    Never touches the data: the cache uses it to get the whole-object CRC from per-part CRCs
+    without a second pass over the file. Operators are cached per length (see zero_shift).
     """
     if len2 < 0:
         raise ValueError(f"negative length {len2}")
-    if len2 == 0:
-        return crc1
-    global _ZERO_OPS
-    if _ZERO_OPS is None:
-        _ZERO_OPS = _zero_operators()
-    k = 0
-    while len2:
-        if len2 & 1:
-            crc1 = _gf2_times(_ZERO_OPS[k], crc1)
-        len2 >>= 1
-        k += 1
-    return (crc1 ^ crc2) & _MASK
+    return (shift(crc1, len2) ^ crc2) & _MASK
 
 
 def format_crc(crc: int | None) -> str:

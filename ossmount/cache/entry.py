@@ -59,7 +59,7 @@ from pathlib import Path
 from ossmount.cache.checkpoint import Checkpoint, EntryState, fsync_dir, load, save_atomic
 from ossmount.cache.errors import EntryStateError, io_error
 from ossmount.cache.ranges import PartLayout
-from ossmount.crc64 import BytesLike, combine, crc64
+from ossmount.crc64 import BytesLike, combine, crc64, shift
 from ossmount.oss.models import ObjectMeta
 
 __all__ = ["CacheEntry", "EntryState", "VerifyResult", "same_version"]
@@ -507,22 +507,13 @@ class CacheEntry:
         count = self.layout.count
         if count == 0:
             return 0
-        # Every part between the head (part 0) and the last has the same length, so the
-        # "advance over part_size zero bytes" operator is built once (64 combines) and applied
-        # as a bit-matrix per part.
         if count == 1:
             return parts[0]
-        shift = [combine(1 << bit, 0, self.layout.part_size) for bit in range(64)]
+        # Every part between the head (part 0) and the last has the same length, so one
+        # cached "advance over part_size zero bytes" operator serves them all.
         crc = parts[0]
         for index in range(1, count - 1):
-            advanced = 0
-            bit = 0
-            while crc:
-                if crc & 1:
-                    advanced ^= shift[bit]
-                crc >>= 1
-                bit += 1
-            crc = advanced ^ parts[index]
+            crc = shift(crc, self.layout.part_size) ^ parts[index]
         return combine(crc, parts[count - 1], self.layout.span(count - 1)[1])
 
     def verify(self) -> VerifyResult:
