@@ -11,6 +11,7 @@ what the kernel (and so `cp`, `ls`) sees and how loudly we log it:
 | oss NoSuchKey (object gone since listing)     | ENOENT       | DEBUG                    |
 | prefetch.ObjectChanged (replaced mid-read)    | ESTALE       | WARNING                  |
 | prefetch.ObjectCorrupt (CRC-64 mismatch)      | EIO          | ERROR (logged at source) |
+| prefetch.ObjectArchived (not restored)        | EACCES       | WARNING (at source)      |
 | prefetch.DownloadFailed, transport errors     | EIO          | WARNING (at source)      |
 | oss AccessDenied / key id / signature         | EACCES       | ERROR                    |
 | cache errors (disk full, I/O)                 | EIO          | ERROR                    |
@@ -39,7 +40,7 @@ from ossmount.oss import (
     OssError,
     SignatureDoesNotMatch,
 )
-from ossmount.prefetch.scheduler import ObjectChanged, ObjectCorrupt, ReadError
+from ossmount.prefetch.scheduler import ObjectArchived, ObjectChanged, ObjectCorrupt, ReadError
 from ossmount.tree.errors import NameInvalid, NameTooLong, NotADirectory, NotFound
 
 __all__ = ["errno_for", "fuse_boundary"]
@@ -64,6 +65,8 @@ def errno_for(exc: BaseException) -> tuple[int, int]:
         return errno.ENOTDIR, _DEBUG
     if isinstance(exc, ObjectChanged):
         return errno.ESTALE, _WARNING
+    if isinstance(exc, ObjectArchived):
+        return errno.EACCES, _DEBUG  # the WARNING saying "restore it" was written at source
     if isinstance(exc, ObjectCorrupt):
         return errno.EIO, _DEBUG  # the ERROR line with both CRCs was written where it happened
     if isinstance(exc, ReadError):

@@ -54,13 +54,14 @@ from ossmount.cache.entry import CacheEntry, EntryState
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.store import CacheStore
 from ossmount.crc64 import format_crc
-from ossmount.oss import NoSuchKey, OssError, PreconditionFailed
+from ossmount.oss import InvalidObjectState, NoSuchKey, OssError, PreconditionFailed
 from ossmount.oss.models import GetResult, ObjectMeta
 from ossmount.prefetch.pattern import Coverage, ReadaheadWindow
 from ossmount.service.metrics import MountMetrics
 
 __all__ = [
     "DownloadFailed",
+    "ObjectArchived",
     "ObjectChanged",
     "ObjectCorrupt",
     "ObjectReader",
@@ -114,6 +115,10 @@ class ObjectChanged(ReadError):
 
 class DownloadFailed(ReadError):
     """A part could not be fetched (after the client's retries)."""
+
+
+class ObjectArchived(ReadError):
+    """An Archive/ColdArchive object that is not restored: OSS refuses to serve its bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +284,17 @@ class Download:
                     self._p.config.bucket, key, f"changed or deleted while reading ({exc.code})"
                 )
             )
+            return
+        except InvalidObjectState:
+            self._p.metrics.parts.labels("failed").inc()  # metrics
+            log.warning(
+                "oss://%s/%s: %s object is not restored (InvalidObjectState): restore it "
+                "(e.g. ossutil restore) before reading",
+                self._p.config.bucket,
+                key,
+                self.meta.storage_class or "archived",
+            )
+            self._fail(ObjectArchived(self._p.config.bucket, key, "archived, not restored"))
             return
         except (OssError, OSError) as exc:
             self._p.metrics.parts.labels("failed").inc()  # metrics

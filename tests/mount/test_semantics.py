@@ -103,3 +103,16 @@ def test_unrepresentable_names_are_skipped_not_fatal(
     ).stdout.splitlines()
     assert listing == ["ok.txt"]
     assert (mount.path / "dir/ok.txt").read_bytes() == b"shown"
+
+
+def test_an_archived_object_lists_but_reads_fail_with_eacces_naming_restore(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.put_object(BUCKET, "cold/a.bin", os.urandom(4096), storage_class="Archive")
+    mount = make_mount().start()
+    assert os.stat(mount.path / "cold/a.bin").st_size == 4096  # listing only: visible
+    with pytest.raises(PermissionError):
+        (mount.path / "cold/a.bin").read_bytes()
+    log = mount.log()
+    assert "cold/a.bin" in log
+    assert "restore it" in log
