@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 
 import trio
 
@@ -40,16 +41,36 @@ def _default_text(option: Option) -> str:
     return f" (default: {option.default})"
 
 
+DESCRIPTION = textwrap.fill(
+    "Mount an Alibaba Cloud OSS bucket (or a prefix of it) read-only at MOUNTPOINT. Reads "
+    "fetch parallel ranged GETs into a local cache file per object, resume after a crash, "
+    "and are verified against the object's CRC-64. Other commands: `ossmount emulator "
+    "--help` (a local OSS emulator), `ossmount demo`.",
+    width=78,
+)
+
+EPILOG = "\n".join(
+    [
+        textwrap.fill(
+            "Credentials, first found wins: OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET "
+            "(/ OSS_SESSION_TOKEN); ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET (/ _SECURITY_TOKEN); "
+            "-o passwd_file=FILE (ossfs format, mode 600); -o credential_process=CMD; "
+            "-o ram_role=NAME (ECS instance metadata); the ~/.alibabacloud/credentials.ini "
+            "profile; ~/.passwd-ossfs; /etc/passwd-ossfs. --anonymous for public buckets. "
+            "Secrets are never taken on the command line.",
+            width=78,
+        ),
+        "",
+        "Unmount with: fusermount3 -u MOUNTPOINT",
+    ]
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ossmount",
-        description="Mount an Alibaba Cloud OSS bucket (or a prefix of it) read-only at "
-        "MOUNTPOINT. Reads fetch parallel ranged GETs into a local cache file per object, "
-        "resume after a crash, and are verified against the object's CRC-64. "
-        "Other commands: `ossmount emulator --help` (a local OSS emulator), `ossmount demo`.",
-        epilog="Credentials: OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET (/ OSS_SESSION_TOKEN), "
-        "or -o passwd_file=FILE (ossfs format, mode 600), or --anonymous for public buckets.\n"
-        "Unmount with: fusermount3 -u MOUNTPOINT\n\n" + EXIT_CODE_HELP,
+        description=DESCRIPTION,
+        epilog=EPILOG + "\n\n" + EXIT_CODE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
