@@ -16,9 +16,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import posixpath
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import pyfuse3
 import trio
@@ -61,9 +63,12 @@ class Operations(pyfuse3.Operations):
         look: Presentation,
         *,
         bucket: str,
+        symlinks: SymlinkSource,
         metrics: MountMetrics | None = None,
     ) -> None:
         super().__init__()
+        self._symlinks = symlinks
+        self._link_targets: dict[int, tuple[str, bytes]] = {}  # inode -> (ETag, target)
         self._ns = namespace
         self._prefetcher = prefetcher
         self._look = look
@@ -85,6 +90,9 @@ class Operations(pyfuse3.Operations):
         if node.is_dir:
             attr.st_mode = pyfuse3.ModeT(stat.S_IFDIR | (0o555 & ~self._look.umask))
             attr.st_nlink = 2
+        elif _is_symlink(node):
+            attr.st_mode = pyfuse3.ModeT(stat.S_IFLNK | 0o777)
+            attr.st_nlink = 1
         else:
             attr.st_mode = pyfuse3.ModeT(stat.S_IFREG | (0o444 & ~self._look.umask))
             attr.st_nlink = 1
@@ -149,6 +157,25 @@ class Operations(pyfuse3.Operations):
         snapshot = self._dirs.pop(fh, None)
         if snapshot is not None:
             self._ns.releasedir(snapshot)
+
+    @fuse_boundary
+    async def readlink(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> bytes:
+        """An OSS symlink object as a POSIX symlink, relative to the link's own directory.
+
+        OSS follows symlinks on GET and HEAD but lists the link itself (size 0), so serving it
+        as a regular file would hand out an empty or mismatched file; as a symlink the kernel
+        resolves it to the target's own entry, with the target's size and bytes.
+        """
+        node = self._ns.get(inode)
+        if node.meta is None or not _is_symlink(node):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        cached = self._link_targets.get(inode)
+        if cached is None or cached[0] != node.meta.etag:
+            target_key = await self._symlinks.get_symlink(node.meta.key)
+            link_dir = posixpath.dirname(node.meta.key) or "."
+            cached = (node.meta.etag, os.fsencode(posixpath.relpath(target_key, link_dir)))
+            self._link_targets[inode] = cached
+        return cached[1]
 
     # -- bytes -----------------------------------------------------------------------------
 
@@ -227,6 +254,14 @@ class Operations(pyfuse3.Operations):
         if name == XATTR_STATE:
             return state[0].encode()
         return format_crc(state[1]).encode()
+
+
+def _is_symlink(node: Node) -> bool:
+    return node.meta is not None and node.meta.object_type == "Symlink"
+
+
+class SymlinkSource(Protocol):
+    async def get_symlink(self, key: str) -> str: ...
 
 
 async def _invalidate(inode: int) -> None:

@@ -43,7 +43,7 @@ from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import trio
@@ -416,6 +416,27 @@ class OssClient:
 
         return await call_with_retries(
             self._retry, attempt, describe=f"HEAD oss://{self.config.bucket}/{key}"
+        )
+
+    async def get_symlink(self, key: str) -> str:
+        """The target key of symlink object `key` (GetSymlink; the header is URL-encoded)."""
+
+        async def attempt(_: int) -> str:
+            response = await self._send("GET", key, [("symlink", "")])
+            await response.aclose()
+            target = response.headers.get("x-oss-symlink-target")
+            if not target:
+                raise BadResponse(
+                    response.status_code,
+                    "InvalidResponse",
+                    "GetSymlink reply has no x-oss-symlink-target",
+                    bucket=self.config.bucket,
+                    key=key,
+                )
+            return unquote(target)
+
+        return await call_with_retries(
+            self._retry, attempt, describe=f"GET oss://{self.config.bucket}/{key}?symlink"
         )
 
     # -- ranged GET -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ossmount.oss import (
     ObjectChanged,
     OssClient,
     OssConfig,
+    OssError,
     PreconditionFailed,
     RetryPolicy,
     ServiceUnavailable,
@@ -193,3 +194,12 @@ async def test_connection_reused_for_small_bodies(emu: Emulator, client: OssClie
         assert bytes(buf) == (b"0123456789" * 10)[i : i + 50]
     pool = client._http._transport._pool  # type: ignore[attr-defined]
     assert len(pool.connections) == 1
+
+
+async def test_get_symlink_returns_the_decoded_target(emu: Emulator, client: OssClient) -> None:
+    emu.put_object("bkt", "dir/t a+b.txt", b"x")
+    emu.put_symlink("bkt", "link", "dir/t a+b.txt")
+    assert await client.get_symlink("link") == "dir/t a+b.txt"
+    with pytest.raises(OssError) as info:
+        await client.get_symlink("dir/t a+b.txt")
+    assert info.value.status == 400
