@@ -13,6 +13,7 @@ against the table, then `build_config` converts, validates and derives defaults 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -205,8 +206,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "cache_dir",
-        "where cache files and checkpoints live; default /var/cache/ossmount "
-        "for root, $XDG_CACHE_HOME/ossmount otherwise",
+        "where cache files and checkpoints live (one mount per dir); default "
+        "/var/cache/ossmount/BUCKET for root, $XDG_CACHE_HOME/ossmount/BUCKET otherwise "
+        "(BUCKET-HASH when a prefix is mounted)",
         None,
         Path,
         o_names=("use_cache",),
@@ -444,11 +446,20 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _REGION_FROM_HOST = re.compile(r"^oss-([a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$")
 
 
-def default_cache_dir() -> Path:
+def default_cache_dir(bucket: str, prefix: str = "") -> Path:
+    """Per-mount default under /var/cache/ossmount (root) or $XDG_CACHE_HOME/ossmount.
+
+    One directory per bucket (and prefix), because a cache dir is locked by one mount: two
+    buckets mounted with defaults must not lock each other out.
+    """
     if os.geteuid() == 0:
-        return Path("/var/cache/ossmount")
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ossmount"
+        root = Path("/var/cache/ossmount")
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "ossmount"
+    if not prefix:
+        return root / bucket
+    digest = hashlib.sha256(prefix.encode()).hexdigest()[:12]
+    return root / f"{bucket}-{digest}"
 
 
 def _split_source(source: str) -> tuple[str, str]:
@@ -516,7 +527,7 @@ def build_config(
         signature_version=values["signature_version"],
         anonymous=values["anonymous"],
         passwd_file=values["passwd_file"],
-        cache_dir=values["cache_dir"] or default_cache_dir(),
+        cache_dir=values["cache_dir"] or default_cache_dir(bucket, prefix),
         max_cache_bytes=max_cache_mb * MiB if max_cache_mb > 0 else None,
         part_size=values["part_size_mb"] * MiB,
         parallel_count=values["parallel_count"],

@@ -88,3 +88,20 @@ def test_readme_option_table_is_generated_from_the_declaration() -> None:
     begin, end = "<!-- options:begin -->\n", "<!-- options:end -->"
     table = readme[readme.index(begin) + len(begin) : readme.index(end)]
     assert table == options_markdown(), "README options table is stale: regenerate it"
+
+
+def test_default_cache_dirs_differ_per_bucket_and_prefix_so_mounts_do_not_collide() -> None:
+    def cache_dir(source: str) -> Path:
+        raw, ignored = parse_o_options([])
+        return build_config(source, "/m", raw, foreground=True, ignored=ignored).cache_dir
+
+    a, b, a_sub, a_other = (
+        cache_dir("aaa"),
+        cache_dir("bbb"),
+        cache_dir("aaa:/x"),
+        cache_dir("aaa:/y"),
+    )
+    assert len({a, b, a_sub, a_other}) == 4
+    assert a.name == "aaa"
+    assert a_sub.name.startswith("aaa-")
+    assert cache_dir("aaa:/x/") == a_sub
