@@ -287,7 +287,7 @@ async def _serve(
             )
 
         try:
-            nursery.start_soon(_handle_signals, namespace, credentials, notifier)
+            nursery.start_soon(_handle_signals, namespace, credentials, notifier, prefetcher)
             nursery.start_soon(_announce_ready, config, source, readiness, notifier, describe)
             await pyfuse3.main(min_tasks=4, max_tasks=256)
         except BaseException:
@@ -347,7 +347,10 @@ async def _reload(namespace: Namespace, credentials: ReloadableCredentials) -> N
 
 
 async def _handle_signals(
-    namespace: Namespace, credentials: ReloadableCredentials, notifier: Notifier
+    namespace: Namespace,
+    credentials: ReloadableCredentials,
+    notifier: Notifier,
+    prefetcher: Prefetcher,
 ) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -363,4 +366,7 @@ async def _handle_signals(
             except OSError as exc:  # pragma: no cover - terminate does not usually fail
                 if exc.errno != errno.ENOTCONN:
                     raise
+            # pyfuse3.main returns only once every request handler has: readers blocked on a
+            # slow or stalled part must get their EIO now, not after the part's timeouts.
+            prefetcher.abort_all("the filesystem is being unmounted")
             return

@@ -456,8 +456,12 @@ class Download:
         self._unflushed += 1
         self._p.nursery.start_soon(self._flush_in_background)
 
-    def _fail(self, error: ReadError) -> None:
-        """Terminal failure: wake every waiter with `error` and forget this download."""
+    def abort(self, error: ReadError) -> None:
+        """Stop: wake every waiter with `error`, cancel the GETs; recorded parts stay valid.
+
+        Used at unmount so that readers blocked on a slow part return at once (pyfuse3.main
+        waits for every request handler before it returns).
+        """
         if self.failure is not None:
             return
         self.failure = error
@@ -466,9 +470,15 @@ class Download:
             event.set()
         self._events.clear()
         self._verdict.set()
-        self._p.forget(self)
         for scope in self._scopes:
             scope.cancel()
+
+    def _fail(self, error: ReadError) -> None:
+        """Terminal failure: wake every waiter with `error` and forget this download."""
+        if self.failure is not None:
+            return
+        self.abort(error)
+        self._p.forget(self)
         if isinstance(error, ObjectCorrupt | ObjectChanged):
             # Unlinks the files now (a fresh download may create them again at once); our
             # fd stays valid for workers still unwinding and is closed when we are idle.
@@ -607,6 +617,11 @@ class Prefetcher:
             "downloads": len(self._downloads),
             "gets_in_flight": self.limiter.borrowed_tokens,
         }
+
+    def abort_all(self, reason: str) -> None:
+        """Unmount is under way: every blocked reader gets EIO now (see Download.abort)."""
+        for download in list(self._downloads.values()):
+            download.abort(DownloadFailed(self.config.bucket, download.meta.key, reason))
 
     async def aclose(self) -> None:
         """Persist every checkpoint (called at unmount, after the nursery was cancelled)."""

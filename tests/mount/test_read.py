@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -205,3 +206,45 @@ def test_an_object_replaced_mid_read_never_yields_mixed_bytes(
     assert fresh != original
     assert len(fresh) == size
     assert _sha(fresh) == _sha(emulator.get_bytes(BUCKET, key))
+
+
+def test_sigterm_mid_download_persists_the_checkpoint_and_the_next_mount_resumes(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    size = 16 * MiB
+    key = "term.bin"
+    emulator.put_synthetic(BUCKET, key, size, seed=5)
+    args = (*SMALL_PARTS, "--parallel-count", "2", "--max-gets", "2")
+    emulator.faults.add(
+        FaultRule(
+            action="stall", op="GetObject", key=key, skip=6, times=None, after=1000, seconds=60
+        )
+    )
+    mount = make_mount(args=args).start()
+    reader = subprocess.Popen(
+        ["cat", str(mount.path / key)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_gets(emulator, key)) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done_before = set(_gets(emulator, key)[:6])
+        proc, mount.proc = mount.proc, None
+        assert proc is not None
+        proc.send_signal(signal.SIGTERM)  # no wait for the 1 s flush: shutdown flushes
+        assert proc.wait(timeout=20) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+    finally:
+        reader.kill()
+        reader.wait()
+        subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    assert "SIGTERM received" in mount.log()
+
+    emulator.faults.clear()
+    emulator.requests.clear()
+    mount = make_mount(args=args).start()
+    assert _file_sha(mount.path / key) == _synthetic_sha(emulator, key, size)
+    fetched = set(_gets(emulator, key))
+    assert not fetched & done_before  # the 6 finished parts came from the checkpoint
+    assert len(fetched) == size // MiB - 6
