@@ -136,3 +136,22 @@ def test_oss_symlinks_are_posix_symlinks_to_their_targets(
     dest = tmp_path / "copy"
     subprocess.run(["rsync", "-a", f"{mount.path}/", f"{dest}/"], check=True)
     assert os.readlink(dest / "links/to-target") == "../data/target.txt"  # copied as a link
+
+
+def test_the_cache_stays_under_its_cap_by_evicting_closed_files(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    blobs = {f"f{i}.bin": os.urandom(2 * MiB) for i in range(4)}
+    for key, data in blobs.items():
+        emulator.put_object(BUCKET, key, data)
+    mount = make_mount(args=("--max-cache-size-mb", "5", "--part-size-mb", "1")).start()
+    for key, data in blobs.items():
+        assert (mount.path / key).read_bytes() == data
+    time.sleep(0.5)  # release and eviction run as the last handle closes
+
+    def cached_bytes() -> int:
+        return sum(p.stat().st_size for p in mount.cache.rglob("*.data"))
+
+    assert 0 < cached_bytes() <= 5 * MiB  # 8 MiB were read; the least recent went first
+    assert os.getxattr(mount.path / "f3.bin", "user.ossmount.state") == b"verified"
+    assert os.getxattr(mount.path / "f0.bin", "user.ossmount.state") == b"uncached"
