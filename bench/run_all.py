@@ -1,5 +1,5 @@
-"""`make bench`: run every benchmark in bench/ in sequence, one after the other (never at once:
-on 2 cores a second benchmark would take CPU from the one being measured).
+"""`./dev.sh bench` (or `make bench`): run every benchmark in bench/ in sequence, one after
+the other (never at once: on 2 cores a second benchmark would take CPU from the one being measured).
 
     .venv/bin/python bench/run_all.py [--only client,emulator,mount]
 

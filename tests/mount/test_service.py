@@ -290,7 +290,7 @@ NAMESPACING = {
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
-        pytest.fail("systemd-analyze missing: `make test` installs the systemd package")
+        pytest.fail("systemd-analyze missing: `./dev.sh test` installs the systemd package")
     # verify checks that ExecStart's program exists: point it at this venv's ossmount.
     text = UNIT.read_text().replace(
         "/usr/local/bin/ossmount", str(Path(sys.executable).parent / "ossmount")
