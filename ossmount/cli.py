@@ -9,9 +9,13 @@ and `mount` (the explicit spelling). `ossmount demo /mnt` still mounts a bucket 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 import sys
 import textwrap
+from pathlib import Path
+from typing import TextIO
 
 import trio
 
@@ -137,6 +141,7 @@ def _mount_main(argv: list[str]) -> int:
 
     def child(readiness: Readiness) -> int:
         setup_logging(config.log_level, foreground=config.foreground, log_file=config.log_file)
+        stacks = _register_stack_dump(config.log_file)
         try:
             trio.run(run_mount, config, readiness)
         except StartupError as exc:
@@ -154,11 +159,25 @@ def _mount_main(argv: list[str]) -> int:
             log.exception("ossmount failed")
             readiness.failed(ExitCode.INTERNAL, "internal error; see the log for the traceback")
             return ExitCode.INTERNAL
+        finally:
+            faulthandler.unregister(signal.SIGUSR1)
+            if stacks is not None:
+                stacks.close()
         return ExitCode.OK
 
     if config.foreground:
         return child(Readiness(None))
     return daemonize(child)
+
+
+def _register_stack_dump(log_file: Path | None) -> TextIO | None:
+    """`kill -USR1 PID` writes every thread's stack to the log file (or stderr: the journal).
+
+    For the 3 a.m. question "where is it stuck?" without attaching a debugger.
+    """
+    target: TextIO = open(log_file, "a") if log_file is not None else sys.stderr  # noqa: SIM115
+    faulthandler.register(signal.SIGUSR1, file=target, all_threads=True)
+    return target if log_file is not None else None
 
 
 def _is_subcommand(argv: list[str]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -138,3 +139,16 @@ def test_help_and_python_m_are_the_same_program() -> None:
     assert a.stdout == b.stdout
     assert "exit codes:" in a.stdout
     assert "use_cache" in a.stdout
+
+
+def test_sigusr1_dumps_every_thread_stack_into_the_log(make_mount: MountFactory) -> None:
+    mount = make_mount().start()
+    assert mount.proc is not None
+    mount.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "Current thread" not in mount.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = mount.log()
+    assert "Current thread" in log
+    assert "trio" in log  # the event loop's frames
+    assert os.path.ismount(mount.path)  # and the mount goes on
