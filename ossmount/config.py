@@ -289,6 +289,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="FILE",
     ),
     Option(
+        "ca_file",
+        "trust this PEM CA bundle for the endpoint's TLS certificate instead of the system's "
+        "(a private endpoint or proxy with its own CA)",
+        None,
+        Path,
+        metavar="FILE",
+    ),
+    Option(
         "connect_timeout",
         "seconds to wait for a TCP/TLS connection",
         10.0,
@@ -384,6 +392,7 @@ class MountConfig:
     umask: int
     log_level: str
     log_file: Path | None
+    ca_file: Path | None
     connect_timeout: float
     stall_timeout: float
     max_attempts: int
@@ -542,6 +551,7 @@ def build_config(
         umask=values["umask"],
         log_level=values["log_level"],
         log_file=values["log_file"],
+        ca_file=values["ca_file"],
         connect_timeout=values["connect_timeout"],
         stall_timeout=values["stall_timeout"],
         max_attempts=values["max_attempts"],

@@ -120,6 +120,7 @@ def _client_config(config: MountConfig) -> OssConfig:
         addressing=config.addressing or "auto",  # type: ignore[arg-type]
         signature_version=signature,  # type: ignore[arg-type]
         connect_timeout_s=config.connect_timeout,
+        ca_file=str(config.ca_file) if config.ca_file is not None else None,
         stall_timeout_s=config.stall_timeout,
         max_attempts=config.max_attempts,
         pool_size=config.max_gets + 4,  # GETs plus listings and HEADs alongside

@@ -35,6 +35,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -109,6 +110,7 @@ class OssConfig:
     pool_size: int = 16
     chunk_size: int = 1024 * 1024
     verify_tls: bool = True
+    ca_file: str | None = None  # trust this CA bundle instead of the system's (private endpoints)
     product: str = "oss"
 
     def resolved_region(self) -> str:
@@ -182,6 +184,37 @@ class _GetState:
         self.pinned: str | None = if_match  # ETag every attempt must match
 
 
+def _cause(exc: BaseException) -> str:
+    """`Type: message` of the exception and its causes, each distinct message once.
+
+    httpx often raises a ConnectError with no text whose __cause__ (or an exception group
+    inside it) says what happened: refused, DNS, CERTIFICATE_VERIFY_FAILED. The operator
+    needs that part.
+    """
+    parts: list[str] = []
+    texts: set[str] = set()
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip()
+        if text and text not in texts:
+            texts.add(text)
+            parts.append(f"{type(current).__name__}: {text}")
+        if isinstance(current, BaseExceptionGroup) and current.exceptions:
+            current = current.exceptions[0]
+        else:
+            current = current.__cause__ or current.__context__
+    return " <- ".join(parts) or type(exc).__name__
+
+
+def _tls_verify(config: OssConfig) -> ssl.SSLContext | bool:
+    """What httpx verifies server certificates with: a private CA bundle, the default, or off."""
+    if config.ca_file is not None and config.verify_tls:
+        return ssl.create_default_context(cafile=config.ca_file)
+    return config.verify_tls
+
+
 class OssClient:
     """Async OSS client for one bucket. Use as `async with OssClient(config, provider) as c`."""
 
@@ -217,7 +250,7 @@ class OssClient:
         )
         self._http = httpx.AsyncClient(
             transport=transport
-            or httpx.AsyncHTTPTransport(limits=limits, verify=config.verify_tls, retries=0),
+            or httpx.AsyncHTTPTransport(limits=limits, verify=_tls_verify(config), retries=0),
             timeout=timeout,
             follow_redirects=False,
             cookies=_NoCookies(),
@@ -321,7 +354,7 @@ class OssClient:
         except httpx.TransportError as exc:
             record_request("list" if key is None else method.lower(), "transport")
             raise OssTransportError(
-                f"{method} failed: {type(exc).__name__}: {exc}",
+                f"{method} failed: {_cause(exc)}",
                 bucket=self.config.bucket,
                 key=key,
             ) from exc
@@ -385,7 +418,7 @@ class OssClient:
                     )
         except httpx.TransportError as exc:
             raise OssTransportError(
-                f"reading reply body failed: {type(exc).__name__}: {exc}",
+                f"reading reply body failed: {_cause(exc)}",
                 bucket=self.config.bucket,
                 key=key,
             ) from exc
