@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from ossmount.emulator import Emulator
+from ossmount.emulator.cli import DEMO_BIG_KEY, DEMO_SEED
+from ossmount.emulator.store import SyntheticBody
 
 __all__ = ["main"]
 
 BUCKET = "demo-bucket"
-BIG_KEY = "big/synthetic-1GiB.bin"
 MiB = 1024 * 1024
 
 
@@ -39,11 +41,47 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _start_emulator(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """The emulator in its own process (as a user would run it), so it has its own core."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ossmount",
+            "emulator",
+            "--port",
+            "0",
+            "--bucket",
+            BUCKET,
+            "--populate",
+            "demo",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    match = re.search(r"http://127\.0\.0\.1:\d+", line)
+    if match is None:
+        proc.terminate()
+        proc.wait()
+        raise RuntimeError(f"the emulator did not start: {line!r}")
+    return proc, match.group(0)
+
+
+def _expected_sha256(size: int) -> str:
+    """What the emulator's synthetic demo object holds, computed here without the network."""
+    body = SyntheticBody(seed=DEMO_SEED, size=size)
+    digest = hashlib.sha256()
+    for offset in range(0, size, 16 * MiB):
+        digest.update(body.read(offset, min(16 * MiB, size - offset)))
+    return digest.hexdigest()
+
+
 def main(argv: list[str]) -> int:
-    if argv and not argv[0].isdigit():
-        print("usage: ossmount demo [SIZE_MIB]", file=sys.stderr)
+    if argv:
+        print("usage: ossmount demo", file=sys.stderr)
         return 2
-    size_mib = int(argv[0]) if argv else 1024
     if shutil.which("fusermount3") is None or not os.path.exists("/dev/fuse"):
         print(
             "ossmount demo: FUSE is not available (install fuse3; /dev/fuse must exist)",
@@ -56,25 +94,22 @@ def main(argv: list[str]) -> int:
     mnt.mkdir()
     out.mkdir()
     env = {**os.environ, "OSS_ACCESS_KEY_ID": key_id, "OSS_ACCESS_KEY_SECRET": secret}
-    with Emulator(buckets=[BUCKET], access_key_id=key_id, access_key_secret=secret) as emu:
-        emu.put_object(BUCKET, "README.txt", b"Hello from the ossmount demo bucket.\n")
-        emu.put_object(BUCKET, "photos/2024/cat.jpg", os.urandom(300_000))
-        emu.put_object(BUCKET, "photos/2024/dog.jpg", os.urandom(200_000))
-        emu.put_object(BUCKET, "docs/with space.txt", b"names with spaces work\n")
-        emu.put_synthetic(BUCKET, BIG_KEY, size_mib * MiB, seed=42)
-        _say(f"emulator at {emu.endpoint}, bucket '{BUCKET}'")
+    emulator, endpoint = _start_emulator(env)
+    try:
+        _say(f"emulator at {endpoint} (pid {emulator.pid}), bucket '{BUCKET}'")
         command = [
             sys.executable,
             "-m",
             "ossmount",
+            "mount",
             BUCKET,
             str(mnt),
             "-o",
-            f"url={emu.endpoint},use_cache={cache}",
+            f"url={endpoint},use_cache={cache}",
             "--log-file",
             str(work / "log"),
         ]
-        _say("mount: " + " ".join(command[2:]))
+        _say("mount: " + " ".join(command[3:]))
         result = subprocess.run(command, env=env)
         if result.returncode != 0:
             return result.returncode
@@ -82,18 +117,16 @@ def main(argv: list[str]) -> int:
             _say("ls -lR (listings only, no object is downloaded)")
             subprocess.run(["ls", "-lR", str(mnt)], check=True)
             target = out / "copy.bin"
-            _say(f"cp {BIG_KEY} ({size_mib} MiB) out of the mount")
+            size = (mnt / DEMO_BIG_KEY).stat().st_size
+            _say(f"cp {DEMO_BIG_KEY} ({size // MiB} MiB) out of the mount")
             start = time.monotonic()
-            subprocess.run(["cp", str(mnt / BIG_KEY), str(target)], check=True)
+            subprocess.run(["cp", str(mnt / DEMO_BIG_KEY), str(target)], check=True)
             elapsed = time.monotonic() - start
-            print(f"    {size_mib * MiB / elapsed / 1e6:,.0f} MB/s ({elapsed:.2f} s)")
-            state = os.getxattr(mnt / BIG_KEY, "user.ossmount.state").decode()
-            crc = os.getxattr(mnt / BIG_KEY, "user.ossmount.crc64").decode()
+            print(f"    {size / elapsed / 1e6:,.0f} MB/s ({elapsed:.2f} s)")
+            state = os.getxattr(mnt / DEMO_BIG_KEY, "user.ossmount.state").decode()
+            crc = os.getxattr(mnt / DEMO_BIG_KEY, "user.ossmount.crc64").decode()
             _say(f"cache state: {state} (CRC-64 {crc} matches the server's)")
-            expected = hashlib.sha256()
-            for offset in range(0, size_mib * MiB, 16 * MiB):
-                expected.update(emu.synthetic_bytes(BUCKET, BIG_KEY, offset, 16 * MiB))
-            same = _sha256_file(target) == expected.hexdigest()
+            same = _sha256_file(target) == _expected_sha256(size)
             _say("copy is byte-identical to the object" if same else "COPY DIFFERS")
             if not same or state != "verified":
                 return 1
@@ -104,6 +137,11 @@ def main(argv: list[str]) -> int:
                 if not os.path.ismount(mnt):
                     break
                 time.sleep(0.05)
+    finally:
+        emulator.send_signal(signal.SIGTERM)
+        emulator.wait(timeout=10)
+        if emulator.stdout is not None:
+            emulator.stdout.close()
     shutil.rmtree(work, ignore_errors=True)
     _say("done: emulator stopped, mount gone, temporary files removed")
     return 0

@@ -30,6 +30,7 @@ DEMO_FILES: dict[str, bytes] = {
     "empty/": b"",
 }
 DEMO_BIG_KEY = "big/synthetic-1GiB.bin"
+DEMO_SEED = 1  # the demo command recomputes the expected bytes from it
 
 
 def populate_demo(emu: Emulator, bucket: str) -> None:
@@ -38,7 +39,7 @@ def populate_demo(emu: Emulator, bucket: str) -> None:
         if emu.head(bucket, key) is None:
             emu.put_object(bucket, key, data)
     if emu.head(bucket, DEMO_BIG_KEY) is None:
-        emu.put_synthetic(bucket, DEMO_BIG_KEY, 1 << 30, seed=1)
+        emu.put_synthetic(bucket, DEMO_BIG_KEY, 1 << 30, seed=DEMO_SEED)
 
 
 def build_parser() -> argparse.ArgumentParser:
