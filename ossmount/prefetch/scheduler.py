@@ -146,6 +146,8 @@ class Download:
         self._urgent: set[int] = set()  # in-flight parts a reader is blocked on
         self._demand: list[int] = []  # heap
         self._ahead: list[int] = []  # heap
+        self._in_demand: set[int] = set()  # what the heaps hold, so a part is queued once
+        self._in_ahead: set[int] = set()
         self._workers = 0
         self._verdict = trio.Event()
         self._unflushed = 0
@@ -162,10 +164,11 @@ class Download:
     def want(self, parts: Iterable[int], *, demand: bool) -> None:
         if self.failure is not None:
             return
-        queue = self._demand if demand else self._ahead
+        queue, queued = (self._demand, self._in_demand) if demand else (self._ahead, self._in_ahead)
         for index in parts:
-            if self.entry.is_done(index) or index in self._in_flight:
+            if index in queued or index in self._in_flight or self.entry.is_done(index):
                 continue
+            queued.add(index)
             heapq.heappush(queue, index)
         self._spawn_workers()
 
@@ -183,10 +186,12 @@ class Download:
         """
         while self._demand:
             index = heapq.heappop(self._demand)
+            self._in_demand.discard(index)
             if not self.entry.is_done(index) and index not in self._in_flight:
                 return index, True
         while self._ahead and not self._urgent:
             index = heapq.heappop(self._ahead)
+            self._in_ahead.discard(index)
             if not self.entry.is_done(index) and index not in self._in_flight:
                 return index, False
         return None
@@ -203,6 +208,8 @@ class Download:
         """No reader is left: finish the parts in flight, start no more."""
         self._ahead.clear()
         self._demand.clear()
+        self._in_ahead.clear()
+        self._in_demand.clear()
 
     # -- waiting ---------------------------------------------------------------------------
 
@@ -499,6 +506,7 @@ class ObjectReader:
             slack=8 * 1024 * 1024,
         )
         self._coverage = Coverage(size)
+        self._ahead_until = 0  # read-ahead already requested for parts below this index
         self.closed = False
 
     @property
@@ -526,8 +534,15 @@ class ObjectReader:
         download.want(parts, demand=True)
         window = self._window.observe(offset, end)
         if window:
-            ahead_end = min(total, end + window)
-            download.want(layout.parts_for(end, ahead_end - end), demand=False)
+            ahead = layout.parts_for(end, min(total, end + window) - end)
+            # Ask only for parts beyond what this handle already asked for: a sequential read
+            # of 1 MiB would otherwise re-offer the whole window (~16 parts) every time.
+            first = max(ahead.start, self._ahead_until)
+            if first < ahead.stop:
+                download.want(range(first, ahead.stop), demand=False)
+                self._ahead_until = ahead.stop
+        else:
+            self._ahead_until = 0  # a jump: the next sequential run starts its own window
         await download.wait_parts(parts)
         if self._coverage.add(offset, end):
             await download.wait_verdict()
