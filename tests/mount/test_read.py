@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from ossmount.cache.ranges import PartLayout
 from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
-from tests.mount.harness import BUCKET, SK
+from tests.mount.harness import BUCKET, SK, Mount
 
 MiB = 1024 * 1024
 SMALL_PARTS = ("--part-size-mb", "1")
@@ -58,6 +60,43 @@ def _synthetic_sha(emu: Emulator, key: str, size: int) -> str:
 
 def _xattr(path: Path, name: str) -> str:
     return os.getxattr(path, f"user.ossmount.{name}").decode()
+
+
+@contextlib.contextmanager
+def _read_until_stalled(
+    emulator: Emulator, mount: Mount, key: str, *, good_parts: int
+) -> Iterator[set[tuple[int, int]]]:
+    """`cat` the object while every part GET after the first `good_parts` stalls mid-body.
+
+    Yields the ranges of the parts that went through, once the two workers' next GETs have
+    started (and stalled); the reader is killed on exit.
+    """
+    emulator.faults.add(
+        FaultRule(
+            action="stall",
+            op="GetObject",
+            key=key,
+            skip=good_parts,
+            times=None,
+            after=1000,
+            seconds=60,
+        )
+    )
+    reader = subprocess.Popen(
+        ["cat", str(mount.path / key)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_gets(emulator, key)) < good_parts + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Records are logged as responses start: the first GETs ran through, the next two
+        # (one per worker) are stalled mid-body and must not count as done.
+        done = set(_gets(emulator, key)[:good_parts])
+        assert len(done) == good_parts
+        yield done
+    finally:
+        reader.kill()
+        reader.wait()
 
 
 def test_every_byte_for_edge_sizes_and_a_large_synthetic_object(
@@ -120,29 +159,10 @@ def test_kill_9_mid_download_then_remount_fetches_only_missing_parts(
     key = "resume.bin"
     emulator.put_synthetic(BUCKET, key, size, seed=11)
     args = (*SMALL_PARTS, "--parallel-count", "2", "--max-gets", "2")
-    # The first 8 part GETs go through; every later one stalls after 1000 bytes.
-    emulator.faults.add(
-        FaultRule(
-            action="stall", op="GetObject", key=key, skip=8, times=None, after=1000, seconds=60
-        )
-    )
     mount = make_mount(args=args).start()
-    reader = subprocess.Popen(
-        ["cat", str(mount.path / key)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while len(_gets(emulator, key)) < 10 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # Records are logged as responses start: the first 8 GETs ran through, the 9th and
-        # 10th (two workers) are stalled mid-body and must not count as done.
-        done_before = set(_gets(emulator, key)[:8])
-        assert len(done_before) == 8
+    with _read_until_stalled(emulator, mount, key, good_parts=8) as done_before:
         time.sleep(1.5)  # longer than the checkpoint's flush delay
         mount.kill()
-    finally:
-        reader.kill()
-        reader.wait()
 
     emulator.faults.clear()
     emulator.requests.clear()
@@ -215,30 +235,15 @@ def test_sigterm_mid_download_persists_the_checkpoint_and_the_next_mount_resumes
     key = "term.bin"
     emulator.put_synthetic(BUCKET, key, size, seed=5)
     args = (*SMALL_PARTS, "--parallel-count", "2", "--max-gets", "2")
-    emulator.faults.add(
-        FaultRule(
-            action="stall", op="GetObject", key=key, skip=6, times=None, after=1000, seconds=60
-        )
-    )
     mount = make_mount(args=args).start()
-    reader = subprocess.Popen(
-        ["cat", str(mount.path / key)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while len(_gets(emulator, key)) < 8 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        done_before = set(_gets(emulator, key)[:6])
+    with _read_until_stalled(emulator, mount, key, good_parts=6) as done_before:
         proc, mount.proc = mount.proc, None
         assert proc is not None
         proc.send_signal(signal.SIGTERM)  # no wait for the 1 s flush: shutdown flushes
         assert proc.wait(timeout=20) == 0
         if proc.stdout is not None:
             proc.stdout.close()
-    finally:
-        reader.kill()
-        reader.wait()
-        subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False, capture_output=True)
     assert "SIGTERM received" in mount.log()
 
     emulator.faults.clear()
