@@ -188,7 +188,14 @@ async def list_objects_v2(ctx: Ctx) -> Response:
             f"<NextContinuationToken>{_enc(encode_token(*last), url)}</NextContinuationToken>"
         )
     out.append(f"<KeyCount>{len(objs) + len(prefixes)}</KeyCount>")
-    body = "<ListBucketResult>\n  " + "\n  ".join(out) + "\n"
+    return _list_result(out, objs, prefixes, url, owner)
+
+
+def _list_result(
+    fields: list[str], objs: list[ObjectVersion], prefixes: list[str], url: bool, owner: bool
+) -> Response:
+    """The ListBucketResult document shared by ListObjects V1 and V2."""
+    body = "<ListBucketResult>\n  " + "\n  ".join(fields) + "\n"
     body += "".join(_contents(o, url, owner) + "\n" for o in objs)
     body += "".join(
         f"  <CommonPrefixes>\n    <Prefix>{_enc(p, url)}</Prefix>\n  </CommonPrefixes>\n"
@@ -221,14 +228,7 @@ async def list_objects_v1(ctx: Ctx) -> Response:
     out.append(f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>")
     if truncated and last is not None:
         out.append(f"<NextMarker>{_enc(last[1], url)}</NextMarker>")
-    body = "<ListBucketResult>\n  " + "\n  ".join(out) + "\n"
-    body += "".join(_contents(o, url, True) + "\n" for o in objs)
-    body += "".join(
-        f"  <CommonPrefixes>\n    <Prefix>{_enc(p, url)}</Prefix>\n  </CommonPrefixes>\n"
-        for p in prefixes
-    )
-    body += "</ListBucketResult>\n"
-    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
+    return _list_result(out, objs, prefixes, url, True)
 
 
 async def list_buckets(ctx: Ctx) -> Response:
