@@ -257,9 +257,7 @@ async def _serve(
             umask=config.umask,
             attr_timeout_s=config.stat_cache_expire,
         )
-        ops = Operations(
-            namespace, prefetcher, look, bucket=config.bucket, symlinks=client, metrics=metrics
-        )
+        ops = Operations(namespace, prefetcher, look, symlinks=client, metrics=metrics)
         source = f"{config.bucket}:/{config.prefix}" if config.prefix else config.bucket
         options = {
             f"fsname=ossmount#{source}",

@@ -62,7 +62,6 @@ class Operations(pyfuse3.Operations):
         prefetcher: Prefetcher,
         look: Presentation,
         *,
-        bucket: str,
         symlinks: SymlinkSource,
         metrics: MountMetrics | None = None,
     ) -> None:
@@ -72,7 +71,6 @@ class Operations(pyfuse3.Operations):
         self._ns = namespace
         self._prefetcher = prefetcher
         self._look = look
-        self._bucket = bucket
         self._read_seconds = (metrics or prefetcher.metrics).read_seconds
         self._files: dict[int, tuple[int, ObjectReader]] = {}  # fh -> (inode, reader)
         self._dirs: dict[int, DirSnapshot] = {}  # fh -> entries frozen at opendir
