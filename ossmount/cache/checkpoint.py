@@ -13,7 +13,7 @@ Encoding (all integers big-endian), written in one piece and never patched in pl
 
     offset  size  field
     0       8     magic b"OSSMCKPT"
-    8       2     format version (1)
+    8       2     format version (2; 1 had a 1 MiB head part, see cache.ranges)
     10      2     reserved, 0
     12      4     payload length P
     16      P     payload
@@ -65,7 +65,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAGIC = b"OSSMCKPT"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # tied to ranges.HEAD_PART_SIZE: the layout is not stored
 _HEADER = struct.Struct(">8sHHI")
 _FIXED = struct.Struct(">QqQBQBI")
 _PART = struct.Struct(">QQ")
@@ -208,7 +208,10 @@ def decode(data: bytes) -> Checkpoint:
     if magic != MAGIC:
         raise CorruptCheckpoint(f"not a checkpoint (magic {magic!r})")
     if version != FORMAT_VERSION:
-        raise CorruptCheckpoint(f"unsupported checkpoint version {version}")
+        # Older versions cut objects into other parts: their part map would name wrong bytes.
+        raise CorruptCheckpoint(
+            f"checkpoint format {version} is not {FORMAT_VERSION} (another ossmount version)"
+        )
     if reserved != 0:
         raise CorruptCheckpoint(f"reserved header field is {reserved}, not 0")
     if payload_len > _MAX_PAYLOAD or len(data) != _HEADER.size + payload_len + _DIGEST_SIZE:
@@ -311,7 +314,7 @@ def load(path: Path, *, bucket: str = "?", key: str = "?") -> Checkpoint | None:
         return decode(data)
     except CorruptCheckpoint as exc:
         log.warning(
-            "discarding corrupt checkpoint for oss://%s/%r at %s: %s", bucket, key, path, exc
+            "discarding unusable checkpoint for oss://%s/%r at %s: %s", bucket, key, path, exc
         )
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

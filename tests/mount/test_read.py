@@ -148,7 +148,7 @@ def test_concurrent_readers_share_one_download(
         t.join()
     assert results == [expected] * 4
     gets = _gets(emulator, "shared.bin")
-    parts = PartLayout(size, 8 * MiB).count  # a 1 MiB head part, then 8 MiB parts
+    parts = PartLayout(size, 8 * MiB).count  # a 256 KiB head part, then 8 MiB parts
     assert len(gets) == len(set(gets)) == parts, gets  # each part fetched once
 
 
@@ -169,7 +169,9 @@ def test_kill_9_mid_download_then_remount_fetches_only_missing_parts(
     mount = make_mount(args=args).start()
     assert _file_sha(mount.path / key) == _synthetic_sha(emulator, key, size)
     fetched = set(_gets(emulator, key))
-    all_parts = {(i * MiB, (i + 1) * MiB - 1) for i in range(size // MiB)}
+    layout = PartLayout(size, MiB)  # a 256 KiB head, then 1 MiB parts
+    spans = (layout.span(i) for i in range(layout.count))
+    all_parts = {(start, start + length - 1) for start, length in spans}
     assert fetched == all_parts - done_before
     assert "resum" in mount.log().lower()
 
@@ -252,4 +254,4 @@ def test_sigterm_mid_download_persists_the_checkpoint_and_the_next_mount_resumes
     assert _file_sha(mount.path / key) == _synthetic_sha(emulator, key, size)
     fetched = set(_gets(emulator, key))
     assert not fetched & done_before  # the 6 finished parts came from the checkpoint
-    assert len(fetched) == size // MiB - 6
+    assert len(fetched) == PartLayout(size, MiB).count - 6

@@ -25,7 +25,7 @@ from ossmount.cache.checkpoint import (
     save_atomic,
 )
 from ossmount.cache.errors import CacheFull, CorruptCheckpoint
-from ossmount.cache.ranges import PartLayout
+from ossmount.cache.ranges import HEAD_PART_SIZE, PartLayout
 
 
 def small() -> Checkpoint:
@@ -120,6 +120,28 @@ def test_wrong_magic_and_version_are_rejected() -> None:
     with pytest.raises(CorruptCheckpoint, match="version"):
         decode(_reseal(body[:8] + struct.pack(">H", FORMAT_VERSION + 1) + body[10:]))
     assert body.startswith(MAGIC)
+
+
+def test_head_part_size_is_pinned_to_the_format_version() -> None:
+    """The part layout is not stored: a new head size must come with a new format version,
+    or an older checkpoint's part map would name other bytes than the ones it vouches for."""
+    assert (FORMAT_VERSION, HEAD_PART_SIZE) == (2, 256 * 1024)
+
+
+def test_a_checkpoint_of_the_previous_format_is_discarded_not_misread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cp = Checkpoint(
+        bucket="b", key="k", etag='"e"', size=3 << 20, mtime_ns=0, server_crc64=None,
+        part_size=1 << 20, part_crcs={0: 1, 1: 2},
+    )  # fmt: skip
+    body = encode(cp)[:-32]
+    path = tmp_path / "old.ckpt"
+    path.write_bytes(_reseal(body[:8] + struct.pack(">H", 1) + body[10:]))
+    with caplog.at_level(logging.WARNING):
+        assert load(path, bucket="b", key="k") is None
+    assert "format 1 is not 2" in caplog.text
+    assert not path.exists()
 
 
 def test_inconsistent_content_with_valid_digest_is_rejected() -> None:

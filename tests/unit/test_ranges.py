@@ -94,7 +94,7 @@ def test_spans_tile_the_object_with_a_small_head_part(
     size: int, part_size: int, probes: list[float]
 ) -> None:
     layout = PartLayout(size, part_size)
-    head = min(part_size, 1 << 20)
+    head = min(part_size, 256 << 10)
     ends = 0
     for index in range(min(layout.count, 50)):
         start, length = layout.span(index)
