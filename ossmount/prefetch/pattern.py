@@ -3,10 +3,14 @@
 Both are pure and synchronous so they can be tested without trio or a mount.
 
 Read-ahead: a handle whose reads keep landing at (or just behind) the end of its previous read
-is sequential, and its window doubles per read from `initial` up to `maximum` bytes; a jump
-elsewhere (a Parquet footer, a seek) resets it to zero so random readers fetch only what they
-ask for. The kernel keeps several reads in flight and may deliver them slightly out of order,
-so "sequential" tolerates reads that start inside the last `slack` bytes before the frontier.
+is sequential, and once its run of sequential bytes reaches `trigger` its window doubles per
+read from `initial` up to `maximum` bytes; a jump elsewhere (a Parquet footer, a seek) resets
+it to zero so random readers fetch only what they ask for. The trigger keeps a peek at the
+start of a file (`head -c`, `file`, a thumbnailer: the kernel asks for 16..128 KiB) from
+fetching two 8 MiB parts nobody reads, which costs egress on every file of a directory scan;
+`cp` and `cat` ask for 1 MiB at once and pass it on their first read. The kernel keeps several
+reads in flight and may deliver them slightly out of order, so "sequential" tolerates reads
+that start inside the last `slack` bytes before the frontier.
 
 Coverage: a handle that has asked for every byte of the object is copying it whole (`cp`,
 `rsync`, `cat`). The read that completes that coverage is answered only after the object's
@@ -24,21 +28,27 @@ __all__ = ["Coverage", "ReadaheadWindow"]
 class ReadaheadWindow:
     """How many bytes past a read should be prefetched for this handle."""
 
-    def __init__(self, *, initial: int, maximum: int, slack: int) -> None:
+    def __init__(self, *, initial: int, maximum: int, slack: int, trigger: int = 0) -> None:
         self._initial = min(initial, maximum)
         self._maximum = maximum
         self._slack = slack
+        self._trigger = trigger
         self._frontier = 0  # end of the furthest read so far
+        self._run_start = 0  # where the current sequential run began
         self._window = 0
 
     def observe(self, offset: int, end: int) -> int:
         """Record a read of [offset, end); return the read-ahead window in bytes."""
         sequential = self._frontier - self._slack <= offset <= self._frontier
         if sequential:
+            self._frontier = max(self._frontier, end)
+        else:
+            self._frontier = end
+            self._run_start = offset
+        if sequential and self._frontier - self._run_start >= self._trigger:
             self._window = min(self._maximum, max(self._initial, self._window * 2))
         else:
             self._window = 0
-        self._frontier = max(self._frontier, end) if sequential else end
         return self._window
 
 

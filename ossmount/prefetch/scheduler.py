@@ -504,6 +504,7 @@ class ObjectReader:
             initial=2 * part,
             maximum=max(prefetcher.config.readahead_bytes, part),
             slack=8 * 1024 * 1024,
+            trigger=download.layout.head_size,  # a peek within the head part is not a copy
         )
         self._coverage = Coverage(size)
         self._ahead_until = 0  # read-ahead already requested for parts below this index

@@ -152,6 +152,26 @@ def test_concurrent_readers_share_one_download(
     assert len(gets) == len(set(gets)) == parts, gets  # each part fetched once
 
 
+def test_a_peek_at_a_large_file_fetches_only_its_head_part(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """`head -c 1` (a thumbnailer, file(1), a directory scan) costs one 256 KiB GET, not the
+    head plus two 8 MiB read-ahead parts; a cat of the same file then reads ahead as usual."""
+    size = 64 * MiB
+    emulator.put_synthetic(BUCKET, "peek.bin", size, seed=9)
+    mount = make_mount().start()
+    out = subprocess.run(
+        ["head", "-c", "1", str(mount.path / "peek.bin")], capture_output=True, check=True
+    )
+    assert len(out.stdout) == 1
+    time.sleep(0.5)  # any read-ahead would have been started by now
+    head = PartLayout(size, 8 * MiB).span(0)
+    assert _gets(emulator, "peek.bin") == [(0, head[1] - 1)]
+    assert _file_sha(mount.path / "peek.bin") == _synthetic_sha(emulator, "peek.bin", size)
+    gets = _gets(emulator, "peek.bin")
+    assert len(gets) == len(set(gets)) == PartLayout(size, 8 * MiB).count
+
+
 def test_kill_9_mid_download_then_remount_fetches_only_missing_parts(
     emulator: Emulator, make_mount: MountFactory
 ) -> None:

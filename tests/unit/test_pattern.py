@@ -31,6 +31,18 @@ def test_slightly_out_of_order_kernel_reads_still_count_as_sequential() -> None:
     assert window.observe(MiB, 2 * MiB) > 0
 
 
+def test_a_peek_at_the_start_opens_no_window_until_the_run_reaches_the_trigger() -> None:
+    window = ReadaheadWindow(initial=2 * MiB, maximum=16 * MiB, slack=MiB, trigger=256 * 1024)
+    assert window.observe(0, 16 * 1024) == 0  # head -c 1: the kernel asks for 16 KiB
+    assert window.observe(16 * 1024, 128 * 1024) == 0  # still a peek
+    assert window.observe(128 * 1024, 256 * 1024) == 2 * MiB  # 256 KiB read in order: a copy
+    assert window.observe(900 * MiB, 900 * MiB + 4096) == 0  # a jump starts a new run...
+    assert window.observe(900 * MiB + 4096, 901 * MiB) == 2 * MiB  # ...which opens it again
+    # A first read as large as the trigger (cp and cat read 1 MiB) opens it at once.
+    fresh = ReadaheadWindow(initial=2 * MiB, maximum=16 * MiB, slack=MiB, trigger=256 * 1024)
+    assert fresh.observe(0, MiB) == 2 * MiB
+
+
 def test_coverage_completes_exactly_once_when_every_byte_was_asked_for() -> None:
     cov = Coverage(10)
     assert not cov.add(0, 4)

@@ -179,10 +179,27 @@ async def test_readahead_requests_parts_beyond_the_read(
     meta = source.put(KEY, data)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
-        assert await reader.read(0, 100) == data[:100]
+        assert await reader.read(0, PART) == data[:PART]
         await settle(p)
-        # The first sequential read opens a window of two parts past its end.
+        # A first read of the whole head part opens a window of two parts past its end.
         assert source.part_calls(KEY) == Counter({0: 1, 1: 1, 2: 1})
+        await reader.aclose()
+
+
+async def test_a_peek_inside_the_head_part_fetches_nothing_more(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        assert await reader.read(0, 100) == data[:100]  # head -c 100, file(1)
+        assert await reader.read(100, 100) == data[100:200]
+        await settle(p)
+        assert source.part_calls(KEY) == Counter({0: 1})
+        assert await reader.read(200, PART) == data[200 : 200 + PART]  # now it is a copy
+        await settle(p)
+        assert source.part_calls(KEY) == Counter({0: 1, 1: 1, 2: 1, 3: 1})
         await reader.aclose()
 
 
@@ -195,7 +212,7 @@ async def test_demand_parts_go_before_readahead_which_goes_in_ascending_order(
     async with running(source, cache_dir, config(parallel_count=1)) as p:
         sequential, footer = p.open(meta), p.open(meta)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(sequential.read, 0, 100)  # demands 0, read-ahead 1 and 2
+            nursery.start_soon(sequential.read, 0, PART)  # demands 0, read-ahead 1 and 2
             await gate.arrived.wait()  # the only worker holds part 0
             nursery.start_soon(footer.read, SIZE - 10, 10)  # demands the last part
             await wait_all_tasks_blocked()
