@@ -216,7 +216,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "max_cache_size_mb",
-        "evict closed, least recently used cache files above this many MB (0: no limit)",
+        "evict closed, least recently used cache files when the cached bytes exceed this many"
+        " MB (0: no limit)",
         20480,
         int,
         metavar="MB",

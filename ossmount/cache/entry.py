@@ -286,6 +286,13 @@ class CacheEntry:
             return len(self._done) == self.layout.count
 
     @property
+    def cached_bytes(self) -> int:
+        """Bytes of the recorded parts: what this entry holds on disk (its file is sparse)."""
+        with self._lock:
+            done = list(self._done)
+        return sum(self.layout.span(i)[1] for i in done)
+
+    @property
     def contiguous_offset(self) -> int:
         """Bytes [0, offset) are in recorded parts (what a sequential reader may read now)."""
         with self._lock:

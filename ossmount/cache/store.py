@@ -26,9 +26,17 @@ deleted when its key is next opened, and until then it is evictable like any oth
 In memory: `_index` is an LRU (OrderedDict, oldest first) of key hash -> bytes for every entry
 on disk; `_current` maps a key hash to the open entry for its current version with a reference
 count; `_open` finds the slot of any handed-out entry (including superseded ones, which stay
-readable for the readers that hold them). Bytes are logical object sizes, an upper bound of the
-disk actually used by sparse partial files. Eviction deletes only entries with no reference,
-least recently released first; an entry in use is never touched.
+readable for the readers that hold them).
+
+Space is counted as the bytes an entry holds, not its object's size: a Parquet footer read of
+a 100 GiB object holds a few MiB, and counting 100 GiB would evict every other entry. An entry
+in use counts its recorded parts (`CacheEntry.cached_bytes`, live); an idle one counts what
+it held at release, or, after a restart, min(size, allocated blocks) of its data file (no
+checkpoint is decoded at startup). `_idle_bytes` is the sum over idle entries, so the total
+costs O(entries in use). Eviction deletes only idle entries, least recently released first;
+an entry in use is never touched. The prefetcher calls `evict_to_fit` after every checkpoint
+flush, so a long download makes room as it grows instead of overshooting the limit until it
+is released.
 
 Not thread-safe: the store is driven from the trio thread only (entries allow a flush in a
 worker thread, see ossmount.cache.entry).
@@ -69,7 +77,7 @@ _CKPT = ".ckpt"
 
 @dataclass(frozen=True, slots=True)
 class CacheStats:
-    """Point-in-time figures. `bytes` are logical object sizes of entries on disk."""
+    """Point-in-time figures. `bytes` are what the entries hold (cached parts, not sizes)."""
 
     bytes: int
     entries: int
@@ -108,7 +116,8 @@ class CacheStore:
         self.max_bytes = max_bytes
         self._bucket_dir = self.root / bucket
         self._lock_fd: int | None = None
-        self._index: OrderedDict[str, int] = OrderedDict()
+        self._index: OrderedDict[str, int] = OrderedDict()  # LRU; the bytes of idle entries
+        self._idle_bytes = 0  # sum of _index over entries not in _current
         self._current: dict[str, _Slot] = {}
         self._open: dict[int, _Slot] = {}
         self._evictions = 0
@@ -180,9 +189,11 @@ class CacheStore:
                     path.unlink(missing_ok=True)
                 elif ext == "ckpt":
                     mtime = path.stat().st_mtime_ns
-                    found.append((mtime, stem, (sub / (stem + _DATA)).stat().st_size))
-        for _, stem, size in sorted(found):
-            self._index[stem] = size
+                    data = (sub / (stem + _DATA)).stat()
+                    found.append((mtime, stem, min(data.st_size, data.st_blocks * 512)))
+        for _, stem, held in sorted(found):
+            self._index[stem] = held
+            self._idle_bytes += held
 
     def _require_lock(self) -> None:
         if self._lock_fd is None:
@@ -219,10 +230,12 @@ class CacheStore:
         entry = CacheEntry.open(
             bucket=self.bucket, meta=meta, part_size=part_size, path=path, checkpoint_path=ckpt
         )
+        if slot is None:  # it was idle (or new): from now on it is counted live
+            self._idle_bytes -= self._index.get(h, 0)
         slot = _Slot(entry, h)
         self._current[h] = slot
         self._open[id(entry)] = slot
-        self._index[h] = meta.size
+        self._index[h] = 0  # a placeholder for its LRU place: current entries count live
         self._touch(h)
         self.evict_to_fit()
         return entry
@@ -277,6 +290,8 @@ class CacheStore:
         if entry.discarded or not entry.checkpoint_path.exists():
             self._index.pop(h, None)
             return
+        self._index[h] = held = entry.cached_bytes
+        self._idle_bytes += held
         self._touch(h)
         with contextlib.suppress(OSError):
             os.utime(entry.checkpoint_path)  # persists recency for the next startup's LRU
@@ -295,7 +310,7 @@ class CacheStore:
         """
         if self.max_bytes is None or self._lock_fd is None:
             return 0
-        total = sum(self._index.values())
+        total = self.held_bytes()
         evicted = 0
         for h in list(self._index):
             if total <= self.max_bytes:
@@ -309,16 +324,22 @@ class CacheStore:
             except OSError as exc:
                 log.warning("cannot evict cache entry %s in %s: %s", h, directory, exc)
                 continue
-            total -= self._index.pop(h)
+            held = self._index.pop(h)
+            self._idle_bytes -= held
+            total -= held
             evicted += 1
         if evicted:
             self._evictions += evicted
             log.debug("evicted %d cache entries of bucket %s", evicted, self.bucket)
         return evicted
 
+    def held_bytes(self) -> int:
+        """Bytes the cache holds: idle entries as released, entries in use as of now."""
+        return self._idle_bytes + sum(slot.entry.cached_bytes for slot in self._current.values())
+
     def statistics(self) -> CacheStats:
         return CacheStats(
-            bytes=sum(self._index.values()),
+            bytes=self.held_bytes(),
             entries=len(self._index),
             in_use=len(self._open),
             evictions=self._evictions,

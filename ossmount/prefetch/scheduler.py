@@ -399,6 +399,9 @@ class Download:
             )
         finally:
             self._flushing = False
+        # A download grows its entry part by part: make room now, not only at open/release,
+        # so the cache limit is not overshot by a long download (cache.store, "Space").
+        self._p.store.evict_to_fit()
 
     async def _finish(self) -> None:
         """All parts are in: combine CRCs, compare with the server's, and publish the verdict."""

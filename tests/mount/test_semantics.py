@@ -155,3 +155,21 @@ def test_the_cache_stays_under_its_cap_by_evicting_closed_files(
     assert 0 < cached_bytes() <= 5 * MiB  # 8 MiB were read; the least recent went first
     assert os.getxattr(mount.path / "f3.bin", "user.ossmount.state") == b"verified"
     assert os.getxattr(mount.path / "f0.bin", "user.ossmount.state") == b"uncached"
+
+
+def test_a_footer_read_of_an_object_bigger_than_the_cap_evicts_nothing(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """The cap counts cached bytes: 64 KiB read from a 64 MiB object under a 5 MB cap leave
+    the small verified file cached (counted by size, the big one would evict it)."""
+    small = os.urandom(MiB)
+    emulator.put_object(BUCKET, "small.bin", small)
+    emulator.put_synthetic(BUCKET, "table.parquet", 64 * MiB, seed=4)
+    mount = make_mount(args=("--max-cache-size-mb", "5", "--part-size-mb", "1")).start()
+    assert (mount.path / "small.bin").read_bytes() == small
+    with open(mount.path / "table.parquet", "rb") as fh:
+        fh.seek(-64 * 1024, os.SEEK_END)
+        assert len(fh.read()) == 64 * 1024
+    time.sleep(1.5)  # past the checkpoint flush, after which the store evicts if over the cap
+    assert os.getxattr(mount.path / "small.bin", "user.ossmount.state") == b"verified"
+    assert os.getxattr(mount.path / "table.parquet", "user.ossmount.state") == b"partial"

@@ -290,6 +290,7 @@ def test_eviction_is_lru_and_never_touches_entries_in_use(tmp_path: Path) -> Non
         e = store.open_entry(obj(key, blobs[key]), PART)
         fill(e, blobs[key])
         e.flush()
+        store.evict_to_fit()  # as the prefetcher does after each flush
         return e
 
     def on_disk(key: str) -> bool:
@@ -319,6 +320,57 @@ def test_eviction_is_lru_and_never_touches_entries_in_use(tmp_path: Path) -> Non
     )
     store.release(c)
     store.release(e)
+    store.close()
+
+
+def test_space_is_what_entries_hold_not_their_object_sizes(tmp_path: Path) -> None:
+    """A footer read of a huge object holds a few parts; counting its size would evict all."""
+    store = CacheStore(tmp_path, bucket=BUCKET, max_bytes=1000)
+    store.lock()
+    small = os.urandom(300)
+    s = store.open_entry(obj("small", small), PART)
+    fill(s, small)
+    store.release(s)
+    huge = ObjectMeta(key="huge", size=1 << 40, etag='"H"', mtime_ns=0, crc64=None)
+    h = store.open_entry(huge, PART)  # 1 TiB, sparse
+    last = h.layout.count - 1
+    footer = os.urandom(PART)
+    h.write_part(last, footer)  # the footer: one part
+    h.flush()
+    store.evict_to_fit()
+    assert store.statistics().bytes == 300 + PART
+    assert entry_files(tmp_path, "small")[0].exists()
+    store.release(h)
+    assert store.statistics().bytes == 300 + PART  # idle now, counted as it was released
+    store.close()
+
+    # After a restart: min(size, allocated blocks) of each data file, so block rounding, but
+    # nowhere near 1 TiB.
+    again = CacheStore(tmp_path, bucket=BUCKET, max_bytes=1 << 20)
+    again.lock()
+    held = again.statistics().bytes
+    assert 300 + PART <= held <= 300 + 2 * 65536
+    assert again.evict_to_fit() == 0
+    again.close()
+
+
+def test_a_growing_download_makes_room_before_it_is_released(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path, bucket=BUCKET, max_bytes=10 * PART)
+    store.lock()
+    old = os.urandom(6 * PART)
+    e = store.open_entry(obj("old", old), PART)
+    fill(e, old)
+    store.release(e)
+    big = os.urandom(8 * PART)
+    growing = store.open_entry(obj("growing", big), PART)
+    for i in range(4):  # 4 + 6 parts: at the limit, nothing to do yet
+        growing.write_part(i, big[i * PART : (i + 1) * PART])
+    assert store.evict_to_fit() == 0
+    growing.write_part(4, big[4 * PART : 5 * PART])  # 11 parts > 10
+    assert store.evict_to_fit() == 1
+    assert not entry_files(tmp_path, "old")[0].exists()
+    assert store.statistics().bytes == 5 * PART
+    store.release(growing)
     store.close()
 
 
