@@ -12,7 +12,8 @@ Order of start-up, each step failing with a StartupError (one line, an exit code
 Under systemd (`$NOTIFY_SOCKET`, see ossmount.service.notify): steps 2 and 3 extend the start
 timeout while they run, `READY=1` goes with the readiness above, a `STATUS=` line follows the
 downloads and the cache, `WATCHDOG=1` comes from this event loop, `STOPPING=1` at shutdown.
-SIGHUP drops the metadata caches and re-reads the credentials (`RELOADING=1` … `READY=1`).
+SIGHUP drops the metadata caches (ours and the kernel's names and attributes) and re-reads the
+credentials (`RELOADING=1` … `READY=1`).
 
 Shutdown (unmount by `fusermount3 -u`/`umount`, or SIGTERM/SIGINT → pyfuse3.terminate):
 pyfuse3.main returns, the nursery is cancelled (downloads stop mid-part; unrecorded parts are
@@ -36,7 +37,7 @@ from ossmount.cache.store import CacheStore
 from ossmount.config import MountConfig
 from ossmount.daemon import Readiness
 from ossmount.errors import ExitCode, StartupError
-from ossmount.fs.ops import Operations, Presentation
+from ossmount.fs.ops import Operations, Presentation, drop_kernel_caches
 from ossmount.oss import (
     AccessDenied,
     CredentialsError,
@@ -328,6 +329,8 @@ async def _announce_ready(
 async def _reload(namespace: Namespace, credentials: ReloadableCredentials) -> None:
     dropped = namespace.cached_entries
     namespace.invalidate()
+    # The kernel's own copies too, or `ls -l` shows the old size until attr_timeout.
+    await drop_kernel_caches(namespace.kernel_entries())
     try:
         source = await credentials.reload()
     except CredentialsError as exc:

@@ -268,3 +268,28 @@ async def _invalidate(inode: int) -> None:
         await trio.to_thread.run_sync(pyfuse3.invalidate_inode, pyfuse3.InodeT(inode), False)
     except OSError as exc:
         log.debug("invalidate_inode(%d) failed: %s", inode, exc)
+
+
+async def drop_kernel_caches(entries: Sequence[tuple[int, str, int]]) -> None:
+    """Make the kernel forget the names and attributes it caches for `entries`
+    ((parent inode, name, inode), from `Namespace.kernel_entries`), so the next access asks
+    us, and we ask OSS, instead of trusting them for up to `attr_timeout`.
+
+    Names are dropped through pyfuse3's notification thread (`invalidate_entry_async`);
+    attributes with `invalidate_inode(attr_only=True)`, which blocks on the kernel, so in a
+    worker thread. ENOENT (the kernel forgot it meanwhile) is expected and ignored.
+    """
+    for parent, name, _inode in entries:
+        pyfuse3.invalidate_entry_async(
+            pyfuse3.InodeT(parent), pyfuse3.FileNameT(os.fsencode(name)), ignore_enoent=True
+        )
+
+    def attributes() -> None:
+        for _parent, _name, inode in entries:
+            try:
+                pyfuse3.invalidate_inode(pyfuse3.InodeT(inode), True)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    log.debug("invalidate_inode(%d) failed: %s", inode, exc)
+
+    await trio.to_thread.run_sync(attributes)

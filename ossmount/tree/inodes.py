@@ -177,6 +177,10 @@ class InodeTable:
         entry = self._by_ino.get(ino)
         return entry.lookups if entry is not None else 0
 
+    def looked_up(self) -> list[Node]:
+        """Every node the kernel holds a reference to (it may cache its dentry and attrs)."""
+        return [e.node for e in self._by_ino.values() if e.lookups > 0]
+
     # -- counting ----------------------------------------------------------------------------
 
     def remember(self, ino: int, n: int = 1) -> None:

@@ -280,6 +280,22 @@ class Namespace:
         self._weight = 0
         self._generation += 1
 
+    def kernel_entries(self) -> list[tuple[int, str, int]]:
+        """(parent inode, name, inode) of every entry the kernel may hold cached.
+
+        For SIGHUP: `invalidate` only drops our own caches, while the kernel keeps names and
+        attributes for `attr_timeout`; these are what the caller invalidates there.
+        """
+        out: list[tuple[int, str, int]] = []
+        for node in self.table.looked_up():
+            if node.inode == ROOT_INODE:
+                continue
+            dir_path, name = split_path(node.path)
+            parent = ROOT_INODE if not dir_path else self.table.find(dir_path, True)
+            if parent is not None:
+                out.append((parent, name, node.inode))
+        return out
+
     def refresh_file(self, inode: int, meta: ObjectMeta) -> None:
         """The read path saw newer metadata for file `inode` (a GET's headers): remember it.
 

@@ -224,6 +224,33 @@ def test_sighup_drops_metadata_and_rereads_the_passwd_file(
     assert (mount.path / "c.txt").read_bytes() == b"c"
 
 
+def test_sighup_drops_the_kernels_cached_names_and_attributes_too(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """With an hour of attr/entry timeout, a replaced object's new size and a deleted one's
+    absence show right after SIGHUP, not an hour later."""
+    emulator.put_object(BUCKET, "d/grows.txt", b"short")
+    emulator.put_object(BUCKET, "d/goes.txt", b"bye")
+    mount = make_mount(args=("-o", "stat_cache_expire=3600")).start()
+    assert mount.proc is not None
+    grows, goes = mount.path / "d" / "grows.txt", mount.path / "d" / "goes.txt"
+    assert grows.stat().st_size == 5
+    assert goes.exists()
+    with open(grows, "rb") as held:  # an open file's attributes are refreshed as well
+        emulator.put_object(BUCKET, "d/grows.txt", b"much longer now")
+        emulator.delete_object(BUCKET, "d/goes.txt")
+        assert grows.stat().st_size == 5  # the kernel's cached attributes
+        mount.proc.send_signal(signal.SIGHUP)
+        _wait_log(mount, "SIGHUP received")
+        deadline = time.monotonic() + 5
+        while grows.stat().st_size != 15 and time.monotonic() < deadline:
+            time.sleep(0.02)  # names are invalidated by pyfuse3's notification thread
+        assert grows.stat().st_size == 15
+        assert os.fstat(held.fileno()).st_size == 15
+    assert not goes.exists()
+    assert grows.read_bytes() == b"much longer now"
+
+
 def test_sighup_keeps_the_credentials_when_rereading_fails(
     emulator: Emulator, make_mount: MountFactory, tmp_path: Path
 ) -> None:

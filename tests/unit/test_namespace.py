@@ -310,6 +310,21 @@ async def test_invalidate_drops_metadata_keeps_inodes() -> None:
     assert ns.table.lookup_count(a.inode) == 2
 
 
+async def test_kernel_entries_are_the_looked_up_names_with_their_parents() -> None:
+    ns = Namespace(FakeLister(["d/a", "d/b", "c"]))
+    d = await ns.lookup(ROOT_INODE, "d")
+    a = await ns.lookup(d.inode, "a")
+    await ns.lookup(ROOT_INODE, "c")
+    snap = await ns.opendir(d.inode)  # pinned by the snapshot, not looked up: not cached
+    b = next(n for n in snap.entries if n.path == "d/b")
+    assert b.inode not in {i for _, _, i in ns.kernel_entries()}
+    ns.forget(a.inode, 1)
+    ns.releasedir(snap)
+    got = sorted(ns.kernel_entries())
+    c = ns.table.find("c", False)
+    assert got == sorted([(ROOT_INODE, "d", d.inode), (ROOT_INODE, "c", c)])
+
+
 async def test_refresh_file() -> None:
     fake = FakeLister(["a"])
     clock = Clock()
