@@ -29,6 +29,7 @@ from ossmount.crc64 import format_crc
 from ossmount.fs.boundary import fuse_boundary
 from ossmount.prefetch.scheduler import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher
 from ossmount.service.metrics import MountMetrics
+from ossmount.tree.names import split_key
 from ossmount.tree.namespace import DirSnapshot, Namespace, Node
 
 __all__ = ["Operations", "Presentation"]
@@ -170,8 +171,17 @@ class Operations(pyfuse3.Operations):
         cached = self._link_targets.get(inode)
         if cached is None or cached[0] != node.meta.etag:
             target_key = await self._symlinks.get_symlink(node.meta.key)
-            link_dir = posixpath.dirname(node.meta.key) or "."
-            cached = (node.meta.etag, os.fsencode(posixpath.relpath(target_key, link_dir)))
+            target = link_target(node.meta.key, target_key, self._ns.root_prefix)
+            if target is None:
+                log.warning(
+                    "symlink object %r points to %r, which has no path under the mount "
+                    "(prefix %r): readlink fails with EIO rather than give a path leaving it",
+                    node.meta.key,
+                    target_key,
+                    self._ns.root_prefix,
+                )
+                raise pyfuse3.FUSEError(errno.EIO)
+            cached = (node.meta.etag, os.fsencode(target))
             self._link_targets[inode] = cached
         return cached[1]
 
@@ -252,6 +262,22 @@ class Operations(pyfuse3.Operations):
         if name == XATTR_STATE:
             return state[0].encode()
         return format_crc(state[1]).encode()
+
+
+def link_target(link_key: str, target_key: str, root_prefix: str) -> str | None:
+    """The POSIX target of symlink `link_key` → `target_key`: relative to the link's
+    directory, and never leaving the mount root.
+
+    None when the target is outside the mounted prefix or has no path under it (a `..` or
+    empty component: OSS takes the target literally as a key, it does not resolve it). A
+    plain `relpath` of the keys would turn `other/x` under a prefix mount, or `a/../../etc`,
+    into a path that climbs out of the mount onto the local disk.
+    """
+    link = split_key(link_key, root_prefix)
+    target = split_key(target_key, root_prefix)
+    if link is None or target is None or target_key.endswith("/"):
+        return None
+    return posixpath.relpath("/".join(target), "/".join(link[:-1]) or ".")
 
 
 def _is_symlink(node: Node) -> bool:

@@ -138,6 +138,27 @@ def test_oss_symlinks_are_posix_symlinks_to_their_targets(
     assert os.readlink(dest / "links/to-target") == "../data/target.txt"  # copied as a link
 
 
+def test_a_symlink_pointing_outside_a_prefix_mount_never_leaves_the_mount(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.put_object(BUCKET, "data/t.txt", b"inside\n")
+    emulator.put_object(BUCKET, "other/secret.txt", b"outside\n")
+    emulator.put_symlink(BUCKET, "data/links/in", "data/t.txt")
+    emulator.put_symlink(BUCKET, "data/links/out", "other/secret.txt")
+    emulator.put_symlink(BUCKET, "data/links/climb", "data/a/../../../../etc/passwd")
+    mount = make_mount(source=f"{BUCKET}:/data").start()
+    links = mount.path / "links"
+    assert os.readlink(links / "in") == "../t.txt"
+    assert (links / "in").read_bytes() == b"inside\n"
+    for name in ("out", "climb"):
+        with pytest.raises(OSError, match="Input/output error") as info:
+            os.readlink(links / name)
+        assert info.value.errno == errno.EIO, name
+    log = mount.log()
+    assert "'data/links/out' points to 'other/secret.txt'" in log
+    assert "has no path under the mount" in log
+
+
 def test_the_cache_stays_under_its_cap_by_evicting_closed_files(
     emulator: Emulator, make_mount: MountFactory
 ) -> None:
