@@ -8,6 +8,10 @@
 A redaction filter on every handler scrubs Authorization headers, signatures, tokens and known
 secret values (ossmount.oss.redact), so even a debug dump of a request cannot leak a secret.
 
+Object keys are anything (a newline, an escape sequence), so `OneLineFilter` escapes control
+characters in every message: a key cannot forge a log line or recolour a terminal, and call
+sites log keys plainly (`oss://bucket/key`) instead of each quoting them its own way.
+
 WARNINGs are recoverable trouble (a part that failed and will be fetched again, a retry), and
 trouble comes in storms: `RateLimitFilter` lets through at most `burst` WARNINGs of one message
 template per logger per `period_s`, counts the rest, and then writes one line
@@ -20,13 +24,14 @@ import atexit
 import logging
 import logging.handlers
 import os
+import re
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["RateLimitFilter", "flush_suppressed", "has_syslog", "setup_logging"]
+__all__ = ["OneLineFilter", "RateLimitFilter", "flush_suppressed", "has_syslog", "setup_logging"]
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -41,6 +46,25 @@ class _JournalFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = f"<{_PRIORITY.get(record.levelno, 6)}>"
         return prefix + super().format(record).replace("\n", "\n" + prefix)
+
+
+# C0 controls and DEL; tab stays readable as is.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return {"\n": "\\n", "\r": "\\r"}.get(match.group(), f"\\x{ord(match.group()):02x}")
+
+
+class OneLineFilter(logging.Filter):
+    """Escapes control characters in the message (not in a traceback, which is ours)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _CONTROL.search(message):
+            record.msg = _CONTROL.sub(_escape, message)
+            record.args = None
+        return True
 
 
 class _Window:
@@ -210,6 +234,7 @@ def setup_logging(level: str, *, foreground: bool, log_file: Path | None = None)
     _limiter.emit = handler.handle
     handler.addFilter(_limiter)
     handler.addFilter(RedactingFilter())
+    handler.addFilter(OneLineFilter())
     root.addHandler(handler)
     root.setLevel(level)
     # httpx/httpcore log every request at INFO/DEBUG with full URLs; ours are better.

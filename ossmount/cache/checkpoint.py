@@ -314,7 +314,7 @@ def load(path: Path, *, bucket: str = "?", key: str = "?") -> Checkpoint | None:
         return decode(data)
     except CorruptCheckpoint as exc:
         log.warning(
-            "discarding unusable checkpoint for oss://%s/%r at %s: %s", bucket, key, path, exc
+            "discarding unusable checkpoint for oss://%s/%s at %s: %s", bucket, key, path, exc
         )
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

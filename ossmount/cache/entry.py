@@ -156,7 +156,7 @@ class CacheEntry:
         cp = load(checkpoint_path, bucket=bucket, key=meta.key)
         if cp is not None and not same_version(cp, bucket=bucket, meta=meta, part_size=part_size):
             log.info(
-                "cached oss://%s/%r is another version (etag %s size %d part %d, now etag %s "
+                "cached oss://%s/%s is another version (etag %s size %d part %d, now etag %s "
                 "size %d part %d): discarding it",
                 bucket,
                 meta.key,
@@ -208,7 +208,7 @@ class CacheEntry:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
             log.warning(
-                "checkpoint for oss://%s/%r has no data file %s: starting over",
+                "checkpoint for oss://%s/%s has no data file %s: starting over",
                 bucket,
                 meta.key,
                 path,
@@ -218,7 +218,7 @@ class CacheEntry:
         if size != meta.size:
             os.close(fd)
             log.warning(
-                "data file %s of oss://%s/%r has %d bytes, expected %d: starting over",
+                "data file %s of oss://%s/%s has %d bytes, expected %d: starting over",
                 path,
                 bucket,
                 meta.key,
@@ -256,7 +256,7 @@ class CacheEntry:
         )
         if cp.part_crcs:
             log.info(
-                "resumed %d/%d parts of oss://%s/%r (%s)",
+                "resumed %d/%d parts of oss://%s/%s (%s)",
                 len(cp.part_crcs),
                 layout.count,
                 bucket,
@@ -339,8 +339,7 @@ class CacheEntry:
         if self._closed or self._discarded:
             what = "closed" if self._closed else "discarded"
             raise EntryStateError(
-                f"{action} on {what} cache entry oss://{self.bucket}/{self.meta.key!r} "
-                f"({self.path})"
+                f"{action} on {what} cache entry oss://{self.bucket}/{self.meta.key} ({self.path})"
             )
 
     def set_server_crc64(self, crc: int) -> None:
@@ -357,7 +356,7 @@ class CacheEntry:
                 return
             if known is not None:
                 raise ValueError(
-                    f"server CRC-64 of oss://{self.bucket}/{self.meta.key!r} changed from "
+                    f"server CRC-64 of oss://{self.bucket}/{self.meta.key} changed from "
                     f"{known} to {crc}: another object version"
                 )
             self.meta = replace(self.meta, crc64=crc)
@@ -380,7 +379,7 @@ class CacheEntry:
             if self._state is not EntryState.PARTIAL:
                 raise EntryStateError(
                     f"record_part({index}) on {self._state.name} cache entry "
-                    f"oss://{self.bucket}/{self.meta.key!r} ({self.path})"
+                    f"oss://{self.bucket}/{self.meta.key} ({self.path})"
                 )
             self._done[index] = crc
             if self._durable.get(index) != crc:
@@ -446,7 +445,7 @@ class CacheEntry:
                     for index in lost:
                         del self._done[index]
                 log.error(
-                    "fdatasync of oss://%s/%r at %s failed (%s): %d unflushed parts dropped",
+                    "fdatasync of oss://%s/%s at %s failed (%s): %d unflushed parts dropped",
                     self.bucket,
                     self.meta.key,
                     self.path,
@@ -477,7 +476,7 @@ class CacheEntry:
         if missing:
             raise EntryStateError(
                 f"read of [{offset}, +{length}) needs parts {missing} not yet cached for "
-                f"oss://{self.bucket}/{self.meta.key!r} ({self.path})"
+                f"oss://{self.bucket}/{self.meta.key} ({self.path})"
             )
         length = max(0, min(length, self.meta.size - offset))
         chunks: list[bytes] = []
@@ -495,7 +494,7 @@ class CacheEntry:
             ) from exc
         if got != length:
             raise EntryStateError(
-                f"cache file {self.path} of oss://{self.bucket}/{self.meta.key!r} is short: "
+                f"cache file {self.path} of oss://{self.bucket}/{self.meta.key} is short: "
                 f"got {got} of {length} bytes at {offset}"
             )
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -507,7 +506,7 @@ class CacheEntry:
         with self._lock:
             if len(self._done) != self.layout.count:
                 raise EntryStateError(
-                    f"cache entry oss://{self.bucket}/{self.meta.key!r} is not complete "
+                    f"cache entry oss://{self.bucket}/{self.meta.key} is not complete "
                     f"({len(self._done)}/{self.layout.count} parts)"
                 )
             parts = dict(self._done)
@@ -541,7 +540,7 @@ class CacheEntry:
         else:
             state = EntryState.CORRUPT
             log.error(
-                "CRC-64 mismatch for oss://%s/%r: server %d, cached parts combine to %d "
+                "CRC-64 mismatch for oss://%s/%s: server %d, cached parts combine to %d "
                 "(cache file %s); the entry must be discarded",
                 self.bucket,
                 self.meta.key,
@@ -593,7 +592,7 @@ class CacheEntry:
                 raise io_error(
                     "discard", bucket=self.bucket, key=self.meta.key, path=self.path, cause=exc
                 ) from exc
-            log.info("discarded cached oss://%s/%r", self.bucket, self.meta.key)
+            log.info("discarded cached oss://%s/%s", self.bucket, self.meta.key)
 
     def detach(self) -> None:
         """Stop touching the files on disk (a newer version takes them over); reads go on."""
@@ -608,6 +607,6 @@ class CacheEntry:
 
     def __repr__(self) -> str:
         return (
-            f"<CacheEntry oss://{self.bucket}/{self.meta.key!r} {self._state.name} "
+            f"<CacheEntry oss://{self.bucket}/{self.meta.key} {self._state.name} "
             f"{len(self._done)}/{self.layout.count} parts {self.path}>"
         )

@@ -53,7 +53,7 @@ class CacheIOError(CacheError, OSError):
         self.path = Path(path)
         self.cause = cause
         self.message = (
-            f"cache {action} failed for oss://{bucket}/{key!r} at {self.path}: "
+            f"cache {action} failed for oss://{bucket}/{key} at {self.path}: "
             f"{cause.strerror or cause} (errno {cause.errno})"
         )
         super().__init__(self.message)

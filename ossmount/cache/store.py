@@ -360,7 +360,7 @@ class CacheStore:
                 slot.entry.close()
             except CacheError as exc:
                 log.error(
-                    "closing cache entry oss://%s/%r failed: %s",
+                    "closing cache entry oss://%s/%s failed: %s",
                     self.bucket,
                     slot.entry.meta.key,
                     exc,

@@ -234,7 +234,7 @@ def test_verify_corrupt_logs_and_discard_removes(
     assert result.actual == crc64(bytes(flipped))
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
     message = record.getMessage()
-    for word in (BUCKET, repr(KEY), str(result.expected), str(result.actual)):
+    for word in (BUCKET, f"oss://{BUCKET}/{KEY}:", str(result.expected), str(result.actual)):
         assert word in message
     # CORRUPT is never persisted: the checkpoint still says PARTIAL.
     cp = load(tmp_path / "obj.ckpt")

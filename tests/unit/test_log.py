@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ossmount.log import RateLimitFilter, flush_suppressed, setup_logging
+from ossmount.log import OneLineFilter, RateLimitFilter, flush_suppressed, setup_logging
 from ossmount.oss.redact import RedactingFilter, register_secret
 
 
@@ -140,7 +140,7 @@ def test_setup_logging_installs_rate_limit_then_redaction(
     setup_logging("DEBUG", foreground=True, log_file=log_file)
     (handler,) = logging.getLogger().handlers
     kinds = [type(f) for f in handler.filters]
-    assert kinds == [RateLimitFilter, RedactingFilter]
+    assert kinds == [RateLimitFilter, RedactingFilter, OneLineFilter]
     secret = "unit-test-secret-value-42"
     register_secret(secret)
     logging.getLogger("ossmount.test").warning("leaked %s?", secret)
@@ -163,14 +163,35 @@ def test_journald_priority_prefixes_under_systemd(
     log.debug("d")
     log.info("i")
     log.warning("w")
-    log.error("e\nsecond line")
-    assert capsys.readouterr().err.splitlines() == [
+    log.error("e\nsecond line")  # a message is one line: the newline is escaped
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("x")  # a traceback keeps its lines, each with the priority
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:5] == [
         "<7>ossmount.test: d",
         "<6>ossmount.test: i",
         "<4>ossmount.test: w",
-        "<3>ossmount.test: e",
-        "<3>second line",
+        "<3>ossmount.test: e\\nsecond line",
+        "<3>ossmount.test: x",
     ]
+    assert lines[5] == "<3>Traceback (most recent call last):"
+    assert lines[-1] == "<3>ValueError: boom"
+    assert all(line.startswith("<3>") for line in lines[5:])
+
+
+def test_a_key_cannot_forge_a_log_line_or_send_escape_sequences(
+    tmp_path: Path, restore_root: None
+) -> None:
+    log_file = tmp_path / "log"
+    setup_logging("INFO", foreground=True, log_file=log_file)
+    key = "evil\n2026-01-01 00:00:00,000 1 ERROR ossmount: forged\x1b[31m\x00"
+    logging.getLogger("ossmount.test").warning("cannot read oss://b/%s", key)
+    (line,) = log_file.read_text().splitlines()
+    assert line.endswith(
+        "cannot read oss://b/evil\\n2026-01-01 00:00:00,000 1 ERROR ossmount: forged\\x1b[31m\\x00"
+    )
 
 
 def test_plain_lines_without_systemd(
