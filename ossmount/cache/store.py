@@ -54,8 +54,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ossmount.cache.checkpoint import Checkpoint, EntryState, load
-from ossmount.cache.entry import CacheEntry, same_version
+from ossmount.cache.checkpoint import Checkpoint, load
+from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import (
     CacheError,
     CacheLayoutError,
@@ -103,7 +103,7 @@ def key_hash(key: str) -> str:
 class CacheStore:
     """All cache entries of one bucket under `root`. Call `lock()` before anything else.
 
-    Every `open_entry` (and successful `lookup_verified`) must be paired with one `release`.
+    Every `open_entry` must be paired with one `release`.
     """
 
     def __init__(self, root: Path, *, bucket: str, max_bytes: int | None = None) -> None:
@@ -251,20 +251,6 @@ class CacheStore:
         if cp is not None and (cp.bucket != self.bucket or cp.key != key):
             return None
         return cp
-
-    def lookup_verified(self, meta: ObjectMeta) -> CacheEntry | None:
-        """Open the entry for `meta` only if it is cached and VERIFIED (else None, no side effect
-        beyond deleting a damaged checkpoint)."""
-        cp = self.cached_checkpoint(meta.key)
-        if cp is None or cp.state is not EntryState.VERIFIED:
-            return None
-        if not same_version(cp, bucket=self.bucket, meta=meta, part_size=cp.part_size):
-            return None
-        entry = self.open_entry(meta, cp.part_size)
-        if entry.state is not EntryState.VERIFIED:  # pragma: no cover - lost a race with disk
-            self.release(entry)
-            return None
-        return entry
 
     def release(self, entry: CacheEntry) -> None:
         """One user of `entry` is done; the last one closes it and makes it evictable."""

@@ -229,27 +229,25 @@ def test_discarded_entry_is_not_handed_out_again(store: CacheStore) -> None:
     assert store.statistics().entries == 1
 
 
-def test_lookup_verified_and_cached_checkpoint(store: CacheStore) -> None:
+def test_cached_checkpoint_reports_what_is_on_disk(store: CacheStore) -> None:
     data = os.urandom(50)
     m = obj("k", data)
-    assert store.lookup_verified(m) is None
     assert store.cached_checkpoint("k") is None
     e = store.open_entry(m, PART)
     fill(e, data)
     e.flush()
+    assert store.cached_checkpoint("k") == e.checkpoint()  # in use: the live snapshot
     store.release(e)
-    assert store.lookup_verified(m) is None  # complete but not verified
+    cp = store.cached_checkpoint("k")
+    assert cp is not None
+    assert cp.state is EntryState.PARTIAL  # complete but not verified
     e = store.open_entry(m, PART)
     e.verify()
     store.release(e)
     cp = store.cached_checkpoint("k")
     assert cp is not None
     assert cp.state is EntryState.VERIFIED
-    assert store.lookup_verified(obj("k", data, '"other"')) is None
-    hit = store.lookup_verified(obj("k", data, crc=False))
-    assert hit is not None
-    assert hit.read(0, 50) == data
-    store.release(hit)
+    assert cp.etag == '"E1"'
 
 
 def test_startup_scan_cleans_orphans_and_accounts(tmp_path: Path) -> None:
