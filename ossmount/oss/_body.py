@@ -38,6 +38,11 @@ In the client, with the per-part HTTP round trip, signing and trio scheduling, p
 >85 % of the CPU in the recv_into and pwrite syscalls and ~7 % in fastcrc. SO_RCVLOWAT
 (256 KiB, to get fewer and larger wakeups with parallel parts) made no difference beyond
 noise (0.49 vs 0.51 CPU s/GiB), so it is not used. A 1 MiB window beat 256 KiB and 4 MiB.
+Also tried (session 2, `bench_client.py --targets file --repeat 5`, 4x8MiB): writing through
+a shared mapping with MADV_POPULATE_WRITE per window costs 0.30-0.35 s/GiB against pwrite's
+0.18 (ext4 page_mkwrite per page); a lock around the pwrites (4 threads on one file spin on
+its inode lock: 0.30 vs 0.20 s/GiB in a pwrite-only test) changed nothing here (0.52 either
+way). The floor for 4 parts into a file is into-memory (0.28) + pwrite (0.18) ≈ 0.46.
 
 Stall detection: every network read on the trio thread runs under a deadline of `stall_s`; no
 byte for that long raises `BodyStalled` rather than hanging on a half-dead connection (the
