@@ -58,6 +58,7 @@ from ossmount.cache.checkpoint import Checkpoint, load
 from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import (
     CacheError,
+    CacheFull,
     CacheLayoutError,
     CacheLocked,
     EntryStateError,
@@ -265,7 +266,7 @@ class CacheStore:
         if is_current:
             del self._current[slot.hash]
         try:
-            entry.close()
+            _close_tolerating_a_full_disk(entry)
         finally:
             if is_current:
                 self._after_close(slot.hash, entry)
@@ -303,21 +304,58 @@ class CacheStore:
                 break
             if h in self._current:
                 continue
-            directory = self._bucket_dir / h[:2]
-            try:
-                (directory / (h + _CKPT)).unlink(missing_ok=True)
-                (directory / (h + _DATA)).unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("cannot evict cache entry %s in %s: %s", h, directory, exc)
-                continue
-            held = self._index.pop(h)
-            self._idle_bytes -= held
-            total -= held
-            evicted += 1
+            held = self._index[h]
+            if self._evict(h):
+                total -= held
+                evicted += 1
         if evicted:
             self._evictions += evicted
             log.debug("evicted %d cache entries of bucket %s", evicted, self.bucket)
         return evicted
+
+    def make_room(self, need: int) -> int:
+        """The cache filesystem is full: evict idle entries, least recent first, until it has
+        `need` bytes free (whatever the cap says). Returns how many were evicted.
+
+        The cap bounds what ossmount holds; the disk may also fill from elsewhere, or be
+        smaller than the cap. Without this a full disk stays full: every later part fails.
+        """
+        self._require_lock()
+        evicted = 0
+        for h in list(self._index):
+            if self._free_bytes() >= need:
+                break
+            if h in self._current:
+                continue
+            if self._evict(h):
+                evicted += 1
+        if evicted:
+            self._evictions += evicted
+            log.info(
+                "cache dir %s is full: evicted %d idle cache entries to make room",
+                self.root,
+                evicted,
+            )
+        return evicted
+
+    def _free_bytes(self) -> int:
+        try:
+            st = os.statvfs(self._bucket_dir)
+        except OSError:
+            return 0
+        return st.f_bavail * st.f_frsize
+
+    def _evict(self, h: str) -> bool:
+        """Delete idle entry `h`'s files and forget it; False (logged) if they stay."""
+        directory = self._bucket_dir / h[:2]
+        try:
+            (directory / (h + _CKPT)).unlink(missing_ok=True)
+            (directory / (h + _DATA)).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot evict cache entry %s in %s: %s", h, directory, exc)
+            return False
+        self._idle_bytes -= self._index.pop(h)
+        return True
 
     def held_bytes(self) -> int:
         """Bytes the cache holds: idle entries as released, entries in use as of now."""
@@ -338,12 +376,12 @@ class CacheStore:
         """Flush and close every open entry (even ones still referenced), then unlock.
 
         Failures to flush one entry are logged and do not stop the others; the first is
-        re-raised at the end, after the lock is released.
+        re-raised at the end, after the lock is released (a full disk is only a WARNING).
         """
         first: CacheError | None = None
         for slot in list(self._open.values()):
             try:
-                slot.entry.close()
+                _close_tolerating_a_full_disk(slot.entry)
             except CacheError as exc:
                 log.error(
                     "closing cache entry oss://%s/%s failed: %s",
@@ -359,6 +397,25 @@ class CacheStore:
             self._lock_fd = None
         if first is not None:
             raise first
+
+
+def _close_tolerating_a_full_disk(entry: CacheEntry) -> None:
+    """Close `entry`; a checkpoint that cannot be saved for lack of space is a WARNING.
+
+    Nothing is wrong with the bytes: the parts since the last saved checkpoint are simply
+    fetched again next time (and without any checkpoint the data file is removed, which gives
+    the space back). Failing `release` or the unmount's exit status over it would not help.
+    """
+    try:
+        entry.close()
+    except CacheFull as exc:
+        log.warning(
+            "oss://%s/%s: its checkpoint could not be saved (%s): parts since the last one "
+            "will be fetched again",
+            entry.bucket,
+            entry.meta.key,
+            exc.cause.strerror or exc.cause,
+        )
 
 
 def _same_open_version(entry: CacheEntry, meta: ObjectMeta, part_size: int) -> bool:

@@ -42,6 +42,7 @@ Concurrency invariants (single trio thread)
 
 from __future__ import annotations
 
+import errno
 import heapq
 import logging
 from collections.abc import Iterable
@@ -93,6 +94,18 @@ class RangeSource(Protocol):
     ) -> GetResult: ...
 
     async def head(self, key: str) -> ObjectMeta: ...
+
+
+class CacheDiskFull(OSError):
+    """A part could not be written because the cache filesystem is full, with nothing idle
+    left to evict: the message says where and what to do."""
+
+    def __init__(self, root: object, cause: OSError) -> None:
+        super().__init__(
+            cause.errno,
+            f"the cache dir {root} is full ({cause.strerror}) and holds no closed file to "
+            "evict: free space there, or lower --max-cache-size-mb below its free space",
+        )
 
 
 class ReadError(Exception):
@@ -281,9 +294,20 @@ class Download:
         start, length = self.layout.span(index)
         key = self.meta.key
         try:
-            result = await self._p.source.get_to_fd(
-                key, start, length, self.entry.fd, start, if_match=self.meta.etag
-            )
+            try:
+                result = await self._p.source.get_to_fd(
+                    key, start, length, self.entry.fd, start, if_match=self.meta.etag
+                )
+            except OSError as exc:
+                # The cache disk is full: make room by evicting idle entries (whatever the
+                # cap), then try this part once more; if nothing could go, say so plainly.
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                if not self._p.store.make_room(2 * self.layout.part_size):
+                    raise CacheDiskFull(self._p.store.root, exc) from exc
+                result = await self._p.source.get_to_fd(
+                    key, start, length, self.entry.fd, start, if_match=self.meta.etag
+                )
         except (PreconditionFailed, NoSuchKey) as exc:
             self._p.metrics.parts.labels("changed").inc()  # metrics
             self._fail(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -176,6 +178,46 @@ def test_the_cache_stays_under_its_cap_by_evicting_closed_files(
     assert 0 < cached_bytes() <= 5 * MiB  # 8 MiB were read; the least recent went first
     assert os.getxattr(mount.path / "f3.bin", "user.ossmount.state") == b"verified"
     assert os.getxattr(mount.path / "f0.bin", "user.ossmount.state") == b"uncached"
+
+
+@contextlib.contextmanager
+def _small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_cache_disk_evicts_closed_files_then_fails_clearly(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """The cap (default 20 GiB) is far above this 8 MiB disk: when it fills, closed files are
+    evicted to make room; a file that cannot fit at all fails with EIO and a log line that
+    names the cache dir and the remedy, and the mount goes on serving."""
+    first, second = os.urandom(5 * MiB), os.urandom(5 * MiB)
+    emulator.put_object(BUCKET, "first.bin", first)
+    emulator.put_object(BUCKET, "second.bin", second)
+    emulator.put_synthetic(BUCKET, "huge.bin", 32 * MiB, seed=2)
+    with _small_tmpfs(tmp_path / "small", "8m") as small:
+        mount = make_mount(args=("--cache-dir", str(small / "c"), "--part-size-mb", "1"))
+        mount.start()
+        assert (mount.path / "first.bin").read_bytes() == first
+        time.sleep(0.3)  # its release makes it idle, so evictable
+        assert (mount.path / "second.bin").read_bytes() == second  # 5 + 5 MiB > 8 MiB
+        assert "is full: evicted 1 idle cache entries" in mount.log()
+        result = subprocess.run(
+            ["cp", str(mount.path / "huge.bin"), str(tmp_path / "out")],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode != 0
+        assert "Input/output error" in result.stderr
+        assert f"the cache dir {small / 'c'} is full" in mount.log()
+        assert "lower --max-cache-size-mb" in mount.log()
+        assert (mount.path / "second.bin").read_bytes() == second  # still serving
+        mount.stop()
 
 
 def test_a_footer_read_of_an_object_bigger_than_the_cap_evicts_nothing(

@@ -372,6 +372,38 @@ def test_a_growing_download_makes_room_before_it_is_released(tmp_path: Path) -> 
     store.close()
 
 
+def test_make_room_evicts_idle_entries_until_the_disk_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = CacheStore(tmp_path, bucket=BUCKET)  # no cap: only the disk is full
+    store.lock()
+    blobs = {k: os.urandom(100) for k in "abc"}
+    for key in "abc":
+        e = store.open_entry(obj(key, blobs[key]), PART)
+        fill(e, blobs[key])
+        store.release(e)
+    busy = store.open_entry(obj("a", blobs["a"]), PART)  # in use: never evicted
+    free = {"bytes": 0}
+    monkeypatch.setattr(store, "_free_bytes", lambda: free["bytes"])
+
+    real_evict = store._evict
+
+    def evict(h: str) -> bool:
+        ok = real_evict(h)
+        free["bytes"] += 100 if ok else 0
+        return ok
+
+    monkeypatch.setattr(store, "_evict", evict)
+    assert store.make_room(150) == 2  # b then c (a is in use); stops once 150 are free
+    assert not entry_files(tmp_path, "b")[0].exists()
+    assert not entry_files(tmp_path, "c")[0].exists()
+    assert entry_files(tmp_path, "a")[0].exists()
+    assert store.make_room(10_000) == 0  # nothing idle left
+    assert store.statistics().evictions == 2
+    store.release(busy)
+    store.close()
+
+
 def test_lru_order_survives_restart(tmp_path: Path) -> None:
     store = CacheStore(tmp_path, bucket=BUCKET)
     store.lock()
