@@ -158,56 +158,51 @@ class Figures:
         return text
 
 
+def write_zeros(path: Path, size: int) -> None:
+    """A new file of `size` bytes (whole MiB), written through the page cache."""
+    chunk = bytes(MiB)
+    with open(path, "wb", buffering=0) as fh:
+        for _ in range(size // MiB):
+            fh.write(chunk)
+
+
 class Ballast:
     """Backed-but-free memory for the next timed phase (module docstring, "Fresh memory")."""
 
     def __init__(self, path: Path, size: int) -> None:
         self.path = path
         self.size = size
-        self._chunk = bytes(MiB)
 
-    def refill(self) -> None:
-        """Write the ballast file; its page cache pages are what `release` frees."""
-        if self.size <= 0:
-            return
-        with open(self.path, "wb", buffering=0) as fh:
-            for _ in range(self.size // MiB):
-                fh.write(self._chunk)
+    def prime(self) -> None:
+        """Call right before a timed phase: write the ballast file, then free its pages."""
+        if self.size > 0:
+            write_zeros(self.path, self.size)
+        self.release()
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
 
-    @contextlib.contextmanager
-    def fresh(self) -> Iterator[None]:
-        """Around a timed phase: refill, release just before it starts."""
-        self.refill()
-        self.release()
-        yield
 
-
-def fresh_page_tax(dir_: Path, ballast: Ballast) -> tuple[float, float]:
+def fresh_page_tax(dir_: Path) -> tuple[float, float]:
     """CPU s/GiB of writing a new 1 GiB file: 5 s after 1 GiB was freed, and right after.
 
     A smaller file does not show it: the first few hundred MiB come from pages not yet
     reported."""
     path = dir_ / "tax.bin"
-    chunk = bytes(MiB)
+    one_gib = Ballast(dir_ / "tax-ballast.bin", GiB)
 
     def write() -> float:
         t0 = time.process_time()
-        with open(path, "wb", buffering=0) as fh:
-            for _ in range(1024):
-                fh.write(chunk)
+        write_zeros(path, GiB)
         spent = time.process_time() - t0
         path.unlink()
         return spent
 
-    one_gib = Ballast(ballast.path, GiB)
-    with one_gib.fresh():
-        time.sleep(5)  # long enough for the freed pages to be reported to the host
-        cold = write()
-    with one_gib.fresh():
-        warm = write()
+    one_gib.prime()
+    time.sleep(5)  # long enough for the freed pages to be reported to the host
+    cold = write()
+    one_gib.prime()
+    warm = write()
     return cold, warm
 
 
@@ -365,10 +360,10 @@ class Bench:
     def cp(self, src: Path, size: int, pid: int) -> tuple[float, float]:
         """(MB/s, daemon CPU s/GiB) of `cp src` into the temp dir; the copy is removed."""
         out = self.tmp / "out.bin"
-        with self.ballast.fresh():
-            c0 = cpu_seconds(pid)
-            secs = self.timed(["cp", str(src), str(out)])
-            cpu = cpu_seconds(pid) - c0
+        self.ballast.prime()
+        c0 = cpu_seconds(pid)
+        secs = self.timed(["cp", str(src), str(out)])
+        cpu = cpu_seconds(pid) - c0
         if out.stat().st_size != size:
             raise RuntimeError(f"cp of {src} produced {out.stat().st_size} bytes, not {size}")
         out.unlink()
@@ -643,7 +638,7 @@ def main() -> int:
             f"repeat {args.repeat}",
             flush=True,
         )
-        cold, warm = fresh_page_tax(bench.tmp, bench.ballast)
+        cold, warm = fresh_page_tax(bench.tmp)
         print(
             f"env fresh_pages {cold:.2f} s/GiB 5 s after freeing, {warm:.2f} s/GiB right after  "
             f"# CPU to write a new file; page reporting "

@@ -51,6 +51,7 @@ import logging
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,19 +298,9 @@ class CacheStore:
         """
         if self.max_bytes is None or self._lock_fd is None:
             return 0
-        total = self.held_bytes()
-        evicted = 0
-        for h in list(self._index):
-            if total <= self.max_bytes:
-                break
-            if h in self._current:
-                continue
-            held = self._index[h]
-            if self._evict(h):
-                total -= held
-                evicted += 1
+        limit = self.max_bytes
+        evicted = self._evict_idle(lambda: self.held_bytes() <= limit)
         if evicted:
-            self._evictions += evicted
             log.debug("evicted %d cache entries of bucket %s", evicted, self.bucket)
         return evicted
 
@@ -321,21 +312,24 @@ class CacheStore:
         smaller than the cap. Without this a full disk stays full: every later part fails.
         """
         self._require_lock()
-        evicted = 0
-        for h in list(self._index):
-            if self._free_bytes() >= need:
-                break
-            if h in self._current:
-                continue
-            if self._evict(h):
-                evicted += 1
+        evicted = self._evict_idle(lambda: self._free_bytes() >= need)
         if evicted:
-            self._evictions += evicted
             log.info(
                 "cache dir %s is full: evicted %d idle cache entries to make room",
                 self.root,
                 evicted,
             )
+        return evicted
+
+    def _evict_idle(self, enough: Callable[[], bool]) -> int:
+        """Evict idle entries, least recently used first, until `enough()`; how many went."""
+        evicted = 0
+        for h in list(self._index):
+            if enough():
+                break
+            if h not in self._current and self._evict(h):
+                evicted += 1
+        self._evictions += evicted
         return evicted
 
     def _free_bytes(self) -> int:

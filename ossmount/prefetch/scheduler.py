@@ -43,6 +43,7 @@ Concurrency invariants (single trio thread)
 from __future__ import annotations
 
 import errno
+import functools
 import heapq
 import logging
 from collections.abc import Iterable
@@ -290,24 +291,28 @@ class Download:
             if self._workers == 0 and self.users == 0:
                 self._p.nursery.start_soon(self._p.close_download, self)
 
+    async def _get_part(self, start: int, length: int) -> GetResult:
+        """The part's ranged GET into the cache file. On a full cache disk: make room by
+        evicting idle entries (whatever the cap) and try once more; if nothing could go, raise
+        CacheDiskFull, which says where and what to do."""
+        meta, fd = self.meta, self.entry.fd
+        get = functools.partial(
+            self._p.source.get_to_fd, meta.key, start, length, fd, start, if_match=meta.etag
+        )
+        try:
+            return await get()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if not self._p.store.make_room(2 * self.layout.part_size):
+                raise CacheDiskFull(self._p.store.root, exc) from exc
+        return await get()
+
     async def _fetch(self, index: int) -> None:
         start, length = self.layout.span(index)
         key = self.meta.key
         try:
-            try:
-                result = await self._p.source.get_to_fd(
-                    key, start, length, self.entry.fd, start, if_match=self.meta.etag
-                )
-            except OSError as exc:
-                # The cache disk is full: make room by evicting idle entries (whatever the
-                # cap), then try this part once more; if nothing could go, say so plainly.
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                if not self._p.store.make_room(2 * self.layout.part_size):
-                    raise CacheDiskFull(self._p.store.root, exc) from exc
-                result = await self._p.source.get_to_fd(
-                    key, start, length, self.entry.fd, start, if_match=self.meta.etag
-                )
+            result = await self._get_part(start, length)
         except (PreconditionFailed, NoSuchKey) as exc:
             self._p.metrics.parts.labels("changed").inc()  # metrics
             self._fail(
