@@ -217,7 +217,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_cache_size_mb",
         "evict closed, least recently used cache files when the cached bytes exceed this many"
-        " MB (0: no limit)",
+        " MB (0: no limit); files in use then drop parts already read",
         20480,
         int,
         metavar="MB",

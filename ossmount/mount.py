@@ -249,6 +249,7 @@ async def _serve(
                 parallel_count=config.parallel_count,
                 max_gets=config.max_gets,
                 readahead_bytes=config.readahead_bytes,
+                shed_margin=2 * config.kernel_readahead_kb * 1024,
             ),
             metrics,
         )

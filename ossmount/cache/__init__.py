@@ -3,8 +3,8 @@
 Plain synchronous classes with no FUSE, HTTP or trio dependency; the prefetcher drives them
 from trio (blocking calls such as `CacheEntry.flush` go to a worker thread there). See each
 module's docstring for its invariants: `ranges` (what a part is), `checkpoint` (the persisted
-record and its encoding), `entry` (durability order and states), `store` (on-disk layout,
-lock, eviction).
+record and its encoding), `entry` (durability order, states and shedding), `holes` (punching
+and finding holes), `store` (on-disk layout, lock, eviction).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ossmount.cache.errors import (
     CacheLocked,
     CorruptCheckpoint,
     EntryStateError,
+    PartMismatch,
 )
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.store import CacheStats, CacheStore
@@ -37,5 +38,6 @@ __all__ = [
     "EntryState",
     "EntryStateError",
     "PartLayout",
+    "PartMismatch",
     "VerifyResult",
 ]

@@ -36,6 +36,16 @@ held only for dict work, never across I/O; `_flush_lock` serializes flushes with
 and with close/discard/detach. Parts recorded while a flush is in its fdatasync are not in
 its snapshot and wait for the next flush.
 
+Shedding (objects bigger than the cache): `shed()` punches recorded parts out of the data file
+(the caller picks parts its readers have consumed) and keeps their CRCs in `_shed`, so the
+whole-object verdict still needs no second pass: `complete` means every part has a CRC,
+recorded or shed; `all_present` that every part's bytes are in the file. A shed part fetched
+again must bring the same CRC as the first time (else `PartMismatch`: one of the two fetches
+was wrong and nothing tells which). The checkpoint only ever lists present parts and says
+PARTIAL while any part is missing, but the one on disk may still list a shed part until the
+next flush, so `open` asks the filesystem for holes (ossmount.cache.holes) and re-fetches any
+listed part that lies in one. The store only sheds where a probe showed both work.
+
 A *detached* entry has been superseded by a newer version of the same key (the store did this
 because its files were about to be replaced): readers holding it can still read its unlinked
 file through `fd`, but it never writes a checkpoint or removes a file again.
@@ -57,7 +67,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ossmount.cache.checkpoint import Checkpoint, EntryState, fsync_dir, load, save_atomic
-from ossmount.cache.errors import EntryStateError, io_error
+from ossmount.cache.errors import EntryStateError, PartMismatch, io_error
+from ossmount.cache.holes import hole_spans, punch_hole
 from ossmount.cache.ranges import PartLayout
 from ossmount.crc64 import BytesLike, combine, crc64, shift
 from ossmount.oss.models import ObjectMeta
@@ -124,6 +135,7 @@ class CacheEntry:
         self._state = state
         self._done = dict(durable)
         self._durable = dict(durable)
+        self._shed: dict[int, int] = {}  # parts punched out of the file: their CRCs
         self._persisted_state = state
         self._persisted_crc = meta.crc64
         self._closed = False
@@ -242,6 +254,20 @@ class CacheEntry:
         if meta.crc64 is None and cp.server_crc64 is not None:
             meta = replace(meta, crc64=cp.server_crc64)
         state = cp.state
+        parts = cp.part_crcs
+        punched = _parts_in_holes(fd, layout, parts)
+        if punched:
+            # Shed before a crash, while this checkpoint still listed them: zeros now.
+            log.info(
+                "oss://%s/%s: %d parts listed in the checkpoint were punched out of %s: "
+                "fetching them again",
+                bucket,
+                meta.key,
+                len(punched),
+                path,
+            )
+            parts = {i: c for i, c in parts.items() if i not in punched}
+            state = EntryState.PARTIAL
         if state is EntryState.UNVERIFIABLE and meta.crc64 is not None:
             state = EntryState.PARTIAL  # a CRC is known now: verify() can do better
         entry = cls(
@@ -251,13 +277,13 @@ class CacheEntry:
             path=path,
             checkpoint_path=checkpoint_path,
             fd=fd,
-            durable=cp.part_crcs,
+            durable=parts,
             state=state,
         )
-        if cp.part_crcs:
+        if parts:
             log.info(
                 "resumed %d/%d parts of oss://%s/%s (%s)",
-                len(cp.part_crcs),
+                len(parts),
                 layout.count,
                 bucket,
                 meta.key,
@@ -282,6 +308,13 @@ class CacheEntry:
 
     @property
     def complete(self) -> bool:
+        """Every part has a CRC (recorded, or shed after it was recorded): verify() can run."""
+        with self._lock:
+            return len(self._done) + len(self._shed) == self.layout.count
+
+    @property
+    def all_present(self) -> bool:
+        """Every part's bytes are in the data file (complete and nothing shed)."""
         with self._lock:
             return len(self._done) == self.layout.count
 
@@ -308,6 +341,11 @@ class CacheEntry:
         with self._lock:
             return index in self._done
 
+    def present_parts(self) -> list[int]:
+        """The recorded parts whose bytes are in the file, ascending."""
+        with self._lock:
+            return sorted(self._done)
+
     def missing_parts(self, indices: Iterable[int]) -> list[int]:
         """Those of `indices` not recorded yet, in the given order."""
         with self._lock:
@@ -319,8 +357,8 @@ class CacheEntry:
             return self._snapshot(dict(self._done), self._state)
 
     def _snapshot(self, parts: dict[int, int], state: EntryState) -> Checkpoint:
-        if state is EntryState.CORRUPT:
-            state = EntryState.PARTIAL
+        if state is EntryState.CORRUPT or len(parts) != self.layout.count:
+            state = EntryState.PARTIAL  # a verdict is persisted only with every byte present
         return Checkpoint(
             bucket=self.bucket,
             key=self.meta.key,
@@ -369,13 +407,24 @@ class CacheEntry:
         In memory only: the part becomes durable (and survives a crash) at the next `flush()`.
         Readers may use it at once. Recording a part again replaces its CRC, but the caller
         must not rewrite the bytes of a durable part: a torn rewrite would only be caught by
-        `verify()`.
+        `verify()`. A shed part may be recorded again in any state but CORRUPT, with the CRC
+        it had: another CRC raises PartMismatch and leaves it shed.
         """
         self._check_open("record_part")
         self.layout.span(index)  # IndexError for a part that does not exist
         if not 0 <= crc < _U64:
             raise ValueError(f"CRC-64 out of range: {crc}")
         with self._lock:
+            first = self._shed.get(index)
+            if first is not None and self._state is not EntryState.CORRUPT:
+                if crc != first:
+                    raise PartMismatch(
+                        f"part {index} of oss://{self.bucket}/{self.meta.key} was fetched "
+                        f"again with CRC-64 {crc:016x}, first fetched with {first:016x}"
+                    )
+                del self._shed[index]
+                self._done[index] = crc
+                return
             if self._state is not EntryState.PARTIAL:
                 raise EntryStateError(
                     f"record_part({index}) on {self._state.name} cache entry "
@@ -425,18 +474,17 @@ class CacheEntry:
             if self._closed or self._detached or self._discarded:
                 return
             with self._lock:
-                state = self._state
                 crc = self.meta.crc64
-                if state is EntryState.CORRUPT:
+                if self._state is EntryState.CORRUPT:
                     return
+                snapshot = dict(self._done)
+                cp = self._snapshot(snapshot, self._state)
                 if (
-                    self._done == self._durable
-                    and state is self._persisted_state
+                    snapshot == self._durable
+                    and cp.state is self._persisted_state
                     and crc == self._persisted_crc
                 ):
                     return
-                snapshot = dict(self._done)
-                cp = self._snapshot(snapshot, state)
             try:
                 os.fdatasync(self.fd)
             except OSError as exc:
@@ -457,8 +505,9 @@ class CacheEntry:
                 ) from exc
             save_atomic(self.checkpoint_path, cp)
             with self._lock:
-                self._durable = snapshot
-                self._persisted_state = state
+                # Parts shed since the snapshot are not durable whatever the file now says.
+                self._durable = {i: c for i, c in snapshot.items() if i in self._done}
+                self._persisted_state = cp.state
                 self._persisted_crc = crc
 
     # ----------------------------------------------------------------- reading
@@ -510,12 +559,12 @@ class CacheEntry:
     def combined_crc(self) -> int:
         """CRC-64 of the whole object from the per-part CRCs, without reading the file."""
         with self._lock:
-            if len(self._done) != self.layout.count:
-                raise EntryStateError(
-                    f"cache entry oss://{self.bucket}/{self.meta.key} is not complete "
-                    f"({len(self._done)}/{self.layout.count} parts)"
-                )
-            parts = dict(self._done)
+            parts = {**self._shed, **self._done}
+        if len(parts) != self.layout.count:
+            raise EntryStateError(
+                f"cache entry oss://{self.bucket}/{self.meta.key} is not complete "
+                f"({len(parts)}/{self.layout.count} parts)"
+            )
         count = self.layout.count
         if count == 0:
             return 0
@@ -557,6 +606,41 @@ class CacheEntry:
         with self._lock:
             self._state = state
         return VerifyResult(state=state, expected=expected, actual=actual)
+
+    # ----------------------------------------------------------------- shedding
+
+    def shed(self, indices: Iterable[int]) -> int:
+        """Punch recorded parts out of the data file, keeping their CRCs; returns bytes freed.
+
+        Owner thread only, like `read`, so no read of these parts is under way. Parts not
+        recorded are skipped. If the filesystem refuses the punch, the part stays recorded
+        (its bytes are intact) and the error is raised as CacheIOError.
+        """
+        self._check_open("shed")
+        freed = 0
+        for index in indices:
+            with self._lock:
+                crc = self._done.pop(index, None)
+                if crc is None:
+                    continue
+                self._durable.pop(index, None)
+            start, length = self.layout.span(index)
+            try:
+                punch_hole(self.fd, start, length)
+            except OSError as exc:
+                with self._lock:
+                    self._done[index] = crc  # nothing was deallocated: still good
+                raise io_error(
+                    f"shedding part {index}",
+                    bucket=self.bucket,
+                    key=self.meta.key,
+                    path=self.path,
+                    cause=exc,
+                ) from exc
+            with self._lock:
+                self._shed[index] = crc
+            freed += length
+        return freed
 
     # ----------------------------------------------------------------- teardown
 
@@ -616,3 +700,14 @@ class CacheEntry:
             f"<CacheEntry oss://{self.bucket}/{self.meta.key} {self._state.name} "
             f"{len(self._done)}/{self.layout.count} parts {self.path}>"
         )
+
+
+def _parts_in_holes(fd: int, layout: PartLayout, parts: Iterable[int]) -> set[int]:
+    """Those of `parts` that overlap a hole of the data file (punched, or never written)."""
+    spans = hole_spans(fd, layout.size)
+    if not spans:
+        return set()
+    holed: set[int] = set()
+    for start, end in spans:
+        holed.update(layout.parts_for(start, end - start))
+    return holed.intersection(parts)

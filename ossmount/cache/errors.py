@@ -3,10 +3,11 @@
     CacheError
     ├── CacheIOError        an OSError on the cache disk (bucket, key, path, cause, errno);
     │                       itself an OSError subclass
-    │   └── CacheFull       ENOSPC / EDQUOT: the prefetcher may fall back to serving from memory
+    │   └── CacheFull       ENOSPC / EDQUOT
     ├── CacheLocked         another process holds the cache directory (root, holder pid)
     ├── CacheLayoutError    the cache directory has a layout VERSION this code does not know
     ├── CorruptCheckpoint   a checkpoint failed its own checksum or consistency checks
+    ├── PartMismatch        a shed part fetched again came back with another CRC-64
     └── EntryStateError     a caller broke the entry's contract (read of a part not done,
                             use after close/discard, verify before complete): a bug, not I/O
 
@@ -91,6 +92,10 @@ class CorruptCheckpoint(CacheError):
 
 class EntryStateError(CacheError):
     """The entry was used against its contract; this is a bug in the caller."""
+
+
+class PartMismatch(CacheError):
+    """A shed part fetched again brought another CRC-64 than its first fetch."""
 
 
 def io_error(

@@ -36,7 +36,10 @@ checkpoint is decoded at startup). `_idle_bytes` is the sum over idle entries, s
 costs O(entries in use). Eviction deletes only idle entries, least recently released first;
 an entry in use is never touched. The prefetcher calls `evict_to_fit` after every checkpoint
 flush, so a long download makes room as it grows instead of overshooting the limit until it
-is released.
+is released. What eviction cannot free (an object bigger than the cap, or than the disk) the
+prefetcher frees by shedding parts its readers have consumed (`CacheEntry.shed`), where the
+startup probe (`can_shed`, ossmount.cache.holes) showed the filesystem punches and reports
+holes.
 
 Not thread-safe: the store is driven from the trio thread only (entries allow a flush in a
 worker thread, see ossmount.cache.entry).
@@ -65,6 +68,7 @@ from ossmount.cache.errors import (
     EntryStateError,
     io_error,
 )
+from ossmount.cache.holes import probe
 from ossmount.oss.models import ObjectMeta
 
 __all__ = ["LAYOUT_VERSION", "CacheStats", "CacheStore"]
@@ -123,6 +127,7 @@ class CacheStore:
         self._current: dict[str, _Slot] = {}
         self._open: dict[int, _Slot] = {}
         self._evictions = 0
+        self.shed_refusal: str | None = "the cache dir is not locked yet"
 
     # ----------------------------------------------------------------- lock and startup
 
@@ -155,10 +160,23 @@ class CacheStore:
             self._check_version()
             self._bucket_dir.mkdir(exist_ok=True)
             self._scan()
+            self.shed_refusal = probe(self._bucket_dir)
         except BaseException:
             os.close(fd)
             raise
         self._lock_fd = fd
+        if self.shed_refusal is not None:
+            log.warning(
+                "cache dir %s: %s, so an object bigger than the cache cannot stream through "
+                "it (reading one fails once the disk is full)",
+                self.root,
+                self.shed_refusal,
+            )
+
+    @property
+    def can_shed(self) -> bool:
+        """Whether parts of entries in use may be punched out (see ossmount.cache.holes)."""
+        return self.shed_refusal is None
 
     def _check_version(self) -> None:
         path = self.root / "VERSION"
@@ -312,7 +330,7 @@ class CacheStore:
         smaller than the cap. Without this a full disk stays full: every later part fails.
         """
         self._require_lock()
-        evicted = self._evict_idle(lambda: self._free_bytes() >= need)
+        evicted = self._evict_idle(lambda: self.free_bytes() >= need)
         if evicted:
             log.info(
                 "cache dir %s is full: evicted %d idle cache entries to make room",
@@ -332,7 +350,8 @@ class CacheStore:
         self._evictions += evicted
         return evicted
 
-    def _free_bytes(self) -> int:
+    def free_bytes(self) -> int:
+        """Bytes free for us on the cache filesystem (0 if it cannot be asked)."""
         try:
             st = os.statvfs(self._bucket_dir)
         except OSError:
@@ -350,6 +369,12 @@ class CacheStore:
             return False
         self._idle_bytes -= self._index.pop(h)
         return True
+
+    def excess_bytes(self) -> int:
+        """How far the held bytes are above the cap (0 without one)."""
+        if self.max_bytes is None:
+            return 0
+        return max(0, self.held_bytes() - self.max_bytes)
 
     def held_bytes(self) -> int:
         """Bytes the cache holds: idle entries as released, entries in use as of now."""

@@ -30,6 +30,16 @@ Integrity
   `ObjectCorrupt` (EIO) for every reader, and it is dropped from the registry so the next open
   starts afresh. A whole-object reader's last read waits for this verdict (see pattern.py).
 
+Objects bigger than the cache
+-----------------------------
+Eviction frees only closed entries. When the cache is still over its cap after a checkpoint
+flush, or the cache disk is full and evicting closed entries was not enough, downloads *shed*
+parts every one of their readers has already read past (`Download.shed_consumed`, lowest
+first): the bytes are punched out of the cache file, the CRCs kept, so a cp of an object
+bigger than the cache streams through it and is still verified whole at the end. A shed part
+read again is fetched again and must bring the same CRC. Parts ahead of the slowest reader
+(read-ahead) are never shed, so the cap can be exceeded by the read-ahead of open files.
+
 Concurrency invariants (single trio thread)
 -------------------------------------------
 * `Download._in_flight`, `_done events`, queues and `failure` change only on the trio thread,
@@ -46,6 +56,7 @@ import errno
 import functools
 import heapq
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -53,6 +64,7 @@ from typing import Protocol
 import trio
 
 from ossmount.cache.entry import CacheEntry, EntryState
+from ossmount.cache.errors import CacheIOError, PartMismatch
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.store import CacheStore
 from ossmount.crc64 import format_crc
@@ -142,6 +154,10 @@ class PrefetchConfig:
     parallel_count: int
     max_gets: int
     readahead_bytes: int
+    # Parts this close behind what a handle has read are never shed: the kernel's read-ahead
+    # sends several reads of one handle at once and they finish in any order. The mount
+    # passes twice its read_ahead_kb.
+    shed_margin: int = 8 * 1024 * 1024
 
 
 class Download:
@@ -153,6 +169,7 @@ class Download:
         self.entry = entry
         self.layout: PartLayout = entry.layout
         self.users = 0
+        self.readers: set[ObjectReader] = set()  # open handles, for what they have read
         self.failure: ReadError | None = None
         self._events: dict[int, trio.Event] = {}  # part -> set when done or failed
         self._part_errors: dict[int, ReadError] = {}
@@ -170,6 +187,7 @@ class Download:
         self.closed = False
         self._scopes: set[trio.CancelScope] = set()  # one per worker; cancelled on failure
         self._flush_timer = False
+        self._shed_bytes = 0
         if entry.complete:
             self._p.nursery.start_soon(self._finish)
 
@@ -217,6 +235,84 @@ class Download:
     def force_flush(self) -> None:
         """Make the next `flush` write even if no part was recorded since the last one."""
         self._unflushed = max(self._unflushed, 1)
+
+    def shed_consumed(self, need: int) -> int:
+        """Punch out parts every reader of this download has read past, lowest first, until
+        `need` bytes are freed (the last part may overshoot); returns the bytes freed.
+
+        Those bytes are already in the kernel's page cache or the reader's hands; reading
+        them again fetches them again. Raises CacheIOError if the punch fails.
+        """
+        if self.failure is not None or self.closed or self.entry.discarded or need <= 0:
+            return 0
+        frontier = min((r.consumed for r in self.readers), default=0) - self._p.config.shed_margin
+        victims: list[int] = []
+        planned = 0
+        for index in self.entry.present_parts():
+            start, length = self.layout.span(index)
+            if planned >= need or start + length > frontier:
+                break
+            victims.append(index)
+            planned += length
+        if not victims:
+            return 0
+        freed = self.entry.shed(victims)
+        if not self._shed_bytes:
+            log.info(
+                "oss://%s/%s: the cache is full, so parts already read are dropped from its "
+                "cache file as the read goes on (it is still verified whole at the end)",
+                self._p.config.bucket,
+                self.meta.key,
+            )
+        self._shed_bytes += freed
+        log.debug(
+            "oss://%s/%s: shed parts %d..%d (%d bytes, %d in all)",
+            self._p.config.bucket,
+            self.meta.key,
+            victims[0],
+            victims[-1],
+            freed,
+            self._shed_bytes,
+        )
+        return freed
+
+    def _shed_readahead(self, index: int, need: int) -> int:
+        """A reader is blocked on part `index` and the disk is full of parts nobody has read
+        yet: shed those beyond it, furthest first, except any a read is under way in. They
+        were fetched early; the blocked reader comes first (else nobody would ever consume
+        them and free the disk). Returns the bytes freed."""
+        if not self._p.store.can_shed:
+            return 0
+        busy = {
+            part
+            for reader in self.readers
+            for offset, size in reader.reading
+            for part in self.layout.parts_for(offset, size)
+        }
+        victims: list[int] = []
+        planned = 0
+        for part in reversed(self.entry.present_parts()):
+            if planned >= need or part <= index:
+                break
+            if part not in busy:
+                victims.append(part)
+                planned += self.layout.span(part)[1]
+        try:
+            freed = self.entry.shed(victims)
+        except CacheIOError as exc:
+            log.warning("could not shed cached parts: %s", exc)
+            return 0
+        if freed:
+            log.debug(
+                "oss://%s/%s: shed %d read-ahead parts for part %d",
+                self._p.config.bucket,
+                self.meta.key,
+                len(victims),
+                index,
+            )
+            self._ahead.clear()  # it would only fill the disk again
+            self._in_ahead.clear()
+        return freed
 
     def drop_readahead(self) -> None:
         """No reader is left: finish the parts in flight, start no more."""
@@ -269,6 +365,12 @@ class Download:
                     if picked is None:
                         return
                     index, urgent = picked
+                    if not urgent and not self._p.room_for_readahead(self.layout.part_size):
+                        # Read-ahead never fills the cache disk. The part stays wanted:
+                        # the next read that spawns workers offers it again.
+                        self._in_ahead.add(index)
+                        heapq.heappush(self._ahead, index)
+                        return
                     self._in_flight.add(index)
                     if urgent:
                         self._urgent.add(index)
@@ -291,9 +393,10 @@ class Download:
             if self._workers == 0 and self.users == 0:
                 self._p.nursery.start_soon(self._p.close_download, self)
 
-    async def _get_part(self, start: int, length: int) -> GetResult:
-        """The part's ranged GET into the cache file. On a full cache disk: make room by
-        evicting idle entries (whatever the cap) and try once more; if nothing could go, raise
+    async def _get_part(self, index: int, start: int, length: int) -> GetResult:
+        """The part's ranged GET into the cache file. On a full cache disk: make room (evict
+        idle entries whatever the cap, then shed consumed parts; for a part a reader is
+        blocked on, read-ahead parts too) and try once more; if nothing could go, raise
         CacheDiskFull, which says where and what to do."""
         meta, fd = self.meta, self.entry.fd
         get = functools.partial(
@@ -304,7 +407,11 @@ class Download:
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            if not self._p.store.make_room(2 * self.layout.part_size):
+            need = 2 * self.layout.part_size
+            if not (
+                self._p.make_room(need)
+                or (index in self._urgent and self._shed_readahead(index, need))
+            ):
                 raise CacheDiskFull(self._p.store.root, exc) from exc
         return await get()
 
@@ -312,7 +419,7 @@ class Download:
         start, length = self.layout.span(index)
         key = self.meta.key
         try:
-            result = await self._get_part(start, length)
+            result = await self._get_part(index, start, length)
         except (PreconditionFailed, NoSuchKey) as exc:
             self._p.metrics.parts.labels("changed").inc()  # metrics
             self._fail(
@@ -331,6 +438,20 @@ class Download:
                 self.meta.storage_class or "archived",
             )
             self._fail(ObjectArchived(self._p.config.bucket, key, "archived, not restored"))
+            return
+        except CacheDiskFull as exc:
+            self._p.metrics.parts.labels("failed").inc()  # metrics
+            if index not in self._urgent:
+                # Read-ahead raced others for the last free space: nobody asked for this
+                # part yet, so no error is kept; a reader that needs it fetches it again.
+                log.debug(
+                    "oss://%s/%s: read-ahead part %d: %s", self._p.config.bucket, key, index, exc
+                )
+                return
+            log.warning("oss://%s/%s: part %d: %s", self._p.config.bucket, key, index, exc)
+            self._part_errors[index] = DownloadFailed(
+                self._p.config.bucket, key, f"part {index} failed: {exc}"
+            )
             return
         except (OssError, OSError) as exc:
             self._p.metrics.parts.labels("failed").inc()  # metrics
@@ -378,7 +499,12 @@ class Download:
                     )
                 )
                 return
-        self.entry.record_part(index, result.crc64)
+        try:
+            self.entry.record_part(index, result.crc64)
+        except PartMismatch as exc:
+            log.error("%s: the cached object is discarded", exc)
+            self._fail(ObjectCorrupt(self._p.config.bucket, key, str(exc)))
+            return
         self._p.metrics.parts.labels("done").inc()  # metrics
         self._p.metrics.fetched_bytes.inc(result.length)  # metrics
         self._unflushed += 1
@@ -431,6 +557,9 @@ class Download:
         # A download grows its entry part by part: make room now, not only at open/release,
         # so the cache limit is not overshot by a long download (cache.store, "Space").
         self._p.store.evict_to_fit()
+        excess = self._p.store.excess_bytes()
+        if excess:
+            self._p.shed(excess)
 
     async def _finish(self) -> None:
         """All parts are in: combine CRCs, compare with the server's, and publish the verdict."""
@@ -481,13 +610,23 @@ class Download:
                 key,
                 self.meta.size,
             )
-        else:
+        elif self.entry.all_present:
             log.info(
                 "oss://%s/%s: cached and verified (%d bytes, CRC-64 %s)",
                 bucket,
                 key,
                 self.meta.size,
                 format_crc(verdict.actual),
+            )
+        else:
+            log.info(
+                "oss://%s/%s: verified (%d bytes, CRC-64 %s); read through a full cache, "
+                "so only %d bytes of it stay cached",
+                bucket,
+                key,
+                self.meta.size,
+                format_crc(verdict.actual),
+                self.entry.cached_bytes,
             )
         # The verdict is published first: a reader must not wait for the fdatasync of the
         # whole object (seconds for a GiB), only for the CRC comparison above.
@@ -540,6 +679,8 @@ class ObjectReader:
         )
         self._coverage = Coverage(size)
         self._ahead_until = 0  # read-ahead already requested for parts below this index
+        self._read_until = 0  # the furthest end of a read that returned
+        self.reading: Counter[tuple[int, int]] = Counter()  # (offset, size) of reads under way
         self.closed = False
 
     @property
@@ -547,10 +688,29 @@ class ObjectReader:
         return self._download.meta
 
     @property
+    def consumed(self) -> int:
+        """Bytes below this offset were read by this handle, and no read of it still runs
+        there: what shedding may drop (less the config's shed_margin)."""
+        if self.reading:
+            return min(self._read_until, min(offset for offset, _ in self.reading))
+        return self._read_until
+
+    @property
     def state(self) -> EntryState:
         return self._download.entry.state
 
     async def read(self, offset: int, size: int) -> bytes:
+        self.reading[offset, size] += 1
+        try:
+            data = await self._read(offset, size)
+        finally:
+            self.reading[offset, size] -= 1
+            if not self.reading[offset, size]:
+                del self.reading[offset, size]
+        self._read_until = max(self._read_until, offset + len(data))
+        return data
+
+    async def _read(self, offset: int, size: int) -> bytes:
         download = self._download
         if download.failure is not None:
             raise download.failure
@@ -558,7 +718,7 @@ class ObjectReader:
         end = min(offset + size, total)
         if offset >= end:
             return b""
-        if download.settled:
+        if download.settled and download.entry.all_present:
             # Fast path for a fully cached, judged object (e.g. after a remount): no part
             # bookkeeping, read-ahead or coverage; the pread is all that is left.
             return download.entry.read(offset, end - offset)
@@ -579,11 +739,16 @@ class ObjectReader:
         await download.wait_parts(parts)
         if self._coverage.add(offset, end):
             await download.wait_verdict()
+        while download.entry.missing_parts(parts):
+            # Shed while we waited for a later part or the verdict (a full cache disk):
+            # fetched again. entry.read right after the check is atomic on this thread.
+            await download.wait_parts(parts)
         return download.entry.read(offset, end - offset)
 
     async def aclose(self) -> None:
         if not self.closed:
             self.closed = True
+            self._download.readers.discard(self)
             await self._p.release(self._download)
 
 
@@ -616,7 +781,42 @@ class Prefetcher:
             download = Download(self, meta, entry)
             self._downloads[ident] = download
         download.users += 1
-        return ObjectReader(self, download)
+        reader = ObjectReader(self, download)
+        download.readers.add(reader)
+        return reader
+
+    def shed(self, need: int) -> int:
+        """Free `need` bytes by shedding consumed parts of open downloads; bytes freed."""
+        if not self.store.can_shed:
+            return 0
+        freed = 0
+        for download in list(self._downloads.values()):
+            if freed >= need:
+                break
+            try:
+                freed += download.shed_consumed(need - freed)
+            except CacheIOError as exc:
+                log.warning("could not shed cached parts: %s", exc)
+        return freed
+
+    def room_for_readahead(self, length: int) -> bool:
+        """Whether a read-ahead part of `length` bytes may start now: the cache disk must
+        have room for it and for every GET in flight, after evicting and shedding if need be.
+
+        One statvfs per read-ahead part while the disk has room.
+        """
+        need = length + self.limiter.borrowed_tokens * self.config.part_size
+        if self.store.free_bytes() >= need:
+            return True
+        self.make_room(need)
+        return self.store.free_bytes() >= need
+
+    def make_room(self, need: int) -> bool:
+        """The cache disk is full: evict closed entries, then shed consumed parts of open
+        ones, until `need` bytes are free; whether anything was freed at all."""
+        evicted = self.store.make_room(need)
+        shortfall = need - self.store.free_bytes()
+        return bool(evicted) or (shortfall > 0 and self.shed(shortfall) > 0)
 
     def forget(self, download: Download) -> None:
         ident = (download.meta.key, download.meta.etag, download.meta.size)

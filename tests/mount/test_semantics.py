@@ -194,7 +194,7 @@ def test_a_full_cache_disk_evicts_closed_files_then_fails_clearly(
     emulator: Emulator, make_mount: MountFactory, tmp_path: Path
 ) -> None:
     """The cap (default 20 GiB) is far above this 8 MiB disk: when it fills, closed files are
-    evicted to make room; a file that cannot fit at all fails with EIO and a log line that
+    evicted to make room; a part that cannot fit at all fails with EIO and a log line that
     names the cache dir and the remedy, and the mount goes on serving."""
     first, second = os.urandom(5 * MiB), os.urandom(5 * MiB)
     emulator.put_object(BUCKET, "first.bin", first)
@@ -207,6 +207,10 @@ def test_a_full_cache_disk_evicts_closed_files_then_fails_clearly(
         time.sleep(0.3)  # its release makes it idle, so evictable
         assert (mount.path / "second.bin").read_bytes() == second  # 5 + 5 MiB > 8 MiB
         assert "is full: evicted 1 idle cache entries" in mount.log()
+        mount.stop()
+        # Parts of 16 MiB: not even one fits, and nothing is left to evict or shed.
+        mount = make_mount(args=("--cache-dir", str(small / "c"), "--part-size-mb", "16"))
+        mount.start()
         result = subprocess.run(
             ["cp", str(mount.path / "huge.bin"), str(tmp_path / "out")],
             capture_output=True,
@@ -218,6 +222,30 @@ def test_a_full_cache_disk_evicts_closed_files_then_fails_clearly(
         assert "lower --max-cache-size-mb" in mount.log()
         assert (mount.path / "second.bin").read_bytes() == second  # still serving
         mount.stop()
+
+
+def test_an_object_bigger_than_the_cache_disk_streams_through_it_verified(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """cp of 96 MiB through a 24 MiB cache disk (default cap and read-ahead): parts already
+    read are punched out of the cache file as the copy goes on; every byte arrives, the
+    object is verified whole, and the disk never overflows."""
+    emulator.put_synthetic(BUCKET, "huge.bin", 96 * MiB, seed=3)
+    with _small_tmpfs(tmp_path / "small", "24m") as small:
+        mount = make_mount(args=("--cache-dir", str(small / "c"), "--part-size-mb", "2"))
+        mount.start()
+        subprocess.run(["cp", str(mount.path / "huge.bin"), str(tmp_path / "out")], check=True)
+        expected = emulator.get_bytes(BUCKET, "huge.bin")
+        assert (tmp_path / "out").read_bytes() == expected
+        assert "parts already read are dropped from its cache file" in mount.log()
+        assert "huge.bin: verified (100663296 bytes" in mount.log()
+        assert "read through a full cache, so only" in mount.log()
+        # Closed, it is what its cache file holds: a part of it, which no verdict covers.
+        assert os.getxattr(mount.path / "huge.bin", "user.ossmount.state") == b"partial"
+        # Read again: the shed parts come back (fetched again, each CRC checked again).
+        subprocess.run(["cmp", str(mount.path / "huge.bin"), str(tmp_path / "out")], check=True)
+        mount.stop()
+        assert "ERROR" not in mount.log()
 
 
 def test_a_footer_read_of_an_object_bigger_than_the_cap_evicts_nothing(

@@ -384,7 +384,7 @@ def test_make_room_evicts_idle_entries_until_the_disk_has_room(
         store.release(e)
     busy = store.open_entry(obj("a", blobs["a"]), PART)  # in use: never evicted
     free = {"bytes": 0}
-    monkeypatch.setattr(store, "_free_bytes", lambda: free["bytes"])
+    monkeypatch.setattr(store, "free_bytes", lambda: free["bytes"])
 
     real_evict = store._evict
 

@@ -63,8 +63,8 @@ def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
-def open_store(cache_dir: Path) -> CacheStore:
-    store = CacheStore(cache_dir, bucket=BUCKET)
+def open_store(cache_dir: Path, max_bytes: int | None = None) -> CacheStore:
+    store = CacheStore(cache_dir, bucket=BUCKET, max_bytes=max_bytes)
     store.lock()
     return store
 
@@ -76,15 +76,20 @@ def config(*, parallel_count: int = 4, max_gets: int = 8) -> PrefetchConfig:
         parallel_count=parallel_count,
         max_gets=max_gets,
         readahead_bytes=4 * PART,
+        shed_margin=PART,
     )
 
 
 @asynccontextmanager
 async def running(
-    source: FakeSource, cache_dir: Path, cfg: PrefetchConfig | None = None
+    source: FakeSource,
+    cache_dir: Path,
+    cfg: PrefetchConfig | None = None,
+    *,
+    max_bytes: int | None = None,
 ) -> AsyncIterator[Prefetcher]:
     """A prefetcher over a fresh store on `cache_dir`, shut down as the mount does."""
-    store = open_store(cache_dir)
+    store = open_store(cache_dir, max_bytes)
     try:
         async with trio.open_nursery() as nursery:
             prefetcher = Prefetcher(source, store, nursery, cfg or config())
@@ -801,3 +806,121 @@ async def test_a_handle_opened_after_the_cancelled_one_closed_joins_the_running_
         await settle(p)
         assert p.statistics()["downloads"] == 0
         assert p.store.statistics().in_use == 0
+
+
+# --------------------------------------------------------------------- bigger than the cache
+
+BIG_PARTS = 40
+BIG = (BIG_PARTS - 1) * PART + 777
+CAP = 6 * PART
+
+
+async def test_an_object_bigger_than_the_cap_streams_through_and_is_verified_whole(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob(BIG)
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir, max_bytes=CAP) as p:
+        reader = p.open(meta)
+        assert await read_all(reader, chunk=PART) == data
+        await settle(p)
+        assert reader.state is EntryState.VERIFIED  # every part's CRC, shed or not, combined
+        assert source.part_calls(KEY) == Counter(range(BIG_PARTS))  # nothing fetched twice
+        held = p.store.held_bytes()
+        # Shed after each flush (every 8 parts): what is left is at most one flush's worth
+        # plus the read-ahead, far below the object.
+        assert held <= CAP + (FLUSH_EVERY_PARTS + 4) * PART < BIG
+        data_file, _ = files(cache_dir)
+        assert os.stat(data_file).st_blocks * 512 <= held + PART  # really punched out
+        await reader.aclose()
+        await settle(p)
+        # The checkpoint lists only the parts still in the file, so it cannot claim VERIFIED.
+        assert p.cached_state(meta)[0] == "partial"
+
+        again = p.open(meta)  # the first parts were shed: fetched again, same CRCs
+        assert await again.read(0, 2 * PART) == data[: 2 * PART]
+        assert source.part_calls(KEY)[0] == 2
+        await again.aclose()
+
+
+async def test_a_shed_part_that_comes_back_different_is_corrupt_and_discarded(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob(BIG)
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir, max_bytes=CAP) as p:
+        reader = p.open(meta)
+        assert await read_all(reader, chunk=PART) == data
+        await settle(p)
+        assert not p.store._current[key_hash(KEY)].entry.is_done(1)  # shed
+        source.flip.add((KEY, PART + 5))
+        with pytest.raises(ObjectCorrupt, match=r"part 1 .* fetched again with CRC-64"):
+            await reader.read(PART, 10)
+        await reader.aclose()
+        await settle(p)
+        assert not files(cache_dir)[0].exists()
+        assert p.cached_state(meta) == ("uncached", None)
+
+
+async def test_parts_a_reader_has_not_read_past_are_never_shed(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob(BIG)
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir, max_bytes=CAP) as p:
+        slow = p.open(meta)
+        assert await slow.read(0, 100) == data[:100]  # still at the start
+        fast = p.open(meta)
+        assert await read_all(fast, chunk=PART) == data
+        await settle(p)
+        assert p.store.held_bytes() == BIG  # over the cap, but the slow reader needs it all
+        assert source.part_calls(KEY) == Counter(range(BIG_PARTS))
+        assert await read_all(slow, chunk=PART) == data
+        await fast.aclose()
+        await slow.aclose()
+
+
+async def test_a_crash_after_shedding_never_resumes_the_punched_parts(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    """The checkpoint on disk may still list a part shed after it was saved: on reopen the
+    punched part (zeros now) is found by its hole and fetched again, never served."""
+    data = blob(BIG)
+    meta = source.put(KEY, data)
+    store = open_store(cache_dir)
+    entry = store.open_entry(meta, PART)
+    for index in range(BIG_PARTS):
+        start, length = entry.layout.span(index)
+        entry.write_part(index, data[start : start + length])
+    entry.flush()
+    assert entry.shed([0, 1, 2]) == 3 * PART
+    crash(store)  # no flush after the shed: the checkpoint still lists parts 0..2
+    assert durable_parts(cache_dir) == set(range(BIG_PARTS))
+
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        assert await read_all(reader, chunk=PART) == data
+        await settle(p)
+        assert source.part_calls(KEY) == Counter(range(3))
+        assert reader.state is EntryState.VERIFIED
+        await reader.aclose()
+
+
+async def test_readahead_waits_for_room_on_the_cache_disk(
+    source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read-ahead never fills the cache disk; parts a reader asks for still go."""
+    data = blob()
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir) as p:
+        free = {"bytes": 0}
+        monkeypatch.setattr(p.store, "free_bytes", lambda: free["bytes"])
+        reader = p.open(meta)
+        assert await reader.read(0, PART) == data[:PART]
+        await settle(p)
+        assert source.part_calls(KEY) == Counter({0: 1})  # no room: no read-ahead
+        free["bytes"] = 1 << 30
+        assert await read_all(reader, chunk=PART) == data
+        await settle(p)
+        assert source.part_calls(KEY) == Counter(range(PARTS))
+        await reader.aclose()
