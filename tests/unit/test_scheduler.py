@@ -25,7 +25,7 @@ import trio.testing
 from trio.testing import MockClock, wait_all_tasks_blocked
 
 from ossmount.cache.checkpoint import load
-from ossmount.cache.entry import EntryState
+from ossmount.cache.entry import CacheEntry, EntryState
 from ossmount.cache.store import CacheStore, key_hash
 from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch.scheduler import (
@@ -663,7 +663,7 @@ async def test_resume_after_a_clean_shutdown_keeps_every_recorded_part(
 
 
 async def test_verified_entry_after_reopen_serves_reads_with_zero_gets(
-    source: FakeSource, cache_dir: Path
+    source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = blob()
     meta = source.put(KEY, data)
@@ -672,6 +672,11 @@ async def test_verified_entry_after_reopen_serves_reads_with_zero_gets(
         assert await read_all(reader) == data
         await reader.aclose()
     source.calls.clear()
+
+    def verify_again(entry: CacheEntry) -> None:
+        raise AssertionError("a verdict from the checkpoint is not recomputed")
+
+    monkeypatch.setattr(CacheEntry, "verify", verify_again)
     async with running(source, cache_dir) as p:
         assert p.cached_state(meta) == ("verified", meta.crc64)
         opened = p.open(meta)  # open and close at once (`stat`-like tools, `file`)
