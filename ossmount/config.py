@@ -46,6 +46,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -223,6 +230,15 @@ OPTIONS: tuple[Option, ...] = (
         metavar="MB",
     ),
     Option(
+        "min_free_mb",
+        "keep this many MB free on the cache filesystem: below it closed cache files are"
+        " evicted, files in use drop parts already read, and read-ahead waits (0: off)",
+        1024,
+        _non_negative_int,
+        o_names=("ensure_diskfree",),
+        metavar="MB",
+    ),
+    Option(
         "part_size_mb",
         "size of one ranged GET (a part), in MB",
         8,
@@ -380,6 +396,7 @@ class MountConfig:
     passwd_file: Path | None
     cache_dir: Path
     max_cache_bytes: int | None
+    min_free_bytes: int
     part_size: int
     parallel_count: int
     max_gets: int
@@ -539,6 +556,7 @@ def build_config(
         passwd_file=values["passwd_file"],
         cache_dir=values["cache_dir"] or default_cache_dir(bucket, prefix),
         max_cache_bytes=max_cache_mb * MiB if max_cache_mb > 0 else None,
+        min_free_bytes=values["min_free_mb"] * MiB,
         part_size=values["part_size_mb"] * MiB,
         parallel_count=values["parallel_count"],
         max_gets=values["max_gets"],

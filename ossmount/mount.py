@@ -199,7 +199,12 @@ async def _mount(
         max_bytes = config.max_cache_bytes
         try:
             config.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            store = CacheStore(config.cache_dir, bucket=config.bucket, max_bytes=max_bytes)
+            store = CacheStore(
+                config.cache_dir,
+                bucket=config.bucket,
+                max_bytes=max_bytes,
+                min_free=config.min_free_bytes,
+            )
             with notifier.extending(_EXTEND_USEC):
                 # The scan of a large cache takes a while: in a thread, so the loop keeps
                 # renewing the start timeout and pinging the watchdog. Nothing else uses the

@@ -112,7 +112,9 @@ class CacheStore:
     Every `open_entry` must be paired with one `release`.
     """
 
-    def __init__(self, root: Path, *, bucket: str, max_bytes: int | None = None) -> None:
+    def __init__(
+        self, root: Path, *, bucket: str, max_bytes: int | None = None, min_free: int = 0
+    ) -> None:
         if not _BUCKET_RE.fullmatch(bucket):
             raise ValueError(f"invalid bucket name {bucket!r}")
         if max_bytes is not None and max_bytes < 0:
@@ -120,6 +122,7 @@ class CacheStore:
         self.root = Path(root)
         self.bucket = bucket
         self.max_bytes = max_bytes
+        self.min_free = min_free  # bytes to leave free on the cache filesystem
         self._bucket_dir = self.root / bucket
         self._lock_fd: int | None = None
         self._index: OrderedDict[str, int] = OrderedDict()  # LRU; the bytes of idle entries
@@ -165,6 +168,15 @@ class CacheStore:
             os.close(fd)
             raise
         self._lock_fd = fd
+        free = self.free_bytes()
+        if free < self.min_free:
+            log.warning(
+                "cache dir %s has %d MiB free, less than the %d MiB to keep free "
+                "(--min-free-mb): reads will evict and drop cached data as they go",
+                self.root,
+                free >> 20,
+                self.min_free >> 20,
+            )
         if self.shed_refusal is not None:
             log.warning(
                 "cache dir %s: %s, so an object bigger than the cache cannot stream through "
@@ -323,8 +335,9 @@ class CacheStore:
         return evicted
 
     def make_room(self, need: int) -> int:
-        """The cache filesystem is full: evict idle entries, least recent first, until it has
-        `need` bytes free (whatever the cap says). Returns how many were evicted.
+        """The cache filesystem is full (or below `min_free`): evict idle entries, least recent
+        first, until it has `need` bytes free (whatever the cap says). Returns how many were
+        evicted.
 
         The cap bounds what ossmount holds; the disk may also fill from elsewhere, or be
         smaller than the cap. Without this a full disk stays full: every later part fails.
@@ -333,9 +346,10 @@ class CacheStore:
         evicted = self._evict_idle(lambda: self.free_bytes() >= need)
         if evicted:
             log.info(
-                "cache dir %s is full: evicted %d idle cache entries to make room",
+                "cache dir %s is short of space: evicted %d idle cache entries to free %d MiB",
                 self.root,
                 evicted,
+                need >> 20,
             )
         return evicted
 
@@ -369,6 +383,12 @@ class CacheStore:
             return False
         self._idle_bytes -= self._index.pop(h)
         return True
+
+    def space_short(self) -> int:
+        """How far the cache filesystem's free space is below `min_free` (0: not short)."""
+        if not self.min_free:
+            return 0
+        return max(0, self.min_free - self.free_bytes())
 
     def excess_bytes(self) -> int:
         """How far the held bytes are above the cap (0 without one)."""

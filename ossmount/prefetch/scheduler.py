@@ -91,6 +91,9 @@ log = logging.getLogger(__name__)
 FLUSH_EVERY_PARTS = 8
 FLUSH_EVERY_S = 1.0
 
+# A part write that finds the cache disk full is tried this often in all, making room between.
+DISK_FULL_TRIES = 3
+
 
 class RangeSource(Protocol):
     """What the prefetcher needs from the OSS client (a fake stands in for it in tests)."""
@@ -396,24 +399,26 @@ class Download:
     async def _get_part(self, index: int, start: int, length: int) -> GetResult:
         """The part's ranged GET into the cache file. On a full cache disk: make room (evict
         idle entries whatever the cap, then shed consumed parts; for a part a reader is
-        blocked on, read-ahead parts too) and try once more; if nothing could go, raise
-        CacheDiskFull, which says where and what to do."""
+        blocked on, read-ahead parts too) and try again, up to DISK_FULL_TRIES in all (parallel
+        GETs race for the space freed); if there is no room to be had, raise CacheDiskFull,
+        which says where and what to do."""
         meta, fd = self.meta, self.entry.fd
         get = functools.partial(
             self._p.source.get_to_fd, meta.key, start, length, fd, start, if_match=meta.etag
         )
-        try:
-            return await get()
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            need = 2 * self.layout.part_size
-            if not (
-                self._p.make_room(need)
-                or (index in self._urgent and self._shed_readahead(index, need))
-            ):
-                raise CacheDiskFull(self._p.store.root, exc) from exc
-        return await get()
+        for attempt in range(1, DISK_FULL_TRIES + 1):
+            try:
+                return await get()
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                need = 2 * self.layout.part_size
+                room = self._p.make_room(need) or (
+                    index in self._urgent and self._shed_readahead(index, need) > 0
+                )
+                if not room or attempt == DISK_FULL_TRIES:
+                    raise CacheDiskFull(self._p.store.root, exc) from exc
+        raise AssertionError("unreachable")
 
     async def _fetch(self, index: int) -> None:
         start, length = self.layout.span(index)
@@ -556,16 +561,20 @@ class Download:
             self._flushing = False
         # A download grows its entry part by part: make room now, not only at open/release,
         # so the cache limit is not overshot by a long download (cache.store, "Space").
-        self._p.store.evict_to_fit()
-        excess = self._p.store.excess_bytes()
+        store = self._p.store
+        store.evict_to_fit()
+        excess = store.excess_bytes()
         if excess:
             self._p.shed(excess)
+        if store.space_short():
+            self._p.make_room(store.min_free)
 
     async def _finish(self) -> None:
         """All parts are in: combine CRCs, compare with the server's, and publish the verdict."""
         if self._verdict.is_set():
             return
-        if self.entry.state in (EntryState.VERIFIED, EntryState.UNVERIFIABLE):
+        resumed = self.entry.state  # (a local: mypy must not narrow entry.state past verify())
+        if resumed in (EntryState.VERIFIED, EntryState.UNVERIFIABLE):
             # Judged in an earlier life and resumed from its checksummed checkpoint: nothing
             # to recompute (combining the CRCs of a 100 GiB object takes ~50 ms of this loop).
             self._verdict.set()
@@ -806,11 +815,12 @@ class Prefetcher:
 
     def room_for_readahead(self, length: int) -> bool:
         """Whether a read-ahead part of `length` bytes may start now: the cache disk must
-        have room for it and for every GET in flight, after evicting and shedding if need be.
+        have room for it, every GET in flight and `min_free`, after evicting and shedding if
+        need be.
 
         One statvfs per read-ahead part while the disk has room.
         """
-        need = length + self.limiter.borrowed_tokens * self.config.part_size
+        need = length + self.limiter.borrowed_tokens * self.config.part_size + self.store.min_free
         if self.store.free_bytes() >= need:
             return True
         self.make_room(need)
@@ -818,10 +828,13 @@ class Prefetcher:
 
     def make_room(self, need: int) -> bool:
         """The cache disk is full: evict closed entries, then shed consumed parts of open
-        ones, until `need` bytes are free; whether anything was freed at all."""
+        ones, until `need` bytes are free. Whether it is worth trying again: something was
+        freed, or there is room now (others freed it meanwhile; ext4 may only count blocks
+        freed by a punch once its journal commits, so freeing counts even unseen)."""
         evicted = self.store.make_room(need)
         shortfall = need - self.store.free_bytes()
-        return bool(evicted) or (shortfall > 0 and self.shed(shortfall) > 0)
+        shed = self.shed(shortfall) if shortfall > 0 else 0
+        return bool(evicted or shed) or self.store.free_bytes() >= need
 
     def forget(self, download: Download) -> None:
         ident = (download.meta.key, download.meta.etag, download.meta.size)

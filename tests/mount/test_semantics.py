@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -201,15 +202,19 @@ def test_a_full_cache_disk_evicts_closed_files_then_fails_clearly(
     emulator.put_object(BUCKET, "second.bin", second)
     emulator.put_synthetic(BUCKET, "huge.bin", 32 * MiB, seed=2)
     with _small_tmpfs(tmp_path / "small", "8m") as small:
-        mount = make_mount(args=("--cache-dir", str(small / "c"), "--part-size-mb", "1"))
+        mount = make_mount(
+            args=("--cache-dir", str(small / "c"), "--part-size-mb", "1", "--min-free-mb", "0")
+        )
         mount.start()
         assert (mount.path / "first.bin").read_bytes() == first
         time.sleep(0.3)  # its release makes it idle, so evictable
         assert (mount.path / "second.bin").read_bytes() == second  # 5 + 5 MiB > 8 MiB
-        assert "is full: evicted 1 idle cache entries" in mount.log()
+        assert "is short of space: evicted 1 idle cache entries" in mount.log()
         mount.stop()
         # Parts of 16 MiB: not even one fits, and nothing is left to evict or shed.
-        mount = make_mount(args=("--cache-dir", str(small / "c"), "--part-size-mb", "16"))
+        mount = make_mount(
+            args=("--cache-dir", str(small / "c"), "--part-size-mb", "16", "--min-free-mb", "0")
+        )
         mount.start()
         result = subprocess.run(
             ["cp", str(mount.path / "huge.bin"), str(tmp_path / "out")],
@@ -227,12 +232,14 @@ def test_a_full_cache_disk_evicts_closed_files_then_fails_clearly(
 def test_an_object_bigger_than_the_cache_disk_streams_through_it_verified(
     emulator: Emulator, make_mount: MountFactory, tmp_path: Path
 ) -> None:
-    """cp of 96 MiB through a 24 MiB cache disk (default cap and read-ahead): parts already
-    read are punched out of the cache file as the copy goes on; every byte arrives, the
-    object is verified whole, and the disk never overflows."""
+    """cp of 96 MiB through a 24 MiB cache disk (default cap and read-ahead, no free-space
+    floor): parts already read are punched out of the cache file as the copy goes on; every
+    byte arrives and the object is verified whole."""
     emulator.put_synthetic(BUCKET, "huge.bin", 96 * MiB, seed=3)
     with _small_tmpfs(tmp_path / "small", "24m") as small:
-        mount = make_mount(args=("--cache-dir", str(small / "c"), "--part-size-mb", "2"))
+        mount = make_mount(
+            args=("--cache-dir", str(small / "c"), "--part-size-mb", "2", "--min-free-mb", "0")
+        )
         mount.start()
         subprocess.run(["cp", str(mount.path / "huge.bin"), str(tmp_path / "out")], check=True)
         expected = emulator.get_bytes(BUCKET, "huge.bin")
@@ -246,6 +253,51 @@ def test_an_object_bigger_than_the_cache_disk_streams_through_it_verified(
         subprocess.run(["cmp", str(mount.path / "huge.bin"), str(tmp_path / "out")], check=True)
         mount.stop()
         assert "ERROR" not in mount.log()
+
+
+def test_the_cache_keeps_min_free_mb_free_on_its_disk(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """ensure_diskfree=40 (ossfs's spelling) on a 64 MiB disk: a closed 10 MiB file is evicted
+    and a 96 MiB copy streams through the 24 MiB left, so the disk never fills."""
+    small_data = os.urandom(10 * MiB)
+    emulator.put_object(BUCKET, "small.bin", small_data)
+    emulator.put_synthetic(BUCKET, "huge.bin", 96 * MiB, seed=5)
+    with _small_tmpfs(tmp_path / "small", "64m") as small:
+        mount = make_mount(
+            args=(
+                "--cache-dir",
+                str(small / "c"),
+                "--part-size-mb",
+                "2",
+                "-o",
+                "ensure_diskfree=40",
+            )
+        )
+        mount.start()
+        assert (mount.path / "small.bin").read_bytes() == small_data
+        time.sleep(0.3)  # closed: evictable
+        lowest = [shutil.disk_usage(small).free]
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                lowest[0] = min(lowest[0], shutil.disk_usage(small).free)
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            subprocess.run(["cp", str(mount.path / "huge.bin"), str(tmp_path / "out")], check=True)
+        finally:
+            done.set()
+            watcher.join()
+        assert (tmp_path / "out").read_bytes() == emulator.get_bytes(BUCKET, "huge.bin")
+        assert "is short of space: evicted 1 idle cache entries" in mount.log()
+        assert "huge.bin: verified (100663296 bytes" in mount.log()
+        # The floor is kept to within the parts in flight (4 x 2 MiB) and one flush's worth.
+        assert lowest[0] >= 40 * MiB - 24 * MiB, lowest[0] >> 20
+        mount.stop()
 
 
 def test_a_footer_read_of_an_object_bigger_than_the_cap_evicts_nothing(
