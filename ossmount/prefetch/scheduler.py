@@ -244,9 +244,11 @@ class Download:
         `need` bytes are freed (the last part may overshoot); returns the bytes freed.
 
         Those bytes are already in the kernel's page cache or the reader's hands; reading
-        them again fetches them again. Raises CacheIOError if the punch fails.
+        them again fetches them again.
         """
         if self.failure is not None or self.closed or self.entry.discarded or need <= 0:
+            return 0
+        if not self._p.store.can_shed:
             return 0
         frontier = min((r.consumed for r in self.readers), default=0) - self._p.config.shed_margin
         victims: list[int] = []
@@ -257,35 +259,20 @@ class Download:
                 break
             victims.append(index)
             planned += length
-        if not victims:
-            return 0
-        freed = self.entry.shed(victims)
-        if not self._shed_bytes:
+        if victims and not self._shed_bytes:
             log.info(
                 "oss://%s/%s: the cache is full, so parts already read are dropped from its "
                 "cache file as the read goes on (it is still verified whole at the end)",
                 self._p.config.bucket,
                 self.meta.key,
             )
-        self._shed_bytes += freed
-        log.debug(
-            "oss://%s/%s: shed parts %d..%d (%d bytes, %d in all)",
-            self._p.config.bucket,
-            self.meta.key,
-            victims[0],
-            victims[-1],
-            freed,
-            self._shed_bytes,
-        )
-        return freed
+        return self._shed(victims, "read")
 
     def _shed_readahead(self, index: int, need: int) -> int:
         """A reader is blocked on part `index` and the disk is full of parts nobody has read
         yet: shed those beyond it, furthest first, except any a read is under way in. They
         were fetched early; the blocked reader comes first (else nobody would ever consume
         them and free the disk). Returns the bytes freed."""
-        if not self._p.store.can_shed:
-            return 0
         busy = {
             part
             for reader in self.readers
@@ -300,21 +287,33 @@ class Download:
             if part not in busy:
                 victims.append(part)
                 planned += self.layout.span(part)[1]
+        freed = self._shed(victims, f"not read yet, for part {index}")
+        if freed:
+            self._ahead.clear()  # it would only fill the disk again
+            self._in_ahead.clear()
+        return freed
+
+    def _shed(self, victims: list[int], what: str) -> int:
+        """Punch `victims` out of the cache file where the store allows it; bytes freed. A
+        failed punch is a WARNING and frees nothing (the parts stay, intact)."""
+        if not victims or not self._p.store.can_shed:
+            return 0
         try:
             freed = self.entry.shed(victims)
         except CacheIOError as exc:
-            log.warning("could not shed cached parts: %s", exc)
+            log.warning("could not drop cached parts: %s", exc)
             return 0
-        if freed:
-            log.debug(
-                "oss://%s/%s: shed %d read-ahead parts for part %d",
-                self._p.config.bucket,
-                self.meta.key,
-                len(victims),
-                index,
-            )
-            self._ahead.clear()  # it would only fill the disk again
-            self._in_ahead.clear()
+        self._shed_bytes += freed
+        log.debug(
+            "oss://%s/%s: shed %d parts (%s) from %d: %d bytes, %d in all",
+            self._p.config.bucket,
+            self.meta.key,
+            len(victims),
+            what,
+            min(victims),
+            freed,
+            self._shed_bytes,
+        )
         return freed
 
     def drop_readahead(self) -> None:
@@ -801,16 +800,11 @@ class Prefetcher:
 
     def shed(self, need: int) -> int:
         """Free `need` bytes by shedding consumed parts of open downloads; bytes freed."""
-        if not self.store.can_shed:
-            return 0
         freed = 0
         for download in list(self._downloads.values()):
             if freed >= need:
                 break
-            try:
-                freed += download.shed_consumed(need - freed)
-            except CacheIOError as exc:
-                log.warning("could not shed cached parts: %s", exc)
+            freed += download.shed_consumed(need - freed)
         return freed
 
     def room_for_readahead(self, length: int) -> bool:
