@@ -171,7 +171,11 @@ class Operations(pyfuse3.Operations):
         cached = self._link_targets.get(inode)
         if cached is None or cached[0] != node.meta.etag:
             target_key = await self._symlinks.get_symlink(node.meta.key)
-            target = link_target(node.meta.key, target_key, self._ns.root_prefix)
+            parts = split_key(target_key, self._ns.root_prefix)
+            shown = None
+            if parts is not None and not target_key.endswith("/"):
+                shown = await self._ns.shown_file_name("/".join(parts[:-1]), parts[-1], target_key)
+            target = link_target(node.meta.key, target_key, self._ns.root_prefix, shown)
             if target is None:
                 log.warning(
                     "symlink object %r points to %r, which has no path under the mount "
@@ -264,9 +268,12 @@ class Operations(pyfuse3.Operations):
         return format_crc(state[1]).encode()
 
 
-def link_target(link_key: str, target_key: str, root_prefix: str) -> str | None:
+def link_target(
+    link_key: str, target_key: str, root_prefix: str, shown_name: str | None = None
+) -> str | None:
     """The POSIX target of symlink `link_key` → `target_key`: relative to the link's
-    directory, and never leaving the mount root.
+    directory, and never leaving the mount root. `shown_name` replaces the target's last
+    component when the object is shown under another name (`x.ossfile`, shadowed by `x/`).
 
     None when the target is outside the mounted prefix or has no path under it (a `..` or
     empty component: OSS takes the target literally as a key, it does not resolve it). A
@@ -277,6 +284,8 @@ def link_target(link_key: str, target_key: str, root_prefix: str) -> str | None:
     target = split_key(target_key, root_prefix)
     if link is None or target is None or target_key.endswith("/"):
         return None
+    if shown_name is not None:
+        target = (*target[:-1], shown_name)
     return posixpath.relpath("/".join(target), "/".join(link[:-1]) or ".")
 
 

@@ -237,6 +237,21 @@ class Namespace:
         """FUSE forget: drop `nlookup` references. Never raises."""
         self.table.forget(inode, nlookup)
 
+    async def shown_file_name(self, dir_path: str, name: str, key: str) -> str:
+        """The name the object `key` (raw name `name` in `dir_path`) is shown under: `name`, or
+        `name.ossfile` when a prefix of the same name takes `name` (see names.py).
+
+        For symlink targets, which are keys: a link to a shadowed object must not resolve to
+        the directory. One probe decides both names, so this costs at most one request.
+        """
+        alias = name + SHADOW_SUFFIX
+        if not valid_name(alias):
+            return name
+        info = await self._resolve(dir_path, alias)
+        if info is not None and info.meta is not None and info.meta.key == key:
+            return alias
+        return name
+
     async def getattr(self, inode: int) -> Node:
         """The `Node` of `inode`, re-checked against OSS once its cached metadata has expired.
 

@@ -141,6 +141,21 @@ def test_oss_symlinks_are_posix_symlinks_to_their_targets(
     assert os.readlink(dest / "links/to-target") == "../data/target.txt"  # copied as a link
 
 
+def test_a_symlink_to_an_object_shadowed_by_a_prefix_points_at_its_shown_name(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.put_object(BUCKET, "d/x", b"the object x\n")
+    emulator.put_object(BUCKET, "d/x/inner.txt", b"inside the prefix\n")  # shows x as a dir
+    emulator.put_symlink(BUCKET, "links/to-x", "d/x")
+    emulator.put_symlink(BUCKET, "d/x/up", "d/x")
+    mount = make_mount().start()
+    assert (mount.path / "d/x").is_dir()
+    assert os.readlink(mount.path / "links/to-x") == "../d/x.ossfile"
+    assert (mount.path / "links/to-x").read_bytes() == b"the object x\n"
+    assert os.readlink(mount.path / "d/x/up") == "../x.ossfile"
+    assert (mount.path / "d/x/up").read_bytes() == b"the object x\n"
+
+
 def test_a_symlink_pointing_outside_a_prefix_mount_never_leaves_the_mount(
     emulator: Emulator, make_mount: MountFactory
 ) -> None:

@@ -33,3 +33,11 @@ def test_link_target(link: str, target: str, root: str, expected: str | None) ->
         link_dir = posixpath.dirname(link[len(root) :])
         resolved = posixpath.normpath(posixpath.join("/mnt", link_dir, got))
         assert resolved.startswith("/mnt/")
+
+
+def test_a_target_shown_under_another_name_is_pointed_at_by_that_name() -> None:
+    """Key `d/x` shadowed by the prefix `d/x/` is shown as `d/x.ossfile`."""
+    assert link_target("links/to", "d/x", "", "x.ossfile") == "../d/x.ossfile"
+    # A link inside the very directory that shadows its target: "." would be the directory.
+    assert link_target("x/link", "x", "", "x.ossfile") == "../x.ossfile"
+    assert link_target("x/link", "x", "") == "."
