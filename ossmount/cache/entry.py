@@ -613,18 +613,28 @@ class CacheEntry:
         """Punch recorded parts out of the data file, keeping their CRCs; returns bytes freed.
 
         Owner thread only, like `read`, so no read of these parts is under way. Parts not
-        recorded are skipped. If the filesystem refuses the punch, the part stays recorded
-        (its bytes are intact) and the error is raised as CacheIOError.
+        recorded are skipped, and so are parts holding no whole filesystem block: a punch only
+        zeroes those, leaving no hole for `open` to find after a crash, which would then trust
+        zeros. If the filesystem refuses the punch, the part stays recorded (its bytes are
+        intact) and the error is raised as CacheIOError.
         """
         self._check_open("shed")
+        try:
+            block = max(os.fstat(self.fd).st_blksize, os.fstatvfs(self.fd).f_frsize)
+        except OSError as exc:
+            raise io_error(
+                "shedding", bucket=self.bucket, key=self.meta.key, path=self.path, cause=exc
+            ) from exc
         freed = 0
         for index in indices:
+            start, length = self.layout.span(index)
+            if -(-start // block) * block + block > start + length:
+                continue  # no whole block inside
             with self._lock:
                 crc = self._done.pop(index, None)
                 if crc is None:
                     continue
                 self._durable.pop(index, None)
-            start, length = self.layout.span(index)
             try:
                 punch_hole(self.fd, start, length)
             except OSError as exc:

@@ -132,3 +132,20 @@ def test_a_checkpoint_listing_a_punched_part_is_not_trusted_for_it(tmp_path: Pat
     with pytest.raises(EntryStateError):
         resumed.read(4 * BLOCK, 1)
     resumed.close()
+
+
+def test_a_part_without_a_whole_block_is_never_shed(tmp_path: Path) -> None:
+    """A punch would only zero it, leaving no hole to find after a crash: it stays."""
+    tiny = b"small object"
+    meta = ObjectMeta(key="tiny", size=len(tiny), etag='"T"', mtime_ns=1, crc64=crc64(tiny))
+    entry = CacheEntry.open(
+        bucket="bkt",
+        meta=meta,
+        part_size=BLOCK,
+        path=tmp_path / "t.data",
+        checkpoint_path=tmp_path / "t.ckpt",
+    )
+    entry.write_part(0, tiny)
+    assert entry.shed([0]) == 0
+    assert entry.read(0, len(tiny)) == tiny
+    entry.close()
