@@ -59,8 +59,9 @@ EPILOG = "\n".join(
             "Credentials, first found wins: OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET "
             "(/ OSS_SESSION_TOKEN); ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET (/ _SECURITY_TOKEN); "
             "-o passwd_file=FILE (ossfs format, mode 600); -o credential_process=CMD; "
-            "-o ram_role=NAME (ECS instance metadata); the ~/.alibabacloud/credentials.ini "
-            "profile; ~/.passwd-ossfs; /etc/passwd-ossfs. --anonymous for public buckets. "
+            "-o ram_role=NAME (ECS instance metadata); the ~/.aliyun/config.json profile "
+            "(aliyun configure); the ~/.alibabacloud/credentials.ini profile; ~/.passwd-ossfs; "
+            "/etc/passwd-ossfs. --anonymous for public buckets. "
             "Secrets are never taken on the command line.",
             width=78,
         ),

@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -192,6 +192,7 @@ def resolve_credentials(
     environ: Mapping[str, str] | None = None,
     default_passwd_files: tuple[Path, ...] = DEFAULT_PASSWD_FILES,
     default_credentials_file: Path | None = None,
+    default_cli_config_file: Path | None = None,
 ) -> StaticCredentialsProvider | RefreshingCredentialsProvider:
     """Resolve credentials for `bucket` in the documented order and log the source once.
 
@@ -294,15 +295,30 @@ def resolve_credentials(
         ecs = sources.EcsRamRoleFetcher.from_option(ram_role, metadata, env)
         return refreshing(ecs, ecs.source)
 
-    ini = sources.load_ini_profile(
-        env, default_credentials_file or sources.DEFAULT_CREDENTIALS_FILE
+    # The CLI's config before the SDKs' INI file, as in their default chain; each read only if
+    # the one before gave nothing (a bad INI must not stop a good CLI profile).
+    profile_sources: tuple[tuple[Callable[[], sources.IniProfile | None], str], ...] = (
+        (
+            lambda: sources.load_cli_profile(
+                env, default_cli_config_file or sources.DEFAULT_CLI_CONFIG_FILE
+            ),
+            "the Alibaba Cloud CLI config (absent, disabled, or no such profile)",
+        ),
+        (
+            lambda: sources.load_ini_profile(
+                env, default_credentials_file or sources.DEFAULT_CREDENTIALS_FILE
+            ),
+            "the Alibaba Cloud credentials file (absent, or no such profile)",
+        ),
     )
-    if ini is not None and ini.credentials is not None:
-        return found(ini.credentials, ini.source)
-    if ini is not None and ini.ram_role is not None:
-        ecs = sources.EcsRamRoleFetcher.from_option(ini.ram_role, metadata, env)
-        return refreshing(ecs, f"{ini.source}: {ecs.source}")
-    tried.append("the Alibaba Cloud credentials file (absent, or no such profile)")
+    for load_profile, absent in profile_sources:
+        profile = load_profile()
+        if profile is not None and profile.credentials is not None:
+            return found(profile.credentials, profile.source)
+        if profile is not None and profile.ram_role is not None:
+            ecs = sources.EcsRamRoleFetcher.from_option(profile.ram_role, metadata, env)
+            return refreshing(ecs, f"{profile.source}: {ecs.source}")
+        tried.append(absent)
 
     for path in default_passwd_files:
         path = path.expanduser()

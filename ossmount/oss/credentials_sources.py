@@ -1,10 +1,15 @@
-"""Credential sources beyond the passwd file: Alibaba Cloud env, the SDKs' INI file, an external
-command, and the ECS instance's RAM role. `resolve_credentials` (in `credentials`) puts them in
-order; this module only reads each one. Formats: `shared/oss-protocol.md` §7.
+"""Credential sources beyond the passwd file: Alibaba Cloud env, the CLI's config, the SDKs' INI
+file, an external command, and the ECS instance's RAM role. `resolve_credentials` (in
+`credentials`) puts them in order; this module only reads each one. Formats:
+`shared/oss-protocol.md` §7.
 
 * `ALIBABA_CLOUD_ACCESS_KEY_ID` / `ALIBABA_CLOUD_ACCESS_KEY_SECRET`
   [/ `ALIBABA_CLOUD_SECURITY_TOKEN`] — what the `alibabacloud-credentials` default chain
   reads first.
+* The Alibaba Cloud CLI's config (`aliyun configure`): `~/.aliyun/config.json`, profile
+  `$ALIBABA_CLOUD_PROFILE`, else the file's `current`, else `default`; modes `AK`, `StsToken`
+  and `EcsRamRole` are understood, any other is an error naming the file, profile and mode.
+  `ALIBABA_CLOUD_CLI_PROFILE_DISABLED=true` skips the file (as the SDKs' default chain does).
 * The INI file of the Alibaba Cloud SDKs: `$ALIBABA_CLOUD_CREDENTIALS_FILE`, else
   `~/.alibabacloud/credentials.ini`; section `$ALIBABA_CLOUD_PROFILE` (default `default`).
   `type = access_key` (`access_key_id`, `access_key_secret`) and `type = ecs_ram_role`
@@ -46,12 +51,14 @@ from .credentials_refresh import FetchedCredentials
 from .redact import redact, register_secret
 
 __all__ = [
+    "DEFAULT_CLI_CONFIG_FILE",
     "DEFAULT_CREDENTIALS_FILE",
     "DEFAULT_ECS_METADATA_ENDPOINT",
     "EcsRamRoleFetcher",
     "IniProfile",
     "ProcessFetcher",
     "load_alibaba_env",
+    "load_cli_profile",
     "load_ini_profile",
     "parse_credentials_json",
     "parse_ram_role",
@@ -60,6 +67,7 @@ __all__ = [
 log = logging.getLogger("ossmount.oss.credentials")
 
 DEFAULT_CREDENTIALS_FILE = Path("~/.alibabacloud/credentials.ini")
+DEFAULT_CLI_CONFIG_FILE = Path("~/.aliyun/config.json")
 DEFAULT_ECS_METADATA_ENDPOINT = "http://100.100.100.200"
 PROCESS_TIMEOUT_S = 30.0
 _ROLE_PATH = "/latest/meta-data/ram/security-credentials/"
@@ -96,16 +104,18 @@ def load_alibaba_env(env: Mapping[str, str]) -> Credentials | None:
 
 @dataclass(frozen=True, slots=True)
 class IniProfile:
-    """What a profile of the credentials file says: a key, or an ECS RAM role to ask for."""
+    """What a profile of a credentials file (the SDKs' INI, or the CLI's JSON) says: a key,
+    or an ECS RAM role to ask for."""
 
     path: Path
     profile: str
     credentials: Credentials | None = None
     ram_role: str | None = None  # type ecs_ram_role; "" means the instance's attached role
+    what: str = "credentials file"
 
     @property
     def source(self) -> str:
-        return f"credentials file {self.path} profile [{self.profile}]"
+        return f"{self.what} {self.path} profile [{self.profile}]"
 
 
 def load_ini_profile(
@@ -179,6 +189,82 @@ def load_ini_profile(
     raise CredentialsError(
         f"{result.source}: unsupported type {kind or '(none)'!r}; ossmount understands"
         " access_key and ecs_ram_role (use credential_process= for anything else)"
+    )
+
+
+# ---------------------------------------------------------------- the CLI's config.json
+
+
+def load_cli_profile(
+    env: Mapping[str, str], default_file: Path = DEFAULT_CLI_CONFIG_FILE
+) -> IniProfile | None:
+    """The Alibaba Cloud CLI's profile: `ALIBABA_CLOUD_PROFILE`, else `current`, else `default`.
+
+    None when disabled, when the file is absent, or when the profile is absent and was not
+    named by the environment. Errors name the file, the profile and the mode, never a value.
+    """
+    if _true(env.get("ALIBABA_CLOUD_CLI_PROFILE_DISABLED")):
+        return None
+    path = default_file.expanduser()
+    what = "Alibaba Cloud CLI config"
+    try:
+        with path.open("rb") as fh:
+            mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
+            raw = fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CredentialsError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        data: Any = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise CredentialsError(f"{what} {path} is not valid JSON ({len(raw)} bytes)") from None
+    profiles = data.get("profiles") if isinstance(data, dict) else None
+    if not isinstance(profiles, list):
+        raise CredentialsError(f"{what} {path} has no list of profiles")
+    for item in profiles:
+        if isinstance(item, dict):
+            for key in ("access_key_secret", "sts_token"):
+                value = item.get(key)
+                register_secret(value if isinstance(value, str) else None)
+    named = env.get("ALIBABA_CLOUD_PROFILE") or None
+    current = data.get("current")
+    name = named or (current if isinstance(current, str) and current else "default")
+    chosen = next((p for p in profiles if isinstance(p, dict) and p.get("name") == name), None)
+    if chosen is None:
+        if named:
+            raise CredentialsError(f"{what} {path} has no profile {name} (ALIBABA_CLOUD_PROFILE)")
+        return None
+    result = IniProfile(path, name, what=what)
+    if mode & 0o077:
+        log.warning(
+            "%s %s may be read by other users (mode %04o); run chmod 600 %s",
+            what,
+            path,
+            mode,
+            path,
+        )
+
+    def field(key: str) -> str:
+        value = chosen.get(key, "")
+        return value.strip() if isinstance(value, str) else ""
+
+    kind = field("mode") or "AK"
+    if kind in ("AK", "StsToken"):
+        needs = ["access_key_id", "access_key_secret"] + (
+            ["sts_token"] if kind == "StsToken" else []
+        )
+        values = [field(key) for key in needs]
+        if not all(values):
+            raise CredentialsError(f"{result.source}: mode {kind} needs {', '.join(needs)}")
+        creds = Credentials(values[0], values[1], values[2] if len(values) > 2 else None)
+        return IniProfile(path, name, credentials=creds, what=what)
+    if kind == "EcsRamRole":
+        return IniProfile(path, name, ram_role=field("ram_role_name"), what=what)
+    raise CredentialsError(
+        f"{result.source}: mode {kind!r} is not supported; ossmount understands AK, StsToken and"
+        " EcsRamRole (use credential_process= for anything else, or set"
+        " ALIBABA_CLOUD_CLI_PROFILE_DISABLED=true to skip this file)"
     )
 
 

@@ -33,6 +33,7 @@ from ossmount.oss.credentials_refresh import (
 from ossmount.oss.credentials_sources import (
     EcsRamRoleFetcher,
     ProcessFetcher,
+    load_cli_profile,
     load_ini_profile,
     parse_credentials_json,
     parse_ram_role,
@@ -191,6 +192,73 @@ def _script(tmp_path: Path, key_id: str, *, expires_in: float | None = None) -> 
     return shlex.join([sys.executable, str(script)])
 
 
+CLI_CONFIG = json.dumps(
+    {
+        "current": "work",
+        "profiles": [
+            {"name": "default", "mode": "AK", "access_key_id": "x", "access_key_secret": "y"},
+            {"name": "work", "mode": "AK", "access_key_id": "cliid", "access_key_secret": SECRET},
+            {
+                "name": "sts",
+                "mode": "StsToken",
+                "access_key_id": "stsid",
+                "access_key_secret": SECRET,
+                "sts_token": TOKEN,
+            },
+            {"name": "ecs", "mode": "EcsRamRole", "ram_role_name": "reader"},
+            {
+                "name": "arn",
+                "mode": "RamRoleArn",
+                "access_key_id": "a",
+                "access_key_secret": SECRET,
+            },
+            {"name": "half", "mode": "StsToken", "access_key_id": "h", "access_key_secret": SECRET},
+        ],
+    }
+)
+
+
+def test_cli_config_profiles(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.json", CLI_CONFIG)
+    current = load_cli_profile({}, path)
+    assert current is not None
+    assert current.credentials == Credentials("cliid", SECRET)
+    assert current.source == f"Alibaba Cloud CLI config {path} profile [work]"
+    sts = load_cli_profile({"ALIBABA_CLOUD_PROFILE": "sts"}, path)
+    assert sts is not None
+    assert sts.credentials == Credentials("stsid", SECRET, TOKEN)
+    ecs = load_cli_profile({"ALIBABA_CLOUD_PROFILE": "ecs"}, path)
+    assert ecs is not None
+    assert (ecs.credentials, ecs.ram_role) == (None, "reader")
+    assert load_cli_profile({"ALIBABA_CLOUD_CLI_PROFILE_DISABLED": "true"}, path) is None
+    assert load_cli_profile({}, tmp_path / "absent.json") is None
+
+
+@pytest.mark.parametrize(
+    ("profile", "match"),
+    [
+        ("arn", r"profile \[arn\]: mode 'RamRoleArn' is not supported"),
+        ("half", "mode StsToken needs access_key_id, access_key_secret, sts_token"),
+        ("missing", "has no profile missing"),
+    ],
+)
+def test_cli_config_errors_name_the_profile_never_a_secret(
+    tmp_path: Path, profile: str, match: str
+) -> None:
+    path = write(tmp_path / "config.json", CLI_CONFIG)
+    with pytest.raises(CredentialsError, match=match) as info:
+        load_cli_profile({"ALIBABA_CLOUD_PROFILE": profile}, path)
+    assert str(path) in str(info.value)
+    no_secret_in(str(info.value))
+
+
+def test_cli_config_that_is_not_json_is_not_quoted(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.json", f'{{"profiles": [{{"access_key_secret": "{SECRET}"')
+    with pytest.raises(CredentialsError, match="is not valid JSON") as info:
+        load_cli_profile({}, path)
+    no_secret_in(str(info.value))
+
+
 async def test_resolution_order(tmp_path: Path) -> None:
     """Each source in turn wins once everything before it is taken away."""
     ini = write(tmp_path / "c.ini", INI)
@@ -211,12 +279,15 @@ async def test_resolution_order(tmp_path: Path) -> None:
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "alibaba-secret-1",
     }
 
+    cli: Path | None = write(tmp_path / "config.json", CLI_CONFIG)
+
     async def winner() -> str:
         provider = resolve_credentials(
             "b",
             environ={**env, "ALIBABA_CLOUD_CREDENTIALS_FILE": str(ini)} if ini else env,
             default_passwd_files=tuple(p for p in (home, etc) if p),
             default_credentials_file=tmp_path / "absent.ini",
+            default_cli_config_file=cli or tmp_path / "absent.json",
             **kwargs,  # type: ignore[arg-type]
         )
         if isinstance(provider, RefreshingCredentialsProvider):
@@ -235,6 +306,8 @@ async def test_resolution_order(tmp_path: Path) -> None:
     del kwargs["credential_process"]
     assert (await winner()).startswith("ECS RAM role role-that-is-never-asked-for")
     del kwargs["ram_role"]
+    assert await winner() == "cliid"
+    cli = None
     assert await winner() == "defid"
     ini = None  # type: ignore[assignment]
     assert await winner() == "homeid"
