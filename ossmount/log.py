@@ -16,6 +16,11 @@ WARNINGs are recoverable trouble (a part that failed and will be fetched again, 
 trouble comes in storms: `RateLimitFilter` lets through at most `burst` WARNINGs of one message
 template per logger per `period_s`, counts the rest, and then writes one line
 `suppressed K similar messages in the last N s: <template>`. ERRORs are never suppressed.
+
+pyfuse3 logs an ERROR whenever a reply finds that the kernel no longer waits for it (ENOENT):
+a request the caller interrupted, or a release the kernel sent in the background for a file
+closed just before an unmount. Nothing is lost either way, so `KernelGaveUpFilter` turns that
+one message into a DEBUG line that says so.
 """
 
 from __future__ import annotations
@@ -31,7 +36,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["OneLineFilter", "RateLimitFilter", "flush_suppressed", "has_syslog", "setup_logging"]
+__all__ = [
+    "KernelGaveUpFilter",
+    "OneLineFilter",
+    "RateLimitFilter",
+    "flush_suppressed",
+    "has_syslog",
+    "setup_logging",
+]
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -65,6 +77,24 @@ class OneLineFilter(logging.Filter):
             record.msg = _CONTROL.sub(_escape, message)
             record.args = None
         return True
+
+
+class KernelGaveUpFilter(logging.Filter):
+    """On the `pyfuse3` logger: its "fuse_reply_* failed with No such file or directory"
+    ERROR becomes DEBUG (see the module docstring), dropped unless DEBUG is on."""
+
+    _SIGN = "fuse_reply_* failed with No such file or directory"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or self._SIGN not in record.getMessage():
+            return True
+        record.msg = (
+            f"{record.getMessage()}: the kernel no longer waited for this reply "
+            "(an interrupted request, or a file closed just before an unmount)"
+        )
+        record.args = None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 class _Window:
@@ -237,6 +267,9 @@ def setup_logging(level: str, *, foreground: bool, log_file: Path | None = None)
     handler.addFilter(OneLineFilter())
     root.addHandler(handler)
     root.setLevel(level)
+    fuse_log = logging.getLogger("pyfuse3")
+    if not any(isinstance(f, KernelGaveUpFilter) for f in fuse_log.filters):
+        fuse_log.addFilter(KernelGaveUpFilter())
     # httpx/httpcore log every request at INFO/DEBUG with full URLs; ours are better.
     for noisy in ("httpx", "httpcore", "hpack"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ossmount.log import OneLineFilter, RateLimitFilter, flush_suppressed, setup_logging
+from ossmount.log import (
+    KernelGaveUpFilter,
+    OneLineFilter,
+    RateLimitFilter,
+    flush_suppressed,
+    setup_logging,
+)
 from ossmount.oss.redact import RedactingFilter, register_secret
 
 
@@ -203,3 +209,21 @@ def test_plain_lines_without_systemd(
     (line,) = capsys.readouterr().err.splitlines()
     assert line.endswith(" WARNING ossmount.test: w")
     assert not line.startswith("<")
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_a_reply_the_kernel_gave_up_on_is_debug_not_error(
+    tmp_path: Path, restore_root: None, level: str
+) -> None:
+    log_file = tmp_path / "log"
+    setup_logging(level, foreground=True, log_file=log_file)
+    fuse_log = logging.getLogger("pyfuse3")
+    assert sum(isinstance(f, KernelGaveUpFilter) for f in fuse_log.filters) == 1
+    fuse_log.error("fuse_%s(): fuse_reply_* failed with %s", "release", "No such file or directory")
+    fuse_log.error("fuse_%s(): fuse_reply_* failed with %s", "read", "Invalid argument")
+    text = log_file.read_text()
+    assert "ERROR pyfuse3: fuse_read(): fuse_reply_* failed with Invalid argument" in text
+    assert "ERROR pyfuse3: fuse_release()" not in text
+    gave_up = "DEBUG pyfuse3: fuse_release(): fuse_reply_* failed with No such file or directory"
+    assert (gave_up in text) == (level == "DEBUG")
+    assert ("the kernel no longer waited for this reply" in text) == (level == "DEBUG")
