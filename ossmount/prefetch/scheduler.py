@@ -405,7 +405,8 @@ class Download:
         get = functools.partial(
             self._p.source.get_to_fd, meta.key, start, length, fd, start, if_match=meta.etag
         )
-        for attempt in range(1, DISK_FULL_TRIES + 1):
+        tries = 1
+        while True:
             try:
                 return await get()
             except OSError as exc:
@@ -415,9 +416,9 @@ class Download:
                 room = self._p.make_room(need) or (
                     index in self._urgent and self._shed_readahead(index, need) > 0
                 )
-                if not room or attempt == DISK_FULL_TRIES:
+                if not room or tries == DISK_FULL_TRIES:
                     raise CacheDiskFull(self._p.store.root, exc) from exc
-        raise AssertionError("unreachable")
+                tries += 1
 
     async def _fetch(self, index: int) -> None:
         start, length = self.layout.span(index)

@@ -11,6 +11,7 @@ handle's first read is "sequential" only at offset 0 (pattern.ReadaheadWindow).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import random
 import threading
@@ -928,4 +929,26 @@ async def test_readahead_waits_for_room_on_the_cache_disk(
         assert await read_all(reader, chunk=PART) == data
         await settle(p)
         assert source.part_calls(KEY) == Counter(range(PARTS))
+        await reader.aclose()
+
+
+async def test_a_part_that_met_a_full_disk_is_tried_again_once_there_is_room(
+    source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parallel GETs race for freed space: ENOSPC with room now free is worth another try;
+    with no room to be had the read fails with the cache dir's name in the error."""
+    data = blob()
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir) as p:
+        free = {"bytes": 1 << 30}
+        monkeypatch.setattr(p.store, "free_bytes", lambda: free["bytes"])
+        source.fail_once[(KEY, 2 * PART)] = OSError(errno.ENOSPC, "No space left on device")
+        reader = p.open(meta)
+        assert await reader.read(2 * PART, 10) == data[2 * PART : 2 * PART + 10]
+        assert source.part_calls(KEY)[2] == 2
+
+        free["bytes"] = 0
+        source.fail_once[(KEY, 5 * PART)] = OSError(errno.ENOSPC, "No space left on device")
+        with pytest.raises(DownloadFailed, match=f"the cache dir {p.store.root} is full"):
+            await reader.read(5 * PART, 10)
         await reader.aclose()
