@@ -304,6 +304,7 @@ class Download:
             log.warning("could not drop cached parts: %s", exc)
             return 0
         self._shed_bytes += freed
+        self._p.metrics.shed_bytes.inc(freed)  # metrics
         log.debug(
             "oss://%s/%s: shed %d parts (%s) from %d: %d bytes, %d in all",
             self._p.config.bucket,

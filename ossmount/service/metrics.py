@@ -13,6 +13,7 @@ records:
 | ossmount_parts_total{outcome}                | prefetch scheduler, per part GET             |
 | ossmount_parts_in_flight                     | prefetch scheduler, around each part GET     |
 | ossmount_verdicts_total{verdict}             | prefetch scheduler, when a download finishes |
+| ossmount_shed_bytes_total                    | prefetch scheduler, per part punched out     |
 | ossmount_read_duration_seconds (histogram)   | fs.ops, the FUSE read handler                |
 | ossmount_cache_{bytes,entries,...}           | a collector reading CacheStore.statistics()  |
 
@@ -167,9 +168,17 @@ class MountMetrics:
         )
         self.verdicts = Counter(
             "ossmount_verdicts",
-            "Whole-object CRC-64 verdicts, counted each time a download completes or a "
-            "complete cache entry is opened: verified, unverifiable (no server CRC), corrupt",
+            "Whole-object CRC-64 verdicts, counted each time one is reached (a download "
+            "completes, or a complete entry never judged is opened; a verdict resumed from "
+            "the checkpoint is not counted again): verified, unverifiable (no server CRC), "
+            "corrupt",
             ["verdict"],
+            registry=r,
+        )
+        self.shed_bytes = Counter(
+            "ossmount_shed_bytes",
+            "Cached bytes punched out of cache files still in use, to keep the cache under "
+            "its cap or free-space floor (objects bigger than the cache stream through it)",
             registry=r,
         )
         self.read_seconds = Histogram(

@@ -838,6 +838,8 @@ async def test_an_object_bigger_than_the_cap_streams_through_and_is_verified_who
         assert held <= CAP + (FLUSH_EVERY_PARTS + 4) * PART < BIG
         data_file, _ = files(cache_dir)
         assert os.stat(data_file).st_blocks * 512 <= held + PART  # really punched out
+        shed = p.metrics.registry.get_sample_value("ossmount_shed_bytes_total")
+        assert shed == BIG - held  # every byte fetched once: what is not held was shed
         await reader.aclose()
         await settle(p)
         # The checkpoint lists only the parts still in the file, so it cannot claim VERIFIED.
