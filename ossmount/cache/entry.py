@@ -67,7 +67,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ossmount.cache.checkpoint import Checkpoint, EntryState, fsync_dir, load, save_atomic
-from ossmount.cache.errors import EntryStateError, PartMismatch, io_error
+from ossmount.cache.errors import CacheIOError, EntryStateError, PartMismatch, io_error
 from ossmount.cache.holes import hole_spans, punch_hole
 from ossmount.cache.ranges import PartLayout
 from ossmount.crc64 import BytesLike, combine, crc64, shift
@@ -451,13 +451,7 @@ class CacheEntry:
             while written < length:
                 written += os.pwrite(self.fd, view[written:], start + written)
         except OSError as exc:
-            raise io_error(
-                f"write of part {index}",
-                bucket=self.bucket,
-                key=self.meta.key,
-                path=self.path,
-                cause=exc,
-            ) from exc
+            raise self._io_error(f"write of part {index}", exc) from exc
         crc = crc64(view)
         self.record_part(index, crc)
         return crc
@@ -500,9 +494,7 @@ class CacheEntry:
                     exc,
                     len(lost),
                 )
-                raise io_error(
-                    "fdatasync", bucket=self.bucket, key=self.meta.key, path=self.path, cause=exc
-                ) from exc
+                raise self._io_error("fdatasync", exc) from exc
             save_atomic(self.checkpoint_path, cp)
             with self._lock:
                 # Parts shed since the snapshot are not durable whatever the file now says.
@@ -544,9 +536,7 @@ class CacheEntry:
                 chunks.append(chunk)
                 got += len(chunk)
         except OSError as exc:
-            raise io_error(
-                "read", bucket=self.bucket, key=self.meta.key, path=self.path, cause=exc
-            ) from exc
+            raise self._io_error("read", exc) from exc
         if got != length:
             raise EntryStateError(
                 f"cache file {self.path} of oss://{self.bucket}/{self.meta.key} is short: "
@@ -622,9 +612,7 @@ class CacheEntry:
         try:
             block = max(os.fstat(self.fd).st_blksize, os.fstatvfs(self.fd).f_frsize)
         except OSError as exc:
-            raise io_error(
-                "shedding", bucket=self.bucket, key=self.meta.key, path=self.path, cause=exc
-            ) from exc
+            raise self._io_error("shedding", exc) from exc
         freed = 0
         for index in indices:
             start, length = self.layout.span(index)
@@ -640,17 +628,14 @@ class CacheEntry:
             except OSError as exc:
                 with self._lock:
                     self._done[index] = crc  # nothing was deallocated: still good
-                raise io_error(
-                    f"shedding part {index}",
-                    bucket=self.bucket,
-                    key=self.meta.key,
-                    path=self.path,
-                    cause=exc,
-                ) from exc
+                raise self._io_error(f"shedding part {index}", exc) from exc
             with self._lock:
                 self._shed[index] = crc
             freed += length
         return freed
+
+    def _io_error(self, action: str, cause: OSError) -> CacheIOError:
+        return io_error(action, bucket=self.bucket, key=self.meta.key, path=self.path, cause=cause)
 
     # ----------------------------------------------------------------- teardown
 
@@ -689,9 +674,7 @@ class CacheEntry:
                     self.path.unlink()
                 fsync_dir(self.path.parent)
             except OSError as exc:
-                raise io_error(
-                    "discard", bucket=self.bucket, key=self.meta.key, path=self.path, cause=exc
-                ) from exc
+                raise self._io_error("discard", exc) from exc
             log.info("discarded cached oss://%s/%s", self.bucket, self.meta.key)
 
     def detach(self) -> None:

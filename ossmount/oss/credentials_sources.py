@@ -79,6 +79,19 @@ def _true(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes")
 
 
+def _warn_if_others_read(what: str, path: Path, mode: int) -> None:
+    """A file of keys that group or other may read: say so (ossfs refuses its passwd file;
+    the SDKs read theirs regardless, so a WARNING, not an error)."""
+    if mode & 0o077:
+        log.warning(
+            "%s %s may be read by other users (mode %04o); run chmod 600 %s",
+            what,
+            path,
+            mode,
+            path,
+        )
+
+
 # ------------------------------------------------------------------ ALIBABA_CLOUD_* environment
 
 
@@ -163,13 +176,7 @@ def load_ini_profile(
                 f"credentials file {path} has no profile [{profile}] (ALIBABA_CLOUD_PROFILE)"
             )
         return None
-    if mode & 0o077:
-        log.warning(
-            "credentials file %s may be read by other users (mode %04o); run chmod 600 %s",
-            path,
-            mode,
-            path,
-        )
+    _warn_if_others_read("credentials file", path, mode)
     section = parser[profile]
     result = IniProfile(path, profile)
     if section.get("enable", "true").strip().lower() == "false":
@@ -236,14 +243,7 @@ def load_cli_profile(
             raise CredentialsError(f"{what} {path} has no profile {name} (ALIBABA_CLOUD_PROFILE)")
         return None
     result = IniProfile(path, name, what=what)
-    if mode & 0o077:
-        log.warning(
-            "%s %s may be read by other users (mode %04o); run chmod 600 %s",
-            what,
-            path,
-            mode,
-            path,
-        )
+    _warn_if_others_read(what, path, mode)
 
     def field(key: str) -> str:
         value = chosen.get(key, "")

@@ -445,22 +445,15 @@ class Download:
             )
             self._fail(ObjectArchived(self._p.config.bucket, key, "archived, not restored"))
             return
-        except CacheDiskFull as exc:
+        except (OssError, OSError) as exc:
             self._p.metrics.parts.labels("failed").inc()  # metrics
-            if index not in self._urgent:
+            if isinstance(exc, CacheDiskFull) and index not in self._urgent:
                 # Read-ahead raced others for the last free space: nobody asked for this
                 # part yet, so no error is kept; a reader that needs it fetches it again.
                 log.debug(
                     "oss://%s/%s: read-ahead part %d: %s", self._p.config.bucket, key, index, exc
                 )
                 return
-            log.warning("oss://%s/%s: part %d: %s", self._p.config.bucket, key, index, exc)
-            self._part_errors[index] = DownloadFailed(
-                self._p.config.bucket, key, f"part {index} failed: {exc}"
-            )
-            return
-        except (OssError, OSError) as exc:
-            self._p.metrics.parts.labels("failed").inc()  # metrics
             log.warning(
                 "oss://%s/%s: part %d (bytes %d-%d) failed: %s",
                 self._p.config.bucket,
