@@ -8,7 +8,7 @@ CPU s/GiB. `bench/bench_client.py` reproduces both paths side by side (`--body-p
 
 How we get there while keeping httpx for connecting, pooling, timeouts and the response head:
 
-1. httpx sends the request and parses the head as usual (`send(..., stream=True)`).
+1. httpx's transport sends the request and parses the head as usual (a streaming response).
 2. The bytes h11 already buffered beyond the head (at most one 64 KiB read) are drained through
    h11's public `next_event()`, so its Content-Length reader accounts for them.
 3. The rest of the body is read by us: `recv_into` on the socket for plain HTTP (zero
@@ -21,7 +21,7 @@ How we get there while keeping httpx for connecting, pooling, timeouts and the r
    abandoned half-way leaves h11 mid-message and httpcore closes that connection instead of
    reusing it: never a desynchronised stream.
 
-Step 2 and 4 reach one private attribute chain (httpx's response stream → httpcore's HTTP/1.1
+Step 2 and 4 reach one private attribute chain (httpx's transport stream → httpcore's HTTP/1.1
 connection → its `h11.Connection` and h11's `ContentLengthReader`). Every link is checked with
 isinstance/getattr, and when anything does not match (HTTP/2, chunked replies, a future httpx)
 we fall back to httpx's public `aiter_raw()`: slower, never wrong.
@@ -254,7 +254,7 @@ def _h11_connection(response: httpx.Response) -> h11.Connection | None:
     """httpx response → the h11.Connection parsing it, or None if the chain is not the one
     we know (see module docstring)."""
     stream: Any = response.stream
-    for attr in ("_stream", "_httpcore_stream", "_stream", "_connection", "_h11_state"):
+    for attr in ("_httpcore_stream", "_stream", "_connection", "_h11_state"):
         stream = getattr(stream, attr, None)
         if stream is None:
             return None

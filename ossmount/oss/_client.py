@@ -41,9 +41,8 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from http.cookiejar import CookieJar
 from types import TracebackType
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -160,17 +159,6 @@ def _meta_from_headers(key: str, headers: httpx.Headers, size: int) -> ObjectMet
     )
 
 
-class _NoCookies(CookieJar):
-    """OSS sets no cookies we want; httpx's per-response cookie parsing was ~10 % of a small
-    request's CPU in profiles, so the jar ignores everything."""
-
-    def extract_cookies(self, response: Any, request: Any) -> None:
-        return None
-
-    def add_cookie_header(self, request: Any) -> None:
-        return None
-
-
 class _GetState:
     """Progress of one ranged GET across attempts (owned by one task)."""
 
@@ -248,14 +236,14 @@ class OssClient:
             write=config.read_timeout_s,
             pool=None,  # callers bound concurrency themselves; waiting for a slot is not a fault
         )
-        self._http = httpx.AsyncClient(
-            transport=transport
-            or httpx.AsyncHTTPTransport(limits=limits, verify=_tls_verify(config), retries=0),
-            timeout=timeout,
-            follow_redirects=False,
-            cookies=_NoCookies(),
-            trust_env=False,  # no proxy/netrc surprises: the endpoint is exactly what is given
+        # Requests go straight to httpx's transport (connection pool, TLS, timeouts, HTTP/1.1).
+        # AsyncClient's layers (URL merging, cookies, auth and redirect loops, event hooks, env
+        # proxies) do nothing we want: they cost 0.13 ms of the trio thread's ~0.92 ms per 8 MiB
+        # part GET (`time.thread_time` over 128 GETs from the emulator, 0.92 -> 0.79 ms).
+        self._transport = transport or httpx.AsyncHTTPTransport(
+            limits=limits, verify=_tls_verify(config), retries=0
         )
+        self._timeouts = timeout.as_dict()
 
     async def __aenter__(self) -> OssClient:
         return self
@@ -269,7 +257,7 @@ class OssClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     def statistics(self) -> dict[str, int]:
         """GET bodies read per path ('recv_into_thread' for large plain-HTTP bodies,
@@ -348,9 +336,11 @@ class OssClient:
         base = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         base.update(headers or {})
         signed = await self._sign(method, key, query, base)
-        request = self._http.build_request(method, self._url(key, query), headers=signed)
+        request = httpx.Request(
+            method, self._url(key, query), headers=signed, extensions={"timeout": self._timeouts}
+        )
         try:
-            response = await self._http.send(request, stream=True)
+            response = await self._transport.handle_async_request(request)
         except httpx.TransportError as exc:
             record_request("list" if key is None else method.lower(), "transport")
             raise OssTransportError(

@@ -192,7 +192,7 @@ async def test_connection_reused_for_small_bodies(emu: Emulator, client: OssClie
         buf = bytearray(50)
         await client.get_into("small", i, buf)
         assert bytes(buf) == (b"0123456789" * 10)[i : i + 50]
-    pool = client._http._transport._pool  # type: ignore[attr-defined]
+    pool = client._transport._pool  # type: ignore[attr-defined]
     assert len(pool.connections) == 1
 
 
@@ -203,3 +203,18 @@ async def test_get_symlink_returns_the_decoded_target(emu: Emulator, client: Oss
     with pytest.raises(OssError) as info:
         await client.get_symlink("dir/t a+b.txt")
     assert info.value.status == 400
+
+
+async def test_proxy_environment_is_ignored(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The endpoint is exactly what was configured: a proxy in the environment (here one that
+    does not exist) must not capture the requests, or the mount would talk to a stranger."""
+    emu.put_object("bkt", "k", b"hello")
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with client_for(emu) as c:
+        assert (await c.head("k")).size == 5
+        buf = bytearray(5)
+        await c.get_into("k", 0, buf)
+    assert bytes(buf) == b"hello"
