@@ -262,6 +262,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="MB",
     ),
     Option(
+        "dir_prefetch",
+        "small files (up to one part each) fetched ahead of a reader that walks a directory "
+        "file by file, as cp -r, rsync and tar do; 0 turns it off",
+        8,
+        _non_negative_int,
+        metavar="N",
+    ),
+    Option(
         "kernel_readahead_kb",
         "the mount's read_ahead_kb (the kernel's read size and depth)",
         4096,
@@ -401,6 +409,7 @@ class MountConfig:
     parallel_count: int
     max_gets: int
     readahead_bytes: int
+    dir_prefetch: int
     kernel_readahead_kb: int
     stat_cache_expire: float
     max_stat_cache_size: int
@@ -561,6 +570,7 @@ def build_config(
         parallel_count=values["parallel_count"],
         max_gets=values["max_gets"],
         readahead_bytes=values["readahead_mb"] * MiB,
+        dir_prefetch=values["dir_prefetch"],
         kernel_readahead_kb=values["kernel_readahead_kb"],
         stat_cache_expire=values["stat_cache_expire"],
         max_stat_cache_size=values["max_stat_cache_size"],

@@ -255,6 +255,8 @@ async def _serve(
                 max_gets=config.max_gets,
                 readahead_bytes=config.readahead_bytes,
                 shed_margin=2 * config.kernel_readahead_kb * 1024,
+                warm_limit=config.dir_prefetch,
+                warm_max_size=config.part_size,
             ),
             metrics,
         )

@@ -272,6 +272,10 @@ class CacheStore:
         self.evict_to_fit()
         return entry
 
+    def holds(self, key: str) -> bool:
+        """Whether some version of `key` is in the cache (open or not), from memory only."""
+        return self._paths(key)[0] in self._index
+
     def cached_checkpoint(self, key: str) -> Checkpoint | None:
         """What is on disk for `key`, for a freshness check before deciding to open it."""
         self._require_lock()

@@ -28,6 +28,7 @@ import trio
 from ossmount.crc64 import format_crc
 from ossmount.fs.boundary import fuse_boundary
 from ossmount.prefetch.scheduler import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher
+from ossmount.prefetch.siblings import DirectoryReadAhead
 from ossmount.service.metrics import MountMetrics
 from ossmount.tree.names import split_key
 from ossmount.tree.namespace import DirSnapshot, Namespace, Node
@@ -77,6 +78,11 @@ class Operations(pyfuse3.Operations):
         self._dirs: dict[int, DirSnapshot] = {}  # fh -> entries frozen at opendir
         self._next_fh = 1
         self._last_etag: dict[int, str] = {}  # inode -> ETag of its last open
+        self._dir_ahead = DirectoryReadAhead(
+            depth=prefetcher.config.warm_limit,
+            files_after=namespace.files_after,
+            warm=prefetcher.warm,
+        )
 
     # -- attributes ------------------------------------------------------------------------
 
@@ -201,6 +207,7 @@ class Operations(pyfuse3.Operations):
         if node.is_dir or node.meta is None:
             raise pyfuse3.FUSEError(errno.EISDIR)
         reader = self._prefetcher.open(node.meta)
+        self._dir_ahead.opened(inode, node.path)
         fh = self._new_fh()
         self._files[fh] = (inode, reader)
         keep = self._last_etag.get(inode) == node.meta.etag

@@ -161,6 +161,10 @@ class PrefetchConfig:
     # sends several reads of one handle at once and they finish in any order. The mount
     # passes twice its read_ahead_kb.
     shed_margin: int = 8 * 1024 * 1024
+    # Directory read-ahead (prefetch.siblings): at most this many objects are warmed at once,
+    # each at most `warm_max_size` bytes. 0 turns warming off.
+    warm_limit: int = 0
+    warm_max_size: int = 8 * 1024 * 1024
 
 
 class Download:
@@ -779,6 +783,7 @@ class Prefetcher:
         self.metrics = metrics or MountMetrics(bucket=config.bucket)
         self.limiter = trio.CapacityLimiter(config.max_gets)
         self._downloads: dict[tuple[str, str, int], Download] = {}
+        self._warming: set[Download] = set()  # started by warm(); left on close or failure
 
     def open(self, meta: ObjectMeta) -> ObjectReader:
         """A reader for `meta`'s version; joins the running download for it if there is one."""
@@ -792,6 +797,45 @@ class Prefetcher:
         reader = ObjectReader(self, download)
         download.readers.add(reader)
         return reader
+
+    def warm(self, meta: ObjectMeta) -> bool:
+        """Start caching `meta` whole with no reader (directory read-ahead). Whether it started.
+
+        Nothing starts for an empty or too big object, one being downloaded already, one with
+        some version in the cache (a stale one is the next open's business: it may not be read
+        at all), or when `warm_limit` warm downloads are running. The download is an ordinary
+        one with no users: its parts are read-ahead (a reader's demand parts go first, the
+        cache disk must have room), it is verified like any other, and it closes itself when
+        its workers finish; a reader that opens the object meanwhile joins it.
+        """
+        config = self.config
+        ident = (meta.key, meta.etag, meta.size)
+        if (
+            len(self._warming) >= config.warm_limit
+            or not 0 < meta.size <= config.warm_max_size
+            or ident in self._downloads
+            or self.store.holds(meta.key)
+        ):
+            return False
+        try:
+            entry = self.store.open_entry(meta, config.part_size)
+        except OSError as exc:  # CacheIOError & co.: the reader's own open will say it
+            log.debug("not warming oss://%s/%s: %s", config.bucket, meta.key, exc)
+            return False
+        log.debug(
+            "warming oss://%s/%s (%d bytes) ahead of a directory walk",
+            config.bucket,
+            meta.key,
+            meta.size,
+        )
+        download = Download(self, meta, entry)
+        self._downloads[ident] = download
+        self._warming.add(download)
+        self.metrics.warmed.inc()  # metrics
+        download.want(range(download.layout.count), demand=False)
+        if download.idle:  # nothing to fetch after all (or no room for read-ahead)
+            self.nursery.start_soon(self.close_download, download)
+        return True
 
     def shed(self, need: int) -> int:
         """Free `need` bytes by shedding consumed parts of open downloads; bytes freed."""
@@ -826,6 +870,7 @@ class Prefetcher:
         return bool(evicted or shed) or self.store.free_bytes() >= need
 
     def forget(self, download: Download) -> None:
+        self._warming.discard(download)
         ident = (download.meta.key, download.meta.etag, download.meta.size)
         if self._downloads.get(ident) is download:
             del self._downloads[ident]

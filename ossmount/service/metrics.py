@@ -181,6 +181,12 @@ class MountMetrics:
             "its cap or free-space floor (objects bigger than the cache stream through it)",
             registry=r,
         )
+        self.warmed = Counter(
+            "ossmount_warmed_objects",
+            "Small objects fetched ahead of a reader walking their directory in name order "
+            "(cp -r, rsync): compare with the files actually read to see what it wasted",
+            registry=r,
+        )
         self.read_seconds = Histogram(
             "ossmount_read_duration_seconds",
             "Time to answer one FUSE read request",

@@ -44,12 +44,14 @@ Concurrency (trio, one thread)
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Final, Generic, Literal, TypeVar
 
 import trio
 
@@ -79,6 +81,13 @@ LOOKUP_MAX_KEYS: Final = 1000
 
 T = TypeVar("T")
 
+WalkOrder = Literal["name", "inode"]
+
+
+def _walk_key(order: WalkOrder, name: str, inode: int) -> str:
+    """Where a file sorts in `order`; one type for both, so both walks bisect alike."""
+    return f"{inode:020d}" if order == "inode" else name
+
 
 @dataclass(frozen=True, slots=True)
 class _Info:
@@ -98,6 +107,7 @@ class _CachedName:
 class _CachedListing:
     entries: dict[str, _Info]
     fetched_at: float
+    walks: dict[WalkOrder, list[tuple[str, int, ObjectMeta]]] = field(default_factory=dict)
 
 
 class _Miss:
@@ -286,6 +296,42 @@ class Namespace:
         snapshot._released = True
         for node in snapshot.entries:
             self.table.unpin(node.inode)
+
+    def files_after(self, inode: int, count: int, order: WalkOrder) -> list[tuple[int, ObjectMeta]]:
+        """Up to `count` (inode, meta) of the files after file `inode` in its directory, in
+        `order`, taken only from a cached, fresh listing: no request, and nothing when the
+        directory was never listed. What directory read-ahead (prefetch.siblings) follows.
+
+        "name" is the order of `ls`, rsync and a readdir of this filesystem; "inode" the order
+        GNU `cp -r` and other gnulib `savedir` users read a directory in (sorted by d_ino, to
+        be kind to disks). Only files that have an inode number (every entry of a directory
+        that was read) take part. Subdirectories are skipped: a walker descends into them in
+        between, and its walk of this directory carries on after.
+        """
+        node = self.table.get(inode)
+        dir_path, _ = split_path(node.path)
+        cached = self._listings.get(dir_path)
+        if cached is None or not self._fresh(True, cached.fetched_at, self._clock()):
+            return []
+        walk = cached.walks.get(order)
+        if walk is None:
+            walk = cached.walks[order] = self._walk(dir_path, cached.entries, order)
+        at = bisect.bisect_right(walk, _walk_key(order, node.name, inode), key=itemgetter(0))
+        return [(ino, meta) for _, ino, meta in walk[at : at + count]]
+
+    def _walk(
+        self, dir_path: str, entries: Mapping[str, _Info], order: WalkOrder
+    ) -> list[tuple[str, int, ObjectMeta]]:
+        """(sort key, inode, meta) of the listed files that have an inode, in `order`."""
+        walk: list[tuple[str, int, ObjectMeta]] = []
+        for name, info in entries.items():
+            if info.is_dir or info.meta is None:
+                continue
+            ino = self.table.find(join_path(dir_path, name), False)
+            if ino is not None:
+                walk.append((_walk_key(order, name, ino), ino, info.meta))
+        walk.sort(key=itemgetter(0))
+        return walk
 
     def invalidate(self) -> None:
         """Drop all cached metadata (names, listings). Inode numbers and counts stay."""

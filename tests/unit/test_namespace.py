@@ -571,3 +571,49 @@ async def test_tree_matches_reference_model(keys: list[str], root: str) -> None:
             with pytest.raises(NotFound):
                 await cold.lookup(ROOT_INODE, name)
     cold.check_invariants()
+
+
+# -- directory read-ahead's view ------------------------------------------------------------
+
+
+async def test_files_after_follows_name_order_skipping_directories() -> None:
+    fake = FakeLister(["d/a", "d/b", "d/c/x", "d/d", "d/e", "d/f"])
+    ns = Namespace(fake, ttl_s=10)
+    d = await ns.lookup(ROOT_INODE, "d")
+    nodes = await listing(ns, d.inode)
+    calls = fake.call_count
+
+    def after(name: str, count: int = 3) -> list[str]:
+        return [m.key for _, m in ns.files_after(nodes[name].inode, count, "name")]
+
+    assert after("a") == ["d/b", "d/d", "d/e"]  # "c" is a directory
+    assert after("e") == ["d/f"]
+    assert after("f") == []
+    assert fake.call_count == calls  # never a request
+
+
+async def test_files_after_in_inode_order() -> None:
+    """GNU cp -r reads a directory sorted by inode number: that walk is followed too."""
+    keys = [f"d/f{i:02d}" for i in range(20)]
+    ns = Namespace(FakeLister(keys), ttl_s=10)
+    d = await ns.lookup(ROOT_INODE, "d")
+    nodes = await listing(ns, d.inode)
+    by_inode = sorted(nodes.values(), key=lambda n: n.inode)
+    assert [n.path for n in by_inode] != [n.path for n in nodes.values()]  # really reordered
+    got = ns.files_after(by_inode[5].inode, 4, "inode")
+    assert [(ino, m.key) for ino, m in got] == [(n.inode, n.meta.key) for n in by_inode[6:10]]  # type: ignore[union-attr]
+
+
+async def test_files_after_needs_a_fresh_listing() -> None:
+    fake = FakeLister(["d/a", "d/b"])
+    clock = Clock()
+    ns = Namespace(fake, ttl_s=10, clock=clock)
+    d = await ns.lookup(ROOT_INODE, "d")
+    a = await ns.lookup(d.inode, "a")  # a lookup alone lists nothing whole
+    assert ns.files_after(a.inode, 4, "name") == []
+    await listing(ns, d.inode)
+    assert [m.key for _, m in ns.files_after(a.inode, 4, "name")] == ["d/b"]
+    calls = fake.call_count
+    clock.now += 10
+    assert ns.files_after(a.inode, 4, "name") == []  # expired: not trusted, and not re-listed
+    assert fake.call_count == calls
