@@ -20,6 +20,9 @@ followed by `# details`:
   7. shaped_cp     cold `cp` of a --shaped-mib object with the emulator adding 20 ms per
                    response and capping each connection at 50 MB/s (target >= 0.8 x
                    parallel x 50 MB/s)
+  8. small_cp      cold `cp -r` of a directory of --small-files objects of --small-kib each,
+                   same shaping: files/s with directory read-ahead (the default) and with
+                   --dir-prefetch 0 (no target: per-file round trips, see prefetch/siblings.py)
 
     .venv/bin/python bench/bench_mount.py [--repeat 1] [--big-gib 10] [--only cold_cp,...]
         [--mount-arg=--part-size-mb=16 ...] [--src /path/to/other/checkout]
@@ -86,7 +89,10 @@ KEY_MAIN = "obj/1GiB.bin"
 KEY_SHAPED = "obj/shaped.bin"
 KEY_BIG = "obj/big.bin"
 PART = 8 * MiB
-WORKLOADS = ("curl_get", "cold_cp", "reread", "remount_cp", "ttfb", "rss", "shaped_cp")
+WORKLOADS = (
+    "curl_get", "cold_cp", "reread", "remount_cp", "ttfb", "rss", "shaped_cp", "small_cp"
+)  # fmt: skip
+SMALL_DIR = "small"
 
 
 # -- the emulator child ------------------------------------------------------------------------
@@ -242,6 +248,11 @@ class Bench:
             (KEY_SHAPED, self.args.shaped_mib * MiB),
             (KEY_BIG, int(self.args.big_gib * GiB)),
         ]
+        if self.want("small_cp"):
+            objects += [
+                (f"{SMALL_DIR}/f{i:05d}", self.args.small_kib * 1024)
+                for i in range(self.args.small_files)
+            ]
         proc = subprocess.Popen(
             [sys.executable, __file__, "--serve-emulator", json.dumps(objects)],
             stdout=subprocess.PIPE,
@@ -286,7 +297,7 @@ class Bench:
         return path
 
     @contextlib.contextmanager
-    def ossmount(self, cache: Path) -> Iterator[tuple[int, Path]]:
+    def ossmount(self, cache: Path, *extra: str) -> Iterator[tuple[int, Path]]:
         mnt = self._new_dir("mnt")
         cmd = [
             sys.executable, "-m", "ossmount", BUCKET, str(mnt),
@@ -296,6 +307,7 @@ class Bench:
             "--parallel-count", str(self.args.parallel),
             "-f",
             *self.args.mount_arg,
+            *extra,
         ]  # fmt: skip
         with self._fuse(cmd, mnt, "ossmount") as pid:
             yield pid, mnt
@@ -501,6 +513,22 @@ class Bench:
                 self.shaping(0.0, 0.0)
             shutil.rmtree(cache)
             self.settle()
+        if self.want("small_cp"):
+            self.small_cp()
+
+    def small_cp(self) -> None:
+        self.shaping(0.020, 50e6)
+        try:
+            for figure, extra in (("small_cp", ()), ("small_cp.off", ("--dir-prefetch", "0"))):
+                cache = self._new_dir("cache")
+                out = self._new_dir("out") / SMALL_DIR
+                with self.ossmount(cache, *extra) as (_pid, mnt):
+                    secs = self.timed(["cp", "-r", str(mnt / SMALL_DIR), str(out)])
+                    self.fig.add(figure, self.args.small_files / secs)
+                shutil.rmtree(cache)
+                shutil.rmtree(out.parent)
+        finally:
+            self.shaping(0.0, 0.0)
 
     def rss(self) -> None:
         big = int(self.args.big_gib * GiB)
@@ -605,6 +633,13 @@ class Bench:
                 f.med("shaped_cp") >= target,
                 f"{self.args.shaped_mib} MiB cold cp, emulator latency 20 ms + 50 MB/s per conn",
             )  # fmt: skip
+        if f.has("small_cp"):
+            line(
+                "small_cp", f.fmt("small_cp"), "files/s", "-", None,
+                f"{self.args.small_files} x {self.args.small_kib} KiB cold cp -r, emulator "
+                f"latency 20 ms + 50 MB/s per conn; with --dir-prefetch 0: "
+                f"{f.fmt('small_cp.off')} files/s",
+            )  # fmt: skip
         return lines
 
 
@@ -615,6 +650,8 @@ def main() -> int:
     ap.add_argument("--size-mib", type=int, default=1024, help="main object (default 1024)")
     ap.add_argument("--big-gib", type=float, default=10, help="RSS workload object (default 10)")
     ap.add_argument("--shaped-mib", type=int, default=512, help="shaped workload (default 512)")
+    ap.add_argument("--small-files", type=int, default=500, help="small_cp (default 500)")
+    ap.add_argument("--small-kib", type=int, default=16, help="small_cp object size (default 16)")
     ap.add_argument("--parallel", type=int, default=4, help="the mount's --parallel-count")
     ap.add_argument("--kernel-readahead-kb", type=int, default=4096, help="for ref_fs")
     ap.add_argument("--only", type=lambda s: s.split(","), default=[], help=",".join(WORKLOADS))
