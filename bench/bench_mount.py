@@ -253,8 +253,10 @@ class Bench:
                 (f"{SMALL_DIR}/f{i:05d}", self.args.small_kib * 1024)
                 for i in range(self.args.small_files)
             ]
+        listing = self.tmp / "objects.json"  # a file: thousands of small_cp keys outgrow argv
+        listing.write_text(json.dumps(objects))
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-emulator", json.dumps(objects)],
+            [sys.executable, __file__, "--serve-emulator", str(listing)],
             stdout=subprocess.PIPE,
             stderr=open(self.tmp / "emulator.err", "wb"),  # noqa: SIM115 - closed with proc
         )
@@ -664,7 +666,8 @@ def main() -> int:
     )  # fmt: skip
     args = ap.parse_args()
     if args.serve_emulator:
-        serve_emulator([(k, int(s)) for k, s in json.loads(args.serve_emulator)])
+        objects = json.loads(Path(args.serve_emulator).read_text())
+        serve_emulator([(k, int(s)) for k, s in objects])
         return 0
     for name in args.only:
         if name not in WORKLOADS:
