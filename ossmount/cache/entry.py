@@ -456,6 +456,27 @@ class CacheEntry:
         self.record_part(index, crc)
         return crc
 
+    @property
+    def needs_flush(self) -> bool:
+        """Whether `flush` would write: lets a caller skip the hop to a worker thread (a close
+        of a file read from a verified entry changed nothing)."""
+        with self._lock:
+            usable = not (self._closed or self._detached or self._discarded)
+            return usable and self._changed_since_flush()
+
+    def _changed_since_flush(self) -> bool:
+        """Under `_lock`: parts, state or server CRC differ from what the checkpoint holds."""
+        if self._state is EntryState.CORRUPT:
+            return False  # never persisted: the entry is discarded
+        state = self._state
+        if len(self._done) != self.layout.count:
+            state = EntryState.PARTIAL  # as _snapshot persists it
+        return (
+            self._done != self._durable
+            or state is not self._persisted_state
+            or self.meta.crc64 != self._persisted_crc
+        )
+
     def flush(self) -> None:
         """Make every part recorded so far durable: fdatasync the data, then save the checkpoint.
 
@@ -468,17 +489,11 @@ class CacheEntry:
             if self._closed or self._detached or self._discarded:
                 return
             with self._lock:
-                crc = self.meta.crc64
-                if self._state is EntryState.CORRUPT:
+                if not self._changed_since_flush():
                     return
+                crc = self.meta.crc64
                 snapshot = dict(self._done)
                 cp = self._snapshot(snapshot, self._state)
-                if (
-                    snapshot == self._durable
-                    and cp.state is self._persisted_state
-                    and crc == self._persisted_crc
-                ):
-                    return
             try:
                 os.fdatasync(self.fd)
             except OSError as exc:

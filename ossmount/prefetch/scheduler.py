@@ -544,8 +544,10 @@ class Download:
         """Make recorded parts durable in the checkpoint (fdatasync + atomic rewrite)."""
         if self.closed or self._flushing or self._unflushed == 0 or self.entry.discarded:
             return
-        self._flushing = True
         self._unflushed = 0
+        if not self.entry.needs_flush:
+            return  # no hop to a thread for nothing (every close of a cached file)
+        self._flushing = True
         try:
             await trio.to_thread.run_sync(self.entry.flush)
         except OSError as exc:

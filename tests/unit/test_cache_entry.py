@@ -493,3 +493,27 @@ def test_cache_io_error_is_an_oserror(tmp_path: Path, monkeypatch: pytest.Monkey
     assert info.value.errno == errno.ENOSPC
     assert str(tmp_path / "obj.data") in str(info.value)
     entry.close()
+
+
+def test_needs_flush_says_exactly_when_flush_would_write(tmp_path: Path) -> None:
+    """The scheduler skips the worker-thread hop when this is False, so it must never be
+    False while flush would have persisted something."""
+    entry = open_entry(tmp_path)
+    assert not entry.needs_flush  # nothing recorded: no checkpoint to write
+    entry.flush()
+    assert not (tmp_path / "obj.ckpt").exists()
+    entry.write_part(0, part(0))
+    assert entry.needs_flush
+    entry.flush()
+    assert not entry.needs_flush
+    for i in range(1, entry.layout.count):
+        entry.write_part(i, part(i))
+    entry.flush()
+    assert load(tmp_path / "obj.ckpt").state is EntryState.PARTIAL  # type: ignore[union-attr]
+    entry.verify()
+    assert entry.needs_flush  # the verdict is new
+    entry.flush()
+    assert not entry.needs_flush
+    assert load(tmp_path / "obj.ckpt").state is EntryState.VERIFIED  # type: ignore[union-attr]
+    entry.close()
+    assert not entry.needs_flush
