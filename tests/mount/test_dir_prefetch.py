@@ -103,3 +103,31 @@ def test_a_reader_that_jumps_around_warms_nothing(
         assert _cat(mount.path / "d" / name) == objects[f"d/{name}"]
     time.sleep(0.5)
     assert sorted(_fetched(emulator)) == sorted(f"d/{n}" for n in picks)
+
+
+def test_unmount_with_warm_downloads_in_flight_is_clean(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """Warm downloads belong to no handle: an unmount must stop them without an error and
+    leave their entries resumable, like read-ahead of an open file."""
+    objects = _put_dir(emulator, "d/", 20)
+    keys = sorted(objects)
+    mount = make_mount().start()
+    os.listdir(mount.path / "d")
+    for key in keys[:2]:
+        assert _cat(mount.path / key) == objects[key]
+    emulator.shaping.set(latency_s=5.0)  # the warm GETs now hang in the emulator
+    try:
+        _cat(mount.path / keys[2])  # already warmed: no request; the next step warms more
+        deadline = time.monotonic() + 10
+        while not any(r.key == keys[10] and r.op == "GetObject" for r in emulator.requests):
+            assert time.monotonic() < deadline, "the walk did not warm further"
+            time.sleep(0.02)
+        started = time.monotonic()
+        mount.stop()  # requires exit status 0
+        assert time.monotonic() - started < 4, "unmount waited for the warm GETs"
+        log = mount.log()
+        assert " ERROR " not in log
+        assert "Traceback" not in log
+    finally:
+        emulator.shaping.set(latency_s=0.0)
