@@ -714,6 +714,14 @@ class ObjectReader:
         return self._download.entry.state
 
     async def read(self, offset: int, size: int) -> bytes:
+        download = self._download
+        if download.settled and download.entry.all_present:
+            # Fast path for a fully cached, judged object (e.g. after a remount): no part
+            # bookkeeping, read-ahead, coverage or `consumed` (nothing of an entry with every
+            # byte present needs shedding while it is read); the pread is all that is left.
+            # No await between the check and the read.
+            end = min(offset + size, download.meta.size)
+            return download.entry.read(offset, end - offset) if offset < end else b""
         self.reading[offset, size] += 1
         try:
             data = await self._read(offset, size)
@@ -732,10 +740,6 @@ class ObjectReader:
         end = min(offset + size, total)
         if offset >= end:
             return b""
-        if download.settled and download.entry.all_present:
-            # Fast path for a fully cached, judged object (e.g. after a remount): no part
-            # bookkeeping, read-ahead or coverage; the pread is all that is left.
-            return download.entry.read(offset, end - offset)
         layout = download.layout
         parts = layout.parts_for(offset, end - offset)
         download.want(parts, demand=True)
