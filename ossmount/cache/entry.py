@@ -320,10 +320,19 @@ class CacheEntry:
 
     @property
     def cached_bytes(self) -> int:
-        """Bytes of the recorded parts: what this entry holds on disk (its file is sparse)."""
+        """Bytes of the recorded parts: what this entry holds on disk (its file is sparse).
+
+        O(1): every part is `part_size` long but the head part and the last one, and the
+        store asks this of every open entry at each open and flush (summing the spans of a
+        100 GiB object's 12,800 parts took ~5 ms of the event loop each time).
+        """
+        layout = self.layout
         with self._lock:
-            done = list(self._done)
-        return sum(self.layout.span(i)[1] for i in done)
+            total = len(self._done) * layout.part_size
+            for index in {0, layout.count - 1}:
+                if index in self._done:
+                    total += layout.span(index)[1] - layout.part_size
+        return total
 
     @property
     def contiguous_offset(self) -> int:

@@ -274,7 +274,7 @@ class CacheStore:
 
     def holds(self, key: str) -> bool:
         """Whether some version of `key` is in the cache (open or not), from memory only."""
-        return self._paths(key)[0] in self._index
+        return key_hash(key) in self._index
 
     def cached_checkpoint(self, key: str) -> Checkpoint | None:
         """What is on disk for `key`, for a freshness check before deciding to open it."""
@@ -359,6 +359,8 @@ class CacheStore:
 
     def _evict_idle(self, enough: Callable[[], bool]) -> int:
         """Evict idle entries, least recently used first, until `enough()`; how many went."""
+        if enough():
+            return 0  # the usual case, at every open and flush: no copy of a 100k-entry index
         evicted = 0
         for h in list(self._index):
             if enough():

@@ -517,3 +517,29 @@ def test_needs_flush_says_exactly_when_flush_would_write(tmp_path: Path) -> None
     assert load(tmp_path / "obj.ckpt").state is EntryState.VERIFIED  # type: ignore[union-attr]
     entry.close()
     assert not entry.needs_flush
+
+
+BIG_PART = 512 * 1024  # above the 256 KiB head part: parts 0 and last differ from the rest
+
+
+@pytest.mark.parametrize(
+    ("part_size", "size"),
+    [
+        *[(PART, n) for n in (0, 1, PART - 1, PART, PART + 1, 3 * PART, 3 * PART + 7)],
+        *[(BIG_PART, n) for n in (1, 256 * 1024, 256 * 1024 + 1, 3 * BIG_PART + 99)],
+    ],
+)
+def test_cached_bytes_is_the_sum_of_the_recorded_spans(
+    tmp_path: Path, part_size: int, size: int
+) -> None:
+    data = bytes(i % 251 for i in range(size))
+    entry = open_entry(tmp_path, meta(data), part_size=part_size)
+    spans = {i: entry.layout.span(i) for i in range(entry.layout.count)}
+    recorded: set[int] = set()
+    assert entry.cached_bytes == 0
+    for i in [*range(entry.layout.count)][::-1]:  # the last part first, then down to the head
+        start, length = spans[i]
+        entry.write_part(i, data[start : start + length])
+        recorded.add(i)
+        assert entry.cached_bytes == sum(spans[j][1] for j in recorded)
+    assert entry.cached_bytes == size
