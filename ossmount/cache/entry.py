@@ -281,7 +281,11 @@ class CacheEntry:
             state=state,
         )
         if parts:
-            log.info(
+            # A download picked up where it stopped is news; a whole, judged entry opened
+            # again is every open of a cached file (100k lines for a cp -r of 100k files).
+            judged = len(parts) == layout.count and state is not EntryState.PARTIAL
+            log.log(
+                logging.DEBUG if judged else logging.INFO,
                 "resumed %d/%d parts of oss://%s/%s (%s)",
                 len(parts),
                 layout.count,

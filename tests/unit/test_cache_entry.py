@@ -543,3 +543,25 @@ def test_cached_bytes_is_the_sum_of_the_recorded_spans(
         recorded.add(i)
         assert entry.cached_bytes == sum(spans[j][1] for j in recorded)
     assert entry.cached_bytes == size
+
+
+def test_resuming_a_partial_download_is_info_reopening_a_verified_entry_is_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry = open_entry(tmp_path)
+    entry.write_part(0, part(0))
+    entry.flush()
+    entry.close()
+    caplog.set_level(logging.DEBUG, logger="ossmount.cache.entry")
+    open_entry(tmp_path).close()
+    resumed = [r for r in caplog.records if "resumed" in r.getMessage()]
+    assert [r.levelno for r in resumed] == [logging.INFO]
+    entry = open_entry(tmp_path)
+    write_all(entry)
+    entry.verify()
+    entry.flush()
+    entry.close()
+    caplog.clear()
+    open_entry(tmp_path).close()
+    resumed = [r for r in caplog.records if "resumed" in r.getMessage()]
+    assert [r.levelno for r in resumed] == [logging.DEBUG]
