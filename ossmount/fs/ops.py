@@ -207,7 +207,7 @@ class Operations(pyfuse3.Operations):
         if node.is_dir or node.meta is None:
             raise pyfuse3.FUSEError(errno.EISDIR)
         reader = self._prefetcher.open(node.meta)
-        self._dir_ahead.opened(inode, node.path)
+        self._dir_ahead.opened(inode, node.meta.key)
         fh = self._new_fh()
         self._files[fh] = (inode, reader)
         keep = self._last_etag.get(inode) == node.meta.etag
@@ -236,7 +236,9 @@ class Operations(pyfuse3.Operations):
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         entry = self._files.pop(fh, None)
         if entry is not None:
-            await entry[1].aclose()
+            reader = entry[1]
+            self._dir_ahead.closed(reader.meta.key, reader.read_to_end)
+            await reader.aclose()
 
     # -- misc ------------------------------------------------------------------------------
 

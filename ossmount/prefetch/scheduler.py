@@ -695,6 +695,7 @@ class ObjectReader:
         self._ahead_until = 0  # read-ahead already requested for parts below this index
         self._read_until = 0  # the furthest end of a read that returned
         self.reading: Counter[tuple[int, int]] = Counter()  # (offset, size) of reads under way
+        self.read_to_end = False  # a read returned the object's last byte (or it is empty)
         self.closed = False
 
     @property
@@ -721,6 +722,8 @@ class ObjectReader:
             # byte present needs shedding while it is read); the pread is all that is left.
             # No await between the check and the read.
             end = min(offset + size, download.meta.size)
+            if end == download.meta.size:
+                self.read_to_end = True
             return download.entry.read(offset, end - offset) if offset < end else b""
         self.reading[offset, size] += 1
         try:
@@ -730,6 +733,8 @@ class ObjectReader:
             if not self.reading[offset, size]:
                 del self.reading[offset, size]
         self._read_until = max(self._read_until, offset + len(data))
+        if self._read_until >= self._download.meta.size:
+            self.read_to_end = True
         return data
 
     async def _read(self, offset: int, size: int) -> bytes:

@@ -10,26 +10,31 @@ their opens find them verified (or downloading), and `depth` round trips overlap
 A walk: a file opened right after the file that precedes it in the directory, in name order
 (rsync, tar, `ls | xargs`) or in inode-number order (GNU `cp -r` sorts each directory by
 d_ino before copying it), skipping subdirectories (`Namespace.files_after`). One such step
-starts warming, each further step tops it up. A reader that jumps around rarely opens the
-exact next file, and when it does the waste is bounded: only files neither cached nor being
-downloaded start, at most `Prefetcher.config.warm_limit` warm downloads run at once, and
-only objects up to `warm_max_size`.
+starts warming, each further step tops it up.
 
-Only names from a fresh cached listing count: it costs no LIST, and a walked directory was
-listed by that walk (readdir) moments before.
+Whole files only for walkers that read whole files: a scanner that opens every file of a
+directory to look at its first bytes (`file *`, a thumbnailer, `head -c`) walks it too, but
+fetching whole objects for it would multiply its traffic. So a walk warms nothing while the
+last file closed in that directory was not read to its end.
 
-State: for the `MAX_DIRS` directories opened in most recently, what the next file is in
-each order. Touched only on the trio thread.
+What a wrong guess costs is bounded: only files neither cached nor being downloaded start, at
+most `Prefetcher.config.warm_limit` warm downloads run at once, and only objects up to
+`warm_max_size`. Only names from a fresh cached listing count: it costs no LIST, and a walked
+directory was listed by that walk (readdir) moments before.
+
+State, per directory (by key prefix) for the `MAX_DIRS` directories used most recently: what
+the next file is in each order, and whether the last file closed there was read whole.
+Touched only on the trio thread.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from ossmount.oss.models import ObjectMeta
 from ossmount.tree.listing import WalkOrder
-from ossmount.tree.names import split_path
 
 __all__ = ["DirectoryReadAhead"]
 
@@ -39,32 +44,46 @@ MAX_DIRS = 64  # directories whose walks are followed at once (parallel rsyncs, 
 FilesAfter = Callable[[int, int, WalkOrder], list[tuple[int, ObjectMeta]]]
 
 
+@dataclass(slots=True)
+class _Walk:
+    following: dict[WalkOrder, int] = field(default_factory=dict)  # order -> next file's inode
+    whole: bool = True  # the last file closed here was read to its end (or none closed yet)
+
+
 class DirectoryReadAhead:
-    """Watches opens; warms the files ahead of a directory walk (module docstring)."""
+    """Watches opens and closes; warms the files ahead of a directory walk (module docstring)."""
 
     def __init__(self, *, depth: int, files_after: FilesAfter, warm: Callable[[ObjectMeta], bool]):
         self.depth = depth
         self._files_after = files_after
         self._warm = warm
-        # directory -> {order: inode of the file after the one opened last}
-        self._next: OrderedDict[str, dict[WalkOrder, int]] = OrderedDict()
+        self._walks: OrderedDict[str, _Walk] = OrderedDict()  # directory's key prefix -> walk
 
-    def opened(self, inode: int, path: str) -> int:
-        """File `inode` at `path` was opened; returns how many warm downloads this started."""
+    def opened(self, inode: int, key: str) -> int:
+        """File `inode` (object `key`) was opened; returns how many warm downloads started."""
         if self.depth <= 0:
             return 0
-        dir_path, _ = split_path(path)
-        expected = self._next.pop(dir_path, {})
-        following: dict[WalkOrder, int] = {}
+        walk = self._walk(key)
+        expected, walk.following = walk.following, {}
         started = 0
         for order in ORDERS:
-            walking = expected.get(order) == inode
+            walking = expected.get(order) == inode and walk.whole
             ahead = self._files_after(inode, self.depth if walking else 1, order)
             if ahead:
-                following[order] = ahead[0][0]
+                walk.following[order] = ahead[0][0]
             if walking:
                 started += sum(self._warm(meta) for _, meta in ahead)
-        self._next[dir_path] = following
-        if len(self._next) > MAX_DIRS:
-            self._next.popitem(last=False)
         return started
+
+    def closed(self, key: str, read_to_end: bool) -> None:
+        """A handle of object `key` closed, having read it to its end or not."""
+        if self.depth > 0:
+            self._walk(key).whole = read_to_end
+
+    def _walk(self, key: str) -> _Walk:
+        directory = key.rpartition("/")[0]
+        walk = self._walks.pop(directory, None) or _Walk()
+        self._walks[directory] = walk  # most recently used last
+        if len(self._walks) > MAX_DIRS:
+            self._walks.popitem(last=False)
+        return walk

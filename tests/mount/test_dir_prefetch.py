@@ -131,3 +131,27 @@ def test_unmount_with_warm_downloads_in_flight_is_clean(
         assert "Traceback" not in log
     finally:
         emulator.shaping.set(latency_s=0.0)
+
+
+def test_a_scanner_peeking_at_each_file_warms_nothing(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """`file *`, a thumbnailer: whole objects fetched ahead of it would multiply its traffic."""
+    rnd = random.Random(7)
+    keys = [f"p/f{i:02d}" for i in range(8)]
+    for key in keys:
+        emulator.put_object(BUCKET, key, rnd.randbytes(2 * 1024 * KiB))
+    mount = make_mount().start()
+    os.listdir(mount.path / "p")
+    for key in keys[:6]:
+        out = subprocess.run(
+            ["head", "-c", "100", str(mount.path / key)], capture_output=True, check=True
+        )
+        assert len(out.stdout) == 100
+    time.sleep(0.5)  # any warm GET would have started by now
+    fetched = [
+        (r.key, r.range)
+        for r in emulator.requests
+        if r.op == "GetObject" and r.completed and r.status in (200, 206)
+    ]
+    assert sorted(fetched) == [(key, (0, 256 * KiB - 1)) for key in keys[:6]]

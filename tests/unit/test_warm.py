@@ -43,6 +43,12 @@ class Detector:
     def open(self, *inodes: int) -> list[int]:
         return [self.ahead.opened(ino, f"d/{NAMES[ino]}") for ino in inodes]
 
+    def read(self, *inodes: int, whole: bool = True) -> None:
+        """Open each file, read it (whole or not), close it: the walker's way."""
+        for ino in inodes:
+            self.ahead.opened(ino, f"d/{NAMES[ino]}")
+            self.ahead.closed(f"d/{NAMES[ino]}", whole)
+
 
 def test_a_step_in_name_order_warms_the_next_files() -> None:
     d = Detector()
@@ -71,6 +77,22 @@ def test_walks_of_different_directories_do_not_mix() -> None:
     assert d.warmed == []
     d.ahead.opened(2, "d/f02")
     assert d.warmed == ["d/f03", "d/f04", "d/f05"]
+
+
+def test_a_walker_that_reads_whole_files_warms() -> None:
+    d = Detector()
+    d.read(1, 2)
+    assert d.warmed == ["d/f03", "d/f04", "d/f05"]
+
+
+def test_a_scanner_that_peeks_at_each_file_warms_nothing() -> None:
+    """`file *` or a thumbnailer: whole objects ahead of it would multiply its traffic."""
+    d = Detector()
+    d.read(1, 2, 3, 4, whole=False)
+    assert d.warmed == []
+    d.read(5)  # it reads one whole: the walk warms again
+    d.read(6)
+    assert d.warmed == ["d/f07", "d/f08", "d/f09"]
 
 
 def test_depth_zero_is_off() -> None:
