@@ -64,7 +64,7 @@ from typing import Protocol
 import trio
 
 from ossmount.cache.entry import CacheEntry, EntryState
-from ossmount.cache.errors import CacheIOError, PartMismatch
+from ossmount.cache.errors import CacheError, CacheIOError, PartMismatch
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.store import CacheStore
 from ossmount.crc64 import format_crc
@@ -830,7 +830,7 @@ class Prefetcher:
             return False
         try:
             entry = self.store.open_entry(meta, config.part_size)
-        except OSError as exc:  # CacheIOError & co.: the reader's own open will say it
+        except (OSError, CacheError) as exc:  # the reader's own open will say it, if it comes
             log.debug("not warming oss://%s/%s: %s", config.bucket, meta.key, exc)
             return False
         log.debug(

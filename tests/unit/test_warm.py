@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ossmount.cache.entry import EntryState
+from ossmount.cache.errors import EntryStateError
 from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch.siblings import DirectoryReadAhead
 from ossmount.tree.listing import WalkOrder
@@ -176,3 +177,26 @@ async def test_warming_is_off_by_default(source: FakeSource, cache_dir: Path) ->
     m = source.put("d/a", blob(PART))
     async with running(source, cache_dir) as p:
         assert not p.warm(m)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(28, "No space left on device"),
+        EntryStateError("cache store used after close()"),
+    ],
+)
+async def test_a_cache_that_cannot_open_an_entry_only_skips_warming(
+    source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """Warming is best effort: it runs inside the open of another file, which must not fail."""
+    m = source.put("d/a", blob(PART))
+    cfg = dataclasses.replace(config(), warm_limit=2, warm_max_size=4 * PART)
+    async with running(source, cache_dir, cfg) as p:
+
+        def refuse(*_: object) -> None:
+            raise error
+
+        monkeypatch.setattr(p.store, "open_entry", refuse)
+        assert not p.warm(m)
+        assert source.calls == []
