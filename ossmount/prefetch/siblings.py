@@ -19,8 +19,8 @@ last file closed in that directory was not read to its end.
 
 What a wrong guess costs is bounded: only files neither cached nor being downloaded start, at
 most `Prefetcher.config.warm_limit` warm downloads run at once, and only objects up to
-`warm_max_size`. Only names from a fresh cached listing count: it costs no LIST, and a walked
-directory was listed by that walk (readdir) moments before.
+`warm_max_size`. Only names from a cached listing count (`Namespace.files_after`): it costs
+no LIST, and a walked directory was listed by that walk (readdir) when it started.
 
 State, per directory (by key prefix) for the `MAX_DIRS` directories used most recently: what
 the next file is in each order, and whether the last file closed there was read whole.

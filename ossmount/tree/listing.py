@@ -82,6 +82,7 @@ LOOKUP_MAX_KEYS: Final = 1000
 T = TypeVar("T")
 
 WalkOrder = Literal["name", "inode"]
+WALK_LISTING_MAX_AGE_TTLS: Final = 10  # files_after trusts a listing this many TTLs old
 
 
 def _walk_key(order: WalkOrder, name: str, inode: int) -> str:
@@ -299,8 +300,13 @@ class Namespace:
 
     def files_after(self, inode: int, count: int, order: WalkOrder) -> list[tuple[int, ObjectMeta]]:
         """Up to `count` (inode, meta) of the files after file `inode` in its directory, in
-        `order`, taken only from a cached, fresh listing: no request, and nothing when the
-        directory was never listed. What directory read-ahead (prefetch.siblings) follows.
+        `order`, taken only from a cached listing: no request, and nothing when the directory
+        was never listed. What directory read-ahead (prefetch.siblings) follows.
+
+        The listing may be up to WALK_LISTING_MAX_AGE_TTLS x the TTL old: a walk of a big
+        directory outlasts the TTL (100k files at 250 files/s take 400 s), and the walker does
+        not list it again. A stale entry costs at most one refused GET: warm downloads are
+        fenced by If-Match like every other, and the walker's own open checks freshness.
 
         "name" is the order of `ls`, rsync and a readdir of this filesystem; "inode" the order
         GNU `cp -r` and other gnulib `savedir` users read a directory in (sorted by d_ino, to
@@ -311,7 +317,9 @@ class Namespace:
         node = self.table.get(inode)
         dir_path, _ = split_path(node.path)
         cached = self._listings.get(dir_path)
-        if cached is None or not self._fresh(True, cached.fetched_at, self._clock()):
+        if cached is None or self._clock() - cached.fetched_at > (
+            WALK_LISTING_MAX_AGE_TTLS * self.ttl_s
+        ):
             return []
         walk = cached.walks.get(order)
         if walk is None:

@@ -155,3 +155,21 @@ def test_a_scanner_peeking_at_each_file_warms_nothing(
         if r.op == "GetObject" and r.completed and r.status in (200, 206)
     ]
     assert sorted(fetched) == [(key, (0, 256 * KiB - 1)) for key in keys[:6]]
+
+
+def test_a_walk_outlasting_the_metadata_ttl_keeps_warming(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """A cp -r of a big directory outlasts the TTL and lists the directory only once."""
+    objects = _put_dir(emulator, "d/", 20)
+    keys = sorted(objects)
+    mount = make_mount(args=("--stat-cache-expire", "1")).start()
+    os.listdir(mount.path / "d")
+    for key in keys[:2]:
+        assert _cat(mount.path / key) == objects[key]
+    _wait_for(emulator, set(keys[:10]))
+    time.sleep(1.5)  # the listing is now older than the TTL
+    for key in keys[2:4]:
+        assert _cat(mount.path / key) == objects[key]
+    _wait_for(emulator, set(keys[:12]))
+    assert sorted(_fetched(emulator)) == keys[:12], "each object once"
