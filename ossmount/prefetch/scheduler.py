@@ -795,6 +795,19 @@ class Prefetcher:
         self.limiter = trio.CapacityLimiter(config.max_gets)
         self._downloads: dict[tuple[str, str, int], Download] = {}
         self._warming: set[Download] = set()  # started by warm(); left on close or failure
+        self._warm_limit = config.warm_limit
+        window = config.warm_limit * config.warm_max_size
+        if window and store.max_bytes is not None and store.max_bytes < 2 * window:
+            # Warmed entries are closed until their reader comes: a cache this small would
+            # evict them first and every such object would be fetched twice.
+            log.info(
+                "directory read-ahead is off: the cache cap (%d MiB) is under twice its window "
+                "(%d objects of up to %d MiB)",
+                store.max_bytes >> 20,
+                config.warm_limit,
+                config.warm_max_size >> 20,
+            )
+            self._warm_limit = 0
 
     def open(self, meta: ObjectMeta) -> ObjectReader:
         """A reader for `meta`'s version; joins the running download for it if there is one."""
@@ -814,7 +827,8 @@ class Prefetcher:
 
         Nothing starts for an empty or too big object, one being downloaded already, one with
         some version in the cache (a stale one is the next open's business: it may not be read
-        at all), or when `warm_limit` warm downloads are running. The download is an ordinary
+        at all), when `warm_limit` warm downloads are running, or at all with a cache cap
+        under twice the warm window (see __init__). The download is an ordinary
         one with no users: its parts are read-ahead (a reader's demand parts go first, the
         cache disk must have room), it is verified like any other, and it closes itself when
         its workers finish; a reader that opens the object meanwhile joins it.
@@ -822,7 +836,7 @@ class Prefetcher:
         config = self.config
         ident = (meta.key, meta.etag, meta.size)
         if (
-            len(self._warming) >= config.warm_limit
+            len(self._warming) >= self._warm_limit
             or not 0 < meta.size <= config.warm_max_size
             or ident in self._downloads
             or self.store.holds(meta.key)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -200,3 +201,17 @@ async def test_a_cache_that_cannot_open_an_entry_only_skips_warming(
         monkeypatch.setattr(p.store, "open_entry", refuse)
         assert not p.warm(m)
         assert source.calls == []
+
+
+async def test_a_cache_cap_under_twice_the_window_turns_warming_off(
+    source: FakeSource, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Warmed entries wait closed for their reader: a smaller cache would evict them first."""
+    caplog.set_level(logging.INFO, logger="ossmount.prefetch.scheduler")
+    m = source.put("d/a", blob(PART))
+    cfg = dataclasses.replace(config(), warm_limit=2, warm_max_size=4 * PART)
+    async with running(source, cache_dir, cfg, max_bytes=16 * PART - 1) as p:
+        assert not p.warm(m)
+    assert "directory read-ahead is off" in caplog.text
+    async with running(source, cache_dir, cfg, max_bytes=16 * PART) as p:
+        assert p.warm(m)
