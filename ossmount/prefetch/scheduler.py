@@ -794,7 +794,8 @@ class Prefetcher:
         self.metrics = metrics or MountMetrics(bucket=config.bucket)
         self.limiter = trio.CapacityLimiter(config.max_gets)
         self._downloads: dict[tuple[str, str, int], Download] = {}
-        self._warming: set[Download] = set()  # started by warm(); left on close or failure
+        # Started by warm(), until closed or failed; those not yet judged hold the slots.
+        self._warming: set[Download] = set()
         self._warm_limit = config.warm_limit
         window = config.warm_limit * config.warm_max_size
         if window and store.max_bytes is not None and store.max_bytes < 2 * window:
@@ -827,7 +828,7 @@ class Prefetcher:
 
         Nothing starts for an empty or too big object, one being downloaded already, one with
         some version in the cache (a stale one is the next open's business: it may not be read
-        at all), when `warm_limit` warm downloads are running, or at all with a cache cap
+        at all), when `warm_limit` warm downloads are still fetching, or at all with a cache cap
         under twice the warm window (see __init__). The download is an ordinary
         one with no users: its parts are read-ahead (a reader's demand parts go first, the
         cache disk must have room), it is verified like any other, and it closes itself when
@@ -835,8 +836,9 @@ class Prefetcher:
         """
         config = self.config
         ident = (meta.key, meta.etag, meta.size)
+        fetching = sum(1 for d in self._warming if not d.settled and d.failure is None)
         if (
-            len(self._warming) >= self._warm_limit
+            fetching >= self._warm_limit
             or not 0 < meta.size <= config.warm_max_size
             or ident in self._downloads
             or self.store.holds(meta.key)

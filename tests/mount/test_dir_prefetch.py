@@ -34,6 +34,13 @@ def _wait_for(emu: Emulator, keys: set[str], timeout_s: float = 15.0) -> None:
         time.sleep(0.02)
 
 
+def _wait_state(path: Path, state: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while os.getxattr(path, "user.ossmount.state").decode() != state:
+        assert time.monotonic() < deadline, f"{path} never became {state}"
+        time.sleep(0.02)
+
+
 def _put_dir(emu: Emulator, prefix: str, count: int) -> dict[str, bytes]:
     rnd = random.Random(prefix)
     objects = {f"{prefix}f{i:02d}": rnd.randbytes(rnd.randrange(1, 40 * KiB)) for i in range(count)}
@@ -77,6 +84,8 @@ def test_a_walk_in_name_order_warms_at_most_depth_files(
     _wait_for(emulator, expected)
     time.sleep(0.5)  # anything beyond the limit would have started by now
     assert sorted(_fetched(emulator)) == sorted(expected)
+    for key in keys[2 : 2 + depth]:
+        _wait_state(mount.path / key, "verified")  # a judged warm download frees its slot
     assert _cat(mount.path / keys[2]) == objects[keys[2]]  # the next step tops the window up
     _wait_for(emulator, set(keys[: 3 + depth]))
     time.sleep(0.3)
@@ -116,11 +125,24 @@ def test_unmount_with_warm_downloads_in_flight_is_clean(
     os.listdir(mount.path / "d")
     for key in keys[:2]:
         assert _cat(mount.path / key) == objects[key]
+    # The first window (keys 2-9) must be in, or its downloads would hold the warm slots
+    # through the latency below.
+    _wait_for(emulator, set(keys[:10]))
+    for key in keys[2:10]:
+        _wait_state(mount.path / key, "verified")
     emulator.shaping.set(latency_s=5.0)  # the warm GETs now hang in the emulator
     try:
-        _cat(mount.path / keys[2])  # already warmed: no request; the next step warms more
+        later = set(keys[10:])
+
+        def warming_later() -> bool:
+            return any(r.key in later and r.op == "GetObject" for r in emulator.requests)
+
+        for key in keys[2:10]:  # cached: no request; each step offers the next window
+            _cat(mount.path / key)
+            if warming_later():
+                break
         deadline = time.monotonic() + 10
-        while not any(r.key == keys[10] and r.op == "GetObject" for r in emulator.requests):
+        while not warming_later():
             assert time.monotonic() < deadline, "the walk did not warm further"
             time.sleep(0.02)
         started = time.monotonic()
