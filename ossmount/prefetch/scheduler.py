@@ -56,7 +56,7 @@ import errno
 import functools
 import heapq
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -93,6 +93,10 @@ FLUSH_EVERY_S = 1.0
 
 # A part write that finds the cache disk full is tried this often in all, making room between.
 DISK_FULL_TRIES = 3
+
+
+# How many warmed versions are remembered until opened, for ossmount_warmed_objects_opened.
+WARMED_REMEMBERED = 4096
 
 
 class RangeSource(Protocol):
@@ -796,6 +800,8 @@ class Prefetcher:
         self._downloads: dict[tuple[str, str, int], Download] = {}
         # Started by warm(), until closed or failed; those not yet judged hold the slots.
         self._warming: set[Download] = set()
+        # Versions warmed and not opened yet (oldest first, bounded): for the metric only.
+        self._warmed: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         self._warm_limit = config.warm_limit
         window = config.warm_limit * config.warm_max_size
         if window and store.max_bytes is not None and store.max_bytes < 2 * window:
@@ -813,6 +819,9 @@ class Prefetcher:
     def open(self, meta: ObjectMeta) -> ObjectReader:
         """A reader for `meta`'s version; joins the running download for it if there is one."""
         ident = (meta.key, meta.etag, meta.size)
+        if ident in self._warmed:
+            del self._warmed[ident]
+            self.metrics.warmed_opened.inc()  # metrics
         download = self._downloads.get(ident)
         if download is None:
             entry = self.store.open_entry(meta, self.config.part_size)
@@ -859,6 +868,9 @@ class Prefetcher:
         self._downloads[ident] = download
         self._warming.add(download)
         self.metrics.warmed.inc()  # metrics
+        self._warmed[ident] = None
+        if len(self._warmed) > WARMED_REMEMBERED:
+            self._warmed.popitem(last=False)
         download.want(range(download.layout.count), demand=False)
         if download.idle:  # nothing to fetch after all (or no room for read-ahead)
             self.nursery.start_soon(self.close_download, download)

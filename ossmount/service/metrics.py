@@ -183,8 +183,14 @@ class MountMetrics:
         )
         self.warmed = Counter(
             "ossmount_warmed_objects",
-            "Small objects fetched ahead of a reader walking their directory in name order "
-            "(cp -r, rsync): compare with the files actually read to see what it wasted",
+            "Small objects fetched ahead of a reader walking their directory (cp -r, rsync, "
+            "tar): directory read-ahead",
+            registry=r,
+        )
+        self.warmed_opened = Counter(
+            "ossmount_warmed_objects_opened",
+            "Warmed objects that a reader then opened; the rest of ossmount_warmed_objects "
+            "was fetched for nothing (a walk that stopped)",
             registry=r,
         )
         self.read_seconds = Histogram(

@@ -215,3 +215,21 @@ async def test_a_cache_cap_under_twice_the_window_turns_warming_off(
     assert "directory read-ahead is off" in caplog.text
     async with running(source, cache_dir, cfg, max_bytes=16 * PART) as p:
         assert p.warm(m)
+
+
+async def test_metrics_count_warmed_objects_and_those_then_opened(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    metas = [source.put(f"d/{i}", blob(PART, seed=i)) for i in range(3)]
+    cfg = dataclasses.replace(config(), warm_limit=4, warm_max_size=4 * PART)
+    async with running(source, cache_dir, cfg) as p:
+        for m in metas:
+            assert p.warm(m)
+        await settle(p)
+        reader = p.open(metas[1])
+        await reader.aclose()
+        reader = p.open(metas[1])  # a second open is not a second use of the warming
+        await reader.aclose()
+        sample = p.metrics.registry.get_sample_value
+        assert sample("ossmount_warmed_objects_total") == 3
+        assert sample("ossmount_warmed_objects_opened_total") == 1
