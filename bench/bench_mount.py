@@ -23,7 +23,8 @@ followed by `# details`:
                    parallel x 50 MB/s)
   8. small_cp      cold `cp -r` of a directory of --small-files objects of --small-kib each,
                    same shaping: files/s with directory read-ahead (the default) and with
-                   --dir-prefetch 0 (no target: per-file round trips, see prefetch/siblings.py)
+                   --dir-prefetch 0 (no target: per-file round trips, see prefetch/siblings.py);
+                   then unshaped, with the daemon's CPU per file
 
     .venv/bin/python bench/bench_mount.py [--repeat 1] [--big-gib 10] [--only cold_cp,...]
         [--mount-arg=--part-size-mb=16 ...] [--src /path/to/other/checkout]
@@ -533,16 +534,22 @@ class Bench:
     def small_cp(self) -> None:
         self.shaping(0.020, 50e6)
         try:
-            for figure, extra in (("small_cp", ()), ("small_cp.off", ("--dir-prefetch", "0"))):
-                cache = self._new_dir("cache")
-                out = self._new_dir("out") / SMALL_DIR
-                with self.ossmount(cache, *extra) as (_pid, mnt):
-                    secs = self.timed(["cp", "-r", str(mnt / SMALL_DIR), str(out)])
-                    self.fig.add(figure, self.args.small_files / secs)
-                shutil.rmtree(cache)
-                shutil.rmtree(out.parent)
+            self.small_cp_once("small_cp")
+            self.small_cp_once("small_cp.off", "--dir-prefetch", "0")
         finally:
             self.shaping(0.0, 0.0)
+        self.small_cp_once("small_cp.local")  # no latency: what the daemon costs per file
+
+    def small_cp_once(self, figure: str, *extra: str) -> None:
+        cache = self._new_dir("cache")
+        out = self._new_dir("out") / SMALL_DIR
+        with self.ossmount(cache, *extra) as (pid, mnt):
+            c0 = cpu_seconds(pid)
+            secs = self.timed(["cp", "-r", str(mnt / SMALL_DIR), str(out)])
+            self.fig.add(figure, self.args.small_files / secs)
+            self.fig.add(figure + ".cpu_ms", (cpu_seconds(pid) - c0) / self.args.small_files * 1e3)
+        shutil.rmtree(cache)
+        shutil.rmtree(out.parent)
 
     def rss(self) -> None:
         big = int(self.args.big_gib * GiB)
@@ -652,7 +659,8 @@ class Bench:
                 "small_cp", f.fmt("small_cp"), "files/s", "-", None,
                 f"{self.args.small_files} x {self.args.small_kib} KiB cold cp -r, emulator "
                 f"latency 20 ms + 50 MB/s per conn; with --dir-prefetch 0: "
-                f"{f.fmt('small_cp.off')} files/s",
+                f"{f.fmt('small_cp.off')} files/s; no latency: {f.fmt('small_cp.local')} "
+                f"files/s at {f.fmt('small_cp.local.cpu_ms', 2)} ms daemon CPU per file",
             )  # fmt: skip
         return lines
 
