@@ -79,7 +79,7 @@ class Operations(pyfuse3.Operations):
         self._next_fh = 1
         self._last_etag: dict[int, str] = {}  # inode -> ETag of its last open
         self._dir_ahead = DirectoryReadAhead(
-            depth=prefetcher.config.warm_limit,
+            depth=prefetcher.warm_limit,  # 0 if the cache cap turned warming off
             files_after=namespace.files_after,
             warm=prefetcher.warm,
         )

@@ -802,7 +802,7 @@ class Prefetcher:
         self._warming: set[Download] = set()
         # Versions warmed and not opened yet (oldest first, bounded): for the metric only.
         self._warmed: OrderedDict[tuple[str, str, int], None] = OrderedDict()
-        self._warm_limit = config.warm_limit
+        self.warm_limit = config.warm_limit  # in effect: 0 when the cap is too small (below)
         window = config.warm_limit * config.warm_max_size
         if window and store.max_bytes is not None and store.max_bytes < 2 * window:
             # Warmed entries are closed until their reader comes: a cache this small would
@@ -814,7 +814,7 @@ class Prefetcher:
                 config.warm_limit,
                 config.warm_max_size >> 20,
             )
-            self._warm_limit = 0
+            self.warm_limit = 0
 
     def open(self, meta: ObjectMeta) -> ObjectReader:
         """A reader for `meta`'s version; joins the running download for it if there is one."""
@@ -847,7 +847,7 @@ class Prefetcher:
         ident = (meta.key, meta.etag, meta.size)
         fetching = sum(1 for d in self._warming if not d.settled and d.failure is None)
         if (
-            fetching >= self._warm_limit
+            fetching >= self.warm_limit
             or not 0 < meta.size <= config.warm_max_size
             or ident in self._downloads
             or self.store.holds(meta.key)

@@ -52,6 +52,16 @@ def store(tmp_path: Path) -> Iterator[CacheStore]:
     s.close()
 
 
+def cache_idle(store: CacheStore, keys: str) -> dict[str, bytes]:
+    """One cached, closed (idle) entry of 100 random bytes per key, in order; their bytes."""
+    blobs = {k: os.urandom(100) for k in keys}
+    for key in keys:
+        e = store.open_entry(obj(key, blobs[key]), PART)
+        fill(e, blobs[key])
+        store.release(e)
+    return blobs
+
+
 def entry_files(root: Path, key: str) -> tuple[Path, Path]:
     h = hashlib.sha256(key.encode()).hexdigest()
     d = root / BUCKET / h[:2]
@@ -377,11 +387,7 @@ def test_make_room_evicts_idle_entries_until_the_disk_has_room(
 ) -> None:
     store = CacheStore(tmp_path, bucket=BUCKET)  # no cap: only the disk is full
     store.lock()
-    blobs = {k: os.urandom(100) for k in "abc"}
-    for key in "abc":
-        e = store.open_entry(obj(key, blobs[key]), PART)
-        fill(e, blobs[key])
-        store.release(e)
+    blobs = cache_idle(store, "abc")
     busy = store.open_entry(obj("a", blobs["a"]), PART)  # in use: never evicted
     free = {"bytes": 0}
     monkeypatch.setattr(store, "free_bytes", lambda: free["bytes"])
@@ -407,11 +413,7 @@ def test_make_room_evicts_idle_entries_until_the_disk_has_room(
 def test_lru_order_survives_restart(tmp_path: Path) -> None:
     store = CacheStore(tmp_path, bucket=BUCKET)
     store.lock()
-    blobs = {k: os.urandom(100) for k in "xyz"}
-    for key in "xyz":
-        e = store.open_entry(obj(key, blobs[key]), PART)
-        fill(e, blobs[key])
-        store.release(e)
+    cache_idle(store, "xyz")
     store.close()
     for age, key in enumerate("yzx"):  # y oldest, then z, then x
         ckpt = entry_files(tmp_path, key)[1]

@@ -54,16 +54,6 @@ def part_of(index: int, data: bytes) -> bytes:
     return data[index * PART : (index + 1) * PART]
 
 
-@pytest.fixture
-def source() -> FakeSource:
-    return FakeSource(PART)
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
-
-
 def open_store(cache_dir: Path, max_bytes: int | None = None) -> CacheStore:
     store = CacheStore(cache_dir, bucket=BUCKET, max_bytes=max_bytes)
     store.lock()

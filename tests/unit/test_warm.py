@@ -106,16 +106,6 @@ def test_depth_zero_is_off() -> None:
 # -- Prefetcher.warm -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def source() -> FakeSource:
-    return FakeSource(PART)
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
-
-
 async def test_warm_caches_and_verifies_with_no_reader_then_a_reader_fetches_nothing(
     source: FakeSource, cache_dir: Path
 ) -> None:
