@@ -2,9 +2,10 @@
 
 `cache` and `warmup` are also valid bucket names, and `ossmount BUCKET MOUNTPOINT` is the
 top-level form (fstab runs it), so `is_ours` claims an argv only when it cannot be a mount:
-`cache` followed by one of its actions (or an option), `warmup` followed by an option or a path
-on an ossmount mount (a mountpoint to mount on is never one). `ossmount mount cache DIR` always
-mounts.
+`cache` followed by one of its actions (or an option); `warmup` followed by an option, a path on
+an ossmount mount, or a path that no mount could use (a file, a directory that is not empty):
+what is left, an empty directory off any mount, is a mountpoint for a bucket named warmup.
+`ossmount mount cache DIR` always mounts.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ def is_ours(argv: list[str]) -> bool:
         return True
     if argv[0] == "cache":
         return argv[1] in ACTIONS
+    path = Path(argv[1])
     try:
-        return mount_of(Path(argv[1])) is not None
+        if mount_of(path) is not None or (path.exists() and not path.is_dir()):
+            return True
+        return path.is_dir() and any(path.iterdir())
     except OSError:
         return False
 

@@ -49,7 +49,7 @@ class Progress:
         self._bar = tqdm(
             total=total,
             desc=desc,
-            unit="B",
+            unit="iB",  # with divisor 1024 tqdm prints "4.0MiB/s": binary units, said so
             unit_scale=True,
             unit_divisor=1024,
             file=self._sink if self._plain else self._stream,

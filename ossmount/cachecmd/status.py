@@ -102,7 +102,8 @@ def _text(r: dict[str, Any]) -> str:
         lines.append(f"  cap:      {human(cap)} (--max-cache-size-mb), {used:.0f} % used")
     if r["last_mount"] is not None and not r["in_use"]:
         m = r["last_mount"]
-        lines.append(f"  last mount: {m['bucket']}:/{m['prefix']} at {m['mountpoint']}")
+        source = f"{m['bucket']}:/{m['prefix']}" if m["prefix"] else m["bucket"]
+        lines.append(f"  last mount: {source} at {m['mountpoint']} (process {m['pid']})")
     if r["leftover_files"]:
         lines.append(
             f"  {r['leftover_files']} leftover files (temp files, halves of entries): the "
