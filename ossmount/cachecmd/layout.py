@@ -31,6 +31,7 @@ __all__ = [
     "holder_pid",
     "iter_entries",
     "leftovers",
+    "read_entries",
     "read_entry",
     "remove_entry",
     "resolve_cache_dir",
@@ -179,6 +180,17 @@ def read_entry(files: EntryFiles) -> Entry:
             problem = f"oss://{cp.bucket}/{cp.key}: {problem}"
             cp = None
     return Entry(files, cp, problem, disk, st_ckpt.st_mtime_ns)
+
+
+def read_entries(root: Path) -> list[Entry]:
+    """Every entry; one a running mount evicts while we look is simply not there."""
+    entries = []
+    for files in iter_entries(root):
+        try:
+            entries.append(read_entry(files))
+        except FileNotFoundError:
+            continue
+    return entries
 
 
 def remove_entry(files: EntryFiles) -> None:

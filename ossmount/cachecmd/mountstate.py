@@ -112,6 +112,8 @@ def record_mount(config: MountConfig) -> None:
     for path in targets:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            if path == registry:
+                _prune(path.parent)
             _write_atomic(path, text)
         except OSError as exc:
             log.warning(
@@ -120,6 +122,15 @@ def record_mount(config: MountConfig) -> None:
                 path,
                 exc.strerror or exc,
             )
+
+
+def _prune(directory: Path) -> None:
+    """Drop the records of mounts whose process is gone, so the registry holds live mounts
+    (plus, at worst, one whose pid was reused: its mountpoint check then fails)."""
+    for path in directory.glob("*.json"):
+        record = _parse(path)
+        if record is not None and not pid_alive(record.pid):
+            path.unlink(missing_ok=True)
 
 
 def _parse(path: Path) -> MountRecord | None:

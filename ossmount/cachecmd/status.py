@@ -18,9 +18,8 @@ from ossmount.cachecmd.layout import (
     check_layout,
     describe_holder,
     holder_pid,
-    iter_entries,
     leftovers,
-    read_entry,
+    read_entries,
 )
 from ossmount.cachecmd.mountstate import read_record
 from ossmount.cachecmd.progress import human
@@ -50,7 +49,7 @@ def collect(root: Path) -> dict[str, Any]:
     check_layout(root)
     in_use, pid = holder_pid(root)
     record = read_record(root)
-    entries = [read_entry(files) for files in iter_entries(root)]
+    entries = read_entries(root)
     states = Counter(entry.state for entry in entries)
     by_age = sorted(entries, key=lambda e: e.last_used_ns)
     st = os.statvfs(root)

@@ -29,8 +29,7 @@ from ossmount.cachecmd.layout import (
     Entry,
     check_layout,
     exclusive,
-    iter_entries,
-    read_entry,
+    read_entries,
     remove_entry,
 )
 from ossmount.cachecmd.progress import Progress, human
@@ -131,7 +130,7 @@ def run_verify(root: Path) -> int:
         return Exit.OK
     check_layout(root)
     with exclusive(root, "verify"):
-        entries = [read_entry(files) for files in iter_entries(root)]
+        entries = read_entries(root)
         total = sum(e.cached_bytes for e in entries)
         progress = Progress(total=total, desc="verify")
         try:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ossmount.cachecmd.codes import CommandError, Exit
 from ossmount.cachecmd.findmount import OssMount, mount_of
-from ossmount.cachecmd.layout import iter_entries, read_entry
+from ossmount.cachecmd.layout import read_entries
 from ossmount.cachecmd.mountstate import MountRecord, find_record
 from ossmount.cachecmd.progress import Progress, human
 
@@ -91,8 +91,10 @@ def _collect(paths: list[str]) -> tuple[OssMount, list[_File]]:
             for file in _walk(path):
                 if file not in seen:
                     seen[file] = _File(file, os.lstat(file).st_size, _state(file))
+        except FileNotFoundError:
+            raise CommandError(f"{raw} does not exist", Exit.USAGE) from None
         except OSError as exc:
-            raise CommandError(f"cannot list {raw}: {exc.strerror}", Exit.NOT_A_MOUNT) from exc
+            raise CommandError(f"cannot list {raw}: {exc.strerror}", Exit.FAILED) from exc
     assert mount is not None  # argparse requires one PATH at least
     return mount, list(seen.values())
 
@@ -109,7 +111,7 @@ def _check_fits(record: MountRecord, total: int) -> None:
     root = Path(record.cache_dir)
     try:
         st = os.statvfs(root)
-        held = sum(read_entry(files).disk_bytes for files in iter_entries(root))
+        held = sum(entry.disk_bytes for entry in read_entries(root))
     except OSError:
         return  # a cache dir we may not read (another user's): the cap check must do
     room = st.f_bavail * st.f_frsize + held - record.min_free_bytes
