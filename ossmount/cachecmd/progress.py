@@ -12,6 +12,7 @@ counters and the line printer).
 from __future__ import annotations
 
 import io
+import shutil
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ class Progress:
         desc: str,
         stream: TextIO | None = None,
         interval: float = 2.0,
+        postfix: str | None = None,
     ) -> None:
         self._stream = stream if stream is not None else sys.stdout
         self._plain = not self._stream.isatty()
@@ -46,6 +48,7 @@ class Progress:
         self._next_line = time.monotonic() + interval
         self._lock = threading.Lock()
         self._sink = io.StringIO()
+        size = shutil.get_terminal_size()
         self._bar = tqdm(
             total=total,
             desc=desc,
@@ -54,8 +57,12 @@ class Progress:
             unit_divisor=1024,
             file=self._sink if self._plain else self._stream,
             mininterval=0.2,
-            dynamic_ncols=True,
+            # A terminal that reports a 0x0 size (script(1), some serial consoles) gets no bar
+            # at all from tqdm's own sizing; shutil falls back to 80x24 there.
+            ncols=size.columns,
+            nrows=size.lines,
             leave=True,
+            postfix=postfix,
         )
 
     def update(self, n: int, postfix: str | None = None) -> None:

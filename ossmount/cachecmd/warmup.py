@@ -205,7 +205,9 @@ def run_warmup(paths: list[str], *, jobs: int, check_size: bool = True) -> int:
         f.path: (f.state, None) for f in files if f.state in _DONE
     }
     todo = [f for f in files if f.state not in _DONE]
-    progress = Progress(total=sum(f.size for f in todo), desc="warmup")
+    progress = Progress(
+        total=sum(f.size for f in todo), desc="warmup", postfix=f"files 0/{len(todo)}"
+    )
     run = _Run(todo, progress)
     started = time.monotonic()
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="warmup")

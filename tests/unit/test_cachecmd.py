@@ -76,6 +76,19 @@ def test_progress_writes_plain_lines_when_not_a_terminal() -> None:
     assert "iB/s" in lines[-1]
 
 
+def test_progress_draws_a_bar_on_a_terminal_even_one_of_unknown_size() -> None:
+    master, slave = os.openpty()  # a fresh pty reports 0x0, as under script(1)
+    with os.fdopen(slave, "w", encoding="utf-8") as stream:
+        progress = Progress(total=2 << 20, desc="verify", stream=stream, postfix="files 0/2")
+        progress.update(2 << 20, "files 2/2")
+        progress.close()
+    drawn = os.read(master, 65536).decode()
+    os.close(master)
+    assert "\r" in drawn  # redrawn in place
+    assert "verify: 100%|" in drawn
+    assert "files 2/2" in drawn
+
+
 def _entry(root: Path, key: str, data: bytes, *, server_crc: int | None, part: int) -> Path:
     """A cache entry as the store writes it; returns its checkpoint path."""
     (root / "VERSION").write_text(f"{LAYOUT_VERSION}\n")
