@@ -76,14 +76,24 @@ def test_progress_writes_plain_lines_when_not_a_terminal() -> None:
     assert "iB/s" in lines[-1]
 
 
+_DRAW = """
+from ossmount.cachecmd.progress import Progress
+progress = Progress(total=2 << 20, desc="verify", postfix="files 0/2")
+progress.update(2 << 20, "files 2/2")
+progress.close()
+"""
+
+
 def test_progress_draws_a_bar_on_a_terminal_even_one_of_unknown_size() -> None:
-    master, slave = os.openpty()  # a fresh pty reports 0x0, as under script(1)
-    with os.fdopen(slave, "w", encoding="utf-8") as stream:
-        progress = Progress(total=2 << 20, desc="verify", stream=stream, postfix="files 0/2")
-        progress.update(2 << 20, "files 2/2")
-        progress.close()
-    drawn = os.read(master, 65536).decode()
-    os.close(master)
+    """On stdout (where tqdm asks the terminal its size) of a fresh pty, which says 0x0 as
+    under script(1): tqdm alone draws nothing at all there."""
+    master, slave = os.openpty()
+    try:
+        subprocess.run([sys.executable, "-c", _DRAW], stdout=slave, check=True, timeout=60)
+        drawn = os.read(master, 65536).decode()
+    finally:
+        os.close(slave)
+        os.close(master)
     assert "\r" in drawn  # redrawn in place
     assert "verify: 100%|" in drawn
     assert "files 2/2" in drawn
