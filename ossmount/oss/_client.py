@@ -77,7 +77,7 @@ from .addressing import (
     region_from_endpoint,
     with_scheme,
 )
-from .credentials import ANONYMOUS, Credentials, CredentialsProvider
+from .credentials_types import ANONYMOUS, Credentials, CredentialsProvider
 from .models import GetResult, ListPage, ObjectMeta
 
 __all__ = ["OssClient", "OssConfig"]
