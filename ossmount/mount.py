@@ -109,9 +109,10 @@ def _startup_error(exc: Exception, config: MountConfig) -> StartupError:
     if isinstance(exc, OssTransportError):
         return StartupError(f"cannot reach {config.endpoint}: {exc}", ExitCode.ENDPOINT)
     if isinstance(exc, BadResponse):  # unparsable, hostile or oversized XML: not a refusal
+        request = f", request id {exc.request_id}" if exc.request_id else ""
         return StartupError(
             f"{where}: the endpoint sent a reply that is not a valid OSS listing: "
-            f"{exc.message} ({exc.code}, HTTP {exc.status})",
+            f"{exc.message} ({exc.code}, HTTP {exc.status}{request})",
             ExitCode.BAD_REPLY,
         )
     if isinstance(exc, OssError):
