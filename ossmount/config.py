@@ -143,7 +143,7 @@ def _host_port(text: str) -> tuple[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    """One mount option, read off its `MountConfig` field (`name`); `flag` the long option.
+    """One mount option, read off its `MountConfig` field (`name`, which names its flag too).
 
     `default` None means "derived at build time" (see `build_config`) or "off". `o_names` are
     the extra spellings accepted in `-o`; a `switch` takes no value there (`allow_other`).
@@ -153,7 +153,6 @@ class Option:
     help: str
     default: Any
     convert: Callable[[str], Any] = _str
-    flag: str | None = None
     o_names: tuple[str, ...] = ()
     switch: bool = False
     metavar: str | None = None
@@ -166,7 +165,7 @@ class Option:
 
     @property
     def long_flag(self) -> str:
-        return self.flag or "--" + self.name.replace("_", "-")
+        return "--" + self.name.replace("_", "-")
 
     @property
     def default_text(self) -> str | None:
@@ -199,7 +198,11 @@ def option(
     shown_default: str | None = None,
 ) -> dict[str, Option]:
     """`field(metadata=option(...))` declares a `MountConfig` field as a mount option."""
-    return {_OPTION: Option(help, default, convert, None, o_names, switch, metavar, shown_default)}
+    return {_OPTION: Option(help, default, convert, o_names, switch, metavar, shown_default)}
+
+
+def _seconds(help: str, default: float) -> dict[str, Option]:
+    return option(help, default, _non_negative_float, metavar="SECONDS")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -357,12 +360,7 @@ class MountConfig:
         )
     )
     stat_cache_expire: float = field(
-        metadata=option(
-            "seconds directory listings and file metadata stay cached",
-            60.0,
-            _non_negative_float,
-            metavar="SECONDS",
-        )
+        metadata=_seconds("seconds directory listings and file metadata stay cached", 60.0)
     )
     max_stat_cache_size: int = field(
         metadata=option("how many metadata entries are cached", 100_000, _positive_int, metavar="N")
@@ -409,20 +407,10 @@ class MountConfig:
         )
     )
     connect_timeout: float = field(
-        metadata=option(
-            "seconds to wait for a TCP/TLS connection",
-            10.0,
-            _non_negative_float,
-            metavar="SECONDS",
-        )
+        metadata=_seconds("seconds to wait for a TCP/TLS connection", 10.0)
     )
     stall_timeout: float = field(
-        metadata=option(
-            "seconds without a byte before a GET counts as failed",
-            30.0,
-            _non_negative_float,
-            metavar="SECONDS",
-        )
+        metadata=_seconds("seconds without a byte before a GET counts as failed", 30.0)
     )
     max_attempts: int = field(
         metadata=option("tries per request, counting the first", 5, _positive_int, metavar="N")

@@ -51,24 +51,16 @@ from pathlib import Path
 
 from . import credentials_sources as sources
 from .credentials_refresh import RefreshingCredentialsProvider
-from .credentials_types import (
-    ANONYMOUS,
-    Credentials,
-    CredentialsError,
-    CredentialsProvider,
-    StaticCredentialsProvider,
-)
+
+# The types are re-exported (`X as X`): callers may take everything credential from here.
+from .credentials_types import ANONYMOUS as ANONYMOUS
+from .credentials_types import Credentials as Credentials
+from .credentials_types import CredentialsError as CredentialsError
+from .credentials_types import CredentialsProvider as CredentialsProvider
+from .credentials_types import StaticCredentialsProvider as StaticCredentialsProvider
 from .redact import register_secret
 
-__all__ = [
-    "ANONYMOUS",
-    "Credentials",
-    "CredentialsError",
-    "CredentialsProvider",
-    "StaticCredentialsProvider",
-    "load_passwd_file",
-    "resolve_credentials",
-]
+__all__ = ["load_passwd_file", "resolve_credentials"]
 
 log = logging.getLogger(__name__)
 
@@ -152,17 +144,16 @@ class _Request:
 
     bucket: str
     env: Mapping[str, str]
-    access_key_id: str | None
-    access_key_secret: str | None
-    security_token: str | None
+    explicit: tuple[str, str, str | None]  # key id, secret, token given as options
+    anonymous: bool
+    metadata_endpoint: str
+    # The mount options that name a source (a winner before them shadows them).
     passwd_file: str | os.PathLike[str] | None
     credential_process: str | None
     ram_role: str | None
-    metadata_endpoint: str
-    anonymous: bool
-    default_passwd_files: tuple[Path, ...]
     credentials_file: Path
     cli_config_file: Path
+    default_passwd_files: tuple[Path, ...]
 
     def ecs_role(self, value: str) -> sources.EcsRamRoleFetcher:
         return sources.EcsRamRoleFetcher.from_option(value, self.metadata_endpoint, self.env)
@@ -190,10 +181,7 @@ def _static_pair(key_id: str, secret: str, token: str | None, what: str) -> Cred
 
 def _explicit(req: _Request) -> Provider | str:
     creds = _static_pair(
-        req.access_key_id or "",
-        req.access_key_secret or "",
-        req.security_token,
-        "explicit credentials need both an access key id and secret",
+        *req.explicit, "explicit credentials need both an access key id and secret"
     )
     if creds is None:
         return "explicit options (none given)"
@@ -345,17 +333,15 @@ def resolve_credentials(
     req = _Request(
         bucket=bucket,
         env=os.environ if environ is None else environ,
-        access_key_id=access_key_id,
-        access_key_secret=access_key_secret,
-        security_token=security_token,
+        explicit=(access_key_id or "", access_key_secret or "", security_token),
+        anonymous=anonymous,
+        metadata_endpoint=ecs_metadata_endpoint or sources.DEFAULT_ECS_METADATA_ENDPOINT,
         passwd_file=passwd_file,
         credential_process=credential_process,
         ram_role=ram_role,
-        metadata_endpoint=ecs_metadata_endpoint or sources.DEFAULT_ECS_METADATA_ENDPOINT,
-        anonymous=anonymous,
-        default_passwd_files=default_passwd_files,
         credentials_file=default_credentials_file or sources.DEFAULT_CREDENTIALS_FILE,
         cli_config_file=default_cli_config_file or sources.DEFAULT_CLI_CONFIG_FILE,
+        default_passwd_files=default_passwd_files,
     )
     tried: list[str] = []
     for index, (_, source) in enumerate(_SOURCES):
