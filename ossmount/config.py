@@ -22,21 +22,32 @@ endpoint and region rules are the oss layer's (`ossmount.oss.addressing`).
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
-import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from ossmount.errors import ExitCode, StartupError
+from ossmount.options import (
+    OPTION_KEY,
+    Option,
+    choice,
+    command,
+    host_port,
+    http_url,
+    log_level,
+    non_negative_int,
+    octal,
+    option,
+    positive_int,
+    seconds,
+)
 from ossmount.oss.addressing import (
     BUCKET_NAME_RULE,
     DEFAULT_REGION,
     Addressing,
     default_endpoint,
-    is_http_url,
     normalize_endpoint,
     region_from_endpoint,
     valid_bucket_name,
@@ -56,153 +67,6 @@ __all__ = [
 MiB = 1024 * 1024
 
 Signing = Literal["v4", "v1"]
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be a positive whole number")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _octal(text: str) -> int:
-    value = int(text, 8)
-    if not 0 <= value <= 0o777:
-        raise ValueError("must be an octal mode such as 022")
-    return value
-
-
-def _choice(literal: Any) -> Callable[[str], str]:
-    """A converter accepting exactly the values of a `Literal[...]` type."""
-    choices: tuple[str, ...] = get_args(literal)
-
-    def convert(text: str) -> str:
-        if text not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return text
-
-    return convert
-
-
-def _log_level(text: str) -> str:
-    # ossfs's dbglevel names (crit/err/warn/info/debug) and the logging module's.
-    aliases = {"crit": "CRITICAL", "err": "ERROR", "warn": "WARNING", "dbg": "DEBUG"}
-    level = aliases.get(text.lower(), text.upper())
-    if level not in {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}:
-        raise ValueError("must be one of debug, info, warning, error, critical")
-    return level
-
-
-def _str(text: str) -> str:
-    return text
-
-
-def _command(text: str) -> str:
-    argv = shlex.split(text)  # ValueError (unbalanced quotes) becomes a usage error
-    if not argv:
-        raise ValueError("must name a command")
-    return text
-
-
-def _http_url(text: str) -> str:
-    if not is_http_url(text):
-        raise ValueError("must be a URL such as http://100.100.100.200")
-    return text.rstrip("/")
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    """`HOST:PORT` (an IP address, `[v6]:PORT` or localhost) → (host, port); port 0: any."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host:
-        raise ValueError("must be HOST:PORT, such as 127.0.0.1:9464")
-    if host != "localhost":
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} is not an IP address such as 127.0.0.1") from None
-    if not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"bad port {port!r}: must be 0-65535")
-    return host, int(port)
-
-
-@dataclass(frozen=True, slots=True)
-class Option:
-    """One mount option, read off its `MountConfig` field (`name`, which names its flag too).
-
-    `default` None means "derived at build time" (see `build_config`) or "off". `o_names` are
-    the extra spellings accepted in `-o`; a `switch` takes no value there (`allow_other`).
-    `shown_default` is how `--help` and the README show the default when `str()` would not do.
-    """
-
-    help: str
-    default: Any
-    convert: Callable[[str], Any] = _str
-    o_names: tuple[str, ...] = ()
-    switch: bool = False
-    metavar: str | None = None
-    shown_default: str | None = None
-    name: str = ""
-
-    @property
-    def all_o_names(self) -> tuple[str, ...]:
-        return (self.name, *self.o_names)
-
-    @property
-    def long_flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def default_text(self) -> str | None:
-        """The default as shown to people, None when there is nothing to show."""
-        if self.shown_default is not None:
-            return self.shown_default
-        if self.default is None or self.default is False:
-            return None
-        return str(self.default)
-
-    @property
-    def help_line(self) -> str:
-        """`--help` text: what it does, its default, its `-o` spellings."""
-        default = f" (default: {self.default_text})" if self.default_text is not None else ""
-        names = "/".join(self.all_o_names)
-        return f"{self.help}{default}; -o {names}" + ("" if self.switch else "=…")
-
-
-_OPTION = "ossmount.option"
-
-
-def option(
-    help: str,
-    default: Any = None,
-    convert: Callable[[str], Any] = _str,
-    *,
-    o_names: tuple[str, ...] = (),
-    switch: bool = False,
-    metavar: str | None = None,
-    shown_default: str | None = None,
-) -> dict[str, Option]:
-    """`field(metadata=option(...))` declares a `MountConfig` field as a mount option."""
-    return {_OPTION: Option(help, default, convert, o_names, switch, metavar, shown_default)}
-
-
-def _seconds(help: str, default: float) -> dict[str, Option]:
-    return option(help, default, _non_negative_float, metavar="SECONDS")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,11 +103,11 @@ class MountConfig:
             "how the bucket is addressed: auto (path for IP endpoints, else virtual), virtual "
             "(bucket.host), path (host/bucket) or cname (a custom domain bound to the bucket)",
             "auto",
-            _choice(Addressing),
+            choice(Addressing),
         )
     )
     signature_version: Signing = field(
-        metadata=option("request signing: v4 (OSS4-HMAC-SHA256) or v1", "v4", _choice(Signing))
+        metadata=option("request signing: v4 (OSS4-HMAC-SHA256) or v1", "v4", choice(Signing))
     )
     anonymous: bool = field(
         metadata=option(
@@ -265,7 +129,7 @@ class MountConfig:
             "command printing credentials as JSON (AccessKeyId, AccessKeySecret, and for "
             "temporary keys SecurityToken and Expiration), run without a shell and again "
             "before Expiration (in fstab, name a script that takes no arguments)",
-            convert=_command,
+            convert=command,
             metavar="CMD",
         )
     )
@@ -281,7 +145,7 @@ class MountConfig:
         metadata=option(
             "the ECS instance metadata service that ram_role= asks (change it only for tests)",
             "http://100.100.100.200",
-            _http_url,
+            http_url,
             metavar="URL",
         )
     )
@@ -309,7 +173,7 @@ class MountConfig:
             "keep this many MB free on the cache filesystem: below it closed cache files are"
             " evicted, files in use drop parts already read, and read-ahead waits (0: off)",
             1024,
-            _non_negative_int,
+            non_negative_int,
             o_names=("ensure_diskfree",),
             metavar="MB",
         )
@@ -318,19 +182,19 @@ class MountConfig:
         metadata=option(
             "size of one ranged GET (a part), in MB",
             8,
-            _positive_int,
+            positive_int,
             o_names=("multipart_size",),
             metavar="MB",
         )
     )
     parallel_count: int = field(
-        metadata=option("ranged GETs in flight for one object", 4, _positive_int, metavar="N")
+        metadata=option("ranged GETs in flight for one object", 4, positive_int, metavar="N")
     )
     max_gets: int = field(
         metadata=option(
             "ranged GETs in flight for the whole mount (bounds memory and sockets)",
             16,
-            _positive_int,
+            positive_int,
             metavar="N",
         )
     )
@@ -338,7 +202,7 @@ class MountConfig:
         metadata=option(
             "how far ahead of a sequential reader parts are fetched, in MB",
             128,
-            _positive_int,
+            positive_int,
             metavar="MB",
         )
     )
@@ -347,7 +211,7 @@ class MountConfig:
             "small files (up to one part each) fetched ahead of a reader that walks a directory "
             "file by file, as cp -r, rsync and tar do; 0 turns it off",
             8,
-            _non_negative_int,
+            non_negative_int,
             metavar="N",
         )
     )
@@ -355,15 +219,15 @@ class MountConfig:
         metadata=option(
             "the mount's read_ahead_kb (the kernel's read size and depth)",
             4096,
-            _positive_int,
+            positive_int,
             metavar="KB",
         )
     )
     stat_cache_expire: float = field(
-        metadata=_seconds("seconds directory listings and file metadata stay cached", 60.0)
+        metadata=seconds("seconds directory listings and file metadata stay cached", 60.0)
     )
     max_stat_cache_size: int = field(
-        metadata=option("how many metadata entries are cached", 100_000, _positive_int, metavar="N")
+        metadata=option("how many metadata entries are cached", 100_000, positive_int, metavar="N")
     )
     allow_other: bool = field(
         metadata=option(
@@ -383,12 +247,12 @@ class MountConfig:
         metadata=option(
             "permission bits to remove (octal); files are 0444 and dirs 0555 before it",
             0o022,
-            _octal,
+            octal,
             shown_default="022",
         )
     )
     log_level: str = field(
-        metadata=option("debug, info, warning, error", "INFO", _log_level, o_names=("dbglevel",))
+        metadata=option("debug, info, warning, error", "INFO", log_level, o_names=("dbglevel",))
     )
     log_file: Path | None = field(
         metadata=option(
@@ -407,19 +271,19 @@ class MountConfig:
         )
     )
     connect_timeout: float = field(
-        metadata=_seconds("seconds to wait for a TCP/TLS connection", 10.0)
+        metadata=seconds("seconds to wait for a TCP/TLS connection", 10.0)
     )
     stall_timeout: float = field(
-        metadata=_seconds("seconds without a byte before a GET counts as failed", 30.0)
+        metadata=seconds("seconds without a byte before a GET counts as failed", 30.0)
     )
     max_attempts: int = field(
-        metadata=option("tries per request, counting the first", 5, _positive_int, metavar="N")
+        metadata=option("tries per request, counting the first", 5, positive_int, metavar="N")
     )
     metrics_addr: tuple[str, int] | None = field(
         metadata=option(
             "serve Prometheus metrics at http://HOST:PORT/metrics (unauthenticated: keep it on "
             "127.0.0.1); default: off",
-            convert=_host_port,
+            convert=host_port,
             metavar="HOST:PORT",
         )
     )
@@ -442,7 +306,9 @@ class MountConfig:
 
 
 OPTIONS: tuple[Option, ...] = tuple(
-    replace(f.metadata[_OPTION], name=f.name) for f in fields(MountConfig) if _OPTION in f.metadata
+    replace(f.metadata[OPTION_KEY], name=f.name)
+    for f in fields(MountConfig)
+    if OPTION_KEY in f.metadata
 )
 OPTIONS_BY_O_NAME: dict[str, Option] = {n: o for o in OPTIONS for n in o.all_o_names}
 
