@@ -22,8 +22,9 @@ import trio
 
 from ossmount import __version__
 from ossmount.config import OPTIONS, MountConfig, build_config, parse_o_options
-from ossmount.daemon import Readiness
+from ossmount.daemon import Readiness, daemonize
 from ossmount.errors import EXIT_CODE_HELP, ExitCode, StartupError
+from ossmount.log import has_syslog, open_private, setup_logging
 
 __all__ = ["main"]
 
@@ -124,8 +125,6 @@ def _parse_mount_args(parser: argparse.ArgumentParser, argv: list[str]) -> Mount
 
 def _mount_main(argv: list[str]) -> int:
     config = _parse_mount_args(build_parser(), argv)
-    from ossmount.daemon import daemonize
-
     if config.foreground:
         return _serve_mount(config, Readiness(None))
     return daemonize(lambda readiness: _serve_mount(config, readiness))
@@ -133,8 +132,7 @@ def _mount_main(argv: list[str]) -> int:
 
 def _serve_mount(config: MountConfig, readiness: Readiness) -> int:
     """The mount's process (the daemon's child, or this one in the foreground): exit code."""
-    from ossmount.log import has_syslog, setup_logging
-    from ossmount.mount import run_mount
+    from ossmount.mount import run_mount  # pyfuse3: loaded only to mount, not for --help
 
     setup_logging(config.log_level, foreground=config.foreground, log_file=config.log_file)
     stacks = _register_stack_dump(config.log_file)
@@ -167,8 +165,6 @@ def _register_stack_dump(log_file: Path | None) -> TextIO | None:
 
     For the 3 a.m. question "where is it stuck?" without attaching a debugger.
     """
-    from ossmount.log import open_private
-
     target = open_private(log_file) if log_file is not None else sys.stderr
     faulthandler.register(signal.SIGUSR1, file=target, all_threads=True)
     return target if log_file is not None else None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ossmount.cache.store import CacheStore
-from ossmount.cli import build_parser
+from ossmount.cli import _parse_mount_args, build_parser
 from ossmount.config import OPTIONS, MountConfig, build_config, parse_o_options
 from ossmount.emulator.store import valid_bucket_name as emulator_valid_bucket_name
 from ossmount.errors import ExitCode, StartupError
@@ -208,3 +208,11 @@ def test_a_bad_listing_at_start_up_is_a_bad_reply_not_access_denied() -> None:
     assert "bucket 'b12' at http://127.0.0.1:9000" in str(error)
     assert "not a valid OSS listing: reply body over 8 bytes" in str(error)
     assert _startup_error(AccessDenied(403, "AccessDenied", "no"), config).code == ExitCode.ACCESS
+
+
+def test_a_long_flag_and_an_o_option_reach_the_same_field_and_the_flag_wins() -> None:
+    parser = build_parser()
+    config = _parse_mount_args(parser, ["b12", "/m", "-o", "dir_prefetch=2,multipart_size=4"])
+    assert (config.dir_prefetch, config.part_size) == (2, 4 * MiB)
+    config = _parse_mount_args(parser, ["b12", "/m", "-o", "dir_prefetch=2", "--dir-prefetch=3"])
+    assert config.dir_prefetch == 3
