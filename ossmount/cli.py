@@ -14,36 +14,21 @@ import logging
 import signal
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 import trio
 
 from ossmount import __version__
-from ossmount.config import OPTIONS, Option, build_config, parse_o_options
+from ossmount.config import OPTIONS, MountConfig, build_config, parse_o_options
+from ossmount.daemon import Readiness, daemonize
 from ossmount.errors import EXIT_CODE_HELP, ExitCode, StartupError
+from ossmount.log import has_syslog, open_private, setup_logging
 
 __all__ = ["main"]
 
 log = logging.getLogger("ossmount")
-
-SUBCOMMANDS = ("emulator", "demo", "mount")
-
-
-def _o_help(option: Option) -> str:
-    names = "/".join(option.all_o_names)
-    if option.switch:
-        return f"-o {names}"
-    return f"-o {names}=…"
-
-
-def _default_text(option: Option) -> str:
-    if option.default is None or option.default is False:
-        return ""
-    if option.name == "umask":
-        return f" (default: {option.default:03o})"
-    return f" (default: {option.default})"
-
 
 DESCRIPTION = textwrap.fill(
     "Mount an Alibaba Cloud OSS bucket (or a prefix of it) read-only at MOUNTPOINT. Reads "
@@ -102,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ossmount {__version__}")
     for option in OPTIONS:
-        help_text = f"{option.help}{_default_text(option)}; {_o_help(option)}"
+        # Values stay strings here: build_config converts flags and -o values the same way.
         if option.switch:
             parser.add_argument(
                 option.long_flag,
@@ -110,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_const",
                 const="1",
                 default=None,
-                help=help_text,
+                help=option.help_line,
             )
         else:
             parser.add_argument(
@@ -118,13 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
                 dest=option.name,
                 default=None,
                 metavar=option.metavar or option.name.upper(),
-                help=help_text,
+                help=option.help_line,
             )
     return parser
 
 
-def _mount_main(argv: list[str]) -> int:
-    parser = build_parser()
+def _parse_mount_args(parser: argparse.ArgumentParser, argv: list[str]) -> MountConfig:
+    """argv → MountConfig; a long flag wins over the same option given in `-o`."""
     args = parser.parse_args(argv)
     try:
         raw, ignored = parse_o_options(args.o_options)
@@ -132,44 +117,48 @@ def _mount_main(argv: list[str]) -> int:
             value = getattr(args, option.name)
             if value is not None:
                 raw[option.name] = value
-        config = build_config(
+        return build_config(
             args.source, args.mountpoint, raw, foreground=args.foreground, ignored=ignored
         )
     except StartupError as exc:
         parser.exit(exc.code, f"ossmount: {exc}\n")
-    from ossmount.daemon import Readiness, daemonize
-    from ossmount.log import has_syslog, setup_logging
-    from ossmount.mount import run_mount
 
-    def child(readiness: Readiness) -> int:
-        setup_logging(config.log_level, foreground=config.foreground, log_file=config.log_file)
-        stacks = _register_stack_dump(config.log_file)
-        try:
-            trio.run(run_mount, config, readiness)
-        except StartupError as exc:
-            # One line for the operator: printed by the parent (daemon) or here (foreground);
-            # also in the log only where the log is not that same terminal.
-            if config.log_file is not None or (not config.foreground and has_syslog()):
-                log.error("%s", exc)
-            if config.foreground:
-                print(f"ossmount: {exc}", file=sys.stderr)
-            readiness.failed(exc.code, exc.message)
-            return exc.code
-        except KeyboardInterrupt:
-            return ExitCode.OK
-        except Exception:
-            log.exception("ossmount failed")
-            readiness.failed(ExitCode.INTERNAL, "internal error; see the log for the traceback")
-            return ExitCode.INTERNAL
-        finally:
-            faulthandler.unregister(signal.SIGUSR1)
-            if stacks is not None:
-                stacks.close()
-        return ExitCode.OK
 
+def _mount_main(argv: list[str]) -> int:
+    config = _parse_mount_args(build_parser(), argv)
     if config.foreground:
-        return child(Readiness(None))
-    return daemonize(child)
+        return _serve_mount(config, Readiness(None))
+    return daemonize(lambda readiness: _serve_mount(config, readiness))
+
+
+def _serve_mount(config: MountConfig, readiness: Readiness) -> int:
+    """The mount's process (the daemon's child, or this one in the foreground): exit code."""
+    from ossmount.mount import run_mount  # pyfuse3: loaded only to mount, not for --help
+
+    setup_logging(config.log_level, foreground=config.foreground, log_file=config.log_file)
+    stacks = _register_stack_dump(config.log_file)
+    try:
+        trio.run(run_mount, config, readiness)
+    except StartupError as exc:
+        # One line for the operator: printed by the parent (daemon) or here (foreground);
+        # also in the log only where the log is not that same terminal.
+        if config.log_file is not None or (not config.foreground and has_syslog()):
+            log.error("%s", exc)
+        if config.foreground:
+            print(f"ossmount: {exc}", file=sys.stderr)
+        readiness.failed(exc.code, exc.message)
+        return exc.code
+    except KeyboardInterrupt:
+        return ExitCode.OK
+    except Exception:
+        log.exception("ossmount failed")
+        readiness.failed(ExitCode.INTERNAL, "internal error; see the log for the traceback")
+        return ExitCode.INTERNAL
+    finally:
+        faulthandler.unregister(signal.SIGUSR1)
+        if stacks is not None:
+            stacks.close()
+    return ExitCode.OK
 
 
 def _register_stack_dump(log_file: Path | None) -> TextIO | None:
@@ -177,7 +166,7 @@ def _register_stack_dump(log_file: Path | None) -> TextIO | None:
 
     For the 3 a.m. question "where is it stuck?" without attaching a debugger.
     """
-    target: TextIO = open(log_file, "a") if log_file is not None else sys.stderr  # noqa: SIM115
+    target = open_private(log_file) if log_file is not None else sys.stderr
     faulthandler.register(signal.SIGUSR1, file=target, all_threads=True)
     return target if log_file is not None else None
 
@@ -191,6 +180,27 @@ def _is_subcommand(argv: list[str]) -> bool:
     return argv[0] == "mount" or len(argv) == 1 or argv[1].startswith("-") or argv[1].isdigit()
 
 
+def _emulator(argv: list[str]) -> int:
+    from ossmount.emulator.cli import main as emulator_main
+
+    return emulator_main(argv)
+
+
+def _demo(argv: list[str]) -> int:
+    from ossmount.demo import main as demo_main
+
+    return demo_main(argv)
+
+
+# First word → the command's main(rest). Each is imported only when run: `--help` and a mount
+# do not load the emulator. A new subcommand is one function and one entry here.
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "emulator": _emulator,
+    "demo": _demo,
+    "mount": _mount_main,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from ossmount.cachecmd.main import is_ours
@@ -200,14 +210,5 @@ def main(argv: list[str] | None = None) -> int:
 
         return cachecmd_main(argv)
     if argv and argv[0] in SUBCOMMANDS and _is_subcommand(argv):
-        command, rest = argv[0], argv[1:]
-        if command == "emulator":
-            from ossmount.emulator.cli import main as emulator_main
-
-            return emulator_main(rest)
-        if command == "demo":
-            from ossmount.demo import main as demo_main
-
-            return demo_main(rest)
-        argv = rest
+        return SUBCOMMANDS[argv[0]](argv[1:])
     return _mount_main(argv)

@@ -26,19 +26,34 @@ class ExitCode(enum.IntEnum):
     MOUNTPOINT = 7  # mountpoint missing, not a directory, not empty, already mounted
     CACHE = 8  # cache dir unusable or locked by another mount
     FUSE = 9  # /dev/fuse or fusermount3 missing, or the kernel refused the mount
+    # The endpoint answered with something that is not OSS (unparsable, hostile or oversized
+    # XML): often a proxy or captive portal in the way, which may pass, so systemd restarts it.
+    BAD_REPLY = 10
 
 
-EXIT_CODE_HELP = """exit codes:
-  0  mounted (daemon: the filesystem answers) / unmounted cleanly
-  1  internal error (a bug; the log has the traceback)
-  2  bad usage: unknown option, bad value, bad bucket name or endpoint
-  3  credentials: none found, or the passwd file is unreadable or readable by others
-  4  endpoint unreachable
-  5  bucket does not exist
-  6  access denied: wrong key id, wrong secret, or no permission to list the bucket
-  7  mountpoint missing, not a directory, not empty, or already mounted
-  8  cache dir unusable or locked by another ossmount
-  9  FUSE unavailable (/dev/fuse, fusermount3) or the kernel refused the mount"""
+_MEANING = {
+    ExitCode.OK: "mounted (daemon: the filesystem answers) / unmounted cleanly",
+    ExitCode.INTERNAL: "internal error (a bug; the log has the traceback)",
+    ExitCode.USAGE: "bad usage: unknown option, bad value, bad bucket name or endpoint",
+    ExitCode.CREDENTIALS: (
+        "credentials: none found, or the passwd file is unreadable or readable by others"
+    ),
+    ExitCode.ENDPOINT: "endpoint unreachable",
+    ExitCode.BUCKET: "bucket does not exist",
+    ExitCode.ACCESS: (
+        "access denied: wrong key id, wrong secret, or no permission to list the bucket"
+    ),
+    ExitCode.MOUNTPOINT: "mountpoint missing, not a directory, not empty, or already mounted",
+    ExitCode.CACHE: "cache dir unusable or locked by another ossmount",
+    ExitCode.FUSE: "FUSE unavailable (/dev/fuse, fusermount3) or the kernel refused the mount",
+    ExitCode.BAD_REPLY: (
+        "bad reply from the endpoint: not a valid OSS answer (a proxy in the way?)"
+    ),
+}
+
+EXIT_CODE_HELP = "exit codes:\n" + "\n".join(
+    f"  {int(code):<2} {meaning}" for code, meaning in _MEANING.items()
+)
 
 
 class StartupError(Exception):

@@ -5,6 +5,9 @@
   into real priorities; journald adds its own timestamps.
 * Daemonized: `--log-file` if given, else syslog via /dev/log when it exists.
 
+A log file names objects (bucket and key names an operator may consider private), so it is
+created mode 0600 (`open_private`); an existing file keeps the mode its owner gave it.
+
 A redaction filter on every handler scrubs Authorization headers, signatures, tokens and known
 secret values (ossmount.oss.redact), so even a debug dump of a request cannot leak a secret.
 
@@ -26,6 +29,7 @@ one message into a DEBUG line that says so.
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import logging.handlers
 import os
@@ -35,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 __all__ = [
     "KernelGaveUpFilter",
@@ -42,6 +47,7 @@ __all__ = [
     "RateLimitFilter",
     "flush_suppressed",
     "has_syslog",
+    "open_private",
     "setup_logging",
 ]
 
@@ -211,6 +217,29 @@ class RateLimitFilter(logging.Filter):
             self._emit(summary)
 
 
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)  # the mode applies only when the file is created
+
+
+def open_private(path: Path) -> TextIO:
+    """Open `path` for appending, creating it mode 0600 if it does not exist."""
+    return open(path, "a", encoding="utf-8", opener=_private_opener)
+
+
+class _PrivateFileHandler(logging.FileHandler):
+    """A FileHandler whose file, if it creates it, only its owner may read."""
+
+    def _open(self) -> io.TextIOWrapper:
+        # Always appended to: setup_logging makes it with the default mode "a".
+        return open(
+            self.baseFilename,
+            "a",
+            encoding=self.encoding,
+            errors=self.errors,
+            opener=_private_opener,
+        )
+
+
 _limiter: RateLimitFilter | None = None
 
 
@@ -238,7 +267,7 @@ def setup_logging(level: str, *, foreground: bool, log_file: Path | None = None)
         root.removeHandler(old)
     handler: logging.Handler
     if log_file is not None:
-        handler = logging.FileHandler(log_file)
+        handler = _PrivateFileHandler(log_file)
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
         )

@@ -41,6 +41,7 @@ from ossmount.errors import ExitCode, StartupError
 from ossmount.fs.ops import Operations, Presentation, drop_kernel_caches
 from ossmount.oss import (
     AccessDenied,
+    BadResponse,
     CredentialsError,
     CredentialsProvider,
     InvalidAccessKeyId,
@@ -108,6 +109,13 @@ def _startup_error(exc: Exception, config: MountConfig) -> StartupError:
         )
     if isinstance(exc, OssTransportError):
         return StartupError(f"cannot reach {config.endpoint}: {exc}", ExitCode.ENDPOINT)
+    if isinstance(exc, BadResponse):  # unparsable, hostile or oversized XML: not a refusal
+        request = f", request id {exc.request_id}" if exc.request_id else ""
+        return StartupError(
+            f"{where}: the endpoint sent a reply that is not a valid OSS listing: "
+            f"{exc.message} ({exc.code}, HTTP {exc.status}{request})",
+            ExitCode.BAD_REPLY,
+        )
     if isinstance(exc, OssError):
         return StartupError(f"{where}: {exc}", ExitCode.ACCESS)
     return StartupError(f"{where}: {exc}", ExitCode.INTERNAL)
@@ -119,8 +127,8 @@ def _client_config(config: MountConfig) -> OssConfig:
         endpoint=config.endpoint,
         bucket=config.bucket,
         region=config.region,
-        addressing=config.addressing or "auto",  # type: ignore[arg-type]
-        signature_version=signature,  # type: ignore[arg-type]
+        addressing=config.addressing,
+        signature_version=signature,
         connect_timeout_s=config.connect_timeout,
         ca_file=str(config.ca_file) if config.ca_file is not None else None,
         stall_timeout_s=config.stall_timeout,
@@ -229,6 +237,7 @@ async def _serve(
     notifier: Notifier,
     metrics: MountMetrics,
 ) -> None:
+    """Mount, answer the kernel until unmounted, then stop the downloads and flush."""
     metrics.watch_cache(store.statistics)
     namespace = Namespace(
         client,
@@ -236,32 +245,10 @@ async def _serve(
         ttl_s=config.stat_cache_expire,
         max_entries=config.max_stat_cache_size,
     )
+    source = f"{config.bucket}:/{config.prefix}" if config.prefix else config.bucket
     async with trio.open_nursery() as nursery:
-        if config.metrics_addr is not None:
-            try:
-                await nursery.start(serve_metrics, metrics, *config.metrics_addr)
-            except OSError as exc:
-                host, port = config.metrics_addr
-                raise StartupError(
-                    f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
-                    ExitCode.USAGE,
-                ) from exc
-        prefetcher = Prefetcher(
-            client,
-            store,
-            nursery,
-            PrefetchConfig(
-                bucket=config.bucket,
-                part_size=config.part_size,
-                parallel_count=config.parallel_count,
-                max_gets=config.max_gets,
-                readahead_bytes=config.readahead_bytes,
-                shed_margin=2 * config.kernel_readahead_kb * 1024,
-                warm_limit=config.dir_prefetch,
-                warm_max_size=config.part_size,
-            ),
-            metrics,
-        )
+        await _start_metrics(config, metrics, nursery)
+        prefetcher = _prefetcher(config, client, store, nursery, metrics)
         look = Presentation(
             uid=config.uid,
             gid=config.gid,
@@ -269,22 +256,7 @@ async def _serve(
             attr_timeout_s=config.stat_cache_expire,
         )
         ops = Operations(namespace, prefetcher, look, symlinks=client, metrics=metrics)
-        source = f"{config.bucket}:/{config.prefix}" if config.prefix else config.bucket
-        options = {
-            f"fsname=ossmount#{source}",
-            "subtype=ossmount",
-            "ro",
-            "default_permissions",
-            "noatime",
-        }
-        if config.allow_other:
-            options.add("allow_other")
-        try:
-            pyfuse3.init(ops, str(config.mountpoint), options)
-        except RuntimeError as exc:
-            raise StartupError(
-                f"the kernel refused to mount {config.mountpoint}: {exc}", ExitCode.FUSE
-            ) from exc
+        _fuse_init(config, ops, source)
 
         def describe() -> str:
             downloads = prefetcher.statistics()
@@ -310,6 +282,61 @@ async def _serve(
                 await prefetcher.aclose()
     pyfuse3.close(unmount=True)
     log.info("unmounted %s from %s cleanly", source, config.mountpoint)
+
+
+async def _start_metrics(config: MountConfig, metrics: MountMetrics, nursery: trio.Nursery) -> None:
+    if config.metrics_addr is None:
+        return
+    try:
+        await nursery.start(serve_metrics, metrics, *config.metrics_addr)
+    except OSError as exc:
+        host, port = config.metrics_addr
+        raise StartupError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}", ExitCode.USAGE
+        ) from exc
+
+
+def _prefetcher(
+    config: MountConfig,
+    client: OssClient,
+    store: CacheStore,
+    nursery: trio.Nursery,
+    metrics: MountMetrics,
+) -> Prefetcher:
+    return Prefetcher(
+        client,
+        store,
+        nursery,
+        PrefetchConfig(
+            bucket=config.bucket,
+            part_size=config.part_size,
+            parallel_count=config.parallel_count,
+            max_gets=config.max_gets,
+            readahead_bytes=config.readahead_bytes,
+            shed_margin=2 * config.kernel_readahead_kb * 1024,
+            warm_limit=config.dir_prefetch,
+            warm_max_size=config.part_size,
+        ),
+        metrics,
+    )
+
+
+def _fuse_init(config: MountConfig, ops: Operations, source: str) -> None:
+    options = {
+        f"fsname=ossmount#{source}",
+        "subtype=ossmount",
+        "ro",
+        "default_permissions",
+        "noatime",
+    }
+    if config.allow_other:
+        options.add("allow_other")
+    try:
+        pyfuse3.init(ops, str(config.mountpoint), options)
+    except RuntimeError as exc:
+        raise StartupError(
+            f"the kernel refused to mount {config.mountpoint}: {exc}", ExitCode.FUSE
+        ) from exc
 
 
 async def _announce_ready(

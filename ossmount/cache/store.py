@@ -52,7 +52,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ from ossmount.cache.errors import (
     io_error,
 )
 from ossmount.cache.holes import probe
+from ossmount.oss.addressing import valid_bucket_name
 from ossmount.oss.models import ObjectMeta
 
 __all__ = ["LAYOUT_VERSION", "CacheStats", "CacheStore"]
@@ -76,7 +76,6 @@ __all__ = ["LAYOUT_VERSION", "CacheStats", "CacheStore"]
 log = logging.getLogger(__name__)
 
 LAYOUT_VERSION = 1
-_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 _DATA = ".data"
 _CKPT = ".ckpt"
 
@@ -115,7 +114,7 @@ class CacheStore:
     def __init__(
         self, root: Path, *, bucket: str, max_bytes: int | None = None, min_free: int = 0
     ) -> None:
-        if not _BUCKET_RE.fullmatch(bucket):
+        if not valid_bucket_name(bucket):
             raise ValueError(f"invalid bucket name {bucket!r}")
         if max_bytes is not None and max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")

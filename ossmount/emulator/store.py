@@ -31,7 +31,6 @@ import json
 import mimetypes
 import os
 import random
-import re
 import threading
 import time
 import uuid
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ossmount.crc64 import combine, crc64
+from ossmount.oss.addressing import valid_bucket_name  # OSS's rule (§8.14), shared with the mount
 
 __all__ = [
     "BLOCK",
@@ -59,12 +59,6 @@ __all__ = [
 BLOCK = 1 << 20
 _ROT_STEP = 4096
 _ROTATIONS = BLOCK // _ROT_STEP  # 256
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-
-
-def valid_bucket_name(name: str) -> bool:
-    """OSS rule (§8.14): 3-63 chars of ``[a-z0-9-]``, not starting or ending with ``-``."""
-    return bool(_BUCKET_RE.match(name))
 
 
 def valid_key(key: str) -> bool:

@@ -1,12 +1,13 @@
 """Alibaba Cloud OSS client: signing, credentials, typed errors, and the async `OssClient`.
 
-`OssClient` and `OssConfig` (and with them httpx) load on first use: the emulator imports
-`ossmount.oss.signing` for the shared canonicalization and must not load the client with it,
-so that a client bug cannot hide behind a matching emulator bug.
+`OssClient`, `OssConfig` and `resolve_credentials` (and with them httpx) load on first use: the
+emulator imports `ossmount.oss.signing` for the shared canonicalization and must not load the
+client with it, so that a client bug cannot hide behind a matching emulator bug.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
@@ -32,13 +33,12 @@ from ._errors import (
     Throttled,
 )
 from ._retry import RetryPolicy
-from .credentials import (
+from .credentials_types import (
     ANONYMOUS,
     Credentials,
     CredentialsError,
     CredentialsProvider,
     StaticCredentialsProvider,
-    resolve_credentials,
 )
 from .models import GetResult, ListPage, ObjectMeta
 
@@ -79,11 +79,14 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ._client import OssClient, OssConfig
+    from .credentials import resolve_credentials
+
+# Loaded on first use, as they load httpx (see the module docstring).
+_LAZY = {"OssClient": "_client", "OssConfig": "_client", "resolve_credentials": "credentials"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("OssClient", "OssConfig"):
-        from . import _client
-
-        return getattr(_client, name)
+    module = _LAZY.get(name)
+    if module is not None:
+        return getattr(importlib.import_module(f".{module}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

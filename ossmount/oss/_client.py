@@ -32,7 +32,6 @@ no await in between). Each GET owns its response and BodyReader from start to cl
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import ssl
@@ -71,18 +70,21 @@ from ._errors import (
 )
 from ._retry import RetryPolicy, call_with_retries, parse_retry_after
 from ._xml import MAX_ERROR_XML_BYTES, MAX_LIST_XML_BYTES, XmlError, parse_list_v2
-from .credentials import ANONYMOUS, Credentials, CredentialsProvider
+from .addressing import (
+    Addressing,
+    SignatureVersion,
+    auto_addressing,
+    region_from_endpoint,
+    with_scheme,
+)
+from .credentials_types import ANONYMOUS, Credentials, CredentialsProvider
 from .models import GetResult, ListPage, ObjectMeta
 
 __all__ = ["OssClient", "OssConfig"]
 
 log = logging.getLogger(__name__)
 
-Addressing = Literal["auto", "virtual", "path", "cname"]
-SignatureVersion = Literal["v4", "v1", "anonymous"]
-
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
-_REGION_FROM_HOST = re.compile(r"^oss-([a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$")
 USER_AGENT = "ossmount/0.1"
 
 
@@ -113,29 +115,21 @@ class OssConfig:
     product: str = "oss"
 
     def resolved_region(self) -> str:
-        if self.region:
-            return self.region
-        host = urlsplit(self.base_url()).hostname or ""
-        match = _REGION_FROM_HOST.match(host)
-        if match:
-            return match.group(1)
+        region = self.region or region_from_endpoint(self.endpoint)
+        if region:
+            return region
         raise ValueError(
             f"cannot derive the OSS region from endpoint {self.endpoint!r}; pass region "
             "(e.g. cn-hangzhou), which V4 signing needs"
         )
 
     def base_url(self) -> str:
-        return self.endpoint if "://" in self.endpoint else f"https://{self.endpoint}"
+        return with_scheme(self.endpoint)
 
     def resolved_addressing(self) -> Literal["virtual", "path", "cname"]:
         if self.addressing != "auto":
             return self.addressing
-        host = urlsplit(self.base_url()).hostname or ""
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            return "virtual"
-        return "path"
+        return auto_addressing(self.endpoint)
 
 
 def _meta_from_headers(key: str, headers: httpx.Headers, size: int) -> ObjectMeta:

@@ -32,6 +32,10 @@ or other may read is refused (`/etc/passwd-ossfs` may be group-readable, not gro
 The other formats are read in `credentials_sources`; keys that expire are served and
 refreshed by `credentials_refresh.RefreshingCredentialsProvider`.
 
+The order is `_SOURCES`, a list of providers tried in turn: each returns a provider, or what
+it tried (for the final error), or raises `CredentialsError` for a source that is configured
+but unusable (a fail-fast, never a silent fall-through to the next key).
+
 Secrets are registered with `redact` the moment they are read, and `Credentials.__repr__`
 shows only the key id, so neither logs nor tracebacks can carry them.
 """
@@ -42,73 +46,26 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
+from . import credentials_sources as sources
+from .credentials_refresh import RefreshingCredentialsProvider
+
+# The types are re-exported (`X as X`): callers may take everything credential from here.
+from .credentials_types import ANONYMOUS as ANONYMOUS
+from .credentials_types import Credentials as Credentials
+from .credentials_types import CredentialsError as CredentialsError
+from .credentials_types import CredentialsProvider as CredentialsProvider
+from .credentials_types import StaticCredentialsProvider as StaticCredentialsProvider
 from .redact import register_secret
 
-if TYPE_CHECKING:
-    from .credentials_refresh import RefreshingCredentialsProvider
-
-__all__ = [
-    "ANONYMOUS",
-    "Credentials",
-    "CredentialsError",
-    "CredentialsProvider",
-    "StaticCredentialsProvider",
-    "load_passwd_file",
-    "resolve_credentials",
-]
+__all__ = ["load_passwd_file", "resolve_credentials"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PASSWD_FILES = (Path("~/.passwd-ossfs"), Path("/etc/passwd-ossfs"))
 _SYSTEM_PASSWD_FILE = Path("/etc/passwd-ossfs")
-
-
-class CredentialsError(Exception):
-    """No usable credentials, or a credential source that is unsafe or malformed."""
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class Credentials:
-    """An access key (or none, for anonymous access to public buckets)."""
-
-    access_key_id: str
-    access_key_secret: str = field(repr=False)
-    security_token: str | None = field(default=None, repr=False)
-
-    @property
-    def anonymous(self) -> bool:
-        return not self.access_key_id
-
-    def __repr__(self) -> str:
-        if self.anonymous:
-            return "Credentials(anonymous)"
-        token = ", security_token=<set>" if self.security_token else ""
-        return f"Credentials(access_key_id={self.access_key_id!r}, secret=<hidden>{token})"
-
-    __str__ = __repr__
-
-
-ANONYMOUS = Credentials("", "")
-
-
-class CredentialsProvider(Protocol):
-    """Hands the client the key to sign the next request with (asked before every attempt, so
-    a refreshing provider for STS/RAM-role keys can slot in later)."""
-
-    async def get_credentials(self) -> Credentials: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StaticCredentialsProvider:
-    credentials: Credentials
-    source: str = "explicit options"
-
-    async def get_credentials(self) -> Credentials:
-        return self.credentials
 
 
 def _check_passwd_permissions(path: Path, st: os.stat_result) -> None:
@@ -178,6 +135,179 @@ def load_passwd_file(path: Path, bucket: str) -> Credentials | None:
     return default
 
 
+Provider = StaticCredentialsProvider | RefreshingCredentialsProvider
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What the operator configured, and where the well-known files are (tests move them)."""
+
+    bucket: str
+    env: Mapping[str, str]
+    explicit: tuple[str, str, str | None]  # key id, secret, token given as options
+    anonymous: bool
+    metadata_endpoint: str
+    # The mount options that name a source (a winner before them shadows them).
+    passwd_file: str | os.PathLike[str] | None
+    credential_process: str | None
+    ram_role: str | None
+    credentials_file: Path
+    cli_config_file: Path
+    default_passwd_files: tuple[Path, ...]
+
+    def ecs_role(self, value: str) -> sources.EcsRamRoleFetcher:
+        return sources.EcsRamRoleFetcher.from_option(value, self.metadata_endpoint, self.env)
+
+
+# A source answers a provider, or what it tried (for the error when none answers), or None when
+# it was not asked for; it raises CredentialsError when configured but unusable.
+Source = Callable[[_Request], Provider | str | None]
+
+
+def _anonymous(req: _Request) -> Provider | None:
+    return StaticCredentialsProvider(ANONYMOUS, "the anonymous option") if req.anonymous else None
+
+
+def _static_pair(key_id: str, secret: str, token: str | None, what: str) -> Credentials | None:
+    """A key given as separate values: None if neither is set, an error if only one is."""
+    register_secret(secret)
+    register_secret(token)
+    if not (key_id or secret):
+        return None
+    if not (key_id and secret):
+        raise CredentialsError(what)
+    return Credentials(key_id, secret, token or None)
+
+
+def _explicit(req: _Request) -> Provider | str:
+    creds = _static_pair(
+        *req.explicit, "explicit credentials need both an access key id and secret"
+    )
+    if creds is None:
+        return "explicit options (none given)"
+    return StaticCredentialsProvider(creds, "explicit options")
+
+
+def _oss_env(req: _Request) -> Provider | str:
+    creds = _static_pair(
+        req.env.get("OSS_ACCESS_KEY_ID", ""),
+        req.env.get("OSS_ACCESS_KEY_SECRET", ""),
+        req.env.get("OSS_SESSION_TOKEN"),
+        "OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET must both be set (one is empty)",
+    )
+    if creds is None:
+        return "environment OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET (unset)"
+    return StaticCredentialsProvider(creds, "environment (OSS_ACCESS_KEY_*)")
+
+
+def _alibaba_env(req: _Request) -> Provider | str:
+    creds = sources.load_alibaba_env(req.env)
+    if creds is None:
+        return "environment ALIBABA_CLOUD_ACCESS_KEY_ID/ALIBABA_CLOUD_ACCESS_KEY_SECRET (unset)"
+    return StaticCredentialsProvider(creds, "environment (ALIBABA_CLOUD_ACCESS_KEY_*)")
+
+
+def _passwd_option(req: _Request) -> Provider | None:
+    if req.passwd_file is None:
+        return None
+    path = Path(req.passwd_file).expanduser()
+    if not path.exists():
+        raise CredentialsError(f"passwd file {path} does not exist")
+    creds = load_passwd_file(path, req.bucket)
+    if creds is None:
+        raise CredentialsError(f"passwd file {path} has no entry for bucket {req.bucket}")
+    return StaticCredentialsProvider(creds, f"passwd file {path}")
+
+
+def _process_option(req: _Request) -> Provider | None:
+    if req.credential_process is None:
+        return None
+    process = sources.ProcessFetcher(req.credential_process)
+    return RefreshingCredentialsProvider(process, process.source)
+
+
+def _ram_role_option(req: _Request) -> Provider | None:
+    if req.ram_role is None:
+        return None
+    ecs = req.ecs_role(req.ram_role)
+    return RefreshingCredentialsProvider(ecs, ecs.source)
+
+
+def _from_profile(req: _Request, profile: sources.IniProfile | None, absent: str) -> Provider | str:
+    if profile is not None and profile.credentials is not None:
+        return StaticCredentialsProvider(profile.credentials, profile.source)
+    if profile is not None and profile.ram_role is not None:
+        ecs = req.ecs_role(profile.ram_role)
+        return RefreshingCredentialsProvider(ecs, f"{profile.source}: {ecs.source}")
+    return absent
+
+
+def _cli_profile(req: _Request) -> Provider | str:
+    return _from_profile(
+        req,
+        sources.load_cli_profile(req.env, req.cli_config_file),
+        "the Alibaba Cloud CLI config (absent, disabled, or no such profile)",
+    )
+
+
+def _ini_profile(req: _Request) -> Provider | str:
+    return _from_profile(
+        req,
+        sources.load_ini_profile(req.env, req.credentials_file),
+        "the Alibaba Cloud credentials file (absent, or no such profile)",
+    )
+
+
+def _default_passwd_files(req: _Request) -> Provider | str:
+    tried: list[str] = []
+    for path in req.default_passwd_files:
+        path = path.expanduser()
+        creds = load_passwd_file(path, req.bucket)
+        if creds is not None:
+            return StaticCredentialsProvider(creds, f"passwd file {path}")
+        tried.append(f"passwd file {path} ({'no entry' if path.exists() else 'absent'})")
+    return "; ".join(tried)
+
+
+# The documented order, first answer wins. The option a source stands for (if any) is named so
+# that a winner earlier in the list can say which configured options it shadows. The CLI's
+# config comes before the SDKs' INI file, as in their default chain; each is read only if the
+# one before gave nothing (a bad INI must not stop a good CLI profile).
+_SOURCES: tuple[tuple[str | None, Source], ...] = (
+    (None, _anonymous),
+    (None, _explicit),
+    (None, _oss_env),
+    (None, _alibaba_env),
+    ("passwd_file", _passwd_option),
+    ("credential_process", _process_option),
+    ("ram_role", _ram_role_option),
+    (None, _cli_profile),
+    (None, _ini_profile),
+    (None, _default_passwd_files),
+)
+
+
+def _announce(provider: Provider, bucket: str) -> None:
+    if isinstance(provider, RefreshingCredentialsProvider):
+        log.info(
+            "using OSS credentials from %s (fetched when first needed, refreshed before expiry)",
+            provider.source,
+        )
+        return
+    creds = provider.credentials
+    register_secret(creds.access_key_secret)
+    register_secret(creds.security_token)
+    if creds.anonymous:
+        log.info("using anonymous (unsigned) requests for bucket %s", bucket)
+    else:
+        log.info(
+            "using OSS credentials from %s (access key id %s%s)",
+            provider.source,
+            creds.access_key_id,
+            ", with session token" if creds.security_token else "",
+        )
+
+
 def resolve_credentials(
     bucket: str,
     *,
@@ -193,140 +323,37 @@ def resolve_credentials(
     default_passwd_files: tuple[Path, ...] = DEFAULT_PASSWD_FILES,
     default_credentials_file: Path | None = None,
     default_cli_config_file: Path | None = None,
-) -> StaticCredentialsProvider | RefreshingCredentialsProvider:
+) -> Provider:
     """Resolve credentials for `bucket` in the documented order and log the source once.
 
     Returns a `StaticCredentialsProvider`, or a `RefreshingCredentialsProvider` for sources
     whose keys expire (`credential_process`, RAM role); those fetch on first use, so their
     errors surface as `CredentialsError` from `get_credentials()`.
     """
-    # Imported here: those modules build on this one's types.
-    from . import credentials_sources as sources
-    from .credentials_refresh import Fetcher, RefreshingCredentialsProvider
-
-    env = os.environ if environ is None else environ
-    tried: list[str] = []
-    # Options the operator set for this mount that a source earlier in the order may shadow.
-    configured = {
-        "passwd_file": passwd_file is not None,
-        "credential_process": credential_process is not None,
-        "ram_role": ram_role is not None,
-    }
-
-    def shadowed(winner: str, *later: str) -> None:
-        for name in later:
-            if configured[name]:
-                log.warning("-o %s is ignored: credentials come from %s", name, winner)
-
-    def found(creds: Credentials, source: str, *later: str) -> StaticCredentialsProvider:
-        register_secret(creds.access_key_secret)
-        register_secret(creds.security_token)
-        if creds.anonymous:
-            log.info("using anonymous (unsigned) requests for bucket %s", bucket)
-        else:
-            log.info(
-                "using OSS credentials from %s (access key id %s%s)",
-                source,
-                creds.access_key_id,
-                ", with session token" if creds.security_token else "",
-            )
-        shadowed(source, *later)
-        return StaticCredentialsProvider(creds, source)
-
-    def refreshing(fetch: Fetcher, source: str, *later: str) -> RefreshingCredentialsProvider:
-        log.info(
-            "using OSS credentials from %s (fetched when first needed, refreshed before expiry)",
-            source,
-        )
-        shadowed(source, *later)
-        return RefreshingCredentialsProvider(fetch, source)
-
-    every = ("passwd_file", "credential_process", "ram_role")
-    if anonymous:
-        return found(ANONYMOUS, "the anonymous option", *every)
-
-    register_secret(access_key_secret)
-    register_secret(security_token)
-    if access_key_id or access_key_secret:
-        if not (access_key_id and access_key_secret):
-            raise CredentialsError("explicit credentials need both an access key id and secret")
-        return found(
-            Credentials(access_key_id, access_key_secret, security_token or None),
-            "explicit options",
-            *every,
-        )
-    tried.append("explicit options (none given)")
-
-    env_id = env.get("OSS_ACCESS_KEY_ID", "")
-    env_secret = env.get("OSS_ACCESS_KEY_SECRET", "")
-    env_token = env.get("OSS_SESSION_TOKEN") or None
-    register_secret(env_secret)
-    register_secret(env_token)
-    if env_id or env_secret:
-        if not (env_id and env_secret):
-            raise CredentialsError(
-                "OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET must both be set (one is empty)"
-            )
-        return found(
-            Credentials(env_id, env_secret, env_token), "environment (OSS_ACCESS_KEY_*)", *every
-        )
-    tried.append("environment OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET (unset)")
-
-    alibaba = sources.load_alibaba_env(env)
-    if alibaba is not None:
-        return found(alibaba, "environment (ALIBABA_CLOUD_ACCESS_KEY_*)", *every)
-    tried.append("environment ALIBABA_CLOUD_ACCESS_KEY_ID/ALIBABA_CLOUD_ACCESS_KEY_SECRET (unset)")
-
-    if passwd_file is not None:
-        path = Path(passwd_file).expanduser()
-        if not path.exists():
-            raise CredentialsError(f"passwd file {path} does not exist")
-        creds = load_passwd_file(path, bucket)
-        if creds is None:
-            raise CredentialsError(f"passwd file {path} has no entry for bucket {bucket}")
-        return found(creds, f"passwd file {path}", "credential_process", "ram_role")
-
-    metadata = ecs_metadata_endpoint or sources.DEFAULT_ECS_METADATA_ENDPOINT
-    if credential_process is not None:
-        process = sources.ProcessFetcher(credential_process)
-        return refreshing(process, process.source, "ram_role")
-
-    if ram_role is not None:
-        ecs = sources.EcsRamRoleFetcher.from_option(ram_role, metadata, env)
-        return refreshing(ecs, ecs.source)
-
-    # The CLI's config before the SDKs' INI file, as in their default chain; each read only if
-    # the one before gave nothing (a bad INI must not stop a good CLI profile).
-    profile_sources: tuple[tuple[Callable[[], sources.IniProfile | None], str], ...] = (
-        (
-            lambda: sources.load_cli_profile(
-                env, default_cli_config_file or sources.DEFAULT_CLI_CONFIG_FILE
-            ),
-            "the Alibaba Cloud CLI config (absent, disabled, or no such profile)",
-        ),
-        (
-            lambda: sources.load_ini_profile(
-                env, default_credentials_file or sources.DEFAULT_CREDENTIALS_FILE
-            ),
-            "the Alibaba Cloud credentials file (absent, or no such profile)",
-        ),
+    req = _Request(
+        bucket=bucket,
+        env=os.environ if environ is None else environ,
+        explicit=(access_key_id or "", access_key_secret or "", security_token),
+        anonymous=anonymous,
+        metadata_endpoint=ecs_metadata_endpoint or sources.DEFAULT_ECS_METADATA_ENDPOINT,
+        passwd_file=passwd_file,
+        credential_process=credential_process,
+        ram_role=ram_role,
+        credentials_file=default_credentials_file or sources.DEFAULT_CREDENTIALS_FILE,
+        cli_config_file=default_cli_config_file or sources.DEFAULT_CLI_CONFIG_FILE,
+        default_passwd_files=default_passwd_files,
     )
-    for load_profile, absent in profile_sources:
-        profile = load_profile()
-        if profile is not None and profile.credentials is not None:
-            return found(profile.credentials, profile.source)
-        if profile is not None and profile.ram_role is not None:
-            ecs = sources.EcsRamRoleFetcher.from_option(profile.ram_role, metadata, env)
-            return refreshing(ecs, f"{profile.source}: {ecs.source}")
-        tried.append(absent)
-
-    for path in default_passwd_files:
-        path = path.expanduser()
-        creds = load_passwd_file(path, bucket)
-        if creds is not None:
-            return found(creds, f"passwd file {path}")
-        tried.append(f"passwd file {path} ({'no entry' if path.exists() else 'absent'})")
-
+    tried: list[str] = []
+    for index, (_, source) in enumerate(_SOURCES):
+        answer = source(req)
+        if answer is None or isinstance(answer, str):
+            tried += [answer] if answer else []
+            continue
+        _announce(answer, bucket)
+        for option, _ in _SOURCES[index + 1 :]:
+            if option is not None and getattr(req, option) is not None:
+                log.warning("-o %s is ignored: credentials come from %s", option, answer.source)
+        return answer
     raise CredentialsError(
         "no OSS credentials found; tried: "
         + "; ".join(tried)

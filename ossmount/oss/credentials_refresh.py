@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import trio
 
-from .credentials import Credentials, CredentialsError
+from .credentials_types import Credentials, CredentialsError
 from .redact import register_secret
 
 __all__ = [

@@ -46,8 +46,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 import trio
 
-from .credentials import Credentials, CredentialsError
 from .credentials_refresh import FetchedCredentials
+from .credentials_types import Credentials, CredentialsError
 from .redact import redact, register_secret
 
 __all__ = [

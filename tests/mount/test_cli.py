@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ossmount.emulator import Emulator
+from ossmount.emulator import Emulator, FaultRule
 from ossmount.errors import ExitCode
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import AK, BUCKET, SK, daemon_pids
@@ -113,6 +113,43 @@ def test_startup_failures_are_one_line_with_the_documented_exit_code(
     assert SK not in result.stderr
     assert "not-the-secret" not in result.stderr
     assert not os.path.ismount(mnt)
+
+
+def test_a_listing_that_is_not_oss_exits_10_naming_the_endpoint_not_access_denied(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Issue 14 finding 7: a hostile reply (here its first byte flipped) is a bad reply from
+    the endpoint, exit 10, not "access denied" (6). The log file the daemon creates for it is
+    private (finding 8): it names the bucket and, on a running mount, keys."""
+    emulator.faults.add(FaultRule("flip", op="ListObjectsV2", after=0, times=None))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    log_file = tmp_path / "new.log"
+    old_umask = os.umask(0o022)
+    try:
+        result = _run(
+            [
+                BUCKET,
+                str(mnt),
+                "--endpoint",
+                emulator.endpoint,
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--log-file",
+                str(log_file),
+            ],
+            CREDS,
+        )
+    finally:
+        os.umask(old_umask)
+    assert result.returncode == ExitCode.BAD_REPLY, (result.returncode, result.stderr)
+    (line,) = result.stderr.strip().splitlines()
+    assert "the endpoint sent a reply that is not a valid OSS listing" in line
+    assert f"bucket {BUCKET!r} at {emulator.endpoint}" in line
+    assert "access denied" not in line
+    assert not os.path.ismount(mnt)
+    assert (log_file.stat().st_mode & 0o777) == 0o600
+    assert "not a valid OSS listing" in log_file.read_text()
 
 
 def test_a_second_mount_on_the_same_cache_dir_is_refused(

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ossmount.cli import build_parser
-from ossmount.config import OPTIONS, build_config, parse_o_options
+from ossmount.cache.store import CacheStore
+from ossmount.cli import _parse_mount_args, build_parser
+from ossmount.config import OPTIONS, MountConfig, build_config, parse_o_options
+from ossmount.emulator.store import valid_bucket_name as emulator_valid_bucket_name
 from ossmount.errors import ExitCode, StartupError
+from ossmount.mount import _client_config, _startup_error
+from ossmount.oss import AccessDenied, BadResponse, OssConfig
+from ossmount.oss.addressing import valid_bucket_name
+
+MiB = 1024 * 1024
 
 
-def _config(source: str = "bucket-1", *o: str) -> object:
+def _config(source: str = "bucket-1", *o: str) -> MountConfig:
     raw, ignored = parse_o_options(o)
     return build_config(source, "/mnt", raw, foreground=True, ignored=ignored)
 
@@ -105,3 +114,105 @@ def test_default_cache_dirs_differ_per_bucket_and_prefix_so_mounts_do_not_collid
     assert a.name == "aaa"
     assert a_sub.name.startswith("aaa-")
     assert cache_dir("aaa:/x/") == a_sub
+
+
+# ------------------------------------------------------------- one declaration, one rule
+
+
+def test_every_option_is_a_config_field_filled_from_its_declaration() -> None:
+    """No hand mapping: each option's value lands in the MountConfig field of its name."""
+    names = {f.name for f in dataclasses.fields(MountConfig)}
+    assert {o.name for o in OPTIONS} <= names
+    config = _config("b12")
+    for option in OPTIONS:
+        if option.default is not None:
+            assert getattr(config, option.name) == option.default, option.name
+    samples = {"dir_prefetch": "3", "max_gets": "7", "readahead_mb": "2", "addressing": "path"}
+    raw, _ = parse_o_options([",".join(f"{k}={v}" for k, v in samples.items())])
+    config = build_config("b12", "/m", raw, foreground=True, ignored=[])
+    assert (config.dir_prefetch, config.max_gets, config.readahead_bytes) == (3, 7, 2 * MiB)
+    assert config.addressing == "path"
+
+
+def test_the_client_config_takes_the_mount_config_as_is() -> None:
+    client = _client_config(_config("b12", "url=http://127.0.0.1:9000"))
+    assert client.addressing == "auto"
+    assert client.resolved_addressing() == "path"
+    assert client.signature_version == "v4"
+    anonymous = _client_config(_config("b12", "url=http://127.0.0.1:9000", "public_bucket"))
+    assert anonymous.signature_version == "anonymous"
+
+
+def test_rw_is_accepted_and_ignored_the_mount_stays_read_only() -> None:
+    """The peers' write workloads pass `-o rw` (shared/peers/peers.sh) and expect a mount."""
+    raw, ignored = parse_o_options(["rw,allow_other"])
+    assert ignored == ["rw"]
+    assert raw == {"allow_other": "1"}
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("abc", True),
+        ("a" * 63, True),
+        ("my-bucket-01", True),
+        ("a--b", True),  # OSS's rule says nothing against it
+        ("ab", False),  # the cache store used to take 2 characters
+        ("abc-", False),  # ... and a trailing hyphen
+        ("-abc", False),
+        ("a" * 64, False),
+        ("Abc", False),
+        ("a_b", False),
+        ("a.b", False),
+    ],
+)
+def test_one_bucket_name_rule_for_the_mount_the_cache_and_the_emulator(
+    name: str, valid: bool, tmp_path: Path
+) -> None:
+    def accepted(make: Callable[[], object], refusal: type[Exception]) -> bool:
+        try:
+            make()
+        except refusal:
+            return False
+        return True
+
+    assert valid_bucket_name(name) is valid
+    assert emulator_valid_bucket_name(name) is valid
+    assert accepted(lambda: _config(name), StartupError) is valid
+    assert accepted(lambda: CacheStore(tmp_path, bucket=name), ValueError) is valid
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "region"),
+    [
+        ("oss-cn-beijing.aliyuncs.com", "cn-beijing"),
+        ("https://oss-eu-central-1-internal.aliyuncs.com/", "eu-central-1"),
+        ("http://OSS-ap-southeast-1.aliyuncs.com:443", "ap-southeast-1"),
+    ],
+)
+def test_the_mount_and_the_client_derive_the_same_region_and_url(
+    endpoint: str, region: str
+) -> None:
+    config = _config("b12", f"url={endpoint}")
+    client = OssConfig(endpoint=endpoint, bucket="b12")
+    assert config.region == client.resolved_region() == region
+    assert config.endpoint == client.base_url().rstrip("/")
+
+
+def test_a_bad_listing_at_start_up_is_a_bad_reply_not_access_denied() -> None:
+    """Issue 14 finding 7, the oversized case (the mount test covers a malformed one)."""
+    config = _config("b12", "url=http://127.0.0.1:9000")
+    too_big = BadResponse(200, "ResponseTooLarge", "reply body over 8 bytes", bucket="b12")
+    error = _startup_error(too_big, config)
+    assert error.code == ExitCode.BAD_REPLY
+    assert "bucket 'b12' at http://127.0.0.1:9000" in str(error)
+    assert "not a valid OSS listing: reply body over 8 bytes" in str(error)
+    assert _startup_error(AccessDenied(403, "AccessDenied", "no"), config).code == ExitCode.ACCESS
+
+
+def test_a_long_flag_and_an_o_option_reach_the_same_field_and_the_flag_wins() -> None:
+    parser = build_parser()
+    config = _parse_mount_args(parser, ["b12", "/m", "-o", "dir_prefetch=2,multipart_size=4"])
+    assert (config.dir_prefetch, config.part_size) == (2, 4 * MiB)
+    config = _parse_mount_args(parser, ["b12", "/m", "-o", "dir_prefetch=2", "--dir-prefetch=3"])
+    assert config.dir_prefetch == 3

@@ -4,6 +4,8 @@ handler `setup_logging` installs."""
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from ossmount.log import (
     OneLineFilter,
     RateLimitFilter,
     flush_suppressed,
+    open_private,
     setup_logging,
 )
 from ossmount.oss.redact import RedactingFilter, register_secret
@@ -227,3 +230,37 @@ def test_a_reply_the_kernel_gave_up_on_is_debug_not_error(
     gave_up = "DEBUG pyfuse3: fuse_release(): fuse_reply_* failed with No such file or directory"
     assert (gave_up in text) == (level == "DEBUG")
     assert ("the kernel no longer waited for this reply" in text) == (level == "DEBUG")
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_a_new_log_file_is_created_private(
+    tmp_path: Path, restore_root: None, umask_022: None
+) -> None:
+    """Issue 14 finding 8: the log names buckets and keys; a file we create is 0600 (it was
+    0644 under the usual umask), and so is the SIGUSR1 stack dump's."""
+    created = tmp_path / "new.log"
+    setup_logging("INFO", foreground=True, log_file=created)
+    logging.getLogger("ossmount.test").warning("oss://b/private-key-name")
+    assert stat.S_IMODE(created.stat().st_mode) == 0o600
+    assert "private-key-name" in created.read_text()
+    with open_private(tmp_path / "stacks.log") as stacks:
+        assert stat.S_IMODE(os.fstat(stacks.fileno()).st_mode) == 0o600
+
+
+def test_an_existing_log_file_keeps_its_mode_and_lines(
+    tmp_path: Path, restore_root: None, umask_022: None
+) -> None:
+    shared = tmp_path / "shared.log"
+    shared.write_text("earlier line\n")
+    shared.chmod(0o640)
+    setup_logging("INFO", foreground=True, log_file=shared)
+    logging.getLogger("ossmount.test").warning("appended")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640
+    assert shared.read_text().startswith("earlier line\n")
+    assert "appended" in shared.read_text()
