@@ -22,7 +22,7 @@ from tests.mount.harness import BUCKET, Mount
 
 MiB = 1024 * 1024
 SMALL_PARTS = ("--part-size-mb", "1")
-FAILED, TOO_BIG, CACHE_IN_USE, NOT_A_MOUNT = 10, 11, 8, 7
+FAILED, TOO_BIG, CACHE_IN_USE, NOT_A_MOUNT = 11, 12, 8, 7
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -138,7 +138,7 @@ def test_verify_drops_an_entry_whose_parts_do_not_combine_to_the_server_crc(
     bad = _entry(tmp_path, "wrong.bin", data, server_crc=true_crc ^ 1, part=256 * 1024)
     good = _entry(tmp_path, "right.bin", data, server_crc=true_crc, part=256 * 1024)
     result = _cli("cache", "verify", "--cache-dir", str(tmp_path))
-    assert result.returncode == 10, result.stdout + result.stderr
+    assert result.returncode == 11, result.stdout + result.stderr
     assert "oss://bkt/wrong.bin: its parts combine to CRC-64" in result.stdout
     assert "dropped the entry" in result.stdout
     assert not bad.exists()
@@ -155,7 +155,7 @@ def test_status_reports_a_damaged_checkpoint_and_verify_drops_it(tmp_path: Path)
     assert status["states"]["damaged"] == 1
     assert ckpt.exists()  # status changes nothing
     result = _cli("cache", "verify", "--cache-dir", str(tmp_path))
-    assert result.returncode == 10
+    assert result.returncode == 11
     assert "damaged checkpoint: checkpoint checksum mismatch: dropped the entry" in result.stdout
     assert not ckpt.exists()
 
