@@ -16,8 +16,10 @@ from ossmount.cache.checkpoint import Checkpoint, EntryState, save_atomic
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.store import LAYOUT_VERSION, key_hash
 from ossmount.cachecmd.findmount import mount_of, parse_mountinfo
+from ossmount.cachecmd.layout import resolve_cache_dir
 from ossmount.cachecmd.main import is_ours
 from ossmount.cachecmd.progress import Progress
+from ossmount.config import build_config
 from ossmount.crc64 import combine, crc64
 
 MOUNTINFO = (
@@ -167,3 +169,9 @@ def test_a_dir_that_is_not_a_cache_is_refused_with_exit_8(tmp_path: Path, action
     assert result.returncode == 8
     assert "is not an ossmount cache directory" in result.stderr
     assert (tmp_path / "precious.txt").exists()
+
+
+@pytest.mark.parametrize("source", ["bkt", "bkt:/a/b/", "bkt:a/b", "bkt:/a/b"])
+def test_a_bucket_names_the_same_cache_dir_the_mount_would_use(source: str) -> None:
+    mount = build_config(source, "/mnt", {}, foreground=True, ignored=[])
+    assert resolve_cache_dir(None, source) == mount.cache_dir
