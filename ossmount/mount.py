@@ -34,6 +34,7 @@ import trio
 
 from ossmount.cache.errors import CacheError
 from ossmount.cache.store import CacheStore
+from ossmount.cachecmd import record_mount
 from ossmount.config import MountConfig
 from ossmount.daemon import Readiness
 from ossmount.errors import ExitCode, StartupError
@@ -220,6 +221,7 @@ async def _mount(
                 await trio.to_thread.run_sync(store.lock)
         except (OSError, CacheError) as exc:
             raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
+        record_mount(config)  # for `ossmount cache status` and `warmup`; never raises
         try:
             await _serve(config, client, credentials, store, readiness, notifier, metrics)
         finally:
