@@ -22,6 +22,8 @@ from ossmount.crc64 import crc64
 
 from .server import Response
 from .store import (
+    Body,
+    BodyWriter,
     FileBody,
     MemoryBody,
     ObjectVersion,
@@ -246,17 +248,18 @@ def _user_meta(ctx: Ctx) -> tuple[tuple[str, str], ...]:
     return meta
 
 
-def _check_overwrite(ctx: Ctx) -> None:
+def _check_overwrite(ctx: Ctx, ec: str | None = None) -> None:
+    """``x-oss-forbid-overwrite: true`` and the key exists → 409 FileAlreadyExists (§3.9)."""
     v = ctx.req.headers.get("x-oss-forbid-overwrite")
     if v is None:
         return
     if v.lower() not in ("true", "false"):
         raise OssError(400, "InvalidArgument", "Invalid x-oss-forbid-overwrite", ec="0017-00000279")
     if v.lower() == "true" and ctx.key in ctx.bucket().objects:
-        raise OssError(409, "FileAlreadyExists")
+        raise OssError(409, "FileAlreadyExists", ec=ec)
 
 
-async def receive_body(ctx: Ctx) -> tuple[object, str, str]:
+async def receive_body(ctx: Ctx) -> tuple[BodyWriter, str, str]:
     """Read the request body into a store writer; returns (writer, etag, base64 md5)."""
     writer = ctx.store.new_writer()
     try:
@@ -279,9 +282,6 @@ async def put_object(ctx: Ctx) -> Response:
     _check_overwrite(ctx)
     meta = _user_meta(ctx)
     writer, etag, b64 = await receive_body(ctx)
-    from .store import BodyWriter
-
-    assert isinstance(writer, BodyWriter)
     storage = ctx.req.headers.get("x-oss-storage-class", "Standard")
     obj = ObjectVersion(
         key=ctx.key,
@@ -317,18 +317,27 @@ def parse_copy_source(ctx: Ctx, header: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _copy_body(ctx: Ctx, src: ObjectVersion) -> object:
+def copy_range(writer: BodyWriter, body: Body, offset: int, length: int) -> None:
+    """Feed ``length`` bytes of ``body`` from ``offset`` to ``writer``, 8 MiB at a time."""
+    end = offset + length
+    while offset < end:
+        n = min(8 << 20, end - offset)
+        for seg in body.segments(offset, n):
+            writer.write(segment_bytes(seg))
+        offset += n
+
+
+def _copy_body(ctx: Ctx, src: ObjectVersion) -> Body:
     """Bodies are immutable, so memory/synthetic ones are shared; files are copied."""
     if isinstance(src.body, FileBody):
         writer = ctx.store.new_writer()
-        with open(src.body.path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                writer.write(chunk)
+        copy_range(writer, src.body, 0, src.size)
         return writer.finish()
     return src.body
 
 
-async def copy_object(ctx: Ctx) -> Response:
+def copy_source_object(ctx: Ctx) -> ObjectVersion:
+    """The object ``x-oss-copy-source`` names, its ``x-oss-copy-source-if-*`` checked."""
     sb, sk = parse_copy_source(ctx, ctx.req.header("x-oss-copy-source"))
     sbucket = ctx.store.bucket(sb)
     if sbucket is None:
@@ -338,12 +347,14 @@ async def copy_object(ctx: Ctx) -> Response:
     if src is None:
         raise OssError(404, "NoSuchKey", extra={"Key": sk})
     check_conditions(ctx, src, prefix="x-oss-copy-source-if-")
+    return src
+
+
+async def copy_object(ctx: Ctx) -> Response:
+    src = copy_source_object(ctx)
     _check_overwrite(ctx)
     directive = ctx.req.header("x-oss-metadata-directive", "COPY").upper()
     body = _copy_body(ctx, src)
-    from .store import Body
-
-    assert isinstance(body, Body)
     if directive == "REPLACE":
         ctype = ctx.req.headers.get("content-type") or guess_content_type(ctx.key)
         meta = _user_meta(ctx)
@@ -449,6 +460,7 @@ async def get_symlink(ctx: Ctx) -> Response:
         ("Last-Modified", _http_date(obj.mtime)),
         ("x-oss-symlink-target", quote(obj.symlink_target, safe="")),
         ("Content-Type", "text/plain"),
+        *obj.meta,  # the link's own user metadata (ossfs keeps a link's mode there)
     ]
     return Response(200, hs, b"")
 
