@@ -49,7 +49,8 @@ def test_upload_part_copy_with_range_and_combined_crc(emu: Emulator) -> None:
             source_range=f"bytes=1000-{MiB + 999}",
         )
     )
-    assert p2.etag and p2.etag.startswith('"')
+    assert p2.etag
+    assert p2.etag.startswith('"')
     assert p2.last_modified is not None
     p3 = c.upload_part_copy(
         oss.UploadPartCopyRequest(
