@@ -60,8 +60,7 @@ def s3(
         k = hmac.new(k, part.encode(), hashlib.sha256).digest()
     sig = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
     hs["authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential=ak/{scope}, SignedHeaders={';'.join(signed)}, "
-        f"Signature={sig}"
+        f"AWS4-HMAC-SHA256 Credential=ak/{scope}, SignedHeaders={';'.join(signed)}, Signature={sig}"
     )
     url = emu.endpoint + quote(path, safe="/") + ("?" + canon_q if canon_q else "")
     with httpx.Client() as c:
@@ -81,8 +80,7 @@ def test_complete_multipart_with_s3_namespace(emu: Emulator) -> None:
         etags.append(r.headers["etag"])
     xml = f'<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUpload xmlns="{S3_NS}">'
     xml += "".join(
-        f"<Part><ETag>{e}</ETag><PartNumber>{n}</PartNumber></Part>"
-        for n, e in enumerate(etags, 1)
+        f"<Part><ETag>{e}</ETag><PartNumber>{n}</PartNumber></Part>" for n, e in enumerate(etags, 1)
     )
     xml += "</CompleteMultipartUpload>"
     r = s3(emu, "POST", "/demo/big.bin", {"uploadId": uid}, body=xml.encode())
