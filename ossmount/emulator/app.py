@@ -25,7 +25,8 @@ from urllib.parse import unquote_to_bytes
 
 from .auth import Verifier
 from .faults import FaultRule, Faults, parse_rule
-from .server import Request, Response, SendPlan, http_date
+from .receive import upload_faults
+from .server import ConnectionDone, Request, Response, SendPlan, http_date
 from .shaping import Shaping
 from .store import Bucket, Store, valid_bucket_name, valid_key
 from .xml import OssError, error_header, error_xml
@@ -204,6 +205,7 @@ class App:
         path_style: bool | None = None,
         cname: dict[str, str] | None = None,
         admin: bool = True,
+        fast_etag: bool = False,
     ) -> None:
         self.store = store
         self.verifier = verifier
@@ -214,6 +216,7 @@ class App:
         self.path_style = path_style
         self.cname = dict(cname or {})
         self.admin = admin
+        self.fast_etag = fast_etag  # see receive.py
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().upper()
         # the op tables; they import Ctx from here
@@ -298,7 +301,14 @@ class App:
             op = self.ops.get(ctx.op)
             if op is None:
                 raise OssError(501, "NotImplemented", f"{ctx.op} is not implemented")
-            resp = await op(ctx)
+            try:
+                resp = await op(ctx)
+            except ConnectionDone:
+                # an upload fault ended the connection mid-request: log it, answer nothing
+                cut = Response(0, [], error_code="ConnectionCut")
+                self._finish(ctx, cut)
+                cut.on_sent(0, False)  # type: ignore[misc]
+                raise
             resp.latency_s += latency
             self._apply_body_faults(ctx, resp)
         except OssError as err:
@@ -308,7 +318,10 @@ class App:
 
     def _apply_body_faults(self, ctx: Ctx, resp: Response) -> None:
         plan = SendPlan()
+        on_request = {id(r) for r in upload_faults(ctx)}  # they acted on the request body
         for rule in ctx.faults:
+            if id(rule) in on_request:
+                continue
             a = rule.action
             if a in ("reset", "truncate"):
                 plan.cut_at, plan.cut_kind = rule.after, a

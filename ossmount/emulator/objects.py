@@ -9,7 +9,6 @@ GetObjectMeta/GetSymlink.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import gzip
 import hashlib
@@ -20,6 +19,7 @@ from urllib.parse import quote, unquote
 
 from ossmount.crc64 import crc64
 
+from .receive import feed_body, receive_body
 from .server import Response
 from .store import (
     Body,
@@ -259,24 +259,6 @@ def _check_overwrite(ctx: Ctx, ec: str | None = None) -> None:
         raise OssError(409, "FileAlreadyExists", ec=ec)
 
 
-async def receive_body(ctx: Ctx) -> tuple[BodyWriter, str, str]:
-    """Read the request body into a store writer; returns (writer, etag, base64 md5)."""
-    writer = ctx.store.new_writer()
-    try:
-        async for chunk in ctx.req.body():
-            writer.write(chunk)
-    except BaseException:
-        writer.abort()
-        raise
-    digest = writer.md5.digest()
-    b64 = base64.b64encode(digest).decode()
-    want = ctx.req.headers.get("content-md5")
-    if want is not None and want.strip() != b64:
-        writer.abort()
-        raise OssError(400, "InvalidDigest", "The Content-MD5 you specified was invalid.")
-    return writer, md5_etag(digest), b64
-
-
 async def put_object(ctx: Ctx) -> Response:
     ctx.bucket()
     _check_overwrite(ctx)
@@ -295,9 +277,8 @@ async def put_object(ctx: Ctx) -> Response:
         content_md5=b64,
     )
     ctx.store.publish(ctx.bucket_name, obj)
-    return Response(
-        200, [("ETag", etag), ("x-oss-hash-crc64ecma", str(writer.crc)), ("Content-MD5", b64)]
-    )
+    hs = [("ETag", etag), ("x-oss-hash-crc64ecma", str(writer.crc))]
+    return Response(200, hs + ([("Content-MD5", b64)] if b64 else []))
 
 
 async def delete_object(ctx: Ctx) -> Response:
@@ -401,8 +382,11 @@ async def append_object(ctx: Ctx) -> Response:
     if old is not None:
         for seg in old.body.segments(0, old.size):
             writer.write(segment_bytes(seg))
-    async for chunk in ctx.req.body():
-        writer.write(chunk)
+    try:
+        await feed_body(ctx, writer)
+    except BaseException:
+        writer.abort()
+        raise
     etag = md5_etag(writer.md5.digest())
     obj = ObjectVersion(
         key=ctx.key,
