@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .listing import parse_xml
+from .listing import local_name, parse_xml
 from .objects import (
     _check_overwrite,
     _user_meta,
@@ -246,22 +246,19 @@ async def complete(ctx: Ctx) -> Response:
     )
 
 
-def _local(tag: object) -> str:
-    """Element name without its namespace: S3 clients (rclone's AWS SDK) send
-    ``xmlns="http://s3.amazonaws.com/doc/2006-03-01/"``, which OSS accepts."""
-    return str(tag).rsplit("}", 1)[-1]
-
-
 def _chosen_parts(up: _Upload, root: Any) -> list[tuple[int, _Part]]:
-    """The parts a CompleteMultipartUpload body names, checked against the uploaded ones."""
-    if _local(getattr(root, "tag", "")) != "CompleteMultipartUpload":
+    """The parts a CompleteMultipartUpload body names, checked against the uploaded ones.
+
+    Read by local names: S3 clients (rclone's AWS SDK) send
+    ``xmlns="http://s3.amazonaws.com/doc/2006-03-01/"``, which OSS accepts."""
+    if local_name(getattr(root, "tag", "")) != "CompleteMultipartUpload":
         raise OssError(400, "MalformedXML")
     chosen = []
     prev = 0
     for el in root:
-        if _local(el.tag) != "Part":
+        if local_name(el.tag) != "Part":
             continue
-        fields = {_local(c.tag): (c.text or "").strip() for c in el}
+        fields = {local_name(c.tag): (c.text or "").strip() for c in el}
         try:
             num = int(fields.get("PartNumber", ""))
         except ValueError:

@@ -6,6 +6,7 @@ header it is given, as the AWS SDKs do.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import hmac
@@ -147,3 +148,15 @@ def test_s3_upload_part_copy_range(emu: Emulator) -> None:
     r = s3(emu, "POST", "/demo/dst", {"uploadId": uid}, body=xml.encode())
     assert r.status_code == 200, r.text
     assert emu.get_bytes("demo", "dst") == data[10:110]
+
+
+def test_s3_delete_objects_with_namespace(emu: Emulator) -> None:
+    for k in ("a", "b"):
+        emu.put_object("demo", k, b"x")
+    xml = f'<Delete xmlns="{S3_NS}"><Object><Key>a</Key></Object><Quiet>true</Quiet></Delete>'
+    md5 = base64.b64encode(hashlib.md5(xml.encode()).digest()).decode()
+    r = s3(emu, "POST", "/demo/", {"delete": ""}, {"content-md5": md5}, xml.encode())
+    assert r.status_code == 200, r.text
+    assert ElementTree.fromstring(r.content).find("Deleted") is None  # quiet
+    assert emu.head("demo", "a") is None
+    assert emu.head("demo", "b") is not None
