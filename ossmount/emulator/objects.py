@@ -23,7 +23,6 @@ from .receive import feed_body, receive_body
 from .server import Response
 from .store import (
     Body,
-    BodyWriter,
     FileBody,
     MemoryBody,
     ObjectVersion,
@@ -33,6 +32,7 @@ from .store import (
     segment_bytes,
     valid_key,
 )
+from .writer import BodyWriter
 from .xml import OssError, iso8601, xml_doc, xml_text
 
 if TYPE_CHECKING:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from .faults import FaultRule
-from .store import BodyWriter, md5_etag
+from .store import md5_etag
+from .writer import BodyWriter
 from .xml import OssError
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ import pytest
 import trio
 
 from ossmount.crc64 import crc64
-from ossmount.emulator.store import BodyWriter, FileBody, MemoryBody
+from ossmount.emulator.store import FileBody, MemoryBody
+from ossmount.emulator.writer import BodyWriter
 
 MiB = 1 << 20
 
