@@ -222,13 +222,17 @@ def bench_upload(size: int, reps: int, fast_etag: bool, src: Path) -> None:
                 f.write(segment_bytes(seg))
         extra = ("--no-verify",) + (("--fast-etag",) if fast_etag else ())
         proc, endpoint = start_emulator(tmp / "data", extra, src)
-        url = f"{endpoint}/demo/upload.bin"
-        put = ["--upload-file", str(source), url]
-        _curl_timed(put, proc.pid, size)  # warm up: the first run allocates the page cache
         ups, downs = [], []
-        for _ in range(reps):
-            ups.append(_curl_timed(put, proc.pid, size))
-            downs.append(_curl_timed(["-H", "Accept-Encoding: identity", url], proc.pid, size))
+        for i in range(reps + 1):  # run 0 warms up the page cache and is not counted
+            # a new key each time, deleted untimed afterwards: a PUT that replaces a 1 GiB
+            # object also pays for freeing the old one, which is not the upload path
+            url = f"{endpoint}/demo/upload-{i}.bin"
+            up = _curl_timed(["--upload-file", str(source), url], proc.pid, size)
+            down = _curl_timed(["-H", "Accept-Encoding: identity", url], proc.pid, size)
+            subprocess.run(["curl", "-sS", "--fail", "-X", "DELETE", url], check=True)
+            if i:
+                ups.append(up)
+                downs.append(down)
         label = f"{size >> 20} MiB, src={src}, fast-etag={'on' if fast_etag else 'off'}"
         print(f"# upload bench, {label}, {reps} runs, data dir {tmp}")
         print(f"PUT (curl --upload-file)  {_summary(ups)}")
