@@ -37,7 +37,8 @@ from ossmount.cache.store import CacheStore
 from ossmount.config import MountConfig
 from ossmount.daemon import Readiness
 from ossmount.errors import ExitCode, StartupError
-from ossmount.fs.ops import Operations, Presentation, drop_kernel_caches
+from ossmount.fs.filesystem import FileSystem
+from ossmount.fs.ops import Operations, Presentation, PyfuseKernel, drop_kernel_caches
 from ossmount.oss import (
     AccessDenied,
     CredentialsError,
@@ -55,7 +56,7 @@ from ossmount.prefetch.scheduler import PrefetchConfig, Prefetcher
 from ossmount.service.metrics import MountMetrics, install, serve_metrics
 from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount
-from ossmount.tree.namespace import Namespace
+from ossmount.tree.listing import Namespace
 
 __all__ = ["check_mountpoint", "run_mount"]
 
@@ -266,7 +267,16 @@ async def _serve(
             umask=config.umask,
             attr_timeout_s=config.stat_cache_expire,
         )
-        ops = Operations(namespace, prefetcher, look, symlinks=client, metrics=metrics)
+        fs = FileSystem(
+            namespace,
+            prefetcher,
+            look,
+            symlinks=client,
+            kernel=PyfuseKernel(),
+            bucket=config.bucket,
+            metrics=metrics,
+        )
+        ops = Operations(fs)
         source = f"{config.bucket}:/{config.prefix}" if config.prefix else config.bucket
         options = {
             f"fsname=ossmount#{source}",

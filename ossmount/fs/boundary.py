@@ -8,6 +8,13 @@ what the kernel (and so `cp`, `ls`) sees and how loudly we log it:
 | tree.NotFound, tree.NameInvalid               | ENOENT       | DEBUG (an expected miss) |
 | tree.NameTooLong                              | ENAMETOOLONG | DEBUG                    |
 | tree.NotADirectory                            | ENOTDIR      | DEBUG                    |
+| fs.ReadOnly (a write open)                    | EROFS        | DEBUG                    |
+| fs.IsADirectory (open of a directory)         | EISDIR       | DEBUG                    |
+| fs.NotASymlink (readlink of another entry)    | EINVAL       | DEBUG                    |
+| fs.NoSuchAttribute                            | ENODATA      | DEBUG                    |
+| fs.AttributeNotSupported (security.* etc.)    | EOPNOTSUPP   | DEBUG (see fs/xattrs.py) |
+| fs.UnknownHandle                              | EBADF        | WARNING                  |
+| fs.LinkOutsideMount                           | EIO          | DEBUG (WARNING at source)|
 | oss NoSuchKey (object gone since listing)     | ENOENT       | DEBUG                    |
 | prefetch.ObjectChanged (replaced mid-read)    | ESTALE       | WARNING                  |
 | prefetch.ObjectCorrupt (CRC-64 mismatch)      | EIO          | ERROR (logged at source) |
@@ -33,6 +40,15 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from ossmount.cache.errors import CacheError
+from ossmount.fs.errors import (
+    AttributeNotSupported,
+    IsADirectory,
+    LinkOutsideMount,
+    NoSuchAttribute,
+    NotASymlink,
+    ReadOnly,
+    UnknownHandle,
+)
 from ossmount.oss import (
     AccessDenied,
     InvalidAccessKeyId,
@@ -63,6 +79,20 @@ def errno_for(exc: BaseException) -> tuple[int, int]:
         return errno.ENOENT, _DEBUG
     if isinstance(exc, NotADirectory):
         return errno.ENOTDIR, _DEBUG
+    if isinstance(exc, AttributeNotSupported):
+        return errno.EOPNOTSUPP, _DEBUG
+    if isinstance(exc, NoSuchAttribute):
+        return errno.ENODATA, _DEBUG
+    if isinstance(exc, ReadOnly):
+        return errno.EROFS, _DEBUG
+    if isinstance(exc, IsADirectory):
+        return errno.EISDIR, _DEBUG
+    if isinstance(exc, NotASymlink):
+        return errno.EINVAL, _DEBUG
+    if isinstance(exc, LinkOutsideMount):
+        return errno.EIO, _DEBUG
+    if isinstance(exc, UnknownHandle):
+        return errno.EBADF, _WARNING
     if isinstance(exc, ObjectChanged):
         return errno.ESTALE, _WARNING
     if isinstance(exc, ObjectArchived):
