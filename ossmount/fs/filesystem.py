@@ -135,13 +135,10 @@ class FileSystem:
         snapshot = self._dirs.get(fh)
         if snapshot is None:
             raise UnknownHandle(f"<directory handle {fh}>", "not open")
-        entries = snapshot.entries
-        attr_of_ = attr_of
         look, dir_mode, file_mode = self._look, self._dir_mode, self._file_mode
         remember = self._ns.remember
-        for i in range(max(start_id, 0), len(entries)):
-            node = entries[i]
-            if not reply(node.name, attr_of_(node, look, dir_mode, file_mode), i + 1):
+        for next_id, node in snapshot.entries_from(start_id):
+            if not reply(node.name, attr_of(node, look, dir_mode, file_mode), next_id):
                 return
             remember(node.inode)
 

@@ -173,10 +173,6 @@ class InodeTable:
     def __len__(self) -> int:
         return len(self._by_ino)
 
-    def lookup_count(self, ino: int) -> int:
-        entry = self._by_ino.get(ino)
-        return entry.lookups if entry is not None else 0
-
     def looked_up(self) -> list[Node]:
         """Every node the kernel holds a reference to (it may cache its dentry and attrs)."""
         return [e.node for e in self._by_ino.values() if e.lookups > 0]
@@ -225,12 +221,6 @@ class InodeTable:
             raise AssertionError(f"unpin({ino}) without a matching pin")
         entry.pins -= 1
         self._maybe_idle(ino, entry)
-
-    def forget_all(self) -> None:
-        """Drop every lookup reference (unmount: the kernel will not send the forgets)."""
-        for ino, entry in self._by_ino.items():
-            entry.lookups = 0
-            self._maybe_idle(ino, entry)
 
     def statistics(self) -> TableStatistics:
         return TableStatistics(

@@ -365,24 +365,6 @@ class Namespace:
                 out.append((parent, name, node.inode))
         return out
 
-    def refresh_file(self, inode: int, meta: ObjectMeta) -> None:
-        """The read path saw newer metadata for file `inode` (a GET's headers): remember it.
-
-        Raises NotFound for an unknown inode. Directories are ignored.
-        """
-        node = self.table.get(inode)
-        if node.is_dir:
-            log.debug("refresh_file(%d) on directory %r ignored", inode, node.path)
-            return
-        info = _Info(False, meta)
-        self._put(node.path, info)
-        dir_path, name = split_path(node.path)
-        self._store_name(dir_path, name, info, self._clock())
-        listing = self._listings.get(dir_path)
-        if listing is not None and name in listing.entries:
-            # so that a readdir within the TTL does not bring back the older size
-            listing.entries[name] = info
-
     def check_invariants(self) -> None:
         """Raise AssertionError if the table or the cache bookkeeping is inconsistent."""
         self.table.check_invariants()
