@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sys
 from collections.abc import Sequence
 
 import pyfuse3
@@ -28,11 +29,13 @@ __all__ = ["Operations", "Presentation", "PyfuseKernel", "drop_kernel_caches", "
 
 log = logging.getLogger(__name__)
 
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
 
 def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     out = pyfuse3.EntryAttributes()
-    out.st_ino = pyfuse3.InodeT(attr.inode)
-    out.generation = 0
+    out.st_ino = pyfuse3.InodeT(attr.inode)  # generation: 0, the default
     out.entry_timeout = attr.timeout_s
     out.attr_timeout = attr.timeout_s
     out.st_mode = pyfuse3.ModeT(attr.mode)
@@ -85,10 +88,10 @@ class Operations(pyfuse3.Operations):
         self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken
     ) -> None:
         readdir_reply = pyfuse3.readdir_reply
-        fsencode = os.fsencode
 
-        def reply(name: str, attr: Attr, next_id: int) -> bool:
-            return readdir_reply(token, fsencode(name), entry_attributes(attr), next_id)
+        def reply(name: str, attr: Attr, next_id: int) -> bool:  # os.fsencode, inlined
+            encoded = name.encode(_FS_ENCODING, _FS_ERRORS)
+            return readdir_reply(token, encoded, entry_attributes(attr), next_id)
 
         self.fs.readdir(fh, start_id, reply)
 
