@@ -338,8 +338,8 @@ def test_ls_l_stops_asking_for_selinux_and_acl_xattrs_while_ours_keep_working(
 ) -> None:
     """`ls -l` asks each entry for security.selinux and system.posix_acl_access until one
     answer says "not supported" (fs/xattrs.py): one request each per mount (ls remembers the
-    device), not
-    one per file. The daemon logs every refused getxattr at DEBUG, which is what is counted."""
+    device), not one per file. The daemon logs every refused getxattr at DEBUG, which is what
+    is counted."""
     for i in range(20):
         emulator.put_object(BUCKET, f"d/f{i:02d}", b"x")
     mount = make_mount().start()
