@@ -130,7 +130,8 @@ class InodeTable:
 
         Directories always get size 0 and the table's directory mtime. Called for every entry
         of every listing, so an unchanged entry returns its existing `Node` without building
-        one (measured: 4.5 -> 1.5 µs an entry for 10,000 re-listed files).
+        one, and a new one is built once (measured with timeit, 10,000 files, min of 15: a new
+        entry 2.8-4.1 -> 1.9-2.2 µs, an unchanged one 0.33-0.57 -> 0.32 µs).
         """
         ino = self._by_key.get((is_dir, path))
         if ino is None:
