@@ -116,7 +116,13 @@ class FileSystem:
         return self.attr(await self._ns.lookup(parent, name))
 
     def forget(self, inode: int, count: int) -> None:
-        self._ns.forget(inode, count)
+        """The kernel dropped `count` references. At zero it has evicted the inode and its
+        pages, so there is no page cache left to keep: the inode's `_last_etag` (and symlink
+        target) go too. That bounds both by what the kernel holds, not by every file ever
+        opened during the mount."""
+        if not self._ns.forget(inode, count):
+            self._last_etag.pop(inode, None)
+            self._links.forget(inode)
 
     async def getattr(self, inode: int) -> Attr:
         return self.attr(await self._ns.getattr(inode))

@@ -61,6 +61,10 @@ class SymlinkTargets:
         self._bucket = bucket
         self._cache: dict[int, tuple[str, str]] = {}  # inode -> (link ETag, target)
 
+    def forget(self, inode: int) -> None:
+        """The kernel evicted `inode`: its next readlink may fetch the target again."""
+        self._cache.pop(inode, None)
+
     async def target(self, inode: int, meta: ObjectMeta) -> str:
         """The POSIX target of the symlink object `meta` (inode `inode`).
 

@@ -207,12 +207,13 @@ class InodeTable:
         entry.lookups += n
         self._idle.pop(ino, None)
 
-    def forget(self, ino: int, n: int) -> None:
-        """The kernel dropped `n` references. Never raises: FUSE `forget` has no reply."""
+    def forget(self, ino: int, n: int) -> bool:
+        """The kernel dropped `n` references; whether it still holds any. Never raises: FUSE
+        `forget` has no reply."""
         entry = self._by_ino.get(ino)
         if entry is None:
             log.warning("forget(%d, %d) of an unknown inode: lookup counting is off", ino, n)
-            return
+            return False
         if n > entry.lookups:
             log.warning(
                 "forget(%d, %d) of %r exceeds its lookup count %d: lookup counting is off",
@@ -224,6 +225,7 @@ class InodeTable:
             n = entry.lookups
         entry.lookups -= n
         self._maybe_idle(ino, entry)
+        return entry.lookups > 0
 
     def pin(self, ino: int) -> None:
         """Keep `ino` (and its number) while an open directory snapshot shows it."""

@@ -250,9 +250,10 @@ class Namespace:
         """Count `n` kernel references to `inode` (each readdir entry that was accepted)."""
         self.table.remember(inode, n)
 
-    def forget(self, inode: int, nlookup: int) -> None:
-        """FUSE forget: drop `nlookup` references. Never raises."""
-        self.table.forget(inode, nlookup)
+    def forget(self, inode: int, nlookup: int) -> bool:
+        """FUSE forget: drop `nlookup` references; whether the kernel still holds any (when
+        not, it has evicted its inode, and with it the inode's pages). Never raises."""
+        return self.table.forget(inode, nlookup)
 
     async def shown_file_name(self, dir_path: str, name: str, key: str) -> str:
         """The name the object `key` (raw name `name` in `dir_path`) is shown under: `name`, or

@@ -285,3 +285,31 @@ def test_the_filesystem_does_not_load_pyfuse3() -> None:
     code = "import sys, ossmount.fs.filesystem; print('pyfuse3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_forgetting_an_inode_drops_its_keep_cache_memory_and_link_target(rig: Rig) -> None:
+    """Once the kernel forgets an inode it has no pages of it left, so nothing is kept for it:
+    what the filesystem remembers per inode is bounded by what the kernel holds."""
+    rig.bucket.put("f", DATA)
+    rig.bucket.put_symlink("l", "f")
+    f = await rig.fs.lookup(ROOT_INODE, "f")
+    link = await rig.fs.lookup(ROOT_INODE, "l")
+    opened = await rig.fs.open(f.inode, os.O_RDONLY)
+    await rig.fs.release(opened.fh)
+    await rig.fs.readlink(link.inode)
+    f_again = await rig.fs.lookup(ROOT_INODE, "f")  # two references now
+    rig.fs.forget(f.inode, 1)
+    second = await rig.fs.open(f_again.inode, os.O_RDONLY)
+    assert second.keep_cache is True  # still held: its pages may be cached
+    await rig.fs.release(second.fh)
+
+    rig.fs.forget(f.inode, 1)
+    rig.fs.forget(link.inode, 1)
+    f_new = await rig.fs.lookup(ROOT_INODE, "f")
+    assert f_new.inode == f.inode
+    third = await rig.fs.open(f_new.inode, os.O_RDONLY)
+    assert third.keep_cache is False
+    await rig.fs.release(third.fh)
+    await rig.fs.lookup(ROOT_INODE, "l")
+    assert await rig.fs.readlink(link.inode) == "f"
+    assert rig.bucket.symlink_calls == ["l", "l"]

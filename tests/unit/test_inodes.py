@@ -174,3 +174,12 @@ def test_random_operations_keep_invariants(
             assert t.find(*k) == v
             assert lookups(t, v) == held.get(k, 0)
         assert len(set(live.values())) == len(live)
+
+
+def test_forget_says_whether_the_kernel_still_holds_references() -> None:
+    t = InodeTable()
+    ino = t.inode_for("a", False)
+    t.remember(ino, 2)
+    assert t.forget(ino, 1) is True
+    assert t.forget(ino, 1) is False
+    assert t.forget(424242, 1) is False
