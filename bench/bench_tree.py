@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,10 +34,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-AK = "bench-key-id"
-SK = "bench-secret-value-0123456789"
-BUCKET = "bench"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_mount  # a sibling script, not a package
+from bench_mount import AK, BUCKET, ROOT, SK
+
 PREFIX = "list"
 WORKLOADS = {
     "ls_lR": lambda d: ["ls", "-lR", str(d)],
@@ -47,29 +46,8 @@ WORKLOADS = {
 
 
 def serve_emulator(count: int) -> None:
-    """Child process: an emulator holding `count` 1 KiB objects under PREFIX/."""
-    sys.path.insert(0, str(ROOT))
-    import trio
-
-    from ossmount.emulator import Emulator
-
-    emu = Emulator(
-        buckets=[BUCKET], access_key_id=AK, access_key_secret=SK, public_read=True, port=0
-    )
-    for i in range(count):
-        emu.put_object(BUCKET, f"{PREFIX}/f{i:05d}", b"x" * 1024)
-
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(emu.serve)
-            print(emu.endpoint, flush=True)
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    return
-
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(run)
+    """Child process: bench_mount's emulator holding `count` 1 KiB objects under PREFIX/."""
+    bench_mount.serve_emulator([(f"{PREFIX}/f{i:05d}", 1024, 1 + i % 8) for i in range(count)])
 
 
 def in_process(count: int, runs: int) -> None:

@@ -71,42 +71,33 @@ _WARNING = logging.WARNING
 _ERROR = logging.ERROR
 
 
+# (exception types, errno, log level), first match wins: subclasses before their bases.
+_TABLE: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int, int], ...] = (
+    (NameTooLong, errno.ENAMETOOLONG, _DEBUG),
+    ((NotFound, NameInvalid), errno.ENOENT, _DEBUG),
+    (NotADirectory, errno.ENOTDIR, _DEBUG),
+    (AttributeNotSupported, errno.EOPNOTSUPP, _DEBUG),
+    (NoSuchAttribute, errno.ENODATA, _DEBUG),
+    (ReadOnly, errno.EROFS, _DEBUG),
+    (IsADirectory, errno.EISDIR, _DEBUG),
+    (NotASymlink, errno.EINVAL, _DEBUG),
+    (LinkOutsideMount, errno.EIO, _DEBUG),  # the WARNING was written at source
+    (UnknownHandle, errno.EBADF, _WARNING),
+    (ObjectChanged, errno.ESTALE, _WARNING),
+    (ObjectArchived, errno.EACCES, _DEBUG),  # the WARNING saying "restore it" was at source
+    (ObjectCorrupt, errno.EIO, _DEBUG),  # the ERROR line with both CRCs was written at source
+    (ReadError, errno.EIO, _DEBUG),  # the WARNING with the cause was written at source
+    (NoSuchKey, errno.ENOENT, _DEBUG),
+    ((AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch), errno.EACCES, _ERROR),
+    ((OssError, CacheError), errno.EIO, _ERROR),
+)
+
+
 def errno_for(exc: BaseException) -> tuple[int, int]:
     """(errno, log level) for an exception raised below the adapter."""
-    if isinstance(exc, NameTooLong):
-        return errno.ENAMETOOLONG, _DEBUG
-    if isinstance(exc, NotFound | NameInvalid):
-        return errno.ENOENT, _DEBUG
-    if isinstance(exc, NotADirectory):
-        return errno.ENOTDIR, _DEBUG
-    if isinstance(exc, AttributeNotSupported):
-        return errno.EOPNOTSUPP, _DEBUG
-    if isinstance(exc, NoSuchAttribute):
-        return errno.ENODATA, _DEBUG
-    if isinstance(exc, ReadOnly):
-        return errno.EROFS, _DEBUG
-    if isinstance(exc, IsADirectory):
-        return errno.EISDIR, _DEBUG
-    if isinstance(exc, NotASymlink):
-        return errno.EINVAL, _DEBUG
-    if isinstance(exc, LinkOutsideMount):
-        return errno.EIO, _DEBUG
-    if isinstance(exc, UnknownHandle):
-        return errno.EBADF, _WARNING
-    if isinstance(exc, ObjectChanged):
-        return errno.ESTALE, _WARNING
-    if isinstance(exc, ObjectArchived):
-        return errno.EACCES, _DEBUG  # the WARNING saying "restore it" was written at source
-    if isinstance(exc, ObjectCorrupt):
-        return errno.EIO, _DEBUG  # the ERROR line with both CRCs was written where it happened
-    if isinstance(exc, ReadError):
-        return errno.EIO, _DEBUG  # the WARNING with the cause was written where it happened
-    if isinstance(exc, NoSuchKey):
-        return errno.ENOENT, _DEBUG
-    if isinstance(exc, AccessDenied | InvalidAccessKeyId | SignatureDoesNotMatch):
-        return errno.EACCES, _ERROR
-    if isinstance(exc, OssError | CacheError):
-        return errno.EIO, _ERROR
+    for types, code, level in _TABLE:
+        if isinstance(exc, types):
+            return code, level
     return errno.EIO, -1  # unexpected: log with traceback
 
 
