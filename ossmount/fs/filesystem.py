@@ -20,7 +20,9 @@ Policy held here
 Concurrency: trio, one thread. The handle tables (`_files`, `_dirs`) and `_last_etag` are
 touched only in synchronous code; a handle is registered in the same step as the object it
 refers to is opened, and removed before its `aclose` is awaited, so a concurrent release of the
-same handle finds nothing to do.
+same handle finds nothing to do. Memory: `_last_etag` and the symlink target cache hold only
+inodes the kernel still references (both are dropped on an inode's last `forget`), the handle
+tables only open handles.
 """
 
 from __future__ import annotations
