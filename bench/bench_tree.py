@@ -14,7 +14,7 @@ one run. On a busy machine the mount figures move by ±50 %; `--in-process` meas
 tree and fs layers, with no HTTP, kernel or emulator: `Namespace.opendir` of one directory of
 N files from prebuilt listing pages (a fresh namespace each run: every entry is new), then a
 readdir of it through `FileSystem.readdir` into pyfuse3 `EntryAttributes` (all the adapter
-does but `readdir_reply`). It prints µs per entry, min of --repeat x 3 runs.
+does but `readdir_reply`), then its releasedir. It prints µs per entry, min of --repeat x 3 runs.
 
 Every process it starts it stops by PID; every mount is unmounted; the temp dir is removed.
 Nothing is asserted: figures are printed.
@@ -95,7 +95,7 @@ def in_process(count: int, runs: int) -> None:
         entry_attributes(attr)
         return True
 
-    async def once() -> tuple[float, float]:
+    async def once() -> tuple[float, float, float]:
         ns = Namespace(Lister())
         fs = FileSystem(ns, NoPrefetch(), Presentation(0, 0, 0o22, 60.0),  # type: ignore[arg-type]
                         symlinks=None, kernel=None, bucket=BUCKET)  # type: ignore[arg-type]  # fmt: skip
@@ -106,12 +106,13 @@ def in_process(count: int, runs: int) -> None:
         fs.readdir(fh, 0, reply)
         t2 = time.perf_counter()
         fs.releasedir(fh)
-        return t1 - t0, t2 - t1
+        return t1 - t0, t2 - t1, time.perf_counter() - t2
 
     results = [trio.run(once) for _ in range(runs)]
     print(f"# in-process, {count} files in one directory, min of {runs} runs")
     print(f"opendir_us_per_entry     {min(r[0] for r in results) / count * 1e6:7.2f}")
     print(f"readdir_us_per_entry     {min(r[1] for r in results) / count * 1e6:7.2f}")
+    print(f"releasedir_us_per_entry  {min(r[2] for r in results) / count * 1e6:7.2f}")
 
 
 def cpu_seconds(pid: int) -> float:
