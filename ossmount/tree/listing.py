@@ -48,7 +48,7 @@ import bisect
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Final, Generic, Literal, NamedTuple, TypeVar
@@ -71,6 +71,7 @@ from ossmount.tree.names import (
     valid_name,
 )
 from ossmount.tree.node import Node
+from ossmount.tree.snapshot import DirSnapshot
 
 __all__ = ["DirSnapshot", "Namespace", "Node"]
 
@@ -132,45 +133,6 @@ class _Flight(Generic[T]):
         self.ok = False
         self.result: T | None = None
         self.error: Exception | None = None
-
-
-class DirSnapshot:
-    """The entries of one open directory, frozen at `opendir` time.
-
-    `entries` are sorted by name and carry their inode numbers. How the adapter serves
-    `readdir(fh, start_id, token)` with it::
-
-        for next_id, node in snapshot.entries_from(start_id):
-            if not pyfuse3.readdir_reply(token, os.fsencode(node.name), attrs(node), next_id):
-                break
-            namespace.remember(node.inode)  # an accepted entry is a lookup (readdirplus)
-
-    pyfuse3 does not count lookups itself: its docs say that when `readdir_reply` returns True
-    the filesystem must increase the entry's lookup count by one, and must not when it returns
-    False. `.` and `..` are the adapter's business (if it emits them, it must not count them).
-    Cookies are 1..len(entries); start_id 0 means from the beginning.
-    Call `Namespace.releasedir(snapshot)` when the kernel releases the handle.
-    """
-
-    __slots__ = ("_released", "entries", "inode", "path")
-
-    def __init__(self, inode: int, path: str, entries: tuple[Node, ...]) -> None:
-        self.inode = inode
-        self.path = path
-        self.entries: Sequence[Node] = entries
-        self._released = False
-
-    def entries_from(self, start_id: int) -> Iterator[tuple[int, Node]]:
-        """(next_id, node) pairs after cookie `start_id`, to the end of the snapshot."""
-        for i in range(max(start_id, 0), len(self.entries)):
-            yield i + 1, self.entries[i]
-
-    @property
-    def released(self) -> bool:
-        return self._released
-
-    def __len__(self) -> int:
-        return len(self.entries)
 
 
 class Namespace:
