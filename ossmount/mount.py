@@ -38,7 +38,8 @@ from ossmount.cachecmd import record_mount
 from ossmount.config import MountConfig
 from ossmount.daemon import Readiness
 from ossmount.errors import ExitCode, StartupError
-from ossmount.fs.ops import Operations, Presentation, drop_kernel_caches
+from ossmount.fs.filesystem import FileSystem
+from ossmount.fs.ops import Operations, Presentation, PyfuseKernel, drop_kernel_caches
 from ossmount.oss import (
     AccessDenied,
     BadResponse,
@@ -57,7 +58,7 @@ from ossmount.prefetch.scheduler import PrefetchConfig, Prefetcher
 from ossmount.service.metrics import MountMetrics, install, serve_metrics
 from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount
-from ossmount.tree.namespace import Namespace
+from ossmount.tree.listing import Namespace
 
 __all__ = ["check_mountpoint", "run_mount"]
 
@@ -255,8 +256,16 @@ async def _serve(
             umask=config.umask,
             attr_timeout_s=config.stat_cache_expire,
         )
-        ops = Operations(namespace, prefetcher, look, symlinks=client, metrics=metrics)
-        _fuse_init(config, ops, source)
+        fs = FileSystem(
+            namespace,
+            prefetcher,
+            look,
+            symlinks=client,
+            kernel=PyfuseKernel(),
+            bucket=config.bucket,
+            metrics=metrics,
+        )
+        _fuse_init(config, Operations(fs), source)
 
         def describe() -> str:
             downloads = prefetcher.statistics()
