@@ -17,7 +17,10 @@ Ranged GETs (`get_into`, `get_to_fd`) are the product's hot path:
   thread stays free for FUSE replies; see `_body` for why, the numbers and cancellation.
 * A body that stops short is re-requested from the byte reached, with the running CRC kept
   and the ETag of the first reply pinned by If-Match (so a resume can never splice two
-  versions); a failure that made progress does not use up an attempt (bounded).
+  versions). That resume is one of the `max_attempts` tries, like any other retry.
+* Every ranged GET has a total deadline, `OssClient.fetch_deadline_s` (tries, resumes and
+  backoff waits together; see `_retry`); a GET waits at most `stall_timeout_s` for its reply
+  head and between body bytes (HEAD and LIST wait `read_timeout_s` for theirs).
 * A 200 to a ranged request (server ignored Range) is accepted as the whole object: we read
   past the bytes before `offset`, deliver ours, and drop the connection rather than drain it.
 * 206 replies are checked: Content-Range must start at the byte asked for and not run past
@@ -93,8 +96,13 @@ class OssConfig:
     `endpoint` without a scheme gets `https://`. `region` may be omitted for
     `oss-<region>[-internal].aliyuncs.com` endpoints (it is derived), required otherwise for V4.
     `addressing="auto"` is path-style for an IP endpoint (the emulator), virtual-hosted else.
-    Timeouts: `connect_timeout_s` to open a connection, `read_timeout_s` to wait for a reply
-    head (or a non-GET body), `stall_timeout_s` for a GET body that stops flowing.
+    Timeouts: `connect_timeout_s` to open a connection, `read_timeout_s` to wait for a HEAD or
+    LIST reply (head or body), `stall_timeout_s` for a GET reply head or body byte that does
+    not come. `max_attempts` tries per request, counting the first (a resumed GET body is a
+    try). `fetch_timeout_s` bounds one ranged GET as a whole, whatever the server does; unset,
+    it is `max_attempts` x (`connect_timeout_s` + `stall_timeout_s`) plus the backoff caps
+    between tries (0.2, 0.4, 0.8, ... s, at most 20 each): with the defaults 5 x 40 + 3 =
+    203 s, with `--stall-timeout 3 --max-attempts 3` 3 x 13 + 0.6 = 39.6 s.
     """
 
     endpoint: str
@@ -106,6 +114,9 @@ class OssConfig:
     read_timeout_s: float = 30.0
     stall_timeout_s: float = 30.0
     max_attempts: int = 5
+    # Total seconds for one ranged GET, all tries and waits included; None: derived (see
+    # `OssClient.fetch_deadline_s`).
+    fetch_timeout_s: float | None = None
     pool_size: int = 16
     chunk_size: int = 1024 * 1024
     verify_tls: bool = True
@@ -244,6 +255,21 @@ class OssClient:
             limits=limits, verify=_tls_verify(config), retries=0
         )
         self._timeouts = timeout.as_dict()
+        # A GET waits for its reply head as long as for a body byte: "no byte for
+        # stall_timeout_s" is one rule for the whole reply.
+        self._get_timeouts = {**self._timeouts, "read": config.stall_timeout_s}
+        per_try = config.connect_timeout_s + config.stall_timeout_s
+        if config.fetch_timeout_s is not None:
+            self.fetch_deadline_s = config.fetch_timeout_s
+            self._deadline_why = f" ({config.fetch_timeout_s:g} s fetch timeout)"
+        else:
+            # Issue 14 finding 4: a bound stated in --help, not ~40 x the stall timeout.
+            self.fetch_deadline_s = self._retry.budget_s(per_try)
+            self._deadline_why = (
+                f" ({self.fetch_deadline_s:g} s = {self._retry.max_attempts} attempts x "
+                f"({config.connect_timeout_s:g} s connect + {config.stall_timeout_s:g} s stall)"
+                " + backoff)"
+            )
 
     async def __aenter__(self) -> OssClient:
         return self
@@ -331,13 +357,17 @@ class OssClient:
         key: str | None,
         query: list[tuple[str, str]],
         headers: dict[str, str] | None = None,
+        timeouts: dict[str, float | None] | None = None,
     ) -> httpx.Response:
         """One signed attempt; returns a streaming 2xx response or raises a typed error."""
         base = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         base.update(headers or {})
         signed = await self._sign(method, key, query, base)
         request = httpx.Request(
-            method, self._url(key, query), headers=signed, extensions={"timeout": self._timeouts}
+            method,
+            self._url(key, query),
+            headers=signed,
+            extensions={"timeout": timeouts or self._timeouts},
         )
         try:
             response = await self._transport.handle_async_request(request)
@@ -512,15 +542,23 @@ class OssClient:
             return GetResult(meta=meta, offset=offset, length=0, crc64=0)
         state = _GetState(offset, length, if_match)
         where = f"GET oss://{self.config.bucket}/{key} bytes={offset}-{offset + length - 1}"
-        # Normally one pass; more only if a server answers with less than the asked range
-        # while the object goes on (each such reply moves `pos` forward by >= 1 byte).
-        while state.meta is None or state.pos < state.length:
-            await call_with_retries(
-                self._retry,
-                lambda _attempt: self._get_attempt(key, state, sink),
-                describe=where,
-                progress=lambda: state.pos,
-            )
+
+        async def attempt(_attempt: int) -> None:
+            # Normally one request; more only if a server answers a valid 206 with less than
+            # the asked range while the object goes on (each moves `pos` on by >= 1 byte and
+            # is a success, not a try; the deadline bounds them too).
+            while state.meta is None or state.pos < state.length:
+                await self._get_attempt(key, state, sink)
+
+        await call_with_retries(
+            self._retry,
+            attempt,
+            describe=where,
+            deadline=trio.current_time() + self.fetch_deadline_s,
+            deadline_why=self._deadline_why,
+            bucket=self.config.bucket,
+            key=key,
+        )
         assert state.meta is not None
         return GetResult(meta=state.meta, offset=offset, length=state.pos, crc64=state.crc)
 
@@ -540,7 +578,7 @@ class OssClient:
         if state.pinned is not None:
             headers["If-Match"] = state.pinned
         try:
-            response = await self._send("GET", key, [], headers)
+            response = await self._send("GET", key, [], headers, self._get_timeouts)
         except PreconditionFailed as exc:
             if state.if_match is None and state.pinned is not None:
                 # Our own pin (from the first reply) failed: the object changed mid-transfer.
