@@ -41,7 +41,6 @@ import re
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -722,22 +721,3 @@ class OssClient:
         return await call_with_retries(
             self._retry, attempt, describe=f"LIST oss://{self.config.bucket}/{prefix}"
         )
-
-    async def iter_pages(
-        self,
-        prefix: str,
-        delimiter: str = "/",
-        max_keys: int = 1000,
-        start_after: str | None = None,
-    ) -> AsyncIterator[ListPage]:
-        """All pages under `prefix`, in order. Holds no connection between pages, so an
-        abandoned iteration leaks nothing."""
-        token: str | None = None
-        while True:
-            page = await self.list_page(
-                prefix, delimiter, token, max_keys, start_after if token is None else None
-            )
-            yield page
-            if page.next_token is None:
-                return
-            token = page.next_token
