@@ -64,13 +64,14 @@ from ._body import (
 )
 from ._errors import (
     BadResponse,
-    ObjectChanged,
     OssError,
     OssTransportError,
     PreconditionFailed,
     RequestTimeTooSkewed,
     error_from_response,
 )
+from ._http import CoreSender
+from ._reply import GetState, bad, changed, check_get_reply, header_dict, meta_from_headers
 from ._retry import RetryPolicy, call_with_retries, parse_retry_after
 from ._xml import MAX_ERROR_XML_BYTES, MAX_LIST_XML_BYTES, XmlError, parse_list_v2
 from .credentials import ANONYMOUS, Credentials, CredentialsProvider
@@ -83,7 +84,6 @@ log = logging.getLogger(__name__)
 Addressing = Literal["auto", "virtual", "path", "cname"]
 SignatureVersion = Literal["v4", "v1", "anonymous"]
 
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 _REGION_FROM_HOST = re.compile(r"^oss-([a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$")
 USER_AGENT = "ossmount/0.1"
 
@@ -148,40 +148,6 @@ class OssConfig:
         return "path"
 
 
-def _meta_from_headers(key: str, headers: httpx.Headers, size: int) -> ObjectMeta:
-    mtime_ns = 0
-    last_modified = headers.get("last-modified")
-    if last_modified:
-        try:
-            mtime_ns = int(parsedate_to_datetime(last_modified).timestamp()) * 1_000_000_000
-        except (TypeError, ValueError, IndexError, OverflowError):
-            mtime_ns = 0
-    crc_header = headers.get("x-oss-hash-crc64ecma")
-    crc = int(crc_header) if crc_header and crc_header.strip().isdigit() else None
-    return ObjectMeta(
-        key=key,
-        size=size,
-        etag=headers.get("etag", ""),
-        mtime_ns=mtime_ns,
-        crc64=crc,
-        object_type=headers.get("x-oss-object-type"),
-        storage_class=headers.get("x-oss-storage-class"),
-    )
-
-
-class _GetState:
-    """Progress of one ranged GET across attempts (owned by one task)."""
-
-    def __init__(self, offset: int, length: int, if_match: str | None) -> None:
-        self.offset = offset
-        self.length = length  # may shrink once the object's real size is known
-        self.pos = 0  # bytes delivered so far
-        self.crc = 0
-        self.meta: ObjectMeta | None = None
-        self.if_match = if_match
-        self.pinned: str | None = if_match  # ETag every attempt must match
-
-
 def _cause(exc: BaseException) -> str:
     """`Type: message` of the exception and its causes, each distinct message once.
 
@@ -222,7 +188,6 @@ class OssClient:
         credentials: CredentialsProvider,
         *,
         retry: RetryPolicy | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self._credentials = credentials
@@ -231,27 +196,31 @@ class OssClient:
         self._region = config.resolved_region() if config.signature_version == "v4" else ""
         base = urlsplit(config.base_url())
         self._scheme = base.scheme
-        self._host = base.netloc
         self._clock_offset_s = 0.0
         self._scratch: list[bytearray] = []
         self._body_paths: Counter[str] = Counter()
         # Worker threads for GET bodies (see _body): at most one per pooled connection.
         self._body_threads = trio.CapacityLimiter(config.pool_size)
-        limits = httpx.Limits(
-            max_connections=config.pool_size, max_keepalive_connections=config.pool_size
-        )
         timeout = httpx.Timeout(
             connect=config.connect_timeout_s,
             read=config.read_timeout_s,
             write=config.read_timeout_s,
             pool=None,  # callers bound concurrency themselves; waiting for a slot is not a fault
         )
-        # Requests go straight to httpx's transport (connection pool, TLS, timeouts, HTTP/1.1).
-        # AsyncClient's layers (URL merging, cookies, auth and redirect loops, event hooks, env
-        # proxies) do nothing we want: they cost 0.13 ms of the trio thread's ~0.92 ms per 8 MiB
-        # part GET (`time.thread_time` over 128 GETs from the emulator, 0.92 -> 0.79 ms).
-        self._transport = transport or httpx.AsyncHTTPTransport(
-            limits=limits, verify=_tls_verify(config), retries=0
+        # Requests go straight to httpcore's connection pool (what httpx's transport wraps; see
+        # _http for why and the figures). AsyncClient's layers (URL merging, cookies, auth and
+        # redirect loops, event hooks, env proxies) do nothing we want: they cost 0.13 ms of
+        # the trio thread's ~0.92 ms per 8 MiB part GET (`time.thread_time` over 128 GETs from
+        # the emulator, 0.92 -> 0.79 ms).
+        virtual = f"{config.bucket}." if self._addressing == "virtual" else ""
+        self._authority = virtual + base.netloc  # the Host header
+        self._sender = CoreSender(
+            base.scheme,
+            virtual + (base.hostname or ""),
+            self._authority,
+            base.port,
+            pool_size=config.pool_size,
+            verify=_tls_verify(config),
         )
         self._timeouts = timeout.as_dict()
         # A GET waits for its reply head as long as for a body byte: "no byte for
@@ -282,7 +251,7 @@ class OssClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        await self._sender.aclose()
 
     def statistics(self) -> dict[str, int]:
         """GET bodies read per path ('recv_into_thread' for large plain-HTTP bodies,
@@ -296,22 +265,20 @@ class OssClient:
     # -- requests -------------------------------------------------------------------------
 
     def _url(self, key: str | None, query: list[tuple[str, str]]) -> str:
-        bucket = self.config.bucket
+        return f"{self._scheme}://{self._authority}{self._target(key, query)}"
+
+    def _target(self, key: str | None, query: list[tuple[str, str]]) -> str:
+        """The encoded path and query of a request for `key` (None: the bucket)."""
         path = "/" + signing.uri_encode(key or "", keep_slash=True)
-        if self._addressing == "virtual":
-            host = f"{bucket}.{self._host}"
-        else:
-            host = self._host
-            if self._addressing == "path":
-                path = f"/{bucket}{path}"
-        url = f"{self._scheme}://{host}{path}"
+        if self._addressing == "path":
+            path = f"/{self.config.bucket}{path}"
         if query:
-            url += "?" + "&".join(
+            path += "?" + "&".join(
                 signing.uri_encode(n, keep_slash=False)
                 + ("=" + signing.uri_encode(v, keep_slash=False) if v else "")
                 for n, v in query
             )
-        return url
+        return path
 
     async def _sign(
         self, method: str, key: str | None, query: list[tuple[str, str]], headers: dict[str, str]
@@ -362,14 +329,10 @@ class OssClient:
         base = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         base.update(headers or {})
         signed = await self._sign(method, key, query, base)
-        request = httpx.Request(
-            method,
-            self._url(key, query),
-            headers=signed,
-            extensions={"timeout": timeouts or self._timeouts},
-        )
         try:
-            response = await self._transport.handle_async_request(request)
+            response = await self._sender.send(
+                method, self._target(key, query), signed, timeouts or self._timeouts
+            )
         except httpx.TransportError as exc:
             record_request("list" if key is None else method.lower(), "transport")
             raise OssTransportError(
@@ -377,14 +340,15 @@ class OssClient:
                 bucket=self.config.bucket,
                 key=key,
             ) from exc
-        log.debug(
-            "%s oss://%s/%s -> %d (request id %s)",
-            method,
-            self.config.bucket,
-            key or "",
-            response.status_code,
-            response.headers.get("x-oss-request-id", "-"),
-        )
+        if log.isEnabledFor(logging.DEBUG):  # not even the header lookup otherwise
+            log.debug(
+                "%s oss://%s/%s -> %d (request id %s)",
+                method,
+                self.config.bucket,
+                key or "",
+                response.status_code,
+                response.headers.get("x-oss-request-id", "-"),
+            )
         record_request("list" if key is None else method.lower(), response.status_code)
         if response.status_code < 300:
             return response
@@ -464,7 +428,7 @@ class OssClient:
                     bucket=self.config.bucket,
                     key=key,
                 )
-            return _meta_from_headers(key, response.headers, int(length))
+            return meta_from_headers(key, header_dict(response), int(length))
 
         return await call_with_retries(
             self._retry, attempt, describe=f"HEAD oss://{self.config.bucket}/{key}"
@@ -537,9 +501,9 @@ class OssClient:
         if length == 0:
             meta = await self.head(key)
             if if_match is not None and meta.etag != if_match:
-                raise self._changed(key, if_match, meta.etag)
+                raise changed(self.config.bucket, key, if_match, meta.etag)
             return GetResult(meta=meta, offset=offset, length=0, crc64=0)
-        state = _GetState(offset, length, if_match)
+        state = GetState(offset, length, if_match)
         where = f"GET oss://{self.config.bucket}/{key} bytes={offset}-{offset + length - 1}"
 
         async def attempt(_attempt: int) -> None:
@@ -561,16 +525,7 @@ class OssClient:
         assert state.meta is not None
         return GetResult(meta=state.meta, offset=offset, length=state.pos, crc64=state.crc)
 
-    def _changed(self, key: str, expected: str, got: str) -> ObjectChanged:
-        return ObjectChanged(
-            412,
-            "ObjectChanged",
-            f"ETag is {got}, expected {expected}: the object changed",
-            bucket=self.config.bucket,
-            key=key,
-        )
-
-    async def _get_attempt(self, key: str, state: _GetState, sink: Sink) -> None:
+    async def _get_attempt(self, key: str, state: GetState, sink: Sink) -> None:
         start = state.offset + state.pos
         end = state.offset + state.length - 1
         headers = {"Range": f"bytes={start}-{end}", "x-oss-range-behavior": "standard"}
@@ -581,13 +536,16 @@ class OssClient:
         except PreconditionFailed as exc:
             if state.if_match is None and state.pinned is not None:
                 # Our own pin (from the first reply) failed: the object changed mid-transfer.
-                raise self._changed(key, state.pinned, "(different)") from exc
+                raise changed(self.config.bucket, key, state.pinned, "(different)") from exc
             raise
         reader = BodyReader(
             response, stall_s=self.config.stall_timeout_s, limiter=self._body_threads
         )
         try:
-            skip, stop = self._check_get_reply(key, response, state, start, end)
+            headers_in = header_dict(response)
+            skip, stop = check_get_reply(
+                self.config.bucket, key, response.status_code, headers_in, state, start, end
+            )
             if skip:
                 scratch = self._take_scratch()
                 try:
@@ -595,7 +553,13 @@ class OssClient:
                 finally:
                     self._scratch.append(scratch)
                 if got < skip:
-                    raise self._bad(key, response, "200 reply ended before the asked offset")
+                    raise bad(
+                        self.config.bucket,
+                        key,
+                        response.status_code,
+                        headers_in,
+                        "200 reply ended before the asked offset",
+                    )
             want = min(state.length, stop - state.offset) - state.pos
             progress = Progress(state.crc)
             try:
@@ -616,65 +580,6 @@ class OssClient:
         finally:
             self._body_paths[reader.path_used] += 1
             await reader.aclose()
-
-    def _bad(self, key: str, response: httpx.Response, what: str) -> BadResponse:
-        return BadResponse(
-            response.status_code,
-            "InvalidResponse",
-            what,
-            request_id=response.headers.get("x-oss-request-id"),
-            bucket=self.config.bucket,
-            key=key,
-        )
-
-    def _check_get_reply(
-        self, key: str, response: httpx.Response, state: _GetState, start: int, end: int
-    ) -> tuple[int, int]:
-        """Validate a GET reply against what we asked and set/verify state.meta.
-
-        Returns (skip, stop): how many leading body bytes to read past (non-zero only for a
-        200 that ignored our Range) and the object offset just after the last byte this reply
-        carries for us."""
-        headers = response.headers
-        etag = headers.get("etag", "")
-        if state.pinned is not None and etag and etag != state.pinned:
-            raise self._changed(key, state.pinned, etag)
-        skip = 0
-        if response.status_code == 206:
-            match = _CONTENT_RANGE.match(headers.get("content-range", ""))
-            if not match or match.group(3) == "*":
-                raise self._bad(key, response, "206 reply without a usable Content-Range")
-            first, last, total = int(match.group(1)), int(match.group(2)), int(match.group(3))
-            if first != start or last > end or last < first:
-                raise self._bad(
-                    key, response, f"asked bytes {start}-{end}, got Content-Range {first}-{last}"
-                )
-            length = headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) != last - first + 1:
-                raise self._bad(key, response, "Content-Length disagrees with Content-Range")
-            if last < end and last == total - 1:
-                state.length = total - state.offset  # the object ends inside our range
-            stop = last + 1
-        elif response.status_code == 200:
-            length = headers.get("content-length", "")
-            if not length.isdigit():
-                raise self._bad(key, response, "200 reply without Content-Length")
-            total = int(length)
-            if start >= total:
-                raise self._bad(key, response, f"object has {total} bytes, asked from {start}")
-            skip = start
-            state.length = min(state.length, total - state.offset)
-            stop = total
-        else:
-            raise self._bad(key, response, f"unexpected status {response.status_code} for GET")
-        meta = _meta_from_headers(key, headers, total)
-        if state.meta is None:
-            state.meta = meta
-            if state.pinned is None and meta.etag:
-                state.pinned = meta.etag  # resumes must come from this same version
-        elif meta.size != state.meta.size:
-            raise self._changed(key, state.meta.etag, meta.etag)
-        return skip, stop
 
     # -- listing ----------------------------------------------------------------------------
 

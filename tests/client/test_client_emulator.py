@@ -193,7 +193,7 @@ async def test_connection_reused_for_small_bodies(emu: Emulator, client: OssClie
         buf = bytearray(50)
         await client.get_into("small", i, buf)
         assert bytes(buf) == (b"0123456789" * 10)[i : i + 50]
-    pool = client._transport._pool  # type: ignore[attr-defined]
+    pool = client._sender.pool
     assert len(pool.connections) == 1
 
 
