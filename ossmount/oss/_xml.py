@@ -117,6 +117,14 @@ def parse_iso8601_s(text: str) -> int:
 _EPOCH = datetime(1970, 1, 1)
 
 
+def _unquote(text: str) -> str:
+    """`urllib.parse.unquote`, with the escapes almost every key has (`/`, space) replaced
+    first: 0.2 us instead of 2.3 for `dir%2Fsub%20dir%2Ffile.dat`. Replacing them first cannot
+    change the result, as neither `/` nor a space can be part of an escape."""
+    plain = text.replace("%2F", "/").replace("%20", " ")
+    return plain if "%" not in plain else unquote(plain)
+
+
 @dataclass(frozen=True, slots=True)
 class ListResult:
     """One decoded ListObjectsV2 page plus the fields the pager needs."""
@@ -194,7 +202,7 @@ def parse_list_v2(body: bytes) -> ListResult:
             token = child.text or None
 
     def dec(s: str) -> str:
-        return unquote(s) if encoded else s
+        return _unquote(s) if encoded else s
 
     for fields in raw_objects:
         try:

@@ -213,3 +213,16 @@ def test_iso8601_whole_seconds_fast_path_agrees() -> None:
     for bad in ("2020-02-30T00:00:00.000Z", "yesterday"):
         with pytest.raises(XmlError):
             parse_iso8601_s(bad)
+
+
+def test_unquote_fast_path_agrees_with_urllib() -> None:
+    import random
+    from urllib.parse import unquote
+
+    from ossmount.oss._xml import _unquote
+
+    rng = random.Random(5)
+    pieces = ["%", "2", "F", "f", "0", "%2F", "%20", "%25", "%C3%A9", "a", "/", " ", "%2"]
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 12)))
+        assert _unquote(text) == unquote(text), text
