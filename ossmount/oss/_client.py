@@ -20,7 +20,8 @@ Ranged GETs (`get_into`, `get_to_fd`) are the product's hot path:
   versions). That resume is one of the `max_attempts` tries, like any other retry.
 * Every ranged GET has a total deadline, `OssClient.fetch_deadline_s` (tries, resumes and
   backoff waits together; see `_retry`); a GET waits at most `stall_timeout_s` for its reply
-  head and between body bytes (HEAD and LIST wait `read_timeout_s` for theirs).
+  head and between body bytes. HEAD, LIST and GetSymlink wait `read_timeout_s` for theirs
+  and have the deadline `request_deadline_s`, derived the same way from `read_timeout_s`.
 * A 200 to a ranged request (server ignored Range) is accepted as the whole object: we read
   past the bytes before `offset`, deliver ours, and drop the connection rather than drain it.
 * 206 replies are checked: Content-Range must start at the byte asked for and not run past
@@ -226,6 +227,15 @@ class OssClient:
         # A GET waits for its reply head as long as for a body byte: "no byte for
         # stall_timeout_s" is one rule for the whole reply.
         self._get_timeouts = {**self._timeouts, "read": config.stall_timeout_s}
+        # HEAD, LIST and GetSymlink: the same bound with their own wait for a byte.
+        self.request_deadline_s = self._retry.budget_s(
+            config.connect_timeout_s + config.read_timeout_s
+        )
+        self._request_deadline_why = (
+            f" ({self.request_deadline_s:g} s = {self._retry.max_attempts} attempts x "
+            f"({config.connect_timeout_s:g} s connect + {config.read_timeout_s:g} s read) "
+            "+ backoff)"
+        )
         per_try = config.connect_timeout_s + config.stall_timeout_s
         if config.fetch_timeout_s is not None:
             self.fetch_deadline_s = config.fetch_timeout_s
@@ -431,7 +441,13 @@ class OssClient:
             return meta_from_headers(key, header_dict(response), int(length))
 
         return await call_with_retries(
-            self._retry, attempt, describe=f"HEAD oss://{self.config.bucket}/{key}"
+            self._retry,
+            attempt,
+            describe=f"HEAD oss://{self.config.bucket}/{key}",
+            deadline=trio.current_time() + self.request_deadline_s,
+            deadline_why=self._request_deadline_why,
+            bucket=self.config.bucket,
+            key=key,
         )
 
     async def get_symlink(self, key: str) -> str:
@@ -452,7 +468,13 @@ class OssClient:
             return unquote(target)
 
         return await call_with_retries(
-            self._retry, attempt, describe=f"GET oss://{self.config.bucket}/{key}?symlink"
+            self._retry,
+            attempt,
+            describe=f"GET oss://{self.config.bucket}/{key}?symlink",
+            deadline=trio.current_time() + self.request_deadline_s,
+            deadline_why=self._request_deadline_why,
+            bucket=self.config.bucket,
+            key=key,
         )
 
     # -- ranged GET -------------------------------------------------------------------------
@@ -624,5 +646,11 @@ class OssClient:
             return ListPage(result.objects, result.prefixes, result.next_token)
 
         return await call_with_retries(
-            self._retry, attempt, describe=f"LIST oss://{self.config.bucket}/{prefix}"
+            self._retry,
+            attempt,
+            describe=f"LIST oss://{self.config.bucket}/{prefix}",
+            deadline=trio.current_time() + self.request_deadline_s,
+            deadline_why=self._request_deadline_why,
+            bucket=self.config.bucket,
+            key=prefix,
         )

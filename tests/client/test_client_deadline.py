@@ -106,3 +106,28 @@ async def test_a_get_waits_stall_timeout_for_its_reply_head(emu: Emulator) -> No
                 await c.get_into("k", 0, bytearray(1000))
             elapsed = trio.current_time() - start
     assert elapsed < 2.0  # two tries of 0.3 s, not of the 10 s read timeout
+
+
+async def test_list_has_a_deadline_too(server: MiniServer) -> None:
+    """A Retry-After that would outlast the LIST's deadline is not slept: it fails at once."""
+    server.faults.append(
+        Fault(op="LIST", status=503, code="ServiceUnavailable", retry_after="20", times=9)
+    )
+    config = OssConfig(
+        server.endpoint,
+        "b",
+        region="cn-hangzhou",
+        connect_timeout_s=0.2,
+        read_timeout_s=0.3,
+        max_attempts=2,
+    )
+    retry = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=30.0)
+    creds = StaticCredentialsProvider(Credentials("ak", "sk"))
+    with trio.fail_after(10):
+        async with OssClient(config, creds, retry=retry) as c:
+            assert c.request_deadline_s == pytest.approx(2 * 0.5 + 0.01)
+            with pytest.raises(DeadlineExceeded) as info:
+                await c.list_page("d/")
+    assert len(server.requests) == 1
+    assert "ServiceUnavailable" in str(info.value)
+    assert "0.3 s read" in str(info.value)
