@@ -46,6 +46,10 @@ def as_httpx_error(exc: Exception) -> httpx.TransportError:
     return err
 
 
+def _host_bytes(host: str) -> bytes:
+    return host.encode("ascii") if host.isascii() else host.encode("idna")
+
+
 class _CoreStream(httpx.AsyncByteStream):
     """httpcore's response stream as httpx's, as httpx's own transport wraps it."""
 
@@ -84,8 +88,8 @@ class CoreSender:
     ) -> None:
         """`host` to connect to (no port, no IPv6 brackets), `authority` for the Host header."""
         self._scheme = scheme.encode("ascii")
-        self._host = host.encode("idna")
-        self._authority = authority.encode("idna")
+        self._host = _host_bytes(host)
+        self._authority = _host_bytes(authority)
         self._port = port
         self.pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(verify=verify),

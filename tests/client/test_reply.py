@@ -1,5 +1,5 @@
-"""The hand-written Last-Modified parser agrees with the stdlib's on every form it accepts,
-and falls back to the stdlib for the rest."""
+"""Reply heads (the hand-written Last-Modified parser agrees with the stdlib's and falls back
+to it; header dict; metadata) and the httpcore -> httpx error mapping."""
 
 from __future__ import annotations
 
@@ -55,3 +55,19 @@ def test_header_dict_and_meta() -> None:
         "Normal",
         None,
     )
+
+
+def test_httpcore_errors_become_the_httpx_class_of_the_same_name() -> None:
+    import httpcore
+
+    from ossmount.oss._http import as_httpx_error
+
+    err = as_httpx_error(httpcore.ReadTimeout("slow"))
+    assert type(err) is httpx.ReadTimeout
+    assert str(err) == "slow"
+    assert isinstance(err.__cause__, httpcore.ReadTimeout)
+
+    class Odd(httpcore.NetworkError):
+        pass
+
+    assert type(as_httpx_error(Odd("x"))) is httpx.TransportError
