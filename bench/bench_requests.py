@@ -19,6 +19,19 @@ costs in the client alone:
     .venv/bin/python bench/bench_requests.py --what gets --profile /tmp/gets.prof
 
 `--profile FILE` writes a cProfile of one extra `gets` run (read with `python -m pstats`).
+
+Before/after the client branch of session 5 (3 interleaved invocation pairs, `--repeat 3`,
+median of the invocations' medians; 2 vCPU VM shared with other work, so ±20 %):
+
+    figure                                   before   after
+    gets CPU us/GET (2,000 x 8 KiB)            751      593
+    gets wall us/GET                          1586     1213
+    parse_list_v2 CPU us/entry                18.2      8.9
+    list_page over HTTP CPU us/entry          21.0     14.5
+
+Python calls per GET (cProfile, deterministic): 2,603 -> 2,170. What is left is ~85 %
+httpcore/h11/trio (request and response head through h11, the pool's bookkeeping, five
+cancel scopes per request inside httpcore); the client's own code is ~15 %.
 Figures on the 2 vCPU VMs move ±15 % between runs (shared/measurements.md): compare runs
 made side by side.
 """
