@@ -134,6 +134,7 @@ def _client_config(config: MountConfig) -> OssConfig:
         ca_file=str(config.ca_file) if config.ca_file is not None else None,
         stall_timeout_s=config.stall_timeout,
         max_attempts=config.max_attempts,
+        fetch_timeout_s=config.fetch_timeout,
         pool_size=config.max_gets + 4,  # GETs plus listings and HEADs alongside
     )
 

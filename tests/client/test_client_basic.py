@@ -11,6 +11,7 @@ import pytest
 from ossmount.crc64 import crc64
 from ossmount.oss import InvalidRange, NoSuchKey, OssClient
 from tests.client._mini_server import MiniServer
+from tests.client.conftest import all_pages
 
 DATA = random.Random(7).randbytes(3 * 1024 * 1024 + 123)
 
@@ -107,7 +108,7 @@ async def test_list_pagination(server: MiniServer, client: OssClient) -> None:
     keys = [f"d/f{i:03d} +é" for i in range(25)] + ["d/sub/x", "d/sub/y", "d/t/z", "other"]
     for k in keys:
         server.put_object(k, b"x" * 3)
-    pages = [p async for p in client.iter_pages("d/", "/", max_keys=10)]
+    pages = await all_pages(client, "d/", "/", max_keys=10)
     objects = [o.key for p in pages for o in p.objects]
     prefixes = [x for p in pages for x in p.prefixes]
     assert objects == sorted(k for k in keys if k.startswith("d/f"))

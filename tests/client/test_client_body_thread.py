@@ -76,7 +76,7 @@ async def test_small_body_stays_on_the_trio_thread(
 
 
 def _pooled_socket(client: OssClient) -> socket.socket:
-    pool = client._transport._pool  # type: ignore[attr-defined]
+    pool = client._sender.pool
     assert len(pool.connections) == 1
     stream = pool.connections[0]._connection._network_stream
     sock = stream.get_extra_info("socket")

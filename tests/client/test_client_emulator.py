@@ -28,6 +28,7 @@ from ossmount.oss import (
     SignatureDoesNotMatch,
     StaticCredentialsProvider,
 )
+from tests.client.conftest import all_pages
 
 DATA = random.Random(5).randbytes(5 * 1024 * 1024 + 17)
 
@@ -170,7 +171,7 @@ async def test_pagination(emu: Emulator, client: OssClient) -> None:
     keys = [f"p/{i:02d} +é" for i in range(23)] + ["p/sub/a", "p/sub/b", "q"]
     for k in keys:
         emu.put_object("bkt", k, b"z")
-    pages = [p async for p in client.iter_pages("p/", max_keys=7)]
+    pages = await all_pages(client, "p/", max_keys=7)
     assert [o.key for p in pages for o in p.objects] == sorted(keys[:23])
     assert [x for p in pages for x in p.prefixes] == ["p/sub/"]
     assert pages[-1].next_token is None
@@ -192,7 +193,7 @@ async def test_connection_reused_for_small_bodies(emu: Emulator, client: OssClie
         buf = bytearray(50)
         await client.get_into("small", i, buf)
         assert bytes(buf) == (b"0123456789" * 10)[i : i + 50]
-    pool = client._transport._pool  # type: ignore[attr-defined]
+    pool = client._sender.pool
     assert len(pool.connections) == 1
 
 

@@ -270,3 +270,20 @@ async def test_short_206_continues_from_where_it_ended(
         "bytes=300010-1000009",
         "bytes=600010-1000009",
     ]
+
+
+async def test_connection_refused_is_a_transport_error_naming_the_cause() -> None:
+    import socket
+
+    from ossmount.oss import Credentials, OssConfig, RetryPolicy, StaticCredentialsProvider
+
+    with socket.socket() as s:  # a port nothing listens on (bound, never listening)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        config = OssConfig(f"http://127.0.0.1:{port}", "b", region="cn-hangzhou")
+        creds = StaticCredentialsProvider(Credentials("ak", "sk"))
+        async with OssClient(config, creds, retry=RetryPolicy(max_attempts=1)) as c:
+            with pytest.raises(OssTransportError, match="ConnectError") as info:
+                await c.get_into("k", 0, bytearray(10))
+    assert "oss://b/k" in str(info.value)
+    assert "refused" in str(info.value).lower()
