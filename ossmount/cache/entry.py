@@ -73,7 +73,7 @@ from ossmount.cache.ranges import PartLayout
 from ossmount.crc64 import BytesLike, combine, crc64, shift
 from ossmount.oss.models import ObjectMeta
 
-__all__ = ["CacheEntry", "EntryState", "VerifyResult", "same_version"]
+__all__ = ["CacheEntry", "EntryState", "VerifyResult", "crcs_agree", "same_version"]
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +92,21 @@ class VerifyResult:
 def same_version(cp: Checkpoint, *, bucket: str, meta: ObjectMeta, part_size: int) -> bool:
     """Whether `cp` describes the object version `meta` cut into `part_size` parts.
 
-    A missing CRC on either side is not a difference (listings carry no CRC), but two
-    different CRCs are.
+    The version is `ObjectVersion`'s equality (key, ETag, size); Last-Modified is not compared
+    (a checkpoint written from a listing's meta once held sub-second times). A missing CRC on
+    either side is not a difference (listings carry no CRC), but two different CRCs are.
     """
     return (
         cp.bucket == bucket
-        and cp.key == meta.key
-        and cp.etag == meta.etag
-        and cp.size == meta.size
-        and cp.mtime_ns == meta.mtime_ns
+        and cp.version == meta.version
         and cp.part_size == part_size
-        and (cp.server_crc64 is None or meta.crc64 is None or cp.server_crc64 == meta.crc64)
+        and crcs_agree(cp.server_crc64, meta.crc64)
     )
+
+
+def crcs_agree(a: int | None, b: int | None) -> bool:
+    """Two whole-object CRC-64s that may be unknown: only two different known ones differ."""
+    return a is None or b is None or a == b
 
 
 class CacheEntry:

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ossmount.cache.checkpoint import Checkpoint, load
-from ossmount.cache.entry import CacheEntry
+from ossmount.cache.entry import CacheEntry, crcs_agree
 from ossmount.cache.errors import (
     CacheError,
     CacheFull,
@@ -466,12 +466,9 @@ def _close_tolerating_a_full_disk(entry: CacheEntry) -> None:
 def _same_open_version(entry: CacheEntry, meta: ObjectMeta, part_size: int) -> bool:
     m = entry.meta
     return (
-        m.key == meta.key
-        and m.etag == meta.etag
-        and m.size == meta.size
-        and m.mtime_ns == meta.mtime_ns
+        m.version == meta.version
         and entry.layout.part_size == part_size
-        and (m.crc64 is None or meta.crc64 is None or m.crc64 == meta.crc64)
+        and crcs_agree(m.crc64, meta.crc64)
     )
 
 

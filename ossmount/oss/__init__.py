@@ -40,7 +40,7 @@ from .credentials import (
     StaticCredentialsProvider,
     resolve_credentials,
 )
-from .models import GetResult, ListPage, ObjectMeta
+from .models import GetResult, ListPage, ObjectMeta, ObjectVersion
 
 __all__ = [
     "ANONYMOUS",
@@ -61,6 +61,7 @@ __all__ = [
     "NoSuchKey",
     "ObjectChanged",
     "ObjectMeta",
+    "ObjectVersion",
     "OssClient",
     "OssConfig",
     "OssError",

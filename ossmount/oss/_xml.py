@@ -18,7 +18,7 @@ from urllib.parse import unquote
 import defusedxml
 import defusedxml.ElementTree as DET
 
-from .models import ObjectMeta
+from .models import ObjectMeta, whole_seconds
 
 __all__ = [
     "MAX_ERROR_XML_BYTES",
@@ -129,7 +129,7 @@ def parse_list_v2(body: bytes) -> ListResult:
                     key=dec(fields["Key"]),
                     size=int(fields["Size"]),
                     etag=fields.get("ETag", ""),
-                    mtime_ns=parse_iso8601_ns(fields["LastModified"]),
+                    mtime_ns=whole_seconds(parse_iso8601_ns(fields["LastModified"])),
                     crc64=None,
                     object_type=fields.get("Type") or None,
                     storage_class=fields.get("StorageClass") or None,

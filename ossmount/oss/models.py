@@ -6,12 +6,36 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectVersion:
+    """Which bytes an object holds: the one identity tree, cache and prefetch compare.
+
+    A change in any field means different bytes. Last-Modified is not part of it (a copy onto
+    itself changes it, not the bytes), nor is the CRC-64 (listings never carry one).
+    """
+
+    key: str
+    etag: str
+    size: int
+
+
+NS_PER_S = 1_000_000_000
+
+
+def whole_seconds(mtime_ns: int) -> int:
+    """`mtime_ns` cut to whole seconds: OSS's Last-Modified header has no more, so every
+    `ObjectMeta` carries this precision whichever reply it came from (a listing's ISO time has
+    milliseconds)."""
+    return mtime_ns - mtime_ns % NS_PER_S
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectMeta:
     """What we know of one object version, from HEAD, a GET's headers or a listing entry.
 
     `etag` is kept exactly as the server sent it, quotes included, so it can go back verbatim in
     `If-Match`. `crc64` is None when the server sent none (listings never do; copied and old
-    objects may not either). `mtime_ns` is Last-Modified in nanoseconds since the epoch.
+    objects may not either). `mtime_ns` is Last-Modified in nanoseconds since the epoch, in
+    whole seconds (`whole_seconds`) whichever reply it came from.
     """
 
     key: str
@@ -23,9 +47,8 @@ class ObjectMeta:
     storage_class: str | None = None
 
     @property
-    def fingerprint(self) -> tuple[str, int, str]:
-        """Identity of the version: a change in any of these means different bytes."""
-        return (self.key, self.size, self.etag)
+    def version(self) -> ObjectVersion:
+        return ObjectVersion(self.key, self.etag, self.size)
 
 
 @dataclass(frozen=True, slots=True)

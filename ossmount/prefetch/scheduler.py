@@ -69,7 +69,7 @@ from ossmount.cache.ranges import PartLayout
 from ossmount.cache.store import CacheStore
 from ossmount.crc64 import format_crc
 from ossmount.oss import InvalidObjectState, NoSuchKey, OssError, PreconditionFailed
-from ossmount.oss.models import GetResult, ObjectMeta
+from ossmount.oss.models import GetResult, ObjectMeta, ObjectVersion
 from ossmount.prefetch.pattern import Coverage, ReadaheadWindow
 from ossmount.service.metrics import MountMetrics
 
@@ -482,7 +482,7 @@ class Download:
             # rescheduled does not see its scope's cancel): the entry may be discarded.
             return
         got = result.meta
-        if got.etag != self.meta.etag or got.size != self.meta.size:
+        if got.version != self.meta.version:
             self._fail(
                 ObjectChanged(
                     self._p.config.bucket,
@@ -601,7 +601,7 @@ class Download:
                 # verdict, and the next open (a new Download) reaches its own.
                 return
             if head is not None:
-                if head.etag != self.meta.etag:
+                if head.version != self.meta.version:
                     self._fail(ObjectChanged(bucket, key, "changed while reading"))
                     return
                 if head.crc64 is not None:
@@ -797,11 +797,11 @@ class Prefetcher:
         # metrics: the mount's, or a private registry nobody scrapes (tests, tools)
         self.metrics = metrics or MountMetrics(bucket=config.bucket)
         self.limiter = trio.CapacityLimiter(config.max_gets)
-        self._downloads: dict[tuple[str, str, int], Download] = {}
+        self._downloads: dict[ObjectVersion, Download] = {}
         # Started by warm(), until closed or failed; those not yet judged hold the slots.
         self._warming: set[Download] = set()
         # Versions warmed and not opened yet (oldest first, bounded): for the metric only.
-        self._warmed: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        self._warmed: OrderedDict[ObjectVersion, None] = OrderedDict()
         self.warm_limit = config.warm_limit  # in effect: 0 when the cap is too small (below)
         window = config.warm_limit * config.warm_max_size
         if window and store.max_bytes is not None and store.max_bytes < 2 * window:
@@ -818,7 +818,7 @@ class Prefetcher:
 
     def open(self, meta: ObjectMeta) -> ObjectReader:
         """A reader for `meta`'s version; joins the running download for it if there is one."""
-        ident = (meta.key, meta.etag, meta.size)
+        ident = meta.version
         if ident in self._warmed:
             del self._warmed[ident]
             self.metrics.warmed_opened.inc()  # metrics
@@ -844,7 +844,7 @@ class Prefetcher:
         its workers finish; a reader that opens the object meanwhile joins it.
         """
         config = self.config
-        ident = (meta.key, meta.etag, meta.size)
+        ident = meta.version
         fetching = sum(1 for d in self._warming if not d.settled and d.failure is None)
         if (
             fetching >= self.warm_limit
@@ -910,7 +910,7 @@ class Prefetcher:
 
     def forget(self, download: Download) -> None:
         self._warming.discard(download)
-        ident = (download.meta.key, download.meta.etag, download.meta.size)
+        ident = download.meta.version
         if self._downloads.get(ident) is download:
             del self._downloads[ident]
 
@@ -942,12 +942,12 @@ class Prefetcher:
 
         state is one of verified, unverifiable, partial, corrupt or uncached.
         """
-        download = self._downloads.get((meta.key, meta.etag, meta.size))
+        download = self._downloads.get(meta.version)
         if download is not None:
             entry = download.entry
             return entry.state.name.lower(), entry.meta.crc64
         cp = self.store.cached_checkpoint(meta.key)
-        if cp is None or cp.etag != meta.etag or cp.size != meta.size:
+        if cp is None or cp.version != meta.version:
             return "uncached", None
         return cp.state.name.lower(), cp.server_crc64
 

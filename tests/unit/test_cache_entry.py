@@ -565,3 +565,30 @@ def test_resuming_a_partial_download_is_info_reopening_a_verified_entry_is_debug
     open_entry(tmp_path).close()
     resumed = [r for r in caplog.records if "resumed" in r.getMessage()]
     assert [r.levelno for r in resumed] == [logging.DEBUG]
+
+
+def test_checkpoint_with_a_listing_mtime_resumes_for_a_head_meta(tmp_path: Path) -> None:
+    """Checkpoints written before mtimes were whole seconds (a listing's meta kept its
+    milliseconds) still resume: the version is key, ETag and size, not Last-Modified."""
+    from dataclasses import replace
+
+    listed = replace(meta(), mtime_ns=1_700_000_000_123_000_000)
+    entry = open_entry(tmp_path, listed)
+    write_all(entry)
+    entry.close()
+    headed = replace(meta(), mtime_ns=1_700_000_000_000_000_000)
+    again = open_entry(tmp_path, headed)
+    assert again.missing_parts(range(again.layout.count)) == []
+
+
+def test_object_version_is_the_one_identity() -> None:
+    from dataclasses import replace
+
+    from ossmount.oss.models import ObjectVersion
+
+    m = meta()
+    assert m.version == ObjectVersion(KEY, '"E1"', len(DATA))
+    assert replace(m, mtime_ns=0, crc64=None).version == m.version
+    assert replace(m, etag='"E2"').version != m.version
+    assert replace(m, size=1).version != m.version
+    assert hash(m.version) == hash(ObjectVersion(KEY, '"E1"', len(DATA)))

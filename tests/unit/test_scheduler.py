@@ -589,7 +589,7 @@ async def test_the_last_handle_closing_during_a_timed_flush_still_releases_the_e
         reader = p.open(meta)
         await reader.read(2 * PART + 1, 10)
         await settle(p)  # no worker left; the timer task is asleep
-        entry = p._downloads[(KEY, meta.etag, meta.size)].entry
+        entry = p._downloads[meta.version].entry
         started, proceed = threading.Event(), threading.Event()
         real_flush = entry.flush
 
