@@ -18,7 +18,8 @@ do): `set_server_crc64` fills it in and the next flush persists it.
 
 Three sets of parts, each a subset of the one before:
 
-    recorded  record_part() was called: bytes pwritten, CRC known (in memory, `_done`)
+    recorded  record_part() was called (by the `part_sink` that pwrote the bytes): bytes
+              in the file, CRC known (in memory, `_done`)
     durable   recorded AND covered by a successful fdatasync AND in the saved checkpoint
               (`_durable`)
 
@@ -70,7 +71,8 @@ from ossmount.cache.checkpoint import Checkpoint, EntryState, fsync_dir, load, s
 from ossmount.cache.errors import CacheIOError, EntryStateError, PartMismatch, io_error
 from ossmount.cache.holes import hole_spans, punch_hole
 from ossmount.cache.ranges import PartLayout
-from ossmount.crc64 import BytesLike, combine, crc64, shift
+from ossmount.cache.sink import PartSink
+from ossmount.crc64 import combine, shift
 from ossmount.oss.models import ObjectMeta
 
 __all__ = ["CacheEntry", "EntryState", "VerifyResult", "crcs_agree", "same_version"]
@@ -341,18 +343,6 @@ class CacheEntry:
                     total += layout.span(index)[1] - layout.part_size
         return total
 
-    @property
-    def contiguous_offset(self) -> int:
-        """Bytes [0, offset) are in recorded parts (what a sequential reader may read now)."""
-        with self._lock:
-            return self.layout.contiguous_offset(self._done)
-
-    @property
-    def pending_parts(self) -> int:
-        """Recorded parts not yet durable: lets the prefetcher flush every N parts."""
-        with self._lock:
-            return len(self._done) - len(self._durable)
-
     def is_done(self, index: int) -> bool:
         with self._lock:
             return index in self._done
@@ -418,7 +408,8 @@ class CacheEntry:
                 self._state = EntryState.PARTIAL
 
     def record_part(self, index: int, crc: int) -> None:
-        """Mark part `index` done with CRC-64 `crc`; its bytes must already be pwritten to `fd`.
+        """Mark part `index` done with CRC-64 `crc`; its bytes must already be pwritten to `fd`
+        (`part_sink` does both).
 
         In memory only: the part becomes durable (and survives a crash) at the next `flush()`.
         Readers may use it at once. Recording a part again replaces its CRC, but the caller
@@ -450,27 +441,12 @@ class CacheEntry:
             if self._durable.get(index) != crc:
                 self._durable.pop(index, None)
 
-    def write_part(self, index: int, data: BytesLike) -> int:
-        """pwrite a whole part's bytes, record it and return its CRC-64.
-
-        For callers that hold the part in memory; the prefetcher normally pwrites to `fd`
-        itself while receiving and calls `record_part`. Raises CacheFull/CacheIOError (the part
-        then stays missing).
-        """
-        self._check_open("write_part")
-        start, length = self.layout.span(index)
-        view = memoryview(data).cast("B")
-        if len(view) != length:
-            raise ValueError(f"part {index} is {length} bytes, got {len(view)}")
-        try:
-            written = 0
-            while written < length:
-                written += os.pwrite(self.fd, view[written:], start + written)
-        except OSError as exc:
-            raise self._io_error(f"write of part {index}", exc) from exc
-        crc = crc64(view)
-        self.record_part(index, crc)
-        return crc
+    def part_sink(self, index: int, scratch: memoryview) -> PartSink:
+        """A body sink that writes part `index` into the data file through `scratch` and
+        records it when the GET is done (ossmount.cache.sink). The part stays missing until
+        then; a failed write raises CacheFull/CacheIOError from the sink."""
+        self._check_open("part_sink")
+        return PartSink(self, index, scratch)
 
     @property
     def needs_flush(self) -> bool:

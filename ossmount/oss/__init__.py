@@ -40,7 +40,7 @@ from .credentials import (
     StaticCredentialsProvider,
     resolve_credentials,
 )
-from .models import GetResult, ListPage, ObjectMeta, ObjectVersion
+from .models import GetResult, ListPage, ObjectMeta, ObjectVersion, Sink
 
 __all__ = [
     "ANONYMOUS",
@@ -72,6 +72,7 @@ __all__ = [
     "RetryPolicy",
     "ServiceUnavailable",
     "SignatureDoesNotMatch",
+    "Sink",
     "StaticCredentialsProvider",
     "SymlinkTargetNotExist",
     "Throttled",

@@ -1,8 +1,10 @@
-"""Values the OSS client returns. Frozen so they can be shared between tasks without copies."""
+"""Values the OSS client returns (frozen, so they can be shared between tasks without copies),
+and `Sink`, where a GET delivers its body."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +75,14 @@ class GetResult:
     offset: int
     length: int
     crc64: int
+
+
+class Sink(Protocol):
+    """Where body bytes go. `window` lends a writable view for the next bytes at `pos`
+    (relative to the start of the delivery); `commit` is told which of them arrived.
+    Both may be called from the body's worker thread (one call at a time, never after the
+    GET that delivers them has returned). What `commit` raises ends the GET unretried."""
+
+    def window(self, pos: int, limit: int) -> memoryview: ...
+
+    def commit(self, view: memoryview, pos: int) -> None: ...

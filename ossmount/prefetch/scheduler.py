@@ -52,8 +52,6 @@ Concurrency invariants (single trio thread)
 
 from __future__ import annotations
 
-import errno
-import functools
 import heapq
 import logging
 from collections import Counter, OrderedDict
@@ -64,12 +62,13 @@ from typing import Protocol
 import trio
 
 from ossmount.cache.entry import CacheEntry, EntryState
-from ossmount.cache.errors import CacheError, CacheIOError, PartMismatch
+from ossmount.cache.errors import CacheError, CacheFull, CacheIOError, PartMismatch
 from ossmount.cache.ranges import PartLayout
+from ossmount.cache.sink import PartSink, ScratchPool
 from ossmount.cache.store import CacheStore
 from ossmount.crc64 import format_crc
 from ossmount.oss import InvalidObjectState, NoSuchKey, OssError, PreconditionFailed
-from ossmount.oss.models import GetResult, ObjectMeta, ObjectVersion
+from ossmount.oss.models import GetResult, ObjectMeta, ObjectVersion, Sink
 from ossmount.prefetch.pattern import Coverage, ReadaheadWindow
 from ossmount.service.metrics import MountMetrics
 
@@ -102,13 +101,12 @@ WARMED_REMEMBERED = 4096
 class RangeSource(Protocol):
     """What the prefetcher needs from the OSS client (a fake stands in for it in tests)."""
 
-    async def get_to_fd(
+    async def get(
         self,
         key: str,
         offset: int,
         length: int,
-        fd: int,
-        file_offset: int,
+        sink: Sink,
         *,
         if_match: str | None = None,
     ) -> GetResult: ...
@@ -116,16 +114,13 @@ class RangeSource(Protocol):
     async def head(self, key: str) -> ObjectMeta: ...
 
 
-class CacheDiskFull(OSError):
-    """A part could not be written because the cache filesystem is full, with nothing idle
-    left to evict: the message says where and what to do."""
-
-    def __init__(self, root: object, cause: OSError) -> None:
-        super().__init__(
-            cause.errno,
-            f"the cache dir {root} is full ({cause.strerror}) and holds no closed file to "
-            "evict: free space there, or lower --max-cache-size-mb below its free space",
-        )
+def disk_full_advice(root: object, exc: CacheFull) -> str:
+    """What an operator reads when a part found the cache disk full with nothing idle left to
+    evict: where, and what to do."""
+    return (
+        f"the cache dir {root} is full ({exc.strerror}) and holds no closed file to evict: "
+        "free space there, or lower --max-cache-size-mb below its free space"
+    )
 
 
 class ReadError(Exception):
@@ -169,6 +164,8 @@ class PrefetchConfig:
     # each at most `warm_max_size` bytes. 0 turns warming off.
     warm_limit: int = 0
     warm_max_size: int = 8 * 1024 * 1024
+    # A GET's receive window (a reused scratch buffer the body is pwritten from).
+    window_size: int = 1024 * 1024
 
 
 class Download:
@@ -404,36 +401,40 @@ class Download:
             if self._workers == 0 and self.users == 0:
                 self._p.nursery.start_soon(self._p.close_download, self)
 
-    async def _get_part(self, index: int, start: int, length: int) -> GetResult:
-        """The part's ranged GET into the cache file. On a full cache disk: make room (evict
-        idle entries whatever the cap, then shed consumed parts; for a part a reader is
-        blocked on, read-ahead parts too) and try again, up to DISK_FULL_TRIES in all (parallel
-        GETs race for the space freed); if there is no room to be had, raise CacheDiskFull,
-        which says where and what to do."""
-        meta, fd = self.meta, self.entry.fd
-        get = functools.partial(
-            self._p.source.get_to_fd, meta.key, start, length, fd, start, if_match=meta.etag
-        )
-        tries = 1
-        while True:
-            try:
-                return await get()
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                need = 2 * self.layout.part_size
-                room = self._p.make_room(need) or (
-                    index in self._urgent and self._shed_readahead(index, need) > 0
-                )
-                if not room or tries == DISK_FULL_TRIES:
-                    raise CacheDiskFull(self._p.store.root, exc) from exc
-                tries += 1
+    async def _get_part(self, index: int, start: int, length: int) -> tuple[GetResult, PartSink]:
+        """The part's ranged GET into the cache file, through the entry's part sink. On a full
+        cache disk: make room (evict idle entries whatever the cap, then shed consumed parts;
+        for a part a reader is blocked on, read-ahead parts too) and try again, up to
+        DISK_FULL_TRIES in all (parallel GETs race for the space freed); if there is no room
+        to be had, the sink's CacheFull goes up."""
+        meta = self.meta
+        scratch = self._p.scratch.take()
+        try:
+            tries = 1
+            while True:
+                sink = self.entry.part_sink(index, memoryview(scratch))
+                try:
+                    result = await self._p.source.get(
+                        meta.key, start, length, sink, if_match=meta.etag
+                    )
+                except CacheFull:
+                    need = 2 * self.layout.part_size
+                    room = self._p.make_room(need) or (
+                        index in self._urgent and self._shed_readahead(index, need) > 0
+                    )
+                    if not room or tries == DISK_FULL_TRIES:
+                        raise
+                    tries += 1
+                else:
+                    return result, sink
+        finally:
+            self._p.scratch.give(scratch)  # no await between the GET's end and this
 
     async def _fetch(self, index: int) -> None:
         start, length = self.layout.span(index)
         key = self.meta.key
         try:
-            result = await self._get_part(index, start, length)
+            result, sink = await self._get_part(index, start, length)
         except (PreconditionFailed, NoSuchKey) as exc:
             self._p.metrics.parts.labels("changed").inc()  # metrics
             self._fail(
@@ -455,13 +456,14 @@ class Download:
             return
         except (OssError, OSError) as exc:
             self._p.metrics.parts.labels("failed").inc()  # metrics
-            if isinstance(exc, CacheDiskFull) and index not in self._urgent:
+            if isinstance(exc, CacheFull) and index not in self._urgent:
                 # Read-ahead raced others for the last free space: nobody asked for this
                 # part yet, so no error is kept; a reader that needs it fetches it again.
                 log.debug(
                     "oss://%s/%s: read-ahead part %d: %s", self._p.config.bucket, key, index, exc
                 )
                 return
+            cause = disk_full_advice(self._p.store.root, exc) if isinstance(exc, CacheFull) else exc
             log.warning(
                 "oss://%s/%s: part %d (bytes %d-%d) failed: %s",
                 self._p.config.bucket,
@@ -469,10 +471,10 @@ class Download:
                 index,
                 start,
                 start + length - 1,
-                exc,
+                cause,
             )
             self._part_errors[index] = DownloadFailed(
-                self._p.config.bucket, key, f"part {index} failed: {exc}"
+                self._p.config.bucket, key, f"part {index} failed: {cause}"
             )
             return
         except trio.Cancelled:
@@ -507,7 +509,7 @@ class Download:
                 )
                 return
         try:
-            self.entry.record_part(index, result.crc64)
+            sink.record(result)
         except PartMismatch as exc:
             log.error("%s: the cached object is discarded", exc)
             self._fail(ObjectCorrupt(self._p.config.bucket, key, str(exc)))
@@ -797,6 +799,7 @@ class Prefetcher:
         # metrics: the mount's, or a private registry nobody scrapes (tests, tools)
         self.metrics = metrics or MountMetrics(bucket=config.bucket)
         self.limiter = trio.CapacityLimiter(config.max_gets)
+        self.scratch = ScratchPool(config.window_size)  # one window per GET in flight
         self._downloads: dict[ObjectVersion, Download] = {}
         # Started by warm(), until closed or failed; those not yet judged hold the slots.
         self._warming: set[Download] = set()

@@ -38,6 +38,7 @@ from ossmount.prefetch.scheduler import (
     PrefetchConfig,
     Prefetcher,
 )
+from tests.unit.cache_helpers import write_part
 from tests.unit.fake_source import BUCKET, FakeSource
 
 PART = 4096
@@ -689,7 +690,7 @@ async def _complete_unverified_entry(
     store = open_store(cache_dir)
     entry = store.open_entry(without_crc(meta), PART)
     for i in range(PARTS):
-        entry.write_part(i, part_of(i, data))
+        write_part(entry, i, part_of(i, data))
     store.release(entry)
     store.close()
     return meta
@@ -889,7 +890,7 @@ async def test_a_crash_after_shedding_never_resumes_the_punched_parts(
     entry = store.open_entry(meta, PART)
     for index in range(BIG_PARTS):
         start, length = entry.layout.span(index)
-        entry.write_part(index, data[start : start + length])
+        write_part(entry, index, data[start : start + length])
     entry.flush()
     assert entry.shed([0, 1, 2]) == 3 * PART
     crash(store)  # no flush after the shed: the checkpoint still lists parts 0..2
@@ -924,6 +925,20 @@ async def test_readahead_waits_for_room_on_the_cache_disk(
         await reader.aclose()
 
 
+def disk_full_once(monkeypatch: pytest.MonkeyPatch, file_offset: int) -> None:
+    """The next write of a part into a cache file at `file_offset` finds the disk full."""
+    real_pwrite = os.pwrite
+    armed = [True]
+
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        if armed[0] and offset == file_offset:
+            armed[0] = False
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+
+
 async def test_a_part_that_met_a_full_disk_is_tried_again_once_there_is_room(
     source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -934,13 +949,13 @@ async def test_a_part_that_met_a_full_disk_is_tried_again_once_there_is_room(
     async with running(source, cache_dir) as p:
         free = {"bytes": 1 << 30}
         monkeypatch.setattr(p.store, "free_bytes", lambda: free["bytes"])
-        source.fail_once[(KEY, 2 * PART)] = OSError(errno.ENOSPC, "No space left on device")
+        disk_full_once(monkeypatch, 2 * PART)
         reader = p.open(meta)
         assert await reader.read(2 * PART, 10) == data[2 * PART : 2 * PART + 10]
         assert source.part_calls(KEY)[2] == 2
 
         free["bytes"] = 0
-        source.fail_once[(KEY, 5 * PART)] = OSError(errno.ENOSPC, "No space left on device")
+        disk_full_once(monkeypatch, 5 * PART)
         with pytest.raises(DownloadFailed, match=f"the cache dir {p.store.root} is full"):
             await reader.read(5 * PART, 10)
         await reader.aclose()
