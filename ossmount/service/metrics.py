@@ -19,7 +19,9 @@ records:
 
 The OSS client reports through module functions (`record_request`, `record_retry`) that go to
 the metrics `install`ed for this process (the mount's), and do nothing when none is: the client
-takes no new constructor argument, and its own tests need no metrics at all.
+takes no new constructor argument, and its own tests need no metrics at all. The prefetcher is
+handed this object as its `ossmount.observe.PrefetchObserver` (the "prefetch" rows above) and
+never imports this module.
 
 Serving: `serve_metrics` is an HTTP/1.0 responder on the mount's trio loop rather than
 prometheus_client's `start_http_server` thread. The cache collector reads `CacheStore`, whose
@@ -218,6 +220,27 @@ class MountMetrics:
             else:
                 self._reasons.add(reason)
         self.retries.labels(_operation(operation), reason).inc()
+
+    # -- the prefetcher's reports (ossmount.observe.PrefetchObserver) -----------------------
+
+    def part_started(self) -> None:
+        self.parts_in_flight.inc()
+
+    def part_ended(self, outcome: str | None, nbytes: int = 0) -> None:
+        self.parts_in_flight.dec()
+        if outcome is not None:
+            self.parts.labels(outcome).inc()
+        if nbytes:
+            self.fetched_bytes.inc(nbytes)
+
+    def verdict(self, state: str) -> None:
+        self.verdicts.labels(state).inc()
+
+    def shed(self, nbytes: int) -> None:
+        self.shed_bytes.inc(nbytes)
+
+    def object_warmed(self, opened: bool) -> None:
+        (self.warmed_opened if opened else self.warmed).inc()
 
     def watch_cache(self, figures: Callable[[], CacheFigures]) -> None:
         """Report the cache through `figures()` (e.g. `store.statistics`) at every scrape."""
