@@ -236,35 +236,24 @@ def start_nginx(size: int, data_dir: str) -> Server | None:
     return Server("nginx", endpoint, proc, root)
 
 
-class MemorySink:
-    """Receives straight into a caller's buffer: no copy at all on the plain-HTTP path."""
+class BenchSink:
+    """The bench's destinations: straight into `dest` (memory: no copy at all on the
+    plain-HTTP path), or, with an `fd`, a scratch window pwritten at `file_offset` + pos (the
+    cache's part sink, ossmount.cache.sink, without the cache around it)."""
 
-    def __init__(self, dest: memoryview) -> None:
-        self._dest = dest
-
-    def window(self, pos: int, limit: int) -> memoryview:
-        return self._dest[pos : pos + limit]
-
-    def commit(self, view: memoryview, pos: int) -> None:
-        pass
-
-
-class FileSink:
-    """A scratch window pwritten to `fd` at `file_offset` + pos: the cache's part sink
-    (ossmount.cache.sink) without the cache around it."""
-
-    def __init__(self, fd: int, file_offset: int, window: int) -> None:
-        self._fd, self._file_offset = fd, file_offset
-        self._scratch = memoryview(bytearray(window))
+    def __init__(self, dest: memoryview, fd: int = -1, file_offset: int = 0) -> None:
+        self._dest, self._fd, self._base = dest, fd, file_offset
 
     def window(self, pos: int, limit: int) -> memoryview:
-        return self._scratch[: min(limit, len(self._scratch))]
+        if self._fd < 0:
+            return self._dest[pos : pos + limit]
+        return self._dest[: min(limit, len(self._dest))]
 
     def commit(self, view: memoryview, pos: int) -> None:
-        offset = self._file_offset + pos
-        while view:
-            written = os.pwrite(self._fd, view, offset)
-            view, offset = view[written:], offset + written
+        at = self._base + pos
+        while self._fd >= 0 and view:
+            n = os.pwrite(self._fd, view, at)
+            view, at = view[n:], at + n
 
 
 def curl_mbps(url: str) -> float:
@@ -330,20 +319,22 @@ async def one_run(
         try:
             if parallel == 1:
                 buf = bytearray(size) if target == "memory" else None
+                scratch = memoryview(bytearray(CHUNK))  # the file target's receive window
                 t0, c0 = time.perf_counter(), cpu_s()
                 if buf is not None:
-                    res = await client.get(KEY, 0, size, MemorySink(memoryview(buf)))
+                    res = await client.get(KEY, 0, size, BenchSink(memoryview(buf)))
                 else:
-                    res = await client.get(KEY, 0, size, FileSink(fd, 0, CHUNK))
+                    res = await client.get(KEY, 0, size, BenchSink(scratch, fd))
                 got = res.length
             else:
                 bufs = [bytearray(PART) for _ in range(parallel)]
+                scratches = [bytearray(CHUNK) for _ in range(parallel)]
 
                 async def fetch(slot: int, offset: int, length: int) -> int:
                     if target == "memory":
                         view = memoryview(bufs[slot])[:length]
-                        return (await client.get(KEY, offset, length, MemorySink(view))).length
-                    sink = FileSink(fd, offset, CHUNK)
+                        return (await client.get(KEY, offset, length, BenchSink(view))).length
+                    sink = BenchSink(memoryview(scratches[slot]), fd, offset)
                     return (await client.get(KEY, offset, length, sink)).length
 
                 t0, c0 = time.perf_counter(), cpu_s()

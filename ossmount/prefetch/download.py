@@ -100,14 +100,12 @@ class Download:
         bucket = services.config.bucket
         self.fence = VersionFence(bucket, meta, entry)
         self.flusher = Flusher(
-            bucket,
             entry,
             services.tasks,
             after_flush=services.space.after_flush,
             after_background=self._close_if_abandoned,
         )
         self.shedder = Shedder(
-            bucket,
             entry,
             self.readers,
             can_shed=services.store.can_shed,
@@ -211,7 +209,7 @@ class Download:
                 self._spawn_workers()  # read-ahead held back for it may go now
 
     def _room_maker(self, job: PartJob) -> Callable[[], bool]:
-        return lambda: self._s.space.after_disk_full(self.shedder, job.index, job.urgent)
+        return lambda: self._s.space.after_disk_full(self.shedder, job.part, job.urgent)
 
     def _apply(self, index: int, outcome: PartOutcome) -> tuple[str | None, int]:
         """Act on a part's outcome; (metrics label, bytes fetched) to report."""

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from ossmount.cache.errors import CacheFull
-
 __all__ = [
     "DownloadFailed",
     "ObjectArchived",
     "ObjectChanged",
     "ObjectCorrupt",
     "ReadError",
-    "disk_full_advice",
 ]
 
 
@@ -38,12 +35,3 @@ class DownloadFailed(ReadError):
 
 class ObjectArchived(ReadError):
     """An Archive/ColdArchive object that is not restored: OSS refuses to serve its bytes."""
-
-
-def disk_full_advice(root: object, exc: CacheFull) -> str:
-    """What an operator reads when a part found the cache disk full with nothing idle left to
-    evict: where, and what to do."""
-    return (
-        f"the cache dir {root} is full ({exc.strerror}) and holds no closed file to evict: "
-        "free space there, or lower --max-cache-size-mb below its free space"
-    )

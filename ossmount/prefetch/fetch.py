@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import trio
 
@@ -25,13 +26,7 @@ from ossmount.cache.sink import PartSink, ScratchPool
 from ossmount.oss import InvalidObjectState, NoSuchKey, OssError, PreconditionFailed
 from ossmount.oss.models import GetResult
 from ossmount.prefetch.config import RangeSource
-from ossmount.prefetch.errors import (
-    DownloadFailed,
-    ObjectArchived,
-    ObjectChanged,
-    ReadError,
-    disk_full_advice,
-)
+from ossmount.prefetch.errors import DownloadFailed, ObjectArchived, ObjectChanged, ReadError
 
 __all__ = ["DISK_FULL_TRIES", "Dropped", "Failed", "Fetched", "PartJob", "fetch_part"]
 
@@ -41,11 +36,12 @@ log = logging.getLogger(__name__)
 DISK_FULL_TRIES = 3
 
 
-@dataclass(frozen=True, slots=True)
-class PartJob:
+class PartJob(NamedTuple):
+    """One part to fetch, and what its errors must name."""
+
     bucket: str
     entry: CacheEntry
-    index: int
+    part: int
     urgent: bool  # a reader is blocked on it
     cache_root: object  # named in the error when the disk is full
 
@@ -82,7 +78,7 @@ async def fetch_part(
     source: RangeSource, scratch: ScratchPool, job: PartJob, make_room: Callable[[], bool]
 ) -> PartOutcome:
     key = job.entry.meta.key
-    start, length = job.entry.layout.span(job.index)
+    start, length = job.entry.layout.span(job.part)
     try:
         return await _get(source, scratch, job, make_room)
     except (PreconditionFailed, NoSuchKey) as exc:
@@ -102,34 +98,43 @@ async def fetch_part(
         return Failed(error, fatal=True, outcome="failed")
     except (OssError, OSError) as exc:
         if isinstance(exc, CacheFull) and not job.urgent:
-            log.debug("oss://%s/%s: read-ahead part %d: %s", job.bucket, key, job.index, exc)
+            log.debug("oss://%s/%s: read-ahead part %d: %s", job.bucket, key, job.part, exc)
             return Dropped()
         cause = disk_full_advice(job.cache_root, exc) if isinstance(exc, CacheFull) else exc
         log.warning(
             "oss://%s/%s: part %d (bytes %d-%d) failed: %s",
             job.bucket,
             key,
-            job.index,
+            job.part,
             start,
             start + length - 1,
             cause,
         )
-        error = DownloadFailed(job.bucket, key, f"part {job.index} failed: {cause}")
+        error = DownloadFailed(job.bucket, key, f"part {job.part} failed: {cause}")
         return Failed(error, fatal=False, outcome="failed")
     except trio.Cancelled:
         raise
+
+
+def disk_full_advice(root: object, exc: CacheFull) -> str:
+    """What an operator reads when a part found the cache disk full with nothing idle left to
+    evict: where, and what to do."""
+    return (
+        f"the cache dir {root} is full ({exc.strerror}) and holds no closed file to evict: "
+        "free space there, or lower --max-cache-size-mb below its free space"
+    )
 
 
 async def _get(
     source: RangeSource, scratch: ScratchPool, job: PartJob, make_room: Callable[[], bool]
 ) -> Fetched:
     entry = job.entry
-    start, length = entry.layout.span(job.index)
+    start, length = entry.layout.span(job.part)
     buf = scratch.take()
     try:
         tries = 1
         while True:
-            sink = entry.part_sink(job.index, memoryview(buf))
+            sink = entry.part_sink(job.part, memoryview(buf))
             try:
                 result = await source.get(
                     entry.meta.key, start, length, sink, if_match=entry.meta.etag

@@ -32,7 +32,6 @@ FLUSH_EVERY_S = 1.0
 class Flusher:
     def __init__(
         self,
-        bucket: str,
         entry: CacheEntry,
         tasks: Tasks,
         *,
@@ -41,7 +40,6 @@ class Flusher:
     ) -> None:
         """`after_flush`: the cache grew, let the space policy look (cache.store, "Space").
         `after_background`: a flush the download did not wait for ended (it may close now)."""
-        self._bucket = bucket
         self._entry = entry
         self._tasks = tasks
         self._after_flush = after_flush
@@ -103,7 +101,7 @@ class Flusher:
         except OSError as exc:
             log.warning(
                 "oss://%s/%s: could not persist the checkpoint: %s",
-                self._bucket,
+                entry.bucket,
                 entry.meta.key,
                 exc,
             )

@@ -4,28 +4,8 @@ in the modules ossmount/prefetch/prefetcher.py lists. To be removed by the lead.
 
 from __future__ import annotations
 
-from ossmount.prefetch.config import PrefetchConfig, RangeSource
-from ossmount.prefetch.errors import (
-    DownloadFailed,
-    ObjectArchived,
-    ObjectChanged,
-    ObjectCorrupt,
-    ReadError,
-)
+from ossmount.prefetch import *  # noqa: F403 - exactly the package's public names
+from ossmount.prefetch import __all__ as _public
 from ossmount.prefetch.flush import FLUSH_EVERY_PARTS, FLUSH_EVERY_S
-from ossmount.prefetch.prefetcher import Prefetcher
-from ossmount.prefetch.reader import ObjectReader
 
-__all__ = [
-    "FLUSH_EVERY_PARTS",
-    "FLUSH_EVERY_S",
-    "DownloadFailed",
-    "ObjectArchived",
-    "ObjectChanged",
-    "ObjectCorrupt",
-    "ObjectReader",
-    "PrefetchConfig",
-    "Prefetcher",
-    "RangeSource",
-    "ReadError",
-]
+__all__ = [*_public, "FLUSH_EVERY_PARTS", "FLUSH_EVERY_S"]

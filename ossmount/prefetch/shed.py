@@ -46,7 +46,6 @@ class ReaderProgress(Protocol):
 class Shedder:
     def __init__(
         self,
-        bucket: str,
         entry: CacheEntry,
         readers: Collection[ReaderProgress],
         *,
@@ -59,7 +58,6 @@ class Shedder:
         """`readers` is the download's live set of handles; `active()` is False once the
         download failed or closed (nothing to shed then); `forget_readahead()` is called when
         unread parts were shed (read-ahead would only fill the disk again)."""
-        self._bucket = bucket
         self._entry = entry
         self._readers = readers
         self._can_shed = can_shed
@@ -88,7 +86,7 @@ class Shedder:
             log.info(
                 "oss://%s/%s: the cache is full, so parts already read are dropped from its "
                 "cache file as the read goes on (it is still verified whole at the end)",
-                self._bucket,
+                self._entry.bucket,
                 self._entry.meta.key,
             )
         return self._shed(victims, "read")
@@ -127,7 +125,7 @@ class Shedder:
         self._observer.shed(freed)
         log.debug(
             "oss://%s/%s: shed %d parts (%s) from %d: %d bytes, %d in all",
-            self._bucket,
+            self._entry.bucket,
             self._entry.meta.key,
             len(victims),
             what,
