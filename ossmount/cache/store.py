@@ -59,8 +59,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ossmount.cache import opening
 from ossmount.cache.checkpoint import Checkpoint, load
-from ossmount.cache.entry import CacheEntry, crcs_agree
+from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import (
     CacheError,
     CacheFull,
@@ -260,7 +261,7 @@ class CacheStore:
             path.parent.mkdir(exist_ok=True)
         except OSError as exc:
             raise io_error("mkdir", bucket=self.bucket, key=meta.key, path=path, cause=exc) from exc
-        entry = CacheEntry.open(
+        entry = opening.open_entry(
             bucket=self.bucket, meta=meta, part_size=part_size, path=path, checkpoint_path=ckpt
         )
         if slot is None:  # it was idle (or new): from now on it is counted live
@@ -457,7 +458,7 @@ def _same_open_version(entry: CacheEntry, meta: ObjectMeta, part_size: int) -> b
     return (
         m.version == meta.version
         and entry.layout.part_size == part_size
-        and crcs_agree(m.crc64, meta.crc64)
+        and opening.crcs_agree(m.crc64, meta.crc64)
     )
 
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from ossmount.cache.checkpoint import EntryState, load
 from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import CacheFull, CacheIOError, EntryStateError
+from ossmount.cache.opening import open_entry as open_cache_entry
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
 from tests.unit.cache_helpers import write_part
@@ -44,7 +45,7 @@ def meta(data: bytes = DATA, *, etag: str = '"E1"', crc: int | None = AUTO) -> O
 
 
 def open_entry(tmp_path: Path, m: ObjectMeta | None = None, part_size: int = PART) -> CacheEntry:
-    return CacheEntry.open(
+    return open_cache_entry(
         bucket=BUCKET,
         meta=m or meta(),
         part_size=part_size,
@@ -147,13 +148,13 @@ def test_resume_after_real_kill_9(tmp_path: Path) -> None:
         f"""
         import os, signal
         from pathlib import Path
-        from ossmount.cache.entry import CacheEntry
+        from ossmount.cache.opening import open_entry as open_cache_entry
         from ossmount.oss.models import ObjectMeta
         from tests.unit.cache_helpers import write_part
         data = {DATA!r}
         m = ObjectMeta(key={KEY!r}, size=len(data), etag='"E1"', mtime_ns=1_700_000_000_000_000_000)
         root = Path({str(tmp_path)!r})
-        e = CacheEntry.open(bucket="bkt", meta=m, part_size={PART}, path=root / "obj.data",
+        e = open_cache_entry(bucket="bkt", meta=m, part_size={PART}, path=root / "obj.data",
                             checkpoint_path=root / "obj.ckpt")
         for i in (0, 1, 2, 7):
             write_part(e, i, data[i * {PART}:(i + 1) * {PART}])
@@ -558,7 +559,7 @@ def test_resuming_a_partial_download_is_info_reopening_a_verified_entry_is_debug
     write_part(entry, 0, part(0))
     entry.flush()
     entry.close()
-    caplog.set_level(logging.DEBUG, logger="ossmount.cache.entry")
+    caplog.set_level(logging.DEBUG, logger="ossmount.cache")
     open_entry(tmp_path).close()
     resumed = [r for r in caplog.records if "resumed" in r.getMessage()]
     assert [r.levelno for r in resumed] == [logging.INFO]

@@ -15,6 +15,7 @@ from ossmount.cache.checkpoint import EntryState, load
 from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import EntryStateError, PartMismatch
 from ossmount.cache.holes import hole_spans, probe, punch_hole
+from ossmount.cache.opening import open_entry as open_cache_entry
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
 from tests.unit.cache_helpers import write_part
@@ -27,7 +28,7 @@ META = ObjectMeta(key=KEY, size=len(DATA), etag='"E"', mtime_ns=1, crc64=crc64(D
 
 
 def open_entry(tmp_path: Path) -> CacheEntry:
-    return CacheEntry.open(
+    return open_cache_entry(
         bucket="bkt",
         meta=META,
         part_size=BLOCK,
@@ -139,7 +140,7 @@ def test_a_part_without_a_whole_block_is_never_shed(tmp_path: Path) -> None:
     """A punch would only zero it, leaving no hole to find after a crash: it stays."""
     tiny = b"small object"
     meta = ObjectMeta(key="tiny", size=len(tiny), etag='"T"', mtime_ns=1, crc64=crc64(tiny))
-    entry = CacheEntry.open(
+    entry = open_cache_entry(
         bucket="bkt",
         meta=meta,
         part_size=BLOCK,
