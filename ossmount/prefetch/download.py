@@ -196,8 +196,11 @@ class Download:
                 try:
                     outcome = await fetch_part(s.source, s.scratch, job, self._room_maker(job))
                     counted = self._apply(index, outcome)
-                    if counted[0] == "done" and self.entry.complete:
-                        await self._finish()
+                    if counted[0] == "done":
+                        complete = self.entry.complete
+                        self.flusher.part_recorded(schedule=not complete)
+                        if complete:
+                            await self._finish()
                 finally:
                     s.observer.part_ended(*counted)
         finally:
@@ -236,7 +239,6 @@ class Download:
             log.error("%s: the cached object is discarded", exc)
             self._fail(ObjectCorrupt(self._s.config.bucket, self.meta.key, str(exc)))
             return None, 0
-        self.flusher.part_recorded()
         return "done", outcome.result.length
 
     async def _finish(self) -> None:

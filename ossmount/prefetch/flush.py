@@ -49,8 +49,11 @@ class Flusher:
         self._stopped = False
         self.flushing = False
 
-    def part_recorded(self) -> None:
+    def part_recorded(self, *, schedule: bool = True) -> None:
+        """A part was recorded. `schedule=False` when the verdict comes next (it flushes)."""
         self._unflushed += 1
+        if not schedule:
+            return
         if self._unflushed >= FLUSH_EVERY_PARTS:
             self.in_background()
         elif not self._timer:
