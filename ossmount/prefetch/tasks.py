@@ -25,7 +25,11 @@ class Tasks:
 
     def start_soon(self, fn: Callable[[], Awaitable[object]]) -> None:
         self._enter()
-        self._nursery.start_soon(self._run, fn)
+        try:
+            self._nursery.start_soon(self._run, fn)
+        except BaseException:  # a closed nursery: nothing was scheduled
+            self._exit()
+            raise
 
     def start_untracked(self, fn: Callable[[], Awaitable[object]]) -> None:
         self._nursery.start_soon(fn)

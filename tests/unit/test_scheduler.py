@@ -956,3 +956,29 @@ async def test_a_part_that_met_a_full_disk_is_tried_again_once_there_is_room(
         with pytest.raises(DownloadFailed, match=f"the cache dir {p.store.root} is full"):
             await reader.read(5 * PART, 10)
         await reader.aclose()
+
+
+async def test_wait_idle_returns_only_once_the_gets_and_their_work_are_done(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    gate = source.gate(KEY, 1)
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        idle = trio.Event()
+
+        async def wait_idle() -> None:
+            await p.wait_idle()
+            idle.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.read, PART, 10)
+            await gate.arrived.wait()
+            nursery.start_soon(wait_idle)
+            await wait_all_tasks_blocked()
+            assert not idle.is_set()  # every task waits, but a GET is under way
+            gate.release.set()
+        assert idle.is_set()
+        assert p.statistics()["gets_in_flight"] == 0
+        await reader.aclose()
