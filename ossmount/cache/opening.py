@@ -80,27 +80,14 @@ def open_entry(
             part_size,
         )
         cp = None
+    durable: dict[int, int] = {}
+    state = EntryState.PARTIAL
     try:
-        if cp is not None:
-            fd = _open_existing(bucket, meta, path)
-            if fd is not None:
-                return _resumed(bucket, meta, layout, path, checkpoint_path, fd, cp)
-        removed_checkpoint = False
-        with contextlib.suppress(FileNotFoundError):
-            checkpoint_path.unlink()
-            removed_checkpoint = True
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        if removed_checkpoint:
-            # Only a removed checkpoint must be durably gone before the new file exists;
-            # a first download skips this fsync (it sits on the time to first byte).
-            fsync_dir(path.parent)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.ftruncate(fd, meta.size)
-        except OSError:
-            os.close(fd)
-            raise
+        fd = _open_existing(bucket, meta, path) if cp is not None else None
+        if fd is not None and cp is not None:
+            meta, durable, state = _resume(bucket, meta, layout, path, fd, cp)
+        else:
+            fd = _start_fresh(path, checkpoint_path, meta.size)
     except OSError as exc:
         raise io_error("open", bucket=bucket, key=meta.key, path=path, cause=exc) from exc
     return CacheEntry(
@@ -110,9 +97,30 @@ def open_entry(
         path=path,
         checkpoint_path=checkpoint_path,
         fd=fd,
-        durable={},
-        state=EntryState.PARTIAL,
+        durable=durable,
+        state=state,
     )
+
+
+def _start_fresh(path: Path, checkpoint_path: Path, size: int) -> int:
+    """Remove what is there (checkpoint first), create the sparse data file; its fd."""
+    removed_checkpoint = False
+    with contextlib.suppress(FileNotFoundError):
+        checkpoint_path.unlink()
+        removed_checkpoint = True
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    if removed_checkpoint:
+        # Only a removed checkpoint must be durably gone before the new file exists;
+        # a first download skips this fsync (it sits on the time to first byte).
+        fsync_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _open_existing(bucket: str, meta: ObjectMeta, path: Path) -> int | None:
@@ -141,15 +149,10 @@ def _open_existing(bucket: str, meta: ObjectMeta, path: Path) -> int | None:
     return fd
 
 
-def _resumed(
-    bucket: str,
-    meta: ObjectMeta,
-    layout: PartLayout,
-    path: Path,
-    checkpoint_path: Path,
-    fd: int,
-    cp: Checkpoint,
-) -> CacheEntry:
+def _resume(
+    bucket: str, meta: ObjectMeta, layout: PartLayout, path: Path, fd: int, cp: Checkpoint
+) -> tuple[ObjectMeta, dict[int, int], EntryState]:
+    """What the checkpoint vouches for: (meta with its CRC, durable parts, state)."""
     if meta.crc64 is None and cp.server_crc64 is not None:
         meta = replace(meta, crc64=cp.server_crc64)
     state = cp.state
@@ -169,16 +172,6 @@ def _resumed(
         state = EntryState.PARTIAL
     if state is EntryState.UNVERIFIABLE and meta.crc64 is not None:
         state = EntryState.PARTIAL  # a CRC is known now: verify() can do better
-    entry = CacheEntry(
-        bucket=bucket,
-        meta=meta,
-        layout=layout,
-        path=path,
-        checkpoint_path=checkpoint_path,
-        fd=fd,
-        durable=parts,
-        state=state,
-    )
     if parts:
         # A download picked up where it stopped is news; a whole, judged entry opened
         # again is every open of a cached file (100k lines for a cp -r of 100k files).
@@ -192,7 +185,7 @@ def _resumed(
             meta.key,
             state.name,
         )
-    return entry
+    return meta, parts, state
 
 
 def _parts_in_holes(fd: int, layout: PartLayout, parts: Iterable[int]) -> set[int]:

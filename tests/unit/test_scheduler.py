@@ -961,11 +961,9 @@ async def test_a_part_that_met_a_full_disk_is_tried_again_once_there_is_room(
 async def test_wait_idle_returns_only_once_the_gets_and_their_work_are_done(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
     gate = source.gate(KEY, 1)
     async with running(source, cache_dir) as p:
-        reader = p.open(meta)
+        reader = p.open(source.put(KEY, blob()))
         idle = trio.Event()
 
         async def wait_idle() -> None:
