@@ -54,7 +54,7 @@ from ossmount.oss import (
     SignatureDoesNotMatch,
     resolve_credentials,
 )
-from ossmount.prefetch.scheduler import PrefetchConfig, Prefetcher
+from ossmount.prefetch import PrefetchConfig, Prefetcher
 from ossmount.service.metrics import MountMetrics, install, serve_metrics
 from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount

@@ -56,7 +56,7 @@ from ossmount.oss import (
     OssError,
     SignatureDoesNotMatch,
 )
-from ossmount.prefetch.scheduler import ObjectArchived, ObjectChanged, ObjectCorrupt, ReadError
+from ossmount.prefetch import ObjectArchived, ObjectChanged, ObjectCorrupt, ReadError
 from ossmount.tree.errors import NameInvalid, NameTooLong, NotADirectory, NotFound
 
 __all__ = ["errno_for", "fuse_boundary"]

@@ -38,7 +38,7 @@ from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, attr_of, is_s
 from ossmount.fs.errors import IsADirectory, NotASymlink, ReadOnly, UnknownHandle
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
 from ossmount.fs.xattrs import xattr_names, xattr_value
-from ossmount.prefetch.scheduler import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher
+from ossmount.prefetch import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher
 from ossmount.prefetch.siblings import DirectoryReadAhead
 from ossmount.service.metrics import MountMetrics
 from ossmount.tree.listing import DirSnapshot, Namespace

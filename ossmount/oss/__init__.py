@@ -40,7 +40,7 @@ from .credentials_types import (
     CredentialsProvider,
     StaticCredentialsProvider,
 )
-from .models import GetResult, ListPage, ObjectMeta
+from .models import GetResult, ListPage, ObjectMeta, ObjectVersion, Sink
 
 __all__ = [
     "ANONYMOUS",
@@ -61,6 +61,7 @@ __all__ = [
     "NoSuchKey",
     "ObjectChanged",
     "ObjectMeta",
+    "ObjectVersion",
     "OssClient",
     "OssConfig",
     "OssError",
@@ -71,6 +72,7 @@ __all__ = [
     "RetryPolicy",
     "ServiceUnavailable",
     "SignatureDoesNotMatch",
+    "Sink",
     "StaticCredentialsProvider",
     "SymlinkTargetNotExist",
     "Throttled",

@@ -1,4 +1,4 @@
-"""`OssClient`: HEAD, ranged GET into a buffer or a file, ListObjectsV2 — on httpx and trio.
+"""`OssClient`: HEAD, ranged GET into a caller's sink, ListObjectsV2 — on httpx and trio.
 
 Request life cycle (every attempt): ask the credentials provider → sign with the current time
 (plus the clock offset learnt from a RequestTimeTooSkewed reply) → send through one shared
@@ -6,7 +6,7 @@ Request life cycle (every attempt): ask the credentials provider → sign with t
 sleep and go again. Re-signing on every attempt is what makes retries after a skew or a long
 backoff valid.
 
-Ranged GETs (`get_into`, `get_to_fd`) are the product's hot path:
+Ranged GETs (`get`, into a body sink) are the product's hot path:
 
 * Always `Accept-Encoding: identity` (httpx would ask for gzip and OSS would then drop ETag and
   Content-Length), `x-oss-range-behavior: standard` (so a bad range is a 416, not a silent
@@ -56,8 +56,6 @@ from ._body import (
     BodyReader,
     BodyStalled,
     DiscardSink,
-    FileSink,
-    MemorySink,
     Progress,
     Sink,
 )
@@ -473,45 +471,23 @@ class OssClient:
 
     # -- ranged GET -------------------------------------------------------------------------
 
-    async def get_into(
-        self,
-        key: str,
-        offset: int,
-        buf: bytearray | memoryview,
-        *,
-        if_match: str | None = None,
-    ) -> GetResult:
-        """Fetch `len(buf)` bytes of `key` at `offset` into `buf` (fewer at the object's end:
-        see `GetResult.length`). Raises InvalidRange if `offset` is at/after the end."""
-        view = memoryview(buf).cast("B")
-        if view.readonly:
-            raise TypeError("get_into needs a writable buffer")
-        return await self._get(key, offset, len(view), MemorySink(view), if_match)
+    def _take_scratch(self) -> bytearray:
+        return self._scratch.pop() if self._scratch else bytearray(self.config.chunk_size)
 
-    async def get_to_fd(
+    async def get(
         self,
         key: str,
         offset: int,
         length: int,
-        fd: int,
-        file_offset: int,
+        sink: Sink,
         *,
         if_match: str | None = None,
     ) -> GetResult:
-        """Fetch `length` bytes of `key` at `offset` and pwrite them to `fd` at `file_offset`."""
-        scratch = self._take_scratch()
-        try:
-            sink = FileSink(fd, file_offset, memoryview(scratch))
-            return await self._get(key, offset, length, sink, if_match)
-        finally:
-            self._scratch.append(scratch)  # no await between take and give back
-
-    def _take_scratch(self) -> bytearray:
-        return self._scratch.pop() if self._scratch else bytearray(self.config.chunk_size)
-
-    async def _get(
-        self, key: str, offset: int, length: int, sink: Sink, if_match: str | None
-    ) -> GetResult:
+        """GET `length` bytes of `key` at `offset` into `sink` (fewer at the object's end: see
+        `GetResult.length`); `sink` gets them at positions 0.. in order (`_body.Sink`: the
+        caller owns the destination, e.g. a cache part's file). Raises InvalidRange if `offset`
+        is at/after the end; whatever the sink's `commit` raises (a full cache disk) goes
+        through unchanged, never retried."""
         if offset < 0 or length < 0:
             raise ValueError(f"bad range offset={offset} length={length}")
         if length == 0:

@@ -25,6 +25,7 @@ from ossmount.oss import (
 from ossmount.oss._retry import DeadlineExceeded
 from tests.client._mini_server import Fault, MiniServer
 from tests.client.conftest import make_client
+from tests.client.sinks import get_into
 
 DATA = random.Random(14).randbytes(4 * 1024 * 1024)
 
@@ -36,7 +37,7 @@ async def test_a_resume_is_one_of_max_attempts(server: MiniServer) -> None:
     with trio.fail_after(15):
         async with make_client(server, stall_timeout_s=0.3, max_attempts=3) as c:
             with pytest.raises(OssTransportError) as info:
-                await c.get_into("k", 0, bytearray(len(DATA)))
+                await get_into(c, "k", 0, bytearray(len(DATA)))
     assert len(server.requests) == 3
     ranges = [r.headers["Range"] for r in server.requests]
     assert ranges[1].startswith("bytes=100000-")  # still resumed from the byte reached
@@ -56,7 +57,7 @@ async def test_total_deadline_stops_a_dripping_body(server: MiniServer) -> None:
             assert c.fetch_deadline_s == 1.0
             start = trio.current_time()
             with pytest.raises(DeadlineExceeded) as info:
-                await c.get_into("k", 0, bytearray(len(DATA)))
+                await get_into(c, "k", 0, bytearray(len(DATA)))
             elapsed = trio.current_time() - start
     assert 1.0 <= elapsed < 3.0
     assert len(server.requests) == 1  # one attempt was still going: it was cut
@@ -75,7 +76,7 @@ async def test_derived_deadline_is_attempts_times_connect_plus_stall(server: Min
             # 2 x (0.2 + 0.4) + the one backoff cap in between (conftest: base 0.01 s)
             assert c.fetch_deadline_s == pytest.approx(1.21)
             with pytest.raises(DeadlineExceeded) as info:
-                await c.get_into("k", 0, bytearray(len(DATA)))
+                await get_into(c, "k", 0, bytearray(len(DATA)))
     assert "2 attempts x (0.2 s connect + 0.4 s stall) + backoff" in str(info.value)
 
 
@@ -103,7 +104,7 @@ async def test_a_get_waits_stall_timeout_for_its_reply_head(emu: Emulator) -> No
         async with OssClient(config, creds, retry=retry) as c:
             start = trio.current_time()
             with pytest.raises(OssTransportError):
-                await c.get_into("k", 0, bytearray(1000))
+                await get_into(c, "k", 0, bytearray(1000))
             elapsed = trio.current_time() - start
     assert elapsed < 2.0  # two tries of 0.3 s, not of the 10 s read timeout
 

@@ -21,7 +21,7 @@ from ossmount.fs.attrs import Presentation
 from ossmount.fs.filesystem import FileSystem
 from ossmount.oss import NoSuchKey
 from ossmount.oss.models import ObjectMeta
-from ossmount.prefetch.scheduler import PrefetchConfig, Prefetcher
+from ossmount.prefetch import PrefetchConfig, Prefetcher
 from ossmount.tree.listing import Namespace
 from tests.unit.fake_lister import FakeLister
 from tests.unit.fake_source import BUCKET, FakeSource

@@ -24,7 +24,7 @@ from ossmount.fs.errors import (
     UnknownHandle,
 )
 from ossmount.fs.filesystem import FileSystem
-from ossmount.prefetch.scheduler import ObjectChanged, ObjectCorrupt
+from ossmount.prefetch import ObjectChanged, ObjectCorrupt
 from ossmount.tree import ROOT_INODE, NotADirectory, NotFound
 from tests.fs.conftest import LOOK, PART, Rig
 
