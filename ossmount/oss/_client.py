@@ -40,10 +40,11 @@ import logging
 import ssl
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -84,6 +85,8 @@ from .models import GetResult, ListPage, ObjectMeta
 __all__ = ["OssClient", "OssConfig"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 USER_AGENT = "ossmount/0.1"
 
@@ -415,6 +418,19 @@ class OssClient:
 
     # -- HEAD -------------------------------------------------------------------------------
 
+    async def _retried(self, attempt: Callable[[int], Awaitable[T]], describe: str, key: str) -> T:
+        """`attempt` under the retry policy and the request deadline (HEAD, LIST, GetSymlink:
+        replies that are read whole; ranged GETs have their own, `fetch_deadline_s`)."""
+        return await call_with_retries(
+            self._retry,
+            attempt,
+            describe=describe,
+            deadline=trio.current_time() + self.request_deadline_s,
+            deadline_why=self._request_deadline_why,
+            bucket=self.config.bucket,
+            key=key,
+        )
+
     async def head(self, key: str) -> ObjectMeta:
         """Metadata of `key` (raises NoSuchKey & co. as typed errors)."""
 
@@ -432,15 +448,7 @@ class OssClient:
                 )
             return meta_from_headers(key, header_dict(response), int(length))
 
-        return await call_with_retries(
-            self._retry,
-            attempt,
-            describe=f"HEAD oss://{self.config.bucket}/{key}",
-            deadline=trio.current_time() + self.request_deadline_s,
-            deadline_why=self._request_deadline_why,
-            bucket=self.config.bucket,
-            key=key,
-        )
+        return await self._retried(attempt, f"HEAD oss://{self.config.bucket}/{key}", key)
 
     async def get_symlink(self, key: str) -> str:
         """The target key of symlink object `key` (GetSymlink; the header is URL-encoded)."""
@@ -459,15 +467,7 @@ class OssClient:
                 )
             return unquote(target)
 
-        return await call_with_retries(
-            self._retry,
-            attempt,
-            describe=f"GET oss://{self.config.bucket}/{key}?symlink",
-            deadline=trio.current_time() + self.request_deadline_s,
-            deadline_why=self._request_deadline_why,
-            bucket=self.config.bucket,
-            key=key,
-        )
+        return await self._retried(attempt, f"GET oss://{self.config.bucket}/{key}?symlink", key)
 
     # -- ranged GET -------------------------------------------------------------------------
 
@@ -615,12 +615,4 @@ class OssClient:
                 ) from None
             return ListPage(result.objects, result.prefixes, result.next_token)
 
-        return await call_with_retries(
-            self._retry,
-            attempt,
-            describe=f"LIST oss://{self.config.bucket}/{prefix}",
-            deadline=trio.current_time() + self.request_deadline_s,
-            deadline_why=self._request_deadline_why,
-            bucket=self.config.bucket,
-            key=prefix,
-        )
+        return await self._retried(attempt, f"LIST oss://{self.config.bucket}/{prefix}", prefix)
