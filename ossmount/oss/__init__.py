@@ -1,6 +1,6 @@
 """Alibaba Cloud OSS client: signing, credentials, typed errors, and the async `OssClient`.
 
-`OssClient`, `OssConfig` and `resolve_credentials` (and with them httpx) load on first use: the
+`OssClient` and `resolve_credentials` (and with them httpx) load on first use: the
 emulator imports `ossmount.oss.signing` for the shared canonicalization and must not load the
 client with it, so that a client bug cannot hide behind a matching emulator bug.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._config import OssConfig
 from ._errors import (
     AccessDenied,
     BadResponse,
@@ -80,11 +81,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ._client import OssClient, OssConfig
+    from ._client import OssClient
     from .credentials import resolve_credentials
 
 # Loaded on first use, as they load httpx (see the module docstring).
-_LAZY = {"OssClient": "_client", "OssConfig": "_client", "resolve_credentials": "credentials"}
+_LAZY = {"OssClient": "_client", "resolve_credentials": "credentials"}
 
 
 def __getattr__(name: str) -> Any:
