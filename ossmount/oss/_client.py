@@ -37,7 +37,7 @@ import re
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -325,13 +325,21 @@ class OssClient:
         key: str | None,
         query: list[tuple[str, str]],
         headers: dict[str, str] | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
     ) -> httpx.Response:
-        """One signed attempt; returns a streaming 2xx response or raises a typed error."""
+        """One signed attempt; returns a streaming 2xx response or raises a typed error.
+
+        `content` is a request body (the write half, `_writes`, streams files through it;
+        the caller sets Content-Length so httpx does not fall back to chunked encoding)."""
         base = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         base.update(headers or {})
         signed = await self._sign(method, key, query, base)
         request = httpx.Request(
-            method, self._url(key, query), headers=signed, extensions={"timeout": self._timeouts}
+            method,
+            self._url(key, query),
+            headers=signed,
+            content=content,
+            extensions={"timeout": self._timeouts},
         )
         try:
             response = await self._transport.handle_async_request(request)
