@@ -118,10 +118,12 @@ async def test_put_from_file_range_with_ossfs_meta(
 ) -> None:
     meta = posix_meta(mtime_ns=1_700_000_000_123_000_000, mode=0o100640, uid=1000, gid=100)
     res = await writes.put_object("dir/a b+é.bin", FileRange(staged, 4, len(DATA)), meta=meta)
-    assert res.crc64 == crc64(DATA) and res.size == len(DATA)
+    assert res.crc64 == crc64(DATA)
+    assert res.size == len(DATA)
     body, head = sdk_read(emu, "dir/a b+é.bin")
     assert body == DATA
-    assert head.hash_crc64 == str(crc64(DATA)) and head.etag == res.etag
+    assert head.hash_crc64 == str(crc64(DATA))
+    assert head.etag == res.etag
     # The exact strings ossfs writes and parses (src/metaheader.cpp): seconds[.9 digits], decimal.
     assert head.metadata == {
         "mtime": "1700000000.123000000",
@@ -139,7 +141,8 @@ def test_posix_meta_whole_seconds() -> None:
 async def test_put_empty_and_bytes(emu: Emulator, writes: OssWrites) -> None:
     assert (await writes.put_object("empty", b"")).crc64 == 0
     await writes.put_object("small", b"hello")
-    assert sdk_read(emu, "empty")[0] == b"" and sdk_read(emu, "small")[0] == b"hello"
+    assert sdk_read(emu, "empty")[0] == b""
+    assert sdk_read(emu, "small")[0] == b"hello"
 
 
 async def test_put_wrong_crc_is_resent_then_verified(emu: Emulator, writes: OssWrites) -> None:
@@ -153,7 +156,8 @@ async def test_put_crc_never_matches_raises(emu: Emulator, writes: OssWrites) ->
     emu.faults.add(FaultRule("wrong-crc", op="PutObject", times=None))
     with pytest.raises(CrcMismatch) as info:
         await writes.put_object("k", DATA)
-    assert "oss://bkt/k" in str(info.value) and str(crc64(DATA)) in str(info.value)
+    assert "oss://bkt/k" in str(info.value)
+    assert str(crc64(DATA)) in str(info.value)
     assert len(ops(emu, "PutObject")) == writes.crc_resends + 1
 
 
@@ -228,7 +232,8 @@ async def test_multipart_upload_verified_and_read_back_by_sdk(
     assert done.crc64 == crc64(DATA) == combine(p1.crc64, p2.crc64, p2.size)
     body, head = sdk_read(emu, "big")
     assert body == DATA
-    assert head.object_type == "Multipart" and head.etag.endswith('-2"')
+    assert head.object_type == "Multipart"
+    assert head.etag.endswith('-2"')
     assert head.metadata == {"mode": str(0o100600)}
 
 
@@ -288,7 +293,8 @@ async def test_copy_object_fenced_on_etag(emu: Emulator, writes: OssWrites) -> N
     put = await writes.put_object("src", DATA, meta=posix_meta(mode=0o100644))
     res = await writes.copy_object("src", "dst", if_match=put.etag)
     body, head = sdk_read(emu, "dst")
-    assert body == DATA and head.metadata == {"mode": str(0o100644)}
+    assert body == DATA
+    assert head.metadata == {"mode": str(0o100644)}
     assert res.etag
     await writes.copy_object("src", "dst2", meta=posix_meta(mode=0o100600))
     assert sdk_read(emu, "dst2")[1].metadata == {"mode": str(0o100600)}
