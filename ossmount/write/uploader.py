@@ -36,7 +36,7 @@ from pathlib import Path
 
 import trio
 
-from ..crc64 import crc64
+from ..crc64 import combine, crc64
 from ..oss._errors import NoSuchKey
 from ..oss._writes import (
     FileRange,
@@ -102,6 +102,19 @@ def _crc_of(fd: int, offset: int, length: int) -> int:
     return crc
 
 
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first failure of a part nursery, so callers see a typed error (naming the key)
+    rather than a group; a group of only cancellations stays a group."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first_error(exc)
+            if inner is not exc:
+                return inner
+        elif not isinstance(exc, trio.Cancelled):
+            return exc
+    return group
+
+
 class Uploader:
     def __init__(
         self, writes: OssWrites, ledger: UploadLedger, settings: UploadSettings | None = None
@@ -132,18 +145,18 @@ class Uploader:
         )
 
     def session(
-        self, staged: StagedFile, record: JournalRecord, nursery: trio.Nursery
+        self, staged: StagedFile, record: JournalRecord, nursery: trio.Nursery | None
     ) -> UploadSession:
+        """A session; `nursery` hosts the parts `part_ready` sends early (None: no early parts)."""
         return UploadSession(self, staged, record, nursery)
 
     async def commit(self, staged: StagedFile, record: JournalRecord) -> CommitResult:
         """Upload the whole staged file now (no parts were sent early)."""
-        async with trio.open_nursery() as nursery:
-            session = self.session(staged, record, nursery)
-            try:
-                return await session.finish(os.stat(staged.data).st_size)
-            finally:
-                session.close()
+        session = self.session(staged, record, None)
+        try:
+            return await session.finish(os.stat(staged.data).st_size)
+        finally:
+            session.close()
 
     async def resume(self, staged: StagedFile) -> CommitResult | None:
         """Finish what a previous process left (after kill -9 or a remount). None when there
@@ -156,13 +169,12 @@ class Uploader:
             return CommitResult(
                 record.key, record.result_etag, record.result_crc64, record.size, len(record.parts)
             )
-        async with trio.open_nursery() as nursery:
-            session = self.session(staged, record, nursery)
-            try:
-                await session.reconcile()
-                return await session.finish(record.size)
-            finally:
-                session.close()
+        session = self.session(staged, record, None)
+        try:
+            await session.reconcile()
+            return await session.finish(record.size)
+        finally:
+            session.close()
 
 
 class UploadSession:
@@ -173,7 +185,7 @@ class UploadSession:
         uploader: Uploader,
         staged: StagedFile,
         record: JournalRecord,
-        nursery: trio.Nursery,
+        nursery: trio.Nursery | None,
     ) -> None:
         self._up = uploader
         self._writes = uploader.writes
@@ -187,6 +199,7 @@ class UploadSession:
         self._changed = trio.Event()
         self._save_lock = trio.Lock()
         self._init_lock = trio.Lock()
+        self._completed: CommitResult | None = None  # found completed by `reconcile`
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
 
     @property
@@ -208,6 +221,8 @@ class UploadSession:
             return
         if number > 10000:
             return  # finish will refuse the size; nothing useful to do early
+        if self._nursery is None:
+            raise RuntimeError("part_ready needs a session opened with a nursery")
         self._inflight[number] = self._generation.get(number, 0)
         self._nursery.start_soon(self._background_part, number)
 
@@ -228,6 +243,11 @@ class UploadSession:
             self._changed.set()
             self._changed = trio.Event()
 
+    async def drain(self) -> None:
+        """Wait until no part is being sent in the background (fsync and finish need it)."""
+        while self._inflight:
+            await self._changed.wait()
+
     async def _send_part(self, number: int, length: int, generation: int) -> None:
         async with self._up.limiter:
             upload_id = await self._ensure_upload()
@@ -237,6 +257,7 @@ class UploadSession:
             return  # the part changed (or the upload was replaced) while it was in flight
         self._parts[number] = PartRecord(number, result.size, result.crc64, result.etag)
         await self._save()
+        log.debug("oss://%s/%s: part %d recorded", self._writes.bucket, self.key, number)
 
     async def _ensure_upload(self) -> str:
         async with self._init_lock:
@@ -269,6 +290,9 @@ class UploadSession:
         try:
             listed = await self._writes.list_parts(self.key, self.record.upload_id)
         except NoSuchUpload:
+            self._completed = await self._completed_already()
+            if self._completed is not None:
+                return  # we died between Complete and recording it
             log.warning("oss://%s/%s: upload %s is gone; starting the upload again",
                         self._writes.bucket, self.key, self.record.upload_id)  # fmt: skip
             self._parts.clear()
@@ -294,12 +318,32 @@ class UploadSession:
                 del self._parts[number]
         await self._save()
 
+    async def _completed_already(self) -> CommitResult | None:
+        """The object, if it is exactly what completing our recorded parts made: every part
+        of `size` recorded and the object's CRC-64 equal to their combination."""
+        size, ps = self.record.size, self._ps
+        count = max(1, -(-size // ps))
+        if sorted(self._parts) != list(range(1, count + 1)):
+            return None
+        expected = 0
+        for number in range(1, count + 1):
+            part = self._parts[number]
+            expected = combine(expected, part.crc64, part.size)
+        try:
+            meta = await self._writes.client.head(self.key)
+        except NoSuchKey:
+            return None
+        if meta.crc64 != expected or meta.size != size:
+            return None
+        log.info("oss://%s/%s: upload %s had been completed", self._writes.bucket, self.key,
+                 self.record.upload_id)  # fmt: skip
+        return CommitResult(self.key, meta.etag, expected, size, count)
+
     # -- commit -----------------------------------------------------------------------------
 
     async def finish(self, size: int, *, mtime_ns: int | None = None) -> CommitResult:
         """Commit `size` staged bytes; returns once the object is on OSS and verified."""
-        while self._inflight:
-            await self._changed.wait()
+        await self.drain()
         if os.fstat(self._fd).st_size < size:
             raise StagingError(
                 f"oss://{self._writes.bucket}/{self.key}: staged file {self.staged.data} holds "
@@ -310,6 +354,21 @@ class UploadSession:
         if mtime_ns is not None:
             changes["mtime_ns"] = mtime_ns
         await self._save(**changes)
+        if self._completed is not None and self._completed.size == size:
+            result = self._completed
+        else:
+            result = await self._upload_all(size)
+        await self._save(
+            state=WriteState.COMMITTED,
+            upload_id="",
+            parts=(),
+            result_etag=result.etag or "-",
+            result_crc64=result.crc64,
+        )
+        self._parts.clear()
+        return result
+
+    async def _upload_all(self, size: int) -> CommitResult:
         await self._check_conflict()
         try:
             if size <= self._up.settings.single_put_max:
@@ -322,14 +381,6 @@ class UploadSession:
             self._parts.clear()
             await self._save(state=WriteState.DIRTY, upload_id="")
             result = await self._multipart(size)
-        await self._save(
-            state=WriteState.COMMITTED,
-            upload_id="",
-            parts=(),
-            result_etag=result.etag or "-",
-            result_crc64=result.crc64,
-        )
-        self._parts.clear()
         return result
 
     async def _check_conflict(self) -> None:
@@ -374,10 +425,14 @@ class UploadSession:
                 del self._parts[number]  # truncated away, or the old short last part
         await self._ensure_upload()
         missing = [n for n in range(1, count + 1) if n not in self._parts]
-        async with trio.open_nursery() as nursery:
-            for number in missing:
-                length = min(ps, size - (number - 1) * ps)
-                nursery.start_soon(self._send_part, number, length, self._generation.get(number, 0))
+        try:
+            async with trio.open_nursery() as nursery:
+                for number in missing:
+                    length = min(ps, size - (number - 1) * ps)
+                    generation = self._generation.get(number, 0)
+                    nursery.start_soon(self._send_part, number, length, generation)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
         lost = [n for n in range(1, count + 1) if n not in self._parts]
         if lost:  # invalidated while being sent: send those again
             return await self._multipart(size)
