@@ -424,13 +424,19 @@ class UploadSession:
             if number > count or part.size != want:
                 del self._parts[number]  # truncated away, or the old short last part
         await self._ensure_upload()
-        missing = [n for n in range(1, count + 1) if n not in self._parts]
+        missing = iter([n for n in range(1, count + 1) if n not in self._parts])
+
+        async def worker() -> None:
+            # Workers share one iterator, so parts start in ascending order (the journal then
+            # fills from the front, and a resumed upload has few holes).
+            for number in missing:
+                length = min(ps, size - (number - 1) * ps)
+                await self._send_part(number, length, self._generation.get(number, 0))
+
         try:
             async with trio.open_nursery() as nursery:
-                for number in missing:
-                    length = min(ps, size - (number - 1) * ps)
-                    generation = self._generation.get(number, 0)
-                    nursery.start_soon(self._send_part, number, length, generation)
+                for _ in range(self._up.settings.parallel):
+                    nursery.start_soon(worker)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
         lost = [n for n in range(1, count + 1) if n not in self._parts]

@@ -19,7 +19,7 @@ from ossmount.crc64 import crc64
 from ossmount.emulator import Emulator, FaultRule
 from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsProvider
 from ossmount.oss._writes import OssWrites
-from ossmount.write import StagedFile, UploadLedger, Uploader, UploadSettings, WriteState
+from ossmount.write import StagedFile, Uploader, UploadLedger, UploadSettings, WriteState
 from ossmount.write.journal import load
 
 PS = 128 * 1024
@@ -61,10 +61,11 @@ async def test_kill_9_mid_upload_then_resume(emu: Emulator, tmp_path: Path) -> N
     try:
         assert proc.stdout is not None
         lines: list[str] = []
-        while not any("part 2 recorded" in line for line in lines):
-            line = await trio.to_thread.run_sync(proc.stdout.readline)
-            assert line, f"child ended early: {lines}"
-            lines.append(line)
+        with trio.fail_after(60):  # a hung child fails the test, it does not hang the suite
+            while not any("part 2 recorded" in line for line in lines):
+                line = await trio.to_thread.run_sync(proc.stdout.readline, abandon_on_cancel=True)
+                assert line, f"child ended early: {lines}"
+                lines.append(line)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:

@@ -12,7 +12,7 @@ import trio
 
 from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsProvider
 from ossmount.oss._writes import OssWrites
-from ossmount.write import StagedFile, UploadLedger, Uploader, UploadSettings
+from ossmount.write import StagedFile, Uploader, UploadLedger, UploadSettings
 
 
 async def main(endpoint: str, data: str, ledger: str, part_size: int) -> None:
