@@ -19,7 +19,8 @@ never patched in place):
 
     payload: bucket, key, base_etag, upload_id, result_etag (each u32 length + UTF-8,
              surrogates passed through), size u64, mtime_ns i64, mode u32, part_size u64,
-             state u8, flags u8 (1 = forbid overwrite, 2 = has result CRC), result_crc u64,
+             state u8, flags u8 (1 = forbid overwrite, 2 = has result CRC, 4 = sealed),
+             result_crc u64,
              part count u32, then per part: number u32, size u64, crc u64, etag (u32 + UTF-8),
              numbers strictly increasing.
 
@@ -67,7 +68,7 @@ _LEN = struct.Struct(">I")
 _DIGEST = 32
 _U64 = 1 << 64
 _MAX_PAYLOAD = 64 << 20  # 10000 parts at < 200 B each is 2 MB
-_FORBID, _HAS_CRC = 1, 2
+_FORBID, _HAS_CRC, _SEALED = 1, 2, 4
 
 
 class CorruptJournal(ValueError):
@@ -105,6 +106,9 @@ class JournalRecord:
     mode: int = 0o100644
     base_etag: str = ""
     forbid_overwrite: bool = False
+    # The writer closed (or fsynced) the file: `size` is final and the staged bytes up to it
+    # were fsynced before this was recorded. Only a sealed record is uploaded after a crash.
+    sealed: bool = False
     upload_id: str = ""
     parts: tuple[PartRecord, ...] = field(default=())
     result_etag: str = ""
@@ -131,6 +135,8 @@ class JournalRecord:
         committed = self.state is WriteState.COMMITTED
         if committed != (self.result_crc64 is not None) or committed != bool(self.result_etag):
             raise ValueError("a result ETag and CRC are recorded exactly when COMMITTED")
+        if committed and not self.sealed:
+            raise ValueError("a COMMITTED record is sealed")
         if self.result_crc64 is not None and not 0 <= self.result_crc64 < _U64:
             raise ValueError("result CRC out of range")
 
@@ -144,8 +150,10 @@ def _pack_str(value: str) -> bytes:
 
 
 def encode(rec: JournalRecord) -> bytes:
-    flags = (_FORBID if rec.forbid_overwrite else 0) | (
-        _HAS_CRC if rec.result_crc64 is not None else 0
+    flags = (
+        (_FORBID if rec.forbid_overwrite else 0)
+        | (_HAS_CRC if rec.result_crc64 is not None else 0)
+        | (_SEALED if rec.sealed else 0)
     )
     chunks = [
         _pack_str(rec.bucket),
@@ -216,7 +224,7 @@ def decode(data: bytes) -> JournalRecord:
     r = _Reader(data[_HEADER.size : end])
     bucket, key, base_etag, upload_id, result_etag = (r.string() for _ in range(5))
     size, mtime_ns, mode, part_size, state_value, flags, crc, count = r.unpack(_FIXED)
-    if flags & ~(_FORBID | _HAS_CRC) or (not flags & _HAS_CRC and crc):
+    if flags & ~(_FORBID | _HAS_CRC | _SEALED) or (not flags & _HAS_CRC and crc):
         raise CorruptJournal(f"bad journal flags {flags} / CRC {crc}")
     try:
         state = WriteState(state_value)
@@ -239,6 +247,7 @@ def decode(data: bytes) -> JournalRecord:
             mode=mode,
             base_etag=base_etag,
             forbid_overwrite=bool(flags & _FORBID),
+            sealed=bool(flags & _SEALED),
             upload_id=upload_id,
             parts=tuple(parts),
             result_etag=result_etag,

@@ -160,9 +160,19 @@ class Uploader:
 
     async def resume(self, staged: StagedFile) -> CommitResult | None:
         """Finish what a previous process left (after kill -9 or a remount). None when there
-        is no usable journal (nothing to do, or it was damaged and moved aside)."""
+        is no usable journal (nothing to do, or it was damaged and moved aside) or the file
+        was never sealed by close/fsync."""
         record = await trio.to_thread.run_sync(load, staged.journal)
         if record is None:
+            return None
+        if not record.sealed:
+            # Never closed nor fsynced: the bytes were not acknowledged and, after a power
+            # loss, may not even be the ones written. Uploading them could replace a good
+            # object with a torn one, so they are kept for the FUSE layer to decide.
+            log.warning(
+                "oss://%s/%s: staged file %s was never closed; not uploaded (kept)",
+                record.bucket, record.key, staged.data,
+            )  # fmt: skip
             return None
         if record.state is WriteState.COMMITTED:
             assert record.result_crc64 is not None
@@ -350,7 +360,7 @@ class UploadSession:
                 f"{os.fstat(self._fd).st_size} bytes, {size} expected"
             )
         await trio.to_thread.run_sync(os.fsync, self._fd)  # durable before recorded
-        changes: dict[str, object] = {"size": size}
+        changes: dict[str, object] = {"size": size, "sealed": True}
         if mtime_ns is not None:
             changes["mtime_ns"] = mtime_ns
         await self._save(**changes)

@@ -44,6 +44,7 @@ def committed() -> JournalRecord:
         size=10,
         part_size=PS,
         state=WriteState.COMMITTED,
+        sealed=True,
         result_etag='"X"',
         result_crc64=0,
     )
@@ -92,9 +93,11 @@ def test_inconsistent_records_cannot_be_built(change: dict[str, object]) -> None
         dataclasses.replace(uploading(), **change)  # type: ignore[arg-type]
 
 
-def test_committed_needs_its_result() -> None:
+def test_committed_needs_its_result_and_the_seal() -> None:
     with pytest.raises(ValueError, match="exactly when COMMITTED"):
         dataclasses.replace(committed(), result_etag="")
+    with pytest.raises(ValueError, match="is sealed"):
+        dataclasses.replace(committed(), sealed=False)
 
 
 def test_save_atomic_replaces_whole_and_leaves_no_temp(tmp_path: Path) -> None:

@@ -291,7 +291,7 @@ async def test_resume_keeps_only_parts_the_disk_and_server_agree_on(
     rec = load(staged.journal)
     assert rec is not None
     assert [p.number for p in rec.parts] == [1, 2, 3]
-    save_atomic(staged.journal, JournalRecord(**{**_fields(rec), "size": len(BIG)}))
+    save_atomic(staged.journal, JournalRecord(**{**_fields(rec), "size": len(BIG), "sealed": True}))
     with open(staged.data, "r+b") as f:  # part 2's staged bytes no longer match its record
         f.seek(PS + 1)
         f.write(b"X")
@@ -321,11 +321,27 @@ async def test_resume_after_the_upload_vanished_starts_again(
     rec = load(staged.journal)
     assert rec is not None
     await uploader.writes.abort_multipart("big", rec.upload_id)  # expired, say
-    save_atomic(staged.journal, JournalRecord(**{**_fields(rec), "size": len(BIG)}))
+    save_atomic(staged.journal, JournalRecord(**{**_fields(rec), "size": len(BIG), "sealed": True}))
     result = await uploader.resume(staged)
     assert result is not None
     assert result.crc64 == crc64(BIG)
     assert sdk_get(emu, "big") == BIG
+
+
+async def test_a_never_closed_file_is_not_uploaded_on_resume(
+    emu: Emulator, uploader: Uploader, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    emu.put_object("bkt", "big", b"the good old version")
+    staged = stage(tmp_path, BIG)
+    async with trio.open_nursery() as nursery:  # dies while still writing: never closed
+        session = uploader.session(staged, uploader.new_record("big"), nursery)
+        session.part_ready(0)
+        await session.drain()
+        session.close()
+    assert await uploader.resume(staged) is None
+    assert "was never closed; not uploaded" in caplog.text
+    assert sdk_get(emu, "big") == b"the good old version"
+    assert staged.data.read_bytes() == BIG
 
 
 async def test_resume_without_journal_or_committed(uploader: Uploader, tmp_path: Path) -> None:
