@@ -321,8 +321,12 @@ class OssWrites:
         meta: Mapping[str, str] | None = None,
         forbid_overwrite: bool = False,
         content_type: str | None = None,
+        may_exist_from_before: bool = False,
     ) -> PutResult:
-        """PutObject; returns once OSS confirmed our CRC-64 (else CrcMismatch)."""
+        """PutObject; returns once OSS confirmed our CRC-64 (else CrcMismatch).
+
+        `may_exist_from_before`: a resumed forbid-overwrite PUT whose first life may have
+        created the object already: FileAlreadyExists is then checked against our CRC-64."""
         headers = dict(meta or {})
         if content_type:
             headers["Content-Type"] = content_type
@@ -341,8 +345,11 @@ class OssWrites:
 
         try:
             reply, crc = await self._verified("PutObject", key, send)
-        except _ExistsAfterRetry:
-            # A forbid-overwrite PUT repeated after a lost reply meets its own object.
+        except FileAlreadyExists as exc:
+            # A forbid-overwrite PUT repeated after a lost reply (or a crash) may meet its
+            # own object: ours if it has our CRC-64, else the refusal stands.
+            if not isinstance(exc, _ExistsAfterRetry) and not may_exist_from_before:
+                raise
             return await self._confirm_existing(key, body, size)
         return PutResult(key, reply.get("etag", ""), crc, size)
 

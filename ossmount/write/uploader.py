@@ -210,6 +210,7 @@ class UploadSession:
         self._save_lock = trio.Lock()
         self._init_lock = trio.Lock()
         self._completed: CommitResult | None = None  # found completed by `reconcile`
+        self._resumed = False  # a previous process may have sent (some of) this file
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
 
     @property
@@ -295,6 +296,7 @@ class UploadSession:
 
     async def reconcile(self) -> None:
         """Keep only journaled parts that both the staged bytes and the server still match."""
+        self._resumed = True
         if not self.record.upload_id:
             return
         try:
@@ -417,7 +419,11 @@ class UploadSession:
             await self._save(state=WriteState.DIRTY, upload_id="")
         meta = posix_meta(mtime_ns=self.record.mtime_ns or None, mode=self.record.mode)
         put = await self._writes.put_object(
-            rec.key, FileRange(self._fd, 0, size), meta=meta, forbid_overwrite=rec.forbid_overwrite
+            rec.key,
+            FileRange(self._fd, 0, size),
+            meta=meta,
+            forbid_overwrite=rec.forbid_overwrite,
+            may_exist_from_before=self._resumed,
         )
         return CommitResult(rec.key, put.etag, put.crc64, size, 0)
 

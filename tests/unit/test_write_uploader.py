@@ -75,10 +75,6 @@ def count(emu: Emulator, op: str) -> int:
     return len([r for r in emu.requests if r.op == op and r.status < 300])
 
 
-def open_uploads(emu: Emulator) -> int:
-    return len(getattr(emu.app, "_uploads", {})) if hasattr(emu, "app") else -1
-
-
 async def test_small_file_is_one_put_with_ossfs_meta(
     emu: Emulator, uploader: Uploader, tmp_path: Path
 ) -> None:
@@ -342,6 +338,23 @@ async def test_a_never_closed_file_is_not_uploaded_on_resume(
     assert "was never closed; not uploaded" in caplog.text
     assert sdk_get(emu, "big") == b"the good old version"
     assert staged.data.read_bytes() == BIG
+
+
+async def test_resumed_o_excl_put_that_had_landed_is_recognised(
+    emu: Emulator, uploader: Uploader, tmp_path: Path
+) -> None:
+    # The process died after its forbid-overwrite PUT landed but before recording COMMITTED.
+    staged = stage(tmp_path, b"mine")
+    rec = uploader.new_record("excl", forbid_overwrite=True)
+    save_atomic(staged.journal, JournalRecord(**{**_fields(rec), "size": 4, "sealed": True}))
+    emu.put_object("bkt", "excl", b"mine")
+    result = await uploader.resume(staged)
+    assert result is not None
+    assert result.crc64 == crc64(b"mine")
+    emu.put_object("bkt", "excl", b"not mine")  # and someone else's object still wins
+    save_atomic(staged.journal, JournalRecord(**{**_fields(rec), "size": 4, "sealed": True}))
+    with pytest.raises(FileAlreadyExists):
+        await uploader.resume(staged)
 
 
 async def test_resume_without_journal_or_committed(uploader: Uploader, tmp_path: Path) -> None:
