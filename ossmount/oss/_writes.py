@@ -32,7 +32,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -222,7 +222,7 @@ class OssWrites:
     def _where(self, key: str, what: str) -> str:
         return f"{what} oss://{self.bucket}/{key}"
 
-    async def _stream(self, key: str, src: FileRange, sent: _Sent) -> AsyncIterator[bytes]:
+    async def _stream(self, key: str, src: FileRange, sent: _Sent) -> AsyncGenerator[bytes, None]:
         pos = 0
         while pos < src.length:
             n = min(self.chunk_size, src.length - pos)
@@ -259,7 +259,7 @@ class OssWrites:
         async def attempt(n: int) -> tuple[httpx.Headers, bytes, int]:
             sent = _Sent()
             hs = dict(headers or {})
-            content: bytes | AsyncIterator[bytes] | None
+            content: bytes | AsyncGenerator[bytes, None] | None
             if isinstance(body, FileRange):
                 hs["Content-Length"] = str(body.length)
                 content = self._stream(key, body, sent) if body.length else b""
@@ -272,6 +272,8 @@ class OssWrites:
             try:
                 response = await self.client._send(method, key or None, query, hs, content)
             except OssError as exc:
+                if isinstance(content, AsyncGenerator):
+                    await content.aclose()  # a body cut short: close it now, not at GC time
                 typed = _retyped(exc)
                 if n > 1 and isinstance(typed, FileAlreadyExists):
                     raise _ExistsAfterRetry(
