@@ -92,6 +92,20 @@ async def test_small_file_is_one_put_with_ossfs_meta(
     assert (count(emu, "PutObject"), count(emu, "InitiateMultipartUpload")) == (1, 0)
 
 
+async def test_small_puts_without_journal_when_close_waits(emu: Emulator, tmp_path: Path) -> None:
+    async with make_client(emu.endpoint) as c:
+        settings = UploadSettings(part_size=PS, single_put_max=PS, journal_small_puts=False)
+        up = Uploader(OssWrites(c), UploadLedger(tmp_path / "l"), settings)
+        small, big = stage(tmp_path, b"small", "s"), stage(tmp_path, BIG, "b")
+        assert (await up.commit(small, up.new_record("s"))).crc64 == crc64(b"small")
+        assert (await up.commit(big, up.new_record("b"))).crc64 == crc64(BIG)
+    assert not small.journal.exists()
+    assert sdk_get(emu, "s") == b"small"
+    big_record = load(big.journal)  # a multipart upload is always journaled
+    assert big_record is not None
+    assert big_record.state is WriteState.COMMITTED
+
+
 async def test_large_file_is_a_verified_multipart_upload(
     emu: Emulator, uploader: Uploader, tmp_path: Path
 ) -> None:
