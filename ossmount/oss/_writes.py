@@ -33,7 +33,6 @@ import hashlib
 import logging
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import httpx
@@ -43,6 +42,19 @@ from ..crc64 import combine, crc64
 from . import signing
 from ._errors import BadResponse, NoSuchKey, OssError
 from ._retry import call_with_retries
+from ._write_types import (
+    CopyResult,
+    CrcMismatch,
+    ExistsAfterRetry,
+    FileAlreadyExists,
+    FileRange,
+    NoSuchUpload,
+    PartResult,
+    PutResult,
+    StagingError,
+    posix_meta,
+    retyped,
+)
 from ._writes_xml import (
     ListedPart,
     ListedUpload,
@@ -78,112 +90,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _REPLY_LIMIT = 8 * 1024 * 1024
-
-
-class CrcMismatch(OssError):
-    """The server's CRC-64 of what it stored differs from ours (or it sent none)."""
-
-    def __init__(self, what: str, *, expected: int, got: int | None, bucket: str, key: str) -> None:
-        shown = "none" if got is None else str(got)
-        super().__init__(
-            0,
-            "Crc64Mismatch",
-            f"{what}: server CRC-64 {shown}, ours {expected}",
-            bucket=bucket,
-            key=key,
-        )
-        self.expected = expected
-        self.got = got
-
-
-class FileAlreadyExists(OssError):
-    """x-oss-forbid-overwrite (O_EXCL) and the key exists."""
-
-
-class NoSuchUpload(OssError):
-    """The multipart upload id is unknown (completed, aborted or expired)."""
-
-
-class _ExistsAfterRetry(FileAlreadyExists):
-    """FileAlreadyExists on a repeated attempt: possibly our own first attempt's object."""
-
-
-class StagingError(Exception):
-    """The local staging file could not supply the bytes to send (a local fault, not OSS's)."""
-
-
-_RETYPE: dict[str, type[OssError]] = {
-    "FileAlreadyExists": FileAlreadyExists,
-    "NoSuchUpload": NoSuchUpload,
-}
-
-
-def _retyped(exc: OssError) -> OssError:
-    cls = _RETYPE.get(exc.code)
-    if cls is None or isinstance(exc, cls):
-        return exc
-    new = cls(
-        exc.status, exc.code, exc.message, request_id=exc.request_id, ec=exc.ec,
-        bucket=exc.bucket, key=exc.key,
-    )  # fmt: skip
-    new.retry_after_s = exc.retry_after_s
-    return new
-
-
-@dataclass(frozen=True, slots=True)
-class FileRange:
-    """`length` bytes of the open file `fd` starting at `offset` (the caller keeps fd open and
-    the bytes unchanged until the call returns)."""
-
-    fd: int
-    offset: int
-    length: int
-
-
-@dataclass(frozen=True, slots=True)
-class PutResult:
-    key: str
-    etag: str
-    crc64: int
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class PartResult:
-    """A part the server holds: number (1-based), ETag, size and its verified CRC-64."""
-
-    number: int
-    etag: str
-    size: int
-    crc64: int
-
-
-@dataclass(frozen=True, slots=True)
-class CopyResult:
-    etag: str
-    mtime_ns: int
-    crc64: int | None  # OSS may omit it for copies
-
-
-def posix_meta(
-    *,
-    mtime_ns: int | None = None,
-    mode: int | None = None,
-    uid: int | None = None,
-    gid: int | None = None,
-) -> dict[str, str]:
-    """ossfs-compatible `x-oss-meta-*` headers (ossfs src/metaheader.cpp reads these)."""
-    out: dict[str, str] = {}
-    if mtime_ns is not None:
-        sec, ns = divmod(mtime_ns, 1_000_000_000)
-        out["x-oss-meta-mtime"] = f"{sec}.{ns:09d}" if ns else str(sec)
-    if mode is not None:
-        out["x-oss-meta-mode"] = str(mode)
-    if uid is not None:
-        out["x-oss-meta-uid"] = str(uid)
-    if gid is not None:
-        out["x-oss-meta-gid"] = str(gid)
-    return out
 
 
 def _header_crc(headers: httpx.Headers) -> int | None:
@@ -276,9 +182,9 @@ class OssWrites:
             except OssError as exc:
                 if isinstance(content, AsyncGenerator):
                     await content.aclose()  # a body cut short: close it now, not at GC time
-                typed = _retyped(exc)
+                typed = retyped(exc)
                 if n > 1 and isinstance(typed, FileAlreadyExists):
-                    raise _ExistsAfterRetry(
+                    raise ExistsAfterRetry(
                         typed.status, typed.code, typed.message, request_id=typed.request_id,
                         bucket=self.bucket, key=key,
                     ) from exc  # fmt: skip
@@ -352,7 +258,7 @@ class OssWrites:
         except FileAlreadyExists as exc:
             # A forbid-overwrite PUT repeated after a lost reply (or a crash) may meet its
             # own object: ours if it has our CRC-64, else the refusal stands.
-            if not isinstance(exc, _ExistsAfterRetry) and not may_exist_from_before:
+            if not isinstance(exc, ExistsAfterRetry) and not may_exist_from_before:
                 raise
             return await self._confirm_existing(key, body, size)
         return PutResult(key, reply.get("etag", ""), crc, size)
