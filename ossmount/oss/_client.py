@@ -37,7 +37,7 @@ import re
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -325,12 +325,12 @@ class OssClient:
         key: str | None,
         query: list[tuple[str, str]],
         headers: dict[str, str] | None = None,
-        content: bytes | AsyncIterable[bytes] | None = None,
+        content: bytes | httpx.AsyncByteStream | None = None,
     ) -> httpx.Response:
         """One signed attempt; returns a streaming 2xx response or raises a typed error.
 
-        `content` is a request body (the write half, `_writes`, streams files through it;
-        the caller sets Content-Length so httpx does not fall back to chunked encoding)."""
+        `content` is a request body: bytes, or a stream (the write half, `_writes`, streams
+        files through it); the caller sets Content-Length, so it is never sent chunked."""
         base = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         base.update(headers or {})
         signed = await self._sign(method, key, query, base)
@@ -338,9 +338,14 @@ class OssClient:
             method,
             self._url(key, query),
             headers=signed,
-            content=content,
+            content=content if isinstance(content, bytes) else None,
             extensions={"timeout": self._timeouts},
         )
+        if isinstance(content, httpx.AsyncByteStream):
+            # Set after construction: passing `stream=` would skip the Host header. Not
+            # `content=`: httpx would wrap it in an async generator left for the GC to
+            # finalize when a send fails half-way.
+            request.stream = content
         try:
             response = await self._transport.handle_async_request(request)
         except httpx.TransportError as exc:

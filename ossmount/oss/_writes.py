@@ -32,7 +32,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import httpx
@@ -97,6 +97,43 @@ def _header_crc(headers: httpx.Headers) -> int | None:
     return int(value) if value.isdigit() and int(value) < 1 << 64 else None
 
 
+class _FileBody(httpx.AsyncByteStream):
+    """A request body read from a file range, piece by piece in a worker thread, CRC folded in.
+
+    A plain iterator object, not an async generator: when a send fails half-way nothing is
+    left suspended for the garbage collector to finalize (trio warns about, and httpx would
+    wrap, any async generator given as a body)."""
+
+    def __init__(self, where: str, src: FileRange, chunk: int, sent: _Sent) -> None:
+        self.where, self.src, self.chunk, self.sent = where, src, chunk, sent
+
+    def __aiter__(self) -> _FileBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        src, sent = self.src, self.sent
+        pos = sent.done
+        if pos >= src.length:
+            raise StopAsyncIteration
+        n = min(self.chunk, src.length - pos)
+        try:
+            data, crc = await trio.to_thread.run_sync(
+                _read_crc, src.fd, src.offset + pos, n, sent.crc
+            )
+        except OSError as exc:
+            raise StagingError(
+                f"{self.where}: reading staged bytes at {src.offset + pos} failed: {exc}"
+            ) from exc
+        if len(data) != n:
+            raise StagingError(
+                f"{self.where}: staged file ends at {src.offset + pos + len(data)}, expected "
+                f"bytes up to {src.offset + src.length}"
+            )
+        sent.crc = crc
+        sent.done = pos + n
+        return data
+
+
 class _Sent:
     """What one attempt's body stream has put on the wire so far."""
 
@@ -130,28 +167,8 @@ class OssWrites:
     def _where(self, key: str, what: str) -> str:
         return f"{what} oss://{self.bucket}/{key}"
 
-    async def _stream(self, key: str, src: FileRange, sent: _Sent) -> AsyncGenerator[bytes, None]:
-        pos = 0
-        while pos < src.length:
-            n = min(self.chunk_size, src.length - pos)
-            try:
-                data, crc = await trio.to_thread.run_sync(
-                    _read_crc, src.fd, src.offset + pos, n, sent.crc
-                )
-            except OSError as exc:
-                raise StagingError(
-                    f"oss://{self.bucket}/{key}: reading staged bytes at {src.offset + pos} "
-                    f"failed: {exc}"
-                ) from exc
-            if len(data) != n:
-                raise StagingError(
-                    f"oss://{self.bucket}/{key}: staged file ends at {src.offset + pos + len(data)}"
-                    f", expected bytes up to {src.offset + src.length}"
-                )
-            sent.crc = crc
-            pos += n
-            sent.done = pos
-            yield data
+    def _stream(self, key: str, src: FileRange, sent: _Sent) -> _FileBody:
+        return _FileBody(f"oss://{self.bucket}/{key}", src, self.chunk_size, sent)
 
     async def _request(
         self,
@@ -167,7 +184,7 @@ class OssWrites:
         async def attempt(n: int) -> tuple[httpx.Headers, bytes, int]:
             sent = _Sent()
             hs = dict(headers or {})
-            content: bytes | AsyncGenerator[bytes, None] | None
+            content: bytes | _FileBody | None
             if isinstance(body, FileRange):
                 hs["Content-Length"] = str(body.length)
                 content = self._stream(key, body, sent) if body.length else b""
@@ -180,8 +197,6 @@ class OssWrites:
             try:
                 response = await self.client._send(method, key or None, query, hs, content)
             except OssError as exc:
-                if isinstance(content, AsyncGenerator):
-                    await content.aclose()  # a body cut short: close it now, not at GC time
                 typed = retyped(exc)
                 if n > 1 and isinstance(typed, FileAlreadyExists):
                     raise ExistsAfterRetry(
