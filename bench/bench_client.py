@@ -6,7 +6,7 @@ client's CPU figure is the client's alone) and prints, for each server, in one r
 
 * curl's single-GET MB/s (the yardstick);
 * the client's MB/s and CPU s/GiB for 1 stream and for 4 and 8 parallel 8 MiB ranged parts,
-  CRC-64 computed on the fly, into memory (`get_into`) and into a file (`get_to_fd`, pwrite);
+  CRC-64 computed on the fly, into memory and into a file (a sink that pwrites each window);
 * the floor under the 4-part file figure: its into-memory CPU plus the CPU of pwriting the
   same bytes into a new file with no network at all (what any client pays for the page cache).
 
@@ -21,6 +21,49 @@ side-by-side comparison with the default recv_into path. Output: one line per fi
 
     .venv/bin/python bench/bench_client.py                     # everything, 1 GiB, 3 repeats
     .venv/bin/python bench/bench_client.py --size-mib 2048 --repeat 5 --servers emulator
+
+Why the body path (ossmount/oss/_body.py) is what it is: the measurement log
+-------------------------------------------------------------------------------
+Measured on this VM kind (2 vCPU; receiver thread CPU for 1 GiB over a socketpair, 1 MiB
+windows, CRC on): recv_into a scratch buffer + one pwrite per window 0.23-0.26 s/GiB at
+~3.1 GB/s; recv_into straight into an mmap of the (new) cache file 2.3 s/GiB (a page fault
+per 4 KiB), 0.37 with MAP_POPULATE; splice socket→pipe→file plus CRC over an mmap of the
+written range 0.5-0.7 s/GiB. So the file path is "recv_into scratch, CRC, pwrite": its two
+copies are the floor (a pwrite of 1 MiB into a fresh file alone costs ~0.18 s/GiB here).
+In the client, with the per-part HTTP round trip, signing and trio scheduling, profiles show
+>85 % of the CPU in the recv_into and pwrite syscalls and ~7 % in fastcrc. SO_RCVLOWAT
+(256 KiB, to get fewer and larger wakeups with parallel parts) made no difference beyond
+noise (0.49 vs 0.51 CPU s/GiB), so it is not used. A 1 MiB window beat 256 KiB and 4 MiB.
+Also tried (session 2, `bench_client.py --targets file --repeat 5`, 4x8MiB): writing through
+a shared mapping with MADV_POPULATE_WRITE per window costs 0.30-0.35 s/GiB against pwrite's
+0.18 (ext4 page_mkwrite per page); a lock around the pwrites (4 threads on one file spin on
+its inode lock: 0.30 vs 0.20 s/GiB in a pwrite-only test) changed nothing here (0.52 either
+way). The floor for 4 parts into a file is into-memory (0.28) + pwrite (0.18) ≈ 0.46.
+
+Small bodies stay on the trio thread. Measured (/tmp script, emulator in its own process,
+get_to_fd, 5 interleaved repeats, µs per GET: wall / trio-thread CPU):
+
+    body    1 stream loop  thread        4 parallel loop  thread
+    64 KiB  907/791   1194/848          711/708    1151/889
+    256 KiB 993/879   1272/828          793/792    1234/906
+    1 MiB   1437/1300 1536/826          1284/1279  1406/911
+    2 MiB   1916/1754 2078/907          1781/1780  1665/958
+    8 MiB   4962/4793 5451/1049         4709/4613  3785/1147
+
+The hop has a fixed cost (~60-180 µs of trio-thread CPU, ~100-400 µs of latency); from one
+window (1 MiB) up it saves a third or more of the trio thread's time, below it it saves
+nothing, hence THREAD_MIN_BYTES = 1 MiB. TLS bodies (the SSL object belongs to trio's stream)
+and the httpx fallback always stay on the trio thread.
+
+Before/after (HEAD vs this, 3 interleaved invocation pairs, median of the invocations'
+medians; 2 vCPU VM, noisy ±30 %):
+* `bench/bench_client.py --repeat 3 --targets file`, 4x8MiB file row: emulator 1982 → 2252
+  MB/s at 0.53 → 0.58 CPU s/GiB; nginx 1549 → 1943 MB/s at 0.67 → 0.69 CPU s/GiB (1 stream:
+  emulator 2414 → 2773 MB/s, 0.44 → 0.39 CPU s/GiB: MSG_WAITALL means fewer, larger reads).
+* `bench/bench_mount.py --only cold_cp --repeat 3 --src <checkout>`: cold cp 745 → 767 MB/s,
+  daemon 1.09 → 1.20 CPU s/GiB. Within noise here: with `cp`, the emulator and the daemon on
+  2 vCPUs there is little idle second core to move the body work to (a colleague's scratch
+  experiment on a quieter machine measured 459 → 938 MB/s).
 """
 
 from __future__ import annotations
@@ -193,6 +236,26 @@ def start_nginx(size: int, data_dir: str) -> Server | None:
     return Server("nginx", endpoint, proc, root)
 
 
+class BenchSink:
+    """The bench's destinations: straight into `dest` (memory: no copy at all on the
+    plain-HTTP path), or, with an `fd`, a scratch window pwritten at `file_offset` + pos (the
+    cache's part sink, ossmount.cache.sink, without the cache around it)."""
+
+    def __init__(self, dest: memoryview, fd: int = -1, file_offset: int = 0) -> None:
+        self._dest, self._fd, self._base = dest, fd, file_offset
+
+    def window(self, pos: int, limit: int) -> memoryview:
+        if self._fd < 0:
+            return self._dest[pos : pos + limit]
+        return self._dest[: min(limit, len(self._dest))]
+
+    def commit(self, view: memoryview, pos: int) -> None:
+        at = self._base + pos
+        while self._fd >= 0 and view:
+            n = os.pwrite(self._fd, view, at)
+            view, at = view[n:], at + n
+
+
 def curl_mbps(url: str) -> float:
     out = subprocess.run(
         ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}", url],
@@ -203,7 +266,7 @@ def curl_mbps(url: str) -> float:
     return float(out.stdout) / 1e6
 
 
-CHUNK = 1024 * 1024  # --chunk-kib: the scratch window of get_to_fd
+CHUNK = 1024 * 1024  # --chunk-kib: the scratch window of the file sink
 
 
 def make_client(endpoint: str, signed: bool, parallel: int) -> OssClient:
@@ -256,20 +319,23 @@ async def one_run(
         try:
             if parallel == 1:
                 buf = bytearray(size) if target == "memory" else None
+                scratch = memoryview(bytearray(CHUNK))  # the file target's receive window
                 t0, c0 = time.perf_counter(), cpu_s()
                 if buf is not None:
-                    res = await client.get_into(KEY, 0, buf)
+                    res = await client.get(KEY, 0, size, BenchSink(memoryview(buf)))
                 else:
-                    res = await client.get_to_fd(KEY, 0, size, fd, 0)
+                    res = await client.get(KEY, 0, size, BenchSink(scratch, fd))
                 got = res.length
             else:
                 bufs = [bytearray(PART) for _ in range(parallel)]
+                scratches = [bytearray(CHUNK) for _ in range(parallel)]
 
                 async def fetch(slot: int, offset: int, length: int) -> int:
                     if target == "memory":
                         view = memoryview(bufs[slot])[:length]
-                        return (await client.get_into(KEY, offset, view)).length
-                    return (await client.get_to_fd(KEY, offset, length, fd, offset)).length
+                        return (await client.get(KEY, offset, length, BenchSink(view))).length
+                    sink = BenchSink(memoryview(scratches[slot]), fd, offset)
+                    return (await client.get(KEY, offset, length, sink)).length
 
                 t0, c0 = time.perf_counter(), cpu_s()
                 got = await run_parts(client, size, parallel, fetch)
@@ -376,7 +442,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--servers", default="emulator,nginx")
     parser.add_argument("--body-path", choices=["recv_into", "httpx"], default="recv_into")
-    parser.add_argument("--chunk-kib", type=int, default=1024, help="get_to_fd scratch window")
+    parser.add_argument(
+        "--chunk-kib", type=int, default=1024, help="the file sink's scratch window"
+    )
     parser.add_argument("--targets", default="memory,file")
     parser.add_argument("--dir", default="/var/tmp", help="where the file target and nginx data go")
     args = parser.parse_args()

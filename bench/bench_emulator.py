@@ -10,6 +10,14 @@ Targets (issue 4): single GET >= 1.0x nginx at <= 0.3 server CPU s/GiB.
 
     .venv/bin/python bench/bench_emulator.py [--size-mib 1024] [--reps 3]
 
+With ``--upload`` it measures the write path instead: one PUT of the object with
+``curl --upload-file`` from a tmpfs file into ``--data-dir`` on disk, then one GET of it back
+(the download path in the same conditions), each printed as median [min..max] MB/s with the
+server's CPU s/GiB; ``--fast-etag`` passes the emulator's flag of that name, ``--src DIR``
+runs the emulator of another checkout (for before/after figures).
+
+    .venv/bin/python bench/bench_emulator.py --upload [--fast-etag] [--reps 5] [--src DIR]
+
 Every server it starts it stops (by PID); temp dirs are removed. Nothing is asserted.
 """
 
@@ -120,11 +128,13 @@ def make_disk_object(data_dir: Path, size: int) -> Path:
     return published.body.path
 
 
-def start_emulator(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def start_emulator(
+    data_dir: Path, extra: tuple[str, ...] = (), src: Path = ROOT
+) -> tuple[subprocess.Popen[str], str]:
+    env = dict(os.environ, PYTHONPATH=str(src))
     proc = subprocess.Popen(
         [sys.executable, "-m", "ossmount.emulator.cli", "--port", "0", "--data-dir",
-         str(data_dir), "--bucket", "demo", "--public-read"],
+         str(data_dir), "--bucket", "demo", "--public-read", *extra],
         stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -183,12 +193,70 @@ http {{
     return int(pidfile.read_text()), f"http://127.0.0.1:{port}/big.bin"
 
 
+def _curl_timed(cmd: list[str], pid: int, size: int) -> tuple[float, float]:
+    """(MB/s, server CPU s/GiB) of one curl transfer of ``size`` bytes."""
+    c0 = cpu_seconds([pid])
+    t0 = time.perf_counter()
+    subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", *cmd], check=True)
+    wall = time.perf_counter() - t0
+    return size / wall / 1e6, (cpu_seconds([pid]) - c0) / (size / (1 << 30))
+
+
+def _summary(runs: list[tuple[float, float]]) -> str:
+    mbps = [r[0] for r in runs]
+    cpu = statistics.median(r[1] for r in runs)
+    return (
+        f"{statistics.median(mbps):>6.0f} [{min(mbps):.0f}..{max(mbps):.0f}] MB/s,"
+        f" server {cpu:.2f} CPU s/GiB"
+    )
+
+
+def bench_upload(size: int, reps: int, fast_etag: bool, src: Path) -> None:
+    """One PUT from tmpfs into the data dir on disk, then one GET back, ``reps`` times."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-emulator-up-"))
+    source = Path(tempfile.mkdtemp(prefix="bench-emulator-src-", dir="/dev/shm")) / "obj.bin"
+    proc: subprocess.Popen[str] | None = None
+    try:
+        with open(source, "wb") as f:
+            for seg in SyntheticBody(11, size).segments(0, size):
+                f.write(segment_bytes(seg))
+        extra = ("--no-verify",) + (("--fast-etag",) if fast_etag else ())
+        proc, endpoint = start_emulator(tmp / "data", extra, src)
+        ups, downs = [], []
+        for i in range(reps + 1):  # run 0 warms up the page cache and is not counted
+            # a new key each time, deleted untimed afterwards: a PUT that replaces a 1 GiB
+            # object also pays for freeing the old one, which is not the upload path
+            url = f"{endpoint}/demo/upload-{i}.bin"
+            up = _curl_timed(["--upload-file", str(source), url], proc.pid, size)
+            down = _curl_timed(["-H", "Accept-Encoding: identity", url], proc.pid, size)
+            subprocess.run(["curl", "-sS", "--fail", "-X", "DELETE", url], check=True)
+            if i:
+                ups.append(up)
+                downs.append(down)
+        label = f"{size >> 20} MiB, src={src}, fast-etag={'on' if fast_etag else 'off'}"
+        print(f"# upload bench, {label}, {reps} runs, data dir {tmp}")
+        print(f"PUT (curl --upload-file)  {_summary(ups)}")
+        print(f"GET of the same object    {_summary(downs)}")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(source.parent, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--upload", action="store_true", help="measure PUT instead (see above)")
+    ap.add_argument("--fast-etag", action="store_true", help="with --upload: emulator flag")
+    ap.add_argument("--src", type=Path, default=ROOT, help="with --upload: checkout to run")
     args = ap.parse_args()
     size = args.size_mib << 20
+    if args.upload:
+        bench_upload(size, args.reps, args.fast_etag, args.src.resolve())
+        return 0
     tmp = Path(tempfile.mkdtemp(prefix="bench-emulator-"))
     tmp.chmod(0o755)  # nginx workers run as an unprivileged user and must reach the file
     emu_proc: subprocess.Popen[str] | None = None

@@ -34,7 +34,8 @@ DESCRIPTION = textwrap.fill(
     "Mount an Alibaba Cloud OSS bucket (or a prefix of it) read-only at MOUNTPOINT. Reads "
     "fetch parallel ranged GETs into a local cache file per object, resume after a crash, "
     "and are verified against the object's CRC-64. Other commands: `ossmount emulator "
-    "--help` (a local OSS emulator), `ossmount demo`.",
+    "--help` (a local OSS emulator), `ossmount demo`, `ossmount cache --help` (status, "
+    "verify, clear), `ossmount warmup --help`.",
     width=78,
 )
 
@@ -202,6 +203,12 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from ossmount.cachecmd.main import is_ours
+
+    if is_ours(argv):
+        from ossmount.cachecmd.main import main as cachecmd_main
+
+        return cachecmd_main(argv)
     if argv and argv[0] in SUBCOMMANDS and _is_subcommand(argv):
         return SUBCOMMANDS[argv[0]](argv[1:])
     return _mount_main(argv)

@@ -40,6 +40,7 @@ from ossmount.options import (
     non_negative_int,
     octal,
     option,
+    positive_float,
     positive_int,
     seconds,
 )
@@ -274,10 +275,26 @@ class MountConfig:
         metadata=seconds("seconds to wait for a TCP/TLS connection", 10.0)
     )
     stall_timeout: float = field(
-        metadata=seconds("seconds without a byte before a GET counts as failed", 30.0)
+        metadata=seconds("seconds without a byte (reply head or body) before a GET try fails", 30.0)
     )
     max_attempts: int = field(
-        metadata=option("tries per request, counting the first", 5, positive_int, metavar="N")
+        metadata=option(
+            "tries per request, counting the first; resuming a download that was cut short "
+            "counts as a try",
+            5,
+            positive_int,
+            metavar="N",
+        )
+    )
+    fetch_timeout: float | None = field(
+        metadata=option(
+            "total seconds for one part fetch, tries and waits included; default: "
+            "max-attempts x (connect-timeout + stall-timeout) + backoff, 203 s with the "
+            "defaults",
+            None,
+            positive_float,
+            metavar="SECONDS",
+        )
     )
     metrics_addr: tuple[str, int] | None = field(
         metadata=option(

@@ -34,10 +34,12 @@ import trio
 
 from ossmount.cache.errors import CacheError
 from ossmount.cache.store import CacheStore
+from ossmount.cachecmd import record_mount
 from ossmount.config import MountConfig
 from ossmount.daemon import Readiness
 from ossmount.errors import ExitCode, StartupError
-from ossmount.fs.ops import Operations, Presentation, drop_kernel_caches
+from ossmount.fs.filesystem import FileSystem
+from ossmount.fs.ops import Operations, Presentation, PyfuseKernel, drop_kernel_caches
 from ossmount.oss import (
     AccessDenied,
     BadResponse,
@@ -52,11 +54,11 @@ from ossmount.oss import (
     SignatureDoesNotMatch,
     resolve_credentials,
 )
-from ossmount.prefetch.scheduler import PrefetchConfig, Prefetcher
+from ossmount.prefetch import PrefetchConfig, Prefetcher
 from ossmount.service.metrics import MountMetrics, install, serve_metrics
 from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount
-from ossmount.tree.namespace import Namespace
+from ossmount.tree.listing import Namespace
 
 __all__ = ["check_mountpoint", "run_mount"]
 
@@ -132,6 +134,7 @@ def _client_config(config: MountConfig) -> OssConfig:
         ca_file=str(config.ca_file) if config.ca_file is not None else None,
         stall_timeout_s=config.stall_timeout,
         max_attempts=config.max_attempts,
+        fetch_timeout_s=config.fetch_timeout,
         pool_size=config.max_gets + 4,  # GETs plus listings and HEADs alongside
     )
 
@@ -220,6 +223,7 @@ async def _mount(
                 await trio.to_thread.run_sync(store.lock)
         except (OSError, CacheError) as exc:
             raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
+        record_mount(config)  # for `ossmount cache status` and `warmup`; never raises
         try:
             await _serve(config, client, credentials, store, readiness, notifier, metrics)
         finally:
@@ -253,8 +257,16 @@ async def _serve(
             umask=config.umask,
             attr_timeout_s=config.stat_cache_expire,
         )
-        ops = Operations(namespace, prefetcher, look, symlinks=client, metrics=metrics)
-        _fuse_init(config, ops, source)
+        fs = FileSystem(
+            namespace,
+            prefetcher,
+            look,
+            symlinks=client,
+            kernel=PyfuseKernel(),
+            bucket=config.bucket,
+            metrics=metrics,
+        )
+        _fuse_init(config, Operations(fs), source)
 
         def describe() -> str:
             downloads = prefetcher.statistics()

@@ -28,6 +28,7 @@ __all__ = [
     "non_negative_int",
     "octal",
     "option",
+    "positive_float",
     "positive_int",
     "seconds",
 ]
@@ -51,6 +52,13 @@ def non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise ValueError("must not be negative")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number of seconds")
     return value
 
 

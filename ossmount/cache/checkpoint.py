@@ -49,6 +49,7 @@ from pathlib import Path
 
 from ossmount.cache.errors import CorruptCheckpoint, io_error
 from ossmount.cache.ranges import PartLayout
+from ossmount.oss.models import ObjectVersion
 
 __all__ = [
     "FORMAT_VERSION",
@@ -125,6 +126,12 @@ class Checkpoint:
             not complete or self.server_crc64 is not None
         ):
             raise ValueError("UNVERIFIABLE needs every part and no server CRC-64")
+
+    @property
+    def version(self) -> ObjectVersion:
+        """The object version this checkpoint is for; `mtime_ns` is kept for the record only
+        (checkpoints of older releases may hold a listing's sub-second time)."""
+        return ObjectVersion(self.key, self.etag, self.size)
 
     @property
     def layout(self) -> PartLayout:

@@ -18,7 +18,8 @@ do): `set_server_crc64` fills it in and the next flush persists it.
 
 Three sets of parts, each a subset of the one before:
 
-    recorded  record_part() was called: bytes pwritten, CRC known (in memory, `_done`)
+    recorded  record_part() was called (by the `part_sink` that pwrote the bytes): bytes
+              in the file, CRC known (in memory, `_done`)
     durable   recorded AND covered by a successful fdatasync AND in the saved checkpoint
               (`_durable`)
 
@@ -43,8 +44,8 @@ recorded or shed; `all_present` that every part's bytes are in the file. A shed 
 again must bring the same CRC as the first time (else `PartMismatch`: one of the two fetches
 was wrong and nothing tells which). The checkpoint only ever lists present parts and says
 PARTIAL while any part is missing, but the one on disk may still list a shed part until the
-next flush, so `open` asks the filesystem for holes (ossmount.cache.holes) and re-fetches any
-listed part that lies in one. The store only sheds where a probe showed both work.
+next flush, so opening it (cache.opening) asks the filesystem for holes (cache.holes) and
+re-fetches any listed part that lies in one. The store only sheds where a probe showed both work.
 
 A *detached* entry has been superseded by a newer version of the same key (the store did this
 because its files were about to be replaced): readers holding it can still read its unlinked
@@ -66,14 +67,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ossmount.cache.checkpoint import Checkpoint, EntryState, fsync_dir, load, save_atomic
+from ossmount.cache.checkpoint import Checkpoint, EntryState, fsync_dir, save_atomic
 from ossmount.cache.errors import CacheIOError, EntryStateError, PartMismatch, io_error
-from ossmount.cache.holes import hole_spans, punch_hole
+from ossmount.cache.holes import punch_hole
 from ossmount.cache.ranges import PartLayout
-from ossmount.crc64 import BytesLike, combine, crc64, shift
+from ossmount.cache.sink import PartSink
+from ossmount.crc64 import combine, shift
 from ossmount.oss.models import ObjectMeta
 
-__all__ = ["CacheEntry", "EntryState", "VerifyResult", "same_version"]
+__all__ = ["CacheEntry", "EntryState", "VerifyResult"]
 
 log = logging.getLogger(__name__)
 
@@ -89,25 +91,8 @@ class VerifyResult:
     actual: int
 
 
-def same_version(cp: Checkpoint, *, bucket: str, meta: ObjectMeta, part_size: int) -> bool:
-    """Whether `cp` describes the object version `meta` cut into `part_size` parts.
-
-    A missing CRC on either side is not a difference (listings carry no CRC), but two
-    different CRCs are.
-    """
-    return (
-        cp.bucket == bucket
-        and cp.key == meta.key
-        and cp.etag == meta.etag
-        and cp.size == meta.size
-        and cp.mtime_ns == meta.mtime_ns
-        and cp.part_size == part_size
-        and (cp.server_crc64 is None or meta.crc64 is None or cp.server_crc64 == meta.crc64)
-    )
-
-
 class CacheEntry:
-    """Data file + checkpoint of one object version. Built by `CacheEntry.open` (the store).
+    """Data file + checkpoint of one object version. Built by `open_entry` (cache.opening).
 
     Constant after open: `bucket`, `layout`, `path` (data file), `checkpoint_path`, and `meta`
     except its `crc64`, which the checkpoint or `set_server_crc64` may fill in when the
@@ -143,157 +128,6 @@ class CacheEntry:
         self._detached = False
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-
-    # ----------------------------------------------------------------- construction
-
-    @classmethod
-    def open(
-        cls,
-        *,
-        bucket: str,
-        meta: ObjectMeta,
-        part_size: int,
-        path: Path,
-        checkpoint_path: Path,
-    ) -> CacheEntry:
-        """Resume the entry at `path` if its checkpoint is for this exact version, else start it.
-
-        A checkpoint for any other version (or a damaged one, or one whose data file is
-        missing or has the wrong size) is deleted together with the data file before a fresh
-        sparse file is created, so two versions never mix. The old checkpoint goes first and
-        the directory is fsynced before the new file exists: a crash in between can only leave
-        an orphan data file, which no checkpoint vouches for.
-        """
-        layout = PartLayout(meta.size, part_size)
-        cp = load(checkpoint_path, bucket=bucket, key=meta.key)
-        if cp is not None and not same_version(cp, bucket=bucket, meta=meta, part_size=part_size):
-            log.info(
-                "cached oss://%s/%s is another version (etag %s size %d part %d, now etag %s "
-                "size %d part %d): discarding it",
-                bucket,
-                meta.key,
-                cp.etag,
-                cp.size,
-                cp.part_size,
-                meta.etag,
-                meta.size,
-                part_size,
-            )
-            cp = None
-        try:
-            if cp is not None:
-                fd = cls._open_existing(bucket, meta, path)
-                if fd is not None:
-                    return cls._resumed(bucket, meta, layout, path, checkpoint_path, fd, cp)
-            removed_checkpoint = False
-            with contextlib.suppress(FileNotFoundError):
-                checkpoint_path.unlink()
-                removed_checkpoint = True
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            if removed_checkpoint:
-                # Only a removed checkpoint must be durably gone before the new file exists;
-                # a first download skips this fsync (it sits on the time to first byte).
-                fsync_dir(path.parent)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                os.ftruncate(fd, meta.size)
-            except OSError:
-                os.close(fd)
-                raise
-        except OSError as exc:
-            raise io_error("open", bucket=bucket, key=meta.key, path=path, cause=exc) from exc
-        return cls(
-            bucket=bucket,
-            meta=meta,
-            layout=layout,
-            path=path,
-            checkpoint_path=checkpoint_path,
-            fd=fd,
-            durable={},
-            state=EntryState.PARTIAL,
-        )
-
-    @staticmethod
-    def _open_existing(bucket: str, meta: ObjectMeta, path: Path) -> int | None:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            log.warning(
-                "checkpoint for oss://%s/%s has no data file %s: starting over",
-                bucket,
-                meta.key,
-                path,
-            )
-            return None
-        size = os.fstat(fd).st_size
-        if size != meta.size:
-            os.close(fd)
-            log.warning(
-                "data file %s of oss://%s/%s has %d bytes, expected %d: starting over",
-                path,
-                bucket,
-                meta.key,
-                size,
-                meta.size,
-            )
-            return None
-        return fd
-
-    @classmethod
-    def _resumed(
-        cls,
-        bucket: str,
-        meta: ObjectMeta,
-        layout: PartLayout,
-        path: Path,
-        checkpoint_path: Path,
-        fd: int,
-        cp: Checkpoint,
-    ) -> CacheEntry:
-        if meta.crc64 is None and cp.server_crc64 is not None:
-            meta = replace(meta, crc64=cp.server_crc64)
-        state = cp.state
-        parts = cp.part_crcs
-        punched = _parts_in_holes(fd, layout, parts)
-        if punched:
-            # Shed before a crash, while this checkpoint still listed them: zeros now.
-            log.info(
-                "oss://%s/%s: %d parts listed in the checkpoint were punched out of %s: "
-                "fetching them again",
-                bucket,
-                meta.key,
-                len(punched),
-                path,
-            )
-            parts = {i: c for i, c in parts.items() if i not in punched}
-            state = EntryState.PARTIAL
-        if state is EntryState.UNVERIFIABLE and meta.crc64 is not None:
-            state = EntryState.PARTIAL  # a CRC is known now: verify() can do better
-        entry = cls(
-            bucket=bucket,
-            meta=meta,
-            layout=layout,
-            path=path,
-            checkpoint_path=checkpoint_path,
-            fd=fd,
-            durable=parts,
-            state=state,
-        )
-        if parts:
-            # A download picked up where it stopped is news; a whole, judged entry opened
-            # again is every open of a cached file (100k lines for a cp -r of 100k files).
-            judged = len(parts) == layout.count and state is not EntryState.PARTIAL
-            log.log(
-                logging.DEBUG if judged else logging.INFO,
-                "resumed %d/%d parts of oss://%s/%s (%s)",
-                len(parts),
-                layout.count,
-                bucket,
-                meta.key,
-                state.name,
-            )
-        return entry
 
     # ----------------------------------------------------------------- queries
 
@@ -337,18 +171,6 @@ class CacheEntry:
                 if index in self._done:
                     total += layout.span(index)[1] - layout.part_size
         return total
-
-    @property
-    def contiguous_offset(self) -> int:
-        """Bytes [0, offset) are in recorded parts (what a sequential reader may read now)."""
-        with self._lock:
-            return self.layout.contiguous_offset(self._done)
-
-    @property
-    def pending_parts(self) -> int:
-        """Recorded parts not yet durable: lets the prefetcher flush every N parts."""
-        with self._lock:
-            return len(self._done) - len(self._durable)
 
     def is_done(self, index: int) -> bool:
         with self._lock:
@@ -415,7 +237,8 @@ class CacheEntry:
                 self._state = EntryState.PARTIAL
 
     def record_part(self, index: int, crc: int) -> None:
-        """Mark part `index` done with CRC-64 `crc`; its bytes must already be pwritten to `fd`.
+        """Mark part `index` done with CRC-64 `crc`; its bytes must already be pwritten to `fd`
+        (`part_sink` does both).
 
         In memory only: the part becomes durable (and survives a crash) at the next `flush()`.
         Readers may use it at once. Recording a part again replaces its CRC, but the caller
@@ -447,27 +270,12 @@ class CacheEntry:
             if self._durable.get(index) != crc:
                 self._durable.pop(index, None)
 
-    def write_part(self, index: int, data: BytesLike) -> int:
-        """pwrite a whole part's bytes, record it and return its CRC-64.
-
-        For callers that hold the part in memory; the prefetcher normally pwrites to `fd`
-        itself while receiving and calls `record_part`. Raises CacheFull/CacheIOError (the part
-        then stays missing).
-        """
-        self._check_open("write_part")
-        start, length = self.layout.span(index)
-        view = memoryview(data).cast("B")
-        if len(view) != length:
-            raise ValueError(f"part {index} is {length} bytes, got {len(view)}")
-        try:
-            written = 0
-            while written < length:
-                written += os.pwrite(self.fd, view[written:], start + written)
-        except OSError as exc:
-            raise self._io_error(f"write of part {index}", exc) from exc
-        crc = crc64(view)
-        self.record_part(index, crc)
-        return crc
+    def part_sink(self, index: int, scratch: memoryview) -> PartSink:
+        """A body sink that writes part `index` into the data file through `scratch` and
+        records it when the GET is done (ossmount.cache.sink). The part stays missing until
+        then; a failed write raises CacheFull/CacheIOError from the sink."""
+        self._check_open("part_sink")
+        return PartSink(self, index, scratch)
 
     @property
     def needs_flush(self) -> bool:
@@ -632,7 +440,7 @@ class CacheEntry:
 
         Owner thread only, like `read`, so no read of these parts is under way. Parts not
         recorded are skipped, and so are parts holding no whole filesystem block: a punch only
-        zeroes those, leaving no hole for `open` to find after a crash, which would then trust
+        zeroes those, leaving no hole for opening to find after a crash, which would then trust
         zeros. If the filesystem refuses the punch, the part stays recorded (its bytes are
         intact) and the error is raised as CacheIOError.
         """
@@ -721,14 +529,3 @@ class CacheEntry:
             f"<CacheEntry oss://{self.bucket}/{self.meta.key} {self._state.name} "
             f"{len(self._done)}/{self.layout.count} parts {self.path}>"
         )
-
-
-def _parts_in_holes(fd: int, layout: PartLayout, parts: Iterable[int]) -> set[int]:
-    """Those of `parts` that overlap a hole of the data file (punched, or never written)."""
-    spans = hole_spans(fd, layout.size)
-    if not spans:
-        return set()
-    holed: set[int] = set()
-    for start, end in spans:
-        holed.update(layout.parts_for(start, end - start))
-    return holed.intersection(parts)

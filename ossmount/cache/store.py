@@ -34,10 +34,11 @@ in use counts its recorded parts (`CacheEntry.cached_bytes`, live); an idle one 
 it held at release, or, after a restart, min(size, allocated blocks) of its data file (no
 checkpoint is decoded at startup). `_idle_bytes` is the sum over idle entries, so the total
 costs O(entries in use). Eviction deletes only idle entries, least recently released first;
-an entry in use is never touched. The prefetcher calls `evict_to_fit` after every checkpoint
-flush, so a long download makes room as it grows instead of overshooting the limit until it
-is released. What eviction cannot free (an object bigger than the cap, or than the disk) the
-prefetcher frees by shedding parts its readers have consumed (`CacheEntry.shed`), where the
+an entry in use is never touched. When to evict beyond open and release, and when to shed
+instead, is the read path's one space policy (ossmount.prefetch.space): it calls `evict_to_fit`
+after every checkpoint flush, so a long download makes room as it grows instead of overshooting
+the limit until it is released, and frees what eviction cannot (an object bigger than the cap,
+or than the disk) by shedding parts its readers have consumed (`CacheEntry.shed`), where the
 startup probe (`can_shed`, ossmount.cache.holes) showed the filesystem punches and reports
 holes.
 
@@ -57,6 +58,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ossmount.cache import opening
 from ossmount.cache.checkpoint import Checkpoint, load
 from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import (
@@ -258,7 +260,7 @@ class CacheStore:
             path.parent.mkdir(exist_ok=True)
         except OSError as exc:
             raise io_error("mkdir", bucket=self.bucket, key=meta.key, path=path, cause=exc) from exc
-        entry = CacheEntry.open(
+        entry = opening.open_entry(
             bucket=self.bucket, meta=meta, part_size=part_size, path=path, checkpoint_path=ckpt
         )
         if slot is None:  # it was idle (or new): from now on it is counted live
@@ -389,18 +391,6 @@ class CacheStore:
         self._idle_bytes -= self._index.pop(h)
         return True
 
-    def space_short(self) -> int:
-        """How far the cache filesystem's free space is below `min_free` (0: not short)."""
-        if not self.min_free:
-            return 0
-        return max(0, self.min_free - self.free_bytes())
-
-    def excess_bytes(self) -> int:
-        """How far the held bytes are above the cap (0 without one)."""
-        if self.max_bytes is None:
-            return 0
-        return max(0, self.held_bytes() - self.max_bytes)
-
     def held_bytes(self) -> int:
         """Bytes the cache holds: idle entries as released, entries in use as of now."""
         return self._idle_bytes + sum(slot.entry.cached_bytes for slot in self._current.values())
@@ -465,12 +455,9 @@ def _close_tolerating_a_full_disk(entry: CacheEntry) -> None:
 def _same_open_version(entry: CacheEntry, meta: ObjectMeta, part_size: int) -> bool:
     m = entry.meta
     return (
-        m.key == meta.key
-        and m.etag == meta.etag
-        and m.size == meta.size
-        and m.mtime_ns == meta.mtime_ns
+        m.version == meta.version
         and entry.layout.part_size == part_size
-        and (m.crc64 is None or meta.crc64 is None or m.crc64 == meta.crc64)
+        and opening.crcs_agree(m.crc64, meta.crc64)
     )
 
 

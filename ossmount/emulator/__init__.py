@@ -65,6 +65,7 @@ class Emulator:
         cname: dict[str, str] | None = None,
         admin: bool = True,
         skew_s: float = 900.0,
+        fast_etag: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -95,6 +96,7 @@ class Emulator:
             path_style=path_style,
             cname=cname,
             admin=admin,
+            fast_etag=fast_etag,
         )
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()

@@ -25,7 +25,8 @@ from urllib.parse import unquote_to_bytes
 
 from .auth import Verifier
 from .faults import FaultRule, Faults, parse_rule
-from .server import Request, Response, SendPlan, http_date
+from .receive import upload_faults
+from .server import ConnectionDone, Request, Response, SendPlan, http_date
 from .shaping import Shaping
 from .store import Bucket, Store, valid_bucket_name, valid_key
 from .xml import OssError, error_header, error_xml
@@ -101,6 +102,38 @@ def _is_ip_host(host: str) -> bool:
     return True
 
 
+# S3 spellings OSS accepts for the same request headers (rclone, s3fs: AWS SDKs).
+_S3_ALIASES = (
+    "copy-source",
+    "copy-source-range",
+    "copy-source-if-match",
+    "copy-source-if-none-match",
+    "copy-source-if-modified-since",
+    "copy-source-if-unmodified-since",
+    "metadata-directive",
+)
+
+
+def s3_aliases(req: Request) -> None:
+    """Give ``x-amz-*`` request headers their ``x-oss-*`` names, unless those are present.
+
+    Run after the signature check (which must see the headers as sent). User metadata
+    ``x-amz-meta-*`` becomes ``x-oss-meta-*``: one namespace, read back under either name.
+    """
+    h = req.headers
+    for name in _S3_ALIASES:
+        v = h.get("x-amz-" + name)
+        if v is not None and ("x-oss-" + name) not in h:
+            h["x-oss-" + name] = v
+    for name, v in list(h.items()):
+        if name.startswith("x-amz-meta-"):
+            h.setdefault("x-oss-meta-" + name[len("x-amz-meta-") :], v)
+
+
+def _is_copy(req: Request) -> bool:
+    return "x-oss-copy-source" in req.headers or "x-amz-copy-source" in req.headers
+
+
 def name_operation(method: str, has_key: bool, has_bucket: bool, req: Request) -> str:
     """The OSS API name of a request, as used in fault rules and the log."""
     q = req.has_q
@@ -138,8 +171,8 @@ def name_operation(method: str, has_key: bool, has_bucket: bool, req: Request) -
         if q("symlink"):
             return "PutSymlink"
         if q("partNumber") and q("uploadId"):
-            return "UploadPartCopy" if "x-oss-copy-source" in req.headers else "UploadPart"
-        if "x-oss-copy-source" in req.headers:
+            return "UploadPartCopy" if _is_copy(req) else "UploadPart"
+        if _is_copy(req):
             return "CopyObject"
         return "PutObject"
     if method == "POST":
@@ -172,6 +205,7 @@ class App:
         path_style: bool | None = None,
         cname: dict[str, str] | None = None,
         admin: bool = True,
+        fast_etag: bool = False,
     ) -> None:
         self.store = store
         self.verifier = verifier
@@ -182,14 +216,17 @@ class App:
         self.path_style = path_style
         self.cname = dict(cname or {})
         self.admin = admin
+        self.fast_etag = fast_etag  # see receive.py
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().upper()
-        from . import listing, multipart, objects  # the op tables; they import Ctx from here
+        # the op tables; they import Ctx from here
+        from . import listing, multipart, objects, uploads
 
         self.ops: dict[str, Op] = {
             **objects.OPS,
             **listing.OPS,
             **multipart.OPS,
+            **uploads.OPS,
         }
 
     def request_id(self) -> str:
@@ -249,6 +286,7 @@ class App:
                 except ValueError:
                     raise OssError(400, "InvalidArgument", "Body too large to hash.") from None
             ctx.sig = self.verifier.verify(req, bucket, key, ctx.op, now)
+            s3_aliases(req)
             ctx.faults = self.faults.fire(ctx.op, bucket, key)
             latency = 0.0
             for rule in ctx.faults:
@@ -263,7 +301,14 @@ class App:
             op = self.ops.get(ctx.op)
             if op is None:
                 raise OssError(501, "NotImplemented", f"{ctx.op} is not implemented")
-            resp = await op(ctx)
+            try:
+                resp = await op(ctx)
+            except ConnectionDone:
+                # an upload fault ended the connection mid-request: log it, answer nothing
+                cut = Response(0, [], error_code="ConnectionCut")
+                self._finish(ctx, cut)
+                cut.on_sent(0, False)  # type: ignore[misc]
+                raise
             resp.latency_s += latency
             self._apply_body_faults(ctx, resp)
         except OssError as err:
@@ -273,7 +318,10 @@ class App:
 
     def _apply_body_faults(self, ctx: Ctx, resp: Response) -> None:
         plan = SendPlan()
+        on_request = {id(r) for r in upload_faults(ctx)}  # they acted on the request body
         for rule in ctx.faults:
+            if id(rule) in on_request:
+                continue
             a = rule.action
             if a in ("reset", "truncate"):
                 plan.cut_at, plan.cut_kind = rule.after, a
@@ -315,6 +363,13 @@ class App:
             ("x-oss-request-id", ctx.request_id),
             ("x-oss-server-time", str(int((time.time() - ctx.now) * 1000))),
         ]
+        if "aws" in ctx.sig:
+            # An S3 client reads its metadata back as x-amz-meta-*; OSS answers it so.
+            resp.headers += [
+                ("x-amz-meta-" + k[len("x-oss-meta-") :], v)
+                for k, v in resp.headers
+                if k.startswith("x-oss-meta-")
+            ]
         planned = len(resp.body) if resp.stream is None else (0 if resp.head_only else resp.length)
         rec = RequestRecord(
             op=ctx.op,

@@ -8,6 +8,9 @@ forever). Several rules may fire on one request (e.g. a stall and a wrong CRC).
 Actions (``action=``):
 * ``error``: respond ``status`` with OSS ``code`` (and ``message``) instead of the operation.
 * ``reset``: send ``after`` body bytes, then reset the connection (RST).
+  On uploads (PutObject, UploadPart, AppendObject) ``reset``, ``truncate`` and ``stall`` act
+  on the *request* body instead, at ``after`` bytes received (see receive.py): the
+  connection ends there with nothing committed, or reading pauses for ``seconds``.
 * ``truncate``: send ``after`` body bytes, then close the connection cleanly (FIN) short of
   Content-Length.
 * ``stall``: send ``after`` body bytes, sleep ``seconds``, then continue.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from defusedxml import ElementTree
@@ -300,6 +300,11 @@ async def bucket_location(ctx: Ctx) -> Response:
     return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
 
 
+def local_name(tag: object) -> str:
+    """An element's name without its namespace (``{http://s3...}Part`` → ``Part``)."""
+    return str(tag).rsplit("}", 1)[-1]
+
+
 def parse_xml(data: bytes) -> object:
     try:
         return ElementTree.fromstring(data)
@@ -313,12 +318,17 @@ async def delete_objects(ctx: Ctx) -> Response:
         data = await ctx.req.read_all(2 << 20)
     except ValueError:
         raise OssError(400, "MalformedXML", "The request body is too large.") from None
-    root = parse_xml(data)
-    tag = getattr(root, "tag", "")
-    if tag != "Delete":
+    root: Any = parse_xml(data)
+    if local_name(getattr(root, "tag", "")) != "Delete":
         raise OssError(400, "MalformedXML")
-    quiet = (root.findtext("Quiet") or "false").strip().lower() == "true"  # type: ignore[attr-defined]
-    keys = [o.findtext("Key") or "" for o in root.findall("Object")]  # type: ignore[attr-defined]
+    quiet = False
+    keys = []
+    for el in root:  # by local names: S3 clients send the S3 namespace, which OSS accepts
+        name = local_name(el.tag)
+        if name == "Quiet":
+            quiet = (el.text or "false").strip().lower() == "true"
+        elif name == "Object":
+            keys += [c.text or "" for c in el if local_name(c.tag) == "Key"]
     if len(keys) > 1000:
         raise OssError(400, "MalformedXML", "Too many objects (max 1000).")
     url = _encoding(ctx)

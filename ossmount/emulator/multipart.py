@@ -1,4 +1,6 @@
-"""Multipart upload: Initiate, UploadPart, Complete, Abort, ListParts (§3.9-3.10, §8.17).
+"""Multipart upload: Initiate, UploadPart(Copy), Complete, Abort (§3.9-3.10, §8.17).
+
+The listings of uploads and parts are in ``uploads.py``.
 
 ETag of the completed object is our convention ``"<MD5 of the part MD5s>-<N>"`` (upper hex),
 the observable OSS shape; CRC-64 = ``crc64.combine`` of the part CRCs in part order. Parts are
@@ -14,28 +16,31 @@ import hashlib
 import itertools
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ossmount.crc64 import combine
-
-from .listing import parse_xml
-from .objects import _user_meta, receive_body
+from .listing import local_name, parse_xml
+from .objects import (
+    _check_overwrite,
+    _user_meta,
+    copy_range,
+    copy_source_object,
+    parse_range,
+)
+from .receive import receive_body
 from .server import Response
 from .store import (
     Body,
-    BodyWriter,
     FileBody,
     ObjectVersion,
     guess_content_type,
     md5_etag,
-    segment_bytes,
 )
-from .xml import OssError, xml_doc, xml_text
+from .xml import OssError, iso8601, xml_doc, xml_text
 
 if TYPE_CHECKING:
     from .app import Ctx, Op
 
-__all__ = ["OPS"]
+__all__ = ["OPS", "get_upload", "uploads"]
 
 MIN_PART = 100 * 1024
 
@@ -58,13 +63,14 @@ class _Upload:
     meta: tuple[tuple[str, str], ...]
     storage_class: str
     initiated: float
+    seq: int  # initiation order, which breaks ties between uploads of one key in listings
     parts: dict[int, _Part] = field(default_factory=dict)
 
 
 _ids = itertools.count(1)
 
 
-def _uploads(ctx: Ctx) -> dict[str, _Upload]:
+def uploads(ctx: Ctx) -> dict[str, _Upload]:
     d: dict[str, _Upload] | None = getattr(ctx.app, "_uploads", None)
     if d is None:
         d = {}
@@ -72,9 +78,9 @@ def _uploads(ctx: Ctx) -> dict[str, _Upload]:
     return d
 
 
-def _get_upload(ctx: Ctx) -> tuple[str, _Upload]:
+def get_upload(ctx: Ctx) -> tuple[str, _Upload]:
     uid = ctx.req.qget("uploadId") or ""
-    up = _uploads(ctx).get(uid)
+    up = uploads(ctx).get(uid)
     if up is None or up.bucket != ctx.bucket_name or up.key != ctx.key:
         raise OssError(404, "NoSuchUpload", extra={"UploadId": uid})
     return uid, up
@@ -82,14 +88,17 @@ def _get_upload(ctx: Ctx) -> tuple[str, _Upload]:
 
 async def initiate(ctx: Ctx) -> Response:
     ctx.bucket()
-    uid = hashlib.md5(f"{os.getpid()}:{next(_ids)}:{ctx.now}".encode()).hexdigest().upper()
-    _uploads(ctx)[uid] = _Upload(
+    _check_overwrite(ctx)  # OSS refuses at Initiate already; Complete checks its own header
+    seq = next(_ids)
+    uid = hashlib.md5(f"{os.getpid()}:{seq}:{ctx.now}".encode()).hexdigest().upper()
+    uploads(ctx)[uid] = _Upload(
         ctx.bucket_name,
         ctx.key,
         ctx.req.headers.get("content-type") or guess_content_type(ctx.key),
         _user_meta(ctx),
         ctx.req.headers.get("x-oss-storage-class", "Standard"),
         ctx.now,
+        seq,
     )
     body = (
         "<InitiateMultipartUploadResult>\n"
@@ -121,23 +130,63 @@ def _part_number(ctx: Ctx) -> int:
 async def upload_part(ctx: Ctx) -> Response:
     ctx.bucket()
     n = _part_number(ctx)
-    _, up = _get_upload(ctx)
+    _, up = get_upload(ctx)
     writer, etag, b64 = await receive_body(ctx)
-    assert isinstance(writer, BodyWriter)
-    old = up.parts.get(n)
-    up.parts[n] = _Part(
-        writer.finish(), etag, writer.md5.digest(), writer.crc, writer.size, ctx.now
+    _put_part(
+        up, n, _Part(writer.finish(), etag, _etag_bytes(etag), writer.crc, writer.size, ctx.now)
     )
+    hs = [("ETag", etag), ("x-oss-hash-crc64ecma", str(writer.crc))]
+    return Response(200, hs + ([("Content-MD5", b64)] if b64 else []))
+
+
+async def upload_part_copy(ctx: Ctx) -> Response:
+    """A part cut from an existing object (``x-oss-copy-source-range: bytes=a-b``, else all).
+
+    An invalid or unsatisfiable range copies the whole source, as a GET without
+    ``x-oss-range-behavior: standard`` would serve it. The response carries no CRC header
+    (the part's CRC shows in ListParts and in Complete's combined value).
+    """
+    ctx.bucket()
+    n = _part_number(ctx)
+    _, up = get_upload(ctx)
+    src = copy_source_object(ctx)
+    rng = parse_range(ctx.req.headers.get("x-oss-copy-source-range"), src.size, False)
+    first, last = rng if rng is not None else (0, src.size - 1)
+    writer = ctx.store.new_writer()
+    try:
+        copy_range(writer, src.body, first, last - first + 1)
+    except BaseException:
+        writer.abort()
+        raise
+    etag = md5_etag(writer.md5.digest())
+    _put_part(
+        up, n, _Part(writer.finish(), etag, _etag_bytes(etag), writer.crc, writer.size, ctx.now)
+    )
+    body = (
+        "<CopyPartResult>\n"
+        f"  <LastModified>{iso8601(ctx.now)}</LastModified>\n"
+        f"  <ETag>{xml_text(etag)}</ETag>\n"
+        "</CopyPartResult>\n"
+    )
+    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
+
+
+def _etag_bytes(etag: str) -> bytes:
+    """A part's ETag as bytes: its MD5, or the CRC+size digest of ``--fast-etag``."""
+    return bytes.fromhex(etag.strip('"'))
+
+
+def _put_part(up: _Upload, n: int, part: _Part) -> None:
+    """A part replaces an earlier upload of the same number (one dict assignment)."""
+    old = up.parts.get(n)
+    up.parts[n] = part
     if old is not None and isinstance(old.body, FileBody):
         old.body.path.unlink(missing_ok=True)
-    return Response(
-        200, [("ETag", etag), ("x-oss-hash-crc64ecma", str(writer.crc)), ("Content-MD5", b64)]
-    )
 
 
 async def complete(ctx: Ctx) -> Response:
     ctx.bucket()
-    uid, up = _get_upload(ctx)
+    uid, up = get_upload(ctx)
     if ctx.req.header("x-oss-complete-all").lower() == "yes":
         await ctx.req.read_all()
         chosen = sorted(up.parts.items())
@@ -146,28 +195,10 @@ async def complete(ctx: Ctx) -> Response:
             data = await ctx.req.read_all(4 << 20)
         except ValueError:
             raise OssError(400, "MalformedXML", "The request body is too large.") from None
-        root = parse_xml(data)
-        if getattr(root, "tag", "") != "CompleteMultipartUpload":
-            raise OssError(400, "MalformedXML")
-        chosen = []
-        prev = 0
-        for el in root.findall("Part"):  # type: ignore[attr-defined]
-            try:
-                num = int((el.findtext("PartNumber") or "").strip())
-            except ValueError:
-                raise OssError(400, "MalformedXML") from None
-            etag = (el.findtext("ETag") or "").strip().strip('"').upper()
-            if num <= prev:
-                raise OssError(
-                    400, "InvalidPartOrder", "The list of parts was not in ascending order."
-                )
-            prev = num
-            part = up.parts.get(num)
-            if part is None or part.etag.strip('"') != etag:
-                raise OssError(400, "InvalidPart", extra={"PartNumber": str(num), "ETag": etag})
-            chosen.append((num, part))
+        chosen = _chosen_parts(up, parse_xml(data))
     if not chosen:
         raise OssError(400, "MalformedXML", "No parts given.")
+    _check_overwrite(ctx, ec="0042-00000214")
     for _, part in chosen[:-1]:
         if part.size < MIN_PART:
             raise OssError(
@@ -175,12 +206,10 @@ async def complete(ctx: Ctx) -> Response:
                 "EntityTooSmall",
                 "Your proposed upload is smaller than the minimum allowed size.",
             )
-    writer = ctx.store.new_writer()
-    crc = 0
+    writer = ctx.store.new_writer(md5=False)  # the ETag is built from the parts' digests
     for _, part in chosen:
-        for seg in part.body.segments(0, part.size):
-            writer.write(segment_bytes(seg))
-        crc = combine(crc, part.crc, part.size)
+        writer.append(part.body, part.crc)
+    crc = writer.crc
     etag = md5_etag(hashlib.md5(b"".join(p.md5 for _, p in chosen)).digest())
     etag = etag[:-1] + f'-{len(chosen)}"'
     obj = ObjectVersion(
@@ -194,9 +223,8 @@ async def complete(ctx: Ctx) -> Response:
         storage_class=up.storage_class,
         meta=up.meta,
     )
-    assert crc == writer.crc, "combine() disagrees with a direct CRC"
     ctx.store.publish(ctx.bucket_name, obj)
-    _discard(_uploads(ctx).pop(uid))
+    _discard(uploads(ctx).pop(uid))
     url = (ctx.req.qget("encoding-type") or "") == "url"
     from urllib.parse import quote
 
@@ -218,6 +246,34 @@ async def complete(ctx: Ctx) -> Response:
     )
 
 
+def _chosen_parts(up: _Upload, root: Any) -> list[tuple[int, _Part]]:
+    """The parts a CompleteMultipartUpload body names, checked against the uploaded ones.
+
+    Read by local names: S3 clients (rclone's AWS SDK) send
+    ``xmlns="http://s3.amazonaws.com/doc/2006-03-01/"``, which OSS accepts."""
+    if local_name(getattr(root, "tag", "")) != "CompleteMultipartUpload":
+        raise OssError(400, "MalformedXML")
+    chosen = []
+    prev = 0
+    for el in root:
+        if local_name(el.tag) != "Part":
+            continue
+        fields = {local_name(c.tag): (c.text or "").strip() for c in el}
+        try:
+            num = int(fields.get("PartNumber", ""))
+        except ValueError:
+            raise OssError(400, "MalformedXML") from None
+        etag = fields.get("ETag", "").strip('"').upper()
+        if num <= prev:
+            raise OssError(400, "InvalidPartOrder", "The list of parts was not in ascending order.")
+        prev = num
+        part = up.parts.get(num)
+        if part is None or part.etag.strip('"') != etag:
+            raise OssError(400, "InvalidPart", extra={"PartNumber": str(num), "ETag": etag})
+        chosen.append((num, part))
+    return chosen
+
+
 def _discard(up: _Upload) -> None:
     for part in up.parts.values():
         if isinstance(part.body, FileBody):
@@ -226,38 +282,9 @@ def _discard(up: _Upload) -> None:
 
 async def abort(ctx: Ctx) -> Response:
     ctx.bucket()
-    uid, _up = _get_upload(ctx)
-    _discard(_uploads(ctx).pop(uid))
+    uid, _up = get_upload(ctx)
+    _discard(uploads(ctx).pop(uid))
     return Response(204, [])
-
-
-async def list_parts(ctx: Ctx) -> Response:
-    ctx.bucket()
-    uid, up = _get_upload(ctx)
-    from .xml import iso8601
-
-    items = "".join(
-        "  <Part>\n"
-        f"    <PartNumber>{n}</PartNumber>\n"
-        f"    <LastModified>{iso8601(p.mtime)}</LastModified>\n"
-        f"    <ETag>{xml_text(p.etag)}</ETag>\n"
-        f"    <HashCrc64ecma>{p.crc}</HashCrc64ecma>\n"
-        f"    <Size>{p.size}</Size>\n"
-        "  </Part>\n"
-        for n, p in sorted(up.parts.items())
-    )
-    body = (
-        "<ListPartsResult>\n"
-        f"  <Bucket>{ctx.bucket_name}</Bucket>\n"
-        f"  <Key>{xml_text(ctx.key)}</Key>\n"
-        f"  <UploadId>{uid}</UploadId>\n"
-        "  <PartNumberMarker>0</PartNumberMarker>\n"
-        f"  <NextPartNumberMarker>{max(up.parts, default=0)}</NextPartNumberMarker>\n"
-        "  <MaxParts>1000</MaxParts>\n"
-        "  <IsTruncated>false</IsTruncated>\n"
-        f"{items}</ListPartsResult>\n"
-    )
-    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
 
 
 OPS: dict[str, Op] = {
@@ -265,5 +292,5 @@ OPS: dict[str, Op] = {
     "UploadPart": upload_part,
     "CompleteMultipartUpload": complete,
     "AbortMultipartUpload": abort,
-    "ListParts": list_parts,
+    "UploadPartCopy": upload_part_copy,
 }

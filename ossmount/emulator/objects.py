@@ -9,7 +9,6 @@ GetObjectMeta/GetSymlink.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import gzip
 import hashlib
@@ -20,8 +19,10 @@ from urllib.parse import quote, unquote
 
 from ossmount.crc64 import crc64
 
+from .receive import feed_body, receive_body
 from .server import Response
 from .store import (
+    Body,
     FileBody,
     MemoryBody,
     ObjectVersion,
@@ -31,6 +32,7 @@ from .store import (
     segment_bytes,
     valid_key,
 )
+from .writer import BodyWriter
 from .xml import OssError, iso8601, xml_doc, xml_text
 
 if TYPE_CHECKING:
@@ -246,32 +248,15 @@ def _user_meta(ctx: Ctx) -> tuple[tuple[str, str], ...]:
     return meta
 
 
-def _check_overwrite(ctx: Ctx) -> None:
+def _check_overwrite(ctx: Ctx, ec: str | None = None) -> None:
+    """``x-oss-forbid-overwrite: true`` and the key exists → 409 FileAlreadyExists (§3.9)."""
     v = ctx.req.headers.get("x-oss-forbid-overwrite")
     if v is None:
         return
     if v.lower() not in ("true", "false"):
         raise OssError(400, "InvalidArgument", "Invalid x-oss-forbid-overwrite", ec="0017-00000279")
     if v.lower() == "true" and ctx.key in ctx.bucket().objects:
-        raise OssError(409, "FileAlreadyExists")
-
-
-async def receive_body(ctx: Ctx) -> tuple[object, str, str]:
-    """Read the request body into a store writer; returns (writer, etag, base64 md5)."""
-    writer = ctx.store.new_writer()
-    try:
-        async for chunk in ctx.req.body():
-            writer.write(chunk)
-    except BaseException:
-        writer.abort()
-        raise
-    digest = writer.md5.digest()
-    b64 = base64.b64encode(digest).decode()
-    want = ctx.req.headers.get("content-md5")
-    if want is not None and want.strip() != b64:
-        writer.abort()
-        raise OssError(400, "InvalidDigest", "The Content-MD5 you specified was invalid.")
-    return writer, md5_etag(digest), b64
+        raise OssError(409, "FileAlreadyExists", ec=ec)
 
 
 async def put_object(ctx: Ctx) -> Response:
@@ -279,9 +264,6 @@ async def put_object(ctx: Ctx) -> Response:
     _check_overwrite(ctx)
     meta = _user_meta(ctx)
     writer, etag, b64 = await receive_body(ctx)
-    from .store import BodyWriter
-
-    assert isinstance(writer, BodyWriter)
     storage = ctx.req.headers.get("x-oss-storage-class", "Standard")
     obj = ObjectVersion(
         key=ctx.key,
@@ -295,9 +277,8 @@ async def put_object(ctx: Ctx) -> Response:
         content_md5=b64,
     )
     ctx.store.publish(ctx.bucket_name, obj)
-    return Response(
-        200, [("ETag", etag), ("x-oss-hash-crc64ecma", str(writer.crc)), ("Content-MD5", b64)]
-    )
+    hs = [("ETag", etag), ("x-oss-hash-crc64ecma", str(writer.crc))]
+    return Response(200, hs + ([("Content-MD5", b64)] if b64 else []))
 
 
 async def delete_object(ctx: Ctx) -> Response:
@@ -317,18 +298,27 @@ def parse_copy_source(ctx: Ctx, header: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _copy_body(ctx: Ctx, src: ObjectVersion) -> object:
+def copy_range(writer: BodyWriter, body: Body, offset: int, length: int) -> None:
+    """Feed ``length`` bytes of ``body`` from ``offset`` to ``writer``, 8 MiB at a time."""
+    end = offset + length
+    while offset < end:
+        n = min(8 << 20, end - offset)
+        for seg in body.segments(offset, n):
+            writer.write(segment_bytes(seg))
+        offset += n
+
+
+def _copy_body(ctx: Ctx, src: ObjectVersion) -> Body:
     """Bodies are immutable, so memory/synthetic ones are shared; files are copied."""
     if isinstance(src.body, FileBody):
         writer = ctx.store.new_writer()
-        with open(src.body.path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                writer.write(chunk)
+        copy_range(writer, src.body, 0, src.size)
         return writer.finish()
     return src.body
 
 
-async def copy_object(ctx: Ctx) -> Response:
+def copy_source_object(ctx: Ctx) -> ObjectVersion:
+    """The object ``x-oss-copy-source`` names, its ``x-oss-copy-source-if-*`` checked."""
     sb, sk = parse_copy_source(ctx, ctx.req.header("x-oss-copy-source"))
     sbucket = ctx.store.bucket(sb)
     if sbucket is None:
@@ -338,12 +328,14 @@ async def copy_object(ctx: Ctx) -> Response:
     if src is None:
         raise OssError(404, "NoSuchKey", extra={"Key": sk})
     check_conditions(ctx, src, prefix="x-oss-copy-source-if-")
+    return src
+
+
+async def copy_object(ctx: Ctx) -> Response:
+    src = copy_source_object(ctx)
     _check_overwrite(ctx)
     directive = ctx.req.header("x-oss-metadata-directive", "COPY").upper()
     body = _copy_body(ctx, src)
-    from .store import Body
-
-    assert isinstance(body, Body)
     if directive == "REPLACE":
         ctype = ctx.req.headers.get("content-type") or guess_content_type(ctx.key)
         meta = _user_meta(ctx)
@@ -390,8 +382,11 @@ async def append_object(ctx: Ctx) -> Response:
     if old is not None:
         for seg in old.body.segments(0, old.size):
             writer.write(segment_bytes(seg))
-    async for chunk in ctx.req.body():
-        writer.write(chunk)
+    try:
+        await feed_body(ctx, writer)
+    except BaseException:
+        writer.abort()
+        raise
     etag = md5_etag(writer.md5.digest())
     obj = ObjectVersion(
         key=ctx.key,
@@ -449,6 +444,7 @@ async def get_symlink(ctx: Ctx) -> Response:
         ("Last-Modified", _http_date(obj.mtime)),
         ("x-oss-symlink-target", quote(obj.symlink_target, safe="")),
         ("Content-Type", "text/plain"),
+        *obj.meta,  # the link's own user metadata (ossfs keeps a link's mode there)
     ]
     return Response(200, hs, b"")
 

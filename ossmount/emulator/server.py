@@ -25,7 +25,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -41,6 +41,7 @@ __all__ = ["Request", "Response", "SendPlan", "http_date", "serve_connection"]
 
 MAX_HEAD = 64 * 1024  # larger request heads get 431/400, as real servers refuse them
 _RECV = 256 * 1024
+_BODY_RECV = 1 << 20  # request body reads bypassing h11 (see Request.body)
 
 _date_cache: tuple[int, str] = (0, "")
 
@@ -87,8 +88,15 @@ class Request:
     def has_q(self, name: str) -> bool:
         return any(k == name for k, _ in self.query)
 
-    async def body(self) -> AsyncIterator[bytes]:
-        """Yield the request body; sends ``100 Continue`` first when the client waits for it."""
+    async def body(self) -> AsyncGenerator[bytes, None]:
+        """Yield the request body; sends ``100 Continue`` first when the client waits for it.
+
+        A body framed by Content-Length is read straight from the socket in chunks of up to
+        ``_BODY_RECV`` once h11 has handed over what it had buffered: h11's own path copies
+        every byte three times (its buffer, the event, ``bytes``) and was a third of the
+        upload CPU. Exactly Content-Length bytes are read, so nothing of a pipelined next
+        request is consumed (h11 keeps whatever it had buffered beyond the body).
+        """
         if self.buffered is not None:
             data, self.buffered = self.buffered, None
             if data:
@@ -98,6 +106,40 @@ class Request:
         if self._expect_continue:
             self._expect_continue = False
             await self._stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+        length = self.content_length()
+        if length is None:
+            async for chunk in self._h11_body():
+                yield chunk
+            return
+        got = 0
+        while True:  # first what h11 already holds, without waiting for the socket
+            ev = self._conn.next_event()
+            if ev is h11.NEED_DATA:
+                break
+            if isinstance(ev, h11.Data):
+                got += len(ev.data)
+                yield bytes(ev.data)
+            elif isinstance(ev, h11.EndOfMessage):
+                self.body_done = True
+                return
+            else:
+                raise h11.RemoteProtocolError("unexpected event in body", 400)
+        while got < length:
+            data = await self._stream.receive_some(min(length - got, _BODY_RECV))
+            if not data:
+                raise h11.RemoteProtocolError("peer closed the connection mid-body", 400)
+            got += len(data)
+            yield data
+        self.body_done = True
+
+    def content_length(self) -> int | None:
+        """The body length when framed by Content-Length (h11 has validated the header)."""
+        if "transfer-encoding" in self.headers:
+            return None
+        v = self.headers.get("content-length")
+        return int(v) if v is not None and v.isdigit() else None
+
+    async def _h11_body(self) -> AsyncGenerator[bytes, None]:
         while True:
             ev = await _next_event(self._conn, self._stream)
             if isinstance(ev, h11.Data):
@@ -108,6 +150,10 @@ class Request:
             else:
                 raise h11.RemoteProtocolError("unexpected event in body", 400)
 
+    async def cut(self, kind: str) -> None:
+        """End the connection mid-request: RST (reset) or FIN (truncate); for upload faults."""
+        await _cut(self._stream, kind)
+
     async def prebuffer(self, limit: int) -> bytes:
         """Read the whole body now (≤ limit bytes); ``body()`` will still yield it later."""
         data = await self.read_all(limit)
@@ -116,10 +162,11 @@ class Request:
 
     async def read_all(self, limit: int = 1 << 20) -> bytes:
         out = bytearray()
-        async for chunk in self.body():
-            out += chunk
-            if len(out) > limit:
-                raise ValueError("request body too large")
+        async with contextlib.aclosing(self.body()) as body:
+            async for chunk in body:
+                out += chunk
+                if len(out) > limit:
+                    raise ValueError("request body too large")
         return bytes(out)
 
 
@@ -261,11 +308,12 @@ async def _drain(req: Request, resp: Response) -> None:
         resp.close = True  # the client has not sent the body and will not unless told
         return
     total = 0
-    async for chunk in req.body():
-        total += len(chunk)
-        if total > 1 << 20:
-            resp.close = True
-            return
+    async with contextlib.aclosing(req.body()) as body:
+        async for chunk in body:
+            total += len(chunk)
+            if total > 1 << 20:
+                resp.close = True
+                return
 
 
 async def _close(stream: trio.SocketStream) -> None:

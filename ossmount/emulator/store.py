@@ -37,10 +37,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ossmount.crc64 import combine, crc64
 from ossmount.oss.addressing import valid_bucket_name  # OSS's rule (§8.14), shared with the mount
+
+if TYPE_CHECKING:
+    from .writer import BodyWriter
 
 __all__ = [
     "BLOCK",
@@ -284,8 +287,10 @@ class Store:
         return self.buckets.get(name)
 
     # -- bodies --------------------------------------------------------------------------
-    def new_writer(self) -> BodyWriter:
-        return BodyWriter(self.data_dir / ".tmp" if self.data_dir is not None else None)
+    def new_writer(self, *, md5: bool = True) -> BodyWriter:
+        from .writer import BodyWriter  # writer.py builds on this module's bodies
+
+        return BodyWriter(self.data_dir / ".tmp" if self.data_dir is not None else None, md5=md5)
 
     def _obj_path(self, bucket: str, key: str) -> Path:
         assert self.data_dir is not None
@@ -355,43 +360,6 @@ def _drop_old_file(old: ObjectVersion | None, new: ObjectVersion | None) -> None
     if new is not None and isinstance(new.body, FileBody) and new.body.path == old.body.path:
         return
     old.body.path.unlink(missing_ok=True)  # open fds keep the inode alive
-
-
-class BodyWriter:
-    """Accumulates an upload, hashing as it goes (MD5 for the ETag, CRC-64 for the header)."""
-
-    def __init__(self, tmp_dir: Path | None) -> None:
-        self.md5 = hashlib.md5()
-        self.crc = 0
-        self.size = 0
-        self._buf = bytearray()
-        self._path: Path | None = None
-        self._file: Any = None
-        if tmp_dir is not None:
-            self._path = tmp_dir / uuid.uuid4().hex
-            self._file = open(self._path, "wb")  # noqa: SIM115 - closed in finish/abort
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.md5.update(data)
-        self.crc = crc64(data, self.crc)
-        self.size += len(data)
-        if self._file is not None:
-            self._file.write(data)
-        else:
-            self._buf += data
-
-    def finish(self) -> Body:
-        if self._file is not None:
-            assert self._path is not None
-            self._file.close()
-            return FileBody(self._path, self.size)
-        return MemoryBody(bytes(self._buf))
-
-    def abort(self) -> None:
-        if self._file is not None:
-            assert self._path is not None
-            self._file.close()
-            self._path.unlink(missing_ok=True)
 
 
 def _meta_to_json(obj: ObjectVersion) -> dict[str, Any]:

@@ -129,6 +129,10 @@ def error_header(body: bytes) -> str:
 
 
 def iso8601(t: float) -> str:
-    """Listing timestamps: ISO-8601 with ``.000Z`` milliseconds (§8.5)."""
-    ms = int((t - int(t)) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ms:03d}Z"
+    """XML timestamps as OSS writes them: whole seconds, always ``.000Z`` (§8.5).
+
+    OSS keeps object times to the second (the RFC 1123 ``Last-Modified`` header has no finer
+    unit), and tools that parse the fixed format (ossfs2) reject real milliseconds; so the
+    fraction is dropped, never rounded up, and a listing agrees with HEAD to the second.
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(int(t)))

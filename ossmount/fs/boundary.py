@@ -8,6 +8,13 @@ what the kernel (and so `cp`, `ls`) sees and how loudly we log it:
 | tree.NotFound, tree.NameInvalid               | ENOENT       | DEBUG (an expected miss) |
 | tree.NameTooLong                              | ENAMETOOLONG | DEBUG                    |
 | tree.NotADirectory                            | ENOTDIR      | DEBUG                    |
+| fs.ReadOnly (a write open)                    | EROFS        | DEBUG                    |
+| fs.IsADirectory (open of a directory)         | EISDIR       | DEBUG                    |
+| fs.NotASymlink (readlink of another entry)    | EINVAL       | DEBUG                    |
+| fs.NoSuchAttribute                            | ENODATA      | DEBUG                    |
+| fs.AttributeNotSupported (security.* etc.)    | EOPNOTSUPP   | DEBUG (see fs/xattrs.py) |
+| fs.UnknownHandle                              | EBADF        | WARNING                  |
+| fs.LinkOutsideMount                           | EIO          | DEBUG (WARNING at source)|
 | oss NoSuchKey (object gone since listing)     | ENOENT       | DEBUG                    |
 | prefetch.ObjectChanged (replaced mid-read)    | ESTALE       | WARNING                  |
 | prefetch.ObjectCorrupt (CRC-64 mismatch)      | EIO          | ERROR (logged at source) |
@@ -33,6 +40,15 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from ossmount.cache.errors import CacheError
+from ossmount.fs.errors import (
+    AttributeNotSupported,
+    IsADirectory,
+    LinkOutsideMount,
+    NoSuchAttribute,
+    NotASymlink,
+    ReadOnly,
+    UnknownHandle,
+)
 from ossmount.oss import (
     AccessDenied,
     InvalidAccessKeyId,
@@ -40,7 +56,7 @@ from ossmount.oss import (
     OssError,
     SignatureDoesNotMatch,
 )
-from ossmount.prefetch.scheduler import ObjectArchived, ObjectChanged, ObjectCorrupt, ReadError
+from ossmount.prefetch import ObjectArchived, ObjectChanged, ObjectCorrupt, ReadError
 from ossmount.tree.errors import NameInvalid, NameTooLong, NotADirectory, NotFound
 
 __all__ = ["errno_for", "fuse_boundary"]
@@ -55,28 +71,33 @@ _WARNING = logging.WARNING
 _ERROR = logging.ERROR
 
 
+# (exception types, errno, log level), first match wins: subclasses before their bases.
+_TABLE: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int, int], ...] = (
+    (NameTooLong, errno.ENAMETOOLONG, _DEBUG),
+    ((NotFound, NameInvalid), errno.ENOENT, _DEBUG),
+    (NotADirectory, errno.ENOTDIR, _DEBUG),
+    (AttributeNotSupported, errno.EOPNOTSUPP, _DEBUG),
+    (NoSuchAttribute, errno.ENODATA, _DEBUG),
+    (ReadOnly, errno.EROFS, _DEBUG),
+    (IsADirectory, errno.EISDIR, _DEBUG),
+    (NotASymlink, errno.EINVAL, _DEBUG),
+    (LinkOutsideMount, errno.EIO, _DEBUG),  # the WARNING was written at source
+    (UnknownHandle, errno.EBADF, _WARNING),
+    (ObjectChanged, errno.ESTALE, _WARNING),
+    (ObjectArchived, errno.EACCES, _DEBUG),  # the WARNING saying "restore it" was at source
+    (ObjectCorrupt, errno.EIO, _DEBUG),  # the ERROR line with both CRCs was written at source
+    (ReadError, errno.EIO, _DEBUG),  # the WARNING with the cause was written at source
+    (NoSuchKey, errno.ENOENT, _DEBUG),
+    ((AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch), errno.EACCES, _ERROR),
+    ((OssError, CacheError), errno.EIO, _ERROR),
+)
+
+
 def errno_for(exc: BaseException) -> tuple[int, int]:
     """(errno, log level) for an exception raised below the adapter."""
-    if isinstance(exc, NameTooLong):
-        return errno.ENAMETOOLONG, _DEBUG
-    if isinstance(exc, NotFound | NameInvalid):
-        return errno.ENOENT, _DEBUG
-    if isinstance(exc, NotADirectory):
-        return errno.ENOTDIR, _DEBUG
-    if isinstance(exc, ObjectChanged):
-        return errno.ESTALE, _WARNING
-    if isinstance(exc, ObjectArchived):
-        return errno.EACCES, _DEBUG  # the WARNING saying "restore it" was written at source
-    if isinstance(exc, ObjectCorrupt):
-        return errno.EIO, _DEBUG  # the ERROR line with both CRCs was written where it happened
-    if isinstance(exc, ReadError):
-        return errno.EIO, _DEBUG  # the WARNING with the cause was written where it happened
-    if isinstance(exc, NoSuchKey):
-        return errno.ENOENT, _DEBUG
-    if isinstance(exc, AccessDenied | InvalidAccessKeyId | SignatureDoesNotMatch):
-        return errno.EACCES, _ERROR
-    if isinstance(exc, OssError | CacheError):
-        return errno.EIO, _ERROR
+    for types, code, level in _TABLE:
+        if isinstance(exc, types):
+            return code, level
     return errno.EIO, -1  # unexpected: log with traceback
 
 

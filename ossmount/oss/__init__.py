@@ -40,7 +40,7 @@ from .credentials_types import (
     CredentialsProvider,
     StaticCredentialsProvider,
 )
-from .models import GetResult, ListPage, ObjectMeta
+from .models import GetResult, ListPage, ObjectMeta, ObjectVersion, Sink
 
 __all__ = [
     "ANONYMOUS",
@@ -65,6 +65,7 @@ __all__ = [
     "NoSuchUpload",
     "ObjectChanged",
     "ObjectMeta",
+    "ObjectVersion",
     "OssClient",
     "OssConfig",
     "OssError",
@@ -76,6 +77,7 @@ __all__ = [
     "RetryPolicy",
     "ServiceUnavailable",
     "SignatureDoesNotMatch",
+    "Sink",
     "StaticCredentialsProvider",
     "SymlinkTargetNotExist",
     "Throttled",

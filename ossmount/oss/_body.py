@@ -28,21 +28,9 @@ we fall back to httpx's public `aiter_raw()`: slower, never wrong.
 `test_fast_body_path_engaged` (tests/client/test_client_errors.py) and
 tests/client/test_client_body_thread.py fail if the fast path silently stops engaging.
 
-Measured on this VM kind (2 vCPU; receiver thread CPU for 1 GiB over a socketpair, 1 MiB
-windows, CRC on): recv_into a scratch buffer + one pwrite per window 0.23-0.26 s/GiB at
-~3.1 GB/s; recv_into straight into an mmap of the (new) cache file 2.3 s/GiB (a page fault
-per 4 KiB), 0.37 with MAP_POPULATE; splice socket→pipe→file plus CRC over an mmap of the
-written range 0.5-0.7 s/GiB. So the file path is "recv_into scratch, CRC, pwrite": its two
-copies are the floor (a pwrite of 1 MiB into a fresh file alone costs ~0.18 s/GiB here).
-In the client, with the per-part HTTP round trip, signing and trio scheduling, profiles show
->85 % of the CPU in the recv_into and pwrite syscalls and ~7 % in fastcrc. SO_RCVLOWAT
-(256 KiB, to get fewer and larger wakeups with parallel parts) made no difference beyond
-noise (0.49 vs 0.51 CPU s/GiB), so it is not used. A 1 MiB window beat 256 KiB and 4 MiB.
-Also tried (session 2, `bench_client.py --targets file --repeat 5`, 4x8MiB): writing through
-a shared mapping with MADV_POPULATE_WRITE per window costs 0.30-0.35 s/GiB against pwrite's
-0.18 (ext4 page_mkwrite per page); a lock around the pwrites (4 threads on one file spin on
-its inode lock: 0.30 vs 0.20 s/GiB in a pwrite-only test) changed nothing here (0.52 either
-way). The floor for 4 parts into a file is into-memory (0.28) + pwrite (0.18) ≈ 0.46.
+Why "recv_into a reused scratch window, CRC, pwrite" for files, and the measurements behind
+every choice in this module (mmap, splice, SO_RCVLOWAT, window size, the thread threshold):
+bench/bench_client.py's docstring.
 
 Stall detection: every network read on the trio thread runs under a deadline of `stall_s`; no
 byte for that long raises `BodyStalled` rather than hanging on a half-dead connection (the
@@ -59,7 +47,7 @@ connection) and the trio thread is free to answer FUSE meanwhile. `_Pump.run`, i
 a non-owning blocking `socket.socket` on the same descriptor (detached after, the socket is put
 back to non-blocking with no receive timeout before the trio side sees it again), SO_RCVTIMEO =
 stall_s, then per window `recv_into(..., MSG_WAITALL)` (one syscall fills a 1 MiB window) →
-commit (pwrite; nothing for a MemorySink) → CRC; it returns what it did (bytes from h11's
+commit (the sink's write) → CRC; it returns what it did (bytes from h11's
 buffer, bytes from the socket, bytes committed, running CRC, and how it stopped) and the trio
 side updates `received`, h11's counter and the caller's `Progress`, and raises as the loop
 path would (BodyStalled, BodyTruncated with the bytes reached, so the client resumes from
@@ -85,30 +73,8 @@ receive timeouts (up to one timeout of latency per cancel and idle wakeups).
 Not covered: closing the OssClient while GETs are in flight (the mount closes it only after
 its nursery, hence every GET and so every thread, has finished).
 
-Small bodies stay on the trio thread. Measured (/tmp script, emulator in its own process,
-get_to_fd, 5 interleaved repeats, µs per GET: wall / trio-thread CPU):
-
-    body    1 stream loop  thread        4 parallel loop  thread
-    64 KiB  907/791   1194/848          711/708    1151/889
-    256 KiB 993/879   1272/828          793/792    1234/906
-    1 MiB   1437/1300 1536/826          1284/1279  1406/911
-    2 MiB   1916/1754 2078/907          1781/1780  1665/958
-    8 MiB   4962/4793 5451/1049         4709/4613  3785/1147
-
-The hop has a fixed cost (~60-180 µs of trio-thread CPU, ~100-400 µs of latency); from one
-window (1 MiB) up it saves a third or more of the trio thread's time, below it it saves
-nothing, hence THREAD_MIN_BYTES = 1 MiB. TLS bodies (the SSL object belongs to trio's stream)
-and the httpx fallback always stay on the trio thread.
-
-Before/after (HEAD vs this, 3 interleaved invocation pairs, median of the invocations'
-medians; 2 vCPU VM, noisy ±30 %):
-* `bench/bench_client.py --repeat 3 --targets file`, 4x8MiB file row: emulator 1982 → 2252
-  MB/s at 0.53 → 0.58 CPU s/GiB; nginx 1549 → 1943 MB/s at 0.67 → 0.69 CPU s/GiB (1 stream:
-  emulator 2414 → 2773 MB/s, 0.44 → 0.39 CPU s/GiB: MSG_WAITALL means fewer, larger reads).
-* `bench/bench_mount.py --only cold_cp --repeat 3 --src <checkout>`: cold cp 745 → 767 MB/s,
-  daemon 1.09 → 1.20 CPU s/GiB. Within noise here: with `cp`, the emulator and the daemon on
-  2 vCPUs there is little idle second core to move the body work to (a colleague's scratch
-  experiment on a quieter machine measured 459 → 938 MB/s).
+Small bodies stay on the trio thread: the hop to a thread has a fixed cost that only pays
+from one window (1 MiB) up, hence THREAD_MIN_BYTES (figures: bench/bench_client.py).
 
 Concurrency: a BodyReader belongs to one task and one response. On the trio thread it never
 awaits while h11's reader and our counters disagree (each read updates both before the next
@@ -119,12 +85,11 @@ once the pump was cancelled.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import struct
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import h11
 import httpx
@@ -132,6 +97,7 @@ import trio
 from h11._readers import ContentLengthReader
 
 from ..crc64 import crc64
+from .models import Sink
 
 __all__ = [
     "BodyError",
@@ -139,8 +105,6 @@ __all__ = [
     "BodyStalled",
     "BodyTruncated",
     "DiscardSink",
-    "FileSink",
-    "MemorySink",
     "Progress",
     "Sink",
 ]
@@ -186,55 +150,6 @@ class Progress:
     def __init__(self, crc: int = 0) -> None:
         self.done = 0
         self.crc = crc
-
-
-class Sink(Protocol):
-    """Where body bytes go. `window` lends a writable view for the next bytes at `pos`
-    (relative to the start of the delivery); `commit` is told which of them arrived.
-    Both may be called from the body's worker thread (one call at a time, never after the
-    `readinto_sink` that delivers them has returned)."""
-
-    def window(self, pos: int, limit: int) -> memoryview: ...
-
-    def commit(self, view: memoryview, pos: int) -> None: ...
-
-
-class MemorySink:
-    """Receives straight into the caller's buffer: no copy at all on the plain-HTTP path."""
-
-    def __init__(self, dest: memoryview) -> None:
-        self._dest = dest
-
-    def window(self, pos: int, limit: int) -> memoryview:
-        return self._dest[pos : pos + limit]
-
-    def commit(self, view: memoryview, pos: int) -> None:
-        pass
-
-
-class FileSink:
-    """Receives into a reused scratch buffer, then one `pwrite` per chunk at the file offset.
-
-    Why not recv into an mmap of the file: that needs the file pre-sized and takes a page fault
-    per 4 KiB; pwrite of ~1 MiB chunks runs at ~4 GB/s (measurements.md §1). The pwrite runs
-    where the body is received: in the body's worker thread for large bodies, inline on the
-    trio thread for small ones.
-    """
-
-    def __init__(self, fd: int, file_offset: int, scratch: memoryview) -> None:
-        self._fd = fd
-        self._file_offset = file_offset
-        self._scratch = scratch
-
-    def window(self, pos: int, limit: int) -> memoryview:
-        return self._scratch[: min(limit, len(self._scratch))]
-
-    def commit(self, view: memoryview, pos: int) -> None:
-        offset = self._file_offset + pos
-        while view:
-            written = os.pwrite(self._fd, view, offset)
-            view = view[written:]
-            offset += written
 
 
 class DiscardSink:
@@ -384,11 +299,16 @@ class _Pump:
                 # Also on failure: what arrived is kept, so a resume starts after it. Never
                 # once cancelled: then the trio side may already be giving the sink up.
                 if filled and not self._cancelled():
-                    landed = view[:filled]
-                    self._sink.commit(landed, self._pos + self.done)
-                    if self.crc is not None:
-                        self.crc = crc64(landed, self.crc)
+                    self.crc = _land(self._sink, view[:filled], self._pos + self.done, self.crc)
                     self.done += filled
+
+
+def _land(sink: Sink, landed: memoryview, pos: int, crc: int | None) -> int | None:
+    """Commit a filled window (body bytes from `pos`) to `sink`; the CRC-64 continued over it
+    (None when not tracked). Both body loops land every window here, also a partial one after
+    a failed read: what arrived is kept, so a resume starts after it."""
+    sink.commit(landed, pos)
+    return None if crc is None else crc64(landed, crc)
 
 
 def _timeval(seconds: float) -> bytes:
@@ -498,10 +418,10 @@ class BodyReader:
             finally:
                 # Also on failure: what arrived is kept, so a resume starts after it.
                 if filled:
-                    landed = view[:filled]
-                    sink.commit(landed, pos + done)
-                    if progress is not None:
-                        progress.crc = crc64(landed, progress.crc)
+                    tracked = progress.crc if progress is not None else None
+                    crc = _land(sink, view[:filled], pos + done, tracked)
+                    if progress is not None and crc is not None:
+                        progress.crc = crc
                         progress.done += filled
                     done += filled
             if filled < len(view):

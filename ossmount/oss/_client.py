@@ -1,4 +1,4 @@
-"""`OssClient`: HEAD, ranged GET into a buffer or a file, ListObjectsV2 — on httpx and trio.
+"""`OssClient`: HEAD, ranged GET into a caller's sink, ListObjectsV2 — on httpx and trio.
 
 Request life cycle (every attempt): ask the credentials provider → sign with the current time
 (plus the clock offset learnt from a RequestTimeTooSkewed reply) → send through one shared
@@ -6,7 +6,7 @@ Request life cycle (every attempt): ask the credentials provider → sign with t
 sleep and go again. Re-signing on every attempt is what makes retries after a skew or a long
 backoff valid.
 
-Ranged GETs (`get_into`, `get_to_fd`) are the product's hot path:
+Ranged GETs (`get`, into a body sink) are the product's hot path:
 
 * Always `Accept-Encoding: identity` (httpx would ask for gzip and OSS would then drop ETag and
   Content-Length), `x-oss-range-behavior: standard` (so a bad range is a 416, not a silent
@@ -17,7 +17,11 @@ Ranged GETs (`get_into`, `get_to_fd`) are the product's hot path:
   thread stays free for FUSE replies; see `_body` for why, the numbers and cancellation.
 * A body that stops short is re-requested from the byte reached, with the running CRC kept
   and the ETag of the first reply pinned by If-Match (so a resume can never splice two
-  versions); a failure that made progress does not use up an attempt (bounded).
+  versions). That resume is one of the `max_attempts` tries, like any other retry.
+* Every ranged GET has a total deadline, `OssClient.fetch_deadline_s` (tries, resumes and
+  backoff waits together; see `_retry`); a GET waits at most `stall_timeout_s` for its reply
+  head and between body bytes. HEAD, LIST and GetSymlink wait `read_timeout_s` for theirs
+  and have the deadline `request_deadline_s`, derived the same way from `read_timeout_s`.
 * A 200 to a ranged request (server ignored Range) is accepted as the whole object: we read
   past the bytes before `offset`, deliver ours, and drop the connection rather than drain it.
 * 206 replies are checked: Content-Range must start at the byte asked for and not run past
@@ -33,11 +37,10 @@ no await in between). Each GET owns its response and BodyReader from start to cl
 from __future__ import annotations
 
 import logging
-import re
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -54,20 +57,19 @@ from ._body import (
     BodyReader,
     BodyStalled,
     DiscardSink,
-    FileSink,
-    MemorySink,
     Progress,
     Sink,
 )
 from ._errors import (
     BadResponse,
-    ObjectChanged,
     OssError,
     OssTransportError,
     PreconditionFailed,
     RequestTimeTooSkewed,
     error_from_response,
 )
+from ._http import CoreSender
+from ._reply import GetState, bad, changed, check_get_reply, header_dict, meta_from_headers
 from ._retry import RetryPolicy, call_with_retries, parse_retry_after
 from ._xml import MAX_ERROR_XML_BYTES, MAX_LIST_XML_BYTES, XmlError, parse_list_v2
 from .addressing import (
@@ -84,7 +86,6 @@ __all__ = ["OssClient", "OssConfig"]
 
 log = logging.getLogger(__name__)
 
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 USER_AGENT = "ossmount/0.1"
 
 
@@ -95,8 +96,13 @@ class OssConfig:
     `endpoint` without a scheme gets `https://`. `region` may be omitted for
     `oss-<region>[-internal].aliyuncs.com` endpoints (it is derived), required otherwise for V4.
     `addressing="auto"` is path-style for an IP endpoint (the emulator), virtual-hosted else.
-    Timeouts: `connect_timeout_s` to open a connection, `read_timeout_s` to wait for a reply
-    head (or a non-GET body), `stall_timeout_s` for a GET body that stops flowing.
+    Timeouts: `connect_timeout_s` to open a connection, `read_timeout_s` to wait for a HEAD or
+    LIST reply (head or body), `stall_timeout_s` for a GET reply head or body byte that does
+    not come. `max_attempts` tries per request, counting the first (a resumed GET body is a
+    try). `fetch_timeout_s` bounds one ranged GET as a whole, whatever the server does; unset,
+    it is `max_attempts` x (`connect_timeout_s` + `stall_timeout_s`) plus the backoff caps
+    between tries (0.2, 0.4, 0.8, ... s, at most 20 each): with the defaults 5 x 40 + 3 =
+    203 s, with `--stall-timeout 3 --max-attempts 3` 3 x 13 + 0.6 = 39.6 s.
     """
 
     endpoint: str
@@ -108,6 +114,9 @@ class OssConfig:
     read_timeout_s: float = 30.0
     stall_timeout_s: float = 30.0
     max_attempts: int = 5
+    # Total seconds for one ranged GET, all tries and waits included; None: derived (see
+    # `OssClient.fetch_deadline_s`).
+    fetch_timeout_s: float | None = None
     pool_size: int = 16
     chunk_size: int = 1024 * 1024
     verify_tls: bool = True
@@ -130,40 +139,6 @@ class OssConfig:
         if self.addressing != "auto":
             return self.addressing
         return auto_addressing(self.endpoint)
-
-
-def _meta_from_headers(key: str, headers: httpx.Headers, size: int) -> ObjectMeta:
-    mtime_ns = 0
-    last_modified = headers.get("last-modified")
-    if last_modified:
-        try:
-            mtime_ns = int(parsedate_to_datetime(last_modified).timestamp()) * 1_000_000_000
-        except (TypeError, ValueError, IndexError, OverflowError):
-            mtime_ns = 0
-    crc_header = headers.get("x-oss-hash-crc64ecma")
-    crc = int(crc_header) if crc_header and crc_header.strip().isdigit() else None
-    return ObjectMeta(
-        key=key,
-        size=size,
-        etag=headers.get("etag", ""),
-        mtime_ns=mtime_ns,
-        crc64=crc,
-        object_type=headers.get("x-oss-object-type"),
-        storage_class=headers.get("x-oss-storage-class"),
-    )
-
-
-class _GetState:
-    """Progress of one ranged GET across attempts (owned by one task)."""
-
-    def __init__(self, offset: int, length: int, if_match: str | None) -> None:
-        self.offset = offset
-        self.length = length  # may shrink once the object's real size is known
-        self.pos = 0  # bytes delivered so far
-        self.crc = 0
-        self.meta: ObjectMeta | None = None
-        self.if_match = if_match
-        self.pinned: str | None = if_match  # ETag every attempt must match
 
 
 def _cause(exc: BaseException) -> str:
@@ -206,7 +181,6 @@ class OssClient:
         credentials: CredentialsProvider,
         *,
         retry: RetryPolicy | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self._credentials = credentials
@@ -215,29 +189,58 @@ class OssClient:
         self._region = config.resolved_region() if config.signature_version == "v4" else ""
         base = urlsplit(config.base_url())
         self._scheme = base.scheme
-        self._host = base.netloc
         self._clock_offset_s = 0.0
         self._scratch: list[bytearray] = []
         self._body_paths: Counter[str] = Counter()
         # Worker threads for GET bodies (see _body): at most one per pooled connection.
         self._body_threads = trio.CapacityLimiter(config.pool_size)
-        limits = httpx.Limits(
-            max_connections=config.pool_size, max_keepalive_connections=config.pool_size
-        )
         timeout = httpx.Timeout(
             connect=config.connect_timeout_s,
             read=config.read_timeout_s,
             write=config.read_timeout_s,
             pool=None,  # callers bound concurrency themselves; waiting for a slot is not a fault
         )
-        # Requests go straight to httpx's transport (connection pool, TLS, timeouts, HTTP/1.1).
-        # AsyncClient's layers (URL merging, cookies, auth and redirect loops, event hooks, env
-        # proxies) do nothing we want: they cost 0.13 ms of the trio thread's ~0.92 ms per 8 MiB
-        # part GET (`time.thread_time` over 128 GETs from the emulator, 0.92 -> 0.79 ms).
-        self._transport = transport or httpx.AsyncHTTPTransport(
-            limits=limits, verify=_tls_verify(config), retries=0
+        # Requests go straight to httpcore's connection pool (what httpx's transport wraps; see
+        # _http for why and the figures). AsyncClient's layers (URL merging, cookies, auth and
+        # redirect loops, event hooks, env proxies) do nothing we want: they cost 0.13 ms of
+        # the trio thread's ~0.92 ms per 8 MiB part GET (`time.thread_time` over 128 GETs from
+        # the emulator, 0.92 -> 0.79 ms).
+        virtual = f"{config.bucket}." if self._addressing == "virtual" else ""
+        self._authority = virtual + base.netloc  # the Host header
+        self._sender = CoreSender(
+            base.scheme,
+            virtual + (base.hostname or ""),
+            self._authority,
+            base.port,
+            pool_size=config.pool_size,
+            verify=_tls_verify(config),
         )
         self._timeouts = timeout.as_dict()
+        # A GET waits for its reply head as long as for a body byte: "no byte for
+        # stall_timeout_s" is one rule for the whole reply.
+        self._get_timeouts = {**self._timeouts, "read": config.stall_timeout_s}
+        # Issue 14 finding 4: every request has a total deadline stated in --help, not ~40 x
+        # the stall timeout. HEAD, LIST and GetSymlink: derived from read_timeout_s.
+        self.request_deadline_s, self._request_deadline_why = self._budget(
+            config.read_timeout_s, "read"
+        )
+        if config.fetch_timeout_s is not None:
+            self.fetch_deadline_s = config.fetch_timeout_s
+            self._deadline_why = f" ({config.fetch_timeout_s:g} s fetch timeout)"
+        else:
+            self.fetch_deadline_s, self._deadline_why = self._budget(
+                config.stall_timeout_s, "stall"
+            )
+
+    def _budget(self, wait_s: float, wait: str) -> tuple[float, str]:
+        """A request's derived deadline, and how it was derived (for the error message)."""
+        connect_s = self.config.connect_timeout_s
+        total = self._retry.budget_s(connect_s + wait_s)
+        why = (
+            f" ({total:g} s = {self._retry.max_attempts} attempts x "
+            f"({connect_s:g} s connect + {wait_s:g} s {wait}) + backoff)"
+        )
+        return total, why
 
     async def __aenter__(self) -> OssClient:
         return self
@@ -251,7 +254,7 @@ class OssClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        await self._sender.aclose()
 
     def statistics(self) -> dict[str, int]:
         """GET bodies read per path ('recv_into_thread' for large plain-HTTP bodies,
@@ -265,22 +268,20 @@ class OssClient:
     # -- requests -------------------------------------------------------------------------
 
     def _url(self, key: str | None, query: list[tuple[str, str]]) -> str:
-        bucket = self.config.bucket
+        return f"{self._scheme}://{self._authority}{self._target(key, query)}"
+
+    def _target(self, key: str | None, query: list[tuple[str, str]]) -> str:
+        """The encoded path and query of a request for `key` (None: the bucket)."""
         path = "/" + signing.uri_encode(key or "", keep_slash=True)
-        if self._addressing == "virtual":
-            host = f"{bucket}.{self._host}"
-        else:
-            host = self._host
-            if self._addressing == "path":
-                path = f"/{bucket}{path}"
-        url = f"{self._scheme}://{host}{path}"
+        if self._addressing == "path":
+            path = f"/{self.config.bucket}{path}"
         if query:
-            url += "?" + "&".join(
+            path += "?" + "&".join(
                 signing.uri_encode(n, keep_slash=False)
                 + ("=" + signing.uri_encode(v, keep_slash=False) if v else "")
                 for n, v in query
             )
-        return url
+        return path
 
     async def _sign(
         self, method: str, key: str | None, query: list[tuple[str, str]], headers: dict[str, str]
@@ -325,29 +326,20 @@ class OssClient:
         key: str | None,
         query: list[tuple[str, str]],
         headers: dict[str, str] | None = None,
-        content: bytes | httpx.AsyncByteStream | None = None,
+        timeouts: dict[str, float | None] | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
     ) -> httpx.Response:
         """One signed attempt; returns a streaming 2xx response or raises a typed error.
 
         `content` is a request body: bytes, or a stream (the write half, `_writes`, streams
-        files through it); the caller sets Content-Length, so it is never sent chunked."""
+        files through it); the caller sets Content-Length."""
         base = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         base.update(headers or {})
         signed = await self._sign(method, key, query, base)
-        request = httpx.Request(
-            method,
-            self._url(key, query),
-            headers=signed,
-            content=content if isinstance(content, bytes) else None,
-            extensions={"timeout": self._timeouts},
-        )
-        if isinstance(content, httpx.AsyncByteStream):
-            # Set after construction: passing `stream=` would skip the Host header. Not
-            # `content=`: httpx would wrap it in an async generator left for the GC to
-            # finalize when a send fails half-way.
-            request.stream = content
         try:
-            response = await self._transport.handle_async_request(request)
+            response = await self._sender.send(
+                method, self._target(key, query), signed, timeouts or self._timeouts, content
+            )
         except httpx.TransportError as exc:
             record_request("list" if key is None else method.lower(), "transport")
             raise OssTransportError(
@@ -355,14 +347,15 @@ class OssClient:
                 bucket=self.config.bucket,
                 key=key,
             ) from exc
-        log.debug(
-            "%s oss://%s/%s -> %d (request id %s)",
-            method,
-            self.config.bucket,
-            key or "",
-            response.status_code,
-            response.headers.get("x-oss-request-id", "-"),
-        )
+        if log.isEnabledFor(logging.DEBUG):  # not even the header lookup otherwise
+            log.debug(
+                "%s oss://%s/%s -> %d (request id %s)",
+                method,
+                self.config.bucket,
+                key or "",
+                response.status_code,
+                response.headers.get("x-oss-request-id", "-"),
+            )
         record_request("list" if key is None else method.lower(), response.status_code)
         if response.status_code < 300:
             return response
@@ -442,10 +435,16 @@ class OssClient:
                     bucket=self.config.bucket,
                     key=key,
                 )
-            return _meta_from_headers(key, response.headers, int(length))
+            return meta_from_headers(key, header_dict(response), int(length))
 
         return await call_with_retries(
-            self._retry, attempt, describe=f"HEAD oss://{self.config.bucket}/{key}"
+            self._retry,
+            attempt,
+            describe=f"HEAD oss://{self.config.bucket}/{key}",
+            deadline=trio.current_time() + self.request_deadline_s,
+            deadline_why=self._request_deadline_why,
+            bucket=self.config.bucket,
+            key=key,
         )
 
     async def get_symlink(self, key: str) -> str:
@@ -466,98 +465,84 @@ class OssClient:
             return unquote(target)
 
         return await call_with_retries(
-            self._retry, attempt, describe=f"GET oss://{self.config.bucket}/{key}?symlink"
+            self._retry,
+            attempt,
+            describe=f"GET oss://{self.config.bucket}/{key}?symlink",
+            deadline=trio.current_time() + self.request_deadline_s,
+            deadline_why=self._request_deadline_why,
+            bucket=self.config.bucket,
+            key=key,
         )
 
     # -- ranged GET -------------------------------------------------------------------------
 
-    async def get_into(
-        self,
-        key: str,
-        offset: int,
-        buf: bytearray | memoryview,
-        *,
-        if_match: str | None = None,
-    ) -> GetResult:
-        """Fetch `len(buf)` bytes of `key` at `offset` into `buf` (fewer at the object's end:
-        see `GetResult.length`). Raises InvalidRange if `offset` is at/after the end."""
-        view = memoryview(buf).cast("B")
-        if view.readonly:
-            raise TypeError("get_into needs a writable buffer")
-        return await self._get(key, offset, len(view), MemorySink(view), if_match)
+    def _take_scratch(self) -> bytearray:
+        return self._scratch.pop() if self._scratch else bytearray(self.config.chunk_size)
 
-    async def get_to_fd(
+    async def get(
         self,
         key: str,
         offset: int,
         length: int,
-        fd: int,
-        file_offset: int,
+        sink: Sink,
         *,
         if_match: str | None = None,
     ) -> GetResult:
-        """Fetch `length` bytes of `key` at `offset` and pwrite them to `fd` at `file_offset`."""
-        scratch = self._take_scratch()
-        try:
-            sink = FileSink(fd, file_offset, memoryview(scratch))
-            return await self._get(key, offset, length, sink, if_match)
-        finally:
-            self._scratch.append(scratch)  # no await between take and give back
-
-    def _take_scratch(self) -> bytearray:
-        return self._scratch.pop() if self._scratch else bytearray(self.config.chunk_size)
-
-    async def _get(
-        self, key: str, offset: int, length: int, sink: Sink, if_match: str | None
-    ) -> GetResult:
+        """GET `length` bytes of `key` at `offset` into `sink` (fewer at the object's end: see
+        `GetResult.length`); `sink` gets them at positions 0.. in order (`_body.Sink`: the
+        caller owns the destination, e.g. a cache part's file). Raises InvalidRange if `offset`
+        is at/after the end; whatever the sink's `commit` raises (a full cache disk) goes
+        through unchanged, never retried."""
         if offset < 0 or length < 0:
             raise ValueError(f"bad range offset={offset} length={length}")
         if length == 0:
             meta = await self.head(key)
             if if_match is not None and meta.etag != if_match:
-                raise self._changed(key, if_match, meta.etag)
+                raise changed(self.config.bucket, key, if_match, meta.etag)
             return GetResult(meta=meta, offset=offset, length=0, crc64=0)
-        state = _GetState(offset, length, if_match)
+        state = GetState(offset, length, if_match)
         where = f"GET oss://{self.config.bucket}/{key} bytes={offset}-{offset + length - 1}"
-        # Normally one pass; more only if a server answers with less than the asked range
-        # while the object goes on (each such reply moves `pos` forward by >= 1 byte).
-        while state.meta is None or state.pos < state.length:
-            await call_with_retries(
-                self._retry,
-                lambda _attempt: self._get_attempt(key, state, sink),
-                describe=where,
-                progress=lambda: state.pos,
-            )
-        assert state.meta is not None
-        return GetResult(meta=state.meta, offset=offset, length=state.pos, crc64=state.crc)
 
-    def _changed(self, key: str, expected: str, got: str) -> ObjectChanged:
-        return ObjectChanged(
-            412,
-            "ObjectChanged",
-            f"ETag is {got}, expected {expected}: the object changed",
+        async def attempt(_attempt: int) -> None:
+            # Normally one request; more only if a server answers a valid 206 with less than
+            # the asked range while the object goes on (each moves `pos` on by >= 1 byte and
+            # is a success, not a try; the deadline bounds them too).
+            while state.meta is None or state.pos < state.length:
+                await self._get_attempt(key, state, sink)
+
+        await call_with_retries(
+            self._retry,
+            attempt,
+            describe=where,
+            deadline=trio.current_time() + self.fetch_deadline_s,
+            deadline_why=self._deadline_why,
             bucket=self.config.bucket,
             key=key,
         )
+        assert state.meta is not None
+        return GetResult(meta=state.meta, offset=offset, length=state.pos, crc64=state.crc)
 
-    async def _get_attempt(self, key: str, state: _GetState, sink: Sink) -> None:
+    async def _get_attempt(self, key: str, state: GetState, sink: Sink) -> None:
         start = state.offset + state.pos
         end = state.offset + state.length - 1
         headers = {"Range": f"bytes={start}-{end}", "x-oss-range-behavior": "standard"}
         if state.pinned is not None:
             headers["If-Match"] = state.pinned
         try:
-            response = await self._send("GET", key, [], headers)
+            response = await self._send("GET", key, [], headers, self._get_timeouts)
         except PreconditionFailed as exc:
             if state.if_match is None and state.pinned is not None:
                 # Our own pin (from the first reply) failed: the object changed mid-transfer.
-                raise self._changed(key, state.pinned, "(different)") from exc
+                raise changed(self.config.bucket, key, state.pinned, "(different)") from exc
             raise
         reader = BodyReader(
             response, stall_s=self.config.stall_timeout_s, limiter=self._body_threads
         )
         try:
-            skip, stop = self._check_get_reply(key, response, state, start, end)
+            headers_in = header_dict(response)
+            skip, stop = check_get_reply(
+                self.config.bucket, key, response.status_code, headers_in, state, start, end
+            )
             if skip:
                 scratch = self._take_scratch()
                 try:
@@ -565,7 +550,13 @@ class OssClient:
                 finally:
                     self._scratch.append(scratch)
                 if got < skip:
-                    raise self._bad(key, response, "200 reply ended before the asked offset")
+                    raise bad(
+                        self.config.bucket,
+                        key,
+                        response.status_code,
+                        headers_in,
+                        "200 reply ended before the asked offset",
+                    )
             want = min(state.length, stop - state.offset) - state.pos
             progress = Progress(state.crc)
             try:
@@ -586,65 +577,6 @@ class OssClient:
         finally:
             self._body_paths[reader.path_used] += 1
             await reader.aclose()
-
-    def _bad(self, key: str, response: httpx.Response, what: str) -> BadResponse:
-        return BadResponse(
-            response.status_code,
-            "InvalidResponse",
-            what,
-            request_id=response.headers.get("x-oss-request-id"),
-            bucket=self.config.bucket,
-            key=key,
-        )
-
-    def _check_get_reply(
-        self, key: str, response: httpx.Response, state: _GetState, start: int, end: int
-    ) -> tuple[int, int]:
-        """Validate a GET reply against what we asked and set/verify state.meta.
-
-        Returns (skip, stop): how many leading body bytes to read past (non-zero only for a
-        200 that ignored our Range) and the object offset just after the last byte this reply
-        carries for us."""
-        headers = response.headers
-        etag = headers.get("etag", "")
-        if state.pinned is not None and etag and etag != state.pinned:
-            raise self._changed(key, state.pinned, etag)
-        skip = 0
-        if response.status_code == 206:
-            match = _CONTENT_RANGE.match(headers.get("content-range", ""))
-            if not match or match.group(3) == "*":
-                raise self._bad(key, response, "206 reply without a usable Content-Range")
-            first, last, total = int(match.group(1)), int(match.group(2)), int(match.group(3))
-            if first != start or last > end or last < first:
-                raise self._bad(
-                    key, response, f"asked bytes {start}-{end}, got Content-Range {first}-{last}"
-                )
-            length = headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) != last - first + 1:
-                raise self._bad(key, response, "Content-Length disagrees with Content-Range")
-            if last < end and last == total - 1:
-                state.length = total - state.offset  # the object ends inside our range
-            stop = last + 1
-        elif response.status_code == 200:
-            length = headers.get("content-length", "")
-            if not length.isdigit():
-                raise self._bad(key, response, "200 reply without Content-Length")
-            total = int(length)
-            if start >= total:
-                raise self._bad(key, response, f"object has {total} bytes, asked from {start}")
-            skip = start
-            state.length = min(state.length, total - state.offset)
-            stop = total
-        else:
-            raise self._bad(key, response, f"unexpected status {response.status_code} for GET")
-        meta = _meta_from_headers(key, headers, total)
-        if state.meta is None:
-            state.meta = meta
-            if state.pinned is None and meta.etag:
-                state.pinned = meta.etag  # resumes must come from this same version
-        elif meta.size != state.meta.size:
-            raise self._changed(key, state.meta.etag, meta.etag)
-        return skip, stop
 
     # -- listing ----------------------------------------------------------------------------
 
@@ -689,24 +621,11 @@ class OssClient:
             return ListPage(result.objects, result.prefixes, result.next_token)
 
         return await call_with_retries(
-            self._retry, attempt, describe=f"LIST oss://{self.config.bucket}/{prefix}"
+            self._retry,
+            attempt,
+            describe=f"LIST oss://{self.config.bucket}/{prefix}",
+            deadline=trio.current_time() + self.request_deadline_s,
+            deadline_why=self._request_deadline_why,
+            bucket=self.config.bucket,
+            key=prefix,
         )
-
-    async def iter_pages(
-        self,
-        prefix: str,
-        delimiter: str = "/",
-        max_keys: int = 1000,
-        start_after: str | None = None,
-    ) -> AsyncIterator[ListPage]:
-        """All pages under `prefix`, in order. Holds no connection between pages, so an
-        abandoned iteration leaks nothing."""
-        token: str | None = None
-        while True:
-            page = await self.list_page(
-                prefix, delimiter, token, max_keys, start_after if token is None else None
-            )
-            yield page
-            if page.next_token is None:
-                return
-            token = page.next_token

@@ -7,9 +7,16 @@ shortened by jitter, and every delay is capped so a hostile header cannot park u
 
 The loop (`call_with_retries`) calls the operation afresh on every attempt, so the request is
 re-signed with the current time each time (a retry after RequestTimeTooSkewed or a long
-backoff would otherwise carry a stale signature). An operation that made progress before
-failing (a body cut short after some bytes) does not use up an attempt, bounded by
-`max_progress_retries` so a server that trickles a byte per connection still ends.
+backoff would otherwise carry a stale signature).
+
+Budget: `max_attempts` is the number of tries, counting the first, and nothing else: every
+failed try counts, also one that made progress (a GET body cut short resumes from the byte
+reached, but that resume is one of the tries). An optional `deadline` (trio clock) bounds the
+whole call, tries and waits together: an attempt still running at the deadline is cancelled,
+and a backoff that would end after it is not slept. Either way `DeadlineExceeded` is raised,
+naming the last failure. Issue 14 finding 4: before this, 20 hidden "progress" retries sat on
+top of max_attempts, so a server trickling half a body and then idling held a reader ~40 x the
+stall timeout.
 """
 
 from __future__ import annotations
@@ -24,12 +31,16 @@ from typing import TypeVar
 import trio
 
 from ..observe import record_retry
-from ._errors import OssError, is_retryable
+from ._errors import OssError, OssTransportError, is_retryable
 
-__all__ = ["RetryPolicy", "call_with_retries", "parse_retry_after"]
+__all__ = ["DeadlineExceeded", "RetryPolicy", "call_with_retries", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class DeadlineExceeded(OssTransportError):
+    """The operation's total deadline passed (attempts and backoff waits included)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +50,6 @@ class RetryPolicy:
     max_attempts: int = 5
     base_delay_s: float = 0.2
     max_delay_s: float = 20.0
-    max_progress_retries: int = 20
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -48,13 +58,22 @@ class RetryPolicy:
         if self.base_delay_s < 0 or self.max_delay_s < self.base_delay_s:
             raise ValueError("need 0 <= base_delay_s <= max_delay_s")
 
+    def backoff_cap_s(self, failures: int) -> float:
+        """Longest jittered delay after the `failures`-th consecutive failure (1-based)."""
+        return min(self.max_delay_s, self.base_delay_s * 2.0 ** max(0, failures - 1))
+
     def backoff_s(self, failures: int, retry_after_s: float | None = None) -> float:
         """Delay after the `failures`-th consecutive failure (1-based)."""
-        cap = min(self.max_delay_s, self.base_delay_s * 2.0 ** max(0, failures - 1))
-        delay = self.rng.uniform(0.0, cap)
+        delay = self.rng.uniform(0.0, self.backoff_cap_s(failures))
         if retry_after_s is not None and retry_after_s > delay:
             delay = retry_after_s
         return min(delay, self.max_delay_s)
+
+    def budget_s(self, per_attempt_s: float) -> float:
+        """`max_attempts` x `per_attempt_s` plus the jitter caps of the waits in between:
+        the time all tries take when each uses `per_attempt_s` and each wait its cap."""
+        waits = sum(self.backoff_cap_s(n) for n in range(1, self.max_attempts))
+        return self.max_attempts * per_attempt_s + waits
 
     def should_retry(self, failures: int, exc: BaseException) -> bool:
         return failures < self.max_attempts and is_retryable(exc)
@@ -79,37 +98,54 @@ async def call_with_retries(
     op: Callable[[int], Awaitable[T]],
     *,
     describe: str,
-    progress: Callable[[], int] | None = None,
+    deadline: float | None = None,
+    deadline_why: str = "",
+    bucket: str | None = None,
+    key: str | None = None,
 ) -> T:
     """Run `op(attempt)` until it returns, retrying retryable failures per `policy`.
 
-    `progress()` (optional) reports how far the operation got; if it moved since the previous
-    failure, the failure does not count against `max_attempts`. The last exception is
-    re-raised unchanged when the policy gives up.
+    At most `policy.max_attempts` calls of `op`. The last exception is re-raised unchanged
+    when the policy gives up; `DeadlineExceeded` (naming `bucket`/`key`, quoting the last
+    failure; `deadline_why` says how the deadline was set) when `deadline` (trio time) passes
+    first.
     """
     failures = 0
-    progress_retries = 0
-    attempt = 0
-    last_progress = progress() if progress is not None else 0
+    last: OssError | None = None
+    start = trio.current_time()
+
+    def expired() -> DeadlineExceeded:
+        spent = trio.current_time() - start
+        cause = f"; last failure: {last.code}: {last.message}" if last is not None else ""
+        return DeadlineExceeded(
+            f"{describe} gave up after {spent:.1f} s and {failures} failed "
+            f"attempt(s): deadline reached{deadline_why}{cause}",
+            bucket=bucket,
+            key=key,
+        )
+
     while True:
-        attempt += 1
         try:
-            return await op(attempt)
+            if deadline is None:
+                return await op(failures + 1)
+            with trio.move_on_at(deadline):
+                return await op(failures + 1)
+            raise expired()
+        except DeadlineExceeded:
+            raise
         except OssError as exc:
-            now_progress = progress() if progress is not None else 0
-            if now_progress > last_progress and progress_retries < policy.max_progress_retries:
-                progress_retries += 1
-                failures = 0  # a fresh start from the byte reached
-            last_progress = now_progress
+            last = exc
             failures += 1
             if not policy.should_retry(failures, exc):
                 raise
             delay = policy.backoff_s(failures, exc.retry_after_s)
+            if deadline is not None and trio.current_time() + delay >= deadline:
+                raise expired() from exc
             log.warning(
                 "retrying %s after %s (attempt %d failed), waiting %.2f s",
                 describe,
                 exc.code,
-                attempt,
+                failures,
                 delay,
             )
             record_retry(describe.split(" ", 1)[0].lower(), exc.code)

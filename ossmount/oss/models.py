@@ -1,8 +1,23 @@
-"""Values the OSS client returns. Frozen so they can be shared between tasks without copies."""
+"""Values the OSS client returns (frozen, so they can be shared between tasks without copies),
+and `Sink`, where a GET delivers its body."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectVersion:
+    """Which bytes an object holds: the one identity tree, cache and prefetch compare.
+
+    A change in any field means different bytes. Last-Modified is not part of it (a copy onto
+    itself changes it, not the bytes), nor is the CRC-64 (listings never carry one).
+    """
+
+    key: str
+    etag: str
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -11,7 +26,9 @@ class ObjectMeta:
 
     `etag` is kept exactly as the server sent it, quotes included, so it can go back verbatim in
     `If-Match`. `crc64` is None when the server sent none (listings never do; copied and old
-    objects may not either). `mtime_ns` is Last-Modified in nanoseconds since the epoch.
+    objects may not either). `mtime_ns` is Last-Modified in nanoseconds since the epoch, in
+    whole seconds whichever reply it came from (a listing's ISO time is cut to them where it is
+    parsed, ossmount.oss._xml), so one version compares equal however it was learnt.
     """
 
     key: str
@@ -23,9 +40,8 @@ class ObjectMeta:
     storage_class: str | None = None
 
     @property
-    def fingerprint(self) -> tuple[str, int, str]:
-        """Identity of the version: a change in any of these means different bytes."""
-        return (self.key, self.size, self.etag)
+    def version(self) -> ObjectVersion:
+        return ObjectVersion(self.key, self.etag, self.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +66,14 @@ class GetResult:
     offset: int
     length: int
     crc64: int
+
+
+class Sink(Protocol):
+    """Where body bytes go. `window` lends a writable view for the next bytes at `pos`
+    (relative to the start of the delivery); `commit` is told which of them arrived.
+    Both may be called from the body's worker thread (one call at a time, never after the
+    GET that delivers them has returned). What `commit` raises ends the GET unretried."""
+
+    def window(self, pos: int, limit: int) -> memoryview: ...
+
+    def commit(self, view: memoryview, pos: int) -> None: ...

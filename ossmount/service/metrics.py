@@ -9,17 +9,19 @@ records:
 |----------------------------------------------|----------------------------------------------|
 | ossmount_requests_total{operation,status}    | the OSS client, through `record_request`     |
 | ossmount_retries_total{operation,reason}     | the OSS client, through `record_retry`       |
-| ossmount_fetched_bytes_total                 | prefetch scheduler, per part written         |
-| ossmount_parts_total{outcome}                | prefetch scheduler, per part GET             |
-| ossmount_parts_in_flight                     | prefetch scheduler, around each part GET     |
-| ossmount_verdicts_total{verdict}             | prefetch scheduler, when a download finishes |
-| ossmount_shed_bytes_total                    | prefetch scheduler, per part punched out     |
+| ossmount_fetched_bytes_total                 | prefetcher, per part written         |
+| ossmount_parts_total{outcome}                | prefetcher, per part GET             |
+| ossmount_parts_in_flight                     | prefetcher, around each part GET     |
+| ossmount_verdicts_total{verdict}             | prefetcher, when a download finishes |
+| ossmount_shed_bytes_total                    | prefetcher, per part punched out     |
 | ossmount_read_duration_seconds (histogram)   | fs.ops, the FUSE read handler                |
 | ossmount_cache_{bytes,entries,...}           | a collector reading CacheStore.statistics()  |
 
 The OSS client reports through module functions (`record_request`, `record_retry`) that go to
 the metrics `install`ed for this process (the mount's), and do nothing when none is: the client
-takes no new constructor argument, and its own tests need no metrics at all.
+takes no new constructor argument, and its own tests need no metrics at all. The prefetcher is
+handed this object as its `ossmount.observe.PrefetchObserver` (the "prefetch" rows above) and
+never imports this module.
 
 Serving: `serve_metrics` is an HTTP/1.0 responder on the mount's trio loop rather than
 prometheus_client's `start_http_server` thread. The cache collector reads `CacheStore`, whose
@@ -218,6 +220,27 @@ class MountMetrics:
             else:
                 self._reasons.add(reason)
         self.retries.labels(_operation(operation), reason).inc()
+
+    # -- the prefetcher's reports (ossmount.observe.PrefetchObserver) -----------------------
+
+    def part_started(self) -> None:
+        self.parts_in_flight.inc()
+
+    def part_ended(self, outcome: str | None, nbytes: int = 0) -> None:
+        self.parts_in_flight.dec()
+        if outcome is not None:
+            self.parts.labels(outcome).inc()
+        if nbytes:
+            self.fetched_bytes.inc(nbytes)
+
+    def verdict(self, state: str) -> None:
+        self.verdicts.labels(state).inc()
+
+    def shed(self, nbytes: int) -> None:
+        self.shed_bytes.inc(nbytes)
+
+    def object_warmed(self, opened: bool) -> None:
+        (self.warmed_opened if opened else self.warmed).inc()
 
     def watch_cache(self, figures: Callable[[], CacheFigures]) -> None:
         """Report the cache through `figures()` (e.g. `store.statistics`) at every scrape."""

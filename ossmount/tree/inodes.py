@@ -117,42 +117,60 @@ class InodeTable:
 
     def inode_for(self, path: str, is_dir: bool) -> int:
         """The inode of (`path`, `is_dir`), assigning one (as an idle entry) if it has none."""
-        key = (is_dir, path)
-        ino = self._by_key.get(key)
+        ino = self._by_key.get((is_dir, path))
         if ino is not None:
             self._touch(ino)
             return ino
-        if path == "":
-            raise ValueError("the root is the only entry with an empty path")
-        for cand in self.candidates(path, is_dir):
-            if cand not in self._by_ino:
-                ino = cand
-                break
-            log.debug("inode %d for %r collides with %r", cand, path, self._by_ino[cand].node.path)
-        assert ino is not None
-        self._evict_idle(room_for=1)
-        node = Node(ino, path, is_dir, 0, self._dir_mtime_ns, None)
-        self._by_ino[ino] = _Entry(node, 0, 0)
-        self._by_key[key] = ino
-        self._idle[ino] = None
-        return ino
+        return self._add(path, is_dir, 0, self._dir_mtime_ns, None).inode
 
     def put(
         self, path: str, is_dir: bool, size: int, mtime_ns: int, meta: ObjectMeta | None
     ) -> Node:
         """Record what was just learned about (`path`, `is_dir`) and return its current `Node`.
 
-        Directories always get size 0 and the table's directory mtime.
+        Directories always get size 0 and the table's directory mtime. Called for every entry
+        of every listing, so an unchanged entry returns its existing `Node` without building
+        one, and a new one is built once (measured with timeit, 10,000 files, min of 15: a new
+        entry 2.8-4.1 -> 1.9-2.2 µs, an unchanged one 0.33-0.57 -> 0.32 µs).
         """
-        ino = self.inode_for(path, is_dir)
+        ino = self._by_key.get((is_dir, path))
+        if ino is None:
+            if is_dir:
+                return self._add(path, True, 0, self._dir_mtime_ns, None)
+            return self._add(path, False, size, mtime_ns, meta)
+        if ino in self._idle:
+            self._idle.move_to_end(ino)
         entry = self._by_ino[ino]
-        if is_dir:
-            node = Node(ino, path, True, 0, self._dir_mtime_ns, None)
-        else:
-            node = Node(ino, path, False, size, mtime_ns, meta)
-        if node != entry.node:
-            entry.node = node
-        return entry.node
+        node = entry.node
+        if is_dir or (node.size == size and node.mtime_ns == mtime_ns and node.meta == meta):
+            return node  # a directory's node never changes (size 0, the fixed mtime)
+        node = entry.node = Node(ino, path, False, size, mtime_ns, meta)
+        return node
+
+    def _add(
+        self, path: str, is_dir: bool, size: int, mtime_ns: int, meta: ObjectMeta | None
+    ) -> Node:
+        """A new idle entry for (`path`, `is_dir`), at the first free candidate number."""
+        if path == "":
+            raise ValueError("the root is the only entry with an empty path")
+        # The first candidate, inlined: it is free in all but one case in billions.
+        ino = self._hash((b"d:" if is_dir else b"f:") + path.encode("utf-8", "surrogatepass"))
+        ino &= MAX_INODE
+        if ino < 2 or ino in self._by_ino:
+            for cand in self.candidates(path, is_dir):
+                if cand not in self._by_ino:
+                    ino = cand
+                    break
+                log.debug(
+                    "inode %d for %r collides with %r", cand, path, self._by_ino[cand].node.path
+                )
+        if len(self._idle) >= self._max_idle:
+            self._evict_idle(room_for=1)
+        node = Node(ino, path, is_dir, size, mtime_ns, meta)
+        self._by_ino[ino] = _Entry(node, 0, 0)
+        self._by_key[(is_dir, path)] = ino
+        self._idle[ino] = None
+        return node
 
     # -- access ------------------------------------------------------------------------------
 
@@ -173,10 +191,6 @@ class InodeTable:
     def __len__(self) -> int:
         return len(self._by_ino)
 
-    def lookup_count(self, ino: int) -> int:
-        entry = self._by_ino.get(ino)
-        return entry.lookups if entry is not None else 0
-
     def looked_up(self) -> list[Node]:
         """Every node the kernel holds a reference to (it may cache its dentry and attrs)."""
         return [e.node for e in self._by_ino.values() if e.lookups > 0]
@@ -193,12 +207,13 @@ class InodeTable:
         entry.lookups += n
         self._idle.pop(ino, None)
 
-    def forget(self, ino: int, n: int) -> None:
-        """The kernel dropped `n` references. Never raises: FUSE `forget` has no reply."""
+    def forget(self, ino: int, n: int) -> bool:
+        """The kernel dropped `n` references; whether it still holds any. Never raises: FUSE
+        `forget` has no reply."""
         entry = self._by_ino.get(ino)
         if entry is None:
             log.warning("forget(%d, %d) of an unknown inode: lookup counting is off", ino, n)
-            return
+            return False
         if n > entry.lookups:
             log.warning(
                 "forget(%d, %d) of %r exceeds its lookup count %d: lookup counting is off",
@@ -210,6 +225,7 @@ class InodeTable:
             n = entry.lookups
         entry.lookups -= n
         self._maybe_idle(ino, entry)
+        return entry.lookups > 0
 
     def pin(self, ino: int) -> None:
         """Keep `ino` (and its number) while an open directory snapshot shows it."""
@@ -225,12 +241,6 @@ class InodeTable:
             raise AssertionError(f"unpin({ino}) without a matching pin")
         entry.pins -= 1
         self._maybe_idle(ino, entry)
-
-    def forget_all(self) -> None:
-        """Drop every lookup reference (unmount: the kernel will not send the forgets)."""
-        for ino, entry in self._by_ino.items():
-            entry.lookups = 0
-            self._maybe_idle(ino, entry)
 
     def statistics(self) -> TableStatistics:
         return TableStatistics(

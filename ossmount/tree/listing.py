@@ -48,10 +48,10 @@ import bisect
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Final, Generic, Literal, TypeVar
+from typing import Final, Generic, Literal, NamedTuple, TypeVar
 
 import trio
 
@@ -71,6 +71,7 @@ from ossmount.tree.names import (
     valid_name,
 )
 from ossmount.tree.node import Node
+from ossmount.tree.snapshot import DirSnapshot
 
 __all__ = ["DirSnapshot", "Namespace", "Node"]
 
@@ -90,12 +91,17 @@ def _walk_key(order: WalkOrder, name: str, inode: int) -> str:
     return f"{inode:020d}" if order == "inode" else name
 
 
-@dataclass(frozen=True, slots=True)
-class _Info:
-    """One displayed entry as learned from OSS; `meta` is the real object for files."""
+class _Info(NamedTuple):
+    """One displayed entry as learned from OSS; `meta` is the real object for files.
+
+    A NamedTuple: one is built per listed file, and a tuple is several times cheaper to build
+    than a frozen dataclass."""
 
     is_dir: bool
     meta: ObjectMeta | None
+
+
+_DIR_INFO: Final = _Info(True, None)
 
 
 @dataclass(slots=True)
@@ -116,6 +122,7 @@ class _Miss:
 
 
 _MISS: Final = _Miss()
+_DOTS: Final = ("", ".", "..")
 
 
 class _Flight(Generic[T]):
@@ -126,45 +133,6 @@ class _Flight(Generic[T]):
         self.ok = False
         self.result: T | None = None
         self.error: Exception | None = None
-
-
-class DirSnapshot:
-    """The entries of one open directory, frozen at `opendir` time.
-
-    `entries` are sorted by name and carry their inode numbers. How the adapter serves
-    `readdir(fh, start_id, token)` with it::
-
-        for next_id, node in snapshot.entries_from(start_id):
-            if not pyfuse3.readdir_reply(token, os.fsencode(node.name), attrs(node), next_id):
-                break
-            namespace.remember(node.inode)  # an accepted entry is a lookup (readdirplus)
-
-    pyfuse3 does not count lookups itself: its docs say that when `readdir_reply` returns True
-    the filesystem must increase the entry's lookup count by one, and must not when it returns
-    False. `.` and `..` are the adapter's business (if it emits them, it must not count them).
-    Cookies are 1..len(entries); start_id 0 means from the beginning.
-    Call `Namespace.releasedir(snapshot)` when the kernel releases the handle.
-    """
-
-    __slots__ = ("_released", "entries", "inode", "path")
-
-    def __init__(self, inode: int, path: str, entries: tuple[Node, ...]) -> None:
-        self.inode = inode
-        self.path = path
-        self.entries: Sequence[Node] = entries
-        self._released = False
-
-    def entries_from(self, start_id: int) -> Iterator[tuple[int, Node]]:
-        """(next_id, node) pairs after cookie `start_id`, to the end of the snapshot."""
-        for i in range(max(start_id, 0), len(self.entries)):
-            yield i + 1, self.entries[i]
-
-    @property
-    def released(self) -> bool:
-        return self._released
-
-    def __len__(self) -> int:
-        return len(self.entries)
 
 
 class Namespace:
@@ -244,9 +212,10 @@ class Namespace:
         """Count `n` kernel references to `inode` (each readdir entry that was accepted)."""
         self.table.remember(inode, n)
 
-    def forget(self, inode: int, nlookup: int) -> None:
-        """FUSE forget: drop `nlookup` references. Never raises."""
-        self.table.forget(inode, nlookup)
+    def forget(self, inode: int, nlookup: int) -> bool:
+        """FUSE forget: drop `nlookup` references; whether the kernel still holds any (when
+        not, it has evicted its inode, and with it the inode's pages). Never raises."""
+        return self.table.forget(inode, nlookup)
 
     async def shown_file_name(self, dir_path: str, name: str, key: str) -> str:
         """The name the object `key` (raw name `name` in `dir_path`) is shown under: `name`, or
@@ -283,10 +252,16 @@ class Namespace:
         dnode = self._dir_node(inode)
         entries = await self._listing(dnode.path)
         nodes: list[Node] = []
+        prefix = f"{dnode.path}/" if dnode.path else ""
+        put, pin = self.table.put, self.table.pin
         # no await below: each entry is pinned right after it gets its inode
         for name in sorted(entries):
-            node = self._put(join_path(dnode.path, name), entries[name])
-            self.table.pin(node.inode)
+            is_dir, meta = entries[name]
+            if is_dir or meta is None:
+                node = put(prefix + name, True, 0, 0, None)
+            else:
+                node = put(prefix + name, False, meta.size, meta.mtime_ns, meta)
+            pin(node.inode)
             nodes.append(node)
         return DirSnapshot(inode, dnode.path, tuple(nodes))
 
@@ -364,24 +339,6 @@ class Namespace:
             if parent is not None:
                 out.append((parent, name, node.inode))
         return out
-
-    def refresh_file(self, inode: int, meta: ObjectMeta) -> None:
-        """The read path saw newer metadata for file `inode` (a GET's headers): remember it.
-
-        Raises NotFound for an unknown inode. Directories are ignored.
-        """
-        node = self.table.get(inode)
-        if node.is_dir:
-            log.debug("refresh_file(%d) on directory %r ignored", inode, node.path)
-            return
-        info = _Info(False, meta)
-        self._put(node.path, info)
-        dir_path, name = split_path(node.path)
-        self._store_name(dir_path, name, info, self._clock())
-        listing = self._listings.get(dir_path)
-        if listing is not None and name in listing.entries:
-            # so that a readdir within the TTL does not bring back the older size
-            listing.entries[name] = info
 
     def check_invariants(self) -> None:
         """Raise AssertionError if the table or the cache bookkeeping is inconsistent."""
@@ -513,16 +470,25 @@ class Namespace:
         started = self._clock()
         generation = self._generation
         dir_key = self._dir_key(dir_path)
+        cut = len(dir_key)
         files: dict[str, ObjectMeta] = {}
         dirs: set[str] = set()
         token: str | None = None
         while True:
             page = await self._lister.list_page(dir_key, "/", token, LIST_PAGE_KEYS)
             for obj in page.objects:
-                name = obj.key[len(dir_key) :]
-                if not obj.key.startswith(dir_key) or name == "":
+                key = obj.key
+                name = key[cut:]
+                if not key.startswith(dir_key) or name == "":
                     continue  # "" is this directory's own marker
-                if self._usable(obj.key, name):
+                # The common name (ASCII, short, no "/", NUL or dots-only) skips name_problem.
+                if (
+                    name.isascii()
+                    and len(name) <= MAX_NAME_BYTES
+                    and "/" not in name
+                    and "\0" not in name
+                    and name not in _DOTS
+                ) or self._usable(key, name):
                     files[name] = obj
             for p in page.prefixes:
                 name = p[len(dir_key) : -1]
@@ -532,16 +498,16 @@ class Namespace:
                 break
             token = page.next_token
         resolved = resolve_names(files, dirs)
-        for f in files:
-            if f in dirs and resolved.get(f + SHADOW_SUFFIX) != (False, f):
+        for f in dirs:
+            if f in files and resolved.get(f + SHADOW_SUFFIX) != (False, f):
                 log.debug(
                     "file %r hidden: directory of the same name, and %r is taken or too long",
                     dir_key + f,
                     f + SHADOW_SUFFIX,
                 )
         entries = {
-            name: _Info(is_dir, None if raw is None else files[raw])
-            for name, (is_dir, raw) in resolved.items()
+            name: _DIR_INFO if raw is None else _Info(False, files[raw])
+            for name, (_is_dir, raw) in resolved.items()
         }
         if generation == self._generation:
             self._store_listing(dir_path, entries, started)

@@ -6,6 +6,7 @@ import pytest
 
 from ossmount.oss import (
     Credentials,
+    ListPage,
     OssClient,
     OssConfig,
     RetryPolicy,
@@ -45,3 +46,18 @@ def make_client(server: MiniServer, **overrides: object) -> OssClient:
 async def client(server: MiniServer) -> AsyncIterator[OssClient]:
     async with make_client(server) as c:
         yield c
+
+
+async def all_pages(
+    client: OssClient, prefix: str, delimiter: str = "/", max_keys: int = 1000
+) -> list[ListPage]:
+    """Every ListObjectsV2 page under `prefix`, following the continuation tokens (what the
+    tree's lister does with `list_page`)."""
+    pages: list[ListPage] = []
+    token: str | None = None
+    while True:
+        page = await client.list_page(prefix, delimiter, token, max_keys)
+        pages.append(page)
+        if page.next_token is None:
+            return pages
+        token = page.next_token

@@ -11,6 +11,8 @@ import pytest
 from ossmount.crc64 import crc64
 from ossmount.oss import InvalidRange, NoSuchKey, OssClient
 from tests.client._mini_server import MiniServer
+from tests.client.conftest import all_pages
+from tests.client.sinks import get_into, get_to_fd
 
 DATA = random.Random(7).randbytes(3 * 1024 * 1024 + 123)
 
@@ -30,7 +32,7 @@ async def test_head(server: MiniServer, client: OssClient) -> None:
 async def test_get_into_range(server: MiniServer, client: OssClient) -> None:
     server.put_object("k", DATA)
     buf = bytearray(1_000_000)
-    res = await client.get_into("k", 12345, buf)
+    res = await get_into(client, "k", 12345, buf)
     assert bytes(buf) == DATA[12345 : 12345 + 1_000_000]
     assert res.length == 1_000_000
     assert res.offset == 12345
@@ -46,7 +48,7 @@ async def test_get_into_range(server: MiniServer, client: OssClient) -> None:
 async def test_get_clamped_at_end(server: MiniServer, client: OssClient) -> None:
     server.put_object("k", DATA)
     buf = bytearray(1000)
-    res = await client.get_into("k", len(DATA) - 10, buf)
+    res = await get_into(client, "k", len(DATA) - 10, buf)
     assert res.length == 10
     assert bytes(buf[:10]) == DATA[-10:]
     assert res.crc64 == crc64(DATA[-10:])
@@ -55,7 +57,7 @@ async def test_get_clamped_at_end(server: MiniServer, client: OssClient) -> None
 async def test_get_past_end_is_invalid_range(server: MiniServer, client: OssClient) -> None:
     server.put_object("k", DATA)
     with pytest.raises(InvalidRange) as info:
-        await client.get_into("k", len(DATA), bytearray(10))
+        await get_into(client, "k", len(DATA), bytearray(10))
     assert info.value.status == 416
     assert "oss://b/k" in str(info.value)
 
@@ -65,8 +67,8 @@ async def test_get_to_fd(server: MiniServer, client: OssClient, tmp_path: Path) 
     path = tmp_path / "cache"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        a = await client.get_to_fd("k", 0, 2_000_000, fd, 100)
-        b = await client.get_to_fd("k", 2_000_000, len(DATA), fd, 100 + 2_000_000)
+        a = await get_to_fd(client, "k", 0, 2_000_000, fd, 100)
+        b = await get_to_fd(client, "k", 2_000_000, len(DATA), fd, 100 + 2_000_000)
     finally:
         os.close(fd)
     assert a.length == 2_000_000
@@ -81,7 +83,7 @@ async def test_get_to_fd(server: MiniServer, client: OssClient, tmp_path: Path) 
 
 async def test_zero_length_never_gets(server: MiniServer, client: OssClient) -> None:
     server.put_object("empty", b"")
-    res = await client.get_into("empty", 0, bytearray(0))
+    res = await get_into(client, "empty", 0, bytearray(0))
     assert res.length == 0
     assert res.meta.size == 0
     assert [r.method for r in server.requests] == ["HEAD"]
@@ -89,7 +91,7 @@ async def test_zero_length_never_gets(server: MiniServer, client: OssClient) -> 
 
 async def test_missing_key(server: MiniServer, client: OssClient) -> None:
     with pytest.raises(NoSuchKey) as info:
-        await client.get_into("nope", 0, bytearray(10))
+        await get_into(client, "nope", 0, bytearray(10))
     assert info.value.code == "NoSuchKey"
     assert info.value.request_id
     assert len(server.requests) == 1  # 404 is not retried
@@ -98,7 +100,7 @@ async def test_missing_key(server: MiniServer, client: OssClient) -> None:
 async def test_connection_reused(server: MiniServer, client: OssClient) -> None:
     server.put_object("k", DATA)
     for i in range(4):
-        await client.get_into("k", i * 1000, bytearray(500_000))
+        await get_into(client, "k", i * 1000, bytearray(500_000))
     peers = {r.peer for r in server.requests}
     assert len(peers) == 1, peers
 
@@ -107,7 +109,7 @@ async def test_list_pagination(server: MiniServer, client: OssClient) -> None:
     keys = [f"d/f{i:03d} +é" for i in range(25)] + ["d/sub/x", "d/sub/y", "d/t/z", "other"]
     for k in keys:
         server.put_object(k, b"x" * 3)
-    pages = [p async for p in client.iter_pages("d/", "/", max_keys=10)]
+    pages = await all_pages(client, "d/", "/", max_keys=10)
     objects = [o.key for p in pages for o in p.objects]
     prefixes = [x for p in pages for x in p.prefixes]
     assert objects == sorted(k for k in keys if k.startswith("d/f"))

@@ -19,6 +19,7 @@ from ossmount.crc64 import crc64
 from ossmount.oss import OssClient, _body
 from tests.client._mini_server import Fault, MiniServer
 from tests.client.conftest import make_client
+from tests.client.sinks import FileSink, MemorySink, get_into, get_to_fd
 
 DATA = random.Random(13).randbytes(4 * 1024 * 1024 + 3)
 FILL = 0xAA
@@ -33,7 +34,7 @@ def _cache_file(tmp_path: Path, size: int) -> tuple[Path, int]:
 def _commit_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Thread idents of every FileSink/MemorySink commit from now on."""
     seen: list[int] = []
-    for cls in (_body.FileSink, _body.MemorySink):
+    for cls in (FileSink, MemorySink):
         original = cls.commit
 
         def commit(self: object, view: memoryview, pos: int, _orig: object = original) -> None:
@@ -51,7 +52,7 @@ async def test_large_body_is_received_in_a_worker_thread(
     threads = _commit_threads(monkeypatch)
     path, fd = _cache_file(tmp_path, 0)
     try:
-        res = await client.get_to_fd("k", 0, len(DATA), fd, 0)
+        res = await get_to_fd(client, "k", 0, len(DATA), fd, 0)
     finally:
         os.close(fd)
     assert path.read_bytes() == DATA
@@ -68,7 +69,7 @@ async def test_small_body_stays_on_the_trio_thread(
     threads = _commit_threads(monkeypatch)
     size = _body.THREAD_MIN_BYTES - 1
     buf = bytearray(size)
-    res = await client.get_into("k", 7, buf)
+    res = await get_into(client, "k", 7, buf)
     assert bytes(buf) == DATA[7 : 7 + size]
     assert res.crc64 == crc64(DATA[7 : 7 + size])
     assert client.statistics() == {"recv_into": 1}
@@ -76,7 +77,7 @@ async def test_small_body_stays_on_the_trio_thread(
 
 
 def _pooled_socket(client: OssClient) -> socket.socket:
-    pool = client._transport._pool  # type: ignore[attr-defined]
+    pool = client._sender.pool
     assert len(pool.connections) == 1
     stream = pool.connections[0]._connection._network_stream
     sock = stream.get_extra_info("socket")
@@ -87,11 +88,11 @@ async def test_threaded_bodies_reuse_the_connection(server: MiniServer, client: 
     server.put_object("k", DATA)
     for i in range(3):
         buf = bytearray(2 * 1024 * 1024)
-        res = await client.get_into("k", i * 1000, buf)
+        res = await get_into(client, "k", i * 1000, buf)
         assert bytes(buf) == DATA[i * 1000 : i * 1000 + len(buf)]
         assert res.crc64 == crc64(bytes(buf))
     small = bytearray(100)
-    await client.get_into("k", 5, small)  # the loop path on the same socket afterwards
+    await get_into(client, "k", 5, small)  # the loop path on the same socket afterwards
     assert bytes(small) == DATA[5:105]
     assert client.statistics() == {"recv_into_thread": 3, "recv_into": 1}
     assert len({r.peer for r in server.requests}) == 1
@@ -118,9 +119,9 @@ async def test_cancel_mid_body_leaves_no_write_behind(
         t0 = time.monotonic()
         with trio.move_on_after(0.8) as scope:
             if target == "file":
-                await client.get_to_fd("k", 0, len(DATA), fd, 100)
+                await get_to_fd(client, "k", 0, len(DATA), fd, 100)
             else:
-                await client.get_into("k", 0, buf)
+                await get_into(client, "k", 0, buf)
         assert scope.cancelled_caught
         assert time.monotonic() - t0 < 0.8 + 0.5  # the thread was stopped, not waited out
         after_cancel = path.read_bytes() if target == "file" else bytes(buf)
@@ -138,7 +139,7 @@ async def test_cancel_mid_body_leaves_no_write_behind(
     assert later[:landed] == DATA[:landed]
     # The cancelled connection was dropped, not reused mid-body; the client still works.
     buf2 = bytearray(len(DATA))
-    res = await client.get_into("k", 0, buf2)
+    res = await get_into(client, "k", 0, buf2)
     assert bytes(buf2) == DATA
     assert res.crc64 == crc64(DATA)
     assert server.requests[-1].peer != server.requests[0].peer
@@ -154,7 +155,7 @@ async def test_cancel_while_the_thread_waits_returns_at_once(
         async with make_client(server, stall_timeout_s=20.0) as c:
             t0 = time.monotonic()
             with trio.move_on_after(0.3):
-                await c.get_to_fd("k", 0, len(DATA), fd, 0)
+                await get_to_fd(c, "k", 0, len(DATA), fd, 0)
             elapsed = time.monotonic() - t0
             assert c.statistics() == {"recv_into_thread": 1}
     finally:
@@ -175,7 +176,7 @@ async def test_stall_in_the_thread_is_a_timeout_then_resumed(
     try:
         async with make_client(server, stall_timeout_s=0.3) as c:
             t0 = time.monotonic()
-            res = await c.get_to_fd("k", 0, len(DATA), fd, 0)
+            res = await get_to_fd(c, "k", 0, len(DATA), fd, 0)
             elapsed = time.monotonic() - t0
             assert c.statistics() == {"recv_into_thread": 2}
     finally:
@@ -194,7 +195,7 @@ async def test_reset_in_the_thread_resumes_from_the_byte_reached(
     server.put_object("k", DATA)
     server.faults.append(Fault(op="GET", key="k", reset_after=1_234_567))
     buf = bytearray(len(DATA))
-    res = await client.get_into("k", 0, buf)
+    res = await get_into(client, "k", 0, buf)
     assert bytes(buf) == DATA
     assert res.crc64 == crc64(DATA)
     assert server.requests[1].headers["Range"] == f"bytes=1234567-{len(DATA) - 1}"
@@ -208,18 +209,18 @@ async def test_cancel_waits_for_a_pwrite_in_progress(
     # must not return before that write is over, or it could land after the cache entry's
     # descriptor was closed and its number reused by another file.
     server.put_object("k", DATA)
-    original = _body.FileSink.commit
+    original = FileSink.commit
 
-    def slow_commit(self: _body.FileSink, view: memoryview, pos: int) -> None:
+    def slow_commit(self: FileSink, view: memoryview, pos: int) -> None:
         time.sleep(0.5)
         original(self, view, pos)
 
-    monkeypatch.setattr(_body.FileSink, "commit", slow_commit)
+    monkeypatch.setattr(FileSink, "commit", slow_commit)
     path, fd = _cache_file(tmp_path, len(DATA))
     try:
         t0 = time.monotonic()
         with trio.move_on_after(0.2):
-            await client.get_to_fd("k", 0, len(DATA), fd, 0)
+            await get_to_fd(client, "k", 0, len(DATA), fd, 0)
         elapsed = time.monotonic() - t0
         after_cancel = path.read_bytes()
         await trio.sleep(0.6)

@@ -9,6 +9,7 @@ from ossmount.crc64 import crc64
 from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsProvider
 from tests.client._mini_server import Fault, MiniServer
 from tests.client.conftest import make_client
+from tests.client.sinks import get_into
 
 CREDS = StaticCredentialsProvider(Credentials("ak", "sk"))
 
@@ -48,11 +49,11 @@ async def test_cancelled_get_releases_its_connection(server: MiniServer) -> None
     server.faults.append(Fault(op="GET", key="k", stall_after=1000, stall_s=1.0))
     async with make_client(server, pool_size=1) as client:
         with trio.move_on_after(0.2) as scope:
-            await client.get_into("k", 0, bytearray(len(data)))
+            await get_into(client, "k", 0, bytearray(len(data)))
         assert scope.cancelled_caught
         # pool of one: this only works if the cancelled GET gave its connection back (closed)
         with trio.fail_after(5):
             buf = bytearray(len(data))
-            res = await client.get_into("k", 0, buf)
+            res = await get_into(client, "k", 0, buf)
     assert bytes(buf) == data
     assert res.crc64 == crc64(data)

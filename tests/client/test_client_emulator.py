@@ -28,6 +28,8 @@ from ossmount.oss import (
     SignatureDoesNotMatch,
     StaticCredentialsProvider,
 )
+from tests.client.conftest import all_pages
+from tests.client.sinks import get_into, get_to_fd
 
 DATA = random.Random(5).randbytes(5 * 1024 * 1024 + 17)
 
@@ -71,7 +73,7 @@ async def test_head_and_ranged_get(emu: Emulator, client: OssClient) -> None:
     meta = await client.head("dir/a b+é.bin")
     assert (meta.size, meta.etag, meta.crc64) == (len(DATA), etag, crc64(DATA))
     buf = bytearray(2_000_000)
-    res = await client.get_into("dir/a b+é.bin", 1000, buf, if_match=etag)
+    res = await get_into(client, "dir/a b+é.bin", 1000, buf, if_match=etag)
     assert bytes(buf) == DATA[1000:2_001_000]
     assert res.crc64 == crc64(DATA[1000:2_001_000])
     assert res.meta.crc64 == crc64(DATA)
@@ -94,7 +96,7 @@ async def test_get_to_fd_with_truncate_and_reset(
     path = tmp_path / "f"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        res = await client.get_to_fd("k", 0, len(DATA), fd, 0)
+        res = await get_to_fd(client, "k", 0, len(DATA), fd, 0)
     finally:
         os.close(fd)
     assert path.read_bytes() == DATA
@@ -108,7 +110,7 @@ async def test_stall_then_resume(emu: Emulator, client: OssClient) -> None:
     emu.put_object("bkt", "k", DATA)
     emu.faults.add(FaultRule("stall", op="GetObject", after=300_000, seconds=3.0))
     buf = bytearray(len(DATA))
-    res = await client.get_into("k", 0, buf)
+    res = await get_into(client, "k", 0, buf)
     assert bytes(buf) == DATA
     assert res.crc64 == crc64(DATA)
     assert len(gets(emu)) == 2
@@ -120,7 +122,7 @@ async def test_503_retried(emu: Emulator, client: OssClient) -> None:
         FaultRule("error", op="GetObject", status=503, code="ServiceUnavailable", times=2)
     )
     buf = bytearray(10)
-    await client.get_into("k", 0, buf)
+    await get_into(client, "k", 0, buf)
     assert bytes(buf) == DATA[:10]
     assert [r.status for r in gets(emu)] == [503, 503, 206]  # type: ignore[attr-defined]
 
@@ -131,7 +133,7 @@ async def test_503_gives_up(emu: Emulator, client: OssClient) -> None:
         FaultRule("error", op="GetObject", status=503, code="ServiceUnavailable", times=None)
     )
     with pytest.raises(ServiceUnavailable):
-        await client.get_into("k", 0, bytearray(10))
+        await get_into(client, "k", 0, bytearray(10))
     assert len(gets(emu)) == 4
 
 
@@ -140,15 +142,15 @@ async def test_errors(emu: Emulator, client: OssClient) -> None:
     with pytest.raises(NoSuchKey):
         await client.head("missing")
     with pytest.raises(NoSuchKey):
-        await client.get_into("missing", 0, bytearray(1))
+        await get_into(client, "missing", 0, bytearray(1))
     with pytest.raises(InvalidRange):
-        await client.get_into("k", len(DATA), bytearray(1))
+        await get_into(client, "k", len(DATA), bytearray(1))
     with pytest.raises(PreconditionFailed):
-        await client.get_into("k", 0, bytearray(1), if_match='"00"')
-    assert (await client.get_into("k", 0, bytearray(1), if_match=etag)).length == 1
+        await get_into(client, "k", 0, bytearray(1), if_match='"00"')
+    assert (await get_into(client, "k", 0, bytearray(1), if_match=etag)).length == 1
     async with client_for(emu, bucket="nope") as c:
         with pytest.raises(NoSuchBucket):
-            await c.get_into("k", 0, bytearray(1))
+            await get_into(c, "k", 0, bytearray(1))
     async with client_for(emu, secret="bad-secret") as c:
         with pytest.raises(SignatureDoesNotMatch) as info:
             await c.head("k")
@@ -163,14 +165,14 @@ async def test_object_replaced_mid_download(emu: Emulator, client: OssClient) ->
     emu.faults.add(FaultRule("truncate", op="GetObject", after=1_000_000))
     emu.faults.add(FaultRule("replace", op="GetObject", skip=1))
     with pytest.raises(ObjectChanged):
-        await client.get_into("k", 0, bytearray(len(DATA)))
+        await get_into(client, "k", 0, bytearray(len(DATA)))
 
 
 async def test_pagination(emu: Emulator, client: OssClient) -> None:
     keys = [f"p/{i:02d} +é" for i in range(23)] + ["p/sub/a", "p/sub/b", "q"]
     for k in keys:
         emu.put_object("bkt", k, b"z")
-    pages = [p async for p in client.iter_pages("p/", max_keys=7)]
+    pages = await all_pages(client, "p/", max_keys=7)
     assert [o.key for p in pages for o in p.objects] == sorted(keys[:23])
     assert [x for p in pages for x in p.prefixes] == ["p/sub/"]
     assert pages[-1].next_token is None
@@ -179,7 +181,7 @@ async def test_pagination(emu: Emulator, client: OssClient) -> None:
 
 async def test_empty_object_not_fetched(emu: Emulator, client: OssClient) -> None:
     emu.put_object("bkt", "empty", b"")
-    res = await client.get_into("empty", 0, bytearray(0))
+    res = await get_into(client, "empty", 0, bytearray(0))
     assert res.length == 0
     assert gets(emu) == []
 
@@ -190,9 +192,9 @@ async def test_connection_reused_for_small_bodies(emu: Emulator, client: OssClie
     emu.put_object("bkt", "small", b"0123456789" * 10)
     for i in range(5):
         buf = bytearray(50)
-        await client.get_into("small", i, buf)
+        await get_into(client, "small", i, buf)
         assert bytes(buf) == (b"0123456789" * 10)[i : i + 50]
-    pool = client._transport._pool  # type: ignore[attr-defined]
+    pool = client._sender.pool
     assert len(pool.connections) == 1
 
 
@@ -216,5 +218,5 @@ async def test_proxy_environment_is_ignored(emu: Emulator, monkeypatch: pytest.M
     async with client_for(emu) as c:
         assert (await c.head("k")).size == 5
         buf = bytearray(5)
-        await c.get_into("k", 0, buf)
+        await get_into(c, "k", 0, buf)
     assert bytes(buf) == b"hello"

@@ -29,6 +29,7 @@ from ossmount.oss import (
 )
 from tests.client._mini_server import Fault, MiniServer
 from tests.client.conftest import make_client
+from tests.client.sinks import get_into, get_to_fd
 
 DATA = random.Random(11).randbytes(4 * 1024 * 1024)
 
@@ -49,7 +50,7 @@ async def test_non_retryable_codes(
     server.put_object("k", DATA)
     server.faults.append(Fault(op="GET", key="k", status=status, code=code))
     with pytest.raises(cls) as info:
-        await client.get_into("k", 0, bytearray(10))
+        await get_into(client, "k", 0, bytearray(10))
     assert type(info.value) is cls
     assert info.value.code == code
     assert info.value.status == status
@@ -74,7 +75,7 @@ async def test_retryable_codes_then_success(
     server.put_object("k", DATA)
     server.faults.append(Fault(op="GET", key="k", status=status, code=code, times=2))
     buf = bytearray(100)
-    res = await client.get_into("k", 5, buf)
+    res = await get_into(client, "k", 5, buf)
     assert bytes(buf) == DATA[5:105]
     assert res.crc64 == crc64(DATA[5:105])
     assert [r.status for r in server.requests] == [status, status, 206]
@@ -86,7 +87,7 @@ async def test_retries_are_bounded(server: MiniServer, client: OssClient) -> Non
     server.put_object("k", DATA)
     server.faults.append(Fault(op="GET", key="k", status=503, code="ServiceUnavailable", times=99))
     with pytest.raises(ServiceUnavailable) as info:
-        await client.get_into("k", 0, bytearray(10))
+        await get_into(client, "k", 0, bytearray(10))
     assert len(server.requests) == 4  # max_attempts
     assert "oss://b/k" in str(info.value)
     assert "ServiceUnavailable" in str(info.value)
@@ -131,11 +132,11 @@ async def test_anonymous_is_unsigned(server: MiniServer) -> None:
 
 async def test_if_match(server: MiniServer, client: OssClient) -> None:
     obj = server.put_object("k", DATA)
-    res = await client.get_into("k", 0, bytearray(10), if_match=obj.etag)
+    res = await get_into(client, "k", 0, bytearray(10), if_match=obj.etag)
     assert res.meta.etag == obj.etag
     assert server.requests[-1].headers["If-Match"] == obj.etag
     with pytest.raises(PreconditionFailed) as info:
-        await client.get_into("k", 0, bytearray(10), if_match='"0000"')
+        await get_into(client, "k", 0, bytearray(10), if_match='"0000"')
     assert info.value.status == 412
     assert len(server.requests) == 2  # 412 not retried
 
@@ -146,7 +147,7 @@ async def test_mid_body_reset_resumes_from_byte_reached(
     obj = server.put_object("k", DATA)
     server.faults.append(Fault(op="GET", key="k", reset_after=1_000_000))
     buf = bytearray(3_000_000)
-    res = await client.get_into("k", 500, buf)
+    res = await get_into(client, "k", 500, buf)
     assert bytes(buf) == DATA[500:3_000_500]
     assert res.length == 3_000_000
     assert res.crc64 == crc64(DATA[500:3_000_500])
@@ -161,7 +162,7 @@ async def test_connection_reset_resumes(server: MiniServer, client: OssClient) -
     server.put_object("k", DATA)
     server.faults.append(Fault(op="GET", key="k", reset_after=1_000_000, rst=True))
     buf = bytearray(3_000_000)
-    res = await client.get_into("k", 500, buf)
+    res = await get_into(client, "k", 500, buf)
     assert bytes(buf) == DATA[500:3_000_500]
     assert res.crc64 == crc64(DATA[500:3_000_500])
     # An RST may discard bytes still in our socket buffer: resume is from what we really got.
@@ -178,7 +179,7 @@ async def test_mid_body_reset_to_file(server: MiniServer, client: OssClient, tmp
     path = tmp_path / "f"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        res = await client.get_to_fd("k", 0, len(DATA), fd, 0)
+        res = await get_to_fd(client, "k", 0, len(DATA), fd, 0)
     finally:
         os.close(fd)
     assert path.read_bytes() == DATA
@@ -190,7 +191,7 @@ async def test_stall_is_a_timeout_then_resumed(server: MiniServer) -> None:
     server.faults.append(Fault(op="GET", key="k", stall_after=100_000, stall_s=1.5))
     async with make_client(server, stall_timeout_s=0.3) as c:
         buf = bytearray(len(DATA))
-        res = await c.get_into("k", 0, buf)
+        res = await get_into(c, "k", 0, buf)
     assert bytes(buf) == DATA
     assert res.crc64 == crc64(DATA)
     assert server.requests[1].headers["Range"].startswith("bytes=100000-")
@@ -201,7 +202,7 @@ async def test_transport_error_after_retries(server: MiniServer) -> None:
     server.faults.append(Fault(op="GET", key="k", reset_after=0, times=99))
     async with make_client(server, max_attempts=3) as c:
         with pytest.raises(OssTransportError) as info:
-            await c.get_into("k", 0, bytearray(1000))
+            await get_into(c, "k", 0, bytearray(1000))
     assert len(server.requests) == 3
     assert "oss://b/k" in str(info.value)
 
@@ -212,7 +213,7 @@ async def test_object_changed_during_resume(server: MiniServer, client: OssClien
         Fault(op="GET", key="k", reset_after=1_000_000, replace_with=b"y" * len(DATA))
     )
     with pytest.raises(ObjectChanged) as info:
-        await client.get_into("k", 0, bytearray(len(DATA)))
+        await get_into(client, "k", 0, bytearray(len(DATA)))
     assert isinstance(info.value, PreconditionFailed)
     assert len(server.requests) == 2
 
@@ -221,19 +222,19 @@ async def test_200_ignoring_range_is_handled(server: MiniServer, client: OssClie
     server.put_object("k", DATA)
     server.faults.append(Fault(op="GET", key="k", ignore_range=True))
     buf = bytearray(1000)
-    res = await client.get_into("k", 777_777, buf)
+    res = await get_into(client, "k", 777_777, buf)
     assert server.requests[0].status == 200
     assert bytes(buf) == DATA[777_777:778_777]
     assert res.crc64 == crc64(DATA[777_777:778_777])
     assert res.meta.size == len(DATA)
     # the connection carrying the rest of the 200 body was dropped, not reused mid-body
-    await client.get_into("k", 0, bytearray(10))
+    await get_into(client, "k", 0, bytearray(10))
     assert server.requests[1].peer != server.requests[0].peer
 
 
 async def test_fast_body_path_engaged(server: MiniServer, client: OssClient) -> None:
     server.put_object("k", DATA)
-    await client.get_into("k", 0, bytearray(len(DATA)))
+    await get_into(client, "k", 0, bytearray(len(DATA)))
     assert client.statistics() == {"recv_into_thread": 1}
 
 
@@ -261,7 +262,7 @@ async def test_short_206_continues_from_where_it_ended(
     server.put_object("k", DATA)
     server.faults.append(Fault(op="GET", key="k", cap_range=300_000, times=2))
     buf = bytearray(1_000_000)
-    res = await client.get_into("k", 10, buf)
+    res = await get_into(client, "k", 10, buf)
     assert res.length == 1_000_000
     assert bytes(buf) == DATA[10:1_000_010]
     assert res.crc64 == crc64(DATA[10:1_000_010])
@@ -270,3 +271,20 @@ async def test_short_206_continues_from_where_it_ended(
         "bytes=300010-1000009",
         "bytes=600010-1000009",
     ]
+
+
+async def test_connection_refused_is_a_transport_error_naming_the_cause() -> None:
+    import socket
+
+    from ossmount.oss import Credentials, OssConfig, RetryPolicy, StaticCredentialsProvider
+
+    with socket.socket() as s:  # a port nothing listens on (bound, never listening)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        config = OssConfig(f"http://127.0.0.1:{port}", "b", region="cn-hangzhou")
+        creds = StaticCredentialsProvider(Credentials("ak", "sk"))
+        async with OssClient(config, creds, retry=RetryPolicy(max_attempts=1)) as c:
+            with pytest.raises(OssTransportError, match="ConnectError") as info:
+                await get_into(c, "k", 0, bytearray(10))
+    assert "oss://b/k" in str(info.value)
+    assert "refused" in str(info.value).lower()

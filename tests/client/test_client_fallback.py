@@ -12,6 +12,7 @@ import pytest
 from ossmount.crc64 import crc64
 from ossmount.oss import OssClient, _body
 from tests.client._mini_server import Fault, MiniServer
+from tests.client.sinks import get_into, get_to_fd
 
 DATA = random.Random(3).randbytes(3 * 1024 * 1024 + 5)
 
@@ -24,7 +25,7 @@ def force_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_ranged_get(server: MiniServer, client: OssClient) -> None:
     server.put_object("k", DATA)
     buf = bytearray(1_234_567)
-    res = await client.get_into("k", 4321, buf)
+    res = await get_into(client, "k", 4321, buf)
     assert bytes(buf) == DATA[4321 : 4321 + len(buf)]
     assert res.crc64 == crc64(bytes(buf))
     assert client.statistics() == {"httpx": 1}
@@ -40,7 +41,7 @@ async def test_resume_and_stall(server: MiniServer, tmp_path: Path) -> None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         async with make_client(server, stall_timeout_s=0.3) as client:
-            res = await client.get_to_fd("k", 0, len(DATA), fd, 0)
+            res = await get_to_fd(client, "k", 0, len(DATA), fd, 0)
     finally:
         os.close(fd)
     assert path.read_bytes() == DATA
@@ -54,6 +55,6 @@ async def test_200_ignoring_range(server: MiniServer, client: OssClient) -> None
     server.put_object("k", DATA)
     server.faults.append(Fault(op="GET", key="k", ignore_range=True))
     buf = bytearray(100_000)
-    res = await client.get_into("k", 2_000_000, buf)
+    res = await get_into(client, "k", 2_000_000, buf)
     assert bytes(buf) == DATA[2_000_000:2_100_000]
     assert res.crc64 == crc64(bytes(buf))

@@ -20,6 +20,7 @@ import trustme
 from ossmount.crc64 import crc64
 from ossmount.oss import ANONYMOUS, OssClient, OssConfig, OssTransportError
 from ossmount.oss.credentials import StaticCredentialsProvider
+from tests.client.sinks import get_to_fd
 
 DATA = os.urandom(3 * 1024 * 1024 + 17)
 ETAG = '"0123456789ABCDEF0123456789ABCDEF"'
@@ -101,7 +102,7 @@ async def test_ranged_get_to_a_file_over_tls_with_a_private_ca(
         fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             offset, length = 1024 * 1024 - 5, 2 * 1024 * 1024 + 9
-            result = await client.get_to_fd("obj", offset, length, fd, 0, if_match=ETAG)
+            result = await get_to_fd(client, "obj", offset, length, fd, 0, if_match=ETAG)
             assert result.length == length
             assert result.crc64 == crc64(DATA[offset : offset + length])
             assert os.pread(fd, length, 0) == DATA[offset : offset + length]

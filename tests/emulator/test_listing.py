@@ -138,3 +138,18 @@ def test_list_v1(filled: Emulator, http: httpx.Client) -> None:
     assert keys == ["a.txt", "é.txt"]
     assert prefixes == ["dir/", "dir2/", "z/"]
     assert filled.requests[-1].op == "ListObjects"
+
+
+def test_last_modified_is_whole_seconds_like_oss(open_emu: Emulator, http: httpx.Client) -> None:
+    """Real OSS writes ``.000Z``; a fraction of a second must not leak into any listing."""
+    from dataclasses import replace
+
+    open_emu.put_object("demo", "frac.txt", b"x")
+    b = open_emu.store.bucket("demo")
+    assert b is not None
+    open_emu.store.publish("demo", replace(b.objects["frac.txt"], mtime=1700000000.987))
+    for q in ({"list-type": "2"}, {}):
+        root = ElementTree.fromstring(http.get("/demo/", params=q).content)
+        assert root.findtext("Contents/LastModified") == "2023-11-14T22:13:20.000Z"
+    head = http.head("/demo/frac.txt")
+    assert head.headers["last-modified"] == "Tue, 14 Nov 2023 22:13:20 GMT"

@@ -260,3 +260,19 @@ def test_clock_skew_refused(emu: Emulator) -> None:
         if status == 403:
             assert ElementTree.fromstring(r.content).findtext("Code") == "RequestTimeTooSkewed"
             assert r.headers["date"]
+
+
+def test_listing_last_modified_matches_head_to_the_second(emu: Emulator) -> None:
+    from dataclasses import replace
+
+    c = client(emu)
+    c.put_object(oss.PutObjectRequest(bucket="demo", key="t.txt", body=b"x"))
+    b = emu.store.bucket("demo")
+    assert b is not None
+    emu.store.publish("demo", replace(b.objects["t.txt"], mtime=1700000000.5))
+    page = c.list_objects_v2(oss.ListObjectsV2Request(bucket="demo"))
+    listed = page.contents[0].last_modified
+    want = datetime.datetime(2023, 11, 14, 22, 13, 20, tzinfo=datetime.UTC)
+    assert listed == want
+    head = c.head_object(oss.HeadObjectRequest(bucket="demo", key="t.txt"))
+    assert head.last_modified == listed

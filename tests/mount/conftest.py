@@ -12,15 +12,18 @@ from tests.mount.harness import AK, BUCKET, SK, Mount, fuse_problem
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _require_fuse() -> Iterator[None]:
+def _require_fuse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     problem = fuse_problem()
     if problem is not None:
         pytest.fail(f"FUSE mount tests cannot run: {problem}", pytrace=False)
     yield
+    # Only this session's mounts (under its own base temp dir): another pytest session on the
+    # same machine may be mounting right now, and its mounts are not ours to judge.
+    ours = str(tmp_path_factory.getbasetemp())
     leftovers = [
         line
         for line in Path("/proc/mounts").read_text().splitlines()
-        if "ossmount" in line and "pytest" in line
+        if "ossmount" in line and ours in line
     ]
     assert not leftovers, f"tests left mounts behind: {leftovers}"
 

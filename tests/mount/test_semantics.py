@@ -331,3 +331,30 @@ def test_a_footer_read_of_an_object_bigger_than_the_cap_evicts_nothing(
     time.sleep(1.5)  # past the checkpoint flush, after which the store evicts if over the cap
     assert os.getxattr(mount.path / "small.bin", "user.ossmount.state") == b"verified"
     assert os.getxattr(mount.path / "table.parquet", "user.ossmount.state") == b"partial"
+
+
+def test_ls_l_stops_asking_for_selinux_and_acl_xattrs_while_ours_keep_working(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """`ls -l` asks each entry for security.selinux and system.posix_acl_access until one
+    answer says "not supported" (fs/xattrs.py): one request each per mount (ls remembers the
+    device), not one per file. The daemon logs every refused getxattr at DEBUG, which is what
+    is counted."""
+    for i in range(20):
+        emulator.put_object(BUCKET, f"d/f{i:02d}", b"x")
+    mount = make_mount().start()
+    before = mount.log().count("getxattr:")
+    subprocess.run(["ls", "-l", str(mount.path / "d")], capture_output=True, check=True)
+    asked = mount.log().count("getxattr:") - before
+    assert 0 < asked <= 2, f"{asked} getxattr requests for a directory of 20 files"
+
+    f = mount.path / "d" / "f03"
+    for name in ("security.selinux", "system.posix_acl_access", "trusted.x"):
+        with pytest.raises(OSError, match="not supported") as caught:
+            os.getxattr(f, name)
+        assert caught.value.errno == errno.EOPNOTSUPP, name
+    with pytest.raises(OSError, match="No data") as caught:
+        os.getxattr(f, "user.not-ours")
+    assert caught.value.errno == errno.ENODATA
+    assert os.getxattr(f, "user.ossmount.key") == b"d/f03"
+    assert "user.ossmount.etag" in os.listxattr(f)

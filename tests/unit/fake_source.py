@@ -1,6 +1,7 @@
-"""An in-memory `RangeSource` for the prefetch scheduler, with fault injection and accounting.
+"""An in-memory `RangeSource` for the prefetcher, with fault injection and accounting.
 
-`get_to_fd` pwrites the requested bytes of the stored object into the given fd and returns a
+`get` delivers the requested bytes of the stored object into the given sink (window by window,
+as the client does, so the sink's write errors surface as they would) and returns a
 `GetResult` whose `meta` is the stored object's (whole-object size, ETag and CRC-64 header, as
 the real client reports them) and whose `crc64` is the CRC of exactly the bytes written, as the
 real client computes it while receiving. Like OSS it answers 412 (`PreconditionFailed`) when
@@ -23,7 +24,6 @@ Accounting: `calls` (every GET in order), `part_calls(key)` (GETs per part index
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +32,7 @@ import trio
 
 from ossmount.crc64 import crc64
 from ossmount.oss import NoSuchKey, OssTransportError, PreconditionFailed
-from ossmount.oss.models import GetResult, ObjectMeta
+from ossmount.oss.models import GetResult, ObjectMeta, Sink
 
 BUCKET = "test-bucket"
 MTIME_NS = 1_700_000_000_000_000_000
@@ -123,13 +123,12 @@ class FakeSource:
             raise NoSuchKey(404, "NoSuchKey", "no such key", bucket=BUCKET, key=key)
         return stored.meta
 
-    async def get_to_fd(
+    async def get(
         self,
         key: str,
         offset: int,
         length: int,
-        fd: int,
-        file_offset: int,
+        sink: Sink,
         *,
         if_match: str | None = None,
     ) -> GetResult:
@@ -152,7 +151,7 @@ class FakeSource:
                 await gate.release.wait()
             # No checkpoint from here on: the reply is "received" in one step.
             try:
-                return self._answer(key, offset, length, fd, file_offset, if_match)
+                return self._answer(key, offset, length, sink, if_match)
             finally:
                 hook = self.hooks.pop(where, None)
                 if hook is not None:
@@ -162,7 +161,7 @@ class FakeSource:
             self.in_flight_by_key[key] -= 1
 
     def _answer(
-        self, key: str, offset: int, length: int, fd: int, file_offset: int, if_match: str | None
+        self, key: str, offset: int, length: int, sink: Sink, if_match: str | None
     ) -> GetResult:
         where = (key, offset)
         if where in self.fail_once:
@@ -182,9 +181,12 @@ class FakeSource:
         for flip_key, at in self.flip:
             if flip_key == key and offset <= at < offset + length:
                 body[at - offset] ^= 0xFF
-        written = 0
-        while written < length:
-            written += os.pwrite(fd, body[written:], file_offset + written)
+        pos = 0
+        while pos < length:
+            window = sink.window(pos, length - pos)
+            window[:] = body[pos : pos + len(window)]
+            sink.commit(window, pos)
+            pos += len(window)
         if where in self.crc_header:
             meta = ObjectMeta(
                 key=meta.key,

@@ -30,9 +30,42 @@ def test_the_emulator_does_not_load_the_client_cache_tree_or_fuse_code() -> None
 
 def test_only_the_adapter_and_the_runtime_load_pyfuse3() -> None:
     for module in (
-        "ossmount.prefetch.scheduler",
+        "ossmount.prefetch",
         "ossmount.tree.listing",
         "ossmount.cache.store",
         "ossmount.oss",
     ):
         assert "pyfuse3" not in _modules_after_import(module), module
+
+
+PREFETCH_MODULES = (
+    "ossmount.prefetch",
+    "ossmount.prefetch.config",
+    "ossmount.prefetch.download",
+    "ossmount.prefetch.errors",
+    "ossmount.prefetch.fence",
+    "ossmount.prefetch.fetch",
+    "ossmount.prefetch.flush",
+    "ossmount.prefetch.parts",
+    "ossmount.prefetch.prefetcher",
+    "ossmount.prefetch.reader",
+    "ossmount.prefetch.shed",
+    "ossmount.prefetch.space",
+    "ossmount.prefetch.tasks",
+    "ossmount.prefetch.verdict",
+)
+
+
+def test_the_prefetcher_reports_through_an_observer_not_the_metrics_stack() -> None:
+    """It is handed a PrefetchObserver (ossmount.observe); the mount wires the metrics in."""
+    forbidden = {"ossmount.service", "ossmount.service.metrics", "prometheus_client", "pyfuse3"}
+    for module in PREFETCH_MODULES:
+        assert not _modules_after_import(module) & forbidden, module
+
+
+def test_the_cache_loads_neither_the_read_path_nor_the_http_client() -> None:
+    """The cache owns its file and gives out a body sink; it knows the client only by the
+    Sink protocol and GetResult (ossmount.oss.models)."""
+    forbidden = {"ossmount.prefetch", "ossmount.oss._client", "ossmount.oss._body", "httpx"}
+    for module in ("ossmount.cache.store", "ossmount.cache.entry", "ossmount.cache.sink"):
+        assert not _modules_after_import(module) & forbidden, module

@@ -19,7 +19,7 @@ from ossmount.oss import (
     OssTransportError,
     SignatureDoesNotMatch,
 )
-from ossmount.prefetch.scheduler import (
+from ossmount.prefetch import (
     DownloadFailed,
     ObjectArchived,
     ObjectChanged,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import crcmod
@@ -19,8 +20,10 @@ from hypothesis import strategies as st
 from ossmount.cache.checkpoint import EntryState, load
 from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import CacheFull, CacheIOError, EntryStateError
+from ossmount.cache.opening import open_entry as open_cache_entry
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
+from tests.unit.cache_helpers import write_part
 
 PART = 10
 DATA = bytes(range(256)) * 2 + b"tail"  # 516 bytes: 52 parts, the last one 6 bytes
@@ -42,7 +45,7 @@ def meta(data: bytes = DATA, *, etag: str = '"E1"', crc: int | None = AUTO) -> O
 
 
 def open_entry(tmp_path: Path, m: ObjectMeta | None = None, part_size: int = PART) -> CacheEntry:
-    return CacheEntry.open(
+    return open_cache_entry(
         bucket=BUCKET,
         meta=m or meta(),
         part_size=part_size,
@@ -57,7 +60,7 @@ def part(index: int, data: bytes = DATA) -> bytes:
 
 def write_all(entry: CacheEntry, data: bytes = DATA) -> None:
     for i in range(entry.layout.count):
-        entry.write_part(i, part(i, data))
+        write_part(entry, i, part(i, data))
 
 
 def test_fresh_entry_is_sparse_and_sized(tmp_path: Path) -> None:
@@ -68,20 +71,20 @@ def test_fresh_entry_is_sparse_and_sized(tmp_path: Path) -> None:
     assert st.st_blocks * 512 < 1 << 20  # sparse, not allocated
     assert entry.state is EntryState.PARTIAL
     assert entry.missing_parts(range(3)) == [0, 1, 2]
-    assert entry.contiguous_offset == 0
+    assert entry.layout.contiguous_offset(set(entry.present_parts())) == 0
     entry.close()
 
 
 def test_write_read_and_missing_part_is_refused(tmp_path: Path) -> None:
     entry = open_entry(tmp_path)
-    entry.write_part(0, part(0))
-    entry.write_part(2, part(2))
+    write_part(entry, 0, part(0))
+    write_part(entry, 2, part(2))
     # The prefetcher's way: pwrite to fd itself, then record with the CRC it computed.
     os.pwrite(entry.fd, part(1), PART)
     entry.record_part(1, crc64(part(1)))
     assert entry.read(5, 20) == DATA[5:25]
     assert entry.read(0, 30) == DATA[:30]
-    assert entry.contiguous_offset == 30
+    assert entry.layout.contiguous_offset(set(entry.present_parts())) == 30
     assert entry.missing_parts([3, 1, 5, 2]) == [3, 5]
     with pytest.raises(EntryStateError, match=r"parts \[3\]"):
         entry.read(25, 10)
@@ -110,11 +113,11 @@ def test_flush_is_durable_before_checkpoint_and_cheap_when_clean(
     monkeypatch.setattr(os, "replace", replace)
     entry.flush()
     assert calls == []  # nothing recorded, nothing to do
-    entry.write_part(0, part(0))
-    assert entry.pending_parts == 1
+    write_part(entry, 0, part(0))
+    assert entry.needs_flush
     entry.flush()
     assert calls == ["fdatasync", "replace obj.ckpt"]
-    assert entry.pending_parts == 0
+    assert not entry.needs_flush
     entry.flush()
     assert calls == ["fdatasync", "replace obj.ckpt"]
     entry.close()
@@ -123,9 +126,9 @@ def test_flush_is_durable_before_checkpoint_and_cheap_when_clean(
 def test_resume_after_crash_keeps_exactly_the_flushed_parts(tmp_path: Path) -> None:
     entry = open_entry(tmp_path)
     for i in (0, 1, 5):
-        entry.write_part(i, part(i))
+        write_part(entry, i, part(i))
     entry.flush()
-    entry.write_part(2, part(2))  # recorded, never flushed
+    write_part(entry, 2, part(2))  # recorded, never flushed
     os.pwrite(entry.fd, b"torn", 3 * PART)  # a part being received when the crash hit
     # "Crash": the object is dropped without close() or flush(); only the fd goes away.
     os.close(entry.fd)
@@ -135,7 +138,7 @@ def test_resume_after_crash_keeps_exactly_the_flushed_parts(tmp_path: Path) -> N
     assert [i for i in range(again.layout.count) if again.is_done(i)] == [0, 1, 5]
     assert again.read(0, 20) == DATA[:20]
     assert again.read(50, 10) == DATA[50:60]
-    assert again.contiguous_offset == 20
+    assert again.layout.contiguous_offset(set(again.present_parts())) == 20
     assert again.missing_parts(range(6)) == [2, 3, 4]
     again.close()
 
@@ -145,17 +148,18 @@ def test_resume_after_real_kill_9(tmp_path: Path) -> None:
         f"""
         import os, signal
         from pathlib import Path
-        from ossmount.cache.entry import CacheEntry
+        from ossmount.cache.opening import open_entry as open_cache_entry
         from ossmount.oss.models import ObjectMeta
+        from tests.unit.cache_helpers import write_part
         data = {DATA!r}
         m = ObjectMeta(key={KEY!r}, size=len(data), etag='"E1"', mtime_ns=1_700_000_000_000_000_000)
         root = Path({str(tmp_path)!r})
-        e = CacheEntry.open(bucket="bkt", meta=m, part_size={PART}, path=root / "obj.data",
+        e = open_cache_entry(bucket="bkt", meta=m, part_size={PART}, path=root / "obj.data",
                             checkpoint_path=root / "obj.ckpt")
         for i in (0, 1, 2, 7):
-            e.write_part(i, data[i * {PART}:(i + 1) * {PART}])
+            write_part(e, i, data[i * {PART}:(i + 1) * {PART}])
         e.flush()
-        e.write_part(3, data[3 * {PART}:4 * {PART}])
+        write_part(e, 3, data[3 * {PART}:4 * {PART}])
         os.pwrite(e.fd, b"XXXXX", 4 * {PART})
         os.kill(os.getpid(), signal.SIGKILL)
         """
@@ -167,7 +171,7 @@ def test_resume_after_real_kill_9(tmp_path: Path) -> None:
     assert entry.read(0, 30) == DATA[:30]
     for i in range(entry.layout.count):
         if not entry.is_done(i):
-            entry.write_part(i, part(i))
+            write_part(entry, i, part(i))
     result = entry.verify()
     assert result.state is EntryState.UNVERIFIABLE
     assert result.actual == crc64(DATA)
@@ -179,7 +183,7 @@ def test_verify_matches_crcmod_reference(tmp_path: Path) -> None:
     expected = reference(DATA)
     entry = open_entry(tmp_path, meta(crc=expected))
     for i in reversed(range(entry.layout.count)):  # out of order on purpose
-        entry.write_part(i, part(i))
+        write_part(entry, i, part(i))
     assert entry.complete
     assert entry.state is EntryState.PARTIAL
     result = entry.verify()
@@ -256,7 +260,7 @@ def test_verify_corrupt_logs_and_discard_removes(
 
 def test_verify_before_complete_is_refused(tmp_path: Path) -> None:
     entry = open_entry(tmp_path)
-    entry.write_part(0, part(0))
+    write_part(entry, 0, part(0))
     with pytest.raises(EntryStateError, match="not complete"):
         entry.verify()
     entry.close()
@@ -331,10 +335,10 @@ def test_fdatasync_failure_drops_unflushed_parts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     entry = open_entry(tmp_path)
-    entry.write_part(0, part(0))
+    write_part(entry, 0, part(0))
     entry.flush()
-    entry.write_part(1, part(1))
-    entry.write_part(2, part(2))
+    write_part(entry, 1, part(1))
+    write_part(entry, 2, part(2))
 
     def broken(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
@@ -358,7 +362,7 @@ def test_full_disk_on_checkpoint_keeps_state_and_retries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entry = open_entry(tmp_path)
-    entry.write_part(0, part(0))
+    write_part(entry, 0, part(0))
     real_write = os.write
 
     def full(fd: int, data: bytes | memoryview) -> int:
@@ -370,10 +374,10 @@ def test_full_disk_on_checkpoint_keeps_state_and_retries(
     assert info.value.bucket == BUCKET
     assert info.value.path == tmp_path / "obj.ckpt"
     assert entry.is_done(0)  # the bytes are durable; only the checkpoint is missing
-    assert entry.pending_parts == 1
+    assert entry.needs_flush
     monkeypatch.setattr(os, "write", real_write)
     entry.flush()
-    assert entry.pending_parts == 0
+    assert not entry.needs_flush
     cp = load(tmp_path / "obj.ckpt")
     assert cp is not None
     assert set(cp.part_crcs) == {0}
@@ -388,7 +392,7 @@ def test_full_disk_on_part_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(os, "pwrite", full)
     with pytest.raises(CacheFull, match="part 3"):
-        entry.write_part(3, part(3))
+        write_part(entry, 3, part(3))
     monkeypatch.undo()
     assert not entry.is_done(3)
     entry.close()
@@ -400,8 +404,9 @@ def test_bad_arguments(tmp_path: Path) -> None:
         entry.record_part(entry.layout.count, 0)
     with pytest.raises(ValueError, match="CRC"):
         entry.record_part(0, 1 << 64)
-    with pytest.raises(ValueError, match="bytes"):
-        entry.write_part(0, b"short")
+    with pytest.raises(EntryStateError, match="bytes"):
+        write_part(entry, 0, b"short")  # a body shorter than its part is never recorded
+    assert not entry.is_done(0)
     entry.close()
     entry.close()  # idempotent
 
@@ -424,7 +429,7 @@ def test_flush_in_thread_while_recording(tmp_path: Path) -> None:
     thread.start()
     try:
         for i in range(entry.layout.count):
-            entry.write_part(i, part(i, data))
+            write_part(entry, i, part(i, data))
     finally:
         stop.set()
         thread.join()
@@ -445,7 +450,7 @@ def test_combined_crc_equals_whole_crc(
     entry = open_entry(tmp_path, meta(data), part_size=part_size)
     for i in range(entry.layout.count):
         start, length = entry.layout.span(i)
-        entry.write_part(i, data[start : start + length])
+        write_part(entry, i, data[start : start + length])
     assert entry.combined_crc() == crc64(data)
     assert entry.verify().state is EntryState.VERIFIED
     entry.close()
@@ -453,13 +458,15 @@ def test_combined_crc_equals_whole_crc(
 
 def test_server_crc_learnt_after_open_is_persisted(tmp_path: Path) -> None:
     entry = open_entry(tmp_path, meta(crc=None))
-    entry.write_part(0, part(0))
+    write_part(entry, 0, part(0))
     entry.flush()
     entry.set_server_crc64(crc64(DATA))
     entry.set_server_crc64(crc64(DATA))  # same value again: fine
     with pytest.raises(ValueError, match="another object version"):
         entry.set_server_crc64(crc64(DATA) ^ 1)
-    assert entry.pending_parts == 0
+    saved = load(tmp_path / "obj.ckpt")
+    assert saved is not None
+    assert set(saved.part_crcs) == set(entry.present_parts())  # no part pending
     entry.flush()  # no new part, but the CRC is new: written
     cp = load(tmp_path / "obj.ckpt")
     assert cp is not None
@@ -487,7 +494,7 @@ def test_cache_io_error_is_an_oserror(tmp_path: Path, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(os, "pwrite", full)
     with pytest.raises(OSError, match="No space") as info:
-        entry.write_part(0, part(0))
+        write_part(entry, 0, part(0))
     monkeypatch.undo()
     assert isinstance(info.value, CacheFull)
     assert info.value.errno == errno.ENOSPC
@@ -502,12 +509,12 @@ def test_needs_flush_says_exactly_when_flush_would_write(tmp_path: Path) -> None
     assert not entry.needs_flush  # nothing recorded: no checkpoint to write
     entry.flush()
     assert not (tmp_path / "obj.ckpt").exists()
-    entry.write_part(0, part(0))
+    write_part(entry, 0, part(0))
     assert entry.needs_flush
     entry.flush()
     assert not entry.needs_flush
     for i in range(1, entry.layout.count):
-        entry.write_part(i, part(i))
+        write_part(entry, i, part(i))
     entry.flush()
     assert load(tmp_path / "obj.ckpt").state is EntryState.PARTIAL  # type: ignore[union-attr]
     entry.verify()
@@ -539,7 +546,7 @@ def test_cached_bytes_is_the_sum_of_the_recorded_spans(
     assert entry.cached_bytes == 0
     for i in [*range(entry.layout.count)][::-1]:  # the last part first, then down to the head
         start, length = spans[i]
-        entry.write_part(i, data[start : start + length])
+        write_part(entry, i, data[start : start + length])
         recorded.add(i)
         assert entry.cached_bytes == sum(spans[j][1] for j in recorded)
     assert entry.cached_bytes == size
@@ -549,10 +556,10 @@ def test_resuming_a_partial_download_is_info_reopening_a_verified_entry_is_debug
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     entry = open_entry(tmp_path)
-    entry.write_part(0, part(0))
+    write_part(entry, 0, part(0))
     entry.flush()
     entry.close()
-    caplog.set_level(logging.DEBUG, logger="ossmount.cache.entry")
+    caplog.set_level(logging.DEBUG, logger="ossmount.cache")
     open_entry(tmp_path).close()
     resumed = [r for r in caplog.records if "resumed" in r.getMessage()]
     assert [r.levelno for r in resumed] == [logging.INFO]
@@ -565,3 +572,49 @@ def test_resuming_a_partial_download_is_info_reopening_a_verified_entry_is_debug
     open_entry(tmp_path).close()
     resumed = [r for r in caplog.records if "resumed" in r.getMessage()]
     assert [r.levelno for r in resumed] == [logging.DEBUG]
+
+
+def test_checkpoint_with_a_listing_mtime_resumes_for_a_head_meta(tmp_path: Path) -> None:
+    """Checkpoints written before mtimes were whole seconds (a listing's meta kept its
+    milliseconds) still resume: the version is key, ETag and size, not Last-Modified."""
+    from dataclasses import replace
+
+    listed = replace(meta(), mtime_ns=1_700_000_000_123_000_000)
+    entry = open_entry(tmp_path, listed)
+    write_all(entry)
+    entry.close()
+    headed = replace(meta(), mtime_ns=1_700_000_000_000_000_000)
+    again = open_entry(tmp_path, headed)
+    assert again.missing_parts(range(again.layout.count)) == []
+
+
+def test_object_version_is_the_one_identity() -> None:
+    from dataclasses import replace
+
+    from ossmount.oss.models import ObjectVersion
+
+    m = meta()
+    assert m.version == ObjectVersion(KEY, '"E1"', len(DATA))
+    assert replace(m, mtime_ns=0, crc64=None).version == m.version
+    assert replace(m, etag='"E2"').version != m.version
+    assert replace(m, size=1).version != m.version
+    assert hash(m.version) == hash(ObjectVersion(KEY, '"E1"', len(DATA)))
+
+
+def failing_pwrite(code: int) -> Callable[..., int]:
+    def pwrite(*_args: object) -> int:
+        raise OSError(code, os.strerror(code))
+
+    return pwrite
+
+
+def test_part_sink_maps_other_write_errors_to_cache_io_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = open_entry(tmp_path)
+    monkeypatch.setattr(os, "pwrite", failing_pwrite(errno.EIO))
+    with pytest.raises(CacheIOError, match="part 1") as info:
+        write_part(entry, 1, part(1))
+    assert not entry.is_done(1)
+    assert (info.value.errno, type(info.value)) == (errno.EIO, CacheIOError)
+    entry.close()

@@ -15,8 +15,10 @@ from ossmount.cache.checkpoint import EntryState, load
 from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import EntryStateError, PartMismatch
 from ossmount.cache.holes import hole_spans, probe, punch_hole
+from ossmount.cache.opening import open_entry as open_cache_entry
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
+from tests.unit.cache_helpers import write_part
 
 BLOCK = 4096
 PARTS = 6
@@ -26,7 +28,7 @@ META = ObjectMeta(key=KEY, size=len(DATA), etag='"E"', mtime_ns=1, crc64=crc64(D
 
 
 def open_entry(tmp_path: Path) -> CacheEntry:
-    return CacheEntry.open(
+    return open_cache_entry(
         bucket="bkt",
         meta=META,
         part_size=BLOCK,
@@ -39,7 +41,7 @@ def full_entry(tmp_path: Path) -> CacheEntry:
     entry = open_entry(tmp_path)
     for index in range(PARTS):
         start, length = entry.layout.span(index)
-        entry.write_part(index, DATA[start : start + length])
+        write_part(entry, index, DATA[start : start + length])
     return entry
 
 
@@ -87,7 +89,7 @@ def test_a_shed_part_comes_back_only_with_the_same_crc(tmp_path: Path) -> None:
         entry.record_part(2, crc64(b"other bytes"))
     assert not entry.is_done(2)
     start, length = entry.layout.span(2)
-    entry.write_part(2, DATA[start : start + length])  # allowed though VERIFIED
+    write_part(entry, 2, DATA[start : start + length])  # allowed though VERIFIED
     assert entry.all_present
     assert entry.read(0, len(DATA)) == DATA
     entry.close()
@@ -138,14 +140,14 @@ def test_a_part_without_a_whole_block_is_never_shed(tmp_path: Path) -> None:
     """A punch would only zero it, leaving no hole to find after a crash: it stays."""
     tiny = b"small object"
     meta = ObjectMeta(key="tiny", size=len(tiny), etag='"T"', mtime_ns=1, crc64=crc64(tiny))
-    entry = CacheEntry.open(
+    entry = open_cache_entry(
         bucket="bkt",
         meta=meta,
         part_size=BLOCK,
         path=tmp_path / "t.data",
         checkpoint_path=tmp_path / "t.ckpt",
     )
-    entry.write_part(0, tiny)
+    write_part(entry, 0, tiny)
     assert entry.shed([0]) == 0
     assert entry.read(0, len(tiny)) == tiny
     entry.close()

@@ -22,6 +22,7 @@ from ossmount.cache import (
 )
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
+from tests.unit.cache_helpers import write_part
 
 PART = 16
 BUCKET = "my-bucket"
@@ -41,7 +42,7 @@ def fill(entry: CacheEntry, data: bytes) -> None:
     for i in range(entry.layout.count):
         if not entry.is_done(i):
             start, length = entry.layout.span(i)
-            entry.write_part(i, data[start : start + length])
+            write_part(entry, i, data[start : start + length])
 
 
 @pytest.fixture
@@ -174,9 +175,9 @@ def test_resume_across_stores_after_crash(tmp_path: Path) -> None:
     e = s1.open_entry(obj("k", data), PART)
     for i in (0, 1, 4):
         start, length = e.layout.span(i)
-        e.write_part(i, data[start : start + length])
+        write_part(e, i, data[start : start + length])
     e.flush()
-    e.write_part(2, data[32:48])  # never flushed
+    write_part(e, 2, data[32:48])  # never flushed
     # Crash: the process dies; the kernel closes its fds (and so drops the flock).
     os.close(e.fd)
     assert s1._lock_fd is not None
@@ -343,7 +344,7 @@ def test_space_is_what_entries_hold_not_their_object_sizes(tmp_path: Path) -> No
     h = store.open_entry(huge, PART)  # 1 TiB, sparse
     last = h.layout.count - 1
     footer = os.urandom(PART)
-    h.write_part(last, footer)  # the footer: one part
+    write_part(h, last, footer)  # the footer: one part
     h.flush()
     store.evict_to_fit()
     assert store.statistics().bytes == 300 + PART
@@ -372,9 +373,9 @@ def test_a_growing_download_makes_room_before_it_is_released(tmp_path: Path) -> 
     big = os.urandom(8 * PART)
     growing = store.open_entry(obj("growing", big), PART)
     for i in range(4):  # 4 + 6 parts: at the limit, nothing to do yet
-        growing.write_part(i, big[i * PART : (i + 1) * PART])
+        write_part(growing, i, big[i * PART : (i + 1) * PART])
     assert store.evict_to_fit() == 0
-    growing.write_part(4, big[4 * PART : 5 * PART])  # 11 parts > 10
+    write_part(growing, 4, big[4 * PART : 5 * PART])  # 11 parts > 10
     assert store.evict_to_fit() == 1
     assert not entry_files(tmp_path, "old")[0].exists()
     assert store.statistics().bytes == 5 * PART
@@ -432,7 +433,7 @@ def test_close_flushes_open_entries_and_unlocks(tmp_path: Path) -> None:
     store.lock()
     data = os.urandom(64)
     e = store.open_entry(obj("k", data), PART)
-    e.write_part(0, data[:16])
+    write_part(e, 0, data[:16])
     store.close()
     assert e.fd == -1
     again = CacheStore(tmp_path, bucket=BUCKET)

@@ -79,6 +79,12 @@ def test_put_updates_node_keeps_number() -> None:
     assert d.mtime_ns == 5
 
 
+def lookups(table: InodeTable, ino: int) -> int:
+    """The kernel references the table counts for `ino` (0 when it holds no entry)."""
+    entry = table._by_ino.get(ino)
+    return entry.lookups if entry is not None else 0
+
+
 def test_lookup_counts() -> None:
     t = InodeTable(max_idle=1)
     ino = t.inode_for("a", False)
@@ -88,9 +94,9 @@ def test_lookup_counts() -> None:
     assert ino in t
     t.forget(ino, 1)
     assert ino in t
-    assert t.lookup_count(ino) == 1
+    assert lookups(t, ino) == 1
     t.forget(ino, 1)
-    assert t.lookup_count(ino) == 0
+    assert lookups(t, ino) == 0
     t.check_invariants()
     t.inode_for("d", False)  # "a" is idle now and the oldest: evicted
     assert ino not in t
@@ -117,19 +123,8 @@ def test_forget_never_raises(caplog: pytest.LogCaptureFixture) -> None:
         ino = t.inode_for("a", False)
         t.remember(ino)
         t.forget(ino, 5)
-    assert t.lookup_count(ino) == 0
+    assert lookups(t, ino) == 0
     assert len(caplog.records) == 2
-    t.check_invariants()
-
-
-def test_forget_all() -> None:
-    t = InodeTable()
-    ino = t.inode_for("a", False)
-    t.remember(ino, 3)
-    t.forget_all()
-    assert t.lookup_count(ino) == 0
-    assert t.lookup_count(ROOT_INODE) == 0
-    assert ROOT_INODE in t
     t.check_invariants()
 
 
@@ -177,5 +172,14 @@ def test_random_operations_keep_invariants(
         live = {k: numbers[k] for k in numbers if held.get(k, 0) or pins.get(k, 0)}
         for k, v in live.items():
             assert t.find(*k) == v
-            assert t.lookup_count(v) == held.get(k, 0)
+            assert lookups(t, v) == held.get(k, 0)
         assert len(set(live.values())) == len(live)
+
+
+def test_forget_says_whether_the_kernel_still_holds_references() -> None:
+    t = InodeTable()
+    ino = t.inode_for("a", False)
+    t.remember(ino, 2)
+    assert t.forget(ino, 1) is True
+    assert t.forget(ino, 1) is False
+    assert t.forget(424242, 1) is False

@@ -1,4 +1,4 @@
-"""fs.ops.link_target: OSS symlink targets as POSIX targets that never leave the mount."""
+"""fs.links.link_target: OSS symlink targets as POSIX targets that never leave the mount."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import posixpath
 
 import pytest
 
-from ossmount.fs.ops import link_target
+from ossmount.fs.links import link_target
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ossmount.cache.store import CacheStore
 from ossmount.config import build_config
 from ossmount.errors import StartupError
-from ossmount.prefetch.scheduler import (
+from ossmount.observe import NO_PREFETCH_OBSERVER
+from ossmount.prefetch import (
     DownloadFailed,
     ObjectCorrupt,
     ObjectReader,
@@ -238,15 +239,25 @@ async def test_scheduler_counts_failed_parts_and_corrupt_objects(tmp_path: Path)
         await reader.aclose()
 
 
-async def test_scheduler_without_metrics_gets_a_private_registry(tmp_path: Path) -> None:
+async def test_scheduler_without_metrics_reports_to_nobody(tmp_path: Path) -> None:
+    """Without a mount's metrics the prefetcher reports to a no-op observer (it no longer
+    builds a private registry: it does not import the metrics stack, see test_boundaries)."""
     store = CacheStore(tmp_path / "c", bucket=BUCKET)
+    store.lock()
     cfg = PrefetchConfig(
         bucket=BUCKET, part_size=PART, parallel_count=1, max_gets=1, readahead_bytes=PART
     )
+    source = FakeSource(PART)
+    data = random.Random(3).randbytes(SIZE)
+    meta = source.put(KEY, data)
     async with trio.open_nursery() as nursery:
-        a = Prefetcher(FakeSource(PART), store, nursery, cfg)
-        b = Prefetcher(FakeSource(PART), store, nursery, cfg)
-    assert a.metrics.registry is not b.metrics.registry
+        p = Prefetcher(source, store, nursery, cfg)
+        reader = p.open(meta)
+        assert await read_all(reader) == data
+        await reader.aclose()
+        await p.wait_idle()
+    assert p.metrics is NO_PREFETCH_OBSERVER
+    store.close()
 
 
 # --------------------------------------------------------------------- HTTP

@@ -20,6 +20,7 @@ from ossmount.tree import (
     NotFound,
 )
 from tests.unit.fake_lister import FakeLister
+from tests.unit.test_inodes import lookups
 
 
 class Clock:
@@ -307,7 +308,7 @@ async def test_invalidate_drops_metadata_keeps_inodes() -> None:
     ns.invalidate()
     assert (await ns.lookup(ROOT_INODE, "a")).inode == a.inode
     assert fake.call_count == 2
-    assert ns.table.lookup_count(a.inode) == 2
+    assert lookups(ns.table, a.inode) == 2
 
 
 async def test_kernel_entries_are_the_looked_up_names_with_their_parents() -> None:
@@ -323,24 +324,6 @@ async def test_kernel_entries_are_the_looked_up_names_with_their_parents() -> No
     got = sorted(ns.kernel_entries())
     c = ns.table.find("c", False)
     assert got == sorted([(ROOT_INODE, "d", d.inode), (ROOT_INODE, "c", c)])
-
-
-async def test_refresh_file() -> None:
-    fake = FakeLister(["a"])
-    clock = Clock()
-    ns = Namespace(fake, clock=clock)
-    a = await ns.lookup(ROOT_INODE, "a")
-    newer = fake.put("a", size=99)
-    ns.refresh_file(a.inode, newer)
-    assert ns.get(a.inode).size == 99
-    assert (await ns.getattr(a.inode)).size == 99
-    assert fake.call_count == 1
-    with pytest.raises(NotFound):
-        ns.refresh_file(424242, newer)
-    assert (await listing(ns))["a"].size == 99
-    ns.refresh_file(a.inode, fake.put("a", size=100))
-    assert (await listing(ns))["a"].size == 100  # also corrects a cached listing
-    assert fake.call_count == 2
 
 
 async def test_concurrent_lookups_share_one_request() -> None:
@@ -457,7 +440,7 @@ async def test_lookup_counts_follow_fuse_semantics() -> None:
     d = await ns.lookup(ROOT_INODE, "d")
     d2 = await ns.lookup(ROOT_INODE, "d")
     assert d.inode == d2.inode
-    assert ns.table.lookup_count(d.inode) == 2
+    assert lookups(ns.table, d.inode) == 2
     snap: DirSnapshot = await ns.opendir(d.inode)
     # the adapter's readdir: each accepted entry counts; refused ones do not
     for count, (_next_id, node) in enumerate(snap.entries_from(0)):
@@ -465,8 +448,8 @@ async def test_lookup_counts_follow_fuse_semantics() -> None:
             break
         ns.remember(node.inode)
     a, b = snap.entries
-    assert ns.table.lookup_count(a.inode) == 1
-    assert ns.table.lookup_count(b.inode) == 0
+    assert lookups(ns.table, a.inode) == 1
+    assert lookups(ns.table, b.inode) == 0
     assert [i for i, _ in snap.entries_from(1)] == [2]  # resume after cookie 1
     ns.releasedir(snap)
     ns.releasedir(snap)  # idempotent
@@ -474,7 +457,7 @@ async def test_lookup_counts_follow_fuse_semantics() -> None:
     ns.forget(a.inode, 1)
     ns.forget(d.inode, 2)
     ns.check_invariants()
-    assert ns.table.lookup_count(d.inode) == 0
+    assert lookups(ns.table, d.inode) == 0
     # with max_idle_inodes=1 forgotten entries are gone once others arrive
     await ns.lookup(ROOT_INODE, "d")
     ns.check_invariants()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 
@@ -20,6 +21,7 @@ from ossmount.oss._xml import (
     XmlError,
     parse_error_xml,
     parse_iso8601_ns,
+    parse_iso8601_s,
     parse_list_v2,
 )
 
@@ -139,7 +141,8 @@ def test_list_page() -> None:
     assert obj.key == "photos/a b+cé.jpg"
     assert obj.size == 344606
     assert obj.etag == '"5B3C1A2E053D763E1B002CC607C5A0FE"'
-    assert obj.mtime_ns == 1592826152_123_000_000
+    # whole seconds, as HEAD and GET give (the listing said .123): one mtime precision
+    assert obj.mtime_ns == 1592826152_000_000_000
     assert obj.crc64 is None
     assert (obj.object_type, obj.storage_class) == ("Normal", "Standard")
     assert page.prefixes == ("photos/2024/",)
@@ -170,3 +173,57 @@ def test_iso8601() -> None:
     assert parse_iso8601_ns("1970-01-01T00:00:01.000Z") == 1_000_000_000
     with pytest.raises(XmlError):
         parse_iso8601_ns("yesterday")
+
+
+@pytest.mark.parametrize("body", [BILLION_LAUGHS, EXTERNAL_ENTITY])
+def test_list_dtd_refused_before_any_entity(body: bytes) -> None:
+    with pytest.raises(XmlError, match="refused"):
+        parse_list_v2(body.replace(b"Error", b"ListBucketResult"))
+
+
+def test_list_with_namespaces_and_nested_fields() -> None:
+    body = LIST.replace(
+        b"<ListBucketResult>", b'<ListBucketResult xmlns="http://doc.oss-cn-hangzhou.aliyuncs.com">'
+    ).replace(b"<Type>", b"<Owner><ID>1</ID><Size>9</Size></Owner><Type>")
+    page = parse_list_v2(body)
+    assert page.next_token == "photos/b+c"
+    (obj,) = page.objects
+    assert (obj.key, obj.size, obj.object_type) == ("photos/a b+cé.jpg", 344606, "Normal")
+    assert page.prefixes == ("photos/2024/",)
+
+
+def test_list_malformed_and_wrong_root() -> None:
+    with pytest.raises(XmlError, match="malformed"):
+        parse_list_v2(LIST[:-20])
+    with pytest.raises(XmlError, match="expected <ListBucketResult>"):
+        parse_list_v2(b"<Other/>")
+
+
+def test_iso8601_whole_seconds_fast_path_agrees() -> None:
+    import random
+
+    rng = random.Random(3)
+    for _ in range(500):
+        ns = rng.randrange(0, 4_000_000_000) * 1_000_000_000 + rng.randrange(0, 10**9)
+        secs = ns // 1_000_000_000
+        text = (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns % 10**9 // 10**6:03d}Z"
+        )
+        assert parse_iso8601_s(text) == secs == parse_iso8601_ns(text) // 1_000_000_000
+    assert parse_iso8601_s("2020-06-22T11:42:32+08:00") == 1592797352  # other forms: datetime
+    for bad in ("2020-02-30T00:00:00.000Z", "yesterday"):
+        with pytest.raises(XmlError):
+            parse_iso8601_s(bad)
+
+
+def test_unquote_fast_path_agrees_with_urllib() -> None:
+    import random
+    from urllib.parse import unquote
+
+    from ossmount.oss._xml import _unquote
+
+    rng = random.Random(5)
+    pieces = ["%", "2", "F", "f", "0", "%2F", "%20", "%25", "%C3%A9", "a", "/", " ", "%2"]
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 12)))
+        assert _unquote(text) == unquote(text), text

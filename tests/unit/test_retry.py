@@ -20,7 +20,12 @@ from ossmount.oss import (
     ServiceUnavailable,
 )
 from ossmount.oss._errors import InvalidRange, is_retryable
-from ossmount.oss._retry import RetryPolicy, call_with_retries, parse_retry_after
+from ossmount.oss._retry import (
+    DeadlineExceeded,
+    RetryPolicy,
+    call_with_retries,
+    parse_retry_after,
+)
 
 
 @pytest.fixture
@@ -125,29 +130,55 @@ async def test_honours_retry_after(autojump_clock: trio.testing.MockClock) -> No
     assert times[1] - times[0] == pytest.approx(5.0)
 
 
-async def test_progress_does_not_use_up_attempts(autojump_clock: trio.testing.MockClock) -> None:
+async def test_progress_counts_as_an_attempt(autojump_clock: trio.testing.MockClock) -> None:
+    """Issue 14 finding 4: a try that made progress (a resumed body) is still a try."""
     pos = 0
 
     async def op(attempt: int) -> int:
         nonlocal pos
-        if pos < 10:
-            pos += 1  # each attempt gets one byte further, then the connection drops
-            raise OssTransportError("reset", bucket="b", key="k")
-        return pos
-
-    policy = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_progress_retries=20)
-    assert await call_with_retries(policy, op, describe="x", progress=lambda: pos) == 10
-
-
-async def test_progress_retries_are_bounded(autojump_clock: trio.testing.MockClock) -> None:
-    pos = 0
-
-    async def op(attempt: int) -> None:
-        nonlocal pos
-        pos += 1  # a server that trickles forever
+        pos += 1  # each attempt gets one byte further, then the connection drops
         raise OssTransportError("reset", bucket="b", key="k")
 
-    policy = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_progress_retries=5)
+    policy = RetryPolicy(max_attempts=3, base_delay_s=0.01)
     with pytest.raises(OssTransportError):
-        await call_with_retries(policy, op, describe="x", progress=lambda: pos)
-    assert pos <= 5 + 2 + 1
+        await call_with_retries(policy, op, describe="x")
+    assert pos == 3
+
+
+async def test_deadline_cuts_a_slow_attempt(autojump_clock: trio.testing.MockClock) -> None:
+    async def op(attempt: int) -> None:
+        await trio.sleep(1000)  # a server that trickles forever
+
+    policy = RetryPolicy(max_attempts=5)
+    with pytest.raises(DeadlineExceeded) as info:
+        await call_with_retries(
+            policy, op, describe="GET oss://b/k", deadline=7.0, bucket="b", key="k"
+        )
+    assert trio.current_time() == pytest.approx(7.0)
+    assert "oss://b/k" in str(info.value)
+    assert isinstance(info.value, OssTransportError)
+
+
+async def test_deadline_skips_a_backoff_past_it(autojump_clock: trio.testing.MockClock) -> None:
+    calls = 0
+
+    async def op(attempt: int) -> None:
+        nonlocal calls
+        calls += 1
+        await trio.sleep(2.0)
+        e = err(QpsLimitExceeded, 429, "QpsLimitExceeded")
+        e.retry_after_s = 10.0
+        raise e
+
+    policy = RetryPolicy(max_attempts=5, base_delay_s=0.01, max_delay_s=30.0)
+    with pytest.raises(DeadlineExceeded) as info:
+        await call_with_retries(policy, op, describe="GET oss://b/k", deadline=5.0)
+    assert calls == 1
+    assert trio.current_time() == pytest.approx(2.0)  # failed at once, did not sleep 10 s
+    assert "QpsLimitExceeded" in str(info.value)
+
+
+def test_budget_is_attempts_times_try_plus_backoff_caps() -> None:
+    policy = RetryPolicy(max_attempts=5, base_delay_s=0.2, max_delay_s=1.0)
+    assert policy.budget_s(40.0) == pytest.approx(5 * 40.0 + 0.2 + 0.4 + 0.8 + 1.0)
+    assert RetryPolicy(max_attempts=1).budget_s(3.0) == 3.0

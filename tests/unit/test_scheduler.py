@@ -1,4 +1,4 @@
-"""The read-path scheduler (prefetch/scheduler.py) against an in-memory source and a real cache.
+"""The read-path scheduler (ossmount/prefetch/) against an in-memory source and a real cache.
 
 Every test runs a `Prefetcher` in a nursery over a `FakeSource` (tests/unit/fake_source.py) and
 a real, locked `CacheStore` under tmp_path. Synchronisation is by gates, events,
@@ -29,8 +29,7 @@ from ossmount.cache.checkpoint import load
 from ossmount.cache.entry import CacheEntry, EntryState
 from ossmount.cache.store import CacheStore, key_hash
 from ossmount.oss.models import ObjectMeta
-from ossmount.prefetch.scheduler import (
-    FLUSH_EVERY_PARTS,
+from ossmount.prefetch import (
     DownloadFailed,
     ObjectChanged,
     ObjectCorrupt,
@@ -38,6 +37,9 @@ from ossmount.prefetch.scheduler import (
     PrefetchConfig,
     Prefetcher,
 )
+from ossmount.prefetch.flush import FLUSH_EVERY_PARTS
+from ossmount.service.metrics import MountMetrics
+from tests.unit.cache_helpers import write_part
 from tests.unit.fake_source import BUCKET, FakeSource
 
 PART = 4096
@@ -83,7 +85,8 @@ async def running(
     store = open_store(cache_dir, max_bytes)
     try:
         async with trio.open_nursery() as nursery:
-            prefetcher = Prefetcher(source, store, nursery, cfg or config())
+            metrics = MountMetrics(bucket=BUCKET)
+            prefetcher = Prefetcher(source, store, nursery, cfg or config(), metrics)
             try:
                 yield prefetcher
             finally:
@@ -103,24 +106,19 @@ def crash(store: CacheStore) -> None:
 
 
 async def settle(prefetcher: Prefetcher) -> None:
-    """Return once every task is blocked, no download has a worker and no thread runs.
-
-    Flushes run in worker threads (also those of downloads already forgotten, on close), so
-    "all tasks blocked" alone is not quiescence; the default thread limiter counts them.
-    """
-    threads = trio.to_thread.current_default_thread_limiter()
-    while True:
-        await wait_all_tasks_blocked()
-        if threads.borrowed_tokens == 0 and all(d.idle for d in prefetcher._downloads.values()):
-            return
-        await trio.sleep(0)  # a flush is running in a worker thread
-
-
-async def flushed(prefetcher: Prefetcher) -> None:
-    """Return once no registered download is flushing (flushes run in a worker thread)."""
+    """Return once every task is blocked and the prefetcher has no work scheduled or running
+    (part GETs, flushes in their threads, closes); a flush timer asleep is allowed."""
     await wait_all_tasks_blocked()
-    while any(d._flushing for d in prefetcher._downloads.values()):
-        await trio.sleep(0)
+    await prefetcher.wait_idle()
+    await wait_all_tasks_blocked()
+
+
+flushed = settle  # a flush is work: once settled, none runs
+
+
+def state_of(prefetcher: Prefetcher, reader: ObjectReader) -> EntryState:
+    """The cache state of the version `reader` reads, as `user.ossmount.state` reports it."""
+    return EntryState[prefetcher.cached_state(reader.meta)[0].upper()]
 
 
 async def read_all(reader: ObjectReader, chunk: int = 3000) -> bytes:
@@ -163,7 +161,7 @@ async def test_sequential_read_returns_the_exact_bytes_and_fetches_each_part_onc
         await settle(p)
         assert source.part_calls(KEY) == Counter(range(PARTS))
         assert {c.if_match for c in source.calls} == {meta.etag}
-        assert reader.state is EntryState.VERIFIED
+        assert state_of(p, reader) is EntryState.VERIFIED
         assert p.cached_state(meta) == ("verified", meta.crc64)
         await reader.aclose()
 
@@ -233,7 +231,7 @@ async def test_footer_read_fetches_only_the_last_part_without_waiting_for_the_ob
             assert await reader.read(SIZE - 1024, 1024) == data[-1024:]
         await settle(p)
         assert source.part_calls(KEY) == Counter({PARTS - 1: 1})
-        assert reader.state is EntryState.PARTIAL
+        assert state_of(p, reader) is EntryState.PARTIAL
         await reader.aclose()
 
 
@@ -330,7 +328,7 @@ async def test_failed_part_raises_download_failed_and_the_next_read_retries(
         assert source.part_calls(KEY)[3] == 2
         # Only that part failed: the download goes on, and the whole object still verifies.
         assert await read_all(reader) == data
-        assert reader.state is EntryState.VERIFIED
+        assert state_of(p, reader) is EntryState.VERIFIED
         await reader.aclose()
 
 
@@ -385,7 +383,7 @@ async def test_precondition_failed_is_object_changed_and_the_new_version_reads(
         assert not files(cache_dir)[1].exists()
         fresh = p.open(meta2)
         assert await read_all(fresh) == new
-        assert fresh.state is EntryState.VERIFIED
+        assert state_of(p, fresh) is EntryState.VERIFIED
         await reader.aclose()
         await fresh.aclose()
 
@@ -510,7 +508,7 @@ async def test_crc_mismatch_fails_the_final_read_discards_and_the_next_open_refe
         source.flip.clear()
         fresh = p.open(meta)
         assert await read_all(fresh) == data
-        assert fresh.state is EntryState.VERIFIED
+        assert state_of(p, fresh) is EntryState.VERIFIED
         assert source.part_calls(KEY) == Counter(dict.fromkeys(range(PARTS), 2))
         await fresh.aclose()
 
@@ -536,7 +534,7 @@ async def test_object_without_crc_header_is_unverifiable(
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         assert await read_all(reader) == data
-        assert reader.state is EntryState.UNVERIFIABLE
+        assert state_of(p, reader) is EntryState.UNVERIFIABLE
         assert p.cached_state(meta) == ("unverifiable", None)
         await reader.aclose()
     assert durable_parts(cache_dir) == set(range(PARTS))
@@ -589,7 +587,7 @@ async def test_the_last_handle_closing_during_a_timed_flush_still_releases_the_e
         reader = p.open(meta)
         await reader.read(2 * PART + 1, 10)
         await settle(p)  # no worker left; the timer task is asleep
-        entry = p._downloads[(KEY, meta.etag, meta.size)].entry
+        entry = p._downloads[meta.version].entry
         started, proceed = threading.Event(), threading.Event()
         real_flush = entry.flush
 
@@ -632,7 +630,7 @@ async def test_resume_after_a_crash_fetches_only_the_missing_parts(
         assert p.cached_state(meta)[0] == "partial"
         assert await read_all(reader) == data
         assert source.part_calls(KEY) == Counter(range(3, PARTS))
-        assert reader.state is EntryState.VERIFIED
+        assert state_of(p, reader) is EntryState.VERIFIED
         await reader.aclose()
 
 
@@ -673,7 +671,7 @@ async def test_verified_entry_after_reopen_serves_reads_with_zero_gets(
         opened = p.open(meta)  # open and close at once (`stat`-like tools, `file`)
         await opened.aclose()
         reader = p.open(without_crc(meta))
-        assert reader.state is EntryState.VERIFIED
+        assert state_of(p, reader) is EntryState.VERIFIED
         assert await read_all(reader) == data
         assert await reader.read(SIZE - 1024, 1024) == data[-1024:]
         await reader.aclose()
@@ -689,7 +687,7 @@ async def _complete_unverified_entry(
     store = open_store(cache_dir)
     entry = store.open_entry(without_crc(meta), PART)
     for i in range(PARTS):
-        entry.write_part(i, part_of(i, data))
+        write_part(entry, i, part_of(i, data))
     store.release(entry)
     store.close()
     return meta
@@ -703,7 +701,7 @@ async def test_resumed_complete_entry_without_crc_asks_head_once_and_verifies(
     async with running(source, cache_dir) as p:
         reader = p.open(without_crc(meta))
         assert await read_all(reader) == data
-        assert reader.state is EntryState.VERIFIED
+        assert state_of(p, reader) is EntryState.VERIFIED
         await reader.aclose()
     assert source.calls == []
     assert source.heads == [KEY]
@@ -736,7 +734,7 @@ async def test_zero_byte_object_needs_no_get(source: FakeSource, cache_dir: Path
         assert await reader.read(0, 4096) == b""
         assert await reader.read(10, 4096) == b""
         await settle(p)
-        assert reader.state is EntryState.VERIFIED
+        assert state_of(p, reader) is EntryState.VERIFIED
         await reader.aclose()
     assert source.calls == []
     assert source.heads == []
@@ -820,7 +818,7 @@ async def test_an_object_bigger_than_the_cap_streams_through_and_is_verified_who
         reader = p.open(meta)
         assert await read_all(reader, chunk=PART) == data
         await settle(p)
-        assert reader.state is EntryState.VERIFIED  # every part's CRC, shed or not, combined
+        assert state_of(p, reader) is EntryState.VERIFIED  # every part's CRC, shed or not, combined
         assert source.part_calls(KEY) == Counter(range(BIG_PARTS))  # nothing fetched twice
         held = p.store.held_bytes()
         # Shed after each flush (every 8 parts): what is left is at most one flush's worth
@@ -889,7 +887,7 @@ async def test_a_crash_after_shedding_never_resumes_the_punched_parts(
     entry = store.open_entry(meta, PART)
     for index in range(BIG_PARTS):
         start, length = entry.layout.span(index)
-        entry.write_part(index, data[start : start + length])
+        write_part(entry, index, data[start : start + length])
     entry.flush()
     assert entry.shed([0, 1, 2]) == 3 * PART
     crash(store)  # no flush after the shed: the checkpoint still lists parts 0..2
@@ -900,7 +898,7 @@ async def test_a_crash_after_shedding_never_resumes_the_punched_parts(
         assert await read_all(reader, chunk=PART) == data
         await settle(p)
         assert source.part_calls(KEY) == Counter(range(3))
-        assert reader.state is EntryState.VERIFIED
+        assert state_of(p, reader) is EntryState.VERIFIED
         await reader.aclose()
 
 
@@ -924,6 +922,20 @@ async def test_readahead_waits_for_room_on_the_cache_disk(
         await reader.aclose()
 
 
+def disk_full_once(monkeypatch: pytest.MonkeyPatch, file_offset: int) -> None:
+    """The next write of a part into a cache file at `file_offset` finds the disk full."""
+    real_pwrite = os.pwrite
+    armed = [True]
+
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        if armed[0] and offset == file_offset:
+            armed[0] = False
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+
+
 async def test_a_part_that_met_a_full_disk_is_tried_again_once_there_is_room(
     source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -934,13 +946,37 @@ async def test_a_part_that_met_a_full_disk_is_tried_again_once_there_is_room(
     async with running(source, cache_dir) as p:
         free = {"bytes": 1 << 30}
         monkeypatch.setattr(p.store, "free_bytes", lambda: free["bytes"])
-        source.fail_once[(KEY, 2 * PART)] = OSError(errno.ENOSPC, "No space left on device")
+        disk_full_once(monkeypatch, 2 * PART)
         reader = p.open(meta)
         assert await reader.read(2 * PART, 10) == data[2 * PART : 2 * PART + 10]
         assert source.part_calls(KEY)[2] == 2
 
         free["bytes"] = 0
-        source.fail_once[(KEY, 5 * PART)] = OSError(errno.ENOSPC, "No space left on device")
+        disk_full_once(monkeypatch, 5 * PART)
         with pytest.raises(DownloadFailed, match=f"the cache dir {p.store.root} is full"):
             await reader.read(5 * PART, 10)
+        await reader.aclose()
+
+
+async def test_wait_idle_returns_only_once_the_gets_and_their_work_are_done(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    gate = source.gate(KEY, 1)
+    async with running(source, cache_dir) as p:
+        reader = p.open(source.put(KEY, blob()))
+        idle = trio.Event()
+
+        async def wait_idle() -> None:
+            await p.wait_idle()
+            idle.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.read, PART, 10)
+            await gate.arrived.wait()
+            nursery.start_soon(wait_idle)
+            await wait_all_tasks_blocked()
+            assert not idle.is_set()  # every task waits, but a GET is under way
+            gate.release.set()
+        assert idle.is_set()
+        assert p.statistics()["gets_in_flight"] == 0
         await reader.aclose()

@@ -16,7 +16,7 @@ from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch.siblings import DirectoryReadAhead
 from ossmount.tree.listing import WalkOrder
 from tests.unit.fake_source import FakeSource
-from tests.unit.test_scheduler import PART, blob, config, read_all, running, settle
+from tests.unit.test_scheduler import PART, blob, config, read_all, running, settle, state_of
 
 # -- the detector ----------------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ async def test_warm_caches_and_verifies_with_no_reader_then_a_reader_fetches_not
         reader = p.open(m)
         assert await read_all(reader) == data
         assert Counter(source.calls) == fetched
-        assert reader.state is EntryState.VERIFIED
+        assert state_of(p, reader) is EntryState.VERIFIED
         await reader.aclose()
 
 
@@ -197,7 +197,7 @@ async def test_a_cache_cap_under_twice_the_window_turns_warming_off(
     source: FakeSource, cache_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Warmed entries wait closed for their reader: a smaller cache would evict them first."""
-    caplog.set_level(logging.INFO, logger="ossmount.prefetch.scheduler")
+    caplog.set_level(logging.INFO, logger="ossmount.prefetch")
     m = source.put("d/a", blob(PART))
     cfg = dataclasses.replace(config(), warm_limit=2, warm_max_size=4 * PART)
     async with running(source, cache_dir, cfg, max_bytes=16 * PART - 1) as p:

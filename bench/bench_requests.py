@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Python cost per request and per listing entry: what a small file and a `find` pay.
+
+Issue 13 W7 measured ~3.5 ms of daemon CPU per small file, about half of it building, signing
+and sending each GET; W6 a cold `find` of 10k objects at 0.77 s. This bench isolates both
+costs in the client alone:
+
+* `gets`: `--objects` objects of `--size-kib` each are served by the package emulator in a
+  *separate process* (signatures verified, so the client really signs V4), and one task GETs
+  each of them (`get_into` a scratch buffer, offset 0, if_match unset) in turn. Printed: wall
+  µs per GET and the client process's CPU µs per GET, median [min..max] over `--repeat` runs.
+  The first pass (connection set-up, `--pooled` connections opened by as many parallel
+  loops: a mount's pool after parallel reads) is not timed.
+* `list`: `_xml.parse_list_v2` of a 1,000-key ListObjectsV2 page as the emulator writes it
+  (URL-encoded keys), µs per entry, median [min..max]; also the same through `list_page`
+  against the emulator (HTTP + parse), µs per entry.
+
+    .venv/bin/python bench/bench_requests.py                     # both, 2,000 x 8 KiB, 5 runs
+    .venv/bin/python bench/bench_requests.py --what gets --profile /tmp/gets.prof
+
+`--profile FILE` writes a cProfile of one extra `gets` run (read with `python -m pstats`).
+
+Before/after the client branch of session 5 (3 interleaved invocation pairs, `--repeat 3`,
+median of the invocations' medians; 2 vCPU VM shared with other work, so ±20 %):
+
+    figure                                   before   after
+    gets CPU us/GET (2,000 x 8 KiB)            751      593
+    gets wall us/GET                          1586     1213
+    parse_list_v2 CPU us/entry                18.2      8.9
+    list_page over HTTP CPU us/entry          21.0     14.5
+
+Python calls per GET (cProfile, deterministic): 2,603 -> 2,170. Of what is left (cProfile
+self time): trio 19 %, h11 17 %, httpcore 17 %, httpx 3 %, builtins and stdlib called
+mostly from those 31 %, the client's own modules 11 % (request and response heads through
+h11, the pool's bookkeeping, five cancel scopes per request inside httpcore).
+Figures on the 2 vCPU VMs move ±15 % between runs (shared/measurements.md): compare runs
+made side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import resource
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ossmount.oss import (
+    Credentials,
+    OssClient,
+    OssConfig,
+    RetryPolicy,
+    StaticCredentialsProvider,
+)
+from ossmount.oss._xml import parse_list_v2
+
+BUCKET = "bench"
+
+EMULATOR_CHILD = textwrap.dedent(
+    """
+    import sys
+    from ossmount.emulator import Emulator
+    emu = Emulator(buckets=[%(bucket)r], access_key_id="ak", access_key_secret="sk")
+    emu.start()
+    data = bytes(range(256)) * (%(size)d // 256 + 1)
+    for i in range(%(objects)d):
+        emu.put_object(%(bucket)r, "d/%%06d" %% i, data[: %(size)d])
+    print(emu.endpoint, flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        emu.stop()
+    """
+)
+
+
+def cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def fmt(values: list[float]) -> str:
+    return f"{statistics.median(values):8.1f} [{min(values):.1f}..{max(values):.1f}]"
+
+
+def make_client(endpoint: str) -> OssClient:
+    config = OssConfig(
+        endpoint=endpoint,
+        bucket=BUCKET,
+        region="cn-hangzhou",
+        addressing="path",
+        read_timeout_s=60,
+        stall_timeout_s=60,
+    )
+    return OssClient(
+        config,
+        StaticCredentialsProvider(Credentials("ak", "sk")),
+        retry=RetryPolicy(max_attempts=1),
+    )
+
+
+class _IntoBuffer:
+    """The plainest body sink: straight into one reused buffer (no copy on plain HTTP)."""
+
+    def __init__(self, buf: bytearray) -> None:
+        self._view = memoryview(buf)
+
+    def window(self, pos: int, limit: int) -> memoryview:
+        return self._view[pos : pos + limit]
+
+    def commit(self, view: memoryview, pos: int) -> None:
+        pass
+
+
+async def get_loop(client: OssClient, keys: list[str], size: int) -> None:
+    sink = _IntoBuffer(bytearray(size))
+    for key in keys:
+        res = await client.get(key, 0, size, sink)
+        if res.length != size:
+            raise SystemExit(f"short GET of {key}: {res.length}")
+
+
+async def bench_gets(endpoint: str, args: argparse.Namespace) -> None:
+    size = args.size_kib * 1024
+    keys = [f"d/{i:06d}" for i in range(args.objects)]
+    walls: list[float] = []
+    cpus: list[float] = []
+    async with make_client(endpoint) as client:
+        # Warm up: imports, caches and `--pooled` idle connections in the pool, as a mount
+        # has after parallel reads (httpcore checks each idle one on every request).
+        async with trio.open_nursery() as nursery:
+            for n in range(args.pooled):
+                nursery.start_soon(get_loop, client, keys[n :: args.pooled], size)
+        await get_loop(client, keys, size)
+        for _ in range(args.repeat):
+            t0, c0 = time.perf_counter(), cpu_s()
+            await get_loop(client, keys, size)
+            walls.append((time.perf_counter() - t0) / len(keys) * 1e6)
+            cpus.append((cpu_s() - c0) / len(keys) * 1e6)
+        if args.profile:
+            profiler = cProfile.Profile(time.thread_time)  # CPU, not wall
+            profiler.enable()
+            await get_loop(client, keys, size)
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+    what = f"gets  {args.objects} x {args.size_kib} KiB, {args.pooled} pooled"
+    print(f"{what}  wall us/GET {fmt(walls)}")
+    print(f"{what}  CPU  us/GET {fmt(cpus)}")
+
+
+def list_page_xml(n: int) -> bytes:
+    """A 1,000-key page shaped like the emulator's (and OSS's) ListObjectsV2 reply."""
+    parts = [
+        '<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult><Name>bench</Name>'
+        "<Prefix>dir%2F</Prefix><MaxKeys>1000</MaxKeys><Delimiter>%2F</Delimiter>"
+        "<EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>"
+    ]
+    for i in range(n):
+        parts.append(
+            f"<Contents><Key>dir%2Fsub%20dir%2Ffile-{i:06d}.dat</Key>"
+            "<LastModified>2026-01-02T03:04:05.000Z</LastModified>"
+            f'<ETag>"5B3C1A2E4F6D8B7A9C0E1F2A3B4C{i:04X}"</ETag><Type>Normal</Type>'
+            f"<Size>{i * 37}</Size><StorageClass>Standard</StorageClass></Contents>"
+        )
+    parts.append("<CommonPrefixes><Prefix>dir%2Fz%2F</Prefix></CommonPrefixes>")
+    parts.append(
+        "<NextContinuationToken>dir%2Fsub%20dir%2Ffile-000999.dat</NextContinuationToken>"
+        f"<KeyCount>{n + 1}</KeyCount></ListBucketResult>"
+    )
+    return "".join(parts).encode()
+
+
+def bench_parse(args: argparse.Namespace) -> None:
+    body = list_page_xml(1000)
+    per_entry: list[float] = []
+    for _ in range(args.repeat):
+        rounds = 20
+        c0 = time.process_time()
+        for _ in range(rounds):
+            result = parse_list_v2(body)
+        per_entry.append((time.process_time() - c0) / rounds / len(result.objects) * 1e6)
+    print(f"list  parse_list_v2 of 1,000-key pages    CPU us/entry {fmt(per_entry)}")
+
+
+async def bench_list_http(endpoint: str, args: argparse.Namespace) -> None:
+    per_entry: list[float] = []
+    async with make_client(endpoint) as client:
+        await client.list_page("d/", "/", None, 1000)
+        for _ in range(args.repeat):
+            entries = 0
+            c0 = time.process_time()
+            token: str | None = None
+            while True:
+                page = await client.list_page("d/", "/", token, 1000)
+                entries += len(page.objects)
+                token = page.next_token
+                if token is None:
+                    break
+            per_entry.append((time.process_time() - c0) / entries * 1e6)
+    print(f"list  list_page over HTTP, {args.objects} keys   CPU us/entry {fmt(per_entry)}")
+
+
+def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
+    code = EMULATOR_CHILD % {
+        "bucket": BUCKET,
+        "size": args.size_kib * 1024,
+        "objects": args.objects,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert proc.stdout is not None
+    endpoint = proc.stdout.readline().strip()
+    if not endpoint.startswith("http://"):
+        proc.kill()
+        raise SystemExit("emulator did not start")
+    return proc, endpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--what", default="gets,list", help="comma list of: gets, list")
+    parser.add_argument("--objects", type=int, default=2000)
+    parser.add_argument("--size-kib", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--pooled", type=int, default=16, help="idle pooled connections")
+    parser.add_argument("--profile", default="", help="cProfile one extra gets run into FILE")
+    args = parser.parse_args()
+    what = set(args.what.split(","))
+    if "list" in what:
+        bench_parse(args)
+    if not what & {"gets", "list"}:
+        return
+    proc, endpoint = start_emulator(args)
+    try:
+        if "gets" in what:
+            trio.run(bench_gets, endpoint, args)
+        if "list" in what:
+            trio.run(bench_list_http, endpoint, args)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

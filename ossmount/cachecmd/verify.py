@@ -1,0 +1,147 @@
+"""`ossmount cache verify`: re-hash every cached byte against the CRC-64 it came with.
+
+What is checked: each recorded part's bytes against the part's CRC-64 in the checkpoint; each
+complete entry's part CRCs, combined (ossmount.crc64.combine), against the server's CRC-64;
+each checkpoint's own SHA-256 and its fit to its place and its data file (layout.read_entry).
+
+What is dropped, and why at that grain:
+* a bad part: only that part leaves the checkpoint (rewritten atomically, state back to
+  partial, its mtime kept so the LRU order does not change). The rest were just proven good,
+  so a 100 GiB object with one rotten 8 MiB part costs one ranged GET at its next read, not
+  100 GiB. The invariant "a checkpoint names only parts whose bytes are right" holds after.
+* the whole entry (checkpoint first, then data file): when the checkpoint is damaged or does
+  not fit its data file, when the data file cannot be read, or when every part matches its
+  own CRC but their combination does not match the server's (then no part can be blamed).
+
+Runs only while no mount holds the cache dir (it takes the same lock): a mount changes
+checkpoints and data files under it, and drops parts of its own on the next read anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from ossmount.cache.checkpoint import Checkpoint, EntryState, save_atomic
+from ossmount.cachecmd.codes import Exit
+from ossmount.cachecmd.layout import (
+    Entry,
+    check_layout,
+    exclusive,
+    read_entries,
+    remove_entry,
+)
+from ossmount.cachecmd.progress import Progress, human
+from ossmount.crc64 import combine, crc64, format_crc
+
+__all__ = ["run_verify"]
+
+_CHUNK = 4 << 20
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _hash(fd: int, start: int, length: int, progress: Progress) -> int:
+    crc = 0
+    offset, end = start, start + length
+    while offset < end:
+        try:
+            chunk = os.pread(fd, min(_CHUNK, end - offset), offset)
+        except OSError as exc:
+            raise _Unreadable(f"cannot read its data file: {exc.strerror}") from exc
+        if not chunk:
+            raise _Unreadable(f"its data file ends at byte {offset}")
+        crc = crc64(chunk, crc)
+        offset += len(chunk)
+        progress.update(len(chunk))
+    return crc
+
+
+def _bad_parts(entry: Entry, cp: Checkpoint, progress: Progress) -> dict[int, str]:
+    """Part index -> what is wrong, for parts whose bytes do not match their CRC-64."""
+    layout = cp.layout
+    bad: dict[int, str] = {}
+    fd = os.open(entry.files.data, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for index, recorded in sorted(cp.part_crcs.items()):
+            start, length = layout.span(index)
+            actual = _hash(fd, start, length, progress)
+            if actual != recorded:
+                bad[index] = (
+                    f"part {index} (bytes {start}..{start + length - 1}) has CRC-64 "
+                    f"{format_crc(actual)}, the checkpoint says {format_crc(recorded)}"
+                )
+    finally:
+        os.close(fd)
+    return bad
+
+
+def _combined(cp: Checkpoint) -> int:
+    layout = cp.layout
+    crc = 0
+    for index in range(layout.count):
+        crc = combine(crc, cp.part_crcs[index], layout.span(index)[1])
+    return crc
+
+
+def _drop_parts(entry: Entry, cp: Checkpoint, bad: set[int]) -> None:
+    keep = {i: c for i, c in cp.part_crcs.items() if i not in bad}
+    st = entry.files.ckpt.stat()
+    save_atomic(entry.files.ckpt, dataclasses.replace(cp, part_crcs=keep, state=EntryState.PARTIAL))
+    os.utime(entry.files.ckpt, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _check(entry: Entry, progress: Progress) -> str | None:
+    """Verify one entry, drop what fails; a line for the report, None when all was good."""
+    cp = entry.checkpoint
+    if cp is None:
+        remove_entry(entry.files)
+        return f"{entry.problem}: dropped the entry"
+    try:
+        bad = _bad_parts(entry, cp, progress)
+    except (OSError, _Unreadable) as exc:
+        remove_entry(entry.files)
+        return f"{entry.name}: {exc}: dropped the entry"
+    if bad:
+        what = f"{entry.name}: " + "; ".join(bad.values())
+        if len(bad) == len(cp.part_crcs):
+            remove_entry(entry.files)
+            return f"{what}: dropped the entry (no good part)"
+        _drop_parts(entry, cp, set(bad))
+        return (
+            f"{what}: dropped {len(bad)} of "
+            f"{len(cp.part_crcs)} parts (fetched again at the next read)"
+        )
+    if cp.complete and cp.server_crc64 is not None and _combined(cp) != cp.server_crc64:
+        remove_entry(entry.files)
+        return (
+            f"{entry.name}: its parts combine to CRC-64 {format_crc(_combined(cp))}, the "
+            f"server's is {format_crc(cp.server_crc64)}: dropped the entry"
+        )
+    return None
+
+
+def run_verify(root: Path) -> int:
+    if not root.is_dir():
+        print(f"cache directory {root} does not exist: nothing to verify")
+        return Exit.OK
+    check_layout(root)
+    with exclusive(root, "verify"):
+        entries = read_entries(root)
+        total = sum(e.cached_bytes for e in entries)
+        progress = Progress(total=total, desc="verify")
+        try:
+            findings = [line for e in entries if (line := _check(e, progress)) is not None]
+        finally:
+            progress.close()
+    for line in findings:
+        print(line)
+    summary = f"verified {len(entries)} entries, {human(total)} in {root}"
+    if findings:
+        print(f"{summary}: {len(findings)} damaged, dropped as said above")
+        return Exit.FAILED
+    print(f"{summary}: all good")
+    return Exit.OK

@@ -1,0 +1,194 @@
+"""Writing an upload into a store body: inline, or pipelined over two threads for big ones.
+
+Split from store.py, whose bodies it produces (``FileBody`` under ``<data_dir>/.tmp``,
+``MemoryBody`` without a data dir).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ossmount.crc64 import combine, crc64
+
+from .store import Body, FileBody, MemoryBody, segment_bytes
+
+__all__ = ["BodyWriter"]
+
+
+def _copy_file(src: int, dst: int, size: int) -> int:
+    """Copy up to ``size`` bytes in the kernel; returns how many (0 where unsupported)."""
+    off = 0
+    while off < size:
+        try:
+            n = os.copy_file_range(src, dst, size - off, off)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                os.lseek(dst, 0, os.SEEK_END)
+                return off
+            raise
+        if n <= 0:
+            break
+        off += n
+    return off
+
+
+_PIPE_AFTER = 1 << 20  # bodies up to this size are hashed and written inline
+_PIPE_DEPTH = 8  # chunks (≤ 1 MiB each) queued per upload stage
+
+
+class _Stage(threading.Thread):
+    """One pipeline stage of an upload (MD5, or the file write) on its own thread.
+
+    Invariants: items are processed in the order given (one consumer, a FIFO); at most
+    ``depth`` items are queued or running (the producer takes ``room`` before each put, the
+    stage gives it back after), so a slow disk or hash bounds the memory held, never grows
+    it. The first exception is kept and the remaining items are skipped, so the producer
+    learns of it in ``BodyWriter.finish_async`` instead of hanging on ``room``.
+    """
+
+    def __init__(self, fn: Callable[[bytes], object], depth: int) -> None:
+        super().__init__(daemon=True, name="emulator-upload")
+        self.fn = fn
+        self.room = threading.Semaphore(depth)
+        self.items: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.skip = False
+
+    def run(self) -> None:
+        while (item := self.items.get()) is not None:
+            try:
+                if self.error is None and not self.skip:
+                    self.fn(item)
+            except BaseException as exc:
+                self.error = exc
+            finally:
+                self.room.release()
+
+    async def put(self, item: bytes) -> None:
+        if not self.room.acquire(blocking=False):
+            await trio.to_thread.run_sync(self.room.acquire)
+        self.items.put(item)
+
+    def close(self) -> None:
+        self.items.put(None)
+
+
+class BodyWriter:
+    """Accumulates an upload, hashing as it goes (MD5 for the ETag, CRC-64 for the header).
+
+    ``write`` does everything inline (copies, small bodies). ``feed`` (the request-body path)
+    does the CRC inline — fastcrc runs at >10 GB/s — and, once a body passes
+    ``_PIPE_AFTER``, hands MD5 and the file write to one thread each, so the three run in
+    parallel: MD5 alone is ~0.75 GB/s on this hardware (``openssl speed md5``) and was half
+    the upload CPU. ``md5=False`` skips MD5 (multipart concatenation, ``--fast-etag``).
+    Bytes given to ``feed`` must not be mutated afterwards (they are ``bytes``).
+    """
+
+    def __init__(self, tmp_dir: Path | None, *, md5: bool = True) -> None:
+        self.md5 = hashlib.md5()
+        self.crc = 0
+        self.size = 0
+        self._hash_md5 = md5
+        self._buf = bytearray()
+        self._path: Path | None = None
+        self._file: Any = None
+        self._stages: list[_Stage] = []
+        if tmp_dir is not None:
+            self._path = tmp_dir / uuid.uuid4().hex
+            self._file = open(self._path, "wb")  # noqa: SIM115 - closed in finish/abort
+
+    def _sink(self, data: bytes | bytearray | memoryview) -> None:
+        if self._file is not None:
+            self._file.write(data)
+        else:
+            self._buf += data
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self._stages, "write() after feed() started the pipeline"
+        if self._hash_md5:
+            self.md5.update(data)
+        self.crc = crc64(data, self.crc)
+        self.size += len(data)
+        self._sink(data)
+
+    def append(self, body: Body, crc: int) -> None:
+        """Append a whole stored body whose CRC is known: the CRC is combined, not recomputed,
+        and a file is copied in the kernel (``copy_file_range``), so completing a 1 GiB
+        multipart upload does not read it through Python on the event loop."""
+        assert not self._stages
+        assert not self._hash_md5
+        if isinstance(body, FileBody) and self._file is not None:
+            self._file.flush()
+            with open(body.path, "rb") as src:
+                off = _copy_file(src.fileno(), self._file.fileno(), body.size)
+                while off < body.size:  # no copy_file_range here: through user space
+                    chunk = os.pread(src.fileno(), min(8 << 20, body.size - off), off)
+                    if not chunk:
+                        raise OSError(f"{body.path} is shorter than {body.size} bytes")
+                    self._file.write(chunk)
+                    off += len(chunk)
+            self._file.flush()
+            self._file.seek(0, os.SEEK_END)
+        else:
+            for seg in body.segments(0, body.size):
+                self._sink(segment_bytes(seg))
+        self.crc = combine(self.crc, crc, body.size)
+        self.size += body.size
+
+    async def feed(self, data: bytes) -> None:
+        """Add request-body bytes; may wait (in a thread) when a stage is ``depth`` behind."""
+        if not self._stages and self.size + len(data) <= _PIPE_AFTER:
+            self.write(data)
+            return
+        if not self._stages:
+            if self._hash_md5:
+                self._stages.append(_Stage(self.md5.update, _PIPE_DEPTH))
+            self._stages.append(_Stage(self._sink, _PIPE_DEPTH))
+            for st in self._stages:
+                st.start()
+        self.crc = crc64(data, self.crc)
+        self.size += len(data)
+        for st in self._stages:
+            await st.put(data)
+
+    async def drain(self) -> None:
+        """Wait until every fed byte is hashed and written; re-raise a stage's error."""
+        stages, self._stages = self._stages, []
+        for st in stages:
+            st.close()
+        for st in stages:
+            await trio.to_thread.run_sync(st.join)
+        for st in stages:
+            if st.error is not None:
+                raise st.error
+
+    def finish(self) -> Body:
+        assert not self._stages, "finish() before drain()"
+        if self._file is not None:
+            assert self._path is not None
+            self._file.close()
+            return FileBody(self._path, self.size)
+        return MemoryBody(bytes(self._buf))
+
+    def abort(self) -> None:
+        """Drop the upload. Stages skip what is queued, so the join is short."""
+        for st in self._stages:
+            st.skip = True
+            st.close()
+        for st in self._stages:
+            st.join()
+        self._stages = []
+        if self._file is not None:
+            assert self._path is not None
+            self._file.close()
+            self._path.unlink(missing_ok=True)

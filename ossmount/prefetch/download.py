@@ -1,0 +1,336 @@
+"""One object version being (or already) cached, shared by every handle reading it: its life.
+
+A `Download` owns the `CacheEntry` and puts the one-job types together: a `PartQueue` says
+what to fetch next, up to `parallel_count` workers run `fetch_part` (each GET also holds the
+mount-wide `max_gets` limiter) and apply its outcome, the `VersionFence` keeps versions apart,
+the `Flusher` makes parts durable, `judge` reaches the verdict once every part has a CRC, and
+the `Shedder` gives space back when the space policy asks. Readers only *ask* for parts
+(`want`, synchronous) and wait for their events, so a reader that is interrupted never leaves
+other readers without data.
+
+Life cycle: open (registered by the prefetcher) → parts fetched → verdict → the last reader
+gone and no work left → `close` (flush, release the entry). A terminal failure (the object
+changed, the CRC mismatched, archived) wakes every waiter with the error, cancels the GETs and
+`forget`s the download at once, so the next open starts afresh; ObjectChanged/ObjectCorrupt
+also discard the entry's files.
+
+Concurrency invariants (single trio thread)
+-------------------------------------------
+* The queue, `_events`, `_part_errors` and `failure` change only on the trio thread, between
+  awaits. `want()` is synchronous and never blocks.
+* A part is marked done only after its bytes are in the cache file (the part sink records it
+  once the fence accepted the reply); persisted only after an fdatasync (flush.py).
+* `CacheEntry` is only touched from the trio thread, except `flush`, which runs in a worker
+  thread while `Flusher.flushing` is set (see cache.entry).
+* A part's event is set when its attempt ends (done or failed); every waiter of a failed
+  attempt gets its error; the next attempt (a later read's `want`) clears it when it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from ossmount.cache.entry import CacheEntry
+from ossmount.cache.errors import PartMismatch
+from ossmount.cache.sink import ScratchPool
+from ossmount.cache.store import CacheStore
+from ossmount.observe import PrefetchObserver
+from ossmount.oss.models import ObjectMeta
+from ossmount.prefetch.config import PrefetchConfig, RangeSource
+from ossmount.prefetch.errors import ObjectChanged, ObjectCorrupt, ReadError
+from ossmount.prefetch.fence import VersionFence
+from ossmount.prefetch.fetch import Dropped, Failed, Fetched, PartJob, PartOutcome, fetch_part
+from ossmount.prefetch.flush import Flusher
+from ossmount.prefetch.parts import PartQueue
+from ossmount.prefetch.shed import Shedder
+from ossmount.prefetch.space import SpacePolicy
+from ossmount.prefetch.tasks import Tasks
+from ossmount.prefetch.verdict import judge
+
+if TYPE_CHECKING:
+    from ossmount.prefetch.reader import ObjectReader
+
+__all__ = ["Download", "Services"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What every download of a mount shares; built once by the prefetcher."""
+
+    config: PrefetchConfig
+    source: RangeSource
+    store: CacheStore
+    tasks: Tasks
+    limiter: trio.CapacityLimiter
+    scratch: ScratchPool
+    space: SpacePolicy
+    observer: PrefetchObserver
+
+
+class Download:
+    def __init__(
+        self,
+        services: Services,
+        meta: ObjectMeta,
+        entry: CacheEntry,
+        forget: Callable[[Download], None],
+    ) -> None:
+        """`forget(self)` unregisters it (a terminal failure, or closing)."""
+        self._s = services
+        self._forget = forget
+        self.meta = meta
+        self.entry = entry
+        self.layout = entry.layout
+        self.readers: set[ObjectReader] = set()  # open handles
+        self.failure: ReadError | None = None
+        self.closed = False
+        self.queue = PartQueue(entry.is_done)
+        self._events: dict[int, trio.Event] = {}  # part -> set when its attempt ends
+        self._part_errors: dict[int, ReadError] = {}
+        self._workers = 0
+        self._scopes: set[trio.CancelScope] = set()  # one per worker; cancelled on failure
+        self._verdict = trio.Event()
+        bucket = services.config.bucket
+        self.fence = VersionFence(bucket, meta, entry)
+        self.flusher = Flusher(
+            entry,
+            services.tasks,
+            after_flush=services.space.after_flush,
+            after_background=self._close_if_abandoned,
+        )
+        self.shedder = Shedder(
+            entry,
+            self.readers,
+            can_shed=services.store.can_shed,
+            margin=services.config.shed_margin,
+            observer=services.observer,
+            active=lambda: self.failure is None and not self.closed,
+            forget_readahead=self.queue.drop_readahead,
+        )
+        if entry.complete:
+            services.tasks.start_soon(self._finish)
+
+    # -- asking and waiting (readers) ------------------------------------------------------
+
+    def want(self, parts: range | tuple[int, ...], *, demand: bool) -> None:
+        if self.failure is None:
+            self.queue.want(parts, demand=demand)
+            self._spawn_workers()
+
+    async def wait_parts(self, parts: range) -> None:
+        """Return when every part in `parts` is done; raise the download's or a part's error."""
+        for index in parts:
+            while not self.entry.is_done(index):
+                if self.failure is not None:
+                    raise self.failure
+                event = self._events.get(index)
+                if event is None:
+                    event = self._events[index] = trio.Event()
+                    if index not in self.queue.in_flight:
+                        self.want((index,), demand=True)
+                await event.wait()
+                error = self._part_errors.get(index)  # not popped: see module docstring
+                if error is not None:
+                    raise error
+        if self.failure is not None:
+            raise self.failure
+
+    @property
+    def settled(self) -> bool:
+        """Every part is cached and the CRC verdict is in (verified or unverifiable)."""
+        return self._verdict.is_set() and self.failure is None
+
+    async def wait_verdict(self) -> None:
+        await self._verdict.wait()
+        if self.failure is not None:
+            raise self.failure
+
+    @property
+    def idle(self) -> bool:
+        return self._workers == 0 and not self.flusher.flushing
+
+    # -- fetching (service nursery) --------------------------------------------------------
+
+    def _spawn_workers(self) -> None:
+        while self._workers < self._s.config.parallel_count and self.queue.pending:
+            self._workers += 1
+            self._s.tasks.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        scope = trio.CancelScope()
+        self._scopes.add(scope)
+        try:
+            with scope:
+                while self.failure is None:
+                    picked = self.queue.take()
+                    if picked is None:
+                        return
+                    index, urgent = picked
+                    if not urgent and not self._s.space.may_start_readahead(self.layout.part_size):
+                        # Read-ahead never fills the cache disk. The part stays wanted: the
+                        # next read that spawns workers offers it again.
+                        self.queue.put_back(index)
+                        return
+                    await self._run_part(index, urgent)
+        finally:
+            self._scopes.discard(scope)
+            self._workers -= 1
+            if self._workers == 0 and not self.readers:
+                self._s.tasks.start_soon(self.close)
+
+    async def _run_part(self, index: int, urgent: bool) -> None:
+        self._part_errors.pop(index, None)  # a new attempt supersedes old failures
+        s = self._s
+        job = PartJob(s.config.bucket, self.entry, index, urgent, s.store.root)
+        try:
+            async with s.limiter:
+                s.observer.part_started()
+                counted: tuple[str | None, int] = (None, 0)
+                try:
+                    outcome = await fetch_part(s.source, s.scratch, job, self._room_maker(job))
+                    counted = self._apply(index, outcome)
+                    if counted[0] == "done":
+                        complete = self.entry.complete
+                        self.flusher.part_recorded(schedule=not complete)
+                        if complete:
+                            await self._finish()
+                finally:
+                    s.observer.part_ended(*counted)
+        finally:
+            self.queue.finished(index)
+            event = self._events.pop(index, None)
+            if event is not None:
+                event.set()
+            if urgent:
+                self._spawn_workers()  # read-ahead held back for it may go now
+
+    def _room_maker(self, job: PartJob) -> Callable[[], bool]:
+        return lambda: self._s.space.after_disk_full(self.shedder, job.part, job.urgent)
+
+    def _apply(self, index: int, outcome: PartOutcome) -> tuple[str | None, int]:
+        """Act on a part's outcome; (metrics label, bytes fetched) to report."""
+        if isinstance(outcome, Dropped):
+            return "failed", 0
+        if isinstance(outcome, Failed):
+            if outcome.fatal:
+                self._fail(outcome.error)
+            else:
+                self._part_errors[index] = outcome.error
+            return outcome.outcome, 0
+        assert isinstance(outcome, Fetched)
+        if self.failure is not None:
+            # The download failed while this reply was being delivered (a task already
+            # rescheduled does not see its scope's cancel): the entry may be discarded.
+            return None, 0
+        changed = self.fence.check(outcome.result.meta)
+        if changed is not None:
+            self._fail(changed)
+            return None, 0
+        try:
+            outcome.sink.record(outcome.result)
+        except PartMismatch as exc:
+            log.error("%s: the cached object is discarded", exc)
+            self._fail(ObjectCorrupt(self._s.config.bucket, self.meta.key, str(exc)))
+            return None, 0
+        return "done", outcome.result.length
+
+    async def _finish(self) -> None:
+        """All parts are in: reach and publish the verdict (once)."""
+        if self._verdict.is_set():
+            return
+        judgement = await judge(
+            self._s.config.bucket,
+            self.meta,
+            self.entry,
+            self.fence,
+            self._s.source,
+            closed=lambda: self.closed,
+        )
+        if judgement.abandoned:
+            return
+        if judgement.counted is not None:
+            self._s.observer.verdict(judgement.counted)
+        if judgement.error is not None:
+            self._fail(judgement.error)
+            return
+        # Published first: a reader must not wait for the fdatasync of the whole object
+        # (seconds for a GiB), only for the CRC comparison.
+        self._verdict.set()
+        if judgement.fresh:
+            self.flusher.force()
+            self.flusher.in_background()
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def drop_readahead(self) -> None:
+        """No reader is left: finish the parts in flight, start no more."""
+        self.queue.drop_all()
+
+    def abort(self, error: ReadError) -> None:
+        """Stop: wake every waiter with `error`, cancel the GETs; recorded parts stay valid.
+
+        Used at unmount so that readers blocked on a slow part return at once (pyfuse3.main
+        waits for every request handler before it returns).
+        """
+        if self.failure is not None:
+            return
+        self.failure = error
+        self.drop_readahead()
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
+        self._verdict.set()
+        for scope in self._scopes:
+            scope.cancel()
+
+    def _fail(self, error: ReadError) -> None:
+        """Terminal failure: wake every waiter with `error` and forget this download."""
+        if self.failure is not None:
+            return
+        self.abort(error)
+        self._forget(self)
+        if isinstance(error, ObjectCorrupt | ObjectChanged):
+            # Unlinks the files now (a fresh download may create them again at once); our
+            # fd stays valid for workers still unwinding and is closed when we are idle.
+            self.entry.discard()
+
+    async def release(self, reader: ObjectReader) -> None:
+        """A handle closed. The last one stops read-ahead; the entry is closed once idle.
+
+        The download stays registered while parts are in flight, so a handle opened in the
+        meantime joins it instead of opening a second entry on the same cache file.
+        """
+        self.readers.discard(reader)
+        if self.readers:
+            return
+        self.drop_readahead()
+        if self.idle:
+            await self.close()
+
+    def _close_if_abandoned(self) -> None:
+        """The last handle closed while a flush ran (release saw us busy): close now."""
+        if not self.readers and self.idle and not self.closed:
+            self._s.tasks.start_soon(self.close)
+
+    async def close(self) -> None:
+        """Flush and release the entry, once no handle and no work is left."""
+        if self.readers or not self.idle or self.closed:
+            return
+        self._forget(self)
+        await self.persist()
+        self.closed = True
+        self.flusher.stop()
+        self._s.store.release(self.entry)
+
+    async def persist(self) -> None:
+        """Flush whatever is recorded, even when nothing new was (unmount, close)."""
+        self.flusher.force()
+        with trio.CancelScope(shield=True):
+            await self.flusher.flush()

@@ -1,0 +1,109 @@
+"""One open file handle's view of a shared download: its read-ahead, coverage and progress.
+
+A read asks the download for the parts it covers (demand) and, while the handle reads
+sequentially, for a growing window beyond (read-ahead, pattern.ReadaheadWindow); then it waits
+for its parts. A handle that has covered the whole object also waits for the download's CRC
+verdict before its last read returns (pattern.Coverage), so a whole-object reader (`cp`) never
+gets the last bytes of a corrupt object. What the handle has read (`consumed`) and is reading
+(`reading`) tells shedding what it may drop.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ossmount.oss.models import ObjectMeta
+from ossmount.prefetch.config import PrefetchConfig
+from ossmount.prefetch.download import Download
+from ossmount.prefetch.pattern import Coverage, ReadaheadWindow
+
+__all__ = ["ObjectReader"]
+
+
+class ObjectReader:
+    def __init__(self, download: Download, config: PrefetchConfig) -> None:
+        self._download = download
+        part = config.part_size
+        self._window = ReadaheadWindow(
+            initial=2 * part,
+            maximum=max(config.readahead_bytes, part),
+            slack=8 * 1024 * 1024,
+            trigger=download.layout.head_size,  # a peek within the head part is not a copy
+        )
+        self._coverage = Coverage(download.meta.size)
+        self._ahead_until = 0  # read-ahead already requested for parts below this index
+        self._read_until = 0  # the furthest end of a read that returned
+        self.reading: Counter[tuple[int, int]] = Counter()  # (offset, size) of reads under way
+        self.read_to_end = False  # a read returned the object's last byte (or it is empty)
+        self.closed = False
+
+    @property
+    def meta(self) -> ObjectMeta:
+        return self._download.meta
+
+    @property
+    def consumed(self) -> int:
+        """Bytes below this offset were read by this handle, and no read of it still runs
+        there: what shedding may drop (less the config's shed_margin)."""
+        if self.reading:
+            return min(self._read_until, min(offset for offset, _ in self.reading))
+        return self._read_until
+
+    async def read(self, offset: int, size: int) -> bytes:
+        download = self._download
+        if download.settled and download.entry.all_present:
+            # Fast path for a fully cached, judged object (e.g. after a remount): no part
+            # bookkeeping, read-ahead, coverage or `consumed` (nothing of an entry with every
+            # byte present needs shedding while it is read); the pread is all that is left.
+            # No await between the check and the read.
+            end = min(offset + size, download.meta.size)
+            if end == download.meta.size:
+                self.read_to_end = True
+            return download.entry.read(offset, end - offset) if offset < end else b""
+        self.reading[offset, size] += 1
+        try:
+            data = await self._read(offset, size)
+        finally:
+            self.reading[offset, size] -= 1
+            if not self.reading[offset, size]:
+                del self.reading[offset, size]
+        self._read_until = max(self._read_until, offset + len(data))
+        if self._read_until >= download.meta.size:
+            self.read_to_end = True
+        return data
+
+    async def _read(self, offset: int, size: int) -> bytes:
+        download = self._download
+        if download.failure is not None:
+            raise download.failure
+        total = download.meta.size
+        end = min(offset + size, total)
+        if offset >= end:
+            return b""
+        layout = download.layout
+        parts = layout.parts_for(offset, end - offset)
+        download.want(parts, demand=True)
+        window = self._window.observe(offset, end)
+        if window:
+            ahead = layout.parts_for(end, min(total, end + window) - end)
+            # Ask only for parts beyond what this handle already asked for: a sequential read
+            # of 1 MiB would otherwise re-offer the whole window (~16 parts) every time.
+            first = max(ahead.start, self._ahead_until)
+            if first < ahead.stop:
+                download.want(range(first, ahead.stop), demand=False)
+                self._ahead_until = ahead.stop
+        else:
+            self._ahead_until = 0  # a jump: the next sequential run starts its own window
+        await download.wait_parts(parts)
+        if self._coverage.add(offset, end):
+            await download.wait_verdict()
+        while download.entry.missing_parts(parts):
+            # Shed while we waited for a later part or the verdict (a full cache disk):
+            # fetched again. entry.read right after the check is atomic on this thread.
+            await download.wait_parts(parts)
+        return download.entry.read(offset, end - offset)
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await self._download.release(self)

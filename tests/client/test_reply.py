@@ -1,0 +1,73 @@
+"""Reply heads (the hand-written Last-Modified parser agrees with the stdlib's and falls back
+to it; header dict; metadata) and the httpcore -> httpx error mapping."""
+
+from __future__ import annotations
+
+import random
+from email.utils import formatdate, parsedate_to_datetime
+
+import httpx
+import pytest
+
+from ossmount.oss._reply import header_dict, http_date_s, meta_from_headers
+
+
+def test_fast_http_date_matches_the_stdlib() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        t = rng.randrange(0, 4_000_000_000)
+        text = formatdate(t, usegmt=True)
+        assert http_date_s(text) == t == int(parsedate_to_datetime(text).timestamp())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Sunday, 06-Nov-94 08:49:37 GMT", 784111777),  # RFC 850: the stdlib fallback
+        ("Sun Nov  6 08:49:37 1994", 784111777),  # asctime: the stdlib fallback
+        ("Sun, 06 Nov 1994 08:49:37 +0000", 784111777),
+        ("Sun, 06 Foo 1994 08:49:37 GMT", None),
+        ("Sun, 06 Nov 1994 8:x:37 GMT", None),
+        ("garbage", None),
+    ],
+)
+def test_other_forms_and_garbage(text: str, expected: int | None) -> None:
+    assert http_date_s(text) == expected
+
+
+def test_header_dict_and_meta() -> None:
+    response = httpx.Response(
+        200,
+        headers=[
+            (b"ETag", b'"AB"'),
+            (b"Last-Modified", b"Sun, 06 Nov 1994 08:49:37 GMT"),
+            (b"X-Oss-Hash-Crc64ecma", b"123"),
+            (b"x-oss-object-type", b"Normal"),
+        ],
+    )
+    headers = header_dict(response)
+    assert headers["etag"] == '"AB"'
+    meta = meta_from_headers("k", headers, 5)
+    assert (meta.etag, meta.mtime_ns, meta.crc64, meta.object_type, meta.storage_class) == (
+        '"AB"',
+        784111777 * 1_000_000_000,
+        123,
+        "Normal",
+        None,
+    )
+
+
+def test_httpcore_errors_become_the_httpx_class_of_the_same_name() -> None:
+    import httpcore
+
+    from ossmount.oss._http import as_httpx_error
+
+    err = as_httpx_error(httpcore.ReadTimeout("slow"))
+    assert type(err) is httpx.ReadTimeout
+    assert str(err) == "slow"
+    assert isinstance(err.__cause__, httpcore.ReadTimeout)
+
+    class Odd(httpcore.NetworkError):
+        pass
+
+    assert type(as_httpx_error(Odd("x"))) is httpx.TransportError

@@ -1,0 +1,26 @@
+"""Writing a part the way a GET does, for tests that hold the part's bytes in memory."""
+
+from __future__ import annotations
+
+from ossmount.cache.entry import CacheEntry
+from ossmount.crc64 import BytesLike, crc64
+from ossmount.oss.models import GetResult
+
+
+def write_part(entry: CacheEntry, index: int, data: BytesLike) -> int:
+    """Deliver `data` as part `index`'s body through `entry.part_sink` (window by window, as
+    the client does), record it, and return its CRC-64. A body of the wrong length is
+    delivered and then refused by the sink's `record` (the part stays missing)."""
+    view = memoryview(data).cast("B")
+    start = entry.layout.span(index)[0]
+    sink = entry.part_sink(index, memoryview(bytearray(4096)))
+    pos = 0
+    while pos < len(view):
+        window = sink.window(pos, len(view) - pos)
+        n = len(window)
+        window[:] = view[pos : pos + n]
+        sink.commit(window, pos)
+        pos += n
+    crc = crc64(view)
+    sink.record(GetResult(meta=entry.meta, offset=start, length=len(view), crc64=crc))
+    return crc
