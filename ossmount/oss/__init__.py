@@ -47,9 +47,12 @@ __all__ = [
     "ANONYMOUS",
     "AccessDenied",
     "BadResponse",
+    "CrcMismatch",
     "Credentials",
     "CredentialsError",
     "CredentialsProvider",
+    "FileAlreadyExists",
+    "FileRange",
     "GetResult",
     "InternalError",
     "InvalidAccessKeyId",
@@ -60,6 +63,7 @@ __all__ = [
     "ListPage",
     "NoSuchBucket",
     "NoSuchKey",
+    "NoSuchUpload",
     "ObjectChanged",
     "ObjectMeta",
     "ObjectVersion",
@@ -67,6 +71,7 @@ __all__ = [
     "OssConfig",
     "OssError",
     "OssTransportError",
+    "OssWrites",
     "PreconditionFailed",
     "QpsLimitExceeded",
     "RequestTimeTooSkewed",
@@ -77,15 +82,38 @@ __all__ = [
     "StaticCredentialsProvider",
     "SymlinkTargetNotExist",
     "Throttled",
+    "posix_meta",
     "resolve_credentials",
 ]
 
 if TYPE_CHECKING:
     from ._client import OssClient
+    from ._writes import (
+        CrcMismatch,
+        FileAlreadyExists,
+        FileRange,
+        NoSuchUpload,
+        OssWrites,
+        posix_meta,
+    )
     from .credentials import resolve_credentials
 
 # Loaded on first use, as they load httpx (see the module docstring).
-_LAZY = {"OssClient": "_client", "resolve_credentials": "credentials"}
+_LAZY = {
+    "OssClient": "_client",
+    "resolve_credentials": "credentials",
+    **dict.fromkeys(
+        (
+            "CrcMismatch",
+            "FileAlreadyExists",
+            "FileRange",
+            "NoSuchUpload",
+            "OssWrites",
+            "posix_meta",
+        ),
+        "_writes",
+    ),
+}
 
 
 def __getattr__(name: str) -> Any:

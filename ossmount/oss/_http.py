@@ -110,10 +110,12 @@ class CoreSender:
         target: str,
         headers: dict[str, str],
         timeouts: dict[str, float | None],
+        content: bytes | AsyncIterable[bytes] | None = None,
     ) -> httpx.Response:
-        """Send one request (no body); returns the streaming response (any status).
+        """Send one request; returns the streaming response (any status).
 
-        `target` is the encoded path and query; header values must be latin-1. Raises the
+        `target` is the encoded path and query; header values must be latin-1. `content` is
+        the body (writes), sent as given: the caller sets Content-Length. Raises the
         httpx.TransportError subclass named like httpcore's exception.
         """
         raw_headers = [(b"Host", self._authority)]
@@ -124,6 +126,7 @@ class CoreSender:
                 scheme=self._scheme, host=self._host, port=self._port, target=target.encode()
             ),
             headers=raw_headers,
+            content=content,
             extensions={"timeout": timeouts},
         )
         try:
