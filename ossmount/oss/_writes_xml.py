@@ -1,9 +1,9 @@
 """XML bodies of the write operations: the few we build (Complete, Delete) and those we parse.
 
 Parsing goes through `_xml._parse` (the C parser with any DOCTYPE refused, size-capped) like
-every other reply: these bytes come from the network too. Keys in replies are URL-decoded when the reply
-says `EncodingType` url (we always ask for it, so a key with characters XML cannot carry
-still round-trips).
+every other reply: these bytes come from the network too. Keys in replies are URL-decoded when
+the reply says `EncodingType` url (we always ask for it, so a key with characters XML cannot
+carry still round-trips).
 """
 
 from __future__ import annotations
