@@ -97,6 +97,7 @@ class Download:
         self._workers = 0
         self._scopes: set[trio.CancelScope] = set()  # one per worker; cancelled on failure
         self._verdict = trio.Event()
+        self._judging = False  # a `_finish` is under way (re-checks may end in one tick)
         bucket = services.config.bucket
         self.fence = VersionFence(bucket, meta, entry)
         self.flusher = Flusher(
@@ -173,7 +174,11 @@ class Download:
                     if picked is None:
                         return
                     index, urgent = picked
-                    if not urgent and not self._s.space.may_start_readahead(self.layout.part_size):
+                    if (
+                        not urgent
+                        and not self.entry.is_unchecked(index)  # a re-check needs no room
+                        and not self._s.space.may_start_readahead(self.layout.part_size)
+                    ):
                         # Read-ahead never fills the cache disk. The part stays wanted: the
                         # next read that spawns workers offers it again.
                         self.queue.put_back(index)
@@ -190,6 +195,8 @@ class Download:
         s = self._s
         job = PartJob(s.config.bucket, self.entry, index, urgent, s.store.root)
         try:
+            if self.entry.is_unchecked(index) and await self._recheck(index):
+                return
             async with s.limiter:
                 s.observer.part_started()
                 counted: tuple[str | None, int] = (None, 0)
@@ -210,6 +217,24 @@ class Download:
                 event.set()
             if urgent:
                 self._spawn_workers()  # read-ahead held back for it may go now
+
+    async def _recheck(self, index: int) -> bool:
+        """Re-hash a part trusted from the checkpoint (cache.entry, "Re-checking") in a
+        thread, outside the GET limiter; True: it is done (its waiters are woken). False: it
+        was damaged at rest and forgotten, so the caller fetches it as any missing part.
+
+        Read-ahead takes unchecked parts like missing ones, so the checks of a sequential
+        reader's next parts run ahead of it and warm the page cache for its reads.
+        """
+        try:
+            good = await trio.to_thread.run_sync(self.entry.recheck, index)
+        except OSError as exc:
+            log.warning("%s: fetching the part again", exc)
+            good = False
+        if good and self.entry.complete:
+            # Not awaited: this part's readers need not wait for a HEAD the verdict may ask.
+            self._s.tasks.start_soon(self._finish)
+        return good or self.entry.is_done(index)
 
     def _room_maker(self, job: PartJob) -> Callable[[], bool]:
         return lambda: self._s.space.after_disk_full(self.shedder, job.part, job.urgent)
@@ -243,16 +268,20 @@ class Download:
 
     async def _finish(self) -> None:
         """All parts are in: reach and publish the verdict (once)."""
-        if self._verdict.is_set():
+        if self._verdict.is_set() or self._judging:
             return
-        judgement = await judge(
-            self._s.config.bucket,
-            self.meta,
-            self.entry,
-            self.fence,
-            self._s.source,
-            closed=lambda: self.closed,
-        )
+        self._judging = True
+        try:
+            judgement = await judge(
+                self._s.config.bucket,
+                self.meta,
+                self.entry,
+                self.fence,
+                self._s.source,
+                closed=lambda: self.closed,
+            )
+        finally:
+            self._judging = False
         if judgement.abandoned:
             return
         if judgement.counted is not None:
