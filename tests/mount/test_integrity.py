@@ -1,0 +1,95 @@
+"""A cache that never lies (issue 14): bytes damaged at rest are caught, fetched again and
+never served; the checks, crashes and faults as SEMANTICS.md states them, through a real mount."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from ossmount.cache.ranges import PartLayout
+from ossmount.emulator import Emulator
+from tests.mount.conftest import MountFactory
+from tests.mount.harness import BUCKET
+
+MiB = 1024 * 1024
+ARGS = ("--part-size-mb", "1")
+
+
+def _data_file(cache: Path) -> Path:
+    (found,) = list(cache.rglob("*.data"))
+    return found
+
+
+def _gets(emu: Emulator) -> list[tuple[int, int]]:
+    return sorted(r.range for r in emu.requests if r.op == "GetObject" and r.range is not None)
+
+
+def _spans(size: int, offset: int, length: int) -> list[tuple[int, int]]:
+    """(first, last) byte of each part that [offset, +length) touches (1 MiB parts)."""
+    layout = PartLayout(size, MiB)
+    spans = (layout.span(i) for i in layout.parts_for(offset, length))
+    return [(start, start + n - 1) for start, n in spans]
+
+
+def _damage(path: Path, offset: int, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+
+
+def test_a_verified_file_damaged_at_rest_is_fetched_again_after_remount(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    data = os.urandom(6 * MiB)
+    emulator.put_object(BUCKET, "v.bin", data)
+    mount = make_mount(args=ARGS).start()
+    assert (mount.path / "v.bin").read_bytes() == data
+    assert os.getxattr(mount.path / "v.bin", "user.ossmount.state") == b"verified"
+    mount.stop()
+
+    path = _data_file(mount.cache)
+    flipped = data[MiB + MiB // 2] ^ 0x40
+    _damage(path, MiB + MiB // 2, bytes([flipped]))  # one bit in part 1
+    _damage(path, 3 * MiB, bytes(MiB))  # part 3 zeroed
+    mount = make_mount(args=ARGS).start()
+    emulator.requests.clear()
+    out = tmp_path / "out"
+    with out.open("wb") as sink:
+        subprocess.run(["cat", str(mount.path / "v.bin")], stdout=sink, check=True)
+    assert out.read_bytes() == data
+    damaged = _spans(len(data), MiB + MiB // 2, 1) + _spans(len(data), 3 * MiB, MiB)
+    assert len(damaged) == 3
+    assert _gets(emulator) == damaged  # exactly the damaged parts, once each
+    log = mount.log()
+    assert log.count("is damaged at rest") == 3
+    assert f"oss://{BUCKET}/v.bin: cached part " in log
+    assert os.getxattr(mount.path / "v.bin", "user.ossmount.state") == b"verified"
+    emulator.requests.clear()
+    assert (mount.path / "v.bin").read_bytes() == data  # and the damage stays repaired
+    assert _gets(emulator) == []
+    mount.stop()
+
+
+def test_a_peeked_part_damaged_at_rest_never_becomes_verified(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    data = os.urandom(4 * MiB)
+    emulator.put_object(BUCKET, "p.bin", data)
+    mount = make_mount(args=ARGS).start()
+    with (mount.path / "p.bin").open("rb") as f:
+        assert f.read(4096) == data[:4096]  # a peek: the head part only
+    mount.stop()
+    path = _data_file(mount.cache)
+    _damage(path, 100, bytes([data[100] ^ 0x01]))
+    mount = make_mount(args=ARGS).start()
+    emulator.requests.clear()
+    assert (mount.path / "p.bin").read_bytes() == data
+    assert _spans(len(data), 0, 1)[0] in _gets(emulator)  # the damaged head part, again
+    log = mount.log()
+    assert f"oss://{BUCKET}/p.bin: cached part 0 (bytes 0-" in log
+    assert "is damaged at rest" in log
+    assert os.getxattr(mount.path / "p.bin", "user.ossmount.state") == b"verified"
+    mount.stop()
