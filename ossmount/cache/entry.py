@@ -259,6 +259,14 @@ class CacheEntry:
             if self._state is EntryState.UNVERIFIABLE:
                 self._state = EntryState.PARTIAL
 
+    def correct_server_crc64(self, crc: int) -> None:
+        """Replace a server CRC-64 learnt from one bad reply with the one a HEAD and later
+        replies agree on (prefetch.fence). Part CRCs come from the bytes, so they stand."""
+        if not 0 <= crc < _U64:
+            raise ValueError(f"CRC-64 out of range: {crc}")
+        with self._lock:
+            self.meta = replace(self.meta, crc64=crc)
+
     def record_part(self, index: int, crc: int) -> None:
         """Mark part `index` done with CRC-64 `crc`; its bytes must already be pwritten to `fd`
         (`part_sink` does both).

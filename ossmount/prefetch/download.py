@@ -42,8 +42,8 @@ from ossmount.cache.store import CacheStore
 from ossmount.observe import PrefetchObserver
 from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch.config import PrefetchConfig, RangeSource
-from ossmount.prefetch.errors import ObjectChanged, ObjectCorrupt, ReadError
-from ossmount.prefetch.fence import VersionFence
+from ossmount.prefetch.errors import DownloadFailed, ObjectChanged, ObjectCorrupt, ReadError
+from ossmount.prefetch.fence import CRC_DISPUTES, CrcDisputed, VersionFence
 from ossmount.prefetch.fetch import Dropped, Failed, Fetched, PartJob, PartOutcome, fetch_part
 from ossmount.prefetch.flush import Flusher
 from ossmount.prefetch.parts import PartQueue
@@ -94,6 +94,7 @@ class Download:
         self.queue = PartQueue(entry.is_done)
         self._events: dict[int, trio.Event] = {}  # part -> set when its attempt ends
         self._part_errors: dict[int, ReadError] = {}
+        self._disputes: dict[int, int] = {}  # part -> replies in a row with a disputed CRC
         self._workers = 0
         self._scopes: set[trio.CancelScope] = set()  # one per worker; cancelled on failure
         self._verdict = trio.Event()
@@ -203,6 +204,8 @@ class Download:
                 try:
                     outcome = await fetch_part(s.source, s.scratch, job, self._room_maker(job))
                     counted = self._apply(index, outcome)
+                    if self._disputes.get(index, 0) >= CRC_DISPUTES:
+                        await self._settle_dispute(index, outcome)
                     if counted[0] == "done":
                         complete = self.entry.complete
                         self.flusher.part_recorded(schedule=not complete)
@@ -236,6 +239,35 @@ class Download:
             self._s.tasks.start_soon(self._finish)
         return good or self.entry.is_done(index)
 
+    async def _settle_dispute(self, index: int, outcome: PartOutcome) -> None:
+        """Replies for part `index` kept disputing the CRC: a HEAD says whether the object
+        changed (ESTALE) or the replies are wrong (EIO for this part's readers, naming both
+        CRCs). The count starts over, so a later read tries again."""
+        del self._disputes[index]
+        assert isinstance(outcome, Fetched)
+        dispute = self.fence.check(outcome.result.meta)
+        if not isinstance(dispute, CrcDisputed):
+            return
+        try:
+            head = await self._s.source.head(self.meta.key)
+        except Exception as exc:
+            error: ReadError = DownloadFailed(
+                self._s.config.bucket,
+                self.meta.key,
+                f"part {index}: replies disagree on the CRC-64 ({dispute.got} vs "
+                f"{dispute.known}) and the HEAD to settle it failed: {exc}",
+            )
+        else:
+            settled = self.fence.settle(head, dispute, index)
+            if settled is None:
+                return  # the known CRC was corrected: the part's next fetch records it
+            error = settled
+        if isinstance(error, ObjectChanged):
+            self._fail(error)
+        else:
+            log.error("%s", error)
+            self._part_errors[index] = error
+
     def _room_maker(self, job: PartJob) -> Callable[[], bool]:
         return lambda: self._s.space.after_disk_full(self.shedder, job.part, job.urgent)
 
@@ -255,9 +287,24 @@ class Download:
             # rescheduled does not see its scope's cancel): the entry may be discarded.
             return None, 0
         changed = self.fence.check(outcome.result.meta)
+        if isinstance(changed, CrcDisputed):
+            # Not recorded: a waiter's next `wait_parts` round asks for the part again.
+            self._disputes[index] = self._disputes.get(index, 0) + 1
+            log.warning(
+                "oss://%s/%s: part %d reply carried CRC-64 header %d, but this version "
+                "(ETag %s) has %d: fetching the part again",
+                self._s.config.bucket,
+                self.meta.key,
+                index,
+                changed.got,
+                self.meta.etag,
+                changed.known,
+            )
+            return "failed", 0
         if changed is not None:
             self._fail(changed)
             return None, 0
+        self._disputes.pop(index, None)
         try:
             outcome.sink.record(outcome.result)
         except PartMismatch as exc:

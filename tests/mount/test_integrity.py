@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ossmount.cache.ranges import PartLayout
 from ossmount.emulator import Emulator
+from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET
 
@@ -92,4 +93,24 @@ def test_a_peeked_part_damaged_at_rest_never_becomes_verified(
     assert f"oss://{BUCKET}/p.bin: cached part 0 (bytes 0-" in log
     assert "is damaged at rest" in log
     assert os.getxattr(mount.path / "p.bin", "user.ossmount.state") == b"verified"
+    mount.stop()
+
+
+def test_one_reply_with_a_wrong_crc_header_is_retried_not_estale(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """Finding 5: the ETag and If-Match show the same version, so a wrong CRC-64 header on
+    one response is a bad reply: the part is fetched again and `cat` succeeds."""
+    data = os.urandom(3 * MiB)
+    emulator.put_object(BUCKET, "c.bin", data)
+    mount = make_mount(args=ARGS).start()
+    os.stat(mount.path / "c.bin")
+    emulator.faults.add(FaultRule("wrong-crc", op="GetObject", times=1))
+    emulator.requests.clear()
+    out = tmp_path / "out"
+    with out.open("wb") as sink:
+        subprocess.run(["cat", str(mount.path / "c.bin")], stdout=sink, check=True)
+    assert out.read_bytes() == data
+    assert "fetching the part again" in mount.log()
+    assert os.getxattr(mount.path / "c.bin", "user.ossmount.state") == b"verified"
     mount.stop()

@@ -37,6 +37,7 @@ from ossmount.prefetch import (
     PrefetchConfig,
     Prefetcher,
 )
+from ossmount.prefetch.fence import CRC_DISPUTES
 from ossmount.prefetch.flush import FLUSH_EVERY_PARTS
 from ossmount.service.metrics import MountMetrics
 from tests.unit.cache_helpers import write_part
@@ -422,9 +423,11 @@ async def test_different_etag_in_a_response_is_object_changed(
         await fresh.aclose()
 
 
-async def test_crc_header_changing_between_parts_is_object_changed(
+async def test_crc_header_disputed_between_parts_is_eio_naming_both_crcs(
     source: FakeSource, cache_dir: Path
 ) -> None:
+    """Same ETag, a CRC header that keeps disagreeing: a bad server, not a new version
+    (issue 14 finding 5). Tried CRC_DISPUTES times, settled by a HEAD, then EIO."""
     data = blob()
     meta = source.put(KEY, data)
     assert meta.crc64 is not None
@@ -432,12 +435,17 @@ async def test_crc_header_changing_between_parts_is_object_changed(
     async with running(source, cache_dir) as p:
         reader = p.open(without_crc(meta))  # a listing's meta: the CRC comes from part 0
         assert await reader.read(1, 10) == data[1:11]
-        with pytest.raises(ObjectChanged, match="CRC-64 header changed"):
+        with pytest.raises(DownloadFailed, match="CRC headers disagree") as caught:
             await reader.read(2 * PART + 1, 10)
+        assert not isinstance(caught.value, ObjectChanged)
+        assert str(meta.crc64) in str(caught.value)
+        assert str(meta.crc64 ^ 1) in str(caught.value)
+        assert source.part_calls(KEY)[2] == CRC_DISPUTES
+        assert source.heads == [KEY]
         await reader.aclose()
 
 
-async def test_crc_header_disagreeing_with_the_opened_meta_is_object_changed(
+async def test_crc_header_disagreeing_with_the_opened_meta_is_not_object_changed(
     source: FakeSource, cache_dir: Path
 ) -> None:
     data = blob()
@@ -446,8 +454,43 @@ async def test_crc_header_disagreeing_with_the_opened_meta_is_object_changed(
     source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
-        with pytest.raises(ObjectChanged):
+        with pytest.raises(DownloadFailed, match="CRC headers disagree"):
             await reader.read(1, 10)
+        await reader.aclose()
+
+
+async def test_one_reply_with_a_wrong_crc_header_is_fetched_again(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    assert meta.crc64 is not None
+    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
+    source.hooks[(KEY, 0)] = lambda: source.crc_header.pop((KEY, 0))  # this reply only
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        assert await read_all(reader) == data
+        assert source.part_calls(KEY)[0] == 2
+        assert state_of(p, reader) is EntryState.VERIFIED
+        await reader.aclose()
+
+
+async def test_a_wrong_crc_learnt_from_the_first_reply_is_corrected_by_head(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    """A listing's meta has no CRC: the first reply's (wrong) header is learnt; the later
+    replies and a HEAD agree on another one, so that one is right and the read goes on."""
+    data = blob()
+    meta = source.put(KEY, data)
+    assert meta.crc64 is not None
+    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
+    source.hooks[(KEY, 0)] = lambda: source.crc_header.pop((KEY, 0))
+    async with running(source, cache_dir) as p:
+        reader = p.open(without_crc(meta))
+        assert await read_all(reader) == data
+        await settle(p)
+        assert p.cached_state(meta) == ("verified", meta.crc64)
+        assert source.heads == [KEY]
         await reader.aclose()
 
 
