@@ -171,6 +171,8 @@ class Download:
         try:
             with scope:
                 while self.failure is None:
+                    # Backpressure: a crash loses at most the parts in flight plus one (flush.py).
+                    await self.flusher.room()
                     picked = self.queue.take()
                     if picked is None:
                         return

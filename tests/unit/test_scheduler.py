@@ -38,7 +38,6 @@ from ossmount.prefetch import (
     Prefetcher,
 )
 from ossmount.prefetch.fence import CRC_DISPUTES
-from ossmount.prefetch.flush import FLUSH_EVERY_PARTS
 from ossmount.service.metrics import MountMetrics
 from tests.unit.cache_helpers import write_part
 from tests.unit.fake_source import BUCKET, FakeSource
@@ -586,50 +585,71 @@ async def test_object_without_crc_header_is_unverifiable(
 # --------------------------------------------------------------------- durability
 
 
-async def test_checkpoint_is_flushed_every_eight_parts(
+async def test_a_flush_starts_as_soon_as_a_part_is_recorded(
     source: FakeSource, cache_dir: Path, mock_clock: MockClock
 ) -> None:
-    assert FLUSH_EVERY_PARTS == 8
-    data = blob()
-    meta = source.put(KEY, data)
-    async with running(source, cache_dir) as p:  # the clock stands still: no timed flush
-        reader = p.open(meta)
-        await reader.read(1, 7 * PART - 1)  # parts 0..6
-        await flushed(p)
-        assert durable_parts(cache_dir) == set()
-        await reader.read(7 * PART + 1, 10)  # the eighth
-        await flushed(p)
-        assert durable_parts(cache_dir) == set(range(8))
-        await reader.aclose()
-
-
-async def test_checkpoint_is_flushed_after_one_second(
-    source: FakeSource, cache_dir: Path, mock_clock: MockClock
-) -> None:
+    """No timer, no batch of eight (issue 14 finding 3): the clock stands still here."""
     data = blob()
     meta = source.put(KEY, data)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         await reader.read(2 * PART + 1, 10)
-        await settle(p)  # the timer task is asleep
-        mock_clock.jump(0.9)
-        await flushed(p)
-        assert durable_parts(cache_dir) == set()
-        mock_clock.jump(0.2)
         await flushed(p)
         assert durable_parts(cache_dir) == {2}
+        await reader.read(5 * PART + 1, 10)
+        await flushed(p)
+        assert durable_parts(cache_dir) == {2, 5}
         await reader.aclose()
 
 
-async def test_the_last_handle_closing_during_a_timed_flush_still_releases_the_entry(
-    source: FakeSource, cache_dir: Path, mock_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+async def test_a_slow_disk_holds_fetched_but_not_durable_parts_to_in_flight_plus_one(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    """While a flush hangs in its fdatasync, workers start no GET once more than one recorded
+    part waits for durability: a kill -9 then loses at most parallel_count + 1 parts."""
+    data = blob()
+    meta = source.put(KEY, data)
+    cfg = config(parallel_count=4)
+    async with running(source, cache_dir, cfg) as p:
+        reader = p.open(meta)
+        entry = p._downloads[meta.version].entry
+        started, proceed = threading.Event(), threading.Event()
+        real_flush = entry.flush
+        flushes: list[int] = []
+
+        def slow_flush() -> None:
+            if not flushes:
+                started.set()
+                proceed.wait()
+            flushes.append(len(entry.present_parts()))
+            real_flush()
+
+        entry.flush = slow_flush  # type: ignore[method-assign]
+        got = bytearray()
+
+        async def copy() -> None:
+            got.extend(await read_all(reader, chunk=PART))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(copy)
+            await trio.to_thread.run_sync(started.wait)
+            await wait_all_tasks_blocked()
+            # Nothing is durable yet: every GET made is a part a crash would lose.
+            assert durable_parts(cache_dir) == set()
+            assert 2 <= len(source.calls) <= cfg.parallel_count + 1 < PARTS
+            proceed.set()
+        assert bytes(got) == data
+        assert len(flushes) < PARTS  # fdatasyncs are batched: not one per part
+        await reader.aclose()
+
+
+async def test_the_last_handle_closing_during_a_background_flush_still_releases_the_entry(
+    source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = blob()
     meta = source.put(KEY, data)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
-        await reader.read(2 * PART + 1, 10)
-        await settle(p)  # no worker left; the timer task is asleep
         entry = p._downloads[meta.version].entry
         started, proceed = threading.Event(), threading.Event()
         real_flush = entry.flush
@@ -640,8 +660,8 @@ async def test_the_last_handle_closing_during_a_timed_flush_still_releases_the_e
             real_flush()
 
         monkeypatch.setattr(entry, "flush", slow_flush)
-        mock_clock.jump(1.5)
-        await trio.to_thread.run_sync(started.wait)  # the timed flush is in its thread
+        await reader.read(2 * PART + 1, 10)  # readers never wait for the flush it starts
+        await trio.to_thread.run_sync(started.wait)  # the flush is in its thread
         await reader.aclose()  # the last handle goes while it runs
         proceed.set()
         await settle(p)
@@ -660,8 +680,9 @@ async def test_resume_after_a_crash_fetches_only_the_missing_parts(
         p = Prefetcher(source, store, nursery, config())
         reader = p.open(meta)
         await reader.read(1, 3 * PART - 1)  # parts 0..2
-        await trio.sleep(1.5)  # the timed flush
         await flushed(p)
+        entry = p._downloads[meta.version].entry
+        entry.flush = lambda: None  # type: ignore[method-assign]  # the crash comes first
         await reader.read(5 * PART + 1, 10)  # part 5: recorded, not yet durable
         nursery.cancel_scope.cancel()
     assert durable_parts(cache_dir) == {0, 1, 2}
@@ -867,9 +888,9 @@ async def test_an_object_bigger_than_the_cap_streams_through_and_is_verified_who
         assert state_of(p, reader) is EntryState.VERIFIED  # every part's CRC, shed or not, combined
         assert source.part_calls(KEY) == Counter(range(BIG_PARTS))  # nothing fetched twice
         held = p.store.held_bytes()
-        # Shed after each flush (every 8 parts): what is left is at most one flush's worth
-        # plus the read-ahead, far below the object.
-        assert held <= CAP + (FLUSH_EVERY_PARTS + 4) * PART < BIG
+        # Shed after each flush (which starts as soon as a part is recorded): what is left is
+        # at most one flush's worth (parts in flight + 1) plus the read-ahead, far below it.
+        assert held <= CAP + (1 + 4) * PART < BIG
         data_file, _ = files(cache_dir)
         assert os.stat(data_file).st_blocks * 512 <= held + PART  # really punched out
         shed = p.metrics.registry.get_sample_value("ossmount_shed_bytes_total")
