@@ -177,21 +177,31 @@ class Download:
                     if picked is None:
                         return
                     index, urgent = picked
-                    if (
-                        not urgent
-                        and not self.entry.is_unchecked(index)  # a re-check needs no room
-                        and not self._s.space.may_start_readahead(self.layout.part_size)
-                    ):
-                        # Read-ahead never fills the cache disk. The part stays wanted: the
-                        # next read that spawns workers offers it again.
-                        self.queue.put_back(index)
+                    if not await self._reserved_part(index, urgent):
                         return
-                    await self._run_part(index, urgent)
         finally:
             self._scopes.discard(scope)
             self._workers -= 1
             if self._workers == 0 and not self.readers:
                 self._s.tasks.start_soon(self.close)
+
+    async def _reserved_part(self, index: int, urgent: bool) -> bool:
+        """Run part `index` with its bytes reserved (space.py); a re-check needs no room.
+        False: a read-ahead part found no room; it stays wanted (put back), the next read that
+        spawns workers offers it again, and this worker stops."""
+        space = self._s.space
+        if self.entry.is_unchecked(index):
+            await self._run_part(index, urgent)
+            return True
+        reservation = await space.reserve(self.layout.span(index)[1], urgent, self.shedder, index)
+        if reservation is None:
+            self.queue.put_back(index)
+            return False
+        try:
+            await self._run_part(index, urgent)
+        finally:
+            space.release(reservation)
+        return True
 
     async def _run_part(self, index: int, urgent: bool) -> None:
         self._part_errors.pop(index, None)  # a new attempt supersedes old failures
