@@ -12,8 +12,11 @@ entry point per question:
   entries are evicted and consumed parts shed (for a demand part, also its download's unread
   parts) until it fits. A read-ahead part that still does not fit does not start (read-ahead
   never fills the cache disk nor passes the cap). A demand part must go, so it may overdraw,
-  but only one at a time mount-wide (others wait for a release): both bounds hold to within
-  one part. One statvfs per part while the disk has room.
+  but only one at a time mount-wide and only while the bounds hold without it (else it waits
+  for a release, which sheds again): both bounds hold to within one part. The one exception
+  is a demand part with nothing in flight to wait for (e.g. every byte held is within the
+  shed margin behind its reader): it goes rather than wait for ever. One statvfs per part
+  while the disk has room.
 * `after_disk_full(shedder, index, urgent)`: a part write hit ENOSPC/EDQUOT: evict idle
   entries whatever the cap, then shed consumed parts of open downloads; for a part a reader
   is blocked on, also that download's unread parts. Whether it is worth trying again.
@@ -74,7 +77,9 @@ class SpacePolicy:
                 return Reservation(length, overdraft=False)
             if not urgent:
                 return None
-            if not self._overdraft:
+            if not self._overdraft and (self._fits(0) or self.reserved == 0):
+                # The bounds hold now, so this part passes them by itself at most; or nothing
+                # is in flight whose release could make room (waiting would never end).
                 self._overdraft = True
                 self.reserved += length
                 return Reservation(length, overdraft=True)

@@ -4,7 +4,9 @@ never served; the checks, crashes and faults as SEMANTICS.md states them, throug
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -157,3 +159,50 @@ def test_kill_9_mid_download_loses_at_most_the_parts_in_flight_plus_one(
     lost = {start for start, _ in done} - listed
     assert len(done) >= 20  # mid-way: enough fetched for the bound to mean something
     assert len(lost) <= 4 + 1, (len(done), len(listed), sorted(lost))
+
+
+def test_min_free_is_a_floor_and_the_cap_holds_while_one_object_streams(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """Finding 6: --min-free-mb 32 on a 64 MiB cache filesystem, then --max-cache-size-mb 16
+    on it: a 96 MiB copy streams through, and neither bound is passed by more than one part
+    (2 MiB). Free space and cache bytes are sampled by a watcher thread while it runs."""
+    emulator.put_synthetic(BUCKET, "big.bin", 96 * MiB, seed=11)
+    expected = emulator.get_bytes(BUCKET, "big.bin")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)], check=True)
+    try:
+        for bound in (("--min-free-mb", "32"), ("--max-cache-size-mb", "16")):
+            cache = small / bound[0].strip("-")
+            args = ("--cache-dir", str(cache), "--part-size-mb", "2", *bound)
+            if bound[0] == "--max-cache-size-mb":
+                args = (*args, "--min-free-mb", "0")
+            mount = make_mount(args=args).start()
+            lowest_free, highest_used = [64 * MiB], [0]
+            done = threading.Event()
+
+            def watch(cache: Path = cache) -> None:
+                while not done.is_set():
+                    lowest_free[0] = min(lowest_free[0], shutil.disk_usage(small).free)
+                    used = sum(f.stat().st_blocks * 512 for f in cache.rglob("*.data"))
+                    highest_used[0] = max(highest_used[0], used)
+                    done.wait(0.002)
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            try:
+                out = tmp_path / "out"
+                subprocess.run(["cp", str(mount.path / "big.bin"), str(out)], check=True)
+            finally:
+                done.set()
+                watcher.join()
+            assert out.read_bytes() == expected
+            out.unlink()
+            mount.stop()
+            if bound[0] == "--min-free-mb":
+                assert lowest_free[0] >= 32 * MiB - 2 * MiB, lowest_free[0] / MiB
+            else:
+                assert highest_used[0] <= 16 * MiB + 2 * MiB, highest_used[0] / MiB
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
