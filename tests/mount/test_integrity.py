@@ -15,7 +15,7 @@ from ossmount.cache.ranges import PartLayout
 from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
-from tests.mount.harness import BUCKET
+from tests.mount.harness import BUCKET, Mount
 
 MiB = 1024 * 1024
 ARGS = ("--part-size-mb", "1")
@@ -161,6 +161,29 @@ def test_kill_9_mid_download_loses_at_most_the_parts_in_flight_plus_one(
     assert len(lost) <= 4 + 1, (len(done), len(listed), sorted(lost))
 
 
+def _copy_watching(mount: Mount, cache: Path, disk: Path, out: Path) -> tuple[int, int]:
+    """cp the big object out of `mount`; (lowest free bytes on `disk`, highest bytes held by
+    cache files under `cache`), sampled by a watcher thread meanwhile."""
+    lowest_free, highest_used = [shutil.disk_usage(disk).free], [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            lowest_free[0] = min(lowest_free[0], shutil.disk_usage(disk).free)
+            used = sum(f.stat().st_blocks * 512 for f in cache.rglob("*.data"))
+            highest_used[0] = max(highest_used[0], used)
+            done.wait(0.002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        subprocess.run(["cp", str(mount.path / "big.bin"), str(out)], check=True)
+    finally:
+        done.set()
+        watcher.join()
+    return lowest_free[0], highest_used[0]
+
+
 def test_min_free_is_a_floor_and_the_cap_holds_while_one_object_streams(
     emulator: Emulator, make_mount: MountFactory, tmp_path: Path
 ) -> None:
@@ -171,38 +194,24 @@ def test_min_free_is_a_floor_and_the_cap_holds_while_one_object_streams(
     expected = emulator.get_bytes(BUCKET, "big.bin")
     small = tmp_path / "small"
     small.mkdir()
+    out = tmp_path / "out"
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)], check=True)
     try:
-        for bound in (("--min-free-mb", "32"), ("--max-cache-size-mb", "16")):
-            cache = small / bound[0].strip("-")
-            args = ("--cache-dir", str(cache), "--part-size-mb", "2", *bound)
-            if bound[0] == "--max-cache-size-mb":
-                args = (*args, "--min-free-mb", "0")
-            mount = make_mount(args=args).start()
-            lowest_free, highest_used = [64 * MiB], [0]
-            done = threading.Event()
+        cache = small / "floor"
+        args = ("--cache-dir", str(cache), "--part-size-mb", "2", "--min-free-mb", "32")
+        mount = make_mount(args=args).start()
+        lowest_free, _ = _copy_watching(mount, cache, small, out)
+        mount.stop()
+        assert out.read_bytes() == expected
+        out.unlink()
+        assert lowest_free >= 32 * MiB - 2 * MiB, lowest_free / MiB
 
-            def watch(cache: Path = cache) -> None:
-                while not done.is_set():
-                    lowest_free[0] = min(lowest_free[0], shutil.disk_usage(small).free)
-                    used = sum(f.stat().st_blocks * 512 for f in cache.rglob("*.data"))
-                    highest_used[0] = max(highest_used[0], used)
-                    done.wait(0.002)
-
-            watcher = threading.Thread(target=watch)
-            watcher.start()
-            try:
-                out = tmp_path / "out"
-                subprocess.run(["cp", str(mount.path / "big.bin"), str(out)], check=True)
-            finally:
-                done.set()
-                watcher.join()
-            assert out.read_bytes() == expected
-            out.unlink()
-            mount.stop()
-            if bound[0] == "--min-free-mb":
-                assert lowest_free[0] >= 32 * MiB - 2 * MiB, lowest_free[0] / MiB
-            else:
-                assert highest_used[0] <= 16 * MiB + 2 * MiB, highest_used[0] / MiB
+        cache = small / "cap"
+        args = ("--cache-dir", str(cache), "--part-size-mb", "2", "--min-free-mb", "0")
+        mount = make_mount(args=(*args, "--max-cache-size-mb", "16")).start()
+        _, highest_used = _copy_watching(mount, cache, small, out)
+        mount.stop()
+        assert out.read_bytes() == expected
+        assert highest_used <= 16 * MiB + 2 * MiB, highest_used / MiB
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
