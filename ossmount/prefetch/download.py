@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ossmount.cache.entry import CacheEntry
-from ossmount.cache.errors import PartMismatch
+from ossmount.cache.errors import EntryStateError, PartMismatch
 from ossmount.cache.sink import ScratchPool
 from ossmount.cache.store import CacheStore
 from ossmount.observe import PrefetchObserver
@@ -243,6 +243,8 @@ class Download:
         """
         try:
             good = await trio.to_thread.run_sync(self.entry.recheck, index)
+        except EntryStateError:
+            return False  # discarded meanwhile (the download failed): nothing to check
         except OSError as exc:
             log.warning("%s: fetching the part again", exc)
             good = False
