@@ -7,6 +7,7 @@ memory copies: the check costs the CRC, not a second disk read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from ossmount.crc64 import crc64
@@ -19,6 +20,12 @@ CHUNK = 1024 * 1024  # one reused buffer of this size per call: no 8 MiB allocat
 def hash_span(fd: int, start: int, length: int) -> int:
     """CRC-64 of bytes [start, start + length) of `fd`. OSError as raised; a file shorter
     than the span hashes what is there (the caller's CRC then cannot match)."""
+    if length > CHUNK:
+        # One request for the whole part up front (the kernel reads it in large I/Os while we
+        # hash the first chunk), not a readahead window growing chunk by chunk: after a
+        # remount with the page cache dropped this is the disk read of the part (issue 13 W3).
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(fd, start, length, os.POSIX_FADV_WILLNEED)
     buf = bytearray(min(CHUNK, max(length, 1)))
     view = memoryview(buf)
     crc = 0
