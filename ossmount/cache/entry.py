@@ -16,12 +16,25 @@ fails `verify()` again).
 The server CRC-64 may be learnt after open (listings carry none; the first part GET's headers
 do): `set_server_crc64` fills it in and the next flush persists it.
 
-Three sets of parts, each a subset of the one before:
+The sets of parts:
 
     recorded  record_part() was called (by the `part_sink` that pwrote the bytes): bytes
-              in the file, CRC known (in memory, `_done`)
+              in the file, CRC known (in memory, `_done`); or listed by the checkpoint
     durable   recorded AND covered by a successful fdatasync AND in the saved checkpoint
               (`_durable`)
+    unchecked recorded from the checkpoint at open, and not yet re-hashed by this process
+              (`_unchecked`, a subset of recorded)
+
+Re-checking (issue 14 findings 1, 2): no byte of the file reaches a reader unless it was
+hashed against its CRC-64 since this process opened the file. A part received by this process
+is hashed on receipt (the sink); a part trusted from the checkpoint is *unchecked* until
+`recheck(index)` (a worker thread: pread + CRC-64 of one part, so the first byte of a large
+file waits for one part, not the whole file) found the stored CRC. Until then it counts as
+missing for every query a reader or the verdict uses (`is_done`, `missing_parts`, `complete`,
+`all_present`, `read`), so the whole-object verdict never combines a CRC whose bytes were not
+re-hashed. A mismatch forgets the part (WARNING with bucket, key, part, both CRCs): it is
+fetched again, and a VERIFIED/UNVERIFIABLE entry goes back to PARTIAL, so neither the
+in-memory state nor the next checkpoint says verified while a part is missing.
 
 Invariant: the checkpoint on disk lists exactly the durable parts. `flush()` snapshots the
 recorded parts, fdatasyncs the data file, then saves the snapshot: a part enters the
@@ -71,8 +84,9 @@ from ossmount.cache.checkpoint import Checkpoint, EntryState, fsync_dir, save_at
 from ossmount.cache.errors import CacheIOError, EntryStateError, PartMismatch, io_error
 from ossmount.cache.holes import punch_hole
 from ossmount.cache.ranges import PartLayout
+from ossmount.cache.recheck import hash_span
 from ossmount.cache.sink import PartSink
-from ossmount.crc64 import combine, shift
+from ossmount.crc64 import combine, format_crc, shift
 from ossmount.oss.models import ObjectMeta
 
 __all__ = ["CacheEntry", "EntryState", "VerifyResult"]
@@ -80,6 +94,7 @@ __all__ = ["CacheEntry", "EntryState", "VerifyResult"]
 log = logging.getLogger(__name__)
 
 _U64 = 1 << 64
+_DROPPED = -1  # in `_durable`: a part the checkpoint lists but whose bytes failed a re-check
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +136,7 @@ class CacheEntry:
         self._done = dict(durable)
         self._durable = dict(durable)
         self._shed: dict[int, int] = {}  # parts punched out of the file: their CRCs
+        self._unchecked: set[int] = set(durable)  # trusted from the checkpoint, not re-hashed
         self._persisted_state = state
         self._persisted_crc = meta.crc64
         self._closed = False
@@ -148,13 +164,14 @@ class CacheEntry:
     def complete(self) -> bool:
         """Every part has a CRC (recorded, or shed after it was recorded): verify() can run."""
         with self._lock:
-            return len(self._done) + len(self._shed) == self.layout.count
+            checked = len(self._done) - len(self._unchecked)
+            return checked + len(self._shed) == self.layout.count
 
     @property
     def all_present(self) -> bool:
-        """Every part's bytes are in the data file (complete and nothing shed)."""
+        """Every part's bytes are in the data file and checked (complete, nothing shed)."""
         with self._lock:
-            return len(self._done) == self.layout.count
+            return len(self._done) == self.layout.count and not self._unchecked
 
     @property
     def cached_bytes(self) -> int:
@@ -173,18 +190,24 @@ class CacheEntry:
         return total
 
     def is_done(self, index: int) -> bool:
+        """Recorded and checked in this process: a reader may have its bytes."""
         with self._lock:
-            return index in self._done
+            return index in self._done and index not in self._unchecked
+
+    def is_unchecked(self, index: int) -> bool:
+        """Listed by the checkpoint, bytes in the file, not re-hashed yet: `recheck` it."""
+        with self._lock:
+            return index in self._unchecked
 
     def present_parts(self) -> list[int]:
-        """The recorded parts whose bytes are in the file, ascending."""
+        """The recorded parts whose bytes are in the file (checked or not), ascending."""
         with self._lock:
             return sorted(self._done)
 
     def missing_parts(self, indices: Iterable[int]) -> list[int]:
-        """Those of `indices` not recorded yet, in the given order."""
+        """Those of `indices` not done (recorded and checked) yet, in the given order."""
         with self._lock:
-            return [i for i in indices if i not in self._done]
+            return [i for i in indices if i not in self._done or i in self._unchecked]
 
     def checkpoint(self) -> Checkpoint:
         """A snapshot of the recorded (not only durable) parts, as the next flush would save."""
@@ -236,6 +259,14 @@ class CacheEntry:
             if self._state is EntryState.UNVERIFIABLE:
                 self._state = EntryState.PARTIAL
 
+    def correct_server_crc64(self, crc: int) -> None:
+        """Replace a server CRC-64 learnt from one bad reply with the one a HEAD and later
+        replies agree on (prefetch.fence). Part CRCs come from the bytes, so they stand."""
+        if not 0 <= crc < _U64:
+            raise ValueError(f"CRC-64 out of range: {crc}")
+        with self._lock:
+            self.meta = replace(self.meta, crc64=crc)
+
     def record_part(self, index: int, crc: int) -> None:
         """Mark part `index` done with CRC-64 `crc`; its bytes must already be pwritten to `fd`
         (`part_sink` does both).
@@ -260,6 +291,7 @@ class CacheEntry:
                     )
                 del self._shed[index]
                 self._done[index] = crc
+                self._unchecked.discard(index)
                 return
             if self._state is not EntryState.PARTIAL:
                 raise EntryStateError(
@@ -267,6 +299,7 @@ class CacheEntry:
                     f"oss://{self.bucket}/{self.meta.key} ({self.path})"
                 )
             self._done[index] = crc
+            self._unchecked.discard(index)
             if self._durable.get(index) != crc:
                 self._durable.pop(index, None)
 
@@ -355,10 +388,11 @@ class CacheEntry:
         self._check_open("read")
         parts = self.layout.parts_for(offset, length)
         with self._lock:
-            missing = [i for i in parts if i not in self._done]
+            missing = [i for i in parts if i not in self._done or i in self._unchecked]
         if missing:
             raise EntryStateError(
-                f"read of [{offset}, +{length}) needs parts {missing} not yet cached for "
+                f"read of [{offset}, +{length}) needs parts {missing} not yet cached "
+                f"(or not re-checked) for "
                 f"oss://{self.bucket}/{self.meta.key} ({self.path})"
             )
         length = max(0, min(length, self.meta.size - offset))
@@ -380,16 +414,64 @@ class CacheEntry:
             )
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    # ----------------------------------------------------------------- re-checking
+
+    def recheck(self, index: int) -> bool:
+        """Re-hash unchecked part `index` against its stored CRC; True if it is good now.
+
+        Worker thread (see module docstring, "Re-checking"); the caller runs at most one
+        recheck of a part at a time and keeps the entry open meanwhile. False: the part was
+        damaged at rest (forgotten, logged at WARNING; fetch it again) or is no longer
+        unchecked-and-recorded (shed or fetched meanwhile: ask `is_done`).
+        """
+        self._check_open("recheck")
+        with self._lock:
+            if index not in self._unchecked:
+                return index in self._done
+            stored = self._done[index]
+        start, length = self.layout.span(index)
+        try:
+            actual = hash_span(self.fd, start, length)
+        except OSError as exc:
+            raise self._io_error(f"re-checking part {index}", exc) from exc
+        with self._lock:
+            if index not in self._unchecked or self._done.get(index) != stored:
+                return index in self._done and index not in self._unchecked
+            if actual == stored:
+                self._unchecked.discard(index)
+                return True
+            self._unchecked.discard(index)
+            del self._done[index]
+            # Not durable any more either: the next flush must rewrite the checkpoint without
+            # it, even if a fetch records the same CRC again (its new bytes need an fdatasync).
+            self._durable[index] = _DROPPED
+            if self._state is not EntryState.PARTIAL:
+                self._state = EntryState.PARTIAL
+        log.warning(
+            "oss://%s/%s: cached part %d (bytes %d-%d) is damaged at rest: CRC-64 %s in the "
+            "checkpoint, %s in the file %s; fetching it again",
+            self.bucket,
+            self.meta.key,
+            index,
+            start,
+            start + length - 1,
+            format_crc(stored),
+            format_crc(actual),
+            self.path,
+        )
+        return False
+
     # ----------------------------------------------------------------- verification
 
     def combined_crc(self) -> int:
         """CRC-64 of the whole object from the per-part CRCs, without reading the file."""
         with self._lock:
             parts = {**self._shed, **self._done}
-        if len(parts) != self.layout.count:
+            unchecked = len(self._unchecked)
+        if len(parts) != self.layout.count or unchecked:
             raise EntryStateError(
                 f"cache entry oss://{self.bucket}/{self.meta.key} is not complete "
-                f"({len(parts)}/{self.layout.count} parts)"
+                f"({len(parts)}/{self.layout.count} parts, {unchecked} not re-checked)"
             )
         count = self.layout.count
         if count == 0:
@@ -459,14 +541,21 @@ class CacheEntry:
                 if crc is None:
                     continue
                 self._durable.pop(index, None)
+                if index in self._unchecked:
+                    # Its CRC was never matched to bytes in this process: forget it wholly
+                    # rather than keep it for the verdict.
+                    self._unchecked.discard(index)
+                    crc = None
             try:
                 punch_hole(self.fd, start, length)
             except OSError as exc:
-                with self._lock:
-                    self._done[index] = crc  # nothing was deallocated: still good
+                if crc is not None:
+                    with self._lock:
+                        self._done[index] = crc  # nothing was deallocated: still good
                 raise self._io_error(f"shedding part {index}", exc) from exc
-            with self._lock:
-                self._shed[index] = crc
+            if crc is not None:
+                with self._lock:
+                    self._shed[index] = crc
             freed += length
         return freed
 

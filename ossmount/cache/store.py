@@ -331,9 +331,15 @@ class CacheStore:
         Returns how many entries were evicted. Entries in use are skipped, so the total may
         stay above the limit while they are open.
         """
-        if self.max_bytes is None or self._lock_fd is None:
+        if self.max_bytes is None:
             return 0
-        limit = self.max_bytes
+        return self.evict_to(self.max_bytes)
+
+    def evict_to(self, limit: int) -> int:
+        """Delete least recently used entries not in use until they hold at most `limit`
+        bytes (the cap less what part GETs in flight reserved: prefetch.space)."""
+        if self._lock_fd is None:
+            return 0
         evicted = self._evict_idle(lambda: self.held_bytes() <= limit)
         if evicted:
             log.debug("evicted %d cache entries of bucket %s", evicted, self.bucket)

@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING
 import trio
 
 from ossmount.cache.entry import CacheEntry
-from ossmount.cache.errors import PartMismatch
+from ossmount.cache.errors import EntryStateError, PartMismatch
 from ossmount.cache.sink import ScratchPool
 from ossmount.cache.store import CacheStore
 from ossmount.observe import PrefetchObserver
 from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch.config import PrefetchConfig, RangeSource
-from ossmount.prefetch.errors import ObjectChanged, ObjectCorrupt, ReadError
-from ossmount.prefetch.fence import VersionFence
+from ossmount.prefetch.errors import DownloadFailed, ObjectChanged, ObjectCorrupt, ReadError
+from ossmount.prefetch.fence import CRC_DISPUTES, CrcDisputed, VersionFence
 from ossmount.prefetch.fetch import Dropped, Failed, Fetched, PartJob, PartOutcome, fetch_part
 from ossmount.prefetch.flush import Flusher
 from ossmount.prefetch.parts import PartQueue
@@ -94,9 +94,11 @@ class Download:
         self.queue = PartQueue(entry.is_done)
         self._events: dict[int, trio.Event] = {}  # part -> set when its attempt ends
         self._part_errors: dict[int, ReadError] = {}
+        self._disputes: dict[int, int] = {}  # part -> replies in a row with a disputed CRC
         self._workers = 0
         self._scopes: set[trio.CancelScope] = set()  # one per worker; cancelled on failure
         self._verdict = trio.Event()
+        self._judging = False  # a `_finish` is under way (re-checks may end in one tick)
         bucket = services.config.bucket
         self.fence = VersionFence(bucket, meta, entry)
         self.flusher = Flusher(
@@ -169,33 +171,53 @@ class Download:
         try:
             with scope:
                 while self.failure is None:
+                    # Backpressure: a crash loses at most the parts in flight plus one (flush.py).
+                    await self.flusher.room()
                     picked = self.queue.take()
                     if picked is None:
                         return
                     index, urgent = picked
-                    if not urgent and not self._s.space.may_start_readahead(self.layout.part_size):
-                        # Read-ahead never fills the cache disk. The part stays wanted: the
-                        # next read that spawns workers offers it again.
-                        self.queue.put_back(index)
+                    if not await self._reserved_part(index, urgent):
                         return
-                    await self._run_part(index, urgent)
         finally:
             self._scopes.discard(scope)
             self._workers -= 1
             if self._workers == 0 and not self.readers:
                 self._s.tasks.start_soon(self.close)
 
+    async def _reserved_part(self, index: int, urgent: bool) -> bool:
+        """Run part `index` with its bytes reserved (space.py); a re-check needs no room.
+        False: a read-ahead part found no room; it stays wanted (put back), the next read that
+        spawns workers offers it again, and this worker stops."""
+        space = self._s.space
+        if self.entry.is_unchecked(index):
+            await self._run_part(index, urgent)
+            return True
+        reservation = await space.reserve(self.layout.span(index)[1], urgent, self.shedder, index)
+        if reservation is None:
+            self.queue.put_back(index)
+            return False
+        try:
+            await self._run_part(index, urgent)
+        finally:
+            space.release(reservation)
+        return True
+
     async def _run_part(self, index: int, urgent: bool) -> None:
         self._part_errors.pop(index, None)  # a new attempt supersedes old failures
         s = self._s
         job = PartJob(s.config.bucket, self.entry, index, urgent, s.store.root)
         try:
+            if self.entry.is_unchecked(index) and await self._recheck(index):
+                return
             async with s.limiter:
                 s.observer.part_started()
                 counted: tuple[str | None, int] = (None, 0)
                 try:
                     outcome = await fetch_part(s.source, s.scratch, job, self._room_maker(job))
                     counted = self._apply(index, outcome)
+                    if self._disputes.get(index, 0) >= CRC_DISPUTES:
+                        await self._settle_dispute(index, outcome)
                     if counted[0] == "done":
                         complete = self.entry.complete
                         self.flusher.part_recorded(schedule=not complete)
@@ -210,6 +232,55 @@ class Download:
                 event.set()
             if urgent:
                 self._spawn_workers()  # read-ahead held back for it may go now
+
+    async def _recheck(self, index: int) -> bool:
+        """Re-hash a part trusted from the checkpoint (cache.entry, "Re-checking") in a
+        thread, outside the GET limiter; True: it is done (its waiters are woken). False: it
+        was damaged at rest and forgotten, so the caller fetches it as any missing part.
+
+        Read-ahead takes unchecked parts like missing ones, so the checks of a sequential
+        reader's next parts run ahead of it and warm the page cache for its reads.
+        """
+        try:
+            good = await trio.to_thread.run_sync(self.entry.recheck, index)
+        except EntryStateError:
+            return False  # discarded meanwhile (the download failed): nothing to check
+        except OSError as exc:
+            log.warning("%s: fetching the part again", exc)
+            good = False
+        if good and self.entry.complete:
+            # Not awaited: this part's readers need not wait for a HEAD the verdict may ask.
+            self._s.tasks.start_soon(self._finish)
+        return good or self.entry.is_done(index)
+
+    async def _settle_dispute(self, index: int, outcome: PartOutcome) -> None:
+        """Replies for part `index` kept disputing the CRC: a HEAD says whether the object
+        changed (ESTALE) or the replies are wrong (EIO for this part's readers, naming both
+        CRCs). The count starts over, so a later read tries again."""
+        del self._disputes[index]
+        assert isinstance(outcome, Fetched)
+        dispute = self.fence.check(outcome.result.meta)
+        if not isinstance(dispute, CrcDisputed):
+            return
+        try:
+            head = await self._s.source.head(self.meta.key)
+        except Exception as exc:
+            error: ReadError = DownloadFailed(
+                self._s.config.bucket,
+                self.meta.key,
+                f"part {index}: replies disagree on the CRC-64 ({dispute.got} vs "
+                f"{dispute.known}) and the HEAD to settle it failed: {exc}",
+            )
+        else:
+            settled = self.fence.settle(head, dispute, index)
+            if settled is None:
+                return  # the known CRC was corrected: the part's next fetch records it
+            error = settled
+        if isinstance(error, ObjectChanged):
+            self._fail(error)
+        else:
+            log.error("%s", error)
+            self._part_errors[index] = error
 
     def _room_maker(self, job: PartJob) -> Callable[[], bool]:
         return lambda: self._s.space.after_disk_full(self.shedder, job.part, job.urgent)
@@ -230,9 +301,24 @@ class Download:
             # rescheduled does not see its scope's cancel): the entry may be discarded.
             return None, 0
         changed = self.fence.check(outcome.result.meta)
+        if isinstance(changed, CrcDisputed):
+            # Not recorded: a waiter's next `wait_parts` round asks for the part again.
+            self._disputes[index] = self._disputes.get(index, 0) + 1
+            log.warning(
+                "oss://%s/%s: part %d reply carried CRC-64 header %d, but this version "
+                "(ETag %s) has %d: fetching the part again",
+                self._s.config.bucket,
+                self.meta.key,
+                index,
+                changed.got,
+                self.meta.etag,
+                changed.known,
+            )
+            return "failed", 0
         if changed is not None:
             self._fail(changed)
             return None, 0
+        self._disputes.pop(index, None)
         try:
             outcome.sink.record(outcome.result)
         except PartMismatch as exc:
@@ -243,16 +329,20 @@ class Download:
 
     async def _finish(self) -> None:
         """All parts are in: reach and publish the verdict (once)."""
-        if self._verdict.is_set():
+        if self._verdict.is_set() or self._judging:
             return
-        judgement = await judge(
-            self._s.config.bucket,
-            self.meta,
-            self.entry,
-            self.fence,
-            self._s.source,
-            closed=lambda: self.closed,
-        )
+        self._judging = True
+        try:
+            judgement = await judge(
+                self._s.config.bucket,
+                self.meta,
+                self.entry,
+                self.fence,
+                self._s.source,
+                closed=lambda: self.closed,
+            )
+        finally:
+            self._judging = False
         if judgement.abandoned:
             return
         if judgement.counted is not None:

@@ -5,9 +5,18 @@ entries (`evict_to_fit` under the cap at open and release, `make_room` until a f
 target), and says what the disk has free. This module decides, for the read path, with one
 entry point per question:
 
-* `may_start_readahead(length)`: a read-ahead part may start only if the disk has room for it,
-  every GET in flight and `min_free`, after evicting and shedding if need be. Read-ahead never
-  fills the cache disk. One statvfs per read-ahead part while the disk has room.
+* `reserve(length, urgent, ...)` / `release(length)`: every part GET (demand and read-ahead)
+  reserves its bytes before it writes a byte (issue 14 finding 6). It fits when the cache
+  holds, with every reservation in flight and this one, at most the cap, and the disk keeps
+  `min_free` free after every reservation in flight and this one is written; else idle
+  entries are evicted and consumed parts shed (for a demand part, also its download's unread
+  parts) until it fits. A read-ahead part that still does not fit does not start (read-ahead
+  never fills the cache disk nor passes the cap). A demand part must go, so it may overdraw,
+  but only one at a time mount-wide and only while the bounds hold without it (else it waits
+  for a release, which sheds again): both bounds hold to within one part. The one exception
+  is a demand part with nothing in flight to wait for (e.g. every byte held is within the
+  shed margin behind its reader): it goes rather than wait for ever. One statvfs per part
+  while the disk has room.
 * `after_disk_full(shedder, index, urgent)`: a part write hit ENOSPC/EDQUOT: evict idle
   entries whatever the cap, then shed consumed parts of open downloads; for a part a reader
   is blocked on, also that download's unread parts. Whether it is worth trying again.
@@ -21,13 +30,22 @@ Trio thread only; nothing here awaits.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import trio
 
 from ossmount.cache.store import CacheStore
 from ossmount.prefetch.shed import Shedder
 
-__all__ = ["SpacePolicy"]
+__all__ = ["Reservation", "SpacePolicy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Bytes reserved for one part GET; `overdraft`: the one demand part beyond the bounds."""
+
+    length: int
+    overdraft: bool
 
 
 class SpacePolicy:
@@ -43,14 +61,63 @@ class SpacePolicy:
         self._limiter = limiter
         self._part_size = part_size
         self._shedders = shedders
+        self.reserved = 0  # bytes of part GETs in flight (reserved, not yet released)
+        self._overdraft = False  # a demand part runs beyond the bounds (at most one)
+        self._released = trio.Event()  # set (and replaced) at each release
 
-    def may_start_readahead(self, length: int) -> bool:
+    async def reserve(
+        self, length: int, urgent: bool, shedder: Shedder, index: int
+    ) -> Reservation | None:
+        """Reserve `length` bytes for part `index` before its GET; None: a read-ahead part
+        that finds no room (do not start it). Else `release` it when the GET ends. A demand
+        part waits while another demand part overdraws."""
+        while True:
+            if self._fits(length) or self._make_fit(length, urgent, shedder, index):
+                self.reserved += length
+                return Reservation(length, overdraft=False)
+            if not urgent:
+                return None
+            if not self._overdraft and (self._fits(0) or self.reserved == 0):
+                # The bounds hold now, so this part passes them by itself at most; or nothing
+                # is in flight whose release could make room (waiting would never end).
+                self._overdraft = True
+                self.reserved += length
+                return Reservation(length, overdraft=True)
+            await self._released.wait()
+
+    def release(self, reservation: Reservation) -> None:
+        self.reserved -= reservation.length
+        if reservation.overdraft:
+            self._overdraft = False
+        self._released.set()
+        self._released = trio.Event()
+
+    def _fits(self, length: int) -> bool:
         store = self._store
-        need = length + self._limiter.borrowed_tokens * self._part_size + store.min_free
-        if store.free_bytes() >= need:
-            return True
-        self._make_room(need)
-        return store.free_bytes() >= need
+        after = self.reserved + length
+        if store.max_bytes is not None and store.held_bytes() + after > store.max_bytes:
+            return False
+        return store.free_bytes() - after >= store.min_free
+
+    def _make_fit(self, length: int, urgent: bool, shedder: Shedder, index: int) -> bool:
+        """Evict idle entries and shed consumed parts (a demand part: also its download's
+        unread ones) until `length` more bytes fit; whether they do now."""
+        store = self._store
+        after = self.reserved + length
+        if store.max_bytes is not None:
+            limit = store.max_bytes - after
+            store.evict_to(limit)
+            excess = store.held_bytes() - limit
+            if excess > 0:
+                excess -= self._shed(excess)
+            if excess > 0 and urgent:
+                shedder.unread(index, excess)
+        free_need = store.min_free + after
+        if store.free_bytes() < free_need:
+            self._make_room(free_need)
+            if urgent and store.free_bytes() < free_need:
+                shedder.unread(index, free_need - store.free_bytes())
+        return self._fits(length)
 
     def after_disk_full(self, shedder: Shedder, index: int, urgent: bool) -> bool:
         """Whether there may be room now. Also the blocked reader's own download sheds its

@@ -23,7 +23,7 @@ from ossmount.cache.errors import CacheFull, CacheIOError, EntryStateError
 from ossmount.cache.opening import open_entry as open_cache_entry
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
-from tests.unit.cache_helpers import write_part
+from tests.unit.cache_helpers import recheck_all, write_part
 
 PART = 10
 DATA = bytes(range(256)) * 2 + b"tail"  # 516 bytes: 52 parts, the last one 6 bytes
@@ -44,14 +44,19 @@ def meta(data: bytes = DATA, *, etag: str = '"E1"', crc: int | None = AUTO) -> O
     )
 
 
-def open_entry(tmp_path: Path, m: ObjectMeta | None = None, part_size: int = PART) -> CacheEntry:
-    return open_cache_entry(
+def open_entry(
+    tmp_path: Path, m: ObjectMeta | None = None, part_size: int = PART, *, recheck: bool = True
+) -> CacheEntry:
+    """Open (or reopen) the entry; `recheck`: re-hash what its checkpoint lists, as a download
+    does before serving it, so tests of resuming see the parts as a reader would."""
+    entry = open_cache_entry(
         bucket=BUCKET,
         meta=m or meta(),
         part_size=part_size,
         path=tmp_path / "obj.data",
         checkpoint_path=tmp_path / "obj.ckpt",
     )
+    return recheck_all(entry) if recheck else entry
 
 
 def part(index: int, data: bytes = DATA) -> bytes:

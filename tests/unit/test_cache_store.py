@@ -22,7 +22,7 @@ from ossmount.cache import (
 )
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
-from tests.unit.cache_helpers import write_part
+from tests.unit.cache_helpers import recheck_all, write_part
 
 PART = 16
 BUCKET = "my-bucket"
@@ -185,7 +185,7 @@ def test_resume_across_stores_after_crash(tmp_path: Path) -> None:
 
     s2 = CacheStore(root, bucket=BUCKET)
     s2.lock()
-    e2 = s2.open_entry(obj("k", data), PART)
+    e2 = recheck_all(s2.open_entry(obj("k", data), PART))
     assert e2.missing_parts(range(e2.layout.count)) == [2, 3, *range(5, e2.layout.count)]
     fill(e2, data)
     assert e2.verify().state is EntryState.VERIFIED
@@ -252,7 +252,7 @@ def test_cached_checkpoint_reports_what_is_on_disk(store: CacheStore) -> None:
     cp = store.cached_checkpoint("k")
     assert cp is not None
     assert cp.state is EntryState.PARTIAL  # complete but not verified
-    e = store.open_entry(m, PART)
+    e = recheck_all(store.open_entry(m, PART))
     e.verify()
     store.release(e)
     cp = store.cached_checkpoint("k")
@@ -438,7 +438,7 @@ def test_close_flushes_open_entries_and_unlocks(tmp_path: Path) -> None:
     assert e.fd == -1
     again = CacheStore(tmp_path, bucket=BUCKET)
     again.lock()
-    e2 = again.open_entry(obj("k", data), PART)
+    e2 = recheck_all(again.open_entry(obj("k", data), PART))
     assert e2.missing_parts(range(4)) == [1, 2, 3]
     again.release(e2)
     again.close()

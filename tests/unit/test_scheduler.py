@@ -37,7 +37,7 @@ from ossmount.prefetch import (
     PrefetchConfig,
     Prefetcher,
 )
-from ossmount.prefetch.flush import FLUSH_EVERY_PARTS
+from ossmount.prefetch.fence import CRC_DISPUTES
 from ossmount.service.metrics import MountMetrics
 from tests.unit.cache_helpers import write_part
 from tests.unit.fake_source import BUCKET, FakeSource
@@ -422,9 +422,11 @@ async def test_different_etag_in_a_response_is_object_changed(
         await fresh.aclose()
 
 
-async def test_crc_header_changing_between_parts_is_object_changed(
+async def test_crc_header_disputed_between_parts_is_eio_naming_both_crcs(
     source: FakeSource, cache_dir: Path
 ) -> None:
+    """Same ETag, a CRC header that keeps disagreeing: a bad server, not a new version
+    (issue 14 finding 5). Tried CRC_DISPUTES times, settled by a HEAD, then EIO."""
     data = blob()
     meta = source.put(KEY, data)
     assert meta.crc64 is not None
@@ -432,12 +434,17 @@ async def test_crc_header_changing_between_parts_is_object_changed(
     async with running(source, cache_dir) as p:
         reader = p.open(without_crc(meta))  # a listing's meta: the CRC comes from part 0
         assert await reader.read(1, 10) == data[1:11]
-        with pytest.raises(ObjectChanged, match="CRC-64 header changed"):
+        with pytest.raises(DownloadFailed, match="CRC headers disagree") as caught:
             await reader.read(2 * PART + 1, 10)
+        assert not isinstance(caught.value, ObjectChanged)
+        assert str(meta.crc64) in str(caught.value)
+        assert str(meta.crc64 ^ 1) in str(caught.value)
+        assert source.part_calls(KEY)[2] == CRC_DISPUTES
+        assert source.heads == [KEY]
         await reader.aclose()
 
 
-async def test_crc_header_disagreeing_with_the_opened_meta_is_object_changed(
+async def test_crc_header_disagreeing_with_the_opened_meta_is_not_object_changed(
     source: FakeSource, cache_dir: Path
 ) -> None:
     data = blob()
@@ -446,8 +453,43 @@ async def test_crc_header_disagreeing_with_the_opened_meta_is_object_changed(
     source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
-        with pytest.raises(ObjectChanged):
+        with pytest.raises(DownloadFailed, match="CRC headers disagree"):
             await reader.read(1, 10)
+        await reader.aclose()
+
+
+async def test_one_reply_with_a_wrong_crc_header_is_fetched_again(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob()
+    meta = source.put(KEY, data)
+    assert meta.crc64 is not None
+    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
+    source.hooks[(KEY, 0)] = lambda: source.crc_header.pop((KEY, 0))  # this reply only
+    async with running(source, cache_dir) as p:
+        reader = p.open(meta)
+        assert await read_all(reader) == data
+        assert source.part_calls(KEY)[0] == 2
+        assert state_of(p, reader) is EntryState.VERIFIED
+        await reader.aclose()
+
+
+async def test_a_wrong_crc_learnt_from_the_first_reply_is_corrected_by_head(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    """A listing's meta has no CRC: the first reply's (wrong) header is learnt; the later
+    replies and a HEAD agree on another one, so that one is right and the read goes on."""
+    data = blob()
+    meta = source.put(KEY, data)
+    assert meta.crc64 is not None
+    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
+    source.hooks[(KEY, 0)] = lambda: source.crc_header.pop((KEY, 0))
+    async with running(source, cache_dir) as p:
+        reader = p.open(without_crc(meta))
+        assert await read_all(reader) == data
+        await settle(p)
+        assert p.cached_state(meta) == ("verified", meta.crc64)
+        assert source.heads == [KEY]
         await reader.aclose()
 
 
@@ -543,50 +585,71 @@ async def test_object_without_crc_header_is_unverifiable(
 # --------------------------------------------------------------------- durability
 
 
-async def test_checkpoint_is_flushed_every_eight_parts(
+async def test_a_flush_starts_as_soon_as_a_part_is_recorded(
     source: FakeSource, cache_dir: Path, mock_clock: MockClock
 ) -> None:
-    assert FLUSH_EVERY_PARTS == 8
-    data = blob()
-    meta = source.put(KEY, data)
-    async with running(source, cache_dir) as p:  # the clock stands still: no timed flush
-        reader = p.open(meta)
-        await reader.read(1, 7 * PART - 1)  # parts 0..6
-        await flushed(p)
-        assert durable_parts(cache_dir) == set()
-        await reader.read(7 * PART + 1, 10)  # the eighth
-        await flushed(p)
-        assert durable_parts(cache_dir) == set(range(8))
-        await reader.aclose()
-
-
-async def test_checkpoint_is_flushed_after_one_second(
-    source: FakeSource, cache_dir: Path, mock_clock: MockClock
-) -> None:
+    """No timer, no batch of eight (issue 14 finding 3): the clock stands still here."""
     data = blob()
     meta = source.put(KEY, data)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         await reader.read(2 * PART + 1, 10)
-        await settle(p)  # the timer task is asleep
-        mock_clock.jump(0.9)
-        await flushed(p)
-        assert durable_parts(cache_dir) == set()
-        mock_clock.jump(0.2)
         await flushed(p)
         assert durable_parts(cache_dir) == {2}
+        await reader.read(5 * PART + 1, 10)
+        await flushed(p)
+        assert durable_parts(cache_dir) == {2, 5}
         await reader.aclose()
 
 
-async def test_the_last_handle_closing_during_a_timed_flush_still_releases_the_entry(
-    source: FakeSource, cache_dir: Path, mock_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+async def test_a_slow_disk_holds_fetched_but_not_durable_parts_to_in_flight_plus_one(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    """While a flush hangs in its fdatasync, workers start no GET once more than one recorded
+    part waits for durability: a kill -9 then loses at most parallel_count + 1 parts."""
+    data = blob()
+    meta = source.put(KEY, data)
+    cfg = config(parallel_count=4)
+    async with running(source, cache_dir, cfg) as p:
+        reader = p.open(meta)
+        entry = p._downloads[meta.version].entry
+        started, proceed = threading.Event(), threading.Event()
+        real_flush = entry.flush
+        flushes: list[int] = []
+
+        def slow_flush() -> None:
+            if not flushes:
+                started.set()
+                proceed.wait()
+            flushes.append(len(entry.present_parts()))
+            real_flush()
+
+        entry.flush = slow_flush  # type: ignore[method-assign]
+        got = bytearray()
+
+        async def copy() -> None:
+            got.extend(await read_all(reader, chunk=PART))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(copy)
+            await trio.to_thread.run_sync(started.wait)
+            await wait_all_tasks_blocked()
+            # Nothing is durable yet: every GET made is a part a crash would lose.
+            assert durable_parts(cache_dir) == set()
+            assert 2 <= len(source.calls) <= cfg.parallel_count + 1 < PARTS
+            proceed.set()
+        assert bytes(got) == data
+        assert len(flushes) < PARTS  # fdatasyncs are batched: not one per part
+        await reader.aclose()
+
+
+async def test_the_last_handle_closing_during_a_background_flush_still_releases_the_entry(
+    source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = blob()
     meta = source.put(KEY, data)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
-        await reader.read(2 * PART + 1, 10)
-        await settle(p)  # no worker left; the timer task is asleep
         entry = p._downloads[meta.version].entry
         started, proceed = threading.Event(), threading.Event()
         real_flush = entry.flush
@@ -597,8 +660,8 @@ async def test_the_last_handle_closing_during_a_timed_flush_still_releases_the_e
             real_flush()
 
         monkeypatch.setattr(entry, "flush", slow_flush)
-        mock_clock.jump(1.5)
-        await trio.to_thread.run_sync(started.wait)  # the timed flush is in its thread
+        await reader.read(2 * PART + 1, 10)  # readers never wait for the flush it starts
+        await trio.to_thread.run_sync(started.wait)  # the flush is in its thread
         await reader.aclose()  # the last handle goes while it runs
         proceed.set()
         await settle(p)
@@ -617,8 +680,9 @@ async def test_resume_after_a_crash_fetches_only_the_missing_parts(
         p = Prefetcher(source, store, nursery, config())
         reader = p.open(meta)
         await reader.read(1, 3 * PART - 1)  # parts 0..2
-        await trio.sleep(1.5)  # the timed flush
         await flushed(p)
+        entry = p._downloads[meta.version].entry
+        entry.flush = lambda: None  # type: ignore[method-assign]  # the crash comes first
         await reader.read(5 * PART + 1, 10)  # part 5: recorded, not yet durable
         nursery.cancel_scope.cancel()
     assert durable_parts(cache_dir) == {0, 1, 2}
@@ -715,6 +779,9 @@ async def test_closing_while_the_resumed_entry_asks_head_does_not_crash(
     source.head_gate = trio.Event()
     async with running(source, cache_dir) as p:
         reader = p.open(without_crc(meta))
+        # Every resumed part is re-hashed before the verdict; a read short of the object's
+        # end has them re-checked without waiting for the verdict itself.
+        assert await reader.read(0, len(data) - 1) == data[:-1]
         await wait_all_tasks_blocked()
         assert source.heads == [KEY]  # the verdict is waiting for HEAD
         await reader.aclose()  # the entry is released meanwhile
@@ -821,9 +888,9 @@ async def test_an_object_bigger_than_the_cap_streams_through_and_is_verified_who
         assert state_of(p, reader) is EntryState.VERIFIED  # every part's CRC, shed or not, combined
         assert source.part_calls(KEY) == Counter(range(BIG_PARTS))  # nothing fetched twice
         held = p.store.held_bytes()
-        # Shed after each flush (every 8 parts): what is left is at most one flush's worth
-        # plus the read-ahead, far below the object.
-        assert held <= CAP + (FLUSH_EVERY_PARTS + 4) * PART < BIG
+        # Shed after each flush (which starts as soon as a part is recorded): what is left is
+        # at most one flush's worth (parts in flight + 1) plus the read-ahead, far below it.
+        assert held <= CAP + (1 + 4) * PART < BIG
         data_file, _ = files(cache_dir)
         assert os.stat(data_file).st_blocks * 512 <= held + PART  # really punched out
         shed = p.metrics.registry.get_sample_value("ossmount_shed_bytes_total")

@@ -1,0 +1,70 @@
+"""The cap and the free-space floor hold to within one part while one large object streams
+(issue 14 finding 6): every part GET reserves its bytes before it writes one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.unit.fake_source import FakeSource
+from tests.unit.test_scheduler import KEY, PART, blob, files, read_all, running, settle
+
+__all__ = ["PART"]  # the `source` fixture reads the module's PART
+
+BIG_PARTS = 40
+BIG = (BIG_PARTS - 1) * PART + 777
+
+
+def allocated(path: Path) -> int:
+    """Bytes the file holds on disk (its blocks; the cache file is sparse)."""
+    try:
+        return os.stat(path).st_blocks * 512
+    except FileNotFoundError:
+        return 0
+
+
+def watch_every_write(source: FakeSource, path: Path, peaks: list[int]) -> None:
+    """After each part's bytes are written (before its GET returns), note the file's size."""
+    for offset in range(0, BIG, PART):
+        source.hooks[(KEY, offset)] = lambda: peaks.append(allocated(path))
+
+
+async def test_the_cap_holds_to_within_one_part_while_an_object_streams(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    cap = 6 * PART
+    data = blob(BIG)
+    meta = source.put(KEY, data)
+    peaks: list[int] = []
+    watch_every_write(source, files(cache_dir)[0], peaks)
+    async with running(source, cache_dir, max_bytes=cap) as p:
+        reader = p.open(meta)
+        assert await read_all(reader, chunk=PART) == data
+        await settle(p)
+        await reader.aclose()
+    assert len(peaks) >= BIG_PARTS - 1
+    assert max(peaks) <= cap + PART, [x // PART for x in peaks]
+
+
+async def test_the_free_space_floor_holds_to_within_one_part(
+    source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pretend 12-part disk with a 6-part floor: the file never takes more than 6 + 1."""
+    disk, floor = 12 * PART, 6 * PART
+    data = blob(BIG)
+    meta = source.put(KEY, data)
+    path = files(cache_dir)[0]
+    peaks: list[int] = []
+    watch_every_write(source, path, peaks)
+    async with running(source, cache_dir) as p:
+        p.store.min_free = floor
+        monkeypatch.setattr(p.store, "free_bytes", lambda: disk - allocated(path))
+        reader = p.open(meta)
+        # Reads of 4 parts each: demand parts, which reserve too (not only read-ahead).
+        assert await read_all(reader, chunk=4 * PART) == data
+        await settle(p)
+        await reader.aclose()
+    assert len(peaks) >= BIG_PARTS - 1
+    assert disk - max(peaks) >= floor - PART, [x // PART for x in peaks]
