@@ -207,6 +207,15 @@ class MountConfig:
             metavar="MB",
         )
     )
+    random_read_kb: int = field(
+        metadata=option(
+            "a random read (a jump, not from the start) GETs this many KB around it into memory"
+            " instead of whole parts, until reads turn sequential; 0: whole parts",
+            64,
+            non_negative_int,
+            metavar="KB",
+        )
+    )
     dir_prefetch: int = field(
         metadata=option(
             "small files (up to one part each) fetched ahead of a reader that walks a directory "

@@ -326,6 +326,7 @@ def _prefetcher(
             shed_margin=2 * config.kernel_readahead_kb * 1024,
             warm_limit=config.dir_prefetch,
             warm_max_size=config.part_size,
+            spot_block=config.random_read_kb * 1024,
         ),
         metrics,
     )

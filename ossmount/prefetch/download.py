@@ -49,6 +49,7 @@ from ossmount.prefetch.flush import Flusher
 from ossmount.prefetch.parts import PartQueue
 from ossmount.prefetch.shed import Shedder
 from ossmount.prefetch.space import SpacePolicy
+from ossmount.prefetch.spot import SpotContext, SpotReads
 from ossmount.prefetch.tasks import Tasks
 from ossmount.prefetch.verdict import judge
 
@@ -104,6 +105,18 @@ class Download:
             services.tasks,
             after_flush=services.space.after_flush,
             after_background=self._close_if_abandoned,
+        )
+        spot = SpotContext(
+            bucket,
+            meta,
+            services.source,
+            services.limiter,
+            self.fence,
+            services.observer,
+            self._fail,
+        )
+        self.spot = SpotReads(
+            spot, block=services.config.spot_block, kept=services.config.spot_kept
         )
         self.shedder = Shedder(
             entry,
@@ -326,6 +339,7 @@ class Download:
         self._forget(self)
         await self.persist()
         self.closed = True
+        self.spot.clear()
         self.flusher.stop()
         self._s.store.release(self.entry)
 
