@@ -189,12 +189,19 @@ class MountConfig:
         )
     )
     parallel_count: int = field(
-        metadata=option("ranged GETs in flight for one object", 4, positive_int, metavar="N")
+        metadata=option(
+            "ranged GETs in flight for one object at first; grown up to half of --max-gets"
+            " while each added GET raises the object's download rate",
+            4,
+            positive_int,
+            metavar="N",
+        )
     )
     max_gets: int = field(
         metadata=option(
-            "ranged GETs in flight for the whole mount (bounds memory and sockets)",
-            16,
+            "ranged GETs in flight for the whole mount (bounds memory and sockets: one 1 MiB"
+            " receive window each)",
+            32,
             positive_int,
             metavar="N",
         )

@@ -1,12 +1,13 @@
 """One object version being (or already) cached, shared by every handle reading it: its life.
 
 A `Download` owns the `CacheEntry` and puts the one-job types together: a `PartQueue` says
-what to fetch next, up to `parallel_count` workers run `fetch_part` (each GET also holds the
+what to fetch next, up to `width` workers run `fetch_part` (each GET also holds the
 mount-wide `max_gets` limiter) and apply its outcome, the `VersionFence` keeps versions apart,
 the `Flusher` makes parts durable, `judge` reaches the verdict once every part has a CRC, and
-the `Shedder` gives space back when the space policy asks. Readers only *ask* for parts
-(`want`, synchronous) and wait for their events, so a reader that is interrupted never leaves
-other readers without data.
+the `Shedder` gives space back when the space policy asks; `width` (prefetch.width) starts
+at `parallel_count` and grows while each added stream brings its own rate. Readers only
+*ask* for parts (`want`, synchronous) and wait for their events, so a reader that is
+interrupted never leaves other readers without data.
 
 Life cycle: open (registered by the prefetcher) → parts fetched → verdict → the last reader
 gone and no work left → `close` (flush, release the entry). A terminal failure (the object
@@ -52,6 +53,7 @@ from ossmount.prefetch.space import SpacePolicy
 from ossmount.prefetch.spot import SpotContext, SpotReads
 from ossmount.prefetch.tasks import Tasks
 from ossmount.prefetch.verdict import judge
+from ossmount.prefetch.width import StreamWidth
 
 if TYPE_CHECKING:
     from ossmount.prefetch.reader import ObjectReader
@@ -96,6 +98,10 @@ class Download:
         self._events: dict[int, trio.Event] = {}  # part -> set when its attempt ends
         self._part_errors: dict[int, ReadError] = {}
         self._workers = 0
+        config = services.config
+        self.width = StreamWidth(
+            config.parallel_count, max(config.parallel_count, config.max_width)
+        )
         self._scopes: set[trio.CancelScope] = set()  # one per worker; cancelled on failure
         self._verdict = trio.Event()
         bucket = services.config.bucket
@@ -172,7 +178,7 @@ class Download:
     # -- fetching (service nursery) --------------------------------------------------------
 
     def _spawn_workers(self) -> None:
-        while self._workers < self._s.config.parallel_count and self.queue.pending:
+        while self._workers < self.width.width and self.queue.pending:
             self._workers += 1
             self._s.tasks.start_soon(self._worker)
 
@@ -182,6 +188,8 @@ class Download:
         try:
             with scope:
                 while self.failure is None:
+                    if self._workers > self.width.width:
+                        return  # the width shrank (prefetch.width): one fewer stream
                     picked = self.queue.take()
                     if picked is None:
                         return
@@ -207,8 +215,13 @@ class Download:
                 s.observer.part_started()
                 counted: tuple[str | None, int] = (None, 0)
                 try:
+                    started = trio.current_time()
                     outcome = await fetch_part(s.source, s.scratch, job, self._room_maker(job))
                     counted = self._apply(index, outcome)
+                    if counted[0] == "done" and self.width.part_done(
+                        counted[1], trio.current_time() - started
+                    ):
+                        self._spawn_workers()
                     if counted[0] == "done":
                         complete = self.entry.complete
                         self.flusher.part_recorded(schedule=not complete)
