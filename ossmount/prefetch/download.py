@@ -221,6 +221,10 @@ class Download:
                     if counted[0] == "done" and self.width.part_done(
                         counted[1], trio.current_time() - started
                     ):
+                        log.debug(
+                            "oss://%s/%s: %d GETs at once", s.config.bucket, self.meta.key,
+                            self.width.width,
+                        )  # fmt: skip
                         self._spawn_workers()
                     if counted[0] == "done":
                         complete = self.entry.complete

@@ -6,10 +6,11 @@ connection; OSS itself caps a single stream well below a host's link) rewards mo
 linearly; on loopback, or behind one saturated link, more streams only split the same rate
 and cost CPU (2 cores: every stream is Python work on the one trio thread). So the width is
 probed, like a congestion window: start at `initial` (--parallel-count); after a round of
-`width` parts at one width, compare the round's estimated aggregate rate (median per-part
-rate x width) with the previous round's. If doubling the width raised it by at least `gain`
-(default 1.3x, so noise does not count as a win), keep doubling up to `maximum`; otherwise
-go back to the previous width and stay there (`settled`).
+`width / 2` parts at one width (short, so a 256 MiB object still gains), compare the round's
+estimated aggregate rate (median per-part rate x width) with the previous round's. If
+doubling the width raised it by at least `gain` (default 1.3x, so noise does not count as a
+win), keep doubling up to `maximum`; otherwise go back to the previous width and stay there
+(`settled`).
 
 Per-part rate is measured over the GET alone (the caller times `fetch_part` inside the
 mount-wide limiter), so waiting for a GET slot is not taken for a slow stream.
@@ -38,7 +39,7 @@ class StreamWidth:
         if self.settled or nbytes <= 0:
             return False
         self._rates.append(nbytes / max(seconds, 1e-6))
-        if len(self._rates) < self.width:
+        if len(self._rates) < max(2, self.width // 2):
             return False
         aggregate = statistics.median(self._rates) * self.width
         self._rates.clear()
