@@ -190,9 +190,18 @@ class MountConfig:
     )
     parallel_count: int = field(
         metadata=option(
-            "ranged GETs in flight for one object at first; grown up to half of --max-gets"
-            " while each added GET raises the object's download rate",
+            "ranged GETs in flight for one object at first (see --max-parallel-count)",
             4,
+            positive_int,
+            metavar="N",
+        )
+    )
+    max_parallel_count: int = field(
+        metadata=option(
+            "ranged GETs one object may grow to from --parallel-count while each added GET"
+            " raises its download rate (a per-connection limit); not above --max-gets; at or"
+            " below --parallel-count the count stays fixed",
+            16,
             positive_int,
             metavar="N",
         )

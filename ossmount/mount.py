@@ -322,7 +322,7 @@ def _prefetcher(
             part_size=config.part_size,
             parallel_count=config.parallel_count,
             max_gets=config.max_gets,
-            max_width=config.max_gets // 2,
+            max_width=min(config.max_parallel_count, config.max_gets),
             readahead_bytes=config.readahead_bytes,
             shed_margin=2 * config.kernel_readahead_kb * 1024,
             warm_limit=config.dir_prefetch,
