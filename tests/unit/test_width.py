@@ -26,20 +26,29 @@ def test_per_connection_limits_grow_the_width_to_the_maximum() -> None:
 def test_a_shared_bottleneck_returns_to_the_width_before_the_probe() -> None:
     """Each stream's rate halves when the width doubles (loopback, one saturated link)."""
     w = StreamWidth(4, 16)
-    run(w, {4: 0.01, 8: 0.02, 16: 0.04})
+    run(w, {4: 0.01, 16: 0.04})
     assert w.width == 4
     assert w.settled
 
 
 def test_growth_stops_where_the_gain_ends() -> None:
-    w = StreamWidth(4, 32)
+    w = StreamWidth(4, 32, growth=2)
     run(w, {4: 0.2, 8: 0.2, 16: 0.4, 32: 0.8})
     assert w.width == 8
     assert w.settled
 
 
-def test_a_small_gain_is_noise_not_a_reason_to_grow() -> None:
+def test_the_default_growth_reaches_16_in_one_probe() -> None:
     w = StreamWidth(4, 16)
+    changes = []
+    for _ in range(2):  # one round at 4 (two parts)
+        changes.append(w.part_done(PART, 0.2))
+    assert changes == [False, True]
+    assert w.width == 16
+
+
+def test_a_small_gain_is_noise_not_a_reason_to_grow() -> None:
+    w = StreamWidth(4, 16, growth=2)
     run(w, {4: 0.2, 8: 0.35})  # 8 streams: 1.14x the aggregate of 4
     assert w.width == 4
 
