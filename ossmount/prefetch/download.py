@@ -218,12 +218,13 @@ class Download:
                     started = trio.current_time()
                     outcome = await fetch_part(s.source, s.scratch, job, self._room_maker(job))
                     counted = self._apply(index, outcome)
+                    now = trio.current_time()
                     if counted[0] == "done" and self.width.part_done(
-                        counted[1], trio.current_time() - started
+                        counted[1], now - started, started=started, now=now
                     ):
                         log.debug(
-                            "oss://%s/%s: %d GETs at once", s.config.bucket, self.meta.key,
-                            self.width.width,
+                            "oss://%s/%s: %d GETs at once (last round: %s)", s.config.bucket,
+                            self.meta.key, self.width.width, self.width.last,
                         )  # fmt: skip
                         self._spawn_workers()
                     if counted[0] == "done":
