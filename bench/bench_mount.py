@@ -63,6 +63,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -92,7 +93,8 @@ KEY_SHAPED = "obj/shaped.bin"
 KEY_BIG = "obj/big.bin"
 PART = 8 * MiB
 WORKLOADS = (
-    "curl_get", "cold_cp", "reread", "remount_cp", "ttfb", "rss", "shaped_cp", "small_cp"
+    "curl_get", "cold_cp", "reread", "remount_cp", "ttfb", "rss", "shaped_cp", "small_cp",
+    "randread",
 )  # fmt: skip
 SMALL_DIR = "small"
 
@@ -513,6 +515,8 @@ class Bench:
             self.settle()
         if self.want("small_cp"):
             self.small_cp()
+        if self.want("randread"):
+            self.randread()
 
     def remount_cp_ours(self, cache: Path, key: Path, size: int) -> None:
         with self.ossmount(cache) as (pid, mnt):
@@ -550,6 +554,44 @@ class Bench:
             self.fig.add(figure + ".cpu_ms", (cpu_seconds(pid) - c0) / self.args.small_files * 1e3)
         shutil.rmtree(cache)
         shutil.rmtree(out.parent)
+
+    def emulator_requests(self, method: str) -> list[dict[str, object]]:
+        req = urllib.request.Request(f"{self.endpoint}/_emulator/requests", method=method)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            out: list[dict[str, object]] = json.loads(resp.read())
+        return out
+
+    def randread(self, n: int = 2000, seed: int = 42) -> None:
+        """The referee's W8 (shared/peers/randread.py): n random 4 KiB-aligned preads of the cold
+        main object in one process; seconds, daemon and emulator CPU per read, bytes GET."""
+        cache = self._new_dir("cache")
+        with self.ossmount(cache) as (pid, mnt):
+            src = mnt / KEY_MAIN
+            size = os.stat(src).st_size
+            rng = random.Random(seed)
+            offsets = [rng.randrange(0, size // 4096) * 4096 for _ in range(n)]
+            self.emulator_requests("DELETE")
+            c0, e0 = cpu_seconds(pid), cpu_seconds(self.emu_pid)
+            fd = os.open(src, os.O_RDONLY)
+            try:
+                t0 = time.perf_counter()
+                for off in offsets:
+                    if len(os.pread(fd, 4096, off)) != 4096:
+                        raise RuntimeError(f"randread: short read at {off}")
+                secs = time.perf_counter() - t0
+            finally:
+                os.close(fd)
+            cpu, emu = cpu_seconds(pid) - c0, cpu_seconds(self.emu_pid) - e0
+            got = sum(
+                int(str(r["bytes_sent"]))
+                for r in self.emulator_requests("GET")
+                if r["op"] == "GetObject"
+            )
+        self.fig.add("randread", secs)
+        self.fig.add("randread.cpu_ms", cpu / n * 1e3)
+        self.fig.add("randread.emu_ms", emu / n * 1e3)
+        self.fig.add("randread.mib", got / MiB)
+        shutil.rmtree(cache)
 
     def rss(self) -> None:
         big = int(self.args.big_gib * GiB)
@@ -661,6 +703,13 @@ class Bench:
                 f"latency 20 ms + 50 MB/s per conn; with --dir-prefetch 0: "
                 f"{f.fmt('small_cp.off')} files/s; no latency: {f.fmt('small_cp.local')} "
                 f"files/s at {f.fmt('small_cp.local.cpu_ms', 2)} ms daemon CPU per file",
+            )  # fmt: skip
+        if f.has("randread"):
+            line(
+                "randread", f.fmt("randread", 2), "s", "-", None,
+                f"2000 random 4 KiB preads of the cold {self.args.size_mib} MiB object (W8); "
+                f"{f.fmt('randread.mib')} MiB GET; daemon CPU {f.fmt('randread.cpu_ms', 2)} ms, "
+                f"emulator CPU {f.fmt('randread.emu_ms', 2)} ms per read",
             )  # fmt: skip
         return lines
 

@@ -189,12 +189,28 @@ class MountConfig:
         )
     )
     parallel_count: int = field(
-        metadata=option("ranged GETs in flight for one object", 4, positive_int, metavar="N")
+        metadata=option(
+            "ranged GETs in flight for one object at first (see --max-parallel-count)",
+            4,
+            positive_int,
+            metavar="N",
+        )
+    )
+    max_parallel_count: int = field(
+        metadata=option(
+            "ranged GETs one object may grow to from --parallel-count while each added GET"
+            " raises its download rate (a per-connection limit); not above --max-gets; at or"
+            " below --parallel-count the count stays fixed",
+            16,
+            positive_int,
+            metavar="N",
+        )
     )
     max_gets: int = field(
         metadata=option(
-            "ranged GETs in flight for the whole mount (bounds memory and sockets)",
-            16,
+            "ranged GETs in flight for the whole mount (bounds memory and sockets: one 1 MiB"
+            " receive window each)",
+            32,
             positive_int,
             metavar="N",
         )
@@ -205,6 +221,15 @@ class MountConfig:
             128,
             positive_int,
             metavar="MB",
+        )
+    )
+    random_read_kb: int = field(
+        metadata=option(
+            "a random read (a jump, not from the start) GETs this many KB around it into memory"
+            " instead of whole parts, until reads turn sequential; 0: whole parts",
+            64,
+            non_negative_int,
+            metavar="KB",
         )
     )
     dir_prefetch: int = field(

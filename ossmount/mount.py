@@ -322,10 +322,12 @@ def _prefetcher(
             part_size=config.part_size,
             parallel_count=config.parallel_count,
             max_gets=config.max_gets,
+            max_width=min(config.max_parallel_count, config.max_gets),
             readahead_bytes=config.readahead_bytes,
             shed_margin=2 * config.kernel_readahead_kb * 1024,
             warm_limit=config.dir_prefetch,
             warm_max_size=config.part_size,
+            spot_block=config.random_read_kb * 1024,
         ),
         metrics,
     )

@@ -80,7 +80,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ossmount.cache.checkpoint import Checkpoint, EntryState, fsync_dir, save_atomic
+from ossmount.cache.checkpoint import (
+    Checkpoint,
+    EntryState,
+    fsync_dir,
+    save_atomic,
+    save_first,
+)
 from ossmount.cache.errors import CacheIOError, EntryStateError, PartMismatch, io_error
 from ossmount.cache.holes import punch_hole
 from ossmount.cache.ranges import PartLayout
@@ -125,7 +131,10 @@ class CacheEntry:
         fd: int,
         durable: dict[int, int],
         state: EntryState,
+        has_checkpoint: bool = True,
     ) -> None:
+        """`has_checkpoint` False: a fresh entry with no checkpoint file yet (its first save
+        takes checkpoint.save_first)."""
         self.bucket = bucket
         self.meta = meta
         self.layout = layout
@@ -139,6 +148,7 @@ class CacheEntry:
         self._unchecked: set[int] = set(durable)  # trusted from the checkpoint, not re-hashed
         self._persisted_state = state
         self._persisted_crc = meta.crc64
+        self._has_checkpoint = has_checkpoint
         self._closed = False
         self._discarded = False
         self._detached = False
@@ -364,7 +374,11 @@ class CacheEntry:
                     len(lost),
                 )
                 raise self._io_error("fdatasync", exc) from exc
-            save_atomic(self.checkpoint_path, cp)
+            if self._has_checkpoint:
+                save_atomic(self.checkpoint_path, cp)
+            else:
+                save_first(self.checkpoint_path, cp)
+                self._has_checkpoint = True
             with self._lock:
                 # Parts shed since the snapshot are not durable whatever the file now says.
                 self._durable = {i: c for i, c in snapshot.items() if i in self._done}

@@ -84,6 +84,7 @@ def open_entry(
     state = EntryState.PARTIAL
     try:
         fd = _open_existing(bucket, meta, path) if cp is not None else None
+        resumed = fd is not None and cp is not None
         if fd is not None and cp is not None:
             meta, durable, state = _resume(bucket, meta, layout, path, fd, cp)
         else:
@@ -99,6 +100,7 @@ def open_entry(
         fd=fd,
         durable=durable,
         state=state,
+        has_checkpoint=resumed,
     )
 
 

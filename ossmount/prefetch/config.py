@@ -43,3 +43,13 @@ class PrefetchConfig:
     warm_max_size: int = 8 * 1024 * 1024
     # A GET's receive window (a reused scratch buffer the body is pwritten from).
     window_size: int = 1024 * 1024
+    # GETs one download may grow to (prefetch.width) from `parallel_count` while each added
+    # stream brings its own rate; 0 (or <= parallel_count): a fixed `parallel_count`.
+    max_width: int = 0
+    # Random reads (prefetch.spot): a read that jumped away from offset 0, in a run shorter
+    # than `spot_run`, GETs the aligned `spot_block` around it into memory (at most
+    # `spot_kept` blocks per download) instead of whole parts. `spot_block` 0 (the
+    # default here; the mount sets --random-read-kb) turns it off.
+    spot_block: int = 0
+    spot_run: int = 1024 * 1024
+    spot_kept: int = 16

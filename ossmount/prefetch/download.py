@@ -1,12 +1,13 @@
 """One object version being (or already) cached, shared by every handle reading it: its life.
 
 A `Download` owns the `CacheEntry` and puts the one-job types together: a `PartQueue` says
-what to fetch next, up to `parallel_count` workers run `fetch_part` (each GET also holds the
+what to fetch next, up to `width` workers run `fetch_part` (each GET also holds the
 mount-wide `max_gets` limiter) and apply its outcome, the `VersionFence` keeps versions apart,
 the `Flusher` makes parts durable, `judge` reaches the verdict once every part has a CRC, and
-the `Shedder` gives space back when the space policy asks. Readers only *ask* for parts
-(`want`, synchronous) and wait for their events, so a reader that is interrupted never leaves
-other readers without data.
+the `Shedder` gives space back when the space policy asks; `width` (prefetch.width) starts
+at `parallel_count` and grows while each added stream brings its own rate. Readers only
+*ask* for parts (`want`, synchronous) and wait for their events, so a reader that is
+interrupted never leaves other readers without data.
 
 Life cycle: open (registered by the prefetcher) → parts fetched → verdict → the last reader
 gone and no work left → `close` (flush, release the entry). A terminal failure (the object
@@ -49,8 +50,10 @@ from ossmount.prefetch.flush import Flusher
 from ossmount.prefetch.parts import PartQueue
 from ossmount.prefetch.shed import Shedder
 from ossmount.prefetch.space import SpacePolicy
+from ossmount.prefetch.spot import SpotContext, SpotReads
 from ossmount.prefetch.tasks import Tasks
 from ossmount.prefetch.verdict import judge
+from ossmount.prefetch.width import StreamWidth
 
 if TYPE_CHECKING:
     from ossmount.prefetch.reader import ObjectReader
@@ -96,6 +99,10 @@ class Download:
         self._part_errors: dict[int, ReadError] = {}
         self._disputes: dict[int, int] = {}  # part -> replies in a row with a disputed CRC
         self._workers = 0
+        config = services.config
+        self.width = StreamWidth(
+            config.parallel_count, max(config.parallel_count, config.max_width)
+        )
         self._scopes: set[trio.CancelScope] = set()  # one per worker; cancelled on failure
         self._verdict = trio.Event()
         self._judging = False  # a `_finish` is under way (re-checks may end in one tick)
@@ -106,6 +113,18 @@ class Download:
             services.tasks,
             after_flush=services.space.after_flush,
             after_background=self._close_if_abandoned,
+        )
+        spot = SpotContext(
+            bucket,
+            meta,
+            services.source,
+            services.limiter,
+            self.fence,
+            services.observer,
+            self._fail,
+        )
+        self.spot = SpotReads(
+            spot, block=services.config.spot_block, kept=services.config.spot_kept
         )
         self.shedder = Shedder(
             entry,
@@ -161,7 +180,7 @@ class Download:
     # -- fetching (service nursery) --------------------------------------------------------
 
     def _spawn_workers(self) -> None:
-        while self._workers < self._s.config.parallel_count and self.queue.pending:
+        while self._workers < self.width.width and self.queue.pending:
             self._workers += 1
             self._s.tasks.start_soon(self._worker)
 
@@ -173,6 +192,8 @@ class Download:
                 while self.failure is None:
                     # Backpressure: a crash loses at most the parts in flight plus one (flush.py).
                     await self.flusher.room()
+                    if self._workers > self.width.width:
+                        return  # the width shrank (prefetch.width): one fewer stream
                     picked = self.queue.take()
                     if picked is None:
                         return
@@ -214,10 +235,20 @@ class Download:
                 s.observer.part_started()
                 counted: tuple[str | None, int] = (None, 0)
                 try:
+                    started = trio.current_time()
                     outcome = await fetch_part(s.source, s.scratch, job, self._room_maker(job))
                     counted = self._apply(index, outcome)
                     if self._disputes.get(index, 0) >= CRC_DISPUTES:
                         await self._settle_dispute(index, outcome)
+                    now = trio.current_time()
+                    if counted[0] == "done" and self.width.part_done(
+                        counted[1], now - started, started=started, now=now
+                    ):
+                        log.debug(
+                            "oss://%s/%s: %d GETs at once (last round: %s)", s.config.bucket,
+                            self.meta.key, self.width.width, self.width.last,
+                        )  # fmt: skip
+                        self._spawn_workers()
                     if counted[0] == "done":
                         complete = self.entry.complete
                         self.flusher.part_recorded(schedule=not complete)
@@ -416,6 +447,7 @@ class Download:
         self._forget(self)
         await self.persist()
         self.closed = True
+        self.spot.clear()
         self.flusher.stop()
         self._s.store.release(self.entry)
 

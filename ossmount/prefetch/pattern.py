@@ -12,6 +12,12 @@ fetching two 8 MiB parts nobody reads, which costs egress on every file of a dir
 reads in flight and may deliver them slightly out of order, so "sequential" tolerates reads
 that start inside the last `slack` bytes before the frontier.
 
+Scattered: a read that jumped away from offset 0 and whose run is still shorter than `spot_run`
+bytes is a random read: it is answered with a small ranged GET (prefetch.spot) instead of the
+parts it touches. A run that started at offset 0 (`cp`, `cat`, a peek at the head) never is,
+so whole-file readers keep their first-read latency; a random reader that turns sequential
+gets parts, then read-ahead, once its run reaches `spot_run`.
+
 Coverage: a handle that has asked for every byte of the object is copying it whole (`cp`,
 `rsync`, `cat`). The read that completes that coverage is answered only after the object's
 CRC-64 verdict, so a whole-object reader can never see a clean EOF on bytes that failed
@@ -28,8 +34,11 @@ __all__ = ["Coverage", "ReadaheadWindow"]
 class ReadaheadWindow:
     """How many bytes past a read should be prefetched for this handle."""
 
-    def __init__(self, *, initial: int, maximum: int, slack: int, trigger: int = 0) -> None:
+    def __init__(
+        self, *, initial: int, maximum: int, slack: int, trigger: int = 0, spot_run: int = 0
+    ) -> None:
         self._initial = min(initial, maximum)
+        self._spot_run = spot_run
         self._maximum = maximum
         self._slack = slack
         self._trigger = trigger
@@ -50,6 +59,11 @@ class ReadaheadWindow:
         else:
             self._window = 0
         return self._window
+
+    @property
+    def scattered(self) -> bool:
+        """Whether the last observed read is a random one (see module docstring)."""
+        return self._run_start > 0 and self._frontier - self._run_start < self._spot_run
 
 
 class Coverage:

@@ -29,7 +29,9 @@ class ObjectReader:
             maximum=max(config.readahead_bytes, part),
             slack=8 * 1024 * 1024,
             trigger=download.layout.head_size,  # a peek within the head part is not a copy
+            spot_run=config.spot_run if config.spot_block else 0,
         )
+        self._spotted = False  # some read was answered by a spot read (prefetch.spot)
         self._coverage = Coverage(download.meta.size)
         self._ahead_until = 0  # read-ahead already requested for parts below this index
         self._read_until = 0  # the furthest end of a read that returned
@@ -80,10 +82,36 @@ class ObjectReader:
         end = min(offset + size, total)
         if offset >= end:
             return b""
-        layout = download.layout
-        parts = layout.parts_for(offset, end - offset)
-        download.want(parts, demand=True)
+        parts = download.layout.parts_for(offset, end - offset)
         window = self._window.observe(offset, end)
+        if self._window.scattered and self._unfetched(parts):
+            if not self._coverage.add(offset, end):
+                self._spotted = True
+                return await download.spot.read(offset, end)
+            return await self._read_parts(offset, end, parts, window, covered=True)
+        return await self._read_parts(offset, end, parts, window, covered=False)
+
+    def _unfetched(self, parts: range) -> bool:
+        """Some part of the read is missing and none that is missing is on its way: a spot
+        read is cheaper (a part in flight or cached is read from the cache)."""
+        download = self._download
+        missing = False
+        for index in parts:
+            if not download.entry.is_done(index):
+                if index in download.queue.in_flight:
+                    return False
+                missing = True
+        return missing
+
+    async def _read_parts(
+        self, offset: int, end: int, parts: range, window: int, *, covered: bool
+    ) -> bytes:
+        """The read from the cache file: its parts (demand) and read-ahead; `covered`: this
+        read was already found to complete the handle's coverage."""
+        download = self._download
+        layout = download.layout
+        total = download.meta.size
+        download.want(parts, demand=True)
         if window:
             ahead = layout.parts_for(end, min(total, end + window) - end)
             # Ask only for parts beyond what this handle already asked for: a sequential read
@@ -95,7 +123,13 @@ class ObjectReader:
         else:
             self._ahead_until = 0  # a jump: the next sequential run starts its own window
         await download.wait_parts(parts)
-        if self._coverage.add(offset, end):
+        if covered or self._coverage.add(offset, end):
+            if self._spotted:
+                # Spot reads recorded nothing: the verdict a whole-object reader waits for
+                # needs every part in the cache.
+                everything = range(layout.count)
+                download.want(everything, demand=True)
+                await download.wait_parts(everything)
             await download.wait_verdict()
         while download.entry.missing_parts(parts):
             # Shed while we waited for a later part or the verdict (a full cache disk):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random
 import signal
 import subprocess
 import threading
@@ -170,6 +171,33 @@ def test_a_peek_at_a_large_file_fetches_only_its_head_part(
     assert _file_sha(mount.path / "peek.bin") == _synthetic_sha(emulator, "peek.bin", size)
     gets = _gets(emulator, "peek.bin")
     assert len(gets) == len(set(gets)) == PartLayout(size, 8 * MiB).count
+
+
+def test_random_preads_fetch_small_aligned_ranges_not_parts(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """A random reader (the referee's W8) gets the aligned 64 KiB around each read, not the 8 MiB
+    part: the object is not downloaded whole. Every byte is still exact."""
+    size = 64 * MiB
+    key = "random.bin"
+    emulator.put_synthetic(BUCKET, key, size, seed=12)
+    mount = make_mount().start()
+    rng = random.Random(5)
+    offsets = [rng.randrange(1, size // 4096) * 4096 + rng.randrange(0, 4000) for _ in range(40)]
+    fd = os.open(mount.path / key, os.O_RDONLY)
+    try:
+        for offset in offsets:
+            want = emulator.synthetic_bytes(BUCKET, key, offset, min(100, size - offset))
+            assert os.pread(fd, 100, offset) == want
+    finally:
+        os.close(fd)
+    block = 64 * 1024
+    gets = _gets(emulator, key)
+    assert gets
+    for start, end in gets:
+        assert start % block == 0
+        assert end - start + 1 == block
+    assert sum(end - start + 1 for start, end in gets) <= 2 * len(offsets) * block
 
 
 def test_kill_9_mid_download_then_remount_fetches_only_missing_parts(

@@ -75,7 +75,8 @@ def test_an_object_deleted_mid_read_fails_the_read_with_estale(
     emulator.faults.add(
         FaultRule(action="stall", op="GetObject", key=key, skip=2, times=1, after=0, seconds=1.0)
     )
-    mount = make_mount(args=("--part-size-mb", "1", "--parallel-count", "1")).start()
+    one_get = ("--parallel-count", "1", "--max-parallel-count", "1")
+    mount = make_mount(args=("--part-size-mb", "1", *one_get)).start()
     errors: list[BaseException] = []
 
     def read() -> None:

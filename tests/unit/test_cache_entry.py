@@ -104,7 +104,7 @@ def test_flush_is_durable_before_checkpoint_and_cheap_when_clean(
 ) -> None:
     entry = open_entry(tmp_path)
     calls: list[str] = []
-    real_sync, real_replace = os.fdatasync, os.replace
+    real_sync, real_replace, real_open = os.fdatasync, os.replace, os.open
 
     def sync(fd: int) -> None:
         calls.append("fdatasync")
@@ -114,17 +114,26 @@ def test_flush_is_durable_before_checkpoint_and_cheap_when_clean(
         calls.append(f"replace {Path(dst).name}")
         real_replace(src, dst)
 
+    def open_(path: str | Path, flags: int, *args: int, **kwargs: int) -> int:
+        if flags & os.O_EXCL and Path(path).suffix == ".ckpt":
+            calls.append(f"create {Path(path).name}")  # the first checkpoint, in place
+        return real_open(path, flags, *args, **kwargs)
+
     monkeypatch.setattr(os, "fdatasync", sync)
     monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "open", open_)
     entry.flush()
     assert calls == []  # nothing recorded, nothing to do
     write_part(entry, 0, part(0))
     assert entry.needs_flush
     entry.flush()
-    assert calls == ["fdatasync", "replace obj.ckpt"]
+    assert calls == ["fdatasync", "create obj.ckpt"]
     assert not entry.needs_flush
     entry.flush()
-    assert calls == ["fdatasync", "replace obj.ckpt"]
+    assert calls == ["fdatasync", "create obj.ckpt"]
+    write_part(entry, 1, part(1))
+    entry.flush()  # a checkpoint exists now: replaced atomically, never rewritten in place
+    assert calls == ["fdatasync", "create obj.ckpt", "fdatasync", "replace obj.ckpt"]
     entry.close()
 
 

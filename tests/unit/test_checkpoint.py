@@ -23,6 +23,7 @@ from ossmount.cache.checkpoint import (
     encode,
     load,
     save_atomic,
+    save_first,
 )
 from ossmount.cache.errors import CacheFull, CorruptCheckpoint
 from ossmount.cache.ranges import HEAD_PART_SIZE, PartLayout
@@ -226,3 +227,29 @@ def test_save_on_full_disk_raises_cache_full_and_keeps_old(
     assert "No space" in str(info.value)
     assert load(path) == small()
     assert not (tmp_path / "x.ckpt.tmp").exists()
+
+
+def test_a_first_checkpoint_is_written_in_place_and_a_torn_one_is_discarded(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "obj.ckpt"
+    cp = small()
+    save_first(path, cp)
+    assert load(path) == cp
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["obj.ckpt"]  # no temp file
+    # A crash while it was written leaves a torn file: never trusted, deleted.
+    data = path.read_bytes()
+    for cut in (1, len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        assert load(path) is None
+        assert not path.exists()
+
+
+def test_a_first_save_onto_an_existing_checkpoint_replaces_it_atomically(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "obj.ckpt"
+    save_atomic(path, small())
+    newer = replace(small(), part_crcs={})
+    save_first(path, newer)
+    assert load(path) == newer
