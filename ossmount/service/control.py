@@ -60,6 +60,8 @@ MAX_REQUEST = 256  # bytes, newline included: the longest request is a word
 TIMEOUT_S = 5.0  # for the request line to arrive, and again for the answer to be taken
 MAX_CLIENTS = 8
 _BATCH = 256  # entries dropped per step of the event loop
+_DRAIN = 1 << 20  # bytes of an unread request read and dropped before closing
+_DRAIN_S = 1.0
 
 
 class ControlTarget(Protocol):
@@ -154,7 +156,7 @@ async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
     return line
 
 
-async def handle_stream(stream: trio.abc.Stream, target: ControlTarget) -> None:
+async def handle_stream(stream: trio.abc.HalfCloseableStream, target: ControlTarget) -> None:
     """Serve one connection: read one request, answer, close. Never raises (but Cancelled)."""
     async with stream:
         try:
@@ -173,9 +175,7 @@ async def handle_stream(stream: trio.abc.Stream, target: ControlTarget) -> None:
         except Exception as exc:  # a bug in a handler: answered, logged, the mount goes on
             log.exception("control: request failed")
             reply = _error(f"internal error: {type(exc).__name__}: {exc}")
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            with trio.move_on_after(TIMEOUT_S):
-                await stream.send_all(reply)
+        await _finish(stream, reply, TIMEOUT_S)
 
 
 def _peer_allowed(sock: trio.socket.SocketType) -> bool:
@@ -223,43 +223,66 @@ async def serve_control(
         with sock:
             task_status.started()
             async with trio.open_nursery() as nursery:
-                active = [0]
+                server = _Server(target, nursery)
                 while True:
-                    await _accept_one(sock, target, nursery, active)
+                    await server.accept_one(sock)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(SOCKET_NAME, dir_fd=dir_fd)
         os.close(dir_fd)
 
 
-async def _accept_one(
-    sock: trio.socket.SocketType, target: ControlTarget, nursery: trio.Nursery, active: list[int]
-) -> None:
-    try:
-        conn, _ = await sock.accept()
-    except OSError as exc:  # EMFILE and the like: wait and try again, the mount goes on
-        log.warning("control: accept failed: %s", os.strerror(exc.errno or errno.EIO))
-        await trio.sleep(1)
-        return
-    stream = trio.SocketStream(conn)
-    if not _peer_allowed(conn) or active[0] >= MAX_CLIENTS:
-        why = "not allowed" if active[0] < MAX_CLIENTS else "too many connections"
-        log.warning("control: refused a connection: %s", why)
-        nursery.start_soon(_refuse, stream, why)
-        return
+class _Server:
+    """Accepts connections and serves each in its own task, at most MAX_CLIENTS at once.
 
-    async def serve() -> None:
-        active[0] += 1
+    `active` is counted up in the same step as a connection's task is started (before any
+    await), so a burst of connects cannot overshoot the bound.
+    """
+
+    def __init__(self, target: ControlTarget, nursery: trio.Nursery) -> None:
+        self.target = target
+        self.nursery = nursery
+        self.active = 0
+
+    async def accept_one(self, sock: trio.socket.SocketType) -> None:
         try:
-            await handle_stream(stream, target)
-        finally:
-            active[0] -= 1
+            conn, _ = await sock.accept()
+        except OSError as exc:  # EMFILE and the like: wait and try again, the mount goes on
+            log.warning("control: accept failed: %s", os.strerror(exc.errno or errno.EIO))
+            await trio.sleep(1)
+            return
+        stream = trio.SocketStream(conn)
+        why = None if _peer_allowed(conn) else "not allowed"
+        if why is None and self.active >= MAX_CLIENTS:
+            why = "too many connections"
+        if why is not None:
+            log.warning("control: refused a connection: %s", why)
+            self.nursery.start_soon(_refuse, stream, why)
+            return
+        self.active += 1
+        self.nursery.start_soon(self._serve, stream)
 
-    nursery.start_soon(serve)
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        try:
+            await handle_stream(stream, self.target)
+        finally:
+            self.active -= 1
 
 
 async def _refuse(stream: trio.SocketStream, why: str) -> None:
     async with stream:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            with trio.move_on_after(1):
-                await stream.send_all(_error(why))
+        await _finish(stream, _error(why), 1.0)
+
+
+async def _finish(stream: trio.abc.HalfCloseableStream, reply: bytes, send_s: float) -> None:
+    """Send `reply`, then EOF, then read and discard what the client still sends (at most
+    `_DRAIN` bytes, `_DRAIN_S` seconds) before the caller closes: closing a unix socket with
+    unread bytes makes the client's recv fail with ECONNRESET instead of reading the answer."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        with trio.move_on_after(send_s):
+            await stream.send_all(reply)
+            await stream.send_eof()
+        drained = 0
+        with trio.move_on_after(_DRAIN_S):
+            while drained < _DRAIN and (chunk := await stream.receive_some(65536)):
+                drained += len(chunk)

@@ -47,6 +47,7 @@ async def _exchange(data: bytes, target: FakeTarget, close: bool = False) -> dic
         reply = b""
         while chunk := await client.receive_some():
             reply += chunk
+        await client.aclose()
     assert reply.endswith(b"\n")
     assert reply.count(b"\n") == 1
     result: dict[str, Any] = json.loads(reply)
@@ -147,3 +148,28 @@ async def test_a_long_cache_dir_path_still_gets_its_socket(tmp_path: Path) -> No
         assert (deep / SOCKET_NAME).exists()
         nursery.cancel_scope.cancel()
     assert not (deep / SOCKET_NAME).exists()
+
+
+async def test_connections_past_the_bound_are_refused_and_the_bound_frees_up(
+    tmp_path: Path,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, tmp_path, FakeTarget())
+        path = tmp_path / SOCKET_NAME
+        silent = []
+        for _ in range(control.MAX_CLIENTS):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(path))
+            silent.append(sock)
+        # The server has accepted them once it answers a status on the next free slot... which
+        # there is none of: this one is refused at once, not after the silent ones time out.
+        reply = await trio.to_thread.run_sync(_ask, path, b"status\n")
+        assert json.loads(reply) == {"ok": False, "error": "too many connections"}
+        for sock in silent:
+            sock.close()
+        with trio.fail_after(10):
+            while True:  # the closed ones end their tasks; then a slot is free again
+                reply = await trio.to_thread.run_sync(_ask, path, b"status\n")
+                if json.loads(reply)["ok"]:
+                    break
+        nursery.cancel_scope.cancel()
