@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import logging
 import os
 from collections import OrderedDict
@@ -411,7 +412,9 @@ class CacheStore:
         """
         self._require_lock()
         dropped = freed = 0
-        for h in list(self._index):
+        # The first limit + in-use keys hold `limit` idle ones if there are: no copy of a
+        # 100k-entry index per batch.
+        for h in list(itertools.islice(self._index, limit + len(self._current))):
             if dropped >= limit:
                 break
             held = self._index[h]

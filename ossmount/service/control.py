@@ -59,7 +59,7 @@ SOCKET_NAME = "control.sock"
 MAX_REQUEST = 256  # bytes, newline included: the longest request is a word
 TIMEOUT_S = 5.0  # for the request line to arrive, and again for the answer to be taken
 MAX_CLIENTS = 8
-_BATCH = 256  # entries dropped per step of the event loop
+_BATCH = 64  # entries dropped per step of the event loop (~130 unlinks)
 _DRAIN = 1 << 20  # bytes of an unread request read and dropped before closing
 _DRAIN_S = 1.0
 
