@@ -17,7 +17,9 @@ credentials (`RELOADING=1` … `READY=1`).
 
 Shutdown (unmount by `fusermount3 -u`/`umount`, or SIGTERM/SIGINT → pyfuse3.terminate):
 pyfuse3.main returns, the nursery is cancelled (downloads stop mid-part; unrecorded parts are
-simply fetched again later), every checkpoint is flushed, the cache lock is released.
+simply fetched again later), every checkpoint is flushed, the cache lock is released. The
+control socket (ossmount.service.control) lives from just before the kernel mount until the
+nursery is cancelled, and is removed then.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from ossmount.oss import (
     resolve_credentials,
 )
 from ossmount.prefetch import PrefetchConfig, Prefetcher
+from ossmount.service.control import StoreControl, serve_control
 from ossmount.service.metrics import MountMetrics, install, serve_metrics
 from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount
@@ -251,6 +254,7 @@ async def _serve(
     async with trio.open_nursery() as nursery:
         await _start_metrics(config, metrics, nursery)
         prefetcher = _prefetcher(config, client, store, nursery, metrics)
+        await _start_control(config, store, prefetcher, nursery)
         look = Presentation(
             uid=config.uid,
             gid=config.gid,
@@ -304,6 +308,23 @@ async def _start_metrics(config: MountConfig, metrics: MountMetrics, nursery: tr
         raise StartupError(
             f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}", ExitCode.USAGE
         ) from exc
+
+
+async def _start_control(
+    config: MountConfig, store: CacheStore, prefetcher: Prefetcher, nursery: trio.Nursery
+) -> None:
+    """`CACHE_DIR/control.sock` for `ossmount cache clear --through-mount`; removed when the
+    nursery is cancelled at unmount. Without it the mount still works: a WARNING, no failure."""
+    target = StoreControl(store, lambda: prefetcher.statistics()["downloads"])
+    try:
+        await nursery.start(serve_control, config.cache_dir, target)
+    except OSError as exc:
+        log.warning(
+            "no control socket in %s (ossmount cache clear --through-mount cannot reach this "
+            "mount): %s",
+            config.cache_dir,
+            exc.strerror or exc,
+        )
 
 
 def _prefetcher(

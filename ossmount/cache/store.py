@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import logging
 import os
 from collections import OrderedDict
@@ -73,7 +74,7 @@ from ossmount.cache.holes import probe
 from ossmount.oss.addressing import valid_bucket_name
 from ossmount.oss.models import ObjectMeta
 
-__all__ = ["LAYOUT_VERSION", "CacheStats", "CacheStore"]
+__all__ = ["LAYOUT_VERSION", "CacheStats", "CacheStore", "Dropped"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,16 @@ class CacheStats:
     in_use: int
     evictions: int
     max_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """What `drop_idle` deleted, and what it left because it is in use."""
+
+    entries: int
+    bytes: int
+    kept_entries: int
+    kept_bytes: int
 
 
 class _Slot:
@@ -399,6 +410,28 @@ class CacheStore:
             return False
         self._idle_bytes -= self._index.pop(h)
         return True
+
+    def drop_idle(self, limit: int) -> Dropped:
+        """Delete up to `limit` idle entries (`ossmount cache clear --through-mount`), least
+        recently used first, by the path eviction takes, so the accounting stays right.
+
+        Entries in use (open for reading or downloading) stay and are counted in the answer.
+        Bounded by `limit` so that the caller can yield to the event loop between batches: a
+        store of 100k entries is not unlinked in one step of the loop that serves FUSE.
+        """
+        self._require_lock()
+        dropped = freed = 0
+        # The first limit + in-use keys hold `limit` idle ones if there are: no copy of a
+        # 100k-entry index per batch.
+        for h in list(itertools.islice(self._index, limit + len(self._current))):
+            if dropped >= limit:
+                break
+            held = self._index[h]
+            if h not in self._current and self._evict(h):
+                dropped += 1
+                freed += held
+        kept = sum(slot.entry.cached_bytes for slot in self._current.values())
+        return Dropped(dropped, freed, len(self._current), kept)
 
     def held_bytes(self) -> int:
         """Bytes the cache holds: idle entries as released, entries in use as of now."""

@@ -235,7 +235,9 @@ def describe_holder(root: Path, pid: int | None) -> str:
 
 
 @contextlib.contextmanager
-def exclusive(root: Path, action: str) -> Iterator[None]:
+def exclusive(
+    root: Path, action: str, hint: str = "unmount it first (fusermount3 -u MOUNTPOINT)"
+) -> Iterator[None]:
     """Hold the cache dir's lock, as a mount does, for a command that changes it.
 
     Refuses with Exit.CACHE, naming the holder, while a mount (or another command) holds it.
@@ -251,8 +253,7 @@ def exclusive(root: Path, action: str) -> Iterator[None]:
         except BlockingIOError:
             who = describe_holder(root, _read_pid(fd))
             raise CommandError(
-                f"cannot {action} {root}: it is in use by {who}; unmount it first "
-                "(fusermount3 -u MOUNTPOINT)",
+                f"cannot {action} {root}: it is in use by {who}; {hint}",
                 Exit.CACHE,
             ) from None
         os.ftruncate(fd, 0)

@@ -71,9 +71,16 @@ def _cache_parser() -> argparse.ArgumentParser:
     )
     _which_cache(verify)
     clear = actions.add_parser(
-        "clear", help="delete every cached object (refused while mounted: unmount first)"
+        "clear",
+        help="delete every cached object (refused while mounted, unless --through-mount)",
     )
     _which_cache(clear)
+    clear.add_argument(
+        "--through-mount",
+        action="store_true",
+        help="ask the mount holding the cache to drop every entry no reader is using "
+        "(open files stay cached); without a mount, clear directly",
+    )
     return parser
 
 
@@ -121,7 +128,7 @@ def _run(argv: list[str]) -> int:
         return run_verify(root)
     from ossmount.cachecmd.clear import run_clear
 
-    return run_clear(root)
+    return run_clear(root, through_mount=args.through_mount)
 
 
 def main(argv: list[str]) -> int:

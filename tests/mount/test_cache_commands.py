@@ -3,10 +3,13 @@ dirs made by real mounts of the emulator (issue 14, "Cache commands people expec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -15,6 +18,7 @@ from typing import Any
 
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.store import key_hash
+from ossmount.cachecmd.through import ask_mount
 from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
@@ -309,3 +313,108 @@ def test_warmup_outside_a_mount_is_a_clear_error(tmp_path: Path) -> None:
     result = _cli("warmup", str(tmp_path))
     assert result.returncode == NOT_A_MOUNT
     assert f"{tmp_path} is not on an ossmount mount" in result.stderr
+
+
+def _wait_in_use(mount: Mount, count: int, timeout: float = 20) -> None:
+    """Until the daemon itself reports `count` entries in use (a closed file's entry is
+    released once its last checkpoint is flushed, just after the close returns)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = ask_mount(mount.cache, "status")
+        assert reply is not None, "the mount does not answer on its control socket"
+        if reply["in_use"] == count:
+            return
+        assert time.monotonic() < deadline, reply
+        time.sleep(0.05)
+
+
+def _reread(path: Path) -> bytes:
+    """The file's bytes through the mount with the kernel's pages of it dropped first, so the
+    read reaches the daemon (keep_cache would serve it from the page cache)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return path.read_bytes()
+    finally:
+        os.close(fd)
+
+
+def test_clear_through_the_mount_drops_idle_entries_and_keeps_an_open_file(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    blobs = {f"f{i}.bin": os.urandom(MiB + i) for i in range(3)}
+    for key, data in blobs.items():
+        emulator.put_object(BUCKET, key, data)
+    mount = make_mount().start()
+    for key in blobs:
+        assert (mount.path / key).read_bytes() == blobs[key]
+    sock = mount.cache / "control.sock"
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    with (mount.path / "f0.bin").open("rb") as held:
+        assert held.read(10) == blobs["f0.bin"][:10]
+        _wait_in_use(mount, 1)
+        refused = _cli("cache", "clear", "--cache-dir", str(mount.cache))
+        assert refused.returncode == CACHE_IN_USE
+        assert "--through-mount" in refused.stderr
+
+        result = _cli("cache", "clear", "--through-mount", "--cache-dir", str(mount.cache))
+        assert result.returncode == 0, result.stderr
+        assert "cleared 2 entries" in result.stdout
+        assert "kept 1 in use" in result.stdout
+        assert _data_file(mount, "f0.bin").exists()
+        assert not _data_file(mount, "f1.bin").exists()
+        assert not _data_file(mount, "f2.bin").exists()
+        assert _status(mount)["entries"] == 1
+
+        emulator.requests.clear()
+        for key in ("f1.bin", "f2.bin"):
+            assert _reread(mount.path / key) == blobs[key]
+            assert _gets(emulator, key), f"{key} was not fetched again"
+        assert held.read() == blobs["f0.bin"][10:]
+    assert not _gets(emulator, "f0.bin")  # the open one stayed cached
+    mount.stop()
+    assert not sock.exists()  # removed at unmount
+
+
+def test_the_control_socket_survives_hostile_clients_and_a_stale_one_is_replaced(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    data = os.urandom(MiB)
+    emulator.put_object(BUCKET, "a.bin", data)
+    mount = make_mount().start()
+    assert (mount.path / "a.bin").read_bytes() == data
+    _wait_in_use(mount, 0)  # its checkpoint is on disk
+    mount.kill()  # kill -9: its socket file stays behind, nobody listening
+    sock = mount.cache / "control.sock"
+    assert sock.exists()
+
+    # No mount answers: --through-mount clears the dir directly.
+    result = _cli("cache", "clear", "--through-mount", "--cache-dir", str(mount.cache))
+    assert result.returncode == 0, result.stderr
+    assert "no mount answers" in result.stdout
+    assert "cleared 1 entries" in result.stdout
+
+    mount = make_mount().start()  # replaces the stale socket
+    assert (mount.path / "a.bin").read_bytes() == data
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.connect(str(sock))  # says nothing: must not hold anything up
+    try:
+        for hostile in (b"\x00\xff garbage\n", b"clear" * 100_000, b"rm -rf /\n"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.settimeout(20)
+                client.connect(str(sock))
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    client.sendall(hostile)
+                reply = client.recv(4096)
+                assert json.loads(reply)["ok"] is False
+        assert _reread(mount.path / "a.bin") == data  # the mount serves on
+        _wait_in_use(mount, 0)
+        assert _data_file(mount, "a.bin").exists()  # no hostile request cleared anything
+        result = _cli("cache", "clear", "--through-mount", "--cache-dir", str(mount.cache))
+        assert result.returncode == 0, result.stderr
+        assert "cleared 1 entries" in result.stdout
+        silent.settimeout(30)
+        assert "no whole request line" in json.loads(silent.recv(4096))["error"]
+    finally:
+        silent.close()
+    mount.stop()

@@ -464,3 +464,24 @@ def test_package_exports() -> None:
     assert sorted(pkg.__all__) == pkg.__all__
     for name in pkg.__all__:
         assert getattr(pkg, name).__module__.startswith("ossmount.cache.")
+
+
+def test_drop_idle_deletes_idle_entries_in_batches_and_keeps_those_in_use(
+    store: CacheStore,
+) -> None:
+    blobs = cache_idle(store, "abcd")
+    held = store.open_entry(obj("b", blobs["b"]), PART)  # in use: must stay
+    first = store.drop_idle(2)
+    assert (first.entries, first.bytes) == (2, 200)
+    assert (first.kept_entries, first.kept_bytes) == (1, 100)
+    rest = store.drop_idle(2)
+    assert (rest.entries, rest.bytes, rest.kept_entries) == (1, 100, 1)
+    assert store.drop_idle(2).entries == 0
+    assert [entry_files(store.root, k)[0].exists() for k in "abcd"] == [False, True, False, False]
+    assert held.read(0, 100) == blobs["b"]
+    assert store.statistics().bytes == 100  # the accounting followed the deletions
+    assert store.statistics().evictions == 0  # a clear is not an eviction
+    store.release(held)
+    assert store.drop_idle(10).entries == 1
+    assert store.statistics().bytes == 0
+    assert store.statistics().entries == 0
