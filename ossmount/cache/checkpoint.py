@@ -11,13 +11,8 @@ server CRC-64 or None), the part size, done part -> CRC-64, and the verification
 
 Encoding (all integers big-endian), written in one piece and never patched in place:
 
-    offset  size  field
-    0       8     magic b"OSSMCKPT"
-    8       2     format version (2; 1 had a 1 MiB head part, see cache.ranges)
-    10      2     reserved, 0
-    12      4     payload length P
-    16      P     payload
-    16+P    32    SHA-256 of bytes [0, 16+P)
+    a sealed frame (ossmount.sealed): magic b"OSSMCKPT", format version 2 (1 had a 1 MiB
+    head part, see cache.ranges), payload length, payload, SHA-256 of all before it;
 
     payload: bucket, key, etag (each u32 length + UTF-8, surrogates passed through),
              size u64, mtime_ns i64, part_size u64, has_crc u8, server_crc64 u64 (0 if none),
@@ -47,9 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import logging
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +50,15 @@ from pathlib import Path
 from ossmount.cache.errors import CorruptCheckpoint, io_error
 from ossmount.cache.ranges import PartLayout
 from ossmount.oss.models import ObjectVersion
+from ossmount.sealed import (
+    Cursor,
+    create_durably,
+    fsync_dir,
+    pack_str,
+    replace_durably,
+    seal,
+    unseal,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -75,11 +77,8 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"OSSMCKPT"
 FORMAT_VERSION = 2  # tied to ranges.HEAD_PART_SIZE: the layout is not stored
-_HEADER = struct.Struct(">8sHHI")
 _FIXED = struct.Struct(">QqQBQBI")
 _PART = struct.Struct(">QQ")
-_LEN = struct.Struct(">I")
-_DIGEST_SIZE = 32
 _U64 = 1 << 64
 # A checkpoint for a 48 TB object in 1 MiB parts is ~800 MB; anything bigger is damage.
 _MAX_PAYLOAD = 1 << 30
@@ -155,20 +154,15 @@ class Checkpoint:
         return len(self.part_crcs) == self.layout.count
 
 
-def _pack_str(value: str) -> bytes:
-    raw = value.encode("utf-8", "surrogatepass")
-    return _LEN.pack(len(raw)) + raw
-
-
 def encode(cp: Checkpoint) -> bytes:
     """Serialize `cp` with its header and SHA-256 trailer (see the module docstring)."""
     has_crc = cp.server_crc64 is not None
     parts = sorted(cp.part_crcs.items())
     payload = b"".join(
         [
-            _pack_str(cp.bucket),
-            _pack_str(cp.key),
-            _pack_str(cp.etag),
+            pack_str(cp.bucket),
+            pack_str(cp.key),
+            pack_str(cp.etag),
             _FIXED.pack(
                 cp.size,
                 cp.mtime_ns,
@@ -181,62 +175,20 @@ def encode(cp: Checkpoint) -> bytes:
             b"".join(_PART.pack(index, crc) for index, crc in parts),
         ]
     )
-    head = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload)) + payload
-    return head + hashlib.sha256(head).digest()
-
-
-class _Reader:
-    """Cursor over the payload that turns any overrun into CorruptCheckpoint."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def take(self, n: int) -> bytes:
-        end = self._pos + n
-        if end > len(self._data):
-            raise CorruptCheckpoint("checkpoint payload ends early")
-        chunk = self._data[self._pos : end]
-        self._pos = end
-        return chunk
-
-    def unpack(self, fmt: struct.Struct) -> tuple[int, ...]:
-        values: tuple[int, ...] = fmt.unpack(self.take(fmt.size))
-        return values
-
-    def string(self) -> str:
-        (length,) = self.unpack(_LEN)
-        try:
-            return self.take(length).decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError as exc:
-            raise CorruptCheckpoint(f"checkpoint string is not UTF-8: {exc}") from None
-
-    def at_end(self) -> bool:
-        return self._pos == len(self._data)
+    return seal(MAGIC, FORMAT_VERSION, payload)
 
 
 def decode(data: bytes) -> Checkpoint:
     """Parse and validate a checkpoint; raises CorruptCheckpoint on any damage at all."""
-    if len(data) < _HEADER.size + _DIGEST_SIZE:
-        raise CorruptCheckpoint(f"checkpoint too short ({len(data)} bytes)")
-    magic, version, reserved, payload_len = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise CorruptCheckpoint(f"not a checkpoint (magic {magic!r})")
-    if version != FORMAT_VERSION:
-        # Older versions cut objects into other parts: their part map would name wrong bytes.
-        raise CorruptCheckpoint(
-            f"checkpoint format {version} is not {FORMAT_VERSION} (another ossmount version)"
-        )
-    if reserved != 0:
-        raise CorruptCheckpoint(f"reserved header field is {reserved}, not 0")
-    if payload_len > _MAX_PAYLOAD or len(data) != _HEADER.size + payload_len + _DIGEST_SIZE:
-        raise CorruptCheckpoint(
-            f"checkpoint length {len(data)} does not match its header (payload {payload_len})"
-        )
-    body_end = _HEADER.size + payload_len
-    if hashlib.sha256(data[:body_end]).digest() != data[body_end:]:
-        raise CorruptCheckpoint("checkpoint checksum mismatch")
-    reader = _Reader(data[_HEADER.size : body_end])
+    payload = unseal(
+        data,
+        magic=MAGIC,
+        version=FORMAT_VERSION,
+        max_payload=_MAX_PAYLOAD,
+        corrupt=CorruptCheckpoint,
+        what="checkpoint",
+    )
+    reader = Cursor(payload, CorruptCheckpoint, "checkpoint")
     bucket = reader.string()
     key = reader.string()
     etag = reader.string()
@@ -273,38 +225,15 @@ def decode(data: bytes) -> Checkpoint:
         raise CorruptCheckpoint(f"inconsistent checkpoint: {exc}") from None
 
 
-def fsync_dir(path: Path) -> None:
-    """Make renames and unlinks in directory `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_atomic(path: Path, cp: Checkpoint) -> None:
     """Replace the checkpoint at `path` with `cp` so a crash leaves the old or the new one whole.
 
     Raises CacheFull (ENOSPC/EDQUOT) or CacheIOError naming bucket, key and path; on failure
     the previous checkpoint is untouched and the temp file is removed.
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    data = encode(cp)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        replace_durably(Path(path), encode(cp))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise io_error(
             "checkpoint save", bucket=cp.bucket, key=cp.key, path=path, cause=exc
         ) from exc
@@ -314,27 +243,11 @@ def save_first(path: Path, cp: Checkpoint) -> None:
     """Write an entry's first checkpoint straight to `path` (see module docstring); if a file is
     there after all, fall back to save_atomic. Errors as save_atomic."""
     path = Path(path)
-    data = encode(cp)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        create_durably(path, encode(cp))
     except FileExistsError:
         save_atomic(path, cp)
-        return
     except OSError as exc:
-        raise io_error(
-            "checkpoint save", bucket=cp.bucket, key=cp.key, path=path, cause=exc
-        ) from exc
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)  # never leave a short checkpoint we know of
         raise io_error(
             "checkpoint save", bucket=cp.bucket, key=cp.key, path=path, cause=exc
         ) from exc

@@ -7,17 +7,11 @@ ETags; COMMITTED: the object is on the server and verified), and the object vers
 was opened from (`base_etag`, "" for a new file), so a commit can see that someone else
 changed the object meanwhile.
 
-Encoding, the same discipline as cache/checkpoint.py (integers big-endian, written whole,
-never patched in place):
+Encoding: a sealed frame (ossmount.sealed: magic b"OSSMWJNL", format version 1, length,
+SHA-256; integers big-endian, written whole, never patched in place), as the read cache's
+checkpoints are, around this payload:
 
-    0       8     magic b"OSSMWJNL"
-    8       2     format version (1)
-    10      2     reserved, 0
-    12      4     payload length P
-    16      P     payload
-    16+P    32    SHA-256 of bytes [0, 16+P)
-
-    payload: bucket, key, base_etag, upload_id, result_etag (each u32 length + UTF-8,
+    bucket, key, base_etag, upload_id, result_etag (each u32 length + UTF-8,
              surrogates passed through), size u64, mtime_ns i64, mode u32, part_size u64,
              state u8, flags u8 (1 = forbid overwrite, 2 = has result CRC, 4 = sealed),
              result_crc u64,
@@ -36,12 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import logging
 import os
 import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from ossmount.sealed import Cursor, fsync_dir, pack_str, replace_durably, seal, unseal
 
 __all__ = [
     "MAGIC",
@@ -61,11 +56,8 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"OSSMWJNL"
 FORMAT_VERSION = 1
-_HEADER = struct.Struct(">8sHHI")
 _FIXED = struct.Struct(">QqIQBBQI")
 _PART = struct.Struct(">IQQ")
-_LEN = struct.Struct(">I")
-_DIGEST = 32
 _U64 = 1 << 64
 _MAX_PAYLOAD = 64 << 20  # 10000 parts at < 200 B each is 2 MB
 _FORBID, _HAS_CRC, _SEALED = 1, 2, 4
@@ -144,11 +136,6 @@ class JournalRecord:
         return replace(self, parts=tuple(parts[n] for n in sorted(parts)))
 
 
-def _pack_str(value: str) -> bytes:
-    raw = value.encode("utf-8", "surrogatepass")
-    return _LEN.pack(len(raw)) + raw
-
-
 def encode(rec: JournalRecord) -> bytes:
     flags = (
         (_FORBID if rec.forbid_overwrite else 0)
@@ -156,11 +143,11 @@ def encode(rec: JournalRecord) -> bytes:
         | (_SEALED if rec.sealed else 0)
     )
     chunks = [
-        _pack_str(rec.bucket),
-        _pack_str(rec.key),
-        _pack_str(rec.base_etag),
-        _pack_str(rec.upload_id),
-        _pack_str(rec.result_etag),
+        pack_str(rec.bucket),
+        pack_str(rec.key),
+        pack_str(rec.base_etag),
+        pack_str(rec.upload_id),
+        pack_str(rec.result_etag),
         _FIXED.pack(
             rec.size,
             rec.mtime_ns,
@@ -173,55 +160,22 @@ def encode(rec: JournalRecord) -> bytes:
         ),
     ]
     for part in rec.parts:
-        chunks.append(_PART.pack(part.number, part.size, part.crc64) + _pack_str(part.etag))
+        chunks.append(_PART.pack(part.number, part.size, part.crc64) + pack_str(part.etag))
     payload = b"".join(chunks)
-    head = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload)) + payload
-    return head + hashlib.sha256(head).digest()
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def take(self, n: int) -> bytes:
-        end = self._pos + n
-        if end > len(self._data):
-            raise CorruptJournal("journal payload ends early")
-        chunk = self._data[self._pos : end]
-        self._pos = end
-        return chunk
-
-    def unpack(self, fmt: struct.Struct) -> tuple[int, ...]:
-        values: tuple[int, ...] = fmt.unpack(self.take(fmt.size))
-        return values
-
-    def string(self) -> str:
-        (length,) = self.unpack(_LEN)
-        try:
-            return self.take(length).decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError as exc:
-            raise CorruptJournal(f"journal string is not UTF-8: {exc}") from None
-
-    def at_end(self) -> bool:
-        return self._pos == len(self._data)
+    return seal(MAGIC, FORMAT_VERSION, payload)
 
 
 def decode(data: bytes) -> JournalRecord:
     """Parse and validate a record; CorruptJournal on any damage at all."""
-    if len(data) < _HEADER.size + _DIGEST:
-        raise CorruptJournal(f"journal too short ({len(data)} bytes)")
-    magic, version, reserved, payload_len = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise CorruptJournal(f"not a write journal (magic {magic!r})")
-    if version != FORMAT_VERSION or reserved != 0:
-        raise CorruptJournal(f"journal format {version}/{reserved} is not {FORMAT_VERSION}/0")
-    if payload_len > _MAX_PAYLOAD or len(data) != _HEADER.size + payload_len + _DIGEST:
-        raise CorruptJournal(f"journal length {len(data)} does not match its header")
-    end = _HEADER.size + payload_len
-    if hashlib.sha256(data[:end]).digest() != data[end:]:
-        raise CorruptJournal("journal checksum mismatch")
-    r = _Reader(data[_HEADER.size : end])
+    payload = unseal(
+        data,
+        magic=MAGIC,
+        version=FORMAT_VERSION,
+        max_payload=_MAX_PAYLOAD,
+        corrupt=CorruptJournal,
+        what="write journal",
+    )
+    r = Cursor(payload, CorruptJournal, "write journal")
     bucket, key, base_etag, upload_id, result_etag = (r.string() for _ in range(5))
     size, mtime_ns, mode, part_size, state_value, flags, crc, count = r.unpack(_FIXED)
     if flags & ~(_FORBID | _HAS_CRC | _SEALED) or (not flags & _HAS_CRC and crc):
@@ -257,37 +211,15 @@ def decode(data: bytes) -> JournalRecord:
         raise CorruptJournal(f"inconsistent journal: {exc}") from None
 
 
-def fsync_dir(path: Path) -> None:
-    """Make renames and unlinks in directory `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_atomic(path: Path, rec: JournalRecord) -> None:
     """Replace the record at `path` with `rec`; a crash leaves the old or the new one whole.
 
     Blocking (fsyncs): call it from a worker thread. On failure the old record is untouched.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    data = encode(rec)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        replace_durably(path, encode(rec))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise JournalIOError(
             exc.errno, f"oss://{rec.bucket}/{rec.key}: saving write journal {path} failed: {exc}"
         ) from exc
