@@ -92,7 +92,7 @@ from ossmount.cache.holes import punch_hole
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.recheck import hash_span
 from ossmount.cache.sink import PartSink
-from ossmount.crc64 import combine, format_crc, shift
+from ossmount.crc64 import format_crc
 from ossmount.oss.models import ObjectMeta
 
 __all__ = ["CacheEntry", "EntryState", "VerifyResult"]
@@ -487,17 +487,7 @@ class CacheEntry:
                 f"cache entry oss://{self.bucket}/{self.meta.key} is not complete "
                 f"({len(parts)}/{self.layout.count} parts, {unchecked} not re-checked)"
             )
-        count = self.layout.count
-        if count == 0:
-            return 0
-        if count == 1:
-            return parts[0]
-        # Every part between the head (part 0) and the last has the same length, so one
-        # cached "advance over part_size zero bytes" operator serves them all.
-        crc = parts[0]
-        for index in range(1, count - 1):
-            crc = shift(crc, self.layout.part_size) ^ parts[index]
-        return combine(crc, parts[count - 1], self.layout.span(count - 1)[1])
+        return self.layout.combined_crc(parts)
 
     def verify(self) -> VerifyResult:
         """Compare the combined part CRCs with the server's CRC-64; no I/O, no second pass.

@@ -15,15 +15,18 @@ HEAD_PART_SIZE is part of the checkpoint format: changing it needs a new
 `checkpoint.FORMAT_VERSION` (older checkpoints are then discarded, never misread; a unit test
 pins the pair).
 
-This module knows nothing of files, checkpoints or the network, so the prefetcher, the cache
+This module knows nothing of files, checkpoints or the network (it only combines part CRCs
+into the object's, `combined_crc`), so the prefetcher, the cache
 entry and the checkpoint all agree on one definition of a part, and Hypothesis can check it
 exhaustively.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
+
+from ossmount.crc64 import combine, shift
 
 __all__ = ["HEAD_PART_SIZE", "PartLayout"]
 
@@ -98,3 +101,18 @@ class PartLayout:
     def contiguous_offset(self, done: Container[int]) -> int:
         """Bytes [0, result) are all in done parts; equals `size` once every part is done."""
         return self.start(self.contiguous_parts(done))
+
+    def combined_crc(self, crcs: Mapping[int, int]) -> int:
+        """CRC-64 of the whole object from every part's CRC (KeyError if one is missing),
+        without reading a byte: what the server's x-oss-hash-crc64ecma is compared with."""
+        count = self.count
+        if count == 0:
+            return 0
+        if count == 1:
+            return crcs[0]
+        # Every part between the head (part 0) and the last has the same length, so one
+        # cached "advance over part_size zero bytes" operator serves them all.
+        crc = crcs[0]
+        for index in range(1, count - 1):
+            crc = shift(crc, self.part_size) ^ crcs[index]
+        return combine(crc, crcs[count - 1], self.span(count - 1)[1])

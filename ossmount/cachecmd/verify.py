@@ -1,7 +1,7 @@
 """`ossmount cache verify`: re-hash every cached byte against the CRC-64 it came with.
 
 What is checked: each recorded part's bytes against the part's CRC-64 in the checkpoint; each
-complete entry's part CRCs, combined (ossmount.crc64.combine), against the server's CRC-64;
+complete entry's part CRCs, combined (PartLayout.combined_crc), against the server's CRC-64;
 each checkpoint's own SHA-256 and its fit to its place and its data file (layout.read_entry).
 
 What is dropped, and why at that grain:
@@ -33,7 +33,7 @@ from ossmount.cachecmd.layout import (
     remove_entry,
 )
 from ossmount.cachecmd.progress import Progress, human
-from ossmount.crc64 import combine, crc64, format_crc
+from ossmount.crc64 import crc64, format_crc
 
 __all__ = ["run_verify"]
 
@@ -79,14 +79,6 @@ def _bad_parts(entry: Entry, cp: Checkpoint, progress: Progress) -> dict[int, st
     return bad
 
 
-def _combined(cp: Checkpoint) -> int:
-    layout = cp.layout
-    crc = 0
-    for index in range(layout.count):
-        crc = combine(crc, cp.part_crcs[index], layout.span(index)[1])
-    return crc
-
-
 def _drop_parts(entry: Entry, cp: Checkpoint, bad: set[int]) -> None:
     keep = {i: c for i, c in cp.part_crcs.items() if i not in bad}
     st = entry.files.ckpt.stat()
@@ -115,13 +107,16 @@ def _check(entry: Entry, progress: Progress) -> str | None:
             f"{what}: dropped {len(bad)} of "
             f"{len(cp.part_crcs)} parts (fetched again at the next read)"
         )
-    if cp.complete and cp.server_crc64 is not None and _combined(cp) != cp.server_crc64:
-        remove_entry(entry.files)
-        return (
-            f"{entry.name}: its parts combine to CRC-64 {format_crc(_combined(cp))}, the "
-            f"server's is {format_crc(cp.server_crc64)}: dropped the entry"
-        )
-    return None
+    if not cp.complete or cp.server_crc64 is None:
+        return None
+    combined = cp.layout.combined_crc(cp.part_crcs)
+    if combined == cp.server_crc64:
+        return None
+    remove_entry(entry.files)
+    return (
+        f"{entry.name}: its parts combine to CRC-64 {format_crc(combined)}, the "
+        f"server's is {format_crc(cp.server_crc64)}: dropped the entry"
+    )
 
 
 def run_verify(root: Path) -> int:
