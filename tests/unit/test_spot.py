@@ -16,8 +16,8 @@ import trio
 from ossmount.cache.entry import EntryState
 from ossmount.prefetch import ObjectChanged, ObjectCorrupt, PrefetchConfig
 from ossmount.prefetch.pattern import ReadaheadWindow
-from tests.unit.fake_source import FakeSource
-from tests.unit.test_scheduler import BUCKET, read_all, running, settle, state_of
+from tests.unit.fake_source import BUCKET, FakeSource
+from tests.unit.prefetch_helpers import read_all, running, settle, state_of
 
 PART = 64 * 1024
 BLOCK = 1024
