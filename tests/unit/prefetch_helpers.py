@@ -17,8 +17,9 @@ from trio.testing import wait_all_tasks_blocked
 from ossmount.cache.checkpoint import load
 from ossmount.cache.entry import EntryState
 from ossmount.cache.store import CacheStore, key_hash
+from ossmount.observe import PrefetchObserver
 from ossmount.oss.models import ObjectMeta
-from ossmount.prefetch import ObjectReader, PrefetchConfig, Prefetcher
+from ossmount.prefetch import ObjectReader, PrefetchConfig, Prefetcher, RangeSource
 from ossmount.service.metrics import MountMetrics
 from tests.unit.fake_source import BUCKET, FakeSource
 
@@ -63,10 +64,24 @@ async def running(
 ) -> AsyncIterator[Prefetcher]:
     """A prefetcher over a fresh store on `cache_dir`, shut down as the mount does."""
     store = open_store(cache_dir, max_bytes)
+    metrics = MountMetrics(bucket=BUCKET)
+    async with prefetcher_over(source, store, cfg or config(), metrics) as prefetcher:
+        yield prefetcher
+
+
+@asynccontextmanager
+async def prefetcher_over(
+    source: RangeSource,
+    store: CacheStore,
+    cfg: PrefetchConfig,
+    metrics: PrefetchObserver | None = None,
+) -> AsyncIterator[Prefetcher]:
+    """A prefetcher in its own nursery over a locked `store`, torn down as the mount does:
+    its tasks cancelled, then `aclose` shielded (so in-flight flushes finish), then the store
+    closed, which this context owns from the start even if the nursery fails to open."""
     try:
         async with trio.open_nursery() as nursery:
-            metrics = MountMetrics(bucket=BUCKET)
-            prefetcher = Prefetcher(source, store, nursery, cfg or config(), metrics)
+            prefetcher = Prefetcher(source, store, nursery, cfg, metrics)
             try:
                 yield prefetcher
             finally:
