@@ -8,7 +8,6 @@ hidden progress retries, a 30 s head wait, no deadline) fails them quickly inste
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 import trio
@@ -78,12 +77,6 @@ async def test_derived_deadline_is_attempts_times_connect_plus_stall(server: Min
             with pytest.raises(DeadlineExceeded) as info:
                 await get_into(c, "k", 0, bytearray(len(DATA)))
     assert "2 attempts x (0.2 s connect + 0.4 s stall) + backoff" in str(info.value)
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    with Emulator(buckets=["bkt"], access_key_id="ak", access_key_secret="sk") as e:
-        yield e
 
 
 async def test_a_get_waits_stall_timeout_for_its_reply_head(emu: Emulator) -> None:
