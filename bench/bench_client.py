@@ -179,8 +179,10 @@ class Server:
             shutil.rmtree(self.cleanup, ignore_errors=True)
 
 
-def start_emulator(size: int) -> Server:
-    code = EMULATOR_CHILD % {"bucket": BUCKET, "key": KEY, "size": size}
+def spawn_emulator(code: str) -> tuple[subprocess.Popen[str], str]:
+    """Run `code` (an emulator that prints its endpoint, then serves until its stdin closes)
+    in a separate Python process from the checkout root, so its CPU is not the client's;
+    return the process and the endpoint. bench_requests.py starts its emulator this way too."""
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,
@@ -192,7 +194,14 @@ def start_emulator(size: int) -> Server:
     endpoint = proc.stdout.readline().strip()
     if not endpoint.startswith("http://"):
         proc.kill()
+        proc.wait()
         raise SystemExit("emulator did not start")
+    return proc, endpoint
+
+
+def start_emulator(size: int) -> Server:
+    code = EMULATOR_CHILD % {"bucket": BUCKET, "key": KEY, "size": size}
+    proc, endpoint = spawn_emulator(code)
     return Server("emulator", endpoint, proc, None)
 
 

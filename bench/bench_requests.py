@@ -52,6 +52,9 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_client import spawn_emulator  # a sibling script, not a package
 
 from ossmount.oss import (
     Credentials,
@@ -214,19 +217,7 @@ def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str
         "size": args.size_kib * 1024,
         "objects": args.objects,
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert proc.stdout is not None
-    endpoint = proc.stdout.readline().strip()
-    if not endpoint.startswith("http://"):
-        proc.kill()
-        raise SystemExit("emulator did not start")
-    return proc, endpoint
+    return spawn_emulator(code)
 
 
 def main() -> None:
