@@ -342,12 +342,25 @@ async def test_crc_header_disputed_between_parts_is_eio_naming_both_crcs(
         await reader.aclose()
 
 
+def put_with_wrong_crc_header(source: FakeSource, *, once: bool) -> tuple[bytes, ObjectMeta]:
+    """The standard object, whose part-0 GET replies carry a wrong CRC-64 header: all of
+    them, or (`once`) only the first."""
+    data, meta = put_blob(source)
+    assert meta.crc64 is not None
+    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
+    if once:
+
+        def drop_the_lie() -> None:
+            source.crc_header.pop((KEY, 0))
+
+        source.hooks[(KEY, 0)] = drop_the_lie
+    return data, meta
+
+
 async def test_crc_header_disagreeing_with_the_opened_meta_is_not_object_changed(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    _data, meta = put_blob(source)
-    assert meta.crc64 is not None
-    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
+    meta = put_with_wrong_crc_header(source, once=False)[1]
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         with pytest.raises(DownloadFailed, match="CRC headers disagree"):
@@ -358,10 +371,7 @@ async def test_crc_header_disagreeing_with_the_opened_meta_is_not_object_changed
 async def test_one_reply_with_a_wrong_crc_header_is_fetched_again(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data, meta = put_blob(source)
-    assert meta.crc64 is not None
-    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
-    source.hooks[(KEY, 0)] = lambda: source.crc_header.pop((KEY, 0))  # this reply only
+    data, meta = put_with_wrong_crc_header(source, once=True)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         assert await read_all(reader) == data
@@ -375,10 +385,7 @@ async def test_a_wrong_crc_learnt_from_the_first_reply_is_corrected_by_head(
 ) -> None:
     """A listing's meta has no CRC: the first reply's (wrong) header is learnt; the later
     replies and a HEAD agree on another one, so that one is right and the read goes on."""
-    data, meta = put_blob(source)
-    assert meta.crc64 is not None
-    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
-    source.hooks[(KEY, 0)] = lambda: source.crc_header.pop((KEY, 0))
+    data, meta = put_with_wrong_crc_header(source, once=True)
     async with running(source, cache_dir) as p:
         reader = p.open(without_crc(meta))
         assert await read_all(reader) == data
