@@ -82,6 +82,7 @@ import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -179,8 +180,10 @@ class Server:
             shutil.rmtree(self.cleanup, ignore_errors=True)
 
 
-def start_emulator(size: int) -> Server:
-    code = EMULATOR_CHILD % {"bucket": BUCKET, "key": KEY, "size": size}
+def spawn_emulator(code: str) -> tuple[subprocess.Popen[str], str]:
+    """Run `code` (an emulator that prints its endpoint, then serves until its stdin closes)
+    in a separate Python process from the checkout root, so its CPU is not the client's;
+    return the process and the endpoint. bench_requests.py starts its emulator this way too."""
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,
@@ -192,7 +195,14 @@ def start_emulator(size: int) -> Server:
     endpoint = proc.stdout.readline().strip()
     if not endpoint.startswith("http://"):
         proc.kill()
+        proc.wait()
         raise SystemExit("emulator did not start")
+    return proc, endpoint
+
+
+def start_emulator(size: int) -> Server:
+    code = EMULATOR_CHILD % {"bucket": BUCKET, "key": KEY, "size": size}
+    proc, endpoint = spawn_emulator(code)
     return Server("emulator", endpoint, proc, None)
 
 
@@ -269,22 +279,32 @@ def curl_mbps(url: str) -> float:
 CHUNK = 1024 * 1024  # --chunk-kib: the scratch window of the file sink
 
 
-def make_client(endpoint: str, signed: bool, parallel: int) -> OssClient:
-    config = OssConfig(
-        chunk_size=CHUNK,
-        endpoint=endpoint,
-        bucket=BUCKET,
-        region="cn-hangzhou",
-        addressing="path",
-        signature_version="v4" if signed else "anonymous",
-        pool_size=max(8, parallel),
-        read_timeout_s=60,
-        stall_timeout_s=60,
-    )
+def bench_client(endpoint: str, **config: Any) -> OssClient:
+    """A client of bucket BUCKET on a local server, path-style, credentials ak/sk, no retry (a
+    failure must show, not be absorbed in a figure), generous timeouts; `config` sets or
+    overrides other `OssConfig` fields. bench_requests.py builds its client here too."""
+    fields: dict[str, Any] = {
+        "endpoint": endpoint,
+        "bucket": BUCKET,
+        "region": "cn-hangzhou",
+        "addressing": "path",
+        "read_timeout_s": 60,
+        "stall_timeout_s": 60,
+        **config,
+    }
     return OssClient(
-        config,
+        OssConfig(**fields),
         StaticCredentialsProvider(Credentials("ak", "sk")),
         retry=RetryPolicy(max_attempts=1),
+    )
+
+
+def make_client(endpoint: str, signed: bool, parallel: int) -> OssClient:
+    return bench_client(
+        endpoint,
+        chunk_size=CHUNK,
+        signature_version="v4" if signed else "anonymous",
+        pool_size=max(8, parallel),
     )
 
 

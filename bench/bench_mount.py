@@ -228,6 +228,24 @@ def fresh_page_tax(dir_: Path) -> tuple[float, float]:
 # -- the run ---------------------------------------------------------------------------------
 
 
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Give `proc` `timeout` s to exit by itself (a daemon after its unmount), then SIGTERM,
+    then SIGKILL after 5 s more; close its stdout. bench_tree.py stops its processes here too
+    (with timeout 0: straight to SIGTERM)."""
+    if proc.poll() is None:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -352,20 +370,7 @@ class Bench:
             time.sleep(0.5)
             subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
 
-    @staticmethod
-    def _stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-        if proc.poll() is None:
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    _stop = staticmethod(stop)
 
     def cleanup(self) -> None:
         self.ballast.release()

@@ -52,17 +52,12 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ossmount.oss import (
-    Credentials,
-    OssClient,
-    OssConfig,
-    RetryPolicy,
-    StaticCredentialsProvider,
-)
+from bench_client import BUCKET, bench_client, spawn_emulator  # a sibling script, not a package
+
+from ossmount.oss import OssClient
 from ossmount.oss._xml import parse_list_v2
-
-BUCKET = "bench"
 
 EMULATOR_CHILD = textwrap.dedent(
     """
@@ -91,22 +86,6 @@ def fmt(values: list[float]) -> str:
     return f"{statistics.median(values):8.1f} [{min(values):.1f}..{max(values):.1f}]"
 
 
-def make_client(endpoint: str) -> OssClient:
-    config = OssConfig(
-        endpoint=endpoint,
-        bucket=BUCKET,
-        region="cn-hangzhou",
-        addressing="path",
-        read_timeout_s=60,
-        stall_timeout_s=60,
-    )
-    return OssClient(
-        config,
-        StaticCredentialsProvider(Credentials("ak", "sk")),
-        retry=RetryPolicy(max_attempts=1),
-    )
-
-
 class _IntoBuffer:
     """The plainest body sink: straight into one reused buffer (no copy on plain HTTP)."""
 
@@ -133,7 +112,7 @@ async def bench_gets(endpoint: str, args: argparse.Namespace) -> None:
     keys = [f"d/{i:06d}" for i in range(args.objects)]
     walls: list[float] = []
     cpus: list[float] = []
-    async with make_client(endpoint) as client:
+    async with bench_client(endpoint) as client:
         # Warm up: imports, caches and `--pooled` idle connections in the pool, as a mount
         # has after parallel reads (httpcore checks each idle one on every request).
         async with trio.open_nursery() as nursery:
@@ -192,7 +171,7 @@ def bench_parse(args: argparse.Namespace) -> None:
 
 async def bench_list_http(endpoint: str, args: argparse.Namespace) -> None:
     per_entry: list[float] = []
-    async with make_client(endpoint) as client:
+    async with bench_client(endpoint) as client:
         await client.list_page("d/", "/", None, 1000)
         for _ in range(args.repeat):
             entries = 0
@@ -214,19 +193,7 @@ def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str
         "size": args.size_kib * 1024,
         "objects": args.objects,
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert proc.stdout is not None
-    endpoint = proc.stdout.readline().strip()
-    if not endpoint.startswith("http://"):
-        proc.kill()
-        raise SystemExit("emulator did not start")
-    return proc, endpoint
+    return spawn_emulator(code)
 
 
 def main() -> None:

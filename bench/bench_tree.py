@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_mount  # a sibling script, not a package
-from bench_mount import AK, BUCKET, ROOT, SK
+from bench_mount import AK, BUCKET, ROOT, SK, stop
 
 PREFIX = "list"
 WORKLOADS = {
@@ -123,18 +123,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -181,7 +169,7 @@ class Bench:
             subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True, check=False)
             if os.path.ismount(mnt):
                 subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
-            stop(proc)
+            stop(proc, timeout=0)
 
     def run(self) -> None:
         self.start_emulator()
@@ -207,7 +195,7 @@ class Bench:
 
     def cleanup(self) -> None:
         if self.emulator is not None:
-            stop(self.emulator)
+            stop(self.emulator, timeout=0)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

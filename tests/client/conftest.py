@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from ossmount.emulator import Emulator
 from ossmount.oss import (
     Credentials,
     ListPage,
@@ -21,7 +22,11 @@ def server() -> Iterator[MiniServer]:
         yield srv
 
 
-def make_client(server: MiniServer, **overrides: object) -> OssClient:
+def make_client(
+    server: MiniServer | Emulator, *, max_delay_s: float = 0.05, **overrides: object
+) -> OssClient:
+    """A client of `server` (bucket "b" unless `bucket=` says otherwise) with short timeouts
+    and backoff, so failures show fast; `max_delay_s` caps the backoff between tries."""
     cfg: dict[str, object] = {
         "endpoint": server.endpoint,
         "bucket": "b",
@@ -37,7 +42,7 @@ def make_client(server: MiniServer, **overrides: object) -> OssClient:
         OssConfig(**cfg),  # type: ignore[arg-type]
         StaticCredentialsProvider(creds),  # type: ignore[arg-type]
         retry=RetryPolicy(
-            max_attempts=int(cfg["max_attempts"]), base_delay_s=0.01, max_delay_s=0.05
+            max_attempts=int(cfg["max_attempts"]), base_delay_s=0.01, max_delay_s=max_delay_s
         ),  # type: ignore[call-overload]
     )
 

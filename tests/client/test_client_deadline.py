@@ -8,19 +8,13 @@ hidden progress retries, a 30 s head wait, no deadline) fails them quickly inste
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 import trio
 
 from ossmount.emulator import Emulator, FaultRule
 from ossmount.oss import (
-    Credentials,
-    OssClient,
-    OssConfig,
     OssTransportError,
-    RetryPolicy,
-    StaticCredentialsProvider,
 )
 from ossmount.oss._retry import DeadlineExceeded
 from tests.client._mini_server import Fault, MiniServer
@@ -80,28 +74,15 @@ async def test_derived_deadline_is_attempts_times_connect_plus_stall(server: Min
     assert "2 attempts x (0.2 s connect + 0.4 s stall) + backoff" in str(info.value)
 
 
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    with Emulator(buckets=["bkt"], access_key_id="ak", access_key_secret="sk") as e:
-        yield e
-
-
 async def test_a_get_waits_stall_timeout_for_its_reply_head(emu: Emulator) -> None:
     """No reply head for stall_timeout_s is a failed try too (read_timeout_s is for HEAD/LIST)."""
     emu.put_object("bkt", "k", b"x" * 1000)
     emu.faults.add(FaultRule("latency", op="GetObject", seconds=3.0, times=None))
-    config = OssConfig(
-        emu.endpoint,
-        "bkt",
-        region="cn-hangzhou",
-        read_timeout_s=10.0,
-        stall_timeout_s=0.3,
-        connect_timeout_s=5.0,
+    client = make_client(
+        emu, bucket="bkt", read_timeout_s=10.0, stall_timeout_s=0.3, max_attempts=2
     )
-    retry = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.05)
-    creds = StaticCredentialsProvider(Credentials("ak", "sk"))
     with trio.fail_after(15):
-        async with OssClient(config, creds, retry=retry) as c:
+        async with client as c:
             start = trio.current_time()
             with pytest.raises(OssTransportError):
                 await get_into(c, "k", 0, bytearray(1000))
@@ -114,18 +95,11 @@ async def test_list_has_a_deadline_too(server: MiniServer) -> None:
     server.faults.append(
         Fault(op="LIST", status=503, code="ServiceUnavailable", retry_after="20", times=9)
     )
-    config = OssConfig(
-        server.endpoint,
-        "b",
-        region="cn-hangzhou",
-        connect_timeout_s=0.2,
-        read_timeout_s=0.3,
-        max_attempts=2,
+    client = make_client(
+        server, max_delay_s=30.0, connect_timeout_s=0.2, read_timeout_s=0.3, max_attempts=2
     )
-    retry = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=30.0)
-    creds = StaticCredentialsProvider(Credentials("ak", "sk"))
     with trio.fail_after(10):
-        async with OssClient(config, creds, retry=retry) as c:
+        async with client as c:
             assert c.request_deadline_s == pytest.approx(2 * 0.5 + 0.01)
             with pytest.raises(DeadlineExceeded) as info:
                 await c.list_page("d/")

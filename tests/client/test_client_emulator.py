@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -32,12 +32,6 @@ from tests.client.conftest import all_pages
 from tests.client.sinks import get_into, get_to_fd
 
 DATA = random.Random(5).randbytes(5 * 1024 * 1024 + 17)
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    with Emulator(buckets=["bkt"], access_key_id="ak", access_key_secret="sk") as e:
-        yield e
 
 
 def client_for(

@@ -32,15 +32,10 @@ from ossmount.oss._writes import (
     StagingError,
     posix_meta,
 )
+from tests.sdk import sdk
 
 DATA = random.Random(15).randbytes(300 * 1024 + 7)
 PART = 128 * 1024
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    with Emulator(buckets=["bkt"], access_key_id="ak", access_key_secret="sk") as e:
-        yield e
 
 
 def _client(emu: Emulator, read_timeout: float = 5.0) -> OssClient:
@@ -62,14 +57,6 @@ def _client(emu: Emulator, read_timeout: float = 5.0) -> OssClient:
 async def writes(emu: Emulator) -> AsyncIterator[OssWrites]:
     async with _client(emu) as c:
         yield OssWrites(c, chunk_size=64 * 1024)
-
-
-def sdk(emu: Emulator) -> oss.Client:
-    cfg = oss.config.load_default()
-    cfg.credentials_provider = oss.credentials.StaticCredentialsProvider("ak", "sk")
-    cfg.region = "cn-hangzhou"
-    cfg.endpoint = emu.endpoint
-    return oss.Client(cfg)
 
 
 def sdk_read(emu: Emulator, key: str) -> tuple[bytes, oss.HeadObjectResult]:

@@ -25,6 +25,7 @@ from ossmount.prefetch import PrefetchConfig, Prefetcher
 from ossmount.tree.listing import Namespace
 from tests.unit.fake_lister import FakeLister
 from tests.unit.fake_source import BUCKET, FakeSource
+from tests.unit.prefetch_helpers import prefetcher_over
 
 PART = 4096
 LOOK = Presentation(uid=1234, gid=5678, umask=0o022, attr_timeout_s=30.0)
@@ -91,29 +92,14 @@ async def rig(bucket: Bucket, tmp_path: Path) -> AsyncIterator[Rig]:
     store.lock()
     namespace = Namespace(bucket.lister, ttl_s=60.0)
     kernel = RecordingKernel()
-    try:
-        async with trio.open_nursery() as nursery:
-            prefetcher = Prefetcher(
-                bucket.source,
-                store,
-                nursery,
-                PrefetchConfig(
-                    bucket=BUCKET,
-                    part_size=PART,
-                    parallel_count=2,
-                    max_gets=4,
-                    readahead_bytes=2 * PART,
-                    shed_margin=PART,
-                ),
-            )
-            fs = FileSystem(
-                namespace, prefetcher, LOOK, symlinks=bucket, kernel=kernel, bucket=BUCKET
-            )
-            try:
-                yield Rig(fs, bucket, namespace, prefetcher, kernel)
-            finally:
-                nursery.cancel_scope.cancel()
-                with trio.CancelScope(shield=True):
-                    await prefetcher.aclose()
-    finally:
-        store.close()
+    cfg = PrefetchConfig(
+        bucket=BUCKET,
+        part_size=PART,
+        parallel_count=2,
+        max_gets=4,
+        readahead_bytes=2 * PART,
+        shed_margin=PART,
+    )
+    async with prefetcher_over(bucket.source, store, cfg) as prefetcher:
+        fs = FileSystem(namespace, prefetcher, LOOK, symlinks=bucket, kernel=kernel, bucket=BUCKET)
+        yield Rig(fs, bucket, namespace, prefetcher, kernel)

@@ -22,7 +22,6 @@ from ossmount.observe import NO_PREFETCH_OBSERVER
 from ossmount.prefetch import (
     DownloadFailed,
     ObjectCorrupt,
-    ObjectReader,
     PrefetchConfig,
     Prefetcher,
 )
@@ -34,6 +33,7 @@ from ossmount.service.metrics import (
     serve_metrics,
 )
 from tests.unit.fake_source import BUCKET, FakeSource
+from tests.unit.prefetch_helpers import prefetcher_over, read_all
 
 PART = 4096
 PARTS = 5
@@ -175,24 +175,8 @@ async def prefetcher(tmp_path: Path, source: FakeSource) -> AsyncIterator[Prefet
     cfg = PrefetchConfig(
         bucket=BUCKET, part_size=PART, parallel_count=2, max_gets=4, readahead_bytes=2 * PART
     )
-    try:
-        async with trio.open_nursery() as nursery:
-            p = Prefetcher(source, store, nursery, cfg, metrics)
-            try:
-                yield p
-            finally:
-                nursery.cancel_scope.cancel()
-                with trio.CancelScope(shield=True):
-                    await p.aclose()
-    finally:
-        store.close()
-
-
-async def read_all(reader: ObjectReader) -> bytes:
-    out = bytearray()
-    while chunk := await reader.read(len(out), 3000):
-        out += chunk
-    return bytes(out)
+    async with prefetcher_over(source, store, cfg, metrics) as p:
+        yield p
 
 
 async def test_scheduler_counts_parts_bytes_and_the_verdict(tmp_path: Path) -> None:

@@ -11,12 +11,13 @@ import pytest
 
 from ossmount.cache.checkpoint import EntryState
 from tests.unit.fake_source import BUCKET, FakeSource
-from tests.unit.test_scheduler import (
+from tests.unit.prefetch_helpers import (
     KEY,
     PART,
     PARTS,
-    blob,
+    cache_whole,
     files,
+    put_blob,
     read_all,
     running,
     settle,
@@ -37,12 +38,8 @@ def damage(cache_dir: Path, offset: int, length: int = 1) -> None:
 async def test_a_verified_entry_damaged_at_rest_is_fetched_again(
     source: FakeSource, cache_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
-    async with running(source, cache_dir) as p:
-        reader = p.open(meta)
-        assert await read_all(reader) == data
-        await reader.aclose()
+    data, meta = put_blob(source)
+    assert await cache_whole(source, cache_dir, meta) == data
     damage(cache_dir, 3 * PART + 17)
     damage(cache_dir, 6 * PART, PART)  # a whole part inverted
     source.calls.clear()
@@ -70,8 +67,7 @@ async def test_a_verified_entry_damaged_at_rest_is_fetched_again(
 async def test_a_damaged_partial_part_never_becomes_verified(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         assert await reader.read(0, 100) == data[:100]  # a peek: only the head part
@@ -92,12 +88,8 @@ async def test_a_damaged_partial_part_never_becomes_verified(
 async def test_rechecks_run_ahead_of_a_sequential_reader(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
-    async with running(source, cache_dir) as p:
-        reader = p.open(meta)
-        assert await read_all(reader) == data
-        await reader.aclose()
+    data, meta = put_blob(source)
+    assert await cache_whole(source, cache_dir, meta) == data
     source.calls.clear()
     async with running(source, cache_dir) as p:
         reader = p.open(meta)

@@ -10,14 +10,10 @@ handle's first read is "sequential" only at offset 0 (pattern.ReadaheadWindow).
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
-import random
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -25,127 +21,40 @@ import trio
 import trio.testing
 from trio.testing import MockClock, wait_all_tasks_blocked
 
-from ossmount.cache.checkpoint import load
 from ossmount.cache.entry import CacheEntry, EntryState
-from ossmount.cache.store import CacheStore, key_hash
+from ossmount.cache.store import key_hash
 from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch import (
     DownloadFailed,
     ObjectChanged,
     ObjectCorrupt,
     ObjectReader,
-    PrefetchConfig,
     Prefetcher,
 )
 from ossmount.prefetch.fence import CRC_DISPUTES
-from ossmount.service.metrics import MountMetrics
 from tests.unit.cache_helpers import write_part
-from tests.unit.fake_source import BUCKET, FakeSource
-
-PART = 4096
-PARTS = 9
-SIZE = (PARTS - 1) * PART + 1500  # the last part is short
-KEY = "data/file.parquet"
-
-
-def blob(size: int = SIZE, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def part_of(index: int, data: bytes) -> bytes:
-    return data[index * PART : (index + 1) * PART]
-
-
-def open_store(cache_dir: Path, max_bytes: int | None = None) -> CacheStore:
-    store = CacheStore(cache_dir, bucket=BUCKET, max_bytes=max_bytes)
-    store.lock()
-    return store
-
-
-def config(*, parallel_count: int = 4, max_gets: int = 8) -> PrefetchConfig:
-    return PrefetchConfig(
-        bucket=BUCKET,
-        part_size=PART,
-        parallel_count=parallel_count,
-        max_gets=max_gets,
-        readahead_bytes=4 * PART,
-        shed_margin=PART,
-    )
-
-
-@asynccontextmanager
-async def running(
-    source: FakeSource,
-    cache_dir: Path,
-    cfg: PrefetchConfig | None = None,
-    *,
-    max_bytes: int | None = None,
-) -> AsyncIterator[Prefetcher]:
-    """A prefetcher over a fresh store on `cache_dir`, shut down as the mount does."""
-    store = open_store(cache_dir, max_bytes)
-    try:
-        async with trio.open_nursery() as nursery:
-            metrics = MountMetrics(bucket=BUCKET)
-            prefetcher = Prefetcher(source, store, nursery, cfg or config(), metrics)
-            try:
-                yield prefetcher
-            finally:
-                nursery.cancel_scope.cancel()
-                with trio.CancelScope(shield=True):
-                    await prefetcher.aclose()
-    finally:
-        store.close()
-
-
-def crash(store: CacheStore) -> None:
-    """Drop the store like a killed process: close the descriptors, flush nothing."""
-    for slot in store._open.values():
-        os.close(slot.entry.fd)
-    assert store._lock_fd is not None
-    os.close(store._lock_fd)
-
-
-async def settle(prefetcher: Prefetcher) -> None:
-    """Return once every task is blocked and the prefetcher has no work scheduled or running
-    (part GETs, flushes in their threads, closes); a flush timer asleep is allowed."""
-    await wait_all_tasks_blocked()
-    await prefetcher.wait_idle()
-    await wait_all_tasks_blocked()
-
-
-flushed = settle  # a flush is work: once settled, none runs
-
-
-def state_of(prefetcher: Prefetcher, reader: ObjectReader) -> EntryState:
-    """The cache state of the version `reader` reads, as `user.ossmount.state` reports it."""
-    return EntryState[prefetcher.cached_state(reader.meta)[0].upper()]
-
-
-async def read_all(reader: ObjectReader, chunk: int = 3000) -> bytes:
-    """Read the way `cp` does: sequential chunks until an empty read."""
-    out = bytearray()
-    while True:
-        data = await reader.read(len(out), chunk)
-        if not data:
-            return bytes(out)
-        out += data
-
-
-def files(cache_dir: Path, key: str = KEY) -> tuple[Path, Path]:
-    h = key_hash(key)
-    d = cache_dir / BUCKET / h[:2]
-    return d / f"{h}.data", d / f"{h}.ckpt"
-
-
-def durable_parts(cache_dir: Path, key: str = KEY) -> set[int]:
-    cp = load(files(cache_dir, key)[1], bucket=BUCKET, key=key)
-    return set() if cp is None else set(cp.part_crcs)
-
-
-def without_crc(meta: ObjectMeta) -> ObjectMeta:
-    """`meta` as a listing reports it: no CRC-64."""
-    return dataclasses.replace(meta, crc64=None)
-
+from tests.unit.fake_source import FakeSource
+from tests.unit.prefetch_helpers import (
+    KEY,
+    PART,
+    PARTS,
+    SIZE,
+    blob,
+    cache_whole,
+    config,
+    crash,
+    durable_parts,
+    files,
+    flushed,
+    open_store,
+    part_of,
+    put_blob,
+    read_all,
+    running,
+    settle,
+    state_of,
+    without_crc,
+)
 
 # --------------------------------------------------------------------- reading patterns
 
@@ -153,8 +62,7 @@ def without_crc(meta: ObjectMeta) -> ObjectMeta:
 async def test_sequential_read_returns_the_exact_bytes_and_fetches_each_part_once(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         assert await read_all(reader) == data
@@ -169,8 +77,7 @@ async def test_sequential_read_returns_the_exact_bytes_and_fetches_each_part_onc
 async def test_readahead_requests_parts_beyond_the_read(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         assert await reader.read(0, PART) == data[:PART]
@@ -183,8 +90,7 @@ async def test_readahead_requests_parts_beyond_the_read(
 async def test_a_peek_inside_the_head_part_fetches_nothing_more(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         assert await reader.read(0, 100) == data[:100]  # head -c 100, file(1)
@@ -200,8 +106,7 @@ async def test_a_peek_inside_the_head_part_fetches_nothing_more(
 async def test_demand_parts_go_before_readahead_which_goes_in_ascending_order(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    _data, meta = put_blob(source)
     gate = source.gate(KEY, 0)
     async with running(source, cache_dir, config(parallel_count=1)) as p:
         sequential, footer = p.open(meta), p.open(meta)
@@ -220,8 +125,7 @@ async def test_demand_parts_go_before_readahead_which_goes_in_ascending_order(
 async def test_footer_read_fetches_only_the_last_part_without_waiting_for_the_object(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         # Nothing but the last part will ever be served: a wait for the whole object hangs.
@@ -236,8 +140,7 @@ async def test_footer_read_fetches_only_the_last_part_without_waiting_for_the_ob
 
 
 async def test_reads_past_the_end_are_empty(source: FakeSource, cache_dir: Path) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         assert await reader.read(SIZE, 4096) == b""
@@ -252,8 +155,7 @@ async def test_reads_past_the_end_are_empty(source: FakeSource, cache_dir: Path)
 async def test_two_readers_of_one_version_share_one_download(
     source: FakeSource, cache_dir: Path, autojump_clock: MockClock
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     source.delay_s = 0.01  # keep GETs in flight while both readers ask
     results: dict[str, bytes] = {}
     async with running(source, cache_dir) as p:
@@ -276,8 +178,7 @@ async def test_two_readers_of_one_version_share_one_download(
 async def test_parallel_count_bounds_gets_per_object(
     source: FakeSource, cache_dir: Path, autojump_clock: MockClock
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     source.delay_s = 0.01
     async with running(source, cache_dir, config(parallel_count=2, max_gets=8)) as p:
         reader = p.open(meta)
@@ -317,8 +218,7 @@ async def test_max_gets_bounds_gets_across_objects(
 async def test_failed_part_raises_download_failed_and_the_next_read_retries(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     source.fail_once[(KEY, 3 * PART)] = None
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
@@ -335,8 +235,7 @@ async def test_failed_part_raises_download_failed_and_the_next_read_retries(
 async def test_every_waiter_of_a_failed_part_gets_download_failed(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     gate = source.gate(KEY, 3)
     source.fail_once[(KEY, 3 * PART)] = None
     outcomes: dict[str, BaseException | bytes] = {}
@@ -427,8 +326,7 @@ async def test_crc_header_disputed_between_parts_is_eio_naming_both_crcs(
 ) -> None:
     """Same ETag, a CRC header that keeps disagreeing: a bad server, not a new version
     (issue 14 finding 5). Tried CRC_DISPUTES times, settled by a HEAD, then EIO."""
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     assert meta.crc64 is not None
     source.crc_header[(KEY, 2 * PART)] = meta.crc64 ^ 1
     async with running(source, cache_dir) as p:
@@ -444,13 +342,25 @@ async def test_crc_header_disputed_between_parts_is_eio_naming_both_crcs(
         await reader.aclose()
 
 
+def put_with_wrong_crc_header(source: FakeSource, *, once: bool) -> tuple[bytes, ObjectMeta]:
+    """The standard object, whose part-0 GET replies carry a wrong CRC-64 header: all of
+    them, or (`once`) only the first."""
+    data, meta = put_blob(source)
+    assert meta.crc64 is not None
+    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
+    if once:
+
+        def drop_the_lie() -> None:
+            source.crc_header.pop((KEY, 0))
+
+        source.hooks[(KEY, 0)] = drop_the_lie
+    return data, meta
+
+
 async def test_crc_header_disagreeing_with_the_opened_meta_is_not_object_changed(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
-    assert meta.crc64 is not None
-    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
+    meta = put_with_wrong_crc_header(source, once=False)[1]
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         with pytest.raises(DownloadFailed, match="CRC headers disagree"):
@@ -461,11 +371,7 @@ async def test_crc_header_disagreeing_with_the_opened_meta_is_not_object_changed
 async def test_one_reply_with_a_wrong_crc_header_is_fetched_again(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
-    assert meta.crc64 is not None
-    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
-    source.hooks[(KEY, 0)] = lambda: source.crc_header.pop((KEY, 0))  # this reply only
+    data, meta = put_with_wrong_crc_header(source, once=True)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         assert await read_all(reader) == data
@@ -479,11 +385,7 @@ async def test_a_wrong_crc_learnt_from_the_first_reply_is_corrected_by_head(
 ) -> None:
     """A listing's meta has no CRC: the first reply's (wrong) header is learnt; the later
     replies and a HEAD agree on another one, so that one is right and the read goes on."""
-    data = blob()
-    meta = source.put(KEY, data)
-    assert meta.crc64 is not None
-    source.crc_header[(KEY, 0)] = meta.crc64 ^ 1
-    source.hooks[(KEY, 0)] = lambda: source.crc_header.pop((KEY, 0))
+    data, meta = put_with_wrong_crc_header(source, once=True)
     async with running(source, cache_dir) as p:
         reader = p.open(without_crc(meta))
         assert await read_all(reader) == data
@@ -502,8 +404,7 @@ async def test_a_part_landing_after_the_download_failed_is_dropped(
     it: it must notice the failure itself instead of recording into the discarded entry
     (which raises, and would take the whole service nursery down).
     """
-    data = blob()
-    meta = source.put(KEY, data)
+    _data, meta = put_blob(source)
     gate0, gate1 = source.gate(KEY, 0), source.gate(KEY, 1)
     source.etag_header[(KEY, 0)] = '"another-version"'
     source.honour_if_match = False
@@ -532,8 +433,7 @@ async def test_a_part_landing_after_the_download_failed_is_dropped(
 async def test_crc_mismatch_fails_the_final_read_discards_and_the_next_open_refetches(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     source.flip.add((KEY, 3 * PART + 7))
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
@@ -558,8 +458,7 @@ async def test_crc_mismatch_fails_the_final_read_discards_and_the_next_open_refe
 async def test_a_whole_object_read_never_returns_bytes_that_failed_verification(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    _data, meta = put_blob(source)
     source.flip.add((KEY, SIZE - 1))
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
@@ -589,8 +488,7 @@ async def test_a_flush_starts_as_soon_as_a_part_is_recorded(
     source: FakeSource, cache_dir: Path, mock_clock: MockClock
 ) -> None:
     """No timer, no batch of eight (issue 14 finding 3): the clock stands still here."""
-    data = blob()
-    meta = source.put(KEY, data)
+    _data, meta = put_blob(source)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         await reader.read(2 * PART + 1, 10)
@@ -607,8 +505,7 @@ async def test_a_slow_disk_holds_fetched_but_not_durable_parts_to_in_flight_plus
 ) -> None:
     """While a flush hangs in its fdatasync, workers start no GET once more than one recorded
     part waits for durability: a kill -9 then loses at most parallel_count + 1 parts."""
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     cfg = config(parallel_count=4)
     async with running(source, cache_dir, cfg) as p:
         reader = p.open(meta)
@@ -646,8 +543,7 @@ async def test_a_slow_disk_holds_fetched_but_not_durable_parts_to_in_flight_plus
 async def test_the_last_handle_closing_during_a_background_flush_still_releases_the_entry(
     source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    _data, meta = put_blob(source)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         entry = p._downloads[meta.version].entry
@@ -673,8 +569,7 @@ async def test_the_last_handle_closing_during_a_background_flush_still_releases_
 async def test_resume_after_a_crash_fetches_only_the_missing_parts(
     source: FakeSource, cache_dir: Path, autojump_clock: MockClock
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     store = open_store(cache_dir)
     async with trio.open_nursery() as nursery:
         p = Prefetcher(source, store, nursery, config())
@@ -701,8 +596,7 @@ async def test_resume_after_a_crash_fetches_only_the_missing_parts(
 async def test_resume_after_a_clean_shutdown_keeps_every_recorded_part(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     async with running(source, cache_dir) as p:
         reader = p.open(meta)
         await reader.read(1, 2 * PART - 1)  # parts 0, 1; the reader is never closed
@@ -718,12 +612,8 @@ async def test_resume_after_a_clean_shutdown_keeps_every_recorded_part(
 async def test_verified_entry_after_reopen_serves_reads_with_zero_gets(
     source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
-    async with running(source, cache_dir) as p:
-        reader = p.open(meta)
-        assert await read_all(reader) == data
-        await reader.aclose()
+    data, meta = put_blob(source)
+    assert await cache_whole(source, cache_dir, meta) == data
     source.calls.clear()
 
     def verify_again(entry: CacheEntry) -> None:
@@ -813,8 +703,7 @@ async def test_zero_byte_object_needs_no_get(source: FakeSource, cache_dir: Path
 async def test_cancelled_read_leaves_the_download_going_for_other_readers(
     source: FakeSource, cache_dir: Path, autojump_clock: MockClock
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     gate = source.gate(KEY, 4)
     want = data[4 * PART + 1 : 4 * PART + 101]
     async with running(source, cache_dir) as p:
@@ -842,8 +731,7 @@ async def test_cancelled_read_leaves_the_download_going_for_other_readers(
 async def test_a_handle_opened_after_the_cancelled_one_closed_joins_the_running_get(
     source: FakeSource, cache_dir: Path, autojump_clock: MockClock
 ) -> None:
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     gate = source.gate(KEY, 4)
     async with running(source, cache_dir) as p:
         a = p.open(meta)
@@ -973,8 +861,7 @@ async def test_readahead_waits_for_room_on_the_cache_disk(
     source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Read-ahead never fills the cache disk; parts a reader asks for still go."""
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     async with running(source, cache_dir) as p:
         free = {"bytes": 0}
         monkeypatch.setattr(p.store, "free_bytes", lambda: free["bytes"])
@@ -1008,8 +895,7 @@ async def test_a_part_that_met_a_full_disk_is_tried_again_once_there_is_room(
 ) -> None:
     """Parallel GETs race for freed space: ENOSPC with room now free is worth another try;
     with no room to be had the read fails with the cache dir's name in the error."""
-    data = blob()
-    meta = source.put(KEY, data)
+    data, meta = put_blob(source)
     async with running(source, cache_dir) as p:
         free = {"bytes": 1 << 30}
         monkeypatch.setattr(p.store, "free_bytes", lambda: free["bytes"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.fake_source import FakeSource
-from tests.unit.test_scheduler import KEY, PART, blob, files, read_all, running, settle
+from tests.unit.prefetch_helpers import KEY, PART, blob, files, read_all, running, settle
 
 __all__ = ["PART"]  # the `source` fixture reads the module's PART
 

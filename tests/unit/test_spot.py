@@ -14,10 +14,11 @@ import pytest
 import trio
 
 from ossmount.cache.entry import EntryState
+from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch import ObjectChanged, ObjectCorrupt, PrefetchConfig
 from ossmount.prefetch.pattern import ReadaheadWindow
-from tests.unit.fake_source import FakeSource
-from tests.unit.test_scheduler import BUCKET, read_all, running, settle, state_of
+from tests.unit.fake_source import BUCKET, FakeSource
+from tests.unit.prefetch_helpers import read_all, running, settle, state_of
 
 PART = 64 * 1024
 BLOCK = 1024
@@ -44,10 +45,15 @@ def blob(seed: int = 7) -> bytes:
     return random.Random(seed).randbytes(SIZE)
 
 
-async def test_a_random_read_gets_its_aligned_block_and_caches_no_part(tmp_path: Path) -> None:
+def stored() -> tuple[FakeSource, bytes, ObjectMeta]:
+    """A fake source holding one object of SIZE bytes; the source, the bytes and their meta."""
     source = FakeSource(PART)
     data = blob()
-    meta = source.put(KEY, data)
+    return source, data, source.put(KEY, data)
+
+
+async def test_a_random_read_gets_its_aligned_block_and_caches_no_part(tmp_path: Path) -> None:
+    source, data, meta = stored()
     async with running(source, tmp_path, spot_config()) as p:
         reader = p.open(meta)
         offset = 3 * PART + 5000  # not at 0: a jump
@@ -68,9 +74,7 @@ async def test_a_random_read_gets_its_aligned_block_and_caches_no_part(tmp_path:
 
 
 async def test_the_last_block_is_clipped_to_the_object(tmp_path: Path) -> None:
-    source = FakeSource(PART)
-    data = blob()
-    meta = source.put(KEY, data)
+    source, data, meta = stored()
     async with running(source, tmp_path, spot_config()) as p:
         reader = p.open(meta)
         assert await reader.read(SIZE - 10, 4096) == data[-10:]
@@ -80,9 +84,7 @@ async def test_the_last_block_is_clipped_to_the_object(tmp_path: Path) -> None:
 
 
 async def test_a_random_reader_turning_sequential_gets_parts_again(tmp_path: Path) -> None:
-    source = FakeSource(PART)
-    data = blob()
-    meta = source.put(KEY, data)
+    source, data, meta = stored()
     async with running(source, tmp_path, spot_config()) as p:
         reader = p.open(meta)
         offset = PART + 100
@@ -99,9 +101,7 @@ async def test_a_random_reader_turning_sequential_gets_parts_again(tmp_path: Pat
 
 
 async def test_reading_from_offset_0_never_takes_the_spot_path(tmp_path: Path) -> None:
-    source = FakeSource(PART)
-    data = blob()
-    meta = source.put(KEY, data)
+    source, data, meta = stored()
     async with running(source, tmp_path, spot_config()) as p:
         reader = p.open(meta)
         assert await read_all(reader, 3000) == data
@@ -112,9 +112,7 @@ async def test_reading_from_offset_0_never_takes_the_spot_path(tmp_path: Path) -
 
 
 async def test_a_cached_part_is_read_from_the_cache_not_spotted(tmp_path: Path) -> None:
-    source = FakeSource(PART)
-    data = blob()
-    meta = source.put(KEY, data)
+    source, data, meta = stored()
     async with running(source, tmp_path, spot_config()) as p:
         first = p.open(meta)
         assert await read_all(first) == data
@@ -129,9 +127,7 @@ async def test_a_cached_part_is_read_from_the_cache_not_spotted(tmp_path: Path) 
 async def test_a_random_reader_covering_everything_waits_for_the_verdict(tmp_path: Path) -> None:
     """Spot reads record nothing, so the read that completes a handle's coverage fetches every
     part and waits for the whole-object CRC: a corrupt object fails that read."""
-    source = FakeSource(PART)
-    data = blob()
-    meta = source.put(KEY, data)
+    source, _data, meta = stored()
     source.flip.add((KEY, 2 * PART + 3))  # only the part GET of part 2 carries the flip
     # Every read is a spot read (a run never reaches spot_run) but the one from offset 0.
     cfg = dataclasses.replace(spot_config(block=PART // 2), spot_run=2 * SIZE)
@@ -161,9 +157,7 @@ async def test_a_spot_read_of_a_replaced_object_fails_with_object_changed(tmp_pa
 
 
 async def test_two_reads_of_one_block_share_one_get(tmp_path: Path) -> None:
-    source = FakeSource(PART)
-    data = blob()
-    meta = source.put(KEY, data)
+    source, data, meta = stored()
     offset = 2 * PART + 3 * BLOCK
     gate = source.gate(KEY, 0)
     source.gates[(KEY, offset)] = gate  # gate() keys by part index; ours is a block

@@ -16,7 +16,7 @@ from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch.siblings import DirectoryReadAhead
 from ossmount.tree.listing import WalkOrder
 from tests.unit.fake_source import FakeSource
-from tests.unit.test_scheduler import PART, blob, config, read_all, running, settle, state_of
+from tests.unit.prefetch_helpers import PART, blob, config, read_all, running, settle, state_of
 
 # -- the detector ----------------------------------------------------------------------------
 

@@ -8,11 +8,8 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import alibabacloud_oss_v2 as oss
-import pytest
 import trio
 
 from ossmount.crc64 import crc64
@@ -21,28 +18,12 @@ from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsPro
 from ossmount.oss._writes import OssWrites
 from ossmount.write import StagedFile, Uploader, UploadLedger, UploadSettings, WriteState
 from ossmount.write.journal import load
+from tests.sdk import sdk_get
 
 PS = 128 * 1024
 DATA = random.Random(9).randbytes(5 * PS + 99)
 CHILD = Path(__file__).with_name("write_child.py")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    with Emulator(buckets=["bkt"], access_key_id="ak", access_key_secret="sk") as e:
-        yield e
-
-
-def sdk_get(emu: Emulator, key: str) -> bytes:
-    cfg = oss.config.load_default()
-    cfg.credentials_provider = oss.credentials.StaticCredentialsProvider("ak", "sk")
-    cfg.region = "cn-hangzhou"
-    cfg.endpoint = emu.endpoint
-    body: bytes = (
-        oss.Client(cfg).get_object(oss.GetObjectRequest(bucket="bkt", key=key)).body.read()
-    )
-    return body
 
 
 def ok_parts(emu: Emulator) -> int:

@@ -7,10 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import alibabacloud_oss_v2 as oss
 import pytest
 import trio
 
@@ -28,16 +27,11 @@ from ossmount.write import (
     sweep_stale_uploads,
 )
 from ossmount.write.journal import load, save_atomic
+from tests.sdk import sdk_get
 
 PS = 128 * 1024
 SETTINGS = UploadSettings(part_size=PS, single_put_max=PS, parallel=3)
 BIG = random.Random(7).randbytes(5 * PS + 1234)
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    with Emulator(buckets=["bkt"], access_key_id="ak", access_key_secret="sk") as e:
-        yield e
 
 
 def make_client(endpoint: str, read_timeout: float = 5.0) -> OssClient:
@@ -58,17 +52,6 @@ def stage(tmp_path: Path, data: bytes, name: str = "f") -> StagedFile:
     staged = StagedFile.beside(tmp_path / name)
     staged.data.write_bytes(data)
     return staged
-
-
-def sdk_get(emu: Emulator, key: str) -> bytes:
-    cfg = oss.config.load_default()
-    cfg.credentials_provider = oss.credentials.StaticCredentialsProvider("ak", "sk")
-    cfg.region = "cn-hangzhou"
-    cfg.endpoint = emu.endpoint
-    body: bytes = (
-        oss.Client(cfg).get_object(oss.GetObjectRequest(bucket="bkt", key=key)).body.read()
-    )
-    return body
 
 
 def count(emu: Emulator, op: str) -> int:
