@@ -46,9 +46,12 @@ __all__ = [
     "ANONYMOUS",
     "AccessDenied",
     "BadResponse",
+    "CrcMismatch",
     "Credentials",
     "CredentialsError",
     "CredentialsProvider",
+    "FileAlreadyExists",
+    "FileRange",
     "GetResult",
     "InternalError",
     "InvalidAccessKeyId",
@@ -59,6 +62,7 @@ __all__ = [
     "ListPage",
     "NoSuchBucket",
     "NoSuchKey",
+    "NoSuchUpload",
     "ObjectChanged",
     "ObjectMeta",
     "ObjectVersion",
@@ -66,6 +70,7 @@ __all__ = [
     "OssConfig",
     "OssError",
     "OssTransportError",
+    "OssWrites",
     "PreconditionFailed",
     "QpsLimitExceeded",
     "RequestTimeTooSkewed",
@@ -76,15 +81,39 @@ __all__ = [
     "StaticCredentialsProvider",
     "SymlinkTargetNotExist",
     "Throttled",
+    "posix_meta",
     "resolve_credentials",
 ]
 
 if TYPE_CHECKING:
     from ._client import OssClient, OssConfig
+    from ._writes import (
+        CrcMismatch,
+        FileAlreadyExists,
+        FileRange,
+        NoSuchUpload,
+        OssWrites,
+        posix_meta,
+    )
     from .credentials import resolve_credentials
 
 # Loaded on first use, as they load httpx (see the module docstring).
-_LAZY = {"OssClient": "_client", "OssConfig": "_client", "resolve_credentials": "credentials"}
+_LAZY = {
+    "OssClient": "_client",
+    "OssConfig": "_client",
+    "resolve_credentials": "credentials",
+    **dict.fromkeys(
+        (
+            "CrcMismatch",
+            "FileAlreadyExists",
+            "FileRange",
+            "NoSuchUpload",
+            "OssWrites",
+            "posix_meta",
+        ),
+        "_writes",
+    ),
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -326,14 +326,18 @@ class OssClient:
         query: list[tuple[str, str]],
         headers: dict[str, str] | None = None,
         timeouts: dict[str, float | None] | None = None,
+        content: bytes | httpx.AsyncByteStream | None = None,
     ) -> httpx.Response:
-        """One signed attempt; returns a streaming 2xx response or raises a typed error."""
+        """One signed attempt; returns a streaming 2xx response or raises a typed error.
+
+        `content` is a request body: bytes, or a stream (the write half, `_writes`, streams
+        files through it); the caller sets Content-Length, so it is never sent chunked."""
         base = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         base.update(headers or {})
         signed = await self._sign(method, key, query, base)
         try:
             response = await self._sender.send(
-                method, self._target(key, query), signed, timeouts or self._timeouts
+                method, self._target(key, query), signed, timeouts or self._timeouts, content
             )
         except httpx.TransportError as exc:
             record_request("list" if key is None else method.lower(), "transport")

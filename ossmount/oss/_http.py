@@ -110,8 +110,10 @@ class CoreSender:
         target: str,
         headers: dict[str, str],
         timeouts: dict[str, float | None],
+        content: bytes | AsyncIterable[bytes] | None = None,
     ) -> httpx.Response:
-        """Send one request (no body); returns the streaming response (any status).
+        """Send one request; returns the streaming response (any status). `content` is the
+        body (bytes or a stream; the caller sets Content-Length), None for none.
 
         `target` is the encoded path and query; header values must be latin-1. Raises the
         httpx.TransportError subclass named like httpcore's exception.
@@ -124,6 +126,7 @@ class CoreSender:
                 scheme=self._scheme, host=self._host, port=self._port, target=target.encode()
             ),
             headers=raw_headers,
+            content=content,
             extensions={"timeout": timeouts},
         )
         try:

@@ -1,0 +1,129 @@
+"""Values and errors of the write half of the client (`_writes`), and ossfs's POSIX metadata.
+
+Kept apart from `_writes` so that module stays one job (sending and verifying requests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._errors import OssError
+
+__all__ = [
+    "CopyResult",
+    "CrcMismatch",
+    "FileAlreadyExists",
+    "FileRange",
+    "NoSuchUpload",
+    "PartResult",
+    "PutResult",
+    "StagingError",
+    "posix_meta",
+    "retyped",
+]
+
+
+class CrcMismatch(OssError):
+    """The server's CRC-64 of what it stored differs from ours (or it sent none)."""
+
+    def __init__(self, what: str, *, expected: int, got: int | None, bucket: str, key: str) -> None:
+        shown = "none" if got is None else str(got)
+        super().__init__(
+            0,
+            "Crc64Mismatch",
+            f"{what}: server CRC-64 {shown}, ours {expected}",
+            bucket=bucket,
+            key=key,
+        )
+        self.expected = expected
+        self.got = got
+
+
+class FileAlreadyExists(OssError):
+    """x-oss-forbid-overwrite (O_EXCL) and the key exists."""
+
+
+class NoSuchUpload(OssError):
+    """The multipart upload id is unknown (completed, aborted or expired)."""
+
+
+class ExistsAfterRetry(FileAlreadyExists):
+    """FileAlreadyExists on a repeated attempt: possibly our own first attempt's object."""
+
+
+class StagingError(Exception):
+    """The local staging file could not supply the bytes to send (a local fault, not OSS's)."""
+
+
+_RETYPE: dict[str, type[OssError]] = {
+    "FileAlreadyExists": FileAlreadyExists,
+    "NoSuchUpload": NoSuchUpload,
+}
+
+
+def retyped(exc: OssError) -> OssError:
+    cls = _RETYPE.get(exc.code)
+    if cls is None or isinstance(exc, cls):
+        return exc
+    new = cls(
+        exc.status, exc.code, exc.message, request_id=exc.request_id, ec=exc.ec,
+        bucket=exc.bucket, key=exc.key,
+    )  # fmt: skip
+    new.retry_after_s = exc.retry_after_s
+    return new
+
+
+@dataclass(frozen=True, slots=True)
+class FileRange:
+    """`length` bytes of the open file `fd` starting at `offset` (the caller keeps fd open and
+    the bytes unchanged until the call returns)."""
+
+    fd: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    key: str
+    etag: str
+    crc64: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartResult:
+    """A part the server holds: number (1-based), ETag, size and its verified CRC-64."""
+
+    number: int
+    etag: str
+    size: int
+    crc64: int
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    etag: str
+    mtime_ns: int
+    crc64: int | None  # OSS may omit it for copies
+
+
+def posix_meta(
+    *,
+    mtime_ns: int | None = None,
+    mode: int | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+) -> dict[str, str]:
+    """ossfs-compatible `x-oss-meta-*` headers (ossfs src/metaheader.cpp reads these)."""
+    out: dict[str, str] = {}
+    if mtime_ns is not None:
+        sec, ns = divmod(mtime_ns, 1_000_000_000)
+        out["x-oss-meta-mtime"] = f"{sec}.{ns:09d}" if ns else str(sec)
+    if mode is not None:
+        out["x-oss-meta-mode"] = str(mode)
+    if uid is not None:
+        out["x-oss-meta-uid"] = str(uid)
+    if gid is not None:
+        out["x-oss-meta-gid"] = str(gid)
+    return out

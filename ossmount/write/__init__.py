@@ -1,0 +1,30 @@
+"""The write engine below the FUSE layer (issue 15): staging journal, uploader, sweeper.
+
+One job per module: `journal` (the durable, self-checksummed record beside a staging file),
+`ledger` (which multipart uploads are ours), `uploader` (commit a staged file, with parts sent
+while it is still being written, resumable after kill -9), `sweeper` (abort our stale uploads).
+The OSS requests themselves are in `ossmount.oss._writes`.
+"""
+
+from __future__ import annotations
+
+from .journal import CorruptJournal, JournalIOError, JournalRecord, PartRecord, WriteState
+from .ledger import UploadLedger
+from .sweeper import load_journals, sweep_stale_uploads
+from .uploader import CommitResult, StagedFile, Uploader, UploadSession, UploadSettings
+
+__all__ = [
+    "CommitResult",
+    "CorruptJournal",
+    "JournalIOError",
+    "JournalRecord",
+    "PartRecord",
+    "StagedFile",
+    "UploadLedger",
+    "UploadSession",
+    "UploadSettings",
+    "Uploader",
+    "WriteState",
+    "load_journals",
+    "sweep_stale_uploads",
+]

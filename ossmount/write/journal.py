@@ -1,0 +1,315 @@
+"""The staging journal: what one staged file is, and how far its upload got.
+
+One record sits beside each staging file. It says which object the bytes are for, how many
+there are, where the upload stands (DIRTY: nothing trustworthy on the server yet; UPLOADING:
+a multipart upload is open and the listed parts are on the server with these CRC-64s and
+ETags; COMMITTED: the object is on the server and verified), and the object version the file
+was opened from (`base_etag`, "" for a new file), so a commit can see that someone else
+changed the object meanwhile.
+
+Encoding, the same discipline as cache/checkpoint.py (integers big-endian, written whole,
+never patched in place):
+
+    0       8     magic b"OSSMWJNL"
+    8       2     format version (1)
+    10      2     reserved, 0
+    12      4     payload length P
+    16      P     payload
+    16+P    32    SHA-256 of bytes [0, 16+P)
+
+    payload: bucket, key, base_etag, upload_id, result_etag (each u32 length + UTF-8,
+             surrogates passed through), size u64, mtime_ns i64, mode u32, part_size u64,
+             state u8, flags u8 (1 = forbid overwrite, 2 = has result CRC, 4 = sealed),
+             result_crc u64,
+             part count u32, then per part: number u32, size u64, crc u64, etag (u32 + UTF-8),
+             numbers strictly increasing.
+
+`decode` refuses anything but an exact, checksummed, self-consistent record (CorruptJournal).
+`save_atomic` writes a temp file, fsyncs it, renames it over the record and fsyncs the
+directory: a crash leaves the old record or the new one, whole. Callers fdatasync the staging
+file before saving a record whose `size` covers new bytes ("durable before recorded").
+A damaged record is moved aside (`.corrupt`), never deleted: it may be the only note of which
+key the staged bytes belong to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hashlib
+import logging
+import os
+import struct
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+__all__ = [
+    "MAGIC",
+    "CorruptJournal",
+    "JournalIOError",
+    "JournalRecord",
+    "PartRecord",
+    "WriteState",
+    "decode",
+    "encode",
+    "fsync_dir",
+    "load",
+    "save_atomic",
+]
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"OSSMWJNL"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct(">8sHHI")
+_FIXED = struct.Struct(">QqIQBBQI")
+_PART = struct.Struct(">IQQ")
+_LEN = struct.Struct(">I")
+_DIGEST = 32
+_U64 = 1 << 64
+_MAX_PAYLOAD = 64 << 20  # 10000 parts at < 200 B each is 2 MB
+_FORBID, _HAS_CRC, _SEALED = 1, 2, 4
+
+
+class CorruptJournal(ValueError):
+    """The bytes are not a whole, valid journal record."""
+
+
+class JournalIOError(OSError):
+    """Reading or writing a record failed; names the object and the path."""
+
+
+class WriteState(enum.Enum):
+    DIRTY = 0  # staged bytes not on the server (no upload open)
+    UPLOADING = 1  # a multipart upload is open; `parts` are on the server, verified
+    COMMITTED = 2  # the object is on the server, its CRC-64 verified
+
+
+@dataclass(frozen=True, slots=True)
+class PartRecord:
+    number: int  # 1-based, as OSS numbers parts
+    size: int
+    crc64: int
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """One snapshot of a staged file's upload. Frozen: progress makes a new record."""
+
+    bucket: str
+    key: str
+    size: int
+    part_size: int
+    state: WriteState = WriteState.DIRTY
+    mtime_ns: int = 0
+    mode: int = 0o100644
+    base_etag: str = ""
+    forbid_overwrite: bool = False
+    # The writer closed (or fsynced) the file: `size` is final and the staged bytes up to it
+    # were fsynced before this was recorded. Only a sealed record is uploaded after a crash.
+    sealed: bool = False
+    upload_id: str = ""
+    parts: tuple[PartRecord, ...] = field(default=())
+    result_etag: str = ""
+    result_crc64: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise ValueError("a journal record needs a key")
+        if not 0 <= self.size < _U64 or not 0 < self.part_size < _U64:
+            raise ValueError(f"bad size {self.size} / part size {self.part_size}")
+        if not -(1 << 63) <= self.mtime_ns < 1 << 63 or not 0 <= self.mode < 1 << 32:
+            raise ValueError("mtime or mode out of range")
+        if (self.state is WriteState.UPLOADING) != bool(self.upload_id):
+            raise ValueError("an upload id is recorded exactly when the state is UPLOADING")
+        if self.parts and self.state is not WriteState.UPLOADING:
+            raise ValueError("parts are recorded only while UPLOADING")
+        previous = 0
+        for part in self.parts:
+            if part.number <= previous or part.number > 10000:
+                raise ValueError(f"part numbers not increasing within 1..10000 at {part.number}")
+            previous = part.number
+            if not 0 < part.size <= self.part_size or not 0 <= part.crc64 < _U64 or not part.etag:
+                raise ValueError(f"part {part.number} has a bad size, CRC or ETag")
+        committed = self.state is WriteState.COMMITTED
+        if committed != (self.result_crc64 is not None) or committed != bool(self.result_etag):
+            raise ValueError("a result ETag and CRC are recorded exactly when COMMITTED")
+        if committed and not self.sealed:
+            raise ValueError("a COMMITTED record is sealed")
+        if self.result_crc64 is not None and not 0 <= self.result_crc64 < _U64:
+            raise ValueError("result CRC out of range")
+
+    def with_parts(self, parts: dict[int, PartRecord]) -> JournalRecord:
+        return replace(self, parts=tuple(parts[n] for n in sorted(parts)))
+
+
+def _pack_str(value: str) -> bytes:
+    raw = value.encode("utf-8", "surrogatepass")
+    return _LEN.pack(len(raw)) + raw
+
+
+def encode(rec: JournalRecord) -> bytes:
+    flags = (
+        (_FORBID if rec.forbid_overwrite else 0)
+        | (_HAS_CRC if rec.result_crc64 is not None else 0)
+        | (_SEALED if rec.sealed else 0)
+    )
+    chunks = [
+        _pack_str(rec.bucket),
+        _pack_str(rec.key),
+        _pack_str(rec.base_etag),
+        _pack_str(rec.upload_id),
+        _pack_str(rec.result_etag),
+        _FIXED.pack(
+            rec.size,
+            rec.mtime_ns,
+            rec.mode,
+            rec.part_size,
+            rec.state.value,
+            flags,
+            rec.result_crc64 or 0,
+            len(rec.parts),
+        ),
+    ]
+    for part in rec.parts:
+        chunks.append(_PART.pack(part.number, part.size, part.crc64) + _pack_str(part.etag))
+    payload = b"".join(chunks)
+    head = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload)) + payload
+    return head + hashlib.sha256(head).digest()
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+
+    def take(self, n: int) -> bytes:
+        end = self._pos + n
+        if end > len(self._data):
+            raise CorruptJournal("journal payload ends early")
+        chunk = self._data[self._pos : end]
+        self._pos = end
+        return chunk
+
+    def unpack(self, fmt: struct.Struct) -> tuple[int, ...]:
+        values: tuple[int, ...] = fmt.unpack(self.take(fmt.size))
+        return values
+
+    def string(self) -> str:
+        (length,) = self.unpack(_LEN)
+        try:
+            return self.take(length).decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError as exc:
+            raise CorruptJournal(f"journal string is not UTF-8: {exc}") from None
+
+    def at_end(self) -> bool:
+        return self._pos == len(self._data)
+
+
+def decode(data: bytes) -> JournalRecord:
+    """Parse and validate a record; CorruptJournal on any damage at all."""
+    if len(data) < _HEADER.size + _DIGEST:
+        raise CorruptJournal(f"journal too short ({len(data)} bytes)")
+    magic, version, reserved, payload_len = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CorruptJournal(f"not a write journal (magic {magic!r})")
+    if version != FORMAT_VERSION or reserved != 0:
+        raise CorruptJournal(f"journal format {version}/{reserved} is not {FORMAT_VERSION}/0")
+    if payload_len > _MAX_PAYLOAD or len(data) != _HEADER.size + payload_len + _DIGEST:
+        raise CorruptJournal(f"journal length {len(data)} does not match its header")
+    end = _HEADER.size + payload_len
+    if hashlib.sha256(data[:end]).digest() != data[end:]:
+        raise CorruptJournal("journal checksum mismatch")
+    r = _Reader(data[_HEADER.size : end])
+    bucket, key, base_etag, upload_id, result_etag = (r.string() for _ in range(5))
+    size, mtime_ns, mode, part_size, state_value, flags, crc, count = r.unpack(_FIXED)
+    if flags & ~(_FORBID | _HAS_CRC | _SEALED) or (not flags & _HAS_CRC and crc):
+        raise CorruptJournal(f"bad journal flags {flags} / CRC {crc}")
+    try:
+        state = WriteState(state_value)
+    except ValueError:
+        raise CorruptJournal(f"unknown write state {state_value}") from None
+    parts = []
+    for _ in range(count):
+        number, psize, pcrc = r.unpack(_PART)
+        parts.append(PartRecord(number, psize, pcrc, r.string()))
+    if not r.at_end():
+        raise CorruptJournal("journal has trailing bytes after its parts")
+    try:
+        return JournalRecord(
+            bucket=bucket,
+            key=key,
+            size=size,
+            part_size=part_size,
+            state=state,
+            mtime_ns=mtime_ns,
+            mode=mode,
+            base_etag=base_etag,
+            forbid_overwrite=bool(flags & _FORBID),
+            sealed=bool(flags & _SEALED),
+            upload_id=upload_id,
+            parts=tuple(parts),
+            result_etag=result_etag,
+            result_crc64=crc if flags & _HAS_CRC else None,
+        )
+    except ValueError as exc:
+        raise CorruptJournal(f"inconsistent journal: {exc}") from None
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames and unlinks in directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_atomic(path: Path, rec: JournalRecord) -> None:
+    """Replace the record at `path` with `rec`; a crash leaves the old or the new one whole.
+
+    Blocking (fsyncs): call it from a worker thread. On failure the old record is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    data = encode(rec)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise JournalIOError(
+            exc.errno, f"oss://{rec.bucket}/{rec.key}: saving write journal {path} failed: {exc}"
+        ) from exc
+
+
+def load(path: Path) -> JournalRecord | None:
+    """The record at `path`; None if there is none or it was damaged (then moved aside to
+    `<path>.corrupt` and logged at ERROR: the staged bytes beside it are kept)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JournalIOError(exc.errno, f"reading write journal {path} failed: {exc}") from exc
+    try:
+        return decode(data)
+    except CorruptJournal as exc:
+        aside = path.with_name(path.name + ".corrupt")
+        log.error(
+            "unusable write journal %s (%s); kept as %s with its staged data", path, exc, aside
+        )
+        with contextlib.suppress(OSError):
+            os.replace(path, aside)
+        return None

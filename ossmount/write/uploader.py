@@ -1,0 +1,481 @@
+"""Commit a staged file to OSS: one PutObject when small, else a journaled multipart upload.
+
+`Uploader.session(staged, record, nursery)` opens an `UploadSession` for one staged file. A
+sequential writer's FUSE layer calls `part_ready(i)` when part i (0-based, `part_size` bytes)
+is fully written: the part is uploaded in the background on the caller's nursery, so by
+`close` most of a large file is already on the server. `invalidate(i)` (a write into a part
+already sent) drops that part so it is sent again. `finish(size)` (close/fsync) waits for the
+background parts, makes the staged bytes durable, records the size, uploads what is missing
+with at most `parallel` parts in flight across the whole uploader, completes the upload and
+verifies the object's CRC-64, and records COMMITTED.
+
+Journal discipline (write/journal.py): the staging file is fsynced before a record naming its
+size is saved; an upload id is in the ledger before any journal records it; a part is
+recorded only after OSS confirmed its CRC-64. So after kill -9, `Uploader.resume` finds a
+record whose every listed part is on the server; it re-checks each against the staged bytes
+(local CRC) and ListParts (ETag and CRC) anyway, keeps those that match, sends the rest and
+completes. An upload that vanished (NoSuchUpload: aborted, expired) is started afresh.
+
+Conflicts (last writer wins, said in SEMANTICS.md): a file opened from an existing version
+(`base_etag`) is checked with one HEAD before it is committed; if the object changed or went
+away meanwhile, a WARNING names the key and both ETags, and our version replaces it. With
+`forbid_overwrite` (O_EXCL) OSS refuses instead and FileAlreadyExists is raised.
+
+Concurrency: all session state is touched only on the trio thread between awaits. Journal
+saves are serialized by `_save_lock` and each saves a snapshot built inside the lock, so the
+file on disk never goes backwards. `_init_lock` makes sure one upload id is started per file.
+A part upload whose part was invalidated while in flight is discarded (generation check).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import trio
+
+from ..crc64 import combine, crc64
+from ..oss._errors import NoSuchKey
+from ..oss._writes import (
+    FileRange,
+    NoSuchUpload,
+    OssWrites,
+    PartResult,
+    StagingError,
+    posix_meta,
+)
+from .journal import JournalRecord, PartRecord, WriteState, load, save_atomic
+from .ledger import UploadLedger
+
+__all__ = ["CommitResult", "StagedFile", "UploadSession", "UploadSettings", "Uploader"]
+
+log = logging.getLogger(__name__)
+
+MIN_PART = 100 * 1024  # OSS refuses non-last parts below this at Complete
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSettings:
+    part_size: int = 8 * 1024 * 1024
+    single_put_max: int = 8 * 1024 * 1024  # at most this, nothing sent early: one PutObject
+    parallel: int = 4  # part uploads in flight across all sessions of the uploader
+    # False: a file committed by one PutObject gets no journal and no fsync (saves ~5 ms of
+    # the ~10 ms a 64 KiB commit costs locally). Only for callers whose close/fsync waits for
+    # the commit: a crash then loses only bytes nobody was told were stored. Write-back
+    # (close returns before the upload) must keep it True.
+    journal_small_puts: bool = True
+
+    def __post_init__(self) -> None:
+        if not MIN_PART <= self.part_size <= 5 << 30 or self.parallel < 1:
+            raise ValueError("part_size must be 100 KiB..5 GiB and parallel >= 1")
+        if self.single_put_max < 0:
+            raise ValueError("single_put_max must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class StagedFile:
+    """A staging file and its journal beside it."""
+
+    data: Path
+    journal: Path
+
+    @classmethod
+    def beside(cls, data: Path) -> StagedFile:
+        data = Path(data)
+        return cls(data, data.with_name(data.name + ".journal"))
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    key: str
+    etag: str
+    crc64: int
+    size: int
+    parts: int  # 0 for a single PutObject
+
+
+def _crc_of(fd: int, offset: int, length: int) -> int:
+    crc, pos = 0, 0
+    while pos < length:
+        data = os.pread(fd, min(8 << 20, length - pos), offset + pos)
+        if not data:
+            raise EOFError
+        crc = crc64(data, crc)
+        pos += len(data)
+    return crc
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first failure of a part nursery, so callers see a typed error (naming the key)
+    rather than a group; a group of only cancellations stays a group."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first_error(exc)
+            if inner is not exc:
+                return inner
+        elif not isinstance(exc, trio.Cancelled):
+            return exc
+    return group
+
+
+class Uploader:
+    def __init__(
+        self, writes: OssWrites, ledger: UploadLedger, settings: UploadSettings | None = None
+    ) -> None:
+        self.writes = writes
+        self.ledger = ledger
+        self.settings = settings or UploadSettings()
+        self.limiter = trio.CapacityLimiter(self.settings.parallel)
+
+    def new_record(
+        self,
+        key: str,
+        *,
+        base_etag: str = "",
+        forbid_overwrite: bool = False,
+        mtime_ns: int = 0,
+        mode: int = 0o100644,
+    ) -> JournalRecord:
+        return JournalRecord(
+            bucket=self.writes.bucket,
+            key=key,
+            size=0,
+            part_size=self.settings.part_size,
+            mtime_ns=mtime_ns,
+            mode=mode,
+            base_etag=base_etag,
+            forbid_overwrite=forbid_overwrite,
+        )
+
+    def session(
+        self, staged: StagedFile, record: JournalRecord, nursery: trio.Nursery | None
+    ) -> UploadSession:
+        """A session; `nursery` hosts the parts `part_ready` sends early (None: no early parts)."""
+        return UploadSession(self, staged, record, nursery)
+
+    async def commit(self, staged: StagedFile, record: JournalRecord) -> CommitResult:
+        """Upload the whole staged file now (no parts were sent early)."""
+        session = self.session(staged, record, None)
+        try:
+            return await session.finish(os.stat(staged.data).st_size)
+        finally:
+            session.close()
+
+    async def resume(self, staged: StagedFile) -> CommitResult | None:
+        """Finish what a previous process left (after kill -9 or a remount). None when there
+        is no usable journal (nothing to do, or it was damaged and moved aside) or the file
+        was never sealed by close/fsync."""
+        record = await trio.to_thread.run_sync(load, staged.journal)
+        if record is None:
+            return None
+        if not record.sealed:
+            # Never closed nor fsynced: the bytes were not acknowledged and, after a power
+            # loss, may not even be the ones written. Uploading them could replace a good
+            # object with a torn one, so they are kept for the FUSE layer to decide.
+            log.warning(
+                "oss://%s/%s: staged file %s was never closed; not uploaded (kept)",
+                record.bucket, record.key, staged.data,
+            )  # fmt: skip
+            return None
+        if record.state is WriteState.COMMITTED:
+            assert record.result_crc64 is not None
+            return CommitResult(
+                record.key, record.result_etag, record.result_crc64, record.size, len(record.parts)
+            )
+        session = self.session(staged, record, None)
+        try:
+            await session.reconcile()
+            return await session.finish(record.size)
+        finally:
+            session.close()
+
+
+class UploadSession:
+    """One staged file's way to the server (see the module docstring)."""
+
+    def __init__(
+        self,
+        uploader: Uploader,
+        staged: StagedFile,
+        record: JournalRecord,
+        nursery: trio.Nursery | None,
+    ) -> None:
+        self._up = uploader
+        self._writes = uploader.writes
+        self.staged = staged
+        self.record = record
+        self._nursery = nursery
+        self._ps = record.part_size
+        self._parts: dict[int, PartRecord] = {p.number: p for p in record.parts}
+        self._inflight: dict[int, int] = {}  # part number -> generation it was started at
+        self._generation: dict[int, int] = {}
+        self._changed = trio.Event()
+        self._save_lock = trio.Lock()
+        self._init_lock = trio.Lock()
+        self._completed: CommitResult | None = None  # found completed by `reconcile`
+        self._resumed = False  # a previous process may have sent (some of) this file
+        self._ephemeral = False  # a small commit without journal (see UploadSettings)
+        self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
+
+    @property
+    def key(self) -> str:
+        return self.record.key
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    # -- background parts -------------------------------------------------------------------
+
+    def part_ready(self, index: int) -> None:
+        """Part `index` (bytes [index*part_size, (index+1)*part_size)) is written for good:
+        upload it in the background. Failures here are only logged; `finish` sends again."""
+        number = index + 1
+        if number in self._parts or number in self._inflight:
+            return
+        if number > 10000:
+            return  # finish will refuse the size; nothing useful to do early
+        if self._nursery is None:
+            raise RuntimeError("part_ready needs a session opened with a nursery")
+        self._inflight[number] = self._generation.get(number, 0)
+        self._nursery.start_soon(self._background_part, number)
+
+    def invalidate(self, index: int) -> None:
+        """Bytes of part `index` changed after it was handed over: it must be sent again."""
+        number = index + 1
+        self._generation[number] = self._generation.get(number, 0) + 1
+        self._parts.pop(number, None)
+
+    async def _background_part(self, number: int) -> None:
+        try:
+            await self._send_part(number, self._ps, self._inflight[number])
+        except Exception as exc:  # never take the caller's (FUSE) nursery down
+            log.warning("oss://%s/%s: early upload of part %d failed (%s); it will be sent "
+                        "again at commit", self._writes.bucket, self.key, number, exc)  # fmt: skip
+        finally:
+            del self._inflight[number]
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def drain(self) -> None:
+        """Wait until no part is being sent in the background (fsync and finish need it)."""
+        while self._inflight:
+            await self._changed.wait()
+
+    async def _send_part(self, number: int, length: int, generation: int) -> None:
+        async with self._up.limiter:
+            upload_id = await self._ensure_upload()
+            src = FileRange(self._fd, (number - 1) * self._ps, length)
+            result = await self._writes.upload_part(self.key, upload_id, number, src)
+        if self._generation.get(number, 0) != generation or upload_id != self.record.upload_id:
+            return  # the part changed (or the upload was replaced) while it was in flight
+        self._parts[number] = PartRecord(number, result.size, result.crc64, result.etag)
+        await self._save()
+        log.debug("oss://%s/%s: part %d recorded", self._writes.bucket, self.key, number)
+
+    async def _ensure_upload(self) -> str:
+        async with self._init_lock:
+            if self.record.upload_id:
+                return self.record.upload_id
+            rec = self.record
+            meta = posix_meta(mtime_ns=rec.mtime_ns or None, mode=rec.mode)
+            upload_id = await self._writes.initiate_multipart(
+                rec.key, meta=meta, forbid_overwrite=rec.forbid_overwrite
+            )
+            await trio.to_thread.run_sync(self._up.ledger.add, upload_id, rec.key)
+            self.record = replace(self.record, state=WriteState.UPLOADING, upload_id=upload_id)
+            await self._save()
+            return upload_id
+
+    async def _save(self, **changes: object) -> None:
+        async with self._save_lock:
+            rec = self.record.with_parts(self._parts)
+            if changes:
+                rec = replace(rec, **changes)  # type: ignore[arg-type]
+            self.record = rec
+            if not self._ephemeral:
+                await trio.to_thread.run_sync(save_atomic, self.staged.journal, rec)
+
+    # -- resume -----------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Keep only journaled parts that both the staged bytes and the server still match."""
+        self._resumed = True
+        if not self.record.upload_id:
+            return
+        try:
+            listed = await self._writes.list_parts(self.key, self.record.upload_id)
+        except NoSuchUpload:
+            self._completed = await self._completed_already()
+            if self._completed is not None:
+                return  # we died between Complete and recording it
+            log.warning("oss://%s/%s: upload %s is gone; starting the upload again",
+                        self._writes.bucket, self.key, self.record.upload_id)  # fmt: skip
+            self._parts.clear()
+            await self._save(state=WriteState.DIRTY, upload_id="")
+            return
+        server = {p.number: p for p in listed}
+        for number, part in list(self._parts.items()):
+            theirs = server.get(number)
+            try:
+                local = await trio.to_thread.run_sync(
+                    _crc_of, self._fd, (number - 1) * self._ps, part.size
+                )
+            except (OSError, EOFError):
+                local = None
+            if (
+                theirs is None
+                or theirs.etag.strip('"') != part.etag.strip('"')
+                or theirs.crc64 not in (None, part.crc64)
+                or local != part.crc64
+            ):
+                log.info("oss://%s/%s: part %d will be sent again", self._writes.bucket,
+                         self.key, number)  # fmt: skip
+                del self._parts[number]
+        await self._save()
+
+    async def _completed_already(self) -> CommitResult | None:
+        """The object, if it is exactly what completing our recorded parts made: every part
+        of `size` recorded and the object's CRC-64 equal to their combination."""
+        size, ps = self.record.size, self._ps
+        count = max(1, -(-size // ps))
+        if sorted(self._parts) != list(range(1, count + 1)):
+            return None
+        expected = 0
+        for number in range(1, count + 1):
+            part = self._parts[number]
+            expected = combine(expected, part.crc64, part.size)
+        try:
+            meta = await self._writes.client.head(self.key)
+        except NoSuchKey:
+            return None
+        if meta.crc64 != expected or meta.size != size:
+            return None
+        log.info("oss://%s/%s: upload %s had been completed", self._writes.bucket, self.key,
+                 self.record.upload_id)  # fmt: skip
+        return CommitResult(self.key, meta.etag, expected, size, count)
+
+    # -- commit -----------------------------------------------------------------------------
+
+    async def finish(self, size: int, *, mtime_ns: int | None = None) -> CommitResult:
+        """Commit `size` staged bytes; returns once the object is on OSS and verified."""
+        await self.drain()
+        self._ephemeral = (
+            not self._up.settings.journal_small_puts
+            and size <= self._up.settings.single_put_max
+            and not self.record.upload_id
+            and not self.staged.journal.exists()
+        )
+        if os.fstat(self._fd).st_size < size:
+            raise StagingError(
+                f"oss://{self._writes.bucket}/{self.key}: staged file {self.staged.data} holds "
+                f"{os.fstat(self._fd).st_size} bytes, {size} expected"
+            )
+        if not self._ephemeral:
+            await trio.to_thread.run_sync(os.fsync, self._fd)  # durable before recorded
+        changes: dict[str, object] = {"size": size, "sealed": True}
+        if mtime_ns is not None:
+            changes["mtime_ns"] = mtime_ns
+        await self._save(**changes)
+        if self._completed is not None and self._completed.size == size:
+            result = self._completed
+        else:
+            result = await self._upload_all(size)
+        await self._save(
+            state=WriteState.COMMITTED,
+            upload_id="",
+            parts=(),
+            result_etag=result.etag or "-",
+            result_crc64=result.crc64,
+        )
+        self._parts.clear()
+        return result
+
+    async def _upload_all(self, size: int) -> CommitResult:
+        await self._check_conflict()
+        try:
+            if size <= self._up.settings.single_put_max:
+                result = await self._put_whole(size)
+            else:
+                result = await self._multipart(size)
+        except NoSuchUpload:
+            log.warning("oss://%s/%s: upload vanished mid-way; sending everything again",
+                        self._writes.bucket, self.key)  # fmt: skip
+            self._parts.clear()
+            await self._save(state=WriteState.DIRTY, upload_id="")
+            result = await self._multipart(size)
+        return result
+
+    async def _check_conflict(self) -> None:
+        base = self.record.base_etag
+        if not base or self.record.forbid_overwrite:
+            return
+        try:
+            now = (await self._writes.client.head(self.key)).etag
+        except NoSuchKey:
+            now = "(deleted)"
+        if now != base:
+            log.warning(
+                "oss://%s/%s changed on the server since it was opened for writing (ETag %s, "
+                "opened at %s); our version replaces it (last writer wins)",
+                self._writes.bucket, self.key, now, base,
+            )  # fmt: skip
+
+    async def _put_whole(self, size: int) -> CommitResult:
+        rec = self.record
+        if rec.upload_id:  # parts went early but the file shrank: one PUT is simpler
+            await self._writes.abort_multipart(rec.key, rec.upload_id)
+            self._up.ledger.active.discard(rec.upload_id)
+            self._parts.clear()
+            await self._save(state=WriteState.DIRTY, upload_id="")
+        meta = posix_meta(mtime_ns=self.record.mtime_ns or None, mode=self.record.mode)
+        put = await self._writes.put_object(
+            rec.key,
+            FileRange(self._fd, 0, size),
+            meta=meta,
+            forbid_overwrite=rec.forbid_overwrite,
+            may_exist_from_before=self._resumed,
+        )
+        return CommitResult(rec.key, put.etag, put.crc64, size, 0)
+
+    async def _multipart(self, size: int) -> CommitResult:
+        ps = self._ps
+        count = -(-size // ps)
+        if count > 10000:
+            raise StagingError(
+                f"oss://{self._writes.bucket}/{self.key}: {size} bytes need {count} parts of "
+                f"{ps}, over OSS's 10000"
+            )
+        for number, part in list(self._parts.items()):
+            want = min(ps, size - (number - 1) * ps)
+            if number > count or part.size != want:
+                del self._parts[number]  # truncated away, or the old short last part
+        await self._ensure_upload()
+        missing = iter([n for n in range(1, count + 1) if n not in self._parts])
+
+        async def worker() -> None:
+            # Workers share one iterator, so parts start in ascending order (the journal then
+            # fills from the front, and a resumed upload has few holes).
+            for number in missing:
+                length = min(ps, size - (number - 1) * ps)
+                await self._send_part(number, length, self._generation.get(number, 0))
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self._up.settings.parallel):
+                    nursery.start_soon(worker)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        lost = [n for n in range(1, count + 1) if n not in self._parts]
+        if lost:  # invalidated while being sent: send those again
+            return await self._multipart(size)
+        parts = [PartResult(p.number, p.etag, p.size, p.crc64) for p in self._parts.values()]
+        rec = self.record
+        done = await self._writes.complete_multipart(
+            rec.key, rec.upload_id, parts, forbid_overwrite=rec.forbid_overwrite
+        )
+        self._up.ledger.active.discard(rec.upload_id)
+        return CommitResult(rec.key, done.etag, done.crc64, size, count)

@@ -1,0 +1,423 @@
+"""The uploader against the emulator: small and large commits, parts sent while writing,
+faults (503, a reply that comes too late, a wrong part CRC, a wrong final CRC), conflicts,
+O_EXCL, resume after a crash, and the sweeper."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import alibabacloud_oss_v2 as oss
+import pytest
+import trio
+
+from ossmount.crc64 import crc64
+from ossmount.emulator import Emulator, FaultRule
+from ossmount.oss import Credentials, OssClient, OssConfig, RetryPolicy, StaticCredentialsProvider
+from ossmount.oss._writes import CrcMismatch, FileAlreadyExists, ListedUpload, OssWrites
+from ossmount.write import (
+    JournalRecord,
+    StagedFile,
+    Uploader,
+    UploadLedger,
+    UploadSettings,
+    WriteState,
+    sweep_stale_uploads,
+)
+from ossmount.write.journal import load, save_atomic
+
+PS = 128 * 1024
+SETTINGS = UploadSettings(part_size=PS, single_put_max=PS, parallel=3)
+BIG = random.Random(7).randbytes(5 * PS + 1234)
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    with Emulator(buckets=["bkt"], access_key_id="ak", access_key_secret="sk") as e:
+        yield e
+
+
+def make_client(endpoint: str, read_timeout: float = 5.0) -> OssClient:
+    return OssClient(
+        OssConfig(endpoint, "bkt", region="cn-hangzhou", read_timeout_s=read_timeout),
+        StaticCredentialsProvider(Credentials("ak", "sk")),
+        retry=RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05),
+    )
+
+
+@pytest.fixture
+async def uploader(emu: Emulator, tmp_path: Path) -> AsyncIterator[Uploader]:
+    async with make_client(emu.endpoint) as c:
+        yield Uploader(OssWrites(c), UploadLedger(tmp_path / "uploads.ledger"), SETTINGS)
+
+
+def stage(tmp_path: Path, data: bytes, name: str = "f") -> StagedFile:
+    staged = StagedFile.beside(tmp_path / name)
+    staged.data.write_bytes(data)
+    return staged
+
+
+def sdk_get(emu: Emulator, key: str) -> bytes:
+    cfg = oss.config.load_default()
+    cfg.credentials_provider = oss.credentials.StaticCredentialsProvider("ak", "sk")
+    cfg.region = "cn-hangzhou"
+    cfg.endpoint = emu.endpoint
+    body: bytes = (
+        oss.Client(cfg).get_object(oss.GetObjectRequest(bucket="bkt", key=key)).body.read()
+    )
+    return body
+
+
+def count(emu: Emulator, op: str) -> int:
+    return len([r for r in emu.requests if r.op == op and r.status < 300])
+
+
+async def test_small_file_is_one_put_with_ossfs_meta(
+    emu: Emulator, uploader: Uploader, tmp_path: Path
+) -> None:
+    staged = stage(tmp_path, b"small")
+    rec = uploader.new_record("dir/small.txt", mtime_ns=1_600_000_000_000_000_000, mode=0o100600)
+    result = await uploader.commit(staged, rec)
+    assert (result.crc64, result.size, result.parts) == (crc64(b"small"), 5, 0)
+    assert sdk_get(emu, "dir/small.txt") == b"small"
+    obj = emu.store.bucket("bkt").objects["dir/small.txt"]  # type: ignore[union-attr]
+    assert dict(obj.meta) == {"x-oss-meta-mtime": "1600000000", "x-oss-meta-mode": "33152"}
+    saved = load(staged.journal)
+    assert saved is not None
+    assert saved.state is WriteState.COMMITTED
+    assert saved.result_crc64 == crc64(b"small")
+    assert (count(emu, "PutObject"), count(emu, "InitiateMultipartUpload")) == (1, 0)
+
+
+async def test_small_puts_without_journal_when_close_waits(emu: Emulator, tmp_path: Path) -> None:
+    async with make_client(emu.endpoint) as c:
+        settings = UploadSettings(part_size=PS, single_put_max=PS, journal_small_puts=False)
+        up = Uploader(OssWrites(c), UploadLedger(tmp_path / "l"), settings)
+        small, big = stage(tmp_path, b"small", "s"), stage(tmp_path, BIG, "b")
+        assert (await up.commit(small, up.new_record("s"))).crc64 == crc64(b"small")
+        assert (await up.commit(big, up.new_record("b"))).crc64 == crc64(BIG)
+    assert not small.journal.exists()
+    assert sdk_get(emu, "s") == b"small"
+    big_record = load(big.journal)  # a multipart upload is always journaled
+    assert big_record is not None
+    assert big_record.state is WriteState.COMMITTED
+
+
+async def test_large_file_is_a_verified_multipart_upload(
+    emu: Emulator, uploader: Uploader, tmp_path: Path
+) -> None:
+    staged = stage(tmp_path, BIG)
+    result = await uploader.commit(staged, uploader.new_record("big"))
+    assert (result.crc64, result.size, result.parts) == (crc64(BIG), len(BIG), 6)
+    assert sdk_get(emu, "big") == BIG
+    assert count(emu, "UploadPart") == 6
+    saved = load(staged.journal)
+    assert saved is not None
+    assert saved.state is WriteState.COMMITTED
+    assert saved.parts == ()
+    assert list(uploader.ledger.entries().values()) == ["big"]
+
+
+async def test_parts_go_while_the_file_is_written(
+    emu: Emulator, uploader: Uploader, tmp_path: Path
+) -> None:
+    staged = stage(tmp_path, b"")
+    async with trio.open_nursery() as nursery:
+        session = uploader.session(staged, uploader.new_record("stream"), nursery)
+        with open(staged.data, "r+b") as f:
+            for index in range(4):
+                f.write(BIG[index * PS : (index + 1) * PS])
+                f.flush()
+                session.part_ready(index)
+                session.part_ready(index)  # twice is harmless
+            await session.drain()
+            assert count(emu, "UploadPart") == 4  # before close
+            on_disk = load(staged.journal)
+            assert on_disk is not None
+            assert [p.number for p in on_disk.parts] == [1, 2, 3, 4]
+            f.write(BIG[4 * PS :])
+        result = await session.finish(len(BIG))
+        session.close()
+    assert result.crc64 == crc64(BIG)
+    assert count(emu, "UploadPart") == 6  # only the rest was sent at close
+    assert sdk_get(emu, "stream") == BIG
+
+
+async def test_a_part_rewritten_after_it_went_is_sent_again(
+    emu: Emulator, uploader: Uploader, tmp_path: Path
+) -> None:
+    staged = stage(tmp_path, BIG[: 2 * PS])
+    async with trio.open_nursery() as nursery:
+        session = uploader.session(staged, uploader.new_record("patched"), nursery)
+        session.part_ready(0)
+        await session.drain()
+        with open(staged.data, "r+b") as f:
+            f.seek(10)
+            f.write(b"PATCH")
+        session.invalidate(0)
+        result = await session.finish(2 * PS)
+        session.close()
+    want = BIG[:10] + b"PATCH" + BIG[15 : 2 * PS]
+    assert result.crc64 == crc64(want)
+    assert sdk_get(emu, "patched") == want
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        FaultRule("error", op="UploadPart", nth=2, status=503, code="ServiceUnavailable"),
+        FaultRule("wrong-crc", op="UploadPart", nth=3),
+        FaultRule("error", op="CompleteMultipartUpload", status=500, code="InternalError"),
+        FaultRule("reset", op="CompleteMultipartUpload", after=0),
+        FaultRule("error", op="InitiateMultipartUpload", status=503, code="ServiceUnavailable"),
+    ],
+    ids=lambda r: f"{r.action}-{r.op}",
+)
+async def test_faults_are_retried_never_corrupt(
+    emu: Emulator, uploader: Uploader, tmp_path: Path, fault: FaultRule
+) -> None:
+    emu.faults.add(fault)
+    result = await uploader.commit(stage(tmp_path, BIG), uploader.new_record("big"))
+    assert fault.fired == 1
+    assert result.crc64 == crc64(BIG)
+    assert sdk_get(emu, "big") == BIG
+
+
+async def test_a_part_reply_that_comes_too_late_is_retried(emu: Emulator, tmp_path: Path) -> None:
+    emu.faults.add(FaultRule("latency", op="UploadPart", nth=2, seconds=1.0))
+    async with make_client(emu.endpoint, read_timeout=0.3) as c:
+        up = Uploader(OssWrites(c), UploadLedger(tmp_path / "l"), SETTINGS)
+        result = await up.commit(stage(tmp_path, BIG), up.new_record("big"))
+    assert result.crc64 == crc64(BIG)
+    assert sdk_get(emu, "big") == BIG
+
+
+async def test_final_crc_mismatch_is_an_error_then_a_retry_checks_the_object(
+    emu: Emulator, uploader: Uploader, tmp_path: Path
+) -> None:
+    staged = stage(tmp_path, BIG)
+    emu.faults.add(FaultRule("wrong-crc", op="CompleteMultipartUpload"))
+    with pytest.raises(CrcMismatch, match="oss://bkt/big"):
+        await uploader.commit(staged, uploader.new_record("big"))
+    saved = load(staged.journal)
+    assert saved is not None
+    assert saved.state is WriteState.UPLOADING  # never reported written
+    # The next attempt (resume) finds the upload consumed and checks the object's CRC.
+    result = await uploader.resume(staged)
+    assert result is not None
+    assert result.crc64 == crc64(BIG)
+    assert count(emu, "UploadPart") == 6  # nothing sent twice
+
+
+async def test_last_writer_wins_with_a_warning(
+    emu: Emulator, uploader: Uploader, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = emu.put_object("bkt", "shared", b"v1")
+    emu.put_object("bkt", "shared", b"v2 from someone else")
+    with caplog.at_level(logging.WARNING):
+        await uploader.commit(
+            stage(tmp_path, b"mine"), uploader.new_record("shared", base_etag=base)
+        )
+    assert sdk_get(emu, "shared") == b"mine"
+    assert "oss://bkt/shared changed on the server since it was opened" in caplog.text
+
+
+async def test_no_warning_when_the_base_is_current(
+    emu: Emulator, uploader: Uploader, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = emu.put_object("bkt", "shared", b"v1")
+    with caplog.at_level(logging.WARNING):
+        await uploader.commit(
+            stage(tmp_path, b"mine"), uploader.new_record("shared", base_etag=base)
+        )
+    assert "changed on the server" not in caplog.text
+
+
+def _emulator_forbids_overwrite_on_multipart() -> bool:
+    import inspect
+
+    from ossmount.emulator import multipart
+
+    return "forbid" in inspect.getsource(multipart)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"small",
+        pytest.param(
+            BIG,
+            marks=pytest.mark.skipif(
+                not _emulator_forbids_overwrite_on_multipart(),
+                reason="emulator ignores x-oss-forbid-overwrite on Initiate/Complete (being "
+                "added); real OSS honours it there",
+            ),
+        ),
+    ],
+    ids=["put", "multipart"],
+)
+async def test_o_excl_refuses_an_existing_key(
+    emu: Emulator, uploader: Uploader, tmp_path: Path, data: bytes
+) -> None:
+    emu.put_object("bkt", "taken", b"first")
+    staged = stage(tmp_path, data)
+    with pytest.raises(FileAlreadyExists, match="oss://bkt/taken"):
+        await uploader.commit(staged, uploader.new_record("taken", forbid_overwrite=True))
+    assert sdk_get(emu, "taken") == b"first"
+    saved = load(staged.journal)
+    assert saved is None or saved.state is not WriteState.COMMITTED
+
+
+async def test_early_parts_then_shrunk_becomes_one_put(
+    emu: Emulator, uploader: Uploader, tmp_path: Path
+) -> None:
+    staged = stage(tmp_path, BIG[: 2 * PS])
+    async with trio.open_nursery() as nursery:
+        session = uploader.session(staged, uploader.new_record("shrunk"), nursery)
+        session.part_ready(0)
+        session.part_ready(1)
+        await session.drain()
+        os.truncate(staged.data, 1000)
+        result = await session.finish(1000)
+        session.close()
+    assert result.parts == 0
+    assert sdk_get(emu, "shrunk") == BIG[:1000]
+    assert count(emu, "AbortMultipartUpload") == 1
+
+
+async def test_resume_keeps_only_parts_the_disk_and_server_agree_on(
+    emu: Emulator, uploader: Uploader, tmp_path: Path
+) -> None:
+    staged = stage(tmp_path, BIG)
+    async with trio.open_nursery() as nursery:  # a process that dies after three parts
+        session = uploader.session(staged, uploader.new_record("big"), nursery)
+        for index in range(3):
+            session.part_ready(index)
+        await session.drain()
+        session.close()
+    rec = load(staged.journal)
+    assert rec is not None
+    assert [p.number for p in rec.parts] == [1, 2, 3]
+    save_atomic(staged.journal, JournalRecord(**{**_fields(rec), "size": len(BIG), "sealed": True}))
+    with open(staged.data, "r+b") as f:  # part 2's staged bytes no longer match its record
+        f.seek(PS + 1)
+        f.write(b"X")
+    want = BIG[: PS + 1] + b"X" + BIG[PS + 2 :]
+    before = count(emu, "UploadPart")
+    result = await uploader.resume(staged)
+    assert result is not None
+    assert result.crc64 == crc64(want)
+    assert sdk_get(emu, "big") == want
+    assert count(emu, "UploadPart") - before == 4  # parts 2, 4, 5, 6
+    assert count(emu, "ListParts") == 1
+
+
+def _fields(rec: JournalRecord) -> dict[str, object]:
+    return {name: getattr(rec, name) for name in rec.__dataclass_fields__}
+
+
+async def test_resume_after_the_upload_vanished_starts_again(
+    emu: Emulator, uploader: Uploader, tmp_path: Path
+) -> None:
+    staged = stage(tmp_path, BIG)
+    async with trio.open_nursery() as nursery:
+        session = uploader.session(staged, uploader.new_record("big"), nursery)
+        session.part_ready(0)
+        await session.drain()
+        session.close()
+    rec = load(staged.journal)
+    assert rec is not None
+    await uploader.writes.abort_multipart("big", rec.upload_id)  # expired, say
+    save_atomic(staged.journal, JournalRecord(**{**_fields(rec), "size": len(BIG), "sealed": True}))
+    result = await uploader.resume(staged)
+    assert result is not None
+    assert result.crc64 == crc64(BIG)
+    assert sdk_get(emu, "big") == BIG
+
+
+async def test_a_never_closed_file_is_not_uploaded_on_resume(
+    emu: Emulator, uploader: Uploader, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    emu.put_object("bkt", "big", b"the good old version")
+    staged = stage(tmp_path, BIG)
+    async with trio.open_nursery() as nursery:  # dies while still writing: never closed
+        session = uploader.session(staged, uploader.new_record("big"), nursery)
+        session.part_ready(0)
+        await session.drain()
+        session.close()
+    assert await uploader.resume(staged) is None
+    assert "was never closed; not uploaded" in caplog.text
+    assert sdk_get(emu, "big") == b"the good old version"
+    assert staged.data.read_bytes() == BIG
+
+
+async def test_resumed_o_excl_put_that_had_landed_is_recognised(
+    emu: Emulator, uploader: Uploader, tmp_path: Path
+) -> None:
+    # The process died after its forbid-overwrite PUT landed but before recording COMMITTED.
+    staged = stage(tmp_path, b"mine")
+    rec = uploader.new_record("excl", forbid_overwrite=True)
+    save_atomic(staged.journal, JournalRecord(**{**_fields(rec), "size": 4, "sealed": True}))
+    emu.put_object("bkt", "excl", b"mine")
+    result = await uploader.resume(staged)
+    assert result is not None
+    assert result.crc64 == crc64(b"mine")
+    emu.put_object("bkt", "excl", b"not mine")  # and someone else's object still wins
+    save_atomic(staged.journal, JournalRecord(**{**_fields(rec), "size": 4, "sealed": True}))
+    with pytest.raises(FileAlreadyExists):
+        await uploader.resume(staged)
+
+
+async def test_resume_without_journal_or_committed(uploader: Uploader, tmp_path: Path) -> None:
+    staged = stage(tmp_path, b"x")
+    assert await uploader.resume(staged) is None
+    first = await uploader.commit(staged, uploader.new_record("k"))
+    again = await uploader.resume(staged)
+    assert again is not None
+    assert (again.etag, again.crc64) == (first.etag, first.crc64)
+
+
+class _StubWrites:
+    """list_multipart_uploads/abort_multipart only: the sweeper's whole view of OSS."""
+
+    bucket = "bkt"
+
+    def __init__(self, uploads: list[ListedUpload]) -> None:
+        self.uploads = uploads
+        self.aborted: list[str] = []
+
+    async def list_multipart_uploads(self, prefix: str = "") -> list[ListedUpload]:
+        return [u for u in self.uploads if u.key.startswith(prefix)]
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        self.aborted.append(upload_id)
+
+
+async def test_sweeper_aborts_only_our_stale_uploads(tmp_path: Path) -> None:
+    ledger = UploadLedger(tmp_path / "uploads.ledger")
+    for uid, key in [("GONE", "p/a"), ("LIVE", "p/b"), ("DONE", "p/c"), ("ELSEWHERE", "q/d")]:
+        ledger.add(uid, key)
+    ledger.active.clear()  # a new process: nothing running yet
+    live = JournalRecord("bkt", "p/b", 0, PS, state=WriteState.UPLOADING, upload_id="LIVE")
+    stub = _StubWrites(
+        [
+            ListedUpload("p/a", "GONE", 0),
+            ListedUpload("p/b", "LIVE", 0),
+            ListedUpload("p/x", "FOREIGN", 0),  # not ours: another tool's upload
+        ]
+    )
+    aborted = await sweep_stale_uploads(stub, ledger, [live], prefix="p/")  # type: ignore[arg-type]
+    assert [u.upload_id for u in aborted] == ["GONE"]
+    assert stub.aborted == ["GONE"]
+    assert ledger.entries() == {"LIVE": "p/b", "ELSEWHERE": "q/d"}
+
+
+async def test_sweeper_spares_an_upload_this_process_is_running(tmp_path: Path) -> None:
+    ledger = UploadLedger(tmp_path / "uploads.ledger")
+    ledger.add("RUNNING", "p/a")  # initiated, journal not yet written
+    stub = _StubWrites([ListedUpload("p/a", "RUNNING", 0)])
+    assert await sweep_stale_uploads(stub, ledger, [], prefix="p/") == []  # type: ignore[arg-type]
+    assert ledger.entries() == {"RUNNING": "p/a"}
