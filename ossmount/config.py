@@ -9,9 +9,9 @@ MB are stored as given; the byte counts the mount needs are properties (`part_si
 An ossfs fstab line keeps working with the type changed to `fuse.ossmount`, so every ossfs
 spelling we support is declared next to our own name (`use_cache` is `--cache-dir`,
 `multipart_size` is in MB as in ossfs). Generic mount options that `mount(8)` and systemd pass
-through (`_netdev`, `nofail`, `x-systemd.*`, `rw`, ...) are accepted and ignored, never rejected:
+through (`_netdev`, `nofail`, `x-systemd.*`, `ro`, ...) are accepted and ignored, never rejected:
 a boot must not fail because fstab carried a flag meant for someone else. The mount is read-only
-whatever `rw` says (the peers' write workloads pass `-o rw` and expect a read-only mount).
+unless `-o rw` / `--rw` asks for writes (issue 15).
 
 Parsing is two steps: `parse_o_options` turns `-o a=b,c` into (name, value) pairs resolved
 against the table, then `build_config` converts, validates and derives the defaults that depend
@@ -304,6 +304,15 @@ class MountConfig:
             metavar="HOST:PORT",
         )
     )
+    rw: bool = field(
+        metadata=option(
+            "mount read-write: create, write, truncate, unlink, mkdir, rmdir and rename of "
+            "files, each close and fsync returning once the object is on OSS and its CRC-64 "
+            "verified (see README, Writing); default: read-only",
+            False,
+            switch=True,
+        )
+    )
 
     @property
     def max_cache_bytes(self) -> int | None:
@@ -329,8 +338,8 @@ OPTIONS: tuple[Option, ...] = tuple(
 )
 OPTIONS_BY_O_NAME: dict[str, Option] = {n: o for o in OPTIONS for n in o.all_o_names}
 
-# Passed by mount(8), fstab and systemd; meaningless or already true for a read-only FUSE mount.
-# `rw` too: the mount stays read-only, and the log says once at start that `rw` was ignored.
+# Passed by mount(8), fstab and systemd; meaningless or already true for a FUSE mount. `ro` is
+# the default anyway; `rw` is an option of ours (MountConfig.rw).
 IGNORED_MOUNT_OPTIONS = frozenset(
     {
         "_netdev",
@@ -345,7 +354,6 @@ IGNORED_MOUNT_OPTIONS = frozenset(
         "noexec",
         "exec",
         "ro",
-        "rw",
         "user",
         "users",
         "nouser",

@@ -40,6 +40,7 @@ from ossmount.daemon import Readiness
 from ossmount.errors import ExitCode, StartupError
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.ops import Operations, Presentation, PyfuseKernel, drop_kernel_caches
+from ossmount.fs.staging import Staging
 from ossmount.oss import (
     AccessDenied,
     BadResponse,
@@ -51,6 +52,7 @@ from ossmount.oss import (
     OssConfig,
     OssError,
     OssTransportError,
+    OssWrites,
     SignatureDoesNotMatch,
     resolve_credentials,
 )
@@ -59,6 +61,7 @@ from ossmount.service.metrics import MountMetrics, install, serve_metrics
 from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount
 from ossmount.tree.listing import Namespace
+from ossmount.write import Uploader, UploadLedger, UploadSettings
 
 __all__ = ["check_mountpoint", "run_mount"]
 
@@ -256,7 +259,9 @@ async def _serve(
             gid=config.gid,
             umask=config.umask,
             attr_timeout_s=config.stat_cache_expire,
+            writable=config.rw,
         )
+        staging = await _staging(config, client, nursery, notifier) if config.rw else None
         fs = FileSystem(
             namespace,
             prefetcher,
@@ -265,6 +270,7 @@ async def _serve(
             kernel=PyfuseKernel(),
             bucket=config.bucket,
             metrics=metrics,
+            staging=staging,
         )
         _fuse_init(config, Operations(fs), source)
 
@@ -331,11 +337,38 @@ def _prefetcher(
     )
 
 
+async def _staging(
+    config: MountConfig, client: OssClient, nursery: trio.Nursery, notifier: Notifier
+) -> Staging:
+    """The write side (-o rw). Files a previous process staged and sealed are committed here,
+    before the mount exists, so the mount is never ready with acknowledged bytes missing."""
+    settings = UploadSettings(
+        part_size=max(config.part_size, 1024 * 1024),
+        single_put_max=max(config.part_size, 1024 * 1024),
+        parallel=config.parallel_count,
+        journal_small_puts=False,  # close and fsync wait for the commit (fs/staging.py)
+    )
+    directory = config.cache_dir / "staging"
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        ledger = UploadLedger(directory / "uploads.ledger")
+    except OSError as exc:
+        raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
+    staging = Staging(Uploader(OssWrites(client), ledger, settings), directory, nursery,
+                      bucket=config.bucket)  # fmt: skip
+    notifier.status(f"committing files staged before the restart in {directory}")
+    with notifier.extending(_EXTEND_USEC):
+        done = await staging.recover(config.prefix)
+    if done:
+        log.info("committed %d file(s) staged before the restart", done)
+    return staging
+
+
 def _fuse_init(config: MountConfig, ops: Operations, source: str) -> None:
     options = {
         f"fsname=ossmount#{source}",
         "subtype=ossmount",
-        "ro",
+        "rw" if config.rw else "ro",
         "default_permissions",
         "noatime",
     }

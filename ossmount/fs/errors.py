@@ -10,11 +10,14 @@ from __future__ import annotations
 
 __all__ = [
     "AttributeNotSupported",
+    "Exists",
     "FsError",
     "IsADirectory",
     "LinkOutsideMount",
     "NoSuchAttribute",
     "NotASymlink",
+    "NotEmpty",
+    "NotSupported",
     "ReadOnly",
     "UnknownHandle",
 ]
@@ -56,3 +59,16 @@ class AttributeNotSupported(FsError):
 
 class UnknownHandle(FsError):
     """A file or directory handle that was never opened here, or was already released."""
+
+
+class NotEmpty(FsError):
+    """rmdir of a directory that still has entries."""
+
+
+class NotSupported(FsError):
+    """An operation this mount does not do (a directory rename: `mv` then copies and deletes,
+    as it does across filesystems)."""
+
+
+class Exists(FsError):
+    """The name is taken (mkdir, O_EXCL create, RENAME_NOREPLACE)."""

@@ -147,6 +147,27 @@ class InodeTable:
         node = entry.node = Node(ino, path, False, size, mtime_ns, meta)
         return node
 
+    def move(self, ino: int, path: str) -> None:
+        """Re-key entry `ino` to `path` (a rename done by this mount), keeping its number: the
+        kernel keeps the renamed inode under its new name, so the number must stay valid. An
+        entry that held `path` before (the rename's victim) is re-keyed to a path no name can
+        have, so its number stays valid too and later answers NotFound."""
+        entry = self._by_ino.get(ino)
+        if entry is None or ino == ROOT_INODE:
+            raise NotFound(path, f"inode {ino} is not in the table")
+        node = entry.node
+        if node.path == path:
+            return
+        victim = self._by_key.pop((node.is_dir, path), None)
+        if victim is not None:
+            gone = self._by_ino[victim]
+            dead = f"\0gone/{victim}"
+            gone.node = gone.node._replace(path=dead)
+            self._by_key[(gone.node.is_dir, dead)] = victim
+        del self._by_key[(node.is_dir, node.path)]
+        entry.node = node._replace(path=path)
+        self._by_key[(node.is_dir, path)] = ino
+
     def _add(
         self, path: str, is_dir: bool, size: int, mtime_ns: int, meta: ObjectMeta | None
     ) -> Node:

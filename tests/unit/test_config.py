@@ -143,11 +143,14 @@ def test_the_client_config_takes_the_mount_config_as_is() -> None:
     assert anonymous.signature_version == "anonymous"
 
 
-def test_rw_is_accepted_and_ignored_the_mount_stays_read_only() -> None:
-    """The peers' write workloads pass `-o rw` (shared/peers/peers.sh) and expect a mount."""
-    raw, ignored = parse_o_options(["rw,allow_other"])
-    assert ignored == ["rw"]
-    assert raw == {"allow_other": "1"}
+def test_rw_makes_a_read_write_mount_ro_and_the_default_stay_read_only() -> None:
+    """Issue 15: `-o rw` (the peers' write workloads pass it) is now an option of ours; `ro`
+    is accepted and ignored, and without `rw` the mount is read-only."""
+    raw, ignored = parse_o_options(["rw,allow_other,ro"])
+    assert ignored == ["ro"]
+    assert raw == {"allow_other": "1", "rw": "1"}
+    assert _config("b12", "rw").rw is True
+    assert _config("b12").rw is False
 
 
 @pytest.mark.parametrize(

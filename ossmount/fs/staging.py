@@ -1,0 +1,269 @@
+"""Files open for writing (`-o rw`): the staging file, its upload session, and the commit.
+
+One `Staged` per inode being written, shared by every handle open on it. Its bytes live in a
+staging file under `<cache dir>/staging/` (a sibling of the read cache's bucket directory, so
+the read cache's scan never sees it), and the write engine (`ossmount.write`) commits them:
+one PutObject when small, else a multipart upload whose full parts a sequential writer has
+already sent while it kept writing (`UploadSession.part_ready`), so closing a big file does
+not start a big upload. `commit` (FUSE flush on close, and fsync) returns only once the
+object is on OSS with its CRC-64 verified, or raises: `cp` then exits non-zero.
+
+Durability: the engine fsyncs the staging file and journals the upload beside it (the
+journal is only written once a multipart upload starts or a commit seals the file, see
+`UploadSettings.journal_small_puts`: a small file whose close waits for its PutObject needs
+no journal, because nobody was told it was stored until it was). `recover` runs at mount
+start, before the mount is ready: sealed files are uploaded again (a multipart upload resumes
+where it stopped), files never sealed are dropped with a WARNING (their writer was never told
+they were stored), and our stale multipart uploads are aborted.
+
+Concurrency: trio, one thread. `by_inode` / `by_path` and every `Staged` field change only in
+synchronous code. `Staged.lock` serializes commits of one file; writes during a commit go on
+(the file is then dirty again and the next flush sends it again), but start no early part,
+so only the committing session ever writes the file's journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from ossmount.oss.models import ObjectMeta
+from ossmount.write import StagedFile, Uploader, UploadSession, load_journals, sweep_stale_uploads
+
+__all__ = ["Staged", "Staging"]
+
+log = logging.getLogger(__name__)
+
+_FILL_CHUNK = 4 * 1024 * 1024
+
+
+class ObjectReaderLike(Protocol):
+    """What `fill` reads from (a prefetch `ObjectReader`)."""
+
+    async def read(self, offset: int, size: int) -> bytes: ...
+
+
+@dataclass(eq=False)
+class Staged:
+    """One file being written. `path` is the displayed path, `key` the object's key; both
+    follow a rename. `seq_end`: bytes [0, seq_end) have been written with no gap."""
+
+    inode: int
+    path: str
+    key: str
+    files: StagedFile
+    fd: int
+    base_etag: str = ""
+    forbid_overwrite: bool = False
+    size: int = 0
+    dirty: bool = False
+    orphan: bool = False  # unlinked while open: nothing more is uploaded
+    mtime_ns: int | None = None
+    handles: int = 0
+    seq_end: int = 0
+    next_part: int = 0  # parts [0, next_part) were handed to the session in order
+    ready: set[int] = field(default_factory=set)
+    session: UploadSession | None = None
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    committed: ObjectMeta | None = None
+
+
+class Staging:
+    """The staged files of one mount (see the module docstring)."""
+
+    def __init__(
+        self, uploader: Uploader, directory: Path, nursery: trio.Nursery, *, bucket: str
+    ) -> None:
+        self.uploader = uploader
+        self.directory = Path(directory)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._nursery = nursery
+        self._bucket = bucket
+        self.by_inode: dict[int, Staged] = {}
+        self.by_path: dict[str, int] = {}
+
+    def _where(self, key: str) -> str:
+        return f"oss://{self._bucket}/{key}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(
+        self, inode: int, path: str, key: str, *, base_etag: str = "", forbid: bool = False
+    ) -> Staged:
+        """A new, empty staging file for `key` (its first handle counted)."""
+        data = self.directory / f"{uuid.uuid4().hex}.data"
+        fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        staged = Staged(inode, path, key, StagedFile.beside(data), fd, base_etag, forbid, handles=1)
+        self.by_inode[inode] = staged
+        self.by_path[path] = inode
+        return staged
+
+    async def fill(self, staged: Staged, source: ObjectReaderLike, size: int) -> None:
+        """Copy the current object (read through the verified read path) into the staging
+        file: writing into an existing file works on the whole object."""
+        offset = 0
+        while offset < size:
+            data = await source.read(offset, min(_FILL_CHUNK, size - offset))
+            if not data:
+                raise EOFError(f"{self._where(staged.key)}: object ended at {offset} of {size}")
+            os.pwrite(staged.fd, data, offset)
+            offset += len(data)
+        staged.size = staged.seq_end = size
+
+    def moved(self, staged: Staged, path: str, key: str, etag: str) -> None:
+        """The file was renamed (after a commit): later commits go to the new key."""
+        self.by_path.pop(staged.path, None)
+        staged.path, staged.key, staged.base_etag = path, key, etag
+        self.by_path[path] = staged.inode
+
+    def unlinked(self, staged: Staged) -> None:
+        staged.orphan = True
+        if self.by_path.get(staged.path) == staged.inode:
+            del self.by_path[staged.path]
+
+    async def release(self, staged: Staged) -> None:
+        """One handle closed; the last one commits what is still dirty and removes the file."""
+        staged.handles -= 1
+        if staged.handles > 0:
+            return
+        if staged.dirty and not staged.orphan:
+            try:
+                await self.commit(staged)
+            except Exception as exc:
+                log.error(
+                    "%s: the last close could not commit the file (%s); its staged bytes are "
+                    "dropped, the object is as it was", self._where(staged.key), exc,
+                )  # fmt: skip
+        self._drop(staged)
+
+    def _drop(self, staged: Staged) -> None:
+        if self.by_inode.get(staged.inode) is staged:
+            del self.by_inode[staged.inode]
+        if self.by_path.get(staged.path) == staged.inode:
+            del self.by_path[staged.path]
+        if staged.session is not None:
+            staged.session.close()
+            staged.session = None
+        with contextlib.suppress(OSError):
+            os.close(staged.fd)
+        for path in (staged.files.data, staged.files.journal):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+
+    # -- bytes -------------------------------------------------------------------------------
+
+    def read(self, staged: Staged, offset: int, size: int) -> bytes:
+        return os.pread(staged.fd, max(0, min(size, staged.size - offset)), offset)
+
+    def write(self, staged: Staged, offset: int, data: bytes) -> int:
+        written = os.pwrite(staged.fd, data, offset)
+        end = offset + written
+        staged.dirty = True
+        self._touched(staged, offset, end)
+        if offset <= staged.seq_end < end:
+            staged.seq_end = end
+        staged.size = max(staged.size, end)
+        self._send_early(staged)
+        return written
+
+    def truncate(self, staged: Staged, size: int) -> None:
+        os.ftruncate(staged.fd, size)
+        staged.dirty = True
+        if size < staged.size:
+            self._touched(staged, size, staged.size)
+            staged.seq_end = min(staged.seq_end, size)
+        staged.size = size
+
+    def _touched(self, staged: Staged, start: int, end: int) -> None:
+        """Parts already handed over that [start, end) changes must be sent again."""
+        if not staged.ready or staged.session is None:
+            return
+        ps = staged.session.record.part_size
+        for index in [i for i in staged.ready if i * ps < end and (i + 1) * ps > start]:
+            staged.session.invalidate(index)
+            staged.ready.discard(index)
+
+    def _send_early(self, staged: Staged) -> None:
+        settings = self.uploader.settings
+        if staged.seq_end <= settings.single_put_max or staged.lock.locked() or staged.orphan:
+            return  # one PutObject at close, or a commit is running (see module docstring)
+        ps = settings.part_size
+        while (staged.next_part + 1) * ps <= staged.seq_end:
+            session = self._session(staged)
+            session.part_ready(staged.next_part)
+            staged.ready.add(staged.next_part)
+            staged.next_part += 1
+
+    def _session(self, staged: Staged) -> UploadSession:
+        if staged.session is None:
+            record = self.uploader.new_record(
+                staged.key, base_etag=staged.base_etag, forbid_overwrite=staged.forbid_overwrite
+            )
+            staged.session = self.uploader.session(staged.files, record, self._nursery)
+        return staged.session
+
+    # -- commit ------------------------------------------------------------------------------
+
+    async def commit(self, staged: Staged) -> ObjectMeta | None:
+        """Upload the staged bytes if they changed since the last commit; the object's
+        metadata once it is on OSS and verified (None for an unlinked file)."""
+        async with staged.lock:
+            if staged.orphan:
+                return None
+            if not staged.dirty:
+                return staged.committed
+            session = self._session(staged)
+            staged.session, staged.ready, staged.next_part = None, set(), 0
+            staged.dirty = False  # a write from here on makes it dirty again
+            size = staged.size
+            try:
+                result = await session.finish(size, mtime_ns=staged.mtime_ns)
+            except BaseException:
+                staged.dirty = True
+                raise
+            finally:
+                session.close()
+            staged.forbid_overwrite = False  # O_EXCL held for the creation only
+            staged.base_etag = result.etag
+            now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
+            staged.committed = ObjectMeta(staged.key, size, result.etag, now, result.crc64)
+            log.debug("%s committed: %d bytes, %d parts, CRC-64 %016x",
+                      self._where(staged.key), size, result.parts, result.crc64)  # fmt: skip
+            return staged.committed
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    async def recover(self, prefix: str) -> int:
+        """Finish what a previous process left (see the module docstring); the number of
+        objects committed. Runs before the mount is ready, so nothing else uses the files."""
+        journals = await trio.to_thread.run_sync(load_journals, self.directory)
+        done = 0
+        for journal, record in journals.items():
+            staged = StagedFile(journal.with_name(journal.name[: -len(".journal")]), journal)
+            try:
+                result = await self.uploader.resume(staged)
+            except Exception as exc:
+                log.error("%s: uploading the file staged before the restart failed (%s); kept "
+                          "in %s for the next mount", self._where(record.key), exc,
+                          staged.data)  # fmt: skip
+                continue
+            if result is not None:
+                log.info("%s: committed after the restart (%d bytes, CRC-64 %016x)",
+                         self._where(result.key), result.size, result.crc64)  # fmt: skip
+                done += 1
+            for path in (staged.data, staged.journal):
+                path.unlink(missing_ok=True)
+        for data in self.directory.glob("*.data"):
+            if not data.with_name(data.name + ".journal").exists():
+                data.unlink(missing_ok=True)  # never sealed nor journaled: never acknowledged
+        left = list(load_journals(self.directory).values())
+        await sweep_stale_uploads(self.uploader.writes, self.uploader.ledger, left, prefix)
+        return done

@@ -1,0 +1,195 @@
+"""Writes through a real `-o rw` mount, checked on the server side: the official SDK
+(alibabacloud_oss_v2) reads the objects back from the emulator, never the mount."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import alibabacloud_oss_v2 as oss
+import pytest
+
+from ossmount.crc64 import crc64
+from ossmount.emulator import Emulator
+from tests.mount.conftest import MountFactory
+from tests.mount.harness import AK, BUCKET, SK
+
+MiB = 1024 * 1024
+RW = ("--rw", "--part-size-mb", "1")
+
+
+def sdk(emu: Emulator) -> oss.Client:
+    cfg = oss.config.load_default()
+    cfg.credentials_provider = oss.credentials.StaticCredentialsProvider(AK, SK)
+    cfg.region = "cn-hangzhou"
+    cfg.endpoint = emu.endpoint
+    return oss.Client(cfg)
+
+
+def server_bytes(emu: Emulator, key: str) -> bytes:
+    got = sdk(emu).get_object(oss.GetObjectRequest(bucket=BUCKET, key=key))
+    assert got.body is not None
+    data = bytes(got.body.read())
+    if got.hash_crc64 is not None:  # the emulator's CopyObject results carry none
+        assert int(got.hash_crc64) == crc64(data), f"server CRC-64 of {key} disagrees"
+    return data
+
+
+def server_keys(emu: Emulator, prefix: str = "") -> set[str]:
+    page = sdk(emu).list_objects_v2(
+        oss.ListObjectsV2Request(bucket=BUCKET, prefix=prefix, max_keys=1000)
+    )
+    return {o.key for o in page.contents or [] if o.key is not None}
+
+
+def errno_of(attempt: Callable[[], object]) -> int | None:
+    try:
+        attempt()
+    except OSError as exc:
+        return exc.errno
+    return None
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    out = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            out[path.relative_to(root).as_posix()] = path.read_bytes()
+    return out
+
+
+def source_tree(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    for i in range(12):
+        sub = src / f"d{i % 3}" / ("deep" if i % 2 else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i}.bin").write_bytes(os.urandom(i * 37_001))
+    (src / "empty.txt").write_bytes(b"")
+    (src / "big.bin").write_bytes(os.urandom(3 * MiB + 12345))  # multipart with 1 MiB parts
+    return src
+
+
+def test_cp_small_and_multipart_files_are_byte_identical_on_the_server(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    mount = make_mount(args=RW).start()
+    small, big = os.urandom(1000), os.urandom(5 * MiB + 7)
+    (tmp_path / "small").write_bytes(small)
+    (tmp_path / "big").write_bytes(big)
+    subprocess.run(["cp", str(tmp_path / "small"), str(mount.path / "small")], check=True)
+    subprocess.run(["cp", str(tmp_path / "big"), str(mount.path / "big")], check=True)
+    assert server_bytes(emulator, "small") == small
+    assert server_bytes(emulator, "big") == big
+    uploads = [r.op for r in emulator.requests if r.key == "big"]
+    assert "UploadPart" in uploads, "a 5 MiB file with 1 MiB parts goes multipart"
+    # the namespace shows what was written at once, size and bytes
+    assert (mount.path / "big").stat().st_size == len(big)
+    assert sorted(os.listdir(mount.path)) == ["big", "small"]
+    assert (mount.path / "small").read_bytes() == small
+
+
+def test_cp_r_rsync_and_tar_into_the_mount(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    mount = make_mount(args=RW).start()
+    src = source_tree(tmp_path)
+    expected = tree(src)
+    subprocess.run(["cp", "-r", str(src), str(mount.path / "cp")], check=True)
+    subprocess.run(["rsync", "-a", f"{src}/", str(mount.path / "rs")], check=True)
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(src, arcname="t")
+    subprocess.run(["tar", "xf", str(archive), "-C", str(mount.path)], check=True)
+    for top in ("cp", "rs", "t"):
+        keys = [k for k in server_keys(emulator, top + "/") if not k.endswith("/")]
+        got = {k[len(top) + 1 :]: server_bytes(emulator, k) for k in keys}
+        assert got == expected, f"{top}: the server's copy differs"
+        assert tree(mount.path / top) == expected
+    assert not any(".f" in k and "~" in k for k in server_keys(emulator)), "rsync temp left"
+
+
+def test_overwrite_append_patch_and_truncate(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    emulator.put_object(BUCKET, "f", b"0123456789")
+    mount = make_mount(args=RW).start()
+    path = mount.path / "f"
+    with open(path, "ab") as f:
+        f.write(b"AB")
+    assert server_bytes(emulator, "f") == b"0123456789AB"
+    with open(path, "r+b") as f:
+        f.seek(3)
+        f.write(b"xyz")
+    assert server_bytes(emulator, "f") == b"012xyz6789AB"
+    os.truncate(path, 4)
+    assert server_bytes(emulator, "f") == b"012x"
+    path.write_bytes(b"new")
+    assert server_bytes(emulator, "f") == b"new"
+    assert path.read_bytes() == b"new"
+
+
+def test_reads_and_stat_of_a_file_being_written_see_the_staged_bytes(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    mount = make_mount(args=RW).start()
+    path = mount.path / "w"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"hello world")
+        assert os.fstat(fd).st_size == 11
+        assert os.pread(fd, 5, 6) == b"world"
+        assert "w" not in server_keys(emulator), "nothing is committed before close/fsync"
+        os.fsync(fd)
+        assert server_bytes(emulator, "w") == b"hello world"
+    finally:
+        os.close(fd)
+
+
+def test_unlink_mkdir_rmdir_and_rename(emulator: Emulator, make_mount: MountFactory) -> None:
+    emulator.put_object(BUCKET, "implicit/child", b"c")
+    emulator.put_object(BUCKET, "gone", b"g")
+    mount = make_mount(args=RW).start()
+    os.unlink(mount.path / "gone")
+    assert "gone" not in server_keys(emulator)
+    assert not (mount.path / "gone").exists()
+    os.mkdir(mount.path / "d")
+    assert "d/" in server_keys(emulator)
+    with pytest.raises(FileExistsError):
+        os.mkdir(mount.path / "d")
+    (mount.path / "d" / "x").write_bytes(b"x")
+    assert errno_of(lambda: os.rmdir(mount.path / "d")) == errno.ENOTEMPTY
+    assert errno_of(lambda: os.rmdir(mount.path / "implicit")) == errno.ENOTEMPTY
+    os.rename(mount.path / "d" / "x", mount.path / "y")
+    assert server_bytes(emulator, "y") == b"x"
+    assert "d/x" not in server_keys(emulator)
+    assert (mount.path / "y").read_bytes() == b"x"
+    os.rmdir(mount.path / "d")
+    assert "d/" not in server_keys(emulator)
+    assert not (mount.path / "d").exists()
+    with pytest.raises(IsADirectoryError):
+        os.unlink(mount.path / "implicit")
+
+
+def test_a_read_only_mount_refuses_every_write_with_erofs(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.put_object(BUCKET, "f", b"data")
+    emulator.put_object(BUCKET, "d/g", b"data")
+    mount = make_mount().start()
+    attempts = {
+        "create": lambda: os.close(os.open(mount.path / "new", os.O_WRONLY | os.O_CREAT)),
+        "open for write": lambda: os.close(os.open(mount.path / "f", os.O_RDWR)),
+        "truncate": lambda: os.truncate(mount.path / "f", 0),
+        "unlink": lambda: os.unlink(mount.path / "f"),
+        "mkdir": lambda: os.mkdir(mount.path / "nd"),
+        "rmdir": lambda: os.rmdir(mount.path / "d"),
+        "rename": lambda: os.rename(mount.path / "f", mount.path / "f2"),
+        "symlink": lambda: os.symlink("f", mount.path / "l"),
+    }
+    for what, attempt in attempts.items():
+        assert errno_of(attempt) == errno.EROFS, what
+    assert server_keys(emulator) == {"f", "d/g"}
