@@ -66,6 +66,7 @@ class Staged:
     size: int = 0
     dirty: bool = False
     orphan: bool = False  # unlinked while open: nothing more is uploaded
+    failed: bool = False  # the last commit failed (its writer got EIO); a write clears it
     mtime_ns: int | None = None
     handles: int = 0
     seq_end: int = 0
@@ -134,14 +135,19 @@ class Staging:
         staged.handles -= 1
         if staged.handles > 0:
             return
-        if staged.dirty and not staged.orphan:
-            try:
+        if staged.dirty and not staged.orphan and not staged.failed:
+            try:  # written but never flushed (no close reached us): commit now
                 await self.commit(staged)
             except Exception as exc:
                 log.error(
                     "%s: the last close could not commit the file (%s); its staged bytes are "
                     "dropped, the object is as it was", self._where(staged.key), exc,
                 )  # fmt: skip
+        if staged.handles > 0:
+            return  # opened again while the commit ran
+        if staged.dirty and not staged.orphan:
+            log.warning("%s: dropping staged bytes whose commit failed (the writer got EIO)",
+                        self._where(staged.key))  # fmt: skip
         self._drop(staged)
 
     def _drop(self, staged: Staged) -> None:
@@ -166,7 +172,7 @@ class Staging:
     def write(self, staged: Staged, offset: int, data: bytes) -> int:
         written = os.pwrite(staged.fd, data, offset)
         end = offset + written
-        staged.dirty = True
+        staged.dirty, staged.failed = True, False
         self._touched(staged, offset, end)
         if offset <= staged.seq_end < end:
             staged.seq_end = end
@@ -176,7 +182,7 @@ class Staging:
 
     def truncate(self, staged: Staged, size: int) -> None:
         os.ftruncate(staged.fd, size)
-        staged.dirty = True
+        staged.dirty, staged.failed = True, False
         if size < staged.size:
             self._touched(staged, size, staged.size)
             staged.seq_end = min(staged.seq_end, size)
@@ -227,7 +233,7 @@ class Staging:
             try:
                 result = await session.finish(size, mtime_ns=staged.mtime_ns)
             except BaseException:
-                staged.dirty = True
+                staged.dirty = staged.failed = True
                 raise
             finally:
                 session.close()

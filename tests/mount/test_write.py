@@ -7,6 +7,7 @@ import errno
 import os
 import subprocess
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from ossmount.crc64 import crc64
 from ossmount.emulator import Emulator
+from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import AK, BUCKET, SK
 
@@ -193,3 +195,51 @@ def test_a_read_only_mount_refuses_every_write_with_erofs(
     for what, attempt in attempts.items():
         assert errno_of(attempt) == errno.EROFS, what
     assert server_keys(emulator) == {"f", "d/g"}
+
+
+def test_a_commit_that_keeps_failing_makes_cp_fail_and_leaves_no_object(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    mount = make_mount(args=(*RW, "--max-attempts", "2")).start()
+    emulator.faults.add(FaultRule("error", op="PutObject", key="fail", times=None, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    (tmp_path / "src").write_bytes(b"payload")
+    cp = subprocess.run(["cp", str(tmp_path / "src"), str(mount.path / "fail")], check=False,
+                        capture_output=True)  # fmt: skip
+    assert cp.returncode != 0, "close must fail when the commit failed"
+    assert b"Input/output error" in cp.stderr
+    assert "fail" not in server_keys(emulator)
+    emulator.faults.clear()
+    subprocess.run(["cp", str(tmp_path / "src"), str(mount.path / "fail")], check=True)
+    assert server_bytes(emulator, "fail") == b"payload"
+
+
+def test_kill_9_mid_commit_then_remount_completes_the_upload_before_ready(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    data = os.urandom(6 * MiB + 4321)
+    (tmp_path / "src").write_bytes(data)
+    # Parts 1-6 go while cp writes (a sequential writer); the last, short part goes at close:
+    # hold it there, so the file is sealed and half uploaded when the daemon dies.
+    stall = FaultRule("stall", op="UploadPart", key="big", nth=7, seconds=8.0)
+    emulator.faults.add(stall)
+    mount = make_mount(args=RW).start()
+    cp = subprocess.Popen(["cp", str(tmp_path / "src"), str(mount.path / "big")],
+                          stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while stall.fired == 0:
+            assert time.monotonic() < deadline, "the last part never started"
+            time.sleep(0.02)
+        mount.kill()
+    finally:
+        cp.wait()
+    # the dead connection answers ENOTCONN, which the harness's ismount check reads as "not
+    # mounted": detach it here
+    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    assert "big" not in server_keys(emulator)
+    before = len([r for r in emulator.requests if r.op == "UploadPart" and r.key == "big"])
+    make_mount(args=RW).start()  # ready only once the staged file is committed
+    assert server_bytes(emulator, "big") == data
+    after = [r for r in emulator.requests if r.op == "UploadPart" and r.key == "big"][before:]
+    assert len(after) == 1, "the parts recorded before the crash are not sent again"
