@@ -13,6 +13,7 @@ what the kernel (and so `cp`, `ls`) sees and how loudly we log it:
 | fs.Exists (mkdir, O_EXCL, RENAME_NOREPLACE)   | EEXIST       | DEBUG                    |
 | oss FileAlreadyExists (x-oss-forbid-overwrite)| EEXIST       | DEBUG                    |
 | fs.NotSupported (rename of a directory)       | EXDEV        | DEBUG (`mv` copies then) |
+| fs.Refused (a symlink leaving the mount)      | EPERM        | DEBUG                    |
 | OSError ENOSPC/EDQUOT (staging dir full)      | ENOSPC ...   | WARNING                  |
 | fs.IsADirectory (open of a directory)         | EISDIR       | DEBUG                    |
 | fs.NotASymlink (readlink of another entry)    | EINVAL       | DEBUG                    |
@@ -55,6 +56,7 @@ from ossmount.fs.errors import (
     NotEmpty,
     NotSupported,
     ReadOnly,
+    Refused,
     UnknownHandle,
 )
 from ossmount.oss import (
@@ -91,6 +93,7 @@ _TABLE: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int, int], ..
     (NotEmpty, errno.ENOTEMPTY, _DEBUG),
     ((Exists, FileAlreadyExists), errno.EEXIST, _DEBUG),
     (NotSupported, errno.EXDEV, _DEBUG),
+    (Refused, errno.EPERM, _DEBUG),
     (IsADirectory, errno.EISDIR, _DEBUG),
     (NotASymlink, errno.EINVAL, _DEBUG),
     (LinkOutsideMount, errno.EIO, _DEBUG),  # the WARNING was written at source

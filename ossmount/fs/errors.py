@@ -19,6 +19,7 @@ __all__ = [
     "NotEmpty",
     "NotSupported",
     "ReadOnly",
+    "Refused",
     "UnknownHandle",
 ]
 
@@ -72,3 +73,7 @@ class NotSupported(FsError):
 
 class Exists(FsError):
     """The name is taken (mkdir, O_EXCL create, RENAME_NOREPLACE)."""
+
+
+class Refused(FsError):
+    """A write this mount cannot represent on OSS (a symlink leaving the mount)."""

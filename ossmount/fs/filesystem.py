@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from ossmount.fs.errors import (
     NotEmpty,
     NotSupported,
     ReadOnly,
+    Refused,
     UnknownHandle,
 )
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
@@ -464,6 +466,32 @@ class FileSystem:
         self._last_etag.pop(node.inode, None)
         if staged is not None:
             staging.moved(staged, new_path, new_key, copied.etag)
+
+    async def symlink(self, parent: int, name: str, target: str) -> Attr:
+        """A PutSymlink object whose target is the key the POSIX target names (relative to the
+        link's directory); a target leaving the mount, or absolute, cannot be an OSS symlink
+        that this mount shows the same way: refused (EPERM)."""
+        staging = self._writable(parent)
+        path = join_path(self._ns.get(parent).path, name)
+        problem = name_problem(name)
+        if problem is not None:
+            raise NotFound(path, problem)
+        dir_path = path.rpartition("/")[0]
+        resolved = posixpath.normpath(posixpath.join(dir_path, target)) if target else ""
+        outside = resolved in ("", ".", "..") or resolved.startswith("../")
+        if target.startswith("/") or outside:
+            raise Refused(self._where_path(path), f"symlink target {target!r} is outside the mount")
+        key = self._key(path)
+        etag = await staging.uploader.writes.put_symlink(key, self._key(resolved))
+        now = time.time_ns() // 1_000_000_000 * 1_000_000_000
+        meta = ObjectMeta(key, 0, etag, now, None, object_type="Symlink")
+        node = self._ns.learned(path, meta)
+        assert node is not None
+        self._ns.remember(node.inode)
+        return self.attr(node)
+
+    def _where_path(self, path: str) -> str:
+        return f"oss://{self._bucket}/{self._key(path)}"
 
     # -- misc ------------------------------------------------------------------------------
 

@@ -204,6 +204,17 @@ class Operations(pyfuse3.Operations):
             flags,
         )
 
+    @fuse_boundary
+    async def symlink(
+        self,
+        parent_inode: pyfuse3.InodeT,
+        name: pyfuse3.FileNameT,
+        target: pyfuse3.FileNameT,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        attr = await self.fs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target))
+        return entry_attributes(attr)
+
     # -- misc ------------------------------------------------------------------------------
 
     @fuse_boundary

@@ -10,6 +10,7 @@ import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import unquote
 
 import alibabacloud_oss_v2 as oss
 import pytest
@@ -243,3 +244,20 @@ def test_kill_9_mid_commit_then_remount_completes_the_upload_before_ready(
     assert server_bytes(emulator, "big") == data
     after = [r for r in emulator.requests if r.op == "UploadPart" and r.key == "big"][before:]
     assert len(after) == 1, "the parts recorded before the crash are not sent again"
+
+
+def test_symlink_is_a_put_symlink_that_reads_back_as_a_link(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    mount = make_mount(args=RW).start()
+    os.mkdir(mount.path / "d")
+    (mount.path / "d" / "t").write_bytes(b"target")
+    os.symlink("d/t", mount.path / "l")
+    os.symlink("../d/t", mount.path / "d" / "l2")
+    head = sdk(emulator).get_symlink(oss.GetSymlinkRequest(bucket=BUCKET, key="l"))
+    assert head.target is not None
+    assert unquote(head.target) == "d/t"  # OSS sends the target URL-encoded
+    assert os.readlink(mount.path / "l") == "d/t"
+    assert (mount.path / "d" / "l2").read_bytes() == b"target"
+    assert errno_of(lambda: os.symlink("/etc/passwd", mount.path / "abs")) == errno.EPERM
+    assert errno_of(lambda: os.symlink("../out", mount.path / "up")) == errno.EPERM
