@@ -11,7 +11,8 @@ spelling we support is declared next to our own name (`use_cache` is `--cache-di
 `multipart_size` is in MB as in ossfs). Generic mount options that `mount(8)` and systemd pass
 through (`_netdev`, `nofail`, `x-systemd.*`, `ro`, ...) are accepted and ignored, never rejected:
 a boot must not fail because fstab carried a flag meant for someone else. The mount is read-only
-unless `-o rw` / `--rw` asks for writes (issue 15).
+unless `-o rw` / `--rw` asks for writes (issue 15); through mount(8), which passes `rw` on every
+mount (mount.fuse3 then adds dev/suid), only `-o read_write` does.
 
 Parsing is two steps: `parse_o_options` turns `-o a=b,c` into (name, value) pairs resolved
 against the table, then `build_config` converts, validates and derives the defaults that depend
@@ -308,9 +309,11 @@ class MountConfig:
         metadata=option(
             "mount read-write: create, write, truncate, unlink, mkdir, rmdir and rename of "
             "files, each close and fsync returning once the object is on OSS and its CRC-64 "
-            "verified (see README, Writing); default: read-only",
+            "verified (see README, Writing); default: read-only. In fstab spell it "
+            "read_write: mount(8) passes rw on every mount, so there rw means nothing",
             False,
             switch=True,
+            o_names=("read_write",),
         )
     )
 
@@ -375,6 +378,7 @@ IGNORED_MOUNT_OPTIONS = frozenset(
         "x-gvfs-show",
     }
 )
+_FROM_MOUNT_FUSE = frozenset({"dev", "suid", "nodev", "nosuid"})
 _IGNORED_PREFIXES = ("x-systemd.", "x-initrd.", "comment=", "x-")
 
 
@@ -398,6 +402,7 @@ def parse_o_options(chunks: Iterable[str]) -> tuple[dict[str, str], list[str]]:
     """
     values: dict[str, str] = {}
     ignored: list[str] = []
+    seen: set[str] = set()
     for chunk in chunks:
         for item in chunk.split(","):
             item = item.strip()
@@ -405,6 +410,7 @@ def parse_o_options(chunks: Iterable[str]) -> tuple[dict[str, str], list[str]]:
                 continue
             name, sep, value = item.partition("=")
             opt = OPTIONS_BY_O_NAME.get(name)
+            seen.add(name)
             if opt is None:
                 if name in IGNORED_MOUNT_OPTIONS or name.startswith(_IGNORED_PREFIXES):
                     ignored.append(name)
@@ -418,6 +424,11 @@ def parse_o_options(chunks: Iterable[str]) -> tuple[dict[str, str], list[str]]:
                 if not sep:
                     raise StartupError(f"-o {name} needs a value: -o {name}=...", ExitCode.USAGE)
                 values[opt.name] = value
+    if "rw" in seen and "read_write" not in seen and seen & _FROM_MOUNT_FUSE:
+        # mount(8) adds `rw` to every mount it does not make `ro`, and mount.fuse3 then adds
+        # its dev/suid flags: that `rw` is a default, not a request to write.
+        del values["rw"]
+        ignored.append("rw")
     return values, ignored
 
 

@@ -67,6 +67,7 @@ class Staged:
     dirty: bool = False
     orphan: bool = False  # unlinked while open: nothing more is uploaded
     failed: bool = False  # the last commit failed (its writer got EIO); a write clears it
+    broken: OSError | None = None  # a staging write failed: never committed, every call fails
     mtime_ns: int | None = None
     handles: int = 0
     seq_end: int = 0
@@ -135,7 +136,7 @@ class Staging:
         staged.handles -= 1
         if staged.handles > 0:
             return
-        if staged.dirty and not staged.orphan and not staged.failed:
+        if staged.dirty and not (staged.orphan or staged.failed or staged.broken):
             try:  # written but never flushed (no close reached us): commit now
                 await self.commit(staged)
             except Exception as exc:
@@ -148,7 +149,26 @@ class Staging:
         if staged.dirty and not staged.orphan:
             log.warning("%s: dropping staged bytes whose commit failed (the writer got EIO)",
                         self._where(staged.key))  # fmt: skip
+        await self._abort_early_parts(staged)
         self._drop(staged)
+
+    async def _abort_early_parts(self, staged: Staged) -> None:
+        """Parts sent while the file was written, of a file that will never be committed:
+        abort their upload now rather than leave it to the next mount's sweeper."""
+        session = staged.session
+        if session is None:
+            return
+        await session.drain()
+        upload_id = session.record.upload_id
+        if not upload_id:
+            return
+        try:
+            await self.uploader.writes.abort_multipart(staged.key, upload_id)
+        except Exception as exc:
+            log.warning("%s: aborting upload %s failed (%s); the next mount's sweeper will",
+                        self._where(staged.key), upload_id, exc)  # fmt: skip
+        else:
+            self.uploader.ledger.active.discard(upload_id)
 
     def _drop(self, staged: Staged) -> None:
         if self.by_inode.get(staged.inode) is staged:
@@ -170,7 +190,15 @@ class Staging:
         return os.pread(staged.fd, max(0, min(size, staged.size - offset)), offset)
 
     def write(self, staged: Staged, offset: int, data: bytes) -> int:
-        written = os.pwrite(staged.fd, data, offset)
+        if staged.broken is not None:
+            raise staged.broken
+        try:
+            written = os.pwrite(staged.fd, data, offset)
+        except OSError as exc:
+            # ENOSPC and friends: the writer hears it now, and the file is never committed
+            # (its close fails too), so a half-written file never replaces the object.
+            staged.broken = OSError(exc.errno, f"{self._where(staged.key)}: staging: {exc}")
+            raise staged.broken from exc
         end = offset + written
         staged.dirty, staged.failed = True, False
         self._touched(staged, offset, end)
@@ -224,6 +252,8 @@ class Staging:
         async with staged.lock:
             if staged.orphan:
                 return None
+            if staged.broken is not None:
+                raise staged.broken
             if not staged.dirty:
                 return staged.committed
             session = self._session(staged)

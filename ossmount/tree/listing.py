@@ -326,6 +326,7 @@ class Namespace:
         deleted: `meta` None), so no cached name or listing hides it until its TTL. A cached
         listing of the parent is patched in place (a walker writing many files keeps it); when
         the change touches a name shadowed by a directory (names.py) it is dropped instead.
+        A directory made here (`is_dir`) starts with an empty cached listing.
         Returns the entry's current `Node`, None for a deletion. Synchronous: no await."""
         dir_path, name = split_path(path)
         info = _DIR_INFO if is_dir else (None if meta is None else _Info(False, meta))
@@ -353,6 +354,10 @@ class Namespace:
         self._store_name(dir_path, name, info, now)
         if info is None:
             return None
+        if is_dir and path not in self._listings:
+            # A directory this mount just made has nothing in it: lookups of the names a
+            # `cp -r` or `tar x` is about to create are answered without a probe each.
+            self._store_listing(path, {}, now)
         return self._put(path, info)
 
     def moved(self, inode: int, path: str) -> None:

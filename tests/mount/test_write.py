@@ -261,3 +261,23 @@ def test_symlink_is_a_put_symlink_that_reads_back_as_a_link(
     assert (mount.path / "d" / "l2").read_bytes() == b"target"
     assert errno_of(lambda: os.symlink("/etc/passwd", mount.path / "abs")) == errno.EPERM
     assert errno_of(lambda: os.symlink("../out", mount.path / "up")) == errno.EPERM
+
+
+def test_enospc_in_the_staging_dir_fails_the_copy_and_replaces_nothing(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    emulator.put_object(BUCKET, "f", b"old")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(cache)], check=True)
+    try:
+        mount = make_mount(args=(*RW, "--min-free-mb", "0")).start()
+        (tmp_path / "src").write_bytes(os.urandom(6 * MiB))
+        cp = subprocess.run(["cp", str(tmp_path / "src"), str(mount.path / "f")], check=False,
+                            capture_output=True)  # fmt: skip
+        assert cp.returncode != 0
+        assert b"No space left on device" in cp.stderr
+        assert server_bytes(emulator, "f") == b"old", "a half-staged file is never committed"
+        mount.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)

@@ -219,3 +219,13 @@ def test_a_long_flag_and_an_o_option_reach_the_same_field_and_the_flag_wins() ->
     assert (config.dir_prefetch, config.part_size) == (2, 4 * MiB)
     config = _parse_mount_args(parser, ["b12", "/m", "-o", "dir_prefetch=2", "--dir-prefetch=3"])
     assert config.dir_prefetch == 3
+
+
+def test_rw_from_mount_8_is_its_default_and_read_write_asks_for_writes() -> None:
+    """mount(8) passes `rw` on every mount and mount.fuse3 adds dev/suid: an fstab line
+    without `read_write` must stay read-only."""
+    raw, ignored = parse_o_options(["rw,dev,suid,allow_other"])
+    assert "rw" not in raw
+    assert "rw" in ignored
+    raw, _ = parse_o_options(["rw,dev,suid,read_write"])
+    assert raw["rw"] == "1"

@@ -74,3 +74,18 @@ async def test_getattr_of_an_inode_replaced_by_a_rename_is_not_found() -> None:
     ns.moved(x.inode, "y")
     with pytest.raises(NotFound):
         await ns.getattr(y.inode)
+
+
+async def test_names_in_a_directory_made_here_are_answered_without_a_probe() -> None:
+    lister = FakeLister()
+    ns = Namespace(lister, ttl_s=60)
+    node = ns.learned("new", None, is_dir=True)
+    assert node is not None
+    calls = lister.call_count
+    with pytest.raises(NotFound):
+        await ns.lookup(node.inode, "file")
+    assert lister.call_count == calls
+    ns.learned("new/file", ObjectMeta("new/file", 3, '"e"', 0))
+    assert (await ns.lookup(node.inode, "file")).size == 3
+    assert lister.call_count == calls
+    ns.check_invariants()
