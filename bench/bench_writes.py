@@ -12,8 +12,9 @@ CRC checks included, no FUSE):
   without a journal for single-PUT files (`journal_small_puts`): files/s (the W14 shape;
   `--latency 0.02` adds 20 ms per response as the referee does).
 
-The emulator's CompleteMultipartUpload copies every part into the final object (1 GiB: ~5 s on
-the 2-core VM), so `big` measures the emulator as much as the client.
+`big` includes the emulator's CompleteMultipartUpload, which assembles the parts into the
+object (before the emulator's upload path was reworked: ~5 s per GiB on the 2-core VM), so it
+measures the emulator as much as the client.
 
 Each figure is the median of `--repeat` runs. Differences under ~20 % are noise on these VMs.
 

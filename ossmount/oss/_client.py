@@ -40,6 +40,7 @@ import logging
 import ssl
 import time
 from collections import Counter
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -326,12 +327,12 @@ class OssClient:
         query: list[tuple[str, str]],
         headers: dict[str, str] | None = None,
         timeouts: dict[str, float | None] | None = None,
-        content: bytes | httpx.AsyncByteStream | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
     ) -> httpx.Response:
         """One signed attempt; returns a streaming 2xx response or raises a typed error.
 
         `content` is a request body: bytes, or a stream (the write half, `_writes`, streams
-        files through it); the caller sets Content-Length, so it is never sent chunked."""
+        files through it); the caller sets Content-Length."""
         base = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         base.update(headers or {})
         signed = await self._sign(method, key, query, base)

@@ -112,10 +112,10 @@ class CoreSender:
         timeouts: dict[str, float | None],
         content: bytes | AsyncIterable[bytes] | None = None,
     ) -> httpx.Response:
-        """Send one request; returns the streaming response (any status). `content` is the
-        body (bytes or a stream; the caller sets Content-Length), None for none.
+        """Send one request; returns the streaming response (any status).
 
-        `target` is the encoded path and query; header values must be latin-1. Raises the
+        `target` is the encoded path and query; header values must be latin-1. `content` is
+        the body (writes), sent as given: the caller sets Content-Length. Raises the
         httpx.TransportError subclass named like httpcore's exception.
         """
         raw_headers = [(b"Host", self._authority)]

@@ -101,8 +101,7 @@ class _FileBody(httpx.AsyncByteStream):
     """A request body read from a file range, piece by piece in a worker thread, CRC folded in.
 
     A plain iterator object, not an async generator: when a send fails half-way nothing is
-    left suspended for the garbage collector to finalize (trio warns about, and httpx would
-    wrap, any async generator given as a body)."""
+    left suspended for the garbage collector to finalize (trio warns about that)."""
 
     def __init__(self, where: str, src: FileRange, chunk: int, sent: _Sent) -> None:
         self.where, self.src, self.chunk, self.sent = where, src, chunk, sent

@@ -1,10 +1,5 @@
 """The write half of the client (`OssWrites`) against the package emulator over real HTTP, read
-back with the official SDK (alibabacloud-oss-v2, unmodified), with the emulator's faults.
-
-Tests marked `needs_op(...)` exercise an operation the emulator does not serve yet (another
-helper is adding it); they are written against real OSS behaviour (shared/oss-protocol.md)
-and run as soon as the emulator has the operation.
-"""
+back with the official SDK (alibabacloud-oss-v2, unmodified), with the emulator's faults."""
 
 from __future__ import annotations
 
@@ -18,7 +13,6 @@ import pytest
 
 from ossmount.crc64 import combine, crc64
 from ossmount.emulator import Emulator, FaultRule
-from ossmount.emulator.app import App
 from ossmount.oss import (
     Credentials,
     NoSuchKey,
@@ -41,22 +35,6 @@ from ossmount.oss._writes import (
 
 DATA = random.Random(15).randbytes(300 * 1024 + 7)
 PART = 128 * 1024
-
-
-def _served_ops() -> set[str]:
-    from ossmount.emulator import listing, multipart, objects
-
-    return set(objects.OPS) | set(listing.OPS) | set(multipart.OPS)
-
-
-def needs_op(op: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(
-        op not in _served_ops(),
-        reason=f"emulator does not serve {op} yet (being added); test expects real OSS behaviour",
-    )
-
-
-assert App  # the op tables above are the ones App dispatches to
 
 
 @pytest.fixture
@@ -173,6 +151,17 @@ async def test_put_503_is_retried(emu: Emulator, writes: OssWrites) -> None:
     assert sdk_read(emu, "k")[0] == DATA
 
 
+@pytest.mark.parametrize("action", ["reset", "truncate"])
+async def test_put_cut_mid_body_is_resent_whole(
+    emu: Emulator, writes: OssWrites, staged: int, action: str
+) -> None:
+    rule = emu.faults.add(FaultRule(action, op="PutObject", after=100_000))
+    res = await writes.put_object("k", FileRange(staged, 4, len(DATA)))
+    assert rule.fired == 1
+    assert res.crc64 == crc64(DATA)
+    assert sdk_read(emu, "k")[0] == DATA
+
+
 async def test_put_503_forever_names_the_key(emu: Emulator, writes: OssWrites) -> None:
     emu.faults.add(
         FaultRule("error", op="PutObject", status=503, code="ServiceUnavailable", times=None)
@@ -280,7 +269,6 @@ async def test_abort_then_parts_are_gone(emu: Emulator, writes: OssWrites) -> No
         await writes.list_parts("big", uid)
 
 
-@needs_op("ListMultipartUploads")
 async def test_list_multipart_uploads_by_prefix(writes: OssWrites) -> None:
     a = await writes.initiate_multipart("dir/a b")
     b = await writes.initiate_multipart("dir/b")
@@ -304,7 +292,6 @@ async def test_copy_object_fenced_on_etag(emu: Emulator, writes: OssWrites) -> N
         await writes.copy_object("missing", "dst4")
 
 
-@needs_op("UploadPartCopy")
 async def test_upload_part_copy_keeps_the_crc_chain(emu: Emulator, writes: OssWrites) -> None:
     put = await writes.put_object("src", DATA)
     uid = await writes.initiate_multipart("dst")
@@ -325,7 +312,6 @@ async def test_delete_object(emu: Emulator, writes: OssWrites) -> None:
         sdk_read(emu, "k")
 
 
-@needs_op("DeleteObjects")
 async def test_delete_multiple_objects(emu: Emulator, writes: OssWrites) -> None:
     keys = [f"d/{i} &<é>" for i in range(5)]
     for k in keys:

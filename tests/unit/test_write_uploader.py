@@ -173,6 +173,8 @@ async def test_a_part_rewritten_after_it_went_is_sent_again(
         FaultRule("error", op="CompleteMultipartUpload", status=500, code="InternalError"),
         FaultRule("reset", op="CompleteMultipartUpload", after=0),
         FaultRule("error", op="InitiateMultipartUpload", status=503, code="ServiceUnavailable"),
+        FaultRule("reset", op="UploadPart", nth=2, after=50_000),  # mid request body
+        FaultRule("truncate", op="UploadPart", nth=4, after=1),
     ],
     ids=lambda r: f"{r.action}-{r.op}",
 )
@@ -186,11 +188,23 @@ async def test_faults_are_retried_never_corrupt(
     assert sdk_get(emu, "big") == BIG
 
 
-async def test_a_part_reply_that_comes_too_late_is_retried(emu: Emulator, tmp_path: Path) -> None:
-    emu.faults.add(FaultRule("latency", op="UploadPart", nth=2, seconds=1.0))
+@pytest.mark.parametrize(
+    "fault",
+    [
+        FaultRule("latency", op="UploadPart", nth=2, seconds=1.0),  # the part is stored
+        FaultRule("stall", op="UploadPart", nth=2, after=10_000, seconds=1.0),  # mid body
+    ],
+    ids=["reply-late", "body-stall"],
+)
+async def test_a_part_that_takes_too_long_is_retried(
+    emu: Emulator, tmp_path: Path, fault: FaultRule, caplog: pytest.LogCaptureFixture
+) -> None:
+    emu.faults.add(fault)
     async with make_client(emu.endpoint, read_timeout=0.3) as c:
         up = Uploader(OssWrites(c), UploadLedger(tmp_path / "l"), SETTINGS)
         result = await up.commit(stage(tmp_path, BIG), up.new_record("big"))
+    assert fault.fired == 1
+    assert "retrying UploadPart" in caplog.text  # the slow one was given up on and sent again
     assert result.crc64 == crc64(BIG)
     assert sdk_get(emu, "big") == BIG
 
@@ -236,29 +250,7 @@ async def test_no_warning_when_the_base_is_current(
     assert "changed on the server" not in caplog.text
 
 
-def _emulator_forbids_overwrite_on_multipart() -> bool:
-    import inspect
-
-    from ossmount.emulator import multipart
-
-    return "forbid" in inspect.getsource(multipart)
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"small",
-        pytest.param(
-            BIG,
-            marks=pytest.mark.skipif(
-                not _emulator_forbids_overwrite_on_multipart(),
-                reason="emulator ignores x-oss-forbid-overwrite on Initiate/Complete (being "
-                "added); real OSS honours it there",
-            ),
-        ),
-    ],
-    ids=["put", "multipart"],
-)
+@pytest.mark.parametrize("data", [b"small", BIG], ids=["put", "multipart"])
 async def test_o_excl_refuses_an_existing_key(
     emu: Emulator, uploader: Uploader, tmp_path: Path, data: bytes
 ) -> None:
