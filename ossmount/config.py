@@ -316,6 +316,16 @@ class MountConfig:
             o_names=("read_write",),
         )
     )
+    writeback: bool = field(
+        metadata=option(
+            "with --rw: close returns once the file and its journal are durable on local "
+            "disk, and the upload runs in the background (up to 16 at once; fsync still waits "
+            "for it; after a crash the next mount uploads it before it is ready). Files "
+            "larger than one part are still committed by close",
+            False,
+            switch=True,
+        )
+    )
 
     @property
     def max_cache_bytes(self) -> int | None:

@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 # Start-up work that may take long (retried LIST, scanning a large cache) renews systemd's
 # start timeout by this much, every half of it, while it runs.
 _EXTEND_USEC = 30_000_000
+_WRITEBACK_DRAIN_S = 60
 
 
 def check_mountpoint(path: Path) -> None:
@@ -292,8 +293,10 @@ async def _serve(
             pyfuse3.close(unmount=True)
             raise
         finally:
-            nursery.cancel_scope.cancel()
             notifier.stopping(f"unmounting {source} from {config.mountpoint}")
+            if staging is not None:
+                await _finish_writeback(staging)
+            nursery.cancel_scope.cancel()
             with trio.CancelScope(shield=True):
                 await prefetcher.aclose()
     pyfuse3.close(unmount=True)
@@ -346,7 +349,9 @@ async def _staging(
         part_size=max(config.part_size, 1024 * 1024),
         single_put_max=max(config.part_size, 1024 * 1024),
         parallel=config.parallel_count,
-        journal_small_puts=False,  # close and fsync wait for the commit (fs/staging.py)
+        # Without write-back close waits for the commit, so a small file needs no journal;
+        # write-back returns before it, so every file is journaled (fs/staging.py).
+        journal_small_puts=config.writeback,
     )
     directory = config.cache_dir / "staging"
     try:
@@ -354,14 +359,26 @@ async def _staging(
         ledger = UploadLedger(directory / "uploads.ledger")
     except OSError as exc:
         raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
-    staging = Staging(Uploader(OssWrites(client), ledger, settings), directory, nursery,
-                      bucket=config.bucket)  # fmt: skip
+    uploader = Uploader(OssWrites(client), ledger, settings)
+    staging = Staging(
+        uploader, directory, nursery, bucket=config.bucket, writeback=config.writeback
+    )
     notifier.status(f"committing files staged before the restart in {directory}")
     with notifier.extending(_EXTEND_USEC):
         done = await staging.recover(config.prefix)
     if done:
         log.info("committed %d file(s) staged before the restart", done)
     return staging
+
+
+async def _finish_writeback(staging: Staging) -> None:
+    """At unmount, let write-back uploads finish (bounded: what is left is sealed on disk and
+    uploaded by the next mount before it is ready)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(_WRITEBACK_DRAIN_S) as scope:
+        await staging.drain()
+    if scope.cancelled_caught:
+        log.warning("unmounting with write-back uploads unfinished after %d s; the next mount "
+                    "uploads them", _WRITEBACK_DRAIN_S)  # fmt: skip
 
 
 def _fuse_init(config: MountConfig, ops: Operations, source: str) -> None:

@@ -106,6 +106,8 @@ class FileSystem:
     ) -> None:
         self._ns = namespace
         self._staging = staging
+        if staging is not None:
+            staging.on_commit = self._committed
         self._prefetcher = prefetcher
         self._look = look
         self._dir_mode = look.dir_mode
@@ -341,6 +343,10 @@ class FileSystem:
         handle = self._files.get(fh)
         if handle is None or handle.staged is None or not handle.staged.dirty:
             return
+        staging = self._staging
+        assert staging is not None
+        if staging.writeback and await staging.seal_and_schedule(handle.staged):
+            return  # durable on local disk; the upload runs in the background
         await self._commit(handle.staged)
 
     async def fsync(self, fh: int) -> None:
@@ -351,7 +357,11 @@ class FileSystem:
     async def _commit(self, staged: Staged) -> None:
         assert self._staging is not None
         meta = await self._staging.commit(staged)
-        if meta is not None and not staged.orphan:
+        if meta is not None:
+            self._committed(staged, meta)
+
+    def _committed(self, staged: Staged, meta: ObjectMeta) -> None:
+        if not staged.orphan:
             self._ns.learned(staged.path, meta)
             self._last_etag.pop(staged.inode, None)
 

@@ -29,7 +29,8 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -37,6 +38,7 @@ import trio
 
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import StagedFile, Uploader, UploadSession, load_journals, sweep_stale_uploads
+from ossmount.write.journal import JournalRecord, save_atomic
 
 __all__ = ["Staged", "Staging"]
 
@@ -68,6 +70,7 @@ class Staged:
     orphan: bool = False  # unlinked while open: nothing more is uploaded
     failed: bool = False  # the last commit failed (its writer got EIO); a write clears it
     broken: OSError | None = None  # a staging write failed: never committed, every call fails
+    pending: int = 0  # write-back commits scheduled and not finished
     mtime_ns: int | None = None
     handles: int = 0
     seq_end: int = 0
@@ -82,9 +85,24 @@ class Staging:
     """The staged files of one mount (see the module docstring)."""
 
     def __init__(
-        self, uploader: Uploader, directory: Path, nursery: trio.Nursery, *, bucket: str
+        self,
+        uploader: Uploader,
+        directory: Path,
+        nursery: trio.Nursery,
+        *,
+        bucket: str,
+        writeback: bool = False,
+        writeback_parallel: int = 16,
     ) -> None:
         self.uploader = uploader
+        self.writeback = writeback
+        self._background = trio.CapacityLimiter(writeback_parallel)
+        self._pending_total = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        # Called with every object a commit put on OSS (the FileSystem records it in the
+        # namespace); write-back commits finish after their close returned, so they need it.
+        self.on_commit: Callable[[Staged, ObjectMeta], None] = lambda staged, meta: None
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._nursery = nursery
@@ -134,8 +152,8 @@ class Staging:
     async def release(self, staged: Staged) -> None:
         """One handle closed; the last one commits what is still dirty and removes the file."""
         staged.handles -= 1
-        if staged.handles > 0:
-            return
+        if staged.handles > 0 or staged.pending:
+            return  # a write-back commit still running drops it when done
         if staged.dirty and not (staged.orphan or staged.failed or staged.broken):
             try:  # written but never flushed (no close reached us): commit now
                 await self.commit(staged)
@@ -170,7 +188,7 @@ class Staging:
         else:
             self.uploader.ledger.active.discard(upload_id)
 
-    def _drop(self, staged: Staged) -> None:
+    def _drop(self, staged: Staged, *, keep_files: bool = False) -> None:
         if self.by_inode.get(staged.inode) is staged:
             del self.by_inode[staged.inode]
         if self.by_path.get(staged.path) == staged.inode:
@@ -180,6 +198,8 @@ class Staging:
             staged.session = None
         with contextlib.suppress(OSError):
             os.close(staged.fd)
+        if keep_files:
+            return
         for path in (staged.files.data, staged.files.journal):
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
@@ -275,6 +295,58 @@ class Staging:
                       self._where(staged.key), size, result.parts, result.crc64)  # fmt: skip
             return staged.committed
 
+    # -- write-back (-o writeback) -----------------------------------------------------------
+
+    async def seal_and_schedule(self, staged: Staged) -> bool:
+        """Write-back close: make the staged bytes and a sealed journal durable, schedule the
+        upload, return. False when the file must be committed now instead: a multipart upload
+        is already under way (its journal belongs to that session; such a file is committed
+        by close as without write-back)."""
+        if staged.broken is not None:
+            raise staged.broken
+        if staged.session is not None or staged.lock.locked():
+            return False
+        record = replace(
+            self.uploader.new_record(
+                staged.key,
+                base_etag=staged.base_etag,
+                forbid_overwrite=staged.forbid_overwrite,
+                mtime_ns=staged.mtime_ns or 0,
+            ),
+            size=staged.size,
+            sealed=True,
+        )
+        await trio.to_thread.run_sync(_seal, staged.fd, staged.files.journal, record)
+        staged.pending += 1
+        self._pending_total += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._nursery.start_soon(self._commit_later, staged)
+        return True
+
+    async def _commit_later(self, staged: Staged) -> None:
+        kept = False
+        try:
+            async with self._background:
+                meta = await self.commit(staged)
+            if meta is not None:
+                self.on_commit(staged, meta)
+        except Exception as exc:
+            kept = True  # sealed and durable: the next mount uploads it
+            log.error("%s: write-back upload failed (%s); the file stays staged in %s and is "
+                      "uploaded at the next mount", self._where(staged.key), exc,
+                      staged.files.data)  # fmt: skip
+        finally:
+            staged.pending -= 1
+            self._pending_total -= 1
+            if self._pending_total == 0:
+                self._idle.set()
+            if staged.pending == 0 and staged.handles == 0:
+                self._drop(staged, keep_files=kept)
+
+    async def drain(self) -> None:
+        """Wait until every write-back upload scheduled so far has finished (unmount)."""
+        await self._idle.wait()
+
     # -- start-up ----------------------------------------------------------------------------
 
     async def recover(self, prefix: str) -> int:
@@ -303,3 +375,9 @@ class Staging:
         left = list(load_journals(self.directory).values())
         await sweep_stale_uploads(self.uploader.writes, self.uploader.ledger, left, prefix)
         return done
+
+
+def _seal(fd: int, journal: Path, record: JournalRecord) -> None:
+    """Durable before recorded: the staged bytes, then the record naming their size."""
+    os.fsync(fd)
+    save_atomic(journal, record)

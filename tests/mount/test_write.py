@@ -281,3 +281,36 @@ def test_enospc_in_the_staging_dir_fails_the_copy_and_replaces_nothing(
         mount.stop()
     finally:
         subprocess.run(["umount", "-l", str(cache)], check=False)
+
+
+def test_writeback_close_returns_before_the_upload_and_a_crash_loses_nothing(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    # Every PutObject of "wb*" is held for a while: close must return anyway.
+    held = FaultRule("stall", op="PutObject", key="wb*", times=None, seconds=4.0)
+    emulator.faults.add(held)
+    mount = make_mount(args=(*RW, "--writeback")).start()
+    data = {f"wb{i}": os.urandom(1000 + i) for i in range(3)}
+    for name, body in data.items():
+        (tmp_path / name).write_bytes(body)
+        subprocess.run(["cp", str(tmp_path / name), str(mount.path / name)], check=True)
+    assert held.seen >= 1, "the uploads started in the background"
+    assert not server_keys(emulator) & set(data), "cp returned before any upload finished"
+    assert (mount.path / "wb1").read_bytes() == data["wb1"], "read your writes meanwhile"
+    mount.kill()  # acknowledged, not uploaded: the staged files and journals are on disk
+    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    emulator.faults.clear()
+    make_mount(args=(*RW, "--writeback")).start()  # ready only once they are uploaded
+    for name, body in data.items():
+        assert server_bytes(emulator, name) == body
+
+
+def test_writeback_uploads_finish_by_unmount(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    mount = make_mount(args=(*RW, "--writeback")).start()
+    src = source_tree(tmp_path)
+    subprocess.run(["cp", "-r", str(src), str(mount.path / "t")], check=True)
+    mount.stop()  # waits for the background uploads
+    keys = [k for k in server_keys(emulator, "t/") if not k.endswith("/")]
+    assert {k[2:]: server_bytes(emulator, k) for k in keys} == tree(src)
