@@ -315,7 +315,7 @@ class FileSystem:
             if flags & os.O_EXCL:
                 raise Exists(path, "is being created")
             inode = staging.by_path[path]
-            opened = await self._open_staged(inode, flags | os.O_TRUNC, staging.by_inode[inode])
+            opened = await self._open_staged(inode, flags, staging.by_inode[inode])
             self._ns.remember(inode)
             return opened, self.attr(self._ns.get(inode))
         key = self._key(path)

@@ -314,3 +314,28 @@ def test_writeback_uploads_finish_by_unmount(
     mount.stop()  # waits for the background uploads
     keys = [k for k in server_keys(emulator, "t/") if not k.endswith("/")]
     assert {k[2:]: server_bytes(emulator, k) for k in keys} == tree(src)
+
+
+def test_concurrent_writers_of_one_path_see_what_a_local_file_would(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """Two handles on one path share one staged file, as two handles share a local file;
+    each close commits the bytes as they are then."""
+    mount = make_mount(args=RW).start()
+
+    def scenario(path: Path) -> list[bytes]:
+        seen = []
+        a = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        b = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.pwrite(a, b"a" * 10, 0)
+        os.pwrite(b, b"b" * 4, 3)
+        os.close(a)
+        seen.append(path.read_bytes())
+        os.pwrite(b, b"c" * 3, 12)
+        os.close(b)
+        seen.append(path.read_bytes())
+        return seen
+
+    local = scenario(tmp_path / "local")
+    assert scenario(mount.path / "shared") == local
+    assert server_bytes(emulator, "shared") == local[-1]
