@@ -12,7 +12,7 @@ what the kernel (and so `cp`, `ls`) sees and how loudly we log it:
 | fs.NotEmpty (rmdir)                           | ENOTEMPTY    | DEBUG                    |
 | fs.Exists (mkdir, O_EXCL, RENAME_NOREPLACE)   | EEXIST       | DEBUG                    |
 | oss FileAlreadyExists (x-oss-forbid-overwrite)| EEXIST       | DEBUG                    |
-| fs.NotSupported (rename of a directory)       | EXDEV        | DEBUG (`mv` copies then) |
+| fs.NotSupported (dir rename, files in writing)| EXDEV        | DEBUG (`mv` copies then) |
 | fs.Refused (a symlink leaving the mount)      | EPERM        | DEBUG                    |
 | OSError ENOSPC/EDQUOT (staging dir full)      | ENOSPC ...   | WARNING                  |
 | fs.IsADirectory (open of a directory)         | EISDIR       | DEBUG                    |

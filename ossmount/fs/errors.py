@@ -67,8 +67,8 @@ class NotEmpty(FsError):
 
 
 class NotSupported(FsError):
-    """An operation this mount does not do (a directory rename: `mv` then copies and deletes,
-    as it does across filesystems)."""
+    """A rename this mount does not do (RENAME_EXCHANGE; a directory holding a file being
+    written): EXDEV, so `mv` copies and deletes, as it does across filesystems."""
 
 
 class Exists(FsError):

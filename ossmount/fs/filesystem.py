@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, attr_of, is_symlink
+from ossmount.fs.dirrename import rename_tree
 from ossmount.fs.errors import (
     Exists,
     IsADirectory,
@@ -443,7 +444,7 @@ class FileSystem:
     ) -> None:
         """A file: CopyObject fenced on the source's ETag, then DeleteObject of the source
         (not atomic: a crash in between leaves both). The inode keeps its number under the
-        new name. Directories: NotSupported (EXDEV), so `mv` copies and deletes itself."""
+        new name. A directory: key by key (fs/dirrename.py)."""
         staging = self._writable(parent_old)
         if flags & _RENAME_EXCHANGE:
             raise NotSupported(name_old, "RENAME_EXCHANGE")
@@ -458,7 +459,8 @@ class FileSystem:
             await self._commit(staged)  # the copy must carry what was written
         node = await self._ns.entry(parent_old, name_old)
         if node.is_dir or node.meta is None:
-            raise NotSupported(self._where(node), "rename of a directory")
+            await self._rename_dir(staging, node, new_path)
+            return
         meta = node.meta
         new_key = self._key(new_path)
         if new_key == meta.key:
@@ -476,6 +478,20 @@ class FileSystem:
         self._last_etag.pop(node.inode, None)
         if staged is not None:
             staging.moved(staged, new_path, new_key, copied.etag)
+
+    async def _rename_dir(self, staging: Staging, node: Node, new_path: str) -> None:
+        """Every key under the directory moves; the inodes under it keep their numbers under
+        the new path, and the metadata cache starts over (names under both paths changed).
+        A directory holding a file being written answers EXDEV, so `mv` copies instead."""
+        inside = node.path + "/"
+        if any(p.startswith(inside) for p in staging.by_path):
+            raise NotSupported(self._where(node), "rename of a directory with files being written")
+        moved = await rename_tree(
+            staging.uploader.writes, self._key(node.path) + "/", self._key(new_path) + "/"
+        )
+        self._ns.moved_tree(node.inode, new_path)
+        log.info("renamed %s to %s/: %d keys copied then deleted", self._where(node),
+                 self._key(new_path), moved)  # fmt: skip
 
     async def symlink(self, parent: int, name: str, target: str) -> Attr:
         """A PutSymlink object whose target is the key the POSIX target names (relative to the

@@ -171,6 +171,14 @@ class InodeTable:
         self._by_key[(node.is_dir, path)] = ino
         self._moved.add(ino)
 
+    def move_tree(self, ino: int, path: str) -> None:
+        """`move` directory `ino` to `path`, and every entry under it along with it."""
+        old = self.get(ino).path + "/"
+        self.move(ino, path)
+        for child, entry in list(self._by_ino.items()):
+            if entry.node.path.startswith(old):
+                self.move(child, path + "/" + entry.node.path[len(old) :])
+
     def _add(
         self, path: str, is_dir: bool, size: int, mtime_ns: int, meta: ObjectMeta | None
     ) -> Node:

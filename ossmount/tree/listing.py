@@ -360,6 +360,13 @@ class Namespace:
             self._store_listing(path, {}, now)
         return self._put(path, info)
 
+    def moved_tree(self, inode: int, path: str) -> None:
+        """Directory `inode` and everything under it were renamed to `path` by this mount:
+        numbers stay (see `InodeTable.move_tree`); every cached name and listing is dropped,
+        since names under both the old and the new path changed."""
+        self.table.move_tree(inode, path)
+        self.invalidate()
+
     def moved(self, inode: int, path: str) -> None:
         """Entry `inode` was renamed to `path` by this mount; its number stays (see
         `InodeTable.move`)."""

@@ -339,3 +339,24 @@ def test_concurrent_writers_of_one_path_see_what_a_local_file_would(
     local = scenario(tmp_path / "local")
     assert scenario(mount.path / "shared") == local
     assert server_bytes(emulator, "shared") == local[-1]
+
+
+def test_rename_of_a_directory_moves_every_key_under_it(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.put_object(BUCKET, "d/a", b"A")
+    emulator.put_object(BUCKET, "d/sub/b", b"B")  # d/sub is implicit (no marker)
+    emulator.put_object(BUCKET, "full/x", b"X")
+    mount = make_mount(args=RW).start()
+    os.mkdir(mount.path / "d" / "empty")
+    sub = mount.path / "d" / "sub"
+    assert (sub / "b").read_bytes() == b"B"  # the kernel now holds these inodes
+    os.rename(mount.path / "d", mount.path / "e")
+    assert server_keys(emulator) == {"e/a", "e/sub/b", "e/empty/", "full/x"}
+    assert server_bytes(emulator, "e/sub/b") == b"B"
+    assert (mount.path / "e" / "sub" / "b").read_bytes() == b"B"
+    assert sorted(os.listdir(mount.path)) == ["e", "full"]
+    assert sorted(os.listdir(mount.path / "e")) == ["a", "empty", "sub"]
+    assert errno_of(lambda: os.rename(mount.path / "e", mount.path / "full")) == errno.ENOTEMPTY
+    subprocess.run(["mv", str(mount.path / "e"), str(mount.path / "f")], check=True)
+    assert server_keys(emulator) == {"f/a", "f/sub/b", "f/empty/", "full/x"}

@@ -89,3 +89,16 @@ async def test_names_in_a_directory_made_here_are_answered_without_a_probe() -> 
     assert (await ns.lookup(node.inode, "file")).size == 3
     assert lister.call_count == calls
     ns.check_invariants()
+
+
+def test_move_tree_carries_every_entry_under_the_directory() -> None:
+    table = InodeTable()
+    d = table.put("d", True, 0, 0, None)
+    f = table.put("d/sub/f", False, 1, 0, None)
+    other = table.put("dd/f", False, 1, 0, None)  # shares the prefix "d", not the directory
+    table.move_tree(d.inode, "x/e")
+    assert table.get(d.inode).path == "x/e"
+    assert table.get(f.inode).path == "x/e/sub/f"
+    assert table.get(other.inode).path == "dd/f"
+    assert table.find("x/e/sub/f", False) == f.inode
+    table.check_invariants()
