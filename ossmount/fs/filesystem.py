@@ -54,7 +54,7 @@ from ossmount.fs.errors import (
     UnknownHandle,
 )
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
-from ossmount.fs.staging import Staged, Staging
+from ossmount.fs.staging import Staged, Staging, staged_state
 from ossmount.fs.xattrs import xattr_names, xattr_value
 from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher
@@ -533,4 +533,7 @@ class FileSystem:
 
     def _cached_state(self, node: Node) -> tuple[str, int | None]:
         assert node.meta is not None
+        staged = self._staging.by_inode.get(node.inode) if self._staging else None
+        if staged is not None:
+            return staged_state(staged), None
         return self._prefetcher.cached_state(node.meta)

@@ -40,7 +40,7 @@ from ossmount.oss.models import ObjectMeta
 from ossmount.write import StagedFile, Uploader, UploadSession, load_journals, sweep_stale_uploads
 from ossmount.write.journal import JournalRecord, save_atomic
 
-__all__ = ["Staged", "Staging"]
+__all__ = ["Staged", "Staging", "staged_state"]
 
 log = logging.getLogger(__name__)
 
@@ -381,3 +381,14 @@ def _seal(fd: int, journal: Path, record: JournalRecord) -> None:
     """Durable before recorded: the staged bytes, then the record naming their size."""
     os.fsync(fd)
     save_atomic(journal, record)
+
+
+def staged_state(staged: Staged) -> str:
+    """`user.ossmount.state` of a file being written (fs/xattrs.py)."""
+    if staged.broken is not None:
+        return "staging-failed"
+    if staged.failed:
+        return "upload-failed"
+    if staged.pending or staged.lock.locked():
+        return "uploading"
+    return "written" if staged.dirty else "committed"

@@ -297,6 +297,7 @@ def test_writeback_close_returns_before_the_upload_and_a_crash_loses_nothing(
     assert held.seen >= 1, "the uploads started in the background"
     assert not server_keys(emulator) & set(data), "cp returned before any upload finished"
     assert (mount.path / "wb1").read_bytes() == data["wb1"], "read your writes meanwhile"
+    assert os.getxattr(mount.path / "wb1", "user.ossmount.state") == b"uploading"
     mount.kill()  # acknowledged, not uploaded: the staged files and journals are on disk
     subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
     emulator.faults.clear()
