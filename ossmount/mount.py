@@ -263,6 +263,8 @@ async def _serve(
             writable=config.rw,
         )
         staging = await _staging(config, client, nursery, notifier) if config.rw else None
+        if staging is not None:
+            staging.on_outcome = metrics.commit
         fs = FileSystem(
             namespace,
             prefetcher,

@@ -103,6 +103,7 @@ class Staging:
         # Called with every object a commit put on OSS (the FileSystem records it in the
         # namespace); write-back commits finish after their close returned, so they need it.
         self.on_commit: Callable[[Staged, ObjectMeta], None] = lambda staged, meta: None
+        self.on_outcome: Callable[[str], None] = lambda outcome: None  # metrics
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._nursery = nursery
@@ -282,11 +283,14 @@ class Staging:
             size = staged.size
             try:
                 result = await session.finish(size, mtime_ns=staged.mtime_ns)
-            except BaseException:
+            except BaseException as exc:
                 staged.dirty = staged.failed = True
+                if isinstance(exc, Exception):
+                    self.on_outcome("failed")
                 raise
             finally:
                 session.close()
+            self.on_outcome("committed")
             staged.forbid_overwrite = False  # O_EXCL held for the creation only
             staged.base_etag = result.etag
             now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it

@@ -20,6 +20,7 @@ from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import AK, BUCKET, SK
+from tests.mount.test_metrics import metrics_url, scrape
 
 MiB = 1024 * 1024
 RW = ("--rw", "--part-size-mb", "1")
@@ -201,7 +202,7 @@ def test_a_read_only_mount_refuses_every_write_with_erofs(
 def test_a_commit_that_keeps_failing_makes_cp_fail_and_leaves_no_object(
     emulator: Emulator, make_mount: MountFactory, tmp_path: Path
 ) -> None:
-    mount = make_mount(args=(*RW, "--max-attempts", "2")).start()
+    mount = make_mount(args=(*RW, "--max-attempts", "2", "--metrics-addr", "127.0.0.1:0")).start()
     emulator.faults.add(FaultRule("error", op="PutObject", key="fail", times=None, status=503,
                                   code="ServiceUnavailable"))  # fmt: skip
     (tmp_path / "src").write_bytes(b"payload")
@@ -213,6 +214,9 @@ def test_a_commit_that_keeps_failing_makes_cp_fail_and_leaves_no_object(
     emulator.faults.clear()
     subprocess.run(["cp", str(tmp_path / "src"), str(mount.path / "fail")], check=True)
     assert server_bytes(emulator, "fail") == b"payload"
+    _, samples = scrape(metrics_url(mount))
+    assert samples[("ossmount_commits_total", (("outcome", "failed"),))] >= 1
+    assert samples[("ossmount_commits_total", (("outcome", "committed"),))] == 1
 
 
 def test_kill_9_mid_commit_then_remount_completes_the_upload_before_ready(
