@@ -36,6 +36,7 @@ import contextlib
 import logging
 import os
 import posixpath
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -302,7 +303,9 @@ class FileSystem:
         self._last_etag.pop(inode, None)
         return Opened(fh, False)
 
-    async def create(self, parent: int, name: str, flags: int) -> tuple[Opened, Attr]:
+    async def create(
+        self, parent: int, name: str, flags: int, mode: int = 0o644
+    ) -> tuple[Opened, Attr]:
         """A new file (open with O_CREAT of a name that does not exist): staged until close."""
         staging = self._writable(parent)
         pnode = self._ns.get(parent)
@@ -325,6 +328,7 @@ class FileSystem:
         self._ns.remember(node.inode)  # no await since the put: the entry cannot be evicted
         staged = staging.start(node.inode, path, key, forbid=bool(flags & os.O_EXCL))
         staged.dirty = True  # an empty file is committed too
+        staged.mode = stat.S_IFREG | (mode & 0o7777)
         fh = self._new_fh()
         self._files[fh] = _OpenFile(node.inode, None, staged)
         return Opened(fh, False), self.attr(node)
@@ -367,11 +371,18 @@ class FileSystem:
             self._last_etag.pop(staged.inode, None)
 
     async def setattr(
-        self, inode: int, *, size: int | None, mtime_ns: int | None, fh: int | None
+        self,
+        inode: int,
+        *,
+        size: int | None,
+        mtime_ns: int | None,
+        fh: int | None,
+        mode: int | None = None,
     ) -> Attr:
         """truncate (size) works on the staged file (staging the object if no handle is
         open, then committing it at once); mtime goes with the next commit of a file being
-        written (`x-oss-meta-mtime`); mode and owner are accepted and not kept."""
+        written (`x-oss-meta-mtime`), and so does a mode (`x-oss-meta-mode`); on a file nobody
+        has open for writing they, and owners, are accepted and not kept."""
         staging = self._writable(inode)
         staged = staging.by_inode.get(inode)
         if size is not None:
@@ -389,6 +400,8 @@ class FileSystem:
                     await self.release(opened.fh)
         if staged is not None and mtime_ns is not None:
             staged.mtime_ns = mtime_ns
+        if staged is not None and mode is not None:
+            staged.mode = stat.S_IFREG | (mode & 0o7777)
         return await self.getattr(inode)
 
     async def unlink(self, parent: int, name: str) -> None:

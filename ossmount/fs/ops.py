@@ -131,7 +131,7 @@ class Operations(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        opened, attr = await self.fs.create(parent_inode, os.fsdecode(name), flags)
+        opened, attr = await self.fs.create(parent_inode, os.fsdecode(name), flags, mode)
         info = pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(opened.fh), keep_cache=opened.keep_cache)
         return info, entry_attributes(attr)
 
@@ -161,6 +161,7 @@ class Operations(pyfuse3.Operations):
             size=attr.st_size if fields.update_size else None,
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
             fh=fh,
+            mode=attr.st_mode if fields.update_mode else None,
         )
         return entry_attributes(answer)
 

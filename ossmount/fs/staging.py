@@ -72,6 +72,7 @@ class Staged:
     broken: OSError | None = None  # a staging write failed: never committed, every call fails
     pending: int = 0  # write-back commits scheduled and not finished
     mtime_ns: int | None = None
+    mode: int = 0o100644  # st_mode as created or chmod'ed while open: x-oss-meta-mode
     handles: int = 0
     seq_end: int = 0
     next_part: int = 0  # parts [0, next_part) were handed to the session in order
@@ -260,7 +261,10 @@ class Staging:
     def _session(self, staged: Staged) -> UploadSession:
         if staged.session is None:
             record = self.uploader.new_record(
-                staged.key, base_etag=staged.base_etag, forbid_overwrite=staged.forbid_overwrite
+                staged.key,
+                base_etag=staged.base_etag,
+                forbid_overwrite=staged.forbid_overwrite,
+                mode=staged.mode,
             )
             staged.session = self.uploader.session(staged.files, record, self._nursery)
         return staged.session
@@ -316,6 +320,7 @@ class Staging:
                 base_etag=staged.base_etag,
                 forbid_overwrite=staged.forbid_overwrite,
                 mtime_ns=staged.mtime_ns or 0,
+                mode=staged.mode,
             ),
             size=staged.size,
             sealed=True,

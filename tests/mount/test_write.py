@@ -87,12 +87,18 @@ def test_cp_small_and_multipart_files_are_byte_identical_on_the_server(
     subprocess.run(["cp", str(tmp_path / "small"), str(mount.path / "small")], check=True)
     subprocess.run(["cp", str(tmp_path / "big"), str(mount.path / "big")], check=True)
     assert server_bytes(emulator, "small") == small
+    fd = os.open(mount.path / "private", os.O_WRONLY | os.O_CREAT, 0o640)
+    os.write(fd, b"p")
+    os.close(fd)
+    head = sdk(emulator).head_object(oss.HeadObjectRequest(bucket=BUCKET, key="private"))
+    assert head.metadata is not None
+    assert int(head.metadata["mode"]) == 0o100640, "x-oss-meta-mode, as ossfs stores it"
     assert server_bytes(emulator, "big") == big
     uploads = [r.op for r in emulator.requests if r.key == "big"]
     assert "UploadPart" in uploads, "a 5 MiB file with 1 MiB parts goes multipart"
     # the namespace shows what was written at once, size and bytes
     assert (mount.path / "big").stat().st_size == len(big)
-    assert sorted(os.listdir(mount.path)) == ["big", "small"]
+    assert sorted(os.listdir(mount.path)) == ["big", "private", "small"]
     assert (mount.path / "small").read_bytes() == small
 
 
