@@ -280,7 +280,10 @@ class FileSystem:
             node = await self._ns.getattr(inode)
             if node.is_dir or node.meta is None:
                 raise IsADirectory(self._where(node), "open of a directory as a file")
+            staged = staging.by_inode.get(inode)  # another open may have started it meanwhile
+        if staged is None:
             meta = node.meta
+            assert meta is not None
             staged = staging.start(inode, node.path, meta.key, base_etag=meta.etag)
             try:
                 if not flags & os.O_TRUNC and meta.size:

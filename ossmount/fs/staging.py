@@ -169,15 +169,17 @@ class Staging:
         if staged.dirty and not staged.orphan:
             log.warning("%s: dropping staged bytes whose commit failed (the writer got EIO)",
                         self._where(staged.key))  # fmt: skip
-        await self._abort_early_parts(staged)
-        self._drop(staged)
+        session, staged.session = staged.session, None
+        self._drop(staged)  # before any await: a new open now starts afresh
+        if session is not None:
+            try:
+                await self._abort_early_parts(staged, session)
+            finally:
+                session.close()
 
-    async def _abort_early_parts(self, staged: Staged) -> None:
+    async def _abort_early_parts(self, staged: Staged, session: UploadSession) -> None:
         """Parts sent while the file was written, of a file that will never be committed:
         abort their upload now rather than leave it to the next mount's sweeper."""
-        session = staged.session
-        if session is None:
-            return
         await session.drain()
         upload_id = session.record.upload_id
         if not upload_id:
