@@ -265,6 +265,7 @@ async def _serve(
         staging = await _staging(config, client, nursery, notifier) if config.rw else None
         if staging is not None:
             staging.on_outcome = metrics.commit
+            staging.make_room = store.make_room
         fs = FileSystem(
             namespace,
             prefetcher,

@@ -25,6 +25,7 @@ so only the committing session ever writes the file's journal.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -105,6 +106,10 @@ class Staging:
         # namespace); write-back commits finish after their close returned, so they need it.
         self.on_commit: Callable[[Staged, ObjectMeta], None] = lambda staged, meta: None
         self.on_outcome: Callable[[str], None] = lambda outcome: None  # metrics
+        # The read cache shares the disk: when a staging write finds it full, idle cache
+        # entries are evicted for it (CacheStore.make_room) before ENOSPC is the answer.
+        # Staged files are not cache entries, so they are never evicted.
+        self.make_room: Callable[[int], int] = lambda need: 0
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._nursery = nursery
@@ -217,7 +222,7 @@ class Staging:
         if staged.broken is not None:
             raise staged.broken
         try:
-            written = os.pwrite(staged.fd, data, offset)
+            written = self._pwrite(staged, data, offset)
         except OSError as exc:
             # ENOSPC and friends: the writer hears it now, and the file is never committed
             # (its close fails too), so a half-written file never replaces the object.
@@ -231,6 +236,14 @@ class Staging:
         staged.size = max(staged.size, end)
         self._send_early(staged)
         return written
+
+    def _pwrite(self, staged: Staged, data: bytes, offset: int) -> int:
+        try:
+            return os.pwrite(staged.fd, data, offset)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not self.make_room(2 * len(data)):
+                raise
+            return os.pwrite(staged.fd, data, offset)  # evicted some of the read cache
 
     def truncate(self, staged: Staged, size: int) -> None:
         os.ftruncate(staged.fd, size)

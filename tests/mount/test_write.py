@@ -371,3 +371,23 @@ def test_rename_of_a_directory_moves_every_key_under_it(
     assert errno_of(lambda: os.rename(mount.path / "e", mount.path / "full")) == errno.ENOTEMPTY
     subprocess.run(["mv", str(mount.path / "e"), str(mount.path / "f")], check=True)
     assert server_keys(emulator) == {"f/a", "f/sub/b", "f/empty/", "full/x"}
+
+
+def test_a_full_cache_disk_gives_room_to_writes_by_evicting_idle_read_cache_entries(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    emulator.put_object(BUCKET, "read", os.urandom(2 * MiB))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(cache)], check=True)
+    try:
+        mount = make_mount(args=(*RW, "--min-free-mb", "0")).start()
+        assert len((mount.path / "read").read_bytes()) == 2 * MiB  # now a cache entry
+        data = os.urandom(2 * MiB)
+        (tmp_path / "src").write_bytes(data)
+        subprocess.run(["cp", str(tmp_path / "src"), str(mount.path / "w")], check=True)
+        assert server_bytes(emulator, "w") == data
+        assert "evicted" in mount.log()
+        mount.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
