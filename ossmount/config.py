@@ -9,9 +9,10 @@ MB are stored as given; the byte counts the mount needs are properties (`part_si
 An ossfs fstab line keeps working with the type changed to `fuse.ossmount`, so every ossfs
 spelling we support is declared next to our own name (`use_cache` is `--cache-dir`,
 `multipart_size` is in MB as in ossfs). Generic mount options that `mount(8)` and systemd pass
-through (`_netdev`, `nofail`, `x-systemd.*`, `rw`, ...) are accepted and ignored, never rejected:
+through (`_netdev`, `nofail`, `x-systemd.*`, `ro`, ...) are accepted and ignored, never rejected:
 a boot must not fail because fstab carried a flag meant for someone else. The mount is read-only
-whatever `rw` says (the peers' write workloads pass `-o rw` and expect a read-only mount).
+unless `-o rw` / `--rw` asks for writes (issue 15); through mount(8), which passes `rw` on every
+mount (mount.fuse3 then adds dev/suid), only `-o read_write` does.
 
 Parsing is two steps: `parse_o_options` turns `-o a=b,c` into (name, value) pairs resolved
 against the table, then `build_config` converts, validates and derives the defaults that depend
@@ -329,6 +330,27 @@ class MountConfig:
             metavar="HOST:PORT",
         )
     )
+    rw: bool = field(
+        metadata=option(
+            "mount read-write: create, write, truncate, unlink, mkdir, rmdir and rename of "
+            "files, each close and fsync returning once the object is on OSS and its CRC-64 "
+            "verified (see README, Writing); default: read-only. In fstab spell it "
+            "read_write: mount(8) passes rw on every mount, so there rw means nothing",
+            False,
+            switch=True,
+            o_names=("read_write",),
+        )
+    )
+    writeback: bool = field(
+        metadata=option(
+            "with --rw: close returns once the file and its journal are durable on local "
+            "disk, and the upload runs in the background (up to 16 at once; fsync still waits "
+            "for it; after a crash the next mount uploads it before it is ready). Files "
+            "larger than one part are still committed by close",
+            False,
+            switch=True,
+        )
+    )
 
     @property
     def max_cache_bytes(self) -> int | None:
@@ -354,8 +376,8 @@ OPTIONS: tuple[Option, ...] = tuple(
 )
 OPTIONS_BY_O_NAME: dict[str, Option] = {n: o for o in OPTIONS for n in o.all_o_names}
 
-# Passed by mount(8), fstab and systemd; meaningless or already true for a read-only FUSE mount.
-# `rw` too: the mount stays read-only, and the log says once at start that `rw` was ignored.
+# Passed by mount(8), fstab and systemd; meaningless or already true for a FUSE mount. `ro` is
+# the default anyway; `rw` is an option of ours (MountConfig.rw).
 IGNORED_MOUNT_OPTIONS = frozenset(
     {
         "_netdev",
@@ -370,7 +392,6 @@ IGNORED_MOUNT_OPTIONS = frozenset(
         "noexec",
         "exec",
         "ro",
-        "rw",
         "user",
         "users",
         "nouser",
@@ -392,6 +413,7 @@ IGNORED_MOUNT_OPTIONS = frozenset(
         "x-gvfs-show",
     }
 )
+_FROM_MOUNT_FUSE = frozenset({"dev", "suid", "nodev", "nosuid"})
 _IGNORED_PREFIXES = ("x-systemd.", "x-initrd.", "comment=", "x-")
 
 
@@ -415,6 +437,7 @@ def parse_o_options(chunks: Iterable[str]) -> tuple[dict[str, str], list[str]]:
     """
     values: dict[str, str] = {}
     ignored: list[str] = []
+    seen: set[str] = set()
     for chunk in chunks:
         for item in chunk.split(","):
             item = item.strip()
@@ -422,6 +445,7 @@ def parse_o_options(chunks: Iterable[str]) -> tuple[dict[str, str], list[str]]:
                 continue
             name, sep, value = item.partition("=")
             opt = OPTIONS_BY_O_NAME.get(name)
+            seen.add(name)
             if opt is None:
                 if name in IGNORED_MOUNT_OPTIONS or name.startswith(_IGNORED_PREFIXES):
                     ignored.append(name)
@@ -435,6 +459,11 @@ def parse_o_options(chunks: Iterable[str]) -> tuple[dict[str, str], list[str]]:
                 if not sep:
                     raise StartupError(f"-o {name} needs a value: -o {name}=...", ExitCode.USAGE)
                 values[opt.name] = value
+    if "rw" in seen and "read_write" not in seen and seen & _FROM_MOUNT_FUSE:
+        # mount(8) adds `rw` to every mount it does not make `ro`, and mount.fuse3 then adds
+        # its dev/suid flags: that `rw` is a default, not a request to write.
+        del values["rw"]
+        ignored.append("rw")
     return values, ignored
 
 

@@ -42,6 +42,7 @@ from ossmount.daemon import Readiness
 from ossmount.errors import ExitCode, StartupError
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.ops import Operations, Presentation, PyfuseKernel, drop_kernel_caches
+from ossmount.fs.staging import Staging
 from ossmount.oss import (
     AccessDenied,
     BadResponse,
@@ -53,6 +54,7 @@ from ossmount.oss import (
     OssConfig,
     OssError,
     OssTransportError,
+    OssWrites,
     SignatureDoesNotMatch,
     resolve_credentials,
 )
@@ -62,6 +64,7 @@ from ossmount.service.metrics import MountMetrics, install, serve_metrics
 from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount
 from ossmount.tree.listing import Namespace
+from ossmount.write import Uploader, UploadLedger, UploadSettings
 
 __all__ = ["check_mountpoint", "run_mount"]
 
@@ -70,6 +73,7 @@ log = logging.getLogger(__name__)
 # Start-up work that may take long (retried LIST, scanning a large cache) renews systemd's
 # start timeout by this much, every half of it, while it runs.
 _EXTEND_USEC = 30_000_000
+_WRITEBACK_DRAIN_S = 60
 
 
 def check_mountpoint(path: Path) -> None:
@@ -260,7 +264,12 @@ async def _serve(
             gid=config.gid,
             umask=config.umask,
             attr_timeout_s=config.stat_cache_expire,
+            writable=config.rw,
         )
+        staging = await _staging(config, client, nursery, notifier) if config.rw else None
+        if staging is not None:
+            staging.on_outcome = metrics.commit
+            staging.make_room = store.make_room
         fs = FileSystem(
             namespace,
             prefetcher,
@@ -269,6 +278,7 @@ async def _serve(
             kernel=PyfuseKernel(),
             bucket=config.bucket,
             metrics=metrics,
+            staging=staging,
         )
         _fuse_init(config, Operations(fs), source)
 
@@ -290,8 +300,10 @@ async def _serve(
             pyfuse3.close(unmount=True)
             raise
         finally:
-            nursery.cancel_scope.cancel()
             notifier.stopping(f"unmounting {source} from {config.mountpoint}")
+            if staging is not None:
+                await _finish_writeback(staging)
+            nursery.cancel_scope.cancel()
             with trio.CancelScope(shield=True):
                 await prefetcher.aclose()
     pyfuse3.close(unmount=True)
@@ -354,11 +366,52 @@ def _prefetcher(
     )
 
 
+async def _staging(
+    config: MountConfig, client: OssClient, nursery: trio.Nursery, notifier: Notifier
+) -> Staging:
+    """The write side (-o rw). Files a previous process staged and sealed are committed here,
+    before the mount exists, so the mount is never ready with acknowledged bytes missing."""
+    settings = UploadSettings(
+        part_size=max(config.part_size, 1024 * 1024),
+        single_put_max=max(config.part_size, 1024 * 1024),
+        parallel=config.parallel_count,
+        # Without write-back close waits for the commit, so a small file needs no journal;
+        # write-back returns before it, so every file is journaled (fs/staging.py).
+        journal_small_puts=config.writeback,
+    )
+    directory = config.cache_dir / "staging"
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        ledger = UploadLedger(directory / "uploads.ledger")
+    except OSError as exc:
+        raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
+    uploader = Uploader(OssWrites(client), ledger, settings)
+    staging = Staging(
+        uploader, directory, nursery, bucket=config.bucket, writeback=config.writeback
+    )
+    notifier.status(f"committing files staged before the restart in {directory}")
+    with notifier.extending(_EXTEND_USEC):
+        done = await staging.recover(config.prefix)
+    if done:
+        log.info("committed %d file(s) staged before the restart", done)
+    return staging
+
+
+async def _finish_writeback(staging: Staging) -> None:
+    """At unmount, let write-back uploads finish (bounded: what is left is sealed on disk and
+    uploaded by the next mount before it is ready)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(_WRITEBACK_DRAIN_S) as scope:
+        await staging.drain()
+    if scope.cancelled_caught:
+        log.warning("unmounting with write-back uploads unfinished after %d s; the next mount "
+                    "uploads them", _WRITEBACK_DRAIN_S)  # fmt: skip
+
+
 def _fuse_init(config: MountConfig, ops: Operations, source: str) -> None:
     options = {
         f"fsname=ossmount#{source}",
         "subtype=ossmount",
-        "ro",
+        "rw" if config.rw else "ro",
         "default_permissions",
         "noatime",
     }

@@ -31,14 +31,15 @@ class Presentation:
     umask: int
     attr_timeout_s: float
     block_size: int = 1024 * 1024
+    writable: bool = False  # -o rw: write bits in the modes, so permission checks allow writes
 
     @property
     def dir_mode(self) -> int:
-        return stat.S_IFDIR | (0o555 & ~self.umask)
+        return stat.S_IFDIR | ((0o777 if self.writable else 0o555) & ~self.umask)
 
     @property
     def file_mode(self) -> int:
-        return stat.S_IFREG | (0o444 & ~self.umask)
+        return stat.S_IFREG | ((0o666 if self.writable else 0o444) & ~self.umask)
 
 
 class Attr(NamedTuple):

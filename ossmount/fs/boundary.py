@@ -8,7 +8,13 @@ what the kernel (and so `cp`, `ls`) sees and how loudly we log it:
 | tree.NotFound, tree.NameInvalid               | ENOENT       | DEBUG (an expected miss) |
 | tree.NameTooLong                              | ENAMETOOLONG | DEBUG                    |
 | tree.NotADirectory                            | ENOTDIR      | DEBUG                    |
-| fs.ReadOnly (a write open)                    | EROFS        | DEBUG                    |
+| fs.ReadOnly (any write on a read-only mount)  | EROFS        | DEBUG                    |
+| fs.NotEmpty (rmdir)                           | ENOTEMPTY    | DEBUG                    |
+| fs.Exists (mkdir, O_EXCL, RENAME_NOREPLACE)   | EEXIST       | DEBUG                    |
+| oss FileAlreadyExists (x-oss-forbid-overwrite)| EEXIST       | DEBUG                    |
+| fs.NotSupported (dir rename, files in writing)| EXDEV        | DEBUG (`mv` copies then) |
+| fs.Refused (a symlink leaving the mount)      | EPERM        | DEBUG                    |
+| OSError ENOSPC/EDQUOT (staging dir full)      | ENOSPC ...   | WARNING                  |
 | fs.IsADirectory (open of a directory)         | EISDIR       | DEBUG                    |
 | fs.NotASymlink (readlink of another entry)    | EINVAL       | DEBUG                    |
 | fs.NoSuchAttribute                            | ENODATA      | DEBUG                    |
@@ -42,11 +48,15 @@ import pyfuse3
 from ossmount.cache.errors import CacheError
 from ossmount.fs.errors import (
     AttributeNotSupported,
+    Exists,
     IsADirectory,
     LinkOutsideMount,
     NoSuchAttribute,
     NotASymlink,
+    NotEmpty,
+    NotSupported,
     ReadOnly,
+    Refused,
     UnknownHandle,
 )
 from ossmount.oss import (
@@ -56,6 +66,7 @@ from ossmount.oss import (
     OssError,
     SignatureDoesNotMatch,
 )
+from ossmount.oss._write_types import FileAlreadyExists
 from ossmount.prefetch import ObjectArchived, ObjectChanged, ObjectCorrupt, ReadError
 from ossmount.tree.errors import NameInvalid, NameTooLong, NotADirectory, NotFound
 
@@ -79,6 +90,10 @@ _TABLE: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int, int], ..
     (AttributeNotSupported, errno.EOPNOTSUPP, _DEBUG),
     (NoSuchAttribute, errno.ENODATA, _DEBUG),
     (ReadOnly, errno.EROFS, _DEBUG),
+    (NotEmpty, errno.ENOTEMPTY, _DEBUG),
+    ((Exists, FileAlreadyExists), errno.EEXIST, _DEBUG),
+    (NotSupported, errno.EXDEV, _DEBUG),
+    (Refused, errno.EPERM, _DEBUG),
     (IsADirectory, errno.EISDIR, _DEBUG),
     (NotASymlink, errno.EINVAL, _DEBUG),
     (LinkOutsideMount, errno.EIO, _DEBUG),  # the WARNING was written at source
@@ -93,8 +108,13 @@ _TABLE: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int, int], ..
 )
 
 
+_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 def errno_for(exc: BaseException) -> tuple[int, int]:
     """(errno, log level) for an exception raised below the adapter."""
+    if isinstance(exc, OSError) and not isinstance(exc, CacheError) and exc.errno in _SPACE:
+        return exc.errno, _WARNING  # the staging dir is full: say so, never drop silently
     for types, code, level in _TABLE:
         if isinstance(exc, types):
             return code, level

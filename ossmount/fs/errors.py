@@ -10,12 +10,16 @@ from __future__ import annotations
 
 __all__ = [
     "AttributeNotSupported",
+    "Exists",
     "FsError",
     "IsADirectory",
     "LinkOutsideMount",
     "NoSuchAttribute",
     "NotASymlink",
+    "NotEmpty",
+    "NotSupported",
     "ReadOnly",
+    "Refused",
     "UnknownHandle",
 ]
 
@@ -56,3 +60,20 @@ class AttributeNotSupported(FsError):
 
 class UnknownHandle(FsError):
     """A file or directory handle that was never opened here, or was already released."""
+
+
+class NotEmpty(FsError):
+    """rmdir of a directory that still has entries."""
+
+
+class NotSupported(FsError):
+    """A rename this mount does not do (RENAME_EXCHANGE; a directory holding a file being
+    written): EXDEV, so `mv` copies and deletes, as it does across filesystems."""
+
+
+class Exists(FsError):
+    """The name is taken (mkdir, O_EXCL create, RENAME_NOREPLACE)."""
+
+
+class Refused(FsError):
+    """A write this mount cannot represent on OSS (a symlink leaving the mount)."""

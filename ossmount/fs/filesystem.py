@@ -16,6 +16,11 @@ Policy held here
       re-lists and sees the new version.
     * Directory read-ahead (`prefetch.siblings`) is told of every open and close.
     * Symlink targets (`fs/links.py`) and extended attributes (`fs/xattrs.py`).
+    * Writes (`-o rw`, `staging` given): a file open for writing is a `Staged` file
+      (fs/staging.py); while it exists, lookups, getattr and reads of that inode answer from
+      it (the staged size, the staged bytes), not from OSS. Flush (every close) and fsync
+      commit it and record the new object in the namespace (`Namespace.learned`), so no
+      cached name or listing hides it. Without `staging` every write raises ReadOnly.
 
 Concurrency: trio, one thread. The handle tables (`_files`, `_dirs`) and `_last_etag` are
 touched only in synchronous code; a handle is registered in the same step as the object it
@@ -30,18 +35,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import posixpath
+import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, attr_of, is_symlink
-from ossmount.fs.errors import IsADirectory, NotASymlink, ReadOnly, UnknownHandle
+from ossmount.fs.dirrename import rename_tree
+from ossmount.fs.errors import (
+    Exists,
+    IsADirectory,
+    NotASymlink,
+    NotEmpty,
+    NotSupported,
+    ReadOnly,
+    Refused,
+    UnknownHandle,
+)
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
+from ossmount.fs.staging import Staged, Staging, staged_state
 from ossmount.fs.xattrs import xattr_names, xattr_value
+from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher
 from ossmount.prefetch.siblings import DirectoryReadAhead
 from ossmount.service.metrics import MountMetrics
+from ossmount.tree.errors import NotADirectory, NotFound
 from ossmount.tree.listing import DirSnapshot, Namespace
+from ossmount.tree.names import join_path, name_problem
 from ossmount.tree.node import Node
 
 __all__ = ["FileSystem", "KernelCache", "ReplyEntry"]
@@ -51,6 +73,8 @@ log = logging.getLogger(__name__)
 # readdir hands each entry to this: (name, attributes, cookie of the next entry) -> whether
 # the kernel's buffer took it.
 ReplyEntry = Callable[[str, Attr, int], bool]
+
+_NOREPLACE, _RENAME_EXCHANGE = 1, 2  # renameat2 flags, as pyfuse3 passes them
 
 
 class KernelCache(Protocol):
@@ -63,7 +87,8 @@ class KernelCache(Protocol):
 @dataclass(slots=True)
 class _OpenFile:
     inode: int
-    reader: ObjectReader
+    reader: ObjectReader | None  # None: served by `staged`
+    staged: Staged | None = None
 
 
 class FileSystem:
@@ -79,8 +104,12 @@ class FileSystem:
         kernel: KernelCache,
         bucket: str,
         metrics: MountMetrics | None = None,
+        staging: Staging | None = None,
     ) -> None:
         self._ns = namespace
+        self._staging = staging
+        if staging is not None:
+            staging.on_commit = self._committed
         self._prefetcher = prefetcher
         self._look = look
         self._dir_mode = look.dir_mode
@@ -100,6 +129,9 @@ class FileSystem:
         )
 
     def attr(self, node: Node) -> Attr:
+        staged = self._staging.by_inode.get(node.inode) if self._staging else None
+        if staged is not None:
+            node = node._replace(size=staged.size)
         return attr_of(node, self._look, self._dir_mode, self._file_mode)
 
     def _where(self, node: Node) -> str:
@@ -115,6 +147,11 @@ class FileSystem:
 
     async def lookup(self, parent: int, name: str) -> Attr:
         """`name` in directory `parent`; counts one kernel reference to the result."""
+        if self._staging is not None and self._staging.by_path:
+            inode = self._staging.by_path.get(join_path(self._ns.get(parent).path, name))
+            if inode is not None:  # created here, not committed yet: OSS does not know it
+                self._ns.remember(inode)
+                return self.attr(self._ns.get(inode))
         return self.attr(await self._ns.lookup(parent, name))
 
     def forget(self, inode: int, count: int) -> None:
@@ -127,6 +164,8 @@ class FileSystem:
             self._links.forget(inode)
 
     async def getattr(self, inode: int) -> Attr:
+        if self._staging is not None and inode in self._staging.by_inode:
+            return self.attr(self._ns.get(inode))
         return self.attr(await self._ns.getattr(inode))
 
     async def opendir(self, inode: int) -> int:
@@ -165,8 +204,10 @@ class FileSystem:
     # -- bytes -----------------------------------------------------------------------------
 
     async def open(self, inode: int, flags: int) -> Opened:
-        if flags & os.O_ACCMODE != os.O_RDONLY:
-            raise ReadOnly(self._where(self._ns.get(inode)), "the mount is read-only")
+        writing = flags & os.O_ACCMODE != os.O_RDONLY
+        staged = self._staging.by_inode.get(inode) if self._staging else None
+        if writing or staged is not None:
+            return await self._open_staged(inode, flags, staged)
         node = await self._ns.getattr(inode)  # the freshness check (cached within the TTL)
         if node.is_dir or node.meta is None:
             raise IsADirectory(self._where(node), "open of a directory as a file")
@@ -188,6 +229,10 @@ class FileSystem:
         handle = self._files.get(fh)
         if handle is None:
             raise UnknownHandle(f"<file handle {fh}>", "not open")
+        if handle.reader is None:
+            assert handle.staged is not None
+            assert self._staging is not None
+            return self._staging.read(handle.staged, offset, size)
         try:
             return await handle.reader.read(offset, size)
         except (ObjectCorrupt, ObjectChanged) as exc:
@@ -201,10 +246,294 @@ class FileSystem:
 
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
-        if handle is not None:
+        if handle is None:
+            return
+        if handle.staged is not None:
+            assert self._staging is not None
+            staged = handle.staged
+            await self._staging.release(staged)
+            if staged.committed is not None and not staged.orphan:
+                self._ns.learned(staged.path, staged.committed)
+        if handle.reader is not None:
             reader = handle.reader
             self._dir_ahead.closed(reader.meta.key, reader.read_to_end)
             await reader.aclose()
+
+    # -- writes (-o rw) ----------------------------------------------------------------------
+
+    def _writable(self, inode: int) -> Staging:
+        if self._staging is None:
+            raise ReadOnly(self._where(self._ns.get(inode)), "the mount is read-only")
+        return self._staging
+
+    def _key(self, path: str) -> str:
+        return self._ns.root_prefix + path
+
+    async def _open_staged(self, inode: int, flags: int, staged: Staged | None) -> Opened:
+        """An open that writes, or any open of a file being written (it reads the staged
+        bytes). Writing into an existing object stages all of it first (through the verified
+        read path); O_TRUNC starts empty."""
+        writing = flags & os.O_ACCMODE != os.O_RDONLY
+        staging = self._writable(inode) if writing else self._staging
+        assert staging is not None
+        if staged is None:
+            node = await self._ns.getattr(inode)
+            if node.is_dir or node.meta is None:
+                raise IsADirectory(self._where(node), "open of a directory as a file")
+            staged = staging.by_inode.get(inode)  # another open may have started it meanwhile
+        if staged is None:
+            meta = node.meta
+            assert meta is not None
+            staged = staging.start(inode, node.path, meta.key, base_etag=meta.etag)
+            try:
+                if not flags & os.O_TRUNC and meta.size:
+                    reader = self._prefetcher.open(meta)
+                    try:
+                        await staging.fill(staged, reader, meta.size)
+                    finally:
+                        await reader.aclose()
+            except BaseException:
+                await staging.release(staged)
+                raise
+        else:
+            staged.handles += 1
+        if writing and flags & os.O_TRUNC and staged.size:
+            staging.truncate(staged, 0)
+        elif writing and flags & os.O_TRUNC:
+            staged.dirty = True  # an empty object replaces the old one at close
+        fh = self._new_fh()
+        self._files[fh] = _OpenFile(inode, None, staged)
+        self._last_etag.pop(inode, None)
+        return Opened(fh, False)
+
+    async def create(
+        self, parent: int, name: str, flags: int, mode: int = 0o644
+    ) -> tuple[Opened, Attr]:
+        """A new file (open with O_CREAT of a name that does not exist): staged until close."""
+        staging = self._writable(parent)
+        pnode = self._ns.get(parent)
+        if not pnode.is_dir:
+            raise NotADirectory(pnode.path)
+        path = join_path(pnode.path, name)
+        problem = name_problem(name)
+        if problem is not None:
+            raise NotFound(path, problem)
+        if path in staging.by_path:
+            if flags & os.O_EXCL:
+                raise Exists(path, "is being created")
+            inode = staging.by_path[path]
+            opened = await self._open_staged(inode, flags, staging.by_inode[inode])
+            self._ns.remember(inode)
+            return opened, self.attr(self._ns.get(inode))
+        key = self._key(path)
+        now = time.time_ns()
+        node = self._ns.table.put(path, False, 0, now, ObjectMeta(key, 0, "", now))
+        self._ns.remember(node.inode)  # no await since the put: the entry cannot be evicted
+        staged = staging.start(node.inode, path, key, forbid=bool(flags & os.O_EXCL))
+        staged.dirty = True  # an empty file is committed too
+        staged.mode = stat.S_IFREG | (mode & 0o7777)
+        fh = self._new_fh()
+        self._files[fh] = _OpenFile(node.inode, None, staged)
+        return Opened(fh, False), self.attr(node)
+
+    def _staged_handle(self, fh: int) -> Staged:
+        handle = self._files.get(fh)
+        if handle is None or handle.staged is None:
+            raise UnknownHandle(f"<file handle {fh}>", "not open for writing")
+        return handle.staged
+
+    def write(self, fh: int, offset: int, data: bytes) -> int:
+        assert self._staging is not None
+        return self._staging.write(self._staged_handle(fh), offset, data)
+
+    async def flush(self, fh: int) -> None:
+        """Every close: commit what the file's handles wrote, verified, or raise (EIO)."""
+        handle = self._files.get(fh)
+        if handle is None or handle.staged is None or not handle.staged.dirty:
+            return
+        staging = self._staging
+        assert staging is not None
+        if staging.writeback and await staging.seal_and_schedule(handle.staged):
+            return  # durable on local disk; the upload runs in the background
+        await self._commit(handle.staged)
+
+    async def fsync(self, fh: int) -> None:
+        handle = self._files.get(fh)
+        if handle is not None and handle.staged is not None and handle.staged.dirty:
+            await self._commit(handle.staged)
+
+    async def _commit(self, staged: Staged) -> None:
+        assert self._staging is not None
+        meta = await self._staging.commit(staged)
+        if meta is not None:
+            self._committed(staged, meta)
+
+    def _committed(self, staged: Staged, meta: ObjectMeta) -> None:
+        if not staged.orphan:
+            self._ns.learned(staged.path, meta)
+            self._last_etag.pop(staged.inode, None)
+
+    async def setattr(
+        self,
+        inode: int,
+        *,
+        size: int | None,
+        mtime_ns: int | None,
+        fh: int | None,
+        mode: int | None = None,
+    ) -> Attr:
+        """truncate (size) works on the staged file (staging the object if no handle is
+        open, then committing it at once); mtime goes with the next commit of a file being
+        written (`x-oss-meta-mtime`), and so does a mode (`x-oss-meta-mode`); on a file nobody
+        has open for writing they, and owners, are accepted and not kept."""
+        staging = self._writable(inode)
+        staged = staging.by_inode.get(inode)
+        if size is not None:
+            if staged is not None:
+                staging.truncate(staged, size)
+            else:
+                opened = await self._open_staged(
+                    inode, os.O_WRONLY | (os.O_TRUNC if size == 0 else 0), None
+                )
+                try:
+                    handle = self._staged_handle(opened.fh)
+                    staging.truncate(handle, size)
+                    await self._commit(handle)
+                finally:
+                    await self.release(opened.fh)
+        if staged is not None and mtime_ns is not None:
+            staged.mtime_ns = mtime_ns
+        if staged is not None and mode is not None:
+            staged.mode = stat.S_IFREG | (mode & 0o7777)
+        return await self.getattr(inode)
+
+    async def unlink(self, parent: int, name: str) -> None:
+        staging = self._writable(parent)
+        path = join_path(self._ns.get(parent).path, name)
+        inode = staging.by_path.get(path)
+        if inode is not None:
+            staged = staging.by_inode[inode]
+            staging.unlinked(staged)
+            if staged.committed is None and not staged.base_etag:
+                return  # never reached OSS
+        node = await self._ns.entry(parent, name)
+        if node.is_dir or node.meta is None:
+            raise IsADirectory(self._where(node), "unlink of a directory")
+        await staging.uploader.writes.delete_object(node.meta.key)
+        self._ns.learned(node.path, None)
+
+    async def mkdir(self, parent: int, name: str) -> Attr:
+        """A `dir/` marker object, as ossfs makes them."""
+        staging = self._writable(parent)
+        path = join_path(self._ns.get(parent).path, name)
+        problem = name_problem(name)
+        if problem is not None:
+            raise NotFound(path, problem)
+        if path in staging.by_path:
+            raise Exists(path, "a file is being created under that name")
+        await staging.uploader.writes.put_object(self._key(path) + "/", b"")
+        node = self._ns.learned(path, None, is_dir=True)
+        assert node is not None
+        self._ns.remember(node.inode)
+        return self.attr(node)
+
+    async def rmdir(self, parent: int, name: str) -> None:
+        """Empty directories only; deleting the `dir/` marker (an implicit directory has
+        none, and is never empty)."""
+        staging = self._writable(parent)
+        node = await self._ns.entry(parent, name)
+        if not node.is_dir:
+            raise NotADirectory(node.path)
+        snapshot = await self._ns.opendir(node.inode)
+        try:
+            if snapshot.entries:
+                raise NotEmpty(self._where(node), "directory not empty")
+        finally:
+            self._ns.releasedir(snapshot)
+        if any(p.startswith(node.path + "/") for p in staging.by_path):
+            raise NotEmpty(self._where(node), "a file is being created in it")
+        await staging.uploader.writes.delete_object(self._key(node.path) + "/")
+        self._ns.learned(node.path, None)
+
+    async def rename(
+        self, parent_old: int, name_old: str, parent_new: int, name_new: str, flags: int
+    ) -> None:
+        """A file: CopyObject fenced on the source's ETag, then DeleteObject of the source
+        (not atomic: a crash in between leaves both). The inode keeps its number under the
+        new name. A directory: key by key (fs/dirrename.py)."""
+        staging = self._writable(parent_old)
+        if flags & _RENAME_EXCHANGE:
+            raise NotSupported(name_old, "RENAME_EXCHANGE")
+        new_path = join_path(self._ns.get(parent_new).path, name_new)
+        problem = name_problem(name_new)
+        if problem is not None:
+            raise NotFound(new_path, problem)
+        old_path = join_path(self._ns.get(parent_old).path, name_old)
+        inode = staging.by_path.get(old_path)
+        staged = staging.by_inode.get(inode) if inode is not None else None
+        if staged is not None and staged.dirty:
+            await self._commit(staged)  # the copy must carry what was written
+        node = await self._ns.entry(parent_old, name_old)
+        if node.is_dir or node.meta is None:
+            await self._rename_dir(staging, node, new_path)
+            return
+        meta = node.meta
+        new_key = self._key(new_path)
+        if new_key == meta.key:
+            return
+        writes = staging.uploader.writes
+        copied = await writes.copy_object(
+            meta.key, new_key, if_match=meta.etag, forbid_overwrite=bool(flags & _NOREPLACE)
+        )
+        await writes.delete_object(meta.key)
+        self._ns.learned(node.path, None)
+        self._ns.moved(node.inode, new_path)
+        now = time.time_ns() // 1_000_000_000 * 1_000_000_000
+        moved = ObjectMeta(new_key, meta.size, copied.etag, now, copied.crc64 or meta.crc64)
+        self._ns.learned(new_path, moved)
+        self._last_etag.pop(node.inode, None)
+        if staged is not None:
+            staging.moved(staged, new_path, new_key, copied.etag)
+
+    async def _rename_dir(self, staging: Staging, node: Node, new_path: str) -> None:
+        """Every key under the directory moves; the inodes under it keep their numbers under
+        the new path, and the metadata cache starts over (names under both paths changed).
+        A directory holding a file being written answers EXDEV, so `mv` copies instead."""
+        inside = node.path + "/"
+        if any(p.startswith(inside) for p in staging.by_path):
+            raise NotSupported(self._where(node), "rename of a directory with files being written")
+        moved = await rename_tree(
+            staging.uploader.writes, self._key(node.path) + "/", self._key(new_path) + "/"
+        )
+        self._ns.moved_tree(node.inode, new_path)
+        log.info("renamed %s to %s/: %d keys copied then deleted", self._where(node),
+                 self._key(new_path), moved)  # fmt: skip
+
+    async def symlink(self, parent: int, name: str, target: str) -> Attr:
+        """A PutSymlink object whose target is the key the POSIX target names (relative to the
+        link's directory); a target leaving the mount, or absolute, cannot be an OSS symlink
+        that this mount shows the same way: refused (EPERM)."""
+        staging = self._writable(parent)
+        path = join_path(self._ns.get(parent).path, name)
+        problem = name_problem(name)
+        if problem is not None:
+            raise NotFound(path, problem)
+        dir_path = path.rpartition("/")[0]
+        resolved = posixpath.normpath(posixpath.join(dir_path, target)) if target else ""
+        outside = resolved in ("", ".", "..") or resolved.startswith("../")
+        if target.startswith("/") or outside:
+            raise Refused(self._where_path(path), f"symlink target {target!r} is outside the mount")
+        key = self._key(path)
+        etag = await staging.uploader.writes.put_symlink(key, self._key(resolved))
+        now = time.time_ns() // 1_000_000_000 * 1_000_000_000
+        meta = ObjectMeta(key, 0, etag, now, None, object_type="Symlink")
+        node = self._ns.learned(path, meta)
+        assert node is not None
+        self._ns.remember(node.inode)
+        return self.attr(node)
+
+    def _where_path(self, path: str) -> str:
+        return f"oss://{self._bucket}/{self._key(path)}"
 
     # -- misc ------------------------------------------------------------------------------
 
@@ -220,4 +549,7 @@ class FileSystem:
 
     def _cached_state(self, node: Node) -> tuple[str, int | None]:
         assert node.meta is not None
+        staged = self._staging.by_inode.get(node.inode) if self._staging else None
+        if staged is not None:
+            return staged_state(staged), None
         return self._prefetcher.cached_state(node.meta)

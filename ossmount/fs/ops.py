@@ -120,6 +120,102 @@ class Operations(pyfuse3.Operations):
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         await self.fs.release(fh)
 
+    # -- writes (-o rw; on a read-only mount the kernel refuses them before they get here) --
+
+    @fuse_boundary
+    async def create(
+        self,
+        parent_inode: pyfuse3.InodeT,
+        name: pyfuse3.FileNameT,
+        mode: int,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        opened, attr = await self.fs.create(parent_inode, os.fsdecode(name), flags, mode)
+        info = pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(opened.fh), keep_cache=opened.keep_cache)
+        return info, entry_attributes(attr)
+
+    @fuse_boundary
+    async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
+        return self.fs.write(fh, off, buf)
+
+    @fuse_boundary
+    async def flush(self, fh: pyfuse3.FileHandleT) -> None:
+        await self.fs.flush(fh)
+
+    @fuse_boundary
+    async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        await self.fs.fsync(fh)
+
+    @fuse_boundary
+    async def setattr(
+        self,
+        inode: pyfuse3.InodeT,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: pyfuse3.FileHandleT | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        answer = await self.fs.setattr(
+            inode,
+            size=attr.st_size if fields.update_size else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            fh=fh,
+            mode=attr.st_mode if fields.update_mode else None,
+        )
+        return entry_attributes(answer)
+
+    @fuse_boundary
+    async def unlink(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> None:
+        await self.fs.unlink(parent_inode, os.fsdecode(name))
+
+    @fuse_boundary
+    async def mkdir(
+        self,
+        parent_inode: pyfuse3.InodeT,
+        name: pyfuse3.FileNameT,
+        mode: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        return entry_attributes(await self.fs.mkdir(parent_inode, os.fsdecode(name)))
+
+    @fuse_boundary
+    async def rmdir(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> None:
+        await self.fs.rmdir(parent_inode, os.fsdecode(name))
+
+    @fuse_boundary
+    async def rename(
+        self,
+        parent_inode_old: pyfuse3.InodeT,
+        name_old: pyfuse3.FileNameT,
+        parent_inode_new: pyfuse3.InodeT,
+        name_new: pyfuse3.FileNameT,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        await self.fs.rename(
+            parent_inode_old,
+            os.fsdecode(name_old),
+            parent_inode_new,
+            os.fsdecode(name_new),
+            flags,
+        )
+
+    @fuse_boundary
+    async def symlink(
+        self,
+        parent_inode: pyfuse3.InodeT,
+        name: pyfuse3.FileNameT,
+        target: pyfuse3.FileNameT,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        attr = await self.fs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target))
+        return entry_attributes(attr)
+
     # -- misc ------------------------------------------------------------------------------
 
     @fuse_boundary

@@ -5,7 +5,9 @@ file; every other namespace does not exist here.
 |-----------------------|-----------------------------------------------------------------|
 | user.ossmount.key     | the object's key (a shadowed `a.ossfile` shows `a`)             |
 | user.ossmount.etag    | its ETag, quotes included, as OSS sent it                       |
-| user.ossmount.state   | verified, unverifiable, partial, corrupt or uncached            |
+| user.ossmount.state   | verified, unverifiable, partial, corrupt or uncached; a file    |
+|                       | being written (-o rw): written (not committed), uploading,      |
+|                       | committed, upload-failed or staging-failed                      |
 | user.ossmount.crc64   | the server's CRC-64 of the cached version, when known           |
 
 Directories have none; other `user.*` names are absent (ENODATA).

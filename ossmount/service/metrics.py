@@ -195,6 +195,13 @@ class MountMetrics:
             "was fetched for nothing (a walk that stopped)",
             registry=r,
         )
+        self.commits = Counter(
+            "ossmount_commits",
+            "Files a -o rw mount uploaded on close, fsync or in the background (write-back), "
+            "by outcome: committed (on OSS, CRC-64 verified) or failed",
+            ["outcome"],
+            registry=r,
+        )
         self.read_seconds = Histogram(
             "ossmount_read_duration_seconds",
             "Time to answer one FUSE read request",
@@ -235,6 +242,9 @@ class MountMetrics:
 
     def verdict(self, state: str) -> None:
         self.verdicts.labels(state).inc()
+
+    def commit(self, outcome: str) -> None:
+        self.commits.labels(outcome).inc()
 
     def shed(self, nbytes: int) -> None:
         self.shed_bytes.inc(nbytes)

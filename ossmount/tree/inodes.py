@@ -94,6 +94,7 @@ class InodeTable:
         self._by_ino: dict[int, _Entry] = {ROOT_INODE: _Entry(root, 0, 1)}
         self._by_key: dict[tuple[bool, str], int] = {(True, ""): ROOT_INODE}
         self._idle: OrderedDict[int, None] = OrderedDict()
+        self._moved: set[int] = set()  # renamed by `move`: numbers not derived from the path
 
     # -- numbering ---------------------------------------------------------------------------
 
@@ -146,6 +147,37 @@ class InodeTable:
             return node  # a directory's node never changes (size 0, the fixed mtime)
         node = entry.node = Node(ino, path, False, size, mtime_ns, meta)
         return node
+
+    def move(self, ino: int, path: str) -> None:
+        """Re-key entry `ino` to `path` (a rename done by this mount), keeping its number: the
+        kernel keeps the renamed inode under its new name, so the number must stay valid. An
+        entry that held `path` before (the rename's victim) is re-keyed to a path no name can
+        have, so its number stays valid too and later answers NotFound."""
+        entry = self._by_ino.get(ino)
+        if entry is None or ino == ROOT_INODE:
+            raise NotFound(path, f"inode {ino} is not in the table")
+        node = entry.node
+        if node.path == path:
+            return
+        victim = self._by_key.pop((node.is_dir, path), None)
+        if victim is not None:
+            gone = self._by_ino[victim]
+            dead = f"\0gone/{victim}"
+            gone.node = gone.node._replace(path=dead)
+            self._by_key[(gone.node.is_dir, dead)] = victim
+            self._moved.add(victim)
+        del self._by_key[(node.is_dir, node.path)]
+        entry.node = node._replace(path=path)
+        self._by_key[(node.is_dir, path)] = ino
+        self._moved.add(ino)
+
+    def move_tree(self, ino: int, path: str) -> None:
+        """`move` directory `ino` to `path`, and every entry under it along with it."""
+        old = self.get(ino).path + "/"
+        self.move(ino, path)
+        for child, entry in list(self._by_ino.items()):
+            if entry.node.path.startswith(old):
+                self.move(child, path + "/" + entry.node.path[len(old) :])
 
     def _add(
         self, path: str, is_dir: bool, size: int, mtime_ns: int, meta: ObjectMeta | None
@@ -268,7 +300,7 @@ class InodeTable:
             check(entry.lookups >= 0 and entry.pins >= 0, f"{ino} has negative counts")
             idle = ino != ROOT_INODE and entry.lookups == 0 and entry.pins == 0
             check(idle == (ino in self._idle), f"{ino} idle={idle} but idle set disagrees")
-            if ino != ROOT_INODE:
+            if ino != ROOT_INODE and ino not in self._moved:
                 # The number is the first candidate not held by an entry that is still here,
                 # except where the holder arrived later than an evicted one (see module doc):
                 # so only check that it *is* a candidate, within a bounded search.
@@ -298,4 +330,5 @@ class InodeTable:
         while self._idle and len(self._idle) + room_for > self._max_idle:
             ino, _ = self._idle.popitem(last=False)
             entry = self._by_ino.pop(ino)
+            self._moved.discard(ino)
             del self._by_key[(entry.node.is_dir, entry.node.path)]

@@ -193,6 +193,12 @@ class Namespace:
             NotADirectory: `parent` is a file.
             NameInvalid / NameTooLong: `name` can never exist here.
         """
+        node = await self.entry(parent, name)
+        self.table.remember(node.inode, 1)  # no await since `entry` put it: nothing evicted it
+        return node
+
+    async def entry(self, parent: int, name: str) -> Node:
+        """`lookup` without counting a kernel reference (for unlink, rmdir, rename)."""
         pnode = self._dir_node(parent)
         path = join_path(pnode.path, name)
         problem = name_problem(name)
@@ -203,10 +209,7 @@ class Namespace:
         info = await self._resolve(pnode.path, name)
         if info is None:
             raise NotFound(path)
-        # no await below: the new entry must be counted before anything can evict it
-        node = self._put(path, info)
-        self.table.remember(node.inode, 1)
-        return node
+        return self._put(path, info)
 
     def remember(self, inode: int, n: int = 1) -> None:
         """Count `n` kernel references to `inode` (each readdir entry that was accepted)."""
@@ -241,6 +244,8 @@ class Namespace:
         node = self.table.get(inode)
         if inode == ROOT_INODE:
             return node
+        if node.path.startswith("\0"):
+            raise NotFound(node.path[1:], "replaced by a rename")
         dir_path, name = split_path(node.path)
         info = await self._resolve(dir_path, name)
         if info is None or info.is_dir != node.is_dir:
@@ -315,6 +320,57 @@ class Namespace:
                 walk.append((_walk_key(order, name, ino), ino, info.meta))
         walk.sort(key=itemgetter(0))
         return walk
+
+    def learned(self, path: str, meta: ObjectMeta | None, *, is_dir: bool = False) -> Node | None:
+        """Record what this mount itself just did at `path` (wrote `meta`, made a directory,
+        deleted: `meta` None), so no cached name or listing hides it until its TTL. A cached
+        listing of the parent is patched in place (a walker writing many files keeps it); when
+        the change touches a name shadowed by a directory (names.py) it is dropped instead.
+        A directory made here (`is_dir`) starts with an empty cached listing.
+        Returns the entry's current `Node`, None for a deletion. Synchronous: no await."""
+        dir_path, name = split_path(path)
+        info = _DIR_INFO if is_dir else (None if meta is None else _Info(False, meta))
+        now = self._clock()
+        listing = self._listings.get(dir_path)
+        if listing is not None:
+            old = listing.entries.get(name)
+            simple = not name.endswith(SHADOW_SUFFIX) and (name + SHADOW_SUFFIX) not in (
+                listing.entries
+            )
+            if simple and (old is None or info is None or old.is_dir == info.is_dir):
+                entries = dict(listing.entries)
+                if info is None:
+                    entries.pop(name, None)
+                else:
+                    entries[name] = info
+                self._store_listing(dir_path, entries, listing.fetched_at)
+            if self._listings.get(dir_path) is listing:  # not replaced (too big, or shadowing)
+                self._weight -= self._lru.pop(("l", dir_path, ""), 0)
+                del self._listings[dir_path]
+        for alias in (name, name + SHADOW_SUFFIX):
+            if (dir_path, alias) in self._names:
+                del self._names[(dir_path, alias)]
+                self._weight -= self._lru.pop(("n", dir_path, alias), 0)
+        self._store_name(dir_path, name, info, now)
+        if info is None:
+            return None
+        if is_dir and path not in self._listings:
+            # A directory this mount just made has nothing in it: lookups of the names a
+            # `cp -r` or `tar x` is about to create are answered without a probe each.
+            self._store_listing(path, {}, now)
+        return self._put(path, info)
+
+    def moved_tree(self, inode: int, path: str) -> None:
+        """Directory `inode` and everything under it were renamed to `path` by this mount:
+        numbers stay (see `InodeTable.move_tree`); every cached name and listing is dropped,
+        since names under both the old and the new path changed."""
+        self.table.move_tree(inode, path)
+        self.invalidate()
+
+    def moved(self, inode: int, path: str) -> None:
+        """Entry `inode` was renamed to `path` by this mount; its number stays (see
+        `InodeTable.move`)."""
+        self.table.move(inode, path)
 
     def invalidate(self) -> None:
         """Drop all cached metadata (names, listings). Inode numbers and counts stay."""

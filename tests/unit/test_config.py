@@ -143,11 +143,14 @@ def test_the_client_config_takes_the_mount_config_as_is() -> None:
     assert anonymous.signature_version == "anonymous"
 
 
-def test_rw_is_accepted_and_ignored_the_mount_stays_read_only() -> None:
-    """The peers' write workloads pass `-o rw` (shared/peers/peers.sh) and expect a mount."""
-    raw, ignored = parse_o_options(["rw,allow_other"])
-    assert ignored == ["rw"]
-    assert raw == {"allow_other": "1"}
+def test_rw_makes_a_read_write_mount_ro_and_the_default_stay_read_only() -> None:
+    """Issue 15: `-o rw` (the peers' write workloads pass it) is now an option of ours; `ro`
+    is accepted and ignored, and without `rw` the mount is read-only."""
+    raw, ignored = parse_o_options(["rw,allow_other,ro"])
+    assert ignored == ["ro"]
+    assert raw == {"allow_other": "1", "rw": "1"}
+    assert _config("b12", "rw").rw is True
+    assert _config("b12").rw is False
 
 
 @pytest.mark.parametrize(
@@ -216,3 +219,13 @@ def test_a_long_flag_and_an_o_option_reach_the_same_field_and_the_flag_wins() ->
     assert (config.dir_prefetch, config.part_size) == (2, 4 * MiB)
     config = _parse_mount_args(parser, ["b12", "/m", "-o", "dir_prefetch=2", "--dir-prefetch=3"])
     assert config.dir_prefetch == 3
+
+
+def test_rw_from_mount_8_is_its_default_and_read_write_asks_for_writes() -> None:
+    """mount(8) passes `rw` on every mount and mount.fuse3 adds dev/suid: an fstab line
+    without `read_write` must stay read-only."""
+    raw, ignored = parse_o_options(["rw,dev,suid,allow_other"])
+    assert "rw" not in raw
+    assert "rw" in ignored
+    raw, _ = parse_o_options(["rw,dev,suid,read_write"])
+    assert raw["rw"] == "1"

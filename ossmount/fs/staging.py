@@ -1,0 +1,418 @@
+"""Files open for writing (`-o rw`): the staging file, its upload session, and the commit.
+
+One `Staged` per inode being written, shared by every handle open on it. Its bytes live in a
+staging file under `<cache dir>/staging/` (a sibling of the read cache's bucket directory, so
+the read cache's scan never sees it), and the write engine (`ossmount.write`) commits them:
+one PutObject when small, else a multipart upload whose full parts a sequential writer has
+already sent while it kept writing (`UploadSession.part_ready`), so closing a big file does
+not start a big upload. `commit` (FUSE flush on close, and fsync) returns only once the
+object is on OSS with its CRC-64 verified, or raises: `cp` then exits non-zero.
+
+Durability: the engine fsyncs the staging file and journals the upload beside it (the
+journal is only written once a multipart upload starts or a commit seals the file, see
+`UploadSettings.journal_small_puts`: a small file whose close waits for its PutObject needs
+no journal, because nobody was told it was stored until it was). `recover` runs at mount
+start, before the mount is ready: sealed files are uploaded again (a multipart upload resumes
+where it stopped), files never sealed are dropped with a WARNING (their writer was never told
+they were stored), and our stale multipart uploads are aborted.
+
+Concurrency: trio, one thread. `by_inode` / `by_path` and every `Staged` field change only in
+synchronous code. `Staged.lock` serializes commits of one file; writes during a commit go on
+(the file is then dirty again and the next flush sends it again), but start no early part,
+so only the committing session ever writes the file's journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from ossmount.oss.models import ObjectMeta
+from ossmount.write import StagedFile, Uploader, UploadSession, load_journals, sweep_stale_uploads
+from ossmount.write.journal import JournalRecord, save_atomic
+
+__all__ = ["Staged", "Staging", "staged_state"]
+
+log = logging.getLogger(__name__)
+
+_FILL_CHUNK = 4 * 1024 * 1024
+
+
+class ObjectReaderLike(Protocol):
+    """What `fill` reads from (a prefetch `ObjectReader`)."""
+
+    async def read(self, offset: int, size: int) -> bytes: ...
+
+
+@dataclass(eq=False)
+class Staged:
+    """One file being written. `path` is the displayed path, `key` the object's key; both
+    follow a rename. `seq_end`: bytes [0, seq_end) have been written with no gap."""
+
+    inode: int
+    path: str
+    key: str
+    files: StagedFile
+    fd: int
+    base_etag: str = ""
+    forbid_overwrite: bool = False
+    size: int = 0
+    dirty: bool = False
+    orphan: bool = False  # unlinked while open: nothing more is uploaded
+    failed: bool = False  # the last commit failed (its writer got EIO); a write clears it
+    broken: OSError | None = None  # a staging write failed: never committed, every call fails
+    pending: int = 0  # write-back commits scheduled and not finished
+    mtime_ns: int | None = None
+    mode: int = 0o100644  # st_mode as created or chmod'ed while open: x-oss-meta-mode
+    handles: int = 0
+    seq_end: int = 0
+    next_part: int = 0  # parts [0, next_part) were handed to the session in order
+    ready: set[int] = field(default_factory=set)
+    session: UploadSession | None = None
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    committed: ObjectMeta | None = None
+
+
+class Staging:
+    """The staged files of one mount (see the module docstring)."""
+
+    def __init__(
+        self,
+        uploader: Uploader,
+        directory: Path,
+        nursery: trio.Nursery,
+        *,
+        bucket: str,
+        writeback: bool = False,
+        writeback_parallel: int = 16,
+    ) -> None:
+        self.uploader = uploader
+        self.writeback = writeback
+        self._background = trio.CapacityLimiter(writeback_parallel)
+        self._pending_total = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        # Called with every object a commit put on OSS (the FileSystem records it in the
+        # namespace); write-back commits finish after their close returned, so they need it.
+        self.on_commit: Callable[[Staged, ObjectMeta], None] = lambda staged, meta: None
+        self.on_outcome: Callable[[str], None] = lambda outcome: None  # metrics
+        # The read cache shares the disk: when a staging write finds it full, idle cache
+        # entries are evicted for it (CacheStore.make_room) before ENOSPC is the answer.
+        # Staged files are not cache entries, so they are never evicted.
+        self.make_room: Callable[[int], int] = lambda need: 0
+        self.directory = Path(directory)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._nursery = nursery
+        self._bucket = bucket
+        self.by_inode: dict[int, Staged] = {}
+        self.by_path: dict[str, int] = {}
+
+    def _where(self, key: str) -> str:
+        return f"oss://{self._bucket}/{key}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(
+        self, inode: int, path: str, key: str, *, base_etag: str = "", forbid: bool = False
+    ) -> Staged:
+        """A new, empty staging file for `key` (its first handle counted)."""
+        data = self.directory / f"{uuid.uuid4().hex}.data"
+        fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        staged = Staged(inode, path, key, StagedFile.beside(data), fd, base_etag, forbid, handles=1)
+        self.by_inode[inode] = staged
+        self.by_path[path] = inode
+        return staged
+
+    async def fill(self, staged: Staged, source: ObjectReaderLike, size: int) -> None:
+        """Copy the current object (read through the verified read path) into the staging
+        file: writing into an existing file works on the whole object."""
+        offset = 0
+        while offset < size:
+            data = await source.read(offset, min(_FILL_CHUNK, size - offset))
+            if not data:
+                raise EOFError(f"{self._where(staged.key)}: object ended at {offset} of {size}")
+            os.pwrite(staged.fd, data, offset)
+            offset += len(data)
+        staged.size = staged.seq_end = size
+
+    def moved(self, staged: Staged, path: str, key: str, etag: str) -> None:
+        """The file was renamed (after a commit): later commits go to the new key."""
+        self.by_path.pop(staged.path, None)
+        staged.path, staged.key, staged.base_etag = path, key, etag
+        self.by_path[path] = staged.inode
+
+    def unlinked(self, staged: Staged) -> None:
+        staged.orphan = True
+        if self.by_path.get(staged.path) == staged.inode:
+            del self.by_path[staged.path]
+
+    async def release(self, staged: Staged) -> None:
+        """One handle closed; the last one commits what is still dirty and removes the file."""
+        staged.handles -= 1
+        if staged.handles > 0 or staged.pending:
+            return  # a write-back commit still running drops it when done
+        if staged.dirty and not (staged.orphan or staged.failed or staged.broken):
+            try:  # written but never flushed (no close reached us): commit now
+                await self.commit(staged)
+            except Exception as exc:
+                log.error(
+                    "%s: the last close could not commit the file (%s); its staged bytes are "
+                    "dropped, the object is as it was", self._where(staged.key), exc,
+                )  # fmt: skip
+        if staged.handles > 0:
+            return  # opened again while the commit ran
+        if staged.dirty and not staged.orphan:
+            log.warning("%s: dropping staged bytes whose commit failed (the writer got EIO)",
+                        self._where(staged.key))  # fmt: skip
+        session, staged.session = staged.session, None
+        self._drop(staged)  # before any await: a new open now starts afresh
+        if session is not None:
+            try:
+                await self._abort_early_parts(staged, session)
+            finally:
+                session.close()
+
+    async def _abort_early_parts(self, staged: Staged, session: UploadSession) -> None:
+        """Parts sent while the file was written, of a file that will never be committed:
+        abort their upload now rather than leave it to the next mount's sweeper."""
+        await session.drain()
+        upload_id = session.record.upload_id
+        if not upload_id:
+            return
+        try:
+            await self.uploader.writes.abort_multipart(staged.key, upload_id)
+        except Exception as exc:
+            log.warning("%s: aborting upload %s failed (%s); the next mount's sweeper will",
+                        self._where(staged.key), upload_id, exc)  # fmt: skip
+        else:
+            self.uploader.ledger.active.discard(upload_id)
+
+    def _drop(self, staged: Staged, *, keep_files: bool = False) -> None:
+        if self.by_inode.get(staged.inode) is staged:
+            del self.by_inode[staged.inode]
+        if self.by_path.get(staged.path) == staged.inode:
+            del self.by_path[staged.path]
+        if staged.session is not None:
+            staged.session.close()
+            staged.session = None
+        with contextlib.suppress(OSError):
+            os.close(staged.fd)
+        if keep_files:
+            return
+        for path in (staged.files.data, staged.files.journal):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+
+    # -- bytes -------------------------------------------------------------------------------
+
+    def read(self, staged: Staged, offset: int, size: int) -> bytes:
+        return os.pread(staged.fd, max(0, min(size, staged.size - offset)), offset)
+
+    def write(self, staged: Staged, offset: int, data: bytes) -> int:
+        if staged.broken is not None:
+            raise staged.broken
+        try:
+            written = self._pwrite(staged, data, offset)
+        except OSError as exc:
+            # ENOSPC and friends: the writer hears it now, and the file is never committed
+            # (its close fails too), so a half-written file never replaces the object.
+            staged.broken = OSError(exc.errno, f"{self._where(staged.key)}: staging: {exc}")
+            raise staged.broken from exc
+        end = offset + written
+        staged.dirty, staged.failed = True, False
+        self._touched(staged, offset, end)
+        if offset <= staged.seq_end < end:
+            staged.seq_end = end
+        staged.size = max(staged.size, end)
+        self._send_early(staged)
+        return written
+
+    def _pwrite(self, staged: Staged, data: bytes, offset: int) -> int:
+        try:
+            return os.pwrite(staged.fd, data, offset)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not self.make_room(2 * len(data)):
+                raise
+            return os.pwrite(staged.fd, data, offset)  # evicted some of the read cache
+
+    def truncate(self, staged: Staged, size: int) -> None:
+        os.ftruncate(staged.fd, size)
+        staged.dirty, staged.failed = True, False
+        if size < staged.size:
+            self._touched(staged, size, staged.size)
+            staged.seq_end = min(staged.seq_end, size)
+        staged.size = size
+
+    def _touched(self, staged: Staged, start: int, end: int) -> None:
+        """Parts already handed over that [start, end) changes must be sent again."""
+        if not staged.ready or staged.session is None:
+            return
+        ps = staged.session.record.part_size
+        for index in [i for i in staged.ready if i * ps < end and (i + 1) * ps > start]:
+            staged.session.invalidate(index)
+            staged.ready.discard(index)
+
+    def _send_early(self, staged: Staged) -> None:
+        settings = self.uploader.settings
+        if staged.seq_end <= settings.single_put_max or staged.lock.locked() or staged.orphan:
+            return  # one PutObject at close, or a commit is running (see module docstring)
+        ps = settings.part_size
+        while (staged.next_part + 1) * ps <= staged.seq_end:
+            session = self._session(staged)
+            session.part_ready(staged.next_part)
+            staged.ready.add(staged.next_part)
+            staged.next_part += 1
+
+    def _session(self, staged: Staged) -> UploadSession:
+        if staged.session is None:
+            record = self.uploader.new_record(
+                staged.key,
+                base_etag=staged.base_etag,
+                forbid_overwrite=staged.forbid_overwrite,
+                mode=staged.mode,
+            )
+            staged.session = self.uploader.session(staged.files, record, self._nursery)
+        return staged.session
+
+    # -- commit ------------------------------------------------------------------------------
+
+    async def commit(self, staged: Staged) -> ObjectMeta | None:
+        """Upload the staged bytes if they changed since the last commit; the object's
+        metadata once it is on OSS and verified (None for an unlinked file)."""
+        async with staged.lock:
+            if staged.orphan:
+                return None
+            if staged.broken is not None:
+                raise staged.broken
+            if not staged.dirty:
+                return staged.committed
+            session = self._session(staged)
+            staged.session, staged.ready, staged.next_part = None, set(), 0
+            staged.dirty = False  # a write from here on makes it dirty again
+            size = staged.size
+            try:
+                result = await session.finish(size, mtime_ns=staged.mtime_ns)
+            except BaseException as exc:
+                staged.dirty = staged.failed = True
+                if isinstance(exc, Exception):
+                    self.on_outcome("failed")
+                raise
+            finally:
+                session.close()
+            self.on_outcome("committed")
+            staged.forbid_overwrite = False  # O_EXCL held for the creation only
+            staged.base_etag = result.etag
+            now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
+            staged.committed = ObjectMeta(staged.key, size, result.etag, now, result.crc64)
+            log.debug("%s committed: %d bytes, %d parts, CRC-64 %016x",
+                      self._where(staged.key), size, result.parts, result.crc64)  # fmt: skip
+            return staged.committed
+
+    # -- write-back (-o writeback) -----------------------------------------------------------
+
+    async def seal_and_schedule(self, staged: Staged) -> bool:
+        """Write-back close: make the staged bytes and a sealed journal durable, schedule the
+        upload, return. False when the file must be committed now instead: a multipart upload
+        is already under way (its journal belongs to that session; such a file is committed
+        by close as without write-back)."""
+        if staged.broken is not None:
+            raise staged.broken
+        if staged.session is not None or staged.lock.locked():
+            return False
+        record = replace(
+            self.uploader.new_record(
+                staged.key,
+                base_etag=staged.base_etag,
+                forbid_overwrite=staged.forbid_overwrite,
+                mtime_ns=staged.mtime_ns or 0,
+                mode=staged.mode,
+            ),
+            size=staged.size,
+            sealed=True,
+        )
+        await trio.to_thread.run_sync(_seal, staged.fd, staged.files.journal, record)
+        staged.pending += 1
+        self._pending_total += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._nursery.start_soon(self._commit_later, staged)
+        return True
+
+    async def _commit_later(self, staged: Staged) -> None:
+        kept = False
+        try:
+            async with self._background:
+                meta = await self.commit(staged)
+            if meta is not None:
+                self.on_commit(staged, meta)
+        except Exception as exc:
+            kept = True  # sealed and durable: the next mount uploads it
+            log.error("%s: write-back upload failed (%s); the file stays staged in %s and is "
+                      "uploaded at the next mount", self._where(staged.key), exc,
+                      staged.files.data)  # fmt: skip
+        finally:
+            staged.pending -= 1
+            self._pending_total -= 1
+            if self._pending_total == 0:
+                self._idle.set()
+            if staged.pending == 0 and staged.handles == 0:
+                self._drop(staged, keep_files=kept)
+
+    async def drain(self) -> None:
+        """Wait until every write-back upload scheduled so far has finished (unmount)."""
+        await self._idle.wait()
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    async def recover(self, prefix: str) -> int:
+        """Finish what a previous process left (see the module docstring); the number of
+        objects committed. Runs before the mount is ready, so nothing else uses the files."""
+        journals = await trio.to_thread.run_sync(load_journals, self.directory)
+        done = 0
+        for journal, record in journals.items():
+            staged = StagedFile(journal.with_name(journal.name[: -len(".journal")]), journal)
+            try:
+                result = await self.uploader.resume(staged)
+            except Exception as exc:
+                log.error("%s: uploading the file staged before the restart failed (%s); kept "
+                          "in %s for the next mount", self._where(record.key), exc,
+                          staged.data)  # fmt: skip
+                continue
+            if result is not None:
+                log.info("%s: committed after the restart (%d bytes, CRC-64 %016x)",
+                         self._where(result.key), result.size, result.crc64)  # fmt: skip
+                done += 1
+            for path in (staged.data, staged.journal):
+                path.unlink(missing_ok=True)
+        for data in self.directory.glob("*.data"):
+            if not data.with_name(data.name + ".journal").exists():
+                data.unlink(missing_ok=True)  # never sealed nor journaled: never acknowledged
+        left = list(load_journals(self.directory).values())
+        await sweep_stale_uploads(self.uploader.writes, self.uploader.ledger, left, prefix)
+        return done
+
+
+def _seal(fd: int, journal: Path, record: JournalRecord) -> None:
+    """Durable before recorded: the staged bytes, then the record naming their size."""
+    os.fsync(fd)
+    save_atomic(journal, record)
+
+
+def staged_state(staged: Staged) -> str:
+    """`user.ossmount.state` of a file being written (fs/xattrs.py)."""
+    if staged.broken is not None:
+        return "staging-failed"
+    if staged.failed:
+        return "upload-failed"
+    if staged.pending or staged.lock.locked():
+        return "uploading"
+    return "written" if staged.dirty else "committed"

@@ -1,0 +1,154 @@
+"""`FileSystem`'s write operations in-process, over a real client against the emulator (in a
+thread): what lookups, getattr and the namespace answer around a commit, and that a mount
+without staging refuses every write itself (ReadOnly, EROFS), not only through the kernel."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from ossmount.cache.store import CacheStore
+from ossmount.emulator import Emulator
+from ossmount.fs.errors import ReadOnly
+from ossmount.fs.filesystem import FileSystem
+from ossmount.fs.staging import Staging
+from ossmount.oss import OssClient, OssWrites
+from ossmount.prefetch import PrefetchConfig, Prefetcher
+from ossmount.tree.errors import NotFound
+from ossmount.tree.inodes import ROOT_INODE
+from ossmount.tree.listing import Namespace
+from ossmount.write import Uploader, UploadLedger, UploadSettings
+from tests.fs.conftest import LOOK, RecordingKernel
+from tests.unit.test_write_uploader import make_client
+
+BUCKET = "bkt"
+
+
+@dataclass
+class WriteRig:
+    fs: FileSystem
+    emu: Emulator
+    staging: Staging | None
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    with Emulator(buckets=[BUCKET], access_key_id="ak", access_key_secret="sk") as e:
+        yield e
+
+
+async def _rig(emu: Emulator, tmp_path: Path, *, rw: bool) -> AsyncIterator[WriteRig]:
+    store = CacheStore(tmp_path / "cache", bucket=BUCKET)
+    store.lock()
+    try:
+        client: OssClient
+        async with make_client(emu.endpoint) as client, trio.open_nursery() as nursery:
+            prefetcher = Prefetcher(
+                client,
+                store,
+                nursery,
+                PrefetchConfig(BUCKET, 1 << 20, parallel_count=2, max_gets=4,
+                               readahead_bytes=2 << 20),
+            )  # fmt: skip
+            staging = None
+            if rw:
+                uploader = Uploader(
+                    OssWrites(client),
+                    UploadLedger(tmp_path / "uploads.ledger"),
+                    UploadSettings(part_size=1 << 20, single_put_max=1 << 20),
+                )
+                staging = Staging(uploader, tmp_path / "staging", nursery, bucket=BUCKET)
+            fs = FileSystem(
+                Namespace(client, ttl_s=60),
+                prefetcher,
+                LOOK,
+                symlinks=client,
+                kernel=RecordingKernel(),
+                bucket=BUCKET,
+                staging=staging,
+            )
+            try:
+                yield WriteRig(fs, emu, staging)
+            finally:
+                nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await prefetcher.aclose()
+    finally:
+        store.close()
+
+
+@pytest.fixture
+async def rw(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
+    async for rig in _rig(emu, tmp_path, rw=True):
+        yield rig
+
+
+@pytest.fixture
+async def ro(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
+    async for rig in _rig(emu, tmp_path, rw=False):
+        yield rig
+
+
+def _lists(emu: Emulator) -> int:
+    return sum(1 for r in emu.requests if r.op == "ListObjectsV2")
+
+
+async def test_a_new_file_is_found_by_lookup_and_stat_before_and_after_its_commit(
+    rw: WriteRig,
+) -> None:
+    fs = rw.fs
+    opened, attr = await fs.create(ROOT_INODE, "new", os.O_WRONLY | os.O_CREAT, 0o644)
+    assert fs.write(opened.fh, 0, b"hello") == 5
+    assert (await fs.getattr(attr.inode)).size == 5
+    assert (await fs.lookup(ROOT_INODE, "new")).inode == attr.inode
+    assert rw.emu.head(BUCKET, "new") is None, "nothing on OSS before close"
+    assert await fs.read(opened.fh, 1, 3) == b"ell"
+    await fs.flush(opened.fh)
+    await fs.release(opened.fh)
+    assert rw.emu.get_bytes(BUCKET, "new") == b"hello"
+    lists = _lists(rw.emu)
+    found = await fs.lookup(ROOT_INODE, "new")
+    assert found.inode == attr.inode
+    assert found.size == 5
+    assert _lists(rw.emu) == lists, "the namespace learned the commit: no LIST to find it"
+
+
+async def test_a_renamed_file_keeps_its_inode_and_the_old_name_is_gone(rw: WriteRig) -> None:
+    rw.emu.put_object(BUCKET, "a", b"A")
+    fs = rw.fs
+    attr = await fs.lookup(ROOT_INODE, "a")
+    await fs.rename(ROOT_INODE, "a", ROOT_INODE, "b", 0)
+    assert (await fs.getattr(attr.inode)).size == 1
+    assert (await fs.lookup(ROOT_INODE, "b")).inode == attr.inode
+    with pytest.raises(NotFound):
+        await fs.lookup(ROOT_INODE, "a")
+    assert rw.emu.get_bytes(BUCKET, "b") == b"A"
+    assert rw.emu.head(BUCKET, "a") is None
+
+
+async def test_without_staging_every_write_is_refused_read_only(ro: WriteRig) -> None:
+    ro.emu.put_object(BUCKET, "f", b"x")
+    fs = ro.fs
+    inode = (await fs.lookup(ROOT_INODE, "f")).inode
+    with pytest.raises(ReadOnly):
+        await fs.open(inode, os.O_RDWR)
+    with pytest.raises(ReadOnly):
+        await fs.create(ROOT_INODE, "n", os.O_WRONLY | os.O_CREAT)
+    with pytest.raises(ReadOnly):
+        await fs.setattr(inode, size=0, mtime_ns=None, fh=None)
+    with pytest.raises(ReadOnly):
+        await fs.unlink(ROOT_INODE, "f")
+    with pytest.raises(ReadOnly):
+        await fs.mkdir(ROOT_INODE, "d")
+    with pytest.raises(ReadOnly):
+        await fs.rmdir(ROOT_INODE, "d")
+    with pytest.raises(ReadOnly):
+        await fs.rename(ROOT_INODE, "f", ROOT_INODE, "g", 0)
+    with pytest.raises(ReadOnly):
+        await fs.symlink(ROOT_INODE, "l", "f")
+    assert ro.emu.get_bytes(BUCKET, "f") == b"x"
