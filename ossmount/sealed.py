@@ -31,10 +31,12 @@ import contextlib
 import hashlib
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "Cursor",
+    "Format",
     "create_durably",
     "fsync_dir",
     "pack_str",
@@ -82,6 +84,32 @@ def unseal(
     if hashlib.sha256(data[:end]).digest() != data[end:]:
         raise corrupt(f"{what} checksum mismatch")
     return data[_HEADER.size : end]
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    """One record kind: its magic, version, size bound, error type and name in messages."""
+
+    magic: bytes
+    version: int
+    max_payload: int
+    corrupt: type[Exception]
+    what: str
+
+    def seal(self, payload: bytes) -> bytes:
+        return seal(self.magic, self.version, payload)
+
+    def open(self, data: bytes) -> Cursor:
+        """A cursor over the payload of a sealed `data`; `corrupt` on any damage."""
+        payload = unseal(
+            data,
+            magic=self.magic,
+            version=self.version,
+            max_payload=self.max_payload,
+            corrupt=self.corrupt,
+            what=self.what,
+        )
+        return Cursor(payload, self.corrupt, self.what)
 
 
 def pack_str(text: str) -> bytes:

@@ -51,13 +51,11 @@ from ossmount.cache.errors import CorruptCheckpoint, io_error
 from ossmount.cache.ranges import PartLayout
 from ossmount.oss.models import ObjectVersion
 from ossmount.sealed import (
-    Cursor,
+    Format,
     create_durably,
     fsync_dir,
     pack_str,
     replace_durably,
-    seal,
-    unseal,
 )
 
 __all__ = [
@@ -82,6 +80,7 @@ _PART = struct.Struct(">QQ")
 _U64 = 1 << 64
 # A checkpoint for a 48 TB object in 1 MiB parts is ~800 MB; anything bigger is damage.
 _MAX_PAYLOAD = 1 << 30
+_FORMAT = Format(MAGIC, FORMAT_VERSION, _MAX_PAYLOAD, CorruptCheckpoint, "checkpoint")
 
 
 class EntryState(enum.Enum):
@@ -175,20 +174,12 @@ def encode(cp: Checkpoint) -> bytes:
             b"".join(_PART.pack(index, crc) for index, crc in parts),
         ]
     )
-    return seal(MAGIC, FORMAT_VERSION, payload)
+    return _FORMAT.seal(payload)
 
 
 def decode(data: bytes) -> Checkpoint:
     """Parse and validate a checkpoint; raises CorruptCheckpoint on any damage at all."""
-    payload = unseal(
-        data,
-        magic=MAGIC,
-        version=FORMAT_VERSION,
-        max_payload=_MAX_PAYLOAD,
-        corrupt=CorruptCheckpoint,
-        what="checkpoint",
-    )
-    reader = Cursor(payload, CorruptCheckpoint, "checkpoint")
+    reader = _FORMAT.open(data)
     bucket = reader.string()
     key = reader.string()
     etag = reader.string()

@@ -49,11 +49,8 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Final, Generic, Literal, NamedTuple, TypeVar
-
-import trio
+from typing import Final, TypeVar
 
 from ossmount.oss.models import ObjectMeta
 from ossmount.tree.errors import NameInvalid, NameTooLong, NotADirectory, NotFound
@@ -71,9 +68,18 @@ from ossmount.tree.names import (
     valid_name,
 )
 from ossmount.tree.node import Node
+from ossmount.tree.records import DIR_INFO as _DIR_INFO
+from ossmount.tree.records import MISS as _MISS
+from ossmount.tree.records import CachedListing as _CachedListing
+from ossmount.tree.records import CachedName as _CachedName
+from ossmount.tree.records import Flight as _Flight
+from ossmount.tree.records import Info as _Info
+from ossmount.tree.records import Miss as _Miss
+from ossmount.tree.records import WalkOrder
+from ossmount.tree.records import walk_key as _walk_key
 from ossmount.tree.snapshot import DirSnapshot
 
-__all__ = ["DirSnapshot", "Namespace", "Node"]
+__all__ = ["DirSnapshot", "Namespace", "Node", "WalkOrder"]
 
 log = logging.getLogger(__name__)
 
@@ -82,57 +88,8 @@ LOOKUP_MAX_KEYS: Final = 1000
 
 T = TypeVar("T")
 
-WalkOrder = Literal["name", "inode"]
 WALK_LISTING_MAX_AGE_TTLS: Final = 10  # files_after trusts a listing this many TTLs old
-
-
-def _walk_key(order: WalkOrder, name: str, inode: int) -> str:
-    """Where a file sorts in `order`; one type for both, so both walks bisect alike."""
-    return f"{inode:020d}" if order == "inode" else name
-
-
-class _Info(NamedTuple):
-    """One displayed entry as learned from OSS; `meta` is the real object for files.
-
-    A NamedTuple: one is built per listed file, and a tuple is several times cheaper to build
-    than a frozen dataclass."""
-
-    is_dir: bool
-    meta: ObjectMeta | None
-
-
-_DIR_INFO: Final = _Info(True, None)
-
-
-@dataclass(slots=True)
-class _CachedName:
-    info: _Info | None  # None: known absent
-    fetched_at: float
-
-
-@dataclass(slots=True)
-class _CachedListing:
-    entries: dict[str, _Info]
-    fetched_at: float
-    walks: dict[WalkOrder, list[tuple[str, int, ObjectMeta]]] = field(default_factory=dict)
-
-
-class _Miss:
-    pass
-
-
-_MISS: Final = _Miss()
 _DOTS: Final = ("", ".", "..")
-
-
-class _Flight(Generic[T]):
-    __slots__ = ("done", "error", "ok", "result")
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.ok = False
-        self.result: T | None = None
-        self.error: Exception | None = None
 
 
 class Namespace:

@@ -36,7 +36,7 @@ import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ossmount.sealed import Cursor, fsync_dir, pack_str, replace_durably, seal, unseal
+from ossmount.sealed import Format, fsync_dir, pack_str, replace_durably
 
 __all__ = [
     "MAGIC",
@@ -65,6 +65,9 @@ _FORBID, _HAS_CRC, _SEALED = 1, 2, 4
 
 class CorruptJournal(ValueError):
     """The bytes are not a whole, valid journal record."""
+
+
+_FORMAT = Format(MAGIC, FORMAT_VERSION, _MAX_PAYLOAD, CorruptJournal, "write journal")
 
 
 class JournalIOError(OSError):
@@ -162,20 +165,12 @@ def encode(rec: JournalRecord) -> bytes:
     for part in rec.parts:
         chunks.append(_PART.pack(part.number, part.size, part.crc64) + pack_str(part.etag))
     payload = b"".join(chunks)
-    return seal(MAGIC, FORMAT_VERSION, payload)
+    return _FORMAT.seal(payload)
 
 
 def decode(data: bytes) -> JournalRecord:
     """Parse and validate a record; CorruptJournal on any damage at all."""
-    payload = unseal(
-        data,
-        magic=MAGIC,
-        version=FORMAT_VERSION,
-        max_payload=_MAX_PAYLOAD,
-        corrupt=CorruptJournal,
-        what="write journal",
-    )
-    r = Cursor(payload, CorruptJournal, "write journal")
+    r = _FORMAT.open(data)
     bucket, key, base_etag, upload_id, result_etag = (r.string() for _ in range(5))
     size, mtime_ns, mode, part_size, state_value, flags, crc, count = r.unpack(_FIXED)
     if flags & ~(_FORBID | _HAS_CRC | _SEALED) or (not flags & _HAS_CRC and crc):
