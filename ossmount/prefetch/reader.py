@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ossmount.cache.checkpoint import EntryState
 from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch.config import PrefetchConfig
 from ossmount.prefetch.download import Download
@@ -62,6 +63,10 @@ class ObjectReader:
             if end == download.meta.size:
                 self.read_to_end = True
             return download.entry.read(offset, end - offset) if offset < end else b""
+        if download.failure is None and download.entry.state is EntryState.VERIFIED:
+            data = self._read_rechecked(offset, size)
+            if data is not None:
+                return data
         self.reading[offset, size] += 1
         try:
             data = await self._read(offset, size)
@@ -73,6 +78,33 @@ class ObjectReader:
         if self._read_until >= download.meta.size:
             self.read_to_end = True
         return data
+
+    def _read_rechecked(self, offset: int, size: int) -> bytes | None:
+        """The read of a file judged whole in an earlier life (after a remount) whose parts
+        under this read are all re-checked (cache.entry, "Re-checking"); None otherwise.
+
+        Skips the part bookkeeping the slow path pays per read while the rest of the file is
+        still being re-checked, but keeps the window, coverage and `consumed` current, so the
+        next read past the checked parts asks for the next re-checks with the full window.
+        Safe without waiting for a verdict: every byte served passed its re-hash, and the entry
+        is still VERIFIED, so no part was fetched again in this process (a failed re-check
+        makes it PARTIAL and every read takes the slow path). No await between the check and
+        the pread.
+        """
+        download = self._download
+        total = download.meta.size
+        end = min(offset + size, total)
+        if offset >= end:
+            return None
+        parts = download.layout.parts_for(offset, end - offset)
+        if download.entry.missing_parts(parts):
+            return None
+        self._window.observe(offset, end)
+        self._coverage.add(offset, end)
+        self._read_until = max(self._read_until, end)
+        if end == total:
+            self.read_to_end = True
+        return download.entry.read(offset, end - offset)
 
     async def _read(self, offset: int, size: int) -> bytes:
         download = self._download
