@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 
 from ossmount.crc64 import crc64
 
@@ -17,9 +18,12 @@ __all__ = ["CHUNK", "hash_span"]
 CHUNK = 1024 * 1024  # one reused buffer of this size per call: no 8 MiB allocation per part
 
 
-def hash_span(fd: int, start: int, length: int) -> int:
+def hash_span(
+    fd: int, start: int, length: int, progress: Callable[[int], None] | None = None
+) -> int:
     """CRC-64 of bytes [start, start + length) of `fd`. OSError as raised; a file shorter
-    than the span hashes what is there (the caller's CRC then cannot match)."""
+    than the span hashes what is there (the caller's CRC then cannot match). `progress` is
+    told each chunk's size (`ossmount cache verify`'s bar)."""
     if length > CHUNK:
         # One request for the whole part up front (the kernel reads it in large I/Os while we
         # hash the first chunk), not a readahead window growing chunk by chunk: after a
@@ -37,4 +41,6 @@ def hash_span(fd: int, start: int, length: int) -> int:
             break
         crc = crc64(view[:got], crc)
         pos += got
+        if progress is not None:
+            progress(got)
     return crc

@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 from ossmount.cache.checkpoint import Checkpoint, EntryState, save_atomic
+from ossmount.cache.recheck import hash_span
 from ossmount.cachecmd.codes import Exit
 from ossmount.cachecmd.layout import (
     Entry,
@@ -33,31 +34,13 @@ from ossmount.cachecmd.layout import (
     remove_entry,
 )
 from ossmount.cachecmd.progress import Progress, human
-from ossmount.crc64 import crc64, format_crc
+from ossmount.crc64 import format_crc
 
 __all__ = ["run_verify"]
-
-_CHUNK = 4 << 20
 
 
 class _Unreadable(Exception):
     pass
-
-
-def _hash(fd: int, start: int, length: int, progress: Progress) -> int:
-    crc = 0
-    offset, end = start, start + length
-    while offset < end:
-        try:
-            chunk = os.pread(fd, min(_CHUNK, end - offset), offset)
-        except OSError as exc:
-            raise _Unreadable(f"cannot read its data file: {exc.strerror}") from exc
-        if not chunk:
-            raise _Unreadable(f"its data file ends at byte {offset}")
-        crc = crc64(chunk, crc)
-        offset += len(chunk)
-        progress.update(len(chunk))
-    return crc
 
 
 def _bad_parts(entry: Entry, cp: Checkpoint, progress: Progress) -> dict[int, str]:
@@ -66,9 +49,15 @@ def _bad_parts(entry: Entry, cp: Checkpoint, progress: Progress) -> dict[int, st
     bad: dict[int, str] = {}
     fd = os.open(entry.files.data, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        size = os.fstat(fd).st_size
+        if size < layout.size:
+            raise _Unreadable(f"its data file ends at byte {size}")
         for index, recorded in sorted(cp.part_crcs.items()):
             start, length = layout.span(index)
-            actual = _hash(fd, start, length, progress)
+            try:
+                actual = hash_span(fd, start, length, progress.update)
+            except OSError as exc:
+                raise _Unreadable(f"cannot read its data file: {exc.strerror}") from exc
             if actual != recorded:
                 bad[index] = (
                     f"part {index} (bytes {start}..{start + length - 1}) has CRC-64 "
