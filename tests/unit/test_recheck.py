@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from ossmount.cache.checkpoint import EntryState, load
+from ossmount.cache.checks import PartChecks
 from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import EntryStateError
 from ossmount.cache.opening import open_entry as open_cache_entry
-from ossmount.cache.checks import PartChecks
 from ossmount.cache.recheck import CHUNK, hash_span
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
