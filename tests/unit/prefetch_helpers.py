@@ -1,4 +1,4 @@
-"""What the read-path scheduler's unit tests share (test_scheduler.py, test_recheck_download.py,
+"""What the read-path scheduler's unit tests share (test_prefetch_*.py, test_recheck_download.py,
 test_warm.py, test_spot.py, test_space_bounds.py): one object's geometry, a prefetcher running
 over a fresh store, and the ways the tests read and inspect it."""
 

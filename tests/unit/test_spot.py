@@ -1,6 +1,6 @@
 """Random reads (prefetch.spot): small ranged GETs into memory instead of whole parts.
 
-The prefetcher runs over a FakeSource and a real CacheStore (see test_scheduler.py); the parts
+The prefetcher runs over a FakeSource and a real CacheStore (see test_prefetch_*.py); the parts
 are large (64 KiB) and the spot blocks small (1 KiB), so the GETs say which path a read took.
 """
 

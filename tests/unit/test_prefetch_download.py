@@ -1,0 +1,109 @@
+"""A download's life cycle (prefetch.download): cancelled reads, late handles, `wait_idle`.
+
+Each test runs a `Prefetcher` in a nursery over a `FakeSource` (tests/unit/fake_source.py) and
+a real, locked `CacheStore` under tmp_path (tests/unit/prefetch_helpers.py). Synchronisation is
+by gates, events, `wait_all_tasks_blocked` and trio's MockClock, never by wall-clock sleeps.
+
+Reads that must not trigger read-ahead start at a non-zero offset on a fresh handle: a
+handle's first read is "sequential" only at offset 0 (pattern.ReadaheadWindow).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import trio
+import trio.testing
+from trio.testing import MockClock, wait_all_tasks_blocked
+
+from tests.unit.fake_source import FakeSource
+from tests.unit.prefetch_helpers import (
+    KEY,
+    PART,
+    blob,
+    put_blob,
+    running,
+    settle,
+)
+
+
+async def test_cancelled_read_leaves_the_download_going_for_other_readers(
+    source: FakeSource, cache_dir: Path, autojump_clock: MockClock
+) -> None:
+    data, meta = put_blob(source)
+    gate = source.gate(KEY, 4)
+    want = data[4 * PART + 1 : 4 * PART + 101]
+    async with running(source, cache_dir) as p:
+        a, b = p.open(meta), p.open(meta)
+        with trio.move_on_after(1) as scope:
+            await a.read(4 * PART + 1, 100)
+        assert scope.cancelled_caught
+        assert gate.arrived.is_set()
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+
+            async def read() -> None:
+                got.append(await b.read(4 * PART + 1, 100))
+
+            nursery.start_soon(read)
+            await wait_all_tasks_blocked()
+            gate.release.set()
+        assert got == [want]
+        assert await a.read(4 * PART + 1, 100) == want
+        assert source.part_calls(KEY) == Counter({4: 1})
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_handle_opened_after_the_cancelled_one_closed_joins_the_running_get(
+    source: FakeSource, cache_dir: Path, autojump_clock: MockClock
+) -> None:
+    data, meta = put_blob(source)
+    gate = source.gate(KEY, 4)
+    async with running(source, cache_dir) as p:
+        a = p.open(meta)
+        with trio.move_on_after(1):
+            await a.read(4 * PART + 1, 100)
+        await a.aclose()  # the last handle is gone, the GET is still in flight
+        b = p.open(meta)
+        assert p.statistics()["downloads"] == 1
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+
+            async def read() -> None:
+                got.append(await b.read(4 * PART + 1, 100))
+
+            nursery.start_soon(read)
+            await wait_all_tasks_blocked()
+            gate.release.set()
+        assert got == [data[4 * PART + 1 : 4 * PART + 101]]
+        assert source.part_calls(KEY) == Counter({4: 1})
+        await b.aclose()
+        await settle(p)
+        assert p.statistics()["downloads"] == 0
+        assert p.store.statistics().in_use == 0
+
+
+async def test_wait_idle_returns_only_once_the_gets_and_their_work_are_done(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    gate = source.gate(KEY, 1)
+    async with running(source, cache_dir) as p:
+        reader = p.open(source.put(KEY, blob()))
+        idle = trio.Event()
+
+        async def wait_idle() -> None:
+            await p.wait_idle()
+            idle.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.read, PART, 10)
+            await gate.arrived.wait()
+            nursery.start_soon(wait_idle)
+            await wait_all_tasks_blocked()
+            assert not idle.is_set()  # every task waits, but a GET is under way
+            gate.release.set()
+        assert idle.is_set()
+        assert p.statistics()["gets_in_flight"] == 0
+        await reader.aclose()
