@@ -1,6 +1,14 @@
 """What the read-path scheduler's unit tests share (test_prefetch_*.py, test_recheck_download.py,
 test_warm.py, test_spot.py, test_space_bounds.py): one object's geometry, a prefetcher running
-over a fresh store, and the ways the tests read and inspect it."""
+over a fresh store, and the ways the tests read and inspect it.
+
+Each test runs a `Prefetcher` in a nursery over a `FakeSource` (tests/unit/fake_source.py) and
+a real, locked `CacheStore` under tmp_path. Synchronisation is by gates, events,
+`wait_all_tasks_blocked` and trio's MockClock, never by wall-clock sleeps.
+
+Reads that must not trigger read-ahead start at a non-zero offset on a fresh handle: a
+handle's first read is "sequential" only at offset 0 (pattern.ReadaheadWindow).
+"""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
 """Part fetches (prefetch.fetch): one download shared by its readers, the GET limits, a failed part.
 
-Each test runs a `Prefetcher` in a nursery over a `FakeSource` (tests/unit/fake_source.py) and
-a real, locked `CacheStore` under tmp_path (tests/unit/prefetch_helpers.py). Synchronisation is
-by gates, events, `wait_all_tasks_blocked` and trio's MockClock, never by wall-clock sleeps.
-
-Reads that must not trigger read-ahead start at a non-zero offset on a fresh handle: a
-handle's first read is "sequential" only at offset 0 (pattern.ReadaheadWindow).
+Set-up and synchronisation as tests/unit/prefetch_helpers.py describes.
 """
 
 from __future__ import annotations
