@@ -51,14 +51,24 @@ def open_store(cache_dir: Path, max_bytes: int | None = None) -> CacheStore:
     return store
 
 
-def config(*, parallel_count: int = 4, max_gets: int = 8) -> PrefetchConfig:
+def config(
+    *,
+    part_size: int = PART,
+    parallel_count: int = 4,
+    max_gets: int = 8,
+    readahead_parts: int = 4,
+    **more: int,
+) -> PrefetchConfig:
+    """The read path's settings for tests: small parts, read-ahead and shed margin counted in
+    parts; `more` sets any other PrefetchConfig field (spot reads, warming)."""
     return PrefetchConfig(
         bucket=BUCKET,
-        part_size=PART,
+        part_size=part_size,
         parallel_count=parallel_count,
         max_gets=max_gets,
-        readahead_bytes=4 * PART,
-        shed_margin=PART,
+        readahead_bytes=readahead_parts * part_size,
+        shed_margin=part_size,
+        **more,
     )
 
 
