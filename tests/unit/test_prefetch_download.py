@@ -12,7 +12,8 @@ import trio
 import trio.testing
 from trio.testing import MockClock, wait_all_tasks_blocked
 
-from tests.unit.fake_source import FakeSource
+from ossmount.prefetch import ObjectReader
+from tests.unit.fake_source import FakeSource, Gate
 from tests.unit.prefetch_helpers import (
     KEY,
     PART,
@@ -21,6 +22,21 @@ from tests.unit.prefetch_helpers import (
     running,
     settle,
 )
+
+
+async def read_behind(gate: Gate, reader: ObjectReader) -> bytes:
+    """Read 100 bytes inside part 4, whose GET waits at `gate`: the read starts, every task
+    blocks, then the gate opens."""
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+
+        async def read() -> None:
+            got.append(await reader.read(4 * PART + 1, 100))
+
+        nursery.start_soon(read)
+        await wait_all_tasks_blocked()
+        gate.release.set()
+    return got[0]
 
 
 async def test_cancelled_read_leaves_the_download_going_for_other_readers(
@@ -35,15 +51,7 @@ async def test_cancelled_read_leaves_the_download_going_for_other_readers(
             await a.read(4 * PART + 1, 100)
         assert scope.cancelled_caught
         assert gate.arrived.is_set()
-        got: list[bytes] = []
-        async with trio.open_nursery() as nursery:
-
-            async def read() -> None:
-                got.append(await b.read(4 * PART + 1, 100))
-
-            nursery.start_soon(read)
-            await wait_all_tasks_blocked()
-            gate.release.set()
+        got = [await read_behind(gate, b)]
         assert got == [want]
         assert await a.read(4 * PART + 1, 100) == want
         assert source.part_calls(KEY) == Counter({4: 1})
@@ -63,15 +71,7 @@ async def test_a_handle_opened_after_the_cancelled_one_closed_joins_the_running_
         await a.aclose()  # the last handle is gone, the GET is still in flight
         b = p.open(meta)
         assert p.statistics()["downloads"] == 1
-        got: list[bytes] = []
-        async with trio.open_nursery() as nursery:
-
-            async def read() -> None:
-                got.append(await b.read(4 * PART + 1, 100))
-
-            nursery.start_soon(read)
-            await wait_all_tasks_blocked()
-            gate.release.set()
+        got = [await read_behind(gate, b)]
         assert got == [data[4 * PART + 1 : 4 * PART + 101]]
         assert source.part_calls(KEY) == Counter({4: 1})
         await b.aclose()

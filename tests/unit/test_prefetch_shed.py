@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from ossmount.cache.entry import EntryState
 from ossmount.cache.store import key_hash
-from ossmount.prefetch import (
-    ObjectCorrupt,
-)
+from ossmount.oss.models import ObjectMeta
+from ossmount.prefetch import ObjectCorrupt, ObjectReader, Prefetcher
 from tests.unit.cache_helpers import write_part
 from tests.unit.fake_source import FakeSource
 from tests.unit.prefetch_helpers import (
@@ -37,15 +38,25 @@ BIG = (BIG_PARTS - 1) * PART + 777
 CAP = 6 * PART
 
 
-async def test_an_object_bigger_than_the_cap_streams_through_and_is_verified_whole(
+@asynccontextmanager
+async def read_through_once(
     source: FakeSource, cache_dir: Path
-) -> None:
+) -> AsyncIterator[tuple[Prefetcher, ObjectReader, bytes, ObjectMeta]]:
+    """A BIG object read whole, and right, by one handle of a prefetcher capped at CAP; then
+    settled: its first parts are shed by now."""
     data = blob(BIG)
     meta = source.put(KEY, data)
     async with running(source, cache_dir, max_bytes=CAP) as p:
         reader = p.open(meta)
         assert await read_all(reader, chunk=PART) == data
         await settle(p)
+        yield p, reader, data, meta
+
+
+async def test_an_object_bigger_than_the_cap_streams_through_and_is_verified_whole(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    async with read_through_once(source, cache_dir) as (p, reader, data, meta):
         assert state_of(p, reader) is EntryState.VERIFIED  # every part's CRC, shed or not, combined
         assert source.part_calls(KEY) == Counter(range(BIG_PARTS))  # nothing fetched twice
         held = p.store.held_bytes()
@@ -70,12 +81,7 @@ async def test_an_object_bigger_than_the_cap_streams_through_and_is_verified_who
 async def test_a_shed_part_that_comes_back_different_is_corrupt_and_discarded(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data = blob(BIG)
-    meta = source.put(KEY, data)
-    async with running(source, cache_dir, max_bytes=CAP) as p:
-        reader = p.open(meta)
-        assert await read_all(reader, chunk=PART) == data
-        await settle(p)
+    async with read_through_once(source, cache_dir) as (p, reader, _data, meta):
         assert not p.store._current[key_hash(KEY)].entry.is_done(1)  # shed
         source.flip.add((KEY, PART + 5))
         with pytest.raises(ObjectCorrupt, match=r"part 1 .* fetched again with CRC-64"):
