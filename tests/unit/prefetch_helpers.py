@@ -166,6 +166,17 @@ def put_blob(source: FakeSource, key: str = KEY) -> tuple[bytes, ObjectMeta]:
     return data, source.put(key, data)
 
 
+@asynccontextmanager
+async def reading(
+    source: FakeSource, cache_dir: Path, cfg: PrefetchConfig | None = None
+) -> AsyncIterator[tuple[Prefetcher, ObjectReader, bytes, ObjectMeta]]:
+    """The standard object (`put_blob`) and a handle open on it, in a prefetcher as `running`
+    gives; the test closes the handle (some check what closing does)."""
+    data, meta = put_blob(source)
+    async with running(source, cache_dir, cfg) as p:
+        yield p, p.open(meta), data, meta
+
+
 async def cache_whole(source: FakeSource, cache_dir: Path, meta: ObjectMeta) -> bytes:
     """Read `meta` once end to end through a prefetcher that then shuts down, leaving the
     object cached on disk (verified when it has a CRC); return the bytes read."""

@@ -22,6 +22,7 @@ from tests.unit.prefetch_helpers import (
     flushed,
     put_blob,
     read_all,
+    reading,
     running,
     settle,
 )
@@ -31,9 +32,7 @@ async def test_a_flush_starts_as_soon_as_a_part_is_recorded(
     source: FakeSource, cache_dir: Path, mock_clock: MockClock
 ) -> None:
     """No timer, no batch of eight (issue 14 finding 3): the clock stands still here."""
-    _data, meta = put_blob(source)
-    async with running(source, cache_dir) as p:
-        reader = p.open(meta)
+    async with reading(source, cache_dir) as (p, reader, _data, _meta):
         await reader.read(2 * PART + 1, 10)
         await flushed(p)
         assert durable_parts(cache_dir) == {2}
@@ -86,9 +85,7 @@ async def test_a_slow_disk_holds_fetched_but_not_durable_parts_to_in_flight_plus
 async def test_the_last_handle_closing_during_a_background_flush_still_releases_the_entry(
     source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _data, meta = put_blob(source)
-    async with running(source, cache_dir) as p:
-        reader = p.open(meta)
+    async with reading(source, cache_dir) as (p, reader, _data, meta):
         entry = p._downloads[meta.version].entry
         started, proceed = threading.Event(), threading.Event()
         real_flush = entry.flush

@@ -22,6 +22,7 @@ from tests.unit.prefetch_helpers import (
     config,
     put_blob,
     read_all,
+    reading,
     running,
     settle,
     state_of,
@@ -31,9 +32,7 @@ from tests.unit.prefetch_helpers import (
 async def test_sequential_read_returns_the_exact_bytes_and_fetches_each_part_once(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data, meta = put_blob(source)
-    async with running(source, cache_dir) as p:
-        reader = p.open(meta)
+    async with reading(source, cache_dir) as (p, reader, data, meta):
         assert await read_all(reader) == data
         await settle(p)
         assert source.part_calls(KEY) == Counter(range(PARTS))
@@ -46,9 +45,7 @@ async def test_sequential_read_returns_the_exact_bytes_and_fetches_each_part_onc
 async def test_readahead_requests_parts_beyond_the_read(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data, meta = put_blob(source)
-    async with running(source, cache_dir) as p:
-        reader = p.open(meta)
+    async with reading(source, cache_dir) as (p, reader, data, _meta):
         assert await reader.read(0, PART) == data[:PART]
         await settle(p)
         # A first read of the whole head part opens a window of two parts past its end.
@@ -59,9 +56,7 @@ async def test_readahead_requests_parts_beyond_the_read(
 async def test_a_peek_inside_the_head_part_fetches_nothing_more(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data, meta = put_blob(source)
-    async with running(source, cache_dir) as p:
-        reader = p.open(meta)
+    async with reading(source, cache_dir) as (p, reader, data, _meta):
         assert await reader.read(0, 100) == data[:100]  # head -c 100, file(1)
         assert await reader.read(100, 100) == data[100:200]
         await settle(p)
@@ -94,9 +89,7 @@ async def test_demand_parts_go_before_readahead_which_goes_in_ascending_order(
 async def test_footer_read_fetches_only_the_last_part_without_waiting_for_the_object(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data, meta = put_blob(source)
-    async with running(source, cache_dir) as p:
-        reader = p.open(meta)
+    async with reading(source, cache_dir) as (p, reader, data, _meta):
         # Nothing but the last part will ever be served: a wait for the whole object hangs.
         for part in range(PARTS - 1):
             source.gate(KEY, part)
@@ -109,9 +102,7 @@ async def test_footer_read_fetches_only_the_last_part_without_waiting_for_the_ob
 
 
 async def test_reads_past_the_end_are_empty(source: FakeSource, cache_dir: Path) -> None:
-    data, meta = put_blob(source)
-    async with running(source, cache_dir) as p:
-        reader = p.open(meta)
+    async with reading(source, cache_dir) as (_p, reader, data, _meta):
         assert await reader.read(SIZE, 4096) == b""
         assert await reader.read(SIZE + 10 * PART, 1) == b""
         assert await reader.read(SIZE - 10, 4096) == data[-10:]

@@ -35,6 +35,7 @@ from tests.unit.prefetch_helpers import (
     part_of,
     put_blob,
     read_all,
+    reading,
     running,
     settle,
     state_of,
@@ -72,9 +73,7 @@ async def test_resume_after_a_crash_fetches_only_the_missing_parts(
 async def test_resume_after_a_clean_shutdown_keeps_every_recorded_part(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data, meta = put_blob(source)
-    async with running(source, cache_dir) as p:
-        reader = p.open(meta)
+    async with reading(source, cache_dir) as (p, reader, data, meta):
         await reader.read(1, 2 * PART - 1)  # parts 0, 1; the reader is never closed
     assert durable_parts(cache_dir) == {0, 1}
     source.calls.clear()
