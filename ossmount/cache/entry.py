@@ -150,6 +150,11 @@ class CacheEntry:
     # ----------------------------------------------------------------- queries
 
     @property
+    def where(self) -> str:
+        """oss://bucket/key: how errors and logs name this object."""
+        return f"oss://{self.bucket}/{self.meta.key}"
+
+    @property
     def state(self) -> EntryState:
         return self._state
 
@@ -226,9 +231,7 @@ class CacheEntry:
     def _check_open(self, action: str) -> None:
         if self._closed or self._discarded:
             what = "closed" if self._closed else "discarded"
-            raise EntryStateError(
-                f"{action} on {what} cache entry oss://{self.bucket}/{self.meta.key} ({self.path})"
-            )
+            raise EntryStateError(f"{action} on {what} cache entry {self.where} ({self.path})")
 
     def set_server_crc64(self, crc: int) -> None:
         """Record the server's whole-object CRC-64 when the opening meta had none.
@@ -244,7 +247,7 @@ class CacheEntry:
                 return
             if known is not None:
                 raise ValueError(
-                    f"server CRC-64 of oss://{self.bucket}/{self.meta.key} changed from "
+                    f"server CRC-64 of {self.where} changed from "
                     f"{known} to {crc}: another object version"
                 )
             self.meta = replace(self.meta, crc64=crc)
@@ -278,7 +281,7 @@ class CacheEntry:
             if first is not None and self._state is not EntryState.CORRUPT:
                 if crc != first:
                     raise PartMismatch(
-                        f"part {index} of oss://{self.bucket}/{self.meta.key} was fetched "
+                        f"part {index} of {self.where} was fetched "
                         f"again with CRC-64 {crc:016x}, first fetched with {first:016x}"
                     )
                 del self._shed[index]
@@ -288,7 +291,7 @@ class CacheEntry:
             if self._state is not EntryState.PARTIAL:
                 raise EntryStateError(
                     f"record_part({index}) on {self._state.name} cache entry "
-                    f"oss://{self.bucket}/{self.meta.key} ({self.path})"
+                    f"{self.where} ({self.path})"
                 )
             self._done[index] = crc
             self._checks.settle(index)
@@ -348,9 +351,8 @@ class CacheEntry:
                     for index in lost:
                         del self._done[index]
                 log.error(
-                    "fdatasync of oss://%s/%s at %s failed (%s): %d unflushed parts dropped",
-                    self.bucket,
-                    self.meta.key,
+                    "fdatasync of %s at %s failed (%s): %d unflushed parts dropped",
+                    self.where,
                     self.path,
                     exc,
                     len(lost),
@@ -388,8 +390,7 @@ class CacheEntry:
         if missing:
             raise EntryStateError(
                 f"read of [{offset}, +{length}) needs parts {missing} not yet cached "
-                f"(or not re-checked) for "
-                f"oss://{self.bucket}/{self.meta.key} ({self.path})"
+                f"(or not re-checked) for {self.where} ({self.path})"
             )
         length = max(0, min(length, self.meta.size - offset))
         chunks: list[bytes] = []
@@ -405,7 +406,7 @@ class CacheEntry:
             raise self._io_error("read", exc) from exc
         if got != length:
             raise EntryStateError(
-                f"cache file {self.path} of oss://{self.bucket}/{self.meta.key} is short: "
+                f"cache file {self.path} of {self.where} is short: "
                 f"got {got} of {length} bytes at {offset}"
             )
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -438,9 +439,7 @@ class CacheEntry:
             # it, even if a fetch records the same CRC again (its new bytes need an fdatasync).
             self._durable[index] = _DROPPED
             self._state = EntryState.PARTIAL
-        warn_damaged(
-            f"oss://{self.bucket}/{self.meta.key}", index, start, length, stored, actual, self.path
-        )
+        warn_damaged(self.where, index, start, length, stored, actual, self.path)
         return False
 
     # ----------------------------------------------------------------- verification
@@ -452,7 +451,7 @@ class CacheEntry:
             unchecked = len(self._checks)
         if len(parts) != self.layout.count or unchecked:
             raise EntryStateError(
-                f"cache entry oss://{self.bucket}/{self.meta.key} is not complete "
+                f"cache entry {self.where} is not complete "
                 f"({len(parts)}/{self.layout.count} parts, {unchecked} not re-checked)"
             )
         return self.layout.combined_crc(parts)
@@ -475,10 +474,9 @@ class CacheEntry:
         else:
             state = EntryState.CORRUPT
             log.error(
-                "CRC-64 mismatch for oss://%s/%s: server %d, cached parts combine to %d "
+                "CRC-64 mismatch for %s: server %d, cached parts combine to %d "
                 "(cache file %s); the entry must be discarded",
-                self.bucket,
-                self.meta.key,
+                self.where,
                 expected,
                 actual,
                 self.path,
@@ -569,7 +567,7 @@ class CacheEntry:
                 fsync_dir(self.path.parent)
             except OSError as exc:
                 raise self._io_error("discard", exc) from exc
-            log.info("discarded cached oss://%s/%s", self.bucket, self.meta.key)
+            log.info("discarded cached %s", self.where)
 
     def detach(self) -> None:
         """Stop touching the files on disk (a newer version takes them over); reads go on."""
@@ -584,6 +582,6 @@ class CacheEntry:
 
     def __repr__(self) -> str:
         return (
-            f"<CacheEntry oss://{self.bucket}/{self.meta.key} {self._state.name} "
+            f"<CacheEntry {self.where} {self._state.name} "
             f"{len(self._done)}/{self.layout.count} parts {self.path}>"
         )
