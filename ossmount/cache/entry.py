@@ -37,8 +37,9 @@ forgotten (`missing_parts` reports it again) and the error is raised as CacheIOE
 
 Threads: the owner (the trio thread) calls everything; `flush()` (and `verify()`, which
 flushes) may run in a worker thread concurrently with `record_part`, `is_done`,
-`missing_parts` and `read` on the owner thread. `_lock` guards the in-memory part maps and is
-held only for dict work, never across I/O; `_flush_lock` serializes flushes with each other
+`missing_parts` and `read` on the owner thread. `_lock` guards the in-memory part maps and
+`_checks` (which changes with them) and is held only for dict work, never across I/O (a
+recheck hashes between two such sections); `_flush_lock` serializes flushes with each other
 and with close/discard/detach. Parts recorded while a flush is in its fdatasync are not in
 its snapshot and wait for the next flush.
 
