@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,271 +85,207 @@ class MountConfig:
     foreground: bool
     ignored_options: tuple[str, ...] = ()
 
-    endpoint: str = field(
-        metadata=option(
-            "OSS endpoint URL (https://oss-REGION.aliyuncs.com, a CNAME domain, or "
-            "http://127.0.0.1:PORT for the emulator); default: derived from --region",
-            o_names=("url",),
-            metavar="URL",
-        )
+    endpoint: str = option(
+        "OSS endpoint URL (https://oss-REGION.aliyuncs.com, a CNAME domain, or "
+        "http://127.0.0.1:PORT for the emulator); default: derived from --region",
+        o_names=("url",),
+        metavar="URL",
     )
-    region: str = field(
-        metadata=option(
-            "region ID used for V4 signing (cn-hangzhou, not oss-cn-hangzhou); "
-            f"default: derived from an oss-REGION endpoint, else {DEFAULT_REGION}",
-            metavar="REGION",
-        )
+    region: str = option(
+        "region ID used for V4 signing (cn-hangzhou, not oss-cn-hangzhou); "
+        f"default: derived from an oss-REGION endpoint, else {DEFAULT_REGION}",
+        metavar="REGION",
     )
-    addressing: Addressing = field(
-        metadata=option(
-            "how the bucket is addressed: auto (path for IP endpoints, else virtual), virtual "
-            "(bucket.host), path (host/bucket) or cname (a custom domain bound to the bucket)",
-            "auto",
-            choice(Addressing),
-        )
+    addressing: Addressing = option(
+        "how the bucket is addressed: auto (path for IP endpoints, else virtual), virtual "
+        "(bucket.host), path (host/bucket) or cname (a custom domain bound to the bucket)",
+        "auto",
+        choice(Addressing),
     )
-    signature_version: Signing = field(
-        metadata=option("request signing: v4 (OSS4-HMAC-SHA256) or v1", "v4", choice(Signing))
+    signature_version: Signing = option(
+        "request signing: v4 (OSS4-HMAC-SHA256) or v1", "v4", choice(Signing)
     )
-    anonymous: bool = field(
-        metadata=option(
-            "send unsigned requests (public-read buckets only)",
-            False,
-            switch=True,
-            o_names=("public_bucket",),
-        )
+    anonymous: bool = option(
+        "send unsigned requests (public-read buckets only)",
+        False,
+        switch=True,
+        o_names=("public_bucket",),
     )
-    passwd_file: Path | None = field(
-        metadata=option(
-            "ossfs-style credentials file (bucket:id:secret or id:secret lines, mode 600)",
-            convert=Path,
-            metavar="FILE",
-        )
+    passwd_file: Path | None = option(
+        "ossfs-style credentials file (bucket:id:secret or id:secret lines, mode 600)",
+        convert=Path,
+        metavar="FILE",
     )
-    credential_process: str | None = field(
-        metadata=option(
-            "command printing credentials as JSON (AccessKeyId, AccessKeySecret, and for "
-            "temporary keys SecurityToken and Expiration), run without a shell and again "
-            "before Expiration (in fstab, name a script that takes no arguments)",
-            convert=command,
-            metavar="CMD",
-        )
+    credential_process: str | None = option(
+        "command printing credentials as JSON (AccessKeyId, AccessKeySecret, and for "
+        "temporary keys SecurityToken and Expiration), run without a shell and again "
+        "before Expiration (in fstab, name a script that takes no arguments)",
+        convert=command,
+        metavar="CMD",
     )
-    ram_role: str | None = field(
-        metadata=option(
-            "ECS RAM role whose temporary keys the instance metadata service hands out "
-            "(IMDSv2 first), refreshed before they expire; a role name, ossfs's "
-            ".../security-credentials/NAME URL, or empty for the instance's role",
-            metavar="NAME",
-        )
+    ram_role: str | None = option(
+        "ECS RAM role whose temporary keys the instance metadata service hands out "
+        "(IMDSv2 first), refreshed before they expire; a role name, ossfs's "
+        ".../security-credentials/NAME URL, or empty for the instance's role",
+        metavar="NAME",
     )
-    ecs_metadata_endpoint: str = field(
-        metadata=option(
-            "the ECS instance metadata service that ram_role= asks (change it only for tests)",
-            "http://100.100.100.200",
-            http_url,
-            metavar="URL",
-        )
+    ecs_metadata_endpoint: str = option(
+        "the ECS instance metadata service that ram_role= asks (change it only for tests)",
+        "http://100.100.100.200",
+        http_url,
+        metavar="URL",
     )
-    cache_dir: Path = field(
-        metadata=option(
-            "where cache files and checkpoints live (one mount per dir); default "
-            "/var/cache/ossmount/BUCKET for root, $XDG_CACHE_HOME/ossmount/BUCKET otherwise "
-            "(BUCKET-HASH when a prefix is mounted)",
-            convert=Path,
-            o_names=("use_cache",),
-            metavar="DIR",
-        )
+    cache_dir: Path = option(
+        "where cache files and checkpoints live (one mount per dir); default "
+        "/var/cache/ossmount/BUCKET for root, $XDG_CACHE_HOME/ossmount/BUCKET otherwise "
+        "(BUCKET-HASH when a prefix is mounted)",
+        convert=Path,
+        o_names=("use_cache",),
+        metavar="DIR",
     )
-    max_cache_size_mb: int = field(
-        metadata=option(
-            "evict closed, least recently used cache files when the cached bytes exceed this many"
-            " MB (0: no limit); files in use then drop parts already read",
-            20480,
-            int,
-            metavar="MB",
-        )
+    max_cache_size_mb: int = option(
+        "evict closed, least recently used cache files when the cached bytes exceed this many"
+        " MB (0: no limit); files in use then drop parts already read",
+        20480,
+        int,
+        metavar="MB",
     )
-    min_free_mb: int = field(
-        metadata=option(
-            "keep this many MB free on the cache filesystem: below it closed cache files are"
-            " evicted, files in use drop parts already read, and read-ahead waits (0: off)",
-            1024,
-            non_negative_int,
-            o_names=("ensure_diskfree",),
-            metavar="MB",
-        )
+    min_free_mb: int = option(
+        "keep this many MB free on the cache filesystem: below it closed cache files are"
+        " evicted, files in use drop parts already read, and read-ahead waits (0: off)",
+        1024,
+        non_negative_int,
+        o_names=("ensure_diskfree",),
+        metavar="MB",
     )
-    part_size_mb: int = field(
-        metadata=option(
-            "size of one ranged GET (a part), in MB",
-            8,
-            positive_int,
-            o_names=("multipart_size",),
-            metavar="MB",
-        )
+    part_size_mb: int = option(
+        "size of one ranged GET (a part), in MB",
+        8,
+        positive_int,
+        o_names=("multipart_size",),
+        metavar="MB",
     )
-    parallel_count: int = field(
-        metadata=option(
-            "ranged GETs in flight for one object at first (see --max-parallel-count)",
-            4,
-            positive_int,
-            metavar="N",
-        )
+    parallel_count: int = option(
+        "ranged GETs in flight for one object at first (see --max-parallel-count)",
+        4,
+        positive_int,
+        metavar="N",
     )
-    max_parallel_count: int = field(
-        metadata=option(
-            "ranged GETs one object may grow to from --parallel-count while each added GET"
-            " raises its download rate (a per-connection limit); not above --max-gets; at or"
-            " below --parallel-count the count stays fixed",
-            16,
-            positive_int,
-            metavar="N",
-        )
+    max_parallel_count: int = option(
+        "ranged GETs one object may grow to from --parallel-count while each added GET"
+        " raises its download rate (a per-connection limit); not above --max-gets; at or"
+        " below --parallel-count the count stays fixed",
+        16,
+        positive_int,
+        metavar="N",
     )
-    max_gets: int = field(
-        metadata=option(
-            "ranged GETs in flight for the whole mount (bounds memory and sockets: one 1 MiB"
-            " receive window each)",
-            32,
-            positive_int,
-            metavar="N",
-        )
+    max_gets: int = option(
+        "ranged GETs in flight for the whole mount (bounds memory and sockets: one 1 MiB"
+        " receive window each)",
+        32,
+        positive_int,
+        metavar="N",
     )
-    readahead_mb: int = field(
-        metadata=option(
-            "how far ahead of a sequential reader parts are fetched, in MB",
-            128,
-            positive_int,
-            metavar="MB",
-        )
+    readahead_mb: int = option(
+        "how far ahead of a sequential reader parts are fetched, in MB",
+        128,
+        positive_int,
+        metavar="MB",
     )
-    random_read_kb: int = field(
-        metadata=option(
-            "a random read (a jump, not from the start) GETs this many KB around it into memory"
-            " instead of whole parts, until reads turn sequential; 0: whole parts",
-            64,
-            non_negative_int,
-            metavar="KB",
-        )
+    random_read_kb: int = option(
+        "a random read (a jump, not from the start) GETs this many KB around it into memory"
+        " instead of whole parts, until reads turn sequential; 0: whole parts",
+        64,
+        non_negative_int,
+        metavar="KB",
     )
-    dir_prefetch: int = field(
-        metadata=option(
-            "small files (up to one part each) fetched ahead of a reader that walks a directory "
-            "file by file, as cp -r, rsync and tar do; 0 turns it off",
-            8,
-            non_negative_int,
-            metavar="N",
-        )
+    dir_prefetch: int = option(
+        "small files (up to one part each) fetched ahead of a reader that walks a directory "
+        "file by file, as cp -r, rsync and tar do; 0 turns it off",
+        8,
+        non_negative_int,
+        metavar="N",
     )
-    kernel_readahead_kb: int = field(
-        metadata=option(
-            "the mount's read_ahead_kb (the kernel's read size and depth)",
-            4096,
-            positive_int,
-            metavar="KB",
-        )
+    kernel_readahead_kb: int = option(
+        "the mount's read_ahead_kb (the kernel's read size and depth)",
+        4096,
+        positive_int,
+        metavar="KB",
     )
-    stat_cache_expire: float = field(
-        metadata=seconds("seconds directory listings and file metadata stay cached", 60.0)
+    stat_cache_expire: float = seconds(
+        "seconds directory listings and file metadata stay cached", 60.0
     )
-    max_stat_cache_size: int = field(
-        metadata=option("how many metadata entries are cached", 100_000, positive_int, metavar="N")
+    max_stat_cache_size: int = option(
+        "how many metadata entries are cached", 100_000, positive_int, metavar="N"
     )
-    allow_other: bool = field(
-        metadata=option(
-            "let users other than the mounter see the files (needs "
-            "user_allow_other in /etc/fuse.conf for non-root)",
-            False,
-            switch=True,
-        )
+    allow_other: bool = option(
+        "let users other than the mounter see the files (needs "
+        "user_allow_other in /etc/fuse.conf for non-root)",
+        False,
+        switch=True,
     )
-    uid: int = field(
-        metadata=option("owner of every file (default: the mounting user)", convert=int)
+    uid: int = option("owner of every file (default: the mounting user)", convert=int)
+    gid: int = option("group of every file (default: the mounting group)", convert=int)
+    umask: int = option(
+        "permission bits to remove (octal); files are 0444 and dirs 0555 before it",
+        0o022,
+        octal,
+        shown_default="022",
     )
-    gid: int = field(
-        metadata=option("group of every file (default: the mounting group)", convert=int)
+    log_level: str = option("debug, info, warning, error", "INFO", log_level, o_names=("dbglevel",))
+    log_file: Path | None = option(
+        "append logs to this file, created mode 600 as it names objects (default: stderr "
+        "in the foreground, syslog when daemonized)",
+        convert=Path,
+        metavar="FILE",
     )
-    umask: int = field(
-        metadata=option(
-            "permission bits to remove (octal); files are 0444 and dirs 0555 before it",
-            0o022,
-            octal,
-            shown_default="022",
-        )
+    ca_file: Path | None = option(
+        "trust this PEM CA bundle for the endpoint's TLS certificate instead of the system's "
+        "(a private endpoint or proxy with its own CA)",
+        convert=Path,
+        metavar="FILE",
     )
-    log_level: str = field(
-        metadata=option("debug, info, warning, error", "INFO", log_level, o_names=("dbglevel",))
+    connect_timeout: float = seconds("seconds to wait for a TCP/TLS connection", 10.0)
+    stall_timeout: float = seconds(
+        "seconds without a byte (reply head or body) before a GET try fails", 30.0
     )
-    log_file: Path | None = field(
-        metadata=option(
-            "append logs to this file, created mode 600 as it names objects (default: stderr "
-            "in the foreground, syslog when daemonized)",
-            convert=Path,
-            metavar="FILE",
-        )
+    max_attempts: int = option(
+        "tries per request, counting the first; resuming a download that was cut short "
+        "counts as a try",
+        5,
+        positive_int,
+        metavar="N",
     )
-    ca_file: Path | None = field(
-        metadata=option(
-            "trust this PEM CA bundle for the endpoint's TLS certificate instead of the system's "
-            "(a private endpoint or proxy with its own CA)",
-            convert=Path,
-            metavar="FILE",
-        )
+    fetch_timeout: float | None = option(
+        "total seconds for one part fetch, tries and waits included; default: "
+        "max-attempts x (connect-timeout + stall-timeout) + backoff, 203 s with the "
+        "defaults",
+        None,
+        positive_float,
+        metavar="SECONDS",
     )
-    connect_timeout: float = field(
-        metadata=seconds("seconds to wait for a TCP/TLS connection", 10.0)
+    metrics_addr: tuple[str, int] | None = option(
+        "serve Prometheus metrics at http://HOST:PORT/metrics (unauthenticated: keep it on "
+        "127.0.0.1); default: off",
+        convert=host_port,
+        metavar="HOST:PORT",
     )
-    stall_timeout: float = field(
-        metadata=seconds("seconds without a byte (reply head or body) before a GET try fails", 30.0)
+    rw: bool = option(
+        "mount read-write: create, write, truncate, unlink, mkdir, rmdir and rename of "
+        "files, each close and fsync returning once the object is on OSS and its CRC-64 "
+        "verified (see README, Writing); default: read-only. In fstab spell it "
+        "read_write: mount(8) passes rw on every mount, so there rw means nothing",
+        False,
+        switch=True,
+        o_names=("read_write",),
     )
-    max_attempts: int = field(
-        metadata=option(
-            "tries per request, counting the first; resuming a download that was cut short "
-            "counts as a try",
-            5,
-            positive_int,
-            metavar="N",
-        )
-    )
-    fetch_timeout: float | None = field(
-        metadata=option(
-            "total seconds for one part fetch, tries and waits included; default: "
-            "max-attempts x (connect-timeout + stall-timeout) + backoff, 203 s with the "
-            "defaults",
-            None,
-            positive_float,
-            metavar="SECONDS",
-        )
-    )
-    metrics_addr: tuple[str, int] | None = field(
-        metadata=option(
-            "serve Prometheus metrics at http://HOST:PORT/metrics (unauthenticated: keep it on "
-            "127.0.0.1); default: off",
-            convert=host_port,
-            metavar="HOST:PORT",
-        )
-    )
-    rw: bool = field(
-        metadata=option(
-            "mount read-write: create, write, truncate, unlink, mkdir, rmdir and rename of "
-            "files, each close and fsync returning once the object is on OSS and its CRC-64 "
-            "verified (see README, Writing); default: read-only. In fstab spell it "
-            "read_write: mount(8) passes rw on every mount, so there rw means nothing",
-            False,
-            switch=True,
-            o_names=("read_write",),
-        )
-    )
-    writeback: bool = field(
-        metadata=option(
-            "with --rw: close returns once the file and its journal are durable on local "
-            "disk, and the upload runs in the background (up to 16 at once; fsync still waits "
-            "for it; after a crash the next mount uploads it before it is ready). Files "
-            "larger than one part are still committed by close",
-            False,
-            switch=True,
-        )
+    writeback: bool = option(
+        "with --rw: close returns once the file and its journal are durable on local "
+        "disk, and the upload runs in the background (up to 16 at once; fsync still waits "
+        "for it; after a crash the next mount uploads it before it is ready). Files "
+        "larger than one part are still committed by close",
+        False,
+        switch=True,
     )
 
     @property

@@ -11,8 +11,9 @@ The errno table for requests on a running mount lives with the FUSE adapter
 from __future__ import annotations
 
 import enum
+from typing import Generic, TypeVar
 
-__all__ = ["EXIT_CODE_HELP", "ExitCode", "StartupError"]
+__all__ = ["EXIT_CODE_HELP", "ExitCode", "OperatorError", "StartupError"]
 
 
 class ExitCode(enum.IntEnum):
@@ -56,13 +57,22 @@ EXIT_CODE_HELP = "exit codes:\n" + "\n".join(
 )
 
 
-class StartupError(Exception):
-    """A failure the operator must fix; printed as one line, exits with `code`."""
+CodeT = TypeVar("CodeT", bound=enum.IntEnum)
 
-    def __init__(self, message: str, code: ExitCode) -> None:
+
+class OperatorError(Exception, Generic[CodeT]):
+    """A failure the operator must act on: printed as one line (never a traceback), and the
+    process exits with `code` from its command's table (the mount's `ExitCode`, the cache
+    commands' `cachecmd.codes.Exit`)."""
+
+    def __init__(self, message: str, code: CodeT) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
 
     def __str__(self) -> str:
         return self.message
+
+
+class StartupError(OperatorError[ExitCode]):
+    """The mount could not start (credentials, endpoint, bucket, mountpoint, cache dir)."""

@@ -1,9 +1,8 @@
 """How a mount option is declared, and how its text becomes a checked value.
 
-`ossmount.config` declares every option as a `MountConfig` field with
-`field(metadata=option(...))`; this module holds what such a declaration is (`Option`) and the
-converters, each of which raises ValueError with a short reason that the config turns into a
-usage error naming the option.
+`ossmount.config` declares every option as a `MountConfig` field with `option(...)`; this
+module holds what such a declaration is (`Option`) and the converters, each of which raises
+ValueError with a short reason that the config turns into a usage error naming the option.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from ossmount.oss.addressing import is_http_url
@@ -179,10 +178,13 @@ def option(
     switch: bool = False,
     metavar: str | None = None,
     shown_default: str | None = None,
-) -> dict[str, Option]:
-    """`field(metadata=option(...))` declares a `MountConfig` field as a mount option."""
-    return {OPTION_KEY: Option(help, default, convert, o_names, switch, metavar, shown_default)}
+) -> Any:
+    """`name: T = option(...)` declares a `MountConfig` field as a mount option: a dataclass
+    field (no dataclass default: `build_config` fills every one) carrying its `Option`. Typed
+    Any, like `dataclasses.field`, so the annotation states the field's type."""
+    meta = {OPTION_KEY: Option(help, default, convert, o_names, switch, metavar, shown_default)}
+    return field(metadata=meta)
 
 
-def seconds(help: str, default: float) -> dict[str, Option]:
+def seconds(help: str, default: float) -> Any:
     return option(help, default, non_negative_float, metavar="SECONDS")

@@ -22,19 +22,11 @@ The sets of parts:
               in the file, CRC known (in memory, `_done`); or listed by the checkpoint
     durable   recorded AND covered by a successful fdatasync AND in the saved checkpoint
               (`_durable`)
-    unchecked recorded from the checkpoint at open, and not yet re-hashed by this process
-              (`_unchecked`, a subset of recorded)
+    unchecked recorded from the checkpoint at open, not yet re-hashed by this process
+              (`_checks`, cache.checks: counts as missing until `recheck` finds its CRC)
 
-Re-checking (issue 14 findings 1, 2): no byte of the file reaches a reader unless it was
-hashed against its CRC-64 since this process opened the file. A part received by this process
-is hashed on receipt (the sink); a part trusted from the checkpoint is *unchecked* until
-`recheck(index)` (a worker thread: pread + CRC-64 of one part, so the first byte of a large
-file waits for one part, not the whole file) found the stored CRC. Until then it counts as
-missing for every query a reader or the verdict uses (`is_done`, `missing_parts`, `complete`,
-`all_present`, `read`), so the whole-object verdict never combines a CRC whose bytes were not
-re-hashed. A mismatch forgets the part (WARNING with bucket, key, part, both CRCs): it is
-fetched again, and a VERIFIED/UNVERIFIABLE entry goes back to PARTIAL, so neither the
-in-memory state nor the next checkpoint says verified while a part is missing.
+A part damaged at rest is forgotten and marked non-durable, so neither the in-memory state nor
+the next checkpoint says verified while it is missing.
 
 Invariant: the checkpoint on disk lists exactly the durable parts. `flush()` snapshots the
 recorded parts, fdatasyncs the data file, then saves the snapshot: a part enters the
@@ -45,8 +37,9 @@ forgotten (`missing_parts` reports it again) and the error is raised as CacheIOE
 
 Threads: the owner (the trio thread) calls everything; `flush()` (and `verify()`, which
 flushes) may run in a worker thread concurrently with `record_part`, `is_done`,
-`missing_parts` and `read` on the owner thread. `_lock` guards the in-memory part maps and is
-held only for dict work, never across I/O; `_flush_lock` serializes flushes with each other
+`missing_parts` and `read` on the owner thread. `_lock` guards the in-memory part maps and
+`_checks` (which changes with them) and is held only for dict work, never across I/O (a
+recheck hashes between two such sections); `_flush_lock` serializes flushes with each other
 and with close/discard/detach. Parts recorded while a flush is in its fdatasync are not in
 its snapshot and wait for the next flush.
 
@@ -87,12 +80,12 @@ from ossmount.cache.checkpoint import (
     save_atomic,
     save_first,
 )
+from ossmount.cache.checks import PartChecks, warn_damaged
 from ossmount.cache.errors import CacheIOError, EntryStateError, PartMismatch, io_error
 from ossmount.cache.holes import punch_hole
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.recheck import hash_span
 from ossmount.cache.sink import PartSink
-from ossmount.crc64 import format_crc
 from ossmount.oss.models import ObjectMeta
 
 __all__ = ["CacheEntry", "EntryState", "VerifyResult"]
@@ -145,7 +138,7 @@ class CacheEntry:
         self._done = dict(durable)
         self._durable = dict(durable)
         self._shed: dict[int, int] = {}  # parts punched out of the file: their CRCs
-        self._unchecked: set[int] = set(durable)  # trusted from the checkpoint, not re-hashed
+        self._checks = PartChecks(durable)  # trusted from the checkpoint, not re-hashed
         self._persisted_state = state
         self._persisted_crc = meta.crc64
         self._has_checkpoint = has_checkpoint
@@ -156,6 +149,11 @@ class CacheEntry:
         self._flush_lock = threading.Lock()
 
     # ----------------------------------------------------------------- queries
+
+    @property
+    def where(self) -> str:
+        """oss://bucket/key: how errors and logs name this object."""
+        return f"oss://{self.bucket}/{self.meta.key}"
 
     @property
     def state(self) -> EntryState:
@@ -174,40 +172,30 @@ class CacheEntry:
     def complete(self) -> bool:
         """Every part has a CRC (recorded, or shed after it was recorded): verify() can run."""
         with self._lock:
-            checked = len(self._done) - len(self._unchecked)
-            return checked + len(self._shed) == self.layout.count
+            return len(self._done) - len(self._checks) + len(self._shed) == self.layout.count
 
     @property
     def all_present(self) -> bool:
         """Every part's bytes are in the data file and checked (complete, nothing shed)."""
         with self._lock:
-            return len(self._done) == self.layout.count and not self._unchecked
+            return len(self._done) == self.layout.count and not self._checks
 
     @property
     def cached_bytes(self) -> int:
         """Bytes of the recorded parts: what this entry holds on disk (its file is sparse).
-
-        O(1): every part is `part_size` long but the head part and the last one, and the
-        store asks this of every open entry at each open and flush (summing the spans of a
-        100 GiB object's 12,800 parts took ~5 ms of the event loop each time).
-        """
-        layout = self.layout
+        O(1) (PartLayout.bytes_in): the store asks it of every open entry often."""
         with self._lock:
-            total = len(self._done) * layout.part_size
-            for index in {0, layout.count - 1}:
-                if index in self._done:
-                    total += layout.span(index)[1] - layout.part_size
-        return total
+            return self.layout.bytes_in(self._done)
 
     def is_done(self, index: int) -> bool:
         """Recorded and checked in this process: a reader may have its bytes."""
         with self._lock:
-            return index in self._done and index not in self._unchecked
+            return self._checks.ready(index, self._done)
 
     def is_unchecked(self, index: int) -> bool:
         """Listed by the checkpoint, bytes in the file, not re-hashed yet: `recheck` it."""
         with self._lock:
-            return index in self._unchecked
+            return index in self._checks
 
     def present_parts(self) -> list[int]:
         """The recorded parts whose bytes are in the file (checked or not), ascending."""
@@ -217,7 +205,7 @@ class CacheEntry:
     def missing_parts(self, indices: Iterable[int]) -> list[int]:
         """Those of `indices` not done (recorded and checked) yet, in the given order."""
         with self._lock:
-            return [i for i in indices if i not in self._done or i in self._unchecked]
+            return self._checks.missing(indices, self._done)
 
     def checkpoint(self) -> Checkpoint:
         """A snapshot of the recorded (not only durable) parts, as the next flush would save."""
@@ -244,9 +232,7 @@ class CacheEntry:
     def _check_open(self, action: str) -> None:
         if self._closed or self._discarded:
             what = "closed" if self._closed else "discarded"
-            raise EntryStateError(
-                f"{action} on {what} cache entry oss://{self.bucket}/{self.meta.key} ({self.path})"
-            )
+            raise EntryStateError(f"{action} on {what} cache entry {self.where} ({self.path})")
 
     def set_server_crc64(self, crc: int) -> None:
         """Record the server's whole-object CRC-64 when the opening meta had none.
@@ -262,7 +248,7 @@ class CacheEntry:
                 return
             if known is not None:
                 raise ValueError(
-                    f"server CRC-64 of oss://{self.bucket}/{self.meta.key} changed from "
+                    f"server CRC-64 of {self.where} changed from "
                     f"{known} to {crc}: another object version"
                 )
             self.meta = replace(self.meta, crc64=crc)
@@ -296,20 +282,20 @@ class CacheEntry:
             if first is not None and self._state is not EntryState.CORRUPT:
                 if crc != first:
                     raise PartMismatch(
-                        f"part {index} of oss://{self.bucket}/{self.meta.key} was fetched "
+                        f"part {index} of {self.where} was fetched "
                         f"again with CRC-64 {crc:016x}, first fetched with {first:016x}"
                     )
                 del self._shed[index]
                 self._done[index] = crc
-                self._unchecked.discard(index)
+                self._checks.settle(index)
                 return
             if self._state is not EntryState.PARTIAL:
                 raise EntryStateError(
                     f"record_part({index}) on {self._state.name} cache entry "
-                    f"oss://{self.bucket}/{self.meta.key} ({self.path})"
+                    f"{self.where} ({self.path})"
                 )
             self._done[index] = crc
-            self._unchecked.discard(index)
+            self._checks.settle(index)
             if self._durable.get(index) != crc:
                 self._durable.pop(index, None)
 
@@ -366,9 +352,8 @@ class CacheEntry:
                     for index in lost:
                         del self._done[index]
                 log.error(
-                    "fdatasync of oss://%s/%s at %s failed (%s): %d unflushed parts dropped",
-                    self.bucket,
-                    self.meta.key,
+                    "fdatasync of %s at %s failed (%s): %d unflushed parts dropped",
+                    self.where,
                     self.path,
                     exc,
                     len(lost),
@@ -402,12 +387,11 @@ class CacheEntry:
         self._check_open("read")
         parts = self.layout.parts_for(offset, length)
         with self._lock:
-            missing = [i for i in parts if i not in self._done or i in self._unchecked]
+            missing = self._checks.missing(parts, self._done)
         if missing:
             raise EntryStateError(
                 f"read of [{offset}, +{length}) needs parts {missing} not yet cached "
-                f"(or not re-checked) for "
-                f"oss://{self.bucket}/{self.meta.key} ({self.path})"
+                f"(or not re-checked) for {self.where} ({self.path})"
             )
         length = max(0, min(length, self.meta.size - offset))
         chunks: list[bytes] = []
@@ -423,7 +407,7 @@ class CacheEntry:
             raise self._io_error("read", exc) from exc
         if got != length:
             raise EntryStateError(
-                f"cache file {self.path} of oss://{self.bucket}/{self.meta.key} is short: "
+                f"cache file {self.path} of {self.where} is short: "
                 f"got {got} of {length} bytes at {offset}"
             )
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -433,14 +417,14 @@ class CacheEntry:
     def recheck(self, index: int) -> bool:
         """Re-hash unchecked part `index` against its stored CRC; True if it is good now.
 
-        Worker thread (see module docstring, "Re-checking"); the caller runs at most one
-        recheck of a part at a time and keeps the entry open meanwhile. False: the part was
-        damaged at rest (forgotten, logged at WARNING; fetch it again) or is no longer
-        unchecked-and-recorded (shed or fetched meanwhile: ask `is_done`).
+        Worker thread (cache.checks); the caller runs at most one recheck of a part at a
+        time and keeps the entry open meanwhile. False: the part was damaged at rest
+        (forgotten, logged at WARNING; fetch it again) or is no longer unchecked-and-recorded
+        (shed or fetched meanwhile: ask `is_done`).
         """
         self._check_open("recheck")
         with self._lock:
-            if index not in self._unchecked:
+            if index not in self._checks:
                 return index in self._done
             stored = self._done[index]
         start, length = self.layout.span(index)
@@ -449,30 +433,14 @@ class CacheEntry:
         except OSError as exc:
             raise self._io_error(f"re-checking part {index}", exc) from exc
         with self._lock:
-            if index not in self._unchecked or self._done.get(index) != stored:
-                return index in self._done and index not in self._unchecked
-            if actual == stored:
-                self._unchecked.discard(index)
-                return True
-            self._unchecked.discard(index)
+            if not self._checks.damaged(index, stored, actual, self._done):
+                return self._checks.ready(index, self._done)
             del self._done[index]
             # Not durable any more either: the next flush must rewrite the checkpoint without
             # it, even if a fetch records the same CRC again (its new bytes need an fdatasync).
             self._durable[index] = _DROPPED
-            if self._state is not EntryState.PARTIAL:
-                self._state = EntryState.PARTIAL
-        log.warning(
-            "oss://%s/%s: cached part %d (bytes %d-%d) is damaged at rest: CRC-64 %s in the "
-            "checkpoint, %s in the file %s; fetching it again",
-            self.bucket,
-            self.meta.key,
-            index,
-            start,
-            start + length - 1,
-            format_crc(stored),
-            format_crc(actual),
-            self.path,
-        )
+            self._state = EntryState.PARTIAL
+        warn_damaged(self.where, index, start, length, stored, actual, self.path)
         return False
 
     # ----------------------------------------------------------------- verification
@@ -481,10 +449,10 @@ class CacheEntry:
         """CRC-64 of the whole object from the per-part CRCs, without reading the file."""
         with self._lock:
             parts = {**self._shed, **self._done}
-            unchecked = len(self._unchecked)
+            unchecked = len(self._checks)
         if len(parts) != self.layout.count or unchecked:
             raise EntryStateError(
-                f"cache entry oss://{self.bucket}/{self.meta.key} is not complete "
+                f"cache entry {self.where} is not complete "
                 f"({len(parts)}/{self.layout.count} parts, {unchecked} not re-checked)"
             )
         return self.layout.combined_crc(parts)
@@ -507,10 +475,9 @@ class CacheEntry:
         else:
             state = EntryState.CORRUPT
             log.error(
-                "CRC-64 mismatch for oss://%s/%s: server %d, cached parts combine to %d "
+                "CRC-64 mismatch for %s: server %d, cached parts combine to %d "
                 "(cache file %s); the entry must be discarded",
-                self.bucket,
-                self.meta.key,
+                self.where,
                 expected,
                 actual,
                 self.path,
@@ -545,11 +512,8 @@ class CacheEntry:
                 if crc is None:
                     continue
                 self._durable.pop(index, None)
-                if index in self._unchecked:
-                    # Its CRC was never matched to bytes in this process: forget it wholly
-                    # rather than keep it for the verdict.
-                    self._unchecked.discard(index)
-                    crc = None
+                if self._checks.settle(index):
+                    crc = None  # never matched to bytes here: not kept for the verdict
             try:
                 punch_hole(self.fd, start, length)
             except OSError as exc:
@@ -604,7 +568,7 @@ class CacheEntry:
                 fsync_dir(self.path.parent)
             except OSError as exc:
                 raise self._io_error("discard", exc) from exc
-            log.info("discarded cached oss://%s/%s", self.bucket, self.meta.key)
+            log.info("discarded cached %s", self.where)
 
     def detach(self) -> None:
         """Stop touching the files on disk (a newer version takes them over); reads go on."""
@@ -619,6 +583,6 @@ class CacheEntry:
 
     def __repr__(self) -> str:
         return (
-            f"<CacheEntry oss://{self.bucket}/{self.meta.key} {self._state.name} "
+            f"<CacheEntry {self.where} {self._state.name} "
             f"{len(self._done)}/{self.layout.count} parts {self.path}>"
         )

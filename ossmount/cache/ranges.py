@@ -23,7 +23,7 @@ exhaustively.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
 
 from ossmount.crc64 import combine, shift
@@ -89,6 +89,20 @@ class PartLayout:
         if offset >= end:
             return range(0)
         return range(self.index_of(offset), self.index_of(end - 1) + 1)
+
+    def bytes_in(self, parts: Collection[int]) -> int:
+        """Total length of `parts` (distinct valid indices), in O(1).
+
+        Every part is `part_size` long but the head part and the last one, so only those two
+        are looked up: the cache store asks this of every open entry at each open and flush
+        (summing the spans of a 100 GiB object's 12,800 parts took ~5 ms of the event loop
+        each time).
+        """
+        total = len(parts) * self.part_size
+        for index in {0, self.count - 1}:
+            if index in parts:
+                total += self.span(index)[1] - self.part_size
+        return total
 
     def contiguous_parts(self, done: Container[int]) -> int:
         """How many parts from part 0 on are all in `done` (the resume point, in parts)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 
+from ossmount.errors import OperatorError
+
 __all__ = ["EXIT_HELP", "CommandError", "Exit"]
 
 
@@ -34,13 +36,5 @@ EXIT_HELP = """exit codes:
   130 interrupted"""
 
 
-class CommandError(Exception):
-    """A failure the operator must act on: printed as one line, exits with `code`."""
-
-    def __init__(self, message: str, code: Exit) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-    def __str__(self) -> str:
-        return self.message
+class CommandError(OperatorError[Exit]):
+    """A cache command failed in a way the operator must act on."""

@@ -18,9 +18,9 @@ from urllib.parse import quote
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 
-from .server import Response
+from .server import Response, xml_response
 from .store import Bucket, ObjectVersion
-from .xml import OssError, iso8601, xml_doc, xml_text
+from .xml import OssError, iso8601, xml_text
 
 if TYPE_CHECKING:
     from .app import Ctx, Op
@@ -202,7 +202,7 @@ def _list_result(
         for p in prefixes
     )
     body += "</ListBucketResult>\n"
-    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
+    return xml_response(body)
 
 
 async def list_objects_v1(ctx: Ctx) -> Response:
@@ -251,7 +251,7 @@ async def list_buckets(ctx: Ctx) -> Response:
         f"  <Buckets>\n{items}  </Buckets>\n"
         "</ListAllMyBucketsResult>\n"
     )
-    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
+    return xml_response(body)
 
 
 async def put_bucket(ctx: Ctx) -> Response:
@@ -291,13 +291,13 @@ async def bucket_info(ctx: Ctx) -> Response:
         "    <AccessControlList><Grant>private</Grant></AccessControlList>\n"
         "  </Bucket>\n</BucketInfo>\n"
     )
-    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
+    return xml_response(body)
 
 
 async def bucket_location(ctx: Ctx) -> Response:
     ctx.bucket()
     body = f"<LocationConstraint>oss-{ctx.app.region}</LocationConstraint>\n"
-    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
+    return xml_response(body)
 
 
 def local_name(tag: object) -> str:
@@ -347,7 +347,7 @@ async def delete_objects(ctx: Ctx) -> Response:
     if not quiet:
         body += "".join(f"  <Deleted><Key>{_enc(k, url)}</Key></Deleted>\n" for k in deleted)
     body += "</DeleteResult>\n"
-    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
+    return xml_response(body)
 
 
 OPS: dict[str, Op] = {

@@ -27,7 +27,7 @@ from .objects import (
     parse_range,
 )
 from .receive import receive_body
-from .server import Response
+from .server import Response, xml_response
 from .store import (
     Body,
     FileBody,
@@ -107,7 +107,7 @@ async def initiate(ctx: Ctx) -> Response:
         f"  <UploadId>{uid}</UploadId>\n"
         "</InitiateMultipartUploadResult>\n"
     )
-    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
+    return xml_response(body)
 
 
 def _part_number(ctx: Ctx) -> int:
@@ -168,7 +168,7 @@ async def upload_part_copy(ctx: Ctx) -> Response:
         f"  <ETag>{xml_text(etag)}</ETag>\n"
         "</CopyPartResult>\n"
     )
-    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
+    return xml_response(body)
 
 
 def _etag_bytes(etag: str) -> bytes:

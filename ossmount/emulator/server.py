@@ -34,6 +34,7 @@ import trio
 
 from .shaping import Shaping, TokenBucket
 from .store import Body, FileBody, Segment
+from .xml import xml_doc
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +117,11 @@ class Request:
             ev = self._conn.next_event()
             if ev is h11.NEED_DATA:
                 break
-            if isinstance(ev, h11.Data):
-                got += len(ev.data)
-                yield bytes(ev.data)
-            elif isinstance(ev, h11.EndOfMessage):
-                self.body_done = True
+            piece = self._body_bytes(ev)
+            if piece is None:
                 return
-            else:
-                raise h11.RemoteProtocolError("unexpected event in body", 400)
+            got += len(piece)
+            yield piece
         while got < length:
             data = await self._stream.receive_some(min(length - got, _BODY_RECV))
             if not data:
@@ -140,15 +138,17 @@ class Request:
         return int(v) if v is not None and v.isdigit() else None
 
     async def _h11_body(self) -> AsyncGenerator[bytes, None]:
-        while True:
-            ev = await _next_event(self._conn, self._stream)
-            if isinstance(ev, h11.Data):
-                yield bytes(ev.data)
-            elif isinstance(ev, h11.EndOfMessage):
-                self.body_done = True
-                return
-            else:
-                raise h11.RemoteProtocolError("unexpected event in body", 400)
+        while (chunk := self._body_bytes(await _next_event(self._conn, self._stream))) is not None:
+            yield chunk
+
+    def _body_bytes(self, ev: object) -> bytes | None:
+        """The bytes of one body event; None (and `body_done`) at the body's end."""
+        if isinstance(ev, h11.Data):
+            return bytes(ev.data)
+        if isinstance(ev, h11.EndOfMessage):
+            self.body_done = True
+            return None
+        raise h11.RemoteProtocolError("unexpected event in body", 400)
 
     async def cut(self, kind: str) -> None:
         """End the connection mid-request: RST (reset) or FIN (truncate); for upload faults."""
@@ -196,6 +196,11 @@ class Response:
     gzip_body: bytes | None = None  # chunked gzip answer (fault mode §8.8)
     on_sent: Callable[[int, bool], None] | None = None  # (bytes_sent, completed)
     error_code: str | None = None  # the OSS Code of an error response, for the log
+
+
+def xml_response(body: str) -> Response:
+    """A 200 answer carrying the XML document `body` (without its declaration)."""
+    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from .multipart import get_upload, uploads
-from .server import Response
-from .xml import OssError, iso8601, xml_doc, xml_text
+from .server import Response, xml_response
+from .xml import OssError, iso8601, xml_text
 
 if TYPE_CHECKING:
     from .app import Ctx, Op
@@ -116,7 +116,7 @@ async def list_uploads(ctx: Ctx) -> Response:
         for p in prefixes
     )
     body = head + "".join(entries) + cps + "</ListMultipartUploadsResult>\n"
-    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
+    return xml_response(body)
 
 
 def _enc(value: str, url: bool) -> str:
@@ -156,7 +156,7 @@ async def list_parts(ctx: Ctx) -> Response:
         f"  <IsTruncated>{'true' if truncated else 'false'}</IsTruncated>\n"
         f"{items}</ListPartsResult>\n"
     )
-    return Response(200, [("Content-Type", "application/xml")], xml_doc(body))
+    return xml_response(body)
 
 
 OPS: dict[str, Op] = {

@@ -37,6 +37,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -131,76 +132,95 @@ class _CacheCollector(Collector):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Count:
+    """One counter: its name (the exposition adds `_total`), help text, label names, and the
+    label values exported at 0 from the start (a dashboard sees every series before the first
+    event, and a rate over a fresh series is 0, not absent)."""
+
+    name: str
+    doc: str
+    labels: tuple[str, ...] = ()
+    preset: tuple[str, ...] = ()
+
+    def build(self, registry: CollectorRegistry) -> Counter:
+        counter = Counter(self.name, self.doc, self.labels, registry=registry)
+        for value in self.preset:
+            counter.labels(value)
+        return counter
+
+
+# The counters of a mount, one row each (recorded by: see the module docstring's table).
+_REQUESTS = _Count(
+    "ossmount_requests",
+    "OSS requests (attempts) by operation and HTTP status; status=transport when no reply came",
+    ("operation", "status"),
+)
+_RETRIES = _Count(
+    "ossmount_retries",
+    "OSS requests retried, by operation and the error code that caused the retry",
+    ("operation", "reason"),
+)
+_FETCHED_BYTES = _Count(
+    "ossmount_fetched_bytes", "Object bytes fetched from OSS into the cache (parts written)"
+)
+_PARTS = _Count(
+    "ossmount_parts",
+    "Part GETs by outcome: done, failed (after the client's retries), changed (the object was "
+    "replaced or deleted)",
+    ("outcome",),
+    ("done", "failed", "changed"),
+)
+_VERDICTS = _Count(
+    "ossmount_verdicts",
+    "Whole-object CRC-64 verdicts, counted each time one is reached (a download completes, or "
+    "a complete entry never judged is opened; a verdict resumed from the checkpoint is not "
+    "counted again): verified, unverifiable (no server CRC), corrupt",
+    ("verdict",),
+    ("verified", "unverifiable", "corrupt"),
+)
+_SHED_BYTES = _Count(
+    "ossmount_shed_bytes",
+    "Cached bytes punched out of cache files still in use, to keep the cache under its cap or "
+    "free-space floor (objects bigger than the cache stream through it)",
+)
+_WARMED = _Count(
+    "ossmount_warmed_objects",
+    "Small objects fetched ahead of a reader walking their directory (cp -r, rsync, tar): "
+    "directory read-ahead",
+)
+_WARMED_OPENED = _Count(
+    "ossmount_warmed_objects_opened",
+    "Warmed objects that a reader then opened; the rest of ossmount_warmed_objects was fetched "
+    "for nothing (a walk that stopped)",
+)
+_COMMITS = _Count(
+    "ossmount_commits",
+    "Files a -o rw mount uploaded on close, fsync or in the background (write-back), by "
+    "outcome: committed (on OSS, CRC-64 verified) or failed",
+    ("outcome",),
+)
+
+
 class MountMetrics:
     """Every metric of one mount, in a registry of its own."""
 
     def __init__(self, *, bucket: str = "", prefix: str = "") -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self.registry = r = CollectorRegistry(auto_describe=True)
         Info("ossmount_mount", "What this process mounts", registry=r).info(
             {"bucket": bucket, "prefix": prefix}
         )
-        self.requests = Counter(
-            "ossmount_requests",
-            "OSS requests (attempts) by operation and HTTP status; status=transport when no "
-            "reply came",
-            ["operation", "status"],
-            registry=r,
-        )
-        self.retries = Counter(
-            "ossmount_retries",
-            "OSS requests retried, by operation and the error code that caused the retry",
-            ["operation", "reason"],
-            registry=r,
-        )
-        self.fetched_bytes = Counter(
-            "ossmount_fetched_bytes",
-            "Object bytes fetched from OSS into the cache (parts written)",
-            registry=r,
-        )
-        self.parts = Counter(
-            "ossmount_parts",
-            "Part GETs by outcome: done, failed (after the client's retries), changed (the "
-            "object was replaced or deleted)",
-            ["outcome"],
-            registry=r,
-        )
+        self.requests = _REQUESTS.build(r)
+        self.retries = _RETRIES.build(r)
+        self.fetched_bytes = _FETCHED_BYTES.build(r)
+        self.parts = _PARTS.build(r)
+        self.verdicts = _VERDICTS.build(r)
+        self.shed_bytes = _SHED_BYTES.build(r)
+        self.warmed = _WARMED.build(r)
+        self.warmed_opened = _WARMED_OPENED.build(r)
+        self.commits = _COMMITS.build(r)
         self.parts_in_flight = Gauge(
             "ossmount_parts_in_flight", "Part GETs in progress", registry=r
-        )
-        self.verdicts = Counter(
-            "ossmount_verdicts",
-            "Whole-object CRC-64 verdicts, counted each time one is reached (a download "
-            "completes, or a complete entry never judged is opened; a verdict resumed from "
-            "the checkpoint is not counted again): verified, unverifiable (no server CRC), "
-            "corrupt",
-            ["verdict"],
-            registry=r,
-        )
-        self.shed_bytes = Counter(
-            "ossmount_shed_bytes",
-            "Cached bytes punched out of cache files still in use, to keep the cache under "
-            "its cap or free-space floor (objects bigger than the cache stream through it)",
-            registry=r,
-        )
-        self.warmed = Counter(
-            "ossmount_warmed_objects",
-            "Small objects fetched ahead of a reader walking their directory (cp -r, rsync, "
-            "tar): directory read-ahead",
-            registry=r,
-        )
-        self.warmed_opened = Counter(
-            "ossmount_warmed_objects_opened",
-            "Warmed objects that a reader then opened; the rest of ossmount_warmed_objects "
-            "was fetched for nothing (a walk that stopped)",
-            registry=r,
-        )
-        self.commits = Counter(
-            "ossmount_commits",
-            "Files a -o rw mount uploaded on close, fsync or in the background (write-back), "
-            "by outcome: committed (on OSS, CRC-64 verified) or failed",
-            ["outcome"],
-            registry=r,
         )
         self.read_seconds = Histogram(
             "ossmount_read_duration_seconds",
@@ -208,10 +228,6 @@ class MountMetrics:
             buckets=READ_BUCKETS_S,
             registry=r,
         )
-        for outcome in ("done", "failed", "changed"):
-            self.parts.labels(outcome)
-        for verdict in ("verified", "unverifiable", "corrupt"):
-            self.verdicts.labels(verdict)
         self._reasons: set[str] = set()
         self._cache: _CacheCollector | None = None
 

@@ -24,6 +24,13 @@ from tests.client.sinks import get_into
 DATA = random.Random(14).randbytes(4 * 1024 * 1024)
 
 
+def drip_forever(server: MiniServer) -> None:
+    """Object `k` whose GETs send 1000 bytes every 0.05 s, however long it takes: a body that
+    always makes progress, so only a deadline ends it."""
+    server.put_object("k", DATA)
+    server.faults.append(Fault(op="GET", key="k", drip=1000, drip_s=0.05, times=99))
+
+
 async def test_a_resume_is_one_of_max_attempts(server: MiniServer) -> None:
     """Each request trickles 100 kB, then idles: progress every time, yet 3 tries in all."""
     server.put_object("k", DATA)
@@ -42,8 +49,7 @@ async def test_a_resume_is_one_of_max_attempts(server: MiniServer) -> None:
 
 async def test_total_deadline_stops_a_dripping_body(server: MiniServer) -> None:
     """A byte well inside every stall timeout, forever: only the total deadline ends it."""
-    server.put_object("k", DATA)
-    server.faults.append(Fault(op="GET", key="k", drip=1000, drip_s=0.05, times=99))
+    drip_forever(server)
     with trio.fail_after(15):
         async with make_client(
             server, stall_timeout_s=0.5, max_attempts=3, fetch_timeout_s=1.0
@@ -61,8 +67,7 @@ async def test_total_deadline_stops_a_dripping_body(server: MiniServer) -> None:
 
 
 async def test_derived_deadline_is_attempts_times_connect_plus_stall(server: MiniServer) -> None:
-    server.put_object("k", DATA)
-    server.faults.append(Fault(op="GET", key="k", drip=1000, drip_s=0.05, times=99))
+    drip_forever(server)
     with trio.fail_after(15):
         async with make_client(
             server, connect_timeout_s=0.2, stall_timeout_s=0.4, max_attempts=2

@@ -21,11 +21,11 @@ from ossmount.fs.attrs import Presentation
 from ossmount.fs.filesystem import FileSystem
 from ossmount.oss import NoSuchKey
 from ossmount.oss.models import ObjectMeta
-from ossmount.prefetch import PrefetchConfig, Prefetcher
+from ossmount.prefetch import Prefetcher
 from ossmount.tree.listing import Namespace
 from tests.unit.fake_lister import FakeLister
 from tests.unit.fake_source import BUCKET, FakeSource
-from tests.unit.prefetch_helpers import prefetcher_over
+from tests.unit.prefetch_helpers import config, prefetcher_over
 
 PART = 4096
 LOOK = Presentation(uid=1234, gid=5678, umask=0o022, attr_timeout_s=30.0)
@@ -92,14 +92,7 @@ async def rig(bucket: Bucket, tmp_path: Path) -> AsyncIterator[Rig]:
     store.lock()
     namespace = Namespace(bucket.lister, ttl_s=60.0)
     kernel = RecordingKernel()
-    cfg = PrefetchConfig(
-        bucket=BUCKET,
-        part_size=PART,
-        parallel_count=2,
-        max_gets=4,
-        readahead_bytes=2 * PART,
-        shed_margin=PART,
-    )
+    cfg = config(part_size=PART, parallel_count=2, max_gets=4, readahead_parts=2)
     async with prefetcher_over(bucket.source, store, cfg) as prefetcher:
         fs = FileSystem(namespace, prefetcher, LOOK, symlinks=bucket, kernel=kernel, bucket=BUCKET)
         yield Rig(fs, bucket, namespace, prefetcher, kernel)

@@ -18,12 +18,13 @@ from ossmount.fs.errors import ReadOnly
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.staging import Staging
 from ossmount.oss import OssClient, OssWrites
-from ossmount.prefetch import PrefetchConfig, Prefetcher
+from ossmount.prefetch import PrefetchConfig
 from ossmount.tree.errors import NotFound
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.tree.listing import Namespace
 from ossmount.write import Uploader, UploadLedger, UploadSettings
 from tests.fs.conftest import LOOK, RecordingKernel
+from tests.unit.prefetch_helpers import prefetcher_over
 from tests.unit.test_write_uploader import make_client
 
 BUCKET = "bkt"
@@ -45,41 +46,34 @@ def emu() -> Iterator[Emulator]:
 async def _rig(emu: Emulator, tmp_path: Path, *, rw: bool) -> AsyncIterator[WriteRig]:
     store = CacheStore(tmp_path / "cache", bucket=BUCKET)
     store.lock()
-    try:
-        client: OssClient
-        async with make_client(emu.endpoint) as client, trio.open_nursery() as nursery:
-            prefetcher = Prefetcher(
-                client,
-                store,
-                nursery,
-                PrefetchConfig(BUCKET, 1 << 20, parallel_count=2, max_gets=4,
-                               readahead_bytes=2 << 20),
-            )  # fmt: skip
-            staging = None
-            if rw:
-                uploader = Uploader(
-                    OssWrites(client),
-                    UploadLedger(tmp_path / "uploads.ledger"),
-                    UploadSettings(part_size=1 << 20, single_put_max=1 << 20),
-                )
-                staging = Staging(uploader, tmp_path / "staging", nursery, bucket=BUCKET)
-            fs = FileSystem(
-                Namespace(client, ttl_s=60),
-                prefetcher,
-                LOOK,
-                symlinks=client,
-                kernel=RecordingKernel(),
-                bucket=BUCKET,
-                staging=staging,
+    cfg = PrefetchConfig(BUCKET, 1 << 20, parallel_count=2, max_gets=4, readahead_bytes=2 << 20)
+    client: OssClient
+    async with (
+        make_client(emu.endpoint) as client,
+        prefetcher_over(client, store, cfg) as prefetcher,
+        trio.open_nursery() as nursery,  # the staging's background commits
+    ):
+        staging = None
+        if rw:
+            uploader = Uploader(
+                OssWrites(client),
+                UploadLedger(tmp_path / "uploads.ledger"),
+                UploadSettings(part_size=1 << 20, single_put_max=1 << 20),
             )
-            try:
-                yield WriteRig(fs, emu, staging)
-            finally:
-                nursery.cancel_scope.cancel()
-                with trio.CancelScope(shield=True):
-                    await prefetcher.aclose()
-    finally:
-        store.close()
+            staging = Staging(uploader, tmp_path / "staging", nursery, bucket=BUCKET)
+        fs = FileSystem(
+            Namespace(client, ttl_s=60),
+            prefetcher,
+            LOOK,
+            symlinks=client,
+            kernel=RecordingKernel(),
+            bucket=BUCKET,
+            staging=staging,
+        )
+        try:
+            yield WriteRig(fs, emu, staging)
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 @pytest.fixture

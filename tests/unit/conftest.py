@@ -1,4 +1,4 @@
-"""Fixtures shared by the scheduler's unit tests (test_scheduler.py, test_warm.py)."""
+"""Fixtures shared by the scheduler's unit tests (test_prefetch_*.py, test_warm.py, ...)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,14 @@
-"""What the read-path scheduler's unit tests share (test_scheduler.py, test_recheck_download.py,
+"""What the read-path scheduler's unit tests share (test_prefetch_*.py, test_recheck_download.py,
 test_warm.py, test_spot.py, test_space_bounds.py): one object's geometry, a prefetcher running
-over a fresh store, and the ways the tests read and inspect it."""
+over a fresh store, and the ways the tests read and inspect it.
+
+Each test runs a `Prefetcher` in a nursery over a `FakeSource` (tests/unit/fake_source.py) and
+a real, locked `CacheStore` under tmp_path. Synchronisation is by gates, events,
+`wait_all_tasks_blocked` and trio's MockClock, never by wall-clock sleeps.
+
+Reads that must not trigger read-ahead start at a non-zero offset on a fresh handle: a
+handle's first read is "sequential" only at offset 0 (pattern.ReadaheadWindow).
+"""
 
 from __future__ import annotations
 
@@ -43,14 +51,24 @@ def open_store(cache_dir: Path, max_bytes: int | None = None) -> CacheStore:
     return store
 
 
-def config(*, parallel_count: int = 4, max_gets: int = 8) -> PrefetchConfig:
+def config(
+    *,
+    part_size: int = PART,
+    parallel_count: int = 4,
+    max_gets: int = 8,
+    readahead_parts: int = 4,
+    **more: int,
+) -> PrefetchConfig:
+    """The read path's settings for tests: small parts, read-ahead and shed margin counted in
+    parts; `more` sets any other PrefetchConfig field (spot reads, warming)."""
     return PrefetchConfig(
         bucket=BUCKET,
-        part_size=PART,
+        part_size=part_size,
         parallel_count=parallel_count,
         max_gets=max_gets,
-        readahead_bytes=4 * PART,
-        shed_margin=PART,
+        readahead_bytes=readahead_parts * part_size,
+        shed_margin=part_size,
+        **more,
     )
 
 
@@ -146,6 +164,17 @@ def put_blob(source: FakeSource, key: str = KEY) -> tuple[bytes, ObjectMeta]:
     """Store the standard object under `key`; return its bytes and metadata."""
     data = blob()
     return data, source.put(key, data)
+
+
+@asynccontextmanager
+async def reading(
+    source: FakeSource, cache_dir: Path, cfg: PrefetchConfig | None = None
+) -> AsyncIterator[tuple[Prefetcher, ObjectReader, bytes, ObjectMeta]]:
+    """The standard object (`put_blob`) and a handle open on it, in a prefetcher as `running`
+    gives; the test closes the handle (some check what closing does)."""
+    data, meta = put_blob(source)
+    async with running(source, cache_dir, cfg) as p:
+        yield p, p.open(meta), data, meta
 
 
 async def cache_whole(source: FakeSource, cache_dir: Path, meta: ObjectMeta) -> bytes:

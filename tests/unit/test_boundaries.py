@@ -67,5 +67,10 @@ def test_the_cache_loads_neither_the_read_path_nor_the_http_client() -> None:
     """The cache owns its file and gives out a body sink; it knows the client only by the
     Sink protocol and GetResult (ossmount.oss.models)."""
     forbidden = {"ossmount.prefetch", "ossmount.oss._client", "ossmount.oss._body", "httpx"}
-    for module in ("ossmount.cache.store", "ossmount.cache.entry", "ossmount.cache.sink"):
+    for module in (
+        "ossmount.cache.store",
+        "ossmount.cache.entry",
+        "ossmount.cache.checks",
+        "ossmount.cache.sink",
+    ):
         assert not _modules_after_import(module) & forbidden, module

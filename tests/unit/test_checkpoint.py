@@ -27,6 +27,7 @@ from ossmount.cache.checkpoint import (
 )
 from ossmount.cache.errors import CacheFull, CorruptCheckpoint
 from ossmount.cache.ranges import HEAD_PART_SIZE, PartLayout
+from tests.unit.sealed_helpers import assert_cut_and_padded_refused
 
 
 def small() -> Checkpoint:
@@ -82,12 +83,7 @@ def test_contiguous_offset_and_complete() -> None:
 
 
 def test_truncation_at_every_byte_is_detected() -> None:
-    data = encode(small())
-    for n in range(len(data)):
-        with pytest.raises(CorruptCheckpoint):
-            decode(data[:n])
-    with pytest.raises(CorruptCheckpoint):
-        decode(data + b"\x00")
+    assert_cut_and_padded_refused(encode(small()), decode, CorruptCheckpoint)
 
 
 def test_every_single_bit_flip_is_detected() -> None:

@@ -50,6 +50,17 @@ def test_contiguous_offset(layout: PartLayout, done: set[int]) -> None:
     assert layout.contiguous_offset(done) == expected
 
 
+@given(
+    st.integers(0, 3_000_000),
+    st.sampled_from([1000, 256 * 1024, 1024 * 1024, 4096 * 1024]),
+    st.data(),
+)
+def test_bytes_in_is_the_sum_of_the_spans(size: int, part_size: int, data: st.DataObject) -> None:
+    layout = PartLayout(size, part_size)
+    parts = data.draw(st.sets(st.integers(0, layout.count - 1)) if layout.count else st.just(set()))
+    assert layout.bytes_in(parts) == sum(layout.span(i)[1] for i in parts)
+
+
 def test_examples() -> None:
     empty = PartLayout(0, 8)
     assert empty.count == 0

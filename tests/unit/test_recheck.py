@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ossmount.cache.checkpoint import EntryState, load
+from ossmount.cache.checks import PartChecks
 from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import EntryStateError
 from ossmount.cache.opening import open_entry as open_cache_entry
@@ -72,6 +73,21 @@ def test_hash_span_matches_crc64_across_chunks(tmp_path: Path) -> None:
         os.close(fd)
 
 
+def test_part_checks_judge_a_rehash_only_against_the_bytes_it_hashed() -> None:
+    checks = PartChecks([0, 1, 2])
+    done = {0: 10, 1: 11, 2: 12}
+    assert checks.missing(range(4), done) == [0, 1, 2, 3]
+    assert not checks.damaged(0, 10, 10, done)  # the hash matched
+    assert checks.ready(0, done)
+    assert checks.settle(1)  # fetched again while it was being hashed: the new bytes stand
+    done[1] = 99
+    assert not checks.damaged(1, 11, 0, done)
+    assert checks.ready(1, done)
+    assert checks.damaged(2, 12, 13, done)  # damaged at rest: the caller forgets it
+    assert 2 not in checks
+    assert len(checks) == 0
+
+
 def test_resumed_parts_are_not_served_until_rechecked(tmp_path: Path) -> None:
     cached(tmp_path, [0, 1, 2])
     entry = open_entry(tmp_path)
@@ -95,7 +111,7 @@ def test_a_part_damaged_at_rest_is_dropped_with_a_warning(
     cached(tmp_path, [0, 1, 2])
     flip(tmp_path, PART + 3)
     entry = open_entry(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="ossmount.cache.entry"):
+    with caplog.at_level(logging.WARNING, logger="ossmount.cache.checks"):
         assert not entry.recheck(1)
     good = crc64(DATA[PART : 2 * PART])
     bad = bytearray(DATA[PART : 2 * PART])

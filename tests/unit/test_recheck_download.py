@@ -19,6 +19,7 @@ from tests.unit.prefetch_helpers import (
     files,
     put_blob,
     read_all,
+    reading,
     running,
     settle,
     state_of,
@@ -67,9 +68,7 @@ async def test_a_verified_entry_damaged_at_rest_is_fetched_again(
 async def test_a_damaged_partial_part_never_becomes_verified(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    data, meta = put_blob(source)
-    async with running(source, cache_dir) as p:
-        reader = p.open(meta)
+    async with reading(source, cache_dir) as (p, reader, data, meta):
         assert await reader.read(0, 100) == data[:100]  # a peek: only the head part
         await settle(p)
         await reader.aclose()

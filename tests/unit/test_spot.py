@@ -1,6 +1,6 @@
 """Random reads (prefetch.spot): small ranged GETs into memory instead of whole parts.
 
-The prefetcher runs over a FakeSource and a real CacheStore (see test_scheduler.py); the parts
+The prefetcher runs over a FakeSource and a real CacheStore (see test_prefetch_*.py); the parts
 are large (64 KiB) and the spot blocks small (1 KiB), so the GETs say which path a read took.
 """
 
@@ -17,8 +17,8 @@ from ossmount.cache.entry import EntryState
 from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch import ObjectChanged, ObjectCorrupt, PrefetchConfig
 from ossmount.prefetch.pattern import ReadaheadWindow
-from tests.unit.fake_source import BUCKET, FakeSource
-from tests.unit.prefetch_helpers import read_all, running, settle, state_of
+from tests.unit.fake_source import FakeSource
+from tests.unit.prefetch_helpers import config, read_all, running, settle, state_of
 
 PART = 64 * 1024
 BLOCK = 1024
@@ -28,17 +28,7 @@ KEY = "db/table.bin"
 
 
 def spot_config(block: int = BLOCK) -> PrefetchConfig:
-    return PrefetchConfig(
-        bucket=BUCKET,
-        part_size=PART,
-        parallel_count=4,
-        max_gets=8,
-        readahead_bytes=4 * PART,
-        shed_margin=PART,
-        spot_block=block,
-        spot_run=RUN,
-        spot_kept=4,
-    )
+    return config(part_size=PART, spot_block=block, spot_run=RUN, spot_kept=4)
 
 
 def blob(seed: int = 7) -> bytes:

@@ -1,5 +1,5 @@
 """Directory read-ahead: the walk detector (prefetch/siblings.py) against fake callbacks, and
-`Prefetcher.warm` against the fake source and a real cache (as tests/unit/test_scheduler.py)."""
+`Prefetcher.warm` against the fake source and a real cache (as tests/unit/test_prefetch_*.py)."""
 
 from __future__ import annotations
 
