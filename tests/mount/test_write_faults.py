@@ -18,8 +18,8 @@ from tests.mount.conftest import MountFactory
 from tests.mount.harness import MiB
 from tests.mount.test_write import RW, server_bytes
 
-# (operation, rule): each fires once, on the second request of its operation, so a multipart
-# upload is hit in the middle (parts are 1 MiB here) and a PutObject on its retry-free path.
+# (operation, rule): each fires once, on the second part of a multipart upload (parts are 1 MiB
+# here, so mid-file) or on the first PutObject / CompleteMultipartUpload.
 FAULTS: dict[str, tuple[str, dict[str, Any]]] = {
     "reset mid-part": ("UploadPart", {"action": "reset", "after": 300_000}),
     "503 on a part": (
