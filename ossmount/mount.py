@@ -327,7 +327,7 @@ async def _start_control(
 ) -> None:
     """`CACHE_DIR/control.sock` for `ossmount cache clear --through-mount`; removed when the
     nursery is cancelled at unmount. Without it the mount still works: a WARNING, no failure."""
-    target = StoreControl(store, lambda: prefetcher.statistics()["downloads"])
+    target = StoreControl(store, lambda: prefetcher.statistics()["downloads"], prefetcher.wait_idle)
     try:
         await nursery.start(serve_control, config.cache_dir, target)
     except OSError as exc:

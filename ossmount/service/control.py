@@ -2,13 +2,15 @@
 the daemon to drop its idle cache entries (only the daemon can, without its space accounting
 going wrong).
 
-Protocol: one request per connection. The client sends one line, a word (`clear` or
-`status`), at most `MAX_REQUEST` bytes with its newline, within `TIMEOUT_S`; the daemon answers
+Protocol: one request per connection. The client sends one line, a word (`clear`, `status`
+or `idle`), at most `MAX_REQUEST` bytes with its newline, within `TIMEOUT_S`; the daemon answers
 one line of JSON, `{"ok": true, ...figures}` or `{"ok": false, "error": "..."}`, and closes.
 Anything else (garbage, a line too long, silence, a peer of another user) gets an error answer
 where it can still be written, a log line, and the connection closed: a client can neither
 crash nor stall the mount. At most `MAX_CLIENTS` connections are served at once; more are
-closed at once with an error answer.
+closed at once with an error answer. `idle` answers `status` once no download work is
+scheduled or running (`Prefetcher.wait_idle`), or an error after `IDLE_TIMEOUT_S`: it lets a
+test or a script wait for the mount to settle instead of sleeping a guessed time.
 
 Access: the socket is created 0600 (bound under a temporary name, chmodded, then renamed into
 place, so it is never reachable with looser bits) in the cache dir the daemon has locked: the
@@ -31,7 +33,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +43,7 @@ import trio
 from ossmount.cache.store import CacheStore
 
 __all__ = [
+    "IDLE_TIMEOUT_S",
     "MAX_CLIENTS",
     "MAX_REQUEST",
     "SOCKET_NAME",
@@ -58,6 +61,7 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "control.sock"
 MAX_REQUEST = 256  # bytes, newline included: the longest request is a word
 TIMEOUT_S = 5.0  # for the request line to arrive, and again for the answer to be taken
+IDLE_TIMEOUT_S = 60.0  # a mount busy for longer is answered "still busy", not waited on forever
 MAX_CLIENTS = 8
 _BATCH = 64  # entries dropped per step of the event loop (~130 unlinks)
 _DRAIN = 1 << 20  # bytes of an unread request read and dropped before closing
@@ -71,13 +75,19 @@ class ControlTarget(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    async def idle(self) -> None:
+        """Return once no download work is scheduled or running."""
+        ...
+
 
 @dataclass
 class StoreControl:
-    """The mount's `ControlTarget`: its cache store, and the prefetcher's download count."""
+    """The mount's `ControlTarget`: its cache store, and the prefetcher's download count and
+    idle wait."""
 
     store: CacheStore
     downloads: Callable[[], int]
+    idle: Callable[[], Awaitable[None]]
 
     async def clear(self) -> dict[str, Any]:
         entries = freed = 0
@@ -138,8 +148,14 @@ async def answer(line: bytes, target: ControlTarget) -> bytes:
         figures = await target.clear()
     elif word == "status":
         figures = target.status()
+    elif word == "idle":
+        with trio.move_on_after(IDLE_TIMEOUT_S) as waited:
+            await target.idle()
+        if waited.cancelled_caught:
+            raise _Refused(f"still busy after {IDLE_TIMEOUT_S:.0f} s")
+        figures = target.status()
     else:
-        raise _Refused(f"unknown request {word[:40]!r} (known: clear, status)")
+        raise _Refused(f"unknown request {word[:40]!r} (known: clear, status, idle)")
     return json.dumps({"ok": True, **figures}).encode() + b"\n"
 
 

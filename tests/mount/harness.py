@@ -9,6 +9,7 @@ missing: the session fails with the reason.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -16,7 +17,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from ossmount.cachecmd.through import ask_mount
 from ossmount.emulator import Emulator
 
 AK = "test-key-id"
@@ -38,8 +41,12 @@ class Mount:
         env: dict[str, str] | None = None,
     ) -> None:
         self.emulator = emulator
+        self.root = root
         self.path = root / "mnt"
         self.cache = root / "cache"
+        for flag, value in itertools.pairwise(args):
+            if flag == "--cache-dir":  # the test's own, given after ours, wins
+                self.cache = Path(value)
         self.log_path = root / "ossmount.log"
         self.path.mkdir(exist_ok=True)
         self.source = source
@@ -57,7 +64,7 @@ class Mount:
             "--endpoint",
             self.emulator.endpoint,
             "--cache-dir",
-            str(self.cache),
+            str(self.root / "cache"),
             "--log-file",
             str(self.log_path),
             "--log-level",
@@ -96,6 +103,29 @@ class Mount:
             return self.log_path.read_text()
         except FileNotFoundError:
             return ""
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's own figures, over its control socket."""
+        reply = ask_mount(self.cache, "status", timeout=20)
+        assert reply is not None, f"the mount does not answer on its control socket; {self.log()}"
+        return reply
+
+    def wait_idle(self) -> dict[str, Any]:
+        """Once no download work is scheduled or running in the daemon (its `idle` request):
+        what a test waits for instead of sleeping "long enough" for background work."""
+        reply = ask_mount(self.cache, "idle", timeout=90)
+        assert reply is not None, f"the mount does not answer on its control socket; {self.log()}"
+        return reply
+
+    def settle(self, in_use: int = 0, timeout: float = 20) -> dict[str, Any]:
+        """Once the daemon holds `in_use` open cache entries (the kernel sends a close's
+        RELEASE after close() returned) and is idle: the event a test waits for after closing
+        files whose release matters (eviction, checkpoints)."""
+        deadline = time.monotonic() + timeout
+        while self.status()["in_use"] != in_use:
+            assert time.monotonic() < deadline, f"still in use: {self.status()}"
+            time.sleep(0.02)
+        return self.wait_idle()
 
     def stop(self) -> None:
         """Unmount like a user would and require the daemon to exit 0."""

@@ -18,7 +18,6 @@ from typing import Any
 
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.store import key_hash
-from ossmount.cachecmd.through import ask_mount
 from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
@@ -315,19 +314,6 @@ def test_warmup_outside_a_mount_is_a_clear_error(tmp_path: Path) -> None:
     assert f"{tmp_path} is not on an ossmount mount" in result.stderr
 
 
-def _wait_in_use(mount: Mount, count: int, timeout: float = 20) -> None:
-    """Until the daemon itself reports `count` entries in use (a closed file's entry is
-    released once its last checkpoint is flushed, just after the close returns)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = ask_mount(mount.cache, "status")
-        assert reply is not None, "the mount does not answer on its control socket"
-        if reply["in_use"] == count:
-            return
-        assert time.monotonic() < deadline, reply
-        time.sleep(0.05)
-
-
 def _reread(path: Path) -> bytes:
     """The file's bytes through the mount with the kernel's pages of it dropped first, so the
     read reaches the daemon (keep_cache would serve it from the page cache)."""
@@ -352,7 +338,7 @@ def test_clear_through_the_mount_drops_idle_entries_and_keeps_an_open_file(
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     with (mount.path / "f0.bin").open("rb") as held:
         assert held.read(10) == blobs["f0.bin"][:10]
-        _wait_in_use(mount, 1)
+        mount.settle(in_use=1)
         refused = _cli("cache", "clear", "--cache-dir", str(mount.cache))
         assert refused.returncode == CACHE_IN_USE
         assert "--through-mount" in refused.stderr
@@ -383,7 +369,7 @@ def test_the_control_socket_survives_hostile_clients_and_a_stale_one_is_replaced
     emulator.put_object(BUCKET, "a.bin", data)
     mount = make_mount().start()
     assert (mount.path / "a.bin").read_bytes() == data
-    _wait_in_use(mount, 0)  # its checkpoint is on disk
+    mount.settle()  # its checkpoint is on disk
     mount.kill()  # kill -9: its socket file stays behind, nobody listening
     sock = mount.cache / "control.sock"
     assert sock.exists()
@@ -408,7 +394,7 @@ def test_the_control_socket_survives_hostile_clients_and_a_stale_one_is_replaced
                 reply = client.recv(4096)
                 assert json.loads(reply)["ok"] is False
         assert _reread(mount.path / "a.bin") == data  # the mount serves on
-        _wait_in_use(mount, 0)
+        mount.settle()
         assert _data_file(mount, "a.bin").exists()  # no hostile request cleared anything
         result = _cli("cache", "clear", "--through-mount", "--cache-dir", str(mount.cache))
         assert result.returncode == 0, result.stderr

@@ -82,13 +82,13 @@ def test_a_walk_in_name_order_warms_at_most_depth_files(
         assert _cat(mount.path / key) == objects[key]
     expected = set(keys[: 2 + depth])
     _wait_for(emulator, expected)
-    time.sleep(0.5)  # anything beyond the limit would have started by now
+    mount.settle()  # whatever the reads started has run: anything beyond the limit too
     assert sorted(_fetched(emulator)) == sorted(expected)
     for key in keys[2 : 2 + depth]:
         _wait_state(mount.path / key, "verified")  # a judged warm download frees its slot
     assert _cat(mount.path / keys[2]) == objects[keys[2]]  # the next step tops the window up
     _wait_for(emulator, set(keys[: 3 + depth]))
-    time.sleep(0.3)
+    mount.settle()
     assert sorted(_fetched(emulator)) == sorted(keys[: 3 + depth]), "each object once"
 
 
@@ -110,7 +110,7 @@ def test_a_reader_that_jumps_around_warms_nothing(
     assert len(picks) >= 4
     for name in picks:
         assert _cat(mount.path / "d" / name) == objects[f"d/{name}"]
-    time.sleep(0.5)
+    mount.settle()
     assert sorted(_fetched(emulator)) == sorted(f"d/{n}" for n in picks)
 
 
@@ -170,7 +170,7 @@ def test_a_scanner_peeking_at_each_file_warms_nothing(
             ["head", "-c", "100", str(mount.path / key)], capture_output=True, check=True
         )
         assert len(out.stdout) == 100
-    time.sleep(0.5)  # any warm GET would have started by now
+    mount.settle()  # any warm GET the reads started has run
     fetched = [
         (r.key, r.range)
         for r in emulator.requests

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ossmount.cache import checkpoint
 from ossmount.cache.ranges import PartLayout
 from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
@@ -100,6 +101,21 @@ def _read_until_stalled(
         reader.wait()
 
 
+def _wait_checkpointed(mount: Mount, key: str, *, parts: int, timeout: float = 20) -> None:
+    """Until the checkpoint on disk records `parts` parts of `key` (flushed by the daemon)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        recorded = [
+            len(cp.part_crcs)
+            for path in mount.cache.rglob("*.ckpt")
+            if (cp := checkpoint.load(path)) is not None and cp.key == key
+        ]
+        if recorded and max(recorded) >= parts:
+            return
+        assert time.monotonic() < deadline, f"checkpointed parts of {key}: {recorded}"
+        time.sleep(0.02)
+
+
 def test_every_byte_for_edge_sizes_and_a_large_synthetic_object(
     emulator: Emulator, make_mount: MountFactory
 ) -> None:
@@ -165,7 +181,7 @@ def test_a_peek_at_a_large_file_fetches_only_its_head_part(
         ["head", "-c", "1", str(mount.path / "peek.bin")], capture_output=True, check=True
     )
     assert len(out.stdout) == 1
-    time.sleep(0.5)  # any read-ahead would have been started by now
+    mount.settle()  # released, and any read-ahead started by the read has run
     head = PartLayout(size, 8 * MiB).span(0)
     assert _gets(emulator, "peek.bin") == [(0, head[1] - 1)]
     assert _file_sha(mount.path / "peek.bin") == _synthetic_sha(emulator, "peek.bin", size)
@@ -209,7 +225,7 @@ def test_kill_9_mid_download_then_remount_fetches_only_missing_parts(
     args = (*SMALL_PARTS, "--parallel-count", "2", "--max-gets", "2")
     mount = make_mount(args=args).start()
     with _read_until_stalled(emulator, mount, key, good_parts=8) as done_before:
-        time.sleep(1.5)  # longer than the checkpoint's flush delay
+        _wait_checkpointed(mount, key, parts=8)
         mount.kill()
 
     emulator.faults.clear()

@@ -187,7 +187,7 @@ def test_the_cache_stays_under_its_cap_by_evicting_closed_files(
     mount = make_mount(args=("--max-cache-size-mb", "5", "--part-size-mb", "1")).start()
     for key, data in blobs.items():
         assert (mount.path / key).read_bytes() == data
-    time.sleep(0.5)  # release and eviction run as the last handle closes
+    mount.settle()  # released, flushed, and evicted if over the cap
 
     def cached_bytes() -> int:
         return sum(p.stat().st_size for p in mount.cache.rglob("*.data"))
@@ -223,7 +223,7 @@ def test_a_full_cache_disk_evicts_closed_files_then_fails_clearly(
         )
         mount.start()
         assert (mount.path / "first.bin").read_bytes() == first
-        time.sleep(0.3)  # its release makes it idle, so evictable
+        mount.settle()  # released: idle, so evictable
         assert (mount.path / "second.bin").read_bytes() == second  # 5 + 5 MiB > 8 MiB
         assert "is short of space: evicted 1 idle cache entries" in mount.log()
         mount.stop()
@@ -292,7 +292,7 @@ def test_the_cache_keeps_min_free_mb_free_on_its_disk(
         )
         mount.start()
         assert (mount.path / "small.bin").read_bytes() == small_data
-        time.sleep(0.3)  # closed: evictable
+        mount.settle()  # released: evictable
         lowest = [shutil.disk_usage(small).free]
         done = threading.Event()
 
@@ -329,7 +329,7 @@ def test_a_footer_read_of_an_object_bigger_than_the_cap_evicts_nothing(
     with open(mount.path / "table.parquet", "rb") as fh:
         fh.seek(-64 * 1024, os.SEEK_END)
         assert len(fh.read()) == 64 * 1024
-    time.sleep(1.5)  # past the checkpoint flush, after which the store evicts if over the cap
+    mount.settle()  # released and flushed; the store evicts after a flush if over the cap
     assert os.getxattr(mount.path / "small.bin", "user.ossmount.state") == b"verified"
     assert os.getxattr(mount.path / "table.parquet", "user.ossmount.state") == b"partial"
 

@@ -26,6 +26,7 @@ class FakeTarget:
     def __init__(self, *, fail: bool = False) -> None:
         self.clears = 0
         self.fail = fail
+        self.settled = trio.Event()
 
     async def clear(self) -> dict[str, Any]:
         if self.fail:
@@ -35,6 +36,9 @@ class FakeTarget:
 
     def status(self) -> dict[str, Any]:
         return {"entries": 4, "bytes": 309, "in_use": 1, "downloads": 0}
+
+    async def idle(self) -> None:
+        await self.settled.wait()
 
 
 async def _exchange(data: bytes, target: FakeTarget, close: bool = False) -> dict[str, Any]:
@@ -65,6 +69,28 @@ async def test_clear_and_status_are_answered_with_the_targets_figures() -> None:
     }
     assert target.clears == 1
     assert (await _exchange(b" status \r\n", target))["entries"] == 4
+
+
+async def test_idle_answers_the_status_only_once_the_mount_is_idle() -> None:
+    target = FakeTarget()
+    answered: list[dict[str, Any]] = []
+
+    async def ask() -> None:
+        answered.append(await _exchange(b"idle\n", target))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask)
+        await trio.testing.wait_all_tasks_blocked()
+        assert answered == []  # still busy: no answer yet
+        target.settled.set()
+    assert answered == [{"ok": True, **target.status()}]
+
+
+async def test_idle_gives_up_with_an_error_when_the_mount_stays_busy(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    reply = await _exchange(b"idle\n", FakeTarget())
+    assert reply == {"ok": False, "error": f"still busy after {control.IDLE_TIMEOUT_S:.0f} s"}
 
 
 @pytest.mark.parametrize(
