@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ossmount.cache.adopt import Adopter
 from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, attr_of, is_symlink
 from ossmount.fs.dirrename import rename_tree
 from ossmount.fs.errors import (
@@ -110,6 +111,8 @@ class FileSystem:
         self._staging = staging
         if staging is not None:
             staging.on_commit = self._committed
+            if staging.adopter is None:
+                staging.adopter = Adopter(prefetcher.store, prefetcher.config.part_size)
         self._prefetcher = prefetcher
         self._look = look
         self._dir_mode = look.dir_mode
@@ -250,10 +253,7 @@ class FileSystem:
             return
         if handle.staged is not None:
             assert self._staging is not None
-            staged = handle.staged
-            await self._staging.release(staged)
-            if staged.committed is not None and not staged.orphan:
-                self._ns.learned(staged.path, staged.committed)
+            await self._staging.release(handle.staged)  # a commit there calls on_commit
         if handle.reader is not None:
             reader = handle.reader
             self._dir_ahead.closed(reader.meta.key, reader.read_to_end)
@@ -493,7 +493,7 @@ class FileSystem:
         self._ns.learned(new_path, moved)
         self._last_etag.pop(node.inode, None)
         if staged is not None:
-            staging.moved(staged, new_path, new_key, copied.etag)
+            staging.moved(staged, new_path, moved)
 
     async def _rename_dir(self, staging: Staging, node: Node, new_path: str) -> None:
         """Every key under the directory moves; the inodes under it keep their numbers under

@@ -37,6 +37,7 @@ from typing import Protocol
 
 import trio
 
+from ossmount.cache.adopt import Adopter
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import StagedFile, Uploader, UploadSession, load_journals, sweep_stale_uploads
 from ossmount.write.journal import JournalRecord, save_atomic
@@ -110,6 +111,9 @@ class Staging:
         # entries are evicted for it (CacheStore.make_room) before ENOSPC is the answer.
         # Staged files are not cache entries, so they are never evicted.
         self.make_room: Callable[[int], int] = lambda need: 0
+        # A committed file's last close hands its staged bytes to the read cache as the
+        # verified entry of the new version (cache/adopt.py): reading it back costs no GET.
+        self.adopter: Adopter | None = None
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._nursery = nursery
@@ -145,10 +149,13 @@ class Staging:
             offset += len(data)
         staged.size = staged.seq_end = size
 
-    def moved(self, staged: Staged, path: str, key: str, etag: str) -> None:
-        """The file was renamed (after a commit): later commits go to the new key."""
+    def moved(self, staged: Staged, path: str, meta: ObjectMeta) -> None:
+        """The file was renamed (after a commit, so its bytes are the copy `meta`): later
+        commits go to the new key, and what it has committed is the copy."""
         self.by_path.pop(staged.path, None)
-        staged.path, staged.key, staged.base_etag = path, key, etag
+        staged.path, staged.key, staged.base_etag = path, meta.key, meta.etag
+        if not staged.dirty:
+            staged.committed = meta
         self.by_path[path] = staged.inode
 
     def unlinked(self, staged: Staged) -> None:
@@ -163,7 +170,9 @@ class Staging:
             return  # a write-back commit still running drops it when done
         if staged.dirty and not (staged.orphan or staged.failed or staged.broken):
             try:  # written but never flushed (no close reached us): commit now
-                await self.commit(staged)
+                meta = await self.commit(staged)
+                if meta is not None:
+                    self.on_commit(staged, meta)
             except Exception as exc:
                 log.error(
                     "%s: the last close could not commit the file (%s); its staged bytes are "
@@ -174,6 +183,11 @@ class Staging:
         if staged.dirty and not staged.orphan:
             log.warning("%s: dropping staged bytes whose commit failed (the writer got EIO)",
                         self._where(staged.key))  # fmt: skip
+        elif self._adoptable(staged):
+            assert staged.committed is not None
+            self._drop(staged, keep_files=True)  # before any await: a new open starts afresh
+            await self._adopt(staged.files, staged.committed)
+            return
         session, staged.session = staged.session, None
         self._drop(staged)  # before any await: a new open now starts afresh
         if session is not None:
@@ -196,6 +210,33 @@ class Staging:
                         self._where(staged.key), upload_id, exc)  # fmt: skip
         else:
             self.uploader.ledger.active.discard(upload_id)
+
+    def _adoptable(self, staged: Staged) -> bool:
+        meta = staged.committed
+        return (
+            self.adopter is not None
+            and meta is not None
+            and meta.key == staged.key  # not renamed since (the copy has another ETag)
+            and meta.etag == staged.base_etag
+            and meta.size == staged.size
+            and not (staged.dirty or staged.orphan or staged.failed or staged.broken)
+            and staged.session is None
+        )
+
+    async def _adopt(self, files: StagedFile, meta: ObjectMeta) -> None:
+        """The last user of a committed, unchanged file is gone (and it is out of the maps):
+        its bytes become the read cache's verified entry of `meta` (cache/adopt.py), or are
+        deleted."""
+        assert self.adopter is not None
+        checkpoint = None
+        try:
+            checkpoint = await self.adopter.prepare(files.data, meta)
+        finally:
+            files.journal.unlink(missing_ok=True)
+            if checkpoint is None:
+                files.data.unlink(missing_ok=True)
+        if checkpoint is not None:
+            self.adopter.install(meta, files.data, checkpoint)
 
     def _drop(self, staged: Staged, *, keep_files: bool = False) -> None:
         if self.by_inode.get(staged.inode) is staged:
@@ -348,14 +389,14 @@ class Staging:
         return True
 
     async def _commit_later(self, staged: Staged) -> None:
-        kept = False
+        kept = True  # until the upload is done: sealed and durable, the next mount uploads it
         try:
             async with self._background:
                 meta = await self.commit(staged)
+            kept = False
             if meta is not None:
                 self.on_commit(staged, meta)
         except Exception as exc:
-            kept = True  # sealed and durable: the next mount uploads it
             log.error("%s: write-back upload failed (%s); the file stays staged in %s and is "
                       "uploaded at the next mount", self._where(staged.key), exc,
                       staged.files.data)  # fmt: skip
@@ -365,7 +406,12 @@ class Staging:
             if self._pending_total == 0:
                 self._idle.set()
             if staged.pending == 0 and staged.handles == 0:
-                self._drop(staged, keep_files=kept)
+                if not kept and self._adoptable(staged):
+                    assert staged.committed is not None
+                    self._drop(staged, keep_files=True)
+                    self._nursery.start_soon(self._adopt, staged.files, staged.committed)
+                else:
+                    self._drop(staged, keep_files=kept)
 
     async def drain(self) -> None:
         """Wait until every write-back upload scheduled so far has finished (unmount)."""

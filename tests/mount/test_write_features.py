@@ -1,0 +1,58 @@
+"""Read-write features beyond the basics (issue 15's second round), through a real `-o rw`
+mount against the emulator; objects are read back with the official SDK, requests counted in
+the emulator's log."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ossmount.emulator import Emulator
+from tests.mount.conftest import MountFactory
+from tests.mount.test_write import RW, MiB, server_bytes
+
+__all__ = ["wait_until"]
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll a condition the daemon makes true on its own (a FUSE release is not awaited by
+    close), failing with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+def gets(emu: Emulator, key: str) -> int:
+    return sum(1 for r in emu.requests if r.op == "GetObject" and r.key == key)
+
+
+def staged_files(cache: Path) -> list[Path]:
+    return list((cache / "staging").glob("*.data"))
+
+
+def test_a_committed_file_is_read_back_from_the_cache_without_a_get(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    mount = make_mount(args=RW).start()
+    files = {"small": os.urandom(70_001), "big": os.urandom(3 * MiB + 5), "empty": b""}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        subprocess.run(["cp", str(tmp_path / name), str(mount.path / name)], check=True)
+    wait_until("every staged file is released", lambda: not staged_files(mount.cache))
+    for name, data in files.items():
+        assert (mount.path / name).read_bytes() == data
+        state = os.getxattr(mount.path / name, "user.ossmount.state")
+        assert state == b"verified", f"{name}: {state!r}"
+        assert server_bytes(emulator, name) == data
+    before = {name: gets(emulator, name) for name in files}
+    assert before == dict.fromkeys(files, 1), "only the SDK's read-back GETs"
+    # After a remount the adopted entry is on disk like any verified one: no GET either.
+    mount.stop()
+    mount = make_mount(args=RW).start()
+    for name, data in files.items():
+        assert (mount.path / name).read_bytes() == data
+    assert {name: gets(emulator, name) for name in files} == before
