@@ -173,9 +173,29 @@ class FileSystem:
 
     async def opendir(self, inode: int) -> int:
         snapshot = await self._ns.opendir(inode)
+        if self._staging is not None and self._staging.by_path:
+            self._add_staged(snapshot, self._staging)
         fh = self._new_fh()
         self._dirs[fh] = snapshot
         return fh
+
+    def _add_staged(self, snapshot: DirSnapshot, staging: Staging) -> None:
+        """Files being created in the directory are listed before their first commit (OSS
+        does not know them yet), pinned like the listed entries, in name order."""
+        prefix = f"{snapshot.path}/" if snapshot.path else ""
+        listed = {node.name for node in snapshot.entries}
+        extra = []
+        for path, inode in staging.by_path.items():
+            name = path[len(prefix) :]
+            if path.startswith(prefix) and "/" not in name and name not in listed:
+                try:
+                    node = self._ns.get(inode)
+                except NotFound:
+                    continue
+                self._ns.table.pin(inode)
+                extra.append(node)
+        if extra:
+            snapshot.entries = tuple(sorted((*snapshot.entries, *extra), key=lambda n: n.name))
 
     def readdir(self, fh: int, start_id: int, reply: ReplyEntry) -> None:
         """Hand entries after cookie `start_id` to `reply` until it refuses one.
@@ -187,7 +207,10 @@ class FileSystem:
             raise UnknownHandle(f"<directory handle {fh}>", "not open")
         look, dir_mode, file_mode = self._look, self._dir_mode, self._file_mode
         remember = self._ns.remember
+        staged = self._staging.by_inode if self._staging is not None else {}
         for next_id, node in snapshot.entries_from(start_id):
+            if staged and node.inode in staged:
+                node = node._replace(size=staged[node.inode].size)
             if not reply(node.name, attr_of(node, look, dir_mode, file_mode), next_id):
                 return
             remember(node.inode)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ossmount.emulator import Emulator
 from tests.mount.conftest import MountFactory
-from tests.mount.test_write import RW, MiB, server_bytes
+from tests.mount.harness import BUCKET
+from tests.mount.test_write import RW, MiB, server_bytes, server_keys
 
 __all__ = ["wait_until"]
 
@@ -56,3 +57,22 @@ def test_a_committed_file_is_read_back_from_the_cache_without_a_get(
     for name, data in files.items():
         assert (mount.path / name).read_bytes() == data
     assert {name: gets(emulator, name) for name in files} == before
+
+
+def test_a_file_being_created_is_listed_before_its_first_commit(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.put_object(BUCKET, "d/old", b"o")
+    mount = make_mount(args=RW).start()
+    fd = os.open(mount.path / "d" / "new", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"12345")
+        assert sorted(os.listdir(mount.path / "d")) == ["new", "old"]
+        assert "d/new" not in server_keys(emulator), "nothing committed yet"
+        sizes = {e.name: e.stat().st_size for e in os.scandir(mount.path / "d")}
+        assert sizes == {"new": 5, "old": 1}
+        assert os.listdir(mount.path) == ["d"]
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(mount.path / "d")) == ["new", "old"]
+    assert server_bytes(emulator, "d/new") == b"12345"
