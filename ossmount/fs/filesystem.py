@@ -44,6 +44,7 @@ from typing import Protocol
 
 from ossmount.cache.adopt import Adopter
 from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, attr_of, is_symlink
+from ossmount.fs.attrstore import store_attrs
 from ossmount.fs.dirrename import rename_tree
 from ossmount.fs.errors import (
     Exists,
@@ -404,11 +405,13 @@ class FileSystem:
         mtime_ns: int | None,
         fh: int | None,
         mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
     ) -> Attr:
         """truncate (size) works on the staged file (staging the object if no handle is
         open, then committing it at once); mtime goes with the next commit of a file being
         written (`x-oss-meta-mtime`), and so does a mode (`x-oss-meta-mode`); on a file nobody
-        has open for writing they, and owners, are accepted and not kept."""
+        has open for writing they, and owners, are stored at once (fs/attrstore.py)."""
         staging = self._writable(inode)
         staged = staging.by_inode.get(inode)
         if size is not None:
@@ -428,6 +431,13 @@ class FileSystem:
             staged.mtime_ns = mtime_ns
         if staged is not None and mode is not None:
             staged.mode = stat.S_IFREG | (mode & 0o7777)
+        if staged is None and (mtime_ns, mode, uid, gid) != (None, None, None, None):
+            node = await self._ns.getattr(inode)
+            if node.meta is not None and not node.is_dir and not is_symlink(node.meta):
+                stored = await store_attrs(staging.uploader.writes, node.meta, mtime_ns=mtime_ns,
+                                           mode=mode, uid=uid, gid=gid)  # fmt: skip
+                if stored is not None:
+                    self._ns.learned(node.path, stored)
         return await self.getattr(inode)
 
     async def unlink(self, parent: int, name: str) -> None:

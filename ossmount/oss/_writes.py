@@ -90,6 +90,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _REPLY_LIMIT = 8 * 1024 * 1024
+# Kept by replace_meta: what a REPLACE copy would otherwise reset.
+_CONTENT_HEADERS = frozenset(
+    ("content-type", "content-encoding", "content-disposition", "content-language",
+     "cache-control", "expires")
+)  # fmt: skip
 
 
 def _header_crc(headers: httpx.Headers) -> int | None:
@@ -334,6 +339,25 @@ class OssWrites:
         reply, body, _ = await self._request("CopyObject", "PUT", dst_key, [], headers)
         etag, mtime_ns = self._parse(parse_copy_result, body, dst_key)
         return CopyResult(etag, mtime_ns, _header_crc(reply))
+
+    async def replace_meta(
+        self, key: str, updates: Mapping[str, str], *, if_match: str
+    ) -> CopyResult | None:
+        """Set some `x-oss-meta-*` of `key` as ossfs does (chmod, chown, utimens): a HEAD, then
+        CopyObject onto itself with directive REPLACE carrying the object's other metadata
+        (user metadata and the content headers) with `updates` over it. Both are fenced on
+        `if_match` (412 PreconditionFailed if the object changed). None when the object
+        already has those values (no copy)."""
+        reply, _, _ = await self._request("HeadObject", "HEAD", key, [], {"If-Match": if_match})
+        kept = {
+            name.lower(): value
+            for name, value in reply.items()
+            if name.lower().startswith("x-oss-meta-") or name.lower() in _CONTENT_HEADERS
+        }
+        if all(kept.get(name.lower()) == value for name, value in updates.items()):
+            return None
+        kept.update({name.lower(): value for name, value in updates.items()})
+        return await self.copy_object(key, key, if_match=if_match, meta=kept)
 
     def _copy_source(self, key: str) -> str:
         return f"/{self.bucket}/{signing.uri_encode(key, keep_slash=True)}"

@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import alibabacloud_oss_v2 as oss
+
 from ossmount.emulator import Emulator
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET
-from tests.mount.test_write import RW, MiB, server_bytes, server_keys
+from tests.mount.test_write import RW, MiB, sdk, server_bytes, server_keys
 
 __all__ = ["wait_until"]
 
@@ -76,3 +78,33 @@ def test_a_file_being_created_is_listed_before_its_first_commit(
         os.close(fd)
     assert sorted(os.listdir(mount.path / "d")) == ["new", "old"]
     assert server_bytes(emulator, "d/new") == b"12345"
+
+
+def test_chmod_chown_utimens_of_a_closed_file_are_stored_as_ossfs_stores_them(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    client = sdk(emulator)
+    client.put_object(oss.PutObjectRequest(
+        bucket=BUCKET, key="f", body=b"data", content_type="text/x-kept",
+        metadata={"other": "kept"},
+    ))  # fmt: skip
+    mount = make_mount(args=RW).start()
+    path = mount.path / "f"
+    os.chmod(path, 0o640)
+    os.chown(path, 1234, 5678)
+    os.utime(path, ns=(1_700_000_000_000_000_000, 1_600_000_000_250_000_000))
+    head = client.head_object(oss.HeadObjectRequest(bucket=BUCKET, key="f"))
+    assert head.metadata == {
+        "other": "kept",
+        "mode": str(0o100640),
+        "uid": "1234",
+        "gid": "5678",
+        "mtime": "1600000000.250000000",
+    }
+    assert head.content_type == "text/x-kept"
+    assert server_bytes(emulator, "f") == b"data"
+    copies = [r for r in emulator.requests if r.op == "CopyObject" and r.key == "f"]
+    assert len(copies) == 3
+    os.chmod(path, 0o640)  # already stored: a HEAD, no copy
+    assert len([r for r in emulator.requests if r.op == "CopyObject" and r.key == "f"]) == 3
+    assert path.read_bytes() == b"data"
