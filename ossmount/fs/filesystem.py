@@ -67,6 +67,7 @@ from ossmount.tree.errors import NotADirectory, NotFound
 from ossmount.tree.listing import DirSnapshot, Namespace
 from ossmount.tree.names import join_path, name_problem
 from ossmount.tree.node import Node
+from ossmount.write.bigcopy import copy_any
 
 __all__ = ["FileSystem", "KernelCache", "ReplyEntry"]
 
@@ -515,9 +516,9 @@ class FileSystem:
         if new_key == meta.key:
             return
         writes = staging.uploader.writes
-        copied = await writes.copy_object(
-            meta.key, new_key, if_match=meta.etag, forbid_overwrite=bool(flags & _NOREPLACE)
-        )
+        copied = await copy_any(writes, meta.key, new_key, size=meta.size, etag=meta.etag,
+                                ledger=staging.uploader.ledger,
+                                forbid_overwrite=bool(flags & _NOREPLACE))  # fmt: skip
         await writes.delete_object(meta.key)
         self._ns.learned(node.path, None)
         self._ns.moved(node.inode, new_path)
@@ -536,7 +537,10 @@ class FileSystem:
         if any(p.startswith(inside) for p in staging.by_path):
             raise NotSupported(self._where(node), "rename of a directory with files being written")
         moved = await rename_tree(
-            staging.uploader.writes, self._key(node.path) + "/", self._key(new_path) + "/"
+            staging.uploader.writes,
+            self._key(node.path) + "/",
+            self._key(new_path) + "/",
+            staging.uploader.ledger,
         )
         self._ns.moved_tree(node.inode, new_path)
         log.info("renamed %s to %s/: %d keys copied then deleted", self._where(node),

@@ -108,3 +108,26 @@ def test_chmod_chown_utimens_of_a_closed_file_are_stored_as_ossfs_stores_them(
     os.chmod(path, 0o640)  # already stored: a HEAD, no copy
     assert len([r for r in emulator.requests if r.op == "CopyObject" and r.key == "f"]) == 3
     assert path.read_bytes() == b"data"
+
+
+def test_rename_above_the_copyobject_limit_copies_by_parts(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.store.copy_object_limit = 1 * MiB  # OSS: 1 GB; no test writes that much
+    data = os.urandom(3 * MiB + 11)
+    emulator.put_object(BUCKET, "d/big", data, content_type="text/x-kept", meta={"m": "v"})
+    emulator.put_object(BUCKET, "d/small", b"s")
+    inner = os.urandom(2 * MiB)
+    emulator.put_object(BUCKET, "d/inner", inner)
+    mount = make_mount(args=RW).start()
+    os.rename(mount.path / "d" / "big", mount.path / "moved")
+    assert server_bytes(emulator, "moved") == data  # the SDK checks the server's CRC-64 too
+    head = sdk(emulator).head_object(oss.HeadObjectRequest(bucket=BUCKET, key="moved"))
+    assert head.metadata == {"m": "v"}
+    assert head.content_type == "text/x-kept"
+    assert server_keys(emulator) == {"moved", "d/small", "d/inner"}
+    assert any(r.op == "UploadPartCopy" and r.key == "moved" for r in emulator.requests)
+    assert (mount.path / "moved").read_bytes() == data
+    os.rename(mount.path / "d", mount.path / "e")  # a directory rename copies the same way
+    assert server_keys(emulator) == {"moved", "e/small", "e/inner"}
+    assert server_bytes(emulator, "e/inner") == inner
