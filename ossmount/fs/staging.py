@@ -39,7 +39,14 @@ import trio
 
 from ossmount.cache.adopt import Adopter
 from ossmount.oss.models import ObjectMeta
-from ossmount.write import StagedFile, Uploader, UploadSession, load_journals, sweep_stale_uploads
+from ossmount.write import (
+    CopySource,
+    StagedFile,
+    Uploader,
+    UploadSession,
+    load_journals,
+    sweep_stale_uploads,
+)
 from ossmount.write.journal import JournalRecord, save_atomic
 
 __all__ = ["Staged", "Staging", "staged_state"]
@@ -82,6 +89,10 @@ class Staged:
     session: UploadSession | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
     committed: ObjectMeta | None = None
+    # The object the staged bytes were filled from or last committed as (key, ETag, size),
+    # and the upload parts written since: the others are copied server-side at commit.
+    source: tuple[str, str, int] | None = None
+    dirty_parts: set[int] = field(default_factory=set)
 
 
 class Staging:
@@ -148,6 +159,8 @@ class Staging:
             os.pwrite(staged.fd, data, offset)
             offset += len(data)
         staged.size = staged.seq_end = size
+        staged.source = (staged.key, staged.base_etag, size)
+        staged.dirty_parts = set()
 
     def moved(self, staged: Staged, path: str, meta: ObjectMeta) -> None:
         """The file was renamed (after a commit, so its bytes are the copy `meta`): later
@@ -156,6 +169,10 @@ class Staging:
         staged.path, staged.key, staged.base_etag = path, meta.key, meta.etag
         if not staged.dirty:
             staged.committed = meta
+            staged.source = (meta.key, meta.etag, staged.size)
+            staged.dirty_parts = set()
+        else:
+            staged.source = None  # the old key is gone: nothing left to copy from
         self.by_path[path] = staged.inode
 
     def unlinked(self, staged: Staged) -> None:
@@ -271,6 +288,7 @@ class Staging:
             raise staged.broken from exc
         end = offset + written
         staged.dirty, staged.failed = True, False
+        self._changed_parts(staged, offset, end)
         self._touched(staged, offset, end)
         if offset <= staged.seq_end < end:
             staged.seq_end = end
@@ -289,10 +307,17 @@ class Staging:
     def truncate(self, staged: Staged, size: int) -> None:
         os.ftruncate(staged.fd, size)
         staged.dirty, staged.failed = True, False
+        self._changed_parts(staged, min(size, staged.size), max(size, staged.size) + 1)
         if size < staged.size:
             self._touched(staged, size, staged.size)
             staged.seq_end = min(staged.seq_end, size)
         staged.size = size
+
+    def _changed_parts(self, staged: Staged, start: int, end: int) -> None:
+        """Upload parts holding [start, end) are no longer the source's: never copied."""
+        if staged.source is not None and end > start:
+            ps = self.uploader.settings.part_size
+            staged.dirty_parts.update(range(start // ps, (end - 1) // ps + 1))
 
     def _touched(self, staged: Staged, start: int, end: int) -> None:
         """Parts already handed over that [start, end) changes must be sent again."""
@@ -323,6 +348,7 @@ class Staging:
                 mode=staged.mode,
             )
             staged.session = self.uploader.session(staged.files, record, self._nursery)
+            staged.session.copy_from = _copy_source(staged, staged.dirty_parts)
         return staged.session
 
     # -- commit ------------------------------------------------------------------------------
@@ -340,10 +366,13 @@ class Staging:
             session = self._session(staged)
             staged.session, staged.ready, staged.next_part = None, set(), 0
             staged.dirty = False  # a write from here on makes it dirty again
+            changed, staged.dirty_parts = staged.dirty_parts, set()
+            session.copy_from = _copy_source(staged, changed)
             size = staged.size
             try:
                 result = await session.finish(size, mtime_ns=staged.mtime_ns)
             except BaseException as exc:
+                staged.dirty_parts |= changed
                 staged.dirty = staged.failed = True
                 if isinstance(exc, Exception):
                     self.on_outcome("failed")
@@ -353,6 +382,7 @@ class Staging:
             self.on_outcome("committed")
             staged.forbid_overwrite = False  # O_EXCL held for the creation only
             staged.base_etag = result.etag
+            staged.source = (staged.key, result.etag, size)
             now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
             staged.committed = ObjectMeta(staged.key, size, result.etag, now, result.crc64)
             log.debug("%s committed: %d bytes, %d parts, CRC-64 %016x",
@@ -445,6 +475,15 @@ class Staging:
         left = list(load_journals(self.directory).values())
         await sweep_stale_uploads(self.uploader.writes, self.uploader.ledger, left, prefix)
         return done
+
+
+def _copy_source(staged: Staged, changed: set[int]) -> CopySource | None:
+    """What a session may copy from: parts in neither `changed` (written before the commit)
+    nor the file's current `dirty_parts` (written since), asked when each part goes."""
+    if staged.source is None:
+        return None
+    key, etag, size = staged.source
+    return CopySource(key, etag, size, lambda i: i not in changed and i not in staged.dirty_parts)
 
 
 def _seal(fd: int, journal: Path, record: JournalRecord) -> None:

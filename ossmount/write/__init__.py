@@ -11,10 +11,11 @@ from __future__ import annotations
 from .journal import CorruptJournal, JournalIOError, JournalRecord, PartRecord, WriteState
 from .ledger import UploadLedger
 from .sweeper import load_journals, sweep_stale_uploads
-from .uploader import CommitResult, StagedFile, Uploader, UploadSession, UploadSettings
+from .uploader import CommitResult, CopySource, StagedFile, Uploader, UploadSession, UploadSettings
 
 __all__ = [
     "CommitResult",
+    "CopySource",
     "CorruptJournal",
     "JournalIOError",
     "JournalRecord",

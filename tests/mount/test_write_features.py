@@ -131,3 +131,43 @@ def test_rename_above_the_copyobject_limit_copies_by_parts(
     os.rename(mount.path / "d", mount.path / "e")  # a directory rename copies the same way
     assert server_keys(emulator) == {"moved", "e/small", "e/inner"}
     assert server_bytes(emulator, "e/inner") == inner
+
+
+def test_patching_a_large_object_copies_its_unchanged_parts_server_side(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    data = bytearray(os.urandom(5 * MiB + 100))  # 6 parts of 1 MiB (the last one short)
+    emulator.put_object(BUCKET, "big", bytes(data))
+    mount = make_mount(args=RW).start()
+    with open(mount.path / "big", "r+b") as f:
+        f.seek(2 * MiB + 12345)
+        f.write(b"X")
+    data[2 * MiB + 12345] = ord("X")
+    assert server_bytes(emulator, "big") == bytes(data)  # the SDK checks the CRC-64 too
+    ops = [r.op for r in emulator.requests if r.key == "big"]
+    assert ops.count("UploadPartCopy") == 5, ops
+    assert ops.count("UploadPart") == 1, ops
+    # patched again in the same mount: the source is now the object just committed
+    with open(mount.path / "big", "ab") as f:
+        f.write(b"tail")
+    data += b"tail"
+    assert server_bytes(emulator, "big") == bytes(data)
+    ops = [r.op for r in emulator.requests if r.key == "big"]
+    assert ops.count("UploadPartCopy") == 10, "parts 1-5 copied again, the grown last sent"
+    assert ops.count("UploadPart") == 2, ops
+
+
+def test_a_patched_object_changed_on_the_server_meanwhile_is_sent_whole(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    data = bytearray(os.urandom(3 * MiB + 1))
+    emulator.put_object(BUCKET, "big", bytes(data))
+    mount = make_mount(args=RW).start()
+    with open(mount.path / "big", "r+b") as f:  # staged from the first version
+        emulator.put_object(BUCKET, "big", b"someone else's")  # last writer wins: ours
+        f.write(b"Y")
+    data[0] = ord("Y")
+    assert server_bytes(emulator, "big") == bytes(data)
+    done = [(r.op, r.status) for r in emulator.requests if r.key == "big" and r.method == "PUT"]
+    assert ("UploadPartCopy", 200) not in done, "no part of the other version is copied"
+    assert done.count(("UploadPart", 200)) == 4
