@@ -143,6 +143,9 @@ class CacheStore:
         self._made_dirs: set[Path] = set()  # fan-out dirs known to exist (never removed)
         self._open: dict[int, _Slot] = {}
         self._evictions = 0
+        # Bytes of files being written (staged beside the cache, fs/stagedspace.py): they
+        # count against the cap like entries, but are never evicted.
+        self.staged_bytes = 0
         self.shed_refusal: str | None = "the cache dir is not locked yet"
 
     # ----------------------------------------------------------------- lock and startup
@@ -459,8 +462,10 @@ class CacheStore:
         return Dropped(dropped, freed, len(self._current), kept)
 
     def held_bytes(self) -> int:
-        """Bytes the cache holds: idle entries as released, entries in use as of now."""
-        return self._idle_bytes + sum(slot.entry.cached_bytes for slot in self._current.values())
+        """Bytes the cache holds: idle entries as released, entries in use as of now, and
+        staged files."""
+        live = sum(slot.entry.cached_bytes for slot in self._current.values())
+        return self._idle_bytes + live + self.staged_bytes
 
     def statistics(self) -> CacheStats:
         return CacheStats(

@@ -57,6 +57,7 @@ from ossmount.fs.errors import (
     UnknownHandle,
 )
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
+from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staged, Staging, staged_state
 from ossmount.fs.xattrs import xattr_names, xattr_value
 from ossmount.oss.models import ObjectMeta
@@ -115,6 +116,8 @@ class FileSystem:
             staging.on_commit = self._committed
             if staging.adopter is None:
                 staging.adopter = Adopter(prefetcher.store, prefetcher.config.part_size)
+            if staging.space is None:
+                staging.space = StagedSpace(prefetcher.store)
         self._prefetcher = prefetcher
         self._look = look
         self._dir_mode = look.dir_mode

@@ -38,6 +38,7 @@ from typing import Protocol
 import trio
 
 from ossmount.cache.adopt import Adopter
+from ossmount.fs.stagedspace import StagedSpace
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import (
     CopySource,
@@ -93,6 +94,7 @@ class Staged:
     # and the upload parts written since: the others are copied server-side at commit.
     source: tuple[str, str, int] | None = None
     dirty_parts: set[int] = field(default_factory=set)
+    counted: int = 0  # bytes of it counted against the cache's bounds (fs/stagedspace.py)
 
 
 class Staging:
@@ -125,6 +127,8 @@ class Staging:
         # A committed file's last close hands its staged bytes to the read cache as the
         # verified entry of the new version (cache/adopt.py): reading it back costs no GET.
         self.adopter: Adopter | None = None
+        # Staged bytes count against the cache cap and free-space floor (fs/stagedspace.py).
+        self.space: StagedSpace | None = None
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._nursery = nursery
@@ -151,6 +155,7 @@ class Staging:
     async def fill(self, staged: Staged, source: ObjectReaderLike, size: int) -> None:
         """Copy the current object (read through the verified read path) into the staging
         file: writing into an existing file works on the whole object."""
+        self._count(staged, size)
         offset = 0
         while offset < size:
             data = await source.read(offset, min(_FILL_CHUNK, size - offset))
@@ -263,6 +268,9 @@ class Staging:
         if staged.session is not None:
             staged.session.close()
             staged.session = None
+        if self.space is not None:
+            self.space.shrink(staged.counted)
+            staged.counted = 0
         with contextlib.suppress(OSError):
             os.close(staged.fd)
         if keep_files:
@@ -280,6 +288,7 @@ class Staging:
         if staged.broken is not None:
             raise staged.broken
         try:
+            self._count(staged, offset + len(data))
             written = self._pwrite(staged, data, offset)
         except OSError as exc:
             # ENOSPC and friends: the writer hears it now, and the file is never committed
@@ -304,8 +313,19 @@ class Staging:
                 raise
             return os.pwrite(staged.fd, data, offset)  # evicted some of the read cache
 
+    def _count(self, staged: Staged, end: int) -> None:
+        """The staged file is about to reach `end` bytes: count its growth, making room (or
+        raising ENOSPC) first."""
+        if self.space is not None and end > staged.counted:
+            self.space.grow(end - staged.counted, self._where(staged.key))
+            staged.counted = end
+
     def truncate(self, staged: Staged, size: int) -> None:
+        self._count(staged, size)
         os.ftruncate(staged.fd, size)
+        if self.space is not None and size < staged.counted:
+            self.space.shrink(staged.counted - size)
+            staged.counted = size
         staged.dirty, staged.failed = True, False
         self._changed_parts(staged, min(size, staged.size), max(size, staged.size) + 1)
         if size < staged.size:

@@ -171,3 +171,46 @@ def test_a_patched_object_changed_on_the_server_meanwhile_is_sent_whole(
     done = [(r.op, r.status) for r in emulator.requests if r.key == "big" and r.method == "PUT"]
     assert ("UploadPartCopy", 200) not in done, "no part of the other version is copied"
     assert done.count(("UploadPart", 200)) == 4
+
+
+def test_staged_bytes_count_against_the_cache_cap(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    emulator.put_object(BUCKET, "read", os.urandom(3 * MiB))
+    emulator.put_object(BUCKET, "big", b"old")
+    mount = make_mount(args=(*RW, "--max-cache-size-mb", "5", "--min-free-mb", "0")).start()
+    assert len((mount.path / "read").read_bytes()) == 3 * MiB  # an idle cache entry now
+    data = os.urandom(4 * MiB)
+    (tmp_path / "w").write_bytes(data)
+    subprocess.run(["cp", str(tmp_path / "w"), str(mount.path / "w")], check=True)
+    assert server_bytes(emulator, "w") == data
+    assert "evicted" in mount.log(), "the idle read entry made room for the staged bytes"
+    (tmp_path / "six").write_bytes(os.urandom(6 * MiB))
+    cp = subprocess.run(["cp", str(tmp_path / "six"), str(mount.path / "big")], check=False,
+                        capture_output=True)  # fmt: skip
+    assert cp.returncode != 0
+    assert b"No space left on device" in cp.stderr, cp.stderr
+    assert server_bytes(emulator, "big") == b"old", "a file that hit the cap replaces nothing"
+    assert "cache cap" in mount.log()
+
+
+def test_staged_bytes_keep_the_free_space_floor(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(cache)], check=True)
+    try:
+        mount = make_mount(args=(*RW, "--min-free-mb", "12")).start()
+        (tmp_path / "ok").write_bytes(os.urandom(4 * MiB))
+        subprocess.run(["cp", str(tmp_path / "ok"), str(mount.path / "ok")], check=True)
+        (tmp_path / "no").write_bytes(os.urandom(14 * MiB))
+        cp = subprocess.run(["cp", str(tmp_path / "no"), str(mount.path / "no")],
+                            check=False, capture_output=True)  # fmt: skip
+        assert cp.returncode != 0
+        assert b"No space left on device" in cp.stderr
+        assert "no" not in server_keys(emulator)
+        assert "keep less than 12 MiB free" in mount.log()
+        mount.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
