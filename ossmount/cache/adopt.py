@@ -5,14 +5,20 @@ the object back in the same mount must not cost a GET (issue 15). Rather than co
 staged data file is renamed into the cache store with a checkpoint that claims every part
 (`CacheStore.adopt`), state VERIFIED.
 
-What makes the claim true: `prepare` (a worker thread) hashes the staged file part by part in
-the read cache's layout (cache.ranges; the upload's parts are cut differently, and CRC-64
-runs at ~20 GB/s here, so hashing is cheaper than splitting the upload's part CRCs), and only
-if those CRCs combine to the CRC-64 the server confirmed is anything handed over; a file
-changed since (a write raced the commit) stays a staged file and is dropped as before. Like
-every checkpoint, it is written only after the data is fdatasynced. And like every part a
-checkpoint lists, each part is hashed again before its first read (cache.recheck), so the
-claim is checked once more by the reader, at ~50 ms per GiB.
+What makes the claim true: `prepare` hashes the staged file part by part in the read cache's
+layout (cache.ranges; the upload's parts are cut differently, and CRC-64 runs at ~20 GB/s
+here, so hashing is cheaper than splitting the upload's part CRCs), and only if those CRCs
+combine to the CRC-64 the server confirmed is anything handed over; a file changed since (a
+write raced the commit) stays a staged file and is dropped as before. Like every part a
+checkpoint lists, each part is hashed again before its first read in a daemon's life
+(cache.recheck), so the claim is checked once more by the reader, at ~50 ms per GiB.
+
+Durability, and the one difference from the read path's checkpoints: neither the data nor the
+checkpoint is fsynced (the read path fdatasyncs before it records). Two fsyncs per file cost
+more than the whole commit of a small file, and they buy nothing the re-check does not: after
+a crash a torn checkpoint fails its digest and is discarded, and a part whose bytes did not
+reach the disk fails its re-check and is fetched again, so the worst case is a GET, never a
+wrong byte.
 
 Both files are on the cache dir's filesystem (staging/ is a sibling of the bucket directory),
 so the rename is cheap; a staging dir elsewhere (EXDEV) just means no adoption.
@@ -33,7 +39,6 @@ from ossmount.cache.ranges import PartLayout
 from ossmount.cache.recheck import hash_span
 from ossmount.cache.store import CacheStore
 from ossmount.oss.models import ObjectMeta
-from ossmount.sealed import create_durably
 
 __all__ = ["Adopter", "seal_for_cache"]
 
@@ -44,8 +49,8 @@ def seal_for_cache(
     data: Path, meta: ObjectMeta, *, bucket: str, part_size: int, out: Path
 ) -> int | None:
     """Blocking. Hash the bytes of `data` in the cache's parts; if they are the committed
-    version (`meta.crc64`), fdatasync them and write the sealed checkpoint to `out`. The bytes
-    the entry holds, or None (not the committed bytes, or `meta` has no CRC)."""
+    version (`meta.crc64`), write the sealed checkpoint to `out` (not fsynced: see the module
+    docstring). The bytes the entry holds, or None (not the committed bytes, or no CRC)."""
     fd = os.open(data, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return _seal(fd, meta, bucket=bucket, part_size=part_size, out=out)
@@ -60,7 +65,6 @@ def _seal(fd: int, meta: ObjectMeta, *, bucket: str, part_size: int, out: Path) 
     crcs = {i: hash_span(fd, *layout.span(i)) for i in range(layout.count)}
     if layout.combined_crc(crcs) != meta.crc64:
         return None
-    os.fdatasync(fd)  # durable before recorded, as for every checkpoint
     cp = Checkpoint(
         bucket=bucket,
         key=meta.key,
@@ -72,9 +76,7 @@ def _seal(fd: int, meta: ObjectMeta, *, bucket: str, part_size: int, out: Path) 
         part_crcs=crcs,
         state=EntryState.VERIFIED,
     )
-    with contextlib.suppress(FileNotFoundError):
-        out.unlink()
-    create_durably(out, encode(cp))
+    out.write_bytes(encode(cp))
     return meta.size
 
 
@@ -88,12 +90,14 @@ class Adopter:
     async def prepare(self, data: Path, meta: ObjectMeta) -> Path | None:
         """The checkpoint written beside `data` (`<data>.ckpt`), or None: no adoption."""
         out = data.with_name(data.name + ".ckpt")
-        try:
-            held = await trio.to_thread.run_sync(
-                lambda: seal_for_cache(
-                    data, meta, bucket=self.store.bucket, part_size=self.part_size, out=out
-                )
+
+        def seal() -> int | None:
+            return seal_for_cache(
+                data, meta, bucket=self.store.bucket, part_size=self.part_size, out=out
             )
+
+        try:
+            held = await trio.to_thread.run_sync(seal)
         except OSError as exc:
             log.debug("oss://%s/%s: not kept in the cache: %s", self.store.bucket, meta.key, exc)
             return None

@@ -127,6 +127,9 @@ class Staging:
         # A committed file's last close hands its staged bytes to the read cache as the
         # verified entry of the new version (cache/adopt.py): reading it back costs no GET.
         self.adopter: Adopter | None = None
+        # Adoptions run in the background (a close never waits for one), a few at a time
+        # in worker threads; one cut short by unmount leaves files `recover` removes.
+        self._adopting = trio.CapacityLimiter(4)
         # Staged bytes count against the cache cap and free-space floor (fs/stagedspace.py).
         self.space: StagedSpace | None = None
         self.directory = Path(directory)
@@ -208,7 +211,7 @@ class Staging:
         elif self._adoptable(staged):
             assert staged.committed is not None
             self._drop(staged, keep_files=True)  # before any await: a new open starts afresh
-            await self._adopt(staged.files, staged.committed)
+            self._nursery.start_soon(self._adopt, staged.files, staged.committed)
             return
         session, staged.session = staged.session, None
         self._drop(staged)  # before any await: a new open now starts afresh
@@ -252,7 +255,8 @@ class Staging:
         assert self.adopter is not None
         checkpoint = None
         try:
-            checkpoint = await self.adopter.prepare(files.data, meta)
+            async with self._adopting:
+                checkpoint = await self.adopter.prepare(files.data, meta)
         finally:
             files.journal.unlink(missing_ok=True)
             if checkpoint is None:
@@ -492,6 +496,8 @@ class Staging:
         for data in self.directory.glob("*.data"):
             if not data.with_name(data.name + ".journal").exists():
                 data.unlink(missing_ok=True)  # never sealed nor journaled: never acknowledged
+        for checkpoint in self.directory.glob("*.data.ckpt"):
+            checkpoint.unlink(missing_ok=True)  # an adoption cut short (cache/adopt.py)
         left = list(load_journals(self.directory).values())
         await sweep_stale_uploads(self.uploader.writes, self.uploader.ledger, left, prefix)
         return done
