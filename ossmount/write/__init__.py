@@ -2,7 +2,9 @@
 
 One job per module: `journal` (the durable, self-checksummed record beside a staging file),
 `ledger` (which multipart uploads are ours), `uploader` (commit a staged file, with parts sent
-while it is still being written, resumable after kill -9), `sweeper` (abort our stale uploads).
+while it is still being written, resumable after kill -9; unchanged parts of a patched object
+copied server-side), `sweeper` (abort our stale uploads), `bigcopy` (a server-side copy of any
+size: by parts above CopyObject's 1 GiB).
 The OSS requests themselves are in `ossmount.oss._writes`.
 """
 
