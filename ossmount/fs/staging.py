@@ -241,7 +241,7 @@ class Staging:
         return (
             self.adopter is not None
             and meta is not None
-            and meta.key == staged.key  # not renamed since (the copy has another ETag)
+            and meta.key == staged.key  # `moved` updates both
             and meta.etag == staged.base_etag
             and meta.size == staged.size
             and not (staged.dirty or staged.orphan or staged.failed or staged.broken)
