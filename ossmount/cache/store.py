@@ -143,6 +143,9 @@ class CacheStore:
         self._made_dirs: set[Path] = set()  # fan-out dirs known to exist (never removed)
         self._open: dict[int, _Slot] = {}
         self._evictions = 0
+        # Bytes of files being written (staged beside the cache, fs/stagedspace.py): they
+        # count against the cap like entries, but are never evicted.
+        self.staged_bytes = 0
         self.shed_refusal: str | None = "the cache dir is not locked yet"
 
     # ----------------------------------------------------------------- lock and startup
@@ -286,6 +289,31 @@ class CacheStore:
         self._touch(h)
         self.evict_to_fit()
         return entry
+
+    def adopt(self, key: str, data: Path, checkpoint: Path, held: int) -> None:
+        """Make `data` with its durable sealed `checkpoint` (same filesystem) the idle entry of
+        `key`: a file the write path just committed (cache/adopt.py). The key's current entry
+        is detached first, as `open_entry` does for a new version, so it never writes over
+        them. OSError as raised; the key then has no entry on disk."""
+        self._require_lock()
+        h, path, ckpt = self._paths(key)
+        slot = self._current.pop(h, None)
+        if slot is not None:
+            slot.entry.detach()  # its readers keep their (unlinked) file
+        self._idle_bytes -= self._index.pop(h, 0)  # a current entry's is a placeholder 0
+        try:
+            path.parent.mkdir(exist_ok=True)
+            ckpt.unlink(missing_ok=True)  # no old checkpoint ever beside the new bytes
+            os.rename(data, path)
+            os.rename(checkpoint, ckpt)
+        except OSError:
+            for leftover in (ckpt, path):  # never a data file no index entry counts
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
+            raise
+        self._index[h] = held
+        self._idle_bytes += held
+        self.evict_to_fit()
 
     def holds(self, key: str) -> bool:
         """Whether some version of `key` is in the cache (open or not), from memory only."""
@@ -434,8 +462,10 @@ class CacheStore:
         return Dropped(dropped, freed, len(self._current), kept)
 
     def held_bytes(self) -> int:
-        """Bytes the cache holds: idle entries as released, entries in use as of now."""
-        return self._idle_bytes + sum(slot.entry.cached_bytes for slot in self._current.values())
+        """Bytes the cache holds: idle entries as released, entries in use as of now, and
+        staged files."""
+        live = sum(slot.entry.cached_bytes for slot in self._current.values())
+        return self._idle_bytes + live + self.staged_bytes
 
     def statistics(self) -> CacheStats:
         return CacheStats(

@@ -333,6 +333,9 @@ def copy_source_object(ctx: Ctx) -> ObjectVersion:
 
 async def copy_object(ctx: Ctx) -> Response:
     src = copy_source_object(ctx)
+    if src.size > ctx.store.copy_object_limit:
+        raise OssError(400, "InvalidArgument", "The source object is too large for CopyObject; "
+                       "copy it with UploadPartCopy.")  # fmt: skip
     _check_overwrite(ctx)
     directive = ctx.req.header("x-oss-metadata-directive", "COPY").upper()
     body = _copy_body(ctx, src)

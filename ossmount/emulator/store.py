@@ -266,6 +266,9 @@ class Store:
     def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
         self.lock = threading.Lock()
         self.buckets: dict[str, Bucket] = {}
+        # CopyObject refuses sources above this (OSS: 1 GB, "use UploadPartCopy"); tests
+        # lower it to exercise multipart copies without writing 1 GiB.
+        self.copy_object_limit = 1 << 30
         self.data_dir = Path(data_dir).resolve() if data_dir is not None else None
         if self.data_dir is not None:
             (self.data_dir / ".tmp").mkdir(parents=True, exist_ok=True)

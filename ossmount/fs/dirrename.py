@@ -1,8 +1,9 @@
 """Rename of a directory: every key under it, copied server-side, then the old keys deleted.
 
-OSS has no directories, so a directory rename is one CopyObject per key (each fenced on the
-ETag the listing showed, so an object replaced meanwhile fails the rename instead of being
-copied in its new version and then deleted) and one DeleteMultipleObjects per 1000 old keys.
+OSS has no directories, so a directory rename is one CopyObject per key (a multipart copy
+above CopyObject's 1 GiB, ossmount.write.bigcopy), each fenced on the ETag the listing
+showed, so an object replaced meanwhile fails the rename instead of being copied in its new
+version and then deleted, and one DeleteMultipleObjects per 1000 old keys.
 Copies all come first, deletions after: a crash (or a failed copy) mid-way leaves the old tree
 whole and a partial copy under the new name, never a key in neither place. Not atomic: other
 clients can see both trees while it runs.
@@ -18,6 +19,8 @@ import trio
 from ossmount.fs.errors import NotEmpty
 from ossmount.oss._writes import OssWrites
 from ossmount.oss.models import ObjectMeta
+from ossmount.write.bigcopy import copy_any
+from ossmount.write.ledger import UploadLedger
 
 __all__ = ["rename_tree"]
 
@@ -35,7 +38,9 @@ async def _all_keys(writes: OssWrites, prefix: str) -> list[ObjectMeta]:
         token = page.next_token
 
 
-async def rename_tree(writes: OssWrites, old_prefix: str, new_prefix: str) -> int:
+async def rename_tree(
+    writes: OssWrites, old_prefix: str, new_prefix: str, ledger: UploadLedger | None = None
+) -> int:
     """Move every key under `old_prefix` (ending in "/") to `new_prefix`; the number moved.
     Raises NotEmpty when something already exists under `new_prefix`."""
     taken = await writes.client.list_page(new_prefix, "", None, 2)
@@ -47,7 +52,7 @@ async def rename_tree(writes: OssWrites, old_prefix: str, new_prefix: str) -> in
     async def copy(meta: ObjectMeta) -> None:
         async with limiter:
             target = new_prefix + meta.key[len(old_prefix) :]
-            await writes.copy_object(meta.key, target, if_match=meta.etag)
+            await copy_any(writes, meta.key, target, size=meta.size, etag=meta.etag, ledger=ledger)
 
     try:
         async with trio.open_nursery() as nursery:

@@ -42,7 +42,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ossmount.cache.adopt import Adopter
 from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, attr_of, is_symlink
+from ossmount.fs.attrstore import store_attrs
 from ossmount.fs.dirrename import rename_tree
 from ossmount.fs.errors import (
     Exists,
@@ -55,6 +57,7 @@ from ossmount.fs.errors import (
     UnknownHandle,
 )
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
+from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staged, Staging, staged_state
 from ossmount.fs.xattrs import xattr_names, xattr_value
 from ossmount.oss.models import ObjectMeta
@@ -65,6 +68,7 @@ from ossmount.tree.errors import NotADirectory, NotFound
 from ossmount.tree.listing import DirSnapshot, Namespace
 from ossmount.tree.names import join_path, name_problem
 from ossmount.tree.node import Node
+from ossmount.write.bigcopy import copy_any
 
 __all__ = ["FileSystem", "KernelCache", "ReplyEntry"]
 
@@ -110,6 +114,10 @@ class FileSystem:
         self._staging = staging
         if staging is not None:
             staging.on_commit = self._committed
+            if staging.adopter is None:
+                staging.adopter = Adopter(prefetcher.store, prefetcher.config.part_size)
+            if staging.space is None:
+                staging.space = StagedSpace(prefetcher.store)
         self._prefetcher = prefetcher
         self._look = look
         self._dir_mode = look.dir_mode
@@ -170,9 +178,29 @@ class FileSystem:
 
     async def opendir(self, inode: int) -> int:
         snapshot = await self._ns.opendir(inode)
+        if self._staging is not None and self._staging.by_path:
+            self._add_staged(snapshot, self._staging)
         fh = self._new_fh()
         self._dirs[fh] = snapshot
         return fh
+
+    def _add_staged(self, snapshot: DirSnapshot, staging: Staging) -> None:
+        """Files being created in the directory are listed before their first commit (OSS
+        does not know them yet), pinned like the listed entries, in name order."""
+        prefix = f"{snapshot.path}/" if snapshot.path else ""
+        listed = {node.name for node in snapshot.entries}
+        extra = []
+        for path, inode in staging.by_path.items():
+            name = path[len(prefix) :]
+            if path.startswith(prefix) and "/" not in name and name not in listed:
+                try:
+                    node = self._ns.get(inode)
+                except NotFound:
+                    continue
+                self._ns.table.pin(inode)
+                extra.append(node)
+        if extra:
+            snapshot.entries = tuple(sorted((*snapshot.entries, *extra), key=lambda n: n.name))
 
     def readdir(self, fh: int, start_id: int, reply: ReplyEntry) -> None:
         """Hand entries after cookie `start_id` to `reply` until it refuses one.
@@ -184,7 +212,10 @@ class FileSystem:
             raise UnknownHandle(f"<directory handle {fh}>", "not open")
         look, dir_mode, file_mode = self._look, self._dir_mode, self._file_mode
         remember = self._ns.remember
+        staged = self._staging.by_inode if self._staging is not None else {}
         for next_id, node in snapshot.entries_from(start_id):
+            if staged and node.inode in staged:
+                node = node._replace(size=staged[node.inode].size)
             if not reply(node.name, attr_of(node, look, dir_mode, file_mode), next_id):
                 return
             remember(node.inode)
@@ -250,10 +281,7 @@ class FileSystem:
             return
         if handle.staged is not None:
             assert self._staging is not None
-            staged = handle.staged
-            await self._staging.release(staged)
-            if staged.committed is not None and not staged.orphan:
-                self._ns.learned(staged.path, staged.committed)
+            await self._staging.release(handle.staged)  # a commit there calls on_commit
         if handle.reader is not None:
             reader = handle.reader
             self._dir_ahead.closed(reader.meta.key, reader.read_to_end)
@@ -381,11 +409,13 @@ class FileSystem:
         mtime_ns: int | None,
         fh: int | None,
         mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
     ) -> Attr:
         """truncate (size) works on the staged file (staging the object if no handle is
         open, then committing it at once); mtime goes with the next commit of a file being
         written (`x-oss-meta-mtime`), and so does a mode (`x-oss-meta-mode`); on a file nobody
-        has open for writing they, and owners, are accepted and not kept."""
+        has open for writing they, and owners, are stored at once (fs/attrstore.py)."""
         staging = self._writable(inode)
         staged = staging.by_inode.get(inode)
         if size is not None:
@@ -405,6 +435,13 @@ class FileSystem:
             staged.mtime_ns = mtime_ns
         if staged is not None and mode is not None:
             staged.mode = stat.S_IFREG | (mode & 0o7777)
+        if staged is None and (mtime_ns, mode, uid, gid) != (None, None, None, None):
+            node = await self._ns.getattr(inode)
+            if node.meta is not None and not node.is_dir and not is_symlink(node.meta):
+                stored = await store_attrs(staging.uploader.writes, node.meta, mtime_ns=mtime_ns,
+                                           mode=mode, uid=uid, gid=gid)  # fmt: skip
+                if stored is not None:
+                    self._ns.learned(node.path, stored)
         return await self.getattr(inode)
 
     async def unlink(self, parent: int, name: str) -> None:
@@ -482,9 +519,9 @@ class FileSystem:
         if new_key == meta.key:
             return
         writes = staging.uploader.writes
-        copied = await writes.copy_object(
-            meta.key, new_key, if_match=meta.etag, forbid_overwrite=bool(flags & _NOREPLACE)
-        )
+        copied = await copy_any(writes, meta.key, new_key, size=meta.size, etag=meta.etag,
+                                ledger=staging.uploader.ledger,
+                                forbid_overwrite=bool(flags & _NOREPLACE))  # fmt: skip
         await writes.delete_object(meta.key)
         self._ns.learned(node.path, None)
         self._ns.moved(node.inode, new_path)
@@ -493,7 +530,7 @@ class FileSystem:
         self._ns.learned(new_path, moved)
         self._last_etag.pop(node.inode, None)
         if staged is not None:
-            staging.moved(staged, new_path, new_key, copied.etag)
+            staging.moved(staged, new_path, moved)
 
     async def _rename_dir(self, staging: Staging, node: Node, new_path: str) -> None:
         """Every key under the directory moves; the inodes under it keep their numbers under
@@ -503,7 +540,10 @@ class FileSystem:
         if any(p.startswith(inside) for p in staging.by_path):
             raise NotSupported(self._where(node), "rename of a directory with files being written")
         moved = await rename_tree(
-            staging.uploader.writes, self._key(node.path) + "/", self._key(new_path) + "/"
+            staging.uploader.writes,
+            self._key(node.path) + "/",
+            self._key(new_path) + "/",
+            staging.uploader.ledger,
         )
         self._ns.moved_tree(node.inode, new_path)
         log.info("renamed %s to %s/: %d keys copied then deleted", self._where(node),

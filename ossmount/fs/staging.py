@@ -37,8 +37,17 @@ from typing import Protocol
 
 import trio
 
+from ossmount.cache.adopt import Adopter
+from ossmount.fs.stagedspace import StagedSpace
 from ossmount.oss.models import ObjectMeta
-from ossmount.write import StagedFile, Uploader, UploadSession, load_journals, sweep_stale_uploads
+from ossmount.write import (
+    CopySource,
+    StagedFile,
+    Uploader,
+    UploadSession,
+    load_journals,
+    sweep_stale_uploads,
+)
 from ossmount.write.journal import JournalRecord, save_atomic
 
 __all__ = ["Staged", "Staging", "staged_state"]
@@ -81,6 +90,11 @@ class Staged:
     session: UploadSession | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
     committed: ObjectMeta | None = None
+    # The object the staged bytes were filled from or last committed as (key, ETag, size),
+    # and the upload parts written since: the others are copied server-side at commit.
+    source: tuple[str, str, int] | None = None
+    dirty_parts: set[int] = field(default_factory=set)
+    counted: int = 0  # bytes of it counted against the cache's bounds (fs/stagedspace.py)
 
 
 class Staging:
@@ -110,6 +124,14 @@ class Staging:
         # entries are evicted for it (CacheStore.make_room) before ENOSPC is the answer.
         # Staged files are not cache entries, so they are never evicted.
         self.make_room: Callable[[int], int] = lambda need: 0
+        # A committed file's last close hands its staged bytes to the read cache as the
+        # verified entry of the new version (cache/adopt.py): reading it back costs no GET.
+        self.adopter: Adopter | None = None
+        # Adoptions run in the background (a close never waits for one), a few at a time
+        # in worker threads; one cut short by unmount leaves files `recover` removes.
+        self._adopting = trio.CapacityLimiter(4)
+        # Staged bytes count against the cache cap and free-space floor (fs/stagedspace.py).
+        self.space: StagedSpace | None = None
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._nursery = nursery
@@ -136,6 +158,7 @@ class Staging:
     async def fill(self, staged: Staged, source: ObjectReaderLike, size: int) -> None:
         """Copy the current object (read through the verified read path) into the staging
         file: writing into an existing file works on the whole object."""
+        self._count(staged, size)
         offset = 0
         while offset < size:
             data = await source.read(offset, min(_FILL_CHUNK, size - offset))
@@ -144,11 +167,20 @@ class Staging:
             os.pwrite(staged.fd, data, offset)
             offset += len(data)
         staged.size = staged.seq_end = size
+        staged.source = (staged.key, staged.base_etag, size)
+        staged.dirty_parts = set()
 
-    def moved(self, staged: Staged, path: str, key: str, etag: str) -> None:
-        """The file was renamed (after a commit): later commits go to the new key."""
+    def moved(self, staged: Staged, path: str, meta: ObjectMeta) -> None:
+        """The file was renamed (after a commit, so its bytes are the copy `meta`): later
+        commits go to the new key, and what it has committed is the copy."""
         self.by_path.pop(staged.path, None)
-        staged.path, staged.key, staged.base_etag = path, key, etag
+        staged.path, staged.key, staged.base_etag = path, meta.key, meta.etag
+        if not staged.dirty:
+            staged.committed = meta
+            staged.source = (meta.key, meta.etag, staged.size)
+            staged.dirty_parts = set()
+        else:
+            staged.source = None  # the old key is gone: nothing left to copy from
         self.by_path[path] = staged.inode
 
     def unlinked(self, staged: Staged) -> None:
@@ -163,7 +195,9 @@ class Staging:
             return  # a write-back commit still running drops it when done
         if staged.dirty and not (staged.orphan or staged.failed or staged.broken):
             try:  # written but never flushed (no close reached us): commit now
-                await self.commit(staged)
+                meta = await self.commit(staged)
+                if meta is not None:
+                    self.on_commit(staged, meta)
             except Exception as exc:
                 log.error(
                     "%s: the last close could not commit the file (%s); its staged bytes are "
@@ -174,6 +208,11 @@ class Staging:
         if staged.dirty and not staged.orphan:
             log.warning("%s: dropping staged bytes whose commit failed (the writer got EIO)",
                         self._where(staged.key))  # fmt: skip
+        elif self._adoptable(staged):
+            assert staged.committed is not None
+            self._drop(staged, keep_files=True)  # before any await: a new open starts afresh
+            self._nursery.start_soon(self._adopt, staged.files, staged.committed)
+            return
         session, staged.session = staged.session, None
         self._drop(staged)  # before any await: a new open now starts afresh
         if session is not None:
@@ -197,6 +236,34 @@ class Staging:
         else:
             self.uploader.ledger.active.discard(upload_id)
 
+    def _adoptable(self, staged: Staged) -> bool:
+        meta = staged.committed
+        return (
+            self.adopter is not None
+            and meta is not None
+            and meta.key == staged.key  # `moved` updates both
+            and meta.etag == staged.base_etag
+            and meta.size == staged.size
+            and not (staged.dirty or staged.orphan or staged.failed or staged.broken)
+            and staged.session is None
+        )
+
+    async def _adopt(self, files: StagedFile, meta: ObjectMeta) -> None:
+        """The last user of a committed, unchanged file is gone (and it is out of the maps):
+        its bytes become the read cache's verified entry of `meta` (cache/adopt.py), or are
+        deleted."""
+        assert self.adopter is not None
+        checkpoint = None
+        try:
+            async with self._adopting:
+                checkpoint = await self.adopter.prepare(files.data, meta)
+        finally:
+            files.journal.unlink(missing_ok=True)
+            if checkpoint is None:
+                files.data.unlink(missing_ok=True)
+        if checkpoint is not None:
+            self.adopter.install(meta, files.data, checkpoint)
+
     def _drop(self, staged: Staged, *, keep_files: bool = False) -> None:
         if self.by_inode.get(staged.inode) is staged:
             del self.by_inode[staged.inode]
@@ -205,6 +272,9 @@ class Staging:
         if staged.session is not None:
             staged.session.close()
             staged.session = None
+        if self.space is not None:
+            self.space.shrink(staged.counted)
+            staged.counted = 0
         with contextlib.suppress(OSError):
             os.close(staged.fd)
         if keep_files:
@@ -222,6 +292,7 @@ class Staging:
         if staged.broken is not None:
             raise staged.broken
         try:
+            self._count(staged, offset + len(data))
             written = self._pwrite(staged, data, offset)
         except OSError as exc:
             # ENOSPC and friends: the writer hears it now, and the file is never committed
@@ -230,6 +301,7 @@ class Staging:
             raise staged.broken from exc
         end = offset + written
         staged.dirty, staged.failed = True, False
+        self._changed_parts(staged, offset, end)
         self._touched(staged, offset, end)
         if offset <= staged.seq_end < end:
             staged.seq_end = end
@@ -245,13 +317,31 @@ class Staging:
                 raise
             return os.pwrite(staged.fd, data, offset)  # evicted some of the read cache
 
+    def _count(self, staged: Staged, end: int) -> None:
+        """The staged file is about to reach `end` bytes: count its growth, making room (or
+        raising ENOSPC) first."""
+        if self.space is not None and end > staged.counted:
+            self.space.grow(end - staged.counted, self._where(staged.key))
+            staged.counted = end
+
     def truncate(self, staged: Staged, size: int) -> None:
+        self._count(staged, size)
         os.ftruncate(staged.fd, size)
+        if self.space is not None and size < staged.counted:
+            self.space.shrink(staged.counted - size)
+            staged.counted = size
         staged.dirty, staged.failed = True, False
+        self._changed_parts(staged, min(size, staged.size), max(size, staged.size) + 1)
         if size < staged.size:
             self._touched(staged, size, staged.size)
             staged.seq_end = min(staged.seq_end, size)
         staged.size = size
+
+    def _changed_parts(self, staged: Staged, start: int, end: int) -> None:
+        """Upload parts holding [start, end) are no longer the source's: never copied."""
+        if staged.source is not None and end > start:
+            ps = self.uploader.settings.part_size
+            staged.dirty_parts.update(range(start // ps, (end - 1) // ps + 1))
 
     def _touched(self, staged: Staged, start: int, end: int) -> None:
         """Parts already handed over that [start, end) changes must be sent again."""
@@ -282,6 +372,7 @@ class Staging:
                 mode=staged.mode,
             )
             staged.session = self.uploader.session(staged.files, record, self._nursery)
+            staged.session.copy_from = _copy_source(staged, staged.dirty_parts)
         return staged.session
 
     # -- commit ------------------------------------------------------------------------------
@@ -299,10 +390,13 @@ class Staging:
             session = self._session(staged)
             staged.session, staged.ready, staged.next_part = None, set(), 0
             staged.dirty = False  # a write from here on makes it dirty again
+            changed, staged.dirty_parts = staged.dirty_parts, set()
+            session.copy_from = _copy_source(staged, changed)
             size = staged.size
             try:
                 result = await session.finish(size, mtime_ns=staged.mtime_ns)
             except BaseException as exc:
+                staged.dirty_parts |= changed
                 staged.dirty = staged.failed = True
                 if isinstance(exc, Exception):
                     self.on_outcome("failed")
@@ -312,6 +406,7 @@ class Staging:
             self.on_outcome("committed")
             staged.forbid_overwrite = False  # O_EXCL held for the creation only
             staged.base_etag = result.etag
+            staged.source = (staged.key, result.etag, size)
             now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
             staged.committed = ObjectMeta(staged.key, size, result.etag, now, result.crc64)
             log.debug("%s committed: %d bytes, %d parts, CRC-64 %016x",
@@ -348,14 +443,14 @@ class Staging:
         return True
 
     async def _commit_later(self, staged: Staged) -> None:
-        kept = False
+        kept = True  # until the upload is done: sealed and durable, the next mount uploads it
         try:
             async with self._background:
                 meta = await self.commit(staged)
+            kept = False
             if meta is not None:
                 self.on_commit(staged, meta)
         except Exception as exc:
-            kept = True  # sealed and durable: the next mount uploads it
             log.error("%s: write-back upload failed (%s); the file stays staged in %s and is "
                       "uploaded at the next mount", self._where(staged.key), exc,
                       staged.files.data)  # fmt: skip
@@ -365,7 +460,12 @@ class Staging:
             if self._pending_total == 0:
                 self._idle.set()
             if staged.pending == 0 and staged.handles == 0:
-                self._drop(staged, keep_files=kept)
+                if not kept and self._adoptable(staged):
+                    assert staged.committed is not None
+                    self._drop(staged, keep_files=True)
+                    self._nursery.start_soon(self._adopt, staged.files, staged.committed)
+                else:
+                    self._drop(staged, keep_files=kept)
 
     async def drain(self) -> None:
         """Wait until every write-back upload scheduled so far has finished (unmount)."""
@@ -396,9 +496,20 @@ class Staging:
         for data in self.directory.glob("*.data"):
             if not data.with_name(data.name + ".journal").exists():
                 data.unlink(missing_ok=True)  # never sealed nor journaled: never acknowledged
+        for checkpoint in self.directory.glob("*.data.ckpt"):
+            checkpoint.unlink(missing_ok=True)  # an adoption cut short (cache/adopt.py)
         left = list(load_journals(self.directory).values())
         await sweep_stale_uploads(self.uploader.writes, self.uploader.ledger, left, prefix)
         return done
+
+
+def _copy_source(staged: Staged, changed: set[int]) -> CopySource | None:
+    """What a session may copy from: parts in neither `changed` (written before the commit)
+    nor the file's current `dirty_parts` (written since), asked when each part goes."""
+    if staged.source is None:
+        return None
+    key, etag, size = staged.source
+    return CopySource(key, etag, size, lambda i: i not in changed and i not in staged.dirty_parts)
 
 
 def _seal(fd: int, journal: Path, record: JournalRecord) -> None:

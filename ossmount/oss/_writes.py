@@ -90,6 +90,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _REPLY_LIMIT = 8 * 1024 * 1024
+# Kept by replace_meta: what a REPLACE copy would otherwise reset.
+_CONTENT_HEADERS = frozenset(
+    ("content-type", "content-encoding", "content-disposition", "content-language",
+     "cache-control", "expires")
+)  # fmt: skip
 
 
 def _header_crc(headers: httpx.Headers) -> int | None:
@@ -335,6 +340,31 @@ class OssWrites:
         etag, mtime_ns = self._parse(parse_copy_result, body, dst_key)
         return CopyResult(etag, mtime_ns, _header_crc(reply))
 
+    async def replace_meta(
+        self, key: str, updates: Mapping[str, str], *, if_match: str
+    ) -> CopyResult | None:
+        """Set some `x-oss-meta-*` of `key` as ossfs does (chmod, chown, utimens): a HEAD, then
+        CopyObject onto itself with directive REPLACE carrying the object's other metadata
+        (user metadata and the content headers) with `updates` over it. Both are fenced on
+        `if_match` (412 PreconditionFailed if the object changed). None when the object
+        already has those values (no copy)."""
+        kept, _ = await self.kept_headers(key, if_match=if_match)
+        if all(kept.get(name.lower()) == value for name, value in updates.items()):
+            return None
+        kept.update({name.lower(): value for name, value in updates.items()})
+        return await self.copy_object(key, key, if_match=if_match, meta=kept)
+
+    async def kept_headers(self, key: str, *, if_match: str) -> tuple[dict[str, str], int | None]:
+        """One HEAD fenced on `if_match`: the object's user metadata and content headers (what
+        a copy that sets metadata must send again), and its CRC-64 (None if it has none)."""
+        reply, _, _ = await self._request("HeadObject", "HEAD", key, [], {"If-Match": if_match})
+        kept = {
+            name.lower(): value
+            for name, value in reply.items()
+            if name.lower().startswith("x-oss-meta-") or name.lower() in _CONTENT_HEADERS
+        }
+        return kept, _header_crc(reply)
+
     def _copy_source(self, key: str) -> str:
         return f"/{self.bucket}/{signing.uri_encode(key, keep_slash=True)}"
 
@@ -414,14 +444,16 @@ class OssWrites:
         src_key: str,
         src_range: tuple[int, int],
         *,
-        expected_crc: int,
+        expected_crc: int | None,
         if_match: str | None = None,
     ) -> PartResult:
         """UploadPartCopy of bytes [start, end) of `src_key`, fenced on its ETag.
 
-        The caller states the CRC-64 those bytes must have (it knows them: they are the
-        unchanged part of a verified cached object); a reply CRC, when OSS sends one, must equal
-        it, and Complete checks the combined CRC either way."""
+        The caller states the CRC-64 those bytes must have when it knows them (the unchanged
+        part of a staged, verified object); a reply CRC, when OSS sends one, must equal it, and
+        Complete checks the combined CRC either way. None: the caller checks the whole object
+        at Complete (`complete_multipart(expected_crc=...)`); the part's CRC is then the
+        reply's, or 0."""
         start, end = src_range
         if not 0 <= start < end:
             raise ValueError(f"bad copy range {src_range}")
@@ -435,12 +467,13 @@ class OssWrites:
         reply, body, _ = await self._request(f"UploadPartCopy {number}", "PUT", key, query, headers)
         etag, _ = self._parse(parse_copy_result, body, key)
         got = _header_crc(reply)
-        if got is not None and got != expected_crc:
+        if got is not None and expected_crc is not None and got != expected_crc:
             raise CrcMismatch(
                 f"UploadPartCopy {number}", expected=expected_crc, got=got,
                 bucket=self.bucket, key=key,
             )  # fmt: skip
-        return PartResult(number, etag, end - start, expected_crc)
+        crc = expected_crc if expected_crc is not None else got
+        return PartResult(number, etag, end - start, crc or 0)
 
     async def complete_multipart(
         self,
@@ -449,13 +482,19 @@ class OssWrites:
         parts: Sequence[PartResult],
         *,
         forbid_overwrite: bool = False,
+        expected_crc: int | None = None,
+        verify: bool = True,
     ) -> PutResult:
-        """CompleteMultipartUpload; the reply CRC must equal combine(part CRCs)."""
+        """CompleteMultipartUpload; the reply CRC must equal combine(part CRCs), or
+        `expected_crc` when given (parts copied server-side, whose CRCs we never saw).
+        `verify=False` (a copy of a source without CRC-64) takes the reply's as it is."""
         ordered = sorted(parts, key=lambda p: p.number)
         expected, size = 0, 0
         for part in ordered:
             expected = combine(expected, part.crc64, part.size)
             size += part.size
+        if expected_crc is not None:
+            expected = expected_crc
         headers = {"Content-Type": "application/xml"}
         if forbid_overwrite:
             headers["x-oss-forbid-overwrite"] = "true"
@@ -467,11 +506,13 @@ class OssWrites:
         except NoSuchUpload:
             # A retry after a lost reply finds the upload completed: check the object is it.
             meta = await self._head_or_none(key)
-            if meta is None or meta.crc64 != expected or meta.size != size:
+            if meta is None or (verify and meta.crc64 != expected) or meta.size != size:
                 raise
             log.info("oss://%s/%s: upload %s was already completed", self.bucket, key, upload_id)
             return PutResult(key, meta.etag, expected, size)
         got = _header_crc(reply)
+        if not verify:
+            return PutResult(key, reply.get("etag", ""), got or 0, size)
         if got != expected:
             raise CrcMismatch(
                 "CompleteMultipartUpload", expected=expected, got=got, bucket=self.bucket, key=key

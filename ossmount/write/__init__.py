@@ -2,7 +2,9 @@
 
 One job per module: `journal` (the durable, self-checksummed record beside a staging file),
 `ledger` (which multipart uploads are ours), `uploader` (commit a staged file, with parts sent
-while it is still being written, resumable after kill -9), `sweeper` (abort our stale uploads).
+while it is still being written, resumable after kill -9; unchanged parts of a patched object
+copied server-side), `sweeper` (abort our stale uploads), `bigcopy` (a server-side copy of any
+size: by parts above CopyObject's 1 GiB).
 The OSS requests themselves are in `ossmount.oss._writes`.
 """
 
@@ -11,10 +13,11 @@ from __future__ import annotations
 from .journal import CorruptJournal, JournalIOError, JournalRecord, PartRecord, WriteState
 from .ledger import UploadLedger
 from .sweeper import load_journals, sweep_stale_uploads
-from .uploader import CommitResult, StagedFile, Uploader, UploadSession, UploadSettings
+from .uploader import CommitResult, CopySource, StagedFile, Uploader, UploadSession, UploadSettings
 
 __all__ = [
     "CommitResult",
+    "CopySource",
     "CorruptJournal",
     "JournalIOError",
     "JournalRecord",

@@ -16,6 +16,12 @@ record whose every listed part is on the server; it re-checks each against the s
 (local CRC) and ListParts (ETag and CRC) anyway, keeps those that match, sends the rest and
 completes. An upload that vanished (NoSuchUpload: aborted, expired) is started afresh.
 
+Unchanged parts (`copy_from`, a `CopySource`): a file staged from an existing object and
+patched has the parts its writer did not touch copied server-side with UploadPartCopy, fenced
+on the source's ETag, instead of sent; their CRC-64s are hashed from the staged bytes, so
+Complete verifies the whole object as for sent parts. A source that changed (the conflict
+check, or a 412) turns copying off for the session: the parts are sent.
+
 Conflicts (last writer wins, said in SEMANTICS.md): a file opened from an existing version
 (`base_etag`) is checked with one HEAD before it is committed; if the object changed or went
 away meanwhile, a WARNING names the key and both ETags, and our version replaces it. With
@@ -31,13 +37,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
 
 from ..crc64 import combine, crc64
-from ..oss._errors import NoSuchKey
+from ..oss._errors import NoSuchKey, PreconditionFailed
 from ..oss._writes import (
     FileRange,
     NoSuchUpload,
@@ -49,7 +56,14 @@ from ..oss._writes import (
 from .journal import JournalRecord, PartRecord, WriteState, load, save_atomic
 from .ledger import UploadLedger
 
-__all__ = ["CommitResult", "StagedFile", "UploadSession", "UploadSettings", "Uploader"]
+__all__ = [
+    "CommitResult",
+    "CopySource",
+    "StagedFile",
+    "UploadSession",
+    "UploadSettings",
+    "Uploader",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +99,17 @@ class StagedFile:
     def beside(cls, data: Path) -> StagedFile:
         data = Path(data)
         return cls(data, data.with_name(data.name + ".journal"))
+
+
+@dataclass(frozen=True, slots=True)
+class CopySource:
+    """The object a staged file was filled from: its parts the writer has not changed
+    (`clean(index)`, 0-based, asked when the part goes) are copied server-side, not sent."""
+
+    key: str
+    etag: str
+    size: int
+    clean: Callable[[int], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +243,8 @@ class UploadSession:
         self._resumed = False  # a previous process may have sent (some of) this file
         self._ephemeral = False  # a small commit without journal (see UploadSettings)
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
+        # Set by the FUSE layer for a file staged from an existing object (see CopySource).
+        self.copy_from: CopySource | None = None
 
     @property
     def key(self) -> str:
@@ -268,13 +295,36 @@ class UploadSession:
     async def _send_part(self, number: int, length: int, generation: int) -> None:
         async with self._up.limiter:
             upload_id = await self._ensure_upload()
-            src = FileRange(self._fd, (number - 1) * self._ps, length)
-            result = await self._writes.upload_part(self.key, upload_id, number, src)
+            result = await self._copy_part(upload_id, number, length)
+            if result is None:
+                src = FileRange(self._fd, (number - 1) * self._ps, length)
+                result = await self._writes.upload_part(self.key, upload_id, number, src)
         if self._generation.get(number, 0) != generation or upload_id != self.record.upload_id:
             return  # the part changed (or the upload was replaced) while it was in flight
         self._parts[number] = PartRecord(number, result.size, result.crc64, result.etag)
         await self._save()
         log.debug("oss://%s/%s: part %d recorded", self._writes.bucket, self.key, number)
+
+    async def _copy_part(self, upload_id: str, number: int, length: int) -> PartResult | None:
+        """An unchanged part of the object the file was staged from, copied server-side
+        (UploadPartCopy fenced on its ETag) instead of sent; None: send it. Its CRC-64 is
+        that of the staged bytes, so Complete's check still covers it."""
+        source, start = self.copy_from, (number - 1) * self._ps
+        if source is None or start + length > source.size or not source.clean(number - 1):
+            return None
+        crc = await trio.to_thread.run_sync(_crc_of, self._fd, start, length)
+        if not source.clean(number - 1):
+            return None  # written while it was hashed
+        try:
+            return await self._writes.upload_part_copy(
+                self.key, upload_id, number, source.key, (start, start + length),
+                expected_crc=crc, if_match=source.etag,
+            )  # fmt: skip
+        except (PreconditionFailed, NoSuchKey) as exc:
+            log.info("oss://%s/%s changed on the server (%s); sending parts, not copying them",
+                     self._writes.bucket, source.key, exc.code)  # fmt: skip
+            self.copy_from = None
+            return None
 
     async def _ensure_upload(self) -> str:
         async with self._init_lock:
@@ -418,6 +468,7 @@ class UploadSession:
         except NoSuchKey:
             now = "(deleted)"
         if now != base:
+            self.copy_from = None  # its parts are not ours to copy any more
             log.warning(
                 "oss://%s/%s changed on the server since it was opened for writing (ETag %s, "
                 "opened at %s); our version replaces it (last writer wins)",

@@ -1,0 +1,123 @@
+"""A file the write path just committed becomes the read cache's entry for that version.
+
+Why: the staged file holds exactly the bytes OSS confirmed by CRC-64 at commit, so reading
+the object back in the same mount must not cost a GET (issue 15). Rather than copy it, the
+staged data file is renamed into the cache store with a checkpoint that claims every part
+(`CacheStore.adopt`), state VERIFIED.
+
+What makes the claim true: `prepare` hashes the staged file part by part in the read cache's
+layout (cache.ranges; the upload's parts are cut differently, and CRC-64 runs at ~20 GB/s
+here, so hashing is cheaper than splitting the upload's part CRCs), and only if those CRCs
+combine to the CRC-64 the server confirmed is anything handed over; a file changed since (a
+write raced the commit) stays a staged file and is dropped as before. Like every part a
+checkpoint lists, each part is hashed again before its first read in a daemon's life
+(cache.recheck), so the claim is checked once more by the reader, at ~50 ms per GiB.
+
+Durability, and the one difference from the read path's checkpoints: neither the data nor the
+checkpoint is fsynced (the read path fdatasyncs before it records). Two fsyncs per file cost
+more than the whole commit of a small file, and they buy nothing the re-check does not: after
+a crash a torn checkpoint fails its digest and is discarded, and a part whose bytes did not
+reach the disk fails its re-check and is fetched again, so the worst case is a GET, never a
+wrong byte.
+
+Both files are on the cache dir's filesystem (staging/ is a sibling of the bucket directory),
+so the rename is cheap; a staging dir elsewhere (EXDEV) just means no adoption.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+from pathlib import Path
+
+import trio
+
+from ossmount.cache.checkpoint import Checkpoint, EntryState, encode
+from ossmount.cache.ranges import PartLayout
+from ossmount.cache.recheck import hash_span
+from ossmount.cache.store import CacheStore
+from ossmount.oss.models import ObjectMeta
+
+__all__ = ["Adopter", "seal_for_cache"]
+
+log = logging.getLogger(__name__)
+
+
+def seal_for_cache(
+    data: Path, meta: ObjectMeta, *, bucket: str, part_size: int, out: Path
+) -> int | None:
+    """Blocking. Hash the bytes of `data` in the cache's parts; if they are the committed
+    version (`meta.crc64`), write the sealed checkpoint to `out` (not fsynced: see the module
+    docstring). The bytes the entry holds, or None (not the committed bytes, or no CRC)."""
+    fd = os.open(data, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _seal(fd, meta, bucket=bucket, part_size=part_size, out=out)
+    finally:
+        os.close(fd)
+
+
+def _seal(fd: int, meta: ObjectMeta, *, bucket: str, part_size: int, out: Path) -> int | None:
+    if meta.crc64 is None or os.fstat(fd).st_size != meta.size:
+        return None
+    layout = PartLayout(meta.size, part_size)
+    crcs = {i: hash_span(fd, *layout.span(i)) for i in range(layout.count)}
+    if layout.combined_crc(crcs) != meta.crc64:
+        return None
+    cp = Checkpoint(
+        bucket=bucket,
+        key=meta.key,
+        etag=meta.etag,
+        size=meta.size,
+        mtime_ns=meta.mtime_ns,
+        server_crc64=meta.crc64,
+        part_size=part_size,
+        part_crcs=crcs,
+        state=EntryState.VERIFIED,
+    )
+    out.write_bytes(encode(cp))
+    return meta.size
+
+
+class Adopter:
+    """Hands committed staged files to one cache store (see the module docstring)."""
+
+    def __init__(self, store: CacheStore, part_size: int) -> None:
+        self.store = store
+        self.part_size = part_size
+
+    async def prepare(self, data: Path, meta: ObjectMeta) -> Path | None:
+        """The checkpoint written beside `data` (`<data>.ckpt`), or None: no adoption."""
+        out = data.with_name(data.name + ".ckpt")
+
+        def seal() -> int | None:
+            return seal_for_cache(
+                data, meta, bucket=self.store.bucket, part_size=self.part_size, out=out
+            )
+
+        try:
+            held = await trio.to_thread.run_sync(seal)
+        except OSError as exc:
+            log.debug("oss://%s/%s: not kept in the cache: %s", self.store.bucket, meta.key, exc)
+            return None
+        if held is None:
+            log.debug("oss://%s/%s: staged bytes are not the committed version; not cached",
+                      self.store.bucket, meta.key)  # fmt: skip
+            return None
+        return out
+
+    def install(self, meta: ObjectMeta, data: Path, checkpoint: Path) -> bool:
+        """Move `data` and `checkpoint` into the store (synchronously, on the trio thread, so
+        no open of the key runs in between). On failure both are removed."""
+        try:
+            self.store.adopt(meta.key, data, checkpoint, meta.size)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                log.warning("oss://%s/%s: could not keep the committed file in the cache: %s",
+                            self.store.bucket, meta.key, exc)  # fmt: skip
+            for path in (data, checkpoint):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            return False
+        return True

@@ -1,0 +1,216 @@
+"""Read-write features beyond the basics (issue 15's second round), through a real `-o rw`
+mount against the emulator; objects are read back with the official SDK, requests counted in
+the emulator's log."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import alibabacloud_oss_v2 as oss
+
+from ossmount.emulator import Emulator
+from tests.mount.conftest import MountFactory
+from tests.mount.harness import BUCKET
+from tests.mount.test_write import RW, MiB, sdk, server_bytes, server_keys
+
+__all__ = ["wait_until"]
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll a condition the daemon makes true on its own (a FUSE release is not awaited by
+    close), failing with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+def gets(emu: Emulator, key: str) -> int:
+    return sum(1 for r in emu.requests if r.op == "GetObject" and r.key == key)
+
+
+def staged_files(cache: Path) -> list[Path]:
+    return list((cache / "staging").glob("*.data"))
+
+
+def test_a_committed_file_is_read_back_from_the_cache_without_a_get(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    mount = make_mount(args=RW).start()
+    files = {"small": os.urandom(70_001), "big": os.urandom(3 * MiB + 5), "empty": b""}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        subprocess.run(["cp", str(tmp_path / name), str(mount.path / name)], check=True)
+    wait_until("every staged file is released", lambda: not staged_files(mount.cache))
+    for name, data in files.items():
+        assert (mount.path / name).read_bytes() == data
+        state = os.getxattr(mount.path / name, "user.ossmount.state")
+        assert state == b"verified", f"{name}: {state!r}"
+        assert server_bytes(emulator, name) == data
+    before = {name: gets(emulator, name) for name in files}
+    assert before == dict.fromkeys(files, 1), "only the SDK's read-back GETs"
+    # After a remount the adopted entry is on disk like any verified one: no GET either.
+    mount.stop()
+    mount = make_mount(args=RW).start()
+    for name, data in files.items():
+        assert (mount.path / name).read_bytes() == data
+    assert {name: gets(emulator, name) for name in files} == before
+
+
+def test_a_file_being_created_is_listed_before_its_first_commit(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.put_object(BUCKET, "d/old", b"o")
+    mount = make_mount(args=RW).start()
+    fd = os.open(mount.path / "d" / "new", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"12345")
+        assert sorted(os.listdir(mount.path / "d")) == ["new", "old"]
+        assert "d/new" not in server_keys(emulator), "nothing committed yet"
+        sizes = {e.name: e.stat().st_size for e in os.scandir(mount.path / "d")}
+        assert sizes == {"new": 5, "old": 1}
+        assert os.listdir(mount.path) == ["d"]
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(mount.path / "d")) == ["new", "old"]
+    assert server_bytes(emulator, "d/new") == b"12345"
+
+
+def test_chmod_chown_utimens_of_a_closed_file_are_stored_as_ossfs_stores_them(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    client = sdk(emulator)
+    client.put_object(oss.PutObjectRequest(
+        bucket=BUCKET, key="f", body=b"data", content_type="text/x-kept",
+        metadata={"other": "kept"},
+    ))  # fmt: skip
+    mount = make_mount(args=RW).start()
+    path = mount.path / "f"
+    os.chmod(path, 0o640)
+    os.chown(path, 1234, 5678)
+    os.utime(path, ns=(1_700_000_000_000_000_000, 1_600_000_000_250_000_000))
+    head = client.head_object(oss.HeadObjectRequest(bucket=BUCKET, key="f"))
+    assert head.metadata == {
+        "other": "kept",
+        "mode": str(0o100640),
+        "uid": "1234",
+        "gid": "5678",
+        "mtime": "1600000000.250000000",
+    }
+    assert head.content_type == "text/x-kept"
+    assert server_bytes(emulator, "f") == b"data"
+    copies = [r for r in emulator.requests if r.op == "CopyObject" and r.key == "f"]
+    assert len(copies) == 3
+    os.chmod(path, 0o640)  # already stored: a HEAD, no copy
+    assert len([r for r in emulator.requests if r.op == "CopyObject" and r.key == "f"]) == 3
+    assert path.read_bytes() == b"data"
+
+
+def test_rename_above_the_copyobject_limit_copies_by_parts(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.store.copy_object_limit = 1 * MiB  # OSS: 1 GB; no test writes that much
+    data = os.urandom(3 * MiB + 11)
+    emulator.put_object(BUCKET, "d/big", data, content_type="text/x-kept", meta={"m": "v"})
+    emulator.put_object(BUCKET, "d/small", b"s")
+    inner = os.urandom(2 * MiB)
+    emulator.put_object(BUCKET, "d/inner", inner)
+    mount = make_mount(args=RW).start()
+    os.rename(mount.path / "d" / "big", mount.path / "moved")
+    assert server_bytes(emulator, "moved") == data  # the SDK checks the server's CRC-64 too
+    head = sdk(emulator).head_object(oss.HeadObjectRequest(bucket=BUCKET, key="moved"))
+    assert head.metadata == {"m": "v"}
+    assert head.content_type == "text/x-kept"
+    assert server_keys(emulator) == {"moved", "d/small", "d/inner"}
+    assert any(r.op == "UploadPartCopy" and r.key == "moved" for r in emulator.requests)
+    assert (mount.path / "moved").read_bytes() == data
+    os.rename(mount.path / "d", mount.path / "e")  # a directory rename copies the same way
+    assert server_keys(emulator) == {"moved", "e/small", "e/inner"}
+    assert server_bytes(emulator, "e/inner") == inner
+
+
+def test_patching_a_large_object_copies_its_unchanged_parts_server_side(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    data = bytearray(os.urandom(5 * MiB + 100))  # 6 parts of 1 MiB (the last one short)
+    emulator.put_object(BUCKET, "big", bytes(data))
+    mount = make_mount(args=RW).start()
+    with open(mount.path / "big", "r+b") as f:
+        f.seek(2 * MiB + 12345)
+        f.write(b"X")
+    data[2 * MiB + 12345] = ord("X")
+    assert server_bytes(emulator, "big") == bytes(data)  # the SDK checks the CRC-64 too
+    ops = [r.op for r in emulator.requests if r.key == "big"]
+    assert ops.count("UploadPartCopy") == 5, ops
+    assert ops.count("UploadPart") == 1, ops
+    # patched again in the same mount: the source is now the object just committed
+    with open(mount.path / "big", "ab") as f:
+        f.write(b"tail")
+    data += b"tail"
+    assert server_bytes(emulator, "big") == bytes(data)
+    ops = [r.op for r in emulator.requests if r.key == "big"]
+    assert ops.count("UploadPartCopy") == 10, "parts 1-5 copied again, the grown last sent"
+    assert ops.count("UploadPart") == 2, ops
+
+
+def test_a_patched_object_changed_on_the_server_meanwhile_is_sent_whole(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    data = bytearray(os.urandom(3 * MiB + 1))
+    emulator.put_object(BUCKET, "big", bytes(data))
+    mount = make_mount(args=RW).start()
+    with open(mount.path / "big", "r+b") as f:  # staged from the first version
+        emulator.put_object(BUCKET, "big", b"someone else's")  # last writer wins: ours
+        f.write(b"Y")
+    data[0] = ord("Y")
+    assert server_bytes(emulator, "big") == bytes(data)
+    done = [(r.op, r.status) for r in emulator.requests if r.key == "big" and r.method == "PUT"]
+    assert ("UploadPartCopy", 200) not in done, "no part of the other version is copied"
+    assert done.count(("UploadPart", 200)) == 4
+
+
+def test_staged_bytes_count_against_the_cache_cap(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    emulator.put_object(BUCKET, "read", os.urandom(3 * MiB))
+    emulator.put_object(BUCKET, "big", b"old")
+    mount = make_mount(args=(*RW, "--max-cache-size-mb", "5", "--min-free-mb", "0")).start()
+    assert len((mount.path / "read").read_bytes()) == 3 * MiB  # an idle cache entry now
+    data = os.urandom(4 * MiB)
+    (tmp_path / "w").write_bytes(data)
+    subprocess.run(["cp", str(tmp_path / "w"), str(mount.path / "w")], check=True)
+    assert server_bytes(emulator, "w") == data
+    assert "evicted" in mount.log(), "the idle read entry made room for the staged bytes"
+    (tmp_path / "six").write_bytes(os.urandom(6 * MiB))
+    cp = subprocess.run(["cp", str(tmp_path / "six"), str(mount.path / "big")], check=False,
+                        capture_output=True)  # fmt: skip
+    assert cp.returncode != 0
+    assert b"No space left on device" in cp.stderr, cp.stderr
+    assert server_bytes(emulator, "big") == b"old", "a file that hit the cap replaces nothing"
+    assert "cache cap" in mount.log()
+
+
+def test_staged_bytes_keep_the_free_space_floor(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(cache)], check=True)
+    try:
+        mount = make_mount(args=(*RW, "--min-free-mb", "12")).start()
+        (tmp_path / "ok").write_bytes(os.urandom(4 * MiB))
+        subprocess.run(["cp", str(tmp_path / "ok"), str(mount.path / "ok")], check=True)
+        (tmp_path / "no").write_bytes(os.urandom(14 * MiB))
+        cp = subprocess.run(["cp", str(tmp_path / "no"), str(mount.path / "no")],
+                            check=False, capture_output=True)  # fmt: skip
+        assert cp.returncode != 0
+        assert b"No space left on device" in cp.stderr
+        assert "no" not in server_keys(emulator)
+        assert "keep less than 12 MiB free" in mount.log()
+        mount.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
