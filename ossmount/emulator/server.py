@@ -492,8 +492,13 @@ async def _write(
             raise ConnectionDone("object file vanished") from None
         fd = body.fd
     sent = [0]
+    plan = resp.plan
+    unshaped = conn_bucket is None and shaping.total_bps <= 0 and resp.length > 0
     try:
-        await stream.send_all(head)
+        if unshaped and plan.stall_at is None and plan.cut_at is None:
+            await _send_corked(stream, head)
+        else:
+            await stream.send_all(head)
         await _send_body(stream, body, resp, shaping, conn_bucket, sent)
     except BaseException:
         if resp.on_sent:
@@ -504,6 +509,16 @@ async def _write(
             os.close(fd)
     if resp.on_sent:
         resp.on_sent(sent[0], True)
+
+
+async def _send_corked(stream: trio.SocketStream, head: bytes) -> None:
+    """Send the head with MSG_MORE: the kernel holds it until the body's first bytes join it,
+    so a small reply leaves as one segment and the client wakes once for head and body, not
+    twice (only when the body follows at once: no stall, cut or shaping to wait for)."""
+    view = memoryview(head)
+    while view:
+        n = await stream.socket.send(view, socket.MSG_MORE)
+        view = view[n:]
 
 
 async def _send_body(

@@ -42,7 +42,7 @@ from ._body import BodyError, BodyReader
 __all__ = ["Connection", "Reply", "WireBody", "WireError", "WirePool", "parse_head"]
 
 MAX_HEAD = 64 * 1024  # a longer reply head is refused (h11's default limit too)
-_RECV = 64 * 1024  # one read for the head: a small body usually arrives in the same read
+_RECV = 128 * 1024  # one read for the head: a 64 KiB spot block arrives in the same read
 
 
 class WireError(Exception):
