@@ -11,6 +11,7 @@ costs in the client alone:
   µs per GET and the client process's CPU µs per GET, median [min..max] over `--repeat` runs.
   The first pass (connection set-up, `--pooled` connections opened by as many parallel
   loops: a mount's pool after parallel reads) is not timed.
+* `floor`: the emulator's own time per ranged GET (see `bench_floor`).
 * `list`: `_xml.parse_list_v2` of a 1,000-key ListObjectsV2 page as the emulator writes it
   (URL-encoded keys), µs per entry, median [min..max]; also the same through `list_page`
   against the emulator (HTTP + parse), µs per entry.
@@ -29,7 +30,18 @@ median of the invocations' medians; 2 vCPU VM shared with other work, so ±20 %)
     parse_list_v2 CPU us/entry                18.2      8.9
     list_page over HTTP CPU us/entry          21.0     14.5
 
-Python calls per GET (cProfile, deterministic): 2,603 -> 2,170. Of what is left (cProfile
+Session 6 (issue 13, W8), ranged GETs on the client's own connections (oss/_wire.py) and the
+emulator's hand-parsed GET heads; `--what floor,gets --size-kib 64 --objects 2000 --repeat 3`,
+3 interleaved invocation pairs, medians (a loaded machine: walls are not comparable):
+
+    figure                                   before   after
+    gets CPU us/GET (2,000 x 64 KiB)           829      278
+    Python calls per GET (cProfile)          2,170     ~700
+
+`floor` sends one pre-built signed request again and again on a raw blocking socket: its wall
+time is the emulator's own cost per GET (~250-300 us quiet), which no client can go under.
+
+Session 5: Python calls per GET (cProfile, deterministic): 2,603 -> 2,170. Of what is left (cProfile
 self time): trio 19 %, h11 17 %, httpcore 17 %, httpx 3 %, builtins and stdlib called
 mostly from those 31 %, the client's own modules 11 % (request and response heads through
 h11, the pool's bookkeeping, five cancel scopes per request inside httpcore).
@@ -185,7 +197,8 @@ def bench_floor(endpoint: str, args: argparse.Namespace) -> None:
             if end >= 0:
                 break
         m = re.search(rb"(?i)content-length: *(\d+)", buf[:end])
-        assert m is not None and buf.startswith(b"HTTP/1.1 206"), bytes(buf[:200])
+        if m is None or not buf.startswith(b"HTTP/1.1 206"):
+            raise SystemExit(f"floor: unexpected reply {bytes(buf[:200])!r}")
         total = end + 4 + int(m.group(1))
         while got < total:
             got += sock.recv_into(view[got:total])

@@ -22,7 +22,6 @@ import errno
 import http
 import logging
 import os
-import re
 import socket
 import struct
 import time
@@ -33,6 +32,7 @@ from urllib.parse import parse_qsl
 import h11
 import trio
 
+from .heads import MAX_HEAD, parse_plain_head
 from .shaping import Shaping, TokenBucket
 from .store import Body, FileBody, Segment
 
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Request", "Response", "SendPlan", "http_date", "serve_connection"]
 
-MAX_HEAD = 64 * 1024  # larger request heads get 431/400, as real servers refuse them
 _RECV = 256 * 1024
 _BODY_RECV = 1 << 20  # request body reads bypassing h11 (see Request.body)
 
@@ -303,69 +302,29 @@ async def _read_head(stream: trio.SocketStream, buf: bytes) -> bytes:
     return buf
 
 
-_BAD_HEAD_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-
 def _plain_request(
     buf: bytes, stream: trio.SocketStream, peer: str
 ) -> tuple[Request, bool, bytes] | None:
-    """A GET or HEAD without a body parsed by hand: (request, HTTP/1.0?, bytes after it).
-
-    Why: h11's parse and event machinery was ~30 % of the emulator's ~300 us per ranged GET
-    (cProfile; `bench/bench_requests.py --what floor`), and the referee serves every peer's
-    reads from here. Anything unusual (another method, a body, a malformed or oversized head,
-    a repeated Host, folded lines) returns None and goes to h11, which answers as before.
-    """
-    end = buf.find(b"\r\n\r\n")
-    if end < 0 or end > MAX_HEAD:
+    """A bodiless GET/HEAD parsed by hand (see `heads`): (request, HTTP/1.0?, bytes after it),
+    or None for h11."""
+    head = parse_plain_head(buf)
+    if head is None:
         return None
-    head = buf[:end].decode("latin-1")
-    lines = head.split("\r\n")
-    parts = lines[0].split(" ")
-    if (
-        len(parts) != 3
-        or parts[0] not in ("GET", "HEAD")
-        or parts[2] not in ("HTTP/1.1", "HTTP/1.0")
-        or not parts[1].startswith("/")
-        or _BAD_HEAD_CHAR.search(head.replace("\r\n", " "))
-    ):
-        return None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.fullmatch(name):
-            return None
-        n = name.lower()
-        v = value.strip(" \t")
-        if n in headers:
-            if n == "host":
-                return None
-            v = headers[n] + "," + v
-        headers[n] = v
-    if (
-        "transfer-encoding" in headers
-        or headers.get("content-length", "0") not in ("0", "")
-        or "expect" in headers
-        or ("host" not in headers and parts[2] == "HTTP/1.1")
-    ):
-        return None
-    target = parts[1]
-    path, _, qs = target.partition("?")
+    path, _, qs = head.target.partition("?")
     query = parse_qsl(qs, keep_blank_values=True, encoding="utf-8", errors="surrogateescape")
     req = Request(
-        method=parts[0],
-        target=target,
+        method=head.method,
+        target=head.target,
         path=path,
         query_string=qs,
         query=query,
-        headers=headers,
+        headers=head.headers,
         peer=peer,
         _conn=None,
         _stream=stream,
         body_done=True,
     )
-    return req, parts[2] == "HTTP/1.0", buf[end + 4 :]
+    return req, head.http10, head.rest
 
 
 async def _h11_request(

@@ -3,12 +3,21 @@ string, the reply head parsed by hand, the body received by `_body.BodyReader` (
 
 Why not httpcore for GETs (issue 13: a random reader pays one 64 KiB GET per read, a small file
 one GET, so the fixed cost per request is the figure): measured on the 2 vCPU VM with
-`bench/bench_requests.py --what gets,floor --size-kib 64` (the emulator in its own process):
+`bench/bench_requests.py --what gets,floor --size-kib 64 --objects 2000 --repeat 3` (the
+emulator in its own process; medians of 3 interleaved invocations each; CPU is the client
+process's user+sys):
 
     path                                               client CPU us/GET   wall us/GET
-    httpcore pool + h11 + httpx.Response (before)          ~840               ~1,120
-    this module                                            FILLED_IN          FILLED_IN
-    floor: one pre-built request, blocking raw socket        ~45                 ~300
+    httpcore pool + h11 + httpx.Response (before)       829 [725..1007]     1,120 quiet
+    this module                                         278 [271..291]        ~570 quiet
+    floor: one pre-built request, blocking raw socket    ~45                  ~250 quiet
+
+(Wall figures from runs on a quiet machine; in the interleaved runs, with other work on both
+cores, they were 2,150-3,950 before and 1,010-1,760 after.) Of the ~280 us left, ~50 are
+system time (send, epoll, recv); Python calls per GET went from ~2,170 to ~700, a third of
+them trio's (cancel scopes, the socket wrappers' checkpoints). Trying reads with `os.readv`
+before trio's socket methods (no checkpoint when the bytes are there) changed nothing
+measurable (3 interleaved pairs, within the noise), so the trio socket methods stay.
 
 httpcore spends its time validating every header byte string (`enforce_bytes`, h11's
 `normalize_and_validate`), in five cancel scopes per request and in h11's event machinery
@@ -39,7 +48,7 @@ import trio
 
 from ._body import BodyError, BodyReader
 
-__all__ = ["Connection", "Reply", "WireBody", "WireError", "WirePool", "parse_head"]
+__all__ = ["Connection", "Reply", "WireBody", "WireError", "WirePool", "parse_head", "request_head"]
 
 MAX_HEAD = 64 * 1024  # a longer reply head is refused (h11's default limit too)
 _RECV = 128 * 1024  # one read for the head: a 64 KiB spot block arrives in the same read
@@ -115,6 +124,19 @@ class Reply:
             self.keep_alive = False  # bytes past the body: never parse them as the next reply
             pending = pending[: self.content_length]
         self.pending = pending
+
+
+def request_head(
+    method: str, target: str, authority: str, headers: dict[str, str], what: str
+) -> bytes:
+    """A whole request head without body. Every value comes from the signer, the URI encoder
+    or a reply's ETag; a line break in one would inject a header, so the head's line count is
+    checked (cheaper than checking every value). `what` names the request in that error."""
+    lines = [f"{k}: {v}\r\n" for k, v in headers.items()]
+    text = f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n" + "".join(lines) + "\r\n"
+    if text.count("\n") != len(lines) + 3:
+        raise ValueError(f"a header of {what} has a line break")
+    return text.encode("latin-1")
 
 
 def parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
