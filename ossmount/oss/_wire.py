@@ -81,11 +81,12 @@ class Connection:
     def quiet(self) -> bool:
         """An idle connection should have nothing to read; readable means the server closed
         it (EOF) or sent something unasked: either way not reusable."""
+        poller = select.poll()  # not select.select: descriptors above 1023 are common here
         try:
-            readable, _, _ = select.select([self.sock.fileno()], [], [], 0)
+            poller.register(self.sock.fileno(), select.POLLIN)
+            return not poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable
 
     async def send_all(self, data: bytes) -> None:
         if self.tls is not None:

@@ -7,6 +7,7 @@ test states exactly what the peer does on the wire.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -37,8 +38,10 @@ Script = Callable[[int, int], bytes | None]  # (connection number, request numbe
 
 
 class ScriptedServer:
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, close_after: bool) -> None:
         self.script = script
+        self.close_after = close_after  # close each connection after its first answer
+        self.closed: dict[int, trio.Event] = collections.defaultdict(trio.Event)
         self.connections = 0
         self.requests: list[bytes] = []
         self.port = 0
@@ -46,6 +49,12 @@ class ScriptedServer:
     async def handle(self, stream: trio.SocketStream) -> None:
         number = self.connections
         self.connections += 1
+        try:
+            await self._serve(stream, number)
+        finally:
+            self.closed[number].set()
+
+    async def _serve(self, stream: trio.SocketStream, number: int) -> None:
         buf = b""
         served = 0
         async with stream:
@@ -62,11 +71,15 @@ class ScriptedServer:
                 if answer is None:
                     return
                 await stream.send_all(answer)
+                if self.close_after:
+                    return
 
 
 @asynccontextmanager
-async def scripted(script: Script) -> AsyncIterator[tuple[ScriptedServer, OssClient]]:
-    server = ScriptedServer(script)
+async def scripted(
+    script: Script, *, close_after: bool = False
+) -> AsyncIterator[tuple[ScriptedServer, OssClient]]:
+    server = ScriptedServer(script, close_after)
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(trio.serve_tcp, server.handle, 0)
         server.port = listeners[0].socket.getsockname()[1]
@@ -103,6 +116,17 @@ async def test_a_reused_connection_the_server_closed_is_resent_on_a_new_one() ->
             assert bytes(buf) == BODY
     assert server.connections == 2
     assert len(server.requests) == 3  # the second GET was sent twice
+
+
+async def test_an_idle_connection_the_server_closed_is_not_used() -> None:
+    # The server closes each connection after one answer (a keep-alive timeout): the next GET
+    # sees the closed idle connection before sending and opens a new one, sending once.
+    async with scripted(lambda conn, n: reply_206(), close_after=True) as (server, client):
+        for i in range(3):
+            await get_into(client, "k", 0, bytearray(len(BODY)))
+            await server.closed[i].wait()  # the server has closed it (on loopback: FIN is in)
+    assert server.connections == 3
+    assert len(server.requests) == 3
 
 
 async def test_a_new_connection_closed_without_a_reply_is_a_transport_error() -> None:
