@@ -1,4 +1,4 @@
-"""GET bodies of >= 1 MiB are received in a worker thread (ossmount.oss._body, "Threads"):
+"""GET bodies of >= 1 MiB are received in a worker thread (ossmount.oss._pump):
 that they really are, that a cancelled GET leaves no thread writing behind it, that a stall
 in the thread is still a timeout, and that the connection goes back to the pool intact."""
 
