@@ -276,10 +276,10 @@ class WirePool:
                         raise WireError(f"ReadError: connection closed after {got} head bytes")
                     got += n
                     end = buf.find(b"\r\n\r\n", max(0, got - n - 3), got)
-                    if end >= 0:
+                    if 0 <= end <= MAX_HEAD:
                         return Reply(conn, bytes(buf[:end]), view[end + 4 : got])
-                    if got == len(buf):
-                        raise WireError(f"RemoteProtocolError: reply head over {len(buf)} bytes")
+                    if end > MAX_HEAD or got >= MAX_HEAD:  # (a read never fills the buffer)
+                        raise WireError(f"RemoteProtocolError: reply head over {MAX_HEAD} bytes")
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 if got == 0:
                     raise _Stale from exc

@@ -203,3 +203,10 @@ def test_parse_head() -> None:
             parse_head(bad)
     with pytest.raises(WireError):
         parse_head(b"HTTP/1.1 200 OK\r\nBad Name : v")
+
+
+async def test_an_oversized_reply_head_is_a_transport_error() -> None:
+    huge = b"HTTP/1.1 206 Partial Content\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n"
+    async with scripted(lambda conn, n: huge) as (_, client):
+        with pytest.raises(OssTransportError, match="reply head over"):
+            await get_into(client, "k", 0, bytearray(len(BODY)))
