@@ -11,6 +11,7 @@ costs in the client alone:
   µs per GET and the client process's CPU µs per GET, median [min..max] over `--repeat` runs.
   The first pass (connection set-up, `--pooled` connections opened by as many parallel
   loops: a mount's pool after parallel reads) is not timed.
+* `floor`: the emulator's own time per ranged GET (see `bench_floor`).
 * `list`: `_xml.parse_list_v2` of a 1,000-key ListObjectsV2 page as the emulator writes it
   (URL-encoded keys), µs per entry, median [min..max]; also the same through `list_page`
   against the emulator (HTTP + parse), µs per entry.
@@ -29,7 +30,18 @@ median of the invocations' medians; 2 vCPU VM shared with other work, so ±20 %)
     parse_list_v2 CPU us/entry                18.2      8.9
     list_page over HTTP CPU us/entry          21.0     14.5
 
-Python calls per GET (cProfile, deterministic): 2,603 -> 2,170. Of what is left (cProfile
+Session 6 (issue 13, W8), ranged GETs on the client's own connections (oss/_wire.py) and the
+emulator's hand-parsed GET heads; `--what floor,gets --size-kib 64 --objects 2000 --repeat 3`,
+3 interleaved invocation pairs, medians (a loaded machine: walls are not comparable):
+
+    figure                                   before   after
+    gets CPU us/GET (2,000 x 64 KiB)           829      278
+    Python calls per GET (cProfile)          2,170     ~700
+
+`floor` sends one pre-built signed request again and again on a raw blocking socket: its wall
+time is the emulator's own cost per GET (~250-300 us quiet), which no client can go under.
+
+Session 5: Python calls per GET (cProfile, deterministic): 2,603 -> 2,170. Of what is left (cProfile
 self time): trio 19 %, h11 17 %, httpcore 17 %, httpx 3 %, builtins and stdlib called
 mostly from those 31 %, the client's own modules 11 % (request and response heads through
 h11, the pool's bookkeeping, five cancel scopes per request inside httpcore).
@@ -41,7 +53,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import re
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -56,7 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_client import BUCKET, bench_client, spawn_emulator  # a sibling script, not a package
 
-from ossmount.oss import OssClient
+from ossmount.oss import OssClient, signing
 from ossmount.oss._xml import parse_list_v2
 
 EMULATOR_CHILD = textwrap.dedent(
@@ -135,6 +149,77 @@ async def bench_gets(endpoint: str, args: argparse.Namespace) -> None:
     print(f"{what}  CPU  us/GET {fmt(cpus)}")
 
 
+def floor_request(client: OssClient, key: str, size: int) -> bytes:
+    """One signed ranged GET of `key` as the client would send it, as raw bytes."""
+    headers = {
+        "User-Agent": "ossmount/0.1",
+        "Accept-Encoding": "identity",
+        "Range": f"bytes=0-{size - 1}",
+        "x-oss-range-behavior": "standard",
+    }
+    host = client.config.base_url().split("://", 1)[1]
+    signed = signing.sign_v4_headers(
+        "GET",
+        BUCKET,
+        key,
+        [],
+        headers,
+        access_key_id="ak",
+        secret="sk",
+        region="cn-hangzhou",
+        now=time.time(),
+    )
+    lines = [f"GET {client._target(key, [])} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in signed.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def bench_floor(endpoint: str, args: argparse.Namespace) -> None:
+    """The emulator's own cost per ranged GET: one pre-built signed request sent again and
+    again on one keep-alive connection by a blocking socket, head found by hand, body read by
+    Content-Length with recv_into. What is left of the wall time is the server's (plus two
+    syscalls of ours): no client can go below it against this server."""
+    size = args.size_kib * 1024
+    client = bench_client(endpoint)
+    request = floor_request(client, "d/000000", size)
+    host, port = endpoint.split("://", 1)[1].rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray(size + 65536)
+    view = memoryview(buf)
+
+    def one() -> None:
+        sock.sendall(request)
+        got = 0
+        while True:
+            got += sock.recv_into(view[got:])
+            end = buf.find(b"\r\n\r\n", 0, got)
+            if end >= 0:
+                break
+        m = re.search(rb"(?i)content-length: *(\d+)", buf[:end])
+        if m is None or not buf.startswith(b"HTTP/1.1 206"):
+            raise SystemExit(f"floor: unexpected reply {bytes(buf[:200])!r}")
+        total = end + 4 + int(m.group(1))
+        while got < total:
+            got += sock.recv_into(view[got:total])
+
+    n = args.objects
+    for _ in range(50):
+        one()
+    walls: list[float] = []
+    cpus: list[float] = []
+    for _ in range(args.repeat):
+        t0, c0 = time.perf_counter(), cpu_s()
+        for _ in range(n):
+            one()
+        walls.append((time.perf_counter() - t0) / n * 1e6)
+        cpus.append((cpu_s() - c0) / n * 1e6)
+    sock.close()
+    what = f"floor {n} x {args.size_kib} KiB, raw socket"
+    print(f"{what}  wall us/GET {fmt(walls)}")
+    print(f"{what}  CPU  us/GET {fmt(cpus)}  (this client's own)")
+
+
 def list_page_xml(n: int) -> bytes:
     """A 1,000-key page shaped like the emulator's (and OSS's) ListObjectsV2 reply."""
     parts = [
@@ -198,7 +283,7 @@ def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--what", default="gets,list", help="comma list of: gets, list")
+    parser.add_argument("--what", default="gets,list", help="comma list of: gets, list, floor")
     parser.add_argument("--objects", type=int, default=2000)
     parser.add_argument("--size-kib", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=5)
@@ -208,10 +293,12 @@ def main() -> None:
     what = set(args.what.split(","))
     if "list" in what:
         bench_parse(args)
-    if not what & {"gets", "list"}:
+    if not what & {"gets", "list", "floor"}:
         return
     proc, endpoint = start_emulator(args)
     try:
+        if "floor" in what:
+            bench_floor(endpoint, args)
         if "gets" in what:
             trio.run(bench_gets, endpoint, args)
         if "list" in what:

@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl
 import h11
 import trio
 
+from .heads import MAX_HEAD, parse_plain_head
 from .shaping import Shaping, TokenBucket
 from .store import Body, FileBody, Segment
 from .xml import xml_doc
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Request", "Response", "SendPlan", "http_date", "serve_connection"]
 
-MAX_HEAD = 64 * 1024  # larger request heads get 431/400, as real servers refuse them
 _RECV = 256 * 1024
 _BODY_RECV = 1 << 20  # request body reads bypassing h11 (see Request.body)
 
@@ -71,7 +71,7 @@ class Request:
     query: list[tuple[str, str]]  # decoded pairs in order
     headers: dict[str, str]  # lower-case names, repeated headers joined with ","
     peer: str
-    _conn: h11.Connection
+    _conn: h11.Connection | None  # None: a bodiless request parsed by `_plain_request`
     _stream: trio.SocketStream
     _expect_continue: bool = False
     body_done: bool = False
@@ -112,6 +112,7 @@ class Request:
             async for chunk in self._h11_body():
                 yield chunk
             return
+        assert self._conn is not None  # only bodiless requests are parsed without h11
         got = 0
         while True:  # first what h11 already holds, without waiting for the socket
             ev = self._conn.next_event()
@@ -138,6 +139,7 @@ class Request:
         return int(v) if v is not None and v.isdigit() else None
 
     async def _h11_body(self) -> AsyncGenerator[bytes, None]:
+        assert self._conn is not None
         while (chunk := self._body_bytes(await _next_event(self._conn, self._stream))) is not None:
             yield chunk
 
@@ -239,22 +241,18 @@ async def serve_connection(
         peer = "?"
     try:
         while True:
-            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-            if leftover:
-                conn.receive_data(leftover)
+            leftover = await _read_head(stream, leftover)
+            if not leftover:
+                return  # closed between requests
+            plain = _plain_request(leftover, stream, peer)
+            conn: h11.Connection | None = None
             try:
-                ev = await _next_event(conn, stream)
-                if isinstance(ev, h11.ConnectionClosed):
-                    return
-                assert isinstance(ev, h11.Request)
-                head_size = len(ev.target) + sum(len(n) + len(v) + 4 for n, v in ev.headers)
-                if head_size > MAX_HEAD:
-                    # h11 only limits heads that arrive in pieces; enforce it for whole ones too
-                    raise h11.RemoteProtocolError("request header too large", 431)
-                req = _make_request(ev, conn, stream, peer)
-                if _has_no_body(req):
-                    end = conn.next_event()  # framing says no body: EndOfMessage is ready
-                    req.body_done = isinstance(end, h11.EndOfMessage)
+                if plain is not None:
+                    req, http10, leftover = plain
+                else:
+                    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+                    conn.receive_data(leftover)
+                    req, http10 = await _h11_request(conn, stream, peer)
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint
                 code = "RequestHeaderTooLarge" if status == 431 else "InvalidRequest"
@@ -275,7 +273,7 @@ async def serve_connection(
                 resp.close = True
             if not req.body_done and not resp.close:
                 await _drain(req, resp)
-            if req.headers.get("connection", "").lower() == "close" or ev.http_version == b"1.0":
+            if req.headers.get("connection", "").lower() == "close" or http10:
                 resp.close = True
             if shaping.conn_bps > 0 and (
                 conn_bucket is None or conn_bucket.rate != shaping.conn_bps
@@ -286,7 +284,8 @@ async def serve_connection(
             await _write(stream, resp, shaping, conn_bucket)
             if resp.close:
                 return
-            leftover = conn.trailing_data[0]
+            if conn is not None:
+                leftover = conn.trailing_data[0]
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionDone):
         return
     except OSError as exc:
@@ -295,6 +294,61 @@ async def serve_connection(
         raise
     finally:
         await _close(stream)
+
+
+async def _read_head(stream: trio.SocketStream, buf: bytes) -> bytes:
+    """`buf` plus what arrives until it holds a whole request head (or MAX_HEAD bytes, or
+    the peer closed: then h11 judges what there is); b"" if the peer closed before a byte."""
+    while b"\r\n\r\n" not in buf and len(buf) <= MAX_HEAD:
+        data = await stream.receive_some(_RECV)
+        if not data:
+            break
+        buf += data
+    return buf
+
+
+def _plain_request(
+    buf: bytes, stream: trio.SocketStream, peer: str
+) -> tuple[Request, bool, bytes] | None:
+    """A bodiless GET/HEAD parsed by hand (see `heads`): (request, HTTP/1.0?, bytes after it),
+    or None for h11."""
+    head = parse_plain_head(buf)
+    if head is None:
+        return None
+    path, _, qs = head.target.partition("?")
+    query = parse_qsl(qs, keep_blank_values=True, encoding="utf-8", errors="surrogateescape")
+    req = Request(
+        method=head.method,
+        target=head.target,
+        path=path,
+        query_string=qs,
+        query=query,
+        headers=head.headers,
+        peer=peer,
+        _conn=None,
+        _stream=stream,
+        body_done=True,
+    )
+    return req, head.http10, head.rest
+
+
+async def _h11_request(
+    conn: h11.Connection, stream: trio.SocketStream, peer: str
+) -> tuple[Request, bool]:
+    """The next request through h11 (any method, any framing): (request, HTTP/1.0?)."""
+    ev = await _next_event(conn, stream)
+    if isinstance(ev, h11.ConnectionClosed):
+        raise ConnectionDone("closed")
+    assert isinstance(ev, h11.Request)
+    head_size = len(ev.target) + sum(len(n) + len(v) + 4 for n, v in ev.headers)
+    if head_size > MAX_HEAD:
+        # h11 only limits heads that arrive in pieces; enforce it for whole ones too
+        raise h11.RemoteProtocolError("request header too large", 431)
+    req = _make_request(ev, conn, stream, peer)
+    if _has_no_body(req):
+        end = conn.next_event()  # framing says no body: EndOfMessage is ready
+        req.body_done = isinstance(end, h11.EndOfMessage)
+    return req, ev.http_version == b"1.0"
 
 
 def _has_no_body(req: Request) -> bool:
@@ -402,8 +456,13 @@ async def _write(
             raise ConnectionDone("object file vanished") from None
         fd = body.fd
     sent = [0]
+    plan = resp.plan
+    unshaped = conn_bucket is None and shaping.total_bps <= 0 and resp.length > 0
     try:
-        await stream.send_all(head)
+        if unshaped and plan.stall_at is None and plan.cut_at is None:
+            await _send_corked(stream, head)
+        else:
+            await stream.send_all(head)
         await _send_body(stream, body, resp, shaping, conn_bucket, sent)
     except BaseException:
         if resp.on_sent:
@@ -414,6 +473,16 @@ async def _write(
             os.close(fd)
     if resp.on_sent:
         resp.on_sent(sent[0], True)
+
+
+async def _send_corked(stream: trio.SocketStream, head: bytes) -> None:
+    """Send the head with MSG_MORE: the kernel holds it until the body's first bytes join it,
+    so a small reply leaves as one segment and the client wakes once for head and body, not
+    twice (only when the body follows at once: no stall, cut or shaping to wait for)."""
+    view = memoryview(head)
+    while view:
+        n = await stream.socket.send(view, socket.MSG_MORE)
+        view = view[n:]
 
 
 async def _send_body(

@@ -285,3 +285,27 @@ def is_retryable(exc: BaseException) -> bool:
             return True
         return exc.status >= 500 or exc.status in (408, 429)
     return False
+
+
+def describe_cause(exc: BaseException) -> str:
+    """`Type: message` of the exception and its causes, each distinct message once.
+
+    httpx often raises a ConnectError with no text whose __cause__ (or an exception group
+    inside it) says what happened: refused, DNS, CERTIFICATE_VERIFY_FAILED. The operator
+    needs that part.
+    """
+    parts: list[str] = []
+    texts: set[str] = set()
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip()
+        if text and text not in texts:
+            texts.add(text)
+            parts.append(f"{type(current).__name__}: {text}")
+        if isinstance(current, BaseExceptionGroup) and current.exceptions:
+            current = current.exceptions[0]
+        else:
+            current = current.__cause__ or current.__context__
+    return " <- ".join(parts) or type(exc).__name__

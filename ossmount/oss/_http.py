@@ -9,10 +9,11 @@ GET (`bench/bench_requests.py`). httpx's transport is a thin wrapper over exactl
 (`httpcore.AsyncConnectionPool`, public API), so we hold the pool ourselves, built as httpx
 builds it (`httpx.create_ssl_context`, the same limits, no retries, no proxy from the
 environment), and wrap its response in an `httpx.Response` just as httpx's transport does, so
-`_body.BodyReader` and the rest of the client see what they saw before.
+`_body_h11.H11Body` and the rest of the client see what they saw before. (Ranged GETs, the hot
+path, no longer come here: `_wire` has them.)
 
 The response stream keeps httpx's attribute name for the httpcore stream (`_httpcore_stream`),
-which `_body._h11_connection` walks; httpcore's exceptions are raised as httpx's
+which `_body_h11._h11_connection` walks; httpcore's exceptions are raised as httpx's
 (`httpx.TransportError` family) both from `send` and from the body iterator.
 """
 
@@ -24,7 +25,9 @@ from collections.abc import AsyncIterable, AsyncIterator
 import httpcore
 import httpx
 
-__all__ = ["CORE_ERRORS", "CoreSender"]
+from ._config import OssConfig
+
+__all__ = ["CORE_ERRORS", "CoreSender", "tls_verify"]
 
 # httpcore's transport-level failures (PoolTimeout, ConnectError, ReadError, ... derive from these).
 CORE_ERRORS: tuple[type[Exception], ...] = (
@@ -54,7 +57,7 @@ class _CoreStream(httpx.AsyncByteStream):
     """httpcore's response stream as httpx's, as httpx's own transport wraps it."""
 
     def __init__(self, stream: AsyncIterable[bytes]) -> None:
-        self._httpcore_stream = stream  # the name `_body._h11_connection` walks
+        self._httpcore_stream = stream  # the name `_body_h11._h11_connection` walks
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -140,3 +143,10 @@ class CoreSender:
             stream=_CoreStream(response.stream),
             extensions=response.extensions,
         )
+
+
+def tls_verify(config: OssConfig) -> ssl.SSLContext | bool:
+    """What httpx verifies server certificates with: a private CA bundle, the default, or off."""
+    if config.ca_file is not None and config.verify_tls:
+        return ssl.create_default_context(cafile=config.ca_file)
+    return config.verify_tls

@@ -1,4 +1,4 @@
-"""GET bodies of >= 1 MiB are received in a worker thread (ossmount.oss._body, "Threads"):
+"""GET bodies of >= 1 MiB are received in a worker thread (ossmount.oss._pump):
 that they really are, that a cancelled GET leaves no thread writing behind it, that a stall
 in the thread is still a timeout, and that the connection goes back to the pool intact."""
 
@@ -77,10 +77,9 @@ async def test_small_body_stays_on_the_trio_thread(
 
 
 def _pooled_socket(client: OssClient) -> socket.socket:
-    pool = client._sender.pool
+    pool = client._wire  # ranged GETs go on the client's own connections (oss/_wire.py)
     assert len(pool.connections) == 1
-    stream = pool.connections[0]._connection._network_stream
-    sock = stream.get_extra_info("socket")
+    sock = pool.connections[0].sock
     return socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
 
 

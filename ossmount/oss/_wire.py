@@ -1,0 +1,345 @@
+"""Ranged GETs on our own keep-alive HTTP/1.1 connections: the request head written in one
+string, the reply head parsed by hand, the body received by `_body.BodyReader` (recv_into).
+
+Why not httpcore for GETs (issue 13: a random reader pays one 64 KiB GET per read, a small file
+one GET, so the fixed cost per request is the figure): measured on the 2 vCPU VM with
+`bench/bench_requests.py --what gets,floor --size-kib 64 --objects 2000 --repeat 3` (the
+emulator in its own process; medians of 3 interleaved invocations each; CPU is the client
+process's user+sys):
+
+    path                                               client CPU us/GET   wall us/GET
+    httpcore pool + h11 + httpx.Response (before)       829 [725..1007]     1,120 quiet
+    this module                                         278 [271..291]        ~570 quiet
+    floor: one pre-built request, blocking raw socket    ~45                  ~250 quiet
+
+(Wall figures from runs on a quiet machine; in the interleaved runs, with other work on both
+cores, they were 2,150-3,950 before and 1,010-1,760 after.) Of the ~280 us left, ~50 are
+system time (send, epoll, recv); Python calls per GET went from ~2,170 to ~700, a third of
+them trio's (cancel scopes, the socket wrappers' checkpoints). Trying reads with `os.readv`
+before trio's socket methods (no checkpoint when the bytes are there) changed nothing
+measurable (3 interleaved pairs, within the noise), so the trio socket methods stay. For
+scale: a trio client sending one pre-built request on a trio socket spends ~75 us user CPU per
+64 KiB GET; this path ~230 (signing, head building and parsing, reply checks, cancel scopes).
+
+The mount, referee W8 (`bench/bench_mount.py --only randread`, main vs this branch, 3
+interleaved pairs on a loaded machine, median [min..max]): 4.09 s [3.24..6.06] -> 2.21 s
+[1.66..2.32] for 2,000 reads; daemon CPU per read 0.92 -> 0.41-0.50 ms, emulator CPU per
+read 0.35 -> 0.27-0.33 ms (its hand-parsed GET heads, emulator/heads.py).
+
+httpcore spends its time validating every header byte string (`enforce_bytes`, h11's
+`normalize_and_validate`), in five cancel scopes per request and in h11's event machinery
+(~2,200 Python calls per GET in all). Our request has a fixed shape we build ourselves (every
+value comes from the signer, the URI encoder or a reply's ETag), so one f-string per request and
+a split of the reply head replace all of that. httpx (and httpcore) stay for everything else:
+HEAD, LIST, writes, and GETs when `_body.FAST_PATH_ENABLED` is off.
+
+What the lean path keeps from httpcore's behaviour: a pool of at most `pool_size` connections
+(waiting for one is not a fault), idle connections dropped after `keepalive_s` and checked with
+a zero-timeout poll before reuse (a server that closed one makes it readable), a request that
+meets a reused connection the server had closed in the meantime (EOF or reset before any reply
+byte) sent again once on a new connection (GETs are idempotent), a connection reused only after
+its reply body was read exactly to its Content-Length and without `Connection: close`, TLS
+through `trio.SSLStream` with the same SSL context httpx would build.
+
+Concurrency: the pool is shared by all tasks of the trio thread. `_idle` changes only between
+awaits (pop on checkout, append on release); a connection belongs to exactly one task from
+checkout until `release`, and a slot of `_slots` is held for exactly that time.
+"""
+
+from __future__ import annotations
+
+import select
+import ssl
+
+import trio
+
+from ._body import BodyError, BodyReader
+
+__all__ = ["Connection", "Reply", "WireBody", "WireError", "WirePool", "parse_head", "request_head"]
+
+MAX_HEAD = 64 * 1024  # a longer reply head is refused (h11's default limit too)
+_RECV = 128 * 1024  # one read for the head: a 64 KiB spot block arrives in the same read
+
+
+class WireError(Exception):
+    """No usable reply head: connect, send or the head failed (the message says which)."""
+
+
+class _Stale(Exception):
+    """A reused connection ended before any reply byte: the server had closed it."""
+
+
+class Connection:
+    """One TCP (or TLS) connection to the endpoint, with its own head buffer."""
+
+    __slots__ = ("buf", "idle_since", "sock", "tls")
+
+    def __init__(self, sock: trio.socket.SocketType, tls: trio.SSLStream[trio.SocketStream] | None):
+        self.sock = sock
+        self.tls = tls
+        self.buf = bytearray(_RECV)
+        self.idle_since = 0.0
+
+    def close(self) -> None:
+        """Synchronous (also from `finally` under cancellation); a TLS connection is cut
+        without close_notify, as httpcore does on a failed one."""
+        self.sock.close()
+
+    def quiet(self) -> bool:
+        """An idle connection should have nothing to read; readable means the server closed
+        it (EOF) or sent something unasked: either way not reusable."""
+        poller = select.poll()  # not select.select: descriptors above 1023 are common here
+        try:
+            poller.register(self.sock.fileno(), select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False
+
+    async def send_all(self, data: bytes) -> None:
+        if self.tls is not None:
+            await self.tls.send_all(data)
+            return
+        view = memoryview(data)
+        while view:
+            n = await self.sock.send(view)
+            view = view[n:]
+
+    async def recv_into(self, view: memoryview) -> int:
+        if self.tls is None:
+            return await self.sock.recv_into(view, len(view))
+        data = await self.tls.receive_some(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+class Reply:
+    """A reply head; the body follows on `conn` (its first bytes are in `pending`)."""
+
+    __slots__ = ("chunked", "conn", "content_length", "headers", "keep_alive", "pending", "status")
+
+    def __init__(self, conn: Connection, head: bytes, pending: memoryview) -> None:
+        self.conn = conn
+        self.status, version, self.headers = parse_head(head)
+        length = self.headers.get("content-length", "")
+        self.chunked = "transfer-encoding" in self.headers
+        self.content_length = int(length) if length.isdigit() and not self.chunked else None
+        self.keep_alive = (
+            version == "HTTP/1.1"
+            and self.content_length is not None
+            and "close" not in self.headers.get("connection", "").lower()
+        )
+        if self.content_length is not None and len(pending) > self.content_length:
+            self.keep_alive = False  # bytes past the body: never parse them as the next reply
+            pending = pending[: self.content_length]
+        self.pending = pending
+
+
+def request_head(
+    method: str, target: str, authority: str, headers: dict[str, str], what: str
+) -> bytes:
+    """A whole request head without body. Every value comes from the signer, the URI encoder
+    or a reply's ETag; a line break in one would inject a header, so the head's line count is
+    checked (cheaper than checking every value). `what` names the request in that error."""
+    lines = [f"{k}: {v}\r\n" for k, v in headers.items()]
+    text = f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n" + "".join(lines) + "\r\n"
+    if text.count("\n") != len(lines) + 3:
+        raise ValueError(f"a header of {what} has a line break")
+    return text.encode("latin-1")
+
+
+def parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
+    """Status, HTTP version and lower-case name -> value (the last of a repeated name) of a
+    reply head without its final blank line."""
+    lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code = rest[:3]
+    if not version.startswith("HTTP/1.") or not code.isdigit() or rest[3:4] not in ("", " "):
+        raise WireError(f"not an HTTP/1.x status line: {lines[0][:100]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name[-1] in " \t" or name[0] in " \t":
+            raise WireError(f"malformed reply header line: {line[:100]!r}")
+        headers[name.lower()] = value.strip(" \t")
+    return int(code), version, headers
+
+
+class WirePool:
+    """Keep-alive connections to one endpoint, for GET requests without a body."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        pool_size: int,
+        ssl_context: ssl.SSLContext | None,
+        connect_timeout_s: float,
+        keepalive_s: float,
+    ) -> None:
+        """`host`: to connect to (and the TLS server name); `ssl_context` None for plain HTTP."""
+        self._host = host
+        self._port = port
+        self._ssl = ssl_context
+        self._connect_timeout_s = connect_timeout_s
+        self._keepalive_s = keepalive_s
+        self._slots = trio.Semaphore(pool_size)
+        self._idle: list[Connection] = []
+
+    @property
+    def connections(self) -> list[Connection]:
+        """The idle connections, ready for reuse (tests look at their number)."""
+        return list(self._idle)
+
+    async def aclose(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+    async def request(self, head: bytes, timeout_s: float) -> Reply:
+        """Send `head` (a whole request without body) and read the reply head, waiting at
+        most `timeout_s` for it. The caller must `release` the reply's connection."""
+        await self._slots.acquire()
+        try:
+            while True:
+                conn = self._checkout()
+                reused = conn is not None
+                if conn is None:
+                    conn = await self._connect()
+                try:
+                    return await self._exchange(conn, head, timeout_s)
+                except _Stale as exc:
+                    conn.close()
+                    if not reused:
+                        raise WireError("the server closed the connection without a reply") from exc
+                except BaseException:
+                    conn.close()
+                    raise
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self, conn: Connection, reusable: bool) -> None:
+        """Give a connection back after its reply (body read to its end when `reusable`)."""
+        self._slots.release()
+        if reusable:
+            conn.idle_since = trio.current_time()
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def _checkout(self) -> Connection | None:
+        now = trio.current_time()
+        while self._idle:
+            conn = self._idle.pop()  # the most recently used: the least likely to be stale
+            if now - conn.idle_since < self._keepalive_s and conn.quiet():
+                return conn
+            conn.close()
+        return None
+
+    async def _connect(self) -> Connection:
+        where = f"{self._host}:{self._port}"
+        try:
+            with trio.move_on_after(self._connect_timeout_s) as scope:
+                stream = await trio.open_tcp_stream(self._host, self._port)
+                tls = None
+                if self._ssl is not None:
+                    tls = trio.SSLStream(
+                        stream, self._ssl, server_hostname=self._host, https_compatible=True
+                    )
+                    try:
+                        await tls.do_handshake()
+                    except BaseException:
+                        stream.socket.close()
+                        raise
+                return Connection(stream.socket, tls)
+        except OSError as exc:
+            raise WireError(f"ConnectError: {where}: {exc}") from exc
+        except trio.BrokenResourceError as exc:
+            raise WireError(f"ConnectError: TLS with {where} failed") from exc.__cause__ or exc
+        assert scope.cancelled_caught
+        raise WireError(
+            f"ConnectTimeout: no connection to {where} in {self._connect_timeout_s:g} s"
+        )
+
+    async def _exchange(self, conn: Connection, head: bytes, timeout_s: float) -> Reply:
+        buf = conn.buf
+        view = memoryview(buf)
+        got = 0
+        with trio.move_on_after(timeout_s):
+            try:
+                await conn.send_all(head)
+                while True:
+                    n = await conn.recv_into(view[got:])
+                    if n == 0:
+                        if got == 0:
+                            raise _Stale
+                        raise WireError(f"ReadError: connection closed after {got} head bytes")
+                    got += n
+                    end = buf.find(b"\r\n\r\n", max(0, got - n - 3), got)
+                    if 0 <= end <= MAX_HEAD:
+                        return Reply(conn, bytes(buf[:end]), view[end + 4 : got])
+                    if end > MAX_HEAD or got >= MAX_HEAD:  # (a read never fills the buffer)
+                        raise WireError(f"RemoteProtocolError: reply head over {MAX_HEAD} bytes")
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                if got == 0:
+                    raise _Stale from exc
+                raise WireError(f"ReadError: {exc!r}") from exc
+        raise WireError(f"ReadTimeout: no reply head in {timeout_s:g} s")
+
+
+class WireBody(BodyReader):
+    """The body of a `Reply`; `aclose` gives the connection back (reused only when complete)."""
+
+    def __init__(
+        self,
+        pool: WirePool,
+        reply: Reply,
+        *,
+        stall_s: float,
+        limiter: trio.CapacityLimiter | None,
+    ) -> None:
+        super().__init__(reply.content_length, stall_s=stall_s, limiter=limiter)
+        self.status = reply.status
+        self.headers = reply.headers
+        self._pool: WirePool | None = pool
+        self._reply = reply
+        self._pending = reply.pending
+        self._tls = reply.conn.tls
+        if self._tls is None:
+            self._sock = reply.conn.sock
+
+    async def _read_network(self, view: memoryview) -> int:
+        if self._sock is not None:
+            return await self._sock.recv_into(view, len(view))
+        assert self._tls is not None
+        data = await self._tls.receive_some(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    async def read_capped(self, limit: int) -> bytes:
+        """At most `limit` + 1 bytes of the body (an error reply's XML); b"" if it fails."""
+        buf = bytearray(limit + 1)
+        try:
+            n = await self.readinto_sink(_BufferSink(buf), 0, len(buf))
+        except BodyError:
+            return b""
+        return bytes(buf[:n])
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            reusable = self._reply.keep_alive and self.remaining == 0 and not self._shut
+            pool.release(self._reply.conn, reusable)
+
+
+class _BufferSink:
+    """Body bytes straight into one bytearray (oss.models.Sink)."""
+
+    def __init__(self, buf: bytearray) -> None:
+        self._view = memoryview(buf)
+
+    def window(self, pos: int, limit: int) -> memoryview:
+        return self._view[pos : pos + limit]
+
+    def commit(self, view: memoryview, pos: int) -> None:
+        pass
