@@ -83,6 +83,7 @@ async def receive_body(
     fast = ctx.app.fast_etag and want is None
     writer = ctx.store.new_writer(md5=not fast, region=region)
     try:
+        writer.reserve(ctx.req.content_length() or 0)
         await feed_body(ctx, writer)
     except BaseException:
         writer.abort()

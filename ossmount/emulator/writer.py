@@ -6,6 +6,7 @@ Split from store.py, whose bodies it produces (``FileBody`` under ``<data_dir>/.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -117,6 +118,17 @@ class BodyWriter:
         elif tmp_dir is not None:
             self._path = tmp_dir / uuid.uuid4().hex
             self._file = open(self._path, "wb")  # noqa: SIM115 - closed in finish/abort
+
+    def reserve(self, size: int) -> None:
+        """Allocate the blocks for ``size`` more bytes now (a body whose length is known):
+        ext4 then writes into allocated space instead of reserving delayed allocation page by
+        page, which took ~30 % of the write stage's CPU here. Best effort: where the file
+        system cannot, the writes allocate as before."""
+        if self._file is None or size < _PIPE_AFTER:
+            return
+        start = self._region[1] if self._region is not None else 0
+        with contextlib.suppress(OSError):
+            os.posix_fallocate(self._file.fileno(), start + self.size, size)
 
     def _sink(self, data: bytes | bytearray | memoryview) -> None:
         if self._file is not None:

@@ -20,7 +20,7 @@ import pytest
 from defusedxml import ElementTree
 
 from ossmount.crc64 import combine, crc64
-from ossmount.emulator import Emulator, FaultRule
+from ossmount.emulator import Emulator, FaultRule, writer
 from ossmount.emulator.store import FileBody, FileRegion
 
 KiB = 1024
@@ -163,3 +163,29 @@ def test_complete_of_a_subset_and_abort_leave_no_files(
     assert _tmp_files(data_dir) == []
     with pytest.raises(KeyError):
         _upload(emu, uid)
+
+
+def test_bodies_of_known_length_are_allocated_up_front(
+    disk_emu: tuple[Emulator, httpx.Client, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PUT or a part with a Content-Length gets its blocks at once (writer.reserve), a part
+    at its slot; the bytes stored are exactly the body's."""
+    _emu, c, data_dir = disk_emu
+    calls: list[tuple[int, int]] = []
+    real = os.posix_fallocate
+
+    def recording(fd: int, offset: int, length: int) -> None:
+        calls.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(writer.os, "posix_fallocate", recording)
+    body = os.urandom(3 << 20)
+    assert c.put("/demo/whole.bin", content=body).status_code == 200
+    assert calls == [(0, 3 << 20)]
+    assert c.get("/demo/whole.bin").content == body
+    uid = _initiate(c, "p.bin")
+    parts = [os.urandom(2 << 20), os.urandom(1 << 20)]
+    etags = {n: _put_part(c, "p.bin", uid, n, parts[n - 1]) for n in (1, 2)}
+    assert calls[1:] == [(0, 2 << 20), (2 << 20, 1 << 20)]
+    _check(c, "p.bin", _complete(c, "p.bin", uid, etags), parts)
+    assert _tmp_files(data_dir) == []
