@@ -78,7 +78,7 @@ class Rig:
         self.emu = subprocess.Popen(
             [py, "-m", "ossmount.emulator.cli", "--port", "0", "--bucket", "bench",
              "--data-dir", str(work / "data"), *emulator_args],
-            stdout=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE, text=True, env=env, cwd=src,
         )  # fmt: skip
         assert self.emu.stdout is not None
         self.endpoint = self.emu.stdout.readline().strip()
@@ -86,7 +86,7 @@ class Rig:
             [py, "-m", "ossmount", "bench", str(self.mnt), "--endpoint", self.endpoint,
              "--cache-dir", str(work / "cache"), "--log-file", str(work / "mount.log"),
              "-o", "rw", "-f", *mount_args],
-            env=env, text=True,
+            env=env, text=True, cwd=src,  # python -m puts the cwd first on sys.path
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while not os.path.ismount(self.mnt):
