@@ -122,8 +122,9 @@ class BodyWriter:
     def reserve(self, size: int) -> None:
         """Allocate the blocks for ``size`` more bytes now (a body whose length is known):
         ext4 then writes into allocated space instead of reserving delayed allocation page by
-        page, which took ~30 % of the write stage's CPU here. Best effort: where the file
-        system cannot, the writes allocate as before."""
+        page (1 GiB of 1 MiB pwrites on this VM: 0.21-0.22 CPU s into a new file, 0.15 into
+        an allocated one; whole uploads gain less, ~5 % of the emulator's CPU, within the
+        noise of one run). Best effort: where the file system cannot, writes allocate."""
         if self._file is None or size < _PIPE_AFTER:
             return
         start = self._region[1] if self._region is not None else 0
