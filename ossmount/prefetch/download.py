@@ -20,7 +20,7 @@ Concurrency invariants (single trio thread)
 * The queue, `_events`, `_part_errors` and `failure` change only on the trio thread, between
   awaits. `want()` is synchronous and never blocks.
 * A part is marked done only after its bytes are in the cache file (the part sink records it
-  once the fence accepted the reply); persisted only after an fdatasync (flush.py).
+  once the fence accepted the reply); persisted by the next checkpoint save (flush.py).
 * `CacheEntry` is only touched from the trio thread, except `flush`, which runs in a worker
   thread while `Flusher.flushing` is set (see cache.entry).
 * A part's event is set when its attempt ends (done or failed); every waiter of a failed
@@ -381,8 +381,8 @@ class Download:
         if judgement.error is not None:
             self._fail(judgement.error)
             return
-        # Published first: a reader must not wait for the fdatasync of the whole object
-        # (seconds for a GiB), only for the CRC comparison.
+        # Published first: a reader must not wait for the checkpoint save, only for the CRC
+        # comparison.
         self._verdict.set()
         if judgement.fresh:
             self.flusher.force()
