@@ -169,6 +169,11 @@ class CacheEntry:
         return self._discarded
 
     @property
+    def has_checkpoint(self) -> bool:
+        """A checkpoint of this entry is on disk (resumed from one, or saved one since)."""
+        return self._has_checkpoint
+
+    @property
     def complete(self) -> bool:
         """Every part has a CRC (recorded, or shed after it was recorded): verify() can run."""
         with self._lock:

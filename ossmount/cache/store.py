@@ -28,6 +28,17 @@ on disk; `_current` maps a key hash to the open entry for its current version wi
 count; `_open` finds the slot of any handed-out entry (including superseded ones, which stay
 readable for the readers that hold them).
 
+Parked entries (`_parked`, the last `PARKED` released): an entry whose last user released it
+with its checkpoint saved stays open, idle, with its file descriptor and its part maps, so a
+reopen of the same version takes it back instead of reading the checkpoint, opening the file,
+looking for holes and re-hashing every part (cache.entry, "Re-checking": its parts were hashed
+in this process, as they arrived or at their re-check). That is every file of a directory walk:
+the directory read-ahead (prefetch.siblings) downloads the next files, their downloads release
+them, and the walker opens each a moment later. Measured on a cold `rsync -a` of 2,000 x 8 KiB
+files: ~0.7 ms of daemon CPU per file (bench_mount small_cp). A parked entry is idle in every
+other respect: counted in `_idle_bytes`, evictable (`_evict` closes it first), closed by
+`close()`; only an entry that is still `usable` and the same version is taken back.
+
 Space is counted as the bytes an entry holds, not its object's size: a Parquet footer read of
 a 100 GiB object holds a few MiB, and counting 100 GiB would evict every other entry. An entry
 in use counts its recorded parts (`CacheEntry.cached_bytes`, live); an idle one counts what
@@ -81,6 +92,7 @@ log = logging.getLogger(__name__)
 LAYOUT_VERSION = 1
 _DATA = ".data"
 _CKPT = ".ckpt"
+PARKED = 64  # released entries kept open for a reopen (module docstring); one fd each
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +154,7 @@ class CacheStore:
         self._current: dict[str, _Slot] = {}
         self._made_dirs: set[Path] = set()  # fan-out dirs known to exist (never removed)
         self._open: dict[int, _Slot] = {}
+        self._parked: OrderedDict[str, CacheEntry] = OrderedDict()  # oldest first
         self._evictions = 0
         # Bytes of files being written (staged beside the cache, fs/stagedspace.py): they
         # count against the cap like entries, but are never evicted.
@@ -271,15 +284,23 @@ class CacheStore:
                 return entry
             entry.detach()
             del self._current[h]
-        try:
-            if path.parent not in self._made_dirs:  # a mkdir per open cost ~5 % of a small file
-                path.parent.mkdir(exist_ok=True)
-                self._made_dirs.add(path.parent)
-        except OSError as exc:
-            raise io_error("mkdir", bucket=self.bucket, key=meta.key, path=path, cause=exc) from exc
-        entry = opening.open_entry(
-            bucket=self.bucket, meta=meta, part_size=part_size, path=path, checkpoint_path=ckpt
-        )
+        parked = self._unpark(h)
+        if parked is not None and _same_open_version(parked, meta, part_size):
+            entry = parked
+        else:
+            if parked is not None:
+                _close_tolerating_a_full_disk(parked)  # another version: opening replaces it
+            try:
+                if path.parent not in self._made_dirs:  # a mkdir per open: ~5 % of a small file
+                    path.parent.mkdir(exist_ok=True)
+                    self._made_dirs.add(path.parent)
+            except OSError as exc:
+                raise io_error(
+                    "mkdir", bucket=self.bucket, key=meta.key, path=path, cause=exc
+                ) from exc
+            entry = opening.open_entry(
+                bucket=self.bucket, meta=meta, part_size=part_size, path=path, checkpoint_path=ckpt
+            )
         if slot is None:  # it was idle (or new): from now on it is counted live
             self._idle_bytes -= self._index.get(h, 0)
         slot = _Slot(entry, h)
@@ -326,6 +347,9 @@ class CacheStore:
         slot = self._current.get(h)
         if slot is not None and slot.entry.usable:
             return slot.entry.checkpoint()
+        parked = self._parked.get(h)
+        if parked is not None and parked.usable:
+            return parked.checkpoint()
         cp = load(ckpt, bucket=self.bucket, key=key)
         if cp is not None and (cp.bucket != self.bucket or cp.key != key):
             return None
@@ -344,15 +368,38 @@ class CacheStore:
         if is_current:
             del self._current[slot.hash]
         try:
-            _close_tolerating_a_full_disk(entry)
+            if not (is_current and self._park(slot.hash, entry)):
+                _close_tolerating_a_full_disk(entry)
         finally:
             if is_current:
                 self._after_close(slot.hash, entry)
         if self.max_bytes is not None:
             self.evict_to_fit()
 
+    def _park(self, h: str, entry: CacheEntry) -> bool:
+        """Keep a released entry open for a reopen (module docstring); False: close it.
+
+        Only a clean one (its download saved its checkpoint before releasing it): one that
+        still needs a flush takes the close path, which saves or warns.
+        """
+        if not (entry.usable and entry.has_checkpoint) or entry.needs_flush:
+            return False
+        self._parked[h] = entry
+        while len(self._parked) > PARKED:
+            _, oldest = self._parked.popitem(last=False)
+            _close_quietly(oldest)
+        return True
+
+    def _unpark(self, h: str) -> CacheEntry | None:
+        """Take `h`'s parked entry out of the park, if there is one still usable."""
+        entry = self._parked.pop(h, None)
+        if entry is not None and not entry.usable:
+            _close_quietly(entry)
+            return None
+        return entry
+
     def _after_close(self, h: str, entry: CacheEntry) -> None:
-        if entry.discarded or not entry.checkpoint_path.exists():
+        if entry.discarded or not entry.has_checkpoint:
             self._index.pop(h, None)
             return
         self._index[h] = held = entry.cached_bytes
@@ -430,6 +477,9 @@ class CacheStore:
     def _evict(self, h: str) -> bool:
         """Delete idle entry `h`'s files and forget it; False (logged) if they stay."""
         directory = self._bucket_dir / h[:2]
+        parked = self._parked.pop(h, None)
+        if parked is not None:
+            _close_quietly(parked)
         try:
             (directory / (h + _CKPT)).unlink(missing_ok=True)
             (directory / (h + _DATA)).unlink(missing_ok=True)
@@ -485,6 +535,8 @@ class CacheStore:
         re-raised at the end, after the lock is released (a full disk is only a WARNING).
         """
         first: CacheError | None = None
+        while self._parked:
+            _close_quietly(self._parked.popitem()[1])
         for slot in list(self._open.values()):
             try:
                 _close_tolerating_a_full_disk(slot.entry)
@@ -522,6 +574,14 @@ def _close_tolerating_a_full_disk(entry: CacheEntry) -> None:
             entry.meta.key,
             exc.cause.strerror or exc.cause,
         )
+
+
+def _close_quietly(entry: CacheEntry) -> None:
+    """Close a parked entry: clean when parked, so nothing is lost if its close fails."""
+    try:
+        _close_tolerating_a_full_disk(entry)
+    except CacheError as exc:
+        log.warning("closing idle cache entry %r failed: %s", entry, exc)
 
 
 def _same_open_version(entry: CacheEntry, meta: ObjectMeta, part_size: int) -> bool:
