@@ -299,7 +299,12 @@ class CacheStore:
                     "mkdir", bucket=self.bucket, key=meta.key, path=path, cause=exc
                 ) from exc
             entry = opening.open_entry(
-                bucket=self.bucket, meta=meta, part_size=part_size, path=path, checkpoint_path=ckpt
+                bucket=self.bucket,
+                meta=meta,
+                part_size=part_size,
+                path=path,
+                checkpoint_path=ckpt,
+                absent=h not in self._index,  # indexed at startup and at every open since
             )
         if slot is None:  # it was idle (or new): from now on it is counted live
             self._idle_bytes -= self._index.get(h, 0)

@@ -149,3 +149,49 @@ def test_closing_the_store_closes_parked_entries(tmp_path: Path) -> None:
         assert again.holds("a")
     finally:
         again.close()
+
+
+def test_a_cold_open_reads_no_checkpoint_and_removes_nothing(
+    store: CacheStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key the store's index does not hold has no files: nothing to read or remove."""
+    touched: list[str] = []
+    real_load = opening.load
+
+    def load(path: Path, **kwargs: str) -> object:
+        touched.append(path.name)
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(opening, "load", load)
+    data = os.urandom(50)
+    entry = store.open_entry(obj("a", data), PART)
+    assert touched == []
+    assert os.fstat(entry.fd).st_size == 50
+    store.release(entry)
+    cache_clean(store, "b", data)
+    store.close()  # a restart: "b" is on disk, so its open reads its checkpoint
+    again = CacheStore(store.root, bucket=BUCKET)
+    again.lock()
+    try:
+        b = again.open_entry(obj("b", data), PART)
+        assert len(touched) == 1
+        assert b.present_parts() == [0, 1, 2, 3]
+        again.release(b)
+    finally:
+        again.close()
+
+
+def test_a_stray_data_file_under_an_absent_key_takes_the_full_path(tmp_path: Path) -> None:
+    """`absent` is a hint: a data file nobody indexed is replaced, never trusted."""
+    data = os.urandom(50)
+    path, ckpt = tmp_path / "x.data", tmp_path / "x.ckpt"
+    path.write_bytes(b"stale bytes of some other run")
+    entry = opening.open_entry(
+        bucket=BUCKET, meta=obj("a", data), part_size=PART, path=path, checkpoint_path=ckpt,
+        absent=True,
+    )  # fmt: skip
+    assert entry.present_parts() == []
+    assert os.fstat(entry.fd).st_size == 50
+    assert os.pread(entry.fd, 5, 0) == bytes(5)
+    entry.close()
+    assert not path.exists()
