@@ -31,7 +31,7 @@ readable for the readers that hold them).
 Parked entries (`_parked`, the last `PARKED` released): an entry whose last user released it
 with its checkpoint saved stays open, idle, with its file descriptor and its part maps, so a
 reopen of the same version takes it back instead of reading the checkpoint, opening the file,
-looking for holes and re-hashing every part (cache.entry, "Re-checking": its parts were hashed
+looking for holes and re-hashing every part (cache.checks: its parts were hashed
 in this process, as they arrived or at their re-check). That is every file of a directory walk:
 the directory read-ahead (prefetch.siblings) downloads the next files, their downloads release
 them, and the walker opens each a moment later. Measured on a cold `rsync -a` of 2,000 x 8 KiB

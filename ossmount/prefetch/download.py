@@ -265,7 +265,7 @@ class Download:
                 self._spawn_workers()  # read-ahead held back for it may go now
 
     async def _recheck(self, index: int) -> bool:
-        """Re-hash a part trusted from the checkpoint (cache.entry, "Re-checking") in a
+        """Re-hash a part trusted from the checkpoint (cache.checks) in a
         thread, outside the GET limiter; True: it is done (its waiters are woken). False: it
         was damaged at rest and forgotten, so the caller fetches it as any missing part.
 
