@@ -327,6 +327,10 @@ class CacheStore:
         slot = self._current.pop(h, None)
         if slot is not None:
             slot.entry.detach()  # its readers keep their (unlinked) file
+        parked = self._parked.pop(h, None)
+        if parked is not None:  # an older version, idle: it must never write over them either
+            parked.detach()
+            _close_quietly(parked)
         self._idle_bytes -= self._index.pop(h, 0)  # a current entry's is a placeholder 0
         try:
             path.parent.mkdir(exist_ok=True)

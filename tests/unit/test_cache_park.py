@@ -11,6 +11,7 @@ import pytest
 
 from ossmount.cache import CacheEntry, CacheStore, EntryState, opening
 from ossmount.cache import store as store_module
+from ossmount.cache.adopt import seal_for_cache
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
 from tests.unit.cache_helpers import write_part
@@ -195,3 +196,27 @@ def test_a_stray_data_file_under_an_absent_key_takes_the_full_path(tmp_path: Pat
     assert os.pread(entry.fd, 5, 0) == bytes(5)
     entry.close()
     assert not path.exists()
+
+
+def test_adopting_a_committed_version_closes_the_parked_older_one(
+    store: CacheStore, tmp_path: Path
+) -> None:
+    """cache.adopt renames a committed file in under the key: the parked entry of the version
+    before must neither be handed out again nor touch the adopted files when it closes."""
+    old, new = os.urandom(100), os.urandom(70)
+    parked = cache_clean(store, "a", old)
+    staged = tmp_path / "staged"
+    staged.write_bytes(new)
+    out = tmp_path / "staged.ckpt"
+    committed = obj("a", new, '"E2"')
+    assert seal_for_cache(staged, committed, bucket=BUCKET, part_size=PART, out=out) == 70
+    store.adopt("a", staged, out, 70)
+    assert parked.fd == -1
+    assert not parked.usable
+    entry = store.open_entry(committed, PART)
+    assert entry is not parked
+    assert entry.state is EntryState.VERIFIED
+    for i in entry.present_parts():
+        assert entry.recheck(i)
+    assert entry.read(0, 70) == new
+    store.release(entry)
