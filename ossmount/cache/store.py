@@ -28,17 +28,9 @@ on disk; `_current` maps a key hash to the open entry for its current version wi
 count; `_open` finds the slot of any handed-out entry (including superseded ones, which stay
 readable for the readers that hold them).
 
-Parked entries (`_parked`, the last `PARKED` released): an entry whose last user released it
-with its checkpoint saved stays open, idle, with its file descriptor and its part maps, so a
-reopen of the same version takes it back instead of reading the checkpoint, opening the file,
-looking for holes and re-hashing every part (cache.checks: its parts were hashed
-in this process, as they arrived or at their re-check). That is every file of a directory walk:
-the directory read-ahead (prefetch.siblings) downloads the next files, their downloads release
-them, and the walker opens each a moment later. Measured with the cold open below (`absent`):
-a cold `rsync -a` / `cp -r` of 2,000 x 8 KiB files, 3.84 / 4.03 -> 3.44 / 3.33 ms of daemon CPU
-per file (medians of 3 interleaved runs). A parked entry is idle in every
-other respect: counted in `_idle_bytes`, evictable (`_evict` closes it first), closed by
-`close()`; only an entry that is still `usable` and the same version is taken back.
+Parked entries (cache.parked): the last 64 entries released with their checkpoint saved stay
+open, so a reopen of the same version (every file of a directory walk the read-ahead fetched)
+takes the entry back instead of reading and re-hashing it.
 
 Space is counted as the bytes an entry holds, not its object's size: a Parquet footer read of
 a 100 GiB object holds a few MiB, and counting 100 GiB would evict every other entry. An entry
@@ -83,6 +75,7 @@ from ossmount.cache.errors import (
     io_error,
 )
 from ossmount.cache.holes import probe
+from ossmount.cache.parked import ParkedEntries
 from ossmount.oss.addressing import valid_bucket_name
 from ossmount.oss.models import ObjectMeta
 
@@ -93,7 +86,6 @@ log = logging.getLogger(__name__)
 LAYOUT_VERSION = 1
 _DATA = ".data"
 _CKPT = ".ckpt"
-PARKED = 64  # released entries kept open for a reopen (module docstring); one fd each
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +147,7 @@ class CacheStore:
         self._current: dict[str, _Slot] = {}
         self._made_dirs: set[Path] = set()  # fan-out dirs known to exist (never removed)
         self._open: dict[int, _Slot] = {}
-        self._parked: OrderedDict[str, CacheEntry] = OrderedDict()  # oldest first
+        self._parked = ParkedEntries()
         self._evictions = 0
         # Bytes of files being written (staged beside the cache, fs/stagedspace.py): they
         # count against the cap like entries, but are never evicted.
@@ -285,7 +277,7 @@ class CacheStore:
                 return entry
             entry.detach()
             del self._current[h]
-        parked = self._unpark(h)
+        parked = self._parked.take(h)
         if parked is not None and _same_open_version(parked, meta, part_size):
             entry = parked
         else:
@@ -327,10 +319,7 @@ class CacheStore:
         slot = self._current.pop(h, None)
         if slot is not None:
             slot.entry.detach()  # its readers keep their (unlinked) file
-        parked = self._parked.pop(h, None)
-        if parked is not None:  # an older version, idle: it must never write over them either
-            parked.detach()
-            _close_quietly(parked)
+        self._parked.drop(h, detach=True)  # an older version: it must not write over them either
         self._idle_bytes -= self._index.pop(h, 0)  # a current entry's is a placeholder 0
         try:
             path.parent.mkdir(exist_ok=True)
@@ -357,8 +346,8 @@ class CacheStore:
         slot = self._current.get(h)
         if slot is not None and slot.entry.usable:
             return slot.entry.checkpoint()
-        parked = self._parked.get(h)
-        if parked is not None and parked.usable:
+        parked = self._parked.peek(h)
+        if parked is not None:
             return parked.checkpoint()
         cp = load(ckpt, bucket=self.bucket, key=key)
         if cp is not None and (cp.bucket != self.bucket or cp.key != key):
@@ -378,35 +367,13 @@ class CacheStore:
         if is_current:
             del self._current[slot.hash]
         try:
-            if not (is_current and self._park(slot.hash, entry)):
+            if not (is_current and self._parked.park(slot.hash, entry)):
                 _close_tolerating_a_full_disk(entry)
         finally:
             if is_current:
                 self._after_close(slot.hash, entry)
         if self.max_bytes is not None:
             self.evict_to_fit()
-
-    def _park(self, h: str, entry: CacheEntry) -> bool:
-        """Keep a released entry open for a reopen (module docstring); False: close it.
-
-        Only a clean one (its download saved its checkpoint before releasing it): one that
-        still needs a flush takes the close path, which saves or warns.
-        """
-        if not (entry.usable and entry.has_checkpoint) or entry.needs_flush:
-            return False
-        self._parked[h] = entry
-        while len(self._parked) > PARKED:
-            _, oldest = self._parked.popitem(last=False)
-            _close_quietly(oldest)
-        return True
-
-    def _unpark(self, h: str) -> CacheEntry | None:
-        """Take `h`'s parked entry out of the park, if there is one still usable."""
-        entry = self._parked.pop(h, None)
-        if entry is not None and not entry.usable:
-            _close_quietly(entry)
-            return None
-        return entry
 
     def _after_close(self, h: str, entry: CacheEntry) -> None:
         if entry.discarded or not entry.has_checkpoint:
@@ -487,9 +454,7 @@ class CacheStore:
     def _evict(self, h: str) -> bool:
         """Delete idle entry `h`'s files and forget it; False (logged) if they stay."""
         directory = self._bucket_dir / h[:2]
-        parked = self._parked.pop(h, None)
-        if parked is not None:
-            _close_quietly(parked)
+        self._parked.drop(h)
         try:
             (directory / (h + _CKPT)).unlink(missing_ok=True)
             (directory / (h + _DATA)).unlink(missing_ok=True)
@@ -545,8 +510,7 @@ class CacheStore:
         re-raised at the end, after the lock is released (a full disk is only a WARNING).
         """
         first: CacheError | None = None
-        while self._parked:
-            _close_quietly(self._parked.popitem()[1])
+        self._parked.close_all()
         for slot in list(self._open.values()):
             try:
                 _close_tolerating_a_full_disk(slot.entry)
@@ -584,14 +548,6 @@ def _close_tolerating_a_full_disk(entry: CacheEntry) -> None:
             entry.meta.key,
             exc.cause.strerror or exc.cause,
         )
-
-
-def _close_quietly(entry: CacheEntry) -> None:
-    """Close a parked entry: clean when parked, so nothing is lost if its close fails."""
-    try:
-        _close_tolerating_a_full_disk(entry)
-    except CacheError as exc:
-        log.warning("closing idle cache entry %r failed: %s", entry, exc)
 
 
 def _same_open_version(entry: CacheEntry, meta: ObjectMeta, part_size: int) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ossmount.cache import CacheEntry, CacheStore, EntryState, opening
-from ossmount.cache import store as store_module
+from ossmount.cache import parked as parked_module
 from ossmount.cache.adopt import seal_for_cache
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
@@ -95,7 +95,7 @@ def test_another_version_closes_the_parked_entry_and_starts_fresh(store: CacheSt
 def test_parked_entries_are_bounded_and_the_oldest_closed(
     store: CacheStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "PARKED", 3)
+    monkeypatch.setattr(parked_module, "PARKED", 3)
     entries = [cache_clean(store, f"k{i}", os.urandom(40)) for i in range(5)]
     assert [e.usable for e in entries] == [False, False, True, True, True]
     assert all(e.fd == -1 for e in entries[:2])
