@@ -202,6 +202,14 @@ class CacheEntry:
         with self._lock:
             return index in self._checks
 
+    def distrust(self) -> int:
+        """Every recorded part is re-hashed before it is served again (cache.writeback: the
+        disk reported a write error, so bytes in the file may differ from those hashed on
+        receipt). How many parts that is."""
+        with self._lock:
+            self._checks.distrust(self._done)
+            return len(self._done)
+
     def present_parts(self) -> list[int]:
         """The recorded parts whose bytes are in the file (checked or not), ascending."""
         with self._lock:

@@ -486,6 +486,14 @@ class CacheStore:
         kept = sum(slot.entry.cached_bytes for slot in self._current.values())
         return Dropped(dropped, freed, len(self._current), kept)
 
+    def distrust_open(self) -> int:
+        """The disk under the cache reported a write error (cache.writeback): every entry open
+        in this process re-hashes its parts before serving them again, and parked entries are
+        closed (a reopen reads the checkpoint, whose parts are all re-hashed). Entries not
+        open are re-hashed at their next open anyway. How many parts were distrusted."""
+        self._parked.close_all()
+        return sum(slot.entry.distrust() for slot in self._open.values())
+
     def held_bytes(self) -> int:
         """Bytes the cache holds: idle entries as released, entries in use as of now, and
         staged files."""

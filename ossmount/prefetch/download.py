@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ossmount.cache.entry import CacheEntry
+from ossmount.cache.entry import CacheEntry, EntryState
 from ossmount.cache.errors import EntryStateError, PartMismatch
 from ossmount.cache.sink import ScratchPool
 from ossmount.cache.store import CacheStore
@@ -359,8 +359,12 @@ class Download:
         return "done", outcome.result.length
 
     async def _finish(self) -> None:
-        """All parts are in: reach and publish the verdict (once)."""
-        if self._verdict.is_set() or self._judging:
+        """All parts are in: reach and publish the verdict. Once, unless the entry went back
+        to PARTIAL after it (a part found damaged by a re-check, cache.writeback): then its
+        parts are all in again and the whole object is judged again."""
+        if self._judging or self.failure is not None:
+            return
+        if self._verdict.is_set() and self.entry.state is not EntryState.PARTIAL:
             return
         self._judging = True
         try:
