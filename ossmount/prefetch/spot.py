@@ -118,7 +118,11 @@ class SpotReads:
     async def _get(self, start: int, length: int) -> bytes:
         """One ranged GET of [start, start + length), fenced; holds a mount-wide GET slot."""
         ctx = self._ctx
-        async with ctx.limiter:
+        try:
+            ctx.limiter.acquire_nowait()  # no scheduler pass when a GET slot is free
+        except trio.WouldBlock:
+            await ctx.limiter.acquire()
+        try:
             ctx.observer.part_started()
             counted: tuple[str | None, int] = (None, 0)  # None: cancelled, not counted
             try:
@@ -130,6 +134,8 @@ class SpotReads:
                 raise
             finally:
                 ctx.observer.part_ended(*counted)
+        finally:
+            ctx.limiter.release()
 
     async def _fetch(self, start: int, length: int) -> bytes:
         ctx = self._ctx
