@@ -335,7 +335,9 @@ class Bench:
         mnt = self._new_dir("mnt")
         # --profile-daemon: the daemon under cProfile (deterministic call counts per read;
         # its figures are slowed by the profiler, the stats are written at unmount).
-        prof = ["-m", "cProfile", "-o", self.args.profile_daemon] if self.args.profile_daemon else []
+        prof = ["-m", "cProfile", "-o", self.args.profile_daemon]
+        if not self.args.profile_daemon:
+            prof = []
         cmd = [
             sys.executable, *prof, "-m", "ossmount", BUCKET, str(mnt),
             "--endpoint", self.endpoint,
@@ -731,7 +733,8 @@ class Bench:
                 f"2000 random 4 KiB preads of the cold {self.args.size_mib} MiB object (W8); "
                 f"{f.fmt('randread.mib')} MiB GET; daemon CPU {f.fmt('randread.cpu_ms', 2)} ms "
                 f"(sys {f.fmt('randread.sys_ms', 2)}), emulator CPU "
-                f"{f.fmt('randread.emu_ms', 2)} ms (sys {f.fmt('randread.emu_sys_ms', 2)}) per read",
+                f"{f.fmt('randread.emu_ms', 2)} ms (sys {f.fmt('randread.emu_sys_ms', 2)}) "
+                "per read",
             )  # fmt: skip
         return lines
 

@@ -33,6 +33,7 @@ import h11
 import trio
 
 from .heads import MAX_HEAD, parse_plain_head
+from .sendfast import send_response
 from .shaping import Shaping, TokenBucket
 from .store import Body, FileBody, Segment
 from .xml import xml_doc
@@ -239,6 +240,9 @@ async def serve_connection(
         peer = str(stream.socket.getpeername()[0])
     except OSError:
         peer = "?"
+    # A stdlib view of the same descriptor for `sendfast` (no dup; detached before close).
+    ts = stream.socket
+    raw = socket.socket(ts.family, ts.type, ts.proto, fileno=ts.fileno())
     try:
         while True:
             leftover = await _read_head(stream, leftover)
@@ -258,7 +262,7 @@ async def serve_connection(
                 code = "RequestHeaderTooLarge" if status == 431 else "InvalidRequest"
                 resp = bad_request(400, code, str(exc) or "Bad request")
                 resp.close = True
-                await _write(stream, resp, shaping, None)
+                await _write(stream, resp, shaping, None, raw)
                 return
             try:
                 resp = await handler(req)
@@ -281,7 +285,7 @@ async def serve_connection(
                 conn_bucket = TokenBucket(shaping.conn_bps)
             elif shaping.conn_bps <= 0:
                 conn_bucket = None
-            await _write(stream, resp, shaping, conn_bucket)
+            await _write(stream, resp, shaping, conn_bucket, raw)
             if resp.close:
                 return
             if conn is not None:
@@ -293,6 +297,7 @@ async def serve_connection(
             return
         raise
     finally:
+        raw.detach()
         await _close(stream)
 
 
@@ -424,7 +429,11 @@ def _head_bytes(resp: Response, content_length: int | None) -> bytes:
 
 
 async def _write(
-    stream: trio.SocketStream, resp: Response, shaping: Shaping, conn_bucket: TokenBucket | None
+    stream: trio.SocketStream,
+    resp: Response,
+    shaping: Shaping,
+    conn_bucket: TokenBucket | None,
+    raw: socket.socket,
 ) -> None:
     latency = resp.latency_s + shaping.latency_s
     if latency > 0:
@@ -460,10 +469,14 @@ async def _write(
     unshaped = conn_bucket is None and shaping.total_bps <= 0 and resp.length > 0
     try:
         if unshaped and plan.stall_at is None and plan.cut_at is None:
-            await _send_corked(stream, head)
+            if plan.flip_at is None:
+                await send_response(raw, head, body, resp.offset, resp.length, sent)
+            else:
+                await _send_corked(stream, head)
+                await _send_body(stream, body, resp, shaping, conn_bucket, sent)
         else:
             await stream.send_all(head)
-        await _send_body(stream, body, resp, shaping, conn_bucket, sent)
+            await _send_body(stream, body, resp, shaping, conn_bucket, sent)
     except BaseException:
         if resp.on_sent:
             resp.on_sent(sent[0], False)
