@@ -245,7 +245,7 @@ async def serve_connection(
     raw = socket.socket(ts.family, ts.type, ts.proto, fileno=ts.fileno())
     try:
         while True:
-            leftover = await _read_head(stream, leftover)
+            leftover = await _read_head(raw, leftover)
             if not leftover:
                 return  # closed between requests
             plain = _plain_request(leftover, stream, peer)
@@ -301,11 +301,16 @@ async def serve_connection(
         await _close(stream)
 
 
-async def _read_head(stream: trio.SocketStream, buf: bytes) -> bytes:
+async def _read_head(raw: socket.socket, buf: bytes) -> bytes:
     """`buf` plus what arrives until it holds a whole request head (or MAX_HEAD bytes, or
-    the peer closed: then h11 judges what there is); b"" if the peer closed before a byte."""
+    the peer closed: then h11 judges what there is); b"" if the peer closed before a byte.
+    Plain recv on the non-blocking descriptor, waiting only on EAGAIN (see `sendfast`)."""
     while b"\r\n\r\n" not in buf and len(buf) <= MAX_HEAD:
-        data = await stream.receive_some(_RECV)
+        try:
+            data = raw.recv(_RECV)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(raw)
+            continue
         if not data:
             break
         buf += data
