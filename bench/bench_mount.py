@@ -28,6 +28,10 @@ followed by `# details`:
 
     .venv/bin/python bench/bench_mount.py [--repeat 1] [--big-gib 10] [--only cold_cp,...]
         [--mount-arg=--part-size-mb=16 ...] [--src /path/to/other/checkout]
+        [--profile-daemon FILE] [--profile-emulator FILE]   (cProfile stats, slowed figures)
+
+`--src` runs the daemon from that checkout; the emulator child always imports from this bench
+file's checkout, so for a before/after of emulator changes run each checkout's own bench file.
 
 Fresh memory. These VMs hand freed memory back to their host (free page reporting: see
 /sys/module/page_reporting); the first touch of such a page costs ~1.7 s/GiB of guest CPU
@@ -287,8 +291,11 @@ class Bench:
             ]
         listing = self.tmp / "objects.json"  # a file: thousands of small_cp keys outgrow argv
         listing.write_text(json.dumps(objects))
+        prof = ["-m", "cProfile", "-o", self.args.profile_emulator]
+        if not self.args.profile_emulator:
+            prof = []
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-emulator", str(listing)],
+            [sys.executable, *prof, __file__, "--serve-emulator", str(listing)],
             stdout=subprocess.PIPE,
             stderr=open(self.tmp / "emulator.err", "wb"),  # noqa: SIM115 - closed with proc
         )
@@ -744,6 +751,7 @@ def main() -> int:
     ap.add_argument("--serve-emulator", help=argparse.SUPPRESS)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--profile-daemon", default="", help="cProfile the daemon into FILE")
+    ap.add_argument("--profile-emulator", default="", help="cProfile the emulator into FILE")
     ap.add_argument("--size-mib", type=int, default=1024, help="main object (default 1024)")
     ap.add_argument("--big-gib", type=float, default=10, help="RSS workload object (default 10)")
     ap.add_argument("--shaped-mib", type=int, default=512, help="shaped workload (default 512)")

@@ -39,7 +39,19 @@ emulator's hand-parsed GET heads; `--what floor,gets --size-kib 64 --objects 200
     Python calls per GET (cProfile)          2,170     ~700
 
 `floor` sends one pre-built signed request again and again on a raw blocking socket: its wall
-time is the emulator's own cost per GET (~250-300 us quiet), which no client can go under.
+time is the emulator's own cost per GET (~250-300 us quiet), which no client can go under; it
+also prints the emulator process's CPU per GET.
+
+Session 7 (issue 13, W8): syscalls before trio's socket methods on both ends (oss/_wire.py,
+emulator/sendfast.py); 3 interleaved invocation pairs, `--what gets,floor --size-kib 64
+--repeat 3`, each checkout run from its own tree (the emulator child imports from the bench
+file's checkout), medians of the three:
+
+    figure                                   before   after
+    gets CPU us/GET (2,000 x 64 KiB)           207      175
+    floor emulator CPU us/GET                  155       95
+    floor wall us/GET                          205      149
+    Python calls per GET, client (cProfile)    556      410
 
 Session 5: Python calls per GET (cProfile, deterministic): 2,603 -> 2,170. Of what is left (cProfile
 self time): trio 19 %, h11 17 %, httpcore 17 %, httpx 3 %, builtins and stdlib called
