@@ -240,9 +240,14 @@ async def serve_connection(
         peer = str(stream.socket.getpeername()[0])
     except OSError:
         peer = "?"
-    # A stdlib view of the same descriptor for `sendfast` (no dup; detached before close).
+    # A stdlib view of the same descriptor for `sendfast` and `_read_head` (no dup; detached
+    # before the stream is closed, so the descriptor is closed once, by trio).
     ts = stream.socket
-    raw = socket.socket(ts.family, ts.type, ts.proto, fileno=ts.fileno())
+    try:
+        raw = socket.socket(ts.family, ts.type, ts.proto, fileno=ts.fileno())
+    except OSError:
+        await _close(stream)
+        return
     try:
         while True:
             leftover = await _read_head(raw, leftover)
