@@ -26,6 +26,7 @@ from ossmount.oss.models import ObjectMeta
 from tests.unit.cache_helpers import recheck_all, write_part
 
 PART = 10
+MiB = 1 << 20
 DATA = bytes(range(256)) * 2 + b"tail"  # 516 bytes: 52 parts, the last one 6 bytes
 BUCKET = "bkt"
 KEY = "dir/some key ü"
@@ -633,3 +634,55 @@ def test_part_sink_maps_other_write_errors_to_cache_io_error(
     assert not entry.is_done(1)
     assert (info.value.errno, type(info.value)) == (errno.EIO, CacheIOError)
     entry.close()
+
+
+def test_a_large_part_gets_its_blocks_reserved_once_before_its_first_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(3 * MiB)
+    entry = open_entry(tmp_path, meta(data), part_size=2 * MiB)
+    calls: list[tuple[int, int]] = []
+    real = os.posix_fallocate
+
+    def allocate(fd: int, offset: int, length: int) -> None:
+        calls.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", allocate)
+    for index in range(entry.layout.count):
+        write_part(entry, index, data[slice(*_bounds(entry, index))])
+    big = [
+        entry.layout.span(i) for i in range(entry.layout.count) if entry.layout.span(i)[1] >= MiB
+    ]
+    assert calls == big  # each part of >= 1 MiB once, smaller ones never
+    assert entry.read(0, len(data)) == data
+    entry.close()
+
+
+def test_a_full_disk_at_reservation_fails_the_part_before_its_bytes_and_no_fallocate_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(3 * MiB)
+    entry = open_entry(tmp_path, meta(data), part_size=2 * MiB)
+    big = max(range(entry.layout.count), key=lambda i: entry.layout.span(i)[1])  # >= 1 MiB
+    span = _bounds(entry, big)
+
+    def refuse(code: int) -> Callable[[int, int, int], None]:
+        def allocate(fd: int, offset: int, length: int) -> None:
+            raise OSError(code, os.strerror(code))
+
+        return allocate
+
+    monkeypatch.setattr(os, "posix_fallocate", refuse(errno.ENOSPC))
+    with pytest.raises(CacheFull, match=f"allocating part {big}"):
+        write_part(entry, big, data[slice(*span)])
+    assert not entry.is_done(big)
+    monkeypatch.setattr(os, "posix_fallocate", refuse(errno.EOPNOTSUPP))
+    write_part(entry, big, data[slice(*span)])  # a filesystem without fallocate just writes
+    assert entry.is_done(big)
+    entry.close()
+
+
+def _bounds(entry: CacheEntry, index: int) -> tuple[int, int]:
+    start, length = entry.layout.span(index)
+    return start, start + length
