@@ -83,7 +83,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_client import BUCKET, bench_client, spawn_emulator  # a sibling script, not a package
 
-from ossmount.oss import OssClient, signing
+from ossmount.oss import BufferSink, OssClient, signing
 from ossmount.oss._xml import parse_list_v2
 
 EMULATOR_CHILD = textwrap.dedent(
@@ -113,21 +113,8 @@ def fmt(values: list[float]) -> str:
     return f"{statistics.median(values):8.1f} [{min(values):.1f}..{max(values):.1f}]"
 
 
-class _IntoBuffer:
-    """The plainest body sink: straight into one reused buffer (no copy on plain HTTP)."""
-
-    def __init__(self, buf: bytearray) -> None:
-        self._view = memoryview(buf)
-
-    def window(self, pos: int, limit: int) -> memoryview:
-        return self._view[pos : pos + limit]
-
-    def commit(self, view: memoryview, pos: int) -> None:
-        pass
-
-
 async def get_loop(client: OssClient, keys: list[str], size: int) -> None:
-    sink = _IntoBuffer(bytearray(size))
+    sink = BufferSink(bytearray(size))
     for key in keys:
         res = await client.get(key, 0, size, sink)
         if res.length != size:

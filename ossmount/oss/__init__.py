@@ -41,12 +41,13 @@ from .credentials_types import (
     CredentialsProvider,
     StaticCredentialsProvider,
 )
-from .models import GetResult, ListPage, ObjectMeta, ObjectVersion, Sink
+from .models import BufferSink, GetResult, ListPage, ObjectMeta, ObjectVersion, Sink
 
 __all__ = [
     "ANONYMOUS",
     "AccessDenied",
     "BadResponse",
+    "BufferSink",
     "CrcMismatch",
     "Credentials",
     "CredentialsError",

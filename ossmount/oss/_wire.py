@@ -67,6 +67,7 @@ import ssl
 import trio
 
 from ._body import BodyError, BodyReader
+from .models import BufferSink
 
 __all__ = ["Connection", "Reply", "WireBody", "WireError", "WirePool", "parse_head", "request_head"]
 
@@ -357,7 +358,7 @@ class WireBody(BodyReader):
         """At most `limit` + 1 bytes of the body (an error reply's XML); b"" if it fails."""
         buf = bytearray(limit + 1)
         try:
-            n = await self.readinto_sink(_BufferSink(buf), 0, len(buf))
+            n = await self.readinto_sink(BufferSink(buf), 0, len(buf))
         except BodyError:
             return b""
         return bytes(buf[:n])
@@ -367,16 +368,3 @@ class WireBody(BodyReader):
         if pool is not None:
             reusable = self._reply.keep_alive and self.remaining == 0 and not self._shut
             pool.release(self._reply.conn, reusable)
-
-
-class _BufferSink:
-    """Body bytes straight into one bytearray (oss.models.Sink)."""
-
-    def __init__(self, buf: bytearray) -> None:
-        self._view = memoryview(buf)
-
-    def window(self, pos: int, limit: int) -> memoryview:
-        return self._view[pos : pos + limit]
-
-    def commit(self, view: memoryview, pos: int) -> None:
-        pass

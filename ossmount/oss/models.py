@@ -77,3 +77,17 @@ class Sink(Protocol):
     def window(self, pos: int, limit: int) -> memoryview: ...
 
     def commit(self, view: memoryview, pos: int) -> None: ...
+
+
+class BufferSink:
+    """The plainest `Sink`: body bytes straight into one caller-owned bytearray (no copy on
+    plain HTTP), for bodies read whole into memory."""
+
+    def __init__(self, buf: bytearray) -> None:
+        self._view = memoryview(buf)
+
+    def window(self, pos: int, limit: int) -> memoryview:
+        return self._view[pos : pos + limit]
+
+    def commit(self, view: memoryview, pos: int) -> None:
+        pass

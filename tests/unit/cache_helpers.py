@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ossmount.cache.entry import CacheEntry
+from ossmount.cache.opening import open_entry
 from ossmount.crc64 import BytesLike, crc64
-from ossmount.oss.models import GetResult
+from ossmount.oss.models import GetResult, ObjectMeta
+
+
+def entry_in(tmp_path: Path, meta: ObjectMeta, part_size: int, bucket: str = "bkt") -> CacheEntry:
+    """Open (or reopen) the cache entry of `meta` kept as obj.data / obj.ckpt in `tmp_path`."""
+    return open_entry(
+        bucket=bucket,
+        meta=meta,
+        part_size=part_size,
+        path=tmp_path / "obj.data",
+        checkpoint_path=tmp_path / "obj.ckpt",
+    )
 
 
 def write_part(entry: CacheEntry, index: int, data: BytesLike) -> int:

@@ -20,10 +20,9 @@ from hypothesis import strategies as st
 from ossmount.cache.checkpoint import EntryState, load
 from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import CacheFull, CacheIOError, EntryStateError
-from ossmount.cache.opening import open_entry as open_cache_entry
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
-from tests.unit.cache_helpers import recheck_all, write_part
+from tests.unit.cache_helpers import entry_in, recheck_all, write_part
 
 PART = 10
 MiB = 1 << 20
@@ -50,13 +49,7 @@ def open_entry(
 ) -> CacheEntry:
     """Open (or reopen) the entry; `recheck`: re-hash what its checkpoint lists, as a download
     does before serving it, so tests of resuming see the parts as a reader would."""
-    entry = open_cache_entry(
-        bucket=BUCKET,
-        meta=m or meta(),
-        part_size=part_size,
-        path=tmp_path / "obj.data",
-        checkpoint_path=tmp_path / "obj.ckpt",
-    )
+    entry = entry_in(tmp_path, m or meta(), part_size)
     return recheck_all(entry) if recheck else entry
 
 
@@ -166,14 +159,12 @@ def test_resume_after_real_kill_9(tmp_path: Path) -> None:
         f"""
         import os, signal
         from pathlib import Path
-        from ossmount.cache.opening import open_entry as open_cache_entry
         from ossmount.oss.models import ObjectMeta
-        from tests.unit.cache_helpers import write_part
+        from tests.unit.cache_helpers import entry_in, write_part
         data = {DATA!r}
         m = ObjectMeta(key={KEY!r}, size=len(data), etag='"E1"', mtime_ns=1_700_000_000_000_000_000)
         root = Path({str(tmp_path)!r})
-        e = open_cache_entry(bucket="bkt", meta=m, part_size={PART}, path=root / "obj.data",
-                            checkpoint_path=root / "obj.ckpt")
+        e = entry_in(root, m, {PART})
         for i in (0, 1, 2, 7):
             write_part(e, i, data[i * {PART}:(i + 1) * {PART}])
         e.flush()

@@ -4,7 +4,6 @@ open entry back (no checkpoint read, no file open, no re-hash), within a bound (
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,6 @@ def obj(key: str, data: bytes, etag: str = '"E1"') -> ObjectMeta:
         key=key, size=len(data), etag=etag, mtime_ns=1_700_000_000_000_000_000,
         crc64=crc64(data),
     )  # fmt: skip
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[CacheStore]:
-    s = CacheStore(tmp_path / "cache", bucket=BUCKET)
-    s.lock()
-    yield s
-    s.close()
 
 
 def cache_clean(store: CacheStore, key: str, data: bytes, etag: str = '"E1"') -> CacheEntry:

@@ -19,10 +19,9 @@ import pytest
 from ossmount.cache.checkpoint import EntryState, encode, load
 from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import EntryStateError
-from ossmount.cache.opening import open_entry as open_cache_entry
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
-from tests.unit.cache_helpers import write_part
+from tests.unit.cache_helpers import entry_in, write_part
 from tests.unit.fake_source import FakeSource
 from tests.unit.prefetch_helpers import KEY, PART, cache_whole, files, put_blob, read_all, running
 
@@ -40,13 +39,7 @@ def meta(data: bytes = DATA, etag: str = '"E1"') -> ObjectMeta:
 
 
 def open_entry(tmp_path: Path, m: ObjectMeta | None = None) -> CacheEntry:
-    return open_cache_entry(
-        bucket="bkt",
-        meta=m or meta(),
-        part_size=SMALL,
-        path=tmp_path / "obj.data",
-        checkpoint_path=tmp_path / "obj.ckpt",
-    )
+    return entry_in(tmp_path, m or meta(), SMALL)
 
 
 def cache_verified(tmp_path: Path, data: bytes = DATA, etag: str = '"E1"') -> None:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,14 +42,6 @@ def fill(entry: CacheEntry, data: bytes) -> None:
         if not entry.is_done(i):
             start, length = entry.layout.span(i)
             write_part(entry, i, data[start : start + length])
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[CacheStore]:
-    s = CacheStore(tmp_path / "cache", bucket=BUCKET)
-    s.lock()
-    yield s
-    s.close()
 
 
 def cache_idle(store: CacheStore, keys: str) -> dict[str, bytes]:

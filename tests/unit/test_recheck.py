@@ -12,11 +12,10 @@ from ossmount.cache.checkpoint import EntryState, load
 from ossmount.cache.checks import PartChecks
 from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import EntryStateError
-from ossmount.cache.opening import open_entry as open_cache_entry
 from ossmount.cache.recheck import CHUNK, hash_span
 from ossmount.crc64 import crc64
 from ossmount.oss.models import ObjectMeta
-from tests.unit.cache_helpers import write_part
+from tests.unit.cache_helpers import entry_in, write_part
 
 PART = 10
 DATA = bytes(range(256)) * 2 + b"tail"  # 52 parts, the last one 6 bytes
@@ -34,13 +33,7 @@ def meta(crc: bool = True) -> ObjectMeta:
 
 
 def open_entry(tmp_path: Path, m: ObjectMeta | None = None) -> CacheEntry:
-    return open_cache_entry(
-        bucket="bkt",
-        meta=m or meta(),
-        part_size=PART,
-        path=tmp_path / "obj.data",
-        checkpoint_path=tmp_path / "obj.ckpt",
-    )
+    return entry_in(tmp_path, m or meta(), PART)
 
 
 def cached(tmp_path: Path, parts: range | list[int], *, verified: bool = False) -> None:
