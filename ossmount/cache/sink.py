@@ -22,7 +22,7 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
-from ossmount.cache.errors import EntryStateError, io_error
+from ossmount.cache.errors import CacheIOError, EntryStateError, io_error
 
 if TYPE_CHECKING:
     from ossmount.cache.entry import CacheEntry
@@ -61,14 +61,7 @@ class PartSink:
                 view = view[written:]
                 offset += written
         except OSError as exc:
-            entry = self._entry
-            raise io_error(
-                f"write of part {self.index}",
-                bucket=entry.bucket,
-                key=entry.meta.key,
-                path=entry.path,
-                cause=exc,
-            ) from exc
+            raise self._failed(f"write of part {self.index}", exc) from exc
 
     def _allocate(self) -> None:
         """Reserve the part's blocks before its first write: ext4 then maps the range once
@@ -80,14 +73,12 @@ class PartSink:
         except OSError as exc:
             if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 return
-            entry = self._entry
-            raise io_error(
-                f"allocating part {self.index}",
-                bucket=entry.bucket,
-                key=entry.meta.key,
-                path=entry.path,
-                cause=exc,
-            ) from exc
+            raise self._failed(f"allocating part {self.index}", exc) from exc
+
+    def _failed(self, action: str, exc: OSError) -> CacheIOError:
+        """The cache's error for `exc`: CacheFull on ENOSPC/EDQUOT, else CacheIOError."""
+        entry = self._entry
+        return io_error(action, bucket=entry.bucket, key=entry.meta.key, path=entry.path, cause=exc)
 
     def record(self, result: GetResult) -> None:
         """The GET into this sink returned `result`: record the part with its CRC-64.

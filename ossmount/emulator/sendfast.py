@@ -3,7 +3,7 @@
 Why: every peer's random read in the referee's W8 is one small ranged GET, so the emulator's
 fixed cost per GET is in every peer's figure (fair to all, and the floor under ours). trio's
 `send`/`send_all` end each call in a checkpoint, a whole scheduler pass (epoll_wait, run
-queue) even when nothing waits, and `_sendfile` starts with one: an unshaped GET paid three
+queue) even when nothing waits, and `server._sendfile` starts with one: an unshaped GET paid three
 passes (read the request, send the head, send the body); now one (read the request). The
 bytes on the wire are the same: a memory body leaves with its head in one `writev`, a file
 body as head with MSG_MORE then `sendfile` (the kernel joins them, as `_send_corked` did).
@@ -33,7 +33,7 @@ import trio
 
 from .store import Body
 
-__all__ = ["send_response"]
+__all__ = ["send_file", "send_response"]
 
 
 async def send_response(
@@ -49,7 +49,7 @@ async def send_response(
         else:
             if head_left:
                 await _send_more(raw, head_left)
-            await _sendfile(raw, fd, seg, sent)
+            await send_file(raw, *seg, sent)
         head_left = head_left[:0]
     if head_left:  # an empty range: the head alone
         await _writev(raw, fd, [head_left], len(head_left), sent)
@@ -88,18 +88,25 @@ async def _send_more(raw: socket.socket, view: memoryview) -> None:
         view = view[n:]
 
 
-async def _sendfile(
-    raw: socket.socket, out: int, seg: tuple[int, int, int], sent: list[int]
+async def send_file(
+    sock: socket.socket | trio.socket.SocketType,
+    fd: int,
+    offset: int,
+    count: int,
+    sent: list[int] | None = None,
 ) -> None:
-    fd, offset, count = seg
+    """``os.sendfile`` of `count` bytes of `fd` from `offset` on the non-blocking socket,
+    waiting for writability only on EAGAIN; `sent[0]` counts the bytes gone."""
+    out = sock.fileno()
     while count > 0:
         try:
             n = os.sendfile(out, fd, offset, count)
         except BlockingIOError:
-            await trio.lowlevel.wait_writable(raw)
+            await trio.lowlevel.wait_writable(sock)
             continue
         if n == 0:
             raise trio.BrokenResourceError("sendfile sent nothing (file shrank?)")
         offset += n
         count -= n
-        sent[0] += n
+        if sent is not None:
+            sent[0] += n

@@ -33,7 +33,7 @@ import h11
 import trio
 
 from .heads import MAX_HEAD, parse_plain_head
-from .sendfast import send_response
+from .sendfast import send_file, send_response
 from .shaping import Shaping, TokenBucket
 from .store import Body, FileBody, Segment
 from .xml import xml_doc
@@ -583,17 +583,6 @@ async def _cut(stream: trio.SocketStream, kind: str) -> None:
 
 
 async def _sendfile(stream: trio.SocketStream, fd: int, offset: int, count: int) -> None:
-    """``os.sendfile`` on the non-blocking socket, waiting for writability on EAGAIN."""
-    sock = stream.socket
-    out = sock.fileno()
+    """``os.sendfile`` on the stream's socket (sendfast.send_file), after a checkpoint."""
     await trio.lowlevel.checkpoint()
-    while count > 0:
-        try:
-            n = os.sendfile(out, fd, offset, count)
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(sock)
-            continue
-        if n == 0:
-            raise trio.BrokenResourceError("sendfile sent nothing (file shrank?)")
-        offset += n
-        count -= n
+    await send_file(stream.socket, fd, offset, count)
