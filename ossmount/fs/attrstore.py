@@ -8,6 +8,14 @@ Cost: one HEAD, plus one CopyObject when a value really changes (a chmod to the 
 object already has costs the HEAD only). A file open for writing, or whose write-back upload
 is pending, carries mode and mtime with its upload instead (fs/staging.py): no request.
 
+No HEAD for an object this mount just wrote (`KnownMeta`): its commit sent every header the
+object has (our PutObject and multipart uploads carry nothing but `posix_meta`), so what a
+REPLACE copy must send again is known, as long as the object still has the ETag we gave it.
+`rsync -a` (utimensat and chmod by path after the close) and `tar x` with attributes set after
+close then pay the copy only. The record lasts `max_age_s` (30 s): a metadata-only change by
+another client keeps the ETag, so a record trusted for ever could undo one; within the window
+the risk is that of ossfs's own HEAD-then-copy, only wider.
+
 The copy keeps the bytes and (on OSS and the emulator) the ETag, so the version the cache
 holds stays the current one; the CRC-64 may be missing from the copy's replies, so the known
 one is kept.
@@ -17,11 +25,52 @@ from __future__ import annotations
 
 import stat
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 
 from ossmount.oss._writes import OssWrites, posix_meta
 from ossmount.oss.models import ObjectMeta
 
-__all__ = ["store_attrs"]
+__all__ = ["KnownMeta", "store_attrs"]
+
+
+class KnownMeta:
+    """Metadata of objects this mount wrote moments ago: key -> (ETag, every header a
+    REPLACE copy must carry). Bounded (`capacity`, oldest dropped first) and short-lived
+    (`max_age_s`). Trio thread only; no awaits inside."""
+
+    def __init__(
+        self,
+        capacity: int = 4096,
+        max_age_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._capacity, self._max_age, self._clock = capacity, max_age_s, clock
+        self._known: OrderedDict[str, tuple[str, dict[str, str], float]] = OrderedDict()
+
+    def wrote(self, key: str, etag: str, headers: Mapping[str, str]) -> None:
+        """The object `key` now has `etag` and exactly `headers` (lower-case names)."""
+        self._known.pop(key, None)
+        self._known[key] = (etag, {k.lower(): v for k, v in headers.items()}, self._clock())
+        while len(self._known) > self._capacity:
+            self._known.popitem(last=False)
+
+    def headers(self, key: str, etag: str) -> dict[str, str] | None:
+        """What `key` carries if it is still the version we wrote (`etag`), recently."""
+        known = self._known.get(key)
+        if known is None or known[0] != etag or self._clock() - known[2] > self._max_age:
+            return None
+        return dict(known[1])
+
+    def forget(self, key: str) -> None:
+        self._known.pop(key, None)
+
+    def moved(self, old: str, new: str, etag: str) -> None:
+        """`old` was copied (metadata kept) to `new`, now with `etag`, and deleted."""
+        known = self._known.pop(old, None)
+        self._known.pop(new, None)
+        if known is not None:
+            self.wrote(new, etag, known[1])
 
 
 async def store_attrs(
@@ -32,8 +81,10 @@ async def store_attrs(
     mode: int | None,
     uid: int | None,
     gid: int | None,
+    known: KnownMeta | None = None,
 ) -> ObjectMeta | None:
-    """Store what changed on `meta`'s object; its new metadata, or None if nothing was copied."""
+    """Store what changed on `meta`'s object; its new metadata, or None if nothing was copied.
+    With `known` holding the object's headers, no HEAD; it learns the headers after a copy."""
     updates = posix_meta(
         mtime_ns=mtime_ns,
         mode=None if mode is None else stat.S_IFREG | (mode & 0o7777),
@@ -42,9 +93,14 @@ async def store_attrs(
     )
     if not updates:
         return None
-    copied = await writes.replace_meta(meta.key, updates, if_match=meta.etag)
+    kept = known.headers(meta.key, meta.etag) if known is not None else None
+    if kept is None:
+        kept, _ = await writes.kept_headers(meta.key, if_match=meta.etag)
+    copied = await writes.replace_meta(meta.key, updates, if_match=meta.etag, kept=kept)
     if copied is None:
         return None
+    if known is not None:
+        known.wrote(meta.key, copied.etag, {**kept, **updates})
     now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
     crc = copied.crc64 if copied.crc64 is not None else meta.crc64
     return ObjectMeta(meta.key, meta.size, copied.etag, now, crc, meta.object_type,

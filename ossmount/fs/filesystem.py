@@ -431,18 +431,58 @@ class FileSystem:
                     await self._commit(handle)
                 finally:
                     await self.release(opened.fh)
-        if staged is not None and mtime_ns is not None:
-            staged.mtime_ns = mtime_ns
-        if staged is not None and mode is not None:
-            staged.mode = stat.S_IFREG | (mode & 0o7777)
-        if staged is None and (mtime_ns, mode, uid, gid) != (None, None, None, None):
-            node = await self._ns.getattr(inode)
-            if node.meta is not None and not node.is_dir and not is_symlink(node.meta):
-                stored = await store_attrs(staging.uploader.writes, node.meta, mtime_ns=mtime_ns,
-                                           mode=mode, uid=uid, gid=gid)  # fmt: skip
-                if stored is not None:
-                    self._ns.learned(node.path, stored)
+        if (mtime_ns, mode, uid, gid) != (None, None, None, None):
+            await self._set_attrs(staging, inode, staged, mtime_ns, mode, uid, gid)
         return await self.getattr(inode)
+
+    async def _set_attrs(
+        self,
+        staging: Staging,
+        inode: int,
+        staged: Staged | None,
+        mtime_ns: int | None,
+        mode: int | None,
+        uid: int | None,
+        gid: int | None,
+    ) -> None:
+        """mode and mtime of a file being written ride with its next commit. A staged file
+        that no commit will send again (closed and committed but not released yet, as when
+        rsync's utimensat follows its close; or opened and not written) has them stored now,
+        like a closed file: under its lock, so a running commit (whose metadata was fixed
+        when it started) finishes first. An object this mount just wrote costs no HEAD."""
+        if staged is None:
+            node = await self._ns.getattr(inode)
+            await self._store_attrs(staging, node, mtime_ns, mode, uid, gid)
+            return
+        if mtime_ns is not None:
+            staged.mtime_ns = mtime_ns
+        if mode is not None:
+            staged.mode = stat.S_IFREG | (mode & 0o7777)
+        if staging.carries_attrs(staged):
+            return  # owners are not kept (see SEMANTICS.md)
+        async with staged.lock:
+            if staging.carries_attrs(staged):
+                return
+            stored = await self._store_attrs(staging, self._ns.get(inode), mtime_ns, mode, uid, gid)
+            if stored is not None:
+                staging.restored(staged, stored)
+
+    async def _store_attrs(
+        self,
+        staging: Staging,
+        node: Node,
+        mtime_ns: int | None,
+        mode: int | None,
+        uid: int | None,
+        gid: int | None,
+    ) -> ObjectMeta | None:
+        if node.meta is None or node.is_dir or is_symlink(node.meta):
+            return None
+        stored = await store_attrs(staging.uploader.writes, node.meta, mtime_ns=mtime_ns,
+                                   mode=mode, uid=uid, gid=gid, known=staging.known)  # fmt: skip
+        if stored is not None:
+            self._ns.learned(node.path, stored)
+        return stored
 
     async def unlink(self, parent: int, name: str) -> None:
         staging = self._writable(parent)
@@ -457,6 +497,7 @@ class FileSystem:
         if node.is_dir or node.meta is None:
             raise IsADirectory(self._where(node), "unlink of a directory")
         await staging.uploader.writes.delete_object(node.meta.key)
+        staging.known.forget(node.meta.key)
         self._ns.learned(node.path, None)
 
     async def mkdir(self, parent: int, name: str) -> Attr:
@@ -523,6 +564,7 @@ class FileSystem:
                                 ledger=staging.uploader.ledger,
                                 forbid_overwrite=bool(flags & _NOREPLACE))  # fmt: skip
         await writes.delete_object(meta.key)
+        staging.known.moved(meta.key, new_key, copied.etag)
         self._ns.learned(node.path, None)
         self._ns.moved(node.inode, new_path)
         now = time.time_ns() // 1_000_000_000 * 1_000_000_000
