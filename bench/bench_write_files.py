@@ -3,7 +3,8 @@
 Runs `tar x`, `cp -r` and `rsync -a` of N files of K KiB into a real mount of the emulator,
 one mount per (source tree, run), the trees interleaved run by run so load drifts hit them
 alike, and prints per workload: wall time, the daemon's CPU (utime + stime from /proc), and
-the requests the emulator saw per file, as median [min..max] over the runs.
+the requests the emulator saw per file (a fresh emulator and cache per run), as median
+[min..max] over the runs.
 
     PY=/work/main/.venv/bin/python
     PYTHONPATH=$PWD $PY bench/bench_write_files.py --src $PWD --src /work/wt-base \\
@@ -12,7 +13,8 @@ the requests the emulator saw per file, as median [min..max] over the runs.
 `--src` is a source tree whose `ossmount` the daemon runs (PYTHONPATH); the emulator and this
 harness are always this tree's, so only the daemon differs. `--log-level` defaults to INFO
 (the mount tests' DEBUG log costs CPU per request). `--read-back` also times reading the tar
-tree back through the mount and counts its GETs (what adoption buys).
+tree back through a second mount of the same cache dir (so not from the kernel's page cache)
+and counts its GETs (what adoption buys).
 """
 
 from __future__ import annotations
@@ -68,33 +70,39 @@ def command(workload: str, archive: Path, tree: Path, mnt: Path) -> list[str]:
 
 
 def one_run(
-    emu: Emulator, src: str, root: Path, archive: Path, tree: Path, args: argparse.Namespace
+    src: str, root: Path, archive: Path, tree: Path, args: argparse.Namespace
 ) -> dict[str, tuple[float, float, dict[str, int]]]:
+    """A fresh emulator, cache and mount: every run writes new keys into an empty bucket."""
     work = Path(tempfile.mkdtemp(dir=root))
     extra = ("--rw", "--min-free-mb", "0", "--log-level", args.log_level, *args.mount_arg)
-    mount = Mount(emu, work, args=extra, env={"PYTHONPATH": src}).start()
     out: dict[str, tuple[float, float, dict[str, int]]] = {}
-    try:
-        assert mount.proc is not None
-        pid = mount.proc.pid
-        for workload in args.workloads:
-            mount.wait_idle()
-            seen = len(emu.requests)
-            c0, t0 = daemon_cpu(pid), time.perf_counter()
-            subprocess.run(command(workload, archive, tree, mount.path), check=True)
-            wall, cpu = time.perf_counter() - t0, daemon_cpu(pid) - c0
-            ops = collections.Counter(r.op for r in list(emu.requests)[seen:])
-            out[workload] = (wall, cpu, dict(ops))
-        if args.read_back:
-            mount.wait_idle()
-            seen = len(emu.requests)
-            t0 = time.perf_counter()
-            subprocess.run(f"tar cf - -C {mount.path} t | cat > /dev/null", shell=True, check=True)
-            ops = collections.Counter(r.op for r in list(emu.requests)[seen:])
-            out["read-back"] = (time.perf_counter() - t0, 0.0, dict(ops))
-    finally:
-        mount.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    with Emulator(buckets=[BUCKET], access_key_id=AK, access_key_secret=SK) as emu:
+        mount = Mount(emu, work, args=extra, env={"PYTHONPATH": src}).start()
+        try:
+            assert mount.proc is not None
+            pid = mount.proc.pid
+            for workload in args.workloads:
+                mount.wait_idle()
+                seen = len(emu.requests)
+                c0, t0 = daemon_cpu(pid), time.perf_counter()
+                subprocess.run(command(workload, archive, tree, mount.path), check=True)
+                wall, cpu = time.perf_counter() - t0, daemon_cpu(pid) - c0
+                ops = collections.Counter(r.op for r in list(emu.requests)[seen:])
+                out[workload] = (wall, cpu, dict(ops))
+        finally:
+            mount.stop()
+        if args.read_back:  # a new mount of the same cache dir: no kernel page cache
+            mount = Mount(emu, work, args=extra, env={"PYTHONPATH": src}).start()
+            try:
+                seen = len(emu.requests)
+                t0 = time.perf_counter()
+                subprocess.run(f"tar cf - -C {mount.path} t | cat > /dev/null", shell=True,
+                               check=True)  # fmt: skip
+                ops = collections.Counter(r.op for r in list(emu.requests)[seen:])
+                out["read-back"] = (time.perf_counter() - t0, 0.0, dict(ops))
+            finally:
+                mount.stop()
+    shutil.rmtree(work, ignore_errors=True)
     return out
 
 
@@ -122,11 +130,10 @@ def main() -> None:
     }
     try:
         archive, tree = make_sources(root, args.files, args.kib)
-        with Emulator(buckets=[BUCKET], access_key_id=AK, access_key_secret=SK) as emu:
-            for run in range(args.runs):
-                for src in args.src:
-                    results[src].append(one_run(emu, src, root, archive, tree, args))
-                    print(f"run {run + 1} {src}: done", file=sys.stderr)
+        for run in range(args.runs):
+            for src in args.src:
+                results[src].append(one_run(src, root, archive, tree, args))
+                print(f"run {run + 1} {src}: done", file=sys.stderr)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     n = args.files
