@@ -27,11 +27,18 @@ import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
+from ossmount.fs.attrs import is_symlink
 from ossmount.oss._writes import OssWrites, posix_meta
 from ossmount.oss.models import ObjectMeta
 
-__all__ = ["KnownMeta", "store_attrs"]
+if TYPE_CHECKING:
+    from ossmount.fs.staging import Staging
+    from ossmount.tree.listing import Namespace
+    from ossmount.tree.node import Node
+
+__all__ = ["KnownMeta", "set_attrs", "store_attrs"]
 
 
 class KnownMeta:
@@ -105,3 +112,54 @@ async def store_attrs(
     crc = copied.crc64 if copied.crc64 is not None else meta.crc64
     return ObjectMeta(meta.key, meta.size, copied.etag, now, crc, meta.object_type,
                       meta.storage_class)  # fmt: skip
+
+
+async def set_attrs(
+    staging: Staging,
+    ns: Namespace,
+    inode: int,
+    *,
+    mtime_ns: int | None,
+    mode: int | None,
+    uid: int | None,
+    gid: int | None,
+) -> None:
+    """setattr's attributes. mode and mtime of a file being written ride with its next
+    commit. A staged file that no commit will send again (closed and committed but not
+    released yet, as when rsync's utimensat follows its close; or opened and not written)
+    has them stored now, like a closed file: under its lock, so a running commit (whose
+    metadata was fixed when it started) finishes first."""
+    staged = staging.by_inode.get(inode)
+    if staged is None:
+        await _store(staging, ns, await ns.getattr(inode), mtime_ns, mode, uid, gid)
+        return
+    if mtime_ns is not None:
+        staged.mtime_ns = mtime_ns
+    if mode is not None:
+        staged.mode = stat.S_IFREG | (mode & 0o7777)
+    if staging.carries_attrs(staged):
+        return  # owners are not kept (see SEMANTICS.md)
+    async with staged.lock:
+        if staging.carries_attrs(staged):
+            return
+        stored = await _store(staging, ns, ns.get(inode), mtime_ns, mode, uid, gid)
+        if stored is not None:
+            staging.restored(staged, stored)
+
+
+async def _store(
+    staging: Staging,
+    ns: Namespace,
+    node: Node,
+    mtime_ns: int | None,
+    mode: int | None,
+    uid: int | None,
+    gid: int | None,
+) -> ObjectMeta | None:
+    if node.meta is None or node.is_dir or is_symlink(node.meta):
+        return None
+    stored = await store_attrs(staging.uploader.writes, node.meta, mtime_ns=mtime_ns, mode=mode,
+                               uid=uid, gid=gid, known=staging.known)  # fmt: skip
+    if stored is not None:
+        ns.learned(node.path, stored)
+    return stored

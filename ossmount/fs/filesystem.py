@@ -44,7 +44,7 @@ from typing import Protocol
 
 from ossmount.cache.adopt import Adopter
 from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, attr_of, is_symlink
-from ossmount.fs.attrstore import store_attrs
+from ossmount.fs.attrstore import set_attrs
 from ossmount.fs.dirrename import rename_tree
 from ossmount.fs.errors import (
     Exists,
@@ -415,7 +415,8 @@ class FileSystem:
         """truncate (size) works on the staged file (staging the object if no handle is
         open, then committing it at once); mtime goes with the next commit of a file being
         written (`x-oss-meta-mtime`), and so does a mode (`x-oss-meta-mode`); on a file nobody
-        has open for writing they, and owners, are stored at once (fs/attrstore.py)."""
+        has open for writing, or whose commit is done (closed, not yet released), they and
+        owners are stored at once (fs/attrstore.py)."""
         staging = self._writable(inode)
         staged = staging.by_inode.get(inode)
         if size is not None:
@@ -432,57 +433,9 @@ class FileSystem:
                 finally:
                     await self.release(opened.fh)
         if (mtime_ns, mode, uid, gid) != (None, None, None, None):
-            await self._set_attrs(staging, inode, staged, mtime_ns, mode, uid, gid)
+            await set_attrs(staging, self._ns, inode, mtime_ns=mtime_ns, mode=mode, uid=uid,
+                            gid=gid)  # fmt: skip
         return await self.getattr(inode)
-
-    async def _set_attrs(
-        self,
-        staging: Staging,
-        inode: int,
-        staged: Staged | None,
-        mtime_ns: int | None,
-        mode: int | None,
-        uid: int | None,
-        gid: int | None,
-    ) -> None:
-        """mode and mtime of a file being written ride with its next commit. A staged file
-        that no commit will send again (closed and committed but not released yet, as when
-        rsync's utimensat follows its close; or opened and not written) has them stored now,
-        like a closed file: under its lock, so a running commit (whose metadata was fixed
-        when it started) finishes first. An object this mount just wrote costs no HEAD."""
-        if staged is None:
-            node = await self._ns.getattr(inode)
-            await self._store_attrs(staging, node, mtime_ns, mode, uid, gid)
-            return
-        if mtime_ns is not None:
-            staged.mtime_ns = mtime_ns
-        if mode is not None:
-            staged.mode = stat.S_IFREG | (mode & 0o7777)
-        if staging.carries_attrs(staged):
-            return  # owners are not kept (see SEMANTICS.md)
-        async with staged.lock:
-            if staging.carries_attrs(staged):
-                return
-            stored = await self._store_attrs(staging, self._ns.get(inode), mtime_ns, mode, uid, gid)
-            if stored is not None:
-                staging.restored(staged, stored)
-
-    async def _store_attrs(
-        self,
-        staging: Staging,
-        node: Node,
-        mtime_ns: int | None,
-        mode: int | None,
-        uid: int | None,
-        gid: int | None,
-    ) -> ObjectMeta | None:
-        if node.meta is None or node.is_dir or is_symlink(node.meta):
-            return None
-        stored = await store_attrs(staging.uploader.writes, node.meta, mtime_ns=mtime_ns,
-                                   mode=mode, uid=uid, gid=gid, known=staging.known)  # fmt: skip
-        if stored is not None:
-            self._ns.learned(node.path, stored)
-        return stored
 
     async def unlink(self, parent: int, name: str) -> None:
         staging = self._writable(parent)
