@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 
 import pytest
+import trio
 
 from ossmount.cache import adopt
 from ossmount.cache.checkpoint import EntryState
 from ossmount.crc64 import crc64
 from ossmount.fs.attrstore import KnownMeta
 from ossmount.tree.inodes import ROOT_INODE
+from ossmount.write import UploadSettings
 from tests.fs.test_writes import BUCKET, WriteRig, emu, rw
 
 __all__ = ["emu", "rw"]
@@ -146,3 +148,29 @@ def test_known_metadata_is_trusted_only_for_the_version_written_and_only_briefly
     assert known.headers("b", '"1"') is None, "bounded: the oldest goes"
     known.forget("d")
     assert known.headers("d", '"4"') is None
+
+
+async def test_a_small_file_is_created_committed_and_adopted_without_a_worker_thread(
+    rw: WriteRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert rw.staging is not None
+    # As the mount runs without write-back: a small file's close waits for its PutObject,
+    # so it has no journal and no fsync (UploadSettings.journal_small_puts).
+    rw.staging.uploader.settings = UploadSettings(
+        part_size=1 << 20, single_put_max=1 << 20, journal_small_puts=False
+    )
+    hops: list[str] = []
+    real = trio.to_thread.run_sync
+
+    async def counted(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(getattr(fn, "__name__", repr(fn)))
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    data = os.urandom(64 * 1024)
+    fh, _ = await _write_file(rw, "w14", data)
+    await rw.fs.flush(fh)
+    await rw.fs.release(fh)
+    assert hops == []
+    assert rw.emu.get_bytes(BUCKET, "w14") == data
+    assert rw.store.cached_checkpoint("w14") is not None
