@@ -129,8 +129,9 @@ class Staging:
         # A committed file's last close hands its staged bytes to the read cache as the
         # verified entry of the new version (cache/adopt.py): reading it back costs no GET.
         self.adopter: Adopter | None = None
-        # Adoptions run in the background (a close never waits for one), a few at a time
-        # in worker threads; one cut short by unmount leaves files `recover` removes.
+        # A file of one cache part is adopted in its release (`_hand_over`); larger ones
+        # are hashed in the background (a close never waits for one), a few at a time in
+        # worker threads; one cut short by unmount leaves files `recover` removes.
         self._adopting = trio.CapacityLimiter(4)
         # What the objects this mount just committed carry: chmod/utimens after the close
         # then skip the HEAD (fs/attrstore.py).
