@@ -25,9 +25,11 @@ A file of one cache part (at most `HEAD_PART_SIZE`, 256 KiB: every PutObject of 
 whole object's, which the writer computed from the staged bytes as it sent them and OSS
 confirmed at commit, and the caller (fs/staging.py) hands it over only if no write, truncate
 or rename touched the file since that commit began (`Staged.dirty` stays False). Its
-checkpoint (~200 bytes) is written and installed right on the trio thread: a worker thread
-hop and a second read of the bytes cost more than the whole write (~30 us here). The re-check
-before first read still hashes the part, as for every entry.
+checkpoint (~200 bytes) is written and installed right on the trio thread, with no worker
+thread hop and no second read of the bytes: ~0.10 ms of CPU per 8 KiB file on this VM's
+ext4 (creating the checkpoint and two renames are most of it), vs ~0.135 ms for `prepare`'s
+work before its thread hop. The re-check before first read still hashes the part, as for
+every entry.
 
 Both files are on the cache dir's filesystem (staging/ is a sibling of the bucket directory),
 so the rename is cheap; a staging dir elsewhere (EXDEV) just means no adoption.
