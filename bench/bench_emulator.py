@@ -135,7 +135,7 @@ def start_emulator(
     proc = subprocess.Popen(
         [sys.executable, "-m", "ossmount.emulator.cli", "--port", "0", "--data-dir",
          str(data_dir), "--bucket", "demo", "--public-read", *extra],
-        stdout=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, text=True, env=env, cwd=src,  # -m puts the cwd first
     )  # fmt: skip
     assert proc.stdout is not None
     endpoint = proc.stdout.readline().strip()

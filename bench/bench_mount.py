@@ -28,6 +28,10 @@ followed by `# details`:
 
     .venv/bin/python bench/bench_mount.py [--repeat 1] [--big-gib 10] [--only cold_cp,...]
         [--mount-arg=--part-size-mb=16 ...] [--src /path/to/other/checkout]
+        [--profile-daemon FILE] [--profile-emulator FILE]   (cProfile stats, slowed figures)
+
+`--src` runs the daemon from that checkout; the emulator child always imports from this bench
+file's checkout, so for a before/after of emulator changes run each checkout's own bench file.
 
 Fresh memory. These VMs hand freed memory back to their host (free page reporting: see
 /sys/module/page_reporting); the first touch of such a page costs ~1.7 s/GiB of guest CPU
@@ -139,6 +143,15 @@ def cpu_seconds(pid: int) -> float:
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def sys_seconds(pid: int) -> float:
+    """stime alone of every thread of `pid`: the kernel's share of `cpu_seconds`."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return int(fields[12]) / CLK
 
 
 def rss_mib(pid: int) -> float | None:
@@ -278,8 +291,11 @@ class Bench:
             ]
         listing = self.tmp / "objects.json"  # a file: thousands of small_cp keys outgrow argv
         listing.write_text(json.dumps(objects))
+        prof = ["-m", "cProfile", "-o", self.args.profile_emulator]
+        if not self.args.profile_emulator:
+            prof = []
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-emulator", str(listing)],
+            [sys.executable, *prof, __file__, "--serve-emulator", str(listing)],
             stdout=subprocess.PIPE,
             stderr=open(self.tmp / "emulator.err", "wb"),  # noqa: SIM115 - closed with proc
         )
@@ -324,8 +340,13 @@ class Bench:
     @contextlib.contextmanager
     def ossmount(self, cache: Path, *extra: str) -> Iterator[tuple[int, Path]]:
         mnt = self._new_dir("mnt")
+        # --profile-daemon: the daemon under cProfile (deterministic call counts per read;
+        # its figures are slowed by the profiler, the stats are written at unmount).
+        prof = ["-m", "cProfile", "-o", self.args.profile_daemon]
+        if not self.args.profile_daemon:
+            prof = []
         cmd = [
-            sys.executable, "-m", "ossmount", BUCKET, str(mnt),
+            sys.executable, *prof, "-m", "ossmount", BUCKET, str(mnt),
             "--endpoint", self.endpoint,
             "--cache-dir", str(cache),
             "--log-file", str(self.tmp / "ossmount.log"),
@@ -577,6 +598,7 @@ class Bench:
             offsets = [rng.randrange(0, size // 4096) * 4096 for _ in range(n)]
             self.emulator_requests("DELETE")
             c0, e0 = cpu_seconds(pid), cpu_seconds(self.emu_pid)
+            s0, es0 = sys_seconds(pid), sys_seconds(self.emu_pid)
             fd = os.open(src, os.O_RDONLY)
             try:
                 t0 = time.perf_counter()
@@ -587,6 +609,7 @@ class Bench:
             finally:
                 os.close(fd)
             cpu, emu = cpu_seconds(pid) - c0, cpu_seconds(self.emu_pid) - e0
+            kern, ekern = sys_seconds(pid) - s0, sys_seconds(self.emu_pid) - es0
             got = sum(
                 int(str(r["bytes_sent"]))
                 for r in self.emulator_requests("GET")
@@ -595,6 +618,8 @@ class Bench:
         self.fig.add("randread", secs)
         self.fig.add("randread.cpu_ms", cpu / n * 1e3)
         self.fig.add("randread.emu_ms", emu / n * 1e3)
+        self.fig.add("randread.sys_ms", kern / n * 1e3)
+        self.fig.add("randread.emu_sys_ms", ekern / n * 1e3)
         self.fig.add("randread.mib", got / MiB)
         shutil.rmtree(cache)
 
@@ -713,8 +738,10 @@ class Bench:
             line(
                 "randread", f.fmt("randread", 2), "s", "-", None,
                 f"2000 random 4 KiB preads of the cold {self.args.size_mib} MiB object (W8); "
-                f"{f.fmt('randread.mib')} MiB GET; daemon CPU {f.fmt('randread.cpu_ms', 2)} ms, "
-                f"emulator CPU {f.fmt('randread.emu_ms', 2)} ms per read",
+                f"{f.fmt('randread.mib')} MiB GET; daemon CPU {f.fmt('randread.cpu_ms', 2)} ms "
+                f"(sys {f.fmt('randread.sys_ms', 2)}), emulator CPU "
+                f"{f.fmt('randread.emu_ms', 2)} ms (sys {f.fmt('randread.emu_sys_ms', 2)}) "
+                "per read",
             )  # fmt: skip
         return lines
 
@@ -723,6 +750,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--serve-emulator", help=argparse.SUPPRESS)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--profile-daemon", default="", help="cProfile the daemon into FILE")
+    ap.add_argument("--profile-emulator", default="", help="cProfile the emulator into FILE")
     ap.add_argument("--size-mib", type=int, default=1024, help="main object (default 1024)")
     ap.add_argument("--big-gib", type=float, default=10, help="RSS workload object (default 10)")
     ap.add_argument("--shaped-mib", type=int, default=512, help="shaped workload (default 512)")

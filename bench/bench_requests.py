@@ -39,7 +39,19 @@ emulator's hand-parsed GET heads; `--what floor,gets --size-kib 64 --objects 200
     Python calls per GET (cProfile)          2,170     ~700
 
 `floor` sends one pre-built signed request again and again on a raw blocking socket: its wall
-time is the emulator's own cost per GET (~250-300 us quiet), which no client can go under.
+time is the emulator's own cost per GET (~250-300 us quiet), which no client can go under; it
+also prints the emulator process's CPU per GET.
+
+Session 7 (issue 13, W8): syscalls before trio's socket methods on both ends (oss/_wire.py,
+emulator/sendfast.py); 3 interleaved invocation pairs, `--what gets,floor --size-kib 64
+--repeat 3`, each checkout run from its own tree (the emulator child imports from the bench
+file's checkout), medians of the three:
+
+    figure                                   before   after
+    gets CPU us/GET (2,000 x 64 KiB)           207      175
+    floor emulator CPU us/GET                  155       95
+    floor wall us/GET                          205      149
+    Python calls per GET, client (cProfile)    556      410
 
 Session 5: Python calls per GET (cProfile, deterministic): 2,603 -> 2,170. Of what is left (cProfile
 self time): trio 19 %, h11 17 %, httpcore 17 %, httpx 3 %, builtins and stdlib called
@@ -53,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import re
 import resource
 import socket
@@ -174,7 +187,14 @@ def floor_request(client: OssClient, key: str, size: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def bench_floor(endpoint: str, args: argparse.Namespace) -> None:
+def proc_cpu_s(pid: int) -> float:
+    """user+sys CPU seconds of process `pid` (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_floor(endpoint: str, args: argparse.Namespace, emulator_pid: int) -> None:
     """The emulator's own cost per ranged GET: one pre-built signed request sent again and
     again on one keep-alive connection by a blocking socket, head found by hand, body read by
     Content-Length with recv_into. What is left of the wall time is the server's (plus two
@@ -208,16 +228,19 @@ def bench_floor(endpoint: str, args: argparse.Namespace) -> None:
         one()
     walls: list[float] = []
     cpus: list[float] = []
+    emus: list[float] = []
     for _ in range(args.repeat):
-        t0, c0 = time.perf_counter(), cpu_s()
+        t0, c0, e0 = time.perf_counter(), cpu_s(), proc_cpu_s(emulator_pid)
         for _ in range(n):
             one()
         walls.append((time.perf_counter() - t0) / n * 1e6)
         cpus.append((cpu_s() - c0) / n * 1e6)
+        emus.append((proc_cpu_s(emulator_pid) - e0) / n * 1e6)
     sock.close()
     what = f"floor {n} x {args.size_kib} KiB, raw socket"
     print(f"{what}  wall us/GET {fmt(walls)}")
     print(f"{what}  CPU  us/GET {fmt(cpus)}  (this client's own)")
+    print(f"{what}  CPU  us/GET {fmt(emus)}  (the emulator's)")
 
 
 def list_page_xml(n: int) -> bytes:
@@ -298,7 +321,7 @@ def main() -> None:
     proc, endpoint = start_emulator(args)
     try:
         if "floor" in what:
-            bench_floor(endpoint, args)
+            bench_floor(endpoint, args, proc.pid)
         if "gets" in what:
             trio.run(bench_gets, endpoint, args)
         if "list" in what:

@@ -17,6 +17,8 @@ object (before the emulator's upload path was reworked: ~5 s per GiB on the 2-co
 measures the emulator as much as the client.
 
 Each figure is the median of `--repeat` runs. Differences under ~20 % are noise on these VMs.
+Through a real mount (FUSE, staging file, emulator on disk), side by side for several
+checkouts: bench/bench_write_mount.py.
 
     .venv/bin/python bench/bench_writes.py
     .venv/bin/python bench/bench_writes.py --size-mib 256 --latency 0.02 --files 100

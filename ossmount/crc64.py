@@ -98,7 +98,21 @@ def combine(crc1: int, crc2: int, len2: int) -> int:
     """
     if len2 < 0:
         raise ValueError(f"negative length {len2}")
-    return (shift(crc1, len2) ^ crc2) & _MASK
+    return (_advance(crc1, len2) ^ crc2) & _MASK
+
+
+def _advance(crc: int, length: int) -> int:
+    """`shift` for a length seen once (an object's last part): one matrix-vector product per
+    set bit of `length` instead of building its 64-column operator (zero_shift: one product
+    per column per set bit). Measured: 10-90 us against 1-7 ms per new length, on the event
+    loop, once per object of 2 parts or more (`python -c` timing of combine, 2-core VM)."""
+    k = 0
+    while length:
+        if length & 1:
+            crc = _gf2_times(_zero_operator(k), crc)
+        length >>= 1
+        k += 1
+    return crc
 
 
 def format_crc(crc: int | None) -> str:

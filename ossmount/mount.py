@@ -36,6 +36,7 @@ import trio
 
 from ossmount.cache.errors import CacheError
 from ossmount.cache.store import CacheStore
+from ossmount.cache.writeback import watch_writeback
 from ossmount.cachecmd import record_mount
 from ossmount.config import MountConfig
 from ossmount.daemon import Readiness
@@ -259,6 +260,7 @@ async def _serve(
         await _start_metrics(config, metrics, nursery)
         prefetcher = _prefetcher(config, client, store, nursery, metrics)
         await _start_control(config, store, prefetcher, nursery)
+        nursery.start_soon(watch_writeback, store)
         look = Presentation(
             uid=config.uid,
             gid=config.gid,

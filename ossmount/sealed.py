@@ -23,6 +23,10 @@ Durability: `replace_durably` writes a temp file beside the target, fsyncs it, r
 the target and fsyncs the directory, so a crash leaves the old or the new record, whole.
 `create_durably` writes a first record in place (O_EXCL + fsync: there is no old one to keep,
 and a torn one fails its digest). Both raise plain OSError; callers name the object.
+With `fsync=False` (the read cache's checkpoints, which vouch for nothing unchecked: see
+ossmount.cache.checkpoint) both skip every fsync: the rename still makes a replacement atomic
+for a crash of the process (kill -9), and after a power loss the record may be the old one,
+the new one, missing or torn, which its digest catches.
 """
 
 from __future__ import annotations
@@ -158,38 +162,43 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_all_and_fsync(fd: int, data: bytes) -> None:
+def _write_all_and_fsync(fd: int, data: bytes, *, fsync: bool = True) -> None:
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def replace_durably(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: the old content or the new one survives a crash, whole.
-    On failure the old file is untouched and the temp file removed."""
+def replace_durably(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Replace `path` with `data`: the old content or the new one survives a crash, whole
+    (with fsync=False: a crash of the process; see the module docstring). On failure the old
+    file is untouched and the temp file removed."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         _write_all_and_fsync(
-            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), data
+            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600),
+            data,
+            fsync=fsync,
         )
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if fsync:
+            fsync_dir(path.parent)
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
 
 
-def create_durably(path: Path, data: bytes) -> None:
+def create_durably(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write a first record at `path` in place (FileExistsError if one is there). A failed
     write removes the short file: none we know of is left behind."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        _write_all_and_fsync(fd, data)
+        _write_all_and_fsync(fd, data, fsync=fsync)
     except OSError:
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)

@@ -13,12 +13,11 @@ write raced the commit) stays a staged file and is dropped as before. Like every
 checkpoint lists, each part is hashed again before its first read in a daemon's life
 (cache.recheck), so the claim is checked once more by the reader, at ~50 ms per GiB.
 
-Durability, and the one difference from the read path's checkpoints: neither the data nor the
-checkpoint is fsynced (the read path fdatasyncs before it records). Two fsyncs per file cost
-more than the whole commit of a small file, and they buy nothing the re-check does not: after
-a crash a torn checkpoint fails its digest and is discarded, and a part whose bytes did not
-reach the disk fails its re-check and is fetched again, so the worst case is a GET, never a
-wrong byte.
+Durability, as for the read path's checkpoints (cache.checkpoint, "Durability"): neither the
+data nor the checkpoint is fsynced. Two fsyncs per file cost more than the whole commit of a
+small file, and they buy nothing the re-check does not: after a crash a torn checkpoint fails
+its digest and is discarded, and a part whose bytes did not reach the disk fails its re-check
+and is fetched again, so the worst case is a GET, never a wrong byte.
 
 A file of one cache part (at most `HEAD_PART_SIZE`, 256 KiB: every PutObject of `tar x` or
 `cp -r` of small files) is not hashed at all (`adopt_known`): its one part's CRC-64 is the

@@ -10,6 +10,10 @@ counts as missing for every query a reader or the verdict uses (`is_done`, `miss
 were not re-hashed. A mismatch forgets the part (`warn_damaged`: a WARNING with bucket, key, part
 and both CRCs): it is fetched again, and a VERIFIED/UNVERIFIABLE entry goes back to PARTIAL.
 
+A part received in this process joins the set again when the disk reported a write error
+(`distrust`, from cache.writeback): the bytes it holds for that part may no longer be the ones
+hashed on receipt.
+
 A part leaves the unchecked set once: re-hashed (good or damaged), recorded again by a fetch
 (its new bytes were hashed on receipt), or shed (its CRC was never matched to bytes here, so the
 entry forgets it rather than keep it for the verdict).
@@ -55,6 +59,10 @@ class PartChecks:
         """Those of `indices` not ready, in the given order."""
         unchecked = self._unchecked
         return [i for i in indices if i not in done or i in unchecked]
+
+    def distrust(self, indices: Iterable[int]) -> None:
+        """These recorded parts must be re-hashed again before use (a write error was seen)."""
+        self._unchecked.update(indices)
 
     def settle(self, index: int) -> bool:
         """The part was recorded anew or shed: no longer unchecked. True if it was."""

@@ -20,8 +20,8 @@ The sets of parts:
 
     recorded  record_part() was called (by the `part_sink` that pwrote the bytes): bytes
               in the file, CRC known (in memory, `_done`); or listed by the checkpoint
-    durable   recorded AND covered by a successful fdatasync AND in the saved checkpoint
-              (`_durable`)
+    durable   recorded AND in the saved checkpoint (`_durable`; the name is older than the
+              decision not to fdatasync, cache.checkpoint "Durability")
     unchecked recorded from the checkpoint at open, not yet re-hashed by this process
               (`_checks`, cache.checks: counts as missing until `recheck` finds its CRC)
 
@@ -29,18 +29,18 @@ A part damaged at rest is forgotten and marked non-durable, so neither the in-me
 the next checkpoint says verified while it is missing.
 
 Invariant: the checkpoint on disk lists exactly the durable parts. `flush()` snapshots the
-recorded parts, fdatasyncs the data file, then saves the snapshot: a part enters the
-checkpoint only after its bytes are on disk, so after kill -9 or power loss a reopen trusts
-exactly what was durable and re-fetches the rest (a torn part is never in the checkpoint).
-If fdatasync fails, the kernel may have dropped the dirty pages, so every non-durable part is
-forgotten (`missing_parts` reports it again) and the error is raised as CacheIOError/CacheFull.
+recorded parts and saves the snapshot: a part enters the checkpoint only after its bytes were
+pwritten (kill -9 keeps them: they are in the page cache). No fdatasync: after a power loss the
+checkpoint may list a part whose bytes never reached the disk, and its re-check (cache.checks)
+drops it before any reader could see it, so a sync would only bound the re-fetching (see
+cache.checkpoint, "Durability").
 
 Threads: the owner (the trio thread) calls everything; `flush()` (and `verify()`, which
 flushes) may run in a worker thread concurrently with `record_part`, `is_done`,
 `missing_parts` and `read` on the owner thread. `_lock` guards the in-memory part maps and
 `_checks` (which changes with them) and is held only for dict work, never across I/O (a
 recheck hashes between two such sections); `_flush_lock` serializes flushes with each other
-and with close/discard/detach. Parts recorded while a flush is in its fdatasync are not in
+and with close/discard/detach. Parts recorded while a flush is saving are not in
 its snapshot and wait for the next flush.
 
 Shedding (objects bigger than the cache): `shed()` punches recorded parts out of the data file
@@ -169,6 +169,11 @@ class CacheEntry:
         return self._discarded
 
     @property
+    def has_checkpoint(self) -> bool:
+        """A checkpoint of this entry is on disk (resumed from one, or saved one since)."""
+        return self._has_checkpoint
+
+    @property
     def complete(self) -> bool:
         """Every part has a CRC (recorded, or shed after it was recorded): verify() can run."""
         with self._lock:
@@ -196,6 +201,14 @@ class CacheEntry:
         """Listed by the checkpoint, bytes in the file, not re-hashed yet: `recheck` it."""
         with self._lock:
             return index in self._checks
+
+    def distrust(self) -> int:
+        """Every recorded part is re-hashed before it is served again (cache.writeback: the
+        disk reported a write error, so bytes in the file may differ from those hashed on
+        receipt). How many parts that is."""
+        with self._lock:
+            self._checks.distrust(self._done)
+            return len(self._done)
 
     def present_parts(self) -> list[int]:
         """The recorded parts whose bytes are in the file (checked or not), ascending."""
@@ -328,12 +341,10 @@ class CacheEntry:
         )
 
     def flush(self) -> None:
-        """Make every part recorded so far durable: fdatasync the data, then save the checkpoint.
+        """Save every part recorded so far in the checkpoint (no fdatasync: module docstring).
 
         Cheap when nothing changed (no syscall). May run in a worker thread. On failure raises
-        CacheFull/CacheIOError; if the fdatasync itself failed, the non-durable parts are
-        forgotten (they must be fetched again), otherwise the state is unchanged and the next
-        flush retries.
+        CacheFull/CacheIOError; the state is unchanged and the next flush retries.
         """
         with self._flush_lock:
             if self._closed or self._detached or self._discarded:
@@ -344,21 +355,6 @@ class CacheEntry:
                 crc = self.meta.crc64
                 snapshot = dict(self._done)
                 cp = self._snapshot(snapshot, self._state)
-            try:
-                os.fdatasync(self.fd)
-            except OSError as exc:
-                with self._lock:
-                    lost = sorted(set(self._done) - set(self._durable))
-                    for index in lost:
-                        del self._done[index]
-                log.error(
-                    "fdatasync of %s at %s failed (%s): %d unflushed parts dropped",
-                    self.where,
-                    self.path,
-                    exc,
-                    len(lost),
-                )
-                raise self._io_error("fdatasync", exc) from exc
             if self._has_checkpoint:
                 save_atomic(self.checkpoint_path, cp)
             else:
@@ -437,7 +433,7 @@ class CacheEntry:
                 return self._checks.ready(index, self._done)
             del self._done[index]
             # Not durable any more either: the next flush must rewrite the checkpoint without
-            # it, even if a fetch records the same CRC again (its new bytes need an fdatasync).
+            # it, even if a fetch records the same CRC again (saved again after its new bytes).
             self._durable[index] = _DROPPED
             self._state = EntryState.PARTIAL
         warn_damaged(self.where, index, start, length, stored, actual, self.path)

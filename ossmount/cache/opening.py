@@ -55,6 +55,7 @@ def open_entry(
     part_size: int,
     path: Path,
     checkpoint_path: Path,
+    absent: bool = False,
 ) -> CacheEntry:
     """Resume the entry at `path` if its checkpoint is for this exact version, else start it.
 
@@ -63,8 +64,25 @@ def open_entry(
     sparse file is created, so two versions never mix. The old checkpoint goes first and
     the directory is fsynced before the new file exists: a crash in between can only leave
     an orphan data file, which no checkpoint vouches for.
+
+    `absent`: the caller (the store's index) knows neither file is there, so the checkpoint
+    is not read and nothing is removed (three failing syscalls per cold small file); if a
+    data file is there after all, the full path above runs.
     """
     layout = PartLayout(meta.size, part_size)
+    if absent:
+        try:
+            new_fd = _create(path, meta.size)
+        except FileExistsError:
+            pass  # not absent after all: the full path below
+        except OSError as exc:
+            raise io_error("open", bucket=bucket, key=meta.key, path=path, cause=exc) from exc
+        else:
+            return CacheEntry(
+                bucket=bucket, meta=meta, layout=layout, path=path,
+                checkpoint_path=checkpoint_path, fd=new_fd, durable={},
+                state=EntryState.PARTIAL, has_checkpoint=False,
+            )  # fmt: skip
     cp = load(checkpoint_path, bucket=bucket, key=meta.key)
     if cp is not None and not same_version(cp, bucket=bucket, meta=meta, part_size=part_size):
         log.info(
@@ -116,6 +134,11 @@ def _start_fresh(path: Path, checkpoint_path: Path, size: int) -> int:
         # Only a removed checkpoint must be durably gone before the new file exists;
         # a first download skips this fsync (it sits on the time to first byte).
         fsync_dir(path.parent)
+    return _create(path, size)
+
+
+def _create(path: Path, size: int) -> int:
+    """A new sparse data file of `size` bytes (FileExistsError if there is one); its fd."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         os.ftruncate(fd, size)

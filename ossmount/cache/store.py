@@ -28,6 +28,10 @@ on disk; `_current` maps a key hash to the open entry for its current version wi
 count; `_open` finds the slot of any handed-out entry (including superseded ones, which stay
 readable for the readers that hold them).
 
+Parked entries (cache.parked): the last 64 entries released with their checkpoint saved stay
+open, so a reopen of the same version (every file of a directory walk the read-ahead fetched)
+takes the entry back instead of reading and re-hashing it.
+
 Space is counted as the bytes an entry holds, not its object's size: a Parquet footer read of
 a 100 GiB object holds a few MiB, and counting 100 GiB would evict every other entry. An entry
 in use counts its recorded parts (`CacheEntry.cached_bytes`, live); an idle one counts what
@@ -71,6 +75,7 @@ from ossmount.cache.errors import (
     io_error,
 )
 from ossmount.cache.holes import probe
+from ossmount.cache.parked import ParkedEntries
 from ossmount.oss.addressing import valid_bucket_name
 from ossmount.oss.models import ObjectMeta
 
@@ -142,6 +147,7 @@ class CacheStore:
         self._current: dict[str, _Slot] = {}
         self._made_dirs: set[Path] = set()  # fan-out dirs known to exist (never removed)
         self._open: dict[int, _Slot] = {}
+        self._parked = ParkedEntries()
         self._evictions = 0
         # Bytes of files being written (staged beside the cache, fs/stagedspace.py): they
         # count against the cap like entries, but are never evicted.
@@ -271,15 +277,28 @@ class CacheStore:
                 return entry
             entry.detach()
             del self._current[h]
-        try:
-            if path.parent not in self._made_dirs:  # a mkdir per open cost ~5 % of a small file
-                path.parent.mkdir(exist_ok=True)
-                self._made_dirs.add(path.parent)
-        except OSError as exc:
-            raise io_error("mkdir", bucket=self.bucket, key=meta.key, path=path, cause=exc) from exc
-        entry = opening.open_entry(
-            bucket=self.bucket, meta=meta, part_size=part_size, path=path, checkpoint_path=ckpt
-        )
+        parked = self._parked.take(h)
+        if parked is not None and _same_open_version(parked, meta, part_size):
+            entry = parked
+        else:
+            if parked is not None:
+                _close_tolerating_a_full_disk(parked)  # another version: opening replaces it
+            try:
+                if path.parent not in self._made_dirs:  # a mkdir per open: ~5 % of a small file
+                    path.parent.mkdir(exist_ok=True)
+                    self._made_dirs.add(path.parent)
+            except OSError as exc:
+                raise io_error(
+                    "mkdir", bucket=self.bucket, key=meta.key, path=path, cause=exc
+                ) from exc
+            entry = opening.open_entry(
+                bucket=self.bucket,
+                meta=meta,
+                part_size=part_size,
+                path=path,
+                checkpoint_path=ckpt,
+                absent=h not in self._index,  # indexed at startup and at every open since
+            )
         if slot is None:  # it was idle (or new): from now on it is counted live
             self._idle_bytes -= self._index.get(h, 0)
         slot = _Slot(entry, h)
@@ -300,6 +319,7 @@ class CacheStore:
         slot = self._current.pop(h, None)
         if slot is not None:
             slot.entry.detach()  # its readers keep their (unlinked) file
+        self._parked.drop(h, detach=True)  # an older version: it must not write over them either
         self._idle_bytes -= self._index.pop(h, 0)  # a current entry's is a placeholder 0
         try:
             path.parent.mkdir(exist_ok=True)
@@ -326,6 +346,9 @@ class CacheStore:
         slot = self._current.get(h)
         if slot is not None and slot.entry.usable:
             return slot.entry.checkpoint()
+        parked = self._parked.peek(h)
+        if parked is not None:
+            return parked.checkpoint()
         cp = load(ckpt, bucket=self.bucket, key=key)
         if cp is not None and (cp.bucket != self.bucket or cp.key != key):
             return None
@@ -344,7 +367,8 @@ class CacheStore:
         if is_current:
             del self._current[slot.hash]
         try:
-            _close_tolerating_a_full_disk(entry)
+            if not (is_current and self._parked.park(slot.hash, entry)):
+                _close_tolerating_a_full_disk(entry)
         finally:
             if is_current:
                 self._after_close(slot.hash, entry)
@@ -352,7 +376,7 @@ class CacheStore:
             self.evict_to_fit()
 
     def _after_close(self, h: str, entry: CacheEntry) -> None:
-        if entry.discarded or not entry.checkpoint_path.exists():
+        if entry.discarded or not entry.has_checkpoint:
             self._index.pop(h, None)
             return
         self._index[h] = held = entry.cached_bytes
@@ -430,6 +454,7 @@ class CacheStore:
     def _evict(self, h: str) -> bool:
         """Delete idle entry `h`'s files and forget it; False (logged) if they stay."""
         directory = self._bucket_dir / h[:2]
+        self._parked.drop(h)
         try:
             (directory / (h + _CKPT)).unlink(missing_ok=True)
             (directory / (h + _DATA)).unlink(missing_ok=True)
@@ -461,6 +486,14 @@ class CacheStore:
         kept = sum(slot.entry.cached_bytes for slot in self._current.values())
         return Dropped(dropped, freed, len(self._current), kept)
 
+    def distrust_open(self) -> int:
+        """The disk under the cache reported a write error (cache.writeback): every entry open
+        in this process re-hashes its parts before serving them again, and parked entries are
+        closed (a reopen reads the checkpoint, whose parts are all re-hashed). Entries not
+        open are re-hashed at their next open anyway. How many parts were distrusted."""
+        self._parked.close_all()
+        return sum(slot.entry.distrust() for slot in self._open.values())
+
     def held_bytes(self) -> int:
         """Bytes the cache holds: idle entries as released, entries in use as of now, and
         staged files."""
@@ -485,6 +518,7 @@ class CacheStore:
         re-raised at the end, after the lock is released (a full disk is only a WARNING).
         """
         first: CacheError | None = None
+        self._parked.close_all()
         for slot in list(self._open.values()):
             try:
                 _close_tolerating_a_full_disk(slot.entry)

@@ -6,8 +6,21 @@ ETag of the completed object is our convention ``"<MD5 of the part MD5s>-<N>"`` 
 the observable OSS shape; CRC-64 = ``crc64.combine`` of the part CRCs in part order. Parts are
 held as store bodies (files under ``.tmp`` with ``--data-dir``) until Complete concatenates them.
 
+Parts received in place (``--data-dir``): copying a 1 GiB upload's parts into one file at
+Complete took ~4 s here (and wrote every byte to disk twice), so each upload has an assembly
+file under ``.tmp``, and a part whose Content-Length is at most the upload's stride (the first
+part's length) is received straight into it at ``(number - 1) * stride`` (a ``FileRegion``).
+When Complete chooses parts 1..N, all in place, all of the stride but the last, the assembly
+file cut to their total *is* the object: nothing is copied. Anything else (other sizes, gaps, a
+part re-sent into a file of its own, a part still being received) takes the copying path, so
+in-place receiving is an optimisation with no visible difference.
+
 Concurrency: ``_UPLOADS`` entries are only touched from the trio thread; a part replaces an
-earlier upload of the same number by one dict assignment.
+earlier upload of the same number by one dict assignment. Regions never overlap (each part
+number has its own stride-sized slot); a slot is written only while its number is in
+``claimed`` and never while the part recorded for that number lives in it, so a recorded
+part's bytes are never overwritten. Complete uses the assembly file as the object only when
+nothing is claimed, and between that check and publishing it does not await.
 """
 
 from __future__ import annotations
@@ -16,7 +29,10 @@ import hashlib
 import itertools
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ossmount.crc64 import combine
 
 from .listing import local_name, parse_xml
 from .objects import (
@@ -31,6 +47,7 @@ from .server import Response, xml_response
 from .store import (
     Body,
     FileBody,
+    FileRegion,
     ObjectVersion,
     guess_content_type,
     md5_etag,
@@ -43,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["OPS", "get_upload", "uploads"]
 
 MIN_PART = 100 * 1024
+_ASSEMBLY_MAX = 1 << 40  # no slot past 1 TiB in an assembly file (ext4's limit is 16 TiB)
 
 
 @dataclass
@@ -65,6 +83,9 @@ class _Upload:
     initiated: float
     seq: int  # initiation order, which breaks ties between uploads of one key in listings
     parts: dict[int, _Part] = field(default_factory=dict)
+    assembly: Path | None = None  # parts received in place (see the module docstring)
+    stride: int = 0
+    claimed: set[int] = field(default_factory=set)  # part numbers being received in place
 
 
 _ids = itertools.count(1)
@@ -127,11 +148,36 @@ def _part_number(ctx: Ctx) -> int:
     return n
 
 
+def _slot(ctx: Ctx, up: _Upload, n: int) -> tuple[Path, int] | None:
+    """Where part ``n`` is received: its slot in the assembly file (claimed), or None for a
+    file of its own."""
+    length = ctx.req.content_length()
+    old = up.parts.get(n)
+    if not length or n in up.claimed or (old is not None and isinstance(old.body, FileRegion)):
+        return None
+    if up.assembly is None:
+        if up.stride:
+            return None  # the assembly file was taken by a Complete that then failed
+        up.assembly = ctx.store.new_tmp_file()
+        if up.assembly is None:
+            return None  # no data dir: parts are in memory
+        up.stride = length
+    if length > up.stride or (n - 1) * up.stride + length > _ASSEMBLY_MAX:
+        return None
+    up.claimed.add(n)
+    return up.assembly, (n - 1) * up.stride
+
+
 async def upload_part(ctx: Ctx) -> Response:
     ctx.bucket()
     n = _part_number(ctx)
     _, up = get_upload(ctx)
-    writer, etag, b64 = await receive_body(ctx)
+    slot = _slot(ctx, up, n)
+    try:
+        writer, etag, b64 = await receive_body(ctx, slot)
+    finally:
+        if slot is not None:
+            up.claimed.discard(n)
     _put_part(
         up, n, _Part(writer.finish(), etag, _etag_bytes(etag), writer.crc, writer.size, ctx.now)
     )
@@ -206,15 +252,21 @@ async def complete(ctx: Ctx) -> Response:
                 "EntityTooSmall",
                 "Your proposed upload is smaller than the minimum allowed size.",
             )
-    writer = ctx.store.new_writer(md5=False)  # the ETag is built from the parts' digests
+    crc = 0
     for _, part in chosen:
-        writer.append(part.body, part.crc)
-    crc = writer.crc
+        crc = combine(crc, part.crc, part.size)
+    data_body: Body | None = _assembled(up, chosen)
+    if data_body is None:
+        writer = ctx.store.new_writer(md5=False)  # the ETag is built from the parts' digests
+        for _, part in chosen:
+            writer.append(part.body, part.crc)
+        assert writer.crc == crc
+        data_body = writer.finish()
     etag = md5_etag(hashlib.md5(b"".join(p.md5 for _, p in chosen)).digest())
     etag = etag[:-1] + f'-{len(chosen)}"'
     obj = ObjectVersion(
         key=ctx.key,
-        body=writer.finish(),
+        body=data_body,
         etag=etag,
         mtime=ctx.now,
         crc64=crc,
@@ -244,6 +296,28 @@ async def complete(ctx: Ctx) -> Response:
         [("Content-Type", "application/xml"), ("ETag", etag), ("x-oss-hash-crc64ecma", str(crc))],
         xml_doc(body),
     )
+
+
+def _assembled(up: _Upload, chosen: list[tuple[int, _Part]]) -> FileBody | None:
+    """The assembly file as the object, when the chosen parts fill it from the start with no
+    gap (see the module docstring); None when they must be copied."""
+    if up.assembly is None or up.claimed:
+        return None
+    total = 0
+    for i, (number, part) in enumerate(chosen, 1):
+        body = part.body
+        if (
+            number != i
+            or not isinstance(body, FileRegion)
+            or body.path != up.assembly
+            or body.offset != (i - 1) * up.stride
+            or (i < len(chosen) and body.size != up.stride)
+        ):
+            return None
+        total += body.size
+    os.truncate(up.assembly, total)
+    path, up.assembly = up.assembly, None  # the object's file now: _discard leaves it
+    return FileBody(path, total)
 
 
 def _chosen_parts(up: _Upload, root: Any) -> list[tuple[int, _Part]]:
@@ -278,6 +352,9 @@ def _discard(up: _Upload) -> None:
     for part in up.parts.values():
         if isinstance(part.body, FileBody):
             part.body.path.unlink(missing_ok=True)
+    if up.assembly is not None:
+        up.assembly.unlink(missing_ok=True)
+        up.assembly = None
 
 
 async def abort(ctx: Ctx) -> Response:

@@ -10,6 +10,7 @@ GetObjectMeta/GetSymlink.
 from __future__ import annotations
 
 import email.utils
+import functools
 import gzip
 import hashlib
 import re
@@ -151,7 +152,25 @@ def check_conditions(ctx: Ctx, obj: ObjectVersion, prefix: str = "if-") -> Respo
 
 
 def _http_date(t: float) -> str:
-    return email.utils.formatdate(int(t), usegmt=True)
+    return _http_date_s(int(t))
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date_s(seconds: int) -> str:
+    """Memoized: formatdate was ~5 % of the emulator's Python time per GET, and objects'
+    mtimes repeat (a tree written in a few seconds shares them)."""
+    return email.utils.formatdate(seconds, usegmt=True)
+
+
+# Query parameters that override a GET reply's header (signed requests only).
+_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
 
 
 def object_headers(obj: ObjectVersion, shown: ObjectVersion | None = None) -> list[tuple[str, str]]:
@@ -217,16 +236,8 @@ async def get_object(ctx: Ctx) -> Response:
         status, offset, length = 206, first, last - first + 1
     else:
         status, offset, length = 200, 0, obj.size
-    if not head and ctx.sig != "anon":
-        overrides = {
-            "response-content-type": "Content-Type",
-            "response-content-language": "Content-Language",
-            "response-expires": "Expires",
-            "response-cache-control": "Cache-Control",
-            "response-content-disposition": "Content-Disposition",
-            "response-content-encoding": "Content-Encoding",
-        }
-        for q, name in overrides.items():
+    if not head and ctx.sig != "anon" and ctx.req.query:
+        for q, name in _OVERRIDES.items():
             v = ctx.req.qget(q)
             if v is not None:
                 headers = [(k, hv) for k, hv in headers if k != name] + [(name, v)]

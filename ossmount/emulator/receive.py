@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
@@ -70,15 +71,19 @@ async def feed_body(ctx: Ctx, writer: BodyWriter) -> None:
     await writer.drain()
 
 
-async def receive_body(ctx: Ctx) -> tuple[BodyWriter, str, str | None]:
+async def receive_body(
+    ctx: Ctx, region: tuple[Path, int] | None = None
+) -> tuple[BodyWriter, str, str | None]:
     """Read the request body into a store writer; returns (writer, etag, base64 MD5).
 
-    The base64 MD5 is None when ``--fast-etag`` skipped MD5.
+    The base64 MD5 is None when ``--fast-etag`` skipped MD5. ``region``: write the body into
+    that file at that offset (a multipart part into its assembly file) instead of a new one.
     """
     want = ctx.req.headers.get("content-md5")
     fast = ctx.app.fast_etag and want is None
-    writer = ctx.store.new_writer(md5=not fast)
+    writer = ctx.store.new_writer(md5=not fast, region=region)
     try:
+        writer.reserve(ctx.req.content_length() or 0)
         await feed_body(ctx, writer)
     except BaseException:
         writer.abort()

@@ -33,6 +33,7 @@ import h11
 import trio
 
 from .heads import MAX_HEAD, parse_plain_head
+from .sendfast import send_response
 from .shaping import Shaping, TokenBucket
 from .store import Body, FileBody, Segment
 from .xml import xml_doc
@@ -239,9 +240,17 @@ async def serve_connection(
         peer = str(stream.socket.getpeername()[0])
     except OSError:
         peer = "?"
+    # A stdlib view of the same descriptor for `sendfast` and `_read_head` (no dup; detached
+    # before the stream is closed, so the descriptor is closed once, by trio).
+    ts = stream.socket
+    try:
+        raw = socket.socket(ts.family, ts.type, ts.proto, fileno=ts.fileno())
+    except OSError:
+        await _close(stream)
+        return
     try:
         while True:
-            leftover = await _read_head(stream, leftover)
+            leftover = await _read_head(raw, leftover)
             if not leftover:
                 return  # closed between requests
             plain = _plain_request(leftover, stream, peer)
@@ -258,7 +267,7 @@ async def serve_connection(
                 code = "RequestHeaderTooLarge" if status == 431 else "InvalidRequest"
                 resp = bad_request(400, code, str(exc) or "Bad request")
                 resp.close = True
-                await _write(stream, resp, shaping, None)
+                await _write(stream, resp, shaping, None, raw)
                 return
             try:
                 resp = await handler(req)
@@ -281,7 +290,7 @@ async def serve_connection(
                 conn_bucket = TokenBucket(shaping.conn_bps)
             elif shaping.conn_bps <= 0:
                 conn_bucket = None
-            await _write(stream, resp, shaping, conn_bucket)
+            await _write(stream, resp, shaping, conn_bucket, raw)
             if resp.close:
                 return
             if conn is not None:
@@ -293,14 +302,20 @@ async def serve_connection(
             return
         raise
     finally:
+        raw.detach()
         await _close(stream)
 
 
-async def _read_head(stream: trio.SocketStream, buf: bytes) -> bytes:
+async def _read_head(raw: socket.socket, buf: bytes) -> bytes:
     """`buf` plus what arrives until it holds a whole request head (or MAX_HEAD bytes, or
-    the peer closed: then h11 judges what there is); b"" if the peer closed before a byte."""
+    the peer closed: then h11 judges what there is); b"" if the peer closed before a byte.
+    Plain recv on the non-blocking descriptor, waiting only on EAGAIN (see `sendfast`)."""
     while b"\r\n\r\n" not in buf and len(buf) <= MAX_HEAD:
-        data = await stream.receive_some(_RECV)
+        try:
+            data = raw.recv(_RECV)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(raw)
+            continue
         if not data:
             break
         buf += data
@@ -424,7 +439,11 @@ def _head_bytes(resp: Response, content_length: int | None) -> bytes:
 
 
 async def _write(
-    stream: trio.SocketStream, resp: Response, shaping: Shaping, conn_bucket: TokenBucket | None
+    stream: trio.SocketStream,
+    resp: Response,
+    shaping: Shaping,
+    conn_bucket: TokenBucket | None,
+    raw: socket.socket,
 ) -> None:
     latency = resp.latency_s + shaping.latency_s
     if latency > 0:
@@ -460,10 +479,14 @@ async def _write(
     unshaped = conn_bucket is None and shaping.total_bps <= 0 and resp.length > 0
     try:
         if unshaped and plan.stall_at is None and plan.cut_at is None:
-            await _send_corked(stream, head)
+            if plan.flip_at is None:
+                await send_response(raw, head, body, resp.offset, resp.length, sent)
+            else:
+                await _send_corked(stream, head)
+                await _send_body(stream, body, resp, shaping, conn_bucket, sent)
         else:
             await stream.send_all(head)
-        await _send_body(stream, body, resp, shaping, conn_bucket, sent)
+            await _send_body(stream, body, resp, shaping, conn_bucket, sent)
     except BaseException:
         if resp.on_sent:
             resp.on_sent(sent[0], False)

@@ -50,6 +50,7 @@ __all__ = [
     "Body",
     "Bucket",
     "FileBody",
+    "FileRegion",
     "MemoryBody",
     "ObjectVersion",
     "Segment",
@@ -135,6 +136,21 @@ class FileBody(Body):
             return
         if length:
             yield (self.fd, offset, length)
+
+
+@dataclass(frozen=True, eq=False)
+class FileRegion(Body):
+    """Bytes [offset, offset + size) of a file: a multipart part received straight into its
+    place in the upload's assembly file (multipart.py). Never published as an object body."""
+
+    path: Path
+    offset: int
+    size: int
+
+    def segments(self, offset: int, length: int) -> Iterator[Segment]:
+        if length:
+            with open(self.path, "rb") as f:
+                yield memoryview(os.pread(f.fileno(), length, self.offset + offset))
 
 
 class _Pattern:
@@ -290,10 +306,20 @@ class Store:
         return self.buckets.get(name)
 
     # -- bodies --------------------------------------------------------------------------
-    def new_writer(self, *, md5: bool = True) -> BodyWriter:
+    def new_writer(self, *, md5: bool = True, region: tuple[Path, int] | None = None) -> BodyWriter:
         from .writer import BodyWriter  # writer.py builds on this module's bodies
 
-        return BodyWriter(self.data_dir / ".tmp" if self.data_dir is not None else None, md5=md5)
+        tmp = self.data_dir / ".tmp" if self.data_dir is not None else None
+        return BodyWriter(tmp, md5=md5, region=region)
+
+    def new_tmp_file(self) -> Path | None:
+        """An empty file under ``.tmp`` (None without a data dir): a multipart upload's
+        assembly file, whose parts are received straight into place."""
+        if self.data_dir is None:
+            return None
+        path = self.data_dir / ".tmp" / uuid.uuid4().hex
+        path.touch(mode=0o600)
+        return path
 
     def _obj_path(self, bucket: str, key: str) -> Path:
         assert self.data_dir is not None

@@ -6,6 +6,7 @@ Split from store.py, whose bodies it produces (``FileBody`` under ``<data_dir>/.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -20,17 +21,18 @@ import trio
 
 from ossmount.crc64 import combine, crc64
 
-from .store import Body, FileBody, MemoryBody, segment_bytes
+from .store import Body, FileBody, FileRegion, MemoryBody, segment_bytes
 
 __all__ = ["BodyWriter"]
 
 
-def _copy_file(src: int, dst: int, size: int) -> int:
-    """Copy up to ``size`` bytes in the kernel; returns how many (0 where unsupported)."""
+def _copy_file(src: int, dst: int, size: int, start: int = 0) -> int:
+    """Copy up to ``size`` bytes from ``start`` in the kernel; returns how many (0 where
+    unsupported)."""
     off = 0
     while off < size:
         try:
-            n = os.copy_file_range(src, dst, size - off, off)
+            n = os.copy_file_range(src, dst, size - off, start + off)
         except OSError as exc:
             if exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
                 os.lseek(dst, 0, os.SEEK_END)
@@ -94,7 +96,9 @@ class BodyWriter:
     Bytes given to ``feed`` must not be mutated afterwards (they are ``bytes``).
     """
 
-    def __init__(self, tmp_dir: Path | None, *, md5: bool = True) -> None:
+    def __init__(
+        self, tmp_dir: Path | None, *, md5: bool = True, region: tuple[Path, int] | None = None
+    ) -> None:
         self.md5 = hashlib.md5()
         self.crc = 0
         self.size = 0
@@ -103,9 +107,29 @@ class BodyWriter:
         self._path: Path | None = None
         self._file: Any = None
         self._stages: list[_Stage] = []
-        if tmp_dir is not None:
+        # region: write into an existing file from an offset (a multipart part straight into
+        # its place in the upload's assembly file); finish() then gives a FileRegion and
+        # abort() leaves the file, which is not ours, in place.
+        self._region = region
+        if region is not None:
+            self._path = region[0]
+            self._file = open(self._path, "r+b")  # noqa: SIM115 - closed in finish/abort
+            self._file.seek(region[1])
+        elif tmp_dir is not None:
             self._path = tmp_dir / uuid.uuid4().hex
             self._file = open(self._path, "wb")  # noqa: SIM115 - closed in finish/abort
+
+    def reserve(self, size: int) -> None:
+        """Allocate the blocks for ``size`` more bytes now (a body whose length is known):
+        ext4 then writes into allocated space instead of reserving delayed allocation page by
+        page (1 GiB of 1 MiB pwrites on this VM: 0.21-0.22 CPU s into a new file, 0.15 into
+        an allocated one; whole uploads gain less, ~5 % of the emulator's CPU, within the
+        noise of one run). Best effort: where the file system cannot, writes allocate."""
+        if self._file is None or size < _PIPE_AFTER:
+            return
+        start = self._region[1] if self._region is not None else 0
+        with contextlib.suppress(OSError):
+            os.posix_fallocate(self._file.fileno(), start + self.size, size)
 
     def _sink(self, data: bytes | bytearray | memoryview) -> None:
         if self._file is not None:
@@ -127,12 +151,13 @@ class BodyWriter:
         multipart upload does not read it through Python on the event loop."""
         assert not self._stages
         assert not self._hash_md5
-        if isinstance(body, FileBody) and self._file is not None:
+        if isinstance(body, (FileBody, FileRegion)) and self._file is not None:
+            start = body.offset if isinstance(body, FileRegion) else 0
             self._file.flush()
             with open(body.path, "rb") as src:
-                off = _copy_file(src.fileno(), self._file.fileno(), body.size)
+                off = _copy_file(src.fileno(), self._file.fileno(), body.size, start)
                 while off < body.size:  # no copy_file_range here: through user space
-                    chunk = os.pread(src.fileno(), min(8 << 20, body.size - off), off)
+                    chunk = os.pread(src.fileno(), min(8 << 20, body.size - off), start + off)
                     if not chunk:
                         raise OSError(f"{body.path} is shorter than {body.size} bytes")
                     self._file.write(chunk)
@@ -177,6 +202,8 @@ class BodyWriter:
         if self._file is not None:
             assert self._path is not None
             self._file.close()
+            if self._region is not None:
+                return FileRegion(self._path, self._region[1], self.size)
             return FileBody(self._path, self.size)
         return MemoryBody(bytes(self._buf))
 
@@ -191,4 +218,5 @@ class BodyWriter:
         if self._file is not None:
             assert self._path is not None
             self._file.close()
-            self._path.unlink(missing_ok=True)
+            if self._region is None:
+                self._path.unlink(missing_ok=True)

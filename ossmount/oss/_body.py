@@ -155,6 +155,12 @@ class BodyReader:
     async def _read_network(self, view: memoryview) -> int:
         raise NotImplementedError
 
+    def _read_ready(self, view: memoryview) -> int | None:
+        """Bytes the network already holds, read without waiting; None when a read would
+        wait (then `_read_network` waits, under the stall timeout). A subclass with a plain
+        socket skips a cancel scope and a scheduler pass per read this way."""
+        return None
+
     async def aclose(self) -> None:
         raise NotImplementedError
 
@@ -282,17 +288,21 @@ class BodyReader:
             *self.read_errors,
         )
         try:
-            with trio.move_on_after(self._stall_s) as scope:
-                n = await self._read_network(view)
+            ready = self._read_ready(view)
+            if ready is None:
+                with trio.move_on_after(self._stall_s) as scope:
+                    n = await self._read_network(view)
+                if scope.cancelled_caught:
+                    raise BodyStalled(
+                        f"no body bytes for {self._stall_s:g} s after {self.received} bytes",
+                        self.received,
+                    )
+            else:
+                n = ready
         except errors as exc:
             raise BodyTruncated(
                 f"connection failed after {self.received} body bytes ({exc!r})", self.received
             ) from exc
-        if scope.cancelled_caught:
-            raise BodyStalled(
-                f"no body bytes for {self._stall_s:g} s after {self.received} bytes",
-                self.received,
-            )
         if n == 0:
             self._ended = True
         self._account(0, n)

@@ -4,7 +4,7 @@
 typed errors); it adds request bodies and the checks that make a write trustworthy:
 
 * Bodies are streamed from a file range (`FileRange`) in `chunk_size` pieces read in a worker
-  thread (on the trio thread up to 64 KiB), the CRC-64 folded in as each piece is read, so
+  thread (on the trio thread up to 256 KiB), the CRC-64 folded in as each piece is read, so
   a 5 GiB part never sits in memory and the CRC is that of exactly the bytes that went on
   the wire.
 * PutObject and UploadPart compare that CRC with the reply's `x-oss-hash-crc64ecma`. A
@@ -91,16 +91,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _REPLY_LIMIT = 8 * 1024 * 1024
-# Bodies up to this are read on the trio thread: a pread of 64 KiB the writer just wrote
-# (page cache) plus its CRC-64 takes ~10 us, a worker thread round trip ~60-250 us on a
-# loaded 2-core VM (py-spy of `tar x` of 8 KiB files: trio's start_thread_soon was 8 % of
-# the daemon's busy time).
-_INLINE_READ = 64 * 1024
 # Kept by replace_meta: what a REPLACE copy would otherwise reset.
 _CONTENT_HEADERS = frozenset(
     ("content-type", "content-encoding", "content-disposition", "content-language",
      "cache-control", "expires")
 )  # fmt: skip
+# Body pieces up to this size are read on the event loop: a pread of 256 KiB from the page
+# cache takes tens of microseconds, less than handing it to a worker thread and back, and a
+# commit of a small file (the `cp -r` of many small files) pays that hop once per file.
+_INLINE_READ = 256 * 1024
 
 
 def _header_crc(headers: httpx.Headers) -> int | None:
@@ -127,7 +126,7 @@ class _FileBody(httpx.AsyncByteStream):
             raise StopAsyncIteration
         n = min(self.chunk, src.length - pos)
         try:
-            if n <= _INLINE_READ:  # the thread hop costs more than reading a small body
+            if n <= _INLINE_READ:  # a small file's body: a thread hop costs more than the read
                 data, crc = _read_crc(src.fd, src.offset + pos, n, sent.crc)
             else:
                 data, crc = await trio.to_thread.run_sync(

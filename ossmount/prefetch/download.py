@@ -20,7 +20,7 @@ Concurrency invariants (single trio thread)
 * The queue, `_events`, `_part_errors` and `failure` change only on the trio thread, between
   awaits. `want()` is synchronous and never blocks.
 * A part is marked done only after its bytes are in the cache file (the part sink records it
-  once the fence accepted the reply); persisted only after an fdatasync (flush.py).
+  once the fence accepted the reply); persisted by the next checkpoint save (flush.py).
 * `CacheEntry` is only touched from the trio thread, except `flush`, which runs in a worker
   thread while `Flusher.flushing` is set (see cache.entry).
 * A part's event is set when its attempt ends (done or failed); every waiter of a failed
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ossmount.cache.entry import CacheEntry
+from ossmount.cache.entry import CacheEntry, EntryState
 from ossmount.cache.errors import EntryStateError, PartMismatch
 from ossmount.cache.sink import ScratchPool
 from ossmount.cache.store import CacheStore
@@ -265,7 +265,7 @@ class Download:
                 self._spawn_workers()  # read-ahead held back for it may go now
 
     async def _recheck(self, index: int) -> bool:
-        """Re-hash a part trusted from the checkpoint (cache.entry, "Re-checking") in a
+        """Re-hash a part trusted from the checkpoint (cache.checks) in a
         thread, outside the GET limiter; True: it is done (its waiters are woken). False: it
         was damaged at rest and forgotten, so the caller fetches it as any missing part.
 
@@ -359,8 +359,12 @@ class Download:
         return "done", outcome.result.length
 
     async def _finish(self) -> None:
-        """All parts are in: reach and publish the verdict (once)."""
-        if self._verdict.is_set() or self._judging:
+        """All parts are in: reach and publish the verdict. Once, unless the entry went back
+        to PARTIAL after it (a part found damaged by a re-check, cache.writeback): then its
+        parts are all in again and the whole object is judged again."""
+        if self._judging or self.failure is not None:
+            return
+        if self._verdict.is_set() and self.entry.state is not EntryState.PARTIAL:
             return
         self._judging = True
         try:
@@ -381,8 +385,8 @@ class Download:
         if judgement.error is not None:
             self._fail(judgement.error)
             return
-        # Published first: a reader must not wait for the fdatasync of the whole object
-        # (seconds for a GiB), only for the CRC comparison.
+        # Published first: a reader must not wait for the checkpoint save, only for the CRC
+        # comparison.
         self._verdict.set()
         if judgement.fresh:
             self.flusher.force()

@@ -81,7 +81,7 @@ class ObjectReader:
 
     def _read_rechecked(self, offset: int, size: int) -> bytes | None:
         """The read of a file judged whole in an earlier life (after a remount) whose parts
-        under this read are all re-checked (cache.entry, "Re-checking"); None otherwise.
+        under this read are all re-checked (cache.checks); None otherwise.
 
         Skips the part bookkeeping the slow path pays per read while the rest of the file is
         still being re-checked, but keeps the window, coverage and `consumed` current, so the

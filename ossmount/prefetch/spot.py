@@ -77,7 +77,9 @@ class SpotReads:
         self._ctx = ctx
         self.block = block
         self._kept = kept
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()  # block start -> its bytes
+        # block start -> its bytes (the GET's own buffer, kept as is: nothing writes to it
+        # after the GET, and copying 64 KiB per read to freeze it as bytes bought nothing)
+        self._blocks: OrderedDict[int, bytearray] = OrderedDict()
         self._inflight: dict[int, trio.Event] = {}
 
     async def read(self, offset: int, end: int) -> bytes:
@@ -85,16 +87,16 @@ class SpotReads:
         first = offset - offset % self.block
         if end - first <= self.block:
             data = await self._block(first)
-            return data[offset - first : end - first]
+            return bytes(memoryview(data)[offset - first : end - first])
         pieces = []
         start = first
         while start < end:
             data = await self._block(start)
-            pieces.append(data[max(offset - start, 0) : end - start])
+            pieces.append(memoryview(data)[max(offset - start, 0) : end - start])
             start += self.block
         return b"".join(pieces)
 
-    async def _block(self, start: int) -> bytes:
+    async def _block(self, start: int) -> bytearray:
         while True:
             data = self._blocks.get(start)
             if data is not None:
@@ -115,10 +117,14 @@ class SpotReads:
             self._blocks.popitem(last=False)
         return data
 
-    async def _get(self, start: int, length: int) -> bytes:
+    async def _get(self, start: int, length: int) -> bytearray:
         """One ranged GET of [start, start + length), fenced; holds a mount-wide GET slot."""
         ctx = self._ctx
-        async with ctx.limiter:
+        try:
+            ctx.limiter.acquire_nowait()  # no scheduler pass when a GET slot is free
+        except trio.WouldBlock:
+            await ctx.limiter.acquire()
+        try:
             ctx.observer.part_started()
             counted: tuple[str | None, int] = (None, 0)  # None: cancelled, not counted
             try:
@@ -130,8 +136,10 @@ class SpotReads:
                 raise
             finally:
                 ctx.observer.part_ended(*counted)
+        finally:
+            ctx.limiter.release()
 
-    async def _fetch(self, start: int, length: int) -> bytes:
+    async def _fetch(self, start: int, length: int) -> bytearray:
         ctx = self._ctx
         key = ctx.meta.key
         sink = MemorySink(length)
@@ -154,7 +162,7 @@ class SpotReads:
         if result.offset != start or result.length != length:
             got = f"{result.offset}+{result.length}"
             raise DownloadFailed(ctx.bucket, key, f"bytes {start}+{length} asked, got {got}")
-        return bytes(sink.buf)
+        return sink.buf
 
     def _fatal(self, error: ReadError) -> ReadError:
         self._ctx.fail(error)

@@ -29,7 +29,13 @@ away meanwhile, a WARNING names the key and both ETags, and our version replaces
 
 Concurrency: all session state is touched only on the trio thread between awaits. Journal
 saves are serialized by `_save_lock` and each saves a snapshot built inside the lock, so the
-file on disk never goes backwards. `_init_lock` makes sure one upload id is started per file.
+file on disk never goes backwards. A confirmed part does not wait for its own save: it is
+recorded in memory and one saver task (`_save_parts`, at most one per session, on the nursery
+the part was sent from) saves until no recorded part is left unsaved, so one save (two fsyncs
+and a rename) covers every part confirmed meanwhile and the next part goes out at once (per-
+part saves under I/O load serialized the upload: 128 saves of ~20 ms for a 1 GiB file).
+`drain` waits for the saver too, so `finish` seals after every recorded part is saved.
+`_init_lock` makes sure one upload id is started per file.
 A part upload whose part was invalidated while in flight is discarded (generation check).
 """
 
@@ -238,6 +244,10 @@ class UploadSession:
         self._generation: dict[int, int] = {}
         self._changed = trio.Event()
         self._save_lock = trio.Lock()
+        self._unsaved = False  # a part was recorded since the saver's last snapshot
+        self._journaled: set[int] = set()  # part numbers the saver has saved (for the log)
+        self._saver_idle = trio.Event()
+        self._saver_idle.set()
         self._init_lock = trio.Lock()
         self._completed: CommitResult | None = None  # found completed by `reconcile`
         self._resumed = False  # a previous process may have sent (some of) this file
@@ -280,8 +290,9 @@ class UploadSession:
         self._parts.pop(number, None)
 
     async def _background_part(self, number: int) -> None:
+        assert self._nursery is not None
         try:
-            await self._send_part(number, self._ps, self._inflight[number])
+            await self._send_part(number, self._ps, self._inflight[number], self._nursery)
         except Exception as exc:  # never take the caller's (FUSE) nursery down
             log.warning("oss://%s/%s: early upload of part %d failed (%s); it will be sent "
                         "again at commit", self._writes.bucket, self.key, number, exc)  # fmt: skip
@@ -291,11 +302,15 @@ class UploadSession:
             self._changed = trio.Event()
 
     async def drain(self) -> None:
-        """Wait until no part is being sent in the background (fsync and finish need it)."""
+        """Wait until no part is being sent in the background and every recorded part is
+        journaled (fsync and finish need it)."""
         while self._inflight:
             await self._changed.wait()
+        await self._saver_idle.wait()
 
-    async def _send_part(self, number: int, length: int, generation: int) -> None:
+    async def _send_part(
+        self, number: int, length: int, generation: int, nursery: trio.Nursery
+    ) -> None:
         async with self._up.limiter:
             upload_id = await self._ensure_upload()
             result = await self._copy_part(upload_id, number, length)
@@ -305,8 +320,29 @@ class UploadSession:
         if self._generation.get(number, 0) != generation or upload_id != self.record.upload_id:
             return  # the part changed (or the upload was replaced) while it was in flight
         self._parts[number] = PartRecord(number, result.size, result.crc64, result.etag)
-        await self._save()
-        log.debug("oss://%s/%s: part %d recorded", self._writes.bucket, self.key, number)
+        self._unsaved = True
+        if self._saver_idle.is_set():
+            self._saver_idle = trio.Event()
+            nursery.start_soon(self._save_parts)
+
+    async def _save_parts(self) -> None:
+        """Journal recorded parts until none is left unsaved (see the module docstring). A
+        failed save is only logged: those parts are re-sent after a crash, and the commit's
+        own saves (which raise) come next."""
+        try:
+            while self._unsaved:
+                self._unsaved = False
+                numbers = set(self._parts)
+                await self._save()
+                for number in sorted(numbers - self._journaled):  # once journaled, not before
+                    log.debug("oss://%s/%s: part %d recorded", self._writes.bucket, self.key,
+                              number)  # fmt: skip
+                self._journaled = numbers
+        except Exception as exc:  # never take the caller's (FUSE) nursery down
+            log.warning("oss://%s/%s: journaling uploaded parts failed (%s)",
+                        self._writes.bucket, self.key, exc)  # fmt: skip
+        finally:
+            self._saver_idle.set()
 
     async def _copy_part(self, upload_id: str, number: int, length: int) -> PartResult | None:
         """An unchanged part of the object the file was staged from, copied server-side
@@ -511,17 +547,17 @@ class UploadSession:
         await self._ensure_upload()
         missing = iter([n for n in range(1, count + 1) if n not in self._parts])
 
-        async def worker() -> None:
+        async def worker(nursery: trio.Nursery) -> None:
             # Workers share one iterator, so parts start in ascending order (the journal then
             # fills from the front, and a resumed upload has few holes).
             for number in missing:
                 length = min(ps, size - (number - 1) * ps)
-                await self._send_part(number, length, self._generation.get(number, 0))
+                await self._send_part(number, length, self._generation.get(number, 0), nursery)
 
         try:
             async with trio.open_nursery() as nursery:
                 for _ in range(self._up.settings.parallel):
-                    nursery.start_soon(worker)
+                    nursery.start_soon(worker, nursery)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
         lost = [n for n in range(1, count + 1) if n not in self._parts]

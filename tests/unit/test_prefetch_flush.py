@@ -45,7 +45,7 @@ async def test_a_flush_starts_as_soon_as_a_part_is_recorded(
 async def test_a_slow_disk_holds_fetched_but_not_durable_parts_to_in_flight_plus_one(
     source: FakeSource, cache_dir: Path
 ) -> None:
-    """While a flush hangs in its fdatasync, workers start no GET once more than one recorded
+    """While a flush hangs (a slow disk), workers start no GET once more than one recorded
     part waits for durability: a kill -9 then loses at most parallel_count + 1 parts."""
     data, meta = put_blob(source)
     cfg = config(parallel_count=4)
@@ -78,7 +78,7 @@ async def test_a_slow_disk_holds_fetched_but_not_durable_parts_to_in_flight_plus
             assert 2 <= len(source.calls) <= cfg.parallel_count + 1 < PARTS
             proceed.set()
         assert bytes(got) == data
-        assert len(flushes) < PARTS  # fdatasyncs are batched: not one per part
+        assert len(flushes) < PARTS  # flushes are batched: not one per part
         await reader.aclose()
 
 

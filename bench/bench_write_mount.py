@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Writes through a real `-o rw` mount, side by side for one or more checkouts.
+
+The referee's write rows in small, for before/after figures of a change (`--src` may be given
+several times; the checkouts take turns, round after round, so a noisy machine hits them alike):
+
+* `big`: `cp` of one `--size-mib` file (default 1024) from /dev/shm into the mount (the W13
+  shape): MB/s until cp exits (its close returns once the object is committed and verified),
+  the daemon's and the emulator's CPU s/GiB, the daemon's peak RSS;
+* `small`: `cp -r` of `--files` (default 200) x 64 KiB into the mount with `--latency` (default
+  20 ms per response) and `--conn-bps` (default 50 MB/s per connection) on the emulator (the
+  W14 shape), without and with `-o writeback`: files/s (with write-back, until every object
+  is on the server).
+
+Each checkout runs its own emulator (with `--data-dir` on disk, as the referee's) and its own
+daemon, both from that checkout (PYTHONPATH). Prints median [min..max] per figure; nothing is
+asserted. Every process started is stopped by its PID; temp dirs are removed.
+
+    .venv/bin/python bench/bench_write_mount.py --src /work/wt-base --src . --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+MiB = 1 << 20
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    if proc.poll() is None:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Rig:
+    """One emulator and one mounted daemon, both from checkout `src`."""
+
+    def __init__(self, src: Path, work: Path, emulator_args: list[str], mount_args: list[str]):
+        self.work = work
+        self.mnt = work / "mnt"
+        for d in (self.mnt, work / "data", work / "cache"):
+            d.mkdir(parents=True)
+        env = dict(os.environ, PYTHONPATH=str(src), OSS_ACCESS_KEY_ID="ak")
+        env["OSS_ACCESS_KEY_SECRET"] = "sk"
+        py = sys.executable
+        self.emu = subprocess.Popen(
+            [py, "-m", "ossmount.emulator.cli", "--port", "0", "--bucket", "bench",
+             "--data-dir", str(work / "data"), *emulator_args],
+            stdout=subprocess.PIPE, text=True, env=env, cwd=src,
+        )  # fmt: skip
+        assert self.emu.stdout is not None
+        self.endpoint = self.emu.stdout.readline().strip()
+        self.daemon = subprocess.Popen(
+            [py, "-m", "ossmount", "bench", str(self.mnt), "--endpoint", self.endpoint,
+             "--cache-dir", str(work / "cache"), "--log-file", str(work / "mount.log"),
+             "-o", "rw", "-f", *mount_args],
+            env=env, text=True, cwd=src,  # python -m puts the cwd first on sys.path
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(self.mnt):
+            if self.daemon.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise SystemExit(f"the mount from {src} did not come up (see {work}/mount.log)")
+            time.sleep(0.05)
+        os.listdir(self.mnt)
+
+    def cpu(self) -> tuple[float, float]:
+        return cpu_seconds(self.daemon.pid), cpu_seconds(self.emu.pid)
+
+    def objects(self) -> int:
+        """Objects the emulator holds on disk (meta files), to wait for write-back uploads."""
+        return sum(1 for _ in (self.work / "data" / "bench").glob("*.json"))
+
+    def close(self) -> None:
+        if os.path.ismount(self.mnt):
+            subprocess.run(["fusermount3", "-u", str(self.mnt)], check=False)
+        stop(self.daemon)  # type: ignore[arg-type]
+        self.emu.terminate()
+        stop(self.emu, 10)
+
+
+def big(src: Path, source: Path, size: int, out: dict[str, list[float]]) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bwm-big-", dir="/var/tmp"))
+    rig = Rig(src, work, [], [])
+    try:
+        d0, e0 = rig.cpu()
+        t0 = time.perf_counter()
+        subprocess.run(["cp", str(source), str(rig.mnt / "big.bin")], check=True)
+        wall = time.perf_counter() - t0
+        d1, e1 = rig.cpu()
+        gib = size / (1 << 30)
+        out["big MB/s"].append(size / wall / 1e6)
+        out["big daemon CPU s/GiB"].append((d1 - d0) / gib)
+        out["big emulator CPU s/GiB"].append((e1 - e0) / gib)
+        out["big daemon peak RSS MiB"].append(peak_rss_mib(rig.daemon.pid))
+    finally:
+        rig.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def small(src: Path, tree: Path, files: int, args: argparse.Namespace, mode: str,
+          out: dict[str, list[float]]) -> None:  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="bwm-small-", dir="/var/tmp"))
+    shaping = ["--latency", str(args.latency), "--conn-bps", str(args.conn_bps)]
+    rig = Rig(src, work, shaping, ["-o", "writeback"] if mode == "writeback" else [])
+    try:
+        before = rig.objects()
+        t0 = time.perf_counter()
+        subprocess.run(["cp", "-r", str(tree), str(rig.mnt / "small")], check=True)
+        deadline = time.monotonic() + 300
+        while rig.objects() < before + files + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)  # write-back: until the server has every object (+ the dir marker)
+        out[f"small {mode} files/s"].append(files / (time.perf_counter() - t0))
+    finally:
+        rig.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--src", type=Path, action="append", help="checkout to run (repeatable)")
+    p.add_argument("--size-mib", type=int, default=1024)
+    p.add_argument("--files", type=int, default=200)
+    p.add_argument("--latency", type=float, default=0.02)
+    p.add_argument("--conn-bps", type=float, default=50e6)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", choices=("big", "small"))
+    args = p.parse_args()
+    srcs = [s.resolve() for s in (args.src or [Path(__file__).resolve().parent.parent])]
+    scratch = Path(tempfile.mkdtemp(prefix="bwm-src-", dir="/dev/shm"))
+    try:
+        source = scratch / "big.bin"
+        with open(source, "wb") as f:
+            for _ in range(args.size_mib):
+                f.write(os.urandom(MiB))
+        tree = scratch / "tree"
+        tree.mkdir()
+        for i in range(args.files):
+            (tree / f"f{i:04d}").write_bytes(os.urandom(64 * 1024))
+        results: dict[Path, dict[str, list[float]]] = {s: defaultdict(list) for s in srcs}
+        for _ in range(args.repeat):
+            for src in srcs:
+                if args.only in (None, "big"):
+                    big(src, source, args.size_mib * MiB, results[src])
+                if args.only in (None, "small"):
+                    for mode in ("sync", "writeback"):
+                        small(src, tree, args.files, args, mode, results[src])
+        for src, figures in results.items():
+            print(f"# {src} ({args.repeat} rounds)")
+            for name, values in figures.items():
+                print(f"{name:28} {statistics.median(values):8.2f} "
+                      f"[{min(values):.2f}..{max(values):.2f}]")  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
