@@ -19,6 +19,17 @@ small file, and they buy nothing the re-check does not: after a crash a torn che
 its digest and is discarded, and a part whose bytes did not reach the disk fails its re-check
 and is fetched again, so the worst case is a GET, never a wrong byte.
 
+A file of one cache part (at most `HEAD_PART_SIZE`, 256 KiB: every PutObject of `tar x` or
+`cp -r` of small files) is not hashed at all (`adopt_known`): its one part's CRC-64 is the
+whole object's, which the writer computed from the staged bytes as it sent them and OSS
+confirmed at commit, and the caller (fs/staging.py) hands it over only if no write, truncate
+or rename touched the file since that commit began (`Staged.dirty` stays False). Its
+checkpoint (~200 bytes) is written and installed right on the trio thread, with no worker
+thread hop and no second read of the bytes: ~0.10 ms of CPU per 8 KiB file on this VM's
+ext4 (creating the checkpoint and two renames are most of it), vs ~0.135 ms for `prepare`'s
+work before its thread hop. The re-check before first read still hashes the part, as for
+every entry.
+
 Both files are on the cache dir's filesystem (staging/ is a sibling of the bucket directory),
 so the rename is cheap; a staging dir elsewhere (EXDEV) just means no adoption.
 """
@@ -34,7 +45,7 @@ from pathlib import Path
 import trio
 
 from ossmount.cache.checkpoint import Checkpoint, EntryState, encode
-from ossmount.cache.ranges import PartLayout
+from ossmount.cache.ranges import HEAD_PART_SIZE, PartLayout
 from ossmount.cache.recheck import hash_span
 from ossmount.cache.store import CacheStore
 from ossmount.oss.models import ObjectMeta
@@ -64,19 +75,16 @@ def _seal(fd: int, meta: ObjectMeta, *, bucket: str, part_size: int, out: Path) 
     crcs = {i: hash_span(fd, *layout.span(i)) for i in range(layout.count)}
     if layout.combined_crc(crcs) != meta.crc64:
         return None
-    cp = Checkpoint(
-        bucket=bucket,
-        key=meta.key,
-        etag=meta.etag,
-        size=meta.size,
-        mtime_ns=meta.mtime_ns,
-        server_crc64=meta.crc64,
-        part_size=part_size,
-        part_crcs=crcs,
-        state=EntryState.VERIFIED,
-    )
-    out.write_bytes(encode(cp))
+    out.write_bytes(_checkpoint(meta, bucket, part_size, crcs))
     return meta.size
+
+
+def _checkpoint(meta: ObjectMeta, bucket: str, part_size: int, crcs: dict[int, int]) -> bytes:
+    assert meta.crc64 is not None
+    return encode(Checkpoint(
+        bucket=bucket, key=meta.key, etag=meta.etag, size=meta.size, mtime_ns=meta.mtime_ns,
+        server_crc64=meta.crc64, part_size=part_size, part_crcs=crcs, state=EntryState.VERIFIED,
+    ))  # fmt: skip
 
 
 class Adopter:
@@ -85,6 +93,35 @@ class Adopter:
     def __init__(self, store: CacheStore, part_size: int) -> None:
         self.store = store
         self.part_size = part_size
+
+    def fits_one_part(self, meta: ObjectMeta) -> bool:
+        """Whether `adopt_known` takes `meta`: one cache part, CRC-64 known."""
+        return meta.crc64 is not None and meta.size <= min(self.part_size, HEAD_PART_SIZE)
+
+    def adopt_known(self, data: Path, meta: ObjectMeta) -> bool:
+        """Synchronously make `data` the verified entry of `meta` without reading it: only
+        for a file of one part (`fits_one_part`) whose bytes the caller knows are exactly the
+        ones OSS confirmed by `meta.crc64` (see the module docstring). False: not taken (the
+        caller uses `prepare`); True: installed, or given up with both files removed."""
+        if not self.fits_one_part(meta):
+            return False
+        assert meta.crc64 is not None
+        out = data.with_name(data.name + ".ckpt")
+        crcs = {0: meta.crc64} if meta.size else {}
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, _checkpoint(meta, self.store.bucket, self.part_size, crcs))
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.debug("oss://%s/%s: not kept in the cache: %s", self.store.bucket, meta.key, exc)
+            for path in (data, out):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            return True
+        self.install(meta, data, out)
+        return True
 
     async def prepare(self, data: Path, meta: ObjectMeta) -> Path | None:
         """The checkpoint written beside `data` (`<data>.ckpt`), or None: no adoption."""

@@ -8,6 +8,14 @@ Cost: one HEAD, plus one CopyObject when a value really changes (a chmod to the 
 object already has costs the HEAD only). A file open for writing, or whose write-back upload
 is pending, carries mode and mtime with its upload instead (fs/staging.py): no request.
 
+No HEAD for an object this mount just wrote (`KnownMeta`): its commit sent every header the
+object has (our PutObject and multipart uploads carry nothing but `posix_meta`), so what a
+REPLACE copy must send again is known, as long as the object still has the ETag we gave it.
+`rsync -a` (utimensat and chmod by path after the close) and `tar x` with attributes set after
+close then pay the copy only. The record lasts `max_age_s` (30 s): a metadata-only change by
+another client keeps the ETag, so a record trusted for ever could undo one; within the window
+the risk is that of ossfs's own HEAD-then-copy, only wider.
+
 The copy keeps the bytes and (on OSS and the emulator) the ETag, so the version the cache
 holds stays the current one; the CRC-64 may be missing from the copy's replies, so the known
 one is kept.
@@ -17,11 +25,59 @@ from __future__ import annotations
 
 import stat
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
+from ossmount.fs.attrs import is_symlink
 from ossmount.oss._writes import OssWrites, posix_meta
 from ossmount.oss.models import ObjectMeta
 
-__all__ = ["store_attrs"]
+if TYPE_CHECKING:
+    from ossmount.fs.staging import Staging
+    from ossmount.tree.listing import Namespace
+    from ossmount.tree.node import Node
+
+__all__ = ["KnownMeta", "set_attrs", "store_attrs"]
+
+
+class KnownMeta:
+    """Metadata of objects this mount wrote moments ago: key -> (ETag, every header a
+    REPLACE copy must carry). Bounded (`capacity`, oldest dropped first) and short-lived
+    (`max_age_s`). Trio thread only; no awaits inside."""
+
+    def __init__(
+        self,
+        capacity: int = 4096,
+        max_age_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._capacity, self._max_age, self._clock = capacity, max_age_s, clock
+        self._known: OrderedDict[str, tuple[str, dict[str, str], float]] = OrderedDict()
+
+    def wrote(self, key: str, etag: str, headers: Mapping[str, str]) -> None:
+        """The object `key` now has `etag` and exactly `headers` (lower-case names)."""
+        self._known.pop(key, None)
+        self._known[key] = (etag, {k.lower(): v for k, v in headers.items()}, self._clock())
+        while len(self._known) > self._capacity:
+            self._known.popitem(last=False)
+
+    def headers(self, key: str, etag: str) -> dict[str, str] | None:
+        """What `key` carries if it is still the version we wrote (`etag`), recently."""
+        known = self._known.get(key)
+        if known is None or known[0] != etag or self._clock() - known[2] > self._max_age:
+            return None
+        return dict(known[1])
+
+    def forget(self, key: str) -> None:
+        self._known.pop(key, None)
+
+    def moved(self, old: str, new: str, etag: str) -> None:
+        """`old` was copied (metadata kept) to `new`, now with `etag`, and deleted."""
+        known = self._known.pop(old, None)
+        self._known.pop(new, None)
+        if known is not None:
+            self.wrote(new, etag, known[1])
 
 
 async def store_attrs(
@@ -32,8 +88,10 @@ async def store_attrs(
     mode: int | None,
     uid: int | None,
     gid: int | None,
+    known: KnownMeta | None = None,
 ) -> ObjectMeta | None:
-    """Store what changed on `meta`'s object; its new metadata, or None if nothing was copied."""
+    """Store what changed on `meta`'s object; its new metadata, or None if nothing was copied.
+    With `known` holding the object's headers, no HEAD; it learns the headers after a copy."""
     updates = posix_meta(
         mtime_ns=mtime_ns,
         mode=None if mode is None else stat.S_IFREG | (mode & 0o7777),
@@ -42,10 +100,66 @@ async def store_attrs(
     )
     if not updates:
         return None
-    copied = await writes.replace_meta(meta.key, updates, if_match=meta.etag)
+    kept = known.headers(meta.key, meta.etag) if known is not None else None
+    if kept is None:
+        kept, _ = await writes.kept_headers(meta.key, if_match=meta.etag)
+    copied = await writes.replace_meta(meta.key, updates, if_match=meta.etag, kept=kept)
     if copied is None:
         return None
+    if known is not None:
+        known.wrote(meta.key, copied.etag, {**kept, **updates})
     now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
     crc = copied.crc64 if copied.crc64 is not None else meta.crc64
     return ObjectMeta(meta.key, meta.size, copied.etag, now, crc, meta.object_type,
                       meta.storage_class)  # fmt: skip
+
+
+async def set_attrs(
+    staging: Staging,
+    ns: Namespace,
+    inode: int,
+    *,
+    mtime_ns: int | None,
+    mode: int | None,
+    uid: int | None,
+    gid: int | None,
+) -> None:
+    """setattr's attributes. mode and mtime of a file being written ride with its next
+    commit. A staged file that no commit will send again (closed and committed but not
+    released yet, as when rsync's utimensat follows its close; or opened and not written)
+    has them stored now, like a closed file: under its lock, so a running commit (whose
+    metadata was fixed when it started) finishes first."""
+    staged = staging.by_inode.get(inode)
+    if staged is None:
+        await _store(staging, ns, await ns.getattr(inode), mtime_ns, mode, uid, gid)
+        return
+    if mtime_ns is not None:
+        staged.mtime_ns = mtime_ns
+    if mode is not None:
+        staged.mode = stat.S_IFREG | (mode & 0o7777)
+    if staging.carries_attrs(staged):
+        return  # owners are not kept (see SEMANTICS.md)
+    async with staged.lock:
+        if staging.carries_attrs(staged):
+            return
+        stored = await _store(staging, ns, ns.get(inode), mtime_ns, mode, uid, gid)
+        if stored is not None:
+            staging.restored(staged, stored)
+
+
+async def _store(
+    staging: Staging,
+    ns: Namespace,
+    node: Node,
+    mtime_ns: int | None,
+    mode: int | None,
+    uid: int | None,
+    gid: int | None,
+) -> ObjectMeta | None:
+    if node.meta is None or node.is_dir or is_symlink(node.meta):
+        return None
+    stored = await store_attrs(staging.uploader.writes, node.meta, mtime_ns=mtime_ns, mode=mode,
+                               uid=uid, gid=gid, known=staging.known)  # fmt: skip
+    if stored is not None:
+        ns.learned(node.path, stored)
+    return stored

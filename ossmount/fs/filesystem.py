@@ -44,7 +44,7 @@ from typing import Protocol
 
 from ossmount.cache.adopt import Adopter
 from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, attr_of, is_symlink
-from ossmount.fs.attrstore import store_attrs
+from ossmount.fs.attrstore import set_attrs
 from ossmount.fs.dirrename import rename_tree
 from ossmount.fs.errors import (
     Exists,
@@ -415,7 +415,8 @@ class FileSystem:
         """truncate (size) works on the staged file (staging the object if no handle is
         open, then committing it at once); mtime goes with the next commit of a file being
         written (`x-oss-meta-mtime`), and so does a mode (`x-oss-meta-mode`); on a file nobody
-        has open for writing they, and owners, are stored at once (fs/attrstore.py)."""
+        has open for writing, or whose commit is done (closed, not yet released), they and
+        owners are stored at once (fs/attrstore.py)."""
         staging = self._writable(inode)
         staged = staging.by_inode.get(inode)
         if size is not None:
@@ -431,17 +432,9 @@ class FileSystem:
                     await self._commit(handle)
                 finally:
                     await self.release(opened.fh)
-        if staged is not None and mtime_ns is not None:
-            staged.mtime_ns = mtime_ns
-        if staged is not None and mode is not None:
-            staged.mode = stat.S_IFREG | (mode & 0o7777)
-        if staged is None and (mtime_ns, mode, uid, gid) != (None, None, None, None):
-            node = await self._ns.getattr(inode)
-            if node.meta is not None and not node.is_dir and not is_symlink(node.meta):
-                stored = await store_attrs(staging.uploader.writes, node.meta, mtime_ns=mtime_ns,
-                                           mode=mode, uid=uid, gid=gid)  # fmt: skip
-                if stored is not None:
-                    self._ns.learned(node.path, stored)
+        if (mtime_ns, mode, uid, gid) != (None, None, None, None):
+            await set_attrs(staging, self._ns, inode, mtime_ns=mtime_ns, mode=mode, uid=uid,
+                            gid=gid)  # fmt: skip
         return await self.getattr(inode)
 
     async def unlink(self, parent: int, name: str) -> None:
@@ -457,6 +450,7 @@ class FileSystem:
         if node.is_dir or node.meta is None:
             raise IsADirectory(self._where(node), "unlink of a directory")
         await staging.uploader.writes.delete_object(node.meta.key)
+        staging.known.forget(node.meta.key)
         self._ns.learned(node.path, None)
 
     async def mkdir(self, parent: int, name: str) -> Attr:
@@ -523,6 +517,7 @@ class FileSystem:
                                 ledger=staging.uploader.ledger,
                                 forbid_overwrite=bool(flags & _NOREPLACE))  # fmt: skip
         await writes.delete_object(meta.key)
+        staging.known.moved(meta.key, new_key, copied.etag)
         self._ns.learned(node.path, None)
         self._ns.moved(node.inode, new_path)
         now = time.time_ns() // 1_000_000_000 * 1_000_000_000

@@ -38,7 +38,9 @@ from typing import Protocol
 import trio
 
 from ossmount.cache.adopt import Adopter
+from ossmount.fs.attrstore import KnownMeta, store_attrs
 from ossmount.fs.stagedspace import StagedSpace
+from ossmount.oss._writes import posix_meta
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import (
     CopySource,
@@ -127,9 +129,13 @@ class Staging:
         # A committed file's last close hands its staged bytes to the read cache as the
         # verified entry of the new version (cache/adopt.py): reading it back costs no GET.
         self.adopter: Adopter | None = None
-        # Adoptions run in the background (a close never waits for one), a few at a time
-        # in worker threads; one cut short by unmount leaves files `recover` removes.
+        # A file of one cache part is adopted in its release (`_hand_over`); larger ones
+        # are hashed in the background (a close never waits for one), a few at a time in
+        # worker threads; one cut short by unmount leaves files `recover` removes.
         self._adopting = trio.CapacityLimiter(4)
+        # What the objects this mount just committed carry: chmod/utimens after the close
+        # then skip the HEAD (fs/attrstore.py).
+        self.known = KnownMeta()
         # Staged bytes count against the cache cap and free-space floor (fs/stagedspace.py).
         self.space: StagedSpace | None = None
         self.directory = Path(directory)
@@ -183,6 +189,21 @@ class Staging:
             staged.source = None  # the old key is gone: nothing left to copy from
         self.by_path[path] = staged.inode
 
+    @staticmethod
+    def carries_attrs(staged: Staged) -> bool:
+        """Whether mode and mtime set now go out with a commit still to come (or nowhere)."""
+        return staged.dirty or staged.orphan
+
+    def restored(self, staged: Staged, meta: ObjectMeta) -> None:
+        """The object of a clean staged file was copied onto itself with new metadata
+        (fs/attrstore.py): same bytes, maybe a new ETag, which later commits and the
+        adoption must know."""
+        staged.base_etag = meta.etag
+        if staged.source is not None:
+            staged.source = (meta.key, meta.etag, staged.size)
+        if staged.committed is not None:
+            staged.committed = meta
+
     def unlinked(self, staged: Staged) -> None:
         staged.orphan = True
         if self.by_path.get(staged.path) == staged.inode:
@@ -209,9 +230,7 @@ class Staging:
             log.warning("%s: dropping staged bytes whose commit failed (the writer got EIO)",
                         self._where(staged.key))  # fmt: skip
         elif self._adoptable(staged):
-            assert staged.committed is not None
-            self._drop(staged, keep_files=True)  # before any await: a new open starts afresh
-            self._nursery.start_soon(self._adopt, staged.files, staged.committed)
+            self._hand_over(staged)
             return
         session, staged.session = staged.session, None
         self._drop(staged)  # before any await: a new open now starts afresh
@@ -247,6 +266,21 @@ class Staging:
             and not (staged.dirty or staged.orphan or staged.failed or staged.broken)
             and staged.session is None
         )
+
+    def _hand_over(self, staged: Staged) -> None:
+        """An adoptable file's last user is gone: out of the maps before any await (a new
+        open starts afresh), then its bytes go to the read cache. A file of one cache part
+        is adopted right here, from the CRC-64 its commit confirmed: `_adoptable` guarantees
+        no write, truncate or rename since that commit began, so the staged bytes are the
+        confirmed ones (cache/adopt.py). Larger files are hashed in the background."""
+        assert self.adopter is not None
+        assert staged.committed is not None
+        meta = staged.committed
+        self._drop(staged, keep_files=True)
+        if self.adopter.adopt_known(staged.files.data, meta):
+            staged.files.journal.unlink(missing_ok=True)  # write-back's, or none
+            return
+        self._nursery.start_soon(self._adopt, staged.files, meta)
 
     async def _adopt(self, files: StagedFile, meta: ObjectMeta) -> None:
         """The last user of a committed, unchanged file is gone (and it is out of the maps):
@@ -405,13 +439,35 @@ class Staging:
                 session.close()
             self.on_outcome("committed")
             staged.forbid_overwrite = False  # O_EXCL held for the creation only
-            staged.base_etag = result.etag
-            staged.source = (staged.key, result.etag, size)
             now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
             staged.committed = ObjectMeta(staged.key, size, result.etag, now, result.crc64)
+            self.known.wrote(staged.key, result.etag, session.sent_meta)
+            await self._late_attrs(staged, session.sent_meta)
+            staged.base_etag = staged.committed.etag
+            staged.source = (staged.key, staged.committed.etag, size)
             log.debug("%s committed: %d bytes, %d parts, CRC-64 %016x",
                       self._where(staged.key), size, result.parts, result.crc64)  # fmt: skip
             return staged.committed
+
+    async def _late_attrs(self, staged: Staged, sent: dict[str, str]) -> None:
+        """A multipart upload is initiated with the mode and mtime of the moment its first
+        part went; ones set later (cp -a's futimens before close) are stored by a copy onto
+        itself from the metadata it was created with (no HEAD). Their failure is logged,
+        not raised: the bytes are committed."""
+        want = posix_meta(mtime_ns=staged.mtime_ns or None, mode=staged.mode)
+        if all(sent.get(name) == value for name, value in want.items()):
+            return
+        assert staged.committed is not None
+        try:
+            stored = await store_attrs(self.uploader.writes, staged.committed,
+                                       mtime_ns=staged.mtime_ns, mode=staged.mode, uid=None,
+                                       gid=None, known=self.known)  # fmt: skip
+        except Exception as exc:
+            log.warning("%s: committed, but storing its mode/mtime failed: %s",
+                        self._where(staged.key), exc)  # fmt: skip
+            return
+        if stored is not None:
+            staged.committed = stored
 
     # -- write-back (-o writeback) -----------------------------------------------------------
 
@@ -461,9 +517,7 @@ class Staging:
                 self._idle.set()
             if staged.pending == 0 and staged.handles == 0:
                 if not kept and self._adoptable(staged):
-                    assert staged.committed is not None
-                    self._drop(staged, keep_files=True)
-                    self._nursery.start_soon(self._adopt, staged.files, staged.committed)
+                    self._hand_over(staged)
                 else:
                     self._drop(staged, keep_files=kept)
 

@@ -4,8 +4,9 @@
 typed errors); it adds request bodies and the checks that make a write trustworthy:
 
 * Bodies are streamed from a file range (`FileRange`) in `chunk_size` pieces read in a worker
-  thread, the CRC-64 folded in as each piece is read, so a 5 GiB part never sits in memory
-  and the CRC is that of exactly the bytes that went on the wire.
+  thread (on the trio thread up to 256 KiB), the CRC-64 folded in as each piece is read, so
+  a 5 GiB part never sits in memory and the CRC is that of exactly the bytes that went on
+  the wire.
 * PutObject and UploadPart compare that CRC with the reply's `x-oss-hash-crc64ecma`. A
   mismatch (or a missing header) re-sends the body, at most `crc_resends` more times, then
   raises `CrcMismatch`: such a write is never reported done.
@@ -348,18 +349,25 @@ class OssWrites:
         return CopyResult(etag, mtime_ns, _header_crc(reply))
 
     async def replace_meta(
-        self, key: str, updates: Mapping[str, str], *, if_match: str
+        self,
+        key: str,
+        updates: Mapping[str, str],
+        *,
+        if_match: str,
+        kept: Mapping[str, str] | None = None,
     ) -> CopyResult | None:
         """Set some `x-oss-meta-*` of `key` as ossfs does (chmod, chown, utimens): a HEAD, then
         CopyObject onto itself with directive REPLACE carrying the object's other metadata
         (user metadata and the content headers) with `updates` over it. Both are fenced on
         `if_match` (412 PreconditionFailed if the object changed). None when the object
-        already has those values (no copy)."""
-        kept, _ = await self.kept_headers(key, if_match=if_match)
+        already has those values (no copy). `kept`: the caller knows that metadata (it just
+        wrote the object, see fs/attrstore.py): no HEAD."""
+        if kept is None:
+            kept, _ = await self.kept_headers(key, if_match=if_match)
         if all(kept.get(name.lower()) == value for name, value in updates.items()):
             return None
-        kept.update({name.lower(): value for name, value in updates.items()})
-        return await self.copy_object(key, key, if_match=if_match, meta=kept)
+        headers = {**kept, **{name.lower(): value for name, value in updates.items()}}
+        return await self.copy_object(key, key, if_match=if_match, meta=headers)
 
     async def kept_headers(self, key: str, *, if_match: str) -> tuple[dict[str, str], int | None]:
         """One HEAD fenced on `if_match`: the object's user metadata and content headers (what

@@ -255,6 +255,9 @@ class UploadSession:
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
         # Set by the FUSE layer for a file staged from an existing object (see CopySource).
         self.copy_from: CopySource | None = None
+        # The x-oss-meta-* the object was created with (by the Initiate or the PutObject):
+        # all the metadata it carries, for a later copy that must send them again.
+        self.sent_meta: dict[str, str] = {}
 
     @property
     def key(self) -> str:
@@ -367,7 +370,7 @@ class UploadSession:
             if self.record.upload_id:
                 return self.record.upload_id
             rec = self.record
-            meta = posix_meta(mtime_ns=rec.mtime_ns or None, mode=rec.mode)
+            meta = self.sent_meta = posix_meta(mtime_ns=rec.mtime_ns or None, mode=rec.mode)
             upload_id = await self._writes.initiate_multipart(
                 rec.key, meta=meta, forbid_overwrite=rec.forbid_overwrite
             )
@@ -518,7 +521,8 @@ class UploadSession:
             self._up.ledger.active.discard(rec.upload_id)
             self._parts.clear()
             await self._save(state=WriteState.DIRTY, upload_id="")
-        meta = posix_meta(mtime_ns=self.record.mtime_ns or None, mode=self.record.mode)
+        rec = self.record
+        meta = self.sent_meta = posix_meta(mtime_ns=rec.mtime_ns or None, mode=rec.mode)
         put = await self._writes.put_object(
             rec.key,
             FileRange(self._fd, 0, size),

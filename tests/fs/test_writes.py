@@ -35,6 +35,7 @@ class WriteRig:
     fs: FileSystem
     emu: Emulator
     staging: Staging | None
+    store: CacheStore
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ async def _rig(emu: Emulator, tmp_path: Path, *, rw: bool) -> AsyncIterator[Writ
             staging=staging,
         )
         try:
-            yield WriteRig(fs, emu, staging)
+            yield WriteRig(fs, emu, staging, store)
         finally:
             nursery.cancel_scope.cancel()
 

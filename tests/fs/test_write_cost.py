@@ -1,0 +1,176 @@
+"""What a small file's write costs besides its PutObject (issue 15): its adoption into the
+read cache takes no hashing and no worker thread, and its attributes set after the commit
+cost no HEAD (fs/attrstore.py KnownMeta). In-process over the emulator (tests/fs/test_writes.py's
+rig); requests counted in the emulator's log."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+
+from ossmount.cache import adopt
+from ossmount.cache.checkpoint import EntryState
+from ossmount.crc64 import crc64
+from ossmount.fs.attrstore import KnownMeta
+from ossmount.tree.inodes import ROOT_INODE
+from ossmount.write import UploadSettings
+from tests.fs.test_writes import BUCKET, WriteRig, emu, rw
+
+__all__ = ["emu", "rw"]
+
+CREATE = os.O_WRONLY | os.O_CREAT
+
+
+def _ops(rig: WriteRig, key: str) -> list[str]:
+    return [r.op for r in rig.emu.requests if r.key == key]
+
+
+def _meta(rig: WriteRig, key: str) -> dict[str, str]:
+    obj = rig.emu.head(BUCKET, key)
+    assert obj is not None
+    return dict(obj.meta)
+
+
+async def _write_file(rig: WriteRig, name: str, data: bytes) -> tuple[int, int]:
+    opened, attr = await rig.fs.create(ROOT_INODE, name, CREATE, 0o600)
+    rig.fs.write(opened.fh, 0, data)
+    return opened.fh, attr.inode
+
+
+async def test_a_one_part_file_is_adopted_at_its_release_without_reading_it(
+    rw: WriteRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_hashing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a one-part file's CRC-64 is known from its commit")
+
+    monkeypatch.setattr(adopt, "seal_for_cache", no_hashing)
+    data = os.urandom(8192)
+    fh, _ = await _write_file(rw, "small", data)
+    await rw.fs.flush(fh)
+    await rw.fs.release(fh)
+    # Adopted by the release itself: nothing left for a background task.
+    cp = rw.store.cached_checkpoint("small")
+    assert cp is not None
+    assert cp.state is EntryState.VERIFIED
+    assert cp.part_crcs == {0: crc64(data)}
+    assert cp.etag == rw.emu.head(BUCKET, "small").etag  # type: ignore[union-attr]
+    assert not list((rw.staging.directory).iterdir())  # type: ignore[union-attr]
+
+
+async def test_bytes_rewritten_after_a_commit_are_committed_again_before_they_are_adopted(
+    rw: WriteRig,
+) -> None:
+    first, second = os.urandom(5000), os.urandom(5000)
+    fh, _ = await _write_file(rw, "f", first)
+    await rw.fs.flush(fh)
+    rw.fs.write(fh, 0, second)  # same size, other bytes: the first commit's CRC is stale
+    await rw.fs.release(fh)
+    assert rw.emu.get_bytes(BUCKET, "f") == second
+    cp = rw.store.cached_checkpoint("f")
+    assert cp is not None
+    assert cp.part_crcs == {0: crc64(second)}
+    assert cp.server_crc64 == crc64(second)
+
+
+async def test_attributes_set_between_close_and_release_are_stored_without_a_head(
+    rw: WriteRig,
+) -> None:
+    fh, inode = await _write_file(rw, "r", b"rsync's temp file")
+    await rw.fs.flush(fh)  # close() returned; the kernel's RELEASE has not come yet
+    assert _ops(rw, "r") == ["PutObject"]
+    await rw.fs.setattr(inode, size=None, mtime_ns=1_600_000_000_500_000_000, fh=None)
+    await rw.fs.setattr(inode, size=None, mtime_ns=None, fh=None, mode=0o644)
+    await rw.fs.release(fh)
+    assert _ops(rw, "r") == ["PutObject", "CopyObject", "CopyObject"]
+    assert _meta(rw, "r") == {
+        "x-oss-meta-mode": str(0o100644),
+        "x-oss-meta-mtime": "1600000000.500000000",
+    }
+    cp = rw.store.cached_checkpoint("r")
+    assert cp is not None, "still adopted after the copies (same bytes)"
+    assert cp.etag == rw.emu.head(BUCKET, "r").etag  # type: ignore[union-attr]
+
+
+async def test_attributes_of_a_file_this_mount_just_wrote_cost_no_head(rw: WriteRig) -> None:
+    fh, inode = await _write_file(rw, "t", b"tar member")
+    await rw.fs.flush(fh)
+    await rw.fs.release(fh)
+    await rw.fs.setattr(inode, size=None, mtime_ns=1_500_000_000_000_000_000, fh=None,
+                        mode=0o640)  # fmt: skip
+    await rw.fs.setattr(inode, size=None, mtime_ns=None, fh=None, mode=0o640)  # no change
+    assert _ops(rw, "t") == ["PutObject", "CopyObject"]
+    assert _meta(rw, "t") == {
+        "x-oss-meta-mode": str(0o100640),
+        "x-oss-meta-mtime": "1500000000",
+    }
+    # An object someone else wrote is HEADed first, as before.
+    rw.emu.put_object(BUCKET, "o", b"other writer")
+    other = await rw.fs.lookup(ROOT_INODE, "o")
+    await rw.fs.setattr(other.inode, size=None, mtime_ns=None, fh=None, mode=0o640)
+    assert _ops(rw, "o") == ["HeadObject", "CopyObject"]
+
+
+async def test_mode_and_mtime_set_after_a_multipart_upload_began_reach_the_object(
+    rw: WriteRig,
+) -> None:
+    data = os.urandom(2 * (1 << 20) + 99)  # the rig's parts are 1 MiB: parts go early
+    fh, inode = await _write_file(rw, "big", data)
+    await rw.fs.setattr(inode, size=None, mtime_ns=1_400_000_000_000_000_000, fh=fh,
+                        mode=0o755)  # fmt: skip
+    await rw.fs.flush(fh)
+    await rw.fs.release(fh)
+    assert rw.emu.get_bytes(BUCKET, "big") == data
+    assert _meta(rw, "big") == {
+        "x-oss-meta-mode": str(0o100755),
+        "x-oss-meta-mtime": "1400000000",
+    }
+    ops = _ops(rw, "big")
+    assert "HeadObject" not in ops
+    assert ops.count("CopyObject") == 1
+
+
+def test_known_metadata_is_trusted_only_for_the_version_written_and_only_briefly() -> None:
+    now = [0.0]
+    known = KnownMeta(capacity=2, max_age_s=30.0, clock=lambda: now[0])
+    known.wrote("a", '"1"', {"X-Oss-Meta-Mode": "33188"})
+    assert known.headers("a", '"1"') == {"x-oss-meta-mode": "33188"}
+    assert known.headers("a", '"2"') is None, "another version: HEAD it"
+    now[0] = 31.0
+    assert known.headers("a", '"1"') is None, "too old: another client may have changed it"
+    known.wrote("a", '"1"', {})
+    known.moved("a", "b", '"1"')
+    assert known.headers("a", '"1"') is None
+    assert known.headers("b", '"1"') == {}
+    known.wrote("c", '"3"', {})
+    known.wrote("d", '"4"', {})
+    assert known.headers("b", '"1"') is None, "bounded: the oldest goes"
+    known.forget("d")
+    assert known.headers("d", '"4"') is None
+
+
+async def test_a_small_file_is_created_committed_and_adopted_without_a_worker_thread(
+    rw: WriteRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert rw.staging is not None
+    # As the mount runs without write-back: a small file's close waits for its PutObject,
+    # so it has no journal and no fsync (UploadSettings.journal_small_puts).
+    rw.staging.uploader.settings = UploadSettings(
+        part_size=1 << 20, single_put_max=1 << 20, journal_small_puts=False
+    )
+    hops: list[str] = []
+    real = trio.to_thread.run_sync
+
+    async def counted(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(getattr(fn, "__name__", repr(fn)))
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    data = os.urandom(64 * 1024)
+    fh, _ = await _write_file(rw, "w14", data)
+    await rw.fs.flush(fh)
+    await rw.fs.release(fh)
+    assert hops == []
+    assert rw.emu.get_bytes(BUCKET, "w14") == data
+    assert rw.store.cached_checkpoint("w14") is not None
