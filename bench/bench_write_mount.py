@@ -6,7 +6,9 @@ several times; the checkouts take turns, round after round, so a noisy machine h
 
 * `big`: `cp` of one `--size-mib` file (default 1024) from /dev/shm into the mount (the W13
   shape): MB/s until cp exits (its close returns once the object is committed and verified),
-  the daemon's and the emulator's CPU s/GiB, the daemon's peak RSS;
+  the daemon's and the emulator's CPU s/GiB, the daemon's peak RSS, cp's close() time (under
+  `strace --seccomp-bpf -e trace=close`, which stops cp only at close) and the MB the disk
+  wrote meanwhile (the whole device: a rough figure on a shared machine);
 * `small`: `cp -r` of `--files` (default 200) x 64 KiB into the mount with `--latency` (default
   20 ms per response) and `--conn-bps` (default 50 MB/s per connection) on the emulator (the
   W14 shape), without and with `-o writeback`: files/s (with write-back, until every object
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -111,17 +114,44 @@ class Rig:
         stop(self.emu, 10)
 
 
+def sectors_written(path: Path) -> int:
+    """Sectors (512 B) the block device holding `path` has written since boot (0: unknown)."""
+    dev = os.stat(path).st_dev
+    for line in Path("/proc/diskstats").read_text().splitlines():
+        f = line.split()
+        if (int(f[0]), int(f[1])) == (os.major(dev), os.minor(dev)):
+            return int(f[9])
+    return 0
+
+
+def cp_timed(source: Path, dest: Path, trace: Path) -> float | None:
+    """`cp`, under strace when there is one (only close() is stopped for, via seccomp): the
+    longest close() cp made (the destination's, whose flush commits the object), in s."""
+    if shutil.which("strace") is None:
+        subprocess.run(["cp", str(source), str(dest)], check=True)
+        return None
+    cmd = ["strace", "-qq", "--seccomp-bpf", "-f", "-T", "-e", "trace=close", "-o", str(trace)]
+    subprocess.run([*cmd, "cp", str(source), str(dest)], check=True)
+    times = [float(t) for t in re.findall(r"<([0-9.]+)>\s*$", trace.read_text(), re.M)]
+    return max(times, default=None)
+
+
 def big(src: Path, source: Path, size: int, out: dict[str, list[float]]) -> None:
     work = Path(tempfile.mkdtemp(prefix="bwm-big-", dir="/var/tmp"))
     rig = Rig(src, work, [], [])
     try:
         d0, e0 = rig.cpu()
+        s0 = sectors_written(work)
         t0 = time.perf_counter()
-        subprocess.run(["cp", str(source), str(rig.mnt / "big.bin")], check=True)
+        close_s = cp_timed(source, rig.mnt / "big.bin", work / "strace.out")
         wall = time.perf_counter() - t0
         d1, e1 = rig.cpu()
         gib = size / (1 << 30)
         out["big MB/s"].append(size / wall / 1e6)
+        if close_s is not None:
+            out["big cp close() s"].append(close_s)
+        # The whole device, other processes' writes included: a rough figure.
+        out["big disk MB written in cp"].append((sectors_written(work) - s0) * 512 / 1e6)
         out["big daemon CPU s/GiB"].append((d1 - d0) / gib)
         out["big emulator CPU s/GiB"].append((e1 - e0) / gib)
         out["big daemon peak RSS MiB"].append(peak_rss_mib(rig.daemon.pid))

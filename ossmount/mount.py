@@ -380,6 +380,7 @@ async def _staging(
         # Without write-back close waits for the commit, so a small file needs no journal;
         # write-back returns before it, so every file is journaled (fs/staging.py).
         journal_small_puts=config.writeback,
+        fsync_staged=config.writeback,  # likewise the staged bytes at close (write/boot.py)
     )
     directory = config.cache_dir / "staging"
     try:

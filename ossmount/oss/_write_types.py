@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ._errors import OssError
 
 __all__ = [
+    "Chunks",
     "CopyResult",
     "CrcMismatch",
     "FileAlreadyExists",
@@ -80,6 +81,15 @@ class FileRange:
 
     fd: int
     offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chunks:
+    """A body already in memory, as the pieces it was written in (a part a sequential writer
+    just filled, write/hotparts.py): sent piece by piece, never joined into one buffer."""
+
+    pieces: tuple[bytes | memoryview, ...]
     length: int
 
 

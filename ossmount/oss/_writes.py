@@ -44,6 +44,7 @@ from . import signing
 from ._errors import BadResponse, NoSuchKey, OssError
 from ._retry import call_with_retries
 from ._write_types import (
+    Chunks,
     CopyResult,
     CrcMismatch,
     ExistsAfterRetry,
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
     from ._client import OssClient
 
 __all__ = [
+    "Chunks",
     "CopyResult",
     "CrcMismatch",
     "FileAlreadyExists",
@@ -146,6 +148,25 @@ class _FileBody(httpx.AsyncByteStream):
         return data
 
 
+class _ChunkBody(httpx.AsyncByteStream):
+    """A request body from memory (`Chunks`), piece by piece, CRC folded in as each goes."""
+
+    def __init__(self, src: Chunks, sent: _Sent) -> None:
+        self.pieces, self.sent, self.next = src.pieces, sent, 0
+
+    def __aiter__(self) -> _ChunkBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.next >= len(self.pieces):
+            raise StopAsyncIteration
+        piece = self.pieces[self.next]
+        self.next += 1
+        self.sent.crc = crc64(piece, self.sent.crc)
+        self.sent.done += len(piece)
+        return piece  # type: ignore[return-value]  # h11 and the socket take any buffer
+
+
 class _Sent:
     """What one attempt's body stream has put on the wire so far."""
 
@@ -189,18 +210,21 @@ class OssWrites:
         key: str,
         query: list[tuple[str, str]],
         headers: dict[str, str] | None = None,
-        body: bytes | FileRange | None = None,
+        body: bytes | FileRange | Chunks | None = None,
     ) -> tuple[httpx.Headers, bytes, int]:
         """One retried request; returns reply headers, reply body and the CRC of what we sent."""
 
         async def attempt(n: int) -> tuple[httpx.Headers, bytes, int]:
             sent = _Sent()
             hs = dict(headers or {})
-            content: bytes | _FileBody | None
+            content: bytes | _FileBody | _ChunkBody | None
             if isinstance(body, FileRange):
                 hs["Content-Length"] = str(body.length)
                 content = self._stream(key, body, sent) if body.length else b""
                 length = body.length
+            elif isinstance(body, Chunks):
+                hs["Content-Length"] = str(body.length)
+                content, length = _ChunkBody(body, sent), body.length
             else:
                 content = body
                 length = len(body or b"")
@@ -437,13 +461,13 @@ class OssWrites:
         return self._parse(parse_initiate, body, key)
 
     async def upload_part(
-        self, key: str, upload_id: str, number: int, body: FileRange | bytes
+        self, key: str, upload_id: str, number: int, body: FileRange | Chunks | bytes
     ) -> PartResult:
         """UploadPart; re-sent on a CRC mismatch (bounded), so the result is verified."""
         if not 1 <= number <= 10000:
             raise ValueError(f"part number {number} outside 1..10000")
         query = [("partNumber", str(number)), ("uploadId", upload_id)]
-        size = body.length if isinstance(body, FileRange) else len(body)
+        size = body.length if isinstance(body, FileRange | Chunks) else len(body)
 
         async def send() -> tuple[httpx.Headers, bytes, int]:
             return await self._request(f"UploadPart {number}", "PUT", key, query, None, body)

@@ -21,7 +21,10 @@ checkpoints are, around this payload:
 `decode` refuses anything but an exact, checksummed, self-consistent record (CorruptJournal).
 `save_atomic` writes a temp file, fsyncs it, renames it over the record and fsyncs the
 directory: a crash leaves the old record or the new one, whole. Callers fdatasync the staging
-file before saving a record whose `size` covers new bytes ("durable before recorded").
+file before saving a record whose `size` covers new bytes ("durable before recorded"), except
+a record sealed by a close that waits for the commit: it names the boot (`boot_id`) instead,
+and recovery uploads it only in that boot (the page cache outlives a kill -9, not a power loss,
+and such bytes were never acknowledged before they were committed).
 A damaged record is moved aside (`.corrupt`), never deleted: it may be the only note of which
 key the staged bytes belong to.
 """
@@ -60,7 +63,7 @@ _FIXED = struct.Struct(">QqIQBBQI")
 _PART = struct.Struct(">IQQ")
 _U64 = 1 << 64
 _MAX_PAYLOAD = 64 << 20  # 10000 parts at < 200 B each is 2 MB
-_FORBID, _HAS_CRC, _SEALED = 1, 2, 4
+_FORBID, _HAS_CRC, _SEALED, _UNSYNCED = 1, 2, 4, 8
 
 
 class CorruptJournal(ValueError):
@@ -108,6 +111,9 @@ class JournalRecord:
     parts: tuple[PartRecord, ...] = field(default=())
     result_etag: str = ""
     result_crc64: int | None = None
+    # Sealed without fsyncing the staged bytes, in this boot (/proc/sys/kernel/random/boot_id):
+    # trustworthy only until the machine restarts. "" when the bytes were fsynced.
+    boot_id: str = ""
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -134,6 +140,8 @@ class JournalRecord:
             raise ValueError("a COMMITTED record is sealed")
         if self.result_crc64 is not None and not 0 <= self.result_crc64 < _U64:
             raise ValueError("result CRC out of range")
+        if self.boot_id and not self.sealed:
+            raise ValueError("a boot id is recorded only with the seal")
 
     def with_parts(self, parts: dict[int, PartRecord]) -> JournalRecord:
         return replace(self, parts=tuple(parts[n] for n in sorted(parts)))
@@ -144,6 +152,7 @@ def encode(rec: JournalRecord) -> bytes:
         (_FORBID if rec.forbid_overwrite else 0)
         | (_HAS_CRC if rec.result_crc64 is not None else 0)
         | (_SEALED if rec.sealed else 0)
+        | (_UNSYNCED if rec.boot_id else 0)
     )
     chunks = [
         pack_str(rec.bucket),
@@ -164,6 +173,8 @@ def encode(rec: JournalRecord) -> bytes:
     ]
     for part in rec.parts:
         chunks.append(_PART.pack(part.number, part.size, part.crc64) + pack_str(part.etag))
+    if rec.boot_id:
+        chunks.append(pack_str(rec.boot_id))
     payload = b"".join(chunks)
     return _FORMAT.seal(payload)
 
@@ -173,7 +184,7 @@ def decode(data: bytes) -> JournalRecord:
     r = _FORMAT.open(data)
     bucket, key, base_etag, upload_id, result_etag = (r.string() for _ in range(5))
     size, mtime_ns, mode, part_size, state_value, flags, crc, count = r.unpack(_FIXED)
-    if flags & ~(_FORBID | _HAS_CRC | _SEALED) or (not flags & _HAS_CRC and crc):
+    if flags & ~(_FORBID | _HAS_CRC | _SEALED | _UNSYNCED) or (not flags & _HAS_CRC and crc):
         raise CorruptJournal(f"bad journal flags {flags} / CRC {crc}")
     try:
         state = WriteState(state_value)
@@ -183,6 +194,9 @@ def decode(data: bytes) -> JournalRecord:
     for _ in range(count):
         number, psize, pcrc = r.unpack(_PART)
         parts.append(PartRecord(number, psize, pcrc, r.string()))
+    boot_id = r.string() if flags & _UNSYNCED else ""
+    if flags & _UNSYNCED and not boot_id:
+        raise CorruptJournal("journal flags an unsynced seal but names no boot")
     if not r.at_end():
         raise CorruptJournal("journal has trailing bytes after its parts")
     try:
@@ -201,6 +215,7 @@ def decode(data: bytes) -> JournalRecord:
             parts=tuple(parts),
             result_etag=result_etag,
             result_crc64=crc if flags & _HAS_CRC else None,
+            boot_id=boot_id,
         )
     except ValueError as exc:
         raise CorruptJournal(f"inconsistent journal: {exc}") from None

@@ -10,8 +10,9 @@ with at most `parallel` parts in flight across the whole uploader, completes the
 verifies the object's CRC-64, and records COMMITTED.
 
 Journal discipline (write/journal.py): the staging file is fsynced before a record naming its
-size is saved; an upload id is in the ledger before any journal records it; a part is
-recorded only after OSS confirmed its CRC-64. So after kill -9, `Uploader.resume` finds a
+size is saved (or, with `fsync_staged` off, the record names the boot it is good for); an
+upload id is in the ledger before any journal records it; a part is recorded only after OSS
+confirmed its CRC-64. So after kill -9, `Uploader.resume` finds a
 record whose every listed part is on the server; it re-checks each against the staged bytes
 (local CRC) and ListParts (ETag and CRC) anyway, keeps those that match, sends the rest and
 completes. An upload that vanished (NoSuchUpload: aborted, expired) is started afresh.
@@ -52,6 +53,7 @@ import trio
 from ..crc64 import combine, crc64
 from ..oss._errors import NoSuchKey, PreconditionFailed
 from ..oss._writes import (
+    Chunks,
     FileRange,
     NoSuchUpload,
     OssWrites,
@@ -59,6 +61,8 @@ from ..oss._writes import (
     StagingError,
     posix_meta,
 )
+from .boot import current_boot_id
+from .hotparts import HotPart
 from .journal import JournalRecord, PartRecord, WriteState, load, save_atomic
 from .ledger import UploadLedger
 
@@ -86,12 +90,22 @@ class UploadSettings:
     # the commit: a crash then loses only bytes nobody was told were stored. Write-back
     # (close returns before the upload) must keep it True.
     journal_small_puts: bool = True
+    # False: sealing a file (close/fsync) does not fsync its staged bytes; the record names
+    # this boot instead and recovery trusts it only in this boot (a kill -9 keeps the page
+    # cache, a power loss does not). Saves the close a write of the whole file to disk (1 GiB:
+    # see bench/bench_write_mount.py). Same condition as above: only when close waits for the
+    # commit, so such bytes were never acknowledged before they were on OSS.
+    fsync_staged: bool = True
+    # Bytes of parts a sequential writer just filled that may be kept in memory for their
+    # early upload instead of being read back from the staging file (write/hotparts.py);
+    # 0: always read the file. Shared by all files of the mount; counts in the daemon's RSS.
+    hot_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not MIN_PART <= self.part_size <= 5 << 30 or self.parallel < 1:
             raise ValueError("part_size must be 100 KiB..5 GiB and parallel >= 1")
-        if self.single_put_max < 0:
-            raise ValueError("single_put_max must be >= 0")
+        if self.single_put_max < 0 or self.hot_bytes < 0:
+            raise ValueError("single_put_max and hot_bytes must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +229,16 @@ class Uploader:
             return CommitResult(
                 record.key, record.result_etag, record.result_crc64, record.size, len(record.parts)
             )
+        if record.boot_id and record.boot_id != current_boot_id():
+            # Sealed without an fsync before the machine restarted: the staged bytes may be
+            # torn, and their close never returned success (it waited for this commit). The
+            # caller drops the file; the sweeper aborts its multipart upload.
+            log.warning(
+                "oss://%s/%s: staged file %s was sealed unsynced before a reboot and never "
+                "committed; not uploaded (its writer was told nothing was stored)",
+                record.bucket, record.key, staged.data,
+            )  # fmt: skip
+            return None
         session = self.session(staged, record, None)
         try:
             await session.reconcile()
@@ -253,6 +277,7 @@ class UploadSession:
         self._resumed = False  # a previous process may have sent (some of) this file
         self._ephemeral = False  # a small commit without journal (see UploadSettings)
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
+        self._hot: dict[int, HotPart] = {}  # early parts handed over with their bytes
         # Set by the FUSE layer for a file staged from an existing object (see CopySource).
         self.copy_from: CopySource | None = None
         # The x-oss-meta-* the object was created with (by the Initiate or the PutObject):
@@ -264,22 +289,29 @@ class UploadSession:
         return self.record.key
 
     def close(self) -> None:
+        for hot in self._hot.values():
+            hot.release()
+        self._hot.clear()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
     # -- background parts -------------------------------------------------------------------
 
-    def part_ready(self, index: int) -> None:
+    def part_ready(self, index: int, hot: HotPart | None = None) -> None:
         """Part `index` (bytes [index*part_size, (index+1)*part_size)) is written for good:
-        upload it in the background. Failures here are only logged; `finish` sends again."""
+        upload it in the background. Failures here are only logged; `finish` sends again.
+        `hot`: the part's bytes as written (write/hotparts.py), sent instead of read back;
+        the session releases it."""
         number = index + 1
-        if number in self._parts or number in self._inflight:
+        if number in self._parts or number in self._inflight or number > 10000:
+            if hot is not None:  # above 10000: finish will refuse the size
+                hot.release()
             return
-        if number > 10000:
-            return  # finish will refuse the size; nothing useful to do early
         if self._nursery is None:
             raise RuntimeError("part_ready needs a session opened with a nursery")
+        if hot is not None:
+            self._hot[number] = hot
         self._inflight[number] = self._generation.get(number, 0)
         self._nursery.start_soon(self._background_part, number)
 
@@ -288,6 +320,9 @@ class UploadSession:
         number = index + 1
         self._generation[number] = self._generation.get(number, 0) + 1
         self._parts.pop(number, None)
+        hot = self._hot.pop(number, None)
+        if hot is not None:
+            hot.release()
 
     async def _background_part(self, number: int) -> None:
         assert self._nursery is not None
@@ -311,12 +346,19 @@ class UploadSession:
     async def _send_part(
         self, number: int, length: int, generation: int, nursery: trio.Nursery
     ) -> None:
-        async with self._up.limiter:
-            upload_id = await self._ensure_upload()
-            result = await self._copy_part(upload_id, number, length)
-            if result is None:
-                src = FileRange(self._fd, (number - 1) * self._ps, length)
-                result = await self._writes.upload_part(self.key, upload_id, number, src)
+        hot = self._hot.pop(number, None)  # only a part's first attempt sends from memory
+        try:
+            async with self._up.limiter:
+                upload_id = await self._ensure_upload()
+                result = await self._copy_part(upload_id, number, length)
+                if result is None:
+                    src: FileRange | Chunks = FileRange(self._fd, (number - 1) * self._ps, length)
+                    if hot is not None and hot.size == length:
+                        src = Chunks(tuple(hot.pieces), length)
+                    result = await self._writes.upload_part(self.key, upload_id, number, src)
+        finally:
+            if hot is not None:
+                hot.release()
         if self._generation.get(number, 0) != generation or upload_id != self.record.upload_id:
             return  # the part changed (or the upload was replaced) while it was in flight
         self._parts[number] = PartRecord(number, result.size, result.crc64, result.etag)
@@ -463,9 +505,12 @@ class UploadSession:
                 f"oss://{self._writes.bucket}/{self.key}: staged file {self.staged.data} holds "
                 f"{os.fstat(self._fd).st_size} bytes, {size} expected"
             )
-        if not self._ephemeral:
-            await trio.to_thread.run_sync(os.fsync, self._fd)  # durable before recorded
-        changes: dict[str, object] = {"size": size, "sealed": True}
+        # Durable before recorded, or (see UploadSettings.fsync_staged) recorded as this
+        # boot's. A resumed file is fsynced: its first seal may have been acknowledged.
+        boot = "" if self._up.settings.fsync_staged or self._resumed else current_boot_id()
+        if not (self._ephemeral or boot):
+            await trio.to_thread.run_sync(os.fsync, self._fd)
+        changes: dict[str, object] = {"size": size, "sealed": True, "boot_id": boot}
         if mtime_ns is not None:
             changes["mtime_ns"] = mtime_ns
         await self._save(**changes)

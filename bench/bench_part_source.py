@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Where an UploadPart body comes from, and what it costs the client: read back from the
+staging file (`FileRange`, what a part cost before write/hotparts.py) or sent from the
+buffers the FUSE writes arrived in (`Chunks` of 1 MiB `bytes`, as `cp` delivers them).
+
+Runs the package emulator in a separate process (objects on disk under a temp dir, so the
+client's CPU is the client's alone) and sends `--parts` 8 MiB parts, 4 in flight, per mode;
+the modes take turns, `--repeat` rounds. Prints client CPU s/GiB, median [min..max].
+
+    PYTHONPATH=. .venv/bin/python bench/bench_part_source.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsProvider
+from ossmount.oss._writes import Chunks, FileRange, OssWrites
+
+MiB = 1 << 20
+PS = 8 * MiB
+
+
+async def run(endpoint: str, fd: int, parts: int, repeat: int) -> dict[str, list[float]]:
+    bufs = tuple(os.urandom(MiB) for _ in range(PS // MiB))
+    out: dict[str, list[float]] = {"file (pread)": [], "memory (1 MiB pieces)": []}
+    creds = StaticCredentialsProvider(Credentials("ak", "sk"))
+    async with OssClient(OssConfig(endpoint, "bkt", region="cn-hangzhou"), creds) as client:
+        writes = OssWrites(client)
+        for rnd in range(repeat):
+            for mode, figures in out.items():
+                key = f"k{rnd}{len(figures)}{mode[0]}"
+                upload_id = await writes.initiate_multipart(key)
+                limiter = trio.CapacityLimiter(4)
+
+                async def one(
+                    i: int,
+                    key: str = key,
+                    upload_id: str = upload_id,
+                    mode: str = mode,
+                    limiter: trio.CapacityLimiter = limiter,
+                ) -> None:
+                    body: FileRange | Chunks = (
+                        FileRange(fd, i * PS, PS) if mode.startswith("file") else Chunks(bufs, PS)
+                    )
+                    async with limiter:
+                        await writes.upload_part(key, upload_id, i + 1, body)
+
+                t0 = time.process_time()
+                async with trio.open_nursery() as nursery:
+                    for i in range(parts):
+                        nursery.start_soon(one, i)
+                figures.append((time.process_time() - t0) / (parts * PS / (1 << 30)))
+                await writes.abort_multipart(key, upload_id)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--parts", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=4)
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bps-", dir="/var/tmp"))
+    env = dict(os.environ, OSS_ACCESS_KEY_ID="ak", OSS_ACCESS_KEY_SECRET="sk")
+    emu = subprocess.Popen(
+        [sys.executable, "-m", "ossmount.emulator.cli", "--port", "0", "--bucket", "bkt",
+         "--data-dir", str(work / "data")],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert emu.stdout is not None
+        endpoint = emu.stdout.readline().strip()
+        staged = work / "staged"
+        with open(staged, "wb") as f:
+            for _ in range(args.parts * PS // MiB):
+                f.write(os.urandom(MiB))
+        fd = os.open(staged, os.O_RDONLY)
+        try:
+            out = trio.run(run, endpoint, fd, args.parts, args.repeat)
+        finally:
+            os.close(fd)
+        for mode, v in out.items():
+            print(f"{mode:24} client CPU s/GiB {statistics.median(v):.3f} "
+                  f"[{min(v):.3f}..{max(v):.3f}]")  # fmt: skip
+    finally:
+        emu.terminate()
+        emu.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
