@@ -10,10 +10,11 @@ The OSS requests themselves are in `ossmount.oss._writes`.
 
 from __future__ import annotations
 
+from .commit_types import CommitResult, CopySource, StagedFile, UploadSettings
 from .journal import CorruptJournal, JournalIOError, JournalRecord, PartRecord, WriteState
 from .ledger import UploadLedger
 from .sweeper import load_journals, sweep_stale_uploads
-from .uploader import CommitResult, CopySource, StagedFile, Uploader, UploadSession, UploadSettings
+from .uploader import Uploader, UploadSession
 
 __all__ = [
     "CommitResult",

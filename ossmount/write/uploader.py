@@ -44,9 +44,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import trio
 
@@ -62,83 +60,14 @@ from ..oss._writes import (
     posix_meta,
 )
 from .boot import current_boot_id
+from .commit_types import CommitResult, CopySource, StagedFile, UploadSettings
 from .hotparts import HotPart
 from .journal import JournalRecord, PartRecord, WriteState, load, save_atomic
 from .ledger import UploadLedger
 
-__all__ = [
-    "CommitResult",
-    "CopySource",
-    "StagedFile",
-    "UploadSession",
-    "UploadSettings",
-    "Uploader",
-]
+__all__ = ["UploadSession", "Uploader"]
 
 log = logging.getLogger(__name__)
-
-MIN_PART = 100 * 1024  # OSS refuses non-last parts below this at Complete
-
-
-@dataclass(frozen=True, slots=True)
-class UploadSettings:
-    part_size: int = 8 * 1024 * 1024
-    single_put_max: int = 8 * 1024 * 1024  # at most this, nothing sent early: one PutObject
-    parallel: int = 4  # part uploads in flight across all sessions of the uploader
-    # False: a file committed by one PutObject gets no journal and no fsync (saves ~5 ms of
-    # the ~10 ms a 64 KiB commit costs locally). Only for callers whose close/fsync waits for
-    # the commit: a crash then loses only bytes nobody was told were stored. Write-back
-    # (close returns before the upload) must keep it True.
-    journal_small_puts: bool = True
-    # False: sealing a file (close/fsync) does not fsync its staged bytes; the record names
-    # this boot instead and recovery trusts it only in this boot (a kill -9 keeps the page
-    # cache, a power loss does not). Saves the close a write of the whole file to disk (1 GiB:
-    # see bench/bench_write_mount.py). Same condition as above: only when close waits for the
-    # commit, so such bytes were never acknowledged before they were on OSS.
-    fsync_staged: bool = True
-    # Bytes of parts a sequential writer just filled that may be kept in memory for their
-    # early upload instead of being read back from the staging file (write/hotparts.py);
-    # 0: always read the file. Shared by all files of the mount; counts in the daemon's RSS.
-    hot_bytes: int = 32 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        if not MIN_PART <= self.part_size <= 5 << 30 or self.parallel < 1:
-            raise ValueError("part_size must be 100 KiB..5 GiB and parallel >= 1")
-        if self.single_put_max < 0 or self.hot_bytes < 0:
-            raise ValueError("single_put_max and hot_bytes must be >= 0")
-
-
-@dataclass(frozen=True, slots=True)
-class StagedFile:
-    """A staging file and its journal beside it."""
-
-    data: Path
-    journal: Path
-
-    @classmethod
-    def beside(cls, data: Path) -> StagedFile:
-        data = Path(data)
-        return cls(data, data.with_name(data.name + ".journal"))
-
-
-@dataclass(frozen=True, slots=True)
-class CopySource:
-    """The object a staged file was filled from: its parts the writer has not changed
-    (`clean(index)`, 0-based, asked when the part goes) are copied server-side, not sent."""
-
-    key: str
-    etag: str
-    size: int
-    clean: Callable[[int], bool]
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    key: str
-    etag: str
-    crc64: int
-    size: int
-    parts: int  # 0 for a single PutObject
 
 
 def _crc_of(fd: int, offset: int, length: int) -> int:
