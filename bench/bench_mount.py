@@ -80,6 +80,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 REF_FS = Path(__file__).resolve().parent / "ref_fs.py"
@@ -241,10 +242,10 @@ def fresh_page_tax(dir_: Path) -> tuple[float, float]:
 # -- the run ---------------------------------------------------------------------------------
 
 
-def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
     """Give `proc` `timeout` s to exit by itself (a daemon after its unmount), then SIGTERM,
-    then SIGKILL after 5 s more; close its stdout. bench_tree.py stops its processes here too
-    (with timeout 0: straight to SIGTERM)."""
+    then SIGKILL after 5 s more; close its stdout. bench_tree.py and bench_write_mount.py stop
+    their processes here too (bench_tree with timeout 0: straight to SIGTERM)."""
     if proc.poll() is None:
         try:
             proc.wait(timeout=timeout)

@@ -35,6 +35,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from bench_mount import stop  # a sibling script, not a package
+
 MiB = 1 << 20
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -52,19 +54,6 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def stop(proc: subprocess.Popen[str], timeout: float = 30) -> None:
-    if proc.poll() is None:
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 class Rig:
@@ -109,7 +98,7 @@ class Rig:
     def close(self) -> None:
         if os.path.ismount(self.mnt):
             subprocess.run(["fusermount3", "-u", str(self.mnt)], check=False)
-        stop(self.daemon)  # type: ignore[arg-type]
+        stop(self.daemon)
         self.emu.terminate()
         stop(self.emu, 10)
 

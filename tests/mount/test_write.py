@@ -19,7 +19,7 @@ from ossmount.crc64 import crc64
 from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
-from tests.mount.harness import AK, BUCKET, SK
+from tests.mount.harness import AK, BUCKET, SK, Mount
 from tests.mount.test_metrics import metrics_url, scrape
 
 MiB = 1024 * 1024
@@ -225,18 +225,16 @@ def test_a_commit_that_keeps_failing_makes_cp_fail_and_leaves_no_object(
     assert samples[("ossmount_commits_total", (("outcome", "committed"),))] == 1
 
 
-def test_kill_9_mid_commit_then_remount_completes_the_upload_before_ready(
-    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
-) -> None:
-    data = os.urandom(6 * MiB + 4321)
-    (tmp_path / "src").write_bytes(data)
-    # Parts 1-6 go while cp writes (a sequential writer); the last, short part goes at close:
-    # hold it there, so the file is sealed and half uploaded when the daemon dies.
-    stall = FaultRule("stall", op="UploadPart", key="big", nth=7, seconds=8.0)
+def kill_9_while_the_last_part_is_sent(
+    emulator: Emulator, make_mount: MountFactory, src: Path, key: str, *, parts: int
+) -> tuple[Mount, int]:
+    """`cp src` to `key` through a --rw mount (1 MiB parts, `parts` of them) and kill -9 the
+    daemon once the last part's UploadPart started (held there by a stall): the file is
+    sealed and half uploaded. Returns the dead mount, detached, and cp's exit status."""
+    stall = FaultRule("stall", op="UploadPart", key=key, nth=parts, seconds=8.0)
     emulator.faults.add(stall)
     mount = make_mount(args=RW).start()
-    cp = subprocess.Popen(["cp", str(tmp_path / "src"), str(mount.path / "big")],
-                          stderr=subprocess.DEVNULL)  # fmt: skip
+    cp = subprocess.Popen(["cp", str(src), str(mount.path / key)], stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while stall.fired == 0:
@@ -248,6 +246,17 @@ def test_kill_9_mid_commit_then_remount_completes_the_upload_before_ready(
     # the dead connection answers ENOTCONN, which the harness's ismount check reads as "not
     # mounted": detach it here
     subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    return mount, cp.returncode
+
+
+def test_kill_9_mid_commit_then_remount_completes_the_upload_before_ready(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    data = os.urandom(6 * MiB + 4321)
+    (tmp_path / "src").write_bytes(data)
+    # Parts 1-6 go while cp writes (a sequential writer); the last, short part goes at close:
+    # hold it there, so the file is sealed and half uploaded when the daemon dies.
+    kill_9_while_the_last_part_is_sent(emulator, make_mount, tmp_path / "src", "big", parts=7)
     assert "big" not in server_keys(emulator)
     before = len([r for r in emulator.requests if r.op == "UploadPart" and r.key == "big"])
     make_mount(args=RW).start()  # ready only once the staged file is committed

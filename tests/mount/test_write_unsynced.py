@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import time
 from pathlib import Path
 
 from ossmount.emulator import Emulator
-from ossmount.emulator.faults import FaultRule
 from ossmount.write.boot import current_boot_id
 from ossmount.write.journal import WriteState, load, save_atomic
 from tests.mount.conftest import MountFactory
-from tests.mount.test_write import RW, server_bytes, server_keys
+from tests.mount.test_write import RW, kill_9_while_the_last_part_is_sent, server_bytes, server_keys
 
 MiB = 1024 * 1024
 
@@ -27,21 +24,10 @@ def test_a_sync_close_cut_by_a_power_loss_is_dropped_and_its_upload_aborted(
     emulator.put_object("bkt", "big", b"the good old version")
     (tmp_path / "src").write_bytes(os.urandom(4 * MiB + 99))
     # The last, short part is held at close: the file is sealed, half uploaded, when it dies.
-    stall = FaultRule("stall", op="UploadPart", key="big", nth=5, seconds=8.0)
-    emulator.faults.add(stall)
-    mount = make_mount(args=RW).start()
-    cp = subprocess.Popen(["cp", str(tmp_path / "src"), str(mount.path / "big")],
-                          stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while stall.fired == 0:
-            assert time.monotonic() < deadline, "the last part never started"
-            time.sleep(0.02)
-        mount.kill()
-    finally:
-        cp.wait()
-    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
-    assert cp.returncode != 0  # the writer was never told the file was stored
+    mount, cp_status = kill_9_while_the_last_part_is_sent(
+        emulator, make_mount, tmp_path / "src", "big", parts=5
+    )
+    assert cp_status != 0  # the writer was never told the file was stored
     [journal] = (mount.cache / "staging").glob("*.journal")
     rec = load(journal)
     assert rec is not None
