@@ -35,18 +35,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench_mount import stop  # a sibling script, not a package
+from bench_mount import cpu_seconds, stop  # a sibling script, not a package
 
 MiB = 1 << 20
 CLK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK
 
 
 def peak_rss_mib(pid: int) -> float:
