@@ -38,7 +38,6 @@ from pathlib import Path
 from bench_mount import cpu_seconds, stop  # a sibling script, not a package
 
 MiB = 1 << 20
-CLK = os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:
