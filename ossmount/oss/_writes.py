@@ -32,17 +32,16 @@ import base64
 import contextlib
 import hashlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import httpx
-import trio
 
 from ..crc64 import combine, crc64
 from . import signing
 from ._errors import BadResponse, NoSuchKey, OssError
 from ._retry import call_with_retries
+from ._write_bodies import ChunkBody, FileBody, Sent
 from ._write_types import (
     Chunks,
     CopyResult,
@@ -98,88 +97,11 @@ _CONTENT_HEADERS = frozenset(
     ("content-type", "content-encoding", "content-disposition", "content-language",
      "cache-control", "expires")
 )  # fmt: skip
-# Body pieces up to this size are read on the event loop: a pread of 256 KiB from the page
-# cache takes tens of microseconds, less than handing it to a worker thread and back, and a
-# commit of a small file (the `cp -r` of many small files) pays that hop once per file.
-_INLINE_READ = 256 * 1024
 
 
 def _header_crc(headers: httpx.Headers) -> int | None:
     value = headers.get("x-oss-hash-crc64ecma", "").strip()
     return int(value) if value.isdigit() and int(value) < 1 << 64 else None
-
-
-class _FileBody(httpx.AsyncByteStream):
-    """A request body read from a file range, piece by piece in a worker thread, CRC folded in.
-
-    A plain iterator object, not an async generator: when a send fails half-way nothing is
-    left suspended for the garbage collector to finalize (trio warns about that)."""
-
-    def __init__(self, where: str, src: FileRange, chunk: int, sent: _Sent) -> None:
-        self.where, self.src, self.chunk, self.sent = where, src, chunk, sent
-
-    def __aiter__(self) -> _FileBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        src, sent = self.src, self.sent
-        pos = sent.done
-        if pos >= src.length:
-            raise StopAsyncIteration
-        n = min(self.chunk, src.length - pos)
-        try:
-            if n <= _INLINE_READ:  # a small file's body: a thread hop costs more than the read
-                data, crc = _read_crc(src.fd, src.offset + pos, n, sent.crc)
-            else:
-                data, crc = await trio.to_thread.run_sync(
-                    _read_crc, src.fd, src.offset + pos, n, sent.crc
-                )
-        except OSError as exc:
-            raise StagingError(
-                f"{self.where}: reading staged bytes at {src.offset + pos} failed: {exc}"
-            ) from exc
-        if len(data) != n:
-            raise StagingError(
-                f"{self.where}: staged file ends at {src.offset + pos + len(data)}, expected "
-                f"bytes up to {src.offset + src.length}"
-            )
-        sent.crc = crc
-        sent.done = pos + n
-        return data
-
-
-class _ChunkBody(httpx.AsyncByteStream):
-    """A request body from memory (`Chunks`), piece by piece, CRC folded in as each goes."""
-
-    def __init__(self, src: Chunks, sent: _Sent) -> None:
-        self.pieces, self.sent, self.next = src.pieces, sent, 0
-
-    def __aiter__(self) -> _ChunkBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self.next >= len(self.pieces):
-            raise StopAsyncIteration
-        piece = self.pieces[self.next]
-        self.next += 1
-        self.sent.crc = crc64(piece, self.sent.crc)
-        self.sent.done += len(piece)
-        return piece  # type: ignore[return-value]  # h11 and the socket take any buffer
-
-
-class _Sent:
-    """What one attempt's body stream has put on the wire so far."""
-
-    __slots__ = ("crc", "done")
-
-    def __init__(self) -> None:
-        self.crc = 0
-        self.done = 0
-
-
-def _read_crc(fd: int, offset: int, n: int, crc: int) -> tuple[bytes, int]:
-    data = os.pread(fd, n, offset)
-    return data, crc64(data, crc)
 
 
 class OssWrites:
@@ -200,8 +122,8 @@ class OssWrites:
     def _where(self, key: str, what: str) -> str:
         return f"{what} oss://{self.bucket}/{key}"
 
-    def _stream(self, key: str, src: FileRange, sent: _Sent) -> _FileBody:
-        return _FileBody(f"oss://{self.bucket}/{key}", src, self.chunk_size, sent)
+    def _stream(self, key: str, src: FileRange, sent: Sent) -> FileBody:
+        return FileBody(f"oss://{self.bucket}/{key}", src, self.chunk_size, sent)
 
     async def _request(
         self,
@@ -215,16 +137,16 @@ class OssWrites:
         """One retried request; returns reply headers, reply body and the CRC of what we sent."""
 
         async def attempt(n: int) -> tuple[httpx.Headers, bytes, int]:
-            sent = _Sent()
+            sent = Sent()
             hs = dict(headers or {})
-            content: bytes | _FileBody | _ChunkBody | None
+            content: bytes | FileBody | ChunkBody | None
             if isinstance(body, FileRange):
                 hs["Content-Length"] = str(body.length)
                 content = self._stream(key, body, sent) if body.length else b""
                 length = body.length
             elif isinstance(body, Chunks):
                 hs["Content-Length"] = str(body.length)
-                content, length = _ChunkBody(body, sent), body.length
+                content, length = ChunkBody(body, sent), body.length
             else:
                 content = body
                 length = len(body or b"")
@@ -317,7 +239,7 @@ class OssWrites:
     async def _confirm_existing(self, key: str, body: FileRange | bytes, size: int) -> PutResult:
         """The key exists after our own earlier attempt: it is ours if its CRC equals ours."""
         if isinstance(body, FileRange):
-            sent = _Sent()
+            sent = Sent()
             async for _ in self._stream(key, body, sent):
                 pass
             ours = sent.crc

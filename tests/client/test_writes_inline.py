@@ -1,4 +1,4 @@
-"""A small body is read on the event loop (oss/_writes.py `_INLINE_READ`): a commit of a small
+"""A small body is read on the event loop (oss/_write_bodies.py `_INLINE_READ`): a commit of a small
 file pays no worker-thread hop; a big one still reads its pieces in worker threads."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from ossmount.crc64 import crc64
 from ossmount.emulator import Emulator
-from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsProvider, _writes
+from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsProvider, _write_bodies
 from ossmount.oss._writes import FileRange, OssWrites
 from tests.sdk import sdk_get
 
@@ -25,14 +25,14 @@ async def test_small_bodies_skip_the_thread_hop(
     emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hops: list[int] = []
-    real = _writes.trio.to_thread.run_sync
+    real = _write_bodies.trio.to_thread.run_sync
 
     async def counting(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        if fn is _writes._read_crc:
+        if fn is _write_bodies._read_crc:
             hops.append(args[2])
         return await real(fn, *args, **kw)
 
-    monkeypatch.setattr(_writes.trio.to_thread, "run_sync", counting)
+    monkeypatch.setattr(_write_bodies.trio.to_thread, "run_sync", counting)
     config = OssConfig(emu.endpoint, "bkt", region="cn-hangzhou")
     async with OssClient(config, StaticCredentialsProvider(Credentials("ak", "sk"))) as client:
         writes = OssWrites(client, chunk_size=1024 * 1024)

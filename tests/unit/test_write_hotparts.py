@@ -14,7 +14,7 @@ import trio
 from ossmount.crc64 import crc64
 from ossmount.emulator import Emulator
 from ossmount.fs.staging import Staging
-from ossmount.oss import _writes
+from ossmount.oss import _write_bodies
 from ossmount.oss._writes import OssWrites
 from ossmount.write import Uploader, UploadLedger, UploadSettings
 from ossmount.write.hotparts import HotBudget, HotFiller
@@ -116,13 +116,13 @@ async def staging(emu: Emulator, tmp_path: Path) -> AsyncIterator[Staging]:
 def file_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Sizes of every staged-file read an upload body made."""
     reads: list[int] = []
-    real = _writes._read_crc
+    real = _write_bodies._read_crc
 
     def spy(fd: int, offset: int, n: int, crc: int) -> tuple[bytes, int]:
         reads.append(n)
         return real(fd, offset, n, crc)
 
-    monkeypatch.setattr(_writes, "_read_crc", spy)
+    monkeypatch.setattr(_write_bodies, "_read_crc", spy)
     return reads
 
 
