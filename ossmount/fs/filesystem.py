@@ -57,8 +57,9 @@ from ossmount.fs.errors import (
     UnknownHandle,
 )
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
+from ossmount.fs.staged import Staged, staged_state
 from ossmount.fs.stagedspace import StagedSpace
-from ossmount.fs.staging import Staged, Staging, staged_state
+from ossmount.fs.staging import Staging
 from ossmount.fs.xattrs import xattr_names, xattr_value
 from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher

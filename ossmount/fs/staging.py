@@ -31,7 +31,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -39,6 +39,7 @@ import trio
 
 from ossmount.cache.adopt import Adopter
 from ossmount.fs.attrstore import KnownMeta, store_attrs
+from ossmount.fs.staged import Staged
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.oss._writes import posix_meta
 from ossmount.oss.models import ObjectMeta
@@ -53,7 +54,7 @@ from ossmount.write import (
 from ossmount.write.hotparts import HotBudget, HotFiller
 from ossmount.write.journal import JournalRecord, save_atomic
 
-__all__ = ["Staged", "Staging", "staged_state"]
+__all__ = ["Staging"]
 
 log = logging.getLogger(__name__)
 
@@ -64,41 +65,6 @@ class ObjectReaderLike(Protocol):
     """What `fill` reads from (a prefetch `ObjectReader`)."""
 
     async def read(self, offset: int, size: int) -> bytes: ...
-
-
-@dataclass(eq=False)
-class Staged:
-    """One file being written. `path` is the displayed path, `key` the object's key; both
-    follow a rename. `seq_end`: bytes [0, seq_end) have been written with no gap."""
-
-    inode: int
-    path: str
-    key: str
-    files: StagedFile
-    fd: int
-    base_etag: str = ""
-    forbid_overwrite: bool = False
-    size: int = 0
-    dirty: bool = False
-    orphan: bool = False  # unlinked while open: nothing more is uploaded
-    failed: bool = False  # the last commit failed (its writer got EIO); a write clears it
-    broken: OSError | None = None  # a staging write failed: never committed, every call fails
-    pending: int = 0  # write-back commits scheduled and not finished
-    mtime_ns: int | None = None
-    mode: int = 0o100644  # st_mode as created or chmod'ed while open: x-oss-meta-mode
-    handles: int = 0
-    seq_end: int = 0
-    next_part: int = 0  # parts [0, next_part) were handed to the session in order
-    ready: set[int] = field(default_factory=set)
-    session: UploadSession | None = None
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    committed: ObjectMeta | None = None
-    # The object the staged bytes were filled from or last committed as (key, ETag, size),
-    # and the upload parts written since: the others are copied server-side at commit.
-    source: tuple[str, str, int] | None = None
-    dirty_parts: set[int] = field(default_factory=set)
-    counted: int = 0  # bytes of it counted against the cache's bounds (fs/stagedspace.py)
-    hot: HotFiller | None = None  # parts just appended, kept for their early upload
 
 
 class Staging:
@@ -590,14 +556,3 @@ def _seal(fd: int, journal: Path, record: JournalRecord) -> None:
     """Durable before recorded: the staged bytes, then the record naming their size."""
     os.fsync(fd)
     save_atomic(journal, record)
-
-
-def staged_state(staged: Staged) -> str:
-    """`user.ossmount.state` of a file being written (fs/xattrs.py)."""
-    if staged.broken is not None:
-        return "staging-failed"
-    if staged.failed:
-        return "upload-failed"
-    if staged.pending or staged.lock.locked():
-        return "uploading"
-    return "written" if staged.dirty else "committed"

@@ -1,0 +1,61 @@
+"""One file being written (`Staged`: its staged bytes, journal, upload session and the state the
+FUSE layer shows), apart from the staging that drives it (fs.staging), so the xattr and the
+file system can read it without the staging's machinery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from ossmount.oss.models import ObjectMeta
+from ossmount.write import StagedFile, UploadSession
+from ossmount.write.hotparts import HotFiller
+
+__all__ = ["Staged", "staged_state"]
+
+
+@dataclass(eq=False)
+class Staged:
+    """One file being written. `path` is the displayed path, `key` the object's key; both
+    follow a rename. `seq_end`: bytes [0, seq_end) have been written with no gap."""
+
+    inode: int
+    path: str
+    key: str
+    files: StagedFile
+    fd: int
+    base_etag: str = ""
+    forbid_overwrite: bool = False
+    size: int = 0
+    dirty: bool = False
+    orphan: bool = False  # unlinked while open: nothing more is uploaded
+    failed: bool = False  # the last commit failed (its writer got EIO); a write clears it
+    broken: OSError | None = None  # a staging write failed: never committed, every call fails
+    pending: int = 0  # write-back commits scheduled and not finished
+    mtime_ns: int | None = None
+    mode: int = 0o100644  # st_mode as created or chmod'ed while open: x-oss-meta-mode
+    handles: int = 0
+    seq_end: int = 0
+    next_part: int = 0  # parts [0, next_part) were handed to the session in order
+    ready: set[int] = field(default_factory=set)
+    session: UploadSession | None = None
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    committed: ObjectMeta | None = None
+    # The object the staged bytes were filled from or last committed as (key, ETag, size),
+    # and the upload parts written since: the others are copied server-side at commit.
+    source: tuple[str, str, int] | None = None
+    dirty_parts: set[int] = field(default_factory=set)
+    counted: int = 0  # bytes of it counted against the cache's bounds (fs/stagedspace.py)
+    hot: HotFiller | None = None  # parts just appended, kept for their early upload
+
+
+def staged_state(staged: Staged) -> str:
+    """`user.ossmount.state` of a file being written (fs/xattrs.py)."""
+    if staged.broken is not None:
+        return "staging-failed"
+    if staged.failed:
+        return "upload-failed"
+    if staged.pending or staged.lock.locked():
+        return "uploading"
+    return "written" if staged.dirty else "committed"
