@@ -375,6 +375,11 @@ class FileSystem:
         assert self._staging is not None
         return self._staging.write(self._staged_handle(fh), offset, data)
 
+    @property
+    def writes(self) -> bool:
+        """A read-write mount (`--rw`): closes may have something to commit."""
+        return self._staging is not None
+
     async def flush(self, fh: int) -> None:
         """Every close: commit what the file's handles wrote, verified, or raise (EIO)."""
         handle = self._files.get(fh)

@@ -141,6 +141,12 @@ class Operations(pyfuse3.Operations):
 
     @fuse_boundary
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:
+        if not self.fs.writes:
+            # Nothing to commit on a read-only mount. ENOSYS makes the kernel stop sending
+            # FLUSH for the rest of the mount (fuse_flush sets no_flush and close gets 0): one
+            # round trip less per close, 2,000 of them in a cp -r of 2,000 files.
+            log.debug("flush: a read-only mount has nothing to commit; the kernel stops asking")
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         await self.fs.flush(fh)
 
     @fuse_boundary

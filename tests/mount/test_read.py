@@ -319,3 +319,18 @@ def test_sigterm_mid_download_persists_the_checkpoint_and_the_next_mount_resumes
     fetched = set(_gets(emulator, key))
     assert not fetched & done_before  # the 6 finished parts came from the checkpoint
     assert len(fetched) == PartLayout(size, MiB).count - 6
+
+
+def test_a_read_only_mount_answers_flush_once_and_the_kernel_stops_asking(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """Nothing to commit on a read-only mount: the first FLUSH gets ENOSYS, which the kernel
+    takes as "never send FLUSH again" and turns into a successful close; every later close
+    costs no round trip to the daemon."""
+    for i in range(3):
+        emulator.put_object(BUCKET, f"f{i}", b"x" * (i + 1))
+    mount = make_mount().start()
+    for i in range(3):
+        out = subprocess.run(["cat", str(mount.path / f"f{i}")], capture_output=True, check=True)
+        assert out.stdout == b"x" * (i + 1)
+    assert mount.log().count("flush: a read-only mount has nothing to commit") == 1
