@@ -44,7 +44,7 @@ from pathlib import Path
 
 import trio
 
-from ossmount.cache.checkpoint import Checkpoint, EntryState, encode
+from ossmount.cache.checkpoint import Checkpoint, EntryState, save_first
 from ossmount.cache.ranges import HEAD_PART_SIZE, PartLayout
 from ossmount.cache.recheck import hash_span
 from ossmount.cache.store import CacheStore
@@ -75,16 +75,16 @@ def _seal(fd: int, meta: ObjectMeta, *, bucket: str, part_size: int, out: Path) 
     crcs = {i: hash_span(fd, *layout.span(i)) for i in range(layout.count)}
     if layout.combined_crc(crcs) != meta.crc64:
         return None
-    out.write_bytes(_checkpoint(meta, bucket, part_size, crcs))
+    save_first(out, _checkpoint(meta, bucket, part_size, crcs))
     return meta.size
 
 
-def _checkpoint(meta: ObjectMeta, bucket: str, part_size: int, crcs: dict[int, int]) -> bytes:
+def _checkpoint(meta: ObjectMeta, bucket: str, part_size: int, crcs: dict[int, int]) -> Checkpoint:
     assert meta.crc64 is not None
-    return encode(Checkpoint(
+    return Checkpoint(
         bucket=bucket, key=meta.key, etag=meta.etag, size=meta.size, mtime_ns=meta.mtime_ns,
         server_crc64=meta.crc64, part_size=part_size, part_crcs=crcs, state=EntryState.VERIFIED,
-    ))  # fmt: skip
+    )  # fmt: skip
 
 
 class Adopter:
@@ -109,11 +109,7 @@ class Adopter:
         out = data.with_name(data.name + ".ckpt")
         crcs = {0: meta.crc64} if meta.size else {}
         try:
-            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, _checkpoint(meta, self.store.bucket, self.part_size, crcs))
-            finally:
-                os.close(fd)
+            save_first(out, _checkpoint(meta, self.store.bucket, self.part_size, crcs))
         except OSError as exc:
             log.debug("oss://%s/%s: not kept in the cache: %s", self.store.bucket, meta.key, exc)
             for path in (data, out):
