@@ -1,4 +1,5 @@
-"""Holes in sparse cache files: punch them, find them, and check the filesystem can do both.
+"""Holes in sparse cache files: punch them, find them, and check the filesystem can do both;
+and the opposite, blocks reserved ahead of a writer (`reserve`).
 
 Why: an object bigger than the cache streams through its cache file. Parts a reader has
 consumed are punched out (`punch_hole`) so the file holds only a window of the object. The
@@ -11,6 +12,13 @@ filesystems punch but report no holes, and SEEK_HOLE then claims the whole file 
 `probe` tries both on a scratch file once per mount; without them ossmount never punches.
 
 Python's os module has no fallocate(2) with mode flags (only posix_fallocate), hence ctypes.
+
+Why reserve: on ext4 a `pwrite` that appends to a file reserves its blocks page by page
+(delayed allocation). Measured here (ext4, one process, CPU s per GiB appended): 1,024 appends
+of 1 MiB, as `cp` writes through FUSE, 0.21-0.23 into a new file, 0.15 into blocks reserved
+first with fallocate (2 runs each); 8,192 appends of 128 KiB, 1.18 against 0.18 (one run).
+`reserve` keeps the file's size (FALLOC_FL_KEEP_SIZE), so the reservation is invisible to
+readers; `ftruncate` to the size gives back what was not used.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import errno
 import os
 from pathlib import Path
 
-__all__ = ["hole_spans", "probe", "punch_hole"]
+__all__ = ["hole_spans", "probe", "punch_hole", "reserve"]
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -39,6 +47,15 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
     if _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"fallocate(PUNCH_HOLE): {os.strerror(code)}")
+
+
+def reserve(fd: int, offset: int, length: int) -> bool:
+    """Allocate blocks for [offset, offset + length) of `fd` without changing its size.
+
+    False when the filesystem cannot (EOPNOTSUPP) or has no room (ENOSPC): a reservation is
+    only a speed-up, the writes that follow allocate for themselves and report their own errors.
+    """
+    return length <= 0 or _fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0
 
 
 def hole_spans(fd: int, size: int) -> list[tuple[int, int]]:

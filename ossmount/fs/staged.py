@@ -47,6 +47,7 @@ class Staged:
     source: tuple[str, str, int] | None = None
     dirty_parts: set[int] = field(default_factory=set)
     counted: int = 0  # bytes of it counted against the cache's bounds (fs/stagedspace.py)
+    reserved: int = 0  # blocks [0, reserved) were allocated ahead of a sequential writer
     hot: HotFiller | None = None  # parts just appended, kept for their early upload
 
 

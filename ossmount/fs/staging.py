@@ -38,6 +38,7 @@ from typing import Protocol
 import trio
 
 from ossmount.cache.adopt import Adopter
+from ossmount.cache.holes import reserve
 from ossmount.fs.attrstore import KnownMeta, store_attrs
 from ossmount.fs.staged import Staged
 from ossmount.fs.stagedspace import StagedSpace
@@ -59,6 +60,10 @@ __all__ = ["Staging"]
 log = logging.getLogger(__name__)
 
 _FILL_CHUNK = 4 * 1024 * 1024
+# Blocks are reserved ahead of a sequential writer once it passes RESERVE_FROM, in stretches
+# as long as what it wrote so far, up to RESERVE_AHEAD (`Staging._reserve`).
+RESERVE_FROM = 1 << 20
+RESERVE_AHEAD = 64 << 20
 
 
 class ObjectReaderLike(Protocol):
@@ -303,6 +308,8 @@ class Staging:
             raise staged.broken
         try:
             self._count(staged, offset + len(data))
+            if offset == staged.seq_end and offset + len(data) > staged.reserved:
+                self._reserve(staged, offset + len(data))
             written = self._pwrite(staged, data, offset)
         except OSError as exc:
             # ENOSPC and friends: the writer hears it now, and the file is never committed
@@ -332,6 +339,24 @@ class Staging:
                 raise
             return os.pwrite(staged.fd, data, offset)  # evicted some of the read cache
 
+    def _reserve(self, staged: Staged, end: int) -> None:
+        """A sequential writer is about to pass the blocks reserved for it: reserve the next
+        stretch, as long as what it has written (at most RESERVE_AHEAD), so a file that stays
+        under RESERVE_FROM never costs a syscall (cache/holes.py `reserve` says what it saves).
+        A filesystem that cannot reserve is not asked again for this file."""
+        if end <= RESERVE_FROM:
+            return
+        start = max(staged.reserved, staged.seq_end)
+        length = min(RESERVE_AHEAD, max(staged.seq_end, end - start))
+        staged.reserved = start + length if reserve(staged.fd, start, length) else 1 << 62
+
+    def _unreserve(self, staged: Staged) -> None:
+        """Give back the blocks reserved past the staged size (before it is committed or
+        sealed: the file then becomes a cache entry, or waits for its upload)."""
+        if staged.reserved > staged.size:
+            os.ftruncate(staged.fd, staged.size)
+            staged.reserved = staged.size
+
     def _count(self, staged: Staged, end: int) -> None:
         """The staged file is about to reach `end` bytes: count its growth, making room (or
         raising ENOSPC) first."""
@@ -342,6 +367,7 @@ class Staging:
     def truncate(self, staged: Staged, size: int) -> None:
         self._count(staged, size)
         os.ftruncate(staged.fd, size)
+        staged.reserved = min(staged.reserved, size)  # a shrink freed the blocks past it
         if staged.hot is not None:
             staged.hot.forget(min(size, staged.size))
         if self.space is not None and size < staged.counted:
@@ -405,6 +431,7 @@ class Staging:
                 raise staged.broken
             if not staged.dirty:
                 return staged.committed
+            self._unreserve(staged)
             session = self._session(staged)
             staged.session, staged.ready, staged.next_part = None, set(), 0
             if staged.hot is not None:
@@ -466,6 +493,7 @@ class Staging:
             raise staged.broken
         if staged.session is not None or staged.lock.locked():
             return False
+        self._unreserve(staged)
         record = replace(
             self.uploader.new_record(
                 staged.key,
