@@ -10,7 +10,9 @@ with at most `parallel` parts in flight across the whole uploader, completes the
 verifies the object's CRC-64, and records COMMITTED.
 
 Journal discipline (write/journal.py): the staging file is fsynced before a record naming its
-size is saved (or, with `fsync_staged` off, the record names the boot it is good for); an
+size is saved (or, with `fsync_staged` off, the record names the boot it is good for, and no
+record of the session is fsynced: an unsealed record is never resumed from, a sealed one not
+after a reboot, and a kill -9 keeps the page cache; resumed sessions fsync again); an
 upload id is in the ledger before any journal records it; a part is recorded only after OSS
 confirmed its CRC-64. So after kill -9, `Uploader.resume` finds a
 record whose every listed part is on the server; it re-checks each against the staged bytes
@@ -357,7 +359,12 @@ class UploadSession:
                 rec = replace(rec, **changes)  # type: ignore[arg-type]
             self.record = rec
             if not self._ephemeral:
-                await trio.to_thread.run_sync(save_atomic, self.staged.journal, rec)
+                # Unsynced when no record of this session can outlive a power loss as good:
+                # before the seal a record is never resumed from, after it names the boot.
+                durable = self._up.settings.fsync_staged or self._resumed
+                await trio.to_thread.run_sync(
+                    lambda: save_atomic(self.staged.journal, rec, fsync=durable)
+                )
 
     # -- resume -----------------------------------------------------------------------------
 

@@ -32,11 +32,11 @@ async def test_parts_go_on_while_a_journal_save_is_slow(
     saved_parts: list[list[int]] = []
     real_save = uploader_module.save_atomic
 
-    def gated_save(path: Path, rec: JournalRecord) -> None:
+    def gated_save(path: Path, rec: JournalRecord, *, fsync: bool = True) -> None:
         if rec.parts and not any(saved_parts):  # the first save naming a part waits for the rest
             all_sent.wait(timeout=10)
         saved_parts.append([p.number for p in rec.parts])
-        real_save(path, rec)
+        real_save(path, rec, fsync=fsync)
 
     monkeypatch.setattr(uploader_module, "save_atomic", gated_save)
     staged = StagedFile.beside(tmp_path / "f")

@@ -98,6 +98,7 @@ async def test_sync_close_seals_without_fsync_and_names_the_boot(
     assert result.crc64 == crc64(DATA[:size])
     assert sdk_get(emu, "k") == DATA[:size]
     assert staged.data.stat().st_ino not in fsynced
+    assert staged.journal.stat().st_ino not in fsynced, "its journal saves are not fsynced"
     rec = load(staged.journal)
     assert rec is not None
     assert (rec.state, rec.boot_id) == (WriteState.COMMITTED, current_boot_id())
@@ -112,6 +113,7 @@ async def test_write_back_still_fsyncs_before_it_records(
         up = Uploader(OssWrites(c), UploadLedger(tmp_path / "l"), WRITEBACK)
         await up.commit(staged, up.new_record("k"))
     assert staged.data.stat().st_ino in fsynced
+    assert staged.journal.stat().st_ino in fsynced
     rec = load(staged.journal)
     assert rec is not None
     assert rec.boot_id == ""
