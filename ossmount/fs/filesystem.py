@@ -18,9 +18,11 @@ Policy held here
     * Symlink targets (`fs/links.py`) and extended attributes (`fs/xattrs.py`).
     * Writes (`-o rw`, `staging` given): a file open for writing is a `Staged` file
       (fs/staging.py); while it exists, lookups, getattr and reads of that inode answer from
-      it (the staged size, the staged bytes), not from OSS. Flush (every close) and fsync
-      commit it and record the new object in the namespace (`Namespace.learned`), so no
-      cached name or listing hides it. Without `staging` every write raises ReadOnly.
+      it (the staged size, mode, owner and mtime, the staged bytes), not from OSS. Flush
+      (every close) and fsync commit it and record the new object in the namespace
+      (`Namespace.learned`), so no cached name or listing hides it. Without `staging`
+      every write raises ReadOnly.
+    * Modes, owners and mtimes shown: fs/shown.py (`self.attr`).
 
 Concurrency: trio, one thread. The handle tables (`_files`, `_dirs`) and `_last_etag` are
 touched only in synchronous code; a handle is registered in the same step as the object it
@@ -123,10 +125,8 @@ class FileSystem:
                 staging.space = StagedSpace(prefetcher.store)
         self._prefetcher = prefetcher
         self._look = look
-        # Modes, owners and mtimes shown: the defaults, or what this mount stored (fs/shown.py)
-        self.attr = AttrView(look, namespace.root_prefix,
-                             staging.known.shown if staging is not None else None,
-                             staging.by_inode if staging is not None else None)  # fmt: skip
+        shown, staged = (staging.known.shown, staging.by_inode) if staging else (None, None)
+        self.attr = AttrView(look, namespace.root_prefix, shown, staged)  # fs/shown.py
         self._kernel = kernel
         self._bucket = bucket
         self._links = SymlinkTargets(symlinks, namespace, bucket)
@@ -331,14 +331,9 @@ class FileSystem:
         return Opened(fh, False)
 
     async def create(
-        self,
-        parent: int,
-        name: str,
-        flags: int,
-        mode: int = 0o644,
-        uid: int | None = None,
+        self, parent: int, name: str, flags: int, mode: int = 0o644, uid: int | None = None,
         gid: int | None = None,
-    ) -> tuple[Opened, Attr]:
+    ) -> tuple[Opened, Attr]:  # fmt: skip
         """A new file (open with O_CREAT of a name that does not exist): staged until close,
         then stored with `mode` and the creator's `uid`/`gid` (as ossfs's s3fs_create)."""
         staging = self._writable(parent)
@@ -422,10 +417,7 @@ class FileSystem:
         gid: int | None = None,
     ) -> Attr:
         """truncate (size) works on the staged file (staging the object if no handle is
-        open, then committing it at once); mtime goes with the next commit of a file being
-        written (`x-oss-meta-mtime`), and so does a mode (`x-oss-meta-mode`); on a file nobody
-        has open for writing, or whose commit is done (closed, not yet released), they and
-        owners are stored at once (fs/attrstore.py)."""
+        open, then committing it at once); mode, owners and mtime: see fs/setattrs.py."""
         staging = self._writable(inode)
         staged = staging.by_inode.get(inode)
         if size is not None:

@@ -17,8 +17,10 @@ What is known, and from where (never an extra request: `ls -l` and rsync keep 0 
 GETs are not read for `x-oss-meta-*`: an object's permissions would then change under a
 reader depending on whether it happened to be read (default_permissions checks them).
 
-Memory: `ShownAttrs` is bounded (`capacity`, oldest learnt dropped first): ~200 bytes an
-object (measured by `bench/bench_shown_attrs.py`), 100,000 by default. What it forgets shows
+Memory: `ShownAttrs` is bounded (`capacity`, oldest learnt dropped first): ~130 bytes an
+object plus its key string, often shared with the inode table's node (12 MiB for 100,000,
+the default capacity; `bench/bench_shown_attrs.py`). A lookup that finds nothing is one
+dict miss; one that finds an object costs ~1 µs (unpacking). What it forgets shows
 the defaults again, as after a remount.
 
 Concurrency: trio thread only, no awaits; readdir calls `AttrView` once per entry.
@@ -27,6 +29,7 @@ Concurrency: trio thread only, no awaits; readdir calls `AttrView` once per entr
 from __future__ import annotations
 
 import stat
+import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -69,7 +72,7 @@ def _mtime(text: str) -> int | None:
     if not sec.isdigit() or (nsec and not nsec.isdigit()):
         return None
     ns = int(nsec) if nsec else 0
-    if ns >= 1_000_000_000 or int(sec) <= 0:  # ossfs ignores a zero or negative mtime
+    if ns >= 1_000_000_000 or not 0 < int(sec) < 1 << 33:  # ossfs ignores zero or negative
         return None
     return int(sec) * 1_000_000_000 + ns
 
@@ -88,15 +91,39 @@ def posix_of(headers: Mapping[str, str]) -> Posix:
 
 
 _NOTHING = Posix()
+# One table value: which of the four are known (bits 1, 2, 4, 8), mode, uid, gid, mtime_ns,
+# then the ETag's UTF-8. One bytes object, not a tuple of ints and a str: 126 bytes an
+# object in the table instead of 298 (bench/bench_shown_attrs.py, 100,000 objects).
+_PACK = struct.Struct("<BIIIq")
+
+
+def _pack(etag: str, posix: Posix) -> bytes:
+    mode, uid, gid, mtime = posix
+    flags = 0
+    for bit, value in ((1, mode), (2, uid), (4, gid), (8, mtime)):
+        if value is not None:
+            flags |= bit
+    head = _PACK.pack(flags, mode or 0, uid or 0, gid or 0, mtime or 0)
+    return head + etag.encode("utf-8", "surrogatepass")
+
+
+def _unpack(value: bytes) -> Posix:
+    flags, mode, uid, gid, mtime = _PACK.unpack_from(value)
+    return Posix(
+        mode if flags & 1 else None,
+        uid if flags & 2 else None,
+        gid if flags & 4 else None,
+        mtime if flags & 8 else None,
+    )
 
 
 class ShownAttrs:
-    """key -> (ETag, `Posix`) of objects this mount stored attributes on (see module doc).
-    A plain dict in learning order: the oldest is dropped past `capacity`."""
+    """key -> (ETag, `Posix`) of objects this mount stored attributes on (see module doc),
+    packed (`_PACK`). A plain dict in learning order: the oldest is dropped past `capacity`."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self._capacity = capacity
-        self._known: dict[str, tuple[str, Posix]] = {}
+        self._known: dict[str, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._known)
@@ -105,7 +132,7 @@ class ShownAttrs:
         self._known.pop(key, None)
         if posix == _NOTHING:
             return
-        self._known[key] = (etag, posix)
+        self._known[key] = _pack(etag, posix)
         if len(self._known) > self._capacity:
             del self._known[next(iter(self._known))]
 
@@ -113,13 +140,15 @@ class ShownAttrs:
         """What `key` carries, if it is still the version it was learnt from (`etag`; None:
         do not compare, for `dir/` markers, which no listing shows an ETag of)."""
         known = self._known.get(key)
-        if known is None or (etag is not None and known[0] != etag):
+        if known is None:
             return None
-        return known[1]
+        if etag is not None and known[_PACK.size :] != etag.encode("utf-8", "surrogatepass"):
+            return None
+        return _unpack(known)
 
     def etag(self, key: str) -> str | None:
         known = self._known.get(key)
-        return None if known is None else known[0]
+        return None if known is None else known[_PACK.size :].decode("utf-8", "surrogatepass")
 
     def forget(self, key: str) -> None:
         self._known.pop(key, None)
@@ -129,7 +158,7 @@ class ShownAttrs:
         known = self._known.pop(old, None)
         self._known.pop(new, None)
         if known is not None:
-            self.learn(new, etag, known[1])
+            self.learn(new, etag, _unpack(known))
 
     def moved_tree(self, old_prefix: str, new_prefix: str) -> None:
         """Every key under `old_prefix` was copied with its metadata (and ETag) under
