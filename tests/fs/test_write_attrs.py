@@ -119,6 +119,10 @@ async def test_a_file_shows_the_mode_owner_and_mtime_it_was_stored_with(rw: Writ
     assert (stat.S_IMODE(attr.mode), attr.mtime_ns) == (0o644, T), "setattr answers the new"
     assert (await rw.fs.lookup(ROOT_INODE, "f")).mode == stat.S_IFREG | 0o644
     assert _ops(rw, "f") == ["PutObject", "CopyObject"], "one copy for both, no HEAD"
+    rw.fs._ns.invalidate()  # as after the TTL: known again from a listing, same ETag
+    attr = await rw.fs.getattr(inode)
+    assert (stat.S_IMODE(attr.mode), attr.uid, attr.mtime_ns) == (0o644, 4242, T)
+    assert _ops(rw, "f") == ["PutObject", "CopyObject"]
 
 
 async def test_an_object_changed_by_someone_else_shows_the_defaults_again(rw: WriteRig) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import alibabacloud_oss_v2 as oss
 
 from ossmount.emulator import Emulator
+from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET
 from tests.mount.test_write import RW, sdk
@@ -160,3 +161,28 @@ def test_directory_attributes_live_on_their_markers(
     assert _meta(emulator, "theirs/") == {"mode": str(stat.S_IFDIR | 0o700), "mtime": str(OLD)}
     shown = os.stat(mount.path / "theirs")
     assert (stat.S_IMODE(shown.st_mode), shown.st_mtime) == (0o700, OLD)
+
+
+def test_the_owner_of_an_acknowledged_file_survives_a_crash_before_its_upload(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """Write-back: close returns once the file and its journal are on local disk; the owner
+    set on the descriptor is in that journal, so the upload after a kill -9 carries it."""
+    held = FaultRule("stall", op="PutObject", key="wb", times=None, seconds=10.0)
+    emulator.faults.add(held)
+    mount = make_mount(args=(*RW, "--writeback")).start()
+    fd = os.open(mount.path / "wb", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"acknowledged")
+        os.fchown(fd, 1234, 5678)
+        os.utime(fd, (OLD, OLD))
+    finally:
+        os.close(fd)
+    assert emulator.head(BUCKET, "wb") is None, "close returned before the upload finished"
+    mount.kill()
+    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    emulator.faults.clear()
+    make_mount(args=(*RW, "--writeback")).start()  # ready only once it is uploaded
+    assert _meta(emulator, "wb") == {
+        "mode": str(0o100600), "uid": "1234", "gid": "5678", "mtime": str(OLD),
+    }  # fmt: skip
