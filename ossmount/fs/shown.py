@@ -204,8 +204,7 @@ class AttrView:
 
     def carry(self, node: Node, staged: Staged) -> None:
         """`staged` was just started from `node`'s object (opened for writing): its commit
-        stores the mode and owner the file shows, not the defaults. Call it before the
-        staged file is shown (in `staged` of the view)."""
+        stores the mode and owner the object shows, not the staged file's defaults."""
         attr = attr_of(node, self._look, self._dir_mode, self._file_mode)
         posix = self.known(node)
         if posix is not None:
