@@ -6,7 +6,9 @@ onto itself with `x-oss-metadata-directive: REPLACE`, the object's metadata plus
 fenced on the ETag the namespace knows, so a bucket written by either reads the same in both.
 Cost: one HEAD, plus one CopyObject when a value really changes (a chmod to the mode the
 object already has costs the HEAD only). A file open for writing, or whose write-back upload
-is pending, carries mode and mtime with its upload instead (fs/staging.py): no request.
+is pending, carries mode, owner and mtime with its upload instead (fs/staging.py): no request.
+Which of these a setattr takes is decided in fs/setattrs.py; directories' markers are stored
+the same way (fs/dirattrs.py).
 
 No HEAD for an object this mount just wrote (`KnownMeta`): its commit sent every header the
 object has (our PutObject and multipart uploads carry nothing but `posix_meta`), so what a
@@ -27,24 +29,21 @@ import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
-from ossmount.fs.attrs import is_symlink
+from ossmount.fs.shown import ShownAttrs, posix_of
 from ossmount.oss._writes import OssWrites, posix_meta
 from ossmount.oss.models import ObjectMeta
 
-if TYPE_CHECKING:
-    from ossmount.fs.staging import Staging
-    from ossmount.tree.listing import Namespace
-    from ossmount.tree.node import Node
-
-__all__ = ["KnownMeta", "set_attrs", "store_attrs"]
+__all__ = ["KnownMeta", "store_attrs"]
 
 
 class KnownMeta:
     """Metadata of objects this mount wrote moments ago: key -> (ETag, every header a
     REPLACE copy must carry). Bounded (`capacity`, oldest dropped first) and short-lived
-    (`max_age_s`). Trio thread only; no awaits inside."""
+    (`max_age_s`). Trio thread only; no awaits inside.
+
+    The POSIX part of what it learns also goes to `shown` (fs/shown.py), which keeps far
+    more objects, far longer, in much less memory: what the mount shows for them."""
 
     def __init__(
         self,
@@ -54,13 +53,16 @@ class KnownMeta:
     ) -> None:
         self._capacity, self._max_age, self._clock = capacity, max_age_s, clock
         self._known: OrderedDict[str, tuple[str, dict[str, str], float]] = OrderedDict()
+        self.shown = ShownAttrs()
 
     def wrote(self, key: str, etag: str, headers: Mapping[str, str]) -> None:
         """The object `key` now has `etag` and exactly `headers` (lower-case names)."""
         self._known.pop(key, None)
-        self._known[key] = (etag, {k.lower(): v for k, v in headers.items()}, self._clock())
+        lowered = {k.lower(): v for k, v in headers.items()}
+        self._known[key] = (etag, lowered, self._clock())
         while len(self._known) > self._capacity:
             self._known.popitem(last=False)
+        self.shown.learn(key, etag, posix_of(lowered))
 
     def headers(self, key: str, etag: str) -> dict[str, str] | None:
         """What `key` carries if it is still the version we wrote (`etag`), recently."""
@@ -71,11 +73,13 @@ class KnownMeta:
 
     def forget(self, key: str) -> None:
         self._known.pop(key, None)
+        self.shown.forget(key)
 
     def moved(self, old: str, new: str, etag: str) -> None:
         """`old` was copied (metadata kept) to `new`, now with `etag`, and deleted."""
         known = self._known.pop(old, None)
         self._known.pop(new, None)
+        self.shown.moved(old, new, etag)
         if known is not None:
             self.wrote(new, etag, known[1])
 
@@ -89,22 +93,28 @@ async def store_attrs(
     uid: int | None,
     gid: int | None,
     known: KnownMeta | None = None,
+    kind: int = stat.S_IFREG,
 ) -> ObjectMeta | None:
     """Store what changed on `meta`'s object; its new metadata, or None if nothing was copied.
-    With `known` holding the object's headers, no HEAD; it learns the headers after a copy."""
+    With `known` holding the object's headers, no HEAD; it learns the headers after a copy,
+    and those of the HEAD when nothing needed copying. `kind`: the file-type bits stored with
+    a mode (S_IFDIR on a `dir/` marker)."""
     updates = posix_meta(
         mtime_ns=mtime_ns,
-        mode=None if mode is None else stat.S_IFREG | (mode & 0o7777),
+        mode=None if mode is None else kind | (mode & 0o7777),
         uid=uid,
         gid=gid,
     )
     if not updates:
         return None
     kept = known.headers(meta.key, meta.etag) if known is not None else None
+    headed = kept is None
     if kept is None:
         kept, _ = await writes.kept_headers(meta.key, if_match=meta.etag)
     copied = await writes.replace_meta(meta.key, updates, if_match=meta.etag, kept=kept)
     if copied is None:
+        if known is not None and headed:  # it had them already: the HEAD told us the rest
+            known.wrote(meta.key, meta.etag, kept)
         return None
     if known is not None:
         known.wrote(meta.key, copied.etag, {**kept, **updates})
@@ -112,54 +122,3 @@ async def store_attrs(
     crc = copied.crc64 if copied.crc64 is not None else meta.crc64
     return ObjectMeta(meta.key, meta.size, copied.etag, now, crc, meta.object_type,
                       meta.storage_class)  # fmt: skip
-
-
-async def set_attrs(
-    staging: Staging,
-    ns: Namespace,
-    inode: int,
-    *,
-    mtime_ns: int | None,
-    mode: int | None,
-    uid: int | None,
-    gid: int | None,
-) -> None:
-    """setattr's attributes. mode and mtime of a file being written ride with its next
-    commit. A staged file that no commit will send again (closed and committed but not
-    released yet, as when rsync's utimensat follows its close; or opened and not written)
-    has them stored now, like a closed file: under its lock, so a running commit (whose
-    metadata was fixed when it started) finishes first."""
-    staged = staging.by_inode.get(inode)
-    if staged is None:
-        await _store(staging, ns, await ns.getattr(inode), mtime_ns, mode, uid, gid)
-        return
-    if mtime_ns is not None:
-        staged.mtime_ns = mtime_ns
-    if mode is not None:
-        staged.mode = stat.S_IFREG | (mode & 0o7777)
-    if staging.carries_attrs(staged):
-        return  # owners are not kept (see SEMANTICS.md)
-    async with staged.lock:
-        if staging.carries_attrs(staged):
-            return
-        stored = await _store(staging, ns, ns.get(inode), mtime_ns, mode, uid, gid)
-        if stored is not None:
-            staging.restored(staged, stored)
-
-
-async def _store(
-    staging: Staging,
-    ns: Namespace,
-    node: Node,
-    mtime_ns: int | None,
-    mode: int | None,
-    uid: int | None,
-    gid: int | None,
-) -> ObjectMeta | None:
-    if node.meta is None or node.is_dir or is_symlink(node.meta):
-        return None
-    stored = await store_attrs(staging.uploader.writes, node.meta, mtime_ns=mtime_ns, mode=mode,
-                               uid=uid, gid=gid, known=staging.known)  # fmt: skip
-    if stored is not None:
-        ns.learned(node.path, stored)
-    return stored

@@ -18,9 +18,11 @@ Policy held here
     * Symlink targets (`fs/links.py`) and extended attributes (`fs/xattrs.py`).
     * Writes (`-o rw`, `staging` given): a file open for writing is a `Staged` file
       (fs/staging.py); while it exists, lookups, getattr and reads of that inode answer from
-      it (the staged size, the staged bytes), not from OSS. Flush (every close) and fsync
-      commit it and record the new object in the namespace (`Namespace.learned`), so no
-      cached name or listing hides it. Without `staging` every write raises ReadOnly.
+      it (the staged size, mode, owner and mtime, the staged bytes), not from OSS. Flush
+      (every close) and fsync commit it and record the new object in the namespace
+      (`Namespace.learned`), so no cached name or listing hides it. Without `staging`
+      every write raises ReadOnly.
+    * Modes, owners and mtimes shown: fs/shown.py (`self.attr`).
 
 Concurrency: trio, one thread. The handle tables (`_files`, `_dirs`) and `_last_etag` are
 touched only in synchronous code; a handle is registered in the same step as the object it
@@ -43,8 +45,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ossmount.cache.adopt import Adopter
-from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, attr_of, is_symlink
-from ossmount.fs.attrstore import set_attrs
+from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, is_symlink
+from ossmount.fs.dirattrs import make_dir
 from ossmount.fs.dirrename import rename_tree
 from ossmount.fs.errors import (
     Exists,
@@ -57,6 +59,8 @@ from ossmount.fs.errors import (
     UnknownHandle,
 )
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
+from ossmount.fs.setattrs import set_attrs
+from ossmount.fs.shown import AttrView
 from ossmount.fs.staged import Staged, staged_state
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
@@ -121,8 +125,8 @@ class FileSystem:
                 staging.space = StagedSpace(prefetcher.store)
         self._prefetcher = prefetcher
         self._look = look
-        self._dir_mode = look.dir_mode
-        self._file_mode = look.file_mode
+        shown, staged = (staging.known.shown, staging.by_inode) if staging else (None, None)
+        self.attr = AttrView(look, namespace.root_prefix, shown, staged)  # fs/shown.py
         self._kernel = kernel
         self._bucket = bucket
         self._links = SymlinkTargets(symlinks, namespace, bucket)
@@ -136,12 +140,6 @@ class FileSystem:
             files_after=namespace.files_after,
             warm=prefetcher.warm,
         )
-
-    def attr(self, node: Node) -> Attr:
-        staged = self._staging.by_inode.get(node.inode) if self._staging else None
-        if staged is not None:
-            node = node._replace(size=staged.size)
-        return attr_of(node, self._look, self._dir_mode, self._file_mode)
 
     def _where(self, node: Node) -> str:
         key = node.meta.key if node.meta is not None else self._ns.root_prefix + node.path
@@ -211,13 +209,9 @@ class FileSystem:
         snapshot = self._dirs.get(fh)
         if snapshot is None:
             raise UnknownHandle(f"<directory handle {fh}>", "not open")
-        look, dir_mode, file_mode = self._look, self._dir_mode, self._file_mode
-        remember = self._ns.remember
-        staged = self._staging.by_inode if self._staging is not None else {}
+        attr, remember = self.attr, self._ns.remember
         for next_id, node in snapshot.entries_from(start_id):
-            if staged and node.inode in staged:
-                node = node._replace(size=staged[node.inode].size)
-            if not reply(node.name, attr_of(node, look, dir_mode, file_mode), next_id):
+            if not reply(node.name, attr(node), next_id):
                 return
             remember(node.inode)
 
@@ -314,6 +308,7 @@ class FileSystem:
             meta = node.meta
             assert meta is not None
             staged = staging.start(inode, node.path, meta.key, base_etag=meta.etag)
+            self.attr.carry(node, staged)
             try:
                 if not flags & os.O_TRUNC and meta.size:
                     reader = self._prefetcher.open(meta)
@@ -336,9 +331,11 @@ class FileSystem:
         return Opened(fh, False)
 
     async def create(
-        self, parent: int, name: str, flags: int, mode: int = 0o644
-    ) -> tuple[Opened, Attr]:
-        """A new file (open with O_CREAT of a name that does not exist): staged until close."""
+        self, parent: int, name: str, flags: int, mode: int = 0o644, uid: int | None = None,
+        gid: int | None = None,
+    ) -> tuple[Opened, Attr]:  # fmt: skip
+        """A new file (open with O_CREAT of a name that does not exist): staged until close,
+        then stored with `mode` and the creator's `uid`/`gid` (as ossfs's s3fs_create)."""
         staging = self._writable(parent)
         pnode = self._ns.get(parent)
         if not pnode.is_dir:
@@ -361,6 +358,7 @@ class FileSystem:
         staged = staging.start(node.inode, path, key, forbid=bool(flags & os.O_EXCL))
         staged.dirty = True  # an empty file is committed too
         staged.mode = stat.S_IFREG | (mode & 0o7777)
+        staged.uid, staged.gid = uid, gid
         fh = self._new_fh()
         self._files[fh] = _OpenFile(node.inode, None, staged)
         return Opened(fh, False), self.attr(node)
@@ -419,10 +417,7 @@ class FileSystem:
         gid: int | None = None,
     ) -> Attr:
         """truncate (size) works on the staged file (staging the object if no handle is
-        open, then committing it at once); mtime goes with the next commit of a file being
-        written (`x-oss-meta-mtime`), and so does a mode (`x-oss-meta-mode`); on a file nobody
-        has open for writing, or whose commit is done (closed, not yet released), they and
-        owners are stored at once (fs/attrstore.py)."""
+        open, then committing it at once); mode, owners and mtime: see fs/setattrs.py."""
         staging = self._writable(inode)
         staged = staging.by_inode.get(inode)
         if size is not None:
@@ -439,8 +434,8 @@ class FileSystem:
                 finally:
                     await self.release(opened.fh)
         if (mtime_ns, mode, uid, gid) != (None, None, None, None):
-            await set_attrs(staging, self._ns, inode, mtime_ns=mtime_ns, mode=mode, uid=uid,
-                            gid=gid)  # fmt: skip
+            await set_attrs(staging, self._ns, self.attr, inode, mtime_ns=mtime_ns, mode=mode,
+                            uid=uid, gid=gid)  # fmt: skip
         return await self.getattr(inode)
 
     async def unlink(self, parent: int, name: str) -> None:
@@ -459,8 +454,12 @@ class FileSystem:
         staging.known.forget(node.meta.key)
         self._ns.learned(node.path, None)
 
-    async def mkdir(self, parent: int, name: str) -> Attr:
-        """A `dir/` marker object, as ossfs makes them."""
+    async def mkdir(
+        self, parent: int, name: str, mode: int = 0o755, uid: int | None = None,
+        gid: int | None = None,
+    ) -> Attr:  # fmt: skip
+        """A `dir/` marker object carrying mode, owner and mtime, as ossfs makes them
+        (fs/dirattrs.py)."""
         staging = self._writable(parent)
         path = join_path(self._ns.get(parent).path, name)
         problem = name_problem(name)
@@ -468,7 +467,8 @@ class FileSystem:
             raise NotFound(path, problem)
         if path in staging.by_path:
             raise Exists(path, "a file is being created under that name")
-        await staging.uploader.writes.put_object(self._key(path) + "/", b"")
+        await make_dir(staging.uploader.writes, staging.known, self._key(path) + "/", mode=mode,
+                       uid=uid, gid=gid)  # fmt: skip
         node = self._ns.learned(path, None, is_dir=True)
         assert node is not None
         self._ns.remember(node.inode)
@@ -490,6 +490,7 @@ class FileSystem:
         if any(p.startswith(node.path + "/") for p in staging.by_path):
             raise NotEmpty(self._where(node), "a file is being created in it")
         await staging.uploader.writes.delete_object(self._key(node.path) + "/")
+        staging.known.forget(self._key(node.path) + "/")
         self._ns.learned(node.path, None)
 
     async def rename(
@@ -547,6 +548,7 @@ class FileSystem:
             staging.uploader.ledger,
         )
         self._ns.moved_tree(node.inode, new_path)
+        staging.known.shown.moved_tree(self._key(node.path) + "/", self._key(new_path) + "/")
         log.info("renamed %s to %s/: %d keys copied then deleted", self._where(node),
                  self._key(new_path), moved)  # fmt: skip
 

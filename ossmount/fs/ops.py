@@ -131,7 +131,9 @@ class Operations(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        opened, attr = await self.fs.create(parent_inode, os.fsdecode(name), flags, mode)
+        opened, attr = await self.fs.create(
+            parent_inode, os.fsdecode(name), flags, mode, ctx.uid, ctx.gid
+        )
         info = pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(opened.fh), keep_cache=opened.keep_cache)
         return info, entry_attributes(attr)
 
@@ -187,7 +189,8 @@ class Operations(pyfuse3.Operations):
         mode: int,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        return entry_attributes(await self.fs.mkdir(parent_inode, os.fsdecode(name)))
+        attr = await self.fs.mkdir(parent_inode, os.fsdecode(name), mode, ctx.uid, ctx.gid)
+        return entry_attributes(attr)
 
     @fuse_boundary
     async def rmdir(

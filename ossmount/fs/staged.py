@@ -35,6 +35,8 @@ class Staged:
     pending: int = 0  # write-back commits scheduled and not finished
     mtime_ns: int | None = None
     mode: int = 0o100644  # st_mode as created or chmod'ed while open: x-oss-meta-mode
+    uid: int | None = None  # owner to store (x-oss-meta-uid/-gid): creator, or a chown
+    gid: int | None = None
     handles: int = 0
     seq_end: int = 0
     next_part: int = 0  # parts [0, next_part) were handed to the session in order

@@ -414,6 +414,8 @@ class Staging:
                 base_etag=staged.base_etag,
                 forbid_overwrite=staged.forbid_overwrite,
                 mode=staged.mode,
+                uid=staged.uid,
+                gid=staged.gid,
             )
             staged.session = self.uploader.session(staged.files, record, self._nursery)
             staged.session.copy_from = _copy_source(staged, staged.dirty_parts)
@@ -463,18 +465,20 @@ class Staging:
             return staged.committed
 
     async def _late_attrs(self, staged: Staged, sent: dict[str, str]) -> None:
-        """A multipart upload is initiated with the mode and mtime of the moment its first
-        part went; ones set later (cp -a's futimens before close) are stored by a copy onto
+        """A multipart upload is initiated with the mode, owner and mtime of the moment its
+        first part went; ones set later (cp -a's futimens before close) are stored by a copy onto
         itself from the metadata it was created with (no HEAD). Their failure is logged,
         not raised: the bytes are committed."""
-        want = posix_meta(mtime_ns=staged.mtime_ns or None, mode=staged.mode)
+        want = posix_meta(mtime_ns=staged.mtime_ns or None, mode=staged.mode, uid=staged.uid,
+                          gid=staged.gid)  # fmt: skip
         if all(sent.get(name) == value for name, value in want.items()):
             return
         assert staged.committed is not None
         try:
-            stored = await store_attrs(self.uploader.writes, staged.committed,
-                                       mtime_ns=staged.mtime_ns, mode=staged.mode, uid=None,
-                                       gid=None, known=self.known)  # fmt: skip
+            stored = await store_attrs(
+                self.uploader.writes, staged.committed, mtime_ns=staged.mtime_ns,
+                mode=staged.mode, uid=staged.uid, gid=staged.gid, known=self.known,
+            )  # fmt: skip
         except Exception as exc:
             log.warning("%s: committed, but storing its mode/mtime failed: %s",
                         self._where(staged.key), exc)  # fmt: skip
@@ -501,6 +505,8 @@ class Staging:
                 forbid_overwrite=staged.forbid_overwrite,
                 mtime_ns=staged.mtime_ns or 0,
                 mode=staged.mode,
+                uid=staged.uid,
+                gid=staged.gid,
             ),
             size=staged.size,
             sealed=True,

@@ -13,10 +13,15 @@ checkpoints are, around this payload:
 
     bucket, key, base_etag, upload_id, result_etag (each u32 length + UTF-8,
              surrogates passed through), size u64, mtime_ns i64, mode u32, part_size u64,
-             state u8, flags u8 (1 = forbid overwrite, 2 = has result CRC, 4 = sealed),
-             result_crc u64,
+             state u8, flags u8 (1 = forbid overwrite, 2 = has result CRC, 4 = sealed,
+             8 = unsynced seal, 16 = has uid, 32 = has gid), result_crc u64,
              part count u32, then per part: number u32, size u64, crc u64, etag (u32 + UTF-8),
-             numbers strictly increasing.
+             numbers strictly increasing; then, each only when its flag is set: boot id
+             (u32 + UTF-8), uid u32, gid u32.
+
+The owner (flags 16 and 32, a `chown` of the open file) was added after the first records
+were written, as trailing fields behind flags: a record without them reads as before (no
+owner), so journals left by an older ossmount still load and resume.
 
 `decode` refuses anything but an exact, checksummed, self-consistent record (CorruptJournal).
 `save_atomic` writes a temp file, fsyncs it, renames it over the record and fsyncs the
@@ -39,6 +44,7 @@ import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ossmount.oss._write_types import posix_meta
 from ossmount.sealed import Format, fsync_dir, pack_str, replace_durably
 
 __all__ = [
@@ -52,6 +58,7 @@ __all__ = [
     "encode",
     "fsync_dir",
     "load",
+    "object_meta",
     "save_atomic",
 ]
 
@@ -63,7 +70,9 @@ _FIXED = struct.Struct(">QqIQBBQI")
 _PART = struct.Struct(">IQQ")
 _U64 = 1 << 64
 _MAX_PAYLOAD = 64 << 20  # 10000 parts at < 200 B each is 2 MB
-_FORBID, _HAS_CRC, _SEALED, _UNSYNCED = 1, 2, 4, 8
+_U32 = struct.Struct(">I")
+_FORBID, _HAS_CRC, _SEALED, _UNSYNCED, _HAS_UID, _HAS_GID = 1, 2, 4, 8, 16, 32
+_FLAGS = _FORBID | _HAS_CRC | _SEALED | _UNSYNCED | _HAS_UID | _HAS_GID
 
 
 class CorruptJournal(ValueError):
@@ -114,6 +123,9 @@ class JournalRecord:
     # Sealed without fsyncing the staged bytes, in this boot (/proc/sys/kernel/random/boot_id):
     # trustworthy only until the machine restarts. "" when the bytes were fsynced.
     boot_id: str = ""
+    # x-oss-meta-uid / -gid to store with the object (a chown of the open file); None: none.
+    uid: int | None = None
+    gid: int | None = None
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -142,9 +154,17 @@ class JournalRecord:
             raise ValueError("result CRC out of range")
         if self.boot_id and not self.sealed:
             raise ValueError("a boot id is recorded only with the seal")
+        for owner in (self.uid, self.gid):
+            if owner is not None and not 0 <= owner < 1 << 32:
+                raise ValueError(f"owner id {owner} out of range")
 
     def with_parts(self, parts: dict[int, PartRecord]) -> JournalRecord:
         return replace(self, parts=tuple(parts[n] for n in sorted(parts)))
+
+
+def object_meta(rec: JournalRecord) -> dict[str, str]:
+    """The `x-oss-meta-*` the object of `rec` is created with (as ossfs stores them)."""
+    return posix_meta(mtime_ns=rec.mtime_ns or None, mode=rec.mode, uid=rec.uid, gid=rec.gid)
 
 
 def encode(rec: JournalRecord) -> bytes:
@@ -153,6 +173,8 @@ def encode(rec: JournalRecord) -> bytes:
         | (_HAS_CRC if rec.result_crc64 is not None else 0)
         | (_SEALED if rec.sealed else 0)
         | (_UNSYNCED if rec.boot_id else 0)
+        | (_HAS_UID if rec.uid is not None else 0)
+        | (_HAS_GID if rec.gid is not None else 0)
     )
     chunks = [
         pack_str(rec.bucket),
@@ -175,6 +197,9 @@ def encode(rec: JournalRecord) -> bytes:
         chunks.append(_PART.pack(part.number, part.size, part.crc64) + pack_str(part.etag))
     if rec.boot_id:
         chunks.append(pack_str(rec.boot_id))
+    for owner in (rec.uid, rec.gid):
+        if owner is not None:
+            chunks.append(_U32.pack(owner))
     payload = b"".join(chunks)
     return _FORMAT.seal(payload)
 
@@ -184,7 +209,7 @@ def decode(data: bytes) -> JournalRecord:
     r = _FORMAT.open(data)
     bucket, key, base_etag, upload_id, result_etag = (r.string() for _ in range(5))
     size, mtime_ns, mode, part_size, state_value, flags, crc, count = r.unpack(_FIXED)
-    if flags & ~(_FORBID | _HAS_CRC | _SEALED | _UNSYNCED) or (not flags & _HAS_CRC and crc):
+    if flags & ~_FLAGS or (not flags & _HAS_CRC and crc):
         raise CorruptJournal(f"bad journal flags {flags} / CRC {crc}")
     try:
         state = WriteState(state_value)
@@ -197,6 +222,8 @@ def decode(data: bytes) -> JournalRecord:
     boot_id = r.string() if flags & _UNSYNCED else ""
     if flags & _UNSYNCED and not boot_id:
         raise CorruptJournal("journal flags an unsynced seal but names no boot")
+    uid = r.unpack(_U32)[0] if flags & _HAS_UID else None
+    gid = r.unpack(_U32)[0] if flags & _HAS_GID else None
     if not r.at_end():
         raise CorruptJournal("journal has trailing bytes after its parts")
     try:
@@ -216,6 +243,8 @@ def decode(data: bytes) -> JournalRecord:
             result_etag=result_etag,
             result_crc64=crc if flags & _HAS_CRC else None,
             boot_id=boot_id,
+            uid=uid,
+            gid=gid,
         )
     except ValueError as exc:
         raise CorruptJournal(f"inconsistent journal: {exc}") from None

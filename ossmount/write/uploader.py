@@ -59,12 +59,11 @@ from ..oss._writes import (
     OssWrites,
     PartResult,
     StagingError,
-    posix_meta,
 )
 from .boot import current_boot_id
 from .commit_types import CommitResult, CopySource, StagedFile, UploadSettings
 from .hotparts import HotPart
-from .journal import JournalRecord, PartRecord, WriteState, load, save_atomic
+from .journal import JournalRecord, PartRecord, WriteState, load, object_meta, save_atomic
 from .ledger import UploadLedger
 
 __all__ = ["UploadSession", "Uploader"]
@@ -113,6 +112,8 @@ class Uploader:
         forbid_overwrite: bool = False,
         mtime_ns: int = 0,
         mode: int = 0o100644,
+        uid: int | None = None,
+        gid: int | None = None,
     ) -> JournalRecord:
         return JournalRecord(
             bucket=self.writes.bucket,
@@ -123,6 +124,8 @@ class Uploader:
             mode=mode,
             base_etag=base_etag,
             forbid_overwrite=forbid_overwrite,
+            uid=uid,
+            gid=gid,
         )
 
     def session(
@@ -343,7 +346,7 @@ class UploadSession:
             if self.record.upload_id:
                 return self.record.upload_id
             rec = self.record
-            meta = self.sent_meta = posix_meta(mtime_ns=rec.mtime_ns or None, mode=rec.mode)
+            meta = self.sent_meta = object_meta(rec)
             upload_id = await self._writes.initiate_multipart(
                 rec.key, meta=meta, forbid_overwrite=rec.forbid_overwrite
             )
@@ -503,7 +506,7 @@ class UploadSession:
             self._parts.clear()
             await self._save(state=WriteState.DIRTY, upload_id="")
         rec = self.record
-        meta = self.sent_meta = posix_meta(mtime_ns=rec.mtime_ns or None, mode=rec.mode)
+        meta = self.sent_meta = object_meta(rec)
         put = await self._writes.put_object(
             rec.key,
             FileRange(self._fd, 0, size),

@@ -1,0 +1,101 @@
+"""A directory's mode, owner and mtime, kept on its `dir/` marker object as ossfs 1.x keeps them.
+
+ossfs (src/s3fs.cpp `create_directory_object`, `s3fs_chmod`/`_chown`/`_utimens`):
+    * mkdir PUTs the `dir/` marker with `x-oss-meta-mode`, `-uid`, `-gid` (the caller's) and
+      `-mtime` (now); so do we (ossfs also writes atime and ctime, which nobody reads back:
+      not stored here).
+    * chmod, chown and utimens of a directory whose marker exists copy the marker onto itself
+      with REPLACE, as for a file; of a directory with no marker (an "implicit" one, only
+      keys below it) ossfs makes the marker, carrying the new attributes. We do the same:
+      PutObject with `x-oss-forbid-overwrite` (a marker someone made meanwhile is not
+      replaced: it is then updated by the copy). The directory then outlives its last entry
+      and `rmdir` can remove it, as with ossfs.
+    * The mount's root has no marker of ours: its attributes are not stored, and setting them
+      is not refused either (`rsync -a src/ mnt/` sets them), only ignored.
+
+Requests: a marker this mount wrote in the last 30 s costs no HEAD (fs/attrstore.py
+`KnownMeta`); one it wrote before costs the fenced HEAD of `store_attrs`; any other, one HEAD
+to find it (and its ETag) plus that one. What was stored is shown (fs/shown.py): the marker
+key has no ETag in listings, so it is trusted until this mount deletes or renames it.
+"""
+
+from __future__ import annotations
+
+import stat
+import time
+from typing import TYPE_CHECKING
+
+from ossmount.fs.attrstore import KnownMeta, store_attrs
+from ossmount.oss import NoSuchKey
+from ossmount.oss._errors import OssError, PreconditionFailed
+from ossmount.oss._writes import FileAlreadyExists, OssWrites, posix_meta
+from ossmount.oss.models import ObjectMeta
+
+if TYPE_CHECKING:
+    from ossmount.fs.shown import AttrView
+    from ossmount.tree.node import Node
+
+__all__ = ["make_dir", "store_dir_attrs"]
+
+
+async def make_dir(
+    writes: OssWrites,
+    known: KnownMeta,
+    key: str,
+    *,
+    mode: int,
+    uid: int | None,
+    gid: int | None,
+) -> None:
+    """mkdir: the `key` (ending in "/") marker carrying the new directory's attributes."""
+    now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # ossfs: time(NULL)
+    headers = posix_meta(mtime_ns=now, mode=stat.S_IFDIR | (mode & 0o7777), uid=uid, gid=gid)
+    put = await writes.put_object(key, b"", meta=headers)
+    known.wrote(key, put.etag, headers)
+
+
+async def store_dir_attrs(
+    writes: OssWrites,
+    known: KnownMeta,
+    view: AttrView,
+    node: Node,
+    *,
+    mtime_ns: int | None,
+    mode: int | None,
+    uid: int | None,
+    gid: int | None,
+) -> None:
+    """chmod/chown/utimens of directory `node` (see the module docstring)."""
+    key = view.marker_key(node)
+    if not key:
+        return  # the mount's root
+
+    async def copy(etag: str) -> None:
+        marker = ObjectMeta(key, 0, etag, 0)
+        await store_attrs(writes, marker, mtime_ns=mtime_ns, mode=mode, uid=uid, gid=gid,
+                          known=known, kind=stat.S_IFDIR)  # fmt: skip
+
+    etag = known.shown.etag(key)
+    if etag is not None:
+        try:
+            await copy(etag)
+            return
+        except (PreconditionFailed, NoSuchKey):
+            pass  # changed or removed by someone else since: look again
+    for _ in range(2):
+        try:
+            etag = (await writes.client.head(key)).etag
+        except NoSuchKey:
+            shown = view(node).mode if mode is None else mode
+            headers = posix_meta(mtime_ns=mtime_ns, mode=stat.S_IFDIR | (shown & 0o7777),
+                                 uid=uid, gid=gid)  # fmt: skip
+            try:
+                put = await writes.put_object(key, b"", meta=headers, forbid_overwrite=True)
+            except FileAlreadyExists:
+                continue  # made meanwhile: update that one
+            known.wrote(key, put.etag, headers)
+            return
+        await copy(etag)
+        return
+    raise OssError(409, "MarkerRace", "the directory marker kept appearing and vanishing "
+                   "while its attributes were stored", bucket=writes.bucket, key=key)  # fmt: skip

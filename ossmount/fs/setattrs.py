@@ -1,0 +1,90 @@
+"""setattr's mode, owners and mtime: where each goes (the size is the staging's business).
+
+* A file being written (`Staged`, dirty or unlinked): into its fields, so they ride with
+  its next commit (PutObject or the multipart's Initiate, and the journal: a crash or a
+  write-back upload keeps them) and are shown at once (fs/shown.py). No request.
+* A staged file no commit will send again (closed and committed but not released yet, as
+  when rsync's utimensat follows its close; or opened and not written): its fields too,
+  and stored now like a closed file, under its lock, so a running commit (whose metadata
+  was fixed when it started) finishes first.
+* A closed file: stored on the object (fs/attrstore.py).
+* A directory: stored on its `dir/` marker, made if it has none (fs/dirattrs.py).
+* A symlink: not stored (SEMANTICS.md says so); the call succeeds, as before.
+"""
+
+from __future__ import annotations
+
+import stat
+from typing import TYPE_CHECKING
+
+from ossmount.fs.attrs import is_symlink
+from ossmount.fs.attrstore import store_attrs
+from ossmount.fs.dirattrs import store_dir_attrs
+from ossmount.oss.models import ObjectMeta
+
+if TYPE_CHECKING:
+    from ossmount.fs.shown import AttrView
+    from ossmount.fs.staging import Staging
+    from ossmount.tree.listing import Namespace
+    from ossmount.tree.node import Node
+
+__all__ = ["set_attrs"]
+
+
+async def set_attrs(
+    staging: Staging,
+    ns: Namespace,
+    view: AttrView,
+    inode: int,
+    *,
+    mtime_ns: int | None,
+    mode: int | None,
+    uid: int | None,
+    gid: int | None,
+) -> None:
+    """Keep what setattr set on `inode` (see the module docstring)."""
+    staged = staging.by_inode.get(inode)
+    if staged is None:
+        node = await ns.getattr(inode)
+        await _store(staging, ns, view, node, mtime_ns, mode, uid, gid)
+        return
+    if mtime_ns is not None:
+        staged.mtime_ns = mtime_ns
+    if mode is not None:
+        staged.mode = stat.S_IFREG | (mode & 0o7777)
+    if uid is not None:
+        staged.uid = uid
+    if gid is not None:
+        staged.gid = gid
+    if staging.carries_attrs(staged):
+        return
+    async with staged.lock:
+        if staging.carries_attrs(staged):
+            return
+        stored = await _store(staging, ns, view, ns.get(inode), mtime_ns, mode, uid, gid)
+        if stored is not None:
+            staging.restored(staged, stored)
+
+
+async def _store(
+    staging: Staging,
+    ns: Namespace,
+    view: AttrView,
+    node: Node,
+    mtime_ns: int | None,
+    mode: int | None,
+    uid: int | None,
+    gid: int | None,
+) -> ObjectMeta | None:
+    writes, known = staging.uploader.writes, staging.known
+    if node.is_dir:
+        await store_dir_attrs(writes, known, view, node, mtime_ns=mtime_ns, mode=mode, uid=uid,
+                              gid=gid)  # fmt: skip
+        return None
+    if node.meta is None or is_symlink(node.meta):
+        return None
+    stored = await store_attrs(writes, node.meta, mtime_ns=mtime_ns, mode=mode, uid=uid,
+                               gid=gid, known=known)  # fmt: skip
+    if stored is not None:
+        ns.learned(node.path, stored)
+    return stored

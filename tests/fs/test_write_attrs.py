@@ -1,0 +1,211 @@
+"""What a `--rw` mount shows of the modes, owners and mtimes it stored (fs/shown.py), and where
+setattr keeps them (fs/setattrs.py, fs/dirattrs.py). In-process over the emulator
+(tests/fs/test_writes.py's rig); requests counted in the emulator's log."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from ossmount.fs.shown import Posix, ShownAttrs, posix_of
+from ossmount.tree.inodes import ROOT_INODE
+from ossmount.write.journal import JournalRecord, decode, encode
+from tests.fs.conftest import LOOK
+from tests.fs.test_writes import BUCKET, WriteRig, emu, rw
+
+__all__ = ["emu", "rw"]
+
+CREATE = os.O_WRONLY | os.O_CREAT
+T = 1_600_000_000_000_000_000
+
+
+def _ops(rig: WriteRig, key: str) -> list[str]:
+    return [r.op for r in rig.emu.requests if r.key == key]
+
+
+def _meta(rig: WriteRig, key: str) -> dict[str, str]:
+    obj = rig.emu.head(BUCKET, key)
+    assert obj is not None
+    return dict(obj.meta)
+
+
+async def _new(rig: WriteRig, name: str, mode: int, uid: int | None = None) -> int:
+    opened, attr = await rig.fs.create(ROOT_INODE, name, CREATE, mode, uid, uid)
+    assert stat.S_IMODE(attr.mode) == mode, "the create's mode, shown at once"
+    rig.fs.write(opened.fh, 0, b"data")
+    await rig.fs.flush(opened.fh)
+    await rig.fs.release(opened.fh)
+    return attr.inode
+
+
+# -- parsing and the table ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "posix"),
+    [
+        ({"x-oss-meta-mode": "33188", "x-oss-meta-uid": "0", "x-oss-meta-gid": "7"},
+         Posix(0o100644, 0, 7, None)),
+        ({"x-oss-meta-mode": "0755"}, Posix(0o755, None, None, None)),  # strtoull base 0: octal
+        ({"x-oss-meta-mode": "0x1ed"}, Posix(0o755, None, None, None)),
+        ({"x-oss-meta-mtime": "1600000000"}, Posix(mtime_ns=T)),
+        ({"x-oss-meta-mtime": "1600000000.250000000"}, Posix(mtime_ns=T + 250_000_000)),
+        ({"x-oss-meta-mtime": "1600000000.5"}, Posix(mtime_ns=T + 5)),  # as ossfs reads it
+        ({"x-oss-meta-mtime": "0"}, Posix()),  # ossfs falls back to Last-Modified
+        ({"x-oss-meta-mtime": "soon", "x-oss-meta-mode": "rw", "x-oss-meta-uid": "-1"}, Posix()),
+        ({"x-oss-meta-other": "1"}, Posix()),
+    ],
+)  # fmt: skip
+def test_headers_are_read_as_ossfs_reads_them(headers: dict[str, str], posix: Posix) -> None:
+    assert posix_of(headers) == posix
+
+
+def test_the_table_trusts_only_the_version_it_learnt_and_stays_bounded() -> None:
+    table = ShownAttrs(capacity=2)
+    table.learn("a", '"1"', Posix(0o100600, 5, None, T))
+    assert table.get("a", '"1"') == Posix(0o100600, 5, None, T)
+    assert table.get("a", '"2"') is None, "another version: the defaults"
+    assert table.get("a", None) == Posix(0o100600, 5, None, T), "a marker: no ETag to compare"
+    assert table.etag("a") == '"1"'
+    table.learn("b", '"b"', Posix(mode=0o100644))
+    table.learn("c", '"c"', Posix(mode=0o100644))
+    assert len(table) == 2
+    assert table.get("a", '"1"') is None, "the oldest learnt went first"
+    table.moved("b", "moved", '"m"')
+    assert table.get("moved", '"m"') == Posix(mode=0o100644)
+    assert table.get("b", '"b"') is None
+    table.learn("d/x", '"x"', Posix(uid=3))
+    table.moved_tree("d/", "e/")
+    assert table.get("e/x", '"x"') == Posix(uid=3)
+    table.learn("e/x", '"x"', Posix())
+    assert table.get("e/x", '"x"') is None, "an object that carries nothing is not held"
+
+
+# -- the journal keeps the owner, and still reads records written before it did ------------
+
+# A sealed record (unsynced, with a boot id) as the ossmount before this change wrote it.
+_OLD_RECORD = bytes.fromhex(
+    "4f53534d574a4e4c000100000000004c00000003626b7400000003642f6b0000000000000000000000000000"
+    "00000000000516345785d8a00000000081a00000000000100000000c00000000000000000000000000000004"
+    "62303074da4becec5bc6faab74be220c9ddb7645625840524e797f61ec00ebff076cbe84"
+)
+
+
+def test_a_journal_written_before_owners_were_kept_still_loads() -> None:
+    rec = decode(_OLD_RECORD)
+    assert (rec.key, rec.mode, rec.mtime_ns, rec.boot_id) == ("d/k", 0o100640, T, "b00t")
+    assert (rec.uid, rec.gid) == (None, None)
+    assert encode(rec) == _OLD_RECORD, "a record with no owner is written as before"
+
+
+@pytest.mark.parametrize(("uid", "gid"), [(1234, None), (None, 0), (0, 2**32 - 1)])
+def test_a_journal_keeps_the_owner(uid: int | None, gid: int | None) -> None:
+    rec = JournalRecord("bkt", "k", 3, 1 << 20, uid=uid, gid=gid, sealed=True, boot_id="b")
+    assert decode(encode(rec)) == rec
+
+
+# -- shown through the file system --------------------------------------------------------
+
+
+async def test_a_file_shows_the_mode_owner_and_mtime_it_was_stored_with(rw: WriteRig) -> None:
+    inode = await _new(rw, "f", 0o600, uid=4242)
+    attr = await rw.fs.getattr(inode)
+    assert (stat.S_IMODE(attr.mode), attr.uid, attr.gid) == (0o600, 4242, 4242)
+    assert _meta(rw, "f") == {"x-oss-meta-mode": str(0o100600), "x-oss-meta-uid": "4242",
+                              "x-oss-meta-gid": "4242"}  # fmt: skip
+    attr = await rw.fs.setattr(inode, size=None, mtime_ns=T, fh=None, mode=0o644)
+    assert (stat.S_IMODE(attr.mode), attr.mtime_ns) == (0o644, T), "setattr answers the new"
+    assert (await rw.fs.lookup(ROOT_INODE, "f")).mode == stat.S_IFREG | 0o644
+    assert _ops(rw, "f") == ["PutObject", "CopyObject"], "one copy for both, no HEAD"
+    rw.fs._ns.invalidate()  # as after the TTL: known again from a listing, same ETag
+    attr = await rw.fs.getattr(inode)
+    assert (stat.S_IMODE(attr.mode), attr.uid, attr.mtime_ns) == (0o644, 4242, T)
+    assert _ops(rw, "f") == ["PutObject", "CopyObject"]
+
+
+async def test_an_object_changed_by_someone_else_shows_the_defaults_again(rw: WriteRig) -> None:
+    inode = await _new(rw, "g", 0o600)
+    rw.emu.put_object(BUCKET, "g", b"theirs")
+    rw.fs._ns.invalidate()  # as after the TTL: the listing shows the new ETag
+    attr = await rw.fs.getattr(inode)
+    assert attr.mode == LOOK.file_mode, "the mount's default"
+
+
+async def test_a_listed_object_shows_the_defaults_with_no_head(rw: WriteRig) -> None:
+    rw.emu.put_object(BUCKET, "listed", b"x", meta={"mode": str(0o100600)})
+    await _new(rw, "mine", 0o600)  # the table is not empty
+    entry = await rw.fs.lookup(ROOT_INODE, "listed")
+    assert entry.mode == LOOK.file_mode
+    assert "HeadObject" not in _ops(rw, "listed")
+
+
+async def test_rewriting_an_existing_file_keeps_the_mode_and_owner_it_shows(
+    rw: WriteRig,
+) -> None:
+    inode = await _new(rw, "script", 0o755, uid=7)
+    opened = await rw.fs.open(inode, os.O_WRONLY | os.O_TRUNC)
+    rw.fs.write(opened.fh, 0, b"#!/bin/sh\n")
+    await rw.fs.flush(opened.fh)
+    await rw.fs.release(opened.fh)
+    assert _meta(rw, "script") == {"x-oss-meta-mode": str(0o100755), "x-oss-meta-uid": "7",
+                                   "x-oss-meta-gid": "7"}  # fmt: skip
+    assert stat.S_IMODE((await rw.fs.getattr(inode)).mode) == 0o755
+
+
+async def test_chown_of_an_open_file_goes_with_its_commit(rw: WriteRig) -> None:
+    opened, attr = await rw.fs.create(ROOT_INODE, "o", CREATE, 0o640)
+    rw.fs.write(opened.fh, 0, b"x")
+    await rw.fs.setattr(attr.inode, size=None, mtime_ns=None, fh=opened.fh, uid=11, gid=12)
+    assert ((await rw.fs.getattr(attr.inode)).uid, _ops(rw, "o")) == (11, [])
+    await rw.fs.flush(opened.fh)
+    await rw.fs.release(opened.fh)
+    assert _meta(rw, "o") == {"x-oss-meta-mode": str(0o100640), "x-oss-meta-uid": "11",
+                              "x-oss-meta-gid": "12"}  # fmt: skip
+    assert _ops(rw, "o") == ["PutObject"]
+
+
+async def test_a_renamed_file_keeps_showing_what_it_carries(rw: WriteRig) -> None:
+    inode = await _new(rw, "a", 0o600)
+    await rw.fs.rename(ROOT_INODE, "a", ROOT_INODE, "b", 0)
+    assert stat.S_IMODE((await rw.fs.getattr(inode)).mode) == 0o600
+    await rw.fs.mkdir(ROOT_INODE, "d", 0o700)
+    await rw.fs.rename(ROOT_INODE, "b", (await rw.fs.lookup(ROOT_INODE, "d")).inode, "c", 0)
+    await rw.fs.rename(ROOT_INODE, "d", ROOT_INODE, "e", 0)
+    e = await rw.fs.lookup(ROOT_INODE, "e")
+    assert stat.S_IMODE(e.mode) == 0o700, "a renamed directory's marker moved with it"
+    assert stat.S_IMODE((await rw.fs.lookup(e.inode, "c")).mode) == 0o600
+
+
+# -- directories --------------------------------------------------------------------------
+
+
+async def test_mkdir_stores_the_mode_owner_and_time_on_the_marker(rw: WriteRig) -> None:
+    attr = await rw.fs.mkdir(ROOT_INODE, "d", 0o750, 5, 6)
+    assert (stat.S_IMODE(attr.mode), attr.uid, attr.gid) == (0o750, 5, 6)
+    meta = _meta(rw, "d/")
+    assert meta.pop("x-oss-meta-mtime").isdigit()
+    assert meta == {"x-oss-meta-mode": str(stat.S_IFDIR | 0o750), "x-oss-meta-uid": "5",
+                    "x-oss-meta-gid": "6"}  # fmt: skip
+    attr = await rw.fs.setattr(attr.inode, size=None, mtime_ns=T, fh=None, mode=0o700)
+    assert (stat.S_IMODE(attr.mode), attr.mtime_ns) == (0o700, T)
+    assert _ops(rw, "d/") == ["PutObject", "CopyObject"], "no HEAD for our own marker"
+    await rw.fs.rmdir(ROOT_INODE, "d")
+    assert rw.emu.head(BUCKET, "d/") is None
+
+
+async def test_an_implicit_directory_gets_a_marker_as_ossfs_gives_it(rw: WriteRig) -> None:
+    rw.emu.put_object(BUCKET, "imp/x", b"x")
+    node = await rw.fs.lookup(ROOT_INODE, "imp")
+    attr = await rw.fs.setattr(node.inode, size=None, mtime_ns=T, fh=None)
+    assert attr.mtime_ns == T
+    assert _meta(rw, "imp/") == {"x-oss-meta-mode": str(LOOK.dir_mode),  # the mode it shows
+                                 "x-oss-meta-mtime": "1600000000"}  # fmt: skip
+    assert _ops(rw, "imp/") == ["HeadObject", "PutObject"]
+
+
+async def test_the_mount_root_s_attributes_are_ignored_not_refused(rw: WriteRig) -> None:
+    attr = await rw.fs.setattr(ROOT_INODE, size=None, mtime_ns=T, fh=None, mode=0o700)
+    assert attr.mtime_ns == 0
+    assert rw.emu.requests.ops("PutObject") == []

@@ -1,0 +1,188 @@
+"""The attributes a `--rw` mount keeps and shows (issue 15): what it stores is what `stat`
+shows, so `rsync -a` sets every mode it must and a second run sends nothing; chown of an open
+file; directories' attributes on their `dir/` markers. Read back with the official SDK, never
+the mount; requests counted in the emulator's log."""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import alibabacloud_oss_v2 as oss
+
+from ossmount.emulator import Emulator
+from ossmount.emulator.faults import FaultRule
+from tests.mount.conftest import MountFactory
+from tests.mount.harness import BUCKET
+from tests.mount.test_write import RW, sdk
+
+OLD = 1_500_000_000  # an mtime long past: the upload time would differ from it
+MODES = {"a644": 0o644, "b755": 0o755, "c600": 0o600, "d640": 0o640}
+
+
+def _meta(emu: Emulator, key: str) -> dict[str, str]:
+    head = sdk(emu).head_object(oss.HeadObjectRequest(bucket=BUCKET, key=key))
+    return dict(head.metadata or {})
+
+
+def _ops(emu: Emulator, since: int, prefix: str) -> collections.Counter[str]:
+    return collections.Counter(r.op for r in emu.requests[since:] if r.key.startswith(prefix))
+
+
+def _source(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for i, (name, mode) in enumerate(MODES.items()):
+        path = src / "sub" / name
+        path.write_bytes(os.urandom(3000 + i))
+        path.chmod(mode)
+        os.utime(path, ns=(OLD * 10**9, (OLD + i) * 10**9 + (250_000_000 if i == 3 else 0)))
+    (src / "sub").chmod(0o750)
+    os.utime(src / "sub", (OLD - 5, OLD - 5))
+    return src
+
+
+def _transferred(stats: str) -> int:
+    found = re.search(r"Number of regular files transferred: (\d+)", stats)
+    assert found is not None, stats
+    return int(found.group(1))
+
+
+def test_rsync_a_stores_and_shows_every_mode_and_mtime_and_a_second_run_sends_nothing(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    src = _source(tmp_path)
+    mount = make_mount(args=RW).start()
+    dst = mount.path / "r"
+    before = len(emulator.requests)
+    first = subprocess.run(["rsync", "-a", "--stats", f"{src}/", str(dst)], check=True,
+                           capture_output=True, text=True)  # fmt: skip
+    assert _transferred(first.stdout) == len(MODES)
+    # Per file: PutObject of the temp file (mode 0600 or 0700: rsync's INITACCESSPERMS), a
+    # copy for its mtime, one for the mode where it differs from the temp file's, the
+    # rename's copy and delete. No HEAD: the mount wrote them.
+    files = collections.Counter(
+        r.op for r in emulator.requests[before:]
+        if r.key.startswith("r/sub/") and not r.key.endswith("/")
+    )  # fmt: skip
+    dirs = collections.Counter(r.op for r in emulator.requests[before:] if r.key.endswith("/"))
+    print(f"first rsync -a, {len(MODES)} files: {dict(files)}; directory markers: {dict(dirs)}")
+    assert files["HeadObject"] == 0, files
+    assert files["PutObject"] == len(MODES)
+    assert files["DeleteObject"] == len(MODES)
+    chmods = sum(1 for m in MODES.values() if m & 0o700 != m)  # 0600/0700 -> the source's
+    assert files["CopyObject"] == 2 * len(MODES) + chmods, files
+    for i, (name, mode) in enumerate(MODES.items()):
+        meta = _meta(emulator, f"r/sub/{name}")
+        want = src / "sub" / name
+        assert meta["mode"] == str(stat.S_IFREG | mode), f"{name}: as ossfs 1.x stores it, {meta}"
+        assert meta["mtime"] == (f"{OLD + i}.250000000" if i == 3 else str(OLD + i)), meta
+        shown = os.stat(dst / "sub" / name)
+        assert stat.S_IMODE(shown.st_mode) == mode, f"{name}: the mount shows what it stored"
+        assert shown.st_mtime_ns == want.stat().st_mtime_ns
+    marker = _meta(emulator, "r/sub/")
+    assert marker["mode"] == str(stat.S_IFDIR | 0o750), marker
+    assert marker["mtime"] == str(OLD - 5)
+    assert stat.S_IMODE(os.stat(dst / "sub").st_mode) == 0o750
+    assert os.stat(dst / "sub").st_mtime == OLD - 5
+    # The second run: every file's size, mtime and mode match, so nothing is sent, and no
+    # request at all is made (all of it is known to the mount within the metadata TTL).
+    before = len(emulator.requests)
+    second = subprocess.run(["rsync", "-a", "--stats", "--itemize-changes", f"{src}/", str(dst)],
+                            check=True, capture_output=True, text=True)  # fmt: skip
+    assert _transferred(second.stdout) == 0, second.stdout
+    assert _ops(emulator, before, "r") == {}, "a second rsync -a costs no request"
+
+
+def test_chown_of_a_file_open_for_writing_rides_with_its_upload(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    mount = make_mount(args=RW).start()
+    path = mount.path / "owned"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, b"mine")
+        os.fchown(fd, 1234, 5678)
+        assert os.fstat(fd).st_uid == 1234, "shown at once"
+    finally:
+        os.close(fd)
+    assert [r.op for r in emulator.requests if r.key == "owned"] == ["PutObject"]
+    meta = _meta(emulator, "owned")
+    assert (meta["uid"], meta["gid"], meta["mode"]) == ("1234", "5678", str(0o100640)), meta
+    shown = os.stat(path)
+    assert (shown.st_uid, shown.st_gid) == (1234, 5678)
+    before = len(emulator.requests)
+    os.chown(path, 4321, -1)  # closed: a copy onto itself (no HEAD: the mount wrote it)
+    assert [r.op for r in emulator.requests[before:] if r.key == "owned"] == ["CopyObject"]
+    assert _meta(emulator, "owned")["uid"] == "4321"
+    assert os.stat(path).st_uid == 4321
+
+
+def test_directory_attributes_live_on_their_markers(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.put_object(BUCKET, "implicit/x", b"x")  # a directory with no marker
+    emulator.put_object(BUCKET, "theirs/", b"", meta={"mode": str(stat.S_IFDIR | 0o700)})
+    mount = make_mount(args=RW).start()
+    made = mount.path / "made"
+    os.mkdir(made, 0o750)
+    os.chmod(made, 0o705)
+    os.utime(made, (OLD, OLD))
+    assert [r.op for r in emulator.requests if r.key == "made/"] == [
+        "PutObject", "CopyObject", "CopyObject",
+    ], "no HEAD: the mount made the marker"  # fmt: skip
+    marker = _meta(emulator, "made/")
+    assert (marker["uid"], marker["gid"]) == (str(os.getuid()), str(os.getgid())), marker
+    assert (marker["mode"], marker["mtime"]) == (str(stat.S_IFDIR | 0o705), str(OLD))
+    assert (stat.S_IMODE(os.stat(made).st_mode), os.stat(made).st_mtime) == (0o705, OLD)
+    made2 = mount.path / "made2"
+    os.mkdir(made2, 0o750)
+    marker = _meta(emulator, "made2/")
+    assert marker["mode"] == str(stat.S_IFDIR | 0o750)
+    assert int(marker["mtime"]) > OLD, "mkdir stores its time, as ossfs does"
+    assert stat.S_IMODE(os.stat(made2).st_mode) == 0o750
+    # An implicit directory gets a marker, as ossfs gives it one; then it is a directory of
+    # its own and outlives its last entry.
+    os.chmod(mount.path / "implicit", 0o711)
+    assert _meta(emulator, "implicit/") == {"mode": str(stat.S_IFDIR | 0o711)}
+    assert stat.S_IMODE(os.stat(mount.path / "implicit").st_mode) == 0o711
+    os.unlink(mount.path / "implicit" / "x")
+    os.rmdir(mount.path / "implicit")
+    # Someone else's marker: found by a HEAD, its metadata kept, updated by a copy; then
+    # what it carries is known and shown (the HEAD told it).
+    before = len(emulator.requests)
+    os.utime(mount.path / "theirs", (OLD, OLD))
+    ops = [r.op for r in emulator.requests[before:] if r.key == "theirs/"]
+    assert ops == ["HeadObject", "HeadObject", "CopyObject"], ops
+    assert _meta(emulator, "theirs/") == {"mode": str(stat.S_IFDIR | 0o700), "mtime": str(OLD)}
+    shown = os.stat(mount.path / "theirs")
+    assert (stat.S_IMODE(shown.st_mode), shown.st_mtime) == (0o700, OLD)
+
+
+def test_the_owner_of_an_acknowledged_file_survives_a_crash_before_its_upload(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """Write-back: close returns once the file and its journal are on local disk; the owner
+    set on the descriptor is in that journal, so the upload after a kill -9 carries it."""
+    held = FaultRule("stall", op="PutObject", key="wb", times=None, seconds=10.0)
+    emulator.faults.add(held)
+    mount = make_mount(args=(*RW, "--writeback")).start()
+    fd = os.open(mount.path / "wb", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"acknowledged")
+        os.fchown(fd, 1234, 5678)
+        os.utime(fd, (OLD, OLD))
+    finally:
+        os.close(fd)
+    assert emulator.head(BUCKET, "wb") is None, "close returned before the upload finished"
+    mount.kill()
+    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    emulator.faults.clear()
+    make_mount(args=(*RW, "--writeback")).start()  # ready only once it is uploaded
+    assert _meta(emulator, "wb") == {
+        "mode": str(0o100600), "uid": "1234", "gid": "5678", "mtime": str(OLD),
+    }  # fmt: skip
