@@ -252,11 +252,21 @@ async def get_object_meta(ctx: Ctx) -> Response:
     return Response(200, hs, stream=obj.body, offset=0, length=obj.size, head_only=True)
 
 
+# Standard HTTP headers OSS stores with an object (PutObject, InitiateMultipartUpload, a
+# CopyObject with REPLACE) and returns on GET and HEAD, beside Content-Type.
+_STORED_HEADERS = frozenset(
+    ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
+)
+
+
 def _user_meta(ctx: Ctx) -> tuple[tuple[str, str], ...]:
+    """The `x-oss-meta-*` of a request (at most 8 KiB, as OSS), and the standard headers it
+    stores with them (`_STORED_HEADERS`): returned verbatim by `object_headers`."""
     meta = tuple(sorted((k, v) for k, v in ctx.req.headers.items() if k.startswith("x-oss-meta-")))
     if sum(len(k) + len(v) for k, v in meta) > 8192:
         raise OssError(400, "InvalidArgument", "Your metadata headers exceed the maximum size.")
-    return meta
+    stored = tuple(sorted((k, v) for k, v in ctx.req.headers.items() if k in _STORED_HEADERS))
+    return meta + stored
 
 
 def _check_overwrite(ctx: Ctx, ec: str | None = None) -> None:

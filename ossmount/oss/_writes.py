@@ -318,13 +318,22 @@ class OssWrites:
     async def kept_headers(self, key: str, *, if_match: str) -> tuple[dict[str, str], int | None]:
         """One HEAD fenced on `if_match`: the object's user metadata and content headers (what
         a copy that sets metadata must send again), and its CRC-64 (None if it has none)."""
-        reply, _, _ = await self._request("HeadObject", "HEAD", key, [], {"If-Match": if_match})
+        _, kept, crc = await self.object_headers(key, if_match=if_match)
+        return kept, crc
+
+    async def object_headers(
+        self, key: str, *, if_match: str | None = None
+    ) -> tuple[str, dict[str, str], int | None]:
+        """One HEAD (fenced on `if_match` when given): the object's ETag, its user metadata and
+        content headers (lower-case names), and its CRC-64 (None if it has none)."""
+        fence = {"If-Match": if_match} if if_match else None
+        reply, _, _ = await self._request("HeadObject", "HEAD", key, [], fence)
         kept = {
             name.lower(): value
             for name, value in reply.items()
             if name.lower().startswith("x-oss-meta-") or name.lower() in _CONTENT_HEADERS
         }
-        return kept, _header_crc(reply)
+        return reply.get("etag", ""), kept, _header_crc(reply)
 
     def _copy_source(self, key: str) -> str:
         return f"/{self.bucket}/{signing.uri_encode(key, keep_slash=True)}"

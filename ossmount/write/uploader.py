@@ -217,6 +217,9 @@ class UploadSession:
         # The x-oss-meta-* the object was created with (by the Initiate or the PutObject):
         # all the metadata it carries, for a later copy that must send them again.
         self.sent_meta: dict[str, str] = {}
+        # Headers of the version this file replaces, kept by the new one (`_meta`); None
+        # until the first conflict check, which learns them.
+        self._carried: dict[str, str] | None = None
 
     @property
     def key(self) -> str:
@@ -346,7 +349,9 @@ class UploadSession:
             if self.record.upload_id:
                 return self.record.upload_id
             rec = self.record
-            meta = self.sent_meta = object_meta(rec)
+            if self._carried is None and rec.base_etag and not rec.forbid_overwrite:
+                await self._head_base()  # the headers the new version keeps go with Initiate
+            meta = self._meta()
             upload_id = await self._writes.initiate_multipart(
                 rec.key, meta=meta, forbid_overwrite=rec.forbid_overwrite
             )
@@ -482,14 +487,32 @@ class UploadSession:
             result = await self._multipart(size)
         return result
 
+    def _meta(self) -> dict[str, str]:
+        """The headers the object is created with: those of the version it replaces that
+        ossfs keeps too (user metadata, content headers; not the old x-oss-meta-mtime, the
+        bytes are new), then ours (write/journal.py `object_meta`, which win)."""
+        carried = {k: v for k, v in (self._carried or {}).items() if k != "x-oss-meta-mtime"}
+        self.sent_meta = {**carried, **object_meta(self.record)}
+        return self.sent_meta
+
+    async def _head_base(self) -> str:
+        """HEAD the object this file replaces: its ETag now ("(deleted)" if gone), and the
+        headers the new version keeps, learnt the first time."""
+        try:
+            now, carried, _ = await self._writes.object_headers(self.key)
+        except NoSuchKey:
+            now, carried = "(deleted)", {}
+        if self._carried is None:
+            self._carried = carried
+        return now
+
     async def _check_conflict(self) -> None:
+        """A file opened from an existing version: warn if the object changed since (last
+        writer wins), with one HEAD that also learns the headers the new version keeps."""
         base = self.record.base_etag
         if not base or self.record.forbid_overwrite:
             return
-        try:
-            now = (await self._writes.client.head(self.key)).etag
-        except NoSuchKey:
-            now = "(deleted)"
+        now = await self._head_base()
         if now != base:
             self.copy_from = None  # its parts are not ours to copy any more
             log.warning(
@@ -506,7 +529,7 @@ class UploadSession:
             self._parts.clear()
             await self._save(state=WriteState.DIRTY, upload_id="")
         rec = self.record
-        meta = self.sent_meta = object_meta(rec)
+        meta = self._meta()
         put = await self._writes.put_object(
             rec.key,
             FileRange(self._fd, 0, size),

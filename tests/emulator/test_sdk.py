@@ -276,3 +276,33 @@ def test_listing_last_modified_matches_head_to_the_second(emu: Emulator) -> None
     assert listed == want
     head = c.head_object(oss.HeadObjectRequest(bucket="demo", key="t.txt"))
     assert head.last_modified == listed
+
+
+def test_standard_headers_are_stored_with_the_object_and_replaced_by_a_copy(emu: Emulator) -> None:
+    """Cache-Control, Content-Disposition, Content-Encoding, Content-Language and Expires are
+    kept with an object as OSS keeps them: returned on HEAD and GET, carried by a COPY copy,
+    replaced by a REPLACE one (with the user metadata)."""
+    c = client(emu)
+    c.put_object(
+        oss.PutObjectRequest(
+            bucket="demo", key="h", body=b"x", cache_control="no-cache",
+            content_disposition="attachment", content_encoding="identity",
+            expires="Thu, 01 Dec 1994 16:00:00 GMT", metadata={"k": "v"},
+        )
+    )  # fmt: skip
+    head = c.head_object(oss.HeadObjectRequest(bucket="demo", key="h"))
+    assert (head.cache_control, head.content_disposition) == ("no-cache", "attachment")
+    assert (head.content_encoding, head.expires) == ("identity", "Thu, 01 Dec 1994 16:00:00 GMT")
+    got = c.get_object(oss.GetObjectRequest(bucket="demo", key="h"))
+    assert got.cache_control == "no-cache"
+    c.copy_object(oss.CopyObjectRequest(bucket="demo", key="c", source_key="h"))
+    assert c.head_object(oss.HeadObjectRequest(bucket="demo", key="c")).cache_control == "no-cache"
+    c.copy_object(
+        oss.CopyObjectRequest(
+            bucket="demo", key="h", source_key="h", metadata_directive="REPLACE",
+            metadata={"k": "w"},
+        )
+    )  # fmt: skip
+    head = c.head_object(oss.HeadObjectRequest(bucket="demo", key="h"))
+    assert head.cache_control is None
+    assert head.metadata == {"k": "w"}

@@ -214,3 +214,35 @@ def test_staged_bytes_keep_the_free_space_floor(
         mount.stop()
     finally:
         subprocess.run(["umount", "-l", str(cache)], check=False)
+
+
+def test_overwriting_an_object_keeps_its_metadata_as_ossfs_does(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """The user metadata and content headers of the version a write replaces stay on the new
+    one, by `cp` over it (one PutObject) and by an append to a large one (multipart); the old
+    x-oss-meta-mtime does not (the bytes are new). No extra request for the PutObject: the
+    commit's conflict HEAD is the one that learns them."""
+    client = sdk(emulator)
+    for key, body in (("doc", b"old"), ("big", os.urandom(3 * MiB + 1))):
+        client.put_object(
+            oss.PutObjectRequest(
+                bucket=BUCKET, key=key, body=body, content_type="text/x-kept",
+                cache_control="no-cache", metadata={"owner": "alice", "mtime": "1000"},
+            )
+        )  # fmt: skip
+    mount = make_mount(args=RW).start()
+    new = tmp_path / "new"
+    new.write_bytes(b"new contents")
+    subprocess.run(["cp", str(new), str(mount.path / "doc")], check=True)
+    with open(mount.path / "big", "ab") as f:
+        f.write(b"tail")
+    heads = [r.op for r in emulator.requests if r.key == "doc" and r.method == "HEAD"]
+    assert len(heads) == 1, heads
+    for key in ("doc", "big"):
+        head = client.head_object(oss.HeadObjectRequest(bucket=BUCKET, key=key))
+        meta = {k.lower(): v for k, v in (head.metadata or {}).items()}
+        assert meta.get("owner") == "alice", (key, meta)
+        assert meta.get("mtime") != "1000", (key, meta)
+        assert (head.content_type, head.cache_control) == ("text/x-kept", "no-cache"), key
+    assert server_bytes(emulator, "doc") == b"new contents"
