@@ -147,9 +147,12 @@ def _client_config(config: MountConfig) -> OssConfig:
     )
 
 
-def _raise_readahead(mountpoint: Path, kb: int) -> None:
-    """Set the mount's bdi read_ahead_kb: the kernel then sends 1 MiB reads, several at once."""
-    dev = os.stat(mountpoint).st_dev
+def _raise_readahead(mountpoint: Path, dev: int, kb: int) -> None:
+    """Set the read_ahead_kb of the mount's bdi (device `dev`): the kernel then sends 1 MiB
+    reads, several at once. Takes the device, not a stat of the mountpoint: that stat would
+    be a FUSE request, and on the trio thread, which answers them, a deadlock whenever the
+    kernel does not have the root's attributes cached (seen: a test's first create had
+    invalidated them; the daemon hung in getattr for good)."""
     path = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
     try:
         path.write_text(str(kb))
@@ -435,9 +438,10 @@ async def _announce_ready(
     notifier: Notifier,
     describe: Callable[[], str],
 ) -> None:
-    # The stat blocks until pyfuse3.main answers the kernel's first requests.
-    await trio.to_thread.run_sync(os.stat, config.mountpoint)
-    _raise_readahead(config.mountpoint, config.kernel_readahead_kb)
+    # The stat blocks until pyfuse3.main answers the kernel's first requests. In a thread:
+    # on the trio thread a stat of the mountpoint waits for itself (see _raise_readahead).
+    st = await trio.to_thread.run_sync(os.stat, config.mountpoint)
+    _raise_readahead(config.mountpoint, st.st_dev, config.kernel_readahead_kb)
     log.info(
         "mounted %s (%s) at %s, cache %s",
         source,
