@@ -1,15 +1,24 @@
 """The cache directory: layout, one-mount lock, shared entries, space accounting, eviction.
 
-On-disk layout (format version 1, recorded in `VERSION`):
+On-disk layout (format version 2, recorded in `VERSION`):
 
     ROOT/
-      VERSION                  "1\\n": layout format; another value -> CacheLayoutError
+      VERSION                  "2\\n": layout format; "1" is upgraded (below), another value
+                               -> CacheLayoutError
       lock                     flock()ed (exclusive, non-blocking) by the mount; holds its pid
       BUCKET/                  one directory per bucket (bucket names are [a-z0-9-], 3..63)
         ab/                    first two hex digits of the key hash, to keep directories small
           <sha256(key)>.data   sparse file, ftruncated to the object size; parts pwritten in
           <sha256(key)>.ckpt   checkpoint (ossmount.cache.checkpoint) naming bucket, key, etag..
           <...>.ckpt.tmp       transient, from save_atomic; removed at startup
+          <sha256(key)>.one    a one-part object (<= 256 KiB): its bytes, then its checkpoint
+                               (ossmount.cache.tail); one file created per cold small file
+
+Layout 2 only added `.one` files: a layout-1 directory is a valid layout-2 one, so `lock()`
+upgrades it by rewriting VERSION (its one-part entries stay `.data` + `.ckpt` and are resumed
+as such; a new version of such a key becomes a `.one`). A release that knows only layout 1
+refuses the upgraded directory with its own CacheLayoutError. The write path's adopted files
+(cache/adopt.py) stay `.data` + `.ckpt`.
 
 The key is hashed (UTF-8, surrogates passed through) because keys may be 1023 bytes of
 anything. The version (ETag, size, Last-Modified, CRC) lives only in the checkpoint, so a key
@@ -17,11 +26,10 @@ maps to at most one version on disk by construction; opening another version rep
 A hash collision would look like "another version" (the checkpoint stores the full key) and
 is handled the same way: never mixed, only re-fetched.
 
-Startup (`lock()`): after taking the lock, every bucket subdirectory is scanned: temp files,
-data files without a checkpoint (a download that never flushed) and checkpoints without a data
-file are deleted; the rest are indexed for space accounting, oldest checkpoint mtime first.
-Checkpoints are not decoded at startup (that would read every one); a damaged one is found and
-deleted when its key is next opened, and until then it is evictable like any other.
+Startup (`lock()`): after taking the lock, every bucket subdirectory is scanned (cache.scan):
+what no checkpoint vouches for is deleted; the rest is indexed for space accounting, oldest
+first. Checkpoints are not decoded at startup (that would read every one); a damaged one is
+found and deleted when its key is next opened, and until then it is evictable like any other.
 
 In memory: `_index` is an LRU (OrderedDict, oldest first) of key hash -> bytes for every entry
 on disk; `_current` maps a key hash to the open entry for its current version with a reference
@@ -76,16 +84,17 @@ from ossmount.cache.errors import (
 )
 from ossmount.cache.holes import probe
 from ossmount.cache.parked import ParkedEntries
+from ossmount.cache.scan import CKPT, DATA, ONE, scan
 from ossmount.oss.addressing import valid_bucket_name
 from ossmount.oss.models import ObjectMeta
 
-__all__ = ["LAYOUT_VERSION", "CacheStats", "CacheStore", "Dropped"]
+__all__ = ["LAYOUT_VERSION", "UPGRADABLE_LAYOUTS", "CacheStats", "CacheStore", "Dropped"]
 
 log = logging.getLogger(__name__)
 
-LAYOUT_VERSION = 1
-_DATA = ".data"
-_CKPT = ".ckpt"
+LAYOUT_VERSION = 2
+UPGRADABLE_LAYOUTS = ("1",)  # older layouts that are valid layout-2 directories as they are
+_DATA, _CKPT, _ONE = DATA, CKPT, ONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,33 +228,17 @@ class CacheStore:
         except FileNotFoundError:
             path.write_text(f"{LAYOUT_VERSION}\n")
             return
-        if text != str(LAYOUT_VERSION):
+        if text in UPGRADABLE_LAYOUTS:
+            path.write_text(f"{LAYOUT_VERSION}\n")
+            log.info("cache dir %s upgraded from layout %s to %d", self.root, text, LAYOUT_VERSION)
+        elif text != str(LAYOUT_VERSION):
             raise CacheLayoutError(
                 f"cache directory {self.root} has layout version {text!r}, this ossmount "
                 f"uses {LAYOUT_VERSION}: remove the directory or choose another (use_cache=DIR)"
             )
 
     def _scan(self) -> None:
-        found: list[tuple[int, str, int]] = []
-        for sub in sorted(self._bucket_dir.iterdir()):
-            if not sub.is_dir():
-                continue
-            names = {p.name: p for p in sub.iterdir()}
-            for name, path in names.items():
-                stem, _, ext = name.partition(".")
-                if name.endswith(".tmp"):
-                    path.unlink(missing_ok=True)
-                elif ext == "data" and stem + _CKPT not in names:
-                    log.debug("removing data file without checkpoint %s", path)
-                    path.unlink(missing_ok=True)
-                elif ext == "ckpt" and stem + _DATA not in names:
-                    log.debug("removing checkpoint without data file %s", path)
-                    path.unlink(missing_ok=True)
-                elif ext == "ckpt":
-                    mtime = path.stat().st_mtime_ns
-                    data = (sub / (stem + _DATA)).stat()
-                    found.append((mtime, stem, min(data.st_size, data.st_blocks * 512)))
-        for _, stem, held in sorted(found):
+        for stem, held in scan(self._bucket_dir):
             self._index[stem] = held
             self._idle_bytes += held
 
@@ -259,6 +252,11 @@ class CacheStore:
         h = key_hash(key)
         directory = self._bucket_dir / h[:2]
         return h, directory / (h + _DATA), directory / (h + _CKPT)
+
+    @staticmethod
+    def _one(data: Path) -> Path:
+        """The `.one` file beside `data`: the key's file if its object is of one part."""
+        return data.with_suffix(_ONE)
 
     def open_entry(self, meta: ObjectMeta, part_size: int) -> CacheEntry:
         """The entry for exactly this version, shared with other users of it; resumed if cached.
@@ -297,6 +295,7 @@ class CacheStore:
                 part_size=part_size,
                 path=path,
                 checkpoint_path=ckpt,
+                one=self._one(path),
                 absent=h not in self._index,  # indexed at startup and at every open since
             )
         if slot is None:  # it was idle (or new): from now on it is counted live
@@ -324,6 +323,7 @@ class CacheStore:
         try:
             path.parent.mkdir(exist_ok=True)
             ckpt.unlink(missing_ok=True)  # no old checkpoint ever beside the new bytes
+            self._one(path).unlink(missing_ok=True)  # nor an older one-file version
             os.rename(data, path)
             os.rename(checkpoint, ckpt)
         except OSError:
@@ -349,7 +349,9 @@ class CacheStore:
         parked = self._parked.peek(h)
         if parked is not None:
             return parked.checkpoint()
-        cp = load(ckpt, bucket=self.bucket, key=key)
+        cp = opening.peek_one(self._one(ckpt), bucket=self.bucket, key=key)
+        if cp is None:
+            cp = load(ckpt, bucket=self.bucket, key=key)
         if cp is not None and (cp.bucket != self.bucket or cp.key != key):
             return None
         return cp
@@ -383,7 +385,9 @@ class CacheStore:
         self._idle_bytes += held
         self._touch(h)
         with contextlib.suppress(OSError):
-            os.utime(entry.checkpoint_path)  # persists recency for the next startup's LRU
+            os.utime(
+                entry.checkpoint_path or entry.path
+            )  # persists recency for the next startup's LRU
 
     def _touch(self, h: str) -> None:
         if h in self._index:
@@ -456,8 +460,8 @@ class CacheStore:
         directory = self._bucket_dir / h[:2]
         self._parked.drop(h)
         try:
-            (directory / (h + _CKPT)).unlink(missing_ok=True)
-            (directory / (h + _DATA)).unlink(missing_ok=True)
+            for ext in (_CKPT, _DATA, _ONE):  # checkpoint file first, as everywhere
+                (directory / (h + ext)).unlink(missing_ok=True)
         except OSError as exc:
             log.warning("cannot evict cache entry %s in %s: %s", h, directory, exc)
             return False
