@@ -14,6 +14,10 @@ On-disk layout (format version 2, recorded in `VERSION`):
           <sha256(key)>.one    a one-part object (<= 256 KiB): its bytes, then its checkpoint
                                (ossmount.cache.tail); one file created per cold small file
 
+The root and bucket directories carry ext4's FS_TOPDIR_FL (`chattr +T`, cache.spread), so the
+fan-out directories land in block groups with free inodes: file creation there measured 14 us
+of CPU instead of ~700 us in a crowded group.
+
 Layout 2 only added `.one` files: a layout-1 directory is a valid layout-2 one, so `lock()`
 upgrades it by rewriting VERSION (its one-part entries stay `.data` + `.ckpt` and are resumed
 as such; a new version of such a key becomes a `.one`). A release that knows only layout 1
@@ -85,6 +89,7 @@ from ossmount.cache.errors import (
 from ossmount.cache.holes import probe
 from ossmount.cache.parked import ParkedEntries
 from ossmount.cache.scan import CKPT, DATA, ONE, scan
+from ossmount.cache.spread import spread_subdirectories
 from ossmount.oss.addressing import valid_bucket_name
 from ossmount.oss.models import ObjectMeta
 
@@ -192,7 +197,9 @@ class CacheStore:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             self._check_version()
+            spread_subdirectories(self.root)  # before the bucket dir and staging/ are made
             self._bucket_dir.mkdir(exist_ok=True)
+            spread_subdirectories(self._bucket_dir)  # before the fan-out dirs are made
             self._scan()
             self.shed_refusal = probe(self._bucket_dir)
         except BaseException:
