@@ -12,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -354,3 +357,35 @@ def test_a_layout_1_dir_is_upgraded_and_its_entries_still_serve(
         ("verified", "oss://my-bucket/dir/k")
     ]
     s.close()
+
+
+# ----------------------------------------------------------------- cache commands
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ossmount", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cache_commands_see_verify_and_clear_one_files(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    s = restarted(root)
+    cache(s, SMALL, key="good")
+    cache(s, SMALL[::-1], key="bad")
+    cache(s, BIG, key="big")
+    s.close()
+    status = json.loads(_cli("cache", "status", "--cache-dir", str(root), "--json").stdout)
+    assert status["states"]["verified"] == 3
+    bad = files(root, "bad")["one"]
+    raw = bytearray(bad.read_bytes())
+    raw[3] ^= 1  # a byte of the object, the tail intact
+    bad.write_bytes(bytes(raw))
+    result = _cli("cache", "verify", "--cache-dir", str(root))
+    assert result.returncode == 11, result.stdout + result.stderr
+    assert "oss://my-bucket/bad: part 0 (bytes 0..39) has CRC-64" in result.stdout
+    assert not bad.exists()
+    assert on_disk(root, "good") == ["one"]
+    result = _cli("cache", "clear", "--cache-dir", str(root))
+    assert result.returncode == 0, result.stderr
+    assert on_disk(root, "good") == on_disk(root, "big") == []
