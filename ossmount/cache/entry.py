@@ -68,8 +68,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -145,6 +147,7 @@ class CacheEntry:
         self._persisted_state = state
         self._persisted_crc = meta.crc64
         self._has_checkpoint = has_checkpoint
+        self.saved_at = -math.inf  # time.monotonic() of the last checkpoint save (sets mtime)
         self._closed = False
         self._discarded = False
         self._detached = False
@@ -368,6 +371,7 @@ class CacheEntry:
             else:
                 save_first(self.checkpoint_path, cp)
             self._has_checkpoint = True
+            self.saved_at = time.monotonic()
             with self._lock:
                 # Parts shed since the snapshot are not durable whatever the file now says.
                 self._durable = {i: c for i, c in snapshot.items() if i in self._done}

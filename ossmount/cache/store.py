@@ -70,6 +70,7 @@ import hashlib
 import itertools
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -391,10 +392,11 @@ class CacheStore:
         self._index[h] = held = entry.cached_bytes
         self._idle_bytes += held
         self._touch(h)
-        with contextlib.suppress(OSError):
-            os.utime(
-                entry.checkpoint_path or entry.path
-            )  # persists recency for the next startup's LRU
+        # The file's mtime is the recency the next startup's LRU order reads; a save within the
+        # last second set it already (every cold small file: one utime less).
+        if time.monotonic() - entry.saved_at > 1.0:
+            with contextlib.suppress(OSError):
+                os.utime(entry.checkpoint_path or entry.path)
 
     def _touch(self, h: str) -> None:
         if h in self._index:

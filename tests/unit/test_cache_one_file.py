@@ -389,3 +389,21 @@ def test_cache_commands_see_verify_and_clear_one_files(tmp_path: Path) -> None:
     result = _cli("cache", "clear", "--cache-dir", str(root))
     assert result.returncode == 0, result.stderr
     assert on_disk(root, "good") == on_disk(root, "big") == []
+
+
+def test_a_release_right_after_a_save_leaves_the_mtime_it_set(
+    store: CacheStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mtime is the LRU order a restart reads; a save within the last second set it, so
+    a cold small file's release costs no utime. Later releases still set it."""
+    touched: list[object] = []
+    real_utime = os.utime
+    monkeypatch.setattr(
+        os, "utime", lambda path, *a, **k: (touched.append(path), real_utime(path, *a, **k))
+    )
+    cache(store, SMALL)
+    assert touched == []
+    entry = store.open_entry(obj(SMALL), PART)
+    entry.saved_at -= 2.0  # the save was two seconds ago
+    store.release(entry)
+    assert touched == [files(store.root)["one"]]
