@@ -407,3 +407,34 @@ def test_a_release_right_after_a_save_leaves_the_mtime_it_set(
     entry.saved_at -= 2.0  # the save was two seconds ago
     store.release(entry)
     assert touched == [files(store.root)["one"]]
+
+
+def test_eviction_checks_need_no_walk_of_open_entries_far_under_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every open, flush and release asks whether to evict; far under the cap the answer comes
+    from a sum kept as entries come and go (their sizes bound what they hold), not from
+    asking each open entry what it holds."""
+    s = CacheStore(tmp_path / "cache", bucket=BUCKET, max_bytes=10_000)
+    s.lock()
+    asked: list[int] = []
+    real = CacheStore.held_bytes
+    monkeypatch.setattr(CacheStore, "held_bytes", lambda self: asked.append(1) or real(self))
+    held = [s.open_entry(obj(SMALL, key=f"k{i}"), PART) for i in range(3)]
+    old = s.open_entry(obj(BIG, key="k0x"), PART)
+    new = s.open_entry(obj(BIG[::-1], '"E2"', key="k0x"), PART)  # detaches the old version
+    for e in (*held, old, new):
+        fill(e, SMALL if e.layout.size == len(SMALL) else e.meta.size * b"\0")
+    for e in (*held, old, new):
+        s.evict_to_fit()
+        s.release(e)
+    assert asked == []
+    assert s._live_sizes == 0
+    big = CacheStore(tmp_path / "other", bucket=BUCKET, max_bytes=len(SMALL) * 2)
+    big.lock()
+    for i in range(3):
+        cache(big, SMALL, key=f"k{i}")
+    assert asked  # near the cap: the exact figure
+    assert big.statistics().entries == 2
+    big.close()
+    s.close()
