@@ -438,3 +438,29 @@ def test_eviction_checks_need_no_walk_of_open_entries_far_under_the_cap(
     assert big.statistics().entries == 2
     big.close()
     s.close()
+
+
+def test_adopting_a_written_file_replaces_an_older_one_file_version(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    s = restarted(root)
+    cache(s, SMALL, '"E1"')
+    new = SMALL[::-1]
+    m = obj(new, '"E2"')
+    assert m.crc64 is not None
+    staged, ckpt = tmp_path / "staged.data", tmp_path / "staged.data.ckpt"
+    staged.write_bytes(new)
+    save_first(
+        ckpt,
+        Checkpoint(
+            bucket=BUCKET, key=m.key, etag=m.etag, size=m.size, mtime_ns=m.mtime_ns,
+            server_crc64=m.crc64, part_size=PART, part_crcs={0: m.crc64},
+            state=EntryState.VERIFIED,
+        ),
+    )  # fmt: skip
+    s.adopt(m.key, staged, ckpt, m.size)
+    assert on_disk(root) == ["ckpt", "data"]
+    entry = recheck_all(s.open_entry(m, PART))
+    assert entry.state is EntryState.VERIFIED
+    assert entry.read(0, 100) == new
+    s.release(entry)
+    s.close()
