@@ -1,4 +1,5 @@
-"""One cached object version: a sparse data file plus its checkpoint.
+"""One cached object version: a sparse data file plus its checkpoint (a file beside it, or,
+for a one-part object, the data file's own tail: cache.tail).
 
 Life cycle (`state`):
 
@@ -67,8 +68,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -86,6 +89,7 @@ from ossmount.cache.holes import punch_hole
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.recheck import hash_span
 from ossmount.cache.sink import PartSink
+from ossmount.cache.tail import write_tail
 from ossmount.oss.models import ObjectMeta
 
 __all__ = ["CacheEntry", "EntryState", "VerifyResult"]
@@ -108,9 +112,10 @@ class VerifyResult:
 class CacheEntry:
     """Data file + checkpoint of one object version. Built by `open_entry` (cache.opening).
 
-    Constant after open: `bucket`, `layout`, `path` (data file), `checkpoint_path`, and `meta`
-    except its `crc64`, which the checkpoint or `set_server_crc64` may fill in when the
-    caller's meta lacked it. Mutable: the part maps, `state`, and `fd` (-1 once closed).
+    Constant after open: `bucket`, `layout`, `path` (data file), `checkpoint_path` (None: the
+    checkpoint is the data file's tail, cache.tail), and `meta` except its `crc64`, which the
+    checkpoint or `set_server_crc64` may fill in when the caller's meta lacked it. Mutable:
+    the part maps, `state`, and `fd` (-1 once closed).
     """
 
     def __init__(
@@ -120,7 +125,7 @@ class CacheEntry:
         meta: ObjectMeta,
         layout: PartLayout,
         path: Path,
-        checkpoint_path: Path,
+        checkpoint_path: Path | None,
         fd: int,
         durable: dict[int, int],
         state: EntryState,
@@ -142,6 +147,7 @@ class CacheEntry:
         self._persisted_state = state
         self._persisted_crc = meta.crc64
         self._has_checkpoint = has_checkpoint
+        self.saved_at = -math.inf  # time.monotonic() of the last checkpoint save (sets mtime)
         self._closed = False
         self._discarded = False
         self._detached = False
@@ -355,11 +361,17 @@ class CacheEntry:
                 crc = self.meta.crc64
                 snapshot = dict(self._done)
                 cp = self._snapshot(snapshot, self._state)
-            if self._has_checkpoint:
+            if self.checkpoint_path is None:
+                try:
+                    write_tail(self.fd, cp, again=self._has_checkpoint)
+                except OSError as exc:
+                    raise self._io_error("checkpoint save", exc) from exc
+            elif self._has_checkpoint:
                 save_atomic(self.checkpoint_path, cp)
             else:
                 save_first(self.checkpoint_path, cp)
-                self._has_checkpoint = True
+            self._has_checkpoint = True
+            self.saved_at = time.monotonic()
             with self._lock:
                 # Parts shed since the snapshot are not durable whatever the file now says.
                 self._durable = {i: c for i, c in snapshot.items() if i in self._done}
@@ -541,7 +553,9 @@ class CacheEntry:
         finally:
             with self._flush_lock:
                 self._close_fd()
-                if not self._detached and not self._discarded and not self.checkpoint_path.exists():
+                ckpt = self.checkpoint_path
+                saved = self._has_checkpoint if ckpt is None else ckpt.exists()
+                if not self._detached and not self._discarded and not saved:
                     with contextlib.suppress(FileNotFoundError):
                         self.path.unlink()
 
@@ -557,10 +571,9 @@ class CacheEntry:
             if self._detached:
                 return
             try:
-                with contextlib.suppress(FileNotFoundError):
-                    self.checkpoint_path.unlink()
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
+                for path in (self.checkpoint_path, self.path):
+                    if path is not None:
+                        path.unlink(missing_ok=True)
                 fsync_dir(self.path.parent)
             except OSError as exc:
                 raise self._io_error("discard", exc) from exc

@@ -1,6 +1,13 @@
 """Opening a cache entry: resume the one on disk if its checkpoint is for this exact version,
 else start a fresh sparse file (the factory `CacheEntry` is built by, kept apart from it).
 
+Two kinds of entry (cache layout 2, cache.store): a one-part object is kept in one file, its
+checkpoint in the file's tail (`one`, cache.tail); any other object, and a one-part object
+cached by layout 1 or adopted from the write path, in a data file plus a checkpoint file. A new
+entry takes the kind its object's size gives; an existing one of either kind is resumed if it
+is this version, and otherwise both kinds' files are removed before the new one is created,
+so a key never has two versions on disk.
+
 One version equality (`same_version`): the checkpoint's `ObjectVersion` (key, ETag, size),
 bucket and part size must match, and the CRC-64s must agree where both are known; Last-Modified
 is not compared, so a checkpoint written by an older release from a listing's sub-second mtime
@@ -18,12 +25,13 @@ from pathlib import Path
 
 from ossmount.cache.checkpoint import Checkpoint, EntryState, fsync_dir, load
 from ossmount.cache.entry import CacheEntry
-from ossmount.cache.errors import io_error
+from ossmount.cache.errors import CorruptCheckpoint, io_error
 from ossmount.cache.holes import hole_spans
 from ossmount.cache.ranges import PartLayout
+from ossmount.cache.tail import read_tail
 from ossmount.oss.models import ObjectMeta
 
-__all__ = ["crcs_agree", "open_entry", "same_version"]
+__all__ = ["crcs_agree", "open_entry", "peek_one", "same_version"]
 
 log = logging.getLogger(__name__)
 
@@ -55,86 +63,164 @@ def open_entry(
     part_size: int,
     path: Path,
     checkpoint_path: Path,
+    one: Path | None = None,
     absent: bool = False,
 ) -> CacheEntry:
-    """Resume the entry at `path` if its checkpoint is for this exact version, else start it.
+    """Resume the entry of `meta` if one on disk is for this exact version, else start it.
 
-    A checkpoint for any other version (or a damaged one, or one whose data file is
-    missing or has the wrong size) is deleted together with the data file before a fresh
-    sparse file is created, so two versions never mix. The old checkpoint goes first and
-    the directory is fsynced before the new file exists: a crash in between can only leave
-    an orphan data file, which no checkpoint vouches for.
+    `path` + `checkpoint_path`: the data file and checkpoint of the two-file kind; `one`: where
+    a one-part object is kept in a single file (cache.tail), None to keep every object in two
+    files (cache layout 1).
 
-    `absent`: the caller (the store's index) knows neither file is there, so the checkpoint
-    is not read and nothing is removed (three failing syscalls per cold small file); if a
-    data file is there after all, the full path above runs.
+    Any other version (or a damaged checkpoint, or one whose data file is missing or has the
+    wrong size) is deleted, checkpoint first, with both kinds' files, before a fresh sparse
+    file is created, so two versions never mix; the directory is fsynced in between when a
+    checkpoint file was removed: a crash can then only leave an orphan data file, which no
+    checkpoint vouches for.
+
+    `absent`: the caller (the store's index) knows no file of the key is there, so nothing is
+    read or removed (three failing syscalls per cold small file); if a file is there after
+    all, the full path above runs.
     """
     layout = PartLayout(meta.size, part_size)
-    if absent:
-        try:
-            new_fd = _create(path, meta.size)
-        except FileExistsError:
-            pass  # not absent after all: the full path below
-        except OSError as exc:
-            raise io_error("open", bucket=bucket, key=meta.key, path=path, cause=exc) from exc
-        else:
-            return CacheEntry(
-                bucket=bucket, meta=meta, layout=layout, path=path,
-                checkpoint_path=checkpoint_path, fd=new_fd, durable={},
-                state=EntryState.PARTIAL, has_checkpoint=False,
-            )  # fmt: skip
-    cp = load(checkpoint_path, bucket=bucket, key=meta.key)
-    if cp is not None and not same_version(cp, bucket=bucket, meta=meta, part_size=part_size):
-        log.info(
-            "cached oss://%s/%s is another version (etag %s size %d part %d, now etag %s "
-            "size %d part %d): discarding it",
-            bucket,
-            meta.key,
-            cp.etag,
-            cp.size,
-            cp.part_size,
-            meta.etag,
-            meta.size,
-            part_size,
-        )
-        cp = None
-    durable: dict[int, int] = {}
-    state = EntryState.PARTIAL
+    single = one if one is not None and layout.count <= 1 else None
+    new_path, new_ckpt = (single, None) if single is not None else (path, checkpoint_path)
     try:
-        fd = _open_existing(bucket, meta, path) if cp is not None else None
-        resumed = fd is not None and cp is not None
-        if fd is not None and cp is not None:
-            meta, durable, state = _resume(bucket, meta, layout, path, fd, cp)
-        else:
-            fd = _start_fresh(path, checkpoint_path, meta.size)
+        if absent:
+            try:
+                fd = _create(new_path, meta.size)
+            except FileExistsError:
+                pass  # not absent after all: the full path below
+            else:
+                return _fresh(bucket, meta, layout, new_path, new_ckpt, fd)
+        entry = None if single is None else _resume_single(bucket, meta, layout, single)
+        if entry is None:
+            entry = _resume_pair(bucket, meta, layout, path, checkpoint_path)
+        if entry is not None:
+            return entry
+        fd = _start_fresh(checkpoint_path, [path, one], new_path, meta.size)
     except OSError as exc:
-        raise io_error("open", bucket=bucket, key=meta.key, path=path, cause=exc) from exc
+        raise io_error("open", bucket=bucket, key=meta.key, path=new_path, cause=exc) from exc
+    return _fresh(bucket, meta, layout, new_path, new_ckpt, fd)
+
+
+def _fresh(
+    bucket: str, meta: ObjectMeta, layout: PartLayout, path: Path, ckpt: Path | None, fd: int
+) -> CacheEntry:
     return CacheEntry(
-        bucket=bucket,
-        meta=meta,
-        layout=layout,
-        path=path,
-        checkpoint_path=checkpoint_path,
-        fd=fd,
-        durable=durable,
-        state=state,
-        has_checkpoint=resumed,
-    )
+        bucket=bucket, meta=meta, layout=layout, path=path, checkpoint_path=ckpt, fd=fd,
+        durable={}, state=EntryState.PARTIAL, has_checkpoint=False,
+    )  # fmt: skip
 
 
-def _start_fresh(path: Path, checkpoint_path: Path, size: int) -> int:
-    """Remove what is there (checkpoint first), create the sparse data file; its fd."""
+def _this_version(cp: Checkpoint | None, bucket: str, meta: ObjectMeta, part_size: int) -> bool:
+    """Whether `cp` is for `meta`; another version is logged (it is about to be dropped)."""
+    if cp is None:
+        return False
+    if same_version(cp, bucket=bucket, meta=meta, part_size=part_size):
+        return True
+    log.info(
+        "cached oss://%s/%s is another version (etag %s size %d part %d, now etag %s "
+        "size %d part %d): discarding it",
+        bucket, meta.key, cp.etag, cp.size, cp.part_size, meta.etag, meta.size, part_size,
+    )  # fmt: skip
+    return False
+
+
+def _resume_pair(
+    bucket: str, meta: ObjectMeta, layout: PartLayout, path: Path, ckpt: Path
+) -> CacheEntry | None:
+    """The two-file entry at `path` + `ckpt` if it is this version, else None."""
+    cp = load(ckpt, bucket=bucket, key=meta.key)
+    if not _this_version(cp, bucket, meta, layout.part_size):
+        return None
+    assert cp is not None
+    fd = _open_existing(bucket, meta, path)
+    return None if fd is None else _resumed(bucket, meta, layout, path, ckpt, fd, cp)
+
+
+def _resume_single(
+    bucket: str, meta: ObjectMeta, layout: PartLayout, one: Path
+) -> CacheEntry | None:
+    """The one-file entry at `one` if its tail is a checkpoint of this version, else None."""
+    try:
+        fd = os.open(one, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            cp = read_tail(fd)
+        except CorruptCheckpoint as exc:
+            log.warning(
+                "discarding unusable checkpoint for oss://%s/%s at %s: %s",
+                bucket,
+                meta.key,
+                one,
+                exc,
+            )
+            cp = None
+        if _this_version(cp, bucket, meta, layout.part_size):
+            assert cp is not None
+            return _resumed(bucket, meta, layout, one, None, fd, cp)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
+
+
+def _resumed(
+    bucket: str, meta: ObjectMeta, layout: PartLayout, path: Path, ckpt: Path | None, fd: int,
+    cp: Checkpoint,
+) -> CacheEntry:  # fmt: skip
+    try:
+        meta, durable, state = _resume(bucket, meta, layout, path, fd, cp)
+    except BaseException:
+        os.close(fd)
+        raise
+    return CacheEntry(
+        bucket=bucket, meta=meta, layout=layout, path=path, checkpoint_path=ckpt, fd=fd,
+        durable=durable, state=state, has_checkpoint=True,
+    )  # fmt: skip
+
+
+def _start_fresh(checkpoint: Path, others: list[Path | None], path: Path, size: int) -> int:
+    """Remove what is there (the checkpoint file first), create the sparse file; its fd."""
     removed_checkpoint = False
     with contextlib.suppress(FileNotFoundError):
-        checkpoint_path.unlink()
+        checkpoint.unlink()
         removed_checkpoint = True
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    for other in others:
+        if other is not None:
+            other.unlink(missing_ok=True)
     if removed_checkpoint:
-        # Only a removed checkpoint must be durably gone before the new file exists;
-        # a first download skips this fsync (it sits on the time to first byte).
+        # Only a removed checkpoint file must be durably gone before the new file exists;
+        # a first download skips this fsync (it sits on the time to first byte). A `.one`
+        # file needs none: its checkpoint goes with it, and were it to come back beside a
+        # new `.data` after a crash, the startup scan drops both (cache.store).
         fsync_dir(path.parent)
     return _create(path, size)
+
+
+def peek_one(one: Path, *, bucket: str, key: str) -> Checkpoint | None:
+    """The checkpoint in the tail of the `.one` file `one` (cache.tail), for a freshness check
+    before an open; None if there is no such file, no checkpoint in it, or a damaged one
+    (logged: the next open replaces the file). CacheIOError if it cannot be read."""
+    try:
+        fd = os.open(one, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise io_error("checkpoint read", bucket=bucket, key=key, path=one, cause=exc) from exc
+    try:
+        return read_tail(fd)
+    except CorruptCheckpoint as exc:
+        log.warning("unusable checkpoint for oss://%s/%s at %s: %s", bucket, key, one, exc)
+        return None
+    except OSError as exc:
+        raise io_error("checkpoint read", bucket=bucket, key=key, path=one, cause=exc) from exc
+    finally:
+        os.close(fd)
 
 
 def _create(path: Path, size: int) -> int:

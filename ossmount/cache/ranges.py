@@ -24,7 +24,7 @@ exhaustively.
 from __future__ import annotations
 
 from collections.abc import Collection, Container, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ossmount.crc64 import combine, shift
 
@@ -39,24 +39,20 @@ class PartLayout:
 
     size: int
     part_size: int
+    # Derived once here, not per access: a cold small file asked for `count` ~48 times and
+    # `head_size` ~66 times (cProfile of a cold rsync), as properties ~30 us of its CPU.
+    head_size: int = field(init=False, repr=False, compare=False)  # part 0's length, at most
+    count: int = field(init=False, repr=False, compare=False)  # parts; 0 for an empty object
 
     def __post_init__(self) -> None:
         if self.size < 0:
             raise ValueError(f"object size must be >= 0, got {self.size}")
         if self.part_size <= 0:
             raise ValueError(f"part size must be > 0, got {self.part_size}")
-
-    @property
-    def head_size(self) -> int:
-        """Length of part 0 when the object is at least that long."""
-        return min(self.part_size, HEAD_PART_SIZE)
-
-    @property
-    def count(self) -> int:
-        """Number of parts; 0 for an empty object."""
-        if self.size == 0:
-            return 0
-        return 1 + -(-max(0, self.size - self.head_size) // self.part_size)
+        head = min(self.part_size, HEAD_PART_SIZE)
+        count = 0 if self.size == 0 else 1 + -(-max(0, self.size - head) // self.part_size)
+        object.__setattr__(self, "head_size", head)
+        object.__setattr__(self, "count", count)
 
     def start(self, index: int) -> int:
         """First byte of part `index` (index may be `count`: then it is `size`)."""

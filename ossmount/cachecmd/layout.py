@@ -1,7 +1,8 @@
 """A cache directory read from outside its mount: which dir, its entries, its lock.
 
-The layout is the one `ossmount.cache.store` documents (LAYOUT_VERSION 1): ROOT/VERSION,
-ROOT/lock, ROOT/BUCKET/ab/<sha256(key)>.data and .ckpt. Only the store writes it; these
+The layout is the one `ossmount.cache.store` documents (LAYOUT_VERSION 2; a layout-1 dir is
+read as it is): ROOT/VERSION, ROOT/lock, ROOT/BUCKET/ab/<sha256(key)>.data and .ckpt, or
+<sha256(key)>.one with the checkpoint in its tail (cache.tail). Only the store writes it; these
 commands read it, and verify/clear change it only while holding the same flock() a mount
 takes, so a mount and a command never work on one directory at once.
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from ossmount.cache.checkpoint import Checkpoint, EntryState, decode
 from ossmount.cache.errors import CorruptCheckpoint
-from ossmount.cache.store import LAYOUT_VERSION, key_hash
+from ossmount.cache.store import LAYOUT_VERSION, UPGRADABLE_LAYOUTS, key_hash
+from ossmount.cache.tail import read_tail
 from ossmount.cachecmd.codes import CommandError, Exit
 from ossmount.cachecmd.mountstate import read_record
 from ossmount.config import default_cache_dir
@@ -69,7 +71,7 @@ def check_layout(root: Path) -> None:
         ) from None
     except OSError as exc:
         raise CommandError(f"cannot read {root}/VERSION: {exc.strerror}", Exit.CACHE) from exc
-    if text != str(LAYOUT_VERSION):
+    if text != str(LAYOUT_VERSION) and text not in UPGRADABLE_LAYOUTS:
         raise CommandError(
             f"cache directory {root} has layout version {text!r}; this ossmount knows "
             f"{LAYOUT_VERSION}",
@@ -81,8 +83,8 @@ def check_layout(root: Path) -> None:
 class EntryFiles:
     bucket: str
     stem: str  # sha256 of the key
-    data: Path
-    ckpt: Path
+    data: Path  # .data, or .one
+    ckpt: Path | None  # None: a .one file, the checkpoint is its tail
 
 
 def _bucket_dirs(root: Path) -> Iterator[Path]:
@@ -92,16 +94,23 @@ def _bucket_dirs(root: Path) -> Iterator[Path]:
 
 
 def iter_entries(root: Path) -> Iterator[EntryFiles]:
-    """Every (data, checkpoint) pair, in directory order. Loose files are `leftovers`."""
+    """Every (data, checkpoint) pair and `.one` file, in directory order. Loose files, and
+    both kinds of one key, are `leftovers`."""
     for bucket_dir in _bucket_dirs(root):
         for sub in sorted(bucket_dir.iterdir()):
             if not sub.is_dir():
                 continue
-            for ckpt in sorted(sub.glob("*.ckpt")):
-                stem = ckpt.name[: -len(".ckpt")]
-                data = sub / (stem + ".data")
-                if _STEM_RE.fullmatch(stem) and data.exists():
-                    yield EntryFiles(bucket_dir.name, stem, data, ckpt)
+            names = {p.name for p in sub.iterdir()}
+            for name in sorted(names):
+                stem, _, ext = name.partition(".")
+                if not _STEM_RE.fullmatch(stem) or (
+                    stem + ".one" in names and stem + ".ckpt" in names
+                ):
+                    continue
+                if ext == "ckpt" and stem + ".data" in names:
+                    yield EntryFiles(bucket_dir.name, stem, sub / (stem + ".data"), sub / name)
+                elif ext == "one":
+                    yield EntryFiles(bucket_dir.name, stem, sub / name, None)
 
 
 def leftovers(root: Path) -> list[Path]:
@@ -115,7 +124,8 @@ def leftovers(root: Path) -> list[Path]:
             for name in names:
                 stem, _, ext = name.partition(".")
                 partner = {"data": stem + ".ckpt", "ckpt": stem + ".data"}.get(ext)
-                if name.endswith(".tmp") or (partner is not None and partner not in names):
+                both = ext in ("data", "ckpt", "one") and {stem + ".one", stem + ".ckpt"} <= names
+                if name.endswith(".tmp") or both or (partner is not None and partner not in names):
                     found.append(sub / name)
     return sorted(found)
 
@@ -152,7 +162,7 @@ class Entry:
     def name(self) -> str:
         cp = self.checkpoint
         if cp is None:
-            return f"{self.files.ckpt} (unreadable checkpoint)"
+            return f"{self.files.ckpt or self.files.data} (unreadable checkpoint)"
         return f"oss://{cp.bucket}/{cp.key}"
 
 
@@ -162,24 +172,37 @@ def read_entry(files: EntryFiles) -> Entry:
     Read-only: unlike checkpoint.load, a damaged checkpoint is reported, not deleted (status
     must not change anything; verify decides).
     """
-    st_ckpt = files.ckpt.stat()
     st_data = files.data.stat()
+    st_ckpt = st_data if files.ckpt is None else files.ckpt.stat()
     disk = min(st_data.st_size, st_data.st_blocks * 512)
     cp: Checkpoint | None = None
     problem: str | None = None
     try:
-        cp = decode(files.ckpt.read_bytes())
+        cp = _read_checkpoint(files)
     except CorruptCheckpoint as exc:
         problem = f"damaged checkpoint: {exc}"
     if cp is not None:
         if cp.bucket != files.bucket or key_hash(cp.key) != files.stem:
             problem = f"checkpoint names oss://{cp.bucket}/{cp.key}, which does not belong here"
-        elif st_data.st_size != cp.size:
+        elif files.ckpt is not None and st_data.st_size != cp.size:
             problem = f"data file is {st_data.st_size} bytes, the object {cp.size}"
         if problem is not None:
             problem = f"oss://{cp.bucket}/{cp.key}: {problem}"
             cp = None
     return Entry(files, cp, problem, disk, st_ckpt.st_mtime_ns)
+
+
+def _read_checkpoint(files: EntryFiles) -> Checkpoint:
+    if files.ckpt is not None:
+        return decode(files.ckpt.read_bytes())
+    fd = os.open(files.data, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        cp = read_tail(fd)
+    finally:
+        os.close(fd)
+    if cp is None:
+        raise CorruptCheckpoint("no checkpoint at the end of the file")
+    return cp
 
 
 def read_entries(root: Path) -> list[Entry]:
@@ -196,7 +219,8 @@ def read_entries(root: Path) -> list[Entry]:
 def remove_entry(files: EntryFiles) -> None:
     """Checkpoint first, then data: a crash in between leaves a data file without a
     checkpoint, which the next mount deletes (never a checkpoint naming missing bytes)."""
-    files.ckpt.unlink(missing_ok=True)
+    if files.ckpt is not None:
+        files.ckpt.unlink(missing_ok=True)
     files.data.unlink(missing_ok=True)
 
 

@@ -70,6 +70,7 @@ def _bad_parts(entry: Entry, cp: Checkpoint, progress: Progress) -> dict[int, st
 
 def _drop_parts(entry: Entry, cp: Checkpoint, bad: set[int]) -> None:
     keep = {i: c for i, c in cp.part_crcs.items() if i not in bad}
+    assert entry.files.ckpt is not None  # a .one entry holds one part: dropped whole
     st = entry.files.ckpt.stat()
     save_atomic(entry.files.ckpt, dataclasses.replace(cp, part_crcs=keep, state=EntryState.PARTIAL))
     os.utime(entry.files.ckpt, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -88,7 +89,7 @@ def _check(entry: Entry, progress: Progress) -> str | None:
         return f"{entry.name}: {exc}: dropped the entry"
     if bad:
         what = f"{entry.name}: " + "; ".join(bad.values())
-        if len(bad) == len(cp.part_crcs):
+        if len(bad) == len(cp.part_crcs) or entry.files.ckpt is None:  # .one: one part
             remove_entry(entry.files)
             return f"{what}: dropped the entry (no good part)"
         _drop_parts(entry, cp, set(bad))

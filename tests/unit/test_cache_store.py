@@ -62,7 +62,7 @@ def entry_files(root: Path, key: str) -> tuple[Path, Path]:
 
 def test_layout_on_disk(store: CacheStore) -> None:
     root = store.root
-    assert (root / "VERSION").read_text() == "1\n"
+    assert (root / "VERSION").read_text() == "2\n"
     assert (root / "lock").read_text() == f"{os.getpid()}\n"
     key = "weird/" + "\x00\n/..é" * 100 + "x" * 400  # long and full of anything
     data = b"hello world" * 5
