@@ -11,6 +11,7 @@ from the raw header list costs ~3.5 us and each lookup after that is a hash prob
 from __future__ import annotations
 
 import calendar
+import math
 import re
 from email.utils import parsedate_to_datetime
 
@@ -83,6 +84,9 @@ class GetState:
         self.meta: ObjectMeta | None = None
         self.if_match = if_match
         self.pinned: str | None = if_match  # ETag every attempt must match
+        # trio time no wait of an attempt may pass, when no cancel scope bounds the attempts
+        # (OssClient.get); inf when one does
+        self.deadline = math.inf
 
 
 def changed(bucket: str, key: str, expected: str, got: str) -> ObjectChanged:
