@@ -25,6 +25,8 @@ Ranged GETs (`get`, into a body sink) are the product's hot path:
   backoff waits together; see `_retry`); a GET waits at most `stall_timeout_s` for its reply
   head and between body bytes. HEAD, LIST and GetSymlink wait `read_timeout_s` for theirs
   and have the deadline `request_deadline_s`, derived the same way from `read_timeout_s`.
+  A GET under `_body.THREAD_MIN_BYTES` (a random read's block, a small file) enforces the
+  deadline in each of its waits instead of a cancel scope per try (`get`).
 * A 200 to a ranged request (server ignored Range) is accepted as the whole object: we read
   past the bytes before `offset`, deliver ours, and drop the connection rather than drain it.
 * 206 replies are checked: Content-Range must start at the byte asked for and not run past
