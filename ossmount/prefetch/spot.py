@@ -3,8 +3,10 @@
 A handle that jumps around (a database page, a Parquet column chunk, the referee's W8: 2,000
 random 4 KiB preads of a 1 GiB object) would otherwise pull a whole 8 MiB part per read, so a
 random reader downloaded the whole object. Instead such a read GETs the aligned `block`
-(64 KiB by default) around it; only once the reads turn sequential (pattern.ReadaheadWindow's
-`scattered` turns false) does the handle fetch whole parts again, with read-ahead.
+(`--random-read-kb`, 16 KiB by default) around it; only once the reads turn sequential
+(pattern.ReadaheadWindow's `scattered` turns false) does the handle fetch whole parts again,
+with read-ahead. A read spanning several blocks GETs the missing ones in one request, so the
+block size only rounds a read; it does not cost a large random read round trips.
 
 Why memory and not the cache file: a part is recorded in the cache only whole, with the CRC-64
 of exactly its bytes, so the per-part CRCs combine into the whole-object verdict and a resume
