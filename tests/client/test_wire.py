@@ -225,6 +225,9 @@ def test_parse_head_remembers_lines_but_never_a_malformed_one() -> None:
     for i in range(2 * _LINES_KEPT):
         assert parse_head(b"HTTP/1.1 200 OK\r\nX-Id: %d" % i)[2] == {"x-id": str(i)}
     assert len(_LINES) <= _LINES_KEPT
+    long_line = "X-Long: " + "a" * 300
+    assert parse_head(f"HTTP/1.1 200 OK\r\n{long_line}".encode())[2] == {"x-long": "a" * 300}
+    assert long_line not in _LINES
 
 
 async def test_an_oversized_reply_head_is_a_transport_error() -> None:
