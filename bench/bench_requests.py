@@ -53,6 +53,19 @@ file's checkout), medians of the three:
     floor wall us/GET                          205      149
     Python calls per GET, client (cProfile)    556      410
 
+Session 8 (issue 13, W8): `spots` is W8's GETs without the mount (2,000 random 64 KiB ranges
+of one 64 MiB object, If-Match pinned, so one key is signed again and again). Each checkout
+run with its own bench file (main: this file copied in), 3 interleaved invocation pairs,
+`--what spots --size-kib 64 --repeat 3`, medians (load ~6 on 2 cores):
+
+    figure                                   before   after
+    spots CPU us/GET                           187      144
+    Python calls per GET, client (cProfile)     417      154
+
+What went: signing (the signed lines are reused within a second: oss/_gethead.py), the two
+cancel scopes per GET (oss/_wire.py, _client.get: ~11-13 us each), re-parsing the same
+Last-Modified and header lines (oss/_reply.py, oss/_wire.py), a poll object per reuse.
+
 Session 5: Python calls per GET (cProfile, deterministic): 2,603 -> 2,170. Of what is left (cProfile
 self time): trio 19 %, h11 17 %, httpcore 17 %, httpx 3 %, builtins and stdlib called
 mostly from those 31 %, the client's own modules 11 % (request and response heads through
