@@ -53,6 +53,13 @@ Cancellation still arrives at those waits. Measured (`bench_requests.py --what g
 CPU per GET 215/207/206 -> 175/175/177 us; cProfile: Python calls per GET 556 -> 410, per W8
 read in the daemon (`bench_mount.py --profile-daemon`) 962 -> 776.
 
+Cancel scopes only for waits (session 8): a trio cancel scope costs ~11-13 us here, and the
+head exchange ran in one per GET. Now the head is written and the reply read once with plain
+syscalls before any scope; a scope (head timeout, or the request's deadline if sooner: see
+`_client.get` for GETs that pass one) opens only when something must be waited for, about half
+of the spot GETs. With the signing memo (`_gethead`) and the header-line memo below, client
+CPU per spot GET went 187 -> 144 us (`bench_requests.py --what spots`, figures there).
+
 Concurrency: the pool is shared by all tasks of the trio thread. `_idle` changes only between
 awaits (pop on checkout, append on release); a connection belongs to exactly one task from
 checkout until `release`, and a slot of `_slots` is held for exactly that time.
