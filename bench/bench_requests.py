@@ -53,6 +53,19 @@ file's checkout), medians of the three:
     floor wall us/GET                          205      149
     Python calls per GET, client (cProfile)    556      410
 
+Session 8 (issue 13, W8): `spots` is W8's GETs without the mount (2,000 random 64 KiB ranges
+of one 64 MiB object, If-Match pinned, so one key is signed again and again). Each checkout
+run with its own bench file (main: this file copied in), 3 interleaved invocation pairs,
+`--what spots --size-kib 64 --repeat 3`, medians (load ~6 on 2 cores):
+
+    figure                                   before   after
+    spots CPU us/GET                           187      144
+    Python calls per GET, client (cProfile)     417      154
+
+What went: signing (the signed lines are reused within a second: oss/_gethead.py), the two
+cancel scopes per GET (oss/_wire.py, _client.get: ~11-13 us each), re-parsing the same
+Last-Modified and header lines (oss/_reply.py, oss/_wire.py), a poll object per reuse.
+
 Session 5: Python calls per GET (cProfile, deterministic): 2,603 -> 2,170. Of what is left (cProfile
 self time): trio 19 %, h11 17 %, httpcore 17 %, httpx 3 %, builtins and stdlib called
 mostly from those 31 %, the client's own modules 11 % (request and response heads through
@@ -66,6 +79,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
+import random
 import re
 import resource
 import socket
@@ -95,6 +109,8 @@ EMULATOR_CHILD = textwrap.dedent(
     data = bytes(range(256)) * (%(size)d // 256 + 1)
     for i in range(%(objects)d):
         emu.put_object(%(bucket)r, "d/%%06d" %% i, data[: %(size)d])
+    if %(spots)r:
+        emu.put_object(%(bucket)r, "big", bytes(range(256)) * (%(big)d // 256))
     print(emu.endpoint, flush=True)
     try:
         sys.stdin.read()
@@ -145,6 +161,44 @@ async def bench_gets(endpoint: str, args: argparse.Namespace) -> None:
             profiler.disable()
             profiler.dump_stats(args.profile)
     what = f"gets  {args.objects} x {args.size_kib} KiB, {args.pooled} pooled"
+    print(f"{what}  wall us/GET {fmt(walls)}")
+    print(f"{what}  CPU  us/GET {fmt(cpus)}")
+
+
+SPOT_OBJECT = 64 * 1024 * 1024
+
+
+async def bench_spots(endpoint: str, args: argparse.Namespace) -> None:
+    """W8's GETs without the mount: `--objects` ranged GETs of `--size-kib` at random aligned
+    offsets of one 64 MiB object, pinned with If-Match as a spot read pins them."""
+    size = args.size_kib * 1024
+    rng = random.Random(42)
+    offsets = [rng.randrange(SPOT_OBJECT // size) * size for _ in range(args.objects)]
+    sink = BufferSink(bytearray(size))
+    walls: list[float] = []
+    cpus: list[float] = []
+    async with bench_client(endpoint) as client:
+        etag = (await client.head("big")).etag
+
+        async def loop() -> None:
+            for offset in offsets:
+                res = await client.get("big", offset, size, sink, if_match=etag)
+                if res.length != size:
+                    raise SystemExit(f"short GET at {offset}: {res.length}")
+
+        await loop()  # warm up
+        for _ in range(args.repeat):
+            t0, c0 = time.perf_counter(), cpu_s()
+            await loop()
+            walls.append((time.perf_counter() - t0) / len(offsets) * 1e6)
+            cpus.append((cpu_s() - c0) / len(offsets) * 1e6)
+        if args.profile:
+            profiler = cProfile.Profile(time.thread_time)  # CPU, not wall
+            profiler.enable()
+            await loop()
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+    what = f"spots {args.objects} x {args.size_kib} KiB of one object"
     print(f"{what}  wall us/GET {fmt(walls)}")
     print(f"{what}  CPU  us/GET {fmt(cpus)}")
 
@@ -287,13 +341,17 @@ def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str
         "bucket": BUCKET,
         "size": args.size_kib * 1024,
         "objects": args.objects,
+        "spots": "spots" in args.what,
+        "big": SPOT_OBJECT,
     }
     return spawn_emulator(code)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--what", default="gets,list", help="comma list of: gets, list, floor")
+    parser.add_argument(
+        "--what", default="gets,list", help="comma list of: gets, spots, list, floor"
+    )
     parser.add_argument("--objects", type=int, default=2000)
     parser.add_argument("--size-kib", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=5)
@@ -303,7 +361,7 @@ def main() -> None:
     what = set(args.what.split(","))
     if "list" in what:
         bench_parse(args)
-    if not what & {"gets", "list", "floor"}:
+    if not what & {"gets", "spots", "list", "floor"}:
         return
     proc, endpoint = start_emulator(args)
     try:
@@ -311,6 +369,8 @@ def main() -> None:
             bench_floor(endpoint, args, proc.pid)
         if "gets" in what:
             trio.run(bench_gets, endpoint, args)
+        if "spots" in what:
+            trio.run(bench_spots, endpoint, args)
         if "list" in what:
             trio.run(bench_list_http, endpoint, args)
     finally:

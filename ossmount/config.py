@@ -195,7 +195,7 @@ class MountConfig:
     random_read_kb: int = option(
         "a random read (a jump, not from the start) GETs this many KB around it into memory"
         " instead of whole parts, until reads turn sequential; 0: whole parts",
-        64,
+        16,
         non_negative_int,
         metavar="KB",
     )

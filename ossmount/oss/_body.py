@@ -25,7 +25,9 @@ bench/bench_client.py's docstring.
 
 Stall detection: every network read on the trio thread runs under a deadline of `stall_s`; no
 byte for that long raises `BodyStalled` rather than hanging on a half-dead connection (the
-thread path: `_pump`).
+thread path: `_pump`). A caller without a cancel scope of its own for the request's total
+deadline sets `deadline` (trio time): each wait then also ends there, and the thread path is
+not taken (it knows only the stall timeout). See `_client.get` for why small GETs do that.
 
 Small bodies stay on the trio thread: the hop to a thread has a fixed cost that only pays
 from one window (1 MiB) up, hence THREAD_MIN_BYTES (figures: bench/bench_client.py).
@@ -37,6 +39,8 @@ at all once the pump was cancelled.
 """
 
 from __future__ import annotations
+
+import math
 
 import trio
 
@@ -129,6 +133,7 @@ class BodyReader:
         self._ended = False  # the source has nothing beyond `_pending`
         self._threaded = False
         self._shut = False  # a cancelled pump shut the socket down: never reuse it
+        self.deadline = math.inf  # trio time no wait may pass (see module docstring)
 
     @property
     def fast_path(self) -> str:
@@ -171,7 +176,8 @@ class BodyReader:
         delivered, which is less than `count` only when the body ended (BodyTruncated if it
         ended before its Content-Length). `progress` (optional) is kept up to date with what
         was delivered and its CRC-64, also when this raises."""
-        if self._sock is not None and self._limiter is not None and self.remaining:
+        threads = self._limiter is not None and self.deadline == math.inf
+        if self._sock is not None and threads and self.remaining:
             self._prepare()
             want = min(count, self.remaining)
             if want - len(self._pending) >= THREAD_MIN_BYTES:
@@ -290,7 +296,8 @@ class BodyReader:
         try:
             ready = self._read_ready(view)
             if ready is None:
-                with trio.move_on_after(self._stall_s) as scope:
+                until = min(trio.current_time() + self._stall_s, self.deadline)
+                with trio.move_on_at(until) as scope:
                     n = await self._read_network(view)
                 if scope.cancelled_caught:
                     raise BodyStalled(

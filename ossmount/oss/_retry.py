@@ -99,6 +99,7 @@ async def call_with_retries(
     *,
     describe: str,
     deadline: float | None = None,
+    scoped: bool = True,
     deadline_why: str = "",
     bucket: str | None = None,
     key: str | None = None,
@@ -108,7 +109,9 @@ async def call_with_retries(
     At most `policy.max_attempts` calls of `op`. The last exception is re-raised unchanged
     when the policy gives up; `DeadlineExceeded` (naming `bucket`/`key`, quoting the last
     failure; `deadline_why` says how the deadline was set) when `deadline` (trio time) passes
-    first.
+    first. `scoped` False: `op` bounds each of its own waits by `deadline` (no cancel scope
+    per try, which costs ~13 us); the deadline is then checked before each try and after a
+    failed one, and a failure at or after it is the DeadlineExceeded.
     """
     failures = 0
     last: OssError | None = None
@@ -128,6 +131,10 @@ async def call_with_retries(
         try:
             if deadline is None:
                 return await op(failures + 1)
+            if not scoped:
+                if trio.current_time() >= deadline:
+                    raise expired()
+                return await op(failures + 1)
             with trio.move_on_at(deadline):
                 return await op(failures + 1)
             raise expired()
@@ -136,6 +143,8 @@ async def call_with_retries(
         except OssError as exc:
             last = exc
             failures += 1
+            if not scoped and deadline is not None and trio.current_time() >= deadline:
+                raise expired() from exc
             if not policy.should_retry(failures, exc):
                 raise
             delay = policy.backoff_s(failures, exc.retry_after_s)

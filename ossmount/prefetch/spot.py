@@ -3,8 +3,10 @@
 A handle that jumps around (a database page, a Parquet column chunk, the referee's W8: 2,000
 random 4 KiB preads of a 1 GiB object) would otherwise pull a whole 8 MiB part per read, so a
 random reader downloaded the whole object. Instead such a read GETs the aligned `block`
-(64 KiB by default) around it; only once the reads turn sequential (pattern.ReadaheadWindow's
-`scattered` turns false) does the handle fetch whole parts again, with read-ahead.
+(`--random-read-kb`, 16 KiB by default) around it; only once the reads turn sequential
+(pattern.ReadaheadWindow's `scattered` turns false) does the handle fetch whole parts again,
+with read-ahead. A read spanning several blocks GETs the missing ones in one request, so the
+block size only rounds a read; it does not cost a large random read round trips.
 
 Why memory and not the cache file: a part is recorded in the cache only whole, with the CRC-64
 of exactly its bytes, so the per-part CRCs combine into the whole-object verdict and a resume
@@ -20,7 +22,8 @@ each of which holds the mount-wide GET limiter like a part GET.
 
 Concurrency (trio thread only): `_blocks` and `_inflight` change only between awaits; two
 reads of one block share one GET (the second waits for the first's event and then reads the
-LRU, or GETs itself if the first failed).
+LRU, or GETs itself if the first failed). A read of several blocks GETs the ones missing in one
+request (`_span`), holding the events of those not already on their way.
 """
 
 from __future__ import annotations
@@ -84,17 +87,49 @@ class SpotReads:
 
     async def read(self, offset: int, end: int) -> bytes:
         """Bytes [offset, end) of the object (end <= size), from one or more blocks."""
-        first = offset - offset % self.block
-        if end - first <= self.block:
+        block = self.block
+        first = offset - offset % block
+        if end - first <= block:
             data = await self._block(first)
             return bytes(memoryview(data)[offset - first : end - first])
+        starts = range(first, end, block)
+        # The blocks neither held nor on their way come in one GET (from the first of them to
+        # the end of the last), not one GET each in turn: a read of n blocks costs one round
+        # trip, so a small block costs a large read nothing.
+        missing = [s for s in starts if s not in self._blocks and s not in self._inflight]
+        span_start = span_end = 0
+        span = bytearray()
+        if len(missing) > 1:
+            span_start = missing[0]
+            span_end = min(missing[-1] + block, self._ctx.meta.size)
+            span = await self._span(span_start, span_end)
         pieces = []
-        start = first
-        while start < end:
-            data = await self._block(start)
-            pieces.append(memoryview(data)[max(offset - start, 0) : end - start])
-            start += self.block
+        for start in starts:
+            if span_start <= start < span_end:
+                held = memoryview(span)[start - span_start : start - span_start + block]
+            else:
+                held = memoryview(await self._block(start))
+            pieces.append(held[max(offset - start, 0) : end - start])
         return b"".join(pieces)
+
+    async def _span(self, start: int, end: int) -> bytearray:
+        """[start, end), whole blocks (the last one clipped to the object), in one GET; the
+        blocks that were neither held nor on their way are kept in the LRU too."""
+        block = self.block
+        taken = [s for s in range(start, end, block) if s not in self._inflight]
+        events = {s: trio.Event() for s in taken}
+        self._inflight.update(events)
+        try:
+            data = await self._get(start, end - start)
+        finally:
+            for s, event in events.items():
+                del self._inflight[s]
+                event.set()
+        view = memoryview(data)
+        for s in taken:
+            if s not in self._blocks:
+                self._keep(s, bytearray(view[s - start : s - start + block]))
+        return data
 
     async def _block(self, start: int) -> bytearray:
         while True:
@@ -112,10 +147,13 @@ class SpotReads:
         finally:
             del self._inflight[start]
             event.set()
+        self._keep(start, data)
+        return data
+
+    def _keep(self, start: int, data: bytearray) -> None:
         self._blocks[start] = data
         while len(self._blocks) > self._kept:
             self._blocks.popitem(last=False)
-        return data
 
     async def _get(self, start: int, length: int) -> bytearray:
         """One ranged GET of [start, start + length), fenced; holds a mount-wide GET slot."""

@@ -47,8 +47,11 @@ async def test_a_resume_is_one_of_max_attempts(server: MiniServer) -> None:
     assert "stalled" in str(info.value)
 
 
-async def test_total_deadline_stops_a_dripping_body(server: MiniServer) -> None:
-    """A byte well inside every stall timeout, forever: only the total deadline ends it."""
+@pytest.mark.parametrize("size", [len(DATA), 200_000], ids=["large", "small"])
+async def test_total_deadline_stops_a_dripping_body(server: MiniServer, size: int) -> None:
+    """A byte well inside every stall timeout, forever: only the total deadline ends it. A
+    small GET (under _body.THREAD_MIN_BYTES) runs without a scope per try: its waits take the
+    deadline themselves."""
     drip_forever(server)
     with trio.fail_after(15):
         async with make_client(
@@ -57,7 +60,7 @@ async def test_total_deadline_stops_a_dripping_body(server: MiniServer) -> None:
             assert c.fetch_deadline_s == 1.0
             start = trio.current_time()
             with pytest.raises(DeadlineExceeded) as info:
-                await get_into(c, "k", 0, bytearray(len(DATA)))
+                await get_into(c, "k", 0, bytearray(size))
             elapsed = trio.current_time() - start
     assert 1.0 <= elapsed < 3.0
     assert len(server.requests) == 1  # one attempt was still going: it was cut

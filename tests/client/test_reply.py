@@ -57,6 +57,36 @@ def test_header_dict_and_meta() -> None:
     )
 
 
+def test_replies_of_one_version_share_one_meta() -> None:
+    """Memoised (a random reader gets one GET reply per read); any header that differs, or
+    another key or size, makes another."""
+    headers = {
+        "etag": '"AB"',
+        "last-modified": "Sun, 06 Nov 1994 08:49:37 GMT",
+        "x-oss-hash-crc64ecma": "123",
+        "date": "Sun, 06 Dec 2026 07:41:32 GMT",
+        "x-oss-request-id": "1",
+    }
+    meta = meta_from_headers("k", headers, 5)
+    again = {**headers, "date": "Sun, 06 Dec 2026 07:41:33 GMT", "x-oss-request-id": "2"}
+    assert meta_from_headers("k", again, 5) is meta
+    others = [
+        meta_from_headers("k", {**headers, "etag": '"AC"'}, 5),
+        meta_from_headers("k", {**headers, "x-oss-hash-crc64ecma": "124"}, 5),
+        meta_from_headers("k", {**headers, "last-modified": "Mon, 07 Nov 1994 08:49:37 GMT"}, 5),
+        meta_from_headers("k", {**headers, "x-oss-storage-class": "IA"}, 5),
+        meta_from_headers("k2", headers, 5),
+        meta_from_headers("k", headers, 6),
+    ]
+    assert all(other is not meta and other != meta for other in others)
+    assert [o.etag for o in others] == ['"AC"', '"AB"', '"AB"', '"AB"', '"AB"', '"AB"']
+    assert (others[1].crc64, others[2].mtime_ns, others[3].storage_class) == (
+        124,
+        784198177 * 1_000_000_000,
+        "IA",
+    )
+
+
 def test_httpcore_errors_become_the_httpx_class_of_the_same_name() -> None:
     import httpcore
 

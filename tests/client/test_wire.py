@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from ossmount.oss import BadResponse, NoSuchKey, OssClient, OssTransportError
-from ossmount.oss._wire import WireError, parse_head
+from ossmount.oss._wire import _LINES, _LINES_KEPT, WireError, parse_head
 from tests.client.conftest import make_client
 from tests.client.sinks import get_into
 
@@ -203,6 +203,31 @@ def test_parse_head() -> None:
             parse_head(bad)
     with pytest.raises(WireError):
         parse_head(b"HTTP/1.1 200 OK\r\nBad Name : v")
+
+
+def test_parse_head_remembers_lines_but_never_a_malformed_one() -> None:
+    """Lines seen before are looked up, not split again (oss/_wire.py `_LINES`): the same
+    head parses the same twice, a malformed line is refused however often it comes, and the
+    memory of lines stays bounded."""
+    head = b'HTTP/1.1 206 Partial Content\r\nETag:  "a" \r\nServer: OSS\r\nX-Id: 1'
+    assert (
+        parse_head(head)
+        == parse_head(head)
+        == (
+            206,
+            "HTTP/1.1",
+            {"etag": '"a"', "server": "OSS", "x-id": "1"},
+        )
+    )
+    for _ in range(2):
+        with pytest.raises(WireError, match="Bad Name"):
+            parse_head(b"HTTP/1.1 200 OK\r\nServer: OSS\r\nBad Name : v")
+    for i in range(2 * _LINES_KEPT):
+        assert parse_head(b"HTTP/1.1 200 OK\r\nX-Id: %d" % i)[2] == {"x-id": str(i)}
+    assert len(_LINES) <= _LINES_KEPT
+    long_line = "X-Long: " + "a" * 300
+    assert parse_head(f"HTTP/1.1 200 OK\r\n{long_line}".encode())[2] == {"x-long": "a" * 300}
+    assert long_line not in _LINES
 
 
 async def test_an_oversized_reply_head_is_a_transport_error() -> None:

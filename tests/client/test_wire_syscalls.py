@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import trio
 import trio.testing
 
-from ossmount.oss._wire import Connection, Reply, WireBody, WirePool
+from ossmount.oss._wire import Connection, Reply, WireBody, WireError, WirePool
 
 
 class _Quiet(Connection):
@@ -41,7 +42,9 @@ async def test_send_all_finishes_a_partial_write_in_order() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(drain)
-        await conn.send_all(data)
+        sent = conn.send_nowait(data)
+        assert 0 < sent < len(data)  # the buffer took part of it without waiting
+        await conn.send_all(data, sent)
     assert bytes(got) == data
     conn.close()
     peer_t.close()
@@ -97,4 +100,62 @@ async def test_free_pool_slot_is_taken_without_a_scheduler_pass() -> None:
     assert task._schedule_points == before  # type: ignore[attr-defined]
     assert reply.status == 206
     pool.release(reply.conn, False)
+    peer.close()
+
+
+def _pooled(conn: Connection) -> WirePool:
+    pool = WirePool("127.0.0.1", 1, pool_size=1, ssl_context=None, connect_timeout_s=1.0,
+                    keepalive_s=60.0)  # fmt: skip
+    pool._slots.acquire_nowait()
+    pool.release(conn, True)  # now idle and reusable
+    return pool
+
+
+def _count_scopes(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Deadlines of the cancel scopes `_wire` opens from now on."""
+    opened: list[float] = []
+    real = trio.move_on_at
+
+    def counted(deadline: float, *, shield: bool = False) -> trio.CancelScope:
+        opened.append(deadline)
+        return real(deadline, shield=shield)
+
+    def counted_after(seconds: float, *, shield: bool = False) -> trio.CancelScope:
+        return counted(trio.current_time() + seconds, shield=shield)
+
+    monkeypatch.setattr(trio, "move_on_at", counted)
+    monkeypatch.setattr(trio, "move_on_after", counted_after)
+    return opened
+
+
+async def test_a_reply_there_after_the_write_costs_no_cancel_scope(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13: a scope costs ~11 us, and about half of the spot GETs find their reply
+    head there when the write returns."""
+    plain, peer = _pair()
+    pool = _pooled(_Quiet(plain.sock, None))
+    peer.send(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 0\r\n\r\n")
+    opened = _count_scopes(monkeypatch)
+    reply = await pool.request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 5.0)
+    assert reply.status == 206
+    assert opened == []
+    pool.release(reply.conn, False)
+    peer.close()
+
+
+async def test_a_reply_head_wait_ends_at_the_deadline_or_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reply not there yet is waited for under one scope, whichever comes first of the
+    head timeout and the request's deadline; no reply at all is a ReadTimeout."""
+    plain, peer = _pair()
+    pool = _pooled(_Quiet(plain.sock, None))
+    opened = _count_scopes(monkeypatch)
+    now = trio.current_time()
+    with trio.fail_after(5), pytest.raises(WireError, match="ReadTimeout"):
+        await pool.request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 30.0, now + 0.05)
+    assert len(opened) == 1
+    assert opened[0] == pytest.approx(now + 0.05)
+    assert trio.current_time() >= now + 0.05
     peer.close()

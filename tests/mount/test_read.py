@@ -17,12 +17,14 @@ import pytest
 
 from ossmount.cache import checkpoint
 from ossmount.cache.ranges import PartLayout
+from ossmount.config import OPTIONS
 from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET, SK, Mount
 
 MiB = 1024 * 1024
+RANDOM_READ_KB = next(o.default for o in OPTIONS if o.name == "random_read_kb")
 SMALL_PARTS = ("--part-size-mb", "1")
 
 
@@ -192,8 +194,8 @@ def test_a_peek_at_a_large_file_fetches_only_its_head_part(
 def test_random_preads_fetch_small_aligned_ranges_not_parts(
     emulator: Emulator, make_mount: MountFactory
 ) -> None:
-    """A random reader (the referee's W8) gets the aligned 64 KiB around each read, not the 8 MiB
-    part: the object is not downloaded whole. Every byte is still exact."""
+    """A random reader (the referee's W8) gets the aligned block (--random-read-kb) around each
+    read, not the 8 MiB part: the object is not downloaded whole. Every byte is still exact."""
     size = 64 * MiB
     key = "random.bin"
     emulator.put_synthetic(BUCKET, key, size, seed=12)
@@ -207,7 +209,7 @@ def test_random_preads_fetch_small_aligned_ranges_not_parts(
             assert os.pread(fd, 100, offset) == want
     finally:
         os.close(fd)
-    block = 64 * 1024
+    block = RANDOM_READ_KB * 1024
     gets = _gets(emulator, key)
     assert gets
     for start, end in gets:

@@ -82,6 +82,25 @@ def test_client_hooks_go_to_the_installed_metrics_and_do_nothing_otherwise() -> 
     assert value(outer, "ossmount_requests_total", operation="get", status="200") == 0
 
 
+def test_repeated_requests_and_parts_count_on_their_own_labels() -> None:
+    """The labelled children are looked up once and kept: every later call still counts on
+    its own (operation, status) or outcome."""
+    m = MountMetrics()
+    for _ in range(3):
+        m.request("get", 206)
+        m.part_started()
+        m.part_ended("done", 10)
+    m.request("GET", 206)
+    m.request("get", "transport")
+    m.request("DELETE", 204)
+    m.part_ended("failed")
+    assert value(m, "ossmount_requests_total", operation="get", status="206") == 4
+    assert value(m, "ossmount_requests_total", operation="get", status="transport") == 1
+    assert value(m, "ossmount_requests_total", operation="other", status="204") == 1
+    assert value(m, "ossmount_parts_total", outcome="done") == 3
+    assert value(m, "ossmount_parts_total", outcome="failed") == 1
+
+
 def test_label_values_stay_bounded() -> None:
     m = MountMetrics()
     m.request("DELETE", 200)

@@ -90,7 +90,7 @@ async def test_secrets_never_reach_logs_exceptions_or_reprs(
         client._retry = RetryPolicy(max_attempts=2, base_delay_s=0, max_delay_s=0)
         with pytest.raises(OssTransportError) as info:
             await client.head("k")
-        signed = await client._sign("GET", "k", [], {})
+        signed = await client._signer.sign("GET", "k", [], {})
         logger.debug("request headers %s", signed)
         logger.debug("creds %r provider %r", creds, provider)
         texts = [

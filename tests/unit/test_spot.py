@@ -172,6 +172,47 @@ async def test_two_reads_of_one_block_share_one_get(tmp_path: Path) -> None:
         await b.aclose()
 
 
+async def test_a_read_of_several_blocks_gets_the_missing_ones_in_one_request(
+    tmp_path: Path,
+) -> None:
+    """Before: one GET per block, in turn (a 128 KiB read of 16 KiB blocks was 8 round
+    trips). Now the blocks neither held nor on their way come in one GET, and are kept."""
+    source, data, meta = stored()
+    async with running(source, tmp_path, spot_config()) as p:
+        reader = p.open(meta)
+        offset = 2 * PART + 5 * BLOCK + 10  # a jump; the read spans blocks 5..8 of that part
+        assert await reader.read(offset, 3 * BLOCK) == data[offset : offset + 3 * BLOCK]
+        first = offset // BLOCK * BLOCK
+        assert [(c.offset, c.length) for c in source.calls] == [(first, 4 * BLOCK)]
+        assert all(c.if_match == meta.etag for c in source.calls)
+        # The blocks were kept: a read inside them GETs nothing.
+        assert (
+            await reader.read(first + BLOCK + 3, 2 * BLOCK)
+            == data[first + BLOCK + 3 : first + 3 * BLOCK + 3]
+        )
+        assert len(source.calls) == 1
+        # Blocks 9 and 11 are missing, 10 is held (read alone first): one GET for 9..11.
+        ten = first + 5 * BLOCK
+        assert await reader.read(ten + 1, 10) == data[ten + 1 : ten + 11]
+        assert await reader.read(ten - BLOCK, 3 * BLOCK) == data[ten - BLOCK : ten + 2 * BLOCK]
+        assert [(c.offset, c.length) for c in source.calls[1:]] == [
+            (ten, BLOCK),
+            (ten - BLOCK, 3 * BLOCK),
+        ]
+        await reader.aclose()
+
+
+async def test_a_span_read_at_the_end_is_clipped_to_the_object(tmp_path: Path) -> None:
+    source, data, meta = stored()
+    async with running(source, tmp_path, spot_config()) as p:
+        reader = p.open(meta)
+        offset = SIZE - 2 * BLOCK - 5
+        assert await reader.read(offset, 8 * BLOCK) == data[offset:]
+        first = offset // BLOCK * BLOCK
+        assert [(c.offset, c.length) for c in source.calls] == [(first, SIZE - first)]
+        await reader.aclose()
+
+
 def test_scattered_means_a_short_run_that_did_not_start_at_0() -> None:
     w = ReadaheadWindow(initial=100, maximum=400, slack=10, trigger=0, spot_run=1000)
     w.observe(0, 50)
