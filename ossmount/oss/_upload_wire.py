@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import socket
 import threading
@@ -58,6 +59,7 @@ from ._write_types import Chunks, FileRange, StagingError
 
 __all__ = ["ENABLED", "MIN_BODY", "BodySend", "request_with_body", "send_with_body", "usable"]
 
+log = logging.getLogger(__name__)
 ENABLED = True  # off: every body goes through httpcore (tests compare the two paths)
 # Smaller bodies stay on the httpcore path, read on the event loop (`_write_bodies`): there a
 # small file's commit pays no thread hop.
@@ -332,6 +334,10 @@ async def request_with_body(
     if job.error is not None:
         record_request(method.lower(), "transport")
         raise OssTransportError(f"{method} failed: {job.error}", bucket=bucket, key=key)
+    if log.isEnabledFor(logging.DEBUG):  # as OssClient._send logs every reply
+        log.debug(
+            "%s -> %d (request id %s)", where, job.status, job.headers.get("x-oss-request-id", "-")
+        )
     record_request(method.lower(), job.status)
     if job.status >= 300:
         error: OssError = client._reply_error(job.status, job.headers, job.reply, key)
