@@ -64,10 +64,10 @@ Pieces = tuple[bytes, ...]
 
 
 async def run(
-    endpoint: str, fd: int, parts: int, repeat: int
+    endpoint: str, fd: int, parts: int, repeat: int, modes: list[str]
 ) -> dict[str, list[tuple[float, float]]]:
     bufs = tuple(os.urandom(MiB) for _ in range(PS // MiB))
-    out: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
+    out: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     creds = StaticCredentialsProvider(Credentials("ak", "sk"))
     async with OssClient(OssConfig(endpoint, "bkt", region="cn-hangzhou"), creds) as client:
         writes = OssWrites(client)
@@ -108,6 +108,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", type=int, default=64)
     p.add_argument("--repeat", type=int, default=4)
+    p.add_argument("--mode", action="append", choices=MODES, help="only these (repeatable)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bps-", dir="/var/tmp"))
     env = dict(os.environ, OSS_ACCESS_KEY_ID="ak", OSS_ACCESS_KEY_SECRET="sk")
@@ -125,7 +126,7 @@ def main() -> None:
                 f.write(os.urandom(MiB))
         fd = os.open(staged, os.O_RDONLY)
         try:
-            out = trio.run(run, endpoint, fd, args.parts, args.repeat)
+            out = trio.run(run, endpoint, fd, args.parts, args.repeat, args.mode or list(MODES))
         finally:
             os.close(fd)
         for mode, v in out.items():

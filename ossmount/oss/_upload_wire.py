@@ -41,6 +41,7 @@ import errno
 import logging
 import os
 import socket
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -66,6 +67,11 @@ ENABLED = True  # off: every body goes through httpcore (tests compare the two p
 MIN_BODY = 256 * 1024
 _READ = 1024 * 1024  # a staged range is read and sent in pieces of this size
 _REPLY_CAP = 8 * 1024 * 1024  # a longer reply body is not read (the caller refuses it)
+# trio sets TCP_NOTSENT_LOWAT to 16 KiB on its connections (latency for small writes): a
+# blocked sendmsg of a part then wakes per 16 KiB the peer takes. Lifted while a body goes
+# (system time per GiB, bench/bench_part_source.py), restored after.
+_NOTSENT_LOWAT = 25  # socket.TCP_NOTSENT_LOWAT on Linux (the module lacks it before 3.12)
+_NO_LOWAT = struct.pack("@I", 0xFFFFFFFF)  # the kernel's default: no limit
 _GONE = frozenset((errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED))
 
 
@@ -125,10 +131,15 @@ class BodySend:
                 limit = timeval(self._timeout_s)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+                lowat = sock.getsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT)
+                if lowat:
+                    sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, _NO_LOWAT)
                 try:
                     self._exchange(sock)
                 finally:
                     with contextlib.suppress(OSError):  # back to what trio expects
+                        if lowat:
+                            sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, lowat)
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(0))
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(0))
                         sock.setblocking(False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +83,9 @@ async def test_put_and_parts_go_through_the_thread_verified(
         assert done.crc64 == combine(crc64(DATA), crc64(DATA), len(DATA))
         # Every request went on one kept-alive connection, now idle in the pool.
         assert len(client._wire.connections) == 1
+        # ... with trio's TCP_NOTSENT_LOWAT back (lifted only while a body went).
+        sock = client._wire.connections[0].sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, 25) == 16384
     assert [job.sent for job in jobs] == [len(DATA)] * 3
     assert all(job.keep_alive for job in jobs)
     assert sdk_get(emu, "put") == DATA
