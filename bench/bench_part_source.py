@@ -3,11 +3,31 @@
 staging file (`FileRange`, what a part cost before write/hotparts.py) or sent from the
 buffers the FUSE writes arrived in (`Chunks` of 1 MiB `bytes`, as `cp` delivers them).
 
+Each source by two senders: httpx/httpcore (a trio task per piece, what every body went
+through before oss/_upload_wire.py; `_upload_wire.ENABLED` off) and the thread path (head and
+body with blocking sendmsg in one worker thread, the reply read there too). `floor`: what a
+sender cannot go below: a signed head, then one blocking sendmsg of head + pieces and one recv
+per part in a worker thread, no CRC, no checks.
+
 Runs the package emulator in a separate process (objects on disk under a temp dir, so the
 client's CPU is the client's alone) and sends `--parts` 8 MiB parts, 4 in flight, per mode;
-the modes take turns, `--repeat` rounds. Prints client CPU s/GiB, median [min..max].
+the modes take turns, `--repeat` rounds. Prints client CPU s/GiB (user + system), median
+[min..max], and the user part.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_part_source.py
+    PYTHONPATH=. .venv/bin/python bench/bench_part_source.py [--mode ...]
+
+Measured (2 vCPU VM shared with other work, `--parts 64 --repeat 3`, 2026-12-06):
+
+    mode                     before: httpcore      thread path      thread path, trio's
+                                                                    TCP_NOTSENT_LOWAT kept
+    file (pread)             0.82-0.90 (user .30)  0.36-0.38 (.10)  0.46-0.52 (.14-.16)
+    memory (1 MiB pieces)    0.52-0.60 (user .26)  0.30-0.34 (.12)  0.42-0.44 (.16)
+    floor (memory)           0.22-0.34 (user .06); with a CRC pass added 0.28 (.12)
+
+So the thread path is at the floor plus its CRC. trio's 16 KiB TCP_NOTSENT_LOWAT cost ~0.12
+s/GiB of system time (a blocked sendmsg woke per 16 KiB taken), hence lifted while a body
+goes. `os.sendfile` from the staging file (CRC from a pread pass) instead of preadv+sendmsg
+measured 0.36/0.42 against 0.48/0.38 in interleaved pairs: no gain seen, not kept.
 """
 
 from __future__ import annotations

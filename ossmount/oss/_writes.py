@@ -3,10 +3,13 @@
 `OssWrites(client)` rides on an `OssClient` (same signing, connection pool, retry policy and
 typed errors); it adds request bodies and the checks that make a write trustworthy:
 
-* Bodies are streamed from a file range (`FileRange`) in `chunk_size` pieces read in a worker
-  thread (on the trio thread up to 256 KiB), the CRC-64 folded in as each piece is read, so
-  a 5 GiB part never sits in memory and the CRC is that of exactly the bytes that went on
-  the wire.
+* Bodies over 256 KiB on plain HTTP (a staged `FileRange` or memory `Chunks`) go out in one
+  worker thread on the client's own connections, reply read there too (`_upload_wire`: no
+  per-piece trio or httpcore work; figures there). Smaller bodies, and every body over TLS,
+  are streamed through httpcore from a file range in `chunk_size` pieces read in a worker
+  thread (on the trio thread up to 256 KiB). Either way the CRC-64 is folded in as each
+  piece goes, so a 5 GiB part never sits in memory and the CRC is that of exactly the bytes
+  that went on the wire.
 * PutObject and UploadPart compare that CRC with the reply's `x-oss-hash-crc64ecma`. A
   mismatch (or a missing header) re-sends the body, at most `crc_resends` more times, then
   raises `CrcMismatch`: such a write is never reported done.
