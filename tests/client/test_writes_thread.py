@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,3 +149,57 @@ async def test_tls_keeps_the_httpcore_path() -> None:
         assert _upload_wire.usable(client, big)
         small = Chunks((b"x" * _upload_wire.MIN_BODY,), _upload_wire.MIN_BODY)
         assert not _upload_wire.usable(client, small)
+
+
+class SilentServer:
+    """Takes a whole request, head and body, and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.bodies: list[int] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                want = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(body) < want and (chunk := conn.recv(1 << 20)):
+                    body += chunk
+                self.bodies.append(len(body))
+                conn.recv(1)  # until the client gives up (EOF) or the server is shut
+
+    def __enter__(self) -> SilentServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+
+
+async def test_a_reply_that_never_comes_is_bounded_by_the_read_timeout(
+    jobs: list[_upload_wire.BodySend],
+) -> None:
+    with SilentServer() as server:
+        config = OssConfig(server.endpoint, "b", region="cn-hangzhou", read_timeout_s=0.3)
+        retry = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.02)
+        creds = StaticCredentialsProvider(Credentials("a", "s"))
+        async with OssClient(config, creds, retry=retry) as client:
+            with pytest.raises(OssTransportError, match="oss://b/k") as caught:
+                await OssWrites(client).upload_part("k", "U", 1, Chunks((DATA,), len(DATA)))
+    assert "ReadTimeout" in str(caught.value)
+    assert server.bodies == [len(DATA)] * 2  # each try sent the whole body, then waited
+    assert len(jobs) == 2
