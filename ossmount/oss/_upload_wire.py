@@ -78,6 +78,7 @@ _REPLY_CAP = 8 * 1024 * 1024  # a longer reply body is not read (the caller refu
 # (system time per GiB, bench/bench_part_source.py), restored after.
 _NOTSENT_LOWAT = 25  # socket.TCP_NOTSENT_LOWAT on Linux (the module lacks it before 3.12)
 _NO_LOWAT = struct.pack("@I", 0xFFFFFFFF)  # the kernel's default: no limit
+_IOV_MAX = 1024  # buffers one sendmsg takes (Linux): a part of 4 KiB FUSE writes has more
 _GONE = frozenset((errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED))
 
 
@@ -211,7 +212,7 @@ class BodySend:
         views = [memoryview(b).cast("B") for b in bufs]
         head = len(self._head) if bufs[0] is self._head else 0
         while views:
-            n = sock.sendmsg(views)
+            n = sock.sendmsg(views[:_IOV_MAX])
             took = n - min(n, head)
             head -= n - took
             self.sent += took

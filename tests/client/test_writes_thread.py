@@ -93,6 +93,22 @@ async def test_put_and_parts_go_through_the_thread_verified(
     assert sdk_get(emu, "mp") == DATA + DATA
 
 
+async def test_a_part_of_more_pieces_than_one_sendmsg_takes(
+    emu: Emulator, jobs: list[_upload_wire.BodySend]
+) -> None:
+    # A writer of 1 KiB writes: its hot part has thousands of pieces (IOV_MAX is 1024).
+    view = memoryview(DATA)
+    pieces = tuple(view[i : i + 1024] for i in range(0, len(DATA), 1024))
+    assert len(pieces) > 3000
+    async with _client(emu) as client:
+        writes = OssWrites(client)
+        uid = await writes.initiate_multipart("k")
+        part = await writes.upload_part("k", uid, 1, Chunks(pieces, len(DATA)))
+        await writes.complete_multipart("k", uid, [part])
+    assert len(jobs) == 1
+    assert sdk_get(emu, "k") == DATA
+
+
 async def test_a_wrong_crc_on_the_thread_path_is_resent(
     emu: Emulator, staged: int, jobs: list[_upload_wire.BodySend]
 ) -> None:
