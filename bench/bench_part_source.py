@@ -67,7 +67,7 @@ async def floor_part(
     """The floor: a signed head, then one blocking sendmsg of head + pieces and one recv of
     the reply in a worker thread, on a new connection; no CRC, no checks, no pool."""
     query = [("partNumber", str(number)), ("uploadId", upload_id)]
-    signed = await client._sign("PUT", key, query, {"Content-Length": str(PS)})
+    signed = await client._signer.sign("PUT", key, query, {"Content-Length": str(PS)})
     head = request_head("PUT", client._target(key, query), client._authority, signed, key)
     host, port = client._authority.rsplit(":", 1)
 

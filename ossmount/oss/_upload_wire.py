@@ -334,7 +334,7 @@ async def request_with_body(
     from ._client import USER_AGENT  # a cycle at import time otherwise
 
     bucket = client.config.bucket
-    signed = await client._sign(
+    signed = await client._signer.sign(
         method, key, query, {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
     )
     where = f"{method} oss://{bucket}/{key}"

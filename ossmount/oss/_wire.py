@@ -309,7 +309,7 @@ class WirePool:
             await self._slots.acquire()
         try:
             conn = self._checkout()
-            return (conn, True) if conn is not None else (await self._connect(), False)
+            return (conn, True) if conn is not None else (await self._connect(math.inf), False)
         except BaseException:
             self._slots.release()
             raise
