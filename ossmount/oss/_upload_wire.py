@@ -14,9 +14,17 @@ its small body with `recv_into`. A few Python calls per MiB, none of them trio's
 Measured: client CPU per GiB of 8 MiB parts (bench/bench_part_source.py, its docstring has
 the table) 0.52-0.60 -> 0.30-0.34 s from memory pieces, 0.82-0.90 -> 0.36-0.38 s from the
 staging file; the floor (no CRC, no checks) is 0.22-0.28. Through a mount (W13 shape,
-`bench/bench_write_mount.py --only big --src <main> --src . --repeat 5`, loaded machine):
-daemon CPU 1.75 [1.65..3.11] -> 1.28 [1.15..1.39] s/GiB, 187 -> 290 MB/s, peak RSS 121 -> 83
-MiB; by /proc/PID/stat around one cp: user 0.50-0.68 -> 0.38-0.48 s, system 1.4-1.6 -> 0.66-0.69.
+`bench/bench_write_mount.py --only big --src <main> --src . --repeat 5`, medians):
+
+    machine          daemon CPU s/GiB             MB/s          peak RSS MiB
+    quiet (load ~1)  1.28 -> 1.02, 1.30 -> 1.05   483 -> 525,   77 -> 83, 84 -> 83
+                                                  476 -> 520
+    loaded (3-8)     1.75 -> 1.28, 1.56 -> 1.17   187 -> 290,   121 -> 83, 105 -> 84
+                                                  249 -> 303
+
+By /proc/PID/stat around one cp (loaded): user 0.50-0.68 -> 0.38-0.48 s, system 1.4-1.6 ->
+0.66-0.69 s. What is left of the daemon's user time is the trio thread's (~72 % by `perf
+record -e cycles:u`: the FUSE side); these worker threads take ~15 %.
 
 Kept from the httpcore path: the CRC is that of exactly the bytes that went on the wire; a
 send that makes no progress for `timeout_s` (SO_SNDTIMEO), or a reply head that does not come
