@@ -3,11 +3,31 @@
 staging file (`FileRange`, what a part cost before write/hotparts.py) or sent from the
 buffers the FUSE writes arrived in (`Chunks` of 1 MiB `bytes`, as `cp` delivers them).
 
+Each source by two senders: httpx/httpcore (a trio task per piece, what every body went
+through before oss/_upload_wire.py; `_upload_wire.ENABLED` off) and the thread path (head and
+body with blocking sendmsg in one worker thread, the reply read there too). `floor`: what a
+sender cannot go below: a signed head, then one blocking sendmsg of head + pieces and one recv
+per part in a worker thread, no CRC, no checks.
+
 Runs the package emulator in a separate process (objects on disk under a temp dir, so the
 client's CPU is the client's alone) and sends `--parts` 8 MiB parts, 4 in flight, per mode;
-the modes take turns, `--repeat` rounds. Prints client CPU s/GiB, median [min..max].
+the modes take turns, `--repeat` rounds. Prints client CPU s/GiB (user + system), median
+[min..max], and the user part.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_part_source.py
+    PYTHONPATH=. .venv/bin/python bench/bench_part_source.py [--mode ...]
+
+Measured (2 vCPU VM shared with other work, `--parts 64 --repeat 3`, 2026-12-06):
+
+    mode                     before: httpcore      thread path      thread path, trio's
+                                                                    TCP_NOTSENT_LOWAT kept
+    file (pread)             0.82-0.90 (user .30)  0.36-0.38 (.10)  0.46-0.52 (.14-.16)
+    memory (1 MiB pieces)    0.52-0.60 (user .26)  0.30-0.34 (.12)  0.42-0.44 (.16)
+    floor (memory)           0.22-0.34 (user .06); with a CRC pass added 0.28 (.12)
+
+So the thread path is at the floor plus its CRC. trio's 16 KiB TCP_NOTSENT_LOWAT cost ~0.12
+s/GiB of system time (a blocked sendmsg woke per 16 KiB taken), hence lifted while a body
+goes. `os.sendfile` from the staging file (CRC from a pread pass) instead of preadv+sendmsg
+measured 0.36/0.42 against 0.48/0.38 in interleaved pairs: no gain seen, not kept.
 """
 
 from __future__ import annotations
@@ -15,25 +35,59 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import trio
 
-from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsProvider
+from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsProvider, _upload_wire
+from ossmount.oss._wire import request_head
 from ossmount.oss._writes import Chunks, FileRange, OssWrites
 
 MiB = 1 << 20
 PS = 8 * MiB
 
 
-async def run(endpoint: str, fd: int, parts: int, repeat: int) -> dict[str, list[float]]:
+MODES = (
+    "file (pread)",
+    "memory (1 MiB pieces)",
+    "file, thread path",
+    "memory, thread path",
+    "floor (memory)",
+)
+
+
+async def floor_part(
+    client: OssClient, key: str, upload_id: str, number: int, bufs: Pieces
+) -> None:
+    """The floor: a signed head, then one blocking sendmsg of head + pieces and one recv of
+    the reply in a worker thread, on a new connection; no CRC, no checks, no pool."""
+    query = [("partNumber", str(number)), ("uploadId", upload_id)]
+    signed = await client._signer.sign("PUT", key, query, {"Content-Length": str(PS)})
+    head = request_head("PUT", client._target(key, query), client._authority, signed, key)
+    host, port = client._authority.rsplit(":", 1)
+
+    def send() -> None:
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendmsg([head, *bufs])
+            reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+
+    await trio.to_thread.run_sync(send)
+
+
+Pieces = tuple[bytes, ...]
+
+
+async def run(
+    endpoint: str, fd: int, parts: int, repeat: int, modes: list[str]
+) -> dict[str, list[tuple[float, float]]]:
     bufs = tuple(os.urandom(MiB) for _ in range(PS // MiB))
-    out: dict[str, list[float]] = {"file (pread)": [], "memory (1 MiB pieces)": []}
+    out: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     creds = StaticCredentialsProvider(Credentials("ak", "sk"))
     async with OssClient(OssConfig(endpoint, "bkt", region="cn-hangzhou"), creds) as client:
         writes = OssWrites(client)
@@ -42,6 +96,7 @@ async def run(endpoint: str, fd: int, parts: int, repeat: int) -> dict[str, list
                 key = f"k{rnd}{len(figures)}{mode[0]}"
                 upload_id = await writes.initiate_multipart(key)
                 limiter = trio.CapacityLimiter(4)
+                _upload_wire.ENABLED = "thread" in mode
 
                 async def one(
                     i: int,
@@ -54,13 +109,17 @@ async def run(endpoint: str, fd: int, parts: int, repeat: int) -> dict[str, list
                         FileRange(fd, i * PS, PS) if mode.startswith("file") else Chunks(bufs, PS)
                     )
                     async with limiter:
-                        await writes.upload_part(key, upload_id, i + 1, body)
+                        if mode.startswith("floor"):
+                            await floor_part(client, key, upload_id, i + 1, bufs)
+                        else:
+                            await writes.upload_part(key, upload_id, i + 1, body)
 
-                t0 = time.process_time()
+                t0 = os.times()
                 async with trio.open_nursery() as nursery:
                     for i in range(parts):
                         nursery.start_soon(one, i)
-                figures.append((time.process_time() - t0) / (parts * PS / (1 << 30)))
+                t1, gib = os.times(), parts * PS / (1 << 30)
+                figures.append(((t1.user - t0.user) / gib, (t1.system - t0.system) / gib))
                 await writes.abort_multipart(key, upload_id)
     return out
 
@@ -69,6 +128,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", type=int, default=64)
     p.add_argument("--repeat", type=int, default=4)
+    p.add_argument("--mode", action="append", choices=MODES, help="only these (repeatable)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bps-", dir="/var/tmp"))
     env = dict(os.environ, OSS_ACCESS_KEY_ID="ak", OSS_ACCESS_KEY_SECRET="sk")
@@ -86,12 +146,16 @@ def main() -> None:
                 f.write(os.urandom(MiB))
         fd = os.open(staged, os.O_RDONLY)
         try:
-            out = trio.run(run, endpoint, fd, args.parts, args.repeat)
+            out = trio.run(run, endpoint, fd, args.parts, args.repeat, args.mode or list(MODES))
         finally:
             os.close(fd)
         for mode, v in out.items():
-            print(f"{mode:24} client CPU s/GiB {statistics.median(v):.3f} "
-                  f"[{min(v):.3f}..{max(v):.3f}]")  # fmt: skip
+            cpu = [u + s for u, s in v]
+            user = [u for u, _ in v]
+            print(
+                f"{mode:24} client CPU s/GiB {statistics.median(cpu):.3f} "
+                f"[{min(cpu):.3f}..{max(cpu):.3f}], user {statistics.median(user):.3f}"
+            )
     finally:
         emu.terminate()
         emu.wait()

@@ -300,6 +300,20 @@ class WirePool:
             self._slots.release()
             raise
 
+    async def connection(self) -> tuple[Connection, bool]:
+        """A connection with its slot held, for a caller that does its own exchange (request
+        bodies, `_upload_wire`); (conn, reused). Give it back with `release`."""
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._slots.acquire()
+        try:
+            conn = self._checkout()
+            return (conn, True) if conn is not None else (await self._connect(math.inf), False)
+        except BaseException:
+            self._slots.release()
+            raise
+
     def release(self, conn: Connection, reusable: bool) -> None:
         """Give a connection back after its reply (body read to its end when `reusable`)."""
         self._slots.release()

@@ -1,6 +1,7 @@
-"""Request bodies of the write half (oss._writes): a staged file range or parts held in memory,
-streamed piece by piece with their CRC-64 folded in as each piece goes, so the part's CRC is
-known when the reply's arrives (the comparison is in oss._writes)."""
+"""Request bodies of the write half (oss._writes) on the httpcore path (bodies up to 256 KiB,
+and every body over TLS; larger ones go through `_upload_wire`): a staged file range or parts
+held in memory, streamed piece by piece with their CRC-64 folded in as each piece goes, so the
+part's CRC is known when the reply's arrives (the comparison is in oss._writes)."""
 
 from __future__ import annotations
 

@@ -3,10 +3,13 @@
 `OssWrites(client)` rides on an `OssClient` (same signing, connection pool, retry policy and
 typed errors); it adds request bodies and the checks that make a write trustworthy:
 
-* Bodies are streamed from a file range (`FileRange`) in `chunk_size` pieces read in a worker
-  thread (on the trio thread up to 256 KiB), the CRC-64 folded in as each piece is read, so
-  a 5 GiB part never sits in memory and the CRC is that of exactly the bytes that went on
-  the wire.
+* Bodies over 256 KiB on plain HTTP (a staged `FileRange` or memory `Chunks`) go out in one
+  worker thread on the client's own connections, reply read there too (`_upload_wire`: no
+  per-piece trio or httpcore work; figures there). Smaller bodies, and every body over TLS,
+  are streamed through httpcore from a file range in `chunk_size` pieces read in a worker
+  thread (on the trio thread up to 256 KiB). Either way the CRC-64 is folded in as each
+  piece goes, so a 5 GiB part never sits in memory and the CRC is that of exactly the bytes
+  that went on the wire.
 * PutObject and UploadPart compare that CRC with the reply's `x-oss-hash-crc64ecma`. A
   mismatch (or a missing header) re-sends the body, at most `crc_resends` more times, then
   raises `CrcMismatch`: such a write is never reported done.
@@ -38,7 +41,7 @@ from typing import TYPE_CHECKING, TypeVar
 import httpx
 
 from ..crc64 import combine, crc64
-from . import signing
+from . import _upload_wire, signing
 from ._errors import BadResponse, NoSuchKey, OssError
 from ._retry import call_with_retries
 from ._write_bodies import ChunkBody, FileBody, Sent
@@ -137,6 +140,22 @@ class OssWrites:
         """One retried request; returns reply headers, reply body and the CRC of what we sent."""
 
         async def attempt(n: int) -> tuple[httpx.Headers, bytes, int]:
+            try:
+                if isinstance(body, FileRange | Chunks) and _upload_wire.usable(self.client, body):
+                    return await self._wire_attempt(what, method, key, query, headers, body)
+                return await http_attempt()
+            except OssError as exc:
+                typed = retyped(exc)
+                if n > 1 and isinstance(typed, FileAlreadyExists):
+                    raise ExistsAfterRetry(
+                        typed.status, typed.code, typed.message, request_id=typed.request_id,
+                        bucket=self.bucket, key=key,
+                    ) from exc  # fmt: skip
+                if typed is exc:
+                    raise
+                raise typed from None
+
+        async def http_attempt() -> tuple[httpx.Headers, bytes, int]:
             sent = Sent()
             hs = dict(headers or {})
             content: bytes | FileBody | ChunkBody | None
@@ -152,16 +171,7 @@ class OssWrites:
                 length = len(body or b"")
                 hs["Content-Length"] = str(length)
                 sent.crc, sent.done = (crc64(body), length) if body else (0, 0)
-            try:
-                response = await self.client._send(method, key or None, query, hs, content=content)
-            except OssError as exc:
-                typed = retyped(exc)
-                if n > 1 and isinstance(typed, FileAlreadyExists):
-                    raise ExistsAfterRetry(
-                        typed.status, typed.code, typed.message, request_id=typed.request_id,
-                        bucket=self.bucket, key=key,
-                    ) from exc  # fmt: skip
-                raise typed from None
+            response = await self.client._send(method, key or None, query, hs, content=content)
             try:
                 reply = await self.client._read_capped(response, _REPLY_LIMIT, key)
             finally:
@@ -175,6 +185,28 @@ class OssWrites:
             return response.headers, reply, sent.crc
 
         return await call_with_retries(self.client._retry, attempt, describe=self._where(key, what))
+
+    async def _wire_attempt(
+        self,
+        what: str,
+        method: str,
+        key: str,
+        query: list[tuple[str, str]],
+        headers: dict[str, str] | None,
+        body: FileRange | Chunks,
+    ) -> tuple[httpx.Headers, bytes, int]:
+        """One attempt on the client's own connections, body and reply in a worker thread
+        (`_upload_wire`: no per-piece trio or httpcore work)."""
+        hs = {**(headers or {}), "Content-Length": str(body.length)}
+        reply, data, crc, done = await _upload_wire.request_with_body(
+            self.client, method, key, query, hs, body
+        )
+        if done != body.length:  # a 2xx before the server had our whole body
+            raise BadResponse(
+                200, "InvalidResponse", f"{what} answered after {done} of {body.length} body bytes",
+                bucket=self.bucket, key=key,
+            )  # fmt: skip
+        return httpx.Headers(reply), data, crc
 
     async def _verified(
         self,

@@ -13,7 +13,14 @@ import pytest
 
 from ossmount.crc64 import crc64
 from ossmount.emulator import Emulator
-from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsProvider, _write_bodies
+from ossmount.oss import (
+    Credentials,
+    OssClient,
+    OssConfig,
+    StaticCredentialsProvider,
+    _upload_wire,
+    _write_bodies,
+)
 from ossmount.oss._writes import FileRange, OssWrites
 from tests.sdk import sdk_get
 
@@ -33,6 +40,7 @@ async def test_small_bodies_skip_the_thread_hop(
         return await real(fn, *args, **kw)
 
     monkeypatch.setattr(_write_bodies.trio.to_thread, "run_sync", counting)
+    monkeypatch.setattr(_upload_wire, "ENABLED", False)  # the httpcore path (TLS) reads so
     config = OssConfig(emu.endpoint, "bkt", region="cn-hangzhou")
     async with OssClient(config, StaticCredentialsProvider(Credentials("ak", "sk"))) as client:
         writes = OssWrites(client, chunk_size=1024 * 1024)

@@ -1,0 +1,376 @@
+"""A request with a body (PutObject, UploadPart) sent and answered in one worker thread.
+
+Why (issue 15, W13: `cp` of 1 GiB into a --rw mount is CPU-bound on 2 cores, and the daemon's
+user time per GiB decides the row): through httpx/httpcore/h11 every body piece cost a trio
+scheduler pass, socket-wrapper checkpoints and h11 events (per GiB ~6,300 send() calls,
+~12,300 trio socket-helper calls, ~7,300 httpcore _send_event). Here the trio side signs the
+request and builds its head (`_wire.request_head`), takes a keep-alive connection from the
+client's `_wire` pool, and one `trio.to_thread.run_sync` does the rest with blocking syscalls
+on the same descriptor (the GET side's pattern, `_pump`): the head and the body's pieces with
+`sendmsg`, each piece's CRC-64 folded in just before it goes (fastcrc, GIL released), a
+staged `FileRange` read with `preadv` into one reused 1 MiB buffer; then the reply head and
+its small body with `recv_into`. A few Python calls per MiB, none of them trio's.
+
+Measured: client CPU per GiB of 8 MiB parts (bench/bench_part_source.py, its docstring has
+the table) 0.52-0.60 -> 0.30-0.34 s from memory pieces, 0.82-0.90 -> 0.36-0.38 s from the
+staging file; the floor (no CRC, no checks) is 0.22-0.28. Through a mount (W13 shape,
+`bench/bench_write_mount.py --only big --src <main> --src . --repeat 5`, medians):
+
+    machine          daemon CPU s/GiB             MB/s          peak RSS MiB
+    quiet (load ~1)  1.28 -> 1.02, 1.30 -> 1.05   483 -> 525,   77 -> 83, 84 -> 83
+                                                  476 -> 520
+    loaded (3-8)     1.75 -> 1.28, 1.56 -> 1.17   187 -> 290,   121 -> 83, 105 -> 84
+                                                  249 -> 303
+
+By /proc/PID/stat around one cp (loaded): user 0.50-0.68 -> 0.38-0.48 s, system 1.4-1.6 ->
+0.66-0.69 s. What is left of the daemon's user time is the trio thread's (~72 % by `perf
+record -e cycles:u`: the FUSE side); these worker threads take ~15 %.
+
+Kept from the httpcore path: the CRC is that of exactly the bytes that went on the wire; a
+send that makes no progress for `timeout_s` (SO_SNDTIMEO), or a reply head that does not come
+in `timeout_s` (SO_RCVTIMEO), fails the attempt (the same `read_timeout_s` httpx had for
+write and read); a send refused by the peer (reset, pipe) still reads a reply the server may
+have sent before it closed (an early error answer), as httpcore does; the connection is
+reused only after a whole body went and a whole reply came back with keep-alive. Not kept: a
+reused connection found closed is not resent on a fresh one outside the retry budget (as the
+GET side does): the attempt fails and counts as one try.
+
+TLS (https endpoints) keeps the httpcore path: the blocking socket would bypass the SSL object.
+
+Cancellation: as `_pump` (read its docstring, same problem: a thread must never touch the
+staged fd or the caller's pieces after the call returned). The call is
+`abandon_on_cancel=True` only so trio tells us at once; on Cancelled we set the cancel flag,
+shut the socket down (a blocked send or recv returns at once) and wait, shielded, for the
+thread's end; the connection is then closed, never reused.
+
+Concurrency: only the worker thread touches a `BodySend`'s counters and the connection while
+`run` is going; the trio side reads them after `run` returned. `cancel_and_wait` is the one
+call from the trio side meanwhile, ordered against the start and end of `run` by a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from ._client import OssClient
+
+from ..crc64 import crc64
+from ..observe import record_request
+from ._errors import BadResponse, OssError, OssTransportError, describe_cause
+from ._pump import timeval
+from ._wire import MAX_HEAD, Connection, WireError, WirePool, parse_head, request_head
+from ._write_types import Chunks, FileRange, StagingError
+
+__all__ = ["ENABLED", "MIN_BODY", "BodySend", "request_with_body", "send_with_body", "usable"]
+
+log = logging.getLogger(__name__)
+ENABLED = True  # off: every body goes through httpcore (tests compare the two paths)
+# Smaller bodies stay on the httpcore path, read on the event loop (`_write_bodies`): there a
+# small file's commit pays no thread hop.
+MIN_BODY = 256 * 1024
+_READ = 1024 * 1024  # a staged range is read and sent in pieces of this size
+_REPLY_CAP = 8 * 1024 * 1024  # a longer reply body is not read (the caller refuses it)
+# trio sets TCP_NOTSENT_LOWAT to 16 KiB on its connections (latency for small writes): a
+# blocked sendmsg of a part then wakes per 16 KiB the peer takes. Lifted while a body goes
+# (system time per GiB, bench/bench_part_source.py), restored after.
+_NOTSENT_LOWAT = 25  # socket.TCP_NOTSENT_LOWAT on Linux (the module lacks it before 3.12)
+_NO_LOWAT = struct.pack("@I", 0xFFFFFFFF)  # the kernel's default: no limit
+_IOV_MAX = 1024  # buffers one sendmsg takes (Linux): a part of 4 KiB FUSE writes has more
+_GONE = frozenset((errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED))
+
+
+class BodySend:
+    """One request (head + body) and its reply, run in a worker thread (module docstring)."""
+
+    def __init__(
+        self, conn: Connection, head: bytes, body: FileRange | Chunks, timeout_s: float, where: str
+    ) -> None:
+        self._conn = conn
+        self._head = head
+        self._body = body
+        self._timeout_s = timeout_s
+        self._where = where
+        self.crc = 0  # CRC-64 of the body bytes sent
+        self.sent = 0  # body bytes the socket took
+        self.error: str | None = None  # why no usable reply came (a transport failure)
+        self.staging: str | None = None  # the staged file could not supply the body
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.reply = b""
+        self.too_large = False  # a reply body over _REPLY_CAP (not read)
+        self.keep_alive = False
+        self.cancelled = False
+        self._lock = threading.Lock()  # orders `cancel_and_wait` against the start/end of run
+        self._started = False
+        self._finished = False
+        self._on_finish: Callable[[], object] | None = None
+
+    async def cancel_and_wait(self) -> None:
+        """From the trio side once trio stopped waiting for `run`: make the thread stop and
+        return only when it has (or will never start). See `_pump.Pump.cancel_and_wait`."""
+        done = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+        with self._lock:
+            if self._finished:
+                return
+            self.cancelled = True
+            if not self._started:
+                return
+            self._on_finish = lambda: token.run_sync_soon(done.set)
+        with contextlib.suppress(OSError):
+            self._conn.sock.shutdown(socket.SHUT_RDWR)
+        await done.wait()
+
+    def run(self) -> None:
+        """The worker thread's part: send head and body, then read the reply."""
+        with self._lock:
+            if self.cancelled:
+                return
+            self._started = True
+        try:
+            s = self._conn.sock
+            sock = socket.socket(s.family, s.type, s.proto, fileno=s.fileno())
+            try:
+                sock.setblocking(True)
+                limit = timeval(self._timeout_s)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+                lowat = sock.getsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT)
+                if lowat:
+                    sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, _NO_LOWAT)
+                try:
+                    self._exchange(sock)
+                finally:
+                    with contextlib.suppress(OSError):  # back to what trio expects
+                        if lowat:
+                            sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, lowat)
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(0))
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(0))
+                        sock.setblocking(False)
+            finally:
+                sock.detach()
+        finally:
+            with self._lock:
+                self._finished = True
+                on_finish = self._on_finish
+            if on_finish is not None:
+                on_finish()
+
+    def _exchange(self, sock: socket.socket) -> None:
+        try:
+            if isinstance(self._body, Chunks):
+                self._send_chunks(sock, self._body.pieces)
+            else:
+                self._send_file(sock, self._body)
+        except BlockingIOError:  # SO_SNDTIMEO ran out without the peer taking a byte
+            self.error = f"WriteTimeout: the server took no body byte in {self._timeout_s:g} s"
+            return
+        except OSError as exc:
+            self.error = f"WriteError: {exc}"
+            if exc.errno not in _GONE:
+                return
+            # The server closed on us: it may have answered first (an early error reply).
+        if self.staging is not None or self.cancelled:
+            return
+        self._read_reply(sock)
+
+    def _send_chunks(self, sock: socket.socket, pieces: Sequence[bytes | memoryview]) -> None:
+        # The CRC of every piece first, then one sendmsg: fewer sleeps and wake-ups on the
+        # send buffer than a sendmsg per piece (system time, bench_part_source.py).
+        for piece in pieces:
+            self.crc = crc64(piece, self.crc)
+        self._send(sock, [self._head, *pieces])
+
+    def _send_file(self, sock: socket.socket, src: FileRange) -> None:
+        buf = memoryview(bytearray(min(_READ, src.length)))
+        head: bytes | None = self._head
+        pos = 0
+        while pos < src.length and not self.cancelled:
+            view = buf[: min(len(buf), src.length - pos)]
+            try:
+                n = os.preadv(src.fd, [view], src.offset + pos)
+            except OSError as exc:
+                self.staging = f"reading staged bytes at {src.offset + pos} failed: {exc}"
+                return
+            if n != len(view):
+                self.staging = (
+                    f"staged file ends at {src.offset + pos + n}, expected bytes up to "
+                    f"{src.offset + src.length}"
+                )
+                return
+            self.crc = crc64(view, self.crc)
+            self._send(sock, [head, view] if head is not None else [view])
+            head = None
+            pos += n
+
+    def _send(self, sock: socket.socket, bufs: list[bytes | memoryview]) -> None:
+        """Every byte of `bufs` (a blocking sendmsg may take part of them: a timeout with
+        progress, a signal); `sent` counts the body bytes among them as they go."""
+        views = [memoryview(b).cast("B") for b in bufs]
+        head = len(self._head) if bufs[0] is self._head else 0
+        while views:
+            n = sock.sendmsg(views[:_IOV_MAX])
+            took = n - min(n, head)
+            head -= n - took
+            self.sent += took
+            while views and n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0)
+            if n:
+                views[0] = views[0][n:]
+            if self.cancelled and views:
+                raise OSError(errno.ECANCELED, "cancelled")
+
+    def _read_reply(self, sock: socket.socket) -> None:
+        buf = self._conn.buf
+        view = memoryview(buf)
+        got = 0
+        while True:
+            try:
+                n = sock.recv_into(view[got:])
+            except BlockingIOError:
+                self.error = f"ReadTimeout: no reply head in {self._timeout_s:g} s"
+                return
+            except OSError as exc:
+                self.error = f"ReadError: {exc}" if got or self.error is None else self.error
+                return
+            if n == 0:
+                if self.error is None:
+                    self.error = f"ReadError: connection closed after {got} reply head bytes"
+                return
+            got += n
+            end = buf.find(b"\r\n\r\n", max(0, got - n - 3), got)
+            if 0 <= end <= MAX_HEAD:
+                break
+            if end > MAX_HEAD or got >= MAX_HEAD:
+                self.error = f"RemoteProtocolError: reply head over {MAX_HEAD} bytes"
+                return
+        try:
+            self.status, version, self.headers = parse_head(bytes(buf[:end]))
+        except WireError as exc:
+            self.error = str(exc)
+            return
+        self.error = None  # a reply came (after a refused send too): it decides
+        self._read_reply_body(sock, bytes(buf[end + 4 : got]), version)
+
+    def _read_reply_body(self, sock: socket.socket, pending: bytes, version: str) -> None:
+        text = self.headers.get("content-length", "")
+        if not text.isdigit() or "transfer-encoding" in self.headers:
+            return  # no length to read to: the body is left, the connection closed
+        length = int(text)
+        if length > _REPLY_CAP:
+            self.too_large = True
+            return
+        out = bytearray(pending[:length])
+        while len(out) < length:
+            try:
+                chunk = sock.recv(length - len(out))
+            except OSError:
+                return
+            if not chunk:
+                return
+            out += chunk
+        self.reply = bytes(out)
+        self.keep_alive = (
+            version == "HTTP/1.1"
+            and len(pending) <= length
+            and self.sent == self._body.length
+            and "close" not in self.headers.get("connection", "").lower()
+        )
+
+
+async def send_with_body(
+    pool: WirePool,
+    head: bytes,
+    body: FileRange | Chunks,
+    *,
+    timeout_s: float,
+    limiter: trio.CapacityLimiter,
+    where: str,
+) -> BodySend:
+    """Send `head` and `body` on a connection of `pool` and read the reply, in a worker
+    thread; the finished `BodySend` says what came back (status, headers, reply, or `error`).
+    Raises WireError when no connection could be made, StagingError when the staged file could
+    not supply the body."""
+    conn, _ = await pool.connection()
+    job = BodySend(conn, head, body, timeout_s, where)
+    try:
+        try:
+            await trio.to_thread.run_sync(job.run, limiter=limiter, abandon_on_cancel=True)
+        except BaseException:
+            # Cancelled (or KeyboardInterrupt): trio stopped waiting, the thread did not. Stop
+            # it and wait until it has (shielded: the socket is shut down, so at most one
+            # piece's preadv or CRC remains). A no-op when the thread had finished.
+            with trio.CancelScope(shield=True):
+                await job.cancel_and_wait()
+            raise
+    finally:
+        pool.release(conn, job.keep_alive and not job.cancelled)
+    if job.staging is not None:
+        raise StagingError(f"{where}: {job.staging}")
+    return job
+
+
+def usable(client: OssClient, body: FileRange | Chunks) -> bool:
+    """Whether this path should carry `body` for `client`: over plain HTTP (TLS keeps
+    httpcore, see the module docstring), and a body above `MIN_BODY`."""
+    return ENABLED and body.length > MIN_BODY and client._scheme == "http"
+
+
+async def request_with_body(
+    client: OssClient,
+    method: str,
+    key: str,
+    query: list[tuple[str, str]],
+    headers: dict[str, str],
+    body: FileRange | Chunks,
+) -> tuple[dict[str, str], bytes, int, int]:
+    """One signed attempt of a request with a body (the caller sets Content-Length): the
+    reply's lower-case headers, its body, the CRC-64 of the body bytes sent and their number.
+    A non-2xx reply raises its typed OssError, a failed exchange OssTransportError."""
+    from ._client import USER_AGENT  # a cycle at import time otherwise
+
+    bucket = client.config.bucket
+    signed = await client._signer.sign(
+        method, key, query, {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
+    )
+    where = f"{method} oss://{bucket}/{key}"
+    head = request_head(method, client._target(key, query), client._authority, signed, where)
+    try:
+        job = await send_with_body(
+            client._wire, head, body, timeout_s=client.config.read_timeout_s,
+            limiter=client._body_threads, where=where,
+        )  # fmt: skip
+    except WireError as exc:
+        record_request(method.lower(), "transport")
+        raise OssTransportError(
+            f"{method} failed: {describe_cause(exc)}", bucket=bucket, key=key
+        ) from exc
+    if job.error is not None:
+        record_request(method.lower(), "transport")
+        raise OssTransportError(f"{method} failed: {job.error}", bucket=bucket, key=key)
+    if log.isEnabledFor(logging.DEBUG):  # as OssClient._send logs every reply
+        log.debug(
+            "%s -> %d (request id %s)", where, job.status, job.headers.get("x-oss-request-id", "-")
+        )
+    record_request(method.lower(), job.status)
+    if job.status >= 300:
+        error: OssError = client._reply_error(job.status, job.headers, job.reply, key)
+        raise error
+    if job.too_large:
+        raise BadResponse(
+            job.status, "ResponseTooLarge", f"reply body over {_REPLY_CAP} bytes",
+            request_id=job.headers.get("x-oss-request-id"), bucket=bucket, key=key,
+        )  # fmt: skip
+    return job.headers, job.reply, job.crc, job.sent

@@ -1,0 +1,221 @@
+"""Bodies above `_upload_wire.MIN_BODY` go out in one worker thread on the client's own
+connections (oss/_upload_wire.py): verified like the httpcore path, signed V1 or V4, the
+connection kept alive, a stalled server bounded by the timeout, a cancelled upload's thread
+stopped before the call returns, and TLS left to httpcore."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from ossmount.crc64 import combine, crc64
+from ossmount.emulator import Emulator, FaultRule
+from ossmount.oss import (
+    Credentials,
+    OssClient,
+    OssConfig,
+    OssTransportError,
+    RetryPolicy,
+    StaticCredentialsProvider,
+    _upload_wire,
+)
+from ossmount.oss._writes import Chunks, FileRange, OssWrites
+from tests.sdk import sdk_get
+
+MiB = 1024 * 1024
+DATA = random.Random(15).randbytes(3 * MiB + 5)
+
+
+def _client(emu: Emulator, *, read_timeout: float = 5.0, version: str = "v4") -> OssClient:
+    return OssClient(
+        OssConfig(
+            emu.endpoint, "bkt", region="cn-hangzhou", read_timeout_s=read_timeout,
+            connect_timeout_s=5, signature_version=version,  # type: ignore[arg-type]
+        ),
+        StaticCredentialsProvider(Credentials("ak", "sk")),
+        retry=RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.02),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def jobs(monkeypatch: pytest.MonkeyPatch) -> list[_upload_wire.BodySend]:
+    """Every BodySend made (so a test sees the thread path was taken, and how it ended)."""
+    made: list[_upload_wire.BodySend] = []
+    real = _upload_wire.BodySend
+
+    def spy(*args: object, **kw: object) -> _upload_wire.BodySend:
+        job = real(*args, **kw)  # type: ignore[arg-type]
+        made.append(job)
+        return job
+
+    monkeypatch.setattr(_upload_wire, "BodySend", spy)
+    return made
+
+
+@pytest.fixture
+def staged(tmp_path: Path) -> Iterator[int]:
+    path = tmp_path / "staged"
+    path.write_bytes(b"HEAD" + DATA)
+    fd = os.open(path, os.O_RDONLY)
+    yield fd
+    os.close(fd)
+
+
+@pytest.mark.parametrize("version", ["v4", "v1"])
+async def test_put_and_parts_go_through_the_thread_verified(
+    emu: Emulator, staged: int, jobs: list[_upload_wire.BodySend], version: str
+) -> None:
+    async with _client(emu, version=version) as client:
+        writes = OssWrites(client)
+        put = await writes.put_object("put", FileRange(staged, 4, len(DATA)))
+        assert put.crc64 == crc64(DATA)
+        uid = await writes.initiate_multipart("mp")
+        pieces = (DATA[:MiB], memoryview(DATA)[MiB : 2 * MiB], DATA[2 * MiB :])
+        one = await writes.upload_part("mp", uid, 1, Chunks(pieces, len(DATA)))
+        two = await writes.upload_part("mp", uid, 2, FileRange(staged, 4, len(DATA)))
+        done = await writes.complete_multipart("mp", uid, [one, two])
+        assert done.crc64 == combine(crc64(DATA), crc64(DATA), len(DATA))
+        # Every request went on one kept-alive connection, now idle in the pool.
+        assert len(client._wire.connections) == 1
+        # ... with trio's TCP_NOTSENT_LOWAT back (lifted only while a body went).
+        sock = client._wire.connections[0].sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, 25) == 16384
+    assert [job.sent for job in jobs] == [len(DATA)] * 3
+    assert all(job.keep_alive for job in jobs)
+    assert sdk_get(emu, "put") == DATA
+    assert sdk_get(emu, "mp") == DATA + DATA
+
+
+async def test_a_part_of_more_pieces_than_one_sendmsg_takes(
+    emu: Emulator, jobs: list[_upload_wire.BodySend]
+) -> None:
+    # A writer of 1 KiB writes: its hot part has thousands of pieces (IOV_MAX is 1024).
+    view = memoryview(DATA)
+    pieces = tuple(view[i : i + 1024] for i in range(0, len(DATA), 1024))
+    assert len(pieces) > 3000
+    async with _client(emu) as client:
+        writes = OssWrites(client)
+        uid = await writes.initiate_multipart("k")
+        part = await writes.upload_part("k", uid, 1, Chunks(pieces, len(DATA)))
+        await writes.complete_multipart("k", uid, [part])
+    assert len(jobs) == 1
+    assert sdk_get(emu, "k") == DATA
+
+
+async def test_a_wrong_crc_on_the_thread_path_is_resent(
+    emu: Emulator, staged: int, jobs: list[_upload_wire.BodySend]
+) -> None:
+    emu.faults.add(FaultRule("wrong-crc", op="PutObject"))
+    async with _client(emu) as client:
+        put = await OssWrites(client).put_object("k", FileRange(staged, 4, len(DATA)))
+    assert put.crc64 == crc64(DATA)
+    assert len(jobs) == 2
+    assert sdk_get(emu, "k") == DATA
+
+
+async def test_a_server_that_stops_reading_times_the_send_out(
+    emu: Emulator, jobs: list[_upload_wire.BodySend]
+) -> None:
+    # More than the socket buffers of both ends hold, so the send itself must wait.
+    body = Chunks(tuple(os.urandom(MiB) for _ in range(32)), 32 * MiB)
+    emu.faults.add(FaultRule("stall", op="UploadPart", after=64 * 1024, seconds=30, times=None))
+    async with _client(emu, read_timeout=0.5) as client:
+        writes = OssWrites(client)
+        uid = await writes.initiate_multipart("k")
+        with pytest.raises(OssTransportError, match="oss://bkt/k") as caught:
+            await writes.upload_part("k", uid, 1, body)
+    assert "WriteTimeout" in str(caught.value)
+    assert len(jobs) == 2  # both tries, each bounded by the timeout
+    assert all(not job.keep_alive for job in jobs)
+
+
+async def test_a_cancelled_upload_returns_only_once_its_thread_stopped(
+    emu: Emulator, jobs: list[_upload_wire.BodySend]
+) -> None:
+    body = Chunks(tuple(os.urandom(MiB) for _ in range(32)), 32 * MiB)
+    emu.faults.add(FaultRule("stall", op="UploadPart", after=64 * 1024, seconds=30))
+    async with _client(emu, read_timeout=30) as client:
+        writes = OssWrites(client)
+        uid = await writes.initiate_multipart("k")
+        with trio.move_on_after(1) as scope:
+            await writes.upload_part("k", uid, 1, body)
+        assert scope.cancelled_caught
+        assert len(jobs) == 1
+        job = jobs[0]
+        assert job.cancelled
+        with job._lock:
+            assert job._finished  # the thread was done before upload_part returned
+        assert client._wire.connections == []  # a shut-down connection is never reused
+
+
+async def test_tls_keeps_the_httpcore_path() -> None:
+    config = OssConfig("https://oss.example.com", "b", region="cn-hangzhou")
+    async with OssClient(config, StaticCredentialsProvider(Credentials("a", "s"))) as client:
+        big = Chunks((b"x" * (_upload_wire.MIN_BODY + 1),), _upload_wire.MIN_BODY + 1)
+        assert not _upload_wire.usable(client, big)
+    config = OssConfig("http://oss.example.com", "b", region="cn-hangzhou")
+    async with OssClient(config, StaticCredentialsProvider(Credentials("a", "s"))) as client:
+        assert _upload_wire.usable(client, big)
+        small = Chunks((b"x" * _upload_wire.MIN_BODY,), _upload_wire.MIN_BODY)
+        assert not _upload_wire.usable(client, small)
+
+
+class SilentServer:
+    """Takes a whole request, head and body, and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.bodies: list[int] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                want = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(body) < want and (chunk := conn.recv(1 << 20)):
+                    body += chunk
+                self.bodies.append(len(body))
+                conn.recv(1)  # until the client gives up (EOF) or the server is shut
+
+    def __enter__(self) -> SilentServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+
+
+async def test_a_reply_that_never_comes_is_bounded_by_the_read_timeout(
+    jobs: list[_upload_wire.BodySend],
+) -> None:
+    with SilentServer() as server:
+        config = OssConfig(server.endpoint, "b", region="cn-hangzhou", read_timeout_s=0.3)
+        retry = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.02)
+        creds = StaticCredentialsProvider(Credentials("a", "s"))
+        async with OssClient(config, creds, retry=retry) as client:
+            with pytest.raises(OssTransportError, match="oss://b/k") as caught:
+                await OssWrites(client).upload_part("k", "U", 1, Chunks((DATA,), len(DATA)))
+    assert "ReadTimeout" in str(caught.value)
+    assert server.bodies == [len(DATA)] * 2  # each try sent the whole body, then waited
+    assert len(jobs) == 2
