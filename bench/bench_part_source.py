@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Where an UploadPart body comes from, and what it costs the client: read back from the
-staging file (`FileRange`, what a part cost before write/hotparts.py) or sent from the
-buffers the FUSE writes arrived in (`Chunks` of 1 MiB `bytes`, as `cp` delivers them).
+staging file (`FileRange`, what the mount does) or sent from the buffers the FUSE writes
+arrived in (`Chunks` of 1 MiB `bytes`, as `cp` delivers them; the mount kept those for its
+parts until session 7, write/hotparts.py, dropped: through the mount it cost more CPU and
+~30 MiB of RSS once bodies went out in one thread).
 
 Each source by two senders: httpx/httpcore (a trio task per piece, what every body went
 through before oss/_upload_wire.py; `_upload_wire.ENABLED` off) and the thread path (head and

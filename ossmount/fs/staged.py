@@ -10,7 +10,6 @@ import trio
 
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import StagedFile, UploadSession
-from ossmount.write.hotparts import HotFiller
 
 __all__ = ["Staged", "staged_state"]
 
@@ -50,7 +49,6 @@ class Staged:
     dirty_parts: set[int] = field(default_factory=set)
     counted: int = 0  # bytes of it counted against the cache's bounds (fs/stagedspace.py)
     reserved: int = 0  # blocks [0, reserved) were allocated ahead of a sequential writer
-    hot: HotFiller | None = None  # parts just appended, kept for their early upload
 
 
 def staged_state(staged: Staged) -> str:

@@ -52,7 +52,6 @@ from ossmount.write import (
     load_journals,
     sweep_stale_uploads,
 )
-from ossmount.write.hotparts import HotBudget, HotFiller
 from ossmount.write.journal import JournalRecord, save_atomic
 
 __all__ = ["Staging"]
@@ -115,8 +114,6 @@ class Staging:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._nursery = nursery
         self._bucket = bucket
-        hot_bytes = uploader.settings.hot_bytes
-        self._hot = HotBudget(hot_bytes) if hot_bytes else None  # write/hotparts.py
         self.by_inode: dict[int, Staged] = {}
         self.by_path: dict[str, int] = {}
 
@@ -132,8 +129,6 @@ class Staging:
         data = self.directory / f"{uuid.uuid4().hex}.data"
         fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         staged = Staged(inode, path, key, StagedFile.beside(data), fd, base_etag, forbid, handles=1)
-        if self._hot is not None:
-            staged.hot = HotFiller(self.uploader.settings.part_size, self._hot)
         self.by_inode[inode] = staged
         self.by_path[path] = inode
         return staged
@@ -142,8 +137,6 @@ class Staging:
         """Copy the current object (read through the verified read path) into the staging
         file: writing into an existing file works on the whole object."""
         self._count(staged, size)
-        if staged.hot is not None:
-            staged.hot.clear()
         offset = 0
         while offset < size:
             data = await source.read(offset, min(_FILL_CHUNK, size - offset))
@@ -285,8 +278,6 @@ class Staging:
         if staged.session is not None:
             staged.session.close()
             staged.session = None
-        if staged.hot is not None:
-            staged.hot.clear()
         if self.space is not None:
             self.space.shrink(staged.counted)
             staged.counted = 0
@@ -317,11 +308,6 @@ class Staging:
             staged.broken = OSError(exc.errno, f"{self._where(staged.key)}: staging: {exc}")
             raise staged.broken from exc
         end = offset + written
-        if staged.hot is not None:
-            if offset == staged.seq_end and written == len(data) and type(data) is bytes:
-                staged.hot.append(offset, data)  # immutable: kept by reference, not copied
-            else:
-                staged.hot.forget(offset, end if written == len(data) else None)
         staged.dirty, staged.failed = True, False
         self._changed_parts(staged, offset, end)
         self._touched(staged, offset, end)
@@ -368,8 +354,6 @@ class Staging:
         self._count(staged, size)
         os.ftruncate(staged.fd, size)
         staged.reserved = min(staged.reserved, size)  # a shrink freed the blocks past it
-        if staged.hot is not None:
-            staged.hot.forget(min(size, staged.size))
         if self.space is not None and size < staged.counted:
             self.space.shrink(staged.counted - size)
             staged.counted = size
@@ -402,8 +386,7 @@ class Staging:
         ps = settings.part_size
         while (staged.next_part + 1) * ps <= staged.seq_end:
             session = self._session(staged)
-            hot = staged.hot.take(staged.next_part) if staged.hot is not None else None
-            session.part_ready(staged.next_part, hot)
+            session.part_ready(staged.next_part)
             staged.ready.add(staged.next_part)
             staged.next_part += 1
 
@@ -436,8 +419,6 @@ class Staging:
             self._unreserve(staged)
             session = self._session(staged)
             staged.session, staged.ready, staged.next_part = None, set(), 0
-            if staged.hot is not None:
-                staged.hot.clear()  # what was not handed over goes from the file
             staged.dirty = False  # a write from here on makes it dirty again
             changed, staged.dirty_parts = staged.dirty_parts, set()
             session.copy_from = _copy_source(staged, changed)

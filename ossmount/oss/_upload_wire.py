@@ -26,6 +26,13 @@ By /proc/PID/stat around one cp (loaded): user 0.50-0.68 -> 0.38-0.48 s, system 
 0.66-0.69 s. What is left of the daemon's user time is the trio thread's (~72 % by `perf
 record -e cycles:u`: the FUSE side); these worker threads take ~15 %.
 
+With this path, keeping the writer's FUSE buffers for its parts (write/hotparts.py, 32 MiB)
+no longer paid, so it was removed: W13 shape, one cp each, 6 interleaved triples on a quiet
+machine (/tmp/cpone.sh, /proc/PID/stat): kept 521-553 MB/s at 1.04-1.10 daemon CPU s/GiB and
+82-84 MiB peak RSS; removed (every part read back with preadv) 543-568 MB/s at 0.95-1.04 and
+54 MiB; ossfs2 in the same triples 498-549 MB/s. Fresh 1 MiB buffers held for a while cost
+page faults; the one reused read buffer does not.
+
 Kept from the httpcore path: the CRC is that of exactly the bytes that went on the wire; a
 send that makes no progress for `timeout_s` (SO_SNDTIMEO), or a reply head that does not come
 in `timeout_s` (SO_RCVTIMEO), fails the attempt (the same `read_timeout_s` httpx had for

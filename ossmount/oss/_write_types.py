@@ -86,8 +86,10 @@ class FileRange:
 
 @dataclass(frozen=True, slots=True)
 class Chunks:
-    """A body already in memory, as the pieces it was written in (a part a sequential writer
-    just filled, write/hotparts.py): sent piece by piece, never joined into one buffer."""
+    """A body already in memory, as the pieces it was made of: sent piece by piece, never
+    joined into one buffer. (The mount sends parts from the staging file: keeping a writer's
+    FUSE buffers for its parts, write/hotparts.py until session 7, cost more than reading the
+    file back once bodies went out in one thread, oss/_upload_wire.py.)"""
 
     pieces: tuple[bytes | memoryview, ...]
     length: int

@@ -28,16 +28,12 @@ class UploadSettings:
     # see bench/bench_write_mount.py). Same condition as above: only when close waits for the
     # commit, so such bytes were never acknowledged before they were on OSS.
     fsync_staged: bool = True
-    # Bytes of parts a sequential writer just filled that may be kept in memory for their
-    # early upload instead of being read back from the staging file (write/hotparts.py);
-    # 0: always read the file. Shared by all files of the mount; counts in the daemon's RSS.
-    hot_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not MIN_PART <= self.part_size <= 5 << 30 or self.parallel < 1:
             raise ValueError("part_size must be 100 KiB..5 GiB and parallel >= 1")
-        if self.single_put_max < 0 or self.hot_bytes < 0:
-            raise ValueError("single_put_max and hot_bytes must be >= 0")
+        if self.single_put_max < 0:
+            raise ValueError("single_put_max must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,6 @@ import trio
 from ..crc64 import combine, crc64
 from ..oss._errors import NoSuchKey, PreconditionFailed
 from ..oss._writes import (
-    Chunks,
     FileRange,
     NoSuchUpload,
     OssWrites,
@@ -62,7 +61,6 @@ from ..oss._writes import (
 )
 from .boot import current_boot_id
 from .commit_types import CommitResult, CopySource, StagedFile, UploadSettings
-from .hotparts import HotPart
 from .journal import JournalRecord, PartRecord, WriteState, load, object_meta, save_atomic
 from .ledger import UploadLedger
 
@@ -211,7 +209,6 @@ class UploadSession:
         self._resumed = False  # a previous process may have sent (some of) this file
         self._ephemeral = False  # a small commit without journal (see UploadSettings)
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
-        self._hot: dict[int, HotPart] = {}  # early parts handed over with their bytes
         # Set by the FUSE layer for a file staged from an existing object (see CopySource).
         self.copy_from: CopySource | None = None
         # The x-oss-meta-* the object was created with (by the Initiate or the PutObject):
@@ -226,29 +223,21 @@ class UploadSession:
         return self.record.key
 
     def close(self) -> None:
-        for hot in self._hot.values():
-            hot.release()
-        self._hot.clear()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
     # -- background parts -------------------------------------------------------------------
 
-    def part_ready(self, index: int, hot: HotPart | None = None) -> None:
+    def part_ready(self, index: int) -> None:
         """Part `index` (bytes [index*part_size, (index+1)*part_size)) is written for good:
-        upload it in the background. Failures here are only logged; `finish` sends again.
-        `hot`: the part's bytes as written (write/hotparts.py), sent instead of read back;
-        the session releases it."""
+        upload it in the background, read from the staging file (above 10000 parts: nothing,
+        finish refuses the size). Failures here are only logged; `finish` sends again."""
         number = index + 1
         if number in self._parts or number in self._inflight or number > 10000:
-            if hot is not None:  # above 10000: finish will refuse the size
-                hot.release()
             return
         if self._nursery is None:
             raise RuntimeError("part_ready needs a session opened with a nursery")
-        if hot is not None:
-            self._hot[number] = hot
         self._inflight[number] = self._generation.get(number, 0)
         self._nursery.start_soon(self._background_part, number)
 
@@ -257,9 +246,6 @@ class UploadSession:
         number = index + 1
         self._generation[number] = self._generation.get(number, 0) + 1
         self._parts.pop(number, None)
-        hot = self._hot.pop(number, None)
-        if hot is not None:
-            hot.release()
 
     async def _background_part(self, number: int) -> None:
         assert self._nursery is not None
@@ -283,19 +269,12 @@ class UploadSession:
     async def _send_part(
         self, number: int, length: int, generation: int, nursery: trio.Nursery
     ) -> None:
-        hot = self._hot.pop(number, None)  # only a part's first attempt sends from memory
-        try:
-            async with self._up.limiter:
-                upload_id = await self._ensure_upload()
-                result = await self._copy_part(upload_id, number, length)
-                if result is None:
-                    src: FileRange | Chunks = FileRange(self._fd, (number - 1) * self._ps, length)
-                    if hot is not None and hot.size == length:
-                        src = Chunks(tuple(hot.pieces), length)
-                    result = await self._writes.upload_part(self.key, upload_id, number, src)
-        finally:
-            if hot is not None:
-                hot.release()
+        async with self._up.limiter:
+            upload_id = await self._ensure_upload()
+            result = await self._copy_part(upload_id, number, length)
+            if result is None:
+                src = FileRange(self._fd, (number - 1) * self._ps, length)
+                result = await self._writes.upload_part(self.key, upload_id, number, src)
         if self._generation.get(number, 0) != generation or upload_id != self.record.upload_id:
             return  # the part changed (or the upload was replaced) while it was in flight
         self._parts[number] = PartRecord(number, result.size, result.crc64, result.etag)
