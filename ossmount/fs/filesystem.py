@@ -64,7 +64,7 @@ from ossmount.fs.shown import AttrView
 from ossmount.fs.staged import Staged, staged_state
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
-from ossmount.fs.xattrs import xattr_names, xattr_value
+from ossmount.fs.xattrs import check_namespace, xattr_names, xattr_value
 from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher
 from ossmount.prefetch.siblings import DirectoryReadAhead
@@ -587,6 +587,7 @@ class FileSystem:
         return xattr_names(self._ns.get(inode))
 
     def getxattr(self, inode: int, name: str) -> bytes:
+        check_namespace(name, inode)
         node = self._ns.get(inode)
         return xattr_value(node, name, self._cached_state, self._where(node))
 

@@ -29,7 +29,7 @@ from ossmount.crc64 import format_crc
 from ossmount.fs.errors import AttributeNotSupported, NoSuchAttribute
 from ossmount.tree.node import Node
 
-__all__ = ["XATTRS", "xattr_names", "xattr_value"]
+__all__ = ["XATTRS", "check_namespace", "xattr_names", "xattr_value"]
 
 XATTR_STATE = "user.ossmount.state"
 XATTR_ETAG = "user.ossmount.etag"
@@ -42,6 +42,14 @@ CachedState = Callable[[Node], tuple[str, int | None]]
 
 def xattr_names(node: Node) -> list[str]:
     return [] if node.is_dir or node.meta is None else list(XATTRS)
+
+
+def check_namespace(name: str, inode: int) -> None:
+    """Raise AttributeNotSupported for a name outside `user.`, before any lookup: the kernel
+    asks `security.capability` before every write(2) to a file (file_remove_privs; it keeps
+    no answer but ENOSYS, which would end the user.* attributes too), 1,024 times a GiB."""
+    if not name.startswith("user."):
+        raise AttributeNotSupported(f"inode {inode}", f"no {name.partition('.')[0]}.* here")
 
 
 def xattr_value(node: Node, name: str, cached_state: CachedState, where: str) -> bytes:

@@ -40,6 +40,11 @@ async def test_errors_leave_as_fuse_errors_with_the_boundary_errno(rig: Rig) -> 
         (ops.open(a.st_ino, os.O_WRONLY, CTX), errno.EROFS),
         (ops.readlink(a.st_ino, CTX), errno.EINVAL),
         (ops.getxattr(a.st_ino, pyfuse3.XAttrNameT(b"security.selinux"), CTX), errno.EOPNOTSUPP),
+        # asked before every write(2): answered before the inode is even looked up
+        (
+            ops.getxattr(pyfuse3.InodeT(12345), pyfuse3.XAttrNameT(b"security.capability"), CTX),
+            errno.EOPNOTSUPP,
+        ),
         (ops.getxattr(a.st_ino, pyfuse3.XAttrNameT(b"user.x"), CTX), errno.ENODATA),
         (ops.read(pyfuse3.FileHandleT(999), 0, 1), errno.EBADF),
     ]
