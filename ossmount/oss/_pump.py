@@ -55,26 +55,25 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import struct
-import threading
-from collections.abc import Callable
 
 import trio
 
 from ..crc64 import crc64
+from ._threadjob import SocketThreadJob, timeval
 from .models import Sink
 
-__all__ = ["MAX_READ", "Pump", "land", "timeval"]
+__all__ = ["MAX_READ", "Pump", "land"]
 
 # Largest single socket read; larger buys nothing on loopback (measurements.md §2, 1-4 MiB).
 MAX_READ = 4 * 1024 * 1024
 
 
-class Pump:
-    """One body's socket → sink loop, run in a worker thread (module docstring).
+class Pump(SocketThreadJob):
+    """One body's socket → sink loop, run in a worker thread (module docstring; the thread
+    handshake and `cancel_and_wait` are `_threadjob.SocketThreadJob`'s).
 
     Only the worker thread touches the counters and the sink while `run` is going; the trio
-    side reads them after `run` returned. `cancel` is the one call from the trio side meanwhile.
+    side reads them after `run` returned.
     """
 
     def __init__(
@@ -87,7 +86,7 @@ class Pump:
         crc: int | None,
         stall_s: float,
     ) -> None:
-        self._sock = sock
+        super().__init__(sock)
         self._sink = sink
         self._pos = pos
         self._count = count
@@ -100,62 +99,15 @@ class Pump:
         self.stalled = False
         self.eof = False
         self.error: OSError | None = None
-        self.cancelled = False
-        self._lock = threading.Lock()  # orders `cancel` against the start and end of `run`
-        self._started = False
-        self._finished = False
-        self._on_finish: Callable[[], object] | None = None
 
-    async def cancel_and_wait(self) -> None:
-        """From the trio side, once trio stopped waiting for `run` (the task was cancelled):
-        make the thread stop, and return only when it has stopped (or will never start).
-
-        The socket is shut down so a recv blocked in the thread returns at once; after that
-        the thread only finishes the pwrite it may be in, and commits nothing more. The
-        connection is not reused (see `BodyReader._readinto_sink_thread`)."""
-        done = trio.Event()
-        token = trio.lowlevel.current_trio_token()
-        with self._lock:
-            if self._finished:
-                return
-            self.cancelled = True
-            if not self._started:
-                return  # `run` will see `cancelled` first and do nothing
-            self._on_finish = lambda: token.run_sync_soon(done.set)
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        await done.wait()
-
-    def run(self) -> None:
+    def _work(self, sock: socket.socket) -> None:
         """The worker thread's part: recv_into → commit (pwrite) → CRC, window by window."""
-        with self._lock:
-            if self.cancelled:
-                return
-            self._started = True
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(self._stall_s))
         try:
-            # A blocking view of the same descriptor for the duration: no dup, no close
-            # (detached below); the family/type/proto given spare the kernel look-ups.
-            s = self._sock
-            sock = socket.socket(s.family, s.type, s.proto, fileno=s.fileno())
-            try:
-                sock.setblocking(True)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(self._stall_s))
-                try:
-                    self._loop(sock)
-                finally:
-                    # Back to what trio expects (non-blocking, no receive timeout) before the
-                    # trio side can touch the socket again.
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(0))
-                        sock.setblocking(False)
-            finally:
-                sock.detach()
+            self._loop(sock)
         finally:
-            with self._lock:
-                self._finished = True
-                on_finish = self._on_finish
-            if on_finish is not None:
-                on_finish()
+            with contextlib.suppress(OSError):  # no receive timeout, as trio expects
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(0))
 
     def _cancelled(self) -> bool:
         return self.cancelled  # set by the trio side at any time (a plain read of a bool)
@@ -203,9 +155,3 @@ def land(sink: Sink, landed: memoryview, pos: int, crc: int | None) -> int | Non
     a failed read: what arrived is kept, so a resume starts after it."""
     sink.commit(landed, pos)
     return None if crc is None else crc64(landed, crc)
-
-
-def timeval(seconds: float) -> bytes:
-    seconds = min(max(seconds, 0.0), 10**6)
-    whole = int(seconds)
-    return struct.pack("@ll", whole, int((seconds - whole) * 1e6))

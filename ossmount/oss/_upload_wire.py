@@ -63,8 +63,7 @@ import logging
 import os
 import socket
 import struct
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -75,7 +74,7 @@ if TYPE_CHECKING:
 from ..crc64 import crc64
 from ..observe import record_request
 from ._errors import BadResponse, OssError, OssTransportError, describe_cause
-from ._pump import timeval
+from ._threadjob import SocketThreadJob, timeval
 from ._wire import MAX_HEAD, Connection, WireError, WirePool, parse_head, request_head
 from ._write_types import Chunks, FileRange, StagingError
 
@@ -97,12 +96,14 @@ _IOV_MAX = 1024  # buffers one sendmsg takes (Linux): a part of 4 KiB FUSE write
 _GONE = frozenset((errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED))
 
 
-class BodySend:
-    """One request (head + body) and its reply, run in a worker thread (module docstring)."""
+class BodySend(SocketThreadJob):
+    """One request (head + body) and its reply, run in a worker thread (module docstring; the
+    thread handshake and `cancel_and_wait` are `_threadjob.SocketThreadJob`'s)."""
 
     def __init__(
         self, conn: Connection, head: bytes, body: FileRange | Chunks, timeout_s: float, where: str
     ) -> None:
+        super().__init__(conn.sock)
         self._conn = conn
         self._head = head
         self._body = body
@@ -117,62 +118,23 @@ class BodySend:
         self.reply = b""
         self.too_large = False  # a reply body over _REPLY_CAP (not read)
         self.keep_alive = False
-        self.cancelled = False
-        self._lock = threading.Lock()  # orders `cancel_and_wait` against the start/end of run
-        self._started = False
-        self._finished = False
-        self._on_finish: Callable[[], object] | None = None
 
-    async def cancel_and_wait(self) -> None:
-        """From the trio side once trio stopped waiting for `run`: make the thread stop and
-        return only when it has (or will never start). See `_pump.Pump.cancel_and_wait`."""
-        done = trio.Event()
-        token = trio.lowlevel.current_trio_token()
-        with self._lock:
-            if self._finished:
-                return
-            self.cancelled = True
-            if not self._started:
-                return
-            self._on_finish = lambda: token.run_sync_soon(done.set)
-        with contextlib.suppress(OSError):
-            self._conn.sock.shutdown(socket.SHUT_RDWR)
-        await done.wait()
-
-    def run(self) -> None:
+    def _work(self, sock: socket.socket) -> None:
         """The worker thread's part: send head and body, then read the reply."""
-        with self._lock:
-            if self.cancelled:
-                return
-            self._started = True
+        limit = timeval(self._timeout_s)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        lowat = sock.getsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT)
+        if lowat:
+            sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, _NO_LOWAT)
         try:
-            s = self._conn.sock
-            sock = socket.socket(s.family, s.type, s.proto, fileno=s.fileno())
-            try:
-                sock.setblocking(True)
-                limit = timeval(self._timeout_s)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
-                lowat = sock.getsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT)
-                if lowat:
-                    sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, _NO_LOWAT)
-                try:
-                    self._exchange(sock)
-                finally:
-                    with contextlib.suppress(OSError):  # back to what trio expects
-                        if lowat:
-                            sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, lowat)
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(0))
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(0))
-                        sock.setblocking(False)
-            finally:
-                sock.detach()
+            self._exchange(sock)
         finally:
-            with self._lock:
-                self._finished = True
-                on_finish = self._on_finish
-            if on_finish is not None:
-                on_finish()
+            with contextlib.suppress(OSError):  # back to what trio expects
+                if lowat:
+                    sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, lowat)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(0))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(0))
 
     def _exchange(self, sock: socket.socket) -> None:
         try:
