@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,51 +15,24 @@ import pytest
 from ossmount.crc64 import crc64
 from ossmount.oss import Credentials, OssClient, OssConfig, RetryPolicy, StaticCredentialsProvider
 from ossmount.oss._writes import FileRange, OssWrites
+from tests.client._raw_server import RawServer, read_request
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
 
 
-class ResettingServer:
+class ResettingServer(RawServer):
     """Connection 1: read `cut` body bytes, then RST. Later connections: read it all, 200."""
 
     def __init__(self, cut: int) -> None:
+        super().__init__()
         self.cut = cut
         self.received: list[int] = []  # body bytes read per connection
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.thread = threading.Thread(target=self._serve, daemon=True)
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                self._one(conn, first=not self.received)
-
-    def _one(self, conn: socket.socket, first: bool) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        want = self.cut if first else length
-        while len(body) < want:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            body += chunk
+    def _one(self, conn: socket.socket) -> None:
+        first = not self.received
+        head, body, length = read_request(conn, self.cut if first else None)
+        if not head:
+            return
         self.received.append(len(body))
         if first:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -70,15 +42,6 @@ class ResettingServer:
             f"x-oss-hash-crc64ecma: {crc64(body[:length])}\r\nConnection: close\r\n\r\n"
         )
         conn.sendall(reply.encode())
-
-    def __enter__(self) -> ResettingServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
-        self.sock.close()
-        self.thread.join(5)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from ossmount.oss import (
     _upload_wire,
 )
 from ossmount.oss._writes import Chunks, FileRange, OssWrites
+from tests.client._raw_server import RawServer, read_request
 from tests.sdk import sdk_get
 
 MiB = 1024 * 1024
@@ -167,43 +167,17 @@ async def test_tls_keeps_the_httpcore_path() -> None:
         assert not _upload_wire.usable(client, small)
 
 
-class SilentServer:
+class SilentServer(RawServer):
     """Takes a whole request, head and body, and never answers."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        super().__init__()
         self.bodies: list[int] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
-                    data += chunk
-                head, _, body = data.partition(b"\r\n\r\n")
-                want = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                while len(body) < want and (chunk := conn.recv(1 << 20)):
-                    body += chunk
-                self.bodies.append(len(body))
-                conn.recv(1)  # until the client gives up (EOF) or the server is shut
-
-    def __enter__(self) -> SilentServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self.thread.join(5)
+    def _one(self, conn: socket.socket) -> None:
+        _, body, _ = read_request(conn)
+        self.bodies.append(len(body))
+        conn.recv(1)  # until the client gives up (EOF) or the server is shut
 
 
 async def test_a_reply_that_never_comes_is_bounded_by_the_read_timeout(
