@@ -60,7 +60,7 @@ from ossmount.fs.errors import (
 )
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
 from ossmount.fs.setattrs import set_attrs
-from ossmount.fs.shown import AttrView
+from ossmount.fs.shown import AttrView, Posix
 from ossmount.fs.staged import Staged, staged_state
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
@@ -434,8 +434,7 @@ class FileSystem:
                 finally:
                     await self.release(opened.fh)
         if (mtime_ns, mode, uid, gid) != (None, None, None, None):
-            await set_attrs(staging, self._ns, self.attr, inode, mtime_ns=mtime_ns, mode=mode,
-                            uid=uid, gid=gid)  # fmt: skip
+            await set_attrs(staging, self._ns, self.attr, inode, Posix(mode, uid, gid, mtime_ns))
         return await self.getattr(inode)
 
     async def unlink(self, parent: int, name: str) -> None:

@@ -23,7 +23,7 @@ from ossmount.fs.dirattrs import store_dir_attrs
 from ossmount.oss.models import ObjectMeta
 
 if TYPE_CHECKING:
-    from ossmount.fs.shown import AttrView
+    from ossmount.fs.shown import AttrView, Posix
     from ossmount.fs.staging import Staging
     from ossmount.tree.listing import Namespace
     from ossmount.tree.node import Node
@@ -32,22 +32,15 @@ __all__ = ["set_attrs"]
 
 
 async def set_attrs(
-    staging: Staging,
-    ns: Namespace,
-    view: AttrView,
-    inode: int,
-    *,
-    mtime_ns: int | None,
-    mode: int | None,
-    uid: int | None,
-    gid: int | None,
+    staging: Staging, ns: Namespace, view: AttrView, inode: int, posix: Posix
 ) -> None:
-    """Keep what setattr set on `inode` (see the module docstring)."""
+    """Keep what setattr set on `inode` (`posix`: None where it set nothing; see the module
+    docstring)."""
     staged = staging.by_inode.get(inode)
     if staged is None:
-        node = await ns.getattr(inode)
-        await _store(staging, ns, view, node, mtime_ns, mode, uid, gid)
+        await _store(staging, ns, view, await ns.getattr(inode), posix)
         return
+    mode, uid, gid, mtime_ns = posix
     if mtime_ns is not None:
         staged.mtime_ns = mtime_ns
     if mode is not None:
@@ -61,30 +54,21 @@ async def set_attrs(
     async with staged.lock:
         if staging.carries_attrs(staged):
             return
-        stored = await _store(staging, ns, view, ns.get(inode), mtime_ns, mode, uid, gid)
+        stored = await _store(staging, ns, view, ns.get(inode), posix)
         if stored is not None:
             staging.restored(staged, stored)
 
 
 async def _store(
-    staging: Staging,
-    ns: Namespace,
-    view: AttrView,
-    node: Node,
-    mtime_ns: int | None,
-    mode: int | None,
-    uid: int | None,
-    gid: int | None,
+    staging: Staging, ns: Namespace, view: AttrView, node: Node, posix: Posix
 ) -> ObjectMeta | None:
     writes, known = staging.uploader.writes, staging.known
     if node.is_dir:
-        await store_dir_attrs(writes, known, view, node, mtime_ns=mtime_ns, mode=mode, uid=uid,
-                              gid=gid)  # fmt: skip
+        await store_dir_attrs(writes, known, view, node, posix)
         return None
     if node.meta is None or is_symlink(node.meta):
         return None
-    stored = await store_attrs(writes, node.meta, mtime_ns=mtime_ns, mode=mode, uid=uid,
-                               gid=gid, known=known)  # fmt: skip
+    stored = await store_attrs(writes, node.meta, posix, known=known)
     if stored is not None:
         ns.learned(node.path, stored)
     return stored

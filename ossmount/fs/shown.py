@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from ossmount.fs.attrs import Attr, Presentation, attr_of, is_symlink
+from ossmount.oss._write_types import posix_meta
 
 if TYPE_CHECKING:
     from ossmount.fs.staged import Staged
@@ -50,6 +51,10 @@ class Posix(NamedTuple):
     uid: int | None = None
     gid: int | None = None
     mtime_ns: int | None = None
+
+    def meta(self) -> dict[str, str]:
+        """The `x-oss-meta-*` headers ossfs reads these from (none for what is None)."""
+        return posix_meta(mtime_ns=self.mtime_ns, mode=self.mode, uid=self.uid, gid=self.gid)
 
 
 def _c_int(text: str) -> int | None:

@@ -40,9 +40,9 @@ import trio
 from ossmount.cache.adopt import Adopter
 from ossmount.cache.holes import reserve
 from ossmount.fs.attrstore import KnownMeta, store_attrs
+from ossmount.fs.shown import Posix
 from ossmount.fs.staged import Staged
 from ossmount.fs.stagedspace import StagedSpace
-from ossmount.oss._writes import posix_meta
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import (
     CopySource,
@@ -450,16 +450,17 @@ class Staging:
         first part went; ones set later (cp -a's futimens before close) are stored by a copy onto
         itself from the metadata it was created with (no HEAD). Their failure is logged,
         not raised: the bytes are committed."""
-        want = posix_meta(mtime_ns=staged.mtime_ns or None, mode=staged.mode, uid=staged.uid,
-                          gid=staged.gid)  # fmt: skip
-        if all(sent.get(name) == value for name, value in want.items()):
+        want = Posix(staged.mode, staged.uid, staged.gid, staged.mtime_ns or None)
+        if all(sent.get(name) == value for name, value in want.meta().items()):
             return
         assert staged.committed is not None
         try:
             stored = await store_attrs(
-                self.uploader.writes, staged.committed, mtime_ns=staged.mtime_ns,
-                mode=staged.mode, uid=staged.uid, gid=staged.gid, known=self.known,
-            )  # fmt: skip
+                self.uploader.writes,
+                staged.committed,
+                want._replace(mtime_ns=staged.mtime_ns),
+                known=self.known,
+            )
         except Exception as exc:
             log.warning("%s: committed, but storing its mode/mtime failed: %s",
                         self._where(staged.key), exc)  # fmt: skip
