@@ -44,7 +44,7 @@ async def set_attrs(
     if mtime_ns is not None:
         staged.mtime_ns = mtime_ns
     if mode is not None:
-        staged.mode = stat.S_IFREG | (mode & 0o7777)
+        staged.mode, staged.keep_mode = stat.S_IFREG | (mode & 0o7777), False
     if uid is not None:
         staged.uid = uid
     if gid is not None:
