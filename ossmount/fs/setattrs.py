@@ -9,7 +9,8 @@
   was fixed when it started) finishes first.
 * A closed file: stored on the object (fs/attrstore.py).
 * A directory: stored on its `dir/` marker, made if it has none (fs/dirattrs.py).
-* A symlink: not stored (SEMANTICS.md says so); the call succeeds, as before.
+* A symlink (lchown, utimensat with AT_SYMLINK_NOFOLLOW): on its symlink object
+  (fs/linkattrs.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from ossmount.fs.attrs import is_symlink
 from ossmount.fs.attrstore import store_attrs
 from ossmount.fs.dirattrs import store_dir_attrs
+from ossmount.fs.linkattrs import store_link_attrs
 from ossmount.oss.models import ObjectMeta
 
 if TYPE_CHECKING:
@@ -66,9 +68,12 @@ async def _store(
     if node.is_dir:
         await store_dir_attrs(writes, known, view, node, posix)
         return None
-    if node.meta is None or is_symlink(node.meta):
+    if node.meta is None:
         return None
-    stored = await store_attrs(writes, node.meta, posix, known=known)
+    if is_symlink(node.meta):
+        stored = await store_link_attrs(writes, known, node.meta, posix)
+    else:
+        stored = await store_attrs(writes, node.meta, posix, known=known)
     if stored is not None:
         ns.learned(node.path, stored)
     return stored

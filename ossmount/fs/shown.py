@@ -34,7 +34,7 @@ import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-from ossmount.fs.attrs import Attr, Presentation, attr_of, is_symlink
+from ossmount.fs.attrs import Attr, Presentation, attr_of
 from ossmount.oss._write_types import posix_meta
 
 if TYPE_CHECKING:
@@ -203,9 +203,7 @@ class AttrView:
         if node.is_dir:
             return shown.get(self.marker_key(node), None) if node.path else None
         meta = node.meta
-        if meta is None or is_symlink(meta):
-            return None
-        return shown.get(meta.key, meta.etag)
+        return None if meta is None else shown.get(meta.key, meta.etag)
 
     def carry(self, node: Node, staged: Staged) -> None:
         """`staged` was just started from `node`'s object (opened for writing): its commit

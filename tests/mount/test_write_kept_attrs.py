@@ -80,3 +80,50 @@ def test_a_mode_set_on_an_overwritten_file_wins_over_the_kept_one(
     plain = _meta(emulator, "plain")
     shown = stat.S_IMODE((mount.path / "plain").stat().st_mode)
     assert (plain["mode"], plain["other"]) == (str(stat.S_IFREG | shown), "x"), plain
+
+
+def _link(emu: Emulator, key: str) -> tuple[str, dict[str, str]]:
+    got = sdk(emu).get_symlink(oss.GetSymlinkRequest(bucket=BUCKET, key=key))
+    assert got.target is not None
+    return got.target, {k.lower(): v for k, v in (got.metadata or {}).items()}
+
+
+def test_a_symlink_keeps_its_owner_and_mtime_on_its_object_as_ossfs_does(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """symlink stores ossfs's x-oss-meta-mode (S_IFLNK|0777), the caller's uid/gid, the time
+    and ossfs's copy of the target on the PutSymlink object; lchown and
+    utimensat(AT_SYMLINK_NOFOLLOW) change them on the link (the target untouched) and lstat
+    shows them. So `rsync -a` sets a link's time once: a second run changes nothing."""
+    _put(emulator, "f", b"target", {"other": "x"})
+    mount = make_mount(args=RW).start()
+    link = mount.path / "link"
+    os.symlink("f", link)
+    target, meta = _link(emulator, "link")
+    assert target == "f"
+    assert meta.pop("mtime").isdigit()
+    assert meta == {"mode": str(stat.S_IFLNK | 0o777), "uid": str(os.getuid()),
+                    "gid": str(os.getgid()), "symlink-target": "header:1:f"}  # fmt: skip
+    os.chown(link, 1234, 5678, follow_symlinks=False)
+    when = 1_600_000_000_250_000_000
+    os.utime(link, ns=(when, when), follow_symlinks=False)
+    target, meta = _link(emulator, "link")
+    assert target == "f"
+    assert meta == {"mode": str(stat.S_IFLNK | 0o777), "uid": "1234", "gid": "5678",
+                    "mtime": "1600000000.250000000", "symlink-target": "header:1:f"}  # fmt: skip
+    assert _meta(emulator, "f") == {"other": "x"}, "the target is not touched"
+    st = os.lstat(link)
+    assert (stat.S_ISLNK(st.st_mode), st.st_uid, st.st_gid) == (True, 1234, 5678)
+    assert st.st_mtime_ns == when
+    assert os.readlink(link) == "f"
+    assert (mount.path / "link").read_bytes() == b"target"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "file").write_bytes(b"x")
+    os.symlink("file", src / "ln")
+    os.utime(src / "ln", (1_500_000_000, 1_500_000_000), follow_symlinks=False)
+    subprocess.run(["rsync", "-a", f"{src}/", str(mount.path / "r")], check=True)
+    assert os.lstat(mount.path / "r" / "ln").st_mtime == 1_500_000_000
+    second = subprocess.run(["rsync", "-a", "--itemize-changes", f"{src}/", str(mount.path / "r")],
+                            check=True, capture_output=True, text=True)  # fmt: skip
+    assert second.stdout == "", second.stdout
