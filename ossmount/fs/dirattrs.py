@@ -11,7 +11,8 @@ ossfs (src/s3fs.cpp `create_directory_object`, `s3fs_chmod`/`_chown`/`_utimens`)
       replaced: it is then updated by the copy). The directory then outlives its last entry
       and `rmdir` can remove it, as with ossfs.
     * The mount's root has no marker of ours: its attributes are not stored, and setting them
-      is not refused either (`rsync -a src/ mnt/` sets them), only ignored.
+      is not refused either (`rsync -a src/ mnt/` sets them), only ignored. ossfs refuses
+      them with EIO ("Could not change mode for mount point"), failing that rsync.
 
 Requests: a marker this mount wrote in the last 30 s costs no HEAD (fs/attrstore.py
 `KnownMeta`); one it wrote before costs the fenced HEAD of `store_attrs`; any other, one HEAD

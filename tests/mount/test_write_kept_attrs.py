@@ -127,3 +127,32 @@ def test_a_symlink_keeps_its_owner_and_mtime_on_its_object_as_ossfs_does(
     second = subprocess.run(["rsync", "-a", "--itemize-changes", f"{src}/", str(mount.path / "r")],
                             check=True, capture_output=True, text=True)  # fmt: skip
     assert second.stdout == "", second.stdout
+
+
+def test_the_mount_root_s_attributes_are_ignored_not_refused_unlike_ossfs(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """ossfs 1.x fails chmod, chown and utimens of its mount point with EIO ("Could not
+    change mode for mount point"), so `rsync -a src/ mnt/` exits 23 there. The root has no
+    object of ours to keep them on: they succeed, change nothing (stat shows the same
+    values) and cost no request, so `rsync -a src/ mnt/` and `cp -a src/. mnt/` exit 0."""
+    mount = make_mount(args=RW).start()
+    before = os.stat(mount.path)
+    requests = len(emulator.requests)
+    os.chmod(mount.path, 0o700)
+    os.chown(mount.path, 1234, 5678)
+    os.utime(mount.path, (1_500_000_000, 1_500_000_000))
+    after = os.stat(mount.path)
+    assert (after.st_mode, after.st_uid, after.st_gid) == (
+        before.st_mode, before.st_uid, before.st_gid,
+    )  # fmt: skip
+    assert after.st_mtime != 1_500_000_000
+    assert emulator.requests[requests:] == []
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x")
+    src.chmod(0o750)
+    os.utime(src, (1_500_000_000, 1_500_000_000))
+    subprocess.run(["rsync", "-a", f"{src}/", f"{mount.path}/"], check=True)
+    subprocess.run(["cp", "-a", f"{src}/.", f"{mount.path}/"], check=True)
+    assert server_bytes(emulator, "f") == b"x"
