@@ -231,7 +231,9 @@ class Operations(pyfuse3.Operations):
         target: pyfuse3.FileNameT,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        attr = await self.fs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target))
+        attr = await self.fs.symlink(
+            parent_inode, os.fsdecode(name), os.fsdecode(target), ctx.uid, ctx.gid
+        )
         return entry_attributes(attr)
 
     # -- misc ------------------------------------------------------------------------------
