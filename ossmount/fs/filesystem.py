@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ossmount.cache.adopt import Adopter
-from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, is_symlink
+from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, direct_writes, is_symlink
 from ossmount.fs.dirattrs import make_dir
 from ossmount.fs.dirrename import rename_tree
 from ossmount.fs.errors import (
@@ -329,7 +329,7 @@ class FileSystem:
         fh = self._new_fh()
         self._files[fh] = _OpenFile(inode, None, staged)
         self._last_etag.pop(inode, None)
-        return Opened(fh, False)
+        return Opened(fh, False, direct_writes(flags))
 
     async def create(
         self, parent: int, name: str, flags: int, mode: int = 0o644, uid: int | None = None,
@@ -362,7 +362,7 @@ class FileSystem:
         staged.uid, staged.gid = uid, gid
         fh = self._new_fh()
         self._files[fh] = _OpenFile(node.inode, None, staged)
-        return Opened(fh, False), self.attr(node)
+        return Opened(fh, False, direct_writes(flags)), self.attr(node)
 
     def _staged_handle(self, fh: int) -> Staged:
         handle = self._files.get(fh)
