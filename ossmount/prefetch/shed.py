@@ -78,6 +78,7 @@ class Shedder:
         if need <= 0 or not self._can_shed or not self._active() or self._entry.discarded:
             return 0
         layout = self._entry.layout
+        what = "read" if margin is None or margin >= self._margin else "read, inside the margin"
         margin = self._margin if margin is None else margin
         frontier = min((r.consumed for r in self._readers), default=0) - margin
         victims: list[int] = []
@@ -95,7 +96,7 @@ class Shedder:
                 self._entry.bucket,
                 self._entry.meta.key,
             )
-        return self._shed(victims, "read")
+        return self._shed(victims, what)
 
     def unread(self, index: int, need: int) -> int:
         """Shed parts beyond `index` nobody reads now, furthest first; bytes freed."""
