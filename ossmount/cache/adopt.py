@@ -32,6 +32,9 @@ tail before the rename, so a `.one` never exists without its tail; a crash befor
 leaves a staged file, which the next mount's `recover` removes (its journal, if any, says
 COMMITTED and is not replayed from the bytes). The re-check before first read still hashes
 the part, as for every entry, so bytes a power loss kept from the disk are fetched again.
+Measured (2,000 files of 8 KiB adopted into a fresh cache on this VM's ext4, 5 runs twice,
+process CPU per `adopt_known`): 85-117 us, against 685-859 us when it created a checkpoint
+file, most of which was that file's creation (inode allocation).
 
 Both files are on the cache dir's filesystem (staging/ is a sibling of the bucket directory),
 so the rename is cheap; a staging dir elsewhere (EXDEV) just means no adoption.
