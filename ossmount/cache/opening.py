@@ -3,7 +3,7 @@ else start a fresh sparse file (the factory `CacheEntry` is built by, kept apart
 
 Two kinds of entry (cache layout 2, cache.store): a one-part object is kept in one file, its
 checkpoint in the file's tail (`one`, cache.tail); any other object, and a one-part object
-cached by layout 1 or adopted from the write path, in a data file plus a checkpoint file. A new
+cached by layout 1 or adopted by an older release, in a data file plus a checkpoint file. A new
 entry takes the kind its object's size gives; an existing one of either kind is resumed if it
 is this version, and otherwise both kinds' files are removed before the new one is created,
 so a key never has two versions on disk.

@@ -21,7 +21,7 @@ Layout 2 only added `.one` files: a layout-1 directory is a valid layout-2 one, 
 upgrades it by rewriting VERSION (its one-part entries stay `.data` + `.ckpt` and are resumed
 as such; a new version of such a key becomes a `.one`). A release that knows only layout 1
 refuses the upgraded directory with its own CacheLayoutError. The write path's adopted files
-(cache/adopt.py) stay `.data` + `.ckpt`.
+(cache/adopt.py) take the kind the read path gives their size: `.one` for one part.
 
 The key is hashed (UTF-8, surrogates passed through) because keys may be 1023 bytes of
 anything. The version (ETag, size, Last-Modified, CRC) lives only in the checkpoint, so a key
@@ -316,11 +316,12 @@ class CacheStore:
         self.evict_to_fit()
         return entry
 
-    def adopt(self, key: str, data: Path, checkpoint: Path, held: int) -> None:
-        """Make `data` with its durable sealed `checkpoint` (same filesystem) the idle entry of
-        `key`: a file the write path just committed (cache/adopt.py). The key's current entry
-        is detached first, as `open_entry` does for a new version, so it never writes over
-        them. OSError as raised; the key then has no entry on disk."""
+    def adopt(self, key: str, data: Path, checkpoint: Path | None, held: int) -> None:
+        """Make `data` with its sealed `checkpoint` (same filesystem) the idle entry of `key`:
+        a file the write path just committed (cache/adopt.py). `checkpoint` None: it is in
+        `data`'s tail already (cache.tail), and `data` becomes the key's `.one` file. The
+        key's current entry is detached first, as `open_entry` does for a new version, so it
+        never writes over them. OSError as raised; the key then has no entry on disk."""
         self._require_lock()
         h, path, ckpt = self._paths(key)
         slot = self._leave(h)
@@ -328,14 +329,19 @@ class CacheStore:
             slot.entry.detach()  # its readers keep their (unlinked) file
         self._parked.drop(h, detach=True)  # an older version: it must not write over them either
         self._idle_bytes -= self._index.pop(h, 0)  # a current entry's is a placeholder 0
+        one = self._one(path)
         try:
             path.parent.mkdir(exist_ok=True)
             ckpt.unlink(missing_ok=True)  # no old checkpoint ever beside the new bytes
-            self._one(path).unlink(missing_ok=True)  # nor an older one-file version
-            os.rename(data, path)
-            os.rename(checkpoint, ckpt)
+            if checkpoint is None:
+                path.unlink(missing_ok=True)  # an older pair's data (the scan's orphan)
+                os.rename(data, one)  # replaces an older one-file version at once
+            else:
+                one.unlink(missing_ok=True)  # nor an older one-file version
+                os.rename(data, path)
+                os.rename(checkpoint, ckpt)
         except OSError:
-            for leftover in (ckpt, path):  # never a data file no index entry counts
+            for leftover in (ckpt, path, one):  # never a data file no index entry counts
                 with contextlib.suppress(OSError):
                     leftover.unlink(missing_ok=True)
             raise

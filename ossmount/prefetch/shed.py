@@ -7,7 +7,11 @@ part read again is fetched again and must bring the same CRC.
 
 * `consumed(need)`: parts every reader has read past (less `shed_margin`), lowest first.
   Parts ahead of the slowest reader are never shed this way, so the cap can be exceeded by the
-  read-ahead of open files.
+  read-ahead of open files. The margin is there because the kernel sends several reads of one
+  handle at once and they arrive in any order: a part just behind the furthest read may still
+  be wanted by one not seen yet. `consumed(need, margin=0)` drops those too (such a late read
+  then fetches its part again): the space policy's last resort before a bound would be passed
+  by more than one part.
 * `unread(index, need)`: a reader is blocked on part `index` and the disk is full of parts
   nobody has read yet: those beyond it, furthest first, except any a read is under way in.
   They were fetched early; the blocked reader comes first (else nobody would ever consume them
@@ -67,13 +71,16 @@ class Shedder:
         self._forget_readahead = forget_readahead
         self.shed_bytes = 0
 
-    def consumed(self, need: int) -> int:
-        """Punch out parts every reader has read past, lowest first, until `need` bytes are
-        freed (the last part may overshoot); returns the bytes freed."""
+    def consumed(self, need: int, *, margin: int | None = None) -> int:
+        """Punch out parts every reader has read past (less `margin`, by default the
+        configured one), lowest first, until `need` bytes are freed (the last part may
+        overshoot); returns the bytes freed."""
         if need <= 0 or not self._can_shed or not self._active() or self._entry.discarded:
             return 0
         layout = self._entry.layout
-        frontier = min((r.consumed for r in self._readers), default=0) - self._margin
+        what = "read" if margin is None or margin >= self._margin else "read, inside the margin"
+        margin = self._margin if margin is None else margin
+        frontier = min((r.consumed for r in self._readers), default=0) - margin
         victims: list[int] = []
         planned = 0
         for index in self._entry.present_parts():
@@ -89,7 +96,7 @@ class Shedder:
                 self._entry.bucket,
                 self._entry.meta.key,
             )
-        return self._shed(victims, "read")
+        return self._shed(victims, what)
 
     def unread(self, index: int, need: int) -> int:
         """Shed parts beyond `index` nobody reads now, furthest first; bytes freed."""

@@ -13,10 +13,13 @@ entry point per question:
   parts) until it fits. A read-ahead part that still does not fit does not start (read-ahead
   never fills the cache disk nor passes the cap). A demand part must go, so it may overdraw,
   but only one at a time mount-wide and only while the bounds hold without it (else it waits
-  for a release, which sheds again): both bounds hold to within one part. The one exception
-  is a demand part with nothing in flight to wait for (e.g. every byte held is within the
-  shed margin behind its reader): it goes rather than wait for ever. One statvfs per part
-  while the disk has room.
+  for a release, which sheds again): both bounds hold to within one part. With nothing in
+  flight to wait for (the bounds already passed by the last overdraft, and every byte held
+  within the shed margin behind its reader, as the kernel's read-ahead spreads a reader's
+  reads out), the parts in that margin are shed too (`_tighten`): a late read of one fetches
+  it again, but the bound holds. Only if even that leaves the bounds passed (every byte held
+  is under a read running now, or the filesystem cannot punch holes) does it go regardless,
+  rather than wait for ever. One statvfs per part while the disk has room.
 * `after_disk_full(shedder, index, urgent)`: a part write hit ENOSPC/EDQUOT: evict idle
   entries whatever the cap, then shed consumed parts of open downloads; for a part a reader
   is blocked on, also that download's unread parts. Whether it is worth trying again.
@@ -77,6 +80,11 @@ class SpacePolicy:
                 return Reservation(length, overdraft=False)
             if not urgent:
                 return None
+            if not self._overdraft and self.reserved == 0 and not self._fits(0):
+                self._tighten()
+                if self._fits(length):
+                    self.reserved += length
+                    return Reservation(length, overdraft=False)
             if not self._overdraft and (self._fits(0) or self.reserved == 0):
                 # The bounds hold now, so this part passes them by itself at most; or nothing
                 # is in flight whose release could make room (waiting would never end).
@@ -98,6 +106,15 @@ class SpacePolicy:
         if store.max_bytes is not None and store.held_bytes() + after > store.max_bytes:
             return False
         return store.free_bytes() - after >= store.min_free
+
+    def _tighten(self) -> None:
+        """Shed consumed parts within the shed margin too, until the bounds hold without a
+        part in flight (module docstring: what passing them would otherwise take)."""
+        store = self._store
+        need = store.min_free - store.free_bytes()
+        if store.max_bytes is not None:
+            need = max(need, store.held_bytes() - store.max_bytes)
+        self._shed(need, margin=0)
 
     def _make_fit(self, length: int, urgent: bool, shedder: Shedder, index: int) -> bool:
         """Evict idle entries and shed consumed parts (a demand part: also its download's
@@ -147,10 +164,12 @@ class SpacePolicy:
         shed = self._shed(shortfall) if shortfall > 0 else 0
         return bool(evicted or shed) or store.free_bytes() >= need
 
-    def _shed(self, need: int) -> int:
+    def _shed(self, need: int, margin: int | None = None) -> int:
+        """Shed consumed parts of the open downloads until `need` bytes are freed; `margin`
+        None: each keeps its shed margin."""
         freed = 0
         for shedder in list(self._shedders()):
             if freed >= need:
                 break
-            freed += shedder.consumed(need - freed)
+            freed += shedder.consumed(need - freed, margin=margin)
         return freed

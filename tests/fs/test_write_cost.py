@@ -12,6 +12,7 @@ import trio
 
 from ossmount.cache import adopt
 from ossmount.cache.checkpoint import EntryState
+from ossmount.cache.store import key_hash
 from ossmount.crc64 import crc64
 from ossmount.fs.attrstore import KnownMeta
 from ossmount.tree.inodes import ROOT_INODE
@@ -174,3 +175,25 @@ async def test_a_small_file_is_created_committed_and_adopted_without_a_worker_th
     assert hops == []
     assert rw.emu.get_bytes(BUCKET, "w14") == data
     assert rw.store.cached_checkpoint("w14") is not None
+
+
+async def test_a_one_part_file_is_kept_as_one_cache_file_and_read_back_without_a_get(
+    rw: WriteRig,
+) -> None:
+    """Its adoption makes the read path's one-file entry (cache.tail): no checkpoint file is
+    created, and reading it back costs no request."""
+    data = os.urandom(8192)
+    fh, inode = await _write_file(rw, "one", data)
+    await rw.fs.flush(fh)
+    await rw.fs.release(fh)
+    h = key_hash("one")
+    kept = sorted(p.suffix for p in (rw.store.root / BUCKET / h[:2]).glob(h + ".*"))
+    assert kept == [".one"]
+    before = len(rw.emu.requests)
+    opened = await rw.fs.open(inode, os.O_RDONLY)
+    assert await rw.fs.read(opened.fh, 0, len(data) + 1) == data
+    await rw.fs.release(opened.fh)
+    assert [r.op for r in rw.emu.requests[before:]] == []
+    state = rw.store.cached_checkpoint("one")
+    assert state is not None
+    assert state.state is EntryState.VERIFIED

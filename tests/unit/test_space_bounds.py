@@ -3,13 +3,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
 from tests.unit.fake_source import FakeSource
-from tests.unit.prefetch_helpers import KEY, PART, blob, files, read_all, running, settle
+from tests.unit.prefetch_helpers import (
+    KEY,
+    PART,
+    blob,
+    config,
+    files,
+    read_all,
+    running,
+    settle,
+)
 
 __all__ = ["PART"]  # the `source` fixture reads the module's PART
 
@@ -64,6 +74,50 @@ async def test_the_free_space_floor_holds_to_within_one_part(
         reader = p.open(meta)
         # Reads of 4 parts each: demand parts, which reserve too (not only read-ahead).
         assert await read_all(reader, chunk=4 * PART) == data
+        await settle(p)
+        await reader.aclose()
+    assert len(peaks) >= BIG_PARTS - 1
+    assert disk - max(peaks) >= floor - PART, [x // PART for x in peaks]
+
+
+async def test_the_cap_holds_when_the_shed_margin_is_wider_than_the_cap(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    """The mount's shed margin (twice the kernel read-ahead, 8 MiB) spans half of a 16 MiB
+    cap: every part held may lie within it behind the reader, with no GET in flight to wait
+    for. A demand part then sheds inside the margin rather than pass the cap by more than one
+    part (it did, a part more each time: the mount test's 20 MiB against a 16 + 2 bound)."""
+    cap = 3 * PART
+    data = blob(BIG)
+    meta = source.put(KEY, data)
+    peaks: list[int] = []
+    watch_every_write(source, files(cache_dir)[0], peaks)
+    cfg = dataclasses.replace(config(), shed_margin=8 * PART)
+    async with running(source, cache_dir, cfg, max_bytes=cap) as p:
+        reader = p.open(meta)
+        assert await read_all(reader, chunk=PART) == data
+        await settle(p)
+        await reader.aclose()
+    assert len(peaks) >= BIG_PARTS - 1
+    assert max(peaks) <= cap + PART, [x // PART for x in peaks]
+
+
+async def test_the_floor_holds_when_the_shed_margin_is_wider_than_the_room_above_it(
+    source: FakeSource, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above for the free-space floor: a pretend 9-part disk with a 6-part floor."""
+    disk, floor = 9 * PART, 6 * PART
+    data = blob(BIG)
+    meta = source.put(KEY, data)
+    path = files(cache_dir)[0]
+    peaks: list[int] = []
+    watch_every_write(source, path, peaks)
+    cfg = dataclasses.replace(config(), shed_margin=8 * PART)
+    async with running(source, cache_dir, cfg) as p:
+        p.store.min_free = floor
+        monkeypatch.setattr(p.store, "free_bytes", lambda: disk - allocated(path))
+        reader = p.open(meta)
+        assert await read_all(reader, chunk=PART) == data
         await settle(p)
         await reader.aclose()
     assert len(peaks) >= BIG_PARTS - 1
