@@ -24,6 +24,7 @@ Every server it starts it stops (by PID); temp dirs are removed. Nothing is asse
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import shutil
@@ -35,6 +36,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -193,56 +196,149 @@ http {{
     return int(pidfile.read_text()), f"http://127.0.0.1:{port}/big.bin"
 
 
-def _curl_timed(cmd: list[str], pid: int, size: int) -> tuple[float, float]:
-    """(MB/s, server CPU s/GiB) of one curl transfer of ``size`` bytes."""
-    c0 = cpu_seconds([pid])
+class ThreadCpu:
+    """A server process's CPU over one transfer by kind of thread, user and system seconds
+    from /proc/PID/task: ``loop`` (the main thread: trio's event loop), ``workers`` (trio's
+    ``to_thread`` threads, named "Trio thread N", kept alive between jobs: the upload pump)
+    and ``stages`` (the process's total, which keeps ended threads' time, less those two:
+    the writer's per-upload MD5 / write stage threads, which end with their upload)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.base = self._sample()
+        self.base_process = self._process()
+
+    def _sample(self) -> dict[int, tuple[str, int, int]]:
+        out: dict[int, tuple[str, int, int]] = {}
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                comm = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            out[int(task.name)] = (comm, int(fields[11]), int(fields[12]))
+        return out
+
+    def stop(self) -> dict[str, tuple[float, float]]:
+        """{kind: (user s, system s)} since the start."""
+        tot_u, tot_s = self._process()
+        out: dict[str, tuple[float, float]] = {"loop": (0.0, 0.0), "workers": (0.0, 0.0)}
+        for tid, (comm, ut, st) in self._sample().items():
+            _, ut0, st0 = self.base.get(tid, (comm, 0, 0))
+            if tid == self.pid or comm.startswith("Trio"):
+                kind = "loop" if tid == self.pid else "workers"
+                u, s = out[kind]
+                out[kind] = (u + (ut - ut0) / CLK, s + (st - st0) / CLK)
+        u = tot_u - self.base_process[0] - out["loop"][0] - out["workers"][0]
+        s = tot_s - self.base_process[1] - out["loop"][1] - out["workers"][1]
+        out["stages"] = (max(u, 0.0), max(s, 0.0))
+        return out
+
+    def _process(self) -> tuple[float, float]:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) / CLK, int(fields[12]) / CLK
+
+
+Run = tuple[float, dict[str, tuple[float, float]]]  # (MB/s, per-kind CPU s per GiB)
+
+
+def _timed(fn: Callable[[], object], pid: int, size: int) -> Run:
+    """(MB/s, per-thread-kind server CPU s/GiB) of ``fn`` moving ``size`` bytes."""
+    cpu = ThreadCpu(pid)
     t0 = time.perf_counter()
-    subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", *cmd], check=True)
+    fn()
     wall = time.perf_counter() - t0
-    return size / wall / 1e6, (cpu_seconds([pid]) - c0) / (size / (1 << 30))
+    gib = size / (1 << 30)
+    kinds = {k: (u / gib, s / gib) for k, (u, s) in cpu.stop().items()}
+    return size / wall / 1e6, kinds
 
 
-def _summary(runs: list[tuple[float, float]]) -> str:
+def _curl(cmd: list[str]) -> Callable[[], object]:
+    return lambda: subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", *cmd], check=True)
+
+
+def _summary(runs: list[Run]) -> str:
+    """MB/s median [min..max]; server CPU s/GiB (user+sys) median [min..max], the user and
+    system medians, and the median per kind of thread."""
     mbps = [r[0] for r in runs]
-    cpu = statistics.median(r[1] for r in runs)
+    tot = [sum(u + s for u, s in r[1].values()) for r in runs]
+    user = statistics.median(sum(u for u, _ in r[1].values()) for r in runs)
+    sys_ = statistics.median(sum(s for _, s in r[1].values()) for r in runs)
+    kinds = sorted({k for r in runs for k in r[1]})
+    per = ", ".join(
+        f"{k} {statistics.median(sum(r[1].get(k, (0.0, 0.0))) for r in runs):.2f}" for k in kinds
+    )
     return (
-        f"{statistics.median(mbps):>6.0f} [{min(mbps):.0f}..{max(mbps):.0f}] MB/s,"
-        f" server {cpu:.2f} CPU s/GiB"
+        f"{statistics.median(mbps):>5.0f} [{min(mbps):.0f}..{max(mbps):.0f}] MB/s, server"
+        f" {statistics.median(tot):.2f} [{min(tot):.2f}..{max(tot):.2f}] CPU s/GiB"
+        f" (user {user:.2f} sys {sys_:.2f}; {per})"
     )
 
 
-def bench_upload(size: int, reps: int, fast_etag: bool, src: Path) -> None:
-    """One PUT from tmpfs into the data dir on disk, then one GET back, ``reps`` times."""
+def bench_upload(size: int, reps: int, fast_etag: bool, srcs: list[Path], parts: bool) -> None:
+    """One PUT from tmpfs into the data dir on disk, then one GET back, ``reps`` times per
+    checkout, the checkouts taking turns (one emulator each, all started up front); with
+    ``parts`` one multipart upload by our client (``Uploader``: 8 MiB parts, 4 in flight,
+    from a staged file on tmpfs) instead of the PUT."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-emulator-up-"))
     source = Path(tempfile.mkdtemp(prefix="bench-emulator-src-", dir="/dev/shm")) / "obj.bin"
-    proc: subprocess.Popen[str] | None = None
+    procs: list[tuple[subprocess.Popen[str], str]] = []
     try:
         with open(source, "wb") as f:
             for seg in SyntheticBody(11, size).segments(0, size):
                 f.write(segment_bytes(seg))
         extra = ("--no-verify",) + (("--fast-etag",) if fast_etag else ())
-        proc, endpoint = start_emulator(tmp / "data", extra, src)
-        ups, downs = [], []
-        for i in range(reps + 1):  # run 0 warms up the page cache and is not counted
-            # a new key each time, deleted untimed afterwards: a PUT that replaces a 1 GiB
-            # object also pays for freeing the old one, which is not the upload path
-            url = f"{endpoint}/demo/upload-{i}.bin"
-            up = _curl_timed(["--upload-file", str(source), url], proc.pid, size)
-            down = _curl_timed(["-H", "Accept-Encoding: identity", url], proc.pid, size)
-            subprocess.run(["curl", "-sS", "--fail", "-X", "DELETE", url], check=True)
-            if i:
-                ups.append(up)
-                downs.append(down)
-        label = f"{size >> 20} MiB, src={src}, fast-etag={'on' if fast_etag else 'off'}"
-        print(f"# upload bench, {label}, {reps} runs, data dir {tmp}")
-        print(f"PUT (curl --upload-file)  {_summary(ups)}")
-        print(f"GET of the same object    {_summary(downs)}")
+        for i, src in enumerate(srcs):
+            procs.append(start_emulator(tmp / f"data{i}", extra, src))
+        ups: list[list[Run]] = [[] for _ in srcs]
+        downs: list[list[Run]] = [[] for _ in srcs]
+        for rep in range(reps + 1):  # run 0 warms up the page cache and is not counted
+            for i, (proc, endpoint) in enumerate(procs):
+                # a new key each time, deleted untimed afterwards: a PUT that replaces a 1 GiB
+                # object also pays for freeing the old one, which is not the upload path
+                url = f"{endpoint}/demo/upload-{rep}.bin"
+                if parts:
+                    job = functools.partial(_multipart, endpoint, source, rep)
+                    up = _timed(job, proc.pid, size)
+                else:
+                    up = _timed(_curl(["--upload-file", str(source), url]), proc.pid, size)
+                down = _timed(_curl(["-H", "Accept-Encoding: identity", url]), proc.pid, size)
+                subprocess.run(["curl", "-sS", "--fail", "-X", "DELETE", url], check=True)
+                if rep:
+                    ups[i].append(up)
+                    downs[i].append(down)
+        what = "multipart x4 of 8 MiB (our Uploader)" if parts else "PUT (curl --upload-file)"
+        print(f"# upload bench, {size >> 20} MiB, fast-etag={'on' if fast_etag else 'off'},"
+              f" {reps} runs per checkout, interleaved")  # fmt: skip
+        for i, src in enumerate(srcs):
+            print(f"{src}\n  {what:<38} {_summary(ups[i])}")
+            print(f"  {'GET of the same object':<38} {_summary(downs[i])}", flush=True)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(source.parent, ignore_errors=True)
+
+
+def _multipart(endpoint: str, source: Path, rep: int) -> None:
+    """Commit ``source`` as object ``upload-<rep>.bin`` with this tree's ``Uploader``."""
+    from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsProvider
+    from ossmount.oss._writes import OssWrites
+    from ossmount.write import StagedFile, Uploader, UploadLedger, UploadSettings
+
+    async def go() -> None:
+        config = OssConfig(endpoint, "demo", region="cn-hangzhou", pool_size=16)
+        settings = UploadSettings(part_size=8 << 20, single_put_max=8 << 20, parallel=4)
+        creds = StaticCredentialsProvider(Credentials("ak", "sk"))
+        async with OssClient(config, creds) as client:
+            ledger = UploadLedger(source.parent / "uploads.ledger")
+            uploader = Uploader(OssWrites(client), ledger, settings)
+            staged = StagedFile(source, source.parent / f"journal-{rep}")
+            await uploader.commit(staged, uploader.new_record(f"upload-{rep}.bin"))
+
+    trio.run(go)
 
 
 def main() -> int:
@@ -251,11 +347,19 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--upload", action="store_true", help="measure PUT instead (see above)")
     ap.add_argument("--fast-etag", action="store_true", help="with --upload: emulator flag")
-    ap.add_argument("--src", type=Path, default=ROOT, help="with --upload: checkout to run")
+    ap.add_argument(
+        "--src",
+        type=Path,
+        action="append",
+        help="with --upload: a checkout to run (repeat it:"
+        " the checkouts take turns; default this one)",
+    )
+    ap.add_argument("--multipart", action="store_true", help="with --upload: see bench_upload")
     args = ap.parse_args()
     size = args.size_mib << 20
     if args.upload:
-        bench_upload(size, args.reps, args.fast_etag, args.src.resolve())
+        srcs = [p.resolve() for p in args.src or [ROOT]]
+        bench_upload(size, args.reps, args.fast_etag, srcs, args.multipart)
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="bench-emulator-"))
     tmp.chmod(0o755)  # nginx workers run as an unprivileged user and must reach the file
