@@ -41,8 +41,17 @@ PUMP_MIN = 1 << 20  # bodies (Content-Length) over this are pumped; smaller ones
 class _BodyPump:
     """Receive exactly ``want`` bytes from the socket into ``writer`` (module docstring)."""
 
-    def __init__(self, sock: trio.socket.SocketType, writer: BodyWriter, want: int) -> None:
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        writer: BodyWriter,
+        want: int,
+        first: bytes,
+        reserve: int,
+    ) -> None:
         self._sock = sock
+        self._first = first
+        self._reserve = reserve
         self.cancelled = False
         self._lock = threading.Lock()
         self._started = False
@@ -97,11 +106,16 @@ class _BodyPump:
 
     def _work(self, sock: socket.socket) -> None:
         w = self._writer
-        while self.got < self._want and not self.cancelled:
+        w.reserve(self._reserve)
+        first = memoryview(self._first)
+        while (first or self.got < self._want) and not self.cancelled:
             slab = w.slab()
-            room = min(len(slab), self._want - self.got)
             view = memoryview(slab)
-            n = 0
+            head = min(len(first), len(slab))  # bytes read before: copied in first
+            view[:head] = first[:head]
+            first = first[head:]
+            room = head if first else min(len(slab), head + self._want - self.got)
+            n = head
             try:
                 while n < room:
                     k = sock.recv_into(view[n:room])
@@ -113,16 +127,24 @@ class _BodyPump:
                 view.release()
                 if n:
                     w.commit(slab, n)  # passes the slab on
-                    self.got += n
+                    self.got += n - head
             if self.eof:
                 return
 
 
-async def pump_body(sock: trio.socket.SocketType, writer: BodyWriter, want: int) -> int:
-    """Receive ``want`` body bytes into ``writer`` in a worker thread; returns how many came
-    (fewer: the peer closed). Cancellation stops the thread before this returns."""
+async def pump_body(
+    sock: trio.socket.SocketType,
+    writer: BodyWriter,
+    want: int,
+    *,
+    first: bytes = b"",
+    reserve: int = 0,
+) -> int:
+    """Receive ``want`` body bytes into ``writer`` in a worker thread, after ``first`` (body
+    bytes already read) and ``writer.reserve(reserve)``; returns how many came from the
+    socket (fewer: the peer closed). Cancellation stops the thread before this returns."""
     writer.start_pump()
-    job = _BodyPump(sock, writer, want)
+    job = _BodyPump(sock, writer, want, first, reserve)
     try:
         await trio.to_thread.run_sync(job.run, abandon_on_cancel=True)
     except BaseException:

@@ -64,25 +64,41 @@ async def feed_body(ctx: Ctx, writer: BodyWriter) -> None:
         await _act(ctx, pending.pop(0))
     raw = await ctx.req.raw_body(PUMP_MIN)
     if raw is None:
+        writer.reserve(ctx.req.content_length() or 0)
         async with contextlib.aclosing(ctx.req.body()) as body:
-            pos = await _feed_chunks(ctx, writer, body, pending, inline=False)
+            await _feed_chunks(ctx, writer, body, pending, inline=False)
     else:
-        async with contextlib.aclosing(_aiter(raw)) as pieces:
-            pos = await _feed_chunks(ctx, writer, pieces, pending, inline=True)
-        length = ctx.req.content_length() or 0
-        while pos < length and not ctx.req.body_done:
-            stop = min(length, pending[0].after) if pending else length
-            if stop > pos:
-                got = await pump_body(ctx.req.socket, writer, stop - pos)
-                pos += got
-                if pos < stop:
-                    raise h11.RemoteProtocolError("peer closed the connection mid-body", 400)
-            while pending and pending[0].after <= pos < length:
-                await _act(ctx, pending.pop(0))
-        ctx.req.body_done = True
+        await _pump(ctx, writer, raw, pending)
     for rule in pending:  # offsets at or past the end: the whole body is in
         await _act(ctx, rule)
     await writer.drain()
+
+
+async def _pump(ctx: Ctx, writer: BodyWriter, raw: list[bytes], pending: list[FaultRule]) -> None:
+    """The pumped body: what h11 held goes to the first pump call (off the loop too, with
+    the file's reservation), unless a fault lies within it; pieces end at fault offsets."""
+    length = ctx.req.content_length() or 0
+    first = b"".join(raw)
+    pos = 0
+    if pending and pending[0].after < len(first):  # fault tests: by hand, on the loop
+        async with contextlib.aclosing(_aiter(raw)) as pieces:
+            pos = await _feed_chunks(ctx, writer, pieces, pending, inline=True)
+        first = b""
+    reserve = length - pos
+    while pos + len(first) < length:
+        stop = min(length, pending[0].after) if pending else length
+        if stop > pos:
+            want = stop - pos - len(first)
+            got = await pump_body(ctx.req.socket, writer, want, first=first, reserve=reserve)
+            pos += len(first) + got
+            first, reserve = b"", 0
+            if got < want:
+                raise h11.RemoteProtocolError("peer closed the connection mid-body", 400)
+        while pending and pending[0].after <= pos < length:
+            await _act(ctx, pending.pop(0))
+    if first:  # h11 held the whole body
+        writer.write(first)
+    ctx.req.body_done = True
 
 
 async def _aiter(pieces: list[bytes]) -> AsyncGenerator[bytes, None]:
@@ -133,7 +149,6 @@ async def receive_body(
     fast = ctx.app.fast_etag and want is None
     writer = ctx.store.new_writer(md5=not fast, region=region)
     try:
-        writer.reserve(ctx.req.content_length() or 0)
         await feed_body(ctx, writer)
     except BaseException:
         writer.abort()

@@ -15,6 +15,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import httpx
@@ -36,9 +37,11 @@ def pumped(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = receive.pump_body
 
-    async def counting(sock: trio.socket.SocketType, writer: BodyWriter, want: int) -> int:
+    async def counting(
+        sock: trio.socket.SocketType, writer: BodyWriter, want: int, **kw: Any
+    ) -> int:
         calls.append(want)
-        return await real(sock, writer, want)
+        return await real(sock, writer, want, **kw)
 
     monkeypatch.setattr(receive, "pump_body", counting)
     return calls
@@ -158,9 +161,11 @@ def test_stop_while_a_pump_waits_for_the_body(tmp_path: Path, pumped: list[int])
     started = threading.Event()
     real = receive.pump_body
 
-    async def flagging(sock: trio.socket.SocketType, writer: BodyWriter, want: int) -> int:
+    async def flagging(
+        sock: trio.socket.SocketType, writer: BodyWriter, want: int, **kw: Any
+    ) -> int:
         started.set()
-        return await real(sock, writer, want)
+        return await real(sock, writer, want, **kw)
 
     mp = pytest.MonkeyPatch()
     mp.setattr(receive, "pump_body", flagging)
