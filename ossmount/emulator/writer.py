@@ -86,6 +86,9 @@ _slabs = _SlabPool(_SLABS_KEPT)
 _Item = tuple[bytes | memoryview, mmap.mmap | None]
 
 
+_Job = tuple[Callable[[], None], Callable[[], None]]  # (the job, called once idle again)
+
+
 class _Runners:
     """Long-lived threads that run stages, one stage at a time each: a stage per upload
     used to be a new ``threading.Thread``, whose ``start()`` blocks the event loop until the
@@ -103,34 +106,39 @@ class _Runners:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._idle: list[queue.SimpleQueue[Callable[[], None]]] = []
+        self._idle: list[queue.SimpleQueue[_Job]] = []
 
-    def run_soon(self, job: Callable[[], None]) -> None:
+    def run_soon(self, job: Callable[[], None], done: Callable[[], None]) -> None:
+        """Run ``job`` on a runner, then ``done`` once that runner is idle again (so a
+        caller woken by ``done`` finds it idle for its next job)."""
         with self._lock:
             inbox = self._idle.pop() if self._idle else None
         if inbox is not None:
-            inbox.put(job)
+            inbox.put((job, done))
             return
         inbox = queue.SimpleQueue()
-        inbox.put(job)
+        inbox.put((job, done))
         threading.Thread(
             target=self._serve, args=(inbox,), daemon=True, name="emulator-stage"
         ).start()
 
-    def _serve(self, inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
+    def _serve(self, inbox: queue.SimpleQueue[_Job]) -> None:
         while True:
             try:
-                job = inbox.get(timeout=self._IDLE_S)
+                job, done = inbox.get(timeout=self._IDLE_S)
             except queue.Empty:
                 with self._lock:
                     if inbox in self._idle:
                         self._idle.remove(inbox)
                         return
                 continue  # taken out of _idle just now: its job is on the way
-            job()
-            del job
-            with self._lock:
-                self._idle.append(inbox)
+            try:
+                job()
+            finally:
+                del job
+                with self._lock:
+                    self._idle.append(inbox)
+                done()
 
 
 _runners = _Runners()
@@ -145,7 +153,8 @@ class _Stage:
     it. An item's slab goes back to the pool once processed (or skipped), never before: the
     pump refills only slabs it takes from the pool. The first exception is kept and the
     remaining items are skipped, so the producer learns of it in ``BodyWriter.drain``
-    instead of hanging on ``room``. ``done`` is set once the stage has seen its end marker.
+    instead of hanging on ``room``. ``done`` is set once the stage has seen its end marker
+    and its runner is idle again.
     """
 
     def __init__(self, fn: Callable[[bytes | memoryview], object], depth: int) -> None:
@@ -157,27 +166,24 @@ class _Stage:
         self.done = threading.Event()
 
     def start(self) -> None:
-        _runners.run_soon(self.run)
+        _runners.run_soon(self.run, self.done.set)
 
     def join(self) -> None:
         self.done.wait()
 
     def run(self) -> None:
-        try:
-            while (item := self.items.get()) is not None:
-                data, slab = item
-                try:
-                    if self.error is None and not self.skip:
-                        self.fn(data)
-                except BaseException as exc:
-                    self.error = exc
-                finally:
-                    del data, item
-                    if slab is not None:
-                        _slabs.give(slab)
-                    self.room.release()
-        finally:
-            self.done.set()
+        while (item := self.items.get()) is not None:
+            data, slab = item
+            try:
+                if self.error is None and not self.skip:
+                    self.fn(data)
+            except BaseException as exc:
+                self.error = exc
+            finally:
+                del data, item
+                if slab is not None:
+                    _slabs.give(slab)
+                self.room.release()
 
     async def put(self, item: bytes) -> None:
         if not self.room.acquire(blocking=False):

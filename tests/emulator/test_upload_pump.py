@@ -241,3 +241,19 @@ def test_writer_commit_keeps_order_and_returns_slabs(
     assert Path(body.path).read_bytes() == whole  # type: ignore[attr-defined]
     assert {id(s) for s in pool._free} == taken  # all back, each once
     assert len(pool._free) == len(taken) <= writer_mod._SLAB_DEPTH + 1
+
+
+def test_upload_stages_reuse_runner_threads(open_emu: Emulator) -> None:
+    """Sequential uploads hash on the same runner thread: no thread is started (which
+    would block the event loop until it runs) once one is idle."""
+
+    def runners() -> set[int]:
+        return {t.ident or 0 for t in threading.enumerate() if t.name == "emulator-stage"}
+
+    with httpx.Client(base_url=open_emu.endpoint) as c:
+        assert c.put("/demo/a", content=os.urandom(3 * MiB)).status_code == 200
+        first = runners()
+        for key in ("b", "c", "d"):
+            assert c.put(f"/demo/{key}", content=os.urandom(3 * MiB)).status_code == 200
+    assert first
+    assert runners() == first
