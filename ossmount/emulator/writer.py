@@ -48,10 +48,12 @@ def _copy_file(src: int, dst: int, size: int, start: int = 0) -> int:
 _PIPE_AFTER = 1 << 20  # bodies up to this size are hashed and written inline
 _PIPE_DEPTH = 8  # chunks (≤ 1 MiB each) queued per upload stage
 SLAB = 2 << 20  # a pumped body moves in slabs of this size (see BodyWriter.slab)
-# A slab is written in pieces of at most this: on this VM's kernel (6.18, ext4) a 2 MiB
-# write(2) at a 2 MiB-aligned offset, which the page cache may take as one large folio, ran
-# at random 0.4-0.9 GB/s instead of ~8 (1 GiB of 2 MiB writes: 0.11-2.5 s CPU from run to run,
-# copy_folio_from_iter_atomic at the top of perf); 1 MiB writes: 0.13-0.17 s every time.
+# A slab is written in pieces of at most this. The kernel's copy into the page cache
+# (copy_folio_from_iter_atomic) is at random slow on this VM: 1 GiB received from a
+# socketpair and written to a new file costs 0.17-0.3 s of system time in most runs and
+# 0.5-1.9 s in others, for 2 MiB, 1 MiB, 256 KiB and 64 KiB writes from a reused buffer
+# alike (the 1 MiB bytes objects of a plain recv() loop were slow less often, 1 in 9 runs;
+# a source offset within the page made no difference). 2 MiB writes were slow most often.
 _WRITE_PIECE = 1 << 20
 _SLAB_DEPTH = 4  # slabs of one upload queued for MD5 (plus the one being received)
 _SLABS_KEPT = 16  # free slabs kept for the next uploads (32 MiB at most)
@@ -64,17 +66,17 @@ class _SlabPool:
     pump thread, given back by an MD5 stage."""
 
     def __init__(self, keep: int) -> None:
-        self._free: list[mmap.mmap] = []
+        self._free: list[memoryview] = []
         self._keep = keep
         self._lock = threading.Lock()
 
-    def take(self) -> mmap.mmap:
+    def take(self) -> memoryview:
         with self._lock:
             if self._free:
                 return self._free.pop()
-        return mmap.mmap(-1, SLAB)
+        return memoryview(mmap.mmap(-1, SLAB))
 
-    def give(self, slab: mmap.mmap) -> None:
+    def give(self, slab: memoryview) -> None:
         with self._lock:
             if len(self._free) < self._keep:
                 self._free.append(slab)
@@ -83,7 +85,7 @@ class _SlabPool:
 _slabs = _SlabPool(_SLABS_KEPT)
 
 # An item of a stage: the bytes to process and the pooled slab they live in (None: bytes).
-_Item = tuple[bytes | memoryview, mmap.mmap | None]
+_Item = tuple[bytes | memoryview, memoryview | None]
 
 
 _Job = tuple[Callable[[], None], Callable[[], None]]  # (the job, called once idle again)
@@ -190,7 +192,7 @@ class _Stage:
             await trio.to_thread.run_sync(self.room.acquire)
         self.items.put((item, None))
 
-    def put_blocking(self, view: memoryview, slab: mmap.mmap) -> None:
+    def put_blocking(self, view: memoryview, slab: memoryview) -> None:
         """From a pump thread: may wait for room; the stage gives ``slab`` back."""
         self.room.acquire()
         self.items.put((view, slab))
@@ -309,11 +311,11 @@ class BodyWriter:
             self._stages.append(_Stage(self.md5.update, _SLAB_DEPTH))
             self._stages[0].start()
 
-    def slab(self) -> mmap.mmap:
+    def slab(self) -> memoryview:
         """A receive buffer for the pump thread (pooled; ``commit`` passes it on)."""
         return _slabs.take()
 
-    def commit(self, slab: mmap.mmap, n: int) -> None:
+    def commit(self, slab: memoryview, n: int) -> None:
         """From the pump thread: the first ``n`` bytes of ``slab`` are the body's next bytes.
 
         CRC and write here (both release the GIL; the write is one copy into the page
