@@ -4,10 +4,20 @@ Why: on the event loop a 1 GiB PutObject took ~1,300 ``receive_some`` calls (eac
 1 MiB ``bytes``), ~1,000 hand-offs to a write thread and as many to an MD5 thread, and ~250
 ``to_thread`` waits for room when MD5 fell behind: ~9,200 futex calls per GiB (strace -c),
 while MD5 alone (~0.75 GB/s here, one stream cannot be split) is the bound the upload path
-should approach. Here one thread does ``recv_into`` into a pooled 2 MiB slab until it is
-full, the CRC-64 and the write into the store file, and hands the slab to the MD5 stage
-(writer.py); the event loop sees one ``to_thread`` per body (per piece between upload-fault
-offsets). MD5 thus runs on its own core while the rest of the upload shares the other.
+should approach. Here one thread does the ``recv``, the CRC-64 and the write into the
+store file, and hands each piece to the MD5 stage (writer.py); the event loop sees one
+``to_thread`` per body (per piece between upload-fault offsets). MD5 thus runs on its own
+core while the rest of the upload shares the other.
+
+Why a fresh ``bytes`` per ``recv`` and not a reused buffer: the kernel's copy into the page
+cache is at random slow on this VM, and more often so from a reused buffer. 1 GiB from a
+socketpair into a new file, system seconds per run: ``recv`` into fresh 1 MiB ``bytes``
+0.27-0.29 in 15 of 17 runs (0.71, 1.16 in the others); ``recv_into`` a reused 2 MiB mmap
+written in 1 MiB pieces 0.18-0.27 in about half the runs, 0.34-1.9 in the rest, the same
+for other write sizes and source offsets. In the emulator with ``--fast-etag`` (interleaved,
+9 PUTs each, emulator system s/GiB): fresh ``bytes`` 0.33-0.81 (median 0.44), reused
+slabs 0.26-1.92 (median 0.31, three over 1.1): the slabs' bad runs would make the pump,
+not MD5, the bound of a faithful PUT.
 
 The thread handshake is the one of the client's ``oss/_threadjob.SocketThreadJob``, written
 again here because the emulator must not import client code (tests/unit/
@@ -19,7 +29,7 @@ at once, and waits until ``run`` says it finished, unless it never started or al
 
 Concurrency: while ``run`` goes, only the worker thread touches the job's counters, the
 connection and the writer's CRC/size/file (the MD5 stage touches only ``writer.md5`` and
-the slabs it was given); the trio side reads them after ``run`` returned.
+the ``bytes`` it was given); the trio side reads them after ``run`` returned.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from .writer import BodyWriter
 __all__ = ["PUMP_MIN", "pump_body"]
 
 PUMP_MIN = 1 << 20  # bodies (Content-Length) over this are pumped; smaller ones stay inline
+_RECV = 1 << 20  # the most one recv() asks for (it returns what the socket holds)
 
 
 class _BodyPump:
@@ -107,29 +118,16 @@ class _BodyPump:
     def _work(self, sock: socket.socket) -> None:
         w = self._writer
         w.reserve(self._reserve)
-        first = memoryview(self._first)
-        while (first or self.got < self._want) and not self.cancelled:
-            slab = w.slab()
-            view = memoryview(slab)
-            head = min(len(first), len(slab))  # bytes read before: copied in first
-            view[:head] = first[:head]
-            first = first[head:]
-            room = head if first else min(len(slab), head + self._want - self.got)
-            n = head
-            try:
-                while n < room:
-                    k = sock.recv_into(view[n:room])
-                    if k == 0:
-                        self.eof = True
-                        break
-                    n += k
-            finally:
-                view.release()
-                if n:
-                    w.commit(slab, n)  # passes the slab on
-                    self.got += n - head
-            if self.eof:
+        if self._first:
+            w.commit(self._first)
+            self._first = b""
+        while self.got < self._want and not self.cancelled:
+            data = sock.recv(min(_RECV, self._want - self.got))
+            if not data:
+                self.eof = True
                 return
+            w.commit(data)
+            self.got += len(data)
 
 
 async def pump_body(
@@ -149,7 +147,7 @@ async def pump_body(
         await trio.to_thread.run_sync(job.run, abandon_on_cancel=True)
     except BaseException:
         # trio stopped waiting, the thread did not: stop it (the socket is shut down, so at
-        # most one slab's write remains) and wait until it has. A no-op once it finished.
+        # most one piece's write remains) and wait until it has. A no-op once it finished.
         with trio.CancelScope(shield=True):
             await job.cancel_and_wait()
         raise

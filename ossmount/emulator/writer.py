@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import mmap
 import os
 import queue
 import threading
@@ -47,45 +46,7 @@ def _copy_file(src: int, dst: int, size: int, start: int = 0) -> int:
 
 _PIPE_AFTER = 1 << 20  # bodies up to this size are hashed and written inline
 _PIPE_DEPTH = 8  # chunks (≤ 1 MiB each) queued per upload stage
-SLAB = 2 << 20  # a pumped body moves in slabs of this size (see BodyWriter.slab)
-# A slab is written in pieces of at most this. The kernel's copy into the page cache
-# (copy_folio_from_iter_atomic) is at random slow on this VM: 1 GiB received from a
-# socketpair and written to a new file costs 0.17-0.3 s of system time in most runs and
-# 0.5-1.9 s in others, for 2 MiB, 1 MiB, 256 KiB and 64 KiB writes from a reused buffer
-# alike (the 1 MiB bytes objects of a plain recv() loop were slow less often, 1 in 9 runs;
-# a source offset within the page made no difference). 2 MiB writes were slow most often.
-_WRITE_PIECE = 1 << 20
-_SLAB_DEPTH = 4  # slabs of one upload queued for MD5 (plus the one being received)
-_SLABS_KEPT = 16  # free slabs kept for the next uploads (32 MiB at most)
-
-
-class _SlabPool:
-    """Receive buffers reused across uploads: a fresh slab would cost its page faults (512
-    per 2 MiB) every time, and multipart parts come and go by the hundred per GiB.
-    Anonymous ``mmap`` s: page-aligned, never zero-filled by hand. Thread-safe: taken in a
-    pump thread, given back by an MD5 stage."""
-
-    def __init__(self, keep: int) -> None:
-        self._free: list[memoryview] = []
-        self._keep = keep
-        self._lock = threading.Lock()
-
-    def take(self) -> memoryview:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return memoryview(mmap.mmap(-1, SLAB))
-
-    def give(self, slab: memoryview) -> None:
-        with self._lock:
-            if len(self._free) < self._keep:
-                self._free.append(slab)
-
-
-_slabs = _SlabPool(_SLABS_KEPT)
-
-# An item of a stage: the bytes to process and the pooled slab they live in (None: bytes).
-_Item = tuple[bytes | memoryview, memoryview | None]
+_PUMP_DEPTH = 8  # received pieces (≤ 1 MiB each) of one upload queued for MD5
 
 
 _Job = tuple[Callable[[], None], Callable[[], None]]  # (the job, called once idle again)
@@ -152,17 +113,16 @@ class _Stage:
     Invariants: items are processed in the order given (one consumer, a FIFO); at most
     ``depth`` items are queued or running (the producer takes ``room`` before each put, the
     stage gives it back after), so a slow disk or hash bounds the memory held, never grows
-    it. An item's slab goes back to the pool once processed (or skipped), never before: the
-    pump refills only slabs it takes from the pool. The first exception is kept and the
+    it. The first exception is kept and the
     remaining items are skipped, so the producer learns of it in ``BodyWriter.drain``
     instead of hanging on ``room``. ``done`` is set once the stage has seen its end marker
     and its runner is idle again.
     """
 
-    def __init__(self, fn: Callable[[bytes | memoryview], object], depth: int) -> None:
+    def __init__(self, fn: Callable[[bytes], object], depth: int) -> None:
         self.fn = fn
         self.room = threading.Semaphore(depth)
-        self.items: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self.items: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.skip = False
         self.done = threading.Event()
@@ -175,27 +135,24 @@ class _Stage:
 
     def run(self) -> None:
         while (item := self.items.get()) is not None:
-            data, slab = item
             try:
                 if self.error is None and not self.skip:
-                    self.fn(data)
+                    self.fn(item)
             except BaseException as exc:
                 self.error = exc
             finally:
-                del data, item
-                if slab is not None:
-                    _slabs.give(slab)
+                del item
                 self.room.release()
 
     async def put(self, item: bytes) -> None:
         if not self.room.acquire(blocking=False):
             await trio.to_thread.run_sync(self.room.acquire)
-        self.items.put((item, None))
+        self.items.put(item)
 
-    def put_blocking(self, view: memoryview, slab: memoryview) -> None:
-        """From a pump thread: may wait for room; the stage gives ``slab`` back."""
+    def put_blocking(self, item: bytes) -> None:
+        """From a pump thread: may wait for room."""
         self.room.acquire()
-        self.items.put((view, slab))
+        self.items.put(item)
 
     def close(self) -> None:
         self.items.put(None)
@@ -308,30 +265,21 @@ class BodyWriter:
         pieces (fault offsets) keeps one stage and its order."""
         assert len(self._stages) <= 1, "start_pump() after feed() started the pipeline"
         if self._hash_md5 and not self._stages:
-            self._stages.append(_Stage(self.md5.update, _SLAB_DEPTH))
+            self._stages.append(_Stage(self.md5.update, _PUMP_DEPTH))
             self._stages[0].start()
 
-    def slab(self) -> memoryview:
-        """A receive buffer for the pump thread (pooled; ``commit`` passes it on)."""
-        return _slabs.take()
-
-    def commit(self, slab: memoryview, n: int) -> None:
-        """From the pump thread: the first ``n`` bytes of ``slab`` are the body's next bytes.
+    def commit(self, data: bytes) -> None:
+        """From the pump thread: ``data`` are the body's next bytes.
 
         CRC and write here (both release the GIL; the write is one copy into the page
-        cache), then the slab goes to the MD5 stage, which may make this wait for room and
-        gives the slab back to the pool when hashed. Only one pump thread at a time.
+        cache), then ``data`` goes to the MD5 stage, which may make this wait for room.
+        Only one pump thread at a time.
         """
-        view = memoryview(slab)[:n]
-        self.crc = crc64(view, self.crc)
-        self.size += n
-        for off in range(0, n, _WRITE_PIECE):
-            self._sink(view[off : off + _WRITE_PIECE])
+        self.crc = crc64(data, self.crc)
+        self.size += len(data)
+        self._sink(data)
         if self._stages:
-            self._stages[0].put_blocking(view, slab)
-        else:
-            view.release()
-            _slabs.give(slab)
+            self._stages[0].put_blocking(data)
 
     async def drain(self) -> None:
         """Wait until every fed byte is hashed and written; re-raise a stage's error."""
