@@ -113,10 +113,9 @@ class _Stage:
     Invariants: items are processed in the order given (one consumer, a FIFO); at most
     ``depth`` items are queued or running (the producer takes ``room`` before each put, the
     stage gives it back after), so a slow disk or hash bounds the memory held, never grows
-    it. The first exception is kept and the
-    remaining items are skipped, so the producer learns of it in ``BodyWriter.drain``
-    instead of hanging on ``room``. ``done`` is set once the stage has seen its end marker
-    and its runner is idle again.
+    it. The first exception is kept and the remaining items are skipped, so the producer
+    learns of it in ``BodyWriter.drain`` instead of hanging on ``room``. ``done`` is set
+    once the stage has seen its end marker and its runner is idle again.
     """
 
     def __init__(self, fn: Callable[[bytes], object], depth: int) -> None:
