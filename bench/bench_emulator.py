@@ -25,6 +25,9 @@ by kind of thread (``ThreadCpu``: the event loop, trio's worker threads, the upl
     PYTHONPATH=. .venv/bin/python bench/bench_emulator.py --upload [--multipart] \\
         --src /path/to/base --src . --reps 7
 
+``--where`` (a checkout per ``--src``, taking turns): where a faithful PUT's time goes,
+from an in-process emulator whose MD5 stage is timed (``bench_where``).
+
 Measured 2026-12-06 (2 vCPU VM, load average 4-8 from other work throughout, so every
 figure is low and wide; base = main at 37cb67a, after = the upload pump, pump.py),
 median [min..max] MB/s and emulator CPU s/GiB (user + system):
@@ -38,8 +41,7 @@ median [min..max] MB/s and emulator CPU s/GiB (user + system):
     MD5 alone: openssl speed -evp md5 1 MiB = 748 MB/s (1.43 s/GiB); the MD5 stage uses
     1.44-1.55 CPU s per GiB PUT in both trees.
 
-Where a faithful PUT's time goes (the in-process harness: the MD5 stage's time inside
-md5.update, its CPU time and its run-queue wait from /proc/self/task/TID/schedstat): in both
+Where a faithful PUT's time goes (``--where``; "in-process" above): in both
 trees the MD5 thread is the bound, waiting for data only 0.0-0.2 s per GiB; the rest of the
 wall time is the MD5 thread runnable but not running (run-queue wait 0.4-2.3 s per GiB on
 this loaded VM), so the wall time is MD5's 1.45-1.5 CPU s plus what the other work on the
@@ -370,6 +372,83 @@ def _multipart(endpoint: str, source: Path, rep: int) -> None:
     trio.run(go)
 
 
+# The --where child: an in-process emulator of the checkout on sys.path, its MD5 stage timed
+# (time inside md5.update, that thread's CPU, and its run-queue wait from schedstat), then
+# ``n`` PUTs of ``source`` by curl. Relies on writer._Stage (fn = md5.update) as both trees
+# have it; a string, so it imports the checkout under test, not this file's tree.
+_WHERE_CHILD = """
+import os, subprocess, sys, tempfile, shutil, threading, time
+from ossmount.emulator import Emulator
+from ossmount.emulator import writer as W
+source, n = sys.argv[1], int(sys.argv[2])
+S = {}
+orig = W._Stage.run
+def run(self):
+    if getattr(self.fn, "__name__", "") != "update":
+        return orig(self)
+    st = S["md5"] = {"wait": 0.0, "busy": 0.0, "cpu": 0.0, "rq": 0.0}
+    q, fn = self.items, self.fn
+    class Q:
+        put = q.put
+        @staticmethod
+        def get():
+            t = time.perf_counter(); it = q.get(); st["wait"] += time.perf_counter() - t
+            return it
+    def timed(d):
+        t, c = time.perf_counter(), time.thread_time(); fn(d)
+        st["busy"] += time.perf_counter() - t; st["cpu"] += time.thread_time() - c
+    self.items, self.fn = Q(), timed
+    path = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+    rq = lambda: int(open(path).read().split()[1]) / 1e9
+    r0 = rq(); orig(self); st["rq"] = rq() - r0
+W._Stage.run = run
+d = tempfile.mkdtemp(prefix="bench-emulator-where-")
+try:
+    with Emulator(data_dir=d, verify_signatures=False) as emu:
+        for i in range(n + 1):
+            url = f"{emu.endpoint}/demo/w{i}.bin"
+            S.clear(); t = time.perf_counter(); p0 = os.times()
+            subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", "--upload-file",
+                            source, url], check=True)
+            wall = time.perf_counter() - t; p1 = os.times()
+            subprocess.run(["curl", "-sS", "--fail", "-X", "DELETE", url], check=True)
+            m = S.get("md5", {})
+            if i:  # the first warms up
+                print(f"{os.path.getsize(source) / wall / 1e6:5.0f} MB/s | emulator user "
+                      f"{p1.user - p0.user:.2f} sys {p1.system - p0.system:.2f} | MD5 thread "
+                      f"CPU {m.get('cpu', 0):.2f}, in md5.update {m.get('busy', 0):.2f}, "
+                      f"run-queue wait {m.get('rq', 0):.2f}, waiting for data "
+                      f"{m.get('wait', 0):.2f} (s)", flush=True)
+finally:
+    shutil.rmtree(d, ignore_errors=True)
+"""
+
+
+def bench_where(size: int, reps: int, srcs: list[Path]) -> None:
+    """Where a faithful PUT's time goes: per checkout (taking turns, ``reps`` rounds of two
+    PUTs after a warm-up), wall MB/s, the emulator's CPU, and its MD5 thread's CPU, time
+    inside md5.update, run-queue wait and wait for data, all in seconds for the PUT (so per
+    GiB at the default size). A thread runnable but not running shows as run-queue wait."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-emulator-src-", dir="/dev/shm"))
+    try:
+        source = tmp / "obj.bin"
+        with open(source, "wb") as f:
+            for seg in SyntheticBody(11, size).segments(0, size):
+                f.write(segment_bytes(seg))
+        print(f"# where a faithful PUT of {size >> 20} MiB goes, {reps} rounds of 2 PUTs")
+        for _ in range(reps):
+            for src in srcs:
+                env = dict(os.environ, PYTHONPATH=str(src))
+                out = subprocess.run(
+                    [sys.executable, "-c", _WHERE_CHILD, str(source), "2"],
+                    env=env, cwd=src, check=True, capture_output=True, text=True,
+                )  # fmt: skip
+                for line in out.stdout.splitlines():
+                    print(f"{src}: {line}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024)
@@ -384,8 +463,12 @@ def main() -> int:
         " the checkouts take turns; default this one)",
     )
     ap.add_argument("--multipart", action="store_true", help="with --upload: see bench_upload")
+    ap.add_argument("--where", action="store_true", help="where a PUT's time goes (bench_where)")
     args = ap.parse_args()
     size = args.size_mib << 20
+    if args.where:
+        bench_where(size, args.reps, [p.resolve() for p in args.src or [ROOT]])
+        return 0
     if args.upload:
         srcs = [p.resolve() for p in args.src or [ROOT]]
         bench_upload(size, args.reps, args.fast_etag, srcs, args.multipart)
