@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import h11
 import trio
 
 from .faults import FaultRule
+from .pump import PUMP_MIN, pump_body
 from .store import md5_etag
 from .writer import BodyWriter
 from .xml import OssError
@@ -50,25 +53,88 @@ async def _act(ctx: Ctx, rule: FaultRule) -> None:
 
 
 async def feed_body(ctx: Ctx, writer: BodyWriter) -> None:
-    """Feed the request body to ``writer``, acting on upload faults at their offsets."""
+    """Feed the request body to ``writer``, acting on upload faults at their offsets.
+
+    A Content-Length body over ``PUMP_MIN`` is received by the pump (pump.py) in a worker
+    thread, in pieces that end at the fault offsets; anything else goes through
+    ``Request.body()`` on the event loop.
+    """
     pending = upload_faults(ctx)
-    pos = 0
-    while pending and pending[0].after <= pos:
+    while pending and pending[0].after <= 0:  # before 100 Continue, as before any byte
         await _act(ctx, pending.pop(0))
-    async with contextlib.aclosing(ctx.req.body()) as body:
-        async for chunk in body:
-            while pending and pending[0].after < pos + len(chunk):
-                cut = pending[0].after - pos
-                if cut:
-                    await writer.feed(chunk[:cut])
-                chunk, pos = chunk[cut:], pos + cut
-                await _act(ctx, pending.pop(0))
-            if chunk:
-                await writer.feed(chunk)
-                pos += len(chunk)
+    raw = await ctx.req.raw_body(PUMP_MIN)
+    if raw is None:
+        writer.reserve(ctx.req.content_length() or 0)
+        async with contextlib.aclosing(ctx.req.body()) as body:
+            await _feed_chunks(ctx, writer, body, pending, inline=False)
+    else:
+        await _pump(ctx, writer, raw, pending)
     for rule in pending:  # offsets at or past the end: the whole body is in
         await _act(ctx, rule)
     await writer.drain()
+
+
+async def _pump(ctx: Ctx, writer: BodyWriter, raw: list[bytes], pending: list[FaultRule]) -> None:
+    """The pumped body: what h11 held goes to the first pump call (off the loop too, with
+    the file's reservation), unless a fault lies within it; pieces end at fault offsets."""
+    length = ctx.req.content_length() or 0
+    first = b"".join(raw)
+    pos = 0
+    if pending and pending[0].after < len(first):  # fault tests: by hand, on the loop
+        async with contextlib.aclosing(_aiter(raw)) as pieces:
+            pos = await _feed_chunks(ctx, writer, pieces, pending, inline=True)
+        first = b""
+    reserve = length - pos
+    while pos + len(first) < length:
+        stop = min(length, pending[0].after) if pending else length
+        if stop > pos:
+            want = stop - pos - len(first)
+            got = await pump_body(ctx.req.socket, writer, want, first=first, reserve=reserve)
+            pos += len(first) + got
+            first, reserve = b"", 0
+            if got < want:
+                raise h11.RemoteProtocolError("peer closed the connection mid-body", 400)
+        while pending and pending[0].after <= pos < length:
+            await _act(ctx, pending.pop(0))
+    if first:  # h11 held the whole body
+        writer.write(first)
+    ctx.req.body_done = True
+
+
+async def _aiter(pieces: list[bytes]) -> AsyncGenerator[bytes, None]:
+    for p in pieces:
+        yield p
+
+
+async def _feed_chunks(
+    ctx: Ctx,
+    writer: BodyWriter,
+    chunks: AsyncIterator[bytes],
+    pending: list[FaultRule],
+    *,
+    inline: bool,
+) -> int:
+    """Feed ``chunks`` (``inline``: with ``write``, as before a pump) acting on the faults
+    due on the way; returns the bytes fed."""
+    pos = 0
+    async for chunk in chunks:
+        while pending and pending[0].after < pos + len(chunk):
+            cut = pending[0].after - pos
+            if cut:
+                await _feed(writer, chunk[:cut], inline)
+            chunk, pos = chunk[cut:], pos + cut
+            await _act(ctx, pending.pop(0))
+        if chunk:
+            await _feed(writer, chunk, inline)
+            pos += len(chunk)
+    return pos
+
+
+async def _feed(writer: BodyWriter, chunk: bytes, inline: bool) -> None:
+    if inline:
+        writer.write(chunk)
+    else:
+        await writer.feed(chunk)
 
 
 async def receive_body(
@@ -83,7 +149,6 @@ async def receive_body(
     fast = ctx.app.fast_etag and want is None
     writer = ctx.store.new_writer(md5=not fast, region=region)
     try:
-        writer.reserve(ctx.req.content_length() or 0)
         await feed_body(ctx, writer)
     except BaseException:
         writer.abort()

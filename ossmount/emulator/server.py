@@ -132,6 +132,33 @@ class Request:
             yield data
         self.body_done = True
 
+    async def raw_body(self, min_length: int) -> list[bytes] | None:
+        """Start a body framed by Content-Length of more than ``min_length`` bytes for a
+        reader of the socket itself (the upload pump), or None: read it with ``body()``.
+
+        Sends ``100 Continue`` when the client waits for it and returns the body bytes h11
+        already holds; the reader takes the rest (``content_length()`` minus those) from
+        ``socket`` and then sets ``body_done``, as ``body()`` does.
+        """
+        length = self.content_length()
+        if self.buffered is not None or self.body_done or length is None or length <= min_length:
+            return None
+        assert self._conn is not None  # only bodiless requests are parsed without h11
+        if self._expect_continue:
+            self._expect_continue = False
+            await self._stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+        pieces: list[bytes] = []
+        while (ev := self._conn.next_event()) is not h11.NEED_DATA:
+            piece = self._body_bytes(ev)
+            if piece is None:
+                break
+            pieces.append(piece)
+        return pieces
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        return self._stream.socket
+
     def content_length(self) -> int | None:
         """The body length when framed by Content-Length (h11 has validated the header)."""
         if "transfer-encoding" in self.headers:

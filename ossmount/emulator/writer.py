@@ -46,25 +46,91 @@ def _copy_file(src: int, dst: int, size: int, start: int = 0) -> int:
 
 _PIPE_AFTER = 1 << 20  # bodies up to this size are hashed and written inline
 _PIPE_DEPTH = 8  # chunks (≤ 1 MiB each) queued per upload stage
+_PUMP_DEPTH = 8  # received pieces (≤ 1 MiB each) of one upload queued for MD5
 
 
-class _Stage(threading.Thread):
-    """One pipeline stage of an upload (MD5, or the file write) on its own thread.
+_Job = tuple[Callable[[], None], Callable[[], None]]  # (the job, called once idle again)
+
+
+class _Runners:
+    """Long-lived threads that run stages, one stage at a time each: a stage per upload
+    used to be a new ``threading.Thread``, whose ``start()`` blocks the event loop until the
+    thread runs (py-spy, 1 GiB of 8 MiB parts x4: ~0.4 s of the loop per GiB in
+    ``Thread.start``, on 2 busy cores). Here an idle runner takes the next stage at once; a
+    new thread is started only when all are busy (the pool grows to the uploads in flight)
+    and leaves after ``_IDLE_S`` without work.
+
+    Invariant: a runner is in ``_idle`` exactly when it waits for a job and nobody has
+    handed it one; taking it out of ``_idle`` (under ``_lock``) is what entitles a caller
+    to give it a job, and a runner that times out leaves only if it is still in ``_idle``.
+    """
+
+    _IDLE_S = 30.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue[_Job]] = []
+
+    def run_soon(self, job: Callable[[], None], done: Callable[[], None]) -> None:
+        """Run ``job`` on a runner, then ``done`` once that runner is idle again (so a
+        caller woken by ``done`` finds it idle for its next job)."""
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is not None:
+            inbox.put((job, done))
+            return
+        inbox = queue.SimpleQueue()
+        inbox.put((job, done))
+        threading.Thread(
+            target=self._serve, args=(inbox,), daemon=True, name="emulator-stage"
+        ).start()
+
+    def _serve(self, inbox: queue.SimpleQueue[_Job]) -> None:
+        while True:
+            try:
+                job, done = inbox.get(timeout=self._IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:
+                        self._idle.remove(inbox)
+                        return
+                continue  # taken out of _idle just now: its job is on the way
+            try:
+                job()
+            finally:
+                del job
+                with self._lock:
+                    self._idle.append(inbox)
+                done()
+
+
+_runners = _Runners()
+
+
+class _Stage:
+    """One pipeline stage of an upload (MD5, or the file write) on a runner thread.
 
     Invariants: items are processed in the order given (one consumer, a FIFO); at most
     ``depth`` items are queued or running (the producer takes ``room`` before each put, the
     stage gives it back after), so a slow disk or hash bounds the memory held, never grows
     it. The first exception is kept and the remaining items are skipped, so the producer
-    learns of it in ``BodyWriter.finish_async`` instead of hanging on ``room``.
+    learns of it in ``BodyWriter.drain`` instead of hanging on ``room``. ``done`` is set
+    once the stage has seen its end marker and its runner is idle again.
     """
 
     def __init__(self, fn: Callable[[bytes], object], depth: int) -> None:
-        super().__init__(daemon=True, name="emulator-upload")
         self.fn = fn
         self.room = threading.Semaphore(depth)
         self.items: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.skip = False
+        self.done = threading.Event()
+
+    def start(self) -> None:
+        _runners.run_soon(self.run, self.done.set)
+
+    def join(self) -> None:
+        self.done.wait()
 
     def run(self) -> None:
         while (item := self.items.get()) is not None:
@@ -74,11 +140,17 @@ class _Stage(threading.Thread):
             except BaseException as exc:
                 self.error = exc
             finally:
+                del item
                 self.room.release()
 
     async def put(self, item: bytes) -> None:
         if not self.room.acquire(blocking=False):
             await trio.to_thread.run_sync(self.room.acquire)
+        self.items.put(item)
+
+    def put_blocking(self, item: bytes) -> None:
+        """From a pump thread: may wait for room."""
+        self.room.acquire()
         self.items.put(item)
 
     def close(self) -> None:
@@ -185,6 +257,28 @@ class BodyWriter:
         self.size += len(data)
         for st in self._stages:
             await st.put(data)
+
+    def start_pump(self) -> None:
+        """Before a pump thread calls ``commit`` (trio side): MD5 gets its own stage, the
+        CRC and the write happen in the pump thread itself. Idempotent, so a body pumped in
+        pieces (fault offsets) keeps one stage and its order."""
+        assert len(self._stages) <= 1, "start_pump() after feed() started the pipeline"
+        if self._hash_md5 and not self._stages:
+            self._stages.append(_Stage(self.md5.update, _PUMP_DEPTH))
+            self._stages[0].start()
+
+    def commit(self, data: bytes) -> None:
+        """From the pump thread: ``data`` are the body's next bytes.
+
+        CRC and write here (both release the GIL; the write is one copy into the page
+        cache), then ``data`` goes to the MD5 stage, which may make this wait for room.
+        Only one pump thread at a time.
+        """
+        self.crc = crc64(data, self.crc)
+        self.size += len(data)
+        self._sink(data)
+        if self._stages:
+            self._stages[0].put_blocking(data)
 
     async def drain(self) -> None:
         """Wait until every fed byte is hashed and written; re-raise a stage's error."""
