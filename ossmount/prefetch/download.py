@@ -134,6 +134,7 @@ class Download:
             observer=services.observer,
             active=lambda: self.failure is None and not self.closed,
             forget_readahead=self.queue.drop_readahead,
+            forget_parts=self.queue.forget,
         )
         if entry.complete:
             services.tasks.start_soon(self._finish)

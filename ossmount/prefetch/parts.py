@@ -20,14 +20,15 @@ __all__ = ["PartQueue"]
 
 
 class _Heap:
-    """A min-heap of part indices that holds each index once."""
+    """A min-heap of part indices that holds each index once (`_members`; an index discarded
+    may stay in `_heap` until popped, and is skipped then)."""
 
     def __init__(self) -> None:
         self._heap: list[int] = []
         self._members: set[int] = set()
 
     def __bool__(self) -> bool:
-        return bool(self._heap)
+        return bool(self._members)
 
     def __contains__(self, index: int) -> bool:
         return index in self._members
@@ -38,9 +39,16 @@ class _Heap:
             heapq.heappush(self._heap, index)
 
     def pop(self) -> int:
-        index = heapq.heappop(self._heap)
+        while True:
+            index = heapq.heappop(self._heap)
+            if index in self._members:
+                self._members.discard(index)
+                return index
+
+    def discard(self, index: int) -> None:
         self._members.discard(index)
-        return index
+        if not self._members:
+            self._heap.clear()
 
     def clear(self) -> None:
         self._heap.clear()
@@ -95,6 +103,13 @@ class PartQueue:
     def finished(self, index: int) -> None:
         self.in_flight.discard(index)
         self.urgent.discard(index)
+
+    def forget(self, parts: Iterable[int]) -> None:
+        """`parts` were cached and are shed behind every reader: a read-ahead entry left for
+        one (queued before a reader's demand fetched it) must not fetch it again now that it
+        is missing; a reader going back for one makes a demand."""
+        for index in parts:
+            self._ahead.discard(index)
 
     def drop_readahead(self) -> None:
         """Forget the read-ahead queue (it would only fill a full disk again)."""

@@ -58,10 +58,12 @@ class Shedder:
         observer: PrefetchObserver,
         active: Callable[[], bool],
         forget_readahead: Callable[[], None],
+        forget_parts: Callable[[list[int]], None],
     ) -> None:
         """`readers` is the download's live set of handles; `active()` is False once the
         download failed or closed (nothing to shed then); `forget_readahead()` is called when
-        unread parts were shed (read-ahead would only fill the disk again)."""
+        unread parts were shed (read-ahead would only fill the disk again); `forget_parts(parts)`
+        when parts every reader has read past were (no read-ahead may fetch them again)."""
         self._entry = entry
         self._readers = readers
         self._can_shed = can_shed
@@ -69,6 +71,7 @@ class Shedder:
         self._observer = observer
         self._active = active
         self._forget_readahead = forget_readahead
+        self._forget_parts = forget_parts
         self.shed_bytes = 0
 
     def consumed(self, need: int, *, margin: int | None = None) -> int:
@@ -96,7 +99,10 @@ class Shedder:
                 self._entry.bucket,
                 self._entry.meta.key,
             )
-        return self._shed(victims, what)
+        freed = self._shed(victims, what)
+        if freed:
+            self._forget_parts(victims)
+        return freed
 
     def unread(self, index: int, need: int) -> int:
         """Shed parts beyond `index` nobody reads now, furthest first; bytes freed."""
