@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Where an UploadPart body comes from, and what it costs the client: read back from the
-staging file (`FileRange`, what the mount does) or sent from the buffers the FUSE writes
-arrived in (`Chunks` of 1 MiB `bytes`, as `cp` delivers them; the mount kept those for its
-parts until session 7, write/hotparts.py, dropped: through the mount it cost more CPU and
-~30 MiB of RSS once bodies went out in one thread).
+"""What an UploadPart body read back from the staging file (`FileRange`, what the mount does)
+costs the client. (Sending from the buffers the FUSE writes arrived in, `Chunks`, was measured
+here until session 8: the mount kept those for its parts until session 7, write/hotparts.py,
+dropped: through the mount it cost more CPU and ~30 MiB of RSS once bodies went out in one
+thread; the figures are kept below.)
 
-Each source by two senders: httpx/httpcore (a trio task per piece, what every body went
+Two senders: httpx/httpcore (a trio task per piece, what every body went
 through before oss/_upload_wire.py; `_upload_wire.ENABLED` off) and the thread path (head and
 body with blocking sendmsg in one worker thread, the reply read there too). `floor`: what a
 sender cannot go below: a signed head, then one blocking sendmsg of head + pieces and one recv
@@ -48,7 +48,7 @@ import trio
 
 from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsProvider, _upload_wire
 from ossmount.oss._wire import request_head
-from ossmount.oss._writes import Chunks, FileRange, OssWrites
+from ossmount.oss._writes import FileRange, OssWrites
 
 MiB = 1 << 20
 PS = 8 * MiB
@@ -56,9 +56,7 @@ PS = 8 * MiB
 
 MODES = (
     "file (pread)",
-    "memory (1 MiB pieces)",
     "file, thread path",
-    "memory, thread path",
     "floor (memory)",
 )
 
@@ -107,9 +105,7 @@ async def run(
                     mode: str = mode,
                     limiter: trio.CapacityLimiter = limiter,
                 ) -> None:
-                    body: FileRange | Chunks = (
-                        FileRange(fd, i * PS, PS) if mode.startswith("file") else Chunks(bufs, PS)
-                    )
+                    body = FileRange(fd, i * PS, PS)
                     async with limiter:
                         if mode.startswith("floor"):
                             await floor_part(client, key, upload_id, i + 1, bufs)

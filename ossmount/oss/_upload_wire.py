@@ -45,7 +45,7 @@ GET side does): the attempt fails and counts as one try.
 TLS (https endpoints) keeps the httpcore path: the blocking socket would bypass the SSL object.
 
 Cancellation: as `_pump` (read its docstring, same problem: a thread must never touch the
-staged fd or the caller's pieces after the call returned). The call is
+staged fd after the call returned). The call is
 `abandon_on_cancel=True` only so trio tells us at once; on Cancelled we set the cancel flag,
 shut the socket down (a blocked send or recv returns at once) and wait, shielded, for the
 thread's end; the connection is then closed, never reused.
@@ -63,7 +63,6 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -76,7 +75,7 @@ from ..observe import record_request
 from ._errors import BadResponse, OssError, OssTransportError, describe_cause
 from ._threadjob import SocketThreadJob, timeval
 from ._wire import MAX_HEAD, Connection, WireError, WirePool, parse_head, request_head
-from ._write_types import Chunks, FileRange, StagingError
+from ._write_types import FileRange, StagingError
 
 __all__ = ["ENABLED", "MIN_BODY", "BodySend", "request_with_body", "send_with_body", "usable"]
 
@@ -92,7 +91,6 @@ _REPLY_CAP = 8 * 1024 * 1024  # a longer reply body is not read (the caller refu
 # (system time per GiB, bench/bench_part_source.py), restored after.
 _NOTSENT_LOWAT = 25  # socket.TCP_NOTSENT_LOWAT on Linux (the module lacks it before 3.12)
 _NO_LOWAT = struct.pack("@I", 0xFFFFFFFF)  # the kernel's default: no limit
-_IOV_MAX = 1024  # buffers one sendmsg takes (Linux): a part of 4 KiB FUSE writes has more
 _GONE = frozenset((errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED))
 
 
@@ -101,7 +99,7 @@ class BodySend(SocketThreadJob):
     thread handshake and `cancel_and_wait` are `_threadjob.SocketThreadJob`'s)."""
 
     def __init__(
-        self, conn: Connection, head: bytes, body: FileRange | Chunks, timeout_s: float, where: str
+        self, conn: Connection, head: bytes, body: FileRange, timeout_s: float, where: str
     ) -> None:
         super().__init__(conn.sock)
         self._conn = conn
@@ -138,10 +136,7 @@ class BodySend(SocketThreadJob):
 
     def _exchange(self, sock: socket.socket) -> None:
         try:
-            if isinstance(self._body, Chunks):
-                self._send_chunks(sock, self._body.pieces)
-            else:
-                self._send_file(sock, self._body)
+            self._send_file(sock, self._body)
         except BlockingIOError:  # SO_SNDTIMEO ran out without the peer taking a byte
             self.error = f"WriteTimeout: the server took no body byte in {self._timeout_s:g} s"
             return
@@ -153,13 +148,6 @@ class BodySend(SocketThreadJob):
         if self.staging is not None or self.cancelled:
             return
         self._read_reply(sock)
-
-    def _send_chunks(self, sock: socket.socket, pieces: Sequence[bytes | memoryview]) -> None:
-        # The CRC of every piece first, then one sendmsg: fewer sleeps and wake-ups on the
-        # send buffer than a sendmsg per piece (system time, bench_part_source.py).
-        for piece in pieces:
-            self.crc = crc64(piece, self.crc)
-        self._send(sock, [self._head, *pieces])
 
     def _send_file(self, sock: socket.socket, src: FileRange) -> None:
         buf = memoryview(bytearray(min(_READ, src.length)))
@@ -189,7 +177,7 @@ class BodySend(SocketThreadJob):
         views = [memoryview(b).cast("B") for b in bufs]
         head = len(self._head) if bufs[0] is self._head else 0
         while views:
-            n = sock.sendmsg(views[:_IOV_MAX])
+            n = sock.sendmsg(views)
             took = n - min(n, head)
             head -= n - took
             self.sent += took
@@ -262,7 +250,7 @@ class BodySend(SocketThreadJob):
 async def send_with_body(
     pool: WirePool,
     head: bytes,
-    body: FileRange | Chunks,
+    body: FileRange,
     *,
     timeout_s: float,
     limiter: trio.CapacityLimiter,
@@ -291,7 +279,7 @@ async def send_with_body(
     return job
 
 
-def usable(client: OssClient, body: FileRange | Chunks) -> bool:
+def usable(client: OssClient, body: FileRange) -> bool:
     """Whether this path should carry `body` for `client`: over plain HTTP (TLS keeps
     httpcore, see the module docstring), and a body above `MIN_BODY`."""
     return ENABLED and body.length > MIN_BODY and client._scheme == "http"
@@ -303,7 +291,7 @@ async def request_with_body(
     key: str,
     query: list[tuple[str, str]],
     headers: dict[str, str],
-    body: FileRange | Chunks,
+    body: FileRange,
 ) -> tuple[dict[str, str], bytes, int, int]:
     """One signed attempt of a request with a body (the caller sets Content-Length): the
     reply's lower-case headers, its body, the CRC-64 of the body bytes sent and their number.
