@@ -30,8 +30,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
-from ossmount.fs.shown import ShownAttrs, posix_of
-from ossmount.oss._writes import OssWrites, posix_meta
+from ossmount.fs.shown import Posix, ShownAttrs, posix_of
+from ossmount.oss._writes import OssWrites
 from ossmount.oss.models import ObjectMeta
 
 __all__ = ["KnownMeta", "store_attrs"]
@@ -87,24 +87,17 @@ class KnownMeta:
 async def store_attrs(
     writes: OssWrites,
     meta: ObjectMeta,
+    posix: Posix,
     *,
-    mtime_ns: int | None,
-    mode: int | None,
-    uid: int | None,
-    gid: int | None,
     known: KnownMeta | None = None,
     kind: int = stat.S_IFREG,
 ) -> ObjectMeta | None:
-    """Store what changed on `meta`'s object; its new metadata, or None if nothing was copied.
-    With `known` holding the object's headers, no HEAD; it learns the headers after a copy,
-    and those of the HEAD when nothing needed copying. `kind`: the file-type bits stored with
-    a mode (S_IFDIR on a `dir/` marker)."""
-    updates = posix_meta(
-        mtime_ns=mtime_ns,
-        mode=None if mode is None else kind | (mode & 0o7777),
-        uid=uid,
-        gid=gid,
-    )
+    """Store what `posix` sets (its None fields are left as they are) on `meta`'s object; its
+    new metadata, or None if nothing was copied. With `known` holding the object's headers,
+    no HEAD; it learns the headers after a copy, and those of the HEAD when nothing needed
+    copying. `kind`: the file-type bits stored with a mode (S_IFDIR on a `dir/` marker)."""
+    mode = posix.mode
+    updates = posix._replace(mode=None if mode is None else kind | (mode & 0o7777)).meta()
     if not updates:
         return None
     kept = known.headers(meta.key, meta.etag) if known is not None else None

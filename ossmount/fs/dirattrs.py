@@ -11,7 +11,8 @@ ossfs (src/s3fs.cpp `create_directory_object`, `s3fs_chmod`/`_chown`/`_utimens`)
       replaced: it is then updated by the copy). The directory then outlives its last entry
       and `rmdir` can remove it, as with ossfs.
     * The mount's root has no marker of ours: its attributes are not stored, and setting them
-      is not refused either (`rsync -a src/ mnt/` sets them), only ignored.
+      is not refused either (`rsync -a src/ mnt/` sets them), only ignored. ossfs refuses
+      them with EIO ("Could not change mode for mount point"), failing that rsync.
 
 Requests: a marker this mount wrote in the last 30 s costs no HEAD (fs/attrstore.py
 `KnownMeta`); one it wrote before costs the fenced HEAD of `store_attrs`; any other, one HEAD
@@ -26,9 +27,10 @@ import time
 from typing import TYPE_CHECKING
 
 from ossmount.fs.attrstore import KnownMeta, store_attrs
+from ossmount.fs.shown import Posix
 from ossmount.oss import NoSuchKey
 from ossmount.oss._errors import OssError, PreconditionFailed
-from ossmount.oss._writes import FileAlreadyExists, OssWrites, posix_meta
+from ossmount.oss._writes import FileAlreadyExists, OssWrites
 from ossmount.oss.models import ObjectMeta
 
 if TYPE_CHECKING:
@@ -49,31 +51,22 @@ async def make_dir(
 ) -> None:
     """mkdir: the `key` (ending in "/") marker carrying the new directory's attributes."""
     now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # ossfs: time(NULL)
-    headers = posix_meta(mtime_ns=now, mode=stat.S_IFDIR | (mode & 0o7777), uid=uid, gid=gid)
+    headers = Posix(stat.S_IFDIR | (mode & 0o7777), uid, gid, now).meta()
     put = await writes.put_object(key, b"", meta=headers)
     known.wrote(key, put.etag, headers)
 
 
 async def store_dir_attrs(
-    writes: OssWrites,
-    known: KnownMeta,
-    view: AttrView,
-    node: Node,
-    *,
-    mtime_ns: int | None,
-    mode: int | None,
-    uid: int | None,
-    gid: int | None,
+    writes: OssWrites, known: KnownMeta, view: AttrView, node: Node, posix: Posix
 ) -> None:
-    """chmod/chown/utimens of directory `node` (see the module docstring)."""
+    """chmod/chown/utimens of directory `node`: what `posix` sets (see the module docstring)."""
     key = view.marker_key(node)
     if not key:
         return  # the mount's root
 
     async def copy(etag: str) -> None:
         marker = ObjectMeta(key, 0, etag, 0)
-        await store_attrs(writes, marker, mtime_ns=mtime_ns, mode=mode, uid=uid, gid=gid,
-                          known=known, kind=stat.S_IFDIR)  # fmt: skip
+        await store_attrs(writes, marker, posix, known=known, kind=stat.S_IFDIR)
 
     etag = known.shown.etag(key)
     if etag is not None:
@@ -86,9 +79,8 @@ async def store_dir_attrs(
         try:
             etag = (await writes.client.head(key)).etag
         except NoSuchKey:
-            shown = view(node).mode if mode is None else mode
-            headers = posix_meta(mtime_ns=mtime_ns, mode=stat.S_IFDIR | (shown & 0o7777),
-                                 uid=uid, gid=gid)  # fmt: skip
+            shown = view(node).mode if posix.mode is None else posix.mode
+            headers = posix._replace(mode=stat.S_IFDIR | (shown & 0o7777)).meta()
             try:
                 put = await writes.put_object(key, b"", meta=headers, forbid_overwrite=True)
             except FileAlreadyExists:

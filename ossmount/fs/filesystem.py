@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ossmount.cache.adopt import Adopter
-from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, is_symlink
+from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, direct_writes, is_symlink
 from ossmount.fs.dirattrs import make_dir
 from ossmount.fs.dirrename import rename_tree
 from ossmount.fs.errors import (
@@ -58,9 +58,10 @@ from ossmount.fs.errors import (
     Refused,
     UnknownHandle,
 )
+from ossmount.fs.linkattrs import make_link
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
 from ossmount.fs.setattrs import set_attrs
-from ossmount.fs.shown import AttrView
+from ossmount.fs.shown import AttrView, Posix
 from ossmount.fs.staged import Staged, staged_state
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
@@ -328,7 +329,7 @@ class FileSystem:
         fh = self._new_fh()
         self._files[fh] = _OpenFile(inode, None, staged)
         self._last_etag.pop(inode, None)
-        return Opened(fh, False)
+        return Opened(fh, False, direct_writes(flags))
 
     async def create(
         self, parent: int, name: str, flags: int, mode: int = 0o644, uid: int | None = None,
@@ -361,7 +362,7 @@ class FileSystem:
         staged.uid, staged.gid = uid, gid
         fh = self._new_fh()
         self._files[fh] = _OpenFile(node.inode, None, staged)
-        return Opened(fh, False), self.attr(node)
+        return Opened(fh, False, direct_writes(flags)), self.attr(node)
 
     def _staged_handle(self, fh: int) -> Staged:
         handle = self._files.get(fh)
@@ -434,8 +435,7 @@ class FileSystem:
                 finally:
                     await self.release(opened.fh)
         if (mtime_ns, mode, uid, gid) != (None, None, None, None):
-            await set_attrs(staging, self._ns, self.attr, inode, mtime_ns=mtime_ns, mode=mode,
-                            uid=uid, gid=gid)  # fmt: skip
+            await set_attrs(staging, self._ns, self.attr, inode, Posix(mode, uid, gid, mtime_ns))
         return await self.getattr(inode)
 
     async def unlink(self, parent: int, name: str) -> None:
@@ -552,10 +552,12 @@ class FileSystem:
         log.info("renamed %s to %s/: %d keys copied then deleted", self._where(node),
                  self._key(new_path), moved)  # fmt: skip
 
-    async def symlink(self, parent: int, name: str, target: str) -> Attr:
-        """A PutSymlink object whose target is the key the POSIX target names (relative to the
-        link's directory); a target leaving the mount, or absolute, cannot be an OSS symlink
-        that this mount shows the same way: refused (EPERM)."""
+    async def symlink(
+        self, parent: int, name: str, target: str, uid: int | None = None, gid: int | None = None
+    ) -> Attr:
+        """A PutSymlink object (fs/linkattrs.py) whose target is the key the POSIX target names
+        (relative to the link's directory); a target leaving the mount, or absolute, cannot be
+        an OSS symlink this mount shows the same way: refused (EPERM)."""
         staging = self._writable(parent)
         path = join_path(self._ns.get(parent).path, name)
         problem = name_problem(name)
@@ -566,10 +568,8 @@ class FileSystem:
         outside = resolved in ("", ".", "..") or resolved.startswith("../")
         if target.startswith("/") or outside:
             raise Refused(self._where_path(path), f"symlink target {target!r} is outside the mount")
-        key = self._key(path)
-        etag = await staging.uploader.writes.put_symlink(key, self._key(resolved))
-        now = time.time_ns() // 1_000_000_000 * 1_000_000_000
-        meta = ObjectMeta(key, 0, etag, now, None, object_type="Symlink")
+        meta = await make_link(staging.uploader.writes, staging.known, self._key(path),
+                               self._key(resolved), self._ns.root_prefix, uid, gid)  # fmt: skip
         node = self._ns.learned(path, meta)
         assert node is not None
         self._ns.remember(node.inode)

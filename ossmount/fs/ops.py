@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import pyfuse3
 import trio
 
-from ossmount.fs.attrs import Attr, Presentation
+from ossmount.fs.attrs import Attr, Opened, Presentation
 from ossmount.fs.boundary import fuse_boundary
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.links import link_target
@@ -49,6 +49,13 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     out.st_ctime_ns = attr.ctime_ns
     out.st_atime_ns = attr.atime_ns
     return out
+
+
+def file_info(opened: Opened) -> pyfuse3.FileInfo:
+    return pyfuse3.FileInfo(
+        fh=pyfuse3.FileHandleT(opened.fh), keep_cache=opened.keep_cache,
+        direct_io=opened.direct_io,
+    )  # fmt: skip
 
 
 class Operations(pyfuse3.Operations):
@@ -110,7 +117,7 @@ class Operations(pyfuse3.Operations):
         self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileInfo:
         opened = await self.fs.open(inode, flags)
-        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(opened.fh), keep_cache=opened.keep_cache)
+        return file_info(opened)
 
     @fuse_boundary
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
@@ -134,7 +141,7 @@ class Operations(pyfuse3.Operations):
         opened, attr = await self.fs.create(
             parent_inode, os.fsdecode(name), flags, mode, ctx.uid, ctx.gid
         )
-        info = pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(opened.fh), keep_cache=opened.keep_cache)
+        info = file_info(opened)
         return info, entry_attributes(attr)
 
     @fuse_boundary
@@ -224,7 +231,9 @@ class Operations(pyfuse3.Operations):
         target: pyfuse3.FileNameT,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        attr = await self.fs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target))
+        attr = await self.fs.symlink(
+            parent_inode, os.fsdecode(name), os.fsdecode(target), ctx.uid, ctx.gid
+        )
         return entry_attributes(attr)
 
     # -- misc ------------------------------------------------------------------------------

@@ -9,7 +9,8 @@
   was fixed when it started) finishes first.
 * A closed file: stored on the object (fs/attrstore.py).
 * A directory: stored on its `dir/` marker, made if it has none (fs/dirattrs.py).
-* A symlink: not stored (SEMANTICS.md says so); the call succeeds, as before.
+* A symlink (lchown, utimensat with AT_SYMLINK_NOFOLLOW): on its symlink object
+  (fs/linkattrs.py).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import TYPE_CHECKING
 from ossmount.fs.attrs import is_symlink
 from ossmount.fs.attrstore import store_attrs
 from ossmount.fs.dirattrs import store_dir_attrs
+from ossmount.fs.linkattrs import store_link_attrs
 from ossmount.oss.models import ObjectMeta
 
 if TYPE_CHECKING:
-    from ossmount.fs.shown import AttrView
+    from ossmount.fs.shown import AttrView, Posix
     from ossmount.fs.staging import Staging
     from ossmount.tree.listing import Namespace
     from ossmount.tree.node import Node
@@ -32,26 +34,19 @@ __all__ = ["set_attrs"]
 
 
 async def set_attrs(
-    staging: Staging,
-    ns: Namespace,
-    view: AttrView,
-    inode: int,
-    *,
-    mtime_ns: int | None,
-    mode: int | None,
-    uid: int | None,
-    gid: int | None,
+    staging: Staging, ns: Namespace, view: AttrView, inode: int, posix: Posix
 ) -> None:
-    """Keep what setattr set on `inode` (see the module docstring)."""
+    """Keep what setattr set on `inode` (`posix`: None where it set nothing; see the module
+    docstring)."""
     staged = staging.by_inode.get(inode)
     if staged is None:
-        node = await ns.getattr(inode)
-        await _store(staging, ns, view, node, mtime_ns, mode, uid, gid)
+        await _store(staging, ns, view, await ns.getattr(inode), posix)
         return
+    mode, uid, gid, mtime_ns = posix
     if mtime_ns is not None:
         staged.mtime_ns = mtime_ns
     if mode is not None:
-        staged.mode = stat.S_IFREG | (mode & 0o7777)
+        staged.mode, staged.keep_mode = stat.S_IFREG | (mode & 0o7777), False
     if uid is not None:
         staged.uid = uid
     if gid is not None:
@@ -61,30 +56,24 @@ async def set_attrs(
     async with staged.lock:
         if staging.carries_attrs(staged):
             return
-        stored = await _store(staging, ns, view, ns.get(inode), mtime_ns, mode, uid, gid)
+        stored = await _store(staging, ns, view, ns.get(inode), posix)
         if stored is not None:
             staging.restored(staged, stored)
 
 
 async def _store(
-    staging: Staging,
-    ns: Namespace,
-    view: AttrView,
-    node: Node,
-    mtime_ns: int | None,
-    mode: int | None,
-    uid: int | None,
-    gid: int | None,
+    staging: Staging, ns: Namespace, view: AttrView, node: Node, posix: Posix
 ) -> ObjectMeta | None:
     writes, known = staging.uploader.writes, staging.known
     if node.is_dir:
-        await store_dir_attrs(writes, known, view, node, mtime_ns=mtime_ns, mode=mode, uid=uid,
-                              gid=gid)  # fmt: skip
+        await store_dir_attrs(writes, known, view, node, posix)
         return None
-    if node.meta is None or is_symlink(node.meta):
+    if node.meta is None:
         return None
-    stored = await store_attrs(writes, node.meta, mtime_ns=mtime_ns, mode=mode, uid=uid,
-                               gid=gid, known=known)  # fmt: skip
+    if is_symlink(node.meta):
+        stored = await store_link_attrs(writes, known, node.meta, posix)
+    else:
+        stored = await store_attrs(writes, node.meta, posix, known=known)
     if stored is not None:
         ns.learned(node.path, stored)
     return stored

@@ -34,13 +34,14 @@ import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-from ossmount.fs.attrs import Attr, Presentation, attr_of, is_symlink
+from ossmount.fs.attrs import Attr, Presentation, attr_of
+from ossmount.oss._write_types import posix_meta
 
 if TYPE_CHECKING:
     from ossmount.fs.staged import Staged
     from ossmount.tree.node import Node
 
-__all__ = ["AttrView", "Posix", "ShownAttrs", "posix_of"]
+__all__ = ["AttrView", "Posix", "ShownAttrs", "adopt_sent", "posix_of"]
 
 
 class Posix(NamedTuple):
@@ -50,6 +51,10 @@ class Posix(NamedTuple):
     uid: int | None = None
     gid: int | None = None
     mtime_ns: int | None = None
+
+    def meta(self) -> dict[str, str]:
+        """The `x-oss-meta-*` headers ossfs reads these from (none for what is None)."""
+        return posix_meta(mtime_ns=self.mtime_ns, mode=self.mode, uid=self.uid, gid=self.gid)
 
 
 def _c_int(text: str) -> int | None:
@@ -198,19 +203,21 @@ class AttrView:
         if node.is_dir:
             return shown.get(self.marker_key(node), None) if node.path else None
         meta = node.meta
-        if meta is None or is_symlink(meta):
-            return None
-        return shown.get(meta.key, meta.etag)
+        return None if meta is None else shown.get(meta.key, meta.etag)
 
     def carry(self, node: Node, staged: Staged) -> None:
         """`staged` was just started from `node`'s object (opened for writing): its commit
-        stores the mode and owner the object shows, not the staged file's defaults."""
+        stores the mode and owner the object shows, not the staged file's defaults. Of an
+        object whose mode this mount does not know (known only from a listing), the commit
+        keeps the mode it has on the server (`keep_mode`, learnt by the commit's HEAD, as
+        ossfs keeps it) and the owner likewise (no uid/gid of ours goes over its own)."""
         attr = attr_of(node, self._look, self._dir_mode, self._file_mode)
         posix = self.known(node)
         if posix is not None:
             attr = _over(attr, posix)
             staged.uid, staged.gid = posix.uid, posix.gid
         staged.mode = stat.S_IFREG | (attr.mode & 0o7777)
+        staged.keep_mode = posix is None or posix.mode is None
 
     def __call__(self, node: Node) -> Attr:
         attr = attr_of(node, self._look, self._dir_mode, self._file_mode)
@@ -224,6 +231,17 @@ class AttrView:
             attr = _over(attr, Posix(staged.mode, staged.uid, staged.gid, staged.mtime_ns))
             attr = attr._replace(size=staged.size)
         return attr
+
+
+def adopt_sent(staged: Staged, sent: Mapping[str, str]) -> None:
+    """`staged` was committed with the headers `sent`: a mode kept from the version it
+    replaced (`keep_mode`) is its own from now on, shown and sent again by later commits.
+    One the mount cannot parse stays kept as it is."""
+    if not staged.keep_mode:
+        return
+    mode = posix_of(sent).mode
+    if mode is not None:
+        staged.mode, staged.keep_mode = stat.S_IFREG | (mode & 0o7777), False
 
 
 def _over(attr: Attr, posix: Posix) -> Attr:

@@ -34,6 +34,7 @@ class Staged:
     pending: int = 0  # write-back commits scheduled and not finished
     mtime_ns: int | None = None
     mode: int = 0o100644  # st_mode as created or chmod'ed while open: x-oss-meta-mode
+    keep_mode: bool = False  # `mode` is a default: the replaced version's mode is kept
     uid: int | None = None  # owner to store (x-oss-meta-uid/-gid): creator, or a chown
     gid: int | None = None
     handles: int = 0

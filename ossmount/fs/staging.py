@@ -40,9 +40,9 @@ import trio
 from ossmount.cache.adopt import Adopter
 from ossmount.cache.holes import reserve
 from ossmount.fs.attrstore import KnownMeta, store_attrs
+from ossmount.fs.shown import Posix, adopt_sent
 from ossmount.fs.staged import Staged
 from ossmount.fs.stagedspace import StagedSpace
-from ossmount.oss._writes import posix_meta
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import (
     CopySource,
@@ -397,6 +397,7 @@ class Staging:
                 base_etag=staged.base_etag,
                 forbid_overwrite=staged.forbid_overwrite,
                 mode=staged.mode,
+                keep_mode=staged.keep_mode,
                 uid=staged.uid,
                 gid=staged.gid,
             )
@@ -438,6 +439,7 @@ class Staging:
             now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
             staged.committed = ObjectMeta(staged.key, size, result.etag, now, result.crc64)
             self.known.wrote(staged.key, result.etag, session.sent_meta)
+            adopt_sent(staged, session.sent_meta)
             await self._late_attrs(staged, session.sent_meta)
             staged.base_etag = staged.committed.etag
             staged.source = (staged.key, staged.committed.etag, size)
@@ -450,16 +452,18 @@ class Staging:
         first part went; ones set later (cp -a's futimens before close) are stored by a copy onto
         itself from the metadata it was created with (no HEAD). Their failure is logged,
         not raised: the bytes are committed."""
-        want = posix_meta(mtime_ns=staged.mtime_ns or None, mode=staged.mode, uid=staged.uid,
-                          gid=staged.gid)  # fmt: skip
-        if all(sent.get(name) == value for name, value in want.items()):
+        mode = None if staged.keep_mode else staged.mode  # kept as it was (an unparsed one)
+        want = Posix(mode, staged.uid, staged.gid, staged.mtime_ns or None)
+        if all(sent.get(name) == value for name, value in want.meta().items()):
             return
         assert staged.committed is not None
         try:
             stored = await store_attrs(
-                self.uploader.writes, staged.committed, mtime_ns=staged.mtime_ns,
-                mode=staged.mode, uid=staged.uid, gid=staged.gid, known=self.known,
-            )  # fmt: skip
+                self.uploader.writes,
+                staged.committed,
+                want._replace(mtime_ns=staged.mtime_ns),
+                known=self.known,
+            )
         except Exception as exc:
             log.warning("%s: committed, but storing its mode/mtime failed: %s",
                         self._where(staged.key), exc)  # fmt: skip
@@ -486,6 +490,7 @@ class Staging:
                 forbid_overwrite=staged.forbid_overwrite,
                 mtime_ns=staged.mtime_ns or 0,
                 mode=staged.mode,
+                keep_mode=staged.keep_mode,
                 uid=staged.uid,
                 gid=staged.gid,
             ),

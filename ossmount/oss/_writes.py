@@ -37,6 +37,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import unquote
 
 import httpx
 
@@ -296,6 +297,22 @@ class OssWrites:
             headers["x-oss-forbid-overwrite"] = "true"
         reply, _, _ = await self._request("PutSymlink", "PUT", key, [("symlink", "")], headers)
         return str(reply.get("etag", ""))
+
+    async def symlink_headers(self, key: str) -> tuple[str, str, dict[str, str]]:
+        """GetSymlink: the link's target key, its own ETag and its own user metadata
+        (lower-case names). A HEAD would answer the target's ETag, so it cannot fence on the
+        link's; GetSymlink answers the link's own."""
+        reply, _, _ = await self._request("GetSymlink", "GET", key, [("symlink", "")])
+        target = unquote(reply.get("x-oss-symlink-target", ""))
+        if not target:
+            raise BadResponse(200, "InvalidResponse", "GetSymlink reply has no "
+                              "x-oss-symlink-target", bucket=self.bucket, key=key)  # fmt: skip
+        meta = {
+            name.lower(): value
+            for name, value in reply.items()
+            if name.lower().startswith("x-oss-meta-")
+        }
+        return target, reply.get("etag", ""), meta
 
     async def copy_object(
         self,

@@ -14,14 +14,15 @@ checkpoints are, around this payload:
     bucket, key, base_etag, upload_id, result_etag (each u32 length + UTF-8,
              surrogates passed through), size u64, mtime_ns i64, mode u32, part_size u64,
              state u8, flags u8 (1 = forbid overwrite, 2 = has result CRC, 4 = sealed,
-             8 = unsynced seal, 16 = has uid, 32 = has gid), result_crc u64,
+             8 = unsynced seal, 16 = has uid, 32 = has gid, 64 = keep mode), result_crc u64,
              part count u32, then per part: number u32, size u64, crc u64, etag (u32 + UTF-8),
              numbers strictly increasing; then, each only when its flag is set: boot id
              (u32 + UTF-8), uid u32, gid u32.
 
 The owner (flags 16 and 32, a `chown` of the open file) was added after the first records
 were written, as trailing fields behind flags: a record without them reads as before (no
-owner), so journals left by an older ossmount still load and resume.
+owner), so journals left by an older ossmount still load and resume. Flag 64 (`keep_mode`,
+added later still, no bytes of its own) reads as unset from those.
 
 `decode` refuses anything but an exact, checksummed, self-consistent record (CorruptJournal).
 `save_atomic` writes a temp file, fsyncs it, renames it over the record and fsyncs the
@@ -72,7 +73,8 @@ _U64 = 1 << 64
 _MAX_PAYLOAD = 64 << 20  # 10000 parts at < 200 B each is 2 MB
 _U32 = struct.Struct(">I")
 _FORBID, _HAS_CRC, _SEALED, _UNSYNCED, _HAS_UID, _HAS_GID = 1, 2, 4, 8, 16, 32
-_FLAGS = _FORBID | _HAS_CRC | _SEALED | _UNSYNCED | _HAS_UID | _HAS_GID
+_KEEP_MODE = 64
+_FLAGS = _FORBID | _HAS_CRC | _SEALED | _UNSYNCED | _HAS_UID | _HAS_GID | _KEEP_MODE
 
 
 class CorruptJournal(ValueError):
@@ -126,6 +128,9 @@ class JournalRecord:
     # x-oss-meta-uid / -gid to store with the object (a chown of the open file); None: none.
     uid: int | None = None
     gid: int | None = None
+    # `mode` is only a default (nobody set one): the x-oss-meta-mode of the version this file
+    # replaces, if it has one, is kept instead, as ossfs keeps it (write/uploader.py `_meta`).
+    keep_mode: bool = False
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -175,6 +180,7 @@ def encode(rec: JournalRecord) -> bytes:
         | (_UNSYNCED if rec.boot_id else 0)
         | (_HAS_UID if rec.uid is not None else 0)
         | (_HAS_GID if rec.gid is not None else 0)
+        | (_KEEP_MODE if rec.keep_mode else 0)
     )
     chunks = [
         pack_str(rec.bucket),
@@ -245,6 +251,7 @@ def decode(data: bytes) -> JournalRecord:
             boot_id=boot_id,
             uid=uid,
             gid=gid,
+            keep_mode=bool(flags & _KEEP_MODE),
         )
     except ValueError as exc:
         raise CorruptJournal(f"inconsistent journal: {exc}") from None

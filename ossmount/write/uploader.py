@@ -112,6 +112,7 @@ class Uploader:
         mode: int = 0o100644,
         uid: int | None = None,
         gid: int | None = None,
+        keep_mode: bool = False,
     ) -> JournalRecord:
         return JournalRecord(
             bucket=self.writes.bucket,
@@ -124,6 +125,7 @@ class Uploader:
             forbid_overwrite=forbid_overwrite,
             uid=uid,
             gid=gid,
+            keep_mode=keep_mode,
         )
 
     def session(
@@ -469,9 +471,15 @@ class UploadSession:
     def _meta(self) -> dict[str, str]:
         """The headers the object is created with: those of the version it replaces that
         ossfs keeps too (user metadata, content headers; not the old x-oss-meta-mtime, the
-        bytes are new), then ours (write/journal.py `object_meta`, which win)."""
+        bytes are new), then ours (write/journal.py `object_meta`, which win). Our mode
+        does not when it is only a default (`keep_mode`: nobody chmod'ed or created the
+        file with one) and the replaced version has one: ossfs's open(O_TRUNC) and `cp`
+        over a file keep the old mode too (src/s3fs.cpp s3fs_open keeps the HEAD's meta)."""
         carried = {k: v for k, v in (self._carried or {}).items() if k != "x-oss-meta-mtime"}
-        self.sent_meta = {**carried, **object_meta(self.record)}
+        ours = object_meta(self.record)
+        if self.record.keep_mode and "x-oss-meta-mode" in carried:
+            del ours["x-oss-meta-mode"]
+        self.sent_meta = {**carried, **ours}
         return self.sent_meta
 
     async def _head_base(self) -> str:

@@ -125,3 +125,10 @@ def test_damaged_record_is_moved_aside_not_deleted(
     assert (tmp_path / "f.journal.corrupt").read_bytes()[:-1] == raw[:-1]
     assert "checksum mismatch" in caplog.text
     assert load(tmp_path / "absent.journal") is None
+
+
+def test_keep_mode_round_trips_and_is_unset_in_records_written_before_it() -> None:
+    kept = dataclasses.replace(uploading(), keep_mode=True)
+    assert decode(encode(kept)).keep_mode
+    assert encode(kept) != encode(uploading())  # one flag bit, no bytes of its own
+    assert not decode(encode(uploading())).keep_mode

@@ -396,3 +396,32 @@ async def test_sweeper_spares_an_upload_this_process_is_running(tmp_path: Path) 
     stub = _StubWrites([ListedUpload("p/a", "RUNNING", 0)])
     assert await sweep_stale_uploads(stub, ledger, [], prefix="p/") == []  # type: ignore[arg-type]
     assert ledger.entries() == {"RUNNING": "p/a"}
+
+
+@pytest.mark.parametrize("data", [b"small", BIG], ids=["put", "multipart"])
+async def test_a_default_mode_yields_to_the_replaced_versions_and_survives_a_resume(
+    emu: Emulator, uploader: Uploader, tmp_path: Path, data: bytes
+) -> None:
+    """`keep_mode` (nobody set a mode): the x-oss-meta-mode and owner of the version replaced
+    stay, as ossfs keeps them, also for a record resumed from its journal after a crash; a
+    mode that was set (no keep_mode) goes over them; an old version without a mode gets the
+    record's."""
+    old = {"mode": "33152", "uid": "7", "other": "x"}
+    for key, keep in (("kept", True), ("told", False)):
+        base = emu.put_object("bkt", key, b"old", meta=old)
+        staged = stage(tmp_path, data, key)
+        rec = uploader.new_record(key, base_etag=base, mode=0o100644, keep_mode=keep)
+        save_atomic(staged.journal, JournalRecord(**{**_fields(rec), "size": len(data),
+                                                     "sealed": True}))  # fmt: skip
+        assert await uploader.resume(staged) is not None
+        assert sdk_get(emu, key) == data
+    kept = emu.store.bucket("bkt").objects["kept"].meta  # type: ignore[union-attr]
+    told = emu.store.bucket("bkt").objects["told"].meta  # type: ignore[union-attr]
+    stored = {f"x-oss-meta-{name}": value for name, value in old.items()}
+    assert dict(kept) == stored
+    assert dict(told) == {**stored, "x-oss-meta-mode": "33188"}
+    base = emu.put_object("bkt", "bare", b"old")
+    rec = uploader.new_record("bare", base_etag=base, mode=0o100640, keep_mode=True)
+    await uploader.commit(stage(tmp_path, data, "bare"), rec)
+    bare = emu.store.bucket("bkt").objects["bare"].meta  # type: ignore[union-attr]
+    assert dict(bare) == {"x-oss-meta-mode": "33184"}

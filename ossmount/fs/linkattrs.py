@@ -1,0 +1,102 @@
+"""A symlink's owner and mtime, kept on its OSS symlink object as ossfs 1.x keeps a link's.
+
+ossfs 1.x (src/s3fs.cpp `s3fs_symlink`, `s3fs_chown`, `s3fs_utimens`) stores a link with
+`x-oss-meta-mode` S_IFLNK|0777, `-uid`/`-gid` of the caller and `-mtime` (now); lchown and
+utimensat(AT_SYMLINK_NOFOLLOW) reach its chown/utimens, which copy the link's object onto
+itself with the new values. Our links are PutSymlink objects (ossfs 1.x writes a plain object
+holding the target instead); they carry the same `x-oss-meta-*`, which PutSymlink stores as the
+link's own user metadata, so `ls -l` shows the same owner and mtime in both mounts. With the
+mode S_IFLNK ossfs takes the object for a link, so it also gets ossfs's own copy of the target
+(`x-oss-meta-symlink-target`, its "new symlink format": readlink in ossfs reads it from the
+header whatever its options; without it ossfs would read the body, and GET follows an OSS
+link to the target's bytes). OSS answers a HEAD of a link with the link's own x-oss-meta-*,
+which is what ossfs reads. That copy is the POSIX target our readlink answers at creation: a
+rename into another directory leaves it as it was, as a relative POSIX link would be, while
+this mount resolves the OSS target key again.
+
+How a value is changed: not by CopyObject onto itself (whether OSS copies a link as a link or
+follows it is not documented, and a HEAD answers the target's ETag, so neither can be fenced on
+the link's own), but by GetSymlink (the target key, the link's own ETag and user metadata) then
+PutSymlink of the same target with the metadata and the new values over it. The ETag GetSymlink
+answers must be the one the namespace knows (else PreconditionFailed, as a fenced copy fails);
+between the two requests the link is not fenced (PutSymlink takes no If-Match): another client
+repointing it in that window is undone, the risk of ossfs's own HEAD-then-copy. No GetSymlink
+for a link this mount made or changed in the last 30 s with that ETag (`KnownMeta` holds its
+headers and target). Requests: one GetSymlink, plus one PutSymlink when a value changes.
+"""
+
+from __future__ import annotations
+
+import stat
+import time
+from urllib.parse import quote
+
+from ossmount.fs.attrstore import KnownMeta
+from ossmount.fs.links import link_target
+from ossmount.fs.shown import Posix
+from ossmount.oss._errors import PreconditionFailed
+from ossmount.oss._writes import OssWrites
+from ossmount.oss.models import ObjectMeta
+
+__all__ = ["LINK_MODE", "OSSFS_TARGET", "make_link", "ossfs_target", "store_link_attrs"]
+
+LINK_MODE = stat.S_IFLNK | 0o777  # what ossfs stores as a link's x-oss-meta-mode
+# Where `KnownMeta` keeps a link's target key with its headers (the header PutSymlink sends it
+# in; never sent from there).
+TARGET = "x-oss-symlink-target"
+OSSFS_TARGET = "x-oss-meta-symlink-target"
+
+
+def ossfs_target(posix_target: str) -> str:
+    """ossfs 1.x's `x-oss-meta-symlink-target` for a link to `posix_target`: its "new
+    symlink format" with the target in the header (src/fdcache_entity.cpp SetSymlinkAttr:
+    `type:length:urlEncode(target)`, the length in bytes; src/string_util.cpp urlEncode keeps
+    `/`, `.`, `-`, `_`, `~` and alphanumerics)."""
+    raw = posix_target.encode("utf-8", "surrogateescape")
+    return f"header:{len(raw)}:{quote(raw, safe='/')}"
+
+
+async def make_link(
+    writes: OssWrites, known: KnownMeta, key: str, target_key: str, root_prefix: str,
+    uid: int | None, gid: int | None,
+) -> ObjectMeta:  # fmt: skip
+    """symlink: the PutSymlink object `key` -> `target_key`, carrying ossfs's mode, the
+    caller's owner, the time and ossfs's copy of the target (what our readlink answers)."""
+    now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # ossfs: time(NULL)
+    headers = Posix(LINK_MODE, uid, gid, now).meta()
+    shown = link_target(key, target_key, root_prefix)
+    if shown is not None:
+        headers[OSSFS_TARGET] = ossfs_target(shown)
+    etag = await writes.put_symlink(key, target_key, meta=headers)
+    known.wrote(key, etag, {**headers, TARGET: target_key})
+    return ObjectMeta(key, 0, etag, now, None, object_type="Symlink")
+
+
+async def store_link_attrs(
+    writes: OssWrites, known: KnownMeta, meta: ObjectMeta, posix: Posix
+) -> ObjectMeta | None:
+    """lchown/utimensat(AT_SYMLINK_NOFOLLOW) of the link `meta`: what `posix` sets (a mode
+    cannot be set on a Linux link; one given keeps the link type); its new metadata, or None
+    when nothing changed (no PutSymlink)."""
+    mode = None if posix.mode is None else stat.S_IFLNK | (posix.mode & 0o7777)
+    updates = posix._replace(mode=mode).meta()
+    if not updates:
+        return None
+    headers = known.headers(meta.key, meta.etag)
+    if headers is not None and TARGET in headers:
+        target = headers.pop(TARGET)
+    else:
+        target, etag, headers = await writes.symlink_headers(meta.key)
+        if etag != meta.etag:
+            changed = f"the symlink's ETag is {etag}, not {meta.etag}"
+            raise PreconditionFailed(
+                412, "PreconditionFailed", changed, bucket=writes.bucket, key=meta.key
+            )
+        known.wrote(meta.key, etag, {**headers, TARGET: target})
+    if all(headers.get(name) == value for name, value in updates.items()):
+        return None
+    headers.update(updates)
+    etag = await writes.put_symlink(meta.key, target, meta=headers)
+    known.wrote(meta.key, etag, {**headers, TARGET: target})
+    now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
+    return ObjectMeta(meta.key, 0, etag, now, None, object_type="Symlink")
