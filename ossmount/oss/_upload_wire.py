@@ -84,7 +84,7 @@ ENABLED = True  # off: every body goes through httpcore (tests compare the two p
 # Smaller bodies stay on the httpcore path, read on the event loop (`_write_bodies`): there a
 # small file's commit pays no thread hop.
 MIN_BODY = 256 * 1024
-_READ = 1024 * 1024  # a staged range is read and sent in pieces of this size
+_READ = 1024 * 1024  # a staged range is read for its CRC in pieces of this size
 _REPLY_CAP = 8 * 1024 * 1024  # a longer reply body is not read (the caller refuses it)
 # trio sets TCP_NOTSENT_LOWAT to 16 KiB on its connections (latency for small writes): a
 # blocked sendmsg of a part then wakes per 16 KiB the peer takes. Lifted while a body goes
@@ -150,8 +150,25 @@ class BodySend(SocketThreadJob):
         self._read_reply(sock)
 
     def _send_file(self, sock: socket.socket, src: FileRange) -> None:
+        """The staged range's CRC first (preadv into one reused buffer), then the head and the
+        range itself with sendfile (module docstring: why, and why the CRC stays honest)."""
+        if not self._hash(src):
+            return
+        self._send_head(sock)
+        pos = 0
+        while pos < src.length:
+            if self.cancelled:
+                raise OSError(errno.ECANCELED, "cancelled")
+            n = os.sendfile(sock.fileno(), src.fd, src.offset + pos, src.length - pos)
+            if n == 0:  # cut after it was hashed: the server's CRC could not match anyway
+                self._ends_at(src, pos)
+                return
+            self.sent += n
+            pos += n
+
+    def _hash(self, src: FileRange) -> bool:
+        """`crc` of the staged range; False (and `staging` says why) if it cannot be read."""
         buf = memoryview(bytearray(min(_READ, src.length)))
-        head: bytes | None = self._head
         pos = 0
         while pos < src.length and not self.cancelled:
             view = buf[: min(len(buf), src.length - pos)]
@@ -159,34 +176,27 @@ class BodySend(SocketThreadJob):
                 n = os.preadv(src.fd, [view], src.offset + pos)
             except OSError as exc:
                 self.staging = f"reading staged bytes at {src.offset + pos} failed: {exc}"
-                return
+                return False
             if n != len(view):
-                self.staging = (
-                    f"staged file ends at {src.offset + pos + n}, expected bytes up to "
-                    f"{src.offset + src.length}"
-                )
-                return
+                self._ends_at(src, pos + n)
+                return False
             self.crc = crc64(view, self.crc)
-            self._send(sock, [head, view] if head is not None else [view])
-            head = None
             pos += n
+        return not self.cancelled
 
-    def _send(self, sock: socket.socket, bufs: list[bytes | memoryview]) -> None:
-        """Every byte of `bufs` (a blocking sendmsg may take part of them: a timeout with
-        progress, a signal); `sent` counts the body bytes among them as they go."""
-        views = [memoryview(b).cast("B") for b in bufs]
-        head = len(self._head) if bufs[0] is self._head else 0
-        while views:
-            n = sock.sendmsg(views)
-            took = n - min(n, head)
-            head -= n - took
-            self.sent += took
-            while views and n >= len(views[0]):
-                n -= len(views[0])
-                views.pop(0)
-            if n:
-                views[0] = views[0][n:]
-            if self.cancelled and views:
+    def _ends_at(self, src: FileRange, pos: int) -> None:
+        self.staging = (
+            f"staged file ends at {src.offset + pos}, expected bytes up to "
+            f"{src.offset + src.length}"
+        )
+
+    def _send_head(self, sock: socket.socket) -> None:
+        """The request head, corked (MSG_MORE) so it leaves with the body's first bytes; a
+        blocking send may take part of it (a timeout with progress, a signal)."""
+        view = memoryview(self._head)
+        while view:
+            view = view[sock.send(view, socket.MSG_MORE) :]
+            if self.cancelled and view:
                 raise OSError(errno.ECANCELED, "cancelled")
 
     def _read_reply(self, sock: socket.socket) -> None:
