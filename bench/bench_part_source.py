@@ -5,20 +5,22 @@ here until session 8: the mount kept those for its parts until session 7, write/
 dropped: through the mount it cost more CPU and ~30 MiB of RSS once bodies went out in one
 thread; the figures are kept below.)
 
-Two senders: httpx/httpcore (a trio task per piece, what every body went
-through before oss/_upload_wire.py; `_upload_wire.ENABLED` off) and the thread path (head and
-body with blocking sendmsg in one worker thread, the reply read there too). `floor`: what a
+Two senders: httpx/httpcore (a trio task per piece, what every body went through before
+oss/_upload_wire.py; `_upload_wire.ENABLED` off) and the thread path (in one worker thread a
+CRC pass over the range, then the head and the range with blocking send and sendfile, the
+reply read there too). `floor`: what a
 sender cannot go below: a signed head, then one blocking sendmsg of head + pieces and one recv
 per part in a worker thread, no CRC, no checks.
 
 Runs the package emulator in a separate process (objects on disk under a temp dir, so the
 client's CPU is the client's alone) and sends `--parts` 8 MiB parts, 4 in flight, per mode;
-the modes take turns, `--repeat` rounds. Prints client CPU s/GiB (user + system), median
-[min..max], and the user part.
+the modes take turns, `--repeat` rounds. Prints client CPU s/GiB (user + system, getrusage),
+median [min..max], its user part and minor page faults, and the emulator's CPU s/GiB (from
+/proc, 10 ms ticks): a change that only moves work to the receiver shows there.
 
     PYTHONPATH=. .venv/bin/python bench/bench_part_source.py [--mode ...]
 
-Measured (2 vCPU VM shared with other work, `--parts 64 --repeat 3`, 2026-12-06):
+Measured (2 vCPU VM shared with other work, `--parts 64 --repeat 3`, 2026-12-06, session 7):
 
     mode                     before: httpcore      thread path      thread path, trio's
                                                                     TCP_NOTSENT_LOWAT kept
@@ -26,10 +28,32 @@ Measured (2 vCPU VM shared with other work, `--parts 64 --repeat 3`, 2026-12-06)
     memory (1 MiB pieces)    0.52-0.60 (user .26)  0.30-0.34 (.12)  0.42-0.44 (.16)
     floor (memory)           0.22-0.34 (user .06); with a CRC pass added 0.28 (.12)
 
-So the thread path is at the floor plus its CRC. trio's 16 KiB TCP_NOTSENT_LOWAT cost ~0.12
-s/GiB of system time (a blocked sendmsg woke per 16 KiB taken), hence lifted while a body
-goes. `os.sendfile` from the staging file (CRC from a pread pass) instead of preadv+sendmsg
-measured 0.36/0.42 against 0.48/0.38 in interleaved pairs: no gain seen, not kept.
+trio's 16 KiB TCP_NOTSENT_LOWAT cost ~0.12 s/GiB of system time (a blocked sendmsg woke per
+16 KiB taken), hence lifted while a body goes.
+
+Session 8: the thread path sends the staged range with sendfile after a CRC pass (preadv into
+a 1 MiB buffer) instead of sendmsg from that buffer: one copy of each byte fewer. Same
+machine, loaded (load 5-8 from other work), `--parts 128` (1 GiB), medians [min..max]:
+
+    "file, thread path", base vs sendfile, 3 pairs of processes taking turns (--repeat 3):
+      base  0.440 [0.410..0.520]  0.450 [0.390..0.470]  0.450 [0.420..0.460]
+      ours  0.418 [0.323..0.422]  0.433 [0.365..0.467]  0.394 [0.368..0.409]
+      floor (memory, both) 0.28-0.36
+    both senders as modes of one process (--repeat 7, 11, 7): preadv+sendmsg 0.479, 0.491,
+      0.409; sendfile 0.423, 0.428, 0.476 (that last run at load 8-12); emulator CPU the same
+      for both (2.44/2.43, 2.61/2.62 s/GiB)
+
+By `perf record` of the sender (a throwaway parts loop to a plain recv_into sink): the
+preadv out of the page cache is the dearest step (~22 % of cycles, more than the sendmsg
+copy's ~7 %: it is the first touch of the bytes); the CRC itself is ~3 %. Hence also measured
+and not kept: CRC-pass pieces of 256 KiB / 512 KiB / 2 MiB (0.424 / 0.387 / 0.454 against
+0.394 for 1 MiB, 9 rounds); a CRC pass over the whole part before one sendfile (the same as
+per piece); and, against the plain sink, mmap of the range (CRC and sendmsg from the mapping:
+-0.03..0.06 s/GiB; with sendfile -0.07..0.09, but the sink then paid +0.1..0.14) -- mmap is
+out anyway: a staged file may be truncated under a part in flight, and a mapped page past the
+new end is SIGBUS (oss/_upload_wire.py). Against that plain sink sendfile itself saved the
+sender little and cost the sink ~0.14 s/GiB (page-by-page skbs); against the emulator that
+cost does not show (above), so sendfile is kept on the figures of the real receiver.
 """
 
 from __future__ import annotations

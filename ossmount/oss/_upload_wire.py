@@ -6,10 +6,12 @@ scheduler pass, socket-wrapper checkpoints and h11 events (per GiB ~6,300 send()
 ~12,300 trio socket-helper calls, ~7,300 httpcore _send_event). Here the trio side signs the
 request and builds its head (`_wire.request_head`), takes a keep-alive connection from the
 client's `_wire` pool, and one `trio.to_thread.run_sync` does the rest with blocking syscalls
-on the same descriptor (the GET side's pattern, `_pump`): the head and the body's pieces with
-`sendmsg`, each piece's CRC-64 folded in just before it goes (fastcrc, GIL released), a
-staged `FileRange` read with `preadv` into one reused 1 MiB buffer; then the reply head and
-its small body with `recv_into`. A few Python calls per MiB, none of them trio's.
+on the same descriptor (the GET side's pattern, `_pump`): the staged `FileRange` read with
+`preadv` into one reused 1 MiB buffer for its CRC-64 (fastcrc, GIL released), then the head
+with `send` (MSG_MORE: it leaves with the first body bytes) and the range with `sendfile` from
+the staging descriptor (the kernel hands its page-cache pages to the socket: no copy into our
+buffer and back out); then the reply head and its small body with `recv_into`. A few Python
+calls per MiB, none of them trio's.
 
 Measured: client CPU per GiB of 8 MiB parts (bench/bench_part_source.py, its docstring has
 the table) 0.52-0.60 -> 0.30-0.34 s from memory pieces, 0.82-0.90 -> 0.36-0.38 s from the
@@ -33,22 +35,50 @@ machine (/tmp/cpone.sh, /proc/PID/stat): kept 521-553 MB/s at 1.04-1.10 daemon C
 54 MiB; ossfs2 in the same triples 498-549 MB/s. Fresh 1 MiB buffers held for a while cost
 page faults; the one reused read buffer does not.
 
-Kept from the httpcore path: the CRC is that of exactly the bytes that went on the wire; a
-send that makes no progress for `timeout_s` (SO_SNDTIMEO), or a reply head that does not come
-in `timeout_s` (SO_RCVTIMEO), fails the attempt (the same `read_timeout_s` httpx had for
-write and read); a send refused by the peer (reset, pipe) still reads a reply the server may
-have sent before it closed (an early error answer), as httpcore does; the connection is
-reused only after a whole body went and a whole reply came back with keep-alive. Not kept: a
-reused connection found closed is not resent on a fresh one outside the retry budget (as the
-GET side does): the attempt fails and counts as one try.
+sendfile instead of sendmsg from the CRC buffer (session 8): each byte is copied once on our
+side (into the CRC buffer) instead of twice. Client CPU per GiB of staged 8 MiB parts
+(bench_part_source.py, loaded machine, 3 pairs of processes taking turns) 0.44-0.45 ->
+0.39-0.43 s, the emulator's CPU unchanged. Through a mount (W13 shape, `bench_write_mount.py
+--only big --src <main> --src .`, load 5-8 from other work, medians [min..max]):
+
+    rounds  daemon CPU s/GiB                     MB/s        emulator CPU s/GiB
+    5       1.56 [1.37..2.89] -> 1.03 [0.99..1.16]  199 -> 292  2.62 -> 2.57
+    5       1.06 [0.97..1.78] -> 1.09 [0.85..1.42]  267 -> 283  2.94 -> 2.46
+    15      1.27 [0.90..1.84] -> 0.96 [0.86..1.16]  265 -> 334  2.44 -> 2.50
+    15      1.20 [0.96..1.90] -> 1.02 [0.84..1.23]  291 -> 306  2.65 -> 2.66
+
+Peak RSS the same (55 MiB). cp's close() waits longer (median 0.6-1.6 -> 1.7-1.9 s): cp
+writes faster, so more of the parts are still to go when it closes; the total is shorter.
+
+The CRC and the wire: the CRC is taken from the staged file before the bytes go, and sendfile
+reads the file again as it sends (or later: TCP holds page references until acknowledged, a
+retransmit reads them again). The two can differ only if the range was rewritten meanwhile;
+the server's CRC is then that of what it got, not ours, the body is sent again (hashed
+afresh), and a part is never called good for bytes the server does not hold (a CRC-64
+collision aside). A range cut meanwhile makes sendfile return 0: StagingError naming the
+object. A staged file that is short from the start is found by the CRC pass, before the head
+goes: nothing is sent. (mmap would spare the CRC pass its copy too, but a staged file is
+truncated under a part in flight, fs/staging.py `truncate`: touching a mapped page past the
+new end is SIGBUS, the daemon's death.)
+
+Kept from the httpcore path: a send that makes no progress for `timeout_s` (SO_SNDTIMEO), or
+a reply head that does not come in `timeout_s` (SO_RCVTIMEO), fails the attempt (the same
+`read_timeout_s` httpx had for write and read; sendfile to a socket waits with the socket's
+send timeout as send does, and a call that made some progress returns it, so each stretch
+without progress is bounded); a send refused by the peer (reset, pipe) still reads a reply the
+server may have sent before it closed (an early error answer), as httpcore does; the
+connection is reused only after a whole body went and a whole reply came back with
+keep-alive. Not kept: a reused connection found closed is not resent on a fresh one outside
+the retry budget (as the GET side does): the attempt fails and counts as one try.
 
 TLS (https endpoints) keeps the httpcore path: the blocking socket would bypass the SSL object.
 
 Cancellation: as `_pump` (read its docstring, same problem: a thread must never touch the
 staged fd after the call returned). The call is
 `abandon_on_cancel=True` only so trio tells us at once; on Cancelled we set the cancel flag,
-shut the socket down (a blocked send or recv returns at once) and wait, shielded, for the
-thread's end; the connection is then closed, never reused.
+shut the socket down (a blocked send, sendfile or recv returns at once) and wait, shielded, for the
+thread's end; the connection is then closed, never reused. (Pages sendfile queued may stay
+referenced by the socket until the kernel drops them: that holds the pages, not the fd.)
 
 Concurrency: only the worker thread touches a `BodySend`'s counters and the connection while
 `run` is going; the trio side reads them after `run` returned. `cancel_and_wait` is the one

@@ -7,9 +7,10 @@ typed errors); it adds request bodies and the checks that make a write trustwort
   the client's own connections, reply read there too (`_upload_wire`: no per-piece trio or
   httpcore work; figures there). Smaller bodies, and every body over TLS,
   are streamed through httpcore from a file range in `chunk_size` pieces read in a worker
-  thread (on the trio thread up to 256 KiB). Either way the CRC-64 is folded in as each
-  piece goes, so a 5 GiB part never sits in memory and the CRC is that of exactly the bytes
-  that went on the wire.
+  thread (on the trio thread up to 256 KiB). Either way a 5 GiB part never sits in memory,
+  and the CRC-64 is that of the bytes sent: httpcore's pieces are hashed as each goes; the
+  thread path hashes the staged range, then sendfile sends it from the file (a rewrite in
+  between shows as a mismatch below and a resend: `_upload_wire`).
 * PutObject and UploadPart compare that CRC with the reply's `x-oss-hash-crc64ecma`. A
   mismatch (or a missing header) re-sends the body, at most `crc_resends` more times, then
   raises `CrcMismatch`: such a write is never reported done.

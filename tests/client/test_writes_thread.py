@@ -1,7 +1,10 @@
 """Bodies above `_upload_wire.MIN_BODY` go out in one worker thread on the client's own
 connections (oss/_upload_wire.py): verified like the httpcore path, signed V1 or V4, the
-connection kept alive, a stalled server bounded by the timeout, a cancelled upload's thread
-stopped before the call returns, and TLS left to httpcore."""
+connection kept alive, a stalled server bounded by the timeout (for sendfile too), a cancelled
+upload's thread stopped before the call returns, and TLS left to httpcore. The body is hashed
+first and then sent with sendfile from the staged file: a range rewritten or cut in between
+must end in a resend or a StagingError, never in a part called good that the server does not
+hold."""
 
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from ossmount.oss import (
     StaticCredentialsProvider,
     _upload_wire,
 )
-from ossmount.oss._writes import FileRange, OssWrites
+from ossmount.oss._upload_wire import BodySend
+from ossmount.oss._writes import FileRange, OssWrites, StagingError
 from tests.client._raw_server import RawServer, read_request
 from tests.sdk import sdk_get
 
@@ -188,3 +192,84 @@ async def test_a_reply_that_never_comes_is_bounded_by_the_read_timeout(
     assert "ReadTimeout" in str(caught.value)
     assert server.bodies == [len(DATA)] * 2  # each try sent the whole body, then waited
     assert len(jobs) == 2
+
+
+@pytest.fixture
+def rewritable(tmp_path: Path) -> Iterator[int]:
+    path = tmp_path / "staged-rw"
+    path.write_bytes(DATA)
+    fd = os.open(path, os.O_RDWR)
+    yield fd
+    os.close(fd)
+
+
+async def test_a_range_rewritten_after_it_was_hashed_is_sent_again(
+    emu: Emulator, rewritable: int, jobs: list[BodySend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A writer rewrites the part between the CRC pass and sendfile: the server gets bytes our
+    # CRC is not of, so the reply's CRC differs and the part is sent again, hashed afresh.
+    new = bytes(b ^ 0x5A for b in DATA[:MiB]) + DATA[MiB:]
+    hash_once = BodySend._hash
+
+    def hash_then_rewrite(job: BodySend, src: FileRange) -> bool:
+        ok = hash_once(job, src)
+        if len(jobs) == 1:
+            os.pwrite(rewritable, new[:MiB], 0)
+        return ok
+
+    monkeypatch.setattr(BodySend, "_hash", hash_then_rewrite)
+    async with _client(emu) as client:
+        writes = OssWrites(client)
+        uid = await writes.initiate_multipart("k")
+        part = await writes.upload_part("k", uid, 1, FileRange(rewritable, 0, len(DATA)))
+        await writes.complete_multipart("k", uid, [part])
+    assert [job.crc for job in jobs] == [crc64(DATA), crc64(new)]
+    assert part.crc64 == crc64(new)
+    assert sdk_get(emu, "k") == new
+
+
+async def test_a_range_cut_after_it_was_hashed_is_a_staging_error(
+    emu: Emulator, rewritable: int, jobs: list[BodySend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hash_once = BodySend._hash
+
+    def hash_then_cut(job: BodySend, src: FileRange) -> bool:
+        ok = hash_once(job, src)
+        os.ftruncate(rewritable, MiB + 7)
+        return ok
+
+    monkeypatch.setattr(BodySend, "_hash", hash_then_cut)
+    async with _client(emu) as client:
+        writes = OssWrites(client)
+        uid = await writes.initiate_multipart("k")
+        with pytest.raises(StagingError, match="oss://bkt/k") as caught:
+            await writes.upload_part("k", uid, 1, FileRange(rewritable, 0, len(DATA)))
+    assert f"staged file ends at {MiB + 7}" in str(caught.value)
+    assert len(jobs) == 1
+    assert jobs[0].sent == MiB + 7
+    assert not jobs[0].keep_alive
+
+
+class CountingServer(RawServer):
+    """Counts the bytes each connection brought, and never answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[int] = []
+
+    def _one(self, conn: socket.socket) -> None:
+        n = 0
+        while chunk := conn.recv(65536):
+            n += len(chunk)
+        self.received.append(n)
+
+
+async def test_a_short_staged_file_puts_nothing_on_the_wire(staged: int) -> None:
+    # The CRC pass reads the whole range before the head goes: the server sees no request.
+    with CountingServer() as server:
+        config = OssConfig(server.endpoint, "b", region="cn-hangzhou", read_timeout_s=5)
+        async with OssClient(config, StaticCredentialsProvider(Credentials("a", "s"))) as client:
+            short = FileRange(staged, 4 + len(DATA), len(DATA) + 1)
+            with pytest.raises(StagingError, match="oss://b/k"):
+                await OssWrites(client).upload_part("k", "U", 1, short)
+    assert server.received == [0]
