@@ -41,7 +41,7 @@ side (into the CRC buffer) instead of twice. Client CPU per GiB of staged 8 MiB 
 0.39-0.43 s, the emulator's CPU unchanged. Through a mount (W13 shape, `bench_write_mount.py
 --only big --src <main> --src .`, load 5-8 from other work, medians [min..max]):
 
-    rounds  daemon CPU s/GiB                     MB/s        emulator CPU s/GiB
+    rounds  daemon CPU s/GiB                        MB/s        emulator CPU s/GiB
     5       1.56 [1.37..2.89] -> 1.03 [0.99..1.16]  199 -> 292  2.62 -> 2.57
     5       1.06 [0.97..1.78] -> 1.09 [0.85..1.42]  267 -> 283  2.94 -> 2.46
     15      1.27 [0.90..1.84] -> 0.96 [0.86..1.16]  265 -> 334  2.44 -> 2.50
@@ -57,9 +57,12 @@ the server's CRC is then that of what it got, not ours, the body is sent again (
 afresh), and a part is never called good for bytes the server does not hold (a CRC-64
 collision aside). A range cut meanwhile makes sendfile return 0: StagingError naming the
 object. A staged file that is short from the start is found by the CRC pass, before the head
-goes: nothing is sent. (mmap would spare the CRC pass its copy too, but a staged file is
-truncated under a part in flight, fs/staging.py `truncate`: touching a mapped page past the
-new end is SIGBUS, the daemon's death.)
+goes: nothing is sent. A staged file sendfile cannot read (a filesystem without splice
+support: EINVAL before a byte went) is read again through the CRC buffer and sent from it, as
+before session 8; a change since the CRC pass is then a mismatch the same way. (mmap would
+spare the CRC pass its copy too, but a staged file is truncated under a part in flight,
+fs/staging.py `truncate`: touching a mapped page past the new end is SIGBUS, the daemon's
+death.)
 
 Kept from the httpcore path: a send that makes no progress for `timeout_s` (SO_SNDTIMEO), or
 a reply head that does not come in `timeout_s` (SO_RCVTIMEO), fails the attempt (the same
@@ -122,6 +125,8 @@ _REPLY_CAP = 8 * 1024 * 1024  # a longer reply body is not read (the caller refu
 _NOTSENT_LOWAT = 25  # socket.TCP_NOTSENT_LOWAT on Linux (the module lacks it before 3.12)
 _NO_LOWAT = struct.pack("@I", 0xFFFFFFFF)  # the kernel's default: no limit
 _GONE = frozenset((errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED))
+_NO_SENDFILE = frozenset((errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP))  # the file cannot splice
+_sendfile = os.sendfile  # a name of its own: tests replace it without touching os
 
 
 class BodySend(SocketThreadJob):
@@ -182,37 +187,64 @@ class BodySend(SocketThreadJob):
     def _send_file(self, sock: socket.socket, src: FileRange) -> None:
         """The staged range's CRC first (preadv into one reused buffer), then the head and the
         range itself with sendfile (module docstring: why, and why the CRC stays honest)."""
-        if not self._hash(src):
+        buf = self._hash(src)
+        if buf is None:
             return
-        self._send_head(sock)
+        self._send_all(sock, self._head, socket.MSG_MORE)
         pos = 0
         while pos < src.length:
             if self.cancelled:
                 raise OSError(errno.ECANCELED, "cancelled")
-            n = os.sendfile(sock.fileno(), src.fd, src.offset + pos, src.length - pos)
+            try:
+                n = _sendfile(sock.fileno(), src.fd, src.offset + pos, src.length - pos)
+            except OSError as exc:
+                if pos or exc.errno not in _NO_SENDFILE:
+                    raise
+                self._copy_out(sock, src, buf)  # a staging filesystem sendfile cannot read
+                return
             if n == 0:  # cut after it was hashed: the server's CRC could not match anyway
                 self._ends_at(src, pos)
                 return
             self.sent += n
             pos += n
 
-    def _hash(self, src: FileRange) -> bool:
-        """`crc` of the staged range; False (and `staging` says why) if it cannot be read."""
+    def _hash(self, src: FileRange) -> memoryview | None:
+        """`crc` of the staged range; the buffer it was read through, or None (and `staging`
+        says why) if the range cannot be read."""
         buf = memoryview(bytearray(min(_READ, src.length)))
         pos = 0
         while pos < src.length and not self.cancelled:
             view = buf[: min(len(buf), src.length - pos)]
-            try:
-                n = os.preadv(src.fd, [view], src.offset + pos)
-            except OSError as exc:
-                self.staging = f"reading staged bytes at {src.offset + pos} failed: {exc}"
-                return False
-            if n != len(view):
-                self._ends_at(src, pos + n)
-                return False
+            if not self._read(src, pos, view):
+                return None
             self.crc = crc64(view, self.crc)
-            pos += n
-        return not self.cancelled
+            pos += len(view)
+        return None if self.cancelled else buf
+
+    def _copy_out(self, sock: socket.socket, src: FileRange, buf: memoryview) -> None:
+        """The range read again into `buf` and sent from it, where sendfile cannot read the
+        staged file (no splice support: EINVAL). Bytes changed since the CRC pass make a
+        mismatch and a resend, as with sendfile."""
+        pos = 0
+        while pos < src.length:
+            view = buf[: min(len(buf), src.length - pos)]
+            if not self._read(src, pos, view):
+                return
+            self._send_all(sock, view, 0)
+            self.sent += len(view)
+            pos += len(view)
+
+    def _read(self, src: FileRange, pos: int, view: memoryview) -> bool:
+        """`view` filled from the range at `pos`; False (and `staging` says why) if it cannot."""
+        try:
+            n = os.preadv(src.fd, [view], src.offset + pos)
+        except OSError as exc:
+            self.staging = f"reading staged bytes at {src.offset + pos} failed: {exc}"
+            return False
+        if n != len(view):
+            self._ends_at(src, pos + n)
+            return False
+        return True
 
     def _ends_at(self, src: FileRange, pos: int) -> None:
         self.staging = (
@@ -220,12 +252,12 @@ class BodySend(SocketThreadJob):
             f"{src.offset + src.length}"
         )
 
-    def _send_head(self, sock: socket.socket) -> None:
-        """The request head, corked (MSG_MORE) so it leaves with the body's first bytes; a
-        blocking send may take part of it (a timeout with progress, a signal)."""
-        view = memoryview(self._head)
+    def _send_all(self, sock: socket.socket, data: bytes | memoryview, flags: int) -> None:
+        """Every byte of `data` (a blocking send may take part of it: a timeout with progress,
+        a signal), unless cancelled meanwhile."""
+        view = memoryview(data)
         while view:
-            view = view[sock.send(view, socket.MSG_MORE) :]
+            view = view[sock.send(view, flags) :]
             if self.cancelled and view:
                 raise OSError(errno.ECANCELED, "cancelled")
 

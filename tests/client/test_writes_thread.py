@@ -8,6 +8,7 @@ hold."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import socket
@@ -273,3 +274,21 @@ async def test_a_short_staged_file_puts_nothing_on_the_wire(staged: int) -> None
             with pytest.raises(StagingError, match="oss://b/k"):
                 await OssWrites(client).upload_part("k", "U", 1, short)
     assert server.received == [0]
+
+
+async def test_a_staged_file_sendfile_cannot_read_is_sent_from_the_crc_buffer(
+    emu: Emulator, staged: int, jobs: list[BodySend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A staging filesystem without splice support: sendfile fails with EINVAL before a byte.
+    def no_splice(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(_upload_wire, "_sendfile", no_splice)
+    async with _client(emu) as client:
+        writes = OssWrites(client)
+        put = await writes.put_object("k", FileRange(staged, 4, len(DATA)))
+    assert put.crc64 == crc64(DATA)
+    assert len(jobs) == 1
+    assert jobs[0].sent == len(DATA)
+    assert jobs[0].keep_alive
+    assert sdk_get(emu, "k") == DATA
