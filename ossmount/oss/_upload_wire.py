@@ -6,10 +6,12 @@ scheduler pass, socket-wrapper checkpoints and h11 events (per GiB ~6,300 send()
 ~12,300 trio socket-helper calls, ~7,300 httpcore _send_event). Here the trio side signs the
 request and builds its head (`_wire.request_head`), takes a keep-alive connection from the
 client's `_wire` pool, and one `trio.to_thread.run_sync` does the rest with blocking syscalls
-on the same descriptor (the GET side's pattern, `_pump`): the head and the body's pieces with
-`sendmsg`, each piece's CRC-64 folded in just before it goes (fastcrc, GIL released), a
-staged `FileRange` read with `preadv` into one reused 1 MiB buffer; then the reply head and
-its small body with `recv_into`. A few Python calls per MiB, none of them trio's.
+on the same descriptor (the GET side's pattern, `_pump`): the staged `FileRange` read with
+`preadv` into one reused 1 MiB buffer for its CRC-64 (fastcrc, GIL released), then the head
+with `send` (MSG_MORE: it leaves with the first body bytes) and the range with `sendfile` from
+the staging descriptor (the kernel hands its page-cache pages to the socket: no copy into our
+buffer and back out); then the reply head and its small body with `recv_into`. A few Python
+calls per MiB, none of them trio's.
 
 Measured: client CPU per GiB of 8 MiB parts (bench/bench_part_source.py, its docstring has
 the table) 0.52-0.60 -> 0.30-0.34 s from memory pieces, 0.82-0.90 -> 0.36-0.38 s from the
@@ -33,22 +35,53 @@ machine (/tmp/cpone.sh, /proc/PID/stat): kept 521-553 MB/s at 1.04-1.10 daemon C
 54 MiB; ossfs2 in the same triples 498-549 MB/s. Fresh 1 MiB buffers held for a while cost
 page faults; the one reused read buffer does not.
 
-Kept from the httpcore path: the CRC is that of exactly the bytes that went on the wire; a
-send that makes no progress for `timeout_s` (SO_SNDTIMEO), or a reply head that does not come
-in `timeout_s` (SO_RCVTIMEO), fails the attempt (the same `read_timeout_s` httpx had for
-write and read); a send refused by the peer (reset, pipe) still reads a reply the server may
-have sent before it closed (an early error answer), as httpcore does; the connection is
-reused only after a whole body went and a whole reply came back with keep-alive. Not kept: a
-reused connection found closed is not resent on a fresh one outside the retry budget (as the
-GET side does): the attempt fails and counts as one try.
+sendfile instead of sendmsg from the CRC buffer (session 8): each byte is copied once on our
+side (into the CRC buffer) instead of twice. Client CPU per GiB of staged 8 MiB parts
+(bench_part_source.py, loaded machine, 3 pairs of processes taking turns) 0.44-0.45 ->
+0.39-0.43 s, the emulator's CPU unchanged. Through a mount (W13 shape, `bench_write_mount.py
+--only big --src <main> --src .`, load 5-8 from other work, medians [min..max]):
+
+    rounds  daemon CPU s/GiB                        MB/s        emulator CPU s/GiB
+    5       1.56 [1.37..2.89] -> 1.03 [0.99..1.16]  199 -> 292  2.62 -> 2.57
+    5       1.06 [0.97..1.78] -> 1.09 [0.85..1.42]  267 -> 283  2.94 -> 2.46
+    15      1.27 [0.90..1.84] -> 0.96 [0.86..1.16]  265 -> 334  2.44 -> 2.50
+    15      1.20 [0.96..1.90] -> 1.02 [0.84..1.23]  291 -> 306  2.65 -> 2.66
+
+Peak RSS the same (55 MiB). cp's close() waits longer (median 0.6-1.6 -> 1.7-1.9 s): cp
+writes faster, so more of the parts are still to go when it closes; the total is shorter.
+
+The CRC and the wire: the CRC is taken from the staged file before the bytes go, and sendfile
+reads the file again as it sends (or later: TCP holds page references until acknowledged, a
+retransmit reads them again). The two can differ only if the range was rewritten meanwhile;
+the server's CRC is then that of what it got, not ours, the body is sent again (hashed
+afresh), and a part is never called good for bytes the server does not hold (a CRC-64
+collision aside). A range cut meanwhile makes sendfile return 0: StagingError naming the
+object. A staged file that is short from the start is found by the CRC pass, before the head
+goes: nothing is sent. A staged file sendfile cannot read (a filesystem without splice
+support: EINVAL before a byte went) is read again through the CRC buffer and sent from it, as
+before session 8; a change since the CRC pass is then a mismatch the same way. (mmap would
+spare the CRC pass its copy too, but a staged file is truncated under a part in flight,
+fs/staging.py `truncate`: touching a mapped page past the new end is SIGBUS, the daemon's
+death.)
+
+Kept from the httpcore path: a send that makes no progress for `timeout_s` (SO_SNDTIMEO), or
+a reply head that does not come in `timeout_s` (SO_RCVTIMEO), fails the attempt (the same
+`read_timeout_s` httpx had for write and read; sendfile to a socket waits with the socket's
+send timeout as send does, and a call that made some progress returns it, so each stretch
+without progress is bounded); a send refused by the peer (reset, pipe) still reads a reply the
+server may have sent before it closed (an early error answer), as httpcore does; the
+connection is reused only after a whole body went and a whole reply came back with
+keep-alive. Not kept: a reused connection found closed is not resent on a fresh one outside
+the retry budget (as the GET side does): the attempt fails and counts as one try.
 
 TLS (https endpoints) keeps the httpcore path: the blocking socket would bypass the SSL object.
 
 Cancellation: as `_pump` (read its docstring, same problem: a thread must never touch the
-staged fd or the caller's pieces after the call returned). The call is
+staged fd after the call returned). The call is
 `abandon_on_cancel=True` only so trio tells us at once; on Cancelled we set the cancel flag,
-shut the socket down (a blocked send or recv returns at once) and wait, shielded, for the
-thread's end; the connection is then closed, never reused.
+shut the socket down (a blocked send, sendfile or recv returns at once) and wait, shielded, for the
+thread's end; the connection is then closed, never reused. (Pages sendfile queued may stay
+referenced by the socket until the kernel drops them: that holds the pages, not the fd.)
 
 Concurrency: only the worker thread touches a `BodySend`'s counters and the connection while
 `run` is going; the trio side reads them after `run` returned. `cancel_and_wait` is the one
@@ -63,7 +96,6 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -76,7 +108,7 @@ from ..observe import record_request
 from ._errors import BadResponse, OssError, OssTransportError, describe_cause
 from ._threadjob import SocketThreadJob, timeval
 from ._wire import MAX_HEAD, Connection, WireError, WirePool, parse_head, request_head
-from ._write_types import Chunks, FileRange, StagingError
+from ._write_types import FileRange, StagingError
 
 __all__ = ["ENABLED", "MIN_BODY", "BodySend", "request_with_body", "send_with_body", "usable"]
 
@@ -85,15 +117,16 @@ ENABLED = True  # off: every body goes through httpcore (tests compare the two p
 # Smaller bodies stay on the httpcore path, read on the event loop (`_write_bodies`): there a
 # small file's commit pays no thread hop.
 MIN_BODY = 256 * 1024
-_READ = 1024 * 1024  # a staged range is read and sent in pieces of this size
+_READ = 1024 * 1024  # a staged range is read for its CRC in pieces of this size
 _REPLY_CAP = 8 * 1024 * 1024  # a longer reply body is not read (the caller refuses it)
 # trio sets TCP_NOTSENT_LOWAT to 16 KiB on its connections (latency for small writes): a
 # blocked sendmsg of a part then wakes per 16 KiB the peer takes. Lifted while a body goes
 # (system time per GiB, bench/bench_part_source.py), restored after.
 _NOTSENT_LOWAT = 25  # socket.TCP_NOTSENT_LOWAT on Linux (the module lacks it before 3.12)
 _NO_LOWAT = struct.pack("@I", 0xFFFFFFFF)  # the kernel's default: no limit
-_IOV_MAX = 1024  # buffers one sendmsg takes (Linux): a part of 4 KiB FUSE writes has more
 _GONE = frozenset((errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED))
+_NO_SENDFILE = frozenset((errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP))  # the file cannot splice
+_sendfile = os.sendfile  # a name of its own: tests replace it without touching os
 
 
 class BodySend(SocketThreadJob):
@@ -101,7 +134,7 @@ class BodySend(SocketThreadJob):
     thread handshake and `cancel_and_wait` are `_threadjob.SocketThreadJob`'s)."""
 
     def __init__(
-        self, conn: Connection, head: bytes, body: FileRange | Chunks, timeout_s: float, where: str
+        self, conn: Connection, head: bytes, body: FileRange, timeout_s: float, where: str
     ) -> None:
         super().__init__(conn.sock)
         self._conn = conn
@@ -138,10 +171,7 @@ class BodySend(SocketThreadJob):
 
     def _exchange(self, sock: socket.socket) -> None:
         try:
-            if isinstance(self._body, Chunks):
-                self._send_chunks(sock, self._body.pieces)
-            else:
-                self._send_file(sock, self._body)
+            self._send_file(sock, self._body)
         except BlockingIOError:  # SO_SNDTIMEO ran out without the peer taking a byte
             self.error = f"WriteTimeout: the server took no body byte in {self._timeout_s:g} s"
             return
@@ -154,51 +184,81 @@ class BodySend(SocketThreadJob):
             return
         self._read_reply(sock)
 
-    def _send_chunks(self, sock: socket.socket, pieces: Sequence[bytes | memoryview]) -> None:
-        # The CRC of every piece first, then one sendmsg: fewer sleeps and wake-ups on the
-        # send buffer than a sendmsg per piece (system time, bench_part_source.py).
-        for piece in pieces:
-            self.crc = crc64(piece, self.crc)
-        self._send(sock, [self._head, *pieces])
-
     def _send_file(self, sock: socket.socket, src: FileRange) -> None:
+        """The staged range's CRC first (preadv into one reused buffer), then the head and the
+        range itself with sendfile (module docstring: why, and why the CRC stays honest)."""
+        buf = self._hash(src)
+        if buf is None:
+            return
+        self._send_all(sock, self._head, socket.MSG_MORE)
+        pos = 0
+        while pos < src.length:
+            if self.cancelled:
+                raise OSError(errno.ECANCELED, "cancelled")
+            try:
+                n = _sendfile(sock.fileno(), src.fd, src.offset + pos, src.length - pos)
+            except OSError as exc:
+                if pos or exc.errno not in _NO_SENDFILE:
+                    raise
+                self._copy_out(sock, src, buf)  # a staging filesystem sendfile cannot read
+                return
+            if n == 0:  # cut after it was hashed: the server's CRC could not match anyway
+                self._ends_at(src, pos)
+                return
+            self.sent += n
+            pos += n
+
+    def _hash(self, src: FileRange) -> memoryview | None:
+        """`crc` of the staged range; the buffer it was read through, or None (and `staging`
+        says why) if the range cannot be read."""
         buf = memoryview(bytearray(min(_READ, src.length)))
-        head: bytes | None = self._head
         pos = 0
         while pos < src.length and not self.cancelled:
             view = buf[: min(len(buf), src.length - pos)]
-            try:
-                n = os.preadv(src.fd, [view], src.offset + pos)
-            except OSError as exc:
-                self.staging = f"reading staged bytes at {src.offset + pos} failed: {exc}"
-                return
-            if n != len(view):
-                self.staging = (
-                    f"staged file ends at {src.offset + pos + n}, expected bytes up to "
-                    f"{src.offset + src.length}"
-                )
-                return
+            if not self._read(src, pos, view):
+                return None
             self.crc = crc64(view, self.crc)
-            self._send(sock, [head, view] if head is not None else [view])
-            head = None
-            pos += n
+            pos += len(view)
+        return None if self.cancelled else buf
 
-    def _send(self, sock: socket.socket, bufs: list[bytes | memoryview]) -> None:
-        """Every byte of `bufs` (a blocking sendmsg may take part of them: a timeout with
-        progress, a signal); `sent` counts the body bytes among them as they go."""
-        views = [memoryview(b).cast("B") for b in bufs]
-        head = len(self._head) if bufs[0] is self._head else 0
-        while views:
-            n = sock.sendmsg(views[:_IOV_MAX])
-            took = n - min(n, head)
-            head -= n - took
-            self.sent += took
-            while views and n >= len(views[0]):
-                n -= len(views[0])
-                views.pop(0)
-            if n:
-                views[0] = views[0][n:]
-            if self.cancelled and views:
+    def _copy_out(self, sock: socket.socket, src: FileRange, buf: memoryview) -> None:
+        """The range read again into `buf` and sent from it, where sendfile cannot read the
+        staged file (no splice support: EINVAL). Bytes changed since the CRC pass make a
+        mismatch and a resend, as with sendfile."""
+        pos = 0
+        while pos < src.length:
+            view = buf[: min(len(buf), src.length - pos)]
+            if not self._read(src, pos, view):
+                return
+            self._send_all(sock, view, 0)
+            self.sent += len(view)
+            pos += len(view)
+
+    def _read(self, src: FileRange, pos: int, view: memoryview) -> bool:
+        """`view` filled from the range at `pos`; False (and `staging` says why) if it cannot."""
+        try:
+            n = os.preadv(src.fd, [view], src.offset + pos)
+        except OSError as exc:
+            self.staging = f"reading staged bytes at {src.offset + pos} failed: {exc}"
+            return False
+        if n != len(view):
+            self._ends_at(src, pos + n)
+            return False
+        return True
+
+    def _ends_at(self, src: FileRange, pos: int) -> None:
+        self.staging = (
+            f"staged file ends at {src.offset + pos}, expected bytes up to "
+            f"{src.offset + src.length}"
+        )
+
+    def _send_all(self, sock: socket.socket, data: bytes | memoryview, flags: int) -> None:
+        """Every byte of `data` (a blocking send may take part of it: a timeout with progress,
+        a signal), unless cancelled meanwhile."""
+        view = memoryview(data)
+        while view:
+            view = view[sock.send(view, flags) :]
+            if self.cancelled and view:
                 raise OSError(errno.ECANCELED, "cancelled")
 
     def _read_reply(self, sock: socket.socket) -> None:
@@ -262,7 +322,7 @@ class BodySend(SocketThreadJob):
 async def send_with_body(
     pool: WirePool,
     head: bytes,
-    body: FileRange | Chunks,
+    body: FileRange,
     *,
     timeout_s: float,
     limiter: trio.CapacityLimiter,
@@ -291,7 +351,7 @@ async def send_with_body(
     return job
 
 
-def usable(client: OssClient, body: FileRange | Chunks) -> bool:
+def usable(client: OssClient, body: FileRange) -> bool:
     """Whether this path should carry `body` for `client`: over plain HTTP (TLS keeps
     httpcore, see the module docstring), and a body above `MIN_BODY`."""
     return ENABLED and body.length > MIN_BODY and client._scheme == "http"
@@ -303,7 +363,7 @@ async def request_with_body(
     key: str,
     query: list[tuple[str, str]],
     headers: dict[str, str],
-    body: FileRange | Chunks,
+    body: FileRange,
 ) -> tuple[dict[str, str], bytes, int, int]:
     """One signed attempt of a request with a body (the caller sets Content-Length): the
     reply's lower-case headers, its body, the CRC-64 of the body bytes sent and their number.

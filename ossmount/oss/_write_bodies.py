@@ -1,7 +1,7 @@
 """Request bodies of the write half (oss._writes) on the httpcore path (bodies up to 256 KiB,
-and every body over TLS; larger ones go through `_upload_wire`): a staged file range or parts
-held in memory, streamed piece by piece with their CRC-64 folded in as each piece goes, so the
-part's CRC is known when the reply's arrives (the comparison is in oss._writes)."""
+and every body over TLS; larger ones go through `_upload_wire`): a staged file range streamed
+piece by piece with its CRC-64 folded in as each piece goes, so the part's CRC is known when
+the reply's arrives (the comparison is in oss._writes)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import httpx
 import trio
 
 from ..crc64 import crc64
-from ._write_types import Chunks, FileRange, StagingError
+from ._write_types import FileRange, StagingError
 
-__all__ = ["ChunkBody", "FileBody", "Sent"]
+__all__ = ["FileBody", "Sent"]
 
 # Body pieces up to this size are read on the event loop: a pread of 256 KiB from the page
 # cache takes tens of microseconds, less than handing it to a worker thread and back, and a
@@ -58,25 +58,6 @@ class FileBody(httpx.AsyncByteStream):
         sent.crc = crc
         sent.done = pos + n
         return data
-
-
-class ChunkBody(httpx.AsyncByteStream):
-    """A request body from memory (`Chunks`), piece by piece, CRC folded in as each goes."""
-
-    def __init__(self, src: Chunks, sent: Sent) -> None:
-        self.pieces, self.sent, self.next = src.pieces, sent, 0
-
-    def __aiter__(self) -> ChunkBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self.next >= len(self.pieces):
-            raise StopAsyncIteration
-        piece = self.pieces[self.next]
-        self.next += 1
-        self.sent.crc = crc64(piece, self.sent.crc)
-        self.sent.done += len(piece)
-        return piece  # type: ignore[return-value]  # h11 and the socket take any buffer
 
 
 class Sent:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from ._errors import OssError
 
 __all__ = [
-    "Chunks",
     "CopyResult",
     "CrcMismatch",
     "FileAlreadyExists",
@@ -81,17 +80,6 @@ class FileRange:
 
     fd: int
     offset: int
-    length: int
-
-
-@dataclass(frozen=True, slots=True)
-class Chunks:
-    """A body already in memory, as the pieces it was made of: sent piece by piece, never
-    joined into one buffer. (The mount sends parts from the staging file: keeping a writer's
-    FUSE buffers for its parts, write/hotparts.py until session 7, cost more than reading the
-    file back once bodies went out in one thread, oss/_upload_wire.py.)"""
-
-    pieces: tuple[bytes | memoryview, ...]
     length: int
 
 

@@ -3,13 +3,14 @@
 `OssWrites(client)` rides on an `OssClient` (same signing, connection pool, retry policy and
 typed errors); it adds request bodies and the checks that make a write trustworthy:
 
-* Bodies over 256 KiB on plain HTTP (a staged `FileRange` or memory `Chunks`) go out in one
-  worker thread on the client's own connections, reply read there too (`_upload_wire`: no
-  per-piece trio or httpcore work; figures there). Smaller bodies, and every body over TLS,
+* Bodies over 256 KiB on plain HTTP (a staged `FileRange`) go out in one worker thread on
+  the client's own connections, reply read there too (`_upload_wire`: no per-piece trio or
+  httpcore work; figures there). Smaller bodies, and every body over TLS,
   are streamed through httpcore from a file range in `chunk_size` pieces read in a worker
-  thread (on the trio thread up to 256 KiB). Either way the CRC-64 is folded in as each
-  piece goes, so a 5 GiB part never sits in memory and the CRC is that of exactly the bytes
-  that went on the wire.
+  thread (on the trio thread up to 256 KiB). Either way a 5 GiB part never sits in memory,
+  and the CRC-64 is that of the bytes sent: httpcore's pieces are hashed as each goes; the
+  thread path hashes the staged range, then sendfile sends it from the file (a rewrite in
+  between shows as a mismatch below and a resend: `_upload_wire`).
 * PutObject and UploadPart compare that CRC with the reply's `x-oss-hash-crc64ecma`. A
   mismatch (or a missing header) re-sends the body, at most `crc_resends` more times, then
   raises `CrcMismatch`: such a write is never reported done.
@@ -45,9 +46,8 @@ from ..crc64 import combine, crc64
 from . import _upload_wire, signing
 from ._errors import BadResponse, NoSuchKey, OssError
 from ._retry import call_with_retries
-from ._write_bodies import ChunkBody, FileBody, Sent
+from ._write_bodies import FileBody, Sent
 from ._write_types import (
-    Chunks,
     CopyResult,
     CrcMismatch,
     ExistsAfterRetry,
@@ -78,7 +78,6 @@ if TYPE_CHECKING:
     from ._client import OssClient
 
 __all__ = [
-    "Chunks",
     "CopyResult",
     "CrcMismatch",
     "FileAlreadyExists",
@@ -136,13 +135,13 @@ class OssWrites:
         key: str,
         query: list[tuple[str, str]],
         headers: dict[str, str] | None = None,
-        body: bytes | FileRange | Chunks | None = None,
+        body: bytes | FileRange | None = None,
     ) -> tuple[httpx.Headers, bytes, int]:
         """One retried request; returns reply headers, reply body and the CRC of what we sent."""
 
         async def attempt(n: int) -> tuple[httpx.Headers, bytes, int]:
             try:
-                if isinstance(body, FileRange | Chunks) and _upload_wire.usable(self.client, body):
+                if isinstance(body, FileRange) and _upload_wire.usable(self.client, body):
                     return await self._wire_attempt(what, method, key, query, headers, body)
                 return await http_attempt()
             except OssError as exc:
@@ -159,14 +158,11 @@ class OssWrites:
         async def http_attempt() -> tuple[httpx.Headers, bytes, int]:
             sent = Sent()
             hs = dict(headers or {})
-            content: bytes | FileBody | ChunkBody | None
+            content: bytes | FileBody | None
             if isinstance(body, FileRange):
                 hs["Content-Length"] = str(body.length)
                 content = self._stream(key, body, sent) if body.length else b""
                 length = body.length
-            elif isinstance(body, Chunks):
-                hs["Content-Length"] = str(body.length)
-                content, length = ChunkBody(body, sent), body.length
             else:
                 content = body
                 length = len(body or b"")
@@ -194,7 +190,7 @@ class OssWrites:
         key: str,
         query: list[tuple[str, str]],
         headers: dict[str, str] | None,
-        body: FileRange | Chunks,
+        body: FileRange,
     ) -> tuple[httpx.Headers, bytes, int]:
         """One attempt on the client's own connections, body and reply in a worker thread
         (`_upload_wire`: no per-piece trio or httpcore work)."""
@@ -441,13 +437,13 @@ class OssWrites:
         return self._parse(parse_initiate, body, key)
 
     async def upload_part(
-        self, key: str, upload_id: str, number: int, body: FileRange | Chunks | bytes
+        self, key: str, upload_id: str, number: int, body: FileRange | bytes
     ) -> PartResult:
         """UploadPart; re-sent on a CRC mismatch (bounded), so the result is verified."""
         if not 1 <= number <= 10000:
             raise ValueError(f"part number {number} outside 1..10000")
         query = [("partNumber", str(number)), ("uploadId", upload_id)]
-        size = body.length if isinstance(body, FileRange | Chunks) else len(body)
+        size = body.length if isinstance(body, FileRange) else len(body)
 
         async def send() -> tuple[httpx.Headers, bytes, int]:
             return await self._request(f"UploadPart {number}", "PUT", key, query, None, body)
