@@ -19,13 +19,9 @@ for other write sizes and source offsets. In the emulator with ``--fast-etag`` (
 slabs 0.26-1.92 (median 0.31, three over 1.1): the slabs' bad runs would make the pump,
 not MD5, the bound of a faithful PUT.
 
-The thread handshake is the one of the client's ``oss/_threadjob.SocketThreadJob``, written
-again here because the emulator must not import client code (tests/unit/
-test_emulator_imports.py): a cancelled call never returns while its thread can still touch
-the socket or the writer. ``run`` (in the thread) marks itself started under the lock, or does
-nothing if the trio side cancelled first; ``cancel_and_wait`` (trio side, once trio stopped
-waiting for ``run``) sets ``cancelled``, shuts the socket down so a blocked ``recv`` returns
-at once, and waits until ``run`` says it finished, unless it never started or already ended.
+The thread handshake (a cancelled call never returns while its thread can still touch the
+socket or the writer) is ``ossmount.threadjob.SocketThreadJob``'s, shared with the client's
+thread paths.
 
 Concurrency: while ``run`` goes, only the worker thread touches the job's counters, the
 connection and the writer's CRC/size/file (the MD5 stage touches only ``writer.md5`` and
@@ -34,13 +30,11 @@ the ``bytes`` it was given); the trio side reads them after ``run`` returned.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
-from collections.abc import Callable
 
 import trio
 
+from ..threadjob import SocketThreadJob
 from .writer import BodyWriter
 
 __all__ = ["PUMP_MIN", "pump_body"]
@@ -49,7 +43,7 @@ PUMP_MIN = 1 << 20  # bodies (Content-Length) over this are pumped; smaller ones
 _RECV = 1 << 20  # the most one recv() asks for (it returns what the socket holds)
 
 
-class _BodyPump:
+class _BodyPump(SocketThreadJob):
     """Receive exactly ``want`` bytes from the socket into ``writer`` (module docstring)."""
 
     def __init__(
@@ -60,60 +54,13 @@ class _BodyPump:
         first: bytes,
         reserve: int,
     ) -> None:
-        self._sock = sock
+        super().__init__(sock)
         self._first = first
         self._reserve = reserve
-        self.cancelled = False
-        self._lock = threading.Lock()
-        self._started = False
-        self._finished = False
-        self._on_finish: Callable[[], object] | None = None
         self._writer = writer
         self._want = want
         self.got = 0
         self.eof = False  # the peer closed before ``want`` bytes
-
-    async def cancel_and_wait(self) -> None:
-        """Trio side, once trio stopped waiting for ``run``: stop the thread, return when it
-        has stopped (or will never start)."""
-        done = trio.Event()
-        token = trio.lowlevel.current_trio_token()
-        with self._lock:
-            if self._finished:
-                return
-            self.cancelled = True
-            if not self._started:
-                return  # ``run`` will see ``cancelled`` first and do nothing
-            self._on_finish = lambda: token.run_sync_soon(done.set)
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        await done.wait()
-
-    def run(self) -> None:
-        """The worker thread's part, on a blocking view of the descriptor (no dup, no close:
-        detached after; put back to non-blocking, as trio expects it)."""
-        with self._lock:
-            if self.cancelled:
-                return
-            self._started = True
-        try:
-            s = self._sock
-            sock = socket.socket(s.family, s.type, s.proto, fileno=s.fileno())
-            try:
-                sock.setblocking(True)
-                try:
-                    self._work(sock)
-                finally:
-                    with contextlib.suppress(OSError):
-                        sock.setblocking(False)
-            finally:
-                sock.detach()
-        finally:
-            with self._lock:
-                self._finished = True
-                on_finish = self._on_finish
-            if on_finish is not None:
-                on_finish()
 
     def _work(self, sock: socket.socket) -> None:
         w = self._writer

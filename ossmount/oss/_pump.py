@@ -59,7 +59,7 @@ import socket
 import trio
 
 from ..crc64 import crc64
-from ._threadjob import SocketThreadJob, timeval
+from ..threadjob import SocketThreadJob, timeval
 from .models import Sink
 
 __all__ = ["MAX_READ", "Pump", "land"]
@@ -70,7 +70,7 @@ MAX_READ = 4 * 1024 * 1024
 
 class Pump(SocketThreadJob):
     """One body's socket → sink loop, run in a worker thread (module docstring; the thread
-    handshake and `cancel_and_wait` are `_threadjob.SocketThreadJob`'s).
+    handshake and `cancel_and_wait` are `ossmount.threadjob.SocketThreadJob`'s).
 
     Only the worker thread touches the counters and the sink while `run` is going; the trio
     side reads them after `run` returned.

@@ -105,8 +105,8 @@ if TYPE_CHECKING:
 
 from ..crc64 import crc64
 from ..observe import record_request
+from ..threadjob import SocketThreadJob, timeval
 from ._errors import BadResponse, OssError, OssTransportError, describe_cause
-from ._threadjob import SocketThreadJob, timeval
 from ._wire import MAX_HEAD, Connection, WireError, WirePool, parse_head, request_head
 from ._write_types import FileRange, StagingError
 
@@ -131,7 +131,7 @@ _sendfile = os.sendfile  # a name of its own: tests replace it without touching 
 
 class BodySend(SocketThreadJob):
     """One request (head + body) and its reply, run in a worker thread (module docstring; the
-    thread handshake and `cancel_and_wait` are `_threadjob.SocketThreadJob`'s)."""
+    thread handshake and `cancel_and_wait` are `ossmount.threadjob.SocketThreadJob`'s)."""
 
     def __init__(
         self, conn: Connection, head: bytes, body: FileRange, timeout_s: float, where: str

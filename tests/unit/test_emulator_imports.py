@@ -14,6 +14,7 @@ ALLOWED = {
     "ossmount.oss.signing",
     "ossmount.oss.models",
     "ossmount.oss.addressing",
+    "ossmount.threadjob",  # a worker thread's cancel handshake: plumbing, no protocol
 }
 
 

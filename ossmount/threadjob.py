@@ -1,11 +1,13 @@
 """A job on a trio socket's descriptor, run in one worker thread and cancellable from trio.
 
-Why one place: both thread paths of the client (`_pump.Pump`, a GET body received into the
-cache; `_upload_wire.BodySend`, a request body sent and its reply read) need the same
-guarantee, and it is easy to get subtly wrong: a cancelled call must never return while its
+Why one place: the client's two thread paths (`oss/_pump.Pump`, a GET body received into
+the cache; `oss/_upload_wire.BodySend`, a request body sent and its reply read) and the
+emulator's upload pump (`emulator/pump.py`, a request body received into the store) need the
+same guarantee, and it is easy to get subtly wrong: a cancelled call must never return while its
 thread can still touch the socket, the sink or the caller's buffers (a late pwrite could land
-in another file that reused the descriptor number). `_pump`'s docstring says why this design
-and what was rejected.
+in another file that reused the descriptor number). `oss/_pump`'s docstring says why this
+design and what was rejected. Plumbing only, no protocol: the emulator may share it
+(tests/unit/test_emulator_imports.py).
 
 The handshake: `run` (in the thread) marks itself started under the lock, or does nothing if
 the trio side cancelled first; `cancel_and_wait` (on the trio side, once trio stopped waiting
