@@ -5,8 +5,10 @@ typed errors); it adds request bodies and the checks that make a write trustwort
 
 * Bodies over 256 KiB on plain HTTP (a staged `FileRange`) go out in one worker thread on
   the client's own connections, reply read there too (`_upload_wire`: no per-piece trio or
-  httpcore work; figures there). Smaller bodies, and every body over TLS,
-  are streamed through httpcore from a file range in `chunk_size` pieces read in a worker
+  httpcore work; figures there). Staged bodies up to 64 KiB (a small file's PutObject) go
+  with their head in one write on the event loop, on the same connections (`_small_body`:
+  no httpcore/h11 per file). The ones between, every larger body over TLS, and in-memory
+  bodies are streamed through httpcore from a file range in `chunk_size` pieces read in a worker
   thread (on the trio thread up to 256 KiB). Either way a 5 GiB part never sits in memory,
   and the CRC-64 is that of the bytes sent: httpcore's pieces are hashed as each goes; the
   thread path hashes the staged range, then sendfile sends it from the file (a rewrite in
@@ -43,7 +45,7 @@ from urllib.parse import unquote
 import httpx
 
 from ..crc64 import combine, crc64
-from . import _upload_wire, signing
+from . import _small_body, _upload_wire, signing
 from ._errors import BadResponse, NoSuchKey, OssError
 from ._retry import call_with_retries
 from ._write_bodies import FileBody, Sent
@@ -143,6 +145,12 @@ class OssWrites:
             try:
                 if isinstance(body, FileRange) and _upload_wire.usable(self.client, body):
                     return await self._wire_attempt(what, method, key, query, headers, body)
+                if isinstance(body, FileRange) and _small_body.usable(body):
+                    hs = {**(headers or {}), "Content-Length": str(body.length)}
+                    reply, data, crc = await _small_body.request_small(
+                        self.client, method, key, query, hs, body
+                    )
+                    return httpx.Headers(reply), data, crc
                 return await http_attempt()
             except OssError as exc:
                 typed = retyped(exc)
