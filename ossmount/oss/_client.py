@@ -82,7 +82,7 @@ from ._http import CoreSender, tls_verify
 from ._reply import GetState, bad, changed, check_get_reply, header_dict, meta_from_headers
 from ._retry import RetryPolicy, call_with_retries, parse_retry_after
 from ._signer import Signer
-from ._wire import WireBody, WireError, WirePool
+from ._wire import WireBody, WireError, WirePool, request_head
 from ._xml import MAX_ERROR_XML_BYTES, MAX_LIST_XML_BYTES, XmlError, parse_list_v2
 from .credentials_types import CredentialsProvider
 from .models import GetResult, ListPage, ObjectMeta
@@ -286,6 +286,17 @@ class OssClient:
         if isinstance(error, RequestTimeTooSkewed):
             self._signer.learn_clock_offset(lower.get("date"))
         return error
+
+    async def _wire_head(
+        self, method: str, key: str, query: list[tuple[str, str]], headers: dict[str, str],
+        where: str,
+    ) -> bytes:  # fmt: skip
+        """A signed request head for `_wire`, for the paths that send a body after it
+        (`_upload_wire`, `_small_body`); `where` names the request in errors."""
+        signed = await self._signer.sign(
+            method, key, query, {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
+        )
+        return request_head(method, self._target(key, query), self._authority, signed, where)
 
     async def _send_get(
         self, key: str, first: int, last: int, if_match: str | None, deadline: float

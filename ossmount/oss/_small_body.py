@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..crc64 import crc64
 from ..observe import record_request
 from ._errors import BadResponse, OssTransportError, describe_cause
-from ._wire import WireBody, WireError, request_head
+from ._wire import WireBody, WireError
 from ._write_types import FileRange, StagingError
 
 if TYPE_CHECKING:
@@ -54,8 +54,6 @@ async def request_small(
     its body and the CRC-64 of the body sent. A non-2xx reply raises its typed OssError, a
     failed exchange OssTransportError, a staged file that cannot supply the body
     StagingError."""
-    from ._client import USER_AGENT  # a cycle at import time otherwise
-
     bucket = client.config.bucket
     where = f"{method} oss://{bucket}/{key}"
     try:
@@ -67,10 +65,7 @@ async def request_small(
             f"{where}: staged file ends at {body.offset + len(data)}, expected bytes up to "
             f"{body.offset + body.length}"
         )
-    signed = await client._signer.sign(
-        method, key, query, {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
-    )
-    head = request_head(method, client._target(key, query), client._authority, signed, where)
+    head = await client._wire_head(method, key, query, headers, where)
     try:
         reply = await client._wire.request(head + data, client.config.read_timeout_s)
     except WireError as exc:

@@ -4,7 +4,7 @@ Why (issue 15, W13: `cp` of 1 GiB into a --rw mount is CPU-bound on 2 cores, and
 user time per GiB decides the row): through httpx/httpcore/h11 every body piece cost a trio
 scheduler pass, socket-wrapper checkpoints and h11 events (per GiB ~6,300 send() calls,
 ~12,300 trio socket-helper calls, ~7,300 httpcore _send_event). Here the trio side signs the
-request and builds its head (`_wire.request_head`), takes a keep-alive connection from the
+request and builds its head (`OssClient._wire_head`), takes a keep-alive connection from the
 client's `_wire` pool, and one `trio.to_thread.run_sync` does the rest with blocking syscalls
 on the same descriptor (the GET side's pattern, `_pump`): the staged `FileRange` read with
 `preadv` into one reused 1 MiB buffer for its CRC-64 (fastcrc, GIL released), then the head
@@ -107,7 +107,7 @@ from ..crc64 import crc64
 from ..observe import record_request
 from ..threadjob import SocketThreadJob, timeval
 from ._errors import BadResponse, OssError, OssTransportError, describe_cause
-from ._wire import MAX_HEAD, Connection, WireError, WirePool, parse_head, request_head
+from ._wire import MAX_HEAD, Connection, WireError, WirePool, parse_head
 from ._write_types import FileRange, StagingError
 
 __all__ = ["ENABLED", "MIN_BODY", "BodySend", "request_with_body", "send_with_body", "usable"]
@@ -368,14 +368,9 @@ async def request_with_body(
     """One signed attempt of a request with a body (the caller sets Content-Length): the
     reply's lower-case headers, its body, the CRC-64 of the body bytes sent and their number.
     A non-2xx reply raises its typed OssError, a failed exchange OssTransportError."""
-    from ._client import USER_AGENT  # a cycle at import time otherwise
-
     bucket = client.config.bucket
-    signed = await client._signer.sign(
-        method, key, query, {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
-    )
     where = f"{method} oss://{bucket}/{key}"
-    head = request_head(method, client._target(key, query), client._authority, signed, where)
+    head = await client._wire_head(method, key, query, headers, where)
     try:
         job = await send_with_body(
             client._wire, head, body, timeout_s=client.config.read_timeout_s,
