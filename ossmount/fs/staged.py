@@ -35,6 +35,9 @@ class Staged:
     mtime_ns: int | None = None
     mode: int = 0o100644  # st_mode as created or chmod'ed while open: x-oss-meta-mode
     keep_mode: bool = False  # `mode` is a default: the replaced version's mode is kept
+    # A forbid-overwrite commit failed: OSS may have stored it all the same (every reply
+    # lost). The next commit then takes an existing object with our CRC-64 for our own.
+    may_exist: bool = False
     uid: int | None = None  # owner to store (x-oss-meta-uid/-gid): creator, or a chown
     gid: int | None = None
     handles: int = 0

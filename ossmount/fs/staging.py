@@ -403,6 +403,7 @@ class Staging:
             )
             staged.session = self.uploader.session(staged.files, record, self._nursery)
             staged.session.copy_from = _copy_source(staged, staged.dirty_parts)
+            staged.session.may_exist = staged.may_exist
         return staged.session
 
     # -- commit ------------------------------------------------------------------------------
@@ -429,6 +430,7 @@ class Staging:
             except BaseException as exc:
                 staged.dirty_parts |= changed
                 staged.dirty = staged.failed = True
+                staged.may_exist = staged.forbid_overwrite
                 if isinstance(exc, Exception):
                     self.on_outcome("failed")
                 raise

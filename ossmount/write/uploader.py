@@ -209,6 +209,9 @@ class UploadSession:
         self._init_lock = trio.Lock()
         self._completed: CommitResult | None = None  # found completed by `reconcile`
         self._resumed = False  # a previous process may have sent (some of) this file
+        # An earlier commit of this file (a forbid-overwrite one that failed) may have stored
+        # it: an existing object with our CRC-64 and size is then ours (PutObject).
+        self.may_exist = False
         self._ephemeral = False  # a small commit without journal (see UploadSettings)
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
         # Set by the FUSE layer for a file staged from an existing object (see CopySource).
@@ -522,7 +525,7 @@ class UploadSession:
             FileRange(self._fd, 0, size),
             meta=meta,
             forbid_overwrite=rec.forbid_overwrite,
-            may_exist_from_before=self._resumed,
+            may_exist_from_before=self._resumed or self.may_exist,
         )
         return CommitResult(rec.key, put.etag, put.crc64, size, 0)
 

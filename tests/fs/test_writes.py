@@ -13,11 +13,12 @@ import pytest
 import trio
 
 from ossmount.cache.store import CacheStore
-from ossmount.emulator import Emulator
+from ossmount.emulator import Emulator, FaultRule
 from ossmount.fs.errors import ReadOnly
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.staging import Staging
 from ossmount.oss import OssClient, OssWrites
+from ossmount.oss._errors import OssError
 from ossmount.prefetch import PrefetchConfig
 from ossmount.tree.errors import NotFound
 from ossmount.tree.inodes import ROOT_INODE
@@ -44,13 +45,15 @@ def emu() -> Iterator[Emulator]:
         yield e
 
 
-async def _rig(emu: Emulator, tmp_path: Path, *, rw: bool) -> AsyncIterator[WriteRig]:
+async def _rig(
+    emu: Emulator, tmp_path: Path, *, rw: bool, read_timeout: float = 5.0
+) -> AsyncIterator[WriteRig]:
     store = CacheStore(tmp_path / "cache", bucket=BUCKET)
     store.lock()
     cfg = PrefetchConfig(BUCKET, 1 << 20, parallel_count=2, max_gets=4, readahead_bytes=2 << 20)
     client: OssClient
     async with (
-        make_client(emu.endpoint) as client,
+        make_client(emu.endpoint, read_timeout) as client,
         prefetcher_over(client, store, cfg) as prefetcher,
         trio.open_nursery() as nursery,  # the staging's background commits
     ):
@@ -147,3 +150,50 @@ async def test_without_staging_every_write_is_refused_read_only(ro: WriteRig) ->
     with pytest.raises(ReadOnly):
         await fs.symlink(ROOT_INODE, "l", "f")
     assert ro.emu.get_bytes(BUCKET, "f") == b"x"
+
+
+@pytest.fixture
+async def rw_short(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
+    """`rw` whose client waits 0.3 s for a reply."""
+    async for rig in _rig(emu, tmp_path, rw=True, read_timeout=0.3):
+        yield rig
+
+
+async def test_an_exclusive_create_whose_failed_commit_landed_commits_again_as_ours(
+    emu: Emulator, rw_short: WriteRig
+) -> None:
+    """fsync of an O_EXCL file fails although OSS stored it (the one reply that would have
+    said so came too late, every retry was refused); the close then meets its own object: ours,
+    since it has our CRC-64, so the close succeeds (it used to fail with EEXIST)."""
+    emu.faults.add(FaultRule(op="PutObject", key="x", action="latency", seconds=1.5))
+    emu.faults.add(
+        FaultRule(op="PutObject", key="x", action="error", status=503,
+                  code="ServiceUnavailable", skip=1, times=3)
+    )  # fmt: skip
+    fs = rw_short.fs
+    opened, _ = await fs.create(ROOT_INODE, "x", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    fs.write(opened.fh, 0, b"exclusive")
+    with pytest.raises(OssError):
+        await fs.fsync(opened.fh)
+    assert emu.get_bytes(BUCKET, "x") == b"exclusive"  # stored all the same
+    await fs.flush(opened.fh)  # the close: no EEXIST
+    await fs.release(opened.fh)
+    puts = [r for r in emu.requests if r.op == "PutObject"]
+    assert [r.status for r in puts][-1] == 409  # the forbid-overwrite PUT met our object
+
+
+async def test_an_exclusive_create_still_refuses_another_clients_object(
+    emu: Emulator, rw: WriteRig
+) -> None:
+    emu.faults.add(FaultRule(op="PutObject", key="y", action="reset", times=4))
+    fs = rw.fs
+    opened, _ = await fs.create(ROOT_INODE, "y", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    fs.write(opened.fh, 0, b"ours")
+    with pytest.raises(OssError):
+        await fs.fsync(opened.fh)  # nothing stored: every attempt cut
+    emu.put_object(BUCKET, "y", b"theirs")
+    with pytest.raises(OssError) as info:
+        await fs.flush(opened.fh)
+    assert info.value.code == "FileAlreadyExists"
+    await fs.release(opened.fh)
+    assert emu.get_bytes(BUCKET, "y") == b"theirs"
