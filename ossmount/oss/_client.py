@@ -298,6 +298,20 @@ class OssClient:
         )
         return request_head(method, self._target(key, query), self._authority, signed, where)
 
+    def _wire_failed(self, method: str, key: str, cause: str) -> OssTransportError:
+        """A request on `_wire` got no usable reply: counted, and the error to raise."""
+        record_request(method.lower(), "transport")
+        return OssTransportError(f"{method} failed: {cause}", bucket=self.config.bucket, key=key)
+
+    def _wire_replied(self, method: str, key: str, status: int, headers: dict[str, str]) -> None:
+        """A reply came on `_wire`: logged at DEBUG (as `_send` logs every reply), counted."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s oss://%s/%s -> %d (request id %s)", method, self.config.bucket, key, status,
+                headers.get("x-oss-request-id", "-"),
+            )  # fmt: skip
+        record_request(method.lower(), status)
+
     async def _send_get(
         self, key: str, first: int, last: int, if_match: str | None, deadline: float
     ) -> WireBody:
@@ -309,19 +323,8 @@ class OssClient:
         try:
             reply = await self._wire.request(head, self.config.stall_timeout_s, deadline)
         except WireError as exc:
-            record_request("get", "transport")
-            raise OssTransportError(
-                f"GET failed: {describe_cause(exc)}", bucket=self.config.bucket, key=key
-            ) from exc
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "GET oss://%s/%s -> %d (request id %s)",
-                self.config.bucket,
-                key,
-                reply.status,
-                reply.headers.get("x-oss-request-id", "-"),
-            )
-        record_request("get", reply.status)
+            raise self._wire_failed("GET", key, describe_cause(exc)) from exc
+        self._wire_replied("GET", key, reply.status, reply.headers)
         reader = WireBody(
             self._wire, reply, stall_s=self.config.stall_timeout_s, limiter=self._body_threads
         )

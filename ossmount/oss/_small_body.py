@@ -18,13 +18,11 @@ other paths. Plain HTTP and TLS alike (`_wire` does both).
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING
 
 from ..crc64 import crc64
-from ..observe import record_request
-from ._errors import BadResponse, OssTransportError, describe_cause
+from ._errors import BadResponse, describe_cause
 from ._wire import WireBody, WireError
 from ._write_types import FileRange, StagingError
 
@@ -33,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_BODY", "request_small", "usable"]
 
-log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 _REPLY_CAP = 1024 * 1024  # a PUT's reply is empty, an error's XML a few hundred bytes
 
@@ -69,16 +66,8 @@ async def request_small(
     try:
         reply = await client._wire.request(head + data, client.config.read_timeout_s)
     except WireError as exc:
-        record_request(method.lower(), "transport")
-        raise OssTransportError(
-            f"{method} failed: {describe_cause(exc)}", bucket=bucket, key=key
-        ) from exc
-    if log.isEnabledFor(logging.DEBUG):  # as OssClient._send logs every reply
-        log.debug(
-            "%s -> %d (request id %s)", where, reply.status,
-            reply.headers.get("x-oss-request-id", "-"),
-        )  # fmt: skip
-    record_request(method.lower(), reply.status)
+        raise client._wire_failed(method, key, describe_cause(exc)) from exc
+    client._wire_replied(method, key, reply.status, reply.headers)
     reader = WireBody(
         client._wire, reply, stall_s=client.config.stall_timeout_s, limiter=client._body_threads
     )

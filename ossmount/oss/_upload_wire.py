@@ -92,7 +92,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import socket
 import struct
@@ -104,18 +103,16 @@ if TYPE_CHECKING:
     from ._client import OssClient
 
 from ..crc64 import crc64
-from ..observe import record_request
 from ..threadjob import SocketThreadJob, timeval
-from ._errors import BadResponse, OssError, OssTransportError, describe_cause
+from ._errors import BadResponse, OssError, describe_cause
 from ._wire import MAX_HEAD, Connection, WireError, WirePool, parse_head
 from ._write_types import FileRange, StagingError
 
 __all__ = ["ENABLED", "MIN_BODY", "BodySend", "request_with_body", "send_with_body", "usable"]
 
-log = logging.getLogger(__name__)
 ENABLED = True  # off: every body goes through httpcore (tests compare the two paths)
-# Smaller bodies stay on the httpcore path, read on the event loop (`_write_bodies`): there a
-# small file's commit pays no thread hop.
+# Smaller bodies stay on the event loop, where a small file's commit pays no thread hop: up to
+# 64 KiB on `_wire` with their head (`_small_body`), the rest through httpcore (`_write_bodies`).
 MIN_BODY = 256 * 1024
 _READ = 1024 * 1024  # a staged range is read for its CRC in pieces of this size
 _REPLY_CAP = 8 * 1024 * 1024  # a longer reply body is not read (the caller refuses it)
@@ -377,18 +374,10 @@ async def request_with_body(
             limiter=client._body_threads, where=where,
         )  # fmt: skip
     except WireError as exc:
-        record_request(method.lower(), "transport")
-        raise OssTransportError(
-            f"{method} failed: {describe_cause(exc)}", bucket=bucket, key=key
-        ) from exc
+        raise client._wire_failed(method, key, describe_cause(exc)) from exc
     if job.error is not None:
-        record_request(method.lower(), "transport")
-        raise OssTransportError(f"{method} failed: {job.error}", bucket=bucket, key=key)
-    if log.isEnabledFor(logging.DEBUG):  # as OssClient._send logs every reply
-        log.debug(
-            "%s -> %d (request id %s)", where, job.status, job.headers.get("x-oss-request-id", "-")
-        )
-    record_request(method.lower(), job.status)
+        raise client._wire_failed(method, key, job.error)
+    client._wire_replied(method, key, job.status, job.headers)
     if job.status >= 300:
         error: OssError = client._reply_error(job.status, job.headers, job.reply, key)
         raise error
