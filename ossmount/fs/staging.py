@@ -431,8 +431,9 @@ class Staging:
                 staged.dirty_parts |= changed
                 staged.dirty = staged.failed = True
                 staged.may_exist = staged.forbid_overwrite
-                if isinstance(exc, Exception):
+                if isinstance(exc, Exception):  # not a cancel: a crash's journal resumes it
                     self.on_outcome("failed")
+                    self._nursery.start_soon(session.abandon)
                 raise
             finally:
                 session.close()

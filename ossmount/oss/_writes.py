@@ -82,6 +82,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CopyResult",
     "CrcMismatch",
+    "ExistsAfterRetry",
     "FileAlreadyExists",
     "FileRange",
     "ListedPart",
@@ -270,11 +271,13 @@ class OssWrites:
             # own object: ours if it has our CRC-64, else the refusal stands.
             if not isinstance(exc, ExistsAfterRetry) and not may_exist_from_before:
                 raise
-            return await self._confirm_existing(key, body, size)
+            return await self.confirm_existing(key, body, size)
         return PutResult(key, reply.get("etag", ""), crc, size)
 
-    async def _confirm_existing(self, key: str, body: FileRange | bytes, size: int) -> PutResult:
-        """The key exists after our own earlier attempt: it is ours if its CRC equals ours."""
+    async def confirm_existing(self, key: str, body: FileRange | bytes, size: int) -> PutResult:
+        """The key exists after our own earlier attempt (a PutObject, or a multipart upload
+        whose completion landed unseen): it is ours if its CRC-64 and size equal ours, else
+        FileAlreadyExists stands."""
         if isinstance(body, FileRange):
             sent = Sent()
             async for _ in self._stream(key, body, sent):

@@ -53,6 +53,8 @@ import trio
 from ..crc64 import combine, crc64
 from ..oss._errors import NoSuchKey, PreconditionFailed
 from ..oss._writes import (
+    ExistsAfterRetry,
+    FileAlreadyExists,
     FileRange,
     NoSuchUpload,
     OssWrites,
@@ -210,7 +212,7 @@ class UploadSession:
         self._completed: CommitResult | None = None  # found completed by `reconcile`
         self._resumed = False  # a previous process may have sent (some of) this file
         # An earlier commit of this file (a forbid-overwrite one that failed) may have stored
-        # it: an existing object with our CRC-64 and size is then ours (PutObject).
+        # it: an existing object with our CRC-64 and size is then ours.
         self.may_exist = False
         self._ephemeral = False  # a small commit without journal (see UploadSettings)
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
@@ -462,14 +464,49 @@ class UploadSession:
             if size <= self._up.settings.single_put_max:
                 result = await self._put_whole(size)
             else:
-                result = await self._multipart(size)
+                result = await self._multipart_or_ours(size)
         except NoSuchUpload:
             log.warning("oss://%s/%s: upload vanished mid-way; sending everything again",
                         self._writes.bucket, self.key)  # fmt: skip
             self._parts.clear()
             await self._save(state=WriteState.DIRTY, upload_id="")
-            result = await self._multipart(size)
+            result = await self._multipart_or_ours(size)
         return result
+
+    async def _multipart_or_ours(self, size: int) -> CommitResult:
+        """`_multipart`, where a forbid-overwrite file that an earlier life of it may have
+        stored (an earlier commit whose completion landed unseen, a crash) takes an existing
+        object with its CRC-64 and size for its own: OSS refuses the Initiate (or the
+        Complete) with FileAlreadyExists then. The upload this commit began is aborted."""
+        try:
+            return await self._multipart(size)
+        except FileAlreadyExists as exc:
+            if not (isinstance(exc, ExistsAfterRetry) or self._resumed or self.may_exist):
+                raise
+            rec = self.record
+            if rec.upload_id:
+                await self._writes.abort_multipart(rec.key, rec.upload_id)
+                self._up.ledger.active.discard(rec.upload_id)
+            put = await self._writes.confirm_existing(rec.key, FileRange(self._fd, 0, size), size)
+            log.info("oss://%s/%s: an earlier commit of this file stored it (CRC-64 %d)",
+                     self._writes.bucket, rec.key, put.crc64)  # fmt: skip
+            return CommitResult(rec.key, put.etag, put.crc64, size, 0)
+
+    async def abandon(self) -> None:
+        """After a failed commit (the next one starts a new session): abort this session's
+        multipart upload, so its parts are not kept until the next mount's sweep. Only logs:
+        an upload that completed after all is already gone (NoSuchUpload counts as aborted)."""
+        await self.drain()
+        upload_id = self.record.upload_id
+        if not upload_id:
+            return
+        try:
+            await self._writes.abort_multipart(self.key, upload_id)
+        except Exception as exc:  # the sweep of the next mount aborts it then
+            log.warning("oss://%s/%s: aborting upload %s of a failed commit failed (%s)",
+                        self._writes.bucket, self.key, upload_id, exc)  # fmt: skip
+        else:
+            self._up.ledger.active.discard(upload_id)
 
     def _meta(self) -> dict[str, str]:
         """The headers the object is created with: those of the version it replaces that

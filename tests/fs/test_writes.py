@@ -182,6 +182,53 @@ async def test_an_exclusive_create_whose_failed_commit_landed_commits_again_as_o
     assert [r.status for r in puts][-1] == 409  # the forbid-overwrite PUT met our object
 
 
+async def test_an_exclusive_multipart_file_whose_failed_completion_landed_commits_as_ours(
+    emu: Emulator, rw_short: WriteRig
+) -> None:
+    """The same for a file sent in parts: the CompleteMultipartUpload that stored it answered
+    too late and its retries were refused, so fsync failed; the close meets the object and
+    takes it for its own (our CRC-64 and size) instead of failing with EEXIST."""
+    body = os.urandom((2 << 20) + 12345)  # three 1 MiB parts
+    op = "CompleteMultipartUpload"
+    emu.faults.add(FaultRule(op=op, key="m", action="latency", seconds=1.5))
+    emu.faults.add(
+        FaultRule(op=op, key="m", action="error", status=503, code="ServiceUnavailable",
+                  skip=1, times=3)
+    )  # fmt: skip
+    fs = rw_short.fs
+    opened, _ = await fs.create(ROOT_INODE, "m", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    fs.write(opened.fh, 0, body)
+    with pytest.raises(OssError):
+        await fs.fsync(opened.fh)
+    assert emu.get_bytes(BUCKET, "m") == body  # stored all the same
+    await fs.flush(opened.fh)  # the close: no EEXIST
+    await fs.release(opened.fh)
+    assert emu.get_bytes(BUCKET, "m") == body
+
+
+async def test_a_failed_multipart_commit_aborts_its_upload_and_the_close_sends_again(
+    emu: Emulator, rw: WriteRig
+) -> None:
+    """Every CompleteMultipartUpload of the fsync is refused: the upload it began is aborted
+    (not left holding its parts until the next mount's sweep), and the close commits anew."""
+    body = os.urandom((2 << 20) + 1)
+    emu.faults.add(
+        FaultRule(op="CompleteMultipartUpload", key="f", action="error", status=503,
+                  code="ServiceUnavailable", times=4)
+    )  # fmt: skip
+    fs = rw.fs
+    opened, _ = await fs.create(ROOT_INODE, "f", os.O_WRONLY | os.O_CREAT)
+    fs.write(opened.fh, 0, body)
+    with pytest.raises(OssError):
+        await fs.fsync(opened.fh)
+    with trio.fail_after(10):  # the abort runs in the background: wait for it
+        while not [r for r in emu.requests.ops("AbortMultipartUpload") if r.status == 204]:
+            await trio.sleep(0.01)
+    await fs.flush(opened.fh)
+    await fs.release(opened.fh)
+    assert emu.get_bytes(BUCKET, "f") == body
+
+
 async def test_an_exclusive_create_still_refuses_another_clients_object(
     emu: Emulator, rw: WriteRig
 ) -> None:
