@@ -206,26 +206,11 @@ class Staging:
             return
         session, staged.session = staged.session, None
         self._drop(staged)  # before any await: a new open now starts afresh
-        if session is not None:
+        if session is not None:  # parts sent while it was written: never to be committed
             try:
-                await self._abort_early_parts(staged, session)
+                await session.abandon()
             finally:
                 session.close()
-
-    async def _abort_early_parts(self, staged: Staged, session: UploadSession) -> None:
-        """Parts sent while the file was written, of a file that will never be committed:
-        abort their upload now rather than leave it to the next mount's sweeper."""
-        await session.drain()
-        upload_id = session.record.upload_id
-        if not upload_id:
-            return
-        try:
-            await self.uploader.writes.abort_multipart(staged.key, upload_id)
-        except Exception as exc:
-            log.warning("%s: aborting upload %s failed (%s); the next mount's sweeper will",
-                        self._where(staged.key), upload_id, exc)  # fmt: skip
-        else:
-            self.uploader.ledger.active.discard(upload_id)
 
     def _adoptable(self, staged: Staged) -> bool:
         meta = staged.committed

@@ -493,9 +493,10 @@ class UploadSession:
             return CommitResult(rec.key, put.etag, put.crc64, size, 0)
 
     async def abandon(self) -> None:
-        """After a failed commit (the next one starts a new session): abort this session's
-        multipart upload, so its parts are not kept until the next mount's sweep. Only logs:
-        an upload that completed after all is already gone (NoSuchUpload counts as aborted)."""
+        """This session will never commit (its commit failed and the next one starts a new
+        session, or the file was dropped): abort its multipart upload now, so its parts are
+        not kept until the next mount's sweep. Only logs: an upload that completed after all
+        is already gone (NoSuchUpload counts as aborted)."""
         await self.drain()
         upload_id = self.record.upload_id
         if not upload_id:
@@ -503,8 +504,8 @@ class UploadSession:
         try:
             await self._writes.abort_multipart(self.key, upload_id)
         except Exception as exc:  # the sweep of the next mount aborts it then
-            log.warning("oss://%s/%s: aborting upload %s of a failed commit failed (%s)",
-                        self._writes.bucket, self.key, upload_id, exc)  # fmt: skip
+            log.warning("oss://%s/%s: aborting upload %s failed (%s); the next mount's "
+                        "sweeper will", self._writes.bucket, self.key, upload_id, exc)  # fmt: skip
         else:
             self._up.ledger.active.discard(upload_id)
 
