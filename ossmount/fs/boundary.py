@@ -6,7 +6,8 @@ what the kernel (and so `cp`, `ls`) sees and how loudly we log it:
 | raised                                        | errno        | log                      |
 |-----------------------------------------------|--------------|--------------------------|
 | tree.NotFound, tree.NameInvalid               | ENOENT       | DEBUG (an expected miss) |
-| tree.NameTooLong                              | ENAMETOOLONG | DEBUG                    |
+| tree.NameTooLong (also a new key > 1023 bytes)| ENAMETOOLONG | DEBUG                    |
+| fs.Unstorable (a new name that is not UTF-8)  | EINVAL       | WARNING                  |
 | tree.NotADirectory                            | ENOTDIR      | DEBUG                    |
 | fs.ReadOnly (any write on a read-only mount)  | EROFS        | DEBUG                    |
 | fs.NotEmpty (rmdir)                           | ENOTEMPTY    | DEBUG                    |
@@ -58,6 +59,7 @@ from ossmount.fs.errors import (
     ReadOnly,
     Refused,
     UnknownHandle,
+    Unstorable,
 )
 from ossmount.oss import (
     AccessDenied,
@@ -85,6 +87,7 @@ _ERROR = logging.ERROR
 # (exception types, errno, log level), first match wins: subclasses before their bases.
 _TABLE: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int, int], ...] = (
     (NameTooLong, errno.ENAMETOOLONG, _DEBUG),
+    (Unstorable, errno.EINVAL, _WARNING),  # a copy fails on it: say which name and why
     ((NotFound, NameInvalid), errno.ENOENT, _DEBUG),
     (NotADirectory, errno.ENOTDIR, _DEBUG),
     (AttributeNotSupported, errno.EOPNOTSUPP, _DEBUG),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import trio
 
 from ossmount.fs.errors import NotEmpty
+from ossmount.fs.newnames import check_key_length
 from ossmount.oss._writes import OssWrites
 from ossmount.oss.models import ObjectMeta
 from ossmount.write.bigcopy import copy_any
@@ -42,11 +43,16 @@ async def rename_tree(
     writes: OssWrites, old_prefix: str, new_prefix: str, ledger: UploadLedger | None = None
 ) -> int:
     """Move every key under `old_prefix` (ending in "/") to `new_prefix`; the number moved.
-    Raises NotEmpty when something already exists under `new_prefix`."""
+    Raises NotEmpty when something already exists under `new_prefix`, NameTooLong when a key
+    would be over OSS's limit under it (nothing is copied then)."""
     taken = await writes.client.list_page(new_prefix, "", None, 2)
     if any(o.key != new_prefix for o in taken.objects):
         raise NotEmpty(f"oss://{writes.bucket}/{new_prefix}", "rename onto a non-empty directory")
     objects = await _all_keys(writes, old_prefix)
+    for meta in objects:  # before any copy: a key too long mid-way would leave half a rename
+        check_key_length(
+            new_prefix + meta.key[len(old_prefix) :], f"oss://{writes.bucket}/{meta.key}"
+        )
     limiter = trio.CapacityLimiter(_PARALLEL)
 
     async def copy(meta: ObjectMeta) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "ReadOnly",
     "Refused",
     "UnknownHandle",
+    "Unstorable",
 ]
 
 
@@ -73,6 +74,11 @@ class NotSupported(FsError):
 
 class Exists(FsError):
     """The name is taken (mkdir, O_EXCL create, RENAME_NOREPLACE)."""
+
+
+class Unstorable(FsError):
+    """A new name OSS cannot hold in a key (not valid UTF-8): EINVAL, as a filesystem answers
+    a name it cannot store, not ENOENT, which `cp` would print as "No such file"."""
 
 
 class Refused(FsError):

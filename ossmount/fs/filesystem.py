@@ -60,6 +60,7 @@ from ossmount.fs.errors import (
 )
 from ossmount.fs.linkattrs import make_link
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
+from ossmount.fs.newnames import new_entry
 from ossmount.fs.setattrs import set_attrs
 from ossmount.fs.shown import AttrView, Posix
 from ossmount.fs.staged import Staged, staged_state
@@ -72,7 +73,7 @@ from ossmount.prefetch.siblings import DirectoryReadAhead
 from ossmount.service.metrics import MountMetrics
 from ossmount.tree.errors import NotADirectory, NotFound
 from ossmount.tree.listing import DirSnapshot, Namespace
-from ossmount.tree.names import join_path, name_problem
+from ossmount.tree.names import join_path
 from ossmount.tree.node import Node
 from ossmount.write.bigcopy import copy_any
 
@@ -341,10 +342,7 @@ class FileSystem:
         pnode = self._ns.get(parent)
         if not pnode.is_dir:
             raise NotADirectory(pnode.path)
-        path = join_path(pnode.path, name)
-        problem = name_problem(name)
-        if problem is not None:
-            raise NotFound(path, problem)
+        path, key = new_entry(self._ns.root_prefix, pnode.path, name)
         if path in staging.by_path:
             if flags & os.O_EXCL:
                 raise Exists(path, "is being created")
@@ -352,7 +350,6 @@ class FileSystem:
             opened = await self._open_staged(inode, flags, staging.by_inode[inode])
             self._ns.remember(inode)
             return opened, self.attr(self._ns.get(inode))
-        key = self._key(path)
         now = time.time_ns()
         node = self._ns.table.put(path, False, 0, now, ObjectMeta(key, 0, "", now))
         self._ns.remember(node.inode)  # no await since the put: the entry cannot be evicted
@@ -461,13 +458,10 @@ class FileSystem:
         """A `dir/` marker object carrying mode, owner and mtime, as ossfs makes them
         (fs/dirattrs.py)."""
         staging = self._writable(parent)
-        path = join_path(self._ns.get(parent).path, name)
-        problem = name_problem(name)
-        if problem is not None:
-            raise NotFound(path, problem)
+        path, key = new_entry(self._ns.root_prefix, self._ns.get(parent).path, name, "/")
         if path in staging.by_path:
             raise Exists(path, "a file is being created under that name")
-        await make_dir(staging.uploader.writes, staging.known, self._key(path) + "/", mode=mode,
+        await make_dir(staging.uploader.writes, staging.known, key, mode=mode,
                        uid=uid, gid=gid)  # fmt: skip
         node = self._ns.learned(path, None, is_dir=True)
         assert node is not None
@@ -502,10 +496,7 @@ class FileSystem:
         staging = self._writable(parent_old)
         if flags & _RENAME_EXCHANGE:
             raise NotSupported(name_old, "RENAME_EXCHANGE")
-        new_path = join_path(self._ns.get(parent_new).path, name_new)
-        problem = name_problem(name_new)
-        if problem is not None:
-            raise NotFound(new_path, problem)
+        new_path, _ = new_entry(self._ns.root_prefix, self._ns.get(parent_new).path, name_new)
         old_path = join_path(self._ns.get(parent_old).path, name_old)
         inode = staging.by_path.get(old_path)
         staged = staging.by_inode.get(inode) if inode is not None else None
@@ -559,16 +550,13 @@ class FileSystem:
         (relative to the link's directory); a target leaving the mount, or absolute, cannot be
         an OSS symlink this mount shows the same way: refused (EPERM)."""
         staging = self._writable(parent)
-        path = join_path(self._ns.get(parent).path, name)
-        problem = name_problem(name)
-        if problem is not None:
-            raise NotFound(path, problem)
+        path, key = new_entry(self._ns.root_prefix, self._ns.get(parent).path, name)
         dir_path = path.rpartition("/")[0]
         resolved = posixpath.normpath(posixpath.join(dir_path, target)) if target else ""
         outside = resolved in ("", ".", "..") or resolved.startswith("../")
         if target.startswith("/") or outside:
             raise Refused(self._where_path(path), f"symlink target {target!r} is outside the mount")
-        meta = await make_link(staging.uploader.writes, staging.known, self._key(path),
+        meta = await make_link(staging.uploader.writes, staging.known, key,
                                self._key(resolved), self._ns.root_prefix, uid, gid)  # fmt: skip
         node = self._ns.learned(path, meta)
         assert node is not None

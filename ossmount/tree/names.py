@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 __all__ = [
+    "MAX_KEY_BYTES",
     "MAX_NAME_BYTES",
     "SHADOW_SUFFIX",
     "join_path",
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 MAX_NAME_BYTES = 255
+MAX_KEY_BYTES = 1023  # OSS: a key is 1..1023 bytes of UTF-8
 SHADOW_SUFFIX = ".ossfile"
 
 
