@@ -12,6 +12,11 @@ file; every other namespace does not exist here.
 
 Directories have none; other `user.*` names are absent (ENODATA).
 
+They are read by name only: listxattr lists none (CephFS hides its virtual `ceph.*` attributes
+the same way). Listed, they were copied as real attributes onto local files by `cp -a` and
+`rsync -X` out of the mount (a local copy then said `verified`), and `rsync -aX` into the
+mount failed (exit 23) trying to remove them from every file it wrote.
+
 Names outside `user.` (`security.selinux`, `system.posix_acl_access`, `trusted.*`) answer
 "not supported" (EOPNOTSUPP), not "absent". Why (measured with strace on coreutils 9.1): `ls -l`
 asks every entry for `security.selinux` and `system.posix_acl_access`; after ENODATA it asks
@@ -29,7 +34,7 @@ from ossmount.crc64 import format_crc
 from ossmount.fs.errors import AttributeNotSupported, NoSuchAttribute
 from ossmount.tree.node import Node
 
-__all__ = ["XATTRS", "check_namespace", "xattr_names", "xattr_value"]
+__all__ = ["XATTRS", "check_namespace", "xattr_value"]
 
 XATTR_STATE = "user.ossmount.state"
 XATTR_ETAG = "user.ossmount.etag"
@@ -38,10 +43,6 @@ XATTR_CRC = "user.ossmount.crc64"
 XATTRS = (XATTR_STATE, XATTR_ETAG, XATTR_KEY, XATTR_CRC)
 
 CachedState = Callable[[Node], tuple[str, int | None]]
-
-
-def xattr_names(node: Node) -> list[str]:
-    return [] if node.is_dir or node.meta is None else list(XATTRS)
 
 
 def check_namespace(name: str, inode: int) -> None:
