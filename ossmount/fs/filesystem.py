@@ -419,11 +419,11 @@ class FileSystem:
         staging = self._writable(inode)
         staged = staging.by_inode.get(inode)
         if size is not None:
-            if staged is not None:
-                staging.truncate(staged, size)
-            else:
+            if staged is not None and staged.handles:
+                staging.truncate(staged, size)  # committed by that handle's close
+            else:  # none open (a write-back upload may still hold it): commit it here
                 opened = await self._open_staged(
-                    inode, os.O_WRONLY | (os.O_TRUNC if size == 0 else 0), None
+                    inode, os.O_WRONLY | (os.O_TRUNC if size == 0 else 0), staged
                 )
                 try:
                     handle = self._staged_handle(opened.fh)
@@ -441,15 +441,23 @@ class FileSystem:
         inode = staging.by_path.get(path)
         if inode is not None:
             staged = staging.by_inode[inode]
-            staging.unlinked(staged)
-            if staged.committed is None and not staged.base_etag:
-                return  # never reached OSS
+            staging.unlinked(staged)  # no commit of it starts from here on
+            await staging.settle(staged)  # one running (write-back, another close) lands first
+            if staged.committed is not None:  # this mount's version: delete it by its key
+                await self._delete_file(staging, staged.committed.key, inode, path)
+                return
+            if not staged.base_etag:
+                self._ns.deleted(inode, path)  # never reached OSS
+                return
         node = await self._ns.entry(parent, name)
         if node.is_dir or node.meta is None:
             raise IsADirectory(self._where(node), "unlink of a directory")
-        await staging.uploader.writes.delete_object(node.meta.key)
-        staging.known.forget(node.meta.key)
-        self._ns.learned(node.path, None)
+        await self._delete_file(staging, node.meta.key, node.inode, node.path)
+
+    async def _delete_file(self, staging: Staging, key: str, inode: int, path: str) -> None:
+        await staging.uploader.writes.delete_object(key)
+        staging.known.forget(key)
+        self._ns.deleted(inode, path)
 
     async def mkdir(
         self, parent: int, name: str, mode: int = 0o755, uid: int | None = None,
@@ -485,7 +493,7 @@ class FileSystem:
             raise NotEmpty(self._where(node), "a file is being created in it")
         await staging.uploader.writes.delete_object(self._key(node.path) + "/")
         staging.known.forget(self._key(node.path) + "/")
-        self._ns.learned(node.path, None)
+        self._ns.deleted(node.inode, node.path)
 
     async def rename(
         self, parent_old: int, name_old: str, parent_new: int, name_new: str, flags: int
@@ -500,8 +508,8 @@ class FileSystem:
         old_path = join_path(self._ns.get(parent_old).path, name_old)
         inode = staging.by_path.get(old_path)
         staged = staging.by_inode.get(inode) if inode is not None else None
-        if staged is not None and staged.dirty:
-            await self._commit(staged)  # the copy must carry what was written
+        if staged is not None and (staged.dirty or staged.pending):
+            await self._commit(staged)  # the copy must carry what was written (or is being)
         node = await self._ns.entry(parent_old, name_old)
         if node.is_dir or node.meta is None:
             await self._rename_dir(staging, node, new_path)
@@ -516,6 +524,12 @@ class FileSystem:
                                 forbid_overwrite=bool(flags & _NOREPLACE))  # fmt: skip
         await writes.delete_object(meta.key)
         staging.known.moved(meta.key, new_key, copied.etag)
+        victim = staging.by_path.get(new_path)
+        if victim is not None and victim != node.inode:
+            # A file being written under the new name was replaced, as by unlink: its
+            # handles keep working on its bytes, and no later commit of it may overwrite
+            # the file renamed here (ossmount.tree.inodes detaches its number in `moved`).
+            staging.unlinked(staging.by_inode[victim])
         self._ns.learned(node.path, None)
         self._ns.moved(node.inode, new_path)
         now = time.time_ns() // 1_000_000_000 * 1_000_000_000

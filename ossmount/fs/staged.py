@@ -46,6 +46,7 @@ class Staged:
     ready: set[int] = field(default_factory=set)
     session: UploadSession | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
+    journal_lock: trio.Lock = field(default_factory=trio.Lock)  # its sessions' journal saves
     committed: ObjectMeta | None = None
     # The object the staged bytes were filled from or last committed as (key, ETag, size),
     # and the upload parts written since: the others are copied server-side at commit.

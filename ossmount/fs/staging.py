@@ -43,6 +43,7 @@ from ossmount.fs.attrstore import KnownMeta, store_attrs
 from ossmount.fs.shown import Posix, adopt_sent
 from ossmount.fs.staged import Staged
 from ossmount.fs.stagedspace import StagedSpace
+from ossmount.oss._write_types import CrcMismatch, StagingError
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import (
     CopySource,
@@ -69,6 +70,16 @@ class ObjectReaderLike(Protocol):
     """What `fill` reads from (a prefetch `ObjectReader`)."""
 
     async def read(self, offset: int, size: int) -> bytes: ...
+
+
+class _ChangedMeanwhile(Exception):
+    """A commit failed because the file changed under it (a truncate shrank it while its
+    bytes were read, or the final CRC-64 did not match bytes rewritten while they were
+    sent): the commit is made again, of what the file holds now."""
+
+    def __init__(self, error: StagingError | CrcMismatch) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Staging:
@@ -175,6 +186,14 @@ class Staging:
             staged.source = (meta.key, meta.etag, staged.size)
         if staged.committed is not None:
             staged.committed = meta
+
+    @staticmethod
+    async def settle(staged: Staged) -> None:
+        """Wait until no commit of `staged` is running (a write-back upload, another handle's
+        close): what it uploads has landed, and `staged.committed` says so, before the caller
+        decides from it. Commits hold `staged.lock` throughout."""
+        async with staged.lock:
+            pass
 
     def unlinked(self, staged: Staged) -> None:
         staged.orphan = True
@@ -386,7 +405,9 @@ class Staging:
                 uid=staged.uid,
                 gid=staged.gid,
             )
-            staged.session = self.uploader.session(staged.files, record, self._nursery)
+            staged.session = self.uploader.session(
+                staged.files, record, self._nursery, staged.journal_lock
+            )
             staged.session.copy_from = _copy_source(staged, staged.dirty_parts)
             staged.session.may_exist = staged.may_exist
         return staged.session
@@ -397,43 +418,59 @@ class Staging:
         """Upload the staged bytes if they changed since the last commit; the object's
         metadata once it is on OSS and verified (None for an unlinked file)."""
         async with staged.lock:
-            if staged.orphan:
-                return None
-            if staged.broken is not None:
-                raise staged.broken
-            if not staged.dirty:
-                return staged.committed
-            self._unreserve(staged)
-            session = self._session(staged)
-            staged.session, staged.ready, staged.next_part = None, set(), 0
-            staged.dirty = False  # a write from here on makes it dirty again
-            changed, staged.dirty_parts = staged.dirty_parts, set()
-            session.copy_from = _copy_source(staged, changed)
-            size = staged.size
-            try:
-                result = await session.finish(size, mtime_ns=staged.mtime_ns)
-            except BaseException as exc:
-                staged.dirty_parts |= changed
-                staged.dirty = staged.failed = True
-                staged.may_exist = staged.forbid_overwrite
-                if isinstance(exc, Exception):  # not a cancel: a crash's journal resumes it
-                    self.on_outcome("failed")
-                    self._nursery.start_soon(session.abandon)
-                raise
-            finally:
-                session.close()
-            self.on_outcome("committed")
-            staged.forbid_overwrite = False  # O_EXCL held for the creation only
-            now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
-            staged.committed = ObjectMeta(staged.key, size, result.etag, now, result.crc64)
-            self.known.wrote(staged.key, result.etag, session.sent_meta)
-            adopt_sent(staged, session.sent_meta)
-            await self._late_attrs(staged, session.sent_meta)
-            staged.base_etag = staged.committed.etag
-            staged.source = (staged.key, staged.committed.etag, size)
-            log.debug("%s committed: %d bytes, %d parts, CRC-64 %016x",
-                      self._where(staged.key), size, result.parts, result.crc64)  # fmt: skip
-            return staged.committed
+            for tries_left in (2, 1, 0):
+                if staged.orphan:
+                    return None
+                if staged.broken is not None:
+                    raise staged.broken
+                if not staged.dirty:
+                    return staged.committed
+                try:
+                    return await self._commit_dirty(staged)
+                except _ChangedMeanwhile as exc:
+                    if not tries_left:
+                        raise exc.error from None
+                    log.info("%s: changed while it was being committed (%s); committing it "
+                             "again", self._where(staged.key), exc.error)  # fmt: skip
+            raise AssertionError("unreachable")
+
+    async def _commit_dirty(self, staged: Staged) -> ObjectMeta:
+        """One commit of a dirty file, `staged.lock` held."""
+        self._unreserve(staged)
+        session = self._session(staged)
+        staged.session, staged.ready, staged.next_part = None, set(), 0
+        staged.dirty = False  # a write from here on makes it dirty again
+        changed, staged.dirty_parts = staged.dirty_parts, set()
+        session.copy_from = _copy_source(staged, changed)
+        size = staged.size
+        try:
+            result = await session.finish(size, mtime_ns=staged.mtime_ns)
+        except BaseException as exc:
+            meanwhile = staged.dirty  # written or truncated while the commit read it
+            staged.dirty_parts |= changed
+            staged.dirty = True
+            staged.may_exist = staged.forbid_overwrite
+            if isinstance(exc, Exception):  # not a cancel: a crash's journal resumes it
+                self._nursery.start_soon(session.abandon)
+                if meanwhile and isinstance(exc, (StagingError, CrcMismatch)):
+                    raise _ChangedMeanwhile(exc) from exc
+                self.on_outcome("failed")
+            staged.failed = True
+            raise
+        finally:
+            session.close()
+        self.on_outcome("committed")
+        staged.forbid_overwrite = False  # O_EXCL held for the creation only
+        now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
+        staged.committed = ObjectMeta(staged.key, size, result.etag, now, result.crc64)
+        self.known.wrote(staged.key, result.etag, session.sent_meta)
+        adopt_sent(staged, session.sent_meta)
+        await self._late_attrs(staged, session.sent_meta)
+        staged.base_etag = staged.committed.etag
+        staged.source = (staged.key, staged.committed.etag, size)
+        log.debug("%s committed: %d bytes, %d parts, CRC-64 %016x",
+                  self._where(staged.key), size, result.parts, result.crc64)  # fmt: skip
+        return staged.committed
 
     async def _late_attrs(self, staged: Staged, sent: dict[str, str]) -> None:
         """A multipart upload is initiated with the mode, owner and mtime of the moment its

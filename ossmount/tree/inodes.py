@@ -159,16 +159,29 @@ class InodeTable:
         node = entry.node
         if node.path == path:
             return
-        victim = self._by_key.pop((node.is_dir, path), None)
+        victim = self._by_key.get((node.is_dir, path))
         if victim is not None:
-            gone = self._by_ino[victim]
-            dead = f"\0gone/{victim}"
-            gone.node = gone.node._replace(path=dead)
-            self._by_key[(gone.node.is_dir, dead)] = victim
-            self._moved.add(victim)
+            self.detach(victim)
         del self._by_key[(node.is_dir, node.path)]
         entry.node = node._replace(path=path)
         self._by_key[(node.is_dir, path)] = ino
+        self._moved.add(ino)
+
+    def detach(self, ino: int) -> None:
+        """Entry `ino` was deleted (or replaced) by this mount: re-key it to a path no name can
+        have. Its number stays valid for the kernel, which may still hold it (a file unlinked
+        while open keeps being read and written), and a new entry at the old path gets
+        another number: the kernel would otherwise take the new file for the old inode, its
+        page cache and attributes included."""
+        entry = self._by_ino.get(ino)
+        if entry is None or ino == ROOT_INODE:
+            return
+        node = entry.node
+        if self._by_key.get((node.is_dir, node.path)) == ino:
+            del self._by_key[(node.is_dir, node.path)]
+        dead = f"\0gone/{ino}"
+        entry.node = node._replace(path=dead)
+        self._by_key[(node.is_dir, dead)] = ino
         self._moved.add(ino)
 
     def move_tree(self, ino: int, path: str) -> None:

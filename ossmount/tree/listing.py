@@ -324,6 +324,12 @@ class Namespace:
         self.table.move_tree(inode, path)
         self.invalidate()
 
+    def deleted(self, inode: int, path: str) -> None:
+        """This mount deleted entry `inode` at `path`: no cached name or listing shows it, and
+        its number is detached from the path (`InodeTable.detach`)."""
+        self.learned(path, None)
+        self.table.detach(inode)
+
     def moved(self, inode: int, path: str) -> None:
         """Entry `inode` was renamed to `path` by this mount; its number stays (see
         `InodeTable.move`)."""

@@ -32,11 +32,15 @@ away meanwhile, a WARNING names the key and both ETags, and our version replaces
 
 Concurrency: all session state is touched only on the trio thread between awaits. Journal
 saves are serialized by `_save_lock` and each saves a snapshot built inside the lock, so the
-file on disk never goes backwards. A confirmed part does not wait for its own save: it is
-recorded in memory and one saver task (`_save_parts`, at most one per session, on the nursery
-the part was sent from) saves until no recorded part is left unsaved, so one save (two fsyncs
-and a rename) covers every part confirmed meanwhile and the next part goes out at once (per-
-part saves under I/O load serialized the upload: 128 saves of ~20 ms for a 1 GiB file).
+file on disk never goes backwards. A file that is committed again (a failed commit, or one
+written to while it ran) gets a new session while the old one's saver may still be running:
+the caller passes every session of one file the same lock, and a closed session saves
+nothing, so a stale record never replaces the new one (nor do two saves share the temp file).
+A confirmed part does not wait for its own save: it is recorded in memory and one saver
+task (`_save_parts`, at most one per session, on the nursery the part was sent from) saves
+until no recorded part is left unsaved, so one save (two fsyncs and a rename) covers every
+part confirmed meanwhile and the next part goes out at once (per-part saves under I/O load
+serialized the upload: 128 saves of ~20 ms for a 1 GiB file).
 `drain` waits for the saver too, so `finish` seals after every recorded part is saved.
 `_init_lock` makes sure one upload id is started per file.
 A part upload whose part was invalidated while in flight is discarded (generation check).
@@ -131,10 +135,15 @@ class Uploader:
         )
 
     def session(
-        self, staged: StagedFile, record: JournalRecord, nursery: trio.Nursery | None
+        self,
+        staged: StagedFile,
+        record: JournalRecord,
+        nursery: trio.Nursery | None,
+        save_lock: trio.Lock | None = None,
     ) -> UploadSession:
-        """A session; `nursery` hosts the parts `part_ready` sends early (None: no early parts)."""
-        return UploadSession(self, staged, record, nursery)
+        """A session; `nursery` hosts the parts `part_ready` sends early (None: no early parts).
+        `save_lock`: shared by every session of one staged file (see the module docstring)."""
+        return UploadSession(self, staged, record, nursery, save_lock)
 
     async def commit(self, staged: StagedFile, record: JournalRecord) -> CommitResult:
         """Upload the whole staged file now (no parts were sent early)."""
@@ -192,6 +201,7 @@ class UploadSession:
         staged: StagedFile,
         record: JournalRecord,
         nursery: trio.Nursery | None,
+        save_lock: trio.Lock | None = None,
     ) -> None:
         self._up = uploader
         self._writes = uploader.writes
@@ -203,7 +213,7 @@ class UploadSession:
         self._inflight: dict[int, int] = {}  # part number -> generation it was started at
         self._generation: dict[int, int] = {}
         self._changed = trio.Event()
-        self._save_lock = trio.Lock()
+        self._save_lock = save_lock or trio.Lock()
         self._unsaved = False  # a part was recorded since the saver's last snapshot
         self._journaled: set[int] = set()  # part numbers the saver has saved (for the log)
         self._saver_idle = trio.Event()
@@ -348,6 +358,8 @@ class UploadSession:
 
     async def _save(self, **changes: object) -> None:
         async with self._save_lock:
+            if self._fd < 0:
+                return  # closed: the file's next session owns the journal now
             rec = self.record.with_parts(self._parts)
             if changes:
                 rec = replace(rec, **changes)  # type: ignore[arg-type]

@@ -46,7 +46,7 @@ def emu() -> Iterator[Emulator]:
 
 
 async def _rig(
-    emu: Emulator, tmp_path: Path, *, rw: bool, read_timeout: float = 5.0
+    emu: Emulator, tmp_path: Path, *, rw: bool, read_timeout: float = 5.0, part_mib: int = 1
 ) -> AsyncIterator[WriteRig]:
     store = CacheStore(tmp_path / "cache", bucket=BUCKET)
     store.lock()
@@ -62,7 +62,7 @@ async def _rig(
             uploader = Uploader(
                 OssWrites(client),
                 UploadLedger(tmp_path / "uploads.ledger"),
-                UploadSettings(part_size=1 << 20, single_put_max=1 << 20),
+                UploadSettings(part_size=part_mib << 20, single_put_max=part_mib << 20),
             )
             staging = Staging(uploader, tmp_path / "staging", nursery, bucket=BUCKET)
         fs = FileSystem(
@@ -244,3 +244,26 @@ async def test_an_exclusive_create_still_refuses_another_clients_object(
     assert info.value.code == "FileAlreadyExists"
     await fs.release(opened.fh)
     assert emu.get_bytes(BUCKET, "y") == b"theirs"
+
+
+async def test_a_file_truncated_while_its_commit_reads_it_is_committed_again_not_failed(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """The server stops reading the first 8 MiB part, so its send is still reading the staged
+    file when another handle truncates it: the send comes up short, and the commit is made
+    again, of what the file holds now (it failed with a StagingError, EIO at close)."""
+    held = FaultRule(op="UploadPart", key="t", action="stall", seconds=1.0, times=1)
+    emu.faults.add(held)
+    async for rig in _rig(emu, tmp_path, rw=True, part_mib=8):
+        fs = rig.fs
+        body = os.urandom(24 << 20)
+        opened, attr = await fs.create(ROOT_INODE, "t", os.O_RDWR | os.O_CREAT)
+        fs.write(opened.fh, 0, body)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fs.fsync, opened.fh)
+            with trio.fail_after(10):
+                while held.seen < 1:
+                    await trio.sleep(0.01)
+            await fs.setattr(attr.inode, size=3 << 20, mtime_ns=None, fh=opened.fh)
+        assert emu.get_bytes(BUCKET, "t") == body[: 3 << 20]
+        await fs.release(opened.fh)

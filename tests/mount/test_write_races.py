@@ -1,0 +1,89 @@
+"""A file changed by one call while another is committing it, or replaced while open: what a
+local file would do, and nothing uploaded that the mount no longer shows. Found by a random
+walk of open/write/truncate/rename/unlink/close on a mount against a local directory."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ossmount.emulator import Emulator
+from ossmount.emulator.faults import FaultRule
+from tests.mount.conftest import MountFactory
+from tests.mount.harness import BUCKET
+from tests.mount.test_write import RW, server_bytes, server_keys
+
+WB = (*RW, "--writeback")
+
+
+def _wait_seen(rule: FaultRule) -> None:
+    deadline = time.monotonic() + 10
+    while rule.seen < 1:
+        assert time.monotonic() < deadline, "the upload never started"
+        time.sleep(0.01)
+
+
+def test_a_file_unlinked_while_open_and_its_name_reused_stay_two_files(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    mount = make_mount(args=RW).start()
+    path = mount.path / "f"
+    old = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(old, b"old bytes")
+        os.unlink(path)
+        new = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.write(new, b"new")
+            assert os.fstat(old).st_ino != os.fstat(new).st_ino  # else the kernel mixes pages
+            os.ftruncate(old, 3)  # the unlinked file is still a file (this was ENOENT)
+            assert os.pread(old, 100, 0) == b"old"
+            assert os.pread(new, 100, 0) == b"new"
+        finally:
+            os.close(new)
+    finally:
+        os.close(old)
+    assert server_bytes(emulator, "f") == b"new"
+
+
+def test_a_rename_over_a_file_being_written_is_not_undone_by_its_close(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.put_object(BUCKET, "g", b"the version renamed over it")
+    mount = make_mount(args=RW).start()
+    fd = os.open(mount.path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"written, not yet closed")
+        os.rename(mount.path / "g", mount.path / "f")
+        os.write(fd, b", and more")  # the replaced file still takes writes
+    finally:
+        os.close(fd)  # and its close must not commit them over the renamed one
+    assert server_bytes(emulator, "f") == b"the version renamed over it"
+    assert (mount.path / "f").read_bytes() == b"the version renamed over it"
+    assert server_keys(emulator) == {"f"}
+
+
+def test_unlink_truncate_and_rename_during_a_writeback_upload(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """Each waits for the upload running in the background, then acts on what it stored:
+    the unlinked file is not resurrected by it, the truncation is committed (it was dropped
+    with the staged file), the renamed file is found (it was ENOENT)."""
+    rules = {
+        name: FaultRule("stall", op="PutObject", key=name, times=1, seconds=1.0)
+        for name in ("gone", "cut", "moved")
+    }
+    for rule in rules.values():
+        emulator.faults.add(rule)
+    mount = make_mount(args=WB).start()
+    for name in rules:
+        (mount.path / name).write_bytes(b"0123456789")  # close returns; the upload is held
+    for rule in rules.values():
+        _wait_seen(rule)
+    os.unlink(mount.path / "gone")
+    os.truncate(mount.path / "cut", 4)
+    os.rename(mount.path / "moved", mount.path / "there")
+    mount.stop()  # waits for the background uploads
+    assert server_keys(emulator) == {"cut", "there"}
+    assert server_bytes(emulator, "cut") == b"0123"
+    assert server_bytes(emulator, "there") == b"0123456789"
