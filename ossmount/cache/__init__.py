@@ -4,7 +4,7 @@ Plain synchronous classes with no FUSE, HTTP or trio dependency; the prefetcher 
 from trio (blocking calls such as `CacheEntry.flush` go to a worker thread there). See each
 module's docstring for its invariants: `ranges` (what a part is), `checkpoint` (the persisted
 record and its encoding), `entry` (durability order, states and shedding), `holes` (punching
-and finding holes), `store` (on-disk layout, lock, eviction).
+and finding holes), `layout` (on-disk layout, version, lock), `store` (sharing, space, eviction).
 """
 
 from __future__ import annotations
