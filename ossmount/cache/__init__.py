@@ -10,7 +10,7 @@ and finding holes), `layout` (on-disk layout, version, lock), `store` (sharing, 
 from __future__ import annotations
 
 from ossmount.cache.checkpoint import Checkpoint, EntryState
-from ossmount.cache.entry import CacheEntry, VerifyResult
+from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import (
     CacheError,
     CacheFull,
@@ -21,6 +21,7 @@ from ossmount.cache.errors import (
     EntryStateError,
     PartMismatch,
 )
+from ossmount.cache.partbook import VerifyResult
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.store import CacheStats, CacheStore
 
