@@ -221,19 +221,8 @@ def plain_request(
     head = parse_plain_head(buf)
     if head is None:
         return None
-    path, qs, query = _split_target(head.target)
-    req = Request(
-        method=head.method,
-        target=head.target,
-        path=path,
-        query_string=qs,
-        query=query,
-        headers=head.headers,
-        peer=peer,
-        _conn=None,
-        _stream=stream,
-        body_done=True,
-    )
+    req = _new_request(head.method, head.target, head.headers, peer, None, stream)
+    req.body_done = True
     return req, head.http10, head.rest
 
 
@@ -256,11 +245,28 @@ async def h11_request(
     return req, ev.http_version == b"1.0"
 
 
-def _split_target(target: str) -> tuple[str, str, list[tuple[str, str]]]:
-    """(path, query string, decoded query pairs in order) of a raw request target."""
+def _new_request(
+    method: str,
+    target: str,
+    headers: dict[str, str],
+    peer: str,
+    conn: h11.Connection | None,
+    stream: trio.SocketStream,
+) -> Request:
+    """The Request of a parsed head, its target split into path and decoded query pairs."""
     path, _, qs = target.partition("?")
     query = parse_qsl(qs, keep_blank_values=True, encoding="utf-8", errors="surrogateescape")
-    return path, qs, query
+    return Request(
+        method=method,
+        target=target,
+        path=path,
+        query_string=qs,
+        query=query,
+        headers=headers,
+        peer=peer,
+        _conn=conn,
+        _stream=stream,
+    )
 
 
 def _has_no_body(req: Request) -> bool:
@@ -278,20 +284,10 @@ def make_request(
         n = name.decode("latin-1")
         v = _decode(value)
         headers[n] = headers[n] + "," + v if n in headers else v
-    target = ev.target.decode("latin-1")
-    path, qs, query = _split_target(target)
-    return Request(
-        method=ev.method.decode("latin-1").upper(),
-        target=target,
-        path=path,
-        query_string=qs,
-        query=query,
-        headers=headers,
-        peer=peer,
-        _conn=conn,
-        _stream=stream,
-        _expect_continue=headers.get("expect", "").lower() == "100-continue",
-    )
+    method = ev.method.decode("latin-1").upper()
+    req = _new_request(method, ev.target.decode("latin-1"), headers, peer, conn, stream)
+    req._expect_continue = headers.get("expect", "").lower() == "100-continue"
+    return req
 
 
 async def cut_connection(stream: trio.SocketStream, kind: str) -> None:
