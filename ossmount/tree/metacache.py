@@ -77,8 +77,8 @@ class MetaCache:
         return None
 
     def listing(self, dir_path: str) -> CachedListing | None:
-        """The cached listing of `dir_path` whatever its age (the caller judges it); no LRU
-        touch: for directory read-ahead, which must not keep a listing alive by itself."""
+        """The cached listing of `dir_path` whatever its age (the caller judges it, as
+        `Namespace.files_after` does for directory read-ahead), without moving it in the LRU."""
         return self._listings.get(dir_path)
 
     def _fresh(self, positive: bool, fetched_at: float, now: float) -> bool:
