@@ -4,13 +4,13 @@ Plain synchronous classes with no FUSE, HTTP or trio dependency; the prefetcher 
 from trio (blocking calls such as `CacheEntry.flush` go to a worker thread there). See each
 module's docstring for its invariants: `ranges` (what a part is), `checkpoint` (the persisted
 record and its encoding), `entry` (durability order, states and shedding), `holes` (punching
-and finding holes), `store` (on-disk layout, lock, eviction).
+and finding holes), `layout` (on-disk layout, version, lock), `store` (sharing, space, eviction).
 """
 
 from __future__ import annotations
 
 from ossmount.cache.checkpoint import Checkpoint, EntryState
-from ossmount.cache.entry import CacheEntry, VerifyResult
+from ossmount.cache.entry import CacheEntry
 from ossmount.cache.errors import (
     CacheError,
     CacheFull,
@@ -21,6 +21,7 @@ from ossmount.cache.errors import (
     EntryStateError,
     PartMismatch,
 )
+from ossmount.cache.partbook import VerifyResult
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.store import CacheStats, CacheStore
 

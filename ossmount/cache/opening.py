@@ -1,7 +1,7 @@
 """Opening a cache entry: resume the one on disk if its checkpoint is for this exact version,
 else start a fresh sparse file (the factory `CacheEntry` is built by, kept apart from it).
 
-Two kinds of entry (cache layout 2, cache.store): a one-part object is kept in one file, its
+Two kinds of entry (cache layout 2, cache.layout): a one-part object is kept in one file, its
 checkpoint in the file's tail (`one`, cache.tail); any other object, and a one-part object
 cached by layout 1 or adopted by an older release, in a data file plus a checkpoint file. A new
 entry takes the kind its object's size gives; an existing one of either kind is resumed if it

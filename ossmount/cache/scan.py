@@ -1,4 +1,4 @@
-"""The startup scan of one bucket's cache directory (layout: cache.store): what is there.
+"""The startup scan of one bucket's cache directory (layout: cache.layout): what is there.
 
 Kept apart from the store, which runs it once in `lock()`: it removes what no checkpoint
 vouches for, and lists the rest for space accounting without decoding a single checkpoint

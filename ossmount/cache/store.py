@@ -1,33 +1,9 @@
-"""The cache directory: layout, one-mount lock, shared entries, space accounting, eviction.
+"""The cache store: one bucket's entries shared between their users, space accounting, eviction.
 
-On-disk layout (format version 2, recorded in `VERSION`):
-
-    ROOT/
-      VERSION                  "2\\n": layout format; "1" is upgraded (below), another value
-                               -> CacheLayoutError
-      lock                     flock()ed (exclusive, non-blocking) by the mount; holds its pid
-      BUCKET/                  one directory per bucket (bucket names are [a-z0-9-], 3..63)
-        ab/                    first two hex digits of the key hash, to keep directories small
-          <sha256(key)>.data   sparse file, ftruncated to the object size; parts pwritten in
-          <sha256(key)>.ckpt   checkpoint (ossmount.cache.checkpoint) naming bucket, key, etag..
-          <...>.ckpt.tmp       transient, from save_atomic; removed at startup
-          <sha256(key)>.one    a one-part object (<= 256 KiB): its bytes, then its checkpoint
-                               (ossmount.cache.tail); one file created per cold small file
-
-The root and bucket dirs carry ext4's FS_TOPDIR_FL (cache.spread): the fan-out dirs then land
-in block groups with free inodes (a file created there: 14 us of CPU, not ~700 us).
-
-Layout 2 only added `.one` files: a layout-1 directory is a valid layout-2 one, so `lock()`
-upgrades it by rewriting VERSION (its one-part entries stay `.data` + `.ckpt` and are resumed
-as such; a new version of such a key becomes a `.one`). A release that knows only layout 1
-refuses the upgraded directory with its own CacheLayoutError. The write path's adopted files
-(cache/adopt.py) take the kind the read path gives their size: `.one` for one part.
-
-The key is hashed (UTF-8, surrogates passed through) because keys may be 1023 bytes of
-anything. The version (ETag, size, Last-Modified, CRC) lives only in the checkpoint, so a key
-maps to at most one version on disk by construction; opening another version replaces it.
-A hash collision would look like "another version" (the checkpoint stores the full key) and
-is handled the same way: never mixed, only re-fetched.
+Its files are laid out as cache.layout describes (one directory per bucket, `<sha256(key)>`
+stems, `.data` + `.ckpt` or one `.one` file per entry, VERSION and the lock file), which also
+takes the lock and checks the layout version: that part changes only with the on-disk format,
+this one with how entries are shared and space is kept.
 
 Startup (`lock()`): after taking the lock, every bucket subdirectory is scanned (cache.scan):
 what no checkpoint vouches for is deleted; the rest is indexed for space accounting, oldest
@@ -64,7 +40,6 @@ worker thread, see ossmount.cache.entry).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import logging
@@ -78,27 +53,19 @@ from pathlib import Path
 from ossmount.cache import opening
 from ossmount.cache.checkpoint import Checkpoint, load
 from ossmount.cache.entry import CacheEntry
-from ossmount.cache.errors import (
-    CacheError,
-    CacheFull,
-    CacheLayoutError,
-    CacheLocked,
-    EntryStateError,
-    io_error,
-)
+from ossmount.cache.errors import CacheError, CacheFull, EntryStateError, io_error
 from ossmount.cache.holes import probe
+from ossmount.cache.layout import check_version, take_lock
 from ossmount.cache.parked import ParkedEntries
 from ossmount.cache.scan import CKPT, DATA, ONE, scan
 from ossmount.cache.spread import spread_subdirectories
 from ossmount.oss.addressing import valid_bucket_name
 from ossmount.oss.models import ObjectMeta
 
-__all__ = ["LAYOUT_VERSION", "UPGRADABLE_LAYOUTS", "CacheStats", "CacheStore", "Dropped"]
+__all__ = ["CacheStats", "CacheStore", "Dropped", "key_hash"]
 
 log = logging.getLogger(__name__)
 
-LAYOUT_VERSION = 2
-UPGRADABLE_LAYOUTS = ("1",)  # older layouts that are valid layout-2 directories as they are
 _DATA, _CKPT, _ONE = DATA, CKPT, ONE
 
 
@@ -179,25 +146,9 @@ class CacheStore:
         """
         if self._lock_fd is not None:
             return
-        lock_path = self.root / "lock"
+        fd = take_lock(self.root, self.bucket)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise io_error("lock", bucket=self.bucket, key="", path=lock_path, cause=exc) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _read_pid(fd)
-            os.close(fd)
-            raise CacheLocked(self.root, pid) from None
-        except OSError as exc:
-            os.close(fd)
-            raise io_error("lock", bucket=self.bucket, key="", path=lock_path, cause=exc) from exc
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            self._check_version()
+            check_version(self.root)
             spread_subdirectories(self.root)  # before the bucket dir and staging/ are made
             self._bucket_dir.mkdir(exist_ok=True)
             spread_subdirectories(self._bucket_dir)  # before the fan-out dirs are made
@@ -228,22 +179,6 @@ class CacheStore:
     def can_shed(self) -> bool:
         """Whether parts of entries in use may be punched out (see ossmount.cache.holes)."""
         return self.shed_refusal is None
-
-    def _check_version(self) -> None:
-        path = self.root / "VERSION"
-        try:
-            text = path.read_text().strip()
-        except FileNotFoundError:
-            path.write_text(f"{LAYOUT_VERSION}\n")
-            return
-        if text in UPGRADABLE_LAYOUTS:
-            path.write_text(f"{LAYOUT_VERSION}\n")
-            log.info("cache dir %s upgraded from layout %s to %d", self.root, text, LAYOUT_VERSION)
-        elif text != str(LAYOUT_VERSION):
-            raise CacheLayoutError(
-                f"cache directory {self.root} has layout version {text!r}, this ossmount "
-                f"uses {LAYOUT_VERSION}: remove the directory or choose another (use_cache=DIR)"
-            )
 
     def _scan(self) -> None:
         for stem, held in scan(self._bucket_dir):
@@ -596,11 +531,3 @@ def _same_open_version(entry: CacheEntry, meta: ObjectMeta, part_size: int) -> b
         and entry.layout.part_size == part_size
         and opening.crcs_agree(m.crc64, meta.crc64)
     )
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None

@@ -1,6 +1,6 @@
 """A one-part object's checkpoint kept in its own data file, after the object's bytes.
 
-Why (cache layout 2, cache.store): a cold small file used to cost two new files in the cache,
+Why (cache layout 2, cache.layout): a cold small file used to cost two new files in the cache,
 its data file and its checkpoint, and ext4 inode creation was ~26 % of the daemon's CPU in a
 cold `rsync -a` of 2,000 x 8 KiB. An object of one part (at most the 256 KiB head part,
 cache.ranges) is written once and judged once, so its checkpoint is saved once, or very few

@@ -1,6 +1,6 @@
 """A cache directory read from outside its mount: which dir, its entries, its lock.
 
-The layout is the one `ossmount.cache.store` documents (LAYOUT_VERSION 2; a layout-1 dir is
+The layout is the one `ossmount.cache.layout` documents (LAYOUT_VERSION 2; a layout-1 dir is
 read as it is): ROOT/VERSION, ROOT/lock, ROOT/BUCKET/ab/<sha256(key)>.data and .ckpt, or
 <sha256(key)>.one with the checkpoint in its tail (cache.tail). Only the store writes it; these
 commands read it, and verify/clear change it only while holding the same flock() a mount
@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ossmount.cache.checkpoint import Checkpoint, EntryState, decode
 from ossmount.cache.errors import CorruptCheckpoint
-from ossmount.cache.store import LAYOUT_VERSION, UPGRADABLE_LAYOUTS, key_hash
+from ossmount.cache.layout import LAYOUT_VERSION, UPGRADABLE_LAYOUTS
+from ossmount.cache.store import key_hash
 from ossmount.cache.tail import read_tail
 from ossmount.cachecmd.codes import CommandError, Exit
 from ossmount.cachecmd.mountstate import read_record

@@ -29,7 +29,8 @@ import trio
 from .app import App, RequestLog, RequestRecord
 from .auth import Verifier
 from .faults import FaultRule, Faults, parse_rule
-from .server import Response, serve_connection
+from .response import Response
+from .server import serve_connection
 from .shaping import Shaping
 from .store import (
     MemoryBody,

@@ -27,7 +27,8 @@ from urllib.parse import unquote_to_bytes
 from .auth import Verifier
 from .faults import FaultRule, Faults, parse_rule
 from .receive import upload_faults
-from .server import ConnectionDone, Request, Response, SendPlan, http_date
+from .request import ConnectionDone, Request
+from .response import Response, SendPlan, http_date
 from .shaping import Shaping
 from .store import Bucket, Store, valid_bucket_name, valid_key
 from .xml import OssError, error_header, error_xml

@@ -40,7 +40,7 @@ from ossmount.oss.signing import (
 from .xml import EC, OssError
 
 if TYPE_CHECKING:
-    from .server import Request
+    from .request import Request
 
 __all__ = ["READ_OPS", "Verifier"]
 

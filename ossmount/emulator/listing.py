@@ -18,7 +18,7 @@ from urllib.parse import quote
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 
-from .server import Response, xml_response
+from .response import Response, xml_response
 from .store import Bucket, ObjectVersion
 from .xml import OssError, iso8601, xml_text
 

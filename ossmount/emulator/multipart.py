@@ -43,7 +43,7 @@ from .objects import (
     parse_range,
 )
 from .receive import receive_body
-from .server import Response, xml_response
+from .response import Response, xml_response
 from .store import (
     Body,
     FileBody,

@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote
 from ossmount.crc64 import crc64
 
 from .receive import feed_body, receive_body
-from .server import Response
+from .response import Response
 from .store import (
     Body,
     FileBody,

@@ -3,19 +3,19 @@
 Why: every peer's random read in the referee's W8 is one small ranged GET, so the emulator's
 fixed cost per GET is in every peer's figure (fair to all, and the floor under ours). trio's
 `send`/`send_all` end each call in a checkpoint, a whole scheduler pass (epoll_wait, run
-queue) even when nothing waits, and `server._sendfile` starts with one: an unshaped GET paid three
-passes (read the request, send the head, send the body); now one (read the request). The
+queue) even when nothing waits, and `response._sendfile` starts with one: an unshaped GET paid
+three passes (read the request, send the head, send the body); now one (read the request). The
 bytes on the wire are the same: a memory body leaves with its head in one `writev`, a file
 body as head with MSG_MORE then `sendfile` (the kernel joins them, as `_send_corked` did).
 
 Measured (`bench/bench_requests.py --what floor --size-kib 64 --repeat 3`: a raw blocking
 client, one pre-built signed GET again and again; 3 interleaved pairs, main vs this, together
-with the request heads read by plain recv in server._read_head): emulator CPU per GET
+with the request heads read by plain recv in request.read_head): emulator CPU per GET
 155/155/155 -> 95/120/90 us, wall per GET 272/205/187 -> 187/149/126 us; cProfile of the
 emulator thread: Python calls per GET 473 -> 296.
 
-Only for responses without faults or shaping (server._write decides): stalls, cuts, flipped
-bytes and token buckets keep the general path.
+Only for responses without faults or shaping (response.write_response decides): stalls, cuts,
+flipped bytes and token buckets keep the general path.
 
 `raw` is a stdlib socket on the connection's descriptor (server.serve_connection makes it and
 detaches it before the connection is closed); the descriptor stays non-blocking, so every

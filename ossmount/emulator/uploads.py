@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from .multipart import get_upload, uploads
-from .server import Response, xml_response
+from .response import Response, xml_response
 from .xml import OssError, iso8601, xml_text
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Plain classes with no pyfuse3 import; the FUSE adapter drives `Namespace`. Design notes live in
 the module docstrings: `names` (key → name rules, shadowing), `inodes` (numbering, lookup
-counts), `listing` (requests, cache, readdir snapshots, concurrency).
+counts), `listing` (requests, readdir snapshots, concurrency), `metacache` (TTLs, bound).
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """`Namespace`: the directory tree of a bucket (or prefix), built from ListObjectsV2 only.
 
+This module decides what to ask OSS and turns the answers into nodes and snapshots. What the
+answers taught is kept by tree.metacache, and identical concurrent requests share one call
+through tree.flights: each changes for its own reasons (cache policy, a concurrency protocol).
+
 Requests
     * `opendir` lists the directory with `prefix=<dir>/`, `delimiter=/`, 1000 keys a page, and
       follows every continuation token: a directory of 10,000 keys costs 10 requests and nothing
@@ -15,12 +19,8 @@ Requests
       (at most four), rather than paging through the siblings.
 
 Cache
-    What a listing or lookup learned is kept for `ttl_s` seconds (`stat_cache_expire`); a name
-    known to be absent for `negative_ttl_s` (default: `ttl_s`). A complete directory listing
-    also answers lookups of every name in that directory, present or not, so a `find` costs
-    list requests only. When a name is known from both a listing and a lookup, the more recent
-    answer wins. The cache holds at most `max_entries` names (a listing weighs its entry count);
-    the least recently used are dropped first. `invalidate()` drops all of it (SIGHUP).
+    What a listing or lookup learned is kept by `MetaCache` (tree.metacache: TTLs, negative
+    TTL (default: `ttl_s`), weight bound, LRU, patching after this mount's own changes).
     Inode numbers are not cached data: they come from `InodeTable` and survive `invalidate()`.
 
 Readdir snapshots
@@ -36,10 +36,8 @@ Concurrency (trio, one thread)
     code re-reads state instead of trusting what it saw before. In particular `_put` (assigns an
     inode, possibly evicting idle ones) and the following `remember` / `pin` are never split by an
     await, otherwise the new entry could be evicted in between.
-    Concurrent requests for the same thing share one Lister call (`_shared`): the first task
-    runs it, the others wait on its event. If the first task is cancelled, a waiter runs the
-    request itself; if it fails, every waiter gets the same exception. A result from before an
-    `invalidate()` is returned to its callers but not cached (generation check).
+    Concurrent requests for the same thing share one Lister call (tree.flights). A result from
+    before an `invalidate()` is returned to its callers but not cached (generation check).
 """
 
 from __future__ import annotations
@@ -47,15 +45,16 @@ from __future__ import annotations
 import bisect
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from operator import itemgetter
-from typing import Final, TypeVar
+from typing import Final
 
 from ossmount.oss.models import ObjectMeta
 from ossmount.tree.errors import NameInvalid, NameTooLong, NotADirectory, NotFound
+from ossmount.tree.flights import Flights
 from ossmount.tree.inodes import ROOT_INODE, InodeTable, stable_hash
 from ossmount.tree.lister import Lister
+from ossmount.tree.metacache import MetaCache
 from ossmount.tree.names import (
     MAX_NAME_BYTES,
     SHADOW_SUFFIX,
@@ -69,10 +68,6 @@ from ossmount.tree.names import (
 )
 from ossmount.tree.node import Node
 from ossmount.tree.records import DIR_INFO as _DIR_INFO
-from ossmount.tree.records import MISS as _MISS
-from ossmount.tree.records import CachedListing as _CachedListing
-from ossmount.tree.records import CachedName as _CachedName
-from ossmount.tree.records import Flight as _Flight
 from ossmount.tree.records import Info as _Info
 from ossmount.tree.records import Miss as _Miss
 from ossmount.tree.records import WalkOrder
@@ -86,8 +81,6 @@ log = logging.getLogger(__name__)
 LIST_PAGE_KEYS: Final = 1000
 LOOKUP_MAX_KEYS: Final = 1000
 
-T = TypeVar("T")
-
 WALK_LISTING_MAX_AGE_TTLS: Final = 10  # files_after trusts a listing this many TTLs old
 _DOTS: Final = ("", ".", "..")
 
@@ -95,9 +88,8 @@ _DOTS: Final = ("", ".", "..")
 class Namespace:
     """The mount's tree: lookup, getattr, opendir over a `Lister`, with caches and inodes.
 
-    Constant: the lister, `root_prefix` (normalized, e.g. "some/prefix/"), TTLs, the clock.
-    Mutable: the inode table (`table`), the metadata cache (`_names`, `_listings` and their
-    LRU `_lru` with total weight `_weight`), flights in progress, the cache generation.
+    Constant: the lister, `root_prefix` (normalized, e.g. "some/prefix/"), the clock.
+    Mutable: the inode table (`table`), the metadata cache (`_cache`), flights in progress.
     """
 
     def __init__(
@@ -119,9 +111,11 @@ class Namespace:
             raise ValueError("max_entries must be >= 0")
         self._lister = lister
         self.root_prefix = normalize_root_prefix(root_prefix)
-        self.ttl_s = ttl_s
-        self.negative_ttl_s = ttl_s if negative_ttl_s is None else negative_ttl_s
-        self.max_entries = max_entries
+        self._cache = MetaCache(
+            ttl_s=ttl_s,
+            negative_ttl_s=ttl_s if negative_ttl_s is None else negative_ttl_s,
+            max_entries=max_entries,
+        )
         self._clock = clock
         self.table = InodeTable(
             hash_fn=hash_fn,
@@ -129,12 +123,7 @@ class Namespace:
             dir_mtime_ns=dir_mtime_ns,
         )
         self.root: Node = self.table.get(ROOT_INODE)
-        self._names: dict[tuple[str, str], _CachedName] = {}
-        self._listings: dict[str, _CachedListing] = {}
-        self._lru: OrderedDict[tuple[str, str, str], int] = OrderedDict()
-        self._weight = 0
-        self._generation = 0
-        self._flights: dict[Hashable, _Flight[object]] = {}
+        self._flights = Flights()
 
     # -- public API --------------------------------------------------------------------------
 
@@ -253,9 +242,9 @@ class Namespace:
         """
         node = self.table.get(inode)
         dir_path, _ = split_path(node.path)
-        cached = self._listings.get(dir_path)
+        cached = self._cache.listing(dir_path)
         if cached is None or self._clock() - cached.fetched_at > (
-            WALK_LISTING_MAX_AGE_TTLS * self.ttl_s
+            WALK_LISTING_MAX_AGE_TTLS * self._cache.ttl_s
         ):
             return []
         walk = cached.walks.get(order)
@@ -285,37 +274,9 @@ class Namespace:
         the change touches a name shadowed by a directory (names.py) it is dropped instead.
         A directory made here (`is_dir`) starts with an empty cached listing.
         Returns the entry's current `Node`, None for a deletion. Synchronous: no await."""
-        dir_path, name = split_path(path)
         info = _DIR_INFO if is_dir else (None if meta is None else _Info(False, meta))
-        now = self._clock()
-        listing = self._listings.get(dir_path)
-        if listing is not None:
-            old = listing.entries.get(name)
-            simple = not name.endswith(SHADOW_SUFFIX) and (name + SHADOW_SUFFIX) not in (
-                listing.entries
-            )
-            if simple and (old is None or info is None or old.is_dir == info.is_dir):
-                entries = dict(listing.entries)
-                if info is None:
-                    entries.pop(name, None)
-                else:
-                    entries[name] = info
-                self._store_listing(dir_path, entries, listing.fetched_at)
-            if self._listings.get(dir_path) is listing:  # not replaced (too big, or shadowing)
-                self._weight -= self._lru.pop(("l", dir_path, ""), 0)
-                del self._listings[dir_path]
-        for alias in (name, name + SHADOW_SUFFIX):
-            if (dir_path, alias) in self._names:
-                del self._names[(dir_path, alias)]
-                self._weight -= self._lru.pop(("n", dir_path, alias), 0)
-        self._store_name(dir_path, name, info, now)
-        if info is None:
-            return None
-        if is_dir and path not in self._listings:
-            # A directory this mount just made has nothing in it: lookups of the names a
-            # `cp -r` or `tar x` is about to create are answered without a probe each.
-            self._store_listing(path, {}, now)
-        return self._put(path, info)
+        self._cache.learned(path, info, self._clock())
+        return None if info is None else self._put(path, info)
 
     def moved_tree(self, inode: int, path: str) -> None:
         """Directory `inode` and everything under it were renamed to `path` by this mount:
@@ -337,11 +298,7 @@ class Namespace:
 
     def invalidate(self) -> None:
         """Drop all cached metadata (names, listings). Inode numbers and counts stay."""
-        self._names.clear()
-        self._listings.clear()
-        self._lru.clear()
-        self._weight = 0
-        self._generation += 1
+        self._cache.invalidate()
 
     def kernel_entries(self) -> list[tuple[int, str, int]]:
         """(parent inode, name, inode) of every entry the kernel may hold cached.
@@ -362,25 +319,12 @@ class Namespace:
     def check_invariants(self) -> None:
         """Raise AssertionError if the table or the cache bookkeeping is inconsistent."""
         self.table.check_invariants()
-        weight = 0
-        for kind, a, b in self._lru:
-            if kind == "n":
-                if (a, b) not in self._names:
-                    raise AssertionError(f"LRU has name {a!r}/{b!r} not in cache")
-                weight += 1
-            else:
-                if a not in self._listings:
-                    raise AssertionError(f"LRU has listing {a!r} not in cache")
-                weight += max(1, len(self._listings[a].entries))
-        if len(self._lru) != len(self._names) + len(self._listings):
-            raise AssertionError("LRU and cache disagree")
-        if weight != self._weight or weight > self.max_entries:
-            raise AssertionError(f"cache weight {self._weight} (counted {weight})")
+        self._cache.check_invariants()
 
     @property
     def cached_entries(self) -> int:
         """Names held by the metadata cache (the figure bounded by `max_entries`)."""
-        return self._weight
+        return self._cache.weight
 
     # -- resolving names ---------------------------------------------------------------------
 
@@ -400,30 +344,14 @@ class Namespace:
 
     async def _resolve(self, dir_path: str, name: str) -> _Info | None:
         """What `name` in `dir_path` is: from the cache, else from one probe (shared)."""
-        hit = self._cached(dir_path, name, self._clock())
+        hit = self._cache.lookup(dir_path, name, self._clock())
         if not isinstance(hit, _Miss):
             return hit
         base = lookup_base(name)
-        decided = await self._shared(("probe", dir_path, base), lambda: self._probe(dir_path, base))
+        decided = await self._flights.run(
+            ("probe", dir_path, base), lambda: self._probe(dir_path, base)
+        )
         return decided[name]
-
-    def _cached(self, dir_path: str, name: str, now: float) -> _Info | _Miss | None:
-        best: _Info | _Miss | None = _MISS
-        best_at = float("-inf")
-        entry = self._names.get((dir_path, name))
-        if entry is not None and self._fresh(entry.info is not None, entry.fetched_at, now):
-            best, best_at = entry.info, entry.fetched_at
-            self._lru.move_to_end(("n", dir_path, name))
-        listing = self._listings.get(dir_path)
-        if listing is not None and listing.fetched_at > best_at:
-            info = listing.entries.get(name)
-            if self._fresh(info is not None, listing.fetched_at, now):
-                best = info
-                self._lru.move_to_end(("l", dir_path, ""))
-        return best
-
-    def _fresh(self, positive: bool, fetched_at: float, now: float) -> bool:
-        return now - fetched_at < (self.ttl_s if positive else self.negative_ttl_s)
 
     async def _probe(self, dir_path: str, base: str) -> dict[str, _Info | None]:
         """One ListObjectsV2 over `<dir>/<base>`; decides the names `base` and `base.ossfile`.
@@ -431,7 +359,7 @@ class Namespace:
         Returns display name → info (None = absent) for every name it decides, and caches them.
         """
         started = self._clock()
-        generation = self._generation
+        generation = self._cache.generation
         dir_key = self._dir_key(dir_path)
         prefix = dir_key + base
         raws = [r for r in (base, base + SHADOW_SUFFIX) if valid_name(r)]
@@ -470,24 +398,22 @@ class Namespace:
                 out[name] = _Info(is_dir, None if source is None else files[source])
             else:
                 out[name] = None
-            if generation == self._generation:
-                self._store_name(dir_path, name, out[name], started)
+            if generation == self._cache.generation:
+                self._cache.store_name(dir_path, name, out[name], started)
         return out
 
     # -- listings ----------------------------------------------------------------------------
 
     async def _listing(self, dir_path: str) -> Mapping[str, _Info]:
-        now = self._clock()
-        cached = self._listings.get(dir_path)
-        if cached is not None and self._fresh(True, cached.fetched_at, now):
-            self._lru.move_to_end(("l", dir_path, ""))
-            return cached.entries
-        return await self._shared(("list", dir_path), lambda: self._list_dir(dir_path))
+        cached = self._cache.fresh_listing(dir_path, self._clock())
+        if cached is not None:
+            return cached
+        return await self._flights.run(("list", dir_path), lambda: self._list_dir(dir_path))
 
     async def _list_dir(self, dir_path: str) -> dict[str, _Info]:
         """Every page of `<dir>/` with delimiter `/`; resolved, validated entries. Caches them."""
         started = self._clock()
-        generation = self._generation
+        generation = self._cache.generation
         dir_key = self._dir_key(dir_path)
         cut = len(dir_key)
         files: dict[str, ObjectMeta] = {}
@@ -518,8 +444,8 @@ class Namespace:
             entries.update({name: _Info(False, meta) for name, meta in files.items()})
         else:
             entries = self._shadowed(dir_key, files, dirs)
-        if generation == self._generation:
-            self._store_listing(dir_path, entries, started)
+        if generation == self._cache.generation:
+            self._cache.store_listing(dir_path, entries, started)
         return entries
 
     @staticmethod
@@ -541,65 +467,3 @@ class Namespace:
             return True
         log.debug("skipping key %r: name %r is %s", key, name[: MAX_NAME_BYTES + 1], problem)
         return False
-
-    # -- cache bookkeeping (all synchronous) -------------------------------------------------
-
-    def _store_name(self, dir_path: str, name: str, info: _Info | None, at: float) -> None:
-        if (self.ttl_s if info is not None else self.negative_ttl_s) <= 0:
-            return
-        lru_key = ("n", dir_path, name)
-        if lru_key in self._lru:
-            self._lru.move_to_end(lru_key)
-        else:
-            self._lru[lru_key] = 1
-            self._weight += 1
-        self._names[(dir_path, name)] = _CachedName(info, at)
-        self._shrink()
-
-    def _store_listing(self, dir_path: str, entries: dict[str, _Info], at: float) -> None:
-        weight = max(1, len(entries))
-        if self.ttl_s <= 0 or weight > self.max_entries:
-            return
-        lru_key = ("l", dir_path, "")
-        old = self._lru.pop(lru_key, None)
-        if old is not None:
-            self._weight -= old
-        self._lru[lru_key] = weight
-        self._weight += weight
-        self._listings[dir_path] = _CachedListing(entries, at)
-        self._shrink()
-
-    def _shrink(self) -> None:
-        while self._weight > self.max_entries and self._lru:
-            (kind, a, b), weight = self._lru.popitem(last=False)
-            self._weight -= weight
-            if kind == "n":
-                del self._names[(a, b)]
-            else:
-                del self._listings[a]
-
-    # -- request sharing ---------------------------------------------------------------------
-
-    async def _shared(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run `fn` once for all concurrent callers with the same `key` (see module doc)."""
-        while True:
-            flight = self._flights.get(key)
-            if flight is None:
-                mine: _Flight[T] = _Flight()
-                self._flights[key] = mine  # type: ignore[assignment]
-                try:
-                    mine.result = await fn()
-                    mine.ok = True
-                    return mine.result
-                except Exception as exc:
-                    mine.error = exc
-                    raise
-                finally:
-                    del self._flights[key]
-                    mine.done.set()
-            await flight.done.wait()
-            if flight.ok:
-                return flight.result  # type: ignore[return-value]
-            if flight.error is not None:
-                raise flight.error
-            # the running task was cancelled: try again, maybe as the one running it

@@ -1,4 +1,4 @@
-"""Bodiless GET/HEAD heads are parsed by hand (emulator/server.py `_plain_request`): the result
+"""Bodiless GET/HEAD heads are parsed by hand (emulator/request.py `plain_request`): the result
 must be what h11's path makes of the same bytes, and anything unusual must go to h11."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from typing import Any
 import h11
 import pytest
 
-from ossmount.emulator.server import _make_request, _plain_request
+from ossmount.emulator.request import make_request as _make_request
+from ossmount.emulator.request import plain_request as _plain_request
 
 STREAM: Any = object()  # never touched while parsing
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+import ossmount.cache.partbook as partbook
 
 
 def _modules_after_import(module: str) -> set[str]:
@@ -74,3 +78,24 @@ def test_the_cache_loads_neither_the_read_path_nor_the_http_client() -> None:
         "ossmount.cache.sink",
     ):
         assert not _modules_after_import(module) & forbidden, module
+
+
+def test_the_part_book_does_no_io() -> None:
+    """cache.partbook is an entry's in-memory bookkeeping, cheap on the trio thread because it
+    never touches the disk: the I/O is CacheEntry's (cache.entry)."""
+    tree = ast.parse(Path(partbook.__file__).read_text())
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(a.name for a in node.names)
+    io_modules = {"os", "fcntl", "io", "mmap", "shutil", "socket", "subprocess"}
+    io_modules |= {f"ossmount.cache.{m}" for m in ("holes", "recheck", "sink", "tail")}
+    assert not imported & io_modules
+    called = {
+        n.func.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    }
+    assert "open" not in called

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from ossmount.cache.checkpoint import Checkpoint, EntryState, save_atomic
+from ossmount.cache.layout import LAYOUT_VERSION
 from ossmount.cache.ranges import PartLayout
-from ossmount.cache.store import LAYOUT_VERSION, key_hash
+from ossmount.cache.store import key_hash
 from ossmount.cachecmd.findmount import mount_of, parse_mountinfo
 from ossmount.cachecmd.layout import resolve_cache_dir
 from ossmount.cachecmd.main import is_ours

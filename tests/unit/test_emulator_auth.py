@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from ossmount.emulator.auth import Verifier
-from ossmount.emulator.server import Request
+from ossmount.emulator.request import Request
 from ossmount.emulator.xml import OssError
 
 QUERY = "param1=value1&%2Bparam1=value3&%7Cparam1=value4&%2Bparam2=&%7Cparam2=&param2="
