@@ -31,7 +31,9 @@ from ossmount.fs.stamps import stamped
 from ossmount.oss.models import ObjectMeta
 
 if TYPE_CHECKING:
+    from ossmount.fs.attrs import Attr
     from ossmount.fs.shown import AttrView
+    from ossmount.fs.staged import Staged
     from ossmount.fs.staging import Staging
     from ossmount.tree.listing import Namespace
     from ossmount.tree.node import Node
@@ -48,15 +50,9 @@ async def set_attrs(
     if staged is None:
         await _store(staging, ns, view, await ns.getattr(inode), posix)
         return
-    shown = view(ns.get(inode))
-    current = Posix(mtime_ns=shown.mtime_ns, atime_ns=shown.atime_ns, ctime_ns=shown.ctime_ns)
-    mode, uid, gid, mtime_ns, atime_ns, ctime_ns = stamped(posix, current, None)
+    mode, uid, gid, mtime_ns, _, _ = posix
     if mtime_ns is not None:
         staged.mtime_ns = mtime_ns
-    if atime_ns is not None:
-        staged.atime_ns = atime_ns
-    if ctime_ns is not None:
-        staged.ctime_ns = ctime_ns
     if mode is not None:
         staged.mode, staged.keep_mode = stat.S_IFREG | (mode & 0o7777), False
     if uid is not None:
@@ -64,13 +60,34 @@ async def set_attrs(
     if gid is not None:
         staged.gid = gid
     if staging.carries_attrs(staged):
+        _take_times(staged, stamped(posix, _times(view(ns.get(inode))), None))
         return
     async with staged.lock:
         if staging.carries_attrs(staged):
+            _take_times(staged, stamped(posix, _times(view(ns.get(inode))), None))
             return
         stored = await _store(staging, ns, view, ns.get(inode), posix)
         if stored is not None:
             staging.restored(staged, stored)
+        # Resolved against the object's own headers (what the mount shows may be defaults):
+        # the file takes the times it now carries, which a later commit sends again.
+        known = view.known(ns.get(inode))
+        if known is not None:
+            _take_times(staged, known)
+
+
+def _times(attr: Attr) -> Posix:
+    return Posix(mtime_ns=attr.mtime_ns, atime_ns=attr.atime_ns, ctime_ns=attr.ctime_ns)
+
+
+def _take_times(staged: Staged, posix: Posix) -> None:
+    """`staged`'s times from those of `posix` that are set."""
+    if posix.mtime_ns is not None:
+        staged.mtime_ns = posix.mtime_ns
+    if posix.atime_ns is not None:
+        staged.atime_ns = posix.atime_ns
+    if posix.ctime_ns is not None:
+        staged.ctime_ns = posix.ctime_ns
 
 
 async def _store(
