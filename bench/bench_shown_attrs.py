@@ -49,8 +49,9 @@ def main() -> None:
     current, _peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss_after = _rss_mib()
-    print(f"{n} objects, atime/ctime {args.times}: {current / n:.0f} bytes each beyond their key and ETag strings "
-          f"(tracemalloc), {current / 2**20:.1f} MiB; peak RSS +{rss_after - rss_before:.1f} "
+    grown = rss_after - rss_before
+    print(f"{n} objects, atime/ctime {args.times}: {current / n:.0f} bytes each beyond their "
+          f"key and ETag strings (tracemalloc), {current / 2**20:.1f} MiB; peak RSS +{grown:.1f} "
           "MiB (with tracemalloc's own overhead)")  # fmt: skip
     start = time.perf_counter()
     rounds = 5
