@@ -2,11 +2,13 @@
 
 ossfs 1.x (src/s3fs.cpp s3fs_chmod/s3fs_chown/s3fs_utimens) HEADs the object and copies it
 onto itself with `x-oss-metadata-directive: REPLACE`, the object's metadata plus the changed
-`x-oss-meta-mode` / `-uid` / `-gid` / `-mtime`; we do the same (`OssWrites.replace_meta`),
-fenced on the ETag the namespace knows, so a bucket written by either reads the same in both.
-Cost: one HEAD, plus one CopyObject when a value really changes (a chmod to the mode the
-object already has costs the HEAD only). A file open for writing, or whose write-back upload
-is pending, carries mode, owner and mtime with its upload instead (fs/staging.py): no request.
+`x-oss-meta-mode` / `-uid` / `-gid` / `-mtime` / `-atime` / `-ctime` (which times, with what
+values: fs/stamps.py); we do the same (`OssWrites.replace_meta`), fenced on the ETag the
+namespace knows, so a bucket written by either reads the same in both. Cost: one HEAD, plus
+one CopyObject when a value other than the ctime really changes (a chmod to the mode the
+object already has costs the HEAD only; ossfs would copy it to bump the ctime). A file open
+for writing, or whose write-back upload is pending, carries mode, owner and times with its
+upload instead (fs/staging.py): no request.
 Which of these a setattr takes is decided in fs/setattrs.py; directories' markers are stored
 the same way (fs/dirattrs.py).
 
@@ -31,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 from ossmount.fs.shown import Posix, ShownAttrs, posix_of
+from ossmount.fs.stamps import only_ctime_differs, stamped
 from ossmount.oss._writes import OssWrites
 from ossmount.oss.models import ObjectMeta
 
@@ -91,20 +94,28 @@ async def store_attrs(
     *,
     known: KnownMeta | None = None,
     kind: int = stat.S_IFREG,
+    request: bool = False,
 ) -> ObjectMeta | None:
     """Store what `posix` sets (its None fields are left as they are) on `meta`'s object; its
-    new metadata, or None if nothing was copied. With `known` holding the object's headers,
-    no HEAD; it learns the headers after a copy, and those of the HEAD when nothing needed
-    copying. `kind`: the file-type bits stored with a mode (S_IFDIR on a `dir/` marker)."""
-    mode = posix.mode
-    updates = posix._replace(mode=None if mode is None else kind | (mode & 0o7777)).meta()
-    if not updates:
+    new metadata, or None if nothing was copied (nothing but the ctime would change). With
+    `known` holding the object's headers, no HEAD; it learns the headers after a copy, and
+    those of the HEAD when nothing needed copying. `kind`: the file-type bits stored with a
+    mode (S_IFDIR on a `dir/` marker). `request`: `posix` is what a setattr asked for, stored
+    with the times ossfs stores beside it, from the object's current ones (fs/stamps.py);
+    else exactly the values to store."""
+    if posix == Posix():
         return None
     kept = known.headers(meta.key, meta.etag) if known is not None else None
     headed = kept is None
     if kept is None:
         kept, _ = await writes.kept_headers(meta.key, if_match=meta.etag)
-    copied = await writes.replace_meta(meta.key, updates, if_match=meta.etag, kept=kept)
+    if request:
+        posix = stamped(posix, posix_of(kept), meta.mtime_ns)
+    mode = posix.mode
+    updates = posix._replace(mode=None if mode is None else kind | (mode & 0o7777)).meta()
+    copied = None
+    if not only_ctime_differs(updates, kept):
+        copied = await writes.replace_meta(meta.key, updates, if_match=meta.etag, kept=kept)
     if copied is None:
         if known is not None and headed:  # it had them already: the HEAD told us the rest
             known.wrote(meta.key, meta.etag, kept)

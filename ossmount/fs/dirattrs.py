@@ -1,12 +1,14 @@
-"""A directory's mode, owner and mtime, kept on its `dir/` marker object as ossfs 1.x keeps them.
+"""A directory's mode, owner and times, kept on its `dir/` marker object as ossfs 1.x keeps them.
 
 ossfs (src/s3fs.cpp `create_directory_object`, `s3fs_chmod`/`_chown`/`_utimens`):
     * mkdir PUTs the `dir/` marker with `x-oss-meta-mode`, `-uid`, `-gid` (the caller's) and
-      `-mtime` (now); so do we (ossfs also writes atime and ctime, which nobody reads back:
-      not stored here).
+      `-atime`, `-mtime`, `-ctime` (now); so do we.
     * chmod, chown and utimens of a directory whose marker exists copy the marker onto itself
-      with REPLACE, as for a file; of a directory with no marker (an "implicit" one, only
-      keys below it) ossfs makes the marker, carrying the new attributes. We do the same:
+      with REPLACE, as for a file (with the times of fs/stamps.py); of a directory with no
+      marker (an "implicit" one, only keys below it) ossfs makes the marker, carrying the new
+      attributes (ctime now; a utimens's times as fs/stamps.py says, from the ones shown;
+      ossfs also writes the shown owner and mtime, which for us are the mount's defaults and
+      the epoch: not written). We do the same:
       PutObject with `x-oss-forbid-overwrite` (a marker someone made meanwhile is not
       replaced: it is then updated by the copy). The directory then outlives its last entry
       and `rmdir` can remove it, as with ossfs.
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from ossmount.fs.attrstore import KnownMeta, store_attrs
 from ossmount.fs.shown import Posix
+from ossmount.fs.stamps import stamped
 from ossmount.oss import NoSuchKey
 from ossmount.oss._errors import OssError, PreconditionFailed
 from ossmount.oss._writes import FileAlreadyExists, OssWrites
@@ -51,7 +54,7 @@ async def make_dir(
 ) -> None:
     """mkdir: the `key` (ending in "/") marker carrying the new directory's attributes."""
     now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # ossfs: time(NULL)
-    headers = Posix(stat.S_IFDIR | (mode & 0o7777), uid, gid, now).meta()
+    headers = Posix(stat.S_IFDIR | (mode & 0o7777), uid, gid, now, now, now).meta()
     put = await writes.put_object(key, b"", meta=headers)
     known.wrote(key, put.etag, headers)
 
@@ -66,7 +69,7 @@ async def store_dir_attrs(
 
     async def copy(etag: str) -> None:
         marker = ObjectMeta(key, 0, etag, 0)
-        await store_attrs(writes, marker, posix, known=known, kind=stat.S_IFDIR)
+        await store_attrs(writes, marker, posix, known=known, kind=stat.S_IFDIR, request=True)
 
     etag = known.shown.etag(key)
     if etag is not None:
@@ -79,8 +82,12 @@ async def store_dir_attrs(
         try:
             etag = (await writes.client.head(key)).etag
         except NoSuchKey:
-            shown = view(node).mode if posix.mode is None else posix.mode
-            headers = posix._replace(mode=stat.S_IFDIR | (shown & 0o7777)).meta()
+            attr = view(node)
+            shown = attr.mode if posix.mode is None else posix.mode
+            current = Posix(mtime_ns=attr.mtime_ns, atime_ns=attr.atime_ns,
+                            ctime_ns=attr.ctime_ns)  # fmt: skip
+            stored = stamped(posix, current, None)
+            headers = stored._replace(mode=stat.S_IFDIR | (shown & 0o7777)).meta()
             try:
                 put = await writes.put_object(key, b"", meta=headers, forbid_overwrite=True)
             except FileAlreadyExists:

@@ -66,6 +66,7 @@ from ossmount.fs.shown import AttrView, Posix
 from ossmount.fs.staged import Staged, staged_state
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
+from ossmount.fs.stamps import now_s
 from ossmount.fs.xattrs import check_namespace, xattr_value
 from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher
@@ -357,6 +358,7 @@ class FileSystem:
         staged.dirty = True  # an empty file is committed too
         staged.mode = stat.S_IFREG | (mode & 0o7777)
         staged.uid, staged.gid = uid, gid
+        staged.atime_ns = staged.ctime_ns = now_s()  # as ossfs's create (fs/stamps.py)
         fh = self._new_fh()
         self._files[fh] = _OpenFile(node.inode, None, staged)
         return Opened(fh, False, direct_writes(flags)), self.attr(node)
@@ -413,9 +415,10 @@ class FileSystem:
         mode: int | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        atime_ns: int | None = None,
     ) -> Attr:
         """truncate (size) works on the staged file (staging the object if no handle is
-        open, then committing it at once); mode, owners and mtime: see fs/setattrs.py."""
+        open, then committing it at once); mode, owners and times: see fs/setattrs.py."""
         staging = self._writable(inode)
         staged = staging.by_inode.get(inode)
         if size is not None:
@@ -431,8 +434,8 @@ class FileSystem:
                     await self._commit(handle)
                 finally:
                     await self.release(opened.fh)
-        if (mtime_ns, mode, uid, gid) != (None, None, None, None):
-            await set_attrs(staging, self._ns, self.attr, inode, Posix(mode, uid, gid, mtime_ns))
+        if (posix := Posix(mode, uid, gid, mtime_ns, atime_ns)) != Posix():
+            await set_attrs(staging, self._ns, self.attr, inode, posix)
         return await self.getattr(inode)
 
     async def unlink(self, parent: int, name: str) -> None:

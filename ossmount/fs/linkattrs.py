@@ -1,11 +1,12 @@
-"""A symlink's owner and mtime, kept on its OSS symlink object as ossfs 1.x keeps a link's.
+"""A symlink's owner and times, kept on its OSS symlink object as ossfs 1.x keeps a link's.
 
 ossfs 1.x (src/s3fs.cpp `s3fs_symlink`, `s3fs_chown`, `s3fs_utimens`) stores a link with
-`x-oss-meta-mode` S_IFLNK|0777, `-uid`/`-gid` of the caller and `-mtime` (now); lchown and
-utimensat(AT_SYMLINK_NOFOLLOW) reach its chown/utimens, which copy the link's object onto
-itself with the new values. Our links are PutSymlink objects (ossfs 1.x writes a plain object
-holding the target instead); they carry the same `x-oss-meta-*`, which PutSymlink stores as the
-link's own user metadata, so `ls -l` shows the same owner and mtime in both mounts. With the
+`x-oss-meta-mode` S_IFLNK|0777, `-uid`/`-gid` of the caller and `-atime`, `-mtime`, `-ctime`
+(now); lchown and utimensat(AT_SYMLINK_NOFOLLOW) reach its chown/utimens, which copy the
+link's object onto itself with the new values (and the times of fs/stamps.py). Our links
+are PutSymlink objects (ossfs 1.x writes a plain object holding the target instead); they
+carry the same `x-oss-meta-*`, which PutSymlink stores as the link's own user metadata, so
+`ls -l` shows the same owner and times in both mounts. With the
 mode S_IFLNK ossfs takes the object for a link, so it also gets ossfs's own copy of the target
 (`x-oss-meta-symlink-target`, its "new symlink format": readlink in ossfs reads it from the
 header whatever its options; without it ossfs would read the body, and GET follows an OSS
@@ -22,7 +23,8 @@ answers must be the one the namespace knows (else PreconditionFailed, as a fence
 between the two requests the link is not fenced (PutSymlink takes no If-Match): another client
 repointing it in that window is undone, the risk of ossfs's own HEAD-then-copy. No GetSymlink
 for a link this mount made or changed in the last 30 s with that ETag (`KnownMeta` holds its
-headers and target). Requests: one GetSymlink, plus one PutSymlink when a value changes.
+headers and target). Requests: one GetSymlink, plus one PutSymlink when a value other than
+the ctime changes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from urllib.parse import quote
 
 from ossmount.fs.attrstore import KnownMeta
 from ossmount.fs.links import link_target
-from ossmount.fs.shown import Posix
+from ossmount.fs.shown import Posix, posix_of
+from ossmount.fs.stamps import only_ctime_differs, stamped
 from ossmount.oss._errors import PreconditionFailed
 from ossmount.oss._writes import OssWrites
 from ossmount.oss.models import ObjectMeta
@@ -63,7 +66,7 @@ async def make_link(
     """symlink: the PutSymlink object `key` -> `target_key`, carrying ossfs's mode, the
     caller's owner, the time and ossfs's copy of the target (what our readlink answers)."""
     now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # ossfs: time(NULL)
-    headers = Posix(LINK_MODE, uid, gid, now).meta()
+    headers = Posix(LINK_MODE, uid, gid, now, now, now).meta()
     shown = link_target(key, target_key, root_prefix)
     if shown is not None:
         headers[OSSFS_TARGET] = ossfs_target(shown)
@@ -76,11 +79,10 @@ async def store_link_attrs(
     writes: OssWrites, known: KnownMeta, meta: ObjectMeta, posix: Posix
 ) -> ObjectMeta | None:
     """lchown/utimensat(AT_SYMLINK_NOFOLLOW) of the link `meta`: what `posix` sets (a mode
-    cannot be set on a Linux link; one given keeps the link type); its new metadata, or None
-    when nothing changed (no PutSymlink)."""
-    mode = None if posix.mode is None else stat.S_IFLNK | (posix.mode & 0o7777)
-    updates = posix._replace(mode=mode).meta()
-    if not updates:
+    cannot be set on a Linux link; one given keeps the link type), with the times ossfs
+    stores beside it (fs/stamps.py); its new metadata, or None when nothing but the ctime
+    would change (no PutSymlink)."""
+    if posix == Posix():
         return None
     headers = known.headers(meta.key, meta.etag)
     if headers is not None and TARGET in headers:
@@ -93,7 +95,10 @@ async def store_link_attrs(
                 412, "PreconditionFailed", changed, bucket=writes.bucket, key=meta.key
             )
         known.wrote(meta.key, etag, {**headers, TARGET: target})
-    if all(headers.get(name) == value for name, value in updates.items()):
+    stored = stamped(posix, posix_of(headers), meta.mtime_ns)
+    mode = None if stored.mode is None else stat.S_IFLNK | (stored.mode & 0o7777)
+    updates = stored._replace(mode=mode).meta()
+    if only_ctime_differs(updates, headers):
         return None
     headers.update(updates)
     etag = await writes.put_symlink(meta.key, target, meta=headers)

@@ -1,4 +1,4 @@
-"""The mode, owner and mtime the mount shows: the ones it stored itself, else its defaults.
+"""The mode, owner and times the mount shows: the ones it stored itself, else its defaults.
 
 Why: a tool that stats what it just set must see it. `rsync -a` creates its temp file 0600,
 then chmods it only if `stat` shows another mode than the source's; with a fixed 0644 shown it
@@ -9,17 +9,23 @@ not the source's.
 What is known, and from where (never an extra request: `ls -l` and rsync keep 0 HEADs):
     * a file being written: its `Staged` fields (the create's mode and owner, setattr's);
     * an object this mount stored (a commit, a chmod/chown/utimens copy, a `dir/` marker):
-      the `x-oss-meta-mode/-uid/-gid/-mtime` it sent, parsed as ossfs 1.x parses them
-      (src/metaheader.cpp), held in `ShownAttrs`, keyed by object key and trusted only
-      while the listing shows the ETag it had then (a marker: no ETag to compare, trusted
-      until this mount removes or renames it);
+      the `x-oss-meta-mode/-uid/-gid/-mtime/-atime/-ctime` it sent (or learnt by a HEAD it
+      made anyway: a chmod's, an overwrite's), parsed as ossfs 1.x parses them
+      (src/metaheader.cpp get_mtime/get_atime/get_ctime), held in `ShownAttrs`, keyed by
+      object key and trusted only while the listing shows the ETag it had then (a marker: no
+      ETag to compare, trusted until this mount removes or renames it);
     * anything else (known only from LIST): the mount's defaults (fs/attrs.py `attr_of`).
 GETs are not read for `x-oss-meta-*`: an object's permissions would then change under a
 reader depending on whether it happened to be read (default_permissions checks them).
 
+An absent (or unparsable, or zero) time shows what it would without it: the Last-Modified,
+as ossfs falls back to it.
+
 Memory: `ShownAttrs` is bounded (`capacity`, oldest learnt dropped first): ~130 bytes an
 object plus its key string, often shared with the inode table's node (12 MiB for 100,000,
-the default capacity; `bench/bench_shown_attrs.py`). Time per listed entry, over the
+the default capacity; `bench/bench_shown_attrs.py`); atime and ctime add 8 bytes when equal
+(a utimens stores them so, and a file created and committed within a second has them so),
+16 when not, none when absent. Time per listed entry, over the
 ~0.5 µs of `attr_of` (timeit, 10,000 entries): +0.1 µs on a read-only mount, +0.5 µs on a
 `--rw` one, +2 µs for an entry whose attributes are known (unpacking). What it forgets shows
 the defaults again, as after a remount.
@@ -51,10 +57,15 @@ class Posix(NamedTuple):
     uid: int | None = None
     gid: int | None = None
     mtime_ns: int | None = None
+    atime_ns: int | None = None
+    ctime_ns: int | None = None
 
     def meta(self) -> dict[str, str]:
         """The `x-oss-meta-*` headers ossfs reads these from (none for what is None)."""
-        return posix_meta(mtime_ns=self.mtime_ns, mode=self.mode, uid=self.uid, gid=self.gid)
+        return posix_meta(
+            mtime_ns=self.mtime_ns, mode=self.mode, uid=self.uid, gid=self.gid,
+            atime_ns=self.atime_ns, ctime_ns=self.ctime_ns,
+        )  # fmt: skip
 
 
 def _c_int(text: str) -> int | None:
@@ -73,7 +84,8 @@ def _c_int(text: str) -> int | None:
 
 
 def _mtime(text: str) -> int | None:
-    """`sec[.nsec]`: ossfs takes the digits after the dot as nanoseconds as they are."""
+    """`sec[.nsec]`: ossfs takes the digits after the dot as nanoseconds as they are (its
+    atime and ctime too: src/metaheader.cpp cvt_string_to_time)."""
     sec, _, nsec = text.strip().partition(".")
     if not sec.isdigit() or (nsec and not nsec.isdigit()):
         return None
@@ -85,42 +97,72 @@ def _mtime(text: str) -> int | None:
 
 def posix_of(headers: Mapping[str, str]) -> Posix:
     """The POSIX attributes in an object's headers (lower-case names)."""
-    mode, uid, gid, mtime = (
-        headers.get(f"x-oss-meta-{name}") for name in ("mode", "uid", "gid", "mtime")
-    )
+    mode, uid, gid, mtime, atime, ctime = (headers.get(f"x-oss-meta-{name}") for name in _NAMES)
     return Posix(
         None if mode is None else _c_int(mode),
         None if uid is None else _c_int(uid),
         None if gid is None else _c_int(gid),
         None if mtime is None else _mtime(mtime),
+        None if atime is None else _mtime(atime),
+        None if ctime is None else _mtime(ctime),
     )
 
 
+_NAMES = ("mode", "uid", "gid", "mtime", "atime", "ctime")
+
+
 _NOTHING = Posix()
-# One table value: which of the four are known (bits 1, 2, 4, 8), mode, uid, gid, mtime_ns,
-# then the ETag's UTF-8. One bytes object, not a tuple of ints and a str: 126 bytes an
-# object in the table instead of 298 (bench/bench_shown_attrs.py, 100,000 objects).
+# One table value: which fields are known (flag bits below), mode, uid, gid, mtime_ns, then
+# atime_ns and ctime_ns only when known (one of them when equal), then the ETag's UTF-8. One
+# bytes object, not a tuple of ints and a str: 126 bytes an object in the table instead of
+# 298 (bench/bench_shown_attrs.py, 100,000 objects, no atime/ctime).
 _PACK = struct.Struct("<BIIIq")
+_TIME = struct.Struct("<q")
+_MODE, _UID, _GID, _MTIME, _ATIME, _CTIME, _CTIME_IS_ATIME = 1, 2, 4, 8, 16, 32, 64
+# Where the ETag starts, by flags: after the head and the atime/ctime it holds.
+_ETAG_AT = tuple(
+    _PACK.size + 8 * (bool(f & _ATIME) + bool(f & _CTIME and not f & _CTIME_IS_ATIME))
+    for f in range(128)
+)
 
 
 def _pack(etag: str, posix: Posix) -> bytes:
-    mode, uid, gid, mtime = posix
+    mode, uid, gid, mtime, atime, ctime = posix
     flags = 0
-    for bit, value in ((1, mode), (2, uid), (4, gid), (8, mtime)):
+    for bit, value in ((_MODE, mode), (_UID, uid), (_GID, gid), (_MTIME, mtime),
+                       (_ATIME, atime), (_CTIME, ctime)):  # fmt: skip
         if value is not None:
             flags |= bit
+    times = b"" if atime is None else _TIME.pack(atime)
+    if ctime is not None and ctime == atime:
+        flags |= _CTIME_IS_ATIME
+    elif ctime is not None:
+        times += _TIME.pack(ctime)
     head = _PACK.pack(flags, mode or 0, uid or 0, gid or 0, mtime or 0)
-    return head + etag.encode("utf-8", "surrogatepass")
+    return head + times + etag.encode("utf-8", "surrogatepass")
 
 
 def _unpack(value: bytes) -> Posix:
     flags, mode, uid, gid, mtime = _PACK.unpack_from(value)
+    atime = ctime = None
+    if flags & _ATIME:
+        atime = _TIME.unpack_from(value, _PACK.size)[0]
+    if flags & _CTIME_IS_ATIME:
+        ctime = atime
+    elif flags & _CTIME:
+        ctime = _TIME.unpack_from(value, _ETAG_AT[flags] - 8)[0]
     return Posix(
-        mode if flags & 1 else None,
-        uid if flags & 2 else None,
-        gid if flags & 4 else None,
-        mtime if flags & 8 else None,
+        mode if flags & _MODE else None,
+        uid if flags & _UID else None,
+        gid if flags & _GID else None,
+        mtime if flags & _MTIME else None,
+        atime,
+        ctime,
     )
+
+
+def _etag_bytes(value: bytes) -> bytes:
+    return value[_ETAG_AT[value[0]] :]
 
 
 class ShownAttrs:
@@ -148,13 +190,13 @@ class ShownAttrs:
         known = self._known.get(key)
         if known is None:
             return None
-        if etag is not None and known[_PACK.size :] != etag.encode("utf-8", "surrogatepass"):
+        if etag is not None and _etag_bytes(known) != etag.encode("utf-8", "surrogatepass"):
             return None
         return _unpack(known)
 
     def etag(self, key: str) -> str | None:
         known = self._known.get(key)
-        return None if known is None else known[_PACK.size :].decode("utf-8", "surrogatepass")
+        return None if known is None else _etag_bytes(known).decode("utf-8", "surrogatepass")
 
     def forget(self, key: str) -> None:
         self._known.pop(key, None)
@@ -228,7 +270,8 @@ class AttrView:
         if posix is not None:
             attr = _over(attr, posix)
         if staged is not None:
-            attr = _over(attr, Posix(staged.mode, staged.uid, staged.gid, staged.mtime_ns))
+            attr = _over(attr, Posix(staged.mode, staged.uid, staged.gid, staged.mtime_ns,
+                                     staged.atime_ns, staged.ctime_ns))  # fmt: skip
             attr = attr._replace(size=staged.size)
         return attr
 
@@ -247,7 +290,7 @@ def adopt_sent(staged: Staged, sent: Mapping[str, str]) -> None:
 def _over(attr: Attr, posix: Posix) -> Attr:
     """`attr` with what `posix` knows; the file type always stays the entry's own. (Built
     whole: NamedTuple._replace costs ~3x as much, once per listed entry.)"""
-    mode, uid, gid, mtime = posix
+    mode, uid, gid, mtime, atime, ctime = posix
     return Attr(
         attr.inode,
         attr.mode if mode is None else stat.S_IFMT(attr.mode) | (mode & 0o7777),
@@ -257,7 +300,7 @@ def _over(attr: Attr, posix: Posix) -> Attr:
         attr.size,
         attr.block_size,
         attr.mtime_ns if mtime is None else mtime,
-        attr.ctime_ns,
-        attr.atime_ns,
+        attr.ctime_ns if ctime is None else ctime,
+        attr.atime_ns if atime is None else atime,
         attr.timeout_s,
     )

@@ -33,6 +33,10 @@ class Staged:
     broken: OSError | None = None  # a staging write failed: never committed, every call fails
     pending: int = 0  # write-back commits scheduled and not finished
     mtime_ns: int | None = None
+    # x-oss-meta-atime / -ctime to store (fs/stamps.py): the create's time, a utimens's; the
+    # ctime becomes the commit's time at each commit (ossfs: the flush's). None: not set.
+    atime_ns: int | None = None
+    ctime_ns: int | None = None
     mode: int = 0o100644  # st_mode as created or chmod'ed while open: x-oss-meta-mode
     keep_mode: bool = False  # `mode` is a default: the replaced version's mode is kept
     # A forbid-overwrite commit failed: OSS may have stored it all the same (every reply

@@ -43,6 +43,7 @@ from ossmount.fs.attrstore import KnownMeta, store_attrs
 from ossmount.fs.shown import Posix, adopt_sent
 from ossmount.fs.staged import Staged
 from ossmount.fs.stagedspace import StagedSpace
+from ossmount.fs.stamps import now_s, only_ctime_differs
 from ossmount.oss._write_types import CrcMismatch, StagingError
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import (
@@ -404,6 +405,8 @@ class Staging:
                 keep_mode=staged.keep_mode,
                 uid=staged.uid,
                 gid=staged.gid,
+                atime_ns=staged.atime_ns,
+                ctime_ns=now_s(),  # what an Initiate sent now carries (fs/stamps.py)
             )
             staged.session = self.uploader.session(
                 staged.files, record, self._nursery, staged.journal_lock
@@ -443,8 +446,14 @@ class Staging:
         changed, staged.dirty_parts = staged.dirty_parts, set()
         session.copy_from = _copy_source(staged, changed)
         size = staged.size
+        staged.ctime_ns = now_s()  # as ossfs's flush (fs/stamps.py)
         try:
-            result = await session.finish(size, mtime_ns=staged.mtime_ns)
+            result = await session.finish(
+                size,
+                mtime_ns=staged.mtime_ns,
+                atime_ns=staged.atime_ns,
+                ctime_ns=staged.ctime_ns,
+            )
         except BaseException as exc:
             meanwhile = staged.dirty  # written or truncated while the commit read it
             staged.dirty_parts |= changed
@@ -478,9 +487,10 @@ class Staging:
         itself from the metadata it was created with (no HEAD). Their failure is logged,
         not raised: the bytes are committed."""
         mode = None if staged.keep_mode else staged.mode  # kept as it was (an unparsed one)
-        want = Posix(mode, staged.uid, staged.gid, staged.mtime_ns or None)
-        if all(sent.get(name) == value for name, value in want.meta().items()):
-            return
+        want = Posix(mode, staged.uid, staged.gid, staged.mtime_ns or None, staged.atime_ns,
+                     staged.ctime_ns)  # fmt: skip
+        if only_ctime_differs(want.meta(), sent):
+            return  # the ctime of the Initiate stays: no copy for it alone
         assert staged.committed is not None
         try:
             stored = await store_attrs(
@@ -508,6 +518,7 @@ class Staging:
         if staged.session is not None or staged.lock.locked():
             return False
         self._unreserve(staged)
+        staged.ctime_ns = now_s()  # the close's, if a crash leaves the upload to the next mount
         record = replace(
             self.uploader.new_record(
                 staged.key,
@@ -518,6 +529,8 @@ class Staging:
                 keep_mode=staged.keep_mode,
                 uid=staged.uid,
                 gid=staged.gid,
+                atime_ns=staged.atime_ns,
+                ctime_ns=staged.ctime_ns,
             ),
             size=staged.size,
             sealed=True,

@@ -114,16 +114,28 @@ def posix_meta(
     mode: int | None = None,
     uid: int | None = None,
     gid: int | None = None,
+    atime_ns: int | None = None,
+    ctime_ns: int | None = None,
 ) -> dict[str, str]:
-    """ossfs-compatible `x-oss-meta-*` headers (ossfs src/metaheader.cpp reads these)."""
+    """ossfs-compatible `x-oss-meta-*` headers (ossfs src/metaheader.cpp reads these; its
+    src/string_util.cpp `str(timespec)` writes a time as we do)."""
     out: dict[str, str] = {}
     if mtime_ns is not None:
-        sec, ns = divmod(mtime_ns, 1_000_000_000)
-        out["x-oss-meta-mtime"] = f"{sec}.{ns:09d}" if ns else str(sec)
+        out["x-oss-meta-mtime"] = _stamp(mtime_ns)
     if mode is not None:
         out["x-oss-meta-mode"] = str(mode)
     if uid is not None:
         out["x-oss-meta-uid"] = str(uid)
     if gid is not None:
         out["x-oss-meta-gid"] = str(gid)
+    if atime_ns is not None:
+        out["x-oss-meta-atime"] = _stamp(atime_ns)
+    if ctime_ns is not None:
+        out["x-oss-meta-ctime"] = _stamp(ctime_ns)
     return out
+
+
+def _stamp(ns: int) -> str:
+    """Decimal seconds, then `.` and nine digits of nanoseconds when not whole."""
+    sec, frac = divmod(ns, 1_000_000_000)
+    return f"{sec}.{frac:09d}" if frac else str(sec)

@@ -14,15 +14,20 @@ checkpoints are, around this payload:
     bucket, key, base_etag, upload_id, result_etag (each u32 length + UTF-8,
              surrogates passed through), size u64, mtime_ns i64, mode u32, part_size u64,
              state u8, flags u8 (1 = forbid overwrite, 2 = has result CRC, 4 = sealed,
-             8 = unsynced seal, 16 = has uid, 32 = has gid, 64 = keep mode), result_crc u64,
-             part count u32, then per part: number u32, size u64, crc u64, etag (u32 + UTF-8),
-             numbers strictly increasing; then, each only when its flag is set: boot id
-             (u32 + UTF-8), uid u32, gid u32.
+             8 = unsynced seal, 16 = has uid, 32 = has gid, 64 = keep mode, 128 = more
+             flags), result_crc u64, part count u32, then per part: number u32, size u64,
+             crc u64, etag (u32 + UTF-8), numbers strictly increasing; then, each only when
+             its flag is set: boot id (u32 + UTF-8), uid u32, gid u32; then, with flag 128,
+             more flags u32 (1 = has atime, 2 = has ctime) and, each only when its flag is
+             set: atime_ns i64, ctime_ns i64.
 
 The owner (flags 16 and 32, a `chown` of the open file) was added after the first records
 were written, as trailing fields behind flags: a record without them reads as before (no
 owner), so journals left by an older ossmount still load and resume. Flag 64 (`keep_mode`,
-added later still, no bytes of its own) reads as unset from those.
+added later still, no bytes of its own) reads as unset from those. So do atime and ctime
+(flag 128, the last bit of the flags byte, opens a second flags word behind everything else:
+further fields go there): a record without it has neither, and is encoded byte for byte as
+before when it has neither.
 
 `decode` refuses anything but an exact, checksummed, self-consistent record (CorruptJournal).
 `save_atomic` writes a temp file, fsyncs it, renames it over the record and fsyncs the
@@ -73,8 +78,11 @@ _U64 = 1 << 64
 _MAX_PAYLOAD = 64 << 20  # 10000 parts at < 200 B each is 2 MB
 _U32 = struct.Struct(">I")
 _FORBID, _HAS_CRC, _SEALED, _UNSYNCED, _HAS_UID, _HAS_GID = 1, 2, 4, 8, 16, 32
-_KEEP_MODE = 64
-_FLAGS = _FORBID | _HAS_CRC | _SEALED | _UNSYNCED | _HAS_UID | _HAS_GID | _KEEP_MODE
+_KEEP_MODE, _MORE = 64, 128
+_FLAGS = _FORBID | _HAS_CRC | _SEALED | _UNSYNCED | _HAS_UID | _HAS_GID | _KEEP_MODE | _MORE
+_HAS_ATIME, _HAS_CTIME = 1, 2  # in the second flags word (flag _MORE)
+_MORE_FLAGS = _HAS_ATIME | _HAS_CTIME
+_I64 = struct.Struct(">q")
 
 
 class CorruptJournal(ValueError):
@@ -131,6 +139,9 @@ class JournalRecord:
     # `mode` is only a default (nobody set one): the x-oss-meta-mode of the version this file
     # replaces, if it has one, is kept instead, as ossfs keeps it (write/uploader.py `_meta`).
     keep_mode: bool = False
+    # x-oss-meta-atime / -ctime to store (fs/stamps.py); None: none (older records).
+    atime_ns: int | None = None
+    ctime_ns: int | None = None
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -162,6 +173,9 @@ class JournalRecord:
         for owner in (self.uid, self.gid):
             if owner is not None and not 0 <= owner < 1 << 32:
                 raise ValueError(f"owner id {owner} out of range")
+        for t in (self.atime_ns, self.ctime_ns):
+            if t is not None and not -(1 << 63) <= t < 1 << 63:
+                raise ValueError(f"time {t} out of range")
 
     def with_parts(self, parts: dict[int, PartRecord]) -> JournalRecord:
         return replace(self, parts=tuple(parts[n] for n in sorted(parts)))
@@ -169,7 +183,10 @@ class JournalRecord:
 
 def object_meta(rec: JournalRecord) -> dict[str, str]:
     """The `x-oss-meta-*` the object of `rec` is created with (as ossfs stores them)."""
-    return posix_meta(mtime_ns=rec.mtime_ns or None, mode=rec.mode, uid=rec.uid, gid=rec.gid)
+    return posix_meta(
+        mtime_ns=rec.mtime_ns or None, mode=rec.mode, uid=rec.uid, gid=rec.gid,
+        atime_ns=rec.atime_ns, ctime_ns=rec.ctime_ns,
+    )  # fmt: skip
 
 
 def encode(rec: JournalRecord) -> bytes:
@@ -182,6 +199,11 @@ def encode(rec: JournalRecord) -> bytes:
         | (_HAS_GID if rec.gid is not None else 0)
         | (_KEEP_MODE if rec.keep_mode else 0)
     )
+    more = (_HAS_ATIME if rec.atime_ns is not None else 0) | (
+        _HAS_CTIME if rec.ctime_ns is not None else 0
+    )
+    if more:
+        flags |= _MORE
     chunks = [
         pack_str(rec.bucket),
         pack_str(rec.key),
@@ -206,6 +228,9 @@ def encode(rec: JournalRecord) -> bytes:
     for owner in (rec.uid, rec.gid):
         if owner is not None:
             chunks.append(_U32.pack(owner))
+    if more:
+        chunks.append(_U32.pack(more))
+        chunks.extend(_I64.pack(t) for t in (rec.atime_ns, rec.ctime_ns) if t is not None)
     payload = b"".join(chunks)
     return _FORMAT.seal(payload)
 
@@ -230,6 +255,11 @@ def decode(data: bytes) -> JournalRecord:
         raise CorruptJournal("journal flags an unsynced seal but names no boot")
     uid = r.unpack(_U32)[0] if flags & _HAS_UID else None
     gid = r.unpack(_U32)[0] if flags & _HAS_GID else None
+    more = r.unpack(_U32)[0] if flags & _MORE else 0
+    if more & ~_MORE_FLAGS or (flags & _MORE and not more):
+        raise CorruptJournal(f"bad journal flags {more} in the second word")
+    atime_ns = r.unpack(_I64)[0] if more & _HAS_ATIME else None
+    ctime_ns = r.unpack(_I64)[0] if more & _HAS_CTIME else None
     if not r.at_end():
         raise CorruptJournal("journal has trailing bytes after its parts")
     try:
@@ -252,6 +282,8 @@ def decode(data: bytes) -> JournalRecord:
             uid=uid,
             gid=gid,
             keep_mode=bool(flags & _KEEP_MODE),
+            atime_ns=atime_ns,
+            ctime_ns=ctime_ns,
         )
     except ValueError as exc:
         raise CorruptJournal(f"inconsistent journal: {exc}") from None

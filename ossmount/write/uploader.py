@@ -119,6 +119,8 @@ class Uploader:
         uid: int | None = None,
         gid: int | None = None,
         keep_mode: bool = False,
+        atime_ns: int | None = None,
+        ctime_ns: int | None = None,
     ) -> JournalRecord:
         return JournalRecord(
             bucket=self.writes.bucket,
@@ -132,6 +134,8 @@ class Uploader:
             uid=uid,
             gid=gid,
             keep_mode=keep_mode,
+            atime_ns=atime_ns,
+            ctime_ns=ctime_ns,
         )
 
     def session(
@@ -433,8 +437,17 @@ class UploadSession:
 
     # -- commit -----------------------------------------------------------------------------
 
-    async def finish(self, size: int, *, mtime_ns: int | None = None) -> CommitResult:
-        """Commit `size` staged bytes; returns once the object is on OSS and verified."""
+    async def finish(
+        self,
+        size: int,
+        *,
+        mtime_ns: int | None = None,
+        atime_ns: int | None = None,
+        ctime_ns: int | None = None,
+    ) -> CommitResult:
+        """Commit `size` staged bytes; returns once the object is on OSS and verified. The
+        times given replace the record's (those of a multipart upload initiated already
+        are fixed: fs/staging.py stores them after)."""
         await self.drain()
         self._ephemeral = (
             not self._up.settings.journal_small_puts
@@ -453,8 +466,10 @@ class UploadSession:
         if not (self._ephemeral or boot):
             await trio.to_thread.run_sync(os.fsync, self._fd)
         changes: dict[str, object] = {"size": size, "sealed": True, "boot_id": boot}
-        if mtime_ns is not None:
-            changes["mtime_ns"] = mtime_ns
+        for name, value in (("mtime_ns", mtime_ns), ("atime_ns", atime_ns),
+                            ("ctime_ns", ctime_ns)):  # fmt: skip
+            if value is not None:
+                changes[name] = value
         await self._save(**changes)
         if self._completed is not None and self._completed.size == size:
             result = self._completed
@@ -523,8 +538,9 @@ class UploadSession:
 
     def _meta(self) -> dict[str, str]:
         """The headers the object is created with: those of the version it replaces that
-        ossfs keeps too (user metadata, content headers; not the old x-oss-meta-mtime, the
-        bytes are new), then ours (write/journal.py `object_meta`, which win). Our mode
+        ossfs keeps too (user metadata, content headers, its x-oss-meta-atime unless ours
+        has one; not the old x-oss-meta-mtime, the bytes are new, nor -ctime, each commit
+        sends its own), then ours (write/journal.py `object_meta`, which win). Our mode
         does not when it is only a default (`keep_mode`: nobody chmod'ed or created the
         file with one) and the replaced version has one: ossfs's open(O_TRUNC) and `cp`
         over a file keep the old mode too (src/s3fs.cpp s3fs_open keeps the HEAD's meta)."""

@@ -12,7 +12,7 @@ from ossmount.fs.linkattrs import LINK_MODE, ossfs_target
 from ossmount.oss._errors import PreconditionFailed
 from ossmount.tree.inodes import ROOT_INODE
 from tests.fs.conftest import LOOK
-from tests.fs.test_write_attrs import _meta, _ops
+from tests.fs.test_write_attrs import _meta, _ops, _stamps
 from tests.fs.test_writes import BUCKET, WriteRig, emu, rw
 
 __all__ = ["emu", "rw"]
@@ -24,7 +24,8 @@ async def test_a_symlink_carries_ossfs_mode_owner_and_time(rw: WriteRig) -> None
     attr = await rw.fs.symlink(ROOT_INODE, "link", "target", 5, 6)
     assert (attr.mode, attr.uid, attr.gid) == (LINK_MODE, 5, 6)
     meta = _meta(rw, "link")
-    assert meta.pop("x-oss-meta-mtime").isdigit()
+    stamp = meta.pop("x-oss-meta-mtime")
+    assert _stamps(meta) == (stamp, stamp), "as ossfs's symlink: atime, mtime, ctime now"
     assert meta == {"x-oss-meta-mode": str(LINK_MODE), "x-oss-meta-uid": "5",
                     "x-oss-meta-gid": "6",
                     "x-oss-meta-symlink-target": "header:6:target"}  # fmt: skip
@@ -52,11 +53,14 @@ async def test_lchown_and_utimens_of_our_own_link_re_put_it_with_no_lookup(
     rw: WriteRig,
 ) -> None:
     attr = await rw.fs.symlink(ROOT_INODE, "link", "dir/target", 5, 6)
+    made = _meta(rw, "link")["x-oss-meta-ctime"]
     shown = await rw.fs.setattr(attr.inode, size=None, mtime_ns=T, fh=None, uid=7)
     assert (shown.uid, shown.gid, shown.mtime_ns, shown.mode) == (7, 6, T, LINK_MODE)
+    # ossfs's utimens with the atime left out: atime and ctime are the link's ctime again.
     assert _meta(rw, "link") == {"x-oss-meta-mode": str(LINK_MODE), "x-oss-meta-uid": "7",
                                  "x-oss-meta-gid": "6",
                                  "x-oss-meta-mtime": "1600000000.250000000",
+                                 "x-oss-meta-atime": made, "x-oss-meta-ctime": made,
                                  "x-oss-meta-symlink-target": "header:10:dir/target"}  # fmt: skip
     assert _ops(rw, "link") == ["PutSymlink", "PutSymlink"], "its headers and target known"
     await rw.fs.setattr(attr.inode, size=None, mtime_ns=T, fh=None, uid=7)
@@ -73,8 +77,10 @@ async def test_another_client_s_link_keeps_its_metadata_and_target(rw: WriteRig)
     node = await rw.fs.lookup(ROOT_INODE, "theirs")
     assert (node.mode, node.uid) == (LINK_MODE, LOOK.uid), "not known: the defaults"
     await rw.fs.setattr(node.inode, size=None, mtime_ns=None, fh=None, uid=9, gid=9)
-    assert _meta(rw, "theirs") == {"x-oss-meta-other": "kept", "x-oss-meta-uid": "9",
-                                   "x-oss-meta-gid": "9"}  # fmt: skip
+    meta = _meta(rw, "theirs")
+    assert meta.pop("x-oss-meta-ctime").isdigit(), "a chown's ctime: now"
+    assert meta == {"x-oss-meta-other": "kept", "x-oss-meta-uid": "9",
+                    "x-oss-meta-gid": "9"}  # fmt: skip
     assert _ops(rw, "theirs") == ["PutSymlink", "GetSymlink", "PutSymlink"]
     assert await rw.fs.readlink(node.inode) == "t"
     assert stat.S_ISLNK((await rw.fs.getattr(node.inode)).mode)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 import pytest
 
@@ -29,6 +30,16 @@ def _meta(rig: WriteRig, key: str) -> dict[str, str]:
     obj = rig.emu.head(BUCKET, key)
     assert obj is not None
     return dict(obj.meta)
+
+
+def _stamps(meta: dict[str, str]) -> tuple[str, str]:
+    """Pop the x-oss-meta-atime and -ctime of `meta`: whole seconds of about now, as a create,
+    a commit, a chmod or a mkdir stores them (fs/stamps.py)."""
+    atime, ctime = meta.pop("x-oss-meta-atime"), meta.pop("x-oss-meta-ctime")
+    for stamp in (atime, ctime):
+        assert stamp.isdigit(), stamp
+        assert abs(int(stamp) - time.time()) < 300, stamp
+    return atime, ctime
 
 
 async def _new(rig: WriteRig, name: str, mode: int, uid: int | None = None) -> int:
@@ -113,8 +124,10 @@ async def test_a_file_shows_the_mode_owner_and_mtime_it_was_stored_with(rw: Writ
     inode = await _new(rw, "f", 0o600, uid=4242)
     attr = await rw.fs.getattr(inode)
     assert (stat.S_IMODE(attr.mode), attr.uid, attr.gid) == (0o600, 4242, 4242)
-    assert _meta(rw, "f") == {"x-oss-meta-mode": str(0o100600), "x-oss-meta-uid": "4242",
-                              "x-oss-meta-gid": "4242"}  # fmt: skip
+    meta = _meta(rw, "f")
+    _stamps(meta)
+    assert meta == {"x-oss-meta-mode": str(0o100600), "x-oss-meta-uid": "4242",
+                    "x-oss-meta-gid": "4242"}  # fmt: skip
     attr = await rw.fs.setattr(inode, size=None, mtime_ns=T, fh=None, mode=0o644)
     assert (stat.S_IMODE(attr.mode), attr.mtime_ns) == (0o644, T), "setattr answers the new"
     assert (await rw.fs.lookup(ROOT_INODE, "f")).mode == stat.S_IFREG | 0o644
@@ -149,8 +162,10 @@ async def test_rewriting_an_existing_file_keeps_the_mode_and_owner_it_shows(
     rw.fs.write(opened.fh, 0, b"#!/bin/sh\n")
     await rw.fs.flush(opened.fh)
     await rw.fs.release(opened.fh)
-    assert _meta(rw, "script") == {"x-oss-meta-mode": str(0o100755), "x-oss-meta-uid": "7",
-                                   "x-oss-meta-gid": "7"}  # fmt: skip
+    meta = _meta(rw, "script")
+    _stamps(meta)
+    assert meta == {"x-oss-meta-mode": str(0o100755), "x-oss-meta-uid": "7",
+                    "x-oss-meta-gid": "7"}  # fmt: skip
     assert stat.S_IMODE((await rw.fs.getattr(inode)).mode) == 0o755
 
 
@@ -161,8 +176,10 @@ async def test_chown_of_an_open_file_goes_with_its_commit(rw: WriteRig) -> None:
     assert ((await rw.fs.getattr(attr.inode)).uid, _ops(rw, "o")) == (11, [])
     await rw.fs.flush(opened.fh)
     await rw.fs.release(opened.fh)
-    assert _meta(rw, "o") == {"x-oss-meta-mode": str(0o100640), "x-oss-meta-uid": "11",
-                              "x-oss-meta-gid": "12"}  # fmt: skip
+    meta = _meta(rw, "o")
+    _stamps(meta)
+    assert meta == {"x-oss-meta-mode": str(0o100640), "x-oss-meta-uid": "11",
+                    "x-oss-meta-gid": "12"}  # fmt: skip
     assert _ops(rw, "o") == ["PutObject"]
 
 
@@ -185,7 +202,8 @@ async def test_mkdir_stores_the_mode_owner_and_time_on_the_marker(rw: WriteRig) 
     attr = await rw.fs.mkdir(ROOT_INODE, "d", 0o750, 5, 6)
     assert (stat.S_IMODE(attr.mode), attr.uid, attr.gid) == (0o750, 5, 6)
     meta = _meta(rw, "d/")
-    assert meta.pop("x-oss-meta-mtime").isdigit()
+    stamp = meta.pop("x-oss-meta-mtime")
+    assert _stamps(meta) == (stamp, stamp), "as ossfs's mkdir: atime, mtime, ctime now"
     assert meta == {"x-oss-meta-mode": str(stat.S_IFDIR | 0o750), "x-oss-meta-uid": "5",
                     "x-oss-meta-gid": "6"}  # fmt: skip
     attr = await rw.fs.setattr(attr.inode, size=None, mtime_ns=T, fh=None, mode=0o700)

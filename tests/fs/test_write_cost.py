@@ -17,6 +17,7 @@ from ossmount.crc64 import crc64
 from ossmount.fs.attrstore import KnownMeta
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.write import UploadSettings
+from tests.fs.test_write_attrs import _stamps
 from tests.fs.test_writes import BUCKET, WriteRig, emu, rw
 
 __all__ = ["emu", "rw"]
@@ -81,13 +82,17 @@ async def test_attributes_set_between_close_and_release_are_stored_without_a_hea
     fh, inode = await _write_file(rw, "r", b"rsync's temp file")
     await rw.fs.flush(fh)  # close() returned; the kernel's RELEASE has not come yet
     assert _ops(rw, "r") == ["PutObject"]
+    committed = _meta(rw, "r")["x-oss-meta-ctime"]
     await rw.fs.setattr(inode, size=None, mtime_ns=1_600_000_000_500_000_000, fh=None)
     await rw.fs.setattr(inode, size=None, mtime_ns=None, fh=None, mode=0o644)
     await rw.fs.release(fh)
     assert _ops(rw, "r") == ["PutObject", "CopyObject", "CopyObject"]
-    assert _meta(rw, "r") == {
+    meta = _meta(rw, "r")
+    assert meta.pop("x-oss-meta-ctime").isdigit(), "the chmod's: now"
+    assert meta == {
         "x-oss-meta-mode": str(0o100644),
         "x-oss-meta-mtime": "1600000000.500000000",
+        "x-oss-meta-atime": committed,  # ossfs's utimens with no atime: the ctime it had
     }
     cp = rw.store.cached_checkpoint("r")
     assert cp is not None, "still adopted after the copies (same bytes)"
@@ -98,13 +103,16 @@ async def test_attributes_of_a_file_this_mount_just_wrote_cost_no_head(rw: Write
     fh, inode = await _write_file(rw, "t", b"tar member")
     await rw.fs.flush(fh)
     await rw.fs.release(fh)
+    committed = _meta(rw, "t")["x-oss-meta-ctime"]
     await rw.fs.setattr(inode, size=None, mtime_ns=1_500_000_000_000_000_000, fh=None,
                         mode=0o640)  # fmt: skip
     await rw.fs.setattr(inode, size=None, mtime_ns=None, fh=None, mode=0o640)  # no change
-    assert _ops(rw, "t") == ["PutObject", "CopyObject"]
+    assert _ops(rw, "t") == ["PutObject", "CopyObject"], "a new ctime alone copies nothing"
     assert _meta(rw, "t") == {
         "x-oss-meta-mode": str(0o100640),
         "x-oss-meta-mtime": "1500000000",
+        "x-oss-meta-atime": committed,
+        "x-oss-meta-ctime": committed,
     }
     # An object someone else wrote is HEADed first, as before.
     rw.emu.put_object(BUCKET, "o", b"other writer")
@@ -123,7 +131,9 @@ async def test_mode_and_mtime_set_after_a_multipart_upload_began_reach_the_objec
     await rw.fs.flush(fh)
     await rw.fs.release(fh)
     assert rw.emu.get_bytes(BUCKET, "big") == data
-    assert _meta(rw, "big") == {
+    meta = _meta(rw, "big")
+    _stamps(meta)
+    assert meta == {
         "x-oss-meta-mode": str(0o100755),
         "x-oss-meta-mtime": "1400000000",
     }

@@ -148,7 +148,9 @@ def test_directory_attributes_live_on_their_markers(
     # An implicit directory gets a marker, as ossfs gives it one; then it is a directory of
     # its own and outlives its last entry.
     os.chmod(mount.path / "implicit", 0o711)
-    assert _meta(emulator, "implicit/") == {"mode": str(stat.S_IFDIR | 0o711)}
+    marker = _meta(emulator, "implicit/")
+    assert marker.pop("ctime").isdigit(), "a chmod's ctime: now"
+    assert marker == {"mode": str(stat.S_IFDIR | 0o711)}
     assert stat.S_IMODE(os.stat(mount.path / "implicit").st_mode) == 0o711
     os.unlink(mount.path / "implicit" / "x")
     os.rmdir(mount.path / "implicit")
@@ -158,7 +160,8 @@ def test_directory_attributes_live_on_their_markers(
     os.utime(mount.path / "theirs", (OLD, OLD))
     ops = [r.op for r in emulator.requests[before:] if r.key == "theirs/"]
     assert ops == ["HeadObject", "HeadObject", "CopyObject"], ops
-    assert _meta(emulator, "theirs/") == {"mode": str(stat.S_IFDIR | 0o700), "mtime": str(OLD)}
+    assert _meta(emulator, "theirs/") == {"mode": str(stat.S_IFDIR | 0o700), "mtime": str(OLD),
+                                          "atime": str(OLD), "ctime": str(OLD)}  # fmt: skip
     shown = os.stat(mount.path / "theirs")
     assert (stat.S_IMODE(shown.st_mode), shown.st_mtime) == (0o700, OLD)
 
@@ -183,6 +186,9 @@ def test_the_owner_of_an_acknowledged_file_survives_a_crash_before_its_upload(
     subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
     emulator.faults.clear()
     make_mount(args=(*RW, "--writeback")).start()  # ready only once it is uploaded
-    assert _meta(emulator, "wb") == {
+    meta = _meta(emulator, "wb")
+    assert int(meta.pop("ctime")) > OLD, "the close's ctime, as ossfs's flush stores it"
+    assert meta == {
         "mode": str(0o100600), "uid": "1234", "gid": "5678", "mtime": str(OLD),
+        "atime": str(OLD),
     }  # fmt: skip

@@ -101,7 +101,9 @@ def test_a_symlink_keeps_its_owner_and_mtime_on_its_object_as_ossfs_does(
     os.symlink("f", link)
     target, meta = _link(emulator, "link")
     assert target == "f"
-    assert meta.pop("mtime").isdigit()
+    stamp = meta.pop("mtime")
+    assert stamp.isdigit()
+    assert (meta.pop("atime"), meta.pop("ctime")) == (stamp, stamp), "all three now, as ossfs"
     assert meta == {"mode": str(stat.S_IFLNK | 0o777), "uid": str(os.getuid()),
                     "gid": str(os.getgid()), "symlink-target": "header:1:f"}  # fmt: skip
     os.chown(link, 1234, 5678, follow_symlinks=False)
@@ -110,7 +112,8 @@ def test_a_symlink_keeps_its_owner_and_mtime_on_its_object_as_ossfs_does(
     target, meta = _link(emulator, "link")
     assert target == "f"
     assert meta == {"mode": str(stat.S_IFLNK | 0o777), "uid": "1234", "gid": "5678",
-                    "mtime": "1600000000.250000000", "symlink-target": "header:1:f"}  # fmt: skip
+                    "mtime": "1600000000.250000000", "atime": "1600000000.250000000",
+                    "ctime": "1600000000.250000000", "symlink-target": "header:1:f"}  # fmt: skip
     assert _meta(emulator, "f") == {"other": "x"}, "the target is not touched"
     st = os.lstat(link)
     assert (stat.S_ISLNK(st.st_mode), st.st_uid, st.st_gid) == (True, 1234, 5678)
