@@ -527,12 +527,12 @@ class FileSystem:
                                 forbid_overwrite=bool(flags & _NOREPLACE))  # fmt: skip
         await writes.delete_object(meta.key)
         staging.known.moved(meta.key, new_key, copied.etag)
-        victim = staging.by_path.get(new_path)
-        if victim is not None and victim != node.inode:
+        victim = staging.by_inode.get(staging.by_path.get(new_path, 0))
+        if victim is not None and victim.inode != node.inode:
             # A file being written under the new name was replaced, as by unlink: its
             # handles keep working on its bytes, and no later commit of it may overwrite
             # the file renamed here (ossmount.tree.inodes detaches its number in `moved`).
-            staging.unlinked(staging.by_inode[victim])
+            staging.unlinked(victim)
         self._ns.learned(node.path, None)
         self._ns.moved(node.inode, new_path)
         now = time.time_ns() // 1_000_000_000 * 1_000_000_000

@@ -162,8 +162,11 @@ class Staging:
 
     def moved(self, staged: Staged, path: str, meta: ObjectMeta) -> None:
         """The file was renamed (after a commit, so its bytes are the copy `meta`): later
-        commits go to the new key, and what it has committed is the copy."""
-        self.by_path.pop(staged.path, None)
+        commits go to the new key, and what it has committed is the copy. A file dropped
+        meanwhile (its last upload ended while the rename copied it) stays out of the maps."""
+        live = self.by_inode.get(staged.inode) is staged
+        if self.by_path.get(staged.path) == staged.inode:
+            del self.by_path[staged.path]
         staged.path, staged.key, staged.base_etag = path, meta.key, meta.etag
         if not staged.dirty:
             staged.committed = meta
@@ -171,7 +174,8 @@ class Staging:
             staged.dirty_parts = set()
         else:
             staged.source = None  # the old key is gone: nothing left to copy from
-        self.by_path[path] = staged.inode
+        if live:
+            self.by_path[path] = staged.inode
 
     @staticmethod
     def carries_attrs(staged: Staged) -> bool:

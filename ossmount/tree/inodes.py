@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 ROOT_INODE = 1
 MAX_INODE = 2**63 - 1
 _REHASH_PROBES = 8
+_GONE = "\0gone/"  # the path of a detached entry: no name has it
 
 
 def stable_hash(data: bytes) -> int:
@@ -179,10 +180,11 @@ class InodeTable:
         node = entry.node
         if self._by_key.get((node.is_dir, node.path)) == ino:
             del self._by_key[(node.is_dir, node.path)]
-        dead = f"\0gone/{ino}"
+        dead = f"{_GONE}{ino}"
         entry.node = node._replace(path=dead)
         self._by_key[(node.is_dir, dead)] = ino
         self._moved.add(ino)
+        self._maybe_idle(ino, entry)  # dropped at once if the kernel holds no reference
 
     def move_tree(self, ino: int, path: str) -> None:
         """`move` directory `ino` to `path`, and every entry under it along with it."""
@@ -335,13 +337,21 @@ class InodeTable:
             self._idle.move_to_end(ino)
 
     def _maybe_idle(self, ino: int, entry: _Entry) -> None:
-        if ino != ROOT_INODE and entry.lookups == 0 and entry.pins == 0 and ino not in self._idle:
+        if ino == ROOT_INODE or entry.lookups or entry.pins:
+            return
+        if entry.node.path.startswith(_GONE):  # no name leads to it again: drop it now
+            self._idle.pop(ino, None)
+            self._drop(ino)
+        elif ino not in self._idle:
             self._evict_idle(room_for=1)
             self._idle[ino] = None
 
     def _evict_idle(self, room_for: int) -> None:
         while self._idle and len(self._idle) + room_for > self._max_idle:
             ino, _ = self._idle.popitem(last=False)
-            entry = self._by_ino.pop(ino)
-            self._moved.discard(ino)
-            del self._by_key[(entry.node.is_dir, entry.node.path)]
+            self._drop(ino)
+
+    def _drop(self, ino: int) -> None:
+        entry = self._by_ino.pop(ino)
+        self._moved.discard(ino)
+        del self._by_key[(entry.node.is_dir, entry.node.path)]

@@ -183,3 +183,26 @@ def test_forget_says_whether_the_kernel_still_holds_references() -> None:
     assert t.forget(ino, 1) is True
     assert t.forget(ino, 1) is False
     assert t.forget(424242, 1) is False
+
+
+def test_a_detached_entry_keeps_its_number_for_the_kernel_and_frees_the_path() -> None:
+    """A file this mount deleted while the kernel holds it (open): its number stays valid,
+    a new file under the name gets another one, and once forgotten it is dropped at once,
+    so a path deleted and made again many times does not walk ever further down its
+    candidates."""
+    t = InodeTable()
+    old = t.put("d/f", False, 3, 1, None).inode
+    t.remember(old)
+    t.detach(old)
+    assert t.get(old).path.startswith("\0gone/")
+    new = t.put("d/f", False, 5, 2, None).inode
+    assert new != old
+    assert t.get(new).path == "d/f"
+    assert not t.forget(old, 1)
+    with pytest.raises(NotFound):
+        t.get(old)
+    t.detach(new)  # no kernel reference: dropped now
+    with pytest.raises(NotFound):
+        t.get(new)
+    assert t.put("d/f", False, 1, 3, None).inode == old  # the first candidate again
+    t.check_invariants()
