@@ -522,17 +522,21 @@ class FileSystem:
         if new_key == meta.key:
             return
         writes = staging.uploader.writes
-        copied = await copy_any(writes, meta.key, new_key, size=meta.size, etag=meta.etag,
-                                ledger=staging.uploader.ledger,
-                                forbid_overwrite=bool(flags & _NOREPLACE))  # fmt: skip
+        victim = staging.by_inode.get(staging.by_path.get(new_path, 0))
+        if victim is not None and victim.inode == node.inode:
+            victim = None
+        # A file being written under the new name is replaced, as by unlink: its handles keep
+        # working on its bytes, and none of its commits may land over the file renamed here.
+        # Its lock, held through the copy, makes a running commit land first and later ones
+        # wait, then find it orphaned (ossmount.tree.inodes detaches its number in `moved`).
+        async with victim.lock if victim is not None else contextlib.nullcontext():
+            copied = await copy_any(writes, meta.key, new_key, size=meta.size, etag=meta.etag,
+                                    ledger=staging.uploader.ledger,
+                                    forbid_overwrite=bool(flags & _NOREPLACE))  # fmt: skip
+            if victim is not None:
+                staging.unlinked(victim)
         await writes.delete_object(meta.key)
         staging.known.moved(meta.key, new_key, copied.etag)
-        victim = staging.by_inode.get(staging.by_path.get(new_path, 0))
-        if victim is not None and victim.inode != node.inode:
-            # A file being written under the new name was replaced, as by unlink: its
-            # handles keep working on its bytes, and no later commit of it may overwrite
-            # the file renamed here (ossmount.tree.inodes detaches its number in `moved`).
-            staging.unlinked(victim)
         self._ns.learned(node.path, None)
         self._ns.moved(node.inode, new_path)
         now = time.time_ns() // 1_000_000_000 * 1_000_000_000

@@ -87,3 +87,25 @@ def test_unlink_truncate_and_rename_during_a_writeback_upload(
     assert server_keys(emulator) == {"cut", "there"}
     assert server_bytes(emulator, "cut") == b"0123"
     assert server_bytes(emulator, "there") == b"0123456789"
+
+
+def test_a_rename_over_a_file_whose_upload_runs_lands_after_that_upload(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """The replaced file's write-back upload, still running when the rename copies the other
+    file over its name, used to land after the copy and undo it."""
+    held = FaultRule("stall", op="PutObject", key="b", times=1, seconds=1.0)
+    emulator.faults.add(held)
+    mount = make_mount(args=WB).start()
+    (mount.path / "c").write_bytes(b"the file renamed over b")
+    fd = os.open(mount.path / "b", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"b, still open")
+        os.close(os.open(mount.path / "b", os.O_RDONLY))  # a close: b's upload starts, held
+        _wait_seen(held)
+        os.rename(mount.path / "c", mount.path / "b")
+    finally:
+        os.close(fd)
+    mount.stop()
+    assert server_keys(emulator) == {"b"}
+    assert server_bytes(emulator, "b") == b"the file renamed over b"
