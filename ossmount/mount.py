@@ -43,6 +43,7 @@ from ossmount.daemon import Readiness
 from ossmount.errors import ExitCode, StartupError
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.ops import Operations, Presentation, PyfuseKernel, drop_kernel_caches
+from ossmount.fs.recovery import recover_staged
 from ossmount.fs.staging import Staging
 from ossmount.oss import (
     AccessDenied,
@@ -397,7 +398,7 @@ async def _staging(
     )
     notifier.status(f"committing files staged before the restart in {directory}")
     with notifier.extending(_EXTEND_USEC):
-        done = await staging.recover(config.prefix)
+        done = await recover_staged(staging.directory, uploader, config.prefix)
     if done:
         log.info("committed %d file(s) staged before the restart", done)
     return staging

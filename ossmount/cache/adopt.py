@@ -29,7 +29,7 @@ the `.one` file the read path keeps a one-part object in (cache.tail): the seale
 thread, with no worker thread hop, no second read of the bytes and no checkpoint file to
 create. Order: the bytes are in the file before the tail that lists them is written, and the
 tail before the rename, so a `.one` never exists without its tail; a crash before the rename
-leaves a staged file, which the next mount's `recover` removes (its journal, if any, says
+leaves a staged file, which the next mount's fs/recovery.py removes (its journal, if any, says
 COMMITTED and is not replayed from the bytes). The re-check before first read still hashes
 the part, as for every entry, so bytes a power loss kept from the disk are fetched again.
 Measured (2,000 files of 8 KiB adopted into a fresh cache on this VM's ext4, 5 runs twice,

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 from ossmount.fs.shown import Posix, ShownAttrs, posix_of
-from ossmount.fs.stamps import only_ctime_differs, stamped
+from ossmount.fs.stamps import now_s, only_ctime_differs, stamped
 from ossmount.oss._writes import OssWrites
 from ossmount.oss.models import ObjectMeta
 
@@ -122,7 +122,7 @@ async def store_attrs(
         return None
     if known is not None:
         known.wrote(meta.key, copied.etag, {**kept, **updates})
-    now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
+    now = now_s()  # as listings show it
     crc = copied.crc64 if copied.crc64 is not None else meta.crc64
     return ObjectMeta(meta.key, meta.size, copied.etag, now, crc, meta.object_type,
                       meta.storage_class)  # fmt: skip

@@ -25,12 +25,11 @@ key has no ETag in listings, so it is trusted until this mount deletes or rename
 from __future__ import annotations
 
 import stat
-import time
 from typing import TYPE_CHECKING
 
 from ossmount.fs.attrstore import KnownMeta, store_attrs
 from ossmount.fs.shown import Posix
-from ossmount.fs.stamps import stamped
+from ossmount.fs.stamps import now_s, stamped
 from ossmount.oss import NoSuchKey
 from ossmount.oss._errors import OssError, PreconditionFailed
 from ossmount.oss._writes import FileAlreadyExists, OssWrites
@@ -53,7 +52,7 @@ async def make_dir(
     gid: int | None,
 ) -> None:
     """mkdir: the `key` (ending in "/") marker carrying the new directory's attributes."""
-    now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # ossfs: time(NULL)
+    now = now_s()  # ossfs: time(NULL)
     headers = Posix(stat.S_IFDIR | (mode & 0o7777), uid, gid, now, now, now).meta()
     put = await writes.put_object(key, b"", meta=headers)
     known.wrote(key, put.etag, headers)

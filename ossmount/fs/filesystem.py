@@ -539,7 +539,7 @@ class FileSystem:
         staging.known.moved(meta.key, new_key, copied.etag)
         self._ns.learned(node.path, None)
         self._ns.moved(node.inode, new_path)
-        now = time.time_ns() // 1_000_000_000 * 1_000_000_000
+        now = now_s()
         moved = ObjectMeta(new_key, meta.size, copied.etag, now, copied.crc64 or meta.crc64)
         self._ns.learned(new_path, moved)
         self._last_etag.pop(node.inode, None)

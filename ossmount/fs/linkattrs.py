@@ -30,13 +30,12 @@ the ctime changes.
 from __future__ import annotations
 
 import stat
-import time
 from urllib.parse import quote
 
 from ossmount.fs.attrstore import KnownMeta
 from ossmount.fs.links import link_target
 from ossmount.fs.shown import Posix, posix_of
-from ossmount.fs.stamps import only_ctime_differs, stamped
+from ossmount.fs.stamps import now_s, only_ctime_differs, stamped
 from ossmount.oss._errors import PreconditionFailed
 from ossmount.oss._writes import OssWrites
 from ossmount.oss.models import ObjectMeta
@@ -65,7 +64,7 @@ async def make_link(
 ) -> ObjectMeta:  # fmt: skip
     """symlink: the PutSymlink object `key` -> `target_key`, carrying ossfs's mode, the
     caller's owner, the time and ossfs's copy of the target (what our readlink answers)."""
-    now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # ossfs: time(NULL)
+    now = now_s()  # ossfs: time(NULL)
     headers = Posix(LINK_MODE, uid, gid, now, now, now).meta()
     shown = link_target(key, target_key, root_prefix)
     if shown is not None:
@@ -103,5 +102,5 @@ async def store_link_attrs(
     headers.update(updates)
     etag = await writes.put_symlink(meta.key, target, meta=headers)
     known.wrote(meta.key, etag, {**headers, TARGET: target})
-    now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
+    now = now_s()  # as listings show it
     return ObjectMeta(meta.key, 0, etag, now, None, object_type="Symlink")

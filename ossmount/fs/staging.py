@@ -11,15 +11,17 @@ object is on OSS with its CRC-64 verified, or raises: `cp` then exits non-zero.
 Durability: the engine fsyncs the staging file and journals the upload beside it (the
 journal is only written once a multipart upload starts or a commit seals the file, see
 `UploadSettings.journal_small_puts`: a small file whose close waits for its PutObject needs
-no journal, because nobody was told it was stored until it was). `recover` runs at mount
-start, before the mount is ready: sealed files are uploaded again (a multipart upload resumes
-where it stopped), files never sealed are dropped with a WARNING (their writer was never told
-they were stored), and our stale multipart uploads are aborted.
+no journal, because nobody was told it was stored until it was). At mount start, before the
+mount is ready, fs/recovery.py finishes what a previous process left.
 
 Concurrency: trio, one thread. `by_inode` / `by_path` and every `Staged` field change only in
-synchronous code. `Staged.lock` serializes commits of one file; writes during a commit go on
-(the file is then dirty again and the next flush sends it again), but start no early part,
-so only the committing session ever writes the file's journal.
+synchronous code. `Staged.lock` serializes commits of one file; unlink, rename and a
+handle-less truncate take it too (`settle`, a commit), so an upload already running lands
+before they act and none lands after they orphaned the file. Writes during a commit go on
+(the file is then dirty again and the next flush sends it again; a commit whose read came up
+short or whose CRC-64 no longer matched is made again at once) but start no early part.
+Every session of one file journals under `Staged.journal_lock`, and a closed one not at all,
+so the journal never goes back to an older session's record.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import contextlib
 import errno
 import logging
 import os
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -51,8 +52,6 @@ from ossmount.write import (
     StagedFile,
     Uploader,
     UploadSession,
-    load_journals,
-    sweep_stale_uploads,
 )
 from ossmount.write.journal import JournalRecord, save_atomic
 
@@ -115,7 +114,7 @@ class Staging:
         self.adopter: Adopter | None = None
         # A file of one cache part is adopted in its release (`_hand_over`); larger ones
         # are hashed in the background (a close never waits for one), a few at a time in
-        # worker threads; one cut short by unmount leaves files `recover` removes.
+        # worker threads; one cut short by unmount leaves files fs/recovery.py removes.
         self._adopting = trio.CapacityLimiter(4)
         # What the objects this mount just committed carry: chmod/utimens after the close
         # then skip the HEAD (fs/attrstore.py).
@@ -474,7 +473,7 @@ class Staging:
             session.close()
         self.on_outcome("committed")
         staged.forbid_overwrite = False  # O_EXCL held for the creation only
-        now = time.time_ns() // 1_000_000_000 * 1_000_000_000  # as listings show it
+        now = now_s()  # as listings show it
         staged.committed = ObjectMeta(staged.key, size, result.etag, now, result.crc64)
         self.known.wrote(staged.key, result.etag, session.sent_meta)
         adopt_sent(staged, session.sent_meta)
@@ -572,37 +571,6 @@ class Staging:
     async def drain(self) -> None:
         """Wait until every write-back upload scheduled so far has finished (unmount)."""
         await self._idle.wait()
-
-    # -- start-up ----------------------------------------------------------------------------
-
-    async def recover(self, prefix: str) -> int:
-        """Finish what a previous process left (see the module docstring); the number of
-        objects committed. Runs before the mount is ready, so nothing else uses the files."""
-        journals = await trio.to_thread.run_sync(load_journals, self.directory)
-        done = 0
-        for journal, record in journals.items():
-            staged = StagedFile(journal.with_name(journal.name[: -len(".journal")]), journal)
-            try:
-                result = await self.uploader.resume(staged)
-            except Exception as exc:
-                log.error("%s: uploading the file staged before the restart failed (%s); kept "
-                          "in %s for the next mount", self._where(record.key), exc,
-                          staged.data)  # fmt: skip
-                continue
-            if result is not None:
-                log.info("%s: committed after the restart (%d bytes, CRC-64 %016x)",
-                         self._where(result.key), result.size, result.crc64)  # fmt: skip
-                done += 1
-            for path in (staged.data, staged.journal):
-                path.unlink(missing_ok=True)
-        for data in self.directory.glob("*.data"):
-            if not data.with_name(data.name + ".journal").exists():
-                data.unlink(missing_ok=True)  # never sealed nor journaled: never acknowledged
-        for checkpoint in self.directory.glob("*.data.ckpt"):
-            checkpoint.unlink(missing_ok=True)  # an adoption cut short (cache/adopt.py)
-        left = list(load_journals(self.directory).values())
-        await sweep_stale_uploads(self.uploader.writes, self.uploader.ledger, left, prefix)
-        return done
 
 
 def _copy_source(staged: Staged, changed: set[int]) -> CopySource | None:

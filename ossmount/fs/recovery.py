@@ -1,0 +1,56 @@
+"""Mount start: finish what a previous process left in the staging directory.
+
+Sealed files are uploaded again (a multipart upload resumes where it stopped), files never
+sealed are dropped (their writer was never told they were stored), checkpoints of adoptions
+cut short are removed, and our stale multipart uploads are aborted. Runs before the mount is
+ready (fs/staging.py), so nothing else uses the files.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import trio
+
+from ossmount.write import StagedFile, Uploader, load_journals, sweep_stale_uploads
+from ossmount.write.journal import JournalRecord
+
+__all__ = ["recover_staged"]
+
+log = logging.getLogger("ossmount.fs.staging")
+
+
+async def recover_staged(directory: Path, uploader: Uploader, prefix: str) -> int:
+    """The number of objects committed from `directory` (see the module docstring)."""
+    bucket = uploader.writes.bucket
+    journals = await trio.to_thread.run_sync(load_journals, directory)
+    done = 0
+    for journal, record in journals.items():
+        staged = StagedFile(journal.with_name(journal.name[: -len(".journal")]), journal)
+        try:
+            result = await uploader.resume(staged)
+        except Exception as exc:
+            log.error("oss://%s/%s: uploading the file staged before the restart failed (%s); "
+                      "kept in %s for the next mount", bucket, record.key, exc,
+                      staged.data)  # fmt: skip
+            continue
+        if result is not None:
+            log.info("oss://%s/%s: committed after the restart (%d bytes, CRC-64 %016x)",
+                     bucket, result.key, result.size, result.crc64)  # fmt: skip
+            done += 1
+        for path in (staged.data, staged.journal):
+            path.unlink(missing_ok=True)
+    left = await trio.to_thread.run_sync(_drop_leftovers, directory)
+    await sweep_stale_uploads(uploader.writes, uploader.ledger, left, prefix)
+    return done
+
+
+def _drop_leftovers(directory: Path) -> list[JournalRecord]:
+    """Remove what no journal keeps; the records still there (kept for the next mount)."""
+    for data in directory.glob("*.data"):
+        if not data.with_name(data.name + ".journal").exists():
+            data.unlink(missing_ok=True)  # never sealed nor journaled: never acknowledged
+    for checkpoint in directory.glob("*.data.ckpt"):
+        checkpoint.unlink(missing_ok=True)  # an adoption cut short (cache/adopt.py)
+    return list(load_journals(directory).values())
