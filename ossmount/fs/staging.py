@@ -373,8 +373,9 @@ class Staging:
         staged.size = size
 
     def _changed_parts(self, staged: Staged, start: int, end: int) -> None:
-        """Upload parts holding [start, end) are no longer the source's: never copied."""
-        if staged.source is not None and end > start:
+        """Upload parts holding [start, end) are no longer the source's: never copied. Also
+        while a commit runs: the version it stores becomes the source, without these bytes."""
+        if (staged.source is not None or staged.lock.locked()) and end > start:
             ps = self.uploader.settings.part_size
             staged.dirty_parts.update(range(start // ps, (end - 1) // ps + 1))
 

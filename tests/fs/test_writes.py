@@ -267,3 +267,27 @@ async def test_a_file_truncated_while_its_commit_reads_it_is_committed_again_not
             await fs.setattr(attr.inode, size=3 << 20, mtime_ns=None, fh=opened.fh)
         assert emu.get_bytes(BUCKET, "t") == body[: 3 << 20]
         await fs.release(opened.fh)
+
+
+async def test_bytes_written_while_a_new_file_commits_are_sent_not_copied_from_that_commit(
+    emu: Emulator, rw: WriteRig
+) -> None:
+    """The first commit of a new file becomes the source the next commit copies unchanged
+    parts from; a part written while that first commit ran is not in it, so it must be sent.
+    It was copied, and the next commit failed on the final CRC-64 (EIO)."""
+    held = FaultRule(op="CompleteMultipartUpload", key="n", action="latency", seconds=0.5)
+    emu.faults.add(held)
+    fs = rw.fs
+    body = bytearray(os.urandom((3 << 20) + 5))
+    opened, _ = await fs.create(ROOT_INODE, "n", os.O_RDWR | os.O_CREAT)
+    fs.write(opened.fh, 0, bytes(body))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fs.fsync, opened.fh)
+        with trio.fail_after(10):
+            while held.seen < 1:
+                await trio.sleep(0.01)
+        fs.write(opened.fh, 10, b"written during the commit")
+    body[10:35] = b"written during the commit"
+    await fs.flush(opened.fh)
+    await fs.release(opened.fh)
+    assert emu.get_bytes(BUCKET, "n") == bytes(body)
