@@ -56,12 +56,16 @@ def test_move_keeps_the_number_and_retires_the_victim() -> None:
     table = InodeTable()
     src = table.put("x", False, 1, 0, None)
     victim = table.put("y", False, 2, 0, None)
+    table.remember(victim.inode)  # the kernel holds it: its number must stay valid
     table.move(src.inode, "y")
     assert table.get(src.inode).path == "y"
     assert table.find("y", False) == src.inode
     assert table.find("x", False) is None
     assert table.get(victim.inode).path.startswith("\0")
     table.check_invariants()
+    table.forget(victim.inode, 1)  # then it goes: no name leads to it
+    with pytest.raises(NotFound):
+        table.get(victim.inode)
 
 
 async def test_getattr_of_an_inode_replaced_by_a_rename_is_not_found() -> None:
