@@ -550,9 +550,11 @@ class FileSystem:
         """Every key under the directory moves; the inodes under it keep their numbers under
         the new path, and the metadata cache starts over (names under both paths changed).
         A directory holding a file being written answers EXDEV, so `mv` copies instead."""
-        inside = node.path + "/"
+        inside, onto = node.path + "/", new_path + "/"
         if any(p.startswith(inside) for p in staging.by_path):
             raise NotSupported(self._where(node), "rename of a directory with files being written")
+        if any(p.startswith(onto) for p in staging.by_path):  # not on OSS yet: rename_tree
+            raise NotEmpty(self._where_path(new_path), "a file is being created in it")
         moved = await rename_tree(
             staging.uploader.writes,
             self._key(node.path) + "/",

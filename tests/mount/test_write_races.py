@@ -4,6 +4,7 @@ walk of open/write/truncate/rename/unlink/close on a mount against a local direc
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -11,7 +12,7 @@ from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET
-from tests.mount.test_write import RW, server_bytes, server_keys
+from tests.mount.test_write import RW, errno_of, server_bytes, server_keys
 
 WB = (*RW, "--writeback")
 
@@ -109,3 +110,24 @@ def test_a_rename_over_a_file_whose_upload_runs_lands_after_that_upload(
     mount.stop()
     assert server_keys(emulator) == {"b"}
     assert server_bytes(emulator, "b") == b"the file renamed over b"
+
+
+def test_a_directory_holding_a_file_being_created_is_not_empty_for_a_rename(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """The new file is not on OSS yet, so the listing shows the target directory empty: a
+    rename of another directory onto it used to go ahead, and the file's close then put it
+    into the renamed directory's place."""
+    mount = make_mount(args=RW).start()
+    (mount.path / "src").mkdir()
+    (mount.path / "src" / "x").write_bytes(b"x")
+    (mount.path / "dst").mkdir()
+    fd = os.open(mount.path / "dst" / "new", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"being written")
+        assert errno_of(lambda: os.rename(mount.path / "src", mount.path / "dst")) == (
+            errno.ENOTEMPTY
+        )
+    finally:
+        os.close(fd)
+    assert server_keys(emulator) == {"src/", "src/x", "dst/", "dst/new"}
