@@ -14,6 +14,8 @@ cancels the rest and is raised (nothing is deleted then).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import trio
 
 from ossmount.fs.errors import NotEmpty
@@ -40,9 +42,14 @@ async def _all_keys(writes: OssWrites, prefix: str) -> list[ObjectMeta]:
 
 
 async def rename_tree(
-    writes: OssWrites, old_prefix: str, new_prefix: str, ledger: UploadLedger | None = None
+    writes: OssWrites,
+    old_prefix: str,
+    new_prefix: str,
+    ledger: UploadLedger | None = None,
+    move_link: Callable[[ObjectMeta, str], Awaitable[object]] | None = None,
 ) -> int:
     """Move every key under `old_prefix` (ending in "/") to `new_prefix`; the number moved.
+    Symlink objects go by `move_link(meta, new_key)` (fs/linkattrs.py), not CopyObject.
     Raises NotEmpty when something already exists under `new_prefix`, NameTooLong when a key
     would be over OSS's limit under it (nothing is copied then)."""
     taken = await writes.client.list_page(new_prefix, "", None, 2)
@@ -58,7 +65,12 @@ async def rename_tree(
     async def copy(meta: ObjectMeta) -> None:
         async with limiter:
             target = new_prefix + meta.key[len(old_prefix) :]
-            await copy_any(writes, meta.key, target, size=meta.size, etag=meta.etag, ledger=ledger)
+            if move_link is not None and meta.object_type == "Symlink":
+                await move_link(meta, target)
+            else:
+                await copy_any(
+                    writes, meta.key, target, size=meta.size, etag=meta.etag, ledger=ledger
+                )
 
     try:
         async with trio.open_nursery() as nursery:

@@ -41,7 +41,7 @@ import posixpath
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ossmount.cache.adopt import Adopter
@@ -58,7 +58,7 @@ from ossmount.fs.errors import (
     Refused,
     UnknownHandle,
 )
-from ossmount.fs.linkattrs import make_link
+from ossmount.fs.linkattrs import make_link, move_link
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
 from ossmount.fs.newnames import new_entry
 from ossmount.fs.setattrs import set_attrs
@@ -529,18 +529,25 @@ class FileSystem:
         # working on its bytes, and none of its commits may land over the file renamed here.
         # Its lock, held through the copy, makes a running commit land first and later ones
         # wait, then find it orphaned (ossmount.tree.inodes detaches its number in `moved`).
+        noreplace = bool(flags & _NOREPLACE)
         async with victim.lock if victim is not None else contextlib.nullcontext():
-            copied = await copy_any(writes, meta.key, new_key, size=meta.size, etag=meta.etag,
-                                    ledger=staging.uploader.ledger,
-                                    forbid_overwrite=bool(flags & _NOREPLACE))  # fmt: skip
+            if is_symlink(meta):
+                moved = await move_link(
+                    writes, staging.known, meta, new_key, self._ns.root_prefix,
+                    forbid_overwrite=noreplace,
+                )  # fmt: skip
+            else:
+                copied = await copy_any(writes, meta.key, new_key, size=meta.size,
+                                        etag=meta.etag, ledger=staging.uploader.ledger,
+                                        forbid_overwrite=noreplace)  # fmt: skip
+                staging.known.moved(meta.key, new_key, copied.etag)
+                moved = replace(meta, key=new_key, etag=copied.etag, mtime_ns=now_s(),
+                                crc64=copied.crc64 or meta.crc64)  # fmt: skip
             if victim is not None:
                 staging.unlinked(victim)
         await writes.delete_object(meta.key)
-        staging.known.moved(meta.key, new_key, copied.etag)
         self._ns.learned(node.path, None)
         self._ns.moved(node.inode, new_path)
-        now = now_s()
-        moved = ObjectMeta(new_key, meta.size, copied.etag, now, copied.crc64 or meta.crc64)
         self._ns.learned(new_path, moved)
         self._last_etag.pop(node.inode, None)
         if staged is not None:
@@ -555,11 +562,13 @@ class FileSystem:
             raise NotSupported(self._where(node), "rename of a directory with files being written")
         if any(p.startswith(onto) for p in staging.by_path):  # not on OSS yet: rename_tree
             raise NotEmpty(self._where_path(new_path), "a file is being created in it")
+        writes, prefix = staging.uploader.writes, self._ns.root_prefix
         moved = await rename_tree(
-            staging.uploader.writes,
+            writes,
             self._key(node.path) + "/",
             self._key(new_path) + "/",
             staging.uploader.ledger,
+            lambda meta, key: move_link(writes, staging.known, meta, key, prefix),
         )
         self._ns.moved_tree(node.inode, new_path)
         staging.known.shown.moved_tree(self._key(node.path) + "/", self._key(new_path) + "/")

@@ -11,9 +11,9 @@ mode S_IFLNK ossfs takes the object for a link, so it also gets ossfs's own copy
 (`x-oss-meta-symlink-target`, its "new symlink format": readlink in ossfs reads it from the
 header whatever its options; without it ossfs would read the body, and GET follows an OSS
 link to the target's bytes). OSS answers a HEAD of a link with the link's own x-oss-meta-*,
-which is what ossfs reads. That copy is the POSIX target our readlink answers at creation: a
-rename into another directory leaves it as it was, as a relative POSIX link would be, while
-this mount resolves the OSS target key again.
+which is what ossfs reads. That copy is the POSIX target our readlink answers at creation.
+A rename (`move_link`) keeps that POSIX target, as a moved relative link does, and points the
+new OSS link at the key it now names: a tree renamed with its internal links keeps them.
 
 How a value is changed: not by CopyObject onto itself (whether OSS copies a link as a link or
 follows it is not documented, and a HEAD answers the target's ETag, so neither can be fenced on
@@ -29,6 +29,7 @@ the ctime changes.
 
 from __future__ import annotations
 
+import posixpath
 import stat
 from urllib.parse import quote
 
@@ -40,7 +41,14 @@ from ossmount.oss._errors import PreconditionFailed
 from ossmount.oss._writes import OssWrites
 from ossmount.oss.models import ObjectMeta
 
-__all__ = ["LINK_MODE", "OSSFS_TARGET", "make_link", "ossfs_target", "store_link_attrs"]
+__all__ = [
+    "LINK_MODE",
+    "OSSFS_TARGET",
+    "make_link",
+    "move_link",
+    "ossfs_target",
+    "store_link_attrs",
+]
 
 LINK_MODE = stat.S_IFLNK | 0o777  # what ossfs stores as a link's x-oss-meta-mode
 # Where `KnownMeta` keeps a link's target key with its headers (the header PutSymlink sends it
@@ -104,3 +112,32 @@ async def store_link_attrs(
     known.wrote(meta.key, etag, {**headers, TARGET: target})
     now = now_s()  # as listings show it
     return ObjectMeta(meta.key, 0, etag, now, None, object_type="Symlink")
+
+
+async def move_link(
+    writes: OssWrites, known: KnownMeta, meta: ObjectMeta, new_key: str, root_prefix: str,
+    *, forbid_overwrite: bool = False,
+) -> ObjectMeta:  # fmt: skip
+    """rename of the link `meta` (alone or inside a directory) to `new_key`: a new PutSymlink
+    with its metadata, whose target keeps the POSIX target it showed, as a moved relative link
+    does (a tree renamed with its internal links keeps them pointing inside it). CopyObject is
+    not used: whether OSS copies a link or follows it is not documented. A target this mount
+    cannot show (outside the mounted prefix) is kept as the key it is. The caller deletes the
+    old key. Fenced as `store_link_attrs` is: GetSymlink must answer the ETag listed."""
+    target, etag, headers = await writes.symlink_headers(meta.key)
+    if etag != meta.etag:
+        changed = f"the symlink's ETag is {etag}, not {meta.etag}"
+        raise PreconditionFailed(
+            412, "PreconditionFailed", changed, bucket=writes.bucket, key=meta.key
+        )
+    shown = link_target(meta.key, target, root_prefix)
+    if shown is not None:
+        new_dir = posixpath.dirname(new_key[len(root_prefix) :])
+        resolved = posixpath.normpath(posixpath.join(new_dir, shown))
+        if resolved not in ("", ".", "..") and not resolved.startswith("../"):
+            target = root_prefix + resolved
+    etag = await writes.put_symlink(
+        new_key, target, meta=headers, forbid_overwrite=forbid_overwrite
+    )
+    known.wrote(new_key, etag, {**headers, TARGET: target})
+    return ObjectMeta(new_key, 0, etag, now_s(), None, object_type="Symlink")

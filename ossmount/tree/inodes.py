@@ -32,6 +32,7 @@ leaves the table consistent (`check_invariants`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections import OrderedDict
@@ -186,13 +187,19 @@ class InodeTable:
         self._moved.add(ino)
         self._maybe_idle(ino, entry)  # dropped at once if the kernel holds no reference
 
-    def move_tree(self, ino: int, path: str) -> None:
-        """`move` directory `ino` to `path`, and every entry under it along with it."""
+    def move_tree(self, ino: int, path: str, keys: tuple[str, str] | None = None) -> None:
+        """`move` directory `ino` to `path`, and every entry under it along with it. `keys`
+        (old, new key prefix): the objects moved too, so an entry's object key follows (the
+        kernel may read or readlink a moved inode without a lookup)."""
         old = self.get(ino).path + "/"
         self.move(ino, path)
         for child, entry in list(self._by_ino.items()):
             if entry.node.path.startswith(old):
                 self.move(child, path + "/" + entry.node.path[len(old) :])
+                meta = entry.node.meta
+                if keys is not None and meta is not None and meta.key.startswith(keys[0]):
+                    moved = dataclasses.replace(meta, key=keys[1] + meta.key[len(keys[0]) :])
+                    entry.node = entry.node._replace(meta=moved)
 
     def _add(
         self, path: str, is_dir: bool, size: int, mtime_ns: int, meta: ObjectMeta | None

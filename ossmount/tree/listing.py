@@ -282,7 +282,9 @@ class Namespace:
         """Directory `inode` and everything under it were renamed to `path` by this mount:
         numbers stay (see `InodeTable.move_tree`); every cached name and listing is dropped,
         since names under both the old and the new path changed."""
-        self.table.move_tree(inode, path)
+        old = self.table.get(inode).path
+        keys = (f"{self.root_prefix}{old}/", f"{self.root_prefix}{path}/")
+        self.table.move_tree(inode, path, keys)
         self.invalidate()
 
     def deleted(self, inode: int, path: str) -> None:
