@@ -41,7 +41,7 @@ import posixpath
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from ossmount.cache.adopt import Adopter
@@ -58,6 +58,7 @@ from ossmount.fs.errors import (
     Refused,
     UnknownHandle,
 )
+from ossmount.fs.filerename import move_file
 from ossmount.fs.linkattrs import make_link, move_link
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
 from ossmount.fs.newnames import new_entry
@@ -76,7 +77,6 @@ from ossmount.tree.errors import NotADirectory, NotFound
 from ossmount.tree.listing import DirSnapshot, Namespace
 from ossmount.tree.names import join_path
 from ossmount.tree.node import Node
-from ossmount.write.bigcopy import copy_any
 
 __all__ = ["FileSystem", "KernelCache", "ReplyEntry"]
 
@@ -501,9 +501,8 @@ class FileSystem:
     async def rename(
         self, parent_old: int, name_old: str, parent_new: int, name_new: str, flags: int
     ) -> None:
-        """A file: CopyObject fenced on the source's ETag, then DeleteObject of the source
-        (not atomic: a crash in between leaves both). The inode keeps its number under the
-        new name. A directory: key by key (fs/dirrename.py)."""
+        """A file or link: fs/filerename.py; the inode keeps its number under the new name.
+        A directory: key by key (fs/dirrename.py)."""
         staging = self._writable(parent_old)
         if flags & _RENAME_EXCHANGE:
             raise NotSupported(name_old, "RENAME_EXCHANGE")
@@ -521,31 +520,11 @@ class FileSystem:
         new_key = self._key(new_path)
         if new_key == meta.key:
             return
-        writes = staging.uploader.writes
         victim = staging.by_inode.get(staging.by_path.get(new_path, 0))
         if victim is not None and victim.inode == node.inode:
             victim = None
-        # A file being written under the new name is replaced, as by unlink: its handles keep
-        # working on its bytes, and none of its commits may land over the file renamed here.
-        # Its lock, held through the copy, makes a running commit land first and later ones
-        # wait, then find it orphaned (ossmount.tree.inodes detaches its number in `moved`).
-        noreplace = bool(flags & _NOREPLACE)
-        async with victim.lock if victim is not None else contextlib.nullcontext():
-            if is_symlink(meta):
-                moved = await move_link(
-                    writes, staging.known, meta, new_key, self._ns.root_prefix,
-                    forbid_overwrite=noreplace,
-                )  # fmt: skip
-            else:
-                copied = await copy_any(writes, meta.key, new_key, size=meta.size,
-                                        etag=meta.etag, ledger=staging.uploader.ledger,
-                                        forbid_overwrite=noreplace)  # fmt: skip
-                staging.known.moved(meta.key, new_key, copied.etag)
-                moved = replace(meta, key=new_key, etag=copied.etag, mtime_ns=now_s(),
-                                crc64=copied.crc64 or meta.crc64)  # fmt: skip
-            if victim is not None:
-                staging.unlinked(victim)
-        await writes.delete_object(meta.key)
+        moved = await move_file(staging, meta, new_key, self._ns.root_prefix, victim=victim,
+                                noreplace=bool(flags & _NOREPLACE))  # fmt: skip
         self._ns.learned(node.path, None)
         self._ns.moved(node.inode, new_path)
         self._ns.learned(new_path, moved)
