@@ -294,6 +294,8 @@ class UploadSession:
         1024 --repeat 3 --only big`). Reads of the file while it is written, and its adoption
         into the read cache after close, read those parts from disk instead."""
         ps = self._ps
+        if self._fd < 0:
+            return  # closed meanwhile: its number may be another file's now
         with contextlib.suppress(OSError):
             os.posix_fadvise(self._fd, (number - 1) * ps, ps, os.POSIX_FADV_DONTNEED)
             if number > 2:
