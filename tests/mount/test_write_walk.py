@@ -1,5 +1,6 @@
 """A seeded random walk of open/write/truncate/fsync/close/rename/unlink/read over five names
-(and, in the directory walk, mkdir/rmdir/rename of directories), done on a --rw mount and on
+(and, in the directory walk, mkdir/rmdir/rename of directories, symlinks, chmod, utime and
+O_EXCL creates), done on a --rw mount and on
 a local directory side by side: every call must answer the same (result or errno) on both,
 and at the end the bucket must hold what the local directory holds. The one answer allowed
 to differ is the documented one: a directory holding a file being written is not renamed
@@ -19,6 +20,7 @@ import pytest
 
 from ossmount.emulator import Emulator
 from tests.mount.conftest import MountFactory
+from tests.mount.harness import BUCKET
 from tests.mount.test_write import RW, server_bytes, server_keys
 
 NAMES = ("a", "b", "c", "d/e", "d/f")
@@ -38,6 +40,20 @@ def _outcome(call: Callable[[], object]) -> tuple[str, object]:
         return "ok", call()
     except OSError as exc:
         return "errno", errno.errorcode.get(exc.errno or 0, exc.errno)
+
+
+def _chmod(path: Path, mode: int) -> int:
+    os.chmod(path, mode)  # follows a link, as chmod(1) does
+    return os.stat(path).st_mode
+
+
+def _utime(path: Path, when: int) -> int:
+    os.utime(path, (when, when))
+    return os.stat(path).st_mtime_ns // 1_000_000_000
+
+
+def _create_excl(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
 
 class Walk:
@@ -74,7 +90,8 @@ class Walk:
         ops = ["open", "open", "write", "write", "write", "truncate", "ftruncate", "fsync",
                "close", "rename", "unlink", "read"]  # fmt: skip
         if self.dirs:
-            ops += ["mkdir", "rmdir", "rename dir"]
+            ops += ["mkdir", "rmdir", "rename dir", "symlink", "readlink", "chmod", "utime",
+                    "excl"]  # fmt: skip
         op = rnd.choice(ops)
         name = rnd.choice(self.names)
         if op == "open":
@@ -119,6 +136,19 @@ class Walk:
         elif op == "rmdir":
             path = rnd.choice(DIRS)
             self.same(f"rmdir {path}", lambda r: (r / path).rmdir())
+        elif op == "symlink":  # a target in the link's own directory never leaves the mount
+            to = rnd.choice(("b", "c", "e"))
+            self.same(f"symlink {name} -> {to}", lambda r: os.symlink(to, r / name))
+        elif op == "readlink":
+            self.same(f"readlink {name}", lambda r: os.readlink(r / name))
+        elif op == "chmod":
+            mode = rnd.choice((0o600, 0o640, 0o755))
+            self.same(f"chmod {name} {mode:o}", lambda r: _chmod(r / name, mode))
+        elif op == "utime":
+            when = rnd.randrange(1_000_000_000, 1_700_000_000)
+            self.same(f"utime {name} {when}", lambda r: _utime(r / name, when))
+        elif op == "excl":
+            self.same(f"O_EXCL {name}", lambda r: _create_excl(r / name))
         elif op == "rename dir":
             path, to = rnd.choice(DIRS), rnd.choice(DIRS)
             self.same(f"rename dir {path} {to}", lambda r: os.rename(r / path, r / to))
@@ -153,8 +183,11 @@ def test_a_random_walk_answers_as_a_local_directory_and_leaves_its_files_in_the_
     finally:
         walk.close_all()
     mount.stop()  # write-back: waits for the uploads
-    local = {p.relative_to(ref).as_posix(): p.read_bytes() for p in ref.rglob("*") if p.is_file()}
+    entries = {p.relative_to(ref).as_posix(): p for p in ref.rglob("*") if not p.is_dir()}
     keys = {k for k in server_keys(emulator) if not k.endswith("/")}
-    assert keys == set(local)
-    for name, body in local.items():
-        assert server_bytes(emulator, name) == body, name
+    assert keys == set(entries)
+    for name, path in entries.items():
+        if path.is_symlink():
+            assert emulator.head(BUCKET, name).object_type == "Symlink", name  # type: ignore[union-attr]
+        else:
+            assert server_bytes(emulator, name) == path.read_bytes(), name
