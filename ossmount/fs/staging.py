@@ -399,19 +399,25 @@ class Staging:
             staged.ready.add(staged.next_part)
             staged.next_part += 1
 
+    def _record(self, staged: Staged, *, mtime_ns: int, ctime_ns: int | None) -> JournalRecord:
+        """The upload record of `staged` as it stands: its key, fence and attributes."""
+        return self.uploader.new_record(
+            staged.key,
+            base_etag=staged.base_etag,
+            forbid_overwrite=staged.forbid_overwrite,
+            mtime_ns=mtime_ns,
+            mode=staged.mode,
+            keep_mode=staged.keep_mode,
+            uid=staged.uid,
+            gid=staged.gid,
+            atime_ns=staged.atime_ns,
+            ctime_ns=ctime_ns,
+        )
+
     def _session(self, staged: Staged) -> UploadSession:
         if staged.session is None:
-            record = self.uploader.new_record(
-                staged.key,
-                base_etag=staged.base_etag,
-                forbid_overwrite=staged.forbid_overwrite,
-                mode=staged.mode,
-                keep_mode=staged.keep_mode,
-                uid=staged.uid,
-                gid=staged.gid,
-                atime_ns=staged.atime_ns,
-                ctime_ns=now_s(),  # what an Initiate sent now carries (fs/stamps.py)
-            )
+            # ctime: what an Initiate sent now carries (fs/stamps.py)
+            record = self._record(staged, mtime_ns=0, ctime_ns=now_s())
             staged.session = self.uploader.session(
                 staged.files, record, self._nursery, staged.journal_lock
             )
@@ -524,18 +530,7 @@ class Staging:
         self._unreserve(staged)
         staged.ctime_ns = now_s()  # the close's, if a crash leaves the upload to the next mount
         record = replace(
-            self.uploader.new_record(
-                staged.key,
-                base_etag=staged.base_etag,
-                forbid_overwrite=staged.forbid_overwrite,
-                mtime_ns=staged.mtime_ns or 0,
-                mode=staged.mode,
-                keep_mode=staged.keep_mode,
-                uid=staged.uid,
-                gid=staged.gid,
-                atime_ns=staged.atime_ns,
-                ctime_ns=staged.ctime_ns,
-            ),
+            self._record(staged, mtime_ns=staged.mtime_ns or 0, ctime_ns=staged.ctime_ns),
             size=staged.size,
             sealed=True,
         )

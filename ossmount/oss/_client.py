@@ -312,6 +312,19 @@ class OssClient:
             )  # fmt: skip
         record_request(method.lower(), status)
 
+    def _wire_checked(
+        self, key: str, status: int, lower: dict[str, str], body: bytes, *, over_cap: int | None
+    ) -> None:
+        """A `_wire` reply to a request with a body (PUT, part, POST): its typed error when it
+        is not 2xx, ResponseTooLarge when its body was over `over_cap` bytes (None: it was not)."""
+        if status >= 300:
+            raise self._reply_error(status, lower, body, key)
+        if over_cap is not None:
+            raise BadResponse(
+                status, "ResponseTooLarge", f"reply body over {over_cap} bytes",
+                request_id=lower.get("x-oss-request-id"), bucket=self.config.bucket, key=key,
+            )  # fmt: skip
+
     async def _send_get(
         self, key: str, first: int, last: int, if_match: str | None, deadline: float
     ) -> WireBody:

@@ -22,7 +22,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ..crc64 import crc64
-from ._errors import BadResponse, describe_cause
+from ._errors import describe_cause
 from ._wire import WireBody, WireError
 from ._write_types import FileRange, StagingError
 
@@ -51,8 +51,7 @@ async def request_small(
     its body and the CRC-64 of the body sent. A non-2xx reply raises its typed OssError, a
     failed exchange OssTransportError, a staged file that cannot supply the body
     StagingError."""
-    bucket = client.config.bucket
-    where = f"{method} oss://{bucket}/{key}"
+    where = f"{method} oss://{client.config.bucket}/{key}"
     try:
         data = os.pread(body.fd, body.length, body.offset) if body.length else b""
     except OSError as exc:
@@ -75,11 +74,6 @@ async def request_small(
         text = b"" if reply.chunked else await reader.read_capped(_REPLY_CAP)
     finally:
         await reader.aclose()
-    if reply.status >= 300:
-        raise client._reply_error(reply.status, reply.headers, text, key)
-    if len(text) > _REPLY_CAP:
-        raise BadResponse(
-            reply.status, "ResponseTooLarge", f"reply body over {_REPLY_CAP} bytes",
-            request_id=reply.headers.get("x-oss-request-id"), bucket=bucket, key=key,
-        )  # fmt: skip
+    over = _REPLY_CAP if len(text) > _REPLY_CAP else None
+    client._wire_checked(key, reply.status, reply.headers, text, over_cap=over)
     return reply.headers, text, crc64(data) if data else 0

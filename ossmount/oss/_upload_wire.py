@@ -104,7 +104,7 @@ if TYPE_CHECKING:
 
 from ..crc64 import crc64
 from ..threadjob import SocketThreadJob, timeval
-from ._errors import BadResponse, OssError, describe_cause
+from ._errors import describe_cause
 from ._wire import MAX_HEAD, Connection, WireError, WirePool, parse_head
 from ._write_types import FileRange, StagingError
 
@@ -365,8 +365,7 @@ async def request_with_body(
     """One signed attempt of a request with a body (the caller sets Content-Length): the
     reply's lower-case headers, its body, the CRC-64 of the body bytes sent and their number.
     A non-2xx reply raises its typed OssError, a failed exchange OssTransportError."""
-    bucket = client.config.bucket
-    where = f"{method} oss://{bucket}/{key}"
+    where = f"{method} oss://{client.config.bucket}/{key}"
     head = await client._wire_head(method, key, query, headers, where)
     try:
         job = await send_with_body(
@@ -378,12 +377,6 @@ async def request_with_body(
     if job.error is not None:
         raise client._wire_failed(method, key, job.error)
     client._wire_replied(method, key, job.status, job.headers)
-    if job.status >= 300:
-        error: OssError = client._reply_error(job.status, job.headers, job.reply, key)
-        raise error
-    if job.too_large:
-        raise BadResponse(
-            job.status, "ResponseTooLarge", f"reply body over {_REPLY_CAP} bytes",
-            request_id=job.headers.get("x-oss-request-id"), bucket=bucket, key=key,
-        )  # fmt: skip
+    over = _REPLY_CAP if job.too_large else None
+    client._wire_checked(key, job.status, job.headers, job.reply, over_cap=over)
     return job.headers, job.reply, job.crc, job.sent
