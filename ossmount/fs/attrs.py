@@ -96,8 +96,27 @@ def direct_writes(flags: int) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class FsStats:
+    """What statfs answers. A bucket has no size to report, and counting its bytes would
+    take a listing of every key, so `used` is never known and `free_bytes`/`free_files` say
+    whether writing is possible at all: 0 on a read-only mount; on a `--rw` mount a large
+    round figure (`WRITABLE_BYTES`), as every peer reports (s3fs and ossfs 1.x ~16 EiB,
+    ossfs2 its kMaxFsSize, rclone 1 PiB). Zero free space on a writable mount made
+    file managers, Samba shares and installers that check df refuse to copy anything."""
+
     block_size: int
+    free_bytes: int = 0
+    free_files: int = 0
     name_max: int = 255
+
+    @classmethod
+    def of(cls, block_size: int, *, writable: bool) -> FsStats:
+        if not writable:
+            return cls(block_size)
+        return cls(block_size, WRITABLE_BYTES, WRITABLE_FILES)
+
+
+WRITABLE_BYTES = 1 << 50  # 1 PiB, rclone's figure: far from any 64-bit product's overflow
+WRITABLE_FILES = 1 << 30
 
 
 SYMLINK_MODE = stat.S_IFLNK | 0o777

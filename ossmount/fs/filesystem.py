@@ -580,7 +580,7 @@ class FileSystem:
     # -- misc ------------------------------------------------------------------------------
 
     def statfs(self) -> FsStats:
-        return FsStats(block_size=self._look.block_size)
+        return FsStats.of(self._look.block_size, writable=self._staging is not None)
 
     def listxattr(self, inode: int) -> list[str]:
         """None listed: ours are read by name only (fs/xattrs.py says why)."""

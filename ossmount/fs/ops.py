@@ -245,6 +245,8 @@ class Operations(pyfuse3.Operations):
         data = pyfuse3.StatvfsData()
         data.f_bsize = stats.block_size
         data.f_frsize = stats.block_size
+        data.f_blocks = data.f_bfree = data.f_bavail = stats.free_bytes // stats.block_size
+        data.f_files = data.f_ffree = data.f_favail = stats.free_files
         data.f_namemax = stats.name_max
         return data
 

@@ -291,3 +291,15 @@ async def test_bytes_written_while_a_new_file_commits_are_sent_not_copied_from_t
     await fs.flush(opened.fh)
     await fs.release(opened.fh)
     assert emu.get_bytes(BUCKET, "n") == bytes(body)
+
+
+async def test_statfs_reports_room_to_write_on_a_writable_mount(rw: WriteRig) -> None:
+    stats = rw.fs.statfs()
+    assert stats.free_bytes >= 1 << 40
+    assert stats.free_files > 0
+    assert stats.block_size == LOOK.block_size
+
+
+async def test_statfs_reports_no_room_on_a_read_only_mount(ro: WriteRig) -> None:
+    stats = ro.fs.statfs()
+    assert (stats.free_bytes, stats.free_files) == (0, 0)

@@ -205,6 +205,22 @@ def test_a_read_only_mount_refuses_every_write_with_erofs(
     assert server_keys(emulator) == {"f", "d/g"}
 
 
+def test_df_shows_room_on_a_rw_mount_and_none_on_a_read_only_one(make_mount: MountFactory) -> None:
+    """File managers, Samba and installers check df before copying; a writable mount that
+    said 0 bytes free made them refuse (fs/attrs.py FsStats)."""
+
+    def df_avail(path: Path) -> int:
+        out = subprocess.run(["df", "-B1", "--output=avail", str(path)],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        return int(out.stdout.split()[-1])
+
+    writable = make_mount(args=RW).start()
+    assert df_avail(writable.path) >= 1 << 40
+    assert os.statvfs(writable.path).f_favail > 0
+    writable.stop()
+    assert df_avail(make_mount().start().path) == 0
+
+
 def test_a_commit_that_keeps_failing_makes_cp_fail_and_leaves_no_object(
     emulator: Emulator, make_mount: MountFactory, tmp_path: Path
 ) -> None:
