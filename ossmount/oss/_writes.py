@@ -13,6 +13,10 @@ typed errors); it adds request bodies and the checks that make a write trustwort
   and the CRC-64 is that of the bytes sent: httpcore's pieces are hashed as each goes; the
   thread path hashes the staged range, then sendfile sends it from the file (a rewrite in
   between shows as a mismatch below and a resend: `_upload_wire`).
+* PutObject and UploadPart can also return the CRC-64s of the body's pieces between offsets
+  the caller names (`cuts`, oss/_cuts.py: the read cache's part boundaries), taken in the
+  pass that hashes it; the worker-thread path and short bodies (read whole, sent from memory)
+  take them, a long body through httpcore (TLS) does not.
 * PutObject and UploadPart compare that CRC with the reply's `x-oss-hash-crc64ecma`. A
   mismatch (or a missing header) re-sends the body, at most `crc_resends` more times, then
   raises `CrcMismatch`: such a write is never reported done.

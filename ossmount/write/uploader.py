@@ -44,6 +44,11 @@ serialized the upload: 128 saves of ~20 ms for a 1 GiB file).
 `drain` waits for the saver too, so `finish` seals after every recorded part is saved.
 `_init_lock` makes sure one upload id is started per file.
 A part upload whose part was invalidated while in flight is discarded (generation check).
+
+Pieces (`UploadSession.pieces`, write/pieces.py): when a read cache adopts the commit, each
+part's send also takes the CRC-64s of the part cut at that cache's part boundaries, kept with
+the `PartRecord` that send produced (in memory only: a resumed part has none, and its file is
+hashed at adoption as before), and `finish` returns them in `CommitResult.pieces`.
 """
 
 from __future__ import annotations
@@ -75,10 +80,6 @@ from .pieces import PieceBook, hash_part
 __all__ = ["UploadSession", "Uploader"]
 
 log = logging.getLogger(__name__)
-
-
-def _crc_of(fd: int, offset: int, length: int) -> int:
-    return hash_part(fd, offset, length)[0]
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -423,9 +424,8 @@ class UploadSession:
         for number, part in list(self._parts.items()):
             theirs = server.get(number)
             try:
-                local = await trio.to_thread.run_sync(
-                    _crc_of, self._fd, (number - 1) * self._ps, part.size
-                )
+                start = (number - 1) * self._ps
+                local, _ = await trio.to_thread.run_sync(hash_part, self._fd, start, part.size)
             except (OSError, EOFError):
                 local = None
             if (
