@@ -35,8 +35,8 @@ had left the page cache, load 5-8 from other work, median [min..max]): from cp's
 entry is verified 1.63 [1.11..2.31] -> 0.01 [0.01..0.01] s (1.04 [0.68..1.59] -> 0.01
 [0.00..0.02]), the daemon's disk reads meanwhile 1048 -> 0 MB (1056 -> 0) and its CPU 0.98 ->
 0.00 s (0.38 -> 0.00); cp itself within the noise: 333 -> 343 MB/s (319 -> 304), daemon CPU
-until cp's end 1.09 -> 1.13 s/GiB (1.09 -> 1.14, min 1.08 both; the ~20 ms the sealing from
-pieces costs now falls before cp's end is sampled).
+until cp's end 1.09 -> 1.13 s/GiB (1.09 -> 1.14, min 1.08 both; sealing from pieces, ~10 ms
+of CPU per GiB for `part_crcs` and the final combine, now ends before cp's end is sampled).
 
 Durability, as for the read path's checkpoints (cache.checkpoint, "Durability"): neither the
 data nor the checkpoint is fsynced. Two fsyncs per file cost more than the whole commit of a
