@@ -8,7 +8,10 @@ several times; the checkouts take turns, round after round, so a noisy machine h
   shape): MB/s until cp exits (its close returns once the object is committed and verified),
   the daemon's and the emulator's CPU s/GiB, the daemon's peak RSS, cp's close() time (under
   `strace --seccomp-bpf -e trace=close`, which stops cp only at close) and the MB the disk
-  wrote meanwhile (the whole device: a rough figure on a shared machine);
+  wrote meanwhile (the whole device: a rough figure on a shared machine); then the time from
+  cp's end until the file is the read cache's verified entry (`user.ossmount.state`, polled
+  every 10 ms) and the MB the daemon read from disk meanwhile (/proc/PID/io read_bytes: the
+  adoption's second pass over the file, if it makes one);
 * `small`: `cp -r` of `--files` (default 200) x 64 KiB into the mount with `--latency` (default
   20 ms per response) and `--conn-bps` (default 50 MB/s per connection) on the emulator (the
   W14 shape), without and with `-o writeback`: files/s (with write-back, until every object
@@ -94,6 +97,27 @@ class Rig:
         stop(self.emu, 10)
 
 
+def read_bytes(pid: int) -> int:
+    """Bytes process `pid` (all its threads) made the block layer read (/proc/PID/io)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("read_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+def verified_after(path: Path, timeout: float = 120) -> float | None:
+    """Seconds until `path` reads `verified` in user.ossmount.state (None: not in time)."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        try:
+            if os.getxattr(path, "user.ossmount.state") == b"verified":
+                return time.perf_counter() - t0
+        except OSError:
+            pass
+        time.sleep(0.01)
+    return None
+
+
 def sectors_written(path: Path) -> int:
     """Sectors (512 B) the block device holding `path` has written since boot (0: unknown)."""
     dev = os.stat(path).st_dev
@@ -125,13 +149,19 @@ def big(src: Path, source: Path, size: int, out: dict[str, list[float]]) -> None
         t0 = time.perf_counter()
         close_s = cp_timed(source, rig.mnt / "big.bin", work / "strace.out")
         wall = time.perf_counter() - t0
+        r0, s1 = read_bytes(rig.daemon.pid), sectors_written(work)
         d1, e1 = rig.cpu()
         gib = size / (1 << 30)
+        adopted = verified_after(rig.mnt / "big.bin")
+        if adopted is not None:
+            out["big verified after cp s"].append(adopted)
+            out["big daemon disk MB read then"].append((read_bytes(rig.daemon.pid) - r0) / 1e6)
+            out["big daemon CPU s then"].append(rig.cpu()[0] - d1)
         out["big MB/s"].append(size / wall / 1e6)
         if close_s is not None:
             out["big cp close() s"].append(close_s)
         # The whole device, other processes' writes included: a rough figure.
-        out["big disk MB written in cp"].append((sectors_written(work) - s0) * 512 / 1e6)
+        out["big disk MB written in cp"].append((s1 - s0) * 512 / 1e6)
         out["big daemon CPU s/GiB"].append((d1 - d0) / gib)
         out["big emulator CPU s/GiB"].append((e1 - e0) / gib)
         out["big daemon peak RSS MiB"].append(peak_rss_mib(rig.daemon.pid))

@@ -14,6 +14,7 @@ shift(CRC(A), len(B)) ^ CRC(B) and no fix-up term is needed.
 from __future__ import annotations
 
 import functools
+import threading
 
 import fastcrc
 
@@ -51,6 +52,12 @@ def _gf2_square(mat: list[int]) -> list[int]:
 
 
 _ZERO_OPS: list[list[int]] = []  # _ZERO_OPS[k] advances a CRC register over 2**k zero bytes
+# Held while _ZERO_OPS grows. Worker threads combine CRCs too (an upload's piece CRCs, a
+# cache adoption's seal): two threads growing it at once appended the same power twice, so
+# every later index was off by one and every CRC combined in the process after was wrong
+# (seen as CompleteMultipartUpload mismatches). Reading a built entry needs no lock: the
+# list only grows, and an entry is complete before it is appended.
+_GROWING = threading.Lock()
 
 
 def _zero_operator(k: int) -> list[int]:
@@ -59,11 +66,13 @@ def _zero_operator(k: int) -> list[int]:
     Built lazily and only as far as needed: all 64 cost ~60 ms of pure Python, which a
     first verification on the event loop would feel; an 8 MiB part needs 24.
     """
-    if not _ZERO_OPS:
-        one_bit = [_POLY_REFLECTED] + [1 << n for n in range(63)]
-        _ZERO_OPS.append(_gf2_square(_gf2_square(_gf2_square(one_bit))))  # 8 bits = 1 byte
-    while len(_ZERO_OPS) <= k:
-        _ZERO_OPS.append(_gf2_square(_ZERO_OPS[-1]))
+    if len(_ZERO_OPS) <= k:
+        with _GROWING:
+            if not _ZERO_OPS:
+                one_bit = [_POLY_REFLECTED] + [1 << n for n in range(63)]
+                _ZERO_OPS.append(_gf2_square(_gf2_square(_gf2_square(one_bit))))  # one byte
+            while len(_ZERO_OPS) <= k:
+                _ZERO_OPS.append(_gf2_square(_ZERO_OPS[-1]))
     return _ZERO_OPS[k]
 
 

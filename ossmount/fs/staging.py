@@ -31,6 +31,7 @@ import errno
 import logging
 import os
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -53,6 +54,7 @@ from ossmount.write import (
     Uploader,
     UploadSession,
 )
+from ossmount.write.commit_types import Piece
 from ossmount.write.journal import JournalRecord, save_atomic
 
 __all__ = ["Staging"]
@@ -116,6 +118,11 @@ class Staging:
         # are hashed in the background (a close never waits for one), a few at a time in
         # worker threads; one cut short by unmount leaves files fs/recovery.py removes.
         self._adopting = trio.CapacityLimiter(4)
+        # The key and the CRC-64s its last commit's upload took in the cache's parts (write/
+        # pieces.py), which spare that hashing when the file has not changed since.
+        self._pieces: weakref.WeakKeyDictionary[Staged, tuple[str, tuple[Piece, ...]]] = (
+            weakref.WeakKeyDictionary()
+        )
         # What the objects this mount just committed carry: chmod/utimens after the close
         # then skip the HEAD (fs/attrstore.py).
         self.known = KnownMeta()
@@ -252,17 +259,23 @@ class Staging:
         open starts afresh), then its bytes go to the read cache. A file of one cache part
         is adopted right here, from the CRC-64 its commit confirmed: `_adoptable` guarantees
         no write, truncate or rename since that commit began, so the staged bytes are the
-        confirmed ones (cache/adopt.py). Larger files are hashed in the background."""
+        confirmed ones (cache/adopt.py). Larger files are sealed in the background, from the
+        CRC-64s their upload took if that commit was to this key (no rename since: the same
+        guarantee), else hashed."""
         assert self.adopter is not None
         assert staged.committed is not None
         meta = staged.committed
+        key, pieces = self._pieces.pop(staged, ("", ()))
         self._drop(staged, keep_files=True)
         if self.adopter.adopt_known(staged.files.data, meta):
             staged.files.journal.unlink(missing_ok=True)  # write-back's, or none
             return
-        self._nursery.start_soon(self._adopt, staged.files, meta)
+        pieces = pieces if key == meta.key else ()
+        self._nursery.start_soon(self._adopt, staged.files, meta, pieces)
 
-    async def _adopt(self, files: StagedFile, meta: ObjectMeta) -> None:
+    async def _adopt(
+        self, files: StagedFile, meta: ObjectMeta, pieces: tuple[Piece, ...] = ()
+    ) -> None:
         """The last user of a committed, unchanged file is gone (and it is out of the maps):
         its bytes become the read cache's verified entry of `meta` (cache/adopt.py), or are
         deleted."""
@@ -270,7 +283,7 @@ class Staging:
         checkpoint = None
         try:
             async with self._adopting:
-                checkpoint = await self.adopter.prepare(files.data, meta)
+                checkpoint = await self.adopter.prepare(files.data, meta, pieces)
         finally:
             files.journal.unlink(missing_ok=True)
             if checkpoint is None:
@@ -423,6 +436,8 @@ class Staging:
             )
             staged.session.copy_from = _copy_source(staged, staged.dirty_parts)
             staged.session.may_exist = staged.may_exist
+            if self.adopter is not None:  # its parts' CRCs are also taken in the cache's parts
+                staged.session.pieces.cache_part_size = self.adopter.part_size
         return staged.session
 
     # -- commit ------------------------------------------------------------------------------
@@ -465,6 +480,7 @@ class Staging:
                 ctime_ns=staged.ctime_ns,
             )
         except BaseException as exc:
+            self._pieces.pop(staged, None)
             meanwhile = staged.dirty  # written or truncated while the commit read it
             staged.dirty_parts |= changed
             staged.dirty = True
@@ -482,6 +498,7 @@ class Staging:
         staged.forbid_overwrite = False  # O_EXCL held for the creation only
         now = now_s()  # as listings show it
         staged.committed = ObjectMeta(staged.key, size, result.etag, now, result.crc64)
+        self._pieces[staged] = (staged.key, result.pieces)
         self.known.wrote(staged.key, result.etag, session.sent_meta)
         adopt_sent(staged, session.sent_meta)
         await self._late_attrs(staged, session.sent_meta)

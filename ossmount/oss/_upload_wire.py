@@ -74,6 +74,12 @@ connection is reused only after a whole body went and a whole reply came back wi
 keep-alive. Not kept: a reused connection found closed is not resent on a fresh one outside
 the retry budget (as the GET side does): the attempt fails and counts as one try.
 
+The CRC pass also notes the running CRC at the offsets the caller cuts the body at
+(`cuts`: the read cache's part boundaries inside an upload part), and the CRC-64s of the
+pieces between them follow from those (oss/_cuts.py), so a committed file joins the read
+cache without being read again (cache/adopt.py). It costs a split of the read buffer at each
+cut and, per piece, one `combine` in this thread (~10-90 us): nothing per byte.
+
 TLS (https endpoints) keeps the httpcore path: the blocking socket would bypass the SSL object.
 
 Cancellation: as `_pump` (read its docstring, same problem: a thread must never touch the
@@ -102,8 +108,8 @@ import trio
 if TYPE_CHECKING:
     from ._client import OssClient
 
-from ..crc64 import crc64
 from ..threadjob import SocketThreadJob, timeval
+from ._cuts import SHORT, Cuts, fold, pieces
 from ._errors import describe_cause
 from ._wire import MAX_HEAD, Connection, WireError, WirePool, parse_head
 from ._write_types import FileRange, StagingError
@@ -113,7 +119,7 @@ __all__ = ["ENABLED", "MIN_BODY", "BodySend", "request_with_body", "send_with_bo
 ENABLED = True  # off: every body goes through httpcore (tests compare the two paths)
 # Smaller bodies stay on the event loop, where a small file's commit pays no thread hop: up to
 # 64 KiB on `_wire` with their head (`_small_body`), the rest through httpcore (`_write_bodies`).
-MIN_BODY = 256 * 1024
+MIN_BODY = SHORT  # 256 KiB
 _READ = 1024 * 1024  # a staged range is read for its CRC in pieces of this size
 _REPLY_CAP = 8 * 1024 * 1024  # a longer reply body is not read (the caller refuses it)
 # trio sets TCP_NOTSENT_LOWAT to 16 KiB on its connections (latency for small writes): a
@@ -131,7 +137,13 @@ class BodySend(SocketThreadJob):
     thread handshake and `cancel_and_wait` are `ossmount.threadjob.SocketThreadJob`'s)."""
 
     def __init__(
-        self, conn: Connection, head: bytes, body: FileRange, timeout_s: float, where: str
+        self,
+        conn: Connection,
+        head: bytes,
+        body: FileRange,
+        timeout_s: float,
+        where: str,
+        cuts: tuple[int, ...] = (),
     ) -> None:
         super().__init__(conn.sock)
         self._conn = conn
@@ -139,7 +151,10 @@ class BodySend(SocketThreadJob):
         self._body = body
         self._timeout_s = timeout_s
         self._where = where
+        self._cuts = cuts  # offsets in the body where `pieces` are cut (oss/_cuts.py)
+        self._marks: list[int] = []  # the running CRC at each cut passed
         self.crc = 0  # CRC-64 of the body bytes sent
+        self.pieces: tuple[int, ...] = ()  # CRC-64 of each piece between the cuts
         self.sent = 0  # body bytes the socket took
         self.error: str | None = None  # why no usable reply came (a transport failure)
         self.staging: str | None = None  # the staged file could not supply the body
@@ -206,17 +221,21 @@ class BodySend(SocketThreadJob):
             pos += n
 
     def _hash(self, src: FileRange) -> memoryview | None:
-        """`crc` of the staged range; the buffer it was read through, or None (and `staging`
-        says why) if the range cannot be read."""
+        """`crc` of the staged range, and the `pieces` it is cut into (in the same pass:
+        oss/_cuts.py); the buffer it was read through, or None (and `staging` says why) if the
+        range cannot be read."""
         buf = memoryview(bytearray(min(_READ, src.length)))
         pos = 0
         while pos < src.length and not self.cancelled:
             view = buf[: min(len(buf), src.length - pos)]
             if not self._read(src, pos, view):
                 return None
-            self.crc = crc64(view, self.crc)
+            self.crc = fold(view, self.crc, pos, self._cuts, self._marks)
             pos += len(view)
-        return None if self.cancelled else buf
+        if self.cancelled:
+            return None
+        self.pieces = pieces(self._marks, self._cuts, src.length, self.crc)
+        return buf
 
     def _copy_out(self, sock: socket.socket, src: FileRange, buf: memoryview) -> None:
         """The range read again into `buf` and sent from it, where sendfile cannot read the
@@ -324,13 +343,14 @@ async def send_with_body(
     timeout_s: float,
     limiter: trio.CapacityLimiter,
     where: str,
+    cuts: tuple[int, ...] = (),
 ) -> BodySend:
     """Send `head` and `body` on a connection of `pool` and read the reply, in a worker
     thread; the finished `BodySend` says what came back (status, headers, reply, or `error`).
     Raises WireError when no connection could be made, StagingError when the staged file could
-    not supply the body."""
+    not supply the body. `cuts`: where the body's `pieces` are cut (oss/_cuts.py)."""
     conn, _ = await pool.connection()
-    job = BodySend(conn, head, body, timeout_s, where)
+    job = BodySend(conn, head, body, timeout_s, where, cuts)
     try:
         try:
             await trio.to_thread.run_sync(job.run, limiter=limiter, abandon_on_cancel=True)
@@ -361,21 +381,25 @@ async def request_with_body(
     query: list[tuple[str, str]],
     headers: dict[str, str],
     body: FileRange,
+    cuts: Cuts | None = None,
 ) -> tuple[dict[str, str], bytes, int, int]:
     """One signed attempt of a request with a body (the caller sets Content-Length): the
-    reply's lower-case headers, its body, the CRC-64 of the body bytes sent and their number.
-    A non-2xx reply raises its typed OssError, a failed exchange OssTransportError."""
+    reply's lower-case headers, its body, the CRC-64 of the body bytes sent and their number;
+    `cuts.pieces` are set from the same pass. A non-2xx reply raises its typed OssError, a
+    failed exchange OssTransportError."""
     where = f"{method} oss://{client.config.bucket}/{key}"
     head = await client._wire_head(method, key, query, headers, where)
     try:
         job = await send_with_body(
             client._wire, head, body, timeout_s=client.config.read_timeout_s,
-            limiter=client._body_threads, where=where,
+            limiter=client._body_threads, where=where, cuts=cuts.at if cuts else (),
         )  # fmt: skip
     except WireError as exc:
         raise client._wire_failed(method, key, describe_cause(exc)) from exc
     if job.error is not None:
         raise client._wire_failed(method, key, job.error)
+    if cuts is not None:
+        cuts.pieces = job.pieces
     client._wire_replied(method, key, job.status, job.headers)
     over = _REPLY_CAP if job.too_large else None
     client._wire_checked(key, job.status, job.headers, job.reply, over_cap=over)

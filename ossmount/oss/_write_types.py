@@ -89,6 +89,7 @@ class PutResult:
     etag: str
     crc64: int
     size: int
+    pieces: tuple[int, ...] = ()  # as PartResult's
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,9 @@ class PartResult:
     etag: str
     size: int
     crc64: int
+    # CRC-64s of the part cut where the caller asked (`OssWrites.upload_part(cuts=)`), from
+    # the send whose CRC-64 OSS confirmed; empty: not taken.
+    pieces: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,10 @@ typed errors); it adds request bodies and the checks that make a write trustwort
   and the CRC-64 is that of the bytes sent: httpcore's pieces are hashed as each goes; the
   thread path hashes the staged range, then sendfile sends it from the file (a rewrite in
   between shows as a mismatch below and a resend: `_upload_wire`).
+* PutObject and UploadPart can also return the CRC-64s of the body's pieces between offsets
+  the caller names (`cuts`, oss/_cuts.py: the read cache's part boundaries), taken in the
+  pass that hashes it; the worker-thread path and short bodies (read whole, sent from memory)
+  take them, a long body through httpcore (TLS) does not.
 * PutObject and UploadPart compare that CRC with the reply's `x-oss-hash-crc64ecma`. A
   mismatch (or a missing header) re-sends the body, at most `crc_resends` more times, then
   raises `CrcMismatch`: such a write is never reported done.
@@ -46,6 +50,7 @@ import httpx
 
 from ..crc64 import combine, crc64
 from . import _small_body, _upload_wire, signing
+from ._cuts import Cuts, confirmed, pieces_of_bytes, read_short
 from ._errors import BadResponse, NoSuchKey, OssError
 from ._retry import call_with_retries
 from ._write_bodies import FileBody, Sent
@@ -139,20 +144,31 @@ class OssWrites:
         query: list[tuple[str, str]],
         headers: dict[str, str] | None = None,
         body: bytes | FileRange | None = None,
+        cuts: Cuts | None = None,
     ) -> tuple[httpx.Headers, bytes, int]:
-        """One retried request; returns reply headers, reply body and the CRC of what we sent."""
+        """One retried request; returns reply headers, reply body and the CRC of what we sent.
+        `cuts`: also the CRC-64s of the body's pieces (oss/_cuts.py), taken in the pass that
+        hashes what is sent; the worker-thread path and short bodies take them, a long body
+        through httpcore (TLS) leaves `cuts.pieces` empty."""
 
         async def attempt(n: int) -> tuple[httpx.Headers, bytes, int]:
+            if cuts is not None:
+                cuts.pieces = ()  # until this attempt's own
             try:
                 if isinstance(body, FileRange) and _upload_wire.usable(self.client, body):
-                    return await self._wire_attempt(what, method, key, query, headers, body)
+                    return await self._wire_attempt(what, method, key, query, headers, body, cuts)
+                if cuts is not None and cuts.at and body is not None:
+                    data = read_short(f"oss://{self.bucket}/{key}", body)
+                    if data is not None:
+                        cuts.pieces = pieces_of_bytes(data, cuts.at)
+                        return await http_attempt(data)
                 if isinstance(body, FileRange) and _small_body.usable(body):
                     hs = {**(headers or {}), "Content-Length": str(body.length)}
                     reply, data, crc = await _small_body.request_small(
                         self.client, method, key, query, hs, body
                     )
                     return httpx.Headers(reply), data, crc
-                return await http_attempt()
+                return await http_attempt(body)
             except OssError as exc:
                 typed = retyped(exc)
                 if n > 1 and isinstance(typed, FileAlreadyExists):
@@ -164,7 +180,7 @@ class OssWrites:
                     raise
                 raise typed from None
 
-        async def http_attempt() -> tuple[httpx.Headers, bytes, int]:
+        async def http_attempt(body: bytes | FileRange | None) -> tuple[httpx.Headers, bytes, int]:
             sent = Sent()
             hs = dict(headers or {})
             content: bytes | FileBody | None
@@ -200,12 +216,13 @@ class OssWrites:
         query: list[tuple[str, str]],
         headers: dict[str, str] | None,
         body: FileRange,
+        cuts: Cuts | None,
     ) -> tuple[httpx.Headers, bytes, int]:
         """One attempt on the client's own connections, body and reply in a worker thread
         (`_upload_wire`: no per-piece trio or httpcore work)."""
         hs = {**(headers or {}), "Content-Length": str(body.length)}
         reply, data, crc, done = await _upload_wire.request_with_body(
-            self.client, method, key, query, hs, body
+            self.client, method, key, query, hs, body, cuts
         )
         if done != body.length:  # a 2xx before the server had our whole body
             raise BadResponse(
@@ -243,8 +260,10 @@ class OssWrites:
         forbid_overwrite: bool = False,
         content_type: str | None = None,
         may_exist_from_before: bool = False,
+        cuts: tuple[int, ...] = (),
     ) -> PutResult:
-        """PutObject; returns once OSS confirmed our CRC-64 (else CrcMismatch).
+        """PutObject; returns once OSS confirmed our CRC-64 (else CrcMismatch). `cuts`: as
+        for `upload_part`.
 
         `may_exist_from_before`: a resumed forbid-overwrite PUT whose first life may have
         created the object already: FileAlreadyExists is then checked against our CRC-64."""
@@ -253,6 +272,7 @@ class OssWrites:
             headers["Content-Type"] = content_type
         size = body.length if isinstance(body, FileRange) else len(body)
         sends = 0
+        cut = Cuts(cuts)
 
         async def send() -> tuple[httpx.Headers, bytes, int]:
             nonlocal sends
@@ -262,7 +282,7 @@ class OssWrites:
                 # Later sends follow a CRC mismatch: the object with the bad bytes is the one
                 # our first send created, so it is ours to overwrite.
                 hs["x-oss-forbid-overwrite"] = "true"
-            return await self._request("PutObject", "PUT", key, [], hs, body)
+            return await self._request("PutObject", "PUT", key, [], hs, body, cut)
 
         try:
             reply, crc = await self._verified("PutObject", key, send)
@@ -272,7 +292,7 @@ class OssWrites:
             if not isinstance(exc, ExistsAfterRetry) and not may_exist_from_before:
                 raise
             return await self.confirm_existing(key, body, size)
-        return PutResult(key, reply.get("etag", ""), crc, size)
+        return PutResult(key, reply.get("etag", ""), crc, size, confirmed(cut, crc))
 
     async def confirm_existing(self, key: str, body: FileRange | bytes, size: int) -> PutResult:
         """The key exists after our own earlier attempt (a PutObject, or a multipart upload
@@ -448,19 +468,23 @@ class OssWrites:
         return self._parse(parse_initiate, body, key)
 
     async def upload_part(
-        self, key: str, upload_id: str, number: int, body: FileRange | bytes
-    ) -> PartResult:
-        """UploadPart; re-sent on a CRC mismatch (bounded), so the result is verified."""
+        self, key: str, upload_id: str, number: int, body: FileRange | bytes,
+        *, cuts: tuple[int, ...] = (),
+    ) -> PartResult:  # fmt: skip
+        """UploadPart; re-sent on a CRC mismatch (bounded), so the result is verified. Its
+        `pieces`: the CRC-64s of the body cut at `cuts` (offsets inside it), from the send
+        OSS confirmed, or empty where that send's path did not take them (oss/_cuts.py)."""
         if not 1 <= number <= 10000:
             raise ValueError(f"part number {number} outside 1..10000")
         query = [("partNumber", str(number)), ("uploadId", upload_id)]
         size = body.length if isinstance(body, FileRange) else len(body)
+        cut = Cuts(cuts)
 
         async def send() -> tuple[httpx.Headers, bytes, int]:
-            return await self._request(f"UploadPart {number}", "PUT", key, query, None, body)
+            return await self._request(f"UploadPart {number}", "PUT", key, query, None, body, cut)
 
         reply, crc = await self._verified(f"UploadPart {number}", key, send)
-        return PartResult(number, reply.get("etag", ""), size, crc)
+        return PartResult(number, reply.get("etag", ""), size, crc, confirmed(cut, crc))
 
     async def upload_part_copy(
         self,

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["MIN_PART", "CommitResult", "CopySource", "StagedFile", "UploadSettings"]
+__all__ = ["MIN_PART", "CommitResult", "CopySource", "Piece", "StagedFile", "UploadSettings"]
 
 MIN_PART = 100 * 1024  # OSS refuses non-last parts below this at Complete
 
@@ -60,6 +61,14 @@ class CopySource:
     clean: Callable[[int], bool]
 
 
+class Piece(NamedTuple):
+    """CRC-64 of the committed bytes [offset, offset + length), taken as they were sent."""
+
+    offset: int
+    length: int
+    crc64: int
+
+
 @dataclass(frozen=True, slots=True)
 class CommitResult:
     key: str
@@ -67,3 +76,6 @@ class CommitResult:
     crc64: int
     size: int
     parts: int  # 0 for a single PutObject
+    # The object's bytes in order, cut at the read cache's part boundaries, with the CRC-64s
+    # their upload took (write/pieces.py); empty when not every part's were taken.
+    pieces: tuple[Piece, ...] = ()

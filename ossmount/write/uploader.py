@@ -44,6 +44,11 @@ serialized the upload: 128 saves of ~20 ms for a 1 GiB file).
 `drain` waits for the saver too, so `finish` seals after every recorded part is saved.
 `_init_lock` makes sure one upload id is started per file.
 A part upload whose part was invalidated while in flight is discarded (generation check).
+
+Pieces (`UploadSession.pieces`, write/pieces.py): when a read cache adopts the commit, each
+part's send also takes the CRC-64s of the part cut at that cache's part boundaries, kept with
+the `PartRecord` that send produced (in memory only: a resumed part has none, and its file is
+hashed at adoption as before), and `finish` returns them in `CommitResult.pieces`.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ from dataclasses import replace
 
 import trio
 
-from ..crc64 import combine, crc64
+from ..crc64 import combine
 from ..oss._errors import NoSuchKey, PreconditionFailed
 from ..oss._writes import (
     ExistsAfterRetry,
@@ -70,21 +75,11 @@ from .boot import current_boot_id
 from .commit_types import CommitResult, CopySource, StagedFile, UploadSettings
 from .journal import JournalRecord, PartRecord, WriteState, load, object_meta, save_atomic
 from .ledger import UploadLedger
+from .pieces import PieceBook, hash_part
 
 __all__ = ["UploadSession", "Uploader"]
 
 log = logging.getLogger(__name__)
-
-
-def _crc_of(fd: int, offset: int, length: int) -> int:
-    crc, pos = 0, 0
-    while pos < length:
-        data = os.pread(fd, min(8 << 20, length - pos), offset + pos)
-        if not data:
-            raise EOFError
-        crc = crc64(data, crc)
-        pos += len(data)
-    return crc
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -233,6 +228,9 @@ class UploadSession:
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
         # Set by the FUSE layer for a file staged from an existing object (see CopySource).
         self.copy_from: CopySource | None = None
+        # Its `cache_part_size` is set by the FUSE layer when a read cache adopts the commit:
+        # each part's CRC is then also taken in that cache's parts (write/pieces.py).
+        self.pieces = PieceBook()
         # The x-oss-meta-* the object was created with (by the Initiate or the PutObject):
         # all the metadata it carries, for a later copy that must send them again.
         self.sent_meta: dict[str, str] = {}
@@ -313,13 +311,16 @@ class UploadSession:
     ) -> None:
         async with self._up.limiter:
             upload_id = await self._ensure_upload()
-            result = await self._copy_part(upload_id, number, length)
+            start = (number - 1) * self._ps
+            cuts = self.pieces.cuts(start, length)
+            result = await self._copy_part(upload_id, number, length, cuts)
             if result is None:
-                src = FileRange(self._fd, (number - 1) * self._ps, length)
-                result = await self._writes.upload_part(self.key, upload_id, number, src)
+                src = FileRange(self._fd, start, length)
+                result = await self._writes.upload_part(self.key, upload_id, number, src, cuts=cuts)
         if self._generation.get(number, 0) != generation or upload_id != self.record.upload_id:
             return  # the part changed (or the upload was replaced) while it was in flight
         self._parts[number] = PartRecord(number, result.size, result.crc64, result.etag)
+        self.pieces.keep(self._parts[number], start, result.pieces)
         self._unsaved = True
         if self._saver_idle.is_set():
             self._saver_idle = trio.Event()
@@ -344,21 +345,25 @@ class UploadSession:
         finally:
             self._saver_idle.set()
 
-    async def _copy_part(self, upload_id: str, number: int, length: int) -> PartResult | None:
+    async def _copy_part(
+        self, upload_id: str, number: int, length: int, cuts: tuple[int, ...]
+    ) -> PartResult | None:
         """An unchanged part of the object the file was staged from, copied server-side
         (UploadPartCopy fenced on its ETag) instead of sent; None: send it. Its CRC-64 is
-        that of the staged bytes, so Complete's check still covers it."""
+        that of the staged bytes, so Complete's check still covers it (its pieces, cut at
+        `cuts`, come from the same pass)."""
         source, start = self.copy_from, (number - 1) * self._ps
         if source is None or start + length > source.size or not source.clean(number - 1):
             return None
-        crc = await trio.to_thread.run_sync(_crc_of, self._fd, start, length)
+        crc, found = await trio.to_thread.run_sync(hash_part, self._fd, start, length, cuts)
         if not source.clean(number - 1):
             return None  # written while it was hashed
         try:
-            return await self._writes.upload_part_copy(
+            copied = await self._writes.upload_part_copy(
                 self.key, upload_id, number, source.key, (start, start + length),
                 expected_crc=crc, if_match=source.etag,
             )  # fmt: skip
+            return replace(copied, pieces=found if copied.crc64 == crc else ())
         except (PreconditionFailed, NoSuchKey) as exc:
             log.info("oss://%s/%s changed on the server (%s); sending parts, not copying them",
                      self._writes.bucket, source.key, exc.code)  # fmt: skip
@@ -419,9 +424,8 @@ class UploadSession:
         for number, part in list(self._parts.items()):
             theirs = server.get(number)
             try:
-                local = await trio.to_thread.run_sync(
-                    _crc_of, self._fd, (number - 1) * self._ps, part.size
-                )
+                start = (number - 1) * self._ps
+                local, _ = await trio.to_thread.run_sync(hash_part, self._fd, start, part.size)
             except (OSError, EOFError):
                 local = None
             if (
@@ -504,6 +508,7 @@ class UploadSession:
             result_crc64=result.crc64,
         )
         self._parts.clear()
+        self.pieces.clear()
         return result
 
     async def _upload_all(self, size: int) -> CommitResult:
@@ -613,8 +618,12 @@ class UploadSession:
             meta=meta,
             forbid_overwrite=rec.forbid_overwrite,
             may_exist_from_before=self._resumed or self.may_exist,
+            cuts=self.pieces.cuts(0, size),
         )
-        return CommitResult(rec.key, put.etag, put.crc64, size, 0)
+        whole = PartRecord(1, size, put.crc64, put.etag)
+        self.pieces.keep(whole, 0, put.pieces)
+        found = self.pieces.collect({1: whole}, max(size, 1), size)
+        return CommitResult(rec.key, put.etag, put.crc64, size, 0, found)
 
     async def _multipart(self, size: int) -> CommitResult:
         ps = self._ps
@@ -653,4 +662,5 @@ class UploadSession:
             rec.key, rec.upload_id, parts, forbid_overwrite=rec.forbid_overwrite
         )
         self._up.ledger.active.discard(rec.upload_id)
-        return CommitResult(rec.key, done.etag, done.crc64, size, count)
+        found = self.pieces.collect(self._parts, ps, size)
+        return CommitResult(rec.key, done.etag, done.crc64, size, count, found)

@@ -134,3 +134,34 @@ def test_crc_of_a_large_buffer_releases_the_gil() -> None:
         raise AssertionError(f"the spinner stalled while crc64 ran: (ours, free) {tries}")
     held = _spinner_rate_during(lambda: _reference(data[: 48 * 1024 * 1024]))
     assert held < 0.5 * ours, (held, ours)  # the measurement can tell the difference
+
+
+def test_threads_that_build_the_zero_operators_at_once_all_combine_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator table grows lazily; two threads growing it at once appended the same power
+    twice, and every CRC combined after was wrong (19 trials of 20 failed before the lock)."""
+    import sys
+
+    from ossmount import crc64 as module
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(10):
+            monkeypatch.setattr(module, "_ZERO_OPS", [])
+            got: list[int] = []
+            threads = [
+                threading.Thread(
+                    target=lambda out=got: out.append(combine(12345, 0, (1 << 40) - 1))
+                )
+                for _ in range(8)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            monkeypatch.setattr(module, "_ZERO_OPS", [])
+            assert got == [combine(12345, 0, (1 << 40) - 1)] * 8
+    finally:
+        sys.setswitchinterval(old)

@@ -46,9 +46,11 @@ async def test_parts_go_on_while_a_journal_save_is_slow(
         writes = OssWrites(client)
         real_upload = writes.upload_part
 
-        async def counted(key: str, uid: str, number: int, body: FileRange | bytes) -> PartResult:
+        async def counted(
+            key: str, uid: str, number: int, body: FileRange | bytes, *, cuts: tuple[int, ...] = ()
+        ) -> PartResult:
             nonlocal sent
-            result = await real_upload(key, uid, number, body)
+            result = await real_upload(key, uid, number, body, cuts=cuts)
             sent += 1
             if sent == PARTS:
                 all_sent.set()
