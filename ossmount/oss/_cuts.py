@@ -5,7 +5,7 @@ Why: a committed file becomes the read cache's verified entry (cache/adopt.py), 
 checkpoint lists a CRC-64 per *cache* part; the upload's parts are cut elsewhere, and a CRC
 cannot be split after the fact. Hashing the file again in the cache's parts after close cost
 a second read of every byte, from disk once the sent parts have left the page cache
-(write/uploader.py `_release_pages`). So the body's hashing pass notes the running CRC at
+(write/session.py `_release_pages`). So the body's hashing pass notes the running CRC at
 each cut (`fold`: no extra read, no extra hashing, only the piece of the read buffer on each
 side of a cut hashed separately), and the pieces' CRCs follow from those notes (`pieces`):
 for A||B, CRC(B) = CRC(A||B) ^ shift(CRC(A), len(B)), which is `combine(CRC(A), CRC(A||B),
@@ -14,7 +14,7 @@ len(B))` (crc64.py: combine is exactly shift-then-xor).
 Honesty: the notes are of the very bytes whose CRC-64 the request reports as sent (the same
 running value), so pieces that combine to the body's CRC the server confirmed describe the
 bytes the server holds (a CRC-64 collision aside). Whether the staged file still holds them
-is the caller's to know (write/uploader.py, fs/staging.py).
+is the caller's to know (write/session.py, fs/staging.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The values an upload is described by: its settings, the staged file and journal it reads,
-the object patched parts are copied from, and what a commit returns (write.uploader)."""
+the object patched parts are copied from, and what a commit returns (write.session)."""
 
 from __future__ import annotations
 

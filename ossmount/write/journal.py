@@ -137,7 +137,7 @@ class JournalRecord:
     uid: int | None = None
     gid: int | None = None
     # `mode` is only a default (nobody set one): the x-oss-meta-mode of the version this file
-    # replaces, if it has one, is kept instead, as ossfs keeps it (write/uploader.py `_meta`).
+    # replaces, if it has one, is kept instead, as ossfs keeps it (write/session.py `_meta`).
     keep_mode: bool = False
     # x-oss-meta-atime / -ctime to store (fs/stamps.py); None: none (older records).
     atime_ns: int | None = None

@@ -1,4 +1,4 @@
-"""Journal saves of uploaded parts do not hold the upload up (write/uploader.py `_save_parts`):
+"""Journal saves of uploaded parts do not hold the upload up (write/session.py `_save_parts`):
 while one save is slow, the other parts keep going out, and one later save covers them all."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ossmount.emulator import Emulator
 from ossmount.oss import Credentials, OssClient, OssConfig, StaticCredentialsProvider
 from ossmount.oss._writes import FileRange, OssWrites, PartResult
 from ossmount.write import StagedFile, Uploader, UploadLedger, UploadSettings, WriteState
-from ossmount.write import uploader as uploader_module
+from ossmount.write import session as session_module
 from ossmount.write.journal import JournalRecord, load
 from tests.sdk import sdk_get
 
@@ -30,7 +30,7 @@ async def test_parts_go_on_while_a_journal_save_is_slow(
     all_sent = threading.Event()
     sent = 0
     saved_parts: list[list[int]] = []
-    real_save = uploader_module.save_atomic
+    real_save = session_module.save_atomic
 
     def gated_save(path: Path, rec: JournalRecord, *, fsync: bool = True) -> None:
         if rec.parts and not any(saved_parts):  # the first save naming a part waits for the rest
@@ -38,7 +38,7 @@ async def test_parts_go_on_while_a_journal_save_is_slow(
         saved_parts.append([p.number for p in rec.parts])
         real_save(path, rec, fsync=fsync)
 
-    monkeypatch.setattr(uploader_module, "save_atomic", gated_save)
+    monkeypatch.setattr(session_module, "save_atomic", gated_save)
     staged = StagedFile.beside(tmp_path / "f")
     staged.data.write_bytes(DATA)
     config = OssConfig(emu.endpoint, "bkt", region="cn-hangzhou")

@@ -17,7 +17,7 @@ from ossmount.write import StagedFile, Uploader, UploadLedger, UploadSettings
 
 async def main(endpoint: str, data: str, ledger: str, part_size: int) -> None:
     logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(message)s")
-    logging.getLogger("ossmount.write.uploader").setLevel(logging.DEBUG)
+    logging.getLogger("ossmount.write.session").setLevel(logging.DEBUG)
     config = OssConfig(endpoint, "bkt", region="cn-hangzhou", read_timeout_s=120)
     async with OssClient(config, StaticCredentialsProvider(Credentials("ak", "sk"))) as client:
         settings = UploadSettings(part_size=part_size, single_put_max=part_size, parallel=1)
