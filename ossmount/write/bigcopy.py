@@ -83,6 +83,8 @@ async def copy_by_parts(
     """The multipart copy (see the module docstring)."""
     part = max(part_size, -(-size // 10000), 100 * 1024)
     kept, crc = await writes.kept_headers(src_key, if_match=etag)
+    if ledger is not None:  # an upload whose id a crash keeps from the ledger is ours too
+        await trio.to_thread.run_sync(ledger.intend, dst_key)
     upload_id = await writes.initiate_multipart(
         dst_key, meta=kept, forbid_overwrite=forbid_overwrite
     )

@@ -6,10 +6,18 @@ was ours; another mount or tool may have uploads open under the same prefix. So 
 id goes into this ledger, durably, right after InitiateMultipartUpload answers and before any
 journal records it.
 
+That leaves the upload the Initiate made before its id was recorded: a crash between the
+reply and the fsync (the crash walk, tests/mount/test_write_crashwalk.py, hit it about once
+in 20 kills), a failed `add`, or a reply lost on the wire whose retry made a second upload.
+So before each Initiate an *intent* is recorded (`intend`: the key and our clock), and the
+sweeper (write/sweeper.py) also takes for ours an upload of that key initiated near that time.
+
 Format: one line per upload, `<upload id> TAB <hex of the UTF-8 key> TAB <crc32 hex>\\n`, the
-CRC over the first two fields. Appends are `O_APPEND` + fsync; a torn or damaged line (a
-crash mid-append) is skipped with a warning, which can only forget an upload, never invent
-one. `rewrite` replaces the file atomically (temp, fsync, rename, fsync dir).
+CRC over the first two fields; an intent's first field is `@<ns since the epoch>` (never an
+upload id: OSS's are hex, and a reader that took one for an id would match no upload).
+Appends are `O_APPEND` + fsync; a torn or damaged line (a crash mid-append) is skipped with a
+warning, which can only forget an upload, never invent one. `rewrite` replaces the file
+atomically (temp, fsync, rename, fsync dir).
 
 Concurrency: used from the trio thread; `active` (ids of uploads running in this process) is
 plain in-memory state read by the sweeper so it never aborts an upload in progress whose
@@ -21,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from .journal import JournalIOError, fsync_dir
@@ -29,6 +39,8 @@ from .journal import JournalIOError, fsync_dir
 __all__ = ["UploadLedger"]
 
 log = logging.getLogger(__name__)
+
+_INTENT = "@"
 
 
 def _line(upload_id: str, key: str) -> bytes:
@@ -43,45 +55,61 @@ class UploadLedger:
 
     def add(self, upload_id: str, key: str) -> None:
         """Record `upload_id` durably (blocking: fsync). Raises JournalIOError."""
-        if not upload_id or "\t" in upload_id or "\n" in upload_id:
+        if not upload_id or upload_id[0] == _INTENT or "\t" in upload_id or "\n" in upload_id:
             raise ValueError(f"unusable upload id {upload_id!r}")
         self.active.add(upload_id)
+        self._append(upload_id, key, f"recording upload {upload_id} of {key!r}")
+
+    def intend(self, key: str) -> None:
+        """Record durably (blocking: fsync) that an upload of `key` is about to be initiated;
+        see the module docstring. Raises JournalIOError, and then nothing must be initiated."""
+        self._append(f"{_INTENT}{time.time_ns()}", key, f"recording an upload of {key!r}")
+
+    def _append(self, first: str, key: str, what: str) -> None:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, _line(upload_id, key))
+                os.write(fd, _line(first, key))
                 os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise JournalIOError(
-                exc.errno, f"recording upload {upload_id} of {key!r} in {self.path} failed: {exc}"
-            ) from exc
+            raise JournalIOError(exc.errno, f"{what} in {self.path} failed: {exc}") from exc
 
     def entries(self) -> dict[str, str]:
         """upload id -> key of every whole line."""
+        return {first: key for first, key in self._lines() if first[0] != _INTENT}
+
+    def intents(self) -> list[tuple[str, int]]:
+        """(key, ns since the epoch) of every intent recorded since the last `rewrite`."""
+        return [(key, int(first[1:])) for first, key in self._lines() if first[0] == _INTENT]
+
+    def _lines(self) -> Iterator[tuple[str, str]]:
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return {}
-        out: dict[str, str] = {}
+            return
         for raw in data.split(b"\n"):
             if not raw:
                 continue
             try:
-                upload_id, key_hex, crc = raw.decode("ascii").split("\t")
-                body = f"{upload_id}\t{key_hex}"
+                first, key_hex, crc = raw.decode("ascii").split("\t")
+                body = f"{first}\t{key_hex}"
                 if int(crc, 16) != zlib.crc32(body.encode()):
                     raise ValueError("CRC mismatch")
-                out[upload_id] = bytes.fromhex(key_hex).decode("utf-8", "surrogatepass")
-            except ValueError as exc:
+                if first[0] == _INTENT:
+                    int(first[1:])
+                yield first, bytes.fromhex(key_hex).decode("utf-8", "surrogatepass")
+            except (ValueError, IndexError) as exc:
                 log.warning("skipping a damaged line of upload ledger %s: %s", self.path, exc)
-        return out
 
-    def rewrite(self, keep: dict[str, str]) -> None:
-        """Replace the ledger with exactly `keep` (upload id -> key), atomically."""
+    def rewrite(self, keep: dict[str, str], intents: list[tuple[str, int]] | None = None) -> None:
+        """Replace the ledger with exactly `keep` (upload id -> key) and `intents`,
+        atomically. Not while an upload may be recorded: its line could be lost."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        data = b"".join(_line(uid, key) for uid, key in sorted(keep.items()))
+        lines = [_line(uid, key) for uid, key in sorted(keep.items())]
+        lines += [_line(f"{_INTENT}{ns}", key) for key, ns in intents or ()]
+        data = b"".join(lines)
         try:
             with open(tmp, "wb") as f:
                 f.write(data)

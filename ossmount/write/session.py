@@ -292,6 +292,7 @@ class UploadSession:
             if self._carried is None and rec.base_etag and not rec.forbid_overwrite:
                 await self._head_base()  # the headers the new version keeps go with Initiate
             meta = self._meta()
+            await trio.to_thread.run_sync(self._up.ledger.intend, rec.key)
             upload_id = await self._writes.initiate_multipart(
                 rec.key, meta=meta, forbid_overwrite=rec.forbid_overwrite
             )

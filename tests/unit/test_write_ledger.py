@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,27 @@ def test_torn_or_damaged_lines_are_skipped(
 def test_unusable_ids_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unusable upload id"):
         UploadLedger(tmp_path / "l").add("a\tb", "k")
+
+
+def test_intents_are_kept_apart_from_upload_ids_and_survive_a_rewrite_only_when_given(
+    tmp_path: Path,
+) -> None:
+    ledger = UploadLedger(tmp_path / "uploads.ledger")
+    before = time.time_ns()
+    ledger.intend("dir/a é")
+    ledger.add("U1", "dir/a é")
+    ledger.intend("q/b")
+    assert ledger.entries() == {"U1": "dir/a é"}, "an intent is no upload id"
+    intents = ledger.intents()
+    assert [key for key, _ in intents] == ["dir/a é", "q/b"]
+    assert all(before <= ns <= time.time_ns() for _, ns in intents)
+    ledger.rewrite({"U1": "dir/a é"}, intents[1:])
+    again = UploadLedger(ledger.path)
+    assert (again.entries(), again.intents()) == ({"U1": "dir/a é"}, intents[1:])
+    ledger.rewrite({})
+    assert UploadLedger(ledger.path).intents() == []
+
+
+def test_an_id_that_looks_like_an_intent_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unusable upload id"):
+        UploadLedger(tmp_path / "l").add("@123", "k")

@@ -7,8 +7,10 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -396,6 +398,57 @@ async def test_sweeper_spares_an_upload_this_process_is_running(tmp_path: Path) 
     stub = _StubWrites([ListedUpload("p/a", "RUNNING", 0)])
     assert await sweep_stale_uploads(stub, ledger, [], prefix="p/") == []  # type: ignore[arg-type]
     assert ledger.entries() == {"RUNNING": "p/a"}
+
+
+async def test_sweeper_aborts_an_upload_whose_id_never_reached_the_ledger(tmp_path: Path) -> None:
+    """A crash between the Initiate's reply and the ledger's fsync (or a lost reply): the
+    intent recorded before the Initiate makes the upload of that key, initiated near that
+    time, ours; another key's, or the same key's long before, is not."""
+    ledger = UploadLedger(tmp_path / "uploads.ledger")
+    ledger.intend("p/a")
+    (_, at), now = ledger.intents()[0], time.time_ns()
+    hour = 3600 * 10**9
+    stub = _StubWrites(
+        [
+            ListedUpload("p/a", "LOST", now),  # initiated, its id never recorded
+            ListedUpload("p/a", "OLDER", at - hour),  # another client's, an hour before
+            ListedUpload("p/b", "OTHER", now),  # another key
+            ListedUpload("q/a", "OUTSIDE", now),  # not under the prefix: not even listed
+        ]
+    )
+    aborted = await sweep_stale_uploads(stub, ledger, [], prefix="p/")  # type: ignore[arg-type]
+    assert [u.upload_id for u in aborted] == ["LOST"]
+    assert ledger.intents() == [], "swept: the intent is not kept"
+
+
+async def test_the_sweep_finds_an_unrecorded_upload_on_the_server_by_its_initiated_time(
+    emu: Emulator, uploader: Uploader
+) -> None:
+    """The same against the emulator's ListMultipartUploads, whose `Initiated` is parsed."""
+    uploader.ledger.intend("k")
+    lost = await uploader.writes.initiate_multipart("k", meta={})  # the crash: no `add`
+    other = await uploader.writes.initiate_multipart("k2", meta={})  # no intent: not ours
+    aborted = await sweep_stale_uploads(uploader.writes, uploader.ledger, [])
+    assert [u.upload_id for u in aborted] == [lost]
+    assert [u.upload_id for u in await uploader.writes.list_multipart_uploads()] == [other]
+
+
+async def test_a_multipart_commit_records_its_intent_before_the_initiate(
+    emu: Emulator, uploader: Uploader, tmp_path: Path
+) -> None:
+    """The intent is on disk before InitiateMultipartUpload goes out: a crash at any point
+    after it leaves the sweeper able to find the upload (the test above)."""
+    seen: list[list[tuple[str, int]]] = []
+    real = uploader.writes.initiate_multipart
+
+    async def initiate(key: str, **kwargs: Any) -> str:
+        seen.append(UploadLedger(uploader.ledger.path).intents())
+        return await real(key, **kwargs)
+
+    uploader.writes.initiate_multipart = initiate  # type: ignore[method-assign]
+    await uploader.commit(stage(tmp_path, BIG, "big"), uploader.new_record("big"))
+    assert [[key for key, _ in intents] for intents in seen] == [["big"]]
+    assert sdk_get(emu, "big") == BIG
 
 
 @pytest.mark.parametrize("data", [b"small", BIG], ids=["put", "multipart"])
