@@ -324,6 +324,8 @@ class FileSystem:
                 raise
         else:
             staged.handles += 1
+        if writing and flags & os.O_TRUNC:  # what a write-back close sealed goes up first
+            await staging.quiesce_held(staged)
         if writing and flags & os.O_TRUNC and staged.size:
             staging.truncate(staged, 0)
         elif writing and flags & os.O_TRUNC:
@@ -368,6 +370,11 @@ class FileSystem:
         if handle is None or handle.staged is None:
             raise UnknownHandle(f"<file handle {fh}>", "not open for writing")
         return handle.staged
+
+    async def before_write(self, fh: int) -> None:
+        """A pending write-back upload lands first (fs/staged.py `quiesce`); `write` follows."""
+        assert self._staging is not None
+        await self._staging.quiesce(self._staged_handle(fh))
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         assert self._staging is not None
@@ -422,6 +429,9 @@ class FileSystem:
         staging = self._writable(inode)
         staged = staging.by_inode.get(inode)
         if size is not None:
+            if staged is not None:
+                await staging.quiesce(staged)  # a pending write-back upload lands first
+                staged = staging.by_inode.get(inode)  # and may have dropped it
             if staged is not None and staged.handles:
                 staging.truncate(staged, size)  # committed by that handle's close
             else:  # none open (a write-back upload may still hold it): commit it here
@@ -446,6 +456,7 @@ class FileSystem:
             staged = staging.by_inode[inode]
             staging.unlinked(staged)  # no commit of it starts from here on
             await staging.settle(staged)  # one running (write-back, another close) lands first
+            await staging.disown(staged)  # and a crash cannot bring it back
             if staged.committed is not None:  # this mount's version: delete it by its key
                 await self._delete_file(staging, staged.committed.key, inode, path)
                 return
