@@ -43,6 +43,7 @@ import contextlib
 import itertools
 import os
 import random
+import signal
 import subprocess
 import threading
 from collections.abc import Callable
@@ -53,6 +54,7 @@ import alibabacloud_oss_v2 as oss
 import pytest
 
 from ossmount.emulator import Emulator
+from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET, Mount
 from tests.mount.test_write import RW, sdk, server_bytes, server_keys
@@ -86,6 +88,7 @@ class Report:
     kills: int = 0
     cut: int = 0  # kills that cut a call short
     leaked_unrecorded: int = 0
+    recovery_kills: int = 0  # mounts killed before they were ready (`recovery`)
     log: list[str] = field(default_factory=list)
 
 
@@ -358,17 +361,19 @@ def _reset(walk: CrashWalk, emu: Emulator) -> None:
 
 def crash_walk(
     emu: Emulator, make: MountMaker, ref: Path, seed: int, *, writeback: bool,
-    kills: int = 1, steps: int = 60,
+    kills: int = 1, steps: int = 60, recovery: bool = False,
 ) -> Report:  # fmt: skip
     """`kills` times: walk up to `steps` calls, kill -9 the daemon at a seeded one, remount on
-    the same cache dir and check (module docstring). Raises AssertionError naming the seed."""
+    the same cache dir and check (module docstring). With `recovery`, half the remounts are
+    first killed too, while they resume the uploads (`_kill_in_recovery`): the next must
+    still converge to the same state. Raises AssertionError naming the seed."""
     args = (*RW, "--writeback") if writeback else RW
     plan = random.Random(seed * 7919 + writeback)
     report = Report()
     mount = make(args).start()
     walk = CrashWalk(mount.path, ref, seed)
     try:
-        _rounds(emu, make, args, plan, walk, mount, report, seed, kills, steps)
+        _rounds(emu, make, args, plan, walk, mount, report, seed, kills, steps, recovery)
     except AssertionError as exc:
         exc.add_note("the whole walk:\n  " + "\n  ".join(walk.log))
         raise
@@ -376,9 +381,44 @@ def crash_walk(
     return report
 
 
+def _keep_log(mount: Mount, what: str) -> None:
+    """The next mount writes its own log: keep the dead one's."""
+    if mount.log_path.exists():
+        mount.log_path.rename(mount.log_path.with_suffix(f".{what}.log"))
+
+
+def _kill_in_recovery(
+    emu: Emulator, make: MountMaker, args: tuple[str, ...], plan: random.Random, report: Report
+) -> set[str]:
+    """Mount with every request slowed down, and kill -9 it at a seeded moment of its
+    start, most often while it resumes the uploads the crash left; the ids it recorded."""
+    slow = FaultRule("latency", seconds=0.1, times=None)
+    emu.faults.add(slow)
+    doomed = make(args)
+
+    def kill() -> None:
+        proc = doomed.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+
+    timer = threading.Timer(plan.uniform(0.3, 2.0), kill)
+    timer.start()
+    try:
+        doomed.start()
+    except AssertionError:
+        report.recovery_kills += 1  # before it was ready
+    timer.join()
+    doomed.kill()
+    subprocess.run(["fusermount3", "-u", "-z", str(doomed.path)], check=False,
+                   capture_output=True)  # fmt: skip
+    emu.faults.clear()
+    return _ledger_ids(doomed.cache)
+
+
 def _rounds(
     emu: Emulator, make: MountMaker, args: tuple[str, ...], plan: random.Random,
     walk: CrashWalk, mount: Mount, report: Report, seed: int, kills: int, steps: int,
+    recovery: bool,
 ) -> None:  # fmt: skip
     writeback = "--writeback" in args
     for round_ in range(kills):
@@ -398,8 +438,10 @@ def _rounds(
         subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False,
                        capture_output=True)  # fmt: skip
         ledger = _ledger_ids(mount.cache)
-        if mount.log_path.exists():  # the next mount writes its own: keep the dead one's
-            mount.log_path.rename(mount.log_path.with_suffix(f".killed{round_}.log"))
+        _keep_log(mount, f"killed{round_}")
+        if recovery and plan.random() < 0.5:
+            ledger |= _kill_in_recovery(emu, make, args, plan, report)
+            _keep_log(mount, f"killed{round_}-in-recovery")
         mount = make(args).start()  # ready once the staged files are committed
         walk.roots = (mount.path, walk.roots[1])
         check_after_crash(emu, mount, walk, ledger, report, where)
@@ -408,13 +450,27 @@ def _rounds(
     mount.stop()
 
 
-@pytest.mark.parametrize(
-    ("seed", "writeback"), [(1, False), (2, False), (3, True), (4, True)]
-)  # fmt: skip
+def _seeds() -> list[tuple[int, bool, bool]]:
+    """Four walks in the suite; OSSMOUNT_CRASHWALK_SEEDS=100-300 runs seeds 100..299 in both
+    modes instead (every other one with kills in recovery), the way to look wider after a
+    change to the write path (about 7 s a walk)."""
+    wide = os.environ.get("OSSMOUNT_CRASHWALK_SEEDS")
+    if not wide:
+        return [(1, False, False), (2, False, True), (3, True, False), (4, True, True)]
+    first, _, last = wide.partition("-")
+    return [(s, wb, s % 2 == 0) for s in range(int(first), int(last)) for wb in (False, True)]
+
+
+@pytest.mark.parametrize(("seed", "writeback", "recovery"), _seeds())
 def test_a_kill_9_anywhere_in_a_write_walk_loses_nothing_acknowledged_and_undoes_nothing(
-    emulator: Emulator, make_mount: MountFactory, tmp_path: Path, seed: int, writeback: bool
+    emulator: Emulator,
+    make_mount: MountFactory,
+    tmp_path: Path,
+    seed: int,
+    writeback: bool,
+    recovery: bool,
 ) -> None:
     ref = tmp_path / "ref"
     ref.mkdir()
     crash_walk(emulator, lambda args: make_mount(args=args), ref, seed, writeback=writeback,
-               kills=2, steps=40)  # fmt: skip
+               kills=2, steps=40, recovery=recovery)  # fmt: skip
