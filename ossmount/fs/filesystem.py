@@ -429,17 +429,19 @@ class FileSystem:
         staging = self._writable(inode)
         staged = staging.by_inode.get(inode)
         if size is not None:
-            if staged is not None:
-                await staging.quiesce(staged)  # a pending write-back upload lands first
-                staged = staging.by_inode.get(inode)  # and may have dropped it
             if staged is not None and staged.handles:
+                await staging.quiesce(staged)  # a pending write-back upload lands first
+            if staged is not None and staged.handles and staging.by_inode.get(inode) is staged:
                 staging.truncate(staged, size)  # committed by that handle's close
             else:  # none open (a write-back upload may still hold it): commit it here
                 opened = await self._open_staged(
-                    inode, os.O_WRONLY | (os.O_TRUNC if size == 0 else 0), staged
+                    inode,
+                    os.O_WRONLY | (os.O_TRUNC if size == 0 else 0),
+                    staging.by_inode.get(inode),
                 )
                 try:
                     handle = self._staged_handle(opened.fh)
+                    await staging.quiesce(handle)  # counted: that upload lands, keeps it staged
                     staging.truncate(handle, size)
                     await self._commit(handle)
                 finally:

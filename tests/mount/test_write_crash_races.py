@@ -11,6 +11,10 @@ import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
@@ -46,20 +50,42 @@ def _staged_files(mount: Mount) -> list[str]:
     return [p.name for p in (mount.cache / "staging").iterdir() if p.suffix != ".ledger"]
 
 
-def test_a_file_rewritten_while_its_writeback_upload_waits_keeps_the_closed_version(
-    emulator: Emulator, make_mount: MountFactory
+def _reopen_and_truncate(path: Path, kept: int) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # waits for that upload now
+    os.write(fd, b"never closed")
+    return fd
+
+
+def _write_through_the_other(path: Path, kept: int) -> int:
+    os.pwrite(kept, b"NEVER", 0)
+    os.pwrite(kept, b"closed", 100)
+    return kept
+
+
+def _ftruncate_the_other(path: Path, kept: int) -> int:
+    os.ftruncate(kept, 3)
+    return kept
+
+
+@pytest.mark.parametrize(
+    "change", [_reopen_and_truncate, _write_through_the_other, _ftruncate_the_other]
+)
+def test_a_file_changed_while_its_writeback_upload_waits_keeps_the_closed_version(
+    emulator: Emulator, make_mount: MountFactory, change: Callable[[Path, int], int]
 ) -> None:
-    """The O_TRUNC open (and the write after it) used to change the sealed bytes before
-    their upload read them: the close's version never went up, and the sealed journal's size
-    no longer matched the file, so the next mount could not upload it either."""
+    """An O_TRUNC open, a write or an ftruncate used to change the sealed bytes before their
+    upload read them: the close's version never went up, and the sealed journal no longer
+    matched the file (another size: never uploaded; the same: other bytes went up)."""
     mount = make_mount(args=WB).start()
+    path = mount.path / "f"
+    kept = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     _hold_the_uploads(emulator, mount)
     acknowledged = b"the version the close acknowledged"
-    (mount.path / "f").write_bytes(acknowledged)  # sealed; its upload waits its turn
-    fd = os.open(mount.path / "f", os.O_WRONLY | os.O_TRUNC)  # waits for that upload now
-    os.write(fd, b"never closed")
+    path.write_bytes(acknowledged)  # sealed; its upload waits its turn
+    fd = change(path, kept)  # waits for that upload now
     _crash(emulator, mount)
-    _close_dead(fd)
+    for dead in {fd, kept}:
+        _close_dead(dead)
     new = make_mount(args=WB).start()
     assert server_bytes(emulator, "f") == acknowledged
     assert (new.path / "f").read_bytes() == acknowledged
