@@ -100,6 +100,8 @@ class CrashWalk(Walk):
         self.at: dict[str, Ino] = {}
         self.ino_of: dict[int, Ino] = {}  # by the local descriptor
         self.cut: dict[str, set[Version]] = {}  # names a call cut by the kill left open
+        self.pending: list[Callable[[int], object]] = []  # a descriptor call (`_fd_op`)
+        self.pair = (-1, -1)  # the descriptors it is made on: the mount's, the local one
 
     # -- the model --------------------------------------------------------------------------
 
@@ -456,7 +458,7 @@ def _seeds() -> list[tuple[int, bool, bool]]:
     change to the write path (about 7 s a walk)."""
     wide = os.environ.get("OSSMOUNT_CRASHWALK_SEEDS")
     if not wide:
-        return [(1, False, False), (2, False, True), (3, True, False), (4, True, True)]
+        return [(1, False, False), (2, False, True), (9, True, False), (18, True, True)]
     first, _, last = wide.partition("-")
     return [(s, wb, s % 2 == 0) for s in range(int(first), int(last)) for wb in (False, True)]
 
