@@ -44,5 +44,6 @@ async def move_file(
                             crc64=copied.crc64 or meta.crc64)  # fmt: skip
         if victim is not None:
             staging.unlinked(victim)
+            await staging.disown(victim)  # its sealed write-back journal must not land later
     await writes.delete_object(meta.key)
     return moved

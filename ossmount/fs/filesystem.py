@@ -324,6 +324,8 @@ class FileSystem:
                 raise
         else:
             staged.handles += 1
+        if writing and flags & os.O_TRUNC:  # what a write-back close sealed goes up first
+            await staging.quiesce_held(staged)
         if writing and flags & os.O_TRUNC and staged.size:
             staging.truncate(staged, 0)
         elif writing and flags & os.O_TRUNC:
@@ -368,6 +370,11 @@ class FileSystem:
         if handle is None or handle.staged is None:
             raise UnknownHandle(f"<file handle {fh}>", "not open for writing")
         return handle.staged
+
+    async def before_write(self, fh: int) -> None:
+        """A pending write-back upload lands first (fs/staged.py `quiesce`); `write` follows."""
+        assert self._staging is not None
+        await self._staging.quiesce(self._staged_handle(fh))
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         assert self._staging is not None
@@ -423,13 +430,18 @@ class FileSystem:
         staged = staging.by_inode.get(inode)
         if size is not None:
             if staged is not None and staged.handles:
+                await staging.quiesce(staged)  # a pending write-back upload lands first
+            if staged is not None and staged.handles and staging.by_inode.get(inode) is staged:
                 staging.truncate(staged, size)  # committed by that handle's close
             else:  # none open (a write-back upload may still hold it): commit it here
                 opened = await self._open_staged(
-                    inode, os.O_WRONLY | (os.O_TRUNC if size == 0 else 0), staged
+                    inode,
+                    os.O_WRONLY | (os.O_TRUNC if size == 0 else 0),
+                    staging.by_inode.get(inode),
                 )
                 try:
                     handle = self._staged_handle(opened.fh)
+                    await staging.quiesce(handle)  # counted: that upload lands, keeps it staged
                     staging.truncate(handle, size)
                     await self._commit(handle)
                 finally:
@@ -446,6 +458,7 @@ class FileSystem:
             staged = staging.by_inode[inode]
             staging.unlinked(staged)  # no commit of it starts from here on
             await staging.settle(staged)  # one running (write-back, another close) lands first
+            await staging.disown(staged)  # and a crash cannot bring it back
             if staged.committed is not None:  # this mount's version: delete it by its key
                 await self._delete_file(staging, staged.committed.key, inode, path)
                 return

@@ -146,6 +146,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_boundary
     async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
+        await self.fs.before_write(fh)
         return self.fs.write(fh, off, buf)
 
     @fuse_boundary

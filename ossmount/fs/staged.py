@@ -5,13 +5,21 @@ file system can read it without the staging's machinery."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import StagedFile, UploadSession
+from ossmount.write.journal import fsync_dir
 
-__all__ = ["Staged", "staged_state"]
+__all__ = ["Staged", "disown", "quiesce", "staged_state"]
+
+
+def _set_event() -> trio.Event:
+    event = trio.Event()
+    event.set()
+    return event
 
 
 @dataclass(eq=False)
@@ -32,6 +40,9 @@ class Staged:
     failed: bool = False  # the last commit failed (its writer got EIO); a write clears it
     broken: OSError | None = None  # a staging write failed: never committed, every call fails
     pending: int = 0  # write-back commits scheduled and not finished
+    # Set while `pending` is 0: a write or truncate waits for it (Staging.quiesce), so the
+    # bytes a write-back close acknowledged are uploaded as they were when it sealed them.
+    landed: trio.Event = field(default_factory=_set_event)
     mtime_ns: int | None = None
     # x-oss-meta-atime / -ctime to store (fs/stamps.py): the create's time, a utimens's; the
     # ctime becomes the commit's time at each commit (ossfs: the flush's). None: not set.
@@ -69,3 +80,30 @@ def staged_state(staged: Staged) -> str:
     if staged.pending or staged.lock.locked():
         return "uploading"
     return "written" if staged.dirty else "committed"
+
+
+async def quiesce(staged: Staged) -> None:
+    """Before a write or truncate changes the staged bytes: the write-back upload pending for
+    them (a close was told they are stored) lands first. Else that upload would send the
+    changed bytes, and a crash would resume a sealed journal over bytes that are no longer
+    the ones it sealed (torn, or of another size and never uploaded): the close's version
+    would be lost. Writes to a file closed moments ago under write-back wait for its upload,
+    as unlink, rename and truncate do."""
+    while staged.pending:
+        await staged.landed.wait()
+
+
+async def disown(staged: Staged) -> None:
+    """An unlinked or replaced file, no commit of it running (its lock held, or settled after
+    it was marked orphan, so none starts): its journal goes, durably, before the caller's
+    success is acknowledged. A write-back close may have sealed it, and its handles keep it
+    staged long after: a crash would then upload it again under the name it lost."""
+    await trio.to_thread.run_sync(_remove_durably, staged.files.journal)
+
+
+def _remove_durably(journal: Path) -> None:
+    try:
+        journal.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(journal.parent)

@@ -43,7 +43,7 @@ from ossmount.cache.adopt import Adopter
 from ossmount.cache.holes import reserve
 from ossmount.fs.attrstore import KnownMeta, store_attrs
 from ossmount.fs.shown import Posix, adopt_sent
-from ossmount.fs.staged import Staged
+from ossmount.fs.staged import Staged, disown, quiesce
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.stamps import now_s, only_ctime_differs
 from ossmount.oss._write_types import CrcMismatch, StagingError
@@ -205,6 +205,17 @@ class Staging:
         decides from it. Commits hold `staged.lock` throughout."""
         async with staged.lock:
             pass
+
+    disown = staticmethod(disown)  # fs/staged.py: the journal of a file that lost its name
+    quiesce = staticmethod(quiesce)  # fs/staged.py: a pending write-back upload lands first
+
+    async def quiesce_held(self, staged: Staged) -> None:
+        """`quiesce` for a handle just counted: given back if the wait is cancelled."""
+        try:
+            await quiesce(staged)
+        except BaseException:
+            await self.release(staged)
+            raise
 
     def unlinked(self, staged: Staged) -> None:
         staged.orphan = True
@@ -542,8 +553,8 @@ class Staging:
         by close as without write-back)."""
         if staged.broken is not None:
             raise staged.broken
-        if staged.session is not None or staged.lock.locked():
-            return False
+        if staged.session is not None or staged.lock.locked() or staged.orphan:
+            return False  # an orphan's commit uploads nothing: sealing it would, after a crash
         self._unreserve(staged)
         staged.ctime_ns = now_s()  # the close's, if a crash leaves the upload to the next mount
         record = replace(
@@ -553,6 +564,8 @@ class Staging:
         )
         await trio.to_thread.run_sync(_seal, staged.fd, staged.files.journal, record)
         staged.pending += 1
+        if staged.landed.is_set():
+            staged.landed = trio.Event()
         self._pending_total += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self._nursery.start_soon(self._commit_later, staged)
@@ -572,6 +585,8 @@ class Staging:
                       staged.files.data)  # fmt: skip
         finally:
             staged.pending -= 1
+            if staged.pending == 0:
+                staged.landed.set()
             self._pending_total -= 1
             if self._pending_total == 0:
                 self._idle.set()

@@ -1,0 +1,143 @@
+"""A `kill -9` while a write-back upload is pending must not lose what a close acknowledged,
+nor bring back what an unlink or a rename removed. Found by the crash walk
+(test_write_crashwalk.py); each test here failed before its fix.
+
+A write-back upload is made to wait its turn by holding the 16 that may run at once
+(Staging's `writeback_parallel`) with a stall on the server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ossmount.emulator import Emulator
+from ossmount.emulator.faults import FaultRule
+from tests.mount.conftest import MountFactory
+from tests.mount.harness import Mount
+from tests.mount.test_write import RW, server_bytes, server_keys
+
+WB = (*RW, "--writeback")
+PARALLEL = 16  # write-back uploads at once (fs/staging.py)
+
+
+def _hold_the_uploads(emulator: Emulator, mount: Mount) -> FaultRule:
+    """Write-back-close PARALLEL files whose uploads the server then holds: the next file
+    closed waits for one of them to finish before its upload starts."""
+    held = FaultRule("stall", op="PutObject", key="held*", times=None, seconds=3.0)
+    emulator.faults.add(held)
+    for i in range(PARALLEL):
+        (mount.path / f"held{i}").write_bytes(b"h")
+    deadline = time.monotonic() + 10
+    while held.seen < PARALLEL:
+        assert time.monotonic() < deadline, f"only {held.seen} uploads started"
+        time.sleep(0.01)
+    return held
+
+
+def _crash(emulator: Emulator, mount: Mount) -> None:
+    mount.kill()
+    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    emulator.faults.clear()
+
+
+def _staged_files(mount: Mount) -> list[str]:
+    return [p.name for p in (mount.cache / "staging").iterdir() if p.suffix != ".ledger"]
+
+
+def _reopen_and_truncate(path: Path, kept: int) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # waits for that upload now
+    os.write(fd, b"never closed")
+    return fd
+
+
+def _write_through_the_other(path: Path, kept: int) -> int:
+    os.pwrite(kept, b"NEVER", 0)
+    os.pwrite(kept, b"closed", 100)
+    return kept
+
+
+def _ftruncate_the_other(path: Path, kept: int) -> int:
+    os.ftruncate(kept, 3)
+    return kept
+
+
+@pytest.mark.parametrize(
+    "change", [_reopen_and_truncate, _write_through_the_other, _ftruncate_the_other]
+)
+def test_a_file_changed_while_its_writeback_upload_waits_keeps_the_closed_version(
+    emulator: Emulator, make_mount: MountFactory, change: Callable[[Path, int], int]
+) -> None:
+    """An O_TRUNC open, a write or an ftruncate used to change the sealed bytes before their
+    upload read them: the close's version never went up, and the sealed journal no longer
+    matched the file (another size: never uploaded; the same: other bytes went up)."""
+    mount = make_mount(args=WB).start()
+    path = mount.path / "f"
+    kept = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    _hold_the_uploads(emulator, mount)
+    acknowledged = b"the version the close acknowledged"
+    path.write_bytes(acknowledged)  # sealed; its upload waits its turn
+    fd = change(path, kept)  # waits for that upload now
+    _crash(emulator, mount)
+    for dead in {fd, kept}:
+        _close_dead(dead)
+    new = make_mount(args=WB).start()
+    assert server_bytes(emulator, "f") == acknowledged
+    assert (new.path / "f").read_bytes() == acknowledged
+    assert _staged_files(new) == []
+
+
+def test_a_writeback_close_of_an_unlinked_file_is_not_uploaded_after_a_crash(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """The close of an unlinked file still open elsewhere sealed its journal under the name
+    it lost; the next mount uploaded it there."""
+    mount = make_mount(args=WB).start()
+    keep = os.open(mount.path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(mount.path / "f", os.O_WRONLY)
+    os.write(fd, b"unlinked before its close")
+    os.unlink(mount.path / "f")
+    os.close(fd)
+    _crash(emulator, mount)
+    _close_dead(keep)
+    new = make_mount(args=WB).start()
+    assert "f" not in server_keys(emulator)
+    assert not (new.path / "f").exists()
+    assert _staged_files(new) == []
+
+
+def test_unlink_and_rename_over_a_file_whose_writeback_upload_waits_are_not_undone(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """Each left the file's sealed journal behind (its upload had not started, and a handle
+    kept it staged): after a crash the next mount uploaded the unlinked file again, and the
+    replaced one over the file renamed onto its name."""
+    emulator.put_object("bkt", "src", b"the file renamed over victim")
+    mount = make_mount(args=WB).start()
+    _hold_the_uploads(emulator, mount)
+    handles = []
+    for name in ("gone", "victim"):
+        handles.append(os.open(mount.path / name, os.O_RDWR | os.O_CREAT, 0o644))
+        (mount.path / name).write_bytes(b"sealed, waiting for its upload")  # a close: sealed
+    os.unlink(mount.path / "gone")
+    os.rename(mount.path / "src", mount.path / "victim")
+    _crash(emulator, mount)
+    for fd in handles:
+        _close_dead(fd)
+    new = make_mount(args=WB).start()
+    assert "gone" not in server_keys(emulator)
+    assert "src" not in server_keys(emulator)
+    assert server_bytes(emulator, "victim") == b"the file renamed over victim"
+    assert (new.path / "victim").read_bytes() == b"the file renamed over victim"
+    assert _staged_files(new) == []
+
+
+def _close_dead(fd: int) -> None:
+    """A descriptor of the killed mount (its close fails with ENOTCONN)."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
