@@ -40,6 +40,10 @@ class Staged:
     failed: bool = False  # the last commit failed (its writer got EIO); a write clears it
     broken: OSError | None = None  # a staging write failed: never committed, every call fails
     pending: int = 0  # write-back commits scheduled and not finished
+    # A write-back close acknowledged these bytes and their upload failed: they stay staged
+    # and shown (not dropped), and are committed before anything changes them
+    # (Staging.quiesce) or at the last close; else the next mount uploads them.
+    unsent: bool = False
     # Set while `pending` is 0: a write or truncate waits for it (Staging.quiesce), so the
     # bytes a write-back close acknowledged are uploaded as they were when it sealed them.
     landed: trio.Event = field(default_factory=_set_event)

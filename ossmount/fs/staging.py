@@ -46,6 +46,7 @@ from ossmount.fs.shown import Posix, adopt_sent
 from ossmount.fs.staged import Staged, disown, quiesce
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.stamps import now_s, only_ctime_differs
+from ossmount.fs.writeback import WriteBack
 from ossmount.oss._write_types import CrcMismatch, StagingError
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import (
@@ -55,7 +56,7 @@ from ossmount.write import (
     UploadSession,
 )
 from ossmount.write.commit_types import Piece
-from ossmount.write.journal import JournalRecord, save_atomic
+from ossmount.write.journal import JournalRecord
 
 __all__ = ["Staging"]
 
@@ -99,10 +100,9 @@ class Staging:
     ) -> None:
         self.uploader = uploader
         self.writeback = writeback
-        self._background = trio.CapacityLimiter(writeback_parallel)
-        self._pending_total = 0
-        self._idle = trio.Event()
-        self._idle.set()
+        self._writeback = WriteBack(self, nursery, writeback_parallel)  # fs/writeback.py
+        self.seal_and_schedule = self._writeback.seal_and_schedule
+        self.drain = self._writeback.drain
         # Called with every object a commit put on OSS (the FileSystem records it in the
         # namespace); write-back commits finish after their close returned, so they need it.
         self.on_commit: Callable[[Staged, ObjectMeta], None] = lambda staged, meta: None
@@ -135,7 +135,7 @@ class Staging:
         self.by_inode: dict[int, Staged] = {}
         self.by_path: dict[str, int] = {}
 
-    def _where(self, key: str) -> str:
+    def where(self, key: str) -> str:
         return f"oss://{self._bucket}/{key}"
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class Staging:
         while offset < size:
             data = await source.read(offset, min(_FILL_CHUNK, size - offset))
             if not data:
-                raise EOFError(f"{self._where(staged.key)}: object ended at {offset} of {size}")
+                raise EOFError(f"{self.where(staged.key)}: object ended at {offset} of {size}")
             os.pwrite(staged.fd, data, offset)
             offset += len(data)
         staged.size = staged.seq_end = size
@@ -207,12 +207,22 @@ class Staging:
             pass
 
     disown = staticmethod(disown)  # fs/staged.py: the journal of a file that lost its name
-    quiesce = staticmethod(quiesce)  # fs/staged.py: a pending write-back upload lands first
+
+    async def quiesce(self, staged: Staged) -> None:
+        """Before a write or truncate changes the staged bytes: a pending write-back upload
+        lands first (fs/staged.py `quiesce`), and bytes whose write-back upload failed
+        (`unsent`) are committed now; if that fails again, so does the caller (the bytes a
+        close acknowledged are never changed before they are on OSS)."""
+        await quiesce(staged)
+        if staged.unsent:
+            meta = await self.commit(staged)
+            if meta is not None:
+                self.on_commit(staged, meta)
 
     async def quiesce_held(self, staged: Staged) -> None:
         """`quiesce` for a handle just counted: given back if the wait is cancelled."""
         try:
-            await quiesce(staged)
+            await self.quiesce(staged)
         except BaseException:
             await self.release(staged)
             raise
@@ -227,21 +237,22 @@ class Staging:
         staged.handles -= 1
         if staged.handles > 0 or staged.pending:
             return  # a write-back commit still running drops it when done
-        if staged.dirty and not (staged.orphan or staged.failed or staged.broken):
-            try:  # written but never flushed (no close reached us): commit now
+        retry = staged.unsent or not staged.failed  # acknowledged bytes are tried again
+        if staged.dirty and retry and not (staged.orphan or staged.broken):
+            try:  # written but never flushed (no close reached us), or unsent: commit now
                 meta = await self.commit(staged)
                 if meta is not None:
                     self.on_commit(staged, meta)
             except Exception as exc:
                 log.error(
                     "%s: the last close could not commit the file (%s); its staged bytes are "
-                    "dropped, the object is as it was", self._where(staged.key), exc,
+                    "dropped, the object is as it was", self.where(staged.key), exc,
                 )  # fmt: skip
-        if staged.handles > 0:
-            return  # opened again while the commit ran
+        if staged.handles > 0 or (staged.unsent and not staged.orphan):
+            return  # opened again while the commit ran, or kept until its upload succeeds
         if staged.dirty and not staged.orphan:
             log.warning("%s: dropping staged bytes whose commit failed (the writer got EIO)",
-                        self._where(staged.key))  # fmt: skip
+                        self.where(staged.key))  # fmt: skip
         elif self._adoptable(staged):
             self._hand_over(staged)
             return
@@ -337,7 +348,7 @@ class Staging:
         except OSError as exc:
             # ENOSPC and friends: the writer hears it now, and the file is never committed
             # (its close fails too), so a half-written file never replaces the object.
-            staged.broken = OSError(exc.errno, f"{self._where(staged.key)}: staging: {exc}")
+            staged.broken = OSError(exc.errno, f"{self.where(staged.key)}: staging: {exc}")
             raise staged.broken from exc
         end = offset + written
         staged.dirty, staged.failed = True, False
@@ -379,7 +390,7 @@ class Staging:
         """The staged file is about to reach `end` bytes: count its growth, making room (or
         raising ENOSPC) first."""
         if self.space is not None and end > staged.counted:
-            self.space.grow(end - staged.counted, self._where(staged.key))
+            self.space.grow(end - staged.counted, self.where(staged.key))
             staged.counted = end
 
     def truncate(self, staged: Staged, size: int) -> None:
@@ -453,6 +464,22 @@ class Staging:
 
     # -- commit ------------------------------------------------------------------------------
 
+    def sealed_record(self, staged: Staged) -> JournalRecord:
+        """The record a write-back close seals (fs/writeback.py): the staged size, and the
+        close's ctime (if a crash leaves the upload to the next mount)."""
+        self._unreserve(staged)
+        staged.ctime_ns = now_s()
+        record = self._record(staged, mtime_ns=staged.mtime_ns or 0, ctime_ns=staged.ctime_ns)
+        return replace(record, size=staged.size, sealed=True)
+
+    def uploaded_later(self, staged: Staged, *, kept: bool) -> None:
+        """A write-back upload ended and nobody uses the file: it goes to the read cache, is
+        dropped (its files kept for the next mount if `kept`), or, unsent, stays shown."""
+        if not kept and self._adoptable(staged):
+            self._hand_over(staged)
+        elif not (staged.unsent and not staged.orphan):
+            self._drop(staged, keep_files=kept)
+
     async def commit(self, staged: Staged) -> ObjectMeta | None:
         """Upload the staged bytes if they changed since the last commit; the object's
         metadata once it is on OSS and verified (None for an unlinked file)."""
@@ -470,7 +497,7 @@ class Staging:
                     if not tries_left:
                         raise exc.error from None
                     log.info("%s: changed while it was being committed (%s); committing it "
-                             "again", self._where(staged.key), exc.error)  # fmt: skip
+                             "again", self.where(staged.key), exc.error)  # fmt: skip
             raise AssertionError("unreachable")
 
     async def _commit_dirty(self, staged: Staged) -> ObjectMeta:
@@ -506,6 +533,7 @@ class Staging:
         finally:
             session.close()
         self.on_outcome("committed")
+        staged.unsent = staged.failed = False
         staged.forbid_overwrite = False  # O_EXCL held for the creation only
         now = now_s()  # as listings show it
         staged.committed = ObjectMeta(staged.key, size, result.etag, now, result.crc64)
@@ -516,7 +544,7 @@ class Staging:
         staged.base_etag = staged.committed.etag
         staged.source = (staged.key, staged.committed.etag, size)
         log.debug("%s committed: %d bytes, %d parts, CRC-64 %016x",
-                  self._where(staged.key), size, result.parts, result.crc64)  # fmt: skip
+                  self.where(staged.key), size, result.parts, result.crc64)  # fmt: skip
         return staged.committed
 
     async def _late_attrs(self, staged: Staged, sent: dict[str, str]) -> None:
@@ -539,66 +567,12 @@ class Staging:
             )
         except Exception as exc:
             log.warning("%s: committed, but storing its mode/mtime failed: %s",
-                        self._where(staged.key), exc)  # fmt: skip
+                        self.where(staged.key), exc)  # fmt: skip
             return
         if stored is not None:
             staged.committed = stored
 
     # -- write-back (-o writeback) -----------------------------------------------------------
-
-    async def seal_and_schedule(self, staged: Staged) -> bool:
-        """Write-back close: make the staged bytes and a sealed journal durable, schedule the
-        upload, return. False when the file must be committed now instead: a multipart upload
-        is already under way (its journal belongs to that session; such a file is committed
-        by close as without write-back)."""
-        if staged.broken is not None:
-            raise staged.broken
-        if staged.session is not None or staged.lock.locked() or staged.orphan:
-            return False  # an orphan's commit uploads nothing: sealing it would, after a crash
-        self._unreserve(staged)
-        staged.ctime_ns = now_s()  # the close's, if a crash leaves the upload to the next mount
-        record = replace(
-            self._record(staged, mtime_ns=staged.mtime_ns or 0, ctime_ns=staged.ctime_ns),
-            size=staged.size,
-            sealed=True,
-        )
-        await trio.to_thread.run_sync(_seal, staged.fd, staged.files.journal, record)
-        staged.pending += 1
-        if staged.landed.is_set():
-            staged.landed = trio.Event()
-        self._pending_total += 1
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
-        self._nursery.start_soon(self._commit_later, staged)
-        return True
-
-    async def _commit_later(self, staged: Staged) -> None:
-        kept = True  # until the upload is done: sealed and durable, the next mount uploads it
-        try:
-            async with self._background:
-                meta = await self.commit(staged)
-            kept = False
-            if meta is not None:
-                self.on_commit(staged, meta)
-        except Exception as exc:
-            log.error("%s: write-back upload failed (%s); the file stays staged in %s and is "
-                      "uploaded at the next mount", self._where(staged.key), exc,
-                      staged.files.data)  # fmt: skip
-        finally:
-            staged.pending -= 1
-            if staged.pending == 0:
-                staged.landed.set()
-            self._pending_total -= 1
-            if self._pending_total == 0:
-                self._idle.set()
-            if staged.pending == 0 and staged.handles == 0:
-                if not kept and self._adoptable(staged):
-                    self._hand_over(staged)
-                else:
-                    self._drop(staged, keep_files=kept)
-
-    async def drain(self) -> None:
-        """Wait until every write-back upload scheduled so far has finished (unmount)."""
-        await self._idle.wait()
 
 
 def _copy_source(staged: Staged, changed: set[int]) -> CopySource | None:
@@ -608,9 +582,3 @@ def _copy_source(staged: Staged, changed: set[int]) -> CopySource | None:
         return None
     key, etag, size = staged.source
     return CopySource(key, etag, size, lambda i: i not in changed and i not in staged.dirty_parts)
-
-
-def _seal(fd: int, journal: Path, record: JournalRecord) -> None:
-    """Durable before recorded: the staged bytes, then the record naming their size."""
-    os.fsync(fd)
-    save_atomic(journal, record)

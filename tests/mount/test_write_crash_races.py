@@ -8,6 +8,7 @@ A write-back upload is made to wait its turn by holding the 16 that may run at o
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 import time
@@ -141,3 +142,56 @@ def _close_dead(fd: int) -> None:
     """A descriptor of the killed mount (its close fails with ENOTCONN)."""
     with contextlib.suppress(OSError):
         os.close(fd)
+
+
+def _until(what: str, ready: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 15
+    while not ready():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_writeback_file_whose_upload_failed_stays_shown_and_is_uploaded_before_it_changes(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """Its close acknowledged v1, so v1 may neither vanish from the mount (it did: the file
+    was dropped from view, and its sealed copy could later land over a newer version) nor be
+    changed before it is on OSS: a write first commits v1, and fails while that fails."""
+    failing = FaultRule("error", op="PutObject", key="f", times=None, status=503,
+                        code="ServiceUnavailable")  # fmt: skip
+    emulator.faults.add(failing)
+    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
+    f = mount.path / "f"
+    f.write_bytes(b"acknowledged v1")
+    _until("the failed upload", lambda: "write-back upload failed" in mount.log())
+    assert os.listdir(mount.path) == ["f"]
+    assert f.read_bytes() == b"acknowledged v1"
+    assert os.getxattr(f, "user.ossmount.state") == b"upload-failed"
+    fd = os.open(f, os.O_WRONLY)
+    try:
+        with pytest.raises(OSError, match="Input/output error") as refused:
+            os.pwrite(fd, b"V2", 0)  # v1 is tried first, and fails again
+        assert refused.value.errno == errno.EIO
+        assert f.read_bytes() == b"acknowledged v1", "not changed before it is on OSS"
+        emulator.faults.clear()
+        os.pwrite(fd, b"V2", 0)  # v1 goes up first, then this write lands
+        assert server_bytes(emulator, "f") == b"acknowledged v1"
+    finally:
+        os.close(fd)
+    mount.stop()
+    assert server_bytes(emulator, "f") == b"V2knowledged v1"
+
+
+def test_a_writeback_file_whose_upload_failed_is_uploaded_by_the_next_mount(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.faults.add(FaultRule("error", op="PutObject", key="f", times=None, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
+    (mount.path / "f").write_bytes(b"acknowledged")
+    _until("the failed upload", lambda: "write-back upload failed" in mount.log())
+    mount.stop()  # the file is still shown, and staged: unmount keeps it for the next mount
+    assert "f" not in server_keys(emulator)
+    emulator.faults.clear()
+    make_mount(args=WB).start()
+    assert server_bytes(emulator, "f") == b"acknowledged"
