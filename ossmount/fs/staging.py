@@ -244,10 +244,10 @@ class Staging:
                 if meta is not None:
                     self.on_commit(staged, meta)
             except Exception as exc:
-                log.error(
-                    "%s: the last close could not commit the file (%s); its staged bytes are "
-                    "dropped, the object is as it was", self.where(staged.key), exc,
-                )  # fmt: skip
+                fate = ("kept staged for its next close or the next mount" if staged.unsent
+                        else "dropped, the object is as it was")  # fmt: skip
+                log.error("%s: the last close could not commit the file (%s); its staged bytes "
+                          "are %s", self.where(staged.key), exc, fate)  # fmt: skip
         if staged.handles > 0 or (staged.unsent and not staged.orphan):
             return  # opened again while the commit ran, or kept until its upload succeeds
         if staged.dirty and not staged.orphan:
