@@ -19,10 +19,8 @@ is the caller's to know (write/session.py, fs/staging.py).
 
 from __future__ import annotations
 
-import os
-
 from ..crc64 import BytesLike, combine, crc64
-from ._write_types import FileRange, StagingError
+from ._write_types import FileRange
 
 __all__ = ["SHORT", "Cuts", "confirmed", "fold", "pieces", "pieces_of_bytes", "read_short"]
 
@@ -100,13 +98,4 @@ def read_short(where: str, body: bytes | FileRange) -> bytes | None:
         return body
     if body.length > SHORT:
         return None
-    try:
-        data = os.pread(body.fd, body.length, body.offset)
-    except OSError as exc:
-        raise StagingError(f"{where}: reading staged bytes at {body.offset} failed: {exc}") from exc
-    if len(data) != body.length:
-        raise StagingError(
-            f"{where}: staged file ends at {body.offset + len(data)}, expected bytes up to "
-            f"{body.offset + body.length}"
-        )
-    return data
+    return body.read(where)

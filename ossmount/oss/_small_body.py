@@ -18,13 +18,12 @@ other paths. Plain HTTP and TLS alike (`_wire` does both).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from ..crc64 import crc64
 from ._errors import describe_cause
 from ._wire import WireBody, WireError
-from ._write_types import FileRange, StagingError
+from ._write_types import FileRange
 
 if TYPE_CHECKING:
     from ._client import OssClient
@@ -52,15 +51,7 @@ async def request_small(
     failed exchange OssTransportError, a staged file that cannot supply the body
     StagingError."""
     where = f"{method} oss://{client.config.bucket}/{key}"
-    try:
-        data = os.pread(body.fd, body.length, body.offset) if body.length else b""
-    except OSError as exc:
-        raise StagingError(f"{where}: reading staged bytes at {body.offset} failed: {exc}") from exc
-    if len(data) != body.length:
-        raise StagingError(
-            f"{where}: staged file ends at {body.offset + len(data)}, expected bytes up to "
-            f"{body.offset + body.length}"
-        )
+    data = body.read(where)
     head = await client._wire_head(method, key, query, headers, where)
     try:
         reply = await client._wire.request(head + data, client.config.read_timeout_s)

@@ -5,6 +5,7 @@ Kept apart from `_writes` so that module stays one job (sending and verifying re
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ._errors import OssError
@@ -81,6 +82,22 @@ class FileRange:
     fd: int
     offset: int
     length: int
+
+    def read(self, where: str) -> bytes:
+        """The bytes, read at once; StagingError naming `where` if the staged file cannot
+        supply them all."""
+        try:
+            data = os.pread(self.fd, self.length, self.offset) if self.length else b""
+        except OSError as exc:
+            raise StagingError(
+                f"{where}: reading staged bytes at {self.offset} failed: {exc}"
+            ) from exc
+        if len(data) != self.length:
+            raise StagingError(
+                f"{where}: staged file ends at {self.offset + len(data)}, expected bytes up to "
+                f"{self.offset + self.length}"
+            )
+        return data
 
 
 @dataclass(frozen=True, slots=True)
