@@ -354,6 +354,28 @@ class UploadSession:
                 del self._parts[number]
         await self._save()
 
+    async def overtaken(self) -> bool:
+        """Resumed: whether the object was replaced after this file was sealed, so the newer
+        version stays (last writer wins, in time) and this copy is not uploaded over it. A
+        version is newer when its Last-Modified is after the seal (`ctime_ns`, the close's
+        time) and it is not the version this file replaced (`base_etag`): another client's,
+        or this name written anew by a mount that could not upload this file (its recovery
+        failed). Our own PutObject that landed unacknowledged before the crash counts too:
+        the object is this file's bytes then, and nothing is lost."""
+        rec = self.record
+        if self._completed is not None or not rec.ctime_ns:
+            return False
+        try:
+            meta = await self._writes.client.head(self.key)
+        except NoSuchKey:
+            return False
+        if meta.etag.strip('"') == rec.base_etag.strip('"') or meta.mtime_ns <= rec.ctime_ns:
+            return False
+        log.warning("oss://%s/%s changed on the server (ETag %s) after this file was closed; "
+                    "the newer version stays and the staged copy %s is not uploaded",
+                    self._writes.bucket, self.key, meta.etag, self.staged.data)  # fmt: skip
+        return True
+
     async def _completed_already(self) -> CommitResult | None:
         """The object, if it is exactly what completing our recorded parts made: every part
         of `size` recorded and the object's CRC-64 equal to their combination."""

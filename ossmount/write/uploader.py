@@ -86,8 +86,9 @@ class Uploader:
 
     async def resume(self, staged: StagedFile) -> CommitResult | None:
         """Finish what a previous process left (after kill -9 or a remount). None when there
-        is no usable journal (nothing to do, or it was damaged and moved aside) or the file
-        was never sealed by close/fsync."""
+        is no usable journal (nothing to do, or it was damaged and moved aside), the file
+        was never sealed by close/fsync, or a newer version is on the server
+        (`UploadSession.overtaken`)."""
         record = await trio.to_thread.run_sync(load, staged.journal)
         if record is None:
             return None
@@ -118,6 +119,8 @@ class Uploader:
         session = self.session(staged, record, None)
         try:
             await session.reconcile()
+            if await session.overtaken():
+                return None
             return await session.finish(record.size)
         finally:
             session.close()

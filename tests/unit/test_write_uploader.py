@@ -9,6 +9,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -371,6 +372,32 @@ class _StubWrites:
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         self.aborted.append(upload_id)
+
+
+@pytest.mark.parametrize("data", [b"small", BIG], ids=["put", "multipart"])
+async def test_a_resumed_file_does_not_replace_a_version_newer_than_its_close(
+    emu: Emulator, uploader: Uploader, tmp_path: Path, data: bytes
+) -> None:
+    """A sealed file the recovery could not upload, whose name was then written anew (or by
+    another client): the next resume must not put the older bytes over the newer version.
+    The version it replaced (its base ETag), or an older object, is replaced as before."""
+    closed_at = (time.time_ns() // 10**9 - 60) * 10**9  # sealed a minute ago
+    for key, base in (("newer", None), ("replaced", "its-base"), ("older", "")):
+        staged = stage(tmp_path, data, key)
+        etag = emu.put_object("bkt", key, b"on the server")
+        if key == "older":  # written before the close
+            objects = emu.store.bucket("bkt").objects
+            objects[key] = replace(objects[key], mtime=closed_at / 1e9 - 60)  # type: ignore[type-var]
+        rec = uploader.new_record(key, base_etag=etag if base == "its-base" else "")
+        sealed = {**_fields(rec), "size": len(data), "sealed": True, "ctime_ns": closed_at}
+        save_atomic(staged.journal, JournalRecord(**sealed))
+        result = await uploader.resume(staged)
+        if key == "newer":
+            assert result is None
+            assert sdk_get(emu, key) == b"on the server"
+        else:
+            assert result is not None, key
+            assert sdk_get(emu, key) == data, key
 
 
 async def test_sweeper_aborts_only_our_stale_uploads(tmp_path: Path) -> None:
