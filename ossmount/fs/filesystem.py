@@ -372,7 +372,7 @@ class FileSystem:
         return handle.staged
 
     async def before_write(self, fh: int) -> None:
-        """A pending write-back upload lands first (fs/staged.py `quiesce`); `write` follows."""
+        """A pending write-back upload lands first (Staging.quiesce); `write` follows."""
         assert self._staging is not None
         await self._staging.quiesce(self._staged_handle(fh))
 

@@ -13,7 +13,7 @@ from ossmount.oss.models import ObjectMeta
 from ossmount.write import StagedFile, UploadSession
 from ossmount.write.journal import fsync_dir
 
-__all__ = ["Staged", "disown", "quiesce", "staged_state"]
+__all__ = ["Staged", "disown", "staged_state"]
 
 
 def _set_event() -> trio.Event:
@@ -84,17 +84,6 @@ def staged_state(staged: Staged) -> str:
     if staged.pending or staged.lock.locked():
         return "uploading"
     return "written" if staged.dirty else "committed"
-
-
-async def quiesce(staged: Staged) -> None:
-    """Before a write or truncate changes the staged bytes: the write-back upload pending for
-    them (a close was told they are stored) lands first. Else that upload would send the
-    changed bytes, and a crash would resume a sealed journal over bytes that are no longer
-    the ones it sealed (torn, or of another size and never uploaded): the close's version
-    would be lost. Writes to a file closed moments ago under write-back wait for its upload,
-    as unlink, rename and truncate do."""
-    while staged.pending:
-        await staged.landed.wait()
 
 
 async def disown(staged: Staged) -> None:

@@ -43,7 +43,7 @@ from ossmount.cache.adopt import Adopter
 from ossmount.cache.holes import reserve
 from ossmount.fs.attrstore import KnownMeta, store_attrs
 from ossmount.fs.shown import Posix, adopt_sent
-from ossmount.fs.staged import Staged, disown, quiesce
+from ossmount.fs.staged import Staged, disown
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.stamps import now_s, only_ctime_differs
 from ossmount.fs.writeback import WriteBack
@@ -209,11 +209,16 @@ class Staging:
     disown = staticmethod(disown)  # fs/staged.py: the journal of a file that lost its name
 
     async def quiesce(self, staged: Staged) -> None:
-        """Before a write or truncate changes the staged bytes: a pending write-back upload
-        lands first (fs/staged.py `quiesce`), and bytes whose write-back upload failed
-        (`unsent`) are committed now; if that fails again, so does the caller (the bytes a
-        close acknowledged are never changed before they are on OSS)."""
-        await quiesce(staged)
+        """Before a write or truncate changes the staged bytes, what a write-back close
+        acknowledged goes up as it was sealed: the upload pending for it lands first, and
+        bytes whose upload failed (`unsent`) are committed now; if that fails again, so does
+        the caller. Else the upload would send the changed bytes, and a crash would resume a
+        sealed journal over bytes that are no longer the ones it sealed (torn, or of another
+        size and never uploaded): the close's version would be lost. So a write to a file
+        closed moments ago under write-back waits for its upload, as unlink, rename and
+        truncate do."""
+        while staged.pending:
+            await staged.landed.wait()
         if staged.unsent:
             meta = await self.commit(staged)
             if meta is not None:

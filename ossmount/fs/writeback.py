@@ -9,7 +9,7 @@ read cache, dropped, or, when the upload failed, kept staged and shown (`staged.
 
 Concurrency: on the trio thread only. `staged.pending` goes up in `seal_and_schedule` and
 down when that upload ends, whatever its outcome; `staged.landed` is set exactly while it is
-0 (writes and truncates wait for it: fs/staged.py `quiesce`).
+0 (writes and truncates wait for it: Staging.quiesce).
 """
 
 from __future__ import annotations

@@ -78,11 +78,22 @@ class UploadLedger:
 
     def entries(self) -> dict[str, str]:
         """upload id -> key of every whole line."""
-        return {first: key for first, key in self._lines() if first[0] != _INTENT}
+        return self.contents()[0]
 
     def intents(self) -> list[tuple[str, int]]:
         """(key, ns since the epoch) of every intent recorded since the last `rewrite`."""
-        return [(key, int(first[1:])) for first, key in self._lines() if first[0] == _INTENT]
+        return self.contents()[1]
+
+    def contents(self) -> tuple[dict[str, str], list[tuple[str, int]]]:
+        """`entries` and `intents`, from one read of the file."""
+        ids: dict[str, str] = {}
+        intents: list[tuple[str, int]] = []
+        for first, key in self._lines():
+            if first[0] == _INTENT:
+                intents.append((key, int(first[1:])))
+            else:
+                ids[first] = key
+        return ids, intents
 
     def _lines(self) -> Iterator[tuple[str, str]]:
         try:

@@ -53,15 +53,20 @@ async def sweep_stale_uploads(
 ) -> list[ListedUpload]:
     """Abort our stale uploads under `prefix`; returns the ones aborted."""
     live = {r.upload_id for r in journals if r.state is WriteState.UPLOADING} | ledger.active
-    ours = await trio.to_thread.run_sync(ledger.entries)
-    intents = await trio.to_thread.run_sync(ledger.intents)
+    ours, intents = await trio.to_thread.run_sync(ledger.contents)
+    intended: dict[str, list[int]] = {}
+    for key, ns in intents:
+        intended.setdefault(key, []).append(ns)
     if not ours and not intents:
         return []
     aborted: list[ListedUpload] = []
     for upload in await writes.list_multipart_uploads(prefix):
         if upload.upload_id in live:
             continue
-        if upload.upload_id in ours or _intended(upload, intents):
+        near = intended.get(upload.key, ())
+        if upload.upload_id in ours or any(
+            abs(upload.initiated_ns - ns) <= INTENT_WINDOW_NS for ns in near
+        ):
             await writes.abort_multipart(upload.key, upload.upload_id)
             log.info(
                 "aborted stale multipart upload %s of oss://%s/%s",
@@ -76,10 +81,3 @@ async def sweep_stale_uploads(
     unseen = [(key, ns) for key, ns in intents if not key.startswith(prefix)]
     await trio.to_thread.run_sync(ledger.rewrite, keep, unseen)
     return aborted
-
-
-def _intended(upload: ListedUpload, intents: list[tuple[str, int]]) -> bool:
-    return any(
-        key == upload.key and abs(upload.initiated_ns - ns) <= INTENT_WINDOW_NS
-        for key, ns in intents
-    )
