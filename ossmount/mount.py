@@ -43,7 +43,7 @@ from ossmount.daemon import Readiness
 from ossmount.errors import ExitCode, StartupError
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.ops import Operations, Presentation, PyfuseKernel, drop_kernel_caches
-from ossmount.fs.recovery import recover_staged
+from ossmount.fs.recovery import Recovered, recover_staged
 from ossmount.fs.staging import Staging
 from ossmount.oss import (
     AccessDenied,
@@ -272,7 +272,9 @@ async def _serve(
             attr_timeout_s=config.stat_cache_expire,
             writable=config.rw,
         )
-        staging = await _staging(config, client, nursery, notifier) if config.rw else None
+        staging, recovered = (
+            await _staging(config, client, nursery, notifier) if config.rw else (None, None)
+        )
         if staging is not None:
             staging.on_outcome = metrics.commit
             staging.make_room = store.make_room
@@ -286,6 +288,8 @@ async def _serve(
             metrics=metrics,
             staging=staging,
         )
+        if recovered is not None and recovered.unsent:
+            fs.show_unsent(recovered.unsent)
         _fuse_init(config, Operations(fs), source)
 
         def describe() -> str:
@@ -374,9 +378,10 @@ def _prefetcher(
 
 async def _staging(
     config: MountConfig, client: OssClient, nursery: trio.Nursery, notifier: Notifier
-) -> Staging:
+) -> tuple[Staging, Recovered]:
     """The write side (-o rw). Files a previous process staged and sealed are committed here,
-    before the mount exists, so the mount is never ready with acknowledged bytes missing."""
+    before the mount exists, so the mount is never ready with acknowledged bytes missing
+    (those whose upload fails here are shown as staged: FileSystem.show_unsent)."""
     settings = UploadSettings(
         part_size=max(config.part_size, 1024 * 1024),
         single_put_max=max(config.part_size, 1024 * 1024),
@@ -398,10 +403,10 @@ async def _staging(
     )
     notifier.status(f"committing files staged before the restart in {directory}")
     with notifier.extending(_EXTEND_USEC):
-        done = await recover_staged(staging.directory, uploader, config.prefix)
-    if done:
-        log.info("committed %d file(s) staged before the restart", done)
-    return staging
+        recovered = await recover_staged(staging.directory, uploader, config.prefix)
+    if recovered.done:
+        log.info("committed %d file(s) staged before the restart", recovered.done)
+    return staging, recovered
 
 
 async def _finish_writeback(staging: Staging) -> None:

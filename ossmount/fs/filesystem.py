@@ -40,7 +40,7 @@ import os
 import posixpath
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -75,8 +75,10 @@ from ossmount.prefetch.siblings import DirectoryReadAhead
 from ossmount.service.metrics import MountMetrics
 from ossmount.tree.errors import NotADirectory, NotFound
 from ossmount.tree.listing import DirSnapshot, Namespace
-from ossmount.tree.names import join_path
+from ossmount.tree.names import join_path, split_key
 from ossmount.tree.node import Node
+from ossmount.write import StagedFile
+from ossmount.write.journal import JournalRecord
 
 __all__ = ["FileSystem", "KernelCache", "ReplyEntry"]
 
@@ -144,6 +146,28 @@ class FileSystem:
             warm=prefetcher.warm,
         )
 
+    def show_unsent(self, unsent: Iterable[tuple[StagedFile, JournalRecord]]) -> None:
+        """Files a previous process sealed whose upload failed at this mount's start
+        (fs/recovery.py) are shown as staged, as closed (Staging.restore), before the mount
+        is ready: a name whose acknowledged version is not on OSS yet must neither show the
+        older object (or nothing) nor be written anew over it. A key with no path under the
+        mount root, or a second journal of one key (the later seal is shown), stays on disk
+        unshown for the next mount."""
+        staging = self._staging
+        assert staging is not None
+        for files, record in sorted(unsent, key=lambda kept: kept[1].ctime_ns or 0, reverse=True):
+            parts = split_key(record.key, self._ns.root_prefix)
+            if parts is None or "/".join(parts) in staging.by_path:
+                log.warning("oss://%s/%s: staged file %s is not shown in this mount (its key has "
+                            "no path under the mount root, or a later one of it is); the next "
+                            "mount uploads it", self._bucket, record.key, files.data)  # fmt: skip
+                continue
+            path = "/".join(parts)
+            mtime = record.mtime_ns or record.ctime_ns or time.time_ns()
+            node = self._ns.table.put(path, False, record.size, mtime,
+                                      ObjectMeta(record.key, record.size, "", mtime))  # fmt: skip
+            staging.restore(node.inode, path, files, record)
+
     def _where(self, node: Node) -> str:
         key = node.meta.key if node.meta is not None else self._ns.root_prefix + node.path
         return f"oss://{self._bucket}/{key}"
@@ -160,9 +184,25 @@ class FileSystem:
         if self._staging is not None and self._staging.by_path:
             inode = self._staging.by_path.get(join_path(self._ns.get(parent).path, name))
             if inode is not None:  # created here, not committed yet: OSS does not know it
+                node = self._staged_node(self._staging.by_inode[inode])
                 self._ns.remember(inode)
-                return self.attr(self._ns.get(inode))
+                return self.attr(node)
         return self.attr(await self._ns.lookup(parent, name))
+
+    def _staged_node(self, staged: Staged) -> Node:
+        """The table entry of a staged file. One nobody holds (no kernel reference, no open
+        directory: an unsent file, tree/inodes.py) may have been dropped as idle; it is put
+        back under its path, which derives the same number (a number another path took
+        meanwhile, a 63-bit hash collision, answers NotFound)."""
+        try:
+            return self._ns.get(staged.inode)
+        except NotFound:
+            mtime = staged.mtime_ns or time.time_ns()
+            node = self._ns.table.put(staged.path, False, staged.size, mtime,
+                                      ObjectMeta(staged.key, staged.size, "", mtime))  # fmt: skip
+            if node.inode != staged.inode:
+                raise
+            return node
 
     def forget(self, inode: int, count: int) -> None:
         """The kernel dropped `count` references. At zero it has evicted the inode and its
@@ -174,8 +214,9 @@ class FileSystem:
             self._links.forget(inode)
 
     async def getattr(self, inode: int) -> Attr:
-        if self._staging is not None and inode in self._staging.by_inode:
-            return self.attr(self._ns.get(inode))
+        staged = self._staging.by_inode.get(inode) if self._staging is not None else None
+        if staged is not None:
+            return self.attr(self._staged_node(staged))
         return self.attr(await self._ns.getattr(inode))
 
     async def opendir(self, inode: int) -> int:
@@ -196,7 +237,7 @@ class FileSystem:
             name = path[len(prefix) :]
             if path.startswith(prefix) and "/" not in name and name not in listed:
                 try:
-                    node = self._ns.get(inode)
+                    node = self._staged_node(staging.by_inode[inode])
                 except NotFound:
                     continue
                 self._ns.table.pin(inode)
@@ -459,6 +500,7 @@ class FileSystem:
             staging.unlinked(staged)  # no commit of it starts from here on
             await staging.settle(staged)  # one running (write-back, another close) lands first
             await staging.disown(staged)  # and a crash cannot bring it back
+            staging.unused(staged)  # no handle open: its staged bytes go now
             if staged.committed is not None:  # this mount's version: delete it by its key
                 await self._delete_file(staging, staged.committed.key, inode, path)
                 return
@@ -544,6 +586,9 @@ class FileSystem:
         self._last_etag.pop(node.inode, None)
         if staged is not None:
             staging.moved(staged, new_path, moved)
+            staging.unused(staged)  # committed for the copy: to the read cache if unused
+        if victim is not None:
+            staging.unused(victim)
 
     async def _rename_dir(self, staging: Staging, node: Node, new_path: str) -> None:
         """Every key under the directory moves; the inodes under it keep their numbers under

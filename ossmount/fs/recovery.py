@@ -3,12 +3,14 @@
 Sealed files are uploaded again (a multipart upload resumes where it stopped), files never
 sealed are dropped (their writer was never told they were stored), checkpoints of adoptions
 cut short are removed, and our stale multipart uploads are aborted. Runs before the mount is
-ready (fs/staging.py), so nothing else uses the files.
+ready (fs/staging.py), so nothing else uses the files. A sealed file whose upload fails here
+is kept, and returned: the mount shows it and tries again (FileSystem.show_unsent).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -16,34 +18,46 @@ import trio
 from ossmount.write import StagedFile, Uploader, load_journals, sweep_stale_uploads
 from ossmount.write.journal import JournalRecord
 
-__all__ = ["recover_staged"]
+__all__ = ["Recovered", "recover_staged"]
 
 log = logging.getLogger("ossmount.fs.staging")
 
 
-async def recover_staged(directory: Path, uploader: Uploader, prefix: str) -> int:
-    """The number of objects committed from `directory` (see the module docstring)."""
+@dataclass
+class Recovered:
+    """What `recover_staged` did: objects committed, and the sealed files whose upload
+    failed (kept on disk with their journal's record)."""
+
+    done: int = 0
+    unsent: list[tuple[StagedFile, JournalRecord]] = field(default_factory=list)
+
+
+async def recover_staged(directory: Path, uploader: Uploader, prefix: str) -> Recovered:
+    """Commit what `directory` holds (see the module docstring)."""
     bucket = uploader.writes.bucket
     journals = await trio.to_thread.run_sync(load_journals, directory)
-    done = 0
+    recovered = Recovered()
     for journal, record in journals.items():
         staged = StagedFile(journal.with_name(journal.name[: -len(".journal")]), journal)
         try:
             result = await uploader.resume(staged)
         except Exception as exc:
             log.error("oss://%s/%s: uploading the file staged before the restart failed (%s); "
-                      "kept in %s for the next mount", bucket, record.key, exc,
-                      staged.data)  # fmt: skip
+                      "it stays staged in %s, shown in the mount and uploaded before it "
+                      "changes, at its next close or by the next mount", bucket, record.key,
+                      exc, staged.data)  # fmt: skip
+            if record.sealed:
+                recovered.unsent.append((staged, record))
             continue
         if result is not None:
             log.info("oss://%s/%s: committed after the restart (%d bytes, CRC-64 %016x)",
                      bucket, result.key, result.size, result.crc64)  # fmt: skip
-            done += 1
+            recovered.done += 1
         for path in (staged.data, staged.journal):
             path.unlink(missing_ok=True)
     left = await trio.to_thread.run_sync(_drop_leftovers, directory)
     await sweep_stale_uploads(uploader.writes, uploader.ledger, left, prefix)
-    return done
+    return recovered
 
 
 def _drop_leftovers(directory: Path) -> list[JournalRecord]:

@@ -56,6 +56,11 @@ class StagedSpace:
                 )
         store.staged_bytes += delta
 
+    def already(self, size: int) -> None:
+        """Count a staged file that is on disk already (one a previous process left): no
+        room to make, it is taken."""
+        self.store.staged_bytes += size
+
     def shrink(self, delta: int) -> None:
         self.store.staged_bytes -= delta
 

@@ -151,6 +151,27 @@ class Staging:
         self.by_path[path] = inode
         return staged
 
+    def restore(self, inode: int, path: str, files: StagedFile, record: JournalRecord) -> Staged:
+        """A file a previous process sealed, whose upload failed at this mount's start
+        (fs/recovery.py): staged again as it was closed, with no handle, and unsent, as a
+        write-back file whose upload failed (fs/writeback.py): shown, committed before it
+        changes or at its next last close, else left to the next mount. Its bytes are on
+        disk already: counted, not made room for."""
+        fd = os.open(files.data, os.O_RDWR | os.O_CLOEXEC)
+        staged = Staged(
+            inode, path, record.key, files, fd, record.base_etag, record.forbid_overwrite,
+            size=record.size, seq_end=record.size, dirty=True, failed=True, unsent=True,
+            mtime_ns=record.mtime_ns or None, atime_ns=record.atime_ns,
+            ctime_ns=record.ctime_ns, mode=record.mode, keep_mode=record.keep_mode,
+            uid=record.uid, gid=record.gid, may_exist=record.forbid_overwrite,
+        )  # fmt: skip
+        if self.space is not None:
+            self.space.already(record.size)
+            staged.counted = record.size
+        self.by_inode[inode] = staged
+        self.by_path[path] = inode
+        return staged
+
     async def fill(self, staged: Staged, source: ObjectReaderLike, size: int) -> None:
         """Copy the current object (read through the verified read path) into the staging
         file: writing into an existing file works on the whole object."""
@@ -476,6 +497,13 @@ class Staging:
         staged.ctime_ns = now_s()
         record = self._record(staged, mtime_ns=staged.mtime_ns or 0, ctime_ns=staged.ctime_ns)
         return replace(record, size=staged.size, sealed=True)
+
+    def unused(self, staged: Staged) -> None:
+        """A call just settled `staged` (unlinked or replaced it, or committed it for a
+        rename) and may have been its last user: with no handle and no upload pending it
+        leaves as a write-back upload's end leaves it (`uploaded_later`)."""
+        if not (staged.handles or staged.pending) and self.by_inode.get(staged.inode) is staged:
+            self.uploaded_later(staged, kept=False)
 
     def uploaded_later(self, staged: Staged, *, kept: bool) -> None:
         """A write-back upload ended and nobody uses the file: it goes to the read cache, is

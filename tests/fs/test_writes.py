@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from ossmount.prefetch import PrefetchConfig
 from ossmount.tree.errors import NotFound
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.tree.listing import Namespace
-from ossmount.write import Uploader, UploadLedger, UploadSettings
+from ossmount.write import StagedFile, Uploader, UploadLedger, UploadSettings
 from tests.fs.conftest import LOOK, RecordingKernel
 from tests.unit.prefetch_helpers import prefetcher_over
 from tests.unit.test_write_uploader import make_client
@@ -46,8 +46,9 @@ def emu() -> Iterator[Emulator]:
 
 
 async def _rig(
-    emu: Emulator, tmp_path: Path, *, rw: bool, read_timeout: float = 5.0, part_mib: int = 1
-) -> AsyncIterator[WriteRig]:
+    emu: Emulator, tmp_path: Path, *, rw: bool, read_timeout: float = 5.0, part_mib: int = 1,
+    max_idle: int | None = None,
+) -> AsyncIterator[WriteRig]:  # fmt: skip
     store = CacheStore(tmp_path / "cache", bucket=BUCKET)
     store.lock()
     cfg = PrefetchConfig(BUCKET, 1 << 20, parallel_count=2, max_gets=4, readahead_bytes=2 << 20)
@@ -66,7 +67,7 @@ async def _rig(
             )
             staging = Staging(uploader, tmp_path / "staging", nursery, bucket=BUCKET)
         fs = FileSystem(
-            Namespace(client, ttl_s=60),
+            Namespace(client, ttl_s=60, max_idle_inodes=max_idle),
             prefetcher,
             LOOK,
             symlinks=client,
@@ -303,3 +304,42 @@ async def test_statfs_reports_room_to_write_on_a_writable_mount(rw: WriteRig) ->
 async def test_statfs_reports_no_room_on_a_read_only_mount(ro: WriteRig) -> None:
     stats = ro.fs.statfs()
     assert (stats.free_bytes, stats.free_files) == (0, 0)
+
+
+@pytest.fixture
+async def rw_one_idle(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
+    """Its inode table keeps one idle entry: a listing drops the others."""
+    async for rig in _rig(emu, tmp_path, rw=True, max_idle=1):
+        yield rig
+
+
+async def test_a_file_left_unsent_by_the_recovery_is_shown_even_after_its_entry_went_idle(
+    rw_one_idle: WriteRig,
+) -> None:
+    """FileSystem.show_unsent: the file a previous process sealed is shown with its staged
+    bytes and attributes; nothing holds its table entry (no kernel reference, no handle), so
+    a listing can drop it as idle, and it is put back under the same number."""
+    fs, staging, emu = rw_one_idle.fs, rw_one_idle.staging, rw_one_idle.emu
+    for name in ("x", "y", "z"):
+        emu.put_object(BUCKET, name, b"listed")
+    assert staging is not None
+    files = StagedFile.beside(staging.directory / "left.data")
+    files.data.write_bytes(b"sealed by the last mount")
+    record = staging.uploader.new_record("early", mtime_ns=5 * 10**18, mode=0o100600)
+    record = replace(record, size=files.data.stat().st_size, sealed=True)
+    fs.show_unsent([(files, record)])
+    found = await fs.lookup(ROOT_INODE, "early")
+    assert (found.size, found.mode, found.mtime_ns) == (24, 0o100600, 5 * 10**18)
+    fs.forget(found.inode, 1)
+    fh = await fs.opendir(ROOT_INODE)  # pins early, x, y, z; idle again in that order
+    fs.releasedir(fh)
+    assert found.inode not in fs._ns.table, "dropped as idle by the listing"
+    again = await fs.lookup(ROOT_INODE, "early")
+    assert again.inode == found.inode
+    assert (await fs.getattr(found.inode)).size == 24
+    opened = await fs.open(found.inode, os.O_RDONLY)
+    assert await fs.read(opened.fh, 0, 100) == b"sealed by the last mount"
+    assert emu.head(BUCKET, "early") is None, "not uploaded before its last close"
+    await fs.release(opened.fh)
+    assert emu.get_bytes(BUCKET, "early") == b"sealed by the last mount"
+    assert not files.journal.exists()

@@ -195,3 +195,69 @@ def test_a_writeback_file_whose_upload_failed_is_uploaded_by_the_next_mount(
     emulator.faults.clear()
     make_mount(args=WB).start()
     assert server_bytes(emulator, "f") == b"acknowledged"
+
+
+def _unsent_after_a_failed_recovery(
+    emulator: Emulator, make_mount: MountFactory, data: bytes
+) -> Mount:
+    """A write-back file whose upload fails, then a mount whose start fails to upload it
+    too (the server still refuses): that mount is returned."""
+    emulator.faults.add(FaultRule("error", op="PutObject", key="f", times=None, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
+    (mount.path / "f").write_bytes(data)
+    _until("the failed upload", lambda: "write-back upload failed" in mount.log())
+    mount.stop()
+    again = make_mount(args=(*WB, "--max-attempts", "1")).start()
+    assert "staged before the restart failed" in again.log()
+    assert "f" not in server_keys(emulator)
+    return again
+
+
+def test_a_file_whose_upload_fails_at_mount_start_is_shown_and_uploaded_at_its_next_close(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """It was shown nowhere until a later mount uploaded it: the name showed the older
+    object (or nothing) and could be written anew meanwhile."""
+    mount = _unsent_after_a_failed_recovery(emulator, make_mount, b"acknowledged")
+    f = mount.path / "f"
+    assert os.listdir(mount.path) == ["f"]
+    assert f.stat().st_size == len(b"acknowledged")
+    assert f.read_bytes() == b"acknowledged"  # its close tries again, and fails again
+    assert os.getxattr(f, "user.ossmount.state") == b"upload-failed"
+    emulator.faults.clear()
+    f.read_bytes()  # the last close of this open uploads it
+    _until("the upload", lambda: "f" in server_keys(emulator))
+    assert server_bytes(emulator, "f") == b"acknowledged"
+    _until("the hand-over", lambda: _staged_files(mount) == [])
+    mount.stop()
+
+
+def test_a_file_whose_upload_fails_at_mount_start_is_gone_for_good_once_unlinked(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    mount = _unsent_after_a_failed_recovery(emulator, make_mount, b"unwanted")
+    os.unlink(mount.path / "f")
+    assert os.listdir(mount.path) == []
+    assert _staged_files(mount) == []
+    mount.stop()
+    emulator.faults.clear()
+    again = make_mount(args=WB).start()
+    assert os.listdir(again.path) == []
+    assert "f" not in server_keys(emulator)
+
+
+def test_a_writeback_file_whose_upload_failed_leaves_nothing_staged_once_unlinked(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """With no handle open, nobody else drops its staged bytes: they stayed (and counted
+    against the cache) until the unmount."""
+    emulator.faults.add(FaultRule("error", op="PutObject", key="f", times=None, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
+    (mount.path / "f").write_bytes(b"unwanted")
+    _until("the failed upload", lambda: "write-back upload failed" in mount.log())
+    os.unlink(mount.path / "f")
+    assert _staged_files(mount) == []
+    mount.stop()
+    assert "f" not in server_keys(emulator)

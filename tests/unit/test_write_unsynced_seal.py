@@ -152,7 +152,7 @@ async def test_sealed_unsynced_in_another_boot_is_dropped_and_its_upload_aborted
     staged = StagedFile.beside(staging.directory / "x.data")
     staged.data.write_bytes(DATA)
     upload_id = await _sealed_with_parts_sent(staging.uploader, staged, "another-boot")
-    assert await recover_staged(staging.directory, staging.uploader, "") == 0
+    assert (await recover_staged(staging.directory, staging.uploader, "")).done == 0
     assert "sealed unsynced before a reboot" in caplog.text
     assert sdk_get(emu, "big") == b"the good old version"
     assert not staged.data.exists()
@@ -170,7 +170,7 @@ async def test_sealed_unsynced_in_this_boot_is_committed_after_a_kill(
     await _sealed_with_parts_sent(staging.uploader, staged, current_boot_id())
     before = len([r for r in emu.requests if r.op == "UploadPart"])
     inode = staged.data.stat().st_ino
-    assert await recover_staged(staging.directory, staging.uploader, "") == 1
+    assert (await recover_staged(staging.directory, staging.uploader, "")).done == 1
     assert sdk_get(emu, "big") == DATA
     assert len([r for r in emu.requests if r.op == "UploadPart"]) - before == 2  # parts 3, 4
     assert inode in fsynced  # a resumed file is fsynced before it is sealed again
