@@ -44,6 +44,7 @@ class Staged:
     # and shown (not dropped), and are committed before anything changes them
     # (Staging.quiesce) or at the last close; else the next mount uploads them.
     unsent: bool = False
+    retrying: bool = False  # an unsent file's background retries run (fs/writeback.py)
     # Set while `pending` is 0: a write or truncate waits for it (Staging.quiesce), so the
     # bytes a write-back close acknowledged are uploaded as they were when it sealed them.
     landed: trio.Event = field(default_factory=_set_event)

@@ -154,9 +154,9 @@ class Staging:
     def restore(self, inode: int, path: str, files: StagedFile, record: JournalRecord) -> Staged:
         """A file a previous process sealed, whose upload failed at this mount's start
         (fs/recovery.py): staged again as it was closed, with no handle, and unsent, as a
-        write-back file whose upload failed (fs/writeback.py): shown, committed before it
-        changes or at its next last close, else left to the next mount. Its bytes are on
-        disk already: counted, not made room for."""
+        write-back file whose upload failed (fs/writeback.py): shown, tried again in the
+        background, committed before it changes or at its next last close, else left to
+        the next mount. Its bytes are on disk already: counted, not made room for."""
         fd = os.open(files.data, os.O_RDWR | os.O_CLOEXEC)
         staged = Staged(
             inode, path, record.key, files, fd, record.base_etag, record.forbid_overwrite,
@@ -170,6 +170,7 @@ class Staging:
             staged.counted = record.size
         self.by_inode[inode] = staged
         self.by_path[path] = inode
+        self._writeback.keep_trying(staged)
         return staged
 
     async def fill(self, staged: Staged, source: ObjectReaderLike, size: int) -> None:
@@ -191,7 +192,7 @@ class Staging:
         """The file was renamed (after a commit, so its bytes are the copy `meta`): later
         commits go to the new key, and what it has committed is the copy. A file dropped
         meanwhile (its last upload ended while the rename copied it) stays out of the maps."""
-        live = self.by_inode.get(staged.inode) is staged
+        live = self.holds(staged)
         if self.by_path.get(staged.path) == staged.inode:
             del self.by_path[staged.path]
         staged.path, staged.key, staged.base_etag = path, meta.key, meta.etag
@@ -502,8 +503,12 @@ class Staging:
         """A call just settled `staged` (unlinked or replaced it, or committed it for a
         rename) and may have been its last user: with no handle and no upload pending it
         leaves as a write-back upload's end leaves it (`uploaded_later`)."""
-        if not (staged.handles or staged.pending) and self.by_inode.get(staged.inode) is staged:
+        if not (staged.handles or staged.pending) and self.holds(staged):
             self.uploaded_later(staged, kept=False)
+
+    def holds(self, staged: Staged) -> bool:
+        """Whether `staged` is still the file staged for its inode (not dropped)."""
+        return self.by_inode.get(staged.inode) is staged
 
     def uploaded_later(self, staged: Staged, *, kept: bool) -> None:
         """A write-back upload ended and nobody uses the file: it goes to the read cache, is

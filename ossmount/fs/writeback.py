@@ -5,11 +5,16 @@ One per `Staging` (fs/staging.py), whose staged files, locks and commit it uses.
 adds: at most `writeback_parallel` uploads at once
 (`_background`), the count of those scheduled (`staged.pending` per file, `_pending_total`
 for unmount's `drain`), and what happens to a file once its upload is done: handed to the
-read cache, dropped, or, when the upload failed, kept staged and shown (`staged.unsent`).
+read cache, dropped, or, when the upload failed, kept staged and shown (`staged.unsent`) and
+tried again in the background (`keep_trying`: after RETRY_FIRST_S, then twice as long each
+time up to RETRY_MAX_S), so an outage of the endpoint does not leave acknowledged files
+unsent until someone opens them or the next mount.
 
-Concurrency: on the trio thread only. `staged.pending` goes up in `seal_and_schedule` and
-down when that upload ends, whatever its outcome; `staged.landed` is set exactly while it is
-0 (writes and truncates wait for it: Staging.quiesce).
+Concurrency: on the trio thread only. `staged.pending` goes up in `seal_and_schedule` (and
+when a retry starts) and down when that upload ends, whatever its outcome; `staged.landed`
+is set exactly while it is 0 (writes and truncates wait for it: Staging.quiesce). An unsent
+file's bytes are the ones its close sealed (a write or truncate commits them first), so a
+retry may run whoever has the file open. One retry loop per file (`staged.retrying`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["WriteBack"]
 
 log = logging.getLogger("ossmount.fs.staging")
+
+RETRY_FIRST_S = 2.0
+RETRY_MAX_S = 300.0
 
 
 class WriteBack:
@@ -54,13 +62,40 @@ class WriteBack:
             return False  # an orphan's commit uploads nothing: sealing it would, after a crash
         record = self._staging.sealed_record(staged)
         await trio.to_thread.run_sync(_seal, staged.fd, staged.files.journal, record)
+        self._scheduled(staged)
+        self._nursery.start_soon(self._commit_later, staged)
+        return True
+
+    def _scheduled(self, staged: Staged) -> None:
+        """Count one upload of `staged` as pending (`_commit_later` counts it out)."""
         staged.pending += 1
         if staged.landed.is_set():
             staged.landed = trio.Event()
         self._pending_total += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
-        self._nursery.start_soon(self._commit_later, staged)
-        return True
+
+    def keep_trying(self, staged: Staged) -> None:
+        """`staged` is unsent: try its upload again in the background until it is sent, or
+        gone (see the module docstring)."""
+        if not staged.retrying:
+            staged.retrying = True
+            self._nursery.start_soon(self._retry, staged)
+
+    async def _retry(self, staged: Staged) -> None:
+        delay = RETRY_FIRST_S
+        try:
+            while staged.unsent and not staged.orphan and self._staging.holds(staged):
+                await trio.sleep(delay)
+                delay = min(2 * delay, RETRY_MAX_S)
+                if not staged.unsent or staged.orphan or staged.broken is not None:
+                    return  # sent meanwhile (a close, a write), or gone
+                if staged.pending or staged.lock.locked():
+                    continue  # another try is running: look again later
+                log.info("%s: trying its upload again", self._staging.where(staged.key))
+                self._scheduled(staged)
+                await self._commit_later(staged)
+        finally:
+            staged.retrying = False
 
     async def _commit_later(self, staged: Staged) -> None:
         kept = True  # until the upload is done: sealed and durable, the next mount uploads it
@@ -73,8 +108,10 @@ class WriteBack:
         except Exception as exc:
             staged.unsent = True
             log.error("%s: write-back upload failed (%s); the file stays staged in %s and is "
-                      "uploaded before it changes, at its last close or at the next mount",
-                      self._staging.where(staged.key), exc, staged.files.data)  # fmt: skip
+                      "tried again in the background, before it changes, at its last close "
+                      "and by the next mount", self._staging.where(staged.key), exc,
+                      staged.files.data)  # fmt: skip
+            self.keep_trying(staged)
         finally:
             staged.pending -= 1
             if staged.pending == 0:

@@ -197,6 +197,22 @@ def test_a_writeback_file_whose_upload_failed_is_uploaded_by_the_next_mount(
     assert server_bytes(emulator, "f") == b"acknowledged"
 
 
+def test_a_writeback_file_whose_upload_failed_is_tried_again_in_the_background(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """An outage of the endpoint left it unsent until someone opened it, or the next mount."""
+    emulator.faults.add(FaultRule("error", op="PutObject", key="f", times=2, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
+    (mount.path / "f").write_bytes(b"acknowledged")
+    _until("the failed upload", lambda: "write-back upload failed" in mount.log())
+    _until("the retries", lambda: "f" in server_keys(emulator))  # the 1st retry fails too
+    assert server_bytes(emulator, "f") == b"acknowledged"
+    assert mount.log().count("trying its upload again") == 2
+    _until("the hand-over", lambda: _staged_files(mount) == [])
+    mount.stop()
+
+
 def _unsent_after_a_failed_recovery(
     emulator: Emulator, make_mount: MountFactory, data: bytes
 ) -> Mount:
@@ -218,7 +234,8 @@ def test_a_file_whose_upload_fails_at_mount_start_is_shown_and_uploaded_at_its_n
     emulator: Emulator, make_mount: MountFactory
 ) -> None:
     """It was shown nowhere until a later mount uploaded it: the name showed the older
-    object (or nothing) and could be written anew meanwhile."""
+    object (or nothing) and could be written anew meanwhile. Now it is shown, and tried
+    again in the background once the server takes it."""
     mount = _unsent_after_a_failed_recovery(emulator, make_mount, b"acknowledged")
     f = mount.path / "f"
     assert os.listdir(mount.path) == ["f"]
@@ -226,10 +243,10 @@ def test_a_file_whose_upload_fails_at_mount_start_is_shown_and_uploaded_at_its_n
     assert f.read_bytes() == b"acknowledged"  # its close tries again, and fails again
     assert os.getxattr(f, "user.ossmount.state") == b"upload-failed"
     emulator.faults.clear()
-    f.read_bytes()  # the last close of this open uploads it
-    _until("the upload", lambda: "f" in server_keys(emulator))
+    _until("the retry", lambda: "f" in server_keys(emulator))  # nobody touches it
     assert server_bytes(emulator, "f") == b"acknowledged"
     _until("the hand-over", lambda: _staged_files(mount) == [])
+    assert f.read_bytes() == b"acknowledged"
     mount.stop()
 
 
