@@ -278,3 +278,22 @@ def test_a_writeback_file_whose_upload_failed_leaves_nothing_staged_once_unlinke
     assert _staged_files(mount) == []
     mount.stop()
     assert "f" not in server_keys(emulator)
+
+
+def test_an_unlinked_file_closed_while_its_early_part_goes_leaves_no_journal_behind(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """Found by the fault walk (test_write_faultwalk.py, seed 3). The last close dropped the
+    staged files, then waited for the part still in flight, whose upload was journaled again
+    afterwards: a journal with no data stayed in the staging dir until the next mount, which
+    warned of a file "never closed"."""
+    slow = emulator.faults.add(FaultRule("latency", op="InitiateMultipartUpload", times=None,
+                                         seconds=0.5))  # fmt: skip
+    mount = make_mount(args=WB).start()
+    fd = os.open(mount.path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(fd, os.urandom(2 * 1024 * 1024 + 3), 0)  # its first part goes while written
+    _until("the Initiate", lambda: slow.seen >= 1)
+    os.unlink(mount.path / "f")
+    os.close(fd)  # its release drops it and aborts that upload
+    mount.stop()
+    assert _staged_files(mount) == []
