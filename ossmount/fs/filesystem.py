@@ -74,8 +74,9 @@ from ossmount.prefetch import ObjectChanged, ObjectCorrupt, ObjectReader, Prefet
 from ossmount.prefetch.siblings import DirectoryReadAhead
 from ossmount.service.metrics import MountMetrics
 from ossmount.tree.errors import NotADirectory, NotFound
+from ossmount.tree.inodes import ROOT_INODE
 from ossmount.tree.listing import DirSnapshot, Namespace
-from ossmount.tree.names import join_path, split_key
+from ossmount.tree.names import join_path, split_key, split_path
 from ossmount.tree.node import Node
 from ossmount.write import StagedFile
 from ossmount.write.journal import JournalRecord
@@ -96,6 +97,9 @@ class KernelCache(Protocol):
 
     def invalidate_inode(self, inode: int) -> None:
         """Drop the kernel's cached pages of `inode`, soon; must not block the caller."""
+
+    def forget_name(self, parent: int, name: str) -> None:
+        """Drop the kernel's cached entry `name` in directory `parent`, soon; must not block."""
 
 
 @dataclass(slots=True)
@@ -321,10 +325,26 @@ class FileSystem:
         if handle.staged is not None:
             assert self._staging is not None
             await self._staging.release(handle.staged)  # a commit there calls on_commit
+            self._maybe_dropped(handle.staged)
         if handle.reader is not None:
             reader = handle.reader
             self._dir_ahead.closed(reader.meta.key, reader.read_to_end)
             await reader.aclose()
+
+    def _maybe_dropped(self, staged: Staged) -> None:
+        """Its last close dropped changes whose commit failed (Staging.release): the name
+        shows the object as it was, so a new file that never reached OSS is gone, from our
+        names and from the kernel's (which had it from the create: a new `open(O_CREAT)`,
+        a `cp` run again, found that entry and failed with ENOENT)."""
+        assert self._staging is not None
+        if not staged.dirty or staged.orphan or staged.handles or self._staging.holds(staged):
+            return
+        if staged.committed is None and not staged.base_etag:
+            dir_path, name = split_path(staged.path)
+            parent = self._ns.table.find(dir_path, True) if dir_path else ROOT_INODE
+            self._ns.deleted(staged.inode, staged.path)
+            if parent is not None:
+                self._kernel.forget_name(parent, name)
 
     # -- writes (-o rw) ----------------------------------------------------------------------
 

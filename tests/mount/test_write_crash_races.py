@@ -297,3 +297,28 @@ def test_an_unlinked_file_closed_while_its_early_part_goes_leaves_no_journal_beh
     os.close(fd)  # its release drops it and aborts that upload
     mount.stop()
     assert _staged_files(mount) == []
+
+
+@pytest.mark.parametrize("args", [RW, WB], ids=["sync", "writeback"])
+def test_a_new_file_whose_last_close_failed_can_be_created_again(
+    emulator: Emulator, make_mount: MountFactory, args: tuple[str, ...]
+) -> None:
+    """Found by the fault walk (test_write_faultwalk.py, seed 105). The close of a new file
+    whose parts went early commits it (also under write-back); when that fails, its staged
+    bytes are dropped and the name is gone, but the kernel kept the entry of the create:
+    opening the name again with O_CREAT (`cp` run again) failed with ENOENT."""
+    emulator.faults.add(FaultRule("error", op="*Upload*", times=None, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    mount = make_mount(args=(*args, "--max-attempts", "1")).start()
+    f = mount.path / "f"
+    fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(fd, b"x" * (2 * 1024 * 1024 + 3), 0)  # its first part goes while written
+    with pytest.raises(OSError, match="Input/output error"):
+        os.close(fd)
+    emulator.faults.clear()
+    assert os.listdir(mount.path) == []
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"again")
+    os.close(fd)
+    mount.stop()
+    assert server_bytes(emulator, "f") == b"again"
