@@ -518,6 +518,10 @@ class Staging:
             self._hand_over(staged)
         elif not (staged.unsent and not staged.orphan):
             self._drop(staged, keep_files=kept)
+            if kept and staged.orphan:  # unlinked or replaced while its upload ran, and failed
+                # Nothing of it is wanted now. Its journal is the unlink's (or the rename's) to
+                # remove, durably (`disown`, which follows once the upload has ended).
+                staged.files.data.unlink(missing_ok=True)
 
     async def commit(self, staged: Staged) -> ObjectMeta | None:
         """Upload the staged bytes if they changed since the last commit; the object's

@@ -322,3 +322,28 @@ def test_a_new_file_whose_last_close_failed_can_be_created_again(
     os.close(fd)
     mount.stop()
     assert server_bytes(emulator, "f") == b"again"
+
+
+def test_a_file_unlinked_while_its_writeback_upload_fails_leaves_nothing_staged(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """Found by the fault walk (test_write_faultwalk.py, seed 108). The unlink waits for the
+    running upload; when that failed, the file was dropped with its staged bytes kept for
+    the next mount, whose journal the unlink then removed: its data stayed in the staging
+    dir (counted nowhere) until the next mount."""
+    slow = emulator.faults.add(FaultRule("latency", op="InitiateMultipartUpload", times=None,
+                                         seconds=0.5))  # fmt: skip
+    emulator.faults.add(FaultRule("error", op="UploadPart", times=None, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
+    fd = os.open(mount.path / "f", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.pwrite(fd, b"2" * 1000, 1024 * 1024)
+    os.pwrite(fd, b"1" * 1024 * 1024, 0)  # out of order: no part goes before the close
+    os.close(fd)  # sealed; its multipart upload runs in the background
+    _until("the upload", lambda: slow.seen >= 1)
+    os.unlink(mount.path / "f")  # waits for that upload, which fails
+    assert "write-back upload failed" in mount.log()
+    assert _staged_files(mount) == []
+    mount.stop()
+    emulator.faults.clear()
+    assert "f" not in server_keys(emulator)
