@@ -72,10 +72,18 @@ from tests.mount.test_write_walk import NAMES, _outcome
 
 ARGS = (*RW, "--writeback", "--max-attempts", "1")
 UPLOAD_OPS = ("PutObject", "UploadPart", "InitiateMultipartUpload", "CompleteMultipartUpload")
-# A call that may fail while uploads are refused (module docstring); the rest never do.
-MAY_FAIL = {"open", "pwrite", "ftruncate", "truncate", "rename", "fsync", "close", "read"}
+# Calls that may fail while uploads are refused (module docstring); the rest never do.
+MAY_FAIL = {"pwrite", "ftruncate", "truncate", "rename", "fsync", "close", "read"}
 BACKGROUND_S = 8.0  # long enough for a retry or two (fs/writeback.py RETRY_FIRST_S = 2 s)
 LAND_S = 30.0
+
+
+def _may_fail(what: str) -> bool:
+    """Whether call `what` (as the walk logs it) may fail while uploads are refused."""
+    kind, *args = what.split()
+    if kind == "open":
+        return bool(int(args[1], 16) & os.O_TRUNC)
+    return kind in MAY_FAIL
 
 
 def _refuse(op: str, times: int | None) -> FaultRule:
@@ -153,7 +161,7 @@ class FaultWalk(CrashWalk):
         if faulty:
             self.last_faulty = self.step_no
         got = _outcome(mount_call)
-        if got == ("errno", "EIO") and kind in MAY_FAIL and self._may_fail(faulty, ino, what):
+        if got == ("errno", "EIO") and _may_fail(what) and self._faulty_for(faulty, ino, what):
             self.failures += 1
             self.log.append(f"{what}: EIO")
             self._failed(kind, what, ino, pair)
@@ -162,7 +170,7 @@ class FaultWalk(CrashWalk):
         self._track_dirty()
         self.step_no += 1
 
-    def _may_fail(self, faulty: bool, ino: Ino | None, what: str) -> bool:
+    def _faulty_for(self, faulty: bool, ino: Ino | None, what: str) -> bool:
         if faulty:
             return True
         since = self.dirty_since.get(id(ino), math.inf) if ino is not None else math.inf
