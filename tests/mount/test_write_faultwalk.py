@@ -105,6 +105,7 @@ class FaultWalk(CrashWalk):
         self.drops = 0  # files whose failed last close dropped their changes
         self.remounts = 0
         self.touched = 0  # names read at the end because their retry was still far off
+        self.waited = 0  # names the end waited for (not on the server as acknowledged)
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -339,6 +340,7 @@ def _finish(emu: Emulator, make: Callable[[], Mount], mount: Mount, walk: FaultW
     walk.clear_faults()
     walk.close_all()
     want = walk.acked()
+    walk.waited = len(_landed(emu, want))
     left = _until_landed(emu, want, BACKGROUND_S)  # the background retries
     for name in left:  # a retry may now be minutes away: a read's last close tries again
         if name in want:
@@ -382,5 +384,6 @@ def test_refused_uploads_anywhere_in_a_writeback_walk_lose_nothing_acknowledged(
     walk = fault_walk(emulator, lambda: make_mount(args=ARGS), ref, seed)
     print(
         f"seed {seed}: {walk.step_no} calls, {walk.failures} failed, {walk.drops} dropped, "
-        f"{walk.remounts} remounts, {walk.touched} read to retry at the end"
+        f"{walk.remounts} remounts, {walk.waited} waited for at the end, {walk.touched} of "
+        "them read to retry"
     )
