@@ -56,6 +56,7 @@ from ossmount.fs.errors import (
     NotSupported,
     ReadOnly,
     Refused,
+    Stale,
     UnknownHandle,
 )
 from ossmount.fs.filerename import move_file
@@ -282,7 +283,7 @@ class FileSystem:
         staged = self._staging.by_inode.get(inode) if self._staging else None
         if writing or staged is not None:
             return await self._open_staged(inode, flags, staged)
-        node = await self._ns.getattr(inode)  # the freshness check (cached within the TTL)
+        node = await self._entry_to_open(inode)  # the freshness check (cached within the TTL)
         if node.is_dir or node.meta is None:
             raise IsADirectory(self._where(node), "open of a directory as a file")
         meta = node.meta
@@ -293,6 +294,16 @@ class FileSystem:
         keep = self._last_etag.get(inode) == meta.etag
         self._last_etag[inode] = meta.etag
         return Opened(fh, keep)
+
+    async def _entry_to_open(self, inode: int) -> Node:
+        """`Namespace.getattr` for an open of `inode`, which is not staged: an entry that is
+        gone (detached, tree/inodes.py) is Stale, so the kernel looks its name up again."""
+        try:
+            return await self._ns.getattr(inode)
+        except NotFound:
+            if inode in self._ns.table and self._ns.table.get(inode).path.startswith("\0"):
+                raise Stale(f"<inode {inode}>", "its entry is gone") from None
+            raise
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         timer = self._read_seconds.time() if self._read_seconds else contextlib.nullcontext()
@@ -364,7 +375,7 @@ class FileSystem:
         staging = self._writable(inode) if writing else self._staging
         assert staging is not None
         if staged is None:
-            node = await self._ns.getattr(inode)
+            node = await self._entry_to_open(inode)
             if node.is_dir or node.meta is None:
                 raise IsADirectory(self._where(node), "open of a directory as a file")
             staged = staging.by_inode.get(inode)  # another open may have started it meanwhile
