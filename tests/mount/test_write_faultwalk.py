@@ -270,16 +270,24 @@ def check_remounted(emu: Emulator, mount: Mount, walk: FaultWalk, where: str) ->
         assert (walk.roots[1] / name).read_bytes() == data, f"{where}: local {name}"
 
 
-def _landed(emu: Emulator, want: dict[str, bytes]) -> list[str]:
-    """Names whose acknowledged version is not (yet) what the server holds."""
+def _landed(emu: Emulator, mount: Mount, want: dict[str, bytes]) -> list[str]:
+    """Names whose acknowledged version is not (yet) what the server holds, or whose staged
+    copy still waits for its upload (the server may hold the same bytes already: a version
+    written over an equal one); "staging" while a staged file is left."""
     keys = server_keys(emu)
     out = [n for n in NAMES if n not in want and n in keys]
-    return out + [n for n, d in want.items() if n not in keys or server_bytes(emu, n) != d]
+    out += [n for n, d in want.items() if n not in keys or server_bytes(emu, n) != d]
+    out += [n for n in want if n not in out and _unsent(mount.path / n)]
+    return out or (["staging"] if _staged_files(mount.cache) else [])
 
 
-def _until_landed(emu: Emulator, want: dict[str, bytes], seconds: float) -> list[str]:
+def _unsent(path: Path) -> bool:
+    return os.getxattr(path, "user.ossmount.state") in (b"upload-failed", b"uploading")
+
+
+def _until_landed(emu: Emulator, mount: Mount, want: dict[str, bytes], seconds: float) -> list[str]:
     deadline = time.monotonic() + seconds
-    while (left := _landed(emu, want)) and time.monotonic() < deadline:
+    while (left := _landed(emu, mount, want)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
 
@@ -340,15 +348,15 @@ def _finish(emu: Emulator, make: Callable[[], Mount], mount: Mount, walk: FaultW
     walk.clear_faults()
     walk.close_all()
     want = walk.acked()
-    walk.waited = len(_landed(emu, want))
-    left = _until_landed(emu, want, BACKGROUND_S)  # the background retries
+    walk.waited = len(_landed(emu, mount, want))
+    left = _until_landed(emu, mount, want, BACKGROUND_S)  # the background retries
     for name in left:  # a retry may now be minutes away: a read's last close tries again
         if name in want:
             walk.touched += 1
             assert (mount.path / name).read_bytes() == want[name], f"seed {seed}: {name}"
-    left = _until_landed(emu, want, LAND_S)
-    assert not left, f"seed {seed}: not on the server as acknowledged: " + ", ".join(
-        f"{n}: {_show(_server(emu).get(n))} vs {_show(want.get(n))}" for n in left
+    left = _until_landed(emu, mount, want, LAND_S)
+    assert not left, f"seed {seed}: not on the server as acknowledged, or still staged: " + (
+        ", ".join(f"{n}: {_show(_server(emu).get(n))} vs {_show(want.get(n))}" for n in left)
     )
     for name, data in want.items():
         assert (walk.roots[1] / name).read_bytes() == data, f"seed {seed}: local {name}"
