@@ -44,6 +44,7 @@ from ossmount.errors import ExitCode, StartupError
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.ops import Operations, Presentation, PyfuseKernel, drop_kernel_caches
 from ossmount.fs.recovery import Recovered, recover_staged
+from ossmount.fs.staged import StagedCounts, count_staged
 from ossmount.fs.staging import Staging
 from ossmount.oss import (
     AccessDenied,
@@ -290,6 +291,9 @@ async def _serve(
         )
         if recovered is not None and recovered.unsent:
             fs.show_unsent(recovered.unsent)
+        staged_counts = _staged_counts(staging, store)
+        if staged_counts is not None:
+            metrics.watch_staged(staged_counts)
         _fuse_init(config, Operations(fs), source)
 
         def describe() -> str:
@@ -300,6 +304,7 @@ async def _serve(
                 downloads["downloads"],
                 downloads["gets_in_flight"],
                 store.statistics(),
+                staged_counts() if staged_counts is not None else None,
             )
 
         try:
@@ -407,6 +412,13 @@ async def _staging(
     if recovered.done:
         log.info("committed %d file(s) staged before the restart", recovered.done)
     return staging, recovered
+
+
+def _staged_counts(staging: Staging | None, store: CacheStore) -> Callable[[], StagedCounts] | None:
+    """The files being written, counted for metrics and the STATUS line (--rw only)."""
+    if staging is None:
+        return None
+    return lambda: count_staged(staging.by_inode.values(), store.staged_bytes)
 
 
 async def _finish_writeback(staging: Staging) -> None:
