@@ -276,6 +276,8 @@ async def _serve(
         staging, recovered = (
             await _staging(config, client, nursery, notifier) if config.rw else (None, None)
         )
+        if staging is None:
+            _warn_of_staged(config.cache_dir / "staging")
         if staging is not None:
             staging.on_outcome = metrics.commit
             staging.make_room = store.make_room
@@ -412,6 +414,19 @@ async def _staging(
     if recovered.done:
         log.info("committed %d file(s) staged before the restart", recovered.done)
     return staging, recovered
+
+
+def _warn_of_staged(directory: Path) -> None:
+    """A read-only mount of a cache dir where an earlier --rw mount left files it could not
+    upload: they wait, untouched, for the next --rw mount; say so, or they wait unnoticed."""
+    try:
+        waiting = sum(1 for _ in directory.glob("*.journal"))
+    except OSError:
+        return
+    if waiting:
+        log.warning("%d file(s) written through an earlier --rw mount wait in %s, not on OSS "
+                    "yet: a --rw mount of this cache dir uploads them; this read-only mount "
+                    "shows the objects as OSS has them", waiting, directory)  # fmt: skip
 
 
 def _staged_counts(staging: Staging | None, store: CacheStore) -> Callable[[], StagedCounts] | None:
