@@ -44,6 +44,7 @@ from ossmount.errors import ExitCode, StartupError
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.ops import Operations, Presentation, PyfuseKernel, drop_kernel_caches
 from ossmount.fs.recovery import Recovered, recover_staged
+from ossmount.fs.staged import StagedCounts, count_staged
 from ossmount.fs.staging import Staging
 from ossmount.oss import (
     AccessDenied,
@@ -275,6 +276,8 @@ async def _serve(
         staging, recovered = (
             await _staging(config, client, nursery, notifier) if config.rw else (None, None)
         )
+        if staging is None:
+            _warn_of_staged(config.cache_dir / "staging")
         if staging is not None:
             staging.on_outcome = metrics.commit
             staging.make_room = store.make_room
@@ -290,6 +293,9 @@ async def _serve(
         )
         if recovered is not None and recovered.unsent:
             fs.show_unsent(recovered.unsent)
+        staged_counts = _staged_counts(staging, store)
+        if staged_counts is not None:
+            metrics.watch_staged(staged_counts)
         _fuse_init(config, Operations(fs), source)
 
         def describe() -> str:
@@ -300,6 +306,7 @@ async def _serve(
                 downloads["downloads"],
                 downloads["gets_in_flight"],
                 store.statistics(),
+                staged_counts() if staged_counts is not None else None,
             )
 
         try:
@@ -407,6 +414,26 @@ async def _staging(
     if recovered.done:
         log.info("committed %d file(s) staged before the restart", recovered.done)
     return staging, recovered
+
+
+def _warn_of_staged(directory: Path) -> None:
+    """A read-only mount of a cache dir where an earlier --rw mount left files it could not
+    upload: they wait, untouched, for the next --rw mount; say so, or they wait unnoticed."""
+    try:
+        waiting = sum(1 for _ in directory.glob("*.journal"))
+    except OSError:
+        return
+    if waiting:
+        log.warning("%d file(s) written through an earlier --rw mount wait in %s, not on OSS "
+                    "yet: a --rw mount of this cache dir uploads them; this read-only mount "
+                    "shows the objects as OSS has them", waiting, directory)  # fmt: skip
+
+
+def _staged_counts(staging: Staging | None, store: CacheStore) -> Callable[[], StagedCounts] | None:
+    """The files being written, counted for metrics and the STATUS line (--rw only)."""
+    if staging is None:
+        return None
+    return lambda: count_staged(staging.by_inode.values(), store.staged_bytes)
 
 
 async def _finish_writeback(staging: Staging) -> None:

@@ -4,6 +4,7 @@ file system can read it without the staging's machinery."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ossmount.oss.models import ObjectMeta
 from ossmount.write import StagedFile, UploadSession
 from ossmount.write.journal import fsync_dir
 
-__all__ = ["Staged", "disown", "staged_state"]
+__all__ = ["Staged", "StagedCounts", "count_staged", "disown", "staged_state"]
 
 
 def _set_event() -> trio.Event:
@@ -74,6 +75,22 @@ class Staged:
     dirty_parts: set[int] = field(default_factory=set)
     counted: int = 0  # bytes of it counted against the cache's bounds (fs/stagedspace.py)
     reserved: int = 0  # blocks [0, reserved) were allocated ahead of a sequential writer
+
+
+@dataclass(frozen=True, slots=True)
+class StagedCounts:
+    """The files being written, for metrics and the STATUS line: all of them, those whose
+    acknowledged bytes are not on OSS yet because their upload failed (`unsent`: retried in
+    the background, fs/writeback.py), and the staged bytes on the cache disk."""
+
+    files: int
+    unsent: int
+    bytes: int
+
+
+def count_staged(files: Iterable[Staged], staged_bytes: int) -> StagedCounts:
+    files = list(files)
+    return StagedCounts(len(files), sum(1 for f in files if f.unsent), staged_bytes)
 
 
 def staged_state(staged: Staged) -> str:

@@ -132,6 +132,38 @@ class _CacheCollector(Collector):
         )
 
 
+class StagedFigures(Protocol):
+    """What the staged-files collector reads (`ossmount.fs.staged.StagedCounts` has these)."""
+
+    @property
+    def files(self) -> int: ...
+    @property
+    def unsent(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+
+
+class _StagedCollector(Collector):
+    def __init__(self, figures: Callable[[], StagedFigures]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterable[Metric]:
+        counts = self._figures()
+        yield GaugeMetricFamily(
+            "ossmount_staged_files", "Files being written (--rw), staged on the cache disk",
+            counts.files,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "ossmount_staged_unsent_files",
+            "Files whose close was acknowledged but whose upload failed: retried in the "
+            "background (user.ossmount.state upload-failed); alert when it stays above 0",
+            counts.unsent,
+        )
+        yield GaugeMetricFamily(
+            "ossmount_staged_bytes", "Bytes of the staged files on the cache disk", counts.bytes
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class _Count:
     """One counter: its name (the exposition adds `_total`), help text, label names, and the
@@ -285,6 +317,10 @@ class MountMetrics:
             self.registry.unregister(self._cache)
         self._cache = _CacheCollector(figures)
         self.registry.register(self._cache)
+
+    def watch_staged(self, figures: Callable[[], StagedFigures]) -> None:
+        """Report the files being written through `figures()` at every scrape (--rw)."""
+        self.registry.register(_StagedCollector(figures))
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format 0.0.4."""

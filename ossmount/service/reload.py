@@ -10,9 +10,13 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ossmount.cache.store import CacheStats
 from ossmount.oss import Credentials, CredentialsProvider
+
+if TYPE_CHECKING:
+    from ossmount.fs.staged import StagedCounts
 
 __all__ = ["ReloadableCredentials", "describe_mount", "format_bytes"]
 
@@ -88,10 +92,13 @@ def format_bytes(n: int) -> str:
 
 
 def describe_mount(
-    source: str, mountpoint: str, downloads: int, gets_in_flight: int, cache: CacheStats
-) -> str:
+    source: str, mountpoint: str, downloads: int, gets_in_flight: int, cache: CacheStats,
+    staged: StagedCounts | None = None,
+) -> str:  # fmt: skip
     """One STATUS line, e.g.
-    `mounted bkt:/prefix at /mnt; 3 downloads (5 GETs); cache 1.2 GiB in 40 files (6% of 20 GiB)`.
+    `mounted bkt:/prefix at /mnt; 3 downloads (5 GETs); cache 1.2 GiB in 40 files (6% of 20 GiB)`,
+    then, on a --rw mount writing files, `; 3 files being written, 1 upload failed (retrying)`:
+    what `systemctl status` shows an operator about acknowledged bytes not on OSS yet.
     """
     text = f"mounted {source} at {mountpoint}; {downloads} download{'s' * (downloads != 1)}"
     if gets_in_flight:
@@ -101,4 +108,8 @@ def describe_mount(
     if cache.max_bytes:
         percent = round(100 * cache.bytes / cache.max_bytes)
         text += f" ({percent}% of {format_bytes(cache.max_bytes)})"
+    if staged is not None and staged.files:
+        text += f"; {staged.files} file{'s' * (staged.files != 1)} being written"
+        if staged.unsent:
+            text += f", {staged.unsent} upload{'s' * (staged.unsent != 1)} failed (retrying)"
     return text

@@ -10,6 +10,8 @@ import os
 import re
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -142,3 +144,33 @@ def test_requests_and_retries_are_counted(emulator: Emulator, make_mount: MountF
     assert got[("ossmount_requests_total", (("operation", "get"), ("status", "206")))] == parts
     assert got[("ossmount_requests_total", (("operation", "get"), ("status", "503")))] == 1
     assert got[("ossmount_retries_total", (("operation", "get"), ("reason", "SlowDown")))] == 1
+
+
+def test_a_failed_write_back_upload_shows_in_the_staged_gauges_until_its_retry_lands(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """ossmount_staged_unsent_files is what an operator alerts on: acknowledged bytes that
+    are not on OSS."""
+    failing = FaultRule("error", op="PutObject", key="f", times=None, status=503,
+                        code="ServiceUnavailable")  # fmt: skip
+    emulator.faults.add(failing)
+    mount = make_mount(args=(*ARGS, "--rw", "--writeback", "--max-attempts", "1")).start()
+    url = metrics_url(mount)
+    (mount.path / "f").write_bytes(b"acknowledged")
+    _, got = _scrape_until(url, lambda got: got[("ossmount_staged_unsent_files", ())] == 1)
+    assert got[("ossmount_staged_files", ())] == 1
+    assert got[("ossmount_staged_bytes", ())] == len(b"acknowledged")
+    emulator.faults.clear()
+    _, got = _scrape_until(url, lambda got: got[("ossmount_staged_files", ())] == 0)
+    assert got[("ossmount_staged_unsent_files", ())] == 0
+    assert emulator.get_bytes(BUCKET, "f") == b"acknowledged"
+
+
+def _scrape_until(url: str, done: Callable[[Samples], bool]) -> tuple[str, Samples]:
+    deadline = time.monotonic() + 20
+    while True:
+        text, got = scrape(url)
+        if done(got):
+            return text, got
+        assert time.monotonic() < deadline, f"timed out; last scrape:\n{text}"
+        time.sleep(0.05)

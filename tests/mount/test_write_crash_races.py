@@ -280,6 +280,25 @@ def test_a_writeback_file_whose_upload_failed_leaves_nothing_staged_once_unlinke
     assert "f" not in server_keys(emulator)
 
 
+def test_a_read_only_mount_says_that_files_wait_for_a_rw_mount(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.faults.add(FaultRule("error", op="PutObject", key="f", times=None, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
+    (mount.path / "f").write_bytes(b"acknowledged")
+    _until("the failed upload", lambda: "write-back upload failed" in mount.log())
+    mount.stop()
+    emulator.faults.clear()
+    ro = make_mount().start()
+    assert "1 file(s) written through an earlier --rw mount wait in" in ro.log()
+    assert os.listdir(ro.path) == []
+    ro.stop()
+    assert _staged_files(ro) != [], "a read-only mount leaves them alone"
+    make_mount(args=WB).start()
+    assert server_bytes(emulator, "f") == b"acknowledged"
+
+
 def test_an_unlinked_file_closed_while_its_early_part_goes_leaves_no_journal_behind(
     emulator: Emulator, make_mount: MountFactory
 ) -> None:

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ossmount.cache.store import CacheStore
 from ossmount.config import build_config
 from ossmount.errors import StartupError
+from ossmount.fs.staged import StagedCounts
 from ossmount.observe import NO_PREFETCH_OBSERVER
 from ossmount.prefetch import (
     DownloadFailed,
@@ -139,6 +140,20 @@ def test_cache_collector_reads_the_figures_at_every_scrape() -> None:
     assert second[("ossmount_cache_evictions_total", ())] == 3
     assert second[("ossmount_cache_max_bytes", ())] == 100
     m.watch_cache(lambda: stats)  # replacing the source is allowed (no duplicate names)
+
+
+def test_staged_collector_reads_the_counts_at_every_scrape() -> None:
+    m = MountMetrics()
+    counts = StagedCounts(files=3, unsent=1, bytes=4096)
+    m.watch_staged(lambda: counts)
+    first = samples(m.exposition().decode())
+    assert first[("ossmount_staged_files", ())] == 3
+    assert first[("ossmount_staged_unsent_files", ())] == 1
+    assert first[("ossmount_staged_bytes", ())] == 4096
+    counts = StagedCounts(files=0, unsent=0, bytes=0)
+    second = samples(m.exposition().decode())
+    assert second[("ossmount_staged_unsent_files", ())] == 0
+    assert second[("ossmount_staged_files", ())] == 0
 
 
 def test_exposition_lists_every_family_before_any_traffic() -> None:

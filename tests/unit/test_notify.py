@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 from ossmount.cache.store import CacheStats
+from ossmount.fs.staged import StagedCounts
 from ossmount.oss import Credentials, CredentialsError, StaticCredentialsProvider
 from ossmount.service.notify import Notifier, notify_address, watchdog_interval
 from ossmount.service.reload import ReloadableCredentials, describe_mount, format_bytes
@@ -326,6 +327,15 @@ def test_describe_mount() -> None:
     empty = CacheStats(bytes=0, entries=1, in_use=0, evictions=0, max_bytes=None)
     assert describe_mount("bkt", "/m", 1, 0, empty) == (
         "mounted bkt at /m; 1 download; cache 0 B in 1 file"
+    )
+    assert describe_mount("bkt", "/m", 1, 0, empty, StagedCounts(0, 0, 0)) == (
+        "mounted bkt at /m; 1 download; cache 0 B in 1 file"
+    )
+    assert describe_mount("bkt", "/m", 1, 0, empty, StagedCounts(1, 0, 5)) == (
+        "mounted bkt at /m; 1 download; cache 0 B in 1 file; 1 file being written"
+    )
+    assert describe_mount("bkt", "/m", 1, 0, empty, StagedCounts(3, 2, 5)).endswith(
+        "; 3 files being written, 2 uploads failed (retrying)"
     )
 
 
