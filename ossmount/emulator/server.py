@@ -93,7 +93,10 @@ async def serve_connection(
                 resp = bad_request(500, "InternalError", "internal error (see emulator log)")
                 resp.close = True
             if not req.body_done and not resp.close:
-                await _drain(req, resp)
+                try:
+                    await _drain(req, resp)
+                except h11.RemoteProtocolError:
+                    return  # the client gave up on its body: nobody is left to answer
             if req.headers.get("connection", "").lower() == "close" or http10:
                 resp.close = True
             if shaping.conn_bps > 0 and (

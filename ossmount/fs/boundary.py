@@ -24,6 +24,7 @@ what the kernel (and so `cp`, `ls`) sees and how loudly we log it:
 | fs.LinkOutsideMount                           | EIO          | DEBUG (WARNING at source)|
 | oss NoSuchKey (object gone since listing)     | ENOENT       | DEBUG                    |
 | prefetch.ObjectChanged (replaced mid-read)    | ESTALE       | WARNING                  |
+| fs.Stale (open of an entry that is gone)      | ESTALE       | DEBUG (the kernel retries)|
 | prefetch.ObjectCorrupt (CRC-64 mismatch)      | EIO          | ERROR (logged at source) |
 | prefetch.ObjectArchived (not restored)        | EACCES       | WARNING (at source)      |
 | prefetch.DownloadFailed, transport errors     | EIO          | WARNING (at source)      |
@@ -58,6 +59,7 @@ from ossmount.fs.errors import (
     NotSupported,
     ReadOnly,
     Refused,
+    Stale,
     UnknownHandle,
     Unstorable,
 )
@@ -102,6 +104,7 @@ _TABLE: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int, int], ..
     (LinkOutsideMount, errno.EIO, _DEBUG),  # the WARNING was written at source
     (UnknownHandle, errno.EBADF, _WARNING),
     (ObjectChanged, errno.ESTALE, _WARNING),
+    (Stale, errno.ESTALE, _DEBUG),
     (ObjectArchived, errno.EACCES, _DEBUG),  # the WARNING saying "restore it" was at source
     (ObjectCorrupt, errno.EIO, _DEBUG),  # the ERROR line with both CRCs was written at source
     (ReadError, errno.EIO, _DEBUG),  # the WARNING with the cause was written at source

@@ -20,6 +20,7 @@ __all__ = [
     "NotSupported",
     "ReadOnly",
     "Refused",
+    "Stale",
     "UnknownHandle",
     "Unstorable",
 ]
@@ -32,6 +33,13 @@ class FsError(Exception):
         self.what = what
         self.detail = detail
         super().__init__(f"{what}: {detail}" if detail else what)
+
+
+class Stale(FsError):
+    """An open of a file whose entry is gone while the kernel may still hold its name (a new
+    file dropped at its last close because its commit failed: that close had returned before
+    the drop): the kernel looks the name up again and retries the open once, so an
+    `open(O_CREAT)` creates the file anew instead of failing with ENOENT."""
 
 
 class ReadOnly(FsError):

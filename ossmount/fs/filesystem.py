@@ -56,6 +56,7 @@ from ossmount.fs.errors import (
     NotSupported,
     ReadOnly,
     Refused,
+    Stale,
     UnknownHandle,
 )
 from ossmount.fs.filerename import move_file
@@ -74,8 +75,9 @@ from ossmount.prefetch import ObjectChanged, ObjectCorrupt, ObjectReader, Prefet
 from ossmount.prefetch.siblings import DirectoryReadAhead
 from ossmount.service.metrics import MountMetrics
 from ossmount.tree.errors import NotADirectory, NotFound
+from ossmount.tree.inodes import ROOT_INODE
 from ossmount.tree.listing import DirSnapshot, Namespace
-from ossmount.tree.names import join_path, split_key
+from ossmount.tree.names import join_path, split_key, split_path
 from ossmount.tree.node import Node
 from ossmount.write import StagedFile
 from ossmount.write.journal import JournalRecord
@@ -96,6 +98,9 @@ class KernelCache(Protocol):
 
     def invalidate_inode(self, inode: int) -> None:
         """Drop the kernel's cached pages of `inode`, soon; must not block the caller."""
+
+    def forget_name(self, parent: int, name: str) -> None:
+        """Drop the kernel's cached entry `name` in directory `parent`, soon; must not block."""
 
 
 @dataclass(slots=True)
@@ -278,7 +283,7 @@ class FileSystem:
         staged = self._staging.by_inode.get(inode) if self._staging else None
         if writing or staged is not None:
             return await self._open_staged(inode, flags, staged)
-        node = await self._ns.getattr(inode)  # the freshness check (cached within the TTL)
+        node = await self._entry_to_open(inode)  # the freshness check (cached within the TTL)
         if node.is_dir or node.meta is None:
             raise IsADirectory(self._where(node), "open of a directory as a file")
         meta = node.meta
@@ -289,6 +294,16 @@ class FileSystem:
         keep = self._last_etag.get(inode) == meta.etag
         self._last_etag[inode] = meta.etag
         return Opened(fh, keep)
+
+    async def _entry_to_open(self, inode: int) -> Node:
+        """`Namespace.getattr` for an open of `inode`, which is not staged: an entry that is
+        gone (detached, tree/inodes.py) is Stale, so the kernel looks its name up again."""
+        try:
+            return await self._ns.getattr(inode)
+        except NotFound:
+            if inode in self._ns.table and self._ns.table.get(inode).path.startswith("\0"):
+                raise Stale(f"<inode {inode}>", "its entry is gone") from None
+            raise
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         timer = self._read_seconds.time() if self._read_seconds else contextlib.nullcontext()
@@ -321,10 +336,26 @@ class FileSystem:
         if handle.staged is not None:
             assert self._staging is not None
             await self._staging.release(handle.staged)  # a commit there calls on_commit
+            self._maybe_dropped(handle.staged)
         if handle.reader is not None:
             reader = handle.reader
             self._dir_ahead.closed(reader.meta.key, reader.read_to_end)
             await reader.aclose()
+
+    def _maybe_dropped(self, staged: Staged) -> None:
+        """Its last close dropped changes whose commit failed (Staging.release): the name
+        shows the object as it was, so a new file that never reached OSS is gone, from our
+        names and from the kernel's (which had it from the create: a new `open(O_CREAT)`,
+        a `cp` run again, found that entry and failed with ENOENT)."""
+        assert self._staging is not None
+        if not staged.dirty or staged.orphan or staged.handles or self._staging.holds(staged):
+            return
+        if staged.committed is None and not staged.base_etag:
+            dir_path, name = split_path(staged.path)
+            parent = self._ns.table.find(dir_path, True) if dir_path else ROOT_INODE
+            self._ns.deleted(staged.inode, staged.path)
+            if parent is not None:
+                self._kernel.forget_name(parent, name)
 
     # -- writes (-o rw) ----------------------------------------------------------------------
 
@@ -344,7 +375,7 @@ class FileSystem:
         staging = self._writable(inode) if writing else self._staging
         assert staging is not None
         if staged is None:
-            node = await self._ns.getattr(inode)
+            node = await self._entry_to_open(inode)
             if node.is_dir or node.meta is None:
                 raise IsADirectory(self._where(node), "open of a directory as a file")
             staged = staging.by_inode.get(inode)  # another open may have started it meanwhile

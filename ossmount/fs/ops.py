@@ -270,6 +270,11 @@ class PyfuseKernel:
     def invalidate_inode(self, inode: int) -> None:
         trio.lowlevel.spawn_system_task(_invalidate, inode)
 
+    def forget_name(self, parent: int, name: str) -> None:
+        pyfuse3.invalidate_entry_async(
+            pyfuse3.InodeT(parent), pyfuse3.FileNameT(os.fsencode(name)), ignore_enoent=True
+        )
+
 
 async def _invalidate(inode: int) -> None:
     # invalidate_inode blocks on the kernel, which may wait for this very request: in a thread.

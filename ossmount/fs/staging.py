@@ -284,12 +284,16 @@ class Staging:
             self._hand_over(staged)
             return
         session, staged.session = staged.session, None
-        self._drop(staged)  # before any await: a new open now starts afresh
+        # Out of the maps before any await: a new open now starts afresh (in a new file).
+        # The files go once the session is closed: a part still in flight would journal its
+        # upload again (`UploadSession._save`), leaving a journal with no data behind.
+        self._drop(staged, keep_files=session is not None)
         if session is not None:  # parts sent while it was written: never to be committed
             try:
                 await session.abandon()
             finally:
                 session.close()
+                _remove(staged.files)
 
     def _adoptable(self, staged: Staged) -> bool:
         meta = staged.committed
@@ -353,11 +357,8 @@ class Staging:
             staged.counted = 0
         with contextlib.suppress(OSError):
             os.close(staged.fd)
-        if keep_files:
-            return
-        for path in (staged.files.data, staged.files.journal):
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
+        if not keep_files:
+            _remove(staged.files)
 
     # -- bytes -------------------------------------------------------------------------------
 
@@ -517,6 +518,10 @@ class Staging:
             self._hand_over(staged)
         elif not (staged.unsent and not staged.orphan):
             self._drop(staged, keep_files=kept)
+            if kept and staged.orphan:  # unlinked or replaced while its upload ran, and failed
+                # Nothing of it is wanted now. Its journal is the unlink's (or the rename's) to
+                # remove, durably (`disown`, which follows once the upload has ended).
+                staged.files.data.unlink(missing_ok=True)
 
     async def commit(self, staged: Staged) -> ObjectMeta | None:
         """Upload the staged bytes if they changed since the last commit; the object's
@@ -611,6 +616,12 @@ class Staging:
             staged.committed = stored
 
     # -- write-back (-o writeback) -----------------------------------------------------------
+
+
+def _remove(files: StagedFile) -> None:
+    for path in (files.data, files.journal):
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def _copy_source(staged: Staged, changed: set[int]) -> CopySource | None:

@@ -7,6 +7,7 @@ runs unmodified and must either recover (retry) or fail loudly, never commit a t
 from __future__ import annotations
 
 import os
+import socket
 
 import alibabacloud_oss_v2 as oss
 import httpx
@@ -110,3 +111,22 @@ def test_stall_mid_upload(open_emu: Emulator) -> None:
         assert c.put("/demo/s", content=data).status_code == 200
     assert short.fired == 1
     assert open_emu.get_bytes("demo", "s") == data
+
+
+def test_a_client_leaving_mid_body_after_a_refused_upload_costs_one_connection(
+    open_emu: Emulator,
+) -> None:
+    """A refused upload is answered once its unread body is drained; a client that closed
+    the connection meanwhile (its upload given up) raised out of the drain and took the
+    whole emulator down: every later request was refused (found by the fault walk,
+    tests/mount/test_write_faultwalk.py)."""
+    open_emu.faults.add(FaultRule("error", op="PutObject", times=None, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    host, port = open_emu.endpoint.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"PUT /demo/up.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n")
+        s.sendall(b"x" * 1000)  # and no more
+    open_emu.faults.clear()
+    with httpx.Client(base_url=open_emu.endpoint) as c:
+        assert c.put("/demo/up.bin", content=b"still served").status_code == 200
+    assert open_emu.get_bytes("demo", "up.bin") == b"still served"

@@ -34,11 +34,15 @@ LOOK = Presentation(uid=1234, gid=5678, umask=0o022, attr_timeout_s=30.0)
 @dataclass
 class RecordingKernel:
     invalidated: list[int] = field(default_factory=list)
+    forgotten: list[tuple[int, str]] = field(default_factory=list)
     called: trio.Event = field(default_factory=trio.Event)
 
     def invalidate_inode(self, inode: int) -> None:
         self.invalidated.append(inode)
         self.called.set()
+
+    def forget_name(self, parent: int, name: str) -> None:
+        self.forgotten.append((parent, name))
 
 
 class Bucket:

@@ -297,3 +297,75 @@ def test_a_read_only_mount_says_that_files_wait_for_a_rw_mount(
     assert _staged_files(ro) != [], "a read-only mount leaves them alone"
     make_mount(args=WB).start()
     assert server_bytes(emulator, "f") == b"acknowledged"
+
+
+def test_an_unlinked_file_closed_while_its_early_part_goes_leaves_no_journal_behind(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """Found by the fault walk (test_write_faultwalk.py, seed 3). The last close dropped the
+    staged files, then waited for the part still in flight, whose upload was journaled again
+    afterwards: a journal with no data stayed in the staging dir until the next mount, which
+    warned of a file "never closed"."""
+    slow = emulator.faults.add(FaultRule("latency", op="InitiateMultipartUpload", times=None,
+                                         seconds=0.5))  # fmt: skip
+    mount = make_mount(args=WB).start()
+    fd = os.open(mount.path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(fd, os.urandom(2 * 1024 * 1024 + 3), 0)  # its first part goes while written
+    _until("the Initiate", lambda: slow.seen >= 1)
+    os.unlink(mount.path / "f")
+    os.close(fd)  # its release drops it and aborts that upload
+    mount.stop()
+    assert _staged_files(mount) == []
+
+
+@pytest.mark.parametrize("args", [RW, WB], ids=["sync", "writeback"])
+@pytest.mark.parametrize("name", ["f", "d/f"])
+def test_a_new_file_whose_last_close_failed_can_be_created_again(
+    emulator: Emulator, make_mount: MountFactory, args: tuple[str, ...], name: str
+) -> None:
+    """Found by the fault walk (test_write_faultwalk.py, seeds 105 and 149). The close of a
+    new file whose parts went early commits it (also under write-back); when that fails, its
+    staged bytes are dropped and the name is gone, but the kernel kept the entry of the
+    create: opening the name again with O_CREAT (`cp` run again) failed with ENOENT. The
+    drop comes with the release, after close returned, so the kernel may still use that
+    entry for the next open: that open is answered ESTALE, and the kernel looks again."""
+    emulator.faults.add(FaultRule("error", op="*Upload*", times=None, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    mount = make_mount(args=(*args, "--max-attempts", "1")).start()
+    (mount.path / "d").mkdir()
+    f = mount.path / name
+    fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(fd, b"x" * (2 * 1024 * 1024 + 3), 0)  # its first part goes while written
+    with pytest.raises(OSError, match="Input/output error"):
+        os.close(fd)
+    emulator.faults.clear()
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"again")
+    os.close(fd)
+    mount.stop()
+    assert server_bytes(emulator, name) == b"again"
+
+
+def test_a_file_unlinked_while_its_writeback_upload_fails_leaves_nothing_staged(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """Found by the fault walk (test_write_faultwalk.py, seed 108). The unlink waits for the
+    running upload; when that failed, the file was dropped with its staged bytes kept for
+    the next mount, whose journal the unlink then removed: its data stayed in the staging
+    dir (counted nowhere) until the next mount."""
+    slow = emulator.faults.add(FaultRule("latency", op="InitiateMultipartUpload", times=None,
+                                         seconds=0.5))  # fmt: skip
+    emulator.faults.add(FaultRule("error", op="UploadPart", times=None, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
+    fd = os.open(mount.path / "f", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.pwrite(fd, b"2" * 1000, 1024 * 1024)
+    os.pwrite(fd, b"1" * 1024 * 1024, 0)  # out of order: no part goes before the close
+    os.close(fd)  # sealed; its multipart upload runs in the background
+    _until("the upload", lambda: slow.seen >= 1)
+    os.unlink(mount.path / "f")  # waits for that upload, which fails
+    assert "write-back upload failed" in mount.log()
+    assert _staged_files(mount) == []
+    mount.stop()
+    emulator.faults.clear()
+    assert "f" not in server_keys(emulator)
