@@ -66,6 +66,7 @@ from ossmount.fs.newnames import new_entry
 from ossmount.fs.setattrs import set_attrs
 from ossmount.fs.shown import AttrView, Posix
 from ossmount.fs.staged import Staged, staged_state
+from ossmount.fs.stagednames import add_staged, forget_dropped, show_unsent, staged_node
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
 from ossmount.fs.stamps import now_s
@@ -75,9 +76,8 @@ from ossmount.prefetch import ObjectChanged, ObjectCorrupt, ObjectReader, Prefet
 from ossmount.prefetch.siblings import DirectoryReadAhead
 from ossmount.service.metrics import MountMetrics
 from ossmount.tree.errors import NotADirectory, NotFound
-from ossmount.tree.inodes import ROOT_INODE
 from ossmount.tree.listing import DirSnapshot, Namespace
-from ossmount.tree.names import join_path, split_key, split_path
+from ossmount.tree.names import join_path
 from ossmount.tree.node import Node
 from ossmount.write import StagedFile
 from ossmount.write.journal import JournalRecord
@@ -152,26 +152,9 @@ class FileSystem:
         )
 
     def show_unsent(self, unsent: Iterable[tuple[StagedFile, JournalRecord]]) -> None:
-        """Files a previous process sealed whose upload failed at this mount's start
-        (fs/recovery.py) are shown as staged, as closed (Staging.restore), before the mount
-        is ready: a name whose acknowledged version is not on OSS yet must neither show the
-        older object (or nothing) nor be written anew over it. A key with no path under the
-        mount root, or a second journal of one key (the later seal is shown), stays on disk
-        unshown for the next mount."""
-        staging = self._staging
-        assert staging is not None
-        for files, record in sorted(unsent, key=lambda kept: kept[1].ctime_ns or 0, reverse=True):
-            parts = split_key(record.key, self._ns.root_prefix)
-            if parts is None or "/".join(parts) in staging.by_path:
-                log.warning("oss://%s/%s: staged file %s is not shown in this mount (its key has "
-                            "no path under the mount root, or a later one of it is); the next "
-                            "mount uploads it", self._bucket, record.key, files.data)  # fmt: skip
-                continue
-            path = "/".join(parts)
-            mtime = record.mtime_ns or record.ctime_ns or time.time_ns()
-            node = self._ns.table.put(path, False, record.size, mtime,
-                                      ObjectMeta(record.key, record.size, "", mtime))  # fmt: skip
-            staging.restore(node.inode, path, files, record)
+        """fs/stagednames.py `show_unsent`: before the mount is ready."""
+        assert self._staging is not None
+        show_unsent(self._ns, self._staging, unsent)
 
     def _where(self, node: Node) -> str:
         key = node.meta.key if node.meta is not None else self._ns.root_prefix + node.path
@@ -189,25 +172,10 @@ class FileSystem:
         if self._staging is not None and self._staging.by_path:
             inode = self._staging.by_path.get(join_path(self._ns.get(parent).path, name))
             if inode is not None:  # created here, not committed yet: OSS does not know it
-                node = self._staged_node(self._staging.by_inode[inode])
+                node = staged_node(self._ns, self._staging.by_inode[inode])
                 self._ns.remember(inode)
                 return self.attr(node)
         return self.attr(await self._ns.lookup(parent, name))
-
-    def _staged_node(self, staged: Staged) -> Node:
-        """The table entry of a staged file. One nobody holds (no kernel reference, no open
-        directory: an unsent file, tree/inodes.py) may have been dropped as idle; it is put
-        back under its path, which derives the same number (a number another path took
-        meanwhile, a 63-bit hash collision, answers NotFound)."""
-        try:
-            return self._ns.get(staged.inode)
-        except NotFound:
-            mtime = staged.mtime_ns or time.time_ns()
-            node = self._ns.table.put(staged.path, False, staged.size, mtime,
-                                      ObjectMeta(staged.key, staged.size, "", mtime))  # fmt: skip
-            if node.inode != staged.inode:
-                raise
-            return node
 
     def forget(self, inode: int, count: int) -> None:
         """The kernel dropped `count` references. At zero it has evicted the inode and its
@@ -221,34 +189,16 @@ class FileSystem:
     async def getattr(self, inode: int) -> Attr:
         staged = self._staging.by_inode.get(inode) if self._staging is not None else None
         if staged is not None:
-            return self.attr(self._staged_node(staged))
+            return self.attr(staged_node(self._ns, staged))
         return self.attr(await self._ns.getattr(inode))
 
     async def opendir(self, inode: int) -> int:
         snapshot = await self._ns.opendir(inode)
         if self._staging is not None and self._staging.by_path:
-            self._add_staged(snapshot, self._staging)
+            add_staged(self._ns, snapshot, self._staging)
         fh = self._new_fh()
         self._dirs[fh] = snapshot
         return fh
-
-    def _add_staged(self, snapshot: DirSnapshot, staging: Staging) -> None:
-        """Files being created in the directory are listed before their first commit (OSS
-        does not know them yet), pinned like the listed entries, in name order."""
-        prefix = f"{snapshot.path}/" if snapshot.path else ""
-        listed = {node.name for node in snapshot.entries}
-        extra = []
-        for path, inode in staging.by_path.items():
-            name = path[len(prefix) :]
-            if path.startswith(prefix) and "/" not in name and name not in listed:
-                try:
-                    node = self._staged_node(staging.by_inode[inode])
-                except NotFound:
-                    continue
-                self._ns.table.pin(inode)
-                extra.append(node)
-        if extra:
-            snapshot.entries = tuple(sorted((*snapshot.entries, *extra), key=lambda n: n.name))
 
     def readdir(self, fh: int, start_id: int, reply: ReplyEntry) -> None:
         """Hand entries after cookie `start_id` to `reply` until it refuses one.
@@ -336,26 +286,11 @@ class FileSystem:
         if handle.staged is not None:
             assert self._staging is not None
             await self._staging.release(handle.staged)  # a commit there calls on_commit
-            self._maybe_dropped(handle.staged)
+            forget_dropped(self._ns, self._staging, self._kernel, handle.staged)
         if handle.reader is not None:
             reader = handle.reader
             self._dir_ahead.closed(reader.meta.key, reader.read_to_end)
             await reader.aclose()
-
-    def _maybe_dropped(self, staged: Staged) -> None:
-        """Its last close dropped changes whose commit failed (Staging.release): the name
-        shows the object as it was, so a new file that never reached OSS is gone, from our
-        names and from the kernel's (which had it from the create: a new `open(O_CREAT)`,
-        a `cp` run again, found that entry and failed with ENOENT)."""
-        assert self._staging is not None
-        if not staged.dirty or staged.orphan or staged.handles or self._staging.holds(staged):
-            return
-        if staged.committed is None and not staged.base_etag:
-            dir_path, name = split_path(staged.path)
-            parent = self._ns.table.find(dir_path, True) if dir_path else ROOT_INODE
-            self._ns.deleted(staged.inode, staged.path)
-            if parent is not None:
-                self._kernel.forget_name(parent, name)
 
     # -- writes (-o rw) ----------------------------------------------------------------------
 
