@@ -151,6 +151,19 @@ def _until(what: str, ready: Callable[[], bool]) -> None:
         time.sleep(0.01)
 
 
+def _failed_writeback(
+    emulator: Emulator, make_mount: MountFactory, data: bytes, refusals: int | None = None
+) -> Mount:
+    """A write-back mount (one attempt per upload) whose upload of `f` (written with `data`)
+    failed: the server refuses it `refusals` times (None: until its faults are cleared)."""
+    emulator.faults.add(FaultRule("error", op="PutObject", key="f", times=refusals, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
+    (mount.path / "f").write_bytes(data)
+    _until("the failed upload", lambda: "write-back upload failed" in mount.log())
+    return mount
+
+
 def test_a_writeback_file_whose_upload_failed_stays_shown_and_is_uploaded_before_it_changes(
     emulator: Emulator, make_mount: MountFactory
 ) -> None:
@@ -185,11 +198,7 @@ def test_a_writeback_file_whose_upload_failed_stays_shown_and_is_uploaded_before
 def test_a_writeback_file_whose_upload_failed_is_uploaded_by_the_next_mount(
     emulator: Emulator, make_mount: MountFactory
 ) -> None:
-    emulator.faults.add(FaultRule("error", op="PutObject", key="f", times=None, status=503,
-                                  code="ServiceUnavailable"))  # fmt: skip
-    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
-    (mount.path / "f").write_bytes(b"acknowledged")
-    _until("the failed upload", lambda: "write-back upload failed" in mount.log())
+    mount = _failed_writeback(emulator, make_mount, b"acknowledged")
     mount.stop()  # the file is still shown, and staged: unmount keeps it for the next mount
     assert "f" not in server_keys(emulator)
     emulator.faults.clear()
@@ -201,11 +210,7 @@ def test_a_writeback_file_whose_upload_failed_is_tried_again_in_the_background(
     emulator: Emulator, make_mount: MountFactory
 ) -> None:
     """An outage of the endpoint left it unsent until someone opened it, or the next mount."""
-    emulator.faults.add(FaultRule("error", op="PutObject", key="f", times=2, status=503,
-                                  code="ServiceUnavailable"))  # fmt: skip
-    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
-    (mount.path / "f").write_bytes(b"acknowledged")
-    _until("the failed upload", lambda: "write-back upload failed" in mount.log())
+    mount = _failed_writeback(emulator, make_mount, b"acknowledged", refusals=2)
     _until("the retries", lambda: "f" in server_keys(emulator))  # the 1st retry fails too
     assert server_bytes(emulator, "f") == b"acknowledged"
     assert mount.log().count("trying its upload again") == 2
@@ -218,11 +223,7 @@ def _unsent_after_a_failed_recovery(
 ) -> Mount:
     """A write-back file whose upload fails, then a mount whose start fails to upload it
     too (the server still refuses): that mount is returned."""
-    emulator.faults.add(FaultRule("error", op="PutObject", key="f", times=None, status=503,
-                                  code="ServiceUnavailable"))  # fmt: skip
-    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
-    (mount.path / "f").write_bytes(data)
-    _until("the failed upload", lambda: "write-back upload failed" in mount.log())
+    mount = _failed_writeback(emulator, make_mount, data)
     mount.stop()
     again = make_mount(args=(*WB, "--max-attempts", "1")).start()
     assert "staged before the restart failed" in again.log()
@@ -269,11 +270,7 @@ def test_a_writeback_file_whose_upload_failed_leaves_nothing_staged_once_unlinke
 ) -> None:
     """With no handle open, nobody else drops its staged bytes: they stayed (and counted
     against the cache) until the unmount."""
-    emulator.faults.add(FaultRule("error", op="PutObject", key="f", times=None, status=503,
-                                  code="ServiceUnavailable"))  # fmt: skip
-    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
-    (mount.path / "f").write_bytes(b"unwanted")
-    _until("the failed upload", lambda: "write-back upload failed" in mount.log())
+    mount = _failed_writeback(emulator, make_mount, b"unwanted")
     os.unlink(mount.path / "f")
     assert _staged_files(mount) == []
     mount.stop()
@@ -283,11 +280,7 @@ def test_a_writeback_file_whose_upload_failed_leaves_nothing_staged_once_unlinke
 def test_a_read_only_mount_says_that_files_wait_for_a_rw_mount(
     emulator: Emulator, make_mount: MountFactory
 ) -> None:
-    emulator.faults.add(FaultRule("error", op="PutObject", key="f", times=None, status=503,
-                                  code="ServiceUnavailable"))  # fmt: skip
-    mount = make_mount(args=(*WB, "--max-attempts", "1")).start()
-    (mount.path / "f").write_bytes(b"acknowledged")
-    _until("the failed upload", lambda: "write-back upload failed" in mount.log())
+    mount = _failed_writeback(emulator, make_mount, b"acknowledged")
     mount.stop()
     emulator.faults.clear()
     ro = make_mount().start()
