@@ -251,7 +251,7 @@ class FileSystem:
         try:
             return await self._ns.getattr(inode)
         except NotFound:
-            if inode in self._ns.table and self._ns.table.get(inode).path.startswith("\0"):
+            if self._ns.table.detached(inode):
                 raise Stale(f"<inode {inode}>", "its entry is gone") from None
             raise
 

@@ -239,6 +239,11 @@ class InodeTable:
         """The inode currently held by (`path`, `is_dir`), without assigning one."""
         return self._by_key.get((is_dir, path))
 
+    def detached(self, ino: int) -> bool:
+        """Whether `ino` is in the table with no name leading to it (`detach`, `move`)."""
+        entry = self._by_ino.get(ino)
+        return entry is not None and entry.node.path.startswith(_GONE)
+
     def __contains__(self, ino: object) -> bool:
         return ino in self._by_ino
 

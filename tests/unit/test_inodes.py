@@ -195,9 +195,12 @@ def test_a_detached_entry_keeps_its_number_for_the_kernel_and_frees_the_path() -
     t.remember(old)
     t.detach(old)
     assert t.get(old).path.startswith("\0gone/")
+    assert t.detached(old)
     new = t.put("d/f", False, 5, 2, None).inode
     assert new != old
     assert t.get(new).path == "d/f"
+    assert not t.detached(new)
+    assert not t.detached(12345)  # not in the table
     assert not t.forget(old, 1)
     with pytest.raises(NotFound):
         t.get(old)
