@@ -87,7 +87,8 @@ class WriteBack:
             while staged.unsent and not staged.orphan and self._staging.holds(staged):
                 await trio.sleep(delay)
                 delay = min(2 * delay, RETRY_MAX_S)
-                if not staged.unsent or staged.orphan or staged.broken is not None:
+                if (not staged.unsent or staged.orphan or staged.broken is not None
+                        or not self._staging.holds(staged)):  # fmt: skip
                     return  # sent meanwhile (a close, a write), or gone
                 if staged.pending or staged.lock.locked():
                     continue  # another try is running: look again later
