@@ -285,8 +285,8 @@ class FileSystem:
             return
         if handle.staged is not None:
             assert self._staging is not None
-            await self._staging.release(handle.staged)  # a commit there calls on_commit
-            forget_dropped(self._ns, self._staging, self._kernel, handle.staged)
+            await self._staging.release(handle.staged)  # a commit there tells `_committed`
+            forget_dropped(self._ns, self._staging, self._kernel.forget_name, handle.staged)
         if handle.reader is not None:
             reader = handle.reader
             self._dir_ahead.closed(reader.meta.key, reader.read_to_end)
@@ -410,9 +410,7 @@ class FileSystem:
 
     async def _commit(self, staged: Staged) -> None:
         assert self._staging is not None
-        meta = await self._staging.commit(staged)
-        if meta is not None:
-            self._committed(staged, meta)
+        await self._staging.commit(staged)  # which tells `_committed`
 
     def _committed(self, staged: Staged, meta: ObjectMeta) -> None:
         if not staged.orphan:

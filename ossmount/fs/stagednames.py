@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable
 
 from ossmount.fs.staged import Staged
 from ossmount.fs.staging import Staging
@@ -34,10 +33,6 @@ from ossmount.write.journal import JournalRecord
 __all__ = ["add_staged", "forget_dropped", "show_unsent", "staged_node"]
 
 log = logging.getLogger(__name__)
-
-
-class NameForgetter(Protocol):
-    def forget_name(self, parent: int, name: str) -> None: ...
 
 
 def show_unsent(
@@ -98,7 +93,9 @@ def add_staged(ns: Namespace, snapshot: DirSnapshot, staging: Staging) -> None:
         snapshot.entries = tuple(sorted((*snapshot.entries, *extra), key=lambda n: n.name))
 
 
-def forget_dropped(ns: Namespace, staging: Staging, kernel: NameForgetter, staged: Staged) -> None:
+def forget_dropped(
+    ns: Namespace, staging: Staging, forget_name: Callable[[int, str], None], staged: Staged
+) -> None:
     """After a last close: if it dropped changes whose commit failed (Staging.release), the
     name shows the object as it was, so a new file that never reached OSS is gone, from our
     names and from the kernel's (which had it from the create: a new `open(O_CREAT)`, a `cp`
@@ -110,4 +107,4 @@ def forget_dropped(ns: Namespace, staging: Staging, kernel: NameForgetter, stage
         parent = ns.table.find(dir_path, True) if dir_path else ROOT_INODE
         ns.deleted(staged.inode, staged.path)
         if parent is not None:
-            kernel.forget_name(parent, name)
+            forget_name(parent, name)  # the kernel's entry (KernelCache.forget_name)

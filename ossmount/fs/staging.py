@@ -242,9 +242,7 @@ class Staging:
         while staged.pending:
             await staged.landed.wait()
         if staged.unsent:
-            meta = await self.commit(staged)
-            if meta is not None:
-                self.on_commit(staged, meta)
+            await self.commit(staged)
 
     async def quiesce_held(self, staged: Staged) -> None:
         """`quiesce` for a handle just counted: given back if the wait is cancelled."""
@@ -267,9 +265,7 @@ class Staging:
         retry = staged.unsent or not staged.failed  # acknowledged bytes are tried again
         if staged.dirty and retry and not (staged.orphan or staged.broken):
             try:  # written but never flushed (no close reached us), or unsent: commit now
-                meta = await self.commit(staged)
-                if meta is not None:
-                    self.on_commit(staged, meta)
+                await self.commit(staged)
             except Exception as exc:
                 fate = ("kept staged for its next close or the next mount" if staged.unsent
                         else "dropped, the object is as it was")  # fmt: skip
@@ -525,7 +521,14 @@ class Staging:
 
     async def commit(self, staged: Staged) -> ObjectMeta | None:
         """Upload the staged bytes if they changed since the last commit; the object's
-        metadata once it is on OSS and verified (None for an unlinked file)."""
+        metadata once it is on OSS and verified (None for an unlinked file), which
+        `on_commit` hears of first."""
+        meta = await self._commit_locked(staged)
+        if meta is not None:
+            self.on_commit(staged, meta)
+        return meta
+
+    async def _commit_locked(self, staged: Staged) -> ObjectMeta | None:
         async with staged.lock:
             for tries_left in (2, 1, 0):
                 if staged.orphan:

@@ -84,11 +84,11 @@ class WriteBack:
     async def _retry(self, staged: Staged) -> None:
         delay = RETRY_FIRST_S
         try:
-            while staged.unsent and not staged.orphan and self._staging.holds(staged):
+            while True:
                 await trio.sleep(delay)
                 delay = min(2 * delay, RETRY_MAX_S)
-                if (not staged.unsent or staged.orphan or staged.broken is not None
-                        or not self._staging.holds(staged)):  # fmt: skip
+                unsent = staged.unsent and staged.broken is None and not staged.orphan
+                if not (unsent and self._staging.holds(staged)):
                     return  # sent meanwhile (a close, a write), or gone
                 if staged.pending or staged.lock.locked():
                     continue  # another try is running: look again later
@@ -102,10 +102,8 @@ class WriteBack:
         kept = True  # until the upload is done: sealed and durable, the next mount uploads it
         try:
             async with self._background:
-                meta = await self._staging.commit(staged)
+                await self._staging.commit(staged)
             kept = False
-            if meta is not None:
-                self._staging.on_commit(staged, meta)
         except Exception as exc:
             staged.unsent = True
             log.error("%s: write-back upload failed (%s); the file stays staged in %s and is "

@@ -127,10 +127,15 @@ def _adopted(rig: WriteRig, key: str) -> dict[int, int]:
     return cp.part_crcs
 
 
-async def _wait_adopted(rig: WriteRig, tmp_path: Path) -> None:
+async def _wait_adopted(rig: WriteRig, tmp_path: Path, key: str) -> tuple[int, dict[int, int]]:
+    """Once the staged file has gone to the read cache: how many adoptions did not read
+    their file again (Adopter.unread), and the part CRCs of `key`'s verified entry."""
     with trio.fail_after(20):
         while list((tmp_path / "staging").glob("*.data")):
             await trio.sleep(0.01)
+    assert rig.staging is not None
+    assert rig.staging.adopter is not None
+    return rig.staging.adopter.unread, _adopted(rig, key)
 
 
 async def test_a_part_rewritten_after_it_went_is_adopted_from_its_second_send(
@@ -148,10 +153,7 @@ async def test_a_part_rewritten_after_it_went_is_adopted_from_its_second_send(
     data[100:123] = b"rewritten after it went"
     await fs.flush(opened.fh)
     await fs.release(opened.fh)
-    await _wait_adopted(rw, tmp_path)
-    assert rw.staging.adopter is not None
-    assert rw.staging.adopter.unread == 1
-    assert _adopted(rw, "w") == _crcs(bytes(data), MiB)
+    assert await _wait_adopted(rw, tmp_path, "w") == (1, _crcs(bytes(data), MiB))
 
 
 async def test_a_file_written_after_its_commit_is_adopted_as_its_last_commit(
@@ -165,14 +167,11 @@ async def test_a_file_written_after_its_commit_is_adopted_as_its_last_commit(
     fs.write(opened.fh, 3, b"after the commit")  # dirty: the release commits again
     data[3:19] = b"after the commit"
     await fs.release(opened.fh)
-    await _wait_adopted(rw, tmp_path)
+    adopted = await _wait_adopted(rw, tmp_path, "a")
     assert rw.emu.get_bytes(BUCKET, "a") == bytes(data)
-    assert rw.staging is not None
-    assert rw.staging.adopter is not None
     # its unchanged part was copied server-side, its pieces taken as it was hashed
     assert sum(1 for r in rw.emu.requests if r.op == "UploadPartCopy") == 2
-    assert rw.staging.adopter.unread == 1
-    assert _adopted(rw, "a") == _crcs(bytes(data), MiB)
+    assert adopted == (1, _crcs(bytes(data), MiB))
 
 
 async def test_a_file_renamed_after_its_commit_is_hashed_not_taken_from_its_pieces(
@@ -185,8 +184,4 @@ async def test_a_file_renamed_after_its_commit_is_hashed_not_taken_from_its_piec
     await fs.fsync(opened.fh)
     await fs.rename(ROOT_INODE, "r", ROOT_INODE, "r2", 0)
     await fs.release(opened.fh)
-    await _wait_adopted(rw, tmp_path)
-    assert rw.staging is not None
-    assert rw.staging.adopter is not None
-    assert rw.staging.adopter.unread == 0
-    assert _adopted(rw, "r2") == _crcs(data, MiB)
+    assert await _wait_adopted(rw, tmp_path, "r2") == (0, _crcs(data, MiB))
