@@ -268,22 +268,32 @@ class CrashWalk(Walk):
         if killer is not None:
             killer()
         got = [_outcome(mount_call), _outcome(local_call)]
-        opened = what.startswith("open ")
-        if opened:
-            fds = [fd for kind, fd in got if kind == "ok" and isinstance(fd, int)]
-            if len(fds) == 2:
-                self.fds.append((fds[0], fds[1]))
-            else:
-                for fd in fds:
-                    _close_quietly(fd)
+        opened = self.keep_opened(what, got)
         if killer is None:
-            self._alike(what, got if not (opened and got[0][0] == got[1][0] == "ok")
-                        else [("ok", 0)] * 2)  # fmt: skip
+            self.compare(what, got)
         else:
             self.log.append(f"{what} (the kill: {got[0]})")
         if got[1][0] == "ok" and (killer is None or got[0][0] == "ok" or not opened):
             done(got[0][0] == "ok")
         return got[0][0] == "ok"
+
+    def keep_opened(self, what: str, got: list[tuple[str, object]]) -> bool:
+        """Whether the call was an open: one that opened on both roots keeps its descriptor
+        pair; one that opened on a single root closes that descriptor."""
+        if not what.startswith("open "):
+            return False
+        fds = [fd for kind, fd in got if kind == "ok" and isinstance(fd, int)]
+        if len(fds) == 2:
+            self.fds.append((fds[0], fds[1]))
+        else:
+            for fd in fds:
+                _close_quietly(fd)
+        return True
+
+    def compare(self, what: str, got: list[tuple[str, object]]) -> None:
+        """The call answered alike on both roots (two opens' descriptors are not compared)."""
+        opened_both = what.startswith("open ") and got[0][0] == got[1][0] == "ok"
+        self._alike(what, got if not opened_both else [("ok", 0)] * 2)
 
     def forget_fds(self) -> None:
         for mfd, rfd in self.fds:

@@ -63,7 +63,6 @@ from tests.mount.test_write_crashwalk import (
     CrashWalk,
     Ino,
     Version,
-    _close_quietly,
     _keep_log,
     _open_uploads,
     _show,
@@ -185,16 +184,8 @@ class FaultWalk(CrashWalk):
         done: Callable[[bool], None],
     ) -> None:  # fmt: skip
         pair = [got, local]
-        opened = what.startswith("open ")
-        if opened:
-            fds = [fd for kind, fd in pair if kind == "ok" and isinstance(fd, int)]
-            if len(fds) == 2:
-                self.fds.append((fds[0], fds[1]))
-            else:
-                for fd in fds:
-                    _close_quietly(fd)
-        self._alike(what, pair if not (opened and got[0] == local[0] == "ok")
-                    else [("ok", 0)] * 2)  # fmt: skip
+        self.keep_opened(what, pair)
+        self.compare(what, pair)
         if local[0] == "ok":
             done(True)
 
