@@ -167,7 +167,7 @@ class MountConfig:
     )
     parallel_count: int = option(
         "ranged GETs in flight for one object at first (see --max-parallel-count)",
-        4,
+        16,
         positive_int,
         metavar="N",
     )
@@ -175,14 +175,14 @@ class MountConfig:
         "ranged GETs one object may grow to from --parallel-count while each added GET"
         " raises its download rate (a per-connection limit); not above --max-gets; at or"
         " below --parallel-count the count stays fixed",
-        16,
+        32,
         positive_int,
         metavar="N",
     )
     max_gets: int = option(
         "ranged GETs in flight for the whole mount (bounds memory and sockets: one 1 MiB"
         " receive window each)",
-        32,
+        64,
         positive_int,
         metavar="N",
     )
