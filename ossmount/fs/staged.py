@@ -12,7 +12,7 @@ import trio
 
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import StagedFile, UploadSession
-from ossmount.write.journal import fsync_dir
+from ossmount.write.journal import JournalRecord, fsync_dir
 
 __all__ = ["Staged", "StagedCounts", "count_staged", "disown", "staged_state"]
 
@@ -46,6 +46,9 @@ class Staged:
     # (Staging.quiesce) or at the last close; else the next mount uploads them.
     unsent: bool = False
     retrying: bool = False  # an unsent file's background retries run (fs/writeback.py)
+    # A file restored after a failed recovery (Staging.restore): the journal record of the
+    # multipart upload that recovery left open, which its next commit resumes.
+    resumable: JournalRecord | None = None
     # Set while `pending` is 0: a write or truncate waits for it (Staging.quiesce), so the
     # bytes a write-back close acknowledged are uploaded as they were when it sealed them.
     landed: trio.Event = field(default_factory=_set_event)

@@ -164,6 +164,7 @@ class Staging:
             mtime_ns=record.mtime_ns or None, atime_ns=record.atime_ns,
             ctime_ns=record.ctime_ns, mode=record.mode, keep_mode=record.keep_mode,
             uid=record.uid, gid=record.gid, may_exist=record.forbid_overwrite,
+            resumable=record if record.upload_id else None,
         )  # fmt: skip
         if self.space is not None:
             self.space.already(record.size)
@@ -473,10 +474,11 @@ class Staging:
             ctime_ns=ctime_ns,
         )
 
-    def _session(self, staged: Staged) -> UploadSession:
+    def _session(self, staged: Staged, resumed: JournalRecord | None = None) -> UploadSession:
+        """The file's session; a new one continues the upload of `resumed` when given."""
         if staged.session is None:
             # ctime: what an Initiate sent now carries (fs/stamps.py)
-            record = self._record(staged, mtime_ns=0, ctime_ns=now_s())
+            record = resumed or self._record(staged, mtime_ns=0, ctime_ns=now_s())
             staged.session = self.uploader.session(
                 staged.files, record, self._nursery, staged.journal_lock
             )
@@ -549,7 +551,11 @@ class Staging:
     async def _commit_dirty(self, staged: Staged) -> ObjectMeta:
         """One commit of a dirty file, `staged.lock` held."""
         self._unreserve(staged)
-        session = self._session(staged)
+        # A restored file's first commit continues the upload its recovery left (its bytes
+        # are the sealed ones: anything that changes them commits first); once only, as a
+        # failed commit abandons its upload.
+        resumed, staged.resumable = staged.resumable, None
+        session = self._session(staged, resumed)
         staged.session, staged.ready, staged.next_part = None, set(), 0
         staged.dirty = False  # a write from here on makes it dirty again
         changed, staged.dirty_parts = staged.dirty_parts, set()
@@ -557,6 +563,8 @@ class Staging:
         size = staged.size
         staged.ctime_ns = now_s()  # as ossfs's flush (fs/stamps.py)
         try:
+            if resumed is not None:
+                await session.reconcile()  # only the parts the server still has count
             result = await session.finish(
                 size,
                 mtime_ns=staged.mtime_ns,

@@ -21,7 +21,14 @@ from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import Mount
-from tests.mount.test_write import RW, server_bytes, server_keys
+from tests.mount.test_write import (
+    RW,
+    MiB,
+    kill_9_while_the_last_part_is_sent,
+    server_bytes,
+    server_keys,
+)
+from tests.mount.test_write_crashwalk import _open_uploads
 
 WB = (*RW, "--writeback")
 PARALLEL = 16  # write-back uploads at once (fs/staging.py)
@@ -248,6 +255,34 @@ def test_a_file_whose_upload_fails_at_mount_start_is_shown_and_uploaded_at_its_n
     assert server_bytes(emulator, "f") == b"acknowledged"
     _until("the hand-over", lambda: _staged_files(mount) == [])
     assert f.read_bytes() == b"acknowledged"
+    mount.stop()
+
+
+def _parts_stored(emulator: Emulator, key: str) -> int:
+    return sum(1 for r in emulator.requests if (r.op, r.key, r.status) == ("UploadPart", key, 200))
+
+
+def test_a_multipart_upload_whose_resume_fails_at_mount_start_is_resumed_by_its_retry(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """The retry started a new upload: every part went again, and the upload the recovery
+    had resumed stayed open on the server (its parts stored, and billed) until the next
+    mount's sweep."""
+    data = os.urandom(6 * MiB + 4321)
+    (tmp_path / "src").write_bytes(data)
+    kill_9_while_the_last_part_is_sent(emulator, make_mount, tmp_path / "src", "big", parts=7)
+    emulator.faults.clear()
+    emulator.faults.add(FaultRule("error", op="UploadPart", key="big", times=None, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    mount = make_mount(args=(*RW, "--max-attempts", "1")).start()
+    assert "staged before the restart failed" in mount.log()
+    assert [key for key, _ in _open_uploads(emulator)] == ["big"]
+    stored = _parts_stored(emulator, "big")
+    emulator.faults.clear()
+    _until("the retry", lambda: "big" in server_keys(emulator))  # nobody touches it
+    assert server_bytes(emulator, "big") == data
+    assert _parts_stored(emulator, "big") == stored + 1, "the parts stored are not sent again"
+    assert _open_uploads(emulator) == []
     mount.stop()
 
 
