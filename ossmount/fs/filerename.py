@@ -1,7 +1,8 @@
 """Rename of one file or link: its object moves to the new key, then the old key goes.
 
 A file is copied server-side (CopyObject fenced on the listed ETag; by parts above its limit,
-ossmount.write.bigcopy), a link is made again (fs/linkattrs.py `move_link`), then the source
+ossmount.write.bigcopy), with a Content-Type that follows the new name where it was a default
+(fs/movetype.py), a link is made again (fs/linkattrs.py `move_link`), then the source
 is deleted: not atomic, a crash in between leaves both keys. A file being written under the
 new name (`victim`) is replaced, as by unlink: its handles keep working on its bytes, and
 none of its commits may land over the file moved here. Its lock, held through the copy, makes
@@ -15,6 +16,7 @@ from dataclasses import replace
 
 from ossmount.fs.attrs import is_symlink
 from ossmount.fs.linkattrs import move_link
+from ossmount.fs.movetype import renames_type, retyped
 from ossmount.fs.staged import Staged
 from ossmount.fs.staging import Staging
 from ossmount.fs.stamps import now_s
@@ -36,10 +38,13 @@ async def move_file(
                 writes, staging.known, meta, new_key, root_prefix, forbid_overwrite=noreplace
             )
         else:
+            headers = await _retyped_headers(staging, meta, new_key)
             copied = await copy_any(writes, meta.key, new_key, size=meta.size, etag=meta.etag,
-                                    ledger=staging.uploader.ledger,
-                                    forbid_overwrite=noreplace)  # fmt: skip
+                                    ledger=staging.uploader.ledger, forbid_overwrite=noreplace,
+                                    replace=headers)  # fmt: skip
             staging.known.moved(meta.key, new_key, copied.etag)
+            if headers is not None:
+                staging.known.wrote(new_key, copied.etag, headers)
             moved = replace(meta, key=new_key, etag=copied.etag, mtime_ns=now_s(),
                             crc64=copied.crc64 or meta.crc64)  # fmt: skip
         if victim is not None:
@@ -47,3 +52,17 @@ async def move_file(
             await staging.disown(victim)  # its sealed write-back journal must not land later
     await writes.delete_object(meta.key)
     return moved
+
+
+async def _retyped_headers(
+    staging: Staging, meta: ObjectMeta, new_key: str
+) -> dict[str, str] | None:
+    """What the copy to `new_key` replaces the metadata with, for a type that follows the
+    new name (fs/movetype.py); None: copied as it is. The source's metadata: what this mount
+    sent moments ago, else one HEAD fenced on the listed ETag."""
+    if not renames_type(meta.key, new_key):
+        return None
+    headers = staging.known.headers(meta.key, meta.etag)
+    if headers is None:
+        headers, _ = await staging.uploader.writes.kept_headers(meta.key, if_match=meta.etag)
+    return retyped(meta.key, new_key, headers)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 import trio
 
@@ -50,12 +51,14 @@ async def copy_any(
     ledger: UploadLedger | None = None,
     forbid_overwrite: bool = False,
     part_size: int = COPY_PART,
+    replace: Mapping[str, str] | None = None,
 ) -> CopyResult:
-    """Copy `src_key` (version `etag`, `size` bytes) to `dst_key`, whatever its size."""
+    """Copy `src_key` (version `etag`, `size` bytes) to `dst_key`, whatever its size, with
+    the source's metadata, or with `replace` (every user and content header) instead."""
     if size <= COPY_LIMIT:
         try:
             return await writes.copy_object(
-                src_key, dst_key, if_match=etag, forbid_overwrite=forbid_overwrite
+                src_key, dst_key, if_match=etag, meta=replace, forbid_overwrite=forbid_overwrite
             )
         except OssError as exc:
             if exc.status != 400 or exc.code not in _TOO_LARGE:
@@ -64,7 +67,7 @@ async def copy_any(
                      src_key, exc.code)  # fmt: skip
     return await copy_by_parts(
         writes, src_key, dst_key, size=size, etag=etag, ledger=ledger,
-        forbid_overwrite=forbid_overwrite, part_size=part_size,
+        forbid_overwrite=forbid_overwrite, part_size=part_size, replace=replace,
     )  # fmt: skip
 
 
@@ -79,10 +82,13 @@ async def copy_by_parts(
     forbid_overwrite: bool = False,
     part_size: int = COPY_PART,
     parallel: int = 4,
+    replace: Mapping[str, str] | None = None,
 ) -> CopyResult:
-    """The multipart copy (see the module docstring)."""
+    """The multipart copy (see the module docstring); `replace` as for `copy_any`."""
     part = max(part_size, -(-size // 10000), 100 * 1024)
     kept, crc = await writes.kept_headers(src_key, if_match=etag)
+    if replace is not None:
+        kept = dict(replace)
     if ledger is not None:  # an upload whose id a crash keeps from the ledger is ours too
         await trio.to_thread.run_sync(ledger.intend, dst_key)
     upload_id = await writes.initiate_multipart(

@@ -76,3 +76,19 @@ async def test_copyobject_refused_as_too_large_is_copied_by_parts(emu: Emulator)
     ops = [r.op for r in emu.requests]
     assert "CopyObject" in ops
     assert "UploadPartCopy" in ops
+
+
+async def test_a_copy_by_parts_with_replaced_metadata_carries_it_instead(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """A rename whose type follows the new name (fs/movetype.py), above CopyObject's limit."""
+    data = os.urandom(300 * KiB)
+    etag = emu.put_object(BUCKET, "src.tmp", data, meta={"a": "1"})
+    headers = {"x-oss-meta-a": "1", "content-type": "text/html"}
+    async with make_client(emu.endpoint) as client:
+        await copy_by_parts(OssWrites(client), "src.tmp", "dst.html", size=len(data), etag=etag,
+                            part_size=100 * KiB, replace=headers)  # fmt: skip
+    got, _, meta, ctype = stored(emu, "dst.html")
+    assert got == data
+    assert meta == {"x-oss-meta-a": "1"}
+    assert ctype == "text/html"

@@ -5,6 +5,8 @@ also for a link the kernel already knows under the renamed directory."""
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
 from ossmount.emulator import Emulator
 from tests.mount.conftest import MountFactory
@@ -42,3 +44,52 @@ def test_mv_of_a_tree_keeps_its_internal_relative_links_inside_it(
         "venv2/lib/libfoo.so.1"
     )
     assert not any(k.startswith("venv/") for k in server_keys(emulator))
+
+
+def _type_of(emulator: Emulator, key: str) -> str:
+    version = emulator.head(BUCKET, key)
+    assert version is not None, key
+    return version.content_type
+
+
+def test_rsync_into_the_mount_gives_each_file_the_type_of_its_name(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """rsync uploads `.index.html.Xy12Ab` (typed application/octet-stream by that name) and
+    renames it: the copy kept that type, so a site synced through the mount served every
+    page as a download."""
+    src = tmp_path / "site"
+    src.mkdir()
+    for name in ("index.html", "style.css", "logo.png", "README"):
+        (src / name).write_bytes(b"content of " + name.encode())
+    mount = make_mount(args=RW).start()
+    subprocess.run(["rsync", "-a", f"{src}/", f"{mount.path}/site/"], check=True)
+    assert _type_of(emulator, "site/index.html") == "text/html"
+    assert _type_of(emulator, "site/style.css") == "text/css"
+    assert _type_of(emulator, "site/logo.png") == "image/png"
+    assert _type_of(emulator, "site/README") == "application/octet-stream"
+    assert (mount.path / "site" / "index.html").read_bytes() == b"content of index.html"
+    heads = [r for r in emulator.requests if r.op == "HeadObject"]
+    assert heads == [], "what this mount just wrote needs no HEAD to be copied"
+
+
+def test_mv_retypes_an_older_object_only_where_its_type_was_its_names_default(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.put_object(BUCKET, "draft.tmp", b"<html></html>")  # typed by its name
+    emulator.put_object(BUCKET, "notes.dat", b"text", content_type="text/plain")  # on purpose
+    emulator.put_object(BUCKET, "a.txt", b"a")
+    mount = make_mount(args=RW).start()
+    os.rename(mount.path / "draft.tmp", mount.path / "page.html")
+    os.rename(mount.path / "notes.dat", mount.path / "notes.html")
+    before = len([r for r in emulator.requests if r.op == "HeadObject"])
+    os.rename(mount.path / "a.txt", mount.path / "b.txt")
+    assert _type_of(emulator, "page.html") == "text/html"
+    assert _type_of(emulator, "notes.html") == "text/plain", "a type set on purpose stays"
+    assert _type_of(emulator, "b.txt") == "text/plain"
+    assert len([r for r in emulator.requests if r.op == "HeadObject"]) == before, (
+        "a move between names of one type costs no HEAD"
+    )
+    assert (mount.path / "page.html").read_bytes() == b"<html></html>"
+    mount.stop()
+    assert server_keys(emulator) >= {"page.html", "notes.html", "b.txt"}
