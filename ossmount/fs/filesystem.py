@@ -314,6 +314,9 @@ class FileSystem:
             if node.is_dir or node.meta is None:
                 raise IsADirectory(self._where(node), "open of a directory as a file")
             staged = staging.by_inode.get(inode)  # another open may have started it meanwhile
+        if staged is not None and not staged.filled.is_set():  # that open stages the object
+            await staged.filled.wait()
+            return await self._open_staged(inode, flags, staging.by_inode.get(inode))
         if staged is None:
             meta = node.meta
             assert meta is not None

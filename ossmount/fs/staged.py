@@ -52,6 +52,10 @@ class Staged:
     # Set while `pending` is 0: a write or truncate waits for it (Staging.quiesce), so the
     # bytes a write-back close acknowledged are uploaded as they were when it sealed them.
     landed: trio.Event = field(default_factory=_set_event)
+    # Unset while the first open stages the existing object's bytes (Staging.fill): another
+    # open joining the file waits for them, else its appends and reads would go to an empty
+    # or half-filled file that the fill then overwrites.
+    filled: trio.Event = field(default_factory=_set_event)
     mtime_ns: int | None = None
     # x-oss-meta-atime / -ctime to store (fs/stamps.py): the create's time, a utimens's; the
     # ctime becomes the commit's time at each commit (ossfs: the flush's). None: not set.
