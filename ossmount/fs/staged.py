@@ -57,6 +57,7 @@ class Staged:
     # or half-filled file that the fill then overwrites.
     filled: trio.Event = field(default_factory=_set_event)
     mtime_ns: int | None = None
+    mtime_stamped: bool = False  # mtime_ns is a write-back close's time, not set by utimens
     # x-oss-meta-atime / -ctime to store (fs/stamps.py): the create's time, a utimens's; the
     # ctime becomes the commit's time at each commit (ossfs: the flush's). None: not set.
     atime_ns: int | None = None
