@@ -10,6 +10,7 @@ journal in `<cache>/staging`, no multipart upload open. A tool the machine lacks
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -568,6 +569,49 @@ def test_mkdir_p_find_delete_rm_rf_and_mv_into_a_dir(
     assert snapshot(mount.path) == expected
     assert server_keys(emulator) == {"dest/", "dest/a/", "dest/a/b/", "dest/a/b/c/",
                                      "dest/a/b/c/d/"}  # fmt: skip
+
+
+def _renameat2(old: Path, new: Path, flags: int) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    done = libc.renameat2(-100, os.fsencode(old), -100, os.fsencode(new), flags)  # AT_FDCWD
+    return 0 if done == 0 else ctypes.get_errno()
+
+
+def test_what_objects_cannot_be_fails_with_the_documented_errno(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """Hard links, FIFOs, RENAME_EXCHANGE: no object can be them (SEMANTICS.md: Writes).
+    Programs that try a hard link first fall back (git clone of a local repository copies
+    its objects); `tar x` of an archive holding hard links reports those members."""
+    mount = make_mount(args=RW).start()
+    (mount.path / "a").write_text("a")
+    (mount.path / "b").write_text("b")
+    assert errno_of(lambda: os.link(mount.path / "a", mount.path / "hard")) == errno.EPERM
+    assert errno_of(lambda: os.mkfifo(mount.path / "fifo")) == errno.EPERM  # was ENOSYS
+    assert _renameat2(mount.path / "a", mount.path / "b", 2) == errno.EXDEV  # EXCHANGE
+    assert _renameat2(mount.path / "a", mount.path / "b", 1) == errno.EEXIST  # NOREPLACE
+    assert _renameat2(mount.path / "a", mount.path / "c", 1) == 0
+    src = tmp_path / "src"
+    src.mkdir()
+    git(src, "init", "-q")
+    (src / "f").write_text("tracked\n")
+    git(src, "add", "f")
+    git(src, "commit", "-qm", "one")
+    git(tmp_path, "clone", "-q", str(src), str(mount.path / "clone"))  # links fail: copies
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "one").write_text("same inode")
+    os.link(tmp_path / "t" / "one", tmp_path / "t" / "two")
+    run(["tar", "cf", str(tmp_path / "t.tar"), "-C", str(tmp_path), "t"])
+    tar = subprocess.run(["tar", "xf", str(tmp_path / "t.tar"), "-C", str(mount.path)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert tar.returncode == 2
+    assert "Cannot hard link" in tar.stderr
+    mount = fresh(make_mount, mount)
+    assert git(mount.path / "clone", "log", "--format=%s") == "one\n"
+    git(mount.path / "clone", "fsck", "--strict")
+    assert (mount.path / "clone" / "f").read_text() == "tracked\n"
+    assert (mount.path / "t" / "one").read_text() == "same inode"
+    assert sorted(os.listdir(mount.path)) == ["b", "c", "clone", "t"]
 
 
 # --- names ----------------------------------------------------------------------------------
