@@ -19,6 +19,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from tests.mount.harness import BUCKET, Mount
 from tests.mount.test_write import RW, errno_of, sdk, server_bytes, server_keys
 
 Snapshot = dict[str, tuple[str, bytes]]
+MiB = 1024 * 1024
 WB = (*RW, "--writeback")
 # Editors, git and sqlite run on both kinds of mount: close waiting for the upload, and
 # write-back (close returns first; what stat shows must not change when the upload lands).
@@ -613,6 +615,69 @@ def test_what_objects_cannot_be_fails_with_the_documented_errno(
     assert (mount.path / "clone" / "f").read_text() == "tracked\n"
     assert (mount.path / "t" / "one").read_text() == "same inode"
     assert sorted(os.listdir(mount.path)) == ["b", "c", "clone", "t"]
+
+
+def test_sparse_writes_tempfiles_ln_sf_rsync_inplace_sort_o_and_split(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    mount = make_mount(args=RW).start()
+    big = bytes(range(256)) * (3 * 4096) + b"tail5"  # 3 MiB + 5: multipart with 1 MiB parts
+    patched = bytearray(big)
+    patched[MiB + 3 : MiB + 10] = b"PATCHED"
+    (tmp_path / "patched").write_bytes(bytes(patched))
+
+    def steps(root: Path) -> None:
+        fd = os.open(root / "sparse", os.O_WRONLY | os.O_CREAT, 0o644)
+        os.pwrite(fd, b"END", 5 * MiB + 7)  # a hole of 5 MiB, then one written in the middle
+        os.pwrite(fd, b"MID", 2 * MiB)
+        os.close(fd)
+        with tempfile.NamedTemporaryFile(dir=root) as temp:  # unlinked while open
+            temp.write(b"temp")
+            temp.flush()
+        os.symlink("sparse", root / "ln")
+        run(["ln", "-sf", "other", str(root / "ln")])
+        (root / "big").write_bytes(big)
+        run(
+            [
+                "rsync",
+                "-I",
+                "--inplace",
+                "--no-whole-file",
+                str(tmp_path / "patched"),
+                str(root / "big"),
+            ]
+        )
+        (root / "lines").write_text("b\nc\na\n")
+        run(["sort", "-o", str(root / "lines"), str(root / "lines")])
+        run(["split", "-b", "700000", str(root / "big"), str(root / "part.")])
+
+    expected = both(tmp_path, mount, steps)
+    mount = fresh(make_mount, mount)
+    assert snapshot(mount.path) == expected
+    assert server_bytes(emulator, "big") == bytes(patched)
+
+
+def test_mv_of_a_dir_holding_a_file_being_written_copies_it_as_it_was(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """A documented limit (SEMANTICS.md: rename of a directory): such a rename is EXDEV, so
+    `mv` copies the tree and deletes the old one; the copy has the file's bytes of that
+    moment, and what the still-open descriptor writes afterwards goes nowhere (a local
+    rename would keep the inode: it would have them)."""
+    mount = make_mount(args=RW).start()
+    (mount.path / "dir").mkdir()
+    with open(mount.path / "dir" / "open", "w") as out:
+        out.write("being written")
+        out.flush()
+        renamed = errno_of(lambda: os.rename(mount.path / "dir", mount.path / "moved"))
+        assert renamed == errno.EXDEV
+        run(["mv", str(mount.path / "dir"), str(mount.path / "moved")])
+        out.write(" and more")
+    mount = fresh(make_mount, mount)
+    assert snapshot(mount.path) == {
+        "moved": ("dir", b""),
+        "moved/open": ("file", b"being written"),
+    }
 
 
 # --- names ----------------------------------------------------------------------------------
