@@ -336,6 +336,39 @@ def test_sqlite_wal(
     assert _count(mount.path / "w.db") == (1000, "ok")
 
 
+_SQL_WRITER = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], timeout=30)
+for i in range(50):
+    with con:
+        con.execute("INSERT INTO t (who, n) VALUES (?, ?)", (sys.argv[2], i))
+con.close()
+"""
+
+
+def test_sqlite_with_two_writing_processes(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """Two processes writing one database take turns through its fcntl locks (the kernel's,
+    on this mount) and both write into the one staged file."""
+    mount = make_mount(args=RW).start()
+    db = mount.path / "two.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (who TEXT, n INT)")
+    con.commit()
+    con.close()
+    writers = [subprocess.Popen([sys.executable, "-c", _SQL_WRITER, str(db), w]) for w in "AB"]
+    assert [w.wait() for w in writers] == [0, 0]
+    mount = fresh(make_mount, mount)
+    con = sqlite3.connect(mount.path / "two.db")
+    try:
+        rows = con.execute("SELECT who, count(*) FROM t GROUP BY who ORDER BY who").fetchall()
+        assert rows == [("A", 50), ("B", 50)]
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        con.close()
+
+
 # --- patching, sizes, appends, locks --------------------------------------------------------
 
 
