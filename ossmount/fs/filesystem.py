@@ -315,6 +315,8 @@ class FileSystem:
                 raise IsADirectory(self._where(node), "open of a directory as a file")
             staged = staging.by_inode.get(inode)  # another open may have started it meanwhile
         if staged is not None and not staged.filled.is_set():  # that open stages the object
+            # Then look again: a failed fill's release dropped the file before any checkpoint
+            # (no handle joined it), so this open starts afresh instead of joining a torn copy.
             await staged.filled.wait()
             return await self._open_staged(inode, flags, staging.by_inode.get(inode))
         if staged is None:
