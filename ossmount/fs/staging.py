@@ -177,19 +177,15 @@ class Staging:
     async def fill(self, staged: Staged, source: ObjectReaderLike, size: int) -> None:
         """Copy the current object (read through the verified read path) into the staging
         file: writing into an existing file works on the whole object."""
-        staged.filled = trio.Event()  # before any await: a joining open waits for it
         staged.size = size  # what stat shows meanwhile (an appender takes its offset from it)
-        try:
-            self._count(staged, size)
-            offset = 0
-            while offset < size:
-                data = await source.read(offset, min(_FILL_CHUNK, size - offset))
-                if not data:
-                    raise EOFError(f"{self.where(staged.key)}: object ended at {offset} of {size}")
-                os.pwrite(staged.fd, data, offset)
-                offset += len(data)
-        finally:
-            staged.filled.set()
+        self._count(staged, size)
+        offset = 0
+        while offset < size:
+            data = await source.read(offset, min(_FILL_CHUNK, size - offset))
+            if not data:
+                raise EOFError(f"{self.where(staged.key)}: object ended at {offset} of {size}")
+            os.pwrite(staged.fd, data, offset)
+            offset += len(data)
         staged.seq_end = size
         staged.source = (staged.key, staged.base_etag, size)
         staged.dirty_parts = set()
