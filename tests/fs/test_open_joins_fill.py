@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from ossmount.emulator import Emulator, FaultRule
+from ossmount.fs.filesystem import FileSystem
 from ossmount.tree.inodes import ROOT_INODE
 from tests.fs.test_writes import BUCKET, WriteRig, _rig
 
@@ -24,38 +25,41 @@ async def rw(emu: Emulator, tmp_path: os.PathLike[str]) -> AsyncIterator[WriteRi
         yield rig
 
 
-async def _second_open_while_the_first_fills(rw: WriteRig, *, fill_fails: bool) -> int:
-    """Open "f" for writing twice, the second while the first one's GET is held back; return
-    the second's handle (the first's error, if any, is swallowed)."""
+async def _second_open_while_the_first_fills(rw: WriteRig, *, cancel_first: bool) -> int:
+    """Open "f" for writing twice, the second while the first one's GET is held back (and,
+    with `cancel_first`, the first then cancelled mid-fill: its process interrupted); return
+    the second's handle."""
     rw.emu.put_object(BUCKET, "f", DATA)
     fs, staging = rw.fs, rw.staging
     assert staging is not None
     inode = (await fs.lookup(ROOT_INODE, "f")).inode
-    rw.emu.faults.add(FaultRule("latency", op="GetObject", key="f", seconds=0.3))
-    if fill_fails:
-        rw.emu.faults.add(
-            FaultRule("error", op="GetObject", key="f", status=403, code="AccessDenied")
-        )
-    first_failed: list[BaseException] = []
+    rw.emu.faults.add(FaultRule("latency", op="GetObject", key="f", seconds=0.5))
+    handles: list[int] = []
 
-    async def first() -> None:
-        try:
-            await fs.open(inode, os.O_RDWR)
-        except Exception as exc:
-            first_failed.append(exc)
+    async def second() -> None:
+        handles.append((await fs.open(inode, os.O_RDWR | os.O_APPEND)).fh)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(first)
+        first = trio.CancelScope()
+        nursery.start_soon(_open_in, fs, inode, first)
         await trio.testing.wait_all_tasks_blocked()
         assert inode in staging.by_inode, "the first open is staging the object"
         assert (await fs.getattr(inode)).size == len(DATA), "stat shows the object's size"
-        second = await fs.open(inode, os.O_RDWR | os.O_APPEND)
-    assert bool(first_failed) == fill_fails, first_failed
-    return second.fh
+        nursery.start_soon(second)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not handles, "the second open waits for the first one's fill"
+        if cancel_first:
+            first.cancel()
+    return handles[0]
+
+
+async def _open_in(fs: FileSystem, inode: int, scope: trio.CancelScope) -> None:
+    with scope:
+        await fs.open(inode, os.O_RDWR)
 
 
 async def test_a_second_open_sees_the_whole_object_and_appends_after_it(rw: WriteRig) -> None:
-    fh = await _second_open_while_the_first_fills(rw, fill_fails=False)
+    fh = await _second_open_while_the_first_fills(rw, cancel_first=False)
     assert await rw.fs.read(fh, 0, 2000) == DATA
     assert (await rw.fs.getattr((await rw.fs.lookup(ROOT_INODE, "f")).inode)).size == len(DATA)
     rw.fs.write(fh, len(DATA), b"+")
@@ -64,11 +68,11 @@ async def test_a_second_open_sees_the_whole_object_and_appends_after_it(rw: Writ
     assert rw.emu.get_bytes(BUCKET, "f") == DATA + b"+"
 
 
-async def test_an_open_waiting_for_a_fill_that_failed_stages_the_object_afresh(
+async def test_an_open_waiting_for_a_fill_that_was_cancelled_stages_the_object_afresh(
     rw: WriteRig,
 ) -> None:
-    fh = await _second_open_while_the_first_fills(rw, fill_fails=True)
-    assert await rw.fs.read(fh, 0, 2000) == DATA, "not the torn copy of the failed fill"
+    fh = await _second_open_while_the_first_fills(rw, cancel_first=True)
+    assert await rw.fs.read(fh, 0, 2000) == DATA, "not the torn copy of the cancelled fill"
     rw.fs.write(fh, len(DATA), b"+")
     await rw.fs.flush(fh)
     await rw.fs.release(fh)
