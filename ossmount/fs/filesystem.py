@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+import trio
+
 from ossmount.cache.adopt import Adopter
 from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, direct_writes, is_symlink
 from ossmount.fs.dirattrs import make_dir
@@ -314,6 +316,9 @@ class FileSystem:
             if node.is_dir or node.meta is None:
                 raise IsADirectory(self._where(node), "open of a directory as a file")
             staged = staging.by_inode.get(inode)  # another open may have started it meanwhile
+        if staged is not None and not staged.filled.is_set():  # another open stages the object
+            await staged.filled.wait()  # then look again: a failed fill's file is gone
+            return await self._open_staged(inode, flags, staging.by_inode.get(inode))
         if staged is None:
             meta = node.meta
             assert meta is not None
@@ -321,14 +326,17 @@ class FileSystem:
             self.attr.carry(node, staged)
             try:
                 if not flags & os.O_TRUNC and meta.size:
+                    staged.filled = trio.Event()  # an open joining meanwhile waits for it
                     reader = self._prefetcher.open(meta)
                     try:
                         await staging.fill(staged, reader, meta.size)
                     finally:
                         await reader.aclose()
             except BaseException:
-                await staging.release(staged)
+                await staging.release(staged)  # drops the file before any checkpoint
                 raise
+            finally:
+                staged.filled.set()  # only now: no one joins the torn copy of a failed fill
         else:
             staged.handles += 1
         if writing and flags & os.O_TRUNC:  # what a write-back close sealed goes up first

@@ -238,6 +238,20 @@ class Operations(pyfuse3.Operations):
         )
         return entry_attributes(attr)
 
+    @fuse_boundary
+    async def mknod(
+        self,
+        parent_inode: pyfuse3.InodeT,
+        name: pyfuse3.FileNameT,
+        mode: int,
+        rdev: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        """A FIFO, socket or device cannot be an object: EPERM, which mknod(2) answers when
+        the filesystem does not support the node type (pyfuse3's default was ENOSYS,
+        "Function not implemented", to `mkfifo`). Regular files come through `create`."""
+        raise pyfuse3.FUSEError(errno.EPERM)
+
     # -- misc ------------------------------------------------------------------------------
 
     @fuse_boundary

@@ -52,7 +52,7 @@ async def set_attrs(
         return
     mode, uid, gid, mtime_ns, _, _ = posix
     if mtime_ns is not None:
-        staged.mtime_ns = mtime_ns
+        staged.mtime_ns, staged.mtime_stamped = mtime_ns, False
     if mode is not None:
         staged.mode, staged.keep_mode = stat.S_IFREG | (mode & 0o7777), False
     if uid is not None:

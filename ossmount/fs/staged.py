@@ -52,7 +52,13 @@ class Staged:
     # Set while `pending` is 0: a write or truncate waits for it (Staging.quiesce), so the
     # bytes a write-back close acknowledged are uploaded as they were when it sealed them.
     landed: trio.Event = field(default_factory=_set_event)
+    # Unset while the first open stages the existing object's bytes (Staging.fill, from
+    # FileSystem._open_staged, which sets it once the fill is done or its file dropped):
+    # another open joining the file waits for them, else its appends and reads would go to
+    # an empty or half-filled file that the fill then overwrites.
+    filled: trio.Event = field(default_factory=_set_event)
     mtime_ns: int | None = None
+    mtime_stamped: bool = False  # mtime_ns is a write-back close's time, not set by utimens
     # x-oss-meta-atime / -ctime to store (fs/stamps.py): the create's time, a utimens's; the
     # ctime becomes the commit's time at each commit (ossfs: the flush's). None: not set.
     atime_ns: int | None = None

@@ -177,6 +177,7 @@ class Staging:
     async def fill(self, staged: Staged, source: ObjectReaderLike, size: int) -> None:
         """Copy the current object (read through the verified read path) into the staging
         file: writing into an existing file works on the whole object."""
+        staged.size = size  # what stat shows meanwhile (an appender takes its offset from it)
         self._count(staged, size)
         offset = 0
         while offset < size:
@@ -185,7 +186,7 @@ class Staging:
                 raise EOFError(f"{self.where(staged.key)}: object ended at {offset} of {size}")
             os.pwrite(staged.fd, data, offset)
             offset += len(data)
-        staged.size = staged.seq_end = size
+        staged.seq_end = size
         staged.source = (staged.key, staged.base_etag, size)
         staged.dirty_parts = set()
 

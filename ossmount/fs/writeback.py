@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,10 +59,20 @@ class WriteBack:
         by close as without write-back)."""
         if staged.broken is not None:
             raise staged.broken
-        if staged.session is not None or staged.lock.locked() or staged.orphan:
-            return False  # an orphan's commit uploads nothing: sealing it would, after a crash
-        record = self._staging.sealed_record(staged)
-        await trio.to_thread.run_sync(_seal, staged.fd, staged.files.journal, record)
+        # One seal of a file at a time: two closes at once (two appenders ending) wrote the
+        # same temporary journal in two threads, and one of them failed (EIO).
+        async with staged.journal_lock:
+            if staged.session is not None or staged.lock.locked() or staged.orphan:
+                return False  # an orphan's commit uploads nothing: sealing it would, after a crash
+            if staged.mtime_ns is None or staged.mtime_stamped:
+                # The close's time goes up as its x-oss-meta-mtime, so the mtime stat shows
+                # from now on stays when the upload lands (else it became the Last-Modified
+                # then, and vim, reading a file closed moments before, refused to save:
+                # "changed since reading it"). A later close stamps its own; a time set by
+                # utimens is kept.
+                staged.mtime_ns, staged.mtime_stamped = time.time_ns(), True
+            record = self._staging.sealed_record(staged)
+            await trio.to_thread.run_sync(_seal, staged.fd, staged.files.journal, record)
         self._scheduled(staged)
         self._nursery.start_soon(self._commit_later, staged)
         return True
