@@ -584,6 +584,15 @@ class FileSystem:
         log.info("renamed %s to %s/: %d keys copied then deleted", self._where(node),
                  self._key(new_path), moved)  # fmt: skip
 
+    def mknod(self, parent: int, name: str) -> None:
+        """A FIFO, socket or device cannot be an object: EPERM, which mknod(2) answers when
+        the filesystem does not support the node type (pyfuse3's default was ENOSYS, "Function
+        not implemented", to `mkfifo`); EROFS on a read-only mount, as every write. Regular
+        files come through `create`."""
+        self._writable(parent)
+        path, _ = new_entry(self._ns.root_prefix, self._ns.get(parent).path, name)
+        raise Refused(self._where_path(path), "a FIFO, socket or device cannot be an object")
+
     async def symlink(
         self, parent: int, name: str, target: str, uid: int | None = None, gid: int | None = None
     ) -> Attr:

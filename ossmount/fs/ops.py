@@ -247,10 +247,8 @@ class Operations(pyfuse3.Operations):
         rdev: int,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        """A FIFO, socket or device cannot be an object: EPERM, which mknod(2) answers when
-        the filesystem does not support the node type (pyfuse3's default was ENOSYS,
-        "Function not implemented", to `mkfifo`). Regular files come through `create`."""
-        raise pyfuse3.FUSEError(errno.EPERM)
+        self.fs.mknod(parent_inode, os.fsdecode(name))
+        raise AssertionError("unreachable: mknod always refuses")
 
     # -- misc ------------------------------------------------------------------------------
 

@@ -199,6 +199,7 @@ def test_a_read_only_mount_refuses_every_write_with_erofs(
         "rmdir": lambda: os.rmdir(mount.path / "d"),
         "rename": lambda: os.rename(mount.path / "f", mount.path / "f2"),
         "symlink": lambda: os.symlink("f", mount.path / "l"),
+        "mkfifo": lambda: os.mkfifo(mount.path / "fifo"),
     }
     for what, attempt in attempts.items():
         assert errno_of(attempt) == errno.EROFS, what
