@@ -145,6 +145,14 @@ class CacheEntry(PartBook):
 
     # ----------------------------------------------------------------- reading
 
+    def let_go(self, start: int, length: int) -> None:
+        """Let the kernel drop the cache file's pages in [start, start + length): clean ones
+        now, dirty ones once written back, which this starts (prefetch/dropbehind.py). The
+        bytes stay in the file; nothing is lost or unrecorded."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
+
     def read(self, offset: int, length: int) -> bytes:
         """Bytes [offset, offset + length) clipped to the object; the parts must be done.
 

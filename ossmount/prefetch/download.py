@@ -43,6 +43,7 @@ from ossmount.cache.store import CacheStore
 from ossmount.observe import PrefetchObserver
 from ossmount.oss.models import ObjectMeta
 from ossmount.prefetch.config import PrefetchConfig, RangeSource
+from ossmount.prefetch.dropbehind import DropBehind
 from ossmount.prefetch.errors import DownloadFailed, ObjectChanged, ObjectCorrupt, ReadError
 from ossmount.prefetch.fence import CRC_DISPUTES, CrcDisputed, VersionFence
 from ossmount.prefetch.fetch import Dropped, Failed, Fetched, PartJob, PartOutcome, fetch_part
@@ -92,6 +93,7 @@ class Download:
         self.entry = entry
         self.layout = entry.layout
         self.readers: set[ObjectReader] = set()  # open handles
+        self._behind = DropBehind(self.layout, self.entry.let_go)
         self.failure: ReadError | None = None
         self.closed = False
         self.queue = PartQueue(entry.is_done)
@@ -357,6 +359,7 @@ class Download:
             log.error("%s: the cached object is discarded", exc)
             self._fail(ObjectCorrupt(self._s.config.bucket, self.meta.key, str(exc)))
             return None, 0
+        self._behind.armed = True  # freshly written pages: let them go behind the readers
         return "done", outcome.result.length
 
     async def _finish(self) -> None:
@@ -426,6 +429,11 @@ class Download:
             # Unlinks the files now (a fresh download may create them again at once); our
             # fd stays valid for workers still unwinding and is closed when we are idle.
             self.entry.discard()
+
+    def read_past(self) -> None:
+        """A reader's read returned: the pages every reader has passed may go
+        (prefetch/dropbehind.py)."""
+        self._behind.passed(min((r.consumed for r in self.readers), default=0))
 
     async def release(self, reader: ObjectReader) -> None:
         """A handle closed. The last one stops read-ahead; the entry is closed once idle.

@@ -55,18 +55,24 @@ class ObjectReader:
     async def read(self, offset: int, size: int) -> bytes:
         download = self._download
         if download.settled and download.entry.all_present:
-            # Fast path for a fully cached, judged object (e.g. after a remount): no part
-            # bookkeeping, read-ahead, coverage or `consumed` (nothing of an entry with every
-            # byte present needs shedding while it is read); the pread is all that is left.
-            # No await between the check and the read.
+            # Fast path for a fully cached, judged object (e.g. after a remount, or the rest
+            # of a cold copy once its download is done): no part bookkeeping, read-ahead or
+            # coverage; the pread, and `consumed` for the pages let go behind the readers
+            # (prefetch/dropbehind.py). No await between the check and the read, so no read
+            # of this handle is under way meanwhile.
             end = min(offset + size, download.meta.size)
             if end == download.meta.size:
                 self.read_to_end = True
-            return download.entry.read(offset, end - offset) if offset < end else b""
+            if offset >= end:
+                return b""
+            cached = download.entry.read(offset, end - offset)
+            self._read_until = max(self._read_until, end)
+            download.read_past()
+            return cached
         if download.failure is None and download.entry.state is EntryState.VERIFIED:
-            data = self._read_rechecked(offset, size)
-            if data is not None:
-                return data
+            rechecked = self._read_rechecked(offset, size)
+            if rechecked is not None:
+                return rechecked
         self.reading[offset, size] += 1
         try:
             data = await self._read(offset, size)
@@ -77,6 +83,7 @@ class ObjectReader:
         self._read_until = max(self._read_until, offset + len(data))
         if self._read_until >= download.meta.size:
             self.read_to_end = True
+        download.read_past()
         return data
 
     def _read_rechecked(self, offset: int, size: int) -> bytes | None:
