@@ -227,10 +227,18 @@ class MountConfig:
     uid: int = option("owner of every file (default: the mounting user)", convert=int)
     gid: int = option("group of every file (default: the mounting group)", convert=int)
     umask: int = option(
-        "permission bits to remove (octal); files are 0444 and dirs 0555 before it",
+        "permission bits to remove (octal); files are 0444 and dirs 0555 before it (0666 and"
+        " 0777 with --rw; a file's --file-mode)",
         0o022,
         octal,
         shown_default="022",
+    )
+    file_mode: int | None = option(
+        "mode bits (octal) of files whose own mode this mount does not know: every listed"
+        " object, as no HEAD is sent for x-oss-meta-mode; e.g. 755 to run scripts and venvs"
+        " stored on the bucket (default: 444, or 666 with --rw), less --umask",
+        convert=octal,
+        metavar="OCTAL",
     )
     log_level: str = option("debug, info, warning, error", "INFO", log_level, o_names=("dbglevel",))
     log_file: Path | None = option(

@@ -272,6 +272,7 @@ async def _serve(
             umask=config.umask,
             attr_timeout_s=config.stat_cache_expire,
             writable=config.rw,
+            file_bits=config.file_mode,
         )
         staging, recovered = (
             await _staging(config, client, nursery, notifier) if config.rw else (None, None)

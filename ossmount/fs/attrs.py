@@ -33,6 +33,7 @@ class Presentation:
     attr_timeout_s: float
     block_size: int = 1024 * 1024
     writable: bool = False  # -o rw: write bits in the modes, so permission checks allow writes
+    file_bits: int | None = None  # --file-mode: a listed file's bits, before the umask
 
     @property
     def dir_mode(self) -> int:
@@ -40,7 +41,12 @@ class Presentation:
 
     @property
     def file_mode(self) -> int:
-        return stat.S_IFREG | ((0o666 if self.writable else 0o444) & ~self.umask)
+        bits = self.file_bits
+        if bits is None:
+            bits = 0o666
+        if not self.writable:
+            bits &= ~0o222  # a read-only mount shows no write bit
+        return stat.S_IFREG | (bits & ~self.umask)
 
 
 class Attr(NamedTuple):

@@ -224,6 +224,13 @@ def test_install_m_and_cp_backup_numbered(
     # (SEMANTICS.md: Attributes; a HEAD per listed file would cost too much): no longer runs
     assert errno_of(lambda: subprocess.run([str(mount.path / "tool")])) == errno.EACCES
     assert int(meta(emulator, "bin/")["mode"]) & 0o7777 == 0o750
+    # --file-mode 755 shows listed files executable: the script runs again
+    mount = fresh(make_mount, mount, (*RW, "--file-mode", "755"))
+    assert stat.S_IMODE((mount.path / "tool").stat().st_mode) == 0o755
+    assert run([str(mount.path / "tool")]) == "hi\n"
+    mount.stop()
+    ro = make_mount(args=("--file-mode", "775")).start()
+    assert stat.S_IMODE((ro.path / "cfg").stat().st_mode) == 0o555, "no write bit, less umask"
 
 
 # --- git ------------------------------------------------------------------------------------
