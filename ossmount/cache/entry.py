@@ -53,6 +53,7 @@ from ossmount.cache.checkpoint import EntryState, fsync_dir, save_atomic, save_f
 from ossmount.cache.checks import warn_damaged
 from ossmount.cache.errors import CacheIOError, EntryStateError, io_error
 from ossmount.cache.holes import punch_hole
+from ossmount.cache.pages import let_go
 from ossmount.cache.partbook import DROPPED, PartBook
 from ossmount.cache.ranges import PartLayout
 from ossmount.cache.recheck import hash_span
@@ -146,12 +147,9 @@ class CacheEntry(PartBook):
     # ----------------------------------------------------------------- reading
 
     def let_go(self, start: int, length: int) -> None:
-        """Let the kernel drop the cache file's pages in [start, start + length): clean ones
-        now, dirty ones once written back, which this starts (prefetch/dropbehind.py). The
-        bytes stay in the file; nothing is lost or unrecorded."""
-        if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
+        """Let the kernel drop the cache file's pages in [start, start + length)
+        (cache/pages.py; prefetch/dropbehind.py says when)."""
+        let_go(self.fd, start, length)
 
     def read(self, offset: int, length: int) -> bytes:
         """Bytes [offset, offset + length) clipped to the object; the parts must be done.

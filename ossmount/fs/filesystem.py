@@ -42,7 +42,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import trio
 
@@ -584,7 +584,7 @@ class FileSystem:
         log.info("renamed %s to %s/: %d keys copied then deleted", self._where(node),
                  self._key(new_path), moved)  # fmt: skip
 
-    def mknod(self, parent: int, name: str) -> None:
+    def mknod(self, parent: int, name: str) -> NoReturn:
         """A FIFO, socket or device cannot be an object: EPERM, which mknod(2) answers when
         the filesystem does not support the node type (pyfuse3's default was ENOSYS, "Function
         not implemented", to `mkfifo`); EROFS on a read-only mount, as every write. Regular

@@ -433,7 +433,8 @@ class Download:
     def read_past(self) -> None:
         """A reader's read returned: the pages every reader has passed may go
         (prefetch/dropbehind.py)."""
-        self._behind.passed(min((r.consumed for r in self.readers), default=0))
+        if self._behind.armed:  # else nothing to let go: no per-read work on a cached copy
+            self._behind.passed(min((r.consumed for r in self.readers), default=0))
 
     async def release(self, reader: ObjectReader) -> None:
         """A handle closed. The last one stops read-ahead; the entry is closed once idle.

@@ -62,7 +62,6 @@ hashed at adoption as before), and `finish` returns them in `CommitResult.pieces
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import replace
@@ -70,6 +69,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..cache.pages import let_go
 from ..crc64 import combine
 from ..oss._errors import NoSuchKey, PreconditionFailed
 from ..oss._writes import (
@@ -208,10 +208,9 @@ class UploadSession:
         ps = self._ps
         if self._fd < 0:
             return  # closed meanwhile: its number may be another file's now
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(self._fd, (number - 1) * ps, ps, os.POSIX_FADV_DONTNEED)
-            if number > 2:
-                os.posix_fadvise(self._fd, 0, (number - 2) * ps, os.POSIX_FADV_DONTNEED)
+        let_go(self._fd, (number - 1) * ps, ps)
+        if number > 2:
+            let_go(self._fd, 0, (number - 2) * ps)
 
     async def drain(self) -> None:
         """Wait until no part is being sent in the background and every recorded part is
