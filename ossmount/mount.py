@@ -44,6 +44,8 @@ from ossmount.errors import ExitCode, StartupError
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.ops import Operations, Presentation, PyfuseKernel, drop_kernel_caches
 from ossmount.fs.recovery import Recovered, recover_staged
+from ossmount.fs.shown import ShownAttrs
+from ossmount.fs.shownfile import SHOWN_FILE, ShownSaver, load_shown
 from ossmount.fs.staged import StagedCounts, count_staged
 from ossmount.fs.staging import Staging
 from ossmount.oss import (
@@ -77,6 +79,9 @@ log = logging.getLogger(__name__)
 # start timeout by this much, every half of it, while it runs.
 _EXTEND_USEC = 30_000_000
 _WRITEBACK_DRAIN_S = 60
+# The attributes the mount stored are saved this often when they changed (fs/shownfile.py):
+# what a `kill -9` can lose of them, which then show the defaults after the remount.
+_SAVE_SHOWN_S = 30.0
 
 
 def check_mountpoint(path: Path) -> None:
@@ -274,8 +279,12 @@ async def _serve(
             writable=config.rw,
             file_bits=config.file_mode,
         )
+        shown_path = config.cache_dir / SHOWN_FILE
+        shown = await trio.to_thread.run_sync(load_shown, shown_path)
+        saver = ShownSaver(shown, shown_path)
+        nursery.start_soon(saver.run, _SAVE_SHOWN_S)
         staging, recovered = (
-            await _staging(config, client, nursery, notifier) if config.rw else (None, None)
+            await _staging(config, client, nursery, notifier, shown) if config.rw else (None, None)
         )
         if staging is None:
             _warn_of_staged(config.cache_dir / "staging")
@@ -291,6 +300,7 @@ async def _serve(
             bucket=config.bucket,
             metrics=metrics,
             staging=staging,
+            shown=shown,
         )
         if recovered is not None and recovered.unsent:
             fs.show_unsent(recovered.unsent)
@@ -321,6 +331,8 @@ async def _serve(
             notifier.stopping(f"unmounting {source} from {config.mountpoint}")
             if staging is not None:
                 await _finish_writeback(staging)
+            with trio.CancelScope(shield=True):
+                await saver.save()  # after the drain: its commits stored attributes too
             nursery.cancel_scope.cancel()
             with trio.CancelScope(shield=True):
                 await prefetcher.aclose()
@@ -385,7 +397,11 @@ def _prefetcher(
 
 
 async def _staging(
-    config: MountConfig, client: OssClient, nursery: trio.Nursery, notifier: Notifier
+    config: MountConfig,
+    client: OssClient,
+    nursery: trio.Nursery,
+    notifier: Notifier,
+    shown: ShownAttrs,
 ) -> tuple[Staging, Recovered]:
     """The write side (-o rw). Files a previous process staged and sealed are committed here,
     before the mount exists, so the mount is never ready with acknowledged bytes missing
@@ -407,7 +423,12 @@ async def _staging(
         raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
     uploader = Uploader(OssWrites(client), ledger, settings)
     staging = Staging(
-        uploader, directory, nursery, bucket=config.bucket, writeback=config.writeback
+        uploader,
+        directory,
+        nursery,
+        bucket=config.bucket,
+        writeback=config.writeback,
+        shown=shown,
     )
     notifier.status(f"committing files staged before the restart in {directory}")
     with notifier.extending(_EXTEND_USEC):

@@ -11,6 +11,9 @@ On-disk layout (format version 2, recorded in `VERSION`):
       VERSION                  "2\\n": layout format; "1" is upgraded (below), another value
                                -> CacheLayoutError
       lock                     flock()ed (exclusive, non-blocking) by the mount; holds its pid
+      shown.attrs              modes, owners and times the mount stored on objects, kept for
+                               the next mount (ossmount.fs.shownfile); not a cache entry:
+                               `ossmount cache clear` leaves it
       BUCKET/                  one directory per bucket (bucket names are [a-z0-9-], 3..63)
         ab/                    first two hex digits of the key hash, to keep directories small
           <sha256(key)>.data   sparse file, ftruncated to the object size; parts pwritten in

@@ -53,10 +53,11 @@ class KnownMeta:
         capacity: int = 4096,
         max_age_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        shown: ShownAttrs | None = None,
     ) -> None:
         self._capacity, self._max_age, self._clock = capacity, max_age_s, clock
         self._known: OrderedDict[str, tuple[str, dict[str, str], float]] = OrderedDict()
-        self.shown = ShownAttrs()
+        self.shown = shown if shown is not None else ShownAttrs()
 
     def wrote(self, key: str, etag: str, headers: Mapping[str, str]) -> None:
         """The object `key` now has `etag` and exactly `headers` (lower-case names)."""

@@ -66,7 +66,7 @@ from ossmount.fs.linkattrs import make_link, move_link
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
 from ossmount.fs.newnames import new_entry
 from ossmount.fs.setattrs import set_attrs
-from ossmount.fs.shown import AttrView, Posix
+from ossmount.fs.shown import AttrView, Posix, ShownAttrs
 from ossmount.fs.staged import Staged, staged_state
 from ossmount.fs.stagednames import add_staged, forget_dropped, show_unsent, staged_node
 from ossmount.fs.stagedspace import StagedSpace
@@ -126,7 +126,10 @@ class FileSystem:
         bucket: str,
         metrics: MountMetrics | None = None,
         staging: Staging | None = None,
+        shown: ShownAttrs | None = None,
     ) -> None:
+        """`shown`: what a read-only mount shows of attributes stored earlier (a `--rw`
+        mount's come from `staging`, which learns more as it stores)."""
         self._ns = namespace
         self._staging = staging
         if staging is not None:
@@ -137,7 +140,9 @@ class FileSystem:
                 staging.space = StagedSpace(prefetcher.store)
         self._prefetcher = prefetcher
         self._look = look
-        shown, staged = (staging.known.shown, staging.by_inode) if staging else (None, None)
+        staged = None
+        if staging is not None:
+            shown, staged = staging.known.shown, staging.by_inode
         self.attr = AttrView(look, namespace.root_prefix, shown, staged)  # fs/shown.py
         self._kernel = kernel
         self._bucket = bucket

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import stat
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from ossmount.fs.attrs import Attr, Presentation, attr_of
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from ossmount.fs.staged import Staged
     from ossmount.tree.node import Node
 
-__all__ = ["AttrView", "Posix", "ShownAttrs", "adopt_sent", "posix_of"]
+__all__ = ["AttrView", "Posix", "ShownAttrs", "adopt_sent", "posix_of", "well_packed"]
 
 
 class Posix(NamedTuple):
@@ -165,6 +165,11 @@ def _etag_bytes(value: bytes) -> bytes:
     return value[_ETAG_AT[value[0]] :]
 
 
+def well_packed(value: bytes) -> bool:
+    """Whether `value` is a table value `_unpack` reads as it was packed (a saved one)."""
+    return bool(value) and value[0] < len(_ETAG_AT) and len(value) >= _ETAG_AT[value[0]]
+
+
 class ShownAttrs:
     """key -> (ETag, `Posix`) of objects this mount stored attributes on (see module doc),
     packed (`_PACK`). A plain dict in learning order: the oldest is dropped past `capacity`."""
@@ -172,11 +177,27 @@ class ShownAttrs:
     def __init__(self, capacity: int = 100_000) -> None:
         self._capacity = capacity
         self._known: dict[str, bytes] = {}
+        # Bumped by every change: fs/shownfile.py saves the table only when it moved.
+        self.changes = 0
 
     def __len__(self) -> int:
         return len(self._known)
 
+    def packed(self) -> list[tuple[str, bytes]]:
+        """Every (key, packed value), oldest learnt first: a snapshot for fs/shownfile.py."""
+        return list(self._known.items())
+
+    def restore(self, packed: Iterable[tuple[str, bytes]]) -> None:
+        """Put back what `packed` (of an earlier table) held, oldest first; values must be
+        well formed (`well_packed`)."""
+        for key, value in packed:
+            self._known.pop(key, None)
+            self._known[key] = value
+            if len(self._known) > self._capacity:
+                del self._known[next(iter(self._known))]
+
     def learn(self, key: str, etag: str, posix: Posix) -> None:
+        self.changes += 1
         self._known.pop(key, None)
         if posix == _NOTHING:
             return
@@ -199,10 +220,12 @@ class ShownAttrs:
         return None if known is None else _etag_bytes(known).decode("utf-8", "surrogatepass")
 
     def forget(self, key: str) -> None:
-        self._known.pop(key, None)
+        if self._known.pop(key, None) is not None:
+            self.changes += 1
 
     def moved(self, old: str, new: str, etag: str) -> None:
         """`old` was copied with its metadata to `new` (now `etag`) and deleted."""
+        self.changes += 1
         known = self._known.pop(old, None)
         self._known.pop(new, None)
         if known is not None:
@@ -212,6 +235,7 @@ class ShownAttrs:
         """Every key under `old_prefix` was copied with its metadata (and ETag) under
         `new_prefix`, then deleted (a directory rename: rare, so a scan is fine)."""
         cut = len(old_prefix)
+        self.changes += 1
         for key in [k for k in self._known if k.startswith(old_prefix)]:
             self._known[new_prefix + key[cut:]] = self._known.pop(key)
 

@@ -42,7 +42,7 @@ import trio
 from ossmount.cache.adopt import Adopter
 from ossmount.cache.holes import reserve
 from ossmount.fs.attrstore import KnownMeta, store_attrs
-from ossmount.fs.shown import Posix, adopt_sent
+from ossmount.fs.shown import Posix, ShownAttrs, adopt_sent
 from ossmount.fs.staged import Staged, disown
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.stamps import now_s, only_ctime_differs
@@ -97,6 +97,7 @@ class Staging:
         bucket: str,
         writeback: bool = False,
         writeback_parallel: int = 16,
+        shown: ShownAttrs | None = None,
     ) -> None:
         self.uploader = uploader
         self.writeback = writeback
@@ -124,8 +125,8 @@ class Staging:
             weakref.WeakKeyDictionary()
         )
         # What the objects this mount just committed carry: chmod/utimens after the close
-        # then skip the HEAD (fs/attrstore.py).
-        self.known = KnownMeta()
+        # then skip the HEAD (fs/attrstore.py); what it learns is `shown` (fs/shown.py).
+        self.known = KnownMeta(shown=shown)
         # Staged bytes count against the cache cap and free-space floor (fs/stagedspace.py).
         self.space: StagedSpace | None = None
         self.directory = Path(directory)

@@ -220,16 +220,21 @@ def test_install_m_and_cp_backup_numbered(
     mount = fresh(make_mount, mount)
     assert snapshot(mount.path) == expected
     assert int(meta(emulator, "tool")["mode"]) == 0o100755
-    # the mode is on the server, but a fresh mount shows the default, 0666 less umask
-    # (SEMANTICS.md: Attributes; a HEAD per listed file would cost too much): no longer runs
+    assert run([str(mount.path / "tool")]) == "hi\n", "the cache dir kept what it stored"
+    mount.stop()
+    # the mode is on the server, but a mount with another cache dir (another machine) shows
+    # the default, 0666 less umask (SEMANTICS.md: Attributes; a HEAD per listed file would
+    # cost too much): the script does not run there
+    elsewhere = ("--cache-dir", str(tmp_path / "elsewhere"))
+    mount = make_mount(args=(*RW, *elsewhere)).start()
     assert errno_of(lambda: subprocess.run([str(mount.path / "tool")])) == errno.EACCES
     assert int(meta(emulator, "bin/")["mode"]) & 0o7777 == 0o750
     # --file-mode 755 shows listed files executable: the script runs again
-    mount = fresh(make_mount, mount, (*RW, "--file-mode", "755"))
+    mount = fresh(make_mount, mount, (*RW, *elsewhere, "--file-mode", "755"))
     assert stat.S_IMODE((mount.path / "tool").stat().st_mode) == 0o755
     assert run([str(mount.path / "tool")]) == "hi\n"
     mount.stop()
-    ro = make_mount(args=("--file-mode", "775")).start()
+    ro = make_mount(args=(*elsewhere, "--file-mode", "775")).start()
     assert stat.S_IMODE((ro.path / "cfg").stat().st_mode) == 0o555, "no write bit, less umask"
 
 
@@ -286,8 +291,14 @@ def test_git_init_commit_checkout_gc_and_a_stable_status(
     git(repo, "checkout", "-q", "topic")
     assert (repo / "src0" / "m0.py").read_text() == "changed\n"
     assert (repo / "lib" / "m1.py").read_text() == "x = 1\n" * 2
-    # after a remount every mode shows the default (SEMANTICS: Attributes), so git sees
-    # run.sh's mode change unless core.fileMode is off; the bytes are all the same
+    # the cache dir kept every mode and time the mount stored: git sees nothing changed
+    assert git(repo, "status", "--porcelain") == ""
+    mount.stop()
+    # a mount with another cache dir (another machine) shows the default modes (SEMANTICS:
+    # Attributes), so git sees run.sh's mode change unless core.fileMode is off; the bytes
+    # are all the same
+    mount = make_mount(args=(*args, "--cache-dir", str(tmp_path / "elsewhere"))).start()
+    repo = mount.path / "repo"
     assert git(repo, "status", "--porcelain") == " M run.sh\n"
     assert git(repo, "-c", "core.fileMode=false", "status", "--porcelain") == ""
     assert not [k for k in server_keys(emulator) if k.endswith(".lock")]
