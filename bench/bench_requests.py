@@ -97,7 +97,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_client import BUCKET, bench_client, spawn_emulator  # a sibling script, not a package
 
-from ossmount.oss import BufferSink, OssClient, signing
+from ossmount.oss import BufferSink, OssClient, OssWrites, signing
 from ossmount.oss._xml import parse_list_v2
 
 EMULATOR_CHILD = textwrap.dedent(
@@ -336,6 +336,42 @@ async def bench_list_http(endpoint: str, args: argparse.Namespace) -> None:
     print(f"list  list_page over HTTP, {args.objects} keys   CPU us/entry {fmt(per_entry)}")
 
 
+async def bench_heads(endpoint: str, args: argparse.Namespace) -> None:
+    """What `--own-attrs` pays per listed file (fs/ownattrs.py): `--objects` HEADs for the
+    user metadata (`OssWrites.object_headers`), `--pooled` at a time as an opendir sends
+    them. Printed: wall and client CPU us per HEAD, median [min..max] of `--repeat` runs."""
+    keys = [f"d/{i:06d}" for i in range(args.objects)]
+    walls: list[float] = []
+    cpus: list[float] = []
+
+    async def loop(writes: OssWrites, part: list[str]) -> None:
+        for key in part:
+            await writes.object_headers(key)
+
+    async def run(writes: OssWrites) -> None:
+        async with trio.open_nursery() as nursery:
+            for n in range(args.pooled):
+                nursery.start_soon(loop, writes, keys[n :: args.pooled])
+
+    async with bench_client(endpoint) as client:
+        writes = OssWrites(client)
+        await run(writes)
+        for _ in range(args.repeat):
+            t0, c0 = time.perf_counter(), cpu_s()
+            await run(writes)
+            walls.append((time.perf_counter() - t0) / len(keys) * 1e6)
+            cpus.append((cpu_s() - c0) / len(keys) * 1e6)
+        if args.profile:
+            profiler = cProfile.Profile(time.thread_time)
+            profiler.enable()
+            await run(writes)
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+    what = f"heads {args.objects}, {args.pooled} at a time"
+    print(f"{what}  wall us/HEAD {fmt(walls)}")
+    print(f"{what}  CPU  us/HEAD {fmt(cpus)}")
+
+
 def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
     code = EMULATOR_CHILD % {
         "bucket": BUCKET,
@@ -350,7 +386,7 @@ def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--what", default="gets,list", help="comma list of: gets, spots, list, floor"
+        "--what", default="gets,list", help="comma list of: gets, spots, heads, list, floor"
     )
     parser.add_argument("--objects", type=int, default=2000)
     parser.add_argument("--size-kib", type=int, default=8)
@@ -361,7 +397,7 @@ def main() -> None:
     what = set(args.what.split(","))
     if "list" in what:
         bench_parse(args)
-    if not what & {"gets", "spots", "list", "floor"}:
+    if not what & {"gets", "spots", "heads", "list", "floor"}:
         return
     proc, endpoint = start_emulator(args)
     try:
@@ -371,6 +407,8 @@ def main() -> None:
             trio.run(bench_gets, endpoint, args)
         if "spots" in what:
             trio.run(bench_spots, endpoint, args)
+        if "heads" in what:
+            trio.run(bench_heads, endpoint, args)
         if "list" in what:
             trio.run(bench_list_http, endpoint, args)
     finally:

@@ -110,7 +110,7 @@ _CONTENT_HEADERS = frozenset(
 )  # fmt: skip
 
 
-def _header_crc(headers: httpx.Headers) -> int | None:
+def _header_crc(headers: httpx.Headers | dict[str, str]) -> int | None:
     value = headers.get("x-oss-hash-crc64ecma", "").strip()
     return int(value) if value.isdigit() and int(value) < 1 << 64 else None
 
@@ -402,12 +402,17 @@ class OssWrites:
     ) -> tuple[str, dict[str, str], int | None]:
         """One HEAD (fenced on `if_match` when given): the object's ETag, its user metadata and
         content headers (lower-case names), and its CRC-64 (None if it has none)."""
-        fence = {"If-Match": if_match} if if_match else None
-        reply, _, _ = await self._request("HeadObject", "HEAD", key, [], fence)
+        try:
+            reply = await self.client.head_headers(key, if_match=if_match)
+        except OssError as exc:
+            typed = retyped(exc)
+            if typed is exc:
+                raise
+            raise typed from None
         kept = {
-            name.lower(): value
+            name: value
             for name, value in reply.items()
-            if name.lower().startswith("x-oss-meta-") or name.lower() in _CONTENT_HEADERS
+            if name.startswith("x-oss-meta-") or name in _CONTENT_HEADERS
         }
         return reply.get("etag", ""), kept, _header_crc(reply)
 
