@@ -240,6 +240,14 @@ class MountConfig:
         convert=octal,
         metavar="OCTAL",
     )
+    own_attrs: bool = option(
+        "show each file's own mode, owner and times from its x-oss-meta-* (as ossfs 1.x"
+        " stores them), learnt by one HEAD per object version the first time it is listed"
+        " or looked up, and kept in the cache dir, so a remount sends none again (default:"
+        " files this mount did not store show the defaults and their Last-Modified)",
+        False,
+        switch=True,
+    )
     log_level: str = option("debug, info, warning, error", "INFO", log_level, o_names=("dbglevel",))
     log_file: Path | None = option(
         "append logs to this file, created mode 600 as it names objects (default: stderr "

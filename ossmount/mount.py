@@ -43,6 +43,7 @@ from ossmount.daemon import Readiness
 from ossmount.errors import ExitCode, StartupError
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.ops import Operations, Presentation, PyfuseKernel, drop_kernel_caches
+from ossmount.fs.ownattrs import OwnAttrs
 from ossmount.fs.recovery import Recovered, recover_staged
 from ossmount.fs.shown import ShownAttrs
 from ossmount.fs.shownfile import SHOWN_FILE, ShownSaver, load_shown
@@ -301,6 +302,11 @@ async def _serve(
             metrics=metrics,
             staging=staging,
             shown=shown,
+            own_attrs=(
+                OwnAttrs(OssWrites(client), shown, bucket=config.bucket)
+                if config.own_attrs
+                else None
+            ),
         )
         if recovered is not None and recovered.unsent:
             fs.show_unsent(recovered.unsent)

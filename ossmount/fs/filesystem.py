@@ -65,6 +65,7 @@ from ossmount.fs.filerename import move_file
 from ossmount.fs.linkattrs import make_link, move_link
 from ossmount.fs.links import SymlinkSource, SymlinkTargets
 from ossmount.fs.newnames import new_entry
+from ossmount.fs.ownattrs import OwnAttrs
 from ossmount.fs.setattrs import set_attrs
 from ossmount.fs.shown import AttrView, Posix, ShownAttrs
 from ossmount.fs.staged import Staged, staged_state
@@ -127,10 +128,13 @@ class FileSystem:
         metrics: MountMetrics | None = None,
         staging: Staging | None = None,
         shown: ShownAttrs | None = None,
+        own_attrs: OwnAttrs | None = None,
     ) -> None:
         """`shown`: what a read-only mount shows of attributes stored earlier (a `--rw`
-        mount's come from `staging`, which learns more as it stores)."""
+        mount's come from `staging`, which learns more as it stores). `own_attrs`
+        (--own-attrs): HEADs files whose attributes are unknown before showing them."""
         self._ns = namespace
+        self._own_attrs = own_attrs
         self._staging = staging
         if staging is not None:
             staging.on_commit = self._committed
@@ -182,7 +186,10 @@ class FileSystem:
                 node = staged_node(self._ns, self._staging.by_inode[inode])
                 self._ns.remember(inode)
                 return self.attr(node)
-        return self.attr(await self._ns.lookup(parent, name))
+        node = await self._ns.lookup(parent, name)
+        if self._own_attrs is not None:
+            await self._own_attrs.learn((node,))
+        return self.attr(node)
 
     def forget(self, inode: int, count: int) -> None:
         """The kernel dropped `count` references. At zero it has evicted the inode and its
@@ -197,10 +204,15 @@ class FileSystem:
         staged = self._staging.by_inode.get(inode) if self._staging is not None else None
         if staged is not None:
             return self.attr(staged_node(self._ns, staged))
-        return self.attr(await self._ns.getattr(inode))
+        node = await self._ns.getattr(inode)
+        if self._own_attrs is not None:
+            await self._own_attrs.learn((node,))
+        return self.attr(node)
 
     async def opendir(self, inode: int) -> int:
         snapshot = await self._ns.opendir(inode)
+        if self._own_attrs is not None:
+            await self._own_attrs.learn(snapshot.entries)
         if self._staging is not None and self._staging.by_path:
             add_staged(self._ns, snapshot, self._staging)
         fh = self._new_fh()

@@ -111,7 +111,6 @@ def posix_of(headers: Mapping[str, str]) -> Posix:
 _NAMES = ("mode", "uid", "gid", "mtime", "atime", "ctime")
 
 
-_NOTHING = Posix()
 # One table value: which fields are known (flag bits below), mode, uid, gid, mtime_ns, then
 # atime_ns and ctime_ns only when known (one of them when equal), then the ETag's UTF-8. One
 # bytes object, not a tuple of ints and a str: 126 bytes an object in the table instead of
@@ -199,8 +198,8 @@ class ShownAttrs:
     def learn(self, key: str, etag: str, posix: Posix) -> None:
         self.changes += 1
         self._known.pop(key, None)
-        if posix == _NOTHING:
-            return
+        # Also an object that carries nothing: --own-attrs (fs/ownattrs.py) then knows it
+        # need not HEAD that version again.
         self._known[key] = _pack(etag, posix)
         if len(self._known) > self._capacity:
             del self._known[next(iter(self._known))]

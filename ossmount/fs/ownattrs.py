@@ -1,0 +1,108 @@
+"""`--own-attrs`: each file shows its own `x-oss-meta-*` mode, owner and times, learnt by one
+HEAD per object version and kept in the cache dir.
+
+Why: listings carry no user metadata, so without this a file the mount did not store shows
+the defaults (fs/shown.py). A bucket written by ossfs 1.x, or by ossmount on another machine,
+then shows every file 0644 (a script does not run) with its upload time as mtime (`rsync -a`
+out of the mount stamps the upload times). ossfs 1.x and s3fs HEAD every file on every
+mount (W6: 10,000 HEADs for one `ls -lR`, every time); this HEADs a file only when the
+attribute table (`ShownAttrs`, saved across remounts by fs/shownfile.py) has nothing for the
+version the listing shows, so a tree costs its HEADs once, and a remount none.
+
+When: before the entries of an `opendir` are handed out (all of its unknown files at once,
+`parallel` at a time), and in `lookup` and `getattr` of a file whose version is unknown (a
+new or replaced object). Directories and symlinks are not HEADed (a directory's marker may
+not exist; links keep their own attributes, fs/linkattrs.py). The table learns what each
+HEAD found, nothing included, under the ETag the HEAD returned: if the object changed since
+the listing, the entry waits for the listing that shows the new version.
+
+Failures: a HEAD that fails (after the client's retries) leaves that file showing the
+defaults until its next lookup; one WARNING per `_WARN_EVERY_S` says how many failed and the
+last cause. It never fails the `ls`. An object deleted since the listing is skipped.
+
+Concurrency: trio thread. `_inflight` makes concurrent callers asking for the same key wait
+for one HEAD (two `ls` of one directory send each HEAD once); the table is written only
+between awaits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+import trio
+
+from ossmount.fs.attrs import is_symlink
+from ossmount.fs.shown import ShownAttrs, posix_of
+from ossmount.oss import NoSuchKey, OssError, OssTransportError, OssWrites
+from ossmount.tree.node import Node
+
+__all__ = ["OwnAttrs"]
+
+log = logging.getLogger(__name__)
+
+_WARN_EVERY_S = 60.0
+
+
+class OwnAttrs:
+    """Learns the attributes of listed files into `shown` (see the module docstring)."""
+
+    def __init__(
+        self, writes: OssWrites, shown: ShownAttrs, *, bucket: str, parallel: int = 32
+    ) -> None:
+        self._writes, self._shown, self._bucket = writes, shown, bucket
+        self._limit = trio.CapacityLimiter(parallel)
+        self._inflight: dict[str, trio.Event] = {}
+        self._failed = 0
+        self._warned_at = -_WARN_EVERY_S
+
+    def unknown(self, nodes: Iterable[Node]) -> list[Node]:
+        shown = self._shown
+        return [
+            node
+            for node in nodes
+            if node.meta is not None
+            and not is_symlink(node.meta)
+            and shown.get(node.meta.key, node.meta.etag) is None
+        ]
+
+    async def learn(self, nodes: Iterable[Node]) -> None:
+        """Make the table know every file of `nodes` it can (never raises but Cancelled)."""
+        todo = self.unknown(nodes)
+        if not todo:
+            return
+        if len(todo) == 1:
+            await self._learn_one(todo[0])
+            return
+        async with trio.open_nursery() as nursery:
+            for node in todo:
+                nursery.start_soon(self._learn_one, node)
+
+    async def _learn_one(self, node: Node) -> None:
+        assert node.meta is not None
+        key = node.meta.key
+        running = self._inflight.get(key)
+        if running is not None:
+            await running.wait()
+            return
+        done = self._inflight[key] = trio.Event()
+        try:
+            async with self._limit:
+                if self._shown.get(key, node.meta.etag) is not None:
+                    return  # learnt while this waited for a slot
+                etag, headers, _ = await self._writes.object_headers(key)
+            self._shown.learn(key, etag, posix_of(headers))
+        except NoSuchKey:
+            pass  # deleted since the listing: the next listing drops it
+        except (OssError, OssTransportError) as exc:
+            self._failed += 1
+            now = time.monotonic()
+            if now - self._warned_at >= _WARN_EVERY_S:
+                log.warning("--own-attrs: %d HEAD(s) failed, those files show the default "
+                            "mode and times until looked up again; last: oss://%s/%s: %s",
+                            self._failed, self._bucket, key, exc)  # fmt: skip
+                self._warned_at, self._failed = now, 0
+        finally:
+            del self._inflight[key]
+            done.set()

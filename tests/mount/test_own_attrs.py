@@ -1,0 +1,113 @@
+"""`--own-attrs` (fs/ownattrs.py): files show their own x-oss-meta-* mode, owner and times,
+at one HEAD per object version, none again after a remount. Through real mounts against the
+emulator; the objects are put with the official SDK as ossfs 1.x stores them."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import alibabacloud_oss_v2 as oss
+
+from ossmount.emulator import Emulator
+from ossmount.emulator.faults import FaultRule
+from tests.mount.conftest import MountFactory
+from tests.mount.harness import BUCKET
+from tests.mount.test_write import sdk
+
+OLD = 1_500_000_000
+OSSFS = {"mode": str(stat.S_IFREG | 0o750), "uid": "1234", "gid": "5678", "mtime": str(OLD)}
+FILES = ("bin/run.sh", "bin/other", "data/a.txt")
+
+
+def _put(emulator: Emulator, key: str, body: bytes, meta: dict[str, str]) -> None:
+    sdk(emulator).put_object(oss.PutObjectRequest(bucket=BUCKET, key=key, body=body, metadata=meta))
+
+
+def _bucket(emulator: Emulator) -> None:
+    for key in FILES:
+        _put(emulator, key, b"#!/bin/sh\necho own\n", OSSFS)
+    _put(emulator, "plain.txt", b"no metadata", {})
+    sdk(emulator).put_symlink(
+        oss.PutSymlinkRequest(bucket=BUCKET, key="link", symlink_target="plain.txt")
+    )
+
+
+def _heads(emulator: Emulator) -> list[str]:
+    return sorted(r.key for r in emulator.requests if r.method == "HEAD")
+
+
+def _walk(root: Path) -> dict[str, os.stat_result]:
+    """What `ls -lR` asks: every entry's lstat."""
+    found = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(top, name)
+            found[str(path.relative_to(root))] = path.lstat()
+    return found
+
+
+def test_listed_files_show_their_own_attributes_at_one_head_each_and_none_after_a_remount(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    _bucket(emulator)
+    mount = make_mount(args=("--own-attrs",)).start()
+    seen = _walk(mount.path)
+    for key in FILES:
+        st = seen[key]
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, 1234, 5678), key
+        assert st.st_mtime == OLD, key
+    assert stat.S_IMODE(seen["plain.txt"].st_mode) == 0o444, "no metadata: the default"
+    assert stat.S_ISLNK(seen["link"].st_mode)
+    assert _heads(emulator) == sorted([*FILES, "plain.txt"]), "one per file, none per dir"
+    out = subprocess.run([str(mount.path / "bin" / "run.sh")], check=True,
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.stdout == "own\n"
+    _walk(mount.path)
+    assert len(_heads(emulator)) == 4, "known versions are not HEADed again"
+    mount.stop()
+
+    _put(emulator, "data/a.txt", b"replaced", {"mode": str(stat.S_IFREG | 0o600)})
+    again = make_mount(args=("--own-attrs",)).start()
+    before = len(_heads(emulator))
+    seen = _walk(again.path)
+    assert [r.key for r in emulator.requests if r.method == "HEAD"][before:] == ["data/a.txt"]
+    assert stat.S_IMODE(seen["data/a.txt"].st_mode) == 0o600, "the new version's"
+    assert stat.S_IMODE(seen["bin/run.sh"].st_mode) == 0o750, "kept from the first mount"
+
+
+def test_without_the_option_listed_files_show_the_defaults_and_cost_no_head(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    _bucket(emulator)
+    mount = make_mount().start()
+    seen = _walk(mount.path)
+    assert stat.S_IMODE(seen["bin/run.sh"].st_mode) == 0o444
+    assert seen["bin/run.sh"].st_mtime != OLD
+    assert _heads(emulator) == []
+
+
+def test_a_lookup_by_name_heads_that_file_only(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    _bucket(emulator)
+    mount = make_mount(args=("--own-attrs",)).start()
+    st = (mount.path / "bin" / "other").stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o750, OLD)
+    assert _heads(emulator) == ["bin/other"]
+
+
+def test_a_refused_head_shows_the_defaults_with_a_warning_and_never_fails_the_listing(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    _bucket(emulator)
+    emulator.faults.add(FaultRule(action="error", op="HeadObject", key="bin/*", times=None,
+                                  status=403, code="AccessDenied"))  # fmt: skip
+    mount = make_mount(args=("--own-attrs",)).start()
+    seen = _walk(mount.path)
+    assert stat.S_IMODE(seen["bin/run.sh"].st_mode) == 0o444
+    assert stat.S_IMODE(seen["data/a.txt"].st_mode) == 0o750
+    assert "--own-attrs: " in mount.log()
+    assert "HEAD(s) failed" in mount.log()
