@@ -235,8 +235,9 @@ class MountConfig:
     )
     file_mode: int | None = option(
         "mode bits (octal) of files whose own mode this mount does not know: every listed"
-        " object, as no HEAD is sent for x-oss-meta-mode; e.g. 755 to run scripts and venvs"
-        " stored on the bucket (default: 444, or 666 with --rw), less --umask",
+        " object it did not store, as no HEAD is sent for x-oss-meta-mode (see --own-attrs);"
+        " e.g. 755 to run scripts and venvs stored on the bucket (default: 444, or 666 with"
+        " --rw), less --umask",
         convert=octal,
         metavar="OCTAL",
     )

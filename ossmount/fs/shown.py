@@ -6,7 +6,8 @@ skipped the chmod of a 0644 file, and the object kept `x-oss-meta-mode` 0600 for
 readers. And a second `rsync -a` re-sent every file whose shown mtime was the upload time,
 not the source's.
 
-What is known, and from where (never an extra request: `ls -l` and rsync keep 0 HEADs):
+What is known, and from where (no extra request but `--own-attrs`'s: `ls -l` and rsync keep 0
+HEADs):
     * a file being written: its `Staged` fields (the create's mode and owner, setattr's);
     * an object this mount stored (a commit, a chmod/chown/utimens copy, a `dir/` marker):
       the `x-oss-meta-mode/-uid/-gid/-mtime/-atime/-ctime` it sent (or learnt by a HEAD it
@@ -14,9 +15,13 @@ What is known, and from where (never an extra request: `ls -l` and rsync keep 0 
       (src/metaheader.cpp get_mtime/get_atime/get_ctime), held in `ShownAttrs`, keyed by
       object key and trusted only while the listing shows the ETag it had then (a marker: no
       ETag to compare, trusted until this mount removes or renames it);
+    * with `--own-attrs`, what a HEAD of a listed file found (fs/ownattrs.py), also kept
+      by ETag in the same table;
     * anything else (known only from LIST): the mount's defaults (fs/attrs.py `attr_of`).
-GETs are not read for `x-oss-meta-*`: an object's permissions would then change under a
-reader depending on whether it happened to be read (default_permissions checks them).
+The table outlives the mount: fs/shownfile.py saves it in the cache dir and the next mount
+reads it back. GETs are not read for `x-oss-meta-*`: an object's permissions would then
+change under a reader depending on whether it happened to be read (default_permissions
+checks them).
 
 An absent (or unparsable, or zero) time shows what it would without it: the Last-Modified,
 as ossfs falls back to it.
