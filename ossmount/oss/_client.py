@@ -398,22 +398,17 @@ class OssClient:
 
     async def head(self, key: str) -> ObjectMeta:
         """Metadata of `key` (raises NoSuchKey & co. as typed errors)."""
-
-        async def attempt(_: int) -> ObjectMeta:
-            response = await self._send("HEAD", key, [])
-            await response.aclose()
-            length = response.headers.get("content-length", "")
-            if not length.isdigit():
-                raise BadResponse(
-                    response.status_code,
-                    "InvalidResponse",
-                    "HEAD reply has no Content-Length",
-                    bucket=self.config.bucket,
-                    key=key,
-                )
-            return meta_from_headers(key, header_dict(response), int(length))
-
-        return await self._retried(attempt, f"HEAD oss://{self.config.bucket}/{key}", key)
+        headers = await self.head_headers(key)
+        length = headers.get("content-length", "")
+        if not length.isdigit():
+            raise BadResponse(
+                200,
+                "InvalidResponse",
+                "HEAD reply has no Content-Length",
+                bucket=self.config.bucket,
+                key=key,
+            )
+        return meta_from_headers(key, headers, int(length))
 
     async def head_headers(self, key: str, *, if_match: str | None = None) -> dict[str, str]:
         """One HEAD of `key` (retried as HEADs are; fenced on `if_match` when given): every
