@@ -24,8 +24,12 @@ mount start. A damaged, truncated or foreign-version file is logged (WARNING, na
 and the damage), ignored, and replaced by the next save; a read-only mount, which stores
 nothing, never writes it.
 
-Concurrency: `ShownAttrs` is trio-thread only, so the snapshot is taken there (a list copy:
-~2 ms for 100,000 entries); encoding and writing run in a worker thread, one save at a time
+Cost, for a full table (100,000 entries, 50-byte keys; measured with timeit-style timers on
+the 2-vCPU VM): an 11 MB file, a 15 ms snapshot on the trio thread, 80 ms of encoding in a
+worker thread, 146 ms to load at mount start (in a thread, before the mount exists).
+
+Concurrency: `ShownAttrs` is trio-thread only, so the snapshot is taken there (a list copy);
+encoding and writing run in a worker thread, one save at a time
 (`_lock`: the periodic saver and the unmount's final save may overlap, and both write the
 same temp file).
 """
