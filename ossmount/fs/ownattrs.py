@@ -17,8 +17,9 @@ HEAD found, nothing included, under the ETag the HEAD returned: if the object ch
 the listing, the entry waits for the listing that shows the new version.
 
 Failures: a HEAD that fails (after the client's retries) leaves that file showing the
-defaults until its next lookup; one WARNING per `_WARN_EVERY_S` says how many failed and the
-last cause. It never fails the `ls`. An object deleted since the listing is skipped.
+defaults until its next lookup; after a batch, one WARNING (at most one per `_WARN_EVERY_S`)
+says how many failed since the last one and the last error, which names the object and the
+cause. It never fails the `ls`. An object deleted since the listing is skipped.
 
 Concurrency: trio thread. `_inflight` makes concurrent callers asking for the same key wait
 for one HEAD (two `ls` of one directory send each HEAD once); the table is written only
@@ -48,13 +49,12 @@ _WARN_EVERY_S = 60.0
 class OwnAttrs:
     """Learns the attributes of listed files into `shown` (see the module docstring)."""
 
-    def __init__(
-        self, writes: OssWrites, shown: ShownAttrs, *, bucket: str, parallel: int = 32
-    ) -> None:
-        self._writes, self._shown, self._bucket = writes, shown, bucket
+    def __init__(self, writes: OssWrites, shown: ShownAttrs, *, parallel: int = 32) -> None:
+        self._writes, self._shown = writes, shown
         self._limit = trio.CapacityLimiter(parallel)
         self._inflight: dict[str, trio.Event] = {}
-        self._failed = 0
+        self._failed = 0  # since the last WARNING
+        self._last_failure = ""
         self._warned_at = -_WARN_EVERY_S
 
     def unknown(self, nodes: Iterable[Node]) -> list[Node]:
@@ -74,10 +74,20 @@ class OwnAttrs:
             return
         if len(todo) == 1:
             await self._learn_one(todo[0])
-            return
-        async with trio.open_nursery() as nursery:
-            for node in todo:
-                nursery.start_soon(self._learn_one, node)
+        else:
+            async with trio.open_nursery() as nursery:
+                for node in todo:
+                    nursery.start_soon(self._learn_one, node)
+        self._report()
+
+    def _report(self) -> None:
+        """One WARNING for the failures since the last one, at most every `_WARN_EVERY_S`."""
+        now = time.monotonic()
+        if self._failed and now - self._warned_at >= _WARN_EVERY_S:
+            log.warning("--own-attrs: %d HEAD(s) failed, those files show the default mode "
+                        "and times until looked up again; the last: %s",
+                        self._failed, self._last_failure)  # fmt: skip
+            self._warned_at, self._failed = now, 0
 
     async def _learn_one(self, node: Node) -> None:
         assert node.meta is not None
@@ -97,12 +107,7 @@ class OwnAttrs:
             pass  # deleted since the listing: the next listing drops it
         except (OssError, OssTransportError) as exc:
             self._failed += 1
-            now = time.monotonic()
-            if now - self._warned_at >= _WARN_EVERY_S:
-                log.warning("--own-attrs: %d HEAD(s) failed, those files show the default "
-                            "mode and times until looked up again; last: oss://%s/%s: %s",
-                            self._failed, self._bucket, key, exc)  # fmt: skip
-                self._warned_at, self._failed = now, 0
+            self._last_failure = str(exc)  # names the object and the cause
         finally:
             del self._inflight[key]
             done.set()

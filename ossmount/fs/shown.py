@@ -175,8 +175,9 @@ def well_packed(value: bytes) -> bool:
 
 
 class ShownAttrs:
-    """key -> (ETag, `Posix`) of objects this mount stored attributes on (see module doc),
-    packed (`_PACK`). A plain dict in learning order: the oldest is dropped past `capacity`."""
+    """key -> (ETag, `Posix`) of objects this mount stored attributes on or HEADed for them
+    (see the module docstring), packed (`_PACK`). A plain dict in learning order: the oldest
+    is dropped past `capacity`."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self._capacity = capacity
@@ -195,17 +196,18 @@ class ShownAttrs:
         """Put back what `packed` (of an earlier table) held, oldest first; values must be
         well formed (`well_packed`)."""
         for key, value in packed:
-            self._known.pop(key, None)
-            self._known[key] = value
-            if len(self._known) > self._capacity:
-                del self._known[next(iter(self._known))]
+            self._put(key, value)
 
     def learn(self, key: str, etag: str, posix: Posix) -> None:
         self.changes += 1
-        self._known.pop(key, None)
         # Also an object that carries nothing: --own-attrs (fs/ownattrs.py) then knows it
         # need not HEAD that version again.
-        self._known[key] = _pack(etag, posix)
+        self._put(key, _pack(etag, posix))
+
+    def _put(self, key: str, value: bytes) -> None:
+        """`key` becomes the most recently learnt; the oldest goes past `capacity`."""
+        self._known.pop(key, None)
+        self._known[key] = value
         if len(self._known) > self._capacity:
             del self._known[next(iter(self._known))]
 

@@ -21,8 +21,8 @@ first. Written whole (temp file, then rename; no fsync: a file a power loss tore
 digest, and a lost or stale one costs only defaults shown, never wrong data) when the table
 changed: every `interval_s`, and at unmount after the write-back uploads drained. Read once at
 mount start. A damaged, truncated or foreign-version file is logged (WARNING, naming the file
-and the damage), ignored, and replaced by the next save; a read-only mount, which stores
-nothing, never writes it.
+and the damage), ignored, and replaced by the next save. A read-only mount stores nothing,
+so it writes the file only with `--own-attrs` (fs/ownattrs.py), whose HEADs add to the table.
 
 Cost, for a full table (100,000 entries, 50-byte keys; measured with timeit-style timers on
 the 2-vCPU VM): an 11 MB file, a 15 ms snapshot on the trio thread, 80 ms of encoding in a
