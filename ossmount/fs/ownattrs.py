@@ -13,8 +13,11 @@ When: before the entries of an `opendir` are handed out (all of its unknown file
 `parallel` at a time), and in `lookup` and `getattr` of a file whose version is unknown (a
 new or replaced object). Directories and symlinks are not HEADed (a directory's marker may
 not exist; links keep their own attributes, fs/linkattrs.py). The table learns what each
-HEAD found, nothing included, under the ETag the HEAD returned: if the object changed since
-the listing, the entry waits for the listing that shows the new version.
+HEAD found, nothing included, under the ETag and Last-Modified the HEAD returned, and the
+entry answers only while the listing shows both: a metadata-only change by another client
+(ossfs's chmod copies the object onto itself: same ETag, new Last-Modified) is HEADed again
+once the listing shows it; and if the object changed between the listing and the HEAD, the
+entry waits for the listing that shows the new version.
 
 Failures: a HEAD that fails (after the client's retries) leaves that file showing the
 defaults until its next lookup; after a batch, one WARNING (at most one per `_WARN_EVERY_S`)
@@ -30,13 +33,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import trio
 
 from ossmount.fs.attrs import is_symlink
 from ossmount.fs.shown import ShownAttrs, posix_of
-from ossmount.oss import NoSuchKey, OssError, OssTransportError, OssWrites
+from ossmount.oss import NoSuchKey, OssError, OssTransportError
+from ossmount.oss._reply import http_date_s
 from ossmount.tree.node import Node
 
 __all__ = ["OwnAttrs"]
@@ -49,8 +53,15 @@ _WARN_EVERY_S = 60.0
 class OwnAttrs:
     """Learns the attributes of listed files into `shown` (see the module docstring)."""
 
-    def __init__(self, writes: OssWrites, shown: ShownAttrs, *, parallel: int = 32) -> None:
-        self._writes, self._shown = writes, shown
+    def __init__(
+        self,
+        head: Callable[[str], Awaitable[Mapping[str, str]]],
+        shown: ShownAttrs,
+        *,
+        parallel: int = 32,
+    ) -> None:
+        """`head(key)`: one HEAD's reply headers, lower-case names (OssClient.head_headers)."""
+        self._head, self._shown = head, shown
         self._limit = trio.CapacityLimiter(parallel)
         self._inflight: dict[str, trio.Event] = {}
         self._failed = 0  # since the last WARNING
@@ -64,7 +75,7 @@ class OwnAttrs:
             for node in nodes
             if node.meta is not None
             and not is_symlink(node.meta)
-            and shown.get(node.meta.key, node.meta.etag) is None
+            and shown.get(node.meta.key, node.meta.etag, node.meta.mtime_ns) is None
         ]
 
     async def learn(self, nodes: Iterable[Node]) -> None:
@@ -99,10 +110,12 @@ class OwnAttrs:
         done = self._inflight[key] = trio.Event()
         try:
             async with self._limit:
-                if self._shown.get(key, node.meta.etag) is not None:
+                if self._shown.get(key, node.meta.etag, node.meta.mtime_ns) is not None:
                     return  # learnt while this waited for a slot
-                etag, headers, _ = await self._writes.object_headers(key)
-            self._shown.learn(key, etag, posix_of(headers))
+                headers = await self._head(key)
+            seen = http_date_s(headers.get("last-modified", ""))
+            self._shown.learn(key, headers.get("etag", ""), posix_of(headers),
+                              seen_ns=None if seen is None else seen * 1_000_000_000)  # fmt: skip
         except NoSuchKey:
             pass  # deleted since the listing: the next listing drops it
         except (OssError, OssTransportError) as exc:

@@ -123,14 +123,19 @@ _NAMES = ("mode", "uid", "gid", "mtime", "atime", "ctime")
 _PACK = struct.Struct("<BIIIq")
 _TIME = struct.Struct("<q")
 _MODE, _UID, _GID, _MTIME, _ATIME, _CTIME, _CTIME_IS_ATIME = 1, 2, 4, 8, 16, 32, 64
-# Where the ETag starts, by flags: after the head and the atime/ctime it holds.
-_ETAG_AT = tuple(
+# Learnt by a HEAD (--own-attrs): the value also holds the Last-Modified it had, and answers
+# only while the listing shows that one too. A metadata-only change by another client (ossfs's
+# chmod copies the object onto itself) keeps the ETag but not the Last-Modified.
+_SEEN = 128
+# Where the ETag starts, by flags: after the head and the atime, ctime and seen time it holds.
+_SEEN_AT = tuple(
     _PACK.size + 8 * (bool(f & _ATIME) + bool(f & _CTIME and not f & _CTIME_IS_ATIME))
-    for f in range(128)
+    for f in range(256)
 )
+_ETAG_AT = tuple(at + 8 * bool(f & _SEEN) for f, at in enumerate(_SEEN_AT))
 
 
-def _pack(etag: str, posix: Posix) -> bytes:
+def _pack(etag: str, posix: Posix, seen_ns: int | None = None) -> bytes:
     mode, uid, gid, mtime, atime, ctime = posix
     flags = 0
     for bit, value in ((_MODE, mode), (_UID, uid), (_GID, gid), (_MTIME, mtime),
@@ -142,6 +147,9 @@ def _pack(etag: str, posix: Posix) -> bytes:
         flags |= _CTIME_IS_ATIME
     elif ctime is not None:
         times += _TIME.pack(ctime)
+    if seen_ns is not None:
+        flags |= _SEEN
+        times += _TIME.pack(seen_ns)
     head = _PACK.pack(flags, mode or 0, uid or 0, gid or 0, mtime or 0)
     return head + times + etag.encode("utf-8", "surrogatepass")
 
@@ -154,7 +162,7 @@ def _unpack(value: bytes) -> Posix:
     if flags & _CTIME_IS_ATIME:
         ctime = atime
     elif flags & _CTIME:
-        ctime = _TIME.unpack_from(value, _ETAG_AT[flags] - 8)[0]
+        ctime = _TIME.unpack_from(value, _SEEN_AT[flags] - 8)[0]
     return Posix(
         mode if flags & _MODE else None,
         uid if flags & _UID else None,
@@ -198,11 +206,12 @@ class ShownAttrs:
         for key, value in packed:
             self._put(key, value)
 
-    def learn(self, key: str, etag: str, posix: Posix) -> None:
+    def learn(self, key: str, etag: str, posix: Posix, *, seen_ns: int | None = None) -> None:
+        """`seen_ns`: the Last-Modified a HEAD found, which the entry then also requires."""
         self.changes += 1
         # Also an object that carries nothing: --own-attrs (fs/ownattrs.py) then knows it
         # need not HEAD that version again.
-        self._put(key, _pack(etag, posix))
+        self._put(key, _pack(etag, posix, seen_ns))
 
     def _put(self, key: str, value: bytes) -> None:
         """`key` becomes the most recently learnt; the oldest goes past `capacity`."""
@@ -211,13 +220,22 @@ class ShownAttrs:
         if len(self._known) > self._capacity:
             del self._known[next(iter(self._known))]
 
-    def get(self, key: str, etag: str | None) -> Posix | None:
+    def get(self, key: str, etag: str | None, mtime_ns: int | None = None) -> Posix | None:
         """What `key` carries, if it is still the version it was learnt from (`etag`; None:
-        do not compare, for `dir/` markers, which no listing shows an ETag of)."""
+        do not compare, for `dir/` markers, which no listing shows an ETag of) and, for an
+        entry a HEAD taught, still has the Last-Modified it had then (`mtime_ns`, the
+        listing's)."""
         known = self._known.get(key)
         if known is None:
             return None
         if etag is not None and _etag_bytes(known) != etag.encode("utf-8", "surrogatepass"):
+            return None
+        flags = known[0]
+        if (
+            flags & _SEEN
+            and mtime_ns is not None
+            and _TIME.unpack_from(known, _SEEN_AT[flags])[0] != mtime_ns
+        ):
             return None
         return _unpack(known)
 
@@ -275,7 +293,7 @@ class AttrView:
         if node.is_dir:
             return shown.get(self.marker_key(node), None) if node.path else None
         meta = node.meta
-        return None if meta is None else shown.get(meta.key, meta.etag)
+        return None if meta is None else shown.get(meta.key, meta.etag, meta.mtime_ns)
 
     def carry(self, node: Node, staged: Staged) -> None:
         """`staged` was just started from `node`'s object (opened for writing): its commit

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import alibabacloud_oss_v2 as oss
@@ -76,6 +77,29 @@ def test_listed_files_show_their_own_attributes_at_one_head_each_and_none_after_
     assert [r.key for r in emulator.requests if r.method == "HEAD"][before:] == ["data/a.txt"]
     assert stat.S_IMODE(seen["data/a.txt"].st_mode) == 0o600, "the new version's"
     assert stat.S_IMODE(seen["bin/run.sh"].st_mode) == 0o750, "kept from the first mount"
+
+
+def test_a_chmod_by_another_client_is_seen_after_the_listing_shows_it(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """ossfs's chmod copies the object onto itself: same ETag, new Last-Modified. The saved
+    entry a HEAD taught no longer answers, so the remount HEADs that file again."""
+    _bucket(emulator)
+    first = make_mount(args=("--own-attrs",)).start()
+    assert stat.S_IMODE((first.path / "bin" / "run.sh").stat().st_mode) == 0o750
+    first.stop()
+    second = int(time.time())
+    while int(time.time()) == second:  # Last-Modified has whole seconds: let one pass
+        time.sleep(0.05)
+    chmod = {**OSSFS, "mode": str(stat.S_IFREG | 0o711)}
+    sdk(emulator).copy_object(oss.CopyObjectRequest(
+        bucket=BUCKET, key="bin/run.sh", source_bucket=BUCKET, source_key="bin/run.sh",
+        metadata_directive="REPLACE", metadata=chmod,
+    ))  # fmt: skip
+    again = make_mount(args=("--own-attrs",)).start()
+    before = len(_heads(emulator))
+    assert stat.S_IMODE((again.path / "bin" / "run.sh").stat().st_mode) == 0o711
+    assert [r.key for r in emulator.requests if r.method == "HEAD"][before:] == ["bin/run.sh"]
 
 
 def test_without_the_option_listed_files_show_the_defaults_and_cost_no_head(

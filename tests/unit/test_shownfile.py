@@ -49,6 +49,16 @@ def test_a_saved_table_reads_back_entry_for_entry_in_order(tmp_path: Path) -> No
     assert [key for key, _ in small.packed()] == list(ENTRIES)[-2:]
 
 
+def test_an_entry_a_head_taught_keeps_its_last_modified_fence(tmp_path: Path) -> None:
+    table = _table()
+    table.learn("seen", '"S"', Posix(0o100600, None, None, T), seen_ns=T)
+    path = tmp_path / "shown.attrs"
+    path.write_bytes(encode_shown(table.packed()))
+    loaded = load_shown(path)
+    assert loaded.get("seen", '"S"', T) == Posix(0o100600, None, None, T)
+    assert loaded.get("seen", '"S"', T + 10**9) is None
+
+
 def test_a_missing_file_is_an_empty_table(tmp_path: Path) -> None:
     assert len(load_shown(tmp_path / "none")) == 0
 
@@ -75,7 +85,7 @@ def test_a_damaged_file_is_ignored_with_a_warning(
 
 
 def test_an_entry_that_does_not_unpack_is_corrupt_even_with_a_good_digest() -> None:
-    for value in (b"", b"\x80" + bytes(30), b"\x01" + bytes(5)):
+    for value in (b"", b"\x80" + bytes(27), b"\x01" + bytes(5)):
         payload = struct.pack(">I", 1) + pack_str("k") + struct.pack(">H", len(value)) + value
         with pytest.raises(ShownFileCorrupt, match="malformed entry for key 'k'"):
             decode_shown(SHOWN_FORMAT.seal(payload))
