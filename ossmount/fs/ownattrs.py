@@ -62,7 +62,8 @@ class OwnAttrs:
     ) -> None:
         """`head(key)`: one HEAD's reply headers, lower-case names (OssClient.head_headers)."""
         self._head, self._shown = head, shown
-        self._limit = trio.CapacityLimiter(parallel)
+        self._parallel = parallel
+        self._limit = trio.CapacityLimiter(parallel)  # across concurrent callers too
         self._inflight: dict[str, trio.Event] = {}
         self._failed = 0  # since the last WARNING
         self._last_failure = ""
@@ -86,9 +87,17 @@ class OwnAttrs:
         if len(todo) == 1:
             await self._learn_one(todo[0])
         else:
+            # `parallel` workers share one iterator, not a task per file: a task per file of
+            # a 10,000-entry directory raised the daemon's peak RSS from 54 to 96 MiB.
+            queue = iter(todo)
+
+            async def worker() -> None:
+                for node in queue:
+                    await self._learn_one(node)
+
             async with trio.open_nursery() as nursery:
-                for node in todo:
-                    nursery.start_soon(self._learn_one, node)
+                for _ in range(min(self._parallel, len(todo))):
+                    nursery.start_soon(worker)
         self._report()
 
     def _report(self) -> None:
