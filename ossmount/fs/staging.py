@@ -30,6 +30,7 @@ import contextlib
 import errno
 import logging
 import os
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -379,6 +380,11 @@ class Staging:
             raise staged.broken from exc
         end = offset + written
         staged.dirty, staged.failed = True, False
+        if staged.mtime_ns is not None and not staged.mtime_stamped:
+            # A write after a utimens makes the mtime now, as on a local disk (so does one to
+            # a restored file, whose journal's mtime may be a close's or a utimens's): a
+            # write-back close then stamps its own, a commit sends this one.
+            staged.mtime_ns, staged.mtime_stamped = time.time_ns(), True
         self._changed_parts(staged, offset, end)
         self._touched(staged, offset, end)
         if offset <= staged.seq_end < end:

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from ossmount.emulator import Emulator
 from tests.mount.conftest import MountFactory
 from tests.mount.test_write import RW
@@ -157,3 +159,31 @@ def test_reading_through_the_mount_stores_no_atime(
         subprocess.run(["cat", str(f)], check=True, stdout=subprocess.DEVNULL)
     assert {r.op for r in emulator.requests[since:]} <= {"GetObject", "ListObjectsV2"}
     assert _meta(emulator, "f") == stored
+
+
+@pytest.mark.parametrize("args", [RW, (*RW, "-o", "writeback")], ids=["sync", "writeback"])
+def test_a_write_after_futimens_makes_the_mtime_now_as_on_a_local_disk(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """A time set while the file is open holds only until the next write (POSIX, and ext4
+    here); one set after the last write (cp -p, tar) is what stays."""
+    mount = make_mount(args=args).start()
+    local = tmp_path / "local"
+    local.mkdir()
+    old = 1_500_000_000 * S
+    start = time.time_ns() - S  # whole seconds on the server
+    for root in (local, mount.path):
+        for name, write_after in (("rewritten", True), ("kept", False)):
+            with open(root / name, "wb") as f:
+                f.write(b"first")
+                f.flush()
+                os.utime(f.fileno(), ns=(old, old))
+                if write_after:
+                    f.write(b" second")
+    mount.stop()
+    again = make_mount(args=RW).start()
+    for root in (local, again.path):
+        assert os.stat(root / "kept").st_mtime_ns == old, root
+        assert os.stat(root / "rewritten").st_mtime_ns >= start, root
+    assert _ns(_meta(emulator, "kept")["mtime"]) == old
+    assert _ns(_meta(emulator, "rewritten")["mtime"]) >= start
