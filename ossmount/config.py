@@ -249,6 +249,14 @@ class MountConfig:
         False,
         switch=True,
     )
+    max_attr_entries: int = option(
+        "how many objects' stored modes, owners and times the mount remembers and keeps in"
+        " the cache dir (~230 bytes of memory each with a 50-byte key); past it the oldest"
+        " show the defaults again, or are HEADed again with --own-attrs",
+        100_000,
+        positive_int,
+        metavar="N",
+    )
     log_level: str = option("debug, info, warning, error", "INFO", log_level, o_names=("dbglevel",))
     log_file: Path | None = option(
         "append logs to this file, created mode 600 as it names objects (default: stderr "

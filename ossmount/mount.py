@@ -281,7 +281,7 @@ async def _serve(
             file_bits=config.file_mode,
         )
         shown_path = config.cache_dir / SHOWN_FILE
-        shown = await trio.to_thread.run_sync(load_shown, shown_path)
+        shown = await trio.to_thread.run_sync(load_shown, shown_path, config.max_attr_entries)
         saver = ShownSaver(shown, shown_path)
         nursery.start_soon(saver.run, _SAVE_SHOWN_S)
         staging, recovered = (

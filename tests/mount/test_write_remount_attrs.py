@@ -108,3 +108,18 @@ def test_a_damaged_table_is_ignored_with_a_warning_and_replaced(
 
     last = make_mount().start()
     assert stat.S_IMODE((last.path / "f").stat().st_mode) == 0o600
+
+
+def test_the_table_keeps_the_last_max_attr_entries_objects(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    small = (*RW, "--max-attr-entries", "2")
+    first = make_mount(args=small).start()
+    for name in ("a", "b", "c"):
+        (first.path / name).write_text(name)
+        (first.path / name).chmod(0o600)
+    first.stop()
+    again = make_mount(args=small).start()
+    shown = {name: stat.S_IMODE((again.path / name).stat().st_mode) for name in "abc"}
+    assert shown["b"] == shown["c"] == 0o600
+    assert shown["a"] != 0o600, "the oldest learnt went first"
