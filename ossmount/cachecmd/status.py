@@ -23,6 +23,7 @@ from ossmount.cachecmd.layout import (
 )
 from ossmount.cachecmd.mountstate import read_record
 from ossmount.cachecmd.progress import human
+from ossmount.fs.shownfile import SHOWN_FILE, ShownFileCorrupt, decode_shown
 
 __all__ = ["STATES", "collect", "run_status"]
 
@@ -38,6 +39,23 @@ def _end(entry: Entry | None) -> dict[str, Any] | None:
     if entry is None:
         return None
     return {"last_used": _when(entry.last_used_ns), "object": entry.name}
+
+
+def _kept_attrs(path: Path) -> dict[str, Any] | None:
+    """The attribute table a mount keeps for the next one (fs/shownfile.py): how many
+    objects and bytes, or why the next mount will ignore it; None when there is none."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return {"objects": None, "bytes": None, "damaged": exc.strerror or str(exc)}
+    try:
+        objects: int | None = len(decode_shown(data))
+        damaged = None
+    except ShownFileCorrupt as exc:
+        objects, damaged = None, str(exc)
+    return {"objects": objects, "bytes": len(data), "damaged": damaged}
 
 
 def collect(root: Path) -> dict[str, Any]:
@@ -69,6 +87,7 @@ def collect(root: Path) -> dict[str, Any]:
         filesystem_bytes=st.f_blocks * st.f_frsize,
         cap_bytes=record.max_cache_bytes if record is not None else None,
         floor_bytes=record.min_free_bytes if record is not None else None,
+        kept_attrs=_kept_attrs(root / SHOWN_FILE),
     )
     return report
 
@@ -103,6 +122,13 @@ def _text(r: dict[str, Any]) -> str:
         m = r["last_mount"]
         source = f"{m['bucket']}:/{m['prefix']}" if m["prefix"] else m["bucket"]
         lines.append(f"  last mount: {source} at {m['mountpoint']} (process {m['pid']})")
+    kept = r["kept_attrs"]
+    if kept is not None and kept["damaged"] is None:
+        lines.append(f"  attributes: modes, owners and times of {kept['objects']} objects kept "
+                     f"for the next mount ({SHOWN_FILE}, {human(kept['bytes'])})")  # fmt: skip
+    elif kept is not None:
+        lines.append(f"  attributes: {SHOWN_FILE} is damaged and the next mount ignores it: "
+                     f"{kept['damaged']}")  # fmt: skip
     if r["leftover_files"]:
         lines.append(
             f"  {r['leftover_files']} leftover files (temp files, halves of entries): the "

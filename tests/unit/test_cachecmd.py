@@ -22,6 +22,8 @@ from ossmount.cachecmd.main import is_ours
 from ossmount.cachecmd.progress import Progress
 from ossmount.config import build_config
 from ossmount.crc64 import combine, crc64
+from ossmount.fs.shown import Posix, ShownAttrs
+from ossmount.fs.shownfile import encode_shown
 
 MOUNTINFO = (
     "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
@@ -80,6 +82,8 @@ def test_progress_writes_plain_lines_when_not_a_terminal() -> None:
 
 
 _DRAW = """
+from ossmount.fs.shown import Posix, ShownAttrs
+from ossmount.fs.shownfile import encode_shown
 from ossmount.cachecmd.progress import Progress
 progress = Progress(total=2 << 20, desc="verify", postfix="files 0/2")
 progress.update(2 << 20, "files 2/2")
@@ -176,3 +180,20 @@ def test_a_dir_that_is_not_a_cache_is_refused_with_exit_8(tmp_path: Path, action
 def test_a_bucket_names_the_same_cache_dir_the_mount_would_use(source: str) -> None:
     mount = build_config(source, "/mnt", {}, foreground=True, ignored=[])
     assert resolve_cache_dir(None, source) == mount.cache_dir
+
+
+def test_status_counts_the_kept_attributes_and_clear_leaves_them(tmp_path: Path) -> None:
+    _entry(tmp_path, "k", os.urandom(1000), server_crc=None, part=1 << 20)
+    table = ShownAttrs()
+    for i in range(3):
+        table.learn(f"f{i}", '"e"', Posix(0o100755))
+    (tmp_path / "shown.attrs").write_bytes(encode_shown(table.packed()))
+    status = json.loads(_cli("cache", "status", "--cache-dir", str(tmp_path), "--json").stdout)
+    assert status["kept_attrs"]["objects"] == 3
+    text = _cli("cache", "status", "--cache-dir", str(tmp_path)).stdout
+    assert "modes, owners and times of 3 objects kept for the next mount" in text
+    assert _cli("cache", "clear", "--cache-dir", str(tmp_path)).returncode == 0
+    assert (tmp_path / "shown.attrs").exists(), "not a cache entry: clear leaves it"
+    (tmp_path / "shown.attrs").write_bytes(b"junk")
+    text = _cli("cache", "status", "--cache-dir", str(tmp_path)).stdout
+    assert "shown.attrs is damaged and the next mount ignores it" in text
