@@ -427,7 +427,7 @@ class OssClient:
         async def over_wire(_: int) -> dict[str, str]:
             head = await self._wire_head("HEAD", key, [], fence, where)
             try:
-                reply = await self._wire.request(head, self.config.stall_timeout_s)
+                reply = await self._wire.request(head, self.config.read_timeout_s)
             except WireError as exc:
                 raise self._wire_failed("HEAD", key, describe_cause(exc)) from exc
             # A HEAD reply has no body whatever its Content-Length says: the connection is

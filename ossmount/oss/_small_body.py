@@ -28,7 +28,7 @@ from ._write_types import FileRange
 if TYPE_CHECKING:
     from ._client import OssClient
 
-__all__ = ["MAX_BODY", "request_small", "usable"]
+__all__ = ["MAX_BODY", "request_bytes", "request_small", "usable"]
 
 MAX_BODY = 64 * 1024
 _REPLY_CAP = 1024 * 1024  # a PUT's reply is empty, an error's XML a few hundred bytes
@@ -51,7 +51,22 @@ async def request_small(
     failed exchange OssTransportError, a staged file that cannot supply the body
     StagingError."""
     where = f"{method} oss://{client.config.bucket}/{key}"
-    data = body.read(where)
+    return await request_bytes(client, method, key, query, headers, body.read(where))
+
+
+async def request_bytes(
+    client: OssClient,
+    method: str,
+    key: str,
+    query: list[tuple[str, str]],
+    headers: dict[str, str],
+    data: bytes,
+    *,
+    reply_cap: int = _REPLY_CAP,
+) -> tuple[dict[str, str], bytes, int]:
+    """`request_small` with the body in memory (b"" for none: a copy, a delete, an
+    initiate; an XML body: a complete). `reply_cap`: the largest reply body taken."""
+    where = f"{method} oss://{client.config.bucket}/{key}"
     head = await client._wire_head(method, key, query, headers, where)
     try:
         reply = await client._wire.request(head + data, client.config.read_timeout_s)
@@ -62,9 +77,15 @@ async def request_small(
         client._wire, reply, stall_s=client.config.stall_timeout_s, limiter=client._body_threads
     )
     try:
-        text = b"" if reply.chunked else await reader.read_capped(_REPLY_CAP)
+        text = b"" if reply.chunked else await reader.read_capped(reply_cap)
     finally:
         await reader.aclose()
-    over = _REPLY_CAP if len(text) > _REPLY_CAP else None
+    length = reply.content_length
+    if reply.status < 300 and length is not None and len(text) < min(length, reply_cap + 1):
+        # The connection broke inside a success's body (a complete's or a copy's XML): the
+        # request may have taken effect, but its answer is lost, which is a transport
+        # failure the caller retries, never an empty success.
+        raise client._wire_failed(method, key, f"reply body cut at {len(text)} of {length} bytes")
+    over = reply_cap if len(text) > reply_cap else None
     client._wire_checked(key, reply.status, reply.headers, text, over_cap=over)
     return reply.headers, text, crc64(data) if data else 0

@@ -30,8 +30,10 @@ httpcore spends its time validating every header byte string (`enforce_bytes`, h
 `normalize_and_validate`), in five cancel scopes per request and in h11's event machinery
 (~2,200 Python calls per GET in all). Our request has a fixed shape we build ourselves (every
 value comes from the signer, the URI encoder or a reply's ETag), so one f-string per request and
-a split of the reply head replace all of that. httpx (and httpcore) stay for everything else:
-HEAD, LIST, writes, and GETs when `_body.FAST_PATH_ENABLED` is off.
+a split of the reply head replace all of that. The same pool now carries HEADs
+(`OssClient.head_headers`), small request bodies (`_small_body`), bodiless writes (copies,
+deletes, initiates, completes) and large bodies (`_upload_wire`). httpx (and httpcore) stay for
+LIST, GetSymlink, bucket-level requests, and everything when `_body.FAST_PATH_ENABLED` is off.
 
 What the lean path keeps from httpcore's behaviour: a pool of at most `pool_size` connections
 (waiting for one is not a fault), idle connections dropped after `keepalive_s` and checked with
@@ -176,6 +178,10 @@ class Reply:
         length = self.headers.get("content-length", "")
         self.chunked = "transfer-encoding" in self.headers
         self.content_length = int(length) if length.isdigit() and not self.chunked else None
+        if self.status in (204, 304):
+            # No body whatever the headers say (RFC 9110 6.4.1): a 204 to a DELETE may carry
+            # no Content-Length, and reading to EOF would wait for the server to close.
+            self.chunked, self.content_length = False, 0
         self.keep_alive = (
             version == "HTTP/1.1"
             and self.content_length is not None
@@ -453,8 +459,11 @@ class WireBody(BodyReader):
         return len(data)
 
     async def read_capped(self, limit: int) -> bytes:
-        """At most `limit` + 1 bytes of the body (an error reply's XML); b"" if it fails."""
-        buf = bytearray(limit + 1)
+        """At most `limit` + 1 bytes of the body (an error reply's XML); b"" if it fails.
+        The buffer is the body's size when the reply says it: a 1 MiB bytearray per small
+        PUT or copy reply (most are empty) cost its zeroing and fresh pages every time."""
+        remaining = self.remaining
+        buf = bytearray(limit + 1 if remaining is None else min(limit, remaining) + 1)
         try:
             n = await self.readinto_sink(BufferSink(buf), 0, len(buf))
         except BodyError:
