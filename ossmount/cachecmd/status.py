@@ -23,7 +23,7 @@ from ossmount.cachecmd.layout import (
 )
 from ossmount.cachecmd.mountstate import read_record
 from ossmount.cachecmd.progress import human
-from ossmount.fs.shownfile import SHOWN_FILE, ShownFileCorrupt, decode_shown
+from ossmount.fs.shownfile import SHOWN_FILE, ShownFileCorrupt, read_shown
 
 __all__ = ["STATES", "collect", "run_status"]
 
@@ -45,17 +45,17 @@ def _kept_attrs(path: Path) -> dict[str, Any] | None:
     """The attribute table a mount keeps for the next one (fs/shownfile.py): how many
     objects and bytes, or why the next mount will ignore it; None when there is none."""
     try:
-        data = path.read_bytes()
+        objects: int | None = len(read_shown(path))
+        damaged = None
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        return {"objects": None, "bytes": None, "damaged": exc.strerror or str(exc)}
-    try:
-        objects: int | None = len(decode_shown(data))
-        damaged = None
-    except ShownFileCorrupt as exc:
+    except (OSError, ShownFileCorrupt) as exc:
         objects, damaged = None, str(exc)
-    return {"objects": objects, "bytes": len(data), "damaged": damaged}
+    try:
+        size: int | None = path.stat().st_size
+    except OSError:
+        size = None
+    return {"objects": objects, "bytes": size, "damaged": damaged}
 
 
 def collect(root: Path) -> dict[str, Any]:

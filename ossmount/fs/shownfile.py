@@ -54,6 +54,7 @@ __all__ = [
     "decode_shown",
     "encode_shown",
     "load_shown",
+    "read_shown",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,15 +102,21 @@ def decode_shown(data: bytes) -> list[tuple[str, bytes]]:
     return entries
 
 
+def read_shown(path: Path) -> list[tuple[str, bytes]]:
+    """The entries saved at `path`: FileNotFoundError, another OSError or ShownFileCorrupt
+    when there are none to read (`ossmount cache status` reports which)."""
+    size = os.stat(path).st_size
+    if size > SHOWN_FORMAT.max_payload + 4096:
+        raise ShownFileCorrupt(f"saved attribute table too large ({size} bytes)")
+    return decode_shown(path.read_bytes())
+
+
 def load_shown(path: Path, capacity: int = 100_000) -> ShownAttrs:
     """The table saved at `path`, or an empty one (see the module docstring). Blocking: call
     it in a thread."""
     shown = ShownAttrs(capacity)
     try:
-        size = os.stat(path).st_size
-        if size > SHOWN_FORMAT.max_payload + 4096:
-            raise ShownFileCorrupt(f"saved attribute table too large ({size} bytes)")
-        shown.restore(decode_shown(path.read_bytes()))
+        shown.restore(read_shown(path))
     except FileNotFoundError:
         return shown
     except (OSError, ShownFileCorrupt) as exc:

@@ -430,10 +430,7 @@ class OssClient:
                 reply = await self._wire.request(head, self.config.read_timeout_s)
             except WireError as exc:
                 raise self._wire_failed("HEAD", key, describe_cause(exc)) from exc
-            # A HEAD reply has no body whatever its Content-Length says: the connection is
-            # reusable once its head is read, unless the server sent more or will close it.
-            reusable = reply.keep_alive and not reply.pending and not reply.chunked
-            self._wire.release(reply.conn, reusable)
+            self._wire.release(reply.conn, reply.keep_alive)  # a HEAD's reply has no body
             self._wire_replied("HEAD", key, reply.status, reply.headers)
             if reply.status >= 300:
                 raise self._reply_error(reply.status, reply.headers, b"", key)

@@ -172,15 +172,19 @@ class Reply:
 
     __slots__ = ("chunked", "conn", "content_length", "headers", "keep_alive", "pending", "status")
 
-    def __init__(self, conn: Connection, head: bytes, pending: memoryview) -> None:
+    def __init__(
+        self, conn: Connection, head: bytes, pending: memoryview, *, bodiless: bool = False
+    ) -> None:
+        """`bodiless`: the reply to a HEAD request."""
         self.conn = conn
         self.status, version, self.headers = parse_head(head)
         length = self.headers.get("content-length", "")
         self.chunked = "transfer-encoding" in self.headers
         self.content_length = int(length) if length.isdigit() and not self.chunked else None
-        if self.status in (204, 304):
-            # No body whatever the headers say (RFC 9110 6.4.1): a 204 to a DELETE may carry
-            # no Content-Length, and reading to EOF would wait for the server to close.
+        if bodiless or self.status in (204, 304):
+            # No body whatever the headers say (RFC 9110 6.4.1, 9.3.2): a HEAD's reply has the
+            # object's Content-Length, and a 204 to a DELETE may carry none, which read "to
+            # EOF" waited for the server to close.
             self.chunked, self.content_length = False, 0
         self.keep_alive = (
             version == "HTTP/1.1"
@@ -370,7 +374,7 @@ class WirePool:
         """Send `head` and read the reply head. The first write and read go without a cancel
         scope (~11 us each on this VM): a head is written whole and, about half the time, the
         reply is there when the write returns; only a wait runs under the timeout's scope."""
-        reading = _HeadRead(conn)
+        reading = _HeadRead(conn, bodiless=head.startswith(b"HEAD "))
         try:
             sent = conn.send_nowait(head)
             if sent == len(head):
@@ -396,10 +400,11 @@ class WirePool:
 class _HeadRead:
     """A reply head being read into its connection's buffer."""
 
-    __slots__ = ("conn", "got", "view")
+    __slots__ = ("bodiless", "conn", "got", "view")
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, bodiless: bool) -> None:
         self.conn = conn
+        self.bodiless = bodiless
         self.view = memoryview(conn.buf)
         self.got = 0
 
@@ -414,7 +419,9 @@ class _HeadRead:
         self.got = got = got + n
         end = buf.find(b"\r\n\r\n", max(0, got - n - 3), got)
         if 0 <= end <= MAX_HEAD:
-            return Reply(self.conn, bytes(buf[:end]), self.view[end + 4 : got])
+            return Reply(
+                self.conn, bytes(buf[:end]), self.view[end + 4 : got], bodiless=self.bodiless
+            )
         if end > MAX_HEAD or got >= MAX_HEAD:  # (a read never fills the buffer)
             raise WireError(f"RemoteProtocolError: reply head over {MAX_HEAD} bytes")
         return None

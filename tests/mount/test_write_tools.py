@@ -82,6 +82,14 @@ def meta(emu: Emulator, key: str) -> dict[str, str]:
     return dict(head.metadata or {})
 
 
+def write_fsynced(path: Path, text: str) -> None:
+    """What an editor's or an atomic save's write is: the bytes, then fsync, then close."""
+    with open(path, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+
+
 def fresh(make_mount: MountFactory, mount: Mount, args: tuple[str, ...] = RW) -> Mount:
     """Unmount, check nothing was left behind, and mount the same bucket (same cache) again."""
     mount.stop()
@@ -157,10 +165,7 @@ def test_sed_i_and_an_emacs_style_save(
         os.symlink("root@host.1234:1700000000", root / ".#f")
         (root / "#f#").write_text("autosave\n")
         os.rename(root / "f", root / "f~")
-        with open(root / "f", "w") as out:
-            out.write("new\n")
-            out.flush()
-            os.fsync(out.fileno())
+        write_fsynced(root / "f", "new\n")
         os.unlink(root / "#f#")
         os.unlink(root / ".#f")
 
@@ -181,10 +186,7 @@ def test_atomic_save_with_os_replace_and_directory_fsync(
         (root / "state.json").write_text('{"v": 0}')
         for v in range(1, 4):
             tmp = root / f".state.json.tmp{v}"
-            with open(tmp, "w") as out:
-                out.write(f'{{"v": {v}}}')
-                out.flush()
-                os.fsync(out.fileno())
+            write_fsynced(tmp, f'{{"v": {v}}}')
             os.replace(tmp, root / "state.json")
             dfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
             try:
