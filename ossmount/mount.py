@@ -292,6 +292,7 @@ async def _serve(
         if staging is not None:
             staging.on_outcome = metrics.commit
             staging.make_room = store.make_room
+            saver.leave_out = staging.known.owed_keys
         fs = FileSystem(
             namespace,
             prefetcher,
@@ -333,6 +334,7 @@ async def _serve(
             notifier.stopping(f"unmounting {source} from {config.mountpoint}")
             if staging is not None:
                 await _finish_writeback(staging)
+                await _store_owed(staging)
             with trio.CancelScope(shield=True):
                 await saver.save()  # after the drain: its commits stored attributes too
             nursery.cancel_scope.cancel()
@@ -431,6 +433,7 @@ async def _staging(
         bucket=config.bucket,
         writeback=config.writeback,
         shown=shown,
+        attr_delay_s=config.attr_delay,
     )
     notifier.status(f"committing files staged before the restart in {directory}")
     with notifier.extending(_EXTEND_USEC):
@@ -468,6 +471,16 @@ async def _finish_writeback(staging: Staging) -> None:
     if scope.cancelled_caught:
         log.warning("unmounting with write-back uploads unfinished after %d s; the next mount "
                     "uploads them", _WRITEBACK_DRAIN_S)  # fmt: skip
+
+
+async def _store_owed(staging: Staging) -> None:
+    """At unmount, store the attributes set moments ago and not sent yet (fs/owedattrs.py),
+    bounded like the write-back drain."""
+    with trio.CancelScope(shield=True), trio.move_on_after(_WRITEBACK_DRAIN_S) as scope:
+        await staging.owed.store_all()
+    if scope.cancelled_caught:
+        log.warning("unmounting with the mode/owner/times of %d file(s) not stored on OSS "
+                    "after %d s", len(staging.known.owed_keys()), _WRITEBACK_DRAIN_S)  # fmt: skip
 
 
 def _fuse_init(config: MountConfig, ops: Operations, source: str) -> None:

@@ -32,6 +32,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
+import trio
+
 from ossmount.fs.shown import Posix, ShownAttrs, posix_of
 from ossmount.fs.stamps import now_s, only_ctime_differs, stamped
 from ossmount.oss._writes import OssWrites
@@ -45,6 +47,12 @@ class KnownMeta:
     REPLACE copy must carry). Bounded (`capacity`, oldest dropped first) and short-lived
     (`max_age_s`). Trio thread only; no awaits inside.
 
+    Owed metadata (`owe`): headers a chmod, chown or utimens set on an object this mount just
+    wrote, not sent yet: fs/owedattrs.py sends them a moment later, in one copy with any set
+    after them, or a rename's copy carries them (fs/filerename.py). Until then they are what
+    `headers` answers and what the mount shows; they are neither bounded nor aged (they
+    leave when sent, or with the object), so a debt is never dropped unsent.
+
     The POSIX part of what it learns also goes to `shown` (fs/shown.py), which keeps far
     more objects, far longer, in much less memory: what the mount shows for them."""
 
@@ -57,34 +65,91 @@ class KnownMeta:
     ) -> None:
         self._capacity, self._max_age, self._clock = capacity, max_age_s, clock
         self._known: OrderedDict[str, tuple[str, dict[str, str], float]] = OrderedDict()
+        # key -> (ETag the headers go on, the headers, when the debt began), oldest first.
+        self._owed: dict[str, tuple[str, dict[str, str], float]] = {}
+        self.owed_changed = trio.Event()  # set when a debt begins (fs/owedattrs.py waits)
         self.shown = shown if shown is not None else ShownAttrs()
 
-    def wrote(self, key: str, etag: str, headers: Mapping[str, str]) -> None:
-        """The object `key` now has `etag` and exactly `headers` (lower-case names)."""
+    def wrote(
+        self, key: str, etag: str, headers: Mapping[str, str], *, shown: bool = False
+    ) -> None:
+        """The object `key` now has `etag` and exactly `headers` (lower-case names): what it
+        owed, if anything, is settled (a commit or copy that carried it, or replaced it).
+        `shown`: the mount shows them already (a debt sent), so `shown` keeps its place
+        among the newest (fs/shown.py keeps the newest learnt)."""
+        self._owed.pop(key, None)
         self._known.pop(key, None)
         lowered = {k.lower(): v for k, v in headers.items()}
         self._known[key] = (etag, lowered, self._clock())
         while len(self._known) > self._capacity:
             self._known.popitem(last=False)
+        if not shown:
+            self.shown.learn(key, etag, posix_of(lowered))
+
+    def owe(self, key: str, etag: str, headers: Mapping[str, str]) -> None:
+        """Version `etag` of `key` is to carry exactly `headers`, sent later (see the class
+        docstring); shown from now on. A debt keeps the time it began, so one changed again
+        and again is still sent within the delay."""
+        lowered = {k.lower(): v for k, v in headers.items()}
+        earlier = self._owed.pop(key, None)
+        since = earlier[2] if earlier is not None and earlier[0] == etag else self._clock()
+        self._owed[key] = (etag, lowered, since)
         self.shown.learn(key, etag, posix_of(lowered))
+        self.owed_changed.set()
+
+    def owed(self, key: str) -> tuple[str, dict[str, str]] | None:
+        """The ETag and headers `key` owes, if it does."""
+        debt = self._owed.get(key)
+        return None if debt is None else (debt[0], dict(debt[1]))
+
+    def owed_keys(self) -> set[str]:
+        return set(self._owed)
+
+    def settle(self, key: str) -> tuple[str, dict[str, str]] | None:
+        """Take `key`'s debt to send it (the caller makes good: `wrote` when it is stored,
+        `forget` when it cannot be). Meanwhile its headers are what `headers` answers, so a
+        chmod while the copy runs builds on them (and is owed again)."""
+        debt = self._owed.pop(key, None)
+        if debt is None:
+            return None
+        self._known.pop(key, None)
+        self._known[key] = (debt[0], debt[1], self._clock())
+        return debt[0], dict(debt[1])
+
+    def due(self, delay_s: float) -> tuple[list[str], float | None]:
+        """The keys whose debt is `delay_s` old, and in how many seconds the next one is
+        (None: no other debt)."""
+        now = self._clock()
+        due = [key for key, debt in self._owed.items() if now - debt[2] >= delay_s]
+        later = [debt[2] + delay_s - now for debt in self._owed.values() if now - debt[2] < delay_s]
+        return due, min(later, default=None)
 
     def headers(self, key: str, etag: str) -> dict[str, str] | None:
-        """What `key` carries if it is still the version we wrote (`etag`), recently."""
+        """What `key` carries if it is still the version we wrote (`etag`), recently (or is
+        to carry: what it owes)."""
+        debt = self._owed.get(key)
+        if debt is not None and debt[0] == etag:
+            return dict(debt[1])
         known = self._known.get(key)
         if known is None or known[0] != etag or self._clock() - known[2] > self._max_age:
             return None
         return dict(known[1])
 
     def forget(self, key: str) -> None:
+        self._owed.pop(key, None)
         self._known.pop(key, None)
         self.shown.forget(key)
 
     def moved(self, old: str, new: str, etag: str) -> None:
-        """`old` was copied (metadata kept) to `new`, now with `etag`, and deleted."""
+        """`old` was copied (metadata kept, or what it owed: fs/filerename.py) to `new`, now
+        with `etag`, and deleted."""
+        debt = self._owed.pop(old, None)
         known = self._known.pop(old, None)
         self._known.pop(new, None)
         self.shown.moved(old, new, etag)
-        if known is not None:
+        if debt is not None:
+            self.wrote(new, etag, debt[1])
+        elif known is not None:
             self.wrote(new, etag, known[1])
 
 
@@ -96,6 +161,7 @@ async def store_attrs(
     known: KnownMeta | None = None,
     kind: int = stat.S_IFREG,
     request: bool = False,
+    defer: bool = False,
 ) -> ObjectMeta | None:
     """Store what `posix` sets (its None fields are left as they are) on `meta`'s object; its
     new metadata, or None if nothing was copied (nothing but the ctime would change). With
@@ -103,7 +169,8 @@ async def store_attrs(
     those of the HEAD when nothing needed copying. `kind`: the file-type bits stored with a
     mode (S_IFDIR on a `dir/` marker). `request`: `posix` is what a setattr asked for, stored
     with the times ossfs stores beside it, from the object's current ones (fs/stamps.py);
-    else exactly the values to store."""
+    else exactly the values to store. `defer`: an object whose headers `known` holds owes
+    the new ones instead (`KnownMeta.owe`, sent by fs/owedattrs.py): no request now, and None."""
     if posix == Posix():
         return None
     kept = known.headers(meta.key, meta.etag) if known is not None else None
@@ -116,6 +183,9 @@ async def store_attrs(
     updates = posix._replace(mode=None if mode is None else kind | (mode & 0o7777)).meta()
     copied = None
     if not only_ctime_differs(updates, kept):
+        if defer and not headed and known is not None:
+            known.owe(meta.key, meta.etag, {**kept, **{k.lower(): v for k, v in updates.items()}})
+            return None
         copied = await writes.replace_meta(meta.key, updates, if_match=meta.etag, kept=kept)
     if copied is None:
         if known is not None and headed:  # it had them already: the HEAD told us the rest

@@ -17,9 +17,11 @@ ossfs (src/s3fs.cpp `create_directory_object`, `s3fs_chmod`/`_chown`/`_utimens`)
       them with EIO ("Could not change mode for mount point"), failing that rsync.
 
 Requests: a marker this mount wrote in the last 30 s costs no HEAD (fs/attrstore.py
-`KnownMeta`); one it wrote before costs the fenced HEAD of `store_attrs`; any other, one HEAD
-to find it (and its ETag) plus that one. What was stored is shown (fs/shown.py): the marker
-key has no ETag in listings, so it is trusted until this mount deletes or renames it.
+`KnownMeta`), and its copy goes a moment later, one for all the attributes set meanwhile
+(`tar x` sets a directory's times, owner and mode in a row: fs/owedattrs.py); one it wrote
+before costs the fenced HEAD of `store_attrs`; any other, one HEAD to find it (and its ETag)
+plus that one. What was stored is shown (fs/shown.py): the marker key has no ETag in
+listings, so it is trusted until this mount deletes or renames it.
 """
 
 from __future__ import annotations
@@ -59,16 +61,19 @@ async def make_dir(
 
 
 async def store_dir_attrs(
-    writes: OssWrites, known: KnownMeta, view: AttrView, node: Node, posix: Posix
-) -> None:
-    """chmod/chown/utimens of directory `node`: what `posix` sets (see the module docstring)."""
+    writes: OssWrites, known: KnownMeta, view: AttrView, node: Node, posix: Posix, *,
+    defer: bool = False,
+) -> None:  # fmt: skip
+    """chmod/chown/utimens of directory `node`: what `posix` sets (see the module docstring;
+    `defer`: as `store_attrs`)."""
     key = view.marker_key(node)
     if not key:
         return  # the mount's root
 
     async def copy(etag: str) -> None:
         marker = ObjectMeta(key, 0, etag, 0)
-        await store_attrs(writes, marker, posix, known=known, kind=stat.S_IFDIR, request=True)
+        await store_attrs(writes, marker, posix, known=known, kind=stat.S_IFDIR, request=True,
+                          defer=defer)  # fmt: skip
 
     etag = known.shown.etag(key)
     if etag is not None:

@@ -3,10 +3,12 @@
 A file is copied server-side (CopyObject fenced on the listed ETag; by parts above its limit,
 ossmount.write.bigcopy), with a Content-Type that follows the new name where it was a default
 (fs/movetype.py), a link is made again (fs/linkattrs.py `move_link`), then the source
-is deleted: not atomic, a crash in between leaves both keys. A file being written under the
-new name (`victim`) is replaced, as by unlink: its handles keep working on its bytes, and
-none of its commits may land over the file moved here. Its lock, held through the copy, makes
-a running commit land first and later ones wait, then find it orphaned.
+is deleted: not atomic, a crash in between leaves both keys. Attributes the source owes
+(set moments ago, not sent yet: fs/owedattrs.py) ride in the copy, which then REPLACEs.
+A file being written under the new name (`victim`) is replaced, as by unlink: its handles
+keep working on its bytes, and none of its commits may land over the file moved here. Its
+lock, held through the copy, makes a running commit land first and later ones wait, then
+find it orphaned.
 """
 
 from __future__ import annotations
@@ -38,10 +40,20 @@ async def move_file(
                 writes, staging.known, meta, new_key, root_prefix, forbid_overwrite=noreplace
             )
         else:
-            headers = await _retyped_headers(staging, meta, new_key)
-            copied = await copy_any(writes, meta.key, new_key, size=meta.size, etag=meta.etag,
-                                    ledger=staging.uploader.ledger, forbid_overwrite=noreplace,
-                                    replace=headers)  # fmt: skip
+            # Attributes the source owes ride in this copy (fs/owedattrs.py): one sending
+            # them lands first, else the copy takes them over (and gives them back if it fails).
+            await staging.owed.sent(meta.key)
+            owed = staging.known.settle(meta.key)
+            owed_headers = owed[1] if owed is not None and owed[0] == meta.etag else None
+            try:
+                headers = await _retyped_headers(staging, meta, new_key, owed_headers)
+                copied = await copy_any(writes, meta.key, new_key, size=meta.size,
+                                        etag=meta.etag, ledger=staging.uploader.ledger,
+                                        forbid_overwrite=noreplace, replace=headers)  # fmt: skip
+            except BaseException:
+                if owed is not None:
+                    staging.known.owe(meta.key, *owed)
+                raise
             staging.known.moved(meta.key, new_key, copied.etag)
             if headers is not None:
                 staging.known.wrote(new_key, copied.etag, headers)
@@ -55,14 +67,15 @@ async def move_file(
 
 
 async def _retyped_headers(
-    staging: Staging, meta: ObjectMeta, new_key: str
+    staging: Staging, meta: ObjectMeta, new_key: str, owed: dict[str, str] | None
 ) -> dict[str, str] | None:
-    """What the copy to `new_key` replaces the metadata with, for a type that follows the
-    new name (fs/movetype.py); None: copied as it is. The source's metadata: what this mount
-    sent moments ago, else one HEAD fenced on the listed ETag."""
+    """What the copy to `new_key` replaces the metadata with: what the source owes (`owed`),
+    with a type that follows the new name (fs/movetype.py); None: copied as it is. The
+    source's metadata: what it owes, else what this mount sent moments ago, else one HEAD
+    fenced on the listed ETag."""
     if not renames_type(meta.key, new_key):
-        return None
-    headers = staging.known.headers(meta.key, meta.etag)
+        return owed
+    headers = owed if owed is not None else staging.known.headers(meta.key, meta.etag)
     if headers is None:
         headers, _ = await staging.uploader.writes.kept_headers(meta.key, if_match=meta.etag)
-    return retyped(meta.key, new_key, headers)
+    return retyped(meta.key, new_key, headers) or owed

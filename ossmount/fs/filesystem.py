@@ -138,6 +138,7 @@ class FileSystem:
         self._staging = staging
         if staging is not None:
             staging.on_commit = self._committed
+            staging.owed.on_new_etag = lambda key: namespace.invalidate()  # never on OSS
             if staging.adopter is None:
                 staging.adopter = Adopter(prefetcher.store, prefetcher.config.part_size)
             if staging.space is None:
@@ -232,6 +233,12 @@ class FileSystem:
             if not reply(node.name, attr(node), next_id):
                 return
             remember(node.inode)
+
+    async def fsyncdir(self, fh: int) -> None:
+        """The attributes the directory's marker owes (fs/owedattrs.py) stored."""
+        snapshot = self._dirs.get(fh)
+        if snapshot is not None and snapshot.path and self._staging is not None:
+            await self._staging.owed.store(self._key(snapshot.path) + "/")
 
     def releasedir(self, fh: int) -> None:
         snapshot = self._dirs.pop(fh, None)
@@ -429,9 +436,15 @@ class FileSystem:
         await self._commit(handle.staged)
 
     async def fsync(self, fh: int) -> None:
+        """The file's bytes committed, and the attributes it owes (fs/owedattrs.py) stored."""
         handle = self._files.get(fh)
-        if handle is not None and handle.staged is not None and handle.staged.dirty:
+        if handle is None or self._staging is None:
+            return
+        if handle.staged is not None and handle.staged.dirty:
             await self._commit(handle.staged)
+        node = self._ns.get(handle.inode)
+        if node.meta is not None:
+            await self._staging.owed.store(node.meta.key)
 
     async def _commit(self, staged: Staged) -> None:
         assert self._staging is not None
@@ -589,6 +602,7 @@ class FileSystem:
         if any(p.startswith(onto) for p in staging.by_path):  # not on OSS yet: rename_tree
             raise NotEmpty(self._where_path(new_path), "a file is being created in it")
         writes, prefix = staging.uploader.writes, self._ns.root_prefix
+        await staging.owed.store_under(self._key(node.path) + "/")  # the copies keep metadata
         moved = await rename_tree(
             writes,
             self._key(node.path) + "/",

@@ -103,6 +103,10 @@ class Operations(pyfuse3.Operations):
         self.fs.readdir(fh, start_id, reply)
 
     @fuse_boundary
+    async def fsyncdir(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        await self.fs.fsyncdir(fh)
+
+    @fuse_boundary
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
         self.fs.releasedir(fh)
 

@@ -11,8 +11,10 @@ object (fs/attrstore.py, which knows them), against what the mount shows for a s
   when rsync's utimensat follows its close; or opened and not written): its fields too,
   and stored now like a closed file, under its lock, so a running commit (whose metadata
   was fixed when it started) finishes first.
-* A closed file: stored on the object (fs/attrstore.py).
-* A directory: stored on its `dir/` marker, made if it has none (fs/dirattrs.py).
+* A closed file: stored on the object (fs/attrstore.py); one this mount just wrote owes
+  them, sent a moment later in one copy, or in a rename's (fs/owedattrs.py).
+* A directory: stored on its `dir/` marker, made if it has none (fs/dirattrs.py); owed
+  likewise when this mount just wrote the marker.
 * A symlink (lchown, utimensat with AT_SYMLINK_NOFOLLOW): on its symlink object
   (fs/linkattrs.py).
 """
@@ -95,14 +97,15 @@ async def _store(
 ) -> ObjectMeta | None:
     writes, known = staging.uploader.writes, staging.known
     if node.is_dir:
-        await store_dir_attrs(writes, known, view, node, posix)
+        await store_dir_attrs(writes, known, view, node, posix, defer=staging.owed.defers)
         return None
     if node.meta is None:
         return None
     if is_symlink(node.meta):
         stored = await store_link_attrs(writes, known, node.meta, posix)
     else:
-        stored = await store_attrs(writes, node.meta, posix, known=known, request=True)
+        stored = await store_attrs(writes, node.meta, posix, known=known, request=True,
+                                   defer=staging.owed.defers)  # fmt: skip
     if stored is not None:
         ns.learned(node.path, stored)
     return stored

@@ -43,6 +43,7 @@ import trio
 from ossmount.cache.adopt import Adopter
 from ossmount.cache.holes import reserve
 from ossmount.fs.attrstore import KnownMeta, store_attrs
+from ossmount.fs.owedattrs import OWED_DELAY_S, OwedAttrs
 from ossmount.fs.shown import Posix, ShownAttrs, adopt_sent
 from ossmount.fs.staged import Staged, disown
 from ossmount.fs.stagedspace import StagedSpace
@@ -99,6 +100,7 @@ class Staging:
         writeback: bool = False,
         writeback_parallel: int = 16,
         shown: ShownAttrs | None = None,
+        attr_delay_s: float = OWED_DELAY_S,
     ) -> None:
         self.uploader = uploader
         self.writeback = writeback
@@ -128,6 +130,10 @@ class Staging:
         # What the objects this mount just committed carry: chmod/utimens after the close
         # then skip the HEAD (fs/attrstore.py); what it learns is `shown` (fs/shown.py).
         self.known = KnownMeta(shown=shown)
+        # chmod/chown/utimens of a file just written are owed and sent a moment later, in one
+        # copy or in a rename's (fs/owedattrs.py).
+        self.owed = OwedAttrs(uploader.writes, self.known, delay_s=attr_delay_s)
+        nursery.start_soon(self.owed.run)
         # Staged bytes count against the cache cap and free-space floor (fs/stagedspace.py).
         self.space: StagedSpace | None = None
         self.directory = Path(directory)

@@ -38,6 +38,11 @@ class WriteRig:
     staging: Staging | None
     store: CacheStore
 
+    async def stored(self) -> None:
+        """Send the attributes the mount owes now (fs/owedattrs.py), as an unmount does."""
+        assert self.staging is not None
+        await self.staging.owed.store_all()
+
 
 @pytest.fixture
 def emu() -> Iterator[Emulator]:

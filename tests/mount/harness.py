@@ -188,3 +188,14 @@ def daemon_pids(mountpoint: Path) -> list[int]:
         if any(b"ossmount" in arg for arg in cmdline[:3]) and str(mountpoint).encode() in cmdline:
             pids.append(int(entry.name))
     return pids
+
+
+def fsynced(path: Path) -> None:
+    """fsync `path` (a file or a directory) through the mount: what its attributes owe is on
+    OSS when this returns (fs/owedattrs.py: a chmod or utimens of a file the mount just wrote
+    is sent a moment later, or at fsync)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,148 @@
+"""chmod, chown and utimens of a file this mount just wrote: stored a moment later, in one copy.
+
+Why: each of them costs a CopyObject of the object onto itself (fs/attrstore.py), and the
+tools that write trees set them one after another right after the close: `rsync -a` sets the
+temporary file's mtime, then its mode, then renames it (a copy and a delete); `tar x` and
+`cp -p` set times, owner and mode of each directory. Sent one by one, `rsync -a` paid five
+requests per file. Owed instead (`KnownMeta.owe`: shown at once, no request), they go out
+`delay_s` after the first of them, all in one copy, or ride in the copy of a rename that
+comes first (fs/filerename.py): `rsync -a` pays three (PutObject, CopyObject, DeleteObject).
+
+What a debt promises, and what it does not (SEMANTICS.md, "Attributes"):
+  * the mount shows the new attributes at once;
+  * OSS has them within `delay_s` (1 s), or at the file's fsync, a rename of its directory,
+    or unmount, whichever comes first;
+  * a crash before that loses them, as a local disk may lose metadata not yet fsynced; the
+    bytes were committed by the close. The attribute table saved for the next mount
+    (fs/shownfile.py) leaves owed objects out, so it never shows what OSS does not have;
+  * only objects whose headers the mount knows without a HEAD (it wrote them in the last
+    30 s, `KnownMeta`) owe; others are stored at once, as before.
+
+Sending is fenced on the ETag the attributes were set on: an object replaced or deleted
+since keeps what its new writer gave it (logged at INFO). Any other failure is logged
+naming the object (WARNING), and the mount stops showing what it could not store.
+
+Concurrency: trio thread. `run` sends due debts, at most `parallel` copies at once. A debt
+is taken out of the table (`KnownMeta.settle`) by whoever sends it: the copy here, or a
+rename's (fs/filerename.py), which first waits for a copy already sending one (`sent`), so
+the rename copies the object with its attributes either way. One copy per key at a time
+(`_sending`); a debt begun while one runs is sent after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import trio
+
+from ossmount.fs.attrstore import KnownMeta
+from ossmount.oss import NoSuchKey
+from ossmount.oss._errors import PreconditionFailed
+from ossmount.oss._writes import OssWrites
+
+__all__ = ["OWED_DELAY_S", "OwedAttrs"]
+
+log = logging.getLogger(__name__)
+
+OWED_DELAY_S = 1.0
+
+
+class OwedAttrs:
+    """Sends what `known` owes (see the module docstring)."""
+
+    def __init__(
+        self,
+        writes: OssWrites,
+        known: KnownMeta,
+        *,
+        delay_s: float = OWED_DELAY_S,
+        parallel: int = 16,
+    ) -> None:
+        self._writes, self._known, self._delay = writes, known, delay_s
+        self._limit = trio.CapacityLimiter(parallel)
+        # A copy onto itself keeps the ETag on OSS and the emulator; if one did not, the
+        # namespace's listed ETag is stale: told with the key (the FileSystem sets it).
+        self.on_new_etag: Callable[[str], None] = lambda key: None
+        self._sending: dict[str, trio.Event] = {}  # key -> set when its running copy ends
+        self._queued: set[str] = set()  # due keys whose sending task waits for the limiter
+
+    @property
+    def defers(self) -> bool:
+        """Whether attributes are owed at all (a delay of 0: each is stored at once)."""
+        return self._delay > 0
+
+    async def run(self) -> None:
+        """Send debts as they fall due, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                due, wait_s = self._known.due(self._delay)
+                for key in due:
+                    if key not in self._queued:
+                        self._queued.add(key)
+                        nursery.start_soon(self._send_queued, key)
+                if self._known.owed_changed.is_set():
+                    self._known.owed_changed = trio.Event()
+                    continue  # a debt began meanwhile: look again for the next deadline
+                with trio.move_on_after(math.inf if wait_s is None else wait_s):
+                    await self._known.owed_changed.wait()
+
+    async def _send_queued(self, key: str) -> None:
+        async with self._limit:
+            self._queued.discard(key)
+            await self.store(key)
+
+    async def sent(self, key: str) -> None:
+        """Wait until no copy is sending what `key` owed: the object has it, or it failed."""
+        while (running := self._sending.get(key)) is not None:
+            await running.wait()
+
+    async def store(self, key: str) -> None:
+        """Send what `key` owes now, after any copy already sending an earlier debt."""
+        await self.sent(key)
+        debt = self._known.settle(key)
+        if debt is None:
+            return
+        etag, headers = debt
+        done = self._sending[key] = trio.Event()
+        try:
+            copied = await self._writes.copy_object(key, key, if_match=etag, meta=headers)
+        except (PreconditionFailed, NoSuchKey) as exc:
+            self._known.forget(key)
+            log.info("%s: replaced or deleted before its mode/owner/times were stored (%s); "
+                     "it keeps what its new writer gave it", self._where(key), exc)  # fmt: skip
+        except Exception as exc:
+            if self._known.owed(key) is None:  # a debt begun meanwhile carries these too
+                self._known.forget(key)
+            log.warning("%s: storing its mode/owner/times failed (%s); the bytes are "
+                        "stored, the object keeps its earlier attributes", self._where(key),
+                        exc)  # fmt: skip
+        except BaseException:  # cancelled (an unmount out of time): not shown as stored
+            if self._known.owed(key) is None:
+                self._known.forget(key)
+            raise
+        else:
+            if self._known.owed(key) is None:  # else set again meanwhile: that debt is newer
+                self._known.wrote(key, copied.etag, headers, shown=copied.etag == etag)
+            if copied.etag != etag:
+                self.on_new_etag(key)
+        finally:
+            del self._sending[key]
+            done.set()
+
+    async def store_under(self, prefix: str) -> None:
+        """Send what every key under `prefix` owes (before a directory rename copies them
+        with the metadata OSS has)."""
+        for key in sorted(self._known.owed_keys() | set(self._sending)):
+            if key.startswith(prefix):
+                await self.store(key)
+
+    async def store_all(self) -> None:
+        """Send every debt now (unmount), a few at a time."""
+        async with trio.open_nursery() as nursery:
+            for key in self._known.owed_keys() | set(self._sending):
+                nursery.start_soon(self._send_queued, key)
+
+    def _where(self, key: str) -> str:
+        return f"oss://{self._writes.bucket}/{key}"
