@@ -70,7 +70,7 @@ from ossmount.tree.node import Node
 from ossmount.tree.records import DIR_INFO as _DIR_INFO
 from ossmount.tree.records import Info as _Info
 from ossmount.tree.records import Miss as _Miss
-from ossmount.tree.records import WalkOrder
+from ossmount.tree.records import Walk, WalkOrder, Walks
 from ossmount.tree.records import walk_key as _walk_key
 from ossmount.tree.snapshot import DirSnapshot
 
@@ -253,9 +253,7 @@ class Namespace:
         at = bisect.bisect_right(walk, _walk_key(order, node.name, inode), key=itemgetter(0))
         return [(ino, meta) for _, ino, meta in walk[at : at + count]]
 
-    def _walk(
-        self, dir_path: str, entries: Mapping[str, _Info], order: WalkOrder
-    ) -> list[tuple[str, int, ObjectMeta]]:
+    def _walk(self, dir_path: str, entries: Mapping[str, _Info], order: WalkOrder) -> Walk:
         """(sort key, inode, meta) of the listed files that have an inode, in `order`."""
         walk: list[tuple[str, int, ObjectMeta]] = []
         for name, info in entries.items():
@@ -275,8 +273,18 @@ class Namespace:
         A directory made here (`is_dir`) starts with an empty cached listing.
         Returns the entry's current `Node`, None for a deletion. Synchronous: no await."""
         info = _DIR_INFO if is_dir else (None if meta is None else _Info(False, meta))
+        was = self.table.find(path, False)  # the file there before, if one had a number
         self._cache.learned(path, info, self._clock())
-        return None if info is None else self._put(path, info)
+        node = None if info is None else self._put(path, info)
+        self._patch_walks(path, was, node)
+        return node
+
+    def _patch_walks(self, path: str, was: int | None, now: Node | None) -> None:
+        """`_patch_walks` on the cached listing of `path`'s directory, if it has walks."""
+        dir_path, name = split_path(path)
+        listing = self._cache.listing(dir_path)
+        if listing is not None and listing.walks:
+            _patch_walks(listing.walks, name, was, now)
 
     def moved_tree(self, inode: int, path: str) -> None:
         """Directory `inode` and everything under it were renamed to `path` by this mount:
@@ -295,8 +303,11 @@ class Namespace:
 
     def moved(self, inode: int, path: str) -> None:
         """Entry `inode` was renamed to `path` by this mount; its number stays (see
-        `InodeTable.move`)."""
+        `InodeTable.move`). A file it replaced leaves the walks (its number goes here)."""
+        victim = self.table.find(path, False)
         self.table.move(inode, path)
+        if victim is not None and victim != inode:
+            self._patch_walks(path, victim, None)
 
     def invalidate(self) -> None:
         """Drop all cached metadata (names, listings). Inode numbers and counts stay."""
@@ -469,3 +480,20 @@ class Namespace:
             return True
         log.debug("skipping key %r: name %r is %s", key, name[: MAX_NAME_BYTES + 1], problem)
         return False
+
+
+def _patch_walks(walks: Walks, name: str, was: int | None, now: Node | None) -> None:
+    """The cached listing's file walks (`files_after`) after this mount changed `name`: the
+    file that was there (inode `was`) leaves them, the one there now (`now`) joins them.
+    Rebuilding them instead cost a sort of the whole directory per open of a walker that
+    also writes there (rsync -a into a mount reopens each file it wrote): half the daemon's
+    time for 5,000 files in one directory."""
+    for order, walk in walks.items():
+        if was is not None:
+            key = _walk_key(order, name, was)
+            at = bisect.bisect_left(walk, key, key=itemgetter(0))
+            if at < len(walk) and walk[at][0] == key:
+                del walk[at]
+        if now is not None and not now.is_dir and now.meta is not None:
+            entry = (_walk_key(order, name, now.inode), now.inode, now.meta)
+            bisect.insort(walk, entry, key=itemgetter(0))

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from ossmount.tree.names import SHADOW_SUFFIX, split_path
-from ossmount.tree.records import MISS, CachedListing, CachedName, Info, Miss
+from ossmount.tree.records import MISS, CachedListing, CachedName, Info, Miss, Walks
 
 __all__ = ["MetaCache"]
 
@@ -96,7 +96,9 @@ class MetaCache:
         self._names[(dir_path, name)] = CachedName(info, at)
         self._shrink()
 
-    def store_listing(self, dir_path: str, entries: dict[str, Info], at: float) -> None:
+    def store_listing(
+        self, dir_path: str, entries: dict[str, Info], at: float, walks: Walks | None = None
+    ) -> None:
         weight = max(1, len(entries))
         if self.ttl_s <= 0 or weight > self.max_entries:
             return
@@ -106,7 +108,7 @@ class MetaCache:
             self._weight -= old
         self._lru[lru_key] = weight
         self._weight += weight
-        self._listings[dir_path] = CachedListing(entries, at)
+        self._listings[dir_path] = CachedListing(entries, at, {} if walks is None else walks)
         self._shrink()
 
     def learned(self, path: str, info: Info | None, now: float) -> None:
@@ -124,12 +126,16 @@ class MetaCache:
                 listing.entries
             )
             if simple and (old is None or info is None or old.is_dir == info.is_dir):
-                entries = dict(listing.entries)
+                # Patched in place, not copied: a walker writing 5,000 files into one
+                # directory copied it 20,000 times. Nobody holds it across an await (opendir
+                # and files_after read it synchronously). Its walks go along, for
+                # Namespace.learned to patch (directory read-ahead rebuilt them per open).
+                entries = listing.entries
                 if info is None:
                     entries.pop(name, None)
                 else:
                     entries[name] = info
-                self.store_listing(dir_path, entries, listing.fetched_at)
+                self.store_listing(dir_path, entries, listing.fetched_at, listing.walks)
             if self._listings.get(dir_path) is listing:  # not replaced (too big, or shadowing)
                 self._weight -= self._lru.pop(("l", dir_path, ""), 0)
                 del self._listings[dir_path]

@@ -40,11 +40,15 @@ class CachedName:
     fetched_at: float
 
 
+Walk = list[tuple[str, int, ObjectMeta]]  # (walk_key, inode, meta) of files, sorted by key
+Walks = dict[WalkOrder, Walk]
+
+
 @dataclass(slots=True)
 class CachedListing:
     entries: dict[str, Info]
     fetched_at: float
-    walks: dict[WalkOrder, list[tuple[str, int, ObjectMeta]]] = field(default_factory=dict)
+    walks: Walks = field(default_factory=dict)
 
 
 class Miss:

@@ -106,3 +106,47 @@ def test_move_tree_carries_every_entry_under_the_directory() -> None:
     assert table.get(other.inode).path == "dd/f"
     assert table.find("x/e/sub/f", False) == f.inode
     table.check_invariants()
+
+
+async def test_a_walkers_writes_keep_the_read_ahead_walks_as_a_rebuild_would_make_them() -> None:
+    """rsync -a into a directory: create a temp name, rename it over the final one, reopen
+    it. The cached walks (files_after) are patched by each change, not rebuilt per open: they
+    must stay what a rebuild from the patched listing gives, in both orders."""
+    import random
+
+    lister = FakeLister()
+    for i in range(0, 40, 2):
+        lister.put(f"d/f{i:02d}", i)
+    lister.put("d/sub/x", 1)
+    ns = Namespace(lister, ttl_s=60)
+    d = await ns.lookup(ROOT_INODE, "d")
+    snapshot = await ns.opendir(d.inode)
+    ns.releasedir(snapshot)
+    first = snapshot.entries[0]
+    rng = random.Random(7)
+
+    for step in range(60):
+        name = f"f{rng.randrange(40):02d}"
+        if rng.random() < 0.3:
+            ns.learned(f"d/{name}", None)
+            continue
+        temp = f".{name}.{step}"
+        made = ns.learned(f"d/{temp}", ObjectMeta(f"d/{temp}", step, f'"{step}"', 0))
+        assert made is not None
+        for order in ("name", "inode"):  # the reopen (directory read-ahead): walks built
+            ns.files_after(made.inode, 1, order)  # type: ignore[arg-type]
+        ns.learned(f"d/{temp}", None)
+        ns.moved(made.inode, f"d/{name}")
+        ns.learned(f"d/{name}", ObjectMeta(f"d/{name}", step, f'"{step}"', 0))
+        listing = ns._cache.listing("d")
+        assert listing is not None
+        patched = {order: list(walk) for order, walk in listing.walks.items()}
+        listing.walks.clear()  # what files_after rebuilds from the listing
+        for order in ("name", "inode"):
+            ns.files_after(first.inode, 1, order)  # type: ignore[arg-type]
+        assert set(patched) == {"name", "inode"}
+        for order in ("name", "inode"):
+            got = [e[:2] for e in patched[order]]
+            want = [e[:2] for e in listing.walks[order]]  # type: ignore[index]
+            assert got == want, f"step {step}, {order}: {sorted(set(got) ^ set(want))}"
+        assert listing.walks == patched
