@@ -65,7 +65,8 @@ class KnownMeta:
     ) -> None:
         self._capacity, self._max_age, self._clock = capacity, max_age_s, clock
         self._known: OrderedDict[str, tuple[str, dict[str, str], float]] = OrderedDict()
-        # key -> (ETag the headers go on, the headers, when the debt began), oldest first.
+        # key -> (ETag the headers go on, the headers, when the debt began), oldest first
+        # (fs/owedattrs.py takes them from the front).
         self._owed: dict[str, tuple[str, dict[str, str], float]] = {}
         self.owed_changed = trio.Event()  # set when a debt begins (fs/owedattrs.py waits)
         self.shown = shown if shown is not None else ShownAttrs()
@@ -88,12 +89,15 @@ class KnownMeta:
 
     def owe(self, key: str, etag: str, headers: Mapping[str, str]) -> None:
         """Version `etag` of `key` is to carry exactly `headers`, sent later (see the class
-        docstring); shown from now on. A debt keeps the time it began, so one changed again
-        and again is still sent within the delay."""
+        docstring); shown from now on. A debt keeps the time it began and its place (oldest
+        first), so one changed again and again is still sent within the delay."""
         lowered = {k.lower(): v for k, v in headers.items()}
-        earlier = self._owed.pop(key, None)
-        since = earlier[2] if earlier is not None and earlier[0] == etag else self._clock()
-        self._owed[key] = (etag, lowered, since)
+        earlier = self._owed.get(key)
+        if earlier is not None and earlier[0] == etag:
+            self._owed[key] = (etag, lowered, earlier[2])
+        else:
+            self._owed.pop(key, None)
+            self._owed[key] = (etag, lowered, self._clock())
         self.shown.learn(key, etag, posix_of(lowered))
         self.owed_changed.set()
 
@@ -116,13 +120,14 @@ class KnownMeta:
         self._known[key] = (debt[0], debt[1], self._clock())
         return debt[0], dict(debt[1])
 
-    def due(self, delay_s: float) -> tuple[list[str], float | None]:
-        """The keys whose debt is `delay_s` old, and in how many seconds the next one is
-        (None: no other debt)."""
-        now = self._clock()
-        due = [key for key, debt in self._owed.items() if now - debt[2] >= delay_s]
-        later = [debt[2] + delay_s - now for debt in self._owed.values() if now - debt[2] < delay_s]
-        return due, min(later, default=None)
+    def next_due(self, delay_s: float) -> tuple[str | None, float | None]:
+        """The oldest debt's key if it is `delay_s` old (else None), and in how many seconds
+        it will be (None: it is, or there is no debt). O(1): debts are kept oldest first and
+        leave when taken (`settle`)."""
+        for key, debt in self._owed.items():
+            wait = debt[2] + delay_s - self._clock()
+            return (key, None) if wait <= 0 else (None, wait)
+        return None, None
 
     def headers(self, key: str, etag: str) -> dict[str, str] | None:
         """What `key` carries if it is still the version we wrote (`etag`), recently (or is
@@ -139,6 +144,12 @@ class KnownMeta:
         self._owed.pop(key, None)
         self._known.pop(key, None)
         self.shown.forget(key)
+
+    def forget_version(self, key: str, etag: str) -> None:
+        """`forget`, unless `key` is known as another version by now (committed since)."""
+        known, debt = self._known.get(key), self._owed.get(key)
+        if (known is None or known[0] == etag) and (debt is None or debt[0] == etag):
+            self.forget(key)
 
     def moved(self, old: str, new: str, etag: str) -> None:
         """`old` was copied (metadata kept, or what it owed: fs/filerename.py) to `new`, now

@@ -22,11 +22,13 @@ Sending is fenced on the ETag the attributes were set on: an object replaced or 
 since keeps what its new writer gave it (logged at INFO). Any other failure is logged
 naming the object (WARNING), and the mount stops showing what it could not store.
 
-Concurrency: trio thread. `run` sends due debts, at most `parallel` copies at once. A debt
-is taken out of the table (`KnownMeta.settle`) by whoever sends it: the copy here, or a
-rename's (fs/filerename.py), which first waits for a copy already sending one (`sent`), so
-the rename copies the object with its attributes either way. One copy per key at a time
-(`_sending`); a debt begun while one runs is sent after it.
+Concurrency: trio thread. `run` takes due debts oldest first (O(1) each: a debt leaves the
+table when taken, `KnownMeta.settle`) and hands them to `parallel` workers. A debt is taken
+by whoever sends it: a worker, `store` (fsync, unmount), or a rename's copy
+(fs/filerename.py), which first waits for a copy already sending one (`sent`), so the rename
+copies the object with its attributes either way. From the moment it is taken until its copy
+ends, `_sending` holds an event for the key: one copy per key at a time, and a debt begun
+meanwhile is sent after it.
 """
 
 from __future__ import annotations
@@ -61,12 +63,12 @@ class OwedAttrs:
         parallel: int = 16,
     ) -> None:
         self._writes, self._known, self._delay = writes, known, delay_s
-        self._limit = trio.CapacityLimiter(parallel)
+        self._parallel = parallel
         # A copy onto itself keeps the ETag on OSS and the emulator; if one did not, the
         # namespace's listed ETag is stale: told with the key (the FileSystem sets it).
         self.on_new_etag: Callable[[str], None] = lambda key: None
-        self._sending: dict[str, trio.Event] = {}  # key -> set when its running copy ends
-        self._queued: set[str] = set()  # due keys whose sending task waits for the limiter
+        # key -> set when the copy sending its debt ends; from the moment the debt is taken.
+        self._sending: dict[str, trio.Event] = {}
 
     @property
     def defers(self) -> bool:
@@ -74,24 +76,30 @@ class OwedAttrs:
         return self._delay > 0
 
     async def run(self) -> None:
-        """Send debts as they fall due, until cancelled."""
+        """Send debts as they fall due, oldest first, `parallel` copies at a time, until
+        cancelled. One debt per key in flight: a key whose earlier copy still runs waits."""
+        send, receive = trio.open_memory_channel[tuple[str, str, dict[str, str]]](0)
         async with trio.open_nursery() as nursery:
+            for _ in range(self._parallel):
+                nursery.start_soon(self._worker, receive)
             while True:
-                due, wait_s = self._known.due(self._delay)
-                for key in due:
-                    if key not in self._queued:
-                        self._queued.add(key)
-                        nursery.start_soon(self._send_queued, key)
                 if self._known.owed_changed.is_set():
                     self._known.owed_changed = trio.Event()
-                    continue  # a debt began meanwhile: look again for the next deadline
-                with trio.move_on_after(math.inf if wait_s is None else wait_s):
-                    await self._known.owed_changed.wait()
+                key, wait_s = self._known.next_due(self._delay)
+                if key is None:
+                    with trio.move_on_after(math.inf if wait_s is None else wait_s):
+                        await self._known.owed_changed.wait()
+                    continue
+                await self.sent(key)
+                taken = self._take(key)
+                if taken is not None:
+                    await send.send((key, *taken))  # a free worker takes it
 
-    async def _send_queued(self, key: str) -> None:
-        async with self._limit:
-            self._queued.discard(key)
-            await self.store(key)
+    async def _worker(
+        self, receive: trio.MemoryReceiveChannel[tuple[str, str, dict[str, str]]]
+    ) -> None:
+        async for key, etag, headers in receive:
+            await self._send(key, etag, headers)
 
     async def sent(self, key: str) -> None:
         """Wait until no copy is sending what `key` owed: the object has it, or it failed."""
@@ -101,26 +109,33 @@ class OwedAttrs:
     async def store(self, key: str) -> None:
         """Send what `key` owes now, after any copy already sending an earlier debt."""
         await self.sent(key)
+        taken = self._take(key)
+        if taken is not None:
+            await self._send(key, *taken)
+
+    def _take(self, key: str) -> tuple[str, dict[str, str]] | None:
+        """`key`'s debt, taken to be sent (`_sending` covers it until `_send` ends)."""
         debt = self._known.settle(key)
-        if debt is None:
-            return
-        etag, headers = debt
-        done = self._sending[key] = trio.Event()
+        if debt is not None:
+            self._sending[key] = trio.Event()
+        return debt
+
+    async def _send(self, key: str, etag: str, headers: dict[str, str]) -> None:
         try:
             copied = await self._writes.copy_object(key, key, if_match=etag, meta=headers)
         except (PreconditionFailed, NoSuchKey) as exc:
-            self._known.forget(key)
+            self._known.forget_version(key, etag)
             log.info("%s: replaced or deleted before its mode/owner/times were stored (%s); "
                      "it keeps what its new writer gave it", self._where(key), exc)  # fmt: skip
         except Exception as exc:
             if self._known.owed(key) is None:  # a debt begun meanwhile carries these too
-                self._known.forget(key)
+                self._known.forget_version(key, etag)
             log.warning("%s: storing its mode/owner/times failed (%s); the bytes are "
                         "stored, the object keeps its earlier attributes", self._where(key),
                         exc)  # fmt: skip
         except BaseException:  # cancelled (an unmount out of time): not shown as stored
             if self._known.owed(key) is None:
-                self._known.forget(key)
+                self._known.forget_version(key, etag)
             raise
         else:
             if self._known.owed(key) is None:  # else set again meanwhile: that debt is newer
@@ -128,8 +143,7 @@ class OwedAttrs:
             if copied.etag != etag:
                 self.on_new_etag(key)
         finally:
-            del self._sending[key]
-            done.set()
+            self._sending.pop(key).set()
 
     async def store_under(self, prefix: str) -> None:
         """Send what every key under `prefix` owes (before a directory rename copies them
@@ -139,10 +153,16 @@ class OwedAttrs:
                 await self.store(key)
 
     async def store_all(self) -> None:
-        """Send every debt now (unmount), a few at a time."""
+        """Send every debt now (unmount), `parallel` at a time."""
+        limit = trio.CapacityLimiter(self._parallel)
+
+        async def one(key: str) -> None:
+            async with limit:
+                await self.store(key)
+
         async with trio.open_nursery() as nursery:
             for key in self._known.owed_keys() | set(self._sending):
-                nursery.start_soon(self._send_queued, key)
+                nursery.start_soon(one, key)
 
     def _where(self, key: str) -> str:
         return f"oss://{self._writes.bucket}/{key}"

@@ -196,3 +196,37 @@ async def test_the_saved_table_leaves_out_what_is_owed(tmp_path: object) -> None
 async def test_without_a_delay_nothing_is_owed() -> None:
     writes, known, _ = _rig()
     assert OwedAttrs(cast(OssWrites, writes), known, delay_s=0).defers is False
+
+
+async def test_many_debts_go_oldest_first_at_most_parallel_at_a_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    writes = FakeWrites()
+    known = KnownMeta(clock=trio.current_time)
+    owed = OwedAttrs(cast(OssWrites, writes), known, delay_s=1.0, parallel=4)
+    running, most = 0, 0
+    real = writes.copy_object
+
+    async def counted(src: str, dst: str, **kwargs: object) -> CopyResult:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await trio.sleep(0.01)
+        running -= 1
+        return await real(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    writes.copy_object = counted  # type: ignore[method-assign]
+    keys = [f"k{i:02d}" for i in range(40)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(owed.run)
+        for key in keys:
+            known.wrote(key, "E", WROTE)
+            known.owe(key, "E", {**WROTE, "x-oss-meta-mode": str(0o100644)})
+            await trio.sleep(0.001)
+        while len(writes.copies) < len(keys):
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert most == 4
+    assert [c[0] for c in writes.copies][:4] == keys[:4], "oldest first"
+    assert sorted(c[0] for c in writes.copies) == keys
+    assert known.owed_keys() == set()
