@@ -335,7 +335,6 @@ async def _serve(
             if staging is not None:
                 await _finish_writeback(staging)
                 await _store_owed(staging)
-                staging.blanks.close()
             with trio.CancelScope(shield=True):
                 await saver.save()  # after the drain: its commits stored attributes too
             nursery.cancel_scope.cancel()

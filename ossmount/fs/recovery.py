@@ -15,7 +15,6 @@ from pathlib import Path
 
 import trio
 
-from ossmount.fs.blanks import BLANK_SUFFIX
 from ossmount.write import StagedFile, Uploader, load_journals, sweep_stale_uploads
 from ossmount.write.journal import JournalRecord
 
@@ -68,6 +67,4 @@ def _drop_leftovers(directory: Path) -> list[JournalRecord]:
             data.unlink(missing_ok=True)  # never sealed nor journaled: never acknowledged
     for checkpoint in directory.glob("*.data.ckpt"):
         checkpoint.unlink(missing_ok=True)  # an adoption cut short (cache/adopt.py)
-    for blank in directory.glob(f"*{BLANK_SUFFIX}"):
-        blank.unlink(missing_ok=True)  # made ahead, never used (fs/blanks.py)
     return list(load_journals(directory).values())

@@ -31,6 +31,7 @@ import errno
 import logging
 import os
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import replace
@@ -42,7 +43,6 @@ import trio
 from ossmount.cache.adopt import Adopter
 from ossmount.cache.holes import reserve
 from ossmount.fs.attrstore import KnownMeta, store_attrs
-from ossmount.fs.blanks import BlankFiles
 from ossmount.fs.owedattrs import OWED_DELAY_S, OwedAttrs
 from ossmount.fs.shown import Posix, ShownAttrs, adopt_sent
 from ossmount.fs.staged import Staged, disown
@@ -138,8 +138,6 @@ class Staging:
         self.space: StagedSpace | None = None
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Empty staging files made ahead in a thread: a create does not wait for one.
-        self.blanks = BlankFiles(self.directory, nursery)
         self._nursery = nursery
         self._bucket = bucket
         self.by_inode: dict[int, Staged] = {}
@@ -154,7 +152,8 @@ class Staging:
         self, inode: int, path: str, key: str, *, base_etag: str = "", forbid: bool = False
     ) -> Staged:
         """A new, empty staging file for `key` (its first handle counted)."""
-        data, fd = self.blanks.take()
+        data = self.directory / f"{uuid.uuid4().hex}.data"
+        fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         staged = Staged(inode, path, key, StagedFile.beside(data), fd, base_etag, forbid, handles=1)
         self.by_inode[inode] = staged
         self.by_path[path] = inode
