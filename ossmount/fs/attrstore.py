@@ -72,19 +72,20 @@ class KnownMeta:
         self.shown = shown if shown is not None else ShownAttrs()
 
     def wrote(
-        self, key: str, etag: str, headers: Mapping[str, str], *, shown: bool = False
+        self, key: str, etag: str, headers: Mapping[str, str], *, already_shown: bool = False
     ) -> None:
         """The object `key` now has `etag` and exactly `headers` (lower-case names): what it
         owed, if anything, is settled (a commit or copy that carried it, or replaced it).
-        `shown`: the mount shows them already (a debt sent), so `shown` keeps its place
-        among the newest (fs/shown.py keeps the newest learnt)."""
+        `already_shown`: the mount shows them already (a debt sent): `shown` is not told
+        again, so the entry keeps its place among the newest (fs/shown.py keeps the newest
+        learnt)."""
         self._owed.pop(key, None)
         self._known.pop(key, None)
         lowered = {k.lower(): v for k, v in headers.items()}
         self._known[key] = (etag, lowered, self._clock())
         while len(self._known) > self._capacity:
             self._known.popitem(last=False)
-        if not shown:
+        if not already_shown:
             self.shown.learn(key, etag, posix_of(lowered))
 
     def owe(self, key: str, etag: str, headers: Mapping[str, str]) -> None:
@@ -152,16 +153,16 @@ class KnownMeta:
             self.forget(key)
 
     def moved(self, old: str, new: str, etag: str) -> None:
-        """`old` was copied (metadata kept, or what it owed: fs/filerename.py) to `new`, now
-        with `etag`, and deleted."""
-        debt = self._owed.pop(old, None)
+        """`old` was copied (metadata kept, or what it owed, taken before the copy:
+        fs/filerename.py) to `new`, now with `etag`, and deleted."""
+        debt = self._owed.pop(old, None)  # set while the copy ran: it moves along, owed
         known = self._known.pop(old, None)
         self._known.pop(new, None)
         self.shown.moved(old, new, etag)
-        if debt is not None:
-            self.wrote(new, etag, debt[1])
-        elif known is not None:
+        if known is not None:
             self.wrote(new, etag, known[1])
+        if debt is not None:
+            self.owe(new, etag, debt[1])
 
 
 async def store_attrs(

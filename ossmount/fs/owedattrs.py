@@ -139,7 +139,7 @@ class OwedAttrs:
             raise
         else:
             if self._known.owed(key) is None:  # else set again meanwhile: that debt is newer
-                self._known.wrote(key, copied.etag, headers, shown=copied.etag == etag)
+                self._known.wrote(key, copied.etag, headers, already_shown=copied.etag == etag)
             if copied.etag != etag:
                 self.on_new_etag(key)
         finally:

@@ -137,18 +137,22 @@ class ShownSaver:
         # Keys whose entry is not on OSS yet (attributes owed, fs/owedattrs.py): left out,
         # so a crash before they are sent never brings back attributes OSS does not have.
         self.leave_out: Callable[[], Collection[str]] = frozenset
+        self._left_out = False  # the last save left some out
         self._lock = trio.Lock()
         self._failing = False  # a failure is logged once, until a save succeeds again
 
     async def save(self) -> None:
         async with self._lock:
             changes = self._shown.changes
-            if changes == self._saved:
+            if changes == self._saved and not self._left_out:
                 return
             packed = self._shown.packed()
             left_out = self.leave_out()
             if left_out:
                 packed = [entry for entry in packed if entry[0] not in left_out]
+            # Saved again next time even if nothing changes: a debt sent meanwhile is not a
+            # change to the table (it showed the attributes already), but belongs in the file.
+            self._left_out = bool(left_out)
             try:
                 await trio.to_thread.run_sync(self._write, packed)
             except OSError as exc:

@@ -191,6 +191,10 @@ async def test_the_saved_table_leaves_out_what_is_owed(tmp_path: object) -> None
     known.owe("f", "E1", {**WROTE, "x-oss-meta-mode": str(0o100644)})
     await saver.save()
     assert [key for key, _ in read_shown(path)] == ["sent"], "a crash must not show it as stored"
+    etag, headers = known.settle("f") or ("", {})
+    known.wrote("f", etag, headers, already_shown=True)  # sent: the table itself unchanged
+    await saver.save()
+    assert [key for key, _ in read_shown(path)] == ["sent", "f"], "saved once sent"
 
 
 async def test_without_a_delay_nothing_is_owed() -> None:
@@ -230,3 +234,15 @@ async def test_many_debts_go_oldest_first_at_most_parallel_at_a_time(
     assert [c[0] for c in writes.copies][:4] == keys[:4], "oldest first"
     assert sorted(c[0] for c in writes.copies) == keys
     assert known.owed_keys() == set()
+
+
+def test_a_debt_set_while_a_rename_copied_moves_with_the_object_still_owed() -> None:
+    known = KnownMeta()
+    known.wrote("old", "E1", WROTE)
+    taken = known.settle("old")  # nothing owed yet: the rename copies as it is
+    assert taken is None
+    known.owe("old", "E1", {**WROTE, "x-oss-meta-mode": str(0o100644)})  # a chmod meanwhile
+    known.moved("old", "new", "E1")
+    assert known.owed("old") is None
+    assert known.owed("new") == ("E1", {**WROTE, "x-oss-meta-mode": str(0o100644)})
+    assert known.shown.get("new", "E1").mode == 0o100644  # type: ignore[union-attr]
