@@ -617,9 +617,11 @@ class Staging:
 
     async def _late_attrs(self, staged: Staged, sent: dict[str, str]) -> None:
         """A multipart upload is initiated with the mode, owner and mtime of the moment its
-        first part went; ones set later (cp -a's futimens before close) are stored by a copy onto
-        itself from the metadata it was created with (no HEAD). Their failure is logged,
-        not raised: the bytes are committed."""
+        first part went, and a write-back upload with those of its close; ones set later
+        (cp -a's futimens before close; rsync's utimensat after a write-back close) are owed
+        (fs/owedattrs.py), or stored at once by a copy onto itself from the metadata it was
+        created with (no HEAD). Their failure is logged, not raised: the bytes are
+        committed."""
         mode = None if staged.keep_mode else staged.mode  # kept as it was (an unparsed one)
         want = Posix(mode, staged.uid, staged.gid, staged.mtime_ns or None, staged.atime_ns,
                      staged.ctime_ns)  # fmt: skip
@@ -632,6 +634,7 @@ class Staging:
                 staged.committed,
                 want._replace(mtime_ns=staged.mtime_ns),
                 known=self.known,
+                defer=self.owed.defers,  # owed: a rename or more attributes may follow
             )
         except Exception as exc:
             log.warning("%s: committed, but storing its mode/mtime failed: %s",

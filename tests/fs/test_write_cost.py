@@ -134,6 +134,8 @@ async def test_mode_and_mtime_set_after_a_multipart_upload_began_reach_the_objec
     await rw.fs.flush(fh)
     await rw.fs.release(fh)
     assert rw.emu.get_bytes(BUCKET, "big") == data
+    assert "CopyObject" not in _ops(rw, "big"), "owed: a moment later (fs/owedattrs.py)"
+    await rw.stored()
     meta = _meta(rw, "big")
     _stamps(meta)
     assert meta == {
