@@ -46,8 +46,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote
 
-import httpx
-
 from ..crc64 import combine, crc64
 from . import _body, _small_body, _upload_wire, signing
 from ._cuts import Cuts, confirmed, pieces_of_bytes, read_short
@@ -100,6 +98,9 @@ __all__ = [
     "posix_meta",
 ]
 
+# A request's reply headers (lower-case names), reply body, and the CRC-64 of what was sent.
+_Replied = tuple[Mapping[str, str], bytes, int]
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _REPLY_LIMIT = 8 * 1024 * 1024
@@ -121,7 +122,7 @@ def _on_wire(key: str, body: bytes | FileRange | None) -> bool:
     return body is None or len(body) <= _small_body.MAX_BODY
 
 
-def _header_crc(headers: httpx.Headers | dict[str, str]) -> int | None:
+def _header_crc(headers: Mapping[str, str]) -> int | None:
     value = headers.get("x-oss-hash-crc64ecma", "").strip()
     return int(value) if value.isdigit() and int(value) < 1 << 64 else None
 
@@ -156,13 +157,13 @@ class OssWrites:
         headers: dict[str, str] | None = None,
         body: bytes | FileRange | None = None,
         cuts: Cuts | None = None,
-    ) -> tuple[httpx.Headers, bytes, int]:
+    ) -> _Replied:
         """One retried request; returns reply headers, reply body and the CRC of what we sent.
         `cuts`: also the CRC-64s of the body's pieces (oss/_cuts.py), taken in the pass that
         hashes what is sent; the worker-thread path and short bodies take them, a long body
         through httpcore (TLS) leaves `cuts.pieces` empty."""
 
-        async def attempt(n: int) -> tuple[httpx.Headers, bytes, int]:
+        async def attempt(n: int) -> _Replied:
             if cuts is not None:
                 cuts.pieces = ()  # until this attempt's own
             try:
@@ -178,7 +179,7 @@ class OssWrites:
                     reply, data, crc = await _small_body.request_small(
                         self.client, method, key, query, hs, body
                     )
-                    return httpx.Headers(reply), data, crc
+                    return reply, data, crc
                 if _on_wire(key, body):
                     # A copy, delete, initiate or complete: on our own connections like the
                     # small PUTs (`rsync -a` into the mount sends three per file).
@@ -187,7 +188,7 @@ class OssWrites:
                     reply, text, crc = await _small_body.request_bytes(
                         self.client, method, key, query, hs, data, reply_cap=_REPLY_LIMIT
                     )
-                    return httpx.Headers(reply), text, crc
+                    return reply, text, crc
                 return await http_attempt(body)
             except OssError as exc:
                 typed = retyped(exc)
@@ -200,7 +201,7 @@ class OssWrites:
                     raise
                 raise typed from None
 
-        async def http_attempt(body: bytes | FileRange | None) -> tuple[httpx.Headers, bytes, int]:
+        async def http_attempt(body: bytes | FileRange | None) -> _Replied:
             sent = Sent()
             hs = dict(headers or {})
             content: bytes | FileBody | None
@@ -237,7 +238,7 @@ class OssWrites:
         headers: dict[str, str] | None,
         body: FileRange,
         cuts: Cuts | None,
-    ) -> tuple[httpx.Headers, bytes, int]:
+    ) -> _Replied:
         """One attempt on the client's own connections, body and reply in a worker thread
         (`_upload_wire`: no per-piece trio or httpcore work)."""
         hs = {**(headers or {}), "Content-Length": str(body.length)}
@@ -249,14 +250,14 @@ class OssWrites:
                 200, "InvalidResponse", f"{what} answered after {done} of {body.length} body bytes",
                 bucket=self.bucket, key=key,
             )  # fmt: skip
-        return httpx.Headers(reply), data, crc
+        return reply, data, crc
 
     async def _verified(
         self,
         what: str,
         key: str,
-        send: Callable[[], Awaitable[tuple[httpx.Headers, bytes, int]]],
-    ) -> tuple[httpx.Headers, int]:
+        send: Callable[[], Awaitable[_Replied]],
+    ) -> tuple[Mapping[str, str], int]:
         """Run `send` until the reply's CRC-64 equals the CRC of what we sent (bounded)."""
         error: CrcMismatch | None = None
         for resend in range(self.crc_resends + 1):
@@ -294,7 +295,7 @@ class OssWrites:
         sends = 0
         cut = Cuts(cuts)
 
-        async def send() -> tuple[httpx.Headers, bytes, int]:
+        async def send() -> _Replied:
             nonlocal sends
             sends += 1
             hs = dict(headers)
@@ -505,7 +506,7 @@ class OssWrites:
         size = body.length if isinstance(body, FileRange) else len(body)
         cut = Cuts(cuts)
 
-        async def send() -> tuple[httpx.Headers, bytes, int]:
+        async def send() -> _Replied:
             return await self._request(f"UploadPart {number}", "PUT", key, query, None, body, cut)
 
         reply, crc = await self._verified(f"UploadPart {number}", key, send)
