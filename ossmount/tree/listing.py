@@ -255,7 +255,7 @@ class Namespace:
 
     def _walk(self, dir_path: str, entries: Mapping[str, _Info], order: WalkOrder) -> Walk:
         """(sort key, inode, meta) of the listed files that have an inode, in `order`."""
-        walk: list[tuple[str, int, ObjectMeta]] = []
+        walk: Walk = []
         for name, info in entries.items():
             if info.is_dir or info.meta is None:
                 continue
