@@ -121,32 +121,33 @@ async def test_a_rename_takes_the_debt_and_the_timer_then_sends_nothing(
     assert writes.copies == []
 
 
-async def test_an_object_replaced_meanwhile_keeps_its_new_writers_metadata(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(
+    ("fail", "level", "said"),
+    [
+        (PreconditionFailed(412, "PreconditionFailed", "etag", bucket="bkt", key="f"),
+         logging.INFO, "oss://bkt/f: replaced or deleted"),
+        (NoSuchKey(404, "NoSuchKey", "gone", bucket="bkt", key="f"),
+         logging.INFO, "oss://bkt/f: replaced or deleted"),
+        (OssError(500, "InternalError", "boom", bucket="bkt", key="f"),
+         logging.WARNING, "oss://bkt/f: storing its mode/owner/times failed"),
+    ],
+)  # fmt: skip
+async def test_a_copy_that_fails_is_logged_naming_the_object_and_stops_the_showing(
+    caplog: pytest.LogCaptureFixture, fail: OssError, level: int, said: str
 ) -> None:
+    """Replaced or deleted meanwhile (INFO: its new writer's metadata stands), or failed
+    (WARNING): either way the mount no longer shows attributes OSS does not have."""
     writes, known, owed = _rig(delay_s=600)
     await _set(writes, known, Posix(mode=0o644))
-    writes.fail = PreconditionFailed(412, "PreconditionFailed", "etag", bucket="bkt", key="f")
+    writes.fail = fail
     with caplog.at_level(logging.INFO, "ossmount.fs.owedattrs"):
-        await owed.store("f")
-    assert "oss://bkt/f: replaced or deleted" in caplog.text
+        await owed.store_all()
+    [record] = [r for r in caplog.records if r.name == "ossmount.fs.owedattrs"]
+    assert (record.levelno, said in record.getMessage()) == (level, True)
     assert known.shown.get("f", "E1") is None, "no longer shown as stored"
-    writes.fail = NoSuchKey(404, "NoSuchKey", "gone", bucket="bkt", key="f")
+    assert known.owed_keys() == set()
     await owed.store("f")  # nothing owed any more: no copy, no error
     assert writes.copies == []
-
-
-async def test_a_failed_copy_is_a_warning_naming_the_object_and_stops_the_showing(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    writes, known, owed = _rig(delay_s=600)
-    await _set(writes, known, Posix(mode=0o644))
-    writes.fail = OssError(500, "InternalError", "boom", bucket="bkt", key="f")
-    with caplog.at_level(logging.WARNING, "ossmount.fs.owedattrs"):
-        await owed.store_all()
-    assert "oss://bkt/f: storing its mode/owner/times failed" in caplog.text
-    assert known.shown.get("f", "E1") is None
-    assert known.owed_keys() == set()
 
 
 async def test_a_copy_that_changes_the_etag_is_told() -> None:
