@@ -57,7 +57,7 @@ import httpx
 import trio
 
 from ..observe import record_request
-from . import _body, signing
+from . import _body, _small_body, signing
 from ._body import (
     BodyError,
     BodyReader,
@@ -425,16 +425,9 @@ class OssClient:
             return header_dict(response)
 
         async def over_wire(_: int) -> dict[str, str]:
-            head = await self._wire_head("HEAD", key, [], fence, where)
-            try:
-                reply = await self._wire.request(head, self.config.read_timeout_s)
-            except WireError as exc:
-                raise self._wire_failed("HEAD", key, describe_cause(exc)) from exc
-            self._wire.release(reply.conn, reply.keep_alive)  # a HEAD's reply has no body
-            self._wire_replied("HEAD", key, reply.status, reply.headers)
-            if reply.status >= 300:
-                raise self._reply_error(reply.status, reply.headers, b"", key)
-            return reply.headers
+            # The exchange of the bodiless writes (a HEAD's reply has no body: _wire.Reply).
+            reply = await _small_body.request_bytes(self, "HEAD", key, [], fence, b"")
+            return reply[0]
 
         return await self._retried(over_wire if _body.FAST_PATH_ENABLED else over_httpx, where, key)
 

@@ -73,13 +73,18 @@ async def request_bytes(
     except WireError as exc:
         raise client._wire_failed(method, key, describe_cause(exc)) from exc
     client._wire_replied(method, key, reply.status, reply.headers)
-    reader = WireBody(
-        client._wire, reply, stall_s=client.config.stall_timeout_s, limiter=client._body_threads
-    )
-    try:
-        text = b"" if reply.chunked else await reader.read_capped(reply_cap)
-    finally:
-        await reader.aclose()
+    if reply.content_length == 0:  # a HEAD's, a 204's, an empty PUT reply: nothing to read
+        client._wire.release(reply.conn, reply.keep_alive)
+        text = b""
+    else:
+        reader = WireBody(
+            client._wire, reply, stall_s=client.config.stall_timeout_s,
+            limiter=client._body_threads,
+        )  # fmt: skip
+        try:
+            text = b"" if reply.chunked else await reader.read_capped(reply_cap)
+        finally:
+            await reader.aclose()
     length = reply.content_length
     if reply.status < 300 and length is not None and len(text) < min(length, reply_cap + 1):
         # The connection broke inside a success's body (a complete's or a copy's XML): the

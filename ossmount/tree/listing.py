@@ -276,10 +276,10 @@ class Namespace:
         was = self.table.find(path, False)  # the file there before, if one had a number
         self._cache.learned(path, info, self._clock())
         node = None if info is None else self._put(path, info)
-        self._patch_walks(path, was, node)
+        self._patch_listing_walks(path, was, node)
         return node
 
-    def _patch_walks(self, path: str, was: int | None, now: Node | None) -> None:
+    def _patch_listing_walks(self, path: str, was: int | None, now: Node | None) -> None:
         """`_patch_walks` on the cached listing of `path`'s directory, if it has walks."""
         dir_path, name = split_path(path)
         listing = self._cache.listing(dir_path)
@@ -307,7 +307,7 @@ class Namespace:
         victim = self.table.find(path, False)
         self.table.move(inode, path)
         if victim is not None and victim != inode:
-            self._patch_walks(path, victim, None)
+            self._patch_listing_walks(path, victim, None)
 
     def invalidate(self) -> None:
         """Drop all cached metadata (names, listings). Inode numbers and counts stay."""
