@@ -313,6 +313,14 @@ class MountConfig:
         False,
         switch=True,
     )
+    writeback_delay: float = seconds(
+        "with --writeback: a closed file's upload starts this many seconds after its close,"
+        " so what follows goes in that one upload: a rename of a file that is not on OSS yet"
+        " (rsync's temporary file, then one request per file, not three) and a chmod or"
+        " utimens; fsync, a write or truncate of the file and unmount start it at once. 0:"
+        " at once",
+        0.5,
+    )
     attr_delay: float = seconds(
         "with --rw: a chmod, chown or utimens of a file or directory this mount just wrote"
         " is shown at once and stored on OSS this many seconds later, in one copy with those"

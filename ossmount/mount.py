@@ -432,6 +432,7 @@ async def _staging(
         nursery,
         bucket=config.bucket,
         writeback=config.writeback,
+        writeback_delay_s=config.writeback_delay,
         shown=shown,
         attr_delay_s=config.attr_delay,
     )

@@ -567,6 +567,8 @@ class FileSystem:
         old_path = join_path(self._ns.get(parent_old).path, name_old)
         inode = staging.by_path.get(old_path)
         staged = staging.by_inode.get(inode) if inode is not None else None
+        if staged is not None and not flags and await self._rekey(staging, staged, new_path):
+            return
         if staged is not None and (staged.dirty or staged.pending):
             await self._commit(staged)  # the copy must carry what was written (or is being)
         node = await self._ns.entry(parent_old, name_old)
@@ -592,11 +594,43 @@ class FileSystem:
         if victim is not None:
             staging.unused(victim)
 
+    async def _rekey(self, staging: Staging, staged: Staged, new_path: str) -> bool:
+        """-o writeback: a file closed moments ago, whose upload has not started and which has
+        no older version on OSS (rsync's temporary file), moves without a request: its sealed
+        journal names the new key, durably, before the rename returns, and its one upload
+        goes there (Staging.rekey, fs/writeback.py). A file staged under the new name is
+        replaced, as by unlink. False: not such a file, nothing done."""
+        victim = staging.by_inode.get(staging.by_path.get(new_path, 0))
+        if victim is staged:
+            victim = None
+        old_path = staged.path
+        async with victim.lock if victim is not None else contextlib.nullcontext():
+            if not await staging.rekey(staged, new_path, self._key(new_path)):
+                return False
+            if victim is not None:
+                staging.unlinked(victim)
+                await staging.disown(victim)  # its sealed journal must not land later
+        self._ns.learned(old_path, None)
+        self._ns.learned(new_path, None)  # OSS has the replaced object until the upload lands
+        self._ns.moved(staged.inode, new_path)
+        mtime = staged.mtime_ns or time.time_ns()
+        meta = ObjectMeta(staged.key, staged.size, "", mtime)
+        self._ns.table.put(new_path, False, staged.size, mtime, meta)
+        self._last_etag.pop(staged.inode, None)
+        if victim is not None:
+            staging.unused(victim)
+        return True
+
     async def _rename_dir(self, staging: Staging, node: Node, new_path: str) -> None:
         """Every key under the directory moves; the inodes under it keep their numbers under
         the new path, and the metadata cache starts over (names under both paths changed).
-        A directory holding a file being written answers EXDEV, so `mv` copies instead."""
+        Files closed under it whose write-back upload is pending are uploaded first; one
+        still being written answers EXDEV, so `mv` copies instead."""
         inside, onto = node.path + "/", new_path + "/"
+        for closed in [staging.by_inode[i] for p, i in staging.by_path.items()
+                       if p.startswith(inside) and not staging.by_inode[i].handles]:  # fmt: skip
+            await staging.quiesce(closed)
+            staging.unused(closed)
         if any(p.startswith(inside) for p in staging.by_path):
             raise NotSupported(self._where(node), "rename of a directory with files being written")
         if any(p.startswith(onto) for p in staging.by_path):  # not on OSS yet: rename_tree

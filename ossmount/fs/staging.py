@@ -99,14 +99,16 @@ class Staging:
         bucket: str,
         writeback: bool = False,
         writeback_parallel: int = 16,
+        writeback_delay_s: float = 0.0,
         shown: ShownAttrs | None = None,
         attr_delay_s: float = OWED_DELAY_S,
     ) -> None:
         self.uploader = uploader
         self.writeback = writeback
-        self._writeback = WriteBack(self, nursery, writeback_parallel)  # fs/writeback.py
-        self.seal_and_schedule = self._writeback.seal_and_schedule
+        self._writeback = WriteBack(self, nursery, writeback_parallel, writeback_delay_s)
+        self.seal_and_schedule = self._writeback.seal_and_schedule  # fs/writeback.py
         self.drain = self._writeback.drain
+        self.rekey = self._writeback.rekey
         # Called with every object a commit put on OSS (the FileSystem records it in the
         # namespace); write-back commits finish after their close returned, so they need it.
         self.on_commit: Callable[[Staged, ObjectMeta], None] = lambda staged, meta: None
@@ -202,16 +204,22 @@ class Staging:
         """The file was renamed (after a commit, so its bytes are the copy `meta`): later
         commits go to the new key, and what it has committed is the copy. A file dropped
         meanwhile (its last upload ended while the rename copied it) stays out of the maps."""
-        live = self.holds(staged)
-        if self.by_path.get(staged.path) == staged.inode:
-            del self.by_path[staged.path]
-        staged.path, staged.key, staged.base_etag = path, meta.key, meta.etag
+        staged.key, staged.base_etag = meta.key, meta.etag
         if not staged.dirty:
             staged.committed = meta
             staged.source = (meta.key, meta.etag, staged.size)
             staged.dirty_parts = set()
         else:
             staged.source = None  # the old key is gone: nothing left to copy from
+        self.repath(staged, path)
+
+    def repath(self, staged: Staged, path: str) -> None:
+        """`staged` is shown at `path` from now on (renamed); a file dropped meanwhile stays
+        out of the maps."""
+        live = self.holds(staged)
+        if self.by_path.get(staged.path) == staged.inode:
+            del self.by_path[staged.path]
+        staged.path = path
         if live:
             self.by_path[path] = staged.inode
 
@@ -248,7 +256,9 @@ class Staging:
         sealed journal over bytes that are no longer the ones it sealed (torn, or of another
         size and never uploaded): the close's version would be lost. So a write to a file
         closed moments ago under write-back waits for its upload, as unlink, rename and
-        truncate do."""
+        truncate do. An upload held back (fs/writeback.py) starts at once."""
+        if staged.pending:
+            self._writeback.hurry(staged)
         while staged.pending:
             await staged.landed.wait()
         if staged.unsent:

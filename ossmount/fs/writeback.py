@@ -10,11 +10,24 @@ tried again in the background (`keep_trying`: after RETRY_FIRST_S, then twice as
 time up to RETRY_MAX_S), so an outage of the endpoint does not leave acknowledged files
 unsent until someone opens them or the next mount.
 
+A sealed file's upload starts `delay_s` (--writeback-delay) after its close, not at once:
+what a tool does next to the file it just closed then goes in that one upload instead of
+costing requests of its own. rsync renames its temporary file into place (`rekey`: the
+journal is sealed again under the new key, and the file is uploaded once, under its final
+name, where it cost a PutObject, a CopyObject and a DeleteObject, each a round trip the
+rename waited for); utimens and chmod after the close ride in it too (Staging.carries_attrs).
+Whoever needs the upload sooner says so (`hurry`): a write or truncate of the file
+(Staging.quiesce), a rename of a directory above it, unmount's `drain`. fsync and a rename
+that cannot re-key commit the file themselves.
+
 Concurrency: on the trio thread only. `staged.pending` goes up in `seal_and_schedule` (and
 when a retry starts) and down when that upload ends, whatever its outcome; `staged.landed`
 is set exactly while it is 0 (writes and truncates wait for it: Staging.quiesce). An unsent
 file's bytes are the ones its close sealed (a write or truncate commits them first), so a
 retry may run whoever has the file open. One retry loop per file (`staged.retrying`).
+`rekey` holds `staged.lock` (no upload of the file runs or starts: every commit holds it)
+and `staged.journal_lock` (no other seal) while it re-seals, and changes the key only once
+the new journal is durable.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,10 +58,15 @@ RETRY_MAX_S = 300.0
 class WriteBack:
     """The write-back half of one `Staging` (see the module docstring)."""
 
-    def __init__(self, staging: Staging, nursery: trio.Nursery, parallel: int) -> None:
+    def __init__(
+        self, staging: Staging, nursery: trio.Nursery, parallel: int, delay_s: float = 0.0
+    ) -> None:
         self._staging = staging
         self._nursery = nursery
         self._background = trio.CapacityLimiter(parallel)
+        self._delay_s = delay_s
+        self._waiting: dict[Staged, list[trio.Event]] = {}  # uploads held back, by file
+        self._hurried = False  # unmount: no upload is held back any more
         self._pending_total = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -62,6 +81,13 @@ class WriteBack:
         # One seal of a file at a time: two closes at once (two appenders ending) wrote the
         # same temporary journal in two threads, and one of them failed (EIO).
         async with staged.journal_lock:
+            if staged.pending:
+                # Sealed and scheduled, and unchanged since: a write or truncate waits for that
+                # upload (Staging.quiesce). So this close (of a reader, or of a handle opened
+                # before) adds nothing; sealing again stamped a new mtime, and vim, which had
+                # read the file closed moments before, refused to save it ("changed since
+                # reading it").
+                return True
             if staged.session is not None or staged.lock.locked() or staged.orphan:
                 return False  # an orphan's commit uploads nothing: sealing it would, after a crash
             if staged.mtime_ns is None or staged.mtime_stamped:
@@ -74,7 +100,7 @@ class WriteBack:
             record = self._staging.sealed_record(staged)
             await trio.to_thread.run_sync(_seal, staged.fd, staged.files.journal, record)
         self._scheduled(staged)
-        self._nursery.start_soon(self._commit_later, staged)
+        self._nursery.start_soon(self._commit_later, staged, self._hold(staged))
         return True
 
     def _scheduled(self, staged: Staged) -> None:
@@ -109,9 +135,68 @@ class WriteBack:
         finally:
             staged.retrying = False
 
-    async def _commit_later(self, staged: Staged) -> None:
+    def _hold(self, staged: Staged) -> trio.Event | None:
+        """What a new upload of `staged` waits for, up to `delay_s`, before it starts (None:
+        nothing). Registered now, not when its task first runs: a hurry may come before."""
+        if self._delay_s <= 0 or self._hurried:
+            return None
+        go = trio.Event()
+        self._waiting.setdefault(staged, []).append(go)
+        return go
+
+    async def _held_back(self, staged: Staged, go: trio.Event) -> None:
+        try:
+            with trio.move_on_after(self._delay_s):
+                await go.wait()
+        finally:
+            waiting = self._waiting[staged]
+            waiting.remove(go)
+            if not waiting:
+                del self._waiting[staged]
+
+    def hurry(self, staged: Staged | None = None) -> None:
+        """Start the held-back upload of `staged` now (of every file: None, for unmount)."""
+        if staged is None:
+            self._hurried = True
+        for go in (self._waiting.get(staged, ()) if staged is not None
+                   else [go for gos in self._waiting.values() for go in gos]):  # fmt: skip
+            go.set()
+
+    async def rekey(self, staged: Staged, path: str, key: str) -> bool:
+        """A rename of `staged` to `path` (object `key`), replacing what is there, without a
+        request: True once its sealed journal names `key`, durably, and the staging's maps
+        and the file say `path` and `key`; the held-back upload then sends it under `key`.
+        False, having changed nothing, unless the file is sealed, its upload has not started,
+        and it has no older version on OSS: an object under the old key must be deleted, by
+        the usual rename (FileSystem.rename)."""
+        if staged.lock.locked() or not self._rekeyable(staged):
+            return False  # its upload has started, or the file is not such a file
+        async with staged.lock, staged.journal_lock:
+            if not self._rekeyable(staged):
+                return False
+            record = replace(self._staging.sealed_record(staged), key=key, forbid_overwrite=False)
+            await trio.to_thread.run_sync(save_atomic, staged.files.journal, record)
+            staged.key, staged.forbid_overwrite = key, False  # a rename replaces the target
+            self._staging.repath(staged, path)
+        return True
+
+    @staticmethod
+    def _rekeyable(staged: Staged) -> bool:
+        return (
+            staged.pending > 0
+            and staged.dirty  # sealed, and not committed since (by fsync or a rename)
+            and staged.session is None
+            and staged.committed is None
+            and staged.source is None
+            and not (staged.base_etag or staged.may_exist or staged.unsent or staged.orphan)
+            and staged.broken is None
+        )
+
+    async def _commit_later(self, staged: Staged, go: trio.Event | None = None) -> None:
         kept = True  # until the upload is done: sealed and durable, the next mount uploads it
         try:
+            if go is not None:
+                await self._held_back(staged, go)
             async with self._background:
                 await self._staging.commit(staged)
             kept = False
@@ -133,7 +218,9 @@ class WriteBack:
                 self._staging.uploaded_later(staged, kept=kept)
 
     async def drain(self) -> None:
-        """Wait until every write-back upload scheduled so far has finished (unmount)."""
+        """Start every held-back upload and wait until all scheduled so far have finished
+        (unmount)."""
+        self.hurry()
         await self._idle.wait()
 
 

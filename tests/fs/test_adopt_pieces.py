@@ -24,7 +24,7 @@ from ossmount.emulator import Emulator
 from ossmount.oss.models import ObjectMeta
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.write.commit_types import Piece
-from tests.fs.test_writes import BUCKET, WriteRig, _rig
+from tests.fs.test_writes import BUCKET, WriteRig, write_rig
 
 PART = 64 * 1024
 MiB = 1 << 20
@@ -115,7 +115,7 @@ async def test_pieces_that_do_not_make_the_version_mean_hashing_the_file(
 
 @pytest.fixture
 async def rw(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
-    async for rig in _rig(emu, tmp_path, rw=True):
+    async for rig in write_rig(emu, tmp_path, rw=True):
         yield rig
 
 

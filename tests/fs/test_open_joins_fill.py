@@ -14,14 +14,14 @@ import trio.testing
 from ossmount.emulator import Emulator, FaultRule
 from ossmount.fs.filesystem import FileSystem
 from ossmount.tree.inodes import ROOT_INODE
-from tests.fs.test_writes import BUCKET, WriteRig, _rig
+from tests.fs.test_writes import BUCKET, WriteRig, write_rig
 
 DATA = b"0123456789" * 100
 
 
 @pytest.fixture
 async def rw(emu: Emulator, tmp_path: os.PathLike[str]) -> AsyncIterator[WriteRig]:
-    async for rig in _rig(emu, tmp_path, rw=True):  # type: ignore[arg-type]
+    async for rig in write_rig(emu, tmp_path, rw=True):  # type: ignore[arg-type]
         yield rig
 
 

@@ -50,10 +50,13 @@ def emu() -> Iterator[Emulator]:
         yield e
 
 
-async def _rig(
+async def write_rig(
     emu: Emulator, tmp_path: Path, *, rw: bool, read_timeout: float = 5.0, part_mib: int = 1,
-    max_idle: int | None = None,
+    max_idle: int | None = None, writeback_delay_s: float | None = None,
 ) -> AsyncIterator[WriteRig]:  # fmt: skip
+    """A FileSystem over the emulator; `writeback_delay_s` given: -o writeback, with uploads
+    held back that long after a close (and every file journaled, as mount.py sets it)."""
+    writeback = writeback_delay_s is not None
     store = CacheStore(tmp_path / "cache", bucket=BUCKET)
     store.lock()
     cfg = PrefetchConfig(BUCKET, 1 << 20, parallel_count=2, max_gets=4, readahead_bytes=2 << 20)
@@ -68,9 +71,21 @@ async def _rig(
             uploader = Uploader(
                 OssWrites(client),
                 UploadLedger(tmp_path / "uploads.ledger"),
-                UploadSettings(part_size=part_mib << 20, single_put_max=part_mib << 20),
+                UploadSettings(
+                    part_size=part_mib << 20,
+                    single_put_max=part_mib << 20,
+                    journal_small_puts=writeback,
+                    fsync_staged=writeback,
+                ),
             )
-            staging = Staging(uploader, tmp_path / "staging", nursery, bucket=BUCKET)
+            staging = Staging(
+                uploader,
+                tmp_path / "staging",
+                nursery,
+                bucket=BUCKET,
+                writeback=writeback,
+                writeback_delay_s=writeback_delay_s or 0.0,
+            )
         fs = FileSystem(
             Namespace(client, ttl_s=60, max_idle_inodes=max_idle),
             prefetcher,
@@ -88,13 +103,13 @@ async def _rig(
 
 @pytest.fixture
 async def rw(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
-    async for rig in _rig(emu, tmp_path, rw=True):
+    async for rig in write_rig(emu, tmp_path, rw=True):
         yield rig
 
 
 @pytest.fixture
 async def ro(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
-    async for rig in _rig(emu, tmp_path, rw=False):
+    async for rig in write_rig(emu, tmp_path, rw=False):
         yield rig
 
 
@@ -161,7 +176,7 @@ async def test_without_staging_every_write_is_refused_read_only(ro: WriteRig) ->
 @pytest.fixture
 async def rw_short(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
     """`rw` whose client waits 0.3 s for a reply."""
-    async for rig in _rig(emu, tmp_path, rw=True, read_timeout=0.3):
+    async for rig in write_rig(emu, tmp_path, rw=True, read_timeout=0.3):
         yield rig
 
 
@@ -260,7 +275,7 @@ async def test_a_file_truncated_while_its_commit_reads_it_is_committed_again_not
     again, of what the file holds now (it failed with a StagingError, EIO at close)."""
     held = FaultRule(op="UploadPart", key="t", action="stall", seconds=1.0, times=1)
     emu.faults.add(held)
-    async for rig in _rig(emu, tmp_path, rw=True, part_mib=8):
+    async for rig in write_rig(emu, tmp_path, rw=True, part_mib=8):
         fs = rig.fs
         body = os.urandom(24 << 20)
         opened, attr = await fs.create(ROOT_INODE, "t", os.O_RDWR | os.O_CREAT)
@@ -314,7 +329,7 @@ async def test_statfs_reports_no_room_on_a_read_only_mount(ro: WriteRig) -> None
 @pytest.fixture
 async def rw_one_idle(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
     """Its inode table keeps one idle entry: a listing drops the others."""
-    async for rig in _rig(emu, tmp_path, rw=True, max_idle=1):
+    async for rig in write_rig(emu, tmp_path, rw=True, max_idle=1):
         yield rig
 
 

@@ -325,7 +325,7 @@ def test_writeback_close_returns_before_the_upload_and_a_crash_loses_nothing(
     # Every PutObject of "wb*" is held for a while: close must return anyway.
     held = FaultRule("stall", op="PutObject", key="wb*", times=None, seconds=4.0)
     emulator.faults.add(held)
-    mount = make_mount(args=(*RW, "--writeback")).start()
+    mount = make_mount(args=(*RW, "--writeback", "--writeback-delay", "0")).start()
     data = {f"wb{i}": os.urandom(1000 + i) for i in range(3)}
     for name, body in data.items():
         (tmp_path / name).write_bytes(body)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ossmount.emulator import Emulator
+from ossmount.emulator.app import RequestRecord
 from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import Mount
@@ -397,3 +398,38 @@ def test_a_file_unlinked_while_its_writeback_upload_fails_leaves_nothing_staged(
     mount.stop()
     emulator.faults.clear()
     assert "f" not in server_keys(emulator)
+
+
+def test_rsync_into_a_writeback_mount_killed_before_any_upload_leaves_only_final_names(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """rsync renames each temporary file it closed moments before; its upload is held back
+    (--writeback-delay), so the rename re-seals the journal under the final name and sends
+    nothing (fs/writeback.py `rekey`). After a kill -9 the next mount uploads each file
+    once, under its final name, with its mode and mtime: no temporary name ever reaches OSS."""
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {f"f{i}": os.urandom(3000 + i) for i in range(5)}
+    for i, (name, body) in enumerate(files.items()):
+        (src / name).write_bytes(body)
+        (src / name).chmod(0o640)
+        os.utime(src / name, (1_600_000_000 + i, 1_600_000_000 + i))
+    args = (*WB, "--writeback-delay", "600")
+    mount = make_mount(args=args).start()
+    subprocess.run(["rsync", "-a", f"{src}/", str(mount.path / "r")], check=True)
+    assert not _file_requests(emulator), "nothing of the files went before the crash"
+    _crash(emulator, mount)
+    make_mount(args=args).start()  # ready once the sealed files are uploaded
+    for i, (name, body) in enumerate(files.items()):
+        assert server_bytes(emulator, f"r/{name}") == body
+        meta = dict(emulator.head("bkt", f"r/{name}").meta)  # type: ignore[union-attr]
+        assert meta["x-oss-meta-mode"] == str(0o100640)
+        assert meta["x-oss-meta-mtime"] == str(1_600_000_000 + i)
+    sent = _file_requests(emulator)
+    assert sorted((r.op, r.key) for r in sent) == [("PutObject", f"r/{n}") for n in files]
+
+
+def _file_requests(emulator: Emulator) -> list[RequestRecord]:
+    """The writes the server was asked for on files (not on directory markers)."""
+    return [r for r in emulator.requests if r.method != "GET" and r.op != "HeadObject"
+            and not r.key.endswith("/")]  # fmt: skip

@@ -146,7 +146,10 @@ def test_vim_saves_with_swap_and_backup_by_rename(
     assert snapshot(mount.path) == expected
     assert server_keys(emulator) == {"notes.txt", "notes.txt~"}  # no swap file left
     renames = [r.key for r in emulator.requests if r.op == "CopyObject"]
-    assert renames.count("notes.txt~") >= 2, "backupcopy=no saves rename the file away"
+    # Under write-back the first save renames a file whose upload is still held back: its
+    # journal is re-sealed under the new name, no copy (fs/writeback.py `rekey`).
+    copies = 1 if "--writeback" in args else 2
+    assert renames.count("notes.txt~") >= copies, "backupcopy=no saves rename the file away"
 
 
 @BOTH

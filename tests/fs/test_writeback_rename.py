@@ -1,0 +1,175 @@
+"""-o writeback holds a closed file's upload back for a moment (fs/writeback.py): a rename of a
+file that is not on OSS yet then moves it without a request and it is uploaded once, under
+its final name, as rsync's temporary files are; whoever needs the upload sooner hurries it.
+In-process, over a real client against the emulator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from ossmount.emulator import Emulator
+from ossmount.fs.filesystem import FileSystem
+from ossmount.fs.staging import Staging
+from ossmount.tree.errors import NotFound
+from ossmount.tree.inodes import ROOT_INODE
+from ossmount.write.journal import load
+from tests.fs.test_writes import BUCKET, WriteRig, emu, write_rig
+
+__all__ = ["emu"]
+
+HELD_S = 600.0  # held back for good: only a hurry, fsync or drain starts an upload
+
+
+@pytest.fixture
+async def wb(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
+    async for rig in write_rig(emu, tmp_path, rw=True, writeback_delay_s=HELD_S):
+        yield rig
+
+
+def _ops(emu: Emulator) -> list[tuple[str, str]]:
+    return [(r.op, r.key) for r in emu.requests if r.op != "ListObjectsV2"]
+
+
+async def _write_closed(fs: FileSystem, name: str, data: bytes) -> int:
+    """create, write, close (a write-back close: sealed, upload held back); the inode."""
+    opened, attr = await fs.create(ROOT_INODE, name, os.O_WRONLY | os.O_CREAT, 0o600)
+    fs.write(opened.fh, 0, data)
+    await fs.flush(opened.fh)
+    await fs.release(opened.fh)
+    return attr.inode
+
+
+def _staging(rig: WriteRig) -> Staging:
+    assert rig.staging is not None
+    return rig.staging
+
+
+async def test_rsyncs_temporary_file_is_renamed_without_a_request_and_uploaded_once(
+    wb: WriteRig,
+) -> None:
+    fs, staging = wb.fs, _staging(wb)
+    inode = await _write_closed(fs, ".f.Xy12", b"rsync's bytes")
+    await fs.setattr(inode, size=None, mtime_ns=1_500_000_000 * 10**9, fh=None)  # rsync -a
+    await fs.rename(ROOT_INODE, ".f.Xy12", ROOT_INODE, "f", 0)
+    assert _ops(wb.emu) == [], "the rename of a file not on OSS yet costs no request"
+    staged = staging.by_inode[inode]
+    record = load(staged.files.journal)
+    assert record is not None
+    assert record.sealed
+    assert record.key == "f", "a crash from here on uploads it under its new name"
+    assert record.mtime_ns == 1_500_000_000 * 10**9
+    assert (await fs.lookup(ROOT_INODE, "f")).inode == inode
+    with pytest.raises(NotFound):
+        await fs.lookup(ROOT_INODE, ".f.Xy12")
+    with trio.fail_after(10):
+        await staging.drain()  # unmount: the held-back upload starts at once
+    assert _ops(wb.emu) == [("PutObject", "f")]
+    assert wb.emu.get_bytes(BUCKET, "f") == b"rsync's bytes"
+    head = wb.emu.head(BUCKET, "f")
+    assert head is not None
+    assert dict(head.meta)["x-oss-meta-mtime"] == "1500000000"
+    assert (await fs.lookup(ROOT_INODE, "f")).size == len(b"rsync's bytes")
+
+
+async def test_a_rename_over_a_file_whose_upload_is_held_back_uploads_only_the_new_one(
+    wb: WriteRig,
+) -> None:
+    fs, staging = wb.fs, _staging(wb)
+    old = await _write_closed(fs, "f", b"first version")
+    old_journal = staging.by_inode[old].files.journal
+    new = await _write_closed(fs, ".f.tmp", b"second")
+    await fs.rename(ROOT_INODE, ".f.tmp", ROOT_INODE, "f", 0)
+    assert not old_journal.exists(), "the replaced file's seal is gone: no crash brings it back"
+    assert (await fs.lookup(ROOT_INODE, "f")).inode == new
+    with trio.fail_after(10):
+        await staging.drain()
+    assert _ops(wb.emu) == [("PutObject", "f")]
+    assert wb.emu.get_bytes(BUCKET, "f") == b"second"
+
+
+async def test_a_file_with_an_older_version_on_oss_is_renamed_by_copy_and_delete(
+    wb: WriteRig,
+) -> None:
+    fs, staging = wb.fs, _staging(wb)
+    wb.emu.put_object(BUCKET, "g", b"on OSS")
+    attr = await fs.lookup(ROOT_INODE, "g")
+    opened = await fs.open(attr.inode, os.O_WRONLY | os.O_APPEND)
+    fs.write(opened.fh, 6, b", appended")
+    await fs.flush(opened.fh)
+    await fs.release(opened.fh)
+    wb.emu.requests.clear()
+    with trio.fail_after(10):
+        await fs.rename(ROOT_INODE, "g", ROOT_INODE, "h", 0)
+    ops = _ops(wb.emu)
+    assert ("PutObject", "g") in ops, "committed under its old key first"
+    assert ops[-1] == ("DeleteObject", "g")
+    assert wb.emu.get_bytes(BUCKET, "h") == b"on OSS, appended"
+    assert wb.emu.head(BUCKET, "g") is None
+    with trio.fail_after(10):
+        await staging.drain()
+
+
+async def test_a_write_to_a_file_whose_upload_is_held_back_starts_it_at_once(
+    wb: WriteRig,
+) -> None:
+    fs = wb.fs
+    inode = await _write_closed(fs, "log", b"line 1\n")
+    opened = await fs.open(inode, os.O_WRONLY | os.O_APPEND)
+    with trio.fail_after(10):  # not HELD_S: the write hurries the upload it waits for
+        await fs.before_write(opened.fh)
+    assert _ops(wb.emu) == [("PutObject", "log")]
+    fs.write(opened.fh, 7, b"line 2\n")
+    await fs.flush(opened.fh)
+    await fs.release(opened.fh)
+    with trio.fail_after(10):
+        await _staging(wb).drain()
+    assert wb.emu.get_bytes(BUCKET, "log") == b"line 1\nline 2\n"
+
+
+async def test_an_unlinked_file_whose_upload_is_held_back_never_reaches_oss(
+    wb: WriteRig,
+) -> None:
+    fs = wb.fs
+    await _write_closed(fs, "scratch", b"x")
+    await fs.unlink(ROOT_INODE, "scratch")
+    with trio.fail_after(10):
+        await _staging(wb).drain()
+    assert _ops(wb.emu) == []
+
+
+async def test_a_directory_whose_closed_files_are_held_back_is_renamed_after_their_upload(
+    wb: WriteRig,
+) -> None:
+    fs = wb.fs
+    d = await fs.mkdir(ROOT_INODE, "d", 0o755)
+    opened, _ = await fs.create(d.inode, "f", os.O_WRONLY | os.O_CREAT, 0o644)
+    fs.write(opened.fh, 0, b"inside")
+    await fs.flush(opened.fh)
+    await fs.release(opened.fh)
+    with trio.fail_after(10):  # not EXDEV, and not HELD_S: the rename hurries the upload
+        await fs.rename(ROOT_INODE, "d", ROOT_INODE, "e", 0)
+    assert wb.emu.get_bytes(BUCKET, "e/f") == b"inside"
+    assert wb.emu.head(BUCKET, "d/f") is None
+
+
+async def test_a_readers_close_of_a_file_whose_upload_is_held_back_changes_nothing(
+    wb: WriteRig,
+) -> None:
+    """It sealed the file again, stamping a new mtime: vim, which reads the file it is
+    about to save, then refused to save it ("changed since reading it")."""
+    fs, staging = wb.fs, _staging(wb)
+    inode = await _write_closed(fs, "notes", b"alpha\n")
+    before = (await fs.getattr(inode)).mtime_ns
+    journal = load(staging.by_inode[inode].files.journal)
+    opened = await fs.open(inode, os.O_RDONLY)
+    assert await fs.read(opened.fh, 0, 100) == b"alpha\n"
+    await fs.flush(opened.fh)
+    await fs.release(opened.fh)
+    assert (await fs.getattr(inode)).mtime_ns == before
+    assert load(staging.by_inode[inode].files.journal) == journal
+    assert staging.by_inode[inode].pending == 1
