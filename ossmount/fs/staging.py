@@ -594,6 +594,10 @@ class Staging:
                 mtime_ns=staged.mtime_ns,
                 atime_ns=staged.atime_ns,
                 ctime_ns=staged.ctime_ns,
+                # A write-back close sealed these bytes under this key (a rename re-sealed
+                # them: fs/writeback.py), and nothing changes them while its upload is
+                # pending (`quiesce`); a failed upload's retry seals them again.
+                sealed=staged.pending > 0 and resumed is None and not staged.unsent,
             )
         except BaseException as exc:
             self._pieces.pop(staged, None)

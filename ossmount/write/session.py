@@ -405,10 +405,14 @@ class UploadSession:
         mtime_ns: int | None = None,
         atime_ns: int | None = None,
         ctime_ns: int | None = None,
+        sealed: bool = False,
     ) -> CommitResult:
         """Commit `size` staged bytes; returns once the object is on OSS and verified. The
         times given replace the record's (those of a multipart upload initiated already
-        are fixed: fs/staging.py stores them after)."""
+        are fixed: fs/staging.py stores them after). `sealed`: the bytes, and a sealed record
+        of this key and size, are durable already (a write-back close sealed them, and
+        nothing changed them since): neither is written again before the upload (two fsyncs
+        and a save_atomic per file; a crash meanwhile resumes from that seal)."""
         await self.drain()
         self._ephemeral = (
             not self._up.settings.journal_small_puts
@@ -424,14 +428,17 @@ class UploadSession:
         # Durable before recorded, or (see UploadSettings.fsync_staged) recorded as this
         # boot's. A resumed file is fsynced: its first seal may have been acknowledged.
         boot = "" if self._up.settings.fsync_staged or self._resumed else current_boot_id()
-        if not (self._ephemeral or boot):
+        if not (self._ephemeral or boot or sealed):
             await trio.to_thread.run_sync(os.fsync, self._fd)
         changes: dict[str, object] = {"size": size, "sealed": True, "boot_id": boot}
         for name, value in (("mtime_ns", mtime_ns), ("atime_ns", atime_ns),
                             ("ctime_ns", ctime_ns)):  # fmt: skip
             if value is not None:
                 changes[name] = value
-        await self._save(**changes)
+        if sealed:
+            self.record = replace(self.record, **changes)  # type: ignore[arg-type]
+        else:
+            await self._save(**changes)
         if self._completed is not None and self._completed.size == size:
             result = self._completed
         else:
