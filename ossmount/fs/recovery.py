@@ -67,4 +67,6 @@ def _drop_leftovers(directory: Path) -> list[JournalRecord]:
             data.unlink(missing_ok=True)  # never sealed nor journaled: never acknowledged
     for checkpoint in directory.glob("*.data.ckpt"):
         checkpoint.unlink(missing_ok=True)  # an adoption cut short (cache/adopt.py)
+    for tmp in directory.glob("*.journal.tmp"):
+        tmp.unlink(missing_ok=True)  # a journal save cut short: the record it replaces holds
     return list(load_journals(directory).values())
