@@ -15,6 +15,7 @@ import trio
 from ossmount.emulator import Emulator
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.staging import Staging
+from ossmount.oss._write_types import FileAlreadyExists
 from ossmount.tree.errors import NotFound
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.write.journal import load
@@ -23,6 +24,7 @@ from tests.fs.test_writes import BUCKET, WriteRig, emu, write_rig
 __all__ = ["emu"]
 
 HELD_S = 600.0  # held back for good: only a hurry, fsync or drain starts an upload
+NOREPLACE = 1  # renameat2 RENAME_NOREPLACE, as pyfuse3 passes it
 
 
 @pytest.fixture
@@ -173,3 +175,38 @@ async def test_a_readers_close_of_a_file_whose_upload_is_held_back_changes_nothi
     assert (await fs.getattr(inode)).mtime_ns == before
     assert load(staging.by_inode[inode].files.journal) == journal
     assert staging.by_inode[inode].pending == 1
+
+
+async def test_fsync_of_a_file_whose_upload_is_held_back_uploads_it_at_once(
+    wb: WriteRig,
+) -> None:
+    fs = wb.fs
+    opened, _ = await fs.create(ROOT_INODE, "db", os.O_WRONLY | os.O_CREAT, 0o644)
+    fs.write(opened.fh, 0, b"committed by fsync")
+    await fs.flush(opened.fh)  # a write-back close: held back
+    assert _ops(wb.emu) == []
+    with trio.fail_after(10):  # not HELD_S
+        await fs.fsync(opened.fh)
+    assert _ops(wb.emu) == [("PutObject", "db")]
+    await fs.release(opened.fh)
+    with trio.fail_after(10):
+        await _staging(wb).drain()
+    assert _ops(wb.emu) == [("PutObject", "db")], "the held-back upload had nothing left"
+
+
+async def test_a_rename_that_must_not_replace_is_a_fenced_copy_made_at_once(
+    wb: WriteRig,
+) -> None:
+    """RENAME_NOREPLACE must fail if the target exists now, which only OSS knows: the file is
+    uploaded and copied with x-oss-forbid-overwrite, not re-keyed."""
+    fs = wb.fs
+    wb.emu.put_object(BUCKET, "taken", b"someone else's")
+    await _write_closed(fs, ".tmp1", b"mine")
+    with trio.fail_after(10), pytest.raises(FileAlreadyExists):  # EEXIST (fs/boundary.py)
+        await fs.rename(ROOT_INODE, ".tmp1", ROOT_INODE, "taken", NOREPLACE)
+    assert wb.emu.get_bytes(BUCKET, "taken") == b"someone else's"
+    with trio.fail_after(10):
+        await fs.rename(ROOT_INODE, ".tmp1", ROOT_INODE, "free", NOREPLACE)
+    assert wb.emu.get_bytes(BUCKET, "free") == b"mine"
+    assert [op for op, _ in _ops(wb.emu)] == ["PutObject", "CopyObject", "CopyObject",
+                                              "DeleteObject"]  # fmt: skip
