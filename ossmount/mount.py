@@ -28,7 +28,7 @@ import errno
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pyfuse3
@@ -467,9 +467,7 @@ def _staged_counts(staging: Staging | None, store: CacheStore) -> Callable[[], S
 async def _finish_writeback(staging: Staging) -> None:
     """At unmount, let write-back uploads finish (bounded: what is left is sealed on disk and
     uploaded by the next mount before it is ready)."""
-    with trio.CancelScope(shield=True), trio.move_on_after(_WRITEBACK_DRAIN_S) as scope:
-        await staging.drain()
-    if scope.cancelled_caught:
+    if not await _within_drain_time(staging.drain):
         log.warning("unmounting with write-back uploads unfinished after %d s; the next mount "
                     "uploads them", _WRITEBACK_DRAIN_S)  # fmt: skip
 
@@ -477,11 +475,17 @@ async def _finish_writeback(staging: Staging) -> None:
 async def _store_owed(staging: Staging) -> None:
     """At unmount, store the attributes set moments ago and not sent yet (fs/owedattrs.py),
     bounded like the write-back drain."""
-    with trio.CancelScope(shield=True), trio.move_on_after(_WRITEBACK_DRAIN_S) as scope:
-        await staging.owed.store_all()
-    if scope.cancelled_caught:
+    if not await _within_drain_time(staging.owed.store_all):
         log.warning("unmounting with the mode/owner/times of %d file(s) not stored on OSS "
                     "after %d s", len(staging.known.owed_keys()), _WRITEBACK_DRAIN_S)  # fmt: skip
+
+
+async def _within_drain_time(wait: Callable[[], Awaitable[object]]) -> bool:
+    """Run `wait` for up to _WRITEBACK_DRAIN_S, shielded from the unmount's cancel; whether
+    it finished."""
+    with trio.CancelScope(shield=True), trio.move_on_after(_WRITEBACK_DRAIN_S) as scope:
+        await wait()
+    return not scope.cancelled_caught
 
 
 def _fuse_init(config: MountConfig, ops: Operations, source: str) -> None:
