@@ -506,6 +506,9 @@ class FileSystem:
             if staged.committed is not None:  # this mount's version: delete it by its key
                 await self._delete_file(staging, staged.committed.key, inode, path)
                 return
+            if staged.replaces:  # OSS holds what its upload was to replace
+                await self._delete_file(staging, staged.key, inode, path)
+                return
             if not staged.base_etag:
                 self._ns.deleted(inode, path)  # never reached OSS
                 return

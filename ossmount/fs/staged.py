@@ -68,6 +68,10 @@ class Staged:
     # A forbid-overwrite commit failed: OSS may have stored it all the same (every reply
     # lost). The next commit then takes an existing object with our CRC-64 for our own.
     may_exist: bool = False
+    # Re-keyed by a rename onto a name where OSS may hold an object (fs/writeback.py `rekey`),
+    # or restored by a recovery: its upload replaces that object, so until it lands the name
+    # is not ours alone. An unlink deletes the key, and it is not re-keyed again.
+    replaces: bool = False
     uid: int | None = None  # owner to store (x-oss-meta-uid/-gid): creator, or a chown
     gid: int | None = None
     handles: int = 0

@@ -102,7 +102,7 @@ def forget_dropped(
     run again, found that entry and failed with ENOENT)."""
     if not staged.dirty or staged.orphan or staged.handles or staging.holds(staged):
         return
-    if staged.committed is None and not staged.base_etag:
+    if staged.committed is None and not (staged.base_etag or staged.replaces):
         dir_path, name = split_path(staged.path)
         parent = ns.table.find(dir_path, True) if dir_path else ROOT_INODE
         ns.deleted(staged.inode, staged.path)

@@ -175,6 +175,7 @@ class Staging:
             ctime_ns=record.ctime_ns, mode=record.mode, keep_mode=record.keep_mode,
             uid=record.uid, gid=record.gid, may_exist=record.forbid_overwrite,
             resumable=record if record.upload_id else None,
+            replaces=True,  # a rename may have re-keyed it onto an object (fs/writeback.py)
         )  # fmt: skip
         if self.space is not None:
             self.space.already(record.size)

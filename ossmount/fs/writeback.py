@@ -168,7 +168,10 @@ class WriteBack:
         and the file say `path` and `key`; the held-back upload then sends it under `key`.
         False, having changed nothing, unless the file is sealed, its upload has not started,
         and it has no older version on OSS: an object under the old key must be deleted, by
-        the usual rename (FileSystem.rename)."""
+        the usual rename (FileSystem.rename). Whatever OSS holds under `key` (an object the
+        rename replaces, or the upload of a file staged there that landed while the rename
+        waited for it) stays until this upload lands: the file `replaces` it, and an unlink
+        before then deletes the key."""
         if staged.lock.locked() or not self._rekeyable(staged):
             return False  # its upload has started, or the file is not such a file
         async with staged.lock, staged.journal_lock:
@@ -177,6 +180,7 @@ class WriteBack:
             record = replace(self._staging.sealed_record(staged), key=key, forbid_overwrite=False)
             await trio.to_thread.run_sync(save_atomic, staged.files.journal, record)
             staged.key, staged.forbid_overwrite = key, False  # a rename replaces the target
+            staged.replaces = True  # OSS may hold an object there (a victim's upload landed)
             self._staging.repath(staged, path)
         return True
 
@@ -188,7 +192,8 @@ class WriteBack:
             and staged.session is None
             and staged.committed is None
             and staged.source is None
-            and not (staged.base_etag or staged.may_exist or staged.unsent or staged.orphan)
+            and not (staged.base_etag or staged.may_exist or staged.replaces)
+            and not (staged.unsent or staged.orphan)
             and staged.broken is None
         )
 

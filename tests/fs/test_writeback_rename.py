@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from ossmount.emulator import Emulator
+from ossmount.emulator import Emulator, FaultRule
 from ossmount.fs.filesystem import FileSystem
 from ossmount.fs.staging import Staging
 from ossmount.oss._write_types import FileAlreadyExists
@@ -210,3 +210,46 @@ async def test_a_rename_that_must_not_replace_is_a_fenced_copy_made_at_once(
     assert wb.emu.get_bytes(BUCKET, "free") == b"mine"
     assert [op for op, _ in _ops(wb.emu)] == ["PutObject", "CopyObject", "CopyObject",
                                               "DeleteObject"]  # fmt: skip
+
+
+async def test_a_file_renamed_over_an_object_and_unlinked_before_its_upload_leaves_no_ghost(
+    wb: WriteRig,
+) -> None:
+    """rsync updating `f`, then `rm f` before the upload: the re-keyed file never reached
+    OSS, but the object it was to replace is there; the unlink must delete it."""
+    fs = wb.fs
+    wb.emu.put_object(BUCKET, "f", b"the old version")
+    await fs.lookup(ROOT_INODE, "f")
+    await _write_closed(fs, ".f.tmp", b"the new version")
+    await fs.rename(ROOT_INODE, ".f.tmp", ROOT_INODE, "f", 0)
+    await fs.unlink(ROOT_INODE, "f")
+    with trio.fail_after(10):
+        await _staging(wb).drain()
+    assert wb.emu.head(BUCKET, "f") is None
+    assert _ops(wb.emu) == [("DeleteObject", "f")]
+    with pytest.raises(NotFound):
+        await fs.lookup(ROOT_INODE, "f")
+
+
+async def test_a_rename_over_a_file_whose_upload_lands_meanwhile_then_unlinked_leaves_no_ghost(
+    wb: WriteRig,
+) -> None:
+    """The file staged under the new name was being uploaded: the rename waits for that
+    upload (its lock), which lands; the re-keyed file replaces it, and its unlink before its
+    own upload must delete what landed (found by the random walk, seed 35)."""
+    fs, staging = wb.fs, _staging(wb)
+    slow = FaultRule("stall", op="PutObject", key="t", times=1, seconds=0.3)
+    wb.emu.faults.add(slow)
+    target = await _write_closed(fs, "t", b"landing while the rename waits")
+    await _write_closed(fs, ".t.tmp", b"renamed over it")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(staging.commit, staging.by_inode[target])  # as fsync would
+        with trio.fail_after(10):
+            while not slow.seen:
+                await trio.sleep(0.01)  # the emulator's thread has the PUT
+            await fs.rename(ROOT_INODE, ".t.tmp", ROOT_INODE, "t", 0)
+    assert wb.emu.get_bytes(BUCKET, "t") == b"landing while the rename waits"
+    await fs.unlink(ROOT_INODE, "t")
+    with trio.fail_after(10):
+        await staging.drain()
+    assert wb.emu.head(BUCKET, "t") is None
