@@ -173,10 +173,12 @@ def _write_all_and_fsync(fd: int, data: bytes, *, fsync: bool = True) -> None:
         os.close(fd)
 
 
-def replace_durably(path: Path, data: bytes, *, fsync: bool = True) -> None:
+def replace_durably(path: Path, data: bytes, *, fsync: bool = True, sync_dir: bool = True) -> None:
     """Replace `path` with `data`: the old content or the new one survives a crash, whole
-    (with fsync=False: a crash of the process; see the module docstring). On failure the old
-    file is untouched and the temp file removed."""
+    (with fsync=False: a crash of the process; see the module docstring). With sync_dir
+    False the directory is not fsynced: after a power loss either one is there, whole, but
+    not necessarily the new one. On failure the old file is untouched and the temp file
+    removed."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         _write_all_and_fsync(
@@ -185,7 +187,7 @@ def replace_durably(path: Path, data: bytes, *, fsync: bool = True) -> None:
             fsync=fsync,
         )
         os.replace(tmp, path)
-        if fsync:
+        if fsync and sync_dir:
             fsync_dir(path.parent)
     except OSError:
         with contextlib.suppress(OSError):

@@ -235,9 +235,14 @@ class FileSystem:
             remember(node.inode)
 
     async def fsyncdir(self, fh: int) -> None:
-        """The attributes the directory's marker owes (fs/owedattrs.py) stored."""
+        """The attributes the directory's marker owes (fs/owedattrs.py) stored, and renames
+        of files whose write-back upload is held back made durable (fs/writeback.py)."""
         snapshot = self._dirs.get(fh)
-        if snapshot is not None and snapshot.path and self._staging is not None:
+        if snapshot is None or self._staging is None:
+            return
+        if self._staging.writeback:
+            await self._staging.sync_names()
+        if snapshot.path:
             await self._staging.owed.store(self._key(snapshot.path) + "/")
 
     def releasedir(self, fh: int) -> None:

@@ -289,15 +289,18 @@ def decode(data: bytes) -> JournalRecord:
         raise CorruptJournal(f"inconsistent journal: {exc}") from None
 
 
-def save_atomic(path: Path, rec: JournalRecord, *, fsync: bool = True) -> None:
+def save_atomic(
+    path: Path, rec: JournalRecord, *, fsync: bool = True, sync_dir: bool = True
+) -> None:
     """Replace the record at `path` with `rec`; a crash leaves the old or the new one whole
-    (with fsync=False: a crash of the process, not of the machine).
+    (with fsync=False: a crash of the process, not of the machine; with sync_dir=False, a
+    power loss may leave the old one).
 
     Blocking (fsyncs): call it from a worker thread. On failure the old record is untouched.
     """
     path = Path(path)
     try:
-        replace_durably(path, encode(rec), fsync=fsync)
+        replace_durably(path, encode(rec), fsync=fsync, sync_dir=sync_dir)
     except OSError as exc:
         raise JournalIOError(
             exc.errno, f"oss://{rec.bucket}/{rec.key}: saving write journal {path} failed: {exc}"

@@ -253,3 +253,28 @@ async def test_a_rename_over_a_file_whose_upload_lands_meanwhile_then_unlinked_l
     with trio.fail_after(10):
         await staging.drain()
     assert wb.emu.head(BUCKET, "t") is None
+
+
+async def test_a_rename_of_a_held_back_file_is_made_durable_by_an_fsync_of_the_directory(
+    wb: WriteRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-sealed journal is fsynced, but not the staging directory: a power loss may
+    undo the rename, as on a local disk, until the directory is fsynced."""
+    fs, staging = wb.fs, _staging(wb)
+    await _write_closed(fs, ".g.tmp", b"bytes")
+    synced: list[int] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    directory = staging.directory.stat().st_ino
+    await fs.rename(ROOT_INODE, ".g.tmp", ROOT_INODE, "g", 0)
+    assert synced, "the new record is fsynced before it replaces the old one"
+    assert directory not in synced
+    fh = await fs.opendir(ROOT_INODE)
+    await fs.fsyncdir(fh)
+    fs.releasedir(fh)
+    assert directory in synced
