@@ -605,9 +605,10 @@ class FileSystem:
     async def _rekey(self, staging: Staging, staged: Staged, new_path: str) -> bool:
         """-o writeback: a file closed moments ago, whose upload has not started and which has
         no older version on OSS (rsync's temporary file), moves without a request: its sealed
-        journal names the new key, durably, before the rename returns, and its one upload
-        goes there (Staging.rekey, fs/writeback.py). A file staged under the new name is
-        replaced, as by unlink. False: not such a file, nothing done."""
+        journal names the new key before the rename returns (fsynced; the directory is not:
+        fsyncdir), and its one upload goes there (Staging.rekey, fs/writeback.py). A file
+        staged under the new name is replaced, as by unlink. False: not such a file, nothing
+        done."""
         victim = staging.by_inode.get(staging.by_path.get(new_path, 0))
         if victim is staged:
             victim = None

@@ -27,7 +27,7 @@ file's bytes are the ones its close sealed (a write or truncate commits them fir
 retry may run whoever has the file open. One retry loop per file (`staged.retrying`).
 `rekey` holds `staged.lock` (no upload of the file runs or starts: every commit holds it)
 and `staged.journal_lock` (no other seal) while it re-seals, and changes the key only once
-the new journal is durable.
+the new journal has replaced the old one.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class WriteBack:
 
     async def rekey(self, staged: Staged, path: str, key: str) -> bool:
         """A rename of `staged` to `path` (object `key`), replacing what is there, without a
-        request: True once its sealed journal names `key`, durably, and the staging's maps
+        request: True once its sealed journal names `key` (see below), and the staging's maps
         and the file say `path` and `key`; the held-back upload then sends it under `key`.
         False, having changed nothing, unless the file is sealed, its upload has not started,
         and it has no older version on OSS: an object under the old key must be deleted, by
