@@ -307,8 +307,9 @@ class MountConfig:
     writeback: bool = option(
         "with --rw: close returns once the file and its journal are durable on local "
         "disk, and the upload runs in the background (from --writeback-delay after the "
-        "close, up to 16 at once; fsync still waits for it; after a crash the next mount uploads it before it is ready; an upload "
-        "that fails is retried in the background, the file shown as upload-failed "
+        "close, up to 16 at once; fsync still waits for it; after a crash the next mount "
+        "uploads it before it is ready; an upload that fails is retried in the background, "
+        "the file shown as upload-failed "
         "meanwhile). Files larger than one part are still committed by close",
         False,
         switch=True,

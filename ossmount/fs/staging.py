@@ -218,12 +218,23 @@ class Staging:
     def repath(self, staged: Staged, path: str) -> None:
         """`staged` is shown at `path` from now on (renamed); a file dropped meanwhile stays
         out of the maps."""
-        live = self.holds(staged)
-        if self.by_path.get(staged.path) == staged.inode:
-            del self.by_path[staged.path]
+        live = self._unmap_path(staged)
         staged.path = path
         if live:
             self.by_path[path] = staged.inode
+
+    def _unmap_path(self, staged: Staged) -> bool:
+        """`staged`'s path leaves `by_path` if it is still the file staged for its number
+        (returned). A file unlinked while its upload was pending lingers until that upload
+        ends (held back under write-back, fs/writeback.py), and a file created meanwhile at
+        its path, with the same number (numbers derive from the path), is the one staged
+        there: matching the number alone, that lingering file's drop took the new file's
+        name away, and its commits then went to the old key after a rename (the random
+        walk, seed 64 with write-back)."""
+        mine = self.holds(staged)
+        if mine and self.by_path.get(staged.path) == staged.inode:
+            del self.by_path[staged.path]
+        return mine
 
     @staticmethod
     def carries_attrs(staged: Staged) -> bool:
@@ -276,8 +287,7 @@ class Staging:
 
     def unlinked(self, staged: Staged) -> None:
         staged.orphan = True
-        if self.by_path.get(staged.path) == staged.inode:
-            del self.by_path[staged.path]
+        self._unmap_path(staged)
 
     async def release(self, staged: Staged) -> None:
         """One handle closed; the last one commits what is still dirty and removes the file."""
@@ -363,10 +373,8 @@ class Staging:
             self.adopter.install(meta, files.data, checkpoint)
 
     def _drop(self, staged: Staged, *, keep_files: bool = False) -> None:
-        if self.by_inode.get(staged.inode) is staged:
+        if self._unmap_path(staged):
             del self.by_inode[staged.inode]
-        if self.by_path.get(staged.path) == staged.inode:
-            del self.by_path[staged.path]
         if staged.session is not None:
             staged.session.close()
             staged.session = None

@@ -278,3 +278,30 @@ async def test_a_rename_of_a_held_back_file_is_made_durable_by_an_fsync_of_the_d
     await fs.fsyncdir(fh)
     fs.releasedir(fh)
     assert directory in synced
+
+
+async def test_a_file_created_where_one_unlinked_still_waits_keeps_its_name(
+    wb: WriteRig,
+) -> None:
+    """The unlinked file lingers until its held-back upload ends, and the new one gets the
+    same inode number (it derives from the path); the old one's drop took the new one's
+    name away, and its later commits went to the old key (the random walk, seed 64)."""
+    fs, staging = wb.fs, _staging(wb)
+    old = await _write_closed(fs, "c", b"closed, then unlinked")
+    lingering = staging.by_inode[old]
+    await fs.unlink(ROOT_INODE, "c")
+    fs.forget(old, 1)  # the kernel lets go of the old inode
+    opened, attr = await fs.create(ROOT_INODE, "c", os.O_WRONLY | os.O_CREAT, 0o644)
+    assert attr.inode == old, "the premise: the path gives the new file the same number"
+    assert staging.by_inode[old] is not lingering
+    with trio.fail_after(10):
+        await staging.drain()  # the lingering file's upload ends (it is orphaned: nothing)
+    assert staging.by_path.get("c") == attr.inode, "the new file keeps its name"
+    fs.write(opened.fh, 0, b"the new file")
+    await fs.flush(opened.fh)
+    await fs.release(opened.fh)
+    await fs.rename(ROOT_INODE, "c", ROOT_INODE, "d", 0)
+    with trio.fail_after(10):
+        await staging.drain()
+    assert wb.emu.get_bytes(BUCKET, "d") == b"the new file"
+    assert wb.emu.head(BUCKET, "c") is None
