@@ -69,7 +69,13 @@ from ossmount.fs.ownattrs import OwnAttrs
 from ossmount.fs.setattrs import set_attrs
 from ossmount.fs.shown import AttrView, Posix, ShownAttrs
 from ossmount.fs.staged import Staged, staged_state
-from ossmount.fs.stagednames import add_staged, forget_dropped, show_unsent, staged_node
+from ossmount.fs.stagednames import (
+    add_staged,
+    forget_dropped,
+    put_staged,
+    show_unsent,
+    staged_node,
+)
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
 from ossmount.fs.stamps import now_s
@@ -622,9 +628,7 @@ class FileSystem:
         self._ns.learned(old_path, None)
         self._ns.learned(new_path, None)  # OSS has the replaced object until the upload lands
         self._ns.moved(staged.inode, new_path)
-        mtime = staged.mtime_ns or time.time_ns()
-        meta = ObjectMeta(staged.key, staged.size, "", mtime)
-        self._ns.table.put(new_path, False, staged.size, mtime, meta)
+        put_staged(self._ns, new_path, staged.key, staged.size, staged.mtime_ns)  # its new key
         self._last_etag.pop(staged.inode, None)
         if victim is not None:
             staging.unused(victim)

@@ -30,7 +30,7 @@ from ossmount.tree.node import Node
 from ossmount.write import StagedFile
 from ossmount.write.journal import JournalRecord
 
-__all__ = ["add_staged", "forget_dropped", "show_unsent", "staged_node"]
+__all__ = ["add_staged", "forget_dropped", "put_staged", "show_unsent", "staged_node"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def show_unsent(
                         "uploads it", staging.where(record.key), files.data)  # fmt: skip
             continue
         path = "/".join(parts)
-        node = _put(ns, path, record.key, record.size, record.mtime_ns or record.ctime_ns)
+        node = put_staged(ns, path, record.key, record.size, record.mtime_ns or record.ctime_ns)
         staging.restore(node.inode, path, files, record)
 
 
@@ -63,13 +63,15 @@ def staged_node(ns: Namespace, staged: Staged) -> Node:
     try:
         return ns.get(staged.inode)
     except NotFound:
-        node = _put(ns, staged.path, staged.key, staged.size, staged.mtime_ns)
+        node = put_staged(ns, staged.path, staged.key, staged.size, staged.mtime_ns)
         if node.inode != staged.inode:
             raise
         return node
 
 
-def _put(ns: Namespace, path: str, key: str, size: int, mtime_ns: int | None) -> Node:
+def put_staged(ns: Namespace, path: str, key: str, size: int, mtime_ns: int | None) -> Node:
+    """The table entry of a staged file at `path` (its key, size and mtime; no ETag: not
+    on OSS as staged)."""
     mtime = mtime_ns or time.time_ns()
     return ns.table.put(path, False, size, mtime, ObjectMeta(key, size, "", mtime))
 

@@ -158,8 +158,10 @@ class WriteBack:
         """Start the held-back upload of `staged` now (of every file: None, for unmount)."""
         if staged is None:
             self._hurried = True
-        for go in (self._waiting.get(staged, ()) if staged is not None
-                   else [go for gos in self._waiting.values() for go in gos]):  # fmt: skip
+            held = [go for gos in self._waiting.values() for go in gos]
+        else:
+            held = self._waiting.get(staged, [])
+        for go in held:
             go.set()
 
     async def rekey(self, staged: Staged, path: str, key: str) -> bool:
