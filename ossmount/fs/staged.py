@@ -41,6 +41,7 @@ class Staged:
     failed: bool = False  # the last commit failed (its writer got EIO); a write clears it
     broken: OSError | None = None  # a staging write failed: never committed, every call fails
     pending: int = 0  # write-back commits scheduled and not finished
+    held: bool = False  # one of them waits out --writeback-delay (fs/writeback.py)
     # A write-back close acknowledged these bytes and their upload failed: they stay staged
     # and shown (not dropped), and are committed before anything changes them
     # (Staging.quiesce) or at the last close; else the next mount uploads them.
@@ -112,8 +113,10 @@ def staged_state(staged: Staged) -> str:
         return "staging-failed"
     if staged.failed:
         return "upload-failed"
-    if staged.pending or staged.lock.locked():
+    if staged.lock.locked():
         return "uploading"
+    if staged.pending:
+        return "queued" if staged.held else "uploading"
     return "written" if staged.dirty else "committed"
 
 

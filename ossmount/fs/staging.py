@@ -65,6 +65,9 @@ __all__ = ["Staging"]
 log = logging.getLogger(__name__)
 
 _FILL_CHUNK = 4 * 1024 * 1024
+# What a write-back close seals into the record of an upload under way: what the file has
+# now (a chmod or utimens since its first part went), for an upload started afresh.
+_SEALED_ATTRS = ("mtime_ns", "atime_ns", "ctime_ns", "mode", "keep_mode", "uid", "gid")
 # Blocks are reserved ahead of a sequential writer once it passes RESERVE_FROM, in stretches
 # as long as what it wrote so far, up to RESERVE_AHEAD (`Staging._reserve`).
 RESERVE_FROM = 1 << 20
@@ -313,15 +316,9 @@ class Staging:
             return
         session, staged.session = staged.session, None
         # Out of the maps before any await: a new open now starts afresh (in a new file).
-        # The files go once the session is closed: a part still in flight would journal its
-        # upload again (`UploadSession._save`), leaving a journal with no data behind.
         self._drop(staged, keep_files=session is not None)
         if session is not None:  # parts sent while it was written: never to be committed
-            try:
-                await session.abandon()
-            finally:
-                session.close()
-                _remove(staged.files)
+            await _abandon(session, staged.files)
 
     def _adoptable(self, staged: Staged) -> bool:
         meta = staged.committed
@@ -526,10 +523,14 @@ class Staging:
 
     def sealed_record(self, staged: Staged) -> JournalRecord:
         """The record a write-back close seals (fs/writeback.py): the staged size, and the
-        close's ctime (if a crash leaves the upload to the next mount)."""
+        close's ctime (if a crash leaves the upload to the next mount). Of a file whose
+        parts went early, its session's record (UploadSession.sealing)."""
         self._unreserve(staged)
         staged.ctime_ns = now_s()
         record = self._record(staged, mtime_ns=staged.mtime_ns or 0, ctime_ns=staged.ctime_ns)
+        if staged.session is not None:
+            attrs = {name: getattr(record, name) for name in _SEALED_ATTRS}
+            return staged.session.sealing(staged.size, **attrs)
         return replace(record, size=staged.size, sealed=True)
 
     def unused(self, staged: Staged) -> None:
@@ -549,7 +550,12 @@ class Staging:
         if not kept and self._adoptable(staged):
             self._hand_over(staged)
         elif not (staged.unsent and not staged.orphan):
-            self._drop(staged, keep_files=kept)
+            # A file whose parts went early and that was unlinked before its upload: that
+            # multipart upload is aborted (the next mount's sweep would, much later).
+            session, staged.session = staged.session, None
+            self._drop(staged, keep_files=kept or session is not None)
+            if session is not None:
+                self._nursery.start_soon(_abandon, session, None if kept else staged.files)
             if kept and staged.orphan:  # unlinked or replaced while its upload ran, and failed
                 # Nothing of it is wanted now. Its journal is the unlink's (or the rename's) to
                 # remove, durably (`disown`, which follows once the upload has ended).
@@ -668,6 +674,18 @@ class Staging:
             staged.committed = stored
 
     # -- write-back (-o writeback) -----------------------------------------------------------
+
+
+async def _abandon(session: UploadSession, files: StagedFile | None) -> None:
+    """Abort the multipart upload of a file never to be committed, then remove its `files`.
+    They go once the session is closed: a part still in flight would journal its upload
+    again (`UploadSession._save`), leaving a journal with no data behind."""
+    try:
+        await session.abandon()
+    finally:
+        session.close()
+        if files is not None:
+            _remove(files)
 
 
 def _remove(files: StagedFile) -> None:

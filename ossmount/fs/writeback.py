@@ -73,13 +73,15 @@ class WriteBack:
 
     async def seal_and_schedule(self, staged: Staged) -> bool:
         """Write-back close: make the staged bytes and a sealed journal durable, schedule the
-        upload, return. False when the file must be committed now instead: a multipart upload
-        is already under way (its journal belongs to that session; such a file is committed
-        by close as without write-back)."""
+        upload, return. False when the file must be committed now instead: a commit of it is
+        running (fsync, a rename), or it was unlinked (an orphan's commit uploads nothing:
+        sealing it would, after a crash). A file whose parts went early is sealed in its
+        session's journal (upload id and parts sent), and its upload sends the rest."""
         if staged.broken is not None:
             raise staged.broken
         # One seal of a file at a time: two closes at once (two appenders ending) wrote the
-        # same temporary journal in two threads, and one of them failed (EIO).
+        # same temporary journal in two threads, and one of them failed (EIO). The session's
+        # saves of confirmed parts take this lock too (Staging._session).
         async with staged.journal_lock:
             if staged.pending:
                 # Sealed and scheduled, and unchanged since: a write or truncate waits for that
@@ -88,28 +90,49 @@ class WriteBack:
                 # read the file closed moments before, refused to save it ("changed since
                 # reading it").
                 return True
-            if staged.session is not None or staged.lock.locked() or staged.orphan:
-                return False  # an orphan's commit uploads nothing: sealing it would, after a crash
+            if staged.lock.locked() or staged.orphan:
+                return False
             if staged.mtime_ns is None or staged.mtime_stamped:
                 # The close's time goes up as its x-oss-meta-mtime, so the mtime stat shows
                 # from now on stays when the upload lands (else it became the Last-Modified
                 # then, and vim, reading a file closed moments before, refused to save:
                 # "changed since reading it"). A later close stamps its own; a time set by
-                # utimens is kept.
+                # utimens is kept. (A multipart upload was initiated without it: the time
+                # is stored by a copy after it completes, Staging._late_attrs.)
                 staged.mtime_ns, staged.mtime_stamped = time.time_ns(), True
             record = self._staging.sealed_record(staged)
-            await trio.to_thread.run_sync(_seal, staged.fd, staged.files.journal, record)
-        self._scheduled(staged)
-        self._nursery.start_soon(self._commit_later, staged, self._hold(staged))
+            # Pending from before the seal: a write that comes while it is being made waits
+            # (Staging.quiesce) instead of changing the bytes being sealed, and its hurry
+            # is not lost.
+            self._scheduled(staged)
+            go = self._hold(staged)
+            try:
+                await trio.to_thread.run_sync(_seal, staged.fd, staged.files.journal, record)
+            except BaseException:
+                if staged.session is not None:
+                    staged.session.unseal()
+                self._unhold(staged, go)
+                self._count_out(staged)
+                raise
+        self._nursery.start_soon(self._commit_later, staged, go)
         return True
 
     def _scheduled(self, staged: Staged) -> None:
-        """Count one upload of `staged` as pending (`_commit_later` counts it out)."""
+        """Count one upload of `staged` as pending (`_count_out` counts it out)."""
         staged.pending += 1
         if staged.landed.is_set():
             staged.landed = trio.Event()
         self._pending_total += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
+
+    def _count_out(self, staged: Staged) -> None:
+        """One pending upload of `staged` ended (or never started: its seal failed)."""
+        staged.pending -= 1
+        if staged.pending == 0:
+            staged.landed.set()
+        self._pending_total -= 1
+        if self._pending_total == 0:
+            self._idle.set()
 
     def keep_trying(self, staged: Staged) -> None:
         """`staged` is unsent: try its upload again in the background until it is sent, or
@@ -142,6 +165,7 @@ class WriteBack:
             return None
         go = trio.Event()
         self._waiting.setdefault(staged, []).append(go)
+        staged.held = True
         return go
 
     async def _held_back(self, staged: Staged, go: trio.Event) -> None:
@@ -149,10 +173,16 @@ class WriteBack:
             with trio.move_on_after(self._delay_s):
                 await go.wait()
         finally:
-            waiting = self._waiting[staged]
-            waiting.remove(go)
-            if not waiting:
-                del self._waiting[staged]
+            self._unhold(staged, go)
+
+    def _unhold(self, staged: Staged, go: trio.Event | None) -> None:
+        if go is None:
+            return
+        waiting = self._waiting[staged]
+        waiting.remove(go)
+        if not waiting:
+            del self._waiting[staged]
+            staged.held = False
 
     def hurry(self, staged: Staged | None = None) -> None:
         """Start the held-back upload of `staged` now (of every file: None, for unmount)."""
@@ -225,12 +255,7 @@ class WriteBack:
                       staged.files.data)  # fmt: skip
             self.keep_trying(staged)
         finally:
-            staged.pending -= 1
-            if staged.pending == 0:
-                staged.landed.set()
-            self._pending_total -= 1
-            if self._pending_total == 0:
-                self._idle.set()
+            self._count_out(staged)
             if staged.pending == 0 and staged.handles == 0:
                 self._staging.uploaded_later(staged, kept=kept)
 

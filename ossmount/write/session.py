@@ -420,21 +420,14 @@ class UploadSession:
             and not self.record.upload_id
             and not self.staged.journal.exists()
         )
-        if os.fstat(self._fd).st_size < size:
-            raise StagingError(
-                f"oss://{self._writes.bucket}/{self.key}: staged file {self.staged.data} holds "
-                f"{os.fstat(self._fd).st_size} bytes, {size} expected"
-            )
+        self._check_size(size)
         # Durable before recorded, or (see UploadSettings.fsync_staged) recorded as this
         # boot's. A resumed file is fsynced: its first seal may have been acknowledged.
         boot = "" if self._up.settings.fsync_staged or self._resumed else current_boot_id()
         if not (self._ephemeral or boot or sealed):
             await trio.to_thread.run_sync(os.fsync, self._fd)
-        changes: dict[str, object] = {"size": size, "sealed": True, "boot_id": boot}
-        for name, value in (("mtime_ns", mtime_ns), ("atime_ns", atime_ns),
-                            ("ctime_ns", ctime_ns)):  # fmt: skip
-            if value is not None:
-                changes[name] = value
+        changes = _seal_changes(size, boot, mtime_ns=mtime_ns, atime_ns=atime_ns,
+                                ctime_ns=ctime_ns)  # fmt: skip
         if sealed:
             self.record = replace(self.record, **changes)  # type: ignore[arg-type]
         else:
@@ -453,6 +446,30 @@ class UploadSession:
         self._parts.clear()
         self.pieces.clear()
         return result
+
+    def _check_size(self, size: int) -> None:
+        held = os.fstat(self._fd).st_size
+        if held < size:
+            raise StagingError(
+                f"oss://{self._writes.bucket}/{self.key}: staged file {self.staged.data} holds "
+                f"{held} bytes, {size} expected"
+            )
+
+    def sealing(self, size: int, **attrs: object) -> JournalRecord:
+        """A write-back close of a file whose parts went early (fs/writeback.py): the sealed
+        record of `size` bytes with `attrs` (mode, owner, times: what the close knows), for
+        the caller to write, once it fsynced the staged bytes, holding the journal's lock
+        (`save_lock`: no save of this session runs meanwhile). From now on every save of
+        the session keeps the seal; `finish(sealed=True)` later uploads the rest. A failed
+        write is undone by `unseal`."""
+        self._check_size(size)
+        changes = _seal_changes(size, "", **attrs)  # acknowledged: never a boot's seal
+        self.record = replace(self.record.with_parts(self._parts), **changes)  # type: ignore[arg-type]
+        return self.record
+
+    def unseal(self) -> None:
+        """The seal `sealing` returned was not written: no later save may claim it."""
+        self.record = replace(self.record, sealed=False)
 
     async def _upload_all(self, size: int) -> CommitResult:
         await self._check_conflict()
@@ -607,3 +624,11 @@ class UploadSession:
         self._up.ledger.active.discard(rec.upload_id)
         found = self.pieces.collect(self._parts, ps, size)
         return CommitResult(rec.key, done.etag, done.crc64, size, count, found)
+
+
+def _seal_changes(size: int, boot: str, **attrs: object) -> dict[str, object]:
+    """What sealing a record changes: the size, the seal and the boot it holds for
+    (write/boot.py), and the attributes given (None: the record's stay)."""
+    changes: dict[str, object] = {"size": size, "sealed": True, "boot_id": boot}
+    changes.update((name, value) for name, value in attrs.items() if value is not None)
+    return changes

@@ -20,6 +20,7 @@ import pytest
 from ossmount.emulator import Emulator
 from ossmount.emulator.app import RequestRecord
 from ossmount.emulator.faults import FaultRule
+from ossmount.write.journal import load
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import Mount
 from tests.mount.test_write import (
@@ -347,20 +348,21 @@ def test_an_unlinked_file_closed_while_its_early_part_goes_leaves_no_journal_beh
     assert _staged_files(mount) == []
 
 
-@pytest.mark.parametrize("args", [RW, WB], ids=["sync", "writeback"])
 @pytest.mark.parametrize("name", ["f", "d/f"])
 def test_a_new_file_whose_last_close_failed_can_be_created_again(
-    emulator: Emulator, make_mount: MountFactory, args: tuple[str, ...], name: str
+    emulator: Emulator, make_mount: MountFactory, name: str
 ) -> None:
     """Found by the fault walk (test_write_faultwalk.py, seeds 105 and 149). The close of a
-    new file whose parts went early commits it (also under write-back); when that fails, its
-    staged bytes are dropped and the name is gone, but the kernel kept the entry of the
-    create: opening the name again with O_CREAT (`cp` run again) failed with ENOENT. The
-    drop comes with the release, after close returned, so the kernel may still use that
-    entry for the next open: that open is answered ESTALE, and the kernel looks again."""
+    new file whose parts went early commits it; when that fails, its staged bytes are
+    dropped and the name is gone, but the kernel kept the entry of the create: opening the
+    name again with O_CREAT (`cp` run again) failed with ENOENT. The drop comes with the
+    release, after close returned, so the kernel may still use that entry for the next
+    open: that open is answered ESTALE, and the kernel looks again. (Under write-back such
+    a close seals the file and succeeds, and the upload is retried: no name is dropped,
+    tests/fs/test_writeback_multipart.py.)"""
     emulator.faults.add(FaultRule("error", op="*Upload*", times=None, status=503,
                                   code="ServiceUnavailable"))  # fmt: skip
-    mount = make_mount(args=(*args, "--max-attempts", "1")).start()
+    mount = make_mount(args=(*RW, "--max-attempts", "1")).start()
     (mount.path / "d").mkdir()
     f = mount.path / name
     fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
@@ -433,3 +435,33 @@ def _file_requests(emulator: Emulator) -> list[RequestRecord]:
     """The writes the server was asked for on files (not on directory markers)."""
     return [r for r in emulator.requests if r.method != "GET" and r.op != "HeadObject"
             and not r.key.endswith("/")]  # fmt: skip
+
+
+def test_cp_of_a_big_file_into_a_writeback_mount_returns_sealed_and_a_kill_loses_nothing(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """A file whose parts went while cp wrote it: cp's close seals the upload's journal and
+    returns before the upload is completed (held back here for good). After kill -9 the next
+    mount resumes that upload: the parts sent before the crash are not sent again."""
+    data = os.urandom(4 * MiB + 777)
+    (tmp_path / "src").write_bytes(data)
+    args = (*WB, "--writeback-delay", "600")
+    mount = make_mount(args=args).start()
+    subprocess.run(["cp", str(tmp_path / "src"), str(mount.path / "big")], check=True)
+    assert "CompleteMultipartUpload" not in [r.op for r in _file_requests(emulator)]
+    assert os.getxattr(mount.path / "big", "user.ossmount.state") == b"queued"
+    (journal,) = (mount.cache / "staging").glob("*.journal")
+    _until("the 4 full parts journaled", lambda: len(_parts_of(journal)) == 4)
+    _crash(emulator, mount)
+    make_mount(args=args).start()  # ready once the sealed file is uploaded
+    assert server_bytes(emulator, "big") == data
+    ops = [r.op for r in _file_requests(emulator)]
+    assert ops.count("InitiateMultipartUpload") == 1, "the upload of before the crash resumed"
+    assert ops.count("UploadPart") == 5, "each of the 5 parts sent once"
+    assert not _open_uploads(emulator)
+
+
+def _parts_of(journal: Path) -> list[int]:
+    """The parts a sealed journal lists as sent (none until it is sealed)."""
+    record = load(journal)
+    return [p.number for p in record.parts] if record is not None and record.sealed else []

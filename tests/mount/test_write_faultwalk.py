@@ -273,7 +273,7 @@ def _landed(emu: Emulator, mount: Mount, want: dict[str, bytes]) -> list[str]:
 
 
 def _unsent(path: Path) -> bool:
-    return os.getxattr(path, "user.ossmount.state") in (b"upload-failed", b"uploading")
+    return os.getxattr(path, "user.ossmount.state") in (b"upload-failed", b"uploading", b"queued")
 
 
 def _until_landed(emu: Emulator, mount: Mount, want: dict[str, bytes], seconds: float) -> list[str]:
