@@ -49,6 +49,7 @@ from ossmount.fs.staged import Staged, disown
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.stamps import now_s, only_ctime_differs
 from ossmount.fs.writeback import WriteBack
+from ossmount.oss._errors import is_retryable
 from ossmount.oss._write_types import CrcMismatch, StagingError
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import (
@@ -372,6 +373,10 @@ class Staging:
     def _drop(self, staged: Staged, *, keep_files: bool = False) -> None:
         if self._unmap_path(staged):
             del self.by_inode[staged.inode]
+        resumable, staged.resumable = staged.resumable, None
+        if resumable is not None and resumable.upload_id and (staged.orphan or not keep_files):
+            # The upload a failed commit kept for its retry, which will never come.
+            self._nursery.start_soon(self.uploader.abort, resumable.key, resumable.upload_id)
         if staged.session is not None:
             staged.session.close()
             staged.session = None
@@ -622,7 +627,10 @@ class Staging:
             staged.dirty = True
             staged.may_exist = staged.forbid_overwrite
             if isinstance(exc, Exception):  # not a cancel: a crash's journal resumes it
-                self._nursery.start_soon(session.abandon)
+                if _resumes_later(staged, session, exc, meanwhile):
+                    staged.resumable = session.progress()
+                else:
+                    self._nursery.start_soon(session.abandon)
                 if meanwhile and isinstance(exc, (StagingError, CrcMismatch)):
                     raise _ChangedMeanwhile(exc) from exc
                 self.on_outcome("failed")
@@ -692,6 +700,19 @@ def _remove(files: StagedFile) -> None:
     for path in (files.data, files.journal):
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
+
+
+def _resumes_later(staged: Staged, session: UploadSession, exc: Exception, meanwhile: bool) -> bool:
+    """Whether a failed commit keeps its multipart upload for the next one to resume (as
+    recovery resumes a crashed one: `UploadSession.reconcile` keeps the parts the server
+    still has) instead of aborting it: a write-back upload (acknowledged, so tried again in
+    the background, fs/writeback.py) that failed as another attempt may not (an outage,
+    throttling: `is_retryable`), of bytes that did not change meanwhile. Else each retry of
+    a big file sent every part again."""
+    return (
+        staged.pending > 0 and not meanwhile and bool(session.record.upload_id)
+        and is_retryable(exc)
+    )  # fmt: skip
 
 
 def _copy_source(staged: Staged, changed: set[int]) -> CopySource | None:

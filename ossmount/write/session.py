@@ -511,16 +511,13 @@ class UploadSession:
         not kept until the next mount's sweep. Only logs: an upload that completed after all
         is already gone (NoSuchUpload counts as aborted)."""
         await self.drain()
-        upload_id = self.record.upload_id
-        if not upload_id:
-            return
-        try:
-            await self._writes.abort_multipart(self.key, upload_id)
-        except Exception as exc:  # the sweep of the next mount aborts it then
-            log.warning("oss://%s/%s: aborting upload %s failed (%s); the next mount's "
-                        "sweeper will", self._writes.bucket, self.key, upload_id, exc)  # fmt: skip
-        else:
-            self._up.ledger.active.discard(upload_id)
+        if self.record.upload_id:
+            await self._up.abort(self.key, self.record.upload_id)
+
+    def progress(self) -> JournalRecord:
+        """The record with every part confirmed so far (some maybe not journaled yet): what
+        a later session resumes from (`reconcile` checks each part with the server)."""
+        return self.record.with_parts(self._parts)
 
     def _meta(self) -> dict[str, str]:
         """The headers the object is created with: those of the version it replaces that

@@ -65,6 +65,18 @@ class Uploader:
             ctime_ns=ctime_ns,
         )
 
+    async def abort(self, key: str, upload_id: str) -> None:
+        """Abort our multipart upload `upload_id` of `key`, which nothing will complete. Only
+        logs: the sweep of the next mount aborts what this could not, and an upload that
+        completed after all is gone already (NoSuchUpload counts as aborted)."""
+        try:
+            await self.writes.abort_multipart(key, upload_id)
+        except Exception as exc:
+            log.warning("oss://%s/%s: aborting upload %s failed (%s); the next mount's "
+                        "sweeper will", self.writes.bucket, key, upload_id, exc)  # fmt: skip
+        else:
+            self.ledger.active.discard(upload_id)
+
     def session(
         self,
         staged: StagedFile,

@@ -15,7 +15,7 @@ import trio
 
 from ossmount.emulator import Emulator, FaultRule
 from ossmount.fs.filesystem import FileSystem
-from ossmount.fs.staged import staged_state
+from ossmount.fs.staged import Staged, staged_state
 from ossmount.fs.staging import Staging
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.write.journal import load
@@ -73,6 +73,12 @@ async def test_the_close_of_a_file_whose_parts_went_early_seals_them_and_returns
     assert record.sealed, "a crash resumes it"
     assert not record.boot_id, "fsynced: a power loss does not lose it"
     assert record.size == len(BIG)
+    with trio.fail_after(10):  # a part confirmed after the seal is journaled, still sealed
+        while len(record.parts) < 3:
+            await trio.sleep(0.01)
+            record = load(staged.files.journal)
+            assert record is not None
+            assert record.sealed
     assert record.upload_id, "the upload the parts went to"
     assert sorted(p.number for p in record.parts) == [1, 2, 3]
     shown = await fs.getattr(inode)
@@ -151,20 +157,49 @@ async def test_a_failed_seal_fails_the_close_and_leaves_no_sealed_record(
     assert wb.emu.get_bytes(BUCKET, "f") == BIG
 
 
-async def test_a_failed_upload_is_tried_again_and_lands(wb: WriteRig) -> None:
-    fs, staging = wb.fs, _staging(wb)
-    inode, fh = await _write_sequentially(wb, "retried", BIG)
+async def _failed_upload(rig: WriteRig, name: str) -> Staged:
+    """A file written so that its parts went early, closed, and its upload failed for good
+    (CompleteMultipartUpload refused until the test clears the faults): unsent."""
+    inode, fh = await _write_sequentially(rig, name, BIG)
     refused = FaultRule("error", op="CompleteMultipartUpload", times=None, status=503,
                         code="ServiceUnavailable")  # fmt: skip
-    wb.emu.faults.add(refused)
+    rig.emu.faults.add(refused)
+    staging = _staging(rig)
     staged = staging.by_inode[inode]
-    await _close(fs, fh)
+    await _close(rig.fs, fh)
     with trio.fail_after(30):
         await staging.drain()  # the upload fails (retries spent): kept, unsent
     assert staged.unsent
     assert staging.holds(staged)
+    return staged
+
+
+async def test_a_failed_upload_is_resumed_by_its_retry_without_sending_its_parts_again(
+    wb: WriteRig,
+) -> None:
+    """The retry resumes the multipart upload the failed one kept (the server still has
+    its parts), as a crash's recovery does; before, each try sent every part again."""
+    staging = _staging(wb)
+    staged = await _failed_upload(wb, "retried")
     wb.emu.faults.clear()
     with trio.fail_after(30):
         while staging.holds(staged):  # the background retry lands it, then it goes
             await trio.sleep(0.05)
     assert wb.emu.get_bytes(BUCKET, "retried") == BIG
+    ops = _ops(wb.emu)
+    assert ops.count("InitiateMultipartUpload") == 1
+    assert ops.count("UploadPart") == 4, "each part sent once"
+    assert "AbortMultipartUpload" not in ops
+
+
+async def test_an_unsent_one_unlinked_aborts_the_upload_it_kept(wb: WriteRig) -> None:
+    staging = _staging(wb)
+    await _failed_upload(wb, "gone")
+    assert "AbortMultipartUpload" not in _ops(wb.emu), "kept for the retry"
+    await wb.fs.unlink(ROOT_INODE, "gone")
+    with trio.fail_after(10):
+        while "AbortMultipartUpload" not in _ops(wb.emu):
+            await trio.sleep(0.01)
+    wb.emu.faults.clear()
+    assert wb.emu.head(BUCKET, "gone") is None
+    assert sorted(os.listdir(staging.directory)) == []
