@@ -15,7 +15,11 @@ from pathlib import Path
 
 import trio
 
+from ossmount.fs.attrstore import store_attrs
+from ossmount.fs.shown import Posix
+from ossmount.oss.models import ObjectMeta
 from ossmount.write import StagedFile, Uploader, load_journals, sweep_stale_uploads
+from ossmount.write.commit_types import CommitResult
 from ossmount.write.journal import JournalRecord
 
 __all__ = ["Recovered", "recover_staged"]
@@ -53,11 +57,32 @@ async def recover_staged(directory: Path, uploader: Uploader, prefix: str) -> Re
             log.info("oss://%s/%s: committed after the restart (%d bytes, CRC-64 %016x)",
                      bucket, result.key, result.size, result.crc64)  # fmt: skip
             recovered.done += 1
+            if result.parts:
+                await _store_sealed_attrs(uploader, record, result)
         for path in (staged.data, staged.journal):
             path.unlink(missing_ok=True)
     left = await trio.to_thread.run_sync(_drop_leftovers, directory)
     await sweep_stale_uploads(uploader.writes, uploader.ledger, left, prefix)
     return recovered
+
+
+async def _store_sealed_attrs(
+    uploader: Uploader, record: JournalRecord, result: CommitResult
+) -> None:
+    """A multipart upload resumed here was initiated with the attributes its file had when
+    its first part went, not the ones its close sealed (a write-back close's mtime, a
+    utimens or chmod after the first part): those are stored now, as the commit would have
+    after it completed (Staging._late_attrs), by a copy onto itself if the object lacks
+    them (one HEAD to know). A failure is logged: the bytes are committed."""
+    mode = None if record.keep_mode else record.mode
+    want = Posix(mode, record.uid, record.gid, record.mtime_ns or None, record.atime_ns,
+                 record.ctime_ns)  # fmt: skip
+    meta = ObjectMeta(result.key, result.size, result.etag, 0, result.crc64)
+    try:
+        await store_attrs(uploader.writes, meta, want)
+    except Exception as exc:
+        log.warning("oss://%s/%s: committed after the restart, but storing its mode/mtime "
+                    "failed: %s", uploader.writes.bucket, result.key, exc)  # fmt: skip
 
 
 def _drop_leftovers(directory: Path) -> list[JournalRecord]:

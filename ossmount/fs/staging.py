@@ -644,26 +644,28 @@ class Staging:
         now = now_s()  # as listings show it
         staged.committed = ObjectMeta(staged.key, size, result.etag, now, result.crc64)
         self._pieces[staged] = (staged.key, result.pieces)
-        self.known.wrote(staged.key, result.etag, session.sent_meta)
-        adopt_sent(staged, session.sent_meta)
-        await self._late_attrs(staged, session.sent_meta)
+        sent = session.sent_meta
+        if sent is not None:  # else (resumed) a HEAD learns them, if a copy must follow
+            self.known.wrote(staged.key, result.etag, sent)
+            adopt_sent(staged, sent)
+        await self._late_attrs(staged, sent)
         staged.base_etag = staged.committed.etag
         staged.source = (staged.key, staged.committed.etag, size)
         log.debug("%s committed: %d bytes, %d parts, CRC-64 %016x",
                   self.where(staged.key), size, result.parts, result.crc64)  # fmt: skip
         return staged.committed
 
-    async def _late_attrs(self, staged: Staged, sent: dict[str, str]) -> None:
+    async def _late_attrs(self, staged: Staged, sent: dict[str, str] | None) -> None:
         """A multipart upload is initiated with the mode, owner and mtime of the moment its
         first part went, and a write-back upload with those of its close; ones set later
         (cp -a's futimens before close; rsync's utimensat after a write-back close) are owed
         (fs/owedattrs.py), or stored at once by a copy onto itself from the metadata it was
-        created with (no HEAD). Their failure is logged, not raised: the bytes are
-        committed."""
+        created with (`sent`, no HEAD; None: a resumed upload's, learnt by a HEAD). Their
+        failure is logged, not raised: the bytes are committed."""
         mode = None if staged.keep_mode else staged.mode  # kept as it was (an unparsed one)
         want = Posix(mode, staged.uid, staged.gid, staged.mtime_ns or None, staged.atime_ns,
                      staged.ctime_ns)  # fmt: skip
-        if only_ctime_differs(want.meta(), sent):
+        if sent is not None and only_ctime_differs(want.meta(), sent):
             return  # the ctime of the Initiate stays: no copy for it alone
         assert staged.committed is not None
         try:

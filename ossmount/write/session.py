@@ -146,8 +146,10 @@ class UploadSession:
         # each part's CRC is then also taken in that cache's parts (write/pieces.py).
         self.pieces = PieceBook()
         # The x-oss-meta-* the object was created with (by the Initiate or the PutObject):
-        # all the metadata it carries, for a later copy that must send them again.
-        self.sent_meta: dict[str, str] = {}
+        # all the metadata it carries, for a later copy that must send them again. None
+        # while this session has sent none: a resumed upload's Initiate was another
+        # session's (an earlier try's, a previous process's), whose headers are unknown.
+        self.sent_meta: dict[str, str] | None = None
         # Headers of the version this file replaces, kept by the new one (`_meta`); None
         # until the first conflict check, which learns them.
         self._carried: dict[str, str] | None = None
@@ -531,8 +533,8 @@ class UploadSession:
         ours = object_meta(self.record)
         if self.record.keep_mode and "x-oss-meta-mode" in carried:
             del ours["x-oss-meta-mode"]
-        self.sent_meta = {**carried, **ours}
-        return self.sent_meta
+        sent = self.sent_meta = {**carried, **ours}
+        return sent
 
     async def _head_base(self) -> str:
         """HEAD the object this file replaces: its ETag now ("(deleted)" if gone), and the

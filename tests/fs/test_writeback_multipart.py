@@ -203,3 +203,35 @@ async def test_an_unsent_one_unlinked_aborts_the_upload_it_kept(wb: WriteRig) ->
     wb.emu.faults.clear()
     assert wb.emu.head(BUCKET, "gone") is None
     assert sorted(os.listdir(staging.directory)) == []
+
+
+async def test_a_resumed_upload_keeps_the_headers_of_the_version_it_replaces(
+    wb: WriteRig,
+) -> None:
+    """The retry resumes an upload initiated by the failed try, with the headers kept from
+    the replaced version (user metadata, as ossfs keeps them); the close's mtime then goes
+    by a copy, which must send them again. The retry's session never sent them: it HEADs
+    them (it claimed the object had none, and the copy dropped them)."""
+    fs, staging = wb.fs, _staging(wb)
+    wb.emu.put_object(BUCKET, "kept", BIG, meta={"owner-tool": "keep me"})
+    attr = await fs.lookup(ROOT_INODE, "kept")
+    opened = await fs.open(attr.inode, os.O_RDWR)
+    fs.write(opened.fh, 10, b"PATCHED")  # every part goes early: the file is staged whole
+    staged = staging.by_inode[attr.inode]
+    wb.emu.faults.add(FaultRule("error", op="CompleteMultipartUpload", times=None,
+                                status=503, code="ServiceUnavailable"))  # fmt: skip
+    await _close(fs, opened.fh)
+    with trio.fail_after(30):
+        await staging.drain()
+    assert staged.unsent
+    wb.emu.faults.clear()
+    with trio.fail_after(30):
+        while staging.holds(staged):
+            await trio.sleep(0.05)
+        await staging.owed.store("kept")
+    assert wb.emu.get_bytes(BUCKET, "kept") == BIG[:10] + b"PATCHED" + BIG[17:]
+    head = wb.emu.head(BUCKET, "kept")
+    assert head is not None
+    meta = dict(head.meta)
+    assert meta["x-oss-meta-owner-tool"] == "keep me"
+    assert "x-oss-meta-mtime" in meta, "the close's mtime, stored by the copy"

@@ -13,6 +13,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -450,14 +451,19 @@ def test_cp_of_a_big_file_into_a_writeback_mount_returns_sealed_and_a_kill_loses
     subprocess.run(["cp", str(tmp_path / "src"), str(mount.path / "big")], check=True)
     assert "CompleteMultipartUpload" not in [r.op for r in _file_requests(emulator)]
     assert os.getxattr(mount.path / "big", "user.ossmount.state") == b"queued"
+    shown = os.stat(mount.path / "big").st_mtime_ns  # the close's time
     (journal,) = (mount.cache / "staging").glob("*.journal")
     _until("the 4 full parts journaled", lambda: len(_parts_of(journal)) == 4)
     _crash(emulator, mount)
     make_mount(args=args).start()  # ready once the sealed file is uploaded
     assert server_bytes(emulator, "big") == data
+    meta = dict(emulator.head("bkt", "big").meta)  # type: ignore[union-attr]
+    stored = meta["x-oss-meta-mtime"]  # which the Initiate, before the close, lacked
+    assert int(Decimal(stored) * 10**9) == shown, "the mtime stat showed before the crash"
     ops = [r.op for r in _file_requests(emulator)]
     assert ops.count("InitiateMultipartUpload") == 1, "the upload of before the crash resumed"
     assert ops.count("UploadPart") == 5, "each of the 5 parts sent once"
+    assert ops.count("CopyObject") == 1, "the mtime, stored after the upload completed"
     assert not _open_uploads(emulator)
 
 
