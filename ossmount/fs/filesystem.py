@@ -39,7 +39,6 @@ import logging
 import os
 import posixpath
 import stat
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
@@ -403,8 +402,7 @@ class FileSystem:
             opened = await self._open_staged(inode, flags, staging.by_inode[inode])
             self._ns.remember(inode)
             return opened, self.attr(self._ns.get(inode))
-        now = time.time_ns()
-        node = self._ns.table.put(path, False, 0, now, ObjectMeta(key, 0, "", now))
+        node = put_staged(self._ns, path, key, 0, None)
         self._ns.remember(node.inode)  # no await since the put: the entry cannot be evicted
         staged = staging.start(node.inode, path, key, forbid=bool(flags & os.O_EXCL))
         staged.dirty = True  # an empty file is committed too
