@@ -76,7 +76,7 @@ from ossmount.fs.stagednames import (
     staged_node,
 )
 from ossmount.fs.stagedspace import StagedSpace
-from ossmount.fs.staging import Staging
+from ossmount.fs.staging import NoRoomYet, Staging
 from ossmount.fs.stamps import now_s
 from ossmount.fs.xattrs import check_namespace, xattr_value
 from ossmount.oss.models import ObjectMeta
@@ -427,6 +427,17 @@ class FileSystem:
     def write(self, fh: int, offset: int, data: bytes) -> int:
         assert self._staging is not None
         return self._staging.write(self._staged_handle(fh), offset, data)
+
+    async def write_waiting(self, fh: int, offset: int, data: bytes) -> int:
+        """A write from the kernel: `before_write`, then `write`, waiting while the cache
+        has no room for it yet but parts of the file being sent will make some (NoRoomYet:
+        a file bigger than the room left, written faster than it is uploaded)."""
+        while True:
+            await self.before_write(fh)
+            try:
+                return self.write(fh, offset, data)
+            except NoRoomYet as wait:
+                await wait.sending.wait()
 
     @property
     def writes(self) -> bool:

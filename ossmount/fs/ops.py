@@ -150,8 +150,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_boundary
     async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
-        await self.fs.before_write(fh)
-        return self.fs.write(fh, off, buf)
+        return await self.fs.write_waiting(fh, off, buf)
 
     @fuse_boundary
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:

@@ -87,7 +87,11 @@ class Staged:
     # and the upload parts written since: the others are copied server-side at commit.
     source: tuple[str, str, int] | None = None
     dirty_parts: set[int] = field(default_factory=set)
-    counted: int = 0  # bytes of it counted against the cache's bounds (fs/stagedspace.py)
+    counted: int = 0  # its end as counted against the cache's bounds (fs/stagedspace.py)
+    # Bytes [0, shed) were sent (parts OSS confirmed) and punched out of the staging file to
+    # make room for a writer of a file bigger than the room left (Staging._shed): they
+    # cannot be read back, rewritten or sent again before the file is committed.
+    shed: int = 0
     reserved: int = 0  # blocks [0, reserved) were allocated ahead of a sequential writer
 
 

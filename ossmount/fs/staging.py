@@ -41,7 +41,7 @@ from typing import Protocol
 import trio
 
 from ossmount.cache.adopt import Adopter
-from ossmount.cache.holes import reserve
+from ossmount.cache.holes import punch_hole, reserve
 from ossmount.fs.attrstore import KnownMeta, store_attrs
 from ossmount.fs.owedattrs import OWED_DELAY_S, OwedAttrs
 from ossmount.fs.shown import Posix, ShownAttrs, adopt_sent
@@ -61,7 +61,7 @@ from ossmount.write import (
 from ossmount.write.commit_types import Piece
 from ossmount.write.journal import JournalRecord
 
-__all__ = ["Staging"]
+__all__ = ["NoRoomYet", "Staging"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,16 @@ _SEALED_ATTRS = ("mtime_ns", "atime_ns", "ctime_ns", "mode", "keep_mode", "uid",
 # as long as what it wrote so far, up to RESERVE_AHEAD (`Staging._reserve`).
 RESERVE_FROM = 1 << 20
 RESERVE_AHEAD = 64 << 20
+
+
+class NoRoomYet(Exception):
+    """A write found no room in the cache for now: parts of its file are being sent, and
+    each one OSS confirms can be punched out to make some (`Staging._shed`). The writer
+    waits for `sending`, then writes again."""
+
+    def __init__(self, sending: trio.Event) -> None:
+        super().__init__("waiting for parts being sent to make room")
+        self.sending = sending
 
 
 class ObjectReaderLike(Protocol):
@@ -331,6 +341,7 @@ class Staging:
             and meta.size == staged.size
             and not (staged.dirty or staged.orphan or staged.failed or staged.broken)
             and staged.session is None
+            and not staged.shed  # holes where the object has bytes
         )
 
     def _hand_over(self, staged: Staged) -> None:
@@ -381,7 +392,7 @@ class Staging:
             staged.session.close()
             staged.session = None
         if self.space is not None:
-            self.space.shrink(staged.counted)
+            self.space.shrink(staged.counted - min(staged.shed, staged.counted))
             staged.counted = 0
         with contextlib.suppress(OSError):
             os.close(staged.fd)
@@ -391,11 +402,20 @@ class Staging:
     # -- bytes -------------------------------------------------------------------------------
 
     def read(self, staged: Staged, offset: int, size: int) -> bytes:
+        if offset < staged.shed and size > 0:
+            raise OSError(errno.EIO, f"{self.where(staged.key)}: bytes {offset}.. were sent and "
+                          "left the staging disk to make room; they can be read once the file "
+                          "is committed")  # fmt: skip
         return os.pread(staged.fd, max(0, min(size, staged.size - offset)), offset)
 
     def write(self, staged: Staged, offset: int, data: bytes) -> int:
+        """Stage `data` at `offset`; OSError (and the file is never committed) if it cannot
+        be; `NoRoomYet` when the cache has no room for it until parts of this file being
+        sent are confirmed (the caller waits, then writes again: FileSystem.write_waiting)."""
         if staged.broken is not None:
             raise staged.broken
+        if offset < staged.shed:
+            self._shed_broken(staged, f"a write at {offset}")
         try:
             self._count(staged, offset + len(data))
             if offset == staged.seq_end and offset + len(data) > staged.reserved:
@@ -448,14 +468,73 @@ class Staging:
             staged.reserved = staged.size
 
     def _count(self, staged: Staged, end: int) -> None:
-        """The staged file is about to reach `end` bytes: count its growth, making room (or
-        raising ENOSPC) first."""
-        if self.space is not None and end > staged.counted:
+        """The staged file is about to reach `end` bytes: count its growth, making room
+        first: evicting idle read-cache entries (StagedSpace.grow), then punching out parts
+        of this file that OSS confirmed (`_shed`); when that is not enough and parts of it
+        are being sent, `NoRoomYet` (the writer waits for them); else ENOSPC."""
+        if self.space is None or end <= staged.counted:
+            return
+        try:
             self.space.grow(end - staged.counted, self.where(staged.key))
-            staged.counted = end
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            if self._shed(staged):
+                self._count(staged, end)
+                return
+            sending = staged.session.in_flight() if staged.session is not None else None
+            if sending is None:
+                raise
+            raise NoRoomYet(sending) from exc
+        staged.counted = end
+
+    def _shed(self, staged: Staged) -> bool:
+        """Punch the parts of a sequential writer's file that OSS has confirmed out of its
+        staging file (bytes [shed, ...)), giving their room back: a file bigger than the
+        room the cache has can still be written, as long as the upload keeps up. Only a new
+        file's (no source to copy from) whose parts went early, and no commit of it runs.
+        Those bytes are gone for good, so the file keeps no journal from now on (its
+        session's `forget_journal`: a later process could only send zeros for them) and is
+        committed by its close (`seal_and_schedule` declines it under write-back); reading,
+        rewriting or sending them again fails (`read`, `write`, `truncate`, and the
+        session's `gone_below`). True if any room was given back."""
+        session = staged.session
+        if session is None or staged.source is not None or staged.lock.locked():
+            return False
+        ps = session.record.part_size
+        end = staged.shed
+        while end // ps < staged.next_part and session.confirmed(end // ps + 1):
+            end += ps
+        end = min(end, staged.size)
+        if end <= staged.shed:
+            return False
+        session.forget_journal()
+        punch_hole(staged.fd, staged.shed, end - staged.shed)
+        assert self.space is not None
+        self.space.shrink(end - staged.shed)
+        log.info("%s: %d MiB already on OSS left the staging disk to make room (no room for "
+                 "the whole file: --max-cache-size-mb, --min-free-mb)", self.where(staged.key),
+                 (end - staged.shed) >> 20)  # fmt: skip
+        staged.shed = session.gone_below = end
+        return True
+
+    def _shed_broken(self, staged: Staged, what: str) -> None:
+        staged.broken = OSError(
+            errno.EIO,
+            f"{self.where(staged.key)}: {what} would change "
+            "bytes that were sent and left the staging disk to make room "
+            f"(bytes 0..{staged.shed}); the file will not be committed",
+        )
+        raise staged.broken
 
     def truncate(self, staged: Staged, size: int) -> None:
-        self._count(staged, size)
+        if size < staged.shed:
+            self._shed_broken(staged, f"a truncate to {size}")
+        try:
+            self._count(staged, size)
+        except NoRoomYet as exc:  # a truncate does not wait: it is refused as without room
+            raise OSError(errno.ENOSPC, f"{self.where(staged.key)}: staging: no room to grow "
+                          f"the file to {size} bytes yet") from exc  # fmt: skip
         os.ftruncate(staged.fd, size)
         staged.reserved = min(staged.reserved, size)  # a shrink freed the blocks past it
         if self.space is not None and size < staged.counted:
@@ -519,6 +598,9 @@ class Staging:
                 staged.files, record, self._nursery, staged.journal_lock
             )
             staged.session.copy_from = _copy_source(staged, staged.dirty_parts)
+            if staged.shed:  # the bytes an earlier session sent and punched out
+                staged.session.gone_below = staged.shed
+                staged.session.forget_journal()
             staged.session.may_exist = staged.may_exist
             if self.adopter is not None:  # its parts' CRCs are also taken in the cache's parts
                 staged.session.pieces.cache_part_size = self.adopter.part_size

@@ -74,9 +74,10 @@ class WriteBack:
     async def seal_and_schedule(self, staged: Staged) -> bool:
         """Write-back close: make the staged bytes and a sealed journal durable, schedule the
         upload, return. False when the file must be committed now instead: a commit of it is
-        running (fsync, a rename), or it was unlinked (an orphan's commit uploads nothing:
-        sealing it would, after a crash). A file whose parts went early is sealed in its
-        session's journal (upload id and parts sent), and its upload sends the rest."""
+        running (fsync, a rename), it was unlinked (an orphan's commit uploads nothing:
+        sealing it would, after a crash), or bytes it sent left the disk (Staging._shed). A
+        file whose parts went early is sealed in its session's journal (upload id and parts
+        sent), and its upload sends the rest."""
         if staged.broken is not None:
             raise staged.broken
         # One seal of a file at a time: two closes at once (two appenders ending) wrote the
@@ -90,8 +91,8 @@ class WriteBack:
                 # read the file closed moments before, refused to save it ("changed since
                 # reading it").
                 return True
-            if staged.lock.locked() or staged.orphan:
-                return False
+            if staged.lock.locked() or staged.orphan or staged.shed:
+                return False  # (a shed file keeps no journal: Staging._shed)
             if staged.mtime_ns is None or staged.mtime_stamped:
                 # The close's time goes up as its x-oss-meta-mtime, so the mtime stat shows
                 # from now on stays when the upload lands (else it became the Last-Modified
@@ -235,7 +236,7 @@ class WriteBack:
             and staged.committed is None
             and staged.source is None
             and not (staged.base_etag or staged.may_exist or staged.replaces)
-            and not (staged.unsent or staged.orphan)
+            and not (staged.unsent or staged.orphan or staged.shed)
             and staged.broken is None
         )
 

@@ -139,6 +139,10 @@ class UploadSession:
         # it: an existing object with our CRC-64 and size is then ours.
         self.may_exist = False
         self._ephemeral = False  # a small commit without journal (see UploadSettings)
+        # Bytes [0, gone_below) of the staged file were sent and then punched out of it to
+        # make room (fs/staging.py `_shed`): no part of them can be read, nor sent again.
+        # Such a session keeps no journal (`forget_journal`): a resume would send zeros.
+        self.gone_below = 0
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
         # Set by the FUSE layer for a file staged from an existing object (see CopySource).
         self.copy_from: CopySource | None = None
@@ -214,6 +218,32 @@ class UploadSession:
         if number > 2:
             let_go(self._fd, 0, (number - 2) * ps)
 
+    def confirmed(self, number: int) -> bool:
+        """Whether OSS confirmed part `number` (1-based) with its CRC-64 in this upload."""
+        return number in self._parts
+
+    def in_flight(self) -> trio.Event | None:
+        """Set when the next background part ends; None if none is being sent."""
+        return self._changed if self._inflight else None
+
+    def forget_journal(self) -> None:
+        """Keep no journal from now on, and remove the one kept so far: bytes this session
+        sent left the disk (`gone_below`), so no later process can resume it (its commit
+        is then the close's own: nothing was acknowledged before it)."""
+        self._ephemeral = True
+        self.staged.journal.unlink(missing_ok=True)
+
+    def _readable(self, start: int, length: int) -> None:
+        """Bytes [start, start + length) are to be read from the staged file and sent:
+        StagingError if some of them left it (`gone_below`), rather than send the zeros
+        a punched range reads as."""
+        if length > 0 and start < self.gone_below:
+            raise StagingError(
+                f"oss://{self._writes.bucket}/{self.key}: bytes from {start} were sent and "
+                f"then removed from the staging disk to make room; the upload that held "
+                f"them is gone, so the file cannot be committed"
+            )
+
     async def drain(self) -> None:
         """Wait until no part is being sent in the background and every recorded part is
         journaled (fsync and finish need it)."""
@@ -230,6 +260,7 @@ class UploadSession:
             cuts = self.pieces.cuts(start, length)
             result = await self._copy_part(upload_id, number, length, cuts)
             if result is None:
+                self._readable(start, length)
                 src = FileRange(self._fd, start, length)
                 result = await self._writes.upload_part(self.key, upload_id, number, src, cuts=cuts)
         if self._generation.get(number, 0) != generation or upload_id != self.record.upload_id:
@@ -270,6 +301,7 @@ class UploadSession:
         source, start = self.copy_from, (number - 1) * self._ps
         if source is None or start + length > source.size or not source.clean(number - 1):
             return None
+        self._readable(start, length)  # its CRC-64 is taken from the staged bytes
         crc, found = await trio.to_thread.run_sync(hash_part, self._fd, start, length, cuts)
         if not source.clean(number - 1):
             return None  # written while it was hashed
@@ -416,7 +448,7 @@ class UploadSession:
         nothing changed them since): neither is written again before the upload (two fsyncs
         and a save_atomic per file; a crash meanwhile resumes from that seal)."""
         await self.drain()
-        self._ephemeral = (
+        self._ephemeral = self.gone_below > 0 or (
             not self._up.settings.journal_small_puts
             and size <= self._up.settings.single_put_max
             and not self.record.upload_id
@@ -570,6 +602,7 @@ class UploadSession:
             self._parts.clear()
             await self._save(state=WriteState.DIRTY, upload_id="")
         rec = self.record
+        self._readable(0, size)
         meta = self._meta()
         put = await self._writes.put_object(
             rec.key,

@@ -471,3 +471,32 @@ def _parts_of(journal: Path) -> list[int]:
     """The parts a sealed journal lists as sent (none until it is sealed)."""
     record = load(journal)
     return [p.number for p in record.parts] if record is not None and record.sealed else []
+
+
+def test_a_kill_9_while_a_file_bigger_than_the_cache_is_written_uploads_no_zeros(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """Parts of a file bigger than the cache cap left the staging disk once OSS had them
+    (fs/staging.py `_shed`): the file keeps no journal from then on, so after kill -9 no
+    mount resumes it (it could only send the zeros a punched range reads as). Its close had
+    not returned: the next mount drops the rest and aborts the upload."""
+    data = os.urandom(24 * MiB)
+    (tmp_path / "src").write_bytes(data)
+    held = emulator.faults.add(FaultRule("stall", op="UploadPart", key="huge", nth=16,
+                                         seconds=30.0))  # fmt: skip
+    args = (*RW, "--max-cache-size-mb", "6", "--min-free-mb", "0")
+    mount = make_mount(args=args).start()
+    cp = subprocess.Popen(["cp", str(tmp_path / "src"), str(mount.path / "huge")],
+                          stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _until("the 16th part", lambda: held.fired >= 1)
+        assert "left the staging disk to make room" in mount.log()
+        assert not list((mount.cache / "staging").glob("*.journal"))
+        _crash(emulator, mount)
+    finally:
+        cp.wait()
+    assert cp.returncode != 0
+    make_mount(args=args).start()
+    assert "huge" not in server_keys(emulator)
+    assert not _open_uploads(emulator), "the sweep aborted the upload"
+    assert not list((mount.cache / "staging").glob("*.data"))

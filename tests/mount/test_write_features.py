@@ -183,7 +183,8 @@ def test_staged_bytes_count_against_the_cache_cap(
     emulator: Emulator, make_mount: MountFactory, tmp_path: Path
 ) -> None:
     emulator.put_object(BUCKET, "read", os.urandom(3 * MiB))
-    emulator.put_object(BUCKET, "big", b"old")
+    old = os.urandom(3 * MiB)
+    emulator.put_object(BUCKET, "big", old)
     mount = make_mount(args=(*RW, "--max-cache-size-mb", "5", "--min-free-mb", "0")).start()
     assert len((mount.path / "read").read_bytes()) == 3 * MiB  # an idle cache entry now
     data = os.urandom(4 * MiB)
@@ -191,13 +192,27 @@ def test_staged_bytes_count_against_the_cache_cap(
     subprocess.run(["cp", str(tmp_path / "w"), str(mount.path / "w")], check=True)
     assert server_bytes(emulator, "w") == data
     assert "evicted" in mount.log(), "the idle read entry made room for the staged bytes"
-    (tmp_path / "six").write_bytes(os.urandom(6 * MiB))
-    cp = subprocess.run(["cp", str(tmp_path / "six"), str(mount.path / "big")], check=False,
-                        capture_output=True)  # fmt: skip
-    assert cp.returncode != 0
-    assert b"No space left on device" in cp.stderr, cp.stderr
-    assert server_bytes(emulator, "big") == b"old", "a file that hit the cap replaces nothing"
+    # An existing object appended to is staged whole (its parts may be copied server-side):
+    # past the cap, the append fails.
+    (tmp_path / "more").write_bytes(os.urandom(3 * MiB))
+    dd = _append(tmp_path / "more", mount.path / "big")
+    assert dd.returncode != 0
+    assert b"No space left on device" in dd.stderr, dd.stderr
+    assert server_bytes(emulator, "big") == old, "a file that hit the cap replaces nothing"
     assert "cache cap" in mount.log()
+    # A new file written in order goes past the cap: its parts on OSS leave the disk.
+    huge = os.urandom(12 * MiB)
+    (tmp_path / "huge").write_bytes(huge)
+    subprocess.run(["cp", str(tmp_path / "huge"), str(mount.path / "huge")], check=True)
+    assert server_bytes(emulator, "huge") == huge
+    assert "left the staging disk to make room" in mount.log()
+    assert (mount.path / "huge").read_bytes() == huge, "read back from OSS, verified"
+
+
+def _append(src: Path, dst: Path) -> subprocess.CompletedProcess[bytes]:
+    """dd `src` onto the end of `dst` (an existing object, staged whole to be appended to)."""
+    return subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=64K", "oflag=append",
+                           "conv=notrunc"], check=False, capture_output=True)  # fmt: skip
 
 
 def test_staged_bytes_keep_the_free_space_floor(
@@ -210,13 +225,15 @@ def test_staged_bytes_keep_the_free_space_floor(
         mount = make_mount(args=(*RW, "--min-free-mb", "12")).start()
         (tmp_path / "ok").write_bytes(os.urandom(4 * MiB))
         subprocess.run(["cp", str(tmp_path / "ok"), str(mount.path / "ok")], check=True)
-        (tmp_path / "no").write_bytes(os.urandom(14 * MiB))
-        cp = subprocess.run(["cp", str(tmp_path / "no"), str(mount.path / "no")],
-                            check=False, capture_output=True)  # fmt: skip
-        assert cp.returncode != 0
-        assert b"No space left on device" in cp.stderr
-        assert "no" not in server_keys(emulator)
+        (tmp_path / "more").write_bytes(os.urandom(14 * MiB))
+        dd = _append(tmp_path / "more", mount.path / "ok")  # staged whole: no room
+        assert dd.returncode != 0
+        assert b"No space left on device" in dd.stderr
+        assert server_bytes(emulator, "ok") == (tmp_path / "ok").read_bytes()
         assert "keep less than 12 MiB free" in mount.log()
+        # A new file written in order: its parts on OSS leave the disk to make room.
+        subprocess.run(["cp", str(tmp_path / "more"), str(mount.path / "new")], check=True)
+        assert server_bytes(emulator, "new") == (tmp_path / "more").read_bytes()
         mount.stop()
     finally:
         subprocess.run(["umount", "-l", str(cache)], check=False)

@@ -1,0 +1,109 @@
+"""A sequential writer of a file bigger than the room the cache has: the parts OSS confirmed
+leave the staging file (punched out, fs/staging.py `_shed`), and the writer waits for parts
+being sent when even that is not enough, instead of ENOSPC. Those bytes can then not be read
+back, rewritten or sent again before the commit, and a failure says so rather than send the
+zeros a punched range reads as. In-process, over a real client against the emulator, with a
+cache cap of 3 MiB and parts of 1 MiB."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from ossmount.emulator import Emulator, FaultRule
+from ossmount.fs.stagedspace import StagedSpace
+from ossmount.fs.staging import Staging
+from ossmount.oss._write_types import StagingError
+from ossmount.tree.inodes import ROOT_INODE
+from tests.fs.test_writes import BUCKET, WriteRig, emu, write_rig
+
+__all__ = ["emu"]
+
+MiB = 1 << 20
+CAP = 3 * MiB
+DATA = bytes(range(256)) * (32 * 1024) + b"end"  # 8 MiB and 3 bytes: more than twice the cap
+
+
+@pytest.fixture(params=[None, 600.0], ids=["sync", "writeback"])
+async def capped(
+    emu: Emulator, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[WriteRig]:
+    """Without and with write-back (whose close commits a shed file itself: no journal)."""
+    async for rig in write_rig(emu, tmp_path, rw=True, writeback_delay_s=request.param):
+        assert rig.staging is not None
+        rig.store.max_bytes = CAP
+        rig.staging.space = StagedSpace(rig.store)
+        yield rig
+
+
+def _staging(rig: WriteRig) -> Staging:
+    assert rig.staging is not None
+    return rig.staging
+
+
+async def _write(rig: WriteRig, fh: int, data: bytes, start: int = 0) -> None:
+    """Write `data` from `start` in 64 KiB writes, as the kernel passes them."""
+    for offset in range(0, len(data), 64 * 1024):
+        chunk = data[offset : offset + 64 * 1024]
+        assert await rig.fs.write_waiting(fh, start + offset, chunk) == len(chunk)
+
+
+async def test_a_file_bigger_than_the_cache_is_written_and_committed_whole(
+    capped: WriteRig,
+) -> None:
+    fs, staging = capped.fs, _staging(capped)
+    opened, attr = await fs.create(ROOT_INODE, "huge", os.O_WRONLY | os.O_CREAT, 0o644)
+    staged = staging.by_inode[attr.inode]
+    with trio.fail_after(30):
+        await _write(capped, opened.fh, DATA)
+    assert staged.shed > 0, "parts on OSS left the disk"
+    assert capped.store.staged_bytes <= CAP
+    assert not staged.files.journal.exists(), "no journal: a resume could only send zeros"
+    with trio.fail_after(30):
+        await fs.flush(opened.fh)  # committed by the close
+    await fs.release(opened.fh)
+    assert capped.emu.get_bytes(BUCKET, "huge") == DATA
+    assert capped.store.staged_bytes == 0
+    assert os.listdir(staging.directory) == [], "not adopted: it has holes"
+
+
+async def test_shed_bytes_cannot_be_read_back_or_rewritten_before_the_commit(
+    capped: WriteRig,
+) -> None:
+    fs, staging = capped.fs, _staging(capped)
+    opened, attr = await fs.create(ROOT_INODE, "f", os.O_RDWR | os.O_CREAT, 0o644)
+    staged = staging.by_inode[attr.inode]
+    with trio.fail_after(30):
+        await _write(capped, opened.fh, DATA)
+    with pytest.raises(OSError, match="left the staging disk") as read:
+        await fs.read(opened.fh, 0, 4096)
+    assert read.value.errno == errno.EIO
+    assert await fs.read(opened.fh, len(DATA) - 3, 10) == b"end", "what is still staged"
+    with pytest.raises(OSError, match="left the staging disk") as write:
+        await fs.write_waiting(opened.fh, 10, b"patch")
+    assert write.value.errno == errno.EIO
+    assert staged.broken is not None
+    with pytest.raises(OSError, match="left the staging disk"):
+        await fs.flush(opened.fh)
+    await fs.release(opened.fh)
+    assert capped.emu.head(BUCKET, "f") is None, "a file missing a write is never committed"
+
+
+async def test_a_lost_upload_fails_the_commit_instead_of_sending_zeros(
+    capped: WriteRig,
+) -> None:
+    fs = capped.fs
+    opened, _ = await fs.create(ROOT_INODE, "g", os.O_WRONLY | os.O_CREAT, 0o644)
+    with trio.fail_after(30):
+        await _write(capped, opened.fh, DATA)
+    capped.emu.faults.add(FaultRule("error", op="CompleteMultipartUpload", times=1, status=404,
+                                    code="NoSuchUpload"))  # fmt: skip
+    with pytest.raises(StagingError, match="removed from the staging disk"):
+        await fs.flush(opened.fh)
+    await fs.release(opened.fh)
+    assert capped.emu.head(BUCKET, "g") is None
