@@ -508,8 +508,13 @@ class Staging:
         end = min(end, staged.size)
         if end <= staged.shed:
             return False
-        session.forget_journal()
-        punch_hole(staged.fd, staged.shed, end - staged.shed)
+        session.forget_journal()  # first: a crash after the punch must find no record
+        try:
+            punch_hole(staged.fd, staged.shed, end - staged.shed)
+        except OSError as exc:  # a filesystem that cannot: no room, as before
+            log.warning("%s: cannot give back the room of parts already on OSS (%s)",
+                        self.where(staged.key), exc)  # fmt: skip
+            return False
         assert self.space is not None
         self.space.shrink(end - staged.shed)
         log.info("%s: %d MiB already on OSS left the staging disk to make room (no room for "

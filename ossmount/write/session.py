@@ -596,13 +596,13 @@ class UploadSession:
 
     async def _put_whole(self, size: int) -> CommitResult:
         rec = self.record
+        self._readable(0, size)
         if rec.upload_id:  # parts went early but the file shrank: one PUT is simpler
             await self._writes.abort_multipart(rec.key, rec.upload_id)
             self._up.ledger.active.discard(rec.upload_id)
             self._parts.clear()
             await self._save(state=WriteState.DIRTY, upload_id="")
         rec = self.record
-        self._readable(0, size)
         meta = self._meta()
         put = await self._writes.put_object(
             rec.key,
