@@ -145,7 +145,8 @@ class MountConfig:
     )
     max_cache_size_mb: int = option(
         "evict closed, least recently used cache files when the cached bytes exceed this many"
-        " MB (0: no limit); files in use then drop parts already read",
+        " MB (0: no limit); files in use then drop parts already read. With --rw, files being"
+        " written count too, and a new file written in order drops its parts already on OSS",
         20480,
         int,
         metavar="MB",
@@ -309,8 +310,8 @@ class MountConfig:
         "disk, and the upload runs in the background (from --writeback-delay after the "
         "close, up to 16 at once; fsync still waits for it; after a crash the next mount "
         "uploads it before it is ready; an upload that fails is retried in the background, "
-        "the file shown as upload-failed "
-        "meanwhile). Files larger than one part are still committed by close",
+        "the file shown as upload-failed meanwhile); a file larger than one part is sealed "
+        "with the parts it sent while written, and the rest go in the background",
         False,
         switch=True,
     )
