@@ -12,7 +12,9 @@ Durability: the engine fsyncs the staging file and journals the upload beside it
 journal is only written once a multipart upload starts or a commit seals the file, see
 `UploadSettings.journal_small_puts`: a small file whose close waits for its PutObject needs
 no journal, because nobody was told it was stored until it was). At mount start, before the
-mount is ready, fs/recovery.py finishes what a previous process left.
+mount is ready, fs/recovery.py finishes what a previous process left. A file bigger than the
+room the cache has gives back the room of the parts OSS confirmed (`_shed`); it then keeps
+no journal, since those bytes could not be sent again.
 
 Concurrency: trio, one thread. `by_inode` / `by_path` and every `Staged` field change only in
 synchronous code. `Staged.lock` serializes commits of one file; unlink, rename and a

@@ -20,8 +20,10 @@ Whoever needs the upload sooner says so (`hurry`): a write or truncate of the fi
 (Staging.quiesce), a rename of a directory above it, unmount's `drain`. fsync and a rename
 that cannot re-key commit the file themselves.
 
-Concurrency: on the trio thread only. `staged.pending` goes up in `seal_and_schedule` (and
-when a retry starts) and down when that upload ends, whatever its outcome; `staged.landed`
+Concurrency: on the trio thread only. `staged.pending` goes up in `seal_and_schedule`, before
+the seal is written (so a write meanwhile waits instead of changing the bytes being sealed),
+and when a retry starts; it goes down when that upload ends, whatever its outcome, or when
+the seal failed; `staged.landed`
 is set exactly while it is 0 (writes and truncates wait for it: Staging.quiesce). An unsent
 file's bytes are the ones its close sealed (a write or truncate commits them first), so a
 retry may run whoever has the file open. One retry loop per file (`staged.retrying`).
