@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from ossmount.emulator import Emulator, FaultRule
+from ossmount.fs.staged import Staged
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
 from ossmount.oss._write_types import StagingError
@@ -46,27 +47,33 @@ def _staging(rig: WriteRig) -> Staging:
     return rig.staging
 
 
-async def _write(rig: WriteRig, fh: int, data: bytes, start: int = 0) -> None:
-    """Write `data` from `start` in 64 KiB writes, as the kernel passes them."""
-    for offset in range(0, len(data), 64 * 1024):
-        chunk = data[offset : offset + 64 * 1024]
-        assert await rig.fs.write_waiting(fh, start + offset, chunk) == len(chunk)
+async def _write(rig: WriteRig, fh: int, data: bytes) -> None:
+    """Write `data` in 64 KiB writes, as the kernel passes them."""
+    with trio.fail_after(30):
+        for offset in range(0, len(data), 64 * 1024):
+            chunk = data[offset : offset + 64 * 1024]
+            assert await rig.fs.write_waiting(fh, offset, chunk) == len(chunk)
+
+
+async def _created_and_written(rig: WriteRig, name: str) -> tuple[int, Staged]:
+    """create `name` (read-write) and write DATA into it; its handle and staged file."""
+    opened, attr = await rig.fs.create(ROOT_INODE, name, os.O_RDWR | os.O_CREAT, 0o644)
+    staged = _staging(rig).by_inode[attr.inode]
+    await _write(rig, opened.fh, DATA)
+    return opened.fh, staged
 
 
 async def test_a_file_bigger_than_the_cache_is_written_and_committed_whole(
     capped: WriteRig,
 ) -> None:
     fs, staging = capped.fs, _staging(capped)
-    opened, attr = await fs.create(ROOT_INODE, "huge", os.O_WRONLY | os.O_CREAT, 0o644)
-    staged = staging.by_inode[attr.inode]
-    with trio.fail_after(30):
-        await _write(capped, opened.fh, DATA)
+    fh, staged = await _created_and_written(capped, "huge")
     assert staged.shed > 0, "parts on OSS left the disk"
     assert capped.store.staged_bytes <= CAP
     assert not staged.files.journal.exists(), "no journal: a resume could only send zeros"
     with trio.fail_after(30):
-        await fs.flush(opened.fh)  # committed by the close
-    await fs.release(opened.fh)
+        await fs.flush(fh)  # committed by the close
+    await fs.release(fh)
     assert capped.emu.get_bytes(BUCKET, "huge") == DATA
     assert capped.store.staged_bytes == 0
     assert os.listdir(staging.directory) == [], "not adopted: it has holes"
@@ -75,22 +82,19 @@ async def test_a_file_bigger_than_the_cache_is_written_and_committed_whole(
 async def test_shed_bytes_cannot_be_read_back_or_rewritten_before_the_commit(
     capped: WriteRig,
 ) -> None:
-    fs, staging = capped.fs, _staging(capped)
-    opened, attr = await fs.create(ROOT_INODE, "f", os.O_RDWR | os.O_CREAT, 0o644)
-    staged = staging.by_inode[attr.inode]
-    with trio.fail_after(30):
-        await _write(capped, opened.fh, DATA)
+    fs = capped.fs
+    fh, staged = await _created_and_written(capped, "f")
     with pytest.raises(OSError, match="left the staging disk") as read:
-        await fs.read(opened.fh, 0, 4096)
+        await fs.read(fh, 0, 4096)
     assert read.value.errno == errno.EIO
-    assert await fs.read(opened.fh, len(DATA) - 3, 10) == b"end", "what is still staged"
+    assert await fs.read(fh, len(DATA) - 3, 10) == b"end", "what is still staged"
     with pytest.raises(OSError, match="left the staging disk") as write:
-        await fs.write_waiting(opened.fh, 10, b"patch")
+        await fs.write_waiting(fh, 10, b"patch")
     assert write.value.errno == errno.EIO
     assert staged.broken is not None
     with pytest.raises(OSError, match="left the staging disk"):
-        await fs.flush(opened.fh)
-    await fs.release(opened.fh)
+        await fs.flush(fh)
+    await fs.release(fh)
     assert capped.emu.head(BUCKET, "f") is None, "a file missing a write is never committed"
 
 
@@ -98,12 +102,10 @@ async def test_a_lost_upload_fails_the_commit_instead_of_sending_zeros(
     capped: WriteRig,
 ) -> None:
     fs = capped.fs
-    opened, _ = await fs.create(ROOT_INODE, "g", os.O_WRONLY | os.O_CREAT, 0o644)
-    with trio.fail_after(30):
-        await _write(capped, opened.fh, DATA)
+    fh, _ = await _created_and_written(capped, "g")
     capped.emu.faults.add(FaultRule("error", op="CompleteMultipartUpload", times=1, status=404,
                                     code="NoSuchUpload"))  # fmt: skip
     with pytest.raises(StagingError, match="removed from the staging disk"):
-        await fs.flush(opened.fh)
-    await fs.release(opened.fh)
+        await fs.flush(fh)
+    await fs.release(fh)
     assert capped.emu.head(BUCKET, "g") is None
