@@ -109,3 +109,50 @@ async def test_a_lost_upload_fails_the_commit_instead_of_sending_zeros(
         await fs.flush(fh)
     await fs.release(fh)
     assert capped.emu.head(BUCKET, "g") is None
+
+
+async def test_a_shed_file_renamed_while_open_is_committed_and_moved_whole(
+    capped: WriteRig,
+) -> None:
+    fs = capped.fs
+    fh, _ = await _created_and_written(capped, "tmp")
+    with trio.fail_after(30):
+        await fs.rename(ROOT_INODE, "tmp", ROOT_INODE, "final", 0)
+    await fs.flush(fh)
+    await fs.release(fh)
+    assert capped.emu.get_bytes(BUCKET, "final") == DATA
+    assert capped.emu.head(BUCKET, "tmp") is None
+    assert capped.store.staged_bytes == 0
+
+
+async def test_a_shed_file_unlinked_while_open_leaves_nothing(capped: WriteRig) -> None:
+    fs, staging = capped.fs, _staging(capped)
+    fh, _ = await _created_and_written(capped, "gone")
+    await fs.unlink(ROOT_INODE, "gone")
+    await fs.flush(fh)
+    with trio.fail_after(30):
+        await fs.release(fh)
+        while "AbortMultipartUpload" not in [r.op for r in capped.emu.requests]:
+            await trio.sleep(0.01)
+    assert capped.emu.head(BUCKET, "gone") is None
+    assert capped.store.staged_bytes == 0
+    assert os.listdir(staging.directory) == []
+
+
+async def test_a_shed_file_appended_to_after_an_fsync_keeps_the_fsynced_version(
+    capped: WriteRig,
+) -> None:
+    """fsync commits it; bytes written after cannot be committed with it (its start is on
+    OSS only, and nothing here can copy it into a new upload with a CRC-64 known from the
+    staged bytes): the close says so, and the object stays what fsync committed."""
+    fs = capped.fs
+    fh, _ = await _created_and_written(capped, "log")
+    with trio.fail_after(30):
+        await fs.fsync(fh)
+    assert capped.emu.get_bytes(BUCKET, "log") == DATA
+    assert await fs.write_waiting(fh, len(DATA), b"more") == 4
+    with pytest.raises(StagingError, match="removed from the staging disk"):
+        await fs.flush(fh)
+    await fs.release(fh)
+    assert capped.emu.get_bytes(BUCKET, "log") == DATA
+    assert capped.store.staged_bytes == 0
