@@ -92,6 +92,7 @@ class Staged:
     # make room for a writer of a file bigger than the room left (Staging._shed): they
     # cannot be read back, rewritten or sent again before the file is committed.
     shed: int = 0
+    shed_crcs: dict[int, tuple[int, int]] = field(default_factory=dict)  # part: (size, CRC)
     reserved: int = 0  # blocks [0, reserved) were allocated ahead of a sequential writer
 
 

@@ -503,11 +503,12 @@ class Staging:
         session = staged.session
         if session is None or staged.source is not None or staged.lock.locked():
             return False
+        session.gone_crcs = staged.shed_crcs
         ps = session.record.part_size
-        end = staged.shed
-        while end // ps < staged.next_part and session.confirmed(end // ps + 1):
+        end, crcs = staged.shed, {}
+        while end // ps < staged.next_part and (known := session.confirmed(end // ps + 1)):
+            crcs[end // ps + 1] = known
             end += ps
-        end = min(end, staged.size)
         if end <= staged.shed:
             return False
         session.forget_journal()  # first: a crash after the punch must find no record
@@ -523,6 +524,7 @@ class Staging:
                  "the whole file: --max-cache-size-mb, --min-free-mb)", self.where(staged.key),
                  (end - staged.shed) >> 20)  # fmt: skip
         staged.shed = session.gone_below = end
+        staged.shed_crcs.update(crcs)  # the session's `gone_crcs`
         return True
 
     def _shed_broken(self, staged: Staged, what: str) -> None:
@@ -607,6 +609,7 @@ class Staging:
             staged.session.copy_from = _copy_source(staged, staged.dirty_parts)
             if staged.shed:  # the bytes an earlier session sent and punched out
                 staged.session.gone_below = staged.shed
+                staged.session.gone_crcs = staged.shed_crcs
                 staged.session.forget_journal()
             staged.session.may_exist = staged.may_exist
             if self.adopter is not None:  # its parts' CRCs are also taken in the cache's parts

@@ -143,6 +143,10 @@ class UploadSession:
         # make room (fs/staging.py `_shed`): no part of them can be read, nor sent again.
         # Such a session keeps no journal (`forget_journal`): a resume would send zeros.
         self.gone_below = 0
+        # (size, CRC-64) of the parts in that range, as OSS confirmed them when they were
+        # sent: a later upload copies them server-side from the object they went into
+        # (`_copy_part`) with the CRC-64 known instead of hashed from the staged bytes.
+        self.gone_crcs: dict[int, tuple[int, int]] = {}
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
         # Set by the FUSE layer for a file staged from an existing object (see CopySource).
         self.copy_from: CopySource | None = None
@@ -218,9 +222,10 @@ class UploadSession:
         if number > 2:
             let_go(self._fd, 0, (number - 2) * ps)
 
-    def confirmed(self, number: int) -> bool:
-        """Whether OSS confirmed part `number` (1-based) with its CRC-64 in this upload."""
-        return number in self._parts
+    def confirmed(self, number: int) -> tuple[int, int] | None:
+        """(size, CRC-64) of part `number` (1-based) if OSS confirmed it in this upload."""
+        part = self._parts.get(number)
+        return None if part is None else (part.size, part.crc64)
 
     def in_flight(self) -> trio.Event | None:
         """Set when the next background part ends; None if none is being sent."""
@@ -297,12 +302,18 @@ class UploadSession:
         """An unchanged part of the object the file was staged from, copied server-side
         (UploadPartCopy fenced on its ETag) instead of sent; None: send it. Its CRC-64 is
         that of the staged bytes, so Complete's check still covers it (its pieces, cut at
-        `cuts`, come from the same pass)."""
+        `cuts`, come from the same pass); of a part that left the disk (`gone_below`), the
+        one OSS confirmed when it was sent (`gone_crcs`)."""
         source, start = self.copy_from, (number - 1) * self._ps
         if source is None or start + length > source.size or not source.clean(number - 1):
             return None
-        self._readable(start, length)  # its CRC-64 is taken from the staged bytes
-        crc, found = await trio.to_thread.run_sync(hash_part, self._fd, start, length, cuts)
+        known = self.gone_crcs.get(number) if start < self.gone_below else None
+        found: tuple[int, ...] = ()
+        if known is not None and known[0] == length:
+            crc = known[1]
+        else:
+            self._readable(start, length)  # its CRC-64 is taken from the staged bytes
+            crc, found = await trio.to_thread.run_sync(hash_part, self._fd, start, length, cuts)
         if not source.clean(number - 1):
             return None  # written while it was hashed
         try:

@@ -139,20 +139,22 @@ async def test_a_shed_file_unlinked_while_open_leaves_nothing(capped: WriteRig) 
     assert os.listdir(staging.directory) == []
 
 
-async def test_a_shed_file_appended_to_after_an_fsync_keeps_the_fsynced_version(
+async def test_a_shed_file_appended_to_after_an_fsync_copies_its_start_server_side(
     capped: WriteRig,
 ) -> None:
-    """fsync commits it; bytes written after cannot be committed with it (its start is on
-    OSS only, and nothing here can copy it into a new upload with a CRC-64 known from the
-    staged bytes): the close says so, and the object stays what fsync committed."""
+    """fsync commits it; bytes written after go in a new upload, which copies the parts
+    that left the disk from the object fsync committed (UploadPartCopy), with the CRC-64
+    OSS confirmed when they were first sent: Complete still checks the whole object."""
     fs = capped.fs
     fh, _ = await _created_and_written(capped, "log")
     with trio.fail_after(30):
         await fs.fsync(fh)
     assert capped.emu.get_bytes(BUCKET, "log") == DATA
+    capped.emu.requests.clear()
     assert await fs.write_waiting(fh, len(DATA), b"more") == 4
-    with pytest.raises(StagingError, match="removed from the staging disk"):
+    with trio.fail_after(30):
         await fs.flush(fh)
     await fs.release(fh)
-    assert capped.emu.get_bytes(BUCKET, "log") == DATA
+    assert capped.emu.get_bytes(BUCKET, "log") == DATA + b"more"
+    assert "UploadPartCopy" in [r.op for r in capped.emu.requests]
     assert capped.store.staged_bytes == 0
