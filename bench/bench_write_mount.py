@@ -12,6 +12,11 @@ several times; the checkouts take turns, round after round, so a noisy machine h
   cp's end until the file is the read cache's verified entry (`user.ossmount.state`, polled
   every 10 ms) and the MB the daemon read from disk meanwhile (/proc/PID/io read_bytes: the
   adoption's second pass over the file, if it makes one);
+  With `--big-args` (mount options, e.g. "-o writeback" or "--max-cache-size-mb 64
+  --min-free-mb 0"), also the seconds from cp's start until the object is on the server,
+  and with `--lo-mbit` the loopback is held to that rate meanwhile (`tc qdisc ... tbf` on
+  lo, removed after each run: every 127.0.0.1 connection shares it; needs root and tc), so
+  the upload cannot keep up with cp;
 * `small`: `cp -r` of `--files` (default 200) x 64 KiB into the mount with `--latency` (default
   20 ms per response) and `--conn-bps` (default 50 MB/s per connection) on the emulator (the
   W14 shape), without and with `-o writeback`: files/s (with write-back, until every object
@@ -27,8 +32,10 @@ asserted. Every process started is stopped by its PID; temp dirs are removed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -36,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench_mount import cpu_seconds, stop  # a sibling script, not a package
@@ -140,15 +148,38 @@ def cp_timed(source: Path, dest: Path, trace: Path) -> float | None:
     return max(times, default=None)
 
 
-def big(src: Path, source: Path, size: int, out: dict[str, list[float]]) -> None:
+@contextlib.contextmanager
+def loopback_held_to(mbit: float | None) -> Iterator[None]:
+    """Hold the loopback to `mbit` Mbit/s meanwhile (a token bucket on lo; None: as it is)."""
+    if mbit is None:
+        yield
+        return
+    subprocess.run(["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", f"{mbit}mbit",
+                    "burst", "4mb", "latency", "100ms"], check=True)  # fmt: skip
+    try:
+        yield
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], check=False)
+
+
+def big(src: Path, source: Path, size: int, args: argparse.Namespace,
+        out: dict[str, list[float]]) -> None:  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="bwm-big-", dir="/var/tmp"))
-    rig = Rig(src, work, [], [])
+    rig = Rig(src, work, [], shlex.split(args.big_args))
     try:
         d0, e0 = rig.cpu()
         s0 = sectors_written(work)
-        t0 = time.perf_counter()
-        close_s = cp_timed(source, rig.mnt / "big.bin", work / "strace.out")
-        wall = time.perf_counter() - t0
+        before = rig.objects()
+        with loopback_held_to(args.lo_mbit):
+            t0 = time.perf_counter()
+            close_s = cp_timed(source, rig.mnt / "big.bin", work / "strace.out")
+            wall = time.perf_counter() - t0
+            deadline = time.monotonic() + 600
+            while args.big_args and rig.objects() == before and time.monotonic() < deadline:
+                time.sleep(0.01)  # write-back: until the server has it
+            on_server = time.perf_counter() - t0
+        if args.big_args:
+            out["big on server after s"].append(on_server)
         r0, s1 = read_bytes(rig.daemon.pid), sectors_written(work)
         d1, e1 = rig.cpu()
         gib = size / (1 << 30)
@@ -197,6 +228,8 @@ def main() -> None:
     p.add_argument("--conn-bps", type=float, default=50e6)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--only", choices=("big", "small"))
+    p.add_argument("--big-args", default="", help="mount options for `big` (shell words)")
+    p.add_argument("--lo-mbit", type=float, help="hold the loopback to this rate in `big`")
     args = p.parse_args()
     srcs = [s.resolve() for s in (args.src or [Path(__file__).resolve().parent.parent])]
     scratch = Path(tempfile.mkdtemp(prefix="bwm-src-", dir="/dev/shm"))
@@ -213,7 +246,7 @@ def main() -> None:
         for _ in range(args.repeat):
             for src in srcs:
                 if args.only in (None, "big"):
-                    big(src, source, args.size_mib * MiB, results[src])
+                    big(src, source, args.size_mib * MiB, args, results[src])
                 if args.only in (None, "small"):
                     for mode in ("sync", "writeback"):
                         small(src, tree, args.files, args, mode, results[src])
