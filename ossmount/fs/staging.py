@@ -621,14 +621,19 @@ class Staging:
     def sealed_record(self, staged: Staged) -> JournalRecord:
         """The record a write-back close seals (fs/writeback.py): the staged size, and the
         close's ctime (if a crash leaves the upload to the next mount). Of a file whose
-        parts went early, its session's record (UploadSession.sealing)."""
+        parts went early, its session's record (UploadSession.sealing); of one whose failed
+        upload was kept for its retry (`resumable`), that upload's record, so a crash does
+        not make the next mount send its parts again."""
         self._unreserve(staged)
         staged.ctime_ns = now_s()
         record = self._record(staged, mtime_ns=staged.mtime_ns or 0, ctime_ns=staged.ctime_ns)
+        attrs = {name: getattr(record, name) for name in _SEALED_ATTRS}
         if staged.session is not None:
-            attrs = {name: getattr(record, name) for name in _SEALED_ATTRS}
             return staged.session.sealing(staged.size, **attrs)
-        return replace(record, size=staged.size, sealed=True)
+        if staged.resumable is not None:  # its bytes are the sealed ones (Staging.quiesce)
+            staged.resumable = replace(staged.resumable, **attrs)
+            record = staged.resumable
+        return replace(record, size=staged.size, sealed=True, boot_id="")
 
     def unused(self, staged: Staged) -> None:
         """A call just settled `staged` (unlinked or replaced it, or committed it for a

@@ -235,3 +235,27 @@ async def test_a_resumed_upload_keeps_the_headers_of_the_version_it_replaces(
     meta = dict(head.meta)
     assert meta["x-oss-meta-owner-tool"] == "keep me"
     assert "x-oss-meta-mtime" in meta, "the close's mtime, stored by the copy"
+
+
+async def test_a_close_of_an_unsent_one_seals_the_upload_it_kept(wb: WriteRig) -> None:
+    """Closed again (opened for writing, nothing written) while its upload waits for a
+    retry: the seal names the upload the failed try kept, so a crash now would not make the
+    next mount send every part again."""
+    staging = _staging(wb)
+    staged = await _failed_upload(wb, "again")
+    assert staged.resumable is not None
+    kept = staged.resumable.upload_id
+    opened = await wb.fs.open(staged.inode, os.O_WRONLY)
+    await _close(wb.fs, opened.fh)
+    record = load(staged.files.journal)
+    assert record is not None
+    assert record.sealed
+    assert record.upload_id == kept
+    assert record.size == len(BIG)
+    wb.emu.faults.clear()
+    with trio.fail_after(30):
+        await staging.drain()
+        while staging.holds(staged):
+            await trio.sleep(0.05)
+    assert wb.emu.get_bytes(BUCKET, "again") == BIG
+    assert _ops(wb.emu).count("InitiateMultipartUpload") == 1
