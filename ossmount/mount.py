@@ -291,6 +291,7 @@ async def _serve(
             _warn_of_staged(config.cache_dir / "staging")
         if staging is not None:
             staging.on_outcome = metrics.commit
+            staging.on_shed = metrics.staged_shed
             staging.make_room = store.make_room
             saver.leave_out = staging.known.owed_keys
         fs = FileSystem(

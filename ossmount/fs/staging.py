@@ -130,6 +130,7 @@ class Staging:
         # namespace); write-back commits finish after their close returned, so they need it.
         self.on_commit: Callable[[Staged, ObjectMeta], None] = lambda staged, meta: None
         self.on_outcome: Callable[[str], None] = lambda outcome: None  # metrics
+        self.on_shed: Callable[[int], None] = lambda nbytes: None  # metrics (`_shed`)
         # The read cache shares the disk: when a staging write finds it full, idle cache
         # entries are evicted for it (CacheStore.make_room) before ENOSPC is the answer.
         # Staged files are not cache entries, so they are never evicted.
@@ -520,6 +521,7 @@ class Staging:
             return False
         assert self.space is not None
         self.space.shrink(end - staged.shed)
+        self.on_shed(end - staged.shed)
         log.info("%s: %d MiB already on OSS left the staging disk to make room (no room for "
                  "the whole file: --max-cache-size-mb, --min-free-mb)", self.where(staged.key),
                  (end - staged.shed) >> 20)  # fmt: skip

@@ -14,6 +14,7 @@ records:
 | ossmount_parts_in_flight                     | prefetcher, around each part GET     |
 | ossmount_verdicts_total{verdict}             | prefetcher, when a download finishes |
 | ossmount_shed_bytes_total                    | prefetcher, per part punched out     |
+| ossmount_staged_shed_bytes_total             | fs.staging, per punch of sent parts  |
 | ossmount_read_duration_seconds (histogram)   | fs.ops, the FUSE read handler                |
 | ossmount_cache_{bytes,entries,...}           | a collector reading CacheStore.statistics()  |
 
@@ -226,6 +227,11 @@ _WARMED_OPENED = _Count(
     "Warmed objects that a reader then opened; the rest of ossmount_warmed_objects was fetched "
     "for nothing (a walk that stopped)",
 )
+_STAGED_SHED_BYTES = _Count(
+    "ossmount_staged_shed_bytes",
+    "Bytes of files being written (-o rw) that OSS had confirmed, punched out of their staging "
+    "files to keep them under the cache cap or free-space floor (files bigger than the cache)",
+)
 _COMMITS = _Count(
     "ossmount_commits",
     "Files a -o rw mount uploaded on close, fsync or in the background (write-back), by "
@@ -251,6 +257,7 @@ class MountMetrics:
         self.warmed = _WARMED.build(r)
         self.warmed_opened = _WARMED_OPENED.build(r)
         self.commits = _COMMITS.build(r)
+        self.staged_shed_bytes = _STAGED_SHED_BYTES.build(r)
         self.parts_in_flight = Gauge(
             "ossmount_parts_in_flight", "Part GETs in progress", registry=r
         )
@@ -307,6 +314,9 @@ class MountMetrics:
 
     def shed(self, nbytes: int) -> None:
         self.shed_bytes.inc(nbytes)
+
+    def staged_shed(self, nbytes: int) -> None:
+        self.staged_shed_bytes.inc(nbytes)
 
     def object_warmed(self, opened: bool) -> None:
         (self.warmed_opened if opened else self.warmed).inc()

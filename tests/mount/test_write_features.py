@@ -15,6 +15,7 @@ import alibabacloud_oss_v2 as oss
 from ossmount.emulator import Emulator
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET, fsynced
+from tests.mount.test_metrics import metrics_url, scrape
 from tests.mount.test_write import RW, MiB, sdk, server_bytes, server_keys
 
 __all__ = ["wait_until"]
@@ -185,7 +186,9 @@ def test_staged_bytes_count_against_the_cache_cap(
     emulator.put_object(BUCKET, "read", os.urandom(3 * MiB))
     old = os.urandom(3 * MiB)
     emulator.put_object(BUCKET, "big", old)
-    mount = make_mount(args=(*RW, "--max-cache-size-mb", "5", "--min-free-mb", "0")).start()
+    args = (*RW, "--max-cache-size-mb", "5", "--min-free-mb", "0", "--metrics-addr",
+            "127.0.0.1:0")  # fmt: skip
+    mount = make_mount(args=args).start()
     assert len((mount.path / "read").read_bytes()) == 3 * MiB  # an idle cache entry now
     data = os.urandom(4 * MiB)
     (tmp_path / "w").write_bytes(data)
@@ -206,6 +209,8 @@ def test_staged_bytes_count_against_the_cache_cap(
     subprocess.run(["cp", str(tmp_path / "huge"), str(mount.path / "huge")], check=True)
     assert server_bytes(emulator, "huge") == huge
     assert "left the staging disk to make room" in mount.log()
+    _, samples = scrape(metrics_url(mount))
+    assert samples[("ossmount_staged_shed_bytes_total", ())] >= 7 * MiB  # 12 MiB, a 5 MiB cap
     assert (mount.path / "huge").read_bytes() == huge, "read back from OSS, verified"
 
 
