@@ -129,8 +129,13 @@ async def disown(staged: Staged) -> None:
     """An unlinked or replaced file, no commit of it running (its lock held, or settled after
     it was marked orphan, so none starts): its journal goes, durably, before the caller's
     success is acknowledged. A write-back close may have sealed it, and its handles keep it
-    staged long after: a crash would then upload it again under the name it lost."""
-    await trio.to_thread.run_sync(_remove_durably, staged.files.journal)
+    staged long after: a crash would then upload it again under the name it lost. Under the
+    journal's lock, and its session saves nothing more: a part of it confirmed after the
+    unlink wrote the sealed record again (the crash walk, seed 396 with write-back)."""
+    async with staged.journal_lock:
+        if staged.session is not None:
+            staged.session.stop_journal()
+        await trio.to_thread.run_sync(_remove_durably, staged.files.journal)
 
 
 def _remove_durably(journal: Path) -> None:

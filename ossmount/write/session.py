@@ -234,9 +234,16 @@ class UploadSession:
     def forget_journal(self) -> None:
         """Keep no journal from now on, and remove the one kept so far: bytes this session
         sent left the disk (`gone_below`), so no later process can resume it (its commit
-        is then the close's own: nothing was acknowledged before it)."""
-        self._ephemeral = True
+        is then the close's own: nothing was acknowledged before it). A save already being
+        written may still land: its record is not sealed (a sealed session is not shed)."""
+        self.stop_journal()
         self.staged.journal.unlink(missing_ok=True)
+
+    def stop_journal(self) -> None:
+        """Save no record from now on (the caller, holding `save_lock`, removes the journal:
+        fs/staged.py `disown`). A part confirmed later would otherwise write the journal
+        again, and a sealed one would bring the file back after a crash."""
+        self._ephemeral = True
 
     def _readable(self, start: int, length: int) -> None:
         """Bytes [start, start + length) are to be read from the staged file and sent:

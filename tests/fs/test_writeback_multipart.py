@@ -259,3 +259,32 @@ async def test_a_close_of_an_unsent_one_seals_the_upload_it_kept(wb: WriteRig) -
             await trio.sleep(0.05)
     assert wb.emu.get_bytes(BUCKET, "again") == BIG
     assert _ops(wb.emu).count("InitiateMultipartUpload") == 1
+
+
+async def test_a_part_confirmed_after_the_unlink_does_not_bring_the_seal_back(
+    wb: WriteRig,
+) -> None:
+    """Found by the crash walk (seed 396, write-back). The unlink removed the sealed
+    journal; a part still in flight was then confirmed, and the session's saver wrote the
+    sealed record again: after a crash, the next mount uploaded the unlinked file."""
+    fs, staging = wb.fs, _staging(wb)
+    slow = FaultRule("stall", op="UploadPart", key="ghost", nth=3, seconds=1.0)
+    wb.emu.faults.add(slow)
+    opened, attr = await fs.create(ROOT_INODE, "ghost", os.O_WRONLY | os.O_CREAT, 0o644)
+    for offset in range(0, len(BIG), 64 * 1024):
+        fs.write(opened.fh, offset, BIG[offset : offset + 64 * 1024])
+    with trio.fail_after(10):
+        while slow.fired < 1:  # the third part is being sent, and held
+            await trio.sleep(0.01)
+    staged = staging.by_inode[attr.inode]
+    session = staged.session
+    assert session is not None
+    await _close(fs, opened.fh)  # sealed, with the parts confirmed so far
+    await fs.unlink(ROOT_INODE, "ghost")
+    assert not staged.files.journal.exists()
+    with trio.fail_after(10):
+        await session.drain()  # the third part is confirmed, and its saver has run
+    assert not staged.files.journal.exists(), "no journal: a crash must not upload it"
+    with trio.fail_after(10):
+        await staging.drain()
+    assert wb.emu.head(BUCKET, "ghost") is None
