@@ -720,7 +720,7 @@ class FileSystem:
 
     def _cached_state(self, node: Node) -> tuple[str, int | None]:
         assert node.meta is not None
-        staged = self._staging.by_inode.get(node.inode) if self._staging else None
-        if staged is not None:
-            return staged_state(staged), None
+        staging = self._staging
+        if staging is not None and (staged := staging.by_inode.get(node.inode)) is not None:
+            return staged_state(staged, staging.held(staged)), None
         return self._prefetcher.cached_state(node.meta)

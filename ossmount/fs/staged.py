@@ -41,7 +41,6 @@ class Staged:
     failed: bool = False  # the last commit failed (its writer got EIO); a write clears it
     broken: OSError | None = None  # a staging write failed: never committed, every call fails
     pending: int = 0  # write-back commits scheduled and not finished
-    held: bool = False  # one of them waits out --writeback-delay (fs/writeback.py)
     # A write-back close acknowledged these bytes and their upload failed: they stay staged
     # and shown (not dropped), and are committed before anything changes them
     # (Staging.quiesce) or at the last close; else the next mount uploads them.
@@ -112,8 +111,9 @@ def count_staged(files: Iterable[Staged], staged_bytes: int) -> StagedCounts:
     return StagedCounts(len(files), sum(1 for f in files if f.unsent), staged_bytes)
 
 
-def staged_state(staged: Staged) -> str:
-    """`user.ossmount.state` of a file being written (fs/xattrs.py)."""
+def staged_state(staged: Staged, held: bool = False) -> str:
+    """`user.ossmount.state` of a file being written (fs/xattrs.py); `held`: its pending
+    upload waits out --writeback-delay (Staging.held)."""
     if staged.broken is not None:
         return "staging-failed"
     if staged.failed:
@@ -121,7 +121,7 @@ def staged_state(staged: Staged) -> str:
     if staged.lock.locked():
         return "uploading"
     if staged.pending:
-        return "queued" if staged.held else "uploading"
+        return "queued" if held else "uploading"
     return "written" if staged.dirty else "committed"
 
 

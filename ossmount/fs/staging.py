@@ -126,6 +126,7 @@ class Staging:
         self.drain = self._writeback.drain
         self.rekey = self._writeback.rekey
         self.sync_names = self._writeback.sync_names
+        self.held = self._writeback.held
         # Called with every object a commit put on OSS (the FileSystem records it in the
         # namespace); write-back commits finish after their close returned, so they need it.
         self.on_commit: Callable[[Staged, ObjectMeta], None] = lambda staged, meta: None

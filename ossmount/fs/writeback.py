@@ -168,7 +168,6 @@ class WriteBack:
             return None
         go = trio.Event()
         self._waiting.setdefault(staged, []).append(go)
-        staged.held = True
         return go
 
     async def _held_back(self, staged: Staged, go: trio.Event) -> None:
@@ -185,7 +184,10 @@ class WriteBack:
         waiting.remove(go)
         if not waiting:
             del self._waiting[staged]
-            staged.held = False
+
+    def held(self, staged: Staged) -> bool:
+        """Whether an upload of `staged` waits out the delay (`user.ossmount.state`)."""
+        return staged in self._waiting
 
     def hurry(self, staged: Staged | None = None) -> None:
         """Start the held-back upload of `staged` now (of every file: None, for unmount)."""

@@ -83,7 +83,9 @@ async def test_the_close_of_a_file_whose_parts_went_early_seals_them_and_returns
     assert sorted(p.number for p in record.parts) == [1, 2, 3]
     shown = await fs.getattr(inode)
     assert shown.size == len(BIG)
-    assert staged_state(staged) == "queued", "its upload waits out --writeback-delay"
+    assert staged_state(staged, staging.held(staged)) == "queued", (
+        "its upload waits out --writeback-delay"
+    )
     with trio.fail_after(10):
         await staging.drain()
         await staging.owed.store("big")  # the close's mtime, which the Initiate lacked
