@@ -18,7 +18,7 @@ import threading
 
 import fastcrc
 
-__all__ = ["BytesLike", "combine", "crc64", "format_crc", "shift"]
+__all__ = ["BytesLike", "combine", "crc64", "format_crc", "prefix_crc", "shift"]
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -108,6 +108,37 @@ def combine(crc1: int, crc2: int, len2: int) -> int:
     if len2 < 0:
         raise ValueError(f"negative length {len2}")
     return (_advance(crc1, len2) ^ crc2) & _MASK
+
+
+def prefix_crc(whole: int, tail: int, tail_len: int) -> int:
+    """CRC of A from CRC(A||B) = `whole`, CRC(B) = `tail` and len(B) = `tail_len`: `combine`
+    solved for its first argument. Advancing over zero bytes is an invertible linear map (the
+    polynomial's constant term is 1), so this is one 64x64 system over GF(2). It lets a file
+    appended to be verified without reading its start: OSS states the whole object's CRC, the
+    client reads the tail it rewrites (fs/staging.py `fill`)."""
+    if tail_len < 0:
+        raise ValueError(f"negative length {tail_len}")
+    target = (whole ^ tail) & _MASK
+    if not tail_len:
+        return target
+    # Gaussian elimination on the operator's columns: each pivot is a column combination,
+    # `mix` records which columns; reducing `target` to zero names the preimage.
+    pivots: dict[int, tuple[int, int]] = {}
+    for n, column in enumerate(zero_shift(tail_len)):
+        mix = 1 << n
+        while column:
+            top = column.bit_length() - 1
+            if top not in pivots:
+                pivots[top] = (column, mix)
+                break
+            column ^= pivots[top][0]
+            mix ^= pivots[top][1]
+    found = 0
+    while target:
+        column, mix = pivots[target.bit_length() - 1]  # complete: the map is invertible
+        target ^= column
+        found ^= mix
+    return found
 
 
 def _advance(crc: int, length: int) -> int:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ossmount.crc64 import combine, crc64, format_crc, shift
+from ossmount.crc64 import combine, crc64, format_crc, prefix_crc, shift
 
 # crcmod with OSS's parameters (PY2 crc.py): poly 0x142F0E1EBA9EA3693, reflected, init 0
 # (crcmod's user-visible 0 is an all-ones register), xorOut all ones.
@@ -66,6 +66,21 @@ def test_fastcrc_agrees_with_crcmod(data: bytes) -> None:
 @given(st.integers(0, (1 << 64) - 1), st.integers(0, 5000))
 def test_shift_is_appending_zeros_without_their_own_crc(crc: int, length: int) -> None:
     assert shift(crc, length) ^ crc64(bytes(length)) == combine(crc, crc64(bytes(length)), length)
+
+
+@given(st.binary(max_size=2000), st.binary(max_size=2000))
+def test_prefix_crc_undoes_combine(a: bytes, b: bytes) -> None:
+    """The CRC of a file's start from the whole file's and its tail's (an append's unread
+    start, fs/staging.py)."""
+    assert prefix_crc(crc64(a + b), crc64(b), len(b)) == crc64(a)
+
+
+def test_prefix_crc_over_a_tail_of_parts() -> None:
+    rnd = random.Random(7)
+    a, b = rnd.randbytes(100_000), rnd.randbytes(8 << 20)
+    assert prefix_crc(crc64(a + b), crc64(b), len(b)) == crc64(a)
+    with pytest.raises(ValueError, match="negative"):
+        prefix_crc(1, 2, -1)
 
 
 def test_combine_rejects_a_negative_length() -> None:
