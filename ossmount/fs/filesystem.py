@@ -116,6 +116,7 @@ class _OpenFile:
     inode: int
     reader: ObjectReader | None  # None: served by `staged`
     staged: Staged | None = None
+    unread: ObjectReader | None = None  # of `staged.unread_from`, opened on the first read
 
 
 class FileSystem:
@@ -303,6 +304,8 @@ class FileSystem:
         if handle.reader is None:
             assert handle.staged is not None
             assert self._staging is not None
+            if offset < handle.staged.unread:
+                return await self._read_unread(handle, offset, size)
             return self._staging.read(handle.staged, offset, size)
         try:
             return await handle.reader.read(offset, size)
@@ -315,10 +318,31 @@ class FileSystem:
                 self._ns.invalidate()  # the next open re-lists and sees the new version
             raise
 
+    async def _read_unread(self, handle: _OpenFile, offset: int, size: int) -> bytes:
+        """A read of the unread start of a file appended to (Staged.unread) goes to the
+        version that holds it, through the verified read path, then on into the staged
+        bytes."""
+        staged = handle.staged
+        assert staged is not None
+        source = staged.unread_from
+        assert source is not None
+        if handle.unread is None or handle.unread.meta != source:  # first, or a new version
+            if handle.unread is not None:
+                await handle.unread.aclose()
+            handle.unread = self._prefetcher.open(source)
+        want = min(size, staged.unread - offset)
+        data = await handle.unread.read(offset, want)
+        if len(data) < want or len(data) == size:
+            return data
+        assert self._staging is not None  # the rest: staged bytes (also if fetched meanwhile)
+        return data + self._staging.read(staged, offset + len(data), size - len(data))
+
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
         if handle is None:
             return
+        if handle.unread is not None:
+            await handle.unread.aclose()
         if handle.staged is not None:
             assert self._staging is not None
             await self._staging.release(handle.staged)  # a commit there tells `_committed`
@@ -363,7 +387,7 @@ class FileSystem:
                     staged.filled = trio.Event()  # an open joining meanwhile waits for it
                     reader = self._prefetcher.open(meta)
                     try:
-                        await staging.fill(staged, reader, meta.size)
+                        await staging.fill(staged, reader, meta, append=bool(flags & os.O_APPEND))
                     finally:
                         await reader.aclose()
             except BaseException:
@@ -413,6 +437,16 @@ class FileSystem:
         self._files[fh] = _OpenFile(node.inode, None, staged)
         return Opened(fh, False, direct_writes(flags)), self.attr(node)
 
+    async def _fetch_unread(self, staged: Staged) -> None:
+        assert self._staging is not None
+        await self._staging.fetch_unread(staged, self._prefetcher.open)
+
+    async def _keep_readable(self, staged: Staged) -> None:
+        """A file still open whose object is about to go (unlinked, replaced): its unread
+        start is fetched first, as a local file's bytes stay readable through its handles."""
+        if staged.handles and staged.unread:
+            await self._fetch_unread(staged)
+
     def _staged_handle(self, fh: int) -> Staged:
         handle = self._files.get(fh)
         if handle is None or handle.staged is None:
@@ -434,6 +468,10 @@ class FileSystem:
         a file bigger than the room left, written faster than it is uploaded)."""
         while True:
             await self.before_write(fh)
+            staged = self._staged_handle(fh)
+            if offset < staged.unread:  # the start of an object appended to: fetched first
+                await self._fetch_unread(staged)
+                continue
             try:
                 return self.write(fh, offset, data)
             except NoRoomYet as wait:
@@ -494,6 +532,8 @@ class FileSystem:
         if size is not None:
             if staged is not None and staged.handles:
                 await staging.quiesce(staged)  # a pending write-back upload lands first
+            if staged is not None and staged.handles and 0 < size < staged.unread:
+                await self._fetch_unread(staged)
             if staged is not None and staged.handles and staging.by_inode.get(inode) is staged:
                 staging.truncate(staged, size)  # committed by that handle's close
             else:  # none open (a write-back upload may still hold it): commit it here
@@ -505,6 +545,8 @@ class FileSystem:
                 try:
                     handle = self._staged_handle(opened.fh)
                     await staging.quiesce(handle)  # counted: that upload lands, keeps it staged
+                    if 0 < size < handle.unread:
+                        await self._fetch_unread(handle)
                     staging.truncate(handle, size)
                     await self._commit(handle)
                 finally:
@@ -519,6 +561,7 @@ class FileSystem:
         inode = staging.by_path.get(path)
         if inode is not None:
             staged = staging.by_inode[inode]
+            await self._keep_readable(staged)
             staging.unlinked(staged)  # no commit of it starts from here on
             await staging.settle(staged)  # one running (write-back, another close) lands first
             await staging.disown(staged)  # and a crash cannot bring it back
@@ -605,6 +648,8 @@ class FileSystem:
         victim = staging.by_inode.get(staging.by_path.get(new_path, 0))
         if victim is not None and victim.inode == node.inode:
             victim = None
+        if victim is not None:
+            await self._keep_readable(victim)
         moved = await move_file(staging, meta, new_key, self._ns.root_prefix, victim=victim,
                                 noreplace=bool(flags & _NOREPLACE))  # fmt: skip
         self._ns.learned(node.path, None)
@@ -627,6 +672,8 @@ class FileSystem:
         victim = staging.by_inode.get(staging.by_path.get(new_path, 0))
         if victim is staged:
             victim = None
+        if victim is not None:
+            await self._keep_readable(victim)
         old_path = staged.path
         async with victim.lock if victim is not None else contextlib.nullcontext():
             if not await staging.rekey(staged, new_path, self._key(new_path)):

@@ -93,6 +93,21 @@ class Staged:
     shed: int = 0
     shed_crcs: dict[int, tuple[int, int]] = field(default_factory=dict)  # part: (size, CRC)
     reserved: int = 0  # blocks [0, reserved) were allocated ahead of a sequential writer
+    # Bytes [0, unread) are the object's as it was opened, never fetched (Staging.fill: an
+    # append to a big object reads only its last part). Reads of them go to `unread_from`
+    # (the version that holds them: the one opened, later the one committed or renamed to),
+    # commits copy them server-side and check the whole object against `unread_crc` (their
+    # CRC-64, solved from the one OSS states for the whole object); a write or truncate into
+    # them fetches them first (`Staging.fetch_unread`, once: `unread_fetched` is set then).
+    unread: int = 0
+    unread_crc: int = 0
+    unread_from: ObjectMeta | None = None
+    unread_fetched: trio.Event | None = None
+
+    @property
+    def hole(self) -> int:
+        """Bytes [0, hole) are not in the staging file: shed (sent, then punched) or unread."""
+        return max(self.shed, self.unread)
 
 
 @dataclass(frozen=True, slots=True)

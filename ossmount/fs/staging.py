@@ -14,7 +14,10 @@ journal is only written once a multipart upload starts or a commit seals the fil
 no journal, because nobody was told it was stored until it was). At mount start, before the
 mount is ready, fs/recovery.py finishes what a previous process left. A file bigger than the
 room the cache has gives back the room of the parts OSS confirmed (`_shed`); it then keeps
-no journal, since those bytes could not be sent again.
+no journal, since those bytes could not be sent again. A big existing object written into is
+staged from its last part only (`fill`): its start stays unread, is copied server-side and
+checked through the whole object's CRC-64, and is fetched before anything changes it
+(`fetch_unread`); such a file keeps no journal either.
 
 Concurrency: trio, one thread. `by_inode` / `by_path` and every `Staged` field change only in
 synchronous code. `Staged.lock` serializes commits of one file; unlink, rename and a
@@ -44,6 +47,7 @@ import trio
 
 from ossmount.cache.adopt import Adopter
 from ossmount.cache.holes import punch_hole, reserve
+from ossmount.crc64 import crc64, prefix_crc
 from ossmount.fs.attrstore import KnownMeta, store_attrs
 from ossmount.fs.owedattrs import OWED_DELAY_S, OwedAttrs
 from ossmount.fs.shown import Posix, ShownAttrs, adopt_sent
@@ -51,12 +55,13 @@ from ossmount.fs.staged import Staged, disown
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.stamps import now_s, only_ctime_differs
 from ossmount.fs.writeback import WriteBack
-from ossmount.oss._errors import is_retryable
+from ossmount.oss._errors import NoSuchKey, PreconditionFailed, is_retryable
 from ossmount.oss._write_types import CrcMismatch, StagingError
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import (
     CopySource,
     StagedFile,
+    UnreadStart,
     Uploader,
     UploadSession,
 )
@@ -85,6 +90,11 @@ class NoRoomYet(Exception):
     def __init__(self, sending: trio.Event) -> None:
         super().__init__("waiting for parts being sent to make room")
         self.sending = sending
+
+
+class ReaderWithClose(Protocol):
+    async def read(self, offset: int, size: int) -> bytes: ...
+    async def aclose(self) -> None: ...
 
 
 class ObjectReaderLike(Protocol):
@@ -204,27 +214,119 @@ class Staging:
         self._writeback.keep_trying(staged)
         return staged
 
-    async def fill(self, staged: Staged, source: ObjectReaderLike, size: int) -> None:
+    async def fill(
+        self, staged: Staged, source: ObjectReaderLike, meta: ObjectMeta, *, append: bool
+    ) -> None:
         """Copy the current object (read through the verified read path) into the staging
-        file: writing into an existing file works on the whole object."""
-        staged.size = size  # what stat shows meanwhile (an appender takes its offset from it)
+        file: writing into an existing file works on the whole object. For an appender
+        (O_APPEND) of an object of a whole part or more whose CRC-64 OSS states, only the
+        last part is read: the start stays unread (`Staged.unread`, its CRC-64 solved from
+        the whole object's and the tail's) until a write or truncate changes it, so
+        appending a line to a big object costs a part, not the object. Not for other
+        writers: they patch in place, and one whose object changed on the server meanwhile
+        must still have its start (last writer wins), where an appender's commit fails."""
+        size = staged.size = meta.size  # what stat shows meanwhile (an appender's offset)
+        start, whole = await self._unread_start(staged, meta) if append else (0, 0)
+        # The unread start takes no room: it is the file's hole (`_drop`, `fetch_unread`).
+        staged.unread = staged.counted = start
+        staged.unread_from = meta if start else None
         self._count(staged, size)
-        offset = 0
+        offset, tail = start, 0
         while offset < size:
             data = await source.read(offset, min(_FILL_CHUNK, size - offset))
             if not data:
                 raise EOFError(f"{self.where(staged.key)}: object ended at {offset} of {size}")
             os.pwrite(staged.fd, data, offset)
+            tail = crc64(data, tail)
             offset += len(data)
+        if start:
+            os.ftruncate(staged.fd, size)  # an object of whole parts: none of it was read
+            staged.unread_crc = prefix_crc(whole, tail, size - start)
         staged.seq_end = size
         staged.source = (staged.key, staged.base_etag, size)
         staged.dirty_parts = set()
+
+    async def _unread_start(self, staged: Staged, meta: ObjectMeta) -> tuple[int, int]:
+        """Where the fill starts (the start of the object's last part, 0 for an object of
+        less than two parts) and the whole object's CRC-64, from one HEAD fenced on the
+        version opened; 0 (the whole object is read) if OSS states no CRC-64 for it (an
+        object made by a copy may have none)."""
+        ps = self.uploader.settings.part_size
+        start = meta.size // ps * ps
+        if start < ps:
+            return 0, 0
+        try:
+            _, _, whole = await self.uploader.writes.object_headers(meta.key, if_match=meta.etag)
+        except (NoSuchKey, PreconditionFailed):
+            return 0, 0  # the read that follows says it
+        return (start, whole) if whole is not None else (0, 0)
+
+    async def fetch_unread(
+        self, staged: Staged, open_source: Callable[[ObjectMeta], ReaderWithClose]
+    ) -> None:
+        """Bring the unread start into the staged file before something changes it (a write
+        or truncate into it; an unlink or replace while it is open, which takes the version
+        it is read from away). Read through the verified read path from the version that
+        holds it, and checked against `unread_crc`: bytes that do not match are never used
+        (OSError EIO, the file unchanged). One fetch at a time; others wait for it."""
+        while staged.unread:
+            if staged.unread_fetched is not None:
+                await staged.unread_fetched.wait()
+                continue
+            done = staged.unread_fetched = trio.Event()
+            try:
+                await self._fetch_unread(staged, open_source)
+            finally:
+                staged.unread_fetched = None
+                done.set()
+
+    async def _fetch_unread(
+        self, staged: Staged, open_source: Callable[[ObjectMeta], ReaderWithClose]
+    ) -> None:
+        below, meta = staged.unread, staged.unread_from
+        assert meta is not None
+        if self.space is not None:
+            self.space.grow(below, self.where(staged.key))  # ENOSPC: nothing changed
+        fetched = False
+        try:
+            reader = open_source(meta)
+            try:
+                offset, crc = 0, 0
+                while offset < below:
+                    data = await reader.read(offset, min(_FILL_CHUNK, below - offset))
+                    if not data:
+                        raise EOFError(f"{self.where(meta.key)}: ended at {offset} of {below}")
+                    # The hole's bytes: no one reads or writes them until `unread` is 0.
+                    os.pwrite(staged.fd, data, offset)
+                    crc = crc64(data, crc)
+                    offset += len(data)
+            finally:
+                await reader.aclose()
+            if crc != staged.unread_crc:
+                raise OSError(errno.EIO, f"{self.where(meta.key)}: its first {below} bytes "
+                              f"came with CRC-64 {crc:016x}, not the {staged.unread_crc:016x} "
+                              "the whole object's implies; the file is unchanged")  # fmt: skip
+            fetched = True
+        finally:
+            if not fetched and self.space is not None:
+                self.space.shrink(below)
+        self._forget_unread(staged)
+
+    @staticmethod
+    def _forget_unread(staged: Staged) -> None:
+        """The start is no longer unread: fetched, or truncated away. A session copying it
+        copies again what it did with no CRC of its own (`UploadSession.fetched_unread`)."""
+        staged.unread, staged.unread_from = 0, None
+        if staged.session is not None:
+            staged.session.fetched_unread()
 
     def moved(self, staged: Staged, path: str, meta: ObjectMeta) -> None:
         """The file was renamed (after a commit, so its bytes are the copy `meta`): later
         commits go to the new key, and what it has committed is the copy. A file dropped
         meanwhile (its last upload ended while the rename copied it) stays out of the maps."""
         staged.key, staged.base_etag = meta.key, meta.etag
+        if staged.unread:  # the copy holds the unread start now
+            staged.unread_from = meta
         if not staged.dirty:
             staged.committed = meta
             staged.source = (meta.key, meta.etag, staged.size)
@@ -264,6 +366,8 @@ class Staging:
         (fs/attrstore.py): same bytes, maybe a new ETag, which later commits and the
         adoption must know."""
         staged.base_etag = meta.etag
+        if staged.unread:
+            staged.unread_from = meta
         if staged.source is not None:
             staged.source = (meta.key, meta.etag, staged.size)
         if staged.committed is not None:
@@ -345,7 +449,7 @@ class Staging:
             and meta.size == staged.size
             and not (staged.dirty or staged.orphan or staged.failed or staged.broken)
             and staged.session is None
-            and not staged.shed  # holes where the object has bytes
+            and not staged.hole  # holes where the object has bytes
         )
 
     def _hand_over(self, staged: Staged) -> None:
@@ -396,7 +500,7 @@ class Staging:
             staged.session.close()
             staged.session = None
         if self.space is not None:
-            self.space.shrink(staged.counted - min(staged.shed, staged.counted))
+            self.space.shrink(staged.counted - min(staged.hole, staged.counted))
             staged.counted = 0
         with contextlib.suppress(OSError):
             os.close(staged.fd)
@@ -406,6 +510,10 @@ class Staging:
     # -- bytes -------------------------------------------------------------------------------
 
     def read(self, staged: Staged, offset: int, size: int) -> bytes:
+        """The staged bytes [offset, offset + size); the caller reads an unread start from
+        its version (`Staged.unread_from`)."""
+        if offset < staged.unread and size > 0:
+            raise OSError(errno.EIO, f"{self.where(staged.key)}: bytes {offset}.. are unread")
         if offset < staged.shed and size > 0:
             raise OSError(errno.EIO, f"{self.where(staged.key)}: bytes {offset}.. were sent and "
                           "left the staging disk to make room; they can be read once the file "
@@ -420,6 +528,9 @@ class Staging:
             raise staged.broken
         if offset < staged.shed:
             self._shed_broken(staged, f"a write at {offset}")
+        if offset < staged.unread:  # the caller fetches it first (fetch_unread)
+            raise OSError(errno.EIO, f"{self.where(staged.key)}: a write at {offset} of an "
+                          "unread start")  # fmt: skip
         try:
             self._count(staged, offset + len(data))
             if offset == staged.seq_end and offset + len(data) > staged.reserved:
@@ -542,6 +653,12 @@ class Staging:
     def truncate(self, staged: Staged, size: int) -> None:
         if size < staged.shed:
             self._shed_broken(staged, f"a truncate to {size}")
+        if size == 0 and staged.unread:  # nothing of it is needed any more
+            staged.counted -= staged.unread  # it took no room
+            self._forget_unread(staged)
+        if size < staged.unread:  # the caller fetches it first (fetch_unread)
+            raise OSError(errno.EIO, f"{self.where(staged.key)}: a truncate to {size} into an "
+                          "unread start")  # fmt: skip
         try:
             self._count(staged, size)
         except NoRoomYet as exc:  # a truncate does not wait: it is refused as without room
@@ -613,6 +730,14 @@ class Staging:
             if staged.shed:  # the bytes an earlier session sent and punched out
                 staged.session.gone_below = staged.shed
                 staged.session.gone_crcs = staged.shed_crcs
+                staged.session.forget_journal()
+            if staged.unread:  # no later process could commit it either: no journal
+                assert staged.unread_from is not None
+                source = staged.unread_from
+                staged.session.unread = UnreadStart(
+                    staged.unread, staged.unread_crc, source.key, source.etag
+                )
+                staged.session.gone_below = staged.unread
                 staged.session.forget_journal()
             staged.session.may_exist = staged.may_exist
             if self.adopter is not None:  # its parts' CRCs are also taken in the cache's parts
@@ -751,6 +876,8 @@ class Staging:
         await self._late_attrs(staged, sent)
         staged.base_etag = staged.committed.etag
         staged.source = (staged.key, staged.committed.etag, size)
+        if staged.unread:  # the new version holds the unread start now
+            staged.unread_from = staged.committed
         log.debug("%s committed: %d bytes, %d parts, CRC-64 %016x",
                   self.where(staged.key), size, result.parts, result.crc64)  # fmt: skip
         return staged.committed

@@ -10,7 +10,7 @@ The OSS requests themselves are in `ossmount.oss._writes`.
 
 from __future__ import annotations
 
-from .commit_types import CommitResult, CopySource, StagedFile, UploadSettings
+from .commit_types import CommitResult, CopySource, StagedFile, UnreadStart, UploadSettings
 from .journal import CorruptJournal, JournalIOError, JournalRecord, PartRecord, WriteState
 from .ledger import UploadLedger
 from .sweeper import load_journals, sweep_stale_uploads
@@ -24,6 +24,7 @@ __all__ = [
     "JournalRecord",
     "PartRecord",
     "StagedFile",
+    "UnreadStart",
     "UploadLedger",
     "UploadSession",
     "UploadSettings",

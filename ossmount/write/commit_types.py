@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["MIN_PART", "CommitResult", "CopySource", "Piece", "StagedFile", "UploadSettings"]
+__all__ = [
+    "MIN_PART",
+    "CommitResult",
+    "CopySource",
+    "Piece",
+    "StagedFile",
+    "UnreadStart",
+    "UploadSettings",
+]
 
 MIN_PART = 100 * 1024  # OSS refuses non-last parts below this at Complete
 
@@ -59,6 +67,17 @@ class CopySource:
     etag: str
     size: int
     clean: Callable[[int], bool]
+
+
+class UnreadStart(NamedTuple):
+    """Bytes [0, below) of the file are those of object `key` at `etag`, never fetched: its
+    parts there are copied server-side (their own CRCs unknown), and the whole object is
+    checked at Complete with `crc`, theirs taken together."""
+
+    below: int
+    crc: int
+    key: str
+    etag: str
 
 
 class Piece(NamedTuple):

@@ -34,6 +34,11 @@ on the source's ETag, instead of sent; their CRC-64s are hashed from the staged 
 Complete verifies the whole object as for sent parts. A source that changed (the conflict
 check, or a 412) turns copying off for the session: the parts are sent.
 
+An unread start (`unread`, an `UnreadStart`): a file appended to that never fetched the
+start of the object (fs/staging.py `fill`) has those parts copied with no CRC-64 of their
+own; Complete checks the whole object against their CRC taken together. They cannot be sent
+(`gone_below` covers them), so a source changed meanwhile fails the commit instead.
+
 Conflicts (last writer wins, said in SEMANTICS.md): a file opened from an existing version
 (`base_etag`) is checked with one HEAD before it is committed; if the object changed or went
 away meanwhile, a WARNING names the key and both ETags, and our version replaces it. With
@@ -81,7 +86,7 @@ from ..oss._writes import (
     StagingError,
 )
 from .boot import current_boot_id
-from .commit_types import CommitResult, CopySource, StagedFile
+from .commit_types import CommitResult, CopySource, StagedFile, UnreadStart
 from .journal import JournalRecord, PartRecord, WriteState, object_meta, save_atomic
 from .pieces import PieceBook, hash_part
 
@@ -150,6 +155,9 @@ class UploadSession:
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
         # Set by the FUSE layer for a file staged from an existing object (see CopySource).
         self.copy_from: CopySource | None = None
+        # Set by the FUSE layer for a file whose start was never fetched (see UnreadStart);
+        # `gone_below` then covers it too.
+        self.unread: UnreadStart | None = None
         # Its `cache_part_size` is set by the FUSE layer when a read cache adopts the commit:
         # each part's CRC is then also taken in that cache's parts (write/pieces.py).
         self.pieces = PieceBook()
@@ -245,6 +253,17 @@ class UploadSession:
         again, and a sealed one would bring the file back after a crash."""
         self._ephemeral = True
 
+    def fetched_unread(self) -> None:
+        """The unread start is in the staged file now (fetched, its CRC-64 checked): parts
+        copied from it with no CRC of their own are copied again, hashed from those bytes,
+        and the parts there the writer changes next are sent."""
+        unread, self.unread = self.unread, None
+        if unread is None:
+            return
+        self.gone_below = 0
+        for index in range(unread.below // self._ps):  # in flight too: they land as stale
+            self.invalidate(index)
+
     def _readable(self, start: int, length: int) -> None:
         """Bytes [start, start + length) are to be read from the staged file and sent:
         StagingError if some of them left it (`gone_below`), rather than send the zeros
@@ -311,7 +330,10 @@ class UploadSession:
         that of the staged bytes, so Complete's check still covers it (its pieces, cut at
         `cuts`, come from the same pass); of a part that left the disk (`gone_below`), the
         one OSS confirmed when it was sent (`gone_crcs`)."""
-        source, start = self.copy_from, (number - 1) * self._ps
+        start = (number - 1) * self._ps
+        if self.unread is not None and start + length <= self.unread.below:
+            return await self._copy_unread(upload_id, number, start, length)
+        source = self.copy_from
         if source is None or start + length > source.size or not source.clean(number - 1):
             return None
         known = self.gone_crcs.get(number) if start < self.gone_below else None
@@ -334,6 +356,31 @@ class UploadSession:
                      self._writes.bucket, source.key, exc.code)  # fmt: skip
             self.copy_from = None
             return None
+
+    async def _copy_unread(
+        self, upload_id: str, number: int, start: int, length: int
+    ) -> PartResult:
+        """A part of the unread start, copied from the version that holds it; its CRC-64 is
+        not known alone (the whole object's check at Complete covers it). It cannot be sent
+        from here, so a version gone or changed on the server fails the commit."""
+        unread = self.unread
+        assert unread is not None
+        try:
+            return await self._writes.upload_part_copy(
+                self.key, upload_id, number, unread.key, (start, start + length),
+                expected_crc=None, if_match=unread.etag,
+            )  # fmt: skip
+        except (PreconditionFailed, NoSuchKey) as exc:
+            raise self._unread_gone(exc.code) from exc
+
+    def _unread_gone(self, why: str) -> StagingError:
+        assert self.unread is not None
+        return StagingError(
+            f"oss://{self._writes.bucket}/{self.unread.key} changed on the server ({why}) "
+            f"since it was opened to append, and its first {self.unread.below} bytes were "
+            "never fetched: the file cannot be committed; the object on the server stays as "
+            "it is"
+        )
 
     async def _ensure_upload(self) -> str:
         async with self._init_lock:
@@ -526,7 +573,7 @@ class UploadSession:
     async def _upload_all(self, size: int) -> CommitResult:
         await self._check_conflict()
         try:
-            if size <= self._up.settings.single_put_max:
+            if size <= self._up.settings.single_put_max and self.unread is None:
                 result = await self._put_whole(size)
             else:
                 result = await self._multipart_or_ours(size)
@@ -604,6 +651,8 @@ class UploadSession:
         if not base or self.record.forbid_overwrite:
             return
         now = await self._head_base()
+        if now != base and self.unread is not None:
+            raise self._unread_gone(f"ETag {now}, opened at {base}")
         if now != base:
             self.copy_from = None  # its parts are not ours to copy any more
             log.warning(
@@ -669,11 +718,24 @@ class UploadSession:
         parts = [PartResult(p.number, p.etag, p.size, p.crc64) for p in self._parts.values()]
         rec = self.record
         done = await self._writes.complete_multipart(
-            rec.key, rec.upload_id, parts, forbid_overwrite=rec.forbid_overwrite
-        )
+            rec.key, rec.upload_id, parts, forbid_overwrite=rec.forbid_overwrite,
+            expected_crc=self._expected_crc(parts),
+        )  # fmt: skip
         self._up.ledger.active.discard(rec.upload_id)
         found = self.pieces.collect(self._parts, ps, size)
         return CommitResult(rec.key, done.etag, done.crc64, size, count, found)
+
+    def _expected_crc(self, parts: list[PartResult]) -> int | None:
+        """The whole object's CRC-64 when part of it is an unread start (None: the parts'
+        own, combined): that start's, then the parts after it."""
+        unread = self.unread
+        if unread is None:
+            return None
+        first = unread.below // self._ps
+        expected = unread.crc
+        for part in sorted(parts, key=lambda p: p.number)[first:]:
+            expected = combine(expected, part.crc64, part.size)
+        return expected
 
 
 def _seal_changes(size: int, boot: str, **attrs: object) -> dict[str, object]:

@@ -218,7 +218,7 @@ async def test_a_resumed_upload_keeps_the_headers_of_the_version_it_replaces(
     wb.emu.put_object(BUCKET, "kept", BIG, meta={"owner-tool": "keep me"})
     attr = await fs.lookup(ROOT_INODE, "kept")
     opened = await fs.open(attr.inode, os.O_RDWR)
-    fs.write(opened.fh, 10, b"PATCHED")  # every part goes early: the file is staged whole
+    await fs.write_waiting(opened.fh, 10, b"PATCHED")  # its start is fetched: staged whole
     staged = staging.by_inode[attr.inode]
     wb.emu.faults.add(FaultRule("error", op="CompleteMultipartUpload", times=None,
                                 status=503, code="ServiceUnavailable"))  # fmt: skip

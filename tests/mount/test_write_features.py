@@ -195,14 +195,19 @@ def test_staged_bytes_count_against_the_cache_cap(
     subprocess.run(["cp", str(tmp_path / "w"), str(mount.path / "w")], check=True)
     assert server_bytes(emulator, "w") == data
     assert "evicted" in mount.log(), "the idle read entry made room for the staged bytes"
-    # An existing object appended to is staged whole (its parts may be copied server-side):
-    # past the cap, the append fails.
-    (tmp_path / "more").write_bytes(os.urandom(3 * MiB))
-    dd = _append(tmp_path / "more", mount.path / "big")
+    # An existing object patched is staged whole (its parts may be copied server-side): past
+    # the cap, the write fails.
+    more = os.urandom(3 * MiB)
+    (tmp_path / "more").write_bytes(more)
+    dd = _write_at_end(tmp_path / "more", mount.path / "big")
     assert dd.returncode != 0
     assert b"No space left on device" in dd.stderr, dd.stderr
     assert server_bytes(emulator, "big") == old, "a file that hit the cap replaces nothing"
     assert "cache cap" in mount.log()
+    # An append (O_APPEND) leaves its start unread, so the same bytes fit.
+    with open(mount.path / "big", "ab") as f:
+        f.write(more)
+    assert server_bytes(emulator, "big") == old + more
     # A new file written in order goes past the cap: its parts on OSS leave the disk.
     huge = os.urandom(12 * MiB)
     (tmp_path / "huge").write_bytes(huge)
@@ -214,9 +219,11 @@ def test_staged_bytes_count_against_the_cache_cap(
     assert (mount.path / "huge").read_bytes() == huge, "read back from OSS, verified"
 
 
-def _append(src: Path, dst: Path) -> subprocess.CompletedProcess[bytes]:
-    """dd `src` onto the end of `dst` (an existing object, staged whole to be appended to)."""
-    return subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=64K", "oflag=append",
+def _write_at_end(src: Path, dst: Path) -> subprocess.CompletedProcess[bytes]:
+    """dd `src` onto the end of `dst`, an existing object of whole 64 KiB blocks, as a
+    patch (no O_APPEND: staged whole, its start read at open)."""
+    blocks = dst.stat().st_size // (64 * 1024)
+    return subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=64K", f"seek={blocks}",
                            "conv=notrunc"], check=False, capture_output=True)  # fmt: skip
 
 
@@ -231,7 +238,7 @@ def test_staged_bytes_keep_the_free_space_floor(
         (tmp_path / "ok").write_bytes(os.urandom(4 * MiB))
         subprocess.run(["cp", str(tmp_path / "ok"), str(mount.path / "ok")], check=True)
         (tmp_path / "more").write_bytes(os.urandom(14 * MiB))
-        dd = _append(tmp_path / "more", mount.path / "ok")  # staged whole: no room
+        dd = _write_at_end(tmp_path / "more", mount.path / "ok")  # staged whole: no room
         assert dd.returncode != 0
         assert b"No space left on device" in dd.stderr
         assert server_bytes(emulator, "ok") == (tmp_path / "ok").read_bytes()

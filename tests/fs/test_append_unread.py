@@ -1,0 +1,255 @@
+"""Writing into a big existing object reads only its last part (fs/staging.py `fill`): the
+start stays unread, is read from the object while the file is open, copied server-side at
+the commit, and checked there through the CRC-64 OSS states for the whole object. A write or
+truncate into it fetches it first, checked the same way. In-process, over a real client
+against the emulator, with parts of 1 MiB."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from ossmount.emulator import Emulator, FaultRule
+from ossmount.fs.stagedspace import StagedSpace
+from ossmount.fs.staging import Staging
+from ossmount.oss._write_types import CrcMismatch, StagingError
+from ossmount.prefetch import ObjectCorrupt
+from ossmount.tree.inodes import ROOT_INODE
+from tests.fs.test_writes import BUCKET, WriteRig, emu, write_rig
+
+__all__ = ["emu"]
+
+MiB = 1 << 20
+BIG = bytes(range(251)) * (33 * 1024) + b"tail"  # 8,482,820 bytes: 8 whole parts and a bit
+START = 8 * MiB  # what stays unread: the whole parts before the last one
+
+
+@pytest.fixture(params=[None, 600.0], ids=["sync", "writeback"])
+async def rig(
+    emu: Emulator, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[WriteRig]:
+    """Without and with write-back (whose close commits such a file itself: no journal)."""
+    async for rig in write_rig(emu, tmp_path, rw=True, writeback_delay_s=request.param):
+        yield rig
+
+
+def _staging(rig: WriteRig) -> Staging:
+    assert rig.staging is not None
+    return rig.staging
+
+
+def _get_bytes(emu: Emulator) -> int:
+    return sum(r.bytes_sent for r in emu.requests if r.op == "GetObject")
+
+
+def _count(emu: Emulator, op: str) -> int:
+    return sum(1 for r in emu.requests if r.op == op)
+
+
+async def _open(rig: WriteRig, flags: int, name: str = "big") -> tuple[int, int]:
+    attr = await rig.fs.lookup(ROOT_INODE, name)
+    opened = await rig.fs.open(attr.inode, flags)
+    return attr.inode, opened.fh
+
+
+async def _close(rig: WriteRig, fh: int) -> None:
+    """close(2), and under write-back the upload it scheduled: a file whose start is still
+    unread is committed by the close itself, one fetched whole is sealed."""
+    with trio.fail_after(30):
+        try:
+            await rig.fs.flush(fh)
+        finally:
+            await rig.fs.release(fh)
+        await _staging(rig).drain()
+
+
+async def test_an_append_reads_only_the_last_part_and_copies_the_rest(rig: WriteRig) -> None:
+    rig.emu.put_object(BUCKET, "big", BIG)
+    rig.emu.requests.clear()
+    inode, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+    staged = _staging(rig).by_inode[inode]
+    assert staged.unread == START
+    assert await rig.fs.write_waiting(fh, len(BIG), b"one more line\n") == 14
+    with trio.fail_after(30):  # under write-back too: committed by the close itself
+        await rig.fs.flush(fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"one more line\n"
+    await rig.fs.release(fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"one more line\n"
+    assert _get_bytes(rig.emu) <= 2 * MiB, "the last part, not the object"
+    assert _count(rig.emu, "UploadPartCopy") == 8
+    assert _count(rig.emu, "UploadPart") == 1
+    assert os.listdir(_staging(rig).directory) == [], "not adopted: it has a hole"
+
+
+async def test_the_open_file_reads_the_object_start_and_the_staged_rest(rig: WriteRig) -> None:
+    rig.emu.put_object(BUCKET, "big", BIG)
+    _, fh = await _open(rig, os.O_RDWR | os.O_APPEND)
+    await rig.fs.write_waiting(fh, len(BIG), b"+")
+    whole = BIG + b"+"
+    for offset, size in ((0, 100), (START - 10, 20), (START - 1, 2 * MiB), (len(BIG) - 2, 9)):
+        assert await rig.fs.read(fh, offset, size) == whole[offset : offset + size]
+    got = b"".join([await rig.fs.read(fh, o, 300_000) for o in range(0, len(whole), 300_000)])
+    assert got == whole
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == whole
+
+
+async def test_a_write_into_the_start_fetches_it_then_patches(rig: WriteRig) -> None:
+    rig.emu.put_object(BUCKET, "big", BIG)
+    inode, fh = await _open(rig, os.O_RDWR | os.O_APPEND)
+    staged = _staging(rig).by_inode[inode]
+    await rig.fs.write_waiting(fh, len(BIG), b"+")  # parts go early, copied unread
+    await rig.fs.write_waiting(fh, 3 * MiB + 5, b"PATCH")
+    assert staged.unread == 0
+    await _close(rig, fh)
+    want = BIG[: 3 * MiB + 5] + b"PATCH" + BIG[3 * MiB + 10 :] + b"+"
+    assert rig.emu.get_bytes(BUCKET, "big") == want
+
+
+async def test_a_truncate_into_the_start_fetches_it_and_one_to_zero_does_not(
+    rig: WriteRig,
+) -> None:
+    rig.emu.put_object(BUCKET, "big", BIG)
+    inode, fh = await _open(rig, os.O_RDWR | os.O_APPEND)
+    rig.emu.requests.clear()
+    await rig.fs.setattr(inode, size=2 * MiB + 1, mtime_ns=None, fh=fh)
+    assert _get_bytes(rig.emu) >= 2 * MiB + 1
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG[: 2 * MiB + 1]
+
+    rig.emu.put_object(BUCKET, "big2", BIG)
+    inode, fh = await _open(rig, os.O_RDWR | os.O_APPEND, "big2")
+    rig.emu.requests.clear()
+    await rig.fs.setattr(inode, size=0, mtime_ns=None, fh=fh)
+    await rig.fs.write_waiting(fh, 0, b"new")
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big2") == b"new"
+    assert _get_bytes(rig.emu) == 0
+
+
+async def test_an_unlink_while_open_fetches_the_start_so_it_stays_readable(
+    rig: WriteRig,
+) -> None:
+    rig.emu.put_object(BUCKET, "big", BIG)
+    _, fh = await _open(rig, os.O_RDWR | os.O_APPEND)
+    await rig.fs.unlink(ROOT_INODE, "big")
+    assert rig.emu.head(BUCKET, "big") is None
+    assert await rig.fs.read(fh, 0, 1000) == BIG[:1000]
+    await _close(rig, fh)
+    assert rig.emu.head(BUCKET, "big") is None
+
+
+async def test_a_start_changed_on_the_server_fails_the_commit_and_keeps_that_version(
+    rig: WriteRig,
+) -> None:
+    rig.emu.put_object(BUCKET, "big", BIG)
+    _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+    await rig.fs.write_waiting(fh, len(BIG), b"mine")
+    theirs = b"t" * len(BIG)
+    rig.emu.put_object(BUCKET, "big", theirs)
+    with pytest.raises(StagingError, match="never fetched"):
+        await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == theirs
+
+
+async def test_a_wrong_whole_object_crc_fails_the_commit(rig: WriteRig) -> None:
+    """The start's CRC-64 is solved from the whole object's and the tail read: when either
+    is wrong (here the HEAD's), the commit's check fails rather than report the object
+    written."""
+    rig.emu.put_object(BUCKET, "big", BIG)
+    rig.emu.faults.add(FaultRule("wrong-crc", op="HeadObject"))
+    _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+    await rig.fs.write_waiting(fh, len(BIG), b"x")
+    with pytest.raises(CrcMismatch):
+        await _close(rig, fh)
+
+
+async def test_a_start_fetched_wrong_is_refused_and_the_file_stays_as_it_was(
+    rig: WriteRig,
+) -> None:
+    """Fetched bytes that do not have the start's CRC-64 are not used: the write fails
+    (EIO) and the file can still be appended to."""
+    rig.emu.put_object(BUCKET, "big", BIG)
+    rig.emu.faults.add(FaultRule("wrong-crc", op="HeadObject"))
+    inode, fh = await _open(rig, os.O_RDWR | os.O_APPEND)
+    with pytest.raises(OSError, match="CRC-64") as caught:
+        await rig.fs.write_waiting(fh, 5, b"x")
+    assert caught.value.errno == errno.EIO
+    assert _staging(rig).by_inode[inode].unread == START
+
+
+async def test_a_start_read_corrupt_fails_the_write(rig: WriteRig) -> None:
+    """A flipped byte where the start is fetched: the read path's own check refuses it."""
+    rig.emu.put_object(BUCKET, "big", BIG)
+    _, fh = await _open(rig, os.O_RDWR | os.O_APPEND)
+    rig.emu.faults.add(FaultRule("flip", op="GetObject", after=10))
+    with pytest.raises(ObjectCorrupt, match="CRC-64"):
+        await rig.fs.write_waiting(fh, 5, b"x")
+    rig.emu.faults.clear()
+    await rig.fs.write_waiting(fh, len(BIG), b"!")  # still an appendable file
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"!"
+
+
+async def test_an_open_to_patch_stages_the_object_whole(rig: WriteRig) -> None:
+    """Without O_APPEND the writer patches in place: its start is read at open, so an object
+    changed on the server meanwhile is replaced by ours (last writer wins)."""
+    rig.emu.put_object(BUCKET, "big", BIG)
+    inode, fh = await _open(rig, os.O_RDWR)
+    assert _staging(rig).by_inode[inode].unread == 0
+    rig.emu.put_object(BUCKET, "big", b"theirs")
+    await rig.fs.write_waiting(fh, 0, b"Y")
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == b"Y" + BIG[1:]
+
+
+async def test_an_object_without_a_crc_is_staged_whole(rig: WriteRig) -> None:
+    rig.emu.put_object(BUCKET, "big", BIG)
+    rig.emu.faults.add(FaultRule("missing-crc", op="HeadObject", times=None))
+    inode, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+    assert _staging(rig).by_inode[inode].unread == 0
+    await rig.fs.write_waiting(fh, len(BIG), b"x")
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"x"
+
+
+async def test_an_object_bigger_than_the_cache_can_be_appended_to(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """Its unread start takes no room: with a 3 MiB cap, an 8 MiB object gains a line (it
+    was ENOSPC when the object was staged whole)."""
+    async for rig in write_rig(emu, tmp_path, rw=True):
+        assert rig.staging is not None
+        rig.store.max_bytes = 3 * MiB
+        rig.staging.space = StagedSpace(rig.store)
+        emu.put_object(BUCKET, "big", BIG)
+        _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+        await rig.fs.write_waiting(fh, len(BIG), b"x")
+        assert 0 < rig.store.staged_bytes <= 2 * MiB
+        await _close(rig, fh)
+        assert emu.get_bytes(BUCKET, "big") == BIG + b"x"
+        assert rig.store.staged_bytes == 0
+
+
+async def test_parts_copied_unread_while_the_start_is_fetched_are_copied_again(
+    rig: WriteRig,
+) -> None:
+    """An append starts copying the unread parts in the background; a write into the start
+    then fetches it while one copy is still held by the server. That copy has no CRC-64 of
+    its own, so it must not count once the start is fetched: it is copied again, hashed."""
+    rig.emu.put_object(BUCKET, "big", BIG)
+    _, fh = await _open(rig, os.O_RDWR | os.O_APPEND)
+    rig.emu.faults.add(FaultRule("stall", op="UploadPartCopy", seconds=1.0))
+    await rig.fs.write_waiting(fh, len(BIG), b"+")  # parts go early, copied unread
+    with trio.fail_after(10):
+        while not any(r.op == "UploadPartCopy" for r in rig.emu.requests):
+            await trio.sleep(0.01)
+    await rig.fs.write_waiting(fh, 7, b"PATCH")  # fetched while one copy is stalled
+    await _close(rig, fh)
+    want = BIG[:7] + b"PATCH" + BIG[12:] + b"+"
+    assert rig.emu.get_bytes(BUCKET, "big") == want

@@ -1,0 +1,56 @@
+"""Appending to a big existing object through a real `-o rw` mount reads only its last part
+(fs/staging.py `fill`); the rest is copied server-side and the object checked by CRC-64 at
+the commit. Read back with the official SDK; requests counted in the emulator's log."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from ossmount.emulator import Emulator
+from tests.mount.conftest import MountFactory
+from tests.mount.harness import BUCKET
+from tests.mount.test_write import RW, MiB, server_bytes
+
+DATA = os.urandom(5 * MiB + 123)  # parts of 1 MiB (RW): 5 whole ones stay unread
+
+
+def _get_bytes(emu: Emulator) -> int:
+    return sum(r.bytes_sent for r in emu.requests if r.op == "GetObject")
+
+
+@pytest.mark.parametrize("writeback", [False, True], ids=["sync", "writeback"])
+def test_a_shell_append_to_a_big_object_reads_only_its_last_part(
+    emulator: Emulator, make_mount: MountFactory, writeback: bool
+) -> None:
+    emulator.put_object(BUCKET, "log", DATA)
+    mount = make_mount(args=(*RW, "--writeback") if writeback else RW).start()
+    emulator.requests.clear()
+    subprocess.run(["sh", "-c", f"echo one more line >> {mount.path / 'log'}"], check=True)
+    # Its start was never read, so even under write-back the close committed it.
+    assert _get_bytes(emulator) <= 2 * MiB, "the last part, not the object"
+    copies = [r for r in emulator.requests if r.op == "UploadPartCopy"]
+    assert len(copies) == 5
+    assert server_bytes(emulator, "log") == DATA + b"one more line\n"
+    assert (mount.path / "log").read_bytes() == DATA + b"one more line\n"
+
+
+def test_dd_into_the_start_of_an_object_open_for_append_fetches_it_first(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    emulator.put_object(BUCKET, "img", DATA)
+    mount = make_mount(args=RW).start()
+    path = mount.path / "img"
+    with open(path, "a+b") as f:  # O_APPEND: its start stays unread
+        f.write(b"appended")
+        f.flush()
+        assert os.pread(f.fileno(), 16, 2 * MiB) == DATA[2 * MiB : 2 * MiB + 16], "unread"
+        subprocess.run(
+            ["dd", "of=" + str(path), "bs=1", "seek=1000", "conv=notrunc", "status=none"],
+            input=b"PATCHED", check=True,
+        )  # fmt: skip
+        assert os.pread(f.fileno(), 10, 998) == DATA[998:1000] + b"PATCHED" + DATA[1007:1008]
+    want = DATA[:1000] + b"PATCHED" + DATA[1007:] + b"appended"
+    assert server_bytes(emulator, "img") == want
