@@ -17,6 +17,9 @@ several times; the checkouts take turns, round after round, so a noisy machine h
   and with `--lo-mbit` the loopback is held to that rate meanwhile (`tc qdisc ... tbf` on
   lo, removed after each run: every 127.0.0.1 connection shares it; needs root and tc), so
   the upload cannot keep up with cp;
+* `append`: `echo ... >>` a `--size-mib` object that is not in the cache (cp'ed in, then
+  the daemon restarted on an empty cache): the append's wall s (its close commits it), the
+  daemon's CPU s, and the ranged GETs it made (counted in its debug log);
 * `small`: `cp -r` of `--files` (default 200) x 64 KiB into the mount with `--latency` (default
   20 ms per response) and `--conn-bps` (default 50 MB/s per connection) on the emulator (the
   W14 shape), without and with `-o writeback`: files/s (with write-back, until every object
@@ -63,30 +66,34 @@ class Rig:
 
     def __init__(self, src: Path, work: Path, emulator_args: list[str], mount_args: list[str]):
         self.work = work
+        self.src = src
         self.mnt = work / "mnt"
         for d in (self.mnt, work / "data", work / "cache"):
             d.mkdir(parents=True)
-        env = dict(os.environ, PYTHONPATH=str(src), OSS_ACCESS_KEY_ID="ak")
-        env["OSS_ACCESS_KEY_SECRET"] = "sk"
-        py = sys.executable
+        self.env = dict(os.environ, PYTHONPATH=str(src), OSS_ACCESS_KEY_ID="ak")
+        self.env["OSS_ACCESS_KEY_SECRET"] = "sk"
         self.emu = subprocess.Popen(
-            [py, "-m", "ossmount.emulator.cli", "--port", "0", "--bucket", "bench",
+            [sys.executable, "-m", "ossmount.emulator.cli", "--port", "0", "--bucket", "bench",
              "--data-dir", str(work / "data"), *emulator_args],
-            stdout=subprocess.PIPE, text=True, env=env, cwd=src,
+            stdout=subprocess.PIPE, text=True, env=self.env, cwd=src,
         )  # fmt: skip
         assert self.emu.stdout is not None
         self.endpoint = self.emu.stdout.readline().strip()
+        self.mount(mount_args)
+
+    def mount(self, mount_args: list[str]) -> None:
         self.daemon = subprocess.Popen(
-            [py, "-m", "ossmount", "bench", str(self.mnt), "--endpoint", self.endpoint,
-             "--cache-dir", str(work / "cache"), "--log-file", str(work / "mount.log"),
-             "-o", "rw", "-f", *mount_args],
-            env=env, text=True, cwd=src,  # python -m puts the cwd first on sys.path
+            [sys.executable, "-m", "ossmount", "bench", str(self.mnt), "--endpoint",
+             self.endpoint, "--cache-dir", str(self.work / "cache"), "--log-file",
+             str(self.work / "mount.log"), "-o", "rw", "-f", *mount_args],
+            env=self.env, text=True, cwd=self.src,  # python -m puts the cwd first on sys.path
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while not os.path.ismount(self.mnt):
             if self.daemon.poll() is not None or time.monotonic() > deadline:
                 self.close()
-                raise SystemExit(f"the mount from {src} did not come up (see {work}/mount.log)")
+                raise SystemExit(f"the mount from {self.src} did not come up (see "
+                                 f"{self.work}/mount.log)")  # fmt: skip
             time.sleep(0.05)
         os.listdir(self.mnt)
 
@@ -97,10 +104,13 @@ class Rig:
         """Objects the emulator holds on disk (meta files), to wait for write-back uploads."""
         return sum(1 for _ in (self.work / "data" / "bench").glob("*.json"))
 
-    def close(self) -> None:
+    def unmount(self) -> None:
         if os.path.ismount(self.mnt):
             subprocess.run(["fusermount3", "-u", str(self.mnt)], check=False)
         stop(self.daemon)
+
+    def close(self) -> None:
+        self.unmount()
         self.emu.terminate()
         stop(self.emu, 10)
 
@@ -201,6 +211,28 @@ def big(src: Path, source: Path, size: int, args: argparse.Namespace,
         shutil.rmtree(work, ignore_errors=True)
 
 
+def append(src: Path, source: Path, out: dict[str, list[float]]) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bwm-append-", dir="/var/tmp"))
+    rig = Rig(src, work, [], [])
+    try:
+        subprocess.run(["cp", str(source), str(rig.mnt / "log.bin")], check=True)
+        rig.unmount()  # then a daemon on an empty cache: the object is cold
+        shutil.rmtree(work / "cache")
+        (work / "cache").mkdir()
+        (work / "mount.log").unlink()
+        rig.mount(["--log-level", "debug"])
+        d0 = rig.cpu()[0]
+        t0 = time.perf_counter()
+        subprocess.run(["sh", "-c", f"echo one more line >> {rig.mnt / 'log.bin'}"], check=True)
+        out["append s"].append(time.perf_counter() - t0)
+        out["append daemon CPU s"].append(rig.cpu()[0] - d0)
+        log = (work / "mount.log").read_text()
+        out["append ranged GETs"].append(len(re.findall(r"GET oss://\S+ -> 206", log)))
+    finally:
+        rig.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def small(src: Path, tree: Path, files: int, args: argparse.Namespace, mode: str,
           out: dict[str, list[float]]) -> None:  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="bwm-small-", dir="/var/tmp"))
@@ -227,7 +259,7 @@ def main() -> None:
     p.add_argument("--latency", type=float, default=0.02)
     p.add_argument("--conn-bps", type=float, default=50e6)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--only", choices=("big", "small"))
+    p.add_argument("--only", choices=("big", "small", "append"))
     p.add_argument("--big-args", default="", help="mount options for `big` (shell words)")
     p.add_argument("--lo-mbit", type=float, help="hold the loopback to this rate in `big`")
     args = p.parse_args()
@@ -247,6 +279,8 @@ def main() -> None:
             for src in srcs:
                 if args.only in (None, "big"):
                     big(src, source, args.size_mib * MiB, args, results[src])
+                if args.only in (None, "append"):
+                    append(src, source, results[src])
                 if args.only in (None, "small"):
                     for mode in ("sync", "writeback"):
                         small(src, tree, args.files, args, mode, results[src])

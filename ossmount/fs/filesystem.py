@@ -400,6 +400,7 @@ class FileSystem:
         if writing and flags & os.O_TRUNC:  # what a write-back close sealed goes up first
             await staging.quiesce_held(staged)
         if writing and flags & os.O_TRUNC and staged.size:
+            await self._before_truncate(staged, 0)
             staging.truncate(staged, 0)
         elif writing and flags & os.O_TRUNC:
             staged.dirty = True  # an empty object replaces the old one at close
@@ -440,6 +441,12 @@ class FileSystem:
     async def _fetch_unread(self, staged: Staged) -> None:
         assert self._staging is not None
         await self._staging.fetch_unread(staged, self._prefetcher.open)
+
+    async def _before_truncate(self, staged: Staged, size: int) -> None:
+        """An unread start a truncate keeps part of is fetched first; one being fetched is
+        waited for (its writes must not land after the truncate)."""
+        if 0 < size < staged.unread or staged.unread_fetched is not None:
+            await self._fetch_unread(staged)
 
     async def _keep_readable(self, staged: Staged) -> None:
         """A file still open whose object is about to go (unlinked, replaced): its unread
@@ -532,8 +539,8 @@ class FileSystem:
         if size is not None:
             if staged is not None and staged.handles:
                 await staging.quiesce(staged)  # a pending write-back upload lands first
-            if staged is not None and staged.handles and 0 < size < staged.unread:
-                await self._fetch_unread(staged)
+            if staged is not None and staged.handles:
+                await self._before_truncate(staged, size)
             if staged is not None and staged.handles and staging.by_inode.get(inode) is staged:
                 staging.truncate(staged, size)  # committed by that handle's close
             else:  # none open (a write-back upload may still hold it): commit it here
@@ -545,8 +552,7 @@ class FileSystem:
                 try:
                     handle = self._staged_handle(opened.fh)
                     await staging.quiesce(handle)  # counted: that upload lands, keeps it staged
-                    if 0 < size < handle.unread:
-                        await self._fetch_unread(handle)
+                    await self._before_truncate(handle, size)
                     staging.truncate(handle, size)
                     await self._commit(handle)
                 finally:

@@ -242,6 +242,8 @@ class Staging:
         if start:
             os.ftruncate(staged.fd, size)  # an object of whole parts: none of it was read
             staged.unread_crc = prefix_crc(whole, tail, size - start)
+            log.debug("%s: opened to append; its first %d bytes stay unread (CRC-64 %016x)",
+                      self.where(staged.key), start, staged.unread_crc)  # fmt: skip
         staged.seq_end = size
         staged.source = (staged.key, staged.base_etag, size)
         staged.dirty_parts = set()

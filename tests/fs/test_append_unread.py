@@ -7,6 +7,7 @@ against the emulator, with parts of 1 MiB."""
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,6 +36,16 @@ async def rig(
 ) -> AsyncIterator[WriteRig]:
     """Without and with write-back (whose close commits such a file itself: no journal)."""
     async for rig in write_rig(emu, tmp_path, rw=True, writeback_delay_s=request.param):
+        yield rig
+
+
+@pytest.fixture
+async def counted(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
+    """Staged bytes counted against a cache cap of 3 MiB (less than BIG)."""
+    async for rig in write_rig(emu, tmp_path, rw=True):
+        assert rig.staging is not None
+        rig.store.max_bytes = 3 * MiB
+        rig.staging.space = StagedSpace(rig.store)
         yield rig
 
 
@@ -218,22 +229,17 @@ async def test_an_object_without_a_crc_is_staged_whole(rig: WriteRig) -> None:
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"x"
 
 
-async def test_an_object_bigger_than_the_cache_can_be_appended_to(
-    emu: Emulator, tmp_path: Path
-) -> None:
+async def test_an_object_bigger_than_the_cache_can_be_appended_to(counted: WriteRig) -> None:
     """Its unread start takes no room: with a 3 MiB cap, an 8 MiB object gains a line (it
     was ENOSPC when the object was staged whole)."""
-    async for rig in write_rig(emu, tmp_path, rw=True):
-        assert rig.staging is not None
-        rig.store.max_bytes = 3 * MiB
-        rig.staging.space = StagedSpace(rig.store)
-        emu.put_object(BUCKET, "big", BIG)
-        _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
-        await rig.fs.write_waiting(fh, len(BIG), b"x")
-        assert 0 < rig.store.staged_bytes <= 2 * MiB
-        await _close(rig, fh)
-        assert emu.get_bytes(BUCKET, "big") == BIG + b"x"
-        assert rig.store.staged_bytes == 0
+    rig = counted
+    rig.emu.put_object(BUCKET, "big", BIG)
+    _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+    await rig.fs.write_waiting(fh, len(BIG), b"x")
+    assert 0 < rig.store.staged_bytes <= 2 * MiB
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"x"
+    assert rig.store.staged_bytes == 0
 
 
 async def test_parts_copied_unread_while_the_start_is_fetched_are_copied_again(
@@ -253,3 +259,53 @@ async def test_parts_copied_unread_while_the_start_is_fetched_are_copied_again(
     await _close(rig, fh)
     want = BIG[:7] + b"PATCH" + BIG[12:] + b"+"
     assert rig.emu.get_bytes(BUCKET, "big") == want
+
+
+async def test_appends_after_an_fsync_copy_the_start_from_the_version_committed(
+    rig: WriteRig,
+) -> None:
+    rig.emu.put_object(BUCKET, "big", BIG)
+    inode, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+    await rig.fs.write_waiting(fh, len(BIG), b"1")
+    with trio.fail_after(30):
+        await rig.fs.fsync(fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"1"
+    await rig.fs.write_waiting(fh, len(BIG) + 1, b"2")
+    assert _staging(rig).by_inode[inode].unread == START, "still unread: copied again"
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"12"
+
+
+async def test_a_rename_while_open_reads_the_start_from_the_new_name(rig: WriteRig) -> None:
+    rig.emu.put_object(BUCKET, "big", BIG)
+    _, fh = await _open(rig, os.O_RDWR | os.O_APPEND)
+    assert await rig.fs.read(fh, 0, 10) == BIG[:10]
+    await rig.fs.rename(ROOT_INODE, "big", ROOT_INODE, "moved", 0)
+    assert rig.emu.head(BUCKET, "big") is None
+    assert await rig.fs.read(fh, 100, 10) == BIG[100:110]
+    await rig.fs.write_waiting(fh, len(BIG), b"!")
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "moved") == BIG + b"!"
+
+
+async def test_a_truncate_to_zero_waits_for_a_fetch_of_the_start_under_way(
+    counted: WriteRig,
+) -> None:
+    """Else the fetch's writes landed after the truncate, and the room they took was never
+    given back (the cache's count of staged bytes stayed up after the file was gone)."""
+    rig = counted
+    rig.store.max_bytes = 64 * MiB  # room for the start once fetched
+    rig.emu.put_object(BUCKET, "big", BIG)
+    inode, fh = await _open(rig, os.O_RDWR | os.O_APPEND)
+    staged = _staging(rig).by_inode[inode]
+    rig.emu.faults.add(FaultRule("stall", op="GetObject", seconds=0.5))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(rig.fs.setattr, inode, size=MiB, mtime_ns=None, fh=fh))
+        with trio.fail_after(10):
+            while staged.unread_fetched is None:
+                await trio.sleep(0.005)
+        await rig.fs.setattr(inode, size=0, mtime_ns=None, fh=fh)
+    await rig.fs.write_waiting(fh, 0, b"z")
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big") in (b"z", b"z" + bytes(MiB - 1))
+    assert rig.store.staged_bytes == 0
