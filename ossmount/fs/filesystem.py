@@ -324,14 +324,23 @@ class FileSystem:
         bytes."""
         staged = handle.staged
         assert staged is not None
-        source = staged.unread_from
-        assert source is not None
-        if handle.unread is None or handle.unread.meta != source:  # first, or a new version
-            if handle.unread is not None:
-                await handle.unread.aclose()
-            handle.unread = self._prefetcher.open(source)
-        want = min(size, staged.unread - offset)
-        data = await handle.unread.read(offset, want)
+        while True:
+            source = staged.unread_from
+            if source is None:  # fetched meanwhile
+                assert self._staging is not None
+                return self._staging.read(staged, offset, size)
+            if handle.unread is None or handle.unread.meta != source:  # a new version
+                if handle.unread is not None:
+                    await handle.unread.aclose()
+                handle.unread = self._prefetcher.open(source)
+            want = min(size, staged.unread - offset)
+            try:
+                data = await handle.unread.read(offset, want)
+                break
+            except ObjectChanged:
+                if staged.unread_from == source:
+                    raise
+                # a commit of this file replaced that version meanwhile: read the new one
         if len(data) < want or len(data) == size:
             return data
         assert self._staging is not None  # the rest: staged bytes (also if fetched meanwhile)

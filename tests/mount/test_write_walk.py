@@ -57,15 +57,23 @@ def _create_excl(path: Path) -> None:
 
 
 class Walk:
-    def __init__(self, mnt: Path, ref: Path, seed: int, *, dirs: bool = False) -> None:
+    def __init__(
+        self, mnt: Path, ref: Path, seed: int, *, dirs: bool = False, appends: bool = False
+    ) -> None:
         self.roots = (mnt, ref)
         self.rnd = random.Random(seed)
         self.fds: list[tuple[int, int]] = []
         self.log: list[str] = []
         self.dirs = dirs
+        self.appends = appends
         self.names = DIR_NAMES if dirs else NAMES
         for root in self.roots:
             (root / "d").mkdir(exist_ok=True)
+        if appends:  # objects of a few parts, so appends leave their start unread
+            for name in [n for n in self.names if (ref / n).parent.is_dir()]:
+                data = self.rnd.randbytes(self.rnd.randrange(MiB, 5 * MiB))
+                for root in self.roots:
+                    (root / name).write_bytes(data)
 
     def same(self, what: str, call: Callable[[Path], object]) -> None:
         """`call` on the mount's path and on the local one must answer alike (the mount's
@@ -89,6 +97,8 @@ class Walk:
         rnd = self.rnd
         ops = ["open", "open", "write", "write", "write", "truncate", "ftruncate", "fsync",
                "close", "rename", "unlink", "read"]  # fmt: skip
+        if self.appends:  # opens to append, and reads through them (fs/staging.py `fill`)
+            ops += ["append", "append", "pread", "pread"]
         if self.dirs:
             ops += ["mkdir", "rmdir", "rename dir", "symlink", "readlink", "chmod", "utime",
                     "excl"]  # fmt: skip
@@ -103,6 +113,18 @@ class Walk:
             for fd in opened if len(opened) == 1 else ():
                 os.close(fd)
             self._alike(f"open {name} {flags:#x}", got if len(opened) != 2 else [("ok", 0)] * 2)
+        elif op == "append":
+            flags = rnd.choice((os.O_WRONLY | os.O_APPEND, os.O_RDWR | os.O_APPEND))
+            got = [_outcome(functools.partial(os.open, r / name, flags)) for r in self.roots]
+            opened = [fd for kind, fd in got if kind == "ok" and isinstance(fd, int)]
+            if len(opened) == 2:
+                self.fds.append((opened[0], opened[1]))
+            for fd in opened if len(opened) == 1 else ():
+                os.close(fd)
+            self._alike(f"append {name} {flags:#x}", got if len(opened) != 2 else [("ok", 0)] * 2)
+        elif op == "pread" and self.fds:
+            size, offset = rnd.choice((1, 4096, MiB + 3)), rnd.randrange(5 * MiB)
+            self.same_fd(f"pread {size} at {offset}", lambda fd: os.pread(fd, size, offset))
         elif op in ("write", "ftruncate", "fsync", "close") and self.fds:
             if op == "write":
                 data = rnd.randbytes(rnd.choice((1, 100, 4096, MiB + 7, 2 * MiB + 3)))
@@ -160,23 +182,27 @@ class Walk:
         self.fds.clear()
 
 
-def _seeds() -> list[tuple[int, bool, bool]]:
-    """Ten walks in the suite, two of them the write-back seeds that found bugs in session 15
+def _seeds() -> list[tuple[int, bool, bool, bool]]:
+    """Twelve walks in the suite, two of them the write-back seeds that found bugs in session 15
     (35: an unlink of a file re-keyed over a landed upload left it; 64: a lingering unlinked
     file took a new file's name). OSSMOUNT_WALK_SEEDS=50-110 runs seeds 50..109 in both
-    modes, with and without directories, instead: the way to look wider after a change to
+    modes, with and without directories, with and without appends to objects of a few parts
+    (seeds 9 and 10 here), instead: the way to look wider after a change to
     the write path (about 1 s a walk)."""
     wide = os.environ.get("OSSMOUNT_WALK_SEEDS")
     if not wide:
-        return [(1, False, False), (2, False, False), (3, False, False), (4, True, False),
-                (5, True, False), (6, True, False), (7, False, True), (8, True, True),
-                (35, True, False), (64, True, False)]  # fmt: skip
+        return [(1, False, False, False), (2, False, False, False), (3, False, False, False),
+                (4, True, False, False), (5, True, False, False), (6, True, False, False),
+                (7, False, True, False), (8, True, True, False), (35, True, False, False),
+                (64, True, False, False), (9, False, False, True),
+                (10, True, False, True)]  # fmt: skip
     first, _, last = wide.partition("-")
-    return [(s, wb, dirs) for s in range(int(first), int(last)) for wb in (False, True)
-            for dirs in (False, True)]  # fmt: skip
+    return [(s, wb, dirs, appends) for s in range(int(first), int(last))
+            for wb in (False, True) for dirs in (False, True)
+            for appends in (False, True)]  # fmt: skip
 
 
-@pytest.mark.parametrize(("seed", "writeback", "dirs"), _seeds())
+@pytest.mark.parametrize(("seed", "writeback", "dirs", "appends"), _seeds())
 def test_a_random_walk_answers_as_a_local_directory_and_leaves_its_files_in_the_bucket(
     emulator: Emulator,
     make_mount: MountFactory,
@@ -184,11 +210,12 @@ def test_a_random_walk_answers_as_a_local_directory_and_leaves_its_files_in_the_
     seed: int,
     writeback: bool,
     dirs: bool,
+    appends: bool,
 ) -> None:
     mount = make_mount(args=(*RW, "--writeback") if writeback else RW).start()
     ref = tmp_path / "ref"
     ref.mkdir()
-    walk = Walk(mount.path, ref, seed, dirs=dirs)
+    walk = Walk(mount.path, ref, seed, dirs=dirs, appends=appends)
     try:
         for _ in range(300):
             walk.step()
