@@ -231,14 +231,7 @@ class Staging:
         staged.unread = staged.counted = start
         staged.unread_from = meta if start else None
         self._count(staged, size)
-        offset, tail = start, 0
-        while offset < size:
-            data = await source.read(offset, min(_FILL_CHUNK, size - offset))
-            if not data:
-                raise EOFError(f"{self.where(staged.key)}: object ended at {offset} of {size}")
-            os.pwrite(staged.fd, data, offset)
-            tail = crc64(data, tail)
-            offset += len(data)
+        tail = await self._copy_in(staged, source, meta.key, start, size)
         if start:
             os.ftruncate(staged.fd, size)  # an object of whole parts: none of it was read
             staged.unread_crc = prefix_crc(whole, tail, size - start)
@@ -247,6 +240,21 @@ class Staging:
         staged.seq_end = size
         staged.source = (staged.key, staged.base_etag, size)
         staged.dirty_parts = set()
+
+    async def _copy_in(
+        self, staged: Staged, source: ObjectReaderLike, key: str, start: int, end: int
+    ) -> int:
+        """Bytes [start, end) of object `key` (`source` reads it) into the staging file at
+        the same offsets; their CRC-64."""
+        offset, crc = start, 0
+        while offset < end:
+            data = await source.read(offset, min(_FILL_CHUNK, end - offset))
+            if not data:
+                raise EOFError(f"{self.where(key)}: object ended at {offset} of {end}")
+            os.pwrite(staged.fd, data, offset)
+            crc = crc64(data, crc)
+            offset += len(data)
+        return crc
 
     async def _unread_start(self, staged: Staged, meta: ObjectMeta) -> tuple[int, int]:
         """Where the fill starts (the start of the object's last part, 0 for an object of
@@ -292,16 +300,8 @@ class Staging:
         fetched = False
         try:
             reader = open_source(meta)
-            try:
-                offset, crc = 0, 0
-                while offset < below:
-                    data = await reader.read(offset, min(_FILL_CHUNK, below - offset))
-                    if not data:
-                        raise EOFError(f"{self.where(meta.key)}: ended at {offset} of {below}")
-                    # The hole's bytes: no one reads or writes them until `unread` is 0.
-                    os.pwrite(staged.fd, data, offset)
-                    crc = crc64(data, crc)
-                    offset += len(data)
+            try:  # the hole's bytes: no one reads or writes them until `unread` is 0
+                crc = await self._copy_in(staged, reader, meta.key, 0, below)
             finally:
                 await reader.aclose()
             if crc != staged.unread_crc:

@@ -34,6 +34,8 @@ OPEN_FLAGS = (
     os.O_WRONLY | os.O_CREAT,
 )
 
+APPEND_FLAGS = (os.O_WRONLY | os.O_APPEND, os.O_RDWR | os.O_APPEND)  # existing files only
+
 
 def _outcome(call: Callable[[], object]) -> tuple[str, object]:
     try:
@@ -105,23 +107,9 @@ class Walk:
         op = rnd.choice(ops)
         name = rnd.choice(self.names)
         if op == "open":
-            flags = rnd.choice(OPEN_FLAGS)
-            got = [_outcome(functools.partial(os.open, r / name, flags, 0o644)) for r in self.roots]
-            opened = [fd for kind, fd in got if kind == "ok" and isinstance(fd, int)]
-            if len(opened) == 2:
-                self.fds.append((opened[0], opened[1]))
-            for fd in opened if len(opened) == 1 else ():
-                os.close(fd)
-            self._alike(f"open {name} {flags:#x}", got if len(opened) != 2 else [("ok", 0)] * 2)
+            self._open(f"open {name}", name, rnd.choice(OPEN_FLAGS))
         elif op == "append":
-            flags = rnd.choice((os.O_WRONLY | os.O_APPEND, os.O_RDWR | os.O_APPEND))
-            got = [_outcome(functools.partial(os.open, r / name, flags)) for r in self.roots]
-            opened = [fd for kind, fd in got if kind == "ok" and isinstance(fd, int)]
-            if len(opened) == 2:
-                self.fds.append((opened[0], opened[1]))
-            for fd in opened if len(opened) == 1 else ():
-                os.close(fd)
-            self._alike(f"append {name} {flags:#x}", got if len(opened) != 2 else [("ok", 0)] * 2)
+            self._open(f"append {name}", name, rnd.choice(APPEND_FLAGS))
         elif op == "pread" and self.fds:
             size, offset = rnd.choice((1, 4096, MiB + 3)), rnd.randrange(5 * MiB)
             self.same_fd(f"pread {size} at {offset}", lambda fd: os.pread(fd, size, offset))
@@ -174,6 +162,16 @@ class Walk:
         elif op == "rename dir":
             path, to = rnd.choice(DIRS), rnd.choice(DIRS)
             self.same(f"rename dir {path} {to}", lambda r: os.rename(r / path, r / to))
+
+    def _open(self, what: str, name: str, flags: int) -> None:
+        """Open `name` in both roots: a pair of descriptors, or the same error in both."""
+        got = [_outcome(functools.partial(os.open, r / name, flags, 0o644)) for r in self.roots]
+        opened = [fd for kind, fd in got if kind == "ok" and isinstance(fd, int)]
+        if len(opened) == 2:
+            self.fds.append((opened[0], opened[1]))
+        for fd in opened if len(opened) == 1 else ():
+            os.close(fd)
+        self._alike(f"{what} {flags:#x}", got if len(opened) != 2 else [("ok", 0)] * 2)
 
     def close_all(self) -> None:
         for pair in self.fds:
