@@ -396,7 +396,8 @@ class FileSystem:
                     staged.filled = trio.Event()  # an open joining meanwhile waits for it
                     reader = self._prefetcher.open(meta)
                     try:
-                        await staging.fill(staged, reader, meta, append=bool(flags & os.O_APPEND))
+                        append, crc = self._append_fill(flags, meta)
+                        await staging.fill(staged, reader, meta, append=append, whole_crc=crc)
                     finally:
                         await reader.aclose()
             except BaseException:
@@ -446,6 +447,16 @@ class FileSystem:
         fh = self._new_fh()
         self._files[fh] = _OpenFile(node.inode, None, staged)
         return Opened(fh, False, direct_writes(flags)), self.attr(node)
+
+    def _append_fill(self, flags: int, meta: ObjectMeta) -> tuple[bool, int | None]:
+        """Whether `Staging.fill` may leave the start of an object opened for writing
+        unread (an appender's, unless the read cache holds that version whole: it is then
+        copied from there, no GET, and the file committed becomes the cache's entry of the
+        new version, as before), and its CRC-64 if the cache knows it (no HEAD then)."""
+        if not flags & os.O_APPEND:
+            return False, None
+        state, crc = self._prefetcher.cached_state(meta)
+        return state != "verified", crc
 
     async def _fetch_unread(self, staged: Staged) -> None:
         assert self._staging is not None

@@ -98,7 +98,8 @@ class Staged:
     # (the version that holds them: the one opened, later the one committed or renamed to),
     # commits copy them server-side and check the whole object against `unread_crc` (their
     # CRC-64, solved from the one OSS states for the whole object); a write or truncate into
-    # them fetches them first (`Staging.fetch_unread`, once: `unread_fetched` is set then).
+    # them fetches them first (`Staging.fetch_unread`; `unread_fetched` is set while one
+    # runs, and is the event the others wait for).
     unread: int = 0
     unread_crc: int = 0
     unread_from: ObjectMeta | None = None

@@ -215,7 +215,13 @@ class Staging:
         return staged
 
     async def fill(
-        self, staged: Staged, source: ObjectReaderLike, meta: ObjectMeta, *, append: bool
+        self,
+        staged: Staged,
+        source: ObjectReaderLike,
+        meta: ObjectMeta,
+        *,
+        append: bool,
+        whole_crc: int | None = None,
     ) -> None:
         """Copy the current object (read through the verified read path) into the staging
         file: writing into an existing file works on the whole object. For an appender
@@ -224,9 +230,10 @@ class Staging:
         the whole object's and the tail's) until a write or truncate changes it, so
         appending a line to a big object costs a part, not the object. Not for other
         writers: they patch in place, and one whose object changed on the server meanwhile
-        must still have its start (last writer wins), where an appender's commit fails."""
+        must still have its start (last writer wins), where an appender's commit fails.
+        `whole_crc`: the object's CRC-64 if the caller knows it (a HEAD learns it else)."""
         size = staged.size = meta.size  # what stat shows meanwhile (an appender's offset)
-        start, whole = await self._unread_start(staged, meta) if append else (0, 0)
+        start, whole = await self._unread_start(meta, whole_crc) if append else (0, 0)
         # The unread start takes no room: it is the file's hole (`_drop`, `fetch_unread`).
         staged.unread = staged.counted = start
         staged.unread_from = meta if start else None
@@ -256,19 +263,22 @@ class Staging:
             offset += len(data)
         return crc
 
-    async def _unread_start(self, staged: Staged, meta: ObjectMeta) -> tuple[int, int]:
+    async def _unread_start(self, meta: ObjectMeta, whole: int | None) -> tuple[int, int]:
         """Where the fill starts (the start of the object's last part, 0 for an object of
-        less than two parts) and the whole object's CRC-64, from one HEAD fenced on the
-        version opened; 0 (the whole object is read) if OSS states no CRC-64 for it (an
-        object made by a copy may have none)."""
+        less than one whole part) and the whole object's CRC-64 (`whole`, else from one HEAD
+        fenced on the version opened); 0 (the whole object is read) if OSS states no CRC-64
+        for it (an object made by a copy may have none)."""
         ps = self.uploader.settings.part_size
         start = meta.size // ps * ps
         if start < ps:
             return 0, 0
-        try:
-            _, _, whole = await self.uploader.writes.object_headers(meta.key, if_match=meta.etag)
-        except (NoSuchKey, PreconditionFailed):
-            return 0, 0  # the read that follows says it
+        if whole is None:
+            try:
+                _, _, whole = await self.uploader.writes.object_headers(
+                    meta.key, if_match=meta.etag
+                )
+            except (NoSuchKey, PreconditionFailed):
+                return 0, 0  # the read that follows says it
         return (start, whole) if whole is not None else (0, 0)
 
     async def fetch_unread(

@@ -309,3 +309,47 @@ async def test_a_truncate_to_zero_waits_for_a_fetch_of_the_start_under_way(
     await _close(rig, fh)
     assert rig.emu.get_bytes(BUCKET, "big") in (b"z", b"z" + bytes(MiB - 1))
     assert rig.store.staged_bytes == 0
+
+
+async def test_an_object_the_cache_holds_whole_is_staged_from_it_and_adopted(
+    rig: WriteRig,
+) -> None:
+    """Read whole before (a verified cache entry): the append copies it from the cache (no
+    GET), and the version committed becomes the cache's entry, so reading it back costs no
+    GET either; its start is not left unread."""
+    rig.emu.put_object(BUCKET, "big", BIG)
+    inode, fh = await _open(rig, os.O_RDONLY)
+    got = b"".join([await rig.fs.read(fh, o, MiB) for o in range(0, len(BIG), MiB)])
+    assert got == BIG
+    await rig.fs.release(fh)
+    with trio.fail_after(10):
+        while rig.fs.getxattr(inode, "user.ossmount.state") != b"verified":
+            await trio.sleep(0.01)
+    rig.emu.requests.clear()
+    _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+    assert _staging(rig).by_inode[inode].unread == 0
+    await rig.fs.write_waiting(fh, len(BIG), b"+")
+    await _close(rig, fh)
+    assert _count(rig.emu, "GetObject") == 0
+    with trio.fail_after(10):  # adopted in the background (fs/staging.py `_hand_over`)
+        while rig.fs.getxattr(inode, "user.ossmount.state") != b"verified":
+            await trio.sleep(0.01)
+    rig.emu.requests.clear()
+    _, fh = await _open(rig, os.O_RDONLY)
+    assert await rig.fs.read(fh, len(BIG) - 3, 10) == b"ail+"
+    await rig.fs.release(fh)
+    assert _count(rig.emu, "GetObject") == 0, "adopted: read back from the cache"
+
+
+async def test_the_crc_a_read_learnt_spares_the_head(rig: WriteRig) -> None:
+    rig.emu.put_object(BUCKET, "big", BIG)
+    _, fh = await _open(rig, os.O_RDONLY)
+    assert await rig.fs.read(fh, 0, 100) == BIG[:100]
+    await rig.fs.release(fh)
+    rig.emu.requests.clear()
+    inode, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+    assert _staging(rig).by_inode[inode].unread == START
+    assert _count(rig.emu, "HeadObject") == 0
+    await rig.fs.write_waiting(fh, len(BIG), b"+")
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"+"
