@@ -17,7 +17,8 @@ room the cache has gives back the room of the parts OSS confirmed (`_shed`); it 
 no journal, since those bytes could not be sent again. A big existing object written into is
 staged from its last part only (`fill`): its start stays unread, is copied server-side and
 checked through the whole object's CRC-64, and is fetched before anything changes it
-(`fetch_unread`); such a file keeps no journal either.
+(`fetch_unread`); its journal names the object version to copy that start from, so a
+crash resumes it as any other.
 
 Concurrency: trio, one thread. `by_inode` / `by_path` and every `Staged` field change only in
 synchronous code. `Staged.lock` serializes commits of one file; unlink, rename and a
@@ -206,8 +207,11 @@ class Staging:
             resumable=record if record.upload_id else None,
             replaces=True,  # a rename may have re-keyed it onto an object (fs/writeback.py)
         )  # fmt: skip
+        if (unread := record.unread) is not None:  # still in the object it names
+            staged.unread, staged.unread_crc = unread.below, unread.crc
+            staged.unread_from = ObjectMeta(unread.key, unread.size, unread.etag, 0)
         if self.space is not None:
-            self.space.already(record.size)
+            self.space.already(record.size - staged.unread)  # the unread start takes none
             staged.counted = record.size
         self.by_inode[inode] = staged
         self.by_path[path] = inode
@@ -318,6 +322,8 @@ class Staging:
                 raise OSError(errno.EIO, f"{self.where(meta.key)}: its first {below} bytes "
                               f"came with CRC-64 {crc:016x}, not the {staged.unread_crc:016x} "
                               "the whole object's implies; the file is unchanged")  # fmt: skip
+            if self.uploader.settings.fsync_staged:  # a record may soon claim them: durable
+                await trio.to_thread.run_sync(os.fdatasync, staged.fd)
             fetched = True
         finally:
             if not fetched and self.space is not None:
@@ -716,8 +722,9 @@ class Staging:
             staged.next_part += 1
 
     def _record(self, staged: Staged, *, mtime_ns: int, ctime_ns: int | None) -> JournalRecord:
-        """The upload record of `staged` as it stands: its key, fence and attributes."""
-        return self.uploader.new_record(
+        """The upload record of `staged` as it stands: its key, fence, attributes and the
+        start it left unread."""
+        record = self.uploader.new_record(
             staged.key,
             base_etag=staged.base_etag,
             forbid_overwrite=staged.forbid_overwrite,
@@ -729,6 +736,12 @@ class Staging:
             atime_ns=staged.atime_ns,
             ctime_ns=ctime_ns,
         )
+        source = staged.unread_from
+        if not staged.unread or source is None:
+            return record
+        unread = UnreadStart(staged.unread, staged.unread_crc, source.key, source.etag,
+                             source.size)  # fmt: skip
+        return replace(record, unread=unread)
 
     def _session(self, staged: Staged, resumed: JournalRecord | None = None) -> UploadSession:
         """The file's session; a new one continues the upload of `resumed` when given."""
@@ -742,14 +755,6 @@ class Staging:
             if staged.shed:  # the bytes an earlier session sent and punched out
                 staged.session.gone_below = staged.shed
                 staged.session.gone_crcs = staged.shed_crcs
-                staged.session.forget_journal()
-            if staged.unread:  # no later process could commit it either: no journal
-                assert staged.unread_from is not None
-                source = staged.unread_from
-                staged.session.unread = UnreadStart(
-                    staged.unread, staged.unread_crc, source.key, source.etag
-                )
-                staged.session.gone_below = staged.unread
                 staged.session.forget_journal()
             staged.session.may_exist = staged.may_exist
             if self.adopter is not None:  # its parts' CRCs are also taken in the cache's parts

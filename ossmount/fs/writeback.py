@@ -77,8 +77,9 @@ class WriteBack:
         """Write-back close: make the staged bytes and a sealed journal durable, schedule the
         upload, return. False when the file must be committed now instead: a commit of it is
         running (fsync, a rename), it was unlinked (an orphan's commit uploads nothing:
-        sealing it would, after a crash), or bytes it sent left the disk (Staging._shed), or
-        its start was never read (an append to a big object: Staging.fill). A
+        sealing it would, after a crash), or bytes it sent left the disk (Staging._shed). A
+        file whose start was never read (an append to a big object: Staging.fill) is sealed
+        with that start named in its record (the object and version to copy it from). A
         file whose parts went early is sealed in its session's journal (upload id and parts
         sent), and its upload sends the rest."""
         if staged.broken is not None:
@@ -94,8 +95,8 @@ class WriteBack:
                 # read the file closed moments before, refused to save it ("changed since
                 # reading it").
                 return True
-            if staged.lock.locked() or staged.orphan or staged.hole:
-                return False  # (a file with a hole keeps no journal: Staged.shed, .unread)
+            if staged.lock.locked() or staged.orphan or staged.shed:
+                return False  # (a shed file keeps no journal: Staging._shed)
             if staged.mtime_ns is None or staged.mtime_stamped:
                 # The close's time goes up as its x-oss-meta-mtime, so the mtime stat shows
                 # from now on stays when the upload lands (else it became the Last-Modified

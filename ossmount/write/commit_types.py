@@ -70,14 +70,15 @@ class CopySource:
 
 
 class UnreadStart(NamedTuple):
-    """Bytes [0, below) of the file are those of object `key` at `etag`, never fetched: its
-    parts there are copied server-side (their own CRCs unknown), and the whole object is
-    checked at Complete with `crc`, theirs taken together."""
+    """Bytes [0, below) of the file are those of object `key` at `etag` (`size` bytes in
+    all), never fetched: its parts there are copied server-side (their own CRCs unknown),
+    and the whole object is checked at Complete with `crc`, theirs taken together."""
 
     below: int
     crc: int
     key: str
     etag: str
+    size: int
 
 
 class Piece(NamedTuple):

@@ -18,8 +18,9 @@ checkpoints are, around this payload:
              flags), result_crc u64, part count u32, then per part: number u32, size u64,
              crc u64, etag (u32 + UTF-8), numbers strictly increasing; then, each only when
              its flag is set: boot id (u32 + UTF-8), uid u32, gid u32; then, with flag 128,
-             more flags u32 (1 = has atime, 2 = has ctime) and, each only when its flag is
-             set: atime_ns i64, ctime_ns i64.
+             more flags u32 (1 = has atime, 2 = has ctime, 4 = has an unread start) and,
+             each only when its flag is set: atime_ns i64, ctime_ns i64, and the unread
+             start: below u64, crc u64, source size u64, source key and ETag (u32 + UTF-8).
 
 The owner (flags 16 and 32, a `chown` of the open file) was added after the first records
 were written, as trailing fields behind flags: a record without them reads as before (no
@@ -27,7 +28,8 @@ owner), so journals left by an older ossmount still load and resume. Flag 64 (`k
 added later still, no bytes of its own) reads as unset from those. So do atime and ctime
 (flag 128, the last bit of the flags byte, opens a second flags word behind everything else:
 further fields go there): a record without it has neither, and is encoded byte for byte as
-before when it has neither.
+before when it has neither. The unread start (flag 4 there, write/commit_types.py
+`UnreadStart`: an append that never fetched the object's start) came after those.
 
 `decode` refuses anything but an exact, checksummed, self-consistent record (CorruptJournal).
 `save_atomic` writes a temp file, fsyncs it, renames it over the record and fsyncs the
@@ -52,6 +54,8 @@ from pathlib import Path
 
 from ossmount.oss._write_types import posix_meta
 from ossmount.sealed import Format, fsync_dir, pack_str, replace_durably
+
+from .commit_types import UnreadStart
 
 __all__ = [
     "MAGIC",
@@ -80,8 +84,9 @@ _U32 = struct.Struct(">I")
 _FORBID, _HAS_CRC, _SEALED, _UNSYNCED, _HAS_UID, _HAS_GID = 1, 2, 4, 8, 16, 32
 _KEEP_MODE, _MORE = 64, 128
 _FLAGS = _FORBID | _HAS_CRC | _SEALED | _UNSYNCED | _HAS_UID | _HAS_GID | _KEEP_MODE | _MORE
-_HAS_ATIME, _HAS_CTIME = 1, 2  # in the second flags word (flag _MORE)
-_MORE_FLAGS = _HAS_ATIME | _HAS_CTIME
+_HAS_ATIME, _HAS_CTIME, _HAS_UNREAD = 1, 2, 4  # in the second flags word (flag _MORE)
+_MORE_FLAGS = _HAS_ATIME | _HAS_CTIME | _HAS_UNREAD
+_UNREAD = struct.Struct(">QQQ")
 _I64 = struct.Struct(">q")
 
 
@@ -142,6 +147,9 @@ class JournalRecord:
     # x-oss-meta-atime / -ctime to store (fs/stamps.py); None: none (older records).
     atime_ns: int | None = None
     ctime_ns: int | None = None
+    # Bytes [0, unread.below) are not in the staged file but in the object it names, to be
+    # copied server-side (an append to a big object: fs/staging.py `fill`).
+    unread: UnreadStart | None = None
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -176,6 +184,15 @@ class JournalRecord:
         for t in (self.atime_ns, self.ctime_ns):
             if t is not None and not -(1 << 63) <= t < 1 << 63:
                 raise ValueError(f"time {t} out of range")
+        u = self.unread
+        if u is not None and not (
+            0 < u.below <= u.size and (u.below <= self.size or not self.sealed)
+        ):
+            raise ValueError(f"unread start {u.below} beyond the file or its object")
+        if u is not None and (u.below % self.part_size or not u.key or not u.etag):
+            raise ValueError("an unread start is whole parts of a named object version")
+        if u is not None and not (0 <= u.crc < _U64 and u.size < _U64):
+            raise ValueError("unread start CRC or size out of range")
 
     def with_parts(self, parts: dict[int, PartRecord]) -> JournalRecord:
         return replace(self, parts=tuple(parts[n] for n in sorted(parts)))
@@ -199,8 +216,10 @@ def encode(rec: JournalRecord) -> bytes:
         | (_HAS_GID if rec.gid is not None else 0)
         | (_KEEP_MODE if rec.keep_mode else 0)
     )
-    more = (_HAS_ATIME if rec.atime_ns is not None else 0) | (
-        _HAS_CTIME if rec.ctime_ns is not None else 0
+    more = (
+        (_HAS_ATIME if rec.atime_ns is not None else 0)
+        | (_HAS_CTIME if rec.ctime_ns is not None else 0)
+        | (_HAS_UNREAD if rec.unread is not None else 0)
     )
     if more:
         flags |= _MORE
@@ -231,6 +250,9 @@ def encode(rec: JournalRecord) -> bytes:
     if more:
         chunks.append(_U32.pack(more))
         chunks.extend(_I64.pack(t) for t in (rec.atime_ns, rec.ctime_ns) if t is not None)
+    if rec.unread is not None:
+        u = rec.unread
+        chunks += [_UNREAD.pack(u.below, u.crc, u.size), pack_str(u.key), pack_str(u.etag)]
     payload = b"".join(chunks)
     return _FORMAT.seal(payload)
 
@@ -260,6 +282,11 @@ def decode(data: bytes) -> JournalRecord:
         raise CorruptJournal(f"bad journal flags {more} in the second word")
     atime_ns = r.unpack(_I64)[0] if more & _HAS_ATIME else None
     ctime_ns = r.unpack(_I64)[0] if more & _HAS_CTIME else None
+    unread = None
+    if more & _HAS_UNREAD:
+        below, ucrc, usize = r.unpack(_UNREAD)
+        ukey = r.string()
+        unread = UnreadStart(below, ucrc, ukey, r.string(), usize)
     if not r.at_end():
         raise CorruptJournal("journal has trailing bytes after its parts")
     try:
@@ -284,6 +311,7 @@ def decode(data: bytes) -> JournalRecord:
             keep_mode=bool(flags & _KEEP_MODE),
             atime_ns=atime_ns,
             ctime_ns=ctime_ns,
+            unread=unread,
         )
     except ValueError as exc:
         raise CorruptJournal(f"inconsistent journal: {exc}") from None

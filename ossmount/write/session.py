@@ -34,10 +34,11 @@ on the source's ETag, instead of sent; their CRC-64s are hashed from the staged 
 Complete verifies the whole object as for sent parts. A source that changed (the conflict
 check, or a 412) turns copying off for the session: the parts are sent.
 
-An unread start (`unread`, an `UnreadStart`): a file appended to that never fetched the
-start of the object (fs/staging.py `fill`) has those parts copied with no CRC-64 of their
-own; Complete checks the whole object against their CRC taken together. They cannot be sent
-(`gone_below` covers them), so a source changed meanwhile fails the commit instead.
+An unread start (`unread`, an `UnreadStart`, journaled in the record): a file appended to
+that never fetched the start of the object (fs/staging.py `fill`) has those parts copied
+with no CRC-64 of their own; Complete checks the whole object against their CRC taken
+together. They cannot be sent (`gone_below` covers them), so a source changed meanwhile
+fails the commit instead. A resumed upload keeps the copies ListParts still shows.
 
 Conflicts (last writer wins, said in SEMANTICS.md): a file opened from an existing version
 (`base_etag`) is checked with one HEAD before it is committed; if the object changed or went
@@ -155,9 +156,11 @@ class UploadSession:
         self._fd = os.open(staged.data, os.O_RDONLY | os.O_CLOEXEC)
         # Set by the FUSE layer for a file staged from an existing object (see CopySource).
         self.copy_from: CopySource | None = None
-        # Set by the FUSE layer for a file whose start was never fetched (see UnreadStart);
-        # `gone_below` then covers it too.
-        self.unread: UnreadStart | None = None
+        # The record's (set by the FUSE layer for a file whose start was never fetched, see
+        # UnreadStart, and journaled with it); `gone_below` then covers it too.
+        self.unread: UnreadStart | None = record.unread
+        if record.unread is not None:
+            self.gone_below = record.unread.below
         # Its `cache_part_size` is set by the FUSE layer when a read cache adopts the commit:
         # each part's CRC is then also taken in that cache's parts (write/pieces.py).
         self.pieces = PieceBook()
@@ -260,6 +263,7 @@ class UploadSession:
         unread, self.unread = self.unread, None
         if unread is None:
             return
+        self.record = replace(self.record, unread=None)
         self.gone_below = 0
         for index in range(unread.below // self._ps):  # in flight too: they land as stale
             self.invalidate(index)
@@ -436,6 +440,12 @@ class UploadSession:
         server = {p.number: p for p in listed}
         for number, part in list(self._parts.items()):
             theirs = server.get(number)
+            if self.unread is not None and number * self._ps <= self.unread.below:
+                # Copied from the unread start: no bytes here to check, no CRC of its own
+                # (Complete checks the whole object); kept while the server has it.
+                if theirs is None or theirs.etag.strip('"') != part.etag.strip('"'):
+                    del self._parts[number]
+                continue
             try:
                 start = (number - 1) * self._ps
                 local, _ = await trio.to_thread.run_sync(hash_part, self._fd, start, part.size)

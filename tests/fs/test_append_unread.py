@@ -15,12 +15,15 @@ from pathlib import Path
 import pytest
 import trio
 
+from ossmount.crc64 import crc64
 from ossmount.emulator import Emulator, FaultRule
+from ossmount.fs.staged import staged_state
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
 from ossmount.oss._write_types import CrcMismatch, StagingError
 from ossmount.prefetch import ObjectCorrupt
 from ossmount.tree.inodes import ROOT_INODE
+from ossmount.write.journal import load
 from tests.fs.test_writes import BUCKET, WriteRig, emu, write_rig
 
 __all__ = ["emu"]
@@ -52,6 +55,19 @@ async def counted(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
 def _staging(rig: WriteRig) -> Staging:
     assert rig.staging is not None
     return rig.staging
+
+
+async def _failed_close(rig: WriteRig, fh: int, error: type[Exception], match: str) -> None:
+    """close(2) of a file whose commit fails: the close fails; under write-back it returns
+    (sealed) and the upload fails later, leaving the file staged, unsent, for its retries."""
+    staged = _staging(rig).by_inode[_staging(rig).by_path["big"]]
+    if not _staging(rig).writeback:
+        with pytest.raises(error, match=match):
+            await _close(rig, fh)
+        return
+    await _close(rig, fh)
+    assert staged.unsent, "kept for its retries"
+    assert staged_state(staged) == "upload-failed"
 
 
 def _get_bytes(emu: Emulator) -> int:
@@ -86,10 +102,18 @@ async def test_an_append_reads_only_the_last_part_and_copies_the_rest(rig: Write
     staged = _staging(rig).by_inode[inode]
     assert staged.unread == START
     assert await rig.fs.write_waiting(fh, len(BIG), b"one more line\n") == 14
-    with trio.fail_after(30):  # under write-back too: committed by the close itself
+    with trio.fail_after(30):
         await rig.fs.flush(fh)
-    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"one more line\n"
+    if _staging(rig).writeback:  # sealed with the start it left unread, uploaded later
+        assert rig.emu.get_bytes(BUCKET, "big") == BIG
+        record = load(staged.files.journal)
+        assert record is not None
+        assert record.sealed
+        assert record.unread is not None
+        assert record.unread.below == START
+        assert record.unread.crc == crc64(BIG[:START])
     await rig.fs.release(fh)
+    await _staging(rig).drain()
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"one more line\n"
     assert _get_bytes(rig.emu) <= 2 * MiB, "the last part, not the object"
     assert _count(rig.emu, "UploadPartCopy") == 8
@@ -163,8 +187,7 @@ async def test_a_start_changed_on_the_server_fails_the_commit_and_keeps_that_ver
     await rig.fs.write_waiting(fh, len(BIG), b"mine")
     theirs = b"t" * len(BIG)
     rig.emu.put_object(BUCKET, "big", theirs)
-    with pytest.raises(StagingError, match="never fetched"):
-        await _close(rig, fh)
+    await _failed_close(rig, fh, StagingError, "never fetched")
     assert rig.emu.get_bytes(BUCKET, "big") == theirs
 
 
@@ -176,8 +199,7 @@ async def test_a_wrong_whole_object_crc_fails_the_commit(rig: WriteRig) -> None:
     rig.emu.faults.add(FaultRule("wrong-crc", op="HeadObject"))
     _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
     await rig.fs.write_waiting(fh, len(BIG), b"x")
-    with pytest.raises(CrcMismatch):
-        await _close(rig, fh)
+    await _failed_close(rig, fh, CrcMismatch, "CRC-64")
 
 
 async def test_a_start_fetched_wrong_is_refused_and_the_file_stays_as_it_was(

@@ -13,8 +13,14 @@ from ossmount.emulator import Emulator
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET
 from tests.mount.test_write import RW, MiB, server_bytes
+from tests.mount.test_write_features import wait_until
 
 DATA = os.urandom(5 * MiB + 123)  # parts of 1 MiB (RW): 5 whole ones stay unread
+
+
+def _size(emu: Emulator) -> int | None:
+    head = emu.head(BUCKET, "log")
+    return None if head is None else head.size
 
 
 def _get_bytes(emu: Emulator) -> int:
@@ -29,7 +35,8 @@ def test_a_shell_append_to_a_big_object_reads_only_its_last_part(
     mount = make_mount(args=(*RW, "--writeback") if writeback else RW).start()
     emulator.requests.clear()
     subprocess.run(["sh", "-c", f"echo one more line >> {mount.path / 'log'}"], check=True)
-    # Its start was never read, so even under write-back the close committed it.
+    if writeback:  # the close sealed it; the upload goes a moment later
+        wait_until("the append is on the server", lambda: _size(emulator) == len(DATA) + 14)
     assert _get_bytes(emulator) <= 2 * MiB, "the last part, not the object"
     copies = [r for r in emulator.requests if r.op == "UploadPartCopy"]
     assert len(copies) == 5

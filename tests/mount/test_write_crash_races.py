@@ -23,7 +23,7 @@ from ossmount.emulator.app import RequestRecord
 from ossmount.emulator.faults import FaultRule
 from ossmount.write.journal import load
 from tests.mount.conftest import MountFactory
-from tests.mount.harness import Mount
+from tests.mount.harness import BUCKET, Mount
 from tests.mount.test_write import (
     RW,
     MiB,
@@ -500,3 +500,56 @@ def test_a_kill_9_while_a_file_bigger_than_the_cache_is_written_uploads_no_zeros
     assert "huge" not in server_keys(emulator)
     assert not _open_uploads(emulator), "the sweep aborted the upload"
     assert not list((mount.cache / "staging").glob("*.data"))
+
+
+def test_an_append_closed_under_writeback_survives_a_kill_without_reading_the_start(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """An append to a big object leaves its start unread (fs/staging.py `fill`); its
+    write-back close seals a journal naming the object version that holds that start. After
+    kill -9 the next mount copies it from there (no GET of it) and checks the whole object's
+    CRC-64 at Complete."""
+    data = os.urandom(5 * MiB + 99)  # parts of 1 MiB: 5 unread
+    emulator.put_object(BUCKET, "log", data)
+    args = (*WB, "--writeback-delay", "600")
+    mount = make_mount(args=args).start()
+    subprocess.run(["sh", "-c", f"echo one more line >> {mount.path / 'log'}"], check=True)
+    assert os.getxattr(mount.path / "log", "user.ossmount.state") == b"queued"
+    (journal,) = (mount.cache / "staging").glob("*.journal")
+    record = load(journal)
+    assert record is not None
+    assert record.sealed
+    assert record.unread is not None
+    assert record.unread.below == 5 * MiB
+    _crash(emulator, mount)
+    emulator.requests.clear()
+    make_mount(args=args).start()  # ready once the sealed file is uploaded
+    assert server_bytes(emulator, "log") == data + b"one more line\n"
+    ops = [r.op for r in emulator.requests]
+    assert ops.count("UploadPartCopy") == 5
+    assert ops.count("UploadPart") == 1
+    gets = [r for r in emulator.requests if r.op == "GetObject"]
+    assert len(gets) == 1, "the SDK's read-back only: the start was never read"
+    assert not _open_uploads(emulator)
+
+
+def test_an_append_whose_upload_fails_after_a_kill_is_shown_whole_and_retried(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """The next mount could not copy the unread start (the server refused every copy): the
+    file is restored, shown with its start read from the object its journal names, and
+    uploaded once the server takes copies again."""
+    data = os.urandom(3 * MiB + 5)
+    emulator.put_object(BUCKET, "log", data)
+    args = (*WB, "--writeback-delay", "600")
+    mount = make_mount(args=args).start()
+    subprocess.run(["sh", "-c", f"echo more >> {mount.path / 'log'}"], check=True)
+    _crash(emulator, mount)
+    emulator.faults.add(FaultRule("error", op="UploadPartCopy", times=None, status=503,
+                                  code="ServiceUnavailable"))  # fmt: skip
+    mount = make_mount(args=(*WB, "--writeback-delay", "0")).start()
+    assert (mount.path / "log").read_bytes() == data + b"more\n"
+    assert server_bytes(emulator, "log") == data, "not uploaded yet"
+    emulator.faults.clear()
+    _until("the retry uploads it", lambda: emulator.head(BUCKET, "log").size == len(data) + 5)  # type: ignore[union-attr]
+    assert server_bytes(emulator, "log") == data + b"more\n"

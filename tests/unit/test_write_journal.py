@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ossmount.write.commit_types import UnreadStart
 from ossmount.write.journal import (
     CorruptJournal,
     JournalRecord,
@@ -82,6 +83,11 @@ def test_every_flipped_bit_is_refused() -> None:
         {"result_crc64": 5},
         {"key": ""},
         {"part_size": 0},
+        {"unread": UnreadStart(PS + 1, 0, "k", '"E"', 3 * PS)},  # not whole parts
+        {"unread": UnreadStart(PS, 0, "k", '"E"', PS - 1)},  # beyond its object
+        {"unread": UnreadStart(PS, 0, "", '"E"', 3 * PS)},  # no object named
+        {"unread": UnreadStart(PS, 0, "k", "", 3 * PS)},
+        {"unread": UnreadStart(4 * PS, 0, "k", '"E"', 9 * PS), "sealed": True},  # > size
     ],
 )
 def test_inconsistent_records_cannot_be_built(change: dict[str, object]) -> None:
@@ -132,3 +138,13 @@ def test_keep_mode_round_trips_and_is_unset_in_records_written_before_it() -> No
     assert decode(encode(kept)).keep_mode
     assert encode(kept) != encode(uploading())  # one flag bit, no bytes of its own
     assert not decode(encode(uploading())).keep_mode
+
+
+def test_an_unread_start_round_trips_and_is_absent_from_records_written_before_it() -> None:
+    """An append's record names the object version its unread start is copied from."""
+    unread = UnreadStart(2 * PS, 2**64 - 1, "logs/a é", '"SRC"', 2 * PS + 17)
+    rec = dataclasses.replace(uploading(), unread=unread, sealed=True)
+    assert decode(encode(rec)) == rec
+    assert decode(encode(rec)).unread == unread
+    assert decode(encode(uploading())).unread is None
+    assert_cut_and_padded_refused(encode(rec), decode, CorruptJournal)
