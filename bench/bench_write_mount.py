@@ -19,7 +19,8 @@ several times; the checkouts take turns, round after round, so a noisy machine h
   the upload cannot keep up with cp;
 * `append`: `echo ... >>` a `--size-mib` object that is not in the cache (cp'ed in, then
   the daemon restarted on an empty cache): the append's wall s (its close commits it), the
-  daemon's CPU s, and the ranged GETs it made (counted in its debug log);
+  daemon's CPU s, and the ranged GETs it made (counted in its debug log); `--big-args`
+  apply to that second daemon (e.g. "-o writeback": the append's close then returns sealed);
 * `small`: `cp -r` of `--files` (default 200) x 64 KiB into the mount with `--latency` (default
   20 ms per response) and `--conn-bps` (default 50 MB/s per connection) on the emulator (the
   W14 shape), without and with `-o writeback`: files/s (with write-back, until every object
@@ -211,7 +212,8 @@ def big(src: Path, source: Path, size: int, args: argparse.Namespace,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def append(src: Path, source: Path, out: dict[str, list[float]]) -> None:
+def append(src: Path, source: Path, args: argparse.Namespace,
+           out: dict[str, list[float]]) -> None:  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="bwm-append-", dir="/var/tmp"))
     rig = Rig(src, work, [], [])
     try:
@@ -220,7 +222,7 @@ def append(src: Path, source: Path, out: dict[str, list[float]]) -> None:
         shutil.rmtree(work / "cache")
         (work / "cache").mkdir()
         (work / "mount.log").unlink()
-        rig.mount(["--log-level", "debug"])
+        rig.mount(["--log-level", "debug", *shlex.split(args.big_args)])
         d0 = rig.cpu()[0]
         t0 = time.perf_counter()
         subprocess.run(["sh", "-c", f"echo one more line >> {rig.mnt / 'log.bin'}"], check=True)
@@ -260,7 +262,8 @@ def main() -> None:
     p.add_argument("--conn-bps", type=float, default=50e6)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--only", choices=("big", "small", "append"))
-    p.add_argument("--big-args", default="", help="mount options for `big` (shell words)")
+    p.add_argument("--big-args", default="",
+                   help="mount options for `big` and `append` (shell words)")  # fmt: skip
     p.add_argument("--lo-mbit", type=float, help="hold the loopback to this rate in `big`")
     args = p.parse_args()
     srcs = [s.resolve() for s in (args.src or [Path(__file__).resolve().parent.parent])]
@@ -280,7 +283,7 @@ def main() -> None:
                 if args.only in (None, "big"):
                     big(src, source, args.size_mib * MiB, args, results[src])
                 if args.only in (None, "append"):
-                    append(src, source, results[src])
+                    append(src, source, args, results[src])
                 if args.only in (None, "small"):
                     for mode in ("sync", "writeback"):
                         small(src, tree, args.files, args, mode, results[src])

@@ -58,7 +58,7 @@ from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET, Mount
 from tests.mount.test_write import RW, sdk, server_bytes, server_keys
-from tests.mount.test_write_walk import NAMES, OPEN_FLAGS, MiB, Walk, _outcome
+from tests.mount.test_write_walk import APPEND_FLAGS, NAMES, OPEN_FLAGS, MiB, Walk, _outcome
 
 ABSENT = None
 _numbers = itertools.count()
@@ -94,8 +94,9 @@ class Report:
 class CrashWalk(Walk):
     """The walk of test_write_walk.py plus a model of what each name may hold on the server."""
 
-    def __init__(self, mnt: Path, ref: Path, seed: int) -> None:
+    def __init__(self, mnt: Path, ref: Path, seed: int, *, appends: bool = False) -> None:
         super().__init__(mnt, ref, seed)
+        self.appends = appends  # opens with O_APPEND and preads (objects made beforehand)
         self.at: dict[str, Ino] = {}
         self.ino_of: dict[int, Ino] = {}  # by the local descriptor
         self.cut: dict[str, set[Version]] = {}  # names a call cut by the kill left open
@@ -135,15 +136,17 @@ class CrashWalk(Walk):
         rnd = self.rnd
         ops = ["open", "open", "write", "write", "write", "truncate", "ftruncate", "fsync",
                "close", "rename", "unlink", "read"]  # fmt: skip
+        if self.appends:
+            ops += ["append", "append", "pread"]
         op = rnd.choice(ops)
         name = rnd.choice(self.names)
-        if op in ("write", "ftruncate", "fsync", "close"):
+        if op in ("write", "ftruncate", "fsync", "close", "pread"):
             if not self.fds:
                 op = "open"
             else:
                 return self._fd_op(op)
-        if op == "open":
-            flags = rnd.choice(OPEN_FLAGS)
+        if op in ("open", "append"):
+            flags = rnd.choice(OPEN_FLAGS if op == "open" else APPEND_FLAGS)
             return (
                 f"open {name} {flags:#x}",
                 lambda r: os.open(r / name, flags, 0o644),
@@ -200,6 +203,10 @@ class CrashWalk(Walk):
         elif op == "fsync":
             self.pending = [os.fsync]
             what = "fsync"
+        elif op == "pread":
+            size, offset = rnd.choice((1, 4096, MiB + 3)), rnd.randrange(5 * MiB)
+            self.pending = [lambda fd: os.pread(fd, size, offset)]
+            what = f"pread {size} at {offset}"
         else:
             self.fds.pop(index)
             del self.ino_of[pair[1]]
@@ -210,6 +217,8 @@ class CrashWalk(Walk):
         now = self._now(ino, pair[1]) if op == "close" else b""
 
         def done(ok: bool) -> None:
+            if op == "pread":
+                return
             if op in ("write", "ftruncate"):
                 ino.dirty = True
             elif op == "fsync":
@@ -361,17 +370,21 @@ def _reset(walk: CrashWalk, emu: Emulator) -> None:
 
 def crash_walk(
     emu: Emulator, make: MountMaker, ref: Path, seed: int, *, writeback: bool,
-    kills: int = 1, steps: int = 60, recovery: bool = False,
+    kills: int = 1, steps: int = 60, recovery: bool = False, appends: bool = False,
 ) -> Report:  # fmt: skip
     """`kills` times: walk up to `steps` calls, kill -9 the daemon at a seeded one, remount on
     the same cache dir and check (module docstring). With `recovery`, half the remounts are
     first killed too, while they resume the uploads (`_kill_in_recovery`): the next must
-    still converge to the same state. Raises AssertionError naming the seed."""
+    still converge to the same state. With `appends`, objects of a few parts are on the
+    server first, and the walk also opens them with O_APPEND (their start stays unread:
+    fs/staging.py `fill`) and preads. Raises AssertionError naming the seed."""
     args = (*RW, "--writeback") if writeback else RW
     plan = random.Random(seed * 7919 + writeback)
     report = Report()
+    made = _objects(emu, ref, random.Random(seed)) if appends else {}
     mount = make(args).start()
-    walk = CrashWalk(mount.path, ref, seed)
+    walk = CrashWalk(mount.path, ref, seed, appends=appends)
+    walk.at.update((name, Ino({data})) for name, data in made.items())
     try:
         _rounds(emu, make, args, plan, walk, mount, report, seed, kills, steps, recovery)
     except AssertionError as exc:
@@ -379,6 +392,16 @@ def crash_walk(
         raise
     report.log = walk.log
     return report
+
+
+def _objects(emu: Emulator, ref: Path, rnd: random.Random) -> dict[str, bytes]:
+    """An object of 1-5 MiB under each name (not under a directory, which the walk makes),
+    and the same file in the local directory."""
+    made = {name: rnd.randbytes(rnd.randrange(MiB, 5 * MiB)) for name in NAMES if "/" not in name}
+    for name, data in made.items():
+        emu.put_object(BUCKET, name, data)
+        (ref / name).write_bytes(data)
+    return made
 
 
 def _keep_log(mount: Mount, what: str) -> None:
@@ -448,18 +471,22 @@ def _rounds(
     mount.stop()
 
 
-def _seeds() -> list[tuple[int, bool, bool]]:
-    """Four walks in the suite; OSSMOUNT_CRASHWALK_SEEDS=100-300 runs seeds 100..299 in both
-    modes instead (every other one with kills in recovery), the way to look wider after a
-    change to the write path (about 7 s a walk)."""
+def _seeds() -> list[tuple[int, bool, bool, bool]]:
+    """Six walks in the suite, two with appends; OSSMOUNT_CRASHWALK_SEEDS=100-300 runs seeds
+    100..299 in both modes instead (every other one with kills in recovery, every third one
+    with appends), the way to look wider after a change to the write path (about 7 s a
+    walk)."""
     wide = os.environ.get("OSSMOUNT_CRASHWALK_SEEDS")
     if not wide:
-        return [(1, False, False), (2, False, True), (9, True, False), (18, True, True)]
+        return [(1, False, False, False), (2, False, True, False), (9, True, False, False),
+                (18, True, True, False), (3, False, False, True),
+                (4, True, True, True)]  # fmt: skip
     first, _, last = wide.partition("-")
-    return [(s, wb, s % 2 == 0) for s in range(int(first), int(last)) for wb in (False, True)]
+    return [(s, wb, s % 2 == 0, s % 3 == 0) for s in range(int(first), int(last))
+            for wb in (False, True)]  # fmt: skip
 
 
-@pytest.mark.parametrize(("seed", "writeback", "recovery"), _seeds())
+@pytest.mark.parametrize(("seed", "writeback", "recovery", "appends"), _seeds())
 def test_a_kill_9_anywhere_in_a_write_walk_loses_nothing_acknowledged_and_undoes_nothing(
     emulator: Emulator,
     make_mount: MountFactory,
@@ -467,8 +494,9 @@ def test_a_kill_9_anywhere_in_a_write_walk_loses_nothing_acknowledged_and_undoes
     seed: int,
     writeback: bool,
     recovery: bool,
+    appends: bool,
 ) -> None:
     ref = tmp_path / "ref"
     ref.mkdir()
     crash_walk(emulator, lambda args: make_mount(args=args), ref, seed, writeback=writeback,
-               kills=2, steps=40, recovery=recovery)  # fmt: skip
+               kills=2, steps=40, recovery=recovery, appends=appends)  # fmt: skip
