@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -491,10 +492,12 @@ class UploadSession:
         count = max(1, -(-size // ps))
         if sorted(self._parts) != list(range(1, count + 1)):
             return None
-        expected = 0
-        for number in range(1, count + 1):
-            part = self._parts[number]
-            expected = combine(expected, part.crc64, part.size)
+        parts = [self._parts[n] for n in range(1, count + 1)]
+        expected = self._expected_crc(parts)
+        if expected is None:
+            expected = 0
+            for part in parts:
+                expected = combine(expected, part.crc64, part.size)
         try:
             meta = await self._writes.client.head(self.key)
         except NoSuchKey:
@@ -523,7 +526,8 @@ class UploadSession:
         nothing changed them since): neither is written again before the upload (two fsyncs
         and a save_atomic per file; a crash meanwhile resumes from that seal)."""
         await self.drain()
-        self._ephemeral = self.gone_below > 0 or (
+        # Bytes that left the disk (a shed file) can never be resumed; an unread start can.
+        self._ephemeral = (self.gone_below > 0 and self.unread is None) or (
             not self._up.settings.journal_small_puts
             and size <= self._up.settings.single_put_max
             and not self.record.upload_id
@@ -581,7 +585,13 @@ class UploadSession:
         self.record = replace(self.record, sealed=False)
 
     async def _upload_all(self, size: int) -> CommitResult:
-        await self._check_conflict()
+        landed = await self._check_conflict(size)
+        if landed is not None:
+            rec = self.record
+            if rec.upload_id:  # one this commit began (early parts): nobody completes it
+                await self._writes.abort_multipart(rec.key, rec.upload_id)
+                self._up.ledger.active.discard(rec.upload_id)
+            return landed
         try:
             if size <= self._up.settings.single_put_max and self.unread is None:
                 result = await self._put_whole(size)
@@ -654,14 +664,20 @@ class UploadSession:
             self._carried = carried
         return now
 
-    async def _check_conflict(self) -> None:
+    async def _check_conflict(self, size: int) -> CommitResult | None:
         """A file opened from an existing version: warn if the object changed since (last
-        writer wins), with one HEAD that also learns the headers the new version keeps."""
+        writer wins), with one HEAD that also learns the headers the new version keeps. A
+        file with an unread start cannot be committed over another version: unless that
+        version is this very file (an earlier life of this commit completed it, and a crash
+        kept the journal from saying so), which is returned as done."""
         base = self.record.base_etag
         if not base or self.record.forbid_overwrite:
-            return
+            return None
         now = await self._head_base()
         if now != base and self.unread is not None:
+            ours = await self._landed_as_ours(size)
+            if ours is not None:
+                return ours
             raise self._unread_gone(f"ETag {now}, opened at {base}")
         if now != base:
             self.copy_from = None  # its parts are not ours to copy any more
@@ -670,6 +686,27 @@ class UploadSession:
                 "opened at %s); our version replaces it (last writer wins)",
                 self._writes.bucket, self.key, now, base,
             )  # fmt: skip
+        return None
+
+    async def _landed_as_ours(self, size: int) -> CommitResult | None:
+        """The object, if it holds exactly this file: its size, and the CRC-64 of the
+        unread start combined with that of the staged bytes after it."""
+        unread = self.unread
+        assert unread is not None
+        try:
+            meta = await self._writes.client.head(self.key)
+        except NoSuchKey:
+            return None
+        if meta.size != size or meta.crc64 is None:
+            return None
+        tail, _ = await trio.to_thread.run_sync(
+            hash_part, self._fd, unread.below, size - unread.below
+        )
+        if meta.crc64 != combine(unread.crc, tail, size - unread.below):
+            return None
+        log.info("oss://%s/%s: this file had been committed already (CRC-64 %016x)",
+                 self._writes.bucket, self.key, meta.crc64)  # fmt: skip
+        return CommitResult(self.key, meta.etag, meta.crc64, size, -(-size // self._ps))
 
     async def _put_whole(self, size: int) -> CommitResult:
         rec = self.record
@@ -735,7 +772,7 @@ class UploadSession:
         found = self.pieces.collect(self._parts, ps, size)
         return CommitResult(rec.key, done.etag, done.crc64, size, count, found)
 
-    def _expected_crc(self, parts: list[PartResult]) -> int | None:
+    def _expected_crc(self, parts: Sequence[PartResult | PartRecord]) -> int | None:
         """The whole object's CRC-64 when part of it is an unread start (None: the parts'
         own, combined): that start's, then the parts after it."""
         unread = self.unread
@@ -743,7 +780,7 @@ class UploadSession:
             return None
         first = unread.below // self._ps
         expected = unread.crc
-        for part in sorted(parts, key=lambda p: p.number)[first:]:
+        for part in sorted(parts, key=lambda p: p.number)[first:]:  # the parts after it
             expected = combine(expected, part.crc64, part.size)
         return expected
 

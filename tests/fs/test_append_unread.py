@@ -52,6 +52,13 @@ async def counted(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
         yield rig
 
 
+@pytest.fixture
+async def held(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
+    """-o writeback with uploads held back after a close (until `drain`)."""
+    async for rig in write_rig(emu, tmp_path, rw=True, writeback_delay_s=600.0):
+        yield rig
+
+
 def _staging(rig: WriteRig) -> Staging:
     assert rig.staging is not None
     return rig.staging
@@ -375,3 +382,40 @@ async def test_the_crc_a_read_learnt_spares_the_head(rig: WriteRig) -> None:
     await rig.fs.write_waiting(fh, len(BIG), b"+")
     await _close(rig, fh)
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"+"
+
+
+async def test_a_completion_whose_reply_is_lost_is_taken_for_ours(rig: WriteRig) -> None:
+    """CompleteMultipartUpload lands but its reply is lost: the retry finds the upload gone
+    and the object completed. That object is ours (its CRC-64 is the one the unread start
+    and the parts sent make), not a reason to copy the start again from a version that is
+    no longer there."""
+    rig.emu.put_object(BUCKET, "big", BIG)
+    _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+    await rig.fs.write_waiting(fh, len(BIG), b"mine")
+    rig.emu.faults.add(FaultRule("reset", op="CompleteMultipartUpload", after=0))
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"mine"
+    assert not _staging(rig).by_path, "committed, nothing left staged"
+
+
+async def test_an_upload_finding_this_very_file_on_the_server_takes_it_as_done(
+    held: WriteRig,
+) -> None:
+    """The object changed since the append was opened, into exactly this file's bytes (what a
+    crash between CompleteMultipartUpload and its journal leaves, when the next mount cannot
+    tell it by time): the upload takes it as done instead of failing for good."""
+    rig = held
+    rig.emu.put_object(BUCKET, "big", BIG)
+    inode, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+    staged = _staging(rig).by_inode[inode]
+    await rig.fs.write_waiting(fh, len(BIG), b"mine")
+    await rig.fs.flush(fh)  # sealed; the upload is held back
+    await rig.fs.release(fh)
+    rig.emu.put_object(BUCKET, "big", BIG + b"mine")
+    rig.emu.requests.clear()
+    with trio.fail_after(30):
+        await _staging(rig).drain()
+    assert not staged.unsent
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"mine"
+    assert _count(rig.emu, "CompleteMultipartUpload") == 0, "nothing completed: it was there"
+    assert _count(rig.emu, "AbortMultipartUpload") == 1, "the upload its early parts began"

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from ossmount.emulator import Emulator
+from ossmount.emulator import Emulator, FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET
 from tests.mount.test_write import RW, MiB, server_bytes
@@ -61,3 +61,29 @@ def test_dd_into_the_start_of_an_object_open_for_append_fetches_it_first(
         assert os.pread(f.fileno(), 10, 998) == DATA[998:1000] + b"PATCHED" + DATA[1007:1008]
     want = DATA[:1000] + b"PATCHED" + DATA[1007:] + b"appended"
     assert server_bytes(emulator, "img") == want
+
+
+def test_a_kill_9_mid_commit_of_an_append_resumes_it_without_reading_the_start(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """A sync close of an append seals its journal (this boot's) with the unread start named;
+    killed while the appended part is sent, the next mount completes the upload, copying the
+    start from the version the journal names."""
+    emulator.put_object(BUCKET, "log", DATA)
+    stall = FaultRule("stall", op="UploadPart", key="log", seconds=8.0)
+    emulator.faults.add(stall)
+    mount = make_mount(args=RW).start()
+    sh = subprocess.Popen(["sh", "-c", f"echo last words >> {mount.path / 'log'}"],
+                          stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_until("the appended part is being sent", lambda: stall.fired > 0)
+        mount.kill()
+    finally:
+        sh.wait()
+    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    emulator.faults.clear()
+    assert server_bytes(emulator, "log") == DATA, "not committed before the kill"
+    emulator.requests.clear()
+    make_mount(args=RW).start()  # ready only once the staged file is committed
+    assert server_bytes(emulator, "log") == DATA + b"last words\n"
+    assert [r.op for r in emulator.requests].count("GetObject") == 1, "the SDK's read-back"
