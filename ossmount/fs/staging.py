@@ -42,21 +42,22 @@ import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
 
 import trio
 
 from ossmount.cache.adopt import Adopter
 from ossmount.cache.holes import punch_hole, reserve
-from ossmount.crc64 import crc64, prefix_crc
+from ossmount.crc64 import prefix_crc
+from ossmount.fs import unread
 from ossmount.fs.attrstore import KnownMeta, store_attrs
 from ossmount.fs.owedattrs import OWED_DELAY_S, OwedAttrs
 from ossmount.fs.shown import Posix, ShownAttrs, adopt_sent
 from ossmount.fs.staged import Staged, disown
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.stamps import now_s, only_ctime_differs
+from ossmount.fs.unread import ObjectReaderLike, ReaderWithClose
 from ossmount.fs.writeback import WriteBack
-from ossmount.oss._errors import NoSuchKey, PreconditionFailed, is_retryable
+from ossmount.oss._errors import is_retryable
 from ossmount.oss._write_types import CrcMismatch, StagingError
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import (
@@ -73,7 +74,6 @@ __all__ = ["NoRoomYet", "Staging"]
 
 log = logging.getLogger(__name__)
 
-_FILL_CHUNK = 4 * 1024 * 1024
 # What a write-back close seals into the record of an upload under way: what the file has
 # now (a chmod or utimens since its first part went), for an upload started afresh.
 _SEALED_ATTRS = ("mtime_ns", "atime_ns", "ctime_ns", "mode", "keep_mode", "uid", "gid")
@@ -91,17 +91,6 @@ class NoRoomYet(Exception):
     def __init__(self, sending: trio.Event) -> None:
         super().__init__("waiting for parts being sent to make room")
         self.sending = sending
-
-
-class ReaderWithClose(Protocol):
-    async def read(self, offset: int, size: int) -> bytes: ...
-    async def aclose(self) -> None: ...
-
-
-class ObjectReaderLike(Protocol):
-    """What `fill` reads from (a prefetch `ObjectReader`)."""
-
-    async def read(self, offset: int, size: int) -> bytes: ...
 
 
 class _ChangedMeanwhile(Exception):
@@ -207,9 +196,9 @@ class Staging:
             resumable=record if record.upload_id else None,
             replaces=True,  # a rename may have re-keyed it onto an object (fs/writeback.py)
         )  # fmt: skip
-        if (unread := record.unread) is not None:  # still in the object it names
-            staged.unread, staged.unread_crc = unread.below, unread.crc
-            staged.unread_from = ObjectMeta(unread.key, unread.size, unread.etag, 0)
+        if (kept := record.unread) is not None:  # still in the object it names
+            staged.unread, staged.unread_crc = kept.below, kept.crc
+            staged.unread_from = ObjectMeta(kept.key, kept.size, kept.etag, 0)
         if self.space is not None:
             self.space.already(record.size - staged.unread)  # the unread start takes none
             staged.counted = record.size
@@ -237,12 +226,12 @@ class Staging:
         must still have its start (last writer wins), where an appender's commit fails.
         `whole_crc`: the object's CRC-64 if the caller knows it (a HEAD learns it else)."""
         size = staged.size = meta.size  # what stat shows meanwhile (an appender's offset)
-        start, whole = await self._unread_start(meta, whole_crc) if append else (0, 0)
+        start, whole = await unread.start_of(self.uploader, meta, whole_crc) if append else (0, 0)
         # The unread start takes no room: it is the file's hole (`_drop`, `fetch_unread`).
         staged.unread = staged.counted = start
         staged.unread_from = meta if start else None
         self._count(staged, size)
-        tail = await self._copy_in(staged, source, meta.key, start, size)
+        tail = await unread.copy_in(staged, source, self.where(meta.key), start, size)
         if start:
             os.ftruncate(staged.fd, size)  # an object of whole parts: none of it was read
             staged.unread_crc = prefix_crc(whole, tail, size - start)
@@ -252,91 +241,12 @@ class Staging:
         staged.source = (staged.key, staged.base_etag, size)
         staged.dirty_parts = set()
 
-    async def _copy_in(
-        self, staged: Staged, source: ObjectReaderLike, key: str, start: int, end: int
-    ) -> int:
-        """Bytes [start, end) of object `key` (`source` reads it) into the staging file at
-        the same offsets; their CRC-64."""
-        offset, crc = start, 0
-        while offset < end:
-            data = await source.read(offset, min(_FILL_CHUNK, end - offset))
-            if not data:
-                raise EOFError(f"{self.where(key)}: object ended at {offset} of {end}")
-            os.pwrite(staged.fd, data, offset)
-            crc = crc64(data, crc)
-            offset += len(data)
-        return crc
-
-    async def _unread_start(self, meta: ObjectMeta, whole: int | None) -> tuple[int, int]:
-        """Where the fill starts (the start of the object's last part, 0 for an object of
-        less than one whole part) and the whole object's CRC-64 (`whole`, else from one HEAD
-        fenced on the version opened); 0 (the whole object is read) if OSS states no CRC-64
-        for it (an object made by a copy may have none)."""
-        ps = self.uploader.settings.part_size
-        start = meta.size // ps * ps
-        if start < ps:
-            return 0, 0
-        if whole is None:
-            try:
-                _, _, whole = await self.uploader.writes.object_headers(
-                    meta.key, if_match=meta.etag
-                )
-            except (NoSuchKey, PreconditionFailed):
-                return 0, 0  # the read that follows says it
-        return (start, whole) if whole is not None else (0, 0)
-
     async def fetch_unread(
         self, staged: Staged, open_source: Callable[[ObjectMeta], ReaderWithClose]
     ) -> None:
-        """Bring the unread start into the staged file before something changes it (a write
-        or truncate into it; an unlink or replace while it is open, which takes the version
-        it is read from away). Read through the verified read path from the version that
-        holds it, and checked against `unread_crc`: bytes that do not match are never used
-        (OSError EIO, the file unchanged). One fetch at a time; others wait for it."""
-        while staged.unread:
-            if staged.unread_fetched is not None:
-                await staged.unread_fetched.wait()
-                continue
-            done = staged.unread_fetched = trio.Event()
-            try:
-                await self._fetch_unread(staged, open_source)
-            finally:
-                staged.unread_fetched = None
-                done.set()
-
-    async def _fetch_unread(
-        self, staged: Staged, open_source: Callable[[ObjectMeta], ReaderWithClose]
-    ) -> None:
-        below, meta = staged.unread, staged.unread_from
-        assert meta is not None
-        if self.space is not None:
-            self.space.grow(below, self.where(staged.key))  # ENOSPC: nothing changed
-        fetched = False
-        try:
-            reader = open_source(meta)
-            try:  # the hole's bytes: no one reads or writes them until `unread` is 0
-                crc = await self._copy_in(staged, reader, meta.key, 0, below)
-            finally:
-                await reader.aclose()
-            if crc != staged.unread_crc:
-                raise OSError(errno.EIO, f"{self.where(meta.key)}: its first {below} bytes "
-                              f"came with CRC-64 {crc:016x}, not the {staged.unread_crc:016x} "
-                              "the whole object's implies; the file is unchanged")  # fmt: skip
-            if self.uploader.settings.fsync_staged:  # a record may soon claim them: durable
-                await trio.to_thread.run_sync(os.fdatasync, staged.fd)
-            fetched = True
-        finally:
-            if not fetched and self.space is not None:
-                self.space.shrink(below)
-        self._forget_unread(staged)
-
-    @staticmethod
-    def _forget_unread(staged: Staged) -> None:
-        """The start is no longer unread: fetched, or truncated away. A session copying it
-        copies again what it did with no CRC of its own (`UploadSession.fetched_unread`)."""
-        staged.unread, staged.unread_from = 0, None
-        if staged.session is not None:
-            staged.session.fetched_unread()
+        """fs/unread.py `fetch`, counted against this staging's room."""
+        await unread.fetch(staged, open_source, self.space, where=self.where,
+                           durable=self.uploader.settings.fsync_staged)  # fmt: skip
 
     def moved(self, staged: Staged, path: str, meta: ObjectMeta) -> None:
         """The file was renamed (after a commit, so its bytes are the copy `meta`): later
@@ -673,7 +583,7 @@ class Staging:
             self._shed_broken(staged, f"a truncate to {size}")
         if size == 0 and staged.unread:  # nothing of it is needed any more
             staged.counted -= staged.unread  # it took no room
-            self._forget_unread(staged)
+            unread.forget(staged)
         if size < staged.unread:  # the caller fetches it first (fetch_unread)
             raise OSError(errno.EIO, f"{self.where(staged.key)}: a truncate to {size} into an "
                           "unread start")  # fmt: skip

@@ -1,0 +1,140 @@
+"""The unread start of a file appended to (`Staged.unread`): an O_APPEND open of a big object
+stages only its last part (fs/staging.py `Staging.fill`); the whole parts before it stay in
+the object. This module reads what is staged from an object, finds where the unread start
+ends and its CRC-64 (solved from the one OSS states for the whole object and the tail read:
+crc64.prefix_crc), and fetches that start when something is about to change it.
+
+Concurrency: trio, one thread. One fetch of a file's start at a time (`Staged.unread_fetched`
+is set while it runs; the others wait on it). The bytes of the hole are written by that
+fetch only: reads of the start go to the object until `unread` is 0, and writes, truncates
+and unlinks into it fetch first (fs/filesystem.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from ossmount.crc64 import crc64
+from ossmount.fs.staged import Staged
+from ossmount.fs.stagedspace import StagedSpace
+from ossmount.oss._errors import NoSuchKey, PreconditionFailed
+from ossmount.oss.models import ObjectMeta
+from ossmount.write import Uploader
+
+__all__ = ["ObjectReaderLike", "ReaderWithClose", "copy_in", "fetch", "forget", "start_of"]
+
+_CHUNK = 4 * 1024 * 1024
+
+
+class ObjectReaderLike(Protocol):
+    """What a fill reads from (a prefetch `ObjectReader`)."""
+
+    async def read(self, offset: int, size: int) -> bytes: ...
+
+
+class ReaderWithClose(ObjectReaderLike, Protocol):
+    async def aclose(self) -> None: ...
+
+
+async def copy_in(
+    staged: Staged, source: ObjectReaderLike, where: str, start: int, end: int
+) -> int:
+    """Bytes [start, end) of the object `where` names (`source` reads it) into the staging
+    file at the same offsets; their CRC-64."""
+    offset, crc = start, 0
+    while offset < end:
+        data = await source.read(offset, min(_CHUNK, end - offset))
+        if not data:
+            raise EOFError(f"{where}: object ended at {offset} of {end}")
+        os.pwrite(staged.fd, data, offset)
+        crc = crc64(data, crc)
+        offset += len(data)
+    return crc
+
+
+async def start_of(uploader: Uploader, meta: ObjectMeta, whole: int | None) -> tuple[int, int]:
+    """Where an appender's fill starts (the start of the object's last part, 0 for an object
+    of less than one whole part) and the whole object's CRC-64 (`whole`, else from one HEAD
+    fenced on the version opened); 0 (the whole object is read) if OSS states no CRC-64 for
+    it (an object made by a copy may have none)."""
+    ps = uploader.settings.part_size
+    start = meta.size // ps * ps
+    if start < ps:
+        return 0, 0
+    if whole is None:
+        try:
+            _, _, whole = await uploader.writes.object_headers(meta.key, if_match=meta.etag)
+        except (NoSuchKey, PreconditionFailed):
+            return 0, 0  # the read that follows says it
+    return (start, whole) if whole is not None else (0, 0)
+
+
+async def fetch(
+    staged: Staged,
+    open_source: Callable[[ObjectMeta], ReaderWithClose],
+    space: StagedSpace | None,
+    *,
+    where: Callable[[str], str],
+    durable: bool,
+) -> None:
+    """Bring the unread start into the staged file before something changes it (a write or
+    truncate into it; an unlink or replace while it is open, which takes the version it is
+    read from away). Read through the verified read path from the version that holds it,
+    and checked against `unread_crc`: bytes that do not match are never used (OSError EIO,
+    the file unchanged). `space`: where the room it takes is counted; `durable`: fsync them
+    (a record may soon claim them). One fetch at a time; others wait for it."""
+    while staged.unread:
+        if staged.unread_fetched is not None:
+            await staged.unread_fetched.wait()
+            continue
+        done = staged.unread_fetched = trio.Event()
+        try:
+            await _fetch(staged, open_source, space, where=where, durable=durable)
+        finally:
+            staged.unread_fetched = None
+            done.set()
+
+
+async def _fetch(
+    staged: Staged,
+    open_source: Callable[[ObjectMeta], ReaderWithClose],
+    space: StagedSpace | None,
+    *,
+    where: Callable[[str], str],
+    durable: bool,
+) -> None:
+    below, meta = staged.unread, staged.unread_from
+    assert meta is not None
+    if space is not None:
+        space.grow(below, where(staged.key))  # ENOSPC: nothing changed
+    fetched = False
+    try:
+        reader = open_source(meta)
+        try:  # the hole's bytes: no one reads or writes them until `unread` is 0
+            crc = await copy_in(staged, reader, where(meta.key), 0, below)
+        finally:
+            await reader.aclose()
+        if crc != staged.unread_crc:
+            raise OSError(errno.EIO, f"{where(meta.key)}: its first {below} bytes came with "
+                          f"CRC-64 {crc:016x}, not the {staged.unread_crc:016x} the whole "
+                          "object's implies; the file is unchanged")  # fmt: skip
+        if durable:
+            await trio.to_thread.run_sync(os.fdatasync, staged.fd)
+        fetched = True
+    finally:
+        if not fetched and space is not None:
+            space.shrink(below)
+    forget(staged)
+
+
+def forget(staged: Staged) -> None:
+    """The start is no longer unread: fetched, or truncated away. A session copying it
+    copies again what it did with no CRC of its own (`UploadSession.fetched_unread`)."""
+    staged.unread, staged.unread_from = 0, None
+    if staged.session is not None:
+        staged.session.fetched_unread()
