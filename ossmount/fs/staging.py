@@ -649,9 +649,9 @@ class Staging:
         source = staged.unread_from
         if not staged.unread or source is None:
             return record
-        unread = UnreadStart(staged.unread, staged.unread_crc, source.key, source.etag,
-                             source.size)  # fmt: skip
-        return replace(record, unread=unread)
+        start = UnreadStart(staged.unread, staged.unread_crc, source.key, source.etag,
+                            source.size)  # fmt: skip
+        return replace(record, unread=start)
 
     def _session(self, staged: Staged, resumed: JournalRecord | None = None) -> UploadSession:
         """The file's session; a new one continues the upload of `resumed` when given."""
