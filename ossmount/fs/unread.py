@@ -93,43 +93,30 @@ async def fetch(
             await staged.unread_fetched.wait()
             continue
         done = staged.unread_fetched = trio.Event()
+        below, meta = staged.unread, staged.unread_from
+        assert meta is not None
+        if space is not None:
+            space.grow(below, where(staged.key))  # ENOSPC: nothing changed
+        fetched = False
         try:
-            await _fetch(staged, open_source, space, where=where, durable=durable)
+            reader = open_source(meta)
+            try:  # the hole's bytes: no one reads or writes them until `unread` is 0
+                crc = await copy_in(staged, reader, where(meta.key), 0, below)
+            finally:
+                await reader.aclose()
+            if crc != staged.unread_crc:
+                raise OSError(errno.EIO, f"{where(meta.key)}: its first {below} bytes came "
+                              f"with CRC-64 {crc:016x}, not the {staged.unread_crc:016x} the "
+                              "whole object's implies; the file is unchanged")  # fmt: skip
+            if durable:
+                await trio.to_thread.run_sync(os.fdatasync, staged.fd)
+            fetched = True
+            forget(staged)
         finally:
+            if not fetched and space is not None:
+                space.shrink(below)
             staged.unread_fetched = None
             done.set()
-
-
-async def _fetch(
-    staged: Staged,
-    open_source: Callable[[ObjectMeta], ReaderWithClose],
-    space: StagedSpace | None,
-    *,
-    where: Callable[[str], str],
-    durable: bool,
-) -> None:
-    below, meta = staged.unread, staged.unread_from
-    assert meta is not None
-    if space is not None:
-        space.grow(below, where(staged.key))  # ENOSPC: nothing changed
-    fetched = False
-    try:
-        reader = open_source(meta)
-        try:  # the hole's bytes: no one reads or writes them until `unread` is 0
-            crc = await copy_in(staged, reader, where(meta.key), 0, below)
-        finally:
-            await reader.aclose()
-        if crc != staged.unread_crc:
-            raise OSError(errno.EIO, f"{where(meta.key)}: its first {below} bytes came with "
-                          f"CRC-64 {crc:016x}, not the {staged.unread_crc:016x} the whole "
-                          "object's implies; the file is unchanged")  # fmt: skip
-        if durable:
-            await trio.to_thread.run_sync(os.fdatasync, staged.fd)
-        fetched = True
-    finally:
-        if not fetched and space is not None:
-            space.shrink(below)
-    forget(staged)
 
 
 def forget(staged: Staged) -> None:
