@@ -95,10 +95,11 @@ async def fetch(
         done = staged.unread_fetched = trio.Event()
         below, meta = staged.unread, staged.unread_from
         assert meta is not None
-        if space is not None:
-            space.grow(below, where(staged.key))  # ENOSPC: nothing changed
-        fetched = False
+        grown = fetched = False
         try:
+            if space is not None:
+                space.grow(below, where(staged.key))  # ENOSPC: nothing changed
+                grown = True
             reader = open_source(meta)
             try:  # the hole's bytes: no one reads or writes them until `unread` is 0
                 crc = await copy_in(staged, reader, where(meta.key), 0, below)
@@ -113,7 +114,8 @@ async def fetch(
             fetched = True
             forget(staged)
         finally:
-            if not fetched and space is not None:
+            if grown and not fetched:
+                assert space is not None
                 space.shrink(below)
             staged.unread_fetched = None
             done.set()

@@ -419,3 +419,22 @@ async def test_an_upload_finding_this_very_file_on_the_server_takes_it_as_done(
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"mine"
     assert _count(rig.emu, "CompleteMultipartUpload") == 0, "nothing completed: it was there"
     assert _count(rig.emu, "AbortMultipartUpload") == 1, "the upload its early parts began"
+
+
+async def test_no_room_for_the_start_fails_the_write_and_leaves_the_file_appendable(
+    counted: WriteRig,
+) -> None:
+    """A write into the unread start of an object bigger than the cache: ENOSPC, nothing
+    changed, and the next try fails the same way (no fetch is left pending to wait on)."""
+    rig = counted
+    rig.emu.put_object(BUCKET, "big", BIG)
+    _, fh = await _open(rig, os.O_RDWR | os.O_APPEND)
+    before = rig.store.staged_bytes
+    for _ in range(2):
+        with trio.fail_after(10), pytest.raises(OSError, match="cache cap") as caught:
+            await rig.fs.write_waiting(fh, 5, b"x")
+        assert caught.value.errno == errno.ENOSPC
+        assert rig.store.staged_bytes == before
+    await rig.fs.write_waiting(fh, len(BIG), b"!")
+    await _close(rig, fh)
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"!"
