@@ -6,6 +6,7 @@ In-process, over a real client against the emulator."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ossmount.oss._write_types import FileAlreadyExists
 from ossmount.tree.errors import NotFound
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.write.journal import load
+from tests.fs.test_filesystem import entries
 from tests.fs.test_writes import BUCKET, WriteRig, emu, write_rig
 
 __all__ = ["emu"]
@@ -305,3 +307,32 @@ async def test_a_file_created_where_one_unlinked_still_waits_keeps_its_name(
         await staging.drain()
     assert wb.emu.get_bytes(BUCKET, "d") == b"the new file"
     assert wb.emu.head(BUCKET, "c") is None
+
+
+async def test_a_file_renamed_over_a_symlink_stays_a_file_until_its_upload_lands(
+    wb: WriteRig,
+) -> None:
+    """The rename re-keys the held-back file onto the link's name: OSS lists the link there
+    until the upload lands, and a listing learnt meanwhile must not turn the file (an inode
+    the kernel holds as a regular file) into a link: the kernel takes a changed type for a
+    bad inode and answers EIO to every call on it (the random walk, seed 370, write-back
+    with directories: `chmod` of the renamed file)."""
+    fs = wb.fs
+    wb.emu.put_object(BUCKET, "target", b"t")
+    await fs.symlink(ROOT_INODE, "link", "target")
+    inode = await _write_closed(fs, "f", b"a file")
+    await fs.rename(ROOT_INODE, "f", ROOT_INODE, "link", 0)
+    fs._ns.invalidate()  # the next listing is read again: OSS still has the link there
+    fh = await fs.opendir(ROOT_INODE)
+    listed = entries(fs, fh)
+    fs.releasedir(fh)
+    assert [(name, stat.S_ISREG(a.mode)) for name, a in listed if a.inode == inode] == [
+        ("link", True)
+    ]
+    attr = await fs.getattr(inode)
+    assert stat.S_ISREG(attr.mode), oct(attr.mode)
+    attr = await fs.setattr(inode, size=None, mtime_ns=None, fh=None, mode=0o640)
+    assert attr.mode == stat.S_IFREG | 0o640
+    with trio.fail_after(10):
+        await _staging(wb).drain()
+    assert wb.emu.get_bytes(BUCKET, "link") == b"a file"
