@@ -492,12 +492,7 @@ class UploadSession:
         count = max(1, -(-size // ps))
         if sorted(self._parts) != list(range(1, count + 1)):
             return None
-        parts = [self._parts[n] for n in range(1, count + 1)]
-        expected = self._expected_crc(parts)
-        if expected is None:
-            expected = 0
-            for part in parts:
-                expected = combine(expected, part.crc64, part.size)
+        expected = self._whole_crc([self._parts[n] for n in range(1, count + 1)])
         try:
             meta = await self._writes.client.head(self.key)
         except NoSuchKey:
@@ -773,14 +768,16 @@ class UploadSession:
         return CommitResult(rec.key, done.etag, done.crc64, size, count, found)
 
     def _expected_crc(self, parts: Sequence[PartResult | PartRecord]) -> int | None:
-        """The whole object's CRC-64 when part of it is an unread start (None: the parts'
-        own, combined): that start's, then the parts after it."""
+        """What Complete must be checked against when part of the object is an unread start
+        (`_whole_crc`); None: the parts' own CRCs, which complete_multipart combines."""
+        return None if self.unread is None else self._whole_crc(parts)
+
+    def _whole_crc(self, parts: Sequence[PartResult | PartRecord]) -> int:
+        """The CRC-64 of the object `parts` (all of them, in any order) make: an unread
+        start's, taken whole, then the parts after it; else every part's, combined."""
         unread = self.unread
-        if unread is None:
-            return None
-        first = unread.below // self._ps
-        expected = unread.crc
-        for part in sorted(parts, key=lambda p: p.number)[first:]:  # the parts after it
+        expected, first = (0, 0) if unread is None else (unread.crc, unread.below // self._ps)
+        for part in sorted(parts, key=lambda p: p.number)[first:]:
             expected = combine(expected, part.crc64, part.size)
         return expected
 
