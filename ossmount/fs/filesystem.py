@@ -144,6 +144,7 @@ class FileSystem:
         self._staging = staging
         if staging is not None:
             staging.on_commit = self._committed
+            namespace.held = staging.by_path  # listings leave files being written as they are
             staging.owed.on_new_etag = lambda key: namespace.invalidate()  # never on OSS
             if staging.adopter is None:
                 staging.adopter = Adopter(prefetcher.store, prefetcher.config.part_size)

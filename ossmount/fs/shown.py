@@ -317,15 +317,11 @@ class AttrView:
         posix = self.known(node)
         if posix is not None:
             attr = _over(attr, posix)
-        if staged is not None:
-            if not staged.orphan:
-                # A file being written is a regular file, whatever the listing says of its
-                # name meanwhile: a file renamed over a symlink under write-back is listed as
-                # that link until its upload lands, and the kernel, which holds the inode as
-                # a file, takes a changed type for a bad inode (EIO on every call: the walk,
-                # seed 370). Not an unlinked one still waiting for its upload: its number
-                # may be a new entry's by now (a symlink made at its name: seeds 373-380).
-                attr = attr._replace(mode=stat.S_IFREG | (attr.mode & 0o7777), nlink=1)
+        if staged is not None and (node.detached or not staged.orphan):
+            # Not an unlinked file's (`orphan`) on a named entry: no name leads to such a
+            # file (its own entry is detached), so the number, free once the kernel forgot
+            # it, is a new entry's made at its name while its upload waits (the random walk,
+            # seeds 373-380, write-back with directories: a symlink shown with its size).
             attr = _over(attr, Posix(staged.mode, staged.uid, staged.gid, staged.mtime_ns,
                                      staged.atime_ns, staged.ctime_ns))  # fmt: skip
             attr = attr._replace(size=staged.size)

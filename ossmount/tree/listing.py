@@ -43,9 +43,10 @@ Concurrency (trio, one thread)
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from operator import itemgetter
 from typing import Final
 
@@ -124,6 +125,10 @@ class Namespace:
         )
         self.root: Node = self.table.get(ROOT_INODE)
         self._flights = Flights()
+        # Paths of files this mount is writing (set by the write layer: fs/staging.py's
+        # `by_path`). OSS lists the version such a file replaces (a symlink, say) until its
+        # upload lands, so a listing or lookup never refreshes their entries (`_listed`).
+        self.held: Container[str] = frozenset()
 
     # -- public API --------------------------------------------------------------------------
 
@@ -155,7 +160,7 @@ class Namespace:
         info = await self._resolve(pnode.path, name)
         if info is None:
             raise NotFound(path)
-        return self._put(path, info)
+        return self._put(path, info, listed=True)
 
     def remember(self, inode: int, n: int = 1) -> None:
         """Count `n` kernel references to `inode` (each readdir entry that was accepted)."""
@@ -190,13 +195,13 @@ class Namespace:
         node = self.table.get(inode)
         if inode == ROOT_INODE:
             return node
-        if node.path.startswith("\0"):
+        if node.detached:
             raise NotFound(node.path[1:], "replaced by a rename")
         dir_path, name = split_path(node.path)
         info = await self._resolve(dir_path, name)
         if info is None or info.is_dir != node.is_dir:
             raise NotFound(node.path, "no longer exists")
-        return self._put(node.path, info)
+        return self._put(node.path, info, listed=True)
 
     async def opendir(self, inode: int) -> DirSnapshot:
         """Snapshot of directory `inode`, from one complete listing (or a fresh cached one)."""
@@ -204,12 +209,14 @@ class Namespace:
         entries = await self._listing(dnode.path)
         nodes: list[Node] = []
         prefix = f"{dnode.path}/" if dnode.path else ""
-        put, pin = self.table.put, self.table.pin
+        put, pin, held = self.table.put, self.table.pin, self.held
         # no await below: each entry is pinned right after it gets its inode
         for name in sorted(entries):
             is_dir, meta = entries[name]
             if is_dir or meta is None:
                 node = put(prefix + name, True, 0, 0, None)
+            elif held and prefix + name in held:
+                node = self._listed(prefix + name, meta)
             else:
                 node = put(prefix + name, False, meta.size, meta.mtime_ns, meta)
             pin(node.inode)
@@ -350,10 +357,27 @@ class Namespace:
     def _dir_key(self, dir_path: str) -> str:
         return f"{self.root_prefix}{dir_path}/" if dir_path else self.root_prefix
 
-    def _put(self, path: str, info: _Info) -> Node:
+    def _put(self, path: str, info: _Info, *, listed: bool = False) -> Node:
+        """The entry of what `info` says is at `path`: learnt from OSS (`listed`), or done
+        by this mount (`learned`)."""
         if info.is_dir or info.meta is None:
             return self.table.put(path, True, 0, 0, None)
+        if listed and path in self.held:
+            return self._listed(path, info.meta)
         return self.table.put(path, False, info.meta.size, info.meta.mtime_ns, info.meta)
+
+    def _listed(self, path: str, meta: ObjectMeta) -> Node:
+        """The entry of a file this mount is writing (`held`) that OSS lists at `path`: left
+        as it is, since OSS shows the version being replaced. Were a listed symlink adopted,
+        the kernel, holding the inode as a regular file, would take the changed type for a
+        bad inode (EIO on every call: the random walk, seed 370, a file renamed over a link
+        under write-back). An entry dropped as idle is put back as a regular file."""
+        ino = self.table.find(path, False)
+        if ino is not None:
+            return self.table.get(ino)
+        if meta.object_type is not None:
+            meta = dataclasses.replace(meta, object_type=None)
+        return self.table.put(path, False, meta.size, meta.mtime_ns, meta)
 
     async def _resolve(self, dir_path: str, name: str) -> _Info | None:
         """What `name` in `dir_path` is: from the cache, else from one probe (shared)."""

@@ -35,3 +35,9 @@ class Node(NamedTuple):
     def name(self) -> str:
         """Last path component ("" for the root)."""
         return self.path.rpartition("/")[2]
+
+    @property
+    def detached(self) -> bool:
+        """Whether no name leads to this entry any more (deleted or replaced by this mount,
+        tree/inodes.py `detach`: its path is one no name can have)."""
+        return self.path.startswith("\0")

@@ -336,3 +336,26 @@ async def test_a_file_renamed_over_a_symlink_stays_a_file_until_its_upload_lands
     with trio.fail_after(10):
         await _staging(wb).drain()
     assert wb.emu.get_bytes(BUCKET, "link") == b"a file"
+
+
+async def test_a_symlink_made_where_one_unlinked_still_waits_shows_as_itself(
+    wb: WriteRig,
+) -> None:
+    """The unlinked file lingers until its held-back upload ends, and a symlink made at its
+    name meanwhile gets its number (it derives from the path): the link must not be shown
+    with the lingering file's size and mode (the random walk, seeds 373-380, write-back
+    with directories)."""
+    fs, staging = wb.fs, _staging(wb)
+    wb.emu.put_object(BUCKET, "target", b"t")
+    old = await _write_closed(fs, "c", b"closed, then unlinked")
+    await fs.unlink(ROOT_INODE, "c")
+    fs.forget(old, 1)  # the kernel lets go of the old inode
+    attr = await fs.symlink(ROOT_INODE, "c", "target", 0, 0)
+    assert attr.inode == old, "the premise: the path gives the link the same number"
+    assert staging.by_inode[old].orphan
+    for shown in (attr, await fs.getattr(old)):
+        assert shown.mode == stat.S_IFLNK | 0o777, oct(shown.mode)
+        assert shown.size != len(b"closed, then unlinked")
+    with trio.fail_after(10):
+        await staging.drain()
+    assert wb.emu.head(BUCKET, "c") is not None

@@ -4,6 +4,8 @@ a renamed inode keeps its number."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ossmount.oss.models import ObjectMeta
@@ -150,3 +152,43 @@ async def test_a_walkers_writes_keep_the_read_ahead_walks_as_a_rebuild_would_mak
             want = [e[:2] for e in listing.walks[order]]  # type: ignore[index]
             assert got == want, f"step {step}, {order}: {sorted(set(got) ^ set(want))}"
         assert listing.walks == patched
+
+
+async def _listed(ns: Namespace) -> dict[str, ObjectMeta | None]:
+    snapshot = await ns.opendir(ROOT_INODE)
+    try:
+        return {n.name: n.meta for n in snapshot.entries}
+    finally:
+        ns.releasedir(snapshot)
+
+
+async def test_a_listing_leaves_a_held_file_s_entry_as_this_mount_made_it() -> None:
+    """A file this mount is writing (`held`) keeps its entry whatever OSS lists there (the
+    version it replaces, a symlink here), through a listing, a lookup and a getattr; the
+    mount's own `learned` still updates it, and once released the listing does again."""
+    lister = FakeLister()
+    link = lister.put("a", 6)
+    lister.objects["a"] = link = dataclasses.replace(link, object_type="Symlink")
+    ns = Namespace(lister, ttl_s=0)
+    ours = ObjectMeta("a", 3, "", 0)
+    node = ns.learned("a", ours)
+    assert node is not None
+    ns.held = {"a"}
+    assert (await _listed(ns))["a"] == ours
+    assert (await ns.lookup(ROOT_INODE, "a")).meta == ours
+    assert (await ns.getattr(node.inode)).meta == ours
+    committed = ObjectMeta("a", 3, '"e"', 0)
+    assert ns.learned("a", committed) == node._replace(meta=committed)
+    ns.held = set()
+    assert (await _listed(ns))["a"] == link
+    ns.check_invariants()
+
+
+async def test_a_held_file_s_entry_dropped_as_idle_comes_back_a_regular_file() -> None:
+    lister = FakeLister()
+    lister.objects["a"] = dataclasses.replace(lister.put("a", 6), object_type="Symlink")
+    ns = Namespace(lister, ttl_s=0)
+    ns.held = {"a"}
+    meta = (await _listed(ns))["a"]
+    assert meta is not None
+    assert (meta.object_type, meta.size) == (None, 6)
