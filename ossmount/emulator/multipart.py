@@ -9,7 +9,9 @@ held as store bodies (files under ``.tmp`` with ``--data-dir``) until Complete c
 Parts received in place (``--data-dir``): copying a 1 GiB upload's parts into one file at
 Complete took ~4 s here (and wrote every byte to disk twice), so each upload has an assembly
 file under ``.tmp``, and a part whose Content-Length is at most the upload's stride (the first
-part's length) is received straight into it at ``(number - 1) * stride`` (a ``FileRegion``).
+part's length) is received straight into it at ``(number - 1) * stride`` (a ``FileRegion``);
+UploadPartCopy copies a part of its range's length into its slot the same way, in a worker
+thread (objects.copy_in_thread).
 When Complete chooses parts 1..N, all in place, all of the stride but the last, the assembly
 file cut to their total *is* the object: nothing is copied. Anything else (other sizes, gaps, a
 part re-sent into a file of its own, a part still being received) takes the copying path, so
@@ -38,7 +40,7 @@ from .listing import local_name, parse_xml
 from .objects import (
     _check_overwrite,
     _user_meta,
-    copy_range,
+    copy_in_thread,
     copy_source_object,
     parse_range,
 )
@@ -148,10 +150,9 @@ def _part_number(ctx: Ctx) -> int:
     return n
 
 
-def _slot(ctx: Ctx, up: _Upload, n: int) -> tuple[Path, int] | None:
-    """Where part ``n`` is received: its slot in the assembly file (claimed), or None for a
-    file of its own."""
-    length = ctx.req.content_length()
+def _slot(ctx: Ctx, up: _Upload, n: int, length: int | None) -> tuple[Path, int] | None:
+    """Where part ``n`` of ``length`` bytes is received or copied: its slot in the assembly
+    file (claimed), or None for a file of its own."""
     old = up.parts.get(n)
     if not length or n in up.claimed or (old is not None and isinstance(old.body, FileRegion)):
         return None
@@ -172,7 +173,7 @@ async def upload_part(ctx: Ctx) -> Response:
     ctx.bucket()
     n = _part_number(ctx)
     _, up = get_upload(ctx)
-    slot = _slot(ctx, up, n)
+    slot = _slot(ctx, up, n, ctx.req.content_length())
     try:
         writer, etag, b64 = await receive_body(ctx, slot)
     finally:
@@ -198,16 +199,20 @@ async def upload_part_copy(ctx: Ctx) -> Response:
     src = copy_source_object(ctx)
     rng = parse_range(ctx.req.headers.get("x-oss-copy-source-range"), src.size, False)
     first, last = rng if rng is not None else (0, src.size - 1)
-    writer = ctx.store.new_writer()
+    slot = _slot(ctx, up, n, last - first + 1)
     try:
-        copy_range(writer, src.body, first, last - first + 1)
-    except BaseException:
-        writer.abort()
-        raise
-    etag = md5_etag(writer.md5.digest())
-    _put_part(
-        up, n, _Part(writer.finish(), etag, _etag_bytes(etag), writer.crc, writer.size, ctx.now)
-    )
+        writer = ctx.store.new_writer(region=slot)
+        try:
+            await copy_in_thread(writer, src.body, first, last - first + 1)
+        except BaseException:
+            writer.abort()
+            raise
+        etag = md5_etag(writer.md5.digest())
+        part = _Part(writer.finish(), etag, _etag_bytes(etag), writer.crc, writer.size, ctx.now)
+        _put_part(up, n, part)
+    finally:
+        if slot is not None:
+            up.claimed.discard(n)
     body = (
         "<CopyPartResult>\n"
         f"  <LastModified>{iso8601(ctx.now)}</LastModified>\n"

@@ -13,10 +13,13 @@ import email.utils
 import functools
 import gzip
 import hashlib
+import os
 import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
+
+import trio
 
 from ossmount.crc64 import crc64
 
@@ -329,11 +332,38 @@ def copy_range(writer: BodyWriter, body: Body, offset: int, length: int) -> None
         offset += n
 
 
-def _copy_body(ctx: Ctx, src: ObjectVersion) -> Body:
-    """Bodies are immutable, so memory/synthetic ones are shared; files are copied."""
+_COPY_INLINE = 1 << 20  # copies up to this size run on the event loop: a thread costs more
+
+
+async def copy_in_thread(writer: BodyWriter, body: Body, offset: int, length: int) -> None:
+    """``copy_range`` in a worker thread, but for small copies. The copy is MD5-bound (~16 ms
+    per 8 MiB here, GIL released), so on the event loop 128 UploadPartCopy of an append to
+    a 1 GiB object took 2.1 s one after another while nothing else was served; in threads,
+    parallel copies use every core. A file body is opened first, on the trio thread: the
+    copy reads this version even if it is replaced or deleted meanwhile (its file unlinked).
+    The writer is this copy's alone."""
+    if length <= _COPY_INLINE:
+        copy_range(writer, body, offset, length)
+        return
+    source = body.opened() if isinstance(body, FileBody) else body
+    try:
+        await trio.to_thread.run_sync(copy_range, writer, source, offset, length)
+    finally:
+        if source is not body:
+            assert isinstance(source, FileBody)
+            os.close(source.fd)
+
+
+async def _copy_body(ctx: Ctx, src: ObjectVersion) -> Body:
+    """Bodies are immutable, so memory/synthetic ones are shared; files are copied (with no
+    MD5: the copy keeps the source's ETag)."""
     if isinstance(src.body, FileBody):
-        writer = ctx.store.new_writer()
-        copy_range(writer, src.body, 0, src.size)
+        writer = ctx.store.new_writer(md5=False)
+        try:
+            await copy_in_thread(writer, src.body, 0, src.size)
+        except BaseException:
+            writer.abort()
+            raise
         return writer.finish()
     return src.body
 
@@ -352,6 +382,12 @@ def copy_source_object(ctx: Ctx) -> ObjectVersion:
     return src
 
 
+def _discard_body(body: Body, shared: Body) -> None:
+    """A copy's body that will not be published (a file of its own, unless shared)."""
+    if body is not shared and isinstance(body, FileBody):
+        body.path.unlink(missing_ok=True)
+
+
 async def copy_object(ctx: Ctx) -> Response:
     src = copy_source_object(ctx)
     if src.size > ctx.store.copy_object_limit:
@@ -359,7 +395,12 @@ async def copy_object(ctx: Ctx) -> Response:
                        "copy it with UploadPartCopy.")  # fmt: skip
     _check_overwrite(ctx)
     directive = ctx.req.header("x-oss-metadata-directive", "COPY").upper()
-    body = _copy_body(ctx, src)
+    body = await _copy_body(ctx, src)
+    try:
+        _check_overwrite(ctx)  # again: an object may have been made while the copy ran
+    except OssError:
+        _discard_body(body, src.body)
+        raise
     if directive == "REPLACE":
         ctype = ctx.req.headers.get("content-type") or guess_content_type(ctx.key)
         meta = _user_meta(ctx)

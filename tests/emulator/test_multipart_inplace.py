@@ -9,9 +9,11 @@ which one ran (the object's file is, or is not, the assembly file).
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -188,4 +190,128 @@ def test_bodies_of_known_length_are_allocated_up_front(
     etags = {n: _put_part(c, "p.bin", uid, n, parts[n - 1]) for n in (1, 2)}
     assert calls[1:] == [(0, 2 << 20), (2 << 20, 1 << 20)]
     _check(c, "p.bin", _complete(c, "p.bin", uid, etags), parts)
+    assert _tmp_files(data_dir) == []
+
+
+def _copy_part(c: httpx.Client, key: str, uid: str, n: int, source: str, rng: str) -> str:
+    r = c.put(
+        f"/demo/{key}?partNumber={n}&uploadId={uid}",
+        headers={"x-oss-copy-source": f"/demo/{source}", "x-oss-copy-source-range": rng},
+    )
+    assert r.status_code == 200, r.text
+    etag = ElementTree.fromstring(r.content).findtext("ETag")
+    assert etag
+    return etag
+
+
+def test_copied_parts_are_copied_into_place_and_complete_without_a_copy(
+    disk_emu: tuple[Emulator, httpx.Client, Path],
+) -> None:
+    """UploadPartCopy writes its range into the part's slot (in a worker thread: 1.5 MiB is
+    past the inline bound), so an append's upload (copied parts, then one sent) completes
+    with nothing copied; each copied part's ETag is its bytes' MD5."""
+    emu, c, data_dir = disk_emu
+    half = 1536 * KiB
+    source = os.urandom(2 * half + 5)
+    assert c.put("/demo/src", content=source).status_code == 200
+    parts = [source[:half], source[half : 2 * half], os.urandom(40 * KiB)]
+    uid = _initiate(c, "c.bin")
+    etags = {
+        1: _copy_part(c, "c.bin", uid, 1, "src", f"bytes=0-{half - 1}"),
+        2: _copy_part(c, "c.bin", uid, 2, "src", f"bytes={half}-{2 * half - 1}"),
+        3: _put_part(c, "c.bin", uid, 3, parts[2]),
+    }
+    assert etags[1] == f'"{hashlib.md5(parts[0]).hexdigest().upper()}"'
+    up = _upload(emu, uid)
+    assert all(isinstance(p.body, FileRegion) for p in up.parts.values())
+    inode = up.assembly.stat().st_ino
+    r = _complete(c, "c.bin", uid, etags)
+    _check(c, "c.bin", r, parts)
+    assert _object_file(emu, "c.bin").stat().st_ino == inode
+    assert _tmp_files(data_dir) == []
+
+
+def _hold_copies(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Copies in worker threads wait for `go` once they have `entered`."""
+    from ossmount.emulator import objects
+
+    entered, go = threading.Event(), threading.Event()
+    real = objects.copy_range
+
+    def held(*args: Any) -> None:
+        entered.set()
+        assert go.wait(10)
+        real(*args)
+
+    monkeypatch.setattr(objects, "copy_range", held)
+    return entered, go
+
+
+def _while_copying(
+    emu: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    copy: Callable[[httpx.Client], Any],
+    meanwhile: Callable[[], object],
+) -> Any:
+    """`copy` (a request whose copy runs in a thread), with `meanwhile` served while its
+    copy is held; what `copy` returned."""
+    entered, go = _hold_copies(monkeypatch)
+    with (
+        httpx.Client(base_url=emu.endpoint) as other,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        copying = pool.submit(copy, other)
+        assert entered.wait(10)
+        meanwhile()
+        go.set()
+        return copying.result(timeout=10)
+
+
+def test_a_copy_reads_the_version_it_started_from(
+    disk_emu: tuple[Emulator, httpx.Client, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source is replaced (its file unlinked) while a CopyObject and an UploadPartCopy
+    of it run in their threads: both copy the version they were asked for."""
+    emu, c, _ = disk_emu
+    versions = [os.urandom(2 * 1024 * KiB) for _ in range(3)]
+    assert c.put("/demo/src", content=versions[0]).status_code == 200
+
+    def replace_with(data: bytes) -> Callable[[], object]:
+        return lambda: c.put("/demo/src", content=data).raise_for_status()
+
+    r = _while_copying(
+        emu,
+        monkeypatch,
+        lambda other: other.put("/demo/copy", headers={"x-oss-copy-source": "/demo/src"}),
+        replace_with(versions[1]),
+    )
+    assert r.status_code == 200, r.text
+    assert c.get("/demo/copy").content == versions[0]
+    uid = _initiate(c, "p.bin")
+    _while_copying(
+        emu,
+        monkeypatch,
+        lambda other: _copy_part(other, "p.bin", uid, 1, "src", "bytes=0-1048576"),
+        replace_with(versions[2]),
+    )
+    assert _upload(emu, uid).parts[1].md5 == hashlib.md5(versions[1][: 1024 * KiB + 1]).digest()
+
+
+def test_a_copy_that_must_not_overwrite_is_refused_if_the_target_appears_meanwhile(
+    disk_emu: tuple[Emulator, httpx.Client, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """x-oss-forbid-overwrite is checked again once the copy's bytes are in (the target may
+    have been made while they were copied), and the copy's file is removed."""
+    emu, c, data_dir = disk_emu
+    assert c.put("/demo/src", content=os.urandom(2 * 1024 * KiB)).status_code == 200
+    headers = {"x-oss-copy-source": "/demo/src", "x-oss-forbid-overwrite": "true"}
+    r = _while_copying(
+        emu,
+        monkeypatch,
+        lambda other: other.put("/demo/dst", headers=headers),
+        lambda: c.put("/demo/dst", content=b"made meanwhile").raise_for_status(),
+    )
+    assert r.status_code == 409, r.text
+    assert b"FileAlreadyExists" in r.content
+    assert c.get("/demo/dst").content == b"made meanwhile"
     assert _tmp_files(data_dir) == []
