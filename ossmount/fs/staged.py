@@ -93,6 +93,10 @@ class Staged:
     shed: int = 0
     shed_crcs: dict[int, tuple[int, int]] = field(default_factory=dict)  # part: (size, CRC)
     reserved: int = 0  # blocks [0, reserved) were allocated ahead of a sequential writer
+    # (ETag, headers) of the version opened, when a HEAD at open learnt them (an appender's:
+    # fs/unread.py `start_of`): a commit replacing that version keeps them without a HEAD
+    # of its own before its Initiate (UploadSession.carried).
+    carried: tuple[str, dict[str, str]] | None = None
     # Bytes [0, unread) are the object's as it was opened, never fetched (Staging.fill: an
     # append to a big object reads only its last part). Reads of them go to `unread_from`
     # (the version that holds them: the one opened, later the one committed or renamed to),

@@ -226,7 +226,11 @@ class Staging:
         must still have its start (last writer wins), where an appender's commit fails.
         `whole_crc`: the object's CRC-64 if the caller knows it (a HEAD learns it else)."""
         size = staged.size = meta.size  # what stat shows meanwhile (an appender's offset)
-        start, whole = await unread.start_of(self.uploader, meta, whole_crc) if append else (0, 0)
+        start, whole, headers = (
+            await unread.start_of(self.uploader, meta, whole_crc) if append else unread.Start(0, 0)
+        )
+        if headers is not None:
+            staged.carried = (meta.etag, headers)
         # The unread start takes no room: it is the file's hole (`_drop`, `fetch_unread`).
         staged.unread = staged.counted = start
         staged.unread_from = meta if start else None
@@ -667,6 +671,8 @@ class Staging:
                 staged.session.gone_crcs = staged.shed_crcs
                 staged.session.forget_journal()
             staged.session.may_exist = staged.may_exist
+            if staged.carried is not None and staged.carried[0] == record.base_etag:
+                staged.session.carried = staged.carried[1]  # no HEAD before its Initiate
             if self.adopter is not None:  # its parts' CRCs are also taken in the cache's parts
                 staged.session.pieces.cache_part_size = self.adopter.part_size
         return staged.session

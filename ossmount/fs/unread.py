@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import trio
 
@@ -26,7 +26,7 @@ from ossmount.oss._errors import NoSuchKey, PreconditionFailed
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import Uploader
 
-__all__ = ["ObjectReaderLike", "ReaderWithClose", "copy_in", "fetch", "forget", "start_of"]
+__all__ = ["ObjectReaderLike", "ReaderWithClose", "Start", "copy_in", "fetch", "forget", "start_of"]
 
 _CHUNK = 4 * 1024 * 1024
 
@@ -57,21 +57,31 @@ async def copy_in(
     return crc
 
 
-async def start_of(uploader: Uploader, meta: ObjectMeta, whole: int | None) -> tuple[int, int]:
-    """Where an appender's fill starts (the start of the object's last part, 0 for an object
-    of less than one whole part) and the whole object's CRC-64 (`whole`, else from one HEAD
-    fenced on the version opened); 0 (the whole object is read) if OSS states no CRC-64 for
-    it (an object made by a copy may have none)."""
+class Start(NamedTuple):
+    """Where an appender's fill starts (`at`: the start of the object's last part; 0, the
+    whole object is read, for an object of less than one whole part or one OSS states no
+    CRC-64 for, as a copy may have none), the whole object's CRC-64, and the headers of the
+    version opened if a HEAD learnt them (its commit keeps them: `Staged.carried`)."""
+
+    at: int
+    whole: int
+    headers: dict[str, str] | None = None
+
+
+async def start_of(uploader: Uploader, meta: ObjectMeta, whole: int | None) -> Start:
+    """The `Start` of an appender's fill; the whole object's CRC-64 is `whole`, else from
+    one HEAD fenced on the version opened."""
     ps = uploader.settings.part_size
-    start = meta.size // ps * ps
-    if start < ps:
-        return 0, 0
+    at = meta.size // ps * ps
+    if at < ps:
+        return Start(0, 0)
+    headers = None
     if whole is None:
         try:
-            _, _, whole = await uploader.writes.object_headers(meta.key, if_match=meta.etag)
+            _, headers, whole = await uploader.writes.object_headers(meta.key, if_match=meta.etag)
         except (NoSuchKey, PreconditionFailed):
-            return 0, 0  # the read that follows says it
-    return (start, whole) if whole is not None else (0, 0)
+            return Start(0, 0)  # the read that follows says it
+    return Start(at, whole, headers) if whole is not None else Start(0, 0)
 
 
 async def fetch(

@@ -171,8 +171,8 @@ class UploadSession:
         # session's (an earlier try's, a previous process's), whose headers are unknown.
         self.sent_meta: dict[str, str] | None = None
         # Headers of the version this file replaces, kept by the new one (`_meta`); None
-        # until the first conflict check, which learns them.
-        self._carried: dict[str, str] | None = None
+        # until the first conflict check learns them, unless the FUSE layer knew them.
+        self.carried: dict[str, str] | None = None
 
     @property
     def key(self) -> str:
@@ -392,7 +392,7 @@ class UploadSession:
             if self.record.upload_id:
                 return self.record.upload_id
             rec = self.record
-            if self._carried is None and rec.base_etag and not rec.forbid_overwrite:
+            if self.carried is None and rec.base_etag and not rec.forbid_overwrite:
                 await self._head_base()  # the headers the new version keeps go with Initiate
             meta = self._meta()
             await trio.to_thread.run_sync(self._up.ledger.intend, rec.key)
@@ -641,7 +641,7 @@ class UploadSession:
         does not when it is only a default (`keep_mode`: nobody chmod'ed or created the
         file with one) and the replaced version has one: ossfs's open(O_TRUNC) and `cp`
         over a file keep the old mode too (src/s3fs.cpp s3fs_open keeps the HEAD's meta)."""
-        carried = {k: v for k, v in (self._carried or {}).items() if k != "x-oss-meta-mtime"}
+        carried = {k: v for k, v in (self.carried or {}).items() if k != "x-oss-meta-mtime"}
         ours = object_meta(self.record)
         if self.record.keep_mode and "x-oss-meta-mode" in carried:
             del ours["x-oss-meta-mode"]
@@ -655,8 +655,8 @@ class UploadSession:
             now, carried, _ = await self._writes.object_headers(self.key)
         except NoSuchKey:
             now, carried = "(deleted)", {}
-        if self._carried is None:
-            self._carried = carried
+        if self.carried is None:
+            self.carried = carried
         return now
 
     async def _check_conflict(self, size: int) -> CommitResult | None:

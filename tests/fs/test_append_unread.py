@@ -438,3 +438,21 @@ async def test_no_room_for_the_start_fails_the_write_and_leaves_the_file_appenda
     await rig.fs.write_waiting(fh, len(BIG), b"!")
     await _close(rig, fh)
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"!"
+
+
+async def test_an_append_heads_the_object_once_at_open_and_once_at_the_commit(
+    rig: WriteRig,
+) -> None:
+    """The open's HEAD (for the whole object's CRC-64) also learns the headers the new
+    version keeps, so the Initiate is not preceded by a HEAD of its own: two in all, the
+    second the commit's check that the object did not change meanwhile."""
+    rig.emu.put_object(BUCKET, "big", BIG, meta={"color": "blue"})
+    rig.emu.requests.clear()
+    _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+    await rig.fs.write_waiting(fh, len(BIG), b"+")
+    await _close(rig, fh)
+    assert _count(rig.emu, "HeadObject") == 2
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"+"
+    head = rig.emu.head(BUCKET, "big")
+    assert head is not None
+    assert ("x-oss-meta-color", "blue") in head.meta
