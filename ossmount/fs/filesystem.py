@@ -116,7 +116,7 @@ class _OpenFile:
     inode: int
     reader: ObjectReader | None  # None: served by `staged`
     staged: Staged | None = None
-    unread: ObjectReader | None = None  # of `staged.unread_from`, opened on the first read
+    unread: ObjectReader | None = None  # of `staged.unread.source`, opened on the first read
 
 
 class FileSystem:
@@ -305,7 +305,7 @@ class FileSystem:
         if handle.reader is None:
             assert handle.staged is not None
             assert self._staging is not None
-            if offset < handle.staged.unread:
+            if offset < handle.staged.unread_end:
                 return await self._read_unread(handle, offset, size)
             return self._staging.read(handle.staged, offset, size)
         try:
@@ -326,20 +326,21 @@ class FileSystem:
         staged = handle.staged
         assert staged is not None
         while True:
-            source = staged.unread_from
-            if source is None:  # fetched meanwhile
+            start = staged.unread
+            if start is None:  # fetched meanwhile
                 assert self._staging is not None
                 return self._staging.read(staged, offset, size)
+            source = start.source
             if handle.unread is None or handle.unread.meta != source:  # a new version
                 if handle.unread is not None:
                     await handle.unread.aclose()
                 handle.unread = self._prefetcher.open(source)
-            want = min(size, staged.unread - offset)
+            want = min(size, start.below - offset)
             try:
                 data = await handle.unread.read(offset, want)
                 break
             except ObjectChanged:
-                if staged.unread_from == source:
+                if staged.unread is not None and staged.unread.source == source:
                     raise
                 # a commit of this file replaced that version meanwhile: read the new one
         if len(data) < want or len(data) == size:
@@ -466,13 +467,14 @@ class FileSystem:
     async def _before_truncate(self, staged: Staged, size: int) -> None:
         """An unread start a truncate keeps part of is fetched first; one being fetched is
         waited for (its writes must not land after the truncate)."""
-        if 0 < size < staged.unread or staged.unread_fetched is not None:
+        start = staged.unread
+        if start is not None and (0 < size < start.below or start.fetching is not None):
             await self._fetch_unread(staged)
 
     async def _keep_readable(self, staged: Staged) -> None:
         """A file still open whose object is about to go (unlinked, replaced): its unread
         start is fetched first, as a local file's bytes stay readable through its handles."""
-        if staged.handles and staged.unread:
+        if staged.handles and staged.unread is not None:
             await self._fetch_unread(staged)
 
     def _staged_handle(self, fh: int) -> Staged:
@@ -497,7 +499,7 @@ class FileSystem:
         while True:
             await self.before_write(fh)
             staged = self._staged_handle(fh)
-            if offset < staged.unread:  # the start of an object appended to: fetched first
+            if offset < staged.unread_end:  # the start of an object appended to: fetched first
                 await self._fetch_unread(staged)
                 continue
             try:

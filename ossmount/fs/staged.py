@@ -14,7 +14,7 @@ from ossmount.oss.models import ObjectMeta
 from ossmount.write import StagedFile, UploadSession
 from ossmount.write.journal import JournalRecord, fsync_dir
 
-__all__ = ["Staged", "StagedCounts", "count_staged", "disown", "staged_state"]
+__all__ = ["Staged", "StagedCounts", "Unread", "count_staged", "disown", "staged_state"]
 
 
 def _set_event() -> trio.Event:
@@ -97,22 +97,35 @@ class Staged:
     # fs/unread.py `start_of`): a commit replacing that version keeps them without a HEAD
     # of its own before its Initiate (UploadSession.carried).
     carried: tuple[str, dict[str, str]] | None = None
-    # Bytes [0, unread) are the object's as it was opened, never fetched (Staging.fill: an
-    # append to a big object reads only its last part). Reads of them go to `unread_from`
-    # (the version that holds them: the one opened, later the one committed or renamed to),
-    # commits copy them server-side and check the whole object against `unread_crc` (their
-    # CRC-64, solved from the one OSS states for the whole object); a write or truncate into
-    # them fetches them first (`Staging.fetch_unread`; `unread_fetched` is set while one
-    # runs, and is the event the others wait for).
-    unread: int = 0
-    unread_crc: int = 0
-    unread_from: ObjectMeta | None = None
-    unread_fetched: trio.Event | None = None
+    unread: Unread | None = None  # the start of an object appended to, never fetched
+
+    @property
+    def unread_end(self) -> int:
+        """Bytes [0, unread_end) are the object's, never fetched (0: none)."""
+        return 0 if self.unread is None else self.unread.below
 
     @property
     def hole(self) -> int:
         """Bytes [0, hole) are not in the staging file: shed (sent, then punched) or unread."""
-        return max(self.shed, self.unread)
+        return max(self.shed, self.unread_end)
+
+
+@dataclass(eq=False)
+class Unread:
+    """Bytes [0, below) of a file appended to (below > 0): the object's as it was opened,
+    never fetched (Staging.fill: an append to a big object reads only its last part).
+
+    Reads of them go to `source`, the version that holds them: the one opened, later the
+    one committed or renamed to. Commits copy them server-side and check the whole object
+    against `crc`, their CRC-64 (solved from the one OSS states for the whole object; 0
+    until the fill has read the tail). A write or truncate into them fetches them first
+    (fs/unread.py `fetch`): `fetching` is set while one runs, and is the event the others
+    wait for; once fetched, `Staged.unread` is None."""
+
+    below: int
+    source: ObjectMeta
+    crc: int = 0
+    fetching: trio.Event | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ from ossmount.fs import unread
 from ossmount.fs.attrstore import KnownMeta, store_attrs
 from ossmount.fs.owedattrs import OWED_DELAY_S, OwedAttrs
 from ossmount.fs.shown import Posix, ShownAttrs, adopt_sent
-from ossmount.fs.staged import Staged, disown
+from ossmount.fs.staged import Staged, Unread, disown
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.stamps import now_s, only_ctime_differs
 from ossmount.fs.unread import ObjectReaderLike, ReaderWithClose
@@ -197,10 +197,10 @@ class Staging:
             replaces=True,  # a rename may have re-keyed it onto an object (fs/writeback.py)
         )  # fmt: skip
         if (kept := record.unread) is not None:  # still in the object it names
-            staged.unread, staged.unread_crc = kept.below, kept.crc
-            staged.unread_from = ObjectMeta(kept.key, kept.size, kept.etag, 0)
+            source = ObjectMeta(kept.key, kept.size, kept.etag, 0)
+            staged.unread = Unread(kept.below, source, kept.crc)
         if self.space is not None:
-            self.space.already(record.size - staged.unread)  # the unread start takes none
+            self.space.already(record.size - staged.unread_end)  # the unread start takes none
             staged.counted = record.size
         self.by_inode[inode] = staged
         self.by_path[path] = inode
@@ -232,15 +232,15 @@ class Staging:
         if headers is not None:
             staged.carried = (meta.etag, headers)
         # The unread start takes no room: it is the file's hole (`_drop`, `fetch_unread`).
-        staged.unread = staged.counted = start
-        staged.unread_from = meta if start else None
+        staged.counted = start
+        staged.unread = unread_start = Unread(start, meta) if start else None
         self._count(staged, size)
         tail = await unread.copy_in(staged, source, self.where(meta.key), start, size)
-        if start:
+        if unread_start is not None:
             os.ftruncate(staged.fd, size)  # an object of whole parts: none of it was read
-            staged.unread_crc = prefix_crc(whole, tail, size - start)
+            unread_start.crc = prefix_crc(whole, tail, size - start)
             log.debug("%s: opened to append; its first %d bytes stay unread (CRC-64 %016x)",
-                      self.where(staged.key), start, staged.unread_crc)  # fmt: skip
+                      self.where(staged.key), start, unread_start.crc)  # fmt: skip
         staged.seq_end = size
         staged.source = (staged.key, staged.base_etag, size)
         staged.dirty_parts = set()
@@ -257,8 +257,8 @@ class Staging:
         commits go to the new key, and what it has committed is the copy. A file dropped
         meanwhile (its last upload ended while the rename copied it) stays out of the maps."""
         staged.key, staged.base_etag = meta.key, meta.etag
-        if staged.unread:  # the copy holds the unread start now
-            staged.unread_from = meta
+        if staged.unread is not None:  # the copy holds the unread start now
+            staged.unread.source = meta
         if not staged.dirty:
             staged.committed = meta
             staged.source = (meta.key, meta.etag, staged.size)
@@ -298,8 +298,8 @@ class Staging:
         (fs/attrstore.py): same bytes, maybe a new ETag, which later commits and the
         adoption must know."""
         staged.base_etag = meta.etag
-        if staged.unread:
-            staged.unread_from = meta
+        if staged.unread is not None:
+            staged.unread.source = meta
         if staged.source is not None:
             staged.source = (meta.key, meta.etag, staged.size)
         if staged.committed is not None:
@@ -443,8 +443,8 @@ class Staging:
 
     def read(self, staged: Staged, offset: int, size: int) -> bytes:
         """The staged bytes [offset, offset + size); the caller reads an unread start from
-        its version (`Staged.unread_from`)."""
-        if offset < staged.unread and size > 0:
+        its version (`Staged.unread`)."""
+        if offset < staged.unread_end and size > 0:
             raise OSError(errno.EIO, f"{self.where(staged.key)}: bytes {offset}.. are unread")
         if offset < staged.shed and size > 0:
             raise OSError(errno.EIO, f"{self.where(staged.key)}: bytes {offset}.. were sent and "
@@ -460,7 +460,7 @@ class Staging:
             raise staged.broken
         if offset < staged.shed:
             self._shed_broken(staged, f"a write at {offset}")
-        if offset < staged.unread:  # the caller fetches it first (fetch_unread)
+        if offset < staged.unread_end:  # the caller fetches it first (fetch_unread)
             raise OSError(errno.EIO, f"{self.where(staged.key)}: a write at {offset} of an "
                           "unread start")  # fmt: skip
         try:
@@ -585,10 +585,10 @@ class Staging:
     def truncate(self, staged: Staged, size: int) -> None:
         if size < staged.shed:
             self._shed_broken(staged, f"a truncate to {size}")
-        if size == 0 and staged.unread:  # nothing of it is needed any more
-            staged.counted -= staged.unread  # it took no room
+        if size == 0 and staged.unread is not None:  # nothing of it is needed any more
+            staged.counted -= staged.unread.below  # it took no room
             unread.forget(staged)
-        if size < staged.unread:  # the caller fetches it first (fetch_unread)
+        if size < staged.unread_end:  # the caller fetches it first (fetch_unread)
             raise OSError(errno.EIO, f"{self.where(staged.key)}: a truncate to {size} into an "
                           "unread start")  # fmt: skip
         try:
@@ -650,11 +650,11 @@ class Staging:
             atime_ns=staged.atime_ns,
             ctime_ns=ctime_ns,
         )
-        source = staged.unread_from
-        if not staged.unread or source is None:
+        kept = staged.unread
+        if kept is None:
             return record
-        start = UnreadStart(staged.unread, staged.unread_crc, source.key, source.etag,
-                            source.size)  # fmt: skip
+        start = UnreadStart(kept.below, kept.crc, kept.source.key, kept.source.etag,
+                            kept.source.size)  # fmt: skip
         return replace(record, unread=start)
 
     def _session(self, staged: Staged, resumed: JournalRecord | None = None) -> UploadSession:
@@ -809,8 +809,8 @@ class Staging:
         await self._late_attrs(staged, sent)
         staged.base_etag = staged.committed.etag
         staged.source = (staged.key, staged.committed.etag, size)
-        if staged.unread:  # the new version holds the unread start now
-            staged.unread_from = staged.committed
+        if staged.unread is not None:  # the new version holds the unread start now
+            staged.unread.source = staged.committed
         log.debug("%s committed: %d bytes, %d parts, CRC-64 %016x",
                   self.where(staged.key), size, result.parts, result.crc64)  # fmt: skip
         return staged.committed

@@ -4,10 +4,10 @@ the object. This module reads what is staged from an object, finds where the unr
 ends and its CRC-64 (solved from the one OSS states for the whole object and the tail read:
 crc64.prefix_crc), and fetches that start when something is about to change it.
 
-Concurrency: trio, one thread. One fetch of a file's start at a time (`Staged.unread_fetched`
-is set while it runs; the others wait on it). The bytes of the hole are written by that
-fetch only: reads of the start go to the object until `unread` is 0, and writes, truncates
-and unlinks into it fetch first (fs/filesystem.py).
+Concurrency: trio, one thread. One fetch of a file's start at a time (`Unread.fetching` is
+set while it runs; the others wait on it). The bytes of the hole are written by that fetch
+only: reads of the start go to the object until `Staged.unread` is None, and writes,
+truncates and unlinks into it fetch first (fs/filesystem.py).
 """
 
 from __future__ import annotations
@@ -95,16 +95,16 @@ async def fetch(
     """Bring the unread start into the staged file before something changes it (a write or
     truncate into it; an unlink or replace while it is open, which takes the version it is
     read from away). Read through the verified read path from the version that holds it,
-    and checked against `unread_crc`: bytes that do not match are never used (OSError EIO,
-    the file unchanged). `space`: where the room it takes is counted; `durable`: fsync them
-    (a record may soon claim them). One fetch at a time; others wait for it."""
-    while staged.unread:
-        if staged.unread_fetched is not None:
-            await staged.unread_fetched.wait()
+    and checked against its CRC-64 (`Unread.crc`): bytes that do not match are never used
+    (OSError EIO, the file unchanged). `space`: where the room it takes is counted;
+    `durable`: fsync them (a record may soon claim them). One fetch at a time; others wait
+    for it."""
+    while (start := staged.unread) is not None:
+        if start.fetching is not None:
+            await start.fetching.wait()
             continue
-        done = staged.unread_fetched = trio.Event()
-        below, meta = staged.unread, staged.unread_from
-        assert meta is not None
+        done = start.fetching = trio.Event()
+        below, meta = start.below, start.source
         grown = fetched = False
         try:
             if space is not None:
@@ -115,9 +115,9 @@ async def fetch(
                 crc = await copy_in(staged, reader, where(meta.key), 0, below)
             finally:
                 await reader.aclose()
-            if crc != staged.unread_crc:
+            if crc != start.crc:
                 raise OSError(errno.EIO, f"{where(meta.key)}: its first {below} bytes came "
-                              f"with CRC-64 {crc:016x}, not the {staged.unread_crc:016x} the "
+                              f"with CRC-64 {crc:016x}, not the {start.crc:016x} the "
                               "whole object's implies; the file is unchanged")  # fmt: skip
             if durable:
                 await trio.to_thread.run_sync(os.fdatasync, staged.fd)
@@ -127,13 +127,13 @@ async def fetch(
             if grown and not fetched:
                 assert space is not None
                 space.shrink(below)
-            staged.unread_fetched = None
+            start.fetching = None
             done.set()
 
 
 def forget(staged: Staged) -> None:
     """The start is no longer unread: fetched, or truncated away. A session copying it
     copies again what it did with no CRC of its own (`UploadSession.fetched_unread`)."""
-    staged.unread, staged.unread_from = 0, None
+    staged.unread = None
     if staged.session is not None:
         staged.session.fetched_unread()

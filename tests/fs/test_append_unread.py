@@ -107,7 +107,7 @@ async def test_an_append_reads_only_the_last_part_and_copies_the_rest(rig: Write
     rig.emu.requests.clear()
     inode, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
     staged = _staging(rig).by_inode[inode]
-    assert staged.unread == START
+    assert staged.unread_end == START
     assert await rig.fs.write_waiting(fh, len(BIG), b"one more line\n") == 14
     with trio.fail_after(30):
         await rig.fs.flush(fh)
@@ -147,7 +147,7 @@ async def test_a_write_into_the_start_fetches_it_then_patches(rig: WriteRig) -> 
     staged = _staging(rig).by_inode[inode]
     await rig.fs.write_waiting(fh, len(BIG), b"+")  # parts go early, copied unread
     await rig.fs.write_waiting(fh, 3 * MiB + 5, b"PATCH")
-    assert staged.unread == 0
+    assert staged.unread_end == 0
     await _close(rig, fh)
     want = BIG[: 3 * MiB + 5] + b"PATCH" + BIG[3 * MiB + 10 :] + b"+"
     assert rig.emu.get_bytes(BUCKET, "big") == want
@@ -220,7 +220,7 @@ async def test_a_start_fetched_wrong_is_refused_and_the_file_stays_as_it_was(
     with pytest.raises(OSError, match="CRC-64") as caught:
         await rig.fs.write_waiting(fh, 5, b"x")
     assert caught.value.errno == errno.EIO
-    assert _staging(rig).by_inode[inode].unread == START
+    assert _staging(rig).by_inode[inode].unread_end == START
 
 
 async def test_a_start_read_corrupt_fails_the_write(rig: WriteRig) -> None:
@@ -241,7 +241,7 @@ async def test_an_open_to_patch_stages_the_object_whole(rig: WriteRig) -> None:
     changed on the server meanwhile is replaced by ours (last writer wins)."""
     rig.emu.put_object(BUCKET, "big", BIG)
     inode, fh = await _open(rig, os.O_RDWR)
-    assert _staging(rig).by_inode[inode].unread == 0
+    assert _staging(rig).by_inode[inode].unread_end == 0
     rig.emu.put_object(BUCKET, "big", b"theirs")
     await rig.fs.write_waiting(fh, 0, b"Y")
     await _close(rig, fh)
@@ -252,7 +252,7 @@ async def test_an_object_without_a_crc_is_staged_whole(rig: WriteRig) -> None:
     rig.emu.put_object(BUCKET, "big", BIG)
     rig.emu.faults.add(FaultRule("missing-crc", op="HeadObject", times=None))
     inode, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
-    assert _staging(rig).by_inode[inode].unread == 0
+    assert _staging(rig).by_inode[inode].unread_end == 0
     await rig.fs.write_waiting(fh, len(BIG), b"x")
     await _close(rig, fh)
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"x"
@@ -300,7 +300,7 @@ async def test_appends_after_an_fsync_copy_the_start_from_the_version_committed(
         await rig.fs.fsync(fh)
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"1"
     await rig.fs.write_waiting(fh, len(BIG) + 1, b"2")
-    assert _staging(rig).by_inode[inode].unread == START, "still unread: copied again"
+    assert _staging(rig).by_inode[inode].unread_end == START, "still unread: copied again"
     await _close(rig, fh)
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"12"
 
@@ -331,7 +331,7 @@ async def test_a_truncate_to_zero_waits_for_a_fetch_of_the_start_under_way(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(functools.partial(rig.fs.setattr, inode, size=MiB, mtime_ns=None, fh=fh))
         with trio.fail_after(10):
-            while staged.unread_fetched is None:
+            while staged.unread is None or staged.unread.fetching is None:
                 await trio.sleep(0.005)
         await rig.fs.setattr(inode, size=0, mtime_ns=None, fh=fh)
     await rig.fs.write_waiting(fh, 0, b"z")
@@ -356,7 +356,7 @@ async def test_an_object_the_cache_holds_whole_is_staged_from_it_and_adopted(
             await trio.sleep(0.01)
     rig.emu.requests.clear()
     _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
-    assert _staging(rig).by_inode[inode].unread == 0
+    assert _staging(rig).by_inode[inode].unread_end == 0
     await rig.fs.write_waiting(fh, len(BIG), b"+")
     await _close(rig, fh)
     assert _count(rig.emu, "GetObject") == 0
@@ -377,7 +377,7 @@ async def test_the_crc_a_read_learnt_spares_the_head(rig: WriteRig) -> None:
     await rig.fs.release(fh)
     rig.emu.requests.clear()
     inode, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
-    assert _staging(rig).by_inode[inode].unread == START
+    assert _staging(rig).by_inode[inode].unread_end == START
     assert _count(rig.emu, "HeadObject") == 0
     await rig.fs.write_waiting(fh, len(BIG), b"+")
     await _close(rig, fh)
