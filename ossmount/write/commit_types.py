@@ -26,6 +26,10 @@ class UploadSettings:
     part_size: int = 8 * 1024 * 1024
     single_put_max: int = 8 * 1024 * 1024  # at most this, nothing sent early: one PutObject
     parallel: int = 4  # part uploads in flight across all sessions of the uploader
+    # Copies of an unread start (UploadPartCopy) in flight across all sessions: they move no
+    # byte over our link, so the upload bound does not apply; each still costs a round trip,
+    # and an append to a 10 GiB object copies 1,280 parts.
+    copy_parallel: int = 16
     # False: a file committed by one PutObject gets no journal and no fsync (saves ~5 ms of
     # the ~10 ms a 64 KiB commit costs locally). Only for callers whose close/fsync waits for
     # the commit: a crash then loses only bytes nobody was told were stored. Write-back
@@ -39,8 +43,8 @@ class UploadSettings:
     fsync_staged: bool = True
 
     def __post_init__(self) -> None:
-        if not MIN_PART <= self.part_size <= 5 << 30 or self.parallel < 1:
-            raise ValueError("part_size must be 100 KiB..5 GiB and parallel >= 1")
+        if not MIN_PART <= self.part_size <= 5 << 30 or min(self.parallel, self.copy_parallel) < 1:
+            raise ValueError("part_size must be 100 KiB..5 GiB, parallel and copy_parallel >= 1")
         if self.single_put_max < 0:
             raise ValueError("single_put_max must be >= 0")
 

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -287,10 +287,15 @@ class UploadSession:
             await self._changed.wait()
         await self._saver_idle.wait()
 
+    def _unread_parts(self) -> int:
+        """How many parts, from the first, lie in the unread start: copies only."""
+        return 0 if self.unread is None else self.unread.below // self._ps
+
     async def _send_part(
         self, number: int, length: int, generation: int, nursery: trio.Nursery
     ) -> None:
-        async with self._up.limiter:
+        limiter = self._up.copy_limiter if number <= self._unread_parts() else self._up.limiter
+        async with limiter:
             upload_id = await self._ensure_upload()
             start = (number - 1) * self._ps
             cuts = self.pieces.cuts(start, length)
@@ -739,19 +744,25 @@ class UploadSession:
             if number > count or part.size != want:
                 del self._parts[number]  # truncated away, or the old short last part
         await self._ensure_upload()
-        missing = iter([n for n in range(1, count + 1) if n not in self._parts])
+        missing = [n for n in range(1, count + 1) if n not in self._parts]
+        copied = self._unread_parts()  # parts 1..copied are copies of the unread start
+        copies = iter([n for n in missing if n <= copied])
+        sends = iter([n for n in missing if n > copied])
 
-        async def worker(nursery: trio.Nursery) -> None:
+        async def worker(numbers: Iterator[int], nursery: trio.Nursery) -> None:
             # Workers share one iterator, so parts start in ascending order (the journal then
             # fills from the front, and a resumed upload has few holes).
-            for number in missing:
+            for number in numbers:
                 length = min(ps, size - (number - 1) * ps)
                 await self._send_part(number, length, self._generation.get(number, 0), nursery)
 
+        settings = self._up.settings
         try:
             async with trio.open_nursery() as nursery:
-                for _ in range(self._up.settings.parallel):
-                    nursery.start_soon(worker, nursery)
+                for _ in range(settings.parallel):
+                    nursery.start_soon(worker, sends, nursery)
+                for _ in range(min(settings.copy_parallel, copied)):  # see UploadSettings
+                    nursery.start_soon(worker, copies, nursery)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
         lost = [n for n in range(1, count + 1) if n not in self._parts]

@@ -34,6 +34,7 @@ class Uploader:
         self.ledger = ledger
         self.settings = settings or UploadSettings()
         self.limiter = trio.CapacityLimiter(self.settings.parallel)
+        self.copy_limiter = trio.CapacityLimiter(self.settings.copy_parallel)  # unread starts
 
     def new_record(
         self,

@@ -11,6 +11,7 @@ import functools
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -456,3 +457,32 @@ async def test_an_append_heads_the_object_once_at_open_and_once_at_the_commit(
     head = rig.emu.head(BUCKET, "big")
     assert head is not None
     assert ("x-oss-meta-color", "blue") in head.meta
+
+
+async def test_the_start_is_copied_wider_than_parts_are_sent(
+    rig: WriteRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copies of the unread start move no byte over our link: all 8 are in flight at
+    once (`copy_parallel`), not 4 at a time as parts sent are (`parallel`)."""
+    writes = _staging(rig).uploader.writes
+    real = writes.upload_part_copy
+    in_flight, most, everyone = 0, 0, trio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        if in_flight == START // MiB:
+            everyone.set()
+        await everyone.wait()
+        in_flight -= 1
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(writes, "upload_part_copy", held)
+    assert _staging(rig).uploader.settings.parallel < START // MiB
+    rig.emu.put_object(BUCKET, "big", BIG)
+    _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
+    await rig.fs.write_waiting(fh, len(BIG), b"!")
+    await _close(rig, fh)
+    assert most == START // MiB
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"!"
