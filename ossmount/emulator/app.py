@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from urllib.parse import unquote_to_bytes
 
+import trio
+
 from .auth import Verifier
 from .faults import FaultRule, Faults, parse_rule
 from .receive import upload_faults
@@ -220,6 +222,10 @@ class App:
         self.cname = dict(cname or {})
         self.admin = admin
         self.fast_etag = fast_etag  # see receive.py
+        # Server-side copies (objects.copy_in_thread) run on as many threads as there are
+        # CPUs: they are CPU-bound, and more threads only thrash (128 copies of 8 MiB: 0.87
+        # s/GiB on 2 threads, 1.17 on 4, 1.40 on 16, median of 3 on 2 cores).
+        self.copiers = trio.CapacityLimiter(os.cpu_count() or 1)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().upper()
         # the op tables; they import Ctx from here

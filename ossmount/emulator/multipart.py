@@ -203,7 +203,7 @@ async def upload_part_copy(ctx: Ctx) -> Response:
     try:
         writer = ctx.store.new_writer(region=slot)
         try:
-            await copy_in_thread(writer, src.body, first, last - first + 1)
+            await copy_in_thread(ctx, writer, src.body, first, last - first + 1)
         except BaseException:
             writer.abort()
             raise

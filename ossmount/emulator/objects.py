@@ -335,19 +335,23 @@ def copy_range(writer: BodyWriter, body: Body, offset: int, length: int) -> None
 _COPY_INLINE = 1 << 20  # copies up to this size run on the event loop: a thread costs more
 
 
-async def copy_in_thread(writer: BodyWriter, body: Body, offset: int, length: int) -> None:
-    """``copy_range`` in a worker thread, but for small copies. The copy is MD5-bound (~16 ms
-    per 8 MiB here, GIL released), so on the event loop 128 UploadPartCopy of an append to
-    a 1 GiB object took 2.1 s one after another while nothing else was served; in threads,
-    parallel copies use every core. A file body is opened first, on the trio thread: the
-    copy reads this version even if it is replaced or deleted meanwhile (its file unlinked).
-    The writer is this copy's alone."""
+async def copy_in_thread(
+    ctx: Ctx, writer: BodyWriter, body: Body, offset: int, length: int
+) -> None:
+    """``copy_range`` in a worker thread (one of ``App.copiers``), but for small copies. The
+    copy is MD5-bound (~16 ms per 8 MiB here, GIL released), so on the event loop 128
+    UploadPartCopy of an append to a 1 GiB object took 2.1 s one after another while nothing
+    else was served; in threads, parallel copies use every core. A file body is opened
+    first, on the trio thread: the copy reads this version even if it is replaced or deleted
+    meanwhile (its file unlinked). The writer is this copy's alone."""
     if length <= _COPY_INLINE:
         copy_range(writer, body, offset, length)
         return
     source = body.opened() if isinstance(body, FileBody) else body
     try:
-        await trio.to_thread.run_sync(copy_range, writer, source, offset, length)
+        await trio.to_thread.run_sync(
+            copy_range, writer, source, offset, length, limiter=ctx.app.copiers
+        )
     finally:
         if source is not body:
             assert isinstance(source, FileBody)
@@ -360,7 +364,7 @@ async def _copy_body(ctx: Ctx, src: ObjectVersion) -> Body:
     if isinstance(src.body, FileBody):
         writer = ctx.store.new_writer(md5=False)
         try:
-            await copy_in_thread(writer, src.body, 0, src.size)
+            await copy_in_thread(ctx, writer, src.body, 0, src.size)
         except BaseException:
             writer.abort()
             raise
