@@ -784,3 +784,25 @@ def test_a_file_and_a_dir_differing_by_a_trailing_slash_on_the_server(
         "same/more": ("file", b"more"),
         "same.ossfile": ("file", b"rewritten"),
     }
+
+
+def test_a_file_moved_over_a_symlink_under_writeback_stays_a_file_until_it_lands(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """`mv file link` under write-back re-keys the held-back file onto the link's name, and
+    OSS lists the link there until the upload lands: `ls -l` (a fresh listing, with the
+    metadata cache off) must not make the inode a link, which the kernel, holding it as a
+    regular file, took for a bad inode: `chmod` failed with EIO (the random walk, seed 370)."""
+    args = (*WB, "--writeback-delay", "600", "--stat-cache-expire", "0")
+    mount = make_mount(args=args).start()
+    (mount.path / "target").write_bytes(b"t")
+    os.symlink("target", mount.path / "link")
+    (mount.path / "file").write_bytes(b"a file")
+    os.rename(mount.path / "file", mount.path / "link")
+    run(["ls", "-l", str(mount.path)])
+    assert stat.S_ISREG((mount.path / "link").lstat().st_mode)
+    os.chmod(mount.path / "link", 0o640)
+    assert (mount.path / "link").lstat().st_mode == stat.S_IFREG | 0o640
+    assert (mount.path / "link").read_bytes() == b"a file"
+    mount.stop()  # the held-back uploads land
+    assert server_bytes(emulator, "link") == b"a file"
