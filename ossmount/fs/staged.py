@@ -97,6 +97,10 @@ class Staged:
     # fs/unread.py `start_of`): a commit replacing that version keeps them without a HEAD
     # of its own before its Initiate (UploadSession.carried).
     carried: tuple[str, dict[str, str]] | None = None
+    # Its upload part size, when not the uploader's (0): an appender's unread start is
+    # copied in pieces of several parts (fs/unread.py `upload_part_size`); a restored file
+    # keeps its journal's. Every part number of its uploads counts in it.
+    part_size: int = 0
     unread: Unread | None = None  # the start of an object appended to, never fetched
 
     @property

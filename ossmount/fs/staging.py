@@ -194,6 +194,7 @@ class Staging:
             ctime_ns=record.ctime_ns, mode=record.mode, keep_mode=record.keep_mode,
             uid=record.uid, gid=record.gid, may_exist=record.forbid_overwrite,
             resumable=record if record.upload_id else None,
+            part_size=record.part_size,
             replaces=True,  # a rename may have re-keyed it onto an object (fs/writeback.py)
         )  # fmt: skip
         if (kept := record.unread) is not None:  # still in the object it names
@@ -234,6 +235,9 @@ class Staging:
         # The unread start takes no room: it is the file's hole (`_drop`, `fetch_unread`).
         staged.counted = start
         staged.unread = unread_start = Unread(start, meta) if start else None
+        if start:  # copied in pieces of several parts, as few as make sense
+            room = self.space.store.max_bytes if self.space is not None else None
+            staged.part_size = unread.upload_part_size(start, self.uploader.settings, room)
         self._count(staged, size)
         tail = await unread.copy_in(staged, source, self.where(meta.key), start, size)
         if unread_start is not None:
@@ -612,7 +616,7 @@ class Staging:
         """Upload parts holding [start, end) are no longer the source's: never copied. Also
         while a commit runs: the version it stores becomes the source, without these bytes."""
         if (staged.source is not None or staged.lock.locked()) and end > start:
-            ps = self.uploader.settings.part_size
+            ps = self._part_size(staged)
             staged.dirty_parts.update(range(start // ps, (end - 1) // ps + 1))
 
     def _touched(self, staged: Staged, start: int, end: int) -> None:
@@ -628,12 +632,16 @@ class Staging:
         settings = self.uploader.settings
         if staged.seq_end <= settings.single_put_max or staged.lock.locked() or staged.orphan:
             return  # one PutObject at close, or a commit is running (see module docstring)
-        ps = settings.part_size
+        ps = self._part_size(staged)
         while (staged.next_part + 1) * ps <= staged.seq_end:
             session = self._session(staged)
             session.part_ready(staged.next_part)
             staged.ready.add(staged.next_part)
             staged.next_part += 1
+
+    def _part_size(self, staged: Staged) -> int:
+        """The upload part size of `staged` (`Staged.part_size`)."""
+        return staged.part_size or self.uploader.settings.part_size
 
     def _record(self, staged: Staged, *, mtime_ns: int, ctime_ns: int | None) -> JournalRecord:
         """The upload record of `staged` as it stands: its key, fence, attributes and the
@@ -649,6 +657,7 @@ class Staging:
             gid=staged.gid,
             atime_ns=staged.atime_ns,
             ctime_ns=ctime_ns,
+            part_size=staged.part_size,
         )
         kept = staged.unread
         if kept is None:

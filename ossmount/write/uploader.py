@@ -49,12 +49,15 @@ class Uploader:
         keep_mode: bool = False,
         atime_ns: int | None = None,
         ctime_ns: int | None = None,
+        part_size: int | None = None,
     ) -> JournalRecord:
+        """`part_size`: the file's upload part size, if not the settings' (an appender's,
+        fs/unread.py `upload_part_size`)."""
         return JournalRecord(
             bucket=self.writes.bucket,
             key=key,
             size=0,
-            part_size=self.settings.part_size,
+            part_size=part_size or self.settings.part_size,
             mtime_ns=mtime_ns,
             mode=mode,
             base_etag=base_etag,

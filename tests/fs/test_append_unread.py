@@ -21,9 +21,11 @@ from ossmount.emulator import Emulator, FaultRule
 from ossmount.fs.staged import staged_state
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
+from ossmount.fs.unread import upload_part_size
 from ossmount.oss._write_types import CrcMismatch, StagingError
 from ossmount.prefetch import ObjectCorrupt
 from ossmount.tree.inodes import ROOT_INODE
+from ossmount.write import UploadSettings
 from ossmount.write.journal import load
 from tests.fs.test_writes import BUCKET, WriteRig, emu, write_rig
 
@@ -124,7 +126,7 @@ async def test_an_append_reads_only_the_last_part_and_copies_the_rest(rig: Write
     await _staging(rig).drain()
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"one more line\n"
     assert _get_bytes(rig.emu) <= 2 * MiB, "the last part, not the object"
-    assert _count(rig.emu, "UploadPartCopy") == 8
+    assert _count(rig.emu, "UploadPartCopy") == 1, "the start in one piece of 8 parts"
     assert _count(rig.emu, "UploadPart") == 1
     assert os.listdir(_staging(rig).directory) == [], "not adopted: it has a hole"
 
@@ -463,7 +465,9 @@ async def test_the_start_is_copied_wider_than_parts_are_sent(
     rig: WriteRig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The copies of the unread start move no byte over our link: all 8 are in flight at
-    once (`copy_parallel`), not 4 at a time as parts sent are (`parallel`)."""
+    once (`copy_parallel`), not 4 at a time as parts sent are (`parallel`). (A cache cap of
+    12 MiB keeps the pieces the start is copied in to one part each.)"""
+    rig.store.max_bytes = 12 * MiB
     writes = _staging(rig).uploader.writes
     real = writes.upload_part_copy
     in_flight, most, everyone = 0, 0, trio.Event()
@@ -486,3 +490,23 @@ async def test_the_start_is_copied_wider_than_parts_are_sent(
     await _close(rig, fh)
     assert most == START // MiB
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"!"
+
+
+@pytest.mark.parametrize(
+    ("below_parts", "room_mib", "piece_parts"),
+    [
+        (128, None, 8),  # 1 GiB of 8 MiB parts: 16 copies of 64 MiB
+        (127, None, 1),  # a prime number of parts: one copy each
+        (12, None, 6),  # the widest divisor within 64 MiB: 48 MiB
+        (128, 256, 4),  # an eighth of a 256 MiB cache: 32 MiB
+        (128, 60, 1),  # a cache too small for wider parts
+        (1, None, 1),
+    ],
+)
+def test_the_upload_part_size_of_an_appender(
+    below_parts: int, room_mib: int | None, piece_parts: int
+) -> None:
+    settings = UploadSettings(part_size=8 * MiB)
+    room = None if room_mib is None else room_mib * MiB
+    below = below_parts * 8 * MiB
+    assert upload_part_size(below, settings, room) == piece_parts * 8 * MiB
