@@ -236,8 +236,7 @@ class Staging:
         staged.counted = start
         staged.unread = unread_start = Unread(start, meta) if start else None
         if start:  # copied in pieces of several parts, as few as make sense
-            room = self.space.store.max_bytes if self.space is not None else None
-            staged.part_size = unread.upload_part_size(start, self.uploader.settings, room)
+            staged.part_size = unread.upload_part_size(start, self.uploader.settings)
         self._count(staged, size)
         tail = await unread.copy_in(staged, source, self.where(meta.key), start, size)
         if unread_start is not None:

@@ -94,17 +94,17 @@ async def start_of(uploader: Uploader, meta: ObjectMeta, whole: int | None) -> S
     return Start(at, whole, headers) if whole is not None else Start(0, 0)
 
 
-def upload_part_size(below: int, settings: UploadSettings, room: int | None) -> int:
+def upload_part_size(below: int, settings: UploadSettings) -> int:
     """The upload part size of a file whose first `below` bytes stay unread (whole parts of
-    `settings.part_size`): the widest multiple of it that divides `below`, up to 64 MiB and
-    to an eighth of the cache's cap (`room`; a writer past the room left sends its parts
-    whole before it can shed them, Staging._shed). Its start is then copied in that many
-    fewer UploadPartCopy: an append to a 1 GiB object in 16, not 128, each a round trip
-    (and a request OSS bills). An unread start of a prime number of parts keeps 1."""
+    `settings.part_size`): the widest multiple of it that divides `below`, up to 64 MiB.
+    Its start is then copied in that many fewer UploadPartCopy: an append to a 1 GiB object
+    in 16, not 128, each a round trip (and a request OSS bills). An unread start of a prime
+    number of parts above 64 MiB keeps one part each. (The parts after the start are as
+    wide: they are sent at the close or once written whole; a file staged from an object
+    never sheds parts to make room, Staging._shed, so their width costs no room.)"""
     ps = settings.part_size
-    count, widest = below // ps, _PIECE_MAX if room is None else min(_PIECE_MAX, room // 8)
-    best = 1
-    for parts in range(2, min(count, widest // ps) + 1):
+    count, best = below // ps, 1
+    for parts in range(2, min(count, _PIECE_MAX // ps) + 1):
         if count % parts == 0:
             best = parts
     return best * ps

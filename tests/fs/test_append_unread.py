@@ -18,6 +18,7 @@ import trio
 
 from ossmount.crc64 import crc64
 from ossmount.emulator import Emulator, FaultRule
+from ossmount.fs import unread
 from ossmount.fs.staged import staged_state
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
@@ -465,9 +466,9 @@ async def test_the_start_is_copied_wider_than_parts_are_sent(
     rig: WriteRig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The copies of the unread start move no byte over our link: all 8 are in flight at
-    once (`copy_parallel`), not 4 at a time as parts sent are (`parallel`). (A cache cap of
-    12 MiB keeps the pieces the start is copied in to one part each.)"""
-    rig.store.max_bytes = 12 * MiB
+    once (`copy_parallel`), not 4 at a time as parts sent are (`parallel`). (Pieces of one
+    part each here: the 8 would otherwise be copied in one.)"""
+    monkeypatch.setattr(unread, "upload_part_size", lambda below, settings: settings.part_size)
     writes = _staging(rig).uploader.writes
     real = writes.upload_part_copy
     in_flight, most, everyone = 0, 0, trio.Event()
@@ -493,20 +494,15 @@ async def test_the_start_is_copied_wider_than_parts_are_sent(
 
 
 @pytest.mark.parametrize(
-    ("below_parts", "room_mib", "piece_parts"),
+    ("below_parts", "piece_parts"),
     [
-        (128, None, 8),  # 1 GiB of 8 MiB parts: 16 copies of 64 MiB
-        (127, None, 1),  # a prime number of parts: one copy each
-        (12, None, 6),  # the widest divisor within 64 MiB: 48 MiB
-        (128, 256, 4),  # an eighth of a 256 MiB cache: 32 MiB
-        (128, 60, 1),  # a cache too small for wider parts
-        (1, None, 1),
+        (128, 8),  # 1 GiB of 8 MiB parts: 16 copies of 64 MiB
+        (127, 1),  # a prime number of parts past 64 MiB: one copy each
+        (12, 6),  # the widest divisor within 64 MiB: 48 MiB
+        (7, 7),  # 56 MiB in one piece
+        (1, 1),
     ],
 )
-def test_the_upload_part_size_of_an_appender(
-    below_parts: int, room_mib: int | None, piece_parts: int
-) -> None:
+def test_the_upload_part_size_of_an_appender(below_parts: int, piece_parts: int) -> None:
     settings = UploadSettings(part_size=8 * MiB)
-    room = None if room_mib is None else room_mib * MiB
-    below = below_parts * 8 * MiB
-    assert upload_part_size(below, settings, room) == piece_parts * 8 * MiB
+    assert upload_part_size(below_parts * 8 * MiB, settings) == piece_parts * 8 * MiB
