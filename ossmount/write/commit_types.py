@@ -28,7 +28,7 @@ class UploadSettings:
     parallel: int = 4  # part uploads in flight across all sessions of the uploader
     # Copies of an unread start (UploadPartCopy) in flight across all sessions: they move no
     # byte over our link, so the upload bound does not apply; each still costs a round trip,
-    # and an append to a 10 GiB object copies 1,280 parts.
+    # and an append to a 10 GiB object copies 160 pieces of 64 MiB (fs/unread.py).
     copy_parallel: int = 16
     # False: a file committed by one PutObject gets no journal and no fsync (saves ~5 ms of
     # the ~10 ms a 64 KiB commit costs locally). Only for callers whose close/fsync waits for
