@@ -347,15 +347,14 @@ async def copy_in_thread(
     if length <= _COPY_INLINE:
         copy_range(writer, body, offset, length)
         return
-    source = body.opened() if isinstance(body, FileBody) else body
+    opened = body.opened() if isinstance(body, FileBody) else None
     try:
         await trio.to_thread.run_sync(
-            copy_range, writer, source, offset, length, limiter=ctx.app.copiers
+            copy_range, writer, opened or body, offset, length, limiter=ctx.app.copiers
         )
     finally:
-        if source is not body:
-            assert isinstance(source, FileBody)
-            os.close(source.fd)
+        if opened is not None:
+            os.close(opened.fd)
 
 
 async def _copy_body(ctx: Ctx, src: ObjectVersion) -> Body:

@@ -261,12 +261,13 @@ class UploadSession:
         """The unread start is in the staged file now (fetched, its CRC-64 checked): parts
         copied from it with no CRC of their own are copied again, hashed from those bytes,
         and the parts there the writer changes next are sent."""
-        unread, self.unread = self.unread, None
-        if unread is None:
+        copied = self._unread_parts()
+        if self.unread is None:
             return
+        self.unread = None
         self.record = replace(self.record, unread=None)
         self.gone_below = 0
-        for index in range(unread.below // self._ps):  # in flight too: they land as stale
+        for index in range(copied):  # in flight too: they land as stale
             self.invalidate(index)
 
     def _readable(self, start: int, length: int) -> None:
@@ -446,7 +447,7 @@ class UploadSession:
         server = {p.number: p for p in listed}
         for number, part in list(self._parts.items()):
             theirs = server.get(number)
-            if self.unread is not None and number * self._ps <= self.unread.below:
+            if number <= self._unread_parts():
                 # Copied from the unread start: no bytes here to check, no CRC of its own
                 # (Complete checks the whole object); kept while the server has it.
                 if theirs is None or theirs.etag.strip('"') != part.etag.strip('"'):
@@ -786,9 +787,8 @@ class UploadSession:
     def _whole_crc(self, parts: Sequence[PartResult | PartRecord]) -> int:
         """The CRC-64 of the object `parts` (all of them, in any order) make: an unread
         start's, taken whole, then the parts after it; else every part's, combined."""
-        unread = self.unread
-        expected, first = (0, 0) if unread is None else (unread.crc, unread.below // self._ps)
-        for part in sorted(parts, key=lambda p: p.number)[first:]:
+        expected = 0 if self.unread is None else self.unread.crc
+        for part in sorted(parts, key=lambda p: p.number)[self._unread_parts() :]:
             expected = combine(expected, part.crc64, part.size)
         return expected
 

@@ -106,6 +106,12 @@ async def _close(rig: WriteRig, fh: int) -> None:
         await _staging(rig).drain()
 
 
+async def _append_and_close(rig: WriteRig, fh: int, data: bytes) -> None:
+    """`data` written at the end of BIG through `fh`, then close(2) (`_close`)."""
+    await rig.fs.write_waiting(fh, len(BIG), data)
+    await _close(rig, fh)
+
+
 async def test_an_append_reads_only_the_last_part_and_copies_the_rest(rig: WriteRig) -> None:
     rig.emu.put_object(BUCKET, "big", BIG)
     rig.emu.requests.clear()
@@ -235,8 +241,7 @@ async def test_a_start_read_corrupt_fails_the_write(rig: WriteRig) -> None:
     with pytest.raises(ObjectCorrupt, match="CRC-64"):
         await rig.fs.write_waiting(fh, 5, b"x")
     rig.emu.faults.clear()
-    await rig.fs.write_waiting(fh, len(BIG), b"!")  # still an appendable file
-    await _close(rig, fh)
+    await _append_and_close(rig, fh, b"!")  # still an appendable file
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"!"
 
 
@@ -257,8 +262,7 @@ async def test_an_object_without_a_crc_is_staged_whole(rig: WriteRig) -> None:
     rig.emu.faults.add(FaultRule("missing-crc", op="HeadObject", times=None))
     inode, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
     assert _staging(rig).by_inode[inode].unread_end == 0
-    await rig.fs.write_waiting(fh, len(BIG), b"x")
-    await _close(rig, fh)
+    await _append_and_close(rig, fh, b"x")
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"x"
 
 
@@ -316,8 +320,7 @@ async def test_a_rename_while_open_reads_the_start_from_the_new_name(rig: WriteR
     await rig.fs.rename(ROOT_INODE, "big", ROOT_INODE, "moved", 0)
     assert rig.emu.head(BUCKET, "big") is None
     assert await rig.fs.read(fh, 100, 10) == BIG[100:110]
-    await rig.fs.write_waiting(fh, len(BIG), b"!")
-    await _close(rig, fh)
+    await _append_and_close(rig, fh, b"!")
     assert rig.emu.get_bytes(BUCKET, "moved") == BIG + b"!"
 
 
@@ -361,8 +364,7 @@ async def test_an_object_the_cache_holds_whole_is_staged_from_it_and_adopted(
     rig.emu.requests.clear()
     _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
     assert _staging(rig).by_inode[inode].unread_end == 0
-    await rig.fs.write_waiting(fh, len(BIG), b"+")
-    await _close(rig, fh)
+    await _append_and_close(rig, fh, b"+")
     assert _count(rig.emu, "GetObject") == 0
     with trio.fail_after(10):  # adopted in the background (fs/staging.py `_hand_over`)
         while rig.fs.getxattr(inode, "user.ossmount.state") != b"verified":
@@ -383,8 +385,7 @@ async def test_the_crc_a_read_learnt_spares_the_head(rig: WriteRig) -> None:
     inode, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
     assert _staging(rig).by_inode[inode].unread_end == START
     assert _count(rig.emu, "HeadObject") == 0
-    await rig.fs.write_waiting(fh, len(BIG), b"+")
-    await _close(rig, fh)
+    await _append_and_close(rig, fh, b"+")
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"+"
 
 
@@ -439,8 +440,7 @@ async def test_no_room_for_the_start_fails_the_write_and_leaves_the_file_appenda
             await rig.fs.write_waiting(fh, 5, b"x")
         assert caught.value.errno == errno.ENOSPC
         assert rig.store.staged_bytes == before
-    await rig.fs.write_waiting(fh, len(BIG), b"!")
-    await _close(rig, fh)
+    await _append_and_close(rig, fh, b"!")
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"!"
 
 
@@ -453,8 +453,7 @@ async def test_an_append_heads_the_object_once_at_open_and_once_at_the_commit(
     rig.emu.put_object(BUCKET, "big", BIG, meta={"color": "blue"})
     rig.emu.requests.clear()
     _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
-    await rig.fs.write_waiting(fh, len(BIG), b"+")
-    await _close(rig, fh)
+    await _append_and_close(rig, fh, b"+")
     assert _count(rig.emu, "HeadObject") == 2
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"+"
     head = rig.emu.head(BUCKET, "big")
@@ -487,8 +486,7 @@ async def test_the_start_is_copied_wider_than_parts_are_sent(
     assert _staging(rig).uploader.settings.parallel < START // MiB
     rig.emu.put_object(BUCKET, "big", BIG)
     _, fh = await _open(rig, os.O_WRONLY | os.O_APPEND)
-    await rig.fs.write_waiting(fh, len(BIG), b"!")
-    await _close(rig, fh)
+    await _append_and_close(rig, fh, b"!")
     assert most == START // MiB
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"!"
 
