@@ -73,7 +73,6 @@ from ossmount.fs.stagednames import (
     forget_dropped,
     put_staged,
     show_unsent,
-    staged_node,
 )
 from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import NoRoomYet, Staging
@@ -145,6 +144,7 @@ class FileSystem:
         if staging is not None:
             staging.on_commit = self._committed
             namespace.held = staging.by_path  # listings leave files being written as they are
+            staging.pins = namespace.table  # a staged file keeps its number (Staging.pins)
             staging.owed.on_new_etag = lambda key: namespace.invalidate()  # never on OSS
             if staging.adopter is None:
                 staging.adopter = Adopter(prefetcher.store, prefetcher.config.part_size)
@@ -191,9 +191,8 @@ class FileSystem:
         if self._staging is not None and self._staging.by_path:
             inode = self._staging.by_path.get(join_path(self._ns.get(parent).path, name))
             if inode is not None:  # created here, not committed yet: OSS does not know it
-                node = staged_node(self._ns, self._staging.by_inode[inode])
                 self._ns.remember(inode)
-                return self.attr(node)
+                return self.attr(self._ns.get(inode))
         node = await self._ns.lookup(parent, name)
         if self._own_attrs is not None:
             await self._own_attrs.learn((node,))
@@ -209,9 +208,8 @@ class FileSystem:
             self._links.forget(inode)
 
     async def getattr(self, inode: int) -> Attr:
-        staged = self._staging.by_inode.get(inode) if self._staging is not None else None
-        if staged is not None:
-            return self.attr(staged_node(self._ns, staged))
+        if self._staging is not None and inode in self._staging.by_inode:
+            return self.attr(self._ns.get(inode))  # pinned while staged (Staging.pins)
         node = await self._ns.getattr(inode)
         if self._own_attrs is not None:
             await self._own_attrs.learn((node,))

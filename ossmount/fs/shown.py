@@ -317,11 +317,7 @@ class AttrView:
         posix = self.known(node)
         if posix is not None:
             attr = _over(attr, posix)
-        if staged is not None and (node.detached or not staged.orphan):
-            # Not an unlinked file's (`orphan`) on a named entry: no name leads to such a
-            # file (its own entry is detached), so the number, free once the kernel forgot
-            # it, is a new entry's made at its name while its upload waits (the random walk,
-            # seeds 373-380, write-back with directories: a symlink shown with its size).
+        if staged is not None:  # its number is its own while staged (Staging.pins)
             attr = _over(attr, Posix(staged.mode, staged.uid, staged.gid, staged.mtime_ns,
                                      staged.atime_ns, staged.ctime_ns))  # fmt: skip
             attr = attr._replace(size=staged.size)

@@ -1,10 +1,9 @@
 """How files being written appear among the names (`-o rw`): OSS does not know them until
 their first commit, so the namespace learns them from the staging (fs/staging.py).
 
-* Listed and looked up before their first commit (`add_staged`, `staged_node`).
-* Put back when their table entry was dropped as idle: one nobody holds (no kernel
-  reference, no open directory, no handle: a file whose upload failed, tree/inodes.py)
-  gets the same number under its path (`staged_node`).
+* Listed and looked up before their first commit (`add_staged`); their table entries are
+  pinned while they are staged (Staging.pins), so even one nobody else holds (no kernel
+  reference, no open directory, no handle: a file whose upload failed) keeps its number.
 * Shown when a previous process left them sealed and this mount's start could not upload
   them (`show_unsent`).
 * Gone, from our names and the kernel's, when the last close dropped a new file whose
@@ -22,7 +21,6 @@ from collections.abc import Callable, Iterable
 from ossmount.fs.staged import Staged
 from ossmount.fs.staging import Staging
 from ossmount.oss.models import ObjectMeta
-from ossmount.tree.errors import NotFound
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.tree.listing import DirSnapshot, Namespace
 from ossmount.tree.names import split_key, split_path
@@ -30,7 +28,7 @@ from ossmount.tree.node import Node
 from ossmount.write import StagedFile
 from ossmount.write.journal import JournalRecord
 
-__all__ = ["add_staged", "forget_dropped", "put_staged", "show_unsent", "staged_node"]
+__all__ = ["add_staged", "forget_dropped", "put_staged", "show_unsent"]
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +54,6 @@ def show_unsent(
         staging.restore(node.inode, path, files, record)
 
 
-def staged_node(ns: Namespace, staged: Staged) -> Node:
-    """The table entry of a staged file, put back under its path if it was dropped as idle
-    (the path derives the same number; one another path took meanwhile, a 63-bit hash
-    collision, answers NotFound)."""
-    try:
-        return ns.get(staged.inode)
-    except NotFound:
-        node = put_staged(ns, staged.path, staged.key, staged.size, staged.mtime_ns)
-        if node.inode != staged.inode:
-            raise
-        return node
-
-
 def put_staged(ns: Namespace, path: str, key: str, size: int, mtime_ns: int | None) -> Node:
     """The table entry of a staged file at `path` (its key, size and mtime; no ETag: not
     on OSS as staged)."""
@@ -85,12 +70,8 @@ def add_staged(ns: Namespace, snapshot: DirSnapshot, staging: Staging) -> None:
     for path, inode in staging.by_path.items():
         name = path[len(prefix) :]
         if path.startswith(prefix) and "/" not in name and name not in listed:
-            try:
-                node = staged_node(ns, staging.by_inode[inode])
-            except NotFound:
-                continue
             ns.table.pin(inode)
-            extra.append(node)
+            extra.append(ns.get(inode))
     if extra:
         snapshot.entries = tuple(sorted((*snapshot.entries, *extra), key=lambda n: n.name))
 

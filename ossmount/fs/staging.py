@@ -60,6 +60,7 @@ from ossmount.fs.writeback import WriteBack
 from ossmount.oss._errors import is_retryable
 from ossmount.oss._write_types import CrcMismatch, StagingError
 from ossmount.oss.models import ObjectMeta
+from ossmount.tree.inodes import InodeTable
 from ossmount.write import (
     CopySource,
     StagedFile,
@@ -136,6 +137,12 @@ class Staging:
         # entries are evicted for it (CacheStore.make_room) before ENOSPC is the answer.
         # Staged files are not cache entries, so they are never evicted.
         self.make_room: Callable[[int], int] = lambda need: 0
+        # The namespace's inode table (tree/inodes.py), wired by the FileSystem: a staged
+        # file pins its entry from `start`/`restore` to `_drop`, so its number is never
+        # reused while it is staged, not even once unlinked (an orphan whose upload still
+        # runs) and forgotten by the kernel. One number, at most one Staged: a new file at
+        # an orphan's path gets another number, as it would while the kernel held the old.
+        self.pins: InodeTable | None = None
         # A committed file's last close hands its staged bytes to the read cache as the
         # verified entry of the new version (cache/adopt.py): reading it back costs no GET.
         self.adopter: Adopter | None = None
@@ -176,8 +183,7 @@ class Staging:
         data = self.directory / f"{uuid.uuid4().hex}.data"
         fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         staged = Staged(inode, path, key, StagedFile.beside(data), fd, base_etag, forbid, handles=1)
-        self.by_inode[inode] = staged
-        self.by_path[path] = inode
+        self._hold(staged)
         return staged
 
     def restore(self, inode: int, path: str, files: StagedFile, record: JournalRecord) -> Staged:
@@ -203,10 +209,16 @@ class Staging:
         if self.space is not None:
             self.space.already(record.size - staged.unread_end)  # the unread start takes none
             staged.counted = record.size
-        self.by_inode[inode] = staged
-        self.by_path[path] = inode
+        self._hold(staged)
         self._writeback.keep_trying(staged)
         return staged
+
+    def _hold(self, staged: Staged) -> None:
+        assert staged.inode not in self.by_inode, "one Staged per number (`pins`)"
+        self.by_inode[staged.inode] = staged
+        self.by_path[staged.path] = staged.inode
+        if self.pins is not None:
+            self.pins.pin(staged.inode)
 
     async def fill(
         self,
@@ -279,13 +291,12 @@ class Staging:
             self.by_path[path] = staged.inode
 
     def _unmap_path(self, staged: Staged) -> bool:
-        """`staged`'s path leaves `by_path` if it is still the file staged for its number
-        (returned). A file unlinked while its upload was pending lingers until that upload
-        ends (held back under write-back, fs/writeback.py), and a file created meanwhile at
-        its path, with the same number (numbers derive from the path), is the one staged
-        there: matching the number alone, that lingering file's drop took the new file's
-        name away, and its commits then went to the old key after a rename (the random
-        walk, seed 64 with write-back)."""
+        """`staged`'s path leaves `by_path` if the path still leads to it, and whether it
+        was still staged (not dropped already). A file unlinked while its upload was pending
+        lingers until that upload ends (held back under write-back, fs/writeback.py), and a
+        file created meanwhile at its path is the one staged there, under another number
+        (`pins`): the lingering file's drop must leave that name alone, else the new file's
+        commits went to the old key after a rename (the random walk, seed 64)."""
         mine = self.holds(staged)
         if mine and self.by_path.get(staged.path) == staged.inode:
             del self.by_path[staged.path]
@@ -427,6 +438,8 @@ class Staging:
     def _drop(self, staged: Staged, *, keep_files: bool = False) -> None:
         if self._unmap_path(staged):
             del self.by_inode[staged.inode]
+            if self.pins is not None:
+                self.pins.unpin(staged.inode)
         resumable, staged.resumable = staged.resumable, None
         if resumable is not None and resumable.upload_id and (staged.orphan or not keep_files):
             # The upload a failed commit kept for its retry, which will never come.

@@ -21,7 +21,8 @@ needs billions of entries, so in practice every number is stable across remounts
 Lookup counts (FUSE semantics): the kernel holds a reference to an inode for each successful
 lookup and each accepted readdirplus entry, and returns them with `forget(ino, n)`. An entry
 whose count is > 0 is never dropped or renumbered. An entry can also be *pinned* by an open
-directory snapshot, whose inode numbers must stay valid until `releasedir`. Entries with neither
+directory snapshot, whose inode numbers must stay valid until `releasedir`, and by a file being
+written (fs/staging.py), whose number is its own until it is dropped. Entries with neither
 lookups nor pins are *idle*: they stay (so numbers stay put, e.g. between a readdir and the
 kernel's next lookup) but the oldest are dropped beyond `max_idle` entries, which bounds memory
 during a `find` over millions of keys. The root is permanent.
@@ -287,7 +288,8 @@ class InodeTable:
         return entry.lookups > 0
 
     def pin(self, ino: int) -> None:
-        """Keep `ino` (and its number) while an open directory snapshot shows it."""
+        """Keep `ino` (and its number) while an open directory snapshot or a staged file
+        needs it."""
         entry = self._by_ino.get(ino)
         if entry is None:
             raise NotFound(f"<inode {ino}>", "pin of an unknown inode")

@@ -285,19 +285,24 @@ async def test_a_rename_of_a_held_back_file_is_made_durable_by_an_fsync_of_the_d
 async def test_a_file_created_where_one_unlinked_still_waits_keeps_its_name(
     wb: WriteRig,
 ) -> None:
-    """The unlinked file lingers until its held-back upload ends, and the new one gets the
-    same inode number (it derives from the path); the old one's drop took the new one's
-    name away, and its later commits went to the old key (the random walk, seed 64)."""
+    """The unlinked file lingers until its held-back upload ends: its drop took the new
+    file's name away, and the new file's later commits went to the old key (the random
+    walk, seed 64, when both had the number the path derives). The lingering file keeps
+    its number pinned (Staging.pins) though the kernel forgot it, so the new one gets
+    another, and what each shows and commits stays its own."""
     fs, staging = wb.fs, _staging(wb)
     old = await _write_closed(fs, "c", b"closed, then unlinked")
     lingering = staging.by_inode[old]
     await fs.unlink(ROOT_INODE, "c")
     fs.forget(old, 1)  # the kernel lets go of the old inode
     opened, attr = await fs.create(ROOT_INODE, "c", os.O_WRONLY | os.O_CREAT, 0o644)
-    assert attr.inode == old, "the premise: the path gives the new file the same number"
-    assert staging.by_inode[old] is not lingering
+    assert attr.inode != old, "the lingering file's number is not reused"
+    assert staging.by_inode[old] is lingering
+    assert (await fs.getattr(attr.inode)).size == 0  # the new file's, not the lingering one's
     with trio.fail_after(10):
         await staging.drain()  # the lingering file's upload ends (it is orphaned: nothing)
+    assert old not in staging.by_inode
+    assert old not in fs._ns.table, "its number is free"
     assert staging.by_path.get("c") == attr.inode, "the new file keeps its name"
     fs.write(opened.fh, 0, b"the new file")
     await fs.flush(opened.fh)
@@ -342,18 +347,18 @@ async def test_a_symlink_made_where_one_unlinked_still_waits_shows_as_itself(
     wb: WriteRig,
 ) -> None:
     """The unlinked file lingers until its held-back upload ends, and a symlink made at its
-    name meanwhile gets its number (it derives from the path): the link must not be shown
-    with the lingering file's size and mode (the random walk, seeds 373-380, write-back
-    with directories)."""
+    name meanwhile must not be shown with the lingering file's size and mode (the random
+    walk, seeds 373-380, write-back with directories, when both had the number the path
+    derives). The lingering file's number stays pinned, so the link gets another."""
     fs, staging = wb.fs, _staging(wb)
     wb.emu.put_object(BUCKET, "target", b"t")
     old = await _write_closed(fs, "c", b"closed, then unlinked")
     await fs.unlink(ROOT_INODE, "c")
     fs.forget(old, 1)  # the kernel lets go of the old inode
     attr = await fs.symlink(ROOT_INODE, "c", "target", 0, 0)
-    assert attr.inode == old, "the premise: the path gives the link the same number"
+    assert attr.inode != old, "the lingering file's number is not reused"
     assert staging.by_inode[old].orphan
-    for shown in (attr, await fs.getattr(old)):
+    for shown in (attr, await fs.getattr(attr.inode)):
         assert shown.mode == stat.S_IFLNK | 0o777, oct(shown.mode)
         assert shown.size != len(b"closed, then unlinked")
     with trio.fail_after(10):

@@ -333,12 +333,12 @@ async def rw_one_idle(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
         yield rig
 
 
-async def test_a_file_left_unsent_by_the_recovery_is_shown_even_after_its_entry_went_idle(
+async def test_a_file_left_unsent_by_the_recovery_is_shown_and_its_entry_never_goes_idle(
     rw_one_idle: WriteRig,
 ) -> None:
     """FileSystem.show_unsent: the file a previous process sealed is shown with its staged
-    bytes and attributes; nothing holds its table entry (no kernel reference, no handle), so
-    a listing can drop it as idle, and it is put back under the same number."""
+    bytes and attributes; no kernel reference and no handle hold its table entry, but the
+    staging pins it (Staging.pins): a listing that drops idle entries keeps it."""
     fs, staging, emu = rw_one_idle.fs, rw_one_idle.staging, rw_one_idle.emu
     for name in ("x", "y", "z"):
         emu.put_object(BUCKET, name, b"listed")
@@ -353,7 +353,8 @@ async def test_a_file_left_unsent_by_the_recovery_is_shown_even_after_its_entry_
     fs.forget(found.inode, 1)
     fh = await fs.opendir(ROOT_INODE)  # pins early, x, y, z; idle again in that order
     fs.releasedir(fh)
-    assert found.inode not in fs._ns.table, "dropped as idle by the listing"
+    assert found.inode in fs._ns.table, "pinned while staged, not dropped as idle"
+    assert fs._ns.table.find("x", False) is None, "x went idle first and was dropped"
     again = await fs.lookup(ROOT_INODE, "early")
     assert again.inode == found.inode
     assert (await fs.getattr(found.inode)).size == 24
