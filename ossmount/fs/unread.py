@@ -88,9 +88,10 @@ async def start_of(uploader: Uploader, meta: ObjectMeta, whole: int | None) -> S
     headers = None
     if whole is None:
         try:
-            _, headers, whole = await uploader.writes.object_headers(meta.key, if_match=meta.etag)
+            headed = await uploader.writes.object_headers(meta.key, if_match=meta.etag)
         except (NoSuchKey, PreconditionFailed):
             return Start(0, 0)  # the read that follows says it
+        headers, whole = headed.kept, headed.crc64
     return Start(at, whole, headers) if whole is not None else Start(0, 0)
 
 

@@ -123,6 +123,18 @@ class PartResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Headed:
+    """One HEAD's answer as a write needs it: the object's ETag, its user metadata and
+    content headers (lower-case names: what a new version or a REPLACE copy keeps), its
+    CRC-64 (None if it has none) and its size (None if the reply had no Content-Length)."""
+
+    etag: str
+    kept: dict[str, str]
+    crc64: int | None
+    size: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class CopyResult:
     etag: str
     mtime_ns: int

@@ -58,6 +58,7 @@ from ._write_types import (
     ExistsAfterRetry,
     FileAlreadyExists,
     FileRange,
+    Headed,
     NoSuchUpload,
     PartResult,
     PutResult,
@@ -88,6 +89,7 @@ __all__ = [
     "ExistsAfterRetry",
     "FileAlreadyExists",
     "FileRange",
+    "Headed",
     "ListedPart",
     "ListedUpload",
     "NoSuchUpload",
@@ -415,14 +417,11 @@ class OssWrites:
     async def kept_headers(self, key: str, *, if_match: str) -> tuple[dict[str, str], int | None]:
         """One HEAD fenced on `if_match`: the object's user metadata and content headers (what
         a copy that sets metadata must send again), and its CRC-64 (None if it has none)."""
-        _, kept, crc = await self.object_headers(key, if_match=if_match)
-        return kept, crc
+        headed = await self.object_headers(key, if_match=if_match)
+        return headed.kept, headed.crc64
 
-    async def object_headers(
-        self, key: str, *, if_match: str | None = None
-    ) -> tuple[str, dict[str, str], int | None]:
-        """One HEAD (fenced on `if_match` when given): the object's ETag, its user metadata and
-        content headers (lower-case names), and its CRC-64 (None if it has none)."""
+    async def object_headers(self, key: str, *, if_match: str | None = None) -> Headed:
+        """One HEAD (fenced on `if_match` when given), as `Headed` says."""
         try:
             reply = await self.client.head_headers(key, if_match=if_match)
         except OssError as exc:
@@ -435,7 +434,9 @@ class OssWrites:
             for name, value in reply.items()
             if name.startswith("x-oss-meta-") or name in _CONTENT_HEADERS
         }
-        return reply.get("etag", ""), kept, _header_crc(reply)
+        length = reply.get("content-length", "")
+        size = int(length) if length.isdigit() else None
+        return Headed(reply.get("etag", ""), kept, _header_crc(reply), size)
 
     def _copy_source(self, key: str) -> str:
         return f"/{self.bucket}/{signing.uri_encode(key, keep_slash=True)}"

@@ -83,6 +83,7 @@ from ..oss._writes import (
     ExistsAfterRetry,
     FileAlreadyExists,
     FileRange,
+    Headed,
     NoSuchUpload,
     PartResult,
     StagingError,
@@ -654,15 +655,15 @@ class UploadSession:
         sent = self.sent_meta = {**carried, **ours}
         return sent
 
-    async def _head_base(self) -> str:
-        """HEAD the object this file replaces: its ETag now ("(deleted)" if gone), and the
-        headers the new version keeps, learnt the first time."""
+    async def _head_base(self) -> Headed | None:
+        """HEAD the object this file replaces: what it is now (None if gone), and the headers
+        the new version keeps, learnt the first time."""
         try:
-            now, carried, _ = await self._writes.object_headers(self.key)
+            now = await self._writes.object_headers(self.key)
         except NoSuchKey:
-            now, carried = "(deleted)", {}
+            now = None
         if self.carried is None:
-            self.carried = carried
+            self.carried = {} if now is None else now.kept
         return now
 
     async def _check_conflict(self, size: int) -> CommitResult | None:
@@ -675,39 +676,37 @@ class UploadSession:
         if not base or self.record.forbid_overwrite:
             return None
         now = await self._head_base()
-        if now != base and self.unread is not None:
-            ours = await self._landed_as_ours(size)
+        etag = "(deleted)" if now is None else now.etag
+        if etag != base and self.unread is not None:
+            ours = None if now is None else await self._landed_as_ours(size, now)
             if ours is not None:
                 return ours
-            raise self._unread_gone(f"ETag {now}, opened at {base}")
-        if now != base:
+            raise self._unread_gone(f"ETag {etag}, opened at {base}")
+        if etag != base:
             self.copy_from = None  # its parts are not ours to copy any more
             log.warning(
                 "oss://%s/%s changed on the server since it was opened for writing (ETag %s, "
                 "opened at %s); our version replaces it (last writer wins)",
-                self._writes.bucket, self.key, now, base,
+                self._writes.bucket, self.key, etag, base,
             )  # fmt: skip
         return None
 
-    async def _landed_as_ours(self, size: int) -> CommitResult | None:
-        """The object, if it holds exactly this file: its size, and the CRC-64 of the
-        unread start combined with that of the staged bytes after it."""
+    async def _landed_as_ours(self, size: int, now: Headed) -> CommitResult | None:
+        """The object `now` (the conflict check's HEAD), if it holds exactly this file: its
+        size, and the CRC-64 of the unread start combined with that of the staged bytes
+        after it."""
         unread = self.unread
         assert unread is not None
-        try:
-            meta = await self._writes.client.head(self.key)
-        except NoSuchKey:
-            return None
-        if meta.size != size or meta.crc64 is None:
+        if now.size != size or now.crc64 is None:
             return None
         tail, _ = await trio.to_thread.run_sync(
             hash_part, self._fd, unread.below, size - unread.below
         )
-        if meta.crc64 != combine(unread.crc, tail, size - unread.below):
+        if now.crc64 != combine(unread.crc, tail, size - unread.below):
             return None
         log.info("oss://%s/%s: this file had been committed already (CRC-64 %016x)",
-                 self._writes.bucket, self.key, meta.crc64)  # fmt: skip
-        return CommitResult(self.key, meta.etag, meta.crc64, size, -(-size // self._ps))
+                 self._writes.bucket, self.key, now.crc64)  # fmt: skip
+        return CommitResult(self.key, now.etag, now.crc64, size, -(-size // self._ps))
 
     async def _put_whole(self, size: int) -> CommitResult:
         rec = self.record

@@ -46,9 +46,10 @@ async def test_errors_are_typed_and_a_transient_one_is_retried(emu: Emulator, pa
                                         code="ServiceUnavailable", times=1))  # fmt: skip
         assert (await client.head_headers("k"))["content-length"] == str(len(BODY))
         assert rule.fired == 1
-        _, kept, crc = await OssWrites(client).object_headers("k")
-        assert crc is not None
-        assert "content-length" not in kept
+        headed = await OssWrites(client).object_headers("k")
+        assert headed.crc64 is not None
+        assert headed.size == len(BODY)
+        assert "content-length" not in headed.kept
 
 
 async def test_heads_keep_one_connection_and_leave_it_clean_for_gets(emu: Emulator) -> None:

@@ -424,6 +424,7 @@ async def test_an_upload_finding_this_very_file_on_the_server_takes_it_as_done(
     assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"mine"
     assert _count(rig.emu, "CompleteMultipartUpload") == 0, "nothing completed: it was there"
     assert _count(rig.emu, "AbortMultipartUpload") == 1, "the upload its early parts began"
+    assert _count(rig.emu, "HeadObject") == 1, "the conflict check's HEAD tells it is this file"
 
 
 async def test_no_room_for_the_start_fails_the_write_and_leaves_the_file_appendable(
