@@ -556,14 +556,18 @@ class FileSystem:
         """truncate (size) works on the staged file (staging the object if no handle is
         open, then committing it at once); mode, owners and times: see fs/setattrs.py."""
         staging = self._writable(inode)
-        staged = staging.by_inode.get(inode)
-        if size is not None:
+        while size is not None:  # until truncated: a growth may wait for room (NoRoomYet)
+            staged = staging.by_inode.get(inode)
             if staged is not None and staged.handles:
                 await staging.quiesce(staged)  # a pending write-back upload lands first
             if staged is not None and staged.handles:
                 await self._before_truncate(staged, size)
             if staged is not None and staged.handles and staging.by_inode.get(inode) is staged:
-                staging.truncate(staged, size)  # committed by that handle's close
+                try:
+                    staging.truncate(staged, size)  # committed by that handle's close
+                except NoRoomYet as wait:
+                    await wait.sending.wait()
+                    continue
             else:  # none open (a write-back upload may still hold it): commit it here
                 opened = await self._open_staged(
                     inode,
@@ -572,12 +576,18 @@ class FileSystem:
                 )
                 try:
                     handle = self._staged_handle(opened.fh)
-                    await staging.quiesce(handle)  # counted: that upload lands, keeps it staged
-                    await self._before_truncate(handle, size)
-                    staging.truncate(handle, size)
+                    while True:
+                        await staging.quiesce(handle)  # counted: that upload lands, keeps it
+                        await self._before_truncate(handle, size)
+                        try:
+                            staging.truncate(handle, size)
+                            break
+                        except NoRoomYet as wait:
+                            await wait.sending.wait()
                     await self._commit(handle)
                 finally:
                     await self.release(opened.fh)
+            break
         if (posix := Posix(mode, uid, gid, mtime_ns, atime_ns)) != Posix():
             await set_attrs(staging, self._ns, self.attr, inode, posix)
         return await self.getattr(inode)

@@ -86,8 +86,9 @@ RESERVE_AHEAD = 64 << 20
 
 class NoRoomYet(Exception):
     """A write found no room in the cache for now: parts of its file are being sent, and
-    each one OSS confirms can be punched out to make some (`Staging._shed`). The writer
-    waits for `sending`, then writes again."""
+    each one OSS confirms can be punched out to make some (`Staging._shed`), or other files
+    are being committed, each giving its room back as it lands (`Staging._room_coming`).
+    The writer waits for `sending`, then writes again."""
 
     def __init__(self, sending: trio.Event) -> None:
         super().__init__("waiting for parts being sent to make room")
@@ -143,6 +144,10 @@ class Staging:
         # runs) and forgotten by the kernel. One number, at most one Staged: a new file at
         # an orphan's path gets another number, as it would while the kernel held the old.
         self.pins: InodeTable | None = None
+        # A write the cache has no room for waits while commits run or write-back uploads
+        # are pending (`_room_coming`): each that ends may have given its file's room back.
+        self._committing = 0
+        self._room_event = trio.Event()  # set, and replaced, by `room_back`
         # A committed file's last close hands its staged bytes to the read cache as the
         # verified entry of the new version (cache/adopt.py): reading it back costs no GET.
         self.adopter: Adopter | None = None
@@ -249,7 +254,12 @@ class Staging:
         staged.unread = unread_start = Unread(start, meta) if start else None
         if start:  # copied in pieces of several parts, as few as make sense
             staged.part_size = unread.upload_part_size(start, self.uploader.settings)
-        self._count(staged, size)
+        while True:
+            try:
+                self._count(staged, size)
+                break
+            except NoRoomYet as wait:  # write-back uploads of other files make some
+                await wait.sending.wait()
         tail = await unread.copy_in(staged, source, self.where(meta.key), start, size)
         if unread_start is not None:
             os.ftruncate(staged.fd, size)  # an object of whole parts: none of it was read
@@ -534,7 +544,8 @@ class Staging:
         """The staged file is about to reach `end` bytes: count its growth, making room
         first: evicting idle read-cache entries (StagedSpace.grow), then punching out parts
         of this file that OSS confirmed (`_shed`); when that is not enough and parts of it
-        are being sent, `NoRoomYet` (the writer waits for them); else ENOSPC."""
+        are being sent, or other files are being committed (`_room_coming`), `NoRoomYet`
+        (the writer waits for them); else ENOSPC."""
         if self.space is None or end <= staged.counted:
             return
         try:
@@ -546,10 +557,35 @@ class Staging:
                 self._count(staged, end)
                 return
             sending = staged.session.in_flight() if staged.session is not None else None
+            if sending is None:  # other files' commits give theirs back as they end
+                sending = self._room_coming()
             if sending is None:
                 raise
             raise NoRoomYet(sending) from exc
         staged.counted = end
+
+    def _room_coming(self) -> trio.Event | None:
+        """For a write the cache has no room for: what to wait for before trying again, while
+        commits run or write-back uploads are pending (None when none is). A file whose
+        commit ends gives its room back in the same step when nobody has it open (it goes
+        to the read cache, whose idle entries are evicted for writes, or is dropped:
+        `release`, `uploaded_later`), so a `cp -r` of more than the cache holds, under
+        `-o writeback` and faster than the link, is paced by the uploads instead of failing
+        with ENOSPC. Uploads held back (--writeback-delay) start now: nothing is gained by
+        waiting for them. A commit that fails keeps its file's room (unsent, or dropped by
+        its writer's close) and still wakes the writer, who then gets ENOSPC if nothing else
+        runs. (A file committed by a close keeps its room until the kernel's release comes,
+        a moment later: a writer woken in between and finding nothing else running gets
+        ENOSPC, as before this wait existed.)"""
+        if not (self._committing or self._writeback.pending):
+            return None
+        self._writeback.start_held()
+        return self._room_event
+
+    def room_back(self) -> None:
+        """A commit or a write-back upload ended: writers waiting for room look again."""
+        self._room_event.set()
+        self._room_event = trio.Event()
 
     def _shed(self, staged: Staged) -> bool:
         """Punch the parts of a sequential writer's file that OSS has confirmed out of its
@@ -599,6 +635,8 @@ class Staging:
         raise staged.broken
 
     def truncate(self, staged: Staged, size: int) -> None:
+        """Truncate the staged file to `size`; NoRoomYet, changing nothing, when the cache
+        has no room for a growth yet (the caller waits for it, as a write does)."""
         if size < staged.shed:
             self._shed_broken(staged, f"a truncate to {size}")
         if size == 0 and staged.unread is not None:  # nothing of it is needed any more
@@ -607,11 +645,7 @@ class Staging:
         if size < staged.unread_end:  # the caller fetches it first (fetch_unread)
             raise OSError(errno.EIO, f"{self.where(staged.key)}: a truncate to {size} into an "
                           "unread start")  # fmt: skip
-        try:
-            self._count(staged, size)
-        except NoRoomYet as exc:  # a truncate does not wait: it is refused as without room
-            raise OSError(errno.ENOSPC, f"{self.where(staged.key)}: staging: no room to grow "
-                          f"the file to {size} bytes yet") from exc  # fmt: skip
+        self._count(staged, size)  # NoRoomYet: the caller waits, then truncates again
         os.ftruncate(staged.fd, size)
         staged.reserved = min(staged.reserved, size)  # a shrink freed the blocks past it
         if self.space is not None and size < staged.counted:
@@ -749,7 +783,12 @@ class Staging:
         """Upload the staged bytes if they changed since the last commit; the object's
         metadata once it is on OSS and verified (None for an unlinked file), which
         `on_commit` hears of first."""
-        meta = await self._commit_locked(staged)
+        self._committing += 1
+        try:
+            meta = await self._commit_locked(staged)
+        finally:
+            self._committing -= 1
+            self.room_back()
         if meta is not None:
             self.on_commit(staged, meta)
         return meta

@@ -138,6 +138,17 @@ class WriteBack:
         self._pending_total -= 1
         if self._pending_total == 0:
             self._idle.set()
+        self._staging.room_back()  # its file's room, if it gave it back (uploaded_later)
+
+    @property
+    def pending(self) -> int:
+        """Uploads scheduled and not ended (held back, waiting for a slot, or running)."""
+        return self._pending_total
+
+    def start_held(self) -> None:
+        """Start every upload held back (`delay_s`) now, without hurrying later ones."""
+        for go in [go for gos in self._waiting.values() for go in gos]:
+            go.set()
 
     def keep_trying(self, staged: Staged) -> None:
         """`staged` is unsent: try its upload again in the background until it is sent, or
