@@ -427,8 +427,12 @@ class Namespace:
         if lookup_base(base) == base:
             decided.append(base)
         out: dict[str, _Info | None] = {}
+        ours = self._cache.since(dir_path, started)  # may be newer than this answer
         for name in decided:
             if not valid_name(name):
+                continue
+            if name in ours:
+                out[name] = ours[name]  # cached already, when it was learned
                 continue
             if name in resolved:
                 is_dir, source = resolved[name]
@@ -481,7 +485,16 @@ class Namespace:
             entries.update({name: _Info(False, meta) for name, meta in files.items()})
         else:
             entries = self._shadowed(dir_key, files, dirs)
-        if generation == self._cache.generation:
+        store = generation == self._cache.generation
+        for name, info in self._cache.since(dir_path, started).items():
+            # This mount's own change, maybe newer than the answer (MetaCache.learned).
+            if name.endswith(SHADOW_SUFFIX) or name + SHADOW_SUFFIX in entries:
+                store = False  # names a directory shadows: looked up again, not patched
+            if info is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = info
+        if store:
             self._cache.store_listing(dir_path, entries, started)
         return entries
 

@@ -8,7 +8,10 @@ Rules
     What a listing or lookup learned is kept for `ttl_s` seconds (`stat_cache_expire`); a name
     known to be absent for `negative_ttl_s`. A complete directory listing also answers lookups
     of every name in that directory, present or not, so a `find` costs list requests only.
-    When a name is known from both a listing and a lookup, the more recent answer wins. The
+    When a name is known from both a listing and a lookup, the more recent answer wins. What
+    this mount changed itself (`learned`) is also kept apart for `RECENT_S` seconds, by
+    directory (`since`): OSS may have answered a request sent before such a change landed,
+    and that answer, arriving after it, must not bring the old version back. The
     cache holds at most `max_entries` names (a listing weighs its entry count); the least
     recently used are dropped first. `invalidate()` drops all of it (SIGHUP) and bumps
     `generation`: a caller compares it before and after its request and does not store an
@@ -25,7 +28,11 @@ from collections.abc import Mapping
 from ossmount.tree.names import SHADOW_SUFFIX, split_path
 from ossmount.tree.records import MISS, CachedListing, CachedName, Info, Miss, Walks
 
-__all__ = ["MetaCache"]
+__all__ = ["RECENT_S", "MetaCache"]
+
+# How long this mount's own changes are kept for answers that may predate them: longer than
+# any request takes (a listing's pages are bounded by the client's timeouts and retries).
+RECENT_S = 120.0
 
 
 class MetaCache:
@@ -46,6 +53,11 @@ class MetaCache:
         self._listings: dict[str, CachedListing] = {}
         self._lru: OrderedDict[tuple[str, str, str], int] = OrderedDict()
         self._weight = 0
+        # dir -> name -> (info, when): this mount's own changes (`since`). Old ones are
+        # dropped once the count doubles since the last pruning: amortized O(1) per change.
+        self._recent: dict[str, dict[str, tuple[Info | None, float]]] = {}
+        self._recent_count = 0
+        self._prune_at = 1024
 
     @property
     def weight(self) -> int:
@@ -146,6 +158,30 @@ class MetaCache:
         self.store_name(dir_path, name, info, now)
         if info is not None and info.is_dir and path not in self._listings:
             self.store_listing(path, {}, now)
+        self._note(dir_path, name, info, now)
+
+    def since(self, dir_path: str, started: float) -> dict[str, Info | None]:
+        """This mount's own changes in `dir_path` (`learned`) at or after `started`: what an
+        answer to a request sent at `started` may not show yet (None: deleted)."""
+        changes = self._recent.get(dir_path)
+        if not changes:
+            return {}
+        return {name: info for name, (info, at) in changes.items() if at >= started}
+
+    def _note(self, dir_path: str, name: str, info: Info | None, now: float) -> None:
+        changes = self._recent.setdefault(dir_path, {})
+        if name not in changes:
+            self._recent_count += 1
+        changes[name] = (info, now)
+        if self._recent_count >= self._prune_at:
+            for path in list(self._recent):
+                kept = {n: c for n, c in self._recent[path].items() if now - c[1] < RECENT_S}
+                self._recent_count -= len(self._recent[path]) - len(kept)
+                if kept:
+                    self._recent[path] = kept
+                else:
+                    del self._recent[path]
+            self._prune_at = max(1024, 2 * self._recent_count)
 
     def _shrink(self) -> None:
         while self._weight > self.max_entries and self._lru:

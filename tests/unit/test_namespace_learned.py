@@ -5,13 +5,18 @@ a renamed inode keeps its number."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
+import trio
 
-from ossmount.oss.models import ObjectMeta
+from ossmount.oss.models import ListPage, ObjectMeta
 from ossmount.tree import NotFound
 from ossmount.tree.inodes import ROOT_INODE, InodeTable
 from ossmount.tree.listing import Namespace
+from ossmount.tree.metacache import RECENT_S, MetaCache
+from ossmount.tree.records import Info as _Info
 from tests.unit.fake_lister import FakeLister
 
 
@@ -192,3 +197,78 @@ async def test_a_held_file_s_entry_dropped_as_idle_comes_back_a_regular_file() -
     meta = (await _listed(ns))["a"]
     assert meta is not None
     assert (meta.object_type, meta.size) == (None, 6)
+
+
+class _LateLister(FakeLister):
+    """Answers from the bucket as it is when asked, but hands the answer over only once
+    `late` is set: a listing that OSS answered before this mount's own write landed, and
+    that reaches the namespace after the write was learned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late: trio.Event | None = None
+        self.asked = trio.Event()
+
+    async def list_page(self, *args: Any, **kwargs: Any) -> ListPage:
+        late, self.late = self.late, None
+        page = await super().list_page(*args, **kwargs)
+        if late is not None:
+            self.asked.set()
+            await late.wait()
+        return page
+
+
+async def _raced(ns: Namespace, lister: _LateLister, ask: Callable[[], Awaitable[object]]) -> None:
+    """`ask` sends a request answered with the old version; this mount learns its own new
+    version of "f" meanwhile; then the old answer arrives."""
+    lister.late = late = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask)
+        await lister.asked.wait()
+        lister.put("f", 7)  # our commit lands...
+        ns.learned("f", lister.objects["f"])  # ...and is learned
+        late.set()  # the answer from before it arrives
+
+
+@pytest.mark.parametrize("how", ["getattr", "opendir"])
+async def test_an_answer_from_before_this_mounts_own_write_does_not_bring_the_old_version_back(
+    how: str,
+) -> None:
+    """A lookup or listing that OSS answered before this mount's commit landed, and that
+    arrives after the commit was learned, must not put the old version back: an open then
+    read the old ETag, got 412 from OSS and failed with ESTALE (a truncate right after an
+    append under write-back, seen in a stress run)."""
+    now = [0.0]
+    lister = _LateLister()
+    lister.put("f", 3)
+    ns = Namespace(lister, ttl_s=1, clock=lambda: now[0])
+    node = await ns.lookup(ROOT_INODE, "f")
+    now[0] = 5.0  # expired: the next getattr or opendir asks OSS again
+    if how == "getattr":
+        await _raced(ns, lister, lambda: ns.getattr(node.inode))
+    else:
+        await _raced(ns, lister, lambda: _names(ns))
+    new = lister.objects["f"]
+    assert ns.get(node.inode).meta == new, "the version this mount wrote stays"
+    assert (await ns.getattr(node.inode)).meta == new
+    assert (await ns.lookup(ROOT_INODE, "f")).meta == new
+    ns.check_invariants()
+
+
+def test_own_changes_are_kept_for_late_answers_only_for_a_while() -> None:
+    """MetaCache.since: this mount's changes at or after a request's start, by directory;
+    those older than RECENT_S are dropped as more come, so a long `tar x` keeps a bounded
+    set."""
+    cache = MetaCache(ttl_s=60, negative_ttl_s=5, max_entries=100)
+    file = _Info(False, ObjectMeta("d/a", 1, '"e"', 0))
+    cache.learned("d/a", file, 10.0)
+    cache.learned("d/b", None, 11.0)
+    assert cache.since("d", 10.0) == {"a": file, "b": None}
+    assert cache.since("d", 10.5) == {"b": None}
+    assert cache.since("e", 0.0) == {}
+    for i in range(5000):
+        cache.learned(f"t/{i}", file, 20.0 + i * RECENT_S / 1000)  # 1000 per RECENT_S
+    assert cache.since("d", 0.0) == {}, "older than RECENT_S: dropped"
+    end = 20.0 + 4999 * RECENT_S / 1000
+    assert len(cache.since("t", end - RECENT_S + 1)) == 992, "the recent ones stay"
+    assert cache._recent_count <= 2100, "bounded by twice what RECENT_S holds"
