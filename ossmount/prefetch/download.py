@@ -239,8 +239,14 @@ class Download:
                 counted: tuple[str | None, int] = (None, 0)
                 try:
                     started = trio.current_time()
-                    outcome = await fetch_part(s.source, s.scratch, job, self._room_maker(job))
-                    counted = self._apply(index, outcome)
+                    try:
+                        outcome = await fetch_part(s.source, s.scratch, job, self._room_maker(job))
+                        counted = self._apply(index, outcome)
+                    except EntryStateError as exc:
+                        if self.entry.usable:
+                            raise  # a bug in the caller, not a discard
+                        self._discarded_under_us(exc)
+                        return
                     if self._disputes.get(index, 0) >= CRC_DISPUTES:
                         await self._settle_dispute(index, outcome)
                     now = trio.current_time()
@@ -266,6 +272,16 @@ class Download:
                 event.set()
             if urgent:
                 self._spawn_workers()  # read-ahead held back for it may go now
+
+    def _discarded_under_us(self, exc: EntryStateError) -> None:
+        """The entry was discarded by another party while this download filled it: an open
+        of the key that found a newer version (CacheStore.open_entry). The object changed, so
+        this download ends as if a GET had said so (ESTALE for its readers); it must not
+        take the mount down."""
+        log.info("oss://%s/%s: its cache entry was discarded meanwhile (%s)",
+                 self._s.config.bucket, self.meta.key, exc)  # fmt: skip
+        why = "changed while reading (a newer version is being read)"
+        self._fail(ObjectChanged(self._s.config.bucket, self.meta.key, why))
 
     async def _recheck(self, index: int) -> bool:
         """Re-hash a part trusted from the checkpoint (cache.checks) in a
