@@ -146,7 +146,8 @@ class MountConfig:
     max_cache_size_mb: int = option(
         "evict closed, least recently used cache files when the cached bytes exceed this many"
         " MB (0: no limit); files in use then drop parts already read. With --rw, files being"
-        " written count too, and a new file written in order drops its parts already on OSS",
+        " written count too, a new file written in order drops its parts already on OSS, and"
+        " with --writeback a write waits for pending uploads to give their room back",
         20480,
         int,
         metavar="MB",

@@ -353,6 +353,27 @@ def test_writeback_uploads_finish_by_unmount(
     assert {k[2:]: server_bytes(emulator, k) for k in keys} == tree(src)
 
 
+def test_cp_r_of_more_than_the_cache_holds_under_writeback_waits_for_its_uploads(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """Closed files waiting for their upload hold their room: with uploads slower than `cp`
+    (a 0.3 s delay on each PutObject) and a 5 MiB cache, a `cp -r` of 16 MiB waits for them
+    instead of failing with ENOSPC. Files of 2 MiB under 8 MiB parts: one PutObject each,
+    nothing of them shed early."""
+    emulator.faults.add(FaultRule("latency", op="PutObject", seconds=0.3, times=None))
+    args = ("--rw", "--writeback", "--part-size-mb", "8", "--max-cache-size-mb", "5",
+            "--min-free-mb", "0")  # fmt: skip
+    mount = make_mount(args=args).start()
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {f"f{i}": os.urandom(2 * MiB) for i in range(8)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    subprocess.run(["cp", "-r", str(src), str(mount.path / "t")], check=True)
+    mount.stop()  # waits for the background uploads
+    assert {name: server_bytes(emulator, f"t/{name}") for name in files} == files
+
+
 def test_concurrent_writers_of_one_path_see_what_a_local_file_would(
     emulator: Emulator, make_mount: MountFactory, tmp_path: Path
 ) -> None:
