@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
+from typing import Any
 
 import pytest
+import trio
+from trio.testing import wait_all_tasks_blocked
 
+from ossmount.emulator import objects as emu_objects
 from ossmount.fs.shown import Posix, ShownAttrs, posix_of
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.write.journal import JournalRecord, decode, encode
@@ -230,3 +235,58 @@ async def test_the_mount_root_s_attributes_are_ignored_not_refused(rw: WriteRig)
     attr = await rw.fs.setattr(ROOT_INODE, size=None, mtime_ns=T, fh=None, mode=0o700)
     assert attr.mtime_ns == 0
     assert rw.emu.requests.ops("PutObject") == []
+
+
+async def test_a_commit_lands_after_the_copy_storing_what_the_replaced_version_owes(
+    rw: WriteRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chmod of a file just written is owed, then stored by a copy of that version onto
+    itself (fs/owedattrs.py), fenced on its ETag when the copy starts. A new version
+    committed while that copy runs must land after it: landing first, it was replaced by
+    the copy of the old bytes (a stress run: a rewritten file came back as its previous
+    version). Here the emulator holds the copy after its precondition, before it stores."""
+    rig = rw
+    assert rig.staging is not None
+    inode = await _new(rig, "f", 0o644)
+    await rig.fs.setattr(inode, size=None, mtime_ns=None, fh=None, mode=0o600)  # owed
+    held, release = threading.Event(), threading.Event()
+    real_body = emu_objects._copy_body
+
+    async def held_copy(ctx: Any, src: Any) -> Any:  # in the emulator's thread
+        held.set()
+        await trio.to_thread.run_sync(release.wait)
+        return await real_body(ctx, src)
+
+    monkeypatch.setattr(emu_objects, "_copy_body", held_copy)
+    writes = rig.staging.uploader.writes
+    real_put = writes.put_object
+    put_called, put_done = trio.Event(), trio.Event()
+
+    async def put(key: str, *args: Any, **kwargs: Any) -> Any:
+        put_called.set()
+        try:
+            return await real_put(key, *args, **kwargs)
+        finally:
+            put_done.set()
+
+    monkeypatch.setattr(writes, "put_object", put)
+
+    async def rewrite() -> None:
+        opened = await rig.fs.open(inode, os.O_WRONLY | os.O_TRUNC)
+        rig.fs.write(opened.fh, 0, b"the new version")
+        await rig.fs.flush(opened.fh)
+        await rig.fs.release(opened.fh)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(rig.staging.owed.store, "f")
+            await trio.to_thread.run_sync(held.wait)  # the copy passed its fence
+            nursery.start_soon(rewrite)
+            await wait_all_tasks_blocked()
+            if put_called.is_set():  # it did not wait: let it land first, as it would
+                await put_done.wait()
+            release.set()
+    assert rig.emu.get_bytes(BUCKET, "f") == b"the new version"
+    ops = _ops(rig, "f")
+    last_put = max(i for i, op in enumerate(ops) if op == "PutObject")
+    assert ops.index("CopyObject") < last_put, ops
