@@ -258,7 +258,7 @@ class Staging:
             try:
                 self._count(staged, size)
                 break
-            except NoRoomYet as wait:  # write-back uploads of other files make some
+            except NoRoomYet as wait:  # commits of other files give their room back
                 await wait.sending.wait()
         tail = await unread.copy_in(staged, source, self.where(meta.key), start, size)
         if unread_start is not None:

@@ -427,7 +427,7 @@ class Namespace:
         if lookup_base(base) == base:
             decided.append(base)
         out: dict[str, _Info | None] = {}
-        ours = self._cache.since(dir_path, started)  # may be newer than this answer
+        ours = self._cache.since(dir_path, started, decided)  # may be newer than the answer
         for name in decided:
             if not valid_name(name):
                 continue

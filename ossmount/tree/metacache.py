@@ -23,7 +23,7 @@ Concurrency: every method is synchronous (no await), so each is atomic on the tr
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ossmount.tree.names import SHADOW_SUFFIX, split_path
 from ossmount.tree.records import MISS, CachedListing, CachedName, Info, Miss, Walks
@@ -160,12 +160,19 @@ class MetaCache:
             self.store_listing(path, {}, now)
         self._note(dir_path, name, info, now)
 
-    def since(self, dir_path: str, started: float) -> dict[str, Info | None]:
+    def since(
+        self, dir_path: str, started: float, names: Iterable[str] | None = None
+    ) -> dict[str, Info | None]:
         """This mount's own changes in `dir_path` (`learned`) at or after `started`: what an
-        answer to a request sent at `started` may not show yet (None: deleted)."""
+        answer to a request sent at `started` may not show yet (None: deleted). Of `names`
+        only, when given: a lookup's probe asks for one name, in a directory a `tar x` may
+        have written thousands of names into meanwhile."""
         changes = self._recent.get(dir_path)
         if not changes:
             return {}
+        if names is not None:
+            found = ((name, changes.get(name)) for name in names)
+            return {name: c[0] for name, c in found if c is not None and c[1] >= started}
         return {name: info for name, (info, at) in changes.items() if at >= started}
 
     def _note(self, dir_path: str, name: str, info: Info | None, now: float) -> None:

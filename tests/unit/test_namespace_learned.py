@@ -272,3 +272,4 @@ def test_own_changes_are_kept_for_late_answers_only_for_a_while() -> None:
     end = 20.0 + 4999 * RECENT_S / 1000
     assert len(cache.since("t", end - RECENT_S + 1)) == 992, "the recent ones stay"
     assert cache._recent_count <= 2100, "bounded by twice what RECENT_S holds"
+    assert cache.since("t", end - 1, ["4999", "0", "x"]) == {"4999": file}, "of those names"
