@@ -17,7 +17,6 @@ import trio
 
 from ossmount.emulator import Emulator, FaultRule
 from ossmount.fs.staged import Staged
-from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
 from ossmount.oss._write_types import StagingError
 from ossmount.tree.inodes import ROOT_INODE
@@ -35,10 +34,9 @@ async def capped(
     emu: Emulator, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[WriteRig]:
     """Without and with write-back (whose close commits a shed file itself: no journal)."""
-    async for rig in write_rig(emu, tmp_path, rw=True, writeback_delay_s=request.param):
-        assert rig.staging is not None
-        rig.store.max_bytes = CAP
-        rig.staging.space = StagedSpace(rig.store)
+    async for rig in write_rig(
+        emu, tmp_path, rw=True, writeback_delay_s=request.param, cache_cap=CAP
+    ):
         yield rig
 
 

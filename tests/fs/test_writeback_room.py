@@ -16,7 +16,6 @@ import pytest
 import trio
 
 from ossmount.emulator import Emulator, FaultRule
-from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
 from ossmount.tree.inodes import ROOT_INODE
 from tests.fs.test_writes import BUCKET, WriteRig, emu, write_rig
@@ -33,10 +32,9 @@ B = os.urandom(2 * MiB)
 async def tight(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
     """Write-back whose uploads are held back 600 s after a close (so one is pending for
     as long as the test needs), parts of 4 MiB, a 3 MiB cache cap."""
-    async for rig in write_rig(emu, tmp_path, rw=True, part_mib=4, writeback_delay_s=600.0):
-        assert rig.staging is not None
-        rig.store.max_bytes = CAP
-        rig.staging.space = StagedSpace(rig.store)
+    async for rig in write_rig(
+        emu, tmp_path, rw=True, part_mib=4, writeback_delay_s=600.0, cache_cap=CAP
+    ):
         yield rig
 
 

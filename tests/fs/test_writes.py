@@ -16,6 +16,7 @@ from ossmount.cache.store import CacheStore
 from ossmount.emulator import Emulator, FaultRule
 from ossmount.fs.errors import ReadOnly
 from ossmount.fs.filesystem import FileSystem
+from ossmount.fs.stagedspace import StagedSpace
 from ossmount.fs.staging import Staging
 from ossmount.oss import OssClient, OssWrites
 from ossmount.oss._errors import OssError
@@ -53,9 +54,11 @@ def emu() -> Iterator[Emulator]:
 async def write_rig(
     emu: Emulator, tmp_path: Path, *, rw: bool, read_timeout: float = 5.0, part_mib: int = 1,
     max_idle: int | None = None, writeback_delay_s: float | None = None,
+    cache_cap: int | None = None,
 ) -> AsyncIterator[WriteRig]:  # fmt: skip
     """A FileSystem over the emulator; `writeback_delay_s` given: -o writeback, with uploads
-    held back that long after a close (and every file journaled, as mount.py sets it)."""
+    held back that long after a close (and every file journaled, as mount.py sets it).
+    `cache_cap`: the cache's cap in bytes, which staged files count against."""
     writeback = writeback_delay_s is not None
     store = CacheStore(tmp_path / "cache", bucket=BUCKET)
     store.lock()
@@ -95,6 +98,9 @@ async def write_rig(
             bucket=BUCKET,
             staging=staging,
         )
+        if cache_cap is not None and staging is not None:
+            store.max_bytes = cache_cap
+            staging.space = StagedSpace(store)
         try:
             yield WriteRig(fs, emu, staging, store)
         finally:
