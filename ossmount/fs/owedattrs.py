@@ -33,9 +33,10 @@ meanwhile is sent after it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import trio
 
@@ -105,6 +106,20 @@ class OwedAttrs:
         """Wait until no copy is sending what `key` owed: the object has it, or it failed."""
         while (running := self._sending.get(key)) is not None:
             await running.wait()
+
+    @contextlib.asynccontextmanager
+    async def copying(self, key: str) -> AsyncIterator[None]:
+        """Around a copy of `key` onto itself made outside the debts (a setattr's, when
+        nothing is owed: `--attr-delay 0`, or an object this mount did not write): it counts
+        as sending, so it waits for a copy already sending one, none starts meanwhile, and a
+        commit of `key` waits for it (Staging._commit_dirty): fenced on the old ETag only
+        when it starts, it would otherwise land over a version committed meanwhile."""
+        await self.sent(key)
+        self._sending[key] = trio.Event()
+        try:
+            yield
+        finally:
+            self._sending.pop(key).set()
 
     async def store(self, key: str) -> None:
         """Send what `key` owes now, after any copy already sending an earlier debt."""

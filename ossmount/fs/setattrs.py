@@ -104,8 +104,9 @@ async def _store(
     if is_symlink(node.meta):
         stored = await store_link_attrs(writes, known, node.meta, posix)
     else:
-        stored = await store_attrs(writes, node.meta, posix, known=known, request=True,
-                                   defer=staging.owed.defers)  # fmt: skip
+        async with staging.owed.copying(node.meta.key):  # no commit of it lands meanwhile
+            stored = await store_attrs(writes, node.meta, posix, known=known, request=True,
+                                       defer=staging.owed.defers)  # fmt: skip
     if stored is not None:
         ns.learned(node.path, stored)
     return stored

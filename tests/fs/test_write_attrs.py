@@ -8,6 +8,8 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -237,18 +239,17 @@ async def test_the_mount_root_s_attributes_are_ignored_not_refused(rw: WriteRig)
     assert rw.emu.requests.ops("PutObject") == []
 
 
-async def test_a_commit_lands_after_the_copy_storing_what_the_replaced_version_owes(
-    rw: WriteRig, monkeypatch: pytest.MonkeyPatch
+async def _copy_then_commit(
+    rig: WriteRig,
+    monkeypatch: pytest.MonkeyPatch,
+    inode: int,
+    copy: Callable[[], Awaitable[object]],
 ) -> None:
-    """A chmod of a file just written is owed, then stored by a copy of that version onto
-    itself (fs/owedattrs.py), fenced on its ETag when the copy starts. A new version
-    committed while that copy runs must land after it: landing first, it was replaced by
-    the copy of the old bytes (a stress run: a rewritten file came back as its previous
-    version). Here the emulator holds the copy after its precondition, before it stores."""
-    rig = rw
+    """Start `copy` (a copy of the object onto itself), hold it in the emulator after its
+    fence (before it stores), and commit a new version of `inode` meanwhile; then let the
+    copy go. If the commit did not wait for it, it lands first, as it would on OSS. The new
+    version must be the object in the end, and the copy must have landed before it."""
     assert rig.staging is not None
-    inode = await _new(rig, "f", 0o644)
-    await rig.fs.setattr(inode, size=None, mtime_ns=None, fh=None, mode=0o600)  # owed
     held, release = threading.Event(), threading.Event()
     real_body = emu_objects._copy_body
 
@@ -279,7 +280,7 @@ async def test_a_commit_lands_after_the_copy_storing_what_the_replaced_version_o
 
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(rig.staging.owed.store, "f")
+            nursery.start_soon(copy)
             await trio.to_thread.run_sync(held.wait)  # the copy passed its fence
             nursery.start_soon(rewrite)
             await wait_all_tasks_blocked()
@@ -290,3 +291,31 @@ async def test_a_commit_lands_after_the_copy_storing_what_the_replaced_version_o
     ops = _ops(rig, "f")
     last_put = max(i for i, op in enumerate(ops) if op == "PutObject")
     assert ops.index("CopyObject") < last_put, ops
+
+
+async def test_a_commit_lands_after_the_copy_storing_what_the_replaced_version_owes(
+    rw: WriteRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chmod of a file just written is owed, then stored by a copy of that version onto
+    itself (fs/owedattrs.py), fenced on its ETag when the copy starts. A new version
+    committed while that copy runs must land after it: landing first, it was replaced by
+    the copy of the old bytes (a stress run: a rewritten file came back as its previous
+    version)."""
+    rig = rw
+    assert rig.staging is not None
+    inode = await _new(rig, "f", 0o644)
+    await rig.fs.setattr(inode, size=None, mtime_ns=None, fh=None, mode=0o600)  # owed
+    await _copy_then_commit(rig, monkeypatch, inode, partial(rig.staging.owed.store, "f"))
+
+
+async def test_a_commit_lands_after_a_chmods_own_copy(
+    rw: WriteRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chmod of an object this mount did not write is stored at once (a HEAD, then a copy
+    onto itself: nothing is owed); a new version committed by another handle meanwhile must
+    land after that copy too (OwedAttrs.copying)."""
+    rig = rw
+    rig.emu.put_object(BUCKET, "f", b"data")
+    inode = (await rig.fs.lookup(ROOT_INODE, "f")).inode
+    chmod = partial(rig.fs.setattr, inode, size=None, mtime_ns=None, fh=None, mode=0o600)
+    await _copy_then_commit(rig, monkeypatch, inode, chmod)
