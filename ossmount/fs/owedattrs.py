@@ -28,7 +28,9 @@ by whoever sends it: a worker, `store` (fsync, unmount), or a rename's copy
 (fs/filerename.py), which first waits for a copy already sending one (`sent`), so the rename
 copies the object with its attributes either way. From the moment it is taken until its copy
 ends, `_sending` holds an event for the key: one copy per key at a time, and a debt begun
-meanwhile is sent after it.
+meanwhile is sent after it. A setattr's own copy (`copying`) holds one too, and a commit of
+the key waits for whichever runs and takes the debt (Staging._commit_dirty), so no copy of an
+older version lands over a newer one.
 """
 
 from __future__ import annotations
