@@ -206,10 +206,9 @@ class WriteBack:
         """Start the held-back upload of `staged` now (of every file: None, for unmount)."""
         if staged is None:
             self._hurried = True
-            held = [go for gos in self._waiting.values() for go in gos]
-        else:
-            held = self._waiting.get(staged, [])
-        for go in held:
+            self.start_held()
+            return
+        for go in self._waiting.get(staged, []):
             go.set()
 
     async def rekey(self, staged: Staged, path: str, key: str) -> bool:

@@ -55,7 +55,7 @@ from ossmount.tree.errors import NameInvalid, NameTooLong, NotADirectory, NotFou
 from ossmount.tree.flights import Flights
 from ossmount.tree.inodes import ROOT_INODE, InodeTable, stable_hash
 from ossmount.tree.lister import Lister
-from ossmount.tree.metacache import MetaCache
+from ossmount.tree.metacache import MetaCache, apply_change, simple_change
 from ossmount.tree.names import (
     MAX_NAME_BYTES,
     SHADOW_SUFFIX,
@@ -487,13 +487,10 @@ class Namespace:
             entries = self._shadowed(dir_key, files, dirs)
         store = generation == self._cache.generation
         for name, info in self._cache.since(dir_path, started).items():
-            # This mount's own change, maybe newer than the answer (MetaCache.learned).
-            if name.endswith(SHADOW_SUFFIX) or name + SHADOW_SUFFIX in entries:
-                store = False  # names a directory shadows: looked up again, not patched
-            if info is None:
-                entries.pop(name, None)
-            else:
-                entries[name] = info
+            # This mount's own change, maybe newer than the answer (MetaCache.learned); one
+            # that cannot be patched into a listing is shown but not kept: fetched again.
+            store = store and simple_change(entries, name, info)
+            apply_change(entries, name, info)
         if store:
             self._cache.store_listing(dir_path, entries, started)
         return entries

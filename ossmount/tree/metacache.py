@@ -28,11 +28,29 @@ from collections.abc import Iterable, Mapping
 from ossmount.tree.names import SHADOW_SUFFIX, split_path
 from ossmount.tree.records import MISS, CachedListing, CachedName, Info, Miss, Walks
 
-__all__ = ["RECENT_S", "MetaCache"]
+__all__ = ["RECENT_S", "MetaCache", "apply_change", "simple_change"]
 
 # How long this mount's own changes are kept for answers that may predate them: longer than
 # any request takes (a listing's pages are bounded by the client's timeouts and retries).
 RECENT_S = 120.0
+
+
+def simple_change(entries: Mapping[str, Info], name: str, info: Info | None) -> bool:
+    """Whether this mount's change of `name` (`info`; None: deleted) can be patched into a
+    directory's listing `entries`: not when it touches a name a directory shadows, or turns a
+    file into a directory or back (names.py); that listing is fetched again instead."""
+    if name.endswith(SHADOW_SUFFIX) or name + SHADOW_SUFFIX in entries:
+        return False
+    old = entries.get(name)
+    return old is None or info is None or old.is_dir == info.is_dir
+
+
+def apply_change(entries: dict[str, Info], name: str, info: Info | None) -> None:
+    """`entries` after this mount's change of `name` (`info`; None: deleted)."""
+    if info is None:
+        entries.pop(name, None)
+    else:
+        entries[name] = info
 
 
 class MetaCache:
@@ -133,21 +151,13 @@ class MetaCache:
         dir_path, name = split_path(path)
         listing = self._listings.get(dir_path)
         if listing is not None:
-            old = listing.entries.get(name)
-            simple = not name.endswith(SHADOW_SUFFIX) and (name + SHADOW_SUFFIX) not in (
-                listing.entries
-            )
-            if simple and (old is None or info is None or old.is_dir == info.is_dir):
+            if simple_change(listing.entries, name, info):
                 # Patched in place, not copied: a walker writing 5,000 files into one
                 # directory copied it 20,000 times. Nobody holds it across an await (opendir
                 # and files_after read it synchronously). Its walks go along, for
                 # Namespace.learned to patch (directory read-ahead rebuilt them per open).
-                entries = listing.entries
-                if info is None:
-                    entries.pop(name, None)
-                else:
-                    entries[name] = info
-                self.store_listing(dir_path, entries, listing.fetched_at, listing.walks)
+                apply_change(listing.entries, name, info)
+                self.store_listing(dir_path, listing.entries, listing.fetched_at, listing.walks)
             if self._listings.get(dir_path) is listing:  # not replaced (too big, or shadowing)
                 self._weight -= self._lru.pop(("l", dir_path, ""), 0)
                 del self._listings[dir_path]
