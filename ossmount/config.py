@@ -328,8 +328,9 @@ class MountConfig:
         "with --rw: a chmod, chown or utimens of a file or directory this mount just wrote"
         " is shown at once and stored on OSS this many seconds later, in one copy with those"
         " that follow it, or in the copy of a rename that comes first (rsync -a then costs"
-        " three requests per file, not five); fsync and unmount store it at once; a crash"
-        " before then loses it, not the bytes. 0: each is stored before it returns",
+        " three requests per file, not five); fsync and unmount store it at once; after a"
+        " crash the next --rw mount of the cache dir stores it before it is ready. 0: each"
+        " is stored before it returns",
         1.0,
     )
 

@@ -71,6 +71,7 @@ from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount
 from ossmount.tree.listing import Namespace
 from ossmount.write import Uploader, UploadLedger, UploadSettings
+from ossmount.write.owedlog import OwedLog
 
 __all__ = ["check_mountpoint", "run_mount"]
 
@@ -442,7 +443,29 @@ async def _staging(
         recovered = await recover_staged(staging.directory, uploader, config.prefix)
     if recovered.done:
         log.info("committed %d file(s) staged before the restart", recovered.done)
+    await _store_left_owed(config, staging, notifier)
     return staging, recovered
+
+
+async def _store_left_owed(config: MountConfig, staging: Staging, notifier: Notifier) -> None:
+    """Modes, owners and times an earlier mount acknowledged and did not store (killed within
+    --attr-delay: write/owedlog.py) are stored before this one is ready, after the files
+    staged then (a debt on a version those replaced is refused by its ETag fence, and
+    dropped). From here on the log keeps this mount's debts."""
+    try:
+        owed_log, owed = OwedLog.resume(config.cache_dir / f"owed-{config.bucket}.attrs")
+    except OSError as exc:
+        raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
+    for key, (etag, headers) in owed.items():
+        staging.known.owe(key, etag, headers)  # in the log already
+    staging.known.owed_log = owed_log
+    if not owed:
+        return
+    notifier.status(f"storing the modes and times of {len(owed)} object(s) set before the restart")
+    with notifier.extending(_EXTEND_USEC):
+        await staging.owed.store_all()
+    log.info("stored the modes, owners or times of %d object(s) set before the restart",
+             len(owed))  # fmt: skip
 
 
 def _warn_of_staged(directory: Path) -> None:
@@ -477,8 +500,10 @@ async def _store_owed(staging: Staging) -> None:
     """At unmount, store the attributes set moments ago and not sent yet (fs/owedattrs.py),
     bounded like the write-back drain."""
     if not await _within_drain_time(staging.owed.store_all):
+        kept = staging.known.owed_log
         log.warning("unmounting with the mode/owner/times of %d file(s) not stored on OSS "
-                    "after %d s", len(staging.known.owed_keys()), _WRITEBACK_DRAIN_S)  # fmt: skip
+                    "after %d s: the next --rw mount of this cache dir stores them",
+                    len(kept) if kept is not None else 0, _WRITEBACK_DRAIN_S)  # fmt: skip
 
 
 async def _within_drain_time(wait: Callable[[], Awaitable[object]]) -> bool:

@@ -14,6 +14,8 @@ On-disk layout (format version 2, recorded in `VERSION`):
       shown.attrs              modes, owners and times the mount stored on objects, kept for
                                the next mount (ossmount.fs.shownfile); not a cache entry:
                                `ossmount cache clear` leaves it
+      owed-BUCKET.attrs        with --rw: modes, owners and times acknowledged, not on OSS
+                               yet (ossmount.write.owedlog); the next --rw mount sends them
       BUCKET/                  one directory per bucket (bucket names are [a-z0-9-], 3..63)
         ab/                    first two hex digits of the key hash, to keep directories small
           <sha256(key)>.data   sparse file, ftruncated to the object size; parts pwritten in

@@ -38,6 +38,7 @@ from ossmount.fs.shown import Posix, ShownAttrs, posix_of
 from ossmount.fs.stamps import now_s, only_ctime_differs, stamped
 from ossmount.oss._writes import OssWrites
 from ossmount.oss.models import ObjectMeta
+from ossmount.write.owedlog import OwedLog
 
 __all__ = ["KnownMeta", "store_attrs"]
 
@@ -54,7 +55,12 @@ class KnownMeta:
     leave when sent, or with the object), so a debt is never dropped unsent.
 
     The POSIX part of what it learns also goes to `shown` (fs/shown.py), which keeps far
-    more objects, far longer, in much less memory: what the mount shows for them."""
+    more objects, far longer, in much less memory: what the mount shows for them.
+
+    Every debt also goes to `owed_log` (write/owedlog.py), when one is set, from the moment
+    it begins until it is paid: stored or carried (`wrote`, `moved`), or dropped with its
+    object (`forget`). A debt taken to be sent (`settle`) stays in the log until then, so a
+    crash while it is sent loses nothing."""
 
     def __init__(
         self,
@@ -70,6 +76,7 @@ class KnownMeta:
         self._owed: dict[str, tuple[str, dict[str, str], float]] = {}
         self.owed_changed = trio.Event()  # set when a debt begins (fs/owedattrs.py waits)
         self.shown = shown if shown is not None else ShownAttrs()
+        self.owed_log: OwedLog | None = None
 
     def wrote(
         self, key: str, etag: str, headers: Mapping[str, str], *, already_shown: bool = False
@@ -80,6 +87,7 @@ class KnownMeta:
         again, so the entry keeps its place among the newest (fs/shown.py keeps the newest
         learnt)."""
         self._owed.pop(key, None)
+        self._paid(key)
         self._known.pop(key, None)
         lowered = {k.lower(): v for k, v in headers.items()}
         self._known[key] = (etag, lowered, self._clock())
@@ -99,6 +107,8 @@ class KnownMeta:
         else:
             self._owed.pop(key, None)
             self._owed[key] = (etag, lowered, self._clock())
+        if self.owed_log is not None:
+            self.owed_log.owe(key, etag, lowered)
         self.shown.learn(key, etag, posix_of(lowered))
         self.owed_changed.set()
 
@@ -141,21 +151,30 @@ class KnownMeta:
             return None
         return dict(known[1])
 
-    def forget(self, key: str) -> None:
+    def forget(self, key: str, *, paid: bool = True) -> None:
+        """Drop all that is known of `key`; `paid=False`: what it owes stays in the log, to
+        be sent by the next mount (a copy cut short by the end of this one)."""
         self._owed.pop(key, None)
+        if paid:
+            self._paid(key)
         self._known.pop(key, None)
         self.shown.forget(key)
 
-    def forget_version(self, key: str, etag: str) -> None:
+    def forget_version(self, key: str, etag: str, *, paid: bool = True) -> None:
         """`forget`, unless `key` is known as another version by now (committed since)."""
         known, debt = self._known.get(key), self._owed.get(key)
         if (known is None or known[0] == etag) and (debt is None or debt[0] == etag):
-            self.forget(key)
+            self.forget(key, paid=paid)
+
+    def _paid(self, key: str) -> None:
+        if self.owed_log is not None:
+            self.owed_log.paid(key)
 
     def moved(self, old: str, new: str, etag: str) -> None:
         """`old` was copied (metadata kept, or what it owed, taken before the copy:
         fs/filerename.py) to `new`, now with `etag`, and deleted."""
         debt = self._owed.pop(old, None)  # set while the copy ran: it moves along, owed
+        self._paid(old)
         known = self._known.pop(old, None)
         self._known.pop(new, None)
         self.shown.moved(old, new, etag)

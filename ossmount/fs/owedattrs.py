@@ -12,8 +12,10 @@ What a debt promises, and what it does not (SEMANTICS.md, "Attributes"):
   * the mount shows the new attributes at once;
   * OSS has them within `delay_s` (1 s), or at the file's fsync, a rename of its directory,
     or unmount, whichever comes first;
-  * a crash before that loses them, as a local disk may lose metadata not yet fsynced; the
-    bytes were committed by the close. The attribute table saved for the next mount
+  * a crash before that does not lose them: KnownMeta logs each debt until it is paid
+    (write/owedlog.py), and the next mount sends what the log still owes before it is
+    ready; a power loss may lose the last ones (the log is not fsynced), as a local disk
+    may lose metadata not yet fsynced. The attribute table saved for the next mount
     (fs/shownfile.py) leaves owed objects out, so it never shows what OSS does not have;
   * only objects whose headers the mount knows without a HEAD (it wrote them in the last
     30 s, `KnownMeta`) owe; others are stored at once, as before.
@@ -150,9 +152,9 @@ class OwedAttrs:
             log.warning("%s: storing its mode/owner/times failed (%s); the bytes are "
                         "stored, the object keeps its earlier attributes", self._where(key),
                         exc)  # fmt: skip
-        except BaseException:  # cancelled (an unmount out of time): not shown as stored
-            if self._known.owed(key) is None:
-                self._known.forget_version(key, etag)
+        except BaseException:  # cancelled (an unmount out of time): not shown as stored,
+            if self._known.owed(key) is None:  # and the next mount sends it (write/owedlog.py)
+                self._known.forget_version(key, etag, paid=False)
             raise
         else:
             if self._known.owed(key) is None:  # else set again meanwhile: that debt is newer

@@ -227,3 +227,41 @@ def test_the_owner_of_an_acknowledged_file_survives_a_crash_before_its_upload(
         "mode": str(0o100600), "uid": "1234", "gid": "5678", "mtime": str(OLD),
         "atime": str(OLD),
     }  # fmt: skip
+
+
+def test_a_chmod_and_utime_acknowledged_before_a_kill_9_are_stored_by_the_next_mount(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """write/owedlog.py: attributes owed (--attr-delay, not sent yet) when the daemon is
+    killed are in the log beside the cache; the next --rw mount stores them before it is
+    ready, fenced on the version they were set on: one the file outgrew before the kill is
+    dropped (its new version carries its own), and the log is empty after."""
+    args = (*RW, "--attr-delay", "600")
+    mount = make_mount(args=args).start()
+    (mount.path / "kept").write_bytes(b"kept")
+    os.chmod(mount.path / "kept", 0o604)
+    os.utime(mount.path / "kept", (OLD, OLD))
+    (mount.path / "outgrown").write_bytes(b"first")
+    os.chmod(mount.path / "outgrown", 0o600)
+    (mount.path / "outgrown").write_bytes(b"second version")  # commits, paying the debt
+    (mount.path / "gone").write_bytes(b"gone")
+    os.chmod(mount.path / "gone", 0o600)
+    (mount.path / "gone").unlink()
+    assert _meta(emulator, "kept").get("mode") != str(stat.S_IFREG | 0o604), "still owed"
+    owed_file = mount.cache / f"owed-{BUCKET}.attrs"
+    assert owed_file.stat().st_size > 0
+    mount.kill()
+    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    before = len(emulator.requests)
+
+    again = make_mount(args=args).start()  # ready once they are stored
+    meta = _meta(emulator, "kept")
+    assert (meta["mode"], meta["mtime"]) == (str(stat.S_IFREG | 0o604), str(OLD)), meta
+    assert _meta(emulator, "outgrown").get("mode") == str(stat.S_IFREG | 0o600), (
+        "the new version kept the mode the old one was given"
+    )
+    copies = [r.key for r in emulator.requests[before:] if r.op == "CopyObject"]
+    assert copies == ["kept"], copies
+    assert owed_file.stat().st_size == 0
+    shown = os.stat(again.path / "kept")
+    assert (stat.S_IMODE(shown.st_mode), shown.st_mtime) == (0o604, OLD)

@@ -1,0 +1,206 @@
+"""The log of owed attributes, so a chmod, chown or utimens acknowledged is not lost by a crash.
+
+A chmod, chown or utimens of a file this mount just wrote is owed: shown at once, stored on
+OSS a moment later (fs/owedattrs.py). Until this log, a `kill -9` (or an OOM kill, or a
+crash) within that moment lost it, although the caller had been told it was done: a local
+disk keeps metadata through a crash of the process that set it. So every debt is appended
+here when it begins (`owe`) and marked paid when it ends (`paid`: stored, carried by a commit
+or a rename's copy, replaced, deleted, or given up); the next `-o rw` mount of the cache dir
+reads what is still owed (`outstanding`) and sends it before it reports ready (mount.py).
+
+Replaying a debt is always safe: its copy is fenced on the ETag the attributes were set on,
+so one the object outgrew (committed again, deleted: a paid line lost in the crash) is refused
+by OSS with 412 and dropped. The log may therefore say too much, never too little.
+
+Durability: appends are plain writes to the page cache, not fsynced (a chmod does not wait
+for the disk, as on a local filesystem), so the log survives any crash of the process and,
+after a power loss, holds what the kernel had written back; a torn or damaged line is
+skipped with a warning, which can only forget a debt, never invent one.
+
+Format: one line per event, `<JSON> TAB <crc32 hex of the JSON>\\n`; the JSON is
+`["o", key, etag, {header: value}]` for a debt (the full set of headers the copy REPLACEs
+with) or `["p", key]` for a paid one (ASCII only: keys keep their surrogates as escapes).
+A later line for a key replaces what earlier ones said. The file is emptied whenever nothing is
+owed, and rewritten (temp, rename) when it grows past `COMPACT_BYTES` while debts remain, so it
+stays the size of the debts, not of the history.
+
+Concurrency: trio thread only, no awaits: each call is one small write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["COMPACT_BYTES", "OwedLog"]
+
+log = logging.getLogger(__name__)
+
+COMPACT_BYTES = 1 << 20
+
+Debt = tuple[str, dict[str, str]]  # ETag, headers
+
+
+def _line(event: list[object]) -> bytes:
+    body = json.dumps(event, ensure_ascii=True, separators=(",", ":"))
+    return f"{body}\t{zlib.crc32(body.encode()):08x}\n".encode()
+
+
+def _parse(raw: bytes) -> tuple[str, Debt | None]:
+    """key, and its debt (None: paid), of one line; ValueError if it is not a whole line."""
+    body, crc = raw.decode("ascii").rsplit("\t", 1)
+    if int(crc, 16) != zlib.crc32(body.encode()):
+        raise ValueError("CRC mismatch")
+    event = json.loads(body)
+    if isinstance(event, list) and len(event) == 2 and event[0] == "p":
+        key = event[1]
+        if isinstance(key, str):
+            return key, None
+    elif isinstance(event, list) and len(event) == 4 and event[0] == "o":
+        key, etag, headers = event[1:]
+        if (
+            isinstance(key, str)
+            and isinstance(etag, str)
+            and isinstance(headers, dict)
+            and all(isinstance(v, str) for v in headers.values())
+        ):
+            return key, (etag, dict(headers))
+    raise ValueError("not an owed-attributes event")
+
+
+class OwedLog:
+    """The log at `path` (see the module docstring). Errors writing it are logged, never
+    raised: the attributes are still owed and sent as before, only not kept through a crash."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._open: dict[str, Debt] = {}  # what the log says is owed, as written
+        self._size = 0
+        self._fd: int | None = None
+        self._failed = False
+
+    @staticmethod
+    def outstanding(path: Path) -> dict[str, Debt]:
+        """key -> (ETag, headers) of every debt the log at `path` holds unpaid."""
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            return {}
+        owed: dict[str, Debt] = {}
+        for raw in data.split(b"\n"):
+            if not raw:
+                continue
+            try:
+                key, debt = _parse(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                log.warning("skipping a damaged line of %s: %s", path, exc)
+                continue
+            owed.pop(key, None)
+            if debt is not None:
+                owed[key] = debt
+        return owed
+
+    @classmethod
+    def resume(cls, path: Path) -> tuple[OwedLog, dict[str, Debt]]:
+        """The log at `path`, compacted to what it still holds owed, and that. Raises
+        OSError when it cannot be written (a cache dir that refuses files)."""
+        owed_log = cls(path)
+        owed = cls.outstanding(path)
+        owed_log._open = dict(owed)
+        owed_log._write_whole()
+        return owed_log, owed
+
+    def __len__(self) -> int:
+        """How many keys the log holds owed."""
+        return len(self._open)
+
+    def owe(self, key: str, etag: str, headers: Mapping[str, str]) -> None:
+        self._open[key] = (etag, dict(headers))
+        self._append(_line(["o", key, etag, dict(headers)]))
+
+    def paid(self, key: str) -> None:
+        """`key` owes nothing any more (a no-op when the log holds no debt of it)."""
+        if self._open.pop(key, None) is None:
+            return
+        if not self._open:
+            self._empty()
+        else:
+            self._append(_line(["p", key]))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _append(self, line: bytes) -> None:
+        if self._size + len(line) > COMPACT_BYTES:
+            self._rewrite()  # the debts alone, then this line
+        if self._fd is None and not self._reopen():
+            return
+        assert self._fd is not None
+        try:
+            os.write(self._fd, line)
+        except OSError as exc:
+            self._trouble(exc)
+            return
+        self._size += len(line)
+
+    def _empty(self) -> None:
+        """Nothing owed: an empty file (appends go to its new end, O_APPEND)."""
+        if self._fd is None:
+            self._rewrite()
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError as exc:
+            self._trouble(exc)
+            return
+        self._size = 0
+
+    def _rewrite(self) -> None:
+        try:
+            self._write_whole()
+        except OSError as exc:
+            self._trouble(exc)
+
+    def _write_whole(self) -> None:
+        """Replace the file with one line per debt still open (temp, rename: a crash leaves
+        the old file or the new one), and append to that. Raises OSError."""
+        data = b"".join(_line(["o", k, e, h]) for k, (e, h) in self._open.items())
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
+        self.close()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._size = len(data)
+
+    def _reopen(self) -> bool:
+        """After a failure: the file as it is, appended to."""
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                               0o600)  # fmt: skip
+            self._size = os.fstat(self._fd).st_size
+        except OSError as exc:
+            self._trouble(exc)
+            return False
+        return True
+
+    def _trouble(self, exc: OSError) -> None:
+        if not self._failed:  # once, not once per chmod of a tree
+            log.warning("cannot keep owed attributes in %s (%s): a crash before they are sent "
+                        "loses them", self.path, exc)  # fmt: skip
+        self._failed = True
