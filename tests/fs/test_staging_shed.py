@@ -156,3 +156,36 @@ async def test_a_shed_file_appended_to_after_an_fsync_copies_its_start_server_si
     assert capped.emu.get_bytes(BUCKET, "log") == DATA + b"more"
     assert "UploadPartCopy" in [r.op for r in capped.emu.requests]
     assert capped.store.staged_bytes == 0
+
+
+async def test_a_writer_with_nothing_of_its_own_on_oss_takes_room_from_another_writer(
+    capped: WriteRig,
+) -> None:
+    """Two files being written whose bytes together pass the cap: the one with no part of
+    its own on OSS yet sheds the other's confirmed parts (`_shed_ones`) instead of failing
+    with ENOSPC, and both are committed whole. The other's writer goes on in order; only
+    its reads of what left the disk fail, as after shedding its own."""
+    fs = capped.fs
+    first = DATA[: 5 * MiB // 2]
+    one, attr = await fs.create(ROOT_INODE, "first", os.O_RDWR | os.O_CREAT, 0o644)
+    await _write(capped, one.fh, first)
+    staged = _staging(capped).by_inode[attr.inode]
+    assert staged.session is not None
+    with trio.fail_after(30):
+        while (sending := staged.session.in_flight()) is not None:
+            await sending.wait()
+    assert staged.shed == 0, "it fit: nothing of it left the disk yet"
+    second = DATA[: 3 * MiB // 2][::-1]
+    two, _ = await fs.create(ROOT_INODE, "second", os.O_RDWR | os.O_CREAT, 0o644)
+    await _write(capped, two.fh, second)
+    assert staged.shed == 2 * MiB, "the confirmed parts of the first made room"
+    assert capped.store.staged_bytes <= CAP
+    rest = b"more, in order"
+    assert await fs.write_waiting(one.fh, len(first), rest) == len(rest)
+    for fh in (one.fh, two.fh):
+        with trio.fail_after(30):
+            await fs.fsync(fh)  # under write-back too (its close only seals)
+            await fs.flush(fh)
+        await fs.release(fh)
+    assert capped.emu.get_bytes(BUCKET, "first") == first + rest
+    assert capped.emu.get_bytes(BUCKET, "second") == second
