@@ -127,6 +127,7 @@ class Staging:
         self.seal_and_schedule = self._writeback.seal_and_schedule  # fs/writeback.py
         self.drain = self._writeback.drain
         self.rekey = self._writeback.rekey
+        self.reseal = self._writeback.reseal
         self.sync_names = self._writeback.sync_names
         self.held = self._writeback.held
         # Called with every object a commit put on OSS (the FileSystem records it in the

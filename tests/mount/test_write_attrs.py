@@ -265,3 +265,29 @@ def test_a_chmod_and_utime_acknowledged_before_a_kill_9_are_stored_by_the_next_m
     assert owed_file.stat().st_size == 0
     shown = os.stat(again.path / "kept")
     assert (stat.S_IMODE(shown.st_mode), shown.st_mtime) == (0o604, OLD)
+
+
+def test_a_chmod_and_utime_of_a_file_whose_write_back_upload_waits_survive_a_kill_9(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """They ride in the file's fields, for its upload; a crash leaves its sealed journal, so
+    that is saved again with them (fs/writeback.py `reseal`), for a one-PUT file and for one
+    whose parts went while it was written."""
+    args = (*RW, "--writeback", "--writeback-delay", "600")
+    mount = make_mount(args=args).start()
+    bodies = {"small": b"small file", "big": os.urandom(3 * 1024 * 1024 + 5)}
+    for name, body in bodies.items():
+        (mount.path / name).write_bytes(body)
+        os.chmod(mount.path / name, 0o621)
+        os.utime(mount.path / name, (OLD, OLD))
+    assert emulator.head(BUCKET, "small") is None, "held back: nothing uploaded"
+    mount.kill()
+    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    make_mount(args=args).start()  # ready once they are uploaded
+    for name, body in bodies.items():
+        assert (
+            sdk(emulator).get_object(oss.GetObjectRequest(bucket=BUCKET, key=name)).body.read()
+            == body
+        )
+        meta = _meta(emulator, name)
+        assert (meta["mode"], meta["mtime"]) == (str(stat.S_IFREG | 0o621), str(OLD)), (name, meta)
