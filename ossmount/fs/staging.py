@@ -864,6 +864,13 @@ class Staging:
         session.copy_from = _copy_source(staged, changed)
         size = staged.size
         staged.ctime_ns = now_s()  # as ossfs's flush (fs/stamps.py)
+        if staged.mtime_ns is None and not session.record.upload_id:
+            # The commit's time goes up as its x-oss-meta-mtime, as a write-back close's
+            # does (fs/writeback.py) and as ossfs stores one on every file: else the mtime
+            # was the Last-Modified, which a rename (a copy) moves to the rename's time. Not
+            # on an upload initiated before (a sequential writer's parts went early): only
+            # a copy of the whole object could add it, so its Last-Modified stands.
+            staged.mtime_ns, staged.mtime_stamped = time.time_ns(), True
         try:
             if resumed is not None:
                 await session.reconcile()  # only the parts the server still has count

@@ -39,6 +39,14 @@ def _meta(rig: WriteRig, key: str) -> dict[str, str]:
     return dict(obj.meta)
 
 
+def _commit_mtime(meta: dict[str, str]) -> int:
+    """Pop the x-oss-meta-mtime of `meta`: a commit's time (of about now, in nanoseconds),
+    which a commit whose upload it initiates stores (Staging._commit_owing)."""
+    sec, _, frac = meta.pop("x-oss-meta-mtime").partition(".")
+    assert abs(int(sec) - time.time()) < 300, sec
+    return int(sec) * 10**9 + int(frac or 0)
+
+
 def _stamps(meta: dict[str, str]) -> tuple[str, str]:
     """Pop the x-oss-meta-atime and -ctime of `meta`: whole seconds of about now, as a create,
     a commit, a chmod or a mkdir stores them (fs/stamps.py)."""
@@ -133,6 +141,7 @@ async def test_a_file_shows_the_mode_owner_and_mtime_it_was_stored_with(rw: Writ
     assert (stat.S_IMODE(attr.mode), attr.uid, attr.gid) == (0o600, 4242, 4242)
     meta = _meta(rw, "f")
     _stamps(meta)
+    assert _commit_mtime(meta) == attr.mtime_ns, "shown as stored"
     assert meta == {"x-oss-meta-mode": str(0o100600), "x-oss-meta-uid": "4242",
                     "x-oss-meta-gid": "4242"}  # fmt: skip
     attr = await rw.fs.setattr(inode, size=None, mtime_ns=T, fh=None, mode=0o644)
@@ -173,6 +182,7 @@ async def test_rewriting_an_existing_file_keeps_the_mode_and_owner_it_shows(
     await rw.fs.release(opened.fh)
     meta = _meta(rw, "script")
     _stamps(meta)
+    _commit_mtime(meta)
     assert meta == {"x-oss-meta-mode": str(0o100755), "x-oss-meta-uid": "7",
                     "x-oss-meta-gid": "7"}  # fmt: skip
     assert stat.S_IMODE((await rw.fs.getattr(inode)).mode) == 0o755
@@ -187,6 +197,7 @@ async def test_chown_of_an_open_file_goes_with_its_commit(rw: WriteRig) -> None:
     await rw.fs.release(opened.fh)
     meta = _meta(rw, "o")
     _stamps(meta)
+    _commit_mtime(meta)
     assert meta == {"x-oss-meta-mode": str(0o100640), "x-oss-meta-uid": "11",
                     "x-oss-meta-gid": "12"}  # fmt: skip
     assert _ops(rw, "o") == ["PutObject"]
