@@ -501,12 +501,7 @@ class Staging:
             staged.broken = OSError(exc.errno, f"{self.where(staged.key)}: staging: {exc}")
             raise staged.broken from exc
         end = offset + written
-        staged.dirty, staged.failed = True, False
-        if staged.mtime_ns is not None and not staged.mtime_stamped:
-            # A write after a utimens makes the mtime now, as on a local disk (so does one to
-            # a restored file, whose journal's mtime may be a close's or a utimens's): a
-            # write-back close then stamps its own, a commit sends this one.
-            staged.mtime_ns, staged.mtime_stamped = time.time_ns(), True
+        self._modified(staged)
         self._changed_parts(staged, offset, end)
         self._touched(staged, offset, end)
         if offset <= staged.seq_end < end:
@@ -672,12 +667,22 @@ class Staging:
         if self.space is not None and size < staged.counted:
             self.space.shrink(staged.counted - size)
             staged.counted = size
-        staged.dirty, staged.failed = True, False
+        self._modified(staged)
         self._changed_parts(staged, min(size, staged.size), max(size, staged.size) + 1)
         if size < staged.size:
             self._touched(staged, size, staged.size)
             staged.seq_end = min(staged.seq_end, size)
         staged.size = size
+
+    @staticmethod
+    def _modified(staged: Staged) -> None:
+        """A write or truncate changed `staged`: dirty, and a mtime a utimens set before is
+        now (as on ext4, where a truncate to the same size does it too; so does a change of
+        a restored file, whose journal's mtime may be a close's or a utimens's): a
+        write-back close then stamps its own, a commit sends this one."""
+        staged.dirty, staged.failed = True, False
+        if staged.mtime_ns is not None and not staged.mtime_stamped:
+            staged.mtime_ns, staged.mtime_stamped = time.time_ns(), True
 
     def _changed_parts(self, staged: Staged, start: int, end: int) -> None:
         """Upload parts holding [start, end) are no longer the source's: never copied. Also

@@ -330,3 +330,20 @@ async def test_a_commit_lands_after_a_chmods_own_copy(
     inode = (await rig.fs.lookup(ROOT_INODE, "f")).inode
     chmod = partial(rig.fs.setattr, inode, size=None, mtime_ns=None, fh=None, mode=0o600)
     await _copy_then_commit(rig, monkeypatch, inode, chmod)
+
+
+async def test_a_truncate_after_a_utimens_makes_the_mtime_now_as_on_ext4(rw: WriteRig) -> None:
+    """As a write does; ext4 does it even for a truncate to the size the file has (a
+    stress run's mirror under write-back: utimens, then truncate, of a file whose upload
+    was pending)."""
+    for name, size in (("cut", 2), ("same", 4)):
+        opened, attr = await rw.fs.create(ROOT_INODE, name, CREATE, 0o644)
+        rw.fs.write(opened.fh, 0, b"data")
+        await rw.fs.setattr(attr.inode, size=None, mtime_ns=T, fh=opened.fh)
+        before = time.time_ns()
+        attr = await rw.fs.setattr(attr.inode, size=size, mtime_ns=None, fh=opened.fh)
+        assert attr.size == size
+        assert attr.mtime_ns >= before, "now, not the utimens's"
+        await rw.fs.flush(opened.fh)
+        await rw.fs.release(opened.fh)
+        assert _commit_mtime(_meta(rw, name)) == attr.mtime_ns
