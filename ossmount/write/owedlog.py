@@ -8,9 +8,12 @@ here when it begins (`owe`) and marked paid when it ends (`paid`: stored, carrie
 or a rename's copy, replaced, deleted, or given up); the next `-o rw` mount of the cache dir
 reads what is still owed (`outstanding`) and sends it before it reports ready (mount.py).
 
-Replaying a debt is always safe: its copy is fenced on the ETag the attributes were set on,
-so one the object outgrew (committed again, deleted: a paid line lost in the crash) is refused
-by OSS with 412 and dropped. The log may therefore say too much, never too little.
+A debt is marked paid as soon as this process learns how it ended. One whose end was on the
+wire at a crash (a commit or a copy that landed, its reply unread), or whose paid line a
+power loss kept from the disk, is replayed. That is safe as far as the ETag goes: its
+copy is fenced on the ETag the attributes were set on, so a version committed since is
+refused with 412 and the debt dropped, unless it has the very same bytes (an ETag is the
+bytes' MD5), whose newer attributes the old ones would then replace.
 
 Durability: appends are plain writes to the page cache, not fsynced (a chmod does not wait
 for the disk, as on a local filesystem), so the log survives any crash of the process and,
