@@ -71,7 +71,7 @@ from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount
 from ossmount.tree.listing import Namespace
 from ossmount.write import Uploader, UploadLedger, UploadSettings
-from ossmount.write.owedlog import OwedLog
+from ossmount.write.owedlog import OwedLog, owed_path
 
 __all__ = ["check_mountpoint", "run_mount"]
 
@@ -453,7 +453,7 @@ async def _store_left_owed(config: MountConfig, staging: Staging, notifier: Noti
     staged then (a debt on a version those replaced is refused by its ETag fence, and
     dropped). From here on the log keeps this mount's debts."""
     try:
-        owed_log, owed = OwedLog.resume(config.cache_dir / f"owed-{config.bucket}.attrs")
+        owed_log, owed = OwedLog.resume(owed_path(config.cache_dir, config.bucket))
     except OSError as exc:
         raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
     for key, (etag, headers) in owed.items():

@@ -24,6 +24,7 @@ from ossmount.cachecmd.layout import (
 from ossmount.cachecmd.mountstate import read_record
 from ossmount.cachecmd.progress import human
 from ossmount.fs.shownfile import SHOWN_FILE, ShownFileCorrupt, read_shown
+from ossmount.write.owedlog import OwedLog, owed_logs
 
 __all__ = ["STATES", "collect", "run_status"]
 
@@ -58,6 +59,16 @@ def _kept_attrs(path: Path) -> dict[str, Any] | None:
     return {"objects": objects, "bytes": size, "damaged": damaged}
 
 
+def _not_on_oss(root: Path) -> dict[str, int]:
+    """What --rw mounts of this cache dir acknowledged and OSS does not have yet, which the
+    next --rw mount sends before it is ready: files staged and closed (their journals,
+    write/journal.py) and modes, owners and times owed (write/owedlog.py)."""
+    staging = root / "staging"
+    files = sum(1 for _ in staging.glob("*.journal")) if staging.is_dir() else 0
+    attrs = sum(len(OwedLog.outstanding(path)) for path in owed_logs(root))
+    return {"files": files, "attributes": attrs}
+
+
 def collect(root: Path) -> dict[str, Any]:
     """Every figure status shows, as the --json document."""
     report: dict[str, Any] = {"cache_dir": str(root), "exists": root.is_dir()}
@@ -88,6 +99,7 @@ def collect(root: Path) -> dict[str, Any]:
         cap_bytes=record.max_cache_bytes if record is not None else None,
         floor_bytes=record.min_free_bytes if record is not None else None,
         kept_attrs=_kept_attrs(root / SHOWN_FILE),
+        not_on_oss=_not_on_oss(root),
     )
     return report
 
@@ -129,6 +141,12 @@ def _text(r: dict[str, Any]) -> str:
     elif kept is not None:
         lines.append(f"  attributes: {SHOWN_FILE} is damaged and the next mount ignores it: "
                      f"{kept['damaged']}")  # fmt: skip
+    waiting = r["not_on_oss"]
+    if waiting["files"] or waiting["attributes"]:
+        lines.append(f"  not on OSS yet: {waiting['files']} files written and "
+                     f"{waiting['attributes']} objects' modes, owners or times set through a "
+                     "--rw mount; the next --rw mount of this cache dir sends them before it "
+                     "is ready")  # fmt: skip
     if r["leftover_files"]:
         lines.append(
             f"  {r['leftover_files']} leftover files (temp files, halves of entries): the "

@@ -40,13 +40,23 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["COMPACT_BYTES", "OwedLog"]
+__all__ = ["COMPACT_BYTES", "OwedLog", "owed_logs", "owed_path"]
 
 log = logging.getLogger(__name__)
 
 COMPACT_BYTES = 1 << 20
 
 Debt = tuple[str, dict[str, str]]  # ETag, headers
+
+
+def owed_path(cache_dir: Path, bucket: str) -> Path:
+    """The log of `bucket`'s mounts of `cache_dir` (cache/layout.py)."""
+    return cache_dir / f"owed-{bucket}.attrs"
+
+
+def owed_logs(cache_dir: Path) -> list[Path]:
+    """Every bucket's log in `cache_dir`."""
+    return sorted(cache_dir.glob("owed-*.attrs"))
 
 
 def _line(event: list[object]) -> bytes:

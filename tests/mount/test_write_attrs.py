@@ -6,6 +6,7 @@ the mount; requests counted in the emulator's log."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import stat
@@ -19,6 +20,7 @@ from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET, fsynced
+from tests.mount.test_cache_commands import _cli
 from tests.mount.test_write import RW, sdk
 
 OLD = 1_500_000_000  # an mtime long past: the upload time would differ from it
@@ -252,6 +254,8 @@ def test_a_chmod_and_utime_acknowledged_before_a_kill_9_are_stored_by_the_next_m
     assert owed_file.stat().st_size > 0
     mount.kill()
     subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    status = _cli("cache", "status", "--cache-dir", str(mount.cache)).stdout
+    assert "not on OSS yet: 0 files written and 1 objects' modes, owners or times" in status
     before = len(emulator.requests)
 
     again = make_mount(args=args).start()  # ready once they are stored
@@ -283,6 +287,8 @@ def test_a_chmod_and_utime_of_a_file_whose_write_back_upload_waits_survive_a_kil
     assert emulator.head(BUCKET, "small") is None, "held back: nothing uploaded"
     mount.kill()
     subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    status = json.loads(_cli("cache", "status", "--cache-dir", str(mount.cache), "--json").stdout)
+    assert status["not_on_oss"] == {"files": 2, "attributes": 0}
     make_mount(args=args).start()  # ready once they are uploaded
     for name, body in bodies.items():
         assert (
