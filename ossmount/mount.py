@@ -71,7 +71,7 @@ from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount
 from ossmount.tree.listing import Namespace
 from ossmount.write import Uploader, UploadLedger, UploadSettings
-from ossmount.write.owedlog import OwedLog, owed_path
+from ossmount.write.owedlog import STAGED, OwedLog, owed_path
 
 __all__ = ["check_mountpoint", "run_mount"]
 
@@ -438,24 +438,38 @@ async def _staging(
         shown=shown,
         attr_delay_s=config.attr_delay,
     )
-    notifier.status(f"committing files staged before the restart in {directory}")
-    with notifier.extending(_EXTEND_USEC):
-        recovered = await recover_staged(staging.directory, uploader, config.prefix)
-    if recovered.done:
-        log.info("committed %d file(s) staged before the restart", recovered.done)
-    await _store_left_owed(config, staging, notifier)
-    return staging, recovered
-
-
-async def _store_left_owed(config: MountConfig, staging: Staging, notifier: Notifier) -> None:
-    """Modes, owners and times an earlier mount acknowledged and did not store (killed within
-    --attr-delay: write/owedlog.py) are stored before this one is ready, after the files
-    staged then (a debt on a version those replaced is refused by its ETag fence, and
-    dropped). From here on the log keeps this mount's debts."""
     try:
         owed_log, owed = OwedLog.resume(owed_path(config.cache_dir, config.bucket))
     except OSError as exc:
         raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
+    # Attributes set on files sealed and not uploaded yet ride with their upload now.
+    later = {etag.removeprefix(STAGED): headers for etag, headers in owed.values()
+             if etag.startswith(STAGED)}  # fmt: skip
+    notifier.status(f"committing files staged before the restart in {directory}")
+    with notifier.extending(_EXTEND_USEC):
+        recovered = await recover_staged(staging.directory, uploader, config.prefix, later)
+    if recovered.done:
+        log.info("committed %d file(s) staged before the restart", recovered.done)
+    unsent = {files.journal.name for files, _ in recovered.unsent}  # their record has them
+    for key, (etag, _) in list(owed.items()):
+        if etag.startswith(STAGED):
+            del owed[key]
+            if etag.removeprefix(STAGED) not in unsent:
+                owed_log.paid(key)
+    await _store_left_owed(staging, owed_log, owed, notifier)
+    return staging, recovered
+
+
+async def _store_left_owed(
+    staging: Staging,
+    owed_log: OwedLog,
+    owed: dict[str, tuple[str, dict[str, str]]],
+    notifier: Notifier,
+) -> None:
+    """Modes, owners and times an earlier mount acknowledged and did not store (killed within
+    --attr-delay: write/owedlog.py) are stored before this one is ready, after the files
+    staged then (a debt on a version those replaced is refused by its ETag fence, and
+    dropped). From here on the log keeps this mount's debts."""
     for key, (etag, headers) in owed.items():
         staging.known.owe(key, etag, headers)  # in the log already
     staging.known.owed_log = owed_log

@@ -10,13 +10,15 @@ is kept, and returned: the mount shows it and tries again (FileSystem.show_unsen
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from ossmount.fs.attrstore import store_attrs
-from ossmount.fs.shown import Posix
+from ossmount.fs.shown import Posix, posix_of
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import StagedFile, Uploader, load_journals, sweep_stale_uploads
 from ossmount.write.commit_types import CommitResult
@@ -36,15 +38,26 @@ class Recovered:
     unsent: list[tuple[StagedFile, JournalRecord]] = field(default_factory=list)
 
 
-async def recover_staged(directory: Path, uploader: Uploader, prefix: str) -> Recovered:
-    """Commit what `directory` holds (see the module docstring)."""
+async def recover_staged(
+    directory: Path,
+    uploader: Uploader,
+    prefix: str,
+    attrs: Mapping[str, Mapping[str, str]] | None = None,
+) -> Recovered:
+    """Commit what `directory` holds (see the module docstring). `attrs`: journal name ->
+    the headers a chmod, chown or utimens set after its file was sealed (the owed
+    attributes' log, Staging.attrs_set), laid over its record's."""
     bucket = uploader.writes.bucket
     journals = await trio.to_thread.run_sync(load_journals, directory)
     recovered = Recovered()
     for journal, record in journals.items():
         staged = StagedFile(journal.with_name(journal.name[: -len(".journal")]), journal)
+        later = (attrs or {}).get(journal.name)
+        amend = None if later is None else partial(_with_attrs, headers=later)
+        if amend is not None:
+            record = amend(record)
         try:
-            result = await uploader.resume(staged)
+            result = await uploader.resume(staged, amend)
         except Exception as exc:
             log.error("oss://%s/%s: uploading the file staged before the restart failed (%s); "
                       "it stays staged in %s, shown in the mount and uploaded before it "
@@ -83,6 +96,22 @@ async def _store_sealed_attrs(
     except Exception as exc:
         log.warning("oss://%s/%s: committed after the restart, but storing its mode/mtime "
                     "failed: %s", uploader.writes.bucket, result.key, exc)  # fmt: skip
+
+
+def _with_attrs(record: JournalRecord, headers: Mapping[str, str]) -> JournalRecord:
+    """`record` with the attributes in `headers` (those it sets) instead of its own."""
+    mode, uid, gid, mtime_ns, atime_ns, ctime_ns = posix_of(headers)
+    if mode is not None:
+        record = replace(record, mode=mode, keep_mode=False)
+    if mtime_ns is not None:
+        record = replace(record, mtime_ns=mtime_ns)
+    return replace(
+        record,
+        uid=record.uid if uid is None else uid,
+        gid=record.gid if gid is None else gid,
+        atime_ns=record.atime_ns if atime_ns is None else atime_ns,
+        ctime_ns=record.ctime_ns if ctime_ns is None else ctime_ns,
+    )
 
 
 def _drop_leftovers(directory: Path) -> list[JournalRecord]:

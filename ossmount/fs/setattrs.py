@@ -6,8 +6,8 @@ object (fs/attrstore.py, which knows them), against what the mount shows for a s
 
 * A file being written (`Staged`, dirty or unlinked): into its fields, so they ride with
   its next commit (PutObject or the multipart's Initiate, and the journal: a crash or a
-  write-back upload keeps them; a file a write-back close sealed has its journal saved
-  again) and are shown at once (fs/shown.py). No request.
+  write-back upload keeps them; for a file a write-back close sealed, the owed attributes'
+  log: Staging.attrs_set) and are shown at once (fs/shown.py). No request.
 * A staged file no commit will send again (closed and committed but not released yet, as
   when rsync's utimensat follows its close; or opened and not written): its fields too,
   and stored now like a closed file, under its lock, so a running commit (whose metadata
@@ -64,7 +64,7 @@ async def set_attrs(
         staged.gid = gid
     if staging.carries_attrs(staged):
         _take_times(staged, stamped(posix, _times(view(ns.get(inode))), None))
-        await staging.reseal(staged)  # a sealed journal keeps them too (fs/writeback.py)
+        staging.attrs_set(staged)  # a crash before the upload keeps them too
         return
     async with staged.lock:
         if staging.carries_attrs(staged):

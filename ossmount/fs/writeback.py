@@ -234,37 +234,11 @@ class WriteBack:
             await trio.to_thread.run_sync(
                 lambda: save_atomic(staged.files.journal, record, sync_dir=False)
             )
+            self._staging.attrs_sealed(staged)  # the record holds them now
             staged.key, staged.forbid_overwrite = key, False  # a rename replaces the target
             staged.replaces = True  # OSS may hold an object there (a victim's upload landed)
             self._staging.repath(staged, path)
         return True
-
-    async def reseal(self, staged: Staged) -> None:
-        """A chmod, chown or utimens of a sealed file whose upload has not started (they
-        ride in its fields, Staging.carries_attrs): its journal is saved again with them, so
-        the upload after a crash carries them too (a stress run: a chmod right after a
-        write-back close, then kill -9, was lost). Saved as `rekey` saves: whole either
-        way, the directory not fsynced. Not a file's that keeps no journal (shed, unlinked)
-        or whose upload runs (it sent what its fields held when it started; a setattr then
-        waits for it and stores them on the object: fs/setattrs.py)."""
-        if staged.lock.locked() or not self._resealable(staged):
-            return
-        async with staged.lock, staged.journal_lock:
-            if not self._resealable(staged):
-                return
-            record = self._staging.sealed_record(staged)
-            await trio.to_thread.run_sync(
-                lambda: save_atomic(staged.files.journal, record, sync_dir=False)
-            )
-
-    @staticmethod
-    def _resealable(staged: Staged) -> bool:
-        return (
-            staged.pending > 0
-            and staged.dirty
-            and not (staged.orphan or staged.shed)
-            and staged.broken is None
-        )
 
     async def sync_names(self) -> None:
         """Make the renames `rekey` made so far durable (an fsync of the staging directory)."""

@@ -40,11 +40,16 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["COMPACT_BYTES", "OwedLog", "owed_logs", "owed_path"]
+__all__ = ["COMPACT_BYTES", "STAGED", "OwedLog", "owed_logs", "owed_path"]
 
 log = logging.getLogger(__name__)
 
 COMPACT_BYTES = 1 << 20
+
+# The "ETag" of a debt owed by a staged file's upload, not by a version on OSS: STAGED and
+# the name of its journal (Staging.attrs_set; laid over that journal's record by the next
+# mount, fs/recovery.py). OSS ETags are quoted hex, never this.
+STAGED = "staged:"
 
 Debt = tuple[str, dict[str, str]]  # ETag, headers
 
@@ -144,6 +149,12 @@ class OwedLog:
             self._empty()
         else:
             self._append(_line(["p", key]))
+
+    def paid_staged(self, key: str) -> None:
+        """`paid`, if what `key` owes is a staged file's (`STAGED`), not a version's."""
+        debt = self._open.get(key)
+        if debt is not None and debt[0].startswith(STAGED):
+            self.paid(key)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -275,7 +275,8 @@ def test_a_chmod_and_utime_of_a_file_whose_write_back_upload_waits_survive_a_kil
     emulator: Emulator, make_mount: MountFactory
 ) -> None:
     """They ride in the file's fields, for its upload; a crash leaves its sealed journal, so
-    that is saved again with them (fs/writeback.py `reseal`), for a one-PUT file and for one
+    they also go to the owed attributes' log, laid over its record by the next mount
+    (Staging.attrs_set, fs/recovery.py), for a one-PUT file and for one
     whose parts went while it was written."""
     args = (*RW, "--writeback", "--writeback-delay", "600")
     mount = make_mount(args=args).start()

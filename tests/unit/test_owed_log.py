@@ -13,9 +13,11 @@ import trio.testing
 
 from ossmount.fs.attrstore import KnownMeta
 from ossmount.fs.owedattrs import OwedAttrs
+from ossmount.fs.recovery import _with_attrs
 from ossmount.oss._writes import OssWrites
 from ossmount.write import owedlog
-from ossmount.write.owedlog import OwedLog
+from ossmount.write.journal import JournalRecord
+from ossmount.write.owedlog import STAGED, OwedLog
 from tests.unit.test_owedattrs import FakeWrites
 
 MODE = {"x-oss-meta-mode": str(0o100600)}
@@ -182,3 +184,27 @@ async def test_a_copy_cut_short_by_the_end_of_the_mount_leaves_its_debt_for_the_
     assert known.owed("f") is None
     assert known.headers("f", "E1") is None
     assert OwedLog.outstanding(path) == {"f": ("E1", TIMES)}
+
+
+def test_a_staged_file_s_debt_is_paid_by_a_save_of_its_record_a_version_s_is_not(
+    tmp_path: Path,
+) -> None:
+    """Staging.attrs_set logs attributes for a sealed journal (STAGED + its name); a rename
+    that saves the record with them pays it (`paid_staged`), never a version's debt."""
+    book = _log(tmp_path)
+    book.owe("f", STAGED + "abc.data.journal", MODE)
+    book.owe("g", '"E"', MODE)
+    book.paid_staged("f")
+    book.paid_staged("g")
+    assert OwedLog.outstanding(book.path) == {"g": ('"E"', MODE)}
+
+
+def test_attributes_set_after_the_seal_are_laid_over_the_record() -> None:
+    record = JournalRecord(bucket="b", key="k", size=3, part_size=1 << 20, mtime_ns=5,
+                           mode=0o100644, keep_mode=True, uid=1, atime_ns=7)  # fmt: skip
+    later = {"x-oss-meta-mode": str(0o100600), "x-oss-meta-mtime": "1500000000",
+             "x-oss-meta-gid": "9"}  # fmt: skip
+    got = _with_attrs(record, later)
+    assert (got.mode, got.keep_mode, got.mtime_ns) == (0o100600, False, 1_500_000_000 * 10**9)
+    assert (got.uid, got.gid, got.atime_ns, got.ctime_ns) == (1, 9, 7, None), "the rest kept"
+    assert (got.key, got.size) == ("k", 3)
