@@ -71,7 +71,7 @@ from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount
 from ossmount.tree.listing import Namespace
 from ossmount.write import Uploader, UploadLedger, UploadSettings
-from ossmount.write.owedlog import STAGED, OwedLog, owed_path
+from ossmount.write.owedlog import OwedLog, owed_path, split_owed
 
 __all__ = ["check_mountpoint", "run_mount"]
 
@@ -442,21 +442,18 @@ async def _staging(
         owed_log, owed = OwedLog.resume(owed_path(config.cache_dir, config.bucket))
     except OSError as exc:
         raise StartupError(f"cache dir {config.cache_dir}: {exc}", ExitCode.CACHE) from exc
-    # Attributes set on files sealed and not uploaded yet ride with their upload now.
-    later = {etag.removeprefix(STAGED): headers for etag, headers in owed.values()
-             if etag.startswith(STAGED)}  # fmt: skip
+    versions, later = split_owed(owed)  # set on files sealed then: ride with their upload
     notifier.status(f"committing files staged before the restart in {directory}")
     with notifier.extending(_EXTEND_USEC):
-        recovered = await recover_staged(staging.directory, uploader, config.prefix, later)
+        recovered = await recover_staged(staging.directory, uploader, config.prefix,
+                                         {name: h for name, (_, h) in later.items()})  # fmt: skip
     if recovered.done:
         log.info("committed %d file(s) staged before the restart", recovered.done)
-    unsent = {files.journal.name for files, _ in recovered.unsent}  # their record has them
-    for key, (etag, _) in list(owed.items()):
-        if etag.startswith(STAGED):
-            del owed[key]
-            if etag.removeprefix(STAGED) not in unsent:
-                owed_log.paid(key)
-    await _store_left_owed(staging, owed_log, owed, notifier)
+    unsent = {files.journal.name for files, _ in recovered.unsent}  # kept: shown with them
+    for name, (key, _) in later.items():
+        if name not in unsent:
+            owed_log.paid(key)
+    await _store_left_owed(staging, owed_log, versions, notifier)
     return staging, recovered
 
 

@@ -24,7 +24,7 @@ from ossmount.cachecmd.layout import (
 from ossmount.cachecmd.mountstate import read_record
 from ossmount.cachecmd.progress import human
 from ossmount.fs.shownfile import SHOWN_FILE, ShownFileCorrupt, read_shown
-from ossmount.write.owedlog import STAGED, OwedLog, owed_logs
+from ossmount.write.owedlog import OwedLog, owed_logs, split_owed
 
 __all__ = ["STATES", "collect", "run_status"]
 
@@ -65,8 +65,8 @@ def _not_on_oss(root: Path) -> dict[str, int]:
     write/journal.py) and modes, owners and times owed (write/owedlog.py)."""
     staging = root / "staging"
     files = sum(1 for _ in staging.glob("*.journal")) if staging.is_dir() else 0
-    attrs = sum(1 for path in owed_logs(root) for etag, _ in OwedLog.outstanding(path).values()
-                if not etag.startswith(STAGED))  # a staged file's ride with it  # fmt: skip
+    # A staged file's ride with it (Staging.attrs_set): counted among the files.
+    attrs = sum(len(split_owed(OwedLog.outstanding(path))[0]) for path in owed_logs(root))
     return {"files": files, "attributes": attrs}
 
 

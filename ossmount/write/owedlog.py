@@ -40,7 +40,7 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["COMPACT_BYTES", "STAGED", "OwedLog", "owed_logs", "owed_path"]
+__all__ = ["COMPACT_BYTES", "STAGED", "OwedLog", "owed_logs", "owed_path", "split_owed"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,21 @@ def owed_path(cache_dir: Path, bucket: str) -> Path:
 def owed_logs(cache_dir: Path) -> list[Path]:
     """Every bucket's log in `cache_dir`."""
     return sorted(cache_dir.glob("owed-*.attrs"))
+
+
+def split_owed(
+    owed: dict[str, Debt],
+) -> tuple[dict[str, Debt], dict[str, tuple[str, dict[str, str]]]]:
+    """`outstanding`'s debts as versions' (key -> (ETag, headers)) and staged files'
+    (journal name -> (key, headers))."""
+    versions: dict[str, Debt] = {}
+    staged: dict[str, tuple[str, dict[str, str]]] = {}
+    for key, (etag, headers) in owed.items():
+        if etag.startswith(STAGED):
+            staged[etag.removeprefix(STAGED)] = (key, headers)
+        else:
+            versions[key] = (etag, headers)
+    return versions, staged
 
 
 def _line(event: list[object]) -> bytes:
