@@ -315,8 +315,9 @@ class Staging:
 
     def attrs_set(self, staged: Staged) -> None:
         """A chmod, chown or utimens set the fields of `staged`, which ride in its commit
-        (`carries_attrs`). A write-back close sealed the file already, and a crash before
-        its upload would upload the record it sealed: so they also go to the owed
+        (`carries_attrs`). A write-back close sealed the file already (or a failed upload
+        kept its sealed journal), and a crash before its upload would upload the record
+        sealed then: so they also go to the owed
         attributes' log (write/owedlog.py, `STAGED`: for this journal, not a version), and
         the next mount lays them over that record before it uploads it (fs/recovery.py).
         A write to the page cache, as the log's other lines: saving the journal again
@@ -324,7 +325,8 @@ class Staging:
         session 20). Paid when the commit lands (`KnownMeta.wrote`) or a rename saves the
         record with them (`attrs_sealed`)."""
         owed_log = self.known.owed_log
-        if owed_log is None or not staged.pending or staged.orphan or staged.shed:
+        sealed = staged.pending or staged.unsent  # its journal is what a crash leaves
+        if owed_log is None or not sealed or staged.orphan or staged.shed:
             return
         headers = posix_meta(mtime_ns=staged.mtime_ns, mode=None if staged.keep_mode else
                              staged.mode, uid=staged.uid, gid=staged.gid,
