@@ -318,12 +318,14 @@ class Staging:
         (`carries_attrs`). A write-back close sealed the file already (or a failed upload
         kept its sealed journal), and a crash before its upload would upload the record
         sealed then: so they also go to the owed
-        attributes' log (write/owedlog.py, `STAGED`: for this journal, not a version), and
-        the next mount lays them over that record before it uploads it (fs/recovery.py).
+        attributes' log (write/owedlog.py, under `STAGED` and this journal's name, apart from
+        any debt of a version of the key), and the next mount lays them over that record
+        before it uploads it (fs/recovery.py).
         A write to the page cache, as the log's other lines: saving the journal again
         (an fsync) cost `rsync -a` under write-back a quarter of its files/s (185 -> 135,
-        session 20). Paid when the commit lands (`KnownMeta.wrote`) or a rename saves the
-        record with them (`attrs_sealed`)."""
+        session 20). Paid (`attrs_sealed`) when its commit lands, a rename saves the record
+        with them, or the file goes with its journal (unlinked, replaced, dropped); kept
+        when its journal is kept for the next mount (an unmount cut its upload short)."""
         owed_log = self.known.owed_log
         sealed = staged.pending or staged.unsent  # its journal is what a crash leaves
         if owed_log is None or not sealed or staged.orphan or staged.shed:
@@ -331,12 +333,13 @@ class Staging:
         headers = posix_meta(mtime_ns=staged.mtime_ns, mode=None if staged.keep_mode else
                              staged.mode, uid=staged.uid, gid=staged.gid,
                              atime_ns=staged.atime_ns, ctime_ns=staged.ctime_ns)  # fmt: skip
-        owed_log.owe(staged.key, STAGED + staged.files.journal.name, headers)
+        owed_log.owe(STAGED + staged.files.journal.name, staged.key, headers)
 
     def attrs_sealed(self, staged: Staged) -> None:
-        """`staged`'s journal was saved with its fields: what `attrs_set` logged is paid."""
+        """`staged`'s journal was saved with its fields, or left with it: what `attrs_set`
+        logged is paid (a no-op if nothing was)."""
         if self.known.owed_log is not None:
-            self.known.owed_log.paid_staged(staged.key)
+            self.known.owed_log.paid(STAGED + staged.files.journal.name)
 
     @staticmethod
     def carries_attrs(staged: Staged) -> bool:
@@ -363,7 +366,11 @@ class Staging:
         async with staged.lock:
             pass
 
-    disown = staticmethod(disown)  # fs/staged.py: the journal of a file that lost its name
+    async def disown(self, staged: Staged) -> None:
+        """fs/staged.py `disown`: the journal of a file that lost its name goes, and with it
+        what `attrs_set` logged for it."""
+        await disown(staged)
+        self.attrs_sealed(staged)
 
     async def quiesce(self, staged: Staged) -> None:
         """Before a write or truncate changes the staged bytes, what a write-back close
@@ -416,6 +423,7 @@ class Staging:
             self._hand_over(staged)
             return
         session, staged.session = staged.session, None
+        self.attrs_sealed(staged)  # its files go: attributes logged for them are moot
         # Out of the maps before any await: a new open now starts afresh (in a new file).
         self._drop(staged, keep_files=session is not None)
         if session is not None:  # parts sent while it was written: never to be committed
@@ -822,6 +830,8 @@ class Staging:
             # A file whose parts went early and that was unlinked before its upload: that
             # multipart upload is aborted (the next mount's sweep would, much later).
             session, staged.session = staged.session, None
+            if not kept:  # its files go: attributes logged for them are moot
+                self.attrs_sealed(staged)
             self._drop(staged, keep_files=kept or session is not None)
             if session is not None:
                 self._nursery.start_soon(_abandon, session, None if kept else staged.files)
@@ -933,6 +943,7 @@ class Staging:
         finally:
             session.close()
         self.on_outcome("committed")
+        self.attrs_sealed(staged)  # the object has what was logged for its sealed record
         staged.unsent = staged.failed = False
         staged.forbid_overwrite = False  # O_EXCL held for the creation only
         now = now_s()  # as listings show it

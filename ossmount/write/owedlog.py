@@ -46,10 +46,11 @@ log = logging.getLogger(__name__)
 
 COMPACT_BYTES = 1 << 20
 
-# The "ETag" of a debt owed by a staged file's upload, not by a version on OSS: STAGED and
-# the name of its journal (Staging.attrs_set; laid over that journal's record by the next
-# mount, fs/recovery.py). OSS ETags are quoted hex, never this.
-STAGED = "staged:"
+# A debt owed by a staged file's upload, not by a version on OSS, is logged under STAGED and
+# the name of its journal instead of a key (no key is this), with the object's key in place
+# of the ETag (Staging.attrs_set; laid over that journal's record by the next mount,
+# fs/recovery.py). So it is paid apart from any debt of a version of that key.
+STAGED = "\x00staged:"
 
 Debt = tuple[str, dict[str, str]]  # ETag, headers
 
@@ -71,11 +72,11 @@ def split_owed(
     (journal name -> (key, headers))."""
     versions: dict[str, Debt] = {}
     staged: dict[str, tuple[str, dict[str, str]]] = {}
-    for key, (etag, headers) in owed.items():
-        if etag.startswith(STAGED):
-            staged[etag.removeprefix(STAGED)] = (key, headers)
+    for name, (etag, headers) in owed.items():
+        if name.startswith(STAGED):
+            staged[name.removeprefix(STAGED)] = (etag, headers)
         else:
-            versions[key] = (etag, headers)
+            versions[name] = (etag, headers)
     return versions, staged
 
 
@@ -164,12 +165,6 @@ class OwedLog:
             self._empty()
         else:
             self._append(_line(["p", key]))
-
-    def paid_staged(self, key: str) -> None:
-        """`paid`, if what `key` owes is a staged file's (`STAGED`), not a version's."""
-        debt = self._open.get(key)
-        if debt is not None and debt[0].startswith(STAGED):
-            self.paid(key)
 
     def close(self) -> None:
         if self._fd is not None:

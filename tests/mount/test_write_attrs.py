@@ -21,7 +21,7 @@ from ossmount.emulator.faults import FaultRule
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET, fsynced
 from tests.mount.test_cache_commands import _cli
-from tests.mount.test_write import RW, sdk
+from tests.mount.test_write import RW, sdk, server_bytes
 
 OLD = 1_500_000_000  # an mtime long past: the upload time would differ from it
 MODES = {"a644": 0o644, "b755": 0o755, "c600": 0o600, "d640": 0o640}
@@ -298,3 +298,28 @@ def test_a_chmod_and_utime_of_a_file_whose_write_back_upload_waits_survive_a_kil
         )
         meta = _meta(emulator, name)
         assert (meta["mode"], meta["mtime"]) == (str(stat.S_IFREG | 0o621), str(OLD)), (name, meta)
+
+
+def test_a_pending_upload_s_attributes_survive_the_old_version_s_owed_copy_and_a_kill_9(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """The previous version owes a chmod, sent while the new version's upload waits: that
+    copy's end pays the version's debt, not what was logged for the waiting upload (they
+    are apart in the log, write/owedlog.py STAGED), so a kill after it still loses nothing."""
+    args = (*RW, "--writeback", "--writeback-delay", "600", "--attr-delay", "0.2")
+    mount = make_mount(args=args).start()
+    f = mount.path / "f"
+    f.write_bytes(b"first")
+    fsynced(f)  # committed now, not held back
+    f.chmod(0o640)  # owed by that version, sent 0.2 s later
+    f.write_bytes(b"second version")  # held back: its upload waits
+    f.chmod(0o621)
+    deadline = time.monotonic() + 30
+    while _meta(emulator, "f").get("mode") != str(stat.S_IFREG | 0o640):
+        assert time.monotonic() < deadline, _meta(emulator, "f")
+        time.sleep(0.02)
+    mount.kill()
+    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
+    make_mount(args=args).start()  # ready once the held-back file is uploaded
+    assert server_bytes(emulator, "f") == b"second version"
+    assert _meta(emulator, "f")["mode"] == str(stat.S_IFREG | 0o621)

@@ -17,7 +17,7 @@ from ossmount.fs.recovery import _with_attrs
 from ossmount.oss._writes import OssWrites
 from ossmount.write import owedlog
 from ossmount.write.journal import JournalRecord
-from ossmount.write.owedlog import STAGED, OwedLog
+from ossmount.write.owedlog import STAGED, OwedLog, split_owed
 from tests.unit.test_owedattrs import FakeWrites
 
 MODE = {"x-oss-meta-mode": str(0o100600)}
@@ -186,17 +186,21 @@ async def test_a_copy_cut_short_by_the_end_of_the_mount_leaves_its_debt_for_the_
     assert OwedLog.outstanding(path) == {"f": ("E1", TIMES)}
 
 
-def test_a_staged_file_s_debt_is_paid_by_a_save_of_its_record_a_version_s_is_not(
+def test_a_staged_file_s_debt_is_kept_apart_from_its_key_s_version_debt(
     tmp_path: Path,
 ) -> None:
-    """Staging.attrs_set logs attributes for a sealed journal (STAGED + its name); a rename
-    that saves the record with them pays it (`paid_staged`), never a version's debt."""
+    """Staging.attrs_set logs under STAGED + the journal's name, with the key in place of the
+    ETag: a version of the same key owing attributes (and paying them) leaves it alone, and
+    split_owed tells the two apart for the next mount."""
     book = _log(tmp_path)
-    book.owe("f", STAGED + "abc.data.journal", MODE)
-    book.owe("g", '"E"', MODE)
-    book.paid_staged("f")
-    book.paid_staged("g")
-    assert OwedLog.outstanding(book.path) == {"g": ('"E"', MODE)}
+    book.owe(STAGED + "abc.data.journal", "f", MODE)
+    book.owe("f", '"E"', TIMES)
+    owed = OwedLog.outstanding(book.path)
+    assert split_owed(owed) == ({"f": ('"E"', TIMES)}, {"abc.data.journal": ("f", MODE)})
+    book.paid("f")  # the version's copy landed
+    assert split_owed(OwedLog.outstanding(book.path))[1] == {"abc.data.journal": ("f", MODE)}
+    book.paid(STAGED + "abc.data.journal")
+    assert OwedLog.outstanding(book.path) == {}
 
 
 def test_attributes_set_after_the_seal_are_laid_over_the_record() -> None:
