@@ -71,7 +71,7 @@ from ossmount.service.notify import Notifier
 from ossmount.service.reload import ReloadableCredentials, describe_mount
 from ossmount.tree.listing import Namespace
 from ossmount.write import Uploader, UploadLedger, UploadSettings
-from ossmount.write.owedlog import OwedLog, owed_path, split_owed
+from ossmount.write.owedlog import STAGED, OwedLog, owed_path, split_owed
 
 __all__ = ["check_mountpoint", "run_mount"]
 
@@ -450,9 +450,8 @@ async def _staging(
     if recovered.done:
         log.info("committed %d file(s) staged before the restart", recovered.done)
     unsent = {files.journal.name for files, _ in recovered.unsent}  # kept: shown with them
-    for name, (key, _) in later.items():
-        if name not in unsent:
-            owed_log.paid(key)
+    for name in later.keys() - unsent:
+        owed_log.paid(STAGED + name)
     await _store_left_owed(staging, owed_log, versions, notifier)
     return staging, recovered
 

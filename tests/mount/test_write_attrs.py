@@ -291,6 +291,7 @@ def test_a_chmod_and_utime_of_a_file_whose_write_back_upload_waits_survive_a_kil
     status = json.loads(_cli("cache", "status", "--cache-dir", str(mount.cache), "--json").stdout)
     assert status["not_on_oss"] == {"files": 2, "attributes": 0}
     make_mount(args=args).start()  # ready once they are uploaded
+    assert (mount.cache / f"owed-{BUCKET}.attrs").stat().st_size == 0, "all paid"
     for name, body in bodies.items():
         assert (
             sdk(emulator).get_object(oss.GetObjectRequest(bucket=BUCKET, key=name)).body.read()
