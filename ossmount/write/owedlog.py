@@ -23,6 +23,8 @@ skipped with a warning, which can only forget a debt, never invent one.
 Format: one line per event, `<JSON> TAB <crc32 hex of the JSON>\\n`; the JSON is
 `["o", key, etag, {header: value}]` for a debt (the full set of headers the copy REPLACEs
 with) or `["p", key]` for a paid one (ASCII only: keys keep their surrogates as escapes).
+Attributes set on a file whose write-back upload waits are logged the same way under
+`STAGED` + its journal's name, with the object's key in place of the ETag (see `STAGED`).
 A later line for a key replaces what earlier ones said. The file is emptied whenever nothing is
 owed, and rewritten (temp, rename) when it grows past `COMPACT_BYTES` while debts remain, so it
 stays the size of the debts, not of the history.
