@@ -38,6 +38,7 @@ from ossmount.cache.errors import CacheError
 from ossmount.cache.store import CacheStore
 from ossmount.cache.writeback import watch_writeback
 from ossmount.cachecmd import record_mount
+from ossmount.cachecmd.status import not_on_oss
 from ossmount.config import MountConfig
 from ossmount.daemon import Readiness
 from ossmount.errors import ExitCode, StartupError
@@ -289,7 +290,7 @@ async def _serve(
             await _staging(config, client, nursery, notifier, shown) if config.rw else (None, None)
         )
         if staging is None:
-            _warn_of_staged(config.cache_dir / "staging")
+            _warn_of_staged(config.cache_dir)
         if staging is not None:
             staging.on_outcome = metrics.commit
             staging.on_shed = metrics.staged_shed
@@ -478,17 +479,20 @@ async def _store_left_owed(
              len(owed))  # fmt: skip
 
 
-def _warn_of_staged(directory: Path) -> None:
+def _warn_of_staged(cache_dir: Path) -> None:
     """A read-only mount of a cache dir where an earlier --rw mount left files it could not
-    upload: they wait, untouched, for the next --rw mount; say so, or they wait unnoticed."""
+    upload, or attributes it could not store: they wait, untouched, for the next --rw
+    mount; say so, or they wait unnoticed."""
     try:
-        waiting = sum(1 for _ in directory.glob("*.journal"))
+        waiting = not_on_oss(cache_dir)
     except OSError:
         return
-    if waiting:
-        log.warning("%d file(s) written through an earlier --rw mount wait in %s, not on OSS "
-                    "yet: a --rw mount of this cache dir uploads them; this read-only mount "
-                    "shows the objects as OSS has them", waiting, directory)  # fmt: skip
+    if waiting["files"] or waiting["attributes"]:
+        log.warning("%d file(s) written and the modes, owners or times of %d object(s) set "
+                    "through an earlier --rw mount wait in %s, not on OSS yet: a --rw mount "
+                    "of this cache dir sends them; this read-only mount shows the objects as "
+                    "OSS has them", waiting["files"], waiting["attributes"],
+                    cache_dir)  # fmt: skip
 
 
 def _staged_counts(staging: Staging | None, store: CacheStore) -> Callable[[], StagedCounts] | None:

@@ -26,7 +26,7 @@ from ossmount.cachecmd.progress import human
 from ossmount.fs.shownfile import SHOWN_FILE, ShownFileCorrupt, read_shown
 from ossmount.write.owedlog import OwedLog, owed_logs, split_owed
 
-__all__ = ["STATES", "collect", "run_status"]
+__all__ = ["STATES", "collect", "not_on_oss", "run_status"]
 
 # "dirty" (written locally, not uploaded yet) is reserved for read-write mounts: always 0 now.
 STATES = ("verified", "unverifiable", "partial", "damaged", "dirty")
@@ -59,7 +59,7 @@ def _kept_attrs(path: Path) -> dict[str, Any] | None:
     return {"objects": objects, "bytes": size, "damaged": damaged}
 
 
-def _not_on_oss(root: Path) -> dict[str, int]:
+def not_on_oss(root: Path) -> dict[str, int]:
     """What --rw mounts of this cache dir acknowledged and OSS does not have yet, which the
     next --rw mount sends before it is ready: files staged and closed (their journals,
     write/journal.py) and modes, owners and times owed (write/owedlog.py)."""
@@ -100,7 +100,7 @@ def collect(root: Path) -> dict[str, Any]:
         cap_bytes=record.max_cache_bytes if record is not None else None,
         floor_bytes=record.min_free_bytes if record is not None else None,
         kept_attrs=_kept_attrs(root / SHOWN_FILE),
-        not_on_oss=_not_on_oss(root),
+        not_on_oss=not_on_oss(root),
     )
     return report
 

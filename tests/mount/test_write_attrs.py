@@ -256,6 +256,9 @@ def test_a_chmod_and_utime_acknowledged_before_a_kill_9_are_stored_by_the_next_m
     subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
     status = _cli("cache", "status", "--cache-dir", str(mount.cache)).stdout
     assert "not on OSS yet: 0 files written and 1 objects' modes, owners or times" in status
+    read_only = make_mount().start()  # says so, and leaves them alone
+    assert "the modes, owners or times of 1 object(s) set through an earlier" in read_only.log()
+    read_only.stop()
     before = len(emulator.requests)
 
     again = make_mount(args=args).start()  # ready once they are stored
