@@ -101,12 +101,11 @@ async def _store_sealed_attrs(
 def _with_attrs(record: JournalRecord, headers: Mapping[str, str]) -> JournalRecord:
     """`record` with the attributes in `headers` (those it sets) instead of its own."""
     mode, uid, gid, mtime_ns, atime_ns, ctime_ns = posix_of(headers)
-    if mode is not None:
-        record = replace(record, mode=mode, keep_mode=False)
-    if mtime_ns is not None:
-        record = replace(record, mtime_ns=mtime_ns)
     return replace(
         record,
+        mode=record.mode if mode is None else mode,
+        keep_mode=record.keep_mode and mode is None,
+        mtime_ns=record.mtime_ns if mtime_ns is None else mtime_ns,
         uid=record.uid if uid is None else uid,
         gid=record.gid if gid is None else gid,
         atime_ns=record.atime_ns if atime_ns is None else atime_ns,
