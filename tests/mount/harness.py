@@ -9,6 +9,7 @@ missing: the session fails with the reason.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import shutil
@@ -163,7 +164,14 @@ class Mount:
 
 
 def _lazy_unmount(path: Path) -> None:
-    if os.path.ismount(path):
+    """Detach the mount at `path`, alive or dead: os.path.ismount says False for the dead
+    one a kill leaves (its stat fails with ENOTCONN), which then stayed mounted."""
+    try:
+        os.stat(path)
+        mounted = os.path.ismount(path)
+    except OSError as exc:
+        mounted = exc.errno == errno.ENOTCONN  # a dead FUSE mount
+    if mounted:
         subprocess.run(["fusermount3", "-u", "-z", str(path)], check=False, capture_output=True)
 
 

@@ -32,6 +32,14 @@ def _meta(emu: Emulator, key: str) -> dict[str, str]:
     return dict(head.metadata or {})
 
 
+def _wait_for_mode(emu: Emulator, key: str, mode: int) -> None:
+    """Until the server has `mode` stored on `key` (an owed copy landed), at most 30 s."""
+    deadline = time.monotonic() + 30
+    while _meta(emu, key).get("mode") != str(stat.S_IFREG | mode):
+        assert time.monotonic() < deadline, _meta(emu, key)
+        time.sleep(0.02)
+
+
 def _ops(emu: Emulator, since: int, prefix: str) -> collections.Counter[str]:
     return collections.Counter(r.op for r in emu.requests[since:] if r.key.startswith(prefix))
 
@@ -186,10 +194,7 @@ def test_owed_attributes_reach_oss_by_themselves_and_survive_a_directory_rename(
     f = mount.path / "f"
     f.write_bytes(b"alone")
     f.chmod(0o640)
-    deadline = time.monotonic() + 30
-    while _meta(emulator, "f").get("mode") != str(stat.S_IFREG | 0o640):
-        assert time.monotonic() < deadline, _meta(emulator, "f")
-        time.sleep(0.02)
+    _wait_for_mode(emulator, "f", 0o640)
     mount.stop()
 
     slow = make_mount(args=(*RW, "--attr-delay", "600")).start()
@@ -253,7 +258,6 @@ def test_a_chmod_and_utime_acknowledged_before_a_kill_9_are_stored_by_the_next_m
     owed_file = mount.cache / f"owed-{BUCKET}.attrs"
     assert owed_file.stat().st_size > 0
     mount.kill()
-    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
     status = _cli("cache", "status", "--cache-dir", str(mount.cache)).stdout
     assert "not on OSS yet: 0 files written and 1 objects' modes, owners or times" in status
     read_only = make_mount().start()  # says so, and leaves them alone
@@ -290,7 +294,6 @@ def test_a_chmod_and_utime_of_a_file_whose_write_back_upload_waits_survive_a_kil
         os.utime(mount.path / name, (OLD, OLD))
     assert emulator.head(BUCKET, "small") is None, "held back: nothing uploaded"
     mount.kill()
-    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
     status = json.loads(_cli("cache", "status", "--cache-dir", str(mount.cache), "--json").stdout)
     assert status["not_on_oss"] == {"files": 2, "attributes": 0}
     make_mount(args=args).start()  # ready once they are uploaded
@@ -318,12 +321,8 @@ def test_a_pending_upload_s_attributes_survive_the_old_version_s_owed_copy_and_a
     f.chmod(0o640)  # owed by that version, sent 0.2 s later
     f.write_bytes(b"second version")  # held back: its upload waits
     f.chmod(0o621)
-    deadline = time.monotonic() + 30
-    while _meta(emulator, "f").get("mode") != str(stat.S_IFREG | 0o640):
-        assert time.monotonic() < deadline, _meta(emulator, "f")
-        time.sleep(0.02)
+    _wait_for_mode(emulator, "f", 0o640)
     mount.kill()
-    subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False)
     make_mount(args=args).start()  # ready once the held-back file is uploaded
     assert server_bytes(emulator, "f") == b"second version"
     assert _meta(emulator, "f")["mode"] == str(stat.S_IFREG | 0o621)
