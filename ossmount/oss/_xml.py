@@ -50,6 +50,11 @@ MAX_ERROR_XML_BYTES = 64 * 1024
 # 1000 keys of <= 1023 UTF-8 bytes, URL-encoded (x3) plus ~500 B of fields each: < 4 MB.
 MAX_LIST_XML_BYTES = 16 * 1024 * 1024
 
+# Listings carry no CRC-64, but an empty object's is known: the CRC-64 of no bytes is 0, what
+# OSS sends for it. So an empty file's cache entry is verified, not "unverifiable" (it is
+# never fetched: there is nothing to hash), and `ossmount warmup` counts it so.
+_EMPTY_CRC = 0
+
 
 class XmlError(ValueError):
     """The body was not acceptable OSS XML (malformed, hostile, oversized or wrong shape)."""
@@ -209,13 +214,14 @@ def _parse_list_v2_tree(body: bytes) -> ListResult:
 
     for fields in raw_objects:
         try:
+            size = int(fields["Size"])
             objects.append(
                 ObjectMeta(  # positional: measurably cheaper for a frozen slots dataclass
                     dec(fields["Key"]),
-                    int(fields["Size"]),
+                    size,
                     fields.get("ETag", ""),
                     _mtime_ns(fields["LastModified"]),
-                    None,
+                    _EMPTY_CRC if size == 0 else None,
                     fields.get("Type") or None,
                     fields.get("StorageClass") or None,
                 )
@@ -338,14 +344,15 @@ def _scan(text: str) -> ListResult | None:
     objects = [
         ObjectMeta(  # positional, as in the tree parser's loop
             dec(_text(key)),
-            int(_text(size)),
+            length,
             _text(etag),
             _mtime_ns(_text(modified)),
-            None,
+            _EMPTY_CRC if length == 0 else None,
             _text(kind) or None,
             _text(storage) or None,
         )
         for key, modified, etag, kind, size, storage in raw_objects
+        for length in (int(_text(size)),)
     ]
     prefixes = tuple(dec(_text(p)) for p in raw_prefixes)
     if truncated and not token:

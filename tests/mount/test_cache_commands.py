@@ -212,12 +212,12 @@ def test_warmup_caches_a_tree_and_reports_each_state(
 ) -> None:
     keys = _tree(emulator, 5, 2 * MiB)
     emulator.put_object(BUCKET, "tree/nocrc.bin", os.urandom(MiB), crc64=False)
-    emulator.put_object(BUCKET, "tree/sub/empty", b"")  # the mount calls an empty file unverifiable
+    emulator.put_object(BUCKET, "tree/sub/empty", b"")  # verified: the CRC-64 of no bytes is 0
     emulator.put_object(BUCKET, "outside.bin", b"x")
     mount = make_mount(args=SMALL_PARTS).start()
     result = _cli("warmup", str(mount.path / "tree"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 verified, 2 unverifiable, 0 failed" in result.stdout
+    assert "6 verified, 1 unverifiable, 0 failed" in result.stdout
     assert "\r" not in result.stdout  # not a terminal: plain lines, no redrawn bar
     assert "warmup" in result.stdout.splitlines()[0]
     for key in keys:

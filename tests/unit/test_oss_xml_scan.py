@@ -185,3 +185,19 @@ def usual_with(old: str, new: str) -> str:
 )
 def test_edges_of_the_scanned_subset(page: str, scanned: bool) -> None:
     assert agree(page.encode()) is scanned
+
+
+def test_an_empty_object_has_the_crc_64_of_no_bytes_in_both_parsers() -> None:
+    """Listings carry no CRC-64; an empty object's is 0 (what OSS sends for it), so its
+    cache entry is verified, not unverifiable. Others stay unknown."""
+    entry = ("<Contents><Key>{}</Key><LastModified>2020-06-22T11:42:32.000Z</LastModified>"
+             "<ETag>\"E\"</ETag><Size>{}</Size></Contents>")  # fmt: skip
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name>'
+        "<IsTruncated>false</IsTruncated>"
+        f"{entry.format('empty', 0)}{entry.format('full', 3)}</ListBucketResult>"
+    ).encode()
+    scanned, parsed = _scan_list_v2(body), _parse_list_v2_tree(body)
+    assert scanned is not None
+    for page in (scanned, parsed):
+        assert [(o.key, o.crc64) for o in page.objects] == [("empty", 0), ("full", None)]
