@@ -26,9 +26,10 @@ class ObjectMeta:
 
     `etag` is kept exactly as the server sent it, quotes included, so it can go back verbatim in
     `If-Match`. `crc64` is None when the server sent none (listings never do, but an empty
-    object's is 0 there too: ossmount.oss._xml; copied and old objects may not send one). `mtime_ns` is Last-Modified in nanoseconds since the epoch, in
-    whole seconds whichever reply it came from (a listing's ISO time is cut to them where it is
-    parsed, ossmount.oss._xml), so one version compares equal however it was learnt.
+    object's is 0 there too: ossmount.oss._xml; copied and old objects may not send one).
+    `mtime_ns` is Last-Modified in nanoseconds since the epoch, in whole seconds whichever
+    reply it came from (a listing's ISO time is cut to them where it is parsed,
+    ossmount.oss._xml), so one version compares equal however it was learnt.
     """
 
     key: str
