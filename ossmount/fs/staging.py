@@ -317,12 +317,11 @@ class Staging:
         """A chmod, chown or utimens set the fields of `staged`, which ride in its commit
         (`carries_attrs`). A write-back close sealed the file already (or a failed upload
         kept its sealed journal), and a crash before its upload would upload the record
-        sealed then: so they also go to the owed
-        attributes' log (write/owedlog.py, under `STAGED` and this journal's name, apart from
-        any debt of a version of the key), and the next mount lays them over that record
-        before it uploads it (fs/recovery.py).
-        A write to the page cache, as the log's other lines: saving the journal again
-        (an fsync) cost `rsync -a` under write-back a quarter of its files/s (185 -> 135,
+        sealed then: so they also go to the owed attributes' log (write/owedlog.py, under
+        `STAGED` and this journal's name, apart from any debt of a version of the key), and
+        the next mount lays them over that record before it uploads it (fs/recovery.py).
+        A write to the page cache, as the log's other lines: saving the journal again (an
+        fsync) cost `rsync -a` under write-back a quarter of its files/s (185 -> 135,
         session 20). Paid (`attrs_sealed`) when its commit lands, a rename saves the record
         with them, or the file goes with its journal (unlinked, replaced, dropped); kept
         when its journal is kept for the next mount (an unmount cut its upload short)."""
