@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 
 import trio
@@ -53,11 +52,10 @@ async def recover_staged(
     for journal, record in journals.items():
         staged = StagedFile(journal.with_name(journal.name[: -len(".journal")]), journal)
         later = (attrs or {}).get(journal.name)
-        amend = None if later is None else partial(_with_attrs, headers=later)
-        if amend is not None:
-            record = amend(record)
+        if later is not None:
+            record = _with_attrs(record, later)
         try:
-            result = await uploader.resume(staged, amend)
+            result = await uploader.resume(staged, record)
         except Exception as exc:
             log.error("oss://%s/%s: uploading the file staged before the restart failed (%s); "
                       "it stays staged in %s, shown in the mount and uploaded before it "

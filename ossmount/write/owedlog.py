@@ -34,13 +34,14 @@ Concurrency: trio thread only, no awaits: each call is one small write.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+
+from ossmount.sealed import replace_durably
 
 __all__ = ["COMPACT_BYTES", "STAGED", "OwedLog", "owed_logs", "owed_path", "split_owed"]
 
@@ -208,18 +209,7 @@ class OwedLog:
         """Replace the file with one line per debt still open (temp, rename: a crash leaves
         the old file or the new one), and append to that. Raises OSError."""
         data = b"".join(_line(["o", k, e, h]) for k, (e, h) in self._open.items())
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise
+        replace_durably(self.path, data, fsync=False)  # not fsynced: see the docstring
         self.close()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self._size = len(data)

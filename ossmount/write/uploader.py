@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 
 import trio
 
@@ -102,16 +101,15 @@ class Uploader:
             session.close()
 
     async def resume(
-        self, staged: StagedFile, amend: Callable[[JournalRecord], JournalRecord] | None = None
+        self, staged: StagedFile, record: JournalRecord | None = None
     ) -> CommitResult | None:
         """Finish what a previous process left (after kill -9 or a remount). None when there
         is no usable journal (nothing to do, or it was damaged and moved aside), the file
         was never sealed by close/fsync, or a newer version is on the server
-        (`UploadSession.overtaken`). `amend`: what the record is uploaded as (attributes
-        set after it was sealed: fs/recovery.py)."""
-        record = await trio.to_thread.run_sync(load, staged.journal)
-        if record is not None and amend is not None:
-            record = amend(record)
+        (`UploadSession.overtaken`). `record`: the journal's, already loaded (fs/recovery.py,
+        which lays attributes set after the seal over it); else it is loaded here."""
+        if record is None:
+            record = await trio.to_thread.run_sync(load, staged.journal)
         if record is None:
             return None
         if not record.sealed:
