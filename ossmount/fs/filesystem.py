@@ -469,6 +469,25 @@ class FileSystem:
         if start is not None and (0 < size < start.below or start.fetching is not None):
             await self._fetch_unread(staged)
 
+    async def _truncate_waiting(self, staged: Staged, size: int, still: Callable[[], bool]) -> bool:
+        """Truncate `staged` once its pending upload landed and what the truncate keeps of
+        an unread start is fetched, waiting while the cache has no room for a growth yet
+        (NoRoomYet, as `write_waiting`); False, changing nothing, when `still()` says after
+        one of those waits that the file is no longer the one to truncate."""
+        assert self._staging is not None
+        while True:
+            await self._staging.quiesce(staged)  # a pending write-back upload lands first
+            if not still():
+                return False
+            await self._before_truncate(staged, size)
+            if not still():
+                return False
+            try:
+                self._staging.truncate(staged, size)
+                return True
+            except NoRoomYet as wait:
+                await wait.sending.wait()
+
     async def _keep_readable(self, staged: Staged) -> None:
         """A file still open whose object is about to go (unlinked, replaced): its unread
         start is fetched first, as a local file's bytes stay readable through its handles."""
@@ -556,37 +575,26 @@ class FileSystem:
         """truncate (size) works on the staged file (staging the object if no handle is
         open, then committing it at once); mode, owners and times: see fs/setattrs.py."""
         staging = self._writable(inode)
-        while size is not None:  # until truncated: a growth may wait for room (NoRoomYet)
+        while size is not None:
             staged = staging.by_inode.get(inode)
-            if staged is not None and staged.handles:
-                await staging.quiesce(staged)  # a pending write-back upload lands first
-            if staged is not None and staged.handles:
-                await self._before_truncate(staged, size)
-            if staged is not None and staged.handles and staging.by_inode.get(inode) is staged:
-                try:
-                    staging.truncate(staged, size)  # committed by that handle's close
-                except NoRoomYet as wait:
-                    await wait.sending.wait()
-                    continue
-            else:  # none open (a write-back upload may still hold it): commit it here
-                opened = await self._open_staged(
-                    inode,
-                    os.O_WRONLY | (os.O_TRUNC if size == 0 else 0),
-                    staging.by_inode.get(inode),
-                )
-                try:
-                    handle = self._staged_handle(opened.fh)
-                    while True:
-                        await staging.quiesce(handle)  # counted: that upload lands, keeps it
-                        await self._before_truncate(handle, size)
-                        try:
-                            staging.truncate(handle, size)
-                            break
-                        except NoRoomYet as wait:
-                            await wait.sending.wait()
-                    await self._commit(handle)
-                finally:
-                    await self.release(opened.fh)
+            if staged is not None and staged.handles:  # committed by that handle's close
+
+                def still(staged: Staged = staged) -> bool:
+                    return staging.by_inode.get(inode) is staged and bool(staged.handles)
+
+                if await self._truncate_waiting(staged, size, still):
+                    break
+                continue  # closed (or replaced) meanwhile: look again
+            # none open (a write-back upload may still hold it): commit it here
+            opened = await self._open_staged(
+                inode, os.O_WRONLY | (os.O_TRUNC if size == 0 else 0), staged
+            )
+            try:
+                handle = self._staged_handle(opened.fh)
+                await self._truncate_waiting(handle, size, lambda: True)
+                await self._commit(handle)
+            finally:
+                await self.release(opened.fh)
             break
         if (posix := Posix(mode, uid, gid, mtime_ns, atime_ns)) != Posix():
             await set_attrs(staging, self._ns, self.attr, inode, posix)

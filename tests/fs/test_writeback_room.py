@@ -91,6 +91,22 @@ async def test_a_truncate_that_grows_waits_too(tight: WriteRig) -> None:
     await rig.fs.release(fh)
 
 
+async def test_a_truncate_that_grows_a_file_no_handle_has_open_waits_too(
+    tight: WriteRig,
+) -> None:
+    """`truncate -s` of an object nobody has open stages it, grows it (waiting for room as
+    a write does) and commits it at once."""
+    rig = tight
+    rig.emu.put_object(BUCKET, "c", b"c")
+    await _closed_pending(rig, "a", A)
+    inode = (await rig.fs.lookup(ROOT_INODE, "c")).inode
+    with trio.fail_after(30):
+        attr = await rig.fs.setattr(inode, size=2 * MiB, mtime_ns=None, fh=None)
+    assert attr.size == 2 * MiB
+    assert rig.emu.get_bytes(BUCKET, "a") == A, "the wait started a's upload at once"
+    assert rig.emu.get_bytes(BUCKET, "c") == b"c" + bytes(2 * MiB - 1)
+
+
 async def test_with_no_upload_pending_no_room_is_enospc_at_once(tight: WriteRig) -> None:
     rig = tight
     fh = await _create(rig, "b")
