@@ -16,8 +16,8 @@ Format: one line per upload, `<upload id> TAB <hex of the UTF-8 key> TAB <crc32 
 CRC over the first two fields; an intent's first field is `@<ns since the epoch>` (never an
 upload id: OSS's are hex, and a reader that took one for an id would match no upload).
 Appends are `O_APPEND` + fsync; a torn or damaged line (a crash mid-append) is skipped with a
-warning, which can only forget an upload, never invent one. `rewrite` replaces the file
-atomically (temp, fsync, rename, fsync dir).
+warning, which can only forget an upload, never invent one (write/checkedlines.py).
+`rewrite` replaces the file atomically (temp, fsync, rename, fsync dir).
 
 Concurrency: used from the trio thread; `active` (ids of uploads running in this process) is
 plain in-memory state read by the sweeper so it never aborts an upload in progress whose
@@ -26,26 +26,30 @@ journal has not been written yet.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import time
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
-from .journal import JournalIOError, fsync_dir
+from ossmount.sealed import replace_durably
+
+from .checkedlines import checked_line, read_checked
+from .journal import JournalIOError
 
 __all__ = ["UploadLedger"]
-
-log = logging.getLogger(__name__)
 
 _INTENT = "@"
 
 
 def _line(upload_id: str, key: str) -> bytes:
-    body = f"{upload_id}\t{key.encode('utf-8', 'surrogatepass').hex()}"
-    return f"{body}\t{zlib.crc32(body.encode()):08x}\n".encode()
+    return checked_line(f"{upload_id}\t{key.encode('utf-8', 'surrogatepass').hex()}")
+
+
+def _parse(body: str) -> tuple[str, str]:
+    """(upload id or intent, key) of one line's body; ValueError if it is not one."""
+    first, key_hex = body.split("\t")
+    if first[0] == _INTENT:
+        int(first[1:])
+    return first, bytes.fromhex(key_hex).decode("utf-8", "surrogatepass")
 
 
 class UploadLedger:
@@ -88,47 +92,19 @@ class UploadLedger:
         """`entries` and `intents`, from one read of the file."""
         ids: dict[str, str] = {}
         intents: list[tuple[str, int]] = []
-        for first, key in self._lines():
+        for first, key in read_checked(self.path, _parse):
             if first[0] == _INTENT:
                 intents.append((key, int(first[1:])))
             else:
                 ids[first] = key
         return ids, intents
 
-    def _lines(self) -> Iterator[tuple[str, str]]:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return
-        for raw in data.split(b"\n"):
-            if not raw:
-                continue
-            try:
-                first, key_hex, crc = raw.decode("ascii").split("\t")
-                body = f"{first}\t{key_hex}"
-                if int(crc, 16) != zlib.crc32(body.encode()):
-                    raise ValueError("CRC mismatch")
-                if first[0] == _INTENT:
-                    int(first[1:])
-                yield first, bytes.fromhex(key_hex).decode("utf-8", "surrogatepass")
-            except (ValueError, IndexError) as exc:
-                log.warning("skipping a damaged line of upload ledger %s: %s", self.path, exc)
-
     def rewrite(self, keep: dict[str, str], intents: list[tuple[str, int]] | None = None) -> None:
         """Replace the ledger with exactly `keep` (upload id -> key) and `intents`,
         atomically. Not while an upload may be recorded: its line could be lost."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
         lines = [_line(uid, key) for uid, key in sorted(keep.items())]
         lines += [_line(f"{_INTENT}{ns}", key) for key, ns in intents or ()]
-        data = b"".join(lines)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            fsync_dir(self.path.parent)
+            replace_durably(self.path, b"".join(lines))
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             raise JournalIOError(exc.errno, f"rewriting {self.path} failed: {exc}") from exc

@@ -18,7 +18,8 @@ bytes' MD5), whose newer attributes the old ones would then replace.
 Durability: appends are plain writes to the page cache, not fsynced (a chmod does not wait
 for the disk, as on a local filesystem), so the log survives any crash of the process and,
 after a power loss, holds what the kernel had written back; a torn or damaged line is
-skipped with a warning, which can only forget a debt, never invent one.
+skipped with a warning, which can only forget a debt, never invent one
+(write/checkedlines.py).
 
 Format: one line per event, `<JSON> TAB <crc32 hex of the JSON>\\n`; the JSON is
 `["o", key, etag, {header: value}]` for a debt (the full set of headers the copy REPLACEs
@@ -37,11 +38,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
 from ossmount.sealed import replace_durably
+
+from .checkedlines import checked_line, read_checked
 
 __all__ = ["COMPACT_BYTES", "STAGED", "OwedLog", "owed_logs", "owed_path", "split_owed"]
 
@@ -84,15 +86,11 @@ def split_owed(
 
 
 def _line(event: list[object]) -> bytes:
-    body = json.dumps(event, ensure_ascii=True, separators=(",", ":"))
-    return f"{body}\t{zlib.crc32(body.encode()):08x}\n".encode()
+    return checked_line(json.dumps(event, ensure_ascii=True, separators=(",", ":")))
 
 
-def _parse(raw: bytes) -> tuple[str, Debt | None]:
-    """key, and its debt (None: paid), of one line; ValueError if it is not a whole line."""
-    body, crc = raw.decode("ascii").rsplit("\t", 1)
-    if int(crc, 16) != zlib.crc32(body.encode()):
-        raise ValueError("CRC mismatch")
+def _parse(body: str) -> tuple[str, Debt | None]:
+    """key, and its debt (None: paid), of one line's body; ValueError if it is not one."""
     event = json.loads(body)
     if isinstance(event, list) and len(event) == 2 and event[0] == "p":
         key = event[1]
@@ -124,19 +122,8 @@ class OwedLog:
     @staticmethod
     def outstanding(path: Path) -> dict[str, Debt]:
         """key -> (ETag, headers) of every debt the log at `path` holds unpaid."""
-        try:
-            data = Path(path).read_bytes()
-        except FileNotFoundError:
-            return {}
         owed: dict[str, Debt] = {}
-        for raw in data.split(b"\n"):
-            if not raw:
-                continue
-            try:
-                key, debt = _parse(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                log.warning("skipping a damaged line of %s: %s", path, exc)
-                continue
+        for key, debt in read_checked(Path(path), _parse):
             owed.pop(key, None)
             if debt is not None:
                 owed[key] = debt
