@@ -485,8 +485,8 @@ class FileSystem:
             try:
                 self._staging.truncate(staged, size)
                 return True
-            except NoRoomYet as wait:
-                await wait.sending.wait()
+            except NoRoomYet as no_room:
+                await no_room.wait()
 
     async def _keep_readable(self, staged: Staged) -> None:
         """A file still open whose object is about to go (unlinked, replaced): its unread
@@ -521,8 +521,8 @@ class FileSystem:
                 continue
             try:
                 return self.write(fh, offset, data)
-            except NoRoomYet as wait:
-                await wait.sending.wait()
+            except NoRoomYet as no_room:
+                await no_room.wait()
 
     @property
     def writes(self) -> bool:

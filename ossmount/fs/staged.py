@@ -82,6 +82,7 @@ class Staged:
     lock: trio.Lock = field(default_factory=trio.Lock)
     journal_lock: trio.Lock = field(default_factory=trio.Lock)  # its sessions' journal saves
     committed: ObjectMeta | None = None
+    committed_at: float | None = None  # trio time its last commit ended (Staging.commit)
     # The object the staged bytes were filled from or last committed as (key, ETag, size),
     # and the upload parts written since: the others are copied server-side at commit.
     source: tuple[str, str, int] | None = None

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import time
 import uuid
@@ -83,17 +84,27 @@ _SEALED_ATTRS = ("mtime_ns", "atime_ns", "ctime_ns", "mode", "keep_mode", "uid",
 # as long as what it wrote so far, up to RESERVE_AHEAD (`Staging._reserve`).
 RESERVE_FROM = 1 << 20
 RESERVE_AHEAD = 64 << 20
+# How long after a commit a writer waiting for room waits for that file's release
+# (`Staging._room_coming`); the kernel's release follows a close's flush within
+# milliseconds, so this only bounds the wait for a descriptor never closed.
+RELEASE_GRACE_S = 5.0
 
 
 class NoRoomYet(Exception):
     """A write found no room in the cache for now: parts of its file are being sent, and
     each one OSS confirms can be punched out to make some (`Staging._shed`), or other files
-    are being committed, each giving its room back as it lands (`Staging._room_coming`).
-    The writer waits for `sending`, then writes again."""
+    are being committed or released, each giving its room back as it lands
+    (`Staging._room_coming`). The writer `wait`s, then writes again."""
 
-    def __init__(self, sending: trio.Event) -> None:
+    def __init__(self, sending: trio.Event, until: float = math.inf) -> None:
         super().__init__("waiting for parts being sent to make room")
         self.sending = sending
+        self.until = until  # trio time after which the room is no longer expected
+
+    async def wait(self) -> None:
+        """Until `sending` is set or `until` has passed."""
+        with trio.move_on_at(self.until):
+            await self.sending.wait()
 
 
 class _ChangedMeanwhile(Exception):
@@ -149,6 +160,7 @@ class Staging:
         # are pending (`_room_coming`): each that ends may have given its file's room back.
         self._committing = 0
         self._room_event = trio.Event()  # set, and replaced, by `room_back`
+        self.release_grace_s = RELEASE_GRACE_S
         # A committed file's last close hands its staged bytes to the read cache as the
         # verified entry of the new version (cache/adopt.py): reading it back costs no GET.
         self.adopter: Adopter | None = None
@@ -259,8 +271,8 @@ class Staging:
             try:
                 self._count(staged, size)
                 break
-            except NoRoomYet as wait:  # commits of other files give their room back
-                await wait.sending.wait()
+            except NoRoomYet as no_room:  # commits of other files give their room back
+                await no_room.wait()
         tail = await unread.copy_in(staged, source, self.where(meta.key), start, size)
         if unread_start is not None:
             os.ftruncate(staged.fd, size)  # an object of whole parts: none of it was read
@@ -404,6 +416,12 @@ class Staging:
         staged.handles -= 1
         if staged.handles > 0 or staged.pending:
             return  # a write-back commit still running drops it when done
+        try:
+            await self._last_release(staged)
+        finally:
+            self.room_back()  # its room may be free now (`_room_coming`)
+
+    async def _last_release(self, staged: Staged) -> None:
         retry = staged.unsent or not staged.failed  # acknowledged bytes are tried again
         if staged.dirty and retry and not (staged.orphan or staged.broken):
             try:  # written but never flushed (no close reached us), or unsent: commit now
@@ -530,7 +548,10 @@ class Staging:
         except OSError as exc:
             # ENOSPC and friends: the writer hears it now, and the file is never committed
             # (its close fails too), so a half-written file never replaces the object.
-            staged.broken = OSError(exc.errno, f"{self.where(staged.key)}: staging: {exc}")
+            where, detail = self.where(staged.key), exc.strerror or str(exc)
+            if not detail.startswith(where):  # `_count`'s already names the file
+                detail = f"{where}: staging: {detail}"
+            staged.broken = OSError(exc.errno, detail)
             raise staged.broken from exc
         end = offset + written
         self._modified(staged)
@@ -586,11 +607,12 @@ class Staging:
                 self._count(staged, end)
                 return
             sending = self._parts_coming(staged)
-            if sending is None:  # other files' commits give theirs back as they end
-                sending = self._room_coming()
-            if sending is None:
+            if sending is not None:
+                raise NoRoomYet(sending) from exc
+            until = self._room_coming()  # other files' commits give theirs back as they end
+            if until is None:
                 raise
-            raise NoRoomYet(sending) from exc
+            raise NoRoomYet(self._room_event, until) from exc
         staged.counted = end
 
     def _shed_ones(self, staged: Staged) -> list[Staged]:
@@ -612,23 +634,34 @@ class Staging:
                 return sending
         return None
 
-    def _room_coming(self) -> trio.Event | None:
-        """For a write the cache has no room for: what to wait for before trying again, while
-        commits run or write-back uploads are pending (None when none is). A file whose
-        commit ends gives its room back in the same step when nobody has it open (it goes
-        to the read cache, whose idle entries are evicted for writes, or is dropped:
-        `release`, `uploaded_later`), so a `cp -r` of more than the cache holds, under
-        `-o writeback` and faster than the link, is paced by the uploads instead of failing
-        with ENOSPC. Uploads held back (--writeback-delay) start now: nothing is gained by
-        waiting for them. A commit that fails keeps its file's room (unsent, or dropped by
-        its writer's close) and still wakes the writer, who then gets ENOSPC if nothing else
-        runs. (A file committed by a close keeps its room until the kernel's release comes,
-        a moment later: a writer woken in between and finding nothing else running gets
-        ENOSPC, as before this wait existed.)"""
-        if not (self._committing or self._writeback.pending):
+    def _room_coming(self) -> float | None:
+        """For a write the cache has no room for: until when (trio time) to wait for room,
+        waking at each `room_back`, while commits run or write-back uploads are pending
+        (None when none is). A file whose commit ends gives its room back in the same step
+        when nobody has it open (it goes to the read cache, whose idle entries are evicted
+        for writes, or is dropped: `release`, `uploaded_later`), so a `cp -r` of more than
+        the cache holds, under `-o writeback` and faster than the link, is paced by the
+        uploads instead of failing with ENOSPC. Uploads held back (--writeback-delay)
+        start now: nothing is gained by waiting for them. A commit that fails keeps its
+        file's room (unsent, or dropped by its writer's close) and still wakes the writer,
+        who then gets ENOSPC if nothing else runs.
+
+        A file committed by a close keeps its room until the kernel's release comes, a
+        moment later: a writer finding no room in between (woken by that very commit's
+        end) waits for that release too, though not for longer than `release_grace_s`
+        after the commit: a descriptor kept open (dup'd, or an fsync'd file still being
+        written or read) may never be closed, and the writer then gets ENOSPC."""
+        if self._committing or self._writeback.pending:
+            self._writeback.start_held()
+            return math.inf
+        released_by = max(
+            (one.committed_at + self.release_grace_s for one in self.by_inode.values()
+             if one.handles and not one.dirty and one.committed_at is not None),
+            default=None,
+        )  # fmt: skip
+        if released_by is None or released_by <= trio.current_time():
             return None
-        self._writeback.start_held()
-        return self._room_event
+        return released_by
 
     def room_back(self) -> None:
         """A commit or a write-back upload ended: writers waiting for room look again."""
@@ -850,6 +883,7 @@ class Staging:
             self._committing -= 1
             self.room_back()
         if meta is not None:
+            staged.committed_at = trio.current_time()
             self.on_commit(staged, meta)
         return meta
 
