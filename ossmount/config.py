@@ -244,10 +244,11 @@ class MountConfig:
         metavar="OCTAL",
     )
     own_attrs: bool = option(
-        "show each file's own mode, owner and times from its x-oss-meta-* (as ossfs 1.x"
-        " stores them), learnt by one HEAD per object version the first time it is listed"
-        " or looked up, and kept in the cache dir, so a remount sends none again (default:"
-        " files this mount did not store show the defaults and their Last-Modified)",
+        "show each file's and directory's own mode, owner and times from its x-oss-meta-*"
+        " (as ossfs 1.x stores them; a directory's on its dir/ marker), learnt by one HEAD"
+        " per object version or marker the first time it is listed or looked up, and kept"
+        " in the cache dir, so a remount sends none again (default: what this mount did not"
+        " store shows the defaults, files their Last-Modified)",
         False,
         switch=True,
     )

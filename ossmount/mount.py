@@ -306,7 +306,11 @@ async def _serve(
             metrics=metrics,
             staging=staging,
             shown=shown,
-            own_attrs=OwnAttrs(client.head_headers, shown) if config.own_attrs else None,
+            own_attrs=(
+                OwnAttrs(client.head_headers, shown, root_prefix=namespace.root_prefix)
+                if config.own_attrs
+                else None
+            ),
         )
         if recovered is not None and recovered.unsent:
             fs.show_unsent(recovered.unsent)

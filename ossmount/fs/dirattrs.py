@@ -21,7 +21,8 @@ Requests: a marker this mount wrote in the last 30 s costs no HEAD (fs/attrstore
 (`tar x` sets a directory's times, owner and mode in a row: fs/owedattrs.py); one it wrote
 before costs the fenced HEAD of `store_attrs`; any other, one HEAD to find it (and its ETag)
 plus that one. What was stored is shown (fs/shown.py): the marker key has no ETag in
-listings, so it is trusted until this mount deletes or renames it.
+listings, so it is trusted until this mount deletes or renames it (with --own-attrs, also
+until the directory's own listing shows another marker, or none: fs/ownattrs.py).
 """
 
 from __future__ import annotations

@@ -140,6 +140,8 @@ class FileSystem:
         (--own-attrs): HEADs files whose attributes are unknown before showing them."""
         self._ns = namespace
         self._own_attrs = own_attrs
+        if own_attrs is not None:
+            namespace.on_marker = own_attrs.listed_marker
         self._staging = staging
         if staging is not None:
             staging.on_commit = self._committed

@@ -1,5 +1,6 @@
-"""`--own-attrs`: each file shows its own `x-oss-meta-*` mode, owner and times, learnt by one
-HEAD per object version and kept in the cache dir.
+"""`--own-attrs`: each file and directory shows its own `x-oss-meta-*` mode, owner and times,
+learnt by one HEAD per object version (a directory's: of its `dir/` marker) and kept in the
+cache dir.
 
 Why: listings carry no user metadata, so without this a file the mount did not store shows
 the defaults (fs/shown.py). A bucket written by ossfs 1.x, or by ossmount on another machine,
@@ -11,13 +12,23 @@ version the listing shows, so a tree costs its HEADs once, and a remount none.
 
 When: before the entries of an `opendir` are handed out (all of its unknown files at once,
 `parallel` at a time), and in `lookup` and `getattr` of a file whose version is unknown (a
-new or replaced object). Directories and symlinks are not HEADed (a directory's marker may
-not exist; links keep their own attributes, fs/linkattrs.py). The table learns what each
-HEAD found, nothing included, under the ETag and Last-Modified the HEAD returned, and the
-entry answers only while the listing shows both: a metadata-only change by another client
-(ossfs's chmod copies the object onto itself: same ETag, new Last-Modified) is HEADed again
-once the listing shows it; and if the object changed between the listing and the HEAD, the
-entry waits for the listing that shows the new version.
+new or replaced object). Symlinks are not HEADed (links keep their own attributes,
+fs/linkattrs.py). The table learns what each HEAD found, nothing included, under the ETag
+and Last-Modified the HEAD returned, and the entry answers only while the listing shows
+both: a metadata-only change by another client (ossfs's chmod copies the object onto
+itself: same ETag, new Last-Modified) is HEADed again once the listing shows it; and if the
+object changed between the listing and the HEAD, the entry waits for the listing that
+shows the new version.
+
+Directories: ossfs 1.x keeps a directory's mode, owner and times on its `dir/` marker
+(fs/dirattrs.py), and `default_permissions` checks them (a 0700 directory of another user
+must not be entered). A directory whose marker the table does not know costs one HEAD of
+the marker; one with no marker (an "implicit" directory) is learnt as carrying nothing
+(ETag ""), so it is not HEADed again either. The parent's listing shows a directory as a
+prefix, with no ETag to check the entry against; the directory's own listing shows its
+marker (or none), and `listed_marker` drops an entry that listing contradicts, so the next
+lookup HEADs the marker again: a chmod of a directory by another client shows once the
+directory has been listed, as a file's once its parent has.
 
 Failures: a HEAD that fails (after the client's retries) leaves that file showing the
 defaults until its next lookup; after a batch, one WARNING (at most one per `_WARN_EVERY_S`)
@@ -38,9 +49,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 import trio
 
 from ossmount.fs.attrs import is_symlink
-from ossmount.fs.shown import ShownAttrs, posix_of
+from ossmount.fs.shown import Posix, ShownAttrs, marker_key, posix_of
 from ossmount.oss import NoSuchKey, OssError, OssTransportError
 from ossmount.oss._reply import http_date_s
+from ossmount.oss.models import ObjectMeta
 from ossmount.tree.node import Node
 
 __all__ = ["OwnAttrs"]
@@ -59,9 +71,12 @@ class OwnAttrs:
         shown: ShownAttrs,
         *,
         parallel: int = 32,
+        root_prefix: str = "",
     ) -> None:
-        """`head(key)`: one HEAD's reply headers, lower-case names (OssClient.head_headers)."""
+        """`head(key)`: one HEAD's reply headers, lower-case names (OssClient.head_headers);
+        `root_prefix`: the mounted prefix, whose own marker is never HEADed."""
         self._head, self._shown = head, shown
+        self._root_prefix = root_prefix
         self._parallel = parallel
         self._limit = trio.CapacityLimiter(parallel)  # across concurrent callers too
         self._inflight: dict[str, trio.Event] = {}
@@ -69,15 +84,32 @@ class OwnAttrs:
         self._last_failure = ""
         self._warned_at = -_WARN_EVERY_S
 
-    def unknown(self, nodes: Iterable[Node]) -> list[Node]:
-        shown = self._shown
-        return [
-            node
-            for node in nodes
-            if node.meta is not None
-            and not is_symlink(node.meta)
-            and shown.get(node.meta.key, node.meta.etag, node.meta.mtime_ns) is None
-        ]
+    def unknown(self, nodes: Iterable[Node]) -> list[tuple[str, Node]]:
+        """(key to HEAD, node) of each of `nodes` whose attributes the table lacks."""
+        shown, todo = self._shown, []
+        for node in nodes:
+            meta = node.meta
+            if meta is not None:
+                if not is_symlink(meta) and shown.get(meta.key, meta.etag, meta.mtime_ns) is None:
+                    todo.append((meta.key, node))
+            elif node.is_dir and node.path:
+                marker = marker_key(self._root_prefix, node)
+                if shown.get(marker, None) is None:
+                    todo.append((marker, node))
+        return todo
+
+    def listed_marker(self, key: str, marker: ObjectMeta | None) -> None:
+        """A listing of the directory whose marker is `key` showed that marker as `marker`
+        (None: no marker): an entry of it the listing contradicts is dropped (see the
+        module docstring). Namespace.on_marker."""
+        etag = self._shown.etag(key)
+        if etag is None:
+            return
+        if marker is None:
+            if etag:  # learnt with a marker that is gone
+                self._shown.forget(key)
+        elif self._shown.get(key, marker.etag, marker.mtime_ns) is None:
+            self._shown.forget(key)
 
     async def learn(self, nodes: Iterable[Node]) -> None:
         """Make the table know every file of `nodes` it can (never raises but Cancelled)."""
@@ -85,15 +117,15 @@ class OwnAttrs:
         if not todo:
             return
         if len(todo) == 1:
-            await self._learn_one(todo[0])
+            await self._learn_one(*todo[0])
         else:
             # `parallel` workers share one iterator, not a task per file: a task per file of
             # a 10,000-entry directory raised the daemon's peak RSS from 54 to 96 MiB.
             queue = iter(todo)
 
             async def worker() -> None:
-                for node in queue:
-                    await self._learn_one(node)
+                for key, node in queue:
+                    await self._learn_one(key, node)
 
             async with trio.open_nursery() as nursery:
                 for _ in range(min(self._parallel, len(todo))):
@@ -109,9 +141,9 @@ class OwnAttrs:
                         self._failed, self._last_failure)  # fmt: skip
             self._warned_at, self._failed = now, 0
 
-    async def _learn_one(self, node: Node) -> None:
-        assert node.meta is not None
-        key = node.meta.key
+    async def _learn_one(self, key: str, node: Node) -> None:
+        """HEAD `key`, the object of `node` or, for a directory, its marker."""
+        meta = node.meta
         running = self._inflight.get(key)
         if running is not None:
             await running.wait()
@@ -119,14 +151,20 @@ class OwnAttrs:
         done = self._inflight[key] = trio.Event()
         try:
             async with self._limit:
-                if self._shown.get(key, node.meta.etag, node.meta.mtime_ns) is not None:
+                if (
+                    self._shown.get(key, meta.etag, meta.mtime_ns)
+                    if meta is not None
+                    else self._shown.get(key, None)
+                ) is not None:
                     return  # learnt while this waited for a slot
                 headers = await self._head(key)
             seen = http_date_s(headers.get("last-modified", ""))
             self._shown.learn(key, headers.get("etag", ""), posix_of(headers),
                               seen_ns=None if seen is None else seen * 1_000_000_000)  # fmt: skip
         except NoSuchKey:
-            pass  # deleted since the listing: the next listing drops it
+            if meta is None:  # a directory with no marker: it carries nothing
+                self._shown.learn(key, "", Posix())
+            # else a file deleted since the listing: the next listing drops it
         except (OssError, OssTransportError) as exc:
             self._failed += 1
             self._last_failure = str(exc)  # names the object and the cause

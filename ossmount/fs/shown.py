@@ -15,8 +15,8 @@ HEADs):
       (src/metaheader.cpp get_mtime/get_atime/get_ctime), held in `ShownAttrs`, keyed by
       object key and trusted only while the listing shows the ETag it had then (a marker: no
       ETag to compare, trusted until this mount removes or renames it);
-    * with `--own-attrs`, what a HEAD of a listed file found (fs/ownattrs.py), also kept
-      by ETag in the same table;
+    * with `--own-attrs`, what a HEAD of a listed file or of a directory's marker found
+      (fs/ownattrs.py), also kept by ETag in the same table;
     * anything else (known only from LIST): the mount's defaults (fs/attrs.py `attr_of`).
 The table outlives the mount: fs/shownfile.py saves it in the cache dir and the next mount
 reads it back. GETs are not read for `x-oss-meta-*`: an object's permissions would then
@@ -52,7 +52,15 @@ if TYPE_CHECKING:
     from ossmount.fs.staged import Staged
     from ossmount.tree.node import Node
 
-__all__ = ["AttrView", "Posix", "ShownAttrs", "adopt_sent", "posix_of", "well_packed"]
+__all__ = [
+    "AttrView",
+    "Posix",
+    "ShownAttrs",
+    "adopt_sent",
+    "marker_key",
+    "posix_of",
+    "well_packed",
+]
 
 
 class Posix(NamedTuple):
@@ -283,7 +291,7 @@ class AttrView:
     def marker_key(self, node: Node) -> str:
         """The `dir/` marker key of directory `node` ("" for the mount's root, which has none
         this mount would touch)."""
-        return f"{self._root_prefix}{node.path}/" if node.path else ""
+        return marker_key(self._root_prefix, node)
 
     def known(self, node: Node) -> Posix | None:
         """What this mount stored on `node`'s object, if it still has that version."""
@@ -322,6 +330,11 @@ class AttrView:
                                      staged.atime_ns, staged.ctime_ns))  # fmt: skip
             attr = attr._replace(size=staged.size)
         return attr
+
+
+def marker_key(root_prefix: str, node: Node) -> str:
+    """The `dir/` marker key of directory `node` ("" for the mount's root)."""
+    return f"{root_prefix}{node.path}/" if node.path else ""
 
 
 def adopt_sent(staged: Staged, sent: Mapping[str, str]) -> None:

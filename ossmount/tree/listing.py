@@ -129,6 +129,10 @@ class Namespace:
         # `by_path`). OSS lists the version such a file replaces (a symlink, say) until its
         # upload lands, so a listing or lookup never refreshes their entries (`_listed`).
         self.held: Container[str] = frozenset()
+        # Told of each directory's own `dir/` marker (its key, and the object or None) that a
+        # listing of it from OSS showed (the root's aside): --own-attrs checks what it
+        # learnt of the marker against it (fs/ownattrs.py `listed_marker`).
+        self.on_marker: Callable[[str, ObjectMeta | None], None] | None = None
 
     # -- public API --------------------------------------------------------------------------
 
@@ -459,6 +463,7 @@ class Namespace:
         cut = len(dir_key)
         files: dict[str, ObjectMeta] = {}
         dirs: set[str] = set()
+        marker: ObjectMeta | None = None
         token: str | None = None
         while True:
             page = await self._lister.list_page(dir_key, "/", token, LIST_PAGE_KEYS)
@@ -466,7 +471,9 @@ class Namespace:
                 key = obj.key
                 name = key[cut:]
                 if not key.startswith(dir_key) or name == "":
-                    continue  # "" is this directory's own marker
+                    if key == dir_key:
+                        marker = obj  # this directory's own marker
+                    continue
                 # The common name (ASCII, short, no "/", NUL or dots-only) skips name_problem.
                 common = name.isascii() and len(name) <= MAX_NAME_BYTES and "/" not in name
                 if (common and "\0" not in name and name not in _DOTS) or self._usable(key, name):
@@ -478,6 +485,8 @@ class Namespace:
             if page.next_token is None:
                 break
             token = page.next_token
+        if self.on_marker is not None and dir_path:
+            self.on_marker(dir_key, marker)
         if dirs.isdisjoint(files):
             # Nothing shadowed (every directory but those holding a file and a prefix of one
             # name): resolve_names would map each name to itself; one pass instead of three.

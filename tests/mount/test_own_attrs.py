@@ -62,12 +62,14 @@ def test_listed_files_show_their_own_attributes_at_one_head_each_and_none_after_
         assert st.st_mtime == OLD, key
     assert stat.S_IMODE(seen["plain.txt"].st_mode) == 0o444, "no metadata: the default"
     assert stat.S_ISLNK(seen["link"].st_mode)
-    assert _heads(emulator) == sorted([*FILES, "plain.txt"]), "one per file, none per dir"
+    assert _heads(emulator) == sorted([*FILES, "plain.txt", "bin/", "data/"]), (
+        "one per file, one per directory (of its marker: none here)"
+    )
     out = subprocess.run([str(mount.path / "bin" / "run.sh")], check=True,
                          capture_output=True, text=True)  # fmt: skip
     assert out.stdout == "own\n"
     _walk(mount.path)
-    assert len(_heads(emulator)) == 4, "known versions are not HEADed again"
+    assert len(_heads(emulator)) == 6, "known versions are not HEADed again"
     mount.stop()
 
     _put(emulator, "data/a.txt", b"replaced", {"mode": str(stat.S_IFREG | 0o600)})
@@ -113,14 +115,14 @@ def test_without_the_option_listed_files_show_the_defaults_and_cost_no_head(
     assert _heads(emulator) == []
 
 
-def test_a_lookup_by_name_heads_that_file_only(
+def test_a_lookup_by_name_heads_that_file_and_its_directory_only(
     emulator: Emulator, make_mount: MountFactory
 ) -> None:
     _bucket(emulator)
     mount = make_mount(args=("--own-attrs",)).start()
     st = (mount.path / "bin" / "other").stat()
     assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o750, OLD)
-    assert _heads(emulator) == ["bin/other"]
+    assert _heads(emulator) == ["bin/", "bin/other"], "its directory's marker, and it"
 
 
 def test_a_refused_head_shows_the_defaults_with_a_warning_and_never_fails_the_listing(
@@ -135,3 +137,46 @@ def test_a_refused_head_shows_the_defaults_with_a_warning_and_never_fails_the_li
     assert stat.S_IMODE(seen["data/a.txt"].st_mode) == 0o750
     assert "--own-attrs: " in mount.log()
     assert "HEAD(s) failed" in mount.log()
+
+
+def test_a_directory_shows_its_marker_s_attributes_and_a_chmod_elsewhere_once_listed(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """ossfs keeps a directory's mode, owner and times on its `dir/` marker: `--own-attrs`
+    shows them (one HEAD of the marker), and the kernel's permission checks follow them.
+    A chmod of the directory by another client (the marker copied onto itself) shows once
+    the directory's own listing shows the changed marker; a remount HEADs nothing."""
+    marker = {"mode": str(stat.S_IFDIR | 0o700), "uid": "1234", "gid": "5678", "mtime": str(OLD)}
+    _put(emulator, "private/", b"", marker)
+    _put(emulator, "private/secret.txt", b"s", OSSFS)
+    mount = make_mount(args=("--own-attrs",)).start()
+    st = (mount.path / "private").stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 1234, 5678)
+    assert st.st_mtime == OLD
+    assert _heads(emulator) == ["private/"]
+    denied = subprocess.run(["setpriv", "--reuid=4321", "--regid=4321", "--clear-groups",
+                             "ls", str(mount.path / "private")],
+                            capture_output=True, text=True)  # fmt: skip
+    assert denied.returncode != 0, "another user may not list a 0700 directory"
+    assert "Permission denied" in denied.stderr
+
+    second = int(time.time())
+    while int(time.time()) == second:  # Last-Modified has whole seconds: let one pass
+        time.sleep(0.05)
+    chmod = {**marker, "mode": str(stat.S_IFDIR | 0o755)}
+    sdk(emulator).copy_object(oss.CopyObjectRequest(
+        bucket=BUCKET, key="private/", source_bucket=BUCKET, source_key="private/",
+        metadata_directive="REPLACE", metadata=chmod,
+    ))  # fmt: skip
+    mount.stop()
+    again = make_mount(args=("--own-attrs",)).start()
+    before = len(_heads(emulator))
+    assert stat.S_IMODE((again.path / "private").stat().st_mode) == 0o700, "not listed yet"
+    assert sorted(os.listdir(again.path / "private")) == ["secret.txt"]  # lists its marker
+    seen = {entry.name: entry.stat() for entry in os.scandir(again.path)}  # as `ls -l` does
+    assert stat.S_IMODE(seen["private"].st_mode) == 0o755
+    heads = [r.key for r in emulator.requests if r.method == "HEAD"][before:]
+    assert sorted(heads) == ["private/", "private/secret.txt"], (
+        "the marker again (known from the first mount until its listing showed it changed), "
+        "and the file listed for the first time"
+    )

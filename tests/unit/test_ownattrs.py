@@ -55,10 +55,9 @@ async def test_files_of_unknown_versions_only_once_each() -> None:
     })  # fmt: skip
     shown = ShownAttrs()
     heads = own(head, shown)
-    directory = Node(1, "d", True, 0, 0, None)
-    nodes = [node("a", '"1"'), node("b", '"2"'), directory, node("l", '"3"', object_type="Symlink")]
+    nodes = [node("a", '"1"'), node("b", '"2"'), node("l", '"3"', object_type="Symlink")]
     await heads.learn(nodes)
-    assert sorted(head.calls) == ["a", "b"], "no directory, no symlink"
+    assert sorted(head.calls) == ["a", "b"], "no symlink"
     assert shown.get("a", '"1"') == Posix(mode=0o100755)
     assert shown.get("b", '"2"') == Posix(), "carries nothing: known as such"
     await heads.learn(nodes)
@@ -120,3 +119,49 @@ async def test_a_metadata_only_change_elsewhere_is_headed_again() -> None:
     assert shown.get("a", '"1"', LM_NS) == Posix(mode=0o100644), "the HEAD's own time is kept"
     shown.learn("mine", '"m"', Posix(mode=0o100700))
     assert shown.get("mine", '"m"', later) == Posix(mode=0o100700)
+
+
+def dir_node(path: str) -> Node:
+    return Node(hash(path) & 0xFFFF, path, True, 1, 0, None)
+
+
+async def test_a_directory_heads_its_marker_once_and_one_without_a_marker_once_too() -> None:
+    """A directory's attributes are its `dir/` marker's (under the mounted prefix); one with
+    no marker (implicit) is learnt as carrying nothing, so it costs no HEAD again. The
+    mount's root is never HEADed."""
+    head = FakeHead({"p/d/": ('"m"', {"x-oss-meta-mode": str(0o40700), "x-oss-meta-uid": "7"})})
+    head.fail["p/implicit/"] = NoSuchKey(404, "NoSuchKey", "no marker", key="p/implicit/")
+    shown = ShownAttrs()
+    heads = OwnAttrs(head, shown, parallel=4, root_prefix="p/")
+    await heads.learn([dir_node(""), dir_node("d"), dir_node("implicit")])
+    assert sorted(head.calls) == ["p/d/", "p/implicit/"]
+    assert shown.get("p/d/", None) == Posix(mode=0o40700, uid=7)
+    assert shown.get("p/implicit/", None) == Posix()
+    await heads.learn([dir_node("d"), dir_node("implicit")])
+    assert len(head.calls) == 2, "known: not HEADed again"
+
+
+async def test_a_directory_listing_that_contradicts_what_was_learnt_drops_it() -> None:
+    """The directory's own listing shows its marker (or none): a marker changed since (a
+    chmod elsewhere: new Last-Modified), made since, or deleted since drops the entry, and
+    the next lookup HEADs it again; a listing that agrees keeps it."""
+    head = FakeHead({"d/": ('"m"', {"x-oss-meta-mode": str(0o40700)})})
+    head.fail["e/"] = NoSuchKey(404, "NoSuchKey", "no marker", key="e/")
+    shown = ShownAttrs()
+    heads = own(head, shown)
+    await heads.learn([dir_node("d"), dir_node("e")])
+    listed = ObjectMeta("d/", 0, '"m"', LM_NS)
+    heads.listed_marker("d/", listed)
+    heads.listed_marker("e/", None)
+    heads.listed_marker("unknown/", listed)
+    assert shown.get("d/", None) is not None
+    assert shown.get("e/", None) is not None
+    heads.listed_marker("d/", ObjectMeta("d/", 0, '"m"', LM_NS + 10**9))
+    heads.listed_marker("e/", ObjectMeta("e/", 0, '"n"', LM_NS))
+    assert shown.get("d/", None) is None
+    assert shown.get("e/", None) is None
+    await heads.learn([dir_node("d")])
+    heads.listed_marker("d/", None)
+    assert shown.get("d/", None) is None, "its marker was deleted"
+    assert sorted(head.calls[:2]) == ["d/", "e/"]  # in parallel: either order
+    assert head.calls[2:] == ["d/"]
