@@ -77,7 +77,7 @@ async def store_dir_attrs(
                           defer=defer)  # fmt: skip
 
     etag = known.shown.etag(key)
-    if etag is not None:
+    if etag:  # "": --own-attrs learnt that it has no marker (fs/ownattrs.py)
         try:
             await copy(etag)
             return

@@ -180,3 +180,21 @@ def test_a_directory_shows_its_marker_s_attributes_and_a_chmod_elsewhere_once_li
         "the marker again (known from the first mount until its listing showed it changed), "
         "and the file listed for the first time"
     )
+
+
+def test_a_chmod_of_a_directory_learnt_to_have_no_marker_makes_one_with_one_head(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """`--rw --own-attrs`: an implicit directory, learnt as having no marker, gets one
+    carrying the new mode at its chmod (as ossfs gives it one), after a single HEAD that
+    finds it still has none; that mode is shown."""
+    _put(emulator, "implicit/x", b"x", {})
+    mount = make_mount(args=("--rw", "--own-attrs")).start()
+    assert stat.S_IMODE((mount.path / "implicit").stat().st_mode) == 0o755, "the default"
+    before = len(emulator.requests)
+    os.chmod(mount.path / "implicit", 0o711)
+    ops = [r.op for r in emulator.requests[before:] if r.key == "implicit/"]
+    assert ops == ["HeadObject", "PutObject"], ops
+    head = sdk(emulator).head_object(oss.HeadObjectRequest(bucket=BUCKET, key="implicit/"))
+    assert (head.metadata or {})["mode"] == str(stat.S_IFDIR | 0o711)
+    assert stat.S_IMODE((mount.path / "implicit").stat().st_mode) == 0o711
