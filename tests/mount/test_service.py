@@ -23,6 +23,7 @@ import pytest
 
 from ossmount.emulator import Emulator
 from ossmount.errors import EXIT_CODE_HELP, ExitCode
+from ossmount.mount import _WRITEBACK_DRAIN_S
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import AK, BUCKET, SK, MiB, Mount
 
@@ -360,6 +361,14 @@ def test_unit_is_a_notify_service_with_no_mount_namespace() -> None:
     assert "network-online.target" in unit["Unit"]["After"]
     assert "network-online.target" in unit["Unit"]["Wants"]
     assert not NAMESPACING & set(service), "these would hide the mount from the host"
+
+
+def test_the_unit_waits_for_an_unmount_s_drains_before_a_kill() -> None:
+    """An unmount may drain write-back uploads, then owed attributes, each for up to
+    _WRITEBACK_DRAIN_S (mount.py): systemd must not SIGKILL the daemon sooner."""
+    stop = _unit()["Service"]["TimeoutStopSec"]
+    assert stop.endswith("s")
+    assert int(stop[:-1]) > 2 * _WRITEBACK_DRAIN_S
 
 
 def test_the_units_restart_exceptions_are_the_unfixable_exit_codes() -> None:
