@@ -10,15 +10,15 @@ mount (W6: 10,000 HEADs for one `ls -lR`, every time); this HEADs a file only wh
 attribute table (`ShownAttrs`, saved across remounts by fs/shownfile.py) has nothing for the
 version the listing shows, so a tree costs its HEADs once, and a remount none.
 
-When: before the entries of an `opendir` are handed out (all of its unknown files at once,
-`parallel` at a time), and in `lookup` and `getattr` of a file whose version is unknown (a
-new or replaced object). Symlinks are not HEADed (links keep their own attributes,
-fs/linkattrs.py). The table learns what each HEAD found, nothing included, under the ETag
-and Last-Modified the HEAD returned, and the entry answers only while the listing shows
-both: a metadata-only change by another client (ossfs's chmod copies the object onto
-itself: same ETag, new Last-Modified) is HEADed again once the listing shows it; and if the
-object changed between the listing and the HEAD, the entry waits for the listing that
-shows the new version.
+When: before the entries of an `opendir` are handed out (all of its unknown entries at
+once, `parallel` at a time), and in `lookup` and `getattr` of a file whose version is
+unknown (a new or replaced object) or of a directory whose marker is. Symlinks are not
+HEADed (links keep their own attributes, fs/linkattrs.py). The table learns what each HEAD
+found, nothing included, under the ETag and Last-Modified the HEAD returned, and the entry
+answers only while the listing shows both: a metadata-only change by another client
+(ossfs's chmod copies the object onto itself: same ETag, new Last-Modified) is HEADed again
+once the listing shows it; and if the object changed between the listing and the HEAD, the
+entry waits for the listing that shows the new version.
 
 Directories: ossfs 1.x keeps a directory's mode, owner and times on its `dir/` marker
 (fs/dirattrs.py), and `default_permissions` checks them (a 0700 directory of another user
@@ -112,7 +112,8 @@ class OwnAttrs:
             self._shown.forget(key)
 
     async def learn(self, nodes: Iterable[Node]) -> None:
-        """Make the table know every file of `nodes` it can (never raises but Cancelled)."""
+        """Make the table know every file and directory of `nodes` it can (never raises but
+        Cancelled)."""
         todo = self.unknown(nodes)
         if not todo:
             return
