@@ -93,8 +93,10 @@ class KnownMeta:
         self._known[key] = (etag, lowered, self._clock())
         while len(self._known) > self._capacity:
             self._known.popitem(last=False)
-        if not already_shown:
-            self.shown.learn(key, etag, posix_of(lowered))
+        if already_shown:
+            self.shown.restamp(key, time.time_ns())
+        else:
+            self.shown.learn(key, etag, posix_of(lowered), stored_ns=time.time_ns())
 
     def owe(self, key: str, etag: str, headers: Mapping[str, str]) -> None:
         """Version `etag` of `key` is to carry exactly `headers`, sent later (see the class
@@ -109,7 +111,7 @@ class KnownMeta:
             self._owed[key] = (etag, lowered, self._clock())
         if self.owed_log is not None:
             self.owed_log.owe(key, etag, lowered)
-        self.shown.learn(key, etag, posix_of(lowered))
+        self.shown.learn(key, etag, posix_of(lowered), stored_ns=time.time_ns())
         self.owed_changed.set()
 
     def owed(self, key: str) -> tuple[str, dict[str, str]] | None:
@@ -177,7 +179,7 @@ class KnownMeta:
         self._paid(old)
         known = self._known.pop(old, None)
         self._known.pop(new, None)
-        self.shown.moved(old, new, etag)
+        self.shown.moved(old, new, etag, time.time_ns())
         if known is not None:
             self.wrote(new, etag, known[1])
         if debt is not None:

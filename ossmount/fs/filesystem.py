@@ -39,6 +39,7 @@ import logging
 import os
 import posixpath
 import stat
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
@@ -761,7 +762,9 @@ class FileSystem:
             lambda meta, key: move_link(writes, staging.known, meta, key, prefix),
         )
         self._ns.moved_tree(node.inode, new_path)
-        staging.known.shown.moved_tree(self._key(node.path) + "/", self._key(new_path) + "/")
+        staging.known.shown.moved_tree(
+            self._key(node.path) + "/", self._key(new_path) + "/", time.time_ns()
+        )
         log.info("renamed %s to %s/: %d keys copied then deleted", self._where(node),
                  self._key(new_path), moved)  # fmt: skip
 

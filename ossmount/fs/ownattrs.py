@@ -30,6 +30,12 @@ marker (or none), and `listed_marker` drops an entry that listing contradicts, s
 lookup HEADs the marker again: a chmod of a directory by another client shows once the
 directory has been listed, as a file's once its parent has.
 
+Entries this mount stored itself (a commit's, a chmod's copy: fs/attrstore.py) carry no
+Last-Modified, only the time they were stored; they answer until a listing shows the object
+changed later than that (`ShownAttrs.changed_since_stored`), which only another client does:
+that object is then HEADed once. Without it, a chmod through ossfs of a file this mount had
+written went unseen for as long as the cache dir kept the entry.
+
 Failures: a HEAD that fails (after the client's retries) leaves that file showing the
 defaults until its next lookup; after a batch, one WARNING (at most one per `_WARN_EVERY_S`)
 says how many failed since the last one and the last error, which names the object and the
@@ -86,17 +92,28 @@ class OwnAttrs:
 
     def unknown(self, nodes: Iterable[Node]) -> list[tuple[str, Node]]:
         """(key to HEAD, node) of each of `nodes` whose attributes the table lacks."""
-        shown, todo = self._shown, []
+        todo = []
         for node in nodes:
             meta = node.meta
             if meta is not None:
-                if not is_symlink(meta) and shown.get(meta.key, meta.etag, meta.mtime_ns) is None:
+                if not is_symlink(meta) and not self._knows(meta.key, meta):
                     todo.append((meta.key, node))
             elif node.is_dir and node.path:
                 marker = marker_key(self._root_prefix, node)
-                if shown.get(marker, None) is None:
+                if not self._knows(marker, None):
                     todo.append((marker, node))
         return todo
+
+    def _knows(self, key: str, meta: ObjectMeta | None) -> bool:
+        """Whether the table answers for `key` as listed (`meta`; None: a directory's
+        marker, which no parent listing shows): an entry this mount stored counts only
+        while the listing's Last-Modified is not later (another client's change since,
+        maybe of the metadata only: the ETag stays)."""
+        if meta is None:
+            return self._shown.get(key, None) is not None
+        return self._shown.get(
+            key, meta.etag, meta.mtime_ns
+        ) is not None and not self._shown.changed_since_stored(key, meta.mtime_ns)
 
     def listed_marker(self, key: str, marker: ObjectMeta | None) -> None:
         """A listing of the directory whose marker is `key` showed that marker as `marker`
@@ -108,7 +125,7 @@ class OwnAttrs:
         if marker is None:
             if etag:  # learnt with a marker that is gone
                 self._shown.forget(key)
-        elif self._shown.get(key, marker.etag, marker.mtime_ns) is None:
+        elif not self._knows(key, marker):
             self._shown.forget(key)
 
     async def learn(self, nodes: Iterable[Node]) -> None:
@@ -152,11 +169,7 @@ class OwnAttrs:
         done = self._inflight[key] = trio.Event()
         try:
             async with self._limit:
-                if (
-                    self._shown.get(key, meta.etag, meta.mtime_ns)
-                    if meta is not None
-                    else self._shown.get(key, None)
-                ) is not None:
+                if self._knows(key, meta):
                     return  # learnt while this waited for a slot
                 headers = await self._head(key)
             seen = http_date_s(headers.get("last-modified", ""))

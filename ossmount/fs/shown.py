@@ -14,7 +14,9 @@ HEADs):
       made anyway: a chmod's, an overwrite's), parsed as ossfs 1.x parses them
       (src/metaheader.cpp get_mtime/get_atime/get_ctime), held in `ShownAttrs`, keyed by
       object key and trusted only while the listing shows the ETag it had then (a marker: no
-      ETag to compare, trusted until this mount removes or renames it);
+      ETag to compare, trusted until this mount removes or renames it); with --own-attrs,
+      also only while the listing's Last-Modified is not later than the time it was stored
+      (`changed_since_stored`: another client's chmod keeps the ETag);
     * with `--own-attrs`, what a HEAD of a listed file or of a directory's marker found
       (fs/ownattrs.py), also kept by ETag in the same table;
     * anything else (known only from LIST): the mount's defaults (fs/attrs.py `attr_of`).
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from ossmount.tree.node import Node
 
 __all__ = [
+    "STORED_SLACK_NS",
     "AttrView",
     "Posix",
     "ShownAttrs",
@@ -133,8 +136,14 @@ _TIME = struct.Struct("<q")
 _MODE, _UID, _GID, _MTIME, _ATIME, _CTIME, _CTIME_IS_ATIME = 1, 2, 4, 8, 16, 32, 64
 # Learnt by a HEAD (--own-attrs): the value also holds the Last-Modified it had, and answers
 # only while the listing shows that one too. A metadata-only change by another client (ossfs's
-# chmod copies the object onto itself) keeps the ETag but not the Last-Modified.
+# chmod copies the object onto itself) keeps the ETag but not the Last-Modified. Stored by
+# this mount: the slot holds minus the local time it was stored (`learn`'s `stored_ns`),
+# which `get` does not compare (the object's Last-Modified is the server's, unknown here),
+# but --own-attrs does (`changed_since_stored`).
 _SEEN = 128
+# A Last-Modified this much past the time this mount stored an entry is another client's
+# change (a Last-Modified has whole seconds, and the two clocks may differ a little).
+STORED_SLACK_NS = 2_000_000_000
 # Where the ETag starts, by flags: after the head and the atime, ctime and seen time it holds.
 _SEEN_AT = tuple(
     _PACK.size + 8 * (bool(f & _ATIME) + bool(f & _CTIME and not f & _CTIME_IS_ATIME))
@@ -214,12 +223,37 @@ class ShownAttrs:
         for key, value in packed:
             self._put(key, value)
 
-    def learn(self, key: str, etag: str, posix: Posix, *, seen_ns: int | None = None) -> None:
-        """`seen_ns`: the Last-Modified a HEAD found, which the entry then also requires."""
+    def learn(
+        self, key: str, etag: str, posix: Posix, *, seen_ns: int | None = None,
+        stored_ns: int | None = None,
+    ) -> None:  # fmt: skip
+        """`seen_ns`: the Last-Modified a HEAD found, which the entry then also requires.
+        `stored_ns`: this mount stored the attributes at that time (time.time_ns()), which
+        `changed_since_stored` compares a listing's Last-Modified with."""
         self.changes += 1
         # Also an object that carries nothing: --own-attrs (fs/ownattrs.py) then knows it
         # need not HEAD that version again.
-        self._put(key, _pack(etag, posix, seen_ns))
+        self._put(key, _pack(etag, posix, seen_ns if stored_ns is None else -stored_ns))
+
+    def restamp(self, key: str, stored_ns: int) -> None:
+        """The attributes `key`'s entry shows were stored on OSS at `stored_ns` (a debt was
+        paid); the entry keeps its place among the newest learnt."""
+        known = self._known.get(key)
+        if known is not None:
+            self.changes += 1
+            etag = _etag_bytes(known).decode("utf-8", "surrogatepass")
+            self._known[key] = _pack(etag, _unpack(known), -stored_ns)
+
+    def changed_since_stored(self, key: str, mtime_ns: int) -> bool:
+        """Whether a listing's Last-Modified `mtime_ns` of `key` is later than this mount
+        stored its entry (by more than `STORED_SLACK_NS`): another client changed the object
+        since, maybe its metadata only (same ETag). False for entries a HEAD taught (`get`
+        compares those) and for ones stored before stamps were kept."""
+        known = self._known.get(key)
+        if known is None or not known[0] & _SEEN:
+            return False
+        seen: int = _TIME.unpack_from(known, _SEEN_AT[known[0]])[0]
+        return seen < 0 and mtime_ns > -seen + STORED_SLACK_NS
 
     def _put(self, key: str, value: bytes) -> None:
         """`key` becomes the most recently learnt; the oldest goes past `capacity`."""
@@ -239,12 +273,10 @@ class ShownAttrs:
         if etag is not None and _etag_bytes(known) != etag.encode("utf-8", "surrogatepass"):
             return None
         flags = known[0]
-        if (
-            flags & _SEEN
-            and mtime_ns is not None
-            and _TIME.unpack_from(known, _SEEN_AT[flags])[0] != mtime_ns
-        ):
-            return None
+        if flags & _SEEN and mtime_ns is not None:
+            seen = _TIME.unpack_from(known, _SEEN_AT[flags])[0]
+            if seen >= 0 and seen != mtime_ns:  # (< 0: stored here; see `_SEEN`)
+                return None
         return _unpack(known)
 
     def etag(self, key: str) -> str | None:
@@ -255,21 +287,25 @@ class ShownAttrs:
         if self._known.pop(key, None) is not None:
             self.changes += 1
 
-    def moved(self, old: str, new: str, etag: str) -> None:
-        """`old` was copied with its metadata to `new` (now `etag`) and deleted."""
+    def moved(self, old: str, new: str, etag: str, stored_ns: int) -> None:
+        """`old` was copied with its metadata to `new` (now `etag`) at `stored_ns`, and
+        deleted."""
         self.changes += 1
         known = self._known.pop(old, None)
         self._known.pop(new, None)
         if known is not None:
-            self.learn(new, etag, _unpack(known))
+            self.learn(new, etag, _unpack(known), stored_ns=stored_ns)
 
-    def moved_tree(self, old_prefix: str, new_prefix: str) -> None:
+    def moved_tree(self, old_prefix: str, new_prefix: str, stored_ns: int) -> None:
         """Every key under `old_prefix` was copied with its metadata (and ETag) under
-        `new_prefix`, then deleted (a directory rename: rare, so a scan is fine)."""
+        `new_prefix` by `stored_ns`, then deleted (a directory rename: rare, so a scan is
+        fine). The copies have new Last-Modifieds: what the entries show was stored then."""
         cut = len(old_prefix)
         self.changes += 1
         for key in [k for k in self._known if k.startswith(old_prefix)]:
-            self._known[new_prefix + key[cut:]] = self._known.pop(key)
+            known = self._known.pop(key)
+            etag = _etag_bytes(known).decode("utf-8", "surrogatepass")
+            self._known[new_prefix + key[cut:]] = _pack(etag, _unpack(known), -stored_ns)
 
 
 class AttrView:

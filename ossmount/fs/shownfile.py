@@ -12,7 +12,8 @@ entry still answers only while the listing shows the ETag it was learnt with (a 
 marker's: until this mount removes or renames it), so an object replaced by another client
 since shows the defaults, as before. What widens is the time: a metadata-only change by
 another client (which keeps the ETag) went unseen for the life of one mount, now for as long
-as the cache dir keeps the entry (SEMANTICS.md says so).
+as the cache dir keeps the entry (SEMANTICS.md says so); with --own-attrs, until a listing
+shows a Last-Modified later than the entry was stored (`ShownAttrs.changed_since_stored`).
 
 File `CACHE_DIR/shown.attrs`: one sealed record (ossmount/sealed.py; magic `OSSMATTR`,
 version 1) whose payload is a u32 count, then per entry the object key (u32 length, UTF-8 with

@@ -72,7 +72,7 @@ def test_the_table_keeps_atime_and_ctime_and_still_fences_on_the_etag(posix: Pos
     assert table.get("k", '"etag-1"') == posix
     assert table.get("k", '"etag-2"') is None
     assert table.etag("k") == '"etag-1"'
-    table.moved("k", "m", '"etag-3"')
+    table.moved("k", "m", '"etag-3"', time.time_ns())
     assert table.get("m", '"etag-3"') == posix
 
 

@@ -17,7 +17,7 @@ import trio
 from trio.testing import wait_all_tasks_blocked
 
 from ossmount.emulator import objects as emu_objects
-from ossmount.fs.shown import Posix, ShownAttrs, posix_of
+from ossmount.fs.shown import STORED_SLACK_NS, Posix, ShownAttrs, posix_of
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.write.journal import JournalRecord, decode, encode
 from tests.fs.conftest import LOOK
@@ -27,6 +27,7 @@ __all__ = ["emu", "rw"]
 
 CREATE = os.O_WRONLY | os.O_CREAT
 T = 1_600_000_000_000_000_000
+S = 1_000_000_000
 
 
 def _ops(rig: WriteRig, key: str) -> list[str]:
@@ -99,14 +100,38 @@ def test_the_table_trusts_only_the_version_it_learnt_and_stays_bounded() -> None
     table.learn("c", '"c"', Posix(mode=0o100644))
     assert len(table) == 2
     assert table.get("a", '"1"') is None, "the oldest learnt went first"
-    table.moved("b", "moved", '"m"')
+    table.moved("b", "moved", '"m"', time.time_ns())
     assert table.get("moved", '"m"') == Posix(mode=0o100644)
     assert table.get("b", '"b"') is None
     table.learn("d/x", '"x"', Posix(uid=3))
-    table.moved_tree("d/", "e/")
+    table.moved_tree("d/", "e/", time.time_ns())
     assert table.get("e/x", '"x"') == Posix(uid=3)
     table.learn("e/x", '"x"', Posix())
     assert table.get("e/x", '"x"') == Posix(), "carries nothing: known, not HEADed again"
+
+
+def test_an_entry_this_mount_stored_keeps_its_time_for_own_attrs_and_answers_any_listing() -> None:
+    """An entry stored here answers whatever Last-Modified a listing shows (the object's is
+    the server's clock, unknown here; without --own-attrs nothing else could show the
+    attributes). --own-attrs asks `changed_since_stored`: a Last-Modified later than the
+    store (by more than the slack) is another client's change, maybe of the metadata only."""
+    table = ShownAttrs()
+    stored = 1_800_000_000 * S
+    table.learn("f", '"e"', Posix(mode=0o100600), stored_ns=stored)
+    for listed in (stored - 5 * S, stored, stored + 60 * S):
+        assert table.get("f", '"e"', listed) == Posix(mode=0o100600)
+    assert not table.changed_since_stored("f", stored + STORED_SLACK_NS)
+    assert table.changed_since_stored("f", stored + STORED_SLACK_NS + S)
+    table.restamp("f", stored + 60 * S)  # a debt of it was paid by a copy then
+    assert not table.changed_since_stored("f", stored + 61 * S)
+    assert table.get("f", '"e"', stored) == Posix(mode=0o100600)
+    table.moved("f", "g", '"e"', stored + 120 * S)
+    assert not table.changed_since_stored("g", stored + 121 * S)
+    table.learn("h", '"e"', Posix(), seen_ns=stored)  # a HEAD taught it: `get` compares
+    assert table.get("h", '"e"', stored + S) is None
+    assert not table.changed_since_stored("h", stored + 60 * S)
+    table.learn("old", '"e"', Posix())  # stored before stamps were kept: trusted as it was
+    assert not table.changed_since_stored("old", stored + 60 * S)
 
 
 # -- the journal keeps the owner, and still reads records written before it did ------------

@@ -14,6 +14,7 @@ import alibabacloud_oss_v2 as oss
 
 from ossmount.emulator import Emulator
 from ossmount.emulator.faults import FaultRule
+from ossmount.fs.shown import STORED_SLACK_NS
 from tests.mount.conftest import MountFactory
 from tests.mount.harness import BUCKET
 from tests.mount.test_write import sdk
@@ -198,3 +199,36 @@ def test_a_chmod_of_a_directory_learnt_to_have_no_marker_makes_one_with_one_head
     head = sdk(emulator).head_object(oss.HeadObjectRequest(bucket=BUCKET, key="implicit/"))
     assert (head.metadata or {})["mode"] == str(stat.S_IFDIR | 0o711)
     assert stat.S_IMODE((mount.path / "implicit").stat().st_mode) == 0o711
+
+
+def test_a_chmod_elsewhere_of_a_file_this_mount_wrote_is_seen_after_a_remount(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """`--rw --own-attrs`: what this mount stored is kept across remounts (no HEAD), until
+    a listing shows the object changed later than that: another client's chmod (a copy
+    onto itself, same ETag) is then HEADed once and shown."""
+    first = make_mount(args=("--rw", "--own-attrs")).start()
+    (first.path / "mine.txt").write_bytes(b"hi")
+    os.chmod(first.path / "mine.txt", 0o640)
+    fd = os.open(first.path / "mine.txt", os.O_RDONLY)
+    os.fsync(fd)  # the mode is stored now
+    os.close(fd)
+    first.stop()
+    again = make_mount(args=("--rw", "--own-attrs")).start()
+    before = len(_heads(emulator))
+    assert stat.S_IMODE((again.path / "mine.txt").stat().st_mode) == 0o640
+    assert len(_heads(emulator)) == before, "known from the first mount: no HEAD"
+    again.stop()
+    later = time.time_ns() + STORED_SLACK_NS + 1_000_000_000  # past the store by the slack
+    while time.time_ns() < later:  # (a Last-Modified has whole seconds)
+        time.sleep(0.05)
+    meta = sdk(emulator).head_object(oss.HeadObjectRequest(bucket=BUCKET, key="mine.txt"))
+    chmod = {**(meta.metadata or {}), "mode": str(stat.S_IFREG | 0o711)}
+    sdk(emulator).copy_object(oss.CopyObjectRequest(
+        bucket=BUCKET, key="mine.txt", source_bucket=BUCKET, source_key="mine.txt",
+        metadata_directive="REPLACE", metadata=chmod,
+    ))  # fmt: skip
+    third = make_mount(args=("--rw", "--own-attrs")).start()
+    before = len(_heads(emulator))
+    assert stat.S_IMODE((third.path / "mine.txt").stat().st_mode) == 0o711
+    assert [r.key for r in emulator.requests if r.method == "HEAD"][before:] == ["mine.txt"]

@@ -165,3 +165,22 @@ async def test_a_directory_listing_that_contradicts_what_was_learnt_drops_it() -
     assert shown.get("d/", None) is None, "its marker was deleted"
     assert sorted(head.calls[:2]) == ["d/", "e/"]  # in parallel: either order
     assert head.calls[2:] == ["d/"]
+
+
+async def test_a_file_this_mount_stored_is_headed_once_a_listing_shows_a_later_change() -> None:
+    """Stored here (no Last-Modified known): trusted while the listing's Last-Modified is
+    not later than the store; a later one is another client's change (ossfs's chmod keeps
+    the ETag), HEADed once, then known by its Last-Modified as any HEAD's."""
+    head = FakeHead({"mine": ('"1"', {"x-oss-meta-mode": str(0o100711)})})
+    shown = ShownAttrs()
+    heads = own(head, shown)
+    shown.learn("mine", '"1"', Posix(mode=0o100644), stored_ns=LM_NS)
+    await heads.learn([node("mine", '"1"', mtime_ns=LM_NS)])
+    await heads.learn([node("mine", '"1"', mtime_ns=LM_NS - 10**9)])
+    assert head.calls == [], "not changed since it was stored"
+    changed = LM_NS + 60 * 10**9  # HEADs say LAST_MODIFIED: the HEAD's time is kept
+    await heads.learn([node("mine", '"1"', mtime_ns=changed)])
+    assert head.calls == ["mine"]
+    assert shown.get("mine", '"1"', LM_NS) == Posix(mode=0o100711)
+    await heads.learn([node("mine", '"1"', mtime_ns=LM_NS)])
+    assert head.calls == ["mine"]
