@@ -32,7 +32,8 @@ Memory: `ShownAttrs` is bounded (`capacity`, oldest learnt dropped first): ~130 
 object plus its key string, often shared with the inode table's node (12 MiB for 100,000,
 the default capacity; `bench/bench_shown_attrs.py`); atime and ctime add 8 bytes when equal
 (a utimens stores them so, and a file created and committed within a second has them so),
-16 when not, none when absent. Time per listed entry, over the
+16 when not, none when absent; the time an entry was stored (or the Last-Modified a HEAD
+found) adds 8. Time per listed entry, over the
 ~0.5 µs of `attr_of` (timeit, 10,000 entries): +0.1 µs on a read-only mount, +0.5 µs on a
 `--rw` one, +2 µs for an entry whose attributes are known (unpacking). What it forgets shows
 the defaults again, as after a remount.
