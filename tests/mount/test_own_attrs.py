@@ -41,6 +41,21 @@ def _heads(emulator: Emulator) -> list[str]:
     return sorted(r.key for r in emulator.requests if r.method == "HEAD")
 
 
+def _chmod_elsewhere(
+    emulator: Emulator, key: str, meta: dict[str, str], *, wait_ns: int = 0
+) -> None:
+    """What ossfs's chmod does: the object copied onto itself with new metadata (same
+    ETag), once `wait_ns` has passed and a new second began (a Last-Modified has whole
+    seconds), so its Last-Modified moves."""
+    start = time.time_ns()
+    while time.time_ns() < start + wait_ns or time.time_ns() // 10**9 == start // 10**9:
+        time.sleep(0.05)
+    sdk(emulator).copy_object(oss.CopyObjectRequest(
+        bucket=BUCKET, key=key, source_bucket=BUCKET, source_key=key,
+        metadata_directive="REPLACE", metadata=meta,
+    ))  # fmt: skip
+
+
 def _walk(root: Path) -> dict[str, os.stat_result]:
     """What `ls -lR` asks: every entry's lstat."""
     found = {}
@@ -91,14 +106,7 @@ def test_a_chmod_by_another_client_is_seen_after_the_listing_shows_it(
     first = make_mount(args=("--own-attrs",)).start()
     assert stat.S_IMODE((first.path / "bin" / "run.sh").stat().st_mode) == 0o750
     first.stop()
-    second = int(time.time())
-    while int(time.time()) == second:  # Last-Modified has whole seconds: let one pass
-        time.sleep(0.05)
-    chmod = {**OSSFS, "mode": str(stat.S_IFREG | 0o711)}
-    sdk(emulator).copy_object(oss.CopyObjectRequest(
-        bucket=BUCKET, key="bin/run.sh", source_bucket=BUCKET, source_key="bin/run.sh",
-        metadata_directive="REPLACE", metadata=chmod,
-    ))  # fmt: skip
+    _chmod_elsewhere(emulator, "bin/run.sh", {**OSSFS, "mode": str(stat.S_IFREG | 0o711)})
     again = make_mount(args=("--own-attrs",)).start()
     before = len(_heads(emulator))
     assert stat.S_IMODE((again.path / "bin" / "run.sh").stat().st_mode) == 0o711
@@ -161,14 +169,7 @@ def test_a_directory_shows_its_marker_s_attributes_and_a_chmod_elsewhere_once_li
     assert denied.returncode != 0, "another user may not list a 0700 directory"
     assert "Permission denied" in denied.stderr
 
-    second = int(time.time())
-    while int(time.time()) == second:  # Last-Modified has whole seconds: let one pass
-        time.sleep(0.05)
-    chmod = {**marker, "mode": str(stat.S_IFDIR | 0o755)}
-    sdk(emulator).copy_object(oss.CopyObjectRequest(
-        bucket=BUCKET, key="private/", source_bucket=BUCKET, source_key="private/",
-        metadata_directive="REPLACE", metadata=chmod,
-    ))  # fmt: skip
+    _chmod_elsewhere(emulator, "private/", {**marker, "mode": str(stat.S_IFDIR | 0o755)})
     mount.stop()
     again = make_mount(args=("--own-attrs",)).start()
     before = len(_heads(emulator))
@@ -219,15 +220,10 @@ def test_a_chmod_elsewhere_of_a_file_this_mount_wrote_is_seen_after_a_remount(
     assert stat.S_IMODE((again.path / "mine.txt").stat().st_mode) == 0o640
     assert len(_heads(emulator)) == before, "known from the first mount: no HEAD"
     again.stop()
-    later = time.time_ns() + STORED_SLACK_NS + 1_000_000_000  # past the store by the slack
-    while time.time_ns() < later:  # (a Last-Modified has whole seconds)
-        time.sleep(0.05)
     meta = sdk(emulator).head_object(oss.HeadObjectRequest(bucket=BUCKET, key="mine.txt"))
     chmod = {**(meta.metadata or {}), "mode": str(stat.S_IFREG | 0o711)}
-    sdk(emulator).copy_object(oss.CopyObjectRequest(
-        bucket=BUCKET, key="mine.txt", source_bucket=BUCKET, source_key="mine.txt",
-        metadata_directive="REPLACE", metadata=chmod,
-    ))  # fmt: skip
+    # Later than the store by the slack, in whole seconds (Last-Modified drops the fraction).
+    _chmod_elsewhere(emulator, "mine.txt", chmod, wait_ns=STORED_SLACK_NS + 1_000_000_000)
     third = make_mount(args=("--rw", "--own-attrs")).start()
     before = len(_heads(emulator))
     assert stat.S_IMODE((third.path / "mine.txt").stat().st_mode) == 0o711
