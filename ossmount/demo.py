@@ -102,7 +102,8 @@ class _Demo:
         self.work, self.endpoint, self.env = work, endpoint, env
         self.mnt, self.log = work / "mnt", work / "log"
 
-    def _command(self, cache: Path, extra: str, *, foreground: bool = False) -> list[str]:
+    def _mount_command(self, cache: Path, extra: str, *, foreground: bool = False) -> list[str]:
+        """The `ossmount mount` command line, shown as it runs."""
         options = f"url={self.endpoint},use_cache={cache}" + (f",{extra}" if extra else "")
         command = [sys.executable, "-m", "ossmount", "mount", BUCKET, str(self.mnt),
                    "-o", options, "--log-file", str(self.log)]  # fmt: skip
@@ -112,7 +113,7 @@ class _Demo:
     @contextmanager
     def mounted(self, cache: Path, extra: str = "") -> Iterator[Path]:
         """Mounted as a daemon (the CLI returns once the mount is ready), unmounted after."""
-        if subprocess.run(self._command(cache, extra), env=self.env).returncode != 0:
+        if subprocess.run(self._mount_command(cache, extra), env=self.env).returncode != 0:
             raise DemoFailed(f"the mount failed (see above and {self.log})")
         try:
             yield self.mnt
@@ -124,7 +125,7 @@ class _Demo:
     def killed_after(self, cache: Path, extra: str, step: Callable[[Path], None]) -> None:
         """Mounted in the foreground (this process holds the daemon's PID): `step`, then
         `kill -9` of the daemon, and the dead mount it leaves detached."""
-        daemon = subprocess.Popen(self._command(cache, extra, foreground=True), env=self.env)
+        daemon = subprocess.Popen(self._mount_command(cache, extra, foreground=True), env=self.env)
         try:
             for _ in range(600):
                 if os.path.ismount(self.mnt) or daemon.poll() is not None:
