@@ -18,9 +18,10 @@ checkpoints are, around this payload:
              flags), result_crc u64, part count u32, then per part: number u32, size u64,
              crc u64, etag (u32 + UTF-8), numbers strictly increasing; then, each only when
              its flag is set: boot id (u32 + UTF-8), uid u32, gid u32; then, with flag 128,
-             more flags u32 (1 = has atime, 2 = has ctime, 4 = has an unread start) and,
-             each only when its flag is set: atime_ns i64, ctime_ns i64, and the unread
-             start: below u64, crc u64, source size u64, source key and ETag (u32 + UTF-8).
+             more flags u32 (1 = has atime, 2 = has ctime, 4 = has an unread start, 8 = has
+             the seal's time) and, each only when its flag is set: atime_ns i64, ctime_ns
+             i64, the unread start (below u64, crc u64, source size u64, source key and ETag,
+             u32 + UTF-8), and sealed_ns i64.
 
 The owner (flags 16 and 32, a `chown` of the open file) was added after the first records
 were written, as trailing fields behind flags: a record without them reads as before (no
@@ -29,7 +30,8 @@ added later still, no bytes of its own) reads as unset from those. So do atime a
 (flag 128, the last bit of the flags byte, opens a second flags word behind everything else:
 further fields go there): a record without it has neither, and is encoded byte for byte as
 before when it has neither. The unread start (flag 4 there, write/commit_types.py
-`UnreadStart`: an append that never fetched the object's start) came after those.
+`UnreadStart`: an append that never fetched the object's start) came after those, and the
+seal's time (flag 8) after it: a record without it is judged by its ctime, as before.
 
 `decode` refuses anything but an exact, checksummed, self-consistent record (CorruptJournal).
 `save_atomic` writes a temp file, fsyncs it, renames it over the record and fsyncs the
@@ -84,8 +86,9 @@ _U32 = struct.Struct(">I")
 _FORBID, _HAS_CRC, _SEALED, _UNSYNCED, _HAS_UID, _HAS_GID = 1, 2, 4, 8, 16, 32
 _KEEP_MODE, _MORE = 64, 128
 _FLAGS = _FORBID | _HAS_CRC | _SEALED | _UNSYNCED | _HAS_UID | _HAS_GID | _KEEP_MODE | _MORE
-_HAS_ATIME, _HAS_CTIME, _HAS_UNREAD = 1, 2, 4  # in the second flags word (flag _MORE)
-_MORE_FLAGS = _HAS_ATIME | _HAS_CTIME | _HAS_UNREAD
+# In the second flags word (flag _MORE):
+_HAS_ATIME, _HAS_CTIME, _HAS_UNREAD, _HAS_SEALED_AT = 1, 2, 4, 8
+_MORE_FLAGS = _HAS_ATIME | _HAS_CTIME | _HAS_UNREAD | _HAS_SEALED_AT
 _UNREAD = struct.Struct(">QQQ")
 _I64 = struct.Struct(">q")
 
@@ -150,6 +153,11 @@ class JournalRecord:
     # Bytes [0, unread.below) are not in the staged file but in the object it names, to be
     # copied server-side (an append to a big object: fs/staging.py `fill`).
     unread: UnreadStart | None = None
+    # When the bytes were sealed for this key (time.time_ns() of the close, or of the rename
+    # that re-keyed them): a version on the server with a later Last-Modified is another
+    # writer's (UploadSession.overtaken). Not the ctime, which a utimens sets to its atime
+    # (ossfs's rule), years back maybe. None: an older record, judged by its ctime.
+    sealed_ns: int | None = None
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -181,7 +189,7 @@ class JournalRecord:
         for owner in (self.uid, self.gid):
             if owner is not None and not 0 <= owner < 1 << 32:
                 raise ValueError(f"owner id {owner} out of range")
-        for t in (self.atime_ns, self.ctime_ns):
+        for t in (self.atime_ns, self.ctime_ns, self.sealed_ns):
             if t is not None and not -(1 << 63) <= t < 1 << 63:
                 raise ValueError(f"time {t} out of range")
         u = self.unread
@@ -220,6 +228,7 @@ def encode(rec: JournalRecord) -> bytes:
         (_HAS_ATIME if rec.atime_ns is not None else 0)
         | (_HAS_CTIME if rec.ctime_ns is not None else 0)
         | (_HAS_UNREAD if rec.unread is not None else 0)
+        | (_HAS_SEALED_AT if rec.sealed_ns is not None else 0)
     )
     if more:
         flags |= _MORE
@@ -253,6 +262,8 @@ def encode(rec: JournalRecord) -> bytes:
     if rec.unread is not None:
         u = rec.unread
         chunks += [_UNREAD.pack(u.below, u.crc, u.size), pack_str(u.key), pack_str(u.etag)]
+    if rec.sealed_ns is not None:
+        chunks.append(_I64.pack(rec.sealed_ns))
     payload = b"".join(chunks)
     return _FORMAT.seal(payload)
 
@@ -287,6 +298,7 @@ def decode(data: bytes) -> JournalRecord:
         below, ucrc, usize = r.unpack(_UNREAD)
         ukey = r.string()
         unread = UnreadStart(below, ucrc, ukey, r.string(), usize)
+    sealed_ns = r.unpack(_I64)[0] if more & _HAS_SEALED_AT else None
     if not r.at_end():
         raise CorruptJournal("journal has trailing bytes after its parts")
     try:
@@ -312,6 +324,7 @@ def decode(data: bytes) -> JournalRecord:
             atime_ns=atime_ns,
             ctime_ns=ctime_ns,
             unread=unread,
+            sealed_ns=sealed_ns,
         )
     except ValueError as exc:
         raise CorruptJournal(f"inconsistent journal: {exc}") from None

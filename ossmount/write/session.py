@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -473,19 +474,21 @@ class UploadSession:
     async def overtaken(self) -> bool:
         """Resumed: whether the object was replaced after this file was sealed, so the newer
         version stays (last writer wins, in time) and this copy is not uploaded over it. A
-        version is newer when its Last-Modified is after the seal (`ctime_ns`, the close's
-        time) and it is not the version this file replaced (`base_etag`): another client's,
+        version is newer when its Last-Modified is after the seal (`sealed_ns`, the close's
+        or the re-keying rename's time; in older records `ctime_ns`, which a utimens sets
+        back) and it is not the version this file replaced (`base_etag`): another client's,
         or this name written anew by a mount that could not upload this file (its recovery
         failed). Our own PutObject that landed unacknowledged before the crash counts too:
         the object is this file's bytes then, and nothing is lost."""
         rec = self.record
-        if self._completed is not None or not rec.ctime_ns:
+        sealed = rec.sealed_ns if rec.sealed_ns is not None else rec.ctime_ns
+        if self._completed is not None or not sealed:
             return False
         try:
             meta = await self._writes.client.head(self.key)
         except NoSuchKey:
             return False
-        if meta.etag.strip('"') == rec.base_etag.strip('"') or meta.mtime_ns <= rec.ctime_ns:
+        if meta.etag.strip('"') == rec.base_etag.strip('"') or meta.mtime_ns <= sealed:
             return False
         log.warning("oss://%s/%s changed on the server (ETag %s) after this file was closed; "
                     "the newer version stays and the staged copy %s is not uploaded",
@@ -795,6 +798,7 @@ class UploadSession:
 def _seal_changes(size: int, boot: str, **attrs: object) -> dict[str, object]:
     """What sealing a record changes: the size, the seal and the boot it holds for
     (write/boot.py), and the attributes given (None: the record's stay)."""
-    changes: dict[str, object] = {"size": size, "sealed": True, "boot_id": boot}
+    changes: dict[str, object] = {"size": size, "sealed": True, "boot_id": boot,
+                                  "sealed_ns": time.time_ns()}  # fmt: skip
     changes.update((name, value) for name, value in attrs.items() if value is not None)
     return changes

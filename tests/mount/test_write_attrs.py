@@ -307,6 +307,29 @@ def test_a_chmod_and_utime_of_a_file_whose_write_back_upload_waits_survive_a_kil
         assert (meta["mode"], meta["mtime"]) == (str(stat.S_IFREG | 0o621), str(OLD)), (name, meta)
 
 
+def test_an_old_utime_after_a_rename_over_an_object_does_not_make_the_kill_9_drop_the_file(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """A new file renamed over an object while its write-back upload waits, then given an
+    old time (`touch -d`; as ossfs, a utimens stores the atime as the ctime too), then a
+    kill -9: the next mount uploads it. Its recovery tells another writer's newer version
+    by the time the file was sealed (or renamed), not by its ctime, which the utimens set
+    back years: that made every version on the server look newer, and the acknowledged
+    file was dropped (a stress run: seed 81, under write-back with kills)."""
+    emulator.put_object(BUCKET, "dst", b"the old object")
+    args = (*RW, "--writeback", "--writeback-delay", "600")
+    mount = make_mount(args=args).start()
+    (mount.path / "tmp").write_bytes(b"the new file")
+    os.rename(mount.path / "tmp", mount.path / "dst")
+    os.utime(mount.path / "dst", (OLD, OLD))
+    assert server_bytes(emulator, "dst") == b"the old object", "held back: not uploaded"
+    mount.kill()
+    make_mount(args=args).start()  # ready once it is uploaded
+    assert server_bytes(emulator, "dst") == b"the new file"
+    assert _meta(emulator, "dst")["mtime"] == str(OLD)
+    assert emulator.head(BUCKET, "tmp") is None
+
+
 def test_a_pending_upload_s_attributes_survive_the_old_version_s_owed_copy_and_a_kill_9(
     emulator: Emulator, make_mount: MountFactory
 ) -> None:

@@ -148,3 +148,16 @@ def test_an_unread_start_round_trips_and_is_absent_from_records_written_before_i
     assert decode(encode(rec)).unread == unread
     assert decode(encode(uploading())).unread is None
     assert_cut_and_padded_refused(encode(rec), decode, CorruptJournal)
+
+
+def test_the_seal_s_time_round_trips_after_every_other_field_and_is_absent_before_it() -> None:
+    """The seal's time (UploadSession.overtaken) is the last field: with an unread start,
+    times and owner before it, and none at all in a record written before it was kept."""
+    unread = UnreadStart(2 * PS, 7, "k", '"SRC"', 2 * PS + 1)
+    rec = dataclasses.replace(uploading(), unread=unread, sealed=True, atime_ns=-1, ctime_ns=3,
+                              uid=5, sealed_ns=1_796_000_000_123_456_789)  # fmt: skip
+    assert decode(encode(rec)) == rec
+    alone = dataclasses.replace(committed(), sealed_ns=-(1 << 63))
+    assert decode(encode(alone)) == alone
+    assert decode(encode(uploading())).sealed_ns is None
+    assert_cut_and_padded_refused(encode(rec), decode, CorruptJournal)

@@ -400,6 +400,28 @@ async def test_a_resumed_file_does_not_replace_a_version_newer_than_its_close(
             assert sdk_get(emu, key) == data, key
 
 
+async def test_a_resume_judges_newer_by_the_seal_s_time_not_a_ctime_a_utimens_set_back(
+    emu: Emulator, uploader: Uploader, tmp_path: Path
+) -> None:
+    """ossfs's utimens stores its atime as the ctime too: a `touch -d 2020-…` after the close
+    sets the record's ctime years back. Judged by it, every version on the server looked
+    newer and the acknowledged file was dropped; the seal's own time (`sealed_ns`) decides."""
+    closed_at = (time.time_ns() // 10**9 - 60) * 10**9  # sealed a minute ago
+    for key in ("older", "newer"):
+        staged = stage(tmp_path, b"mine", key)
+        emu.put_object("bkt", key, b"on the server")
+        if key == "older":  # written before the close
+            objects = emu.store.bucket("bkt").objects
+            objects[key] = replace(objects[key], mtime=closed_at / 1e9 - 60)  # type: ignore[type-var]
+        rec = uploader.new_record(key)
+        sealed = {**_fields(rec), "size": 4, "sealed": True, "ctime_ns": 1_600_000_000 * 10**9,
+                  "sealed_ns": closed_at}  # fmt: skip
+        save_atomic(staged.journal, JournalRecord(**sealed))
+        result = await uploader.resume(staged)
+        assert (result is None) == (key == "newer"), key
+        assert sdk_get(emu, key) == (b"on the server" if key == "newer" else b"mine"), key
+
+
 async def test_sweeper_aborts_only_our_stale_uploads(tmp_path: Path) -> None:
     ledger = UploadLedger(tmp_path / "uploads.ledger")
     for uid, key in [("GONE", "p/a"), ("LIVE", "p/b"), ("DONE", "p/c"), ("ELSEWHERE", "q/d")]:
