@@ -629,8 +629,7 @@ class FileSystem:
         await self._delete_file(staging, node.meta.key, node.inode, node.path)
 
     async def _delete_file(self, staging: Staging, key: str, inode: int, path: str) -> None:
-        await staging.uploader.writes.delete_object(key)
-        staging.known.forget(key)
+        await staging.delete_object(key)
         self._ns.deleted(inode, path)
 
     async def mkdir(
@@ -665,8 +664,7 @@ class FileSystem:
             self._ns.releasedir(snapshot)
         if any(p.startswith(node.path + "/") for p in staging.by_path):
             raise NotEmpty(self._where(node), "a file is being created in it")
-        await staging.uploader.writes.delete_object(self._key(node.path) + "/")
-        staging.known.forget(self._key(node.path) + "/")
+        await staging.delete_object(self._key(node.path) + "/")
         self._ns.deleted(node.inode, node.path)
 
     async def rename(

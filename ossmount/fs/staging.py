@@ -377,6 +377,22 @@ class Staging:
         async with staged.lock:
             pass
 
+    async def delete_object(self, key: str) -> None:
+        """DeleteObject of `key` (an unlink's, an rmdir's marker), once a copy sending what
+        it owed (fs/owedattrs.py) has landed, and with none starting meanwhile: a copy in
+        flight otherwise lands after the delete and brings the object back (a stress run:
+        an unlink 12 ms after the owed copy of the file began left it on OSS). The delete
+        pays what it owed; a failed one gives the debt back."""
+        await self.owed.sent(key)
+        owed = self.known.settle(key)
+        try:
+            await self.uploader.writes.delete_object(key)
+        except BaseException:
+            if owed is not None:
+                self.known.owe(key, *owed)
+            raise
+        self.known.forget(key)
+
     async def disown(self, staged: Staged) -> None:
         """fs/staged.py `disown`: the journal of a file that lost its name goes, and with it
         what `attrs_set` logged for it."""

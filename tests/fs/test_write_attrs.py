@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from trio.testing import wait_all_tasks_blocked
 
 from ossmount.emulator import objects as emu_objects
@@ -65,6 +66,38 @@ async def _new(rig: WriteRig, name: str, mode: int, uid: int | None = None) -> i
     await rig.fs.flush(opened.fh)
     await rig.fs.release(opened.fh)
     return attr.inode
+
+
+async def test_an_unlink_waits_for_the_owed_copy_in_flight_so_it_cannot_bring_the_file_back(
+    rw: WriteRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy sending what a file owed, still running when the file is unlinked, would land
+    after the DeleteObject and bring the object back (a stress run: seed 108, an unlink 12 ms
+    after the owed copy began left the file on OSS). The unlink waits for that copy, and no
+    other starts before its delete."""
+    staging = rw.staging
+    assert staging is not None
+    inode = await _new(rw, "f", 0o644)
+    await rw.fs.setattr(inode, size=None, mtime_ns=None, fh=None, mode=0o600)  # owed
+    started, go = trio.Event(), trio.Event()
+    copy = staging.uploader.writes.copy_object
+
+    async def held_copy(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        await go.wait()
+        return await copy(*args, **kwargs)
+
+    monkeypatch.setattr(staging.uploader.writes, "copy_object", held_copy)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(staging.owed.store, "f")
+            await started.wait()  # the owed copy is on its way
+            nursery.start_soon(rw.fs.unlink, ROOT_INODE, "f")
+            await trio.testing.wait_all_tasks_blocked()
+            assert "DeleteObject" not in _ops(rw, "f"), "the unlink waits for the copy"
+            go.set()
+    assert _ops(rw, "f") == ["PutObject", "CopyObject", "DeleteObject"]
+    assert rw.emu.head(BUCKET, "f") is None
 
 
 # -- parsing and the table ---------------------------------------------------------------
