@@ -40,6 +40,12 @@ async def move_file(
                 writes, staging.known, meta, new_key, root_prefix, forbid_overwrite=noreplace
             )
         else:
+            # What the object this replaces owes is moot, but a copy sending it lands first:
+            # else it lands after this copy, over the file moved here (a stress run: seed
+            # 130, a rename over a file 0.1 s after that file's owed copy began). None
+            # starts meanwhile.
+            await staging.owed.sent(new_key)
+            replaced = staging.known.settle(new_key)
             # Attributes the source owes ride in this copy (fs/owedattrs.py): one sending
             # them lands first, else the copy takes them over (and gives them back if it fails).
             await staging.owed.sent(meta.key)
@@ -53,7 +59,10 @@ async def move_file(
             except BaseException:
                 if owed is not None:
                     staging.known.owe(meta.key, *owed)
+                if replaced is not None:
+                    staging.known.owe(new_key, *replaced)
                 raise
+            staging.known.forget(new_key)  # what the replaced object owed: paid by this copy
             staging.known.moved(meta.key, new_key, copied.etag)
             if headers is not None:
                 staging.known.wrote(new_key, copied.etag, headers)

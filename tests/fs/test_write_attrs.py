@@ -100,6 +100,40 @@ async def test_an_unlink_waits_for_the_owed_copy_in_flight_so_it_cannot_bring_th
     assert rw.emu.head(BUCKET, "f") is None
 
 
+async def test_a_rename_over_a_file_waits_for_that_file_s_owed_copy_in_flight(
+    rw: WriteRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race at a rename's target: the copy storing what the replaced file owed,
+    landing after the rename's copy, put the replaced file back under the name (a stress
+    run: seed 130). The rename waits for it, and no other starts before its copy."""
+    staging = rw.staging
+    assert staging is not None
+    target = await _new(rw, "dst", 0o644)
+    await _new(rw, "src", 0o640)
+    await rw.fs.setattr(target, size=None, mtime_ns=None, fh=None, mode=0o605)  # owed
+    started, go = trio.Event(), trio.Event()
+    copy = staging.uploader.writes.copy_object
+
+    async def held_copy(source: str, *args: Any, **kwargs: Any) -> Any:
+        if source == "dst":  # the owed copy of dst onto itself
+            started.set()
+            await go.wait()
+        return await copy(source, *args, **kwargs)
+
+    monkeypatch.setattr(staging.uploader.writes, "copy_object", held_copy)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(staging.owed.store, "dst")
+            await started.wait()  # the owed copy is on its way
+            nursery.start_soon(rw.fs.rename, ROOT_INODE, "src", ROOT_INODE, "dst", 0)
+            await trio.testing.wait_all_tasks_blocked()
+            go.set()
+    assert _ops(rw, "dst") == ["PutObject", "CopyObject", "CopyObject"]
+    assert rw.emu.get_bytes(BUCKET, "dst") == b"data"
+    assert _meta(rw, "dst")["x-oss-meta-mode"] == str(0o100640), "the moved file's mode"
+    assert rw.emu.head(BUCKET, "src") is None
+
+
 # -- parsing and the table ---------------------------------------------------------------
 
 
