@@ -35,44 +35,54 @@ async def move_file(
     """Move object `meta` to `new_key`; what the new key now holds."""
     writes = staging.uploader.writes
     async with victim.lock if victim is not None else contextlib.nullcontext():
-        if is_symlink(meta):
-            moved = await move_link(
-                writes, staging.known, meta, new_key, root_prefix, forbid_overwrite=noreplace
-            )
-        else:
-            # What the object this replaces owes is moot, but a copy sending it lands first:
-            # else it lands after this copy, over the file moved here (a stress run: seed
-            # 130, a rename over a file 0.1 s after that file's owed copy began). None
-            # starts meanwhile.
-            await staging.owed.sent(new_key)
-            replaced = staging.known.settle(new_key)
-            # Attributes the source owes ride in this copy (fs/owedattrs.py): one sending
-            # them lands first, else the copy takes them over (and gives them back if it fails).
-            await staging.owed.sent(meta.key)
-            owed = staging.known.settle(meta.key)
-            owed_headers = owed[1] if owed is not None and owed[0] == meta.etag else None
-            try:
-                headers = await _retyped_headers(staging, meta, new_key, owed_headers)
-                copied = await copy_any(writes, meta.key, new_key, size=meta.size,
-                                        etag=meta.etag, ledger=staging.uploader.ledger,
-                                        forbid_overwrite=noreplace, replace=headers)  # fmt: skip
-            except BaseException:
-                if owed is not None:
-                    staging.known.owe(meta.key, *owed)
-                if replaced is not None:
-                    staging.known.owe(new_key, *replaced)
-                raise
-            staging.known.forget(new_key)  # what the replaced object owed: paid by this copy
-            staging.known.moved(meta.key, new_key, copied.etag)
-            if headers is not None:
-                staging.known.wrote(new_key, copied.etag, headers)
-            moved = replace(meta, key=new_key, etag=copied.etag, mtime_ns=now_s(),
-                            crc64=copied.crc64 or meta.crc64)  # fmt: skip
+        # What the object this replaces owes is moot, but a copy sending it lands first:
+        # else it lands after this move, over what was moved here (a stress run: seed 130,
+        # a rename over a file 0.1 s after that file's owed copy began). None starts
+        # meanwhile; the debt is paid by the move, or given back if it fails.
+        await staging.owed.sent(new_key)
+        replaced = staging.known.settle(new_key)
+        try:
+            moved = await _move(staging, meta, new_key, root_prefix, noreplace=noreplace)
+        except BaseException:
+            if replaced is not None:
+                staging.known.owe(new_key, *replaced)
+            raise
         if victim is not None:
             staging.unlinked(victim)
             await staging.disown(victim)  # its sealed write-back journal must not land later
     await writes.delete_object(meta.key)
     return moved
+
+
+async def _move(
+    staging: Staging, meta: ObjectMeta, new_key: str, root_prefix: str, *, noreplace: bool
+) -> ObjectMeta:
+    """The new key made (a copy of a file, a link made again); the old one still there."""
+    writes = staging.uploader.writes
+    if is_symlink(meta):
+        return await move_link(
+            writes, staging.known, meta, new_key, root_prefix, forbid_overwrite=noreplace
+        )
+    # Attributes the source owes ride in this copy (fs/owedattrs.py): one sending
+    # them lands first, else the copy takes them over (and gives them back if it fails).
+    await staging.owed.sent(meta.key)
+    owed = staging.known.settle(meta.key)
+    owed_headers = owed[1] if owed is not None and owed[0] == meta.etag else None
+    try:
+        headers = await _retyped_headers(staging, meta, new_key, owed_headers)
+        copied = await copy_any(writes, meta.key, new_key, size=meta.size,
+                                etag=meta.etag, ledger=staging.uploader.ledger,
+                                forbid_overwrite=noreplace, replace=headers)  # fmt: skip
+    except BaseException:
+        if owed is not None:
+            staging.known.owe(meta.key, *owed)
+        raise
+    staging.known.forget(new_key)  # what the replaced object owed: paid by this copy
+    staging.known.moved(meta.key, new_key, copied.etag)
+    if headers is not None:
+        staging.known.wrote(new_key, copied.etag, headers)
+    return replace(meta, key=new_key, etag=copied.etag, mtime_ns=now_s(),
+                   crc64=copied.crc64 or meta.crc64)  # fmt: skip
 
 
 async def _retyped_headers(
