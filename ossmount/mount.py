@@ -38,7 +38,6 @@ from ossmount.cache.errors import CacheError
 from ossmount.cache.store import CacheStore
 from ossmount.cache.writeback import watch_writeback
 from ossmount.cachecmd import record_mount
-from ossmount.cachecmd.status import not_on_oss
 from ossmount.config import MountConfig
 from ossmount.daemon import Readiness
 from ossmount.errors import ExitCode, StartupError
@@ -73,6 +72,7 @@ from ossmount.service.reload import ReloadableCredentials, describe_mount
 from ossmount.tree.listing import Namespace
 from ossmount.write import Uploader, UploadLedger, UploadSettings
 from ossmount.write.owedlog import STAGED, OwedLog, owed_path, split_owed
+from ossmount.write.waiting import not_on_oss
 
 __all__ = ["check_mountpoint", "run_mount"]
 

@@ -24,9 +24,9 @@ from ossmount.cachecmd.layout import (
 from ossmount.cachecmd.mountstate import read_record
 from ossmount.cachecmd.progress import human
 from ossmount.fs.shownfile import SHOWN_FILE, ShownFileCorrupt, read_shown
-from ossmount.write.owedlog import OwedLog, owed_logs, split_owed
+from ossmount.write.waiting import not_on_oss
 
-__all__ = ["STATES", "collect", "not_on_oss", "run_status"]
+__all__ = ["STATES", "collect", "run_status"]
 
 # "dirty" (written locally, not uploaded yet) is reserved for read-write mounts: always 0 now.
 STATES = ("verified", "unverifiable", "partial", "damaged", "dirty")
@@ -57,17 +57,6 @@ def _kept_attrs(path: Path) -> dict[str, Any] | None:
     except OSError:
         size = None
     return {"objects": objects, "bytes": size, "damaged": damaged}
-
-
-def not_on_oss(root: Path) -> dict[str, int]:
-    """What --rw mounts of this cache dir acknowledged and OSS does not have yet, which the
-    next --rw mount sends before it is ready: files staged and closed (their journals,
-    write/journal.py) and modes, owners and times owed (write/owedlog.py)."""
-    staging = root / "staging"
-    files = sum(1 for _ in staging.glob("*.journal")) if staging.is_dir() else 0
-    # A staged file's ride with it (Staging.attrs_set): counted among the files.
-    attrs = sum(len(split_owed(OwedLog.outstanding(path))[0]) for path in owed_logs(root))
-    return {"files": files, "attributes": attrs}
 
 
 def collect(root: Path) -> dict[str, Any]:

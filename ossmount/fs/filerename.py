@@ -39,14 +39,8 @@ async def move_file(
         # else it lands after this move, over what was moved here (a stress run: seed 130,
         # a rename over a file 0.1 s after that file's owed copy began). None starts
         # meanwhile; the debt is paid by the move, or given back if it fails.
-        await staging.owed.sent(new_key)
-        replaced = staging.known.settle(new_key)
-        try:
+        async with staging.owed.taken(new_key):
             moved = await _move(staging, meta, new_key, root_prefix, noreplace=noreplace)
-        except BaseException:
-            if replaced is not None:
-                staging.known.owe(new_key, *replaced)
-            raise
         if victim is not None:
             staging.unlinked(victim)
             await staging.disown(victim)  # its sealed write-back journal must not land later
@@ -65,18 +59,12 @@ async def _move(
         )
     # Attributes the source owes ride in this copy (fs/owedattrs.py): one sending
     # them lands first, else the copy takes them over (and gives them back if it fails).
-    await staging.owed.sent(meta.key)
-    owed = staging.known.settle(meta.key)
-    owed_headers = owed[1] if owed is not None and owed[0] == meta.etag else None
-    try:
+    async with staging.owed.taken(meta.key) as owed:
+        owed_headers = owed[1] if owed is not None and owed[0] == meta.etag else None
         headers = await _retyped_headers(staging, meta, new_key, owed_headers)
         copied = await copy_any(writes, meta.key, new_key, size=meta.size,
                                 etag=meta.etag, ledger=staging.uploader.ledger,
                                 forbid_overwrite=noreplace, replace=headers)  # fmt: skip
-    except BaseException:
-        if owed is not None:
-            staging.known.owe(meta.key, *owed)
-        raise
     staging.known.forget(new_key)  # what the replaced object owed: paid by this copy
     staging.known.moved(meta.key, new_key, copied.etag)
     if headers is not None:

@@ -112,6 +112,24 @@ class OwedAttrs:
             await running.wait()
 
     @contextlib.asynccontextmanager
+    async def taken(self, key: str) -> AsyncIterator[tuple[str, dict[str, str]] | None]:
+        """Around a request that replaces or removes `key` (a commit, a delete, a rename's
+        copy from or to it): a copy sending what `key` owes lands first (fenced on the old
+        ETag only when it starts, it would otherwise land after the request: the old bytes
+        back over a commit, a deleted object back, a renamed-over file back), and the debt
+        (ETag, headers) is taken meanwhile, so none starts; yielded, for the request to
+        carry or drop. Given back if the request fails; the caller pays it when it succeeds
+        (KnownMeta `wrote`, `forget`, `moved`)."""
+        await self.sent(key)
+        debt = self._known.settle(key)
+        try:
+            yield debt
+        except BaseException:
+            if debt is not None:
+                self._known.owe(key, *debt)
+            raise
+
+    @contextlib.asynccontextmanager
     async def copying(self, key: str) -> AsyncIterator[None]:
         """Around a copy of `key` onto itself made outside the debts (a setattr's, when
         nothing is owed: `--attr-delay 0`, or an object this mount did not write): it counts

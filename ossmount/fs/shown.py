@@ -191,6 +191,11 @@ def _unpack(value: bytes) -> Posix:
     )
 
 
+def _restamped(value: bytes, stored_ns: int) -> bytes:
+    """Table value `value`, stored by this mount at `stored_ns` (`_SEEN`)."""
+    return _pack(_etag_bytes(value).decode("utf-8", "surrogatepass"), _unpack(value), -stored_ns)
+
+
 def _etag_bytes(value: bytes) -> bytes:
     return value[_ETAG_AT[value[0]] :]
 
@@ -242,8 +247,7 @@ class ShownAttrs:
         known = self._known.get(key)
         if known is not None:
             self.changes += 1
-            etag = _etag_bytes(known).decode("utf-8", "surrogatepass")
-            self._known[key] = _pack(etag, _unpack(known), -stored_ns)
+            self._known[key] = _restamped(known, stored_ns)
 
     def changed_since_stored(self, key: str, mtime_ns: int) -> bool:
         """Whether a listing's Last-Modified `mtime_ns` of `key` is later than this mount
@@ -304,9 +308,7 @@ class ShownAttrs:
         cut = len(old_prefix)
         self.changes += 1
         for key in [k for k in self._known if k.startswith(old_prefix)]:
-            known = self._known.pop(key)
-            etag = _etag_bytes(known).decode("utf-8", "surrogatepass")
-            self._known[new_prefix + key[cut:]] = _pack(etag, _unpack(known), -stored_ns)
+            self._known[new_prefix + key[cut:]] = _restamped(self._known.pop(key), stored_ns)
 
 
 class AttrView:

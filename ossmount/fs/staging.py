@@ -382,15 +382,9 @@ class Staging:
         it owed (fs/owedattrs.py) has landed, and with none starting meanwhile: a copy in
         flight otherwise lands after the delete and brings the object back (a stress run:
         an unlink 12 ms after the owed copy of the file began left it on OSS). The delete
-        pays what it owed; a failed one gives the debt back."""
-        await self.owed.sent(key)
-        owed = self.known.settle(key)
-        try:
+        pays what it owed; a failed one gives the debt back (OwedAttrs.taken)."""
+        async with self.owed.taken(key):
             await self.uploader.writes.delete_object(key)
-        except BaseException:
-            if owed is not None:
-                self.known.owe(key, *owed)
-            raise
         self.known.forget(key)
 
     async def disown(self, staged: Staged) -> None:
@@ -931,15 +925,8 @@ class Staging:
         # 9 MiB file rewritten under write-back came back as its previous version). So a
         # copy sending them lands first, and none starts meanwhile: the debt is taken, and
         # given back if this commit fails (that version then stays, and still owes them).
-        key = staged.key
-        await self.owed.sent(key)
-        owed = self.known.settle(key)
-        try:
+        async with self.owed.taken(staged.key):
             return await self._commit_owing(staged)
-        except BaseException:
-            if owed is not None:
-                self.known.owe(key, *owed)
-            raise
 
     async def _commit_owing(self, staged: Staged) -> ObjectMeta:
         """`_commit_dirty` once the replaced version's owed attributes are out of the way."""
