@@ -398,7 +398,9 @@ async def copy_object(ctx: Ctx) -> Response:
                        "copy it with UploadPartCopy.")  # fmt: skip
     _check_overwrite(ctx)
     directive = ctx.req.header("x-oss-metadata-directive", "COPY").upper()
-    body = await _copy_body(ctx, src)
+    storage_class = ctx.req.headers.get("x-oss-storage-class", src.storage_class)
+    in_place = _metadata_only(ctx, src, storage_class)
+    body = src.body if in_place else await _copy_body(ctx, src)
     try:
         _check_overwrite(ctx)  # again: an object may have been made while the copy ran
     except OssError:
@@ -414,21 +416,39 @@ async def copy_object(ctx: Ctx) -> Response:
         body=body,
         etag=src.etag,
         mtime=ctx.now,
-        crc64=None,  # copies carry no CRC-64 (as OSS may): clients must cope
+        # Copies of content carry no CRC-64 (as OSS "may not"): clients must cope. A copy
+        # onto itself changes only the metadata, so the object keeps its CRC-64 and type.
+        crc64=src.crc64 if in_place else None,
         content_type=ctype,
-        object_type="Normal" if src.object_type != "Symlink" else "Symlink",
-        storage_class=ctx.req.headers.get("x-oss-storage-class", src.storage_class),
+        object_type=src.object_type if in_place or src.object_type == "Symlink" else "Normal",
+        storage_class=storage_class,
         meta=meta,
+        content_md5=src.content_md5 if in_place else None,
         symlink_target=src.symlink_target,
     )
     ctx.store.publish(ctx.bucket_name, obj)
+    hs = [("Content-Type", "application/xml"), ("ETag", obj.etag)]
+    if obj.crc64 is not None:
+        hs.append(("x-oss-hash-crc64ecma", str(obj.crc64)))
     xml = (
         "<CopyObjectResult>\n"
         f"  <LastModified>{iso8601(obj.mtime)}</LastModified>\n"
         f"  <ETag>{xml_text(obj.etag)}</ETag>\n"
         "</CopyObjectResult>\n"
     )
-    return Response(200, [("Content-Type", "application/xml"), ("ETag", obj.etag)], xml_doc(xml))
+    return Response(200, hs, xml_doc(xml))
+
+
+def _metadata_only(ctx: Ctx, src: ObjectVersion, storage_class: str) -> bool:
+    """OSS: a CopyObject of an object onto itself in an unversioned bucket that changes
+    neither its storage class nor its encryption "only modifies the metadata and does not
+    copy the content" (CopyObject, usage limits; oss-protocol.md §3.9)."""
+    return (
+        parse_copy_source(ctx, ctx.req.header("x-oss-copy-source")) == (ctx.bucket_name, ctx.key)
+        and src.key == ctx.key
+        and storage_class == src.storage_class
+        and "x-oss-server-side-encryption" not in ctx.req.headers
+    )
 
 
 async def append_object(ctx: Ctx) -> Response:

@@ -334,7 +334,9 @@ class Store:
         if self.data_dir is not None:
             path = self._obj_path(bucket, obj.key)
             body = obj.body
-            if isinstance(body, FileBody) and body.path != path.with_suffix(".data"):
+            # A metadata-only copy onto itself publishes the current body again: keep its file.
+            published = isinstance(body, FileBody) and body.path.name.startswith(f"{path.name}.")
+            if isinstance(body, FileBody) and not published:
                 # Each version gets its own file name so an fd already opened on the old one
                 # keeps its bytes; the meta file names the current one.
                 final = path.with_name(f"{path.name}.{uuid.uuid4().hex}.data")

@@ -54,6 +54,48 @@ def test_copy_object_has_no_crc(open_emu: Emulator, http: httpx.Client) -> None:
     assert r.status_code == 404
 
 
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_a_copy_onto_itself_changes_only_the_metadata(tmp_path: Path, on_disk: bool) -> None:
+    """OSS docs (CopyObject, usage limits): onto itself, in an unversioned bucket, with the
+    storage class and encryption unchanged, only the metadata changes; the content is not
+    copied. So the object keeps its CRC-64, ETag and type (a close's mtime stored by a copy
+    must not make a multipart object unverifiable); a change of storage class copies it."""
+    data_dir = str(tmp_path / "data") if on_disk else None
+    with (
+        Emulator(buckets=["demo"], verify_signatures=False, data_dir=data_dir) as emu,
+        httpx.Client(base_url=emu.endpoint) as http,
+    ):
+        data = os.urandom(300_000)
+        init = http.post("/demo/mp?uploads")
+        upload_id = ElementTree.fromstring(init.content).findtext("UploadId")
+        part = http.put(f"/demo/mp?partNumber=1&uploadId={upload_id}", content=data)
+        done = http.post(
+            f"/demo/mp?uploadId={upload_id}",
+            content="<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>"
+            f"<ETag>{part.headers['etag']}</ETag></Part></CompleteMultipartUpload>",
+        )
+        assert done.status_code == 200, done.text
+        before = http.head("/demo/mp").headers
+        copy = {"x-oss-copy-source": "/demo/mp", "x-oss-metadata-directive": "REPLACE"}
+        r = http.put("/demo/mp", headers={**copy, "x-oss-meta-mode": "33188"})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-oss-hash-crc64ecma"] == str(crc64(data))
+        after = http.head("/demo/mp").headers
+        assert after["x-oss-meta-mode"] == "33188"
+        for h in ("etag", "x-oss-hash-crc64ecma", "x-oss-object-type"):
+            assert after[h] == before[h], h
+        assert http.get("/demo/mp").content == data
+        r = http.put("/demo/mp", headers={**copy, "x-oss-storage-class": "IA"})
+        assert r.status_code == 200, r.text
+        assert "x-oss-hash-crc64ecma" not in http.head("/demo/mp").headers
+        assert http.get("/demo/mp").content == data
+        if on_disk:  # one body file left: the in-place copy kept it, the other replaced it
+            assert len(list((tmp_path / "data" / "demo").glob("*.data"))) == 1
+    if on_disk:
+        with Emulator(buckets=["demo"], verify_signatures=False, data_dir=data_dir) as emu:
+            assert emu.get_bytes("demo", "mp") == data
+
+
 def test_put_object_without_crc(open_emu: Emulator, http: httpx.Client) -> None:
     open_emu.put_object("demo", "old", b"legacy", crc64=False)
     r = http.get("/demo/old")

@@ -219,3 +219,23 @@ def test_a_file_keeps_its_mtime_through_a_rename_and_a_remount(
     mount.stop()
     again = make_mount().start()
     assert os.stat(again.path / "moved").st_mtime_ns == shown
+
+
+def test_a_big_write_back_file_keeps_its_close_time_and_stays_verifiable(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """Under write-back a file of several parts has its upload initiated before the close,
+    so the close's mtime is stored afterwards by a copy onto itself. OSS changes only the
+    metadata of such a copy: the object keeps its CRC-64, and a fresh mount verifies it."""
+    mount = make_mount(args=(*RW, "-o", "writeback")).start()
+    data = os.urandom(3 * 1024 * 1024 + 1)  # parts of 1 MiB: they go before the close
+    (tmp_path / "big").write_bytes(data)
+    subprocess.run(["cp", str(tmp_path / "big"), str(mount.path / "big")], check=True)
+    shown = os.stat(mount.path / "big").st_mtime_ns
+    mount.stop()  # waits for the upload and the copy
+    assert "CopyObject" in [r.op for r in emulator.requests]
+    assert _ns(_meta(emulator, "big")["mtime"]) == shown
+    fresh = make_mount().start()
+    assert (fresh.path / "big").read_bytes() == data
+    assert os.stat(fresh.path / "big").st_mtime_ns == shown
+    assert os.getxattr(fresh.path / "big", "user.ossmount.state") == b"verified"
