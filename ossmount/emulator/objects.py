@@ -357,10 +357,11 @@ async def copy_in_thread(
             os.close(opened.fd)
 
 
-async def _copy_body(ctx: Ctx, src: ObjectVersion) -> Body:
-    """Bodies are immutable, so memory/synthetic ones are shared; files are copied (with no
-    MD5: the copy keeps the source's ETag)."""
-    if isinstance(src.body, FileBody):
+async def _copy_body(ctx: Ctx, src: ObjectVersion, in_place: bool) -> Body:
+    """Bodies are immutable, so memory/synthetic ones are shared, and so is a file copied
+    `in_place` (`_metadata_only`); other files are copied (with no MD5: the copy keeps the
+    source's ETag)."""
+    if isinstance(src.body, FileBody) and not in_place:
         writer = ctx.store.new_writer(md5=False)
         try:
             await copy_in_thread(ctx, writer, src.body, 0, src.size)
@@ -400,7 +401,7 @@ async def copy_object(ctx: Ctx) -> Response:
     directive = ctx.req.header("x-oss-metadata-directive", "COPY").upper()
     storage_class = ctx.req.headers.get("x-oss-storage-class", src.storage_class)
     in_place = _metadata_only(ctx, src, storage_class)
-    body = src.body if in_place else await _copy_body(ctx, src)
+    body = await _copy_body(ctx, src, in_place)
     try:
         _check_overwrite(ctx)  # again: an object may have been made while the copy ran
     except OssError:

@@ -356,10 +356,10 @@ async def _copy_then_commit(
     held, release = threading.Event(), threading.Event()
     real_body = emu_objects._copy_body
 
-    async def held_copy(ctx: Any, src: Any) -> Any:  # in the emulator's thread
+    async def held_copy(*args: Any) -> Any:  # in the emulator's thread
         held.set()
         await trio.to_thread.run_sync(release.wait)
-        return await real_body(ctx, src)
+        return await real_body(*args)
 
     monkeypatch.setattr(emu_objects, "_copy_body", held_copy)
     writes = rig.staging.uploader.writes
