@@ -286,8 +286,11 @@ class Staging:
     async def fetch_unread(
         self, staged: Staged, open_source: Callable[[ObjectMeta], ReaderWithClose]
     ) -> None:
-        """fs/unread.py `fetch`, counted against this staging's room."""
-        await unread.fetch(staged, open_source, self.space, where=self.where,
+        """fs/unread.py `fetch`, counted against this staging's room: it waits for room to
+        come as a write does (a stress run: a patch of the start of a file appended to,
+        whose own and other files' write-back uploads were pending, got ENOSPC at once)."""
+        room = None if self.space is None else unread.Room(self._grow_waiting, self.space.shrink)
+        await unread.fetch(staged, open_source, room, where=self.where,
                            durable=self.uploader.settings.fsync_staged)  # fmt: skip
 
     def moved(self, staged: Staged, path: str, meta: ObjectMeta) -> None:
@@ -608,13 +611,19 @@ class Staging:
         else ENOSPC."""
         if self.space is None or end <= staged.counted:
             return
+        self._grow(staged, end - staged.counted)
+        staged.counted = end
+
+    def _grow(self, staged: Staged, delta: int) -> None:
+        """Count `delta` more staged bytes for `staged`, making room as `_count` says."""
+        assert self.space is not None
         try:
-            self.space.grow(end - staged.counted, self.where(staged.key))
+            self.space.grow(delta, self.where(staged.key))
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
             if self._shed(staged) or any(self._shed(other) for other in self._shed_ones(staged)):
-                self._count(staged, end)
+                self._grow(staged, delta)
                 return
             sending = self._parts_coming(staged)
             if sending is not None:
@@ -623,7 +632,14 @@ class Staging:
             if until is None:
                 raise
             raise NoRoomYet(self._room_event, until) from exc
-        staged.counted = end
+
+    async def _grow_waiting(self, staged: Staged, delta: int) -> None:
+        """`_grow`, waiting while room is coming (as a write does: FileSystem.write_waiting)."""
+        while True:
+            try:
+                return self._grow(staged, delta)
+            except NoRoomYet as no_room:
+                await no_room.wait()
 
     def _shed_ones(self, staged: Staged) -> list[Staged]:
         """Files other than `staged` whose confirmed parts may leave the disk for its write:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple, Protocol
 
 import trio
 
 from ossmount.crc64 import crc64
 from ossmount.fs.staged import Staged
-from ossmount.fs.stagedspace import StagedSpace
 from ossmount.oss._errors import NoSuchKey, PreconditionFailed
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import Uploader, UploadSettings
@@ -111,10 +110,18 @@ def upload_part_size(below: int, settings: UploadSettings) -> int:
     return best * ps
 
 
+class Room(NamedTuple):
+    """Where the room a fetched start takes is counted: `take` waits for it (or raises
+    ENOSPC), `give` returns it."""
+
+    take: Callable[[Staged, int], Awaitable[None]]
+    give: Callable[[int], None]
+
+
 async def fetch(
     staged: Staged,
     open_source: Callable[[ObjectMeta], ReaderWithClose],
-    space: StagedSpace | None,
+    room: Room | None,
     *,
     where: Callable[[str], str],
     durable: bool,
@@ -123,7 +130,7 @@ async def fetch(
     truncate into it; an unlink or replace while it is open, which takes the version it is
     read from away). Read through the verified read path from the version that holds it,
     and checked against its CRC-64 (`Unread.crc`): bytes that do not match are never used
-    (OSError EIO, the file unchanged). `space`: where the room it takes is counted;
+    (OSError EIO, the file unchanged). `room`: where the room it takes is counted;
     `durable`: fsync them (a record may soon claim them). One fetch at a time; others wait
     for it."""
     while (start := staged.unread) is not None:
@@ -134,8 +141,8 @@ async def fetch(
         below, meta = start.below, start.source
         grown = fetched = False
         try:
-            if space is not None:
-                space.grow(below, where(staged.key))  # ENOSPC: nothing changed
+            if room is not None:
+                await room.take(staged, below)  # ENOSPC: nothing changed
                 grown = True
             reader = open_source(meta)
             try:  # the hole's bytes: no one reads or writes them until `unread` is 0
@@ -152,8 +159,8 @@ async def fetch(
             forget(staged)
         finally:
             if grown and not fetched:
-                assert space is not None
-                space.shrink(below)
+                assert room is not None
+                room.give(below)
             start.fetching = None
             done.set()
 

@@ -133,3 +133,37 @@ async def test_a_write_waiting_for_room_gets_enospc_once_the_uploads_failed(
     assert _staging(rig).by_path.get("a") is not None, "a stays staged, unsent"
     assert rig.emu.head(BUCKET, "a") is None
     await rig.fs.release(fh)
+
+
+@pytest.fixture
+async def small_parts(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
+    """`tight` with parts of 1 MiB: an object of 2 MiB + 5 opened to append keeps its first
+    2 MiB unread (whole parts), which fit under the cap once nothing else is staged."""
+    async for rig in write_rig(
+        emu, tmp_path, rw=True, part_mib=1, writeback_delay_s=600.0, cache_cap=CAP
+    ):
+        yield rig
+
+
+async def test_fetching_the_unread_start_of_an_appended_file_waits_for_room_too(
+    small_parts: WriteRig,
+) -> None:
+    """A write into the start of a file opened to append fetches that start first; with the
+    room held by a pending upload, the fetch waits for it as a write does (a stress run got
+    ENOSPC at once: fs/unread.py counted the start without Staging's waiting)."""
+    rig = small_parts
+    old = os.urandom(2 * MiB + 5)
+    rig.emu.put_object(BUCKET, "old", old)
+    await _closed_pending(rig, "a", A)
+    inode = (await rig.fs.lookup(ROOT_INODE, "old")).inode
+    fh = (await rig.fs.open(inode, os.O_WRONLY | os.O_APPEND)).fh
+    staging = _staging(rig)
+    assert staging.by_inode[staging.by_path["old"]].unread_end == 2 * MiB
+    with trio.fail_after(30):
+        assert await rig.fs.write_waiting(fh, 1, b"PATCH") == 5
+    assert rig.emu.get_bytes(BUCKET, "a") == A, "the wait started a's upload at once"
+    await rig.fs.flush(fh)
+    await rig.fs.release(fh)
+    with trio.fail_after(30):
+        await _staging(rig).drain()
+    assert rig.emu.get_bytes(BUCKET, "old") == old[:1] + b"PATCH" + old[6:]
