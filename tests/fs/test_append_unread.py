@@ -151,6 +151,31 @@ async def test_the_open_file_reads_the_object_start_and_the_staged_rest(rig: Wri
     assert rig.emu.get_bytes(BUCKET, "big") == whole
 
 
+async def test_a_read_of_the_start_racing_the_commit_that_replaces_it_reads_the_new_one(
+    rig: WriteRig,
+) -> None:
+    """The unread start is read from the version that holds it. A commit of the file
+    replaces that version on the server before its reply comes back (held here for 1 s);
+    a read in between got 412 from its GET and failed with ESTALE (a stress run, under
+    write-back: `append`, then `cat`). It waits for the commit's end and reads the new
+    version."""
+    rig.emu.put_object(BUCKET, "big", BIG)
+    old = rig.emu.head(BUCKET, "big")
+    assert old is not None
+    inode, fh = await _open(rig, os.O_RDWR | os.O_APPEND)
+    await rig.fs.write_waiting(fh, len(BIG), b"+")
+    reader = (await rig.fs.open(inode, os.O_RDONLY)).fh
+    rig.emu.faults.add(FaultRule("latency", op="CompleteMultipartUpload", seconds=1.0))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_close, rig, fh)
+            while (now := rig.emu.head(BUCKET, "big")) is None or now.etag == old.etag:
+                await trio.sleep(0.01)  # until the new version is on the server
+            assert await rig.fs.read(reader, 0, 100) == BIG[:100]
+    await rig.fs.release(reader)
+    assert rig.emu.get_bytes(BUCKET, "big") == BIG + b"+"
+
+
 async def test_a_write_into_the_start_fetches_it_then_patches(rig: WriteRig) -> None:
     rig.emu.put_object(BUCKET, "big", BIG)
     inode, fh = await _open(rig, os.O_RDWR | os.O_APPEND)
