@@ -22,8 +22,9 @@ from ossmount.fs.movetype import renames_type, retyped
 from ossmount.fs.staged import Staged
 from ossmount.fs.staging import Staging
 from ossmount.fs.stamps import now_s
+from ossmount.oss.carriedcrc import carry_crc
 from ossmount.oss.models import ObjectMeta
-from ossmount.write.bigcopy import copy_any
+from ossmount.write.bigcopy import COPY_LIMIT, copy_any
 
 __all__ = ["move_file"]
 
@@ -62,6 +63,7 @@ async def _move(
     async with staging.owed.taken(meta.key) as owed:
         owed_headers = owed[1] if owed is not None and owed[0] == meta.etag else None
         headers = await _retyped_headers(staging, meta, new_key, owed_headers)
+        headers = _with_crc(meta, headers)
         copied = await copy_any(writes, meta.key, new_key, size=meta.size,
                                 etag=meta.etag, ledger=staging.uploader.ledger,
                                 forbid_overwrite=noreplace, replace=headers)  # fmt: skip
@@ -71,6 +73,17 @@ async def _move(
         staging.known.wrote(new_key, copied.etag, headers)
     return replace(meta, key=new_key, etag=copied.etag, mtime_ns=now_s(),
                    crc64=copied.crc64 or meta.crc64)  # fmt: skip
+
+
+def _with_crc(meta: ObjectMeta, headers: dict[str, str] | None) -> dict[str, str] | None:
+    """The copy's metadata with the source's CRC-64 carried (oss/carriedcrc.py), which the
+    copy may not get from the server, when it replaces the metadata anyway (`rsync`'s
+    temporary file owes the times and mode rsync set on it). Else it is copied as it is,
+    with any CRC-64 the source carried: replacing metadata this mount only remembers could
+    undo another client's chmod of the object meanwhile."""
+    if headers is None or meta.crc64 is None or meta.size > COPY_LIMIT:  # by parts: new ETag
+        return headers
+    return {**headers, **carry_crc(meta.crc64, meta.etag)}
 
 
 async def _retyped_headers(

@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from ._errors import BadResponse, ObjectChanged
+from .carriedcrc import CARRIED_CRC, carried_crc
 from .models import ObjectMeta
 
 __all__ = ["GetState", "check_get_reply", "header_dict", "http_date_s", "meta_from_headers"]
@@ -58,14 +59,19 @@ def http_date_s(text: str) -> int | None:
 
 
 def meta_from_headers(key: str, headers: dict[str, str], size: int) -> ObjectMeta:
-    """ObjectMeta from a HEAD or GET reply's headers (`header_dict`); `size` is the object's."""
+    """ObjectMeta from a HEAD or GET reply's headers (`header_dict`); `size` is the object's.
+    Without the server's CRC-64, the one a copy of this mount carried (oss/carriedcrc.py)."""
     get = headers.get
+    crc = get("x-oss-hash-crc64ecma")
+    etag = get("etag", "")
+    if crc is None and (carried := carried_crc(get(CARRIED_CRC), etag)) is not None:
+        crc = str(carried)
     return _meta(
         key,
         size,
-        get("etag", ""),
+        etag,
         get("last-modified"),
-        get("x-oss-hash-crc64ecma"),
+        crc,
         get("x-oss-object-type"),
         get("x-oss-storage-class"),
     )

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from ossmount.oss._reply import header_dict, http_date_s, meta_from_headers
+from ossmount.oss.carriedcrc import CARRIED_CRC, carried_crc, carry_crc
 
 
 def test_fast_http_date_matches_the_stdlib() -> None:
@@ -101,3 +102,18 @@ def test_httpcore_errors_become_the_httpx_class_of_the_same_name() -> None:
         pass
 
     assert type(as_httpx_error(Odd("x"))) is httpx.TransportError
+
+
+def test_a_crc_a_copy_carried_is_taken_for_the_version_it_names_when_the_server_sends_none() -> (
+    None
+):
+    etag = '"D41D8CD98F00B204E9800998ECF8427E"'
+    carried = carry_crc(123, etag)
+    assert carried == {CARRIED_CRC: "123;D41D8CD98F00B204E9800998ECF8427E"}
+    assert meta_from_headers("k", {"etag": etag, **carried}, 5).crc64 == 123
+    server = {"etag": etag, "x-oss-hash-crc64ecma": "7", **carried}
+    assert meta_from_headers("k", server, 5).crc64 == 7, "the server's own comes first"
+    other = {"etag": '"0123456789ABCDEF0123456789ABCDEF"', **carried}
+    assert meta_from_headers("k", other, 5).crc64 is None, "another version's: not believed"
+    for bad in ("", "x;D41D8CD98F00B204E9800998ECF8427E", "123", "123;", f"{1 << 64};abc"):
+        assert carried_crc(bad, "abc") is None, bad
