@@ -415,11 +415,12 @@ class FileSystem:
             staged.handles += 1
         if writing and flags & os.O_TRUNC:  # what a write-back close sealed goes up first
             await staging.quiesce_held(staged)
-        if writing and flags & os.O_TRUNC and staged.size:
+        if writing and flags & os.O_TRUNC:
+            # Dirty (an empty object replaces the old one at close) and, as on ext4, a mtime
+            # a utimens set is now, even if the file was empty already (a stress run under
+            # write-back: `touch -d` then `: >` of an empty file kept the old mtime).
             await self._before_truncate(staged, 0)
             staging.truncate(staged, 0)
-        elif writing and flags & os.O_TRUNC:
-            staged.dirty = True  # an empty object replaces the old one at close
         fh = self._new_fh()
         self._files[fh] = _OpenFile(inode, None, staged)
         self._last_etag.pop(inode, None)
