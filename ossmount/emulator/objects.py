@@ -445,8 +445,7 @@ def _metadata_only(ctx: Ctx, src: ObjectVersion, storage_class: str) -> bool:
     neither its storage class nor its encryption "only modifies the metadata and does not
     copy the content" (CopyObject, usage limits; oss-protocol.md §3.9)."""
     return (
-        parse_copy_source(ctx, ctx.req.header("x-oss-copy-source")) == (ctx.bucket_name, ctx.key)
-        and src.key == ctx.key
+        ctx.bucket().objects.get(ctx.key) is src  # the copy source is this very key
         and storage_class == src.storage_class
         and "x-oss-server-side-encryption" not in ctx.req.headers
     )
