@@ -8,9 +8,8 @@ import os
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,15 +17,15 @@ import trio
 import trio.testing
 from trio.testing import wait_all_tasks_blocked
 
-from ossmount.emulator import Emulator
 from ossmount.emulator import objects as emu_objects
 from ossmount.fs.shown import STORED_SLACK_NS, Posix, ShownAttrs, posix_of
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.write.journal import JournalRecord, decode, encode
 from tests.fs.conftest import LOOK
-from tests.fs.test_writes import BUCKET, WriteRig, emu, rw, write_rig
+from tests.fs.test_append_unread import rig
+from tests.fs.test_writes import BUCKET, WriteRig, emu, rw
 
-__all__ = ["emu", "rw"]
+__all__ = ["emu", "rig", "rw"]
 
 CREATE = os.O_WRONLY | os.O_CREAT
 T = 1_600_000_000_000_000_000
@@ -426,23 +425,13 @@ async def test_a_commit_lands_after_a_chmods_own_copy(
     await _copy_then_commit(rig, monkeypatch, inode, chmod)
 
 
-@pytest.fixture(params=[None, 600.0], ids=["sync", "writeback"])
-async def either(
-    emu: Emulator, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[WriteRig]:
-    """Sync mode, and write-back with uploads held back (a closed file stays staged)."""
-    async for rig in write_rig(emu, tmp_path, rw=True, writeback_delay_s=request.param):
-        yield rig
-
-
 @pytest.mark.parametrize("size", [0, 4])
 async def test_an_o_trunc_open_after_a_utimens_makes_the_mtime_now_even_of_an_empty_file(
-    either: WriteRig, size: int
+    rig: WriteRig, size: int
 ) -> None:
     """open(O_TRUNC) marks the mtime for update (POSIX; ext4 does it for an empty file too).
     Under write-back an empty file whose upload was pending kept its utimens's time (a
     stress run: `utime`, then `open(.., "wb")` with nothing written)."""
-    rig = either
     opened, attr = await rig.fs.create(ROOT_INODE, "f", CREATE, 0o644)
     rig.fs.write(opened.fh, 0, b"data"[:size])
     await rig.fs.flush(opened.fh)
