@@ -341,9 +341,10 @@ class FileSystem:
                 data = await handle.unread.read(offset, want)
                 break
             except ObjectChanged:
-                if staged.lock.locked():  # a commit of this file may have replaced that
-                    async with staged.lock:  # version, its reply not in yet: its end tells
-                        pass
+                assert self._staging is not None
+                # A commit of this file may have replaced that version, its reply not in
+                # yet: its end tells.
+                await self._staging.settle(staged)
                 if staged.unread is not None and staged.unread.source == source:
                     raise
                 # a commit of this file replaced that version meanwhile: read the new one
