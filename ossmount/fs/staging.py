@@ -861,14 +861,14 @@ class Staging:
         staged.ctime_ns = now_s()
         record = self._record(staged, mtime_ns=staged.mtime_ns or 0, ctime_ns=staged.ctime_ns)
         attrs = {name: getattr(record, name) for name in _SEALED_ATTRS}
-        attrs["sealed_ns"] = time.time_ns()  # UploadSession.overtaken: this seal's time
-        if staged.session is not None:
+        if staged.session is not None:  # which stamps the seal's time (`_seal_changes`)
             return staged.session.sealing(staged.size, **attrs)
         if staged.resumable is not None:  # its bytes are the sealed ones (Staging.quiesce)
             staged.resumable = replace(staged.resumable, **attrs)
             record = staged.resumable
+        # The seal's time: UploadSession.overtaken judges a newer server version by it.
         return replace(record, size=staged.size, sealed=True, boot_id="",
-                       sealed_ns=attrs["sealed_ns"])  # fmt: skip
+                       sealed_ns=time.time_ns())  # fmt: skip
 
     def unused(self, staged: Staged) -> None:
         """A call just settled `staged` (unlinked or replaced it, or committed it for a
