@@ -41,12 +41,13 @@ import posixpath
 import stat
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn, Protocol
 
 import trio
 
 from ossmount.cache.adopt import Adopter
+from ossmount.cache.errors import CacheError
 from ossmount.fs.attrs import Attr, FsStats, Opened, Presentation, direct_writes, is_symlink
 from ossmount.fs.dirattrs import make_dir
 from ossmount.fs.dirrename import rename_tree
@@ -80,7 +81,7 @@ from ossmount.fs.staging import NoRoomYet, Staging
 from ossmount.fs.stamps import now_s
 from ossmount.fs.xattrs import check_namespace, xattr_value
 from ossmount.oss.models import ObjectMeta
-from ossmount.prefetch import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher
+from ossmount.prefetch import ObjectChanged, ObjectCorrupt, ObjectReader, Prefetcher, ReadError
 from ossmount.prefetch.siblings import DirectoryReadAhead
 from ossmount.service.metrics import MountMetrics
 from ossmount.tree.errors import NotADirectory, NotFound
@@ -93,6 +94,10 @@ from ossmount.write.journal import JournalRecord
 __all__ = ["FileSystem", "KernelCache", "ReplyEntry"]
 
 log = logging.getLogger(__name__)
+
+# What an unlink or rename waits to fetch for the handles still reading an object it takes
+# away (`_keep_for_readers`): about 2 s on loopback, 10 s at 100 MB/s.
+_KEEP_MAX_BYTES = 1 << 30
 
 # readdir hands each entry to this: (name, attributes, cookie of the next entry) -> whether
 # the kernel's buffer took it.
@@ -117,6 +122,7 @@ class _OpenFile:
     reader: ObjectReader | None  # None: served by `staged`
     staged: Staged | None = None
     unread: ObjectReader | None = None  # of `staged.unread.source`, opened on the first read
+    writes: bool = False  # opened for writing (fs.flush)
 
 
 class FileSystem:
@@ -422,10 +428,30 @@ class FileSystem:
             # write-back: `touch -d` then `: >` of an empty file kept the old mtime).
             await self._before_truncate(staged, 0)
             staging.truncate(staged, 0)
+        await self._readers_follow(inode, staged)
         fh = self._new_fh()
-        self._files[fh] = _OpenFile(inode, None, staged)
+        self._files[fh] = _OpenFile(inode, None, staged, writes=writing)
         self._last_etag.pop(inode, None)
         return Opened(fh, False, direct_writes(flags))
+
+    async def _readers_follow(self, inode: int, staged: Staged) -> None:
+        """Handles of `inode` opened for reading before it was staged read the staged bytes
+        from now on, as a local file's descriptors see every write to it. Left on the version
+        they opened, they would read its cached parts (bytes this mount has replaced) and,
+        once the commit replaces it, fail with ESTALE on the next GET.
+
+        The switch of every such handle is one synchronous step (no read of `inode` starts
+        between two of them); a read already in flight finishes on the old version."""
+        assert self._staging is not None
+        left: list[ObjectReader] = []
+        for handle in self._files.values():
+            if handle.inode == inode and handle.reader is not None:
+                left.append(handle.reader)
+                handle.reader, handle.staged = None, staged
+                staged.handles += 1
+        for reader in left:
+            self._dir_ahead.closed(reader.meta.key, reader.read_to_end)
+            await reader.aclose()
 
     async def create(
         self, parent: int, name: str, flags: int, mode: int = 0o644, uid: int | None = None,
@@ -453,7 +479,7 @@ class FileSystem:
         staged.uid, staged.gid = uid, gid
         staged.atime_ns = staged.ctime_ns = now_s()  # as ossfs's create (fs/stamps.py)
         fh = self._new_fh()
-        self._files[fh] = _OpenFile(node.inode, None, staged)
+        self._files[fh] = _OpenFile(node.inode, None, staged, writes=True)
         return Opened(fh, False, direct_writes(flags)), self.attr(node)
 
     def _append_fill(self, flags: int, meta: ObjectMeta) -> tuple[bool, int | None]:
@@ -495,6 +521,41 @@ class FileSystem:
                 return True
             except NoRoomYet as no_room:
                 await no_room.wait()
+
+    async def _keep_for_readers(self, going: Callable[[str], bool]) -> None:
+        """The objects whose keys are `going` are about to go (unlinked, replaced or moved
+        away by a rename): the handles reading them have the rest of them fetched into the
+        cache first, as a local file's bytes stay readable through its open descriptors; up
+        to _KEEP_MAX_BYTES per object, so an `rm` does not wait minutes for a big file some
+        forgotten `less` holds open. If that is too much or fails (the object changed
+        meanwhile, the link is down), the change goes on: those handles' reads of what is
+        not cached fail (ESTALE), as they would have anyway."""
+        for handle in list(self._files.values()):
+            reader = handle.reader
+            if reader is None or not going(reader.meta.key):
+                continue
+            try:
+                if await reader.fetch_all(_KEEP_MAX_BYTES):
+                    continue
+                why = f"more than {_KEEP_MAX_BYTES >> 20} MiB of it not cached"
+            except (ReadError, CacheError) as exc:
+                why = str(exc)
+            log.info("oss://%s/%s: not kept for its open handles: %s", self._bucket,
+                     reader.meta.key, why)  # fmt: skip
+
+    async def _readers_moved(self, inode: int, old: ObjectMeta, moved: ObjectMeta) -> None:
+        """`inode`'s object was renamed by this mount: the handles reading it go on at the
+        new key, where the copy (fenced on the old ETag: the same bytes) is; at the old one
+        their next GET would find nothing. The source's CRC-64 stays theirs to check against
+        (a copy may have none)."""
+        crc = moved.crc64 if moved.crc64 is not None else old.crc64
+        left: list[ObjectReader] = []
+        for handle in self._files.values():
+            if handle.inode == inode and handle.reader is not None:
+                left.append(handle.reader)
+                handle.reader = self._prefetcher.open(replace(moved, crc64=crc))
+        for reader in left:
+            await reader.aclose()
 
     async def _keep_readable(self, staged: Staged) -> None:
         """A file still open whose object is about to go (unlinked, replaced): its unread
@@ -538,15 +599,22 @@ class FileSystem:
         return self._staging is not None
 
     async def flush(self, fh: int) -> None:
-        """Every close: commit what the file's handles wrote, verified, or raise (EIO)."""
+        """Every close: commit what the file's handles wrote, verified, or raise (EIO).
+        Not the close of a reader while a handle that can write is still open: a file being
+        written is not sent half-written because a `tail` of it, or a file manager's peek,
+        ended. With no writer left, a reader's close commits (a retry of an upload that
+        failed, SEMANTICS.md)."""
         handle = self._files.get(fh)
         if handle is None or handle.staged is None or not handle.staged.dirty:
             return
+        staged = handle.staged
+        if not handle.writes and any(h.writes and h.staged is staged for h in self._files.values()):
+            return
         staging = self._staging
         assert staging is not None
-        if staging.writeback and await staging.seal_and_schedule(handle.staged):
+        if staging.writeback and await staging.seal_and_schedule(staged):
             return  # durable on local disk; the upload runs in the background
-        await self._commit(handle.staged)
+        await self._commit(staged)
 
     async def fsync(self, fh: int) -> None:
         """The file's bytes committed, and the attributes it owes (fs/owedattrs.py) stored."""
@@ -631,7 +699,9 @@ class FileSystem:
         node = await self._ns.entry(parent, name)
         if node.is_dir or node.meta is None:
             raise IsADirectory(self._where(node), "unlink of a directory")
-        await self._delete_file(staging, node.meta.key, node.inode, node.path)
+        key = node.meta.key
+        await self._keep_for_readers(lambda reading: reading == key)
+        await self._delete_file(staging, key, node.inode, node.path)
 
     async def _delete_file(self, staging: Staging, key: str, inode: int, path: str) -> None:
         await staging.delete_object(key)
@@ -701,12 +771,15 @@ class FileSystem:
             victim = None
         if victim is not None:
             await self._keep_readable(victim)
+        else:
+            await self._keep_for_readers(lambda reading: reading == new_key)
         moved = await move_file(staging, meta, new_key, self._ns.root_prefix, victim=victim,
                                 noreplace=bool(flags & _NOREPLACE))  # fmt: skip
         self._ns.learned(node.path, None)
         self._ns.moved(node.inode, new_path)
         self._ns.learned(new_path, moved)
         self._last_etag.pop(node.inode, None)
+        await self._readers_moved(node.inode, meta, moved)
         if staged is not None:
             staging.moved(staged, new_path, moved)
             staging.unused(staged)  # committed for the copy: to the read cache if unused
@@ -757,6 +830,7 @@ class FileSystem:
             raise NotEmpty(self._where_path(new_path), "a file is being created in it")
         writes, prefix = staging.uploader.writes, self._ns.root_prefix
         await staging.owed.store_under(self._key(node.path) + "/")  # the copies keep metadata
+        await self._keep_for_readers(lambda reading: reading.startswith(self._key(inside)))
         moved = await rename_tree(
             writes,
             self._key(node.path) + "/",

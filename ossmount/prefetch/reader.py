@@ -176,6 +176,22 @@ class ObjectReader:
             await download.wait_parts(parts)
         return download.entry.read(offset, end - offset)
 
+    async def fetch_all(self, max_bytes: int) -> bool:
+        """Every part of the object not cached yet fetched into the cache, so the handle's
+        reads need no GET: the object is about to go (fs: an unlink or a replacement through
+        this mount while the file is open), and a local file's bytes stay readable through
+        its open descriptors. False, fetching nothing, when more than `max_bytes` are missing
+        (the caller would wait for all of them). A part shed later for room (a full cache)
+        would be fetched again, and fail; reads wait for the verdict as ever."""
+        download = self._download
+        layout = download.layout
+        missing = download.entry.missing_parts(range(layout.count))
+        if sum(layout.span(index)[1] for index in missing) > max_bytes:
+            return False
+        download.want(tuple(missing), demand=True)
+        await download.wait_parts(range(layout.count))
+        return True
+
     async def aclose(self) -> None:
         if not self.closed:
             self.closed = True

@@ -7,17 +7,21 @@ the bytes reach the server whole."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from ossmount.emulator import Emulator
 from tests.mount.conftest import MountFactory
+from tests.mount.harness import BUCKET
 from tests.mount.test_write import RW, server_bytes
 from tests.mount.test_write_features import staged_files, wait_until
 
 PAGE = mmap.PAGESIZE
+MiB = 1 << 20
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -105,3 +109,26 @@ os.close(fd)
     subprocess.run([sys.executable, "-c", script, str(mount.path / "m.bin")], check=True)
     wait_until("the file is committed", lambda: not staged_files(mount.cache))
     assert server_bytes(emulator, "m.bin") == b"\0" * PAGE + b"hello" + b"\0" * (PAGE - 5)
+
+
+def test_a_descriptor_opened_before_cp_replaced_the_file_reads_the_new_bytes(
+    emulator: Emulator, make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """As through a local file's descriptor: not the old version's bytes (its cached parts),
+    nor ESTALE once the commit replaced it (fs/filesystem.py `_readers_follow`)."""
+    old, new = os.urandom(3 * MiB + 5), os.urandom(2 * MiB + 7)
+    emulator.put_object(BUCKET, "r.bin", old)
+    mount = make_mount(args=RW).start()
+    source = tmp_path / "new.bin"
+    source.write_bytes(new)
+    reader = os.open(mount.path / "r.bin", os.O_RDONLY)
+    try:
+        assert os.read(reader, PAGE) == old[:PAGE]
+        subprocess.run(["cp", str(source), str(mount.path / "r.bin")], check=True)
+        assert server_bytes(emulator, "r.bin") == new
+        assert os.fstat(reader).st_size == len(new)
+        got = b"".join(iter(functools.partial(os.read, reader, MiB), b""))
+        assert os.pread(reader, len(old), 0) == new
+        assert got == new[PAGE:]
+    finally:
+        os.close(reader)

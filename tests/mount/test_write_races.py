@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import time
 
 from ossmount.emulator import Emulator
@@ -15,6 +16,13 @@ from tests.mount.harness import BUCKET
 from tests.mount.test_write import RW, errno_of, server_bytes, server_keys
 
 WB = (*RW, "--writeback")
+
+
+def _read_rest(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _wait_seen(rule: FaultRule) -> None:
@@ -102,7 +110,7 @@ def test_a_rename_over_a_file_whose_upload_runs_lands_after_that_upload(
     fd = os.open(mount.path / "b", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         os.write(fd, b"b, still open")
-        os.close(os.open(mount.path / "b", os.O_RDONLY))  # a close: b's upload starts, held
+        os.close(os.open(mount.path / "b", os.O_WRONLY))  # a close: b's upload starts, held
         _wait_seen(held)
         os.rename(mount.path / "c", mount.path / "b")
     finally:
@@ -131,3 +139,30 @@ def test_a_directory_holding_a_file_being_created_is_not_empty_for_a_rename(
     finally:
         os.close(fd)
     assert server_keys(emulator) == {"src/", "src/x", "dst/", "dst/new"}
+
+
+def test_files_open_for_reading_stay_readable_after_mv_rm_and_mv_over_them(
+    emulator: Emulator, make_mount: MountFactory
+) -> None:
+    """As local files: a descriptor reads its file to the end after `mv` renames it, `rm`
+    removes it or `mv` replaces it (fs/filesystem.py `_keep_for_readers`, `_readers_moved`);
+    these reads were ESTALE or ENOENT once past what had been read ahead."""
+    files = {name: os.urandom(3 * (1 << 20) + 11) for name in ("moved", "removed", "replaced")}
+    for name, data in files.items():
+        emulator.put_object(BUCKET, name, data)
+    emulator.put_object(BUCKET, "other", b"the new one")
+    mount = make_mount(args=RW).start()
+    fds = {name: os.open(mount.path / name, os.O_RDONLY) for name in files}
+    try:
+        for name, fd in fds.items():
+            assert os.read(fd, 4096) == files[name][:4096]
+        subprocess.run(["mv", str(mount.path / "moved"), str(mount.path / "moved2")], check=True)
+        subprocess.run(["rm", str(mount.path / "removed")], check=True)
+        subprocess.run(["mv", str(mount.path / "other"), str(mount.path / "replaced")], check=True)
+        for name, fd in fds.items():
+            assert _read_rest(fd) == files[name][4096:], name
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    assert server_keys(emulator) == {"moved2", "replaced"}
+    assert server_bytes(emulator, "replaced") == b"the new one"

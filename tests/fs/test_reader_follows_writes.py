@@ -1,0 +1,165 @@
+"""A handle opened for reading before this mount writes the file reads what was written, as
+through a local file's descriptor: once the file is staged, every handle of it reads the staged
+bytes (fs/filesystem.py `_open_staged`), instead of the version it opened, which the commit
+replaces (ESTALE on its next GET, old bytes from its cached parts). A read-only handle's close
+commits nothing. In-process, over a real client against the emulator, with parts of 1 MiB."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ossmount.emulator import Emulator
+from ossmount.fs import filesystem
+from ossmount.prefetch import ObjectChanged
+from ossmount.tree.inodes import ROOT_INODE
+from tests.fs.test_append_unread import rig
+from tests.fs.test_writes import BUCKET, WriteRig, emu, write_rig
+
+__all__ = ["emu", "rig"]
+
+MiB = 1 << 20
+OLD = bytes(range(251)) * (13 * 1024)  # 3,342,336 bytes: three parts and a bit
+NEW = b"new!" * (MiB // 2)  # 2 MiB
+
+
+@pytest.fixture
+async def sync(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
+    async for made in write_rig(emu, tmp_path, rw=True):
+        yield made
+
+
+def _count(emu: Emulator, op: str) -> int:
+    return sum(1 for r in emu.requests if r.op == op)
+
+
+async def _open(rig: WriteRig, flags: int) -> int:
+    attr = await rig.fs.lookup(ROOT_INODE, "f")
+    return (await rig.fs.open(attr.inode, flags)).fh
+
+
+async def _close(rig: WriteRig, fh: int) -> None:
+    await rig.fs.flush(fh)
+    await rig.fs.release(fh)
+    assert rig.staging is not None
+    await rig.staging.drain()
+
+
+async def test_a_reader_opened_before_an_overwrite_reads_the_new_bytes(rig: WriteRig) -> None:
+    rig.emu.put_object(BUCKET, "f", OLD)
+    reader = await _open(rig, os.O_RDONLY)
+    assert await rig.fs.read(reader, 0, 4096) == OLD[:4096]
+    writer = await _open(rig, os.O_WRONLY | os.O_TRUNC)
+    assert await rig.fs.read(reader, 0, 4096) == b"", "truncated, as the writer sees it"
+    await rig.fs.write_waiting(writer, 0, NEW)
+    assert await rig.fs.read(reader, MiB, 8) == NEW[MiB : MiB + 8], "the staged bytes"
+    await _close(rig, writer)
+    assert rig.emu.get_bytes(BUCKET, "f") == NEW
+    # After the commit the object is the new version: the handle reads it, not an ESTALE
+    # from a GET fenced on the old ETag, nor old bytes from the old version's parts.
+    assert await rig.fs.read(reader, 2 * MiB - 8, 4096) == NEW[-8:]
+    assert await rig.fs.read(reader, 3 * MiB, 4096) == b""
+    await _close(rig, reader)
+
+
+async def test_a_reader_sees_a_patch_in_the_middle(rig: WriteRig) -> None:
+    rig.emu.put_object(BUCKET, "f", OLD)
+    reader = await _open(rig, os.O_RDONLY)
+    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    patcher = await _open(rig, os.O_RDWR)
+    await rig.fs.write_waiting(patcher, 2 * MiB, b"PATCH")
+    expected = OLD[: 2 * MiB] + b"PATCH" + OLD[2 * MiB + 5 :]
+    assert await rig.fs.read(reader, 2 * MiB - 2, 9) == expected[2 * MiB - 2 : 2 * MiB + 7]
+    await _close(rig, patcher)
+    assert rig.emu.get_bytes(BUCKET, "f") == expected
+    assert await rig.fs.read(reader, 2 * MiB, 5) == b"PATCH"
+    assert await rig.fs.read(reader, len(OLD) - 3, 10) == OLD[-3:]
+    await _close(rig, reader)
+
+
+async def test_closing_a_read_only_handle_of_a_file_being_written_commits_nothing(
+    sync: WriteRig,
+) -> None:
+    """While a handle that can write is open, a reader's close commits nothing: a reader of
+    a file being written (`tail` of a file `cp` is writing) does not send its partial bytes."""
+    sync.emu.put_object(BUCKET, "f", OLD)
+    writer = await _open(sync, os.O_WRONLY | os.O_TRUNC)
+    await sync.fs.write_waiting(writer, 0, b"partial")
+    reader = await _open(sync, os.O_RDONLY)
+    assert await sync.fs.read(reader, 0, 100) == b"partial"
+    puts = _count(sync.emu, "PutObject")
+    await _close(sync, reader)
+    assert _count(sync.emu, "PutObject") == puts
+    assert sync.emu.get_bytes(BUCKET, "f") == OLD, "nothing sent behind the writer's back"
+    await sync.fs.write_waiting(writer, 7, b" and whole")
+    await _close(sync, writer)
+    assert sync.emu.get_bytes(BUCKET, "f") == b"partial and whole"
+
+
+async def test_a_reader_of_a_file_renamed_meanwhile_goes_on_reading(rig: WriteRig) -> None:
+    rig.emu.put_object(BUCKET, "f", OLD)
+    reader = await _open(rig, os.O_RDONLY)
+    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    await rig.fs.rename(ROOT_INODE, "f", ROOT_INODE, "g", 0)
+    assert rig.emu.head(BUCKET, "f") is None
+    assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
+    await _close(rig, reader)
+
+
+async def test_a_reader_of_a_file_unlinked_meanwhile_goes_on_reading(rig: WriteRig) -> None:
+    rig.emu.put_object(BUCKET, "f", OLD)
+    reader = await _open(rig, os.O_RDONLY)
+    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    await rig.fs.unlink(ROOT_INODE, "f")
+    assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
+    await _close(rig, reader)
+
+
+async def test_a_reader_of_a_file_replaced_by_a_rename_goes_on_reading_it(
+    rig: WriteRig,
+) -> None:
+    rig.emu.put_object(BUCKET, "f", OLD)
+    rig.emu.put_object(BUCKET, "other", NEW)
+    reader = await _open(rig, os.O_RDONLY)
+    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    await rig.fs.rename(ROOT_INODE, "other", ROOT_INODE, "f", 0)
+    assert rig.emu.get_bytes(BUCKET, "f") == NEW
+    assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
+    await _close(rig, reader)
+
+
+async def test_a_reader_of_a_file_in_a_directory_renamed_meanwhile_goes_on_reading(
+    rig: WriteRig,
+) -> None:
+    rig.emu.put_object(BUCKET, "d/f", OLD)
+    d = await rig.fs.lookup(ROOT_INODE, "d")
+    f = await rig.fs.lookup(d.inode, "f")
+    reader = (await rig.fs.open(f.inode, os.O_RDONLY)).fh
+    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    await rig.fs.rename(ROOT_INODE, "d", ROOT_INODE, "e", 0)
+    assert rig.emu.head(BUCKET, "d/f") is None
+    assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
+    await _close(rig, reader)
+
+
+async def test_an_unlink_does_not_wait_to_fetch_more_than_its_bound(
+    rig: WriteRig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past `_KEEP_MAX_BYTES` not cached, the unlink goes on at once: the handle's read of
+    what is not cached fails as the object is gone (ESTALE), and the log says why."""
+    monkeypatch.setattr(filesystem, "_KEEP_MAX_BYTES", MiB)
+    caplog.set_level(logging.INFO, logger="ossmount.fs.filesystem")
+    rig.emu.put_object(BUCKET, "f", OLD)
+    reader = await _open(rig, os.O_RDONLY)
+    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    gets = _count(rig.emu, "GetObject")
+    await rig.fs.unlink(ROOT_INODE, "f")
+    assert _count(rig.emu, "GetObject") == gets
+    assert "not kept for its open handles: more than 1 MiB of it not cached" in caplog.text
+    with pytest.raises(ObjectChanged):
+        await rig.fs.read(reader, 3 * MiB - 4, 8)
+    await _close(rig, reader)
