@@ -41,7 +41,7 @@ import posixpath
 import stat
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import NoReturn, Protocol
 
 import trio
@@ -123,6 +123,9 @@ class _OpenFile:
     staged: Staged | None = None
     unread: ObjectReader | None = None  # of `staged.unread.source`, opened on the first read
     writes: bool = False  # opened for writing (fs.flush)
+    # Readers this handle left while a read of theirs was under way: closed at its release
+    # (closing one under a read could close its cache entry under it).
+    retired: list[ObjectReader] = field(default_factory=list)
 
 
 class FileSystem:
@@ -365,6 +368,8 @@ class FileSystem:
             return
         if handle.unread is not None:
             await handle.unread.aclose()
+        for retired in handle.retired:
+            await retired.aclose()
         if handle.staged is not None:
             assert self._staging is not None
             await self._staging.release(handle.staged)  # a commit there tells `_committed`
@@ -443,14 +448,22 @@ class FileSystem:
         The switch of every such handle is one synchronous step (no read of `inode` starts
         between two of them); a read already in flight finishes on the old version."""
         assert self._staging is not None
-        left: list[ObjectReader] = []
+        left: list[tuple[_OpenFile, ObjectReader]] = []
         for handle in self._files.values():
             if handle.inode == inode and handle.reader is not None:
-                left.append(handle.reader)
+                left.append((handle, handle.reader))
                 handle.reader, handle.staged = None, staged
                 staged.handles += 1
-        for reader in left:
+        for handle, reader in left:
             self._dir_ahead.closed(reader.meta.key, reader.read_to_end)
+            await self._retire(handle, reader)
+
+    async def _retire(self, handle: _OpenFile, reader: ObjectReader) -> None:
+        """`reader`, which `handle` no longer reads through, closed now, or at the handle's
+        release if a read of it is under way."""
+        if reader.reading:
+            handle.retired.append(reader)
+        else:
             await reader.aclose()
 
     async def create(
@@ -549,13 +562,13 @@ class FileSystem:
         their next GET would find nothing. The source's CRC-64 stays theirs to check against
         (a copy may have none)."""
         crc = moved.crc64 if moved.crc64 is not None else old.crc64
-        left: list[ObjectReader] = []
+        left: list[tuple[_OpenFile, ObjectReader]] = []
         for handle in self._files.values():
             if handle.inode == inode and handle.reader is not None:
-                left.append(handle.reader)
+                left.append((handle, handle.reader))
                 handle.reader = self._prefetcher.open(replace(moved, crc64=crc))
-        for reader in left:
-            await reader.aclose()
+        for handle, reader in left:
+            await self._retire(handle, reader)
 
     async def _keep_readable(self, staged: Staged) -> None:
         """A file still open whose object is about to go (unlinked, replaced): its unread

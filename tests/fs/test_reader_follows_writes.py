@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
 
-from ossmount.emulator import Emulator
+from ossmount.emulator import Emulator, FaultRule
 from ossmount.fs import filesystem
 from ossmount.prefetch import ObjectChanged
 from ossmount.tree.inodes import ROOT_INODE
@@ -162,4 +163,34 @@ async def test_an_unlink_does_not_wait_to_fetch_more_than_its_bound(
     assert "not kept for its open handles: more than 1 MiB of it not cached" in caplog.text
     with pytest.raises(ObjectChanged):
         await rig.fs.read(reader, 3 * MiB - 4, 8)
+    await _close(rig, reader)
+
+
+async def test_a_read_under_way_when_the_writer_opens_finishes_on_the_old_version(
+    rig: WriteRig,
+) -> None:
+    """The switch does not pull the version from under a read waiting for its GET: that
+    read returns the old bytes (its reader is closed at the handle's release), the next one
+    the staged file's."""
+    rig.emu.put_object(BUCKET, "f", OLD)
+    reader = await _open(rig, os.O_RDONLY)
+    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    held = FaultRule("latency", op="GetObject", key="f", times=1, seconds=0.5)
+    rig.emu.faults.add(held)
+    got: list[bytes] = []
+
+    async def read_under_way() -> None:
+        got.append(await rig.fs.read(reader, 2 * MiB, 8))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_under_way)
+        with trio.fail_after(10):
+            while not held.seen:  # the emulator's thread counts the GET as it arrives
+                await trio.sleep(0.005)
+        writer = await _open(rig, os.O_WRONLY | os.O_TRUNC)
+    assert got == [OLD[2 * MiB : 2 * MiB + 8]]
+    assert await rig.fs.read(reader, 0, 16) == b""
+    await rig.fs.write_waiting(writer, 0, b"new")
+    await _close(rig, writer)
+    assert await rig.fs.read(reader, 0, 16) == b"new"
     await _close(rig, reader)
