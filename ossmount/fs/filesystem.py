@@ -222,6 +222,11 @@ class FileSystem:
     async def getattr(self, inode: int) -> Attr:
         if self._staging is not None and inode in self._staging.by_inode:
             return self.attr(self._ns.get(inode))  # pinned while staged (Staging.pins)
+        if self._ns.table.detached(inode) and any(h.inode == inode for h in self._files.values()):
+            # Unlinked or replaced by this mount while open: as a local file's, its attributes
+            # stay for its descriptors. The kernel asks before a read past the size it knows,
+            # and its ENOENT would fail that read.
+            return self.attr(self._ns.get(inode))
         node = await self._ns.getattr(inode)
         if self._own_attrs is not None:
             await self._own_attrs.learn((node,))

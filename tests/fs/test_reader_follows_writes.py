@@ -115,7 +115,11 @@ async def test_a_reader_of_a_file_unlinked_meanwhile_goes_on_reading(rig: WriteR
     rig.emu.put_object(BUCKET, "f", OLD)
     reader = await _open(rig, os.O_RDONLY)
     assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    inode = (await rig.fs.lookup(ROOT_INODE, "f")).inode
     await rig.fs.unlink(ROOT_INODE, "f")
+    # The kernel asks for the attributes before a read past the size it knows (and for
+    # fstat): ENOENT there would fail the read.
+    assert (await rig.fs.getattr(inode)).size == len(OLD)
     assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
     await _close(rig, reader)
 
@@ -127,8 +131,10 @@ async def test_a_reader_of_a_file_replaced_by_a_rename_goes_on_reading_it(
     rig.emu.put_object(BUCKET, "other", NEW)
     reader = await _open(rig, os.O_RDONLY)
     assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    inode = (await rig.fs.lookup(ROOT_INODE, "f")).inode
     await rig.fs.rename(ROOT_INODE, "other", ROOT_INODE, "f", 0)
     assert rig.emu.get_bytes(BUCKET, "f") == NEW
+    assert (await rig.fs.getattr(inode)).size == len(OLD)
     assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
     await _close(rig, reader)
 

@@ -51,24 +51,59 @@ class Worker:
     rnd: random.Random
     log: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # Descriptors opened for reading and kept across calls (the mount's, the local one, the
+    # name opened): they must read what a local file's would, through every write, rename
+    # and unlink of their file meanwhile.
+    held: list[tuple[int, int, str]] = field(default_factory=list)
 
-    def both(self, what: str, call: Callable[[Path], object]) -> object:
+    def both(self, what: str, call: Callable[[Path], object]) -> None:
         """`call` on the mount's directory, then on the local one; a differing outcome (an
         errno on one side only, or another one; different bytes read) is a failure."""
-        got = [_outcome(lambda: call(self.mnt)), _outcome(lambda: call(self.ref))]
-        self.log.append(f"{what}: {_show(got[0])}")
-        if got[0] != got[1]:
-            self.failures.append(f"{self.mnt.name}: {what}: mount {_show(got[0])}, "
-                                 f"local {_show(got[1])}")  # fmt: skip
-        return got[1][1]
+        self._compare(what, _outcome(lambda: call(self.mnt)), _outcome(lambda: call(self.ref)))
+
+    def _compare(self, what: str, mount: tuple[str, object], local: tuple[str, object]) -> None:
+        self.log.append(f"{what}: {_show(mount)}")
+        if mount != local:
+            self.failures.append(f"{self.mnt.name}: {what}: mount {_show(mount)}, "
+                                 f"local {_show(local)}")  # fmt: skip
+
+    def hold(self, name: str) -> None:
+        fds = [_open_for_reading(self.mnt / name), _open_for_reading(self.ref / name)]
+        self.log.append(f"hold {name}: " + ("ok" if isinstance(fds[0], int) else f"error {fds[0]}"))
+        if isinstance(fds[0], int) and isinstance(fds[1], int):
+            self.held.append((fds[0], fds[1], name))
+            return
+        for fd in fds:
+            if isinstance(fd, int):
+                os.close(fd)
+        if fds[0] != fds[1]:
+            self.failures.append(f"{self.mnt.name}: hold {name}: mount {fds[0]}, local {fds[1]}")
+
+    def read_held(self) -> None:
+        mfd, lfd, name = self.rnd.choice(self.held)
+        size, at = self.rnd.choice((1, 4096, MiB + 3)), self.rnd.randrange(3 * MiB)
+        what = f"pread {size} at {at} of {name} held"
+        self._compare(what, _outcome(lambda: os.pread(mfd, size, at)),
+                      _outcome(lambda: os.pread(lfd, size, at)))  # fmt: skip
+
+    def drop_held(self) -> None:
+        mfd, lfd, name = self.held.pop(self.rnd.randrange(len(self.held)))
+        self._compare(f"close {name} held", _outcome(lambda: os.close(mfd)),
+                      _outcome(lambda: os.close(lfd)))  # fmt: skip
 
     def step(self) -> None:
         rnd = self.rnd
         name = rnd.choice(NAMES)
         op = rnd.choice(("write", "write", "write", "append", "append", "patch", "patch",
                          "truncate", "rename", "rename", "unlink", "utime", "chmod", "read",
-                         "read", "fsync"))  # fmt: skip
-        if op == "write":
+                         "read", "fsync", "hold", "held", "held"))  # fmt: skip
+        if op == "hold" and len(self.held) < 2:
+            self.hold(name)
+        elif op in ("hold", "held") and self.held:
+            (self.read_held if op == "held" and rnd.random() < 0.8 else self.drop_held)()
+        elif op in ("hold", "held"):
+            return
+        elif op == "write":
             data = rnd.randbytes(rnd.choice(SIZES))
             self.both(f"write {name} {len(data)}", lambda d: _write(d / name, "wb", data))
         elif op == "append":
@@ -111,6 +146,13 @@ def _patch(path: Path, at: int, data: bytes, *, fsync: bool = False) -> None:
         if fsync:
             f.flush()
             os.fsync(f.fileno())
+
+
+def _open_for_reading(path: Path) -> int | str:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
 
 
 def _outcome(call: Callable[[], object]) -> tuple[str, object]:
@@ -169,12 +211,13 @@ def _tally(crew: list[Worker]) -> str:
 
 
 def _walk(worker: Worker, ops: int) -> None:
-    for _ in range(ops):
-        try:
+    try:
+        for _ in range(ops):
             worker.step()
-        except Exception as exc:  # reported, not raised in a thread
-            worker.failures.append(f"{worker.mnt.name}: {exc!r}")
-            return
+        while worker.held:
+            worker.drop_held()
+    except Exception as exc:  # reported, not raised in a thread
+        worker.failures.append(f"{worker.mnt.name}: {exc!r}")
 
 
 def _check(emu: Emulator, root: Path, crew: list[Worker]) -> list[str]:
