@@ -769,7 +769,10 @@ class FileSystem:
         if flags & _RENAME_EXCHANGE:
             raise NotSupported(name_old, "RENAME_EXCHANGE")
         new_path, _ = new_entry(self._ns.root_prefix, self._ns.get(parent_new).path, name_new)
+        new_key = self._key(new_path)
         old_path = join_path(self._ns.get(parent_old).path, name_old)
+        if new_path != old_path:  # what it replaces stays readable through its handles
+            await self._keep_for_readers(lambda reading: reading == new_key)
         inode = staging.by_path.get(old_path)
         staged = staging.by_inode.get(inode) if inode is not None else None
         if staged is not None and not flags and await self._rekey(staging, staged, new_path):
@@ -781,7 +784,6 @@ class FileSystem:
             await self._rename_dir(staging, node, new_path)
             return
         meta = node.meta
-        new_key = self._key(new_path)
         if new_key == meta.key:
             return
         victim = staging.by_inode.get(staging.by_path.get(new_path, 0))
@@ -789,8 +791,6 @@ class FileSystem:
             victim = None
         if victim is not None:
             await self._keep_readable(victim)
-        else:
-            await self._keep_for_readers(lambda reading: reading == new_key)
         moved = await move_file(staging, meta, new_key, self._ns.root_prefix, victim=victim,
                                 noreplace=bool(flags & _NOREPLACE))  # fmt: skip
         self._ns.learned(node.path, None)

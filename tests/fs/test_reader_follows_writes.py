@@ -200,3 +200,27 @@ async def test_a_read_under_way_when_the_writer_opens_finishes_on_the_old_versio
     await _close(rig, writer)
     assert await rig.fs.read(reader, 0, 16) == b"new"
     await _close(rig, reader)
+
+
+async def test_a_reader_of_a_file_replaced_by_rsyncs_rename_goes_on_reading_it(
+    rig: WriteRig,
+) -> None:
+    """rsync's temporary file renamed over the file: under write-back a rename without a
+    request (its upload goes to the new key later, Staging.rekey), which must not take the
+    old version from its reader either."""
+    rig.emu.put_object(BUCKET, "f", OLD)
+    reader = await _open(rig, os.O_RDONLY)
+    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    opened, _ = await rig.fs.create(ROOT_INODE, ".f.tmp", os.O_WRONLY | os.O_CREAT, 0o644)
+    await rig.fs.write_waiting(opened.fh, 0, b"one part")
+    await rig.fs.flush(opened.fh)  # under write-back: sealed, its upload held back
+    await rig.fs.release(opened.fh)
+    assert rig.staging is not None
+    uploads = _count(rig.emu, "PutObject")
+    await rig.fs.rename(ROOT_INODE, ".f.tmp", ROOT_INODE, "f", 0)
+    assert _count(rig.emu, "CopyObject") == 0 or not rig.staging.writeback
+    await rig.staging.drain()
+    assert _count(rig.emu, "PutObject") == uploads + rig.staging.writeback
+    assert rig.emu.get_bytes(BUCKET, "f") == b"one part"
+    assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
+    await _close(rig, reader)
