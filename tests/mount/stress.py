@@ -199,6 +199,9 @@ def run(seed: int, root: Path, *, workers: int = 6, ops: int = 60, cache_mb: int
         if left:
             failures.append(f"staged files left after a clean unmount: {left}")
         failures += _check(emu, root, crew)
+    for worker in crew:
+        if any(f.startswith(worker.mnt.name) for f in failures):
+            failures.append(f"{worker.mnt.name}: its last calls: {worker.log[-16:]}")
     return failures, _tally(crew)
 
 
@@ -238,8 +241,6 @@ def _check(emu: Emulator, root: Path, crew: list[Worker]) -> list[str]:
             for name in sorted(set(shown) & set(local)):
                 failures += _compare(f"{where}/{name}", shown[name], local[name],
                                      objects.get(f"{where}/{name}"))  # fmt: skip
-            if any(where in f for f in failures):
-                failures.append(f"{where}: its last calls: {worker.log[-12:]}")
     finally:
         mount.stop()
     return failures
