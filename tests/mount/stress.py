@@ -65,7 +65,7 @@ class Worker:
         self.log.append(f"{what}: {_show(mount)}")
         if mount != local:
             self.failures.append(f"{self.mnt.name}: {what}: mount {_show(mount)}, "
-                                 f"local {_show(local)}")  # fmt: skip
+                                 f"local {_show(local)}; after {self.log[-13:-1]}")  # fmt: skip
 
     def hold(self, name: str) -> None:
         fds = [_open_for_reading(self.mnt / name), _open_for_reading(self.ref / name)]
@@ -200,8 +200,8 @@ def run(seed: int, root: Path, *, workers: int = 6, ops: int = 60, cache_mb: int
             failures.append(f"staged files left after a clean unmount: {left}")
         failures += _check(emu, root, crew)
     for worker in crew:
-        if any(f.startswith(worker.mnt.name) for f in failures):
-            failures.append(f"{worker.mnt.name}: its last calls: {worker.log[-16:]}")
+        if any(f.startswith(f"{worker.mnt.name}/") for f in failures):  # the check's
+            failures.append(f"{worker.mnt.name}: its last calls: {worker.log[-12:]}")
     return failures, _tally(crew)
 
 
