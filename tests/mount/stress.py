@@ -177,24 +177,22 @@ def run(seed: int, root: Path, *, workers: int = 6, ops: int = 60, cache_mb: int
     args = ("--rw", "--part-size-mb", "1", "--max-cache-size-mb", str(cache_mb),
             "--min-free-mb", "0", *(("--writeback",) if writeback else ()))  # fmt: skip
     with Emulator(buckets=[BUCKET], access_key_id=AK, access_key_secret=SK) as emu:
-        mount = Mount(emu, root, args=args).start()
-        crew = []
-        for number in range(workers):
-            name = f"w{seed:03d}{number:02d}"
-            (mount.path / name).mkdir()
-            (root / "ref" / name).mkdir(parents=True)
-            crew.append(Worker(number, mount.path / name, root / "ref" / name,
-                               random.Random(seed * 1000 + number)))  # fmt: skip
-        threads = [threading.Thread(target=_walk, args=(w, ops)) for w in crew]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        failures = [f for w in crew for f in w.failures]
-        if kill:
-            mount.kill()  # right after the last close
-            mount = Mount(emu, root, args=args).start()  # the recovery runs before it is ready
-        mount.stop()
+        mounts = [Mount(emu, root, args=args).start()]
+        try:
+            crew = _crew(seed, workers, mounts[0].path, root / "ref")
+            threads = [threading.Thread(target=_walk, args=(w, ops)) for w in crew]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            failures = [f for w in crew for f in w.failures]
+            if kill:
+                mounts[0].kill()  # right after the last close
+                mounts.append(Mount(emu, root, args=args).start())  # recovers before ready
+            mounts[-1].stop()
+        finally:
+            for mount in mounts:  # after a failure (a stopped one is left alone)
+                mount.kill()
         left = [p.name for p in (root / "cache" / "staging").glob("*.data")]
         if left:
             failures.append(f"staged files left after a clean unmount: {left}")
@@ -203,6 +201,16 @@ def run(seed: int, root: Path, *, workers: int = 6, ops: int = 60, cache_mb: int
         if any(f.startswith(f"{worker.mnt.name}/") for f in failures):  # the check's
             failures.append(f"{worker.mnt.name}: its last calls: {worker.log[-12:]}")
     return failures, _tally(crew)
+
+
+def _crew(seed: int, workers: int, mnt: Path, ref: Path) -> list[Worker]:
+    crew = []
+    for number in range(workers):
+        name = f"w{seed:03d}{number:02d}"
+        (mnt / name).mkdir()
+        (ref / name).mkdir(parents=True)
+        crew.append(Worker(number, mnt / name, ref / name, random.Random(seed * 1000 + number)))
+    return crew
 
 
 def _tally(crew: list[Worker]) -> str:
