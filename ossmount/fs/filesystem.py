@@ -542,24 +542,29 @@ class FileSystem:
 
     async def _keep_for_readers(self, going: Callable[[str], bool]) -> None:
         """The objects whose keys are `going` are about to go (unlinked, replaced or moved
-        away by a rename): the handles reading them have the rest of them fetched into the
-        cache first, as a local file's bytes stay readable through its open descriptors; up
-        to _KEEP_MAX_BYTES per object, so an `rm` does not wait minutes for a big file some
-        forgotten `less` holds open. If that is too much or fails (the object changed
+        away by a rename): for the handles reading them, the rest of each is fetched into
+        the cache first, as a local file's bytes stay readable through its open descriptors;
+        up to _KEEP_MAX_BYTES per object, so an `rm` does not wait minutes for a big file
+        some forgotten `less` holds open. If that is too much or fails (the object changed
         meanwhile, the link is down), the change goes on: those handles' reads of what is
-        not cached fail (ESTALE), as they would have anyway."""
-        for handle in list(self._files.values()):
-            reader = handle.reader
-            if reader is None or not going(reader.meta.key):
-                continue
+        not cached fail (ESTALE), as they would have anyway.
+
+        The fetch is made through a reader of our own on the same download: the handle's
+        may be closed meanwhile (its process exits), and the last reader's close stops the
+        download, which would leave this wait hanging."""
+        versions = {h.reader.meta for h in self._files.values() if h.reader is not None}
+        for meta in [m for m in versions if going(m.key)]:
+            keeper = self._prefetcher.open(meta)
             try:
-                if await reader.fetch_all(_KEEP_MAX_BYTES):
+                if await keeper.fetch_all(_KEEP_MAX_BYTES):
                     continue
                 why = f"more than {_KEEP_MAX_BYTES >> 20} MiB of it not cached"
             except (ReadError, CacheError) as exc:
                 why = str(exc)
-            log.info("oss://%s/%s: not kept for its open handles: %s", self._bucket,
-                     reader.meta.key, why)  # fmt: skip
+            finally:
+                await keeper.aclose()
+            log.info("oss://%s/%s: not kept for its open handles: %s", self._bucket, meta.key,
+                     why)  # fmt: skip
 
     async def _readers_moved(self, inode: int, old: ObjectMeta, moved: ObjectMeta) -> None:
         """`inode`'s object was renamed by this mount: the handles reading it go on at the
@@ -771,7 +776,8 @@ class FileSystem:
         new_path, _ = new_entry(self._ns.root_prefix, self._ns.get(parent_new).path, name_new)
         new_key = self._key(new_path)
         old_path = join_path(self._ns.get(parent_old).path, name_old)
-        if new_path != old_path:  # what it replaces stays readable through its handles
+        if new_path != old_path and not flags & _NOREPLACE:
+            # What it replaces stays readable through its handles.
             await self._keep_for_readers(lambda reading: reading == new_key)
         inode = staging.by_path.get(old_path)
         staged = staging.by_inode.get(inode) if inode is not None else None

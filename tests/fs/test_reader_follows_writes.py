@@ -224,3 +224,26 @@ async def test_a_reader_of_a_file_replaced_by_rsyncs_rename_goes_on_reading_it(
     assert rig.emu.get_bytes(BUCKET, "f") == b"one part"
     assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
     await _close(rig, reader)
+
+
+async def test_an_unlink_waiting_for_the_rest_of_a_file_ends_when_its_reader_closes(
+    rig: WriteRig,
+) -> None:
+    """The reader's process exits while the unlink fetches the rest of the file for it: the
+    unlink still ends (the fetch holds its own reader on the download, so the handle's close
+    does not stop the download under it; this passed before that too, the parts left being
+    asked for again as the wait reaches them, but nothing promised it)."""
+    rig.emu.put_object(BUCKET, "f", OLD)
+    reader = await _open(rig, os.O_RDONLY)
+    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    held = FaultRule("latency", op="GetObject", key="f", times=None, seconds=0.3)
+    rig.emu.faults.add(held)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.fs.unlink, ROOT_INODE, "f")
+        with trio.fail_after(10):
+            while not held.seen:
+                await trio.sleep(0.005)
+        await rig.fs.release(reader)
+        with trio.fail_after(10):
+            while rig.emu.head(BUCKET, "f") is not None:
+                await trio.sleep(0.01)
