@@ -200,6 +200,8 @@ def run(seed: int, root: Path, *, workers: int = 6, ops: int = 60, cache_mb: int
     for worker in crew:
         if any(f.startswith(f"{worker.mnt.name}/") for f in failures):  # the check's
             failures.append(f"{worker.mnt.name}: its last calls: {worker.log[-12:]}")
+        if failures:  # every call, for the post-mortem beside the mount's log
+            (root / f"calls-{worker.mnt.name}.txt").write_text("\n".join(worker.log) + "\n")
     return failures, _tally(crew)
 
 
