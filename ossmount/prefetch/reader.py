@@ -181,13 +181,15 @@ class ObjectReader:
         reads need no GET: the object is about to go (fs: an unlink or a replacement through
         this mount while the file is open), and a local file's bytes stay readable through
         its open descriptors. False, fetching nothing, when more than `max_bytes` are missing
-        (the caller would wait for all of them). A part shed later for room (a full cache)
-        would be fetched again, and fail; reads wait for the verdict as ever."""
+        (the caller would wait for all of them). No part of it is shed from then on (it
+        could not be fetched again), so a full cache may be passed by it until its readers
+        close; reads wait for the verdict as ever."""
         download = self._download
         layout = download.layout
         missing = download.entry.missing_parts(range(layout.count))
         if sum(layout.span(index)[1] for index in missing) > max_bytes:
             return False
+        download.shedder.pinned = True
         download.want(tuple(missing), demand=True)
         await download.wait_parts(range(layout.count))
         return True

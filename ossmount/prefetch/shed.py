@@ -73,6 +73,10 @@ class Shedder:
         self._forget_readahead = forget_readahead
         self._forget_parts = forget_parts
         self.shed_bytes = 0
+        # Set when the object is about to go while readers still hold it (ObjectReader
+        # fetch_all): a part shed now could not be fetched again, so none is; the cap may be
+        # passed by such an entry until its readers close.
+        self.pinned = False
 
     def consumed(self, need: int, *, margin: int | None = None) -> int:
         """Punch out parts every reader has read past (less `margin`, by default the
@@ -127,7 +131,7 @@ class Shedder:
         return freed
 
     def _shed(self, victims: list[int], what: str) -> int:
-        if not victims or not self._can_shed:
+        if not victims or not self._can_shed or self.pinned:
             return 0
         try:
             freed = self._entry.shed(victims)

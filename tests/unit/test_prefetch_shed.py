@@ -134,3 +134,37 @@ async def test_a_crash_after_shedding_never_resumes_the_punched_parts(
         assert source.part_calls(KEY) == Counter(range(3))
         assert state_of(p, reader) is EntryState.VERIFIED
         await reader.aclose()
+
+
+async def test_an_object_fetched_whole_for_readers_it_is_taken_from_is_never_shed(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    """ObjectReader.fetch_all (the object is about to be deleted under open handles): its
+    parts could not be fetched again, so none is shed, whatever the readers have read past
+    and however full the cache (a stress run: a read of a file unlinked while held open got
+    ESTALE, its early parts shed for room after the unlink had fetched them)."""
+    data = blob(BIG)
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir, max_bytes=CAP) as p:
+        reader = p.open(meta)
+        assert await reader.fetch_all(max_bytes=BIG)
+        assert await read_all(reader, chunk=PART) == data
+        await settle(p)
+        assert p.store.held_bytes() == BIG  # over the cap: all of it, while it is open
+        assert await reader.read(0, PART) == data[:PART]
+        assert source.part_calls(KEY) == Counter(range(BIG_PARTS))  # nothing fetched twice
+        await reader.aclose()
+
+
+async def test_fetch_all_fetches_nothing_past_its_bound(
+    source: FakeSource, cache_dir: Path
+) -> None:
+    data = blob(BIG)
+    meta = source.put(KEY, data)
+    async with running(source, cache_dir, max_bytes=CAP) as p:
+        reader = p.open(meta)
+        assert await reader.read(0, 100) == data[:100]
+        assert not await reader.fetch_all(max_bytes=BIG - 2 * PART)
+        await settle(p)
+        assert sum(source.part_calls(KEY).values()) < BIG_PARTS
+        await reader.aclose()
