@@ -50,6 +50,19 @@ async def _close(rig: WriteRig, fh: int) -> None:
     await rig.staging.drain()
 
 
+async def _reading_f(rig: WriteRig) -> int:
+    """ "f" (OLD) opened for reading, its first bytes read: the rest is not cached yet."""
+    rig.emu.put_object(BUCKET, "f", OLD)
+    reader = await _open(rig, os.O_RDONLY)
+    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    return reader
+
+
+async def _reads_on_to_the_end(rig: WriteRig, reader: int) -> None:
+    assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
+    await _close(rig, reader)
+
+
 async def test_a_reader_opened_before_an_overwrite_reads_the_new_bytes(rig: WriteRig) -> None:
     rig.emu.put_object(BUCKET, "f", OLD)
     reader = await _open(rig, os.O_RDONLY)
@@ -68,9 +81,7 @@ async def test_a_reader_opened_before_an_overwrite_reads_the_new_bytes(rig: Writ
 
 
 async def test_a_reader_sees_a_patch_in_the_middle(rig: WriteRig) -> None:
-    rig.emu.put_object(BUCKET, "f", OLD)
-    reader = await _open(rig, os.O_RDONLY)
-    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    reader = await _reading_f(rig)
     patcher = await _open(rig, os.O_RDWR)
     await rig.fs.write_waiting(patcher, 2 * MiB, b"PATCH")
     expected = OLD[: 2 * MiB] + b"PATCH" + OLD[2 * MiB + 5 :]
@@ -102,41 +113,32 @@ async def test_closing_a_read_only_handle_of_a_file_being_written_commits_nothin
 
 
 async def test_a_reader_of_a_file_renamed_meanwhile_goes_on_reading(rig: WriteRig) -> None:
-    rig.emu.put_object(BUCKET, "f", OLD)
-    reader = await _open(rig, os.O_RDONLY)
-    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    reader = await _reading_f(rig)
     await rig.fs.rename(ROOT_INODE, "f", ROOT_INODE, "g", 0)
     assert rig.emu.head(BUCKET, "f") is None
-    assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
-    await _close(rig, reader)
+    await _reads_on_to_the_end(rig, reader)
 
 
 async def test_a_reader_of_a_file_unlinked_meanwhile_goes_on_reading(rig: WriteRig) -> None:
-    rig.emu.put_object(BUCKET, "f", OLD)
-    reader = await _open(rig, os.O_RDONLY)
-    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    reader = await _reading_f(rig)
     inode = (await rig.fs.lookup(ROOT_INODE, "f")).inode
     await rig.fs.unlink(ROOT_INODE, "f")
     # The kernel asks for the attributes before a read past the size it knows (and for
     # fstat): ENOENT there would fail the read.
     assert (await rig.fs.getattr(inode)).size == len(OLD)
-    assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
-    await _close(rig, reader)
+    await _reads_on_to_the_end(rig, reader)
 
 
 async def test_a_reader_of_a_file_replaced_by_a_rename_goes_on_reading_it(
     rig: WriteRig,
 ) -> None:
-    rig.emu.put_object(BUCKET, "f", OLD)
     rig.emu.put_object(BUCKET, "other", NEW)
-    reader = await _open(rig, os.O_RDONLY)
-    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    reader = await _reading_f(rig)
     inode = (await rig.fs.lookup(ROOT_INODE, "f")).inode
     await rig.fs.rename(ROOT_INODE, "other", ROOT_INODE, "f", 0)
     assert rig.emu.get_bytes(BUCKET, "f") == NEW
     assert (await rig.fs.getattr(inode)).size == len(OLD)
-    assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
-    await _close(rig, reader)
+    await _reads_on_to_the_end(rig, reader)
 
 
 async def test_a_reader_of_a_file_in_a_directory_renamed_meanwhile_goes_on_reading(
@@ -149,8 +151,7 @@ async def test_a_reader_of_a_file_in_a_directory_renamed_meanwhile_goes_on_readi
     assert await rig.fs.read(reader, 0, 16) == OLD[:16]
     await rig.fs.rename(ROOT_INODE, "d", ROOT_INODE, "e", 0)
     assert rig.emu.head(BUCKET, "d/f") is None
-    assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
-    await _close(rig, reader)
+    await _reads_on_to_the_end(rig, reader)
 
 
 async def test_an_unlink_does_not_wait_to_fetch_more_than_its_bound(
@@ -160,9 +161,7 @@ async def test_an_unlink_does_not_wait_to_fetch_more_than_its_bound(
     what is not cached fails as the object is gone (ESTALE), and the log says why."""
     monkeypatch.setattr(filesystem, "_KEEP_MAX_BYTES", MiB)
     caplog.set_level(logging.INFO, logger="ossmount.fs.filesystem")
-    rig.emu.put_object(BUCKET, "f", OLD)
-    reader = await _open(rig, os.O_RDONLY)
-    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    reader = await _reading_f(rig)
     gets = _count(rig.emu, "GetObject")
     await rig.fs.unlink(ROOT_INODE, "f")
     assert _count(rig.emu, "GetObject") == gets
@@ -178,9 +177,7 @@ async def test_a_read_under_way_when_the_writer_opens_finishes_on_the_old_versio
     """The switch does not pull the version from under a read waiting for its GET: that
     read returns the old bytes (its reader is closed at the handle's release), the next one
     the staged file's."""
-    rig.emu.put_object(BUCKET, "f", OLD)
-    reader = await _open(rig, os.O_RDONLY)
-    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    reader = await _reading_f(rig)
     held = FaultRule("latency", op="GetObject", key="f", times=1, seconds=0.5)
     rig.emu.faults.add(held)
     got: list[bytes] = []
@@ -208,9 +205,7 @@ async def test_a_reader_of_a_file_replaced_by_rsyncs_rename_goes_on_reading_it(
     """rsync's temporary file renamed over the file: under write-back a rename without a
     request (its upload goes to the new key later, Staging.rekey), which must not take the
     old version from its reader either."""
-    rig.emu.put_object(BUCKET, "f", OLD)
-    reader = await _open(rig, os.O_RDONLY)
-    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    reader = await _reading_f(rig)
     opened, _ = await rig.fs.create(ROOT_INODE, ".f.tmp", os.O_WRONLY | os.O_CREAT, 0o644)
     await rig.fs.write_waiting(opened.fh, 0, b"one part")
     await rig.fs.flush(opened.fh)  # under write-back: sealed, its upload held back
@@ -222,8 +217,7 @@ async def test_a_reader_of_a_file_replaced_by_rsyncs_rename_goes_on_reading_it(
     await rig.staging.drain()
     assert _count(rig.emu, "PutObject") == uploads + rig.staging.writeback
     assert rig.emu.get_bytes(BUCKET, "f") == b"one part"
-    assert await rig.fs.read(reader, 3 * MiB - 4, 8) == OLD[3 * MiB - 4 : 3 * MiB + 4]
-    await _close(rig, reader)
+    await _reads_on_to_the_end(rig, reader)
 
 
 async def test_an_unlink_waiting_for_the_rest_of_a_file_ends_when_its_reader_closes(
@@ -233,9 +227,7 @@ async def test_an_unlink_waiting_for_the_rest_of_a_file_ends_when_its_reader_clo
     unlink still ends (the fetch holds its own reader on the download, so the handle's close
     does not stop the download under it; this passed before that too, the parts left being
     asked for again as the wait reaches them, but nothing promised it)."""
-    rig.emu.put_object(BUCKET, "f", OLD)
-    reader = await _open(rig, os.O_RDONLY)
-    assert await rig.fs.read(reader, 0, 16) == OLD[:16]
+    reader = await _reading_f(rig)
     held = FaultRule("latency", op="GetObject", key="f", times=None, seconds=0.3)
     rig.emu.faults.add(held)
     async with trio.open_nursery() as nursery:
