@@ -1,20 +1,23 @@
 """A write stress: several workers at once on one `--rw` mount with a small cache cap, each
 doing seeded random writes, appends, patches, truncates, renames, unlinks, utimes, chmods and
-reads in its own directory, every call mirrored on a local directory and its outcome compared;
-then, optionally, `kill -9` right after the last close and a remount (recovery); then a
-check through a fresh `--own-attrs` mount and the server itself: every name, byte, size, mode
-and mtime must be the local directory's.
+reads in its own directory, and reads through up to two descriptors it keeps open across
+those calls; every call mirrored on a local directory and its outcome compared; then,
+optionally, `kill -9` right after the last close and a remount (recovery); then a check
+through a fresh `--own-attrs` mount and the server itself: every name, byte, size, mode and
+mtime must be the local directory's.
 
 The walks (test_write_walk.py and its crash and fault forms) drive one process through one
 directory, one call at a time; this drives many at once, with staged bytes competing for a cap
 below what they need, which is where the faults the walks could not find were (sessions
 21-22: an ENOSPC where room was coming, an ESTALE while a commit's reply was on its way, a lost
-mtime). Two seeds run in the suite (test_write_stress.py); run more by hand:
+mtime; session 23: reads through descriptors held across an rm or mv failing). Four seeds
+run in the suite (test_write_stress.py); run more by hand:
 
     .venv/bin/python -m tests.mount.stress --seeds 100-110 --writeback --kill
 
-A failing seed prints what differed, the last calls of its worker and the run's directory
-(mount log included), which is kept; a passing one's is removed.
+A failing seed prints what differed, the calls of its worker before it and the run's
+directory, which is kept with the mount's log and every worker's calls; a passing one's is
+removed.
 """
 
 from __future__ import annotations
