@@ -122,7 +122,6 @@ class _OpenFile:
     reader: ObjectReader | None  # None: served by `staged`
     staged: Staged | None = None
     unread: ObjectReader | None = None  # of `staged.unread.source`, opened on the first read
-    writes: bool = False  # opened for writing (fs.flush)
     # Readers this handle left while a read of theirs was under way: closed at its release
     # (closing one under a read could close its cache entry under it).
     retired: list[ObjectReader] = field(default_factory=list)
@@ -440,7 +439,7 @@ class FileSystem:
             staging.truncate(staged, 0)
         await self._readers_follow(inode, staged)
         fh = self._new_fh()
-        self._files[fh] = _OpenFile(inode, None, staged, writes=writing)
+        self._files[fh] = _OpenFile(inode, None, staged)
         self._last_etag.pop(inode, None)
         return Opened(fh, False, direct_writes(flags))
 
@@ -497,7 +496,7 @@ class FileSystem:
         staged.uid, staged.gid = uid, gid
         staged.atime_ns = staged.ctime_ns = now_s()  # as ossfs's create (fs/stamps.py)
         fh = self._new_fh()
-        self._files[fh] = _OpenFile(node.inode, None, staged, writes=True)
+        self._files[fh] = _OpenFile(node.inode, None, staged)
         return Opened(fh, False, direct_writes(flags)), self.attr(node)
 
     def _append_fill(self, flags: int, meta: ObjectMeta) -> tuple[bool, int | None]:
@@ -622,22 +621,15 @@ class FileSystem:
         return self._staging is not None
 
     async def flush(self, fh: int) -> None:
-        """Every close: commit what the file's handles wrote, verified, or raise (EIO).
-        Not the close of a reader while a handle that can write is still open: a file being
-        written is not sent half-written because a `tail` of it, or a file manager's peek,
-        ended. With no writer left, a reader's close commits (a retry of an upload that
-        failed, SEMANTICS.md)."""
+        """Every close: commit what the file's handles wrote, verified, or raise (EIO)."""
         handle = self._files.get(fh)
         if handle is None or handle.staged is None or not handle.staged.dirty:
             return
-        staged = handle.staged
-        if not handle.writes and any(h.writes and h.staged is staged for h in self._files.values()):
-            return
         staging = self._staging
         assert staging is not None
-        if staging.writeback and await staging.seal_and_schedule(staged):
+        if staging.writeback and await staging.seal_and_schedule(handle.staged):
             return  # durable on local disk; the upload runs in the background
-        await self._commit(staged)
+        await self._commit(handle.staged)
 
     async def fsync(self, fh: int) -> None:
         """The file's bytes committed, and the attributes it owes (fs/owedattrs.py) stored."""

@@ -1,15 +1,13 @@
 """A handle opened for reading before this mount writes the file reads what was written, as
 through a local file's descriptor: once the file is staged, every handle of it reads the staged
 bytes (fs/filesystem.py `_open_staged`), instead of the version it opened, which the commit
-replaces (ESTALE on its next GET, old bytes from its cached parts). A read-only handle's close
-commits nothing. In-process, over a real client against the emulator, with parts of 1 MiB."""
+replaces (ESTALE on its next GET, old bytes from its cached parts). In-process, over a real
+client against the emulator, with parts of 1 MiB."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import trio
@@ -19,19 +17,13 @@ from ossmount.fs import filesystem
 from ossmount.prefetch import ObjectChanged
 from ossmount.tree.inodes import ROOT_INODE
 from tests.fs.test_append_unread import rig
-from tests.fs.test_writes import BUCKET, WriteRig, emu, write_rig
+from tests.fs.test_writes import BUCKET, WriteRig, emu
 
 __all__ = ["emu", "rig"]
 
 MiB = 1 << 20
 OLD = bytes(range(251)) * (13 * 1024)  # 3,342,336 bytes: three parts and a bit
 NEW = b"new!" * (MiB // 2)  # 2 MiB
-
-
-@pytest.fixture
-async def sync(emu: Emulator, tmp_path: Path) -> AsyncIterator[WriteRig]:
-    async for made in write_rig(emu, tmp_path, rw=True):
-        yield made
 
 
 def _count(emu: Emulator, op: str) -> int:
@@ -91,25 +83,6 @@ async def test_a_reader_sees_a_patch_in_the_middle(rig: WriteRig) -> None:
     assert await rig.fs.read(reader, 2 * MiB, 5) == b"PATCH"
     assert await rig.fs.read(reader, len(OLD) - 3, 10) == OLD[-3:]
     await _close(rig, reader)
-
-
-async def test_closing_a_read_only_handle_of_a_file_being_written_commits_nothing(
-    sync: WriteRig,
-) -> None:
-    """While a handle that can write is open, a reader's close commits nothing: a reader of
-    a file being written (`tail` of a file `cp` is writing) does not send its partial bytes."""
-    sync.emu.put_object(BUCKET, "f", OLD)
-    writer = await _open(sync, os.O_WRONLY | os.O_TRUNC)
-    await sync.fs.write_waiting(writer, 0, b"partial")
-    reader = await _open(sync, os.O_RDONLY)
-    assert await sync.fs.read(reader, 0, 100) == b"partial"
-    puts = _count(sync.emu, "PutObject")
-    await _close(sync, reader)
-    assert _count(sync.emu, "PutObject") == puts
-    assert sync.emu.get_bytes(BUCKET, "f") == OLD, "nothing sent behind the writer's back"
-    await sync.fs.write_waiting(writer, 7, b" and whole")
-    await _close(sync, writer)
-    assert sync.emu.get_bytes(BUCKET, "f") == b"partial and whole"
 
 
 async def test_a_reader_of_a_file_renamed_meanwhile_goes_on_reading(rig: WriteRig) -> None:

@@ -7,9 +7,8 @@ ready, every acknowledged change and nothing else.
 
 What may the bucket hold under a name after the crash (SEMANTICS.md, "Writes")?
 * A file's version is *acknowledged* when a close (FUSE flush), an fsync, or a close of any
-  other descriptor of it (the walk's `read` opens and closes one; a read-only one only while
-  no descriptor of the file that can write is open) returned success while it had
-  unacknowledged changes: without write-back that close/fsync returned only once the
+  other descriptor of it (the walk's `read` opens and closes one) returned success while it
+  had unacknowledged changes: without write-back that close/fsync returned only once the
   object was committed ("close and fsync commit"); with it, once the staged bytes and a sealed
   journal were durable ("-o writeback": "nothing whose close returned is lost"). A rename of
   a file with unacknowledged changes commits them first (fs/filesystem.py `rename`: "the copy
@@ -41,7 +40,6 @@ What may the bucket hold under a name after the crash (SEMANTICS.md, "Writes")?
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import os
 import random
@@ -130,10 +128,6 @@ class CrashWalk(Walk):
     def _open_fds(self, ino: Ino) -> bool:
         return any(i is ino for i in self.ino_of.values())
 
-    def _writers_open(self, ino: Ino) -> bool:
-        """A descriptor of `ino` that can write is open: a reader's close commits nothing."""
-        return any(i is ino and _can_write(fd) for fd, i in self.ino_of.items())
-
     # -- one step ---------------------------------------------------------------------------
 
     def step_ops(self) -> tuple[str, Callable[[Path], object] | None, Callable[[bool], None]]:
@@ -188,8 +182,6 @@ class CrashWalk(Walk):
 
         def read(ok: bool) -> None:
             ino = self.at[name]
-            if self._writers_open(ino):
-                return
             (self._acked if ok else self._maybe)(ino, self._now(ino, name=name))
 
         return f"read {name}", lambda r: (r / name).read_bytes(), read
@@ -199,7 +191,6 @@ class CrashWalk(Walk):
         index = rnd.randrange(len(self.fds))
         pair = self.fds[index]
         ino = self.ino_of[pair[1]]
-        writes = True  # a close: of a descriptor that can write
         if op == "write":
             data = rnd.randbytes(rnd.choice((1, 100, 4096, MiB + 7, 2 * MiB + 3)))
             offset = rnd.choice((0, rnd.randrange(3 * MiB)))
@@ -217,7 +208,6 @@ class CrashWalk(Walk):
             self.pending = [lambda fd: os.pread(fd, size, offset)]
             what = f"pread {size} at {offset}"
         else:
-            writes = _can_write(pair[1])
             self.fds.pop(index)
             del self.ino_of[pair[1]]
             self.pending = [os.close]
@@ -234,7 +224,7 @@ class CrashWalk(Walk):
             elif op == "fsync":
                 after = self._now(ino, pair[1])
                 (self._acked if ok else self._maybe)(ino, after)
-            elif writes or not self._writers_open(ino):
+            else:
                 (self._acked if ok else self._maybe)(ino, now)
 
         return what, None, done
@@ -320,10 +310,6 @@ class CrashWalk(Walk):
             _close_quietly(rfd)
         self.fds.clear()
         self.ino_of.clear()
-
-
-def _can_write(fd: int) -> bool:
-    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
 
 
 def _close_quietly(fd: int) -> None:

@@ -10,10 +10,9 @@ tries again too), and nothing else.
 The model (SEMANTICS.md, "-o writeback", "close and fsync commit", "Crash"): each name holds
 one *acknowledged* version (CrashWalk's `allowed`, a single one here: no call is cut short).
 A write-back close acknowledges the bytes it sealed (so does a read's close, or any other
-close, of a file with changes, but not a read-only one while one that can write is open; a
-successful fsync; a rename, which commits first; a `truncate` by name with no descriptor
-open, which commits at once). A background upload that fails changes nothing the walk sees:
-the file stays staged and shown with those bytes.
+close, of a file with changes; a successful fsync; a rename, which commits first; a
+`truncate` by name with no descriptor open, which commits at once). A background upload that
+fails changes nothing the walk sees: the file stays staged and shown with those bytes.
 
 A call that fails does so with EIO, only while uploads are refused (now, or since the file
 had changes its close has not acknowledged: parts that went early), and leaves:
