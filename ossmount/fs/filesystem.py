@@ -451,7 +451,6 @@ class FileSystem:
 
         The switch of every such handle is one synchronous step (no read of `inode` starts
         between two of them); a read already in flight finishes on the old version."""
-        assert self._staging is not None
         left: list[tuple[_OpenFile, ObjectReader]] = []
         for handle in self._files.values():
             if handle.inode == inode and handle.reader is not None:
@@ -550,7 +549,7 @@ class FileSystem:
 
         The fetch is made through a reader of our own on the same download: the handle's
         may be closed meanwhile (its process exits), and the last reader's close stops the
-        download, which would leave this wait hanging."""
+        download's read-ahead and may close it under this wait."""
         versions = {h.reader.meta for h in self._files.values() if h.reader is not None}
         for meta in [m for m in versions if going(m.key)]:
             keeper = self._prefetcher.open(meta)
