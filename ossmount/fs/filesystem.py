@@ -429,9 +429,8 @@ class FileSystem:
                 staged.filled.set()  # only now: no one joins the torn copy of a failed fill
         else:
             staged.handles += 1
-        if writing and flags & os.O_TRUNC:  # what a write-back close sealed goes up first
-            await staging.quiesce_held(staged)
         if writing and flags & os.O_TRUNC:
+            await staging.quiesce_held(staged)  # what a write-back close sealed goes up first
             # Dirty (an empty object replaces the old one at close) and, as on ext4, a mtime
             # a utimens set is now, even if the file was empty already (a stress run under
             # write-back: `touch -d` then `: >` of an empty file kept the old mtime).
@@ -451,15 +450,18 @@ class FileSystem:
 
         The switch of every such handle is one synchronous step (no read of `inode` starts
         between two of them); a read already in flight finishes on the old version."""
-        left: list[tuple[_OpenFile, ObjectReader]] = []
-        for handle in self._files.values():
-            if handle.inode == inode and handle.reader is not None:
-                left.append((handle, handle.reader))
-                handle.reader, handle.staged = None, staged
-                staged.handles += 1
+        left = self._readers_of(inode)
+        for handle, _ in left:
+            handle.reader, handle.staged = None, staged
+            staged.handles += 1
         for handle, reader in left:
             self._dir_ahead.closed(reader.meta.key, reader.read_to_end)
             await self._retire(handle, reader)
+
+    def _readers_of(self, inode: int) -> list[tuple[_OpenFile, ObjectReader]]:
+        """The handles of `inode` reading an object version (not a staged file), with it."""
+        return [(h, h.reader) for h in self._files.values()
+                if h.inode == inode and h.reader is not None]  # fmt: skip
 
     async def _retire(self, handle: _OpenFile, reader: ObjectReader) -> None:
         """`reader`, which `handle` no longer reads through, closed now, or at the handle's
@@ -570,11 +572,9 @@ class FileSystem:
         their next GET would find nothing. The source's CRC-64 stays theirs to check against
         (a copy may have none)."""
         crc = moved.crc64 if moved.crc64 is not None else old.crc64
-        left: list[tuple[_OpenFile, ObjectReader]] = []
-        for handle in self._files.values():
-            if handle.inode == inode and handle.reader is not None:
-                left.append((handle, handle.reader))
-                handle.reader = self._prefetcher.open(replace(moved, crc64=crc))
+        left = self._readers_of(inode)
+        for handle, _ in left:
+            handle.reader = self._prefetcher.open(replace(moved, crc64=crc))
         for handle, reader in left:
             await self._retire(handle, reader)
 

@@ -22,7 +22,7 @@ CARRIED_CRC = "x-oss-meta-ossmount-crc64"
 
 def carry_crc(crc: int, etag: str) -> dict[str, str]:
     """The header carrying `crc`, the CRC-64 of the version whose ETag is `etag`."""
-    return {CARRIED_CRC: f"{crc};{etag.strip(chr(34))}"}
+    return {CARRIED_CRC: f"{crc};{_bare(etag)}"}
 
 
 def carried_crc(value: str | None, etag: str) -> int | None:
@@ -31,6 +31,11 @@ def carried_crc(value: str | None, etag: str) -> int | None:
     if not value:
         return None
     crc, _, named = value.partition(";")
-    if not crc.isdigit() or not named or named != etag.strip('"'):
+    if not crc.isdigit() or not named or named != _bare(etag):
         return None
     return int(crc) if int(crc) < 1 << 64 else None
+
+
+def _bare(etag: str) -> str:
+    """An ETag without its quotes, as the header carries it (a header value has none)."""
+    return etag.strip('"')
