@@ -377,6 +377,31 @@ async def bench_heads(endpoint: str, args: argparse.Namespace) -> None:
     print(f"{what}  CPU  us/HEAD {fmt(cpus)}")
 
 
+async def bench_puts(endpoint: str, args: argparse.Namespace, emulator_pid: int) -> None:
+    """What a small file's commit pays in the client and in the emulator (W15's shape):
+    `--objects` PutObjects of `--size-kib` each, one at a time, new keys each run, the
+    CRC-64 checked as a mount checks it. Printed per PUT: wall, this client's CPU and the
+    emulator process's CPU, median [min..max] of `--repeat` runs."""
+    body = os.urandom(args.size_kib * 1024)
+    walls: list[float] = []
+    cpus: list[float] = []
+    emus: list[float] = []
+    async with bench_client(endpoint) as client:
+        writes = OssWrites(client)
+        for run in range(args.repeat + 1):
+            t0, c0, e0 = time.perf_counter(), cpu_s(), proc_cpu_s(emulator_pid)
+            for i in range(args.objects):
+                await writes.put_object(f"p{run}/{i:06d}", body)
+            if run:  # the first warms up
+                walls.append((time.perf_counter() - t0) / args.objects * 1e6)
+                cpus.append((cpu_s() - c0) / args.objects * 1e6)
+                emus.append((proc_cpu_s(emulator_pid) - e0) / args.objects * 1e6)
+    what = f"puts  {args.objects} x {args.size_kib} KiB, one at a time"
+    print(f"{what}  wall us/PUT {fmt(walls)}")
+    print(f"{what}  CPU  us/PUT {fmt(cpus)}  (this client's own)")
+    print(f"{what}  CPU  us/PUT {fmt(emus)}  (the emulator's)")
+
+
 def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
     code = EMULATOR_CHILD % {
         "bucket": BUCKET,
@@ -391,7 +416,9 @@ def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--what", default="gets,list", help="comma list of: gets, spots, heads, list, floor"
+        "--what",
+        default="gets,list",
+        help="comma list of: gets, spots, heads, puts, list, floor",
     )
     parser.add_argument("--objects", type=int, default=2000)
     parser.add_argument("--size-kib", type=int, default=8)
@@ -402,7 +429,7 @@ def main() -> None:
     what = set(args.what.split(","))
     if "list" in what:
         bench_parse(args)
-    if not what & {"gets", "spots", "heads", "list", "floor"}:
+    if not what & {"gets", "spots", "heads", "puts", "list", "floor"}:
         return
     proc, endpoint = start_emulator(args)
     try:
@@ -414,6 +441,8 @@ def main() -> None:
             trio.run(bench_spots, endpoint, args)
         if "heads" in what:
             trio.run(bench_heads, endpoint, args)
+        if "puts" in what:
+            trio.run(bench_puts, endpoint, args, proc.pid)
         if "list" in what:
             trio.run(bench_list_http, endpoint, args)
     finally:

@@ -32,6 +32,7 @@ so the journal never goes back to an older session's record.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
@@ -45,6 +46,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from ossmount.cache.adopt import Adopter
 from ossmount.cache.holes import punch_hole, reserve
@@ -168,6 +170,12 @@ class Staging:
         # are hashed in the background (a close never waits for one), a few at a time in
         # worker threads; one cut short by unmount leaves files fs/recovery.py removes.
         self._adopting = trio.CapacityLimiter(4)
+        # A file of one part is adopted once the loop is idle (`_adopt_when_idle`), not in its
+        # release: `tar x` of small files then pays it while it waits for the next file's
+        # PutObject, not before that file's create is answered.
+        self._one_part: collections.deque[tuple[StagedFile, ObjectMeta]] = collections.deque()
+        self._one_part_queued = trio.Event()
+        nursery.start_soon(self._adopt_when_idle)
         # The key and the CRC-64s its last commit's upload took in the cache's parts (write/
         # pieces.py), which spare that hashing when the file has not changed since.
         self._pieces: weakref.WeakKeyDictionary[Staged, tuple[str, tuple[Piece, ...]]] = (
@@ -475,21 +483,45 @@ class Staging:
     def _hand_over(self, staged: Staged) -> None:
         """An adoptable file's last user is gone: out of the maps before any await (a new
         open starts afresh), then its bytes go to the read cache. A file of one cache part
-        is adopted right here, from the CRC-64 its commit confirmed: `_adoptable` guarantees
-        no write, truncate or rename since that commit began, so the staged bytes are the
-        confirmed ones (cache/adopt.py). Larger files are sealed in the background, from the
-        CRC-64s their upload took if that commit was to this key (no rename since: the same
-        guarantee), else hashed."""
+        is adopted from the CRC-64 its commit confirmed, as soon as the loop is idle:
+        `_adoptable` guarantees no write, truncate or rename since that commit began, and
+        out of the maps nothing writes to it, so the staged bytes are the confirmed ones
+        (cache/adopt.py). Larger files are sealed in the background, from the CRC-64s their
+        upload took if that commit was to this key (no rename since: the same guarantee),
+        else hashed. Until its adoption an open of the key reads it from OSS, as one after
+        an eviction does."""
         assert self.adopter is not None
         assert staged.committed is not None
         meta = staged.committed
         key, pieces = self._pieces.pop(staged, ("", ()))
         self._drop(staged, keep_files=True)
-        if self.adopter.adopt_known(staged.files.data, meta):
-            staged.files.journal.unlink(missing_ok=True)  # write-back's, or none
+        if self.adopter.fits_one_part(meta):
+            self._one_part.append((staged.files, meta))
+            self._one_part_queued.set()
             return
         pieces = pieces if key == meta.key else ()
         self._nursery.start_soon(self._adopt, staged.files, meta, pieces)
+
+    async def _adopt_when_idle(self) -> None:
+        """Adopt the one-part files `_hand_over` queued, in order, each once every other task
+        waits (on the kernel, on OSS); the rest at once when the mount ends (cancelled), so an
+        unmount leaves none staged."""
+        try:
+            while True:
+                await self._one_part_queued.wait()
+                self._one_part_queued = trio.Event()
+                while self._one_part:
+                    await trio.testing.wait_all_tasks_blocked()
+                    self._adopt_one_part()
+        finally:
+            while self._one_part:
+                self._adopt_one_part()
+
+    def _adopt_one_part(self) -> None:
+        assert self.adopter is not None
+        files, meta = self._one_part.popleft()
+        self.adopter.adopt_known(files.data, meta)
+        files.journal.unlink(missing_ok=True)  # write-back's, or none
 
     async def _adopt(
         self, files: StagedFile, meta: ObjectMeta, pieces: tuple[Piece, ...] = ()

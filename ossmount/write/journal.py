@@ -53,6 +53,7 @@ import os
 import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ossmount.oss._write_types import posix_meta
 from ossmount.sealed import Format, fsync_dir, pack_str, replace_durably
@@ -202,8 +203,9 @@ class JournalRecord:
         if u is not None and not (0 <= u.crc < _U64 and u.size < _U64):
             raise ValueError("unread start CRC or size out of range")
 
-    def with_parts(self, parts: dict[int, PartRecord]) -> JournalRecord:
-        return replace(self, parts=tuple(parts[n] for n in sorted(parts)))
+    def with_parts(self, parts: dict[int, PartRecord], **changes: Any) -> JournalRecord:
+        """This record with `parts` (in number order) and `changes`, in one copy."""
+        return replace(self, parts=tuple(parts[n] for n in sorted(parts)), **changes)
 
 
 def object_meta(rec: JournalRecord) -> dict[str, str]:

@@ -416,9 +416,11 @@ class UploadSession:
         async with self._save_lock:
             if self._fd < 0:
                 return  # closed: the file's next session owns the journal now
-            rec = self.record.with_parts(self._parts)
-            if changes:
-                rec = replace(rec, **changes)  # type: ignore[arg-type]
+            # One copy (each validates the whole record: ~25 us, twice per small file)
+            if "parts" in changes:
+                rec = replace(self.record, **changes)  # type: ignore[arg-type]
+            else:
+                rec = self.record.with_parts(self._parts, **changes)
             self.record = rec
             if not self._ephemeral:
                 # Unsynced when no record of this session can outlive a power loss as good:
@@ -554,13 +556,14 @@ class UploadSession:
             result = self._completed
         else:
             result = await self._upload_all(size)
-        await self._save(
-            state=WriteState.COMMITTED,
-            upload_id="",
-            parts=(),
-            result_etag=result.etag or "-",
-            result_crc64=result.crc64,
-        )
+        if not self._ephemeral:  # else nobody reads the record again: the session ends
+            await self._save(
+                state=WriteState.COMMITTED,
+                upload_id="",
+                parts=(),
+                result_etag=result.etag or "-",
+                result_crc64=result.crc64,
+            )
         self._parts.clear()
         self.pieces.clear()
         return result
@@ -582,7 +585,7 @@ class UploadSession:
         write is undone by `unseal`."""
         self._check_size(size)
         changes = _seal_changes(size, "", **attrs)  # acknowledged: never a boot's seal
-        self.record = replace(self.record.with_parts(self._parts), **changes)  # type: ignore[arg-type]
+        self.record = self.record.with_parts(self._parts, **changes)
         return self.record
 
     def unseal(self) -> None:
