@@ -289,6 +289,8 @@ class FileSystem:
         if node.is_dir or node.meta is None:
             raise IsADirectory(self._where(node), "open of a directory as a file")
         meta = node.meta
+        if self._staging is not None:
+            self._staging.adopt_now(meta.key)  # just written here: read from the cache
         reader = self._prefetcher.open(meta)
         self._dir_ahead.opened(inode, meta.key)
         fh = self._new_fh()
@@ -416,6 +418,7 @@ class FileSystem:
             try:
                 if not flags & os.O_TRUNC and meta.size:
                     staged.filled = trio.Event()  # an open joining meanwhile waits for it
+                    staging.adopt_now(meta.key)
                     reader = self._prefetcher.open(meta)
                     try:
                         append, crc = self._append_fill(flags, meta)

@@ -175,6 +175,8 @@ class Staging:
         # PutObject, not before that file's create is answered.
         self._one_part: collections.deque[tuple[StagedFile, ObjectMeta]] = collections.deque()
         self._one_part_queued = trio.Event()
+        self._one_part_done = trio.Event()  # set while the queue is empty (`adoptions_done`)
+        self._one_part_done.set()
         nursery.start_soon(self._adopt_when_idle)
         # The key and the CRC-64s its last commit's upload took in the cache's parts (write/
         # pieces.py), which spare that hashing when the file has not changed since.
@@ -498,6 +500,8 @@ class Staging:
         if self.adopter.fits_one_part(meta):
             self._one_part.append((staged.files, meta))
             self._one_part_queued.set()
+            if self._one_part_done.is_set():
+                self._one_part_done = trio.Event()
             return
         pieces = pieces if key == meta.key else ()
         self._nursery.start_soon(self._adopt, staged.files, meta, pieces)
@@ -522,6 +526,22 @@ class Staging:
         files, meta = self._one_part.popleft()
         self.adopter.adopt_known(files.data, meta)
         files.journal.unlink(missing_ok=True)  # write-back's, or none
+        if not self._one_part:
+            self._one_part_done.set()
+
+    def adopt_now(self, key: str) -> None:
+        """`key` is being opened: if its file waits for its adoption, that one and those
+        queued before it are adopted now, so the open reads the cache, not OSS."""
+        if any(meta.key == key for _, meta in self._one_part):
+            while self._one_part:
+                last = self._one_part[0][1].key == key
+                self._adopt_one_part()
+                if last:
+                    return
+
+    async def adoptions_done(self) -> None:
+        """Until the one-part files handed over so far are in the read cache."""
+        await self._one_part_done.wait()
 
     async def _adopt(
         self, files: StagedFile, meta: ObjectMeta, pieces: tuple[Piece, ...] = ()

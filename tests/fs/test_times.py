@@ -224,6 +224,8 @@ async def test_a_chmod_to_the_same_mode_copies_nothing_for_the_ctime_alone(
 async def test_reading_a_file_stores_no_atime(rw: WriteRig) -> None:
     """ossfs's read updates no atime (s3fs_read; UpdateAtime is never called): nor do we."""
     inode = await _new(rw, "r", 0o644)
+    assert rw.staging is not None
+    await rw.staging.adoptions_done()  # read back from the cache: no GET either
     stored = _meta(rw, "r")
     shown = await rw.fs.getattr(inode)
     opened = await rw.fs.open(inode, os.O_RDONLY)

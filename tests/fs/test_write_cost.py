@@ -41,7 +41,14 @@ async def _write_file(rig: WriteRig, name: str, data: bytes) -> tuple[int, int]:
     return opened.fh, attr.inode
 
 
-async def test_a_one_part_file_is_adopted_at_its_release_without_reading_it(
+async def _released(rig: WriteRig, fh: int) -> None:
+    """The last close, and the adoption it queued (Staging.adoptions_done)."""
+    await rig.fs.release(fh)
+    assert rig.staging is not None
+    await rig.staging.adoptions_done()
+
+
+async def test_a_one_part_file_is_adopted_once_the_mount_is_idle_without_reading_it(
     rw: WriteRig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_hashing(*args: object, **kwargs: object) -> None:
@@ -52,7 +59,9 @@ async def test_a_one_part_file_is_adopted_at_its_release_without_reading_it(
     fh, _ = await _write_file(rw, "small", data)
     await rw.fs.flush(fh)
     await rw.fs.release(fh)
-    # Adopted by the release itself: nothing left for a background task.
+    assert rw.store.cached_checkpoint("small") is None, "not in the release: once idle"
+    assert rw.staging is not None
+    await rw.staging.adoptions_done()
     cp = rw.store.cached_checkpoint("small")
     assert cp is not None
     assert cp.state is EntryState.VERIFIED
@@ -68,7 +77,7 @@ async def test_bytes_rewritten_after_a_commit_are_committed_again_before_they_ar
     fh, _ = await _write_file(rw, "f", first)
     await rw.fs.flush(fh)
     rw.fs.write(fh, 0, second)  # same size, other bytes: the first commit's CRC is stale
-    await rw.fs.release(fh)
+    await _released(rw, fh)
     assert rw.emu.get_bytes(BUCKET, "f") == second
     cp = rw.store.cached_checkpoint("f")
     assert cp is not None
@@ -85,7 +94,7 @@ async def test_attributes_set_between_close_and_release_are_stored_without_a_hea
     committed = _meta(rw, "r")["x-oss-meta-ctime"]
     await rw.fs.setattr(inode, size=None, mtime_ns=1_600_000_000_500_000_000, fh=None)
     await rw.fs.setattr(inode, size=None, mtime_ns=None, fh=None, mode=0o644)
-    await rw.fs.release(fh)
+    await _released(rw, fh)
     assert _ops(rw, "r") == ["PutObject"], "owed: sent a moment later, in one copy"
     await rw.stored()
     assert _ops(rw, "r") == ["PutObject", "CopyObject"]
@@ -186,7 +195,7 @@ async def test_a_small_file_is_created_committed_and_adopted_without_a_worker_th
     data = os.urandom(64 * 1024)
     fh, _ = await _write_file(rw, "w14", data)
     await rw.fs.flush(fh)
-    await rw.fs.release(fh)
+    await _released(rw, fh)
     assert hops == []
     assert rw.emu.get_bytes(BUCKET, "w14") == data
     assert rw.store.cached_checkpoint("w14") is not None
@@ -200,7 +209,7 @@ async def test_a_one_part_file_is_kept_as_one_cache_file_and_read_back_without_a
     data = os.urandom(8192)
     fh, inode = await _write_file(rw, "one", data)
     await rw.fs.flush(fh)
-    await rw.fs.release(fh)
+    await _released(rw, fh)
     h = key_hash("one")
     kept = sorted(p.suffix for p in (rw.store.root / BUCKET / h[:2]).glob(h + ".*"))
     assert kept == [".one"]
@@ -212,3 +221,23 @@ async def test_a_one_part_file_is_kept_as_one_cache_file_and_read_back_without_a
     state = rw.store.cached_checkpoint("one")
     assert state is not None
     assert state.state is EntryState.VERIFIED
+
+
+async def test_an_open_right_after_the_release_adopts_the_file_first_and_costs_no_get(
+    rw: WriteRig,
+) -> None:
+    """The adoption waits for an idle loop (the next file's PutObject, here); an open of
+    the file before that (`cp f m/ && cat m/f` on a busy mount) adopts it then."""
+    first, second = os.urandom(3000), os.urandom(4000)
+    for name, data in (("a", first), ("b", second)):
+        fh, _ = await _write_file(rw, name, data)
+        await rw.fs.flush(fh)
+        await rw.fs.release(fh)
+    assert rw.store.cached_checkpoint("a") is not None, "adopted while b's PUT was sent"
+    assert rw.store.cached_checkpoint("b") is None, "queued: the loop was not idle since"
+    before = len(rw.emu.requests)
+    inode = (await rw.fs.lookup(ROOT_INODE, "b")).inode
+    opened = await rw.fs.open(inode, os.O_RDONLY)
+    assert await rw.fs.read(opened.fh, 0, 5000) == second
+    await rw.fs.release(opened.fh)
+    assert [r.op for r in rw.emu.requests[before:]] == []
