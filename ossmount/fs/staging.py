@@ -516,7 +516,8 @@ class Staging:
                 self._one_part_queued = trio.Event()
                 while self._one_part:
                     await trio.testing.wait_all_tasks_blocked()
-                    self._adopt_one_part()
+                    if self._one_part:  # (an open may have adopted them meanwhile: adopt_now)
+                        self._adopt_one_part()
         finally:
             while self._one_part:
                 self._adopt_one_part()

@@ -235,9 +235,11 @@ async def test_an_open_right_after_the_release_adopts_the_file_first_and_costs_n
         await rw.fs.release(fh)
     assert rw.store.cached_checkpoint("a") is not None, "adopted while b's PUT was sent"
     assert rw.store.cached_checkpoint("b") is None, "queued: the loop was not idle since"
+    await trio.lowlevel.checkpoint()  # the adopter runs and waits for an idle loop
     before = len(rw.emu.requests)
     inode = (await rw.fs.lookup(ROOT_INODE, "b")).inode
     opened = await rw.fs.open(inode, os.O_RDONLY)
     assert await rw.fs.read(opened.fh, 0, 5000) == second
     await rw.fs.release(opened.fh)
     assert [r.op for r in rw.emu.requests[before:]] == []
+    await trio.testing.wait_all_tasks_blocked()  # the idle adopter finds nothing left to do
