@@ -90,6 +90,10 @@ RESERVE_AHEAD = 64 << 20
 # (`Staging._room_coming`); the kernel's release follows a close's flush within
 # milliseconds, so this only bounds the wait for a descriptor never closed.
 RELEASE_GRACE_S = 5.0
+# Files of one part waiting for an idle loop to be adopted (`_adopt_when_idle`): past this,
+# the oldest is adopted in the release, as before. Their bytes (up to 256 KiB each) are on
+# disk and not counted in the cache's size meanwhile.
+ONE_PART_QUEUE = 64
 
 
 class NoRoomYet(Exception):
@@ -498,6 +502,8 @@ class Staging:
         key, pieces = self._pieces.pop(staged, ("", ()))
         self._drop(staged, keep_files=True)
         if self.adopter.fits_one_part(meta):
+            if len(self._one_part) >= ONE_PART_QUEUE:  # a loop busy for long: no pile-up
+                self._adopt_one_part()
             self._one_part.append((staged.files, meta))
             self._one_part_queued.set()
             if self._one_part_done.is_set():

@@ -14,6 +14,7 @@ from ossmount.cache import adopt
 from ossmount.cache.checkpoint import EntryState
 from ossmount.cache.store import key_hash
 from ossmount.crc64 import crc64
+from ossmount.fs import staging as staging_module
 from ossmount.fs.attrstore import KnownMeta
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.write import UploadSettings
@@ -243,3 +244,18 @@ async def test_an_open_right_after_the_release_adopts_the_file_first_and_costs_n
     await rw.fs.release(opened.fh)
     assert [r.op for r in rw.emu.requests[before:]] == []
     await trio.testing.wait_all_tasks_blocked()  # the idle adopter finds nothing left to do
+
+
+async def test_a_loop_never_idle_adopts_in_the_release_past_a_bound(
+    rw: WriteRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue of files waiting for an idle loop is bounded: past it the oldest is adopted
+    in the release (their bytes are not counted in the cache's size while they wait)."""
+    monkeypatch.setattr(staging_module, "ONE_PART_QUEUE", 2)
+    monkeypatch.setattr(trio.testing, "wait_all_tasks_blocked", trio.sleep_forever)
+    for i in range(4):
+        fh, _ = await _write_file(rw, f"q{i}", b"x" * (i + 1))
+        await rw.fs.flush(fh)
+        await rw.fs.release(fh)
+    adopted = [rw.store.cached_checkpoint(f"q{i}") is not None for i in range(4)]
+    assert adopted == [True, True, False, False]
