@@ -82,6 +82,8 @@ log = logging.getLogger(__name__)
 # start timeout by this much, every half of it, while it runs.
 _EXTEND_USEC = 30_000_000
 _WRITEBACK_DRAIN_S = 60
+# Empty staging files kept made ahead for new files (fs/staging.py `keep_spares`).
+SPARE_FILES = 8
 # The attributes the mount stored are saved this often when they changed (fs/shownfile.py):
 # what a `kill -9` can lose of them, which then show the defaults after the remount.
 _SAVE_SHOWN_S = 30.0
@@ -292,6 +294,7 @@ async def _serve(
         if staging is None:
             _warn_of_staged(config.cache_dir)
         if staging is not None:
+            staging.keep_spares(SPARE_FILES)  # after the recovery, which drops old ones
             staging.on_outcome = metrics.commit
             staging.on_shed = metrics.staged_shed
             staging.make_room = store.make_room

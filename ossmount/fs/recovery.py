@@ -18,6 +18,7 @@ import trio
 
 from ossmount.fs.attrstore import store_attrs
 from ossmount.fs.shown import Posix, posix_of
+from ossmount.fs.staging import SPARE
 from ossmount.oss.models import ObjectMeta
 from ossmount.write import StagedFile, Uploader, load_journals, sweep_stale_uploads
 from ossmount.write.commit_types import CommitResult
@@ -120,4 +121,6 @@ def _drop_leftovers(directory: Path) -> list[JournalRecord]:
         checkpoint.unlink(missing_ok=True)  # an adoption cut short (cache/adopt.py)
     for tmp in directory.glob("*.journal.tmp"):
         tmp.unlink(missing_ok=True)  # a journal save cut short: the record it replaces holds
+    for spare in directory.glob(f"*{SPARE}"):
+        spare.unlink(missing_ok=True)  # made ahead by the process that died (fs/staging.py)
     return list(load_journals(directory).values())

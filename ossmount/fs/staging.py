@@ -39,7 +39,6 @@ import logging
 import math
 import os
 import time
-import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import replace
@@ -90,7 +89,10 @@ RESERVE_AHEAD = 64 << 20
 # (`Staging._room_coming`); the kernel's release follows a close's flush within
 # milliseconds, so this only bounds the wait for a descriptor never closed.
 RELEASE_GRACE_S = 5.0
-# Files of one part waiting for an idle loop to be adopted (`_adopt_when_idle`): past this,
+# An empty staging file made ahead (`Staging.keep_spares`); fs/recovery.py removes those a
+# killed process left.
+SPARE = ".spare"
+# Files of one part waiting for an idle loop to be adopted (`_when_idle`): past this,
 # the oldest is adopted in the release, as before. Their bytes (up to 256 KiB each) are on
 # disk and not counted in the cache's size meanwhile.
 ONE_PART_QUEUE = 64
@@ -174,14 +176,19 @@ class Staging:
         # are hashed in the background (a close never waits for one), a few at a time in
         # worker threads; one cut short by unmount leaves files fs/recovery.py removes.
         self._adopting = trio.CapacityLimiter(4)
-        # A file of one part is adopted once the loop is idle (`_adopt_when_idle`), not in its
-        # release: `tar x` of small files then pays it while it waits for the next file's
-        # PutObject, not before that file's create is answered.
+        # Work done once every other task waits (`_when_idle`: the next file's PutObject, in a
+        # `tar x` of small files), not in the request a writer waits on: a one-part file's
+        # adoption, not in its release, and the staging files `start` takes, made ahead
+        # (`keep_spares`: on these VMs' ext4, which has no journal, a create after many
+        # deletes costs up to 0.4 ms of system time, the allocator passing over every inode
+        # freed in the last minutes; a cold mount follows the `rm -rf` of its cache dir).
         self._one_part: collections.deque[tuple[StagedFile, ObjectMeta]] = collections.deque()
-        self._one_part_queued = trio.Event()
+        self._spares: list[tuple[Path, int]] = []  # empty `<hex>.spare` files, open
+        self._spares_ahead = 0
+        self._idle_work = trio.Event()
         self._one_part_done = trio.Event()  # set while the queue is empty (`adoptions_done`)
         self._one_part_done.set()
-        nursery.start_soon(self._adopt_when_idle)
+        nursery.start_soon(self._when_idle)
         # The key and the CRC-64s its last commit's upload took in the cache's parts (write/
         # pieces.py), which spare that hashing when the file has not changed since.
         self._pieces: weakref.WeakKeyDictionary[Staged, tuple[str, tuple[Piece, ...]]] = (
@@ -212,8 +219,7 @@ class Staging:
         self, inode: int, path: str, key: str, *, base_etag: str = "", forbid: bool = False
     ) -> Staged:
         """A new, empty staging file for `key` (its first handle counted)."""
-        data = self.directory / f"{uuid.uuid4().hex}.data"
-        fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        data, fd = self._new_file()
         staged = Staged(inode, path, key, StagedFile.beside(data), fd, base_etag, forbid, handles=1)
         self._hold(staged)
         return staged
@@ -505,28 +511,68 @@ class Staging:
             if len(self._one_part) >= ONE_PART_QUEUE:  # a loop busy for long: no pile-up
                 self._adopt_one_part()
             self._one_part.append((staged.files, meta))
-            self._one_part_queued.set()
+            self._idle_work.set()
             if self._one_part_done.is_set():
                 self._one_part_done = trio.Event()
             return
         pieces = pieces if key == meta.key else ()
         self._nursery.start_soon(self._adopt, staged.files, meta, pieces)
 
-    async def _adopt_when_idle(self) -> None:
-        """Adopt the one-part files `_hand_over` queued, in order, each once every other task
-        waits (on the kernel, on OSS); the rest at once when the mount ends (cancelled), so an
-        unmount leaves none staged."""
+    async def _when_idle(self) -> None:
+        """Adopt the one-part files `_hand_over` queued, in order, then make the spares
+        `keep_spares` asks for, one step each time every other task waits (on the kernel, on
+        OSS). When the mount ends (cancelled): the files still queued adopted at once, so
+        an unmount leaves none staged, and the spares removed."""
         try:
             while True:
-                await self._one_part_queued.wait()
-                self._one_part_queued = trio.Event()
-                while self._one_part:
+                await self._idle_work.wait()
+                self._idle_work = trio.Event()
+                while self._one_part or len(self._spares) < self._spares_ahead:
                     await trio.testing.wait_all_tasks_blocked()
                     if self._one_part:  # (an open may have adopted them meanwhile: adopt_now)
                         self._adopt_one_part()
+                    elif len(self._spares) < self._spares_ahead and not self._make_spare():
+                        break  # tried again once `start` takes a file
         finally:
             while self._one_part:
                 self._adopt_one_part()
+            while self._spares:
+                spare, fd = self._spares.pop()
+                os.close(fd)
+                spare.unlink(missing_ok=True)
+
+    def keep_spares(self, count: int) -> None:
+        """Keep `count` empty staging files made ahead, in idle moments (mount.py, once the
+        recovery, which removes a dead process's spares, is done)."""
+        self._spares_ahead = count
+        self._idle_work.set()
+
+    def _make_spare(self) -> bool:
+        spare = self.directory / f"{os.urandom(16).hex()}{SPARE}"
+        try:
+            fd = os.open(spare, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:  # `start` makes its own, and its writer gets the error
+            log.debug("making a spare staging file in %s: %s", self.directory, exc)
+            return False
+        self._spares.append((spare, fd))
+        return True
+
+    def _new_file(self) -> tuple[Path, int]:
+        """A new, empty `<hex>.data`, open: a spare renamed (no inode to allocate), else
+        made now."""
+        data = self.directory / f"{os.urandom(16).hex()}.data"
+        if self._spares_ahead:
+            self._idle_work.set()
+        while self._spares:
+            spare, fd = self._spares.pop()
+            try:
+                os.rename(spare, data)
+            except OSError as exc:  # gone (not ours to find out why): one made now instead
+                log.debug("spare staging file %s: %s", spare, exc)
+                os.close(fd)
+                continue
+            return data, fd
+        return data, os.open(data, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
 
     def _adopt_one_part(self) -> None:
         assert self.adopter is not None

@@ -5,7 +5,10 @@ rig); requests counted in the emulator's log."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import trio
@@ -14,12 +17,13 @@ from ossmount.cache import adopt
 from ossmount.cache.checkpoint import EntryState
 from ossmount.cache.store import key_hash
 from ossmount.crc64 import crc64
+from ossmount.emulator import Emulator
 from ossmount.fs import staging as staging_module
 from ossmount.fs.attrstore import KnownMeta
 from ossmount.tree.inodes import ROOT_INODE
 from ossmount.write import UploadSettings
 from tests.fs.test_write_attrs import _stamps
-from tests.fs.test_writes import BUCKET, WriteRig, emu, rw
+from tests.fs.test_writes import BUCKET, WriteRig, emu, rw, write_rig
 
 __all__ = ["emu", "rw"]
 
@@ -40,6 +44,13 @@ async def _write_file(rig: WriteRig, name: str, data: bytes) -> tuple[int, int]:
     opened, attr = await rig.fs.create(ROOT_INODE, name, CREATE, 0o600)
     rig.fs.write(opened.fh, 0, data)
     return opened.fh, attr.inode
+
+
+async def _idle_until(done: Callable[[], bool]) -> None:
+    """Let the loop go idle (Staging's idle work runs one step each time) until `done`."""
+    with trio.fail_after(5):
+        while not done():
+            await trio.testing.wait_all_tasks_blocked()
 
 
 async def _released(rig: WriteRig, fh: int) -> None:
@@ -259,3 +270,27 @@ async def test_a_loop_never_idle_adopts_in_the_release_past_a_bound(
         await rw.fs.release(fh)
     adopted = [rw.store.cached_checkpoint(f"q{i}") is not None for i in range(4)]
     assert adopted == [True, True, False, False]
+
+
+async def test_new_files_take_spares_made_in_idle_moments_and_the_end_removes_the_rest(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """A create renames a spare made ahead (no inode allocated while the writer waits); the
+    next ones are made once the loop is idle again; the mount's end removes those left."""
+    async with contextlib.asynccontextmanager(write_rig)(emu, tmp_path, rw=True) as rig:
+        assert rig.staging is not None
+        directory = rig.staging.directory
+        rig.staging.keep_spares(2)
+        await _idle_until(lambda: len(list(directory.glob("*.spare"))) == 2)
+        spares = {p.stat().st_ino: p for p in directory.glob("*.spare")}
+        assert len(spares) == 2
+        opened, _ = await rig.fs.create(ROOT_INODE, "n", CREATE, 0o644)
+        (data,) = directory.glob("*.data")
+        assert data.stat().st_ino in spares, "a spare, renamed"
+        assert len(list(directory.glob("*.spare"))) == 1
+        await _idle_until(lambda: len(list(directory.glob("*.spare"))) == 2)  # made again
+        rig.fs.write(opened.fh, 0, b"spare")
+        await rig.fs.flush(opened.fh)
+        await _released(rig, opened.fh)
+        assert rig.emu.get_bytes(BUCKET, "n") == b"spare"
+    assert list(directory.iterdir()) == []

@@ -58,7 +58,9 @@ def _crash(emulator: Emulator, mount: Mount) -> None:
 
 
 def _staged_files(mount: Mount) -> list[str]:
-    return [p.name for p in (mount.cache / "staging").iterdir() if p.suffix != ".ledger"]
+    return [
+        p.name for p in (mount.cache / "staging").iterdir() if p.suffix not in (".ledger", ".spare")
+    ]
 
 
 def _reopen_and_truncate(path: Path, kept: int) -> int:

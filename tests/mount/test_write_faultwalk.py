@@ -284,7 +284,9 @@ def _until_landed(emu: Emulator, mount: Mount, want: dict[str, bytes], seconds: 
 
 
 def _staged_files(cache: Path) -> list[str]:
-    return sorted(p.name for p in (cache / "staging").iterdir() if p.suffix != ".ledger")
+    return sorted(
+        p.name for p in (cache / "staging").iterdir() if p.suffix not in (".ledger", ".spare")
+    )
 
 
 def fault_walk(

@@ -22,3 +22,10 @@ async def test_a_first_seal_cut_short_by_a_kill_leaves_nothing(staging: Staging)
     Path(f"{staged.journal}.tmp").write_bytes(b"half a reco")
     assert (await recover_staged(staging.directory, staging.uploader, "")).done == 0
     assert list(staging.directory.iterdir()) == []
+
+
+async def test_spare_files_a_killed_mount_made_ahead_are_removed(staging: Staging) -> None:
+    """Empty staging files made ahead (Staging.keep_spares) hold nothing anybody wrote."""
+    (staging.directory / "0123abcd.spare").write_bytes(b"")
+    assert (await recover_staged(staging.directory, staging.uploader, "")).done == 0
+    assert list(staging.directory.iterdir()) == []
