@@ -27,7 +27,12 @@ before they act and none lands after they orphaned the file. Writes during a com
 (the file is then dirty again and the next flush sends it again; a commit whose read came up
 short or whose CRC-64 no longer matched is made again at once) but start no early part.
 Every session of one file journals under `Staged.journal_lock`, and a closed one not at all,
-so the journal never goes back to an older session's record.
+so the journal never goes back to an older session's record. Idle work (`_when_idle`: the
+adoption of one-part files, spare staging files) runs on the trio thread too, one
+synchronous step each time every other task waits (`trio.testing.wait_all_tasks_blocked`:
+the run loop's own idle signal, public though it lives in trio.testing); a file queued for
+adoption is out of the maps already, so no request touches it, and an open of its key
+adopts it first (`adopt_now`).
 """
 
 from __future__ import annotations
@@ -172,7 +177,7 @@ class Staging:
         # A committed file's last close hands its staged bytes to the read cache as the
         # verified entry of the new version (cache/adopt.py): reading it back costs no GET.
         self.adopter: Adopter | None = None
-        # A file of one cache part is adopted in its release (`_hand_over`); larger ones
+        # A file of one cache part is adopted once the loop is idle (`_hand_over`); larger ones
         # are hashed in the background (a close never waits for one), a few at a time in
         # worker threads; one cut short by unmount leaves files fs/recovery.py removes.
         self._adopting = trio.CapacityLimiter(4)
