@@ -281,3 +281,27 @@ def test_overwriting_an_object_keeps_its_metadata_as_ossfs_does(
         assert meta.get("mtime") != "1000", (key, meta)
         assert (head.content_type, head.cache_control) == ("text/x-kept", "no-cache"), key
     assert server_bytes(emulator, "doc") == b"new contents"
+
+
+def test_spare_staging_files_are_removed_at_unmount_and_after_a_kill(
+    make_mount: MountFactory, tmp_path: Path
+) -> None:
+    """Empty `*.spare` files made ahead for new files (fs/staging.py `keep_spares`): a
+    clean unmount removes them; after a kill -9 the next --rw mount does."""
+
+    def spares(cache: Path) -> set[str]:
+        return {p.name for p in (cache / "staging").glob("*.spare")}
+
+    mount = make_mount(args=RW).start()
+    (mount.path / "f").write_bytes(b"spare")
+    wait_until("spares are made in an idle moment", lambda: len(spares(mount.cache)) == 8)
+    mount.stop()
+    assert spares(mount.cache) == set()
+    mount = make_mount(args=RW).start()
+    wait_until("spares are made again", lambda: len(spares(mount.cache)) == 8)
+    left = spares(mount.cache)
+    mount.kill()
+    assert spares(mount.cache) == left, "a killed mount leaves them"
+    mount = make_mount(args=RW).start()
+    assert not spares(mount.cache) & left, "the next mount's start removed them"
+    assert (mount.path / "f").read_bytes() == b"spare"
