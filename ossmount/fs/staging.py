@@ -103,6 +103,11 @@ SPARE = ".spare"
 ONE_PART_QUEUE = 64
 
 
+def _create(path: Path) -> int:
+    """A new, empty file at `path`, open for reading and writing, ours alone."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+
+
 class NoRoomYet(Exception):
     """A write found no room in the cache for now: parts of its file are being sent, and
     each one OSS confirms can be punched out to make some (`Staging._shed`), or other files
@@ -555,7 +560,7 @@ class Staging:
     def _make_spare(self) -> bool:
         spare = self.directory / f"{os.urandom(16).hex()}{SPARE}"
         try:
-            fd = os.open(spare, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = _create(spare)
         except OSError as exc:  # `start` makes its own, and its writer gets the error
             log.debug("making a spare staging file in %s: %s", self.directory, exc)
             return False
@@ -577,7 +582,7 @@ class Staging:
                 os.close(fd)
                 continue
             return data, fd
-        return data, os.open(data, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        return data, _create(data)
 
     def _adopt_one_part(self) -> None:
         assert self.adopter is not None

@@ -203,9 +203,10 @@ class JournalRecord:
         if u is not None and not (0 <= u.crc < _U64 and u.size < _U64):
             raise ValueError("unread start CRC or size out of range")
 
-    def with_parts(self, parts: dict[int, PartRecord], **changes: Any) -> JournalRecord:
-        """This record with `parts` (in number order) and `changes`, in one copy."""
-        return replace(self, parts=tuple(parts[n] for n in sorted(parts)), **changes)
+    def with_parts(self, parts: dict[int, PartRecord], /, **changes: Any) -> JournalRecord:
+        """This record with `parts` (in number order) and `changes` (which win, a `parts`
+        among them too), in one copy."""
+        return replace(self, **{"parts": tuple(parts[n] for n in sorted(parts)), **changes})
 
 
 def object_meta(rec: JournalRecord) -> dict[str, str]:

@@ -417,10 +417,7 @@ class UploadSession:
             if self._fd < 0:
                 return  # closed: the file's next session owns the journal now
             # One copy (each validates the whole record: ~25 us, twice per small file)
-            if "parts" in changes:
-                rec = replace(self.record, **changes)  # type: ignore[arg-type]
-            else:
-                rec = self.record.with_parts(self._parts, **changes)
+            rec = self.record.with_parts(self._parts, **changes)
             self.record = rec
             if not self._ephemeral:
                 # Unsynced when no record of this session can outlive a power loss as good:
